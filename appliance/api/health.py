@@ -1,0 +1,46 @@
+"""``/healthz`` and ``/metrics``: unauthenticated, cheap, safe to scrape often."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from appliance import __version__
+from appliance.api.server import APPLIANCE_KEY
+
+
+async def healthz(request: web.Request) -> web.Response:
+    app = request.app[APPLIANCE_KEY]
+    pipeline = app.pipeline
+    sources = {}
+    for src in app.sources:
+        name = src.name
+        sources[name] = {
+            "received": pipeline.received.value(name),
+            "dropped": sum(v for k, v in pipeline.dropped.values.items() if k[0] == name),
+        }
+    return web.json_response(
+        {
+            "status": "ok" if app.running else "starting",
+            "version": __version__,
+            "sensor_id": app.config.appliance.sensor_id,
+            "uptime_seconds": round(app.uptime(), 3),
+            "events_stored": pipeline.stored.total(),
+            "queue_depth": len(pipeline),
+            "sources": sources,
+        }
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app[APPLIANCE_KEY]
+    return web.Response(
+        text=app.metrics.render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)

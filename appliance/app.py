@@ -1,0 +1,220 @@
+"""The appliance: builds store, pipeline, sources and API from a config; starts, reloads, stops.
+
+Start order is store → pipeline → sources → API, so nothing is accepted before it can be stored
+and the API never reports on half a system. Stop is the reverse with a drain in the middle:
+sources stop accepting, the pipeline empties its queue into SQLite, then SQLite is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from appliance.api.server import ApiServer, load_or_create_token
+from appliance.config import AppConfig
+from appliance.metrics import Registry
+from appliance.pipeline.bus import Pipeline
+from appliance.sources.base import Source, SourceContext
+from appliance.sources.syslog_udp import SyslogUdpSource
+from appliance.sources.udp import host_rcvbuf_errors
+from appliance.store import Store
+
+log = logging.getLogger(__name__)
+
+# Extra components (correlation, forwarding, ...) register a builder here; each gets the
+# appliance once the store and pipeline exist and returns an object with async start()/stop().
+COMPONENT_BUILDERS: list[Callable[[Appliance], Any]] = []
+
+
+def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
+    sources: list[Source] = []
+    for cfg in config.sources.syslog:
+        if cfg.protocol == "udp":
+            sources.append(SyslogUdpSource(cfg, ctx))
+    return sources
+
+
+class Appliance:
+    def __init__(self, config: AppConfig, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.metrics = Registry()
+        data_dir = config.data_dir
+        self.store = Store(data_dir / "appliance.db", raw_max_bytes=config.storage.raw_max_bytes)
+        p = config.pipeline
+        self.pipeline = Pipeline(
+            self.store,
+            self.metrics,
+            queue_size=p.queue_size,
+            batch_size=p.batch_size,
+            flush_interval=p.flush_interval,
+            clock=clock,
+        )
+        self.sources: list[Source] = []
+        self.components: list[Any] = []
+        self.api: ApiServer | None = None
+        self.running = False
+        self._started = time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.retention_deleted = self.metrics.counter(
+            "retention_deleted_total", "Events deleted by retention (age or size).", ["reason"]
+        )
+        self.metrics.gauge(
+            "database_size_bytes",
+            "SQLite database + WAL size on disk.",
+            callback=lambda: float(self.store.size_bytes()),
+        )
+        self.metrics.gauge("uptime_seconds", "Seconds since start.", callback=self.uptime)
+        self.metrics.gauge(
+            "udp_rcvbuf_errors",
+            "Host-wide UDP RcvbufErrors (/proc/net/snmp).",
+            ["proto"],
+            callback=lambda: {(k,): float(v) for k, v in host_rcvbuf_errors().items()},
+        )
+        self.metrics.gauge(
+            "udp_socket_drops",
+            "Datagrams the kernel dropped on a source socket.",
+            ["source"],
+            callback=self._socket_drops,
+        )
+        from appliance import __version__
+
+        self.metrics.gauge("build_info", "Version of the running appliance.", ["version"]).set(
+            1, __version__
+        )
+
+    def uptime(self) -> float:
+        return time.monotonic() - self._started
+
+    def _socket_drops(self) -> dict[tuple[str, ...], float]:
+        out = {}
+        for src in self.sources:
+            drops = getattr(src, "kernel_drops", None)
+            value = drops() if drops is not None else None
+            if value is not None:
+                out[(src.name,)] = float(value)
+        return out
+
+    def source_context(self) -> SourceContext:
+        return SourceContext(self.config, self.pipeline, self.metrics, self.clock)
+
+    # --------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.store.open()
+        try:
+            self.pipeline.start()
+            for builder in COMPONENT_BUILDERS:
+                component = builder(self)
+                if component is not None:
+                    self.components.append(component)
+            for component in self.components:
+                await component.start()
+            self.sources = await self._start_sources(build_sources(cfg, self.source_context()))
+            token = load_or_create_token(cfg.api, cfg.data_dir, lambda p: cfg.path(p))
+            self.api = ApiServer(self, token)
+            await self.api.start(cfg.api.listen)
+        except BaseException:
+            await self.stop()
+            raise
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        self.running = True
+        log.info(
+            "appliance %s started: %d source(s), data in %s",
+            cfg.appliance.sensor_id,
+            len(self.sources),
+            cfg.data_dir,
+        )
+
+    async def _start_sources(self, sources: list[Source]) -> list[Source]:
+        started: list[Source] = []
+        try:
+            for src in sources:
+                await src.start()
+                started.append(src)
+        except BaseException:
+            for src in started:
+                await src.stop()
+            raise
+        return started
+
+    async def stop(self) -> None:
+        """Stop accepting, drain the queue into SQLite, close; bounded by shutdown_timeout."""
+        self.running = False
+        deadline = time.monotonic() + self.config.appliance.shutdown_timeout
+        for src in self.sources:
+            with contextlib.suppress(Exception):
+                await src.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(BaseException):
+                await task
+        self._tasks.clear()
+        drained = await self.pipeline.stop(max(0.5, deadline - time.monotonic()))
+        if not drained:
+            log.error("shutdown: queue not drained in time; the rest was counted as dropped")
+        for component in reversed(self.components):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(component.stop(), max(0.5, deadline - time.monotonic()))
+        if self.api is not None:
+            await self.api.stop()
+        await self.store.close()
+        log.info("appliance stopped: %d events stored this run", self.pipeline.stored.total())
+
+    async def reload(self, new: AppConfig) -> None:
+        """Apply a new (already validated) config: restart the sources if they changed.
+
+        If the new sources cannot start (a port in use), the old ones are restarted and the
+        error is raised, so a bad reload never leaves the appliance deaf.
+        """
+        old = self.config
+        changed = [
+            f.name
+            for f in dataclasses.fields(AppConfig)
+            if getattr(old, f.name) != getattr(new, f.name)
+        ]
+        for name in ("api", "pipeline"):
+            if name in changed:
+                log.warning("reload: [%s] changes take effect at the next restart", name)
+        self.config = dataclasses.replace(new, api=old.api, pipeline=old.pipeline)
+        if old.sources != new.sources or old.base_dir != new.base_dir:
+            for src in self.sources:
+                await src.stop()
+            try:
+                self.sources = await self._start_sources(
+                    build_sources(self.config, self.source_context())
+                )
+            except BaseException:
+                self.config = old
+                self.sources = await self._start_sources(build_sources(old, self.source_context()))
+                raise
+        for component in self.components:
+            hook: Callable[[AppConfig], Awaitable[None]] | None = getattr(component, "reload", None)
+            if hook is not None:
+                await hook(self.config)
+        log.info("configuration reloaded (%s)", ", ".join(changed) or "no changes")
+
+    async def _retention_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.storage.retention_interval)
+            st = self.config.storage
+            try:
+                by_age, by_size = await self.store.enforce_retention(
+                    max_age=st.retention_days * 86400, max_bytes=st.max_db_bytes, now=self.clock()
+                )
+                if by_age:
+                    self.retention_deleted.inc("age", n=by_age)
+                if by_size:
+                    self.retention_deleted.inc("size", n=by_size)
+                if by_age or by_size:
+                    log.info("retention deleted %d events by age, %d by size", by_age, by_size)
+            except Exception:
+                log.exception("retention run failed")

@@ -1,0 +1,298 @@
+"""Configuration: one TOML file decoded into frozen dataclasses, fully validated before start.
+
+The loader is driven by the dataclasses' type hints, so adding a section or a key is declaring a
+field; unknown keys, wrong types and bad values all become errors naming the TOML key path
+(``sources.syslog[0].listen: not host:port``). Per-field value checks live in field metadata
+(``check``), cross-field checks in a class's ``validate`` method.
+
+Paths: ``appliance.data_dir`` is relative to the working directory (the systemd unit gives an
+absolute one); file paths elsewhere (certificates, rule folders) are relative to the config
+file's folder, resolved by :meth:`AppConfig.path`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from netaddr import AddrFormatError, IPNetwork
+
+EXAMPLE_CONFIG = Path(__file__).with_name("example-config.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``errors`` lists every problem with its key path."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+# ---------------------------------------------------------------- value checks (return error text)
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to a (host, port) pair; ``ValueError`` if it is neither."""
+    if value.startswith("["):
+        host, sep, port = value[1:].partition("]:")
+        if not sep:
+            raise ValueError(value)
+        ipaddress.IPv6Address(host)
+    else:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or ":" in host:
+            raise ValueError(value)
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(value)
+    return host, int(port)
+
+
+def check_hostport(value: str) -> str | None:
+    try:
+        parse_hostport(value)
+    except ValueError:
+        return "not host:port (IPv6 as [::]:port)"
+    return None
+
+
+def check_networks(value: list[str]) -> str | None:
+    for item in value:
+        try:
+            IPNetwork(item)
+        except (AddrFormatError, ValueError, TypeError):
+            return f"{item!r} is not an IP network (CIDR)"
+    return None
+
+
+def positive(value: float) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def non_negative(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def sensor_name(value: str) -> str | None:
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        return "1-64 characters of letters, digits, '-', '_' or '.'"
+    return None
+
+
+def check(fn: Any, **kw: Any) -> dict[str, Any]:
+    """Field metadata carrying a value check: ``field(default=..., metadata=check(positive))``."""
+    return {"check": fn, **kw}
+
+
+# ---------------------------------------------------------------------------------------- sections
+
+PRIVATE_AND_LOOPBACK = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplianceSection:
+    data_dir: str = "var"
+    sensor_id: str = field(default="edge-01", metadata=check(sensor_name))
+    tenant: str = ""
+    site: str = ""
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_timeout: float = field(default=15.0, metadata=check(positive))
+    watchdog: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSection:
+    listen: str = field(default="127.0.0.1:8080", metadata=check(check_hostport))
+    token: str = ""
+    token_file: str = ""
+    max_page: int = field(default=1000, metadata=check(positive))
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSection:
+    queue_size: int = field(default=200_000, metadata=check(positive))
+    batch_size: int = field(default=5_000, metadata=check(positive))
+    flush_interval: float = field(default=0.2, metadata=check(positive))
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSection:
+    retention_days: float = field(default=7.0, metadata=check(positive))
+    max_db_bytes: int = field(default=2 * 1024**3, metadata=check(positive))
+    retention_interval: float = field(default=60.0, metadata=check(positive))
+    raw_max_bytes: int = field(default=8192, metadata=check(non_negative))
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogSource:
+    protocol: Literal["udp", "tcp", "tls"] = "udp"
+    listen: str = field(default="0.0.0.0:5514", metadata=check(check_hostport))
+    name: str = ""
+    allowed: list[str] = field(
+        default_factory=lambda: list(PRIVATE_AND_LOOPBACK), metadata=check(check_networks)
+    )
+    rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=check(positive))
+    max_message_bytes: int = field(default=8192, metadata=check(positive))
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.protocol == "tls" and not (self.tls_cert and self.tls_key):
+            errors.append('tls_cert: required with protocol = "tls" (and tls_key)')
+        if self.protocol != "udp":
+            errors.append(f"protocol: {self.protocol!r} is not available in this build yet")
+        return errors
+
+    @property
+    def label(self) -> str:
+        return self.name or f"syslog-{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesSection:
+    syslog: list[SyslogSource] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    appliance: ApplianceSection = field(default_factory=ApplianceSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    pipeline: PipelineSection = field(default_factory=PipelineSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    sources: SourcesSection = field(default_factory=SourcesSection)
+    base_dir: str = field(default=".", metadata={"internal": True})
+
+    def validate(self) -> list[str]:
+        errors = []
+        names: set[str] = set()
+        for i, src in enumerate(self.sources.syslog):
+            if src.label in names and src.name:
+                errors.append(f"sources.syslog[{i}].name: duplicate source name {src.name!r}")
+            names.add(src.label)
+        return errors
+
+    def path(self, value: str) -> Path:
+        """A file path from the config, relative to the config file's folder."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.appliance.data_dir).expanduser()
+
+
+# ----------------------------------------------------------------------------------------- loader
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "table"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(tp, str(tp))
+
+
+def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, path, errors)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            errors.append(f"{path}: must be one of {_type_name(tp)}, not {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            errors.append(f"{path}: expected a {_type_name(tp)}")
+            return []
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(item_tp, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a table")
+            return {}
+        _, val_tp = typing.get_args(tp)
+        return {k: _convert(val_tp, v, f"{path}.{k}", errors) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            errors.append(f"{path}: expected a table")
+            return tp()
+        return build(tp, value, path, errors)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any:
+        return value
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        errors.append(f"{path}: expected {_type_name(tp)}, got {type(value).__name__}")
+        return None
+    return value
+
+
+def build(cls: Any, data: dict[str, Any], path: str, errors: list[str]) -> Any:
+    """Decode one TOML table into ``cls``, appending every problem to ``errors``."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    prefix = f"{path}." if path else ""
+    for key, value in data.items():
+        if key not in fields:
+            errors.append(f"{prefix}{key}: unknown key")
+            continue
+        n_before = len(errors)
+        converted = _convert(hints[key], value, prefix + key, errors)
+        if len(errors) != n_before:
+            continue
+        checker = fields[key].metadata.get("check")
+        if checker is not None:
+            problem = checker(converted)
+            if problem:
+                errors.append(f"{prefix}{key}: {problem}")
+                continue
+        kwargs[key] = converted
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        errors.extend(f"{prefix}{e}" for e in validate())
+    return obj
+
+
+def load_config(path: str | Path) -> AppConfig:
+    """Read and validate a config file; raise :class:`ConfigError` listing every problem."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    return parse_config(data, base_dir=path.resolve().parent)
+
+
+def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> AppConfig:
+    errors: list[str] = []
+    cfg = build(AppConfig, data, "", errors)
+    if errors:
+        raise ConfigError(errors)
+    return dataclasses.replace(cfg, base_dir=str(base_dir))

@@ -1,0 +1,88 @@
+"""The one normalized event shape that sources produce and rules, storage, the API and sinks read.
+
+Fields live in one flat dict keyed by ECS dotted names (``source.ip``, ``log.syslog.severity.code``)
+because that is what rules look up on the hot path: one dict probe per field, no nested walks.
+The nested form Elastic stores is produced only at the edges (API, sinks) by :func:`nest`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+from typing import Any
+
+ECS_VERSION = "8.11.0"
+
+
+@dataclass(slots=True)
+class Event:
+    """One normalized event.
+
+    ``timestamp`` is the event time (``@timestamp``: device time when the message carries one,
+    else receive time); ``created`` is when the appliance received it (``event.created``).
+    ``raw`` is the original bytes, already bounded by the source (``event.original``).
+    """
+
+    timestamp: float
+    created: float
+    module: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    raw: bytes = b""
+    id: int | None = None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.fields.get(name, default)
+
+    def to_ecs(self, sensor_id: str | None = None) -> dict[str, Any]:
+        """The Elastic-style nested document for the API and upstream sinks."""
+        flat: dict[str, Any] = dict(self.fields)
+        flat["@timestamp"] = iso8601(self.timestamp)
+        flat["event.created"] = iso8601(self.created)
+        flat["event.module"] = self.module
+        flat.setdefault("event.kind", "event")
+        flat["ecs.version"] = ECS_VERSION
+        if self.raw:
+            flat["event.original"] = self.raw.decode("utf-8", "backslashreplace")
+        if self.id is not None:
+            flat["event.id"] = str(self.id)
+        if sensor_id is not None:
+            flat["observer.name"] = flat.get("observer.name", sensor_id)
+            flat["agent.id"] = sensor_id
+        return nest(flat)
+
+
+def iso8601(ts: float) -> str:
+    """RFC 3339 UTC with microseconds, the form ECS ``@timestamp`` uses."""
+    return (
+        _dt.datetime.fromtimestamp(ts, tz=_dt.UTC)
+        .isoformat(timespec="microseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """Turn ``{"a.b": 1, "a.c": 2}`` into ``{"a": {"b": 1, "c": 2}}``.
+
+    A key that is both a leaf and a parent (``log.syslog.priority`` and a deeper key) keeps the
+    leaf under the parent's own name so nothing is lost. ``@timestamp`` is never split.
+    """
+    out: dict[str, Any] = {}
+    for key in sorted(flat, key=lambda k: k.count(".")):
+        value = flat[key]
+        if key.startswith("@"):
+            out[key] = value
+            continue
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {} if child is None else {"value": child}
+                node[part] = child
+            node = child
+        leaf = parts[-1]
+        if isinstance(node.get(leaf), dict):
+            node[leaf]["value"] = value
+        else:
+            node[leaf] = value
+    return out

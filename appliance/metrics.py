@@ -1,0 +1,133 @@
+"""A small Prometheus registry: counters and gauges with labels, rendered in text format 0.0.4.
+
+Written here rather than taken from ``prometheus-client`` because the hot path increments
+counters tens of thousands of times a second: an ``inc`` is one dict update keyed by a tuple of
+label values, with no per-call object creation. Gauges may be callbacks, read at scrape time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+LabelValues = tuple[str, ...]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt(value: float) -> str:
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value))
+
+
+class _Metric:
+    kind = "untyped"
+
+    def __init__(self, name: str, help: str, labels: Iterable[str] = ()) -> None:
+        self.name = name
+        self.help = help
+        self.labelnames: tuple[str, ...] = tuple(labels)
+        self.values: dict[LabelValues, float] = {}
+
+    def _key(self, labels: tuple[str, ...]) -> LabelValues:
+        if len(labels) != len(self.labelnames):
+            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {labels}")
+        return labels
+
+    def samples(self) -> Iterable[tuple[LabelValues, float]]:
+        return sorted(self.values.items())
+
+    def value(self, *labels: str) -> float:
+        return self.values.get(labels, 0.0)
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        for labels, value in self.samples():
+            if labels:
+                inner = ",".join(
+                    f'{n}="{_escape(v)}"' for n, v in zip(self.labelnames, labels, strict=True)
+                )
+                lines.append(f"{self.name}{{{inner}}} {_fmt(value)}")
+            else:
+                lines.append(f"{self.name} {_fmt(value)}")
+        return lines
+
+
+class Counter(_Metric):
+    kind = "counter"
+
+    def inc(self, *labels: str, n: float = 1) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0) + n
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+
+class Gauge(_Metric):
+    kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: Iterable[str] = (),
+        callback: Callable[[], dict[LabelValues, float] | float] | None = None,
+    ) -> None:
+        super().__init__(name, help, labels)
+        self.callback = callback
+
+    def set(self, value: float, *labels: str) -> None:
+        self.values[self._key(labels)] = value
+
+    def samples(self) -> Iterable[tuple[LabelValues, float]]:
+        if self.callback is not None:
+            got = self.callback()
+            if isinstance(got, dict):
+                return sorted(got.items())
+            return [((), float(got))]
+        return super().samples()
+
+
+class Registry:
+    """Named metrics; asking twice for the same name returns the same metric."""
+
+    def __init__(self, prefix: str = "appliance_") -> None:
+        self.prefix = prefix
+        self._metrics: dict[str, _Metric] = {}
+
+    def counter(self, name: str, help: str, labels: Iterable[str] = ()) -> Counter:
+        return self._get(Counter, name, help, labels)
+
+    def gauge(
+        self,
+        name: str,
+        help: str,
+        labels: Iterable[str] = (),
+        callback: Callable[[], dict[LabelValues, float] | float] | None = None,
+    ) -> Gauge:
+        metric = self._get(Gauge, name, help, labels)
+        if callback is not None:
+            metric.callback = callback
+        return metric
+
+    def _get(self, cls: type, name: str, help: str, labels: Iterable[str]):  # type: ignore[no-untyped-def]
+        full = self.prefix + name
+        metric = self._metrics.get(full)
+        if metric is None:
+            metric = cls(full, help, labels)
+            self._metrics[full] = metric
+        elif not isinstance(metric, cls):
+            raise TypeError(f"{full} is already a {metric.kind}")
+        return metric
+
+    def get(self, name: str) -> _Metric | None:
+        return self._metrics.get(self.prefix + name) or self._metrics.get(name)
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for name in sorted(self._metrics):
+            lines.extend(self._metrics[name].render())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,27 @@
+"""Pick RFC 5424 or RFC 3164 per message: the one entry point sources call."""
+
+from __future__ import annotations
+
+from datetime import tzinfo
+
+from appliance.protocols.syslog.message import SyslogMessage, parse_pri
+from appliance.protocols.syslog.rfc3164 import decode_rfc3164
+from appliance.protocols.syslog.rfc5424 import decode_rfc5424
+
+
+def decode_syslog(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMessage:
+    """Decode one syslog message of either RFC, never raising on bad input.
+
+    RFC 5424 is recognised by ``<PRI>1 ``; everything else is read as RFC 3164 as it is really
+    sent (missing PRI, missing hostname, RFC 3339 stamps). ``tz`` is the sender's time zone
+    for 3164 stamps, which carry none (``None``: the appliance's local zone).
+    """
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    text = data.decode("utf-8", "replace") if not data.isascii() else data.decode("ascii")
+    # Trailing newlines and NULs are framing leftovers from senders, not message content.
+    text = text.rstrip("\r\n\x00")
+    pri, pos = parse_pri(text)
+    if pri is not None and text.startswith("1 ", pos):
+        return decode_rfc5424(text, pri, pos + 2, now)
+    return decode_rfc3164(text, pri, pos, now, tz)

@@ -1,0 +1,92 @@
+"""The decoded syslog message and the entry point that picks RFC 5424 or RFC 3164 per message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SEVERITY_NAMES = (
+    "emergency",
+    "alert",
+    "critical",
+    "error",
+    "warning",
+    "notice",
+    "informational",
+    "debug",
+)
+FACILITY_NAMES = (
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+)
+DEFAULT_PRI = 13  # user.notice, what RFC 3164 section 4.3.3 tells a relay to assume
+
+# Header field maxima from RFC 5424 section 6; longer values are cut and flagged.
+MAX_HOSTNAME = 255
+MAX_APP_NAME = 48
+MAX_PROCID = 128
+MAX_MSGID = 32
+
+
+@dataclass(slots=True)
+class SyslogMessage:
+    """One syslog message as the wire had it, before any vendor decoding.
+
+    ``timestamp`` is the device's time as epoch seconds, or ``None`` when the message carries
+    none we can trust (the caller then uses the receive time). ``errors`` names what was wrong
+    with the header (``pri_invalid``, ``timestamp_invalid``, ...): the message is still kept.
+    """
+
+    facility: int
+    severity: int
+    message: str
+    format: str  # "rfc5424" | "rfc3164" | "raw"
+    timestamp: float | None = None
+    hostname: str | None = None
+    app_name: str | None = None
+    procid: str | None = None
+    msgid: str | None = None
+    version: int | None = None
+    structured_data: dict[str, dict[str, str]] | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def priority(self) -> int:
+        return self.facility * 8 + self.severity
+
+
+def parse_pri(text: str) -> tuple[int | None, int]:
+    """``(<PRI> value or None, index after '>')``; PRI is 1-3 digits and at most 191."""
+    if not text.startswith("<"):
+        return None, 0
+    end = text.find(">", 1, 5)
+    if end < 2:
+        return None, 0
+    digits = text[1:end]
+    if not digits.isdigit() or not digits.isascii() or (len(digits) > 1 and digits[0] == "0"):
+        return None, 0
+    value = int(digits)
+    if value > 191:
+        return None, 0
+    return value, end + 1

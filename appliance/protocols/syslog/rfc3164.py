@@ -1,0 +1,181 @@
+"""RFC 3164 as it is really sent: ``<PRI>Mmm dd hh:mm:ss HOST TAG[PID]: MSG`` and its cousins.
+
+Real senders omit the PRI, the hostname or both, put RFC 3339 stamps where the BSD stamp goes,
+pad the day with one space or two, and send a year. None of that loses the message: what cannot
+be read as header stays in ``message``.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, tzinfo
+from functools import lru_cache
+
+from appliance.protocols.syslog.message import (
+    DEFAULT_PRI,
+    MAX_APP_NAME,
+    MAX_HOSTNAME,
+    SyslogMessage,
+)
+from appliance.protocols.syslog.rfc5424 import parse_rfc3339
+
+MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+HALF_YEAR = 183 * 86400.0
+
+
+@lru_cache(maxsize=4096)
+def _hour_epoch(year: int, month: int, day: int, h: int, tz: tzinfo | None) -> float | None:
+    try:
+        return datetime(year, month, day, h, tzinfo=tz).timestamp()
+    except ValueError:
+        return None
+
+
+def _epoch(
+    year: int, month: int, day: int, h: int, m: int, s: int, us: int, tz: tzinfo | None
+) -> float | None:
+    base = _hour_epoch(year, month, day, h, tz)
+    if base is None or m > 59 or s > 59:
+        return None
+    return base + m * 60 + s + us / 1e6
+
+
+def infer_year(
+    month: int, day: int, h: int, m: int, s: int, us: int, now: float, tz: tzinfo | None
+) -> float | None:
+    """Epoch of a year-less stamp, taking the year that puts it closest to ``now``.
+
+    Safe across New Year: a "Dec 31 23:59:59" received on Jan 1 belongs to the old year, and a
+    slightly fast clock's "Jan 1 00:00:01" received on Dec 31 to the new one.
+    """
+    year = time.gmtime(now).tm_year
+    best: float | None = None
+    for candidate in (year, year - 1, year + 1):
+        ts = _epoch(candidate, month, day, h, m, s, us, tz)
+        if ts is None:
+            continue
+        if abs(ts - now) <= HALF_YEAR:
+            return ts
+        if best is None or abs(ts - now) < abs(best - now):
+            best = ts
+    return best
+
+
+def parse_bsd_timestamp(
+    text: str, pos: int, now: float, tz: tzinfo | None
+) -> tuple[float | None, int]:
+    """Read ``Mmm dd hh:mm:ss[.fff][ yyyy]`` at ``pos``; return (epoch or None, index after)."""
+    month = MONTHS.get(text[pos : pos + 3])
+    if month is None or len(text) < pos + 15 or text[pos + 3] != " ":
+        return None, pos
+    i = pos + 4
+    if text[i] == " ":  # "Aug  7": space-padded day
+        i += 1
+    j = text.find(" ", i, i + 3)
+    day_text = text[i:j] if j > 0 else ""
+    clock = text[j + 1 : j + 9] if j > 0 else ""
+    if (
+        not day_text.isdigit()
+        or len(clock) != 8
+        or clock[2] != ":"
+        or clock[5] != ":"
+        or not (clock[:2] + clock[3:5] + clock[6:8]).isdigit()
+    ):
+        return None, pos
+    end = j + 9
+    us = 0
+    if end < len(text) and text[end] == ".":  # fractional seconds (Cisco "*Mar 1 00:00:00.123")
+        k = end + 1
+        while k < len(text) and text[k].isdigit() and k - end <= 6:
+            k += 1
+        frac = text[end + 1 : k]
+        if frac:
+            us = int(frac.ljust(6, "0")[:6])
+        end = k
+    h, m, s = int(clock[:2]), int(clock[3:5]), int(clock[6:8])
+    day = int(day_text)
+    # An explicit year after the clock ("Aug 7 10:00:00 2024 host ...").
+    if (
+        text[end : end + 1] == " "
+        and text[end + 1 : end + 5].isdigit()
+        and (end + 5 == len(text) or text[end + 5] in " :")
+    ):
+        year = int(text[end + 1 : end + 5])
+        ts = _epoch(year, month, day, h, m, min(s, 59), us, tz)
+        return ts, end + 5
+    if s == 60:
+        s = 59
+    return infer_year(month, day, h, m, s, us, now, tz), end
+
+
+def _split_tag(token: str) -> tuple[str | None, str | None, bool]:
+    """``app[pid]:`` / ``app:`` / ``app[pid]`` to (app, pid, looked like a tag)."""
+    core = token[:-1] if token.endswith(":") else token
+    pid = None
+    if core.endswith("]") and "[" in core:
+        lb = core.index("[")
+        pid = core[lb + 1 : -1] or None
+        core = core[:lb]
+    looks = token.endswith(":") or pid is not None
+    if not core or len(core) > MAX_APP_NAME * 2:
+        return None, pid, looks
+    return core, pid, looks
+
+
+_HOSTNAME = re.compile(r"[\w.\-:%]*[\w.\-%]")
+
+
+def _is_hostname(token: str) -> bool:
+    return len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
+
+
+def decode_rfc3164(
+    text: str, pri: int | None, pos: int, now: float, tz: tzinfo | None = None
+) -> SyslogMessage:
+    errors: list[str] = []
+    if pri is None:
+        errors.append("pri_missing" if not text.startswith("<") else "pri_invalid")
+        pri = DEFAULT_PRI
+    timestamp: float | None = None
+    ts, after = parse_bsd_timestamp(text, pos, now, tz)
+    if ts is not None:
+        timestamp = ts
+    else:
+        # RFC 3339 stamp in a 3164-shaped line (rsyslog's default since Debian 12), or none.
+        sp = text.find(" ", pos)
+        if sp > pos and text[pos : pos + 1].isdigit():
+            ts2 = parse_rfc3339(text[pos:sp])
+            if ts2 is not None:
+                timestamp, after = ts2, sp
+    hostname = app = procid = None
+    rest = text[after:].lstrip(" ") if timestamp is not None else text[pos:]
+    if timestamp is None:
+        errors.append("timestamp_missing")
+    else:
+        first, _, tail = rest.partition(" ")
+        if _is_hostname(first) and tail:
+            hostname, rest = first, tail
+    tag, _, tail = rest.partition(" ")
+    if tag:
+        app, procid, looks = _split_tag(tag)
+        if looks and app is not None:
+            rest = tail
+        else:
+            app = procid = None
+    return SyslogMessage(
+        facility=pri >> 3,
+        severity=pri & 7,
+        message=rest,
+        format="rfc3164",
+        timestamp=timestamp,
+        hostname=hostname,
+        app_name=app,
+        procid=procid,
+        errors=errors,
+    )

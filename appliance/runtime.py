@@ -1,0 +1,134 @@
+"""Process runtime: event loop choice, signals, systemd notification, the serve loop.
+
+uvloop comes in through ``asyncio.Runner(loop_factory=...)``, never the deprecated global
+policy. SIGTERM/SIGINT stop gracefully (drain, flush, close); SIGHUP reloads the config and
+keeps the old one when the new one is invalid or cannot start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.config import AppConfig, ConfigError, load_config
+from appliance.sources.udp import BindError
+from appliance.store import StoreError
+
+log = logging.getLogger("appliance")
+
+
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``uvloop.new_event_loop`` for "auto"/"uvloop" when installed, else ``None`` (asyncio)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(['appliance.loop: "uvloop" is not installed']) from None
+        log.warning("uvloop is not installed: UDP intake will be several times slower")
+        return None
+    return uvloop.new_event_loop
+
+
+def sd_notify(message: str) -> bool:
+    """Send one sd_notify datagram when run under systemd ``Type=notify``."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.warning("sd_notify failed: %s", exc)
+        return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or not usec.isdigit() or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 1e6 / 2
+
+
+def setup_logging(level: str) -> None:
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if sys.stderr.isatty():
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+async def serve(config: AppConfig, config_path: Path | None) -> int:
+    from appliance.app import Appliance
+
+    loop = asyncio.get_running_loop()
+    log.info("event loop: %s", type(loop).__module__ + "." + type(loop).__name__)
+    stop = asyncio.Event()
+    reload_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+
+    app = Appliance(config)
+    try:
+        await app.start()
+    except (BindError, StoreError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    sd_notify("READY=1\nSTATUS=running")
+
+    async def watchdog(interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if app.pipeline._task is not None and not app.pipeline._task.done():
+                sd_notify("WATCHDOG=1")
+
+    async def reloader() -> None:
+        while True:
+            await reload_requested.wait()
+            reload_requested.clear()
+            if config_path is None:
+                log.warning("SIGHUP: no config file to reload (running the built-in example)")
+                continue
+            sd_notify("RELOADING=1")
+            try:
+                new = load_config(config_path)
+                await app.reload(new)
+            except ConfigError as exc:
+                log.error("SIGHUP: new config is invalid, keeping the old one: %s", exc)
+            except Exception as exc:
+                log.error("SIGHUP: reload failed, keeping the old config: %s", exc)
+            sd_notify("READY=1")
+
+    helpers = [asyncio.create_task(reloader(), name="reloader")]
+    interval = watchdog_interval()
+    if interval and config.appliance.watchdog:
+        helpers.append(asyncio.create_task(watchdog(interval), name="watchdog"))
+    await stop.wait()
+    log.info("stopping")
+    sd_notify("STOPPING=1")
+    for task in helpers:
+        task.cancel()
+    for task in helpers:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await app.stop()
+    return 0
+
+
+def run(config: AppConfig, config_path: Path | None) -> int:
+    factory = loop_factory(config.appliance.loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(serve(config, config_path))

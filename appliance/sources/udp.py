@@ -1,0 +1,90 @@
+"""UDP socket plumbing shared by the syslog, SNMP and NetFlow sources.
+
+We bind the socket ourselves (rather than let ``create_datagram_endpoint`` do it) so that a busy
+port fails at start with a clear message, tests can use port 0, and the receive buffer is set
+before the first datagram. Kernel drops are invisible to the application, so they are read from
+``/proc/net/udp*`` (per socket) and ``/proc/net/snmp`` (``RcvbufErrors``, host-wide) at scrape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+
+from appliance.config import parse_hostport
+
+log = logging.getLogger(__name__)
+
+
+class BindError(OSError):
+    """A listener could not bind its address (port in use, no permission, no such address)."""
+
+
+def bind_udp(listen: str, rcvbuf: int) -> socket.socket:
+    host, port = parse_hostport(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        set_rcvbuf(sock, rcvbuf)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BindError(exc.errno, f"cannot bind udp {listen}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def set_rcvbuf(sock: socket.socket, size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer; past ``net.core.rmem_max`` try the privileged
+    ``SO_RCVBUFFORCE``, and say so when the kernel gives less."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # the kernel reports double
+    if got < size and hasattr(socket, "SO_RCVBUFFORCE"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, size)
+            got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2
+    if got < size:
+        log.warning(
+            "receive buffer is %d bytes, asked for %d: raise net.core.rmem_max "
+            "(sysctl -w net.core.rmem_max=%d) to absorb bursts without loss",
+            got,
+            size,
+            size,
+        )
+    return got
+
+
+def socket_drops(sock: socket.socket) -> int | None:
+    """Datagrams the kernel dropped for this socket (last column of /proc/net/udp{,6})."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+    except OSError:
+        return None
+    for name in ("/proc/net/udp", "/proc/net/udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(name).read_text().splitlines()[1:]:
+                cols = line.split()
+                if len(cols) >= 13 and cols[9] == inode:
+                    return int(cols[-1])
+    return None
+
+
+def host_rcvbuf_errors() -> dict[str, int]:
+    """Host-wide ``Udp``/``Udp6`` ``RcvbufErrors`` from /proc/net/snmp and /proc/net/snmp6."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        lines = Path("/proc/net/snmp").read_text().splitlines()
+        for head, vals in zip(lines[::2], lines[1::2], strict=False):
+            if head.startswith("Udp:"):
+                keys, values = head.split()[1:], vals.split()[1:]
+                out["udp"] = int(dict(zip(keys, values, strict=False)).get("RcvbufErrors", 0))
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/net/snmp6").read_text().splitlines():
+            if line.startswith("Udp6RcvbufErrors"):
+                out["udp6"] = int(line.split()[1])
+    return out

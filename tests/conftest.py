@@ -1,0 +1,123 @@
+"""Shared fixtures: an appliance on loopback with port-0 listeners and a temporary database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from appliance.app import Appliance
+from appliance.config import parse_config
+
+CORPUS = Path(os.environ.get("APPLIANCE_CORPUS", Path(__file__).parents[1] / ".." / "shared"
+                             / "corpus")).resolve()
+TOKEN = "test-token-0123456789"
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, kind) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (CI installs it from Debian's packages)")
+    return path
+
+
+def corpus_dir(sub: str) -> Path:
+    path = CORPUS / sub
+    if not path.is_dir():
+        pytest.skip(f"corpus {path} not present (set APPLIANCE_CORPUS)")
+    return path
+
+
+def make_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
+    """A config dict on loopback port 0 with a temporary data dir; ``sections`` override."""
+    data: dict[str, Any] = {
+        "appliance": {"data_dir": str(tmp_path / "data"), "sensor_id": "test-01"},
+        "api": {"listen": "127.0.0.1:0", "token": TOKEN},
+        "pipeline": {"flush_interval": 0.05},
+        "sources": {"syslog": [{"protocol": "udp", "listen": "127.0.0.1:0"}]},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return data
+
+
+class Running:
+    """A started appliance plus helpers to talk to it."""
+
+    def __init__(self, app: Appliance, session: aiohttp.ClientSession) -> None:
+        self.app = app
+        self.session = session
+
+    @property
+    def api(self) -> str:
+        assert self.app.api is not None
+        return f"http://127.0.0.1:{self.app.api.port}"
+
+    def source(self, name: str | None = None) -> Any:
+        for src in self.app.sources:
+            if name is None or src.name == name:
+                return src
+        raise KeyError(name)
+
+    async def get_json(self, path: str, token: str | None = TOKEN, **params: Any) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.get(self.api + path, params=params, headers=headers) as resp:
+            resp.raise_for_status()
+            return await resp.json()
+
+    async def metrics(self) -> str:
+        async with self.session.get(self.api + "/metrics") as resp:
+            return await resp.text()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            if loop.time() > deadline:
+                raise AssertionError("condition not met in time")
+            await asyncio.sleep(0.02)
+
+    async def wait_stored(self, n: int, timeout: float = 5.0) -> None:
+        await self.wait_for(lambda: self.app.pipeline.stored.total() >= n, timeout)
+
+
+@pytest.fixture
+async def start_appliance(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """``await start_appliance(**sections)`` → :class:`Running`; stopped at teardown."""
+    started: list[Running] = []
+
+    async def _start(**sections: Any) -> Running:
+        cfg = parse_config(make_config(tmp_path, **sections), base_dir=tmp_path)
+        app = Appliance(cfg)
+        await app.start()
+        run = Running(app, aiohttp.ClientSession())
+        started.append(run)
+        return run
+
+    yield _start
+    for run in started:
+        await run.session.close()
+        if run.app.running:
+            await run.app.stop()

@@ -1,0 +1,100 @@
+"""Config: typed, validated before start, errors name the key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appliance.config import EXAMPLE_CONFIG, ConfigError, load_config, parse_config
+
+
+def errors_of(data: dict) -> list[str]:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(data)
+    return exc.value.errors
+
+
+def test_example_config_is_valid() -> None:
+    cfg = load_config(EXAMPLE_CONFIG)
+    assert cfg.api.listen == "127.0.0.1:8080"
+    assert cfg.sources.syslog[0].listen == "0.0.0.0:5514"
+    assert cfg.appliance.data_dir == "var"
+
+
+def test_unknown_key_is_named_with_its_path() -> None:
+    assert errors_of({"sources": {"syslog": [{"listen": "0.0.0.0:1", "colour": "red"}]}}) == [
+        "sources.syslog[0].colour: unknown key"
+    ]
+
+
+def test_unknown_section_is_an_error() -> None:
+    assert errors_of({"bogus": {}}) == ["bogus: unknown key"]
+
+
+def test_bad_listen_address_is_named() -> None:
+    assert errors_of({"sources": {"syslog": [{"listen": "nope"}]}}) == [
+        "sources.syslog[0].listen: not host:port (IPv6 as [::]:port)"
+    ]
+
+
+def test_wrong_type_is_named() -> None:
+    errs = errors_of({"pipeline": {"queue_size": "big"}})
+    assert errs == ["pipeline.queue_size: expected integer, got str"]
+
+
+def test_every_error_is_reported_not_just_the_first() -> None:
+    errs = errors_of({"api": {"listen": "x"}, "appliance": {"loop": "fast", "sensor_id": ""}})
+    assert len(errs) == 3
+
+
+def test_ipv6_listen_is_accepted() -> None:
+    cfg = parse_config({"sources": {"syslog": [{"listen": "[::]:5514"}]}})
+    assert cfg.sources.syslog[0].listen == "[::]:5514"
+
+
+def test_allow_list_must_be_networks() -> None:
+    assert errors_of({"sources": {"syslog": [{"allowed": ["10.0.0.0/8", "banana"]}]}}) == [
+        "sources.syslog[0].allowed: 'banana' is not an IP network (CIDR)"
+    ]
+
+
+def test_defaults_allow_only_private_and_loopback_senders() -> None:
+    cfg = parse_config({"sources": {"syslog": [{}]}})
+    assert "0.0.0.0/0" not in cfg.sources.syslog[0].allowed
+    assert "127.0.0.0/8" in cfg.sources.syslog[0].allowed
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_check_config_prints_ok_and_exits_0() -> None:
+    proc = run_cli("check-config", str(EXAMPLE_CONFIG))
+    assert (proc.returncode, proc.stdout.strip()) == (0, "ok")
+
+
+def test_check_config_names_unknown_key_and_exits_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[appliance]\nsensor_id = "x"\ncolour = "red"\n')
+    proc = run_cli("check-config", str(bad))
+    assert proc.returncode == 2
+    assert "appliance.colour: unknown key" in proc.stdout
+
+
+def test_check_config_reports_toml_syntax_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[appliance\n")
+    proc = run_cli("check-config", str(bad))
+    assert proc.returncode == 2
+    assert "not valid TOML" in proc.stdout
+
+
+def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    f = tmp_path / "c.toml"
+    f.write_text("")
+    cfg = load_config(f)
+    assert cfg.path("server.pem") == tmp_path / "server.pem"
