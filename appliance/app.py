@@ -39,6 +39,11 @@ def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
     return sources
 
 
+def _same(a: Source, b: Source) -> bool:
+    """Two sources are the same listener when their configs are equal."""
+    return type(a) is type(b) and getattr(a, "cfg", None) == getattr(b, "cfg", None)
+
+
 class Appliance:
     def __init__(self, config: AppConfig, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
@@ -167,7 +172,13 @@ class Appliance:
         if self.api is not None:
             await self.api.stop()
         await self.store.close()
-        log.info("appliance stopped: %d events stored this run", self.pipeline.stored.total())
+        p = self.pipeline
+        log.info(
+            "appliance stopped: received=%d stored=%d dropped=%d",
+            p.received.total(),
+            p.stored.total(),
+            p.dropped.total(),
+        )
 
     async def reload(self, new: AppConfig) -> None:
         """Apply a new (already validated) config: restart the sources if they changed.
@@ -186,21 +197,40 @@ class Appliance:
                 log.warning("reload: [%s] changes take effect at the next restart", name)
         self.config = dataclasses.replace(new, api=old.api, pipeline=old.pipeline)
         if old.sources != new.sources or old.base_dir != new.base_dir:
-            for src in self.sources:
-                await src.stop()
-            try:
-                self.sources = await self._start_sources(
-                    build_sources(self.config, self.source_context())
-                )
-            except BaseException:
-                self.config = old
-                self.sources = await self._start_sources(build_sources(old, self.source_context()))
-                raise
+            await self._reload_sources(old)
         for component in self.components:
             hook: Callable[[AppConfig], Awaitable[None]] | None = getattr(component, "reload", None)
             if hook is not None:
                 await hook(self.config)
         log.info("configuration reloaded (%s)", ", ".join(changed) or "no changes")
+
+    async def _reload_sources(self, old: AppConfig) -> None:
+        """Keep listeners whose config did not change; stop removed ones; start new ones.
+
+        If a new listener cannot start, everything goes back to the old set, so a bad reload
+        never leaves the appliance deaf.
+        """
+        wanted = build_sources(self.config, self.source_context())
+        same_dir = old.base_dir == self.config.base_dir
+        keep = [s for s in self.sources if same_dir and any(_same(s, w) for w in wanted)]
+        gone = [s for s in self.sources if s not in keep]
+        fresh = [w for w in wanted if not any(_same(k, w) for k in keep)]
+        for src in gone:
+            await src.stop()
+        await asyncio.sleep(0.05)  # let the loop close the old sockets before rebinding ports
+        try:
+            started = await self._start_sources(fresh)
+        except BaseException:
+            self.config = old
+            self.sources = keep + await self._start_sources(
+                [
+                    s
+                    for s in build_sources(old, self.source_context())
+                    if not any(_same(k, s) for k in keep)
+                ]
+            )
+            raise
+        self.sources = keep + started
 
     async def _retention_loop(self) -> None:
         while True:

@@ -11,7 +11,7 @@ from appliance.logutil import RateLimitedLog
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_event
 from appliance.sources.base import AllowList, SourceContext
-from appliance.sources.udp import bind_udp, socket_drops
+from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -78,12 +78,7 @@ class SyslogUdpSource:
         )
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
-        ctx.metrics.gauge(
-            "udp_socket_drops",
-            "Datagrams the kernel dropped on this source's socket.",
-            ["source"],
-            callback=None,
-        )
+        self.kernel = KernelDropTracker(self.name, ctx.pipeline)
 
     async def start(self) -> None:
         self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
@@ -91,6 +86,7 @@ class SyslogUdpSource:
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: SyslogUdpProtocol(self), sock=self.sock
         )
+        self.kernel.start(self.sock)
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
 
     @property
@@ -103,6 +99,7 @@ class SyslogUdpSource:
         return socket_drops(self.sock) if self.sock is not None else None
 
     async def stop(self) -> None:
+        self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self.transport is not None:
             self.transport.close()
             self.transport = None

@@ -8,13 +8,18 @@ before the first datagram. Kernel drops are invisible to the application, so the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.config import parse_hostport
+
+if TYPE_CHECKING:
+    from appliance.pipeline.bus import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -88,3 +93,45 @@ def host_rcvbuf_errors() -> dict[str, int]:
             if line.startswith("Udp6RcvbufErrors"):
                 out["udp6"] = int(line.split()[1])
     return out
+
+
+class KernelDropTracker:
+    """Counts the datagrams the kernel dropped on a source's socket as received *and* dropped
+    (reason ``kernel_buffer_full``), so ``received = stored + dropped`` holds for everything
+    that reached the socket, not only for what the application read. Polled once a second and
+    once more at stop."""
+
+    def __init__(self, source: str, pipeline: Pipeline, interval: float = 1.0) -> None:
+        self.source = source
+        self.pipeline = pipeline
+        self.interval = interval
+        self._sock: socket.socket | None = None
+        self._base: int | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._base = socket_drops(sock)
+        self._task = asyncio.get_running_loop().create_task(self._poll())
+
+    def poll(self) -> None:
+        if self._sock is None or self._base is None:
+            return
+        now = socket_drops(self._sock)
+        if now is not None and now > self._base:
+            delta = now - self._base
+            self._base = now
+            self.pipeline.received.inc(self.source, n=delta)
+            self.pipeline.dropped.inc(self.source, "kernel_buffer_full", n=delta)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.poll()
+
+    def stop(self) -> None:
+        self.poll()
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        self._sock = None

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import pickle
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from importlib import resources
@@ -24,8 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import orjson
 
 from appliance.event import Event
+from appliance.store.frames import INSERT as INSERT_EVENT
+from appliance.store.frames import REPLY, REQUEST
 
 log = logging.getLogger(__name__)
 
@@ -47,27 +51,40 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
 def event_row(ev: Event, max_raw: int) -> tuple[Any, ...]:
     fields = ev.fields
-    rest = {k: v for k, v in fields.items() if k not in _COLUMN_FIELDS}
+    rest = dict(fields)
+    pop = rest.pop
+    observer_ip = pop("observer.ip", None)
+    source_ip = pop("source.ip", None)
+    hostname = pop("host.hostname", None)
+    message = pop("message", None)
     raw = ev.raw[:max_raw] if ev.raw else None
     return (
         ev.id,
         ev.timestamp,
         ev.created,
         ev.module,
-        fields.get("observer.ip"),
-        fields.get("source.ip"),
-        fields.get("host.hostname"),
-        fields.get("message"),
-        json.dumps(rest, separators=(",", ":"), default=str),
+        observer_ip,
+        source_ip,
+        hostname,
+        message,
+        orjson.dumps(rest, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode(),
         raw,
     )
 
 
 def row_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
     id_, ts, created, module, observer_ip, source_ip, hostname, message, fields_json, raw = row
-    fields = json.loads(fields_json)
+    fields = orjson.loads(fields_json)
     for key, value in zip(_COLUMN_FIELDS, (observer_ip, source_ip, hostname, message), strict=True):
         if value is not None:
             fields[key] = value
@@ -79,10 +96,20 @@ def row_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
 class Store:
     """Owns the database file. Open with :meth:`open`, close with :meth:`close`."""
 
-    def __init__(self, path: Path, *, raw_max_bytes: int = 8192, quick_check: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        raw_max_bytes: int = 8192,
+        quick_check: bool = True,
+        writer_process: bool = True,
+    ) -> None:
         self.path = path
         self.raw_max_bytes = raw_max_bytes
         self.quick_check = quick_check
+        self.event_writer: EventWriterProcess | None = (
+            EventWriterProcess(path) if writer_process else None
+        )
         self.writer: aiosqlite.Connection | None = None
         self.reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
@@ -118,6 +145,8 @@ class Store:
             )
             await self.reader.execute("PRAGMA busy_timeout=5000")
             await self.reader.execute("PRAGMA query_only=1")
+            if self.event_writer is not None:
+                await self.event_writer.start()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
@@ -164,14 +193,16 @@ class Store:
                 raise
 
     async def close(self) -> None:
+        if self.event_writer is not None:
+            await self.event_writer.stop()
         for attr in ("reader", "writer"):
             conn = getattr(self, attr)
             if conn is not None:
                 setattr(self, attr, None)
                 with contextlib.suppress(Exception):
                     if attr == "writer":
-                        async with self._lock:
-                            await conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                        async with self._lock, conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as c:
+                            await c.fetchall()
                     await conn.close()
 
     # --------------------------------------------------------------------------------- writes
@@ -199,36 +230,46 @@ class Store:
                     await conn.execute("PRAGMA synchronous=NORMAL")
 
     async def insert_events(self, events: list[Event]) -> None:
-        """Insert a batch in one transaction, assigning each event its id first."""
+        """Insert a batch in one transaction, assigning each event its id first.
+
+        With the writer process (the default) the rows go to the child and this returns once
+        it acknowledges the commit; otherwise they are written on the aiosqlite connection.
+        Either way a failure raises and leaves the events without ids, so the caller can retry.
+        """
         if not events:
             return
-        async with self._lock:
-            next_id = self._next_id
-            max_raw = self.raw_max_bytes
-            rows = []
+        next_id = self._next_id
+        max_raw = self.raw_max_bytes
+        rows = []
+        for ev in events:
+            ev.id = next_id
+            next_id += 1
+            rows.append(event_row(ev, max_raw))
+        try:
+            if self.event_writer is not None:
+                await self.event_writer.write(rows)
+            else:
+                await self._insert_inline(rows)
+        except BaseException:
             for ev in events:
-                ev.id = next_id
-                next_id += 1
-                rows.append(event_row(ev, max_raw))
+                ev.id = None
+            raise
+        self._next_id = next_id
+        self.events_stored += len(events)
+
+    async def _insert_inline(self, rows: list[tuple[Any, ...]]) -> None:
+        async with self._lock:
             conn = self.writer
             if conn is None:
                 raise StoreError("store is closed")
             await conn.execute("BEGIN")
             try:
-                await conn.executemany(
-                    "INSERT INTO events (id, ts, created, module, observer_ip, source_ip,"
-                    " hostname, message, fields, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                    rows,
-                )
+                await conn.executemany(INSERT_EVENT, rows)
                 await conn.execute("COMMIT")
             except BaseException:
-                for ev in events:
-                    ev.id = None
                 with contextlib.suppress(sqlite3.Error):
                     await conn.execute("ROLLBACK")
                 raise
-            self._next_id = next_id
-            self.events_stored += len(events)
 
     # ---------------------------------------------------------------------------------- reads
 
@@ -374,8 +415,10 @@ class Store:
         if deleted or by_age:
             async with self._lock:
                 assert self.writer is not None
-                await self.writer.execute("PRAGMA incremental_vacuum")
-                await self.writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                # Both pragmas return rows; fetch them so no statement stays active.
+                for pragma in ("PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(PASSIVE)"):
+                    async with self.writer.execute(pragma) as cur:
+                        await cur.fetchall()
         return by_age, deleted
 
 
@@ -385,3 +428,70 @@ def _split_sql(sql: str) -> Iterable[str]:
     for stmt in body.split(";"):
         if stmt.strip():
             yield stmt.strip()
+
+
+class EventWriterProcess:
+    """Parent side of :mod:`appliance.store.writer_process`: frames batches out, awaits acks.
+
+    If the child dies, the batch in flight fails (the pipeline retries it: rows carry their
+    ids, so a replay is idempotent) and the next write starts a new child.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.proc: asyncio.subprocess.Process | None = None
+        self._batch = 0
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance.store.writer_process",
+            str(self.path),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop the child
+        )
+
+    async def write(self, rows: list[tuple[Any, ...]]) -> None:
+        async with self._lock:
+            if self.proc is None or self.proc.returncode is not None:
+                if self.proc is not None:
+                    log.error(
+                        "event writer process exited (%s); starting a new one", self.proc.returncode
+                    )
+                await self.start()
+            proc = self.proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            self._batch += 1
+            payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                proc.stdin.write(REQUEST.pack(self._batch, len(payload)))
+                proc.stdin.write(payload)
+                await proc.stdin.drain()
+                reply = await proc.stdout.readexactly(REPLY.size)
+                batch, count, status, elen = REPLY.unpack(reply)
+                error = (await proc.stdout.readexactly(elen)).decode() if elen else ""
+            except (OSError, asyncio.IncompleteReadError) as exc:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+                raise sqlite3.OperationalError(f"event writer process failed: {exc}") from exc
+            if batch != self._batch or count != len(rows):
+                raise sqlite3.OperationalError("event writer process is out of step")
+            if status:
+                raise sqlite3.OperationalError(error or "event writer process error")
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        async with self._lock:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
