@@ -23,6 +23,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk = sub.add_parser("check-config", help="validate a config file: prints ok or each error")
     chk.add_argument("file", type=Path)
+    db = sub.add_parser("db", help="database maintenance (migrate, backup, check)")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (
+        ("migrate", "create or upgrade the schema, then exit"),
+        ("check", "run SQLite's integrity check; exit 1 if it fails"),
+    ):
+        c = dbsub.add_parser(name, help=text)
+        c.add_argument("--config", "-c", type=Path)
+    b = dbsub.add_parser("backup", help="consistent online copy of the database to PATH")
+    b.add_argument("path", type=Path)
+    b.add_argument("--config", "-c", type=Path)
     sub.add_parser("version", help="print the version")
     sub.add_parser("example-config", help="print the commented example config")
     return p
@@ -45,6 +56,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print("ok")
         return 0
+    if args.command == "db":
+        import asyncio
+
+        from appliance.dbtools import run_db_command
+
+        try:
+            config = load_config(args.config or EXAMPLE_CONFIG)
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(f"config error: {err}", file=sys.stderr)
+            return 2
+        return asyncio.run(run_db_command(config, args))
     if args.command == "run":
         from appliance.runtime import run, setup_logging
 

@@ -92,7 +92,8 @@ class ApiServer:
         host, port = parse_hostport(listen)
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
-        # SO_REUSEADDR: restart while old connections sit in TIME_WAIT; a listening port still fails.
+        # SO_REUSEADDR: restart while old connections sit in TIME_WAIT; a port that another
+        # socket is listening on still fails.
         self.site = web.TCPSite(self.runner, host, port, reuse_address=True)
         try:
             await self.site.start()
