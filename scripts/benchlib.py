@@ -32,13 +32,13 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class ApplianceProcess:
     """The appliance under test, in its own process, on a private data dir."""
 
-    def __init__(self, sources_toml: str, extra_toml: str = "") -> None:
+    def __init__(self, sources_toml: str, extra_toml: str = "", loop: str = "auto") -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
         self.api_port = free_port()
         self.config = self.tmp / "bench.toml"
         self.config.write_text(
             f'[appliance]\ndata_dir = "{self.tmp / "data"}"\nsensor_id = "bench"\n'
-            f'log_level = "info"\nshutdown_timeout = 120.0\n'
+            f'log_level = "info"\nshutdown_timeout = 120.0\nloop = "{loop}"\n'
             f'[api]\nlisten = "127.0.0.1:{self.api_port}"\ntoken = "{TOKEN}"\n'
             f"{extra_toml}\n{sources_toml}\n"
         )
@@ -67,16 +67,37 @@ class ApplianceProcess:
             time.sleep(0.1)
         raise SystemExit("appliance did not become healthy")
 
+    def pids(self) -> list[int]:
+        """The appliance and its children (the event writer process)."""
+        pid = self.proc.pid
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            kids = []
+        return [pid, *map(int, kids)]
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        """User+system CPU of the appliance and its live children."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
 
     def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        """Sum of peak RSS of the appliance and its children."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1]) / 1024
+            except OSError:
+                continue
+        return total
 
     def mark(self) -> None:
         """Start of the measured interval (for CPU %)."""
