@@ -132,3 +132,18 @@ async def test_port_in_use_fails_at_start(start_appliance) -> None:
         port = busy.getsockname()[1]
         with pytest.raises(OSError, match="cannot bind udp"):
             await start_appliance(sources={"syslog": [{"listen": f"127.0.0.1:{port}"}]})
+
+
+async def test_events_keep_flowing_after_the_writer_process_dies(start_appliance) -> None:
+    run = await start_appliance()
+    send_udp(run.source().address, b"<13>before")
+    await run.wait_stored(1)
+    writer = run.app.store.event_writer
+    assert writer is not None and writer.proc is not None
+    writer.proc.kill()
+    await writer.proc.wait()
+    send_udp(run.source().address, b"<13>after")
+    await run.wait_stored(2, timeout=15)
+    body = await run.get_json("/api/v1/events")
+    assert [e["message"] for e in body["events"]] == ["after", "before"]
+    assert run.app.pipeline.dropped.total() == 0
