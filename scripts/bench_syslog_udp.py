@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import re
 import shutil
 import socket
 import subprocess
@@ -77,13 +78,13 @@ def send_loggen(port: int, rate: int, seconds: float, size: int, fmt: str) -> in
     args += ["127.0.0.1", str(port)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds * 3 + 30)
     text = proc.stderr + proc.stdout
-    # loggen: "average rate = 49999.68 msg/sec, count=1500000, time=30.0003, ..."
-    import re
-
-    m = re.search(r"count=(\d+)", text)
-    if not m:
+    # loggen prints progress lines and then the summary, the last line with "count=":
+    # "average rate = 49999.68 msg/sec, count=1500000, time=30.0003, ..."
+    counts = re.findall(r"average rate = [^\n]*count=(\d+)", text)
+    counts = counts or re.findall(r"count=(\d+)", text)
+    if not counts:
         raise SystemExit("cannot read loggen's count: " + text)
-    return int(m.group(1))
+    return int(counts[-1])
 
 
 def main() -> None:
