@@ -29,7 +29,7 @@ import orjson
 
 from appliance.event import Event
 from appliance.store.frames import INSERT as INSERT_EVENT
-from appliance.store.frames import REPLY, REQUEST
+from appliance.store.frames import REPLY, REQUEST, encode_row
 
 log = logging.getLogger(__name__)
 
@@ -51,35 +51,8 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).decode("utf-8", "backslashreplace")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
 def event_row(ev: Event, max_raw: int) -> tuple[Any, ...]:
-    fields = ev.fields
-    rest = dict(fields)
-    pop = rest.pop
-    observer_ip = pop("observer.ip", None)
-    source_ip = pop("source.ip", None)
-    hostname = pop("host.hostname", None)
-    message = pop("message", None)
-    raw = ev.raw[:max_raw] if ev.raw else None
-    return (
-        ev.id,
-        ev.timestamp,
-        ev.created,
-        ev.module,
-        observer_ip,
-        source_ip,
-        hostname,
-        message,
-        orjson.dumps(rest, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode(),
-        raw,
-    )
+    return encode_row(ev.id, ev.timestamp, ev.created, ev.module, ev.fields, ev.raw, max_raw)
 
 
 def row_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
@@ -239,17 +212,16 @@ class Store:
         if not events:
             return
         next_id = self._next_id
-        max_raw = self.raw_max_bytes
-        rows = []
         for ev in events:
             ev.id = next_id
             next_id += 1
-            rows.append(event_row(ev, max_raw))
         try:
             if self.event_writer is not None:
-                await self.event_writer.write(rows)
+                # The child encodes the rows (JSON, columns): that work leaves this process.
+                parts = [(e.id, e.timestamp, e.created, e.module, e.fields, e.raw) for e in events]
+                await self.event_writer.write(self.raw_max_bytes, parts)
             else:
-                await self._insert_inline(rows)
+                await self._insert_inline([event_row(e, self.raw_max_bytes) for e in events])
         except BaseException:
             for ev in events:
                 ev.id = None
@@ -454,7 +426,7 @@ class EventWriterProcess:
             start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop the child
         )
 
-    async def write(self, rows: list[tuple[Any, ...]]) -> None:
+    async def write(self, max_raw: int, rows: list[tuple[Any, ...]]) -> None:
         async with self._lock:
             if self.proc is None or self.proc.returncode is not None:
                 if self.proc is not None:
@@ -465,7 +437,7 @@ class EventWriterProcess:
             proc = self.proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
             self._batch += 1
-            payload = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps((max_raw, rows), protocol=pickle.HIGHEST_PROTOCOL)
             try:
                 proc.stdin.write(REQUEST.pack(self._batch, len(payload)))
                 proc.stdin.write(payload)

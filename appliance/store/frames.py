@@ -1,8 +1,12 @@
-"""Wire format between the store and its event writer process (see writer_process.py)."""
+"""Wire format between the store and its event writer process (see writer_process.py), and
+the encoding of an event into its ``events`` row, which both sides use."""
 
 from __future__ import annotations
 
 import struct
+from typing import Any
+
+import orjson
 
 REQUEST = struct.Struct("<QI")
 REPLY = struct.Struct("<QIBH")
@@ -10,3 +14,41 @@ INSERT = (
     "INSERT OR REPLACE INTO events (id, ts, created, module, observer_ip, source_ip, hostname,"
     " message, fields, raw) VALUES (?,?,?,?,?,?,?,?,?,?)"
 )
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def encode_row(
+    id_: int | None,
+    ts: float,
+    created: float,
+    module: str,
+    fields: dict[str, Any],
+    raw: bytes,
+    max_raw: int,
+) -> tuple[Any, ...]:
+    """An event as an ``events`` row: the filter columns pulled out, the rest as JSON."""
+    rest = dict(fields)
+    pop = rest.pop
+    observer_ip = pop("observer.ip", None)
+    source_ip = pop("source.ip", None)
+    hostname = pop("host.hostname", None)
+    message = pop("message", None)
+    return (
+        id_,
+        ts,
+        created,
+        module,
+        observer_ip,
+        source_ip,
+        hostname,
+        message,
+        orjson.dumps(rest, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode(),
+        raw[:max_raw] if raw else None,
+    )

@@ -8,7 +8,9 @@ child process inserts on the other core with its own GIL. It is the only writer 
 aiosqlite, and SQLite's own locking (WAL, busy_timeout) serialises the two.
 
 Frames (little-endian): request ``u64 batch, u32 length, payload`` where payload is a pickle of
-a list of row tuples produced by the parent (a private pipe between two processes of ours);
+``(max_raw, [(id, ts, created, module, fields, raw), ...])`` from the parent; the child turns
+each into its row (JSON encoding included, so that work is off the event loop's core; the
+pipe is private between two processes of ours);
 reply ``u64 batch, u32 rows, u8 status, u16 length, error text``. Rows carry explicit ids and
 are written with ``INSERT OR REPLACE``, so a batch replayed after a crash is idempotent.
 """
@@ -21,7 +23,7 @@ import sqlite3
 import sys
 import time
 
-from appliance.store.frames import INSERT, REPLY, REQUEST
+from appliance.store.frames import INSERT, REPLY, REQUEST, encode_row
 
 
 def _read_exactly(stream, n: int) -> bytes:  # type: ignore[no-untyped-def]
@@ -51,7 +53,8 @@ def serve(db_path: str) -> int:
             payload = _read_exactly(stdin, length)
         except EOFError:
             break
-        rows = pickle.loads(payload)  # noqa: S301 - written by our own parent process
+        max_raw, parts = pickle.loads(payload)  # noqa: S301 - written by our own parent process
+        rows = [encode_row(*p, max_raw) for p in parts]
         status, error = 0, b""
         for attempt in range(20):
             try:
