@@ -15,8 +15,8 @@ async def healthz(request: web.Request) -> web.Response:
     for src in app.sources:
         name = src.name
         sources[name] = {
-            "received": pipeline.received.value(name),
-            "dropped": sum(v for k, v in pipeline.dropped.values.items() if k[0] == name),
+            "received": int(pipeline.received.value(name)),
+            "dropped": int(sum(v for k, v in pipeline.dropped.values.items() if k[0] == name)),
         }
     return web.json_response(
         {
@@ -24,7 +24,7 @@ async def healthz(request: web.Request) -> web.Response:
             "version": __version__,
             "sensor_id": app.config.appliance.sensor_id,
             "uptime_seconds": round(app.uptime(), 3),
-            "events_stored": pipeline.stored.total(),
+            "events_stored": int(pipeline.stored.total()),
             "queue_depth": len(pipeline),
             "sources": sources,
         }
