@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.api.server import ApiServer, load_or_create_token
 from appliance.config import AppConfig
+from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
 from appliance.sources.base import Source, SourceContext
@@ -25,6 +26,7 @@ from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 # Extra components (correlation, forwarding, ...) register a builder here; each gets the
 # appliance once the store and pipeline exist and returns an object with async start()/stop().
@@ -50,7 +52,11 @@ class Appliance:
         self.clock = clock
         self.metrics = Registry()
         data_dir = config.data_dir
-        self.store = Store(data_dir / "appliance.db", raw_max_bytes=config.storage.raw_max_bytes)
+        self.store = Store(
+            data_dir / "appliance.db",
+            raw_max_bytes=config.storage.raw_max_bytes,
+            reserve_bytes=config.storage.reserve_bytes,
+        )
         p = config.pipeline
         self.pipeline = Pipeline(
             self.store,
@@ -60,6 +66,7 @@ class Appliance:
             flush_interval=p.flush_interval,
             clock=clock,
         )
+        self.pipeline.on_store_full = self._shed_oldest
         self.sources: list[Source] = []
         self.components: list[Any] = []
         self.api: ApiServer | None = None
@@ -231,6 +238,26 @@ class Appliance:
             )
             raise
         self.sources = keep + started
+
+    async def _shed_oldest(self) -> None:
+        """The disk is full: delete the oldest tenth of the events so ingest can go on.
+
+        The ballast file is released first: deleting rows and checkpointing the WAL need a
+        little free space themselves. It is taken again once there is room.
+        """
+        self.store.release_reserve()
+        used = await self.store.used_bytes()
+        by_age, by_size = await self.store.enforce_retention(
+            max_age=self.config.storage.retention_days * 86400,
+            max_bytes=int(used * 0.9),
+            now=self.clock(),
+            truncate_wal=True,
+        )
+        self.retention_deleted.inc("disk_full", n=by_age + by_size)
+        self.store.ensure_reserve()
+        _rl.warning(
+            "disk-full", "disk full: deleted the %d oldest events to make room", by_age + by_size
+        )
 
     async def _retention_loop(self) -> None:
         while True:

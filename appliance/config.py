@@ -136,6 +136,9 @@ class StorageSection:
     max_db_bytes: int = field(default=2 * 1024**3, metadata=check(positive))
     retention_interval: float = field(default=60.0, metadata=check(positive))
     raw_max_bytes: int = field(default=8192, metadata=check(non_negative))
+    # Space held in data_dir/reserve.bin and given back when the disk fills, so the
+    # appliance can still delete old events and checkpoint the WAL (0 disables).
+    reserve_bytes: int = field(default=16 * 1024 * 1024, metadata=check(non_negative))
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ async def test_retention_deletes_oldest_until_under_the_size_limit(tmp_path: Pat
         limit = 1_000_000
         by_age, by_size = await store.enforce_retention(max_age=1e9, max_bytes=limit, now=1000)
         assert by_age == 0 and by_size > 0
-        assert await store._used_bytes() <= limit
+        assert await store.used_bytes() <= limit
         newest = await store.query_events(limit=1)
         assert newest[0].id == 1000  # the newest survive
     finally:

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from appliance.event import Event
@@ -71,6 +71,11 @@ class Pipeline:
             "stage_errors_total", "Exceptions raised by a pipeline stage (events kept).", ["stage"]
         )
         self.batches = metrics.counter("store_batches_total", "Event batches committed.")
+        self.store_full = metrics.counter(
+            "store_full_total", "Batch inserts that failed because the disk or database is full."
+        )
+        # Called when an insert fails for lack of space; the appliance sheds old events.
+        self.on_store_full: Callable[[], Awaitable[None]] | None = None
         metrics.gauge(
             "queue_depth",
             "Events waiting in the pipeline queue.",
@@ -176,6 +181,14 @@ class Pipeline:
                 break
             except (sqlite3.Error, OSError) as exc:
                 _rl.warning("store", "event batch insert failed (attempt %d): %s", attempt + 1, exc)
+                if "full" in str(exc) and self.on_store_full is not None:
+                    # Disk full: make room by shedding the oldest events (counted by the
+                    # hook) rather than refusing what arrives now.
+                    self.store_full.inc()
+                    try:
+                        await self.on_store_full()
+                    except Exception as hook_exc:
+                        _rl.warning("store-full", "could not make room: %s", hook_exc)
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
         else:
             for _event, source in pairs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import pickle
 import re
 import sqlite3
@@ -76,8 +77,11 @@ class Store:
         raw_max_bytes: int = 8192,
         quick_check: bool = True,
         writer_process: bool = True,
+        reserve_bytes: int = 0,
     ) -> None:
         self.path = path
+        self.reserve_path = path.with_name("reserve.bin")
+        self.reserve_bytes = reserve_bytes
         self.raw_max_bytes = raw_max_bytes
         self.quick_check = quick_check
         self.event_writer: EventWriterProcess | None = (
@@ -94,6 +98,7 @@ class Store:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.ensure_reserve()
         try:
             self.writer = await self._connect(self.path)
             if self.quick_check and not await self._healthy(self.writer):
@@ -165,6 +170,31 @@ class Store:
                 await conn.execute("ROLLBACK")
                 raise
 
+    def ensure_reserve(self) -> bool:
+        """Hold ``reserve_bytes`` of disk in a ballast file; ``False`` if there is no room."""
+        if self.reserve_bytes <= 0:
+            return True
+        try:
+            if (
+                self.reserve_path.exists()
+                and self.reserve_path.stat().st_size >= self.reserve_bytes
+            ):
+                return True
+            with self.reserve_path.open("wb") as f:
+                os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
+            return True
+        except OSError:
+            self.reserve_path.unlink(missing_ok=True)
+            return False
+
+    def release_reserve(self) -> bool:
+        """Give the ballast back to the filesystem (disk full); ``True`` if there was one."""
+        try:
+            self.reserve_path.unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
     async def close(self) -> None:
         if self.event_writer is not None:
             await self.event_writer.stop()
@@ -174,7 +204,8 @@ class Store:
                 setattr(self, attr, None)
                 with contextlib.suppress(Exception):
                     if attr == "writer":
-                        async with self._lock, conn.execute("PRAGMA wal_checkpoint(TRUNCATE)") as c:
+                        # PASSIVE never waits on readers; the last close checkpoints anyway.
+                        async with self._lock, conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as c:
                             await c.fetchall()
                     await conn.close()
 
@@ -312,7 +343,8 @@ class Store:
 
     # ------------------------------------------------------------------------------ retention
 
-    async def _used_bytes(self) -> int:
+    async def used_bytes(self) -> int:
+        """Bytes of the database file in use (pages minus the free list), WAL excluded."""
         conn = self.reader
         assert conn is not None
         vals = []
@@ -360,7 +392,7 @@ class Store:
             await asyncio.sleep(0)  # let ingest batches in between chunks
 
     async def enforce_retention(
-        self, *, max_age: float, max_bytes: int, now: float
+        self, *, max_age: float, max_bytes: int, now: float, truncate_wal: bool = False
     ) -> tuple[int, int]:
         """Delete events received more than ``max_age`` seconds ago, then the oldest until the
         database uses at most ``max_bytes``; return (deleted by age, deleted by size)."""
@@ -370,7 +402,7 @@ class Store:
             by_age = await self._delete_before(first_kept)
         deleted = 0
         for _ in range(20):
-            used = await self._used_bytes()
+            used = await self.used_bytes()
             if used <= max_bytes:
                 break
             conn = self.reader
@@ -388,7 +420,8 @@ class Store:
             async with self._lock:
                 assert self.writer is not None
                 # Both pragmas return rows; fetch them so no statement stays active.
-                for pragma in ("PRAGMA incremental_vacuum", "PRAGMA wal_checkpoint(PASSIVE)"):
+                checkpoint = "TRUNCATE" if truncate_wal else "PASSIVE"
+                for pragma in ("PRAGMA incremental_vacuum", f"PRAGMA wal_checkpoint({checkpoint})"):
                     async with self.writer.execute(pragma) as cur:
                         await cur.fetchall()
         return by_age, deleted
