@@ -192,7 +192,7 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
     def handle_v3(self, data: bytes, addr: tuple[str, int]) -> None:
         v3 = self.source.v3
         if v3 is None:
-            self.drop("unknown_user", addr[0])  # no users configured: every v3 user is unknown
+            self.drop("v3_not_configured", addr[0])  # no users and no engine_id configured
             return
         reason = v3.feed(data, addr)
         if reason is not None:
