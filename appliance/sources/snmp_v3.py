@@ -146,6 +146,12 @@ class UsmReceiver:
         self.engine = snmp_engine.SnmpEngine(**kwargs)
         self.on_notification = on_notification
         self.user_names = {u.name.encode() for u in users}
+        # USM accepts a lower level than a user is keyed for; we do not (C2: noAuthNoPriv from
+        # a user configured for authPriv is a downgrade). Lowest level configured per name.
+        self.min_level: dict[str, int] = {}
+        for u in users:
+            level = 1 if u.auth_protocol == "none" else 2 if u.priv_protocol == "none" else 3
+            self.min_level[u.name] = min(level, self.min_level.get(u.name, 3))
         module = udp6 if ipv6 else udp
         self.transport = module.Udp6Transport() if ipv6 else module.UdpTransport()  # type: ignore[attr-defined]
         snmp_config.add_transport(self.engine, module.DOMAIN_NAME, self.transport)
@@ -219,9 +225,14 @@ class UsmReceiver:
         ctx = engine.observer.get_execution_context("rfc3412.receiveMessage:request")
         peer = tuple(ctx["transportAddress"])[:2]
         pdu = ctx.get("pdu")
+        name = str(ctx.get("securityName", ""))
+        level = int(ctx.get("securityLevel", 0))
+        if level < self.min_level.get(name, 1):
+            self._failure = "unsupported_security_level"
+            return
         info = {
-            "security_name": str(ctx.get("securityName", "")),
-            "security_level": SECURITY_LEVELS.get(int(ctx.get("securityLevel", 0)), ""),
+            "security_name": name,
+            "security_level": SECURITY_LEVELS.get(level, ""),
             "context_engine_id": bytes(context_engine_id.asOctets()).hex(),
             "inform": pdu is not None and pdu.tagSet == v2c.InformRequestPDU.tagSet,
         }
