@@ -17,6 +17,16 @@ log = logging.getLogger(__name__)
 
 INDEX_FILE = "oid-names.json"
 
+# Where net-snmp keeps MIB files (snmp-mibs-downloader puts the IETF/IANA base modules in the
+# sub-folders): searched for the modules user MIBs import (SNMPv2-SMI, SNMPv2-TC, ...).
+SYSTEM_MIB_DIRS = [
+    Path("/usr/share/snmp/mibs"),
+    Path("/usr/share/snmp/mibs/ietf"),
+    Path("/usr/share/snmp/mibs/iana"),
+    Path("/var/lib/mibs/ietf"),
+    Path("/var/lib/mibs/iana"),
+]
+
 # The standard notifications and the objects they carry (SNMPv2-MIB, IF-MIB, ENTITY-MIB,
 # BGP4-MIB, SNMP-COMMUNITY-MIB), so a box with no MIB folder still names what matters.
 BUILTIN_NAMES: dict[str, str] = {
@@ -134,9 +144,14 @@ def _mib_names(source_dir: Path) -> list[str]:
     )
 
 
-def compile_mibs(source_dirs: Iterable[Path], cache_dir: Path) -> dict[str, str]:
+def compile_mibs(
+    source_dirs: Iterable[Path],
+    cache_dir: Path,
+    dependency_dirs: Iterable[Path] = SYSTEM_MIB_DIRS,
+) -> dict[str, str]:
     """Compile every MIB file in ``source_dirs`` with pysmi to JSON in ``cache_dir``, then write
-    the OID → name index the trap source loads. Returns {module: status} from pysmi."""
+    the OID → name index the trap source loads. Imported modules are looked up in the same
+    folders, then in ``dependency_dirs``. Returns {module: status} from pysmi."""
     from pysmi.codegen import JsonCodeGen
     from pysmi.compiler import MibCompiler
     from pysmi.parser import SmiStarParser
@@ -153,6 +168,9 @@ def compile_mibs(source_dirs: Iterable[Path], cache_dir: Path) -> dict[str, str]
     for src in source_dirs:
         compiler.add_sources(FileReader(str(src)))
         names.extend(_mib_names(src))
+    for dep in dependency_dirs:
+        if dep.is_dir():
+            compiler.add_sources(FileReader(str(dep)))
     results = compiler.compile(*names, genTexts=False, ignoreErrors=True, rebuild=True)
     index: dict[str, str] = {}
     for path in sorted(json_dir.glob("*.json")):
