@@ -232,3 +232,17 @@ async def test_noauth_when_user_requires_auth_is_counted_not_stored(start_applia
         *link_down_args(target),
     )  # fmt: skip
     await wait_dropped(run, "unsupported_security_level")
+
+
+async def test_v3_trap_replayed_outside_time_window_is_counted(start_appliance) -> None:
+    run, target = await snmp_app(start_appliance)
+    base = ["snmptrap", "-v3", "-u", "authsha", "-e", ENGINE, "-l", "authNoPriv", "-a", "SHA",
+            "-A", "authkey-sha1"]  # fmt: skip
+    # The receiver learns the device's boots/time from the first trap; one that claims to be
+    # 500 s older falls outside RFC 3414's 150-second window.
+    rc, out = await run_tool(*base, "-Z", "5,1000", *link_down_args(target))
+    assert rc == 0, out
+    await run.wait_stored(1)
+    await run_tool(*base, "-Z", "5,500", *link_down_args(target))
+    await run.wait_for(lambda: dropped(run, "not_in_time_window") >= 1)
+    assert run.app.pipeline.stored.total() == 1
