@@ -246,3 +246,17 @@ async def test_v3_trap_replayed_outside_time_window_is_counted(start_appliance) 
     await run_tool(*base, "-Z", "5,500", *link_down_args(target))
     await run.wait_for(lambda: dropped(run, "not_in_time_window") >= 1)
     assert run.app.pipeline.stored.total() == 1
+
+
+async def test_v3_trap_over_ipv6_arrives(start_appliance) -> None:
+    need_tool("snmptrap")
+    run = await start_appliance(sources={"snmp": [{"listen": "[::1]:0", "users": USERS}]})
+    _host, port = run.source("snmp").address
+    rc, out = await run_tool(
+        "snmptrap", "-v3", "-u", "shaaes", "-e", ENGINE, "-l", "authPriv", "-a", "SHA", "-A",
+        "authkey-sha1", "-x", "AES", "-X", "privkey-aes1", *link_down_args(f"udp6:[::1]:{port}"),
+    )  # fmt: skip
+    assert rc == 0, out
+    ev = await only_event(run)
+    assert ev["event"]["action"] == "linkDown"
+    assert ev["observer"]["ip"] == "::1"
