@@ -260,3 +260,15 @@ acmeFanFailure NOTIFICATION-TYPE
 
 END
 """
+
+
+async def test_v3_engine_id_is_stable_and_boots_persist(start_appliance) -> None:
+    users = [{"name": "u", "auth_protocol": "sha", "auth_key": "12345678"}]
+    first = await snmp(start_appliance, users=users)
+    v3 = first.source("snmp").v3
+    engine_id, boots = v3.engine_id, v3.boots
+    await first.app.stop()
+    second = await snmp(start_appliance, users=users)
+    v3 = second.source("snmp").v3
+    assert v3.engine_id == engine_id
+    assert v3.boots == boots + 1

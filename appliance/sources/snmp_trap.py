@@ -9,11 +9,12 @@ counted received, then either offered to the pipeline or counted dropped with it
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 from typing import Any
 
-from appliance.config import SnmpSource
+from appliance.config import SnmpSource, parse_engine_id
 from appliance.logutil import RateLimitedLog
 from appliance.mibs import DEFAULT_SEVERITIES, MibResolver, load_index
 from appliance.protocols.snmp import ber
@@ -271,7 +272,8 @@ class SnmpTrapSource:
                 self.v3 = UsmReceiver(
                     list(self.cfg.users),
                     ipv6=self.sock.family == socket.AF_INET6,
-                    engine_id=self.cfg.engine_id,
+                    engine_id=self.engine_id,
+                    boots=await self._next_engine_boots(),
                     on_notification=self._v3_notification,
                 )
             loop = asyncio.get_running_loop()
@@ -282,6 +284,36 @@ class SnmpTrapSource:
             await self.stop()
             raise
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
+
+    @property
+    def engine_id(self) -> bytes:
+        """The configured engine ID, else one derived from the sensor and source names, so it
+        stays the same across restarts (v3 informs senders keep it) without storing it."""
+        if self.cfg.engine_id:
+            return parse_engine_id(self.cfg.engine_id)
+        seed = f"{self.ctx.config.appliance.sensor_id}/{self.name}".encode()
+        # RFC 3411 SnmpEngineID: high bit set, enterprise 0, format 5 (octets), 12 octets.
+        return b"\x80\x00\x00\x00\x05" + hashlib.sha256(seed).digest()[:12]
+
+    async def _next_engine_boots(self) -> int:
+        """snmpEngineBoots, incremented and stored durably at each start (RFC 3414 §2.2)."""
+        key = f"{self.name}:engine_boots"
+        async with self.ctx.pipeline.store.transaction(durable=True) as conn:
+            cursor = await conn.execute(
+                "SELECT value FROM state WHERE component = 'snmp' AND key = ?", (key,)
+            )
+            row = await cursor.fetchone()
+            try:
+                boots = int(row[0]) + 1 if row is not None else 1
+            except (TypeError, ValueError):
+                boots = 1
+            boots = min(boots, 2147483647)
+            await conn.execute(
+                "INSERT OR REPLACE INTO state (component, key, value, updated)"
+                " VALUES ('snmp', ?, ?, ?)",
+                (key, str(boots), self.ctx.clock()),
+            )
+        return boots
 
     def _v3_notification(
         self, varbinds: list[VarBind], peer: tuple[str, int], info: dict[str, Any]

@@ -159,15 +159,14 @@ class UsmReceiver:
         users: list[SnmpUser],
         *,
         ipv6: bool,
-        engine_id: str = "",
+        engine_id: bytes,
+        boots: int,
         on_notification: Callable[[list[VarBind], tuple[str, int], dict[str, Any]], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        kwargs = {}
-        if engine_id:
-            kwargs["snmpEngineID"] = v2c.OctetString(parse_engine_id(engine_id))
-        # Both capture the running loop in __init__, so this object is built inside it.
-        self.engine = snmp_engine.SnmpEngine(**kwargs)
+        # Built inside the running loop: SnmpEngine and the transport capture it in __init__.
+        self.engine = snmp_engine.SnmpEngine()
+        self._set_engine_state(engine_id, boots)
         self.on_notification = on_notification
         self.user_names = {u.name.encode() for u in users}
         # USM accepts a lower level than a user is keyed for; we do not (C2: noAuthNoPriv from
@@ -202,6 +201,28 @@ class UsmReceiver:
         # engine ID → (boots, latest time seen, monotonic second it was seen)
         self._timeline: dict[bytes, tuple[int, int, float]] = {}
         self.clock = clock
+
+    def _set_engine_state(self, engine_id: bytes, boots: int) -> None:
+        """Our engine ID and boot counter (RFC 3414 §2.2), kept by the appliance.
+
+        Set after construction rather than passed to SnmpEngine: given an engine ID, pysnmp
+        persists the boot counter itself under the system temp folder; ours lives in the
+        appliance's database (state table), next to everything else it keeps.
+        """
+        mib = self.engine.get_mib_builder()
+        (mib_engine_id, mib_boots) = mib.import_symbols(
+            "__SNMP-FRAMEWORK-MIB", "snmpEngineID", "snmpEngineBoots"
+        )
+        mib_engine_id.syntax = mib_engine_id.syntax.clone(engine_id)
+        self.engine.snmpEngineID = mib_engine_id.syntax
+        mib_boots.syntax = mib_boots.syntax.clone(boots)
+
+    @property
+    def boots(self) -> int:
+        (mib_boots,) = self.engine.get_mib_builder().import_symbols(
+            "__SNMP-FRAMEWORK-MIB", "snmpEngineBoots"
+        )
+        return int(mib_boots.syntax)
 
     @property
     def engine_id(self) -> bytes:
