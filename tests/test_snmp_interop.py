@@ -260,3 +260,25 @@ async def test_v3_trap_over_ipv6_arrives(start_appliance) -> None:
     ev = await only_event(run)
     assert ev["event"]["action"] == "linkDown"
     assert ev["observer"]["ip"] == "::1"
+
+
+async def test_v2c_inform_with_wrong_community_gets_no_answer(start_appliance) -> None:
+    run, target = await snmp_app(start_appliance)
+    rc, _out = await run_tool(
+        "snmpinform", "-v2c", "-c", "guess", "-t", "1", "-r", "0", target, "",
+        "1.3.6.1.6.3.1.1.5.1",
+    )  # fmt: skip
+    assert rc != 0  # snmpinform timed out: nothing was sent back
+    assert dropped(run, "bad_community") == 1
+    assert run.app.pipeline.stored.total() == 0
+
+
+async def test_v3_inform_from_unknown_user_is_not_delivered(start_appliance) -> None:
+    run, target = await snmp_app(start_appliance)
+    rc, _out = await run_tool(
+        "snmpinform", "-v3", "-u", "mallory", "-l", "authNoPriv", "-a", "SHA", "-A",
+        "whatever-key", "-t", "1", "-r", "0", target, "", "1.3.6.1.6.3.1.1.5.1",
+    )  # fmt: skip
+    assert rc != 0
+    await run.wait_for(lambda: dropped(run, "unknown_user") >= 1)
+    assert run.app.pipeline.stored.total() == 0
