@@ -263,6 +263,8 @@ class SnmpSource:
             if key in seen:
                 errors.append(f"users[{i}]: duplicate user {user.name!r} for this engine_id")
             seen.add(key)
+        if self.snmpv3_only and not self.users:
+            errors.append("snmpv3_only: needs at least one entry in users (else nothing passes)")
         if self.max_message_bytes > 65507:
             errors.append("max_message_bytes: at most 65507 (the largest UDP payload)")
         return errors

@@ -282,3 +282,14 @@ async def test_v3_inform_from_unknown_user_is_not_delivered(start_appliance) -> 
     assert rc != 0
     await run.wait_for(lambda: dropped(run, "unknown_user") >= 1)
     assert run.app.pipeline.stored.total() == 0
+
+
+async def test_downgraded_v3_inform_is_not_acknowledged(start_appliance) -> None:
+    run, target = await snmp_app(start_appliance)
+    rc, _out = await run_tool(
+        "snmpinform", "-v3", "-u", "informer", "-l", "authNoPriv", "-a", "SHA-256", "-A",
+        "authkey-sha256", "-t", "1", "-r", "0", target, "", "1.3.6.1.6.3.1.1.5.1",
+    )  # fmt: skip
+    assert rc != 0  # no acknowledgement for a user configured for authPriv
+    assert dropped(run, "unsupported_security_level") >= 1
+    assert run.app.pipeline.stored.total() == 0

@@ -272,3 +272,9 @@ async def test_v3_engine_id_is_stable_and_boots_persist(start_appliance) -> None
     v3 = second.source("snmp").v3
     assert v3.engine_id == engine_id
     assert v3.boots == boots + 1
+
+
+def test_snmpv3_only_without_users_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sources": {"snmp": [{"snmpv3_only": True}]}})
+    assert any(e.startswith("sources.snmp[0].snmpv3_only:") for e in info.value.errors)

@@ -17,7 +17,6 @@ from typing import Any
 from appliance.config import SnmpSource, parse_engine_id
 from appliance.logutil import RateLimitedLog
 from appliance.mibs import DEFAULT_SEVERITIES, MibResolver, load_index
-from appliance.protocols.snmp import ber
 from appliance.protocols.snmp.ecs import SeverityTable, trap_event
 from appliance.protocols.snmp.message import (
     PDU_INFORM,
@@ -28,6 +27,7 @@ from appliance.protocols.snmp.message import (
     VarBind,
     decode_message,
     encode_inform_response,
+    message_version,
     v2_varbinds,
 )
 from appliance.sources.base import AllowList, SourceContext
@@ -135,7 +135,7 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
             return
         now = self.clock()
         if not src.rate_limit.allow(ip, now):
-            self.dropped.inc(name, "rate_limited")
+            self.drop("rate_limited", ip)
             return
         try:
             self.handle(data, addr, now)
@@ -153,7 +153,7 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
     def handle(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         src = self.source
         ip = addr[0]
-        if _version(data) == VERSION_3:
+        if _version(data) == VERSION_3:  # malformed envelopes fall through to the decoder
             self.handle_v3(data, addr)
             return
         if self.cfg.snmpv3_only:
@@ -185,10 +185,12 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
             severities=src.severities,
             extra=_v1_fields(v1) | {"snmp.community_index": label},
         )
-        if msg.pdu_type == PDU_INFORM and self.transport is not None:
+        # An inform is acknowledged only once queued: when the queue is full the sender's
+        # retry is the one chance the notification still has.
+        accepted = self.pipeline.offer(event, self.name)
+        if accepted and msg.pdu_type == PDU_INFORM and self.transport is not None:
             self.transport.sendto(encode_inform_response(data, msg), addr)
             src.informs_answered.inc(self.name)
-        self.pipeline.offer(event, self.name)
 
     def handle_v3(self, data: bytes, addr: tuple[str, int]) -> None:
         v3 = self.source.v3
@@ -207,13 +209,9 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
 
 def _version(data: bytes) -> int:
     try:
-        tag, start, stop = ber.read_header(data, 0, len(data))
-        tag, vstart, vstop = ber.read_header(data, start, stop)
+        return message_version(data)
     except BerError:
         return -1
-    if tag != ber.INTEGER or not 0 < vstop - vstart <= 4:
-        return -1
-    return int.from_bytes(data[vstart:vstop], "big", signed=True)
 
 
 def _unmap(ip: str) -> str:

@@ -21,6 +21,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pysnmp.carrier.asyncio.dgram import udp, udp6
@@ -118,22 +119,42 @@ TIME_WINDOW = 150  # seconds, RFC 3414 §3.2.7
 MAX_TIMELINES = 10_000
 
 
-def usm_header(data: bytes) -> tuple[bytes, int, int] | None:
-    """(msgAuthoritativeEngineID, engineBoots, engineTime) from a v3 message's clear-text USM
-    parameters, or ``None`` when they cannot be read (pysnmp then reports why)."""
+@dataclass(frozen=True, slots=True)
+class UsmHeader:
+    """The clear-text part of a v3 message that USM decisions need."""
+
+    engine_id: bytes
+    boots: int
+    time: int
+    user: str
+    level: int  # 1 noAuthNoPriv, 2 authNoPriv, 3 authPriv (from msgFlags)
+
+
+def usm_header(data: bytes) -> UsmHeader | None:
+    """Read msgFlags and the USM security parameters (never encrypted) of a v3 message;
+    ``None`` when they cannot be read (pysnmp then reports why)."""
     try:
         end = len(data)
         start, stop = ber.expect(data, 0, end, ber.SEQUENCE, "message")
         _s, pos = ber.expect(data, start, stop, ber.INTEGER, "version")
-        _s, pos = ber.expect(data, pos, stop, ber.SEQUENCE, "global_data")
+        gs, pos = ber.expect(data, pos, stop, ber.SEQUENCE, "global_data")
+        _s, e = ber.expect(data, gs, pos, ber.INTEGER, "msg_id")
+        _s, e = ber.expect(data, e, pos, ber.INTEGER, "max_size")
+        fs, fe = ber.expect(data, e, pos, ber.OCTET_STRING, "flags")
+        flags = data[fs] if fe > fs else 0
         ps, pe = ber.expect(data, pos, stop, ber.OCTET_STRING, "security_parameters")
         ps, pe = ber.expect(data, ps, pe, ber.SEQUENCE, "usm")
         es, ee = ber.expect(data, ps, pe, ber.OCTET_STRING, "engine_id")
         bs, be = ber.expect(data, ee, pe, ber.INTEGER, "boots")
         ts, te = ber.expect(data, be, pe, ber.INTEGER, "time")
-        return data[es:ee], ber.decode_signed(data, bs, be, 5), ber.decode_signed(data, ts, te, 5)
+        us, ue = ber.expect(data, te, pe, ber.OCTET_STRING, "user")
+        boots = ber.decode_signed(data, bs, be, 5)
+        etime = ber.decode_signed(data, ts, te, 5)
     except BerError:
         return None
+    level = 1 if not flags & 1 else 3 if flags & 2 else 2
+    user = data[us:ue].decode("utf-8", "replace")
+    return UsmHeader(data[es:ee], boots, etime, user, level)
 
 
 def usm_engine_id(params: Any) -> bytes | None:
@@ -169,8 +190,7 @@ class UsmReceiver:
         self._set_engine_state(engine_id, boots)
         self.on_notification = on_notification
         self.user_names = {u.name.encode() for u in users}
-        # USM accepts a lower level than a user is keyed for; we do not (C2: noAuthNoPriv from
-        # a user configured for authPriv is a downgrade). Lowest level configured per name.
+        # The lowest security level configured for each user name (see feed).
         self.min_level: dict[str, int] = {}
         for u in users:
             level = 1 if u.auth_protocol == "none" else 2 if u.priv_protocol == "none" else 3
@@ -197,7 +217,7 @@ class UsmReceiver:
         )
         self._delivered = False
         self._failure: str | None = None
-        self._header: tuple[bytes, int, int] | None = None
+        self._header: UsmHeader | None = None
         # engine ID → (boots, latest time seen, monotonic second it was seen)
         self._timeline: dict[bytes, tuple[int, int, float]] = {}
         self.clock = clock
@@ -235,7 +255,12 @@ class UsmReceiver:
     def feed(self, data: bytes, addr: tuple[str, int]) -> str | None:
         self._delivered = False
         self._failure = None
-        self._header = usm_header(data)
+        header = self._header = usm_header(data)
+        # USM accepts a lower level than a user is keyed for; we do not (C2: noAuthNoPriv from
+        # a user configured for authPriv is a downgrade). Checked before pysnmp sees the
+        # message, so a downgraded inform is not acknowledged either.
+        if header is not None and header.level < self.min_level.get(header.user, 1):
+            return "unsupported_security_level"
         address = self.transport.normalize_address(addr[:2])
         try:
             self.transport._callback_function(self.transport, address, data)
@@ -271,9 +296,9 @@ class UsmReceiver:
         by newer authenticated messages (we run after authentication succeeded).
         """
         header = self._header
-        if header is None or header[0] == self.engine_id:
+        if header is None or header.engine_id == self.engine_id:
             return True  # informs: pysnmp checks against our own engine's clock
-        engine, boots, etime = header
+        engine, boots, etime = header.engine_id, header.boots, header.time
         now = self.clock()
         known = self._timeline.get(engine)
         if known is not None:
@@ -302,7 +327,7 @@ class UsmReceiver:
         pdu = ctx.get("pdu")
         name = str(ctx.get("securityName", ""))
         level = int(ctx.get("securityLevel", 0))
-        if level < self.min_level.get(name, 1):
+        if level < self.min_level.get(name, 1):  # feed() already refused these; belt and braces
             self._failure = "unsupported_security_level"
             return
         if level >= 2 and not self._timely():
