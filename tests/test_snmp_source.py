@@ -278,3 +278,22 @@ def test_snmpv3_only_without_users_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"sources": {"snmp": [{"snmpv3_only": True}]}})
     assert any(e.startswith("sources.snmp[0].snmpv3_only:") for e in info.value.errors)
+
+
+def test_every_snmp_key_in_the_example_config_exists() -> None:
+    import dataclasses
+    import re
+
+    from appliance.config import EXAMPLE_CONFIG, SnmpCommunityRule, SnmpSource, SnmpUser
+
+    text = EXAMPLE_CONFIG.read_text()
+    section = text[text.index("[[sources.snmp]]") :]
+    keys = set(re.findall(r"^#? ?(\w+) = ", section, re.MULTILINE))
+    known = {
+        f.name for cls in (SnmpSource, SnmpUser, SnmpCommunityRule) for f in dataclasses.fields(cls)
+    }
+    documented_table_keys = {"linkDown"}  # the severity table's example entry
+    assert keys - known - documented_table_keys == set()
+    tables = {"severity", "users", "community_rules"}  # documented as [sources.snmp.<table>]
+    assert {f.name for f in dataclasses.fields(SnmpSource)} <= keys | tables
+    assert all(f"sources.snmp.{t}]" in section for t in tables)
