@@ -197,7 +197,11 @@ async def test_severity_table_overrides_by_oid_and_name(start_appliance) -> None
     assert unknown["event"]["action"] == "1.3.6.1.4.1.9.0.2"  # unknown OIDs stay numeric
 
 
-async def test_compiled_user_mib_names_a_trap(start_appliance, tmp_path: Path, capsys) -> None:
+async def test_compiled_user_mib_names_a_trap_without_restart(
+    start_appliance, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr("appliance.sources.snmp_trap.MIB_CACHE_POLL", 0.05)
+    run = await snmp(start_appliance)
     mibs = tmp_path / "mibs"
     mibs.mkdir()
     (mibs / "ACME-MIB.txt").write_text(ACME_MIB)
@@ -212,8 +216,9 @@ async def test_compiled_user_mib_names_a_trap(start_appliance, tmp_path: Path, c
     args = ["mibs", "compile", "-c", str(cfg), "--source", str(mibs), "--source", str(base)]
     assert await asyncio.to_thread(cli_main, args) == 0
     assert "ACME-MIB: compiled" in capsys.readouterr().out
-    run = await snmp(start_appliance)
-    send(run.source("snmp").address, trap(oid="1.3.6.1.4.1.99999.0.1"))
+    source = run.source("snmp")
+    await run.wait_for(lambda: source.resolver.name("1.3.6.1.4.1.99999.0.1") is not None)
+    send(source.address, trap(oid="1.3.6.1.4.1.99999.0.1"))
     await run.wait_stored(1)
     (ev,) = (await run.get_json("/api/v1/events"))["events"]
     assert ev["event"]["action"] == "acmeFanFailure"

@@ -9,6 +9,7 @@ counted received, then either offered to the pipeline or counted dropped with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import socket
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from appliance.config import SnmpSource, parse_engine_id
 from appliance.logutil import RateLimitedLog
-from appliance.mibs import DEFAULT_SEVERITIES, MibResolver, load_index
+from appliance.mibs import DEFAULT_SEVERITIES, INDEX_FILE, MibResolver, load_index
 from appliance.protocols.snmp.ecs import SeverityTable, trap_event
 from appliance.protocols.snmp.message import (
     PDU_INFORM,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 
 MIB_CACHE = "mibs"  # under data_dir: written by `appliance mibs compile`
+MIB_CACHE_POLL = 10.0  # seconds between checks for a newly compiled MIB cache
 
 
 class CommunityTable:
@@ -243,7 +245,10 @@ class SnmpTrapSource:
         self.severities = SeverityTable(
             {**DEFAULT_SEVERITIES, **cfg.severity}, cfg.default_severity
         )
-        self.resolver = MibResolver(load_index(ctx.config.data_dir / MIB_CACHE))
+        self.mib_cache = ctx.config.data_dir / MIB_CACHE
+        self.resolver = MibResolver(load_index(self.mib_cache))
+        self._mib_stamp = self._mib_cache_stamp()
+        self._watch: asyncio.Task[None] | None = None
         m = ctx.metrics
         self.malformed = m.counter(
             "snmp_malformed_total",
@@ -285,7 +290,25 @@ class SnmpTrapSource:
         except BaseException:
             await self.stop()
             raise
+        self._watch = asyncio.create_task(self._watch_mib_cache(), name=f"{self.name}-mibs")
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
+
+    def _mib_cache_stamp(self) -> float | None:
+        try:
+            return (self.mib_cache / INDEX_FILE).stat().st_mtime
+        except OSError:
+            return None
+
+    async def _watch_mib_cache(self) -> None:
+        """Pick up names from a new `appliance mibs compile` without a restart."""
+        while True:
+            await asyncio.sleep(MIB_CACHE_POLL)
+            stamp = self._mib_cache_stamp()
+            if stamp != self._mib_stamp:
+                self._mib_stamp = stamp
+                names = await asyncio.to_thread(load_index, self.mib_cache)
+                self.resolver = MibResolver(names)
+                log.info("%s: %d MIB names loaded from %s", self.name, len(names), self.mib_cache)
 
     @property
     def engine_id(self) -> bytes:
@@ -350,6 +373,11 @@ class SnmpTrapSource:
         return socket_drops(self.sock) if self.sock is not None else None
 
     async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self.v3 is not None:
             self.v3.close()
             self.v3 = None
