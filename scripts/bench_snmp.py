@@ -4,8 +4,8 @@
 A pre-encoded linkDown trap (our own encoder) is sent with sendto, paced at ``--rate`` per
 second for ``--seconds``, to (1) the appliance running as its own process (`appliance run`,
 uvloop, real SQLite) and (2) ``snmptrapd -f -C -n -On -m ""`` with ``authCommunity log
-public``, logging one line per trap to a file. Loss = sent - stored (appliance) or sent - lines
-logged (snmptrapd). Prints ONE JSON line.
+public``, logging one line per trap to a file. Loss = sent - rows in SQLite named linkDown
+(appliance, counted after a clean stop) or sent - lines logged (snmptrapd). Prints ONE JSON line.
 
     .venv/bin/python scripts/bench_snmp.py --rate 5000 --seconds 10
 """
@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,7 @@ def wait_settled(read: callable, target: int, timeout: float = 30.0) -> float:  
     return read()
 
 
-def bench_appliance(rate: float, seconds: float, tmp: Path) -> dict[str, object]:
+def bench_appliance(rate: float, seconds: float, tmp: Path) -> dict[str, int | float]:
     trap_port, api_port = free_port(), free_port(socket.SOCK_STREAM)
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "appliance.toml"
@@ -135,7 +136,7 @@ def bench_appliance(rate: float, seconds: float, tmp: Path) -> dict[str, object]
             lambda: metric(scrape(api_port), "appliance_events_stored_total"), sent
         )
         text = scrape(api_port)
-        return {
+        result = {
             "sent": sent,
             "send_seconds": round(elapsed, 3),
             "received": int(metric(text, "appliance_events_received_total")),
@@ -151,6 +152,15 @@ def bench_appliance(rate: float, seconds: float, tmp: Path) -> dict[str, object]
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+    # The rows themselves, read after a clean stop, with the trap name the decoder gave them.
+    with sqlite3.connect(f"file:{tmp / 'data' / 'appliance.db'}?mode=ro", uri=True) as db:
+        (rows,) = db.execute(
+            "SELECT count(*) FROM events WHERE module = 'snmp'"
+            " AND json_extract(fields, '$.\"event.action\"') = 'linkDown'"
+        ).fetchone()
+    result["rows_linkDown"] = rows
+    result["lost"] = result["sent"] - rows
+    return result
 
 
 def bench_snmptrapd(rate: float, seconds: float, tmp: Path) -> dict[str, object]:
