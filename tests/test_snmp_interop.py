@@ -4,6 +4,8 @@ arrives as an event with its trap name; wrong community, key and user are counte
 from __future__ import annotations
 
 import asyncio
+import random
+import socket
 from typing import Any
 
 import pytest
@@ -293,3 +295,42 @@ async def test_downgraded_v3_inform_is_not_acknowledged(start_appliance) -> None
     assert rc != 0  # no acknowledgement for a user configured for authPriv
     assert dropped(run, "unsupported_security_level") >= 1
     assert run.app.pipeline.stored.total() == 0
+
+
+async def capture_datagram(*tool_args: str) -> bytes:
+    """Run a net-snmp sender against a plain socket of ours and return what it sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sink.setblocking(False)
+        port = sink.getsockname()[1]
+        args = [a.replace("TARGET", f"udp:127.0.0.1:{port}") for a in tool_args]
+        await run_tool(*args)
+        return sink.recv(65535)
+
+
+async def test_mutated_v3_datagrams_never_stop_the_listener(start_appliance) -> None:
+    need_tool("snmptrap")
+    good = await capture_datagram(
+        "snmptrap", "-v3", "-u", "shaaes", "-e", ENGINE, "-l", "authPriv", "-a", "SHA", "-A",
+        "authkey-sha1", "-x", "AES", "-X", "privkey-aes1", "TARGET", "", LINK_DOWN,
+    )  # fmt: skip
+    rng = random.Random(3)
+    mutants = []
+    for _ in range(1500):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        mutants.append(bytes(data))
+    run, _target = await snmp_app(start_appliance)
+    addr = run.source("snmp").address
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i, m in enumerate(mutants):
+            s.sendto(m, addr)
+            if i % 100 == 0:
+                await asyncio.sleep(0.01)  # stay under the socket buffer
+        await run.wait_for(lambda: run.app.pipeline.received.total() >= len(mutants), 30)
+        s.sendto(good, addr)  # the original still gets through afterwards
+    await run.wait_for(lambda: run.app.pipeline.stored.total() >= 1, 10)
+    p = run.app.pipeline
+    await run.wait_for(lambda: p.received.total() == p.stored.total() + p.dropped.total())
+    assert p.dropped.value("snmp", "decode_error") == 0
