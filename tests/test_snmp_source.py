@@ -302,3 +302,16 @@ def test_every_snmp_key_in_the_example_config_exists() -> None:
     tables = {"severity", "users", "community_rules"}  # documented as [sources.snmp.<table>]
     assert {f.name for f in dataclasses.fields(SnmpSource)} <= keys | tables
     assert all(f"sources.snmp.{t}]" in section for t in tables)
+
+
+async def test_every_datagram_is_stored_or_counted(start_appliance) -> None:
+    run = await snmp(start_appliance, allowed=["127.0.0.1/32"])
+    good = [trap(request_id=i) for i in range(20)]
+    bad = [trap(b"nope"), b"\x30\x80", trap()[:-3], b"", trap(oid="1.3.6.1.4.1.1.0.1") + b"\x00"]
+    send(run.source("snmp").address, *good, *bad, *good[:5])
+    p = run.app.pipeline
+    await run.wait_for(lambda: p.received.total() == 30)
+    await run.wait_stored(25)
+    await run.wait_for(lambda: p.received.total() == p.stored.total() + p.dropped.total())
+    assert p.dropped.value("snmp", "bad_community") == 1
+    assert p.dropped.value("snmp", "malformed") == 4
