@@ -157,17 +157,6 @@ def usm_header(data: bytes) -> UsmHeader | None:
     return UsmHeader(data[es:ee], boots, etime, user, level)
 
 
-def usm_engine_id(params: Any) -> bytes | None:
-    """msgAuthoritativeEngineID from the encoded UsmSecurityParameters, if readable."""
-    try:
-        raw = bytes(params.asOctets())
-        _tag, start, stop = ber.read_header(raw, 0, len(raw))
-        start, stop = ber.expect(raw, start, stop, ber.OCTET_STRING, "engine_id")
-    except (AttributeError, BerError):
-        return None
-    return raw[start:stop]
-
-
 class UsmReceiver:
     """A pysnmp engine that receives v3 notifications handed to it by :meth:`feed`.
 
@@ -195,9 +184,9 @@ class UsmReceiver:
         for u in users:
             level = 1 if u.auth_protocol == "none" else 2 if u.priv_protocol == "none" else 3
             self.min_level[u.name] = min(level, self.min_level.get(u.name, 3))
-        module = udp6 if ipv6 else udp
-        self.transport = module.Udp6Transport() if ipv6 else module.UdpTransport()  # type: ignore[attr-defined]
-        snmp_config.add_transport(self.engine, module.DOMAIN_NAME, self.transport)
+        self.transport = udp6.Udp6Transport() if ipv6 else udp.UdpTransport()
+        domain = udp6.DOMAIN_NAME if ipv6 else udp.DOMAIN_NAME
+        snmp_config.add_transport(self.engine, domain, self.transport)
         for user in users:
             extra = {}
             if user.engine_id:
@@ -235,6 +224,7 @@ class UsmReceiver:
         )
         mib_engine_id.syntax = mib_engine_id.syntax.clone(engine_id)
         self.engine.snmpEngineID = mib_engine_id.syntax
+        self._engine_id = engine_id
         mib_boots.syntax = mib_boots.syntax.clone(boots)
 
     @property
@@ -246,7 +236,7 @@ class UsmReceiver:
 
     @property
     def engine_id(self) -> bytes:
-        return bytes(self.engine.snmpEngineID.asOctets())
+        return self._engine_id
 
     def attach(self, transport: asyncio.DatagramTransport) -> None:
         """Send pysnmp's replies (inform responses, Reports) out of our socket."""
@@ -282,10 +272,9 @@ class UsmReceiver:
         if isinstance(indication, errind.UnknownSecurityName):
             user = bytes(info.get("msgUserName", b"") or b"")
             reason = "unknown_engine_id" if user in self.user_names else "unknown_user"
-        if reason == "unknown_engine_id" and not usm_engine_id(variables.get("securityParameters")):
-            reason = (
-                "engine_discovery"  # RFC 3414 §4: a probe with no engine ID, answered by a Report
-            )
+        header = self._header
+        if reason == "unknown_engine_id" and header is not None and not header.engine_id:
+            reason = "engine_discovery"  # RFC 3414 §4: a probe answered by a Report
         self._failure = reason
 
     def _timely(self) -> bool:
