@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from appliance.event import Event
 from appliance.mibs import MibResolver
 from appliance.protocols.snmp import ber
 from appliance.protocols.snmp.ber import BerError
@@ -15,6 +16,7 @@ from appliance.protocols.snmp.message import (
     PDU_RESPONSE,
     PDU_TRAP_V2,
     SNMP_TRAP_OID_0,
+    CommunityMessage,
     UnsupportedPdu,
     decode_message,
     encode_inform_response,
@@ -54,6 +56,20 @@ def varbind(oid: str, value: bytes) -> bytes:
 
 def trap_oid_vb(oid: str = LINK_DOWN) -> bytes:
     return varbind(SNMP_TRAP_OID_0, ber.encode_oid(oid))
+
+
+def event_of(msg: CommunityMessage, peer_ip: str, agent_ip: str | None = None) -> Event:
+    return trap_event(
+        v2_varbinds(msg),
+        version="1" if msg.v1 else "2c",
+        pdu="trap",
+        peer_ip=peer_ip,
+        peer_port=1,
+        agent_ip=agent_ip,
+        now=0.0,
+        resolver=MibResolver(),
+        severities=SeverityTable({}),
+    )
 
 
 # ------------------------------------------------------------------------------ good input
@@ -225,34 +241,14 @@ def test_v1_trap_with_bogus_agent_addr_is_kept_with_packet_source_as_agent() -> 
     data = tlv(ber.SEQUENCE, ber.encode_integer(0) + tlv(ber.OCTET_STRING, b"c") + tlv(0xA4, pdu))
     msg = decode_message(data)
     assert msg.v1 is not None and msg.v1.agent_addr is None
-    event = trap_event(
-        v2_varbinds(msg),
-        version="1",
-        pdu="trap",
-        peer_ip="192.0.2.7",
-        peer_port=1,
-        agent_ip=msg.v1.agent_addr,
-        now=0.0,
-        resolver=MibResolver(),
-        severities=SeverityTable({}),
-    )
+    event = event_of(msg, "192.0.2.7", agent_ip=msg.v1.agent_addr)
     assert event.fields["observer.ip"] == "192.0.2.7"
     assert event.fields["event.action"] == "coldStart"
 
 
 def test_v2c_trap_without_snmp_trap_oid_is_kept_as_unknown() -> None:
     msg = decode_message(v2c_with_varbinds(varbind(IF_INDEX_2, ber.encode_integer(2))))
-    event = trap_event(
-        v2_varbinds(msg),
-        version="2c",
-        pdu="trap",
-        peer_ip="192.0.2.7",
-        peer_port=1,
-        agent_ip=None,
-        now=0.0,
-        resolver=MibResolver(),
-        severities=SeverityTable({}),
-    )
+    event = event_of(msg, "192.0.2.7")
     assert event.fields["event.action"] == "unknown"
     assert "snmp.trap_oid" not in event.fields
 
@@ -262,17 +258,7 @@ def test_varbind_type_disagreeing_with_mib_is_stored_as_sent() -> None:
     vbs = trap_oid_vb() + varbind(IF_DESCR_2, ber.encode_integer(7))
     vbs += varbind(IF_INDEX_2, tlv(ber.OCTET_STRING, b"x"))
     msg = decode_message(v2c_with_varbinds(vbs))
-    event = trap_event(
-        v2_varbinds(msg),
-        version="2c",
-        pdu="trap",
-        peer_ip="192.0.2.7",
-        peer_port=1,
-        agent_ip=None,
-        now=0.0,
-        resolver=MibResolver(),
-        severities=SeverityTable({}),
-    )
+    event = event_of(msg, "192.0.2.7")
     docs = {d["name"]: d for d in event.fields["snmp.varbinds"]}
     assert docs["ifDescr.2"] == {
         "oid": IF_DESCR_2,
@@ -323,3 +309,11 @@ def test_random_mutations_raise_only_decode_errors() -> None:
             outcomes["rejected"] += 1
     # Anything else would have escaped above; both paths must have been exercised.
     assert outcomes["decoded"] > 0 and outcomes["rejected"] > 0
+
+
+def test_v2c_trap_relayed_with_snmp_trap_address_names_the_original_agent() -> None:
+    vbs = trap_oid_vb() + varbind("1.3.6.1.6.3.18.1.3.0", tlv(ber.IP_ADDRESS, bytes([10, 9, 8, 7])))
+    msg = decode_message(v2c_with_varbinds(vbs))
+    event = event_of(msg, "192.0.2.1")
+    assert event.fields["observer.ip"] == "10.9.8.7"
+    assert event.fields["source.ip"] == "192.0.2.1"

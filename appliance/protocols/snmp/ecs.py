@@ -12,7 +12,12 @@ from typing import Any
 
 from appliance.event import Event
 from appliance.mibs import MibResolver
-from appliance.protocols.snmp.message import SNMP_TRAP_OID_0, SYS_UPTIME_0, VarBind
+from appliance.protocols.snmp.message import (
+    SNMP_TRAP_ADDRESS_0,
+    SNMP_TRAP_OID_0,
+    SYS_UPTIME_0,
+    VarBind,
+)
 
 SEVERITY_CODES = {
     "emergency": 0,
@@ -111,6 +116,7 @@ def trap_event(
     if_name: str | None = None
     admin: int | None = None
     oper: int | None = None
+    trap_address: str | None = None
     for vb in varbinds:
         oid = vb.oid
         value = vb.value
@@ -118,6 +124,8 @@ def trap_event(
             trap_oid = value
         elif oid == SYS_UPTIME_0 and isinstance(value, int):
             uptime = value
+        elif oid == SNMP_TRAP_ADDRESS_0 and vb.type == "IpAddress" and value != "0.0.0.0":
+            trap_address = value
         elif isinstance(value, int):
             if oid.startswith(IF_INDEX):
                 if_index = value
@@ -134,7 +142,9 @@ def trap_event(
     trap_name = resolver.name(trap_oid) if trap_oid is not None else None
     action = trap_name or trap_oid or "unknown"
     severity = severities.lookup(trap_oid, trap_name)
-    observer_ip = agent_ip or peer_ip
+    # The device the trap is about: v1 agent-addr, else snmpTrapAddress.0 (RFC 3584, set by
+    # proxies and relays), else whoever sent the datagram.
+    observer_ip = agent_ip or trap_address or peer_ip
     fields: dict[str, Any] = {
         "event.kind": "event",
         "event.dataset": "snmp.trap",
