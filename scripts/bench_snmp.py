@@ -5,7 +5,9 @@ A pre-encoded linkDown trap (our own encoder) is sent with sendto, paced at ``--
 second for ``--seconds``, to (1) the appliance running as its own process (`appliance run`,
 uvloop, real SQLite) and (2) ``snmptrapd -f -C -n -On -m ""`` with ``authCommunity log
 public``, logging one line per trap to a file. Loss = sent - rows in SQLite named linkDown
-(appliance, counted after a clean stop) or sent - lines logged (snmptrapd). Prints ONE JSON line.
+(appliance, counted after a clean stop) or sent - lines logged (snmptrapd). ``--pysnmp`` adds
+a plain pysnmp 7 NotificationReceiver (counting callbacks, storing nothing) as the baseline the
+fast path replaces. Prints ONE JSON line.
 
     .venv/bin/python scripts/bench_snmp.py --rate 5000 --seconds 10
 """
@@ -203,11 +205,64 @@ def bench_snmptrapd(rate: float, seconds: float, tmp: Path) -> dict[str, object]
             proc.kill()
 
 
+PYSNMP_RECEIVER = """
+import asyncio, signal, socket, sys
+from pysnmp.carrier.asyncio.dgram import udp
+from pysnmp.entity import config, engine
+from pysnmp.entity.rfc3413 import ntfrcv
+
+async def main(port, out):
+    eng = engine.SnmpEngine()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind(("127.0.0.1", port))
+    sock.setblocking(False)
+    config.add_transport(eng, udp.DOMAIN_NAME, udp.UdpTransport().open_server_mode(sock=sock))
+    config.add_v1_system(eng, "idx", "public")
+    count = [0]
+    ntfrcv.NotificationReceiver(eng, lambda *a: count.__setitem__(0, count[0] + 1))
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    print("ready", flush=True)
+    await stop.wait()
+    open(out, "w").write(str(count[0]))
+
+asyncio.run(main(int(sys.argv[1]), sys.argv[2]))
+"""
+
+
+def bench_pysnmp(rate: float, seconds: float, tmp: Path) -> dict[str, object]:
+    """The same sender against a plain pysnmp 7 NotificationReceiver (its own BER decoder)."""
+    port = free_port()
+    out = tmp / "pysnmp-count"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", PYSNMP_RECEIVER, str(port), str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready"
+        sent, elapsed = send_paced(port, rate, seconds)
+        time.sleep(max(3.0, seconds))  # let it drain what the kernel buffered
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    got = int(out.read_text()) if out.exists() else 0
+    return {"sent": sent, "received": got, "lost": sent - got, "per_s": round(got / elapsed, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=5000.0, help="traps per second offered")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--no-snmptrapd", action="store_true")
+    p.add_argument(
+        "--pysnmp", action="store_true", help="also run a plain pysnmp 7 receiver (baseline)"
+    )
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-snmp-") as tmp:
         result: dict[str, object] = {
@@ -220,6 +275,8 @@ def main() -> None:
         }
         if not args.no_snmptrapd:
             result["snmptrapd"] = bench_snmptrapd(args.rate, args.seconds, Path(tmp))
+        if args.pysnmp:
+            result["pysnmp"] = bench_pysnmp(args.rate, args.seconds, Path(tmp))
     print(json.dumps(result))
 
 
