@@ -9,7 +9,7 @@ public``, logging one line per trap to a file. Loss = sent - rows in SQLite name
 a plain pysnmp 7 NotificationReceiver (counting callbacks, storing nothing) as the baseline the
 fast path replaces. Prints ONE JSON line.
 
-    .venv/bin/python scripts/bench_snmp.py --rate 5000 --seconds 10
+    scripts/bench snmp --rate 5000 --seconds 10 [--pysnmp] [--no-snmptrapd] [--loop asyncio]
 """
 
 from __future__ import annotations
@@ -25,14 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchlib import ApplianceProcess, dropped_by_reason, free_port
 
-from appliance.protocols.snmp import ber  # noqa: E402
-from appliance.protocols.snmp.message import encode_trap_v2c  # noqa: E402
+from appliance.protocols.snmp import ber
+from appliance.protocols.snmp.message import encode_trap_v2c
 
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
 
@@ -49,12 +48,6 @@ def link_down_trap() -> bytes:
         ],
         uptime=123456,
     )
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def send_paced(port: int, rate: float, seconds: float) -> tuple[int, float]:
@@ -75,22 +68,7 @@ def send_paced(port: int, rate: float, seconds: float) -> tuple[int, float]:
     return sent, elapsed
 
 
-def metric(text: str, name: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            head, _, value = line.rpartition(" ")
-            if head == name or head.startswith(name + "{"):
-                total += float(value)
-    return total
-
-
-def scrape(api_port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def wait_settled(read: callable, target: int, timeout: float = 30.0) -> float:  # type: ignore[valid-type]
+def wait_settled(read: Callable[[], float], target: int, timeout: float = 30.0) -> float:
     """Poll until the count reaches target or stops growing for 2 s."""
     deadline = time.monotonic() + timeout
     last, last_change = -1.0, time.monotonic()
@@ -106,63 +84,37 @@ def wait_settled(read: callable, target: int, timeout: float = 30.0) -> float:  
     return read()
 
 
-def bench_appliance(rate: float, seconds: float, tmp: Path) -> dict[str, int | float]:
-    trap_port, api_port = free_port(), free_port(socket.SOCK_STREAM)
-    tmp.mkdir(parents=True, exist_ok=True)
-    cfg = tmp / "appliance.toml"
-    cfg.write_text(
-        f'[appliance]\ndata_dir = "{tmp / "data"}"\nwatchdog = false\nlog_level = "warning"\n'
-        f'[api]\nlisten = "127.0.0.1:{api_port}"\ntoken = "bench-token-0123456789"\n'
-        f'[[sources.snmp]]\nlisten = "127.0.0.1:{trap_port}"\ncommunities = ["public"]\n'
-        f"rate_limit = 0.0\nrcvbuf_bytes = 33554432\n"
+def bench_appliance(rate: float, seconds: float, loop: str) -> dict[str, object]:
+    port = free_port(socket.SOCK_DGRAM)
+    app = ApplianceProcess(
+        f'[[sources.snmp]]\nlisten = "127.0.0.1:{port}"\nname = "bench"\n'
+        'communities = ["public"]\nrate_limit = 0.0\nrcvbuf_bytes = 33554432\n',
+        loop=loop,
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "-c", str(cfg)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                scrape(api_port)
-                break
-            except OSError as exc:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    err = proc.stderr.read().decode() if proc.stderr else "did not start"
-                    raise RuntimeError(err) from exc
-                time.sleep(0.1)
-        sent, elapsed = send_paced(trap_port, rate, seconds)
-        stored = wait_settled(
-            lambda: metric(scrape(api_port), "appliance_events_stored_total"), sent
-        )
-        text = scrape(api_port)
-        result = {
-            "sent": sent,
-            "send_seconds": round(elapsed, 3),
-            "received": int(metric(text, "appliance_events_received_total")),
-            "stored": int(stored),
-            "dropped": int(metric(text, "appliance_events_dropped_total")),
-            "kernel_drops": int(metric(text, "appliance_udp_socket_drops")),
-            "lost": sent - int(stored),
-            "stored_per_s": round(stored / elapsed, 1),
-        }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    app.mark()
+    sent, elapsed = send_paced(port, rate, seconds)
+    metrics = app.wait_idle()
+    cpu, rss = app.cpu_percent(), app.peak_rss_mb()
+    final = app.stop()
     # The rows themselves, read after a clean stop, with the trap name the decoder gave them.
-    with sqlite3.connect(f"file:{tmp / 'data' / 'appliance.db'}?mode=ro", uri=True) as db:
+    with sqlite3.connect(f"file:{app.tmp / 'data' / 'appliance.db'}?mode=ro", uri=True) as db:
         (rows,) = db.execute(
             "SELECT count(*) FROM events WHERE module = 'snmp'"
             " AND json_extract(fields, '$.\"event.action\"') = 'linkDown'"
         ).fetchone()
-    result["rows_linkDown"] = rows
-    result["lost"] = result["sent"] - rows
-    return result
+    return {
+        "sent": sent,
+        "send_seconds": round(elapsed, 3),
+        "received": final["received"],
+        "stored_linkDown_rows": rows,
+        "dropped": final["dropped"],
+        "dropped_by_reason": dropped_by_reason(metrics),
+        "kernel_drops": int(metrics.get('appliance_udp_socket_drops{source="bench"}', 0)),
+        "lost": sent - rows,
+        "stored_per_s": round(rows / elapsed, 1),
+        "recv_cpu_pct": round(cpu, 1),
+        "recv_peak_rss_mb": round(rss, 1),
+    }
 
 
 def bench_snmptrapd(rate: float, seconds: float, tmp: Path) -> dict[str, object]:
@@ -259,6 +211,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rate", type=float, default=5000.0, help="traps per second offered")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
     p.add_argument("--no-snmptrapd", action="store_true")
     p.add_argument(
         "--pysnmp", action="store_true", help="also run a plain pysnmp 7 receiver (baseline)"
@@ -271,7 +224,7 @@ def main() -> None:
             "seconds": args.seconds,
             "cpus": os.cpu_count(),
             "load_before": os.getloadavg()[0],
-            "appliance": bench_appliance(args.rate, args.seconds, Path(tmp) / "a"),
+            "appliance": bench_appliance(args.rate, args.seconds, args.loop),
         }
         if not args.no_snmptrapd:
             result["snmptrapd"] = bench_snmptrapd(args.rate, args.seconds, Path(tmp))
