@@ -109,7 +109,6 @@ def bench_appliance(rate: float, seconds: float, loop: str) -> dict[str, object]
         "stored_linkDown_rows": rows,
         "dropped": final["dropped"],
         "dropped_by_reason": dropped_by_reason(metrics),
-        "kernel_drops": int(metrics.get('appliance_udp_socket_drops{source="bench"}', 0)),
         "lost": sent - rows,
         "stored_per_s": round(rows / elapsed, 1),
         "recv_cpu_pct": round(cpu, 1),

@@ -32,7 +32,7 @@ from appliance.protocols.snmp.message import (
     v2_varbinds,
 )
 from appliance.sources.base import AllowList, SourceContext
-from appliance.sources.udp import bind_udp, socket_drops
+from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
 
 if TYPE_CHECKING:
     from appliance.sources.snmp_v3 import UsmReceiver
@@ -267,6 +267,7 @@ class SnmpTrapSource:
             limits.set(float(getattr(cfg, key)), self.name, key)
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        self.kernel = KernelDropTracker(self.name, ctx.pipeline)
         # pysnmp is imported only when v3 is configured (about 0.3 s of start-up otherwise).
         self.v3: UsmReceiver | None = None
 
@@ -290,6 +291,7 @@ class SnmpTrapSource:
         except BaseException:
             await self.stop()
             raise
+        self.kernel.start(self.sock)
         self._watch = asyncio.create_task(self._watch_mib_cache(), name=f"{self.name}-mibs")
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
 
@@ -373,6 +375,7 @@ class SnmpTrapSource:
         return socket_drops(self.sock) if self.sock is not None else None
 
     async def stop(self) -> None:
+        self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
