@@ -129,6 +129,7 @@ async def test_v2c_inform_is_answered_and_stored(start_appliance) -> None:
     ev = await only_event(run)
     assert ev["event"]["action"] == "coldStart"
     assert ev["snmp"]["pdu"] == "inform"
+    assert run.source("snmp").informs_answered.value("snmp") == 1
 
 
 @pytest.mark.parametrize(
@@ -170,6 +171,7 @@ async def test_v3_inform_is_acknowledged(start_appliance) -> None:
     ev = await only_event(run)
     assert ev["event"]["action"] == "warmStart"
     assert ev["snmp"]["pdu"] == "inform"
+    assert run.source("snmp").informs_answered.value("snmp") == 1
 
 
 async def wait_dropped(run: Any, reason: str) -> None:

@@ -256,7 +256,7 @@ class SnmpTrapSource:
             ["source", "reason"],
         )
         self.informs_answered = m.counter(
-            "snmp_informs_answered_total", "v2c InformRequests acknowledged.", ["source"]
+            "snmp_informs_answered_total", "InformRequests acknowledged (v2c and v3).", ["source"]
         )
         limits = m.gauge(
             "snmp_limit",
@@ -364,6 +364,8 @@ class SnmpTrapSource:
             },
         )
         self.ctx.pipeline.offer(event, self.name)
+        if info["inform"]:  # pysnmp has sent the Response-PDU
+            self.informs_answered.inc(self.name)
 
     @property
     def address(self) -> tuple[str, int]:
