@@ -317,3 +317,24 @@ def test_v2c_trap_relayed_with_snmp_trap_address_names_the_original_agent() -> N
     event = event_of(msg, "192.0.2.1")
     assert event.fields["observer.ip"] == "10.9.8.7"
     assert event.fields["source.ip"] == "192.0.2.1"
+
+
+def test_unsigned_types_decode_to_their_full_width() -> None:
+    vbs = trap_oid_vb()
+    vbs += varbind("1.3.6.1.4.1.1.1", tlv(ber.COUNTER32, b"\x00\xff\xff\xff\xff"))
+    vbs += varbind("1.3.6.1.4.1.1.2", tlv(ber.COUNTER64, b"\x00" + b"\xff" * 8))
+    vbs += varbind("1.3.6.1.4.1.1.3", tlv(ber.IP_ADDRESS, bytes([192, 0, 2, 1])))
+    values = [v.value for v in decode_message(v2c_with_varbinds(vbs)).varbinds[1:]]
+    assert values == [2**32 - 1, 2**64 - 1, "192.0.2.1"]
+
+
+def test_negative_or_too_wide_unsigned_is_malformed() -> None:
+    negative = varbind("1.3.6.1.4.1.1.1", tlv(ber.GAUGE32, b"\xff"))
+    assert reason(v2c_with_varbinds(trap_oid_vb() + negative)) == "negative_unsigned"
+    wide = varbind("1.3.6.1.4.1.1.1", tlv(ber.COUNTER32, b"\x01\x00\x00\x00\x00"))
+    assert reason(v2c_with_varbinds(trap_oid_vb() + wide)) == "integer_too_large"
+
+
+def test_ip_address_of_wrong_length_in_a_varbind_is_malformed() -> None:
+    bad = varbind("1.3.6.1.4.1.1.1", tlv(ber.IP_ADDRESS, b"\x01\x02\x03"))
+    assert reason(v2c_with_varbinds(trap_oid_vb() + bad)) == "bad_ipaddress"

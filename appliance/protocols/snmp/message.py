@@ -105,6 +105,8 @@ def _value(data: bytes, tag: int, start: int, stop: int) -> Any:
     if tag == ber.OCTET_STRING or tag == ber.OPAQUE:
         return data[start:stop]
     if tag == ber.INTEGER:
+        # Integer32 on the wire is at most 4 octets, but agents that send an unsigned value as
+        # INTEGER need 5; up to 8 is kept rather than losing the trap, beyond that is malformed.
         return ber.decode_signed(data, start, stop, 8)
     if tag in (ber.COUNTER32, ber.GAUGE32, ber.TIMETICKS):
         return ber.decode_unsigned(data, start, stop, 5)
