@@ -43,3 +43,23 @@ def test_resolution_cache_is_bounded() -> None:
     for i in range(1000):
         r.resolve(f"1.3.6.1.4.1.1.{i}")
     assert len(r._cache) <= 100
+
+
+def test_mibs_compile_without_a_folder_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    from appliance.cli import main
+
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(
+        f'[appliance]\ndata_dir = "{tmp_path}"\n[[sources.snmp]]\nlisten = "127.0.0.1:0"\n'
+    )
+    assert main(["mibs", "compile", "-c", str(cfg)]) == 2
+    assert "no MIB folder" in capsys.readouterr().err
+
+
+def test_mibs_compile_reports_a_broken_mib_as_failed(tmp_path: Path, capsys) -> None:
+    from appliance.cli import main
+
+    (tmp_path / "BROKEN-MIB.txt").write_text("BROKEN-MIB DEFINITIONS ::= BEGIN garbage")
+    args = ["mibs", "compile", "--source", str(tmp_path), "--dest", str(tmp_path / "cache")]
+    assert main(args) == 1
+    assert "BROKEN-MIB: failed" in capsys.readouterr().out
