@@ -315,3 +315,17 @@ async def test_every_datagram_is_stored_or_counted(start_appliance) -> None:
     await run.wait_for(lambda: p.received.total() == p.stored.total() + p.dropped.total())
     assert p.dropped.value("snmp", "bad_community") == 1
     assert p.dropped.value("snmp", "malformed") == 4
+
+
+async def test_reload_applies_new_communities(start_appliance, tmp_path: Path) -> None:
+    from tests.conftest import make_config
+
+    run = await snmp(start_appliance, communities=["old"])
+    source = {"listen": "127.0.0.1:0", "communities": ["new"]}
+    new = parse_config(make_config(tmp_path, sources={"snmp": [source]}), base_dir=tmp_path)
+    await run.app.reload(new)
+    send(run.source("snmp").address, trap(b"old"), trap(b"new"))
+    await run.wait_stored(1)
+    await run.wait_for(lambda: dropped(run, "bad_community") == 1)
+    (ev,) = (await run.get_json("/api/v1/events"))["events"]
+    assert ev["snmp"]["community_index"] == "communities[0]"
