@@ -329,3 +329,21 @@ async def test_reload_applies_new_communities(start_appliance, tmp_path: Path) -
     await run.wait_for(lambda: dropped(run, "bad_community") == 1)
     (ev,) = (await run.get_json("/api/v1/events"))["events"]
     assert ev["snmp"]["community_index"] == "communities[0]"
+
+
+def test_sender_rate_limit_refills_over_time() -> None:
+    from appliance.sources.snmp_trap import SenderRateLimit
+
+    bucket = SenderRateLimit(rate=10.0, burst=2, max_senders=10)
+    assert [bucket.allow("10.0.0.1", 0.0) for _ in range(3)] == [True, True, False]
+    assert bucket.allow("10.0.0.2", 0.0)  # per sender
+    assert bucket.allow("10.0.0.1", 0.1)  # one token back after 1/rate seconds
+
+
+def test_sender_rate_limit_tracks_a_bounded_number_of_senders() -> None:
+    from appliance.sources.snmp_trap import SenderRateLimit
+
+    bucket = SenderRateLimit(rate=10.0, burst=2, max_senders=100)
+    for i in range(10_000):  # a spoofed-source flood
+        bucket.allow(f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 0.0)
+    assert len(bucket._buckets) <= 100
