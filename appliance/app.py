@@ -21,6 +21,7 @@ from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
 from appliance.sources.base import Source, SourceContext
+from appliance.sources.snmp_trap import SnmpTrapSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
@@ -38,6 +39,8 @@ def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
     for cfg in config.sources.syslog:
         if cfg.protocol == "udp":
             sources.append(SyslogUdpSource(cfg, ctx))
+    for snmp in config.sources.snmp:
+        sources.append(SnmpTrapSource(snmp, ctx))
     return sources
 
 

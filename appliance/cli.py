@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | version``.
+"""Command line: ``appliance run | check-config | version | mibs compile``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -36,7 +36,48 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--config", "-c", type=Path)
     sub.add_parser("version", help="print the version")
     sub.add_parser("example-config", help="print the commented example config")
+    mibs = sub.add_parser("mibs", help="SNMP MIB names")
+    mibs_sub = mibs.add_subparsers(dest="mibs_command", required=True)
+    comp = mibs_sub.add_parser(
+        "compile", help="compile the MIB files of every SNMP source's mib_dir into the name cache"
+    )
+    comp.add_argument("--config", "-c", type=Path, help="TOML config file")
+    comp.add_argument(
+        "--source", type=Path, action="append", help="a folder of MIB files (instead of mib_dir)"
+    )
+    comp.add_argument("--dest", type=Path, help="cache folder (default: <data_dir>/mibs)")
     return p
+
+
+def compile_mibs_command(args: argparse.Namespace) -> int:
+    from appliance.mibs import compile_mibs
+    from appliance.sources.snmp_trap import MIB_CACHE
+
+    try:
+        config = load_config(args.config or EXAMPLE_CONFIG)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(f"config error: {err}", file=sys.stderr)
+        return 2
+    sources = list(args.source or [])
+    if not sources:
+        sources = [config.path(s.mib_dir) for s in config.sources.snmp if s.mib_dir]
+    if not sources:
+        print("no MIB folder: set mib_dir in [[sources.snmp]] or pass --source", file=sys.stderr)
+        return 2
+    for folder in sources:
+        if not folder.is_dir():
+            print(f"{folder}: not a folder", file=sys.stderr)
+            return 2
+    dest = args.dest or config.data_dir / MIB_CACHE
+    results = compile_mibs(sources, dest)
+    for module, status in sorted(results.items()):
+        print(f"{module}: {status}")
+    failed = [m for m, s in results.items() if s == "failed"]
+    print(
+        f"{len(results) - len(failed)} module(s) processed, {len(failed)} failed; cache in {dest}"
+    )
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "example-config":
         sys.stdout.write(EXAMPLE_CONFIG.read_text(encoding="utf-8"))
         return 0
+    if args.command == "mibs":
+        return compile_mibs_command(args)
     if args.command == "check-config":
         try:
             load_config(args.file)

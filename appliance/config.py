@@ -168,9 +168,119 @@ class SyslogSource:
         return self.name or f"syslog-{self.protocol}"
 
 
+SnmpAuth = Literal["none", "md5", "sha", "sha224", "sha256", "sha384", "sha512"]
+SnmpPriv = Literal["none", "des", "3des", "aes", "aes192", "aes256"]
+SnmpSeverity = Literal[
+    "emergency", "alert", "critical", "error", "warning", "notice", "info", "debug"
+]
+
+
+def parse_engine_id(value: str) -> bytes:
+    """``0x8000...`` or plain hex to bytes; RFC 3411 engine IDs are 5 to 32 octets."""
+    text = value[2:] if value.lower().startswith("0x") else value
+    raw = bytes.fromhex(text.replace(":", ""))
+    if not 5 <= len(raw) <= 32:
+        raise ValueError(value)
+    return raw
+
+
+def check_engine_id(value: str) -> str | None:
+    if not value:
+        return None
+    try:
+        parse_engine_id(value)
+    except ValueError:
+        return "not an engine ID (hex, 5 to 32 octets, e.g. 0x8000000001020304)"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpUser:
+    """An SNMPv3 USM user. For traps the key is (name, the sending device's engine_id); an
+    empty engine_id means this appliance's own engine (what informs are sent to)."""
+
+    name: str = ""
+    engine_id: str = field(default="", metadata=check(check_engine_id))
+    auth_protocol: SnmpAuth = "none"
+    auth_key: str = ""
+    priv_protocol: SnmpPriv = "none"
+    priv_key: str = ""
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name or len(self.name) > 32:
+            errors.append("name: required, 1-32 characters")
+        if self.auth_protocol != "none" and len(self.auth_key) < 8:
+            errors.append("auth_key: at least 8 characters (RFC 3414)")
+        if self.priv_protocol != "none":
+            if self.auth_protocol == "none":
+                errors.append("priv_protocol: privacy needs an auth_protocol")
+            if len(self.priv_key) < 8:
+                errors.append("priv_key: at least 8 characters (RFC 3414)")
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpCommunityRule:
+    """Communities accepted only from these sender networks."""
+
+    networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    communities: list[str] = field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        if not self.networks or not self.communities:
+            return ["networks and communities: both required"]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class SnmpSource:
+    listen: str = field(default="0.0.0.0:1162", metadata=check(check_hostport))
+    name: str = ""
+    communities: list[str] = field(default_factory=list)
+    community_rules: list[SnmpCommunityRule] = field(default_factory=list)
+    users: list[SnmpUser] = field(default_factory=list)
+    allowed: list[str] = field(
+        default_factory=lambda: list(PRIVATE_AND_LOOPBACK), metadata=check(check_networks)
+    )
+    snmpv3_only: bool = False
+    engine_id: str = field(default="", metadata=check(check_engine_id))
+    rate_limit: float = field(default=10_000.0, metadata=check(non_negative))
+    rate_burst: int = field(default=20_000, metadata=check(positive))
+    max_senders: int = field(default=10_000, metadata=check(positive))
+    max_message_bytes: int = field(default=16_384, metadata=check(positive))
+    max_varbinds: int = field(default=256, metadata=check(positive))
+    rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=check(positive))
+    mib_dir: str = ""
+    severity: dict[str, SnmpSeverity] = field(default_factory=dict)
+    default_severity: SnmpSeverity = "info"
+
+    def validate(self) -> list[str]:
+        errors = []
+        seen: set[tuple[str, bytes]] = set()
+        for i, user in enumerate(self.users):
+            try:
+                key = (user.name, parse_engine_id(user.engine_id) if user.engine_id else b"")
+            except ValueError:
+                continue
+            if key in seen:
+                errors.append(f"users[{i}]: duplicate user {user.name!r} for this engine_id")
+            seen.add(key)
+        if self.snmpv3_only and not self.users:
+            errors.append("snmpv3_only: needs at least one entry in users (else nothing passes)")
+        if self.max_message_bytes > 65507:
+            errors.append("max_message_bytes: at most 65507 (the largest UDP payload)")
+        return errors
+
+    @property
+    def label(self) -> str:
+        return self.name or "snmp"
+
+
 @dataclass(frozen=True, slots=True)
 class SourcesSection:
     syslog: list[SyslogSource] = field(default_factory=list)
+    snmp: list[SnmpSource] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +299,10 @@ class AppConfig:
             if src.label in names and src.name:
                 errors.append(f"sources.syslog[{i}].name: duplicate source name {src.name!r}")
             names.add(src.label)
+        for i, snmp in enumerate(self.sources.snmp):
+            if snmp.label in names:
+                errors.append(f"sources.snmp[{i}].name: duplicate source name {snmp.label!r}")
+            names.add(snmp.label)
         return errors
 
     def path(self, value: str) -> Path:
