@@ -243,30 +243,36 @@ class Appliance:
         self.sources = keep + started
 
     async def _shed_oldest(self) -> None:
-        """The disk is full: delete the oldest tenth of the events so ingest can go on.
+        """The disk is full: delete the oldest events until the ballast fits again.
 
-        The ballast file is released first: deleting rows and checkpointing the WAL need a
-        little free space themselves. It is taken again once there is room.
+        The ballast file is released first, because deleting rows and checkpointing the WAL
+        need a little free space themselves. Then the oldest tenth goes, round after round,
+        until the filesystem has room for the ballast twice over, and the ballast is taken
+        back so the next episode finds it there.
         """
-        self.store.release_reserve()
-        used = await self.store.used_bytes()
-        by_age, by_size = await self.store.enforce_retention(
-            max_age=self.config.storage.retention_days * 86400,
-            max_bytes=int(used * 0.9),
-            now=self.clock(),
-            truncate_wal=True,
-        )
-        self.retention_deleted.inc("disk_full", n=by_age + by_size)
-        self.store.ensure_reserve()
-        _rl.warning(
-            "disk-full", "disk full: deleted the %d oldest events to make room", by_age + by_size
-        )
+        store = self.store
+        store.release_reserve()
+        deleted = 0
+        for _ in range(8):
+            used = await store.used_bytes()
+            by_age, by_size = await store.enforce_retention(
+                max_age=self.config.storage.retention_days * 86400,
+                max_bytes=int(used * 0.9),
+                now=self.clock(),
+                truncate_wal=True,
+            )
+            deleted += by_age + by_size
+            if store.ensure_reserve() or not (by_age or by_size):
+                break
+        self.retention_deleted.inc("disk_full", n=deleted)
+        _rl.warning("disk-full", "disk full: deleted the %d oldest events to make room", deleted)
 
     async def _retention_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.storage.retention_interval)
             st = self.config.storage
             try:
+                self.store.ensure_reserve()  # after a disk-full episode, once there is room
                 by_age, by_size = await self.store.enforce_retention(
                     max_age=st.retention_days * 86400, max_bytes=st.max_db_bytes, now=self.clock()
                 )

@@ -171,20 +171,25 @@ class Store:
                 raise
 
     def ensure_reserve(self) -> bool:
-        """Hold ``reserve_bytes`` of disk in a ballast file; ``False`` if there is no room."""
+        """Hold ``reserve_bytes`` of disk in a ballast file; ``False`` if there is no room.
+
+        The ballast is only taken back when the filesystem has at least twice its size free,
+        so retaking it never starves the WAL that inserts need right after shedding.
+        """
         if self.reserve_bytes <= 0:
             return True
+        path = self.reserve_path
         try:
-            if (
-                self.reserve_path.exists()
-                and self.reserve_path.stat().st_size >= self.reserve_bytes
-            ):
+            if path.exists() and path.stat().st_size >= self.reserve_bytes:
                 return True
-            with self.reserve_path.open("wb") as f:
+            st = os.statvfs(path.parent)
+            if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
+                return False
+            with path.open("wb") as f:
                 os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
             return True
         except OSError:
-            self.reserve_path.unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
             return False
 
     def release_reserve(self) -> bool:
