@@ -22,6 +22,7 @@ from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
 from appliance.sources.base import Source, SourceContext
 from appliance.sources.snmp_trap import SnmpTrapSource
+from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
@@ -39,6 +40,8 @@ def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
     for cfg in config.sources.syslog:
         if cfg.protocol == "udp":
             sources.append(SyslogUdpSource(cfg, ctx))
+        else:
+            sources.append(SyslogStreamSource(cfg, ctx))
     for snmp in config.sources.snmp:
         sources.append(SnmpTrapSource(snmp, ctx))
     return sources

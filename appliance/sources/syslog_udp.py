@@ -8,9 +8,8 @@ import socket
 
 from appliance.config import SyslogSource
 from appliance.logutil import RateLimitedLog
-from appliance.protocols.syslog import decode_syslog
-from appliance.protocols.syslog.ecs import syslog_event
-from appliance.sources.base import AllowList, SourceContext
+from appliance.sources.base import SourceContext
+from appliance.sources.syslog_intake import SyslogIntake
 from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,9 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         self.pipeline = source.ctx.pipeline
         self.clock = source.ctx.clock
         self.max_bytes = source.cfg.max_message_bytes
-        self.allowed = source.allowed
+        self.intake = source.intake
+        self.profiles = source.intake.profiles
+        self.rate = source.intake.rate
         self.received = source.ctx.pipeline.received
         self.dropped = source.ctx.pipeline.dropped
         self.truncated = source.truncated
@@ -35,7 +36,10 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         name = self.name
         self.received.inc(name)
         ip = addr[0]
-        if ip not in self.allowed:
+        prof = self.profiles.get(ip)
+        if prof is None:
+            prof = self.intake.profile(ip)
+        if not prof.allowed:
             self.dropped.inc(name, "not_allowed")
             _rl.warning(f"deny:{name}", "%s: datagram from %s not in allow-list", name, ip)
             return
@@ -46,8 +50,11 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
             self.truncated.inc(name)
             data = data[: self.max_bytes]
         now = self.clock()
+        if self.rate and not self.intake.take(prof, now):
+            self.dropped.inc(name, "rate_limited")
+            return
         try:
-            event = syslog_event(decode_syslog(data, now), data, ip, now, "udp")
+            event = self.intake.event(data, ip, prof, now)
         except Exception:  # a decoder bug must cost one message, never the listener
             self.dropped.inc(name, "decode_error")
             _rl.log(
@@ -70,7 +77,7 @@ class SyslogUdpSource:
         self.cfg = cfg
         self.ctx = ctx
         self.name = cfg.label
-        self.allowed = AllowList(cfg.allowed)
+        self.intake = SyslogIntake(cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp")
         self.truncated = ctx.metrics.counter(
             "syslog_truncated_total",
             "Syslog messages longer than max_message_bytes, cut to the limit (kept).",
