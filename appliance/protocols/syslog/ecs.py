@@ -44,6 +44,8 @@ def syslog_fields(msg: SyslogMessage, peer_ip: str) -> dict[str, Any]:
         fields["log.syslog.version"] = msg.version
     if msg.structured_data:
         fields["log.syslog.structured_data"] = msg.structured_data
+    if msg.sequence is not None:
+        fields["event.sequence"] = msg.sequence
     if msg.errors:
         fields["tags"] = ["syslog_" + e for e in msg.errors]
     return fields

@@ -69,6 +69,7 @@ class SyslogMessage:
     msgid: str | None = None
     version: int | None = None
     structured_data: dict[str, dict[str, str]] | None = None
+    sequence: int | None = None  # Cisco-style "123:" sequence number
     errors: list[str] = field(default_factory=list)
 
     @property
