@@ -203,6 +203,12 @@ def _su(text: str, fields: Fields) -> bool:
         authentication(fields, "su", "failure", user)
         fields["user.target.name"] = target
         return True
+    if text.startswith("'su "):  # "'su root' failed for lonvick on /dev/pts/8" (RFC 3164)
+        parts = text.split()
+        if len(parts) >= 5 and parts[2] == "failed":
+            authentication(fields, "su", "failure", parts[4])
+            fields["user.target.name"] = parts[1].rstrip("'")
+            return True
     if text.startswith("failed:") or text.startswith("FAILED"):
         authentication(fields, "su", "failure")
         return True
