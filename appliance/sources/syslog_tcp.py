@@ -148,8 +148,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ connection lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
         peer = transport.get_extra_info("peername")
         self.ip = peer[0] if peer else ""
         src = self.source

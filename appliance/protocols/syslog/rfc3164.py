@@ -67,10 +67,35 @@ def infer_year(
     return best
 
 
+_STAMPS: dict[tuple[str, tzinfo | None, int], float | None] = {}
+_STAMPS_MAX = 4096
+
+
 def parse_bsd_timestamp(
     text: str, pos: int, now: float, tz: tzinfo | None
 ) -> tuple[float | None, int]:
-    """Read ``Mmm dd hh:mm:ss[.fff][ yyyy]`` at ``pos``; return (epoch or None, index after)."""
+    """Read ``Mmm dd hh:mm:ss[.fff][ yyyy]`` at ``pos``; return (epoch or None, index after).
+
+    The plain ``Mmm dd hh:mm:ss `` form is memoised per (stamp, zone, hour received): a burst
+    shares a handful of stamps, and reading one costs more than the rest of the header.
+    """
+    if text[pos + 15 : pos + 16] == " " and not text[pos + 16 : pos + 20].isdigit():
+        key = (text[pos : pos + 15], tz, int(now) // 3600)
+        hit = _STAMPS.get(key, False)
+        if hit is not False:
+            return hit, pos + 15  # type: ignore[return-value]
+        ts, end = _parse_bsd_timestamp(text, pos, now, tz)
+        if end == pos + 15:
+            if len(_STAMPS) >= _STAMPS_MAX:
+                _STAMPS.clear()
+            _STAMPS[key] = ts
+        return ts, end
+    return _parse_bsd_timestamp(text, pos, now, tz)
+
+
+def _parse_bsd_timestamp(
+    text: str, pos: int, now: float, tz: tzinfo | None
+) -> tuple[float | None, int]:
     month = MONTHS.get(text[pos : pos + 3])
     if month is None or len(text) < pos + 15 or text[pos + 3] != " ":
         return None, pos

@@ -16,6 +16,7 @@ from typing import Any
 from appliance.protocols.syslog.message import SyslogMessage
 
 Fields = dict[str, Any]
+_MISSING = object()
 DecodeFn = Callable[[SyslogMessage, Fields], bool]
 
 
@@ -42,14 +43,29 @@ def transport(value: str) -> str:
     return IANA_TRANSPORT.get(v, v)
 
 
+_IP_CACHE: dict[str, str | None] = {}
+_IP_CACHE_MAX = 65_536
+
+
 def canonical_ip(value: str) -> str | None:
-    """The canonical text of an IP address, or ``None`` when ``value`` is not one."""
-    if not value or len(value) > 45 or value[0] not in "0123456789abcdefABCDEF:":
-        return None
-    try:
-        return str(ip_address(value))
-    except ValueError:
-        return None
+    """The canonical text of an IP address, or ``None`` when ``value`` is not one.
+
+    Cached (bounded): logs repeat the same few thousand addresses, and parsing one with
+    :mod:`ipaddress` costs more than the rest of a vendor decode.
+    """
+    hit = _IP_CACHE.get(value, _MISSING)
+    if hit is not _MISSING:
+        return hit  # type: ignore[return-value]
+    ip: str | None = None
+    if value and len(value) <= 45 and value[0] in "0123456789abcdefABCDEF:":
+        try:
+            ip = str(ip_address(value))
+        except ValueError:
+            ip = None
+    if len(_IP_CACHE) >= _IP_CACHE_MAX:
+        _IP_CACHE.clear()
+    _IP_CACHE[value] = ip
+    return ip
 
 
 def set_ip(fields: Fields, key: str, value: str | None) -> None:
@@ -91,35 +107,36 @@ def observer(fields: Fields, vendor: str, product: str, kind: str | None = None)
         fields["observer.type"] = kind
 
 
-def kv_pairs(text: str, sep: str = " ", limit: int = 256) -> dict[str, str]:
-    """``k=v k2="v 2"`` to a dict: quoted values may hold spaces; at most ``limit`` pairs."""
+def kv_pairs(text: str, limit: int = 256) -> dict[str, str]:
+    """``k=v k2="v 2"`` to a dict: quoted values may hold spaces; at most ``limit`` pairs,
+    the first of a repeated key wins. Words without ``=`` are skipped.
+
+    A split on spaces plus a join for the rare quoted value with spaces is about twice as fast
+    as one regex ``findall`` over the line, and FortiGate lines carry 30-60 pairs.
+    """
     out: dict[str, str] = {}
-    i, n = 0, len(text)
-    while i < n and len(out) < limit:
-        while i < n and text[i] == sep:
-            i += 1
-        eq = text.find("=", i)
-        if eq < 0:
-            break
-        key = text[i:eq]
-        if sep in key:  # a word without '=': skip it
-            i = i + key.index(sep) + 1
+    tokens = text.split(" ")
+    i, n = 0, len(tokens)
+    while i < n:
+        key, eq, value = tokens[i].partition("=")
+        i += 1
+        if not eq or not key:
             continue
-        j = eq + 1
-        if j < n and text[j] == '"':
-            end = text.find('"', j + 1)
-            while end > 0 and text[end - 1] == "\\":
-                end = text.find('"', end + 1)
-            if end < 0:
-                end = n
-            value = text[j + 1 : end]
-            i = end + 1
-        else:
-            end = text.find(sep, j)
-            if end < 0:
-                end = n
-            value = text[j:end]
-            i = end
-        if key:
+        if value[:1] == '"':
+            if len(value) > 1 and value[-1] == '"' and value[-2:] != '\\"':
+                value = value[1:-1]
+            else:  # the quoted value holds spaces: take words up to the closing quote
+                parts = [value[1:]]
+                while i < n:
+                    word = tokens[i]
+                    i += 1
+                    if word.endswith('"') and not word.endswith('\\"'):
+                        parts.append(word[:-1])
+                        break
+                    parts.append(word)
+                value = " ".join(parts)
+        if key not in out:
             out[key] = value
+            if len(out) >= limit:
+                break
     return out

@@ -43,6 +43,27 @@ ACTIONS = {
 }
 
 
+STRINGS = {
+    "devname": "observer.name",
+    "devid": "observer.serial_number",
+    "device_id": "observer.serial_number",
+    "logid": "event.code",
+    "log_id": "event.code",
+    "msg": "message",
+    "logdesc": "event.reason",
+    "policyid": "rule.id",
+    "policyname": "rule.name",
+    "srcintf": "observer.ingress.interface.name",
+    "dstintf": "observer.egress.interface.name",
+    "service": "network.protocol",
+    "app": "network.application",
+    "url": "url.original",
+    "hostname": "url.domain",
+    "attack": "rule.name",
+    "virus": "rule.name",
+}
+
+
 def _first(kv: dict[str, str], *keys: str) -> str | None:
     for k in keys:
         v = kv.get(k)
@@ -64,28 +85,10 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     fields["fortinet.firewall.type"] = kind
     if sub:
         fields["fortinet.firewall.subtype"] = sub
-    for key, target in (
-        ("devname", "observer.name"),
-        ("devid", "observer.serial_number"),
-        ("device_id", "observer.serial_number"),
-        ("logid", "event.code"),
-        ("log_id", "event.code"),
-        ("msg", "message"),
-        ("logdesc", "event.reason"),
-        ("policyid", "rule.id"),
-        ("policyname", "rule.name"),
-        ("srcintf", "observer.ingress.interface.name"),
-        ("dstintf", "observer.egress.interface.name"),
-        ("service", "network.protocol"),
-        ("app", "network.application"),
-        ("url", "url.original"),
-        ("hostname", "url.domain"),
-        ("attack", "rule.name"),
-        ("virus", "rule.name"),
-    ):
-        v = kv.get(key)
+    for key in STRINGS.keys() & kv.keys():
+        v = kv[key]
         if v and v != "N/A":
-            fields[target] = v
+            fields[STRINGS[key]] = v
     set_ip(fields, "source.ip", _first(kv, "srcip", "src", "remip"))
     set_ip(fields, "destination.ip", _first(kv, "dstip", "dst"))
     set_int(fields, "source.port", _first(kv, "srcport", "src_port"))
