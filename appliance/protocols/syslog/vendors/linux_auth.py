@@ -238,18 +238,27 @@ def _generic_pam(text: str, fields: Fields, program: str) -> bool:
 
 
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
+    """Claims every line of sshd, dropbear, sudo and su (known programs, even when the line is
+    not an authentication event); other PAM users only for their PAM lines."""
     app = msg.app_name or ""
     text = msg.message
-    program = app.partition("(")[0]
+    program, paren, module = app.partition("(")
+    if paren and module.startswith("pam"):  # "sshd(pam_unix)": old PAM tag style
+        return _generic_pam(text, fields, program) or program in OWNED
     if program in ("sshd", "sshd-session"):
-        return _sshd(text, fields)
-    if program == "dropbear":
-        return _dropbear(text, fields)
-    if program == "sudo":
-        return _sudo(text, fields)
-    if program == "su":
-        return _su(text, fields)
-    return _generic_pam(text, fields, program)
+        _sshd(text, fields)
+    elif program == "dropbear":
+        _dropbear(text, fields)
+    elif program == "sudo":
+        _sudo(text, fields)
+    elif program == "su":
+        _su(text, fields)
+    else:
+        return _generic_pam(text, fields, program)
+    return True
+
+
+OWNED = frozenset(("sshd", "sshd-session", "dropbear", "sudo", "su"))
 
 
 DECODER = VendorDecoder(
