@@ -76,6 +76,7 @@ class SyslogIntake:
         transport: str,
     ) -> None:
         self.transport = transport
+        self.source = cfg.label
         self.allowed = AllowList(cfg.allowed)
         self.rate = cfg.rate_limit
         self.burst = float(cfg.rate_burst)
@@ -93,6 +94,11 @@ class SyslogIntake:
             "syslog_clock_skew_seconds",
             "Device time minus receive time of the last message with a time stamp, per sender.",
             ["sender"],
+        )
+        self.parse_errors = metrics.counter(
+            "syslog_parse_errors_total",
+            "Syslog header problems by reason (pri_invalid, sd_invalid, ...); the message is kept.",
+            ["source", "reason"],
         )
         self.decoded = metrics.counter(
             "syslog_vendor_decoded_total",
@@ -139,6 +145,9 @@ class SyslogIntake:
     def event(self, data: bytes, ip: str, prof: SenderProfile, now: float) -> Event:
         """Decode one message (header, then vendor) into an event; raises only on a bug."""
         msg = decode_syslog(data, now, prof.tz)
+        if msg.errors:
+            for reason in msg.errors:
+                self.parse_errors.inc(self.source, reason)
         fields = syslog_fields(msg, ip)
         fields["log.source.transport"] = self.transport
         static = prof.static

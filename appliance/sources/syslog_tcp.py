@@ -278,6 +278,12 @@ class SyslogStreamProtocol(asyncio.Protocol):
                 chunks.append(chunk)
         except ssl.SSLError as exc:
             reason = tls_error_reason(exc)
+            if self.handshaken:  # a handshake record after the handshake: renegotiation
+                reason = (
+                    "renegotiation"
+                    if "HANDSHAKE" in (exc.reason or "").upper() or (reason == "renegotiation")
+                    else "stream_error"
+                )
             self.source.tls_errors.inc(self.name, reason)
             _rl.warning(
                 f"tls:{self.name}:{reason}",

@@ -44,6 +44,8 @@ PRODUCTS = {"ASA": "asa", "FTD": "ftd", "PIX": "pix", "FWSM": "fwsm"}
 # Message IDs about connections/ACLs whose text has the endpoint shape above.
 DENY_IDS = {
     "106001",
+    "106002",
+    "106011",
     "106006",
     "106007",
     "106010",

@@ -75,7 +75,7 @@ def _first(kv: dict[str, str], *keys: str) -> str | None:
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
     start = text.find("date=", 0, 200)
-    if start < 0 or ("devid=" not in text and "logid=" not in text):
+    if start < 0 or not ("devid=" in text or "logid=" in text or "device_id=" in text):
         return False
     kv = kv_pairs(text[start:])
     if "type" not in kv or not ("devid" in kv or "logid" in kv or "device_id" in kv):
