@@ -62,6 +62,9 @@ def server_tls_context(cfg: SyslogSource, resolve: Callable[[str], Path]) -> ssl
         ssl.TLSVersion.TLSv1_3 if cfg.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     )
     ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    # No TLS 1.3 session tickets: syslog senders never read, so a ticket left unread in their
+    # socket turns their close into a RST, and the kernel then discards our unread records.
+    ctx.num_tickets = 0
     ctx.load_cert_chain(str(resolve(cfg.tls_cert)), str(resolve(cfg.tls_key)))
     if cfg.tls_client_ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
