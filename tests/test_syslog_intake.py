@@ -1,0 +1,47 @@
+"""Vendor decoding, sender profiles and rate limits through real listeners and the API."""
+
+from __future__ import annotations
+
+from tests.test_syslog_udp import send_udp
+
+
+async def test_udp_sshd_failure_is_stored_with_contract_fields(start_appliance) -> None:
+    run = await start_appliance()
+    send_udp(run.source().address, b"<38>Nov 29 10:00:00 web1 sshd[9]: Failed password for root "
+             b"from 203.0.113.5 port 4242 ssh2")
+    await run.wait_stored(1)
+    (ev,) = (await run.get_json("/api/v1/events"))["events"]
+    assert ev["event"]["category"] == ["authentication"]
+    assert (ev["event"]["action"], ev["event"]["outcome"]) == ("ssh_login", "failure")
+    assert ev["event"]["dataset"] == "linux_auth"
+    assert ev["user"]["name"] == "root"
+    assert ev["source"] == {"ip": "203.0.113.5", "port": 4242}
+    text = await run.metrics()
+    assert 'appliance_syslog_vendor_decoded_total{decoder="linux_auth"} 1' in text
+
+
+async def test_sender_profile_from_config_tags_events(start_appliance) -> None:
+    run = await start_appliance(sources={
+        "syslog": [{"listen": "127.0.0.1:0"}],
+        "syslog_senders": [{"networks": ["127.0.0.0/8"], "site": "lab", "device_name": "gw1",
+                            "timezone": "America/New_York", "vendor": "netfilter"}],
+    })
+    send_udp(run.source().address, b"<4>Nov 29 05:00:00 gw kernel: DROP IN=eth0 OUT= "
+             b"SRC=198.51.100.1 DST=10.0.0.1 PROTO=TCP SPT=1 DPT=2")
+    await run.wait_stored(1)
+    (ev,) = (await run.get_json("/api/v1/events"))["events"]
+    assert ev["observer"]["name"] == "gw1"
+    assert ev["labels"]["site"] == "lab"
+    assert ev["event"]["timezone"] == "America/New_York"
+    assert ev["@timestamp"].endswith("T10:00:00.000000Z")  # 05:00 in New York (EST)
+    assert ev["event"]["action"] == "drop"
+    assert "appliance_syslog_clock_skew_seconds{sender=\"127.0.0.1\"}" in await run.metrics()
+
+
+async def test_udp_rate_limit_counts_the_excess(start_appliance) -> None:
+    run = await start_appliance(sources={"syslog": [
+        {"listen": "127.0.0.1:0", "rate_limit": 0.001, "rate_burst": 3}]})
+    send_udp(run.source().address, *[b"<13>app: m%d" % i for i in range(10)])
+    await run.wait_for(lambda: run.app.pipeline.dropped.value("syslog-udp", "rate_limited") == 7)
+    await run.wait_stored(3)
+    assert run.app.pipeline.received.value("syslog-udp") == 10
