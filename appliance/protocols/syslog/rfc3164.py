@@ -145,7 +145,21 @@ def _parse_bsd_timestamp(
     return infer_year(month, day, h, m, s, us, now, tz), end
 
 
+_TAGS: dict[str, tuple[str | None, str | None, bool]] = {}
+_HOSTS: dict[str, bool] = {}
+_TOKEN_CACHE_MAX = 8192  # per cache; tags and host names repeat, so both are memoised
+
+
 def _split_tag(token: str) -> tuple[str | None, str | None, bool]:
+    hit = _TAGS.get(token)
+    if hit is None:
+        if len(_TAGS) >= _TOKEN_CACHE_MAX:
+            _TAGS.clear()
+        hit = _TAGS[token] = _split_tag_uncached(token)
+    return hit
+
+
+def _split_tag_uncached(token: str) -> tuple[str | None, str | None, bool]:
     """``app[pid]:`` / ``app:`` / ``app[pid]`` to (app, pid, looked like a tag).
 
     Cisco's ``%FAC-SEV-MNEMONIC:`` is message text, not a tag: vendor decoders read it.
@@ -168,7 +182,14 @@ _HOSTNAME = re.compile(r"[\w.\-:%]*[\w.\-%]")
 
 
 def _is_hostname(token: str) -> bool:
-    return len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
+    hit = _HOSTS.get(token)
+    if hit is None:
+        if len(_HOSTS) >= _TOKEN_CACHE_MAX:
+            _HOSTS.clear()
+        hit = _HOSTS[token] = (
+            len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
+        )
+    return hit
 
 
 AIX_FORWARDED = "Message forwarded from "
