@@ -14,20 +14,13 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import re
-import signal
 import socket
-import sqlite3
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "bench-token"
+from benchlib import ApplianceProcess, dropped_by_reason, free_port
 
 VENDOR_LINES = (
     b"<38>Nov 29 10:00:00 srv1 sshd[4242]: Failed password for invalid user admin from "
@@ -41,12 +34,6 @@ VENDOR_LINES = (
     b"PROTO=TCP SPT=%d DPT=22",
     b"<14>Nov 29 10:00:00 app1 myapp[77]: an ordinary line nobody decodes, number %d",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def payload(start: int, count: int, framing: str, mix: str) -> bytes:
@@ -90,64 +77,6 @@ def make_tls(tmp: Path) -> tuple[str, str]:
     return str(tmp / "server.pem"), str(tmp / "ca.pem")
 
 
-class Appliance:
-    def __init__(self, tmp: Path, listen_port: int, tls_cert: str) -> None:
-        self.tmp = tmp
-        self.api_port = free_port()
-        tls = f'tls_cert = "{tls_cert}"\ntls_key = "{tls_cert}"\n' if tls_cert else ""
-        cfg = tmp / "bench.toml"
-        cfg.write_text(
-            f'[appliance]\ndata_dir = "{tmp / "data"}"\nsensor_id = "bench"\n'
-            f"shutdown_timeout = 120.0\n"
-            f'[api]\nlisten = "127.0.0.1:{self.api_port}"\ntoken = "{TOKEN}"\n'
-            f"[[sources.syslog]]\nprotocol = \"{'tls' if tls_cert else 'tcp'}\"\n"
-            f'listen = "127.0.0.1:{listen_port}"\n{tls}'
-        )
-        self.log = (tmp / "appliance.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "run", "--config", str(cfg)],
-            stdout=subprocess.DEVNULL,
-            stderr=self.log,
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("appliance exited: " + (tmp / "appliance.log").read_text())
-            try:
-                self.metrics()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise SystemExit("appliance did not start")
-
-    def metrics(self) -> dict[str, float]:
-        url = f"http://127.0.0.1:{self.api_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                name, _, value = line.rpartition(" ")
-                out[name] = float(value)
-        return out
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def peak_rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(180)
-        self.log.close()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--messages", type=int, default=500_000)
@@ -156,15 +85,20 @@ def main() -> None:
     ap.add_argument("--tls", action="store_true")
     ap.add_argument("--mix", choices=("plain", "vendor"), default="plain")
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
     args = ap.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="appliance-bench-tcp-"))
-    cert, ca = make_tls(tmp) if args.tls else ("", "")
     port = free_port()
-    app = Appliance(tmp, port, cert)
+    src = f'[[sources.syslog]]\nprotocol = "{"tls" if args.tls else "tcp"}"\n'
+    src += f'listen = "127.0.0.1:{port}"\nname = "bench"\n'
+    tls_dir = Path(tempfile.mkdtemp(prefix="appliance-bench-tls-"))
+    cert, ca = make_tls(tls_dir) if args.tls else ("", "")
+    if cert:
+        src += f'tls_cert = "{cert}"\ntls_key = "{cert}"\n'
+    app = ApplianceProcess(src, loop=args.loop)
     per = args.messages // args.connections
     offered = per * args.connections
-    cpu0 = app.cpu_seconds()
+    app.mark()
     t0 = time.monotonic()
     procs = [
         mp.Process(target=sender, args=(port, i * per, per, args.framing, args.mix, ca))
@@ -186,22 +120,15 @@ def main() -> None:
             break  # stalled
         time.sleep(0.05)
     elapsed = time.monotonic() - t0
-    cpu = 100.0 * (app.cpu_seconds() - cpu0) / elapsed
+    cpu = app.cpu_percent()
     rss = app.peak_rss_mb()
     for p in procs:
         p.join(30)
-    m = app.metrics()
-    app.stop()
-    with sqlite3.connect(tmp / "data" / "appliance.db") as conn:
-        rows = int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-    dropped_by: dict[str, int] = {}
-    received = 0
-    for name, value in m.items():
-        d = re.match(r'appliance_events_dropped_total\{.*reason="([^"]*)"', name)
-        if d:
-            dropped_by[d.group(1)] = dropped_by.get(d.group(1), 0) + int(value)
-        if name.startswith("appliance_events_received_total"):
-            received += int(value)
+    m = app.wait_idle()
+    final = app.stop()
+    rows = app.stored_rows()
+    dropped_by = dropped_by_reason(m)
+    received = final["received"]
     print(
         json.dumps(
             {

@@ -36,6 +36,7 @@ _rl = RateLimitedLog(log)
 # Framer problems that lose a message (counted as drops); the others keep a (cut) message.
 _DISCARDING = ("octet_count_invalid", "octet_count_zero", "incomplete_frame")
 _TLS_RECORD_HANDSHAKE = 0x16
+FRAMES_PER_TURN = 512
 
 
 def bind_tcp(listen: str, backlog: int = 1024) -> socket.socket:
@@ -138,7 +139,9 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.started = self.last_active = self.last_frame = self.loop.time()
         self.frames_seen = 0
-        self.paused = False
+        self.paused = False  # backpressure: the pipeline queue is full
+        self.yielding = False  # a turn's frame budget is spent; continuing on the next turn
+        self.reading_paused = False
         self.closed = False
         self.registered = False
         self.sslobj: ssl.SSLObject | None = None
@@ -203,7 +206,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
                 src.per_ip[self.ip] = left
             else:
                 src.per_ip.pop(self.ip, None)
-        if not self.paused:
+        if not (self.paused or self.yielding):
             self._finish()
 
     def _finish(self) -> None:
@@ -308,17 +311,24 @@ class SyslogStreamProtocol(asyncio.Protocol):
             self.transport.write(out)
 
     def _drain(self) -> None:
-        """Hand complete frames to the pipeline while it has room; else pause reading."""
+        """Hand complete frames to the pipeline while it has room (else pause reading), at most
+        ``FRAMES_PER_TURN`` per loop turn so one busy sender cannot starve the API, the other
+        connections and the pipeline's own writer task."""
         framer = self.framer
         pipeline = self.pipeline
         now = self.loop.time()
+        budget = FRAMES_PER_TURN
         while True:
             if not pipeline.has_room():
                 self._pause()
                 break
+            if not budget:
+                self._yield()
+                break
             frame = framer.next_frame()
             if frame is None:
                 break
+            budget -= 1
             self._message(frame)
         if framer.frames != self.frames_seen:
             self.frames_seen = framer.frames
@@ -362,28 +372,49 @@ class SyslogStreamProtocol(asyncio.Protocol):
                 src.truncated.inc(self.name, n=n)
         errors.clear()
 
+    def _set_reading(self) -> None:
+        """Read from the socket only while neither backpressure nor a yield holds frames back."""
+        hold = self.paused or self.yielding
+        if hold != self.reading_paused and not self.closed and self.transport is not None:
+            if hold:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+            self.reading_paused = hold
+
     def _pause(self) -> None:
         if self.paused:
             return
         self.paused = True
         self.source.paused.inc(self.name)
-        if self.transport is not None and not self.closed:
-            self.transport.pause_reading()
+        self._set_reading()
         self.pipeline.call_when_room(self._resume)
 
     def _resume(self) -> None:
         self.paused = False
-        if not self.closed and self.transport is not None:
-            self.transport.resume_reading()
         self._drain()
-        if self.closed and not self.paused:
+        self._set_reading()
+        if self.closed and not (self.paused or self.yielding):
+            self._finish()
+
+    def _yield(self) -> None:
+        if not self.yielding:
+            self.yielding = True
+            self._set_reading()
+            self.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        self.yielding = False
+        self._drain()
+        self._set_reading()
+        if self.closed and not (self.paused or self.yielding):
             self._finish()
 
     # ------------------------------------------------------------------------ timers
 
     def check_timers(self, now: float) -> None:
         cfg = self.source.cfg
-        if self.paused or self.closed:
+        if self.paused or self.yielding or self.closed:
             return
         if not self.handshaken and now - self.started > cfg.tls_handshake_timeout:
             self.source.tls_errors.inc(self.name, "handshake_timeout")
