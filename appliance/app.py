@@ -48,8 +48,13 @@ def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
 
 
 def _same(a: Source, b: Source) -> bool:
-    """Two sources are the same listener when their configs are equal."""
-    return type(a) is type(b) and getattr(a, "cfg", None) == getattr(b, "cfg", None)
+    """Two sources are the same listener when their configs (and, for syslog, the sender
+    profiles they apply) are equal."""
+    return (
+        type(a) is type(b)
+        and getattr(a, "cfg", None) == getattr(b, "cfg", None)
+        and getattr(a, "senders", None) == getattr(b, "senders", None)
+    )
 
 
 class Appliance:

@@ -45,3 +45,18 @@ async def test_udp_rate_limit_counts_the_excess(start_appliance) -> None:
     await run.wait_for(lambda: run.app.pipeline.dropped.value("syslog-udp", "rate_limited") == 7)
     await run.wait_stored(3)
     assert run.app.pipeline.received.value("syslog-udp") == 10
+
+
+async def test_reload_applies_changed_sender_profiles(start_appliance, tmp_path) -> None:
+    from appliance.config import parse_config
+    from tests.conftest import make_config
+
+    sections = {"sources": {"syslog": [{"listen": "127.0.0.1:0"}],
+                            "syslog_senders": [{"networks": ["127.0.0.1/32"], "site": "old"}]}}
+    run = await start_appliance(**sections)
+    sections["sources"]["syslog_senders"][0]["site"] = "new"
+    await run.app.reload(parse_config(make_config(tmp_path, **sections), base_dir=tmp_path))
+    send_udp(run.source().address, b"<13>Nov 29 10:00:00 h app: after reload")
+    await run.wait_stored(1)
+    (ev,) = (await run.get_json("/api/v1/events"))["events"]
+    assert ev["labels"]["site"] == "new"

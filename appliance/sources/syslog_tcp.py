@@ -433,6 +433,7 @@ class SyslogStreamSource:
         self.cfg = cfg
         self.ctx = ctx
         self.name = cfg.label
+        self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
         self.intake = SyslogIntake(
             cfg, ctx.config.sources.syslog_senders, ctx.metrics, cfg.protocol
         )

@@ -77,6 +77,7 @@ class SyslogUdpSource:
         self.cfg = cfg
         self.ctx = ctx
         self.name = cfg.label
+        self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
         self.intake = SyslogIntake(cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp")
         self.truncated = ctx.metrics.counter(
             "syslog_truncated_total",
