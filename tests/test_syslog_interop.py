@@ -5,7 +5,6 @@ message must arrive exactly once. Each test skips when its tool is missing."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import shutil
 import socket
@@ -19,7 +18,6 @@ import trustme
 from tests.conftest import need_tool
 
 pytestmark = pytest.mark.interop
-ROOT = Path(__file__).resolve().parents[1]
 
 
 async def all_messages(run: Any) -> list[str]:
@@ -100,28 +98,9 @@ async def test_logger_numbered_messages_arrive_once(
 # -------------------------------------------------------------------------------------- loggen
 
 
-def loggen() -> tuple[str, dict[str, str]]:
-    """loggen from PATH, or the private copy .ci/run unpacks (syslog-ng conflicts with rsyslog
-    as a Debian package); its plugins are found through SYSLOGNG_PREFIX."""
-    path = shutil.which("loggen")
-    private = ROOT / ".ci" / "tools" / "syslog-ng" / "usr"
-    if path is None and (private / "bin" / "loggen").exists():
-        path = str(private / "bin" / "loggen")
-    if path is None:
-        pytest.skip("loggen is not installed (.ci/run unpacks it from syslog-ng-core)")
-    prefix = Path(path).resolve().parents[1]
-    env = dict(os.environ)
-    env["SYSLOGNG_PREFIX"] = str(prefix)
-    libs = [prefix / "lib" / "x86_64-linux-gnu", prefix / "lib" / "syslog-ng"]
-    env["LD_LIBRARY_PATH"] = ":".join(
-        [str(p) for p in libs if p.is_dir()] + [env.get("LD_LIBRARY_PATH", "")]
-    )
-    return path, env
-
-
 @pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
 async def test_loggen_stream_arrives_once(start_appliance, tmp_path: Path, tls: bool) -> None:
-    path, env = loggen()
+    path = need_tool("loggen")  # .ci/run installs it privately (scripts/install-loggen)
     src: dict[str, Any] = {
         "protocol": "tls" if tls else "tcp",
         "listen": "127.0.0.1:0",
@@ -139,7 +118,7 @@ async def test_loggen_stream_arrives_once(start_appliance, tmp_path: Path, tls: 
     # loggen's transports are plugins and exactly one may be active: --use-ssl is its TLS.
     transport = ["--use-ssl"] if tls else ["--inet", "--stream"]
     argv = [path, *transport, "-n", str(n), "-r", "20000", "-Q", "--active-connections", "2"]
-    await run_tool(*argv, host, str(port), env=env)
+    await run_tool(*argv, host, str(port))
     await run.wait_stored(2 * n, timeout=30)
     messages = await all_messages(run)
     assert len(messages) == 2 * n
