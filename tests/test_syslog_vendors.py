@@ -391,3 +391,9 @@ def test_intake_applies_sender_time_zone_tags_and_skew() -> None:
     other = intake.event(b"<14>Nov 29 11:59:00 h app: x", "198.51.100.1",
                          intake.profile("198.51.100.1"), NOW)
     assert "observer.name" not in other.fields
+
+
+def test_deeply_nested_json_stays_a_generic_event() -> None:
+    f = decode(b"<14>Nov 29 11:59:00 box app: " + b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    assert f["decoder"] == ""
+    assert f["message"].startswith('{"a":')

@@ -27,7 +27,7 @@ from appliance.config import SyslogSource, parse_hostport
 from appliance.logutil import RateLimitedLog, printable
 from appliance.protocols.syslog.framing import SyslogFramer
 from appliance.sources.base import SourceContext
-from appliance.sources.syslog_intake import SyslogIntake
+from appliance.sources.syslog_intake import SenderProfile, SyslogIntake
 from appliance.sources.udp import BindError
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.framer = SyslogFramer(source.cfg.max_frame_bytes, source.cfg.max_count_digits)
         self.transport: asyncio.Transport | None = None
         self.ip = ""
-        self.prof = None  # type: ignore[assignment]
+        self.prof: SenderProfile  # set in connection_made, before any data
         self.loop = asyncio.get_running_loop()
         self.started = self.last_active = self.last_frame = self.loop.time()
         self.frames_seen = 0

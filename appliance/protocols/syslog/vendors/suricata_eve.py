@@ -23,7 +23,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         return False
     try:
         doc: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
     if not isinstance(doc, dict) or not isinstance(doc.get("event_type"), str):
         return False

@@ -119,7 +119,7 @@ def _json(msg: SyslogMessage, fields: Fields) -> bool:
         return False
     try:
         doc: Any = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
     win = doc.get("win") if isinstance(doc, dict) else None
     if not isinstance(win, dict) or not isinstance(win.get("system"), dict):
