@@ -60,3 +60,14 @@ async def test_reload_applies_changed_sender_profiles(start_appliance, tmp_path)
     await run.wait_stored(1)
     (ev,) = (await run.get_json("/api/v1/events"))["events"]
     assert ev["labels"]["site"] == "new"
+
+
+async def test_listener_limits_are_visible_in_metrics(start_appliance) -> None:
+    run = await start_appliance(sources={"syslog": [
+        {"listen": "127.0.0.1:0", "name": "u", "rate_limit": 500.0},
+        {"protocol": "tcp", "listen": "127.0.0.1:0", "name": "t", "max_connections": 77,
+         "max_connections_per_ip": 7}]})
+    text = await run.metrics()
+    assert 'appliance_syslog_limit{source="u",limit="rate_limit"} 500' in text
+    assert 'appliance_syslog_limit{source="t",limit="max_connections"} 77' in text
+    assert 'appliance_syslog_limit{source="t",limit="frame_timeout"} 30' in text

@@ -100,11 +100,21 @@ class SyslogIntake:
             "Syslog header problems by reason (pri_invalid, sd_invalid, ...); the message is kept.",
             ["source", "reason"],
         )
+        self.limits = metrics.gauge(
+            "syslog_limit",
+            "Configured syslog listener limits (max_connections, rate_limit, ...).",
+            ["source", "limit"],
+        )
         self.decoded = metrics.counter(
             "syslog_vendor_decoded_total",
             "Syslog messages a vendor decoder understood, by decoder ('' = generic syslog).",
             ["decoder"],
         )
+
+    def export_limits(self, cfg: SyslogSource, *names: str) -> None:
+        """Show the listener's configured limits in /metrics (with the shared rate limit)."""
+        for name in ("rate_limit", "rate_burst", "max_message_bytes", *names):
+            self.limits.set(float(getattr(cfg, name)), self.source, name)
 
     def profile(self, ip: str) -> SenderProfile:
         """The cached profile of ``ip`` (built on first sight)."""

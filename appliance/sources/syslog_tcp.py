@@ -479,12 +479,8 @@ class SyslogStreamSource:
             ["source"],
         )
         self.active = m.gauge("syslog_connections", "Open TCP/TLS syslog connections.", ["source"])
-        self.limits = m.gauge(
-            "syslog_limit",
-            "Configured syslog listener limits (max_connections, ...).",
-            ["source", "limit"],
-        )
-        for limit in (
+        self.intake.export_limits(
+            cfg,
             "max_connections",
             "max_connections_per_ip",
             "max_frame_bytes",
@@ -492,10 +488,7 @@ class SyslogStreamSource:
             "idle_timeout",
             "frame_timeout",
             "tls_handshake_timeout",
-            "rate_limit",
-            "rate_burst",
-        ):
-            self.limits.set(float(getattr(cfg, limit)), self.name, limit)
+        )
 
     async def start(self) -> None:
         if self.cfg.protocol == "tls":

@@ -79,6 +79,7 @@ class SyslogUdpSource:
         self.name = cfg.label
         self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
         self.intake = SyslogIntake(cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp")
+        self.intake.export_limits(cfg, "rcvbuf_bytes")
         self.truncated = ctx.metrics.counter(
             "syslog_truncated_total",
             "Syslog messages longer than max_message_bytes, cut to the limit (kept).",
