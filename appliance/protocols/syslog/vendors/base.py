@@ -8,6 +8,7 @@ message), never by trying every decoder's regex on every line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
@@ -107,36 +108,18 @@ def observer(fields: Fields, vendor: str, product: str, kind: str | None = None)
         fields["observer.type"] = kind
 
 
+_KV = re.compile(r'([\w.\-]+)=(?:"([^"]*)"|(\S*))')
+
+
 def kv_pairs(text: str, limit: int = 256) -> dict[str, str]:
     """``k=v k2="v 2"`` to a dict: quoted values may hold spaces; at most ``limit`` pairs,
     the first of a repeated key wins. Words without ``=`` are skipped.
 
-    A split on spaces plus a join for the rare quoted value with spaces is about twice as fast
-    as one regex ``findall`` over the line, and FortiGate lines carry 30-60 pairs.
+    One ``findall`` (in C) and a reversed dict build: measured faster than a split-and-join
+    loop in Python on FortiGate lines, which carry 30-60 pairs.
     """
-    out: dict[str, str] = {}
-    tokens = text.split(" ")
-    i, n = 0, len(tokens)
-    while i < n:
-        key, eq, value = tokens[i].partition("=")
-        i += 1
-        if not eq or not key:
-            continue
-        if value[:1] == '"':
-            if len(value) > 1 and value[-1] == '"' and value[-2:] != '\\"':
-                value = value[1:-1]
-            else:  # the quoted value holds spaces: take words up to the closing quote
-                parts = [value[1:]]
-                while i < n:
-                    word = tokens[i]
-                    i += 1
-                    if word.endswith('"') and not word.endswith('\\"'):
-                        parts.append(word[:-1])
-                        break
-                    parts.append(word)
-                value = " ".join(parts)
-        if key not in out:
-            out[key] = value
-            if len(out) >= limit:
-                break
-    return out
+    found = _KV.findall(text)
+    if len(found) > limit:
+        del found[limit:]
+    found.reverse()
+    return {k: q or b for k, q, b in found}
