@@ -313,52 +313,73 @@ class SyslogStreamProtocol(asyncio.Protocol):
     def _drain(self) -> None:
         """Hand complete frames to the pipeline while it has room (else pause reading), at most
         ``FRAMES_PER_TURN`` per loop turn so one busy sender cannot starve the API, the other
-        connections and the pipeline's own writer task."""
+        connections and the pipeline's own writer task. Runs once per socket read, so the
+        per-message work below is kept to the decode itself."""
         framer = self.framer
         pipeline = self.pipeline
-        now = self.loop.time()
+        has_room = pipeline.has_room
+        offer = pipeline.offer
+        next_frame = framer.next_frame
+        intake = self.intake
+        event_of = intake.event
+        prof = self.prof
+        ip, name = self.ip, self.name
+        now = self.source.ctx.clock()  # one receive time per socket read
+        limited = intake.rate
         budget = FRAMES_PER_TURN
+        taken = 0
         while True:
-            if not pipeline.has_room():
+            if not has_room():
                 self._pause()
                 break
-            if not budget:
+            if taken == budget:
                 self._yield()
                 break
-            frame = framer.next_frame()
+            frame = next_frame()
             if frame is None:
                 break
-            budget -= 1
-            self._message(frame)
-        if framer.frames != self.frames_seen:
+            taken += 1
+            if limited and not intake.take(prof, now):
+                self.dropped.inc(name, "rate_limited")
+                continue
+            try:
+                event = event_of(frame, ip, prof, now)
+            except Exception:  # a decoder bug must cost one message, never the connection
+                self._decode_failed()
+                continue
+            offer(event, name)
+        if taken:
+            self.received.inc(name, n=taken)
             self.frames_seen = framer.frames
-            self.last_frame = now
+            self.last_frame = self.loop.time()
         if framer.errors:
             self._count_framer_errors()
 
     def _message(self, frame: bytes) -> None:
+        """One frame outside the drain loop (the unterminated tail at close)."""
         name = self.name
         self.received.inc(name)
         now = self.source.ctx.clock()
-        intake = self.intake
-        prof = self.prof
-        if intake.rate and not intake.take(prof, now):
+        if self.intake.rate and not self.intake.take(self.prof, now):
             self.dropped.inc(name, "rate_limited")
             return
         try:
-            event = intake.event(frame, self.ip, prof, now)
-        except Exception:  # a decoder bug must cost one message, never the connection
-            self.dropped.inc(name, "decode_error")
-            _rl.log(
-                logging.ERROR,
-                f"decode:{name}",
-                "%s: decoder failed on a frame from %s",
-                name,
-                self.ip,
-                exc_info=True,
-            )
+            event = self.intake.event(frame, self.ip, self.prof, now)
+        except Exception:
+            self._decode_failed()
             return
         self.pipeline.offer(event, name)
+
+    def _decode_failed(self) -> None:
+        self.dropped.inc(self.name, "decode_error")
+        _rl.log(
+            logging.ERROR,
+            f"decode:{self.name}",
+            "%s: decoder failed on a frame from %s",
+            self.name,
+            self.ip,
+            exc_info=True,
+        )
 
     def _count_framer_errors(self) -> None:
         errors = self.framer.errors
