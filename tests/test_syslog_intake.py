@@ -71,3 +71,16 @@ async def test_listener_limits_are_visible_in_metrics(start_appliance) -> None:
     assert 'appliance_syslog_limit{source="u",limit="rate_limit"} 500' in text
     assert 'appliance_syslog_limit{source="t",limit="max_connections"} 77' in text
     assert 'appliance_syslog_limit{source="t",limit="frame_timeout"} 30' in text
+
+
+async def test_datagrams_queued_in_the_kernel_at_stop_are_stored(start_appliance) -> None:
+    run = await start_appliance()
+    # Sent while the loop is blocked: all 3000 wait in the socket when stop begins.
+    send_udp(run.source().address, *[b"<13>Nov 29 10:00:00 h app: queued %d" % i
+                                     for i in range(3000)])
+    app = run.app
+    await app.stop()
+    p = app.pipeline
+    assert p.received.value("syslog-udp") == 3000
+    assert p.stored.total() + p.dropped.total() == 3000
+    assert p.stored.total() == 3000

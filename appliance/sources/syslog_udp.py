@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 from appliance.config import SyslogSource
 from appliance.logutil import RateLimitedLog
@@ -87,12 +88,13 @@ class SyslogUdpSource:
         )
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        self.protocol: SyslogUdpProtocol | None = None
         self.kernel = KernelDropTracker(self.name, ctx.pipeline)
 
     async def start(self) -> None:
         self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(
+        self.transport, self.protocol = await loop.create_datagram_endpoint(
             lambda: SyslogUdpProtocol(self), sock=self.sock
         )
         self.kernel.start(self.sock)
@@ -107,7 +109,27 @@ class SyslogUdpSource:
     def kernel_drops(self) -> int | None:
         return socket_drops(self.sock) if self.sock is not None else None
 
+    def drain_socket(self, budget: float = 2.0) -> int:
+        """Read what the kernel still holds for us at stop, so datagrams that reached the socket
+        are stored (or counted) instead of vanishing from the books; bounded by ``budget``."""
+        sock, proto = self.sock, self.protocol
+        if sock is None or proto is None:
+            return 0
+        deadline = time.monotonic() + budget
+        n = 0
+        while True:
+            try:
+                data, addr = sock.recvfrom(65_535)
+            except OSError:  # BlockingIOError: the queue is empty
+                return n
+            proto.datagram_received(data, addr)
+            n += 1
+            if not n % 1024 and time.monotonic() > deadline:
+                return n
+
     async def stop(self) -> None:
+        if self.transport is not None:
+            self.drain_socket()
         self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self.transport is not None:
             self.transport.close()
