@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import socket
 import ssl
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -67,14 +68,35 @@ def sender(port: int, start: int, count: int, framing: str, mix: str, tls_ca: st
 
 
 def make_tls(tmp: Path) -> tuple[str, str]:
-    import trustme  # test extra; only needed for --tls
-
-    ca = trustme.CA()
-    ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
-        str(tmp / "server.pem")
+    """A throw-away self-signed server certificate (openssl CLI: no test dependency here)."""
+    key, cert = tmp / "server.key", tmp / "server.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
     )
-    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
-    return str(tmp / "server.pem"), str(tmp / "ca.pem")
+    pem = tmp / "server.pem"
+    pem.write_bytes(key.read_bytes() + cert.read_bytes())
+    return str(pem), str(cert)
 
 
 def main() -> None:
