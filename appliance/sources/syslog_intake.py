@@ -176,5 +176,5 @@ class SyslogIntake:
         else:
             values = self.skew.values
             if len(values) < MAX_SKEW_SENDERS or prof.key in values:
-                values[prof.key] = round(ts - now, 3)
+                values[prof.key] = ts - now
         return Event(timestamp=ts, created=now, module="syslog", fields=fields, raw=data)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
@@ -30,7 +31,10 @@ class VendorRegistry:
             for prefix in d.prefixes:
                 self.by_first.setdefault(prefix[0], []).append((prefix, d))
             if d.fallback:
+                if not d.needle:
+                    raise ValueError(f"fallback decoder {d.name!r} needs a needle")
                 self.fallbacks.append(d)
+        self._gate = re.compile("|".join(f"(?:{d.needle})" for d in self.fallbacks) or "(?!)")
 
     def decode(self, msg: SyslogMessage, fields: Fields, hint: VendorDecoder | None = None) -> str:
         """Add vendor fields; return the decoder's name, or ``""`` when none claimed it."""
@@ -50,9 +54,10 @@ class VendorRegistry:
             for prefix, d in self.by_first.get(text[0], ()):
                 if text.startswith(prefix) and d.decode(msg, fields):
                     return d.name
-            for d in self.fallbacks:
-                if d.decode(msg, fields):
-                    return d.name
+            if self._gate.search(text) is not None:
+                for d in self.fallbacks:
+                    if d.decode(msg, fields):
+                        return d.name
         return ""
 
 

@@ -25,7 +25,7 @@ DecodeFn = Callable[[SyslogMessage, Fields], bool]
 class VendorDecoder:
     """``programs``: syslog APP-NAMEs (TAG) that select it; ``prefixes``: message starts that
     select it (dispatched on the first character); ``fallback``: tried, in ``order``, only for
-    messages nothing else claimed (cheap content checks such as JSON or key=value)."""
+    messages nothing else claimed and in which its ``needle`` occurs."""
 
     name: str
     decode: DecodeFn
@@ -33,6 +33,9 @@ class VendorDecoder:
     prefixes: tuple[str, ...] = ()
     fallback: bool = False
     order: int = 50
+    # Fallbacks only: a regex that any line this decoder claims contains. The registry joins
+    # them into one search, so a plain line pays one C-level scan, not a call per fallback.
+    needle: str = ""
 
 
 # Transport names as ECS writes them, from IANA numbers and vendor spellings.

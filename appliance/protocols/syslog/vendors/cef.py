@@ -148,5 +148,6 @@ DECODER = VendorDecoder(
     programs=("cef", "CEF"),
     prefixes=("CEF:",),
     fallback=True,
+    needle="CEF:",
     order=15,
 )

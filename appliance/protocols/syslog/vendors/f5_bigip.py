@@ -93,5 +93,6 @@ DECODER = VendorDecoder(
         "csyncd",
     ),
     fallback=True,
+    needle=r"\]: |^[0-9a-f]{8}:[0-7]: ",
     order=40,
 )

@@ -170,5 +170,6 @@ DECODER = VendorDecoder(
     decode=decode,
     prefixes=("date=", "devname=", "logver="),
     fallback=True,  # relayed lines put a relay header before "date="
+    needle="date=",
     order=20,
 )

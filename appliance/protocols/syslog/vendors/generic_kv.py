@@ -78,4 +78,4 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     return True
 
 
-DECODER = VendorDecoder(name="kv", decode=decode, fallback=True, order=90)
+DECODER = VendorDecoder(name="kv", decode=decode, fallback=True, needle="=", order=90)
