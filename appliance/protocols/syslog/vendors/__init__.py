@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-import re
 
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
@@ -34,7 +33,7 @@ class VendorRegistry:
                 if not d.needle:
                     raise ValueError(f"fallback decoder {d.name!r} needs a needle")
                 self.fallbacks.append(d)
-        self._gate = re.compile("|".join(f"(?:{d.needle})" for d in self.fallbacks) or "(?!)")
+        self._needles = tuple(dict.fromkeys(d.needle for d in self.fallbacks))
 
     def decode(self, msg: SyslogMessage, fields: Fields, hint: VendorDecoder | None = None) -> str:
         """Add vendor fields; return the decoder's name, or ``""`` when none claimed it."""
@@ -54,10 +53,12 @@ class VendorRegistry:
             for prefix, d in self.by_first.get(text[0], ()):
                 if text.startswith(prefix) and d.decode(msg, fields):
                     return d.name
-            if self._gate.search(text) is not None:
-                for d in self.fallbacks:
-                    if d.decode(msg, fields):
-                        return d.name
+            for needle in self._needles:
+                if needle in text:
+                    for d in self.fallbacks:
+                        if d.decode(msg, fields):
+                            return d.name
+                    break
         return ""
 
 

@@ -33,8 +33,8 @@ class VendorDecoder:
     prefixes: tuple[str, ...] = ()
     fallback: bool = False
     order: int = 50
-    # Fallbacks only: a regex that any line this decoder claims contains. The registry joins
-    # them into one search, so a plain line pays one C-level scan, not a call per fallback.
+    # Fallbacks only: a literal that any line this decoder claims contains. The registry tries
+    # the fallbacks only when a needle occurs, so a plain line pays a few substring scans.
     needle: str = ""
 
 

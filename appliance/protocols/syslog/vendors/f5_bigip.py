@@ -93,6 +93,6 @@ DECODER = VendorDecoder(
         "csyncd",
     ),
     fallback=True,
-    needle=r"\]: |^[0-9a-f]{8}:[0-7]: ",
+    needle="]: ",  # "level process[pid]: code:n: ": the core found no tag in it
     order=40,
 )
