@@ -75,3 +75,9 @@ def test_memoised_stamp_still_respects_each_sender_zone() -> None:
     utc = decode_syslog(line, NOW, ZoneInfo("UTC"))
     paris = decode_syslog(line, NOW, ZoneInfo("Europe/Paris"))
     assert (utc.timestamp, paris.timestamp) == (ts(2026, 11, 29, 13), ts(2026, 11, 29, 12))
+
+
+def test_short_digit_run_after_the_clock_is_not_a_year() -> None:
+    m = decode_syslog(b"Jul  7 08:06:12 2\r", NOW)
+    assert m.timestamp is not None
+    assert m.message == "2"

@@ -397,3 +397,9 @@ def test_deeply_nested_json_stays_a_generic_event() -> None:
     f = decode(b"<14>Nov 29 11:59:00 box app: " + b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
     assert f["decoder"] == ""
     assert f["message"].startswith('{"a":')
+
+
+def test_paloalto_line_the_csv_reader_refuses_is_still_read() -> None:
+    f = decode(PAN_TRAFFIC.replace(b"allow-web", b'"allow\rweb"').replace(b",vsys1,", b",vs\r1,"))
+    assert f["decoder"] == "paloalto"
+    assert f["source.ip"] == "10.0.0.10"

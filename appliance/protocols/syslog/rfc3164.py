@@ -134,6 +134,7 @@ def _parse_bsd_timestamp(
     # An explicit year after the clock ("Aug 7 10:00:00 2024 host ...").
     if (
         text[end : end + 1] == " "
+        and len(text) >= end + 5
         and text[end + 1 : end + 5].isdigit()
         and (end + 5 == len(text) or text[end + 5] in " :")
     ):

@@ -54,7 +54,10 @@ SEVERITY = {"critical": 1, "high": 2, "medium": 3, "low": 4, "informational": 5}
 def _cols(text: str) -> list[str]:
     if '"' not in text:
         return text.split(",")
-    return next(csv.reader([text]))
+    try:
+        return next(csv.reader([text]))
+    except csv.Error:  # a stray CR outside quotes: read it unquoted
+        return text.split(",")
 
 
 def _get(cols: list[str], i: int) -> str:
