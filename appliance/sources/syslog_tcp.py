@@ -138,7 +138,6 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.prof: SenderProfile  # set in connection_made, before any data
         self.loop = asyncio.get_running_loop()
         self.started = self.last_active = self.last_frame = self.loop.time()
-        self.frames_seen = 0
         self.paused = False  # backpressure: the pipeline queue is full
         self.yielding = False  # a turn's frame budget is spent; continuing on the next turn
         self.reading_paused = False
@@ -350,7 +349,6 @@ class SyslogStreamProtocol(asyncio.Protocol):
             offer(event, name)
         if taken:
             self.received.inc(name, n=taken)
-            self.frames_seen = framer.frames
             self.last_frame = self.loop.time()
         if framer.errors:
             self._count_framer_errors()
