@@ -22,6 +22,7 @@ from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
 from appliance.sources.base import Source, SourceContext
 from appliance.sources.snmp_trap import SnmpTrapSource
+from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
@@ -39,14 +40,21 @@ def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
     for cfg in config.sources.syslog:
         if cfg.protocol == "udp":
             sources.append(SyslogUdpSource(cfg, ctx))
+        else:
+            sources.append(SyslogStreamSource(cfg, ctx))
     for snmp in config.sources.snmp:
         sources.append(SnmpTrapSource(snmp, ctx))
     return sources
 
 
 def _same(a: Source, b: Source) -> bool:
-    """Two sources are the same listener when their configs are equal."""
-    return type(a) is type(b) and getattr(a, "cfg", None) == getattr(b, "cfg", None)
+    """Two sources are the same listener when their configs (and, for syslog, the sender
+    profiles they apply) are equal."""
+    return (
+        type(a) is type(b)
+        and getattr(a, "cfg", None) == getattr(b, "cfg", None)
+        and getattr(a, "senders", None) == getattr(b, "senders", None)
+    )
 
 
 class Appliance:

@@ -141,6 +141,25 @@ class StorageSection:
     reserve_bytes: int = field(default=16 * 1024 * 1024, metadata=check(non_negative))
 
 
+def check_timezone(value: str) -> str | None:
+    if not value:
+        return None
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "not an IANA time zone name (e.g. Europe/Paris, UTC)"
+    return None
+
+
+def check_fingerprints_or_names(value: list[str]) -> str | None:
+    for item in value:
+        if not item.strip():
+            return "empty entry"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class SyslogSource:
     protocol: Literal["udp", "tcp", "tls"] = "udp"
@@ -151,16 +170,35 @@ class SyslogSource:
     )
     rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=check(positive))
     max_message_bytes: int = field(default=8192, metadata=check(positive))
+    # Per sender IP: a token bucket of `rate_limit` msg/s with `rate_burst` tokens (0 = off).
+    rate_limit: float = field(default=0.0, metadata=check(non_negative))
+    rate_burst: int = field(default=20_000, metadata=check(positive))
+    # TCP and TLS (RFC 6587 framing, RFC 5425).
+    max_frame_bytes: int = field(default=65_536, metadata=check(positive))
+    max_count_digits: int = field(default=8, metadata=check(positive))
+    max_connections: int = field(default=1000, metadata=check(positive))
+    max_connections_per_ip: int = field(default=50, metadata=check(positive))
+    idle_timeout: float = field(default=300.0, metadata=check(positive))
+    frame_timeout: float = field(default=30.0, metadata=check(positive))
     tls_cert: str = ""
     tls_key: str = ""
     tls_client_ca: str = ""
+    tls_client_allowed: list[str] = field(
+        default_factory=list, metadata=check(check_fingerprints_or_names)
+    )
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    tls_handshake_timeout: float = field(default=10.0, metadata=check(positive))
 
     def validate(self) -> list[str]:
         errors = []
         if self.protocol == "tls" and not (self.tls_cert and self.tls_key):
             errors.append('tls_cert: required with protocol = "tls" (and tls_key)')
-        if self.protocol != "udp":
-            errors.append(f"protocol: {self.protocol!r} is not available in this build yet")
+        if self.protocol != "tls" and (self.tls_cert or self.tls_client_ca):
+            errors.append('tls_cert: only used with protocol = "tls"')
+        if self.tls_client_allowed and not self.tls_client_ca:
+            errors.append("tls_client_allowed: needs tls_client_ca (client certificates)")
+        if self.max_connections_per_ip > self.max_connections:
+            errors.append("max_connections_per_ip: larger than max_connections")
         return errors
 
     @property
@@ -278,9 +316,34 @@ class SnmpSource:
 
 
 @dataclass(frozen=True, slots=True)
+class SyslogSender:
+    """What the appliance knows about a sender that its messages do not say."""
+
+    networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    site: str = ""
+    device_name: str = ""
+    vendor: str = ""  # a decoder name (see appliance.protocols.syslog.vendors): no guessing
+    timezone: str = field(default="", metadata=check(check_timezone))
+    tags: list[str] = field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.networks:
+            errors.append("networks: required (the sender's addresses, CIDR)")
+        if self.vendor:
+            from appliance.protocols.syslog.vendors import REGISTRY
+
+            if self.vendor not in REGISTRY.by_name:
+                names = ", ".join(sorted(REGISTRY.by_name))
+                errors.append(f"vendor: {self.vendor!r} is not a decoder ({names})")
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
 class SourcesSection:
     syslog: list[SyslogSource] = field(default_factory=list)
     snmp: list[SnmpSource] = field(default_factory=list)
+    syslog_senders: list[SyslogSender] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,9 +20,23 @@ import time
 
 from benchlib import ApplianceProcess, dropped_by_reason, free_port, host_rcvbuf_errors
 
+# Vendor-shaped lines (each goes through its vendor decoder), numbered like the others.
+VENDOR_HEADS = {
+    "sshd": b"<38>Nov 29 10:00:00 bench-host sshd[4242]: Failed password for invalid user admin"
+            b" from 203.0.113.7 port 51234 ssh2 seq: %010d, ",
+    "asa": b"<164>Nov 29 10:00:00 fw1 %%ASA-4-106023: Deny tcp src outside:198.51.100.7/4455 "
+           b'dst inside:10.0.0.5/22 by access-group "outside_in" seq: %010d, ',
+    "fortigate": b'<189>date=2026-11-29 time=10:00:00 devname="fg1" devid="FG100E" '
+                 b'logid="0000000013" type="traffic" subtype="forward" level="notice" '
+                 b'srcip=10.1.100.11 srcport=40000 dstip=172.16.200.55 dstport=80 proto=6 '
+                 b'action="deny" policyid=1 seq: %010d, ',
+}
+
 
 def make_line(seq: int, size: int, fmt: str) -> bytes:
-    if fmt == "3164":
+    if fmt in VENDOR_HEADS:
+        head = VENDOR_HEADS[fmt] % seq
+    elif fmt == "3164":
         head = b"<38>Nov 29 10:00:00 bench-host prg00000[1234]: seq: %010d, " % seq
     else:
         head = b"<38>1 2026-11-29T10:00:00.000000Z bench-host prg00000 1234 - - seq: %010d, " % seq
@@ -92,7 +106,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=50_000)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--format", choices=["5424", "3164"], default="5424")
+    ap.add_argument("--format", choices=["5424", "3164", *VENDOR_HEADS], default="5424")
     ap.add_argument("--sender", choices=["auto", "builtin", "loggen"], default="auto")
     ap.add_argument("--senders", type=int, default=2)
     ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
@@ -104,7 +118,8 @@ def main() -> None:
     )
     sender = a.sender
     if sender == "auto":
-        sender = "loggen" if shutil.which("loggen") else "builtin"
+        loggen_ok = shutil.which("loggen") and a.format in ("5424", "3164")
+        sender = "loggen" if loggen_ok else "builtin"
     rcv0 = host_rcvbuf_errors()
     app.mark()
     t0 = time.monotonic()

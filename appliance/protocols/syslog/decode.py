@@ -24,4 +24,7 @@ def decode_syslog(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMe
     pri, pos = parse_pri(text)
     if pri is not None and text.startswith("1 ", pos):
         return decode_rfc5424(text, pri, pos + 2, now)
-    return decode_rfc3164(text, pri, pos, now, tz)
+    msg = decode_rfc3164(text, pri, pos, now, tz)
+    if pri is not None and text[pos : pos + 1].isdigit() and text[pos + 1 : pos + 2] == " ":
+        msg.errors.append("version_unsupported")  # "<13>2 ...": a syslog version we do not know
+    return msg

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.event import Event
 from appliance.protocols.syslog.message import FACILITY_NAMES, SEVERITY_NAMES, SyslogMessage
 
 
@@ -44,15 +43,8 @@ def syslog_fields(msg: SyslogMessage, peer_ip: str) -> dict[str, Any]:
         fields["log.syslog.version"] = msg.version
     if msg.structured_data:
         fields["log.syslog.structured_data"] = msg.structured_data
+    if msg.sequence is not None:
+        fields["event.sequence"] = msg.sequence
     if msg.errors:
         fields["tags"] = ["syslog_" + e for e in msg.errors]
     return fields
-
-
-def syslog_event(
-    msg: SyslogMessage, raw: bytes, peer_ip: str, received: float, transport: str
-) -> Event:
-    fields = syslog_fields(msg, peer_ip)
-    fields["log.source.transport"] = transport
-    ts = msg.timestamp if msg.timestamp is not None else received
-    return Event(timestamp=ts, created=received, module="syslog", fields=fields, raw=raw)

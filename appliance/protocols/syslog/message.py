@@ -69,6 +69,7 @@ class SyslogMessage:
     msgid: str | None = None
     version: int | None = None
     structured_data: dict[str, dict[str, str]] | None = None
+    sequence: int | None = None  # Cisco-style "123:" sequence number
     errors: list[str] = field(default_factory=list)
 
     @property
@@ -76,8 +77,17 @@ class SyslogMessage:
         return self.facility * 8 + self.severity
 
 
+# Every valid "<PRI>" string: one dict probe answers the common case.
+_PRI_TABLE = {f"<{v}>": v for v in range(192)}
+
+
 def parse_pri(text: str) -> tuple[int | None, int]:
     """``(<PRI> value or None, index after '>')``; PRI is 1-3 digits and at most 191."""
+    end = text.find(">", 1, 5)
+    if end > 0:
+        value = _PRI_TABLE.get(text[: end + 1])
+        if value is not None:
+            return value, end + 1
     if not text.startswith("<"):
         return None, 0
     end = text.find(">", 1, 5)

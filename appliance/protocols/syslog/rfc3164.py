@@ -67,10 +67,35 @@ def infer_year(
     return best
 
 
+_STAMPS: dict[tuple[str, tzinfo | None, int], float | None] = {}
+_STAMPS_MAX = 4096
+
+
 def parse_bsd_timestamp(
     text: str, pos: int, now: float, tz: tzinfo | None
 ) -> tuple[float | None, int]:
-    """Read ``Mmm dd hh:mm:ss[.fff][ yyyy]`` at ``pos``; return (epoch or None, index after)."""
+    """Read ``Mmm dd hh:mm:ss[.fff][ yyyy]`` at ``pos``; return (epoch or None, index after).
+
+    The plain ``Mmm dd hh:mm:ss `` form is memoised per (stamp, zone, hour received): a burst
+    shares a handful of stamps, and reading one costs more than the rest of the header.
+    """
+    if text[pos + 15 : pos + 16] == " " and not text[pos + 16 : pos + 20].isdigit():
+        key = (text[pos : pos + 15], tz, int(now) // 3600)
+        hit = _STAMPS.get(key, False)
+        if hit is not False:
+            return hit, pos + 15  # type: ignore[return-value]
+        ts, end = _parse_bsd_timestamp(text, pos, now, tz)
+        if end == pos + 15:
+            if len(_STAMPS) >= _STAMPS_MAX:
+                _STAMPS.clear()
+            _STAMPS[key] = ts
+        return ts, end
+    return _parse_bsd_timestamp(text, pos, now, tz)
+
+
+def _parse_bsd_timestamp(
+    text: str, pos: int, now: float, tz: tzinfo | None
+) -> tuple[float | None, int]:
     month = MONTHS.get(text[pos : pos + 3])
     if month is None or len(text) < pos + 15 or text[pos + 3] != " ":
         return None, pos
@@ -79,6 +104,10 @@ def parse_bsd_timestamp(
         i += 1
     j = text.find(" ", i, i + 3)
     day_text = text[i:j] if j > 0 else ""
+    year = 0
+    if j > 0 and text[j + 1 : j + 5].isdigit() and text[j + 5 : j + 6] == " ":
+        year = int(text[j + 1 : j + 5])  # Cisco ASA "Oct 03 2018 17:34:08"
+        j += 5
     clock = text[j + 1 : j + 9] if j > 0 else ""
     if (
         not day_text.isdigit()
@@ -100,9 +129,12 @@ def parse_bsd_timestamp(
         end = k
     h, m, s = int(clock[:2]), int(clock[3:5]), int(clock[6:8])
     day = int(day_text)
+    if year:
+        return _epoch(year, month, day, h, m, min(s, 59), us, tz), end
     # An explicit year after the clock ("Aug 7 10:00:00 2024 host ...").
     if (
         text[end : end + 1] == " "
+        and len(text) >= end + 5
         and text[end + 1 : end + 5].isdigit()
         and (end + 5 == len(text) or text[end + 5] in " :")
     ):
@@ -114,8 +146,27 @@ def parse_bsd_timestamp(
     return infer_year(month, day, h, m, s, us, now, tz), end
 
 
+_TAGS: dict[str, tuple[str | None, str | None, bool]] = {}
+_HOSTS: dict[str, bool] = {}
+_TOKEN_CACHE_MAX = 8192  # per cache; tags and host names repeat, so both are memoised
+
+
 def _split_tag(token: str) -> tuple[str | None, str | None, bool]:
-    """``app[pid]:`` / ``app:`` / ``app[pid]`` to (app, pid, looked like a tag)."""
+    hit = _TAGS.get(token)
+    if hit is None:
+        if len(_TAGS) >= _TOKEN_CACHE_MAX:
+            _TAGS.clear()
+        hit = _TAGS[token] = _split_tag_uncached(token)
+    return hit
+
+
+def _split_tag_uncached(token: str) -> tuple[str | None, str | None, bool]:
+    """``app[pid]:`` / ``app:`` / ``app[pid]`` to (app, pid, looked like a tag).
+
+    Cisco's ``%FAC-SEV-MNEMONIC:`` is message text, not a tag: vendor decoders read it.
+    """
+    if token.startswith("%") or not token.strip("0123456789:.*"):
+        return None, None, False  # "%LINK-3-UPDOWN:", "123:", "00:00:46:" (uptime)
     core = token[:-1] if token.endswith(":") else token
     pid = None
     if core.endswith("]") and "[" in core:
@@ -132,7 +183,39 @@ _HOSTNAME = re.compile(r"[\w.\-:%]*[\w.\-%]")
 
 
 def _is_hostname(token: str) -> bool:
-    return len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
+    hit = _HOSTS.get(token)
+    if hit is None:
+        if len(_HOSTS) >= _TOKEN_CACHE_MAX:
+            _HOSTS.clear()
+        hit = _HOSTS[token] = (
+            len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
+        )
+    return hit
+
+
+AIX_FORWARDED = "Message forwarded from "
+
+
+def _cisco_sequence(text: str, pos: int) -> tuple[int | None, int]:
+    """Cisco IOS ``123: `` before the stamp (``service sequence-numbers``): (number, after)."""
+    colon = text.find(": ", pos, pos + 12)
+    if colon > pos and text[pos:colon].isdigit():
+        return int(text[pos:colon]), colon + 2
+    return None, pos
+
+
+def _skip_cisco_stamp(
+    text: str, pos: int, now: float, tz: tzinfo | None
+) -> tuple[float | None, int]:
+    """``*Mar  1 00:00:00.123 UTC: `` (``*``/``.``: clock not synchronised) → (epoch, after)."""
+    start = pos + 1 if text[pos : pos + 1] in ("*", ".") else pos
+    ts, after = parse_bsd_timestamp(text, start, now, tz)
+    if ts is None:
+        return None, pos
+    colon = text.find(": ", after, after + 8)  # optional zone name ("UTC") before the colon
+    if colon < 0:
+        return None, pos
+    return ts, colon + 2
 
 
 def decode_rfc3164(
@@ -143,6 +226,21 @@ def decode_rfc3164(
         errors.append("pri_missing" if not text.startswith("<") else "pri_invalid")
         pri = DEFAULT_PRI
     timestamp: float | None = None
+    sequence: int | None = None
+    if text[pos : pos + 1].isdigit():
+        sequence, seq_end = _cisco_sequence(text, pos)
+        if sequence is not None:
+            ts, after = _skip_cisco_stamp(text, seq_end, now, tz)
+            rest = text[after:] if ts is not None else text[seq_end:]
+            return SyslogMessage(
+                facility=pri >> 3,
+                severity=pri & 7,
+                message=rest,
+                format="rfc3164",
+                timestamp=ts,
+                sequence=sequence,
+                errors=errors if ts is not None else [*errors, "timestamp_missing"],
+            )
     ts, after = parse_bsd_timestamp(text, pos, now, tz)
     if ts is not None:
         timestamp = ts
@@ -150,13 +248,30 @@ def decode_rfc3164(
         # RFC 3339 stamp in a 3164-shaped line (rsyslog's default since Debian 12), or none.
         sp = text.find(" ", pos)
         if sp > pos and text[pos : pos + 1].isdigit():
-            ts2 = parse_rfc3339(text[pos:sp])
-            if ts2 is not None:
-                timestamp, after = ts2, sp
+            if sp == pos + 10 and text[pos + 4 : pos + 5] == "-":
+                # "2020-03-23 06:47:42.801612-0700": a space where RFC 3339 has "T".
+                sp2 = text.find(" ", sp + 1)
+                if sp2 < 0:
+                    sp2 = len(text)
+                ts2 = parse_rfc3339(text[pos:sp] + "T" + text[sp + 1 : sp2])
+                if ts2 is not None:
+                    timestamp, after = ts2, sp2
+            else:
+                ts2 = parse_rfc3339(text[pos:sp])
+                if ts2 is not None:
+                    timestamp, after = ts2, sp
     hostname = app = procid = None
     rest = text[after:].lstrip(" ") if timestamp is not None else text[pos:]
+    if rest.startswith(": "):  # Cisco puts a colon after its stamp
+        rest = rest[2:]
     if timestamp is None:
         errors.append("timestamp_missing")
+    elif rest.startswith(AIX_FORWARDED):
+        # AIX relays: "Message forwarded from HOST: TAG: MSG" (CVE-2019-17041's shape).
+        first, _, tail = rest[len(AIX_FORWARDED) :].partition(" ")
+        host = first.rstrip(":")
+        if _is_hostname(host):
+            hostname, rest = host, tail
     else:
         first, _, tail = rest.partition(" ")
         if _is_hostname(first) and tail:
@@ -168,6 +283,13 @@ def decode_rfc3164(
             rest = tail
         else:
             app = procid = None
+            seq, seq_end = _cisco_sequence(rest, 0) if tag[0].isdigit() else (None, 0)
+            if seq is not None:  # "HOST 123: *Mar 1 00:00:00.123: %LINK-3-UPDOWN: ..."
+                sequence = seq
+                _ts, after = _skip_cisco_stamp(rest, seq_end, now, tz)
+                rest = rest[after if _ts is not None else seq_end :]
+            elif tag[0].isdigit() and tag[-1] == ":" and not tag.strip("0123456789:."):
+                rest = tail  # Cisco uptime stamp "00:00:46:" (no clock set): not content
     return SyslogMessage(
         facility=pri >> 3,
         severity=pri & 7,
@@ -177,5 +299,6 @@ def decode_rfc3164(
         hostname=hostname,
         app_name=app,
         procid=procid,
+        sequence=sequence,
         errors=errors,
     )

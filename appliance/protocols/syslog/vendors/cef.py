@@ -1,0 +1,153 @@
+"""ArcSight Common Event Format: ``CEF:Version|Vendor|Product|Version|SignatureID|Name|
+Severity|key=value ...`` (header pipes escaped as ``\\|``; extension values may hold spaces
+and escape ``\\=``, ``\\\\``, ``\\n``)."""
+
+from __future__ import annotations
+
+import re
+
+from appliance.protocols.syslog.message import SyslogMessage
+from appliance.protocols.syslog.vendors.base import (
+    Fields,
+    VendorDecoder,
+    set_int,
+    set_ip,
+    transport,
+)
+
+_KEY = re.compile(r"(?:^|(?<=\s))([\w.\[\]-]+)=")
+_UNESCAPE = re.compile(r"\\([=\\|nr])")
+MAX_KEYS = 256
+
+# CEF dictionary key → ECS field (the common subset; others are kept under cef.extensions).
+IP_KEYS = {
+    "src": "source.ip",
+    "dst": "destination.ip",
+    "dvc": "observer.ip",
+    "sourceTranslatedAddress": "source.nat.ip",
+    "destinationTranslatedAddress": "destination.nat.ip",
+}
+INT_KEYS = {
+    "spt": "source.port",
+    "dpt": "destination.port",
+    "in": "source.bytes",
+    "out": "destination.bytes",
+    "cnt": "event.count",
+}
+STR_KEYS = {
+    "suser": "source.user.name",
+    "duser": "destination.user.name",
+    "shost": "source.domain",
+    "dhost": "destination.domain",
+    "act": "event.action",
+    "request": "url.original",
+    "requestMethod": "http.request.method",
+    "requestClientApplication": "user_agent.original",
+    "msg": "message",
+    "fname": "file.name",
+    "filePath": "file.path",
+    "fileHash": "file.hash.md5",
+    "dvchost": "observer.hostname",
+    "deviceExternalId": "observer.serial_number",
+    "outcome": "event.outcome",
+    "cat": "rule.category",
+    "smac": "source.mac",
+    "dmac": "destination.mac",
+    "sproc": "process.name",
+    "deviceInboundInterface": "observer.ingress.interface.name",
+    "deviceOutboundInterface": "observer.egress.interface.name",
+}
+SEVERITY = {"low": 3, "medium": 2, "high": 1, "very-high": 1, "unknown": 3}
+
+
+def _split_header(text: str) -> list[str] | None:
+    parts: list[str] = []
+    start = i = 0
+    n = len(text)
+    while i < n and len(parts) < 7:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "|":
+            parts.append(text[start:i].replace("\\|", "|").replace("\\\\", "\\"))
+            start = i + 1
+        i += 1
+    if len(parts) < 7:
+        return None
+    parts.append(text[start:])
+    return parts
+
+
+def extensions(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    keys = list(_KEY.finditer(text))
+    for k, m in enumerate(keys[:MAX_KEYS]):
+        end = keys[k + 1].start() if k + 1 < len(keys) else len(text)
+        value = text[m.end() : end].strip()
+        if "\\" in value:
+            value = _UNESCAPE.sub(
+                lambda x: {"n": "\n", "r": "\r"}.get(x.group(1), x.group(1)), value
+            )
+        out[m.group(1)] = value
+    return out
+
+
+def decode(msg: SyslogMessage, fields: Fields) -> bool:
+    text = msg.message
+    at = text.find("CEF:", 0, 40)
+    if at < 0:
+        return False
+    parts = _split_header(text[at:])
+    if parts is None:
+        return False
+    _version, vendor, product, dev_version, sig, name, severity, ext = parts
+    fields["observer.vendor"] = vendor
+    fields["observer.product"] = product
+    fields["observer.version"] = dev_version
+    fields["rule.id"] = sig
+    fields["rule.name"] = name
+    fields["event.code"] = sig
+    sev = severity.strip().lower()
+    if sev.isdigit():
+        fields["event.severity"] = int(sev)
+    elif sev in SEVERITY:
+        fields["event.severity"] = SEVERITY[sev]
+    kv = extensions(ext)
+    labels = {k[:-5]: v for k, v in kv.items() if k.endswith("Label")}
+    for key, value in kv.items():
+        if not value:
+            continue
+        if key in IP_KEYS:
+            set_ip(fields, IP_KEYS[key], value)
+        elif key in INT_KEYS:
+            set_int(fields, INT_KEYS[key], value)
+        elif key in STR_KEYS:
+            fields[STR_KEYS[key]] = value
+        elif key == "proto":
+            fields["network.transport"] = transport(value)
+        elif not key.endswith("Label"):
+            fields[f"cef.extensions.{labels.get(key, key)}"] = value
+    user = fields.get("destination.user.name") or fields.get("source.user.name")
+    if user:
+        fields["user.name"] = user
+    if "source.bytes" in fields or "destination.bytes" in fields:
+        fields["network.bytes"] = fields.get("source.bytes", 0) + fields.get("destination.bytes", 0)
+    cat = kv.get("categoryDeviceGroup", "") + kv.get("cat", "")
+    if "/IDS" in cat or "Intrusion" in cat:
+        fields["event.kind"] = "alert"
+        fields["event.category"] = ["intrusion_detection"]
+    elif "/Firewall" in cat:
+        fields["event.category"] = ["network"]
+    return True
+
+
+DECODER = VendorDecoder(
+    name="cef",
+    decode=decode,
+    programs=("cef", "CEF"),
+    prefixes=("CEF:",),
+    fallback=True,
+    needle="CEF:",
+    order=15,
+)

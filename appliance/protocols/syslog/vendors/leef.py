@@ -1,0 +1,97 @@
+"""IBM QRadar Log Event Extended Format: ``LEEF:1.0|Vendor|Product|Version|EventID|`` then
+tab-separated ``key=value`` (LEEF 2.0 names its delimiter in a sixth header field)."""
+
+from __future__ import annotations
+
+from appliance.protocols.syslog.message import SyslogMessage
+from appliance.protocols.syslog.vendors.base import (
+    Fields,
+    VendorDecoder,
+    set_int,
+    set_ip,
+    transport,
+)
+
+IP_KEYS = {
+    "src": "source.ip",
+    "dst": "destination.ip",
+    "srcPreNAT": "source.ip",
+    "dstPreNAT": "destination.ip",
+    "srcPostNAT": "source.nat.ip",
+    "dstPostNAT": "destination.nat.ip",
+    "identSrc": "source.ip",
+}
+INT_KEYS = {
+    "srcPort": "source.port",
+    "dstPort": "destination.port",
+    "srcBytes": "source.bytes",
+    "dstBytes": "destination.bytes",
+    "srcPackets": "source.packets",
+    "dstPackets": "destination.packets",
+    "sev": "event.severity",
+}
+STR_KEYS = {
+    "usrName": "user.name",
+    "cat": "rule.category",
+    "identHostName": "host.name",
+    "url": "url.original",
+    "action": "event.action",
+    "domain": "user.domain",
+    "srcMAC": "source.mac",
+    "dstMAC": "destination.mac",
+    "policy": "rule.name",
+    "resource": "file.path",
+}
+MAX_KEYS = 256
+
+
+def _delimiter(spec: str) -> str:
+    if spec.startswith(("x", "0x")):
+        try:
+            return chr(int(spec.removeprefix("0").removeprefix("x"), 16))
+        except ValueError:
+            return "\t"
+    return spec[:1] or "\t"
+
+
+def decode(msg: SyslogMessage, fields: Fields) -> bool:
+    text = msg.message
+    at = text.find("LEEF:", 0, 40)
+    if at < 0:
+        return False
+    head = text[at:].split("|", 6)
+    if len(head) < 6:
+        return False
+    version = head[0][5:]
+    delim = "\t"
+    if version.startswith("2") and len(head) == 7:
+        delim = _delimiter(head[5])
+        ext = head[6]
+    else:
+        ext = "|".join(head[5:])
+    fields["observer.vendor"] = head[1]
+    fields["observer.product"] = head[2]
+    fields["observer.version"] = head[3]
+    fields["event.code"] = head[4]
+    for n, pair in enumerate(ext.split(delim)):
+        if n >= MAX_KEYS:
+            break
+        key, eq, value = pair.partition("=")
+        if not eq or not value:
+            continue
+        if key in IP_KEYS:
+            set_ip(fields, IP_KEYS[key], value)
+        elif key in INT_KEYS:
+            set_int(fields, INT_KEYS[key], value)
+        elif key in STR_KEYS:
+            fields[STR_KEYS[key]] = value
+        elif key == "proto":
+            fields["network.transport"] = transport(value)
+        else:
+            fields[f"leef.{key}"] = value
+    return True
+
+
+DECODER = VendorDecoder(
+    name="leef", decode=decode, programs=("LEEF",), prefixes=("LEEF:",), order=15
+)

@@ -1,0 +1,556 @@
+"""Syslog over TCP (RFC 6587) and TLS (RFC 5425): a thin asyncio adapter around the framer.
+
+Bytes go through :class:`~appliance.protocols.syslog.framing.SyslogFramer`, frames through the
+shared :class:`~appliance.sources.syslog_intake.SyslogIntake`. Streams are never dropped for
+being fast: when the pipeline queue is full the connection stops reading (TCP pushes back on the
+sender) and resumes once the queue has room. Limits: connections in total and per sender
+address, idle time, time to finish a started frame, TLS handshake time.
+
+TLS runs on memory BIOs inside the protocol rather than asyncio's SSL transport so that every
+handshake failure is seen here and counted by reason (plaintext on the TLS port, unknown CA,
+expired certificate, no certificate, not on the allow-list, stalled) with asyncio and uvloop
+alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+from appliance.config import SyslogSource, parse_hostport
+from appliance.logutil import RateLimitedLog, printable
+from appliance.protocols.syslog.framing import SyslogFramer
+from appliance.sources.base import SourceContext
+from appliance.sources.syslog_intake import SenderProfile, SyslogIntake
+from appliance.sources.udp import BindError
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+# Framer problems that lose a message (counted as drops); the others keep a (cut) message.
+_DISCARDING = ("octet_count_invalid", "octet_count_zero", "incomplete_frame")
+_TLS_RECORD_HANDSHAKE = 0x16
+FRAMES_PER_TURN = 512
+
+
+def bind_tcp(listen: str, backlog: int = 1024) -> socket.socket:
+    host, port = parse_hostport(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        raise BindError(exc.errno, f"cannot bind tcp {listen}: {exc.strerror}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def server_tls_context(cfg: SyslogSource, resolve: Callable[[str], Path]) -> ssl.SSLContext:
+    """RFC 5425 server side: TLS >= 1.2, our certificate, client certificates when a CA is set."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = (
+        ssl.TLSVersion.TLSv1_3 if cfg.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+    )
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    # No TLS 1.3 session tickets: syslog senders never read, so a ticket left unread in their
+    # socket turns their close into a RST, and the kernel then discards our unread records.
+    ctx.num_tickets = 0
+    ctx.load_cert_chain(str(resolve(cfg.tls_cert)), str(resolve(cfg.tls_key)))
+    if cfg.tls_client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(resolve(cfg.tls_client_ca)))
+    return ctx
+
+
+def tls_error_reason(exc: ssl.SSLError) -> str:
+    """A short, bounded reason label for a failed handshake or TLS stream."""
+    reason = (getattr(exc, "reason", None) or "").upper()
+    if "CERTIFICATE_VERIFY_FAILED" in reason or "UNKNOWN_CA" in reason:
+        return "bad_client_cert"
+    if "CERTIFICATE_REQUIRED" in reason or "DID_NOT_RETURN_A_CERTIFICATE" in reason:
+        return "no_client_cert"
+    if "VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
+        return "protocol_version"
+    if "HTTP_REQUEST" in reason or "WRONG_VERSION" in reason or "RECORD" in reason:
+        return "not_tls"
+    if "RENEGOTIATION" in reason:
+        return "renegotiation"
+    return "handshake_failed"
+
+
+class ClientAllowList:
+    """Client certificates allowed by SHA-256 fingerprint or by subject CN / SAN DNS name."""
+
+    def __init__(self, entries: list[str]) -> None:
+        self.fingerprints: set[str] = set()
+        self.names: set[str] = set()
+        for entry in entries:
+            hexed = entry.replace(":", "").lower()
+            if len(hexed) == 64 and all(c in "0123456789abcdef" for c in hexed):
+                self.fingerprints.add(hexed)
+            else:
+                self.names.add(entry.lower())
+
+    def __bool__(self) -> bool:
+        return bool(self.fingerprints or self.names)
+
+    def allows(self, sslobj: ssl.SSLObject) -> bool:
+        der = sslobj.getpeercert(binary_form=True)
+        if der is None:
+            return False
+        if hashlib.sha256(der).hexdigest() in self.fingerprints:
+            return True
+        cert = sslobj.getpeercert() or {}
+        names = {
+            value.lower()
+            for rdn in cert.get("subject", ())
+            for key, value in rdn
+            if key == "commonName"
+        }
+        names.update(v.lower() for k, v in cert.get("subjectAltName", ()) if k == "DNS")
+        return bool(names & self.names)
+
+
+class SyslogStreamProtocol(asyncio.Protocol):
+    """One connection: (TLS) → framer → intake → pipeline, pausing when the queue is full."""
+
+    def __init__(self, source: SyslogStreamSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.pipeline = source.ctx.pipeline
+        self.intake = source.intake
+        self.received = source.ctx.pipeline.received
+        self.dropped = source.ctx.pipeline.dropped
+        self.framer = SyslogFramer(source.cfg.max_frame_bytes, source.cfg.max_count_digits)
+        self.transport: asyncio.Transport | None = None
+        self.ip = ""
+        self.prof: SenderProfile  # set in connection_made, before any data
+        self.loop = asyncio.get_running_loop()
+        self.started = self.last_active = self.last_frame = self.loop.time()
+        self.paused = False  # backpressure: the pipeline queue is full
+        self.yielding = False  # a turn's frame budget is spent; continuing on the next turn
+        self.reading_paused = False
+        self.closed = False
+        self.registered = False
+        self.sslobj: ssl.SSLObject | None = None
+        self.tls_in: ssl.MemoryBIO | None = None
+        self.tls_out: ssl.MemoryBIO | None = None
+        self.handshaken = source.tls_context is None
+        self.first_byte = True
+        self.tls_eof = False
+
+    # ------------------------------------------------------------------ connection lifecycle
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        peer = transport.get_extra_info("peername")
+        self.ip = peer[0] if peer else ""
+        src = self.source
+        self.prof = self.intake.profile(self.ip)
+        if not self.prof.allowed:
+            self._reject("not_allowed")
+            _rl.warning(
+                f"deny:{self.name}", "%s: connection from %s not in allow-list", self.name, self.ip
+            )
+            return
+        if len(src.connections) >= src.cfg.max_connections:
+            self._reject("too_many_connections")
+            return
+        if src.per_ip.get(self.ip, 0) >= src.cfg.max_connections_per_ip:
+            self._reject("too_many_per_ip")
+            return
+        src.connections.add(self)
+        src.per_ip[self.ip] = src.per_ip.get(self.ip, 0) + 1
+        self.registered = True
+        src.accepted.inc(self.name)
+        if src.tls_context is not None:
+            self.tls_in = ssl.MemoryBIO()
+            self.tls_out = ssl.MemoryBIO()
+            self.sslobj = src.tls_context.wrap_bio(self.tls_in, self.tls_out, server_side=True)
+
+    def _reject(self, reason: str) -> None:
+        self.source.rejected.inc(self.name, reason)
+        self.closed = True
+        assert self.transport is not None
+        self.transport.abort()
+
+    def close(self, reason: str) -> None:
+        """Close on our initiative (limits, errors), counting why."""
+        if self.closed:
+            return
+        self.source.closed.inc(self.name, reason)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.registered:
+            self.registered = False
+            src = self.source
+            src.connections.discard(self)
+            left = src.per_ip.get(self.ip, 1) - 1
+            if left > 0:
+                src.per_ip[self.ip] = left
+            else:
+                src.per_ip.pop(self.ip, None)
+        if not (self.paused or self.yielding):
+            self._finish()
+
+    def _finish(self) -> None:
+        """The stream ended: a last unterminated line is a message; half a counted frame is not."""
+        for frame in self.framer:
+            self._message(frame)
+        tail = self.framer.close()
+        self._count_framer_errors()
+        if tail is not None:
+            self._message(tail)
+
+    # ------------------------------------------------------------------------- reading
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        if self.sslobj is not None:
+            data = self._tls_data(data)
+            if not data:
+                if self.tls_eof and self.transport is not None:
+                    self.transport.close()
+                return
+        self.framer.feed(data)
+        self._drain()
+        if self.tls_eof and self.transport is not None:
+            self.transport.close()
+
+    def _tls_data(self, data: bytes) -> bytes:
+        assert self.sslobj is not None and self.tls_in is not None
+        if self.first_byte:
+            self.first_byte = False
+            if data[0] != _TLS_RECORD_HANDSHAKE:
+                self.source.tls_errors.inc(self.name, "plaintext")
+                _rl.warning(
+                    f"plain:{self.name}",
+                    "%s: plaintext from %s on the TLS port",
+                    self.name,
+                    self.ip,
+                )
+                self.close("tls_error")
+                return b""
+        self.tls_in.write(data)
+        sslobj = self.sslobj
+        try:
+            if not self.handshaken:
+                try:
+                    sslobj.do_handshake()
+                except ssl.SSLWantReadError:
+                    self._tls_flush()
+                    return b""
+                self.handshaken = True
+                allow = self.source.client_allow
+                if allow and not allow.allows(sslobj):
+                    self.source.tls_errors.inc(self.name, "client_not_allowed")
+                    _rl.warning(
+                        f"cert:{self.name}",
+                        "%s: client certificate of %s not allowed",
+                        self.name,
+                        self.ip,
+                    )
+                    self.close("tls_error")
+                    return b""
+            chunks = []
+            while True:
+                try:
+                    chunk = sslobj.read(262_144)
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:
+                    chunk = b""
+                if not chunk:  # the sender's close_notify: answer it, then close
+                    self.tls_eof = True
+                    with contextlib.suppress(ssl.SSLError):
+                        sslobj.unwrap()
+                    break
+                chunks.append(chunk)
+        except ssl.SSLError as exc:
+            reason = tls_error_reason(exc)
+            if self.handshaken:  # a handshake record after the handshake: renegotiation
+                reason = (
+                    "renegotiation"
+                    if "HANDSHAKE" in (exc.reason or "").upper() or (reason == "renegotiation")
+                    else "stream_error"
+                )
+            self.source.tls_errors.inc(self.name, reason)
+            _rl.warning(
+                f"tls:{self.name}:{reason}",
+                "%s: TLS error from %s: %s",
+                self.name,
+                self.ip,
+                printable(str(exc)),
+            )
+            self._tls_flush()
+            self.close("tls_error")
+            return b""
+        self._tls_flush()
+        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+    def _tls_flush(self) -> None:
+        assert self.tls_out is not None
+        out = self.tls_out.read()
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+    def _drain(self) -> None:
+        """Hand complete frames to the pipeline while it has room (else pause reading), at most
+        ``FRAMES_PER_TURN`` per loop turn so one busy sender cannot starve the API, the other
+        connections and the pipeline's own writer task. Runs once per socket read, so the
+        per-message work below is kept to the decode itself."""
+        framer = self.framer
+        pipeline = self.pipeline
+        has_room = pipeline.has_room
+        offer = pipeline.offer
+        next_frame = framer.next_frame
+        intake = self.intake
+        event_of = intake.event
+        prof = self.prof
+        ip, name = self.ip, self.name
+        now = self.source.ctx.clock()  # one receive time per socket read
+        limited = intake.rate
+        budget = FRAMES_PER_TURN
+        taken = 0
+        while True:
+            if not has_room():
+                self._pause()
+                break
+            if taken == budget:
+                self._yield()
+                break
+            frame = next_frame()
+            if frame is None:
+                break
+            taken += 1
+            if limited and not intake.take(prof, now):
+                self.dropped.inc(name, "rate_limited")
+                continue
+            try:
+                event = event_of(frame, ip, prof, now)
+            except Exception:  # a decoder bug must cost one message, never the connection
+                self._decode_failed()
+                continue
+            offer(event, name)
+        if taken:
+            self.received.inc(name, n=taken)
+            self.last_frame = self.loop.time()
+        if framer.errors:
+            self._count_framer_errors()
+
+    def _message(self, frame: bytes) -> None:
+        """One frame outside the drain loop (the unterminated tail at close)."""
+        name = self.name
+        self.received.inc(name)
+        now = self.source.ctx.clock()
+        if self.intake.rate and not self.intake.take(self.prof, now):
+            self.dropped.inc(name, "rate_limited")
+            return
+        try:
+            event = self.intake.event(frame, self.ip, self.prof, now)
+        except Exception:
+            self._decode_failed()
+            return
+        self.pipeline.offer(event, name)
+
+    def _decode_failed(self) -> None:
+        self.dropped.inc(self.name, "decode_error")
+        _rl.log(
+            logging.ERROR,
+            f"decode:{self.name}",
+            "%s: decoder failed on a frame from %s",
+            self.name,
+            self.ip,
+            exc_info=True,
+        )
+
+    def _count_framer_errors(self) -> None:
+        errors = self.framer.errors
+        src = self.source
+        for reason, n in errors.items():
+            src.frame_errors.inc(self.name, reason, n=n)
+            if reason in _DISCARDING:
+                self.received.inc(self.name, n=n)
+                self.dropped.inc(self.name, reason, n=n)
+            elif reason == "frame_too_long":
+                src.truncated.inc(self.name, n=n)
+        errors.clear()
+
+    def _set_reading(self) -> None:
+        """Read from the socket only while neither backpressure nor a yield holds frames back."""
+        hold = self.paused or self.yielding
+        if hold != self.reading_paused and not self.closed and self.transport is not None:
+            if hold:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
+            self.reading_paused = hold
+
+    def _pause(self) -> None:
+        if self.paused:
+            return
+        self.paused = True
+        self.source.paused.inc(self.name)
+        self._set_reading()
+        self.pipeline.call_when_room(self._resume)
+
+    def _resume(self) -> None:
+        self.paused = False
+        self._drain()
+        self._set_reading()
+        if self.closed and not (self.paused or self.yielding):
+            self._finish()
+
+    def _yield(self) -> None:
+        if not self.yielding:
+            self.yielding = True
+            self._set_reading()
+            self.loop.call_soon(self._continue)
+
+    def _continue(self) -> None:
+        self.yielding = False
+        self._drain()
+        self._set_reading()
+        if self.closed and not (self.paused or self.yielding):
+            self._finish()
+
+    # ------------------------------------------------------------------------ timers
+
+    def check_timers(self, now: float) -> None:
+        cfg = self.source.cfg
+        if self.paused or self.yielding or self.closed:
+            return
+        if not self.handshaken and now - self.started > cfg.tls_handshake_timeout:
+            self.source.tls_errors.inc(self.name, "handshake_timeout")
+            self.close("tls_error")
+        elif now - self.last_active > cfg.idle_timeout:
+            self.close("idle_timeout")
+        elif self.framer.buffered and now - self.last_frame > cfg.frame_timeout:
+            self.source.frame_errors.inc(self.name, "frame_timeout")
+            self.close("frame_timeout")
+
+
+class SyslogStreamSource:
+    """A ``protocol = "tcp"`` or ``"tls"`` syslog listener."""
+
+    def __init__(self, cfg: SyslogSource, ctx: SourceContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.name = cfg.label
+        self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
+        self.intake = SyslogIntake(
+            cfg, ctx.config.sources.syslog_senders, ctx.metrics, cfg.protocol
+        )
+        self.tls_context: ssl.SSLContext | None = None
+        self.client_allow = ClientAllowList(cfg.tls_client_allowed)
+        self.connections: set[SyslogStreamProtocol] = set()
+        self.per_ip: dict[str, int] = {}
+        self.sock: socket.socket | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        m = ctx.metrics
+        self.accepted = m.counter(
+            "syslog_connections_accepted_total", "TCP/TLS connections accepted.", ["source"]
+        )
+        self.rejected = m.counter(
+            "syslog_connections_rejected_total",
+            "TCP/TLS connections refused at accept, by reason (allow-list, limits).",
+            ["source", "reason"],
+        )
+        self.closed = m.counter(
+            "syslog_connections_closed_total",
+            "TCP/TLS connections we closed, by reason (idle_timeout, frame_timeout, tls_error).",
+            ["source", "reason"],
+        )
+        self.frame_errors = m.counter(
+            "syslog_frame_errors_total",
+            "RFC 6587 framing problems, by reason.",
+            ["source", "reason"],
+        )
+        self.tls_errors = m.counter(
+            "syslog_tls_errors_total",
+            "TLS handshake and stream failures, by reason.",
+            ["source", "reason"],
+        )
+        self.paused = m.counter(
+            "syslog_backpressure_pauses_total",
+            "Times a connection stopped reading because the pipeline queue was full.",
+            ["source"],
+        )
+        self.truncated = m.counter(
+            "syslog_truncated_total",
+            "Syslog messages longer than the size limit, cut to the limit (kept).",
+            ["source"],
+        )
+        self.active = m.gauge("syslog_connections", "Open TCP/TLS syslog connections.", ["source"])
+        self.intake.export_limits(
+            cfg,
+            "max_connections",
+            "max_connections_per_ip",
+            "max_frame_bytes",
+            "max_count_digits",
+            "idle_timeout",
+            "frame_timeout",
+            "tls_handshake_timeout",
+        )
+
+    async def start(self) -> None:
+        if self.cfg.protocol == "tls":
+            self.tls_context = server_tls_context(self.cfg, self.ctx.config.path)
+        self.sock = bind_tcp(self.cfg.listen)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: SyslogStreamProtocol(self), sock=self.sock)
+        self._sweeper = asyncio.create_task(self._sweep(), name=f"{self.name}-timers")
+        log.info(
+            "%s: listening on %s %s", self.name, self.cfg.protocol, self.sock.getsockname()[:2]
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.sock is not None
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    async def _sweep(self) -> None:
+        cfg = self.cfg
+        interval = min(
+            1.0, cfg.idle_timeout / 4, cfg.frame_timeout / 4, cfg.tls_handshake_timeout / 4
+        )
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self.connections):
+                conn.check_timers(now)
+            self.active.set(float(len(self.connections)), self.name)
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        if self.server is not None:
+            self.server.close()
+            for conn in list(self.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2.0)
+            self.server = None
+        self.active.set(0.0, self.name)

@@ -1,0 +1,178 @@
+"""Syslog over TCP/TLS throughput: the appliance as a child process, senders in other processes.
+
+    scripts/bench syslog-tcp [--messages N] [--connections C] [--framing lf|octet|mixed]
+                             [--tls] [--mix plain|vendor]
+
+Prints one JSON line: offered, received, stored (SQLite rows), dropped by reason, msgs/s
+(stored / time from the first byte sent to the last row stored), receiver CPU % and peak RSS.
+TCP pushes back instead of dropping, so "no loss" means stored == offered. Only 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib import ApplianceProcess, dropped_by_reason, free_port
+
+VENDOR_LINES = (
+    b"<38>Nov 29 10:00:00 srv1 sshd[4242]: Failed password for invalid user admin from "
+    b"203.0.113.7 port 51234 ssh2 seq=%d",
+    b"<166>Nov 29 10:00:00 fw1 %%ASA-6-302013: Built outbound TCP connection %d for "
+    b"outside:198.51.100.1/443 (198.51.100.1/443) to inside:10.1.1.2/53496 (10.1.1.2/53496)",
+    b'<189>date=2026-11-29 time=10:00:00 devname="fg1" devid="FG100E" logid="0000000013" '
+    b'type="traffic" subtype="forward" level="notice" srcip=10.1.100.11 srcport=%d '
+    b'dstip=172.16.200.55 dstport=80 proto=6 action="deny" policyid=1',
+    b"<4>Nov 29 10:00:00 gw kernel: DROP IN=eth0 OUT= SRC=192.0.2.9 DST=10.0.0.1 LEN=60 "
+    b"PROTO=TCP SPT=%d DPT=22",
+    b"<14>Nov 29 10:00:00 app1 myapp[77]: an ordinary line nobody decodes, number %d",
+)
+
+
+def payload(start: int, count: int, framing: str, mix: str) -> bytes:
+    out = []
+    for i in range(start, start + count):
+        if mix == "vendor":
+            msg = VENDOR_LINES[i % len(VENDOR_LINES)] % i
+        else:
+            msg = b"<13>Nov 29 10:00:00 bench app[123]: bench message number %d" % i
+        octet = framing == "octet" or (framing == "mixed" and i % 2)
+        out.append(b"%d %s" % (len(msg), msg) if octet else msg + b"\n")
+    return b"".join(out)
+
+
+def sender(port: int, start: int, count: int, framing: str, mix: str, tls_ca: str) -> None:
+    data = payload(start, count, framing, mix)
+    sock = socket.create_connection(("127.0.0.1", port))
+    if tls_ca:
+        ctx = ssl.create_default_context(cafile=tls_ca)
+        sock = ctx.wrap_socket(sock, server_hostname="localhost")
+    view = memoryview(data)
+    for i in range(0, len(data), 1 << 18):
+        sock.sendall(view[i : i + (1 << 18)])
+    if tls_ca:
+        sock = sock.unwrap()
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(600)
+    while sock.recv(4096):
+        pass
+    sock.close()
+
+
+def make_tls(tmp: Path) -> tuple[str, str]:
+    """A throw-away self-signed server certificate (openssl CLI: no test dependency here)."""
+    key, cert = tmp / "server.key", tmp / "server.crt"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pem = tmp / "server.pem"
+    pem.write_bytes(key.read_bytes() + cert.read_bytes())
+    return str(pem), str(cert)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--messages", type=int, default=500_000)
+    ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--framing", choices=("lf", "octet", "mixed"), default="lf")
+    ap.add_argument("--tls", action="store_true")
+    ap.add_argument("--mix", choices=("plain", "vendor"), default="plain")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
+    args = ap.parse_args()
+
+    port = free_port()
+    src = f'[[sources.syslog]]\nprotocol = "{"tls" if args.tls else "tcp"}"\n'
+    src += f'listen = "127.0.0.1:{port}"\nname = "bench"\n'
+    tls_dir = Path(tempfile.mkdtemp(prefix="appliance-bench-tls-"))
+    cert, ca = make_tls(tls_dir) if args.tls else ("", "")
+    if cert:
+        src += f'tls_cert = "{cert}"\ntls_key = "{cert}"\n'
+    app = ApplianceProcess(src, loop=args.loop)
+    per = args.messages // args.connections
+    offered = per * args.connections
+    app.mark()
+    t0 = time.monotonic()
+    procs = [
+        mp.Process(target=sender, args=(port, i * per, per, args.framing, args.mix, ca))
+        for i in range(args.connections)
+    ]
+    for p in procs:
+        p.start()
+    stored = 0.0
+    last_change, last = time.monotonic(), -1.0
+    while time.monotonic() - t0 < args.timeout:
+        m = app.metrics()
+        stored = m.get("appliance_events_stored_total", 0.0)
+        dropped = sum(v for k, v in m.items() if k.startswith("appliance_events_dropped_total"))
+        if stored + dropped >= offered:
+            break
+        if stored != last:
+            last, last_change = stored, time.monotonic()
+        elif time.monotonic() - last_change > 15:
+            break  # stalled
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    cpu = app.cpu_percent()
+    rss = app.peak_rss_mb()
+    for p in procs:
+        p.join(30)
+    m = app.wait_idle()
+    final = app.stop()
+    rows = app.stored_rows()
+    dropped_by = dropped_by_reason(m)
+    received = final["received"]
+    print(
+        json.dumps(
+            {
+                "mode": "syslog-tls" if args.tls else "syslog-tcp",
+                "framing": args.framing,
+                "mix": args.mix,
+                "connections": args.connections,
+                "offered": offered,
+                "received": received,
+                "stored": rows,
+                "dropped": dropped_by,
+                "lost": offered - rows - sum(dropped_by.values()),
+                "seconds": round(elapsed, 2),
+                "msgs_per_s": round(rows / elapsed),
+                "receiver_cpu_percent": round(cpu, 1),
+                "receiver_peak_rss_mb": round(rss, 1),
+                "cpus": os.cpu_count(),
+                "loadavg_1m": os.getloadavg()[0],
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

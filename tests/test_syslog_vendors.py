@@ -1,0 +1,405 @@
+"""Vendor decoders: each fills the shared ECS contract the correlation rules are written against.
+
+Lines are shaped after each vendor's published log format (addresses from documentation ranges).
+"""
+
+from __future__ import annotations
+
+import calendar
+from typing import Any
+
+import pytest
+
+from appliance.config import SyslogSender, SyslogSource
+from appliance.metrics import Registry
+from appliance.protocols.syslog import decode_syslog
+from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.vendors import REGISTRY
+from appliance.sources.syslog_intake import SyslogIntake
+
+NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
+
+
+def decode(line: bytes, hint: str | None = None) -> dict[str, Any]:
+    msg = decode_syslog(line, NOW)
+    fields = syslog_fields(msg, "192.0.2.1")
+    name = REGISTRY.decode(msg, fields, REGISTRY.by_name[hint] if hint else None)
+    fields["decoder"] = name
+    return fields
+
+
+def pick(fields: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: fields.get(k) for k in keys}
+
+
+AUTH = ("event.category", "event.action", "event.outcome", "user.name", "source.ip",
+        "source.port")
+NET = ("event.category", "event.type", "event.action", "event.outcome", "source.ip",
+       "source.port", "destination.ip", "destination.port", "network.transport")
+
+
+def test_sshd_failed_password_meets_the_contract() -> None:
+    f = decode(b"<38>Nov 29 11:59:00 web1 sshd[811]: Failed password for invalid user oracle "
+               b"from 203.0.113.9 port 40022 ssh2")
+    assert f["decoder"] == "linux_auth"
+    assert pick(f, *AUTH, "process.name") == {
+        "event.category": ["authentication"], "event.action": "ssh_login",
+        "event.outcome": "failure", "user.name": "oracle", "source.ip": "203.0.113.9",
+        "source.port": 40022, "process.name": "sshd"}
+    assert f["event.type"] == ["start"]
+
+
+def test_sshd_accepted_publickey_is_a_success() -> None:
+    f = decode(b"<38>Nov 29 11:59:00 web1 sshd[811]: Accepted publickey for deploy from "
+               b"2001:db8::7 port 50111 ssh2: ED25519 SHA256:abc")
+    assert pick(f, "event.outcome", "user.name", "source.ip") == {
+        "event.outcome": "success", "user.name": "deploy", "source.ip": "2001:db8::7"}
+
+
+def test_pam_authentication_failure_names_user_and_remote_host() -> None:
+    f = decode(b"<86>Nov 29 11:59:00 web1 sshd[9]: pam_unix(sshd:auth): authentication failure; "
+               b"logname= uid=0 euid=0 tty=ssh ruser= rhost=198.51.100.4  user=root")
+    assert pick(f, "event.action", "event.outcome", "user.name", "source.ip") == {
+        "event.action": "ssh_login", "event.outcome": "failure", "user.name": "root",
+        "source.ip": "198.51.100.4"}
+
+
+def test_sudo_command_records_who_ran_what_as_whom() -> None:
+    f = decode(b"<85>Nov 29 11:59:00 web1 sudo:    alice : TTY=pts/0 ; PWD=/home/alice ; "
+               b"USER=root ; COMMAND=/usr/bin/id")
+    assert pick(f, "event.action", "event.outcome", "user.name", "user.target.name",
+                "process.command_line") == {
+        "event.action": "sudo", "event.outcome": "success", "user.name": "alice",
+        "user.target.name": "root", "process.command_line": "/usr/bin/id"}
+
+
+def test_sudo_not_in_sudoers_is_a_failure() -> None:
+    f = decode(b"<85>Nov 29 11:59:00 web1 sudo:    mallory : user NOT in sudoers ; TTY=pts/1 ; "
+               b"PWD=/tmp ; USER=root ; COMMAND=/bin/sh")
+    assert pick(f, "event.outcome", "user.name") == {"event.outcome": "failure",
+                                                     "user.name": "mallory"}
+
+
+def test_su_failure() -> None:
+    f = decode(b"<34>Nov 29 11:59:00 web1 su[77]: FAILED su for root by bob")
+    assert pick(f, "event.action", "event.outcome", "user.name", "user.target.name") == {
+        "event.action": "su", "event.outcome": "failure", "user.name": "bob",
+        "user.target.name": "root"}
+
+
+def test_dropbear_bad_password() -> None:
+    f = decode(b"<38>Nov 29 11:59:00 ap dropbear[14]: Bad password attempt for 'root' from "
+               b"192.0.2.50:41000")
+    assert pick(f, *AUTH) == {
+        "event.category": ["authentication"], "event.action": "ssh_login",
+        "event.outcome": "failure", "user.name": "root", "source.ip": "192.0.2.50",
+        "source.port": 41000}
+
+
+def test_cisco_asa_acl_deny() -> None:
+    f = decode(b'<164>Nov 29 2026 11:59:00: %ASA-4-106023: Deny tcp src outside:198.51.100.7/4455 '
+               b'dst inside:10.0.0.5/22 by access-group "outside_in" [0x0, 0x0]')
+    assert f["decoder"] == "cisco_asa"
+    assert pick(f, *NET, "rule.name", "observer.vendor", "observer.product",
+                "observer.ingress.interface.name") == {
+        "event.category": ["network"], "event.type": ["connection", "denied"],
+        "event.action": "deny", "event.outcome": "failure", "source.ip": "198.51.100.7",
+        "source.port": 4455, "destination.ip": "10.0.0.5", "destination.port": 22,
+        "network.transport": "tcp", "rule.name": "outside_in", "observer.vendor": "Cisco",
+        "observer.product": "asa", "observer.ingress.interface.name": "outside"}
+
+
+def test_cisco_ftd_teardown_counts_bytes() -> None:
+    f = decode(b"%FTD-6-302014: Teardown TCP connection 77 for outside:192.0.2.1/443 to "
+               b"inside:10.1.1.1/51000 duration 0:00:10 bytes 4096 TCP FINs")
+    assert pick(f, "observer.product", "event.action", "network.bytes", "source.ip") == {
+        "observer.product": "ftd", "event.action": "end", "network.bytes": 4096,
+        "source.ip": "192.0.2.1"}
+
+
+def test_cisco_asa_admin_login_denied() -> None:
+    f = decode(b'%ASA-6-605004: Login denied from 192.0.2.44/5123 to outside:192.0.2.1/ssh for '
+               b'user "admin"')
+    assert pick(f, *AUTH) == {
+        "event.category": ["authentication"], "event.action": "login",
+        "event.outcome": "failure", "user.name": "admin", "source.ip": "192.0.2.44",
+        "source.port": 5123}
+
+
+def test_cisco_ios_interface_down_with_sequence_number() -> None:
+    f = decode(b"<187>4711: Nov 29 11:59:00.123: %LINK-3-UPDOWN: Interface GigabitEthernet0/1, "
+               b"changed state to down")
+    assert f["decoder"] == "cisco_ios"
+    assert pick(f, "event.action", "observer.ingress.interface.name", "event.sequence",
+                "event.code") == {
+        "event.action": "interface_down", "observer.ingress.interface.name":
+        "GigabitEthernet0/1", "event.sequence": 4711, "event.code": "LINK-3-UPDOWN"}
+
+
+def test_cisco_ios_config_change_by_user() -> None:
+    f = decode(b"<189>Nov 29 11:59:00 r1 88: *Nov 29 11:59:00.001 UTC: %SYS-5-CONFIG_I: "
+               b"Configured from console by admin on vty0 (192.0.2.8)")
+    assert pick(f, "event.category", "event.action", "user.name", "source.ip") == {
+        "event.category": ["configuration"], "event.action": "config_change",
+        "user.name": "admin", "source.ip": "192.0.2.8"}
+
+
+def test_fortigate_traffic_deny() -> None:
+    f = decode(b'<189>date=2026-11-29 time=11:59:00 devname="fw1" devid="FG100E0000000001" '
+               b'logid="0000000013" type="traffic" subtype="forward" level="notice" '
+               b'srcip=10.1.1.5 srcport=50000 srcintf="port1" dstip=198.51.100.80 dstport=443 '
+               b'dstintf="wan1" proto=6 action="deny" policyid=12 sentbyte=0 rcvdbyte=0')
+    assert f["decoder"] == "fortigate"
+    assert pick(f, *NET, "rule.id", "observer.ingress.interface.name") == {
+        "event.category": ["network"], "event.type": ["connection", "denied"],
+        "event.action": "deny", "event.outcome": "failure", "source.ip": "10.1.1.5",
+        "source.port": 50000, "destination.ip": "198.51.100.80", "destination.port": 443,
+        "network.transport": "tcp", "rule.id": "12", "observer.ingress.interface.name": "port1"}
+
+
+def test_fortigate_admin_login_failed() -> None:
+    f = decode(b'date=2026-11-29 time=11:59:00 devname="fw1" devid="FG1" logid="0100032002" '
+               b'type="event" subtype="system" level="alert" user="admin" '
+               b'ui="ssh(203.0.113.77)" action="login" status="failed" reason="passwd_invalid"')
+    assert pick(f, "event.category", "event.action", "event.outcome", "user.name",
+                "source.ip") == {
+        "event.category": ["authentication"], "event.action": "login",
+        "event.outcome": "failure", "user.name": "admin", "source.ip": "203.0.113.77"}
+
+
+PAN_TRAFFIC = (
+    b"<14>Nov 29 11:59:00 pa1 1,2026/11/29 11:59:00,001801000001,TRAFFIC,end,2561,"
+    b"2026/11/29 11:59:00,10.0.0.10,198.51.100.20,203.0.113.1,198.51.100.20,allow-web,,,ssl,"
+    b"vsys1,trust,untrust,ethernet1/2,ethernet1/1,fwd,2026/11/29 11:59:00,33,1,51515,443,"
+    b"40000,443,0x400000,tcp,allow,5000,2000,3000,12,2026/11/29 11:58:50,10,any,0,1,0x0,"
+    b"10.0.0.0-10.255.255.255,United States,0,6,6"
+)
+
+
+def test_paloalto_traffic() -> None:
+    f = decode(PAN_TRAFFIC)
+    assert f["decoder"] == "paloalto"
+    assert pick(f, *NET, "rule.name", "network.bytes", "network.packets") == {
+        "event.category": ["network"], "event.type": ["connection", "allowed", "end"],
+        "event.action": "allow", "event.outcome": "success", "source.ip": "10.0.0.10",
+        "source.port": 51515, "destination.ip": "198.51.100.20", "destination.port": 443,
+        "network.transport": "tcp", "rule.name": "allow-web", "network.bytes": 5000,
+        "network.packets": 12}
+
+
+def test_paloalto_threat_names_the_signature() -> None:
+    line = PAN_TRAFFIC.replace(b"TRAFFIC,end", b"THREAT,vulnerability").replace(
+        b",allow,5000,2000,3000,12,", b',reset-both,"/login.php",Bad Exploit(90255),any,high,')
+    f = decode(line)
+    assert pick(f, "event.kind", "event.category", "rule.name", "rule.id", "event.action",
+                "event.severity") == {
+        "event.kind": "alert", "event.category": ["intrusion_detection"],
+        "rule.name": "Bad Exploit", "rule.id": "90255", "event.action": "reject",
+        "event.severity": 2}
+
+
+def test_paloalto_system_event() -> None:
+    f = decode(b"1,2026/11/29 11:59:00,0011,SYSTEM,auth,0,2026/11/29 11:59:00,,auth-fail,admin,"
+               b"0,0,general,medium,\"failed authentication for user 'admin'\",1,0x0")
+    assert pick(f, "event.code", "event.category", "event.outcome") == {
+        "event.code": "auth-fail", "event.category": ["authentication"],
+        "event.outcome": "failure"}
+
+
+def test_pfsense_filterlog_block() -> None:
+    f = decode(b"<134>Nov 29 11:59:00 filterlog[123]: 5,,,1000000103,igb0,match,block,in,4,0x0,,"
+               b"64,0,0,DF,6,tcp,60,198.51.100.9,10.0.0.1,51000,22,0,S,1,,64240,,mss")
+    assert f["decoder"] == "pfsense_filterlog"
+    assert pick(f, *NET, "observer.ingress.interface.name") == {
+        "event.category": ["network"], "event.type": ["connection", "denied"],
+        "event.action": "deny", "event.outcome": "failure", "source.ip": "198.51.100.9",
+        "source.port": 51000, "destination.ip": "10.0.0.1", "destination.port": 22,
+        "network.transport": "tcp", "observer.ingress.interface.name": "igb0"}
+
+
+def test_netfilter_drop_from_kernel() -> None:
+    f = decode(b"<4>Nov 29 11:59:00 gw kernel: [12.5] INPUT-DROP: IN=eth0 OUT= MAC=00:11 "
+               b"SRC=203.0.113.5 DST=10.0.0.2 LEN=60 TOS=0x00 TTL=50 ID=1 DF PROTO=UDP SPT=53 "
+               b"DPT=33000 LEN=40")
+    assert f["decoder"] == "netfilter"
+    assert pick(f, *NET, "rule.name") == {
+        "event.category": ["network"], "event.type": ["connection", "denied"],
+        "event.action": "drop", "event.outcome": "failure", "source.ip": "203.0.113.5",
+        "source.port": 53, "destination.ip": "10.0.0.2", "destination.port": 33000,
+        "network.transport": "udp", "rule.name": "INPUT-DROP"}
+
+
+def test_kernel_line_without_netfilter_fields_stays_generic() -> None:
+    assert decode(b"<6>Nov 29 11:59:00 gw kernel: usb 1-1: new device")["decoder"] == ""
+
+
+def test_juniper_srx_native_rfc5424_session_deny() -> None:
+    f = decode(b'<14>1 2026-11-29T11:59:00.000Z srx1 RT_FLOW - RT_FLOW_SESSION_DENY '
+               b'[junos@2636.1.1.1.2.40 source-address="198.51.100.3" source-port="5353" '
+               b'destination-address="10.0.0.9" destination-port="445" protocol-id="6" '
+               b'policy-name="deny-all" source-zone-name="untrust"] session denied')
+    assert f["decoder"] == "juniper_srx"
+    assert pick(f, *NET, "rule.name") == {
+        "event.category": ["network"], "event.type": ["connection", "denied"],
+        "event.action": "deny", "event.outcome": "failure", "source.ip": "198.51.100.3",
+        "source.port": 5353, "destination.ip": "10.0.0.9", "destination.port": 445,
+        "network.transport": "tcp", "rule.name": "deny-all"}
+
+
+def test_f5_bigip_code_and_level() -> None:
+    f = decode(b"<133>Nov 29 11:59:00 lb1 notice tmm1[1234]: 01010028:3: No members available "
+               b"for pool /Common/web")
+    assert pick(f, "decoder", "event.code", "observer.vendor", "process.name") == {
+        "decoder": "f5_bigip", "event.code": "01010028", "observer.vendor": "F5",
+        "process.name": "tmm1"}
+
+
+def test_snort_fast_alert() -> None:
+    f = decode(b"<33>Nov 29 11:59:00 ids snort[2]: [1:2003:8] MS-SQL Worm propagation attempt "
+               b"[Classification: Misc Attack] [Priority: 2] {UDP} 198.51.100.66:1034 -> "
+               b"10.0.0.4:1434")
+    assert pick(f, "decoder", "event.kind", "event.category", "rule.id", "rule.name",
+                "event.severity", "source.ip", "destination.port") == {
+        "decoder": "snort", "event.kind": "alert", "event.category": ["intrusion_detection"],
+        "rule.id": "2003", "rule.name": "MS-SQL Worm propagation attempt",
+        "event.severity": 2, "source.ip": "198.51.100.66", "destination.port": 1434}
+
+
+def test_suricata_eve_alert() -> None:
+    f = decode(b'<14>Nov 29 11:59:00 ids suricata[5]: {"timestamp":"2026-11-29T11:59:00.1+0000",'
+               b'"event_type":"alert","src_ip":"198.51.100.2","src_port":4444,"dest_ip":'
+               b'"10.0.0.3","dest_port":80,"proto":"TCP","alert":{"action":"blocked",'
+               b'"signature_id":2100498,"signature":"GPL ATTACK_RESPONSE id check returned root",'
+               b'"category":"Potentially Bad Traffic","severity":2}}')
+    assert pick(f, "decoder", "event.kind", "rule.id", "rule.name", "event.severity",
+                "event.action", "source.ip", "destination.port", "network.transport") == {
+        "decoder": "suricata_eve", "event.kind": "alert", "rule.id": "2100498",
+        "rule.name": "GPL ATTACK_RESPONSE id check returned root", "event.severity": 2,
+        "event.action": "drop", "source.ip": "198.51.100.2", "destination.port": 80,
+        "network.transport": "tcp"}
+
+
+def test_windows_snare_failed_logon() -> None:
+    body = ("An account failed to log on.    Subject:   Security ID:  S-1-0-0   Account Name:  -"
+            "    Account For Which Logon Failed:   Security ID:  S-1-0-0   Account Name:  "
+            "jdoe   Account Domain:  CORP    Network Information:   Workstation Name:  WS1   "
+            "Source Network Address: 192.0.2.77   Source Port:  50123")
+    line = ("<13>Nov 29 11:59:00 DC1 MSWinEventLog\t1\tSecurity\t123\tSun Nov 29 11:59:00 2026\t"
+            "4625\tMicrosoft-Windows-Security-Auditing\tN/A\tN/A\tFailure Audit\tDC1\tLogon\t\t"
+            f"{body}\t99").encode()
+    f = decode(line)
+    assert pick(f, "decoder", "event.code", *AUTH) == {
+        "decoder": "windows", "event.code": "4625", "event.category": ["authentication"],
+        "event.action": "login", "event.outcome": "failure", "user.name": "jdoe",
+        "source.ip": "192.0.2.77", "source.port": 50123}
+
+
+def test_windows_eventchannel_json() -> None:
+    f = decode(b'{"win":{"system":{"eventID":"4720","channel":"Security","computer":"DC1",'
+               b'"keywords":"0x8020000000000000"},"eventdata":{"targetUserName":"newbie",'
+               b'"subjectUserName":"admin"}}}')
+    assert pick(f, "decoder", "event.code", "event.action", "user.name", "host.name") == {
+        "decoder": "windows", "event.code": "4720", "event.action": "user_created",
+        "user.name": "newbie", "host.name": "DC1"}
+
+
+def test_cef_header_and_extensions() -> None:
+    f = decode(b"<134>Nov 29 11:59:00 host CEF:0|Acme|Guard|2.1|1001|Port scan\\|sweep|8|"
+               b"src=198.51.100.1 spt=1234 dst=10.0.0.1 dpt=22 proto=TCP duser=alice "
+               b"msg=Detected a sweep with spaces act=blocked cs1Label=zone cs1=dmz")
+    assert pick(f, "decoder", "observer.vendor", "observer.product", "rule.id", "rule.name",
+                "event.severity", "source.ip", "destination.port", "user.name", "message",
+                "event.action", "cef.extensions.zone") == {
+        "decoder": "cef", "observer.vendor": "Acme", "observer.product": "Guard",
+        "rule.id": "1001", "rule.name": "Port scan|sweep", "event.severity": 8,
+        "source.ip": "198.51.100.1", "destination.port": 22, "user.name": "alice",
+        "message": "Detected a sweep with spaces", "event.action": "blocked",
+        "cef.extensions.zone": "dmz"}
+
+
+def test_leef_tab_separated_attributes() -> None:
+    f = decode(b"LEEF:1.0|Acme|Sensor|1.0|LoginFail|src=192.0.2.3\tdst=10.0.0.2\t"
+               b"srcPort=5555\tusrName=carol\tsev=7")
+    assert pick(f, "decoder", "event.code", "source.ip", "source.port", "user.name",
+                "event.severity") == {
+        "decoder": "leef", "event.code": "LoginFail", "source.ip": "192.0.2.3",
+        "source.port": 5555, "user.name": "carol", "event.severity": 7}
+
+
+def test_generic_key_value_payload() -> None:
+    f = decode(b"<14>Nov 29 11:59:00 box app: user=dave src=192.0.2.8 action=export rows=10")
+    assert pick(f, "decoder", "user.name", "source.ip", "event.action", "kv.rows") == {
+        "decoder": "kv", "user.name": "dave", "source.ip": "192.0.2.8",
+        "event.action": "export", "kv.rows": "10"}
+
+
+def test_generic_json_payload() -> None:
+    f = decode(b'<14>Nov 29 11:59:00 box app: {"src_ip":"192.0.2.9","user":"erin",'
+               b'"detail":{"step":3}}')
+    assert pick(f, "decoder", "source.ip", "user.name", "json.detail.step") == {
+        "decoder": "json", "source.ip": "192.0.2.9", "user.name": "erin",
+        "json.detail.step": 3}
+
+
+@pytest.mark.parametrize("line", [
+    b"<14>Nov 29 11:59:00 box app: nothing to see here",
+    b"<14>Nov 29 11:59:00 box app: a = b but not key value",
+    b"<14>Nov 29 11:59:00 box app: {not json",
+    b"<14>Nov 29 11:59:00 box app: %not-cisco",
+    b"\xff\xfe garbage",
+])
+def test_unknown_lines_stay_generic_with_their_text(line: bytes) -> None:
+    f = decode(line)
+    assert f["decoder"] == ""
+    assert f["message"]
+
+
+def test_sender_vendor_hint_selects_the_decoder() -> None:
+    # A CEF line with no "CEF:" prefix would be generic; the hint still cannot invent fields,
+    # but a configured vendor is tried first and falls back to auto-detection when it fails.
+    f = decode(b"<38>Nov 29 11:59:00 web1 sshd[1]: Failed password for root from 192.0.2.1 "
+               b"port 22 ssh2", hint="cef")
+    assert f["decoder"] == "linux_auth"
+    f = decode(b"Nov 29 11:59:00 host x: date=2026-11-29 devid=FG1 type=traffic action=deny "
+               b"srcip=192.0.2.1", hint="fortigate")
+    assert f["decoder"] == "fortigate"
+
+
+def test_registry_dispatch_never_tries_every_decoder() -> None:
+    prefixed = {p[0] for prefixes in REGISTRY.by_first.values() for p, _ in prefixes}
+    fallbacks = [d.name for d in REGISTRY.fallbacks]
+    assert len(fallbacks) <= 5, fallbacks  # content checks for unclaimed lines stay few
+    assert "%" in prefixed and "{" in prefixed and "C" in prefixed
+
+
+def test_intake_applies_sender_time_zone_tags_and_skew() -> None:
+    cfg = SyslogSource()
+    sender = SyslogSender(networks=["192.0.2.0/24"], site="branch-7", device_name="fw-b7",
+                          vendor="cisco_asa", timezone="Asia/Tokyo", tags=["dmz"])
+    metrics = Registry()
+    intake = SyslogIntake(cfg, [sender], metrics, "udp")
+    prof = intake.profile("192.0.2.10")
+    ev = intake.event(b"<14>Nov 29 20:59:00 fw %ASA-6-302013: Built outbound TCP connection 1 "
+                      b"for outside:198.51.100.1/443 (198.51.100.1/443) to inside:10.0.0.1/5000 "
+                      b"(10.0.0.1/5000)", "192.0.2.10", prof, NOW)
+    assert ev.timestamp == NOW - 60  # 20:59 in Tokyo is 11:59 UTC
+    assert ev.fields["observer.name"] == "fw-b7"
+    assert ev.fields["labels.site"] == "branch-7"
+    assert "dmz" in ev.fields["tags"]
+    assert ev.fields["event.dataset"] == "cisco_asa"
+    assert metrics.get("syslog_clock_skew_seconds").value("192.0.2.10") == -60.0
+    other = intake.event(b"<14>Nov 29 11:59:00 h app: x", "198.51.100.1",
+                         intake.profile("198.51.100.1"), NOW)
+    assert "observer.name" not in other.fields
+
+
+def test_deeply_nested_json_stays_a_generic_event() -> None:
+    f = decode(b"<14>Nov 29 11:59:00 box app: " + b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    assert f["decoder"] == ""
+    assert f["message"].startswith('{"a":')
+
+
+def test_paloalto_line_the_csv_reader_refuses_is_still_read() -> None:
+    f = decode(PAN_TRAFFIC.replace(b"allow-web", b'"allow\rweb"').replace(b",vsys1,", b",vs\r1,"))
+    assert f["decoder"] == "paloalto"
+    assert f["source.ip"] == "10.0.0.10"
