@@ -125,7 +125,6 @@ class UpstreamSender:
         self.last_success: float | None = None
         self.last_error = ""
         self.stats = SpoolStats()
-        self.status = "idle"
         self._wake = asyncio.Event()
         self._rlog = RateLimitedLog(log, 30.0)
         self._last_maintenance = 0.0
@@ -169,7 +168,6 @@ class UpstreamSender:
                     self.name, self.cfg.batch_size, self.cfg.batch_max_bytes
                 )
                 if not items:
-                    self.status = "idle" if not self.failures else self.status
                     await self._idle()
                     continue
                 verdict = await self.attempt(items)
@@ -262,7 +260,6 @@ class UpstreamSender:
         if s.retried or s.rejected:
             self.failures += 1
             self.last_error = verdict.detail or verdict.reason
-            self.status = "retrying"
             self.m.failures.inc(self.name, verdict.reason)
             delay = self._delay(verdict.retry_after)
             self._rlog.warning(
@@ -276,7 +273,6 @@ class UpstreamSender:
             await self.sleep(delay)
         else:
             self.failures = 0
-            self.status = "ok"
 
     # ------------------------------------------------------------------------- one attempt
 
@@ -360,7 +356,8 @@ class UpstreamSender:
             "name": self.name,
             "type": self.cfg.type,
             "url": public_url(self.cfg.url),
-            "status": self.status,
+            # "failing" from the first failed attempt until the next acknowledged one.
+            "status": "failing" if self.failures else "ok",
             "backlog": st.pending,
             "backlog_age_seconds": round(now - st.oldest_created, 3)
             if st.oldest_created is not None
