@@ -150,8 +150,16 @@ class Outbox:
         error: str,
         max_rejections: int,
         now: float,
+        per_item: bool = False,
     ) -> Settled:
-        """Apply one attempt's outcomes in a durable transaction."""
+        """Apply one attempt's outcomes in a durable transaction.
+
+        A rejected row is dead-lettered at ``max_rejections`` only when the rejection was
+        about it alone (a one-item request, or a per-item status); otherwise it is just
+        isolated, so its next tries go alone and tell which item is poisoned.
+        """
+        if not per_item and len(outcomes) > 1:
+            max_rejections = 1 << 30
         s = Settled()
         done = [i for i, o in outcomes.items() if o in (Outcome.DELIVERED, Outcome.DUPLICATE)]
         retry = [i for i, o in outcomes.items() if o is Outcome.RETRY]

@@ -239,6 +239,7 @@ class UpstreamSender:
             error=verdict.detail or verdict.reason,
             max_rejections=self.cfg.max_rejections,
             now=now,
+            per_item=verdict.per_item,
         )
         if s.delivered:
             self.m.delivered.inc(self.name, n=s.delivered)

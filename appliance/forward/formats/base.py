@@ -50,6 +50,10 @@ class Verdict:
     retry_after: float | None = None
     ack_id: int | None = None  # splunk_hec: delivery waits for this indexer ack
     detail: str = ""  # short text for last_error (never a secret)
+    # True when each outcome was decided for that item alone (``_bulk`` item statuses); a
+    # whole-batch 4xx only isolates its items (next tries go one by one) and never
+    # dead-letters a good item that shared a request with a poisoned one.
+    per_item: bool = False
 
 
 class Format(Protocol):

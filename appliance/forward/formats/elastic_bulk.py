@@ -126,4 +126,5 @@ class ElasticBulkFormat:
             reason=reason,
             retry_after=parse_retry_after(headers.get("Retry-After"), now),
             detail=detail,
+            per_item=True,
         )
