@@ -16,8 +16,8 @@ from appliance.config import ConfigError, parse_config
 from appliance.forward.document import Identity, build_document, drop_class, idempotency_key
 from appliance.forward.formats.base import (
     FormatContext,
-    Outcome,
     OutboxItem,
+    Outcome,
     classify_status,
     parse_retry_after,
 )
