@@ -279,3 +279,94 @@ async def test_upstream_without_our_client_certificate_refuses_and_nothing_is_lo
     await run.wait_for(lambda: fwd.senders["c"].failures >= 2)
     assert receiver.seen == []
     assert len(await outbox_rows(run.app.store)) == 1
+
+
+async def test_secrets_from_file_and_env_are_sent_but_never_logged(
+    start_appliance, receiver, tmp_path, monkeypatch, caplog
+):
+    import base64 as b64
+
+    (tmp_path / "console.token").write_text("file-token-XYZ\n")
+    secret = "whsec_" + b64.b64encode(b"env-secret-0123456789abcdef").decode()
+    monkeypatch.setenv("TEST_WHSEC", secret)
+    answers = iter([401, 401])
+    receiver.respond = lambda s: web.Response(status=next(answers, 200))
+    caplog.set_level("DEBUG")
+    run = await start_appliance(
+        upstream=[
+            upstream(
+                "c",
+                "webhook",
+                receiver.url("/h"),
+                receiver.pki,
+                token_file="console.token",
+                hmac_secret_env="TEST_WHSEC",
+            )
+        ]
+    )
+    await raise_incidents(run.app.store, [incident(1)])
+    await drained(run)
+    assert receiver.seen[-1].headers["Authorization"] == "Bearer file-token-XYZ"
+    assert "webhook-signature" in receiver.seen[-1].headers
+    assert (
+        metric(
+            await run.metrics(), 'appliance_forward_failures_total{upstream="c",reason="http_401"}'
+        )
+        == 2
+    )
+    status = json.dumps(await run.get_json("/api/v1/upstreams"))
+    for text in (caplog.text, status, repr(run.app.config)):
+        assert "file-token-XYZ" not in text and secret not in text and secret[6:] not in text
+
+
+async def test_missing_secret_env_fails_start_with_a_config_error(start_appliance, receiver):
+    from appliance.config import ConfigError
+
+    with pytest.raises(ConfigError, match="TEST_UNSET_TOKEN is not set"):
+        await start_appliance(
+            upstream=[
+                upstream(
+                    "c", "webhook", receiver.url("/h"), receiver.pki, token_env="TEST_UNSET_TOKEN"
+                )
+            ]
+        )
+
+
+async def test_full_spool_drops_low_value_rows_first_and_counts_them(start_appliance, tmp_path):
+    pki = make_pki(tmp_path)
+    run = await start_appliance(
+        upstream=[
+            upstream(
+                "c", "webhook", f"https://127.0.0.1:{free_port()}/h", pki, spool_max_bytes=6000
+            )
+        ]
+    )
+    low = [incident(i, severity="low") for i in range(1, 11)]
+    crit = [incident(i, severity="critical") for i in range(11, 16)]
+    await raise_incidents(run.app.store, low[:5] + crit + low[5:])
+    rows = await outbox_rows(run.app.store)
+    kept = {r["key"].split(":")[1] for r in rows}
+    assert {d["id"] for d in crit} <= kept
+    m = await run.metrics()
+    dropped = metric(m, 'appliance_forward_dropped_total{upstream="c",reason="spool_full"}')
+    assert dropped == 15 - len(rows) and dropped > 0
+    assert metric(m, 'appliance_forward_spool_bytes{upstream="c"}') <= 6000
+
+
+async def test_reload_with_a_new_upstream_starts_forwarding_to_it(start_appliance, receiver):
+    import dataclasses
+
+    from appliance.config import parse_config
+    from tests.conftest import make_config
+
+    run = await start_appliance()
+    assert await run.get_json("/api/v1/upstreams") == {"upstreams": [], "count": 0}
+    base = Path(run.app.config.base_dir)
+    new = parse_config(
+        make_config(base, upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki)]),
+        base_dir=base,
+    )
+    await run.app.reload(dataclasses.replace(new, api=run.app.config.api))
+    await raise_incidents(run.app.store, [incident(1)])
+    await drained(run)
+    assert len(receiver.seen) == 1

@@ -198,3 +198,15 @@ def test_duplicate_upstream_names_are_an_error() -> None:
 def test_secrets_are_not_in_the_config_repr() -> None:
     cfg = parse_config({"upstream": [{"name": "u", "url": "https://h/x", "token": "s3cret-token"}]})
     assert "s3cret-token" not in repr(cfg)
+
+
+def test_every_upstream_key_is_documented_in_the_example_config() -> None:
+    import dataclasses
+    import re
+
+    from appliance.config import EXAMPLE_CONFIG, UpstreamSection
+
+    text = EXAMPLE_CONFIG.read_text()
+    section = text[text.index("# [[upstream]]") :]
+    for f in dataclasses.fields(UpstreamSection):
+        assert re.search(rf"(?<![\w.]){f.name}(?![\w.])", section), f.name
