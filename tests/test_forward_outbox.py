@@ -153,3 +153,23 @@ async def test_outbox_key_is_unique_per_upstream(store):
                 "INSERT INTO outbox (upstream, key, created, drop_class, size, body)"
                 " SELECT upstream, key, created, drop_class, size, body FROM outbox"
             )
+
+
+async def test_rows_of_a_removed_upstream_are_dropped_at_start_and_counted(
+    start_appliance, tmp_path
+):
+    from tests.conftest import free_port
+    from tests.forwarding import make_pki
+
+    pki = make_pki(tmp_path)
+    dead_url = f"https://127.0.0.1:{free_port()}/h"
+    first = await start_appliance(
+        upstream=[upstream("a", "webhook", dead_url, pki), upstream("b", "webhook", dead_url, pki)]
+    )
+    await raise_incidents(first.app.store, [incident(1), incident(2)])
+    await first.app.stop()
+    second = await start_appliance(upstream=[upstream("b", "webhook", dead_url, pki)])
+    assert {r["upstream"] for r in await outbox_rows(second.app.store)} == {"b"}
+    assert 'appliance_forward_dropped_total{upstream="a",reason="upstream_removed"} 2' in (
+        await second.metrics()
+    )

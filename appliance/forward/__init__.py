@@ -13,6 +13,7 @@ each of those is counted in /metrics and shown by ``GET /api/v1/upstreams``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from appliance.app import Appliance
 
 __all__ = ["Forwarder", "build_forwarder"]
+
+log = logging.getLogger(__name__)
 
 
 def identity_of(cfg: AppConfig) -> Identity:
@@ -185,6 +188,12 @@ class Forwarder:
 
     async def start(self) -> None:
         self.senders = self.build_senders(self.config)
+        configured = {up.name for up in self.config.upstream}
+        for name, n in (await self.outbox.drop_unconfigured(configured)).items():
+            # Rows of a disabled upstream stay; those of an upstream removed from the
+            # config can never be delivered: drop them, counted, once at start.
+            self.m.dropped.inc(name, "upstream_removed", n=n)
+            log.warning("forward: dropped %d queued row(s) of removed upstream %s", n, name)
         started: list[UpstreamSender] = []
         try:
             for s in self.senders.values():

@@ -85,14 +85,26 @@ class Outbox:
 
     @staticmethod
     async def trim(
-        conn: aiosqlite.Connection, upstream: str, *, max_bytes: int, max_age: float, now: float
+        conn: aiosqlite.Connection,
+        upstream: str,
+        *,
+        max_bytes: int,
+        max_age: float,
+        now: float,
+        check_bytes: bool = True,
     ) -> dict[str, int]:
-        """Drop rows past the age limit, then by drop order until under ``max_bytes``."""
+        """Drop rows past the age limit, then by drop order until under ``max_bytes``.
+
+        ``check_bytes=False`` skips the size pass (a scan of the upstream's rows) when the
+        caller's estimate says the spool is well under its limit.
+        """
         dropped = {"age": 0, "spool_full": 0}
         cur = await conn.execute(
             "DELETE FROM outbox WHERE upstream = ? AND created < ?", (upstream, now - max_age)
         )
         dropped["age"] = max(cur.rowcount, 0)
+        if not check_bytes:
+            return dropped
         total = await Outbox.spool_bytes(conn, upstream)
         if total <= max_bytes:
             return dropped
@@ -197,6 +209,20 @@ class Outbox:
                     row = await cur.fetchone()
                 s.dead = int(row[0]) if row else 0
         return s
+
+    async def drop_unconfigured(self, keep: set[str]) -> dict[str, int]:
+        """Delete rows of upstreams no longer in the config; counts by upstream."""
+        conn = self.store.reader
+        assert conn is not None
+        async with conn.execute("SELECT upstream, count(*) FROM outbox GROUP BY upstream") as cur:
+            counts = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
+        gone = {name: n for name, n in counts.items() if name not in keep}
+        if gone:
+            async with self.store.transaction(durable=True) as wconn:
+                await wconn.executemany(
+                    "DELETE FROM outbox WHERE upstream = ?", [(name,) for name in gone]
+                )
+        return gone
 
     async def last_success(self, upstream: str) -> float | None:
         conn = self.store.reader

@@ -27,7 +27,7 @@ from appliance.forward.formats.splunk_hec import SplunkHecFormat
 from appliance.forward.formats.webhook import batch_id
 from appliance.forward.outbox import Outbox, SpoolStats
 from appliance.forward.transport import backoff_delay, webhook_signature
-from appliance.logutil import RateLimitedLog
+from appliance.logutil import RateLimitedLog, printable
 from appliance.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,12 @@ class ForwardMetrics:
             "Outbox rows dropped by the spool limits (age, spool_full).",
             ["upstream", "reason"],
         )
+        self.discarded = metrics.counter(
+            "forward_upstream_discarded_total",
+            "Records the upstream accepted the request for but said it discarded"
+            " (OTLP partialSuccess.rejectedLogRecords).",
+            up,
+        )
         self.requests = metrics.counter(
             "forward_requests_total", "HTTP requests sent upstream.", up
         )
@@ -128,6 +134,7 @@ class UpstreamSender:
         self._wake = asyncio.Event()
         self._rlog = RateLimitedLog(log, 30.0)
         self._last_maintenance = 0.0
+        self._last_refresh = 0.0
 
     # ------------------------------------------------------------------------- lifecycle
 
@@ -201,9 +208,10 @@ class UpstreamSender:
                 max_bytes=self.cfg.spool_max_bytes,
                 max_age=self.cfg.spool_max_age,
                 now=self.clock(),
+                check_bytes=self.stats.bytes > self.cfg.spool_max_bytes * 0.9,
             )
         self.count_drops(dropped)
-        await self.refresh_stats()
+        await self.refresh_stats(force=True)
 
     def count_drops(self, dropped: dict[str, int]) -> None:
         for reason, n in dropped.items():
@@ -217,8 +225,13 @@ class UpstreamSender:
                     reason,
                 )
 
-    async def refresh_stats(self) -> None:
-        self.stats = await self.outbox.stats(self.name)
+    async def refresh_stats(self, force: bool = False) -> None:
+        """Re-read backlog figures (a scan of this upstream's rows): at most twice a second
+        while draining, so a deep backlog does not slow its own drain."""
+        mono = time.monotonic()
+        if force or mono - self._last_refresh >= 0.5 or self.stats.pending <= self.cfg.batch_size:
+            self._last_refresh = mono
+            self.stats = await self.outbox.stats(self.name)
 
     def _delay(self, retry_after: float | None) -> float:
         c = self.cfg
@@ -236,7 +249,7 @@ class UpstreamSender:
         s = await self.outbox.settle(
             self.name,
             verdict.outcomes,
-            error=verdict.detail or verdict.reason,
+            error=printable(verdict.detail or verdict.reason),
             max_rejections=self.cfg.max_rejections,
             now=now,
             per_item=verdict.per_item,
@@ -248,6 +261,8 @@ class UpstreamSender:
             self.m.duplicates.inc(self.name, n=s.duplicates)
         if s.delivered or s.duplicates:
             self.last_success = now
+        if verdict.discarded:
+            self.m.discarded.inc(self.name, n=verdict.discarded)
         if s.dead:
             self.m.dead.inc(self.name, n=s.dead)
             self._rlog.warning(
@@ -260,7 +275,7 @@ class UpstreamSender:
         await self.refresh_stats()
         if s.retried or s.rejected:
             self.failures += 1
-            self.last_error = verdict.detail or verdict.reason
+            self.last_error = printable(verdict.detail or verdict.reason)
             self.m.failures.inc(self.name, verdict.reason)
             delay = self._delay(verdict.retry_after)
             self._rlog.warning(

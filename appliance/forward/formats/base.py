@@ -54,6 +54,7 @@ class Verdict:
     # whole-batch 4xx only isolates its items (next tries go one by one) and never
     # dead-letters a good item that shared a request with a poisoned one.
     per_item: bool = False
+    discarded: int = 0  # records the upstream took but said it dropped (not retryable)
 
 
 class Format(Protocol):

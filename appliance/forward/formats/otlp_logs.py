@@ -107,6 +107,7 @@ class OtlpLogsFormat:
             except (ValueError, AttributeError, TypeError):
                 rejected = 0
             if rejected:
+                v.discarded = rejected
                 v.reason = "otlp_partial_rejected"
                 v.detail = f"{rejected} log records rejected: {partial.get('errorMessage', '')}"
         return v

@@ -21,3 +21,4 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_queue ON outbox (upstream, state, id);
 CREATE INDEX outbox_drop ON outbox (upstream, drop_class, id);
+CREATE INDEX outbox_age ON outbox (upstream, created);
