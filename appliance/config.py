@@ -338,6 +338,13 @@ class UpstreamSection:
     index: str = "sem-incidents"
     # otlp_logs
     service_name: str = "sem-appliance"
+    # optional raw-event stream (every stored event), its own queue and limits
+    events: bool = False
+    events_batch_size: int = field(default=500, metadata=check(positive))
+    events_spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata=check(positive))
+    events_spool_max_age: float = field(default=86400.0, metadata=check(positive))
+    events_index: str = "sem-events"
+    hec_event_sourcetype: str = "sem:event"
 
     def validate(self) -> list[str]:
         errors = []

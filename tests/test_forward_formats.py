@@ -130,8 +130,8 @@ def test_drop_classes_put_open_critical_last() -> None:
 
 
 def test_schema_accepts_the_example_and_rejects_a_document_without_key() -> None:
-    schema = json.loads((SCHEMA_DIR / "incident-v1.schema.json").read_text())
-    example = json.loads((SCHEMA_DIR / "incident-v1.example.json").read_text())
+    schema = json.loads((SCHEMA_DIR / "webhook-v1.schema.json").read_text())
+    example = json.loads((SCHEMA_DIR / "webhook-v1.example.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(example, schema)
     del example["items"][0]["idempotency_key"]

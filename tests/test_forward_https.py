@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 from appliance.forward import Forwarder
 from tests.forwarding import Receiver, incident, make_pki, outbox_rows, raise_incidents, upstream
 
-SCHEMA = Path(__file__).parents[1] / "appliance" / "forward" / "schema" / "incident-v1.schema.json"
+SCHEMA = Path(__file__).parents[1] / "appliance" / "forward" / "schema" / "webhook-v1.schema.json"
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 
 

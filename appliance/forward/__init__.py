@@ -13,6 +13,8 @@ each of those is counted in /metrics and shown by ``GET /api/v1/upstreams``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -22,7 +24,14 @@ import aiosqlite
 
 from appliance import __version__
 from appliance.config import AppConfig, ConfigError, UpstreamSection
-from appliance.forward.document import Identity, build_document, drop_class
+from appliance.event import Event
+from appliance.forward.document import (
+    Identity,
+    build_document,
+    build_event_document,
+    drop_class,
+    event_drop_class,
+)
 from appliance.forward.formats import make_format
 from appliance.forward.formats.base import FormatContext
 from appliance.forward.outbox import Outbox
@@ -62,6 +71,7 @@ class Forwarder:
         self.config = app.config
         self.identity = identity_of(app.config)
         self.senders: dict[str, UpstreamSender] = {}
+        self.event_stage = EventStage(self)
         self._register_gauges()
 
     # ---------------------------------------------------------------------------- metrics
@@ -147,13 +157,24 @@ class Forwarder:
                 continue
             try:
                 senders[up.name] = self._sender(cfg, up)
+                if up.events:
+                    lane = dataclasses.replace(
+                        up,
+                        batch_size=up.events_batch_size,
+                        spool_max_bytes=up.events_spool_max_bytes,
+                        spool_max_age=up.events_spool_max_age,
+                    )
+                    s = self._sender(cfg, lane, stream="events")
+                    senders[s.name] = s
             except ConfigError as exc:
                 errors.extend(exc.errors)
         if errors:
             raise ConfigError(errors)
         return senders
 
-    def _sender(self, cfg: AppConfig, up: UpstreamSection) -> UpstreamSender:
+    def _sender(
+        self, cfg: AppConfig, up: UpstreamSection, stream: str = "incident"
+    ) -> UpstreamSender:
         token = read_secret(up, up.token, up.token_file, up.token_env, "token", cfg.path)
         secret = read_secret(
             up, up.hmac_secret, up.hmac_secret_file, up.hmac_secret_env, "hmac_secret", cfg.path
@@ -176,6 +197,7 @@ class Forwarder:
             sleep=self._sleep,
             rand=self.rand,
             barrier=self._barrier,
+            stream=stream,
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -189,6 +211,7 @@ class Forwarder:
     async def start(self) -> None:
         self.senders = self.build_senders(self.config)
         configured = {up.name for up in self.config.upstream}
+        configured |= {f"{name}/events" for name in configured}
         for name, n in (await self.outbox.drop_unconfigured(configured)).items():
             # Rows of a disabled upstream stay; those of an upstream removed from the
             # config can never be delivered: drop them, counted, once at start.
@@ -204,10 +227,13 @@ class Forwarder:
                 await s.stop()
             raise
         INCIDENT_TXN_HOOKS.append(self.hook)
+        self.app.pipeline.after_store.append(self.event_stage)
 
     async def stop(self) -> None:
         if self.hook in INCIDENT_TXN_HOOKS:
             INCIDENT_TXN_HOOKS.remove(self.hook)
+        if self.event_stage in self.app.pipeline.after_store:
+            self.app.pipeline.after_store.remove(self.event_stage)
         for s in self.senders.values():
             await s.stop()
 
@@ -240,6 +266,8 @@ class Forwarder:
         cls = drop_class(incident)
         now = self.app.clock()
         for s in self.senders.values():
+            if s.stream != "incident":
+                continue
             size = await Outbox.enqueue(conn, s.name, key, doc, cls, now)
             if size:
                 self.m.enqueued.inc(s.name)
@@ -268,6 +296,55 @@ class Forwarder:
             if not up.enabled:
                 out.append({"name": up.name, "type": up.type, "status": "disabled"})
         return out
+
+
+class EventStage:
+    """Pipeline stage (after store) feeding the optional raw-event lanes.
+
+    Best effort by design: events are queued in the ingest path's own kind of transaction
+    (not ``durable``), a stage failure is counted by the pipeline and the events stay stored,
+    and each lane has its own spool limits so a flood of events never pushes out incidents.
+    """
+
+    name = "forward-events"
+
+    def __init__(self, forwarder: Forwarder) -> None:
+        self.fwd = forwarder
+
+    async def process(self, events: list[Event], now: float) -> None:
+        lanes = [s for s in self.fwd.senders.values() if s.stream == "events"]
+        if not lanes or not events:
+            return
+        identity = self.fwd.identity
+        rows = []
+        for ev in events:
+            if ev.id is None:
+                continue
+            doc = build_event_document(ev, identity)
+            body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=str)
+            rows.append((doc["idempotency_key"], body, event_drop_class(ev)))
+        if not rows:
+            return
+        async with self.fwd.store.transaction() as conn:
+            for lane in lanes:
+                added = await Outbox.enqueue_many(conn, lane.name, "event", rows, now)
+                self.fwd.m.enqueued.inc(lane.name, n=len(rows))
+                lane.stats.pending += len(rows)
+                lane.stats.bytes += added
+                if lane.stats.oldest_created is None:
+                    lane.stats.oldest_created = now
+                if lane.stats.bytes > lane.cfg.spool_max_bytes:
+                    dropped = await Outbox.trim(
+                        conn,
+                        lane.name,
+                        max_bytes=lane.cfg.spool_max_bytes,
+                        max_age=lane.cfg.spool_max_age,
+                        now=now,
+                    )
+                    lane.count_drops(dropped)
+                    lane.stats.bytes = await Outbox.spool_bytes(conn, lane.name)
+        for lane in lanes:
+            lane.wake()
 
 
 def build_forwarder(app: Appliance) -> Forwarder:

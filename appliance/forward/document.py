@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from appliance.event import Event
+
 ENVELOPE_VERSION = 1
-SCHEMA_ID = "https://github.com/sem-appliance/sem-appliance/schema/incident-v1.schema.json"
 
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
 
@@ -65,7 +66,7 @@ def drop_class(incident: dict[str, Any]) -> int:
 
 
 def build_document(incident: dict[str, Any], identity: Identity) -> dict[str, Any]:
-    """The native envelope (JSON Schema ``appliance/forward/schema/incident-v1.schema.json``)."""
+    """The native envelope (JSON Schema ``appliance/forward/schema/webhook-v1.schema.json``)."""
     return {
         "envelope_version": ENVELOPE_VERSION,
         "kind": "incident",
@@ -76,6 +77,32 @@ def build_document(incident: dict[str, Any], identity: Identity) -> dict[str, An
         "tenant": identity.tenant,
         "site": identity.site,
         "incident": incident,
+    }
+
+
+def event_key(sensor_id: str, ev: Event) -> str:
+    """``sensor_id:event:<receive time µs>-<row id>``: row ids restart if the database is
+    ever replaced, the receive time makes the pair unique anyway."""
+    return f"{sensor_id}:event:{int(ev.created * 1e6)}-{ev.id}"
+
+
+def event_drop_class(ev: Event) -> int:
+    """Drop class of a raw event by syslog severity: debug/info first, emergencies last."""
+    sev = ev.fields.get("log.syslog.severity.code")
+    if isinstance(sev, int):
+        return 4 if sev <= 3 else 3 if sev <= 5 else 2
+    return 3
+
+
+def build_event_document(ev: Event, identity: Identity) -> dict[str, Any]:
+    return {
+        "envelope_version": ENVELOPE_VERSION,
+        "kind": "event",
+        "idempotency_key": event_key(identity.sensor_id, ev),
+        "sensor_id": identity.sensor_id,
+        "tenant": identity.tenant,
+        "site": identity.site,
+        "event": ev.to_ecs(identity.sensor_id),
     }
 
 

@@ -76,6 +76,22 @@ class Outbox:
         return size if cur.rowcount > 0 else 0
 
     @staticmethod
+    async def enqueue_many(
+        conn: aiosqlite.Connection,
+        upstream: str,
+        stream: str,
+        rows: list[tuple[str, str, int]],
+        now: float,
+    ) -> int:
+        """Insert ``(key, body, drop_class)`` rows in the caller's transaction; bytes added."""
+        await conn.executemany(
+            "INSERT OR IGNORE INTO outbox (upstream, stream, key, created, drop_class, size, body)"
+            " VALUES (?,?,?,?,?,?,?)",
+            [(upstream, stream, key, now, cls, len(body), body) for key, body, cls in rows],
+        )
+        return sum(len(body) for _, body, _ in rows)
+
+    @staticmethod
     async def spool_bytes(conn: aiosqlite.Connection, upstream: str) -> int:
         async with conn.execute(
             "SELECT coalesce(sum(size), 0) FROM outbox WHERE upstream = ?", (upstream,)

@@ -112,9 +112,13 @@ class UpstreamSender:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: random.Random | None = None,
         barrier: Callable[[], Awaitable[None]] | None = None,
+        stream: str = "incident",
     ) -> None:
         self.cfg = cfg
-        self.name = cfg.name
+        # The incident lane is named after the upstream; the raw-event lane "<name>/events"
+        # (names cannot contain "/"), in the outbox and in metric labels.
+        self.stream = stream
+        self.name = cfg.name if stream == "incident" else f"{cfg.name}/events"
         self.outbox = outbox
         self.fmt = fmt
         self.ssl_ctx = ssl_ctx
@@ -370,6 +374,8 @@ class UpstreamSender:
         st = self.stats
         return {
             "name": self.name,
+            "upstream": self.cfg.name,
+            "stream": self.stream,
             "type": self.cfg.type,
             "url": public_url(self.cfg.url),
             # "failing" from the first failed attempt until the next acknowledged one.

@@ -115,6 +115,20 @@ def whole_batch(
     )
 
 
+def is_event(doc: dict[str, Any]) -> bool:
+    """Raw-event stream document (``kind: event``) rather than an incident revision."""
+    return doc.get("kind") == "event"
+
+
+def doc_time(doc: dict[str, Any]) -> float:
+    """When the thing happened: the incident's last update, or the event's ``@timestamp``."""
+    from appliance.forward.document import parse_time
+
+    if is_event(doc):
+        return parse_time(doc.get("event", {}).get("@timestamp"), 0.0)
+    return parse_time(doc.get("incident", {}).get("updated"), 0.0)
+
+
 def dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -21,6 +21,7 @@ from appliance.forward.formats.base import (
     classify_status,
     dumps,
     endpoint,
+    is_event,
     parse_retry_after,
     whole_batch,
 )
@@ -70,6 +71,18 @@ def to_ecs(doc: dict[str, Any], key: str) -> dict[str, Any]:
     return out
 
 
+def event_source(doc: dict[str, Any]) -> dict[str, Any]:
+    """A raw event is already ECS: add the sensor identity as labels."""
+    source = dict(doc.get("event", {}))
+    labels = dict(source.get("labels") or {})
+    labels["sensor_id"] = doc.get("sensor_id")
+    for name in ("tenant", "site"):
+        if doc.get(name):
+            labels[name] = doc[name]
+    source["labels"] = labels
+    return source
+
+
 class ElasticBulkFormat:
     name = "elastic_bulk"
 
@@ -78,11 +91,15 @@ class ElasticBulkFormat:
         self.url = endpoint(ctx.config.url, "/_bulk")
 
     def request(self, items: list[OutboxItem]) -> HttpRequest:
-        index = self.ctx.config.index
+        cfg = self.ctx.config
         lines = []
         for it in items:
+            if is_event(it.document):
+                index, source = cfg.events_index, event_source(it.document)
+            else:
+                index, source = cfg.index, to_ecs(it.document, it.key)
             lines.append(dumps({"create": {"_index": index, "_id": it.key}}))
-            lines.append(dumps(to_ecs(it.document, it.key)))
+            lines.append(dumps(source))
         return HttpRequest(
             url=self.url,
             body=b"\n".join(lines) + b"\n",

@@ -19,12 +19,16 @@ from appliance.forward.formats.base import (
     HttpRequest,
     OutboxItem,
     Verdict,
+    doc_time,
     dumps,
     endpoint,
+    is_event,
     whole_batch,
 )
 
 # OpenTelemetry log data model SeverityNumber: INFO=9, WARN=13, WARN2=14, ERROR=17, FATAL=21.
+# syslog severity (0 emergency .. 7 debug) to SeverityNumber.
+SYSLOG_SEVERITY_NUMBER = {0: 21, 1: 19, 2: 18, 3: 17, 4: 13, 5: 10, 6: 9, 7: 5}
 SEVERITY_NUMBER = {"informational": 9, "low": 13, "medium": 14, "high": 17, "critical": 21}
 
 
@@ -43,8 +47,28 @@ class OtlpLogsFormat:
         self.ctx = ctx
         self.url = endpoint(ctx.config.url, "/v1/logs")
 
+    def event_record(self, item: OutboxItem) -> dict[str, Any]:
+        doc = item.document
+        ev = doc.get("event", {})
+        syslog_sev = ev.get("log", {}).get("syslog", {}).get("severity", {})
+        code = syslog_sev.get("code") if isinstance(syslog_sev, dict) else None
+        ts = str(int(doc_time(doc) * 1e9))
+        return {
+            "timeUnixNano": ts,
+            "observedTimeUnixNano": ts,
+            "severityNumber": SYSLOG_SEVERITY_NUMBER.get(code, 9) if isinstance(code, int) else 9,
+            "severityText": str(syslog_sev.get("name", "")) if isinstance(syslog_sev, dict) else "",
+            "body": {"stringValue": json.dumps(ev, separators=(",", ":"), ensure_ascii=False)},
+            "attributes": [
+                _str("sem.idempotency_key", item.key),
+                _str("event.module", str(ev.get("event", {}).get("module", ""))),
+            ],
+        }
+
     def record(self, item: OutboxItem) -> dict[str, Any]:
         doc = item.document
+        if is_event(doc):
+            return self.event_record(item)
         incident = doc.get("incident", {})
         rule = incident.get("rule") or {}
         severity = str(incident.get("severity", ""))

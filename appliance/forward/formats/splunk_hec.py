@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 
-from appliance.forward.document import parse_time
 from appliance.forward.formats.base import (
     FormatContext,
     HttpRequest,
     OutboxItem,
     Outcome,
     Verdict,
+    doc_time,
     dumps,
     endpoint,
+    is_event,
     whole_batch,
 )
 
@@ -42,12 +43,11 @@ class SplunkHecFormat:
     def event(self, item: OutboxItem) -> dict[str, object]:
         cfg = self.ctx.config
         doc = item.document
-        incident = doc.get("incident", {})
         ev: dict[str, object] = {
-            "time": round(parse_time(incident.get("updated"), 0.0), 3),
+            "time": round(doc_time(doc), 3),
             "host": doc.get("sensor_id", self.ctx.identity.sensor_id),
             "source": cfg.hec_source,
-            "sourcetype": cfg.hec_sourcetype,
+            "sourcetype": cfg.hec_event_sourcetype if is_event(doc) else cfg.hec_sourcetype,
         }
         if cfg.hec_index:
             ev["index"] = cfg.hec_index

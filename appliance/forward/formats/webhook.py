@@ -1,7 +1,7 @@
 """``webhook``: the native JSON batch, versioned, signed per Standard Webhooks when configured.
 
 Body: ``{"envelope_version": 1, "kind": "incident_batch", "sensor_id", "tenant", "site",
-"count", "items": [<document>...]}`` (schema ``appliance/forward/schema/incident-v1.schema.json``).
+"count", "items": [<document>...]}`` (schema ``appliance/forward/schema/webhook-v1.schema.json``).
 The body and its ``webhook-id`` are deterministic in the items sent, so a retry of the same
 batch is byte-identical apart from the signature timestamp. A one-item batch uses the item's
 idempotency key as ``webhook-id``; a larger batch uses a digest of its keys, and each item
@@ -19,6 +19,7 @@ from appliance.forward.formats.base import (
     OutboxItem,
     Verdict,
     dumps,
+    is_event,
     whole_batch,
 )
 
@@ -40,7 +41,7 @@ class WebhookFormat:
         ident = self.ctx.identity
         body = {
             "envelope_version": ENVELOPE_VERSION,
-            "kind": "incident_batch",
+            "kind": "event_batch" if items and is_event(items[0].document) else "incident_batch",
             "sensor_id": ident.sensor_id,
             "tenant": ident.tenant,
             "site": ident.site,
