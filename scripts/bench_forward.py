@@ -63,6 +63,7 @@ async def bench(n: int, batch_size: int, kind: str, fill_txn: int) -> dict[str, 
                         batch_size=batch_size,
                         batch_max_bytes=64 * 1024 * 1024,
                         spool_max_bytes=4 * 1024**3,
+                        request_timeout=120.0,
                         **extra,
                     )
                 ],

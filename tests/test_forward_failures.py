@@ -31,7 +31,10 @@ def forwarder(run: Any) -> Forwarder:
 
 async def drained(run: Any) -> None:
     async def empty() -> bool:
-        return not [r for r in await outbox_rows(run.app.store) if r["state"] == "pending"]
+        # The sender's backlog figure moves last, after its counters: wait for it too.
+        settled = all(s.stats.pending == 0 for s in forwarder(run).senders.values())
+        rows = await outbox_rows(run.app.store)
+        return settled and not [r for r in rows if r["state"] == "pending"]
 
     await run.wait_for(empty, timeout=10)
 

@@ -35,7 +35,8 @@ def forwarder(run: Any) -> Forwarder:
 
 async def delivered_all(run: Any) -> None:
     async def empty() -> bool:
-        return not await outbox_rows(run.app.store)
+        settled = all(s.stats.pending == 0 for s in forwarder(run).senders.values())
+        return settled and not await outbox_rows(run.app.store)
 
     await run.wait_for(empty, timeout=10)
 

@@ -267,6 +267,13 @@ class UpstreamSender:
             self.last_success = now
         if verdict.discarded:
             self.m.discarded.inc(self.name, n=verdict.discarded)
+        failed = bool(s.retried or s.rejected)
+        if failed:
+            self.failures += 1
+            self.last_error = printable(verdict.detail or verdict.reason)
+            self.m.failures.inc(self.name, verdict.reason)
+        else:
+            self.failures = 0
         if s.dead:
             self.m.dead.inc(self.name, n=s.dead)
             self._rlog.warning(
@@ -276,11 +283,10 @@ class UpstreamSender:
                 s.dead,
                 self.last_error,
             )
+        # Last: the backlog figures move only once every other figure of this attempt has.
+        self.stats.pending = max(0, self.stats.pending - s.delivered - s.duplicates - s.dead)
         await self.refresh_stats()
-        if s.retried or s.rejected:
-            self.failures += 1
-            self.last_error = printable(verdict.detail or verdict.reason)
-            self.m.failures.inc(self.name, verdict.reason)
+        if failed:
             delay = self._delay(verdict.retry_after)
             self._rlog.warning(
                 f"fail-{verdict.reason}",
@@ -291,8 +297,6 @@ class UpstreamSender:
                 delay,
             )
             await self.sleep(delay)
-        else:
-            self.failures = 0
 
     # ------------------------------------------------------------------------- one attempt
 
