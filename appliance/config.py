@@ -292,6 +292,8 @@ def check_https_url(value: str) -> str | None:
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
         return "must be an https:// URL (TLS verification is always on)"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@): use token_file or hmac_secret_file"
     return None
 
 

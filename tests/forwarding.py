@@ -64,7 +64,6 @@ class Receiver:
     client_ca: trustme.CA
     respond: Responder | None = None
     seen: list[Seen] = field(default_factory=list)
-    handshakes_failed: int = 0
     runner: web.AppRunner | None = None
     port: int = 0
 

@@ -217,6 +217,13 @@ async def test_poisoned_item_is_dead_lettered_and_does_not_block(start_appliance
     status = (await run.get_json("/api/v1/upstreams"))["upstreams"][0]
     assert status["dead_letters"] == 1 and status["backlog"] == 0
     assert metric(await run.metrics(), "appliance_forward_dead_lettered_total") == 1
+    dead = await run.get_json("/api/v1/upstreams/c/dead-letters")
+    (row,) = dead["dead_letters"]
+    assert (row["key"], row["rejections"], row["last_error"]) == (
+        f"test-01:{poison}:1",
+        3,
+        "HTTP 400",
+    )
 
 
 async def test_slow_response_past_the_timeout_is_retried(start_appliance, receiver):
@@ -260,6 +267,8 @@ async def test_server_certificate_from_another_ca_gets_nothing(start_appliance, 
         assert impostor.seen == []
         m = await run.metrics()
         assert metric(m, 'appliance_forward_failures_total{upstream="c",reason="tls_verify"}') >= 2
+        status = (await run.get_json("/api/v1/upstreams"))["upstreams"][0]
+        assert "certificate verify failed" in status["last_error"]
     finally:
         await impostor.stop()
     genuine = Receiver(pki.server, pki.ca)

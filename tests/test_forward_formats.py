@@ -181,6 +181,7 @@ def test_otlp_partial_success_is_final_and_reported() -> None:
         ({"name": "u", "url": "https://h/x", "type": "splunk_hec"}, "needs a HEC token"),
         ({"name": "u", "url": "https://h/x", "type": "kafka"}, "upstream[0].type: must be one"),
         ({"url": "https://h/x"}, "upstream[0].name"),
+        ({"name": "u", "url": "https://me:pw@h/x"}, "must not carry credentials"),
     ],
 )
 def test_upstream_config_errors(table: dict[str, object], error: str) -> None:

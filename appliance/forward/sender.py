@@ -62,6 +62,12 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def _detail(exc: BaseException) -> str:
+    """Exception text for last_error: class and message (host, port, TLS reason), escaped.
+    Requests carry secrets only in headers, which aiohttp errors do not include."""
+    return printable(f"{type(exc).__name__}: {exc}", 200)
+
+
 class ForwardMetrics:
     def __init__(self, metrics: Registry) -> None:
         up = ["upstream"]
@@ -316,8 +322,8 @@ class UpstreamSender:
             )
         return headers
 
-    async def post(self, req: HttpRequest) -> tuple[int, dict[str, str], bytes] | str:
-        """Send one request; the response, or a failure reason for the counter."""
+    async def post(self, req: HttpRequest) -> tuple[int, dict[str, str], bytes] | tuple[str, str]:
+        """Send one request; the response, or (failure reason for the counter, detail)."""
         assert self.session is not None
         self.m.requests.inc(self.name)
         try:
@@ -331,22 +337,23 @@ class UpstreamSender:
                         break
                     body += chunk
                 return resp.status, dict(resp.headers), bytes(body)
-        except aiohttp.ClientConnectorCertificateError:
-            return "tls_verify"
-        except aiohttp.ClientSSLError:
-            return "tls"
+        except aiohttp.ClientConnectorCertificateError as exc:
+            return "tls_verify", _detail(exc)
+        except aiohttp.ClientSSLError as exc:
+            return "tls", _detail(exc)
         except (TimeoutError, aiohttp.ServerTimeoutError):
-            return "timeout"
-        except (aiohttp.ClientError, OSError):
-            return "connect"
+            return "timeout", f"no answer within {self.cfg.request_timeout:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            return "connect", _detail(exc)
 
     async def attempt(self, items: list[OutboxItem]) -> Verdict:
         req = self.fmt.request(items)
         if not req.message_id:
             req.message_id = batch_id(items)
         got = await self.post(req)
-        if isinstance(got, str):
-            return self._all(items, Outcome.RETRY, got, f"{got} error")
+        if len(got) == 2:
+            reason, detail = got
+            return self._all(items, Outcome.RETRY, reason, detail)
         status, headers, body = got
         verdict = self.fmt.verdict(items, status, headers, body, self.clock())
         if verdict.ack_id is not None and isinstance(self.fmt, SplunkHecFormat):
@@ -363,7 +370,7 @@ class UpstreamSender:
         for _ in range(polls):
             await self.sleep(self.cfg.hec_ack_poll_interval)
             got = await self.post(self.fmt.ack_request([ack_id]))
-            if isinstance(got, str):
+            if len(got) == 2:
                 continue
             status, _headers, body = got
             if status == 200 and ack_id in SplunkHecFormat.acked(body):
