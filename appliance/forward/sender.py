@@ -199,12 +199,15 @@ class UpstreamSender:
                 await self.sleep(self._delay(None))
 
     async def _idle(self) -> None:
-        self._wake.clear()
+        # The wake flag is cleared only here, after the wait: a wake that came while the
+        # queue was being read (from a transaction not yet committed) is never lost.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval)
-        if self._wake.is_set() and self.barrier is not None:
-            # Woken from inside an incident transaction: wait for it to commit.
-            await self.barrier()
+        if self._wake.is_set():
+            self._wake.clear()
+            if self.barrier is not None:
+                # Woken from inside an incident transaction: wait for it to commit.
+                await self.barrier()
 
     async def maintain(self, force: bool = False) -> None:
         mono = time.monotonic()
