@@ -125,7 +125,8 @@ async def test_event_spool_limit_drops_low_severity_events_and_spares_incidents(
         run.source().address,
         *[b"<10>1 2026-11-29T10:00:00Z h app - - crit %d" % i for i in range(5)],
     )
-    await run.wait_stored(25)
+    enqueued = run.app.metrics.get("forward_enqueued_total")
+    await run.wait_for(lambda: enqueued.value("c/events") >= 25)  # the stage runs after store
     rows = await outbox_rows(run.app.store)
     lane = [r for r in rows if r["upstream"] == "c/events"]
     assert [r for r in rows if r["upstream"] == "c"] != []  # the incident is untouched
