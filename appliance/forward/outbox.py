@@ -66,7 +66,8 @@ class Outbox:
         ``INSERT OR IGNORE`` on (upstream, key): a revision replayed by the correlation engine
         after a restart is the same document, so queuing it twice would only add a duplicate.
         """
-        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+        # default=str: an odd value in an incident must never roll the incident back.
+        body = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str)
         size = len(body.encode())
         cur = await conn.execute(
             "INSERT OR IGNORE INTO outbox (upstream, stream, key, created, drop_class, size, body)"
