@@ -101,6 +101,9 @@ async def test_elastic_events_use_the_events_index_and_key_as_id(start_appliance
 async def test_event_spool_limit_drops_low_severity_events_and_spares_incidents(
     start_appliance, tmp_path
 ):
+    from appliance.event import Event
+    from appliance.forward import Forwarder
+
     pki = make_pki(tmp_path)
     run = await start_appliance(
         upstream=[
@@ -114,23 +117,30 @@ async def test_event_spool_limit_drops_low_severity_events_and_spares_incidents(
             )
         ]
     )
+    fwd = next(c for c in run.app.components if isinstance(c, Forwarder))
     await raise_incidents(run.app.store, [incident(1, severity="low")])
-    # Severity 7 (debug) first, then 2 (critical): the debug ones must go first.
-    send_udp(
-        run.source().address,
-        *[b"<15>1 2026-11-29T10:00:00Z h app - - debug %d" % i for i in range(20)],
-    )
-    await run.wait_stored(20)
-    send_udp(
-        run.source().address,
-        *[b"<10>1 2026-11-29T10:00:00Z h app - - crit %d" % i for i in range(5)],
-    )
-    enqueued = run.app.metrics.get("forward_enqueued_total")
-    await run.wait_for(lambda: enqueued.value("c/events") >= 25)  # the stage runs after store
+
+    def events(first_id: int, severity: int, n: int) -> list[Event]:
+        return [
+            Event(
+                1.0,
+                2.0,
+                "syslog",
+                {"log.syslog.severity.code": severity, "message": "x" * 200},
+                id=first_id + i,
+            )
+            for i in range(n)
+        ]
+
+    # Debug (7) first, then critical (2): the debug ones must go first.
+    now = run.app.clock()
+    await fwd.event_stage.process(events(1, 7, 20), now)
+    await fwd.event_stage.process(events(21, 2, 5), now)
     rows = await outbox_rows(run.app.store)
     lane = [r for r in rows if r["upstream"] == "c/events"]
     assert [r for r in rows if r["upstream"] == "c"] != []  # the incident is untouched
     assert sum(1 for r in lane if r["drop_class"] == 4) == 5  # every critical event kept
+    assert 0 < len(lane) < 25
     m = await run.metrics()
     dropped = [
         line
