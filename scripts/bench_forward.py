@@ -23,6 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aiohttp import web
 
+try:
+    import trustme  # noqa: F401 - the receiver's certificates (a test extra)
+except ImportError:
+    print(json.dumps({"bench": "forward", "error": "needs trustme: run scripts/test once"}))
+    raise SystemExit(2) from None
+
 from appliance.app import Appliance
 from appliance.config import parse_config
 from tests.forwarding import Receiver, incident, make_pki, raise_incidents, upstream
