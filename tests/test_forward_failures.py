@@ -382,3 +382,23 @@ async def test_reload_with_a_new_upstream_starts_forwarding_to_it(start_applianc
     await raise_incidents(run.app.store, [incident(1)])
     await drained(run)
     assert len(receiver.seen) == 1
+
+
+async def test_reload_with_a_missing_certificate_keeps_forwarding_as_it_was(
+    start_appliance, receiver
+):
+    import dataclasses
+
+    from appliance.config import ConfigError
+
+    run = await start_appliance(
+        upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki)]
+    )
+    bad = dataclasses.replace(
+        run.app.config.upstream[0], ca_file="missing-ca.pem", request_timeout=9.0
+    )
+    with pytest.raises(ConfigError, match="cannot load TLS files"):
+        await run.app.reload(dataclasses.replace(run.app.config, upstream=[bad]))
+    await raise_incidents(run.app.store, [incident(1)])
+    await drained(run)
+    assert len(receiver.seen) == 1

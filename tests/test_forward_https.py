@@ -262,3 +262,34 @@ async def test_upstreams_api_reports_status_backlog_and_success(start_appliance,
     assert 'appliance_forward_delivered_total{upstream="console"} 1' in metrics
     assert 'appliance_forward_backlog_rows{upstream="console"} 0' in metrics
     assert 'appliance_forward_spool_max_bytes{upstream="console"}' in metrics
+
+
+async def test_splunk_hec_without_indexer_ack_in_time_resends_the_batch(start_appliance, receiver):
+    posts: list[Any] = []
+
+    def respond(s):
+        if s.path == "/services/collector/event":
+            posts.append(s)
+            return web.json_response({"text": "Success", "code": 0, "ackId": len(posts) - 1})
+        acked = len(posts) >= 2  # the first batch is never indexed; its resend is
+        return web.json_response({"acks": {str(a): acked for a in s.json()["acks"]}})
+
+    receiver.respond = respond
+    run = await start_appliance(
+        upstream=[
+            upstream(
+                "splunk",
+                "splunk_hec",
+                receiver.url(),
+                receiver.pki,
+                token="t",
+                hec_ack=True,
+                hec_ack_poll_interval=0.02,
+                hec_ack_timeout=0.1,
+            )
+        ]
+    )
+    await raise_incidents(run.app.store, [incident(1)])
+    await delivered_all(run)
+    assert len(posts) == 2 and posts[0].body == posts[1].body
+    assert 'reason="hec_ack_timeout"' in await run.metrics()
