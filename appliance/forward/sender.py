@@ -214,6 +214,9 @@ class UpstreamSender:
         if not force and mono - self._last_maintenance < max(1.0, self.cfg.poll_interval):
             return
         self._last_maintenance = mono
+        await self.refresh_stats(force=True)
+        if not (self.stats.pending or self.stats.dead):
+            return  # nothing to age out: do not take the writer for an empty transaction
         async with self.outbox.store.transaction(durable=True) as conn:
             dropped = await Outbox.trim(
                 conn,
