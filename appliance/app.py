@@ -30,9 +30,18 @@ from appliance.store import Store
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 
+
+def _build_forwarder(app: Appliance) -> Any:
+    from appliance.forward import build_forwarder
+
+    return build_forwarder(app)
+
+
 # Extra components (correlation, forwarding, ...) register a builder here; each gets the
 # appliance once the store and pipeline exist and returns an object with async start()/stop().
-COMPONENT_BUILDERS: list[Callable[[Appliance], Any]] = []
+# The forwarder comes first: it registers its incident hook before anything raises incidents,
+# and (stop runs in reverse) it stops last.
+COMPONENT_BUILDERS: list[Callable[[Appliance], Any]] = [_build_forwarder]
 
 
 def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:

@@ -346,6 +346,92 @@ class SourcesSection:
     syslog_senders: list[SyslogSender] = field(default_factory=list)
 
 
+UPSTREAM_TYPES = ("webhook", "splunk_hec", "elastic_bulk", "otlp_logs")
+
+
+def check_https_url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        return "must be an https:// URL (TLS verification is always on)"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@): use token_file or hmac_secret_file"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSection:
+    """One ``[[upstream]]``: where incidents go, how to authenticate, how much to spool.
+
+    Secrets (``token``, ``hmac_secret``) are excluded from ``repr`` so a logged config never
+    shows them; prefer ``token_file``/``token_env`` over inline values.
+    """
+
+    name: str = field(default="", metadata=check(sensor_name))
+    type: Literal["webhook", "splunk_hec", "elastic_bulk", "otlp_logs"] = "webhook"
+    url: str = field(default="", metadata=check(check_https_url))
+    enabled: bool = True
+    ca_file: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    token: str = field(default="", repr=False)
+    token_file: str = ""
+    token_env: str = ""
+    hmac_secret: str = field(default="", repr=False)
+    hmac_secret_file: str = ""
+    hmac_secret_env: str = ""
+    connect_timeout: float = field(default=10.0, metadata=check(positive))
+    request_timeout: float = field(default=30.0, metadata=check(positive))
+    batch_size: int = field(default=100, metadata=check(positive))
+    batch_max_bytes: int = field(default=1024 * 1024, metadata=check(positive))
+    spool_max_bytes: int = field(default=256 * 1024 * 1024, metadata=check(positive))
+    spool_max_age: float = field(default=7 * 86400.0, metadata=check(positive))
+    backoff_base: float = field(default=1.0, metadata=check(positive))
+    backoff_cap: float = field(default=300.0, metadata=check(positive))
+    retry_after_max: float = field(default=3600.0, metadata=check(positive))
+    max_rejections: int = field(default=3, metadata=check(positive))
+    poll_interval: float = field(default=1.0, metadata=check(positive))
+    # splunk_hec
+    hec_ack: bool = False
+    hec_ack_timeout: float = field(default=120.0, metadata=check(positive))
+    hec_ack_poll_interval: float = field(default=2.0, metadata=check(positive))
+    hec_index: str = ""
+    hec_sourcetype: str = "sem:incident"
+    hec_source: str = "sem-appliance"
+    # elastic_bulk
+    index: str = "sem-incidents"
+    # otlp_logs
+    service_name: str = "sem-appliance"
+    # optional raw-event stream (every stored event), its own queue and limits
+    events: bool = False
+    events_batch_size: int = field(default=500, metadata=check(positive))
+    events_spool_max_bytes: int = field(default=64 * 1024 * 1024, metadata=check(positive))
+    events_spool_max_age: float = field(default=86400.0, metadata=check(positive))
+    events_index: str = "sem-events"
+    hec_event_sourcetype: str = "sem:event"
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        if not self.url:
+            errors.append("url: required")
+        if bool(self.client_cert) != bool(self.client_key):
+            errors.append("client_cert: client_cert and client_key go together")
+        if sum(map(bool, (self.token, self.token_file, self.token_env))) > 1:
+            errors.append("token: give one of token, token_file, token_env")
+        if sum(map(bool, (self.hmac_secret, self.hmac_secret_file, self.hmac_secret_env))) > 1:
+            errors.append("hmac_secret: give one of hmac_secret, hmac_secret_file, hmac_secret_env")
+        if self.hmac_secret and not self.hmac_secret.startswith("whsec_"):
+            errors.append("hmac_secret: must start with whsec_ (Standard Webhooks secret)")
+        if self.type == "splunk_hec" and not (self.token or self.token_file or self.token_env):
+            errors.append("token: splunk_hec needs a HEC token (token, token_file or token_env)")
+        if self.backoff_cap < self.backoff_base:
+            errors.append("backoff_cap: must be >= backoff_base")
+        return errors
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
@@ -353,6 +439,7 @@ class AppConfig:
     pipeline: PipelineSection = field(default_factory=PipelineSection)
     storage: StorageSection = field(default_factory=StorageSection)
     sources: SourcesSection = field(default_factory=SourcesSection)
+    upstream: list[UpstreamSection] = field(default_factory=list)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:
@@ -366,6 +453,11 @@ class AppConfig:
             if snmp.label in names:
                 errors.append(f"sources.snmp[{i}].name: duplicate source name {snmp.label!r}")
             names.add(snmp.label)
+        upstreams: set[str] = set()
+        for i, up in enumerate(self.upstream):
+            if up.name in upstreams:
+                errors.append(f"upstream[{i}].name: duplicate upstream name {up.name!r}")
+            upstreams.add(up.name)
         return errors
 
     def path(self, value: str) -> Path:

@@ -212,7 +212,8 @@ class Store:
                         # PASSIVE never waits on readers; the last close checkpoints anyway.
                         async with self._lock, conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as c:
                             await c.fetchall()
-                    await conn.close()
+                with contextlib.suppress(Exception):
+                    await conn.close()  # even when the checkpoint failed
 
     # --------------------------------------------------------------------------------- writes
 
@@ -225,8 +226,10 @@ class Store:
         async with self._lock:
             if durable:
                 await conn.execute("PRAGMA synchronous=FULL")
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a task cancelled while BEGIN runs in aiosqlite's thread
+                # still gets the transaction opened, and must roll it back.
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
             except BaseException:
                 with contextlib.suppress(sqlite3.Error):
