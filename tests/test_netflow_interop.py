@@ -69,11 +69,11 @@ async def test_softflowd_export_matches_nfcapd(
     nf_dir = tmp_path / "nfcapd"
     nf_dir.mkdir()
     nf_port = free_port(kind=2)
-    nfcapd = subprocess.Popen(
-        ["nfcapd", "-w", str(nf_dir), "-p", str(nf_port), "-b", "127.0.0.1", "-t", "3600"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    nfcapd = await asyncio.create_subprocess_exec(
+        "nfcapd", "-w", str(nf_dir), "-p", str(nf_port), "-b", "127.0.0.1", "-t", "3600",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
     try:
         await asyncio.sleep(0.5)  # nfcapd binds
         port = run.source("netflow").address[1]
@@ -82,7 +82,7 @@ async def test_softflowd_export_matches_nfcapd(
         await asyncio.sleep(0.5)
     finally:
         nfcapd.terminate()
-        nfcapd.communicate(timeout=20)
+        await asyncio.wait_for(nfcapd.wait(), 20)
     theirs = _nfdump_totals(nf_dir)
     assert theirs["flows"] == 60 and theirs["packets"] == sent_packets
     await run.wait_for(lambda: run.app.flows.processed.total() >= theirs["flows"])

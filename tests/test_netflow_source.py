@@ -163,4 +163,4 @@ def test_rollup_folds_keys_beyond_the_limit_and_keeps_totals() -> None:
     assert sum(r[3] for r in src) == sum(range(1000))
     assert sum(r[5] for r in src) == 1000
     assert len(src) <= 5 + 5 + 1 and any(r[2] == OTHER for r in src)
-    assert ("10.0.3.231" in {r[2] for r in src})  # the biggest talker survives folding
+    assert "10.0.3.231" in {r[2] for r in src}  # the biggest talker survives folding

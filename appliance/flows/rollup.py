@@ -38,49 +38,59 @@ class FlowRollup:
         self.folded = 0
 
     def add(self, batch: Iterable[tuple[float, dict[str, Any]]]) -> None:
-        """Count each ``(receive time, fields)`` flow in its minute, in every dimension."""
-        buckets = self.buckets
-        max_keys = self.max_keys
-        bucket: MinuteBucket | None = None
-        minute = -1
+        """Count each ``(receive time, fields)`` flow in its minute, in every dimension.
+
+        Flows are first summed per (minute, source, destination, port, transport) in one dict
+        probe each, then each distinct tuple is added to the four dimensions: a batch of
+        flows between few hosts costs little more than one probe per flow.
+        """
+        groups: dict[tuple[Any, ...], list[int]] = {}
         n = 0
         for created, f in batch:
-            m = int(created) // 60 * 60
-            if m != minute:
-                minute = m
-                bucket = buckets.get(m)
-                if bucket is None:
-                    bucket = buckets[m] = MinuteBucket(m)
-                src_d = bucket.by_dim["source.ip"]
-                dst_d = bucket.by_dim["destination.ip"]
-                conv_d = bucket.by_dim["conversation"]
-                port_d = bucket.by_dim["destination.port"]
             n += 1
-            b = f.get("network.bytes") or 0
-            p = f.get("network.packets") or 0
-            src = f.get("source.ip")
-            dst = f.get("destination.ip")
-            port = f.get("destination.port")
-            for d, key in (
-                (src_d, src),
-                (dst_d, dst),
-                (conv_d, f"{src} > {dst}" if src is not None else None),
-                (port_d, f"{port}/{f.get('network.transport') or f.get('network.iana_number')}"
-                 if port is not None else None),
-            ):  # fmt: skip
+            g = f.get
+            key = (
+                int(created) // 60 * 60,
+                g("source.ip"),
+                g("destination.ip"),
+                g("destination.port"),
+                g("network.transport") or g("network.iana_number"),
+            )
+            b = g("network.bytes") or 0
+            p = g("network.packets") or 0
+            t = groups.get(key)
+            if t is None:
+                groups[key] = [b, p, 1]
+            else:
+                t[0] += b
+                t[1] += p
+                t[2] += 1
+        self.flows += n
+        buckets = self.buckets
+        max_keys = self.max_keys
+        for (minute, src, dst, port, transport), (b, p, c) in groups.items():
+            bucket = buckets.get(minute)
+            if bucket is None:
+                bucket = buckets[minute] = MinuteBucket(minute)
+            by_dim = bucket.by_dim
+            for dim, key in (
+                ("source.ip", src),
+                ("destination.ip", dst),
+                ("conversation", f"{src} > {dst}" if src is not None else None),
+                ("destination.port", f"{port}/{transport}" if port is not None else None),
+            ):
                 if key is None:
                     continue
+                d = by_dim[dim]
                 t = d.get(key)
                 if t is None:
                     if len(d) >= max_keys:
-                        assert bucket is not None
                         self._fold(d, bucket)
-                    d[key] = [b, p, 1]
+                    d[key] = [b, p, c]
                 else:
                     t[0] += b
                     t[1] += p
-                    t[2] += 1
-        self.flows += n
+                    t[2] += c
 
     def _fold(self, d: dict[str, Totals], bucket: MinuteBucket) -> None:
         """Keep the larger half by bytes; add the rest to "other"."""

@@ -24,9 +24,7 @@ from typing import Any
 
 from appliance.protocols.netflow.ie import LARGE_IES
 from appliance.protocols.netflow.template import (
-    IANA_NUMBER,
     SCOPE_PEN,
-    TRANSPORT,
     VARLEN,
     Field,
     Template,
@@ -67,6 +65,7 @@ class DecoderLimits:
     template_lifetime: float = 1800.0
     pending_max_sets: int = 256
     pending_max_age: float = 10.0
+    compiles_per_second: float = 50.0
 
 
 class Malformed(Exception):
@@ -143,6 +142,8 @@ class NetflowDecoder:
         self.refreshed = False  # only lifetimes moved since the last export_state()
         self._v5_template = Template(0, _V5_FIELDS, 0, 0.0)
         self._out: list[Record] = []  # where data released by a late template goes
+        self._compile_tokens = self.limits.compiles_per_second
+        self._compile_at = 0.0
 
     # ---------------------------------------------------------------------------- counting
 
@@ -457,6 +458,8 @@ class NetflowDecoder:
         old = domain.templates.pop(tid, None)
         if old is not None and old.same_as(fields, scope):
             old.last_seen = now
+            if old.emit is not None and not old.is_compiled():
+                old.emit = None  # on the generic emitter: try compiling again
             domain.templates[tid] = old
             self._lru.move_to_end((key, tid))
             self.count("template", "refreshed")
@@ -512,34 +515,29 @@ class NetflowDecoder:
         self._records(tpl, data, p, end, ctx, out)
         return len(out) - before
 
-    def _rows(self, tpl: Template, data: bytes, p: int, end: int) -> Iterable[dict[str, Any]]:
-        """Field dicts (``netflow.*`` only) of every record in ``data[p:end]``."""
+    def _tuples(self, tpl: Template, data: bytes, p: int, end: int) -> Iterable[tuple[Any, ...]]:
+        """One value tuple per record in ``data[p:end]`` (addresses still bytes); what is left
+        over shorter than a record is set padding."""
         st = tpl.struct
-        if st is not None:
-            size = st.size
-            n = (end - p) // size
-            if n == 0:
-                if end > p and any(data[p:end]):
-                    self.count("error", "short_data_set")
-                return
-            names = tpl.names
-            fixups = tpl.fixups
-            for t in st.iter_unpack(data[p : p + n * size]):
-                d = dict(zip(names, t, strict=True))
-                for i, name, fn in fixups:
-                    d[name] = fn(t[i])
-                yield d
-            return
-        yield from self._variable_rows(tpl, data, p, end)
+        if st is None:
+            return self._split_variable(tpl, data, p, end)
+        size = st.size
+        n = (end - p) // size
+        if n == 0:
+            if end > p and any(data[p:end]):
+                self.count("error", "short_data_set")
+            return ()
+        return st.iter_unpack(memoryview(data)[p : p + n * size])
 
-    def _variable_rows(
+    def _split_variable(
         self, tpl: Template, data: bytes, p: int, end: int
-    ) -> Iterable[dict[str, Any]]:
-        converters = tpl.converters
+    ) -> Iterable[tuple[Any, ...]]:
+        """RFC 7011 §7: a length byte, or 255 and a two-byte length, before each such value."""
+        split = tpl.split
         min_len = tpl.min_len
         while end - p >= min_len:
-            d: dict[str, Any] = {}
-            for name, length, conv in converters:
+            values: list[Any] = []
+            for length, numeric in split:
                 if length == VARLEN:
                     if p >= end:
                         self.count("error", "varlen_past_end")
@@ -557,81 +555,61 @@ class NetflowDecoder:
                     return
                 raw = data[p : p + length]
                 p += length
-                if not name:
+                if numeric is None:
                     continue  # paddingOctets
-                d[name] = conv(raw) if conv is not None else int.from_bytes(raw, "big")
+                values.append(int.from_bytes(raw, "big") if numeric else bytes(raw))
+            yield tuple(values)
+
+    def _rows(self, tpl: Template, data: bytes, p: int, end: int) -> Iterable[dict[str, Any]]:
+        """Plain ``netflow.*`` dicts (options records: few, so no compiled path needed)."""
+        names = tpl.names
+        fixups = tpl.fixups
+        for t in self._tuples(tpl, data, p, end):
+            d = dict(zip(names, t, strict=True))
+            for i, name, fn in fixups:
+                d[name] = fn(t[i])
             yield d
 
     def _records(
         self, tpl: Template, data: bytes, p: int, end: int, ctx: _Context, out: list[Record]
     ) -> None:
-        """Flow records → ECS: copies, protocol, sampling estimate, times, exporter fields."""
-        common = ctx.common
-        copies = tpl.copies
-        names = tpl.names
-        proto_name = names[tpl.proto_i] if tpl.proto_i >= 0 else None
-        bytes_name = names[tpl.bytes_i] if tpl.bytes_i >= 0 else None
-        packets_name = names[tpl.packets_i] if tpl.packets_i >= 0 else None
-        rate_name = names[tpl.rate_i] if tpl.rate_i >= 0 else None
-        sampler_name = names[tpl.sampler_i] if tpl.sampler_i >= 0 else None
+        """Flow records → ECS via the template's compiled emitter."""
         domain = ctx.domain
         rate = ctx.header_rate
         samplers: dict[int, int] = {}
         if domain is not None:
             rate = max(rate, domain.default_rate)
             samplers = domain.sampler_rates
-        start_i, end_i = tpl.time_i
-        start_name = names[start_i] if start_i >= 0 else None
-        end_name = names[end_i] if end_i >= 0 else None
         kind = tpl.time_kind
-        base, scale = 0.0, 1.0
-        init_name = names[tpl.init_i] if tpl.init_i >= 0 else None
-        if kind == "uptime" and init_name is not None:
-            kind, scale = "uptime_record", 0.001  # systemInitTimeMilliseconds in the record
-        elif kind == "uptime":
-            if ctx.boot is None:
-                kind = ""
-            else:
-                base, scale = ctx.boot, 0.001
+        base: float | None = None
+        scale = 1.0
+        if kind == "uptime":
+            base, scale = ctx.boot, 0.001
+        elif kind == "s":
+            base = 0.0
         elif kind == "ms":
-            scale = 0.001
+            base, scale = 0.0, 0.001
         elif kind == "delta_us":
             base, scale = ctx.export_time, -0.000001
-        now = ctx.now
-        append = out.append
-        for d in self._rows(tpl, data, p, end):
-            for ecs, raw in copies:
-                d[ecs] = d[raw]
-            if proto_name is not None:
-                proto = d[proto_name]
-                if type(proto) is int and proto < 256:
-                    d["network.iana_number"] = IANA_NUMBER[proto]
-                    transport = TRANSPORT[proto]
-                    if transport is not None:
-                        d["network.transport"] = transport
-            r = rate
-            if rate_name is not None:
-                r = d[rate_name] or r
-            elif sampler_name is not None:
-                r = samplers.get(d[sampler_name], r)
-            if bytes_name is not None:
-                d["network.bytes"] = d[bytes_name] * r
-            if packets_name is not None:
-                d["network.packets"] = d[packets_name] * r
-            if r != 1:
-                d["netflow.sampling_rate"] = r
-            ts = now
-            if init_name is not None:
-                base = d[init_name] * 0.001
-            if kind:
-                if start_name is not None:
-                    d["event.start"] = base + d[start_name] * scale
-                if end_name is not None:
-                    ts = d["event.end"] = base + d[end_name] * scale
-            d.update(common)
-            d["event.category"] = ["network"]
-            d["event.type"] = ["connection"]
-            append((ts, d))
+        emit = tpl.emit
+        if emit is None:
+            emit = tpl.emit = self._emitter(tpl, ctx.now)
+        emit(self._tuples(tpl, data, p, end), ctx.common, base, scale, rate, samplers, ctx.now,
+             out.append)  # fmt: skip
+
+    def _emitter(self, tpl: Template, now: float) -> Any:
+        """Compile a template's emitter (about a millisecond) within a budget per second, so
+        template churn cannot buy unbounded CPU; past it the generic emitter does the work."""
+        if tpl.is_compiled():
+            return tpl.compiled()
+        rate = self.limits.compiles_per_second
+        self._compile_tokens = min(rate, self._compile_tokens + (now - self._compile_at) * rate)
+        self._compile_at = now
+        if self._compile_tokens >= 1:
+            self._compile_tokens -= 1
+            return tpl.compiled()
+        self.count("limit", "compile_budget")
+        return tpl.generic()
 
     def _options_records(self, tpl: Template, data: bytes, p: int, end: int, ctx: _Context) -> int:
         """Options data is state (sampling rates, exporter boot time), not flows."""
