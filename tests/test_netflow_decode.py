@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.protocols.netflow import DecoderLimits, NetflowDecoder
+from appliance.protocols.netflow import DecoderLimits, NetflowDecoder, template
 from tests.conftest import corpus_dir
 from tests.netflow_packets import (
     FLOW_FIELDS,
@@ -279,3 +279,29 @@ def test_saved_templates_past_their_lifetime_are_not_restored() -> None:
     dec.decode(v9_flows(1), "192.0.2.1", NOW)
     fresh = NetflowDecoder(DecoderLimits(template_lifetime=60))
     assert fresh.import_state(dec.export_state(), NOW + 61) == 0
+
+
+@pytest.mark.parametrize("test_id", _pmacct_tests())
+def test_generic_emitter_matches_the_compiled_one(test_id: str) -> None:
+    """The fallback used past the compile budget maps records exactly like generated code."""
+    root = corpus_dir("netflow")
+    pcaps = sorted(root.glob(f"pmacct_{test_id}_traffic-*.pcap"))
+    compiled = [f for p in pcaps for f in _decode_file(NetflowDecoder(), p)]
+    template._EMITTERS.clear()  # layouts compiled by other tests would skip the budget
+    dec = NetflowDecoder(DecoderLimits(compiles_per_second=1e-9))
+    dec._compile_tokens = 0
+    generic = [f for p in pcaps for f in _decode_file(dec, p)]
+    assert dec.counts[("limit", "compile_budget")] >= 1
+    assert generic == compiled
+
+
+def test_compile_budget_bounds_template_churn() -> None:
+    template._EMITTERS.clear()
+    dec = NetflowDecoder(DecoderLimits(compiles_per_second=5))
+    for i in range(40):  # 40 layouts never seen before, each with data
+        fields = [*FLOW_FIELDS, (2000 + i, 1)]
+        rec = flow_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 1, 1) + b"\x00"
+        flows = dec.decode(v9([set_(0, template_record(256 + i, fields)), set_(256 + i, pad4(rec))],
+                              seq=i), "192.0.2.1", NOW)  # fmt: skip
+        assert len(flows) == 1
+    assert dec.counts[("limit", "compile_budget")] >= 30

@@ -152,12 +152,13 @@ async def test_bad_datagrams_are_counted_and_the_listener_keeps_going(
 def test_rollup_folds_keys_beyond_the_limit_and_keeps_totals() -> None:
     rollup = FlowRollup(top_k=5, max_keys=100)
     flows = [
-        (60.0, {"source.ip": f"10.0.{i // 256}.{i % 256}", "destination.ip": "10.1.0.1",
-                "network.bytes": i, "network.packets": 1})
+        Event(60.0, 60.0, "netflow", {"source.ip": f"10.0.{i // 256}.{i % 256}",
+              "destination.ip": "10.1.0.1", "network.bytes": i, "network.packets": 1})
         for i in range(1000)
     ]  # fmt: skip
     rollup.add(flows)
     assert len(rollup.buckets[60].by_dim["source.ip"]) <= 100
+    assert rollup.folded > 0
     rows = rollup.take_all()
     src = [r for r in rows if r[1] == "source.ip"]
     assert sum(r[3] for r in src) == sum(range(1000))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sqlite3
 import time
@@ -38,6 +39,7 @@ from appliance.pipeline.bus import Pipeline
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
+GC_GEN0_THRESHOLD = 50_000
 
 
 class FlowPath:
@@ -124,6 +126,12 @@ class FlowPath:
     # ----------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
+        # Flows keep tens of thousands of small dicts alive between decode and the rollups;
+        # with CPython's default gen-0 threshold (700) the cyclic collector then runs every
+        # few datagrams and rescans them, which measured ~2.5x slower end to end. None of
+        # these objects form cycles, so collect less often (the thresholds only grow).
+        gen0, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(max(gen0, GC_GEN0_THRESHOLD), max(gen1, 20), max(gen2, 20))
         self._task = asyncio.create_task(self._run(), name="flows")
         self._retention_task = asyncio.create_task(self._retention_loop(), name="flow-retention")
 
@@ -181,7 +189,7 @@ class FlowPath:
         await pipeline._run_stages(pipeline.before_store, events, now)
         await self._store_raw(events, now)
         await pipeline._run_stages(pipeline.after_store, events, now)
-        self.rollup.add([(ev.created, ev.fields) for ev in events])
+        self.rollup.add(events)
         self.processed.inc(n=len(events))
         await self._write_rollups(self.rollup.take_closed(self.clock()))
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from appliance.event import Event
+
 OTHER = "other"
 DIMENSIONS = ("source.ip", "destination.ip", "conversation", "destination.port")
 
@@ -21,12 +23,18 @@ RollupRow = tuple[int, str, str, int, int, int]  # (minute, dim, key, bytes, pac
 
 
 class MinuteBucket:
-    __slots__ = ("by_dim", "folded", "minute")
+    __slots__ = ("dims", "folded", "minute")
 
     def __init__(self, minute: int) -> None:
         self.minute = minute
-        self.by_dim: dict[str, dict[str, Totals]] = {d: {} for d in DIMENSIONS}
+        # One dict per DIMENSIONS entry, same order; keys: address, address, (src, dst),
+        # (port, transport).
+        self.dims: tuple[dict[Any, Totals], ...] = tuple({} for _ in DIMENSIONS)
         self.folded = 0  # keys folded into "other" because the dimension was full
+
+    @property
+    def by_dim(self) -> dict[str, dict[Any, Totals]]:
+        return dict(zip(DIMENSIONS, self.dims, strict=True))
 
 
 class FlowRollup:
@@ -37,75 +45,95 @@ class FlowRollup:
         self.flows = 0
         self.folded = 0
 
-    def add(self, batch: Iterable[tuple[float, dict[str, Any]]]) -> None:
-        """Count each ``(receive time, fields)`` flow in its minute, in every dimension.
+    def add(self, events: Iterable[Event]) -> None:
+        """Count each flow event in the minute it was received, in every dimension.
 
-        Flows are first summed per (minute, source, destination, port, transport) in one dict
-        probe each, then each distinct tuple is added to the four dimensions: a batch of
-        flows between few hosts costs little more than one probe per flow.
+        Hot path (every flow): four dict probes, keys kept as the decoded values or tuples of
+        them; conversation and port keys become text only when a minute is written.
         """
-        groups: dict[tuple[Any, ...], list[int]] = {}
+        buckets = self.buckets
+        max_keys = self.max_keys
+        minute = -1
         n = 0
-        for created, f in batch:
+        src_d = dst_d = conv_d = port_d = {}
+        bucket: MinuteBucket | None = None
+        for ev in events:
             n += 1
-            g = f.get
-            key = (
-                int(created) // 60 * 60,
-                g("source.ip"),
-                g("destination.ip"),
-                g("destination.port"),
-                g("network.transport") or g("network.iana_number"),
-            )
+            m = int(ev.created) // 60 * 60
+            if m != minute:
+                minute = m
+                bucket = buckets.get(m)
+                if bucket is None:
+                    bucket = buckets[m] = MinuteBucket(m)
+                src_d, dst_d, conv_d, port_d = bucket.dims
+            g = ev.fields.get
+            src = g("source.ip")
+            dst = g("destination.ip")
+            port = g("destination.port")
             b = g("network.bytes") or 0
             p = g("network.packets") or 0
-            t = groups.get(key)
+            # Unrolled over the four dimensions: this loop runs for every flow.
+            t = src_d.get(src)
             if t is None:
-                groups[key] = [b, p, 1]
+                if len(src_d) >= max_keys:
+                    self._fold(src_d, bucket)
+                src_d[src] = [b, p, 1]
+            else:
+                t[0] += b
+                t[1] += p
+                t[2] += 1
+            t = dst_d.get(dst)
+            if t is None:
+                if len(dst_d) >= max_keys:
+                    self._fold(dst_d, bucket)
+                dst_d[dst] = [b, p, 1]
+            else:
+                t[0] += b
+                t[1] += p
+                t[2] += 1
+            key = (src, dst)
+            t = conv_d.get(key)
+            if t is None:
+                if len(conv_d) >= max_keys:
+                    self._fold(conv_d, bucket)
+                conv_d[key] = [b, p, 1]
+            else:
+                t[0] += b
+                t[1] += p
+                t[2] += 1
+            key = (port, g("network.transport") or g("network.iana_number"))
+            t = port_d.get(key)
+            if t is None:
+                if len(port_d) >= max_keys:
+                    self._fold(port_d, bucket)
+                port_d[key] = [b, p, 1]
             else:
                 t[0] += b
                 t[1] += p
                 t[2] += 1
         self.flows += n
-        buckets = self.buckets
-        max_keys = self.max_keys
-        for (minute, src, dst, port, transport), (b, p, c) in groups.items():
-            bucket = buckets.get(minute)
-            if bucket is None:
-                bucket = buckets[minute] = MinuteBucket(minute)
-            by_dim = bucket.by_dim
-            for dim, key in (
-                ("source.ip", src),
-                ("destination.ip", dst),
-                ("conversation", f"{src} > {dst}" if src is not None else None),
-                ("destination.port", f"{port}/{transport}" if port is not None else None),
-            ):
-                if key is None:
-                    continue
-                d = by_dim[dim]
-                t = d.get(key)
-                if t is None:
-                    if len(d) >= max_keys:
-                        self._fold(d, bucket)
-                    d[key] = [b, p, c]
-                else:
-                    t[0] += b
-                    t[1] += p
-                    t[2] += c
 
-    def _fold(self, d: dict[str, Totals], bucket: MinuteBucket) -> None:
-        """Keep the larger half by bytes; add the rest to "other"."""
-        other = d.pop(OTHER, [0, 0, 0])
-        ranked = sorted(d.items(), key=lambda kv: kv[1][0], reverse=True)
-        keep = len(ranked) // 2
-        for _key, t in ranked[keep:]:
-            other[0] += t[0]
-            other[1] += t[1]
-            other[2] += t[2]
-        folded = len(ranked) - keep
+    def _fold(self, d: dict[Any, Totals], bucket: MinuteBucket | None) -> None:
+        """Fold every key at or below the mean byte count into "other" (one linear pass;
+        at least half the keys go when the distribution is flat)."""
+        other = d.pop(OTHER, None) or [0, 0, 0]
+        mean = sum(t[0] for t in d.values()) / max(1, len(d))
+        keep = {k: t for k, t in d.items() if t[0] > mean}
+        if len(keep) > len(d) // 2:
+            ranked = sorted(keep.items(), key=lambda kv: kv[1][0], reverse=True)
+            keep = dict(ranked[: len(d) // 2])
+        folded = 0
+        for k, t in d.items():
+            if k not in keep:
+                other[0] += t[0]
+                other[1] += t[1]
+                other[2] += t[2]
+                folded += 1
         d.clear()
-        d.update(ranked[:keep])
+        d.update(keep)
         d[OTHER] = other
-        bucket.folded += folded
+        if bucket is not None:
+            bucket.folded += folded
         self.folded += folded
 
     def rows(self, bucket: MinuteBucket) -> list[RollupRow]:
@@ -114,7 +142,15 @@ class FlowRollup:
         k = self.top_k
         for dim, d in bucket.by_dim.items():
             other = list(d.get(OTHER, (0, 0, 0)))
-            items = [(key, t) for key, t in d.items() if key != OTHER]
+            items = []
+            for key, t in d.items():
+                text = _key_text(key) if key != OTHER else None
+                if text is None:
+                    other[0] += t[0] if key != OTHER else 0
+                    other[1] += t[1] if key != OTHER else 0
+                    other[2] += t[2] if key != OTHER else 0
+                else:
+                    items.append((text, t))
             keep = {key for key, _ in sorted(items, key=lambda kv: kv[1][0], reverse=True)[:k]}
             keep |= {key for key, _ in sorted(items, key=lambda kv: kv[1][1], reverse=True)[:k]}
             for key, t in items:
@@ -148,3 +184,13 @@ class FlowRollup:
         for minute in sorted(self.buckets):
             rows.extend(self.rows(self.buckets[minute]))
         return rows
+
+
+def _key_text(key: Any) -> str | None:
+    """Stored form of a key: the address, "src > dst", or "port/transport"."""
+    if isinstance(key, tuple):
+        a, b = key
+        if a is None:
+            return None
+        return f"{a} > {b}" if isinstance(a, str) else f"{a}/{b}"
+    return key if key is None or isinstance(key, str) else str(key)
