@@ -2,7 +2,7 @@
 
 Why bounded: the keys are attacker-controlled (a spoofed-source flood makes every flow a new
 source address), so each dimension of each minute holds at most ``max_keys`` keys. When that
-fills, the smaller half is folded into ``"other"``; totals stay exact (every flow is counted
+fills, all but the largest eighth is folded into ``"other"``; totals stay exact (every flow is counted
 in exactly one key), only the ranking of small keys is approximate. At flush only the top
 ``top_k`` by bytes and the top ``top_k`` by packets are kept; the rest joins ``"other"``.
 Minutes are by receive time so a late or clock-skewed exporter cannot reopen a closed minute.
@@ -10,6 +10,7 @@ Minutes are by receive time so a late or clock-skewed exporter cannot reopen a c
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from typing import Any
 
@@ -114,14 +115,13 @@ class FlowRollup:
         self.flows += n
 
     def _fold(self, d: dict[Any, Totals], bucket: MinuteBucket | None) -> None:
-        """Fold every key at or below the mean byte count into "other" (one linear pass;
-        at least half the keys go when the distribution is flat)."""
+        """Keep the largest eighth of the keys by bytes; add the rest to "other".
+
+        Freeing most of the dimension at once keeps folds rare even when every flow brings a
+        new key (a spoofed-source flood): about one linear pass per ``max_keys`` new keys.
+        """
         other = d.pop(OTHER, None) or [0, 0, 0]
-        mean = sum(t[0] for t in d.values()) / max(1, len(d))
-        keep = {k: t for k, t in d.items() if t[0] > mean}
-        if len(keep) > len(d) // 2:
-            ranked = sorted(keep.items(), key=lambda kv: kv[1][0], reverse=True)
-            keep = dict(ranked[: len(d) // 2])
+        keep = dict(heapq.nlargest(max(1, len(d) // 8), d.items(), key=_by_bytes))
         folded = 0
         for k, t in d.items():
             if k not in keep:
@@ -194,3 +194,7 @@ def _key_text(key: Any) -> str | None:
             return None
         return f"{a} > {b}" if isinstance(a, str) else f"{a}/{b}"
     return key if key is None or isinstance(key, str) else str(key)
+
+
+def _by_bytes(item: tuple[Any, Totals]) -> int:
+    return item[1][0]
