@@ -2,8 +2,8 @@
 
 Why bounded: the keys are attacker-controlled (a spoofed-source flood makes every flow a new
 source address), so each dimension of each minute holds at most ``max_keys`` keys. When that
-fills, all but the largest eighth is folded into ``"other"``; totals stay exact (every flow is counted
-in exactly one key), only the ranking of small keys is approximate. At flush only the top
+fills, all but the largest eighth is folded into ``"other"``; totals stay exact (every flow is
+counted in exactly one key), only the ranking of small keys is approximate. At flush only the top
 ``top_k`` by bytes and the top ``top_k`` by packets are kept; the rest joins ``"other"``.
 Minutes are by receive time so a late or clock-skewed exporter cannot reopen a closed minute.
 """

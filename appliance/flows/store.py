@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 from appliance.event import Event
 from appliance.flows.rollup import RollupRow
 from appliance.store import Store
@@ -44,7 +46,7 @@ def flow_row(ev: Event) -> tuple[Any, ...]:
         int(proto) if proto is not None else None,
         f.get("network.bytes"),
         f.get("network.packets"),
-        json.dumps(rest, separators=(",", ":"), default=str),
+        orjson.dumps(rest, default=str).decode(),
     )
 
 
