@@ -259,3 +259,14 @@ def test_random_garbage_never_raises() -> None:
             base = base[: rng.randrange(len(base))]
         dec.decode(bytes(base), f"192.0.2.{rng.randint(1, 20)}", NOW)
     _still_decodes(dec)
+
+
+def test_loss_counter_labels_stay_bounded_under_exporter_churn() -> None:
+    dec = NetflowDecoder(DecoderLimits(max_exporters=10, template_lifetime=1))
+    for i in range(50):
+        exporter = f"10.0.0.{i + 1}"
+        dec.decode(v9_flows(1, seq=0), exporter, NOW + 2 * i)
+        dec.decode(v9_flows(1, seq=5), exporter, NOW + 2 * i)  # 4 packets lost
+    labels = {r for (fam, r) in dec.counts if fam == "lost_packets"}
+    assert len(labels) == 11 and "other" in labels
+    assert sum(n for (fam, _r), n in dec.counts.items() if fam == "lost_packets") == 200

@@ -6,7 +6,6 @@ import socket
 from typing import Any
 
 from appliance.event import Event
-from appliance.flows.rollup import OTHER, FlowRollup
 from tests.netflow_packets import ipfix_flows, v5, v5_record, v9_flows
 
 LOOPBACK = ["127.0.0.0/8"]
@@ -147,21 +146,3 @@ async def test_bad_datagrams_are_counted_and_the_listener_keeps_going(
     assert 'appliance_netflow_errors_total{source="netflow",reason="length_mismatch"} 1' in text
     assert 'appliance_netflow_errors_total{source="netflow",reason="set_past_end"} 1' in text
     assert "appliance_udp_socket_drops" in text
-
-
-def test_rollup_folds_keys_beyond_the_limit_and_keeps_totals() -> None:
-    rollup = FlowRollup(top_k=5, max_keys=100)
-    flows = [
-        Event(60.0, 60.0, "netflow", {"source.ip": f"10.0.{i // 256}.{i % 256}",
-              "destination.ip": "10.1.0.1", "network.bytes": i, "network.packets": 1})
-        for i in range(1000)
-    ]  # fmt: skip
-    rollup.add(flows)
-    assert len(rollup.buckets[60].by_dim["source.ip"]) <= 100
-    assert rollup.folded > 0
-    rows = rollup.take_all()
-    src = [r for r in rows if r[1] == "source.ip"]
-    assert sum(r[3] for r in src) == sum(range(1000))
-    assert sum(r[5] for r in src) == 1000
-    assert len(src) <= 5 + 5 + 1 and any(r[2] == OTHER for r in src)
-    assert "10.0.3.231" in {r[2] for r in src}  # the biggest talker survives folding

@@ -24,14 +24,15 @@ RollupRow = tuple[int, str, str, int, int, int]  # (minute, dim, key, bytes, pac
 
 
 class MinuteBucket:
-    __slots__ = ("dims", "folded", "minute")
+    __slots__ = ("admit", "dims", "folded", "minute")
 
     def __init__(self, minute: int) -> None:
         self.minute = minute
         # One dict per DIMENSIONS entry, same order; keys: address, address, (src, dst),
         # (port, transport).
         self.dims: tuple[dict[Any, Totals], ...] = tuple({} for _ in DIMENSIONS)
-        self.folded = 0  # keys folded into "other" because the dimension was full
+        self.folded = 0  # keys (or newcomers) folded into "other" because a dimension filled
+        self.admit = [0, 0, 0, 0]  # per dimension: smallest first flow admitted as a new key
 
     @property
     def by_dim(self) -> dict[str, dict[Any, Totals]]:
@@ -45,49 +46,68 @@ class FlowRollup:
         self.buckets: dict[int, MinuteBucket] = {}
         self.flows = 0
         self.folded = 0
+        self._folded_closed = 0
 
     def add(self, events: Iterable[Event]) -> None:
         """Count each flow event in the minute it was received, in every dimension.
 
         Hot path (every flow): four dict probes, keys kept as the decoded values or tuples of
-        them; conversation and port keys become text only when a minute is written.
+        them (conversation and port keys become text only when a minute is written), unrolled
+        over the four dimensions.
         """
         buckets = self.buckets
         max_keys = self.max_keys
-        minute = -1
-        n = 0
+        fold = self._fold
+        lo = hi = 0.0
         src_d = dst_d = conv_d = port_d = {}
-        bucket: MinuteBucket | None = None
+        admit = [0, 0, 0, 0]
+        bucket = MinuteBucket(0)
+        n = 0
         for ev in events:
             n += 1
-            m = int(ev.created) // 60 * 60
-            if m != minute:
-                minute = m
-                bucket = buckets.get(m)
-                if bucket is None:
-                    bucket = buckets[m] = MinuteBucket(m)
+            c = ev.created
+            if c >= hi or c < lo:
+                m = int(c) // 60 * 60
+                lo, hi = m, m + 60
+                got = buckets.get(m)
+                if got is None:
+                    got = buckets[m] = MinuteBucket(m)
+                bucket = got
                 src_d, dst_d, conv_d, port_d = bucket.dims
+                admit = bucket.admit
             g = ev.fields.get
             src = g("source.ip")
             dst = g("destination.ip")
-            port = g("destination.port")
             b = g("network.bytes") or 0
             p = g("network.packets") or 0
-            # Unrolled over the four dimensions: this loop runs for every flow.
             t = src_d.get(src)
             if t is None:
-                if len(src_d) >= max_keys:
-                    self._fold(src_d, bucket)
-                src_d[src] = [b, p, 1]
+                if b < admit[0]:  # after a fold: small newcomers go straight to "other"
+                    t = src_d[OTHER]
+                    t[0] += b
+                    t[1] += p
+                    t[2] += 1
+                    bucket.folded += 1
+                else:
+                    if len(src_d) >= max_keys:
+                        fold(src_d, bucket, 0)
+                    src_d[src] = [b, p, 1]
             else:
                 t[0] += b
                 t[1] += p
                 t[2] += 1
             t = dst_d.get(dst)
             if t is None:
-                if len(dst_d) >= max_keys:
-                    self._fold(dst_d, bucket)
-                dst_d[dst] = [b, p, 1]
+                if b < admit[1]:  # after a fold: small newcomers go straight to "other"
+                    t = dst_d[OTHER]
+                    t[0] += b
+                    t[1] += p
+                    t[2] += 1
+                    bucket.folded += 1
+                else:
+                    if len(dst_d) >= max_keys:
+                        fold(dst_d, bucket, 1)
+                    dst_d[dst] = [b, p, 1]
             else:
                 t[0] += b
                 t[1] += p
@@ -95,30 +115,47 @@ class FlowRollup:
             key = (src, dst)
             t = conv_d.get(key)
             if t is None:
-                if len(conv_d) >= max_keys:
-                    self._fold(conv_d, bucket)
-                conv_d[key] = [b, p, 1]
+                if b < admit[2]:  # after a fold: small newcomers go straight to "other"
+                    t = conv_d[OTHER]
+                    t[0] += b
+                    t[1] += p
+                    t[2] += 1
+                    bucket.folded += 1
+                else:
+                    if len(conv_d) >= max_keys:
+                        fold(conv_d, bucket, 2)
+                    conv_d[key] = [b, p, 1]
             else:
                 t[0] += b
                 t[1] += p
                 t[2] += 1
-            key = (port, g("network.transport") or g("network.iana_number"))
+            key = (g("destination.port"), g("network.transport") or g("network.iana_number"))
             t = port_d.get(key)
             if t is None:
-                if len(port_d) >= max_keys:
-                    self._fold(port_d, bucket)
-                port_d[key] = [b, p, 1]
+                if b < admit[3]:  # after a fold: small newcomers go straight to "other"
+                    t = port_d[OTHER]
+                    t[0] += b
+                    t[1] += p
+                    t[2] += 1
+                    bucket.folded += 1
+                else:
+                    if len(port_d) >= max_keys:
+                        fold(port_d, bucket, 3)
+                    port_d[key] = [b, p, 1]
             else:
                 t[0] += b
                 t[1] += p
                 t[2] += 1
         self.flows += n
+        self.folded = sum(bk.folded for bk in buckets.values()) + self._folded_closed
 
-    def _fold(self, d: dict[Any, Totals], bucket: MinuteBucket | None) -> None:
+    def _fold(self, d: dict[Any, Totals], bucket: MinuteBucket, dim: int) -> None:
         """Keep the largest eighth of the keys by bytes; add the rest to "other".
 
-        Freeing most of the dimension at once keeps folds rare even when every flow brings a
-        new key (a spoofed-source flood): about one linear pass per ``max_keys`` new keys.
+        Freeing most of the dimension at once keeps folds rare, and from then on a new key is
+        admitted only when its first flow is at least as big as the smallest key kept: a
+        spoofed-source flood (every flow a new key) then costs one probe per flow, not a fold
+        per ``max_keys`` flows, while heavy talkers keep their own rows.
         """
         other = d.pop(OTHER, None) or [0, 0, 0]
         keep = dict(heapq.nlargest(max(1, len(d) // 8), d.items(), key=_by_bytes))
@@ -132,9 +169,8 @@ class FlowRollup:
         d.clear()
         d.update(keep)
         d[OTHER] = other
-        if bucket is not None:
-            bucket.folded += folded
-        self.folded += folded
+        bucket.admit[dim] = max(1, min(t[0] for t in keep.values())) if keep else 1
+        bucket.folded += folded
 
     def rows(self, bucket: MinuteBucket) -> list[RollupRow]:
         """The bucket as rows: top-K by bytes plus top-K by packets, the rest as "other"."""
@@ -169,13 +205,17 @@ class FlowRollup:
         current = int(now) // 60 * 60
         rows: list[RollupRow] = []
         for minute in sorted(m for m in self.buckets if m < current):
-            rows.extend(self.rows(self.buckets.pop(minute)))
+            bucket = self.buckets.pop(minute)
+            self._folded_closed += bucket.folded
+            rows.extend(self.rows(bucket))
         return rows
 
     def take_all(self) -> list[RollupRow]:
         rows: list[RollupRow] = []
         for minute in sorted(self.buckets):
-            rows.extend(self.rows(self.buckets.pop(minute)))
+            bucket = self.buckets.pop(minute)
+            self._folded_closed += bucket.folded
+            rows.extend(self.rows(bucket))
         return rows
 
     def open_rows(self) -> list[RollupRow]:

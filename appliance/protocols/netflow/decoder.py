@@ -143,6 +143,7 @@ class NetflowDecoder:
         self._v5_template = Template(0, _V5_FIELDS, 0, 0.0)
         self._out: list[Record] = []  # where data released by a late template goes
         self._compile_tokens = self.limits.compiles_per_second
+        self._loss_labels: set[str] = set()
         self._compile_at = 0.0
 
     # ---------------------------------------------------------------------------- counting
@@ -288,6 +289,14 @@ class NetflowDecoder:
             return
         gap = (seq - expected) & 0xFFFFFFFF
         if gap < 0x80000000:
+            # Exporter labels are bounded like the exporters themselves: churn from many
+            # (spoofed) addresses lands on one "other" label instead of growing /metrics.
+            labels = self._loss_labels
+            if exporter not in labels:
+                if len(labels) >= self.limits.max_exporters:
+                    exporter = "other"
+                else:
+                    labels.add(exporter)
             self.count(f"lost_{unit}", exporter, gap)
         else:  # behind us: reordered, duplicated, or the exporter restarted
             self.count("sequence", "reordered_or_reset")
