@@ -70,14 +70,16 @@ def data_datagrams(n: int) -> list[bytearray]:
     return out
 
 
-def send(port: int, rate: int, seconds: float, seq0: int) -> int:
-    """Send ``rate`` flows/s for ``seconds`` (paced per millisecond); return flows sent."""
+def send(port: int, rate: int, seconds: float, seq0: int) -> tuple[int, float]:
+    """Send ``rate`` flows/s for ``seconds`` (paced per millisecond); return (flows sent,
+    wall-clock time of the first datagram)."""
     dgs = data_datagrams(1000)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
     addr = ("127.0.0.1", port)
     sock.sendto(template_datagram(), addr)
     per_second = rate / RECORDS
+    started = time.time()
     start = time.perf_counter()
     sent = 0
     seq = seq0
@@ -100,7 +102,7 @@ def send(port: int, rate: int, seconds: float, seq0: int) -> int:
         if due <= 0:
             time.sleep(0.0005)
     sock.close()
-    return sent * RECORDS
+    return sent * RECORDS, started
 
 
 def sender_process(port: int, rate: int, seconds: float, seq0: int) -> subprocess.Popen[str]:
@@ -176,12 +178,14 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
                 "rolled": flows.rollup.flows,
             }
             t0 = time.perf_counter()
+            cpu0 = time.process_time()
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(seq),
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             out, _ = await proc.communicate()
-            sent = int(out.decode().strip())
+            sent_text, started_text = out.decode().split()
+            sent, started = int(sent_text), float(started_text)
             seq += sent // RECORDS
             deadline = time.perf_counter() + 30
             settled = -1.0
@@ -197,7 +201,8 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
                 if settled >= 0 and time.perf_counter() - settled > 2.0:
                     break  # nothing left in flight: the rest never arrived
                 await asyncio.sleep(0.02)
-            elapsed = time.perf_counter() - t0
+            elapsed = time.time() - started  # first datagram sent → last flow processed
+            cpu = time.process_time() - cpu0
             processed = int(flows.processed.total() - before["processed"])
             kernel = int((src.kernel_drops() or 0) - before["kernel"])  # type: ignore[attr-defined]
             dropped = int(flows.dropped.total() - before["dropped"])
@@ -216,6 +221,7 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
                     "loss": sent - processed,
                     "no_loss": processed == sent and kernel == 0 and dropped == 0,
                     "achieved_fps": round(processed / elapsed),
+                    "appliance_cpu_percent": round(100 * cpu / (time.perf_counter() - t0)),
                 }
             )
     finally:
@@ -240,7 +246,7 @@ def run_nfcapd(rates: list[int], seconds: float, data_dir: Path) -> list[dict[st
         )
         time.sleep(0.5)
         sender = sender_process(port, rate, seconds, 0)
-        sent = int(sender.communicate()[0].strip())
+        sent = int(sender.communicate()[0].split()[0])
         time.sleep(1.0)
         proc.terminate()
         proc.wait(timeout=30)
@@ -255,7 +261,8 @@ def run_nfcapd(rates: list[int], seconds: float, data_dir: Path) -> list[dict[st
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--send":
         port, rate, seconds, seq0 = sys.argv[2:6]
-        print(send(int(port), int(rate), float(seconds), int(seq0)))
+        sent, started = send(int(port), int(rate), float(seconds), int(seq0))
+        print(sent, started)
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", default="100000,200000,250000")
