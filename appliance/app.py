@@ -135,7 +135,7 @@ class Appliance:
         await self.store.open()
         try:
             self.pipeline.start()
-            await self.flows.start()
+            await self.flows.start(tune_gc=bool(cfg.sources.netflow))
             for builder in COMPONENT_BUILDERS:
                 component = builder(self)
                 if component is not None:
