@@ -29,16 +29,8 @@ def make_line(seq: int, size: int, fmt: str) -> bytes:
     return head + b"x" * max(0, size - len(head))
 
 
-def _send(
-    port: int,
-    rate: float,
-    seconds: float,
-    size: int,
-    fmt: str,
-    first: int,
-    count: int,
-    out: mp.Queue,
-) -> None:
+def _send(port: int, rate: float, seconds: float, size: int, fmt: str, first: int,
+          count: int, out: mp.Queue) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     addr = ("127.0.0.1", port)
     template = make_line(0, size, fmt)
@@ -67,10 +59,8 @@ def send_builtin(port: int, rate: int, seconds: float, size: int, fmt: str, send
     total = int(rate * seconds)
     per = total // senders
     out: mp.Queue = mp.Queue()
-    procs = [
-        mp.Process(target=_send, args=(port, rate / senders, seconds, size, fmt, i * per, per, out))
-        for i in range(senders)
-    ]
+    procs = [mp.Process(target=_send, args=(port, rate / senders, seconds, size, fmt, i * per,
+                                            per, out)) for i in range(senders)]
     for p in procs:
         p.start()
     sent = sum(out.get() for _ in procs)
@@ -128,28 +118,16 @@ def main() -> None:
     rss = app.peak_rss_mb()
     final = app.stop()
     stored_rows = app.stored_rows()
-    print(
-        json.dumps(
-            {
-                "mode": "syslog-udp",
-                "sender": sender,
-                "format": a.format,
-                "size": a.size,
-                "rate": a.rate,
-                "seconds": a.seconds,
-                "offered": offered,
-                "received": final["received"],
-                "stored": stored_rows,
-                "dropped": final["dropped"],
-                "dropped_by_reason": dropped_by_reason(m),
-                "loss_pct": round(100.0 * (offered - stored_rows) / offered, 3) if offered else 0.0,
-                "kernel_rcvbuf_errors": host_rcvbuf_errors() - rcv0,
-                "eps": round(stored_rows / send_time, 1),
-                "recv_cpu_pct": round(cpu, 1),
-                "recv_peak_rss_mb": round(rss, 1),
-            }
-        )
-    )
+    print(json.dumps({
+        "mode": "syslog-udp", "sender": sender, "format": a.format, "size": a.size,
+        "rate": a.rate, "seconds": a.seconds,
+        "offered": offered, "received": final["received"], "stored": stored_rows,
+        "dropped": final["dropped"], "dropped_by_reason": dropped_by_reason(m),
+        "loss_pct": round(100.0 * (offered - stored_rows) / offered, 3) if offered else 0.0,
+        "kernel_rcvbuf_errors": host_rcvbuf_errors() - rcv0,
+        "eps": round(stored_rows / send_time, 1), "recv_cpu_pct": round(cpu, 1),
+        "recv_peak_rss_mb": round(rss, 1),
+    }))
 
 
 if __name__ == "__main__":

@@ -46,9 +46,7 @@ class ApplianceProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "run", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=self._log,
-            cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=self._log, cwd=ROOT,
         )
         self._cpu0 = 0.0
         self._t0 = 0.0
@@ -61,8 +59,7 @@ class ApplianceProcess:
                 raise SystemExit("appliance exited: " + self.log_path.read_text())
             try:
                 with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.api_port}/healthz", timeout=1
-                ) as r:
+                        f"http://127.0.0.1:{self.api_port}/healthz", timeout=1) as r:
                     if json.loads(r.read())["status"] == "ok":
                         return
             except OSError:
