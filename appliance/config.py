@@ -321,7 +321,7 @@ class FlowsSection:
     flush_interval: float = field(default=0.2, metadata=check(positive))
     raw_max_per_second: int = field(default=5_000, metadata=check(non_negative))
     raw_retention_hours: float = field(default=24.0, metadata=check(positive))
-    raw_max_rows: int = field(default=10_000_000, metadata=check(positive))
+    raw_max_rows: int = field(default=2_000_000, metadata=check(positive))
     rollup_top_k: int = field(default=100, metadata=check(positive))
     rollup_max_keys: int = field(default=20_000, metadata=check(positive))
     rollup_retention_days: float = field(default=30.0, metadata=check(positive))
