@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 from appliance.event import Event
+from tests.conftest import TOKEN
 from tests.netflow_packets import ipfix_flows, v5, v5_record, v9_flows
 
 LOOPBACK = ["127.0.0.0/8"]
@@ -146,3 +147,17 @@ async def test_bad_datagrams_are_counted_and_the_listener_keeps_going(
     assert 'appliance_netflow_errors_total{source="netflow",reason="length_mismatch"} 1' in text
     assert 'appliance_netflow_errors_total{source="netflow",reason="set_past_end"} 1' in text
     assert "appliance_udp_socket_drops" in text
+
+
+async def test_flows_api_needs_the_token_and_checks_its_parameters(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    async with run.session.get(run.api + "/api/v1/flows") as resp:
+        assert resp.status == 401
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for query in ("by=host.name", "order=size", "limit=0", "since=yesterday"):
+        async with run.session.get(run.api + "/api/v1/flows/top?" + query, headers=headers) as r:
+            assert r.status == 400, query
+    async with run.session.get(
+        run.api + "/api/v1/flows?network.transport=carrier-pigeon", headers=headers
+    ) as resp:
+        assert resp.status == 400
