@@ -316,7 +316,7 @@ class FlowsSection:
     rollups; raw flow rows are kept only up to ``raw_max_per_second`` (the rest counted) and
     for ``raw_retention_hours``, rollups for ``rollup_retention_days``."""
 
-    queue_size: int = field(default=500_000, metadata=check(positive))
+    queue_size: int = field(default=100_000, metadata=check(positive))  # ~1.4 KB per flow
     batch_size: int = field(default=20_000, metadata=check(positive))
     flush_interval: float = field(default=0.2, metadata=check(positive))
     raw_max_per_second: int = field(default=5_000, metadata=check(non_negative))
