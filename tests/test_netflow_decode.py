@@ -23,7 +23,7 @@ from tests.netflow_packets import (
     v9,
     v9_flows,
 )
-from tests.pcap import read_udp
+from tests.pcap_reader import udp_packets
 
 NOW = 1_700_000_100.0
 pytestmark = pytest.mark.corpus
@@ -61,7 +61,7 @@ def _corpus_files() -> list[str]:
 def _decode_file(dec: NetflowDecoder, path: Path) -> list[dict]:
     flows = []
     if path.suffix == ".pcap":
-        for dg in read_udp(path):
+        for dg in udp_packets(path):
             flows += [f for _ts, f in dec.decode(dg.payload, dg.src, NOW, dg.sport)]
     else:
         for dg in _hex_lines(path):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import free_port, need_tool
-from tests.pcap import ipv4_packet, write_pcap
+from tests.pcap_writer import ipv4_packet, write_pcap
 
 pytestmark = pytest.mark.interop
 
