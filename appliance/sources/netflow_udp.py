@@ -19,7 +19,7 @@ from appliance.flows import store as flowstore
 from appliance.logutil import RateLimitedLog
 from appliance.protocols.netflow import DecoderLimits, NetflowDecoder
 from appliance.sources.base import AllowList, SourceContext
-from appliance.sources.udp import bind_udp, socket_drops
+from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -68,6 +68,15 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)
 
 
+class _DatagramBooks:
+    """The two counters :class:`KernelDropTracker` books kernel drops into: for flows these
+    are datagram counters (a dropped datagram's flow count is unknown), not the event books."""
+
+    def __init__(self, received: Any, dropped: Any) -> None:
+        self.received = received
+        self.dropped = dropped
+
+
 class NetflowUdpSource:
     def __init__(self, cfg: NetflowSource, ctx: SourceContext, flows: Any) -> None:
         self.cfg = cfg
@@ -81,7 +90,8 @@ class NetflowUdpSource:
         )
         self.rejected = m.counter(
             "netflow_datagrams_rejected_total",
-            "Flow export datagrams not decoded at all, by reason.",
+            "Flow export datagrams not decoded at all, by reason (kernel_buffer_full: dropped"
+            " by the kernel on the socket, also counted in netflow_datagrams_total).",
             ["source", "reason"],
         )
         families = {
@@ -147,6 +157,8 @@ class NetflowUdpSource:
         self.transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self._saved_at = 0.0
+        books = _DatagramBooks(self.datagrams, self.rejected)
+        self.kernel = KernelDropTracker(self.name, books)  # type: ignore[arg-type]
 
     async def start(self) -> None:
         store = self.ctx.pipeline.store
@@ -163,6 +175,7 @@ class NetflowUdpSource:
         self.transport, _ = await loop.create_datagram_endpoint(
             lambda: NetflowUdpProtocol(self), sock=self.sock
         )
+        self.kernel.start(self.sock)
         self._task = asyncio.create_task(self._maintain(), name=f"{self.name}-state")
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
 
@@ -200,6 +213,7 @@ class NetflowUdpSource:
                         self.name, exc_info=True)  # fmt: skip
 
     async def stop(self) -> None:
+        self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self.transport is not None:
             self.transport.close()
             self.transport = None
