@@ -17,10 +17,12 @@ from typing import Any
 
 from appliance.api.server import ApiServer, load_or_create_token
 from appliance.config import AppConfig
+from appliance.flows import FlowPath
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
 from appliance.sources.base import Source, SourceContext
+from appliance.sources.netflow_udp import NetflowUdpSource
 from appliance.sources.snmp_trap import SnmpTrapSource
 from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
@@ -44,7 +46,9 @@ def _build_forwarder(app: Appliance) -> Any:
 COMPONENT_BUILDERS: list[Callable[[Appliance], Any]] = [_build_forwarder]
 
 
-def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
+def build_sources(
+    config: AppConfig, ctx: SourceContext, flows: FlowPath | None = None
+) -> list[Source]:
     sources: list[Source] = []
     for cfg in config.sources.syslog:
         if cfg.protocol == "udp":
@@ -53,6 +57,9 @@ def build_sources(config: AppConfig, ctx: SourceContext) -> list[Source]:
             sources.append(SyslogStreamSource(cfg, ctx))
     for snmp in config.sources.snmp:
         sources.append(SnmpTrapSource(snmp, ctx))
+    if flows is not None:
+        for nf in config.sources.netflow:
+            sources.append(NetflowUdpSource(nf, ctx, flows))
     return sources
 
 
@@ -87,6 +94,8 @@ class Appliance:
             clock=clock,
         )
         self.pipeline.on_store_full = self._shed_oldest
+        # Flows bypass the events table (see appliance.flows.path) but run the same stages.
+        self.flows = FlowPath(self.pipeline, self.metrics, config.flows, config.storage, clock)
         self.sources: list[Source] = []
         self.components: list[Any] = []
         self.api: ApiServer | None = None
@@ -143,13 +152,16 @@ class Appliance:
         await self.store.open()
         try:
             self.pipeline.start()
+            await self.flows.start(tune_gc=bool(cfg.sources.netflow))
             for builder in COMPONENT_BUILDERS:
                 component = builder(self)
                 if component is not None:
                     self.components.append(component)
             for component in self.components:
                 await component.start()
-            self.sources = await self._start_sources(build_sources(cfg, self.source_context()))
+            self.sources = await self._start_sources(
+                build_sources(cfg, self.source_context(), self.flows)
+            )
             token = load_or_create_token(cfg.api, cfg.data_dir, lambda p: cfg.path(p))
             self.api = ApiServer(self, token)
             await self.api.start(cfg.api.listen)
@@ -193,6 +205,8 @@ class Appliance:
         drained = await self.pipeline.stop(max(0.5, deadline - time.monotonic()))
         if not drained:
             log.error("shutdown: queue not drained in time; the rest was counted as dropped")
+        with contextlib.suppress(Exception):
+            await self.flows.stop(max(0.5, deadline - time.monotonic()))
         for component in reversed(self.components):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(component.stop(), max(0.5, deadline - time.monotonic()))
@@ -237,7 +251,7 @@ class Appliance:
         If a new listener cannot start, everything goes back to the old set, so a bad reload
         never leaves the appliance deaf.
         """
-        wanted = build_sources(self.config, self.source_context())
+        wanted = build_sources(self.config, self.source_context(), self.flows)
         same_dir = old.base_dir == self.config.base_dir
         keep = [s for s in self.sources if same_dir and any(_same(s, w) for w in wanted)]
         gone = [s for s in self.sources if s not in keep]
@@ -252,7 +266,7 @@ class Appliance:
             self.sources = keep + await self._start_sources(
                 [
                     s
-                    for s in build_sources(old, self.source_context())
+                    for s in build_sources(old, self.source_context(), self.flows)
                     if not any(_same(k, s) for k in keep)
                 ]
             )

@@ -340,10 +340,37 @@ class SyslogSender:
 
 
 @dataclass(frozen=True, slots=True)
+class NetflowSource:
+    """One UDP listener for NetFlow v5, v9 and IPFIX (version sniffed per datagram).
+
+    Flow inputs deny by default (reference C3): only exporters in ``allowed`` are decoded.
+    The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's state.
+    """
+
+    listen: str = field(default="0.0.0.0:2055", metadata=check(check_hostport))
+    name: str = ""
+    allowed: list[str] = field(default_factory=list, metadata=check(check_networks))
+    rcvbuf_bytes: int = field(default=32 * 1024 * 1024, metadata=check(positive))
+    max_exporters: int = field(default=1000, metadata=check(positive))
+    max_templates_per_exporter: int = field(default=256, metadata=check(positive))
+    max_templates: int = field(default=10_000, metadata=check(positive))
+    max_fields_per_template: int = field(default=256, metadata=check(positive))
+    max_field_length: int = field(default=128, metadata=check(positive))
+    template_lifetime: float = field(default=1800.0, metadata=check(positive))
+    pending_max_sets: int = field(default=256, metadata=check(non_negative))
+    pending_max_age: float = field(default=10.0, metadata=check(positive))
+
+    @property
+    def label(self) -> str:
+        return self.name or "netflow"
+
+
+@dataclass(frozen=True, slots=True)
 class SourcesSection:
     syslog: list[SyslogSource] = field(default_factory=list)
     snmp: list[SnmpSource] = field(default_factory=list)
     syslog_senders: list[SyslogSender] = field(default_factory=list)
+    netflow: list[NetflowSource] = field(default_factory=list)
 
 
 UPSTREAM_TYPES = ("webhook", "splunk_hec", "elastic_bulk", "otlp_logs")
@@ -433,6 +460,29 @@ class UpstreamSection:
 
 
 @dataclass(frozen=True, slots=True)
+class FlowsSection:
+    """The flow path: every decoded flow is offered to the rules and counted in the per-minute
+    rollups; raw flow rows are kept only up to ``raw_max_per_second`` (the rest counted) and
+    for ``raw_retention_hours``, rollups for ``rollup_retention_days``."""
+
+    queue_size: int = field(default=100_000, metadata=check(positive))  # ~1.4 KB per flow
+    batch_size: int = field(default=20_000, metadata=check(positive))
+    flush_interval: float = field(default=0.2, metadata=check(positive))
+    raw_max_per_second: int = field(default=5_000, metadata=check(non_negative))
+    raw_retention_hours: float = field(default=24.0, metadata=check(positive))
+    raw_max_rows: int = field(default=2_000_000, metadata=check(positive))
+    rollup_top_k: int = field(default=100, metadata=check(positive))
+    rollup_max_keys: int = field(default=20_000, metadata=check(positive))
+    rollup_retention_days: float = field(default=30.0, metadata=check(positive))
+    state_save_interval: float = field(default=10.0, metadata=check(positive))
+
+    def validate(self) -> list[str]:
+        if self.rollup_max_keys < 2 * self.rollup_top_k:
+            return ["rollup_max_keys: must be at least twice rollup_top_k"]
+        return []
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
     api: ApiSection = field(default_factory=ApiSection)
@@ -440,6 +490,7 @@ class AppConfig:
     storage: StorageSection = field(default_factory=StorageSection)
     sources: SourcesSection = field(default_factory=SourcesSection)
     upstream: list[UpstreamSection] = field(default_factory=list)
+    flows: FlowsSection = field(default_factory=FlowsSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:
@@ -458,6 +509,10 @@ class AppConfig:
             if up.name in upstreams:
                 errors.append(f"upstream[{i}].name: duplicate upstream name {up.name!r}")
             upstreams.add(up.name)
+        for i, nf in enumerate(self.sources.netflow):
+            if nf.label in names:
+                errors.append(f"sources.netflow[{i}].name: duplicate source name {nf.label!r}")
+            names.add(nf.label)
         return errors
 
     def path(self, value: str) -> Path:

@@ -98,3 +98,14 @@ def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -
     f.write_text("")
     cfg = load_config(f)
     assert cfg.path("server.pem") == tmp_path / "server.pem"
+
+
+def test_netflow_source_denies_every_exporter_by_default() -> None:
+    cfg = parse_config({"sources": {"netflow": [{"listen": "127.0.0.1:2055"}]}})
+    assert cfg.sources.netflow[0].allowed == []
+
+
+def test_netflow_source_names_must_be_unique() -> None:
+    with pytest.raises(ConfigError, match="duplicate source name"):
+        parse_config({"sources": {"netflow": [{"listen": "127.0.0.1:2055"},
+                                              {"listen": "127.0.0.1:2056"}]}})  # fmt: skip

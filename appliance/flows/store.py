@@ -1,0 +1,211 @@
+"""SQLite access for raw flows and rollups (tables from migration 0005_flows.sql).
+
+Writes go through :meth:`Store.transaction` like every other write, one transaction per batch;
+reads use the store's reader connection. All values are bound parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from appliance.event import Event
+from appliance.flows.rollup import RollupRow
+from appliance.store import Store
+from appliance.store.db import StoreError
+
+_COLUMNS = (
+    "event.start",
+    "observer.ip",
+    "source.ip",
+    "destination.ip",
+    "source.port",
+    "destination.port",
+    "network.bytes",
+    "network.packets",
+    "event.end",
+)
+_SKIP = frozenset(_COLUMNS) | {"network.iana_number"}
+
+
+def flow_row(ev: Event) -> tuple[Any, ...]:
+    f = ev.fields
+    rest = {k: v for k, v in f.items() if k not in _SKIP}
+    proto = f.get("network.iana_number")
+    return (
+        ev.timestamp,
+        ev.created,
+        f.get("event.start"),
+        f.get("observer.ip", ""),
+        f.get("source.ip"),
+        f.get("destination.ip"),
+        f.get("source.port"),
+        f.get("destination.port"),
+        int(proto) if proto is not None else None,
+        f.get("network.bytes"),
+        f.get("network.packets"),
+        orjson.dumps(rest, default=str).decode(),
+    )
+
+
+def row_flow(row: tuple[Any, ...]) -> Event:
+    (id_, ts, created, start, exporter, src, dst, sport, dport, proto, nbytes, npackets,
+     fields_json) = row  # fmt: skip
+    fields: dict[str, Any] = json.loads(fields_json)
+    for key, value in (
+        ("event.start", start),
+        ("observer.ip", exporter),
+        ("source.ip", src),
+        ("destination.ip", dst),
+        ("source.port", sport),
+        ("destination.port", dport),
+        ("network.iana_number", str(proto) if proto is not None else None),
+        ("network.bytes", nbytes),
+        ("network.packets", npackets),
+    ):
+        if value is not None:
+            fields[key] = value
+    if start is not None:
+        fields["event.end"] = ts
+    return Event(timestamp=ts, created=created, module="netflow", fields=fields, id=id_)
+
+
+async def insert_flows(store: Store, events: list[Event]) -> None:
+    rows = [flow_row(ev) for ev in events]
+    async with store.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO flows (ts, created, start, exporter, src_ip, dst_ip, src_port, dst_port,"
+            " proto, bytes, packets, fields) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+
+
+async def insert_rollups(store: Store, rows: list[RollupRow]) -> None:
+    if not rows:
+        return
+    async with store.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO flow_rollups (minute, dim, key, bytes, packets, flows)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (minute, dim, key) DO UPDATE SET"
+            " bytes = bytes + excluded.bytes, packets = packets + excluded.packets,"
+            " flows = flows + excluded.flows",
+            rows,
+        )
+
+
+def _reader(store: Store) -> Any:
+    if store.reader is None:
+        raise StoreError("store is closed")
+    return store.reader
+
+
+async def query_flows(
+    store: Store,
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    source_ip: str | None = None,
+    destination_ip: str | None = None,
+    ip: str | None = None,
+    port: int | None = None,
+    exporter: str | None = None,
+    proto: int | None = None,
+    before_id: int | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """Newest first, filtered like ``/api/v1/events``; ``before_id`` is the paging cursor."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("ts >= ?", since),
+        ("ts < ?", until),
+        ("src_ip = ?", source_ip),
+        ("dst_ip = ?", destination_ip),
+        ("exporter = ?", exporter),
+        ("proto = ?", proto),
+        ("id < ?", before_id),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    if ip is not None:
+        clauses.append("(src_ip = ? OR dst_ip = ?)")
+        args += [ip, ip]
+    if port is not None:
+        clauses.append("(src_port = ? OR dst_port = ?)")
+        args += [port, port]
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    # The clauses are the fixed strings above; every value is bound.
+    sql = (
+        "SELECT id, ts, created, start, exporter, src_ip, dst_ip, src_port, dst_port, proto,"  # noqa: S608
+        " bytes, packets, fields FROM flows " + where + " ORDER BY id DESC LIMIT ?"
+    )
+    args.append(int(limit))
+    async with _reader(store).execute(sql, args) as cur:
+        rows = await cur.fetchall()
+    return [row_flow(tuple(r)) for r in rows]
+
+
+async def query_top(
+    store: Store, *, dim: str, since: float, until: float | None, limit: int
+) -> list[tuple[str, int, int, int]]:
+    """``(key, bytes, packets, flows)`` summed over stored minutes in [since, until)."""
+    sql = "SELECT key, sum(bytes), sum(packets), sum(flows) FROM flow_rollups WHERE dim = ?"
+    args: list[Any] = [dim, int(since) // 60 * 60]
+    sql += " AND minute >= ?"
+    if until is not None:
+        sql += " AND minute < ?"
+        args.append(until)
+    sql += " GROUP BY key"
+    async with _reader(store).execute(sql, args) as cur:
+        rows = await cur.fetchall()
+    return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+async def delete_old(store: Store, *, flows_before: float, rollups_before: float, max_rows: int,
+                     chunk: int = 50_000) -> tuple[int, int]:  # fmt: skip
+    """Delete raw flows older than the cut-off or beyond ``max_rows``, and old rollups."""
+    deleted = 0
+    while True:
+        async with store.transaction() as conn:
+            cur = await conn.execute(
+                "DELETE FROM flows WHERE id IN (SELECT id FROM flows WHERE ts < ? LIMIT ?)",
+                (flows_before, chunk),
+            )
+            n = max(cur.rowcount, 0)
+        deleted += n
+        if n < chunk:
+            break
+    async with _reader(store).execute("SELECT min(id), max(id) FROM flows") as cur:
+        row = await cur.fetchone()
+    if row and row[0] is not None and row[1] - row[0] + 1 > max_rows:
+        async with store.transaction() as conn:
+            cur = await conn.execute("DELETE FROM flows WHERE id <= ?", (row[1] - max_rows,))
+            deleted += max(cur.rowcount, 0)
+    async with store.transaction() as conn:
+        cur = await conn.execute(
+            "DELETE FROM flow_rollups WHERE minute < ?", (int(rollups_before),)
+        )
+        rolled = max(cur.rowcount, 0)
+    return deleted, rolled
+
+
+async def load_state(store: Store, component: str, key: str) -> Any:
+    async with _reader(store).execute(
+        "SELECT value FROM state WHERE component = ? AND key = ?", (component, key)
+    ) as cur:
+        row = await cur.fetchone()
+    return json.loads(row[0]) if row and row[0] is not None else None
+
+
+async def save_state(store: Store, component: str, key: str, value: Any, now: float) -> None:
+    blob = json.dumps(value, separators=(",", ":"))
+    async with store.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO state (component, key, value, updated) VALUES (?,?,?,?)"
+            " ON CONFLICT (component, key) DO UPDATE SET value = excluded.value,"
+            " updated = excluded.updated",
+            (component, key, blob, now),
+        )

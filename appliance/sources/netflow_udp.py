@@ -1,0 +1,228 @@
+"""NetFlow v5/v9 and IPFIX over UDP: one port for all three (the version is sniffed per datagram).
+
+A thin adapter: allow-list, decode (sans-I/O :class:`NetflowDecoder`), wrap records as events,
+hand them to the flow path. It also keeps the decoder's template state in the ``state`` table
+so that after a restart the first data packets decode without waiting for a template resend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+from appliance.config import NetflowSource
+from appliance.event import Event
+from appliance.flows import store as flowstore
+from appliance.logutil import RateLimitedLog
+from appliance.protocols.netflow import DecoderLimits, NetflowDecoder
+from appliance.sources.base import AllowList, SourceContext
+from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+STATE_COMPONENT = "netflow"
+REFRESH_SAVE_INTERVAL = 60.0  # lifetimes only moved: save at most this often
+
+
+class NetflowUdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, source: NetflowUdpSource) -> None:
+        self.source = source
+        self.name = source.name
+        self.decoder = source.decoder
+        self.flows = source.flows
+        self.clock = source.ctx.clock
+        self.allowed = source.allowed
+        self.datagrams = source.datagrams
+        self.rejected = source.rejected
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+        name = self.name
+        self.datagrams.inc(name)
+        ip = addr[0]
+        if ip not in self.allowed:
+            self.rejected.inc(name, "not_allowed")
+            _rl.warning(f"deny:{name}", "%s: datagram from %s not in allow-list", name, ip)
+            return
+        now = self.clock()
+        try:
+            records = self.decoder.decode(data, ip, now, addr[1])
+        except Exception:  # a decoder bug must cost one datagram, never the listener
+            self.rejected.inc(name, "decoder_bug")
+            _rl.log(
+                logging.ERROR,
+                f"decode:{name}",
+                "%s: decoder failed on a datagram from %s",
+                name,
+                ip,
+                exc_info=True,
+            )
+            return
+        if records:
+            self.flows.offer([Event(ts, now, "netflow", f) for ts, f in records], name)
+
+    def error_received(self, exc: Exception) -> None:
+        _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)
+
+
+class _DatagramBooks:
+    """The two counters :class:`KernelDropTracker` books kernel drops into: for flows these
+    are datagram counters (a dropped datagram's flow count is unknown), not the event books."""
+
+    def __init__(self, received: Any, dropped: Any) -> None:
+        self.received = received
+        self.dropped = dropped
+
+
+class NetflowUdpSource:
+    def __init__(self, cfg: NetflowSource, ctx: SourceContext, flows: Any) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.flows = flows
+        self.name = cfg.label
+        self.allowed = AllowList(cfg.allowed)
+        m = ctx.metrics
+        self.datagrams = m.counter(
+            "netflow_datagrams_total", "Flow export datagrams received.", ["source"]
+        )
+        self.rejected = m.counter(
+            "netflow_datagrams_rejected_total",
+            "Flow export datagrams not decoded at all, by reason (kernel_buffer_full: dropped"
+            " by the kernel on the socket, also counted in netflow_datagrams_total).",
+            ["source", "reason"],
+        )
+        families = {
+            "error": m.counter(
+                "netflow_errors_total",
+                "Malformed flow export input (the bad unit is skipped), by reason.",
+                ["source", "reason"],
+            ),
+            "limit": m.counter(
+                "netflow_limit_hits_total",
+                "Decoder bounds that bit (the template/exporter/field was refused or evicted).",
+                ["source", "limit"],
+            ),
+            "template": m.counter(
+                "netflow_templates_total",
+                "Template events: new, refreshed, changed, expired, withdrawal_ignored.",
+                ["source", "event"],
+            ),
+            "data": m.counter(
+                "netflow_data_total",
+                "Data set outcomes: no_template, pending_*, options_records.",
+                ["source", "outcome"],
+            ),
+            "lost_flows": m.counter(
+                "netflow_lost_flows_total",
+                "Flows lost upstream, from sequence gaps (v5 and IPFIX).",
+                ["source", "exporter"],
+            ),
+            "lost_packets": m.counter(
+                "netflow_lost_packets_total",
+                "Export packets lost upstream, from sequence gaps (v9).",
+                ["source", "exporter"],
+            ),
+            "sequence": m.counter(
+                "netflow_sequence_resets_total",
+                "Sequence numbers that went backwards (reorder, duplicate or exporter restart).",
+                ["source", "reason"],
+            ),
+        }
+        name = self.name
+
+        def count(family: str, reason: str, n: int) -> None:
+            families[family].inc(name, reason, n=n)
+
+        self.decoder = NetflowDecoder(
+            DecoderLimits(
+                max_exporters=cfg.max_exporters,
+                max_templates_per_exporter=cfg.max_templates_per_exporter,
+                max_templates=cfg.max_templates,
+                max_fields_per_template=cfg.max_fields_per_template,
+                max_field_length=cfg.max_field_length,
+                template_lifetime=cfg.template_lifetime,
+                pending_max_sets=cfg.pending_max_sets,
+                pending_max_age=cfg.pending_max_age,
+            ),
+            count,
+        )
+        self._gauge_templates = m.gauge(
+            "netflow_templates", "Templates held by the decoder (updated every few seconds).",
+            ["source"],
+        )  # fmt: skip
+        self.sock: socket.socket | None = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._saved_at = 0.0
+        books = _DatagramBooks(self.datagrams, self.rejected)
+        self.kernel = KernelDropTracker(self.name, books)  # type: ignore[arg-type]
+
+    async def start(self) -> None:
+        store = self.ctx.pipeline.store
+        try:
+            saved = await flowstore.load_state(store, STATE_COMPONENT, self.name)
+        except Exception:
+            log.exception("%s: could not load saved templates", self.name)
+            saved = None
+        if saved:
+            n = self.decoder.import_state(saved, self.ctx.clock())
+            log.info("%s: %d template(s) restored from the database", self.name, n)
+        self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
+        loop = asyncio.get_running_loop()
+        self.transport, _ = await loop.create_datagram_endpoint(
+            lambda: NetflowUdpProtocol(self), sock=self.sock
+        )
+        self.kernel.start(self.sock)
+        self._task = asyncio.create_task(self._maintain(), name=f"{self.name}-state")
+        log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
+
+    @property
+    def address(self) -> tuple[str, int]:
+        assert self.sock is not None
+        host, port = self.sock.getsockname()[:2]
+        return host, port
+
+    def kernel_drops(self) -> int | None:
+        return socket_drops(self.sock) if self.sock is not None else None
+
+    async def save_state(self, force: bool = False) -> None:
+        """Persist templates when they changed, or when only lifetimes moved and it is time."""
+        dec = self.decoder
+        now = self.ctx.clock()
+        if not (
+            force or dec.dirty or (dec.refreshed and now - self._saved_at > REFRESH_SAVE_INTERVAL)
+        ):
+            return
+        state = dec.export_state()
+        await flowstore.save_state(self.ctx.pipeline.store, STATE_COMPONENT, self.name, state, now)
+        self._saved_at = now
+
+    async def _maintain(self) -> None:
+        interval = self.ctx.config.flows.state_save_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.decoder.expire(self.ctx.clock())
+                self._gauge_templates.set(float(self.decoder.template_count), self.name)
+                await self.save_state()
+            except Exception:
+                _rl.log(logging.ERROR, f"state:{self.name}", "%s: template state save failed",
+                        self.name, exc_info=True)  # fmt: skip
+
+    async def stop(self) -> None:
+        self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+            try:
+                await self.save_state(force=True)
+            except Exception:
+                log.exception("%s: could not save templates at stop", self.name)

@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Flow throughput: NetFlow v9 (30 records per datagram) replayed over loopback UDP into a real
+appliance (decode → flow rules → rollups → bounded raw rows in SQLite), then the same replay
+into ``nfcapd`` for comparison. Prints ONE JSON line.
+
+    .venv/bin/python scripts/bench_netflow.py [--rates 100000,200000] [--seconds 5]
+
+"No loss" at a rate means: every flow sent was decoded, offered to the rules and counted in
+the rollups (flows_processed_total == flows sent), with zero kernel socket drops and zero
+queue drops. The rules stage is a stand-in for the correlation engine: a per-source fan-out
+counter (distinct destination ports per source, bounded) and a byte-volume threshold, the two
+shapes of flow rule (port scan, exfiltration) the appliance ships. The sender runs in its own
+process (the other core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from appliance.app import Appliance
+from appliance.config import parse_config
+from appliance.event import Event
+
+RECORDS = 30
+# A typical router v9 template: addresses, ports, proto, flags, tos, interfaces, counters, times.
+FIELDS = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (6, 1), (5, 1), (10, 4), (14, 4), (1, 8),
+          (2, 8), (22, 4), (21, 4), (15, 4)]  # fmt: skip
+RECORD = struct.Struct(">4s4sHHBBBIIQQII4s")
+
+
+def template_datagram(source_id: int = 1) -> bytes:
+    body = struct.pack(">HH", 256, len(FIELDS)) + b"".join(struct.pack(">HH", *f) for f in FIELDS)
+    fs = struct.pack(">HH", 0, 4 + len(body)) + body
+    return struct.pack(">HHIIII", 9, 1, 100_000, int(time.time()), 0, source_id) + fs
+
+
+def data_datagrams(n: int) -> list[bytearray]:
+    """``n`` distinct datagrams of 30 flows: ~6,000 sources, 100 destinations, 500 ports."""
+    out = []
+    k = 0
+    for _ in range(n):
+        recs = []
+        for _ in range(RECORDS):
+            src = socket.inet_aton(f"10.{k % 23}.{k % 251}.{(k // 7) % 250 + 1}")
+            dst = socket.inet_aton(f"192.168.{k % 4}.{k % 25 + 1}")
+            nbytes = 64 + (k * 7919) % 60_000
+            recs.append(RECORD.pack(src, dst, 1024 + k % 50_000, (k * 13) % 500 + 1, 6 if k % 3
+                                    else 17, 0x18, 0, 1, 2, nbytes, nbytes // 500 + 1, 90_000,
+                                    99_000, b"\0\0\0\0"))  # fmt: skip
+            k += 1
+        body = b"".join(recs)
+        fs = struct.pack(">HH", 256, 4 + len(body)) + body
+        head = struct.pack(">HHIIII", 9, RECORDS, 100_000, int(time.time()), 0, 1)
+        out.append(bytearray(head + fs))
+    return out
+
+
+def send(port: int, rate: int, seconds: float, seq0: int) -> tuple[int, float]:
+    """Send ``rate`` flows/s for ``seconds`` (paced per millisecond); return (flows sent,
+    wall-clock time of the first datagram)."""
+    dgs = data_datagrams(1000)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+    addr = ("127.0.0.1", port)
+    sock.sendto(template_datagram(), addr)
+    per_second = rate / RECORDS
+    started = time.time()
+    start = time.perf_counter()
+    sent = 0
+    seq = seq0
+    i = 0
+    while True:
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            break
+        due = int(per_second * elapsed) - sent
+        for _ in range(due):
+            dg = dgs[i % 1000]
+            struct.pack_into(">I", dg, 12, seq & 0xFFFFFFFF)
+            try:
+                sock.sendto(dg, addr)
+            except BlockingIOError:
+                continue
+            seq += 1
+            sent += 1
+            i += 1
+        if due <= 0:
+            time.sleep(0.0005)
+    sock.close()
+    return sent * RECORDS, started
+
+
+def sender_process(port: int, rate: int, seconds: float, seq0: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(seq0)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+class FlowRulesStage:
+    """Stand-in flow rules: fan-out (port scan) and volume (exfiltration) per source."""
+
+    name = "bench-flow-rules"
+
+    def __init__(self, max_sources: int = 50_000) -> None:
+        self.ports: dict[Any, set[int]] = {}
+        self.volume: dict[Any, int] = {}
+        self.max_sources = max_sources
+        self.evaluated = 0
+        self.alerts = 0
+
+    async def process(self, events: list[Event], now: float) -> None:
+        ports, volume = self.ports, self.volume
+        for ev in events:
+            f = ev.fields
+            src = f.get("source.ip")
+            seen = ports.get(src)
+            if seen is None:
+                if len(ports) >= self.max_sources:
+                    ports.clear()
+                    volume.clear()
+                seen = ports[src] = set()
+            if len(seen) < 100:
+                seen.add(f.get("destination.port"))
+                if len(seen) == 100:
+                    self.alerts += 1
+            total = volume.get(src, 0) + (f.get("network.bytes") or 0)
+            volume[src] = total
+            if total > 1_000_000_000:
+                self.alerts += 1
+                volume[src] = 0
+        self.evaluated += len(events)
+
+
+async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dict[str, Any]:
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(data_dir / "data"), "sensor_id": "bench"},
+            "api": {"listen": "127.0.0.1:0", "token": "bench-token-0123456789"},
+            "sources": {"netflow": [{"listen": "127.0.0.1:0", "allowed": ["127.0.0.0/8"]}]},
+        },
+        base_dir=data_dir,
+    )
+    app = Appliance(cfg)
+    await app.start()
+    rules = FlowRulesStage()
+    app.pipeline.after_store.append(rules)
+    src = app.sources[0]
+    port = src.address[1]  # type: ignore[attr-defined]
+    flows = app.flows
+    results = []
+    seq = 0
+    try:
+        for rate in rates:
+            before = {
+                "received": flows.received.total(),
+                "processed": flows.processed.total(),
+                "dropped": flows.dropped.total(),
+                "stored": flows.stored.total(),
+                "kernel": src.kernel_drops() or 0,  # type: ignore[attr-defined]
+                "evaluated": rules.evaluated,
+                "rolled": flows.rollup.flows,
+            }
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(seq),
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            out, _ = await proc.communicate()
+            sent_text, started_text = out.decode().split()
+            sent, started = int(sent_text), float(started_text)
+            seq += sent // RECORDS
+            deadline = time.perf_counter() + 30
+            settled = -1.0
+            while time.perf_counter() < deadline:  # until every flow is processed or counted
+                done = flows.processed.total() + flows.dropped.total() - before["processed"]
+                kernel = (src.kernel_drops() or 0) - before["kernel"]  # type: ignore[attr-defined]
+                if done + kernel * RECORDS >= sent:
+                    break
+                if len(flows) == 0 and settled < 0:
+                    settled = time.perf_counter()
+                elif len(flows) and settled >= 0:
+                    settled = -1.0
+                if settled >= 0 and time.perf_counter() - settled > 2.0:
+                    break  # nothing left in flight: the rest never arrived
+                await asyncio.sleep(0.02)
+            elapsed = time.time() - started  # first datagram sent → last flow processed
+            cpu = time.process_time() - cpu0
+            processed = int(flows.processed.total() - before["processed"])
+            kernel = int((src.kernel_drops() or 0) - before["kernel"])  # type: ignore[attr-defined]
+            dropped = int(flows.dropped.total() - before["dropped"])
+            results.append(
+                {
+                    "target_fps": rate,
+                    "seconds": seconds,
+                    "sent": sent,
+                    "decoded": int(flows.received.total() - before["received"]),
+                    "evaluated_by_rules": rules.evaluated - before["evaluated"],
+                    "rolled_up": flows.rollup.flows - before["rolled"],
+                    "processed": processed,
+                    "stored_raw": int(flows.stored.total() - before["stored"]),
+                    "queue_dropped": dropped,
+                    "kernel_dropped_datagrams": kernel,
+                    "loss": sent - processed,
+                    "no_loss": processed == sent and kernel == 0 and dropped == 0,
+                    "achieved_fps": round(processed / elapsed),
+                    "appliance_cpu_percent": round(100 * cpu / (time.perf_counter() - t0)),
+                }
+            )
+    finally:
+        await app.stop()
+    return {"appliance": results}
+
+
+def decoder_only_fps(seconds: float = 2.0) -> int:
+    """Flows/s of the sans-I/O decoder alone on the same datagrams (no socket, no rules)."""
+    from appliance.protocols.netflow import NetflowDecoder
+
+    dec = NetflowDecoder()
+    dec.decode(template_datagram(), "127.0.0.1", time.time())
+    dgs = [bytes(d) for d in data_datagrams(1000)]
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for d in dgs:
+            n += len(dec.decode(d, "127.0.0.1", 1e9))
+    return round(n / (time.perf_counter() - start))
+
+
+def run_nfcapd(rates: list[int], seconds: float, data_dir: Path) -> list[dict[str, Any]]:
+    if not (shutil.which("nfcapd") and shutil.which("nfdump")):
+        return [{"skipped": "nfcapd/nfdump not installed"}]
+    out = []
+    for rate in rates:
+        d = data_dir / f"nfcapd-{rate}"
+        d.mkdir()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            ["nfcapd", "-w", str(d), "-p", str(port), "-b", "127.0.0.1", "-t", "3600"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(0.5)
+        sender = sender_process(port, rate, seconds, 0)
+        sent = int(sender.communicate()[0].split()[0])
+        time.sleep(1.0)
+        proc.terminate()
+        proc.wait(timeout=30)
+        info = subprocess.run(["nfdump", "-R", str(d), "-I"], capture_output=True, text=True,
+                              timeout=60).stdout  # fmt: skip
+        m = re.search(r"^Flows: (\d+)$", info, re.MULTILINE)
+        flows = int(m.group(1)) if m else -1
+        out.append({"target_fps": rate, "sent": sent, "flows": flows, "loss": sent - flows})
+    return out
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--send":
+        port, rate, seconds, seq0 = sys.argv[2:6]
+        sent, started = send(int(port), int(rate), float(seconds), int(seq0))
+        print(sent, started)
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rates", default="100000,200000,250000")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--no-nfcapd", action="store_true")
+    args = ap.parse_args()
+    rates = [int(r) for r in args.rates.split(",")]
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="bench-netflow-") as tmp:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            result = runner.run(run_appliance(rates, args.seconds, Path(tmp)))
+        if not args.no_nfcapd:
+            result["nfcapd"] = run_nfcapd(rates, args.seconds, Path(tmp))
+    result["decoder_only_fps"] = decoder_only_fps()
+    ok = [r["target_fps"] for r in result["appliance"] if r["no_loss"]]
+    result.update(
+        {
+            "mode": "netflow",
+            "records_per_datagram": RECORDS,
+            "max_no_loss_fps": max(ok) if ok else 0,
+            "loadavg": os.getloadavg(),
+            "loop": "uvloop" if loop_factory else "asyncio",
+        }
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The NetFlow source end to end: real UDP on loopback, real SQLite, the HTTP API."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from appliance.event import Event
+from tests.conftest import TOKEN
+from tests.netflow_packets import ipfix_flows, v5, v5_record, v9_flows
+
+LOOPBACK = ["127.0.0.0/8"]
+
+
+def _netflow(**extra: Any) -> dict[str, Any]:
+    return {"netflow": [{"listen": "127.0.0.1:0", "allowed": LOOPBACK, **extra}]}
+
+
+def _send(addr: tuple[str, int], *datagrams: bytes) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for d in datagrams:
+            s.sendto(d, addr)
+
+
+def _processed(run: Any) -> float:
+    return run.app.flows.processed.total()
+
+
+async def test_one_port_accepts_v5_v9_and_ipfix(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    rec = v5_record("10.9.0.1", "10.9.0.2", 5555, 53, 17, 80, 1)
+    _send(run.source("netflow").address, v5([rec, rec]), v9_flows(3), ipfix_flows(4))
+    await run.wait_for(lambda: _processed(run) >= 9)
+    await run.wait_for(lambda: run.app.flows.stored.total() >= 9)
+    body = await run.get_json("/api/v1/flows", limit=50)
+    assert body["count"] == 9
+    versions = sorted(f["netflow"]["exporter"]["version"] for f in body["flows"])
+    assert versions == [5, 5, 9, 9, 9, 10, 10, 10, 10]
+    for one in body["flows"]:
+        assert one["event"]["module"] == "netflow" and one["observer"]["ip"] == "127.0.0.1"
+    v5_flow = next(f for f in body["flows"] if f["netflow"]["exporter"]["version"] == 5)
+    assert v5_flow["event"]["start"] < v5_flow["event"]["end"]
+    assert v5_flow["event"]["end"].endswith("Z")
+
+
+async def test_flows_api_filters_like_events(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    rec = v5_record("10.9.0.1", "10.9.0.2", 5555, 53, 17, 80, 1)
+    _send(run.source("netflow").address, v5([rec]), v9_flows(3))
+    await run.wait_for(lambda: run.app.flows.stored.total() >= 4)
+    udp = await run.get_json("/api/v1/flows", **{"network.transport": "udp"})
+    assert [f["source"]["ip"] for f in udp["flows"]] == ["10.9.0.1"]
+    by_src = await run.get_json("/api/v1/flows", **{"source.ip": "10.0.1.1"})
+    assert by_src["count"] == 1 and by_src["flows"][0]["destination"]["port"] == 443
+    by_port = await run.get_json("/api/v1/flows", port="53")
+    assert by_port["count"] == 1
+    page = await run.get_json("/api/v1/flows", limit=2)
+    rest = await run.get_json("/api/v1/flows", limit=10, cursor=page["next_cursor"])
+    assert page["count"] + rest["count"] == 4
+
+
+async def test_exporters_outside_the_allow_list_are_refused(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow(allowed=["192.0.2.0/24"]))
+    _send(run.source("netflow").address, v9_flows(3))
+    src = run.source("netflow")
+    await run.wait_for(lambda: src.rejected.value("netflow", "not_allowed") == 1)
+    assert _processed(run) == 0
+
+
+async def test_allow_list_defaults_to_deny(start_appliance: Any) -> None:
+    run = await start_appliance(sources={"netflow": [{"listen": "127.0.0.1:0"}]})
+    src = run.source("netflow")
+    _send(src.address, v9_flows(1))
+    await run.wait_for(lambda: src.rejected.value("netflow", "not_allowed") == 1)
+
+
+async def test_top_talkers_by_bytes_include_the_open_minute(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    _send(run.source("netflow").address, v9_flows(5))  # 10.0.i.1 sends 1000+i bytes
+    await run.wait_for(lambda: _processed(run) >= 5)
+    top = await run.get_json("/api/v1/flows/top", by="source.ip", limit=2)
+    assert [t["key"] for t in top["top"]] == ["10.0.4.1", "10.0.3.1"]
+    assert top["top"][0]["bytes"] == 1004
+    assert top["other"] == {"bytes": 1000 + 1001 + 1002, "packets": 30, "flows": 3}
+    ports = await run.get_json("/api/v1/flows/top", by="destination.port")
+    assert ports["top"] == [{"key": "443/tcp", "bytes": 5010, "packets": 50, "flows": 5}]
+
+
+async def test_rollups_are_written_at_stop_and_served_from_sqlite(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    _send(run.source("netflow").address, v9_flows(3))
+    await run.wait_for(lambda: _processed(run) >= 3)
+    await run.app.stop()
+    again = await start_appliance(sources=_netflow())
+    top = await again.get_json("/api/v1/flows/top", by="destination.ip")
+    assert top["top"] == [{"key": "10.1.0.2", "bytes": 3003, "packets": 30, "flows": 3}]
+
+
+async def test_templates_survive_a_restart(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    _send(run.source("netflow").address, v9_flows(1))
+    await run.wait_for(lambda: _processed(run) >= 1)
+    await run.app.stop()
+    again = await start_appliance(sources=_netflow())
+    _send(again.source("netflow").address, v9_flows(4, with_template=False, seq=1))
+    await again.wait_for(lambda: _processed(again) >= 4)
+    assert again.source("netflow").decoder.counts.get(("data", "no_template"), 0) == 0
+
+
+async def test_raw_storage_cap_counts_what_it_does_not_keep(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow(), flows={"raw_max_per_second": 10})
+    _send(run.source("netflow").address, *(v9_flows(20, seq=i) for i in range(3)))
+    await run.wait_for(lambda: _processed(run) >= 60)
+    flows = run.app.flows
+    assert flows.stored.total() + flows.not_stored.value("raw_rate_limit") == 60
+    assert flows.stored.total() <= 20  # one second of burst plus what refilled meanwhile
+    assert flows.received.value("netflow") == 60
+
+
+async def test_pipeline_stages_see_every_flow(start_appliance: Any) -> None:
+    seen: list[Event] = []
+
+    class Recorder:
+        name = "recorder"
+
+        async def process(self, events: list[Event], now: float) -> None:
+            seen.extend(events)
+
+    run = await start_appliance(sources=_netflow())
+    run.app.pipeline.after_store.append(Recorder())
+    _send(run.source("netflow").address, v9_flows(7), ipfix_flows(5))
+    await run.wait_for(lambda: len(seen) >= 12)
+    assert {e.module for e in seen} == {"netflow"}
+    assert all(e.fields["destination.port"] == 443 for e in seen)
+
+
+async def test_bad_datagrams_are_counted_and_the_listener_keeps_going(
+    start_appliance: Any,
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    addr = run.source("netflow").address
+    bad = [b"", b"\x00\x05", v5([], count=0), b"\x00\x0a" + b"\xff" * 30, v9_flows(2)[:30]]
+    _send(addr, *bad, v9_flows(2, seq=1))
+    await run.wait_for(lambda: _processed(run) >= 2)
+    text = await run.metrics()
+    assert 'appliance_netflow_errors_total{source="netflow",reason="v5_count"} 1' in text
+    assert 'appliance_netflow_errors_total{source="netflow",reason="length_mismatch"} 1' in text
+    assert 'appliance_netflow_errors_total{source="netflow",reason="set_past_end"} 1' in text
+    assert "appliance_udp_socket_drops" in text
+
+
+async def test_flows_api_needs_the_token_and_checks_its_parameters(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    async with run.session.get(run.api + "/api/v1/flows") as resp:
+        assert resp.status == 401
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for query in ("by=host.name", "order=size", "limit=0", "since=yesterday"):
+        async with run.session.get(run.api + "/api/v1/flows/top?" + query, headers=headers) as r:
+            assert r.status == 400, query
+    async with run.session.get(
+        run.api + "/api/v1/flows?network.transport=carrier-pigeon", headers=headers
+    ) as resp:
+        assert resp.status == 400
