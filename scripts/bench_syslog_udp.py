@@ -88,7 +88,7 @@ def send_loggen(port: int, rate: int, seconds: float, size: int, fmt: str) -> in
     assert loggen
     args = [loggen, "--dgram", "--inet", "-r", str(rate), "-I", str(int(seconds)), "-s", str(size)]
     if fmt == "5424":
-        args.append("-P")
+        args += ["-P", "-F"]  # RFC 5424 without octet-count framing: one message per datagram
     args += ["127.0.0.1", str(port)]
     proc = subprocess.run(args, capture_output=True, text=True, timeout=seconds * 3 + 30)
     text = proc.stderr + proc.stdout

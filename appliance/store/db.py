@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import pickle
 import re
 import sqlite3
 import sys
@@ -30,7 +29,7 @@ import orjson
 
 from appliance.event import Event
 from appliance.store.frames import INSERT as INSERT_EVENT
-from appliance.store.frames import REPLY, REQUEST, encode_row
+from appliance.store.frames import REPLY, REQUEST, encode_row, pack_batch
 
 log = logging.getLogger(__name__)
 
@@ -478,7 +477,7 @@ class EventWriterProcess:
             proc = self.proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
             self._batch += 1
-            payload = pickle.dumps((max_raw, rows), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pack_batch(max_raw, rows)
             try:
                 proc.stdin.write(REQUEST.pack(self._batch, len(payload)))
                 proc.stdin.write(payload)

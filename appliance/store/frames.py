@@ -3,6 +3,8 @@ the encoding of an event into its ``events`` row, which both sides use."""
 
 from __future__ import annotations
 
+import marshal
+import pickle
 import struct
 from typing import Any
 
@@ -52,3 +54,20 @@ def encode_row(
         orjson.dumps(rest, default=_json_default, option=orjson.OPT_NON_STR_KEYS).decode(),
         raw[:max_raw] if raw else None,
     )
+
+
+def pack_batch(max_raw: int, parts: list[tuple[Any, ...]]) -> bytes:
+    """Serialise a batch for the writer process: ``marshal`` (twice as fast as pickle on our
+    plain event dicts), or ``pickle`` when a field holds a type marshal does not know."""
+    try:
+        return b"M" + marshal.dumps((max_raw, parts))
+    except ValueError:
+        return b"P" + pickle.dumps((max_raw, parts), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_batch(payload: bytes) -> tuple[int, list[tuple[Any, ...]]]:
+    """The inverse of :func:`pack_batch`; only ever fed by our own parent process."""
+    body = memoryview(payload)[1:]
+    if payload[:1] == b"M":
+        return marshal.loads(body)  # noqa: S302 - our own parent's bytes over a private pipe
+    return pickle.loads(body)  # noqa: S301 - our own parent's bytes over a private pipe

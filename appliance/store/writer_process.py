@@ -7,7 +7,8 @@ child process inserts on the other core with its own GIL. It is the only writer 
 ``events`` table; everything else (incidents, outbox, state) is written by the parent through
 aiosqlite, and SQLite's own locking (WAL, busy_timeout) serialises the two.
 
-Frames (little-endian): request ``u64 batch, u32 length, payload`` where payload is a pickle of
+Frames (little-endian): request ``u64 batch, u32 length, payload`` where payload is a marshal
+(or pickle) of
 ``(max_raw, [(id, ts, created, module, fields, raw), ...])`` from the parent; the child turns
 each into its row (JSON encoding included, so that work is off the event loop's core; the
 pipe is private between two processes of ours);
@@ -17,13 +18,12 @@ are written with ``INSERT OR REPLACE``, so a batch replayed after a crash is ide
 
 from __future__ import annotations
 
-import pickle
 import signal
 import sqlite3
 import sys
 import time
 
-from appliance.store.frames import INSERT, REPLY, REQUEST, encode_row
+from appliance.store.frames import INSERT, REPLY, REQUEST, encode_row, unpack_batch
 
 
 def _read_exactly(stream, n: int) -> bytes:  # type: ignore[no-untyped-def]
@@ -53,7 +53,7 @@ def serve(db_path: str) -> int:
             payload = _read_exactly(stdin, length)
         except EOFError:
             break
-        max_raw, parts = pickle.loads(payload)  # noqa: S301 - written by our own parent process
+        max_raw, parts = unpack_batch(payload)
         rows = [encode_row(*p, max_raw) for p in parts]
         status, error = 0, b""
         for attempt in range(20):
