@@ -315,3 +315,13 @@ class Appliance:
                     log.info("retention deleted %d events by age, %d by size", by_age, by_size)
             except Exception:
                 log.exception("retention run failed")
+
+
+def _register_components() -> None:
+    from appliance.correlate.component import build_correlation
+
+    if build_correlation not in COMPONENT_BUILDERS:
+        COMPONENT_BUILDERS.append(build_correlation)
+
+
+_register_components()

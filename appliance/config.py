@@ -483,6 +483,19 @@ class FlowsSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesSection:
+    paths: list[str] = field(default_factory=list)
+    builtin: bool = True
+    allowed_lateness: float = field(default=60.0, metadata=check(non_negative))
+    max_groups_per_rule: int = field(default=10_000, metadata=check(positive))
+    max_window_events: int = field(default=10_000, metadata=check(positive))
+    max_regex_length: int = field(default=1000, metadata=check(positive))
+    snapshot_interval: float = field(default=60.0, metadata=check(positive))
+    evidence_events: int = field(default=50, metadata=check(positive))
+    evidence_samples: int = field(default=10, metadata=check(positive))
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
     api: ApiSection = field(default_factory=ApiSection)
@@ -491,6 +504,7 @@ class AppConfig:
     sources: SourcesSection = field(default_factory=SourcesSection)
     upstream: list[UpstreamSection] = field(default_factory=list)
     flows: FlowsSection = field(default_factory=FlowsSection)
+    rules: RulesSection = field(default_factory=RulesSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:

@@ -79,12 +79,14 @@ class ApiServer:
             middlewares=[make_auth_middleware(token)], client_max_size=1024 * 1024
         )
         self.app[APPLIANCE_KEY] = appliance
-        from appliance.api import events, flows, health, upstream
+        from appliance.api import events, flows, health, incidents, rules, upstream
 
         health.setup(self.app)
         events.setup(self.app)
         upstream.setup(self.app)
         flows.setup(self.app)
+        incidents.setup(self.app)
+        rules.setup(self.app)
         for hook in ROUTE_HOOKS:
             hook(self.app)
         self.runner: web.AppRunner | None = None

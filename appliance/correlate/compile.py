@@ -1,0 +1,309 @@
+"""Sigma detections compiled to Python predicates over an event's flat ``fields`` dict.
+
+pySigma parses a rule and resolves its condition (``1 of sel*``, ``all of them``, modifiers)
+into a tree of AND/OR/NOT over ``field = value`` leaves; this module turns that tree into
+nested closures, once at load time, so matching an event is a few dict probes and string
+operations, no interpretation. Semantics follow the Sigma specification:
+
+- string values match case-insensitively unless the ``cased`` modifier is used; ``*`` and
+  ``?`` are wildcards; a field holding a list matches when any element matches;
+- ``null`` matches a missing, null or empty field; ``exists`` tests presence;
+- ``re`` uses RE2 (linear time, no backtracking blow-up); a pattern longer than the configured
+  limit or one RE2 cannot compile (back-references, look-around) fails the rule;
+- ``cidr`` tests IP membership; ``lt/lte/gt/gte`` compare numbers; ``fieldref`` compares two
+  fields; ``base64``/``base64offset``/``wide``/``windash`` arrive as expanded value lists;
+- keywords (values without a field) search the ``message`` field, case-insensitively.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import re2
+from sigma.conditions import (
+    ConditionAND,
+    ConditionFieldEqualsValueExpression,
+    ConditionNOT,
+    ConditionOR,
+    ConditionValueExpression,
+)
+from sigma.types import (
+    CompareOperators,
+    SigmaBool,
+    SigmaCasedString,
+    SigmaCIDRExpression,
+    SigmaCompareExpression,
+    SigmaExists,
+    SigmaExpansion,
+    SigmaFieldReference,
+    SigmaNull,
+    SigmaNumber,
+    SigmaRegularExpression,
+    SigmaRegularExpressionFlag,
+    SigmaString,
+    SpecialChars,
+)
+
+from appliance.correlate.mapping import Unsupported, map_field
+
+Fields = dict[str, Any]
+Predicate = Callable[[Fields], bool]
+ValueTest = Callable[[Any], bool]
+
+_MISSING = object()
+
+
+def _as_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v if isinstance(v, str) else str(v)
+
+
+def _any_of(test: ValueTest) -> ValueTest:
+    """Lift a scalar test to Sigma's list semantics: a list field matches if any item does."""
+
+    def t(v: Any) -> bool:
+        if isinstance(v, list):
+            return any(test(x) for x in v)
+        return test(v)
+
+    return t
+
+
+class Compiler:
+    def __init__(self, max_regex_length: int = 1000) -> None:
+        self.max_regex_length = max_regex_length
+
+    # ----------------------------------------------------------------------------- tree
+
+    def condition(self, node: Any) -> Predicate:
+        if isinstance(node, ConditionAND):
+            preds = [self.condition(a) for a in node.args]
+            if len(preds) == 1:
+                return preds[0]
+            if len(preds) == 2:
+                a, b = preds
+                return lambda f: a(f) and b(f)
+            return lambda f: all(p(f) for p in preds)
+        if isinstance(node, ConditionOR):
+            preds = [self.condition(a) for a in node.args]
+            if len(preds) == 1:
+                return preds[0]
+            if len(preds) == 2:
+                a, b = preds
+                return lambda f: a(f) or b(f)
+            return lambda f: any(p(f) for p in preds)
+        if isinstance(node, ConditionNOT):
+            (inner,) = [self.condition(a) for a in node.args]
+            return lambda f: not inner(f)
+        if isinstance(node, ConditionFieldEqualsValueExpression):
+            return self.field_test(map_field(node.field), node.value)
+        if isinstance(node, ConditionValueExpression):
+            return self.keyword(node.value)
+        raise Unsupported(f"condition element {type(node).__name__} is not supported")
+
+    def keyword(self, value: Any) -> Predicate:
+        if isinstance(value, SigmaString) and not value.contains_special():
+            needle = value.to_plain()
+            if not isinstance(value, SigmaCasedString):
+                needle = needle.lower()
+
+                def kw(f: Fields) -> bool:
+                    m = f.get("message")
+                    return m is not None and needle in _as_text(m).lower()
+
+                return kw
+
+            return lambda f: needle in _as_text(f.get("message", ""))
+        test = self.value_test(value, contains=True)
+        return lambda f: (m := f.get("message")) is not None and test(m)
+
+    def field_test(self, field: str, value: Any) -> Predicate:
+        if isinstance(value, SigmaNull):
+            return lambda f: f.get(field) in (None, "", [])
+        if isinstance(value, SigmaExists):
+            want = value.exists
+            return lambda f: (f.get(field) is not None) is want
+        if isinstance(value, SigmaFieldReference):
+            other = map_field(value.field)
+
+            def ref(f: Fields) -> bool:
+                a, b = f.get(field, _MISSING), f.get(other, _MISSING)
+                return a is not _MISSING and a == b
+
+            return ref
+        test = _any_of(self.value_test(value))
+        return lambda f: (v := f.get(field)) is not None and test(v)
+
+    # ---------------------------------------------------------------------------- values
+
+    def value_test(self, value: Any, contains: bool = False) -> ValueTest:
+        if isinstance(value, SigmaExpansion):
+            tests = [self.value_test(v, contains) for v in value.values]
+            return lambda v: any(t(v) for t in tests)
+        if isinstance(value, SigmaString):
+            return self.string_test(value, contains)
+        if isinstance(value, SigmaBool):
+            want_b = value.boolean
+            text = "true" if want_b else "false"
+            return lambda v: v is want_b or (isinstance(v, str) and v.lower() == text)
+        if isinstance(value, SigmaNumber):
+            num = value.number
+            text = str(num)
+            return lambda v: (
+                v == num if isinstance(v, int | float) and not isinstance(v, bool) else v == text
+            )
+        if isinstance(value, SigmaCompareExpression):
+            return self.compare_test(value)
+        if isinstance(value, SigmaRegularExpression):
+            return self.regex_test(value)
+        if isinstance(value, SigmaCIDRExpression):
+            net = value.network
+
+            def cidr(v: Any) -> bool:
+                try:
+                    return ipaddress.ip_address(_as_text(v)) in net
+                except ValueError:
+                    return False
+
+            return cidr
+        raise Unsupported(f"value type {type(value).__name__} is not supported")
+
+    def string_test(self, value: SigmaString, contains: bool = False) -> ValueTest:
+        if value.contains_placeholder():
+            raise Unsupported("placeholders (expand modifier) are not supported")
+        cased = isinstance(value, SigmaCasedString)
+        parts = list(value.s)
+        multi = SpecialChars.WILDCARD_MULTI
+        single = SpecialChars.WILDCARD_SINGLE
+        if contains:
+            parts = [multi, *parts, multi]
+        # Collapse runs of '*'
+        norm: list[Any] = []
+        for p in parts:
+            if p is multi and norm and norm[-1] is multi:
+                continue
+            norm.append(p)
+        has_single = any(p is single for p in norm)
+        literals = [p for p in norm if isinstance(p, str)]
+        stars = [i for i, p in enumerate(norm) if p is multi]
+        fold: Callable[[str], str] = (lambda s: s) if cased else str.lower
+        if not has_single and len(literals) <= 1:
+            lit = fold(literals[0]) if literals else ""
+            n = len(norm)
+            if not stars:
+                if cased:
+                    return lambda v: _as_text(v) == lit
+                return lambda v: _as_text(v).lower() == lit
+            if n == 1:  # just '*': anything present
+                return lambda v: True
+            if stars == [0, n - 1]:
+                return lambda v: lit in fold(_as_text(v))
+            if stars == [0]:
+                return lambda v: fold(_as_text(v)).endswith(lit)
+            if stars == [n - 1]:
+                return lambda v: fold(_as_text(v)).startswith(lit)
+        # General glob: RE2, anchored.
+        out = []
+        for p in norm:
+            if p is multi:
+                out.append(".*")
+            elif p is single:
+                out.append(".")
+            else:
+                out.append(re2.escape(p))
+        pattern = ("" if cased else "(?i)") + "(?s)^" + "".join(out) + "$"
+        rx = self._re2(pattern)
+        return lambda v: rx.search(_as_text(v)) is not None
+
+    def regex_test(self, value: SigmaRegularExpression) -> ValueTest:
+        pattern = value.regexp.to_plain()
+        flags = ""
+        if SigmaRegularExpressionFlag.IGNORECASE in value.flags:
+            flags += "i"
+        if SigmaRegularExpressionFlag.MULTILINE in value.flags:
+            flags += "m"
+        if SigmaRegularExpressionFlag.DOTALL in value.flags:
+            flags += "s"
+        rx = self._re2((f"(?{flags})" if flags else "") + pattern)
+        return lambda v: rx.search(_as_text(v)) is not None
+
+    def _re2(self, pattern: str) -> Any:
+        if len(pattern) > self.max_regex_length:
+            raise Unsupported(
+                f"regular expression longer than rules.max_regex_length ({self.max_regex_length})"
+            )
+        try:
+            opts = re2.Options()
+            opts.log_errors = False
+            return re2.compile(pattern, opts)
+        except re2.error as exc:
+            raise Unsupported(f"regular expression not supported by RE2: {exc}") from None
+
+    @staticmethod
+    def compare_test(value: SigmaCompareExpression) -> ValueTest:
+        num = value.number.number
+        op = value.op
+
+        def to_num(v: Any) -> float | None:
+            if isinstance(v, bool):
+                return None
+            if isinstance(v, int | float):
+                return v
+            try:
+                return float(v)
+            except (TypeError, ValueError):
+                return None
+
+        if op is CompareOperators.LT:
+            return lambda v: (x := to_num(v)) is not None and x < num
+        if op is CompareOperators.LTE:
+            return lambda v: (x := to_num(v)) is not None and x <= num
+        if op is CompareOperators.GT:
+            return lambda v: (x := to_num(v)) is not None and x > num
+        if op is CompareOperators.GTE:
+            return lambda v: (x := to_num(v)) is not None and x >= num
+        return lambda v: (x := to_num(v)) is not None and x != num
+
+
+# ------------------------------------------------------------------------------ pre-filters
+
+
+def required_values(node: Any, field: str) -> frozenset[str] | None:
+    """Lower-cased values ``field`` must equal for ``node`` to match, or ``None`` if unknown.
+
+    Used to index rules by ``event.action``: a rule whose condition is an AND containing
+    ``event.action: [a, b]`` is met only by events whose action is a or b.
+    """
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        try:
+            mapped = map_field(node.field)
+        except Unsupported:
+            return None
+        v = node.value
+        if (
+            mapped == field
+            and isinstance(v, SigmaString)
+            and not v.contains_special()
+            and not isinstance(v, SigmaCasedString)
+        ):
+            return frozenset({v.to_plain().lower()})
+        return None
+    if isinstance(node, ConditionAND):
+        found: frozenset[str] | None = None
+        for a in node.args:
+            r = required_values(a, field)
+            if r is not None:
+                found = r if found is None else found & r
+        return found
+    if isinstance(node, ConditionOR):
+        acc: set[str] = set()
+        for a in node.args:
+            r = required_values(a, field)
+            if r is None:
+                return None
+            acc |= r
+        return frozenset(acc)
+    return None

@@ -1,0 +1,259 @@
+"""The correlation component: rules + engine + incidents wired into a running appliance.
+
+It is a pipeline ``after_store`` stage (events already have ids, so incidents can cite them),
+plus one timer task that calls the engine when its next deadline passes (silent sources) and
+snapshots the engine's windows to the ``state`` table every ``rules.snapshot_interval``
+seconds and at stop, so a restart continues the windows where they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from appliance.config import AppConfig, RulesSection
+from appliance.correlate.engine import Alert, Engine, Limits
+from appliance.correlate.rules import RuleSet, load_rules
+from appliance.event import Event
+from appliance.incidents.manager import EvidenceLimits, IncidentManager
+from appliance.logutil import RateLimitedLog
+
+if TYPE_CHECKING:
+    from appliance.app import Appliance
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+STATE_COMPONENT = "correlate"
+STATE_KEY = "engine"
+
+
+def limits_of(cfg: RulesSection) -> Limits:
+    return Limits(
+        allowed_lateness=cfg.allowed_lateness,
+        max_groups=cfg.max_groups_per_rule,
+        max_window_events=cfg.max_window_events,
+        evidence_events=min(cfg.evidence_events, 1000),
+        evidence_samples=min(cfg.evidence_samples, 100),
+    )
+
+
+def load_configured_rules(config: AppConfig) -> RuleSet:
+    r = config.rules
+    return load_rules(
+        [config.path(p) for p in r.paths],
+        builtin=r.builtin,
+        max_regex_length=r.max_regex_length,
+    )
+
+
+class CorrelationComponent:
+    name = "correlate"
+
+    def __init__(self, app: Appliance) -> None:
+        self.app = app
+        self.config = app.config
+        self.ruleset = RuleSet()
+        self.engine = Engine(self.ruleset, limits_of(self.config.rules))
+        r = self.config.rules
+        self.incidents = IncidentManager(
+            app.store,
+            self.config.appliance.sensor_id,
+            clock=app.clock,
+            evidence=EvidenceLimits(r.evidence_events, r.evidence_samples),
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._last_snapshot = 0.0
+        m = app.metrics
+        self.alerts = m.counter(
+            "correlation_alerts_total",
+            "Rule firings, by rule and whether suppressed.",
+            ["rule", "suppressed"],
+        )
+        self.errors = m.counter(
+            "correlation_errors_total", "Failures in correlation, by reason.", ["reason"]
+        )
+        self.incident_changes = m.counter(
+            "incident_changes_total", "Incident documents committed, by kind.", ["kind"]
+        )
+        m.gauge("rules_loaded", "Rules loaded, by kind.", ["kind"], callback=self._rule_counts)
+        m.gauge(
+            "rules_failed",
+            "Rules that failed to load.",
+            callback=lambda: float(len(self.ruleset.failures)),
+        )
+        m.gauge(
+            "correlation_groups",
+            "Groups tracked by correlation windows.",
+            callback=lambda: float(self.engine.tracked_groups()),
+        )
+        m.gauge(
+            "correlation_groups_evicted",
+            "Groups evicted at rules.max_groups_per_rule since start (counter).",
+            callback=lambda: float(self.engine.evicted()),
+        )
+        m.gauge(
+            "correlation_late_events",
+            "Events older than the watermark, not correlated (counter since start).",
+            callback=lambda: float(self.engine.late_events),
+        )
+        m.gauge(
+            "correlation_max_groups_per_rule",
+            "rules.max_groups_per_rule",
+            callback=lambda: float(self.config.rules.max_groups_per_rule),
+        )
+
+    def _rule_counts(self) -> dict[tuple[str, ...], float]:
+        return {
+            ("detection",): float(len(self.ruleset.detections)),
+            ("correlation",): float(len(self.ruleset.correlations)),
+        }
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self.ruleset = await asyncio.to_thread(load_configured_rules, self.config)
+        for f in self.ruleset.failures:
+            log.warning("rule not loaded: %s %s: %s", f.path, f.title, f.reason)
+        self.engine = Engine(self.ruleset, limits_of(self.config.rules))
+        await self._restore()
+        await self.incidents.load()
+        self.app.pipeline.after_store.append(self)
+        self._task = asyncio.create_task(self._timer(), name="correlate-timer")
+        log.info(
+            "correlation: %d detection and %d correlation rules loaded, %d failed",
+            len(self.ruleset.detections),
+            len(self.ruleset.correlations),
+            len(self.ruleset.failures),
+        )
+
+    async def stop(self) -> None:
+        if self in self.app.pipeline.after_store:
+            self.app.pipeline.after_store.remove(self)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        await self.save_snapshot()
+
+    async def reload(self, config: AppConfig) -> None:
+        if config.rules == self.config.rules and config.base_dir == self.config.base_dir:
+            self.config = config
+            return
+        ruleset = await asyncio.to_thread(load_configured_rules, config)
+        engine = Engine(ruleset, limits_of(config.rules))
+        engine.restore(json.loads(json.dumps(self.engine.snapshot())))
+        self.config, self.ruleset, self.engine = config, ruleset, engine
+        self._wake.set()
+        log.info(
+            "correlation rules reloaded: %d loaded, %d failed",
+            len(ruleset.detections) + len(ruleset.correlations),
+            len(ruleset.failures),
+        )
+
+    # ------------------------------------------------------------------------------- stage
+
+    async def process(self, events: list[Event], now: float) -> None:
+        engine = self.engine
+        alerts: list[Alert] = []
+        for ev in events:
+            try:
+                got = engine.observe(ev, now)
+            except Exception:
+                self.errors.inc("rule_exception")
+                _rl.error("observe", "correlation failed on event %s", ev.id, exc_info=True)
+                continue
+            if got:
+                alerts.extend(got)
+        if alerts:
+            await self.commit(alerts)
+        if engine.next_deadline() is not None:
+            self._wake.set()
+
+    async def commit(self, alerts: list[Alert]) -> list[dict[str, Any]]:
+        for a in alerts:
+            self.alerts.inc(a.rule.id, "true" if a.suppressed else "false")
+        try:
+            docs = await self.incidents.apply(alerts)
+        except Exception:
+            self.errors.inc("incident_write")
+            _rl.error(
+                "incident", "incident write failed; %d alert(s) lost", len(alerts), exc_info=True
+            )
+            return []
+        for d in docs:
+            self.incident_changes.inc("created" if d["revision"] == 1 else "updated")
+        return docs
+
+    # ------------------------------------------------------------------------------- timer
+
+    async def _timer(self) -> None:
+        while True:
+            now = self.app.clock()
+            deadline = self.engine.next_deadline()
+            wait = self.config.rules.snapshot_interval - (time.monotonic() - self._last_snapshot)
+            if deadline is not None:
+                wait = min(wait, deadline - now)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.01, min(wait, 5.0)))
+            now = self.app.clock()
+            try:
+                alerts = self.engine.on_timer(now)
+                if alerts:
+                    await self.commit(alerts)
+                if time.monotonic() - self._last_snapshot >= self.config.rules.snapshot_interval:
+                    await self.save_snapshot()
+            except Exception:
+                self.errors.inc("timer")
+                _rl.error("timer", "correlation timer failed", exc_info=True)
+
+    # --------------------------------------------------------------------------- snapshots
+
+    async def save_snapshot(self) -> None:
+        self._last_snapshot = time.monotonic()
+        if self.app.store.writer is None:
+            return
+        blob = json.dumps(self.engine.snapshot(), separators=(",", ":"), default=str)
+        try:
+            async with self.app.store.transaction() as conn:
+                await conn.execute(
+                    "INSERT OR REPLACE INTO state (component, key, value, updated)"
+                    " VALUES (?,?,?,?)",
+                    (STATE_COMPONENT, STATE_KEY, blob.encode(), self.app.clock()),
+                )
+        except Exception:
+            self.errors.inc("snapshot")
+            _rl.error("snapshot", "correlation snapshot failed", exc_info=True)
+
+    async def _restore(self) -> None:
+        conn = self.app.store.writer
+        assert conn is not None
+        async with conn.execute(
+            "SELECT value FROM state WHERE component = ? AND key = ?",
+            (STATE_COMPONENT, STATE_KEY),
+        ) as cur:
+            row = await cur.fetchone()
+        if not row or not row[0]:
+            return
+        try:
+            self.engine.restore(json.loads(bytes(row[0])))
+        except (ValueError, TypeError, KeyError) as exc:
+            self.errors.inc("snapshot_restore")
+            log.warning("correlation snapshot not restored (%s); starting with empty windows", exc)
+
+
+def build_correlation(app: Appliance) -> CorrelationComponent:
+    return CorrelationComponent(app)
+
+
+def correlation_of(app: Appliance) -> CorrelationComponent | None:
+    for c in app.components:
+        if isinstance(c, CorrelationComponent):
+            return c
+    return None

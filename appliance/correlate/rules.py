@@ -1,0 +1,417 @@
+"""Loading Sigma rules (built-in and user folders) into compiled detections and correlations.
+
+Each ``.yml`` file is parsed by pySigma on its own, so one broken file fails only its rules;
+every rule that cannot be used is kept as a :class:`RuleFailure` with the reason (shown by
+``GET /api/v1/rules`` and ``appliance test-rule``). Correlation rules reference detections by
+id or name across all loaded files.
+
+Appliance extensions are one Sigma custom attribute, ``appliance:`` (documented in
+``appliance/rules/README.md``)::
+
+    appliance:
+      group_by: [source.ip]                  # incident key for a single-event detection
+      suppress: {by: [source.ip], for: 1h}   # dedup key + cooldown; suppressed hits counted
+      absence: {by: [observer.ip], for: 15m} # alert when a group seen before goes silent
+      baseline: {by: [source.ip], interval: 5m, k: 3, alpha: 0.2, warmup: 12, min_count: 20}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from sigma.collection import SigmaCollection
+from sigma.correlations import (
+    SigmaCorrelationCondition,
+    SigmaCorrelationConditionOperator,
+    SigmaCorrelationRule,
+    SigmaCorrelationTimespan,
+    SigmaCorrelationType,
+)
+from sigma.exceptions import SigmaError
+from sigma.rule import SigmaRule
+
+from appliance.correlate.compile import Compiler, Predicate, required_values
+from appliance.correlate.mapping import SourceMatch, Unsupported, map_field, map_logsource
+
+LEVELS = ("informational", "low", "medium", "high", "critical")
+SUPPORTED_CORRELATIONS = {
+    SigmaCorrelationType.EVENT_COUNT,
+    SigmaCorrelationType.VALUE_COUNT,
+    SigmaCorrelationType.TEMPORAL,
+    SigmaCorrelationType.TEMPORAL_ORDERED,
+    SigmaCorrelationType.VALUE_SUM,
+    SigmaCorrelationType.VALUE_AVG,
+}
+OPS = {
+    SigmaCorrelationConditionOperator.LT: "lt",
+    SigmaCorrelationConditionOperator.LTE: "lte",
+    SigmaCorrelationConditionOperator.GT: "gt",
+    SigmaCorrelationConditionOperator.GTE: "gte",
+    SigmaCorrelationConditionOperator.EQ: "eq",
+    SigmaCorrelationConditionOperator.NEQ: "neq",
+}
+
+
+def compare(op: str, value: float, threshold: float) -> bool:
+    if op == "gte":
+        return value >= threshold
+    if op == "gt":
+        return value > threshold
+    if op == "lte":
+        return value <= threshold
+    if op == "lt":
+        return value < threshold
+    if op == "eq":
+        return value == threshold
+    return value != threshold
+
+
+@dataclass(slots=True)
+class RuleMeta:
+    id: str
+    title: str
+    level: str
+    tags: list[str]
+    path: str
+    description: str = ""
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "title": self.title, "level": self.level, "tags": self.tags}
+
+
+@dataclass(slots=True)
+class Suppress:
+    by: tuple[str, ...]
+    cooldown: float
+
+
+@dataclass(slots=True)
+class Absence:
+    by: tuple[str, ...]
+    timespan: float
+
+
+@dataclass(slots=True)
+class Baseline:
+    by: tuple[str, ...]
+    interval: float
+    k: float = 3.0
+    alpha: float = 0.2
+    warmup: int = 12
+    min_count: int = 10
+
+
+@dataclass(slots=True)
+class DetectionRule:
+    meta: RuleMeta
+    predicate: Predicate
+    source: SourceMatch
+    actions: frozenset[str] | None  # required event.action values (index), None = any
+    group_by: tuple[str, ...] = ()
+    suppress: Suppress | None = None
+    absence: Absence | None = None
+    baseline: Baseline | None = None
+    generate: bool = True  # alerts on its own (False when only a correlation's input)
+    parents: list[CorrelationRule] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        if self.absence:
+            return "absence"
+        if self.baseline:
+            return "baseline"
+        return "detection"
+
+
+@dataclass(slots=True)
+class CorrelationRule:
+    meta: RuleMeta
+    type: str
+    refs: list[str]  # referenced rule ids, in order
+    group_by: tuple[str, ...]
+    timespan: float
+    op: str
+    threshold: float
+    fieldref: str | None
+    aliases: dict[str, dict[str, str]]  # alias -> {rule id -> field}
+    generate: bool = False
+    suppress: Suppress | None = None
+    parents: list[CorrelationRule] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.type
+
+    def group_field(self, alias: str, rule_id: str) -> str:
+        m = self.aliases.get(alias)
+        if m is not None and rule_id in m:
+            return m[rule_id]
+        return alias
+
+
+@dataclass(slots=True)
+class RuleFailure:
+    path: str
+    title: str
+    id: str | None
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "title": self.title, "id": self.id, "reason": self.reason}
+
+
+@dataclass
+class RuleSet:
+    detections: list[DetectionRule] = field(default_factory=list)
+    correlations: list[CorrelationRule] = field(default_factory=list)
+    failures: list[RuleFailure] = field(default_factory=list)
+
+    def by_id(self) -> dict[str, DetectionRule | CorrelationRule]:
+        out: dict[str, DetectionRule | CorrelationRule] = {}
+        for r in [*self.detections, *self.correlations]:
+            out[r.meta.id] = r
+        return out
+
+
+# ----------------------------------------------------------------------------------- loading
+
+
+def builtin_rule_files() -> list[Path]:
+    root = resources.files("appliance.rules")
+    return sorted(Path(str(p)) for p in _walk(Path(str(root))))
+
+
+def _walk(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.suffix in (".yml", ".yaml") and p.is_file()]
+
+
+def rule_files(paths: list[Path], builtin: bool) -> tuple[list[Path], list[RuleFailure]]:
+    files: list[Path] = builtin_rule_files() if builtin else []
+    failures = []
+    for p in paths:
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files.extend(sorted(_walk(p)))
+        else:
+            failures.append(RuleFailure(str(p), "", None, "rules path does not exist"))
+    return files, failures
+
+
+def _timespan(value: Any, what: str) -> float:
+    try:
+        return float(SigmaCorrelationTimespan(str(value)).seconds)
+    except SigmaError as exc:
+        raise Unsupported(f"{what}: {exc}") from None
+
+
+def _fields(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Unsupported(f"{what}: expected a list of field names")
+    return tuple(map_field(v) for v in value)
+
+
+def _extensions(custom: dict[str, Any]) -> dict[str, Any]:
+    ext = custom.get("appliance") or {}
+    if not isinstance(ext, dict):
+        raise Unsupported("custom attribute 'appliance' must be a mapping")
+    unknown = set(ext) - {"group_by", "suppress", "absence", "baseline"}
+    if unknown:
+        raise Unsupported(f"unknown appliance extension(s): {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {"group_by": _fields(ext.get("group_by"), "appliance.group_by")}
+    if (s := ext.get("suppress")) is not None:
+        if not isinstance(s, dict) or "for" not in s:
+            raise Unsupported("appliance.suppress needs 'for' (a timespan) and 'by' (fields)")
+        out["suppress"] = Suppress(_fields(s.get("by"), "suppress.by"), _timespan(s["for"], "for"))
+    if (a := ext.get("absence")) is not None:
+        if not isinstance(a, dict) or "for" not in a:
+            raise Unsupported("appliance.absence needs 'for' (a timespan) and 'by' (fields)")
+        out["absence"] = Absence(_fields(a.get("by"), "absence.by"), _timespan(a["for"], "for"))
+    if (b := ext.get("baseline")) is not None:
+        if not isinstance(b, dict) or "interval" not in b:
+            raise Unsupported("appliance.baseline needs 'interval' (a timespan) and 'by'")
+        try:
+            out["baseline"] = Baseline(
+                _fields(b.get("by"), "baseline.by"),
+                _timespan(b["interval"], "interval"),
+                k=float(b.get("k", 3.0)),
+                alpha=float(b.get("alpha", 0.2)),
+                warmup=int(b.get("warmup", 12)),
+                min_count=int(b.get("min_count", 10)),
+            )
+        except (TypeError, ValueError) as exc:
+            raise Unsupported(f"appliance.baseline: {exc}") from None
+    return out
+
+
+def _meta(rule: SigmaRule | SigmaCorrelationRule, path: Path) -> RuleMeta:
+    level = rule.level.name.lower() if rule.level is not None else "medium"
+    return RuleMeta(
+        id=str(rule.id) if rule.id else f"{path.stem}:{rule.title}",
+        title=rule.title,
+        level=level,
+        tags=[str(t) for t in rule.tags],
+        path=str(path),
+        description=rule.description or "",
+        name=rule.name,
+    )
+
+
+def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule:
+    ls = rule.logsource
+    source = map_logsource(ls.product, ls.category, ls.service)
+    conds = rule.detection.parsed_condition
+    if len(conds) != 1:
+        raise Unsupported("more than one condition per rule is not supported")
+    tree = conds[0].parsed
+    predicate = compiler.condition(tree)
+    actions = required_values(tree, "event.action")
+    ext = _extensions(rule.custom_attributes)
+    return DetectionRule(
+        meta=_meta(rule, path),
+        predicate=predicate,
+        source=source,
+        actions=actions,
+        group_by=ext["group_by"],
+        suppress=ext.get("suppress"),
+        absence=ext.get("absence"),
+        baseline=ext.get("baseline"),
+    )
+
+
+def _correlation(rule: SigmaCorrelationRule, path: Path) -> CorrelationRule:
+    if rule.type not in SUPPORTED_CORRELATIONS:
+        raise Unsupported(f"correlation type {rule.type.name.lower()} is not supported")
+    cond = rule.condition
+    if not isinstance(cond, SigmaCorrelationCondition):
+        raise Unsupported("extended (boolean) correlation conditions are not supported")
+    fieldref = cond.fieldref
+    if isinstance(fieldref, list):
+        if len(fieldref) != 1:
+            raise Unsupported("a condition over several fields is not supported")
+        fieldref = fieldref[0]
+    custom = {k: v for k, v in rule.custom_attributes.items() if k != "correlation"}
+    ext = _extensions(custom)
+    aliases: dict[str, dict[str, str]] = {}
+    for alias in rule.aliases:
+        aliases[alias.alias] = {ref.reference: map_field(f) for ref, f in alias.mapping.items()}
+    return CorrelationRule(
+        meta=_meta(rule, path),
+        type=rule.type.name.lower(),
+        refs=[r.reference for r in (rule.rules or [])],
+        group_by=tuple(g if g in aliases else map_field(g) for g in (rule.group_by or [])),
+        timespan=float(rule.timespan.seconds),
+        op=OPS[cond.op],
+        threshold=float(cond.count),
+        fieldref=map_field(fieldref) if fieldref else None,
+        aliases=aliases,
+        generate=bool(rule.generate),
+        suppress=ext.get("suppress"),
+    )
+
+
+def load_rules(paths: list[Path], *, builtin: bool = True, max_regex_length: int = 1000) -> RuleSet:
+    """Parse and compile every rule; failures are collected, never raised."""
+    files, failures = rule_files(paths, builtin)
+    rs = RuleSet(failures=failures)
+    compiler = Compiler(max_regex_length)
+    for path in files:
+        try:
+            text = path.read_text(encoding="utf-8")
+            coll = SigmaCollection.from_yaml(text, collect_errors=True)
+        except (OSError, UnicodeDecodeError, SigmaError, ValueError) as exc:
+            rs.failures.append(RuleFailure(str(path), "", None, f"unreadable: {exc}"))
+            continue
+        except Exception as exc:  # yaml errors and anything pySigma lets through
+            rs.failures.append(RuleFailure(str(path), "", None, f"unparsable: {exc}"))
+            continue
+        for err in coll.errors:
+            rs.failures.append(RuleFailure(str(path), "", None, f"invalid Sigma: {err}"))
+        for rule in coll.rules:
+            title = getattr(rule, "title", "")
+            rid = str(rule.id) if getattr(rule, "id", None) else None
+            try:
+                if rule.errors:
+                    raise Unsupported(f"invalid Sigma: {rule.errors[0]}")
+                if isinstance(rule, SigmaCorrelationRule):
+                    rs.correlations.append(_correlation(rule, path))
+                elif isinstance(rule, SigmaRule):
+                    rs.detections.append(_detection(rule, path, compiler))
+                else:
+                    raise Unsupported(f"{type(rule).__name__} is not supported")
+            except Unsupported as exc:
+                rs.failures.append(RuleFailure(str(path), title, rid, str(exc)))
+            except (SigmaError, ValueError, TypeError, AttributeError) as exc:
+                rs.failures.append(RuleFailure(str(path), title, rid, f"invalid Sigma: {exc}"))
+    _link(rs)
+    return rs
+
+
+def _link(rs: RuleSet) -> None:
+    """Resolve correlation references (by id or name); drop correlations that cannot resolve."""
+    names: dict[str, DetectionRule | CorrelationRule] = {}
+    seen_ids: set[str] = set()
+    for r in [*rs.detections, *rs.correlations]:
+        if r.meta.id in seen_ids:
+            rs.failures.append(
+                RuleFailure(r.meta.path, r.meta.title, r.meta.id, "duplicate rule id (ignored)")
+            )
+        seen_ids.add(r.meta.id)
+        names.setdefault(r.meta.id, r)
+        if r.meta.name:
+            names.setdefault(r.meta.name, r)
+    rs.detections = list({r.meta.id: r for r in reversed(rs.detections)}.values())[::-1]
+    pending = list(rs.correlations)
+    good: list[CorrelationRule] = []
+    # Correlations of correlations: resolve in rounds until nothing changes.
+    changed = True
+    bad: dict[str, str] = {}
+    while changed:
+        changed = False
+        for c in list(pending):
+            missing = [ref for ref in c.refs if ref not in names]
+            if missing:
+                bad[c.meta.id] = f"references unknown rule(s): {', '.join(missing)}"
+                pending.remove(c)
+                names.pop(c.meta.id, None)
+                if c.meta.name:
+                    names.pop(c.meta.name, None)
+                changed = True
+    for c in pending:
+        ids = [names[ref].meta.id for ref in c.refs]
+        c.aliases = {
+            a: {names[ref].meta.id: f for ref, f in m.items() if ref in names}
+            for a, m in c.aliases.items()
+        }
+        c.refs = ids
+        if c.type.startswith("value_") and c.fieldref is None:
+            bad[c.meta.id] = f"{c.type} needs condition.field"
+            continue
+        good.append(c)
+    for c in rs.correlations:
+        if c.meta.id in bad:
+            rs.failures.append(RuleFailure(c.meta.path, c.meta.title, c.meta.id, bad[c.meta.id]))
+    rs.correlations = good
+    by_id = rs.by_id()
+    for c in good:
+        for rid in dict.fromkeys(c.refs):
+            target = by_id.get(rid)
+            if target is None:
+                continue
+            target.parents.append(c)
+            if not c.generate and isinstance(target, DetectionRule):
+                target.generate = False
+    # A rule referenced only by correlations with generate: true keeps alerting.
+    for d in rs.detections:
+        if d.parents and any(p.generate for p in d.parents):
+            d.generate = True
+        if d.absence or d.baseline:
+            d.generate = False

@@ -1,0 +1,324 @@
+"""Incident lifecycle: alerts from the engine become incident creates and updates, durably.
+
+Every change is written in ``store.transaction(durable=True)`` (``synchronous=FULL``) and runs
+each :data:`~appliance.incidents.INCIDENT_TXN_HOOKS` inside the same transaction, so nothing
+(the forwarding outbox) learns of an incident that a power cut could undo. One transaction per
+batch of alerts keeps fsyncs to one per pipeline batch however many incidents it touches.
+
+Keying: an alert updates the incident of the same rule and group key while it is ``open`` or
+``acknowledged``; a ``resolved`` incident is history, the next hit opens a new one. Marking an
+incident a false positive makes it ``suppressed`` and stores a scoped suppression (rule +
+group key, optional expiry); hits under a suppression, and hits suppressed by a rule's
+cooldown, are counted on the incident (``suppressed_count``), not lost.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from appliance.correlate.engine import Alert
+from appliance.event import iso8601
+from appliance.incidents import INCIDENT_TXN_HOOKS, IncidentTxnHook
+from appliance.store import Store
+
+SCHEMA_VERSION = 1
+ACTIVE = ("open", "acknowledged", "suppressed")
+SEVERITIES = ("informational", "low", "medium", "high", "critical")
+
+
+class TransitionError(Exception):
+    """The requested status change is not allowed from the incident's current status."""
+
+
+@dataclass(slots=True)
+class EvidenceLimits:
+    event_ids: int = 50
+    samples: int = 10
+
+
+class IncidentManager:
+    def __init__(
+        self,
+        store: Store,
+        sensor_id: str,
+        *,
+        clock: Callable[[], float],
+        evidence: EvidenceLimits | None = None,
+        hooks: list[IncidentTxnHook] | None = None,
+    ) -> None:
+        self.store = store
+        self.sensor_id = sensor_id
+        self.clock = clock
+        self.evidence = evidence or EvidenceLimits()
+        self.hooks = INCIDENT_TXN_HOOKS if hooks is None else hooks
+        # (rule id, group key) -> incident doc, for incidents still taking hits.
+        self.active: dict[tuple[str, str], dict[str, Any]] = {}
+        # (rule id, group key) -> (incident id, expires or None)
+        self.suppressions: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self.created = 0
+        self.updated = 0
+
+    async def load(self) -> None:
+        """Read the active incidents and suppressions (once, at start)."""
+        conn = self.store.writer
+        assert conn is not None
+        placeholders = ",".join("?" * len(ACTIVE))
+        async with conn.execute(
+            f"SELECT doc FROM incidents WHERE status IN ({placeholders})",  # noqa: S608
+            ACTIVE,
+        ) as cur:
+            for (doc_json,) in await cur.fetchall():
+                doc = json.loads(doc_json)
+                self.active[(doc["rule"]["id"], doc["group_key"])] = doc
+        async with conn.execute(
+            "SELECT rule_id, group_key, incident_id, expires FROM suppressions"
+        ) as cur:
+            for rule_id, key, inc_id, expires in await cur.fetchall():
+                self.suppressions[(rule_id, key)] = (inc_id, expires)
+
+    # --------------------------------------------------------------------------- alerts
+
+    def _new_doc(self, a: Alert, now: float) -> dict[str, Any]:
+        rule = a.rule.to_dict()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "id": str(uuid.uuid4()),
+            "revision": 0,
+            "sensor_id": self.sensor_id,
+            "title": a.rule.title,
+            "rule": rule,
+            "kind": a.kind,
+            "severity": a.rule.level if a.rule.level in SEVERITIES else "medium",
+            "status": "open",
+            "group_key": a.group_key,
+            "group": {k: v for k, v in a.group.items()},
+            "first_seen": iso8601(a.first_seen),
+            "last_seen": iso8601(a.last_seen),
+            "hit_count": 0,
+            "suppressed_count": 0,
+            "evidence": {"event_ids": [], "samples": []},
+            "detail": {},
+            "created": iso8601(now),
+            "updated": iso8601(now),
+            "_first": a.first_seen,
+            "_last": a.last_seen,
+        }
+
+    def _add_hit(self, doc: dict[str, Any], a: Alert) -> None:
+        doc["hit_count"] += 1
+        ev = doc["evidence"]
+        ids = ev["event_ids"] + [i for i in a.event_ids if i not in ev["event_ids"]]
+        ev["event_ids"] = ids[-self.evidence.event_ids :]
+        samples = ev["samples"] + [s for s in a.samples if s not in ev["samples"]]
+        ev["samples"] = samples[-self.evidence.samples :]
+        if a.first_seen < doc["_first"]:
+            doc["_first"] = a.first_seen
+            doc["first_seen"] = iso8601(a.first_seen)
+        if a.last_seen > doc["_last"]:
+            doc["_last"] = a.last_seen
+            doc["last_seen"] = iso8601(a.last_seen)
+        if a.detail:
+            doc["detail"] = a.detail
+
+    def _suppressed(self, key: tuple[str, str], now: float) -> str | None:
+        s = self.suppressions.get(key)
+        if s is None:
+            return None
+        inc_id, expires = s
+        if expires is not None and expires <= now:
+            return None
+        return inc_id
+
+    async def apply(self, alerts: list[Alert]) -> list[dict[str, Any]]:
+        """Turn alerts into incident changes; returns the changed documents (committed)."""
+        if not alerts:
+            return []
+        now = self.clock()
+        changed: dict[str, dict[str, Any]] = {}
+        new_ids: set[str] = set()
+        expired: list[tuple[str, str]] = []
+        for a in alerts:
+            key = (a.rule.id, a.group_key)
+            doc = self.active.get(key)
+            if self._suppressed(key, now) is not None and doc is not None:
+                doc["suppressed_count"] += 1
+                changed[doc["id"]] = doc
+                continue
+            if doc is not None and doc["status"] == "suppressed":
+                # The suppression expired: the false positive is history now.
+                expired.append(key)
+                doc = None
+            if a.suppressed and doc is not None:
+                doc["suppressed_count"] += 1
+                changed[doc["id"]] = doc
+                continue
+            if doc is None:
+                doc = self._new_doc(a, now)
+                self.active[key] = doc
+                new_ids.add(doc["id"])
+            self._add_hit(doc, a)
+            changed[doc["id"]] = doc
+        docs = list(changed.values())
+        for doc in docs:
+            doc["revision"] += 1
+            doc["updated"] = iso8601(now)
+        try:
+            async with self.store.transaction(durable=True) as conn:
+                for key in expired:
+                    await conn.execute(
+                        "DELETE FROM suppressions WHERE rule_id = ? AND group_key = ?", key
+                    )
+                for doc in docs:
+                    await self._write(conn, doc)
+        except BaseException:
+            # Roll the in-memory view back to what is committed.
+            for doc in docs:
+                doc["revision"] -= 1
+            for key, doc in list(self.active.items()):
+                if doc["id"] in new_ids:
+                    del self.active[key]
+            raise
+        for key in expired:
+            self.suppressions.pop(key, None)
+        self.created += len(new_ids)
+        self.updated += len(docs) - len(new_ids)
+        return [public(d) for d in docs]
+
+    async def _write(self, conn: aiosqlite.Connection, doc: dict[str, Any]) -> None:
+        pub = public(doc)
+        await conn.execute(
+            "INSERT INTO incidents (id, rule_id, group_key, status, severity, first_seen,"
+            " last_seen, updated, revision, doc) VALUES (?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET status=excluded.status,"
+            " severity=excluded.severity, first_seen=excluded.first_seen,"
+            " last_seen=excluded.last_seen, updated=excluded.updated,"
+            " revision=excluded.revision, doc=excluded.doc",
+            (
+                doc["id"],
+                doc["rule"]["id"],
+                doc["group_key"],
+                doc["status"],
+                doc["severity"],
+                doc["_first"],
+                doc["_last"],
+                self.clock(),
+                doc["revision"],
+                json.dumps(doc, separators=(",", ":"), default=str),
+            ),
+        )
+        for hook in self.hooks:
+            await hook(conn, pub)
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    async def _get_doc(self, incident_id: str) -> dict[str, Any] | None:
+        for doc in self.active.values():
+            if doc["id"] == incident_id:
+                return doc
+        conn = self.store.reader
+        assert conn is not None
+        async with conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)) as cur:
+            row = await cur.fetchone()
+        return json.loads(row[0]) if row else None
+
+    async def transition(
+        self,
+        incident_id: str,
+        action: str,
+        *,
+        note: str = "",
+        suppress_for: float | None = None,
+    ) -> dict[str, Any] | None:
+        """``ack`` | ``resolve`` | ``false-positive``; ``None`` if no such incident."""
+        doc = await self._get_doc(incident_id)
+        if doc is None:
+            return None
+        status = doc["status"]
+        allowed = {
+            "ack": ({"open"}, "acknowledged"),
+            "resolve": ({"open", "acknowledged"}, "resolved"),
+            "false-positive": ({"open", "acknowledged", "resolved"}, "suppressed"),
+        }
+        sources, target = allowed[action]
+        if status not in sources:
+            raise TransitionError(f"cannot {action} an incident that is {status}")
+        now = self.clock()
+        key = (doc["rule"]["id"], doc["group_key"])
+        old = dict(doc)
+        doc["status"] = target
+        doc["revision"] += 1
+        doc["updated"] = iso8601(now)
+        doc.setdefault("history", []).append(
+            {"at": iso8601(now), "action": action, "note": note[:500]}
+        )
+        doc["history"] = doc["history"][-20:]
+        expires = now + suppress_for if suppress_for else None
+        try:
+            async with self.store.transaction(durable=True) as conn:
+                if target == "suppressed":
+                    await conn.execute(
+                        "INSERT OR REPLACE INTO suppressions (rule_id, group_key, incident_id,"
+                        " created, expires, reason) VALUES (?,?,?,?,?,?)",
+                        (*key, doc["id"], now, expires, note[:500]),
+                    )
+                await self._write(conn, doc)
+        except BaseException:
+            doc.clear()
+            doc.update(old)
+            raise
+        if target == "resolved":
+            if self.active.get(key) is doc:
+                del self.active[key]
+        else:
+            self.active[key] = doc
+        if target == "suppressed":
+            self.suppressions[key] = (doc["id"], expires)
+        return public(doc)
+
+    # ---------------------------------------------------------------------------- reads
+
+    async def get(self, incident_id: str) -> dict[str, Any] | None:
+        conn = self.store.reader
+        assert conn is not None
+        async with conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)) as cur:
+            row = await cur.fetchone()
+        return public(json.loads(row[0])) if row else None
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        severity: str | None = None,
+        since: float | None = None,
+        rule: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        clauses, args = [], []
+        for clause, value in (
+            ("status = ?", status),
+            ("severity = ?", severity),
+            ("last_seen >= ?", since),
+            ("rule_id = ?", rule),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = "SELECT doc FROM incidents " + where + " ORDER BY last_seen DESC LIMIT ?"  # noqa: S608
+        args.append(int(limit))
+        conn = self.store.reader
+        assert conn is not None
+        async with conn.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return [public(json.loads(r[0])) for r in rows]
+
+
+def public(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document without the manager's private keys (epoch copies of the times)."""
+    return {k: v for k, v in doc.items() if not k.startswith("_")}

@@ -1,0 +1,1 @@
+"""The built-in Sigma ruleset (YAML files in this package's folders)."""
