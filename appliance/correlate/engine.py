@@ -626,7 +626,7 @@ class Engine:
         )
         if c.type == "event_count":
             a.count = int(value)
-        if c.generate or not c.parents:
+        if not c.parents or any(p.generate for p in c.parents):
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
             inner = Hit(c.meta.id, group, state.last, list(state.ids), list(state.samples))

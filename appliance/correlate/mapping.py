@@ -126,18 +126,19 @@ LINUX_SERVICES = {
     "syslog": (),
 }
 
-CATEGORIES = {
-    # category -> (index key, description)
-    "authentication": "category:authentication",
-    "firewall": "category:network",
-    "network_connection": "category:network",
-    "flow": "module:netflow",
-    "ids": "category:intrusion_detection",
-    "intrusion_detection": "category:intrusion_detection",
-    "configuration": "category:configuration",
-    "network_device": "module:syslog",
-    "snmp_trap": "module:snmp",
-    "heartbeat": "any",
+SYSLOG_ONLY = (("event.module", frozenset({"syslog"})),)
+CATEGORIES: dict[str, tuple[str, tuple[tuple[str, frozenset[str]], ...]]] = {
+    # category -> (index key, extra checks)
+    "authentication": ("category:authentication", ()),
+    "firewall": ("category:network", SYSLOG_ONLY),  # device logs, not flow records
+    "network_connection": ("category:network", ()),
+    "flow": ("module:netflow", ()),
+    "ids": ("category:intrusion_detection", ()),
+    "intrusion_detection": ("category:intrusion_detection", ()),
+    "configuration": ("category:configuration", ()),
+    "network_device": ("module:syslog", ()),
+    "snmp_trap": ("module:snmp", ()),
+    "heartbeat": ("any", ()),
 }
 
 UNCOLLECTED_PRODUCTS = {"windows", "zeek", "macos", "aws", "azure", "gcp", "m365", "okta"}
@@ -189,9 +190,11 @@ def map_logsource(product: str | None, category: str | None, service: str | None
     elif product is not None:
         raise Unsupported(f"logsource product {product!r} is not mapped")
     if category is not None:
-        cat_key = CATEGORIES.get(category)
-        if cat_key is None:
+        mapped = CATEGORIES.get(category)
+        if mapped is None:
             raise Unsupported(f"logsource category {category!r} is not mapped")
+        cat_key, extra = mapped
+        checks.extend(extra)
         if key == "any":
             key = cat_key
         elif cat_key.startswith("category:"):

@@ -326,7 +326,7 @@ def load_rules(paths: list[Path], *, builtin: bool = True, max_regex_length: int
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
-            coll = SigmaCollection.from_yaml(text, collect_errors=True)
+            coll = SigmaCollection.from_yaml(text, collect_errors=True, resolve_references=False)
         except (OSError, UnicodeDecodeError, SigmaError, ValueError) as exc:
             rs.failures.append(RuleFailure(str(path), "", None, f"unreadable: {exc}"))
             continue
