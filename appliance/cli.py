@@ -1,4 +1,5 @@
-"""Command line: ``appliance run | check-config | version | mibs compile``.
+"""Command line: ``appliance run | check-config | version | mibs compile | db | test-rule |
+replay``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -46,6 +47,27 @@ def _parser() -> argparse.ArgumentParser:
         "--source", type=Path, action="append", help="a folder of MIB files (instead of mib_dir)"
     )
     comp.add_argument("--dest", type=Path, help="cache folder (default: <data_dir>/mibs)")
+    tr = sub.add_parser(
+        "test-rule",
+        help="feed lines through the rules: decode, matches, correlation state, incidents",
+        description="Lines: raw syslog, '@<time> <raw syslog>' or JSON events (one per line).",
+    )
+    tr.add_argument("input", nargs="?", type=Path, help="scenario file (default: stdin)")
+    tr.add_argument("--line", action="append", default=[], help="a line to feed (repeatable)")
+    tr.add_argument("--rules", action="append", type=Path, default=[], help="rule folder/file")
+    tr.add_argument("--no-builtin", action="store_true", help="leave out the built-in rules")
+    tr.add_argument("--tail", type=float, default=0.0, help="run timers this long past the end")
+    tr.add_argument("--json", action="store_true", help="one JSON object per line of output")
+    rp = sub.add_parser(
+        "replay",
+        help="replay a scenario in event time and diff the incidents against a golden file",
+    )
+    rp.add_argument("--rules", action="append", type=Path, default=[], required=True)
+    rp.add_argument("--input", type=Path, required=True)
+    rp.add_argument("--expect", type=Path, required=True, help="golden JSON of incidents")
+    rp.add_argument("--builtin", action="store_true", help="also load the built-in rules")
+    rp.add_argument("--tail", type=float, default=0.0, help="run timers this long past the end")
+    rp.add_argument("--update", action="store_true", help="write the golden file instead")
     return p
 
 
@@ -111,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"config error: {err}", file=sys.stderr)
             return 2
         return asyncio.run(run_db_command(config, args))
+    if args.command in ("test-rule", "replay"):
+        from appliance.correlate.cli import run_replay, run_test_rule
+
+        return run_test_rule(args) if args.command == "test-rule" else run_replay(args)
     if args.command == "run":
         from appliance.runtime import run, setup_logging
 

@@ -1,0 +1,150 @@
+"""``appliance test-rule`` and ``appliance replay``: rules on a scenario, without a daemon.
+
+Exit codes: 0 ok; 1 ``replay`` found a difference from the golden file; 2 bad usage, an
+unreadable input line or (``replay``) a rule that failed to load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from appliance.correlate.engine import Alert, Engine
+from appliance.correlate.replay import InputError, Replay, parse_line
+from appliance.correlate.rules import RuleSet, load_rules
+from appliance.logutil import printable
+
+
+def _lines(args: argparse.Namespace) -> list[str]:
+    if args.line:
+        return list(args.line)
+    src: TextIO
+    if args.input is None or str(args.input) == "-":
+        src = sys.stdin
+        return src.read().splitlines()
+    return args.input.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+
+
+def _alert_dict(a: Alert) -> dict[str, Any]:
+    return {
+        "rule": a.rule.name or a.rule.id,
+        "title": a.rule.title,
+        "kind": a.kind,
+        "level": a.rule.level,
+        "group_key": a.group_key,
+        "suppressed": a.suppressed,
+        "event_ids": a.event_ids,
+        **({"detail": a.detail} if a.detail else {}),
+    }
+
+
+def _report_failures(rs: RuleSet, out: TextIO) -> None:
+    for f in rs.failures:
+        print(f"rule not loaded: {f.path}: {f.title or '?'}: {f.reason}", file=out)
+
+
+def run_test_rule(args: argparse.Namespace) -> int:
+    rs = load_rules(args.rules, builtin=not args.no_builtin)
+    _report_failures(rs, sys.stderr)
+    engine = Engine(rs)
+    rp = Replay(engine)
+    now = 0.0
+    for n, line in enumerate(_lines(args), 1):
+        try:
+            ev = parse_line(line, now)
+        except InputError as exc:
+            print(f"line {n}: {exc}", file=sys.stderr)
+            return 2
+        if ev is None:
+            continue
+        now = ev.timestamp
+        matched = [d.meta.name or d.meta.id for d in engine.matches(ev)]
+        alerts = rp.feed(ev)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "line": n,
+                        "event": ev.to_ecs(),
+                        "matched": matched,
+                        "alerts": [_alert_dict(a) for a in alerts],
+                    },
+                    default=str,
+                )
+            )
+            continue
+        print(f"--- line {n} @ {ev.to_ecs()['@timestamp']}")
+        for k, v in sorted(ev.fields.items()):
+            print(f"    {k}: {printable(str(v))}")
+        print(f"  matched: {', '.join(matched) or '-'}")
+        for a in alerts:
+            flag = " (suppressed)" if a.suppressed else ""
+            print(f"  ALERT {a.rule.level} {a.rule.name or a.rule.id} [{a.group_key}]{flag}")
+    tail = rp.finish(args.tail)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "tail_alerts": [_alert_dict(a) for a in tail],
+                    "state": rp.state(),
+                    "incidents": rp.summary(),
+                },
+                default=str,
+            )
+        )
+        return 0
+    for a in tail:
+        print(f"  ALERT {a.rule.level} {a.rule.name or a.rule.id} [{a.group_key}] (timer)")
+    print("=== correlation state")
+    print(json.dumps(rp.state(), indent=2, default=str))
+    print("=== incidents")
+    print(json.dumps(rp.summary(), indent=2))
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    rs = load_rules(args.rules, builtin=args.builtin)
+    if rs.failures:
+        _report_failures(rs, sys.stderr)
+        return 2
+    rp = Replay(Engine(rs))
+    now = 0.0
+    try:
+        text = args.input.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        print(f"cannot read {args.input}: {exc}", file=sys.stderr)
+        return 2
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            ev = parse_line(line, now)
+        except InputError as exc:
+            print(f"{args.input}:{n}: {exc}", file=sys.stderr)
+            return 2
+        if ev is not None:
+            now = ev.timestamp
+            rp.feed(ev)
+    rp.finish(args.tail)
+    got = json.dumps(rp.summary(), indent=2) + "\n"
+    expect_path: Path = args.expect
+    if args.update:
+        expect_path.write_text(got, encoding="utf-8")
+        print(f"wrote {len(rp.incidents)} incident(s) to {expect_path}")
+        return 0
+    try:
+        want = json.dumps(json.loads(expect_path.read_text(encoding="utf-8")), indent=2) + "\n"
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"cannot read golden file {expect_path}: {exc}", file=sys.stderr)
+        return 2
+    if got == want:
+        print(f"ok: {rp.lines} events, {len(rp.incidents)} incident(s) as expected")
+        return 0
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            want.splitlines(True), got.splitlines(True), str(expect_path), "replay"
+        )
+    )
+    return 1
