@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 from appliance.correlate import Engine, Limits
-from tests.ruletools import T0, auth, builtin, device, ev, fired, flow, fw, run, rules_from, ssh
+from appliance.event import Event
+from tests.ruletools import T0, auth, builtin, device, ev, fired, flow, fw, rules_from, run, ssh
 
 BASE = """\
 title: base
@@ -48,14 +49,10 @@ def test_value_avg_fires_on_average_over_threshold(tmp_path: Path) -> None:
             "{gte: 1000, field: network.bytes}",
         ),
     )
-    mk = lambda dt, n: ev(
-        dt,
-        {
-            "event.action": "flow",
-            "source.ip": "10.0.0.1",  # noqa: E731
-            "network.bytes": n,
-        },
-    )
+
+    def mk(dt: float, n: int) -> Event:
+        return ev(dt, {"event.action": "flow", "source.ip": "10.0.0.1", "network.bytes": n})
+
     assert "big_avg" in fired(run([mk(0, 500), mk(1, 1600)], rs))
     assert "big_avg" not in fired(run([mk(0, 500), mk(1, 1400)], rs))
 

@@ -8,7 +8,7 @@ import pytest
 
 from appliance.correlate import Engine
 from appliance.event import Event
-from tests.ruletools import auth, builtin, device, ev, fired, flow, fw, ids, run, ssh
+from tests.ruletools import auth, builtin, device, fired, flow, fw, ids, run, ssh
 
 Scenario = Callable[[], list[Event]]
 
