@@ -88,6 +88,9 @@ class Compiler:
                 return lambda f: a(f) and b(f)
             return lambda f: all(p(f) for p in preds)
         if isinstance(node, ConditionOR):
+            fast = self._plain_set(node)
+            if fast is not None:
+                return fast
             preds = [self.condition(a) for a in node.args]
             if len(preds) == 1:
                 return preds[0]
@@ -134,8 +137,38 @@ class Compiler:
                 return a is not _MISSING and a == b
 
             return ref
+        if _is_plain(value):
+            return self._plain_equal(field, frozenset({value.to_plain()}))
         test = _any_of(self.value_test(value))
         return lambda f: (v := f.get(field)) is not None and test(v)
+
+    def _plain_set(self, node: ConditionOR) -> Predicate | None:
+        """``field: [a, b, c]`` (plain strings, one field): one set probe instead of an OR."""
+        fields = set()
+        values = set()
+        for a in node.args:
+            if not isinstance(a, ConditionFieldEqualsValueExpression) or not _is_plain(a.value):
+                return None
+            fields.add(a.field)
+            values.add(a.value.to_plain())
+        if len(fields) != 1:
+            return None
+        return self._plain_equal(map_field(fields.pop()), frozenset(values))
+
+    @staticmethod
+    def _plain_equal(field: str, values: frozenset[str]) -> Predicate:
+        """Case-insensitive equality with any of ``values``: the hot path of most rules."""
+        exact = values
+        lowered = frozenset(v.lower() for v in values)
+        slow = _any_of(lambda v: _as_text(v).lower() in lowered)
+
+        def eq(f: Fields) -> bool:
+            v = f.get(field)
+            if v.__class__ is str:
+                return v in exact or v.lower() in lowered
+            return v is not None and slow(v)
+
+        return eq
 
     # ---------------------------------------------------------------------------- values
 
@@ -266,6 +299,14 @@ class Compiler:
         if op is CompareOperators.GTE:
             return lambda v: (x := to_num(v)) is not None and x >= num
         return lambda v: (x := to_num(v)) is not None and x != num
+
+
+def _is_plain(value: Any) -> bool:
+    return (
+        isinstance(value, SigmaString)
+        and not isinstance(value, SigmaCasedString)
+        and not value.contains_special()
+    )
 
 
 # ------------------------------------------------------------------------------ pre-filters

@@ -68,28 +68,22 @@ class Limits:
     evidence_samples: int = 5
 
 
-@dataclass(slots=True)
-class Hit:
-    """An input to a correlation: one matching event or one inner correlation alert."""
-
-    rule_id: str
-    fields: dict[str, Any]
-    ts: float
-    event_ids: list[int]
-    samples: list[str]
+# A window entry: (event time, evidence event ids, evidence raw lines). One per matching event
+# (or inner correlation alert), shared by every correlation the event feeds. The windows are
+# the evidence: nothing else is copied per event.
+Entry = tuple[float, tuple[int, ...], tuple[bytes, ...]]
 
 
-def _sample(ev: Event) -> list[str]:
-    if not ev.raw:
+def _sample(raw: bytes) -> str:
+    return raw[:SAMPLE_CHARS].decode("utf-8", "backslashreplace")
+
+
+def _event_raw(ev: Event) -> bytes:
+    raw = ev.raw
+    if not raw:
         m = ev.fields.get("message")
-        return [str(m)[:SAMPLE_CHARS]] if m is not None else []
-    return [ev.raw[:SAMPLE_CHARS].decode("utf-8", "backslashreplace")]
-
-
-def _group_values(rule_id: str, by: tuple[str, ...], fields: dict[str, Any], c: Any) -> tuple:
-    if c is None:
-        return tuple(fields.get(g) for g in by)
-    return tuple(fields.get(c.group_field(g, rule_id)) for g in by)
+        return str(m).encode()[:SAMPLE_CHARS] if m is not None else b""
+    return raw if len(raw) <= SAMPLE_CHARS else raw[:SAMPLE_CHARS]
 
 
 def _jsonable(v: Any) -> Any:
@@ -98,229 +92,250 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _dump_entry(e: Entry) -> list[Any]:
+    return [e[0], list(e[1]), [_sample(r) for r in e[2]]]
+
+
+def _load_entry(d: list[Any]) -> Entry:
+    return (float(d[0]), tuple(d[1]), tuple(s.encode() for s in d[2]))
+
+
 # --------------------------------------------------------------------------- group states
 
 
 class GroupState:
-    """Per-group window of one correlation type; subclasses implement add/dump/load."""
+    """Per-group window of one correlation type."""
 
-    __slots__ = ("first", "ids", "last", "samples")
+    __slots__ = ()
 
-    def __init__(self, limits: Limits) -> None:
-        self.ids: deque[int] = deque(maxlen=limits.evidence_events)
-        self.samples: deque[str] = deque(maxlen=limits.evidence_samples)
-        self.first = math.inf
-        self.last = -math.inf
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        raise NotImplementedError
 
-    def note(self, hit: Hit) -> None:
-        self.ids.extend(hit.event_ids)
-        self.samples.extend(hit.samples)
-        if hit.ts < self.first:
-            self.first = hit.ts
-        if hit.ts > self.last:
-            self.last = hit.ts
-
-    def base_dump(self) -> dict[str, Any]:
-        return {
-            "ids": list(self.ids),
-            "samples": list(self.samples),
-            "first": self.first if self.first != math.inf else None,
-            "last": self.last if self.last != -math.inf else None,
-        }
-
-    def base_load(self, d: dict[str, Any]) -> None:
-        self.ids.extend(d.get("ids", []))
-        self.samples.extend(d.get("samples", []))
-        self.first = d["first"] if d.get("first") is not None else math.inf
-        self.last = d["last"] if d.get("last") is not None else -math.inf
+    def entries(self) -> list[Entry]:
+        raise NotImplementedError
 
     def newest(self) -> float:
-        return self.last
+        es = self.entries()
+        return max(e[0] for e in es) if es else -math.inf
+
+    def dump(self) -> Any:
+        raise NotImplementedError
+
+    def load(self, d: Any) -> None:
+        raise NotImplementedError
 
 
 class CountState(GroupState):
-    """event_count: sorted timestamps, at most what the threshold needs."""
+    """event_count: entries in time order, at most what the threshold needs."""
 
     __slots__ = ("times",)
 
-    def __init__(self, limits: Limits, keep: int) -> None:
-        super().__init__(limits)
-        self.times: deque[float] = deque(maxlen=keep)
+    def __init__(self, keep: int) -> None:
+        self.times: deque[Entry] = deque(maxlen=keep)
 
-    def add(self, c: CorrelationRule, hit: Hit) -> float | None:
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
         t = self.times
-        if t and hit.ts < t[-1]:
+        if t and entry[0] < t[-1][0]:
             lst = list(t)
-            bisect.insort(lst, hit.ts)
+            bisect.insort(lst, entry, key=lambda e: e[0])
             t.clear()
-            t.extend(lst[-t.maxlen :] if t.maxlen else lst)
+            t.extend(lst)
         else:
-            t.append(hit.ts)
-        cutoff = t[-1] - c.timespan
-        while t and t[0] < cutoff:
+            t.append(entry)
+        cutoff = t[-1][0] - c.timespan
+        while t[0][0] < cutoff:
             t.popleft()
-        self.note(hit)
         n = len(t)
         return n if compare(c.op, n, c.threshold) else None
 
-    def dump(self) -> dict[str, Any]:
-        return {**self.base_dump(), "times": list(self.times)}
+    def entries(self) -> list[Entry]:
+        return list(self.times)
 
-    def load(self, d: dict[str, Any]) -> None:
-        self.base_load(d)
-        self.times.extend(d.get("times", []))
+    def newest(self) -> float:
+        return self.times[-1][0] if self.times else -math.inf
+
+    def dump(self) -> Any:
+        return [_dump_entry(e) for e in self.times]
+
+    def load(self, d: Any) -> None:
+        self.times.extend(_load_entry(x) for x in d)
 
 
 class DistinctState(GroupState):
-    """value_count: distinct values of the condition field with their newest time."""
+    """value_count: distinct values of the condition field with their newest entry."""
 
     __slots__ = ("keep", "values")
 
-    def __init__(self, limits: Limits, keep: int) -> None:
-        super().__init__(limits)
-        self.values: OrderedDict[Any, float] = OrderedDict()
+    def __init__(self, keep: int) -> None:
+        self.values: OrderedDict[Any, Entry] = OrderedDict()
         self.keep = keep
 
-    def add(self, c: CorrelationRule, hit: Hit) -> float | None:
-        assert c.fieldref is not None
-        v = hit.fields.get(c.fieldref)
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        v = fields.get(c.fieldref)  # type: ignore[arg-type]
         if v is None:
             return None
-        v = _jsonable(v) if not isinstance(v, list) else tuple(map(_jsonable, v))
+        if not isinstance(v, str | int | float | bool):
+            v = str(v)
         vals = self.values
-        vals[v] = max(hit.ts, vals.get(v, hit.ts))
+        old = vals.get(v)
+        if old is None or old[0] <= entry[0]:
+            vals[v] = entry
         vals.move_to_end(v)
-        cutoff = hit.ts - c.timespan
+        cutoff = entry[0] - c.timespan
         while vals:
             oldest = next(iter(vals))
-            if vals[oldest] >= cutoff:
+            if vals[oldest][0] >= cutoff:
                 break
             del vals[oldest]
         while len(vals) > self.keep:
             vals.popitem(last=False)
-        self.note(hit)
         n = len(vals)
         return n if compare(c.op, n, c.threshold) else None
 
-    def dump(self) -> dict[str, Any]:
-        return {**self.base_dump(), "values": [[k, t] for k, t in self.values.items()]}
+    def entries(self) -> list[Entry]:
+        return sorted(self.values.values(), key=lambda e: e[0])
 
-    def load(self, d: dict[str, Any]) -> None:
-        self.base_load(d)
-        for k, t in d.get("values", []):
-            self.values[tuple(k) if isinstance(k, list) else k] = t
+    def dump(self) -> Any:
+        return [[k, _dump_entry(e)] for k, e in self.values.items()]
+
+    def load(self, d: Any) -> None:
+        for k, e in d:
+            self.values[k] = _load_entry(e)
 
 
 class SumState(GroupState):
-    """value_sum / value_avg: (time, value) pairs in the window and their running sum."""
+    """value_sum / value_avg: (entry, value) pairs in the window and their running sum."""
 
     __slots__ = ("items", "maxn", "total")
 
-    def __init__(self, limits: Limits) -> None:
-        super().__init__(limits)
-        self.items: deque[tuple[float, float]] = deque()
+    def __init__(self, maxn: int) -> None:
+        self.items: deque[tuple[Entry, float]] = deque()
         self.total = 0.0
-        self.maxn = limits.max_window_events
+        self.maxn = maxn
 
-    def add(self, c: CorrelationRule, hit: Hit) -> float | None:
-        assert c.fieldref is not None
-        raw = hit.fields.get(c.fieldref)
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        raw = fields.get(c.fieldref)  # type: ignore[arg-type]
+        if isinstance(raw, bool):
+            return None
         try:
             v = float(raw)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             return None
+        if not math.isfinite(v):
+            return None
         items = self.items
-        items.append((hit.ts, v))
+        items.append((entry, v))
         self.total += v
-        cutoff = max(hit.ts, items[0][0]) - c.timespan
-        while items and (items[0][0] < cutoff or len(items) > self.maxn):
+        cutoff = entry[0] - c.timespan
+        while items and (items[0][0][0] < cutoff or len(items) > self.maxn):
             self.total -= items.popleft()[1]
-        self.note(hit)
-        value = self.total if c.type == "value_sum" else self.total / max(1, len(items))
+        if not items:
+            return None
+        value = self.total if c.type == "value_sum" else self.total / len(items)
         return value if compare(c.op, value, c.threshold) else None
 
-    def dump(self) -> dict[str, Any]:
-        return {**self.base_dump(), "items": [list(x) for x in self.items]}
+    def entries(self) -> list[Entry]:
+        return [e for e, _v in self.items]
 
-    def load(self, d: dict[str, Any]) -> None:
-        self.base_load(d)
-        for ts, v in d.get("items", []):
-            self.items.append((ts, v))
-            self.total += v
+    def dump(self) -> Any:
+        return [[_dump_entry(e), v] for e, v in self.items]
+
+    def load(self, d: Any) -> None:
+        for e, v in d:
+            self.items.append((_load_entry(e), float(v)))
+            self.total += float(v)
 
 
 class TemporalState(GroupState):
-    """temporal: newest time each referenced rule was seen in the window."""
+    """temporal: newest entry of each referenced rule seen in the window."""
 
     __slots__ = ("seen",)
 
-    def __init__(self, limits: Limits) -> None:
-        super().__init__(limits)
-        self.seen: dict[str, float] = {}
+    def __init__(self) -> None:
+        self.seen: dict[str, Entry] = {}
 
-    def add(self, c: CorrelationRule, hit: Hit) -> float | None:
-        self.seen[hit.rule_id] = max(hit.ts, self.seen.get(hit.rule_id, hit.ts))
-        cutoff = hit.ts - c.timespan
-        for k in [k for k, t in self.seen.items() if t < cutoff]:
-            del self.seen[k]
-        self.note(hit)
-        n = len(self.seen)
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        raise NotImplementedError  # needs the rule id: see add_rule
+
+    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
+        seen = self.seen
+        old = seen.get(rule_id)
+        if old is None or old[0] <= entry[0]:
+            seen[rule_id] = entry
+        cutoff = entry[0] - c.timespan
+        for k in [k for k, e in seen.items() if e[0] < cutoff]:
+            del seen[k]
+        n = len(seen)
         need = min(c.threshold, len(set(c.refs)))
         return n if compare(c.op, n, need) else None
 
-    def dump(self) -> dict[str, Any]:
-        return {**self.base_dump(), "seen": self.seen}
+    def entries(self) -> list[Entry]:
+        return sorted(self.seen.values(), key=lambda e: e[0])
 
-    def load(self, d: dict[str, Any]) -> None:
-        self.base_load(d)
-        self.seen.update(d.get("seen", {}))
+    def dump(self) -> Any:
+        return {k: _dump_entry(e) for k, e in self.seen.items()}
+
+    def load(self, d: Any) -> None:
+        self.seen.update({k: _load_entry(e) for k, e in d.items()})
 
 
 class OrderedState(GroupState):
-    """temporal_ordered: for each step, the latest start of a chain that reached it.
+    """temporal_ordered: for each step, the latest-starting chain that reached it.
 
-    O(steps) per event, independent of how many partial sequences are open: a newer start
-    always dominates an older one (it has more time left), so one number per step suffices.
+    O(steps) per event however many partial sequences are open: a chain that started later
+    dominates one that started earlier (it has more time left), so one chain per step is
+    enough. This is what SEC's Pair rule cannot do (it re-tries every open pair per line).
     """
 
-    __slots__ = ("starts",)
+    __slots__ = ("chains",)
 
-    def __init__(self, limits: Limits, steps: int) -> None:
-        super().__init__(limits)
-        self.starts: list[float | None] = [None] * steps
+    def __init__(self, steps: int) -> None:
+        # chains[k] = (start time, entries of the chain) for the best chain through step k
+        self.chains: list[tuple[float, tuple[Entry, ...]] | None] = [None] * steps
 
-    def add(self, c: CorrelationRule, hit: Hit) -> float | None:
-        starts = self.starts
-        ts = hit.ts
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        raise NotImplementedError  # needs the rule id: see add_rule
+
+    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
+        chains = self.chains
+        ts = entry[0]
         cutoff = ts - c.timespan
-        advanced = False
-        for k in range(len(c.refs) - 1, -1, -1):
-            if c.refs[k] != hit.rule_id:
+        refs = c.refs
+        for k in range(len(refs) - 1, -1, -1):
+            if refs[k] != rule_id:
                 continue
             if k == 0:
-                starts[0] = ts
-                advanced = True
-            else:
-                prev = starts[k - 1]
-                if prev is not None and prev >= cutoff:
-                    cur = starts[k]
-                    starts[k] = prev if cur is None or prev > cur else cur
-                    advanced = True
-        if advanced:
-            self.note(hit)
-        last = starts[-1]
-        if last is not None and last >= cutoff:
-            return float(len(c.refs))
+                chains[0] = (ts, (entry,))
+                continue
+            prev = chains[k - 1]
+            if prev is None or prev[0] < cutoff:
+                continue
+            cur = chains[k]
+            if cur is None or prev[0] >= cur[0]:
+                chains[k] = (prev[0], (*prev[1][-15:], entry))
+        last = chains[-1]
+        if last is not None and last[0] >= cutoff:
+            return float(len(refs))
         return None
 
-    def dump(self) -> dict[str, Any]:
-        return {**self.base_dump(), "starts": self.starts}
+    def entries(self) -> list[Entry]:
+        last = self.chains[-1]
+        return list(last[1]) if last else []
 
-    def load(self, d: dict[str, Any]) -> None:
-        self.base_load(d)
-        s = d.get("starts", [])
-        if len(s) == len(self.starts):
-            self.starts = s
+    def newest(self) -> float:
+        return max((ch[1][-1][0] for ch in self.chains if ch), default=-math.inf)
+
+    def dump(self) -> Any:
+        return [
+            None if ch is None else [ch[0], [_dump_entry(e) for e in ch[1]]] for ch in self.chains
+        ]
+
+    def load(self, d: Any) -> None:
+        if len(d) == len(self.chains):
+            self.chains = [
+                None if ch is None else (float(ch[0]), tuple(_load_entry(e) for e in ch[1]))
+                for ch in d
+            ]
 
 
 # ------------------------------------------------------------------------------ rule states
@@ -333,26 +348,34 @@ class CorrelationRuntime:
         self.groups: OrderedDict[tuple, GroupState] = OrderedDict()
         self.evicted = 0
         self.fired = 0
-        self.late = 0
+        # referenced rule id -> the field names its group-by reads (aliases resolved)
+        self.group_fields: dict[str, tuple[str, ...]] = {
+            rid: tuple(rule.group_field(g, rid) for g in rule.group_by) for rid in rule.refs
+        }
+        self.by_rule = rule.type in ("temporal", "temporal_ordered")
 
     def new_state(self) -> GroupState:
         c, lim = self.rule, self.limits
         keep = min(lim.max_window_events, max(1, int(c.threshold) + 1))
+        if c.op in ("lt", "lte", "neq", "eq"):
+            keep = lim.max_window_events
         if c.type == "event_count":
-            if c.op in ("lt", "lte", "neq"):
-                keep = lim.max_window_events
-            return CountState(lim, keep)
+            return CountState(keep)
         if c.type == "value_count":
-            if c.op in ("lt", "lte", "neq"):
-                keep = lim.max_window_events
-            return DistinctState(lim, keep)
+            return DistinctState(keep)
         if c.type in ("value_sum", "value_avg"):
-            return SumState(lim)
+            return SumState(lim.max_window_events)
         if c.type == "temporal":
-            return TemporalState(lim)
-        return OrderedState(lim, len(c.refs))
+            return TemporalState()
+        return OrderedState(len(c.refs))
 
-    def add(self, key: tuple, hit: Hit) -> tuple[GroupState, float] | None:
+    def add(
+        self, rule_id: str, entry: Entry, fields: dict[str, Any]
+    ) -> tuple[tuple, GroupState, float] | None:
+        gf = self.group_fields.get(rule_id)
+        if gf is None:
+            return None
+        key = (fields.get(gf[0]),) if len(gf) == 1 else tuple([fields.get(g) for g in gf])
         groups = self.groups
         st = groups.get(key)
         if st is None:
@@ -362,12 +385,15 @@ class CorrelationRuntime:
             st = groups[key] = self.new_state()
         else:
             groups.move_to_end(key)
-        value = st.add(self.rule, hit)  # type: ignore[attr-defined]
+        if self.by_rule:
+            value = st.add_rule(self.rule, rule_id, entry)  # type: ignore[attr-defined]
+        else:
+            value = st.add(self.rule, entry, fields)
         if value is None:
             return None
         del groups[key]
         self.fired += 1
-        return st, value
+        return key, st, value
 
     def sweep(self, watermark: float) -> int:
         """Drop groups whose newest entry is older than the window (they cannot fire)."""
@@ -378,12 +404,12 @@ class CorrelationRuntime:
         return len(stale)
 
     def dump(self) -> list[Any]:
-        return [[list(map(_jsonable, k)), s.dump()] for k, s in self.groups.items()]  # type: ignore[attr-defined]
+        return [[list(map(_jsonable, k)), s.dump()] for k, s in self.groups.items()]
 
     def load(self, data: list[Any]) -> None:
         for key, d in data:
             st = self.new_state()
-            st.load(d)  # type: ignore[attr-defined]
+            st.load(d)
             self.groups[tuple(key)] = st
 
 
@@ -396,6 +422,7 @@ class AbsenceRuntime:
         self.timespan = rule.absence.timespan
         self.last: dict[tuple, tuple[float, float]] = {}  # key -> (now seen, event time)
         self.alerted: set[tuple] = set()
+        self.evicted = 0
 
     def seen(self, key: tuple, now: float, ts: float) -> Alert | None:
         self.last[key] = (now, ts)
@@ -507,12 +534,37 @@ class Engine:
         }
         self.cooldowns: dict[str, OrderedDict[tuple, float]] = {}
         self._last_sweep = -math.inf
+        self._cand_cache: dict[tuple, list[DetectionRule]] = {}
         self._absence_heap: list[tuple[float, str, tuple]] = []
 
     # ------------------------------------------------------------------------- matching
 
     def candidates(self, ev: Event) -> list[DetectionRule]:
-        """The rules indexed for this event's log source and action (no scan of all rules)."""
+        """The rules indexed for this event's log source and action (no scan of all rules).
+
+        Memoized on the few fields the index reads, so the usual event costs one dict probe.
+        """
+        fields = ev.fields
+        action = fields.get("event.action")
+        cats = fields.get("event.category")
+        sig = (
+            ev.module,
+            fields.get("process.name"),
+            fields.get("observer.vendor"),
+            tuple(cats) if isinstance(cats, list) else cats,
+            action,
+        )
+        try:
+            cached = self._cand_cache.get(sig)
+        except TypeError:  # an unhashable value in an index field
+            return self._candidates(ev)
+        if cached is None:
+            if len(self._cand_cache) >= 4096:
+                self._cand_cache.clear()
+            cached = self._cand_cache[sig] = self._candidates(ev)
+        return cached
+
+    def _candidates(self, ev: Event) -> list[DetectionRule]:
         index = self.index
         fields = ev.fields
         action = fields.get("event.action")
@@ -529,7 +581,7 @@ class Engine:
                 rules = slot.get(action_l)
                 if rules:
                     out.extend(rules)
-        return out
+        return [d for d in out if not d.source.checks or self.source_ok(d, ev)]
 
     @staticmethod
     def source_ok(d: DetectionRule, ev: Event) -> bool:
@@ -549,89 +601,119 @@ class Engine:
 
     def matches(self, ev: Event) -> list[DetectionRule]:
         fields = ev.fields
-        return [
-            d
-            for d in self.candidates(ev)
-            if (not d.source.checks or self.source_ok(d, ev)) and d.predicate(fields)
-        ]
+        return [d for d in self.candidates(ev) if d.predicate(fields)]
 
     def observe(self, ev: Event, now: float) -> list[Alert]:
-        matched = self.matches(ev)
+        """Match one event and advance the windows it feeds; returns the alerts it caused."""
+        fields = ev.fields
+        matched = [d for d in self.candidates(ev) if d.predicate(fields)]
         if not matched:
             return []
         alerts: list[Alert] = []
-        ts = min(ev.timestamp, now + self.limits.allowed_lateness)
+        ts = ev.timestamp
+        if ts > now + self.limits.allowed_lateness:
+            ts = now + self.limits.allowed_lateness
         late = ts < self.watermark
         if ts > self.newest:
             self.newest = ts
             self.watermark = ts - self.limits.allowed_lateness
-        ids = [ev.id] if ev.id is not None else []
+        entry: Entry | None = None
+        stats = self.stats
         for d in matched:
-            st = self.stats[d.meta.id]
-            st.hits += 1
+            stats[d.meta.id].hits += 1
             if d.absence is not None:
                 self._absence_seen(d, ev, now, ts)
                 continue
             if d.baseline is not None:
-                key = tuple(ev.fields.get(g) for g in d.baseline.by)
-                info = self.baseline[d.meta.id].add(key, ts)
-                if info is not None:
-                    a = Alert(
-                        d.meta,
-                        "baseline",
-                        dict(zip(d.baseline.by, key, strict=True)),
-                        ts,
-                        ts,
-                        info["count"],
-                        ids,
-                        _sample(ev),
-                        detail=info,
-                    )
-                    self._emit(d.meta, d.suppress, a, alerts)
+                self._baseline(d, ev, ts, alerts)
                 continue
             if d.generate:
-                group = {g: ev.fields.get(g) for g in d.group_by}
-                a = Alert(d.meta, "detection", group, ts, ts, 1, list(ids), _sample(ev))
+                group = {g: fields.get(g) for g in d.group_by}
+                ids = [ev.id] if ev.id is not None else []
+                a = Alert(d.meta, "detection", group, ts, ts, 1, ids, [_sample(_event_raw(ev))])
                 self._emit(d.meta, d.suppress, a, alerts)
             if d.parents:
                 if late:
-                    self.late_events += 1
                     continue
-                hit = Hit(d.meta.id, ev.fields, ts, ids, _sample(ev))
+                if entry is None:
+                    entry = (ts, (ev.id,) if ev.id is not None else (), (_event_raw(ev),))
+                rid = d.meta.id
                 for c in d.parents:
-                    self._feed(c, hit, alerts, 0)
+                    self._feed(c, rid, entry, fields, alerts, 0)
+        if late and entry is None and any(d.parents for d in matched):
+            self.late_events += 1
         return alerts
 
-    def _feed(self, c: CorrelationRule, hit: Hit, alerts: list[Alert], depth: int) -> None:
+    def _baseline(self, d: DetectionRule, ev: Event, ts: float, alerts: list[Alert]) -> None:
+        assert d.baseline is not None
+        fields = ev.fields
+        key = tuple([fields.get(g) for g in d.baseline.by])
+        info = self.baseline[d.meta.id].add(key, ts)
+        if info is None:
+            return
+        ids = [ev.id] if ev.id is not None else []
+        group = dict(zip(d.baseline.by, key, strict=True))
+        a = Alert(
+            d.meta,
+            "baseline",
+            group,
+            ts,
+            ts,
+            info["count"],
+            ids,
+            [_sample(_event_raw(ev))],
+            detail=info,
+        )
+        self._emit(d.meta, d.suppress, a, alerts)
+
+    def _feed(
+        self,
+        c: CorrelationRule,
+        rule_id: str,
+        entry: Entry,
+        fields: dict[str, Any],
+        alerts: list[Alert],
+        depth: int,
+    ) -> None:
         if depth > MAX_DEPTH:
             return
-        rt = self.correlations[c.meta.id]
-        key = _group_values(hit.rule_id, c.group_by, hit.fields, c)
+        rt = self.correlations.get(c.meta.id)
+        if rt is None:
+            return
         self.stats[c.meta.id].hits += 1
-        fired = rt.add(key, hit)
+        fired = rt.add(rule_id, entry, fields)
         if fired is None:
             return
-        state, value = fired
+        key, state, value = fired
+        entries = state.entries()
+        lim = self.limits
+        ids: list[int] = []
+        raws: list[bytes] = []
+        for e in entries:
+            ids.extend(e[1])
+            raws.extend(e[2])
+        ids = list(dict.fromkeys(ids))[-lim.evidence_events :]
+        raws = raws[-lim.evidence_samples :]
         group = dict(zip(c.group_by, key, strict=True))
+        first = min(e[0] for e in entries) if entries else entry[0]
+        last = max(e[0] for e in entries) if entries else entry[0]
         a = Alert(
             c.meta,
             c.type,
             group,
-            state.first,
-            state.last,
-            len(state.ids) if c.type == "event_count" else 1,
-            list(state.ids),
-            list(state.samples),
+            first,
+            last,
+            int(value) if c.type == "event_count" else 1,
+            ids,
+            [_sample(r) for r in raws],
             detail={"value": value, "condition": {c.op: c.threshold}, "timespan": c.timespan},
         )
-        if c.type == "event_count":
-            a.count = int(value)
         if not c.parents or any(p.generate for p in c.parents):
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
-            inner = Hit(c.meta.id, group, state.last, list(state.ids), list(state.samples))
+            inner: Entry = (last, tuple(ids), tuple(raws))
             for p in c.parents:
-                self._feed(p, inner, alerts, depth + 1)
+                self._feed(p, c.meta.id, inner, group, alerts, depth + 1)
 
     def _emit(self, meta: RuleMeta, sup: Suppress | None, a: Alert, out: list[Alert]) -> None:
         st = self.stats[meta.id]
@@ -656,10 +738,20 @@ class Engine:
 
     def _absence_seen(self, d: DetectionRule, ev: Event, now: float, ts: float) -> None:
         assert d.absence is not None
-        key = tuple(ev.fields.get(g) for g in d.absence.by)
+        fields = ev.fields
+        key = tuple([fields.get(g) for g in d.absence.by])
         rt = self.absence[d.meta.id]
-        armed = key in rt.last and key not in rt.alerted
-        rt.seen(key, now, ts)
+        last = rt.last
+        armed = key in last and not (rt.alerted and key in rt.alerted)
+        last.pop(key, None)  # re-insert: the dict's order is least recently seen first
+        last[key] = (now, ts)
+        if rt.alerted:
+            rt.alerted.discard(key)
+        if len(last) > self.limits.max_groups:
+            oldest = next(iter(last))
+            del last[oldest]
+            rt.alerted.discard(oldest)
+            rt.evicted += 1
         if not armed:  # one heap entry per silent-able group; re-armed lazily in on_timer
             heapq.heappush(self._absence_heap, (now + rt.timespan, d.meta.id, key))
 
@@ -704,13 +796,17 @@ class Engine:
     # ------------------------------------------------------------------------- state
 
     def tracked_groups(self) -> int:
-        return sum(len(rt.groups) for rt in self.correlations.values()) + sum(
-            len(b.groups) for b in self.baseline.values()
+        return (
+            sum(len(rt.groups) for rt in self.correlations.values())
+            + sum(len(b.groups) for b in self.baseline.values())
+            + sum(len(a.last) for a in self.absence.values())
         )
 
     def evicted(self) -> int:
-        return sum(rt.evicted for rt in self.correlations.values()) + sum(
-            b.evicted for b in self.baseline.values()
+        return (
+            sum(rt.evicted for rt in self.correlations.values())
+            + sum(b.evicted for b in self.baseline.values())
+            + sum(a.evicted for a in self.absence.values())
         )
 
     def snapshot(self) -> dict[str, Any]:

@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Correlation throughput: decode + normalize + the whole built-in ruleset, beside SEC.
+
+Generates a 1M-line sshd-heavy syslog file (seeded, so every run is the same file):
+30% "Failed password for [invalid user] X from IP port P ssh2" (70% of those from 3000
+attacker IPs, the rest from random IPs), 4% "Accepted ...", 66% other daemons. Then measures:
+
+- ``full``: lines/s through ``decode_syslog`` + ``syslog_event`` + sshd field extraction +
+  ``Engine.observe`` with every built-in rule loaded (alerts counted, not written);
+- ``engine``: the same events pre-decoded, engine only;
+- ``sequence``: engine with only the temporal_ordered rule (ssh success after failures) and
+  its inputs;
+- ``sec``: SEC (Debian ``sec``) with one equivalent SingleWithThreshold rule (10 failures per
+  source IP in 300 s), ``sec --conf=RULES --input=FILE --notail --log=/dev/null``.
+
+The sshd field extraction below is the benchmark's own (BENCH-ONLY, one regex); when the
+syslog vendor decoder lands, ``normalize`` will be replaced by it.
+
+Prints one JSON line. ``--lines N`` for a smaller run; ``--no-sec`` to skip SEC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from appliance.correlate import Engine, load_rules
+from appliance.correlate.rules import RuleSet, builtin_rule_files
+from appliance.event import Event
+from appliance.protocols.syslog import decode_syslog
+from appliance.protocols.syslog.ecs import syslog_event
+
+OTHER = [
+    "CRON[{pid}]: (root) CMD (run-parts /etc/cron.hourly)",
+    "systemd[1]: Started Session {pid} of user alice.",
+    "kernel: [ {pid}.123456] eth0: link up, 1000Mbps, full-duplex",
+    "postfix/smtpd[{pid}]: connect from unknown[{ip}]",
+    "dhclient[{pid}]: DHCPACK of 10.0.0.{n} from 10.0.0.1",
+    "sudo[{pid}]:    alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/ls",
+    "ntpd[{pid}]: adjusting local clock by 0.00{n}s",
+    "sshd[{pid}]: Received disconnect from {ip} port {port}:11: Bye Bye [preauth]",
+]
+
+
+def generate(path: Path, n: int, seed: int = 6) -> None:
+    rnd = random.Random(seed)
+    attackers = [
+        f"{rnd.randint(1, 223)}.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.{rnd.randint(1, 254)}"
+        for _ in range(3000)
+    ]
+    users = ["root", "admin", "test", "oracle", "postgres", "ubuntu", "guest", "user", "pi"]
+    t0 = 1_790_000_000
+    with path.open("w") as f:
+        for i in range(n):
+            ts = time.strftime("%b %d %H:%M:%S", time.gmtime(t0 + i * 0.01))
+            r = rnd.random()
+            pid = rnd.randint(1000, 65000)
+            port = rnd.randint(1024, 65535)
+            if r < 0.30:
+                ip = (
+                    rnd.choice(attackers)
+                    if rnd.random() < 0.7
+                    else f"{rnd.randint(1, 223)}.{rnd.randint(0, 255)}.{rnd.randint(0, 255)}.1"
+                )
+                inv = "invalid user " if rnd.random() < 0.5 else ""
+                msg = (
+                    f"sshd[{pid}]: Failed password for {inv}{rnd.choice(users)} from {ip} "
+                    f"port {port} ssh2"
+                )
+            elif r < 0.34:
+                ip = rnd.choice(attackers) if rnd.random() < 0.1 else f"10.1.{rnd.randint(0, 9)}.5"
+                msg = f"sshd[{pid}]: Accepted password for alice from {ip} port {port} ssh2"
+            else:
+                msg = rnd.choice(OTHER).format(
+                    pid=pid, ip=f"192.0.2.{pid % 250}", port=port, n=pid % 9
+                )
+            f.write(f"<38>{ts} srv1 {msg}\n")
+
+
+# BENCH-ONLY sshd extraction (the vendor decoder of issue 3 replaces it).
+_SSHD = re.compile(
+    r"(Failed|Accepted) (?:password|publickey) for (?:invalid user )?(\S+) from (\S+) port (\d+)"
+)
+
+
+def normalize(ev: Event) -> Event:
+    f = ev.fields
+    if f.get("process.name") == "sshd":
+        m = _SSHD.search(f.get("message", ""))
+        if m:
+            ok = m.group(1) == "Accepted"
+            f["event.category"] = ["authentication"]
+            f["event.type"] = ["start"]
+            f["event.action"] = "ssh_login"
+            f["event.outcome"] = "success" if ok else "failure"
+            f["user.name"] = m.group(2)
+            f["source.ip"] = m.group(3)
+            f["source.port"] = int(m.group(4))
+    return ev
+
+
+def decode(line: bytes, now: float) -> Event:
+    return normalize(syslog_event(decode_syslog(line, now), line, "10.0.0.5", now, "udp"))
+
+
+def run_full(path: Path, rules: RuleSet) -> tuple[float, int]:
+    eng = Engine(rules)
+    alerts = 0
+    now = 1_790_000_000.0
+    t = time.perf_counter()
+    n = 0
+    with path.open("rb") as f:
+        for line in f:
+            ev = decode(line.rstrip(b"\n"), now)
+            n += 1
+            ev.id = n
+            alerts += len(eng.observe(ev, ev.timestamp))
+    return n / (time.perf_counter() - t), alerts
+
+
+def run_engine(events: list[Event], rules: RuleSet) -> tuple[float, int]:
+    eng = Engine(rules)
+    alerts = 0
+    t = time.perf_counter()
+    for ev in events:
+        alerts += len(eng.observe(ev, ev.timestamp))
+    return len(events) / (time.perf_counter() - t), alerts
+
+
+SEC_RULE = r"""type=SingleWithThreshold
+ptype=RegExp
+pattern=sshd\[\d+\]: Failed password for (?:invalid user )?\S+ from (\S+) port \d+
+desc=ssh brute force from $1
+action=none
+window=300
+thresh=10
+"""
+
+
+def run_sec(path: Path, n: int) -> float | None:
+    sec = shutil.which("sec")
+    if sec is None:
+        return None
+    with tempfile.NamedTemporaryFile("w", suffix=".sec", delete=False) as f:
+        f.write(SEC_RULE)
+        conf = f.name
+    try:
+        t = time.perf_counter()
+        subprocess.run(
+            [sec, f"--conf={conf}", f"--input={path}", "--notail", "--log=/dev/null"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        return n / (time.perf_counter() - t)
+    finally:
+        os.unlink(conf)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=1_000_000)
+    ap.add_argument("--file", type=Path, help="reuse/keep the generated log here")
+    ap.add_argument("--no-sec", action="store_true")
+    args = ap.parse_args()
+    tmpdir = tempfile.mkdtemp(prefix="bench-rules-")
+    path = args.file or Path(tmpdir) / "sshd.log"
+    if not path.exists():
+        generate(path, args.lines)
+    n = sum(1 for _ in path.open("rb"))
+    rules = load_rules([], builtin=True)
+    full_rate, full_alerts = run_full(path, rules)
+    events = []
+    with path.open("rb") as f:
+        for i, line in enumerate(f):
+            ev = decode(line.rstrip(b"\n"), 1_790_000_000.0)
+            ev.id = i + 1
+            events.append(ev)
+    engine_rate, _ = run_engine(events, rules)
+    seq_names = (
+        "ssh_auth_failure",
+        "ssh_auth_success",
+        "ssh_failures_before_success",
+        "ssh_success_after_failures",
+    )
+    seq = load_rules([f for f in builtin_rule_files() if f.stem in seq_names], builtin=False)
+    seq_rate, seq_alerts = run_engine(events, seq)
+    sec_rate = None if args.no_sec else run_sec(path, n)
+    shutil.rmtree(tmpdir, ignore_errors=True)
+    print(
+        json.dumps(
+            {
+                "mode": "rules",
+                "lines": n,
+                "rules_loaded": len(rules.detections) + len(rules.correlations),
+                "full_lines_per_s": round(full_rate),
+                "full_alerts": full_alerts,
+                "engine_only_lines_per_s": round(engine_rate),
+                "sequence_only_lines_per_s": round(seq_rate),
+                "sequence_alerts": seq_alerts,
+                "sec_threshold_lines_per_s": round(sec_rate) if sec_rate else None,
+                "python": sys.version.split()[0],
+                "note": "shared 2-core machine under load from other work",
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
