@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from appliance.correlate.engine import Alert, Engine
+from appliance.correlate.engine import (
+    Alert,
+    DistinctState,
+    Engine,
+    OrderedState,
+    SumState,
+    TemporalState,
+)
 from appliance.event import Event, iso8601
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_event
@@ -186,12 +193,19 @@ class Replay:
 
 
 def _brief(state: Any) -> dict[str, Any]:
-    d = state.dump()
-    d.pop("samples", None)
-    d.pop("ids", None)
-    for k in ("times", "items"):
-        if k in d:
-            d[k] = len(d[k])
-    if "values" in d:
-        d["values"] = [v for v, _t in d["values"]][:20]
-    return d
+
+    entries = state.entries()
+    out: dict[str, Any] = {
+        "entries": len(entries),
+        "first": iso8601(min(e[0] for e in entries)) if entries else None,
+        "last": iso8601(max(e[0] for e in entries)) if entries else None,
+    }
+    if isinstance(state, DistinctState):
+        out["values"] = [str(v) for v in list(state.values)[:20]]
+    elif isinstance(state, SumState):
+        out["total"] = state.total
+    elif isinstance(state, TemporalState):
+        out["seen_rules"] = sorted(state.seen)
+    elif isinstance(state, OrderedState):
+        out["steps_reached"] = sum(1 for ch in state.chains if ch is not None)
+    return out
