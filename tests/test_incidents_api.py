@@ -242,3 +242,24 @@ async def test_correlation_metrics_exported(start_appliance: Any) -> None:
     assert 'appliance_rules_loaded{kind="detection"}' in text
     assert "appliance_correlation_groups_evicted" in text
     assert "appliance_correlation_max_groups_per_rule 10000" in text
+
+
+async def test_alerts_held_during_write_failures_land_once_writes_work(
+    start_appliance: Any,
+) -> None:
+    broken = [True]
+
+    async def hook(conn: Any, doc: dict) -> None:
+        if broken[0]:
+            raise RuntimeError("outbox full")
+
+    INCIDENT_TXN_HOOKS.append(hook)
+    try:
+        run = await start_appliance()
+        await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+        await run.wait_for(lambda: "incident_write" in _metric_text(run))
+        broken[0] = False
+        inc = await wait_incident(run, BRUTE)  # retried by the timer task
+        assert inc["hit_count"] == 1 and inc["revision"] == 1
+    finally:
+        INCIDENT_TXN_HOOKS.remove(hook)

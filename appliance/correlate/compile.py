@@ -348,3 +348,46 @@ def required_values(node: Any, field: str) -> frozenset[str] | None:
             acc |= r
         return frozenset(acc)
     return None
+
+
+def _longest_literal(value: Any) -> str | None:
+    if not isinstance(value, SigmaString) or value.contains_placeholder():
+        return None
+    parts = [p for p in value.s if isinstance(p, str)]
+    if not parts:
+        return None
+    best = max(parts, key=len)
+    return best.lower() if len(best) >= 3 else None
+
+
+def required_tokens(node: Any) -> frozenset[str] | None:
+    """Lower-cased substrings of ``message`` of which at least one must occur for a match.
+
+    ``None`` when no such set is known. Lets keyword rules (most SigmaHQ Linux rules) be
+    skipped with one lower-casing of the message per event and a few ``in`` tests, instead of
+    running every rule's predicate.
+    """
+    if isinstance(node, ConditionValueExpression):
+        tok = _longest_literal(node.value)
+        return frozenset({tok}) if tok else None
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        try:
+            field = map_field(node.field)
+        except Unsupported:
+            return None
+        if field != "message":
+            return None
+        tok = _longest_literal(node.value)
+        return frozenset({tok}) if tok else None
+    if isinstance(node, ConditionOR):
+        acc: set[str] = set()
+        for a in node.args:
+            r = required_tokens(a)
+            if r is None:
+                return None
+            acc |= r
+        return frozenset(acc)
+    if isinstance(node, ConditionAND):
+        options = [r for a in node.args if (r := required_tokens(a)) is not None]
+        return min(options, key=len) if options else None
+    return None

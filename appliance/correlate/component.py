@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 STATE_COMPONENT = "correlate"
 STATE_KEY = "engine"
+MAX_PENDING_ALERTS = 10_000  # alerts held for retry while incidents cannot be written
 
 
 def limits_of(cfg: RulesSection) -> Limits:
@@ -66,6 +67,7 @@ class CorrelationComponent:
             evidence=EvidenceLimits(r.evidence_events, r.evidence_samples),
         )
         self._task: asyncio.Task[None] | None = None
+        self._pending: list[Alert] = []
         self._wake = asyncio.Event()
         self._last_snapshot = 0.0
         m = app.metrics
@@ -176,14 +178,26 @@ class CorrelationComponent:
             self._wake.set()
 
     async def commit(self, alerts: list[Alert]) -> list[dict[str, Any]]:
+        """Apply alerts to incidents; on a write failure keep them (bounded) to retry."""
         for a in alerts:
             self.alerts.inc(a.rule.id, "true" if a.suppressed else "false")
+        batch = self._pending + alerts
+        self._pending = []
+        if not batch:
+            return []
         try:
-            docs = await self.incidents.apply(alerts)
+            docs = await self.incidents.apply(batch)
         except Exception:
             self.errors.inc("incident_write")
+            keep = batch[-MAX_PENDING_ALERTS:]
+            if len(batch) > len(keep):
+                self.errors.inc("alerts_dropped", n=len(batch) - len(keep))
+            self._pending = keep
             _rl.error(
-                "incident", "incident write failed; %d alert(s) lost", len(alerts), exc_info=True
+                "incident",
+                "incident write failed; %d alert(s) kept for retry",
+                len(keep),
+                exc_info=True,
             )
             return []
         for d in docs:
@@ -199,13 +213,15 @@ class CorrelationComponent:
             wait = self.config.rules.snapshot_interval - (time.monotonic() - self._last_snapshot)
             if deadline is not None:
                 wait = min(wait, deadline - now)
+            if self._pending:
+                wait = min(wait, 1.0)  # retry held alerts soon
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.01, min(wait, 5.0)))
             now = self.app.clock()
             try:
                 alerts = self.engine.on_timer(now)
-                if alerts:
+                if alerts or self._pending:
                     await self.commit(alerts)
                 if time.monotonic() - self._last_snapshot >= self.config.rules.snapshot_interval:
                     await self.save_snapshot()

@@ -600,15 +600,28 @@ class Engine:
         return True
 
     def matches(self, ev: Event) -> list[DetectionRule]:
+        """The detection rules this event matches (pre-filters, then predicates)."""
         fields = ev.fields
-        return [d for d in self.candidates(ev) if d.predicate(fields)]
+        out: list[DetectionRule] = []
+        msg_l: str | None = None
+        for d in self.candidates(ev):
+            toks = d.tokens
+            if toks is not None:
+                if msg_l is None:
+                    m = fields.get("message")
+                    msg_l = str(m).lower() if m is not None else ""
+                if not any(t in msg_l for t in toks):
+                    continue
+            if d.predicate(fields):
+                out.append(d)
+        return out
 
     def observe(self, ev: Event, now: float) -> list[Alert]:
         """Match one event and advance the windows it feeds; returns the alerts it caused."""
-        fields = ev.fields
-        matched = [d for d in self.candidates(ev) if d.predicate(fields)]
+        matched = self.matches(ev)
         if not matched:
             return []
+        fields = ev.fields
         alerts: list[Alert] = []
         ts = ev.timestamp
         if ts > now + self.limits.allowed_lateness:

@@ -33,7 +33,7 @@ from sigma.correlations import (
 from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
-from appliance.correlate.compile import Compiler, Predicate, required_values
+from appliance.correlate.compile import Compiler, Predicate, required_tokens, required_values
 from appliance.correlate.mapping import SourceMatch, Unsupported, map_field, map_logsource
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
@@ -111,6 +111,7 @@ class DetectionRule:
     predicate: Predicate
     source: SourceMatch
     actions: frozenset[str] | None  # required event.action values (index), None = any
+    tokens: frozenset[str] | None = None  # one must be in the lower-cased message (pre-filter)
     group_by: tuple[str, ...] = ()
     suppress: Suppress | None = None
     absence: Absence | None = None
@@ -280,6 +281,7 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
         predicate=predicate,
         source=source,
         actions=actions,
+        tokens=required_tokens(tree),
         group_by=ext["group_by"],
         suppress=ext.get("suppress"),
         absence=ext.get("absence"),

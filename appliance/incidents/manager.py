@@ -14,6 +14,8 @@ cooldown, are counted on the incident (``suppressed_count``), not lost.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import uuid
 from collections.abc import Callable
@@ -63,6 +65,7 @@ class IncidentManager:
         self.suppressions: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.created = 0
         self.updated = 0
+        self._lock = asyncio.Lock()
 
     async def load(self) -> None:
         """Read the active incidents and suppressions (once, at start)."""
@@ -136,54 +139,52 @@ class IncidentManager:
         return inc_id
 
     async def apply(self, alerts: list[Alert]) -> list[dict[str, Any]]:
-        """Turn alerts into incident changes; returns the changed documents (committed)."""
+        async with self._lock:
+            return await self._apply(alerts)
+
+    async def _apply(self, alerts: list[Alert]) -> list[dict[str, Any]]:
+        """Turn alerts into incident changes; returns the changed documents (committed).
+
+        Changes are made on copies and swapped in only after the commit, so a failed write
+        (a hook raising, a full disk) leaves the in-memory view equal to the database and the
+        same alerts can be applied again.
+        """
         if not alerts:
             return []
         now = self.clock()
-        changed: dict[str, dict[str, Any]] = {}
+        work: dict[tuple[str, str], dict[str, Any]] = {}
         new_ids: set[str] = set()
         expired: list[tuple[str, str]] = []
         for a in alerts:
             key = (a.rule.id, a.group_key)
-            doc = self.active.get(key)
-            if self._suppressed(key, now) is not None and doc is not None:
+            doc = work.get(key)
+            if doc is None and key in self.active:
+                doc = work[key] = copy.deepcopy(self.active[key])
+            if doc is not None and self._suppressed(key, now) is not None:
                 doc["suppressed_count"] += 1
-                changed[doc["id"]] = doc
                 continue
             if doc is not None and doc["status"] == "suppressed":
-                # The suppression expired: the false positive is history now.
-                expired.append(key)
+                expired.append(key)  # the suppression ran out: the false positive is history
                 doc = None
             if a.suppressed and doc is not None:
                 doc["suppressed_count"] += 1
-                changed[doc["id"]] = doc
                 continue
             if doc is None:
-                doc = self._new_doc(a, now)
-                self.active[key] = doc
+                doc = work[key] = self._new_doc(a, now)
                 new_ids.add(doc["id"])
             self._add_hit(doc, a)
-            changed[doc["id"]] = doc
-        docs = list(changed.values())
+        docs = list(work.values())
         for doc in docs:
             doc["revision"] += 1
             doc["updated"] = iso8601(now)
-        try:
-            async with self.store.transaction(durable=True) as conn:
-                for key in expired:
-                    await conn.execute(
-                        "DELETE FROM suppressions WHERE rule_id = ? AND group_key = ?", key
-                    )
-                for doc in docs:
-                    await self._write(conn, doc)
-        except BaseException:
-            # Roll the in-memory view back to what is committed.
+        async with self.store.transaction(durable=True) as conn:
+            for key in expired:
+                await conn.execute(
+                    "DELETE FROM suppressions WHERE rule_id = ? AND group_key = ?", key
+                )
             for doc in docs:
-                doc["revision"] -= 1
-            for key, doc in list(self.active.items()):
-                if doc["id"] in new_ids:
-                    del self.active[key]
-            raise
+                await self._write(conn, doc)
+        self.active.update(work)
         for key in expired:
             self.suppressions.pop(key, None)
         self.created += len(new_ids)
@@ -236,6 +237,12 @@ class IncidentManager:
         suppress_for: float | None = None,
     ) -> dict[str, Any] | None:
         """``ack`` | ``resolve`` | ``false-positive``; ``None`` if no such incident."""
+        async with self._lock:  # one change at a time: no lost update against apply()
+            return await self._transition(incident_id, action, note, suppress_for)
+
+    async def _transition(
+        self, incident_id: str, action: str, note: str, suppress_for: float | None
+    ) -> dict[str, Any] | None:
         doc = await self._get_doc(incident_id)
         if doc is None:
             return None
@@ -250,7 +257,7 @@ class IncidentManager:
             raise TransitionError(f"cannot {action} an incident that is {status}")
         now = self.clock()
         key = (doc["rule"]["id"], doc["group_key"])
-        old = dict(doc)
+        doc = copy.deepcopy(doc)
         doc["status"] = target
         doc["revision"] += 1
         doc["updated"] = iso8601(now)
@@ -259,23 +266,19 @@ class IncidentManager:
         )
         doc["history"] = doc["history"][-20:]
         expires = now + suppress_for if suppress_for else None
-        try:
-            async with self.store.transaction(durable=True) as conn:
-                if target == "suppressed":
-                    await conn.execute(
-                        "INSERT OR REPLACE INTO suppressions (rule_id, group_key, incident_id,"
-                        " created, expires, reason) VALUES (?,?,?,?,?,?)",
-                        (*key, doc["id"], now, expires, note[:500]),
-                    )
-                await self._write(conn, doc)
-        except BaseException:
-            doc.clear()
-            doc.update(old)
-            raise
+        async with self.store.transaction(durable=True) as conn:
+            if target == "suppressed":
+                await conn.execute(
+                    "INSERT OR REPLACE INTO suppressions (rule_id, group_key, incident_id,"
+                    " created, expires, reason) VALUES (?,?,?,?,?,?)",
+                    (*key, doc["id"], now, expires, note[:500]),
+                )
+            await self._write(conn, doc)
+        current = self.active.get(key)
         if target == "resolved":
-            if self.active.get(key) is doc:
+            if current is not None and current["id"] == doc["id"]:
                 del self.active[key]
-        else:
+        elif current is None or current["id"] == doc["id"]:
             self.active[key] = doc
         if target == "suppressed":
             self.suppressions[key] = (doc["id"], expires)
