@@ -263,3 +263,56 @@ async def test_alerts_held_during_write_failures_land_once_writes_work(
         assert inc["hit_count"] == 1 and inc["revision"] == 1
     finally:
         INCIDENT_TXN_HOOKS.remove(hook)
+
+
+async def test_reload_swaps_rules_and_keeps_windows(start_appliance: Any, tmp_path: Path) -> None:
+    from appliance.config import parse_config
+    from tests.conftest import make_config
+
+    run = await start_appliance()
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(6)])
+    rules = tmp_path / "mine"
+    rules.mkdir()
+    (rules / "x.yml").write_text(
+        "title: telnet allowed\nid: 2b6d3c36-1f7e-4d4b-9d54-7d3c0b8f0a01\nstatus: test\n"
+        "logsource: {category: firewall}\n"
+        "detection: {sel: {destination.port: 23, event.action: allow}, condition: sel}\n"
+        "level: low\n"
+    )
+    new = parse_config(make_config(tmp_path, rules={"paths": ["mine"]}), base_dir=tmp_path)
+    await run.app.reload(new)
+    body = await run.get_json("/api/v1/rules")
+    assert "telnet allowed" in {r["title"] for r in body["loaded"]}
+    # The 6 failures before the reload still count toward the brute force.
+    await feed(run, [ssh(10 + i, "203.0.113.9") for i in range(4)])
+    await wait_incident(run, BRUTE)
+
+
+async def test_syslog_over_udp_to_incident_with_a_user_keyword_rule(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    """Real datagrams on loopback → decode → store → user Sigma rule → incident in the API."""
+    import socket
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "kw.yml").write_text(
+        "title: sshd says POSSIBLE BREAK-IN\nid: 3b6d3c36-1f7e-4d4b-9d54-7d3c0b8f0a01\n"
+        "status: test\nlogsource: {product: linux, service: sshd}\n"
+        "detection:\n  keywords: ['POSSIBLE BREAK-IN ATTEMPT']\n  condition: keywords\n"
+        "level: medium\nappliance: {group_by: [host.hostname]}\n"
+    )
+    run = await start_appliance(rules={"paths": ["rules"], "builtin": False})
+    line = (
+        b"<38>Nov 29 10:00:00 LabSZ sshd[24206]: reverse mapping checking getaddrinfo for "
+        b"ns.example.net [173.234.31.186] failed - POSSIBLE BREAK-IN ATTEMPT!"
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(line, run.source().address)
+        s.sendto(b"<38>Nov 29 10:00:01 LabSZ sshd[24207]: Connection closed", run.source().address)
+    inc = await wait_incident(run, "sshd says POSSIBLE BREAK-IN")
+    assert inc["group_key"] == "host.hostname=LabSZ"
+    full = await run.get_json(f"/api/v1/incidents/{inc['id']}")
+    assert full["evidence"]["samples"] == [line.decode()]
+    stored = await run.get_json("/api/v1/events")
+    assert full["evidence"]["event_ids"][0] in {int(e["event"]["id"]) for e in stored["events"]}
