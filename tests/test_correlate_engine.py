@@ -226,3 +226,24 @@ def _id(name: str) -> str:
         if r.meta.name == name:
             return r.meta.id
     raise KeyError(name)
+
+
+def test_restart_restarts_silent_source_timers_from_now() -> None:
+    eng = Engine(builtin())
+    eng.observe(device(0, "x"), T0)
+    snap = json.loads(json.dumps(eng.snapshot()))
+    eng2 = Engine(builtin())
+    eng2.restore(snap, now=T0 + 3600)  # down for an hour
+    assert not eng2.on_timer(T0 + 3600)
+    assert eng2.next_deadline() is not None
+    assert [a.rule.name for a in eng2.on_timer(T0 + 3600 + 900)] == ["silent_source"]
+
+
+def test_snapshot_keeps_few_raw_samples_per_group() -> None:
+    eng = Engine(builtin())
+    for i in range(9):
+        eng.observe(ssh(i, "203.0.113.9"), T0 + i)
+    (group,) = eng.snapshot()["correlations"][_id("ssh_brute_force")]
+    entries = group[1]
+    assert len(entries) == 9
+    assert sum(1 for e in entries if e[2]) == 3

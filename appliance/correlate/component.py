@@ -258,7 +258,7 @@ class CorrelationComponent:
         if not row or not row[0]:
             return
         try:
-            self.engine.restore(json.loads(bytes(row[0])))
+            self.engine.restore(json.loads(bytes(row[0])), now=self.app.clock())
         except (ValueError, TypeError, KeyError) as exc:
             self.errors.inc("snapshot_restore")
             log.warning("correlation snapshot not restored (%s); starting with empty windows", exc)

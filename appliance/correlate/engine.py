@@ -92,8 +92,16 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def _dump_entry(e: Entry) -> list[Any]:
-    return [e[0], list(e[1]), [_sample(r) for r in e[2]]]
+SNAPSHOT_SAMPLES = 3  # raw lines kept per group in a snapshot (evidence; keeps snapshots small)
+
+
+def _dump_entry(e: Entry, raw: bool = True) -> list[Any]:
+    return [e[0], list(e[1]), [_sample(r) for r in e[2]] if raw else []]
+
+
+def _dump_entries(es: list[Entry]) -> list[list[Any]]:
+    cut = len(es) - SNAPSHOT_SAMPLES
+    return [_dump_entry(e, i >= cut) for i, e in enumerate(es)]
 
 
 def _load_entry(d: list[Any]) -> Entry:
@@ -155,7 +163,7 @@ class CountState(GroupState):
         return self.times[-1][0] if self.times else -math.inf
 
     def dump(self) -> Any:
-        return [_dump_entry(e) for e in self.times]
+        return _dump_entries(list(self.times))
 
     def load(self, d: Any) -> None:
         self.times.extend(_load_entry(x) for x in d)
@@ -196,7 +204,10 @@ class DistinctState(GroupState):
         return sorted(self.values.values(), key=lambda e: e[0])
 
     def dump(self) -> Any:
-        return [[k, _dump_entry(e)] for k, e in self.values.items()]
+        keys = list(self.values)
+        return [
+            [k, e] for k, e in zip(keys, _dump_entries(list(self.values.values())), strict=True)
+        ]
 
     def load(self, d: Any) -> None:
         for k, e in d:
@@ -238,7 +249,8 @@ class SumState(GroupState):
         return [e for e, _v in self.items]
 
     def dump(self) -> Any:
-        return [[_dump_entry(e), v] for e, v in self.items]
+        dumped = _dump_entries([e for e, _v in self.items])
+        return [[d, v] for d, (_e, v) in zip(dumped, self.items, strict=True)]
 
     def load(self, d: Any) -> None:
         for e, v in d:
@@ -326,9 +338,7 @@ class OrderedState(GroupState):
         return max((ch[1][-1][0] for ch in self.chains if ch), default=-math.inf)
 
     def dump(self) -> Any:
-        return [
-            None if ch is None else [ch[0], [_dump_entry(e) for e in ch[1]]] for ch in self.chains
-        ]
+        return [None if ch is None else [ch[0], _dump_entries(list(ch[1]))] for ch in self.chains]
 
     def load(self, d: Any) -> None:
         if len(d) == len(self.chains):
@@ -836,8 +846,12 @@ class Engine:
             },
         }
 
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Load a snapshot; state of rules that no longer exist is dropped."""
+    def restore(self, snap: dict[str, Any], now: float | None = None) -> None:
+        """Load a snapshot; state of rules that no longer exist is dropped.
+
+        With ``now`` (a restart), silent-source timers restart from ``now``: the appliance
+        being down is not the devices being silent.
+        """
         if snap.get("version") != 1:
             return
         if snap.get("newest") is not None:
@@ -850,6 +864,8 @@ class Engine:
             if rid in self.absence:
                 rt = self.absence[rid]
                 rt.load(data)
+                if now is not None:
+                    rt.last = {k: (max(v[0], now), v[1]) for k, v in rt.last.items()}
                 for key, (seen_now, _ts) in rt.last.items():
                     if key not in rt.alerted:
                         heapq.heappush(self._absence_heap, (seen_now + rt.timespan, rid, key))
