@@ -86,7 +86,14 @@ class Compiler:
             if len(preds) == 2:
                 a, b = preds
                 return lambda f: a(f) and b(f)
-            return lambda f: all(p(f) for p in preds)
+
+            def all_of(f: Fields) -> bool:  # a loop: no generator per event
+                for p in preds:  # noqa: SIM110
+                    if not p(f):
+                        return False
+                return True
+
+            return all_of
         if isinstance(node, ConditionOR):
             fast = self._plain_set(node)
             if fast is not None:
@@ -97,7 +104,14 @@ class Compiler:
             if len(preds) == 2:
                 a, b = preds
                 return lambda f: a(f) or b(f)
-            return lambda f: any(p(f) for p in preds)
+
+            def any_of(f: Fields) -> bool:  # a loop: no generator per event
+                for p in preds:  # noqa: SIM110
+                    if p(f):
+                        return True
+                return False
+
+            return any_of
         if isinstance(node, ConditionNOT):
             (inner,) = [self.condition(a) for a in node.args]
             return lambda f: not inner(f)
