@@ -154,7 +154,7 @@ class CountState(GroupState):
         while t[0][0] < cutoff:
             t.popleft()
         n = len(t)
-        return n if compare(c.op, n, c.threshold) else None
+        return n if c.check(n) else None
 
     def entries(self) -> list[Entry]:
         return list(self.times)
@@ -198,7 +198,7 @@ class DistinctState(GroupState):
         while len(vals) > self.keep:
             vals.popitem(last=False)
         n = len(vals)
-        return n if compare(c.op, n, c.threshold) else None
+        return n if c.check(n) else None
 
     def entries(self) -> list[Entry]:
         return sorted(self.values.values(), key=lambda e: e[0])
@@ -243,7 +243,7 @@ class SumState(GroupState):
         if not items:
             return None
         value = self.total if c.type == "value_sum" else self.total / len(items)
-        return value if compare(c.op, value, c.threshold) else None
+        return value if c.check(value) else None
 
     def entries(self) -> list[Entry]:
         return [e for e, _v in self.items]

@@ -17,6 +17,7 @@ Appliance extensions are one Sigma custom attribute, ``appliance:`` (documented 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,19 @@ OPS = {
     SigmaCorrelationConditionOperator.EQ: "eq",
     SigmaCorrelationConditionOperator.NEQ: "neq",
 }
+
+
+def make_check(op: str, threshold: float) -> Callable[[float], bool]:
+    """The condition as one bound comparison (no per-event dispatch on the operator)."""
+    t = threshold
+    return {
+        "gte": t.__le__,
+        "gt": t.__lt__,
+        "lte": t.__ge__,
+        "lt": t.__gt__,
+        "eq": t.__eq__,
+        "neq": t.__ne__,
+    }[op]
 
 
 def compare(op: str, value: float, threshold: float) -> bool:
@@ -142,6 +156,10 @@ class CorrelationRule:
     generate: bool = False
     suppress: Suppress | None = None
     parents: list[CorrelationRule] = field(default_factory=list)
+    check: Callable[[float], bool] = field(default=lambda v: False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.check = make_check(self.op, self.threshold)
 
     @property
     def kind(self) -> str:
