@@ -32,6 +32,11 @@ from appliance.event import Event, iso8601
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_event
 
+try:  # the vendor decoders (issue 3) when this build has them
+    from appliance.protocols.syslog.vendors import REGISTRY as VENDORS
+except ImportError:  # pragma: no cover - depends on the merge order of the branches
+    VENDORS = None
+
 
 class InputError(ValueError):
     """A line of the scenario cannot be read; the message says which and why."""
@@ -62,6 +67,17 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def decode_syslog_line(data: bytes, sender: str, now: float, transport: str = "file") -> Event:
+    """One syslog message to an event the way the listeners decode it: header, then vendor."""
+    msg = decode_syslog(data, now)
+    ev = syslog_event(msg, data, sender, now, transport)
+    if VENDORS is not None:
+        name = VENDORS.decode(msg, ev.fields)
+        if name:
+            ev.fields["event.dataset"] = name
+    return ev
+
+
 def parse_line(line: str, default_now: float, sender: str = "127.0.0.1") -> Event | None:
     """One scenario line to an event (``None`` for blank lines and ``#`` comments)."""
     line = line.rstrip("\r\n")
@@ -86,7 +102,7 @@ def parse_line(line: str, default_now: float, sender: str = "127.0.0.1") -> Even
         forced = parse_time(stamp)
     data = line.encode("utf-8", "surrogateescape")
     now = forced if forced is not None else default_now
-    ev = syslog_event(decode_syslog(data, now), data, sender, now, "file")
+    ev = decode_syslog_line(data, sender, now)
     if forced is not None:
         ev.timestamp = forced
     ev.created = ev.timestamp
