@@ -247,3 +247,21 @@ def test_snapshot_keeps_few_raw_samples_per_group() -> None:
     entries = group[1]
     assert len(entries) == 9
     assert sum(1 for e in entries if e[2]) == 3
+
+
+def test_events_missing_a_group_by_field_are_not_grouped() -> None:
+    events = [ssh(i, "203.0.113.9") for i in range(10)]
+    for e in events:
+        del e.fields["source.ip"]
+    assert "ssh_brute_force" not in fired(run(events))
+
+
+def test_link_flaps_without_interface_names_group_by_device() -> None:
+    events = []
+    for i in range(3):
+        events.append(device(i * 100, "linkDown", "snmp"))
+        events.append(device(i * 100 + 5, "linkUp", "snmp"))
+    alerts = [a for a in run(events) if a.rule.name == "link_flapping"]
+    assert [a.group for a in alerts] == [
+        {"observer.ip": "10.0.0.1", "observer.ingress.interface.name": None}
+    ]

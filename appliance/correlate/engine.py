@@ -358,6 +358,7 @@ class CorrelationRuntime:
         self.groups: OrderedDict[tuple, GroupState] = OrderedDict()
         self.evicted = 0
         self.fired = 0
+        self.ungrouped = 0
         # referenced rule id -> the field names its group-by reads (aliases resolved)
         self.group_fields: dict[str, tuple[str, ...]] = {
             rid: tuple(rule.group_field(g, rid) for g in rule.group_by) for rid in rule.refs
@@ -386,6 +387,12 @@ class CorrelationRuntime:
         if gf is None:
             return None
         key = (fields.get(gf[0]),) if len(gf) == 1 else tuple([fields.get(g) for g in gf])
+        if key.count(None) == len(key) and key:
+            # An event with none of the group-by fields (an sshd line with no address) belongs
+            # to no group: counting it under "missing" would merge unrelated events into one.
+            # With some of them (a trap naming no interface) it groups by what it has.
+            self.ungrouped += 1
+            return None
         groups = self.groups
         st = groups.get(key)
         if st is None:
