@@ -265,3 +265,11 @@ def test_link_flaps_without_interface_names_group_by_device() -> None:
     assert [a.group for a in alerts] == [
         {"observer.ip": "10.0.0.1", "observer.ingress.interface.name": None}
     ]
+
+
+def test_nan_event_time_falls_back_to_now() -> None:
+    eng = Engine(builtin())
+    e = ssh(0, "203.0.113.9")
+    e.timestamp = float("nan")
+    eng.observe(e, T0 + 5)
+    assert eng.newest == T0 + 5

@@ -643,6 +643,8 @@ class Engine:
         ts = ev.timestamp
         if ts > now + self.limits.allowed_lateness:
             ts = now + self.limits.allowed_lateness
+        elif ts != ts:  # NaN from a bad JSON replay line: use the clock
+            ts = now
         late = ts < self.watermark
         if ts > self.newest:
             self.newest = ts
