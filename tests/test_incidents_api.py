@@ -241,7 +241,8 @@ async def test_correlation_metrics_exported(start_appliance: Any) -> None:
     text = await run.metrics()
     assert 'appliance_rules_loaded{kind="detection"}' in text
     assert "appliance_correlation_groups_evicted" in text
-    assert "appliance_correlation_max_groups_per_rule 10000" in text
+    assert 'appliance_correlation_limit{name="max_groups_per_rule"} 10000' in text
+    assert 'appliance_correlation_events_not_correlated{reason="late"} 0' in text
 
 
 async def test_alerts_held_during_write_failures_land_once_writes_work(

@@ -68,6 +68,7 @@ class CorrelationComponent:
         )
         self._task: asyncio.Task[None] | None = None
         self._pending: list[Alert] = []
+        self._stopping = False
         self._wake = asyncio.Event()
         self._last_snapshot = 0.0
         m = app.metrics
@@ -99,15 +100,40 @@ class CorrelationComponent:
             callback=lambda: float(self.engine.evicted()),
         )
         m.gauge(
-            "correlation_late_events",
-            "Events older than the watermark, not correlated (counter since start).",
-            callback=lambda: float(self.engine.late_events),
+            "correlation_events_not_correlated",
+            "Matching events a correlation did not count (counter since start), by reason: "
+            "late = older than the watermark, ungrouped = none of the group-by fields.",
+            ["reason"],
+            callback=self._not_correlated,
         )
         m.gauge(
-            "correlation_max_groups_per_rule",
-            "rules.max_groups_per_rule",
-            callback=lambda: float(self.config.rules.max_groups_per_rule),
+            "correlation_limit",
+            "The [rules] limits in force, by config key.",
+            ["name"],
+            callback=self._limits,
         )
+        m.gauge(
+            "incident_alerts_pending",
+            "Alerts held for retry while incidents cannot be written.",
+            callback=lambda: float(len(self._pending)),
+        )
+
+    def _not_correlated(self) -> dict[tuple[str, ...], float]:
+        ungrouped = sum(rt.ungrouped for rt in self.engine.correlations.values())
+        return {("late",): float(self.engine.late_events), ("ungrouped",): float(ungrouped)}
+
+    def _limits(self) -> dict[tuple[str, ...], float]:
+        r = self.config.rules
+        return {
+            ("allowed_lateness",): r.allowed_lateness,
+            ("max_groups_per_rule",): float(r.max_groups_per_rule),
+            ("max_window_events",): float(r.max_window_events),
+            ("max_regex_length",): float(r.max_regex_length),
+            ("snapshot_interval",): r.snapshot_interval,
+            ("evidence_events",): float(r.evidence_events),
+            ("evidence_samples",): float(r.evidence_samples),
+            ("max_pending_alerts",): float(MAX_PENDING_ALERTS),
+        }
 
     def _rule_counts(self) -> dict[tuple[str, ...], float]:
         return {
@@ -125,6 +151,8 @@ class CorrelationComponent:
         await self._restore()
         await self.incidents.load()
         self.app.pipeline.after_store.append(self)
+        self._last_snapshot = time.monotonic()
+        self._stopping = False
         self._task = asyncio.create_task(self._timer(), name="correlate-timer")
         log.info(
             "correlation: %d detection and %d correlation rules loaded, %d failed",
@@ -137,9 +165,16 @@ class CorrelationComponent:
         if self in self.app.pipeline.after_store:
             self.app.pipeline.after_store.remove(self)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            # Let the timer finish what it is doing (a snapshot or an incident write) rather
+            # than cancel it halfway through a database call.
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 10.0)
+            except TimeoutError:
+                self._task.cancel()
+                with contextlib.suppress(BaseException):
+                    await self._task
             self._task = None
         await self.save_snapshot()
 
@@ -207,7 +242,7 @@ class CorrelationComponent:
     # ------------------------------------------------------------------------------- timer
 
     async def _timer(self) -> None:
-        while True:
+        while not self._stopping:
             now = self.app.clock()
             deadline = self.engine.next_deadline()
             wait = self.config.rules.snapshot_interval - (time.monotonic() - self._last_snapshot)
@@ -218,6 +253,8 @@ class CorrelationComponent:
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(0.01, min(wait, 5.0)))
+            if self._stopping:
+                return
             now = self.app.clock()
             try:
                 alerts = self.engine.on_timer(now)
