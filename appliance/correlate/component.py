@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 STATE_COMPONENT = "correlate"
 STATE_KEY = "engine"
+YIELD_EVERY = 256  # events evaluated between yields to the event loop
 MAX_PENDING_ALERTS = 10_000  # alerts held for retry while incidents cannot be written
 
 
@@ -196,17 +197,22 @@ class CorrelationComponent:
     # ------------------------------------------------------------------------------- stage
 
     async def process(self, events: list[Event], now: float) -> None:
+        """Correlate a stored batch, yielding to the loop between slices so the listeners keep
+        reading their sockets while a large batch is evaluated."""
         engine = self.engine
         alerts: list[Alert] = []
-        for ev in events:
-            try:
-                got = engine.observe(ev, now)
-            except Exception:
-                self.errors.inc("rule_exception")
-                _rl.error("observe", "correlation failed on event %s", ev.id, exc_info=True)
-                continue
-            if got:
-                alerts.extend(got)
+        for start in range(0, len(events), YIELD_EVERY):
+            if start:
+                await asyncio.sleep(0)
+            for ev in events[start : start + YIELD_EVERY]:
+                try:
+                    got = engine.observe(ev, now)
+                except Exception:
+                    self.errors.inc("rule_exception")
+                    _rl.error("observe", "correlation failed on event %s", ev.id, exc_info=True)
+                    continue
+                if got:
+                    alerts.extend(got)
         if alerts:
             await self.commit(alerts)
         if engine.next_deadline() is not None:
