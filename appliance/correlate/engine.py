@@ -679,7 +679,8 @@ class Engine:
     def _baseline(self, d: DetectionRule, ev: Event, ts: float, alerts: list[Alert]) -> None:
         assert d.baseline is not None
         fields = ev.fields
-        key = tuple([fields.get(g) for g in d.baseline.by])
+        by = d.baseline.by
+        key = (fields.get(by[0]),) if len(by) == 1 else tuple([fields.get(g) for g in by])
         info = self.baseline[d.meta.id].add(key, ts)
         if info is None:
             return
@@ -771,11 +772,12 @@ class Engine:
     def _absence_seen(self, d: DetectionRule, ev: Event, now: float, ts: float) -> None:
         assert d.absence is not None
         fields = ev.fields
-        key = tuple([fields.get(g) for g in d.absence.by])
+        by = d.absence.by
+        key = (fields.get(by[0]),) if len(by) == 1 else tuple([fields.get(g) for g in by])
         rt = self.absence[d.meta.id]
         last = rt.last
-        armed = key in last and not (rt.alerted and key in rt.alerted)
-        last.pop(key, None)  # re-insert: the dict's order is least recently seen first
+        # pop + re-insert: the dict's order is least recently seen first (eviction order)
+        armed = last.pop(key, None) is not None and not (rt.alerted and key in rt.alerted)
         last[key] = (now, ts)
         if rt.alerted:
             rt.alerted.discard(key)
