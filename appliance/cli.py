@@ -1,5 +1,4 @@
-"""Command line: ``appliance run | check-config | version | mibs compile | db | test-rule |
-replay``.
+"""Command line: ``appliance run | check-config | version | mibs compile | test-rule | replay``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.

@@ -16,9 +16,8 @@ import pytest
 from appliance.app import Appliance
 from appliance.config import parse_config
 
-CORPUS = Path(
-    os.environ.get("APPLIANCE_CORPUS", Path(__file__).parents[1] / ".." / "shared" / "corpus")
-).resolve()
+CORPUS = Path(os.environ.get("APPLIANCE_CORPUS", Path(__file__).parents[1] / ".." / "shared"
+                             / "corpus")).resolve()
 TOKEN = "test-token-0123456789"
 
 

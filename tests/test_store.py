@@ -11,13 +11,9 @@ from appliance.store.db import migrations
 
 
 def ev(i: int, created: float = 1000.0, **fields) -> Event:
-    return Event(
-        timestamp=created,
-        created=created,
-        module="syslog",
-        fields={"message": f"m{i}", "host.hostname": f"h{i % 3}", **fields},
-        raw=b"raw%d" % i,
-    )
+    return Event(timestamp=created, created=created, module="syslog",
+                 fields={"message": f"m{i}", "host.hostname": f"h{i % 3}", **fields},
+                 raw=b"raw%d" % i)
 
 
 async def open_store(path: Path, **kw) -> Store:
@@ -96,7 +92,8 @@ async def test_retention_deletes_oldest_until_under_the_size_limit(tmp_path: Pat
     try:
         big = "y" * 2000
         for chunk in range(10):
-            await store.insert_events([ev(chunk * 100 + i, message=big) for i in range(100)])
+            await store.insert_events(
+                [ev(chunk * 100 + i, message=big) for i in range(100)])
         limit = 1_000_000
         by_age, by_size = await store.enforce_retention(max_age=1e9, max_bytes=limit, now=1000)
         assert by_age == 0 and by_size > 0

@@ -71,8 +71,7 @@ async def test_healthz_and_metrics_need_no_token(start_appliance) -> None:
 
 async def test_sender_outside_allow_list_is_dropped_and_counted(start_appliance) -> None:
     run = await start_appliance(
-        sources={"syslog": [{"listen": "127.0.0.1:0", "allowed": ["10.0.0.0/8"]}]}
-    )
+        sources={"syslog": [{"listen": "127.0.0.1:0", "allowed": ["10.0.0.0/8"]}]})
     send_udp(run.source().address, b"<13>not allowed")
     await run.wait_for(lambda: run.app.pipeline.dropped.total() >= 1)
     assert run.app.pipeline.dropped.value("syslog-udp", "not_allowed") == 1
@@ -81,8 +80,7 @@ async def test_sender_outside_allow_list_is_dropped_and_counted(start_appliance)
 
 async def test_oversized_datagram_is_truncated_and_counted(start_appliance) -> None:
     run = await start_appliance(
-        sources={"syslog": [{"listen": "127.0.0.1:0", "max_message_bytes": 100}]}
-    )
+        sources={"syslog": [{"listen": "127.0.0.1:0", "max_message_bytes": 100}]})
     send_udp(run.source().address, b"<13>" + b"A" * 5000)
     await run.wait_stored(1)
     (ev,) = (await run.get_json("/api/v1/events"))["events"]
@@ -99,10 +97,8 @@ async def test_empty_datagram_is_counted(start_appliance) -> None:
 
 async def test_filters_and_cursor_paging(start_appliance) -> None:
     run = await start_appliance()
-    send_udp(
-        run.source().address,
-        *[b"<13>1 2026-11-29T10:00:%02dZ h%d app - - - msg %d" % (i, i % 2, i) for i in range(10)],
-    )
+    send_udp(run.source().address, *[
+        b"<13>1 2026-11-29T10:00:%02dZ h%d app - - - msg %d" % (i, i % 2, i) for i in range(10)])
     await run.wait_stored(10)
     page = await run.get_json("/api/v1/events", limit=4)
     assert [e["message"] for e in page["events"]] == ["msg 9", "msg 8", "msg 7", "msg 6"]
@@ -124,9 +120,8 @@ async def test_bad_query_parameter_is_a_400(start_appliance) -> None:
     run = await start_appliance()
     headers = {"Authorization": f"Bearer {TOKEN}"}
     for params in ({"since": "yesterday"}, {"limit": "-1"}, {"limit": "100000"}):
-        async with run.session.get(
-            run.api + "/api/v1/events", params=params, headers=headers
-        ) as resp:
+        async with run.session.get(run.api + "/api/v1/events", params=params,
+                                   headers=headers) as resp:
             assert resp.status == 400
             assert "error" in await resp.json()
 
