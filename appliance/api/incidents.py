@@ -1,6 +1,7 @@
 """Incidents API: list and read incidents, and move them through their lifecycle.
 
-``GET /api/v1/incidents`` (filters ``status``, ``severity``, ``since``, ``rule``, ``limit``),
+``GET /api/v1/incidents`` (filters ``status``, ``severity``, ``since`` = last seen at or after,
+``rule`` = rule id, ``limit``; newest last-seen first, evidence left out),
 ``GET /api/v1/incidents/{id}`` (with evidence), ``POST /api/v1/incidents/{id}/ack``,
 ``/resolve`` and ``/false-positive`` (JSON body optional: ``{"note": "...",
 "suppress_for": seconds}``). A transition not allowed from the current status is a 409.
