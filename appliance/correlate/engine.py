@@ -359,6 +359,9 @@ class CorrelationRuntime:
         self.evicted = 0
         self.fired = 0
         self.ungrouped = 0
+        self.stats = RuleStats()
+        # Raises alerts itself: not only a step of other correlations (Sigma `generate`).
+        self.emits = not rule.parents or any(p.generate for p in rule.parents)
         # referenced rule id -> the field names its group-by reads (aliases resolved)
         self.group_fields: dict[str, tuple[str, ...]] = {
             rid: tuple(rule.group_field(g, rid) for g in rule.group_by) for rid in rule.refs
@@ -545,6 +548,13 @@ class Engine:
         }
         for c in ruleset.correlations:
             self.stats[c.meta.id] = RuleStats()
+            self.correlations[c.meta.id].stats = self.stats[c.meta.id]
+        self._feeders: dict[str, list[CorrelationRuntime]] = {
+            d.meta.id: [
+                self.correlations[p.meta.id] for p in d.parents if p.meta.id in self.correlations
+            ]
+            for d in ruleset.detections
+        }
         self.absence = {d.meta.id: AbsenceRuntime(d) for d in ruleset.detections if d.absence}
         self.baseline = {
             d.meta.id: BaselineRuntime(d, self.limits) for d in ruleset.detections if d.baseline
@@ -670,8 +680,11 @@ class Engine:
                 if entry is None:
                     entry = (ts, (ev.id,) if ev.id is not None else (), (_event_raw(ev),))
                 rid = d.meta.id
-                for c in d.parents:
-                    self._feed(c, rid, entry, fields, alerts, 0)
+                for rt in self._feeders[rid]:  # the hot path: no lookups per correlation
+                    rt.stats.hits += 1
+                    fired = rt.add(rid, entry, fields)
+                    if fired is not None:
+                        self._fired(rt, fired, entry, alerts, 0)
         if late and entry is None and any(d.parents for d in matched):
             self.late_events += 1
         return alerts
@@ -713,10 +726,20 @@ class Engine:
         rt = self.correlations.get(c.meta.id)
         if rt is None:
             return
-        self.stats[c.meta.id].hits += 1
+        rt.stats.hits += 1
         fired = rt.add(rule_id, entry, fields)
-        if fired is None:
-            return
+        if fired is not None:
+            self._fired(rt, fired, entry, alerts, depth)
+
+    def _fired(
+        self,
+        rt: CorrelationRuntime,
+        fired: tuple[tuple, GroupState, float],
+        entry: Entry,
+        alerts: list[Alert],
+        depth: int,
+    ) -> None:
+        c = rt.rule
         key, state, value = fired
         entries = state.entries()
         lim = self.limits
@@ -730,18 +753,18 @@ class Engine:
         group = dict(zip(c.group_by, key, strict=True))
         first = min(e[0] for e in entries) if entries else entry[0]
         last = max(e[0] for e in entries) if entries else entry[0]
-        a = Alert(
-            c.meta,
-            c.type,
-            group,
-            first,
-            last,
-            int(value) if c.type == "event_count" else 1,
-            ids,
-            [_sample(r) for r in raws],
-            detail={"value": value, "condition": {c.op: c.threshold}, "timespan": c.timespan},
-        )
-        if not c.parents or any(p.generate for p in c.parents):
+        if rt.emits:  # an inner step of a sequence raises nothing itself: no alert to build
+            a = Alert(
+                c.meta,
+                c.type,
+                group,
+                first,
+                last,
+                int(value) if c.type == "event_count" else 1,
+                ids,
+                [_sample(r) for r in raws],
+                detail={"value": value, "condition": {c.op: c.threshold}, "timespan": c.timespan},
+            )
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
             inner: Entry = (last, tuple(ids), tuple(raws))
