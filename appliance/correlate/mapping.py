@@ -70,12 +70,62 @@ SIGMA_TO_ECS: dict[str, str] = {
     "logdesc": "fortinet.firewall.logdesc",
 }
 
+# Sigma taxonomy fields whose values also need translating to what our decoders write:
+# (ECS field, {Sigma value (lower-case): our value}). Values not listed pass unchanged.
+VALUE_MAPS: dict[str, tuple[str, dict[str, str]]] = {
+    # Firewall taxonomy `action`: accept/forward/permit/pass mean our "allow", block our "deny".
+    "action": (
+        "event.action",
+        {
+            "accept": "allow",
+            "forward": "allow",
+            "permit": "allow",
+            "pass": "allow",
+            "block": "deny",
+            "blocked": "deny",
+        },
+    ),
+    # `blocked: true|false` (firewalls that mark the verdict rather than name an action).
+    "blocked": ("event.outcome", {"false": "success", "true": "failure"}),
+}
+
 # ECS-looking names that are single words; accepted as is.
 PLAIN_ECS = {"message", "tags", "labels"}
 
 
 class Unsupported(Exception):
     """A rule uses something this engine does not evaluate; the message is the reason."""
+
+
+def translate_values(node: Any) -> None:
+    """Rewrite ``field: value`` leaves of a parsed Sigma condition whose taxonomy field has a
+    value vocabulary of its own (:data:`VALUE_MAPS`) to our field and value, in place."""
+    from sigma.conditions import ConditionFieldEqualsValueExpression
+    from sigma.types import SigmaBool, SigmaCasedString, SigmaString
+
+    if isinstance(node, ConditionFieldEqualsValueExpression):
+        vm = VALUE_MAPS.get(node.field)
+        if vm is None:
+            return
+        ecs, table = vm
+        v = node.value
+        if isinstance(v, SigmaBool):
+            text: str | None = "true" if v.boolean else "false"
+        elif (
+            isinstance(v, SigmaString)
+            and not isinstance(v, SigmaCasedString)
+            and not v.contains_special()
+        ):
+            text = v.to_plain()
+        else:
+            text = None
+        if text is None:
+            return
+        node.field = ecs
+        node.value = SigmaString(table.get(text.lower(), text))
+        return
+    for arg in getattr(node, "args", ()):
+        translate_values(arg)
 
 
 def map_field(name: str) -> str:

@@ -35,7 +35,13 @@ from sigma.exceptions import SigmaError
 from sigma.rule import SigmaRule
 
 from appliance.correlate.compile import Compiler, Predicate, required_tokens, required_values
-from appliance.correlate.mapping import SourceMatch, Unsupported, map_field, map_logsource
+from appliance.correlate.mapping import (
+    SourceMatch,
+    Unsupported,
+    map_field,
+    map_logsource,
+    translate_values,
+)
 
 LEVELS = ("informational", "low", "medium", "high", "critical")
 SUPPORTED_CORRELATIONS = {
@@ -291,6 +297,7 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
     if len(conds) != 1:
         raise Unsupported("more than one condition per rule is not supported")
     tree = conds[0].parsed
+    translate_values(tree)
     predicate = compiler.condition(tree)
     actions = required_values(tree, "event.action")
     ext = _extensions(rule.custom_attributes)
