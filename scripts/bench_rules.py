@@ -7,6 +7,7 @@ attacker IPs, the rest from random IPs), 4% "Accepted ...", 66% other daemons. T
 
 - ``full``: lines/s through ``decode_syslog`` + ``syslog_event`` + sshd field extraction +
   ``Engine.observe`` with every built-in rule loaded (alerts counted, not written);
+- ``decode``: decoding alone (what the listeners cost without any rule);
 - ``engine``: the same events pre-decoded, engine only;
 - ``sequence``: engine with only the temporal_ordered rule (ssh success after failures) and
   its inputs;
@@ -200,11 +201,13 @@ def main() -> int:
     rules = load_rules([], builtin=True)
     full_rate, full_alerts = run_full(path, rules)
     events = []
+    r = Rate()
     with path.open("rb") as f:
         for i, line in enumerate(f):
             ev = decode(line.rstrip(b"\n"), 1_790_000_000.0)
             ev.id = i + 1
             events.append(ev)
+    decode_rate = r.per_s(len(events))
     engine_rate, _ = run_engine(events, rules)
     seq_names = (
         "ssh_auth_failure",
@@ -225,6 +228,7 @@ def main() -> int:
                 "full_lines_per_s": round(full_rate[0]),
                 "full_lines_per_cpu_s": round(full_rate[1]),
                 "full_alerts": full_alerts,
+                "decode_only_lines_per_s": round(decode_rate[0]),
                 "engine_only_lines_per_s": round(engine_rate[0]),
                 "engine_only_lines_per_cpu_s": round(engine_rate[1]),
                 "sequence_only_lines_per_s": round(seq_rate[0]),
