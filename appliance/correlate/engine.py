@@ -7,12 +7,14 @@ reads a clock, sleeps or does I/O, so tests and ``appliance replay`` are determi
 
 Windows run on event time. The watermark is the newest event time seen minus
 ``allowed_lateness``; an event older than the watermark is too late for correlation (counted,
-and still matched by single-event detections). Event times in the future beyond the lateness
-are clamped to ``now`` so one device with a wrong clock cannot push everyone's windows ahead.
+and still matched by single-event detections). Event times more than the lateness ahead of
+``now`` are clamped to ``now + lateness``, so one device with a wrong clock cannot push
+everyone's windows ahead.
 
 Per correlation rule, state is kept per group (the ``group-by`` values) in an LRU map bounded
 by ``max_groups``; the least recently used group is evicted and counted when a new one would
-exceed it. Windows hold at most what the condition needs (``gte: N`` keeps N timestamps).
+exceed it. Windows hold at most what the condition needs (``gte: N`` keeps the last N+1
+entries); an entry is (event time, event ids, raw line): the window is the evidence.
 """
 
 from __future__ import annotations
