@@ -18,6 +18,7 @@ import asyncio
 import copy
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ from appliance.store import Store
 SCHEMA_VERSION = 1
 ACTIVE = ("open", "acknowledged", "suppressed")
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
+MAX_CACHED = 10_000  # active incidents kept in memory (the rest are read back when hit)
 
 
 class TransitionError(Exception):
@@ -59,8 +61,11 @@ class IncidentManager:
         self.clock = clock
         self.evidence = evidence or EvidenceLimits()
         self.hooks = INCIDENT_TXN_HOOKS if hooks is None else hooks
-        # (rule id, group key) -> incident doc, for incidents still taking hits.
-        self.active: dict[tuple[str, str], dict[str, Any]] = {}
+        # (rule id, group key) -> incident doc, for incidents still taking hits: an LRU cache of
+        # at most MAX_CACHED; `complete` while it holds every active incident (no lookup needed
+        # on a miss), else a miss asks the database.
+        self.active: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self.complete = True
         # (rule id, group key) -> (incident id, expires or None)
         self.suppressions: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.created = 0
@@ -68,17 +73,20 @@ class IncidentManager:
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
-        """Read the active incidents and suppressions (once, at start)."""
+        """Read the active incidents (the most recent MAX_CACHED) and suppressions, at start."""
         conn = self.store.writer
         assert conn is not None
         placeholders = ",".join("?" * len(ACTIVE))
         async with conn.execute(
-            f"SELECT doc FROM incidents WHERE status IN ({placeholders})",  # noqa: S608
-            ACTIVE,
+            f"SELECT doc FROM incidents WHERE status IN ({placeholders})"  # noqa: S608
+            " ORDER BY updated DESC LIMIT ?",
+            (*ACTIVE, MAX_CACHED + 1),
         ) as cur:
-            for (doc_json,) in await cur.fetchall():
-                doc = json.loads(doc_json)
-                self.active[(doc["rule"]["id"], doc["group_key"])] = doc
+            rows = await cur.fetchall()
+        self.complete = len(rows) <= MAX_CACHED
+        for (doc_json,) in reversed(rows[:MAX_CACHED]):
+            doc = json.loads(doc_json)
+            self.active[(doc["rule"]["id"], doc["group_key"])] = doc
         async with conn.execute(
             "SELECT rule_id, group_key, incident_id, expires FROM suppressions"
         ) as cur:
@@ -129,6 +137,37 @@ class IncidentManager:
         if a.detail:
             doc["detail"] = a.detail
 
+    def _cache(self, key: tuple[str, str], doc: dict[str, Any]) -> None:
+        active = self.active
+        active[key] = doc
+        active.move_to_end(key)
+        while len(active) > MAX_CACHED:
+            active.popitem(last=False)
+            self.complete = False
+
+    async def _active_doc(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        """The active incident of a rule and group key: from the cache, else the database."""
+        doc = self.active.get(key)
+        if doc is not None:
+            self.active.move_to_end(key)
+            return doc
+        if self.complete:
+            return None
+        conn = self.store.reader
+        assert conn is not None
+        placeholders = ",".join("?" * len(ACTIVE))
+        async with conn.execute(
+            "SELECT doc FROM incidents WHERE rule_id = ? AND group_key = ?"  # noqa: S608
+            f" AND status IN ({placeholders}) ORDER BY updated DESC LIMIT 1",
+            (*key, *ACTIVE),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        doc = json.loads(row[0])
+        self._cache(key, doc)
+        return doc
+
     def _suppressed(self, key: tuple[str, str], now: float) -> str | None:
         s = self.suppressions.get(key)
         if s is None:
@@ -158,8 +197,10 @@ class IncidentManager:
         for a in alerts:
             key = (a.rule.id, a.group_key)
             doc = work.get(key)
-            if doc is None and key in self.active:
-                doc = work[key] = copy.deepcopy(self.active[key])
+            if doc is None:
+                cached = await self._active_doc(key)
+                if cached is not None:
+                    doc = work[key] = copy.deepcopy(cached)
             if doc is not None and self._suppressed(key, now) is not None:
                 doc["suppressed_count"] += 1
                 continue
@@ -184,7 +225,8 @@ class IncidentManager:
                 )
             for doc in docs:
                 await self._write(conn, doc)
-        self.active.update(work)
+        for key, doc in work.items():
+            self._cache(key, doc)
         for key in expired:
             self.suppressions.pop(key, None)
         self.created += len(new_ids)
@@ -219,9 +261,7 @@ class IncidentManager:
     # ------------------------------------------------------------------------ lifecycle
 
     async def _get_doc(self, incident_id: str) -> dict[str, Any] | None:
-        for doc in self.active.values():
-            if doc["id"] == incident_id:
-                return doc
+        # The database and the cache agree: the cache changes only after a commit.
         conn = self.store.reader
         assert conn is not None
         async with conn.execute("SELECT doc FROM incidents WHERE id = ?", (incident_id,)) as cur:
@@ -279,7 +319,7 @@ class IncidentManager:
             if current is not None and current["id"] == doc["id"]:
                 del self.active[key]
         elif current is None or current["id"] == doc["id"]:
-            self.active[key] = doc
+            self._cache(key, doc)
         if target == "suppressed":
             self.suppressions[key] = (doc["id"], expires)
         return public(doc)
