@@ -493,6 +493,7 @@ class RulesSection:
     snapshot_interval: float = field(default=60.0, metadata=check(positive))
     evidence_events: int = field(default=50, metadata=check(positive))
     evidence_samples: int = field(default=10, metadata=check(positive))
+    incident_retention_days: float = field(default=90.0, metadata=check(positive))
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,3 +64,16 @@ async def test_failed_write_leaves_memory_as_committed(store: Store) -> None:
     m.hooks = []
     (doc,) = await m.apply([alert("192.0.2.1")])
     assert doc["hit_count"] == 1 and doc["revision"] == 1
+
+
+async def test_purge_deletes_old_resolved_incidents_only(store: Store) -> None:
+    now = [5000.0]
+    m = IncidentManager(store, "t", clock=lambda: now[0], hooks=[])
+    await m.load()
+    (old,) = await m.apply([alert("192.0.2.1")])
+    (kept,) = await m.apply([alert("192.0.2.2")])
+    await m.transition(old["id"], "resolve")
+    now[0] += 100 * 86400
+    assert await m.purge(90 * 86400) == 1
+    assert await m.get(old["id"]) is None
+    assert (await m.get(kept["id"]))["status"] == "open"

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 STATE_COMPONENT = "correlate"
 STATE_KEY = "engine"
+PURGE_INTERVAL = 3600.0  # seconds between deletions of old resolved incidents
 YIELD_EVERY = 256  # events evaluated between yields to the event loop
 MAX_PENDING_ALERTS = 10_000  # alerts held for retry while incidents cannot be written
 
@@ -72,6 +73,7 @@ class CorrelationComponent:
         self._stopping = False
         self._wake = asyncio.Event()
         self._last_snapshot = 0.0
+        self._last_purge = 0.0
         m = app.metrics
         self.alerts = m.counter(
             "correlation_alerts_total",
@@ -134,6 +136,7 @@ class CorrelationComponent:
             ("evidence_events",): float(r.evidence_events),
             ("evidence_samples",): float(r.evidence_samples),
             ("max_pending_alerts",): float(MAX_PENDING_ALERTS),
+            ("incident_retention_days",): r.incident_retention_days,
         }
 
     def _rule_counts(self) -> dict[tuple[str, ...], float]:
@@ -153,6 +156,7 @@ class CorrelationComponent:
         await self.incidents.load()
         self.app.pipeline.after_store.append(self)
         self._last_snapshot = time.monotonic()
+        self._last_purge = 0.0
         self._stopping = False
         self._task = asyncio.create_task(self._timer(), name="correlate-timer")
         log.info(
@@ -268,6 +272,13 @@ class CorrelationComponent:
                     await self.commit(alerts)
                 if time.monotonic() - self._last_snapshot >= self.config.rules.snapshot_interval:
                     await self.save_snapshot()
+                if time.monotonic() - self._last_purge >= PURGE_INTERVAL:
+                    self._last_purge = time.monotonic()
+                    n = await self.incidents.purge(
+                        self.config.rules.incident_retention_days * 86400
+                    )
+                    if n:
+                        self.incident_changes.inc("purged", n=n)
             except Exception:
                 self.errors.inc("timer")
                 _rl.error("timer", "correlation timer failed", exc_info=True)

@@ -324,6 +324,25 @@ class IncidentManager:
             self.suppressions[key] = (doc["id"], expires)
         return public(doc)
 
+    async def purge(self, max_age: float) -> int:
+        """Delete resolved incidents last changed more than ``max_age`` seconds ago, and
+        expired suppressions; returns the number of incidents deleted."""
+        now = self.clock()
+        async with self._lock, self.store.transaction() as conn:
+            cur = await conn.execute(
+                "DELETE FROM incidents WHERE status = 'resolved' AND updated < ?",
+                (now - max_age,),
+            )
+            deleted = max(cur.rowcount, 0)
+            await conn.execute(
+                "DELETE FROM suppressions WHERE expires IS NOT NULL AND expires <= ?", (now,)
+            )
+        for key in [
+            k for k, (_i, exp) in self.suppressions.items() if exp is not None and exp <= now
+        ]:
+            del self.suppressions[key]
+        return deleted
+
     # ---------------------------------------------------------------------------- reads
 
     async def get(self, incident_id: str) -> dict[str, Any] | None:
