@@ -5,7 +5,7 @@ Generates a 1M-line sshd-heavy syslog file (seeded, so every run is the same fil
 30% "Failed password for [invalid user] X from IP port P ssh2" (70% of those from 3000
 attacker IPs, the rest from random IPs), 4% "Accepted ...", 66% other daemons. Then measures:
 
-- ``full``: lines/s through ``decode_syslog`` + ``syslog_event`` + sshd field extraction +
+- ``full``: lines/s through ``decode_syslog`` + the vendor decoders (sshd fields) +
   ``Engine.observe`` with every built-in rule loaded (alerts counted, not written);
 - ``decode``: decoding alone (what the listeners cost without any rule);
 - ``engine``: the same events pre-decoded, engine only;
@@ -14,9 +14,7 @@ attacker IPs, the rest from random IPs), 4% "Accepted ...", 66% other daemons. T
 - ``sec``: SEC (Debian ``sec``) with one equivalent SingleWithThreshold rule (10 failures per
   source IP in 300 s), ``sec --conf=RULES --input=FILE --notail --log=/dev/null``.
 
-Decoding is the listeners' own (``decode_syslog`` + the vendor decoders when this build has
-them). Without the vendor decoders, a BENCH-ONLY one-regex sshd extraction (``normalize``)
-stands in for them, and the output says so (``"vendor_decoders": false``).
+Decoding is the listeners' own: ``decode_syslog``, the ECS header fields, the vendor decoders.
 
 Prints one JSON line. ``--lines N`` for a smaller run; ``--no-sec`` to skip SEC.
 """
@@ -27,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import re
 import resource
 import shutil
 import subprocess
@@ -37,7 +34,7 @@ import time
 from pathlib import Path
 
 from appliance.correlate import Engine, load_rules
-from appliance.correlate.replay import VENDORS, decode_syslog_line
+from appliance.correlate.replay import decode_syslog_line
 from appliance.correlate.rules import RuleSet, builtin_rule_files
 from appliance.event import Event
 
@@ -88,31 +85,8 @@ def generate(path: Path, n: int, seed: int = 6) -> None:
             f.write(f"<38>{ts} srv1 {msg}\n")
 
 
-# BENCH-ONLY sshd extraction (the vendor decoder of issue 3 replaces it).
-_SSHD = re.compile(
-    r"(Failed|Accepted) (?:password|publickey) for (?:invalid user )?(\S+) from (\S+) port (\d+)"
-)
-
-
-def normalize(ev: Event) -> Event:
-    f = ev.fields
-    if f.get("process.name") == "sshd":
-        m = _SSHD.search(f.get("message", ""))
-        if m:
-            ok = m.group(1) == "Accepted"
-            f["event.category"] = ["authentication"]
-            f["event.type"] = ["start"]
-            f["event.action"] = "ssh_login"
-            f["event.outcome"] = "success" if ok else "failure"
-            f["user.name"] = m.group(2)
-            f["source.ip"] = m.group(3)
-            f["source.port"] = int(m.group(4))
-    return ev
-
-
 def decode(line: bytes, now: float) -> Event:
-    ev = decode_syslog_line(line, "10.0.0.5", now, "udp")
-    return ev if VENDORS is not None else normalize(ev)
+    return decode_syslog_line(line, "10.0.0.5", now, "udp")
 
 
 class Rate:
@@ -236,7 +210,6 @@ def main() -> int:
                 "sequence_alerts": seq_alerts,
                 "sec_threshold_lines_per_s": round(sec_rate[0]) if sec_rate else None,
                 "sec_threshold_lines_per_cpu_s": round(sec_rate[1]) if sec_rate else None,
-                "vendor_decoders": VENDORS is not None,
                 "python": sys.version.split()[0],
                 "note": "shared 2-core machine under load from other work",
             }

@@ -236,8 +236,7 @@ def test_sigmahq_rules_load_report() -> None:
 @pytest.mark.corpus
 def test_token_prefilter_never_changes_what_matches() -> None:
     """SigmaHQ keyword rules on real Linux syslog: pre-filtered matches == full evaluation."""
-    from appliance.protocols.syslog import decode_syslog
-    from appliance.protocols.syslog.ecs import syslog_event
+    from appliance.correlate.replay import decode_syslog_line
 
     rs = load_rules([corpus_dir("sigma")], builtin=False)
     eng = Engine(rs)
@@ -245,7 +244,7 @@ def test_token_prefilter_never_changes_what_matches() -> None:
     checked = 0
     for name in files:
         for line in (corpus_dir("syslog") / name).read_bytes().splitlines():
-            e = syslog_event(decode_syslog(line, T0), line, "10.0.0.1", T0, "udp")
+            e = decode_syslog_line(line, "10.0.0.1", T0, "udp")
             fast = [d.meta.id for d in eng.matches(e)]
             full = [d.meta.id for d in eng.candidates(e) if d.predicate(e.fields)]
             assert fast == full, line

@@ -1,21 +1,15 @@
-"""Real device logs (shared corpus) through the listeners' decoders and the built-in rules.
-
-Needs the vendor decoders (``appliance.protocols.syslog.vendors``); skips without them.
-"""
+"""Real device logs (shared corpus) through the listeners' decoders and the built-in rules."""
 
 from __future__ import annotations
 
 import pytest
 
 from appliance.correlate import Engine
-from appliance.correlate.replay import VENDORS, Replay, parse_line
+from appliance.correlate.replay import Replay, parse_line
 from tests.conftest import corpus_dir
 from tests.ruletools import builtin
 
-pytestmark = [
-    pytest.mark.corpus,
-    pytest.mark.skipif(VENDORS is None, reason="vendor decoders not in this build"),
-]
+pytestmark = pytest.mark.corpus
 
 
 def replay(name: str) -> Replay:

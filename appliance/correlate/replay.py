@@ -30,12 +30,8 @@ from appliance.correlate.engine import (
 )
 from appliance.event import Event, iso8601
 from appliance.protocols.syslog import decode_syslog
-from appliance.protocols.syslog.ecs import syslog_event
-
-try:  # the vendor decoders (issue 3) when this build has them
-    from appliance.protocols.syslog.vendors import REGISTRY as VENDORS
-except ImportError:  # pragma: no cover - depends on the merge order of the branches
-    VENDORS = None
+from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.vendors import REGISTRY
 
 
 class InputError(ValueError):
@@ -70,12 +66,13 @@ def _flatten(obj: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def decode_syslog_line(data: bytes, sender: str, now: float, transport: str = "file") -> Event:
     """One syslog message to an event the way the listeners decode it: header, then vendor."""
     msg = decode_syslog(data, now)
-    ev = syslog_event(msg, data, sender, now, transport)
-    if VENDORS is not None:
-        name = VENDORS.decode(msg, ev.fields)
-        if name:
-            ev.fields["event.dataset"] = name
-    return ev
+    fields = syslog_fields(msg, sender)
+    fields["log.source.transport"] = transport
+    name = REGISTRY.decode(msg, fields)
+    if name:
+        fields["event.dataset"] = name
+    ts = msg.timestamp if msg.timestamp is not None else now
+    return Event(timestamp=ts, created=now, module="syslog", fields=fields, raw=data)
 
 
 def parse_line(line: str, default_now: float, sender: str = "127.0.0.1") -> Event | None:
