@@ -152,7 +152,7 @@ class Appliance:
         await self.store.open()
         try:
             self.pipeline.start()
-            await self.flows.start(tune_gc=bool(cfg.sources.netflow))
+            await self.flows.start(tune_gc=False)  # the process-wide policy is runtime's
             for builder in COMPONENT_BUILDERS:
                 component = builder(self)
                 if component is not None:
