@@ -6,9 +6,11 @@ Every bench sends only to 127.0.0.1 and is bounded in count and time.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -34,6 +36,7 @@ class ApplianceProcess:
 
     def __init__(self, sources_toml: str, extra_toml: str = "", loop: str = "auto") -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
+        atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # after the last read
         self.api_port = free_port()
         self.config = self.tmp / "bench.toml"
         self.config.write_text(
