@@ -121,3 +121,16 @@ async def start_appliance(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         await run.session.close()
         if run.app.running:
             await run.app.stop()
+
+
+@pytest.fixture
+async def receiver(tmp_path: Path) -> AsyncIterator[Any]:
+    """A real HTTPS receiver requiring client certificates (``rx.pki`` holds the PKI)."""
+    from tests.forwarding import Receiver, make_pki
+
+    pki = make_pki(tmp_path)
+    rx = Receiver(pki.server, pki.ca)
+    await rx.start()
+    rx.pki = pki  # type: ignore[attr-defined]
+    yield rx
+    await rx.stop()

@@ -14,6 +14,7 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from appliance.forward import Forwarder
 from appliance.incidents import INCIDENT_TXN_HOOKS
 from appliance.store import Store
 
@@ -177,3 +178,8 @@ def upstream(name: str, type_: str, url: str, pki: Pki, **extra: Any) -> dict[st
     }
     cfg.update(extra)
     return cfg
+
+
+def forwarder(run: Any) -> Forwarder:
+    """The running appliance's forwarding component."""
+    return next(c for c in run.app.components if isinstance(c, Forwarder))

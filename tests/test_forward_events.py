@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 from aiohttp import web
 
 from tests.conftest import free_port
-from tests.forwarding import Receiver, incident, make_pki, outbox_rows, raise_incidents, upstream
+from tests.forwarding import incident, make_pki, outbox_rows, raise_incidents, upstream
 
 SCHEMA = Path(__file__).parents[1] / "appliance" / "forward" / "schema" / "webhook-v1.schema.json"
 
@@ -21,16 +20,6 @@ def send_udp(addr: tuple[str, int], *payloads: bytes) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for p in payloads:
             s.sendto(p, addr)
-
-
-@pytest.fixture
-async def receiver(tmp_path: Path) -> Any:
-    pki = make_pki(tmp_path)
-    rx = Receiver(pki.server, pki.ca)
-    await rx.start()
-    rx.pki = pki  # type: ignore[attr-defined]
-    yield rx
-    await rx.stop()
 
 
 async def test_events_go_in_their_own_batches_beside_incidents(start_appliance, receiver):

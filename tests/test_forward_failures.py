@@ -10,23 +10,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from appliance.forward import Forwarder
 from tests.conftest import free_port
-from tests.forwarding import Receiver, incident, make_pki, outbox_rows, raise_incidents, upstream
-
-
-@pytest.fixture
-async def receiver(tmp_path: Path) -> Any:
-    pki = make_pki(tmp_path)
-    rx = Receiver(pki.server, pki.ca)
-    await rx.start()
-    rx.pki = pki  # type: ignore[attr-defined]
-    yield rx
-    await rx.stop()
-
-
-def forwarder(run: Any) -> Forwarder:
-    return next(c for c in run.app.components if isinstance(c, Forwarder))
+from tests.forwarding import (
+    Receiver,
+    forwarder,
+    incident,
+    make_pki,
+    outbox_rows,
+    raise_incidents,
+    upstream,
+)
 
 
 async def drained(run: Any) -> None:

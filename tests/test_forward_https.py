@@ -8,29 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import pytest
 from aiohttp import web
 from standardwebhooks import Webhook
 
-from appliance.forward import Forwarder
-from tests.forwarding import Receiver, incident, make_pki, outbox_rows, raise_incidents, upstream
+from tests.forwarding import (
+    forwarder,
+    incident,
+    outbox_rows,
+    raise_incidents,
+    upstream,
+)
 
 SCHEMA = Path(__file__).parents[1] / "appliance" / "forward" / "schema" / "webhook-v1.schema.json"
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
-
-
-@pytest.fixture
-async def receiver(tmp_path: Path) -> Any:
-    pki = make_pki(tmp_path)
-    rx = Receiver(pki.server, pki.ca)
-    await rx.start()
-    rx.pki = pki  # type: ignore[attr-defined]
-    yield rx
-    await rx.stop()
-
-
-def forwarder(run: Any) -> Forwarder:
-    return next(c for c in run.app.components if isinstance(c, Forwarder))
 
 
 async def delivered_all(run: Any) -> None:
