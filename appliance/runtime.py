@@ -64,22 +64,22 @@ def watchdog_interval() -> float | None:
     return int(usec) / 1e6 / 2
 
 
-GC_GEN0_THRESHOLD = 50_000
+GC_INTERVAL = 0.5
 
 
 def tune_gc() -> None:
-    """Collect cycles less often and never rescan what start-up built.
+    """Take cyclic garbage collection off the allocation path.
 
     Ingest keeps tens of thousands of short-lived event dicts queued between decode and
-    SQLite; with CPython's default gen-0 threshold (700) the cyclic collector runs every few
-    datagrams and rescans them (profiled at ~20 % of the event loop's time at 40k msg/s, and
-    ~2.5x end to end on the flow path). Events form no cycles, so a larger threshold costs
-    little memory. ``gc.freeze`` moves the objects of start-up (modules, rules, config) out
-    of every later collection.
+    SQLite. CPython's collector runs every 700 allocations and rescans them: profiled at
+    ~20 % of the event loop's time at 40k msg/s. Events form no cycles, so automatic
+    collection is disabled and ``serve`` collects on a timer instead (young generation every
+    ``GC_INTERVAL`` seconds, older ones less often): cyclic garbage stays bounded by time.
+    ``gc.freeze`` moves what start-up built (modules, rules, config) out of every collection.
+    Measured: 21.4k -> 26.7k msg/s stored (`scripts/bench syslog-udp --rate 50000`).
     """
     gc.freeze()
-    gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, GC_GEN0_THRESHOLD), max(gen1, 20), max(gen2, 20))
+    gc.disable()
 
 
 def setup_logging(level: str) -> None:
@@ -132,7 +132,17 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
                 log.error("SIGHUP: reload failed, keeping the old config: %s", exc)
             sd_notify("READY=1")
 
-    helpers = [asyncio.create_task(reloader(), name="reloader")]
+    async def collector() -> None:
+        # Automatic collection is off (see tune_gc): collect young generations on a timer,
+        # everything now and then, so cyclic garbage stays bounded by time, not allocation.
+        n = 0
+        while True:
+            await asyncio.sleep(GC_INTERVAL)
+            n += 1
+            gc.collect(2 if n % 240 == 0 else 1 if n % 10 == 0 else 0)
+
+    helpers = [asyncio.create_task(reloader(), name="reloader"),
+               asyncio.create_task(collector(), name="gc")]
     interval = watchdog_interval()
     if interval and config.appliance.watchdog:
         helpers.append(asyncio.create_task(watchdog(interval), name="watchdog"))
