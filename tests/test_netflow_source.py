@@ -43,6 +43,14 @@ async def test_one_port_accepts_v5_v9_and_ipfix(start_appliance: Any) -> None:
     assert v5_flow["event"]["end"].endswith("Z")
 
 
+async def test_healthz_counts_flows_for_netflow_sources(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    _send(run.source("netflow").address, v9_flows(3))
+    await run.wait_for(lambda: _processed(run) >= 3)
+    health = await run.get_json("/healthz", token=None)
+    assert health["sources"]["netflow"] == {"received": 3, "dropped": 0}
+
+
 async def test_flows_api_filters_like_events(start_appliance: Any) -> None:
     run = await start_appliance(sources=_netflow())
     rec = v5_record("10.9.0.1", "10.9.0.2", 5555, 53, 17, 80, 1)

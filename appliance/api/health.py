@@ -12,11 +12,13 @@ async def healthz(request: web.Request) -> web.Response:
     app = request.app[APPLIANCE_KEY]
     pipeline = app.pipeline
     sources = {}
+    # Flow sources keep their own books (appliance.flows); a source is in one or the other.
+    books = [(pipeline.received, pipeline.dropped), (app.flows.received, app.flows.dropped)]
     for src in app.sources:
         name = src.name
         sources[name] = {
-            "received": int(pipeline.received.value(name)),
-            "dropped": int(sum(v for k, v in pipeline.dropped.values.items() if k[0] == name)),
+            "received": int(sum(r.value(name) for r, _ in books)),
+            "dropped": int(sum(v for _, d in books for k, v in d.values.items() if k[0] == name)),
         }
     return web.json_response(
         {
