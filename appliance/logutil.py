@@ -49,5 +49,18 @@ class RateLimitedLog:
             args = (*args, held)
         self.logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
 
+    def decoder_bug(self, source: str, peer: str, unit: str = "datagram") -> None:
+        """A decoder raised: log it with the traceback (rate-limited per source). The caller
+        counts the drop; the listener carries on."""
+        self.log(
+            logging.ERROR,
+            f"decode:{source}",
+            "%s: decoder failed on a %s from %s",
+            source,
+            unit,
+            peer,
+            exc_info=True,
+        )
+
     def warning(self, key: str, msg: str, *args: object) -> None:
         self.log(logging.WARNING, key, msg, *args)

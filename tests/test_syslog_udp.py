@@ -147,3 +147,23 @@ async def test_events_keep_flowing_after_the_writer_process_dies(start_appliance
     body = await run.get_json("/api/v1/events")
     assert [e["message"] for e in body["events"]] == ["after", "before"]
     assert run.app.pipeline.dropped.total() == 0
+
+
+async def test_a_decoder_bug_costs_one_message_not_the_listener(
+    start_appliance, monkeypatch, caplog
+) -> None:
+    run = await start_appliance()
+    src = run.source()
+    real = src.intake.event
+
+    def flaky(data, *args):
+        if b"boom" in data:
+            raise RuntimeError("decoder bug")
+        return real(data, *args)
+
+    monkeypatch.setattr(src.intake, "event", flaky)
+    send_udp(src.address, b"<13>boom", b"<13>fine")
+    await run.wait_stored(1)
+    assert run.app.pipeline.dropped.value("syslog-udp", "decode_error") == 1
+    assert "decoder failed on a datagram from 127.0.0.1" in caplog.text
+    assert [e["message"] for e in (await run.get_json("/api/v1/events"))["events"]] == ["fine"]

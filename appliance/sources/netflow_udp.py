@@ -52,14 +52,7 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
             records = self.decoder.decode(data, ip, now, addr[1])
         except Exception:  # a decoder bug must cost one datagram, never the listener
             self.rejected.inc(name, "decoder_bug")
-            _rl.log(
-                logging.ERROR,
-                f"decode:{name}",
-                "%s: decoder failed on a datagram from %s",
-                name,
-                ip,
-                exc_info=True,
-            )
+            _rl.decoder_bug(name, ip)
             return
         if records:
             self.flows.offer([Event(ts, now, "netflow", f) for ts, f in records], name)

@@ -370,14 +370,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
 
     def _decode_failed(self) -> None:
         self.dropped.inc(self.name, "decode_error")
-        _rl.log(
-            logging.ERROR,
-            f"decode:{self.name}",
-            "%s: decoder failed on a frame from %s",
-            self.name,
-            self.ip,
-            exc_info=True,
-        )
+        _rl.decoder_bug(self.name, self.ip, "frame")
 
     def _count_framer_errors(self) -> None:
         errors = self.framer.errors

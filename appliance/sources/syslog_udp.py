@@ -58,14 +58,7 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
             event = self.intake.event(data, ip, prof, now)
         except Exception:  # a decoder bug must cost one message, never the listener
             self.dropped.inc(name, "decode_error")
-            _rl.log(
-                logging.ERROR,
-                f"decode:{name}",
-                "%s: decoder failed on a datagram from %s",
-                name,
-                ip,
-                exc_info=True,
-            )
+            _rl.decoder_bug(name, ip)
             return
         self.pipeline.offer(event, name)
 
