@@ -15,7 +15,7 @@ from appliance.store import Store, StoreError
 async def run_db_command(config: AppConfig, args: argparse.Namespace) -> int:
     path = config.data_dir / "appliance.db"
     if args.db_command == "migrate":
-        store = Store(path, writer_process=False, quick_check=False)
+        store = Store(path, quick_check=False)
         try:
             await store.open()
         except StoreError as exc:

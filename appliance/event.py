@@ -29,6 +29,9 @@ class Event:
     fields: dict[str, Any] = field(default_factory=dict)
     raw: bytes = b""
     id: int | None = None
+    # The line the store keeps (appliance.store.segments), when a decode worker already
+    # encoded it; the parent stores it as is, so nothing may change ``fields`` before storage.
+    line: bytes | None = None
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)

@@ -49,7 +49,9 @@ class ApplianceProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "appliance", "run", "--config", str(self.config)],
-            stdout=subprocess.DEVNULL, stderr=self._log, cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+            cwd=ROOT,
         )
         self._cpu0 = 0.0
         self._t0 = 0.0
@@ -62,7 +64,8 @@ class ApplianceProcess:
                 raise SystemExit("appliance exited: " + self.log_path.read_text())
             try:
                 with urllib.request.urlopen(
-                        f"http://127.0.0.1:{self.api_port}/healthz", timeout=1) as r:
+                    f"http://127.0.0.1:{self.api_port}/healthz", timeout=1
+                ) as r:
                     if json.loads(r.read())["status"] == "ok":
                         return
             except OSError:
@@ -147,7 +150,8 @@ class ApplianceProcess:
 
     def stored_rows(self) -> int:
         with sqlite3.connect(self.tmp / "data" / "appliance.db") as conn:
-            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+            row = conn.execute("SELECT coalesce(sum(count), 0) FROM event_segments").fetchone()
+            return int(row[0])
 
 
 def dropped_by_reason(metrics: dict[str, float]) -> dict[str, int]:

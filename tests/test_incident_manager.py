@@ -21,7 +21,7 @@ def alert(ip: str, t: float = 1000.0) -> Alert:
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    s = Store(tmp_path / "appliance.db", writer_process=False)
+    s = Store(tmp_path / "appliance.db")
     await s.open()
     yield s
     await s.close()

@@ -11,9 +11,13 @@ from appliance.store.db import migrations
 
 
 def ev(i: int, created: float = 1000.0, **fields) -> Event:
-    return Event(timestamp=created, created=created, module="syslog",
-                 fields={"message": f"m{i}", "host.hostname": f"h{i % 3}", **fields},
-                 raw=b"raw%d" % i)
+    return Event(
+        timestamp=created,
+        created=created,
+        module="syslog",
+        fields={"message": f"m{i}", "host.hostname": f"h{i % 3}", **fields},
+        raw=b"raw%d" % i,
+    )
 
 
 async def open_store(path: Path, **kw) -> Store:
@@ -92,8 +96,7 @@ async def test_retention_deletes_oldest_until_under_the_size_limit(tmp_path: Pat
     try:
         big = "y" * 2000
         for chunk in range(10):
-            await store.insert_events(
-                [ev(chunk * 100 + i, message=big) for i in range(100)])
+            await store.insert_events([ev(chunk * 100 + i, message=big) for i in range(100)])
         limit = 1_000_000
         by_age, by_size = await store.enforce_retention(max_age=1e9, max_bytes=limit, now=1000)
         assert by_age == 0 and by_size > 0
@@ -135,3 +138,89 @@ async def test_durable_transaction_commits_and_rolls_back(tmp_path: Path) -> Non
             assert [r[0] for r in await cur.fetchall()] == ["k"]
     finally:
         await store.close()
+
+
+async def test_paging_walks_every_event_across_segments_newest_first(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        await store.insert_events([ev(i) for i in range(2500)])  # three segments
+        seen: list[int] = []
+        cursor = None
+        while True:
+            page = await store.query_events(limit=700, before_id=cursor)
+            if not page:
+                break
+            seen += [e.id for e in page]
+            cursor = page[-1].id
+        assert seen == list(range(2500, 0, -1))
+    finally:
+        await store.close()
+
+
+async def test_filters_match_values_that_json_escapes(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        odd = 'say "hi" \\ über\ttab'
+        await store.insert_events([ev(1), ev(2, message=odd, **{"host.hostname": odd}), ev(3)])
+        (by_text,) = await store.query_events(text='"hi" \\ ü')
+        (by_host,) = await store.query_events(hostname=odd)
+        assert by_text.id == by_host.id == 2
+        assert by_text.fields["message"] == odd
+    finally:
+        await store.close()
+
+
+async def test_source_ip_filter_falls_back_to_the_sending_device(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        await store.insert_events([
+            ev(1, **{"observer.ip": "192.0.2.1", "source.ip": "198.51.100.9"}),
+            ev(2, **{"observer.ip": "198.51.100.9"}),
+            ev(3, **{"observer.ip": "192.0.2.1", "destination.ip": "198.51.100.9"}),
+        ])
+        got = await store.query_events(source_ip="198.51.100.9")
+        assert [e.id for e in got] == [2, 1]
+    finally:
+        await store.close()
+
+
+async def test_raw_bytes_that_are_not_utf8_round_trip(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        e = ev(1)
+        e.raw = b"<13>\xff\xfe binary \x00 tail"
+        await store.insert_events([e])
+        (got,) = await store.query_events()
+        assert got.raw == e.raw
+    finally:
+        await store.close()
+
+
+async def test_events_of_the_row_per_event_schema_are_converted_at_open(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with sqlite3.connect(path) as conn:  # a database as schema version 7 left it
+        for number, _name, sql in migrations():
+            if number <= 7:
+                conn.executescript(sql)
+        conn.execute("PRAGMA user_version=7")
+        conn.executemany(
+            "INSERT INTO events (id, ts, created, module, observer_ip, source_ip, hostname,"
+            " message, fields, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(i, 1000.0 + i, 1000.0 + i, "syslog", "192.0.2.1", None, "fw1", f"old {i}",
+              '{"event.kind":"event"}', b"<13>old %d" % i) for i in (1, 2, 3, 7)],
+        )
+    store = await open_store(path)
+    try:
+        got = await store.query_events()
+        assert [e.id for e in got] == [7, 3, 2, 1]
+        assert got[0].fields == {"event.kind": "event", "observer.ip": "192.0.2.1",
+                                 "host.hostname": "fw1", "message": "old 7"}
+        assert got[0].raw == b"<13>old 7"
+        more = [ev(8)]
+        await store.insert_events(more)
+        assert more[0].id == 8
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        legacy = conn.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchone()
+    assert legacy is None

@@ -23,6 +23,7 @@ from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.store import Store
+from appliance.store.segments import encode_line
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -90,11 +91,24 @@ class Pipeline:
     # ------------------------------------------------------------------------ source side
 
     def offer(self, event: Event, source: str) -> bool:
-        """Queue an event; ``False`` (and a ``queue_full`` drop counted) when the queue is full."""
+        """Queue an event; ``False`` (and a ``queue_full`` drop counted) when the queue is full.
+
+        The event is encoded into its stored line here, while its dict is still in the CPU's
+        cache: encoding the same events later, a batch at a time, profiled 3-4 times slower.
+        So nothing may change an event's fields between ``offer`` and the store.
+        """
         q = self._queue
         if len(q) >= self.queue_size or self._stopping:
             self.dropped.inc(source, "queue_full" if not self._stopping else "shutting_down")
             return False
+        if event.line is None:
+            event.line = encode_line(
+                event.timestamp,
+                event.created,
+                event.module,
+                event.fields,
+                event.raw[: self.store.raw_max_bytes],
+            )
         q.append((event, source))
         n = len(q)
         if n == 1:

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import sqlite3
-import sys
 import time
 from collections.abc import AsyncIterator, Iterable
 from importlib import resources
@@ -28,13 +27,19 @@ import aiosqlite
 import orjson
 
 from appliance.event import Event
-from appliance.store.frames import INSERT as INSERT_EVENT
-from appliance.store.frames import REPLY, REQUEST, encode_row, pack_batch
+from appliance.store.segments import (
+    INSERT_SEGMENT,
+    SEGMENT_EVENTS,
+    decode_line,
+    json_needle,
+    segment_lines,
+    segment_rows,
+)
 
 log = logging.getLogger(__name__)
 
-# Columns pulled out of the fields dict into their own columns (see 0001_events.sql).
-_COLUMN_FIELDS = ("observer.ip", "source.ip", "host.hostname", "message")
+# Columns of the pre-segment `events` table (0001_events.sql), read once to convert it.
+_LEGACY_COLUMN_FIELDS = ("observer.ip", "source.ip", "host.hostname", "message")
 
 
 class StoreError(Exception):
@@ -51,19 +56,49 @@ def migrations() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-def event_row(ev: Event, max_raw: int) -> tuple[Any, ...]:
-    return encode_row(ev.id, ev.timestamp, ev.created, ev.module, ev.fields, ev.raw, max_raw)
-
-
-def row_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
+def legacy_row_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
+    """An event from a row of the pre-segment ``events`` table."""
     id_, ts, created, module, observer_ip, source_ip, hostname, message, fields_json, raw = row
     fields = orjson.loads(fields_json)
-    for key, value in zip(_COLUMN_FIELDS, (observer_ip, source_ip, hostname, message), strict=True):
+    values = (observer_ip, source_ip, hostname, message)
+    for key, value in zip(_LEGACY_COLUMN_FIELDS, values, strict=True):
         if value is not None:
             fields[key] = value
     return Event(
         timestamp=ts, created=created, module=module, fields=fields, raw=raw or b"", id=id_
     )
+
+
+class _EventFilter:
+    """The exact test behind :meth:`Store.query_events`, after SQL has skipped segments."""
+
+    __slots__ = ("hostname", "module", "observer_ip", "since", "source_ip", "text", "until")
+
+    def __init__(self, **kw: Any) -> None:
+        for name in self.__slots__:
+            setattr(self, name, kw.get(name))
+
+    def __call__(self, e: Event) -> bool:
+        f = e.fields
+        if self.since is not None and e.timestamp < self.since:
+            return False
+        if self.until is not None and e.timestamp >= self.until:
+            return False
+        if self.module is not None and e.module != self.module:
+            return False
+        if self.hostname is not None and f.get("host.hostname") != self.hostname:
+            return False
+        if self.observer_ip is not None and f.get("observer.ip") != self.observer_ip:
+            return False
+        if self.source_ip is not None:
+            ip = f.get("source.ip")
+            if (ip if ip is not None else f.get("observer.ip")) != self.source_ip:
+                return False
+        if self.text:
+            message = f.get("message")
+            if not isinstance(message, str) or self.text not in message:
+                return False
+        return True
 
 
 class Store:
@@ -75,7 +110,6 @@ class Store:
         *,
         raw_max_bytes: int = 8192,
         quick_check: bool = True,
-        writer_process: bool = True,
         reserve_bytes: int = 0,
     ) -> None:
         self.path = path
@@ -83,9 +117,6 @@ class Store:
         self.reserve_bytes = reserve_bytes
         self.raw_max_bytes = raw_max_bytes
         self.quick_check = quick_check
-        self.event_writer: EventWriterProcess | None = (
-            EventWriterProcess(path) if writer_process else None
-        )
         self.writer: aiosqlite.Connection | None = None
         self.reader: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
@@ -114,7 +145,8 @@ class Store:
                         p.rename(Path(str(aside) + suffix))
                 self.writer = await self._connect(self.path)
             await self._migrate(self.writer)
-            async with self.writer.execute("SELECT max(id) FROM events") as cur:
+            await self._convert_legacy_events(self.writer)
+            async with self.writer.execute("SELECT max(last_id) FROM event_segments") as cur:
                 row = await cur.fetchone()
             self._next_id = (row[0] or 0) + 1 if row else 1
             self.reader = await aiosqlite.connect(
@@ -122,8 +154,6 @@ class Store:
             )
             await self.reader.execute("PRAGMA busy_timeout=5000")
             await self.reader.execute("PRAGMA query_only=1")
-            if self.event_writer is not None:
-                await self.event_writer.start()
         except (sqlite3.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
@@ -140,6 +170,10 @@ class Store:
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA journal_size_limit=67108864")
+        # Debian builds SQLite with SECURE_DELETE on: every page a delete frees is zeroed
+        # through the WAL, so retention on a full disk would need as much room as it frees.
+        # FAST zeroes deleted content only in pages that are written anyway.
+        await conn.execute("PRAGMA secure_delete=FAST")
         return conn
 
     @staticmethod
@@ -168,6 +202,39 @@ class Store:
             except BaseException:
                 await conn.execute("ROLLBACK")
                 raise
+
+    async def _convert_legacy_events(self, conn: aiosqlite.Connection) -> None:
+        """Move rows of the pre-segment ``events`` table into segments, then drop it."""
+        async with conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+        ) as cur:
+            if await cur.fetchone() is None:
+                return
+        converted = 0
+        after = 0
+        while True:
+            async with conn.execute(
+                "SELECT id, ts, created, module, observer_ip, source_ip, hostname, message,"
+                " fields, raw FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (after, SEGMENT_EVENTS),
+            ) as cur:
+                events = [legacy_row_event(r) for r in await cur.fetchall()]
+            if not events:
+                break
+            runs: list[list[Event]] = [[events[0]]]  # segments need consecutive ids
+            for e in events[1:]:
+                if e.id == runs[-1][-1].id + 1:  # type: ignore[operator]
+                    runs[-1].append(e)
+                else:
+                    runs.append([e])
+            await conn.execute("BEGIN IMMEDIATE")
+            for run in runs:
+                await conn.executemany(INSERT_SEGMENT, segment_rows(run, self.raw_max_bytes))
+            await conn.execute("COMMIT")
+            converted += len(events)
+            after = events[-1].id  # type: ignore[assignment]
+        await conn.execute("DROP TABLE events")
+        log.info("converted %d events to the segment store", converted)
 
     def ensure_reserve(self) -> bool:
         """Hold ``reserve_bytes`` of disk in a ballast file; ``False`` if there is no room.
@@ -200,8 +267,6 @@ class Store:
             return False
 
     async def close(self) -> None:
-        if self.event_writer is not None:
-            await self.event_writer.stop()
         for attr in ("reader", "writer"):
             conn = getattr(self, attr)
             if conn is not None:
@@ -235,7 +300,14 @@ class Store:
                     await conn.execute("ROLLBACK")
                 raise
             else:
-                await conn.execute("COMMIT")
+                try:
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    # SQLite may keep the transaction open after a failed COMMIT (disk full):
+                    # end it, or every later write on this connection fails too.
+                    with contextlib.suppress(sqlite3.Error):
+                        await conn.execute("ROLLBACK")
+                    raise
             finally:
                 if durable:
                     await conn.execute("PRAGMA synchronous=NORMAL")
@@ -243,9 +315,9 @@ class Store:
     async def insert_events(self, events: list[Event]) -> None:
         """Insert a batch in one transaction, assigning each event its id first.
 
-        With the writer process (the default) the rows go to the child and this returns once
-        it acknowledges the commit; otherwise they are written on the aiosqlite connection.
-        Either way a failure raises and leaves the events without ids, so the caller can retry.
+        The batch becomes segments (see :mod:`appliance.store.segments`): encoding happens
+        here, the SQLite work in aiosqlite's thread, one row per segment. A failure raises
+        and leaves the events without ids, so the caller can retry.
         """
         if not events:
             return
@@ -254,32 +326,15 @@ class Store:
             ev.id = next_id
             next_id += 1
         try:
-            if self.event_writer is not None:
-                # The child encodes the rows (JSON, columns): that work leaves this process.
-                parts = [(e.id, e.timestamp, e.created, e.module, e.fields, e.raw) for e in events]
-                await self.event_writer.write(self.raw_max_bytes, parts)
-            else:
-                await self._insert_inline([event_row(e, self.raw_max_bytes) for e in events])
+            rows = segment_rows(events, self.raw_max_bytes)
+            async with self.transaction() as conn:
+                await conn.executemany(INSERT_SEGMENT, rows)
         except BaseException:
             for ev in events:
                 ev.id = None
             raise
         self._next_id = next_id
         self.events_stored += len(events)
-
-    async def _insert_inline(self, rows: list[tuple[Any, ...]]) -> None:
-        async with self._lock:
-            conn = self.writer
-            if conn is None:
-                raise StoreError("store is closed")
-            await conn.execute("BEGIN")
-            try:
-                await conn.executemany(INSERT_EVENT, rows)
-                await conn.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    await conn.execute("ROLLBACK")
-                raise
 
     # ---------------------------------------------------------------------------------- reads
 
@@ -299,44 +354,79 @@ class Store:
         """Newest first; ``before_id`` is the paging cursor (ids only grow).
 
         ``source_ip`` matches an event's ``source.ip``, or for events that have none (plain
-        syslog, traps) the device that sent it (``observer.ip``).
+        syslog, traps) the device that sent it (``observer.ip``). SQL skips the segments that
+        cannot match (time and id ranges; ``instr`` of each value's JSON form); the lines of
+        the others are decoded and tested exactly.
         """
         clauses: list[str] = []
         args: list[Any] = []
         for clause, value in (
-            ("ts >= ?", since),
-            ("ts < ?", until),
-            ("coalesce(source_ip, observer_ip) = ?", source_ip),
-            ("observer_ip = ?", observer_ip),
-            ("hostname = ?", hostname),
-            ("module = ?", module),
-            ("id < ?", before_id),
+            ("max_ts >= ?", since),
+            ("min_ts < ?", until),
+            ("first_id < ?", before_id),
         ):
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
+        needles = []
+        if hostname is not None:
+            needles.append(b'"host.hostname":"' + json_needle(hostname) + b'"')
+        if observer_ip is not None:
+            needles.append(b'"observer.ip":"' + json_needle(observer_ip) + b'"')
+        if source_ip is not None:
+            needles.append(b'"' + json_needle(source_ip) + b'"')
         if text:
-            clauses.append("instr(message, ?) > 0")
-            args.append(text)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        # The clauses are the fixed strings above; every value is bound.
-        sql = (
-            "SELECT id, ts, created, module, observer_ip, source_ip, hostname, message, fields,"  # noqa: S608
-            " raw FROM events " + where + " ORDER BY id DESC LIMIT ?"
+            needles.append(json_needle(text))
+        for needle in needles:
+            clauses.append("instr(body, ?) > 0")
+            args.append(needle)
+        match = _EventFilter(
+            since=since,
+            until=until,
+            source_ip=source_ip,
+            observer_ip=observer_ip,
+            hostname=hostname,
+            module=module,
+            text=text,
         )
-        args.append(int(limit))
+        limit = max(0, int(limit))
         conn = self.reader
         if conn is None:
             raise StoreError("store is closed")
-        async with conn.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return [row_event(r) for r in rows]
+        out: list[Event] = []
+        cursor = before_id
+        while len(out) < limit:
+            where = list(clauses)
+            page_args = list(args)
+            if cursor is not None and cursor != before_id:
+                where.append("first_id < ?")
+                page_args.append(cursor)
+            sql = (
+                "SELECT first_id, body FROM event_segments"  # noqa: S608 - fixed clauses, bound values
+                + (f" WHERE {' AND '.join(where)}" if where else "")
+                + " ORDER BY first_id DESC LIMIT 4"
+            )
+            async with conn.execute(sql, page_args) as cur:
+                segments = await cur.fetchall()
+            if not segments:
+                break
+            for first_id, body in segments:
+                for id_, line in segment_lines(first_id, body):
+                    if before_id is not None and id_ >= before_id:
+                        continue
+                    event = decode_line(line, id_)
+                    if match(event):
+                        out.append(event)
+                        if len(out) >= limit:
+                            return out
+            cursor = segments[-1][0]
+        return out
 
     async def count_events(self) -> int:
         conn = self.reader
         if conn is None:
             raise StoreError("store is closed")
-        async with conn.execute("SELECT count(*) FROM events") as cur:
+        async with conn.execute("SELECT coalesce(sum(count), 0) FROM event_segments") as cur:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -363,40 +453,88 @@ class Store:
         return (pages - free) * size
 
     async def _first_id_created_at_or_after(self, cutoff: float) -> int | None:
-        """Binary search on rowid: ``created`` grows with id because one writer assigns both."""
+        """Binary search on segments, then on the lines of one: ``created`` grows with id
+        because one writer assigns both."""
         conn = self.reader
         assert conn is not None
-        async with conn.execute("SELECT min(id), max(id) FROM events") as cur:
+        async with conn.execute("SELECT min(first_id), max(first_id) FROM event_segments") as cur:
             row = await cur.fetchone()
         if not row or row[0] is None:
             return None
         lo, hi = int(row[0]), int(row[1]) + 1
-        while lo < hi:
+        found: tuple[int, bytes] | None = None
+        while lo < hi:  # the first segment whose newest event is at or after the cutoff
             mid = (lo + hi) // 2
             async with conn.execute(
-                "SELECT id, created FROM events WHERE id >= ? ORDER BY id LIMIT 1", (mid,)
+                "SELECT first_id, max_created FROM event_segments WHERE first_id >= ?"
+                " ORDER BY first_id LIMIT 1",
+                (mid,),
             ) as cur:
                 r = await cur.fetchone()
             if r is None or r[1] >= cutoff:
                 hi = mid
             else:
                 lo = int(r[0]) + 1
-        return lo
+        async with conn.execute(
+            "SELECT first_id, body FROM event_segments WHERE first_id >= ? ORDER BY first_id"
+            " LIMIT 1",
+            (lo,),
+        ) as cur:
+            found = await cur.fetchone()
+        if found is None:
+            return self._next_id  # every stored event is older than the cutoff
+        first_id, body = found
+        for k, line in enumerate(body.split(b"\n")):
+            if orjson.loads(line)[1] >= cutoff:
+                return int(first_id) + k
+        return int(first_id) + body.count(b"\n") + 1
 
-    async def _delete_before(self, first_kept: int, chunk: int = 20_000) -> int:
+    async def _delete_before(self, first_kept: int, chunk: int = 256) -> int:
+        """Delete every event with an id below ``first_kept``: whole segments, then the head
+        of the segment that holds ``first_kept``."""
         deleted = 0
         while True:
             async with self.transaction() as conn:
-                cur = await conn.execute(
-                    "DELETE FROM events WHERE id IN"
-                    " (SELECT id FROM events WHERE id < ? ORDER BY id LIMIT ?)",
+                async with conn.execute(
+                    "SELECT first_id, count FROM event_segments WHERE last_id < ?"
+                    " ORDER BY first_id LIMIT ?",
                     (first_kept, chunk),
-                )
-                n = cur.rowcount
-            deleted += max(n, 0)
-            if n < chunk:
+                ) as cur:
+                    doomed = await cur.fetchall()
+                if doomed:
+                    await conn.execute(
+                        "DELETE FROM event_segments WHERE first_id <= ?", (doomed[-1][0],)
+                    )
+                    deleted += sum(int(c) for _f, c in doomed)
+            if len(doomed) < chunk:
+                try:
+                    deleted += await self._trim_segment_head(first_kept)
+                except sqlite3.Error as exc:  # disk full: the whole segments went, enough
+                    log.warning("could not trim the oldest segment: %s", exc)
                 return deleted
             await asyncio.sleep(0)  # let ingest batches in between chunks
+
+    async def _trim_segment_head(self, first_kept: int) -> int:
+        """Drop the events below ``first_kept`` from the segment holding it (a rewrite of one
+        segment, in its own transaction so whole-segment deletes never wait on it)."""
+        async with self.transaction() as conn:
+            async with conn.execute(
+                "SELECT first_id, last_id, min_ts, max_ts, min_created, max_created, body"
+                " FROM event_segments WHERE first_id < ? AND last_id >= ?",
+                (first_kept, first_kept),
+            ) as cur:
+                head = await cur.fetchone()
+            if head is None:
+                return 0
+            first_id, last_id, *bounds, body = head
+            cut = first_kept - first_id
+            kept = body.split(b"\n")[cut:]
+            await conn.execute("DELETE FROM event_segments WHERE first_id = ?", (first_id,))
+            # The old bounds still bound what is left: queries only use them to skip segments.
+            await conn.execute(
+                INSERT_SEGMENT, (first_kept, last_id, len(kept), *bounds, b"\n".join(kept))
+            )
+            return cut
 
     async def enforce_retention(
         self, *, max_age: float, max_bytes: int, now: float, truncate_wal: bool = False
@@ -414,11 +552,13 @@ class Store:
                 break
             conn = self.reader
             assert conn is not None
-            async with conn.execute("SELECT min(id), max(id), count(*) FROM events") as cur:
+            async with conn.execute(
+                "SELECT min(first_id), max(last_id) FROM event_segments"
+            ) as cur:
                 row = await cur.fetchone()
-            if not row or not row[2]:
+            if not row or row[0] is None:
                 break
-            lo, hi, _count = row
+            lo, hi = row
             # Delete the oldest share that brings usage to 90 % of the limit (at least 1 %).
             share = max(0.01, 1 - (0.9 * max_bytes) / used)
             cut = lo + max(1, int((hi - lo + 1) * share))
@@ -426,11 +566,15 @@ class Store:
         if deleted or by_age:
             async with self._lock:
                 assert self.writer is not None
-                # Both pragmas return rows; fetch them so no statement stays active.
+                # Both pragmas return rows; fetch them so no statement stays active. They only
+                # give space back: on a full disk they may fail now and succeed next time.
                 checkpoint = "TRUNCATE" if truncate_wal else "PASSIVE"
                 for pragma in ("PRAGMA incremental_vacuum", f"PRAGMA wal_checkpoint({checkpoint})"):
-                    async with self.writer.execute(pragma) as cur:
-                        await cur.fetchall()
+                    try:
+                        async with self.writer.execute(pragma) as cur:
+                            await cur.fetchall()
+                    except sqlite3.Error as exc:
+                        log.warning("%s after retention failed: %s", pragma, exc)
         return by_age, deleted
 
 
@@ -440,70 +584,3 @@ def _split_sql(sql: str) -> Iterable[str]:
     for stmt in body.split(";"):
         if stmt.strip():
             yield stmt.strip()
-
-
-class EventWriterProcess:
-    """Parent side of :mod:`appliance.store.writer_process`: frames batches out, awaits acks.
-
-    If the child dies, the batch in flight fails (the pipeline retries it: rows carry their
-    ids, so a replay is idempotent) and the next write starts a new child.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.proc: asyncio.subprocess.Process | None = None
-        self._batch = 0
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "appliance.store.writer_process",
-            str(self.path),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop the child
-        )
-
-    async def write(self, max_raw: int, rows: list[tuple[Any, ...]]) -> None:
-        async with self._lock:
-            if self.proc is None or self.proc.returncode is not None:
-                if self.proc is not None:
-                    log.error(
-                        "event writer process exited (%s); starting a new one", self.proc.returncode
-                    )
-                await self.start()
-            proc = self.proc
-            assert proc is not None and proc.stdin is not None and proc.stdout is not None
-            self._batch += 1
-            payload = pack_batch(max_raw, rows)
-            try:
-                proc.stdin.write(REQUEST.pack(self._batch, len(payload)))
-                proc.stdin.write(payload)
-                await proc.stdin.drain()
-                reply = await proc.stdout.readexactly(REPLY.size)
-                batch, count, status, elen = REPLY.unpack(reply)
-                error = (await proc.stdout.readexactly(elen)).decode() if elen else ""
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-                raise sqlite3.OperationalError(f"event writer process failed: {exc}") from exc
-            if batch != self._batch or count != len(rows):
-                raise sqlite3.OperationalError("event writer process is out of step")
-            if status:
-                raise sqlite3.OperationalError(error or "event writer process error")
-
-    async def stop(self, timeout: float = 60.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        async with self._lock:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
