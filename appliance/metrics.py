@@ -8,6 +8,7 @@ label values, with no per-call object creation. Gauges may be callbacks, read at
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 LabelValues = tuple[str, ...]
 
@@ -122,6 +123,41 @@ class Registry:
         elif not isinstance(metric, cls):
             raise TypeError(f"{full} is already a {metric.kind}")
         return metric
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        """Counters and set gauges as ``{name: [kind, [[labels, value], ...]]}`` (JSON-able):
+        how a worker process reports its metrics to the parent."""
+        out: dict[str, list[Any]] = {}
+        for name, metric in self._metrics.items():
+            reported = isinstance(metric, Counter) or (
+                isinstance(metric, Gauge) and metric.callback is None
+            )
+            if reported and metric.values:
+                out[name] = [metric.kind, [[list(k), v] for k, v in metric.values.items()]]
+        return out
+
+    def apply_snapshot(
+        self, snapshot: dict[str, list[Any]], last: dict[str, dict[LabelValues, float]]
+    ) -> None:
+        """Fold a worker's :meth:`snapshot` into this registry: counters grow by what they
+        grew since ``last`` (the worker's previous snapshot, updated here), gauges are set.
+        Names this registry does not know are ignored."""
+        for name, (kind, series) in snapshot.items():
+            metric = self._metrics.get(name)
+            if metric is None or metric.kind != kind:
+                continue
+            prev = last.setdefault(name, {})
+            for labels, value in series:
+                key = tuple(labels)
+                if len(key) != len(metric.labelnames):
+                    continue
+                if isinstance(metric, Counter):
+                    delta = value - prev.get(key, 0.0)
+                    if delta:
+                        metric.inc(*key, n=delta)
+                elif isinstance(metric, Gauge):
+                    metric.set(value, *key)
+                prev[key] = value
 
     def get(self, name: str) -> _Metric | None:
         return self._metrics.get(self.prefix + name) or self._metrics.get(name)

@@ -110,10 +110,15 @@ def main() -> None:
     ap.add_argument("--sender", choices=["auto", "builtin", "loggen"], default="auto")
     ap.add_argument("--senders", type=int, default=2)
     ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
+    ap.add_argument("--workers", type=int, default=None, help="sources.syslog workers")
+    ap.add_argument("--extra", default="", help="TOML appended to the appliance's config")
     a = ap.parse_args()
     port = free_port(socket.SOCK_DGRAM)
+    workers = f"workers = {a.workers}\n" if a.workers is not None else ""
     app = ApplianceProcess(
-        f'[[sources.syslog]]\nprotocol = "udp"\nlisten = "127.0.0.1:{port}"\nname = "bench"\n',
+        f'[[sources.syslog]]\nprotocol = "udp"\nlisten = "127.0.0.1:{port}"\nname = "bench"\n'
+        + workers,
+        extra_toml=a.extra.replace("\\n", "\n"),
         loop=a.loop,
     )
     sender = a.sender

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import pickle
 import socket
+import sys
 import time
+
+import orjson
 
 from appliance.config import SyslogSource
 from appliance.logutil import RateLimitedLog
 from appliance.sources.base import SourceContext
 from appliance.sources.syslog_intake import SyslogIntake
-from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
+from appliance.sources.syslog_udp_worker import FRAME
+from appliance.sources.udp import KernelDropTracker, bind_udp_group, socket_drops
+from appliance.store.segments import decode_line
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -67,63 +74,198 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
 
 
 class SyslogUdpSource:
+    """A syslog/UDP listener. With ``workers > 0`` (the default) the port is an
+    ``SO_REUSEPORT`` group of sockets, each read by a decode worker process
+    (:mod:`appliance.sources.syslog_udp_worker`); this process parses the lines they send for
+    the rules and stores them as they are. With ``workers = 0`` one socket is read and decoded
+    here, by :class:`SyslogUdpProtocol`. Either way the books are the same:
+    ``received = stored + dropped`` by reason."""
+
     def __init__(self, cfg: SyslogSource, ctx: SourceContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
         self.name = cfg.label
         self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
         self.intake = SyslogIntake(cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp")
-        self.intake.export_limits(cfg, "rcvbuf_bytes")
+        self.intake.export_limits(cfg, "rcvbuf_bytes", "workers")
         self.truncated = ctx.metrics.counter(
             "syslog_truncated_total",
             "Syslog messages longer than max_message_bytes, cut to the limit (kept).",
             ["source"],
         )
-        self.sock: socket.socket | None = None
+        self.worker_restarts = ctx.metrics.counter(
+            "syslog_worker_restarts_total",
+            "Syslog/UDP decode worker processes that exited unexpectedly and were restarted.",
+            ["source"],
+        )
+        self.socks: list[socket.socket] = []
         self.transport: asyncio.DatagramTransport | None = None
         self.protocol: SyslogUdpProtocol | None = None
-        self.kernel = KernelDropTracker(self.name, ctx.pipeline)
+        self.kernel: list[KernelDropTracker] = []
+        self.workers: list[_Worker] = []
+        self._stopping = False
+
+    @property
+    def sock(self) -> socket.socket | None:
+        return self.socks[0] if self.socks else None
 
     async def start(self) -> None:
-        self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
-        loop = asyncio.get_running_loop()
-        self.transport, self.protocol = await loop.create_datagram_endpoint(
-            lambda: SyslogUdpProtocol(self), sock=self.sock
-        )
-        self.kernel.start(self.sock)
-        log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
+        n = self.cfg.workers
+        self.socks = bind_udp_group(self.cfg.listen, self.cfg.rcvbuf_bytes, max(1, n))
+        self.protocol = SyslogUdpProtocol(self)
+        if n == 0:
+            loop = asyncio.get_running_loop()
+            self.transport, _ = await loop.create_datagram_endpoint(
+                lambda: self.protocol, sock=self.socks[0]
+            )
+        else:
+            self.workers = [_Worker(self, sock, n) for sock in self.socks]
+            try:
+                for worker in self.workers:
+                    await worker.start()
+            except BaseException:
+                await self.stop()
+                raise
+        for sock in self.socks:
+            tracker = KernelDropTracker(self.name, self.ctx.pipeline)
+            tracker.start(sock)
+            self.kernel.append(tracker)
+        how = f"{n} decode workers" if n else "decoding in-process"
+        log.info("%s: listening on udp %s (%s)", self.name, self.socks[0].getsockname()[:2], how)
 
     @property
     def address(self) -> tuple[str, int]:
-        assert self.sock is not None
-        host, port = self.sock.getsockname()[:2]
+        assert self.socks
+        host, port = self.socks[0].getsockname()[:2]
         return host, port
 
     def kernel_drops(self) -> int | None:
-        return socket_drops(self.sock) if self.sock is not None else None
+        drops = [socket_drops(s) for s in self.socks]
+        known = [d for d in drops if d is not None]
+        return sum(known) if known else None
 
     def drain_socket(self, budget: float = 2.0) -> int:
-        """Read what the kernel still holds for us at stop, so datagrams that reached the socket
+        """Read what the kernel still holds for us at stop, so datagrams that reached a socket
         are stored (or counted) instead of vanishing from the books; bounded by ``budget``."""
-        sock, proto = self.sock, self.protocol
-        if sock is None or proto is None:
+        proto = self.protocol
+        if proto is None:
             return 0
         deadline = time.monotonic() + budget
         n = 0
-        while True:
-            try:
-                data, addr = sock.recvfrom(65_535)
-            except OSError:  # BlockingIOError: the queue is empty
-                return n
-            proto.datagram_received(data, addr)
-            n += 1
-            if not n % 1024 and time.monotonic() > deadline:
-                return n
+        for sock in self.socks:
+            while True:
+                try:
+                    data, addr = sock.recvfrom(65_535)
+                except OSError:  # BlockingIOError: the queue is empty
+                    break
+                proto.datagram_received(data, addr)
+                n += 1
+                if not n % 1024 and time.monotonic() > deadline:
+                    return n
+        return n
 
     async def stop(self) -> None:
-        if self.transport is not None:
+        self._stopping = True
+        if self.workers:
+            await asyncio.gather(*(w.stop() for w in self.workers))
+            self.workers = []
+        if self.socks:
             self.drain_socket()
-        self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
+        for tracker in self.kernel:
+            tracker.stop()  # last read of the kernel's drop count, while the socket is open
+        self.kernel = []
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        else:
+            for sock in self.socks:
+                sock.close()
+        self.socks = []
+
+
+class _Worker:
+    """One decode worker process and the task that reads its frames."""
+
+    def __init__(self, source: SyslogUdpSource, sock: socket.socket, n: int) -> None:
+        self.source = source
+        self.sock = sock
+        self.n = n
+        self.proc: asyncio.subprocess.Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last_metrics: dict[str, dict[tuple[str, ...], float]] = {}
+
+    async def start(self) -> None:
+        src = self.source
+        self.last_metrics = {}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "appliance.sources.syslog_udp_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            pass_fds=(self.sock.fileno(),),
+            start_new_session=True,  # a terminal's Ctrl-C goes to us; we stop the worker
+            limit=1 << 22,
+        )
+        assert self.proc.stdin is not None
+        setup = (
+            src.cfg,
+            list(src.senders),
+            self.n,
+            src.ctx.config.storage.raw_max_bytes,
+            self.sock.fileno(),
+        )
+        self.proc.stdin.write(pickle.dumps(setup))
+        await self.proc.stdin.drain()
+        self.task = asyncio.get_running_loop().create_task(self._read(self.proc))
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        src = self.source
+        stdout = proc.stdout
+        assert stdout is not None
+        offer = src.ctx.pipeline.offer
+        metrics = src.ctx.metrics
+        name = src.name
+        head_size = FRAME.size
+        while True:
+            try:
+                lines, body_len, metrics_len = FRAME.unpack(await stdout.readexactly(head_size))
+                body = await stdout.readexactly(body_len) if body_len else b""
+                snapshot = await stdout.readexactly(metrics_len) if metrics_len else b""
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            if lines:
+                for line in body.split(b"\n"):
+                    try:
+                        event = decode_line(line)
+                    except (ValueError, TypeError):  # a worker bug: count, carry on
+                        src.ctx.pipeline.dropped.inc(name, "decode_error")
+                        continue
+                    offer(event, name)
+            if snapshot:
+                metrics.apply_snapshot(orjson.loads(snapshot), self.last_metrics)
+        code = await proc.wait()
+        if not src._stopping:
+            src.worker_restarts.inc(name)
+            _rl.warning(f"worker:{name}", "%s: decode worker exited (%s); restarting", name, code)
+            await asyncio.sleep(0.5)
+            if not src._stopping:
+                await self.start()
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        proc, task = self.proc, self.task
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # EOF: the worker flushes what it holds and exits
+        try:
+            if task is not None:
+                await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await proc.wait()

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 import socket
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,19 +31,63 @@ class BindError(OSError):
 
 
 def bind_udp(listen: str, rcvbuf: int) -> socket.socket:
+    return bind_udp_group(listen, rcvbuf, 1)[0]
+
+
+SO_ATTACH_REUSEPORT_CBPF = 51
+# Classic BPF: A = random u32 (SKF_AD_OFF + SKF_AD_RANDOM); A %= n; return A. The kernel then
+# hands the datagram to socket number A of the SO_REUSEPORT group.
+_RANDOM_INDEX = (
+    (0x20, 0xFFFFF000 + 56),  # BPF_LD | BPF_W | BPF_ABS
+    (0x94, 0),  # BPF_ALU | BPF_MOD | BPF_K (k patched to n)
+    (0x16, 0),  # BPF_RET | BPF_A
+)
+
+
+def bind_udp_group(listen: str, rcvbuf: int, n: int) -> list[socket.socket]:
+    """``n`` sockets on one address; with ``n > 1`` an ``SO_REUSEPORT`` group whose datagrams
+    are spread at random over its sockets. The kernel's default spread hashes the sender's
+    address and port, which puts all of one busy firewall's traffic on one socket; random
+    spread keeps every decode worker busy (order within a sender is not kept either way)."""
     host, port = parse_hostport(listen)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    socks: list[socket.socket] = []
     try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        set_rcvbuf(sock, rcvbuf)
-        sock.bind((host, port))
+        for _ in range(max(1, n)):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if n > 1:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            set_rcvbuf(sock, rcvbuf)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # port 0: the others join the port the first got
+            sock.setblocking(False)
     except OSError as exc:
-        sock.close()
+        for sock in socks:
+            sock.close()
         raise BindError(exc.errno, f"cannot bind udp {listen}: {exc.strerror}") from exc
-    sock.setblocking(False)
-    return sock
+    if n > 1:
+        _spread_randomly(socks[0], n)
+    return socks
+
+
+def _spread_randomly(sock: socket.socket, n: int) -> bool:
+    code = b"".join(
+        struct.pack("<HBBI", op, 0, 0, k if i != 1 else n)
+        for i, (op, k) in enumerate(_RANDOM_INDEX)
+    )
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = struct.pack("HP", len(_RANDOM_INDEX), ctypes.addressof(buf))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
+        return True
+    except OSError as exc:
+        log.warning(
+            "cannot spread datagrams at random over workers (%s); using the kernel's hash", exc
+        )
+        return False
 
 
 def set_rcvbuf(sock: socket.socket, size: int) -> int:

@@ -1,0 +1,193 @@
+"""A syslog/UDP decode worker process: datagrams in on its socket, stored lines out on stdout.
+
+Why processes: on a 2-core box one interpreter cannot receive, decode and correlate 50,000
+messages a second. The listener's sockets form an ``SO_REUSEPORT`` group that spreads
+datagrams over the workers (randomly, so one busy sender is spread too); each worker runs the
+same :class:`~appliance.sources.syslog_intake.SyslogIntake` as the in-process listener and
+sends each event as the line the store keeps (:mod:`appliance.store.segments`). The parent
+parses lines for the rules and stores them as they are, so nothing is encoded twice.
+
+Setup arrives on stdin as one pickle from the parent (our own process; the pipe is private):
+``(cfg, senders, workers, raw_max, fd)``. Frames out (little-endian): ``u32 lines, u32 body,
+u32 metrics`` then the ``\\n``-joined lines and, when counters changed, a JSON snapshot of the
+worker's metrics (the parent applies the differences). EOF on stdin means stop: the worker
+flushes what it holds and exits; the parent then drains the sockets itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from dataclasses import replace
+from typing import BinaryIO
+
+import orjson
+
+from appliance.config import SyslogSender, SyslogSource
+from appliance.logutil import RateLimitedLog
+from appliance.metrics import Registry
+from appliance.store.segments import encode_line
+
+log = logging.getLogger("appliance.sources.syslog_udp_worker")
+_rl = RateLimitedLog(log)
+
+FRAME = struct.Struct("<III")
+BATCH_LINES = 512
+FLUSH_SECONDS = 0.02
+_F_SETPIPE_SZ = 1031
+
+
+class SyslogUdpWorker:
+    """The worker's loop, kept apart from process setup so a test can drive it in-process."""
+
+    def __init__(
+        self,
+        cfg: SyslogSource,
+        senders: list[SyslogSender],
+        workers: int,
+        raw_max: int,
+        sock: socket.socket,
+        out: BinaryIO,
+    ) -> None:
+        from appliance.sources.syslog_intake import SyslogIntake
+
+        if cfg.rate_limit and workers > 1:  # each worker holds its share of a sender's bucket
+            cfg = replace(
+                cfg,
+                rate_limit=cfg.rate_limit / workers,
+                rate_burst=max(1, cfg.rate_burst // workers),
+            )
+        self.cfg = cfg
+        self.name = cfg.label
+        self.raw_max = raw_max
+        self.sock = sock
+        self.out = out
+        self.registry = Registry()
+        self.intake = SyslogIntake(cfg, senders, self.registry, "udp")
+        self.received = self.registry.counter("events_received_total", "", ["source"])
+        self.dropped = self.registry.counter("events_dropped_total", "", ["source", "reason"])
+        self.truncated = self.registry.counter("syslog_truncated_total", "", ["source"])
+        self.lines: list[bytes] = []
+        self.first = 0.0
+        self._sent_metrics: bytes = b""
+
+    def receive(self, budget: int = BATCH_LINES) -> int:
+        """Read and decode what the socket holds (at most ``budget`` datagrams)."""
+        sock, name, lines = self.sock, self.name, self.lines
+        intake = self.intake
+        profiles = intake.profiles
+        received, dropped = self.received, self.dropped
+        max_bytes = self.cfg.max_message_bytes
+        rate = intake.rate
+        raw_max = self.raw_max
+        n = 0
+        while n < budget:
+            try:
+                data, addr = sock.recvfrom(65_535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:  # ICMP errors and the like: the socket stays usable
+                break
+            n += 1
+            received.inc(name)
+            ip = addr[0]
+            prof = profiles.get(ip)
+            if prof is None:
+                prof = intake.profile(ip)
+            if not prof.allowed:
+                dropped.inc(name, "not_allowed")
+                continue
+            if not data:
+                dropped.inc(name, "empty")
+                continue
+            if len(data) > max_bytes:
+                self.truncated.inc(name)
+                data = data[:max_bytes]
+            now = time.time()
+            if rate and not intake.take(prof, now):
+                dropped.inc(name, "rate_limited")
+                continue
+            try:
+                ev = intake.event(data, ip, prof, now)
+                line = encode_line(ev.timestamp, ev.created, ev.module, ev.fields, data[:raw_max])
+            except Exception:  # a decoder bug must cost one message, never the worker
+                dropped.inc(name, "decode_error")
+                _rl.decoder_bug(name, ip)
+                continue
+            if not lines:
+                self.first = now
+            lines.append(line)
+        return n
+
+    def flush(self, force: bool = False) -> None:
+        """Send the held lines (and changed counters) when the batch is full or old enough."""
+        lines = self.lines
+        if (
+            lines
+            and not force
+            and len(lines) < BATCH_LINES
+            and time.time() - self.first < FLUSH_SECONDS
+        ):
+            return
+        snapshot = orjson.dumps(self.registry.snapshot())
+        metrics = b"" if snapshot == self._sent_metrics else snapshot
+        if not lines and not metrics:
+            return
+        body = b"\n".join(lines)
+        self.out.write(FRAME.pack(len(lines), len(body), len(metrics)) + body + metrics)
+        self.out.flush()
+        self._sent_metrics = snapshot
+        self.lines = []
+
+    def run(self, control: int) -> None:
+        """Until ``control`` (the parent's pipe) reaches EOF."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        poller.register(control, select.POLLIN | select.POLLHUP)
+        while True:
+            ready = poller.poll(FLUSH_SECONDS * 1000)
+            stop = False
+            for fd, _mask in ready:
+                if fd == control:
+                    stop = not os.read(control, 4096)
+            while self.receive() == BATCH_LINES:
+                self.flush()
+            self.flush(force=not ready or stop)
+            if stop:
+                return
+
+
+def main() -> int:
+    # The parent decides when we stop (it closes our stdin); a Ctrl-C or SIGTERM sent to the
+    # whole process group must not cut a batch short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
+    )
+    cfg, senders, workers, raw_max, fd = pickle.load(sys.stdin.buffer)  # noqa: S301 - our parent
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    out = sys.stdout.buffer
+    with contextlib.suppress(OSError):  # room for a few batches in flight
+        fcntl.fcntl(out.fileno(), _F_SETPIPE_SZ, 1 << 20)
+    worker = SyslogUdpWorker(cfg, senders, workers, raw_max, sock, out)
+    try:
+        worker.run(sys.stdin.fileno())
+        worker.flush(force=True)
+    except BrokenPipeError:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
