@@ -74,7 +74,7 @@ class ApplianceProcess:
         raise SystemExit("appliance did not become healthy")
 
     def pids(self) -> list[int]:
-        """The appliance and its children (the event writer process)."""
+        """The appliance and its children (decode worker processes)."""
         pid = self.proc.pid
         try:
             kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
