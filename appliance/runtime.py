@@ -82,6 +82,20 @@ def tune_gc() -> None:
     gc.disable()
 
 
+class TimedCollector:
+    """The collections :func:`tune_gc` leaves to a timer: call :meth:`tick` every
+    ``GC_INTERVAL`` seconds (young generation each time, the middle one every 10th tick,
+    everything every 240th), so cyclic garbage stays bounded by time, not allocation."""
+
+    def __init__(self) -> None:
+        self.ticks = 0
+
+    def tick(self) -> None:
+        self.ticks += 1
+        n = self.ticks
+        gc.collect(2 if n % 240 == 0 else 1 if n % 10 == 0 else 0)
+
+
 def setup_logging(level: str) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s"
     if sys.stderr.isatty():
@@ -133,13 +147,10 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
             sd_notify("READY=1")
 
     async def collector() -> None:
-        # Automatic collection is off (see tune_gc): collect young generations on a timer,
-        # everything now and then, so cyclic garbage stays bounded by time, not allocation.
-        n = 0
+        timed = TimedCollector()  # automatic collection is off (see tune_gc)
         while True:
             await asyncio.sleep(GC_INTERVAL)
-            n += 1
-            gc.collect(2 if n % 240 == 0 else 1 if n % 10 == 0 else 0)
+            timed.tick()
 
     helpers = [asyncio.create_task(reloader(), name="reloader"),
                asyncio.create_task(collector(), name="gc")]
