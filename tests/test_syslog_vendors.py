@@ -403,3 +403,57 @@ def test_paloalto_line_the_csv_reader_refuses_is_still_read() -> None:
     f = decode(PAN_TRAFFIC.replace(b"allow-web", b'"allow\rweb"').replace(b",vsys1,", b",vs\r1,"))
     assert f["decoder"] == "paloalto"
     assert f["source.ip"] == "10.0.0.10"
+
+
+# Device time from the message body, used when the syslog header carries none.
+
+def event_time(line: bytes, timezone: str = "") -> float:
+    senders = [SyslogSender(networks=["192.0.2.0/24"], timezone=timezone)] if timezone else []
+    intake = SyslogIntake(SyslogSource(listen="127.0.0.1:0"), senders, Registry(), "udp")
+    return intake.event(line, "192.0.2.10", intake.profile("192.0.2.10"), NOW).timestamp
+
+
+FG = (b'<189>date=2026-11-29 time=10:00:00 devname="fg1" devid="FG100E" logid="0000000013" '
+      b'type="traffic" subtype="forward" srcip=10.1.100.11 dstip=172.16.200.55 action="deny"')
+
+
+def test_fortigate_eventtime_in_nanoseconds_is_the_event_time() -> None:
+    line = FG + b" eventtime=%d" % ((NOW - 3600) * 10**9 + 123)
+    assert event_time(line) == pytest.approx(NOW - 3600)
+
+
+def test_fortigate_date_and_time_with_its_tz_field_is_the_event_time() -> None:
+    assert event_time(FG + b' tz="-0100"') == NOW - 3600  # 10:00 at -01:00 is 11:00 UTC
+
+
+def test_fortigate_local_date_and_time_are_read_in_the_senders_zone() -> None:
+    assert event_time(FG, timezone="Asia/Tokyo") == NOW - 11 * 3600  # 10:00 JST = 01:00 UTC
+
+
+def test_suricata_eve_timestamp_is_the_event_time_when_the_header_has_none() -> None:
+    line = (b'<14>{"timestamp":"2026-11-29T11:30:00.250000+0000","event_type":"alert",'
+            b'"src_ip":"198.51.100.7","dest_ip":"10.0.0.5","proto":"TCP"}')
+    assert event_time(line) == NOW - 1800 + 0.25
+
+
+def test_paloalto_generated_time_is_read_in_the_senders_zone() -> None:
+    line = (b"<14>1,2026/11/29 10:00:05,001801000001,TRAFFIC,end,2049,2026/11/29 10:00:00,"
+            b"10.0.0.5,198.51.100.7,0.0.0.0,0.0.0.0,allow-web,,,web-browsing,vsys1,trust,"
+            b"untrust,ethernet1/1,ethernet1/2,fwd,2026/11/29 10:00:00,1,1,5000,443")
+    assert event_time(line, timezone="UTC") == NOW - 2 * 3600
+
+
+def test_cef_rt_in_milliseconds_is_the_event_time() -> None:
+    line = b"<14>CEF:0|Vendor|Product|1.0|100|Blocked|5|src=10.0.0.1 rt=%d" % (
+        (NOW - 120) * 1000)
+    assert event_time(line) == NOW - 120
+
+
+def test_a_header_time_stamp_wins_over_the_body() -> None:
+    line = (b'<189>Nov 29 11:59:00 fg1 date=2026-11-29 time=10:00:00 devname="fg1" '
+            b'devid="FG100E" logid="0000000013" type="traffic" tz="+0000"')
+    assert event_time(line, timezone="UTC") == NOW - 60
+
+
+def test_an_unreadable_body_time_falls_back_to_the_receive_time() -> None:
+    assert event_time(FG.replace(b"time=10:00:00", b"time=25:99:00")) == NOW

@@ -31,6 +31,7 @@ from appliance.correlate.engine import (
 from appliance.event import Event, iso8601
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY
 
 
@@ -71,7 +72,9 @@ def decode_syslog_line(data: bytes, sender: str, now: float, transport: str = "f
     name = REGISTRY.decode(msg, fields)
     if name:
         fields["event.dataset"] = name
-    ts = msg.timestamp if msg.timestamp is not None else now
+    ts = device_time(msg)
+    if ts is None:
+        ts = now
     return Event(timestamp=ts, created=now, module="syslog", fields=fields, raw=data)
 
 

@@ -19,6 +19,7 @@ from appliance.event import Event
 from appliance.metrics import Registry
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder
 from appliance.sources.base import AllowList
 
@@ -170,7 +171,7 @@ class SyslogIntake:
         if name:
             fields["event.dataset"] = name
         self.decoded.inc(name)
-        ts = msg.timestamp
+        ts = device_time(msg, prof.tz)
         if ts is None:
             ts = now
         else:

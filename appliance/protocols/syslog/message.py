@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 
 SEVERITY_NAMES = (
     "emergency",
@@ -71,10 +72,29 @@ class SyslogMessage:
     structured_data: dict[str, dict[str, str]] | None = None
     sequence: int | None = None  # Cisco-style "123:" sequence number
     errors: list[str] = field(default_factory=list)
+    # The device's own time from the message body (FortiGate ``eventtime``, Suricata
+    # ``timestamp``, ...), set by a vendor decoder: epoch seconds when the body says its zone,
+    # a naive datetime when it is the device's local time. Used when the header has no time.
+    payload_time: float | datetime | None = None
 
     @property
     def priority(self) -> int:
         return self.facility * 8 + self.severity
+
+
+def device_time(msg: SyslogMessage, tz: tzinfo | None = None) -> float | None:
+    """The device's time for ``msg`` as epoch seconds: the header's, else the one a vendor
+    decoder found in the body (local times read in ``tz``, the sender's zone; ``None``: the
+    appliance's), else ``None`` (the caller uses the receive time)."""
+    if msg.timestamp is not None:
+        return msg.timestamp
+    t = msg.payload_time
+    if isinstance(t, datetime):
+        try:
+            return (t.replace(tzinfo=tz) if tz is not None else t).timestamp()
+        except (OverflowError, OSError, ValueError):
+            return None
+    return t
 
 
 # Every valid "<PRI>" string: one dict probe answers the common case.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from ipaddress import ip_address
 from typing import Any
 
@@ -36,6 +37,39 @@ class VendorDecoder:
     # Fallbacks only: a literal that any line this decoder claims contains. The registry tries
     # the fallbacks only when a needle occurs, so a plain line pays a few substring scans.
     needle: str = ""
+
+
+def epoch_digits(value: str | None) -> float | None:
+    """Epoch seconds from a vendor's integer time stamp in s, ms, µs or ns (FortiOS and CEF
+    ``rt`` use several); ``None`` when it is not one or is outside 2000-2100."""
+    if not value or not value.isdigit() or not value.isascii():
+        return None
+    n = len(value)
+    scale = 1 if n <= 10 else 1e3 if n <= 13 else 1e6 if n <= 16 else 1e9 if n <= 19 else 0
+    if not scale:
+        return None
+    ts = int(value) / scale
+    return ts if 946_684_800 <= ts < 4_102_444_800 else None
+
+
+def local_time(value: str, fmt: str) -> datetime | None:
+    """A device's local wall-clock time (no zone) in ``fmt``; ``None`` when it does not parse.
+    The intake applies the sender's configured time zone."""
+    try:
+        return datetime.strptime(value, fmt)
+    except ValueError:
+        return None
+
+
+def iso_time(value: str | None) -> float | datetime | None:
+    """ISO 8601 with an offset → epoch seconds; without one → local :class:`datetime`."""
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo is None else dt.timestamp()
 
 
 # Transport names as ECS writes them, from IANA numbers and vendor spellings.

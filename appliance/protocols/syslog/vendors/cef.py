@@ -10,6 +10,8 @@ from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    epoch_digits,
+    local_time,
     set_int,
     set_ip,
     transport,
@@ -114,6 +116,8 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     elif sev in SEVERITY:
         fields["event.severity"] = SEVERITY[sev]
     kv = extensions(ext)
+    rt = kv.get("rt", "")
+    msg.payload_time = epoch_digits(rt) or local_time(rt, "%b %d %Y %H:%M:%S")
     labels = {k[:-5]: v for k, v in kv.items() if k.endswith("Label")}
     for key, value in kv.items():
         if not value:

@@ -8,13 +8,16 @@ are read too.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    epoch_digits,
     kv_pairs,
+    local_time,
     network_verdict,
     observer,
     set_int,
@@ -64,6 +67,24 @@ STRINGS = {
 }
 
 
+def _device_time(kv: dict[str, str]) -> float | datetime | None:
+    """``eventtime`` (epoch in s, ms, µs or ns by FortiOS version), else ``date`` + ``time``
+    with ``tz`` ("+0100") when given, else as the device's local time."""
+    ts = epoch_digits(kv.get("eventtime"))
+    if ts is not None:
+        return ts
+    date, clock = kv.get("date"), kv.get("time")
+    if not date or not clock:
+        return None
+    tz = kv.get("tz", "")
+    if len(tz) == 5 and tz[0] in "+-" and tz[1:].isdigit():
+        try:
+            return datetime.strptime(f"{date} {clock} {tz}", "%Y-%m-%d %H:%M:%S %z").timestamp()
+        except ValueError:
+            return None
+    return local_time(f"{date} {clock}", "%Y-%m-%d %H:%M:%S")
+
+
 def _first(kv: dict[str, str], *keys: str) -> str | None:
     for k in keys:
         v = kv.get(k)
@@ -81,6 +102,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     if "type" not in kv or not ("devid" in kv or "logid" in kv or "device_id" in kv):
         return False
     observer(fields, "Fortinet", "FortiGate", "firewall")
+    msg.payload_time = _device_time(kv)
     kind, sub = kv.get("type", ""), kv.get("subtype", "")
     fields["fortinet.firewall.type"] = kind
     if sub:

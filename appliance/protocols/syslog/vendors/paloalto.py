@@ -12,6 +12,7 @@ from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    local_time,
     network_verdict,
     observer,
     set_int,
@@ -106,6 +107,10 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         fields["panw.panos.sub_type"] = sub
     if _get(cols, 2):
         fields["observer.serial_number"] = cols[2]
+    # Generated Time (column 6) else Receive Time (column 1): the firewall's local time.
+    stamp = _get(cols, 6) or _get(cols, 1)
+    if stamp:
+        msg.payload_time = local_time(stamp, "%Y/%m/%d %H:%M:%S")
     if kind == "TRAFFIC":
         _session(cols, fields)
         action = _get(cols, 30)

@@ -9,6 +9,7 @@ from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    iso_time,
     set_int,
     set_ip,
     transport,
@@ -48,6 +49,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         fields["suricata.eve.flow_id"] = doc["flow_id"]
     if isinstance(doc.get("timestamp"), str):
         fields["event.start"] = doc["timestamp"]
+        msg.payload_time = iso_time(doc["timestamp"])
     alert = doc.get("alert")
     if kind == "alert" and isinstance(alert, dict):
         fields["event.kind"] = "alert"
