@@ -191,9 +191,9 @@ class FlowPath:
     async def _process(self, events: list[Event]) -> None:
         pipeline = self.pipeline
         now = self.clock()
-        await pipeline._run_stages(pipeline.before_store, events, now)
+        await pipeline.run_stages(pipeline.before_store, events, now)
         await self._store_raw(events, now)
-        await pipeline._run_stages(pipeline.after_store, events, now)
+        await pipeline.run_stages(pipeline.after_store, events, now)
         self.rollup.add(events)
         self.processed.inc(n=len(events))
         await self._write_rollups(self.rollup.take_closed(self.clock()))

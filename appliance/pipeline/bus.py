@@ -172,7 +172,7 @@ class Pipeline:
                 for cb in callbacks:
                     cb()
 
-    async def _run_stages(self, stages: list[Stage], events: list[Event], now: float) -> None:
+    async def run_stages(self, stages: list[Stage], events: list[Event], now: float) -> None:
         for stage in stages:
             try:
                 await stage.process(events, now)
@@ -188,7 +188,7 @@ class Pipeline:
 
     async def _process(self, events: list[Event], pairs: list[tuple[Event, str]]) -> None:
         now = self.clock()
-        await self._run_stages(self.before_store, events, now)
+        await self.run_stages(self.before_store, events, now)
         for attempt in range(5):
             try:
                 await self.store.insert_events(events)
@@ -210,4 +210,4 @@ class Pipeline:
             return
         self.stored.inc(n=len(events))
         self.batches.inc()
-        await self._run_stages(self.after_store, events, self.clock())
+        await self.run_stages(self.after_store, events, self.clock())
