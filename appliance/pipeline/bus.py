@@ -120,6 +120,11 @@ class Pipeline:
     def has_room(self) -> bool:
         return len(self._queue) < self.queue_size
 
+    def wants_more(self) -> bool:
+        """Whether a source holding raw input should decode more now: two batches queued are
+        enough to keep the store busy, and raw input is the cheaper thing to hold."""
+        return len(self._queue) < 2 * self.batch_size
+
     def call_when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once the queue has drained below half (stream sources resume)."""
         self._resume_callbacks.append(callback)

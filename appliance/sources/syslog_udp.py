@@ -17,7 +17,12 @@ from appliance.logutil import RateLimitedLog
 from appliance.sources.base import SourceContext
 from appliance.sources.syslog_intake import SyslogIntake
 from appliance.sources.syslog_udp_worker import FRAME
-from appliance.sources.udp import KernelDropTracker, bind_udp_group, socket_drops
+from appliance.sources.udp import (
+    KernelDropTracker,
+    UdpBatchReader,
+    bind_udp_group,
+    socket_drops,
+)
 from appliance.store.segments import decode_line
 
 log = logging.getLogger(__name__)
@@ -87,7 +92,7 @@ class SyslogUdpSource:
         self.name = cfg.label
         self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
         self.intake = SyslogIntake(cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp")
-        self.intake.export_limits(cfg, "rcvbuf_bytes", "workers")
+        self.intake.export_limits(cfg, "rcvbuf_bytes", "workers", "backlog_bytes")
         self.truncated = ctx.metrics.counter(
             "syslog_truncated_total",
             "Syslog messages longer than max_message_bytes, cut to the limit (kept).",
@@ -103,7 +108,18 @@ class SyslogUdpSource:
         self.protocol: SyslogUdpProtocol | None = None
         self.kernel: list[KernelDropTracker] = []
         self.workers: list[_Worker] = []
+        self.reader: UdpBatchReader | None = None
         self._stopping = False
+        ctx.metrics.gauge(
+            "udp_backlog_bytes",
+            "Datagram bytes read from a UDP socket and waiting for the event loop.",
+            ["source"],
+            callback=self._backlog,
+        )
+
+    def _backlog(self) -> dict[tuple[str, ...], float]:
+        reader = self.reader
+        return {(self.name,): float(reader.held)} if reader is not None else {}
 
     @property
     def sock(self) -> socket.socket | None:
@@ -113,8 +129,17 @@ class SyslogUdpSource:
         n = self.cfg.workers
         self.socks = bind_udp_group(self.cfg.listen, self.cfg.rcvbuf_bytes, max(1, n))
         self.protocol = SyslogUdpProtocol(self)
-        if n == 0:
-            loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if n == 0 and UdpBatchReader.available:
+            self.reader = UdpBatchReader(
+                self.socks[0],
+                self.protocol.datagram_received,
+                max_bytes=self.cfg.max_message_bytes,
+                backlog_bytes=self.cfg.backlog_bytes,
+                ready=self.ctx.pipeline.wants_more,
+            )
+            self.reader.start(loop)
+        elif n == 0:
             self.transport, _ = await loop.create_datagram_endpoint(
                 lambda: self.protocol, sock=self.socks[0]
             )
@@ -169,6 +194,9 @@ class SyslogUdpSource:
         if self.workers:
             await asyncio.gather(*(w.stop() for w in self.workers))
             self.workers = []
+        if self.reader is not None:
+            self.reader.stop()  # what it read goes through the protocol now
+            self.reader = None
         if self.socks:
             self.drain_socket()
         for tracker in self.kernel:

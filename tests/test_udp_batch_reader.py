@@ -1,0 +1,139 @@
+"""UdpBatchReader: datagrams read many per system call and held raw while decoding lags."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+
+from appliance.sources.udp import UdpBatchReader, socket_drops
+
+
+def receiver(rcvbuf: int = 256 * 1024) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+def slow(got: list[bytes], seconds: float):
+    def deliver(data: bytes, addr: tuple[str, int]) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:  # decoding that is slower than arrival
+            pass
+        got.append(data)
+
+    return deliver
+
+
+SENDER = """
+import socket, sys, time
+port, n, per_ms = map(int, sys.argv[1:])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(n):
+    s.sendto(b"<13>burst %06d " % i + b"x" * 200, ("127.0.0.1", port))
+    if i % per_ms == per_ms - 1:
+        time.sleep(0.001)
+"""
+
+
+async def send_paced(addr: tuple[str, int], n: int, per_ms: int) -> None:
+    """From another process, so a slow decoder on this loop cannot slow the sender down."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SENDER, str(addr[1]), str(n), str(per_ms))
+    assert await proc.wait() == 0
+
+
+async def wait_until(predicate, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() -> None:
+    sock = receiver()
+    got: list[bytes] = []
+    reader = UdpBatchReader(sock, slow(got, 100e-6), max_bytes=8192,
+                            backlog_bytes=64 << 20, slice_=32)
+    reader.start(asyncio.get_running_loop())
+    try:
+        await send_paced(sock.getsockname(), 4000, per_ms=30)  # 30k/s into a 10k/s decoder
+        await wait_until(lambda: len(got) == 4000)
+        assert socket_drops(sock) == 0
+        assert got[0].startswith(b"<13>burst 000000") and got[-1].startswith(b"<13>burst 003999")
+        assert reader.held == 0
+    finally:
+        reader.stop()
+        sock.close()
+
+
+async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops() -> None:
+    sock = receiver()
+    got: list[bytes] = []
+    reader = UdpBatchReader(sock, slow(got, 300e-6), max_bytes=8192,
+                            backlog_bytes=20_000, slice_=32)
+    reader.start(asyncio.get_running_loop())
+    try:
+        await send_paced(sock.getsockname(), 4000, per_ms=40)
+        await wait_until(lambda: not reader.backlog and reader.held == 0)
+        await asyncio.sleep(0.1)
+        drops = socket_drops(sock)
+        assert drops and drops > 0
+        assert len(got) + drops == 4000
+    finally:
+        reader.stop()
+        sock.close()
+
+
+async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready() -> None:
+    sock = receiver(1 << 20)
+    got: list[bytes] = []
+    ready = False
+    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
+                            backlog_bytes=64 << 20, ready=lambda: ready)
+    reader.start(asyncio.get_running_loop())
+    try:
+        await send_paced(sock.getsockname(), 500, per_ms=100)
+        await wait_until(lambda: len(reader.backlog) == 500)
+        assert got == []
+        ready = True
+        await wait_until(lambda: len(got) == 500)
+    finally:
+        reader.stop()
+        sock.close()
+
+
+async def test_a_datagram_longer_than_the_limit_arrives_one_byte_over_it() -> None:
+    sock = receiver()
+    got: list[tuple[bytes, tuple[str, int]]] = []
+    reader = UdpBatchReader(sock, lambda d, a: got.append((d, a)), max_bytes=10,
+                            backlog_bytes=1 << 20)
+    reader.start(asyncio.get_running_loop())
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            for payload in (b"", b"<13>ok", b"y" * 100):
+                s.sendto(payload, sock.getsockname())
+            port = s.getsockname()[1]
+        await wait_until(lambda: len(got) == 3)
+        assert [d for d, _ in got] == [b"", b"<13>ok", b"y" * 11]  # the caller sees "too long"
+        assert {a for _, a in got} == {("127.0.0.1", port)}
+    finally:
+        reader.stop()
+        sock.close()
+
+
+async def test_stop_hands_over_everything_held() -> None:
+    sock = receiver(1 << 20)
+    got: list[bytes] = []
+    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
+                            backlog_bytes=64 << 20, ready=lambda: False)
+    reader.start(asyncio.get_running_loop())
+    await send_paced(sock.getsockname(), 300, per_ms=100)
+    await wait_until(lambda: len(reader.backlog) == 300)
+    reader.stop()
+    assert len(got) == 300
+    sock.close()
