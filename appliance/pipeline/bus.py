@@ -126,7 +126,7 @@ class Pipeline:
         return len(self._queue) < 2 * self.batch_size
 
     def call_when_room(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once the queue has drained below half (stream sources resume)."""
+        """Call ``callback`` once less than one batch is queued (paused sources resume)."""
         self._resume_callbacks.append(callback)
 
     def __len__(self) -> int:
@@ -172,7 +172,7 @@ class Pipeline:
             n = min(len(q), self.batch_size)
             pairs = [q.popleft() for _ in range(n)]
             await self._process([e for e, _ in pairs], pairs)
-            if self._resume_callbacks and len(q) < self.queue_size // 2:
+            if self._resume_callbacks and len(q) < self.batch_size:
                 callbacks, self._resume_callbacks = self._resume_callbacks, []
                 for cb in callbacks:
                     cb()

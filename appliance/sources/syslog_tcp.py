@@ -316,7 +316,9 @@ class SyslogStreamProtocol(asyncio.Protocol):
         per-message work below is kept to the decode itself."""
         framer = self.framer
         pipeline = self.pipeline
-        has_room = pipeline.has_room
+        # Two batches queued keep the store busy; more would only hold decoded events
+        # (several kB each) in memory while the sender's bytes can wait in the socket.
+        has_room = pipeline.wants_more
         offer = pipeline.offer
         next_frame = framer.next_frame
         intake = self.intake
