@@ -107,6 +107,10 @@ def test_cidr_modifier_ipv4_and_ipv6(tmp_path: Path) -> None:
     assert hit(e, {"source.ip": "fd00::1"})
     assert not hit(e, {"source.ip": "11.0.0.1"})
     assert not hit(e, {"source.ip": "not-an-ip"})
+    assert not hit(e, {"source.ip": "::ffff:10.2.3.4"})  # an IPv6 address, not in 10/8
+    assert not hit(e, {"source.ip": "fe80::1"})
+    assert hit(e, {"source.ip": "10.255.255.255"})  # the same answers from the cache
+    assert hit(e, {"source.ip": "10.2.3.4"}) and not hit(e, {"source.ip": "11.0.0.1"})
 
 
 def test_re_modifier_uses_re2_search(tmp_path: Path) -> None:

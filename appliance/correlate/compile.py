@@ -72,6 +72,28 @@ def _any_of(test: ValueTest) -> ValueTest:
     return t
 
 
+_IP_INTS: dict[str, tuple[int, int] | None] = {}
+_IP_INTS_MAX = 65_536
+_MISSING_IP = object()
+
+
+def ip_int(text: str) -> tuple[int, int] | None:
+    """``(version, integer)`` of an IP address text, or ``None``; cached (bounded), because
+    ``cidr`` rules meet the same addresses over and over (every flow record, every firewall
+    line) and parsing one with :mod:`ipaddress` costs more than the rest of the test."""
+    hit = _IP_INTS.get(text, _MISSING_IP)
+    if hit is _MISSING_IP:
+        try:
+            addr = ipaddress.ip_address(text)
+            hit = (addr.version, int(addr))
+        except ValueError:
+            hit = None
+        if len(_IP_INTS) >= _IP_INTS_MAX:
+            _IP_INTS.clear()
+        _IP_INTS[text] = hit
+    return hit  # type: ignore[return-value]
+
+
 class Compiler:
     def __init__(self, max_regex_length: int = 1000) -> None:
         self.max_regex_length = max_regex_length
@@ -208,12 +230,11 @@ class Compiler:
             return self.regex_test(value)
         if isinstance(value, SigmaCIDRExpression):
             net = value.network
+            version, base, mask = net.version, int(net.network_address), int(net.netmask)
 
             def cidr(v: Any) -> bool:
-                try:
-                    return ipaddress.ip_address(_as_text(v)) in net
-                except ValueError:
-                    return False
+                addr = ip_int(_as_text(v))
+                return addr is not None and addr[0] == version and addr[1] & mask == base
 
             return cidr
         raise Unsupported(f"value type {type(value).__name__} is not supported")
