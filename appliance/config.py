@@ -365,6 +365,8 @@ class NetflowSource:
     template_lifetime: float = field(default=1800.0, metadata=check(positive))
     pending_max_sets: int = field(default=256, metadata=check(non_negative))
     pending_max_age: float = field(default=10.0, metadata=check(positive))
+    # Datagrams held in memory while decoding lags (bursts beyond the kernel buffer), bytes.
+    backlog_bytes: int = field(default=64 * 1024 * 1024, metadata=check(positive))
 
     @property
     def label(self) -> str:

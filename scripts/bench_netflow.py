@@ -187,16 +187,19 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
             sent_text, started_text = out.decode().split()
             sent, started = int(sent_text), float(started_text)
             seq += sent // RECORDS
-            deadline = time.perf_counter() + 30
+            deadline = time.perf_counter() + 120
             settled = -1.0
             while time.perf_counter() < deadline:  # until every flow is processed or counted
                 done = flows.processed.total() + flows.dropped.total() - before["processed"]
                 kernel = (src.kernel_drops() or 0) - before["kernel"]  # type: ignore[attr-defined]
                 if done + kernel * RECORDS >= sent:
                     break
-                if len(flows) == 0 and settled < 0:
+                # In flight: flows queued, or datagrams held raw by the source's reader.
+                reader = getattr(src, "reader", None)
+                busy = len(flows) or (reader is not None and reader.backlog)
+                if not busy and settled < 0:
                     settled = time.perf_counter()
-                elif len(flows) and settled >= 0:
+                elif busy and settled >= 0:
                     settled = -1.0
                 if settled >= 0 and time.perf_counter() - settled > 2.0:
                     break  # nothing left in flight: the rest never arrived

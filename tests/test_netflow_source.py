@@ -169,3 +169,28 @@ async def test_flows_api_needs_the_token_and_checks_its_parameters(start_applian
         run.api + "/api/v1/flows?network.transport=carrier-pigeon", headers=headers
     ) as resp:
         assert resp.status == 400
+
+
+async def test_while_the_flow_path_is_busy_datagrams_wait_raw_and_none_is_lost(
+    start_appliance: Any, monkeypatch: Any
+) -> None:
+    import asyncio
+
+    run = await start_appliance(sources=_netflow(), flows={"batch_size": 30})
+    path = run.app.flows
+    gate = asyncio.Event()
+    real = path._process
+
+    async def held(*args: Any, **kw: Any) -> Any:
+        await gate.wait()
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(path, "_process", held)
+    src = run.source("netflow")
+    _send(src.address, *(v9_flows(30, seq=i, base=i * 30) for i in range(200)))  # 6000 flows
+    await run.wait_for(lambda: len(src.reader.backlog) > 100)
+    # Decoded flows stop at two batches plus the slice that crossed the line (64 datagrams).
+    assert len(path) <= 2 * 30 + 64 * 30
+    gate.set()
+    await run.wait_for(lambda: _processed(run) == 6000, timeout=30)
+    assert path.dropped.total() == 0 and not src.reader.backlog

@@ -120,6 +120,11 @@ class FlowPath:
             self._batch_ready.set()
         return True
 
+    def wants_more(self) -> bool:
+        """Whether a source holding raw datagrams should decode more now: two batches queued
+        keep the task busy; decoding more would only hold flows (or drop them) in memory."""
+        return self._queued < 2 * self.cfg.batch_size
+
     def __len__(self) -> int:
         return self._queued
 

@@ -19,7 +19,13 @@ from appliance.flows import store as flowstore
 from appliance.logutil import RateLimitedLog
 from appliance.protocols.netflow import DecoderLimits, NetflowDecoder
 from appliance.sources.base import AllowList, SourceContext
-from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
+from appliance.sources.udp import (
+    KernelDropTracker,
+    UdpBatchReader,
+    bind_udp,
+    register_backlog_gauge,
+    socket_drops,
+)
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -148,6 +154,8 @@ class NetflowUdpSource:
         )  # fmt: skip
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
+        self.reader: UdpBatchReader | None = None
+        register_backlog_gauge(ctx.metrics)
         self._task: asyncio.Task[None] | None = None
         self._saved_at = 0.0
         books = _DatagramBooks(self.datagrams, self.rejected)
@@ -165,9 +173,25 @@ class NetflowUdpSource:
             log.info("%s: %d template(s) restored from the database", self.name, n)
         self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: NetflowUdpProtocol(self), sock=self.sock
-        )
+        protocol = NetflowUdpProtocol(self)
+        if UdpBatchReader.available:
+            # Exporters flush their caches in bursts; raw datagrams wait here while the flow
+            # path has two batches queued, instead of being decoded only to be dropped.
+            self.reader = UdpBatchReader(
+                self.sock,
+                protocol.datagram_received,
+                max_bytes=65_535,
+                backlog_bytes=self.cfg.backlog_bytes,
+                batch=64,
+                slice_=64,
+                ready=self.flows.wants_more,
+                name=self.name,
+            )
+            self.reader.start(loop)
+        else:
+            self.transport, _ = await loop.create_datagram_endpoint(
+                lambda: protocol, sock=self.sock
+            )
         self.kernel.start(self.sock)
         self._task = asyncio.create_task(self._maintain(), name=f"{self.name}-state")
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
@@ -206,10 +230,15 @@ class NetflowUdpSource:
                         self.name, exc_info=True)  # fmt: skip
 
     async def stop(self) -> None:
+        if self.reader is not None:
+            self.reader.stop()  # what it holds is decoded and offered now
+            self.reader = None
         self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+        elif self.sock is not None:
+            self.sock.close()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):

@@ -21,6 +21,7 @@ from appliance.sources.udp import (
     KernelDropTracker,
     UdpBatchReader,
     bind_udp_group,
+    register_backlog_gauge,
     socket_drops,
 )
 from appliance.store.segments import decode_line
@@ -110,16 +111,7 @@ class SyslogUdpSource:
         self.workers: list[_Worker] = []
         self.reader: UdpBatchReader | None = None
         self._stopping = False
-        ctx.metrics.gauge(
-            "udp_backlog_bytes",
-            "Datagram bytes read from a UDP socket and waiting for the event loop.",
-            ["source"],
-            callback=self._backlog,
-        )
-
-    def _backlog(self) -> dict[tuple[str, ...], float]:
-        reader = self.reader
-        return {(self.name,): float(reader.held)} if reader is not None else {}
+        register_backlog_gauge(ctx.metrics)
 
     @property
     def sock(self) -> socket.socket | None:
@@ -137,6 +129,7 @@ class SyslogUdpSource:
                 max_bytes=self.cfg.max_message_bytes,
                 backlog_bytes=self.cfg.backlog_bytes,
                 ready=self.ctx.pipeline.wants_more,
+                name=self.name,
             )
             self.reader.start(loop)
         elif n == 0:

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import struct
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING
 from appliance.config import parse_hostport
 
 if TYPE_CHECKING:
+    from appliance.metrics import Registry
     from appliance.pipeline.bus import Pipeline
 
 log = logging.getLogger(__name__)
@@ -248,7 +250,9 @@ class UdpBatchReader:
         batch: int = 256,
         slice_: int = 512,
         ready: Callable[[], bool] | None = None,
+        name: str = "",
     ) -> None:
+        self.name = name
         self.sock = sock
         self.deliver = deliver
         self.backlog_bytes = backlog_bytes
@@ -287,10 +291,12 @@ class UdpBatchReader:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        _LIVE_READERS.add(self)
         self._resume()
 
     def stop(self) -> None:
         """Stop reading and hand everything held to ``deliver``."""
+        _LIVE_READERS.discard(self)
         self._pause()
         if self._scheduled is not None:
             self._scheduled.cancel()
@@ -370,3 +376,17 @@ class UdpBatchReader:
             removed += len(data)
             deliver(data, addr)
         self.held -= removed
+
+
+_LIVE_READERS: weakref.WeakSet[UdpBatchReader] = weakref.WeakSet()
+
+
+def register_backlog_gauge(metrics: Registry) -> None:
+    """``appliance_udp_backlog_bytes{source}`` over every running reader (one callback for
+    all sources: a gauge has one)."""
+    metrics.gauge(
+        "udp_backlog_bytes",
+        "Datagram bytes read from a UDP socket and waiting to be decoded.",
+        ["source"],
+        callback=lambda: {(r.name,): float(r.held) for r in list(_LIVE_READERS)},
+    )
