@@ -137,3 +137,34 @@ async def test_stop_hands_over_everything_held() -> None:
     reader.stop()
     assert len(got) == 300
     sock.close()
+
+
+async def test_aclose_hands_over_a_slice_at_a_time_as_the_consumer_has_room() -> None:
+    sock = receiver(1 << 20)
+    got: list[bytes] = []
+    room = {"open": False}
+    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
+                            backlog_bytes=64 << 20, slice_=50, ready=lambda: room["open"])
+    reader.start(asyncio.get_running_loop())
+    await send_paced(sock.getsockname(), 300, per_ms=100)
+    await wait_until(lambda: len(reader.backlog) == 300)
+    closing = asyncio.ensure_future(reader.aclose(timeout=10))
+    await asyncio.sleep(0.05)
+    assert got == []  # no room yet: nothing is pushed at the consumer
+    room["open"] = True
+    await closing
+    assert len(got) == 300 and not reader.backlog
+    sock.close()
+
+
+async def test_aclose_gives_up_waiting_at_its_timeout_and_hands_over_the_rest() -> None:
+    sock = receiver(1 << 20)
+    got: list[bytes] = []
+    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
+                            backlog_bytes=64 << 20, ready=lambda: False)
+    reader.start(asyncio.get_running_loop())
+    await send_paced(sock.getsockname(), 100, per_ms=100)
+    await wait_until(lambda: len(reader.backlog) == 100)
+    await reader.aclose(timeout=0.1)
+    assert len(got) == 100
+    sock.close()

@@ -231,7 +231,8 @@ class NetflowUdpSource:
 
     async def stop(self) -> None:
         if self.reader is not None:
-            self.reader.stop()  # what it holds is decoded and offered now
+            # What it holds goes through the protocol now, as the pipeline has room.
+            await self.reader.aclose(self.ctx.config.appliance.shutdown_timeout / 2)
             self.reader = None
         self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self.transport is not None:

@@ -188,7 +188,8 @@ class SyslogUdpSource:
             await asyncio.gather(*(w.stop() for w in self.workers))
             self.workers = []
         if self.reader is not None:
-            self.reader.stop()  # what it read goes through the protocol now
+            # What it holds goes through the protocol now, as the pipeline has room.
+            await self.reader.aclose(self.ctx.config.appliance.shutdown_timeout / 2)
             self.reader = None
         if self.socks:
             self.drain_socket()

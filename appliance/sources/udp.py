@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import struct
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -302,6 +303,22 @@ class UdpBatchReader:
             self._scheduled.cancel()
             self._scheduled = None
         self._deliver(len(self.backlog))
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Stop reading, then hand over what is held a slice at a time as ``ready()`` allows
+        (a full backlog is far more than the pipeline's queue takes at once), within
+        ``timeout``; whatever is left then goes to ``deliver`` at once (which counts what it
+        cannot take)."""
+        self._pause()
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        deadline = time.monotonic() + timeout
+        while self.backlog and time.monotonic() < deadline:
+            if self.ready is None or self.ready():
+                self._deliver(self._slice)
+            await asyncio.sleep(0 if self.ready is None or self.ready() else 0.005)
+        self.stop()
 
     def _resume(self) -> None:
         if not self._reading and self._loop is not None:
