@@ -280,10 +280,14 @@ async def test_reload_swaps_rules_and_keeps_windows(start_appliance: Any, tmp_pa
         "detection: {sel: {destination.port: 23, event.action: allow}, condition: sel}\n"
         "level: low\n"
     )
+    before = {r["id"]: r["hits"] for r in (await run.get_json("/api/v1/rules"))["loaded"]}
     new = parse_config(make_config(tmp_path, rules={"paths": ["mine"]}), base_dir=tmp_path)
     await run.app.reload(new)
     body = await run.get_json("/api/v1/rules")
     assert "telnet allowed" in {r["title"] for r in body["loaded"]}
+    after = {r["id"]: r["hits"] for r in body["loaded"]}
+    assert any(before.values())
+    assert all(after[rid] == hits for rid, hits in before.items())  # counts survive a reload
     # The 6 failures before the reload still count toward the brute force.
     await feed(run, [ssh(10 + i, "203.0.113.9") for i in range(4)])
     await wait_incident(run, BRUTE)

@@ -190,6 +190,7 @@ class CorrelationComponent:
         ruleset = await asyncio.to_thread(load_configured_rules, config)
         engine = Engine(ruleset, limits_of(config.rules))
         engine.restore(json.loads(json.dumps(self.engine.snapshot())))
+        engine.carry_stats(self.engine)
         self.config, self.ruleset, self.engine = config, ruleset, engine
         self._wake.set()
         log.info(

@@ -882,6 +882,16 @@ class Engine:
             },
         }
 
+    def carry_stats(self, old: Engine) -> None:
+        """Keep the hit, alert and last-fired counts of rules that survive a reload (the
+        rules API reports them; a SIGHUP must not zero them). Also the late-event count."""
+        for rid, st in old.stats.items():
+            mine = self.stats.get(rid)
+            if mine is not None:
+                mine.hits, mine.alerts = st.hits, st.alerts
+                mine.suppressed, mine.last_fired = st.suppressed, st.last_fired
+        self.late_events = old.late_events
+
     def restore(self, snap: dict[str, Any], now: float | None = None) -> None:
         """Load a snapshot; state of rules that no longer exist is dropped.
 
