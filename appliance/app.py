@@ -291,6 +291,7 @@ class Appliance:
                 max_bytes=int(used * 0.9),
                 now=self.clock(),
                 truncate_wal=True,
+                event_floor=0.0,  # the disk is full: events are the room there is to make
             )
             deleted += by_age + by_size
             if store.ensure_reserve() or not (by_age or by_size):

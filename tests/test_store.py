@@ -224,3 +224,27 @@ async def test_events_of_the_row_per_event_schema_are_converted_at_open(tmp_path
     with sqlite3.connect(path) as conn:
         legacy = conn.execute("SELECT name FROM sqlite_master WHERE name = 'events'").fetchone()
     assert legacy is None
+
+
+async def test_size_retention_keeps_events_when_other_tables_fill_the_budget(
+    tmp_path: Path, caplog
+) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        for chunk in range(4):
+            await store.insert_events([ev(chunk * 100 + i, message="e" * 1500) for i in range(100)])
+        async with store.transaction() as conn:  # ~2 MB of state rows, not events
+            for i in range(40):
+                await conn.execute(
+                    "INSERT INTO state (component, key, value, updated) VALUES ('t', ?, ?, 0)",
+                    (str(i), b"s" * 50_000),
+                )
+        used = await store.used_bytes()
+        limit = used // 2  # less than what the state rows alone take
+        _, by_size = await store.enforce_retention(max_age=1e9, max_bytes=limit, now=1000)
+        remaining = await store.count_events()
+        assert by_size > 0 and remaining > 0  # trimmed to the floor, not wiped
+        assert remaining + by_size == 400
+        assert "not events" in caplog.text
+    finally:
+        await store.close()

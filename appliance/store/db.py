@@ -537,10 +537,21 @@ class Store:
             return cut
 
     async def enforce_retention(
-        self, *, max_age: float, max_bytes: int, now: float, truncate_wal: bool = False
+        self,
+        *,
+        max_age: float,
+        max_bytes: int,
+        now: float,
+        truncate_wal: bool = False,
+        event_floor: float = 0.1,
     ) -> tuple[int, int]:
         """Delete events received more than ``max_age`` seconds ago, then the oldest until the
-        database uses at most ``max_bytes``; return (deleted by age, deleted by size)."""
+        database uses at most ``max_bytes``; return (deleted by age, deleted by size).
+
+        Only events are deleted here, but flows, rollups, incidents and state share the file.
+        When they alone fill the budget, events keep ``event_floor`` of ``max_bytes`` (and a
+        warning says what to lower) instead of all being deleted for room they cannot make.
+        """
         by_age = 0
         first_kept = await self._first_id_created_at_or_after(now - max_age)
         if first_kept is not None:
@@ -553,14 +564,27 @@ class Store:
             conn = self.reader
             assert conn is not None
             async with conn.execute(
-                "SELECT min(first_id), max(last_id) FROM event_segments"
+                "SELECT coalesce(sum(length(body)), 0), min(first_id), max(last_id)"
+                " FROM event_segments"
             ) as cur:
                 row = await cur.fetchone()
-            if not row or row[0] is None:
+            if not row or row[1] is None:
                 break
-            lo, hi = row
-            # Delete the oldest share that brings usage to 90 % of the limit (at least 1 %).
-            share = max(0.01, 1 - (0.9 * max_bytes) / used)
+            events_bytes, lo, hi = row
+            others = max(0, used - events_bytes)
+            budget = max(max_bytes - others, int(max_bytes * event_floor))
+            if events_bytes <= budget:
+                log.warning(
+                    "database uses %d bytes, %d of them not events (flows, rollups, incidents):"
+                    " events keep %d bytes; lower flows.raw_max_rows or raw_retention_hours,"
+                    " or raise storage.max_db_bytes",
+                    used,
+                    others,
+                    events_bytes,
+                )
+                break
+            # Delete the oldest share that brings events to 90 % of their budget (at least 1 %).
+            share = max(0.01, 1 - (0.9 * budget) / events_bytes)
             cut = lo + max(1, int((hi - lo + 1) * share))
             deleted += await self._delete_before(cut)
         if deleted or by_age:
