@@ -194,3 +194,12 @@ async def test_while_the_flow_path_is_busy_datagrams_wait_raw_and_none_is_lost(
     gate.set()
     await run.wait_for(lambda: _processed(run) == 6000, timeout=30)
     assert path.dropped.total() == 0 and not src.reader.backlog
+
+
+async def test_netflow_limits_and_backlog_are_visible_in_metrics(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow(max_templates=77, backlog_bytes=123_456))
+    text = await run.metrics()
+    assert 'appliance_netflow_limit{source="netflow",limit="max_templates"} 77' in text
+    assert 'appliance_netflow_limit{source="netflow",limit="backlog_bytes"} 123456' in text
+    assert 'appliance_udp_backlog_bytes{source="netflow"} 0' in text
+    assert 'appliance_udp_backlog_full{source="netflow"} 0' in text

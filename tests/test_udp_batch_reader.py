@@ -63,6 +63,7 @@ async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() ->
         await send_paced(sock.getsockname(), 4000, per_ms=30)  # 30k/s into a 10k/s decoder
         await wait_until(lambda: len(got) == 4000)
         assert socket_drops(sock) == 0
+        assert reader.full == 0
         assert got[0].startswith(b"<13>burst 000000") and got[-1].startswith(b"<13>burst 003999")
         assert reader.held == 0
     finally:
@@ -83,6 +84,7 @@ async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops
         drops = socket_drops(sock)
         assert drops and drops > 0
         assert len(got) + drops == 4000
+        assert reader.full > 0  # the limit bit, and says so
     finally:
         reader.stop()
         sock.close()

@@ -34,6 +34,19 @@ STATE_COMPONENT = "netflow"
 REFRESH_SAVE_INTERVAL = 60.0  # lifetimes only moved: save at most this often
 
 
+# The decoder's bounds: passed to it and shown in /metrics as appliance_netflow_limit.
+LIMIT_KEYS = (
+    "max_exporters",
+    "max_templates_per_exporter",
+    "max_templates",
+    "max_fields_per_template",
+    "max_field_length",
+    "template_lifetime",
+    "pending_max_sets",
+    "pending_max_age",
+)
+
+
 class NetflowUdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, source: NetflowUdpSource) -> None:
         self.source = source
@@ -137,14 +150,7 @@ class NetflowUdpSource:
 
         self.decoder = NetflowDecoder(
             DecoderLimits(
-                max_exporters=cfg.max_exporters,
-                max_templates_per_exporter=cfg.max_templates_per_exporter,
-                max_templates=cfg.max_templates,
-                max_fields_per_template=cfg.max_fields_per_template,
-                max_field_length=cfg.max_field_length,
-                template_lifetime=cfg.template_lifetime,
-                pending_max_sets=cfg.pending_max_sets,
-                pending_max_age=cfg.pending_max_age,
+                **{key: getattr(cfg, key) for key in LIMIT_KEYS},
             ),
             count,
         )
@@ -152,6 +158,12 @@ class NetflowUdpSource:
             "netflow_templates", "Templates held by the decoder (updated every few seconds).",
             ["source"],
         )  # fmt: skip
+        limits = m.gauge(
+            "netflow_limit", "Configured NetFlow listener limits, by config key.",
+            ["source", "limit"],
+        )  # fmt: skip
+        for key in (*LIMIT_KEYS, "rcvbuf_bytes", "backlog_bytes"):
+            limits.set(float(getattr(cfg, key)), self.name, key)
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.reader: UdpBatchReader | None = None

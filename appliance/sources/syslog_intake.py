@@ -8,6 +8,7 @@ time zone, vendor, token bucket) is resolved once per sender address into a
 
 from __future__ import annotations
 
+import logging
 from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ from netaddr import IPAddress, IPNetwork
 
 from appliance.config import SyslogSender, SyslogSource
 from appliance.event import Event
+from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_fields
@@ -23,6 +25,7 @@ from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder
 from appliance.sources.base import AllowList
 
+_rl = RateLimitedLog(logging.getLogger(__name__))
 MAX_SENDERS = 65_536  # profile cache; cleared (buckets refilled) when it overflows
 MAX_SKEW_SENDERS = 1024  # senders with a clock-skew gauge series
 
@@ -152,6 +155,36 @@ class SyslogIntake:
             return False
         prof.tokens = tokens - 1.0
         return True
+
+    def datagram(
+        self, data: bytes, ip: str, now: float, max_bytes: int, dropped: Any, truncated: Any
+    ) -> Event | None:
+        """The per-datagram policy every UDP reader shares (in-process or a decode worker):
+        allow-list, empty, truncation, rate limit, decode. ``None`` when the datagram was
+        dropped, which is counted in ``dropped`` by reason (``received`` is the caller's)."""
+        name = self.source
+        prof = self.profiles.get(ip)
+        if prof is None:
+            prof = self.profile(ip)
+        if not prof.allowed:
+            dropped.inc(name, "not_allowed")
+            _rl.warning(f"deny:{name}", "%s: datagram from %s not in allow-list", name, ip)
+            return None
+        if not data:
+            dropped.inc(name, "empty")
+            return None
+        if len(data) > max_bytes:
+            truncated.inc(name)
+            data = data[:max_bytes]
+        if self.rate and not self.take(prof, now):
+            dropped.inc(name, "rate_limited")
+            return None
+        try:
+            return self.event(data, ip, prof, now)
+        except Exception:  # a decoder bug must cost one message, never the listener
+            dropped.inc(name, "decode_error")
+            _rl.decoder_bug(name, ip)
+            return None
 
     def event(self, data: bytes, ip: str, prof: SenderProfile, now: float) -> Event:
         """Decode one message (header, then vendor) into an event; raises only on a bug."""

@@ -40,52 +40,29 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         self.clock = source.ctx.clock
         self.max_bytes = source.cfg.max_message_bytes
         self.intake = source.intake
-        self.profiles = source.intake.profiles
-        self.rate = source.intake.rate
         self.received = source.ctx.pipeline.received
         self.dropped = source.ctx.pipeline.dropped
         self.truncated = source.truncated
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        name = self.name
-        self.received.inc(name)
-        ip = addr[0]
-        prof = self.profiles.get(ip)
-        if prof is None:
-            prof = self.intake.profile(ip)
-        if not prof.allowed:
-            self.dropped.inc(name, "not_allowed")
-            _rl.warning(f"deny:{name}", "%s: datagram from %s not in allow-list", name, ip)
-            return
-        if not data:
-            self.dropped.inc(name, "empty")
-            return
-        if len(data) > self.max_bytes:
-            self.truncated.inc(name)
-            data = data[: self.max_bytes]
-        now = self.clock()
-        if self.rate and not self.intake.take(prof, now):
-            self.dropped.inc(name, "rate_limited")
-            return
-        try:
-            event = self.intake.event(data, ip, prof, now)
-        except Exception:  # a decoder bug must cost one message, never the listener
-            self.dropped.inc(name, "decode_error")
-            _rl.decoder_bug(name, ip)
-            return
-        self.pipeline.offer(event, name)
+        self.received.inc(self.name)
+        event = self.intake.datagram(
+            data, addr[0], self.clock(), self.max_bytes, self.dropped, self.truncated
+        )
+        if event is not None:
+            self.pipeline.offer(event, self.name)
 
     def error_received(self, exc: Exception) -> None:
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)
 
 
 class SyslogUdpSource:
-    """A syslog/UDP listener. With ``workers > 0`` (the default) the port is an
-    ``SO_REUSEPORT`` group of sockets, each read by a decode worker process
-    (:mod:`appliance.sources.syslog_udp_worker`); this process parses the lines they send for
-    the rules and stores them as they are. With ``workers = 0`` one socket is read and decoded
-    here, by :class:`SyslogUdpProtocol`. Either way the books are the same:
-    ``received = stored + dropped`` by reason."""
+    """A syslog/UDP listener. With ``workers = 0`` (the default) one socket is read here by a
+    :class:`~appliance.sources.udp.UdpBatchReader` and decoded by :class:`SyslogUdpProtocol`.
+    With ``workers > 0`` the port is an ``SO_REUSEPORT`` group of sockets, each read by a
+    decode worker process (:mod:`appliance.sources.syslog_udp_worker`); this process parses
+    the lines they send for the rules and stores them as they are. Either way the books are
+    the same: ``received = stored + dropped`` by reason."""
 
     def __init__(self, cfg: SyslogSource, ctx: SourceContext) -> None:
         self.cfg = cfg

@@ -33,12 +33,8 @@ from typing import BinaryIO
 import orjson
 
 from appliance.config import SyslogSender, SyslogSource
-from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.store.segments import encode_line
-
-log = logging.getLogger("appliance.sources.syslog_udp_worker")
-_rl = RateLimitedLog(log)
 
 FRAME = struct.Struct("<III")
 BATCH_LINES = 512
@@ -83,11 +79,9 @@ class SyslogUdpWorker:
     def receive(self, budget: int = BATCH_LINES) -> int:
         """Read and decode what the socket holds (at most ``budget`` datagrams)."""
         sock, name, lines = self.sock, self.name, self.lines
-        intake = self.intake
-        profiles = intake.profiles
-        received, dropped = self.received, self.dropped
+        datagram = self.intake.datagram
+        received, dropped, truncated = self.received, self.dropped, self.truncated
         max_bytes = self.cfg.max_message_bytes
-        rate = intake.rate
         raw_max = self.raw_max
         n = 0
         while n < budget:
@@ -99,33 +93,15 @@ class SyslogUdpWorker:
                 break
             n += 1
             received.inc(name)
-            ip = addr[0]
-            prof = profiles.get(ip)
-            if prof is None:
-                prof = intake.profile(ip)
-            if not prof.allowed:
-                dropped.inc(name, "not_allowed")
-                continue
-            if not data:
-                dropped.inc(name, "empty")
-                continue
-            if len(data) > max_bytes:
-                self.truncated.inc(name)
-                data = data[:max_bytes]
             now = time.time()
-            if rate and not intake.take(prof, now):
-                dropped.inc(name, "rate_limited")
-                continue
-            try:
-                ev = intake.event(data, ip, prof, now)
-                line = encode_line(ev.timestamp, ev.created, ev.module, ev.fields, data[:raw_max])
-            except Exception:  # a decoder bug must cost one message, never the worker
-                dropped.inc(name, "decode_error")
-                _rl.decoder_bug(name, ip)
+            ev = datagram(data, addr[0], now, max_bytes, dropped, truncated)
+            if ev is None:
                 continue
             if not lines:
                 self.first = now
-            lines.append(line)
+            lines.append(
+                encode_line(ev.timestamp, ev.created, ev.module, ev.fields, ev.raw[:raw_max])
+            )
         return n
 
     def flush(self, force: bool = False) -> None:

@@ -78,7 +78,7 @@ def bind_udp_group(listen: str, rcvbuf: int, n: int) -> list[socket.socket]:
     return socks
 
 
-def _spread_randomly(sock: socket.socket, n: int) -> bool:
+def _spread_randomly(sock: socket.socket, n: int) -> None:
     code = b"".join(
         struct.pack("<HBBI", op, 0, 0, k if i != 1 else n)
         for i, (op, k) in enumerate(_RANDOM_INDEX)
@@ -87,12 +87,10 @@ def _spread_randomly(sock: socket.socket, n: int) -> bool:
     prog = struct.pack("HP", len(_RANDOM_INDEX), ctypes.addressof(buf))  # struct sock_fprog
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, prog)
-        return True
     except OSError as exc:
         log.warning(
             "cannot spread datagrams at random over workers (%s); using the kernel's hash", exc
         )
-        return False
 
 
 def set_rcvbuf(sock: socket.socket, size: int) -> int:
@@ -180,9 +178,6 @@ class KernelDropTracker:
             await asyncio.sleep(self.interval)
             self.poll()
 
-    def held_bytes(self) -> int:
-        return self.added - self.removed
-
     def stop(self) -> None:
         self.poll()
         if self._task is not None:
@@ -254,6 +249,7 @@ class UdpBatchReader:
         name: str = "",
     ) -> None:
         self.name = name
+        self.full = 0  # times the backlog reached backlog_bytes and reading paused
         self.sock = sock
         self.deliver = deliver
         self.backlog_bytes = backlog_bytes
@@ -333,7 +329,8 @@ class UdpBatchReader:
     def _readable(self) -> None:
         for _ in range(64):  # bounded: other sockets and tasks get their turn
             if self.held >= self.backlog_bytes:
-                self._pause()  # resumed by _drain once half of it is decoded
+                self.full += 1
+                self._pause()  # resumed by _drain_slice once half of it is decoded
                 break
             if self.read_batch() < self._n:
                 break
@@ -399,11 +396,18 @@ _LIVE_READERS: weakref.WeakSet[UdpBatchReader] = weakref.WeakSet()
 
 
 def register_backlog_gauge(metrics: Registry) -> None:
-    """``appliance_udp_backlog_bytes{source}`` over every running reader (one callback for
-    all sources: a gauge has one)."""
+    """``appliance_udp_backlog_bytes{source}`` and ``appliance_udp_backlog_full{source}``
+    over every running reader (one callback per gauge serves all sources)."""
     metrics.gauge(
         "udp_backlog_bytes",
         "Datagram bytes read from a UDP socket and waiting to be decoded.",
         ["source"],
         callback=lambda: {(r.name,): float(r.held) for r in list(_LIVE_READERS)},
+    )
+    metrics.gauge(
+        "udp_backlog_full",
+        "Times a UDP backlog reached backlog_bytes and reading paused (the kernel buffer and "
+        "its drop counter took over), since the listener started.",
+        ["source"],
+        callback=lambda: {(r.name,): float(r.full) for r in list(_LIVE_READERS)},
     )
