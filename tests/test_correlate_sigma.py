@@ -113,6 +113,29 @@ def test_cidr_modifier_ipv4_and_ipv6(tmp_path: Path) -> None:
     assert hit(e, {"source.ip": "10.2.3.4"}) and not hit(e, {"source.ip": "11.0.0.1"})
 
 
+def test_cidr_matches_any_item_of_a_list_field_and_non_text_values(tmp_path: Path) -> None:
+    e = engine_for(tmp_path, "sel: {source.ip|cidr: [10.0.0.0/8, 192.168.0.0/16]}\ncondition: sel")
+    assert hit(e, {"source.ip": ["8.8.8.8", "192.168.1.1"]})
+    assert not hit(e, {"source.ip": ["8.8.8.8", "1.1.1.1"]})
+    assert not hit(e, {"source.ip": 167772161})  # an integer is not address text
+    assert not hit(e, {"source.ip": None})
+    assert not hit(e, {})
+
+
+def test_cidr_answers_stay_right_when_the_memo_fills(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.correlate.compile import NetworkSet
+
+    monkeypatch.setattr(NetworkSet, "MEMO_MAX", 4)
+    e = engine_for(tmp_path, "sel: {source.ip|cidr: 10.0.0.0/8}\ncondition: not sel")
+    for i in range(20):
+        assert hit(e, {"source.ip": f"11.0.0.{i}"})
+        assert not hit(e, {"source.ip": f"10.0.0.{i}"})
+    (rule,) = e.ruleset.detections
+    assert rule.predicate({"source.ip": "10.1.1.1"}) is False
+
+
 def test_re_modifier_uses_re2_search(tmp_path: Path) -> None:
     e = engine_for(tmp_path, "sel: {message|re: 'user (root|admin) from'}\ncondition: sel")
     assert hit(e, {"message": "Failed password for user admin from 1.2.3.4"})

@@ -94,6 +94,39 @@ def ip_int(text: str) -> tuple[int, int] | None:
     return hit  # type: ignore[return-value]
 
 
+class NetworkSet:
+    """Membership of an address text in a rule's networks (``field|cidr: [a, b, ...]``).
+
+    The answer per text is memoized (bounded, cleared when full): a flow rule asks it of every
+    record, and the same internal and external addresses come back over and over, so the usual
+    test is one dict probe instead of a parse and a mask per network.
+    """
+
+    MEMO_MAX = 65_536
+
+    def __init__(self, networks: list[tuple[int, int, int]]) -> None:
+        self.networks = networks  # (version, network as integer, netmask as integer)
+        self.memo: dict[str, bool] = {}
+
+    def contains(self, v: Any) -> bool:
+        text = _as_text(v)
+        memo = self.memo
+        hit = memo.get(text)
+        if hit is None:
+            hit = self._member(text)
+            if len(memo) >= self.MEMO_MAX:
+                memo.clear()
+            memo[text] = hit
+        return hit
+
+    def _member(self, text: str) -> bool:
+        addr = ip_int(text)
+        if addr is None:
+            return False
+        version, value = addr
+        return any(v == version and value & mask == base for v, base, mask in self.networks)
+
+
 class Compiler:
     def __init__(self, max_regex_length: int = 1000) -> None:
         self.max_regex_length = max_regex_length
@@ -117,7 +150,7 @@ class Compiler:
 
             return all_of
         if isinstance(node, ConditionOR):
-            fast = self._plain_set(node)
+            fast = self._plain_set(node) or self._cidr_set(node)
             if fast is not None:
                 return fast
             preds = [self.condition(a) for a in node.args]
@@ -175,6 +208,8 @@ class Compiler:
             return ref
         if _is_plain(value):
             return self._plain_equal(field, frozenset({value.to_plain()}))
+        if isinstance(value, SigmaCIDRExpression):
+            return self._in_networks(field, [value])
         test = _any_of(self.value_test(value))
         return lambda f: (v := f.get(field)) is not None and test(v)
 
@@ -190,6 +225,40 @@ class Compiler:
         if len(fields) != 1:
             return None
         return self._plain_equal(map_field(fields.pop()), frozenset(values))
+
+    def _cidr_set(self, node: ConditionOR) -> Predicate | None:
+        """``field|cidr: [a, b, c]`` (one field): one memoized membership test, not an OR."""
+        fields = set()
+        nets = []
+        for a in node.args:
+            if not isinstance(a, ConditionFieldEqualsValueExpression) or not isinstance(
+                a.value, SigmaCIDRExpression
+            ):
+                return None
+            fields.add(a.field)
+            nets.append(a.value)
+        if len(fields) != 1:
+            return None
+        return self._in_networks(map_field(fields.pop()), nets)
+
+    @staticmethod
+    def _in_networks(field: str, values: list[SigmaCIDRExpression]) -> Predicate:
+        nets = NetworkSet(
+            [
+                (n.version, int(n.network_address), int(n.netmask))
+                for n in (v.network for v in values)
+            ]
+        )
+        contains = nets.contains
+        slow = _any_of(contains)
+
+        def in_networks(f: Fields) -> bool:
+            v = f.get(field)
+            if v.__class__ is str:
+                return contains(v)
+            return v is not None and slow(v)
+
+        return in_networks
 
     @staticmethod
     def _plain_equal(field: str, values: frozenset[str]) -> Predicate:
@@ -230,13 +299,7 @@ class Compiler:
             return self.regex_test(value)
         if isinstance(value, SigmaCIDRExpression):
             net = value.network
-            version, base, mask = net.version, int(net.network_address), int(net.netmask)
-
-            def cidr(v: Any) -> bool:
-                addr = ip_int(_as_text(v))
-                return addr is not None and addr[0] == version and addr[1] & mask == base
-
-            return cidr
+            return NetworkSet([(net.version, int(net.network_address), int(net.netmask))]).contains
         raise Unsupported(f"value type {type(value).__name__} is not supported")
 
     def string_test(self, value: SigmaString, contains: bool = False) -> ValueTest:
