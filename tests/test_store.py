@@ -7,7 +7,7 @@ from pathlib import Path
 
 from appliance.event import Event
 from appliance.store import Store
-from appliance.store.db import migrations
+from appliance.store.db import PAGE_SIZE, migrations
 
 
 def ev(i: int, created: float = 1000.0, **fields) -> Event:
@@ -34,6 +34,31 @@ async def test_new_database_is_migrated_to_the_latest_version(tmp_path: Path) ->
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert version == migrations()[-1][0]
     assert mode == "wal"
+
+
+async def test_new_database_uses_large_pages_for_event_segments(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    await store.insert_events([ev(i) for i in range(10)])
+    await store.close()
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 32_768
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+
+
+async def test_existing_database_keeps_its_page_size_and_its_events(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA page_size=4096")
+        conn.execute("CREATE TABLE t (x)")
+    store = await open_store(path)
+    await store.insert_events([ev(i) for i in range(3)])
+    await store.close()
+    store = await open_store(path)
+    got = await store.query_events(limit=10)
+    await store.close()
+    assert [e.fields["message"] for e in got] == ["m2", "m1", "m0"]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096
 
 
 async def test_batch_insert_assigns_increasing_ids_and_rows_survive_reopen(tmp_path: Path) -> None:
@@ -113,7 +138,8 @@ async def test_corrupt_database_is_moved_aside_and_a_fresh_one_started(tmp_path:
     await store.insert_events([ev(i) for i in range(2000)])
     await store.close()
     data = bytearray(path.read_bytes())
-    data[4096 * 2 : 4096 * 3] = b"\xff" * 4096  # trash a b-tree page
+    size = int.from_bytes(data[16:18], "big")  # the page size, from the file header
+    data[size * 2 : size * 3] = b"\xff" * size  # trash a b-tree page
     path.write_bytes(bytes(data))
     store = await open_store(path)
     try:
