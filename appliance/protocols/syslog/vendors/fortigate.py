@@ -78,10 +78,8 @@ def _device_time(kv: dict[str, str]) -> float | datetime | None:
         return None
     tz = kv.get("tz", "")
     if len(tz) == 5 and tz[0] in "+-" and tz[1:].isdigit():
-        try:
-            return datetime.strptime(f"{date} {clock} {tz}", "%Y-%m-%d %H:%M:%S %z").timestamp()
-        except ValueError:
-            return None
+        zoned = local_time(f"{date} {clock} {tz}", "%Y-%m-%d %H:%M:%S %z")
+        return zoned.timestamp() if zoned is not None else None
     return local_time(f"{date} {clock}", "%Y-%m-%d %H:%M:%S")
 
 
