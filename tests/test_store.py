@@ -39,6 +39,9 @@ async def test_new_database_is_migrated_to_the_latest_version(tmp_path: Path) ->
 async def test_new_database_uses_large_pages_for_event_segments(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "a.db")
     await store.insert_events([ev(i) for i in range(10)])
+    assert store.writer is not None
+    async with store.writer.execute("PRAGMA wal_autocheckpoint") as cur:
+        assert (await cur.fetchone())[0] * PAGE_SIZE == 4 * 1024 * 1024  # the WAL stays small
     await store.close()
     with sqlite3.connect(tmp_path / "a.db") as conn:
         assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 32_768
@@ -52,6 +55,9 @@ async def test_existing_database_keeps_its_page_size_and_its_events(tmp_path: Pa
         conn.execute("CREATE TABLE t (x)")
     store = await open_store(path)
     await store.insert_events([ev(i) for i in range(3)])
+    assert store.writer is not None
+    async with store.writer.execute("PRAGMA wal_autocheckpoint") as cur:
+        assert (await cur.fetchone())[0] == 1024  # 4 MiB of 4 KiB pages
     await store.close()
     store = await open_store(path)
     got = await store.query_events(limit=10)

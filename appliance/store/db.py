@@ -43,6 +43,7 @@ _LEGACY_COLUMN_FIELDS = ("observer.ip", "source.ip", "host.hostname", "message")
 
 
 PAGE_SIZE = 32_768
+WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -175,6 +176,13 @@ class Store:
         async with conn.execute("PRAGMA journal_mode=WAL") as cur:
             await cur.fetchone()
         await conn.execute("PRAGMA synchronous=NORMAL")
+        # SQLite checkpoints the WAL every N *pages* (1000 by default): 32 MiB with our pages.
+        # Keep it to the 4 MiB it is with SQLite's default page size, so the WAL stays small
+        # next to the database (and a small filesystem is not filled by the WAL alone).
+        async with conn.execute("PRAGMA page_size") as cur:
+            row = await cur.fetchone()
+        page = int(row[0]) if row else 4096
+        await conn.execute(f"PRAGMA wal_autocheckpoint={max(1, WAL_CHECKPOINT_BYTES // page)}")
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA journal_size_limit=67108864")
