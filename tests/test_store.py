@@ -86,6 +86,17 @@ async def test_batch_insert_assigns_increasing_ids_and_rows_survive_reopen(tmp_p
         await store.close()
 
 
+async def test_fields_with_non_text_keys_are_stored_with_the_keys_as_text(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        await store.insert_events([ev(1, **{"snmp.varbinds": {1: "up", "ifIndex": 3}})])
+        (got,) = await store.query_events(limit=1)
+    finally:
+        await store.close()
+    assert got.fields["snmp.varbinds"] == {"1": "up", "ifIndex": 3}
+    assert got.fields["message"] == "m1"
+
+
 async def test_raw_bytes_are_bounded(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "a.db", raw_max_bytes=10)
     try:
