@@ -59,5 +59,13 @@ def test_device_config_changes_raise_an_incident() -> None:
     assert incidents(replay("cisco_asa.log"), "netdev_config_change")
 
 
+def test_netscreen_config_changes_and_screen_alarms_raise_incidents() -> None:
+    rp = replay("juniper_netscreen.log")
+    assert sum(incidents(rp, "netdev_config_change").values()) == 2
+    assert incidents(rp, "ids_alert_severity_1") == {
+        "rule.id=00005,source.ip=192.168.18.53,destination.ip=192.168.17.251": 1
+    }
+
+
 def _id(name: str) -> str:
     return next(d.meta.id for d in builtin().detections if d.meta.name == name)

@@ -67,6 +67,10 @@ FAMILIES: dict[str, tuple[str, float, list[tuple[str, tuple[str, ...], float]]]]
         (r"SRC=", ("source.ip", "destination.ip", "network.transport"), 1.0)]),
     "syslog/juniper_junos.log": ("juniper_srx", 1.0, [(r".", ("source.ip",), 1.0)]),
     "syslog/f5_bigip.log": ("f5_bigip", 0.8, [(r":\d: ", ("event.code",), 1.0)]),
+    "syslog/juniper_netscreen.log": ("netscreen", 1.0, [
+        (r".", ("event.code", "event.action"), 0.75),
+        (r"by \w+ via", ("user.name", "source.ip"), 1.0),
+        (r"flood!", ("rule.name", "source.ip", "destination.port"), 1.0)]),
     "syslog/linux_sshd.log": ("linux_auth", 1.0, [
         (r"Failed password|Accepted|Invalid user", ("user.name", "source.ip", "event.outcome"),
          0.9)]),
@@ -124,7 +128,8 @@ WAZUH = {"cisco-asa": "cisco_asa", "cisco-ios": "cisco_ios", "sshd": "linux_auth
          "sudo": "linux_auth", "su": "linux_auth", "pam": "linux_auth", "dropbear": "linux_auth",
          "kernel": "netfilter", "pf": "pfsense_filterlog", "paloalto": "paloalto",
          "junos-ids": "juniper_srx", "junos-rt-flow": "juniper_srx", "f5-bigip": "f5_bigip",
-         "f5-bigip-cef": "cef", "cef-fireeye": "cef", "paps": "leef", "auditd": "kv"}
+         "f5-bigip-cef": "cef", "cef-fireeye": "cef", "paps": "leef", "auditd": "kv",
+         "netscreenfw": "netscreen"}
 
 
 def test_agreement_with_wazuh_decoders() -> None:

@@ -457,3 +457,70 @@ def test_a_header_time_stamp_wins_over_the_body() -> None:
 
 def test_an_unreadable_body_time_falls_back_to_the_receive_time() -> None:
     assert event_time(FG.replace(b"time=10:00:00", b"time=25:99:00")) == NOW
+
+
+# ScreenOS lines as Juniper's ScreenOS Message Log Reference documents them.
+NETSCREEN_TRAFFIC = (
+    b"<134>Nov 29 11:59:00 ssg5: NetScreen device_id=0123456789012345  [Root]system-notification"
+    b'-00257(traffic): start_time="2026-11-29 11:58:50" duration=10 policy_id=320001 service=ssh'
+    b" proto=6 src zone=Untrust dst zone=Trust action=Deny sent=60 rcvd=0 src=203.0.113.7"
+    b" dst=198.51.100.20 src_port=51234 dst_port=22 session_id=0"
+)
+
+
+def test_netscreen_traffic_log_meets_the_firewall_contract() -> None:
+    f = decode(NETSCREEN_TRAFFIC)
+    assert f["decoder"] == "netscreen"
+    assert pick(f, *NET, "rule.id", "network.bytes", "observer.vendor", "observer.product",
+                "observer.serial_number", "event.code") == {
+        "event.category": ["network"], "event.type": ["connection", "denied"],
+        "event.action": "deny", "event.outcome": "failure", "source.ip": "203.0.113.7",
+        "source.port": 51234, "destination.ip": "198.51.100.20", "destination.port": 22,
+        "network.transport": "tcp", "rule.id": "320001", "network.bytes": 60,
+        "observer.vendor": "Juniper", "observer.product": "NetScreen",
+        "observer.serial_number": "0123456789012345", "event.code": "00257"}
+
+
+def test_netscreen_screen_alarm_is_an_ids_alert_with_its_endpoints() -> None:
+    f = decode(b"<129>Nov 29 11:59:00 ssg5: NetScreen device_id=fw-edge  [Root]system-alert-"
+               b"00016: Port scan! From 203.0.113.7:40000 to 198.51.100.20:443, proto TCP (zone "
+               b"Untrust, int ethernet0/0). Occurred 3 times. (2026-11-29 11:58:59)")
+    assert pick(f, "event.kind", "event.severity", "rule.id") == {
+        "event.kind": "alert", "event.severity": 1, "rule.id": "00016"}
+    assert pick(f, "event.kind", "event.category", "rule.name", "source.ip", "source.port",
+                "destination.ip", "destination.port", "network.transport", "observer.name",
+                "juniper.netscreen.occurrences") == {
+        "event.kind": "alert", "event.category": ["intrusion_detection"],
+        "rule.name": "Port scan", "source.ip": "203.0.113.7", "source.port": 40000,
+        "destination.ip": "198.51.100.20", "destination.port": 443,
+        "network.transport": "tcp", "observer.name": "fw-edge",
+        "juniper.netscreen.occurrences": 3}
+
+
+def test_netscreen_failed_admin_login_names_user_and_source() -> None:
+    f = decode(b'<132>Nov 29 11:59:00 ssg5: NetScreen device_id=ssg5  [Root]system-warning-00518'
+               b': Admin user "root" login attempt for Web(http) management (port 80) from '
+               b"203.0.113.9:3322 failed. (2026-11-29 11:58:58)")
+    assert pick(f, *AUTH) == {
+        "event.category": ["authentication"], "event.action": "login",
+        "event.outcome": "failure", "user.name": "root", "source.ip": "203.0.113.9",
+        "source.port": 3322}
+
+
+def test_netscreen_configuration_change_names_who_and_from_where() -> None:
+    f = decode(b"<133>Nov 29 11:59:00 ssg5: NetScreen device_id=ssg5  [Root]system-notification-"
+               b"00018: Policy (5, Trust->Untrust, 10.10.10.0/24->any, ANY, Permit) was modified by"
+               b" admin via web from host 192.0.2.50 to 192.0.2.1:443. (2026-11-29 11:58:57)")
+    assert pick(f, "event.category", "event.action", "user.name", "source.ip") == {
+        "event.category": ["configuration"], "event.action": "config_change",
+        "user.name": "admin", "source.ip": "192.0.2.50"}
+
+
+def test_netscreen_trailing_stamp_is_the_device_time() -> None:
+    msg = decode_syslog(b"<133>ssg5: NetScreen device_id=ssg5  [Root]system-information-00767:"
+                        b" System configuration saved by admin via console. (2026-11-29 11:58:57)",
+                        NOW)
+    fields = syslog_fields(msg, "192.0.2.1")
+    assert REGISTRY.decode(msg, fields) == "netscreen"
+    assert fields["message"] == "System configuration saved by admin via console."
+    assert msg.payload_time is not None and msg.payload_time.minute == 58
