@@ -153,6 +153,22 @@ def authentication(
         fields["user.name"] = user
 
 
+def config_change(fields: Fields, user: str | None = None) -> None:
+    """The network-device contract for a configuration change (the ``netdev_*`` rules)."""
+    fields["event.category"] = ["configuration"]
+    fields["event.type"] = ["change"]
+    fields["event.action"] = "config_change"
+    if user:
+        fields["user.name"] = user
+
+
+def intrusion_alert(fields: Fields) -> None:
+    """The IDS contract the ``ids_*`` rules read (the vendor adds severity and rule)."""
+    fields["event.kind"] = "alert"
+    fields["event.category"] = ["intrusion_detection"]
+    fields["event.type"] = ["info"]
+
+
 def observer(fields: Fields, vendor: str, product: str, kind: str | None = None) -> None:
     fields["observer.vendor"] = vendor
     fields["observer.product"] = product

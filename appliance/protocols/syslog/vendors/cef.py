@@ -11,6 +11,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     epoch_digits,
+    intrusion_alert,
     local_time,
     set_int,
     set_ip,
@@ -139,8 +140,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         fields["network.bytes"] = fields.get("source.bytes", 0) + fields.get("destination.bytes", 0)
     cat = kv.get("categoryDeviceGroup", "") + kv.get("cat", "")
     if "/IDS" in cat or "Intrusion" in cat:
-        fields["event.kind"] = "alert"
-        fields["event.category"] = ["intrusion_detection"]
+        intrusion_alert(fields)
     elif "/Firewall" in cat:
         fields["event.category"] = ["network"]
     return True

@@ -14,6 +14,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    config_change,
     network_verdict,
     observer,
     set_int,
@@ -177,9 +178,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             "end" if action == "logout" else "start",
         )
     elif code in CONFIG_IDS:
-        fields["event.category"] = ["configuration"]
-        fields["event.type"] = ["change"]
-        fields["event.action"] = "config_change"
+        config_change(fields)
         um = _USER_CMD.search(body)
         if um is not None:
             fields["user.name"] = um.group(1)

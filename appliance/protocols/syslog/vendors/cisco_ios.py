@@ -14,6 +14,8 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    config_change,
+    intrusion_alert,
     network_verdict,
     observer,
     set_int,
@@ -58,9 +60,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields["event.category"] = ["network"]
             fields["event.type"] = ["change"]
     elif mnemonic in ("CONFIG_I", "CONFIG"):
-        fields["event.category"] = ["configuration"]
-        fields["event.type"] = ["change"]
-        fields["event.action"] = "config_change"
+        config_change(fields)
         cm = _CONFIG.search(body)
         if cm is not None:
             if cm.group(2):
@@ -87,8 +87,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             set_int(fields, "destination.port", lm.group(4))
     elif facility == "IPS" and mnemonic == "SIGNATURE":
         sm = _SIG.search(body)
-        fields["event.category"] = ["intrusion_detection"]
-        fields["event.kind"] = "alert"
+        intrusion_alert(fields)
         if sm is not None:
             fields["rule.id"] = sm.group(1)
             fields["rule.name"] = sm.group(4)

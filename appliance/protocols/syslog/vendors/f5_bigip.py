@@ -13,6 +13,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    config_change,
     observer,
     set_int,
     set_ip,
@@ -51,9 +52,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         set_ip(fields, "destination.ip", ipp.group(1))
         set_int(fields, "destination.port", ipp.group(2))
     if body.startswith("AUDIT"):
-        fields["event.category"] = ["configuration"]
-        fields["event.type"] = ["change"]
-        fields["event.action"] = "config_change"
+        config_change(fields)
         u = _AUDIT_USER.search(body)
         if u is not None:
             fields["user.name"] = u.group(1)

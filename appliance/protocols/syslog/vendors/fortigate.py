@@ -15,6 +15,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    config_change,
     epoch_digits,
     kv_pairs,
     local_time,
@@ -149,11 +150,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         or "cfgpath" in kv
         or "onfiguration" in kv.get("logdesc", "")
     ):
-        fields["event.category"] = ["configuration"]
-        fields["event.type"] = ["change"]
-        fields["event.action"] = "config_change"
-        if user:
-            fields["user.name"] = user
+        config_change(fields, user)
         m = _UI.search(kv.get("ui", ""))
         if m is not None:
             set_ip(fields, "source.ip", m.group(1))

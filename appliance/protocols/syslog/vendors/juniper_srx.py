@@ -12,6 +12,7 @@ from appliance.protocols.syslog.rfc5424 import parse_structured_data
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    intrusion_alert,
     network_verdict,
     observer,
     set_int,
@@ -84,8 +85,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         if ps and pr and ps.isdigit() and pr.isdigit():
             fields["network.packets"] = int(ps) + int(pr)
     elif tag.startswith(("RT_SCREEN", "RT_IDS", "IDP_")) or "attack-name" in p:
-        fields["event.kind"] = "alert"
-        fields["event.category"] = ["intrusion_detection"]
+        intrusion_alert(fields)
         if p.get("attack-name"):
             fields["rule.name"] = p["attack-name"]
         if p.get("action"):

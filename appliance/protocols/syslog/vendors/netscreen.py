@@ -21,6 +21,8 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    config_change,
+    intrusion_alert,
     kv_pairs,
     local_time,
     network_verdict,
@@ -61,11 +63,7 @@ def _admin(text: str, fields: Fields) -> None:
     user = who.group("user") if who is not None else None
     src = _FROM.search(text)
     if _CHANGED.search(text):
-        fields["event.category"] = ["configuration"]
-        fields["event.type"] = ["change"]
-        fields["event.action"] = "config_change"
-        if user:
-            fields["user.name"] = user
+        config_change(fields, user)
     elif "login" in low or "logged in" in low or "logged on" in low:
         failed = any(w in low for w in ("fail", "refused", "locked", "denied", "invalid"))
         authentication(fields, "login", "failure" if failed else "success", user)
@@ -105,10 +103,8 @@ def _traffic(text: str, fields: Fields) -> None:
 
 
 def _attack(m: re.Match[str], level: str, fields: Fields) -> None:
-    fields["event.kind"] = "alert"
+    intrusion_alert(fields)
     fields["event.severity"] = ALERT_SEVERITY.get(level, 3)
-    fields["event.category"] = ["intrusion_detection"]
-    fields["event.type"] = ["info"]
     fields["rule.name"] = m.group("name").strip()
     set_ip(fields, "source.ip", m.group("src"))
     set_int(fields, "source.port", m.group("sport"))

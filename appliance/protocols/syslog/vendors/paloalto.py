@@ -12,6 +12,7 @@ from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    config_change,
     local_time,
     network_verdict,
     observer,
@@ -165,9 +166,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields["event.category"] = ["authentication"]
             fields["event.outcome"] = "failure" if "fail" in eid else "success"
     elif kind == "CONFIG":
-        fields["event.category"] = ["configuration"]
-        fields["event.type"] = ["change"]
-        fields["event.action"] = "config_change"
+        config_change(fields)
         set_ip(fields, "source.ip", _get(cols, 7))
         if _get(cols, 12):
             fields["user.name"] = cols[12]

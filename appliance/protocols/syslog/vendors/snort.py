@@ -9,6 +9,7 @@ from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    intrusion_alert,
     set_int,
     set_ip,
     transport,
@@ -33,9 +34,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     fields["observer.vendor"] = "Snort"
     fields["observer.product"] = "Snort"
     fields["observer.type"] = "ids"
-    fields["event.kind"] = "alert"
-    fields["event.category"] = ["intrusion_detection"]
-    fields["event.type"] = ["info"]
+    intrusion_alert(fields)
     fields["rule.id"] = sid
     fields["rule.name"] = name
     fields["rule.version"] = rev

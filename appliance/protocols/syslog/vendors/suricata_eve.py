@@ -9,6 +9,7 @@ from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
+    intrusion_alert,
     iso_time,
     set_int,
     set_ip,
@@ -52,9 +53,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         msg.payload_time = iso_time(doc["timestamp"])
     alert = doc.get("alert")
     if kind == "alert" and isinstance(alert, dict):
-        fields["event.kind"] = "alert"
-        fields["event.category"] = ["intrusion_detection"]
-        fields["event.type"] = ["info"]
+        intrusion_alert(fields)
         if alert.get("signature_id") is not None:
             fields["rule.id"] = str(alert["signature_id"])
         if isinstance(alert.get("signature"), str):
