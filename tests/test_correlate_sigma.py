@@ -136,6 +136,18 @@ def test_cidr_answers_stay_right_when_the_memo_fills(
     assert rule.predicate({"source.ip": "10.1.1.1"}) is False
 
 
+def test_cidr_memo_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sigma.types import SigmaCIDRExpression
+
+    from appliance.correlate.compile import NetworkSet
+
+    monkeypatch.setattr(NetworkSet, "MEMO_MAX", 4)
+    nets = NetworkSet([SigmaCIDRExpression("10.0.0.0/8"), SigmaCIDRExpression("fc00::/7")])
+    assert [nets.contains(f"10.0.0.{i}") for i in range(50)] == [True] * 50
+    assert nets.contains("fd00::1") and not nets.contains("11.0.0.1")
+    assert nets.member.cache_info().currsize == 4
+
+
 def test_re_modifier_uses_re2_search(tmp_path: Path) -> None:
     e = engine_for(tmp_path, "sel: {message|re: 'user (root|admin) from'}\ncondition: sel")
     assert hit(e, {"message": "Failed password for user admin from 1.2.3.4"})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import re2
@@ -72,59 +73,46 @@ def _any_of(test: ValueTest) -> ValueTest:
     return t
 
 
-_IP_INTS: dict[str, tuple[int, int] | None] = {}
-_IP_INTS_MAX = 65_536
-_MISSING_IP = object()
-
-
+@lru_cache(maxsize=65_536)
 def ip_int(text: str) -> tuple[int, int] | None:
     """``(version, integer)`` of an IP address text, or ``None``; cached (bounded), because
     ``cidr`` rules meet the same addresses over and over (every flow record, every firewall
     line) and parsing one with :mod:`ipaddress` costs more than the rest of the test."""
-    hit = _IP_INTS.get(text, _MISSING_IP)
-    if hit is _MISSING_IP:
-        try:
-            addr = ipaddress.ip_address(text)
-            hit = (addr.version, int(addr))
-        except ValueError:
-            hit = None
-        if len(_IP_INTS) >= _IP_INTS_MAX:
-            _IP_INTS.clear()
-        _IP_INTS[text] = hit
-    return hit  # type: ignore[return-value]
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    return addr.version, int(addr)
 
 
 class NetworkSet:
     """Membership of an address text in a rule's networks (``field|cidr: [a, b, ...]``).
 
-    The answer per text is memoized (bounded, cleared when full): a flow rule asks it of every
-    record, and the same internal and external addresses come back over and over, so the usual
-    test is one dict probe instead of a parse and a mask per network.
+    The answer per text is memoized (bounded, least recently used first out): a flow rule asks
+    it of every record, and the same internal and external addresses come back over and over,
+    so the usual test is one cache probe instead of a parse and a mask per network.
     """
 
     MEMO_MAX = 65_536
 
-    def __init__(self, networks: list[tuple[int, int, int]]) -> None:
-        self.networks = networks  # (version, network as integer, netmask as integer)
-        self.memo: dict[str, bool] = {}
+    def __init__(self, cidrs: list[SigmaCIDRExpression]) -> None:
+        # (version, network as integer, netmask as integer)
+        nets = [c.network for c in cidrs]
+        networks = [(n.version, int(n.network_address), int(n.netmask)) for n in nets]
+
+        @lru_cache(maxsize=self.MEMO_MAX)
+        def member(text: str) -> bool:
+            addr = ip_int(text)
+            if addr is None:
+                return False
+            version, value = addr
+            return any(v == version and value & mask == base for v, base, mask in networks)
+
+        self.networks = networks
+        self.member = member  # address text -> bool
 
     def contains(self, v: Any) -> bool:
-        text = _as_text(v)
-        memo = self.memo
-        hit = memo.get(text)
-        if hit is None:
-            hit = self._member(text)
-            if len(memo) >= self.MEMO_MAX:
-                memo.clear()
-            memo[text] = hit
-        return hit
-
-    def _member(self, text: str) -> bool:
-        addr = ip_int(text)
-        if addr is None:
-            return False
-        version, value = addr
-        return any(v == version and value & mask == base for v, base, mask in self.networks)
+        return self.member(_as_text(v))
 
 
 class Compiler:
@@ -243,19 +231,14 @@ class Compiler:
 
     @staticmethod
     def _in_networks(field: str, values: list[SigmaCIDRExpression]) -> Predicate:
-        nets = NetworkSet(
-            [
-                (n.version, int(n.network_address), int(n.netmask))
-                for n in (v.network for v in values)
-            ]
-        )
-        contains = nets.contains
-        slow = _any_of(contains)
+        nets = NetworkSet(values)
+        member = nets.member
+        slow = _any_of(nets.contains)
 
         def in_networks(f: Fields) -> bool:
             v = f.get(field)
             if v.__class__ is str:
-                return contains(v)
+                return member(v)
             return v is not None and slow(v)
 
         return in_networks
@@ -298,8 +281,7 @@ class Compiler:
         if isinstance(value, SigmaRegularExpression):
             return self.regex_test(value)
         if isinstance(value, SigmaCIDRExpression):
-            net = value.network
-            return NetworkSet([(net.version, int(net.network_address), int(net.netmask))]).contains
+            return NetworkSet([value]).contains
         raise Unsupported(f"value type {type(value).__name__} is not supported")
 
     def string_test(self, value: SigmaString, contains: bool = False) -> ValueTest:

@@ -19,6 +19,7 @@ import struct
 import time
 import weakref
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -220,6 +221,16 @@ def _recvmmsg() -> Callable[..., int] | None:
     return fn
 
 
+@lru_cache(maxsize=65_536)
+def sockaddr_text(sockaddr: bytes) -> tuple[str, int]:
+    """``(address, port)`` of a raw ``sockaddr_in`` (16 bytes) or ``sockaddr_in6`` (28):
+    cached (bounded), since senders are few and repeat every datagram."""
+    port = int.from_bytes(sockaddr[2:4], "big")
+    if len(sockaddr) == 28:
+        return socket.inet_ntop(socket.AF_INET6, sockaddr[8:24]), port
+    return socket.inet_ntop(socket.AF_INET, sockaddr[4:8]), port
+
+
 class UdpBatchReader:
     """Reads a UDP socket many datagrams per system call (``recvmmsg``) into a bounded backlog
     of raw datagrams that the event loop decodes a slice at a time.
@@ -284,7 +295,6 @@ class UdpBatchReader:
         self._lengths = struct.Struct("=" + f"{at}xI{pad}x" * n)
         self._msgs_addr = ctypes.addressof(self._msgs)
         self._v6 = sock.family == socket.AF_INET6
-        self._addrs: dict[bytes, tuple[str, int]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -344,7 +354,7 @@ class UdpBatchReader:
             return 0  # EAGAIN, or an ICMP error queued on the socket
         lens = self._lengths.unpack_from(memoryview(self._msgs).cast("B"))
         data_view, name_view = memoryview(self._buf), memoryview(self._names)
-        size, addrs, append = self._size, self._addrs, self.backlog.append
+        size, append = self._size, self.backlog.append
         name_len = 28 if self._v6 else 16
         held = 0
         for i in range(n):
@@ -352,21 +362,9 @@ class UdpBatchReader:
             held += length
             off = i * size
             key = name_view[i * _NAME : i * _NAME + name_len].tobytes()
-            addr = addrs.get(key)
-            if addr is None:
-                addr = self._address(key)
-                if len(addrs) >= 65_536:
-                    addrs.clear()
-                addrs[key] = addr
-            append((data_view[off : off + length].tobytes(), addr))
+            append((data_view[off : off + length].tobytes(), sockaddr_text(key)))
         self.held += held
         return n
-
-    def _address(self, sockaddr: bytes) -> tuple[str, int]:
-        port = int.from_bytes(sockaddr[2:4], "big")
-        if self._v6:
-            return socket.inet_ntop(socket.AF_INET6, sockaddr[8:24]), port
-        return socket.inet_ntop(socket.AF_INET, sockaddr[4:8]), port
 
     def _drain_slice(self) -> None:
         """On the loop: decode one slice, then yield to the loop (and the socket) again."""
