@@ -104,7 +104,9 @@ def compile_mibs_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
-        print(__version__)
+        from appliance import dataplane
+
+        print(f"{__version__} ({dataplane.backend()} data plane)")
         return 0
     if args.command == "example-config":
         sys.stdout.write(EXAMPLE_CONFIG.read_text(encoding="utf-8"))

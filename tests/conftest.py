@@ -42,6 +42,31 @@ def corpus_dir(sub: str) -> Path:
     return path
 
 
+BACKENDS = ("native", "python")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test on each data plane: the Rust extension and the Python reference.
+
+    Modules whose subject has both (syslog framing and headers) use it through
+    ``pytestmark = pytest.mark.usefixtures("backend")``; the native run skips, with its reason,
+    where the extension is not built or ``APPLIANCE_NATIVE=0`` is set.
+    """
+    from appliance import dataplane
+    from appliance.protocols.syslog import decode
+
+    if request.param == "native":
+        if dataplane.native is None:
+            pytest.skip("native data plane not loaded (not built, or APPLIANCE_NATIVE=0)")
+        if decode._native is None:
+            monkeypatch.setattr(decode, "_native", decode._native_header())
+    else:
+        monkeypatch.setattr(dataplane, "native", None)
+        monkeypatch.setattr(decode, "_native", None)
+    return str(request.param)
+
+
 def make_config(tmp_path: Path, **sections: Any) -> dict[str, Any]:
     """A config dict on loopback port 0 with a temporary data dir; ``sections`` override."""
     data: dict[str, Any] = {

@@ -19,6 +19,8 @@ from tests.conftest import need_tool
 from tests.test_syslog_tcp import send_tcp
 from tests.test_syslog_udp import send_udp
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 GOOD = 200
 
 # C2.2-C2.6: (payload, reason that must be counted in appliance_syslog_parse_errors_total)

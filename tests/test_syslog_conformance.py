@@ -19,7 +19,7 @@ from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.vendors import REGISTRY
 from tests.conftest import corpus_dir
 
-pytestmark = pytest.mark.corpus
+pytestmark = [pytest.mark.corpus, pytest.mark.usefixtures("backend")]
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from appliance.protocols.syslog import decode_syslog
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
 
 

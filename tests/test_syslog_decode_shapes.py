@@ -6,7 +6,11 @@ import calendar
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from appliance.protocols.syslog import decode_syslog
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
 

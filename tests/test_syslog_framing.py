@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.protocols.syslog.framing import SyslogFramer
+from appliance.protocols.syslog.framing import new_framer
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def frames_of(stream: bytes, *, chunk: int | None = None, **kw: int) -> tuple[list[bytes], dict]:
-    f = SyslogFramer(**kw)
+    f = new_framer(**kw)
     out: list[bytes] = []
     step = chunk or len(stream) or 1
     for i in range(0, len(stream), step):
@@ -72,7 +74,7 @@ def test_overlong_line_is_cut_and_the_rest_skipped_to_the_lf() -> None:
 
 
 def test_buffer_stays_bounded_on_a_megabyte_line() -> None:
-    f = SyslogFramer(max_length=1024)
+    f = new_framer(max_length=1024)
     for _ in range(1024):
         f.feed(b"C" * 1024)
         list(f)
@@ -91,7 +93,7 @@ def test_line_starting_with_a_digit_is_non_transparent() -> None:
 
 
 def test_incomplete_frame_is_held_not_returned() -> None:
-    f = SyslogFramer()
+    f = new_framer()
     f.feed(b"20 <13>partial")
     assert list(f) == []
     assert f.buffered == len(b"20 <13>partial")
@@ -105,6 +107,6 @@ def test_blank_separators_yield_nothing(junk: bytes) -> None:
 
 
 def test_frames_counter_counts_returned_frames() -> None:
-    f = SyslogFramer()
+    f = new_framer()
     f.feed(b"<1>a\n<1>b\n")
     assert len(list(f)) == 2 and f.frames == 2

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trustme
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 def tcp_source(**kw: Any) -> dict[str, Any]:
     return {"sources": {"syslog": [{"protocol": "tcp", "listen": "127.0.0.1:0", **kw}]}}

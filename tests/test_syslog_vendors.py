@@ -17,6 +17,8 @@ from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.vendors import REGISTRY
 from appliance.sources.syslog_intake import SyslogIntake
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
 
 

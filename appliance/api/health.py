@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from appliance import __version__
+from appliance import __version__, dataplane
 from appliance.api.server import APPLIANCE_KEY
 
 
@@ -24,6 +24,7 @@ async def healthz(request: web.Request) -> web.Response:
         {
             "status": "ok" if app.running else "starting",
             "version": __version__,
+            "backend": dataplane.backend(),
             "sensor_id": app.config.appliance.sensor_id,
             "uptime_seconds": round(app.uptime(), 3),
             "events_stored": int(pipeline.stored.total()),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from appliance.config import SyslogSource, parse_hostport
 from appliance.logutil import RateLimitedLog, printable
-from appliance.protocols.syslog.framing import SyslogFramer
+from appliance.protocols.syslog.framing import new_framer
 from appliance.sources.base import SourceContext
 from appliance.sources.syslog_intake import SenderProfile, SyslogIntake
 from appliance.sources.udp import BindError
@@ -132,7 +132,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.intake = source.intake
         self.received = source.ctx.pipeline.received
         self.dropped = source.ctx.pipeline.dropped
-        self.framer = SyslogFramer(source.cfg.max_frame_bytes, source.cfg.max_count_digits)
+        self.framer = new_framer(source.cfg.max_frame_bytes, source.cfg.max_count_digits)
         self.transport: asyncio.Transport | None = None
         self.ip = ""
         self.prof: SenderProfile  # set in connection_made, before any data

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from datetime import tzinfo
+from typing import Any
 
+from appliance import dataplane
 from appliance.protocols.syslog.message import SyslogMessage, parse_pri
-from appliance.protocols.syslog.rfc3164 import decode_rfc3164
-from appliance.protocols.syslog.rfc5424 import decode_rfc5424
+from appliance.protocols.syslog.rfc3164 import bsd_epoch, decode_rfc3164
+from appliance.protocols.syslog.rfc5424 import decode_rfc5424, parse_rfc3339
+
+
+def _native_header() -> Any:
+    """The extension's header decoder, given the reference's own time conversions (zones stay
+    in Python) and message class, so both backends build the same ``SyslogMessage``."""
+    if dataplane.native is None:
+        return None
+    return dataplane.native.HeaderDecoder(SyslogMessage, bsd_epoch, parse_rfc3339)
+
+
+_native: Any = _native_header()
 
 
 def decode_syslog(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMessage:
@@ -15,7 +28,19 @@ def decode_syslog(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMe
     RFC 5424 is recognised by ``<PRI>1 ``; everything else is read as RFC 3164 as it is really
     sent (missing PRI, missing hostname, RFC 3339 stamps). ``tz`` is the sender's time zone
     for 3164 stamps, which carry none (``None``: the appliance's local zone).
+
+    The native decoder answers ``None`` for the few lines it leaves to the reference (RFC 3164
+    with non-ASCII text, a caught panic).
     """
+    if _native is not None:
+        msg: SyslogMessage | None = _native.decode(data, now, tz)
+        if msg is not None:
+            return msg
+    return decode_syslog_reference(data, now, tz)
+
+
+def decode_syslog_reference(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMessage:
+    """The Python reference of :func:`decode_syslog` (the native decoder is held to it)."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     text = data.decode("utf-8", "replace") if not data.isascii() else data.decode("ascii")

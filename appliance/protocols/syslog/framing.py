@@ -18,6 +18,9 @@ skipped to the next LF and counted as ``octet_count_invalid``. Problems are adde
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
+
+from appliance import dataplane
 
 _DIGITS = frozenset(b"0123456789")
 _SKIP_COUNT = 1  # discarding the rest of an octet-counted frame (``_skip`` bytes left)
@@ -228,3 +231,11 @@ class SyslogFramer:
         else:
             self._pos = end + 1
         return b""
+
+
+def new_framer(max_length: int = 65536, max_digits: int = 8) -> Any:
+    """A framer from the running backend: the extension's ``SyslogFramer`` (same API and
+    behaviour, held to this module by the tests) or :class:`SyslogFramer`."""
+    if dataplane.native is not None:
+        return dataplane.native.SyslogFramer(max_length, max_digits)
+    return SyslogFramer(max_length, max_digits)

@@ -67,6 +67,24 @@ def infer_year(
     return best
 
 
+def bsd_epoch(
+    year: int | None,
+    month: int,
+    day: int,
+    h: int,
+    m: int,
+    s: int,
+    us: int,
+    now: float,
+    tz: tzinfo | None,
+) -> float | None:
+    """Epoch of a BSD stamp the native header decoder read (seconds already capped as
+    :func:`_parse_bsd_timestamp` caps them): the zone and the year inference stay here."""
+    if year is not None:
+        return _epoch(year, month, day, h, m, s, us, tz)
+    return infer_year(month, day, h, m, s, us, now, tz)
+
+
 _STAMPS: dict[tuple[str, tzinfo | None, int], float | None] = {}
 _STAMPS_MAX = 4096
 

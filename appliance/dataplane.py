@@ -1,0 +1,39 @@
+"""Which data plane runs: the Rust extension ``appliance._dataplane`` or the Python reference.
+
+The per-message work (syslog framing and headers today; more as it moves) has two
+implementations with one behaviour, as aiohttp keeps its Python HTTP parser beside the C one:
+the extension for speed, the Python modules as the reference the tests hold it to and the
+fallback when the extension is missing or ``APPLIANCE_NATIVE=0`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("APPLIANCE_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    try:
+        from appliance import _dataplane  # type: ignore[attr-defined]
+    except ImportError as exc:
+        log.warning("native data plane unavailable (%s): using the Python reference", exc)
+        return None
+    return _dataplane
+
+
+native: ModuleType | None = _load()
+
+
+def backend() -> str:
+    """``"native"`` or ``"python"``: shown by ``/healthz`` and ``appliance version``."""
+    return "native" if native is not None else "python"
+
+
+def native_panics() -> int:
+    """Decoder panics the extension caught (each message then went to the Python reference)."""
+    return int(native.panics()) if native is not None else 0

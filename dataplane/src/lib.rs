@@ -1,0 +1,11 @@
+//! The SEM appliance's data plane: what runs once per message, in Rust, behind a small Python
+//! API (`appliance._dataplane`). The Python package keeps a reference implementation of each
+//! piece; the test suite holds both to the same output.
+//!
+//! Modules are pure Rust with no interpreter in sight (tested and fuzzed with `cargo test`);
+//! `python` is the only place that touches PyO3.
+
+pub mod syslog;
+
+#[cfg(feature = "python")]
+mod python;

@@ -1,0 +1,335 @@
+//! The extension module `appliance._dataplane`: thin PyO3 bindings over the pure modules.
+//!
+//! A panic inside a decoder never crosses into Python: it is caught here, counted
+//! (`panics()`), and the message goes to the Python reference instead, so it is not lost.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+use crate::syslog::framing::Framer;
+use crate::syslog::header::{self, Clock, Message};
+
+static PANICS: AtomicU64 = AtomicU64::new(0);
+
+/// Decoder panics caught at the boundary since start (each message went to the reference).
+#[pyfunction]
+fn panics() -> u64 {
+    PANICS.load(Ordering::Relaxed)
+}
+
+/// A BSD stamp's fields, the sender's zone (by identity) and the hour received.
+type StampKey = (Option<u32>, u32, u32, u32, u32, u32, u32, usize, i64);
+
+/// BSD stamps already converted, as the reference memoises them per (stamp, zone, hour
+/// received): a burst shares a handful of stamps and the conversion is a Python call.
+#[derive(Default)]
+struct StampMemo {
+    epochs: HashMap<StampKey, Option<f64>>,
+    /// The zones the keys name by address, held so no address is reused while keyed.
+    zones: Vec<Py<PyAny>>,
+}
+
+const STAMP_MEMO_MAX: usize = 4096;
+
+/// The caller's conversions for one message; the first Python error is kept and re-raised.
+struct PyClock<'a, 'py> {
+    bsd_epoch: &'a Bound<'py, PyAny>,
+    rfc3339: &'a Bound<'py, PyAny>,
+    now: f64,
+    tz: &'a Bound<'py, PyAny>,
+    memo: &'a mut StampMemo,
+    error: Option<PyErr>,
+}
+
+impl PyClock<'_, '_> {
+    fn result(&mut self, got: PyResult<Bound<'_, PyAny>>) -> Option<f64> {
+        if self.error.is_some() {
+            return None;
+        }
+        match got.and_then(|v| v.extract::<Option<f64>>()) {
+            Ok(v) => v,
+            Err(e) => {
+                self.error = Some(e);
+                None
+            }
+        }
+    }
+}
+
+impl Clock for PyClock<'_, '_> {
+    fn bsd_epoch(
+        &mut self,
+        year: Option<u32>,
+        month: u32,
+        day: u32,
+        hour: u32,
+        minute: u32,
+        second: u32,
+        micros: u32,
+    ) -> Option<f64> {
+        let zone = self.tz.as_ptr() as usize;
+        let key = (
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            micros,
+            zone,
+            (self.now / 3600.0).floor() as i64,
+        );
+        if let Some(hit) = self.memo.epochs.get(&key) {
+            return *hit;
+        }
+        let got = self.bsd_epoch.call1((
+            year, month, day, hour, minute, second, micros, self.now, self.tz,
+        ));
+        let epoch = self.result(got);
+        if self.error.is_none() {
+            let memo = &mut *self.memo;
+            if memo.epochs.len() >= STAMP_MEMO_MAX {
+                memo.epochs.clear();
+                memo.zones.clear();
+            }
+            if !memo.zones.iter().any(|z| z.as_ptr() as usize == zone) {
+                memo.zones.push(self.tz.clone().unbind());
+            }
+            memo.epochs.insert(key, epoch);
+        }
+        epoch
+    }
+
+    fn rfc3339(&mut self, token: &str) -> Option<f64> {
+        let got = self.rfc3339.call1((token,));
+        self.result(got)
+    }
+}
+
+/// Decodes syslog headers into the reference's `SyslogMessage`.
+///
+/// Built once with the reference's own time conversions (`bsd_epoch`, `rfc3339`) and the
+/// message class, so the per-message call passes only the bytes, the clock and the zone.
+#[pyclass(module = "appliance._dataplane", frozen)]
+struct HeaderDecoder {
+    message_class: Py<PyAny>,
+    bsd_epoch: Py<PyAny>,
+    rfc3339: Py<PyAny>,
+    memo: Mutex<StampMemo>,
+}
+
+fn build<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyAny>,
+    m: &Message<'_>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let sd = match &m.structured_data {
+        None => py.None().into_bound(py),
+        Some(elements) => {
+            let d = PyDict::new(py);
+            for (id, params) in elements {
+                let p = PyDict::new(py);
+                for (k, v) in params {
+                    p.set_item(k, v.as_ref())?;
+                }
+                d.set_item(id, p)?;
+            }
+            d.into_any()
+        }
+    };
+    let errors = PyList::new(py, m.errors.iter().map(|e| PyString::intern(py, e)))?;
+    fn any<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
+        v.into_bound_py_any(py)
+    }
+    let args = PyTuple::new(
+        py,
+        [
+            any(py, m.facility)?,
+            any(py, m.severity)?,
+            any(py, m.message)?,
+            PyString::intern(py, m.format.as_str()).into_any(),
+            any(py, m.timestamp)?,
+            any(py, m.hostname)?,
+            any(py, m.app_name)?,
+            any(py, m.procid)?,
+            any(py, m.msgid)?,
+            any(py, m.version)?,
+            sd,
+            any(py, m.sequence)?,
+            errors.into_any(),
+        ],
+    )?;
+    cls.call1(args)
+}
+
+#[pymethods]
+impl HeaderDecoder {
+    #[new]
+    fn new(message_class: Py<PyAny>, bsd_epoch: Py<PyAny>, rfc3339: Py<PyAny>) -> Self {
+        HeaderDecoder {
+            message_class,
+            bsd_epoch,
+            rfc3339,
+            memo: Mutex::default(),
+        }
+    }
+
+    /// The message, or `None` when the reference should decode it (see `header::decode`).
+    #[pyo3(signature = (data, now, tz=None))]
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let tz = tz.unwrap_or_else(|| py.None().into_bound(py));
+        let bsd = self.bsd_epoch.bind(py);
+        let rfc = self.rfc3339.bind(py);
+        // The conversions call Python, which may run another thread's decode: never wait for
+        // the memo while holding the interpreter; a busy memo means a private one this time.
+        let mut private = StampMemo::default();
+        let mut shared = self.memo.try_lock().ok();
+        let memo = match shared.as_deref_mut() {
+            Some(memo) => memo,
+            None => &mut private,
+        };
+        let mut clock = PyClock {
+            bsd_epoch: bsd,
+            rfc3339: rfc,
+            now,
+            tz: &tz,
+            memo,
+            error: None,
+        };
+        let text = header::message_text(data);
+        let decoded = catch_unwind(AssertUnwindSafe(|| header::decode(&text, &mut clock)));
+        let msg = match decoded {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return Ok(None),
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        };
+        if let Some(err) = clock.error {
+            return Err(err);
+        }
+        build(py, self.message_class.bind(py), &msg).map(Some)
+    }
+}
+
+/// RFC 6587 framing; the API of the reference `SyslogFramer` (`errors` is a dict the transport
+/// reads and clears).
+#[pyclass(name = "SyslogFramer", module = "appliance._dataplane")]
+struct PyFramer {
+    inner: Framer,
+    errors: Py<PyDict>,
+}
+
+impl PyFramer {
+    fn sync_errors(&mut self, py: Python<'_>) -> PyResult<()> {
+        if self.inner.errors.is_empty() {
+            return Ok(());
+        }
+        let errors = self.errors.bind(py);
+        for (reason, n) in self.inner.errors.drain(..) {
+            let key = PyString::intern(py, reason.as_str());
+            let had: u64 = match errors.get_item(&key)? {
+                Some(v) => v.extract()?,
+                None => 0,
+            };
+            errors.set_item(key, had + n)?;
+        }
+        Ok(())
+    }
+
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        frame: Option<Vec<u8>>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.sync_errors(py)?;
+        Ok(frame.map(|f| PyBytes::new(py, &f)))
+    }
+}
+
+#[pymethods]
+impl PyFramer {
+    #[new]
+    #[pyo3(signature = (max_length=65536, max_digits=8))]
+    fn new(py: Python<'_>, max_length: usize, max_digits: usize) -> PyResult<Self> {
+        if max_length == 0 || max_digits == 0 {
+            return Err(PyValueError::new_err(
+                "max_length and max_digits must be positive",
+            ));
+        }
+        Ok(PyFramer {
+            inner: Framer::new(max_length, max_digits),
+            errors: PyDict::new(py).unbind(),
+        })
+    }
+
+    fn feed(&mut self, data: &[u8]) {
+        self.inner.feed(data);
+    }
+
+    fn next_frame<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let frame = self.inner.next_frame();
+        self.step(py, frame)
+    }
+
+    fn close<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let frame = self.inner.close();
+        self.step(py, frame)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.next_frame(py)
+    }
+
+    #[getter]
+    fn buffered(&self) -> usize {
+        self.inner.buffered()
+    }
+
+    #[getter]
+    fn frames(&self) -> u64 {
+        self.inner.frames
+    }
+
+    #[getter]
+    fn errors(&self, py: Python<'_>) -> Py<PyDict> {
+        self.errors.clone_ref(py)
+    }
+
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.max_length
+    }
+
+    #[getter]
+    fn max_digits(&self) -> usize {
+        self.inner.max_digits
+    }
+}
+
+#[pymodule]
+fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(panics, m)?)?;
+    m.add_class::<HeaderDecoder>()?;
+    m.add_class::<PyFramer>()?;
+    Ok(())
+}

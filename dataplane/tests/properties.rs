@@ -1,0 +1,98 @@
+//! Property tests that fuzz every parser within `cargo test`'s time: arbitrary bytes never
+//! panic, and the framer's output and memory do not depend on how the stream is cut.
+
+use _dataplane::syslog::framing::{frames_of, Framer};
+use _dataplane::syslog::header::{self, Clock};
+use proptest::prelude::*;
+
+/// A clock that answers every conversion without Python.
+struct FixedClock;
+
+impl Clock for FixedClock {
+    fn bsd_epoch(
+        &mut self,
+        year: Option<u32>,
+        month: u32,
+        day: u32,
+        h: u32,
+        m: u32,
+        s: u32,
+        us: u32,
+    ) -> Option<f64> {
+        let y = f64::from(year.unwrap_or(2026));
+        Some(y + f64::from(month + day + h + m + s) + f64::from(us) / 1e6)
+    }
+
+    fn rfc3339(&mut self, token: &str) -> Option<f64> {
+        (token.len() % 2 == 0).then_some(1.0)
+    }
+}
+
+/// Bytes that look like syslog often enough to reach deep into the header parsers.
+fn syslogish() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b"<13>".to_vec()),
+        Just(b"<34>1 ".to_vec()),
+        Just(b"2003-10-11T22:14:15.003Z ".to_vec()),
+        Just(b"Aug  7 10:00:00 ".to_vec()),
+        Just(b"Oct 03 2018 17:34:08".to_vec()),
+        Just(b"[id@1 a=\"x\\\"y\"]".to_vec()),
+        Just(b"123: *Mar  1 00:00:00.123 UTC: ".to_vec()),
+        Just(b"host app[12]: ".to_vec()),
+        Just(b"Message forwarded from ".to_vec()),
+        Just(b"\xc3\xa9\xff\xef\xbb\xbf".to_vec()),
+        prop::collection::vec(any::<u8>(), 0..24),
+    ];
+    prop::collection::vec(piece, 0..10).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 4000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn header_decoding_never_panics_and_keeps_text_inside_the_message(data in syslogish()) {
+        let text = header::message_text(&data);
+        if let Some(msg) = header::decode(&text, &mut FixedClock) {
+            prop_assert!(text.contains(msg.message));
+            prop_assert!(msg.facility < 24 && msg.severity < 8);
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_header_decoder(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        let text = header::message_text(&data);
+        let _ = header::decode(&text, &mut FixedClock);
+    }
+
+    #[test]
+    fn frames_do_not_depend_on_how_the_stream_is_cut(
+        data in prop::collection::vec(prop_oneof![
+            Just(b'\n'), Just(0u8), Just(b' '), Just(b'5'), Just(b'0'), Just(b'<'), Just(b'a'), any::<u8>()
+        ], 0..400),
+        chunk in 1usize..64,
+        max_length in 1usize..80,
+        max_digits in 1usize..6,
+    ) {
+        let whole = frames_of(&data, data.len().max(1), max_length, max_digits);
+        let cut = frames_of(&data, chunk, max_length, max_digits);
+        prop_assert_eq!(whole, cut);
+    }
+
+    #[test]
+    fn the_framer_holds_at_most_one_frame_of_memory(
+        chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..200), 0..40),
+        max_length in 1usize..100,
+    ) {
+        let mut framer = Framer::new(max_length, 4);
+        for chunk in &chunks {
+            framer.feed(chunk);
+            while let Some(frame) = framer.next_frame() {
+                prop_assert!(!frame.is_empty() && frame.len() <= max_length);
+            }
+            prop_assert!(framer.buffered() <= max_length + 4 + 1 + chunk.len());
+        }
+        if let Some(tail) = framer.close() {
+            prop_assert!(tail.len() <= max_length);
+        }
+    }
+}
