@@ -270,3 +270,20 @@ def test_loss_counter_labels_stay_bounded_under_exporter_churn() -> None:
     labels = {r for (fam, r) in dec.counts if fam == "lost_packets"}
     assert len(labels) == 11 and "other" in labels
     assert sum(n for (fam, _r), n in dec.counts.items() if fam == "lost_packets") == 200
+
+
+def test_template_of_only_padding_yields_no_flows_and_costs_the_datagram_nothing() -> None:
+    dec = NetflowDecoder()
+    data = ipfix(
+        [
+            set_(2, template_record(300, [(210, 4)]) + template_record(256, FLOW_FIELDS)),
+            set_(300, b"\0" * 12),
+            set_(256, flow_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 100, 1)),
+        ]
+    )
+    out = _decode(dec, data)
+    assert [f["source.ip"] for _ts, f in out] == ["10.0.0.1"]
+    assert dec.counts[("data", "empty_records")] == 3
+    assert not [k for k in dec.counts if k[0] == "error"]
+    assert _decode(dec, ipfix([set_(300, b"\0" * 4)], seq=4)) == []
+    assert not [k for k in dec.counts if k[0] in ("lost_flows", "sequence")]  # 4 records seen

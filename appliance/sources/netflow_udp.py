@@ -124,7 +124,7 @@ class NetflowUdpSource:
             ),
             "data": m.counter(
                 "netflow_data_total",
-                "Data set outcomes: no_template, pending_*, options_records.",
+                "Data set outcomes: no_template, pending_*, options_records, empty_records.",
                 ["source", "outcome"],
             ),
             "lost_flows": m.counter(

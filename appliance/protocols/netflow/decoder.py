@@ -520,9 +520,19 @@ class NetflowDecoder:
             return -1
         if tpl.is_options:
             return self._options_records(tpl, data, p, end, ctx)
+        if not tpl.names:
+            return self._empty_records(tpl, data, p, end)
         before = len(out)
         self._records(tpl, data, p, end, ctx, out)
         return len(out) - before
+
+    def _empty_records(self, tpl: Template, data: bytes, p: int, end: int) -> int:
+        """Records of a template made only of paddingOctets: valid IPFIX, but records that
+        carry no field are no flows. Counted (and in the sequence), never emitted."""
+        n = sum(1 for _ in self._tuples(tpl, data, p, end))
+        if n:
+            self.count("data", "empty_records", n)
+        return n
 
     def _tuples(self, tpl: Template, data: bytes, p: int, end: int) -> Iterable[tuple[Any, ...]]:
         """One value tuple per record in ``data[p:end]`` (addresses still bytes); what is left
@@ -711,6 +721,8 @@ class NetflowDecoder:
             return out
         if tpl.is_options:
             self._options_records(tpl, body, 0, len(body), ctx)
+        elif not tpl.names:
+            self._empty_records(tpl, body, 0, len(body))
         else:
             self._records(tpl, body, 0, len(body), ctx, out)
         self.count("data", "pending_released_records", len(out))
