@@ -37,6 +37,7 @@ REFRESH_SAVE_INTERVAL = 60.0  # lifetimes only moved: save at most this often
 # The decoder's bounds: passed to it and shown in /metrics as appliance_netflow_limit.
 LIMIT_KEYS = (
     "max_exporters",
+    "max_domains_per_exporter",
     "max_templates_per_exporter",
     "max_templates",
     "max_fields_per_template",
