@@ -358,6 +358,7 @@ class NetflowSource:
     allowed: list[str] = field(default_factory=list, metadata=check(check_networks))
     rcvbuf_bytes: int = field(default=32 * 1024 * 1024, metadata=check(positive))
     max_exporters: int = field(default=1000, metadata=check(positive))
+    max_domains_per_exporter: int = field(default=64, metadata=check(positive))
     max_templates_per_exporter: int = field(default=256, metadata=check(positive))
     max_templates: int = field(default=10_000, metadata=check(positive))
     max_fields_per_template: int = field(default=256, metadata=check(positive))

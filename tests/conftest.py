@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,41 @@ class Running:
 
     async def wait_stored(self, n: int, timeout: float = 5.0) -> None:
         await self.wait_for(lambda: self.app.pipeline.stored.total() >= n, timeout)
+
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is a dependency on CPython/Linux
+    uvloop = None  # type: ignore[assignment]
+
+# Event loops a test can ask for by name (``@pytest.mark.parametrize("loop", LOOPS)``):
+# production runs uvloop, pytest-asyncio runs asyncio, and they differ at the socket edge.
+LOOPS = [
+    "asyncio",
+    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="no uvloop")),
+]
+
+
+def run_on_loop(loop: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``main()`` to completion on a fresh event loop of the named kind."""
+    factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main())
+
+
+@contextlib.asynccontextmanager
+async def running_appliance(tmp_path: Path, **sections: Any) -> AsyncIterator[Running]:
+    """An appliance on whatever loop is running (``start_appliance`` is tied to asyncio's)."""
+    cfg = parse_config(make_config(tmp_path, **sections), base_dir=tmp_path)
+    app = Appliance(cfg)
+    await app.start()
+    run = Running(app, aiohttp.ClientSession())
+    try:
+        yield run
+    finally:
+        await run.session.close()
+        if app.running:
+            await app.stop()
 
 
 @pytest.fixture

@@ -270,3 +270,51 @@ def test_loss_counter_labels_stay_bounded_under_exporter_churn() -> None:
     labels = {r for (fam, r) in dec.counts if fam == "lost_packets"}
     assert len(labels) == 11 and "other" in labels
     assert sum(n for (fam, _r), n in dec.counts.items() if fam == "lost_packets") == 200
+
+
+def test_template_of_only_padding_yields_no_flows_and_costs_the_datagram_nothing() -> None:
+    dec = NetflowDecoder()
+    data = ipfix(
+        [
+            set_(2, template_record(300, [(210, 4)]) + template_record(256, FLOW_FIELDS)),
+            set_(300, b"\0" * 12),
+            set_(256, flow_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 100, 1)),
+        ]
+    )
+    out = _decode(dec, data)
+    assert [f["source.ip"] for _ts, f in out] == ["10.0.0.1"]
+    assert dec.counts[("data", "empty_records")] == 3
+    assert not [k for k in dec.counts if k[0] == "error"]
+    assert _decode(dec, ipfix([set_(300, b"\0" * 4)], seq=4)) == []
+    assert not [k for k in dec.counts if k[0] in ("lost_flows", "sequence")]  # 4 records seen
+
+
+def _ipfix_flow_from_domain(odid: int) -> bytes:
+    record = flow_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 100, 1)
+    return ipfix([set_(2, template_record(256, FLOW_FIELDS)), set_(256, record)], odid=odid)
+
+
+def test_one_exporter_cycling_observation_domains_is_bounded_to_its_own_share() -> None:
+    dec = NetflowDecoder(DecoderLimits(max_exporters=100))
+    _decode(dec, v9_flows(1), "198.51.100.1")  # heard before the flood, then quiet
+    for odid in range(1000):
+        _decode(dec, _ipfix_flow_from_domain(odid))
+    assert len(_decode(dec, v9_flows(2), "198.51.100.77")) == 2  # a new exporter gets in
+    # ... and the one heard before kept its templates: the flood evicted only its own.
+    assert len(_decode(dec, v9_flows(2, with_template=False, seq=1), "198.51.100.1")) == 2
+    share = dec.limits.max_domains_per_exporter
+    assert len([k for k in dec.domains if k[0] == EXP]) == share
+    assert dec.counts[("limit", "domains_per_exporter")] == 1000 - share
+    assert ("limit", "exporters") not in dec.counts
+
+
+def test_a_new_exporter_is_decoded_at_once_when_the_exporter_table_is_full() -> None:
+    dec = NetflowDecoder(DecoderLimits(max_exporters=10))
+    for i in range(10):
+        _decode(dec, v9_flows(1), f"192.0.2.{i + 1}")
+    _decode(dec, v9_flows(1, seq=1), "192.0.2.1")  # the first is heard again: not stalest
+    assert len(_decode(dec, v9_flows(2), "198.51.100.77")) == 2
+    assert dec.counts[("limit", "exporters")] == 1
+    assert len(dec.domains) == 10
+    assert ("192.0.2.2", 9, 1) not in dec.domains  # the least recently heard made room
+    assert ("192.0.2.1", 9, 1) in dec.domains

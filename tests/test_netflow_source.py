@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Any
 
 from appliance.event import Event
 from tests.conftest import TOKEN
-from tests.netflow_packets import ipfix_flows, v5, v5_record, v9_flows
+from tests.netflow_packets import ipfix, ipfix_flows, set_, template_record, v5, v5_record, v9_flows
 
 LOOPBACK = ["127.0.0.0/8"]
 
@@ -16,10 +17,21 @@ def _netflow(**extra: Any) -> dict[str, Any]:
     return {"netflow": [{"listen": "127.0.0.1:0", "allowed": LOOPBACK, **extra}]}
 
 
-def _send(addr: tuple[str, int], *datagrams: bytes) -> None:
+def _send(addr: tuple[str, int], *datagrams: bytes, source: str = "127.0.0.1") -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((source, 0))
         for d in datagrams:
             s.sendto(d, addr)
+
+
+INT64_MAX = (1 << 63) - 1
+
+
+def _huge_flows(n: int = 1) -> bytes:
+    """IPFIX: ``n`` flows 10.0.0.1 → 10.0.0.2 of 2**64 - 1 bytes (a valid unsigned64)."""
+    template = set_(2, template_record(256, [(8, 4), (12, 4), (1, 8)]))
+    record = bytes.fromhex("0a000001 0a000002") + struct.pack(">Q", (1 << 64) - 1)
+    return ipfix([template, set_(256, record * n)])
 
 
 def _processed(run: Any) -> float:
@@ -203,3 +215,60 @@ async def test_netflow_limits_and_backlog_are_visible_in_metrics(start_appliance
     assert 'appliance_netflow_limit{source="netflow",limit="backlog_bytes"} 123456' in text
     assert 'appliance_udp_backlog_bytes{source="netflow"} 0' in text
     assert 'appliance_udp_backlog_full{source="netflow"} 0' in text
+
+
+async def test_a_flow_past_int64_is_stored_clamped_and_loses_no_other_flow(
+    start_appliance: Any,
+) -> None:
+    seen: list[Event] = []
+
+    class Recorder:
+        name = "recorder"
+
+        async def process(self, events: list[Event], now: float) -> None:
+            seen.extend(events)
+
+    run = await start_appliance(sources=_netflow())
+    run.app.pipeline.after_store.append(Recorder())
+    addr = run.source("netflow").address
+    _send(addr, _huge_flows())
+    _send(addr, ipfix_flows(100), source="127.0.0.2")
+    flows = run.app.flows
+    await run.wait_for(lambda: flows.stored.total() >= 101)
+    assert _processed(run) == 101
+    assert flows.not_stored.total() == 0
+    assert flows.clamped.value("network.bytes") == 1
+    assert len(seen) == 101
+    assert max(e.fields["network.bytes"] for e in seen) == (1 << 64) - 1  # rules: exact
+    body = await run.get_json("/api/v1/flows", **{"observer.ip": "127.0.0.1"})
+    [huge] = body["flows"]
+    assert huge["network"]["bytes"] == INT64_MAX
+    assert huge["netflow"]["clamped"]["network"]["bytes"] == str((1 << 64) - 1)
+
+
+async def test_rollup_totals_past_int64_are_written_as_the_maximum(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    _send(run.source("netflow").address, _huge_flows(2))
+    await run.wait_for(lambda: _processed(run) >= 2)
+    await run.app.stop()
+    again = await start_appliance(sources=_netflow())
+    top = await again.get_json("/api/v1/flows/top", by="source.ip")
+    assert top["top"] == [{"key": "10.0.0.1", "bytes": INT64_MAX, "packets": 0, "flows": 2}]
+
+
+async def test_a_flow_whose_row_cannot_be_built_costs_only_itself(start_appliance: Any) -> None:
+    class Spoiler:  # a stage that leaves one flow with a protocol number that is no number
+        name = "spoiler"
+
+        async def process(self, events: list[Event], now: float) -> None:
+            for ev in events:
+                if ev.fields.get("source.port") == 40003:
+                    ev.fields["network.iana_number"] = "tcp"
+
+    run = await start_appliance(sources=_netflow())
+    run.app.pipeline.before_store.append(Spoiler())
+    _send(run.source("netflow").address, ipfix_flows(10))
+    flows = run.app.flows
+    await run.wait_for(lambda: _processed(run) >= 10)
+    assert flows.stored.total() == 9
+    assert flows.not_stored.value("invalid_record") == 1

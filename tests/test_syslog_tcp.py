@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import socket
 import ssl
+import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+
+from appliance.sources import syslog_tcp
+from tests.conftest import LOOPS, run_on_loop, running_appliance, uvloop
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -30,6 +35,18 @@ async def send_tcp(addr: tuple[str, int], data: bytes, *, close: bool = True) ->
     if close:
         s.close()
     return s
+
+
+def send_and_reset(addr: tuple[str, int], data: bytes) -> None:
+    """Connect, send and reset (SO_LINGER 0) without yielding to the event loop, so the
+    appliance meets the connection only after the reset, like a listener behind on accepts."""
+    with socket.create_connection(addr) as s:
+        s.sendall(data)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.exc_info]
 
 
 async def messages(run: Any) -> list[str]:
@@ -133,6 +150,65 @@ async def test_sender_outside_allow_list_is_refused(start_appliance) -> None:
     src = run.source()
     await run.wait_for(lambda: src.rejected.value("syslog-tcp", "not_allowed") == 1)
     assert run.app.pipeline.stored.total() == 0
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_frames_of_a_connection_reset_before_accept_are_stored(
+    loop: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    n = 20
+
+    async def main() -> None:
+        async with running_appliance(tmp_path, **tcp_source()) as run:
+            addr = run.source().address
+            for i in range(n):
+                send_and_reset(addr, b"<13>app: m%d\n" % i)
+            await run.wait_stored(n)
+            assert await messages(run) == sorted(f"m{i}" for i in range(n))
+            pipeline = run.app.pipeline
+            assert pipeline.received.value("syslog-tcp") == n
+            assert pipeline.dropped.total() == 0
+
+    run_on_loop(loop, main)
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")
+def test_connection_from_an_unknown_peer_is_refused_counted_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # uvloop on a platform without SO_PEERNAME: a reset-before-accept peer has no address.
+    monkeypatch.setattr(syslog_tcp, "_SO_PEERNAME", None, raising=False)
+
+    async def main() -> None:
+        async with running_appliance(tmp_path, **tcp_source()) as run:
+            src = run.source()
+            for _ in range(3):
+                send_and_reset(src.address, b"<13>app: from nowhere\n")
+            await run.wait_for(lambda: src.rejected.value("syslog-tcp", "peer_unknown") == 3)
+            assert run.app.pipeline.received.total() == 0
+
+    run_on_loop("uvloop", main)
+    assert tracebacks(caplog) == []
+    lines = [r for r in caplog.records if "unknown peer" in r.getMessage()]
+    assert 1 <= len(lines) < 3  # rate-limited, not one line per connection
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_unterminated_tail_of_a_reset_connection_is_counted_not_stored(
+    loop: str, tmp_path: Path
+) -> None:
+    async def main() -> None:
+        async with running_appliance(tmp_path, **tcp_source()) as run:
+            send_and_reset(run.source().address, b"<13>app: whole\n<13>app: cut o")
+            pipeline, name = run.app.pipeline, "syslog-tcp"
+            await run.wait_for(lambda: pipeline.dropped.value(name, "incomplete_frame") == 1)
+            await run.wait_stored(1)
+            assert await messages(run) == ["whole"]
+            assert pipeline.received.value(name) == 2
+            assert run.source().frame_errors.value(name, "incomplete_frame") == 1
+
+    run_on_loop(loop, main)
 
 
 async def test_idle_connection_is_closed(start_appliance) -> None:

@@ -83,6 +83,12 @@ class FlowPath:
             "Processed flows not kept as raw rows, by reason (policy or store error).",
             ["reason"],
         )
+        self.clamped = metrics.counter(
+            "flows_clamped_total",
+            "Raw flow columns past SQLite's 64-bit integer, stored as its maximum (exact value"
+            " kept as text in netflow.clamped.<field>), by field.",
+            ["field"],
+        )
         self.rollup_rows = metrics.counter(
             "flow_rollup_rows_total", "Per-minute rollup rows written (top keys and other)."
         )
@@ -216,14 +222,32 @@ class FlowPath:
         if n <= 0:
             return
         self._tokens -= n
-        keep = events[:n]
+        # Row by row, so that one record whose values cannot be stored costs itself only;
+        # the insert is still one statement per batch.
+        rows = []
+        clamped: list[str] = []
+        row = flowstore.flow_row
+        for ev in events[:n]:
+            try:
+                rows.append(row(ev, clamped))
+            except Exception:
+                self.not_stored.inc("invalid_record")
+                _rl.log(logging.ERROR, "flows-row", "flow record not storable", exc_info=True)
+        for field in clamped:
+            self.clamped.inc(field)
+        if not rows:
+            return
         try:
-            await flowstore.insert_flows(self.store, keep)
+            await flowstore.insert_flows(self.store, rows)
         except (sqlite3.Error, OSError) as exc:
             _rl.warning("flows-store", "raw flow insert failed: %s", exc)
-            self.not_stored.inc("store_error", n=n)
+            self.not_stored.inc("store_error", n=len(rows))
             return
-        self.stored.inc(n=n)
+        except Exception:  # never let the raw rows take the rules and rollups down with them
+            _rl.log(logging.ERROR, "flows-store", "raw flow insert failed", exc_info=True)
+            self.not_stored.inc("store_error", n=len(rows))
+            return
+        self.stored.inc(n=len(rows))
 
     async def _write_rollups(self, rows: list[Any]) -> None:
         if not rows:
@@ -233,6 +257,8 @@ class FlowPath:
             self.rollup_rows.inc(n=len(rows))
         except (sqlite3.Error, OSError) as exc:
             _rl.warning("flows-rollup", "rollup write failed: %s", exc)
+        except Exception:  # a bug here must not cost the batch its rules (or stop() its end)
+            _rl.log(logging.ERROR, "flows-rollup", "rollup write failed", exc_info=True)
 
     async def _retention_loop(self) -> None:
         while True:

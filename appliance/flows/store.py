@@ -7,6 +7,7 @@ reads use the store's reader connection. All values are bound parameters.
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import orjson
@@ -28,12 +29,43 @@ _COLUMNS = (
     "event.end",
 )
 _SKIP = frozenset(_COLUMNS) | {"network.iana_number"}
+INT64_MAX = (1 << 63) - 1  # SQLite's largest integer
+CLAMPED_PREFIX = "netflow.clamped."
 
 
-def flow_row(ev: Event) -> tuple[Any, ...]:
+def _clamp(value: Any) -> Any:
+    """``value`` within SQLite's signed 64 bits (saturated); non-integers as they are."""
+    if type(value) is int and not -INT64_MAX - 1 <= value <= INT64_MAX:
+        return INT64_MAX if value > 0 else -INT64_MAX - 1
+    return value
+
+
+def flow_row(ev: Event, clamped: list[str] | None = None) -> tuple[Any, ...]:
+    """One ``flows`` row for a flow event.
+
+    IPFIX counters are unsigned64 and the sampling rate multiplies them, but SQLite integers
+    are signed 64-bit: an out-of-range value would make the whole batch's insert raise. Like a
+    saturating counter, such a column is stored as the largest integer SQLite holds and
+    flagged: the exact value is kept as text in ``netflow.clamped.<field>`` of the row's JSON
+    (and the field's name is appended to ``clamped`` for the caller to count). Rules and
+    rollups see the exact value; only the stored column is clamped.
+    """
     f = ev.fields
     rest = {k: v for k, v in f.items() if k not in _SKIP}
     proto = f.get("network.iana_number")
+    ints = []
+    for key in ("source.port", "destination.port", "network.bytes", "network.packets"):
+        value = f.get(key)
+        bounded = _clamp(value)
+        if bounded is not value:
+            rest[CLAMPED_PREFIX + key] = str(value)
+            if clamped is not None:
+                clamped.append(key)
+        ints.append(bounded)
+    try:
+        blob = orjson.dumps(rest, default=str).decode()
+    except TypeError:  # an integer past 64 bits in another field: the slower encoder takes it
+        blob = json.dumps(rest, default=str, separators=(",", ":"))
     return (
         ev.timestamp,
         ev.created,
@@ -41,12 +73,12 @@ def flow_row(ev: Event) -> tuple[Any, ...]:
         f.get("observer.ip", ""),
         f.get("source.ip"),
         f.get("destination.ip"),
-        f.get("source.port"),
-        f.get("destination.port"),
+        ints[0],
+        ints[1],
         int(proto) if proto is not None else None,
-        f.get("network.bytes"),
-        f.get("network.packets"),
-        orjson.dumps(rest, default=str).decode(),
+        ints[2],
+        ints[3],
+        blob,
     )
 
 
@@ -72,8 +104,8 @@ def row_flow(row: tuple[Any, ...]) -> Event:
     return Event(timestamp=ts, created=created, module="netflow", fields=fields, id=id_)
 
 
-async def insert_flows(store: Store, events: list[Event]) -> None:
-    rows = [flow_row(ev) for ev in events]
+async def insert_flows(store: Store, rows: list[tuple[Any, ...]]) -> None:
+    """Insert rows made by :func:`flow_row` (one transaction)."""
     async with store.transaction() as conn:
         await conn.executemany(
             "INSERT INTO flows (ts, created, start, exporter, src_ip, dst_ip, src_port, dst_port,"
@@ -83,8 +115,11 @@ async def insert_flows(store: Store, events: list[Event]) -> None:
 
 
 async def insert_rollups(store: Store, rows: list[RollupRow]) -> None:
+    """Add rollup rows; totals past SQLite's 64-bit integer are written as its maximum (the
+    sum of a minute can pass it even when every flow alone fits), never refused."""
     if not rows:
         return
+    rows = [(m, d, k, _clamp(b), _clamp(p), _clamp(n)) for m, d, k, b, p, n in rows]
     async with store.transaction() as conn:
         await conn.executemany(
             "INSERT INTO flow_rollups (minute, dim, key, bytes, packets, flows)"
@@ -159,8 +194,15 @@ async def query_top(
         sql += " AND minute < ?"
         args.append(until)
     sql += " GROUP BY key"
-    async with _reader(store).execute(sql, args) as cur:
-        rows = await cur.fetchall()
+    try:
+        async with _reader(store).execute(sql, args) as cur:
+            rows = await cur.fetchall()
+    except sqlite3.OperationalError as exc:
+        if "overflow" not in str(exc):
+            raise
+        # sum() refuses to pass 64 bits; total() adds in floating point (exact to 2**53).
+        async with _reader(store).execute(sql.replace("sum(", "total("), args) as cur:
+            rows = await cur.fetchall()
     return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from netaddr import IPAddress, IPSet
+from netaddr import AddrFormatError, IPAddress, IPSet
 
 from appliance.config import AppConfig
 from appliance.metrics import Registry
@@ -56,7 +56,7 @@ class AllowList:
                 if addr.version == 6 and addr.is_ipv4_mapped():
                     addr = addr.ipv4()
                 hit = addr in self._set
-            except (ValueError, TypeError):
+            except (AddrFormatError, ValueError, TypeError):  # not an address: never allowed
                 hit = False
             if len(self._cache) >= self.MAX_CACHE:
                 self._cache.clear()

@@ -37,6 +37,7 @@ REFRESH_SAVE_INTERVAL = 60.0  # lifetimes only moved: save at most this often
 # The decoder's bounds: passed to it and shown in /metrics as appliance_netflow_limit.
 LIMIT_KEYS = (
     "max_exporters",
+    "max_domains_per_exporter",
     "max_templates_per_exporter",
     "max_templates",
     "max_fields_per_template",
@@ -124,7 +125,7 @@ class NetflowUdpSource:
             ),
             "data": m.counter(
                 "netflow_data_total",
-                "Data set outcomes: no_template, pending_*, options_records.",
+                "Data set outcomes: no_template, pending_*, options_records, empty_records.",
                 ["source", "outcome"],
             ),
             "lost_flows": m.counter(

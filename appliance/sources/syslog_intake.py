@@ -13,7 +13,7 @@ from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from netaddr import IPAddress, IPNetwork
+from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from appliance.config import SyslogSender, SyslogSource
 from appliance.event import Event
@@ -131,7 +131,7 @@ class SyslogIntake:
                 addr = IPAddress(ip)
                 if addr.version == 6 and addr.is_ipv4_mapped():
                     addr = addr.ipv4()
-            except (ValueError, TypeError):
+            except (AddrFormatError, ValueError, TypeError):
                 addr = None
             if addr is not None:
                 for nets, s_static, s_tz, s_dec in self._senders:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,35 @@ _rl = RateLimitedLog(log)
 _DISCARDING = ("octet_count_invalid", "octet_count_zero", "incomplete_frame")
 _TLS_RECORD_HANDSHAKE = 0x16
 FRAMES_PER_TURN = 512
+# Linux's SO_PEERNAME (asm-generic value; Python does not export it). None elsewhere.
+_SO_PEERNAME: int | None = 28 if sys.platform.startswith("linux") else None
+_SOCKADDR = {socket.AF_INET: (16, 4, 8), socket.AF_INET6: (28, 8, 24)}  # size, address slice
+
+
+def stream_peer(transport: asyncio.BaseTransport) -> str:
+    """The address of a stream's peer, or ``""`` when it cannot be known.
+
+    Why not just ``get_extra_info("peername")``: a client that sends and then resets before the
+    connection is accepted leaves a closed socket in the accept queue whose data the kernel
+    still delivers. asyncio keeps the address ``accept()`` returned, but uvloop asks
+    ``getpeername()``, which fails with ENOTCONN on a closed socket, so the peer looks unknown
+    and its frames would be lost. Linux's ``SO_PEERNAME`` answers from the same place as
+    ``accept()``, whatever the socket's state.
+    """
+    peer = transport.get_extra_info("peername")
+    if peer:
+        return str(peer[0])
+    sock = transport.get_extra_info("socket")
+    if sock is None or _SO_PEERNAME is None or sock.family not in _SOCKADDR:
+        return ""
+    size, start, end = _SOCKADDR[sock.family]
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, _SO_PEERNAME, size)
+    except OSError:
+        return ""
+    if len(raw) < end:
+        return ""
+    return socket.inet_ntop(sock.family, raw[start:end])
 
 
 def bind_tcp(listen: str, backlog: int = 1024) -> socket.socket:
@@ -149,13 +179,22 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.handshaken = source.tls_context is None
         self.first_byte = True
         self.tls_eof = False
+        self.eof = False  # the peer closed its side cleanly (FIN)
+        self.reset = False  # the stream ended abnormally (RST, error) before any clean EOF
 
     # ------------------------------------------------------------------ connection lifecycle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
-        peer = transport.get_extra_info("peername")
-        self.ip = peer[0] if peer else ""
+        self.ip = stream_peer(transport)
+        if not self.ip:  # an address that cannot be checked against the allow-list
+            self._reject("peer_unknown")
+            _rl.warning(
+                f"peer:{self.name}",
+                "%s: connection from an unknown peer address refused",
+                self.name,
+            )
+            return
         src = self.source
         self.prof = self.intake.profile(self.ip)
         if not self.prof.allowed:
@@ -194,7 +233,13 @@ class SyslogStreamProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None  # close our side too; syslog senders never read
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.eof:
+            self.reset = True
         self.closed = True
         if self.registered:
             self.registered = False
@@ -209,13 +254,21 @@ class SyslogStreamProtocol(asyncio.Protocol):
             self._finish()
 
     def _finish(self) -> None:
-        """The stream ended: a last unterminated line is a message; half a counted frame is not."""
+        """The stream ended: a last unterminated line is a message; half a counted frame is not.
+
+        Only a clean end (the peer's FIN, or our own close) says the sender finished its last
+        line; after a reset the bytes after the last LF are the start of a line cut off, so
+        they are counted as ``incomplete_frame`` like half an octet-counted frame.
+        """
         for frame in self.framer:
             self._message(frame)
         tail = self.framer.close()
         self._count_framer_errors()
         if tail is not None:
-            self._message(tail)
+            if self.reset:
+                self._count_frame_error("incomplete_frame", 1)
+            else:
+                self._message(tail)
 
     # ------------------------------------------------------------------------- reading
 
@@ -376,15 +429,18 @@ class SyslogStreamProtocol(asyncio.Protocol):
 
     def _count_framer_errors(self) -> None:
         errors = self.framer.errors
-        src = self.source
         for reason, n in errors.items():
-            src.frame_errors.inc(self.name, reason, n=n)
-            if reason in _DISCARDING:
-                self.received.inc(self.name, n=n)
-                self.dropped.inc(self.name, reason, n=n)
-            elif reason == "frame_too_long":
-                src.truncated.inc(self.name, n=n)
+            self._count_frame_error(reason, n)
         errors.clear()
+
+    def _count_frame_error(self, reason: str, n: int) -> None:
+        src = self.source
+        src.frame_errors.inc(self.name, reason, n=n)
+        if reason in _DISCARDING:
+            self.received.inc(self.name, n=n)
+            self.dropped.inc(self.name, reason, n=n)
+        elif reason == "frame_too_long":
+            src.truncated.inc(self.name, n=n)
 
     def _set_reading(self) -> None:
         """Read from the socket only while neither backpressure nor a yield holds frames back."""
@@ -464,7 +520,7 @@ class SyslogStreamSource:
         )
         self.rejected = m.counter(
             "syslog_connections_rejected_total",
-            "TCP/TLS connections refused at accept, by reason (allow-list, limits).",
+            "TCP/TLS connections refused at accept, by reason (allow-list, limits, peer_unknown).",
             ["source", "reason"],
         )
         self.closed = m.counter(

@@ -58,6 +58,7 @@ class DecoderLimits:
     """Bounds on decoder state (reference C3 defaults); each is a config key of the source."""
 
     max_exporters: int = 1000
+    max_domains_per_exporter: int = 64
     max_templates_per_exporter: int = 256
     max_templates: int = 10_000
     max_fields_per_template: int = 256
@@ -132,7 +133,9 @@ class NetflowDecoder:
         self.limits = limits or DecoderLimits()
         self.counts: dict[tuple[str, str], int] = {}
         self._count_cb = count or _noop_count
-        self.domains: dict[DomainKey, DomainState] = {}
+        # Least recently heard first, in all and per exporter address (see _domain).
+        self.domains: OrderedDict[DomainKey, DomainState] = OrderedDict()
+        self._by_address: dict[str, OrderedDict[DomainKey, None]] = {}
         self._lru: OrderedDict[tuple[DomainKey, int], None] = OrderedDict()
         self._pending: OrderedDict[int, tuple[DomainKey, int, bytes, _Context, float]] = (
             OrderedDict()
@@ -255,27 +258,54 @@ class NetflowDecoder:
             common["netflow.exporter.port"] = port
         return common
 
-    def _domain(self, key: DomainKey, now: float) -> DomainState | None:
+    def _domain(self, key: DomainKey, now: float) -> DomainState:
+        """The state of ``key``, made room for when new.
+
+        Why evict rather than refuse: the table is keyed by (address, version, domain), and
+        the domain is a number the exporter picks, so one allowed exporter cycling through
+        observation domains could fill it and lock every new exporter out until its entries
+        idled out. So each address holds at most ``max_domains_per_exporter`` (a flood
+        evicts its own stalest), and a full table evicts the least recently heard domain,
+        so a new exporter is decoded at once. Each eviction is a counted limit hit.
+        """
         domain = self.domains.get(key)
         if domain is not None:
             domain.last_seen = now
+            self.domains.move_to_end(key)
+            self._by_address[key[0]].move_to_end(key)
             return domain
-        if len(self.domains) >= self.limits.max_exporters:
+        limits = self.limits
+        mine = self._by_address.get(key[0])
+        if mine is not None and len(mine) >= limits.max_domains_per_exporter:
+            self._drop_domain(next(iter(mine)))
+            self.count("limit", "domains_per_exporter")
+        if len(self.domains) >= limits.max_exporters:
             self._forget_idle(now)
-            if len(self.domains) >= self.limits.max_exporters:
+            if len(self.domains) >= limits.max_exporters:
+                self._drop_domain(next(iter(self.domains)))
                 self.count("limit", "exporters")
-                return None
         domain = self.domains[key] = DomainState(key, now)
+        self._by_address.setdefault(key[0], OrderedDict())[key] = None
         return domain
 
     def _forget_idle(self, now: float) -> None:
-        """Drop exporters silent for a template lifetime (their templates would be expired)."""
+        """Drop exporters silent for a template lifetime (their templates would be expired);
+        the table is in order of last arrival, so they are at its front."""
         cutoff = now - self.limits.template_lifetime
-        for key in [k for k, d in self.domains.items() if d.last_seen < cutoff]:
+        domains = self.domains
+        while domains:
+            key, first = next(iter(domains.items()))
+            if first.last_seen >= cutoff:
+                break
             self._drop_domain(key)
 
     def _drop_domain(self, key: DomainKey) -> None:
         domain = self.domains.pop(key)
+        mine = self._by_address.get(key[0])
+        if mine is not None:
+            mine.pop(key, None)
+            if not mine:
+                del self._by_address[key[0]]
         for tid in domain.templates:
             self._lru.pop((key, tid), None)
         self.dirty = True
@@ -520,9 +550,19 @@ class NetflowDecoder:
             return -1
         if tpl.is_options:
             return self._options_records(tpl, data, p, end, ctx)
+        if not tpl.names:
+            return self._empty_records(tpl, data, p, end)
         before = len(out)
         self._records(tpl, data, p, end, ctx, out)
         return len(out) - before
+
+    def _empty_records(self, tpl: Template, data: bytes, p: int, end: int) -> int:
+        """Records of a template made only of paddingOctets: valid IPFIX, but records that
+        carry no field are no flows. Counted (and in the sequence), never emitted."""
+        n = sum(1 for _ in self._tuples(tpl, data, p, end))
+        if n:
+            self.count("data", "empty_records", n)
+        return n
 
     def _tuples(self, tpl: Template, data: bytes, p: int, end: int) -> Iterable[tuple[Any, ...]]:
         """One value tuple per record in ``data[p:end]`` (addresses still bytes); what is left
@@ -711,6 +751,8 @@ class NetflowDecoder:
             return out
         if tpl.is_options:
             self._options_records(tpl, body, 0, len(body), ctx)
+        elif not tpl.names:
+            self._empty_records(tpl, body, 0, len(body))
         else:
             self._records(tpl, body, 0, len(body), ctx, out)
         self.count("data", "pending_released_records", len(out))

@@ -305,7 +305,8 @@ def _codegen(plan: _Plan, tid: int) -> Emitter:
     }
     n = len(plan.convs)
     v = [f"v{i}" for i in range(n)]
-    body = [f"    for {', '.join(v)}{',' if n == 1 else ''} in rows:"]
+    targets = f"{', '.join(v)}{',' if n == 1 else ''}" if n else "_"  # no fields: padding only
+    body = [f"    for {targets} in rows:"]
     for i, conv in plan.convs:
         if conv is _inet_ntoa:
             body.append(f"        v{i} = C4.get(v{i}) or ip4(v{i})")
