@@ -93,6 +93,9 @@ SEEDS = [
     b"<13>app[]: x",
     b"<13>%FAC-1-X: y",
     b"<13>2 2024-01-05T10:00:00Z h a p m - v2",
+    b"<134>1 1764853200.123 fw01 app - - - epoch seconds",
+    b"<134>1 1764853200123 fw01 app - - - epoch milliseconds",
+    b"<13>   sshd[77]: bare PRI and spaces",
 ]
 ALPHABET = [
     b" ",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -158,3 +159,52 @@ def test_invalid_utf8_and_controls_are_kept_not_fatal() -> None:
 def test_trailing_newline_and_nul_are_framing_not_content() -> None:
     assert decode_syslog(b"<13>Nov 29 10:00:00 h a: x\n", NOW).message == "x"
     assert decode_syslog(b"<13>Nov 29 10:00:00 h a: x\x00", NOW).message == "x"
+
+
+def test_rfc3164_stale_stamp_is_never_put_in_the_next_year() -> None:
+    dec4 = ts(2026, 12, 4, 13, 0, 0)
+    m = decode_syslog(b"<13>May  1 10:00:00 h p: stale", dec4)
+    assert m.timestamp == ts(2026, 5, 1, 10, 0, 0)
+
+
+def test_rfc3164_stamp_a_day_ahead_stays_in_this_year() -> None:
+    dec4 = ts(2026, 12, 4, 13, 0, 0)
+    m = decode_syslog(b"<13>Dec  5 10:00:00 h p: fast clock", dec4)
+    assert m.timestamp == ts(2026, 12, 5, 10, 0, 0)
+
+
+def test_rfc3164_new_year_in_the_senders_zone() -> None:
+    # 23:59:58 on Dec 31 in Berlin is 22:59:58 UTC: the sender's "Jan 1 00:00:01" is new year.
+    berlin = ZoneInfo("Europe/Berlin")
+    now = ts(2026, 12, 31, 22, 59, 58)
+    m = decode_syslog(b"<13>Jan  1 00:00:01 h p: x", now, berlin)
+    assert m.timestamp == datetime(2027, 1, 1, 0, 0, 1, tzinfo=berlin).timestamp()
+    m = decode_syslog(b"<13>Dec 31 23:59:59 h p: x", ts(2026, 12, 31, 23, 30, 0), berlin)
+    assert m.timestamp == datetime(2026, 12, 31, 23, 59, 59, tzinfo=berlin).timestamp()
+
+
+@pytest.mark.parametrize(
+    ("stamp", "epoch"),
+    [
+        (b"1764853200", 1764853200.0),
+        (b"1764853200.250", 1764853200.25),
+        (b"1764853200250", 1764853200.25),
+    ],
+)
+def test_rfc5424_timestamp_as_epoch_seconds_or_milliseconds_is_accepted(
+    stamp: bytes, epoch: float
+) -> None:
+    m = decode_syslog(b"<134>1 " + stamp + b" fw01 app - - - hello", NOW)
+    assert (m.timestamp, m.errors, m.hostname, m.message) == (epoch, [], "fw01", "hello")
+
+
+@pytest.mark.parametrize("stamp", [b"17648532", b"17648532001234", b"1764853200.", b"1e9"])
+def test_rfc5424_digits_that_are_no_epoch_are_an_invalid_timestamp(stamp: bytes) -> None:
+    m = decode_syslog(b"<134>1 " + stamp + b" fw01 app - - - hello", NOW)
+    assert (m.timestamp, m.errors) == (None, ["timestamp_invalid"])
+
+
+def test_bare_pri_followed_by_spaces_keeps_the_tag_and_message() -> None:
+    m = decode_syslog(b"<13>   sshd[77]: Accepted password", NOW)
+    assert (m.app_name, m.procid, m.message) == ("sshd", "77", "Accepted password")
+    assert m.errors == ["timestamp_missing"]

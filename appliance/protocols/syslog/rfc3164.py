@@ -26,7 +26,8 @@ MONTHS = {
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
     )
 }
-HALF_YEAR = 183 * 86400.0
+# How far after the receive time a year-less stamp may lie: a fast clock, a zone set off.
+FUTURE_SLACK = 2 * 86400.0
 
 
 @lru_cache(maxsize=4096)
@@ -49,22 +50,25 @@ def _epoch(
 def infer_year(
     month: int, day: int, h: int, m: int, s: int, us: int, now: float, tz: tzinfo | None
 ) -> float | None:
-    """Epoch of a year-less stamp, taking the year that puts it closest to ``now``.
+    """Epoch of a year-less stamp: the latest year that puts it at most :data:`FUTURE_SLACK`
+    after ``now``.
 
-    Safe across New Year: a "Dec 31 23:59:59" received on Jan 1 belongs to the old year, and a
-    slightly fast clock's "Jan 1 00:00:01" received on Dec 31 to the new one.
+    A stamp is almost always from the past: a stale "May 1" line received on 4 December is
+    this May, not next May (rsyslog reads it the same way). The slack keeps New Year right for
+    a fast clock or a sender zone set a little off: "Jan 1 00:00:01" received on Dec 31 at
+    23:59:58 is the new year, "Dec 31 23:59:59" received on Jan 1 the old one.
     """
     year = time.gmtime(now).tm_year
-    best: float | None = None
-    for candidate in (year, year - 1, year + 1):
+    latest = now + FUTURE_SLACK
+    future: float | None = None
+    for candidate in (year + 1, year, year - 1):
         ts = _epoch(candidate, month, day, h, m, s, us, tz)
         if ts is None:
             continue
-        if abs(ts - now) <= HALF_YEAR:
+        if ts <= latest:
             return ts
-        if best is None or abs(ts - now) < abs(best - now):
-            best = ts
-    return best
+        future = ts
+    return future  # only a date no recent year has (Feb 29 far from a leap year)
 
 
 def bsd_epoch(
@@ -279,7 +283,8 @@ def decode_rfc3164(
                 if ts2 is not None:
                     timestamp, after = ts2, sp
     hostname = app = procid = None
-    rest = text[after:].lstrip(" ") if timestamp is not None else text[pos:]
+    # Without a stamp, spaces after the PRI ("<13>   msg") are padding, not message.
+    rest = text[after:].lstrip(" ") if timestamp is not None else text[pos:].lstrip(" ")
     if rest.startswith(": "):  # Cisco puts a colon after its stamp
         rest = rest[2:]
     if timestamp is None:

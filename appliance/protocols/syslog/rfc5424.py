@@ -41,6 +41,26 @@ def parse_rfc3339(value: str) -> float | None:
     return dt.timestamp()
 
 
+def parse_epoch(value: str) -> float | None:
+    """Epoch seconds (``1700000000``, ``1700000000.123``) or milliseconds (``1700000000123``)
+    where RFC 5424 wants RFC 3339: some devices and log shippers write them. Nine or ten digits
+    of seconds (2001-2286) or twelve or thirteen of milliseconds; anything else is no stamp."""
+    if not value.isascii():
+        return None
+    whole, dot, frac = value.partition(".")
+    if not whole.isdigit():
+        return None
+    if dot:
+        if not 9 <= len(whole) <= 10 or not frac.isdigit() or len(frac) > 9:
+            return None
+        return float(value)
+    if 9 <= len(whole) <= 10:
+        return float(int(whole))
+    if 12 <= len(whole) <= 13:
+        return int(whole) / 1000
+    return None
+
+
 def _field(value: str, limit: int, name: str, errors: list[str]) -> str | None:
     if value == NIL or not value:
         return None
@@ -126,6 +146,8 @@ def decode_rfc5424(text: str, pri: int, pos: int, now: float) -> SyslogMessage:
     timestamp = None
     if ts_text != NIL:
         timestamp = parse_rfc3339(ts_text)
+        if timestamp is None:
+            timestamp = parse_epoch(ts_text)
         if timestamp is None:
             errors.append("timestamp_invalid")
     sd, after = parse_structured_data(rest, 0, errors)

@@ -248,11 +248,9 @@ pub fn decode<'t>(
     let mut app = None;
     let mut procid = None;
     let mut sequence = None;
-    let mut rest = if timestamp.is_some() {
-        text[after..].trim_start_matches(' ')
-    } else {
-        &text[pos..]
-    };
+    // Without a stamp, spaces after the PRI ("<13>   msg") are padding, not message.
+    let from = if timestamp.is_some() { after } else { pos };
+    let mut rest = text[from..].trim_start_matches(' ');
     rest = rest.strip_prefix(": ").unwrap_or(rest); // Cisco puts a colon after its stamp
     if timestamp.is_none() {
         errors.push("timestamp_missing");

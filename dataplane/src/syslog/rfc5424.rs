@@ -26,6 +26,30 @@ pub fn rfc3339(token: &str, clock: &mut impl Clock) -> Option<f64> {
     }
 }
 
+/// Epoch seconds (`1700000000`, `1700000000.123`) or milliseconds (`1700000000123`) where
+/// RFC 5424 wants RFC 3339, as some devices write them (the reference's `parse_epoch`).
+pub fn epoch(token: &str) -> Option<f64> {
+    let (whole, frac) = match token.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (token, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit());
+    if !digits(whole) {
+        return None;
+    }
+    match frac {
+        Some(f) if (9..=10).contains(&whole.len()) && digits(f) && f.len() <= 9 => {
+            token.parse().ok()
+        }
+        Some(_) => None,
+        None if (9..=10).contains(&whole.len()) => whole.parse::<u64>().ok().map(|n| n as f64),
+        None if (12..=13).contains(&whole.len()) => {
+            whole.parse::<u64>().ok().map(|n| n as f64 / 1000.0)
+        }
+        None => None,
+    }
+}
+
 fn field<'t>(
     value: &'t str,
     limit: usize,
@@ -193,7 +217,7 @@ pub fn decode<'t>(text: &'t str, pri: u32, pos: usize, clock: &mut impl Clock) -
         (next(), next(), next(), next(), next(), next());
     let mut msg = Message::new(pri, "", Format::Rfc5424);
     if ts_text != NIL {
-        msg.timestamp = rfc3339(ts_text, clock);
+        msg.timestamp = rfc3339(ts_text, clock).or_else(|| epoch(ts_text));
         if msg.timestamp.is_none() {
             errors.push("timestamp_invalid");
         }
