@@ -11,10 +11,12 @@ from datetime import UTC, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import orjson
 import pytest
 
 from appliance import dataplane
 from appliance.protocols.syslog import decode
+from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.framing import SyslogFramer
 from tests.conftest import corpus_dir
 
@@ -38,6 +40,15 @@ def assert_same(line: bytes, now: float = NOW, tz: object = None) -> None:
         assert not line.isascii() or line.startswith(b"\xef\xbb\xbf"), line
         return
     assert native == reference, line
+    both = native_decoder().decode_with_fields(line, now, tz, "192.0.2.7")
+    if both is None:  # a non-ASCII PROCID: Python's Unicode isdigit decides process.pid
+        assert reference.procid is not None and not reference.procid.isascii(), line
+        return
+    msg, fields = both
+    assert msg == reference, line
+    # The stored line is the fields' JSON: same keys, values and order.
+    expected = syslog_fields(reference, "192.0.2.7")
+    assert orjson.dumps(fields) == orjson.dumps(expected), line
 
 
 def corpus_lines() -> Iterator[bytes]:

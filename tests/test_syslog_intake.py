@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.test_syslog_udp import send_udp
+
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 async def test_udp_sshd_failure_is_stored_with_contract_fields(start_appliance) -> None:

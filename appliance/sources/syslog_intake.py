@@ -19,8 +19,7 @@ from appliance.config import SyslogSender, SyslogSource
 from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
-from appliance.protocols.syslog import decode_syslog
-from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.decode import decode_with_fields
 from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder
 from appliance.sources.base import AllowList
@@ -188,11 +187,10 @@ class SyslogIntake:
 
     def event(self, data: bytes, ip: str, prof: SenderProfile, now: float) -> Event:
         """Decode one message (header, then vendor) into an event; raises only on a bug."""
-        msg = decode_syslog(data, now, prof.tz)
+        msg, fields = decode_with_fields(data, now, prof.tz, ip)
         if msg.errors:
             for reason in msg.errors:
                 self.parse_errors.inc(self.source, reason)
-        fields = syslog_fields(msg, ip)
         fields["log.source.transport"] = self.transport
         static = prof.static
         if static is not None:

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
@@ -129,7 +130,7 @@ fn build<'py>(
     py: Python<'py>,
     cls: &Bound<'py, PyAny>,
     m: &Message<'_>,
-) -> PyResult<Bound<'py, PyAny>> {
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let sd = match &m.structured_data {
         None => py.None().into_bound(py),
         Some(elements) => {
@@ -161,12 +162,130 @@ fn build<'py>(
             any(py, m.procid)?,
             any(py, m.msgid)?,
             any(py, m.version)?,
-            sd,
+            sd.clone(),
             any(py, m.sequence)?,
             errors.into_any(),
         ],
     )?;
-    cls.call1(args)
+    Ok((cls.call1(args)?, sd))
+}
+
+const SEVERITY_NAMES: [&str; 8] = [
+    "emergency",
+    "alert",
+    "critical",
+    "error",
+    "warning",
+    "notice",
+    "informational",
+    "debug",
+];
+const FACILITY_NAMES: [&str; 24] = [
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+];
+
+/// `process.pid` of a PROCID: `None` for no number, `Err` when only the reference can say
+/// (non-ASCII text, where Python's Unicode `isdigit` decides).
+fn pid(procid: &str) -> Result<Option<i64>, ()> {
+    if !procid.is_ascii() {
+        return Err(());
+    }
+    if procid.is_empty() || procid.len() >= 10 || !procid.bytes().all(|c| c.is_ascii_digit()) {
+        return Ok(None);
+    }
+    Ok(procid.parse().ok())
+}
+
+/// The ECS fields of the syslog header, in the reference's key order (`syslog_fields`): the
+/// stored line is the dict's JSON, so the order is part of the contract.
+fn header_fields<'py>(
+    py: Python<'py>,
+    m: &Message<'_>,
+    sd: &Bound<'py, PyAny>,
+    peer_ip: &Bound<'py, PyAny>,
+    pid: Option<i64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let f = PyDict::new(py);
+    let severity = PyString::intern(py, SEVERITY_NAMES[m.severity as usize]);
+    f.set_item(intern!(py, "message"), m.message)?;
+    f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
+    f.set_item(intern!(py, "event.dataset"), intern!(py, "syslog"))?;
+    f.set_item(intern!(py, "observer.ip"), peer_ip)?;
+    f.set_item(intern!(py, "log.level"), &severity)?;
+    f.set_item(
+        intern!(py, "log.syslog.priority"),
+        m.facility * 8 + m.severity,
+    )?;
+    f.set_item(intern!(py, "log.syslog.severity.code"), m.severity)?;
+    f.set_item(intern!(py, "log.syslog.severity.name"), &severity)?;
+    f.set_item(intern!(py, "log.syslog.facility.code"), m.facility)?;
+    f.set_item(
+        intern!(py, "log.syslog.facility.name"),
+        PyString::intern(py, FACILITY_NAMES[m.facility as usize]),
+    )?;
+    f.set_item(
+        intern!(py, "log.syslog.format"),
+        PyString::intern(py, m.format.as_str()),
+    )?;
+    if let Some(host) = m.hostname {
+        let host = PyString::new(py, host);
+        f.set_item(intern!(py, "host.hostname"), &host)?;
+        f.set_item(intern!(py, "log.syslog.hostname"), host)?;
+    }
+    if let Some(app) = m.app_name {
+        let app = PyString::new(py, app);
+        f.set_item(intern!(py, "process.name"), &app)?;
+        f.set_item(intern!(py, "log.syslog.appname"), app)?;
+    }
+    if let Some(procid) = m.procid {
+        f.set_item(intern!(py, "log.syslog.procid"), procid)?;
+        if let Some(pid) = pid {
+            f.set_item(intern!(py, "process.pid"), pid)?;
+        }
+    }
+    if let Some(msgid) = m.msgid {
+        f.set_item(intern!(py, "log.syslog.msgid"), msgid)?;
+    }
+    if let Some(version) = m.version {
+        f.set_item(intern!(py, "log.syslog.version"), version)?;
+    }
+    if m.structured_data.is_some() {
+        f.set_item(intern!(py, "log.syslog.structured_data"), sd)?;
+    }
+    if let Some(sequence) = m.sequence {
+        f.set_item(intern!(py, "event.sequence"), sequence)?;
+    }
+    if !m.errors.is_empty() {
+        let tags = PyList::empty(py);
+        for e in &m.errors {
+            tags.append(format!("syslog_{e}"))?;
+        }
+        f.set_item(intern!(py, "tags"), tags)?;
+    }
+    Ok(f)
 }
 
 #[pymethods]
@@ -190,6 +309,36 @@ impl HeaderDecoder {
         now: f64,
         tz: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        Ok(self.run(py, data, now, tz, None)?.map(|(msg, _)| msg))
+    }
+
+    /// `(message, ECS header fields)` as the reference's `decode_syslog` then `syslog_fields`
+    /// give them, or `None` when the reference should decode the message.
+    #[pyo3(signature = (data, now, tz, peer_ip))]
+    fn decode_with_fields<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+        peer_ip: Bound<'py, PyAny>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyDict>)>> {
+        Ok(self
+            .run(py, data, now, tz, Some(&peer_ip))?
+            .map(|(msg, fields)| (msg, fields.expect("asked for fields"))))
+    }
+}
+
+impl HeaderDecoder {
+    #[allow(clippy::type_complexity)]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+        peer_ip: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyDict>>)>> {
         let tz = tz.unwrap_or_else(|| py.None().into_bound(py));
         let bsd = self.bsd_epoch.bind(py);
         let rfc = self.rfc3339.bind(py);
@@ -222,7 +371,17 @@ impl HeaderDecoder {
         if let Some(err) = clock.error {
             return Err(err);
         }
-        build(py, self.message_class.bind(py), &msg).map(Some)
+        let pid = match msg.procid.filter(|_| peer_ip.is_some()).map(pid) {
+            None => None,
+            Some(Ok(pid)) => pid,
+            Some(Err(())) => return Ok(None),
+        };
+        let (obj, sd) = build(py, self.message_class.bind(py), &msg)?;
+        let fields = match peer_ip {
+            Some(ip) => Some(header_fields(py, &msg, &sd, ip, pid)?),
+            None => None,
+        };
+        Ok(Some((obj, fields)))
     }
 }
 

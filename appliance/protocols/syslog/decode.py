@@ -6,6 +6,7 @@ from datetime import tzinfo
 from typing import Any
 
 from appliance import dataplane
+from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.message import SyslogMessage, parse_pri
 from appliance.protocols.syslog.rfc3164 import bsd_epoch, decode_rfc3164
 from appliance.protocols.syslog.rfc5424 import decode_rfc5424, parse_rfc3339
@@ -37,6 +38,22 @@ def decode_syslog(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMe
         if msg is not None:
             return msg
     return decode_syslog_reference(data, now, tz)
+
+
+def decode_with_fields(
+    data: bytes, now: float, tz: tzinfo | None, peer_ip: str
+) -> tuple[SyslogMessage, dict[str, Any]]:
+    """:func:`decode_syslog` and then :func:`~appliance.protocols.syslog.ecs.syslog_fields`,
+    in one native call on the listeners' path (the header's fields are built with the
+    message, in the reference's key order)."""
+    if _native is not None:
+        got: tuple[SyslogMessage, dict[str, Any]] | None = _native.decode_with_fields(
+            data, now, tz, peer_ip
+        )
+        if got is not None:
+            return got
+    msg = decode_syslog_reference(data, now, tz)
+    return msg, syslog_fields(msg, peer_ip)
 
 
 def decode_syslog_reference(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMessage:
