@@ -121,6 +121,9 @@ class ApiSection:
     token: str = ""
     token_file: str = ""
     max_page: int = field(default=1000, metadata=check(positive))
+    # Bounds on what the API holds at once (see appliance.api.limits); beyond them: 503.
+    max_concurrent_requests: int = field(default=32, metadata=check(positive))
+    max_response_bytes_in_flight: int = field(default=64 * 1024 * 1024, metadata=check(positive))
 
 
 @dataclass(frozen=True, slots=True)

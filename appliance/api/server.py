@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from appliance.api.limits import ApiLimiter, make_limit_middleware
 from appliance.config import ApiSection, parse_hostport
 from appliance.sources.udp import BindError
 
@@ -75,8 +76,11 @@ class ApiServer:
     def __init__(self, appliance: Appliance, token: str) -> None:
         self.appliance = appliance
         self.token = token
+        self.limiter = ApiLimiter(appliance.config.api, appliance.metrics)
+        # Auth first: a request without the token is refused before it takes a slot.
         self.app = web.Application(
-            middlewares=[make_auth_middleware(token)], client_max_size=1024 * 1024
+            middlewares=[make_auth_middleware(token), make_limit_middleware(self.limiter)],
+            client_max_size=1024 * 1024,
         )
         self.app[APPLIANCE_KEY] = appliance
         from appliance.api import events, flows, health, incidents, rules, upstream
