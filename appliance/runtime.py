@@ -158,8 +158,10 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
             await asyncio.sleep(GC_INTERVAL)
             timed.tick()
 
-    helpers = [asyncio.create_task(reloader(), name="reloader"),
-               asyncio.create_task(collector(), name="gc")]
+    helpers = [
+        asyncio.create_task(reloader(), name="reloader"),
+        asyncio.create_task(collector(), name="gc"),
+    ]
     interval = watchdog_interval()
     if interval and config.appliance.watchdog:
         helpers.append(asyncio.create_task(watchdog(interval), name="watchdog"))

@@ -68,8 +68,9 @@ def test_defaults_allow_only_private_and_loopback_senders() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_check_config_prints_ok_and_exits_0() -> None:

@@ -170,9 +170,7 @@ def test_sighup_with_invalid_config_keeps_running_on_the_old_one(tmp_path, procs
     assert proc.stop() == 0
 
 
-def test_sighup_with_a_truncated_config_keeps_every_listener_and_says_why(
-    tmp_path, procs
-) -> None:
+def test_sighup_with_a_truncated_config_keeps_every_listener_and_says_why(tmp_path, procs) -> None:
     api, udp = free_port(), free_port(socket.SOCK_DGRAM)
     cfg = tmp_path / "c.toml"
     write_config(cfg, tmp_path / "data", api, [udp])
