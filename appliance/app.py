@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 
 
+class ReloadRefused(Exception):
+    """A valid new config that a reload will not apply (the old one stays in force)."""
+
+
 def _build_forwarder(app: Appliance) -> Any:
     from appliance.forward import build_forwarder
 
@@ -102,6 +106,11 @@ class Appliance:
         self.running = False
         self._started = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
+        self.config_reloads = self.metrics.counter(
+            "config_reloads_total",
+            "Config reloads (SIGHUP) by result: applied, invalid, refused, failed.",
+            ["result"],
+        )
         self.retention_deleted = self.metrics.counter(
             "retention_deleted_total", "Events deleted by retention (age or size).", ["reason"]
         )
@@ -225,9 +234,26 @@ class Appliance:
         """Apply a new (already validated) config: restart the sources if they changed.
 
         If the new sources cannot start (a port in use), the old ones are restarted and the
-        error is raised, so a bad reload never leaves the appliance deaf.
+        error is raised, so a bad reload never leaves the appliance deaf. A new config that
+        would close every listener is refused outright (:class:`ReloadRefused`), even with
+        ``allow_empty``: a file caught half-written looks exactly like that, and going deaf
+        on purpose is rare enough to ask for a restart.
         """
         old = self.config
+        if old.source_labels and not new.source_labels:
+            self.config_reloads.inc("refused")
+            raise ReloadRefused(
+                "the new config has no source and would close every listener"
+                f" ({', '.join(old.source_labels)}); restart to run without sources"
+            )
+        try:
+            await self._apply(old, new)
+        except Exception:
+            self.config_reloads.inc("failed")
+            raise
+        self.config_reloads.inc("applied")
+
+    async def _apply(self, old: AppConfig, new: AppConfig) -> None:
         changed = [
             f.name
             for f in dataclasses.fields(AppConfig)

@@ -113,6 +113,9 @@ class ApplianceSection:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_timeout: float = field(default=15.0, metadata=check(positive))
     watchdog: bool = True
+    # A config with no source receives nothing; that is a mistake (an empty or truncated
+    # file) unless it says so here, e.g. for a box that only serves its stored data.
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +124,9 @@ class ApiSection:
     token: str = ""
     token_file: str = ""
     max_page: int = field(default=1000, metadata=check(positive))
+    # Bounds on what the API holds at once (see appliance.api.limits); beyond them: 503.
+    max_concurrent_requests: int = field(default=32, metadata=check(positive))
+    max_response_bytes_in_flight: int = field(default=64 * 1024 * 1024, metadata=check(positive))
 
 
 @dataclass(frozen=True, slots=True)
@@ -539,6 +545,12 @@ class AppConfig:
             names.add(nf.label)
         return errors
 
+    @property
+    def source_labels(self) -> list[str]:
+        """The names of the configured listeners, as the running sources are named."""
+        s = self.sources
+        return [src.label for src in (*s.syslog, *s.snmp, *s.netflow)]
+
     def path(self, value: str) -> Path:
         """A file path from the config, relative to the config file's folder."""
         p = Path(value).expanduser()
@@ -644,6 +656,13 @@ def load_config(path: str | Path) -> AppConfig:
 def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> AppConfig:
     errors: list[str] = []
     cfg = build(AppConfig, data, "", errors)
+    # Only on an otherwise valid config: a source table with an error is left out of ``cfg``,
+    # and "no source" would then be a second, wrong complaint about the same table.
+    if not errors and not cfg.source_labels and not cfg.appliance.allow_empty:
+        errors.append(
+            "sources: no source configured, so nothing would be received; add one, or set"
+            " appliance.allow_empty = true to run without sources"
+        )
     if errors:
         raise ConfigError(errors)
     return dataclasses.replace(cfg, base_dir=str(base_dir))

@@ -104,7 +104,7 @@ def setup_logging(level: str) -> None:
 
 
 async def serve(config: AppConfig, config_path: Path | None) -> int:
-    from appliance.app import Appliance
+    from appliance.app import Appliance, ReloadRefused
 
     loop = asyncio.get_running_loop()
     log.info("event loop: %s", type(loop).__module__ + "." + type(loop).__name__)
@@ -139,9 +139,15 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
             sd_notify("RELOADING=1")
             try:
                 new = load_config(config_path)
-                await app.reload(new)
             except ConfigError as exc:
+                app.config_reloads.inc("invalid")
                 log.error("SIGHUP: new config is invalid, keeping the old one: %s", exc)
+                sd_notify("READY=1")
+                continue
+            try:
+                await app.reload(new)
+            except ReloadRefused as exc:
+                log.error("SIGHUP: reload refused, keeping the old config: %s", exc)
             except Exception as exc:
                 log.error("SIGHUP: reload failed, keeping the old config: %s", exc)
             sd_notify("READY=1")
@@ -152,8 +158,10 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
             await asyncio.sleep(GC_INTERVAL)
             timed.tick()
 
-    helpers = [asyncio.create_task(reloader(), name="reloader"),
-               asyncio.create_task(collector(), name="gc")]
+    helpers = [
+        asyncio.create_task(reloader(), name="reloader"),
+        asyncio.create_task(collector(), name="gc"),
+    ]
     interval = watchdog_interval()
     if interval and config.appliance.watchdog:
         helpers.append(asyncio.create_task(watchdog(interval), name="watchdog"))

@@ -58,7 +58,11 @@ async def bench(n: int, batch_size: int, kind: str, fill_txn: int) -> dict[str, 
         extra = {"token": "bench"} if kind == "splunk_hec" else {}
         cfg = parse_config(
             {
-                "appliance": {"data_dir": str(tmp_path / "data"), "sensor_id": "bench-01"},
+                "appliance": {
+                    "data_dir": str(tmp_path / "data"),
+                    "sensor_id": "bench-01",
+                    "allow_empty": True,  # only the forwarder is measured
+                },
                 "api": {"listen": "127.0.0.1:0", "token": "t"},
                 "upstream": [
                     upstream(

@@ -68,8 +68,9 @@ def test_defaults_allow_only_private_and_loopback_senders() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_check_config_prints_ok_and_exits_0() -> None:
@@ -93,9 +94,28 @@ def test_check_config_reports_toml_syntax_errors(tmp_path: Path) -> None:
     assert "not valid TOML" in proc.stdout
 
 
+def test_config_without_any_source_is_an_error_naming_allow_empty() -> None:
+    (error,) = errors_of({"api": {"listen": "127.0.0.1:8080"}})
+    assert error.startswith("sources: no source configured")
+    assert "appliance.allow_empty = true" in error
+
+
+def test_allow_empty_accepts_a_config_without_sources() -> None:
+    cfg = parse_config({"appliance": {"allow_empty": True}})
+    assert cfg.source_labels == []
+
+
+def test_check_config_refuses_an_empty_file_and_exits_2(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    proc = run_cli("check-config", str(empty))
+    assert proc.returncode == 2
+    assert proc.stdout.startswith("sources: no source configured")
+
+
 def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
-    f.write_text("")
+    f.write_text("[appliance]\nallow_empty = true\n")
     cfg = load_config(f)
     assert cfg.path("server.pem") == tmp_path / "server.pem"
 

@@ -25,6 +25,7 @@ def write_config(tmp: Path, url: str, pki: Any) -> Path:
 data_dir = "{tmp / "data"}"
 sensor_id = "test-01"
 shutdown_timeout = 3.0
+allow_empty = true
 
 [api]
 listen = "127.0.0.1:0"

@@ -170,6 +170,28 @@ def test_sighup_with_invalid_config_keeps_running_on_the_old_one(tmp_path, procs
     assert proc.stop() == 0
 
 
+def test_sighup_with_a_truncated_config_keeps_every_listener_and_says_why(tmp_path, procs) -> None:
+    api, udp = free_port(), free_port(socket.SOCK_DGRAM)
+    cfg = tmp_path / "c.toml"
+    write_config(cfg, tmp_path / "data", api, [udp])
+    proc = Proc(cfg, api)
+    procs.append(proc)
+    proc.wait_healthy()
+    cfg.write_text("")
+    proc.p.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "new config is invalid" not in proc.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "ERROR appliance: SIGHUP: new config is invalid" in proc.log()
+    assert "sources: no source configured" in proc.log()
+    health = proc.healthz()
+    assert (health["status"], health["sensor_id"]) == ("ok", "life-01")
+    assert health["sources"] == {f"udp{udp}": {"received": 0, "dropped": 0}}
+    with urllib.request.urlopen(f"http://127.0.0.1:{api}/metrics", timeout=5) as r:
+        assert 'appliance_config_reloads_total{result="invalid"} 1' in r.read().decode()
+    assert proc.stop() == 0
+
+
 def test_sighup_applies_a_valid_new_source(tmp_path, procs) -> None:
     api, udp, udp2 = free_port(), free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)
     cfg = tmp_path / "c.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from appliance.api.params import parse_int, parse_time
-from appliance.api.server import APPLIANCE_KEY
+from appliance.api.server import APPLIANCE_KEY, json_page
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -31,7 +31,7 @@ async def list_events(request: web.Request) -> web.Response:
         "count": len(events),
         "next_cursor": str(events[-1].id) if len(events) == limit else None,
     }
-    return web.json_response(body)
+    return json_page(body)
 
 
 def setup(app: web.Application) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api.params import BadParam, parse_int, parse_time
-from appliance.api.server import APPLIANCE_KEY
+from appliance.api.server import APPLIANCE_KEY, json_page
 from appliance.event import iso8601
 from appliance.flows import store as flowstore
 from appliance.flows.rollup import DIMENSIONS, OTHER
@@ -55,7 +55,7 @@ async def list_flows(request: web.Request) -> web.Response:
         limit=limit,
     )
     sensor = app.config.appliance.sensor_id
-    return web.json_response(
+    return json_page(
         {
             "flows": [_flow_doc(f, sensor) for f in flows],
             "count": len(flows),

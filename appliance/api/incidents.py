@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api.params import BadParam, parse_int, parse_time
-from appliance.api.server import APPLIANCE_KEY, json_error
+from appliance.api.server import APPLIANCE_KEY, json_error, json_page
 from appliance.correlate.component import CorrelationComponent, correlation_of
 from appliance.incidents.manager import SEVERITIES, TransitionError
 
@@ -52,7 +52,7 @@ async def list_incidents(request: web.Request) -> web.Response:
     )
     for d in docs:
         d.pop("evidence", None)
-    return web.json_response({"incidents": docs, "count": len(docs)})
+    return json_page({"incidents": docs, "count": len(docs)})
 
 
 async def get_incident(request: web.Request) -> web.Response:

@@ -8,14 +8,17 @@ Feature modules add their routes through :data:`ROUTE_HOOKS`.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from aiohttp import web
 
+from appliance.api.limits import ApiLimiter, make_limit_middleware
 from appliance.config import ApiSection, parse_hostport
 from appliance.sources.udp import BindError
 
@@ -49,6 +52,21 @@ def load_or_create_token(api: ApiSection, data_dir: Path, base: Callable[[str], 
     return token
 
 
+def json_page(body: Any) -> web.Response:
+    """A JSON answer encoded with orjson, for the pages that can be large.
+
+    ``web.json_response`` uses the stdlib encoder: 59 ms of event-loop time (plus a str copy
+    of the body) for a 1000-event page, against 1 ms for orjson, and the event loop is what
+    UDP intake and ``/healthz`` wait on. An int beyond 64 bits, which orjson refuses, falls
+    back to the stdlib encoder rather than failing the request.
+    """
+    try:
+        data = orjson.dumps(body, default=str)
+    except TypeError:  # orjson.JSONEncodeError is one
+        data = json.dumps(body, default=str).encode()
+    return web.Response(body=data, content_type="application/json")
+
+
 def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -75,8 +93,11 @@ class ApiServer:
     def __init__(self, appliance: Appliance, token: str) -> None:
         self.appliance = appliance
         self.token = token
+        self.limiter = ApiLimiter(appliance.config.api, appliance.metrics)
+        # Auth first: a request without the token is refused before it takes a slot.
         self.app = web.Application(
-            middlewares=[make_auth_middleware(token)], client_max_size=1024 * 1024
+            middlewares=[make_auth_middleware(token), make_limit_middleware(self.limiter)],
+            client_max_size=1024 * 1024,
         )
         self.app[APPLIANCE_KEY] = appliance
         from appliance.api import events, flows, health, incidents, rules, upstream

@@ -20,6 +20,12 @@ class Source(Protocol):
 
     name: str
 
+    @property
+    def listening(self) -> bool:
+        """Whether the socket is open and read: /healthz reports a configured source that is
+        not as degraded."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...

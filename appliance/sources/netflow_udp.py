@@ -210,6 +210,10 @@ class NetflowUdpSource:
         log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
 
     @property
+    def listening(self) -> bool:
+        return self.reader is not None or self.transport is not None
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self.sock is not None
         host, port = self.sock.getsockname()[:2]

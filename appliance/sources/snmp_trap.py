@@ -368,6 +368,10 @@ class SnmpTrapSource:
             self.informs_answered.inc(self.name)
 
     @property
+    def listening(self) -> bool:
+        return self.transport is not None
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self.sock is not None
         host, port = self.sock.getsockname()[:2]

@@ -572,6 +572,10 @@ class SyslogStreamSource:
         )
 
     @property
+    def listening(self) -> bool:
+        return self.server is not None and self.server.is_serving()
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self.sock is not None
         host, port = self.sock.getsockname()[:2]

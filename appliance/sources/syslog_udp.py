@@ -129,6 +129,10 @@ class SyslogUdpSource:
         log.info("%s: listening on udp %s (%s)", self.name, self.socks[0].getsockname()[:2], how)
 
     @property
+    def listening(self) -> bool:
+        return bool(self.socks)
+
+    @property
     def address(self) -> tuple[str, int]:
         assert self.socks
         host, port = self.socks[0].getsockname()[:2]
