@@ -21,6 +21,7 @@ from appliance.flows import FlowPath
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
+from appliance.protocols.syslog.vendors import Decoders, build_registry
 from appliance.sources.base import Source, SourceContext
 from appliance.sources.netflow_udp import NetflowUdpSource
 from appliance.sources.snmp_trap import SnmpTrapSource
@@ -111,6 +112,14 @@ class Appliance:
             "Config reloads (SIGHUP) by result: applied, invalid, refused, failed.",
             ["result"],
         )
+        self.decoder_files = self.metrics.gauge(
+            "decoder_files",
+            "Vendor decoder files in force (loaded: built-in and site) and site files that"
+            " failed to load (failed; each logged with its file and key).",
+            ["state"],
+        )
+        self.decoders = self._load_decoders(config)
+        self._decoder_digests = [(f.path, f.digest) for f in self.decoders.files]
         self.retention_deleted = self.metrics.counter(
             "retention_deleted_total", "Events deleted by retention (age or size).", ["reason"]
         )
@@ -151,7 +160,41 @@ class Appliance:
         return out
 
     def source_context(self) -> SourceContext:
-        return SourceContext(self.config, self.pipeline, self.metrics, self.clock)
+        return SourceContext(
+            self.config, self.pipeline, self.metrics, self.clock, self.decoders.registry
+        )
+
+    def _load_decoders(self, config: AppConfig) -> Decoders:
+        """Built-in decoders plus the config's site files; a bad file is logged and skipped."""
+        decoders = build_registry(config.decoder_paths)
+        for error in decoders.errors:
+            log.error("decoder file skipped: %s", error)
+        self.decoder_files.set(float(len(decoders.files)), "loaded")
+        self.decoder_files.set(float(len(decoders.errors)), "failed")
+        return decoders
+
+    async def _reload_decoders(self, new: AppConfig) -> bool:
+        """Re-read the decoder files (they change without the config changing) and switch the
+        running listeners to them; ``True`` when decode worker processes must restart for it."""
+        decoders = self._load_decoders(new)
+        before = {d.name: d for d in self.decoders.registry.by_name.values()}
+        self.decoders = decoders
+        if [(f.path, f.digest) for f in decoders.files] == self._decoder_digests:
+            return False
+        self._decoder_digests = [(f.path, f.digest) for f in decoders.files]
+        log.info(
+            "decoders reloaded: %d files (%s)",
+            len(decoders.files),
+            ", ".join(sorted(set(decoders.registry.by_name) - set(before))) or "no new names",
+        )
+        restart = False
+        for src in self.sources:
+            intake = getattr(src, "intake", None)
+            if intake is not None:
+                intake.use_decoders(decoders.registry)
+            if getattr(getattr(src, "cfg", None), "workers", 0):
+                restart = True
+        return restart
 
     # --------------------------------------------------------------------------- lifecycle
 
@@ -263,7 +306,8 @@ class Appliance:
             if name in changed:
                 log.warning("reload: [%s] changes take effect at the next restart", name)
         self.config = dataclasses.replace(new, api=old.api, pipeline=old.pipeline)
-        if old.sources != new.sources or old.base_dir != new.base_dir:
+        workers_need_restart = await self._reload_decoders(self.config)
+        if old.sources != new.sources or old.base_dir != new.base_dir or workers_need_restart:
             await self._reload_sources(old)
         for component in self.components:
             hook: Callable[[AppConfig], Awaitable[None]] | None = getattr(component, "reload", None)

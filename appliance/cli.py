@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | version | mibs compile | test-rule | replay``.
+"""Command line: ``appliance run | check-config | version | mibs | decoders | test-rule | replay``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-builtin", action="store_true", help="leave out the built-in rules")
     tr.add_argument("--tail", type=float, default=0.0, help="run timers this long past the end")
     tr.add_argument("--json", action="store_true", help="one JSON object per line of output")
+    from appliance.protocols.syslog.vendors import cli as decoders_cli
+
+    decoders_cli.add_parser(sub)
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -113,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "mibs":
         return compile_mibs_command(args)
+    if args.command == "decoders":
+        from appliance.protocols.syslog.vendors import cli as decoders_cli
+
+        return decoders_cli.run(args)
     if args.command == "check-config":
         try:
             load_config(args.file)

@@ -17,6 +17,7 @@ import ipaddress
 import tomllib
 import types
 import typing
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -343,11 +344,14 @@ class SyslogSender:
         if not self.networks:
             errors.append("networks: required (the sender's addresses, CIDR)")
         if self.vendor:
-            from appliance.protocols.syslog.vendors import REGISTRY
+            names = _decoder_names.get()
+            if names is None:
+                from appliance.protocols.syslog.vendors import REGISTRY
 
-            if self.vendor not in REGISTRY.by_name:
-                names = ", ".join(sorted(REGISTRY.by_name))
-                errors.append(f"vendor: {self.vendor!r} is not a decoder ({names})")
+                names = frozenset(REGISTRY.by_name)
+            if self.vendor not in names:
+                known = ", ".join(sorted(names))
+                errors.append(f"vendor: {self.vendor!r} is not a decoder ({known})")
         return errors
 
 
@@ -512,6 +516,14 @@ class RulesSection:
 
 
 @dataclass(frozen=True, slots=True)
+class DecodersSection:
+    """Site decoder files (``*.toml``, docs/decoders.md): files or folders, read at start and
+    on SIGHUP; a bad file is logged and skipped, never stops the others."""
+
+    paths: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
     api: ApiSection = field(default_factory=ApiSection)
@@ -521,6 +533,7 @@ class AppConfig:
     upstream: list[UpstreamSection] = field(default_factory=list)
     flows: FlowsSection = field(default_factory=FlowsSection)
     rules: RulesSection = field(default_factory=RulesSection)
+    decoders: DecodersSection = field(default_factory=DecodersSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:
@@ -550,6 +563,10 @@ class AppConfig:
         """The names of the configured listeners, as the running sources are named."""
         s = self.sources
         return [src.label for src in (*s.syslog, *s.snmp, *s.netflow)]
+
+    @property
+    def decoder_paths(self) -> list[Path]:
+        return [self.path(p) for p in self.decoders.paths]
 
     def path(self, value: str) -> Path:
         """A file path from the config, relative to the config file's folder."""
@@ -655,7 +672,11 @@ def load_config(path: str | Path) -> AppConfig:
 
 def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> AppConfig:
     errors: list[str] = []
-    cfg = build(AppConfig, data, "", errors)
+    token = _decoder_names.set(_site_decoder_names(data, base_dir))
+    try:
+        cfg = build(AppConfig, data, "", errors)
+    finally:
+        _decoder_names.reset(token)
     # Only on an otherwise valid config: a source table with an error is left out of ``cfg``,
     # and "no source" would then be a second, wrong complaint about the same table.
     if not errors and not cfg.source_labels and not cfg.appliance.allow_empty:
@@ -666,3 +687,20 @@ def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> AppConfig:
     if errors:
         raise ConfigError(errors)
     return dataclasses.replace(cfg, base_dir=str(base_dir))
+
+
+# The decoder names a sender's ``vendor`` may use while one config is parsed: the built-ins
+# plus the site files its [decoders] paths name (relative to the config's folder).
+_decoder_names: ContextVar[frozenset[str] | None] = ContextVar("decoder_names", default=None)
+
+
+def _site_decoder_names(data: dict[str, Any], base_dir: str | Path) -> frozenset[str] | None:
+    section = data.get("decoders")
+    paths = section.get("paths") if isinstance(section, dict) else None
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return None  # none, or malformed (the loader names that error)
+    from appliance.protocols.syslog.vendors import build_registry
+
+    base = Path(base_dir)
+    resolved = [q if (q := Path(p).expanduser()).is_absolute() else base / q for p in paths]
+    return frozenset(build_registry(resolved).registry.by_name)

@@ -12,6 +12,7 @@ from netaddr import AddrFormatError, IPAddress, IPSet
 from appliance.config import AppConfig
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
+from appliance.protocols.syslog.vendors import REGISTRY, VendorRegistry
 
 
 class Source(Protocol):
@@ -37,6 +38,8 @@ class SourceContext:
     pipeline: Pipeline
     metrics: Registry
     clock: Callable[[], float] = field(default=time.time)
+    # The vendor decoders in force: built-ins plus the config's site files.
+    decoders: VendorRegistry = field(default_factory=lambda: REGISTRY)
 
 
 class AllowList:

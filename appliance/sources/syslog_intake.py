@@ -21,7 +21,7 @@ from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.protocols.syslog.decode import decode_with_fields
 from appliance.protocols.syslog.message import device_time
-from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder
+from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder, VendorRegistry
 from appliance.sources.base import AllowList
 
 _rl = RateLimitedLog(logging.getLogger(__name__))
@@ -77,22 +77,17 @@ class SyslogIntake:
         senders: list[SyslogSender],
         metrics: Registry,
         transport: str,
+        decoders: VendorRegistry = REGISTRY,
     ) -> None:
         self.transport = transport
+        self.decoders = decoders
         self.source = cfg.label
         self.allowed = AllowList(cfg.allowed)
         self.rate = cfg.rate_limit
         self.burst = float(cfg.rate_burst)
         self.profiles: dict[str, SenderProfile] = {}
-        self._senders = [
-            (
-                [IPNetwork(n) for n in s.networks],
-                _static_fields(s),
-                ZoneInfo(s.timezone) if s.timezone else None,
-                REGISTRY.by_name.get(s.vendor) if s.vendor else None,
-            )
-            for s in senders
-        ]
+        self._sender_cfg = list(senders)
+        self._senders = self._sender_table(decoders)
         self.skew = metrics.gauge(
             "syslog_clock_skew_seconds",
             "Device time minus receive time of the last message with a time stamp, per sender.",
@@ -113,6 +108,26 @@ class SyslogIntake:
             "Syslog messages a vendor decoder understood, by decoder ('' = generic syslog).",
             ["decoder"],
         )
+
+    def _sender_table(
+        self, decoders: VendorRegistry
+    ) -> list[tuple[list[IPNetwork], Any, tzinfo | None, VendorDecoder | None]]:
+        return [
+            (
+                [IPNetwork(n) for n in s.networks],
+                _static_fields(s),
+                ZoneInfo(s.timezone) if s.timezone else None,
+                decoders.by_name.get(s.vendor) if s.vendor else None,
+            )
+            for s in self._sender_cfg
+        ]
+
+    def use_decoders(self, decoders: VendorRegistry) -> None:
+        """Switch to a new set of vendor decoders (SIGHUP re-read the decoder files) without
+        restarting the listener; sender profiles are rebuilt on their next message."""
+        self.decoders = decoders
+        self._senders = self._sender_table(decoders)
+        self.profiles.clear()
 
     def export_limits(self, cfg: SyslogSource, *names: str) -> None:
         """Show the listener's configured limits in /metrics (with the shared rate limit)."""
@@ -198,7 +213,7 @@ class SyslogIntake:
             fields.update(static)
             if tags is not None and "tags" in static:
                 fields["tags"] = tags + static["tags"]
-        name = REGISTRY.decode(msg, fields, prof.decoder)
+        name = self.decoders.decode(msg, fields, prof.decoder)
         if name:
             fields["event.dataset"] = name
         self.decoded.inc(name)

@@ -505,7 +505,7 @@ class SyslogStreamSource:
         self.name = cfg.label
         self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
         self.intake = SyslogIntake(
-            cfg, ctx.config.sources.syslog_senders, ctx.metrics, cfg.protocol
+            cfg, ctx.config.sources.syslog_senders, ctx.metrics, cfg.protocol, ctx.decoders
         )
         self.tls_context: ssl.SSLContext | None = None
         self.client_allow = ClientAllowList(cfg.tls_client_allowed)

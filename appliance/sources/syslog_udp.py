@@ -69,7 +69,9 @@ class SyslogUdpSource:
         self.ctx = ctx
         self.name = cfg.label
         self.senders = tuple(ctx.config.sources.syslog_senders)  # reload: changed → restart
-        self.intake = SyslogIntake(cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp")
+        self.intake = SyslogIntake(
+            cfg, ctx.config.sources.syslog_senders, ctx.metrics, "udp", ctx.decoders
+        )
         self.intake.export_limits(cfg, "rcvbuf_bytes", "workers", "backlog_bytes")
         self.truncated = ctx.metrics.counter(
             "syslog_truncated_total",
@@ -217,6 +219,7 @@ class _Worker:
             self.n,
             src.ctx.config.storage.raw_max_bytes,
             self.sock.fileno(),
+            src.ctx.config.decoder_paths,
         )
         self.proc.stdin.write(pickle.dumps(setup))
         await self.proc.stdin.drain()

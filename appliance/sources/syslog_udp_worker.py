@@ -8,10 +8,11 @@ sends each event as the line the store keeps (:mod:`appliance.store.segments`). 
 parses lines for the rules and stores them as they are, so nothing is encoded twice.
 
 Setup arrives on stdin as one pickle from the parent (our own process; the pipe is private):
-``(cfg, senders, workers, raw_max, fd)``. Frames out (little-endian): ``u32 lines, u32 body,
-u32 metrics`` then the ``\\n``-joined lines and, when counters changed, a JSON snapshot of the
-worker's metrics (the parent applies the differences). EOF on stdin means stop: the worker
-flushes what it holds and exits; the parent then drains the sockets itself.
+``(cfg, senders, workers, raw_max, fd, decoder_paths)``. Frames out (little-endian):
+``u32 lines, u32 body, u32 metrics`` then the ``\\n``-joined lines and, when counters
+changed, a JSON snapshot of the worker's metrics (the parent applies the differences). EOF on
+stdin means stop: the worker flushes what it holds and exits; the parent then drains the
+sockets itself.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import struct
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import BinaryIO
 
 import orjson
@@ -53,7 +55,9 @@ class SyslogUdpWorker:
         raw_max: int,
         sock: socket.socket,
         out: BinaryIO,
+        decoder_paths: list[Path] | None = None,
     ) -> None:
+        from appliance.protocols.syslog.vendors import build_registry
         from appliance.sources.syslog_intake import SyslogIntake
 
         if cfg.rate_limit and workers > 1:  # each worker holds its share of a sender's bucket
@@ -68,7 +72,9 @@ class SyslogUdpWorker:
         self.sock = sock
         self.out = out
         self.registry = Registry()
-        self.intake = SyslogIntake(cfg, senders, self.registry, "udp")
+        # The parent logged any bad site file already; the worker uses the ones that load.
+        decoders = build_registry(decoder_paths or []).registry
+        self.intake = SyslogIntake(cfg, senders, self.registry, "udp", decoders)
         self.received = self.registry.counter("events_received_total", "", ["source"])
         self.dropped = self.registry.counter("events_dropped_total", "", ["source", "reason"])
         self.truncated = self.registry.counter("syslog_truncated_total", "", ["source"])
@@ -150,13 +156,15 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    cfg, senders, workers, raw_max, fd = pickle.load(sys.stdin.buffer)  # noqa: S301 - our parent
+    cfg, senders, workers, raw_max, fd, decoder_paths = pickle.load(  # noqa: S301 - our parent
+        sys.stdin.buffer
+    )
     sock = socket.socket(fileno=fd)
     sock.setblocking(False)
     out = sys.stdout.buffer
     with contextlib.suppress(OSError):  # room for a few batches in flight
         fcntl.fcntl(out.fileno(), _F_SETPIPE_SZ, 1 << 20)
-    worker = SyslogUdpWorker(cfg, senders, workers, raw_max, sock, out)
+    worker = SyslogUdpWorker(cfg, senders, workers, raw_max, sock, out, decoder_paths)
     try:
         worker.run(sys.stdin.fileno())
         worker.flush(force=True)

@@ -1,6 +1,8 @@
-"""Vendor decoders: one module per vendor, found here at import; a new vendor is one module.
+"""Vendor decoders: declarative files (``files/*.toml``, docs/decoders.md) and, where a format
+needs code, one module per vendor defining ``DECODER`` (a :class:`~.base.VendorDecoder`). Sites
+add their own files (``[decoders] paths``); a site file named like a built-in replaces it.
 
-Each module defines ``DECODER`` (a :class:`~.base.VendorDecoder`). Selection, cheapest first:
+Selection, cheapest first:
 the sender's configured vendor; the syslog program name (``sshd``, ``filterlog``); the first
 characters of the message (``%ASA-``, ``CEF:``, ``date=``); then the few content fallbacks
 (JSON, key=value). A message nobody claims keeps its syslog fields and raw text.
@@ -9,10 +11,22 @@ characters of the message (``%ASA-``, ``CEF:``, ``date=``); then the few content
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
+from appliance.protocols.syslog.vendors.declarative import (
+    DecoderFile,
+    DecoderFileError,
+    builtin_files,
+    load_paths,
+)
+
+log = logging.getLogger(__name__)
 
 
 class VendorRegistry:
@@ -62,10 +76,13 @@ class VendorRegistry:
         return ""
 
 
+_NOT_DECODERS = frozenset({"base", "declarative", "cli"})  # the machinery, not vendors
+
+
 def _discover() -> list[VendorDecoder]:
     found = []
     for info in pkgutil.iter_modules(__path__):
-        if info.name == "base" or info.name.startswith("_"):
+        if info.name in _NOT_DECODERS or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
         decoder = getattr(module, "DECODER", None)
@@ -74,6 +91,47 @@ def _discover() -> list[VendorDecoder]:
     return found
 
 
-REGISTRY = VendorRegistry(_discover())
+BUILTIN_FILES: list[DecoderFile] = builtin_files()
+BUILTIN: list[VendorDecoder] = _discover() + [f.decoder for f in BUILTIN_FILES]
+REGISTRY = VendorRegistry(BUILTIN)
 
-__all__ = ["REGISTRY", "VendorDecoder", "VendorRegistry"]
+
+@dataclass(slots=True)
+class Decoders:
+    """The decoders one appliance runs: built-ins plus its site files, and what failed."""
+
+    registry: VendorRegistry
+    files: list[DecoderFile] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def build_registry(site_paths: Iterable[Path] = ()) -> Decoders:
+    """Built-in decoders plus the site files under ``site_paths``; a site file whose name is a
+    built-in's replaces it (a site's fix for a firmware's format change, say)."""
+    site, errors = load_paths(site_paths)
+    if not site and not errors:
+        return Decoders(REGISTRY, list(BUILTIN_FILES))
+    chosen: dict[str, VendorDecoder] = {d.name: d for d in BUILTIN}
+    files = {f.decoder.name: f for f in BUILTIN_FILES}
+    seen: dict[str, Path] = {}
+    for f in site:
+        name = f.decoder.name
+        if name in seen:
+            errors.append(f"{f.path}: name: {name!r} is already {seen[name]}; file skipped")
+            continue
+        seen[name] = f.path
+        if name in chosen:
+            log.info("decoder %s: the site file %s replaces the built-in", name, f.path)
+        chosen[name] = f.decoder
+        files[name] = f
+    return Decoders(VendorRegistry(list(chosen.values())), list(files.values()), errors)
+
+
+__all__ = [
+    "REGISTRY",
+    "DecoderFileError",
+    "Decoders",
+    "VendorDecoder",
+    "VendorRegistry",
+    "build_registry",
+]

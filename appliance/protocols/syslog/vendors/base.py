@@ -81,7 +81,12 @@ IANA_TRANSPORT = {"1": "icmp", "6": "tcp", "17": "udp", "58": "ipv6-icmp", "47":
 
 
 def transport(value: str) -> str:
+    """ECS ``network.transport`` from a number or name; ``tcp/443`` (name/port, as SonicWall
+    and others write it) gives ``tcp``."""
     v = value.lower()
+    name, slash, port = v.partition("/")
+    if slash and port.isdigit():
+        v = name
     return IANA_TRANSPORT.get(v, v)
 
 

@@ -1,0 +1,165 @@
+"""Decoders as data: the shipped files pass their own samples, a site adds or replaces a decoder
+with a file (live after a reload), and a bad file is refused with its file and key named while
+the others load."""
+
+from __future__ import annotations
+
+import calendar
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance.cli import main
+from appliance.config import ConfigError, parse_config
+from appliance.protocols.syslog import decode_syslog
+from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.vendors import BUILTIN_FILES, build_registry
+from appliance.protocols.syslog.vendors.cli import sample_failures
+from appliance.protocols.syslog.vendors.declarative import DecoderFileError, load_file
+from tests.conftest import make_config
+from tests.test_syslog_udp import send_udp
+
+NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
+
+# A site decoder, as a site would write one (see the file for its provenance).
+SONICWALL = (Path(__file__).parent / "decoders" / "sonicwall.toml").read_text()
+
+
+def fields_of(line: bytes, registry: Any, hint: str | None = None) -> dict[str, Any]:
+    msg = decode_syslog(line, NOW)
+    fields = syslog_fields(msg, "192.0.2.1")
+    fields["decoder"] = registry.decode(msg, fields, registry.by_name.get(hint or ""))
+    return fields
+
+
+@pytest.mark.parametrize("f", BUILTIN_FILES, ids=lambda f: f.decoder.name)
+def test_every_shipped_decoder_file_passes_its_own_samples(f: Any) -> None:
+    assert f.tests, "a shipped file carries samples"
+    assert sample_failures(f, NOW) == []
+
+
+def test_a_site_file_adds_a_decoder_for_an_unknown_vendor(tmp_path: Path) -> None:
+    (tmp_path / "sonicwall.toml").write_text(SONICWALL)
+    decoders = build_registry([tmp_path])
+    assert decoders.errors == []
+    f = fields_of(b'<134>id=firewall sn=1 m=82 src=203.0.113.7:51234:X1 dst=198.51.100.2:445:X1 '
+                  b'proto=tcp fw_action="drop"', decoders.registry)  # fmt: skip
+    assert f["decoder"] == "sonicwall"
+    assert (f["source.ip"], f["source.port"], f["destination.port"]) == ("203.0.113.7", 51234, 445)
+    assert (f["event.outcome"], f["network.transport"]) == ("failure", "tcp")
+
+
+def test_a_site_file_samples_pass(tmp_path: Path) -> None:
+    path = tmp_path / "sonicwall.toml"
+    path.write_text(SONICWALL)
+    assert sample_failures(load_file(path), NOW) == []
+
+
+def test_a_field_typed_ip_never_holds_something_else(tmp_path: Path) -> None:
+    (tmp_path / "sonicwall.toml").write_text(SONICWALL)
+    registry = build_registry([tmp_path]).registry
+    f = fields_of(
+        b"<134>id=firewall src=not-an-ip:80:X1 dst=999.1.1.1:445 fw_action=drop", registry
+    )
+    assert f["decoder"] == "sonicwall"
+    assert "source.ip" not in f and "destination.ip" not in f
+
+
+def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
+    text = (BUILTIN_FILES[0].path.read_text()).replace(
+        'product = "netfilter"', 'product = "netfilter-site"'
+    )
+    (tmp_path / f"{BUILTIN_FILES[0].decoder.name}.toml").write_text(text)
+    registry = build_registry([tmp_path]).registry
+    f = fields_of(b"<4>Nov 29 11:59:00 fw kernel: DROP IN=eth0 OUT= SRC=203.0.113.9 "
+                  b"DST=192.0.2.1 PROTO=TCP SPT=1 DPT=22", registry)  # fmt: skip
+    assert (f["decoder"], f["observer.product"]) == ("netfilter", "netfilter-site")
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a.b" = { from = "k", bogus = 1 }',
+         "fields.a.b.bogus: unknown key"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\nregex = \'(?P<a>x)\\1\'',
+         "parse[0].regex: not an RE2 expression"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a" = { from = "k", as = "float" }',
+         "fields.a.as: must be one of"),
+        ('name = "X Y"\n[select]\nprograms = ["a"]', "name: must be lower-case"),
+        ('name = "x"', "select: needs programs, prefixes or fallback"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a" = { from = "k", map = "m" }',
+         "fields.a.map: no map named 'm'"),
+        ('name = "x"\n[select\n', "line 2, column 8"),
+    ],
+)  # fmt: skip
+def test_a_bad_file_is_refused_naming_the_file_and_the_key(
+    tmp_path: Path, text: str, error: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(DecoderFileError) as exc:
+        load_file(path)
+    assert str(exc.value).startswith(str(path)) and error in str(exc.value)
+
+
+def test_a_bad_file_never_stops_the_others(tmp_path: Path) -> None:
+    (tmp_path / "a_bad.toml").write_text('name = "bad"\n[select]\n')
+    (tmp_path / "sonicwall.toml").write_text(SONICWALL)
+    decoders = build_registry([tmp_path])
+    assert "sonicwall" in decoders.registry.by_name and "bad" not in decoders.registry.by_name
+    assert len(decoders.errors) == 1 and "a_bad.toml: select" in decoders.errors[0]
+
+
+def test_a_sender_vendor_may_name_a_site_decoder(tmp_path: Path) -> None:
+    (tmp_path / "decoders").mkdir()
+    (tmp_path / "decoders" / "sonicwall.toml").write_text(SONICWALL)
+    data = make_config(tmp_path, decoders={"paths": ["decoders"]},
+                       sources={"syslog": [{"protocol": "udp", "listen": "127.0.0.1:0"}],
+                                "syslog_senders": [{"networks": ["10.0.0.0/8"],
+                                                    "vendor": "sonicwall"}]})  # fmt: skip
+    assert parse_config(data, base_dir=tmp_path).sources.syslog_senders[0].vendor == "sonicwall"
+    data["decoders"] = {"paths": []}
+    with pytest.raises(ConfigError, match=r"syslog_senders\[0\]\.vendor: 'sonicwall' is not"):
+        parse_config(data, base_dir=tmp_path)
+
+
+async def test_a_site_decoder_added_to_the_folder_is_live_after_a_reload(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    folder = tmp_path / "decoders"
+    folder.mkdir()
+    run = await start_appliance(decoders={"paths": ["decoders"]})
+    line = b"<134>id=firewall m=82 src=203.0.113.7:51234:X1 dst=198.51.100.2:445:X1 fw_action=drop"
+    send_udp(run.source().address, line)
+    await run.wait_stored(1)
+    (folder / "sonicwall.toml").write_text(SONICWALL)
+    await run.app.reload(parse_config(make_config(tmp_path, decoders={"paths": ["decoders"]}),
+                                      base_dir=tmp_path))  # fmt: skip
+    send_udp(run.source().address, line)
+    await run.wait_stored(2)
+    body = await run.get_json("/api/v1/events")
+    datasets = [e["event"]["dataset"] for e in body["events"]]
+    assert datasets == ["sonicwall", "kv"]  # newest first; before: the generic key=value layer
+    assert 'appliance_decoder_files{state="loaded"} 3' in await run.metrics()
+
+
+def test_cli_decoders_test_passes_the_shipped_files_and_fails_a_broken_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["decoders", "test"]) == 0
+    broken = tmp_path / "sonicwall.toml"
+    broken.write_text(SONICWALL.replace("\"source.port\" = 51234", "\"source.port\" = 1"))
+    assert main(["decoders", "test", str(broken)]) == 1
+    assert "source.port is 51234, expected 1" in capsys.readouterr().out
+
+
+def test_cli_decoders_try_shows_the_decoder_and_its_fields(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    line = ("<4>Nov 29 11:59:00 fw kernel: DROP IN=eth0 OUT= SRC=203.0.113.9 DST=192.0.2.1 "
+            "PROTO=TCP SPT=1 DPT=22")  # fmt: skip
+    assert main(["decoders", "try", line]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decoder"] == "netfilter" and out["fields"]["destination.port"] == 22
