@@ -158,7 +158,8 @@ VENDORS = {
     "juniper": "juniper",
     "huawei": "huawei",
     "paloalto": "palo alto networks",
-    "pfsense": "pfsense",
+    "pfsense": "netgate",  # what the pfSense filterlog decoder writes as observer.vendor
+    "netgate": "netgate",
     "mikrotik": "mikrotik",
     "checkpoint": "check point",
     "sonicwall": "sonicwall",

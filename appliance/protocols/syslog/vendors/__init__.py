@@ -35,6 +35,7 @@ class VendorRegistry:
         self.by_program: dict[str, list[VendorDecoder]] = {}
         self.by_first: dict[str, list[tuple[str, VendorDecoder]]] = {}
         self.fallbacks: list[VendorDecoder] = []
+        self.last_resort: list[VendorDecoder] = []
         for d in sorted(decoders, key=lambda d: (d.order, d.name)):
             if d.name in self.by_name:
                 raise ValueError(f"two vendor decoders named {d.name!r}")
@@ -43,6 +44,8 @@ class VendorRegistry:
                 self.by_program.setdefault(prog, []).append(d)
             for prefix in d.prefixes:
                 self.by_first.setdefault(prefix[0], []).append((prefix, d))
+            if d.last_resort:
+                self.last_resort.append(d)
             if d.fallback:
                 if not d.needle:
                     raise ValueError(f"fallback decoder {d.name!r} needs a needle")
@@ -73,10 +76,13 @@ class VendorRegistry:
                         if d.decode(msg, fields):
                             return d.name
                     break
+        for d in self.last_resort:
+            if d.decode(msg, fields):
+                return d.name
         return ""
 
 
-_NOT_DECODERS = frozenset({"base", "declarative", "cli"})  # the machinery, not vendors
+_NOT_DECODERS = frozenset({"base", "declarative", "cli", "generic"})  # the machinery, not vendors
 
 
 def _discover() -> list[VendorDecoder]:
@@ -85,9 +91,8 @@ def _discover() -> list[VendorDecoder]:
         if info.name in _NOT_DECODERS or info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{__name__}.{info.name}")
-        decoder = getattr(module, "DECODER", None)
-        if isinstance(decoder, VendorDecoder):
-            found.append(decoder)
+        decoders = getattr(module, "DECODERS", None) or (getattr(module, "DECODER", None),)
+        found.extend(d for d in decoders if isinstance(d, VendorDecoder))
     return found
 
 

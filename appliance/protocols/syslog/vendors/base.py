@@ -37,6 +37,8 @@ class VendorDecoder:
     # Fallbacks only: a literal that any line this decoder claims contains. The registry tries
     # the fallbacks only when a needle occurs, so a plain line pays a few substring scans.
     needle: str = ""
+    # Tried for every line nothing else claimed (cheap tests only: it runs on plain lines).
+    last_resort: bool = False
 
 
 def epoch_digits(value: str | None) -> float | None:

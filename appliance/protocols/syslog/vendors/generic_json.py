@@ -1,5 +1,5 @@
 """Generic JSON payloads no vendor decoder claimed: scalars flattened under ``json.`` (depth 3,
-at most 128 keys), common address/port/user keys mapped to ECS."""
+at most 128 keys); the names vendors commonly use map to ECS (:mod:`.generic`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 from appliance.protocols.syslog.message import SyslogMessage
-from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder, set_ip
-from appliance.protocols.syslog.vendors.generic_kv import IP_KEYS, PORT_KEYS, STR_KEYS
+from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
+from appliance.protocols.syslog.vendors.generic import map_common
 
 MAX_KEYS = 128
 MAX_DEPTH = 3
@@ -40,15 +40,9 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         return False
     flat: dict[str, Any] = {}
     _flatten(doc, "", flat, 1)
+    used = map_common(flat.items(), fields, msg)
     for key, value in flat.items():
-        low = key.lower()
-        if low in IP_KEYS and isinstance(value, str):
-            set_ip(fields, IP_KEYS[low], value)
-        elif low in PORT_KEYS and isinstance(value, int):
-            fields[PORT_KEYS[low]] = value
-        elif low in STR_KEYS and isinstance(value, str) and value:
-            fields[STR_KEYS[low]] = value
-        else:
+        if key not in used:
             fields[f"json.{key}"] = value
     return True
 

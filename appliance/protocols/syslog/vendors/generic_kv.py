@@ -1,81 +1,81 @@
-"""Generic ``key=value`` payloads no vendor decoder claimed (appliances, scripts, loggers).
+"""Generic ``key=value`` payloads no vendor decoder claimed (appliances, scripts, loggers), and
+the ``[key:"value"; key2:"value2"]`` blocks some devices write where RFC 5424 wants structured
+data.
 
-Only a message whose first word is ``key=value`` is read this way, so free text that merely
-contains an ``=`` stays as it is. Well-known keys map to ECS; the rest are kept under
-``kv.<key>`` (at most 64 keys).
+A line is read this way when its first word is ``key=value`` (two pairs at least) or it holds
+three pairs or more, so free text that merely contains an ``=`` stays as it is. Values may be
+bare, double- or single-quoted, with backslash escapes. The names vendors commonly use map to
+ECS (:mod:`.generic`); the other pairs are kept under ``kv.<key>`` (at most 64).
 """
 
 from __future__ import annotations
 
+import re
+
 from appliance.protocols.syslog.message import SyslogMessage
-from appliance.protocols.syslog.vendors.base import (
-    Fields,
-    VendorDecoder,
-    kv_pairs,
-    set_int,
-    set_ip,
-    transport,
-)
+from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
+from appliance.protocols.syslog.vendors.generic import bracket_pairs, map_common
 
 MAX_KEYS = 64
-IP_KEYS = {
-    "src": "source.ip",
-    "srcip": "source.ip",
-    "src_ip": "source.ip",
-    "source_ip": "source.ip",
-    "client_ip": "source.ip",
-    "dst": "destination.ip",
-    "dstip": "destination.ip",
-    "dst_ip": "destination.ip",
-    "dest_ip": "destination.ip",
-    "destination_ip": "destination.ip",
-}
-PORT_KEYS = {
-    "spt": "source.port",
-    "srcport": "source.port",
-    "src_port": "source.port",
-    "sport": "source.port",
-    "dpt": "destination.port",
-    "dstport": "destination.port",
-    "dst_port": "destination.port",
-    "dest_port": "destination.port",
-    "dport": "destination.port",
-}
-STR_KEYS = {
-    "user": "user.name",
-    "username": "user.name",
-    "usr": "user.name",
-    "action": "event.action",
-    "url": "url.original",
-    "host": "host.name",
-    "hostname": "host.name",
-    "msg": "message",
-    "rule": "rule.name",
-}
+_PAIR = re.compile(r"""([\w.\-]+)=(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([^\s"']\S*|))""")
+_ESCAPE = re.compile(r"\\(.)")
+
+
+def kv_pairs(text: str, limit: int = MAX_KEYS) -> dict[str, str]:
+    """``k=v k2="v 2" k3='v 3'`` to a dict; the first of a repeated key wins."""
+    out: dict[str, str] = {}
+    for m in _PAIR.finditer(text):
+        key, dq, sq, bare = m.groups()
+        if key in out:
+            continue
+        if dq is not None or sq is not None:
+            value = dq if dq is not None else sq
+            if "\\" in value:
+                value = _ESCAPE.sub(r"\1", value)
+        else:
+            value = bare
+        out[key] = value
+        if len(out) == limit:
+            break
+    return out
+
+
+def _decode(pairs: dict[str, str], msg: SyslogMessage, fields: Fields) -> bool:
+    used = map_common(pairs.items(), fields, msg)
+    for key, value in pairs.items():
+        if key not in used:
+            fields[f"kv.{key}"] = value
+    return True
 
 
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
     sp = text.find(" ")
     eq = text.find("=", 0, sp if sp > 0 else len(text))
-    if eq <= 0:
+    pairs = kv_pairs(text)
+    if len(pairs) < (2 if eq > 0 else 3):
         return False
-    kv = kv_pairs(text, limit=MAX_KEYS)
-    if len(kv) < 2:
-        return False
-    for key, value in kv.items():
-        low = key.lower()
-        if low in IP_KEYS:
-            set_ip(fields, IP_KEYS[low], value)
-        elif low in PORT_KEYS:
-            set_int(fields, PORT_KEYS[low], value)
-        elif low in STR_KEYS and value:
-            fields[STR_KEYS[low]] = value
-        elif low in ("proto", "protocol") and value:
-            fields["network.transport"] = transport(value)
-        else:
-            fields[f"kv.{key}"] = value
-    return True
+    return _decode(pairs, msg, fields)
 
 
-DECODER = VendorDecoder(name="kv", decode=decode, fallback=True, needle="=", order=90)
+def decode_brackets(msg: SyslogMessage, fields: Fields) -> bool:
+    pairs = dict(reversed(bracket_pairs(msg.message, MAX_KEYS)))
+    return len(pairs) >= 2 and _decode(pairs, msg, fields)
+
+
+def decode_structured_data(msg: SyslogMessage, fields: Fields) -> bool:
+    """RFC 5424 structured data of a line nobody claimed: its params in the common names
+    (``[origin ip="..."]``, ``[meta src="..." dst_port="..."]``) fill ECS fields too."""
+    sd = msg.structured_data
+    if not sd:
+        return False
+    pairs = [(k, v) for params in sd.values() for k, v in params.items()]
+    return bool(map_common(pairs, fields, msg))
+
+
+DECODERS = (
+    VendorDecoder(name="kv", decode=decode, fallback=True, needle="=", order=90),
+    # '[key:"value"; ...]' where RFC 5424 wants SD-ELEMENTs (the header left it in the text).
+    VendorDecoder(name="kv_brackets", decode=decode_brackets, prefixes=("[",), order=91),
+    VendorDecoder(name="structured_data", decode=decode_structured_data, last_resort=True),
+)
