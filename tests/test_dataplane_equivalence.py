@@ -206,3 +206,37 @@ def test_generated_streams_frame_identically_however_they_are_cut() -> None:
         native = frames(dataplane.native.SyslogFramer(max_length, max_digits), stream, cuts)  # type: ignore[union-attr]
         reference = frames(SyslogFramer(max_length, max_digits), stream, cuts)
         assert native == reference, (stream, cuts, max_length, max_digits)
+
+
+KV_PIECES = [
+    "a=1", " ", "b=\"x y\"", "c=", "=", '"', "key.name-x=v", "\t", "d=\"open", "\x1c", "é=1",
+    "srcip=203.0.113.7", "msg=\"Login failed\"", "==", "x", "e=a=b",
+]
+
+
+def test_key_value_pairs_match_the_reference_in_content_and_order() -> None:
+    from appliance.protocols.syslog.vendors.base import kv_pairs_reference
+
+    rng = random.Random(4242)
+    texts = [decode.decode_syslog_reference(line, NOW).message for line in SEEDS]
+    for _ in range(5000):
+        texts.append("".join(rng.choice(KV_PIECES) for _ in range(rng.randint(0, 14))))
+    for text in texts:
+        for limit in (256, 3):
+            native = dataplane.native.kv_pairs(text, limit)  # type: ignore[union-attr]
+            reference = kv_pairs_reference(text, limit)
+            if native is None:  # non-ASCII: the reference's Unicode \w and \s decide
+                assert not text.isascii()
+                continue
+            assert list(native.items()) == list(reference.items()), (text, limit)
+
+
+@pytest.mark.corpus
+def test_every_corpus_message_splits_into_the_same_pairs() -> None:
+    from appliance.protocols.syslog.vendors.base import kv_pairs_reference
+
+    for line in corpus_lines():
+        text = decode.decode_syslog_reference(line, NOW).message
+        native = dataplane.native.kv_pairs(text, 256)  # type: ignore[union-attr]
+        if native is not None:
+            assert list(native.items()) == list(kv_pairs_reference(text, 256).items()), line

@@ -484,10 +484,35 @@ impl PyFramer {
     }
 }
 
+/// `key=value` pairs as the reference `base.kv_pairs` gives them: a dict built from the last
+/// pair to the first (so the first of a repeated key wins, in the reference's key order), or
+/// `None` for text only the reference can read (non-ASCII).
+#[pyfunction]
+fn kv_pairs<'py>(
+    py: Python<'py>,
+    text: &str,
+    limit: usize,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let found = match catch_unwind(|| crate::kv::pairs(text, limit)) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Ok(None),
+        Err(_) => {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+    };
+    let out = PyDict::new(py);
+    for (key, value) in found.iter().rev() {
+        out.set_item(key, value)?;
+    }
+    Ok(Some(out))
+}
+
 #[pymodule]
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(panics, m)?)?;
+    m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
     Ok(())

@@ -1,6 +1,7 @@
 //! Property tests that fuzz every parser within `cargo test`'s time: arbitrary bytes never
 //! panic, and the framer's output and memory do not depend on how the stream is cut.
 
+use _dataplane::kv;
 use _dataplane::syslog::framing::{frames_of, Framer};
 use _dataplane::syslog::header::{self, Clock};
 use proptest::prelude::*;
@@ -93,6 +94,22 @@ proptest! {
         }
         if let Some(tail) = framer.close() {
             prop_assert!(tail.len() <= max_length);
+        }
+    }
+
+    #[test]
+    fn kv_pairs_never_panic_and_keys_are_key_characters(
+        text in prop::collection::vec(prop_oneof![
+            Just(b'='), Just(b'"'), Just(b' '), Just(b'a'), Just(b'-'), Just(b'\t'), any::<u8>()
+        ], 0..300).prop_map(|v| String::from_utf8_lossy(&v).into_owned()),
+        limit in 0usize..20,
+    ) {
+        if let Some(found) = kv::pairs(&text, limit) {
+            prop_assert!(found.len() <= limit);
+            for (key, _) in found {
+                prop_assert!(!key.is_empty());
+                prop_assert!(key.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c)));
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ from functools import lru_cache
 from ipaddress import ip_address
 from typing import Any
 
+from appliance import dataplane
 from appliance.protocols.syslog.message import SyslogMessage
 
 Fields = dict[str, Any]
@@ -169,9 +170,19 @@ def kv_pairs(text: str, limit: int = 256) -> dict[str, str]:
     """``k=v k2="v 2"`` to a dict: quoted values may hold spaces; at most ``limit`` pairs,
     the first of a repeated key wins. Words without ``=`` are skipped.
 
-    One ``findall`` (in C) and a reversed dict build: measured faster than a split-and-join
-    loop in Python on FortiGate lines, which carry 30-60 pairs.
+    The native data plane does it when loaded (same dict, key order included; non-ASCII text
+    is left to this reference). Here: one ``findall`` (in C) and a reversed dict build,
+    measured faster than a split-and-join loop in Python on FortiGate lines (30-60 pairs).
     """
+    if dataplane.native is not None:
+        got: dict[str, str] | None = dataplane.native.kv_pairs(text, limit)
+        if got is not None:
+            return got
+    return kv_pairs_reference(text, limit)
+
+
+def kv_pairs_reference(text: str, limit: int = 256) -> dict[str, str]:
+    """The Python reference of :func:`kv_pairs`."""
     found = _KV.findall(text)
     if len(found) > limit:
         del found[limit:]
