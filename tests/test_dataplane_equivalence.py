@@ -18,7 +18,9 @@ from appliance import dataplane
 from appliance.protocols.syslog import decode
 from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.framing import SyslogFramer
-from tests.conftest import corpus_dir
+from tests.conftest import CORPUS, corpus_dir
+
+CORPUS_DIR = CORPUS / "syslog"
 
 NOW = calendar.timegm((2026, 12, 4, 13, 0, 0))
 ZONES = [None, UTC, timezone(timedelta(hours=-5)), ZoneInfo("Europe/Berlin")]
@@ -240,3 +242,56 @@ def test_every_corpus_message_splits_into_the_same_pairs() -> None:
         native = dataplane.native.kv_pairs(text, 256)  # type: ignore[union-attr]
         if native is not None:
             assert list(native.items()) == list(kv_pairs_reference(text, 256).items()), line
+
+
+def decoder_files() -> list[object]:
+    from appliance.protocols.syslog.vendors import BUILTIN_FILES
+    from appliance.protocols.syslog.vendors.declarative import load_file
+
+    site = load_file(Path(__file__).parent / "decoders" / "sonicwall.toml")
+    return [*BUILTIN_FILES, site]
+
+
+def decoder_inputs(f: object, rng: random.Random) -> list[bytes]:
+    lines = [t["line"].encode() for t in f.tests]  # type: ignore[attr-defined]
+    lines += list(SEEDS)
+    with_corpus = CORPUS_DIR.is_dir()
+    if with_corpus:
+        lines += list(corpus_lines())
+    out = list(lines)
+    pieces = [b",", b" ", b"=", b"[", b"]", b"IN=", b"DROP", b"tcp", b"6", b"4", b":", b'"',
+              b"src=", b"\xc3\xa9", b"id=firewall"]  # fmt: skip
+    for line in lines[:400]:
+        for _ in range(8):
+            b = bytearray(line)
+            for _ in range(rng.randint(1, 3)):
+                at = rng.randint(0, len(b))
+                if rng.random() < 0.5:
+                    b[at:at] = rng.choice(pieces)
+                else:
+                    del b[at : at + rng.randint(1, 6)]
+            out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize("index", range(3), ids=["netfilter", "pfsense_filterlog", "sonicwall"])
+def test_decoder_files_give_the_same_fields_on_both_interpreters(index: int) -> None:
+    f = decoder_files()[index]
+    native = f.native  # type: ignore[attr-defined]
+    assert native is not None, "every shipped file and the site sample are native-interpretable"
+    rng = random.Random(index)
+    checked = claimed = 0
+    for line in decoder_inputs(f, rng):
+        msg = decode.decode_syslog_reference(line, NOW)
+        base = syslog_fields(msg, "192.0.2.7")
+        a, b = dict(base), dict(base)
+        got = native.decode(msg, a)
+        if got is None:  # left to the Python interpreter: non-ASCII text only
+            assert not msg.message.isascii()
+            continue
+        want = f.python_decode(msg, b)  # type: ignore[attr-defined]
+        assert got == want, line
+        assert orjson.dumps(a) == orjson.dumps(b), line
+        checked += 1
+        claimed += got
+    assert checked > 500 and claimed > 0

@@ -484,6 +484,90 @@ impl PyFramer {
     }
 }
 
+/// A decoder file, interpreted (see `decoders`): built once from the plan Python makes of the
+/// validated file, its constants, and the reference's conversions for the ones it defers.
+#[pyclass(module = "appliance._dataplane", frozen)]
+struct FileDecoder {
+    inner: crate::decoders::Decoder,
+    consts: Vec<Py<PyAny>>,
+    convert: Py<PyAny>,
+    /// Field names as interned Python strings: their hash is cached, so setting a field costs
+    /// no string allocation and no hashing.
+    keys: rustc_hash::FxHashMap<String, Py<PyString>>,
+}
+
+#[pymethods]
+impl FileDecoder {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        plan: &str,
+        consts: Vec<Py<PyAny>>,
+        convert: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let inner = crate::decoders::Decoder::from_json(plan).map_err(PyValueError::new_err)?;
+        let keys = inner
+            .field_names()
+            .into_iter()
+            .map(|k| (k.to_owned(), PyString::intern(py, k).unbind()))
+            .collect();
+        Ok(FileDecoder {
+            inner,
+            consts,
+            convert,
+            keys,
+        })
+    }
+
+    /// Set the message's fields and return `True`, `False` when it is not this decoder's
+    /// line, or `None` to leave it to the Python decoder (non-ASCII text, a caught panic).
+    fn decode(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        fields: &Bound<'_, PyDict>,
+    ) -> PyResult<Option<bool>> {
+        use crate::decoders::{Outcome, Value};
+        let text_obj = msg.getattr(intern!(py, "message"))?;
+        let text = text_obj.cast::<PyString>()?.to_cow()?;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| self.inner.decode(&text))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+        };
+        let found = match outcome {
+            Outcome::Fields(found) => found,
+            Outcome::NotMine => return Ok(Some(false)),
+            Outcome::Defer => return Ok(None),
+        };
+        for (key, value) in found {
+            let obj: Bound<'_, PyAny> = match value {
+                Value::Text(t) => PyString::new(py, &t).into_any(),
+                Value::Int(n) => n.into_bound_py_any(py)?,
+                Value::Const(i) => match self.consts.get(i) {
+                    Some(c) => c.bind(py).clone(),
+                    None => continue,
+                },
+                Value::Texts(items) => PyList::new(py, items)?.into_any(),
+                Value::Converted(name, v) => {
+                    let got = self.convert.bind(py).call1((name, v))?;
+                    if got.is_none() {
+                        continue;
+                    }
+                    got
+                }
+            };
+            match self.keys.get(key) {
+                Some(k) => fields.set_item(k.bind(py), obj)?,
+                None => fields.set_item(key, obj)?,
+            }
+        }
+        Ok(Some(true))
+    }
+}
+
 /// `key=value` pairs as the reference `base.kv_pairs` gives them: a dict built from the last
 /// pair to the first (so the first of a repeated key wins, in the reference's key order), or
 /// `None` for text only the reference can read (non-ASCII).
@@ -515,5 +599,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
+    m.add_class::<FileDecoder>()?;
     Ok(())
 }

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
+import logging
 import re
 import tomllib
 from collections.abc import Callable, Iterable
@@ -23,8 +25,11 @@ from typing import Any
 
 import re2
 
+from appliance import dataplane
+from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     DecodeFn,
+    Fields,
     VendorDecoder,
     authentication,
     canonical_ip,
@@ -36,6 +41,7 @@ from appliance.protocols.syslog.vendors.base import (
     transport,
 )
 
+log = logging.getLogger(__name__)
 Captures = dict[str, str]
 Convert = Callable[[str], Any]
 
@@ -54,6 +60,10 @@ class DecoderFile:
     description: str = ""
     provenance: str = ""
     tests: list[dict[str, Any]] = field(default_factory=list)
+    # Both interpreters, for the equivalence tests: the generated Python, and the native one
+    # (None when the extension is not loaded or the file uses what it does not take).
+    python_decode: DecodeFn | None = None
+    native: Any = None
 
 
 # -- conversions: a captured text to a field value, or None (the field is then not set) -------
@@ -217,7 +227,7 @@ def _emit_regex(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
         code.emit("if m is None: return False")
     for name, index in pattern.groupindex.items():
         code.emit(f"g = m.group({index})", indent)
-        code.emit(f"if g is not None: caps[{code.const(name)}] = g", indent)
+        code.emit(f"if g is not None: caps.setdefault({code.const(name)}, g)", indent)
 
 
 def _kv_pairs_split(value: str, limit: int) -> dict[str, str]:
@@ -586,7 +596,16 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     code.lines[0] = f"def decode(msg, fields{params}):"
     namespace = dict(code.consts)
     exec(compile("\n".join(code.lines), f"<decoder {path}>", "exec"), namespace)  # noqa: S102
-    decode: DecodeFn = namespace["decode"]
+    python_decode: DecodeFn = namespace["decode"]
+    native = _native_decoder(path, data)
+
+    def decode(msg: SyslogMessage, fields: Fields) -> bool:
+        """The native interpreter when loaded (it leaves non-ASCII text to the Python one)."""
+        if native is not None and dataplane.native is not None:
+            got: bool | None = native.decode(msg, fields)
+            if got is not None:
+                return got
+        return python_decode(msg, fields)
 
     decoder = VendorDecoder(name=name, decode=decode, programs=programs, prefixes=prefixes,
                             fallback=fallback, order=order, needle=needle)  # fmt: skip
@@ -596,6 +615,8 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
         description=str(data.get("description", "")),
         provenance=str(data.get("provenance", "")),
         tests=tests,
+        python_decode=python_decode,
+        native=native,
     )
 
 
@@ -643,3 +664,125 @@ def load_paths(paths: Iterable[Path]) -> tuple[list[DecoderFile], list[str]]:
             except DecoderFileError as exc:
                 errors.append(str(exc))
     return found, errors
+
+
+# -- the plan: the same decoder as data for the native interpreter ----------------------------
+#
+# A validated file, normalized (shorthands expanded, maps resolved, every non-text constant an
+# index into ``consts``) as JSON for ``appliance._dataplane.FileDecoder``. ``None`` when the
+# file uses something the native interpreter does not take (a map to a non-text value): the
+# Python decoder then runs alone.
+
+NATIVE_CONVERSIONS = frozenset(CONVERSIONS) - {"list"}
+
+
+def _value_plan(raw: Any, data: dict[str, Any], consts: list[Any]) -> dict[str, Any] | None:
+    if isinstance(raw, str):
+        return {"names": [raw], "as": "string", "keep_empty": False}
+    if "value" in raw:
+        consts.append(raw["value"])
+        return {"const": len(consts) - 1}
+    names = [raw["from"]] if isinstance(raw["from"], str) else list(raw["from"])
+    plan: dict[str, Any] = {
+        "names": names,
+        "as": raw.get("as", "string"),
+        "keep_empty": bool(raw.get("keep_empty", False)),
+        "requires": list(raw.get("requires", [])) if not isinstance(raw.get("requires"), str)
+        else [raw["requires"]],
+        "when": [[k, sorted({v.lower() for v in ([vs] if isinstance(vs, str) else vs)})]
+                 for k, vs in (raw.get("when") or {}).items()],
+        "strip": raw.get("strip"),
+    }  # fmt: skip
+    if plan["as"] not in NATIVE_CONVERSIONS:
+        return None
+    if "map" in raw:
+        table = data["maps"][raw["map"]]
+        values = table.get("values", {})
+        pairs = list(values.items()) if isinstance(values, dict) else [tuple(p) for p in values]
+        if not all(isinstance(b, str) for _, b in pairs):
+            return None
+        plan["map"] = {
+            "match": table.get("match", "exact"),
+            "case": table.get("case", "none"),
+            "pairs": [[str(a), b] for a, b in pairs],
+        }
+        plan["else"] = raw.get("else")
+    return plan
+
+
+def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
+    """``(plan JSON, constants)`` of an already compiled (so validated) file, or ``None``."""
+    consts: list[Any] = []
+    match = data.get("match", {})
+    obs = data.get("observer", {})
+    steps: list[dict[str, Any]] = []
+    for step in data.get("parse", []):
+        src = step.get("from", "message")
+        base = {"from": None if src == "message" else src}
+        if "regex" in step:
+            steps.append({**base, "kind": "regex", "pattern": step["regex"],
+                          "optional": bool(step.get("optional", False))})  # fmt: skip
+        elif "cut" in step:
+            c = step["cut"]
+            steps.append({**base, "kind": "cut", "at": c["at"], "before": c.get("before"),
+                          "after": c.get("after")})  # fmt: skip
+        elif "kv" in step:
+            k = step["kv"]
+            steps.append({**base, "kind": "kv", "style": k.get("style", "quoted"),
+                          "start": k.get("start", ""), "min": k.get("min_pairs", 1),
+                          "max": k.get("max_pairs", 256),
+                          "lower": bool(k.get("lowercase_keys", False))})  # fmt: skip
+        else:
+            c = step["csv"]
+            tables = c.get("tables")
+            steps.append({**base, "kind": "csv", "sep": c.get("separator", ","),
+                          "key": c.get("key") if tables else None,
+                          "tables": tables or {"": c["columns"]}})  # fmt: skip
+    plan: dict[str, Any] = {
+        "match": {"all": _listed(match.get("contains")), "any": _listed(match.get("contains_any")),
+                  "none": _listed(match.get("not_contains"))},
+        "steps": steps,
+        "observer": [[f"observer.{k}", obs[k]] for k in ("vendor", "product", "type")
+                     if obs.get(k)],
+        "contract": None,
+        "fields": [],
+    }  # fmt: skip
+    contract = data.get("contract")
+    if contract is not None:
+        out: dict[str, Any] = {"kind": contract["kind"], "type": contract.get("type", "start"),
+                               "default_action": contract.get("default_action")}  # fmt: skip
+        for part in ("action", "outcome", "user"):
+            if part in contract:
+                got = _value_plan(contract[part], data, consts)
+                if got is None:
+                    return None
+                out[part] = got
+        plan["contract"] = out
+    for key, raw in data.get("fields", {}).items():
+        got = _value_plan(raw, data, consts)
+        if got is None:
+            return None
+        plan["fields"].append([key, got])
+    return json.dumps(plan), consts
+
+
+def _convert(name: str, value: str) -> Any:
+    """The conversions the native interpreter leaves to the reference (addresses, epochs)."""
+    return CONVERSIONS[name](value)
+
+
+def _native_decoder(path: Path, data: dict[str, Any]) -> Any:
+    if dataplane.native is None:
+        return None
+    plan = native_plan(data)
+    if plan is None:
+        return None
+    try:
+        return dataplane.native.FileDecoder(plan[0], plan[1], _convert)
+    except ValueError as exc:  # a regex RE2 takes and Rust's regex does not
+        log.info("decoder %s: Python interpreter only (%s)", path, exc)
+        return None
+
+
+def _listed(value: Any) -> list[str]:
+    return [value] if isinstance(value, str) else list(value or [])

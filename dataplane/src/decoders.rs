@@ -1,0 +1,577 @@
+//! Decoder files, interpreted: the plan Python makes of a validated file
+//! (`declarative.native_plan`) run on one message, giving the fields to set in order.
+//!
+//! The semantics are the Python code generator's (`declarative.py`), which the equivalence
+//! tests hold this to: captures (first wins, a CSV row's columns win), value specs (first
+//! non-empty capture, `keep_empty`, `requires`, `when`, `strip`, maps with `else`, conversions)
+//! and the shared contracts. Conversions whose exact text is Python's to decide (canonical IP
+//! text, epochs) are asked of the caller through [`Convert`].
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
+
+use memchr::memmem;
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::kv;
+
+#[derive(Debug, Deserialize)]
+pub struct Plan {
+    #[serde(rename = "match")]
+    matcher: Match,
+    steps: Vec<StepPlan>,
+    observer: Vec<(String, String)>,
+    contract: Option<ContractPlan>,
+    fields: Vec<(String, ValuePlan)>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Match {
+    all: Vec<String>,
+    any: Vec<String>,
+    none: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum StepPlan {
+    Regex {
+        from: Option<String>,
+        pattern: String,
+        optional: bool,
+    },
+    Cut {
+        from: Option<String>,
+        at: String,
+        before: Option<String>,
+        after: Option<String>,
+    },
+    Kv {
+        from: Option<String>,
+        style: String,
+        start: String,
+        min: usize,
+        max: usize,
+        lower: bool,
+    },
+    Csv {
+        from: Option<String>,
+        sep: String,
+        key: Option<usize>,
+        tables: HashMap<String, Vec<String>>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct ContractPlan {
+    kind: String,
+    #[serde(rename = "type")]
+    auth_type: String,
+    default_action: Option<String>,
+    action: Option<ValuePlan>,
+    outcome: Option<ValuePlan>,
+    user: Option<ValuePlan>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ValuePlan {
+    #[serde(default)]
+    names: Vec<String>,
+    #[serde(rename = "const")]
+    constant: Option<usize>,
+    #[serde(rename = "as", default = "string")]
+    convert: String,
+    #[serde(default)]
+    keep_empty: bool,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    when: Vec<(String, Vec<String>)>,
+    strip: Option<String>,
+    map: Option<MapPlan>,
+    #[serde(rename = "else")]
+    otherwise: Option<String>,
+}
+
+fn string() -> String {
+    "string".to_owned()
+}
+
+#[derive(Debug, Deserialize)]
+struct MapPlan {
+    #[serde(rename = "match")]
+    how: String,
+    case: String,
+    pairs: Vec<(String, String)>,
+}
+/// A field's value, as the Python decoder would set it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    /// A conversion the caller does (its result text is the reference's): (name, input).
+    Converted(&'static str, &'a str),
+    /// A file constant (by index in the caller's list).
+    Const(usize),
+    Texts(Vec<&'a str>),
+}
+
+/// What a decoder made of a message.
+#[derive(Debug, PartialEq)]
+pub enum Outcome<'a> {
+    /// Ours: the fields to set, in order.
+    Fields(Vec<(&'a str, Value<'a>)>),
+    /// Not this decoder's line.
+    NotMine,
+    /// Text only the reference reads the same way (non-ASCII: Unicode classes and case).
+    Defer,
+}
+
+/// Conversions whose result text is the reference's: the interpreter defers them.
+const DEFERRED: [&str; 4] = ["ip", "ip_port.ip", "ip_port.port", "epoch"];
+
+/// A compiled plan: regexes built once.
+pub struct Decoder {
+    plan: Plan,
+    regexes: Vec<Option<Regex>>,
+    finders: Vec<memmem::Finder<'static>>,
+}
+
+/// Captures: name -> text (always a slice of the message).
+type Captures<'t> = FxHashMap<Cow<'t, str>, &'t str>;
+
+impl Decoder {
+    pub fn new(plan: Plan) -> Result<Self, String> {
+        let mut regexes = Vec::new();
+        for step in &plan.steps {
+            regexes.push(match step {
+                StepPlan::Regex { pattern, .. } => {
+                    Some(Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?)
+                }
+                _ => None,
+            });
+        }
+        let finders = plan
+            .matcher
+            .all
+            .iter()
+            .map(|n| memmem::Finder::new(n.as_bytes()).into_owned())
+            .collect();
+        Ok(Decoder {
+            plan,
+            regexes,
+            finders,
+        })
+    }
+
+    pub fn from_json(json: &str) -> Result<Self, String> {
+        let plan: Plan = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        Decoder::new(plan)
+    }
+
+    /// Every field name a decode can set (for the caller to prepare once).
+    pub fn field_names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.plan.observer.iter().map(|(k, _)| k.as_str()).collect();
+        names.extend([
+            "event.kind",
+            "event.category",
+            "event.type",
+            "event.action",
+            "event.outcome",
+            "user.name",
+        ]);
+        names.extend(self.plan.fields.iter().map(|(k, _)| k.as_str()));
+        names
+    }
+
+    pub fn decode<'a>(&'a self, text: &'a str) -> Outcome<'a> {
+        if !text.is_ascii() {
+            return Outcome::Defer;
+        }
+        let m = &self.plan.matcher;
+        if !self
+            .finders
+            .iter()
+            .all(|f| f.find(text.as_bytes()).is_some())
+            || (!m.any.is_empty() && !m.any.iter().any(|n| text.contains(n.as_str())))
+            || m.none.iter().any(|n| text.contains(n.as_str()))
+        {
+            return Outcome::NotMine;
+        }
+        let mut caps: Captures<'a> = FxHashMap::default();
+        for (step, regex) in self.plan.steps.iter().zip(&self.regexes) {
+            if !run_step(step, regex.as_ref(), text, &mut caps) {
+                return Outcome::NotMine;
+            }
+        }
+        let mut out: Vec<(&'a str, Value<'a>)> = Vec::new();
+        for (key, value) in &self.plan.observer {
+            out.push((key.as_str(), Value::Text(Cow::Borrowed(value.as_str()))));
+        }
+        if let Some(c) = &self.plan.contract {
+            contract(c, &caps, &mut out);
+        }
+        for (key, spec) in &self.plan.fields {
+            if let Some(v) = value(spec, &caps) {
+                out.push((key.as_str(), v));
+            }
+        }
+        Outcome::Fields(out)
+    }
+}
+
+fn input<'t>(from: &Option<String>, text: &'t str, caps: &Captures<'t>) -> Option<&'t str> {
+    match from {
+        None => Some(text),
+        Some(name) => caps.get(name.as_str()).copied(),
+    }
+}
+
+/// `key=value` pairs of a `kv` step, in the reference dict's order with its values.
+fn kv_step<'t>(s: &'t str, style: &str, max: usize) -> Option<Vec<(&'t str, &'t str)>> {
+    let mut pairs: Vec<(&'t str, &'t str)> = Vec::new();
+    if style == "quoted" {
+        // The reference's dict is built from the last pair, so the first of a key wins.
+        let found = kv::pairs(s, max)?;
+        let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
+        for (k, v) in found.iter().rev() {
+            match seen.get(k) {
+                Some(&i) => pairs[i].1 = v,
+                None => {
+                    seen.insert(k, pairs.len());
+                    pairs.push((k, v));
+                }
+            }
+        }
+    } else {
+        let mut seen: FxHashMap<&str, ()> = FxHashMap::default();
+        for token in s.split(' ') {
+            if let Some((k, v)) = token.split_once('=') {
+                if seen.insert(k, ()).is_none() {
+                    pairs.push((k, v));
+                    if pairs.len() == max {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Some(pairs)
+}
+
+fn run_step<'t>(
+    step: &'t StepPlan,
+    regex: Option<&'t Regex>,
+    text: &'t str,
+    caps: &mut Captures<'t>,
+) -> bool {
+    match step {
+        StepPlan::Regex { from, optional, .. } => {
+            let (Some(s), Some(regex)) = (input(from, text, caps), regex) else {
+                return *optional;
+            };
+            let Some(m) = regex.captures(s) else {
+                return *optional;
+            };
+            for name in regex.capture_names().flatten() {
+                if let Some(g) = m.name(name) {
+                    caps.entry(Cow::Borrowed(name)).or_insert(&s[g.range()]);
+                }
+            }
+            true
+        }
+        StepPlan::Cut {
+            from,
+            at,
+            before,
+            after,
+        } => {
+            let Some(s) = input(from, text, caps) else {
+                return false;
+            };
+            let Some(pos) = s.find(at.as_str()) else {
+                return false;
+            };
+            if let Some(b) = before {
+                caps.entry(Cow::Borrowed(b.as_str())).or_insert(&s[..pos]);
+            }
+            if let Some(a) = after {
+                caps.entry(Cow::Borrowed(a.as_str()))
+                    .or_insert(&s[pos + at.len()..]);
+            }
+            true
+        }
+        StepPlan::Kv {
+            from,
+            style,
+            start,
+            min,
+            max,
+            lower,
+        } => {
+            let Some(mut s) = input(from, text, caps) else {
+                return false;
+            };
+            if !start.is_empty() {
+                let Some(at) = s.find(start.as_str()) else {
+                    return false;
+                };
+                s = &s[at..];
+            }
+            let Some(pairs) = kv_step(s, style, *max) else {
+                return false;
+            };
+            if pairs.len() < *min {
+                return false;
+            }
+            for (k, v) in pairs {
+                let key = if *lower {
+                    Cow::Owned(k.to_lowercase())
+                } else {
+                    Cow::Borrowed(k)
+                };
+                caps.entry(key).or_insert(v);
+            }
+            true
+        }
+        StepPlan::Csv {
+            from,
+            sep,
+            key,
+            tables,
+        } => {
+            let Some(s) = input(from, text, caps) else {
+                return false;
+            };
+            let sep = sep.chars().next().unwrap_or(',');
+            let row: Vec<&'t str> = s.split(sep).collect();
+            let names = match key {
+                None => tables.get(""),
+                Some(k) => match row.get(*k) {
+                    None => return false,
+                    Some(v) => tables.get(*v),
+                },
+            };
+            let Some(names) = names else {
+                return false;
+            };
+            for (i, name) in names.iter().enumerate() {
+                if name == "_" {
+                    continue;
+                }
+                match row.get(i) {
+                    Some(col) => {
+                        caps.insert(Cow::Borrowed(name.as_str()), col);
+                    }
+                    None => {
+                        caps.remove(name.as_str());
+                    }
+                }
+            }
+            true
+        }
+    }
+}
+
+fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
+    if let Some(i) = spec.constant {
+        return Some(Value::Const(i));
+    }
+    // The first non-empty capture, else the last one's value (Python's `a or b`).
+    let mut v: Option<&'a str> = None;
+    for name in &spec.names {
+        v = caps.get(name.as_str()).copied();
+        if v.is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+    }
+    let mut v: &'a str = v?;
+    if v.is_empty() && !spec.keep_empty {
+        return None;
+    }
+    if !spec.requires.iter().all(|r| caps.contains_key(r.as_str())) {
+        return None;
+    }
+    for (cap, allowed) in &spec.when {
+        let got = caps
+            .get(cap.as_str())
+            .map(|c| c.to_lowercase())
+            .unwrap_or_default();
+        if !allowed.contains(&got) {
+            return None;
+        }
+    }
+    if let Some(strip) = &spec.strip {
+        v = v.trim_end_matches(|c| strip.contains(c));
+    }
+    if let Some(map) = &spec.map {
+        match (lookup(map, v), spec.otherwise.as_deref()) {
+            (Some(out), _) => v = out,
+            (None, Some("raw")) => {}
+            (None, Some(text)) => v = text,
+            (None, None) => return None,
+        }
+    }
+    convert(&spec.convert, v)
+}
+
+fn lookup<'m>(map: &'m MapPlan, v: &str) -> Option<&'m str> {
+    let norm = |s: &str| -> String {
+        match map.case.as_str() {
+            "lower" => s.to_lowercase(),
+            "upper" => s.to_uppercase(),
+            _ => s.to_owned(),
+        }
+    };
+    let v = norm(v);
+    if map.how == "exact" {
+        // The reference's dict keeps the last of a repeated key.
+        return map
+            .pairs
+            .iter()
+            .rev()
+            .find(|(a, _)| norm(a) == v)
+            .map(|(_, b)| b.as_str());
+    }
+    map.pairs
+        .iter()
+        .find(|(a, _)| v.contains(&norm(a)))
+        .map(|(_, b)| b.as_str())
+}
+
+const IANA_TRANSPORT: [(&str, &str); 6] = [
+    ("1", "icmp"),
+    ("6", "tcp"),
+    ("17", "udp"),
+    ("58", "ipv6-icmp"),
+    ("47", "gre"),
+    ("50", "esp"),
+];
+
+/// A dotted quad the reference's `ipaddress` accepts and writes back unchanged (decimal
+/// octets up to 255, no leading zeros): the common case of an `ip` conversion, answered here.
+fn is_plain_ipv4(v: &str) -> bool {
+    let mut n = 0;
+    for octet in v.split('.') {
+        n += 1;
+        let b = octet.as_bytes();
+        if b.is_empty()
+            || b.len() > 3
+            || !b.iter().all(u8::is_ascii_digit)
+            || (b.len() > 1 && b[0] == b'0')
+            || octet.parse::<u16>().map_or(true, |x| x > 255)
+        {
+            return false;
+        }
+    }
+    n == 4
+}
+
+fn as_int(v: &str) -> Option<i64> {
+    if v.is_empty() || v.len() >= 19 || !v.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+fn convert<'a>(how: &str, v: &'a str) -> Option<Value<'a>> {
+    match how {
+        "string" => Some(Value::Text(Cow::Borrowed(v))),
+        "lower" => Some(Value::Text(Cow::Owned(v.to_lowercase()))),
+        "upper" => Some(Value::Text(Cow::Owned(v.to_uppercase()))),
+        "int" => as_int(v).map(Value::Int),
+        "port" => as_int(v).filter(|n| *n <= 65535).map(Value::Int),
+        "transport" => {
+            let mut low = v.to_lowercase();
+            if let Some((name, port)) = low.split_once('/') {
+                if !port.is_empty() && port.bytes().all(|c| c.is_ascii_digit()) {
+                    low = name.to_owned();
+                }
+            }
+            let mapped = IANA_TRANSPORT
+                .iter()
+                .find(|(n, _)| *n == low)
+                .map(|(_, t)| *t);
+            Some(Value::Text(match mapped {
+                Some(t) => Cow::Borrowed(t),
+                None => Cow::Owned(low),
+            }))
+        }
+        "ip" if is_plain_ipv4(v) => Some(Value::Text(Cow::Borrowed(v))),
+        other => DEFERRED
+            .iter()
+            .find(|d| **d == other)
+            .map(|name| Value::Converted(name, v)),
+    }
+}
+
+fn network_verdict<'a>(action: Value<'a>, out: &mut Vec<(&'a str, Value<'a>)>) {
+    let denied = matches!(&action, Value::Text(t) if matches!(t.as_ref(), "deny" | "drop" | "reject" | "block"));
+    out.push(("event.category", Value::Texts(vec!["network"])));
+    out.push((
+        "event.type",
+        Value::Texts(vec![
+            "connection",
+            if denied { "denied" } else { "allowed" },
+        ]),
+    ));
+    out.push(("event.action", action));
+    out.push((
+        "event.outcome",
+        Value::Text(Cow::Borrowed(if denied { "failure" } else { "success" })),
+    ));
+}
+
+fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str, Value<'a>)>) {
+    let part = |p: &'a Option<ValuePlan>| p.as_ref().and_then(|spec| value(spec, caps));
+    match c.kind.as_str() {
+        "firewall" => match part(&c.action) {
+            Some(action) => network_verdict(action, out),
+            None => {
+                if let Some(default) = c.default_action.as_deref().filter(|d| !d.is_empty()) {
+                    out.push(("event.category", Value::Texts(vec!["network"])));
+                    out.push(("event.type", Value::Texts(vec!["connection"])));
+                    out.push(("event.action", Value::Text(Cow::Borrowed(default))));
+                }
+            }
+        },
+        "authentication" => {
+            let (a, o, u) = (part(&c.action), part(&c.outcome), part(&c.user));
+            if let (Some(a), Some(o)) = (a, o) {
+                out.push(("event.category", Value::Texts(vec!["authentication"])));
+                out.push(("event.type", Value::Texts(vec![c.auth_type.as_str()])));
+                out.push(("event.action", a));
+                out.push(("event.outcome", o));
+                if let Some(u) = u.filter(truthy) {
+                    out.push(("user.name", u));
+                }
+            }
+        }
+        "config_change" => {
+            let u = part(&c.user);
+            out.push(("event.category", Value::Texts(vec!["configuration"])));
+            out.push(("event.type", Value::Texts(vec!["change"])));
+            out.push(("event.action", Value::Text(Cow::Borrowed("config_change"))));
+            if let Some(u) = u.filter(truthy) {
+                out.push(("user.name", u));
+            }
+        }
+        _ => {
+            out.push(("event.kind", Value::Text(Cow::Borrowed("alert"))));
+            out.push(("event.category", Value::Texts(vec!["intrusion_detection"])));
+            out.push(("event.type", Value::Texts(vec!["info"])));
+        }
+    }
+}
+
+/// Python's truth of the optional user a contract reads (`if user:`).
+fn truthy(v: &Value<'_>) -> bool {
+    match v {
+        Value::Text(t) => !t.is_empty(),
+        Value::Int(n) => *n != 0,
+        _ => true,
+    }
+}
