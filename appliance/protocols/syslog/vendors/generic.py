@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from appliance.protocols.syslog.message import SyslogMessage
@@ -38,7 +38,7 @@ def norm(key: str) -> str:
 
 SOURCE_IP = _keys(
     "src", "srcip", "sip", "source_ip", "source_address", "src_addr", "saddr", "source",
-    "client_ip", "c_ip", "cip", "clientaddr", "src_host_ip", "orig_h", "id.orig_h",
+    "client_ip", "c_ip", "cip", "clientaddr", "src_host_ip", "orig_h", "id.orig_h", "csip",
     "sourceip", "sourceaddress", "remote_ip", "remoteaddr", "remote_addr", "ipaddr",
 )  # fmt: skip
 DEST_IP = _keys(
@@ -48,11 +48,12 @@ DEST_IP = _keys(
 )  # fmt: skip
 SOURCE_PORT = _keys(
     "spt", "sport", "src_port", "srcport", "source_port", "s_port", "client_port", "orig_p",
-    "id.orig_p", "sourceport",
+    "id.orig_p", "sourceport", "csport",
 )  # fmt: skip
 DEST_PORT = _keys(
     "dpt", "dport", "dst_port", "dstport", "dest_port", "destport", "destination_port",
     "d_port", "server_port", "resp_p", "id.resp_p", "destinationport", "service_port",
+    "cdport",
 )  # fmt: skip
 USER = _keys(
     "user", "usr", "username", "user_name", "suser", "login", "account", "uname", "userid",
@@ -64,7 +65,8 @@ ACTION = _keys(
     "log_action", "rule_action", "decision",
 )  # fmt: skip
 # Keys that carry an action only when their value is a verdict word ("status=200" is not one).
-MAYBE_ACTION = _keys("status", "result", "outcome", "type", "event", "msg")
+MAYBE_ACTION = _keys("status", "result", "outcome", "type", "event", "msg", "log_subtype",
+                     "subtype", "event_type", "pattern")  # fmt: skip
 PROTO = _keys(
     "proto", "protocol", "ipprotocol", "ip_proto", "ipproto", "transport", "proto_name",
     "protoname", "l4_proto", "network_protocol",
@@ -72,11 +74,12 @@ PROTO = _keys(
 SOURCE_BYTES = _keys(
     "sent", "sentbyte", "sent_bytes", "bytes_sent", "bytes_out", "out_bytes", "bytesout",
     "src_bytes", "orig_bytes", "cs_bytes", "tx_bytes", "txbytes", "bytes_to_server",
+    "sendbytes", "send_bytes",
 )  # fmt: skip
 DEST_BYTES = _keys(
     "rcvd", "rcvdbyte", "rcvd_bytes", "received", "recv", "recv_bytes", "bytes_received",
     "bytes_in", "in_bytes", "bytesin", "dst_bytes", "resp_bytes", "sc_bytes", "rx_bytes",
-    "rxbytes", "bytes_to_client",
+    "rxbytes", "bytes_to_client", "rcvbytes", "recvbytes",
 )  # fmt: skip
 BYTES = _keys("bytes", "len", "length", "total_bytes", "totalbytes", "size", "octets")
 RULE_ID = _keys(
@@ -87,7 +90,7 @@ RULE_NAME = _keys(
     "rule_name", "rulename", "policy_name", "policyname", "acl", "fw_rule", "signature",
     "rule_description",
 )  # fmt: skip
-RULE = _keys("rule", "policy", "fw_rule_name", "firewall_rule")
+RULE = _keys("rule", "policy", "fw_rule_name", "firewall_rule", "fwrule")
 IN_IFACE = _keys("in", "inif", "in_if", "in_iface", "srcintf", "src_intf", "ingress_interface",
                  "inbound_interface", "iif", "src_zone_interface", "interface_in")  # fmt: skip
 OUT_IFACE = _keys("out", "outif", "out_if", "out_iface", "dstintf", "dst_intf",
@@ -98,7 +101,13 @@ TIME = _keys(
     "rt", "@timestamp", "time_generated", "timegenerated", "receive_time",
 )  # fmt: skip
 DATE = _keys("date", "log_date", "logdate")
+ZONE = _keys("tz", "timezone", "time_zone", "tzoffset", "tz_offset", "utc_offset")
+# A service given as a port number ("service=443"); a name ("https") is not a port.
+SERVICE_PORT = _keys("service", "svc", "service_id", "dst_service")
 
+KNOWN = frozenset().union(
+    *(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, frozenset))
+)
 ALLOW_WORDS = frozenset({
     "allow", "allowed", "accept", "accepted", "permit", "permitted", "pass", "passed",
     "forward", "forwarded", "pass-through", "passthrough",
@@ -113,6 +122,8 @@ TRANSPORTS = frozenset({"tcp", "udp", "icmp", "ipv6-icmp", "icmpv6", "gre", "esp
                         "igmp", "ipip", "l2tp"})  # fmt: skip
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}|\d{4}/\d{2}/\d{2}")
+# "2018/10/5 09:52:19": unpadded month and day
+_LOOSE = re.compile(r"(\d{4})[-/](\d{1,2})[-/](\d{1,2})[ T](\d{1,2}):(\d{2}):(\d{2})")
 _CLOCK = re.compile(r"\d{2}:\d{2}:\d{2}")
 
 
@@ -172,6 +183,14 @@ def _device_time(value: str) -> float | datetime | None:
         if got is not None:
             return got
         return local_time(text[:19], "%Y-%m-%d %H:%M:%S")
+    if len(value) == 24 and value[3] == " ":  # ctime: "Fri Dec 17 07:27:54 2021"
+        return local_time(value, "%a %b %d %H:%M:%S %Y")
+    m = _LOOSE.fullmatch(value)
+    if m is not None:
+        try:
+            return datetime(*(int(g) for g in m.groups()))  # type: ignore[arg-type]
+        except ValueError:
+            return None
     return None
 
 
@@ -203,11 +222,13 @@ def map_common(
     becomes its ``payload_time`` (the event time when the header had none)."""
     used: set[str] = set()
     action: str | None = None
-    date = clock = None
+    date = clock = zone = None
     for key, value in pairs:
-        k = norm(key)
         if value is None or value == "":
             continue
+        k = norm(key)
+        if k not in KNOWN and "." in key:  # JSON flattened "event.user": the last name counts
+            k = norm(key.rsplit(".", 1)[1])
         if k in SOURCE_IP:
             if not _set_address(fields, "source", value):
                 continue
@@ -255,13 +276,19 @@ def map_common(
             clock = clock or str(value)
         elif k in DATE and isinstance(value, str):
             date = date or value
+        elif k in ZONE and isinstance(value, str):
+            zone = zone or value
+        elif k in SERVICE_PORT and (port := _port(value)) is not None:
+            fields.setdefault("destination.port", port)
         else:
             continue
         used.add(key)
     if action is not None:
         _set_action(fields, action)
-    if msg is not None and msg.payload_time is None and msg.timestamp is None:
-        msg.payload_time = _payload_time(date, clock)
+    if msg is not None and msg.payload_time is None:
+        # Kept even when the header has a stamp: the intake prefers the header's, the body's
+        # is still the device's word (a relay may have stamped the header).
+        msg.payload_time = _payload_time(date, clock, zone)
     return used
 
 
@@ -293,14 +320,40 @@ def _set_action(fields: Fields, word: str) -> None:
         fields.setdefault("event.action", v or word.strip().lower())
 
 
-def _payload_time(date: str | None, clock: str | None) -> float | datetime | None:
+def _payload_time(
+    date: str | None, clock: str | None, zone: str | None
+) -> float | datetime | None:
+    got: float | datetime | None = None
     if clock is not None:
         if date is not None and _CLOCK.fullmatch(clock.strip()):
-            return _device_time(f"{date.strip()} {clock.strip()}")
-        return _device_time(clock)
-    if date is not None:
-        return _device_time(date)
-    return None
+            got = _device_time(f"{date.strip()} {clock.strip()}")
+        else:
+            got = _device_time(clock)
+    elif date is not None:
+        got = _device_time(date)
+    if isinstance(got, datetime) and zone is not None:
+        offset = _offset(zone)
+        if offset is not None:
+            return got.replace(tzinfo=offset).timestamp()
+    return got
+
+
+_OFFSET = re.compile(r"(?:UTC|GMT)?([+-])(\d{2}):?(\d{2})")
+
+
+def _offset(zone: str) -> timezone | None:
+    """A zone written as an offset (``+0100``, ``-05:00``, ``UTC+01:00``) or ``UTC``/``Z``;
+    names (``IST``, ``CET``) are ambiguous and left alone (the sender's zone applies)."""
+    z = zone.strip()
+    if z.upper() in ("UTC", "GMT", "Z", "+0000", "+00:00"):
+        return UTC
+    m = _OFFSET.fullmatch(z)
+    if m is None:
+        return None
+    minutes = int(m.group(2)) * 60 + int(m.group(3))
+    if minutes >= 24 * 60:
+        return None
+    return timezone((-1 if m.group(1) == "-" else 1) * timedelta(minutes=minutes))
 
 
 # ``[key:"value"; key2:"value2"]``: structured data as some devices write it (not RFC 5424).

@@ -14,7 +14,7 @@ import re
 
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
-from appliance.protocols.syslog.vendors.generic import bracket_pairs, map_common
+from appliance.protocols.syslog.vendors.generic import bracket_pairs, map_common, verdict
 
 MAX_KEYS = 64
 _PAIR = re.compile(r"""([\w.\-]+)=(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([^\s"']\S*|))""")
@@ -33,8 +33,38 @@ def kv_pairs(text: str, limit: int = MAX_KEYS) -> dict[str, str]:
             if "\\" in value:
                 value = _ESCAPE.sub(r"\1", value)
         else:
-            value = bare
+            # "SrcIp=203.0.113.30, DstIp=..." and "(..., Action=Alert)": list punctuation.
+            value = bare.rstrip(",;)")
         out[key] = value
+        if len(out) == limit:
+            break
+    return out
+
+
+# "k=v, k2=v 2, k3=v3" (Huawei and others): values may hold spaces, a comma ends them.
+_COMMA_SEP = re.compile(r",\s*(?=[\w.\-]+=)")
+_COMMA_PAIR = re.compile(r"([\w.\-]+)=(.*)", re.S)
+
+
+def comma_pairs(text: str, limit: int = MAX_KEYS) -> dict[str, str]:
+    """Pairs of a comma-separated list (at least three commas before keys), else empty."""
+    parts = _COMMA_SEP.split(text)
+    if len(parts) < 4:
+        return {}
+    out: dict[str, str] = {}
+    for i, part in enumerate(parts):
+        if i == 0:  # the text before the list: "...matched. (SyslogId=1906054" / "...:vsys=x"
+            at = max(part.rfind("("), part.rfind(":"), part.rfind(" "))
+            part = part[at + 1 :]
+        m = _COMMA_PAIR.match(part.strip())
+        if m is None:
+            continue
+        key, value = m.group(1), m.group(2).strip()
+        if i == len(parts) - 1:
+            value = value.rstrip(").").rstrip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        out.setdefault(key, value)
         if len(out) == limit:
             break
     return out
@@ -50,11 +80,22 @@ def _decode(pairs: dict[str, str], msg: SyslogMessage, fields: Fields) -> bool:
 
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
+    header_action = None
+    if msg.format == "rfc5424":
+        # Pairs that begin in the RFC 5424 header (Cisco Meraki: "<134>1 TS host flows allow
+        # src=... dst=..." puts an event word in PROCID and the first pairs in PROCID/MSGID).
+        head = [f for f in (msg.procid, msg.msgid) if f and "=" in f]
+        if head:
+            text = " ".join((*head, text))
+            if msg.procid and "=" not in msg.procid:
+                header_action = msg.procid
     sp = text.find(" ")
     eq = text.find("=", 0, sp if sp > 0 else len(text))
-    pairs = kv_pairs(text)
+    pairs = comma_pairs(text) or kv_pairs(text)
     if len(pairs) < (2 if eq > 0 else 3):
         return False
+    if header_action and verdict(header_action) is not None:
+        pairs.setdefault("action", header_action)
     return _decode(pairs, msg, fields)
 
 
