@@ -68,10 +68,9 @@ def test_a_field_typed_ip_never_holds_something_else(tmp_path: Path) -> None:
 
 
 def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
-    text = (BUILTIN_FILES[0].path.read_text()).replace(
-        'product = "netfilter"', 'product = "netfilter-site"'
-    )
-    (tmp_path / f"{BUILTIN_FILES[0].decoder.name}.toml").write_text(text)
+    netfilter = next(f for f in BUILTIN_FILES if f.decoder.name == "netfilter")
+    text = netfilter.path.read_text().replace('product = "netfilter"', 'product = "netfilter-site"')
+    (tmp_path / "netfilter.toml").write_text(text)
     registry = build_registry([tmp_path]).registry
     f = fields_of(b"<4>Nov 29 11:59:00 fw kernel: DROP IN=eth0 OUT= SRC=203.0.113.9 "
                   b"DST=192.0.2.1 PROTO=TCP SPT=1 DPT=22", registry)  # fmt: skip
@@ -142,7 +141,8 @@ async def test_a_site_decoder_added_to_the_folder_is_live_after_a_reload(
     body = await run.get_json("/api/v1/events")
     datasets = [e["event"]["dataset"] for e in body["events"]]
     assert datasets == ["sonicwall", "kv"]  # newest first; before: the generic key=value layer
-    assert 'appliance_decoder_files{state="loaded"} 3' in await run.metrics()
+    loaded = len(BUILTIN_FILES) + 1
+    assert f'appliance_decoder_files{{state="loaded"}} {loaded}' in await run.metrics()
 
 
 def test_cli_decoders_test_passes_the_shipped_files_and_fails_a_broken_sample(
@@ -163,3 +163,15 @@ def test_cli_decoders_try_shows_the_decoder_and_its_fields(
     assert main(["decoders", "try", line]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decoder"] == "netfilter" and out["fields"]["destination.port"] == 22
+
+
+def test_a_constant_list_field_is_a_fresh_list_per_event(tmp_path: Path) -> None:
+    path = tmp_path / "lists.toml"
+    path.write_text('name = "lists"\n[select]\nprograms = ["lists"]\n'
+                    '[fields]\n"event.type" = { value = ["change"] }\n')  # fmt: skip
+    decoder = load_file(path).decoder
+    first, second = {}, {}  # type: ignore[var-annotated]
+    for fields in (first, second):
+        assert decoder.decode(decode_syslog(b"<13>Nov 29 11:59:00 h lists: x", NOW), fields)
+    first["event.type"].append("end")
+    assert second["event.type"] == ["change"]

@@ -420,7 +420,9 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     allowed = ("from", "value", "as", "map", "else", "strip", "keep_empty", "when", "requires")
     spec.known(raw, allowed, where)
     if "value" in raw:
-        code.emit(f"v = {code.const(raw['value'])}")
+        const = code.const(raw["value"])
+        # A fresh list per event, as the contracts do: later stages may extend a field.
+        code.emit(f"v = list({const})" if isinstance(raw["value"], list) else f"v = {const}")
         return 1
     src = raw.get("from")
     names = [src] if isinstance(src, str) else src if isinstance(src, list) else []
