@@ -547,7 +547,11 @@ impl FileDecoder {
                 Value::Text(t) => PyString::new(py, &t).into_any(),
                 Value::Int(n) => n.into_bound_py_any(py)?,
                 Value::Const(i) => match self.consts.get(i) {
-                    Some(c) => c.bind(py).clone(),
+                    // A list constant is copied: fields are mutable, events must not share it.
+                    Some(c) => match c.bind(py).cast::<PyList>() {
+                        Ok(list) => PyList::new(py, list.iter())?.into_any(),
+                        Err(_) => c.bind(py).clone(),
+                    },
                     None => continue,
                 },
                 Value::Texts(items) => PyList::new(py, items)?.into_any(),
