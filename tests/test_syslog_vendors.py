@@ -416,6 +416,102 @@ def test_nxlog_security_event_reads_pascal_case_event_data() -> None:
         "source.port": 50123}
 
 
+# Trend Micro Deep Security's Anti-Malware CEF and LEEF examples from its "Syslog message
+# formats" help page (the "<DSA version>" placeholder filled in), behind a syslog header.
+TREND_DS_CEF = (
+    b"<134>Nov 29 10:00:00 dsm01 CEF:0|Trend Micro|Deep Security Agent|20.0.0.877|4000000|"
+    b"Eicar_test_file|6|cn1=1 cn1Label=Host ID dvchost=hostname cn2=205 cn2Label=Quarantine File "
+    b"Size cs6=ContainerImageName | ContainerName | ContainerID cs6Label=Container "
+    b"filePath=C:\\\\Users\\\\trend\\\\Desktop\\\\eicar.exe act=Delete result=Delete msg=Realtime "
+    b"TrendMicroDsMalwareTarget=N/A TrendMicroDsMalwareTargetType=N/A "
+    b"TrendMicroDsFileMD5=44D88612FEA8A8F36DE82E1278ABB02F "
+    b"TrendMicroDsFileSHA1=3395856CE81F2B7382DEE72602F798B642F14140 "
+    b"TrendMicroDsFileSHA256=275A021BBFB6489E54D471899F7DB9D1663FC695EC2FE2A2C4538AABF651FD0F "
+    b"TrendMicroDsDetectionConfidence=95 "
+    b"TrendMicroDsRelevantDetectionNames=Ransom_CERBER.BZC;Ransom_CERBER.C;Ransom_CRYPNISCA.SM"
+)
+TREND_DS_LEEF = (
+    b"<134>Nov 29 10:00:00 dsm01 LEEF:2.0|Trend Micro|Deep Security Agent|20.0.0.877|4000030|"
+    b"cat=Anti-Malware\tname=HEU_AEGIS_CRYPT\tdesc=HEU_AEGIS_CRYPT\tsev=6\tcn1=241\t"
+    b"cn1Label=Host ID\tdvc=192.0.2.60\tTrendMicroDsTags=FS\tTrendMicroDsTenant=Primary\t"
+    b"TrendMicroDsTenantId=0\tfilePath=C:\\Windows\\System32\\virus.exe\tact=Terminate\t"
+    b"msg=Realtime\tTrendMicroDsMalwareTarget=Multiple\tTrendMicroDsMalwareTargetType=File System"
+)
+# Kaspersky Security Center CEF: the task-state line is a real one (syslog-ng's parse_cef tests
+# and splunk-connect-for-syslog's Kaspersky test); the detection is shaped after KSC's CEF
+# header and Kaspersky Endpoint Security's event text ("Result\Name:", "Object:", "SHA256:"),
+# with documentation addresses.
+KSC_TASK = (
+    b"<14>Nov 29 10:00:00 ksc01 CEF:0|KasperskyLab|SecurityCenter|13.2.0.1511|KLPRCI_TaskState|"
+    b"Completed successfully|1|rt=1647626887000 cs9=site location Bldg cs9Label=GroupName "
+    b"dhost=WS6465 dst=10.55.203.12 cs2=KES cs2Label=ProductName cs3=11.0.0.0 "
+    b"cs3Label=ProductVersion cs10=Uninstall EDR cs10Label=TaskName cs4=885 cs4Label=TaskId "
+    b"cn2=4 cn2Label=TaskNewState cn1=0 cn1Label=TaskOldState"
+)
+
+
+def ksc(event: str, title: str, result: str) -> bytes:
+    return (
+        "<12>Nov 29 10:00:00 ksc01 CEF:0|KasperskyLab|SecurityCenter|14.2.0.26967|"
+        f"{event}|{title}|4|msg=User: EXAMPLE\\\\alice (Initiator)\\nComponent: File Threat "
+        f"Protection\\nResult\\\\Description: {result}\\nResult\\\\Type: Virus\\nResult\\\\Name: "
+        "EICAR-Test-File\\nObject: C:\\\\Users\\\\alice\\\\Downloads\\\\eicar.com\\n"
+        "Object\\\\Name: eicar.com\\n"
+        "SHA256: 275A021BBFB6489E54D471899F7DB9D1663FC695EC2FE2A2C4538AABF651FD0F\\n "
+        "rt=1796032800000 dhost=WS-051 dst=192.0.2.51 cs2=KES cs2Label=ProductName "
+        "cs3=12.5.0.0 cs3Label=ProductVersion"
+    ).encode()
+
+
+def test_trend_micro_deep_security_anti_malware_cef() -> None:
+    f = decode(TREND_DS_CEF)
+    assert f["decoder"] == "cef"
+    assert pick(f, *AV, "file.hash.sha256", "file.hash.md5", "observer.product") == {
+        "event.category": ["malware"], "event.kind": "alert", "event.type": ["deletion"],
+        "event.action": "deleted", "event.outcome": "success", "rule.name": "Eicar_test_file",
+        "file.path": "C:\\Users\\trend\\Desktop\\eicar.exe", "file.name": "eicar.exe",
+        "user.name": None, "host.name": "hostname", "observer.type": "antivirus",
+        "file.hash.sha256": "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f",
+        "file.hash.md5": "44d88612fea8a8f36de82e1278abb02f", "observer.product": "Deep Security"}
+    assert "trendmicro.malware_target" not in f  # "N/A"
+
+
+def test_trend_micro_deep_security_other_events_stay_plain_cef() -> None:
+    f = decode(b"<134>Nov 29 10:00:00 dsm01 CEF:0|Trend Micro|Deep Security Agent|20.0|21|Deny "
+               b"Inbound Management|5|cn1=101 cn1Label=Host ID dvchost=app-01 act=Deny "
+               b"src=192.0.2.77 dst=192.0.2.15 proto=TCP spt=45856 dpt=445")
+    assert f["decoder"] == "cef" and "event.category" not in f
+    assert f["event.action"] == "Deny"
+
+
+def test_trend_micro_deep_security_anti_malware_leef() -> None:
+    f = decode(TREND_DS_LEEF)
+    assert pick(f, "decoder", "event.action", "event.kind", "rule.name", "file.path",
+                "file.name", "rule.category") == {
+        "decoder": "leef", "event.action": "blocked", "event.kind": "alert",
+        "rule.name": "HEU_AEGIS_CRYPT", "file.path": "C:\\Windows\\System32\\virus.exe",
+        "file.name": "virus.exe", "rule.category": "Anti-Malware"}
+
+
+def test_kaspersky_security_center_cef() -> None:
+    f = decode(ksc("GNRL_EV_VIRUS_FOUND", "Malicious object detected", "Detected"))
+    assert pick(f, *AV, "rule.category", "file.hash.sha256") == {
+        "event.category": ["malware"], "event.kind": "alert", "event.type": ["info"],
+        "event.action": "detected", "event.outcome": None, "rule.name": "EICAR-Test-File",
+        "file.path": "C:\\Users\\alice\\Downloads\\eicar.com", "file.name": "eicar.com",
+        "user.name": "EXAMPLE\\alice", "host.name": "WS-051", "observer.type": "antivirus",
+        "rule.category": "Virus",
+        "file.hash.sha256": "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"}
+    f = decode(ksc("GNRL_EV_OBJECT_NOTCURED", "Object not disinfected", "Not disinfected"))
+    assert pick(f, "event.action", "event.outcome") == {
+        "event.action": "clean_failed", "event.outcome": "failure"}
+    f = decode(ksc("GNRL_EV_OBJECT_QUARANTINED", "Object moved to quarantine", "Quarantined"))
+    assert f["event.action"] == "quarantined"
+    f = decode(KSC_TASK)
+    assert f["decoder"] == "cef" and f["observer.type"] == "antivirus"
+    assert "event.category" not in f
+
+
 @pytest.mark.parametrize(
     ("line", "decoder"),
     [
