@@ -524,8 +524,11 @@ def test_kaspersky_security_center_cef() -> None:
          b"Source: Real Time Scan,Risk name: EICAR Test String,Occurrences: 1,File path: "
          b"C:\\e.com,Actual action: Deleted", "symantec_endpoint"),
         (b'<14>Nov 29 10:00:00 era01 ERAServer[5032]: {"event_type":"Threat_Event",'
-         b'"threat_name":"Eicar"}', "eset_protect"),
-        (b'{"event_type":"Threat_Event","hostname":"ws1","threat_name":"Eicar"}', "eset_protect"),
+         b'"source_uuid":"u1","threat_name":"Eicar"}', "eset_protect"),
+        (b'{"event_type":"Threat_Event","source_uuid":"u1","threat_name":"Eicar"}',
+         "eset_protect"),
+        (b'{"event_type":"alert","src_ip":"192.0.2.9","alert":{"signature":"ET POLICY"}}',
+         "suricata_eve"),
         (b'{"hostname":"ws1","threat_name":"Eicar"}', "json"),  # no event_type: not ESET's
         (b'{"win":{"system":{"eventID":"1116","providerName":"Microsoft-Windows-Windows '
          b'Defender"}}}', "windows"),
