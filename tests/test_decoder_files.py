@@ -91,6 +91,12 @@ def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
         ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a" = { from = "k", map = "m" }',
          "fields.a.map: no map named 'm'"),
         ('name = "x"\n[select\n', "line 2, column 8"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\njson = { max_depth = 0 }',
+         "parse[0].json.max_depth: must be an integer from 1 to 8"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\njson = { depth = 2 }',
+         "parse[0].json.depth: unknown key"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[contract]\nkind = "malware"',
+         "contract.action: the malware contract needs an action"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(
@@ -141,7 +147,7 @@ async def test_a_site_decoder_added_to_the_folder_is_live_after_a_reload(
     body = await run.get_json("/api/v1/events")
     datasets = [e["event"]["dataset"] for e in body["events"]]
     assert datasets == ["sonicwall", "kv"]  # newest first; before: the generic key=value layer
-    loaded = len(BUILTIN_FILES) + 1
+    loaded = len(BUILTIN_FILES) + 1  # the built-ins and the site file
     assert f'appliance_decoder_files{{state="loaded"}} {loaded}' in await run.metrics()
 
 
@@ -175,3 +181,49 @@ def test_a_constant_list_field_is_a_fresh_list_per_event(tmp_path: Path) -> None
         assert decoder.decode(decode_syslog(b"<13>Nov 29 11:59:00 h lists: x", NOW), fields)
     first["event.type"].append("end")
     assert second["event.type"] == ["change"]
+
+
+# A JSON product and the antivirus contract, as a site would write them.
+AV_JSON = """
+name = "site_av"
+[select]
+programs = ["siteav"]
+[[parse]]
+json = { max_depth = 2 }
+[contract]
+kind = "malware"
+action = { from = "result", map = "r", else = "detected" }
+outcome = { from = "ok", map = "ok" }
+[fields]
+"rule.name" = "sig"
+"file.path" = "file.path"
+"labels.deep" = "a.b.c"
+"labels.n" = "n"
+[maps.r]
+values = { removed = "deleted", kept = "left_alone" }
+[maps.ok]
+values = { "false" = "failure" }
+"""
+
+
+def test_a_json_step_and_the_malware_contract(tmp_path: Path) -> None:
+    (tmp_path / "site_av.toml").write_text(AV_JSON)
+    decoders = build_registry([tmp_path])
+    assert decoders.errors == []
+    reg = decoders.registry
+    line = ('<14>Nov 29 10:00:00 h siteav: \ufeff{"sig": "Eicar", "result": "removed", "n": 3, '
+            '"file": {"path": "/tmp/e"}, "a": {"b": {"c": "too deep"}}, "l": [1]}')
+    f = fields_of(line.encode(), reg)
+    assert f["decoder"] == "site_av"
+    assert (f["event.category"], f["event.kind"], f["event.type"]) == (["malware"], "alert",
+                                                                       ["deletion"])
+    assert (f["event.action"], f["event.outcome"]) == ("deleted", "success")
+    assert (f["rule.name"], f["file.path"], f["labels.n"]) == ("Eicar", "/tmp/e", "3")
+    assert "labels.deep" not in f  # deeper than max_depth
+    f = fields_of(b'<14>Nov 29 10:00:00 h siteav: {"sig": "X", "result": "kept", "ok": false}', reg)
+    assert (f["event.action"], f["event.outcome"]) == ("left_alone", "failure")
+    f = fields_of(b'<14>Nov 29 10:00:00 h siteav: {"sig": "X", "result": "odd"}', reg)
+    assert (f["event.action"], f["event.kind"]) == ("detected", "alert")
+    assert "event.outcome" not in f
+    for text in (b"not json", b"[1, 2]", b'{"unterminated": '):
+        assert fields_of(b"<14>Nov 29 10:00:00 h siteav: " + text, reg)["decoder"] == ""

@@ -3,18 +3,54 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from appliance.correlate import Engine
 from appliance.event import Event
-from tests.ruletools import auth, builtin, device, fired, flow, fw, ids, run, ssh
+from appliance.protocols.syslog import decode_syslog
+from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.vendors import REGISTRY
+from tests.ruletools import (
+    T0,
+    auth,
+    builtin,
+    device,
+    ev,
+    fired,
+    flow,
+    fw,
+    ids,
+    rules_from,
+    run,
+    ssh,
+)
 
 Scenario = Callable[[], list[Event]]
 
 
 def many(n: int, make: Callable[[int], Event]) -> list[Event]:
     return [make(i) for i in range(n)]
+
+
+def line(dt: float, text: str, sender: str = "192.0.2.1") -> Event:
+    """An event as the syslog listener makes it from a raw line (header, then the decoders)."""
+    msg = decode_syslog(text.encode(), T0 + dt)
+    fields = syslog_fields(msg, sender)
+    fields["event.dataset"] = REGISTRY.decode(msg, fields) or "syslog"
+    return ev(dt, fields, raw=text)
+
+
+# Antivirus lines, as the decoder files' and tests/test_syslog_vendors.py's samples.
+CLAM = "<36>Nov 29 10:00:00 mail1 clamd[2321]: "
+SEP = ("<51>Nov 29 10:00:00 sepm01 SymantecServer: Virus found,IP Address: 192.0.2.31,Computer "
+       "name: WS-031,Source: Real Time Scan,Risk name: EICAR Test String,Occurrences: 1,File "
+       "path: C:\\Users\\alice\\eicar.com,Description: ,Actual action: {act},Requested action: "
+       "Cleaned,Secondary action: Quarantined,User Name: alice")
+DEFENDER = ('{{"win":{{"system":{{"providerName":"Microsoft-Windows-Windows Defender",'
+            '"eventID":"{id}","computer":"WS-040"}},"eventdata":{{"threat Name":"Virus:DOS/EICAR",'
+            '"path":"file:_C:\\\\t\\\\eicar.com"}}}}}}')
 
 
 # name -> (fires, does not fire). Near misses sit just under a threshold, outside a window,
@@ -188,6 +224,32 @@ ALERTING: dict[str, tuple[Scenario, Scenario]] = {
         lambda: [device(0, "coldStart", "snmp")],
         lambda: [device(0, "linkDown", "snmp")],
     ),
+    "av_malware_detected": (
+        lambda: [line(0, CLAM + "/srv/up/eicar.com: Eicar-Signature FOUND")],
+        lambda: [
+            line(0, CLAM + "SelfCheck: Database status OK."),
+            line(1, SEP.format(act="Left alone")),  # a failed remediation: its own rule
+            line(2, DEFENDER.format(id="5001")),
+        ],
+    ),
+    "av_remediation_failed": (
+        lambda: [line(0, SEP.format(act="Left alone"))],
+        lambda: [line(0, SEP.format(act="Quarantined")), line(1, DEFENDER.format(id="1117"))],
+    ),
+    "av_signatures_outdated": (
+        lambda: [
+            line(0, CLAM + "LibClamAV Warning: ***  The virus database is older than 7 days!  ***")
+        ],
+        lambda: [
+            line(0, "<30>Nov 29 10:00:00 mail1 freshclam[1207]: daily.cld updated (version: "
+                    "27480, sigs: 2069541, f-level: 90, builder: raynman)"),
+            line(1, DEFENDER.format(id="2000")),
+        ],
+    ),
+    "av_protection_disabled": (
+        lambda: [line(0, DEFENDER.format(id="5001"))],
+        lambda: [line(0, DEFENDER.format(id="5000")), line(1, DEFENDER.format(id="1116"))],
+    ),
 }
 
 
@@ -201,6 +263,62 @@ def test_builtin_rule_fires_on_its_scenario(name: str) -> None:
 def test_builtin_rule_stays_quiet_on_near_miss(name: str) -> None:
     _, negative = ALERTING[name]
     assert name not in fired(run(negative()))
+
+
+def test_antivirus_lines_fire_their_rules_once_each() -> None:
+    """A detection, a failed clean-up, an update failure and protection switched off: each
+    raises its own rule and no other antivirus rule."""
+    events = [
+        line(0, DEFENDER.format(id="1116")),
+        line(1, SEP.format(act="All actions failed")),
+        line(2, "<27>Nov 29 10:00:00 mail1 freshclam[1207]: ERROR: Database update process "
+                "failed: Connection failed (10)"),
+        line(3, DEFENDER.format(id="5010")),
+    ]
+    names = [a.rule.name for a in run(events) if (a.rule.name or "").startswith("av_")]
+    assert names == ["av_malware_detected", "av_remediation_failed", "av_signatures_outdated",
+                     "av_protection_disabled"]  # fmt: skip
+
+
+def test_av_source_silent_fires_after_6_hours_without_antivirus_events() -> None:
+    events = [line(i * 3600, CLAM + "SelfCheck: Database status OK.") for i in range(3)]
+    events.append(line(3 * 3600, "<30>Nov 29 10:00:00 mail1 clamd[2321]: Listening daemon"))
+    alerts = run(events, timer_until=2 * 3600 + 6 * 3600 + 120)
+    silent = [a for a in alerts if a.rule.name == "av_source_silent"]
+    assert len(silent) == 1  # the non-AV line does not keep the antivirus source alive
+    assert silent[0].group == {"observer.ip": "192.0.2.1", "observer.product": "ClamAV"}
+
+
+def test_av_source_silent_quiet_while_freshclam_keeps_checking() -> None:
+    events = [
+        line(i * 7200, "<30>Nov 29 10:00:00 mail1 freshclam[1207]: daily.cld database is "
+                       "up-to-date (version: 27480, sigs: 2069541, f-level: 90, builder: raynman)")
+        for i in range(6)
+    ]
+    assert "av_source_silent" not in fired(run(events, timer_until=5 * 7200 + 3600))
+
+
+SIGMAHQ_STYLE_AV_RULE = """
+title: EICAR test file seen by antivirus
+id: 6f0e1c9a-2b7d-4c55-9d4e-1f3a8b2c7d60
+status: test
+logsource:
+  category: antivirus
+detection:
+  selection:
+    Signature|contains: eicar
+    Filename|endswith: .com
+  condition: selection
+level: high
+"""
+
+
+def test_a_sigmahq_style_antivirus_rule_reads_our_fields(tmp_path: Path) -> None:
+    rs = rules_from(tmp_path, eicar=SIGMAHQ_STYLE_AV_RULE)
+    assert not rs.failures
+    hits = run([line(0, DEFENDER.format(id="1116")), line(1, CLAM + "/x/e.com: Win.Trojan.A FOUND"),
+                line(2, SEP.format(act="Deleted"))], rules=rs)  # fmt: skip
+    assert [a.rule.title for a in hits] == ["EICAR test file seen by antivirus"] * 2
 
 
 def test_silent_source_fires_after_15_minutes_of_silence() -> None:
@@ -273,7 +391,7 @@ def test_input_rule_matches_its_event_and_not_the_other(name: str) -> None:
 
 def test_every_builtin_rule_has_a_scenario() -> None:
     rs = builtin()
-    covered = set(ALERTING) | set(BASE) | {"silent_source", "log_rate_spike"}
+    covered = set(ALERTING) | set(BASE) | {"silent_source", "log_rate_spike", "av_source_silent"}
     intermediate = {"ssh_failures_before_success", "netdev_failures_before_success", "link_down_up"}
     names = {r.meta.name for r in [*rs.detections, *rs.correlations]}
     assert not rs.failures

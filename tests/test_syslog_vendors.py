@@ -305,6 +305,239 @@ def test_windows_eventchannel_json() -> None:
         "user.name": "newbie", "host.name": "DC1"}
 
 
+# Microsoft Defender Antivirus: the rendered 1116 text as learn.microsoft.com documents it
+# ("Microsoft Defender Antivirus event IDs and error codes"), names and addresses made up.
+DEFENDER_1116_TEXT = (
+    "Microsoft Defender Antivirus has detected malware or other potentially unwanted software.  "
+    "For more information please see the following:  https://go.microsoft.com/fwlink/?linkid="
+    "37020&name=Virus:DOS/EICAR_Test_File&threatid=2147519003&enterprise=0   "
+    "Name: Virus:DOS/EICAR_Test_File   ID: 2147519003   Severity: Severe   Category: Virus   "
+    "Path: file:_C:\\Users\\alice\\Downloads\\eicar.com   Detection Origin: Local machine   "
+    "Detection Type: Concrete   Detection Source: Real-Time Protection   User: EXAMPLE\\alice   "
+    "Process Name: C:\\Windows\\explorer.exe   Security intelligence Version: AV: 1.381.3595.0, "
+    "AS: 1.381.3595.0, NIS: 1.381.3595.0   Engine Version: AM: 1.1.22900.7, NIS: 1.1.22900.7"
+)
+AV = ("event.category", "event.kind", "event.type", "event.action", "event.outcome",
+      "rule.name", "file.path", "file.name", "user.name", "host.name", "observer.type")
+
+
+def snare(event_id: str, provider: str, text: str, level: str = "Warning") -> bytes:
+    return (
+        "<13>Nov 29 11:59:00 WS-031 MSWinEventLog\t1\tMicrosoft-Windows-Windows Defender/"
+        f"Operational\t4512\tSun Nov 29 11:59:00 2026\t{event_id}\t{provider}\tN/A\tN/A\t"
+        f"{level}\tWS-031\tNone\t\t{text}\t77"
+    ).encode()
+
+
+def test_defender_detection_via_snare() -> None:
+    f = decode(snare("1116", "Microsoft-Windows-Windows Defender", DEFENDER_1116_TEXT))
+    assert f["decoder"] == "windows"
+    assert pick(f, *AV, "rule.id", "rule.category", "process.executable") == {
+        "event.category": ["malware"], "event.kind": "alert", "event.type": ["info"],
+        "event.action": "detected", "event.outcome": None,
+        "rule.name": "Virus:DOS/EICAR_Test_File",
+        "file.path": "C:\\Users\\alice\\Downloads\\eicar.com", "file.name": "eicar.com",
+        "user.name": "EXAMPLE\\alice", "host.name": "WS-031",
+        "observer.type": "antivirus", "rule.id": "2147519003", "rule.category": "Virus",
+        "process.executable": "C:\\Windows\\explorer.exe"}
+    assert f["observer.product"] == "Microsoft Defender Antivirus"
+    assert f["windows_defender.signature_version"].startswith("AV: 1.381.3595.0")
+
+
+def test_defender_ids_mean_nothing_from_another_provider() -> None:
+    f = decode(snare("1116", "Some-Other-Provider", DEFENDER_1116_TEXT))
+    assert f["decoder"] == "windows" and "event.category" not in f
+    assert f["observer.product"] == "Windows"
+
+
+def test_defender_action_taken_and_failed_via_snare() -> None:
+    quarantined = DEFENDER_1116_TEXT.replace("Detection Type", "Action: Quarantine   X")
+    f = decode(snare("1117", "Microsoft-Windows-Windows Defender", quarantined, "Information"))
+    assert pick(f, "event.action", "event.outcome", "event.type") == {
+        "event.action": "quarantined", "event.outcome": "success", "event.type": ["change"]}
+    failed = DEFENDER_1116_TEXT + "   Error Code: 0x80508023   Error description: The program "
+    f = decode(snare("1118", "Microsoft-Windows-Windows Defender", failed + "could not find"))
+    assert pick(f, "event.action", "event.outcome", "event.kind", "error.code") == {
+        "event.action": "clean_failed", "event.outcome": "failure", "event.kind": "alert",
+        "error.code": "0x80508023"}
+
+
+def test_defender_eventchannel_json_and_protection_disabled() -> None:
+    f = decode(b'{"win":{"system":{"providerName":"Microsoft-Windows-Windows Defender",'
+               b'"eventID":"1116","channel":"Microsoft-Windows-Windows Defender/Operational",'
+               b'"computer":"WS-031"},"eventdata":{"threat Name":"Virus:DOS/EICAR_Test_File",'
+               b'"path":"file:_C:\\\\t\\\\eicar.com","detection User":"EXAMPLE\\\\alice",'
+               b'"severity Name":"Severe"}}}')
+    assert pick(f, "decoder", "event.action", "rule.name", "file.path", "user.name") == {
+        "decoder": "windows", "event.action": "detected",
+        "rule.name": "Virus:DOS/EICAR_Test_File", "file.path": "C:\\t\\eicar.com",
+        "user.name": "EXAMPLE\\alice"}
+    f = decode(b'{"win":{"system":{"providerName":"Microsoft-Windows-Windows Defender",'
+               b'"eventID":"5001","computer":"WS-031"},"eventdata":{}}}')
+    assert pick(f, "event.action", "event.kind") == {
+        "event.action": "protection_disabled", "event.kind": "alert"}
+
+
+def test_defender_nxlog_and_winlogbeat_json() -> None:
+    nxlog = (b'{"EventTime":"2026-11-29 11:59:00","Hostname":"WS-032","EventID":2001,'
+             b'"SourceName":"Microsoft-Windows-Windows Defender","Channel":"Microsoft-Windows-'
+             b'Windows Defender/Operational","Category":"None","Severity":"ERROR",'
+             b'"Current security intelligence Version":"1.381.3595.0","Error Code":"0x8024402c",'
+             b'"Error description":"The update could not be downloaded.",'
+             b'"Message":"Microsoft Defender Antivirus has encountered an error trying to update '
+             b'security intelligence."}')
+    f = decode(b"<14>Nov 29 11:59:00 WS-032 " + nxlog)
+    assert pick(f, "decoder", "event.action", "event.outcome", "host.name", "rule.category",
+                "windows_defender.signature_version", "error.message") == {
+        "decoder": "windows", "event.action": "signature_update_failed",
+        "event.outcome": "failure", "host.name": "WS-032", "rule.category": None,
+        "windows_defender.signature_version": "1.381.3595.0",
+        "error.message": "The update could not be downloaded."}
+    beat = (b'{"@timestamp":"2026-11-29T11:59:00Z","message":"Microsoft Defender Antivirus took '
+            b'action","winlog":{"event_id":1117,"provider_name":"Microsoft-Windows-Windows '
+            b'Defender","computer_name":"WS-033","channel":"Microsoft-Windows-Windows Defender/'
+            b'Operational","event_data":{"Threat Name":"Trojan:Win32/Wacatac.B!ml",'
+            b'"Action Name":"Remove","Path":"file:_C:\\\\x\\\\a.exe->(UPX)"}}}')
+    f = decode(b"<14>Nov 29 11:59:00 WS-033 " + beat)
+    assert pick(f, "decoder", "event.action", "event.type", "rule.name", "file.path",
+                "host.name") == {
+        "decoder": "windows", "event.action": "deleted", "event.type": ["deletion"],
+        "rule.name": "Trojan:Win32/Wacatac.B!ml", "file.path": "C:\\x\\a.exe",
+        "host.name": "WS-033"}
+
+
+def test_nxlog_security_event_reads_pascal_case_event_data() -> None:
+    f = decode(b'{"Hostname":"DC1","EventID":4625,"SourceName":"Microsoft-Windows-Security-'
+               b'Auditing","Channel":"Security","Keywords":"0x8010000000000000",'
+               b'"TargetUserName":"jdoe","IpAddress":"192.0.2.77","IpPort":"50123"}')
+    assert pick(f, "decoder", *AUTH) == {
+        "decoder": "windows", "event.category": ["authentication"], "event.action": "login",
+        "event.outcome": "failure", "user.name": "jdoe", "source.ip": "192.0.2.77",
+        "source.port": 50123}
+
+
+# Trend Micro Deep Security's Anti-Malware CEF and LEEF examples from its "Syslog message
+# formats" help page (the "<DSA version>" placeholder filled in), behind a syslog header.
+TREND_DS_CEF = (
+    b"<134>Nov 29 10:00:00 dsm01 CEF:0|Trend Micro|Deep Security Agent|20.0.0.877|4000000|"
+    b"Eicar_test_file|6|cn1=1 cn1Label=Host ID dvchost=hostname cn2=205 cn2Label=Quarantine File "
+    b"Size cs6=ContainerImageName | ContainerName | ContainerID cs6Label=Container "
+    b"filePath=C:\\\\Users\\\\trend\\\\Desktop\\\\eicar.exe act=Delete result=Delete msg=Realtime "
+    b"TrendMicroDsMalwareTarget=N/A TrendMicroDsMalwareTargetType=N/A "
+    b"TrendMicroDsFileMD5=44D88612FEA8A8F36DE82E1278ABB02F "
+    b"TrendMicroDsFileSHA1=3395856CE81F2B7382DEE72602F798B642F14140 "
+    b"TrendMicroDsFileSHA256=275A021BBFB6489E54D471899F7DB9D1663FC695EC2FE2A2C4538AABF651FD0F "
+    b"TrendMicroDsDetectionConfidence=95 "
+    b"TrendMicroDsRelevantDetectionNames=Ransom_CERBER.BZC;Ransom_CERBER.C;Ransom_CRYPNISCA.SM"
+)
+TREND_DS_LEEF = (
+    b"<134>Nov 29 10:00:00 dsm01 LEEF:2.0|Trend Micro|Deep Security Agent|20.0.0.877|4000030|"
+    b"cat=Anti-Malware\tname=HEU_AEGIS_CRYPT\tdesc=HEU_AEGIS_CRYPT\tsev=6\tcn1=241\t"
+    b"cn1Label=Host ID\tdvc=192.0.2.60\tTrendMicroDsTags=FS\tTrendMicroDsTenant=Primary\t"
+    b"TrendMicroDsTenantId=0\tfilePath=C:\\Windows\\System32\\virus.exe\tact=Terminate\t"
+    b"msg=Realtime\tTrendMicroDsMalwareTarget=Multiple\tTrendMicroDsMalwareTargetType=File System"
+)
+# Kaspersky Security Center CEF: the task-state line is a real one (syslog-ng's parse_cef tests
+# and splunk-connect-for-syslog's Kaspersky test); the detection is shaped after KSC's CEF
+# header and Kaspersky Endpoint Security's event text ("Result\Name:", "Object:", "SHA256:"),
+# with documentation addresses.
+KSC_TASK = (
+    b"<14>Nov 29 10:00:00 ksc01 CEF:0|KasperskyLab|SecurityCenter|13.2.0.1511|KLPRCI_TaskState|"
+    b"Completed successfully|1|rt=1647626887000 cs9=site location Bldg cs9Label=GroupName "
+    b"dhost=WS6465 dst=10.55.203.12 cs2=KES cs2Label=ProductName cs3=11.0.0.0 "
+    b"cs3Label=ProductVersion cs10=Uninstall EDR cs10Label=TaskName cs4=885 cs4Label=TaskId "
+    b"cn2=4 cn2Label=TaskNewState cn1=0 cn1Label=TaskOldState"
+)
+
+
+def ksc(event: str, title: str, result: str) -> bytes:
+    return (
+        "<12>Nov 29 10:00:00 ksc01 CEF:0|KasperskyLab|SecurityCenter|14.2.0.26967|"
+        f"{event}|{title}|4|msg=User: EXAMPLE\\\\alice (Initiator)\\nComponent: File Threat "
+        f"Protection\\nResult\\\\Description: {result}\\nResult\\\\Type: Virus\\nResult\\\\Name: "
+        "EICAR-Test-File\\nObject: C:\\\\Users\\\\alice\\\\Downloads\\\\eicar.com\\n"
+        "Object\\\\Name: eicar.com\\n"
+        "SHA256: 275A021BBFB6489E54D471899F7DB9D1663FC695EC2FE2A2C4538AABF651FD0F\\n "
+        "rt=1796032800000 dhost=WS-051 dst=192.0.2.51 cs2=KES cs2Label=ProductName "
+        "cs3=12.5.0.0 cs3Label=ProductVersion"
+    ).encode()
+
+
+def test_trend_micro_deep_security_anti_malware_cef() -> None:
+    f = decode(TREND_DS_CEF)
+    assert f["decoder"] == "cef"
+    assert pick(f, *AV, "file.hash.sha256", "file.hash.md5", "observer.product") == {
+        "event.category": ["malware"], "event.kind": "alert", "event.type": ["deletion"],
+        "event.action": "deleted", "event.outcome": "success", "rule.name": "Eicar_test_file",
+        "file.path": "C:\\Users\\trend\\Desktop\\eicar.exe", "file.name": "eicar.exe",
+        "user.name": None, "host.name": "hostname", "observer.type": "antivirus",
+        "file.hash.sha256": "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f",
+        "file.hash.md5": "44d88612fea8a8f36de82e1278abb02f", "observer.product": "Deep Security"}
+    assert "trendmicro.malware_target" not in f  # "N/A"
+
+
+def test_trend_micro_deep_security_other_events_stay_plain_cef() -> None:
+    f = decode(b"<134>Nov 29 10:00:00 dsm01 CEF:0|Trend Micro|Deep Security Agent|20.0|21|Deny "
+               b"Inbound Management|5|cn1=101 cn1Label=Host ID dvchost=app-01 act=Deny "
+               b"src=192.0.2.77 dst=192.0.2.15 proto=TCP spt=45856 dpt=445")
+    assert f["decoder"] == "cef" and "event.category" not in f
+    assert f["event.action"] == "Deny"
+
+
+def test_trend_micro_deep_security_anti_malware_leef() -> None:
+    f = decode(TREND_DS_LEEF)
+    assert pick(f, "decoder", "event.action", "event.kind", "rule.name", "file.path",
+                "file.name", "rule.category") == {
+        "decoder": "leef", "event.action": "blocked", "event.kind": "alert",
+        "rule.name": "HEU_AEGIS_CRYPT", "file.path": "C:\\Windows\\System32\\virus.exe",
+        "file.name": "virus.exe", "rule.category": "Anti-Malware"}
+
+
+def test_kaspersky_security_center_cef() -> None:
+    f = decode(ksc("GNRL_EV_VIRUS_FOUND", "Malicious object detected", "Detected"))
+    assert pick(f, *AV, "rule.category", "file.hash.sha256") == {
+        "event.category": ["malware"], "event.kind": "alert", "event.type": ["info"],
+        "event.action": "detected", "event.outcome": None, "rule.name": "EICAR-Test-File",
+        "file.path": "C:\\Users\\alice\\Downloads\\eicar.com", "file.name": "eicar.com",
+        "user.name": "EXAMPLE\\alice", "host.name": "WS-051", "observer.type": "antivirus",
+        "rule.category": "Virus",
+        "file.hash.sha256": "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"}
+    f = decode(ksc("GNRL_EV_OBJECT_NOTCURED", "Object not disinfected", "Not disinfected"))
+    assert pick(f, "event.action", "event.outcome") == {
+        "event.action": "clean_failed", "event.outcome": "failure"}
+    f = decode(ksc("GNRL_EV_OBJECT_QUARANTINED", "Object moved to quarantine", "Quarantined"))
+    assert f["event.action"] == "quarantined"
+    f = decode(KSC_TASK)
+    assert f["decoder"] == "cef" and f["observer.type"] == "antivirus"
+    assert "event.category" not in f
+
+
+@pytest.mark.parametrize(
+    ("line", "decoder"),
+    [
+        (b"<36>Nov 29 10:00:00 mail1 clamd[2321]: /tmp/e.com: Eicar-Signature FOUND", "clamav"),
+        (b"<30>Nov 29 10:00:00 mail1 freshclam[1207]: ClamAV update process started", "clamav"),
+        (b"<51>Nov 29 10:00:00 sepm01 SymantecServer: Virus found,IP Address: 192.0.2.3,"
+         b"Computer name: WS1,Source: Real Time Scan,Risk name: EICAR Test String,Occurrences: 1,"
+         b"File path: C:\\e.com,Actual action: Deleted", "symantec_endpoint"),
+        (b"<51>Nov 29 10:00:00 sepm01 Virus found,IP Address: 192.0.2.3,Computer name: WS1,"
+         b"Source: Real Time Scan,Risk name: EICAR Test String,Occurrences: 1,File path: "
+         b"C:\\e.com,Actual action: Deleted", "symantec_endpoint"),
+        (b'<14>Nov 29 10:00:00 era01 ERAServer[5032]: {"event_type":"Threat_Event",'
+         b'"source_uuid":"u1","threat_name":"Eicar"}', "eset_protect"),
+        (b'{"event_type":"Threat_Event","source_uuid":"u1","threat_name":"Eicar"}',
+         "eset_protect"),
+        (b'{"event_type":"alert","src_ip":"192.0.2.9","alert":{"signature":"ET POLICY"}}',
+         "suricata_eve"),
+        (b'{"hostname":"ws1","threat_name":"Eicar"}', "json"),  # no event_type: not ESET's
+        (b'{"win":{"system":{"eventID":"1116","providerName":"Microsoft-Windows-Windows '
+         b'Defender"}}}', "windows"),
+    ],
+)  # fmt: skip
+def test_antivirus_lines_reach_their_decoder(line: bytes, decoder: str) -> None:
+    assert decode(line)["decoder"] == decoder
+
+
 def test_cef_header_and_extensions() -> None:
     f = decode(b"<134>Nov 29 11:59:00 host CEF:0|Acme|Guard|2.1|1001|Port scan\\|sweep|8|"
                b"src=198.51.100.1 spt=1234 dst=10.0.0.1 dpt=22 proto=TCP duser=alice "

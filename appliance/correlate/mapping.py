@@ -62,6 +62,9 @@ SIGMA_TO_ECS: dict[str, str] = {
     "severity": "event.severity",
     "signature": "rule.name",
     "signature_id": "rule.id",
+    # antivirus taxonomy (SigmaHQ `category: antivirus`): the detection name and the file
+    "Signature": "rule.name",
+    "Filename": "file.path",
     "trap": "event.action",
     # FortiGate event logs (names as Elastic's Fortinet integration stores them)
     "cfgpath": "fortinet.firewall.cfgpath",
@@ -185,6 +188,7 @@ CATEGORIES: dict[str, tuple[str, tuple[tuple[str, frozenset[str]], ...]]] = {
     "network_connection": ("category:network", ()),
     "flow": ("module:netflow", ()),
     "ids": ("category:intrusion_detection", ()),
+    "antivirus": ("category:malware", ()),  # the antivirus decoders' malware contract
     "intrusion_detection": ("category:intrusion_detection", ()),
     "configuration": ("category:configuration", ()),
     "network_device": ("module:syslog", ()),
@@ -202,7 +206,6 @@ UNCOLLECTED_CATEGORIES = {
     "registry_event",
     "image_load",
     "database",
-    "antivirus",
 }
 
 

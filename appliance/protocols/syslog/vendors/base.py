@@ -156,6 +156,41 @@ def intrusion_alert(fields: Fields) -> None:
     fields["event.type"] = ["info"]
 
 
+# The antivirus / endpoint-protection contract (the ``av_*`` rules): ``event.action`` is one of
+# these words whatever the vendor calls it; kind, type and outcome follow from it. The malware's
+# (signature's) name goes to ``rule.name``, as for IDS signatures (docs/decoders.md).
+MALWARE_ACTIONS: dict[str, tuple[str, str, str | None]] = {
+    # action: (event.kind, event.type, event.outcome or None = not set)
+    "detected": ("alert", "info", None),
+    "blocked": ("alert", "info", "success"),
+    "quarantined": ("alert", "change", "success"),
+    "cleaned": ("alert", "change", "success"),
+    "deleted": ("alert", "deletion", "success"),
+    "clean_failed": ("alert", "info", "failure"),
+    "left_alone": ("alert", "info", "failure"),
+    "protection_disabled": ("alert", "change", None),
+    "signature_update": ("event", "change", "success"),
+    "signature_update_failed": ("event", "change", "failure"),
+    "signature_outdated": ("event", "info", None),
+    "scan_started": ("event", "start", None),
+    "scan_completed": ("event", "end", "success"),
+    "status": ("event", "info", None),
+}
+
+
+def malware(fields: Fields, action: str, outcome: str | None = None) -> None:
+    """The antivirus contract: ``event.category`` malware, ``event.action`` one of
+    :data:`MALWARE_ACTIONS` (another word is kept as an informational event)."""
+    kind, etype, default = MALWARE_ACTIONS.get(action, ("event", "info", None))
+    fields["event.kind"] = kind
+    fields["event.category"] = ["malware"]
+    fields["event.type"] = [etype]
+    fields["event.action"] = action
+    outcome = outcome or default
+    if outcome:
+        fields["event.outcome"] = outcome
+
+
 def observer(fields: Fields, vendor: str, product: str, kind: str | None = None) -> None:
     fields["observer.vendor"] = vendor
     fields["observer.product"] = product

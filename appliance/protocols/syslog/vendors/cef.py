@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from appliance.protocols.syslog.message import SyslogMessage
+from appliance.protocols.syslog.vendors import av_products
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
@@ -143,6 +144,10 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         intrusion_alert(fields)
     elif "/Firewall" in cat:
         fields["event.category"] = ["network"]
+    if (vendor, product) in av_products.PRODUCTS:
+        named = {labels.get(k, k): v for k, v in kv.items()}
+        named.setdefault("name", name)
+        av_products.apply(vendor, product, sig, named, fields)
     return True
 
 

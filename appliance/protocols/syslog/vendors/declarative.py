@@ -37,6 +37,7 @@ from appliance.protocols.syslog.vendors.base import (
     epoch_digits,
     intrusion_alert,
     kv_pairs,
+    malware,
     network_verdict,
     transport,
 )
@@ -110,7 +111,7 @@ CONVERSIONS: dict[str, Convert] = {
     "list": lambda v: [v],
 }
 
-CONTRACTS = ("firewall", "authentication", "config_change", "intrusion_alert")
+CONTRACTS = ("firewall", "authentication", "config_change", "intrusion_alert", "malware")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 
@@ -344,6 +345,63 @@ def _emit_cut(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> Non
         code.emit(f"caps.setdefault({code.const(names[1])}, s[at + {len(at)}:])")
 
 
+MAX_JSON_KEYS = 256
+
+
+def _json_flatten(doc: dict[str, Any], prefix: str, out: Captures, depth: int) -> None:
+    for key, value in doc.items():
+        if len(out) >= MAX_JSON_KEYS:
+            return
+        name = prefix + key
+        if isinstance(value, str):
+            out.setdefault(name, value)
+        elif isinstance(value, bool):
+            out.setdefault(name, "true" if value else "false")
+        elif isinstance(value, int | float):
+            out.setdefault(name, str(value))
+        elif isinstance(value, dict) and depth > 1:
+            _json_flatten(value, name + ".", out, depth - 1)
+        # lists and null: no capture
+
+
+def _json_captures(value: str, depth: int) -> Captures | None:
+    """A JSON object's scalars as captures named by their dotted path (``a.b``), strings as
+    they are, numbers as JSON writes them, booleans ``true``/``false``; ``None`` when the input
+    is not one JSON object (a leading UTF-8 byte order mark is skipped)."""
+    if value.startswith("\ufeff"):
+        value = value[1:]
+    if not value.startswith("{"):
+        return None
+    try:
+        doc = json.loads(value)
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
+        return None
+    if not isinstance(doc, dict):
+        return None
+    out: Captures = {}
+    _json_flatten(doc, "", out, depth)
+    return out
+
+
+def _emit_json(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """Read one JSON object: its scalar members become captures (what earlier steps captured
+    wins); input that is not a JSON object makes the line not this decoder's."""
+    opts = step["json"]
+    if not isinstance(opts, dict):
+        raise spec.fail(f"{where}.json", "must be a table")
+    spec.known(opts, ("max_depth",), f"{where}.json")
+    spec.known(step, ("json", "from"), where)
+    depth = opts.get("max_depth", 3)
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth <= 8:
+        raise spec.fail(f"{where}.json.max_depth", "must be an integer from 1 to 8")
+    _source(code, spec, step, where)
+    code.emit("if s is None: return False")
+    code.emit(f"pairs = {code.const(_json_captures)}(s, {depth})")
+    code.emit("if pairs is None: return False")
+    code.emit("if caps: pairs.update(caps)")
+    code.emit("caps = pairs")
+
+
 def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int = 0) -> None:
     """The parse steps from ``first`` on, then ``tail`` (what the decoder sets)."""
     steps = spec.data.get("parse", [])
@@ -353,9 +411,9 @@ def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int =
         step, where = steps[i], f"parse[{i}]"
         if not isinstance(step, dict):
             raise spec.fail(where, "must be a table")
-        kinds = [k for k in ("regex", "kv", "csv", "cut") if k in step]
+        kinds = [k for k in ("regex", "kv", "csv", "cut", "json") if k in step]
         if len(kinds) != 1:
-            raise spec.fail(where, "needs exactly one of regex, kv, csv, cut")
+            raise spec.fail(where, "needs exactly one of regex, kv, csv, cut, json")
         if kinds[0] == "csv":
             rest = functools.partial(_emit_steps, code, spec, tail, i + 1)
             _emit_csv(code, spec, step, where, rest)
@@ -368,6 +426,7 @@ STEPS: dict[str, Callable[[_Code, _Spec, dict[str, Any], str], None]] = {
     "regex": _emit_regex,
     "kv": _emit_kv,
     "cut": _emit_cut,
+    "json": _emit_json,
 }
 
 
@@ -525,6 +584,12 @@ def _emit_contract(code: _Code, spec: _Spec) -> None:
     elif kind == "config_change":
         part("user", "u")
         code.emit(f"{code.const(config_change)}(fields, u)")
+    elif kind == "malware":
+        if "action" not in raw:
+            raise spec.fail("contract.action", "the malware contract needs an action")
+        part("action", "a")
+        part("outcome", "o")
+        code.emit(f"if a is not None: {code.const(malware)}(fields, a, o)")
     else:
         code.emit(f"{code.const(intrusion_alert)}(fields)")
 
@@ -676,6 +741,7 @@ def load_paths(paths: Iterable[Path]) -> tuple[list[DecoderFile], list[str]]:
 # Python decoder then runs alone.
 
 NATIVE_CONVERSIONS = frozenset(CONVERSIONS) - {"list"}
+NATIVE_CONTRACTS = frozenset({"firewall", "authentication", "config_change", "intrusion_alert"})
 
 
 def _value_plan(raw: Any, data: dict[str, Any], consts: list[Any]) -> dict[str, Any] | None:
@@ -734,12 +800,14 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
                           "start": k.get("start", ""), "min": k.get("min_pairs", 1),
                           "max": k.get("max_pairs", 256),
                           "lower": bool(k.get("lowercase_keys", False))})  # fmt: skip
-        else:
+        elif "csv" in step:
             c = step["csv"]
             tables = c.get("tables")
             steps.append({**base, "kind": "csv", "sep": c.get("separator", ","),
                           "key": c.get("key") if tables else None,
                           "tables": tables or {"": c["columns"]}})  # fmt: skip
+        else:
+            return None  # a step the native interpreter does not take (json): Python alone
     plan: dict[str, Any] = {
         "match": {"all": _listed(match.get("contains")), "any": _listed(match.get("contains_any")),
                   "none": _listed(match.get("not_contains"))},
@@ -750,6 +818,8 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
         "fields": [],
     }  # fmt: skip
     contract = data.get("contract")
+    if contract is not None and contract["kind"] not in NATIVE_CONTRACTS:
+        return None
     if contract is not None:
         out: dict[str, Any] = {"kind": contract["kind"], "type": contract.get("type", "start"),
                                "default_action": contract.get("default_action")}  # fmt: skip

@@ -4,6 +4,7 @@ tab-separated ``key=value`` (LEEF 2.0 names its delimiter in a sixth header fiel
 from __future__ import annotations
 
 from appliance.protocols.syslog.message import SyslogMessage
+from appliance.protocols.syslog.vendors import av_products
 from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
@@ -73,12 +74,16 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     fields["observer.product"] = head[2]
     fields["observer.version"] = head[3]
     fields["event.code"] = head[4]
+    product = (head[1], head[2]) in av_products.PRODUCTS
+    pairs: dict[str, str] = {}
     for n, pair in enumerate(ext.split(delim)):
         if n >= MAX_KEYS:
             break
         key, eq, value = pair.partition("=")
         if not eq or not value:
             continue
+        if product:
+            pairs.setdefault(key, value)
         if key in IP_KEYS:
             set_ip(fields, IP_KEYS[key], value)
         elif key in INT_KEYS:
@@ -89,6 +94,8 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields["network.transport"] = transport(value)
         else:
             fields[f"leef.{key}"] = value
+    if product:
+        av_products.apply(head[1], head[2], head[4], pairs, fields)
     return True
 
 

@@ -1,8 +1,13 @@
-"""Windows event logs as forwarded by Snare (``MSWinEventLog<TAB>...``) or as eventchannel
-JSON (``{"win": {"system": ..., "eventdata": ...}}``, Wazuh's and NXLog's shape).
+"""Windows event logs as forwarded by Snare (``MSWinEventLog<TAB>...``) or as JSON: eventchannel
+(``{"win": {"system": ..., "eventdata": ...}}``, Wazuh's shape), NXLog's ``to_json()`` (flat:
+``EventID``, ``SourceName``, ``Channel``, ``Hostname`` and the event data beside them) and
+Winlogbeat's (``{"winlog": {"event_id", "provider_name", "event_data": ...}}``).
 
-Both land on the same map from event ID to ECS (logons, account management, policy and
+All land on the same map from event ID to ECS (logons, account management, policy and
 audit changes, Filtering Platform connections); the rest keep ID, channel and provider.
+Microsoft Defender Antivirus events (provider ``Microsoft-Windows-Windows Defender``, or
+``Microsoft Antimalware`` for SCEP, which shares the IDs) have their own map onto the malware
+contract (detections, remediation, signature updates, protection switched off).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    malware,
     network_verdict,
     set_int,
     set_ip,
@@ -44,6 +50,127 @@ EVENTS: dict[str, tuple[str, str, str, str | None]] = {
     "4776": ("authentication", "info", "credential_validation", None),
     "4771": ("authentication", "start", "kerberos_preauth", "failure"),
 }
+# Defender event ID -> malware action; None: from the event's "Action Name" (1007, 1117).
+# learn.microsoft.com, "Microsoft Defender Antivirus event IDs and error codes".
+DEFENDER_EVENTS: dict[str, str | None] = {
+    "1000": "scan_started",
+    "1001": "scan_completed",
+    "1006": "detected",
+    "1007": None,
+    "1008": "clean_failed",
+    "1015": "detected",
+    "1116": "detected",
+    "1117": None,
+    "1118": "clean_failed",
+    "1119": "clean_failed",
+    "1150": "status",
+    "1151": "status",
+    "2000": "signature_update",
+    "2001": "signature_update_failed",
+    "2003": "signature_update_failed",
+    "2004": "signature_update_failed",
+    "2005": "signature_update_failed",
+    "2006": "signature_update_failed",
+    "3002": "protection_disabled",
+    "5000": "status",
+    "5001": "protection_disabled",
+    "5008": "protection_disabled",
+    "5010": "protection_disabled",
+    "5012": "protection_disabled",
+}
+# "Action Name" (first word, lower case) of an action-taken event -> malware action.
+DEFENDER_ACTIONS = {
+    "quarantine": "quarantined",
+    "remove": "deleted",
+    "clean": "cleaned",
+    "block": "blocked",
+    "allow": "left_alone",
+    "no": "left_alone",
+}
+# Event data (names without spaces, lower case: "Threat Name", Wazuh's "threatName") -> ECS;
+# the first name present wins.
+DEFENDER_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("rule.name", ("threatname",)),
+    ("rule.id", ("threatid",)),
+    ("rule.category", ("categoryname",)),
+    ("windows_defender.severity", ("severityname",)),
+    ("user.name", ("detectionuser",)),
+    ("process.executable", ("processname",)),
+    ("windows_defender.action", ("actionname",)),
+    ("windows_defender.detection_source", ("sourcename",)),
+    ("error.message", ("errordescription",)),
+    ("error.code", ("errorcode",)),
+    (
+        "windows_defender.signature_version",
+        ("securityintelligenceversion", "signatureversion", "currentsecurityintelligenceversion",
+         "currentsignatureversion"),
+    ),
+    ("windows_defender.engine_version", ("engineversion", "currentengineversion")),
+)  # fmt: skip
+# The rendered message's labels (what Snare forwards) -> the event data names.
+_DEFENDER_LABELS = {
+    "Name": "threatname",
+    "ID": "threatid",
+    "Severity": "severityname",
+    "Category": "categoryname",
+    "Path": "path",
+    "Detection Source": "sourcename",
+    "User": "detectionuser",
+    "Process Name": "processname",
+    "Action": "actionname",
+    "Error Code": "errorcode",
+    "Error description": "errordescription",
+    "Security intelligence Version": "securityintelligenceversion",
+    "Signature Version": "signatureversion",
+    "Engine Version": "engineversion",
+    "Current security intelligence Version": "currentsecurityintelligenceversion",
+    "Current Signature Version": "currentsignatureversion",
+    "Current Engine Version": "currentengineversion",
+}
+_DEFENDER_SNARE_FIELD = re.compile(
+    r"(?:^|\s)(Name|ID|Severity|Category|Path|Detection Source|User|Process Name|Action|"
+    r"Error Code|Error description|Security intelligence Version|Signature Version|"
+    r"Engine Version|Current security intelligence Version|Current Signature Version|"
+    r"Current Engine Version):\s+(\S[^\t]*?)(?=\s{2,}|$)"
+)
+
+
+def _is_defender(provider: str) -> bool:
+    return "Defender" in provider or "Antimalware" in provider
+
+
+def _defender(event_id: str, data: dict[str, str], fields: Fields) -> None:
+    """The malware contract for a Defender event; ``data`` keyed by lower-case names without
+    spaces (``threatname``, ``path``, ``actionname``)."""
+    if event_id not in DEFENDER_EVENTS:
+        return
+    fields["observer.product"] = "Microsoft Defender Antivirus"
+    fields["observer.type"] = "antivirus"
+    for target, names in DEFENDER_FIELDS:
+        for n in names:
+            value = data.get(n)
+            if value:
+                fields[target] = value
+                break
+    action = DEFENDER_EVENTS[event_id]
+    if action is None:
+        word = (fields.get("windows_defender.action") or "").lower().split(" ", 1)[0]
+        action = DEFENDER_ACTIONS.get(word, "cleaned")
+    malware(fields, action)
+    path = data.get("path")
+    if path:
+        # "file:_C:\\x\\y.exe; process:_pid:..." -> the first resource; "a.zip->member" -> a.zip
+        first = path.split(";", 1)[0].strip()
+        kind, sep, rest = first.partition(":_")
+        if sep and kind.isalpha():
+            first = rest
+        first = first.partition("->")[0]
+        fields["file.path"] = first
+        name = first.replace("/", "\\").rsplit("\\", 1)[-1]
+        if name and name != first:
+            fields["file.name"] = name
+
+
 _SNARE_FIELD = re.compile(
     r"(Account Name|Source Network Address|Source Port|Logon Type|"
     r"Workstation Name|Process Name|Destination Address|"
@@ -106,6 +233,11 @@ def _snare(msg: SyslogMessage, fields: Fields) -> bool:
         set_int(fields, "destination.port", (found.get("Destination Port") or [None])[0])
         if found.get("Logon Type"):
             fields["winlog.logon.type"] = found["Logon Type"][0]
+    if text and _is_defender(cols[6]):
+        data: dict[str, str] = {}
+        for m in _DEFENDER_SNARE_FIELD.finditer(text):
+            data.setdefault(_DEFENDER_LABELS[m.group(1)], m.group(2).strip())
+        _defender(cols[5], data, fields)
     if cols[5] in ("5157", "5152"):
         network_verdict(fields, "deny")
     elif cols[5] == "5156":
@@ -113,18 +245,57 @@ def _snare(msg: SyslogMessage, fields: Fields) -> bool:
     return True
 
 
+def _other_shapes(doc: dict[str, Any]) -> tuple[dict[str, Any], Any] | None:
+    """NXLog's flat ``to_json()`` and Winlogbeat's ``winlog`` object as the eventchannel
+    ``system`` names and the event data."""
+    winlog = doc.get("winlog")
+    if isinstance(winlog, dict) and "event_id" in winlog:
+        system = {
+            "eventID": str(winlog.get("event_id", "")),
+            "channel": winlog.get("channel"),
+            "providerName": winlog.get("provider_name"),
+            "computer": winlog.get("computer_name"),
+            "eventRecordID": str(winlog.get("record_id", "")),
+            "message": doc.get("message"),
+        }
+        return system, winlog.get("event_data") or {}
+    if "EventID" in doc and ("SourceName" in doc or "Channel" in doc):
+        system = {
+            "eventID": str(doc.get("EventID", "")),
+            "channel": doc.get("Channel"),
+            "providerName": doc.get("SourceName") or doc.get("ProviderName"),
+            "computer": doc.get("Hostname"),
+            "eventRecordID": str(doc.get("RecordNumber", "")),
+            "keywords": doc.get("Keywords", ""),
+            "message": doc.get("Message"),
+        }
+        return system, doc
+    return None
+
+
 def _json(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
-    if '"win"' not in text[:20] and '"System"' not in text[:200]:
+    if (
+        '"win"' not in text[:20]
+        and '"System"' not in text[:200]
+        and '"winlog"' not in text
+        and '"EventID"' not in text
+    ):
         return False
     try:
         doc: Any = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
-    win = doc.get("win") if isinstance(doc, dict) else None
-    if not isinstance(win, dict) or not isinstance(win.get("system"), dict):
+    if not isinstance(doc, dict):
         return False
-    system, data = win["system"], win.get("eventdata") or {}
+    win = doc.get("win")
+    if isinstance(win, dict) and isinstance(win.get("system"), dict):
+        system, data = win["system"], win.get("eventdata") or {}
+    else:
+        other = _other_shapes(doc)
+        if other is None:
+            return False
+        system, data = other
     fields["observer.vendor"] = "Microsoft"
     fields["observer.product"] = "Windows"
     for key, target in (
@@ -143,19 +314,28 @@ def _json(msg: SyslogMessage, fields: Fields) -> bool:
         if keywords.startswith("0x802")
         else None
     )
-    _apply(str(system.get("eventID", "")), hint, fields)
+    event_id = str(system.get("eventID", ""))
+    _apply(event_id, hint, fields)
     if isinstance(data, dict):
-        target = data.get("targetUserName") or data.get("samAccountName")
+        data = {
+            k.replace(" ", "").lower(): v
+            for k, v in data.items()
+            if isinstance(k, str) and isinstance(v, str | int)
+        }
+        target = data.get("targetusername") or data.get("samaccountname")
         if isinstance(target, str) and target:
             fields["user.name"] = target
-        if isinstance(data.get("subjectUserName"), str):
-            fields["user.effective.name"] = data["subjectUserName"]
+        if isinstance(data.get("subjectusername"), str):
+            fields["user.effective.name"] = data["subjectusername"]
         set_ip(
             fields,
             "source.ip",
-            data.get("ipAddress") if isinstance(data.get("ipAddress"), str) else None,
+            data.get("ipaddress") if isinstance(data.get("ipaddress"), str) else None,
         )
-        set_int(fields, "source.port", str(data.get("ipPort", "")))
+        set_int(fields, "source.port", str(data.get("ipport", "")))
+        provider = system.get("providerName")
+        if isinstance(provider, str) and _is_defender(provider):
+            _defender(event_id, {k: str(v) for k, v in data.items()}, fields)
     if isinstance(system.get("message"), str):
         fields["message"] = system["message"].strip('"').strip()
     return True
