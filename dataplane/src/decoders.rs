@@ -94,6 +94,13 @@ struct ValuePlan {
     map: Option<MapPlan>,
     #[serde(rename = "else")]
     otherwise: Option<String>,
+    /// `names`, `requires` and `when` as capture slots (resolved when the plan is loaded).
+    #[serde(skip)]
+    name_slots: Vec<usize>,
+    #[serde(skip)]
+    require_slots: Vec<usize>,
+    #[serde(skip)]
+    when_slots: Vec<(usize, Vec<String>)>,
 }
 
 fn string() -> String {
@@ -133,25 +140,160 @@ pub enum Outcome<'a> {
 /// Conversions whose result text is the reference's: the interpreter defers them.
 const DEFERRED: [&str; 4] = ["ip", "ip_port.ip", "ip_port.port", "epoch"];
 
-/// A compiled plan: regexes built once.
+/// A step ready to run: capture names resolved to slots, regexes compiled.
+enum Step {
+    Regex {
+        from: Option<usize>,
+        regex: Regex,
+        groups: Vec<(usize, usize)>,
+        optional: bool,
+    },
+    Cut {
+        from: Option<usize>,
+        at: String,
+        before: Option<usize>,
+        after: Option<usize>,
+    },
+    Kv {
+        from: Option<usize>,
+        quoted: bool,
+        start: String,
+        min: usize,
+        max: usize,
+        lower: bool,
+    },
+    Csv {
+        from: Option<usize>,
+        sep: char,
+        key: Option<usize>,
+        tables: FxHashMap<String, Vec<(usize, usize)>>,
+    },
+}
+
+/// A compiled plan. Captures live in slots: only names something reads get one, so a step
+/// stores a value with an index, and a field reads it with an index (no hashing per field).
 pub struct Decoder {
     plan: Plan,
-    regexes: Vec<Option<Regex>>,
+    steps: Vec<Step>,
+    slots: FxHashMap<String, usize>,
     finders: Vec<memmem::Finder<'static>>,
 }
 
-/// Captures: name -> text (always a slice of the message).
-type Captures<'t> = FxHashMap<Cow<'t, str>, &'t str>;
+/// Captures by slot (always slices of the message).
+type Captures<'t> = Vec<Option<&'t str>>;
+
+fn resolve(spec: &mut ValuePlan, slots: &mut FxHashMap<String, usize>) {
+    let mut slot = |name: &str| -> usize {
+        let n = slots.len();
+        *slots.entry(name.to_owned()).or_insert(n)
+    };
+    spec.name_slots = spec.names.iter().map(|n| slot(n)).collect();
+    spec.require_slots = spec.requires.iter().map(|n| slot(n)).collect();
+    spec.when_slots = spec
+        .when
+        .iter()
+        .map(|(n, vals)| (slot(n), vals.clone()))
+        .collect();
+}
 
 impl Decoder {
-    pub fn new(plan: Plan) -> Result<Self, String> {
-        let mut regexes = Vec::new();
+    pub fn new(mut plan: Plan) -> Result<Self, String> {
+        // Names something reads: value specs and steps' inputs.
+        let mut slots: FxHashMap<String, usize> = FxHashMap::default();
+        for (_, spec) in plan.fields.iter_mut() {
+            resolve(spec, &mut slots);
+        }
+        if let Some(c) = plan.contract.as_mut() {
+            for spec in [&mut c.action, &mut c.outcome, &mut c.user]
+                .into_iter()
+                .flatten()
+            {
+                resolve(spec, &mut slots);
+            }
+        }
         for step in &plan.steps {
-            regexes.push(match step {
-                StepPlan::Regex { pattern, .. } => {
-                    Some(Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?)
+            let from = match step {
+                StepPlan::Regex { from, .. }
+                | StepPlan::Cut { from, .. }
+                | StepPlan::Kv { from, .. }
+                | StepPlan::Csv { from, .. } => from,
+            };
+            if let Some(name) = from {
+                let n = slots.len();
+                slots.entry(name.clone()).or_insert(n);
+            }
+        }
+        let at = |name: &Option<String>| name.as_ref().and_then(|n| slots.get(n).copied());
+        let mut steps = Vec::new();
+        for step in &plan.steps {
+            steps.push(match step {
+                StepPlan::Regex {
+                    from,
+                    pattern,
+                    optional,
+                } => {
+                    let regex =
+                        Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
+                    let groups = regex
+                        .capture_names()
+                        .enumerate()
+                        .filter_map(|(i, n)| n.and_then(|n| slots.get(n)).map(|s| (i, *s)))
+                        .collect();
+                    Step::Regex {
+                        from: at(from),
+                        regex,
+                        groups,
+                        optional: *optional,
+                    }
                 }
-                _ => None,
+                StepPlan::Cut {
+                    from,
+                    at: needle,
+                    before,
+                    after,
+                } => Step::Cut {
+                    from: at(from),
+                    at: needle.clone(),
+                    before: at(before),
+                    after: at(after),
+                },
+                StepPlan::Kv {
+                    from,
+                    style,
+                    start,
+                    min,
+                    max,
+                    lower,
+                } => Step::Kv {
+                    from: at(from),
+                    quoted: style == "quoted",
+                    start: start.clone(),
+                    min: *min,
+                    max: *max,
+                    lower: *lower,
+                },
+                StepPlan::Csv {
+                    from,
+                    sep,
+                    key,
+                    tables,
+                } => Step::Csv {
+                    from: at(from),
+                    sep: sep.chars().next().unwrap_or(','),
+                    key: *key,
+                    tables: tables
+                        .iter()
+                        .map(|(k, names)| {
+                            let cols = names
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, n)| n.as_str() != "_")
+                                .filter_map(|(i, n)| slots.get(n).map(|s| (i, *s)))
+                                .collect();
+                            (k.clone(), cols)
+                        })
+                        .collect(),
+                },
             });
         }
         let finders = plan
@@ -162,7 +304,8 @@ impl Decoder {
             .collect();
         Ok(Decoder {
             plan,
-            regexes,
+            steps,
+            slots,
             finders,
         })
     }
@@ -201,9 +344,9 @@ impl Decoder {
         {
             return Outcome::NotMine;
         }
-        let mut caps: Captures<'a> = FxHashMap::default();
-        for (step, regex) in self.plan.steps.iter().zip(&self.regexes) {
-            if !run_step(step, regex.as_ref(), text, &mut caps) {
+        let mut caps: Captures<'a> = vec![None; self.slots.len()];
+        for step in &self.steps {
+            if !run_step(step, &self.slots, text, &mut caps) {
                 return Outcome::NotMine;
             }
         }
@@ -223,17 +366,24 @@ impl Decoder {
     }
 }
 
-fn input<'t>(from: &Option<String>, text: &'t str, caps: &Captures<'t>) -> Option<&'t str> {
+fn input<'t>(from: Option<usize>, text: &'t str, caps: &Captures<'t>) -> Option<&'t str> {
     match from {
         None => Some(text),
-        Some(name) => caps.get(name.as_str()).copied(),
+        Some(slot) => caps[slot],
+    }
+}
+
+/// Store a capture unless the slot already holds one (an earlier capture wins).
+fn keep<'t>(caps: &mut Captures<'t>, slot: Option<usize>, value: &'t str) {
+    if let Some(slot) = slot {
+        caps[slot].get_or_insert(value);
     }
 }
 
 /// `key=value` pairs of a `kv` step, in the reference dict's order with its values.
-fn kv_step<'t>(s: &'t str, style: &str, max: usize) -> Option<Vec<(&'t str, &'t str)>> {
+fn kv_step<'t>(s: &'t str, quoted: bool, max: usize) -> Option<Vec<(&'t str, &'t str)>> {
     let mut pairs: Vec<(&'t str, &'t str)> = Vec::new();
-    if style == "quoted" {
+    if quoted {
         // The reference's dict is built from the last pair, so the first of a key wins.
         let found = kv::pairs(s, max)?;
         let mut seen: FxHashMap<&str, usize> = FxHashMap::default();
@@ -263,56 +413,56 @@ fn kv_step<'t>(s: &'t str, style: &str, max: usize) -> Option<Vec<(&'t str, &'t 
 }
 
 fn run_step<'t>(
-    step: &'t StepPlan,
-    regex: Option<&'t Regex>,
+    step: &'t Step,
+    slots: &FxHashMap<String, usize>,
     text: &'t str,
     caps: &mut Captures<'t>,
 ) -> bool {
     match step {
-        StepPlan::Regex { from, optional, .. } => {
-            let (Some(s), Some(regex)) = (input(from, text, caps), regex) else {
+        Step::Regex {
+            from,
+            regex,
+            groups,
+            optional,
+        } => {
+            let Some(s) = input(*from, text, caps) else {
                 return *optional;
             };
             let Some(m) = regex.captures(s) else {
                 return *optional;
             };
-            for name in regex.capture_names().flatten() {
-                if let Some(g) = m.name(name) {
-                    caps.entry(Cow::Borrowed(name)).or_insert(&s[g.range()]);
+            for (group, slot) in groups {
+                if let Some(g) = m.get(*group) {
+                    keep(caps, Some(*slot), &s[g.range()]);
                 }
             }
             true
         }
-        StepPlan::Cut {
+        Step::Cut {
             from,
             at,
             before,
             after,
         } => {
-            let Some(s) = input(from, text, caps) else {
+            let Some(s) = input(*from, text, caps) else {
                 return false;
             };
             let Some(pos) = s.find(at.as_str()) else {
                 return false;
             };
-            if let Some(b) = before {
-                caps.entry(Cow::Borrowed(b.as_str())).or_insert(&s[..pos]);
-            }
-            if let Some(a) = after {
-                caps.entry(Cow::Borrowed(a.as_str()))
-                    .or_insert(&s[pos + at.len()..]);
-            }
+            keep(caps, *before, &s[..pos]);
+            keep(caps, *after, &s[pos + at.len()..]);
             true
         }
-        StepPlan::Kv {
+        Step::Kv {
             from,
-            style,
+            quoted,
             start,
             min,
             max,
             lower,
         } => {
-            let Some(mut s) = input(from, text, caps) else {
+            let Some(mut s) = input(*from, text, caps) else {
                 return false;
             };
             if !start.is_empty() {
@@ -321,55 +471,45 @@ fn run_step<'t>(
                 };
                 s = &s[at..];
             }
-            let Some(pairs) = kv_step(s, style, *max) else {
+            let Some(pairs) = kv_step(s, *quoted, *max) else {
                 return false;
             };
             if pairs.len() < *min {
                 return false;
             }
             for (k, v) in pairs {
-                let key = if *lower {
-                    Cow::Owned(k.to_lowercase())
+                let slot = if *lower {
+                    slots.get(&k.to_lowercase())
                 } else {
-                    Cow::Borrowed(k)
+                    slots.get(k)
                 };
-                caps.entry(key).or_insert(v);
+                keep(caps, slot.copied(), v);
             }
             true
         }
-        StepPlan::Csv {
+        Step::Csv {
             from,
             sep,
             key,
             tables,
         } => {
-            let Some(s) = input(from, text, caps) else {
+            let Some(s) = input(*from, text, caps) else {
                 return false;
             };
-            let sep = sep.chars().next().unwrap_or(',');
-            let row: Vec<&'t str> = s.split(sep).collect();
-            let names = match key {
+            let row: Vec<&'t str> = s.split(*sep).collect();
+            let cols = match key {
                 None => tables.get(""),
                 Some(k) => match row.get(*k) {
                     None => return false,
                     Some(v) => tables.get(*v),
                 },
             };
-            let Some(names) = names else {
+            let Some(cols) = cols else {
                 return false;
             };
-            for (i, name) in names.iter().enumerate() {
-                if name == "_" {
-                    continue;
-                }
-                match row.get(i) {
-                    Some(col) => {
-                        caps.insert(Cow::Borrowed(name.as_str()), col);
-                    }
-                    None => {
-                        caps.remove(name.as_str());
-                    }
-                }
+            // A row's columns win over earlier captures; a short row's missing ones are gone.
+            for (col, slot) in cols {
+                caps[*slot] = row.get(*col).copied();
             }
             true
         }
@@ -382,8 +522,8 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     }
     // The first non-empty capture, else the last one's value (Python's `a or b`).
     let mut v: Option<&'a str> = None;
-    for name in &spec.names {
-        v = caps.get(name.as_str()).copied();
+    for slot in &spec.name_slots {
+        v = caps[*slot];
         if v.is_some_and(|s| !s.is_empty()) {
             break;
         }
@@ -392,14 +532,11 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     if v.is_empty() && !spec.keep_empty {
         return None;
     }
-    if !spec.requires.iter().all(|r| caps.contains_key(r.as_str())) {
+    if !spec.require_slots.iter().all(|r| caps[*r].is_some()) {
         return None;
     }
-    for (cap, allowed) in &spec.when {
-        let got = caps
-            .get(cap.as_str())
-            .map(|c| c.to_lowercase())
-            .unwrap_or_default();
+    for (slot, allowed) in &spec.when_slots {
+        let got = caps[*slot].map(|c| c.to_lowercase()).unwrap_or_default();
         if !allowed.contains(&got) {
             return None;
         }
