@@ -1,10 +1,12 @@
 //! Property tests that fuzz every parser within `cargo test`'s time: arbitrary bytes never
 //! panic, and the framer's output and memory do not depend on how the stream is cut.
 
+use _dataplane::decoders::{Decoder, Outcome};
 use _dataplane::kv;
 use _dataplane::syslog::framing::{frames_of, Framer};
 use _dataplane::syslog::header::{self, Clock};
 use proptest::prelude::*;
+use std::sync::OnceLock;
 
 /// A clock that answers every conversion without Python.
 struct FixedClock;
@@ -110,6 +112,58 @@ proptest! {
                 prop_assert!(!key.is_empty());
                 prop_assert!(key.bytes().all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c)));
             }
+        }
+    }
+}
+
+/// A plan that exercises every step kind, value option and contract of the interpreter.
+const PLAN: &str = r#"{
+  "match": {"all": ["="], "any": [], "none": ["NOPE"]},
+  "steps": [
+    {"kind": "cut", "from": null, "at": "IN=", "before": "head", "after": "tail"},
+    {"kind": "regex", "from": "head", "pattern": "(?s)^\\s*(?:\\[[^\\]]*\\]\\s*)?(?P<prefix>.*\\S)?", "optional": true},
+    {"kind": "kv", "from": null, "style": "split", "start": "IN=", "min": 1, "max": 64, "lower": true},
+    {"kind": "kv", "from": null, "style": "quoted", "start": "", "min": 0, "max": 64, "lower": false},
+    {"kind": "csv", "from": "list", "sep": ",", "key": 0, "tables": {"4": ["v", "a", "b", "port"], "6": ["v", "_", "b"]}}
+  ],
+  "observer": [["observer.vendor", "X"]],
+  "contract": {"kind": "firewall", "type": "start", "default_action": "log",
+               "action": {"names": ["prefix"], "map": {"match": "contains", "case": "upper",
+                          "pairs": [["DROP", "drop"], ["ACCEPT", "allow"]]}, "else": null}},
+  "fields": [
+    ["source.ip", {"names": ["src", "a"], "as": "ip"}],
+    ["source.port", {"names": ["spt"], "as": "port", "requires": ["dpt"]}],
+    ["network.transport", {"names": ["proto"], "as": "transport", "when": [["proto", ["tcp", "udp", "6"]]]}],
+    ["rule.name", {"names": ["prefix"], "strip": ":", "keep_empty": true}],
+    ["labels.port", {"names": ["port"], "as": "int"}],
+    ["labels.b", {"names": ["b"], "as": "upper", "map": {"match": "exact", "case": "lower", "pairs": [["x", "y"]]}, "else": "raw"}],
+    ["labels.c", {"const": 0}]
+  ]
+}"#;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn decoder_plans_never_panic_on_any_text(
+        text in prop::collection::vec(prop_oneof![
+            Just("IN=".to_owned()), Just(" ".to_owned()), Just("src=203.0.113.7".to_owned()),
+            Just("[1.2]".to_owned()), Just("DROP:".to_owned()), Just("list=4,1.2.3.4,x,80".to_owned()),
+            Just("proto=tcp/443".to_owned()), Just("spt=1".to_owned()), Just("dpt=".to_owned()),
+            Just("\"".to_owned()), Just("=".to_owned()), Just("é".to_owned()),
+            "[ -~]{0,12}".prop_map(|s| s),
+        ], 0..16).prop_map(|v| v.concat()),
+    ) {
+        static DECODER: OnceLock<Decoder> = OnceLock::new();
+        let decoder = DECODER.get_or_init(|| Decoder::from_json(PLAN).expect("the plan loads"));
+        match decoder.decode(&text) {
+            Outcome::Fields(fields) => {
+                // cut needs IN=, the csv step reads the quoted kv step's "list" capture
+                prop_assert!(text.contains("IN=") && text.contains("list="));
+                prop_assert!(fields.iter().any(|(k, _)| *k == "observer.vendor"));
+            }
+            Outcome::NotMine => prop_assert!(text.is_ascii()),
+            Outcome::Defer => prop_assert!(!text.is_ascii()),
         }
     }
 }
