@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import re
 import ssl
 from pathlib import Path
@@ -343,3 +344,16 @@ async def test_concurrent_requests_during_rotation_never_fail_open(
             status(run, "GET", "/api/v1/events", secret), status(run, "GET", "/api/v1/events", keep)
         )
         assert results == [401, 200]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to hand the file to another owner")
+def test_token_file_written_by_root_belongs_to_the_owner_of_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    os.chown(folder, 65534, 65534)  # the service user, say
+    path = folder / api_tokens.TOKENS_FILE
+    api_tokens.add_token(path, "ops", ["admin"])
+    st = path.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (65534, 65534, 0o600)
+    api_tokens.add_token(path, "ci", ["read"])  # a rewrite keeps the file's owner
+    assert path.stat().st_uid == 65534

@@ -250,9 +250,8 @@ class TokenStore:
         """Re-read the file if it changed (or ``force``); ``True`` when the set changed."""
         try:
             stamp = self._file_stamp()
-        except OSError as exc:
-            stamp = (-1, -1, -1, -1)
-            log.error("api tokens: cannot stat %s: %s", self.path, exc)
+        except OSError:
+            stamp = (-1, -1, -1, -1)  # reading it fails too, and says why (once)
         if stamp == self._stamp and not force:
             return False
         self._stamp = stamp
