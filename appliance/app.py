@@ -229,6 +229,14 @@ class Appliance:
             cfg.data_dir,
         )
 
+    def reload_tokens(self) -> None:
+        """SIGHUP: re-read the API token file now (it is also re-read when it changes)."""
+        if self.api is not None:
+            try:
+                self.api.tokens.reload("SIGHUP", force=True)
+            except Exception:
+                log.exception("api tokens: reload failed")
+
     async def _start_sources(self, sources: list[Source]) -> list[Source]:
         started: list[Source] = []
         try:

@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | version | mibs | decoders | test-rule | replay``.
+"""Command line: ``appliance run | check-config | tokens | mibs | decoders | test-rule | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -34,6 +34,22 @@ def _parser() -> argparse.ArgumentParser:
     b = dbsub.add_parser("backup", help="consistent online copy of the database to PATH")
     b.add_argument("path", type=Path)
     b.add_argument("--config", "-c", type=Path)
+    tok = sub.add_parser("tokens", help="API tokens: add, list, revoke (live without restart)")
+    tok_sub = tok.add_subparsers(dest="tokens_command", required=True)
+    t_add = tok_sub.add_parser("add", help="create a token and print it (shown only once)")
+    t_add.add_argument("name", help="who or what uses it (a label)")
+    t_add.add_argument(
+        "--scope",
+        action="append",
+        choices=("read", "write", "admin"),
+        required=True,
+        help="read (GET), write (also changes state), admin (everything); repeatable",
+    )
+    t_list = tok_sub.add_parser("list", help="list tokens (id, name, scopes, created)")
+    t_rev = tok_sub.add_parser("revoke", help="delete a token by id; it stops working at once")
+    t_rev.add_argument("id")
+    for c in (t_add, t_list, t_rev):
+        c.add_argument("--config", "-c", type=Path)
     sub.add_parser("version", help="print the version")
     sub.add_parser("example-config", help="print the commented example config")
     mibs = sub.add_parser("mibs", help="SNMP MIB names")
@@ -104,6 +120,45 @@ def compile_mibs_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def tokens_command(args: argparse.Namespace) -> int:
+    from appliance.api import tokens as api_tokens
+
+    try:
+        config = load_config(args.config or EXAMPLE_CONFIG)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(f"config error: {err}", file=sys.stderr)
+        return 2
+    path = api_tokens.tokens_path(config.api, config.data_dir, config.path)
+    try:
+        if args.tokens_command == "add":
+            secret, entry = api_tokens.add_token(path, args.name, args.scope)
+            print(secret)
+            print(
+                f"token {entry.id} ({entry.name}: {', '.join(entry.scopes)}) added to {path};"
+                " it is shown only this once",
+                file=sys.stderr,
+            )
+            return 0
+        if args.tokens_command == "revoke":
+            gone = api_tokens.revoke_token(path, args.id)
+            if gone is None:
+                print(f"no token with id {args.id!r} in {path}", file=sys.stderr)
+                return 1
+            print(f"revoked {gone.id} ({gone.name})", file=sys.stderr)
+            return 0
+        entries = api_tokens.read_tokens(path)
+    except (OSError, ValueError) as exc:
+        print(f"{path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'ID':<10} {'NAME':<24} {'SCOPES':<18} CREATED")
+    for t in entries:
+        print(f"{t.id:<10} {t.name:<24} {','.join(t.scopes):<18} {t.created}")
+    if config.api.token or config.api.token_file or (config.data_dir / "api-token").exists():
+        print(f"{api_tokens.LEGACY_ID:<10} {'(api.token / api-token)':<24} {'admin':<18} -")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "version":
@@ -116,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "mibs":
         return compile_mibs_command(args)
+    if args.command == "tokens":
+        return tokens_command(args)
     if args.command == "decoders":
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 

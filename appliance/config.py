@@ -119,15 +119,62 @@ class ApplianceSection:
     allow_empty: bool = False
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address; a wildcard (0.0.0.0, ::) or any other name is not."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class ApiSection:
     listen: str = field(default="127.0.0.1:8080", metadata=check(check_hostport))
-    token: str = ""
+    # Legacy single token (admin scope): inline, from token_file, else data_dir/api-token.
+    token: str = field(default="", repr=False)
     token_file: str = ""
+    # Scoped, hashed tokens managed with `appliance tokens` (default data_dir/api-tokens.json);
+    # re-read when the file changes, so rotation needs no restart.
+    tokens_file: str = ""
+    # TLS: unset = on when listen is not loopback or a certificate is configured. Without
+    # tls_cert/tls_key a self-signed certificate is generated into data_dir.
+    tls: bool | None = None
+    tls_cert: str = ""
+    tls_key: str = ""
+    # A non-loopback listen without TLS sends bearer tokens in clear: only when asked.
+    allow_plaintext: bool = False
     max_page: int = field(default=1000, metadata=check(positive))
     # Bounds on what the API holds at once (see appliance.api.limits); beyond them: 503.
     max_concurrent_requests: int = field(default=32, metadata=check(positive))
     max_response_bytes_in_flight: int = field(default=64 * 1024 * 1024, metadata=check(positive))
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return is_loopback_host(parse_hostport(self.listen)[0])
+        except ValueError:
+            return False
+
+    @property
+    def tls_enabled(self) -> bool:
+        if self.tls is not None:
+            return self.tls
+        return bool(self.tls_cert) or not self.loopback
+
+    def validate(self) -> list[str]:
+        errors = []
+        if bool(self.tls_cert) != bool(self.tls_key):
+            errors.append("tls_cert: tls_cert and tls_key go together")
+        if self.tls is False and self.tls_cert:
+            errors.append("tls_cert: set, but tls = false")
+        if not self.tls_enabled and not self.loopback and not self.allow_plaintext:
+            errors.append(
+                f"tls: false on a non-loopback listen ({self.listen}) would send bearer tokens"
+                " in clear; enable TLS, or set api.allow_plaintext = true to accept that"
+            )
+        return errors
 
 
 @dataclass(frozen=True, slots=True)

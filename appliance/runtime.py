@@ -133,6 +133,7 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
         while True:
             await reload_requested.wait()
             reload_requested.clear()
+            app.reload_tokens()  # API token rotation, whatever becomes of the config
             if config_path is None:
                 log.warning("SIGHUP: no config file to reload (running the built-in example)")
                 continue

@@ -17,8 +17,9 @@ import pytest
 from appliance.app import Appliance
 from appliance.config import parse_config
 
-CORPUS = Path(os.environ.get("APPLIANCE_CORPUS", Path(__file__).parents[1] / ".." / "shared"
-                             / "corpus")).resolve()
+CORPUS = Path(
+    os.environ.get("APPLIANCE_CORPUS", Path(__file__).parents[1] / ".." / "shared" / "corpus")
+).resolve()
 TOKEN = "test-token-0123456789"
 
 
@@ -94,7 +95,7 @@ class Running:
     @property
     def api(self) -> str:
         assert self.app.api is not None
-        return f"http://127.0.0.1:{self.app.api.port}"
+        return f"{self.app.api.scheme}://127.0.0.1:{self.app.api.port}"
 
     def source(self, name: str | None = None) -> Any:
         for src in self.app.sources:

@@ -248,3 +248,30 @@ def test_sigint_is_a_graceful_stop_too(tmp_path, procs) -> None:
     time.sleep(0.3)
     assert proc.stop(signal.SIGINT) == 0
     assert rows(tmp_path / "data" / "appliance.db") == 1
+
+
+def test_sighup_rereads_the_api_token_file(tmp_path, procs) -> None:
+    api, udp = free_port(), free_port(socket.SOCK_DGRAM)
+    cfg = tmp_path / "c.toml"
+    write_config(cfg, tmp_path / "data", api, [udp])
+    proc = Proc(cfg, api)
+    procs.append(proc)
+    proc.wait_healthy()
+    added = subprocess.run(
+        [sys.executable, "-m", "appliance", "tokens", "add", "late", "--scope", "read",
+         "--config", str(cfg)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    token = added.stdout.strip()
+    proc.p.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "api tokens: 1 from" not in proc.log():
+        assert time.monotonic() < deadline, proc.log()
+        time.sleep(0.05)
+    assert "(SIGHUP)" in proc.log()  # the signal, not the per-request change check, read it
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{api}/api/v1/events", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+    assert proc.stop() == 0

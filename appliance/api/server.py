@@ -1,13 +1,16 @@
 """The local HTTP API (aiohttp): health, Prometheus metrics, and the token-protected JSON API.
 
 ``/healthz`` and ``/metrics`` need no token (load balancers and Prometheus scrape them);
-everything under ``/api/`` needs ``Authorization: Bearer <token>``, compared in constant time.
-Feature modules add their routes through :data:`ROUTE_HOOKS`.
+everything under ``/api/`` needs ``Authorization: Bearer <token>`` with the scope the route
+needs (``appliance.api.tokens``: GET read, other methods write, admin where declared). An
+unknown token answers 401, a token without the scope 403; both are counted in
+``appliance_api_auth_failures_total{reason}`` and logged (rate-limited). Served over TLS
+beyond loopback (``appliance.api.tls``). Feature modules add their routes through
+:data:`ROUTE_HOOKS`.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import secrets
@@ -19,15 +22,22 @@ import orjson
 from aiohttp import web
 
 from appliance.api.limits import ApiLimiter, make_limit_middleware
+from appliance.api.tokens import Token, TokenStore, scope_for, tokens_path
 from appliance.config import ApiSection, parse_hostport
+from appliance.logutil import RateLimitedLog, printable
+from appliance.metrics import Registry
 from appliance.sources.udp import BindError
 
 if TYPE_CHECKING:
     from appliance.app import Appliance
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+AUTH_FAILURES = ("missing_token", "unknown_token", "insufficient_scope")
 
 APPLIANCE_KEY: web.AppKey[Appliance] = web.AppKey("appliance")
+# The token a request authenticated with (handlers may record who did what).
+TOKEN_KEY: web.RequestKey[Token] = web.RequestKey("api_token", Token)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Each hook gets the aiohttp application and adds its routes (``app.router.add_get(...)``).
 ROUTE_HOOKS: list[Callable[[web.Application], None]] = []
@@ -71,19 +81,57 @@ def json_error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def make_auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitable[Any]]:
-    expected = f"Bearer {token}".encode()
+def make_auth_middleware(
+    tokens: TokenStore, metrics: Registry
+) -> Callable[[web.Request, Handler], Awaitable[Any]]:
+    failures = metrics.counter(
+        "api_auth_failures_total",
+        "API requests refused by authentication: missing_token and unknown_token (401),"
+        " insufficient_scope (403).",
+        ["reason"],
+    )
+    for reason in AUTH_FAILURES:
+        failures.inc(reason, n=0)
+
+    def refuse(request: web.Request, reason: str, needed: str = "", who: str = "") -> web.Response:
+        failures.inc(reason)
+        _rl.warning(
+            f"auth:{reason}",
+            "api: %s %s from %s refused: %s%s",
+            request.method,
+            printable(request.path, 100),
+            request.remote,
+            reason,
+            f" (token {who} needs {needed})" if needed else "",
+        )
+        if not needed:
+            return web.json_response(
+                {"error": "missing or wrong bearer token"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="appliance"'},
+            )
+        return web.json_response(
+            {"error": f"this token lacks the {needed} scope"},
+            status=403,
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer realm="appliance", error="insufficient_scope", scope="{needed}"'
+                )
+            },
+        )
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith("/api/"):
-            got = request.headers.get("Authorization", "").encode("utf-8", "replace")
-            if not hmac.compare_digest(got, expected):
-                return web.json_response(
-                    {"error": "missing or wrong bearer token"},
-                    status=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="appliance"'},
-                )
+            tokens.maybe_reload()
+            header = request.headers.get("Authorization", "")
+            token = tokens.authenticate(header) if header else None
+            if token is None:
+                return refuse(request, "unknown_token" if header else "missing_token")
+            needed = scope_for(request.method, request.match_info.handler)
+            if not token.allows(needed):
+                return refuse(request, "insufficient_scope", needed, token.id)
+            request[TOKEN_KEY] = token
         return await handler(request)
 
     return auth
@@ -92,11 +140,17 @@ def make_auth_middleware(token: str) -> Callable[[web.Request, Handler], Awaitab
 class ApiServer:
     def __init__(self, appliance: Appliance, token: str) -> None:
         self.appliance = appliance
+        cfg = appliance.config
         self.token = token
-        self.limiter = ApiLimiter(appliance.config.api, appliance.metrics)
+        self.tokens = TokenStore(tokens_path(cfg.api, cfg.data_dir, cfg.path), legacy=token)
+        self.limiter = ApiLimiter(cfg.api, appliance.metrics)
+        self.tls = False
         # Auth first: a request without the token is refused before it takes a slot.
         self.app = web.Application(
-            middlewares=[make_auth_middleware(token), make_limit_middleware(self.limiter)],
+            middlewares=[
+                make_auth_middleware(self.tokens, appliance.metrics),
+                make_limit_middleware(self.limiter),
+            ],
             client_max_size=1024 * 1024,
         )
         self.app[APPLIANCE_KEY] = appliance
@@ -113,20 +167,31 @@ class ApiServer:
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     async def start(self, listen: str) -> None:
+        from appliance.api.tls import server_context
+
+        cfg = self.appliance.config
         host, port = parse_hostport(listen)
+        ssl_context = server_context(cfg.api, cfg.data_dir, cfg.path)
+        self.tls = ssl_context is not None
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
         # SO_REUSEADDR: restart while old connections sit in TIME_WAIT; a port that another
         # socket is listening on still fails.
-        self.site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        self.site = web.TCPSite(
+            self.runner, host, port, reuse_address=True, ssl_context=ssl_context
+        )
         try:
             await self.site.start()
         except OSError as exc:
             await self.runner.cleanup()
             self.runner = None
             raise BindError(exc.errno, f"cannot bind api {listen}: {exc.strerror}") from exc
-        log.info("api listening on http://%s", listen)
+        log.info("api listening on %s://%s", self.scheme, listen)
 
     @property
     def port(self) -> int:

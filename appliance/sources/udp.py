@@ -115,12 +115,15 @@ def set_rcvbuf(sock: socket.socket, size: int) -> int:
 
 
 def socket_drops(sock: socket.socket) -> int | None:
-    """Datagrams the kernel dropped for this socket (last column of /proc/net/udp{,6})."""
+    """Datagrams the kernel dropped for this socket (last column of /proc/net/udp{,6}).
+
+    Read through /proc/self/net (what /proc/net links to): the systemd unit's
+    ``ProcSubset=pid`` hides /proc/net itself."""
     try:
         inode = str(os.fstat(sock.fileno()).st_ino)
     except OSError:
         return None
-    for name in ("/proc/net/udp", "/proc/net/udp6"):
+    for name in ("/proc/self/net/udp", "/proc/self/net/udp6"):
         with contextlib.suppress(OSError):
             for line in Path(name).read_text().splitlines()[1:]:
                 cols = line.split()
@@ -133,13 +136,13 @@ def host_rcvbuf_errors() -> dict[str, int]:
     """Host-wide ``Udp``/``Udp6`` ``RcvbufErrors`` from /proc/net/snmp and /proc/net/snmp6."""
     out: dict[str, int] = {}
     with contextlib.suppress(OSError, ValueError, IndexError):
-        lines = Path("/proc/net/snmp").read_text().splitlines()
+        lines = Path("/proc/self/net/snmp").read_text().splitlines()
         for head, vals in zip(lines[::2], lines[1::2], strict=False):
             if head.startswith("Udp:"):
                 keys, values = head.split()[1:], vals.split()[1:]
                 out["udp"] = int(dict(zip(keys, values, strict=False)).get("RcvbufErrors", 0))
     with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/net/snmp6").read_text().splitlines():
+        for line in Path("/proc/self/net/snmp6").read_text().splitlines():
             if line.startswith("Udp6RcvbufErrors"):
                 out["udp6"] = int(line.split()[1])
     return out
