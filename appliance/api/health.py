@@ -20,9 +20,11 @@ async def healthz(request: web.Request) -> web.Response:
             "received": int(sum(r.value(name) for r, _ in books)),
             "dropped": int(sum(v for _, d in books for k, v in d.values.items() if k[0] == name)),
         }
+    degraded = app.degraded()
     return web.json_response(
         {
-            "status": "ok" if app.running else "starting",
+            "status": "starting" if not app.running else "degraded" if degraded else "ok",
+            "degraded": degraded,
             "version": __version__,
             "backend": dataplane.backend(),
             "sensor_id": app.config.appliance.sensor_id,
