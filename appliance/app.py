@@ -354,7 +354,9 @@ class Appliance:
             try:
                 reason = self.store.files_changed()
                 if reason is not None:
-                    await self.store.reopen(reason)
+                    # Shielded: a stop arriving meanwhile waits on the store's lock for the
+                    # new connections, and closes them, instead of leaking half-open ones.
+                    await asyncio.shield(self.store.reopen(reason))
                 if not self.degraded():
                     self.store.ensure_reserve()
             except Exception:

@@ -228,6 +228,14 @@ class Store:
 
     async def _connect(self, path: Path) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            return await self._configure(conn, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()  # else its thread outlives the store and the process
+            raise
+
+    async def _configure(self, conn: aiosqlite.Connection, path: Path) -> aiosqlite.Connection:
         new = not path.exists() or path.stat().st_size == 0
         if new:
             # Both must precede the first table. auto_vacuum lets retention give pages back to
@@ -421,7 +429,6 @@ class Store:
         way (its pages are only in the unlinked file): a new one is created and migrated, so
         ingestion goes on. Writers wait on the lock meanwhile.
         """
-        self.reopens.inc(reason)
         async with self._lock:
             if reason.startswith("wal") and self.writer is not None:
                 try:
@@ -437,6 +444,7 @@ class Store:
             except StoreError:
                 log.exception("reopening %s after %s failed", self.path, reason)
                 raise
+            self.reopens.inc(reason)
         log.error(
             "database %s: %s underneath the running appliance; reopened%s",
             self.path,
