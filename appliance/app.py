@@ -29,9 +29,12 @@ from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
+from appliance.store.db import SHED_MIN_FS_SHARE
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
+
+STORAGE_WATCH_INTERVAL = 2.0  # seconds between checks that the database file is still ours
 
 
 class ReloadRefused(Exception):
@@ -88,6 +91,7 @@ class Appliance:
             data_dir / "appliance.db",
             raw_max_bytes=config.storage.raw_max_bytes,
             reserve_bytes=config.storage.reserve_bytes,
+            metrics=self.metrics,
         )
         p = config.pipeline
         self.pipeline = Pipeline(
@@ -98,7 +102,8 @@ class Appliance:
             flush_interval=p.flush_interval,
             clock=clock,
         )
-        self.pipeline.on_store_full = self._shed_oldest
+        self.pipeline.on_store_full = self._make_room
+        self.pipeline.before_insert = self._keep_headroom
         # Flows bypass the events table (see appliance.flows.path) but run the same stages.
         self.flows = FlowPath(self.pipeline, self.metrics, config.flows, config.storage, clock)
         self.sources: list[Source] = []
@@ -128,6 +133,11 @@ class Appliance:
             "SQLite database + WAL size on disk.",
             callback=lambda: float(self.store.size_bytes()),
         )
+        self.metrics.gauge(
+            "storage_disk_full",
+            "1 while data_dir's filesystem is full (writes fail; new events are shed).",
+            callback=lambda: float("disk_full" in self.degraded()),
+        )
         self.metrics.gauge("uptime_seconds", "Seconds since start.", callback=self.uptime)
         self.metrics.gauge(
             "udp_rcvbuf_errors",
@@ -149,6 +159,21 @@ class Appliance:
 
     def uptime(self) -> float:
         return time.monotonic() - self._started
+
+    def not_listening(self) -> list[str]:
+        """Configured sources whose socket is not open (stopped by a failed reload, or their
+        server gone): events are being refused at the network."""
+        listening = {src.name for src in self.sources if src.listening}
+        return [label for label in self.config.source_labels if label not in listening]
+
+    def degraded(self) -> list[str]:
+        """Why the appliance runs but does not do all its job (``/healthz`` lists them)."""
+        reasons = []
+        if self.store.disk_full or self.pipeline.full:
+            reasons.append("disk_full")
+        if self.not_listening():
+            reasons.append("not_listening")
+        return reasons
 
     def _socket_drops(self) -> dict[tuple[str, ...], float]:
         out = {}
@@ -221,6 +246,7 @@ class Appliance:
             await self.stop()
             raise
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        self._tasks.append(asyncio.create_task(self._storage_watch(), name="storage-watch"))
         self.running = True
         log.info(
             "appliance %s started: %d source(s), data in %s",
@@ -351,31 +377,76 @@ class Appliance:
             raise
         self.sources = keep + started
 
-    async def _shed_oldest(self) -> None:
-        """The disk is full: delete the oldest events until the ballast fits again.
+    async def _make_room(self) -> bool:
+        """The disk is full: give back the WAL's space, then delete the oldest events if the
+        database is what fills the disk; ``True`` if events were deleted.
 
-        The ballast file is released first, because deleting rows and checkpointing the WAL
-        need a little free space themselves. Then the oldest tenth goes, round after round,
-        until the filesystem has room for the ballast twice over, and the ballast is taken
-        back so the next episode finds it there.
+        The ballast goes first, because deleting rows and checkpointing the WAL need a little
+        free space themselves; it is taken back once there is room for it twice over. When
+        something else fills the filesystem (the database holds less than
+        ``SHED_MIN_FS_SHARE`` of it), deleting history would not make lasting room: the
+        appliance keeps its events and waits for space, shedding new ones (the pipeline).
         """
         store = self.store
         store.release_reserve()
-        deleted = 0
-        for _ in range(8):
-            used = await store.used_bytes()
-            by_age, by_size = await store.enforce_retention(
-                max_age=self.config.storage.retention_days * 86400,
-                max_bytes=int(used * 0.9),
-                now=self.clock(),
-                truncate_wal=True,
-                event_floor=0.0,  # the disk is full: events are the room there is to make
+        await store.checkpoint(truncate=True)
+        share = store.fs_share()
+        if share < SHED_MIN_FS_SHARE:
+            _rl.warning(
+                "disk-full-foreign",
+                "disk full, but the database is only %.0f%% of the filesystem: keeping its"
+                " events and waiting for space",
+                100 * share,
             )
-            deleted += by_age + by_size
-            if store.ensure_reserve() or not (by_age or by_size):
-                break
-        self.retention_deleted.inc("disk_full", n=deleted)
+            return False
+        deleted = await store.make_room()
+        store.ensure_reserve()
+        if deleted:
+            self.retention_deleted.inc("disk_full", n=deleted)
         _rl.warning("disk-full", "disk full: deleted the %d oldest events to make room", deleted)
+        return deleted > 0
+
+    async def _keep_headroom(self, batch_bytes: int) -> bool:
+        """Before a batch: if the filesystem could not take it twice (WAL frames, then the
+        checkpoint's pages), a WAL's worth of checkpoint and the ballast, delete the oldest
+        events for it now.
+
+        On the cliff itself this is much harder: a checkpoint cannot copy the WAL into a
+        database file that has no room to grow, so the WAL keeps what little space there was.
+        A ``statvfs`` per batch keeps the appliance off it when its own data fills the disk.
+        ``True`` when space is short: the pipeline then stores the batch in small pieces, so
+        the WAL never holds more than the ballast can let a checkpoint copy.
+        """
+        store = self.store
+        need = 2 * batch_bytes + store.wal_checkpoint_bytes() + store.effective_reserve()
+        if store.free_bytes() >= need:
+            return False
+        if store.fs_share() < SHED_MIN_FS_SHARE:
+            return True
+        deleted = await store.make_room(goal_bytes=2 * batch_bytes, full=False)
+        if deleted:
+            self.retention_deleted.inc("disk_full", n=deleted)
+            _rl.warning(
+                "disk-low", "disk almost full: deleted the %d oldest events to make room", deleted
+            )
+        return store.free_bytes() < need
+
+    async def _storage_watch(self) -> None:
+        """Every few seconds: is the database still the file its path names (an operator's
+        ``rm``, a restore copied over it)? If not, reopen it. And retake the ballast once a
+        disk-full episode left room for it."""
+        while True:
+            await asyncio.sleep(STORAGE_WATCH_INTERVAL)
+            try:
+                reason = self.store.files_changed()
+                if reason is not None:
+                    # Shielded: a stop arriving meanwhile waits on the store's lock for the
+                    # new connections, and closes them, instead of leaking half-open ones.
+                    await asyncio.shield(self.store.reopen(reason))
+                if not self.degraded():
+                    self.store.ensure_reserve()
+            except Exception:
+                _rl.log(logging.ERROR, "storage-watch", "storage check failed", exc_info=True)
 
     async def _retention_loop(self) -> None:
         while True:

@@ -34,13 +34,21 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 class ApplianceProcess:
     """The appliance under test, in its own process, on a private data dir."""
 
-    def __init__(self, sources_toml: str, extra_toml: str = "", loop: str = "auto") -> None:
+    def __init__(
+        self,
+        sources_toml: str,
+        extra_toml: str = "",
+        loop: str = "auto",
+        data_dir: Path | None = None,
+    ) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="appliance-bench-"))
         atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)  # after the last read
+        # A caller-made data_dir (e.g. on a small filesystem it mounted) outlives this object.
+        self.data_dir = data_dir or self.tmp / "data"
         self.api_port = free_port()
         self.config = self.tmp / "bench.toml"
         self.config.write_text(
-            f'[appliance]\ndata_dir = "{self.tmp / "data"}"\nsensor_id = "bench"\n'
+            f'[appliance]\ndata_dir = "{self.data_dir}"\nsensor_id = "bench"\n'
             f'log_level = "info"\nshutdown_timeout = 120.0\nloop = "{loop}"\n'
             f'[api]\nlisten = "127.0.0.1:{self.api_port}"\ntoken = "{TOKEN}"\n'
             f"{extra_toml}\n{sources_toml}\n"
@@ -149,7 +157,7 @@ class ApplianceProcess:
         return dict(zip(("received", "stored", "dropped"), map(int, m.groups()), strict=True))
 
     def stored_rows(self) -> int:
-        with sqlite3.connect(self.tmp / "data" / "appliance.db") as conn:
+        with sqlite3.connect(self.data_dir / "appliance.db") as conn:
             row = conn.execute("SELECT coalesce(sum(count), 0) FROM event_segments").fetchone()
             return int(row[0])
 

@@ -20,14 +20,12 @@ async def healthz(request: web.Request) -> web.Response:
             "received": int(sum(r.value(name) for r, _ in books)),
             "dropped": int(sum(v for _, d in books for k, v in d.values.items() if k[0] == name)),
         }
-    # A configured source whose socket is not open (stopped by a failed reload, or its
-    # server gone) means events are being refused at the network: say so, by name.
-    listening = {src.name for src in app.sources if src.listening}
-    not_listening = [label for label in app.config.source_labels if label not in listening]
-    status = "starting" if not app.running else "degraded" if not_listening else "ok"
+    not_listening = app.not_listening()
+    degraded = app.degraded()
     return web.json_response(
         {
-            "status": status,
+            "status": "starting" if not app.running else "degraded" if degraded else "ok",
+            "degraded": degraded,
             "not_listening": not_listening,
             "version": __version__,
             "backend": dataplane.backend(),

@@ -6,6 +6,13 @@ batches (``batch_size`` events or ``flush_interval`` seconds, whichever first), 
 pre-store stages (enrichment), inserts the batch in one transaction, then runs the post-store
 stages (correlation sees events with their ids). Every event offered ends up stored or counted
 in ``appliance_events_dropped_total{source,reason}``.
+
+Disk full is a state, not a retry count. When a batch cannot be stored for lack of space even
+after the appliance made room (``on_store_full``), the pipeline keeps that batch (the oldest
+events waiting) and retries it with backoff, in segment-sized transactions that need little
+WAL, for as long as it takes; everything queued or offered meanwhile is dropped as
+``store_full`` (drop newest, as rsyslog and Vector do), so memory holds one batch, not a queue
+that grows with the outage. The first batch that commits ends the state.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.store import Store
-from appliance.store.segments import encode_line
+from appliance.store.db import write_error_reason
+from appliance.store.segments import SEGMENT_EVENTS, encode_line
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -61,6 +69,12 @@ class Pipeline:
         self._stopping = False
         self._resume_callbacks: list[Callable[[], None]] = []
         self._task: asyncio.Task[None] | None = None
+        self._stop_requested = asyncio.Event()
+        # offer()'s bound: queue_size, or 0 while the disk is full (see the module docstring).
+        self._limit = queue_size
+        self.full = False  # a batch is waiting for disk space
+        self.held = 0  # events of that batch not yet stored
+        self._backoff = 0.0
         self.received = metrics.counter(
             "events_received_total", "Messages received by a source, before any drop.", ["source"]
         )
@@ -75,8 +89,13 @@ class Pipeline:
         self.store_full = metrics.counter(
             "store_full_total", "Batch inserts that failed because the disk or database is full."
         )
-        # Called when an insert fails for lack of space; the appliance sheds old events.
-        self.on_store_full: Callable[[], Awaitable[None]] | None = None
+        # Called when an insert fails for lack of space; the appliance makes room (sheds its
+        # oldest events) and says whether it freed anything worth an immediate retry.
+        self.on_store_full: Callable[[], Awaitable[bool]] | None = None
+        # Called before each insert with the batch's size in bytes: room is made *before*
+        # the disk fills, while deleting and checkpointing still can (the appliance's hook).
+        # It says whether space is short (then the batch is stored in small transactions).
+        self.before_insert: Callable[[int], Awaitable[bool]] | None = None
         metrics.gauge(
             "queue_depth",
             "Events waiting in the pipeline queue.",
@@ -98,8 +117,9 @@ class Pipeline:
         So nothing may change an event's fields between ``offer`` and the store.
         """
         q = self._queue
-        if len(q) >= self.queue_size or self._stopping:
-            self.dropped.inc(source, "queue_full" if not self._stopping else "shutting_down")
+        if len(q) >= self._limit or self._stopping:
+            why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
+            self.dropped.inc(source, why)
             return False
         if event.line is None:
             event.line = encode_line(
@@ -118,7 +138,7 @@ class Pipeline:
         return True
 
     def has_room(self) -> bool:
-        return len(self._queue) < self.queue_size
+        return len(self._queue) < self._limit
 
     def wants_more(self) -> bool:
         """Whether a source holding raw input should decode more now: two batches queued are
@@ -140,6 +160,7 @@ class Pipeline:
     async def stop(self, timeout: float) -> bool:
         """Stop taking events, drain what is queued into the store; ``False`` if time ran out."""
         self._stopping = True
+        self._stop_requested.set()
         self._nonempty.set()
         self._batch_ready.set()
         if self._task is None:
@@ -194,25 +215,112 @@ class Pipeline:
     async def _process(self, events: list[Event], pairs: list[tuple[Event, str]]) -> None:
         now = self.clock()
         await self.run_stages(self.before_store, events, now)
-        for attempt in range(5):
+        short = False  # space is short: small transactions, so the WAL never holds much
+        if self.before_insert is not None:
             try:
-                await self.store.insert_events(events)
-                break
+                short = await self.before_insert(sum(len(e.line or b"") for e in events))
+            except Exception as exc:
+                _rl.warning("headroom", "could not make room ahead of the batch: %s", exc)
+        stored: list[Event] = []
+        start = 0  # events[:start] are stored
+        failures = 0
+        rooms = 0
+        while start < len(events):
+            end = self._piece_end(events, start) if short else len(events)
+            chunk = events[start:end]
+            try:
+                await self.store.insert_events(chunk)
             except (sqlite3.Error, OSError) as exc:
-                _rl.warning("store", "event batch insert failed (attempt %d): %s", attempt + 1, exc)
-                if "full" in str(exc) and self.on_store_full is not None:
-                    # Disk full: make room by shedding the oldest events (counted by the
-                    # hook) rather than refusing what arrives now.
+                if write_error_reason(exc) == "disk_full":
+                    short = True
                     self.store_full.inc()
-                    try:
-                        await self.on_store_full()
-                    except Exception as hook_exc:
-                        _rl.warning("store-full", "could not make room: %s", hook_exc)
-                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-        else:
-            for _event, source in pairs:
-                self.dropped.inc(source, "store_error")
+                    rooms += 1
+                    # Room made (the oldest events shed): retry at once, a few times, before
+                    # calling it a state.
+                    if not self.full and rooms <= 3 and await self._make_room():
+                        continue
+                    if await self._wait_for_space(len(events) - start):
+                        continue
+                    self._drop(pairs[start:], "store_full")
+                    break
+                failures += 1
+                _rl.warning("store", "event batch insert failed (attempt %d): %s", failures, exc)
+                if failures >= 5:
+                    self._drop(pairs[start:], "store_error")
+                    break
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** (failures - 1)))
+                continue
+            stored.extend(chunk)
+            self.stored.inc(n=len(chunk))  # counted per piece: a held batch may take hours
+            start += len(chunk)
+            if self.full:
+                self._space_returned()
+        if not stored:
             return
-        self.stored.inc(n=len(events))
         self.batches.inc()
-        await self.run_stages(self.after_store, events, self.clock())
+        await self.run_stages(self.after_store, stored, self.clock())
+
+    def _piece_end(self, events: list[Event], start: int) -> int:
+        """End of the next transaction when space is short: at most one WAL checkpoint's
+        worth of bytes (so what a checkpoint must copy always fits the ballast) and at most
+        one segment, at least one event."""
+        budget = self.store.wal_checkpoint_bytes() // 2
+        end = start
+        limit = min(len(events), start + SEGMENT_EVENTS)
+        while end < limit:
+            budget -= len(events[end].line or b"")
+            if budget < 0 and end > start:
+                break
+            end += 1
+        return end
+
+    def _drop(self, pairs: list[tuple[Event, str]], reason: str) -> None:
+        for _event, source in pairs:
+            self.dropped.inc(source, reason)
+
+    async def _make_room(self) -> bool:
+        if self.on_store_full is None:
+            return False
+        try:
+            return await self.on_store_full()
+        except Exception as exc:
+            _rl.warning("store-full", "could not make room: %s", exc)
+            return False
+
+    async def _wait_for_space(self, held: int) -> bool:
+        """The disk is full and no room could be made: hold ``held`` events, shed the queue,
+        wait with backoff (capped at 2 s); ``False`` when the pipeline is stopping instead."""
+        self.held = held
+        if not self.full:
+            self.full = True
+            self._limit = 0
+            self._backoff = 0.05
+            _rl.log(
+                logging.ERROR,
+                "disk-full",
+                "disk full: %d events wait for space; new events are dropped (store_full)"
+                " until a batch commits again",
+                held,
+            )
+        q = self._queue
+        while q:
+            _event, source = q.popleft()
+            self.dropped.inc(source, "store_full")
+        if self._resume_callbacks:  # paused streams read on and shed, rather than stall
+            callbacks, self._resume_callbacks = self._resume_callbacks, []
+            for cb in callbacks:
+                cb()
+        if self._stopping:
+            return False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), self._backoff)
+        self._backoff = min(2.0, self._backoff * 2)
+        if self.on_store_full is not None:
+            await self._make_room()  # the ballast, the WAL: whatever came free meanwhile
+        return not self._stopping
+
+    def _space_returned(self) -> None:
+        self.full = False
+        self.held = 0
+        self._limit = self.queue_size
+        _rl.log(logging.WARNING, "disk-space", "disk space returned: storing events again")

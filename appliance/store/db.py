@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import re
@@ -27,6 +28,8 @@ import aiosqlite
 import orjson
 
 from appliance.event import Event
+from appliance.logutil import RateLimitedLog
+from appliance.metrics import Registry
 from appliance.store.segments import (
     INSERT_SEGMENT,
     SEGMENT_EVENTS,
@@ -37,6 +40,7 @@ from appliance.store.segments import (
 )
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 # Columns of the pre-segment `events` table (0001_events.sql), read once to convert it.
 _LEGACY_COLUMN_FIELDS = ("observer.ip", "source.ip", "host.hostname", "message")
@@ -46,8 +50,51 @@ PAGE_SIZE = 32_768
 WAL_CHECKPOINT_BYTES = 4 * 1024 * 1024
 
 
+# The ballast (reserve.bin) is at most this share of data_dir's filesystem: a fixed 16 MiB
+# never fits on a small one (it is only taken with twice its size free), and then a full disk
+# has no room left for the deletes and checkpoints that make room.
+RESERVE_FS_SHARE = 0.05
+# Disk full and the database holds less than this share of the filesystem: something else
+# filled it. Deleting the appliance's own history would not make lasting room, so it waits.
+SHED_MIN_FS_SHARE = 0.5
+
+# SQLite primary result codes (https://www.sqlite.org/rescode.html) by what they mean here.
+_ERROR_REASONS = {
+    13: "disk_full",  # SQLITE_FULL
+    10: "io_error",  # SQLITE_IOERR
+    8: "readonly",  # SQLITE_READONLY
+    11: "corrupt",  # SQLITE_CORRUPT
+    26: "corrupt",  # SQLITE_NOTADB
+    5: "busy",  # SQLITE_BUSY
+    6: "busy",  # SQLITE_LOCKED
+    14: "cantopen",  # SQLITE_CANTOPEN
+}
+
+
 class StoreError(Exception):
     """The database could not be opened or written."""
+
+
+def write_error_reason(exc: BaseException) -> str | None:
+    """The storage reason behind a failed write, or ``None`` when the SQL was at fault
+    (a constraint, a bug): only the former is the disk's doing and belongs in the metrics."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            return _ERROR_REASONS.get(code & 0xFF)
+        return "disk_full" if "full" in str(exc) else None
+    if isinstance(exc, OSError):
+        return "disk_full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else "io_error"
+    return None
+
+
+def file_id(path: Path) -> tuple[int, int] | None:
+    """``(st_dev, st_ino)`` of ``path``, ``None`` when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def migrations() -> list[tuple[int, str, str]]:
@@ -115,6 +162,7 @@ class Store:
         raw_max_bytes: int = 8192,
         quick_check: bool = True,
         reserve_bytes: int = 0,
+        metrics: Registry | None = None,
     ) -> None:
         self.path = path
         self.reserve_path = path.with_name("reserve.bin")
@@ -126,7 +174,22 @@ class Store:
         self._lock = asyncio.Lock()
         self._next_id = 1
         self.events_stored = 0
-        self.write_errors: dict[str, int] = {}
+        metrics = metrics if metrics is not None else Registry()
+        self.write_errors = metrics.counter(
+            "storage_write_errors_total",
+            "Write transactions that failed for a storage reason (disk_full, io_error, ...).",
+            ["reason"],
+        )
+        self.reopens = metrics.counter(
+            "storage_reopens_total",
+            "Times the database was reopened because its file or WAL was deleted or replaced.",
+            ["reason"],
+        )
+        # Set by a write that failed for lack of space, cleared by the next one that commits.
+        self.disk_full_since: float | None = None
+        # (st_dev, st_ino) of the database file and its WAL as opened: what the paths must
+        # still name, or commits go to a file nobody else will ever read.
+        self._ids: dict[str, tuple[int, int] | None] = {}
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -158,12 +221,21 @@ class Store:
             )
             await self.reader.execute("PRAGMA busy_timeout=5000")
             await self.reader.execute("PRAGMA query_only=1")
+            self._ids = {"db": file_id(self.path), "wal": file_id(self._wal_path)}
         except (sqlite3.Error, OSError) as exc:
-            await self.close()
+            await self._close_connections(checkpoint=False)
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     async def _connect(self, path: Path) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(path, isolation_level=None)
+        try:
+            return await self._configure(conn, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()  # else its thread outlives the store and the process
+            raise
+
+    async def _configure(self, conn: aiosqlite.Connection, path: Path) -> aiosqlite.Connection:
         new = not path.exists() or path.stat().st_size == 0
         if new:
             # Both must precede the first table. auto_vacuum lets retention give pages back to
@@ -182,7 +254,9 @@ class Store:
         async with conn.execute("PRAGMA page_size") as cur:
             row = await cur.fetchone()
         page = int(row[0]) if row else 4096
-        await conn.execute(f"PRAGMA wal_autocheckpoint={max(1, WAL_CHECKPOINT_BYTES // page)}")
+        await conn.execute(
+            f"PRAGMA wal_autocheckpoint={max(1, self.wal_checkpoint_bytes() // page)}"
+        )
         await conn.execute("PRAGMA busy_timeout=5000")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA journal_size_limit=67108864")
@@ -252,23 +326,48 @@ class Store:
         await conn.execute("DROP TABLE events")
         log.info("converted %d events to the segment store", converted)
 
+    @property
+    def _wal_path(self) -> Path:
+        return Path(str(self.path) + "-wal")
+
+    def wal_checkpoint_bytes(self) -> int:
+        """WAL size that triggers a checkpoint: 4 MiB, or 1/32 of a small filesystem. A
+        checkpoint grows the database file by up to that much, so on a small filesystem a
+        4 MiB WAL alone could take the room its own checkpoint needs."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return WAL_CHECKPOINT_BYTES
+        return max(PAGE_SIZE, min(WAL_CHECKPOINT_BYTES, st.f_blocks * st.f_frsize // 32))
+
+    def effective_reserve(self) -> int:
+        """``reserve_bytes``, capped at :data:`RESERVE_FS_SHARE` of the filesystem."""
+        if self.reserve_bytes <= 0:
+            return 0
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return self.reserve_bytes
+        return min(self.reserve_bytes, int(st.f_blocks * st.f_frsize * RESERVE_FS_SHARE))
+
     def ensure_reserve(self) -> bool:
-        """Hold ``reserve_bytes`` of disk in a ballast file; ``False`` if there is no room.
+        """Hold the ballast (:meth:`effective_reserve`) on disk; ``False`` if there is no room.
 
         The ballast is only taken back when the filesystem has at least twice its size free,
         so retaking it never starves the WAL that inserts need right after shedding.
         """
-        if self.reserve_bytes <= 0:
+        size = self.effective_reserve()
+        if size <= 0:
             return True
         path = self.reserve_path
         try:
-            if path.exists() and path.stat().st_size >= self.reserve_bytes:
+            if path.exists() and path.stat().st_size >= size:
                 return True
             st = os.statvfs(path.parent)
-            if st.f_bavail * st.f_frsize < 2 * self.reserve_bytes:
+            if st.f_bavail * st.f_frsize < 2 * size:
                 return False
             with path.open("wb") as f:
-                os.posix_fallocate(f.fileno(), 0, self.reserve_bytes)
+                os.posix_fallocate(f.fileno(), 0, size)
             return True
         except OSError:
             path.unlink(missing_ok=True)
@@ -282,15 +381,91 @@ class Store:
         except FileNotFoundError:
             return False
 
+    def fs_share(self) -> float:
+        """Share of data_dir's filesystem taken by the database and its WAL."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 1.0
+        total = st.f_blocks * st.f_frsize
+        return self.size_bytes() / total if total else 1.0
+
+    def free_bytes(self) -> int:
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return 0
+        return st.f_bavail * st.f_frsize
+
+    # ------------------------------------------------------------- files replaced underneath
+
+    def files_changed(self) -> str | None:
+        """Why the open database no longer is what its path names (``db_missing``,
+        ``db_replaced``, ``wal_missing``, ``wal_replaced``), or ``None``.
+
+        Two ``stat`` calls: cheap enough for a timer of a few seconds. SQLite itself does not
+        notice: commits go on into the unlinked file and are lost when the process ends.
+        """
+        if self.writer is None:
+            return None
+        for kind, path in (("db", self.path), ("wal", self._wal_path)):
+            was = self._ids.get(kind)
+            now = file_id(path)
+            if was is None:
+                if kind == "wal" and now is not None:
+                    self._ids[kind] = now  # the WAL came into being after open
+                continue
+            if now is None:
+                return f"{kind}_missing"
+            if now != was:
+                return f"{kind}_replaced"
+        return None
+
+    async def reopen(self, reason: str) -> None:
+        """Reopen the database at its path after :meth:`files_changed` said ``reason``.
+
+        A deleted WAL is first checkpointed through the handle still open on it, so what was
+        committed into it reaches the database file. A deleted database cannot be saved that
+        way (its pages are only in the unlinked file): a new one is created and migrated, so
+        ingestion goes on. Writers wait on the lock meanwhile.
+        """
+        async with self._lock:
+            if reason.startswith("wal") and self.writer is not None:
+                try:
+                    async with self.writer.execute("PRAGMA wal_checkpoint(TRUNCATE)") as cur:
+                        row = await cur.fetchone()
+                    if row is not None and row[0]:
+                        log.error("checkpoint of the deleted WAL could not finish: %s", row)
+                except sqlite3.Error as exc:
+                    log.error("checkpoint of the deleted WAL failed: %s", exc)
+            await self._close_connections(checkpoint=False)
+            try:
+                await self.open()
+            except StoreError:
+                log.exception("reopening %s after %s failed", self.path, reason)
+                raise
+            self.reopens.inc(reason)
+        log.error(
+            "database %s: %s underneath the running appliance; reopened%s",
+            self.path,
+            reason.replace("_", " "),
+            " (a new empty database)" if reason == "db_missing" else "",
+        )
+
     async def close(self) -> None:
+        async with self._lock:
+            await self._close_connections(checkpoint=True)
+
+    async def _close_connections(self, *, checkpoint: bool) -> None:
+        """Close reader and writer (the caller holds the write lock)."""
         for attr in ("reader", "writer"):
             conn = getattr(self, attr)
             if conn is not None:
                 setattr(self, attr, None)
-                with contextlib.suppress(Exception):
-                    if attr == "writer":
-                        # PASSIVE never waits on readers; the last close checkpoints anyway.
-                        async with self._lock, conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as c:
+                if checkpoint and attr == "writer":
+                    # PASSIVE never waits on readers; the last close checkpoints anyway.
+                    with contextlib.suppress(Exception):
+                        async with conn.execute("PRAGMA wal_checkpoint(PASSIVE)") as c:
                             await c.fetchall()
                 with contextlib.suppress(Exception):
                     await conn.close()  # even when the checkpoint failed
@@ -299,7 +474,11 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, durable: bool = False) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction on the writer connection; ``durable`` commits with FULL sync."""
+        """One write transaction on the writer connection; ``durable`` commits with FULL sync.
+
+        Every writer comes through here, so this is where a full disk is noticed (and counted
+        by reason) whoever writes, and where its end is seen: the next commit that succeeds.
+        """
         conn = self.writer
         if conn is None:
             raise StoreError("store is closed")
@@ -311,22 +490,44 @@ class Store:
                 # still gets the transaction opened, and must roll it back.
                 await conn.execute("BEGIN IMMEDIATE")
                 yield conn
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(sqlite3.Error):
                     await conn.execute("ROLLBACK")
+                self._write_failed(exc)
                 raise
             else:
                 try:
                     await conn.execute("COMMIT")
-                except BaseException:
+                except BaseException as exc:
                     # SQLite may keep the transaction open after a failed COMMIT (disk full):
                     # end it, or every later write on this connection fails too.
                     with contextlib.suppress(sqlite3.Error):
                         await conn.execute("ROLLBACK")
+                    self._write_failed(exc)
                     raise
+                if self.disk_full_since is not None:
+                    log.warning(
+                        "storage: writes commit again after %.0f s of disk full",
+                        time.monotonic() - self.disk_full_since,
+                    )
+                    self.disk_full_since = None
             finally:
                 if durable:
-                    await conn.execute("PRAGMA synchronous=NORMAL")
+                    with contextlib.suppress(sqlite3.Error):
+                        await conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _write_failed(self, exc: BaseException) -> None:
+        reason = write_error_reason(exc)
+        if reason is None:
+            return
+        self.write_errors.inc(reason)
+        if reason == "disk_full" and self.disk_full_since is None:
+            self.disk_full_since = time.monotonic()
+            log.error("storage: disk full in %s (%s)", self.path.parent, exc)
+
+    @property
+    def disk_full(self) -> bool:
+        return self.disk_full_since is not None
 
     async def insert_events(self, events: list[Event]) -> None:
         """Insert a batch in one transaction, assigning each event its id first.
@@ -526,7 +727,7 @@ class Store:
                 try:
                     deleted += await self._trim_segment_head(first_kept)
                 except sqlite3.Error as exc:  # disk full: the whole segments went, enough
-                    log.warning("could not trim the oldest segment: %s", exc)
+                    _rl.warning("trim", "could not trim the oldest segment: %s", exc)
                 return deleted
             await asyncio.sleep(0)  # let ingest batches in between chunks
 
@@ -551,6 +752,57 @@ class Store:
                 INSERT_SEGMENT, (first_kept, last_id, len(kept), *bounds, b"\n".join(kept))
             )
             return cut
+
+    async def make_room(
+        self, *, goal_bytes: int | None = None, share: float = 0.1, full: bool = True
+    ) -> int:
+        """Delete the oldest whole segments holding at least ``goal_bytes`` (default: ``share``
+        of the events' bytes); the number of events deleted.
+
+        Whole segments only: trimming one rewrites it, which needs as much room as it frees.
+        Their pages go to the free list, where the next inserts take them, so the file stops
+        growing and WAL checkpoints need no new space. ``full``: the disk is already full, so
+        the ballast is released first (deleting and checkpointing need a little space; the
+        caller retakes it once there is room) and the WAL is truncated after.
+        """
+        if full:
+            self.release_reserve()
+        conn = self.reader
+        if conn is None:
+            raise StoreError("store is closed")
+        if goal_bytes is None:
+            async with conn.execute(
+                "SELECT coalesce(sum(length(body)), 0) FROM event_segments"
+            ) as cur:
+                row = await cur.fetchone()
+            goal_bytes = int((row[0] if row else 0) * share)
+        cut = None
+        total = 0
+        async with conn.execute(
+            "SELECT last_id, length(body) FROM event_segments ORDER BY first_id"
+        ) as cur:
+            async for last_id, size in cur:
+                cut, total = int(last_id) + 1, total + int(size)
+                if total >= goal_bytes:
+                    break
+        deleted = await self._delete_before(cut) if cut is not None else 0
+        await self.checkpoint(truncate=full)
+        return deleted
+
+    async def checkpoint(self, *, truncate: bool) -> bool:
+        """``PRAGMA wal_checkpoint`` on the writer; ``True`` when it finished. TRUNCATE gives
+        the WAL's space back to the filesystem, which is what a full disk needs."""
+        async with self._lock:
+            if self.writer is None:
+                return False
+            mode = "TRUNCATE" if truncate else "PASSIVE"
+            try:
+                async with self.writer.execute(f"PRAGMA wal_checkpoint({mode})") as cur:
+                    row = await cur.fetchone()
+            except sqlite3.Error as exc:
+                _rl.warning("checkpoint", "WAL checkpoint (%s) failed: %s", mode, exc)
+                return False
+            return row is not None and row[0] == 0
 
     async def enforce_retention(
         self,
