@@ -636,8 +636,12 @@ def load_config(path: str | Path) -> AppConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 (a Latin-1 file is the usual case)
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:  # tomllib recurses per nested array / inline table
+        raise ConfigError([f"{path}: not valid TOML: nested too deeply"]) from exc
     return parse_config(data, base_dir=path.resolve().parent)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,28 @@ def test_check_config_reports_toml_syntax_errors(tmp_path: Path) -> None:
     proc = run_cli("check-config", str(bad))
     assert proc.returncode == 2
     assert "not valid TOML" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'[appliance]\nsensor_id = "caf\xe9"\n', "not UTF-8 text (byte 28)"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    ],
+    ids=["latin1", "deep-nesting"],
+)
+def test_unreadable_toml_is_a_config_error_not_a_crash(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    """Found by ``scripts/fuzz config``: a file that is not UTF-8 raised UnicodeDecodeError and
+    deeply nested arrays RecursionError out of ``load_config`` (``check-config`` crashed with a
+    traceback and exit 1 instead of naming the problem with exit 2)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(bad)
+    proc = run_cli("check-config", str(bad))
+    assert proc.returncode == 2 and problem in proc.stdout
 
 
 def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
