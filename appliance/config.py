@@ -388,8 +388,14 @@ UPSTREAM_TYPES = ("webhook", "splunk_hec", "elastic_bulk", "otlp_logs")
 def check_https_url(value: str) -> str | None:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        # urlsplit raises for an unbalanced "[" or "]"; hostname and port raise for a bad
+        # bracketed address or port, which would otherwise fail at the first delivery.
+        hostname, _port = parts.hostname, parts.port
+    except ValueError:
+        return "must be an https:// URL (TLS verification is always on)"
+    if parts.scheme != "https" or not hostname:
         return "must be an https:// URL (TLS verification is always on)"
     if "@" in parts.netloc:
         return "must not carry credentials (user:password@): use token_file or hmac_secret_file"

@@ -116,6 +116,16 @@ def test_unreadable_toml_is_a_config_error_not_a_crash(
     assert proc.returncode == 2 and problem in proc.stdout
 
 
+@pytest.mark.parametrize(
+    "url", ["https://ho]ok", "https://[::1/x", "https://[zz]/", "https://h:99999/", "https://h:x/"]
+)
+def test_upstream_url_that_urlsplit_rejects_is_a_config_error(url: str) -> None:
+    """Found by ``scripts/fuzz config``: an unbalanced bracket made ``urlsplit`` raise
+    ValueError out of the loader; a bad port passed and would only fail at delivery."""
+    with pytest.raises(ConfigError, match=r"upstream\[0\]\.url: must be an https:// URL"):
+        parse_config({"upstream": [{"name": "soc", "url": url}]})
+
+
 def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     f = tmp_path / "c.toml"
     f.write_text("")
