@@ -570,3 +570,22 @@ def test_numbers_past_64_bits_or_not_ascii_are_left_out(line: bytes, key: str) -
     assert f["decoder"], line
     assert key not in f
     encode_line(0.0, 0.0, "syslog", f, line)  # the stored line encodes
+
+
+@pytest.mark.parametrize(
+    ("line", "decoder"),
+    [
+        (b'<14>Nov 29 11:59:00 ids suricata[5]: {"timestamp":"2026-11-29T11:59:00.1+0000",'
+         b'"flow_id":' + HUGE + b',"event_type":"alert","src_ip":"198.51.100.2","alert":'
+         b'{"signature_id":' + HUGE + b',"severity":' + HUGE + b"}}", "suricata_eve"),
+        (b'<14>Nov 29 11:59:00 app x: {"user":"bob","bytes":' + HUGE + b',"n":{"m":-' + HUGE
+         + b"}}", "json"),
+    ],
+    ids=["suricata", "generic-json"],
+)
+def test_json_integers_past_64_bits_are_kept_as_text(line: bytes, decoder: str) -> None:
+    """Found by ``scripts/fuzz syslog-vendors``: a Suricata ``flow_id`` of 100 digits came
+    out of ``json.loads`` as an int the stored line could not encode."""
+    f = decode(line)
+    assert f["decoder"] == decoder
+    assert "9" * 40 in encode_line(0.0, 0.0, "syslog", f, b"").decode()

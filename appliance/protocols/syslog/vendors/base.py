@@ -118,6 +118,19 @@ def small_int(value: str | None) -> int | None:
     return None
 
 
+_INT64 = 1 << 63
+
+
+def json_int(text: str) -> int | str:
+    """``parse_int`` for ``json.loads`` of a device's JSON: an integer that fits signed 64
+    bits, else its exact text (a longer one made the stored line fail to encode)."""
+    if len(text) <= 19:
+        n = int(text)
+        if -_INT64 <= n < _INT64:
+            return n
+    return text
+
+
 def set_int(fields: Fields, key: str, value: str | None) -> None:
     n = small_int(value)
     if n is not None:

@@ -16,6 +16,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    json_int,
     network_verdict,
     set_int,
     set_ip,
@@ -118,7 +119,7 @@ def _json(msg: SyslogMessage, fields: Fields) -> bool:
     if '"win"' not in text[:20] and '"System"' not in text[:200]:
         return False
     try:
-        doc: Any = json.loads(text)
+        doc: Any = json.loads(text, parse_int=json_int)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
     win = doc.get("win") if isinstance(doc, dict) else None
