@@ -70,8 +70,23 @@ def write_seeds(target: str) -> tuple[Path, int]:
     return folder, n
 
 
+def write_dictionary(target: str) -> Path | None:
+    """libFuzzer's ``-dict`` file from the target's ``DICTIONARY`` (tokens it splices in)."""
+    tokens = getattr(_module(_seed_target(target)), "DICTIONARY", ())
+    if not tokens:
+        return None
+    path = OUT / "dicts" / f"{target}.dict"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ['"' + "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}"
+                           for b in token) + '"' for token in dict.fromkeys(tokens)]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def _libfuzzer_flags(target: str, seconds: int, max_len: int, crashes: Path) -> list[str]:
+    dictionary = write_dictionary(target)
     return [
+        *([f"-dict={dictionary}"] if dictionary else []),
         f"-max_total_time={seconds}",
         f"-max_len={max_len}",
         f"-artifact_prefix={crashes}/",

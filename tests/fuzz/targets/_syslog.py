@@ -52,6 +52,18 @@ HAND_MADE = [
 ]
 
 
+# Tokens for libFuzzer's dictionary: header pieces, and digits that are digits to str.isdigit()
+# but not to int() or not ASCII ("²", Arabic-Indic, fullwidth, Devanagari), which byte-level
+# mutation almost never spells as valid UTF-8 by itself.
+DICTIONARY = (
+    b"<13>", b"<34>1 ", b"<165>", b"Aug  7 ", b"Oct 03 2018 ", b"10:00:00", b".123", b" 2024 ",
+    b"2026-01-05T10:00:00Z", b"+01:00", b"-0700", b"1764853200", b"123: ", b"*Mar  1 ",
+    b"[", b"]", b'="', b"\\", b"@", b" - ", b"app[12]: ", b"%ASA-6-302013: ", b"%LINK-3-UPDOWN: ",
+    b"Message forwarded from ", b"\xef\xbb\xbf", "²".encode(), "\u0661".encode(),
+    "\uff11".encode(), "\u0967".encode(), "\u00b9".encode(),
+)  # fmt: skip
+
+
 def params(data: bytes) -> tuple[float, tzinfo | None, bytes]:
     if not data:
         return NOWS[0], None, b""

@@ -17,6 +17,8 @@ MAX_LEN = 8192  # aiohttp takes request lines up to 8190 bytes
 # (default, lo, hi) as the endpoints call parse_int: limit, cursor, top-N.
 _BOUNDS = [(100, 1, 1000), (0, 0, 2**62), (10, 1, 100), (0, 0, 0)]
 
+DICTIONARY = (b"nan", b"inf", b"e", b"T", b"Z", b"+05:30", b"2026-11-29", b"00:00:00",
+              "²".encode(), "\u0661".encode(), "\uff11".encode(), b"_")  # fmt: skip
 HAND_MADE = ["1700000000", "1700000000.5", "2026-11-29T12:00:00Z", "2026-11-29T12:00:00+05:30",
              "2026-11-29", "2026-11-29 12:00:00z", "-1", "1e3", "nan", "inf", "0x10", "",
              "100", "0", "99999999999999999999", "\uff11\uff12", "²", " 5", "5 ", "+5"]  # fmt: skip

@@ -6,9 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from appliance.protocols.syslog.decode import decode_syslog_reference
-from tests.fuzz.targets._syslog import check_message, params, syslog_seeds
+from tests.fuzz.targets._syslog import DICTIONARY, check_message, params, syslog_seeds
 
 MAX_LEN = 2048
+__all__ = ["DICTIONARY", "MAX_LEN", "one_input", "seeds"]
 
 
 def seeds() -> Iterator[bytes]:

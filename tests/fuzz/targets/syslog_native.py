@@ -13,9 +13,10 @@ from typing import Any
 
 from appliance import dataplane
 from appliance.protocols.syslog.decode import _native_header, decode_syslog_reference
-from tests.fuzz.targets._syslog import check_message, params, syslog_seeds
+from tests.fuzz.targets._syslog import DICTIONARY, check_message, params, syslog_seeds
 
 MAX_LEN = 2048
+__all__ = ["AVAILABLE", "DICTIONARY", "MAX_LEN", "one_input", "seeds"]
 AVAILABLE = dataplane.native is not None
 _native: Any = _native_header()
 

@@ -20,6 +20,7 @@ from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder
 from tests.fuzz.harness import committed_seeds, corpus_lines, finite_or_none, stored_json
+from tests.fuzz.targets._syslog import DICTIONARY as HEADER_TOKENS
 from tests.fuzz.targets._syslog import NOWS, ZONES
 
 MAX_LEN = 4096
@@ -41,6 +42,13 @@ _FILE_DECODER = {
     "windows_security_eventchannel_json": "windows",
     "windows_snare_rsyslog-win2022": "windows", "windows_snare_rfc5424_rsyslog-events": "windows",
 }  # fmt: skip
+DICTIONARY = (
+    *HEADER_TOKENS, *(p.encode() for d in REGISTRY.by_name.values() for p in d.prefixes),
+    *(p.encode() for d in REGISTRY.by_name.values() for p in d.programs),
+    b"=", b'="', b"|", b"\\|", b'{"', b'":', b"src=", b"dst=", b"spt=", b"dpt=", b"SRC=",
+    b"sentbyte=", b"rcvdbyte=", b"action=", b'"event_type":"alert"', b'"win":', b"rt=",
+    b" from ", b" port ", b" for ", b"99999999999999999999", b"-1", b"1e999",
+)  # fmt: skip
 _ECS_ENDPOINTS = {"source", "destination", "client", "server", "observer", "host"}
 _OUTCOMES = {"success", "failure", "unknown"}
 MAX_FIELDS = 512  # kv/json decoders keep at most 256/128 keys; the header adds ~20
