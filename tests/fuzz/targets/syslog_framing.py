@@ -43,7 +43,9 @@ def chunks(stream: bytes, seed: int) -> Iterator[bytes]:
         pos += size
 
 
-def run(new: Callable[[int, int], Any], data: bytes, cut: bool) -> tuple[list[bytes], dict]:
+def run(
+    new: Callable[[int, int], Any], data: bytes, cut: bool
+) -> tuple[list[bytes], dict[str, int]]:
     max_length, max_digits, seed, stream = limits(data)
     framer = new(max_length, max_digits)
     frames: list[bytes] = []
