@@ -445,8 +445,14 @@ UPSTREAM_TYPES = ("webhook", "splunk_hec", "elastic_bulk", "otlp_logs")
 def check_https_url(value: str) -> str | None:
     from urllib.parse import urlsplit
 
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        # urlsplit raises for an unbalanced "[" or "]"; hostname and port raise for a bad
+        # bracketed address or port, which would otherwise fail at the first delivery.
+        hostname, _port = parts.hostname, parts.port
+    except ValueError:
+        return "must be an https:// URL (TLS verification is always on)"
+    if parts.scheme != "https" or not hostname:
         return "must be an https:// URL (TLS verification is always on)"
     if "@" in parts.netloc:
         return "must not carry credentials (user:password@): use token_file or hmac_secret_file"
@@ -712,8 +718,12 @@ def load_config(path: str | Path) -> AppConfig:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 (a Latin-1 file is the usual case)
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from exc
+    except RecursionError as exc:  # tomllib recurses per nested array / inline table
+        raise ConfigError([f"{path}: not valid TOML: nested too deeply"]) from exc
     return parse_config(data, base_dir=path.resolve().parent)
 
 

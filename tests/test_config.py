@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +112,38 @@ def test_check_config_refuses_an_empty_file_and_exits_2(tmp_path: Path) -> None:
     proc = run_cli("check-config", str(empty))
     assert proc.returncode == 2
     assert proc.stdout.startswith("sources: no source configured")
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b'[appliance]\nsensor_id = "caf\xe9"\n', "not UTF-8 text (byte 28)"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000 + b"\n", "nested too deeply"),
+    ],
+    ids=["latin1", "deep-nesting"],
+)
+def test_unreadable_toml_is_a_config_error_not_a_crash(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    """Found by ``scripts/fuzz config``: a file that is not UTF-8 raised UnicodeDecodeError and
+    deeply nested arrays RecursionError out of ``load_config`` (``check-config`` crashed with a
+    traceback and exit 1 instead of naming the problem with exit 2)."""
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(content)
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_config(bad)
+    proc = run_cli("check-config", str(bad))
+    assert proc.returncode == 2 and problem in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "url", ["https://ho]ok", "https://[::1/x", "https://[zz]/", "https://h:99999/", "https://h:x/"]
+)
+def test_upstream_url_that_urlsplit_rejects_is_a_config_error(url: str) -> None:
+    """Found by ``scripts/fuzz config``: an unbalanced bracket made ``urlsplit`` raise
+    ValueError out of the loader; a bad port passed and would only fail at delivery."""
+    with pytest.raises(ConfigError, match=r"upstream\[0\]\.url: must be an https:// URL"):
+        parse_config({"upstream": [{"name": "soc", "url": url}]})
 
 
 def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:

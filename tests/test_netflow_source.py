@@ -183,6 +183,21 @@ async def test_flows_api_needs_the_token_and_checks_its_parameters(start_applian
         assert resp.status == 400
 
 
+async def test_query_values_the_fuzzer_found_are_400s_not_500s(start_appliance: Any) -> None:
+    """Found by ``scripts/fuzz api-params``: "²" passed ``str.isdigit()`` and then made
+    ``int()`` raise, as did 5,000 digits (past ``int()``'s 4,300-digit limit); ``nan`` and
+    ``inf`` were accepted as times."""
+    run = await start_appliance(sources=_netflow())
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for query in ("limit=%C2%B2", "limit=" + "9" * 5000, "cursor=%D9%A1", "since=nan",
+                  "until=inf", "since=-1e999"):  # fmt: skip
+        async with run.session.get(run.api + "/api/v1/flows?" + query, headers=headers) as r:
+            assert r.status == 400, query
+    async with run.session.get(run.api + "/api/v1/flows?limit=" + "0" * 30 + "5",
+                               headers=headers) as r:  # fmt: skip
+        assert r.status == 200
+
+
 async def test_while_the_flow_path_is_busy_datagrams_wait_raw_and_none_is_lost(
     start_appliance: Any, monkeypatch: Any
 ) -> None:

@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from appliance.protocols.syslog import decode_syslog
+from appliance.protocols.syslog.ecs import syslog_fields
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -208,3 +209,28 @@ def test_bare_pri_followed_by_spaces_keeps_the_tag_and_message() -> None:
     m = decode_syslog(b"<13>   sshd[77]: Accepted password", NOW)
     assert (m.app_name, m.procid, m.message) == ("sshd", "77", "Accepted password")
     assert m.errors == ["timestamp_missing"]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "<13>²: x",  # Cisco sequence number
+        "<13>Aug  7 1²:00:00 host app: y",  # clock
+        "<13>Aug  7 10:00:00.²3 host app: y",  # fraction
+        "<13>Aug  7 10:00:00 ²024 host app: y",  # year after the clock
+        "<13>Oct 03 ²018 17:34:08: %ASA-6-302013: x",  # ASA year
+        "<13>Aug  7 10:00:00 host 1²: *Mar  1 00:00:00.123: %LINK-3-UPDOWN: x",
+        "<13>Aug  7 10:00:00 host app[²]: pid",
+        "<13>1 2026-01-05T10:00:00Z h app ² - - pid",
+    ],
+)
+def test_unicode_digits_where_ascii_digits_go_do_not_raise(line: str) -> None:
+    """Found by ``scripts/fuzz syslog-header`` once its dictionary had Unicode digits: "²" is
+    a digit to ``str.isdigit`` but not to ``int``, so a stamp, Cisco sequence number or PID
+    holding one raised ValueError out of ``decode_syslog`` (non-ASCII RFC 3164 lines go to the
+    Python reference on both backends) or out of ``syslog_fields``."""
+    msg = decode_syslog(line.encode(), NOW)
+    assert msg.message
+    assert "²" not in str(msg.timestamp) and msg.sequence is None
+    fields = syslog_fields(msg, "192.0.2.1")
+    assert "process.pid" not in fields

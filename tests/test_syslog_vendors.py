@@ -16,6 +16,7 @@ from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.vendors import REGISTRY
 from appliance.sources.syslog_intake import SyslogIntake
+from appliance.store.segments import encode_line
 
 pytestmark = pytest.mark.usefixtures("backend")
 
@@ -759,3 +760,65 @@ def test_netscreen_trailing_stamp_is_the_device_time() -> None:
     assert REGISTRY.decode(msg, fields) == "netscreen"
     assert fields["message"] == "System configuration saved by admin via console."
     assert msg.payload_time is not None and msg.payload_time.minute == 58
+
+
+HUGE = b"9" * 40  # past 64 bits: the stored line could not be encoded
+SUPER = "²".encode()  # a digit to str.isdigit() and regex \d-free checks, not to int()
+
+
+@pytest.mark.parametrize(
+    ("line", "key"),
+    [
+        (b"<14>CEF:0|Vendor|Product|1.0|100|Blocked|" + HUGE + b"|src=10.0.0.1", "event.severity"),
+        (b"<14>CEF:0|Vendor|Product|1.0|100|Blocked|" + SUPER + b"|src=10.0.0.1",
+         "event.severity"),
+        (b"%FTD-6-302014: Teardown TCP connection 77 for outside:192.0.2.1/443 to "
+         b"inside:10.1.1.1/51000 duration 0:00:10 bytes " + HUGE + b" TCP FINs", "network.bytes"),
+        (b'<189>date=2026-11-29 time=11:59:00 devname="fw1" devid="FG100E0000000001" '
+         b'logid="0000000013" type="traffic" subtype="forward" srcip=10.1.1.5 action="deny" '
+         b"sentbyte=" + HUGE + b" rcvdbyte=1 sentpkt=" + SUPER + b" rcvdpkt=1", "network.bytes"),
+        (NETSCREEN_TRAFFIC.replace(b"sent=60", b"sent=" + HUGE), "network.bytes"),
+        (b'<14>1 2026-11-29T11:59:00.000Z srx1 RT_FLOW - RT_FLOW_SESSION_CLOSE [junos@2636.1.1'
+         b'.1.2.40 source-address="198.51.100.3" bytes-from-client="' + HUGE + b'" bytes-from-'
+         b'server="1" packets-from-client="' + SUPER + b'" packets-from-server="1"] closed',
+         "network.bytes"),
+        (b"<129>Nov 29 11:59:00 ssg5: NetScreen device_id=fw-edge  [Root]system-alert-00016: "
+         b"Port scan! From 203.0.113.7:40000 to 198.51.100.20:443, proto TCP (zone Untrust, int "
+         b"ethernet0/0). Occurred " + HUGE + b" times. (2026-11-29 11:58:59)",
+         "juniper.netscreen.occurrences"),
+        (b"<33>Nov 29 11:59:00 ids snort[2]: [" + HUGE + b":2003:8] MS-SQL Worm [Priority: "
+         + HUGE + b"] {UDP} 198.51.100.66:1034 -> 10.0.0.4:1434", "snort.gid"),
+        (b"<133>Nov 29 11:59:00 lb1 notice tmm1[" + HUGE + b"]: 01010028:3: No members "
+         b"available for pool /Common/web", "process.pid"),
+    ],
+    ids=["cef-huge", "cef-superscript", "asa-bytes", "fortigate", "netscreen-bytes", "srx",
+         "netscreen-occurrences", "snort", "f5-pid"],
+)
+def test_numbers_past_64_bits_or_not_ascii_are_left_out(line: bytes, key: str) -> None:
+    """Found by ``scripts/fuzz syslog-vendors``: a CEF severity of 100 digits became an int
+    the event's stored line could not encode (``Integer exceeds 64-bit range``), and "²"
+    passed ``str.isdigit()`` and made ``int()`` raise inside the decoder. The line is still
+    decoded; only the number that is not one is left out."""
+    f = decode(line)
+    assert f["decoder"], line
+    assert key not in f
+    encode_line(0.0, 0.0, "syslog", f, line)  # the stored line encodes
+
+
+@pytest.mark.parametrize(
+    ("line", "decoder"),
+    [
+        (b'<14>Nov 29 11:59:00 ids suricata[5]: {"timestamp":"2026-11-29T11:59:00.1+0000",'
+         b'"flow_id":' + HUGE + b',"event_type":"alert","src_ip":"198.51.100.2","alert":'
+         b'{"signature_id":' + HUGE + b',"severity":' + HUGE + b"}}", "suricata_eve"),
+        (b'<14>Nov 29 11:59:00 app x: {"user":"bob","bytes":' + HUGE + b',"n":{"m":-' + HUGE
+         + b"}}", "json"),
+    ],
+    ids=["suricata", "generic-json"],
+)
+def test_json_integers_past_64_bits_are_kept_as_text(line: bytes, decoder: str) -> None:
+    """Found by ``scripts/fuzz syslog-vendors``: a Suricata ``flow_id`` of 100 digits came
+    out of ``json.loads`` as an int the stored line could not encode."""
+    f = decode(line)
+    assert f["decoder"] == decoder
+    assert "9" * 40 in encode_line(0.0, 0.0, "syslog", f, b"").decode()

@@ -35,7 +35,7 @@ def syslog_fields(msg: SyslogMessage, peer_ip: str) -> dict[str, Any]:
         fields["log.syslog.appname"] = msg.app_name
     if msg.procid is not None:
         fields["log.syslog.procid"] = msg.procid
-        if msg.procid.isdigit() and len(msg.procid) < 10:
+        if msg.procid.isascii() and msg.procid.isdigit() and len(msg.procid) < 10:
             fields["process.pid"] = int(msg.procid)
     if msg.msgid is not None:
         fields["log.syslog.msgid"] = msg.msgid

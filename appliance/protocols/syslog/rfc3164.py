@@ -93,6 +93,12 @@ _STAMPS: dict[tuple[str, tzinfo | None, int], float | None] = {}
 _STAMPS_MAX = 4096
 
 
+def _digits(value: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` is also true for "²" and other characters that
+    ``int`` refuses, which made a line with one where a stamp's digits go raise."""
+    return value.isascii() and value.isdigit()
+
+
 def parse_bsd_timestamp(
     text: str, pos: int, now: float, tz: tzinfo | None
 ) -> tuple[float | None, int]:
@@ -127,23 +133,23 @@ def _parse_bsd_timestamp(
     j = text.find(" ", i, i + 3)
     day_text = text[i:j] if j > 0 else ""
     year = 0
-    if j > 0 and text[j + 1 : j + 5].isdigit() and text[j + 5 : j + 6] == " ":
+    if j > 0 and _digits(text[j + 1 : j + 5]) and text[j + 5 : j + 6] == " ":
         year = int(text[j + 1 : j + 5])  # Cisco ASA "Oct 03 2018 17:34:08"
         j += 5
     clock = text[j + 1 : j + 9] if j > 0 else ""
     if (
-        not day_text.isdigit()
+        not _digits(day_text)
         or len(clock) != 8
         or clock[2] != ":"
         or clock[5] != ":"
-        or not (clock[:2] + clock[3:5] + clock[6:8]).isdigit()
+        or not _digits(clock[:2] + clock[3:5] + clock[6:8])
     ):
         return None, pos
     end = j + 9
     us = 0
     if end < len(text) and text[end] == ".":  # fractional seconds (Cisco "*Mar 1 00:00:00.123")
         k = end + 1
-        while k < len(text) and text[k].isdigit() and k - end <= 6:
+        while k < len(text) and "0" <= text[k] <= "9" and k - end <= 6:
             k += 1
         frac = text[end + 1 : k]
         if frac:
@@ -157,7 +163,7 @@ def _parse_bsd_timestamp(
     if (
         text[end : end + 1] == " "
         and len(text) >= end + 5
-        and text[end + 1 : end + 5].isdigit()
+        and _digits(text[end + 1 : end + 5])
         and (end + 5 == len(text) or text[end + 5] in " :")
     ):
         year = int(text[end + 1 : end + 5])
@@ -221,7 +227,7 @@ AIX_FORWARDED = "Message forwarded from "
 def _cisco_sequence(text: str, pos: int) -> tuple[int | None, int]:
     """Cisco IOS ``123: `` before the stamp (``service sequence-numbers``): (number, after)."""
     colon = text.find(": ", pos, pos + 12)
-    if colon > pos and text[pos:colon].isdigit():
+    if colon > pos and _digits(text[pos:colon]):
         return int(text[pos:colon]), colon + 2
     return None, pos
 

@@ -115,9 +115,34 @@ def set_ip(fields: Fields, key: str, value: str | None) -> None:
             fields[key] = ip
 
 
+def small_int(value: str | None) -> int | None:
+    """A device's decimal number, or ``None`` when it is not one the store can keep.
+
+    ASCII digits only (``str.isdigit`` and regex ``\\d`` also take "²", which ``int`` refuses,
+    and Arabic-Indic digits), at most 18 of them, so the value and the sum of two fit SQLite's and
+    orjson's signed 64 bits: a longer one made the event's stored line fail to encode."""
+    if value and len(value) < 19 and value.isascii() and value.isdigit():
+        return int(value)
+    return None
+
+
+_INT64 = 1 << 63
+
+
+def json_int(text: str) -> int | str:
+    """``parse_int`` for ``json.loads`` of a device's JSON: an integer that fits signed 64
+    bits, else its exact text (a longer one made the stored line fail to encode)."""
+    if len(text) <= 19:
+        n = int(text)
+        if -_INT64 <= n < _INT64:
+            return n
+    return text
+
+
 def set_int(fields: Fields, key: str, value: str | None) -> None:
-    if value and value.isdigit() and len(value) < 19:
-        fields[key] = int(value)
+    n = small_int(value)
+    if n is not None:
+        fields[key] = n
 
 
 def network_verdict(fields: Fields, action: str) -> None:

@@ -113,10 +113,10 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     fields["rule.name"] = name
     fields["event.code"] = sig
     sev = severity.strip().lower()
-    if sev.isdigit():
-        fields["event.severity"] = int(sev)
-    elif sev in SEVERITY:
+    if sev in SEVERITY:
         fields["event.severity"] = SEVERITY[sev]
+    else:
+        set_int(fields, "event.severity", sev)
     kv = extensions(ext)
     rt = kv.get("rt", "")
     msg.payload_time = epoch_digits(rt) or local_time(rt, "%b %d %Y %H:%M:%S")

@@ -119,7 +119,7 @@ def _network(text: str, code: str, fields: Fields) -> None:
     if "bytes " in text:
         b = _BYTES.search(text)
         if b is not None:
-            fields["network.bytes"] = int(b.group(1))
+            set_int(fields, "network.bytes", b.group(1))
     if "access-" in text:
         a = _ACL.search(text)
         if a is not None:

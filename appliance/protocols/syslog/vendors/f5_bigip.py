@@ -41,7 +41,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             return False
         fields["log.level"] = lp.group(1)
         fields["process.name"] = lp.group(2)
-        fields["process.pid"] = int(lp.group(3))
+        set_int(fields, "process.pid", lp.group(3))
     observer(fields, "F5", "BIG-IP")
     fields["event.code"] = m.group(1)
     fields["event.severity"] = int(m.group(2))

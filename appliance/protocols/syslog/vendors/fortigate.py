@@ -23,6 +23,7 @@ from appliance.protocols.syslog.vendors.base import (
     observer,
     set_int,
     set_ip,
+    small_int,
     transport,
 )
 
@@ -118,14 +119,14 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     if proto:
         fields["network.transport"] = transport(proto)
         fields["network.iana_number"] = proto
-    sent, rcvd = kv.get("sentbyte"), kv.get("rcvdbyte")
-    if sent and rcvd and sent.isdigit() and rcvd.isdigit():
-        fields["network.bytes"] = int(sent) + int(rcvd)
-        fields["source.bytes"] = int(sent)
-        fields["destination.bytes"] = int(rcvd)
-    spk, rpk = kv.get("sentpkt"), kv.get("rcvdpkt")
-    if spk and rpk and spk.isdigit() and rpk.isdigit():
-        fields["network.packets"] = int(spk) + int(rpk)
+    sent, rcvd = small_int(kv.get("sentbyte")), small_int(kv.get("rcvdbyte"))
+    if sent is not None and rcvd is not None:
+        fields["network.bytes"] = sent + rcvd
+        fields["source.bytes"] = sent
+        fields["destination.bytes"] = rcvd
+    spk, rpk = small_int(kv.get("sentpkt")), small_int(kv.get("rcvdpkt"))
+    if spk is not None and rpk is not None:
+        fields["network.packets"] = spk + rpk
     user = _first(kv, "user", "srcuser", "xauthuser")
     action = (kv.get("action") or kv.get("status") or "").lower()
     if kind == "traffic":

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from appliance.protocols.syslog.message import SyslogMessage
-from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder
+from appliance.protocols.syslog.vendors.base import Fields, VendorDecoder, json_int
 from appliance.protocols.syslog.vendors.generic import map_common
 
 MAX_KEYS = 128
@@ -33,7 +33,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     if not text.startswith("{"):
         return False
     try:
-        doc: Any = json.loads(text)
+        doc: Any = json.loads(text, parse_int=json_int)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
     if not isinstance(doc, dict):

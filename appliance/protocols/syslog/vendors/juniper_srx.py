@@ -17,6 +17,7 @@ from appliance.protocols.syslog.vendors.base import (
     observer,
     set_int,
     set_ip,
+    small_int,
     transport,
 )
 
@@ -78,12 +79,12 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields[target] = v
     if tag in FLOW_ACTIONS:
         network_verdict(fields, FLOW_ACTIONS[tag])
-        sent, rcvd = p.get("bytes-from-client"), p.get("bytes-from-server")
-        if sent and rcvd and sent.isdigit() and rcvd.isdigit():
-            fields["network.bytes"] = int(sent) + int(rcvd)
-        ps, pr = p.get("packets-from-client"), p.get("packets-from-server")
-        if ps and pr and ps.isdigit() and pr.isdigit():
-            fields["network.packets"] = int(ps) + int(pr)
+        sent, rcvd = small_int(p.get("bytes-from-client")), small_int(p.get("bytes-from-server"))
+        if sent is not None and rcvd is not None:
+            fields["network.bytes"] = sent + rcvd
+        ps, pr = small_int(p.get("packets-from-client")), small_int(p.get("packets-from-server"))
+        if ps is not None and pr is not None:
+            fields["network.packets"] = ps + pr
     elif tag.startswith(("RT_SCREEN", "RT_IDS", "IDP_")) or "attack-name" in p:
         intrusion_alert(fields)
         if p.get("attack-name"):

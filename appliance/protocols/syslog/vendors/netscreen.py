@@ -29,6 +29,7 @@ from appliance.protocols.syslog.vendors.base import (
     observer,
     set_int,
     set_ip,
+    small_int,
     transport,
 )
 
@@ -93,11 +94,11 @@ def _traffic(text: str, fields: Fields) -> None:
     service = kv.get("service")
     if service:
         fields["network.protocol"] = service.lower()
-    sent, rcvd = kv.get("sent"), kv.get("rcvd")
-    if sent and rcvd and sent.isdigit() and rcvd.isdigit():
-        fields["source.bytes"] = int(sent)
-        fields["destination.bytes"] = int(rcvd)
-        fields["network.bytes"] = int(sent) + int(rcvd)
+    sent, rcvd = small_int(kv.get("sent")), small_int(kv.get("rcvd"))
+    if sent is not None and rcvd is not None:
+        fields["source.bytes"] = sent
+        fields["destination.bytes"] = rcvd
+        fields["network.bytes"] = sent + rcvd
     action = (kv.get("action") or "").lower()
     network_verdict(fields, ACTIONS.get(action, action or "allow"))
 
@@ -112,8 +113,7 @@ def _attack(m: re.Match[str], level: str, fields: Fields) -> None:
     set_int(fields, "destination.port", m.group("dport"))
     fields["network.transport"] = transport(m.group("proto"))
     times = m.group("times")
-    if times:
-        fields["juniper.netscreen.occurrences"] = int(times)
+    set_int(fields, "juniper.netscreen.occurrences", times)
 
 
 def decode(msg: SyslogMessage, fields: Fields) -> bool:

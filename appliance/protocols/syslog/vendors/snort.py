@@ -38,11 +38,10 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     fields["rule.id"] = sid
     fields["rule.name"] = name
     fields["rule.version"] = rev
-    fields["snort.gid"] = int(gid)
+    set_int(fields, "snort.gid", gid)
     if classification:
         fields["rule.category"] = classification
-    if priority:
-        fields["event.severity"] = int(priority)
+    set_int(fields, "event.severity", priority)
     fields["network.transport"] = transport(proto)
     set_ip(fields, "source.ip", src)
     set_int(fields, "source.port", sport)

@@ -11,6 +11,7 @@ from appliance.protocols.syslog.vendors.base import (
     VendorDecoder,
     intrusion_alert,
     iso_time,
+    json_int,
     set_int,
     set_ip,
     transport,
@@ -24,7 +25,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     if not text.startswith("{") or '"event_type"' not in text:
         return False
     try:
-        doc: Any = json.loads(text)
+        doc: Any = json.loads(text, parse_int=json_int)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
     if not isinstance(doc, dict) or not isinstance(doc.get("event_type"), str):

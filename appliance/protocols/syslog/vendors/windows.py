@@ -21,6 +21,7 @@ from appliance.protocols.syslog.vendors.base import (
     Fields,
     VendorDecoder,
     authentication,
+    json_int,
     malware,
     network_verdict,
     set_int,
@@ -283,7 +284,7 @@ def _json(msg: SyslogMessage, fields: Fields) -> bool:
     ):
         return False
     try:
-        doc: Any = json.loads(text)
+        doc: Any = json.loads(text, parse_int=json_int)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
     if not isinstance(doc, dict):

@@ -1,0 +1,26 @@
+"""The fuzz targets by name: Python modules here (atheris), Rust ones in ``dataplane/fuzz/``.
+
+A Python target module defines ``MAX_LEN`` (the longest input worth trying), ``seeds()``
+(complete inputs to start from) and ``one_input(data)``, which raises only when the parser
+breaks its contract.
+"""
+
+from __future__ import annotations
+
+PYTHON_TARGETS: dict[str, str] = {
+    "syslog-header": "syslog_header",
+    "syslog-native": "syslog_native",
+    "syslog-framing": "syslog_framing",
+    "syslog-vendors": "syslog_vendors",
+    "netflow": "netflow",
+    "snmp": "snmp",
+    "config": "config",
+    "api-params": "api_params",
+}
+# cargo-fuzz target name in dataplane/fuzz/fuzz_targets/, and which Python target's seeds it
+# starts from (the same bytes reach the same parser).
+RUST_TARGETS: dict[str, tuple[str, str]] = {
+    "rust-header": ("header", "syslog-header"),
+    "rust-framer": ("framer", "syslog-framing"),
+}
+ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]
