@@ -17,6 +17,7 @@ from typing import Any
 
 from appliance.api.server import ApiServer, load_or_create_token
 from appliance.config import AppConfig
+from appliance.datalock import DataDirLock
 from appliance.flows import FlowPath
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
@@ -86,6 +87,7 @@ class Appliance:
         self.config = config
         self.clock = clock
         self.metrics = Registry()
+        self.data_lock = DataDirLock(config.data_dir)
         data_dir = config.data_dir
         self.store = Store(
             data_dir / "appliance.db",
@@ -226,7 +228,12 @@ class Appliance:
     async def start(self) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
-        await self.store.open()
+        self.data_lock.acquire()  # one appliance per data_dir; `db restore` checks it
+        try:
+            await self.store.open()
+        except BaseException:
+            self.data_lock.release()
+            raise
         try:
             self.pipeline.start()
             await self.flows.start(tune_gc=False)  # the process-wide policy is runtime's
@@ -299,6 +306,7 @@ class Appliance:
         if self.api is not None:
             await self.api.stop()
         await self.store.close()
+        self.data_lock.release()
         p = self.pipeline
         log.info(
             "appliance stopped: received=%d stored=%d dropped=%d",

@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk = sub.add_parser("check-config", help="validate a config file: prints ok or each error")
     chk.add_argument("file", type=Path)
-    db = sub.add_parser("db", help="database maintenance (migrate, backup, check)")
+    db = sub.add_parser("db", help="database maintenance (migrate, check, backup, restore)")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     for name, text in (
         ("migrate", "create or upgrade the schema, then exit"),
@@ -34,6 +34,11 @@ def _parser() -> argparse.ArgumentParser:
     b = dbsub.add_parser("backup", help="consistent online copy of the database to PATH")
     b.add_argument("path", type=Path)
     b.add_argument("--config", "-c", type=Path)
+    r = dbsub.add_parser(
+        "restore", help="replace the database with the backup at PATH (the appliance stopped)"
+    )
+    r.add_argument("path", type=Path)
+    r.add_argument("--config", "-c", type=Path)
     tok = sub.add_parser("tokens", help="API tokens: add, list, revoke (live without restart)")
     tok_sub = tok.add_subparsers(dest="tokens_command", required=True)
     t_add = tok_sub.add_parser("add", help="create a token and print it (shown only once)")

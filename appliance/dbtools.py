@@ -1,19 +1,26 @@
-"""``appliance db migrate|check|backup``: what firmware hooks and operators run offline."""
+"""``appliance db migrate|check|backup|restore``: what firmware hooks and operators run
+offline."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import sys
+from pathlib import Path
 
 import aiosqlite
 
 from appliance.config import AppConfig
+from appliance.datalock import DataDirBusy, DataDirLock
 from appliance.store import Store, StoreError
+from appliance.store.db import migrations
 
 
 async def run_db_command(config: AppConfig, args: argparse.Namespace) -> int:
     path = config.data_dir / "appliance.db"
+    if args.db_command == "restore":
+        return await restore(path, args.path)
     if args.db_command == "migrate":
         store = Store(path, quick_check=False)
         try:
@@ -50,3 +57,75 @@ async def run_db_command(config: AppConfig, args: argparse.Namespace) -> int:
         print(f"backed up to {target}")
         return 0
     return 2
+
+
+def _check_backup(source: Path) -> str | None:
+    """Why ``source`` cannot be restored, or ``None``: it must be an SQLite database that
+    passes the integrity check, with a schema this build knows (a newer one would be read by
+    code that does not understand it)."""
+    if not source.is_file():
+        return f"{source}: no such file"
+    try:
+        conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return f"{source}: {exc}"
+    try:
+        rows = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        return f"{source}: not a usable database ({exc})"
+    finally:
+        conn.close()
+    if rows != ["ok"]:
+        return f"{source}: integrity check failed: {'; '.join(rows[:3])}"
+    newest = max(number for number, _, _ in migrations())
+    if version > newest:
+        return f"{source}: schema version {version} is newer than this build's ({newest})"
+    if version == 0:
+        return f"{source}: not an appliance database (no schema version)"
+    return None
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def restore(target: Path, source: Path) -> int:
+    """Replace the database with a backup, atomically, while no appliance runs on it.
+
+    The copy is made with SQLite's backup API into a temporary file beside the target and
+    synced; the old WAL and shared-memory files are removed *before* the rename, or SQLite
+    would replay the old database's WAL onto the restored one at the next open.
+    """
+    problem = _check_backup(source)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lock = DataDirLock(target.parent)
+    try:
+        lock.acquire()
+    except DataDirBusy as exc:
+        print(f"refusing to restore: {exc}; stop it first", file=sys.stderr)
+        return 1
+    try:
+        tmp = target.with_name(target.name + ".restore-partial")
+        tmp.unlink(missing_ok=True)
+        async with (
+            aiosqlite.connect(f"file:{source}?mode=ro", uri=True) as src,
+            aiosqlite.connect(tmp) as dst,
+        ):
+            await src.backup(dst)
+        _fsync(tmp)
+        for suffix in ("-wal", "-shm"):
+            target.with_name(target.name + suffix).unlink(missing_ok=True)
+        tmp.replace(target)
+        _fsync(target.parent)
+    finally:
+        lock.release()
+    print(f"restored {target} from {source}")
+    return 0
