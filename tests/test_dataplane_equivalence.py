@@ -261,8 +261,9 @@ def decoder_inputs(f: object, rng: random.Random) -> list[bytes]:
     out = list(lines)
     pieces = [b",", b" ", b"=", b"[", b"]", b"IN=", b"DROP", b"tcp", b"6", b"4", b":", b'"',
               b"src=", b"\xc3\xa9", b"id=firewall"]  # fmt: skip
+    per_line = max(8, 800 // len(lines))  # enough mutated lines without the shared corpus
     for line in lines[:400]:
-        for _ in range(8):
+        for _ in range(per_line):
             b = bytearray(line)
             for _ in range(rng.randint(1, 3)):
                 at = rng.randint(0, len(b))
