@@ -107,6 +107,11 @@ class Appliance:
         self.running = False
         self._started = time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
+        self.reloads = self.metrics.counter(
+            "config_reloads_total",
+            "Configuration reloads (SIGHUP) by result: ok, invalid (old config kept), failed.",
+            ["result"],
+        )
         self.retention_deleted = self.metrics.counter(
             "retention_deleted_total", "Events deleted by retention (age or size).", ["reason"]
         )
@@ -255,12 +260,19 @@ class Appliance:
             if name in changed:
                 log.warning("reload: [%s] changes take effect at the next restart", name)
         self.config = dataclasses.replace(new, api=old.api, pipeline=old.pipeline)
-        if old.sources != new.sources or old.base_dir != new.base_dir:
-            await self._reload_sources(old)
-        for component in self.components:
-            hook: Callable[[AppConfig], Awaitable[None]] | None = getattr(component, "reload", None)
-            if hook is not None:
-                await hook(self.config)
+        try:
+            if old.sources != new.sources or old.base_dir != new.base_dir:
+                await self._reload_sources(old)
+            for component in self.components:
+                hook: Callable[[AppConfig], Awaitable[None]] | None = getattr(
+                    component, "reload", None
+                )
+                if hook is not None:
+                    await hook(self.config)
+        except BaseException:
+            self.reloads.inc("failed")
+            raise
+        self.reloads.inc("ok")
         log.info("configuration reloaded (%s)", ", ".join(changed) or "no changes")
 
     async def _reload_sources(self, old: AppConfig) -> None:

@@ -141,6 +141,7 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
                 new = load_config(config_path)
                 await app.reload(new)
             except ConfigError as exc:
+                app.reloads.inc("invalid")
                 log.error("SIGHUP: new config is invalid, keeping the old one: %s", exc)
             except Exception as exc:
                 log.error("SIGHUP: reload failed, keeping the old config: %s", exc)
