@@ -32,6 +32,7 @@ STATE_KEY = "engine"
 PURGE_INTERVAL = 3600.0  # seconds between deletions of old resolved incidents
 YIELD_EVERY = 256  # events evaluated between yields to the event loop
 MAX_PENDING_ALERTS = 10_000  # alerts held for retry while incidents cannot be written
+CLOCK_STEP_TOLERANCE = 30.0  # seconds the wall clock may drift from monotonic between reads
 
 
 def limits_of(cfg: RulesSection) -> Limits:
@@ -74,7 +75,14 @@ class CorrelationComponent:
         self._wake = asyncio.Event()
         self._last_snapshot = 0.0
         self._last_purge = 0.0
+        self._clock_seen: tuple[float, float] | None = None  # (clock, monotonic) last read
         m = app.metrics
+        self.clock_steps = m.counter(
+            "correlation_clock_steps_total",
+            f"Wall-clock steps of more than {CLOCK_STEP_TOLERANCE:g} s (NTP, an operator) that"
+            " silent-source timers were moved by, by direction.",
+            ["direction"],
+        )
         self.alerts = m.counter(
             "correlation_alerts_total",
             "Rule firings, by rule and whether suppressed.",
@@ -201,9 +209,28 @@ class CorrelationComponent:
 
     # ------------------------------------------------------------------------------- stage
 
+    def _follow_clock(self, now: float) -> None:
+        """Compare the wall clock's progress with the monotonic clock's since the last read;
+        a difference past the tolerance is a step, and the silent-source timers move with
+        it (event-time windows need nothing: they follow the events' own times)."""
+        mono = time.monotonic()
+        seen = self._clock_seen
+        self._clock_seen = (now, mono)
+        if seen is None:
+            return
+        step = (now - seen[0]) - (mono - seen[1])
+        if abs(step) <= CLOCK_STEP_TOLERANCE:
+            return
+        self.engine.shift_clock(step)
+        self.clock_steps.inc("forward" if step > 0 else "back")
+        _rl.warning(
+            "clock-step", "wall clock stepped by %+.0f s: silent-source timers moved with it", step
+        )
+
     async def process(self, events: list[Event], now: float) -> None:
         """Correlate a stored batch, yielding to the loop between slices so the listeners keep
         reading their sockets while a large batch is evaluated."""
+        self._follow_clock(now)
         engine = self.engine
         alerts: list[Alert] = []
         for start in range(0, len(events), YIELD_EVERY):
@@ -268,6 +295,7 @@ class CorrelationComponent:
                 return
             now = self.app.clock()
             try:
+                self._follow_clock(now)
                 alerts = self.engine.on_timer(now)
                 if alerts or self._pending:
                     await self.commit(alerts)

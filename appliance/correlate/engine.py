@@ -818,6 +818,16 @@ class Engine:
         """Wall-clock time at which :meth:`on_timer` has something to do (None: nothing)."""
         return self._absence_heap[0][0] if self._absence_heap else None
 
+    def shift_clock(self, step: float) -> None:
+        """The wall clock stepped by ``step`` seconds (NTP, an operator): silence is elapsed
+        time, so every absence timer moves with the clock. Without it a step forward of a day
+        reads as a day of silence from every device (and a step back hides real silence)."""
+        for rt in self.absence.values():
+            rt.last = {k: (seen + step, ts) for k, (seen, ts) in rt.last.items()}
+        self._absence_heap = [(when + step, rid, key) for when, rid, key in self._absence_heap]
+        if self._last_sweep != -math.inf:
+            self._last_sweep += step
+
     def on_timer(self, now: float) -> list[Alert]:
         alerts: list[Alert] = []
         heap = self._absence_heap

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 
 def mount_tmpfs(path: Path, size_mb: int) -> Iterator[Path]:
     path.mkdir()
