@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from appliance.api.params import parse_int, parse_time
-from appliance.api.server import APPLIANCE_KEY, json_page
+from appliance.api.server import APPLIANCE_KEY, json_page_built_off_loop
 
 
 async def list_events(request: web.Request) -> web.Response:
@@ -26,12 +26,13 @@ async def list_events(request: web.Request) -> web.Response:
         limit=limit,
     )
     sensor = app.config.appliance.sensor_id
-    body = {
-        "events": [e.to_ecs(sensor) for e in events],
-        "count": len(events),
-        "next_cursor": str(events[-1].id) if len(events) == limit else None,
-    }
-    return json_page(body)
+    return await json_page_built_off_loop(
+        lambda: {
+            "events": [e.to_ecs(sensor) for e in events],
+            "count": len(events),
+            "next_cursor": str(events[-1].id) if len(events) == limit else None,
+        }
+    )
 
 
 def setup(app: web.Application) -> None:

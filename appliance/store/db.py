@@ -19,7 +19,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -627,15 +627,16 @@ class Store:
                 segments = await cur.fetchall()
             if not segments:
                 break
-            for first_id, body in segments:
-                for id_, line in segment_lines(first_id, body):
-                    if before_id is not None and id_ >= before_id:
-                        continue
-                    event = decode_line(line, id_)
-                    if match(event):
-                        out.append(event)
-                        if len(out) >= limit:
-                            return out
+            # Decoding up to 4 x 1024 lines is CPU work: off the event loop, which intake and
+            # /healthz wait on (with many API clients, pages built on the loop queued /healthz
+            # behind each other for a second).
+            out.extend(
+                await asyncio.to_thread(
+                    _matching, segments, before_id, match, limit - len(out)
+                )
+            )
+            if len(out) >= limit:
+                return out
             cursor = segments[-1][0]
         return out
 
@@ -876,3 +877,23 @@ def _split_sql(sql: str) -> Iterable[str]:
     for stmt in body.split(";"):
         if stmt.strip():
             yield stmt.strip()
+
+
+def _matching(
+    segments: list[tuple[int, bytes]],
+    before_id: int | None,
+    match: Callable[[Event], bool],
+    want: int,
+) -> list[Event]:
+    """The events of ``segments`` (newest first) that ``match``, at most ``want``."""
+    out: list[Event] = []
+    for first_id, body in segments:
+        for id_, line in segment_lines(first_id, body):
+            if before_id is not None and id_ >= before_id:
+                continue
+            event = decode_line(line, id_)
+            if match(event):
+                out.append(event)
+                if len(out) >= want:
+                    return out
+    return out
