@@ -377,6 +377,19 @@ fn run_step<'t>(
 }
 
 fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
+    // `requires` and `when` hold for a constant as for a capture.
+    if !spec.requires.iter().all(|r| caps.contains_key(r.as_str())) {
+        return None;
+    }
+    for (cap, allowed) in &spec.when {
+        let got = caps
+            .get(cap.as_str())
+            .map(|c| c.to_lowercase())
+            .unwrap_or_default();
+        if !allowed.contains(&got) {
+            return None;
+        }
+    }
     if let Some(i) = spec.constant {
         return Some(Value::Const(i));
     }
@@ -391,18 +404,6 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     let mut v: &'a str = v?;
     if v.is_empty() && !spec.keep_empty {
         return None;
-    }
-    if !spec.requires.iter().all(|r| caps.contains_key(r.as_str())) {
-        return None;
-    }
-    for (cap, allowed) in &spec.when {
-        let got = caps
-            .get(cap.as_str())
-            .map(|c| c.to_lowercase())
-            .unwrap_or_default();
-        if !allowed.contains(&got) {
-            return None;
-        }
     }
     if let Some(strip) = &spec.strip {
         v = v.trim_end_matches(|c| strip.contains(c));
