@@ -306,3 +306,39 @@ def test_sigmahq_cleartext_protocol_rule_fires_on_an_allowed_telnet_connection()
     denied = Event(T0, T0, "syslog", {**conn, "event.action": "deny", "event.outcome": "failure"})
     assert [d.meta.title for d in eng.matches(allowed)] == ["Cleartext Protocol Usage"]
     assert eng.matches(denied) == []
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # OpenSSH 9.8 and later log authentication from sshd-session, not sshd
+        "<38>Nov 29 10:00:00 srv1 sshd-session[4242]: Accepted publickey for root from "
+        "198.51.100.7 port 50022 ssh2: ED25519 SHA256:x",
+        # Dropbear, as in the shared corpus (dropbear_sshd.log)
+        "<38>Jan  8 19:32:41 tp.lan dropbear[15165]: Pubkey auth succeeded for 'root' with key "
+        "md5 78:d6:41:ca:78:37:80:88:1d:15:0a:68:91:d1:4e:ad from 10.10.10.241:51737",
+    ],
+)
+def test_linux_sshd_rules_see_every_ssh_daemon_the_decoder_reads(line: str) -> None:
+    """`logsource: linux/sshd` selected process.name == sshd only: ssh_login events from
+    sshd-session and dropbear could never raise ssh_root_login or feed the brute-force rules."""
+    from appliance.correlate.replay import decode_syslog_line
+    from tests.ruletools import builtin
+
+    ev = decode_syslog_line(line.encode(), "192.0.2.1", T0)
+    assert ev.fields["event.action"] == "ssh_login"
+    assert {"ssh_root_login", "ssh_auth_success"} <= {
+        d.meta.name for d in Engine(builtin()).matches(ev)
+    }
+
+
+def test_a_service_with_several_process_names_matches_each_of_them(tmp_path: Path) -> None:
+    (tmp_path / "r.yml").write_text(
+        HEAD.replace("{product: appliance}", "{product: linux, service: cron}")
+        + "detection:\n  sel: {message|contains: CMD}\n  condition: sel\n"
+    )
+    eng = Engine(load_rules([tmp_path], builtin=False))
+    for proc in ("cron", "crond", "CROND"):
+        ev = Event(T0, T0, "syslog", {"process.name": proc, "message": "(root) CMD (run-parts)"})
+        assert eng.matches(ev), proc
+    assert not eng.matches(Event(T0, T0, "syslog", {"process.name": "sshd", "message": "CMD"}))

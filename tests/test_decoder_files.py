@@ -183,6 +183,29 @@ def test_a_constant_list_field_is_a_fresh_list_per_event(tmp_path: Path) -> None
     assert second["event.type"] == ["change"]
 
 
+
+def test_a_constant_honours_when_and_requires(tmp_path: Path) -> None:
+    """A constant with `when` or `requires` was set on every line the file claimed (both
+    interpreters ignored the conditions): every AOS-CX event became a network change."""
+    path = tmp_path / "cond.toml"
+    path.write_text('name = "cond"\n[select]\nprograms = ["cond"]\n'
+                    "[[parse]]\nregex = 'is (?P<state>up|down)'\noptional = true\n"
+                    "[[parse]]\nregex = 'port (?P<port>\\S+)'\noptional = true\n"
+                    '[fields]\n"event.category" = { value = ["network"], when = { state = '
+                    '["up", "down"] } }\n"labels.port" = { value = "yes", requires = ["port"] }\n')
+    f = load_file(path)
+    interpreters = [("python", f.python_decode)]  # type: ignore[attr-defined]
+    if f.native is not None:  # type: ignore[attr-defined]
+        interpreters.append(("native", f.native.decode))  # type: ignore[attr-defined]
+    for name, decode in interpreters:
+        for line, want in ((b"link is up on port 1/1/3", {"event.category": ["network"],
+                                                          "labels.port": "yes"}),
+                           (b"fan tray inserted", {})):
+            fields: dict[str, Any] = {}
+            assert decode(decode_syslog(b"<13>Nov 29 11:59:00 h cond: " + line, NOW), fields)
+            got = {k: fields[k] for k in ("event.category", "labels.port") if k in fields}
+            assert got == want, (name, line)
+
 # A JSON product and the antivirus contract, as a site would write them.
 AV_JSON = """
 name = "site_av"

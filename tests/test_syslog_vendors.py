@@ -129,6 +129,51 @@ def test_cisco_asa_admin_login_denied() -> None:
         "source.port": 5123}
 
 
+
+def test_cisco_asa_outbound_connection_is_sourced_at_the_inside_host() -> None:
+    """"Built outbound ... for OUTSIDE to INSIDE": the inside host opened it (elastic/integrations
+    cisco_asa test-additional-messages.log). Read for-side first, an SNMP query to 10.10.10.10
+    looked like traffic from port 161 and firewall_cleartext_admin_allowed never saw it."""
+    f = decode(b"May  5 18:40:50 dev01: %ASA-2-302015: Built outbound UDP connection 1743372 for "
+               b"intfacename:10.10.10.10/161 (81.2.69.144/161) to net:192.168.2.2/22638 "
+               b"(81.2.69.144/22638)")
+    assert pick(f, "source.ip", "source.port", "destination.ip", "destination.port",
+                "observer.ingress.interface.name", "observer.egress.interface.name") == {
+        "source.ip": "192.168.2.2", "source.port": 22638, "destination.ip": "10.10.10.10",
+        "destination.port": 161, "observer.ingress.interface.name": "net",
+        "observer.egress.interface.name": "intfacename"}
+    inbound = decode(b"%ASA-6-302013: Built inbound TCP connection 9 for outside:203.0.113.9/40022 "
+                     b"(203.0.113.9/40022) to inside:10.1.1.2/23 (10.1.1.2/23)")
+    assert pick(inbound, "source.ip", "destination.port") == {
+        "source.ip": "203.0.113.9", "destination.port": 23}
+
+
+@pytest.mark.parametrize(
+    ("line", "user", "ip"),
+    [
+        (b"Apr 27 02:03:03 dev01: %ASA-4-722051: Group <VPN5Policy> User <john> IP <192.168.50.3> "
+         b"IPv4 Address <192.168.50.5> IPv6 address <::> assigned to session", "john",
+         "192.168.50.3"),
+        # Cisco's 716001 text ("Group g User u IP a WebVPN session started.") without brackets
+        (b"%ASA-6-716001: Group another-policy User testuser IP 81.2.69.144 WebVPN session "
+         b"started.", "testuser", "81.2.69.144"),
+    ],
+)
+def test_cisco_asa_vpn_session_names_user_and_client_address(line: bytes, user: str, ip: str
+                                                             ) -> None:  # fmt: skip
+    """vpn_login_from_ids_flagged_source groups by source.ip: without it an ASA VPN login
+    could never meet the IDS alert about the same address."""
+    f = decode(line)
+    assert pick(f, "event.action", "event.outcome", "user.name", "source.ip") == {
+        "event.action": "vpn_login", "event.outcome": "success", "user.name": user,
+        "source.ip": ip}
+
+
+def test_cisco_asa_labelled_uname_wins_over_the_word_after_user() -> None:
+    for line in (b"%ASA-5-611103: User logged out: Uname: impssnagios",
+                 b"%ASA-5-502103: User priv level changed: Uname: impssnagios From: 1 To: 15"):
+        assert decode(line)["user.name"] == "impssnagios"
+
 def test_cisco_ios_interface_down_with_sequence_number() -> None:
     f = decode(b"<187>4711: Nov 29 11:59:00.123: %LINK-3-UPDOWN: Interface GigabitEthernet0/1, "
                b"changed state to down")

@@ -17,6 +17,8 @@ from appliance.protocols.syslog.vendors import BUILTIN_FILES, REGISTRY
 NOW = calendar.timegm((2026, 11, 29, 12, 0, 0))
 
 VENDOR_FILES = (
+    "aruba_cx",
+    "aruba_cx_auth",
     "barracuda_cloudgen",
     "cisco_ftd_connection",
     "cisco_ftd_security",
@@ -27,6 +29,7 @@ VENDOR_FILES = (
     "opnsense_filterlog",
     "ubiquiti_edgeos",
     "watchguard_firebox",
+    "zyxel_usg",
 )
 FILES = {f.decoder.name: f for f in BUILTIN_FILES}
 
@@ -84,6 +87,15 @@ def test_each_sample_routes_through_the_registry_to_its_file(
          "40022 ssh2", "linux_auth"),
         # an unrelated key=value line still reaches the generic layer
         ("<134>Nov 29 11:59:00 app1 svc: user=alice action=login result=ok", "kv"),
+        # AOS-CX: the login events are aruba_cx_auth's, the rest of the event log aruba_cx's
+        ("2024-08-01T16:35:13.517915-04:00 6300-DIST-RDL log-proxyd[762]: Event|5209|LOG_INFO|"
+         "CDTR|1|User satori logged in from 127.0.0.1 through SSH session.", "aruba_cx_auth"),
+        ("2024-08-01T05:22:26.478775-04:00 6300-DIST-RDL log-proxyd[762]: Event|5211|LOG_INFO|"
+         "CDTR|1|User oxidized logged out of SSH session from 127.0.0.1.", "aruba_cx"),
+        # Zyxel: the firewall categories are zyxel_usg's, other ZLD categories stay generic
+        ('<134>Nov 29 11:59:00 usg60 src="192.168.1.33:0" dst="192.168.1.1:443" msg="Administrator '
+         'admin from https has logged in Device" note="Account: admin" user="admin" '
+         'devID="0023f8000002" cat="User"', "kv"),
     ],
 )  # fmt: skip
 def test_shared_programs_and_prefixes_still_go_where_they_went(line: str, decoder: str) -> None:

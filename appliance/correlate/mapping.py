@@ -168,9 +168,11 @@ VENDORS = {
     "sonicwall": "sonicwall",
 }
 
-# Linux services by the process name they log under.
+# Linux services by the process names they log under. OpenSSH 9.8 and later log the
+# authentication lines from ``sshd-session``; Dropbear is the SSH daemon of small devices (the
+# linux_auth decoder reads its logins as ``ssh_login`` too).
 LINUX_SERVICES = {
-    "sshd": ("sshd",),
+    "sshd": ("sshd", "sshd-session", "dropbear"),
     "sudo": ("sudo",),
     "su": ("su",),
     "cron": ("cron", "crond", "crontab"),
@@ -231,7 +233,9 @@ def map_logsource(product: str | None, category: str | None, service: str | None
             if service == "auth":
                 key = "category:authentication"
             elif names:
-                key = f"process:{names[0]}"
+                # An event is indexed under its own process name: a service with several
+                # names is looked up among all syslog events, then checked by name.
+                key = f"process:{names[0]}" if len(names) == 1 else "module:syslog"
                 checks.append(("process.name", frozenset(names)))
     elif product in VENDORS:
         key = f"vendor:{VENDORS[product]}"

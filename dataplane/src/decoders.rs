@@ -517,6 +517,16 @@ fn run_step<'t>(
 }
 
 fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
+    // `requires` and `when` hold for a constant as for a capture.
+    if !spec.require_slots.iter().all(|r| caps[*r].is_some()) {
+        return None;
+    }
+    for (slot, allowed) in &spec.when_slots {
+        let got = caps[*slot].map(|c| c.to_lowercase()).unwrap_or_default();
+        if !allowed.contains(&got) {
+            return None;
+        }
+    }
     if let Some(i) = spec.constant {
         return Some(Value::Const(i));
     }
@@ -531,15 +541,6 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     let mut v: &'a str = v?;
     if v.is_empty() && !spec.keep_empty {
         return None;
-    }
-    if !spec.require_slots.iter().all(|r| caps[*r].is_some()) {
-        return None;
-    }
-    for (slot, allowed) in &spec.when_slots {
-        let got = caps[*slot].map(|c| c.to_lowercase()).unwrap_or_default();
-        if !allowed.contains(&got) {
-            return None;
-        }
     }
     if let Some(strip) = &spec.strip {
         v = v.trim_end_matches(|c| strip.contains(c));

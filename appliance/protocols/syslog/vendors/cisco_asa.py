@@ -39,6 +39,10 @@ _LOGIN = re.compile(
 _AAA = re.compile(r"AAA user \w+ (Successful|Rejected).*?[Uu]ser = ([^:,]+?)(?:[:,]|$)")
 _AAA_IP = re.compile(r"user IP = ([0-9a-fA-F.:]+)")
 _UNAME = re.compile(r"(?:Uname|Username|User|user)[:=]? '?([\w\-.@\\]+)'?")
+# "User logged out: Uname: x", "User priv level changed: Uname: x": the labelled name wins.
+_UNAME_LABEL = re.compile(r"Uname: '?([\w\-.@\\]+)'?")
+# 716xxx/722xxx WebVPN/AnyConnect sessions: "Group <g> User <u> IP <a>" (brackets optional).
+_VPN_USER = re.compile(r"User <([^>]*)> IP <([0-9a-fA-F.:]+)>|User (\S+) IP ([0-9a-fA-F.:]+)")
 _USER_CMD = re.compile(r"User '([^']*)'(?:, running '[^']*' from IP ([0-9a-fA-F.:]+),)? executed")
 
 PRODUCTS = {"ASA": "asa", "FTD": "ftd", "PIX": "pix", "FWSM": "fwsm"}
@@ -100,6 +104,10 @@ def _network(text: str, code: str, fields: Fields) -> None:
     m = _ENDPOINTS.search(text)
     if m is not None:
         src_if, src, sport, dst_if, dst, dport = m.groups()
+        if code in ("302013", "302015") and text.startswith("Built outbound"):
+            # "for" names the lower-security (outside) side and "to" the inside one; an
+            # outbound connection was opened by the inside host, so it is the source.
+            src_if, src, sport, dst_if, dst, dport = dst_if, dst, dport, src_if, src, sport
         set_ip(fields, "source.ip", src)
         set_int(fields, "source.port", sport)
         set_ip(fields, "destination.ip", dst)
@@ -165,7 +173,9 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         if ip is not None:
             set_ip(fields, "source.ip", ip.group(1))
     elif code in ("611101", "611102", "611103", "113006", "716039", "722051", "716001"):
-        um = _UNAME.search(body)
+        vm = _VPN_USER.search(body) if code[:3] in ("716", "722") else None
+        um = None if vm else (_UNAME_LABEL.search(body) or _UNAME.search(body))
+        user = (vm.group(1) or vm.group(3)) if vm else um.group(1) if um else None
         outcome = "failure" if code in ("611102", "113006", "716039") else "success"
         action = (
             "logout" if code == "611103" else "vpn_login" if code[:3] in ("716", "722") else "login"
@@ -174,9 +184,11 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields,
             action,
             outcome,
-            um.group(1) if um else None,
+            user,
             "end" if action == "logout" else "start",
         )
+        if vm is not None:
+            set_ip(fields, "source.ip", vm.group(2) or vm.group(4))
     elif code in CONFIG_IDS:
         config_change(fields)
         um = _USER_CMD.search(body)
@@ -184,7 +196,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields["user.name"] = um.group(1)
             set_ip(fields, "source.ip", um.group(2))
         else:
-            un = _UNAME.search(body)
+            un = _UNAME_LABEL.search(body) or _UNAME.search(body)
             if un is not None:
                 fields["user.name"] = un.group(1)
     return True

@@ -479,10 +479,13 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     allowed = ("from", "value", "as", "map", "else", "strip", "keep_empty", "when", "requires")
     spec.known(raw, allowed, where)
     if "value" in raw:
+        # A constant honours requires/when as a capture does ("event.category" only for the
+        # lines whose optional step matched).
+        ind = _emit_conditions(code, spec, raw, where, 1)
         const = code.const(raw["value"])
         # A fresh list per event, as the contracts do: later stages may extend a field.
-        code.emit(f"v = list({const})" if isinstance(raw["value"], list) else f"v = {const}")
-        return 1
+        code.emit(f"v = list({const})" if isinstance(raw["value"], list) else f"v = {const}", ind)
+        return ind
     src = raw.get("from")
     names = [src] if isinstance(src, str) else src if isinstance(src, list) else []
     if not names or not all(isinstance(n, str) and n for n in names):
@@ -499,18 +502,7 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     # The first non-empty capture, else the last one's value (as Python's ``a or b``).
     code.emit("v = " + " or ".join(code.cap(n) for n in names))
     code.emit("if v is not None:" if raw.get("keep_empty", False) else "if v:")
-    ind = 2
-    for r in spec.strings(raw, "requires", f"{where}.requires"):
-        code.emit(f"if {code.has(r)}:", ind)
-        ind += 1
-    when = raw.get("when")
-    if when is not None:
-        if not isinstance(when, dict) or not when:
-            raise spec.fail(f"{where}.when", "must be a table of capture = [values]")
-        for k in when:
-            values = frozenset(x.lower() for x in spec.strings(when, k, f"{where}.when.{k}"))
-            code.emit(f"if ({code.cap(k)} or '').lower() in {code.const(values)}:", ind)
-            ind += 1
+    ind = _emit_conditions(code, spec, raw, where, 2)
     if strip:
         code.emit(f"v = v.rstrip({code.const(strip)})", ind)
     if "map" in raw:
@@ -530,6 +522,22 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
         ind += 1
     return ind
 
+
+
+def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, ind: int) -> int:
+    """``requires`` and ``when`` as nested ifs from ``ind``; the indentation inside them."""
+    for r in spec.strings(raw, "requires", f"{where}.requires"):
+        code.emit(f"if {code.has(r)}:", ind)
+        ind += 1
+    when = raw.get("when")
+    if when is not None:
+        if not isinstance(when, dict) or not when:
+            raise spec.fail(f"{where}.when", "must be a table of capture = [values]")
+        for k in when:
+            values = frozenset(x.lower() for x in spec.strings(when, k, f"{where}.when.{k}"))
+            code.emit(f"if ({code.cap(k)} or '').lower() in {code.const(values)}:", ind)
+            ind += 1
+    return ind
 
 def _emit_fields(code: _Code, spec: _Spec) -> None:
     for key, raw in spec.table(spec.data, "fields", "fields").items():
@@ -747,20 +755,23 @@ NATIVE_CONTRACTS = frozenset({"firewall", "authentication", "config_change", "in
 def _value_plan(raw: Any, data: dict[str, Any], consts: list[Any]) -> dict[str, Any] | None:
     if isinstance(raw, str):
         return {"names": [raw], "as": "string", "keep_empty": False}
+    conditions = {
+        "requires": list(raw.get("requires", [])) if not isinstance(raw.get("requires"), str)
+        else [raw["requires"]],
+        "when": [[k, sorted({v.lower() for v in ([vs] if isinstance(vs, str) else vs)})]
+                 for k, vs in (raw.get("when") or {}).items()],
+    }  # fmt: skip
     if "value" in raw:
         consts.append(raw["value"])
-        return {"const": len(consts) - 1}
+        return {"const": len(consts) - 1, **conditions}
     names = [raw["from"]] if isinstance(raw["from"], str) else list(raw["from"])
     plan: dict[str, Any] = {
         "names": names,
         "as": raw.get("as", "string"),
         "keep_empty": bool(raw.get("keep_empty", False)),
-        "requires": list(raw.get("requires", [])) if not isinstance(raw.get("requires"), str)
-        else [raw["requires"]],
-        "when": [[k, sorted({v.lower() for v in ([vs] if isinstance(vs, str) else vs)})]
-                 for k, vs in (raw.get("when") or {}).items()],
+        **conditions,
         "strip": raw.get("strip"),
-    }  # fmt: skip
+    }
     if plan["as"] not in NATIVE_CONVERSIONS:
         return None
     if "map" in raw:
