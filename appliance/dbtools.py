@@ -46,17 +46,23 @@ async def run_db_command(config: AppConfig, args: argparse.Namespace) -> int:
     if args.db_command == "backup":
         target = args.path
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.name + ".partial")
-        tmp.unlink(missing_ok=True)
-        async with (
-            aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as src,
-            aiosqlite.connect(tmp) as dst,
-        ):
-            await src.backup(dst)
+        tmp = await _copy(path, target.with_name(target.name + ".partial"))
         tmp.replace(target)
         print(f"backed up to {target}")
         return 0
     return 2
+
+
+async def _copy(source: Path, tmp: Path) -> Path:
+    """A consistent copy of the database at ``source`` (SQLite's online backup API) in
+    ``tmp``, the temporary file the caller renames into place."""
+    tmp.unlink(missing_ok=True)
+    async with (
+        aiosqlite.connect(f"file:{source}?mode=ro", uri=True) as src,
+        aiosqlite.connect(tmp) as dst,
+    ):
+        await src.backup(dst)
+    return tmp
 
 
 def _check_backup(source: Path) -> str | None:
@@ -113,13 +119,7 @@ async def restore(target: Path, source: Path) -> int:
         print(f"refusing to restore: {exc}; stop it first", file=sys.stderr)
         return 1
     try:
-        tmp = target.with_name(target.name + ".restore-partial")
-        tmp.unlink(missing_ok=True)
-        async with (
-            aiosqlite.connect(f"file:{source}?mode=ro", uri=True) as src,
-            aiosqlite.connect(tmp) as dst,
-        ):
-            await src.backup(dst)
+        tmp = await _copy(source, target.with_name(target.name + ".restore-partial"))
         _fsync(tmp)
         for suffix in ("-wal", "-shm"):
             target.with_name(target.name + suffix).unlink(missing_ok=True)
