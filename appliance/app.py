@@ -178,7 +178,7 @@ class Appliance:
         return reasons
 
     def _socket_drops(self) -> dict[tuple[str, ...], float]:
-        out = {}
+        out: dict[tuple[str, ...], float] = {}
         for src in self.sources:
             drops = getattr(src, "kernel_drops", None)
             value = drops() if drops is not None else None

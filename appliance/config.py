@@ -20,7 +20,7 @@ import typing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from netaddr import AddrFormatError, IPNetwork
 
@@ -615,7 +615,8 @@ class AppConfig:
     def source_labels(self) -> list[str]:
         """The names of the configured listeners, as the running sources are named."""
         s = self.sources
-        return [src.label for src in (*s.syslog, *s.snmp, *s.netflow)]
+        return [*(x.label for x in s.syslog), *(x.label for x in s.snmp),
+                *(x.label for x in s.netflow)]  # fmt: skip
 
     @property
     def decoder_paths(self) -> list[Path]:
@@ -671,7 +672,7 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             errors.append(f"{path}: expected a table")
-            return tp()
+            return cast(Any, tp)()
         return build(tp, value, path, errors)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

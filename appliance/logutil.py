@@ -64,3 +64,6 @@ class RateLimitedLog:
 
     def warning(self, key: str, msg: str, *args: object) -> None:
         self.log(logging.WARNING, key, msg, *args)
+
+    def error(self, key: str, msg: str, *args: object, exc_info: bool = False) -> None:
+        self.log(logging.ERROR, key, msg, *args, exc_info=exc_info)

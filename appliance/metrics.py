@@ -114,7 +114,7 @@ class Registry:
             metric.callback = callback
         return metric
 
-    def _get(self, cls: type, name: str, help: str, labels: Iterable[str]):  # type: ignore[no-untyped-def]
+    def _get(self, cls: type, name: str, help: str, labels: Iterable[str]):
         full = self.prefix + name
         metric = self._metrics.get(full)
         if metric is None:

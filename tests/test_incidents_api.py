@@ -13,6 +13,7 @@ import pytest
 from appliance.incidents import INCIDENT_TXN_HOOKS
 from tests.conftest import TOKEN
 from tests.ruletools import ssh
+from tests.test_syslog_udp import send_udp
 
 
 async def post(run: Any, path: str, body: dict | None = None) -> tuple[int, Any]:
@@ -321,3 +322,28 @@ async def test_syslog_over_udp_to_incident_with_a_user_keyword_rule(
     assert full["evidence"]["samples"] == [line.decode()]
     stored = await run.get_json("/api/v1/events")
     assert full["evidence"]["event_ids"][0] in {int(e["event"]["id"]) for e in stored["events"]}
+
+
+async def test_a_rule_that_raises_costs_its_event_only_and_is_counted(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing rule evaluation is counted and logged (rate-limited); the batch and the
+    events after it go on (the log call itself used to raise AttributeError here)."""
+    from appliance.correlate.component import CorrelationComponent
+
+    run = await start_appliance()
+    comp = next(c for c in run.app.components if isinstance(c, CorrelationComponent))
+    real = comp.engine.observe
+    calls = {"n": 0}
+
+    def flaky(ev: Any, now: float) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("rule bug")
+        return real(ev, now)
+
+    monkeypatch.setattr(comp.engine, "observe", flaky)
+    send_udp(run.source().address, b"<13>app: one", b"<13>app: two")
+    await run.wait_stored(2)
+    await run.wait_for(lambda: calls["n"] >= 2)
+    assert 'appliance_correlation_errors_total{reason="rule_exception"} 1' in await run.metrics()

@@ -14,7 +14,7 @@ async def list_rules(request: web.Request) -> web.Response:
     comp = _component(request)
     rs, engine = comp.ruleset, comp.engine
     loaded: list[dict[str, Any]] = []
-    for r in [*rs.detections, *rs.correlations]:
+    for r in rs.all_rules():
         st = engine.stats.get(r.meta.id)
         loaded.append(
             {

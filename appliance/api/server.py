@@ -17,10 +17,11 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from appliance.api.limits import ApiLimiter, make_limit_middleware
 from appliance.api.tokens import Token, TokenStore, scope_for, tokens_path
@@ -155,10 +156,13 @@ class ApiServer:
         self.tls = False
         # Auth first: a request without the token is refused before it takes a slot.
         self.app = web.Application(
-            middlewares=[
-                make_auth_middleware(self.tokens, appliance.metrics),
-                make_limit_middleware(self.limiter),
-            ],
+            middlewares=cast(
+                "list[Middleware]",
+                [
+                    make_auth_middleware(self.tokens, appliance.metrics),
+                    make_limit_middleware(self.limiter),
+                ],
+            ),
             client_max_size=1024 * 1024,
         )
         self.app[APPLIANCE_KEY] = appliance

@@ -195,9 +195,13 @@ class RuleSet:
     correlations: list[CorrelationRule] = field(default_factory=list)
     failures: list[RuleFailure] = field(default_factory=list)
 
+    def all_rules(self) -> list[DetectionRule | CorrelationRule]:
+        """Detections then correlations (one list of the union, for callers that read both)."""
+        return [*self.detections, *self.correlations]
+
     def by_id(self) -> dict[str, DetectionRule | CorrelationRule]:
         out: dict[str, DetectionRule | CorrelationRule] = {}
-        for r in [*self.detections, *self.correlations]:
+        for r in self.all_rules():
             out[r.meta.id] = r
         return out
 
@@ -386,7 +390,7 @@ def _link(rs: RuleSet) -> None:
     """Resolve correlation references (by id or name); drop correlations that cannot resolve."""
     names: dict[str, DetectionRule | CorrelationRule] = {}
     seen_ids: set[str] = set()
-    for r in [*rs.detections, *rs.correlations]:
+    for r in rs.all_rules():
         if r.meta.id in seen_ids:
             rs.failures.append(
                 RuleFailure(r.meta.path, r.meta.title, r.meta.id, "duplicate rule id (ignored)")

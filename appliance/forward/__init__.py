@@ -78,7 +78,7 @@ class Forwarder:
 
     def _per_upstream(self, fn: Callable[[UpstreamSender], float | None]) -> Callable[[], Any]:
         def collect() -> dict[tuple[str, ...], float]:
-            out = {}
+            out: dict[tuple[str, ...], float] = {}
             for name, s in self.senders.items():
                 value = fn(s)
                 if value is not None:

@@ -82,7 +82,7 @@ class IncidentManager:
             " ORDER BY updated DESC LIMIT ?",
             (*ACTIVE, MAX_CACHED + 1),
         ) as cur:
-            rows = await cur.fetchall()
+            rows = list(await cur.fetchall())
         self.complete = len(rows) <= MAX_CACHED
         for (doc_json,) in reversed(rows[:MAX_CACHED]):
             doc = json.loads(doc_json)

@@ -59,7 +59,7 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
         self.datagrams = source.datagrams
         self.rejected = source.rejected
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         name = self.name
         self.datagrams.inc(name)
         ip = addr[0]

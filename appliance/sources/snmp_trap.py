@@ -127,7 +127,7 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
             f"{reason}:{self.name}", "%s: dropped a datagram from %s: %s", self.name, ip, reason
         )
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         src = self.source
         name = self.name
         self.received.inc(name)

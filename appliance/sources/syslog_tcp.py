@@ -23,6 +23,7 @@ import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from appliance.config import SyslogSource, parse_hostport
 from appliance.logutil import RateLimitedLog, printable
@@ -141,7 +142,7 @@ class ClientAllowList:
             return False
         if hashlib.sha256(der).hexdigest() in self.fingerprints:
             return True
-        cert = sslobj.getpeercert() or {}
+        cert: Any = sslobj.getpeercert() or {}  # the ssl module's nested tuples
         names = {
             value.lower()
             for rdn in cert.get("subject", ())

@@ -44,7 +44,7 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         self.dropped = source.ctx.pipeline.dropped
         self.truncated = source.truncated
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.received.inc(self.name)
         event = self.intake.datagram(
             data, addr[0], self.clock(), self.max_bytes, self.dropped, self.truncated
@@ -112,8 +112,10 @@ class SyslogUdpSource:
             )
             self.reader.start(loop)
         elif n == 0:
+            protocol = self.protocol
+            assert protocol is not None  # made with the sockets above
             self.transport, _ = await loop.create_datagram_endpoint(
-                lambda: self.protocol, sock=self.socks[0]
+                lambda: protocol, sock=self.socks[0]
             )
         else:
             self.workers = [_Worker(self, sock, n) for sock in self.socks]

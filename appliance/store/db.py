@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import orjson
@@ -124,6 +124,14 @@ class _EventFilter:
     """The exact test behind :meth:`Store.query_events`, after SQL has skipped segments."""
 
     __slots__ = ("hostname", "module", "observer_ip", "since", "source_ip", "text", "until")
+
+    since: float | None
+    until: float | None
+    module: str | None
+    hostname: str | None
+    observer_ip: str | None
+    source_ip: str | None
+    text: str | None
 
     def __init__(self, **kw: Any) -> None:
         for name in self.__slots__:
@@ -271,7 +279,7 @@ class Store:
         try:
             async with conn.execute("PRAGMA quick_check") as cur:
                 row = await cur.fetchone()
-            return bool(row) and row[0] == "ok"
+            return row is not None and row[0] == "ok"
         except sqlite3.DatabaseError:
             return False
 
@@ -624,7 +632,7 @@ class Store:
                 + " ORDER BY first_id DESC LIMIT 4"
             )
             async with conn.execute(sql, page_args) as cur:
-                segments = await cur.fetchall()
+                segments = cast("list[tuple[int, bytes]]", await cur.fetchall())
             if not segments:
                 break
             # Decoding up to 4 x 1024 lines is CPU work: off the event loop, which intake and
@@ -698,7 +706,7 @@ class Store:
             " LIMIT 1",
             (lo,),
         ) as cur:
-            found = await cur.fetchone()
+            found = cast("tuple[int, bytes] | None", await cur.fetchone())
         if found is None:
             return self._next_id  # every stored event is older than the cutoff
         first_id, body = found
@@ -718,7 +726,7 @@ class Store:
                     " ORDER BY first_id LIMIT ?",
                     (first_kept, chunk),
                 ) as cur:
-                    doomed = await cur.fetchall()
+                    doomed = cast("list[tuple[int, int]]", await cur.fetchall())
                 if doomed:
                     await conn.execute(
                         "DELETE FROM event_segments WHERE first_id <= ?", (doomed[-1][0],)

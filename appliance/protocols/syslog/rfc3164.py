@@ -111,7 +111,7 @@ def parse_bsd_timestamp(
         key = (text[pos : pos + 15], tz, int(now) // 3600)
         hit = _STAMPS.get(key, False)
         if hit is not False:
-            return hit, pos + 15  # type: ignore[return-value]
+            return hit, pos + 15
         ts, end = _parse_bsd_timestamp(text, pos, now, tz)
         if end == pos + 15:
             if len(_STAMPS) >= _STAMPS_MAX:

@@ -86,7 +86,7 @@ _NOT_DECODERS = frozenset({"base", "declarative", "cli", "generic"})  # the mach
 
 
 def _discover() -> list[VendorDecoder]:
-    found = []
+    found: list[VendorDecoder] = []
     for info in pkgutil.iter_modules(__path__):
         if info.name in _NOT_DECODERS or info.name.startswith("_"):
             continue

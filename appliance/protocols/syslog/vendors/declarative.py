@@ -450,7 +450,9 @@ def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
         raise spec.fail(f"{mwhere}.values", "must be a table or a list of [from, to] pairs")
     if match == "exact" and case == "none":
         return dict(pairs).get
-    norm: Callable[[str], str] = {"none": str, "lower": str.lower, "upper": str.upper}[case]
+    norm: Callable[[str], str] = (
+        str.lower if case == "lower" else str.upper if case == "upper" else str
+    )
     if match == "exact":
         exact = {norm(a): b for a, b in pairs}
         return lambda v: exact.get(norm(v))

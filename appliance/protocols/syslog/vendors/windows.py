@@ -227,11 +227,11 @@ def _snare(msg: SyslogMessage, fields: Fields) -> bool:
         set_ip(
             fields,
             "source.ip",
-            (found.get("Source Network Address") or found.get("Source Address") or [None])[0],
+            _first(found.get("Source Network Address") or found.get("Source Address")),
         )
-        set_int(fields, "source.port", (found.get("Source Port") or [None])[0])
-        set_ip(fields, "destination.ip", (found.get("Destination Address") or [None])[0])
-        set_int(fields, "destination.port", (found.get("Destination Port") or [None])[0])
+        set_int(fields, "source.port", _first(found.get("Source Port")))
+        set_ip(fields, "destination.ip", _first(found.get("Destination Address")))
+        set_int(fields, "destination.port", _first(found.get("Destination Port")))
         if found.get("Logon Type"):
             fields["winlog.logon.type"] = found["Logon Type"][0]
     if text and _is_defender(cols[6]):
@@ -323,9 +323,9 @@ def _json(msg: SyslogMessage, fields: Fields) -> bool:
             for k, v in data.items()
             if isinstance(k, str) and isinstance(v, str | int)
         }
-        target = data.get("targetusername") or data.get("samaccountname")
-        if isinstance(target, str) and target:
-            fields["user.name"] = target
+        target_user: Any = data.get("targetusername") or data.get("samaccountname")
+        if isinstance(target_user, str) and target_user:
+            fields["user.name"] = target_user
         if isinstance(data.get("subjectusername"), str):
             fields["user.effective.name"] = data["subjectusername"]
         set_ip(
@@ -355,3 +355,7 @@ DECODER = VendorDecoder(
     prefixes=("MSWinEventLog", "{"),
     order=21,
 )
+
+
+def _first(values: list[str] | None) -> str | None:
+    return values[0] if values else None
