@@ -169,6 +169,7 @@ def test_cli_decoders_try_shows_the_decoder_and_its_fields(
     assert main(["decoders", "try", line]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["decoder"] == "netfilter" and out["fields"]["destination.port"] == 22
+    assert out["fields"]["event.dataset"] == "netfilter"
 
 
 def test_a_constant_list_field_is_a_fresh_list_per_event(tmp_path: Path) -> None:

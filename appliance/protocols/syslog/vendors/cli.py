@@ -118,5 +118,7 @@ def run(args: argparse.Namespace) -> int:
             return 2
     msg, fields = decode_with_fields(args.line.encode("utf-8"), time.time(), None, SAMPLE_SENDER)
     name = decoders.registry.decode(msg, fields, hint)
+    if name:
+        fields["event.dataset"] = name  # as the intake sets it
     print(json.dumps({"decoder": name or None, "fields": fields}, indent=2, default=str))
     return 0
