@@ -23,13 +23,13 @@ from benchlib import ApplianceProcess, dropped_by_reason, free_port, host_rcvbuf
 # Vendor-shaped lines (each goes through its vendor decoder), numbered like the others.
 VENDOR_HEADS = {
     "sshd": b"<38>Nov 29 10:00:00 bench-host sshd[4242]: Failed password for invalid user admin"
-            b" from 203.0.113.7 port 51234 ssh2 seq: %010d, ",
+    b" from 203.0.113.7 port 51234 ssh2 seq: %010d, ",
     "asa": b"<164>Nov 29 10:00:00 fw1 %%ASA-4-106023: Deny tcp src outside:198.51.100.7/4455 "
-           b'dst inside:10.0.0.5/22 by access-group "outside_in" seq: %010d, ',
+    b'dst inside:10.0.0.5/22 by access-group "outside_in" seq: %010d, ',
     "fortigate": b'<189>date=2026-11-29 time=10:00:00 devname="fg1" devid="FG100E" '
-                 b'logid="0000000013" type="traffic" subtype="forward" level="notice" '
-                 b'srcip=10.1.100.11 srcport=40000 dstip=172.16.200.55 dstport=80 proto=6 '
-                 b'action="deny" policyid=1 seq: %010d, ',
+    b'logid="0000000013" type="traffic" subtype="forward" level="notice" '
+    b"srcip=10.1.100.11 srcport=40000 dstip=172.16.200.55 dstport=80 proto=6 "
+    b'action="deny" policyid=1 seq: %010d, ',
 }
 
 
@@ -43,8 +43,16 @@ def make_line(seq: int, size: int, fmt: str) -> bytes:
     return head + b"x" * max(0, size - len(head))
 
 
-def _send(port: int, rate: float, seconds: float, size: int, fmt: str, first: int,
-          count: int, out: mp.Queue) -> None:
+def _send(
+    port: int,
+    rate: float,
+    seconds: float,
+    size: int,
+    fmt: str,
+    first: int,
+    count: int,
+    out: mp.Queue,
+) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     addr = ("127.0.0.1", port)
     template = make_line(0, size, fmt)
@@ -73,8 +81,10 @@ def send_builtin(port: int, rate: int, seconds: float, size: int, fmt: str, send
     total = int(rate * seconds)
     per = total // senders
     out: mp.Queue = mp.Queue()
-    procs = [mp.Process(target=_send, args=(port, rate / senders, seconds, size, fmt, i * per,
-                                            per, out)) for i in range(senders)]
+    procs = [
+        mp.Process(target=_send, args=(port, rate / senders, seconds, size, fmt, i * per, per, out))
+        for i in range(senders)
+    ]
     for p in procs:
         p.start()
     sent = sum(out.get() for _ in procs)
@@ -139,18 +149,30 @@ def main() -> None:
     rss = app.peak_rss_mb()
     final = app.stop()
     stored_rows = app.stored_rows()
-    print(json.dumps({
-        "mode": "syslog-udp", "sender": sender, "format": a.format, "size": a.size,
-        "rate": a.rate, "seconds": a.seconds,
-        "offered": offered, "received": final["received"], "stored": stored_rows,
-        "dropped": final["dropped"], "dropped_by_reason": dropped_by_reason(m),
-        "loss_pct": round(100.0 * (offered - stored_rows) / offered, 3) if offered else 0.0,
-        "kernel_rcvbuf_errors": host_rcvbuf_errors() - rcv0,
-        # Stored per second until everything offered was stored or dropped (held bursts are
-        # stored after the sender stops, so stored / send time would overstate it).
-        "eps": round(stored_rows / max(send_time, busy_time), 1), "recv_cpu_pct": round(cpu, 1),
-        "recv_peak_rss_mb": round(rss, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "mode": "syslog-udp",
+                "sender": sender,
+                "format": a.format,
+                "size": a.size,
+                "rate": a.rate,
+                "seconds": a.seconds,
+                "offered": offered,
+                "received": final["received"],
+                "stored": stored_rows,
+                "dropped": final["dropped"],
+                "dropped_by_reason": dropped_by_reason(m),
+                "loss_pct": round(100.0 * (offered - stored_rows) / offered, 3) if offered else 0.0,
+                "kernel_rcvbuf_errors": host_rcvbuf_errors() - rcv0,
+                # Stored per second until everything offered was stored or dropped (held bursts are
+                # stored after the sender stops, so stored / send time would overstate it).
+                "eps": round(stored_rows / max(send_time, busy_time), 1),
+                "recv_cpu_pct": round(cpu, 1),
+                "recv_peak_rss_mb": round(rss, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -12,14 +12,34 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 def test_syslog_udp_bench_reports_balanced_books() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_syslog_udp.py"), "--rate", "2000", "--seconds",
-         "1", "--sender", "builtin", "--senders", "1"],
-        capture_output=True, text=True, timeout=180, cwd=SCRIPTS)
+        [
+            sys.executable,
+            str(SCRIPTS / "bench_syslog_udp.py"),
+            "--rate",
+            "2000",
+            "--seconds",
+            "1",
+            "--sender",
+            "builtin",
+            "--senders",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=SCRIPTS,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["offered"] == 2000
     assert result["received"] == 2000
     assert result["received"] == result["stored"] + result["dropped"]
-    for key in ("eps", "recv_cpu_pct", "recv_peak_rss_mb", "kernel_rcvbuf_errors",
-                "dropped_by_reason", "loss_pct"):
+    for key in (
+        "eps",
+        "recv_cpu_pct",
+        "recv_peak_rss_mb",
+        "kernel_rcvbuf_errors",
+        "dropped_by_reason",
+        "loss_pct",
+    ):
         assert key in result

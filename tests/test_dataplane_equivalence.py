@@ -211,8 +211,22 @@ def test_generated_streams_frame_identically_however_they_are_cut() -> None:
 
 
 KV_PIECES = [
-    "a=1", " ", "b=\"x y\"", "c=", "=", '"', "key.name-x=v", "\t", "d=\"open", "\x1c", "é=1",
-    "srcip=203.0.113.7", "msg=\"Login failed\"", "==", "x", "e=a=b",
+    "a=1",
+    " ",
+    'b="x y"',
+    "c=",
+    "=",
+    '"',
+    "key.name-x=v",
+    "\t",
+    'd="open',
+    "\x1c",
+    "é=1",
+    "srcip=203.0.113.7",
+    'msg="Login failed"',
+    "==",
+    "x",
+    "e=a=b",
 ]
 
 
@@ -310,6 +324,7 @@ def test_every_shipped_file_runs_natively_unless_it_needs_what_the_interpreter_l
         lacks = (
             any("json" in step for step in data.get("parse", []))
             or data.get("contract", {}).get("kind") == "malware"
-            or "'list'" in repr(data.get("fields")) or '"list"' in f.path.read_text()  # type: ignore[attr-defined]
+            or "'list'" in repr(data.get("fields"))
+            or '"list"' in f.path.read_text()  # type: ignore[attr-defined]
         )
         assert (f.native is not None) or lacks, f.path  # type: ignore[attr-defined]

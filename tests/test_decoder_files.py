@@ -156,7 +156,7 @@ def test_cli_decoders_test_passes_the_shipped_files_and_fails_a_broken_sample(
 ) -> None:
     assert main(["decoders", "test"]) == 0
     broken = tmp_path / "sonicwall.toml"
-    broken.write_text(SONICWALL.replace("\"source.port\" = 51234", "\"source.port\" = 1"))
+    broken.write_text(SONICWALL.replace('"source.port" = 51234', '"source.port" = 1'))
     assert main(["decoders", "test", str(broken)]) == 1
     assert "source.port is 51234, expected 1" in capsys.readouterr().out
 
@@ -184,28 +184,31 @@ def test_a_constant_list_field_is_a_fresh_list_per_event(tmp_path: Path) -> None
     assert second["event.type"] == ["change"]
 
 
-
 def test_a_constant_honours_when_and_requires(tmp_path: Path) -> None:
     """A constant with `when` or `requires` was set on every line the file claimed (both
     interpreters ignored the conditions): every AOS-CX event became a network change."""
     path = tmp_path / "cond.toml"
-    path.write_text('name = "cond"\n[select]\nprograms = ["cond"]\n'
-                    "[[parse]]\nregex = 'is (?P<state>up|down)'\noptional = true\n"
-                    "[[parse]]\nregex = 'port (?P<port>\\S+)'\noptional = true\n"
-                    '[fields]\n"event.category" = { value = ["network"], when = { state = '
-                    '["up", "down"] } }\n"labels.port" = { value = "yes", requires = ["port"] }\n')
+    path.write_text(
+        'name = "cond"\n[select]\nprograms = ["cond"]\n'
+        "[[parse]]\nregex = 'is (?P<state>up|down)'\noptional = true\n"
+        "[[parse]]\nregex = 'port (?P<port>\\S+)'\noptional = true\n"
+        '[fields]\n"event.category" = { value = ["network"], when = { state = '
+        '["up", "down"] } }\n"labels.port" = { value = "yes", requires = ["port"] }\n'
+    )
     f = load_file(path)
     interpreters = [("python", f.python_decode)]  # type: ignore[attr-defined]
     if f.native is not None:  # type: ignore[attr-defined]
         interpreters.append(("native", f.native.decode))  # type: ignore[attr-defined]
     for name, decode in interpreters:
-        for line, want in ((b"link is up on port 1/1/3", {"event.category": ["network"],
-                                                          "labels.port": "yes"}),
-                           (b"fan tray inserted", {})):
+        for line, want in (
+            (b"link is up on port 1/1/3", {"event.category": ["network"], "labels.port": "yes"}),
+            (b"fan tray inserted", {}),
+        ):
             fields: dict[str, Any] = {}
             assert decode(decode_syslog(b"<13>Nov 29 11:59:00 h cond: " + line, NOW), fields)
             got = {k: fields[k] for k in ("event.category", "labels.port") if k in fields}
             assert got == want, (name, line)
+
 
 # A JSON product and the antivirus contract, as a site would write them.
 AV_JSON = """
@@ -235,12 +238,17 @@ def test_a_json_step_and_the_malware_contract(tmp_path: Path) -> None:
     decoders = build_registry([tmp_path])
     assert decoders.errors == []
     reg = decoders.registry
-    line = ('<14>Nov 29 10:00:00 h siteav: \ufeff{"sig": "Eicar", "result": "removed", "n": 3, '
-            '"file": {"path": "/tmp/e"}, "a": {"b": {"c": "too deep"}}, "l": [1]}')
+    line = (
+        '<14>Nov 29 10:00:00 h siteav: \ufeff{"sig": "Eicar", "result": "removed", "n": 3, '
+        '"file": {"path": "/tmp/e"}, "a": {"b": {"c": "too deep"}}, "l": [1]}'
+    )
     f = fields_of(line.encode(), reg)
     assert f["decoder"] == "site_av"
-    assert (f["event.category"], f["event.kind"], f["event.type"]) == (["malware"], "alert",
-                                                                       ["deletion"])
+    assert (f["event.category"], f["event.kind"], f["event.type"]) == (
+        ["malware"],
+        "alert",
+        ["deletion"],
+    )
     assert (f["event.action"], f["event.outcome"]) == ("deleted", "success")
     assert (f["rule.name"], f["file.path"], f["labels.n"]) == ("Eicar", "/tmp/e", "3")
     assert "labels.deep" not in f  # deeper than max_depth

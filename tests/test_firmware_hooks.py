@@ -18,8 +18,9 @@ def env(tmp_path: Path) -> dict[str, str]:
     # A stand-in for systemctl that records its calls; the appliance binary is the real one.
     calls = tmp_path / "systemctl.calls"
     fake = tmp_path / "systemctl"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n'
-                    'case "$1" in is-active) exit 0 ;; esac\nexit 0\n')
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" >> "{calls}"\ncase "$1" in is-active) exit 0 ;; esac\nexit 0\n'
+    )
     fake.chmod(0o755)
     appliance = tmp_path / "appliance"
     appliance.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m appliance "$@"\n')
@@ -36,8 +37,7 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def hook(name: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(HOOKS / name)], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([str(HOOKS / name)], env=env, capture_output=True, text=True, timeout=120)
 
 
 def calls(env: dict[str, str]) -> list[str]:

@@ -54,6 +54,7 @@ async def test_events_go_in_their_own_batches_beside_incidents(start_appliance, 
     assert kinds()["incident_batch"][0]["incident"]["id"] == incident(1)["id"]
     lanes = {u["name"]: u for u in (await run.get_json("/api/v1/upstreams"))["upstreams"]}
     assert lanes["c"]["stream"] == "incident" and lanes["c/events"]["stream"] == "events"
+
     # The receiver sees a request before the sender has read the answer and counted it.
     async def counted() -> bool:
         return 'appliance_forward_delivered_total{upstream="c/events"} 2' in await run.metrics()

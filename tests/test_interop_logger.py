@@ -21,8 +21,20 @@ async def logger_send(*args: str) -> None:
 async def test_logger_udp_message_is_listed_within_2s(start_appliance, rfc: str, fmt: str) -> None:
     run = await start_appliance()
     host, port = run.source().address
-    await logger_send("-n", host, "-P", str(port), "-d", rfc, "-t", "mytag", "-p", "auth.warning",
-                      "-i", "hello from logger")
+    await logger_send(
+        "-n",
+        host,
+        "-P",
+        str(port),
+        "-d",
+        rfc,
+        "-t",
+        "mytag",
+        "-p",
+        "auth.warning",
+        "-i",
+        "hello from logger",
+    )
 
     async def listed() -> bool:
         return bool((await run.get_json("/api/v1/events"))["events"])

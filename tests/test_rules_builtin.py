@@ -44,13 +44,17 @@ def line(dt: float, text: str, sender: str = "192.0.2.1") -> Event:
 
 # Antivirus lines, as the decoder files' and tests/test_syslog_vendors.py's samples.
 CLAM = "<36>Nov 29 10:00:00 mail1 clamd[2321]: "
-SEP = ("<51>Nov 29 10:00:00 sepm01 SymantecServer: Virus found,IP Address: 192.0.2.31,Computer "
-       "name: WS-031,Source: Real Time Scan,Risk name: EICAR Test String,Occurrences: 1,File "
-       "path: C:\\Users\\alice\\eicar.com,Description: ,Actual action: {act},Requested action: "
-       "Cleaned,Secondary action: Quarantined,User Name: alice")
-DEFENDER = ('{{"win":{{"system":{{"providerName":"Microsoft-Windows-Windows Defender",'
-            '"eventID":"{id}","computer":"WS-040"}},"eventdata":{{"threat Name":"Virus:DOS/EICAR",'
-            '"path":"file:_C:\\\\t\\\\eicar.com"}}}}}}')
+SEP = (
+    "<51>Nov 29 10:00:00 sepm01 SymantecServer: Virus found,IP Address: 192.0.2.31,Computer "
+    "name: WS-031,Source: Real Time Scan,Risk name: EICAR Test String,Occurrences: 1,File "
+    "path: C:\\Users\\alice\\eicar.com,Description: ,Actual action: {act},Requested action: "
+    "Cleaned,Secondary action: Quarantined,User Name: alice"
+)
+DEFENDER = (
+    '{{"win":{{"system":{{"providerName":"Microsoft-Windows-Windows Defender",'
+    '"eventID":"{id}","computer":"WS-040"}},"eventdata":{{"threat Name":"Virus:DOS/EICAR",'
+    '"path":"file:_C:\\\\t\\\\eicar.com"}}}}}}'
+)
 
 
 # name -> (fires, does not fire). Near misses sit just under a threshold, outside a window,
@@ -241,8 +245,11 @@ ALERTING: dict[str, tuple[Scenario, Scenario]] = {
             line(0, CLAM + "LibClamAV Warning: ***  The virus database is older than 7 days!  ***")
         ],
         lambda: [
-            line(0, "<30>Nov 29 10:00:00 mail1 freshclam[1207]: daily.cld updated (version: "
-                    "27480, sigs: 2069541, f-level: 90, builder: raynman)"),
+            line(
+                0,
+                "<30>Nov 29 10:00:00 mail1 freshclam[1207]: daily.cld updated (version: "
+                "27480, sigs: 2069541, f-level: 90, builder: raynman)",
+            ),
             line(1, DEFENDER.format(id="2000")),
         ],
     ),
@@ -271,8 +278,11 @@ def test_antivirus_lines_fire_their_rules_once_each() -> None:
     events = [
         line(0, DEFENDER.format(id="1116")),
         line(1, SEP.format(act="All actions failed")),
-        line(2, "<27>Nov 29 10:00:00 mail1 freshclam[1207]: ERROR: Database update process "
-                "failed: Connection failed (10)"),
+        line(
+            2,
+            "<27>Nov 29 10:00:00 mail1 freshclam[1207]: ERROR: Database update process "
+            "failed: Connection failed (10)",
+        ),
         line(3, DEFENDER.format(id="5010")),
     ]
     names = [a.rule.name for a in run(events) if (a.rule.name or "").startswith("av_")]
@@ -291,8 +301,11 @@ def test_av_source_silent_fires_after_6_hours_without_antivirus_events() -> None
 
 def test_av_source_silent_quiet_while_freshclam_keeps_checking() -> None:
     events = [
-        line(i * 7200, "<30>Nov 29 10:00:00 mail1 freshclam[1207]: daily.cld database is "
-                       "up-to-date (version: 27480, sigs: 2069541, f-level: 90, builder: raynman)")
+        line(
+            i * 7200,
+            "<30>Nov 29 10:00:00 mail1 freshclam[1207]: daily.cld database is "
+            "up-to-date (version: 27480, sigs: 2069541, f-level: 90, builder: raynman)",
+        )
         for i in range(6)
     ]
     assert "av_source_silent" not in fired(run(events, timer_until=5 * 7200 + 3600))

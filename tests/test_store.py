@@ -216,11 +216,13 @@ async def test_filters_match_values_that_json_escapes(tmp_path: Path) -> None:
 async def test_source_ip_filter_falls_back_to_the_sending_device(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "a.db")
     try:
-        await store.insert_events([
-            ev(1, **{"observer.ip": "192.0.2.1", "source.ip": "198.51.100.9"}),
-            ev(2, **{"observer.ip": "198.51.100.9"}),
-            ev(3, **{"observer.ip": "192.0.2.1", "destination.ip": "198.51.100.9"}),
-        ])
+        await store.insert_events(
+            [
+                ev(1, **{"observer.ip": "192.0.2.1", "source.ip": "198.51.100.9"}),
+                ev(2, **{"observer.ip": "198.51.100.9"}),
+                ev(3, **{"observer.ip": "192.0.2.1", "destination.ip": "198.51.100.9"}),
+            ]
+        )
         got = await store.query_events(source_ip="198.51.100.9")
         assert [e.id for e in got] == [2, 1]
     finally:
@@ -249,15 +251,32 @@ async def test_events_of_the_row_per_event_schema_are_converted_at_open(tmp_path
         conn.executemany(
             "INSERT INTO events (id, ts, created, module, observer_ip, source_ip, hostname,"
             " message, fields, raw) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [(i, 1000.0 + i, 1000.0 + i, "syslog", "192.0.2.1", None, "fw1", f"old {i}",
-              '{"event.kind":"event"}', b"<13>old %d" % i) for i in (1, 2, 3, 7)],
+            [
+                (
+                    i,
+                    1000.0 + i,
+                    1000.0 + i,
+                    "syslog",
+                    "192.0.2.1",
+                    None,
+                    "fw1",
+                    f"old {i}",
+                    '{"event.kind":"event"}',
+                    b"<13>old %d" % i,
+                )
+                for i in (1, 2, 3, 7)
+            ],
         )
     store = await open_store(path)
     try:
         got = await store.query_events()
         assert [e.id for e in got] == [7, 3, 2, 1]
-        assert got[0].fields == {"event.kind": "event", "observer.ip": "192.0.2.1",
-                                 "host.hostname": "fw1", "message": "old 7"}
+        assert got[0].fields == {
+            "event.kind": "event",
+            "observer.ip": "192.0.2.1",
+            "host.hostname": "fw1",
+            "message": "old 7",
+        }
         assert got[0].raw == b"<13>old 7"
         more = [ev(8)]
         await store.insert_events(more)

@@ -47,55 +47,110 @@ def has(*keys: str) -> Callable[[dict[str, Any]], bool]:
 
 # family file → (our decoder, min share decoded by it, [(selector, required fields, min share)])
 FAMILIES: dict[str, tuple[str, float, list[tuple[str, tuple[str, ...], float]]]] = {
-    "syslog/cisco_asa.log": ("cisco_asa", 0.97, [
-        (r"%ASA-\d-(106023|106001|106006|106010|106015|710003)", ("source.ip", "event.outcome"),
-         0.95),
-        (r"%ASA-\d-(605004|605005|113004|113005|611101|611102)", ("event.outcome",), 1.0),
-        (r"%ASA-\d-(111008|111010|502101|502102)", ("event.action",), 1.0)]),
+    "syslog/cisco_asa.log": (
+        "cisco_asa",
+        0.97,
+        [
+            (
+                r"%ASA-\d-(106023|106001|106006|106010|106015|710003)",
+                ("source.ip", "event.outcome"),
+                0.95,
+            ),
+            (r"%ASA-\d-(605004|605005|113004|113005|611101|611102)", ("event.outcome",), 1.0),
+            (r"%ASA-\d-(111008|111010|502101|502102)", ("event.action",), 1.0),
+        ],
+    ),
     "syslog/cisco_pix.log": ("cisco_asa", 0.9, [(r"Deny|denied", ("event.outcome",), 1.0)]),
-    "syslog/cisco_ios.log": ("cisco_ios", 0.9, [
-        (r"IPACCESSLOGP|SIGNATURE", ("source.ip", "destination.ip"), 0.7),
-        (r"UPDOWN", ("observer.ingress.interface.name", "event.action"), 1.0)]),
-    "syslog/fortinet_fortigate.log": ("fortigate", 0.95, [
-        (r"type=\"?traffic", ("source.ip", "destination.ip", "event.outcome"), 0.8),
-        (r"action=\"?login", ("user.name", "event.outcome"), 1.0)]),
-    "syslog/paloalto_panos.log": ("paloalto", 0.7, [
-        (r",THREAT,\w+,.*,.*,.*,.*,.*,.*,", ("event.kind",), 1.0)]),
-    "syslog/pfsense_filterlog.log": ("pfsense_filterlog", 1.0, [
-        (r".", ("source.ip", "destination.ip", "event.action"), 1.0)]),
-    "syslog/linux_iptables.log": ("netfilter", 1.0, [
-        (r"SRC=", ("source.ip", "destination.ip", "network.transport"), 1.0)]),
+    "syslog/cisco_ios.log": (
+        "cisco_ios",
+        0.9,
+        [
+            (r"IPACCESSLOGP|SIGNATURE", ("source.ip", "destination.ip"), 0.7),
+            (r"UPDOWN", ("observer.ingress.interface.name", "event.action"), 1.0),
+        ],
+    ),
+    "syslog/fortinet_fortigate.log": (
+        "fortigate",
+        0.95,
+        [
+            (r"type=\"?traffic", ("source.ip", "destination.ip", "event.outcome"), 0.8),
+            (r"action=\"?login", ("user.name", "event.outcome"), 1.0),
+        ],
+    ),
+    "syslog/paloalto_panos.log": (
+        "paloalto",
+        0.7,
+        [(r",THREAT,\w+,.*,.*,.*,.*,.*,.*,", ("event.kind",), 1.0)],
+    ),
+    "syslog/pfsense_filterlog.log": (
+        "pfsense_filterlog",
+        1.0,
+        [(r".", ("source.ip", "destination.ip", "event.action"), 1.0)],
+    ),
+    "syslog/linux_iptables.log": (
+        "netfilter",
+        1.0,
+        [(r"SRC=", ("source.ip", "destination.ip", "network.transport"), 1.0)],
+    ),
     "syslog/juniper_junos.log": ("juniper_srx", 1.0, [(r".", ("source.ip",), 1.0)]),
     "syslog/f5_bigip.log": ("f5_bigip", 0.8, [(r":\d: ", ("event.code",), 1.0)]),
-    "syslog/juniper_netscreen.log": ("netscreen", 1.0, [
-        (r".", ("event.code", "event.action"), 0.75),
-        (r"by \w+ via", ("user.name", "source.ip"), 1.0),
-        (r"flood!", ("rule.name", "source.ip", "destination.port"), 1.0)]),
-    "syslog/linux_sshd.log": ("linux_auth", 1.0, [
-        (r"Failed password|Accepted|Invalid user", ("user.name", "source.ip", "event.outcome"),
-         0.9)]),
+    "syslog/juniper_netscreen.log": (
+        "netscreen",
+        1.0,
+        [
+            (r".", ("event.code", "event.action"), 0.75),
+            (r"by \w+ via", ("user.name", "source.ip"), 1.0),
+            (r"flood!", ("rule.name", "source.ip", "destination.port"), 1.0),
+        ],
+    ),
+    "syslog/linux_sshd.log": (
+        "linux_auth",
+        1.0,
+        [
+            (
+                r"Failed password|Accepted|Invalid user",
+                ("user.name", "source.ip", "event.outcome"),
+                0.9,
+            )
+        ],
+    ),
     "syslog/openssh_loghub.log": ("linux_auth", 1.0, []),
-    "syslog/dropbear_sshd.log": ("linux_auth", 1.0, [
-        (r".", ("source.ip", "event.outcome"), 1.0)]),
-    "syslog/linux_sudo.log": ("linux_auth", 1.0, [
-        (r"COMMAND=", ("user.name", "process.command_line"), 1.0)]),
+    "syslog/dropbear_sshd.log": ("linux_auth", 1.0, [(r".", ("source.ip", "event.outcome"), 1.0)]),
+    "syslog/linux_sudo.log": (
+        "linux_auth",
+        1.0,
+        [(r"COMMAND=", ("user.name", "process.command_line"), 1.0)],
+    ),
     "syslog/linux_su.log": ("linux_auth", 1.0, [(r".", ("event.outcome",), 0.8)]),
-    "syslog/linux_pam.log": ("linux_auth", 1.0, [
-        (r"authentication failure", ("event.outcome",), 1.0)]),
-    "syslog/snort_fast-alert_elastic.log": ("snort", 1.0, [
-        (r".", ("rule.id", "rule.name", "source.ip", "destination.ip"), 1.0)]),
+    "syslog/linux_pam.log": (
+        "linux_auth",
+        1.0,
+        [(r"authentication failure", ("event.outcome",), 1.0)],
+    ),
+    "syslog/snort_fast-alert_elastic.log": (
+        "snort",
+        1.0,
+        [(r".", ("rule.id", "rule.name", "source.ip", "destination.ip"), 1.0)],
+    ),
     "syslog/cef_fireeye.log": ("cef", 1.0, [(r".", ("observer.vendor", "rule.name"), 1.0)]),
     "syslog/cef_elastic-vaporware.log": ("cef", 1.0, [(r"src=", ("source.ip",), 1.0)]),
-    "syslog/leef_panda_adaptive_defense.log": ("leef", 1.0, [
-        (r"usrName=", ("user.name",), 1.0)]),
-    "syslog/windows_snare_rsyslog-win2022.log": ("windows", 1.0, [
-        (r".", ("event.code", "winlog.channel"), 1.0)]),
-    "syslog/windows_snare_rfc5424_rsyslog-events.log": ("windows", 1.0, [
-        (r"\t4624\t|\t4625\t", ("user.name", "source.ip", "event.outcome"), 1.0)]),
-    "json/suricata_eve_elastic-small.jsonl": ("suricata_eve", 1.0, [
-        (r'"event_type":"alert"', ("rule.id", "rule.name", "source.ip"), 1.0)]),
-    "json/windows_security_eventchannel_json.log": ("windows", 1.0, [
-        (r".", ("event.code",), 1.0)]),
+    "syslog/leef_panda_adaptive_defense.log": ("leef", 1.0, [(r"usrName=", ("user.name",), 1.0)]),
+    "syslog/windows_snare_rsyslog-win2022.log": (
+        "windows",
+        1.0,
+        [(r".", ("event.code", "winlog.channel"), 1.0)],
+    ),
+    "syslog/windows_snare_rfc5424_rsyslog-events.log": (
+        "windows",
+        1.0,
+        [(r"\t4624\t|\t4625\t", ("user.name", "source.ip", "event.outcome"), 1.0)],
+    ),
+    "json/suricata_eve_elastic-small.jsonl": (
+        "suricata_eve",
+        1.0,
+        [(r'"event_type":"alert"', ("rule.id", "rule.name", "source.ip"), 1.0)],
+    ),
+    "json/windows_security_eventchannel_json.log": ("windows", 1.0, [(r".", ("event.code",), 1.0)]),
 }
 
 
@@ -124,12 +179,26 @@ def test_every_corpus_line_becomes_an_event_with_text() -> None:
 
 
 # Wazuh decoder names → ours: where Wazuh decodes a line, we must claim it with the same vendor.
-WAZUH = {"cisco-asa": "cisco_asa", "cisco-ios": "cisco_ios", "sshd": "linux_auth",
-         "sudo": "linux_auth", "su": "linux_auth", "pam": "linux_auth", "dropbear": "linux_auth",
-         "kernel": "netfilter", "pf": "pfsense_filterlog", "paloalto": "paloalto",
-         "junos-ids": "juniper_srx", "junos-rt-flow": "juniper_srx", "f5-bigip": "f5_bigip",
-         "f5-bigip-cef": "cef", "cef-fireeye": "cef", "paps": "leef", "auditd": "kv",
-         "netscreenfw": "netscreen"}
+WAZUH = {
+    "cisco-asa": "cisco_asa",
+    "cisco-ios": "cisco_ios",
+    "sshd": "linux_auth",
+    "sudo": "linux_auth",
+    "su": "linux_auth",
+    "pam": "linux_auth",
+    "dropbear": "linux_auth",
+    "kernel": "netfilter",
+    "pf": "pfsense_filterlog",
+    "paloalto": "paloalto",
+    "junos-ids": "juniper_srx",
+    "junos-rt-flow": "juniper_srx",
+    "f5-bigip": "f5_bigip",
+    "f5-bigip-cef": "cef",
+    "cef-fireeye": "cef",
+    "paps": "leef",
+    "auditd": "kv",
+    "netscreenfw": "netscreen",
+}
 
 
 def test_agreement_with_wazuh_decoders() -> None:

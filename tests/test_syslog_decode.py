@@ -22,13 +22,19 @@ def ts(*args: int) -> float:
 
 def test_rfc5424_example_from_the_rfc() -> None:
     m = decode_syslog(
-        b'<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 '
+        b"<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 "
         b'[exampleSDID@32473 iut="3" eventSource="Application" eventID="1011"]'
-        b"[examplePriority@32473 class=\"high\"] \xef\xbb\xbfAn application event", NOW)
+        b'[examplePriority@32473 class="high"] \xef\xbb\xbfAn application event',
+        NOW,
+    )
     assert (m.format, m.facility, m.severity, m.version) == ("rfc5424", 20, 5, 1)
     assert m.timestamp == pytest.approx(ts(2003, 10, 11, 22, 14, 15) + 0.003)
     assert (m.hostname, m.app_name, m.procid, m.msgid) == (
-        "mymachine.example.com", "evntslog", None, "ID47")
+        "mymachine.example.com",
+        "evntslog",
+        None,
+        "ID47",
+    )
     assert m.structured_data == {
         "exampleSDID@32473": {"iut": "3", "eventSource": "Application", "eventID": "1011"},
         "examplePriority@32473": {"class": "high"},
@@ -40,7 +46,12 @@ def test_rfc5424_example_from_the_rfc() -> None:
 def test_rfc5424_all_nil() -> None:
     m = decode_syslog(b"<13>1 - - - - - -", NOW)
     assert (m.timestamp, m.hostname, m.app_name, m.structured_data, m.message) == (
-        None, None, None, None, "")
+        None,
+        None,
+        None,
+        None,
+        "",
+    )
 
 
 def test_rfc5424_time_offset_is_applied() -> None:
@@ -131,8 +142,9 @@ def test_rfc3164_without_pri_assumes_user_notice() -> None:
     assert "pri_missing" in m.errors
 
 
-@pytest.mark.parametrize("line", [b"<>x", b"<999>x", b"<-1>x", b"<2147483648>x", b"<13 x",
-                                  b"<013>x"])
+@pytest.mark.parametrize(
+    "line", [b"<>x", b"<999>x", b"<-1>x", b"<2147483648>x", b"<13 x", b"<013>x"]
+)
 def test_bad_pri_is_flagged_and_the_whole_line_kept(line: bytes) -> None:
     m = decode_syslog(line, NOW)
     assert "pri_invalid" in m.errors

@@ -27,8 +27,11 @@ def test_cisco_sequence_number_and_device_stamp() -> None:
 
 
 def test_cisco_sequence_after_relay_header_and_unsynced_clock_star() -> None:
-    m = decode_syslog(b"<189>Nov 29 11:59:00 10.0.0.1 88: *Mar  1 00:01:02.003: "
-                      b"%LINK-3-UPDOWN: Interface Gi0/1, changed state to up", NOW)
+    m = decode_syslog(
+        b"<189>Nov 29 11:59:00 10.0.0.1 88: *Mar  1 00:01:02.003: "
+        b"%LINK-3-UPDOWN: Interface Gi0/1, changed state to up",
+        NOW,
+    )
     assert (m.hostname, m.sequence, m.app_name) == ("10.0.0.1", 88, None)
     assert m.timestamp == ts(2026, 11, 29, 11, 59, 0)  # the relay's stamp, not the unsynced one
     assert m.message.startswith("%LINK-3-UPDOWN: ")
@@ -36,8 +39,7 @@ def test_cisco_sequence_after_relay_header_and_unsynced_clock_star() -> None:
 
 def test_cisco_mnemonic_is_not_taken_for_a_tag() -> None:
     m = decode_syslog(b"<187>Nov 29 11:59:00 sw1 %LINK-3-UPDOWN: Interface Gi0/2", NOW)
-    assert (m.hostname, m.app_name, m.message) == ("sw1", None,
-                                                   "%LINK-3-UPDOWN: Interface Gi0/2")
+    assert (m.hostname, m.app_name, m.message) == ("sw1", None, "%LINK-3-UPDOWN: Interface Gi0/2")
 
 
 def test_cisco_uptime_stamp_is_dropped_from_the_text() -> None:

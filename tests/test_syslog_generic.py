@@ -74,7 +74,9 @@ def test_common_key_spellings_map_to_ecs() -> None:
 def test_protocol_with_port_gives_transport_and_destination_port() -> None:
     f = decode(b"<134>Nov 29 11:59:00 gw app: src=203.0.113.7 dst=198.51.100.2 proto=tcp/443")
     assert pick(f, "network.transport", "destination.port") == {
-        "network.transport": "tcp", "destination.port": 443}
+        "network.transport": "tcp",
+        "destination.port": 443,
+    }
 
 
 def test_single_quoted_values_keep_their_spaces_and_escapes() -> None:
@@ -92,10 +94,15 @@ def test_a_field_typed_ip_never_holds_a_non_address() -> None:
 def test_verdict_word_on_a_line_with_addresses_is_a_firewall_decision() -> None:
     f = decode(b"<134>Nov 29 11:59:00 gw app: src=203.0.113.7 dst=198.51.100.2 dpt=445 "
                b"fw_action=Blocked")  # fmt: skip
-    assert pick(f, "event.category", "event.type", "event.action", "event.outcome",
-                "observer.type") == {
-        "event.category": ["network"], "event.type": ["connection", "denied"],
-        "event.action": "deny", "event.outcome": "failure", "observer.type": "firewall"}
+    assert pick(
+        f, "event.category", "event.type", "event.action", "event.outcome", "observer.type"
+    ) == {
+        "event.category": ["network"],
+        "event.type": ["connection", "denied"],
+        "event.action": "deny",
+        "event.outcome": "failure",
+        "observer.type": "firewall",
+    }
 
 
 def test_status_is_an_action_only_when_it_is_a_verdict_word() -> None:
@@ -141,7 +148,10 @@ def test_json_with_common_nested_names_maps_to_ecs() -> None:
     f = decode(b'<134>Nov 29 11:59:00 gw app: {"client":{"ip":"203.0.113.7"},'
                b'"user":{"name":"zoe"},"dst_port":"8443","action":"allowed"}')  # fmt: skip
     assert pick(f, "user.name", "destination.port", "event.action") == {
-        "user.name": "zoe", "destination.port": 8443, "event.action": "allow"}
+        "user.name": "zoe",
+        "destination.port": 8443,
+        "event.action": "allow",
+    }
 
 
 def test_free_text_with_one_equals_sign_stays_generic() -> None:

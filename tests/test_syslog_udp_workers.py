@@ -40,8 +40,9 @@ async def test_one_sender_is_spread_over_every_worker(start_appliance) -> None:
     await run.wait_stored(400, timeout=15)
     key = "appliance_events_received_total"
     await run.wait_for(
-        lambda: sum(w.last_metrics.get(key, {}).get(("syslog-udp",), 0) for w in src.workers)
-        == 400,
+        lambda: (
+            sum(w.last_metrics.get(key, {}).get(("syslog-udp",), 0) for w in src.workers) == 400
+        ),
         timeout=5,
     )
     shares = [w.last_metrics[key][("syslog-udp",)] for w in src.workers]

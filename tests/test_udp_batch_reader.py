@@ -42,7 +42,8 @@ for i in range(n):
 async def send_paced(addr: tuple[str, int], n: int, per_ms: int) -> None:
     """From another process, so a slow decoder on this loop cannot slow the sender down."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SENDER, str(addr[1]), str(n), str(per_ms))
+        sys.executable, "-c", SENDER, str(addr[1]), str(n), str(per_ms)
+    )
     assert await proc.wait() == 0
 
 
@@ -56,8 +57,9 @@ async def wait_until(predicate, timeout: float = 20.0) -> None:
 async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() -> None:
     sock = receiver()
     got: list[bytes] = []
-    reader = UdpBatchReader(sock, slow(got, 100e-6), max_bytes=8192,
-                            backlog_bytes=64 << 20, slice_=32)
+    reader = UdpBatchReader(
+        sock, slow(got, 100e-6), max_bytes=8192, backlog_bytes=64 << 20, slice_=32
+    )
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=30)  # 30k/s into a 10k/s decoder
@@ -74,8 +76,9 @@ async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() ->
 async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops() -> None:
     sock = receiver()
     got: list[bytes] = []
-    reader = UdpBatchReader(sock, slow(got, 300e-6), max_bytes=8192,
-                            backlog_bytes=20_000, slice_=32)
+    reader = UdpBatchReader(
+        sock, slow(got, 300e-6), max_bytes=8192, backlog_bytes=20_000, slice_=32
+    )
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=40)
@@ -94,8 +97,13 @@ async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready() -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
     ready = False
-    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
-                            backlog_bytes=64 << 20, ready=lambda: ready)
+    reader = UdpBatchReader(
+        sock,
+        lambda d, a: got.append(d),
+        max_bytes=8192,
+        backlog_bytes=64 << 20,
+        ready=lambda: ready,
+    )
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 500, per_ms=100)
@@ -111,8 +119,9 @@ async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready() -> None:
 async def test_a_datagram_longer_than_the_limit_arrives_one_byte_over_it() -> None:
     sock = receiver()
     got: list[tuple[bytes, tuple[str, int]]] = []
-    reader = UdpBatchReader(sock, lambda d, a: got.append((d, a)), max_bytes=10,
-                            backlog_bytes=1 << 20)
+    reader = UdpBatchReader(
+        sock, lambda d, a: got.append((d, a)), max_bytes=10, backlog_bytes=1 << 20
+    )
     reader.start(asyncio.get_running_loop())
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -131,8 +140,13 @@ async def test_a_datagram_longer_than_the_limit_arrives_one_byte_over_it() -> No
 async def test_stop_hands_over_everything_held() -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
-    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
-                            backlog_bytes=64 << 20, ready=lambda: False)
+    reader = UdpBatchReader(
+        sock,
+        lambda d, a: got.append(d),
+        max_bytes=8192,
+        backlog_bytes=64 << 20,
+        ready=lambda: False,
+    )
     reader.start(asyncio.get_running_loop())
     await send_paced(sock.getsockname(), 300, per_ms=100)
     await wait_until(lambda: len(reader.backlog) == 300)
@@ -145,8 +159,14 @@ async def test_aclose_hands_over_a_slice_at_a_time_as_the_consumer_has_room() ->
     sock = receiver(1 << 20)
     got: list[bytes] = []
     room = {"open": False}
-    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
-                            backlog_bytes=64 << 20, slice_=50, ready=lambda: room["open"])
+    reader = UdpBatchReader(
+        sock,
+        lambda d, a: got.append(d),
+        max_bytes=8192,
+        backlog_bytes=64 << 20,
+        slice_=50,
+        ready=lambda: room["open"],
+    )
     reader.start(asyncio.get_running_loop())
     await send_paced(sock.getsockname(), 300, per_ms=100)
     await wait_until(lambda: len(reader.backlog) == 300)
@@ -162,8 +182,13 @@ async def test_aclose_hands_over_a_slice_at_a_time_as_the_consumer_has_room() ->
 async def test_aclose_gives_up_waiting_at_its_timeout_and_hands_over_the_rest() -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
-    reader = UdpBatchReader(sock, lambda d, a: got.append(d), max_bytes=8192,
-                            backlog_bytes=64 << 20, ready=lambda: False)
+    reader = UdpBatchReader(
+        sock,
+        lambda d, a: got.append(d),
+        max_bytes=8192,
+        backlog_bytes=64 << 20,
+        ready=lambda: False,
+    )
     reader.start(asyncio.get_running_loop())
     await send_paced(sock.getsockname(), 100, per_ms=100)
     await wait_until(lambda: len(reader.backlog) == 100)

@@ -639,9 +639,7 @@ class Store:
             # /healthz wait on (with many API clients, pages built on the loop queued /healthz
             # behind each other for a second).
             out.extend(
-                await asyncio.to_thread(
-                    _matching, segments, before_id, match, limit - len(out)
-                )
+                await asyncio.to_thread(_matching, segments, before_id, match, limit - len(out))
             )
             if len(out) >= limit:
                 return out

@@ -143,5 +143,3 @@ async def _exercise(run: Running, clock: JumpingClock) -> None:
 
 async def _one(run: Running, title: str) -> bool:
     return len(await incidents(run, title)) == 1
-
-

@@ -89,8 +89,7 @@ async def test_exporter_and_template_floods_stay_at_their_limits_and_a_real_expo
     async def exported() -> bool:
         text = await run.metrics()
         return (
-            metric(text, "netflow_limit_hits_total", source="netflow", limit="exporters")
-            == evicted
+            metric(text, "netflow_limit_hits_total", source="netflow", limit="exporters") == evicted
             and metric(
                 text, "netflow_limit_hits_total", source="netflow", limit="templates_per_exporter"
             )

@@ -208,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown target(s) {', '.join(unknown)}; one of {', '.join(ALL_TARGETS)}")
     if args.list:
         for t in ALL_TARGETS:
-            doc = (_module(t).__doc__ or "").strip().split("\n")[0] if t in PYTHON_TARGETS else (
-                f"cargo-fuzz target dataplane/fuzz/fuzz_targets/{RUST_TARGETS[t][0]}.rs")
+            doc = (
+                (_module(t).__doc__ or "").strip().split("\n")[0]
+                if t in PYTHON_TARGETS
+                else (f"cargo-fuzz target dataplane/fuzz/fuzz_targets/{RUST_TARGETS[t][0]}.rs")
+            )
             print(f"{t:16} {doc}")
         return 0
     if args.replay:
@@ -230,8 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         line = (f"fuzz: {target}: {outcome.status} in {outcome.seconds:.0f} s, "
                 f"{outcome.execs} inputs, corpus {outcome.corpus}")  # fmt: skip
         print(line if outcome.status == "ok" else f"{line}\n{outcome.detail}", flush=True)
-    print(f"fuzz: {len(outcomes)} target(s) in {time.monotonic() - start:.0f} s: "
-          + ", ".join(f"{o.target} {o.status}" for o in outcomes))
+    print(
+        f"fuzz: {len(outcomes)} target(s) in {time.monotonic() - start:.0f} s: "
+        + ", ".join(f"{o.target} {o.status}" for o in outcomes)
+    )
     if any(o.status in ("crash", "error") for o in outcomes):
         return 1
     if args.strict and any(o.status == "skipped" for o in outcomes):

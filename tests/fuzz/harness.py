@@ -17,9 +17,7 @@ from typing import Any
 from appliance.store.segments import encode_line
 
 ROOT = Path(__file__).resolve().parents[2]
-CORPUS = Path(
-    os.environ.get("APPLIANCE_CORPUS", ROOT / ".." / "shared" / "corpus")
-).resolve()
+CORPUS = Path(os.environ.get("APPLIANCE_CORPUS", ROOT / ".." / "shared" / "corpus")).resolve()
 SEEDS = Path(__file__).resolve().with_name("seeds")
 
 
@@ -47,9 +45,9 @@ def spread(items: list[Any], limit: int) -> list[Any]:
     return [items[int(i * step)] for i in range(limit)]
 
 
-def corpus_lines(sub: str, per_file: int = 150, suffixes: Iterable[str] = (".log",)) -> Iterator[
-    tuple[str, bytes]
-]:
+def corpus_lines(
+    sub: str, per_file: int = 150, suffixes: Iterable[str] = (".log",)
+) -> Iterator[tuple[str, bytes]]:
     """(file stem, line) for the non-empty lines of every corpus file in ``sub``."""
     root = corpus_dir(sub)
     if root is None:

@@ -215,9 +215,7 @@ def _is_hostname(token: str) -> bool:
     if hit is None:
         if len(_HOSTS) >= _TOKEN_CACHE_MAX:
             _HOSTS.clear()
-        hit = _HOSTS[token] = (
-            len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
-        )
+        hit = _HOSTS[token] = len(token) <= MAX_HOSTNAME and _HOSTNAME.fullmatch(token) is not None
     return hit
 
 

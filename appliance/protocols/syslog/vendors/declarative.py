@@ -525,7 +525,6 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     return ind
 
 
-
 def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, ind: int) -> int:
     """``requires`` and ``when`` as nested ifs from ``ind``; the indentation inside them."""
     for r in spec.strings(raw, "requires", f"{where}.requires"):
@@ -540,6 +539,7 @@ def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, 
             code.emit(f"if ({code.cap(k)} or '').lower() in {code.const(values)}:", ind)
             ind += 1
     return ind
+
 
 def _emit_fields(code: _Code, spec: _Spec) -> None:
     for key, raw in spec.table(spec.data, "fields", "fields").items():

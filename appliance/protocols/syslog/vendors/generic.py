@@ -320,9 +320,7 @@ def _set_action(fields: Fields, word: str) -> None:
         fields.setdefault("event.action", v or word.strip().lower())
 
 
-def _payload_time(
-    date: str | None, clock: str | None, zone: str | None
-) -> float | datetime | None:
+def _payload_time(date: str | None, clock: str | None, zone: str | None) -> float | datetime | None:
     got: float | datetime | None = None
     if clock is not None:
         if date is not None and _CLOCK.fullmatch(clock.strip()):
