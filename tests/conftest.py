@@ -123,8 +123,19 @@ class Running:
             if result:
                 return
             if loop.time() > deadline:
-                raise AssertionError("condition not met in time")
+                raise AssertionError(
+                    f"condition not met in {timeout} s (last result {result!r}); {self.books()}"
+                )
             await asyncio.sleep(0.02)
+
+    def books(self) -> str:
+        """The counters a failed wait most often needs to explain itself."""
+        p = self.app.pipeline
+        dropped = {"/".join(k): v for k, v in p.dropped.values.items() if v}
+        return (
+            f"received={p.received.total():.0f} stored={p.stored.total():.0f} "
+            f"queue={len(p)} dropped={dropped} sources={[s.name for s in self.app.sources]}"
+        )
 
     async def wait_stored(self, n: int, timeout: float = 5.0) -> None:
         await self.wait_for(lambda: self.app.pipeline.stored.total() >= n, timeout)
