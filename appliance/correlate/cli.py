@@ -21,12 +21,14 @@ from appliance.logutil import printable
 
 def _lines(args: argparse.Namespace) -> list[str]:
     if args.line:
-        return list(args.line)
+        return [str(line) for line in args.line]
     src: TextIO
     if args.input is None or str(args.input) == "-":
         src = sys.stdin
-        return src.read().splitlines()
-    return args.input.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
+        lines: list[str] = src.read().splitlines()
+        return lines
+    text: str = args.input.read_text(encoding="utf-8", errors="surrogateescape")
+    return text.splitlines()
 
 
 def _alert_dict(a: Alert) -> dict[str, Any]:

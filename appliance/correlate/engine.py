@@ -37,6 +37,9 @@ from appliance.correlate.rules import (
 )
 from appliance.event import Event
 
+# A correlation group's key: the values of its group-by fields, in order.
+GroupKey = tuple[Any, ...]
+
 SAMPLE_CHARS = 1024
 MAX_DEPTH = 8  # correlation-of-correlation nesting
 
@@ -357,7 +360,7 @@ class CorrelationRuntime:
     def __init__(self, rule: CorrelationRule, limits: Limits) -> None:
         self.rule = rule
         self.limits = limits
-        self.groups: OrderedDict[tuple, GroupState] = OrderedDict()
+        self.groups: OrderedDict[GroupKey, GroupState] = OrderedDict()
         self.evicted = 0
         self.fired = 0
         self.ungrouped = 0
@@ -387,7 +390,7 @@ class CorrelationRuntime:
 
     def add(
         self, rule_id: str, entry: Entry, fields: dict[str, Any]
-    ) -> tuple[tuple, GroupState, float] | None:
+    ) -> tuple[GroupKey, GroupState, float] | None:
         gf = self.group_fields.get(rule_id)
         if gf is None:
             return None
@@ -442,11 +445,11 @@ class AbsenceRuntime:
         self.rule = rule
         assert rule.absence is not None
         self.timespan = rule.absence.timespan
-        self.last: dict[tuple, tuple[float, float]] = {}  # key -> (now seen, event time)
-        self.alerted: set[tuple] = set()
+        self.last: dict[GroupKey, tuple[float, float]] = {}  # key -> (now seen, event time)
+        self.alerted: set[GroupKey] = set()
         self.evicted = 0
 
-    def seen(self, key: tuple, now: float, ts: float) -> Alert | None:
+    def seen(self, key: GroupKey, now: float, ts: float) -> Alert | None:
         self.last[key] = (now, ts)
         self.alerted.discard(key)
         return None
@@ -473,10 +476,10 @@ class BaselineRuntime:
         self.b = rule.baseline
         self.limits = limits
         # key -> [bucket, count, mean, var, n, fired]
-        self.groups: OrderedDict[tuple, list[Any]] = OrderedDict()
+        self.groups: OrderedDict[GroupKey, list[Any]] = OrderedDict()
         self.evicted = 0
 
-    def add(self, key: tuple, ts: float) -> dict[str, Any] | None:
+    def add(self, key: GroupKey, ts: float) -> dict[str, Any] | None:
         b = self.b
         bucket = int(ts // b.interval)
         g = self.groups.get(key)
@@ -561,10 +564,10 @@ class Engine:
         self.baseline = {
             d.meta.id: BaselineRuntime(d, self.limits) for d in ruleset.detections if d.baseline
         }
-        self.cooldowns: dict[str, OrderedDict[tuple, float]] = {}
+        self.cooldowns: dict[str, OrderedDict[GroupKey, float]] = {}
         self._last_sweep = -math.inf
-        self._cand_cache: dict[tuple, list[DetectionRule]] = {}
-        self._absence_heap: list[tuple[float, str, tuple]] = []
+        self._cand_cache: dict[GroupKey, list[DetectionRule]] = {}
+        self._absence_heap: list[tuple[float, str, GroupKey]] = []
 
     # ------------------------------------------------------------------------- matching
 
@@ -736,7 +739,7 @@ class Engine:
     def _fired(
         self,
         rt: CorrelationRuntime,
-        fired: tuple[tuple, GroupState, float],
+        fired: tuple[GroupKey, GroupState, float],
         entry: Entry,
         alerts: list[Alert],
         depth: int,

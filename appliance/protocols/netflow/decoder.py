@@ -246,7 +246,9 @@ class NetflowDecoder:
     # ------------------------------------------------------------------------ shared parts
 
     @staticmethod
-    def _common(exporter: str, port: int, version: int, id_name: str, id_value: int) -> dict:
+    def _common(
+        exporter: str, port: int, version: int, id_name: str, id_value: int
+    ) -> dict[str, Any]:
         common: dict[str, Any] = {
             "event.kind": "event",
             "observer.ip": exporter,

@@ -352,7 +352,8 @@ def _codegen(plan: _Plan, tid: int) -> Emitter:
     src = "def emit(rows, common, base, scale, rate, samplers, now, append):\n"
     src += "\n".join(body) + "\n"
     exec(compile(src, f"<netflow template {int(tid)}>", "exec"), ns)  # noqa: S102
-    return ns["emit"]
+    emit: Callable[..., None] = ns["emit"]
+    return emit
 
 
 def _generic(plan: _Plan) -> Emitter:
