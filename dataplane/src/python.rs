@@ -123,6 +123,9 @@ struct HeaderDecoder {
     message_class: Py<PyAny>,
     bsd_epoch: Py<PyAny>,
     rfc3339: Py<PyAny>,
+    /// The reference's name tables (`message.SEVERITY_NAMES`, `FACILITY_NAMES`): one source.
+    severity_names: Vec<Py<PyString>>,
+    facility_names: Vec<Py<PyString>>,
     memo: Mutex<StampMemo>,
 }
 
@@ -170,43 +173,6 @@ fn build<'py>(
     Ok((cls.call1(args)?, sd))
 }
 
-const SEVERITY_NAMES: [&str; 8] = [
-    "emergency",
-    "alert",
-    "critical",
-    "error",
-    "warning",
-    "notice",
-    "informational",
-    "debug",
-];
-const FACILITY_NAMES: [&str; 24] = [
-    "kern",
-    "user",
-    "mail",
-    "daemon",
-    "auth",
-    "syslog",
-    "lpr",
-    "news",
-    "uucp",
-    "cron",
-    "authpriv",
-    "ftp",
-    "ntp",
-    "security",
-    "console",
-    "solaris-cron",
-    "local0",
-    "local1",
-    "local2",
-    "local3",
-    "local4",
-    "local5",
-    "local6",
-    "local7",
-];
-
 /// `process.pid` of a PROCID: `None` for no number, `Err` when only the reference can say
 /// (non-ASCII text, where Python's Unicode `isdigit` decides).
 fn pid(procid: &str) -> Result<Option<i64>, ()> {
@@ -223,28 +189,29 @@ fn pid(procid: &str) -> Result<Option<i64>, ()> {
 /// stored line is the dict's JSON, so the order is part of the contract.
 fn header_fields<'py>(
     py: Python<'py>,
+    names: (&[Py<PyString>], &[Py<PyString>]),
     m: &Message<'_>,
     sd: &Bound<'py, PyAny>,
     peer_ip: &Bound<'py, PyAny>,
     pid: Option<i64>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let f = PyDict::new(py);
-    let severity = PyString::intern(py, SEVERITY_NAMES[m.severity as usize]);
+    let severity = names.0[m.severity as usize].bind(py);
     f.set_item(intern!(py, "message"), m.message)?;
     f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
     f.set_item(intern!(py, "event.dataset"), intern!(py, "syslog"))?;
     f.set_item(intern!(py, "observer.ip"), peer_ip)?;
-    f.set_item(intern!(py, "log.level"), &severity)?;
+    f.set_item(intern!(py, "log.level"), severity)?;
     f.set_item(
         intern!(py, "log.syslog.priority"),
         m.facility * 8 + m.severity,
     )?;
     f.set_item(intern!(py, "log.syslog.severity.code"), m.severity)?;
-    f.set_item(intern!(py, "log.syslog.severity.name"), &severity)?;
+    f.set_item(intern!(py, "log.syslog.severity.name"), severity)?;
     f.set_item(intern!(py, "log.syslog.facility.code"), m.facility)?;
     f.set_item(
         intern!(py, "log.syslog.facility.name"),
-        PyString::intern(py, FACILITY_NAMES[m.facility as usize]),
+        names.1[m.facility as usize].bind(py),
     )?;
     f.set_item(
         intern!(py, "log.syslog.format"),
@@ -291,13 +258,26 @@ fn header_fields<'py>(
 #[pymethods]
 impl HeaderDecoder {
     #[new]
-    fn new(message_class: Py<PyAny>, bsd_epoch: Py<PyAny>, rfc3339: Py<PyAny>) -> Self {
-        HeaderDecoder {
+    fn new(
+        message_class: Py<PyAny>,
+        bsd_epoch: Py<PyAny>,
+        rfc3339: Py<PyAny>,
+        severity_names: Vec<Py<PyString>>,
+        facility_names: Vec<Py<PyString>>,
+    ) -> PyResult<Self> {
+        if severity_names.len() != 8 || facility_names.len() != 24 {
+            return Err(PyValueError::new_err(
+                "8 severity and 24 facility names are needed",
+            ));
+        }
+        Ok(HeaderDecoder {
             message_class,
             bsd_epoch,
             rfc3339,
+            severity_names,
+            facility_names,
             memo: Mutex::default(),
-        }
+        })
     }
 
     /// The message, or `None` when the reference should decode it (see `header::decode`).
@@ -325,7 +305,7 @@ impl HeaderDecoder {
     ) -> PyResult<Option<(Bound<'py, PyAny>, Bound<'py, PyDict>)>> {
         Ok(self
             .run(py, data, now, tz, Some(&peer_ip))?
-            .map(|(msg, fields)| (msg, fields.expect("asked for fields"))))
+            .and_then(|(msg, fields)| fields.map(|f| (msg, f))))
     }
 }
 
@@ -378,7 +358,14 @@ impl HeaderDecoder {
         };
         let (obj, sd) = build(py, self.message_class.bind(py), &msg)?;
         let fields = match peer_ip {
-            Some(ip) => Some(header_fields(py, &msg, &sd, ip, pid)?),
+            Some(ip) => Some(header_fields(
+                py,
+                (&self.severity_names, &self.facility_names),
+                &msg,
+                &sd,
+                ip,
+                pid,
+            )?),
             None => None,
         };
         Ok(Some((obj, fields)))

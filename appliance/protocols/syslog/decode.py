@@ -7,7 +7,12 @@ from typing import Any
 
 from appliance import dataplane
 from appliance.protocols.syslog.ecs import syslog_fields
-from appliance.protocols.syslog.message import SyslogMessage, parse_pri
+from appliance.protocols.syslog.message import (
+    FACILITY_NAMES,
+    SEVERITY_NAMES,
+    SyslogMessage,
+    parse_pri,
+)
 from appliance.protocols.syslog.rfc3164 import bsd_epoch, decode_rfc3164
 from appliance.protocols.syslog.rfc5424 import decode_rfc5424, parse_rfc3339
 
@@ -17,7 +22,9 @@ def _native_header() -> Any:
     in Python) and message class, so both backends build the same ``SyslogMessage``."""
     if dataplane.native is None:
         return None
-    return dataplane.native.HeaderDecoder(SyslogMessage, bsd_epoch, parse_rfc3339)
+    return dataplane.native.HeaderDecoder(
+        SyslogMessage, bsd_epoch, parse_rfc3339, list(SEVERITY_NAMES), list(FACILITY_NAMES)
+    )
 
 
 _native: Any = _native_header()

@@ -106,8 +106,10 @@ ZONE = _keys("tz", "timezone", "time_zone", "tzoffset", "tz_offset", "utc_offset
 SERVICE_PORT = _keys("service", "svc", "service_id", "dst_service")
 
 KNOWN = frozenset().union(
-    *(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, frozenset))
-)
+    SOURCE_IP, DEST_IP, SOURCE_PORT, DEST_PORT, USER, TARGET_USER, ACTION, MAYBE_ACTION, PROTO,
+    SOURCE_BYTES, DEST_BYTES, BYTES, RULE_ID, RULE_NAME, RULE, IN_IFACE, OUT_IFACE, TIME, DATE,
+    ZONE, SERVICE_PORT,
+)  # fmt: skip
 ALLOW_WORDS = frozenset({
     "allow", "allowed", "accept", "accepted", "permit", "permitted", "pass", "passed",
     "forward", "forwarded", "pass-through", "passthrough",
