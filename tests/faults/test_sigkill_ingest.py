@@ -4,11 +4,12 @@ The appliance runs as a real process (``python -m appliance run``); numbered lin
 one TCP connection; the process is killed with SIGKILL (the PID this test started, nothing
 else), restarted on the same data dir, and the database is read back.
 
-Loss window: events the appliance had read but not yet committed. Paced (every line read
-before the next step), that is the batch still filling (committed once full, or after
-``flush_interval``) plus at most one batch inside its transaction: ``2 * batch_size``. Under
-a blast, a stream stops reading once two batches are queued, so the queue holds at most
-``2 * batch_size`` plus one batch in its transaction: ``3 * batch_size``. Lines still in the
+Loss window: events the appliance had read but not yet committed. A stream stops decoding
+once two batches are queued, so the queue holds at most ``2 * batch_size`` and one more batch
+can be inside its transaction: ``3 * batch_size``, paced or not. Paced on a fast machine the
+loss is usually just the batch still filling, but a writer slowed by a busy CI host lets the
+queue fill to its bound, so the test holds the appliance to the bound and not to the usual
+case. Lines still in the
 kernel's socket buffers are lost with the process too; that part is the sender's to resend
 (syslog over TCP has no application acknowledgement). Everything committed survives; nothing
 is stored twice; ids stay dense.
@@ -153,7 +154,7 @@ def test_sigkill_mid_stream_loses_at_most_the_uncommitted_batch_and_stores_nothi
         f"{lost_a} of {sent} received events; mid-blast kill: {len(b)} of {blast} sent were "
         f"stored, the appliance had read at least {got} (the rest was in socket buffers)"
     )
-    assert 0 <= lost_a <= 2 * BATCH
+    assert 0 <= lost_a <= 3 * BATCH  # the queue's bound plus the batch in its transaction
     # Mid-blast: it had read at least ``got`` lines when it was killed; of those, at most the
     # queue (two batches, then reading pauses) and one batch in its transaction are lost.
     assert len(b) >= got - 3 * BATCH
