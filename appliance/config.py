@@ -576,6 +576,73 @@ class DecodersSection:
     paths: list[str] = field(default_factory=list)
 
 
+# ------------------------------------------------------------- notify, respond, analysis, console
+# One section each; the feature's own module reads it (appliance.notify, appliance.respond,
+# appliance.analysis, appliance.console). Secrets are kept out of ``repr``.
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyChannel:
+    """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels)."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    type: Literal[
+        "email",
+        "sms_twilio",
+        "sms_http",
+        "sms_modem",
+        "slack",
+        "teams",
+        "mattermost",
+        "telegram",
+        "webhook",
+    ] = "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRoute:
+    """One ``[[notify.routes]]``: which incidents go to which channels (appliance.notify)."""
+
+    channels: list[str] = field(default_factory=list)
+    min_severity: Literal["informational", "low", "medium", "high", "critical"] = "low"
+
+
+@dataclass(frozen=True, slots=True)
+class NotifySection:
+    channels: list[NotifyChannel] = field(default_factory=list)
+    routes: list[NotifyRoute] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class RespondAction:
+    """One ``[[respond.actions]]``: what the box does when an incident opens."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+
+
+@dataclass(frozen=True, slots=True)
+class RespondSection:
+    actions: list[RespondAction] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSection:
+    """``[analysis]``: context that raises or lowers what the rules say (appliance.analysis).
+    Paths are relative to the config file; files are re-read on SIGHUP."""
+
+    asset_files: list[str] = field(default_factory=list)
+    vuln_files: list[str] = field(default_factory=list)
+    ids_rule_files: list[str] = field(default_factory=list)
+    intel_files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSection:
+    """``[console]``: the web console served beside the API (appliance.console)."""
+
+    enabled: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
@@ -587,6 +654,10 @@ class AppConfig:
     flows: FlowsSection = field(default_factory=FlowsSection)
     rules: RulesSection = field(default_factory=RulesSection)
     decoders: DecodersSection = field(default_factory=DecodersSection)
+    notify: NotifySection = field(default_factory=NotifySection)
+    respond: RespondSection = field(default_factory=RespondSection)
+    analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    console: ConsoleSection = field(default_factory=ConsoleSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:

@@ -29,9 +29,14 @@ class Event:
     fields: dict[str, Any] = field(default_factory=dict)
     raw: bytes = b""
     id: int | None = None
-    # The line the store keeps (appliance.store.segments), when a decode worker already
-    # encoded it; the parent stores it as is, so nothing may change ``fields`` before storage.
+    # The line the store keeps (appliance.store.segments), encoded when the event is offered
+    # (or by a decode worker). A ``before_store`` stage that changes ``fields`` calls
+    # :meth:`changed`, and the pipeline encodes the line again before the insert.
     line: bytes | None = None
+
+    def changed(self) -> None:
+        """Say that ``fields`` changed after the stored line was encoded (enrichment)."""
+        self.line = None
 
     def get(self, name: str, default: Any = None) -> Any:
         return self.fields.get(name, default)

@@ -38,7 +38,13 @@ _rl = RateLimitedLog(log)
 
 
 class Stage(Protocol):
-    """A processing step over a batch; mutates events in place (adds fields, tags)."""
+    """A processing step over a batch.
+
+    ``before_store`` stages enrich: they may add fields, and call :meth:`Event.changed` on
+    each event they change so its stored line is encoded again (the others keep the line
+    encoded at :meth:`Pipeline.offer`). ``after_store`` stages (correlation, forwarding) see
+    the stored events with their ids and must not change them.
+    """
 
     name: str
 
@@ -122,13 +128,7 @@ class Pipeline:
             self.dropped.inc(source, why)
             return False
         if event.line is None:
-            event.line = encode_line(
-                event.timestamp,
-                event.created,
-                event.module,
-                event.fields,
-                event.raw[: self.store.raw_max_bytes],
-            )
+            self.encode(event)
         q.append((event, source))
         n = len(q)
         if n == 1:
@@ -136,6 +136,16 @@ class Pipeline:
         if n >= self.batch_size:
             self._batch_ready.set()
         return True
+
+    def encode(self, event: Event) -> None:
+        """Encode the line the store keeps from the event as it is now."""
+        event.line = encode_line(
+            event.timestamp,
+            event.created,
+            event.module,
+            event.fields,
+            event.raw[: self.store.raw_max_bytes],
+        )
 
     def has_room(self) -> bool:
         return len(self._queue) < self._limit
@@ -214,7 +224,12 @@ class Pipeline:
 
     async def _process(self, events: list[Event], pairs: list[tuple[Event, str]]) -> None:
         now = self.clock()
-        await self.run_stages(self.before_store, events, now)
+        if self.before_store:
+            await self.run_stages(self.before_store, events, now)
+            encode = self.encode
+            for e in events:  # enriched events: their stored line is encoded again
+                if e.line is None:
+                    encode(e)
         short = False  # space is short: small transactions, so the WAL never holds much
         if self.before_insert is not None:
             try:

@@ -1,0 +1,1 @@
+"""Notification channels: one module per transport, all behind :class:`base.Channel`."""

@@ -1,0 +1,58 @@
+"""What every channel takes and how it fails.
+
+The engine renders one :class:`Message` per delivery (already grouped, escaped and cut to
+size by the engine's renderer) and calls :meth:`Channel.send`; a channel never decides
+routing or retries. It raises :class:`DeliveryError` with ``retryable`` set the way its
+transport says (a 5xx, a timeout or a modem without registration: retry; a 4xx that names
+the request as bad: give up and show the error).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One notification as the engine rendered it.
+
+    ``subject`` is one line; ``text`` the plain body (e-mail, chat); ``html`` the e-mail's
+    HTML part when there is one; ``short`` the form for SMS (the channel splits or cuts it to
+    its segment limits). ``incident_ids`` says which incidents it covers (one, or a group or
+    digest), ``severity`` the highest among them, ``ack_url`` the signed acknowledgement
+    link when the engine made one, and ``ack_code`` the code an SMS reply may carry.
+    """
+
+    subject: str
+    text: str
+    short: str
+    severity: str = "low"
+    html: str | None = None
+    incident_ids: tuple[str, ...] = ()
+    ack_url: str | None = None
+    ack_code: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class DeliveryError(Exception):
+    """A delivery failed; ``retryable`` says whether trying again later can help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Channel(Protocol):
+    """A configured channel, built once per config (see ``channels.build_channel``)."""
+
+    name: str
+    type: str
+
+    async def send(self, message: Message) -> None:
+        """Deliver ``message`` to every recipient of the channel, or raise DeliveryError."""
+        ...
+
+    async def close(self) -> None:
+        """Release sessions, serial ports, connections."""
+        ...
