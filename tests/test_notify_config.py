@@ -190,3 +190,15 @@ def test_an_unset_secret_env_is_a_config_error_at_build(monkeypatch: pytest.Monk
     )
     with pytest.raises(ConfigError, match="SEM_TEST_TG_TOKEN is not set"):
         build_channel(cfg.notify.channels[0], ".")
+
+
+def test_the_commented_channel_examples_in_the_example_config_load(tmp_path: Path) -> None:
+    from appliance.config import EXAMPLE_CONFIG
+
+    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    block = text[text.index("# [[notify.channels]]") :].splitlines()
+    lines = [ln[2:] for ln in block if ln.startswith("# ") and not ln.startswith("# #")]
+    path = tmp_path / "c.toml"
+    path.write_text("[appliance]\nallow_empty = true\n" + "\n".join(lines))
+    types = {c.type for c in load_config(path).notify.channels}
+    assert types == {"email", "sms_twilio", "sms_http", "sms_modem", "slack", "telegram", "webhook"}
