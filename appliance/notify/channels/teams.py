@@ -14,7 +14,7 @@ from typing import Any
 from appliance.notify.channels.base import Message
 from appliance.notify.channels.http import HttpChannel, check_status
 from appliance.notify.channels.mattermost import markdown_escape
-from appliance.notify.channels.text import clean_body, clean_line
+from appliance.notify.channels.text import clean_body, clean_line, fit_escaped
 
 BODY_LIMIT = 20000
 SEVERITY_COLOR = {"critical": "Attention", "high": "Attention", "medium": "Warning"}
@@ -36,7 +36,7 @@ def payload(message: Message, limit: int = BODY_LIMIT) -> dict[str, Any]:
             },
             {
                 "type": "TextBlock",
-                "text": markdown_escape(clean_body(message.text, limit // 2)),
+                "text": fit_escaped(clean_body(message.text), limit, markdown_escape),
                 "wrap": True,
             },
         ],
