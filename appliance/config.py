@@ -626,15 +626,6 @@ def check_url_template(value: str) -> str | None:
     return None
 
 
-def _loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class NotifyChannel:
     """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels).
@@ -716,6 +707,15 @@ class NotifyChannel:
     hmac_secret_file: str = ""
     hmac_secret_env: str = ""
 
+    def check_plain_http(self, url: str) -> str | None:
+        """Plain http:// is for loopback (a local relay) unless ``allow_http`` says otherwise."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "http" or self.allow_http or is_loopback_host(parts.hostname or ""):
+            return None
+        return "plain http:// only to loopback; use https:// or allow_http = true"
+
     def has(self, key: str) -> bool:
         """Whether ``key`` is set; for a secret, inline or through its ``_file``/``_env``."""
         attr = "from_" if key == "from" else key
@@ -759,15 +759,7 @@ class NotifyChannel:
         urls = [("url", self.url)]
         if self.type == "telegram":
             urls.append(("api_url", self.api_url))
-        from urllib.parse import urlsplit
-
-        for key, url in urls:
-            parts = urlsplit(url)
-            local = _loopback_host(parts.hostname or "")
-            if parts.scheme == "http" and not (self.allow_http or local):
-                errors.append(
-                    f"{key}: plain http:// only to loopback; use https:// or allow_http = true"
-                )
+        errors.extend(f"{key}: {e}" for key, url in urls if (e := self.check_plain_http(url)))
         if self.type == "sms_http":
             if self.method == "GET" and self.body:
                 errors.append("body: a GET request has no body; put placeholders in url")

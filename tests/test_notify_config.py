@@ -202,3 +202,16 @@ def test_the_commented_channel_examples_in_the_example_config_load(tmp_path: Pat
     path.write_text("[appliance]\nallow_empty = true\n" + "\n".join(lines))
     types = {c.type for c in load_config(path).notify.channels}
     assert types == {"email", "sms_twilio", "sms_http", "sms_modem", "slack", "telegram", "webhook"}
+
+
+def test_a_url_from_a_file_is_checked_like_an_inline_one(tmp_path: Path) -> None:
+    (tmp_path / "hook").write_text("http://192.0.2.9/hook\n")
+    cfg = parse_config(
+        {
+            "appliance": {"allow_empty": True},
+            "notify": {"channels": [{"name": "x", "type": "slack", "url_file": "hook"}]},
+        },
+        tmp_path,
+    )
+    with pytest.raises(ConfigError, match="url: plain http:// only to loopback"):
+        build_channel(cfg.notify.channels[0], tmp_path)

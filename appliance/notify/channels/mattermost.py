@@ -35,7 +35,7 @@ class MattermostChannel(HttpChannel):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.url = self.secret("url")
+        self.url = self.endpoint()
 
     async def _deliver(self, message: Message) -> None:
         limit = min(self.cfg.max_length or POST_LIMIT, POST_LIMIT)

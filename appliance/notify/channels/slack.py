@@ -50,7 +50,7 @@ class SlackChannel(HttpChannel):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.url = self.secret("url")
+        self.url = self.endpoint()
 
     async def _deliver(self, message: Message) -> None:
         answer = await self.request(

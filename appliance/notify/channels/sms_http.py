@@ -77,7 +77,7 @@ class HttpSmsChannel(HttpChannel):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.token = self.secret("token")
-        self.url_template = self.secret("url")
+        self.url_template = self.endpoint()
 
     def request_for(self, message: Message, to: str) -> tuple[str, dict[str, str], bytes | None]:
         cfg = self.cfg

@@ -35,7 +35,7 @@ class TwilioChannel(HttpChannel):
         pair = base64.b64encode(f"{cfg.account_sid}:{token}".encode()).decode()
         self.headers = {"Authorization": f"Basic {pair}"}
         self._secrets.append(pair)
-        base = (cfg.url or DEFAULT_URL).rstrip("/")
+        base = (self.endpoint() if cfg.has("url") else DEFAULT_URL).rstrip("/")
         self.url = f"{base}/2010-04-01/Accounts/{quote(cfg.account_sid, safe='')}/Messages.json"
 
     async def _deliver(self, message: Message) -> None:
