@@ -197,6 +197,7 @@ def test_the_commented_channel_examples_in_the_example_config_load(tmp_path: Pat
 
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
     block = text[text.index("# [[notify.channels]]") :].splitlines()
+    block = block[: next(i for i, ln in enumerate(block) if not ln.startswith("#"))]
     lines = [ln[2:] for ln in block if ln.startswith("# ") and not ln.startswith("# #")]
     path = tmp_path / "c.toml"
     path.write_text("[appliance]\nallow_empty = true\n" + "\n".join(lines))

@@ -1,7 +1,8 @@
 """Microsoft Teams incoming webhook (a Workflows "send webhook alerts to a channel" flow, the
 replacement for the Office 365 connectors retired in 2026, which took the same body): a
-``message`` whose one attachment is an Adaptive Card (schema 1.4): the subject as a bold heading, the body as a wrapped TextBlock, the
-acknowledgement link as an ``Action.OpenUrl`` button.
+``message`` whose one attachment is an Adaptive Card (schema 1.4): the subject as a bold
+heading, the body as a wrapped TextBlock, the acknowledgement link as an ``Action.OpenUrl``
+button.
 
 TextBlock renders a Markdown subset, so event text has its Markdown punctuation escaped. A
 Teams message is limited to about 28 KB; the body is cut to 20,000 characters by default.
