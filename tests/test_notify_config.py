@@ -216,3 +216,19 @@ def test_a_url_from_a_file_is_checked_like_an_inline_one(tmp_path: Path) -> None
     )
     with pytest.raises(ConfigError, match="url: plain http:// only to loopback"):
         build_channel(cfg.notify.channels[0], tmp_path)
+
+
+def test_every_channel_key_is_documented_in_the_example_config() -> None:
+    import dataclasses
+    import re
+
+    from appliance.config import EXAMPLE_CONFIG, NOTIFY_SECRETS, NotifyChannel
+
+    text = EXAMPLE_CONFIG.read_text()
+    section = text[text.index("notification channels") : text.index("\n[flows]")]
+    assert "<key>_file" in section and "<key>_env" in section  # how every secret's sources are
+    for f in dataclasses.fields(NotifyChannel):
+        key = f.metadata.get("key", f.name)
+        if key.endswith(("_file", "_env")) and key.rsplit("_", 1)[0] in NOTIFY_SECRETS:
+            continue
+        assert re.search(rf"(?<![\w.]){key}(?![\w.])", section), key
