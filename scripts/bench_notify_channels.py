@@ -6,7 +6,7 @@ over HTTP, e-mail over SMTP with STARTTLS, SMS through the simulated modem on a 
 Sequential sends, one recipient each, as the engine's per-channel delivery does. Prints ONE
 JSON line. Needs the test extras (trustme, aiosmtpd); figures depend on the machine's load.
 
-    .venv/bin/python scripts/bench_notify.py --n 200
+    .venv/bin/python scripts/bench_notify_channels.py --n 200
 """
 
 from __future__ import annotations
@@ -29,7 +29,11 @@ try:
     import trustme
     from aiosmtpd.controller import Controller
 except ImportError:
-    print(json.dumps({"bench": "notify", "error": "needs trustme, aiosmtpd: run scripts/test"}))
+    print(
+        json.dumps(
+            {"bench": "notify-channels", "error": "needs trustme, aiosmtpd: run scripts/test"}
+        )
+    )
     raise SystemExit(2) from None
 
 from aiohttp import web
@@ -70,7 +74,7 @@ async def timed(ch: ChannelBase, n: int) -> dict[str, float]:
 
 
 async def run(n: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"bench": "notify", "n": n}
+    out: dict[str, Any] = {"bench": "notify-channels", "n": n}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         ca = trustme.CA()

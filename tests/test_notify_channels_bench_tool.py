@@ -1,4 +1,4 @@
-"""scripts/bench notify runs end to end (a functional check; no timing is asserted)."""
+"""scripts/bench notify-channels runs end to end (a functional check; no timing is asserted)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 def test_notify_bench_delivers_through_every_measured_channel() -> None:
     proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_notify.py"), "--n", "5"],
+        [sys.executable, str(SCRIPTS / "bench_notify_channels.py"), "--n", "5"],
         capture_output=True,
         text=True,
         timeout=120,
