@@ -435,3 +435,31 @@ async def histogram(
     result.counts = buckets
     result.matched = matched
     return result
+
+
+async def events_by_ids(store: Store, ids: Iterable[int]) -> list[Event]:
+    """The stored events with these ids (those retention deleted are left out), newest first.
+    One indexed segment lookup per distinct segment, so a few hundred ids stay cheap."""
+    conn = store.reader
+    if conn is None:
+        from appliance.store.db import StoreError
+
+        raise StoreError("store is closed")
+    wanted = sorted({int(i) for i in ids if isinstance(i, int) and i > 0}, reverse=True)
+    out: list[Event] = []
+    segment: tuple[int, list[bytes]] | None = None
+    for id_ in wanted:
+        if segment is None or not segment[0] <= id_ < segment[0] + len(segment[1]):
+            async with conn.execute(
+                "SELECT first_id, body FROM event_segments WHERE first_id <= ?"
+                " ORDER BY first_id DESC LIMIT 1",
+                (id_,),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                break  # nothing older is stored
+            segment = (int(row[0]), bytes(row[1]).split(b"\n"))
+        k = id_ - segment[0]
+        if 0 <= k < len(segment[1]):
+            out.append(decode_line(segment[1][k], id_))
+    return out
