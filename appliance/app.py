@@ -477,9 +477,11 @@ class Appliance:
 
 def _register_components() -> None:
     from appliance.correlate.component import build_correlation
+    from appliance.reports.schedule import build_reports
 
-    if build_correlation not in COMPONENT_BUILDERS:
-        COMPONENT_BUILDERS.append(build_correlation)
+    for builder in (build_correlation, build_reports):
+        if builder not in COMPONENT_BUILDERS:
+            COMPONENT_BUILDERS.append(builder)
 
 
 _register_components()

@@ -105,8 +105,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def report_command(args: argparse.Namespace) -> int:
     """Read-only on the database, so it runs while the appliance does."""
-    from appliance.reports import build_report, write_atomically
-    from appliance.reports.data import parse_span
+    from appliance.reports.build import build_report, write_atomically
+    from appliance.reports.period import parse_span
 
     try:
         config = load_config(args.config or EXAMPLE_CONFIG)

@@ -643,6 +643,67 @@ class ConsoleSection:
     enabled: bool = True
 
 
+def check_hhmm(value: str) -> str | None:
+    parts = value.split(":")
+    if (
+        len(parts) != 2
+        or not all(p.isascii() and p.isdigit() and len(p) == 2 for p in parts)
+        or not (int(parts[0]) < 24 and int(parts[1]) < 60)
+    ):
+        return f"expected HH:MM (UTC, 00:00 to 23:59), not {value!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSchedule:
+    """One ``[[reports.schedules]]``: a report written every day or week (appliance.reports).
+
+    The files go to ``[reports] dir``; there is no e-mail delivery yet (no notification
+    channel exists to carry them)."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    every: Literal["daily", "weekly"] = "daily"
+    at: str = field(default="06:00", metadata=check(check_hhmm))  # UTC
+    weekday: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
+    formats: list[Literal["html", "pdf", "csv"]] = field(default_factory=lambda: ["pdf"])
+    # The period covered, ending at the run: default 24h (daily) or 7d (weekly).
+    since: str = ""
+
+    @property
+    def span(self) -> float:
+        from appliance.reports.period import parse_span
+
+        return parse_span(self.since or ("24h" if self.every == "daily" else "7d"))
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        if not self.formats:
+            errors.append("formats: at least one of html, pdf, csv")
+        try:
+            _ = self.span
+        except ValueError as exc:
+            errors.append(f"since: {exc}")
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsSection:
+    """``[reports]``: where scheduled reports are written and how many are kept."""
+
+    dir: str = ""  # default data_dir/reports
+    keep: int = field(default=30, metadata=check(positive))  # files per schedule and format
+    schedules: list[ReportSchedule] = field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        names = [s.name for s in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        return [f"schedules: duplicate schedule name {n!r}" for n in dupes]
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
@@ -658,6 +719,7 @@ class AppConfig:
     respond: RespondSection = field(default_factory=RespondSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
+    reports: ReportsSection = field(default_factory=ReportsSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from appliance.reports.data import parse_span
+from appliance.reports.period import parse_span
 from tests.conftest import TOKEN, corpus_dir, free_port, need_tool, running_appliance
 from tests.netflow_packets import v5, v5_record
 from tests.test_lifecycle import Proc, write_config

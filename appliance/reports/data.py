@@ -26,20 +26,6 @@ MAX_REPORT_EVENTS = 2_000_000
 TOP_N = 10
 
 
-def parse_span(text: str) -> float:
-    """``24h``, ``7d``, ``90m``, ``3600s`` (or plain seconds) to seconds."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-    text = text.strip().lower()
-    try:
-        unit = units.get(text[-1:], 0)
-        value = float(text[:-1]) * unit if unit else float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a duration like 24h or 7d") from None
-    if not 0 < value <= 366 * 86400:
-        raise ValueError(f"{text!r}: must be more than 0 and at most 366 days")
-    return value
-
-
 def bucket_for(span: float) -> int:
     """Bar width for the time series: hours up to two days, six hours up to two weeks."""
     if span <= 2 * 86400:
