@@ -76,6 +76,14 @@ async def test_numeric_ranges_filter_ports(start_appliance: Any) -> None:
     assert [e["destination"]["port"] for e in body["events"]] == [22, 22]
 
 
+async def test_event_module_filters_on_the_module(start_appliance: Any) -> None:
+    run = await mixed(start_appliance)
+    _s, body = await get(run, "/api/v1/events", **{"event.module": "syslog"})
+    assert body["count"] == 15
+    _s, body = await get(run, "/api/v1/events", **{"event.module": "snmp"})
+    assert body["count"] == 0 and body["complete"] is True
+
+
 async def test_free_text_matches_inside_the_message(start_appliance: Any) -> None:
     run = await mixed(start_appliance)
     _s, body = await get(run, "/api/v1/events", q="rule 1")

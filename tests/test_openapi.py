@@ -124,3 +124,18 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         assert proc.p.poll() is None, proc.log()
     finally:
         proc.kill()
+
+
+def test_the_readme_api_table_lists_every_documented_route() -> None:
+    """The README's API table names each route (a row may list several: `/resolve`, ...)."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("## API\n") : readme.index("\n## ", readme.index("## API\n") + 1)]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    missing = []
+    for method, path in sorted(documented()):
+        last = "/" + path.rsplit("/", 1)[-1]
+        if not any(
+            f"`{method} {path}`" in row or (method in row and f"`{last}`" in row) for row in rows
+        ):
+            missing.append(f"{method} {path}")
+    assert missing == []

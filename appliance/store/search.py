@@ -92,7 +92,9 @@ class Condition:
             return None
         out = []
         for v in self.equals:
-            if self.name == "source.ip":  # may match observer.ip instead (see match_parts)
+            if self.name in ("source.ip", _MODULE):
+                # source.ip may match observer.ip instead (see match_parts); the module is a
+                # column of the line, not a key of its fields.
                 out.append(b'"' + json_needle(v) + b'"')
                 continue
             key = b'"' + json_needle(self.name) + b'":'
