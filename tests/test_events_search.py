@@ -3,11 +3,14 @@ histograms, over events stored through the real pipeline into a real SQLite file
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from appliance.store.search import FilterError, parse_condition
+from appliance.event import Event
+from appliance.store import Store, search
+from appliance.store.search import FilterError, Query, parse_condition
 from tests.conftest import TOKEN
 from tests.ruletools import T0, ev, ssh
 from tests.test_incidents_api import feed
@@ -214,3 +217,66 @@ def test_a_condition_matches_list_values_and_numbers_given_as_text() -> None:
     assert cond.matches(["authentication", "network"])
     assert parse_condition("destination.port", ["443"]).matches(443)
     assert not parse_condition("destination.port", ["443"]).matches(4430)
+
+
+async def stored_in_segments(tmp_path: Path, segments: int, per: int) -> Store:
+    """A store holding ``segments`` segments of ``per`` events each (one insert each)."""
+    store = Store(tmp_path / "s.db")
+    await store.open()
+    for s in range(segments):
+        await store.insert_events(
+            [
+                Event(
+                    timestamp=T0 + s * per + k,
+                    created=T0 + s * per + k,
+                    module="syslog",
+                    fields={"user.name": "alice" if k == 0 else "bob", "message": f"m{s}.{k}"},
+                )
+                for k in range(per)
+            ]
+        )
+    return store
+
+
+async def test_a_budget_ending_on_a_batch_boundary_still_hands_back_a_cursor(
+    tmp_path: Path,
+) -> None:
+    store = await stored_in_segments(tmp_path, 9, 10)  # SQL fetches 8 segments at a time
+    try:
+        counted = 0
+        cursor = None
+        rounds = 0
+        while True:
+            r = await search.count_by(store, Query(), "user.name", before_id=cursor, max_scan=80)
+            counted += r.matched
+            rounds += 1
+            if r.next_cursor is None:
+                break
+            cursor = r.next_cursor
+        assert (counted, rounds) == (90, 2)
+    finally:
+        await store.close()
+
+
+async def test_the_sql_prefilter_stops_at_its_span_and_hands_back_a_cursor(
+    tmp_path: Path,
+) -> None:
+    store = await stored_in_segments(tmp_path, 20, 10)
+    try:
+        absent = Query(text="no such text")
+        r = await search.find_events(store, absent, limit=10, before_id=None, max_scan=4)
+        # 4 x SQL_SPAN_FACTOR ids looked at by SQL, nothing parsed, the rest left for later.
+        assert r.scanned == 0 and r.events == [] and r.next_cursor is not None
+        assert r.next_cursor > 200 - 4 * search.SQL_SPAN_FACTOR - 10
+        present = Query(text="m0.0")  # the oldest event
+        seen = []
+        cursor = None
+        for _ in range(50):
+            r = await search.find_events(store, present, limit=10, before_id=cursor, max_scan=4)
+            seen += [e.fields["message"] for e in r.events]
+            cursor = r.next_cursor
+            if cursor is None:
+                break
+        assert seen == ["m0.0"]
+    finally:
+        await store.close()

@@ -17,6 +17,7 @@ Filters are parsed here, purely (:func:`parse_filters`), so a malformed or unkno
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import re
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 # for 200k lines: the page answers in well under a second whatever the filter, and a client
 # that wants more follows the cursor.
 MAX_SCAN_EVENTS = 200_000
+# Ids SQL's instr pre-filter may look at per request, as a multiple of max_scan (measured on
+# 1M events: reading every blob for a text no event has took 1.3 s; see scripts/bench_search).
+SQL_SPAN_FACTOR = 5
 # Segments fetched per SQL round trip (each up to 1024 events).
 _BATCH_SEGMENTS = 8
 # Values one filter may list (OR), and the length of one value.
@@ -270,9 +274,14 @@ class ScanResult:
     seen_fields: set[str] = field(default_factory=set)
 
 
-def _segment_sql(query: Query, before_id: int | None) -> tuple[str, list[Any]]:
+def _segment_sql(
+    query: Query, before_id: int | None, floor: int | None = None
+) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
+    if floor is not None:
+        clauses.append("first_id >= ?")
+        args.append(floor)
     if query.since is not None:
         clauses.append("max_ts >= ?")
         args.append(query.since)
@@ -334,30 +343,65 @@ async def scan(
     max_scan: int = MAX_SCAN_EVENTS,
     learn: bool = True,
 ) -> ScanResult:
-    """Run ``visit`` on the matching events newest first, reading at most ``max_scan``."""
-    import asyncio
+    """Run ``visit`` on the matching events newest first, reading at most ``max_scan``.
 
+    Two budgets: ``max_scan`` lines parsed, and :data:`SQL_SPAN_FACTOR` x ``max_scan`` ids
+    looked at by SQL's ``instr`` pre-filter (which parses nothing, but reads the blobs: a
+    text no event has would otherwise read the whole store in one request).
+    """
     conn = store.reader
     if conn is None:
         from appliance.store.db import StoreError
 
         raise StoreError("store is closed")
     result = ScanResult()
+    floor = await _sql_floor(conn, before_id, max_scan * SQL_SPAN_FACTOR)
     cursor = before_id
     while True:
-        sql, args = _segment_sql(query, cursor)
+        sql, args = _segment_sql(query, cursor, floor)
         async with conn.execute(sql, args) as cur:
             segments = cast("list[tuple[int, bytes]]", await cur.fetchall())
         if not segments:
+            # Nothing more down to the floor; below it, older segments wait for the cursor.
             result.next_cursor = None
+            if floor is not None and await _any_below(conn, floor):
+                result.next_cursor = floor
             return result
         stopped, oldest = await asyncio.to_thread(
             _scan_batch, segments, cursor, query, visit, max_scan, result, learn
         )
         if stopped:
-            result.next_cursor = oldest
+            # Ids below the last line read (or, when the budget ran out on this batch's first
+            # line, below the previous batch) are not read yet.
+            result.next_cursor = oldest if oldest is not None else cursor
             return result
         cursor = segments[-1][0]
+
+
+async def _sql_floor(conn: Any, before_id: int | None, span: int) -> int | None:
+    """The first id of the segment where this request's SQL scan stops: ``span`` ids below
+    the cursor (or the newest id), rounded down to a segment start. ``None``: no floor."""
+    if before_id is None:
+        async with conn.execute("SELECT max(last_id) FROM event_segments") as cur:
+            row = await cur.fetchone()
+        if not row or row[0] is None:
+            return None
+        top = int(row[0]) + 1
+    else:
+        top = before_id
+    async with conn.execute(
+        "SELECT first_id FROM event_segments WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1",
+        (top - span,),
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+async def _any_below(conn: Any, floor: int) -> bool:
+    async with conn.execute(
+        "SELECT 1 FROM event_segments WHERE first_id < ? LIMIT 1", (floor,)
+    ) as cur:
+        return await cur.fetchone() is not None
 
 
 async def find_events(
