@@ -100,6 +100,13 @@ async def test_an_unknown_field_is_a_400_naming_it(start_appliance: Any) -> None
     assert body["error"].startswith("user_name: unknown field")
 
 
+async def test_more_than_32_field_filters_is_a_400(start_appliance: Any) -> None:
+    run = await mixed(start_appliance)
+    params = {f"labels.k{i}": "v" for i in range(33)}
+    status, body = await get(run, "/api/v1/events", **params)
+    assert status == 400 and body["error"] == "labels.k32: at most 32 field filters"
+
+
 async def test_a_field_only_stored_events_have_is_known(start_appliance: Any) -> None:
     run = await mixed(start_appliance)
     status, body = await get(run, "/api/v1/events", **{"acme.widget.colour": "blue"})
