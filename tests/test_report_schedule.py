@@ -72,10 +72,10 @@ async def test_a_due_schedule_writes_its_reports_into_the_folder(
     await feed(run, [ssh(i, "203.0.113.9") for i in range(3)])
     scheduler = next(c for c in run.app.components if isinstance(c, ReportScheduler))
     scheduler.trigger("daily")
-    await run.wait_for(lambda: len(list((tmp_path / "out").glob("daily-*"))) == 2, timeout=30)
+    await run.wait_for(lambda: scheduler.due["daily"] > run.app.clock(), timeout=30)
+    assert len(list((tmp_path / "out").glob("daily-*"))) == 2
     html = next((tmp_path / "out").glob("daily-*.html")).read_text()
     assert "Security report: test-01" in html and "<svg" in html
-    assert scheduler.due["daily"] > run.app.clock()
     assert 'appliance_reports_total{schedule="daily",format="csv",outcome="written"} 1' in (
         await run.metrics()
     )
