@@ -1,15 +1,18 @@
 """The OpenAPI document: it documents exactly the server's routes, it is served, and a running
 appliance answers as it says (schemathesis: no server error, every response matching the
-documented status codes, content types and schemas)."""
+documented status codes, content types and schemas; the stateful phase follows the
+document's links from the incident list to a real incident's actions)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ import pytest
 from appliance.api.openapi import document
 from tests.conftest import TOKEN, free_port
 from tests.test_lifecycle import Proc, write_config
+from tests.test_reports import brute_force
 
 METHODS = ("get", "post", "put", "patch", "delete")
 
@@ -58,6 +62,14 @@ async def test_the_document_is_served_with_a_read_token(start_appliance: Any) ->
         assert resp.status == 401
 
 
+def incidents(port: int) -> list[dict[str, Any]]:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v1/incidents", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return list(json.loads(resp.read())["incidents"])
+
+
 def send_syslog(port: int, lines: list[str]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for line in lines:
@@ -79,15 +91,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
         # Something to find: SSH failures that raise a brute-force incident, and other lines.
         send_syslog(
             udp_port,
-            [
-                f"<38>Nov 29 10:00:{i:02d} srv1 sshd[26279]: Failed password for root from"
-                f" 203.0.113.9 port {40000 + i} ssh2"
-                for i in range(12)
-            ]
+            [line.decode() for line in brute_force("203.0.113.9")]
             + ["<13>Nov 29 10:01:00 fw1 kernel: hello world"],
         )
         deadline = time.monotonic() + 20
-        while (proc.healthz() or {}).get("events_stored", 0) < 13:
+        while not incidents(api_port):
             assert time.monotonic() < deadline, proc.log()
             time.sleep(0.1)
         result = subprocess.run(
@@ -105,7 +113,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
                 "--workers",
                 "1",
                 "--phases",
-                "examples,coverage,fuzzing",
+                "examples,coverage,fuzzing,stateful",
                 "--suppress-health-check",
                 "all",
                 "--request-timeout",
