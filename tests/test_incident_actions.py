@@ -72,6 +72,12 @@ async def test_assign_without_an_assignee_is_a_400(start_appliance: Any) -> None
     assert status == 400 and body["error"].startswith("assignee:")
 
 
+async def test_an_assignee_with_control_characters_is_a_400(start_appliance: Any) -> None:
+    run, inc = await brute(start_appliance)
+    status, body = await post(run, f"/api/v1/incidents/{inc['id']}/assign", {"assignee": "a\nb"})
+    assert status == 400 and body["error"].startswith("assignee: must not contain control")
+
+
 async def test_comments_are_kept_with_who_wrote_them(start_appliance: Any) -> None:
     run, inc = await brute(start_appliance)
     _s, doc = await post(run, f"/api/v1/incidents/{inc['id']}/comment", {"text": "looking"})

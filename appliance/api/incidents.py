@@ -141,6 +141,8 @@ async def assign(request: web.Request) -> web.Response:
     if "assignee" not in body:
         raise BadParam("assignee", "required (an empty string clears it)")
     who = _text(body, "assignee", MAX_TEXT_SHORT, required=False)
+    if not who.isprintable():
+        raise BadParam("assignee", "must not contain control or unprintable characters")
     doc = await comp.incidents.assign(request.match_info["id"], who, by=_who(request))
     if doc is None:
         return json_error(404, "no such incident")
