@@ -15,9 +15,11 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
+import atexit
 import asyncio
 import json
 import random
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -163,6 +165,7 @@ def main() -> None:
     ap.add_argument("--no-fts", action="store_true")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-search-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # a 1M-event store is ~300 MB
     data_dir = tmp / "data"
     insert_s, messages = asyncio.run(fill(data_dir, args.events))
     db_bytes = (data_dir / "appliance.db").stat().st_size
