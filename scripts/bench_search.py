@@ -15,8 +15,8 @@ Prints ONE JSON line.
 from __future__ import annotations
 
 import argparse
-import atexit
 import asyncio
+import atexit
 import json
 import random
 import shutil
