@@ -63,8 +63,9 @@ async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() ->
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=30)  # 30k/s into a 10k/s decoder
-        await wait_until(lambda: len(got) == 4000)
-        assert socket_drops(sock) == 0
+        await wait_until(lambda: len(got) + (socket_drops(sock) or 0) >= 4000)
+        assert socket_drops(sock) == 0  # (a host too loaded to run this loop drops here)
+        assert len(got) == 4000
         assert reader.full == 0
         assert got[0].startswith(b"<13>burst 000000") and got[-1].startswith(b"<13>burst 003999")
         assert reader.held == 0
