@@ -233,6 +233,8 @@ class SyslogSource:
     # Per sender IP: a token bucket of `rate_limit` msg/s with `rate_burst` tokens (0 = off).
     rate_limit: float = field(default=0.0, metadata=check(non_negative))
     rate_burst: int = field(default=20_000, metadata=check(positive))
+    # Sender profiles (and their buckets) tracked; past it they are reset, never grown.
+    max_senders: int = field(default=65_536, metadata=check(positive))
     # TCP and TLS (RFC 6587 framing, RFC 5425).
     max_frame_bytes: int = field(default=65_536, metadata=check(positive))
     max_count_digits: int = field(default=8, metadata=check(positive))
@@ -406,13 +408,21 @@ class SyslogSender:
 class NetflowSource:
     """One UDP listener for NetFlow v5, v9 and IPFIX (version sniffed per datagram).
 
-    Flow inputs deny by default (reference C3): only exporters in ``allowed`` are decoded.
-    The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's state.
+    ``allowed``, ``rate_limit``, ``rate_burst`` and ``max_senders`` follow the datagram
+    policy every UDP source shares (appliance.sources.policy): private and loopback senders by
+    default. The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's
+    state.
     """
 
     listen: str = field(default="0.0.0.0:2055", metadata=check(check_hostport))
     name: str = ""
-    allowed: list[str] = field(default_factory=list, metadata=check(check_networks))
+    allowed: list[str] = field(
+        default_factory=lambda: list(PRIVATE_AND_LOOPBACK), metadata=check(check_networks)
+    )
+    # Per exporter address: a token bucket of `rate_limit` datagrams/s (0 = off).
+    rate_limit: float = field(default=0.0, metadata=check(non_negative))
+    rate_burst: int = field(default=20_000, metadata=check(positive))
+    max_senders: int = field(default=10_000, metadata=check(positive))
     rcvbuf_bytes: int = field(default=32 * 1024 * 1024, metadata=check(positive))
     max_exporters: int = field(default=1000, metadata=check(positive))
     max_domains_per_exporter: int = field(default=64, metadata=check(positive))
