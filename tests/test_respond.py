@@ -314,3 +314,64 @@ async def test_action_not_matching_severity_or_rule_does_nothing(
     incidents = (await run.get_json("/api/v1/incidents"))["incidents"]
     assert len(incidents) == 1
     assert await actions(run) == [] and firewall.calls == []
+
+
+@pytest.fixture
+def nft_namespace() -> Any:
+    """A network namespace with an nftables set ``inet sem blocklist``; removed afterwards."""
+    import os
+    import shutil
+    import subprocess
+
+    ip, nft = shutil.which("ip"), shutil.which("nft")
+    if os.geteuid() != 0 or ip is None or nft is None:
+        pytest.skip("needs root, ip (iproute2) and nft (nftables) for a network namespace")
+    name = f"sem-respond-{os.getpid()}"
+    if subprocess.run([ip, "netns", "add", name], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a network namespace here (ip netns add failed)")
+    try:
+        for cmd in (
+            ["add", "table", "inet", "sem"],
+            ["add", "set", "inet", "sem", "blocklist", "{ type ipv4_addr; }"],
+        ):
+            subprocess.run([ip, "netns", "exec", name, nft, *cmd], check=True)
+        yield ip, nft, name
+    finally:
+        subprocess.run([ip, "netns", "del", name], check=False)
+
+
+def nft_elements(ip: str, nft: str, ns: str) -> list[str]:
+    import json
+    import subprocess
+
+    out = subprocess.run(
+        [ip, "netns", "exec", ns, nft, "-j", "list", "set", "inet", "sem", "blocklist"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    for item in json.loads(out)["nftables"]:
+        if "set" in item:
+            return [str(e) for e in item["set"].get("elem", [])]
+    return []
+
+
+async def test_nft_set_in_a_network_namespace_is_filled_and_emptied_after_ttl(
+    start_appliance: Any, nft_namespace: Any
+) -> None:
+    ip, nft, ns = nft_namespace
+    prefix = [ip, "netns", "exec", ns, nft]
+    action = {
+        "name": "nft",
+        "type": "exec",
+        "argv": [*prefix, "add", "element", "inet", "sem", "blocklist", "{ {ip} }"],
+        "undo_argv": [*prefix, "delete", "element", "inet", "sem", "blocklist", "{ {ip} }"],
+        "dry_run": False,
+        "ttl": 1,
+    }
+    run = await start(start_appliance, action)
+    await brute_force(run)
+    await wait_state(run, "active")
+    assert nft_elements(ip, nft, ns) == [ATTACKER]
+    await wait_state(run, "undone")
+    assert nft_elements(ip, nft, ns) == []
