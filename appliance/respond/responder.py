@@ -497,6 +497,18 @@ class Responder:
         self._wake.set()
         return row
 
+    async def run_one(self, action_id: int) -> ledger.ActionRow | None:
+        """Carry out one row now if it is due work (the offline ``appliance respond undo``:
+        only what was asked for, not every other due action); the row afterwards."""
+        async with self.store.transaction() as conn:
+            row = await ledger.get(conn, action_id)
+        if row is not None and row.state in ("pending", "undo_pending"):
+            self.inflight.add(row.id)
+            await self._run(row)
+            async with self.store.transaction() as conn:
+                row = await ledger.get(conn, action_id)
+        return row
+
     async def list_actions(
         self, *, state: str | None = None, action: str | None = None, limit: int = 100
     ) -> list[ledger.ActionRow]:
