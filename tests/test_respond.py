@@ -375,3 +375,23 @@ async def test_nft_set_in_a_network_namespace_is_filled_and_emptied_after_ttl(
     assert nft_elements(ip, nft, ns) == [ATTACKER]
     await wait_state(run, "undone")
     assert nft_elements(ip, nft, ns) == []
+
+
+async def test_a_read_token_lists_actions_but_cannot_undo(
+    start_appliance: Any, firewall: Firewall, tmp_path: Path
+) -> None:
+    from appliance.api import tokens as api_tokens
+
+    run = await start(start_appliance, opnsense(firewall))
+    path = tmp_path / "data" / api_tokens.TOKENS_FILE
+    reader, _ = api_tokens.add_token(path, "grafana", ["read"])
+    await brute_force(run)
+    [row] = await wait_state(run, "active")
+    listed = await run.get_json("/api/v1/respond/actions", token=reader)
+    assert [a["id"] for a in listed["actions"]] == [row["id"]]
+    headers = {"Authorization": f"Bearer {reader}"}
+    async with run.session.post(
+        f"{run.api}/api/v1/respond/actions/{row['id']}/undo", headers=headers
+    ) as resp:
+        assert resp.status == 403
+    assert firewall.aliases["sem_blocklist"] == {ATTACKER}
