@@ -395,3 +395,52 @@ async def test_a_read_token_lists_actions_but_cannot_undo(
     ) as resp:
         assert resp.status == 403
     assert firewall.aliases["sem_blocklist"] == {ATTACKER}
+
+
+HOST_RULE = """title: SSH failures on a host
+id: 5d0c1a52-0000-4000-8000-000000000001
+status: test
+logsource:
+  product: linux
+  service: sshd
+detection:
+  selection:
+    event.action: ssh_login
+    event.outcome: failure
+  condition: selection
+level: high
+appliance:
+  group_by:
+  - host.hostname
+"""
+
+
+async def test_value_missing_from_the_group_is_taken_from_agreeing_evidence(
+    start_appliance: Any, firewall: Firewall, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "host.yml").write_text(HOST_RULE)
+    run = await start_appliance(
+        rules={"paths": [str(rules)], "builtin": False},
+        respond={"actions": [opnsense(firewall)]},
+    )
+    await brute_force(run)
+    [row] = await wait_state(run, "active")
+    assert row["value"] == ATTACKER
+    assert firewall.aliases["sem_blocklist"] == {ATTACKER}
+
+
+async def test_evidence_with_several_sources_is_not_guessed_from(
+    start_appliance: Any, firewall: Firewall
+) -> None:
+    run = await start(start_appliance, opnsense(firewall, rules=["e8bae899-*"]))
+    before = run.app.pipeline.stored.total()
+    for i in range(12):  # one user name from 12 addresses: the distributed brute force
+        e = ssh(i, f"203.0.113.{20 + i}", "admin")
+        e.id = None
+        assert run.app.pipeline.offer(e, "test")
+    await run.wait_stored(before + 12)
+    [row] = await wait_state(run, "refused")
+    assert "different source.ip values" in row["last_error"]
+    assert firewall.calls == []

@@ -40,6 +40,7 @@ SEVERITIES = ("informational", "low", "medium", "high", "critical")
 IDLE_WAKE = 60.0  # seconds between worker passes when nothing is due
 PURGE_INTERVAL = 3600.0
 DUE_BATCH = 64
+EVIDENCE_LOOKUP = 10  # evidence events read for a value the incident's group lacks
 JOB_ERROR_PAUSE = 5.0  # seconds before a job whose record failed (database) is due again
 
 
@@ -159,7 +160,7 @@ class Responder:
             return False  # a later revision of an incident already handled
         now = self.clock()
         rule_id = str((incident.get("rule") or {}).get("id", ""))
-        raw = (incident.get("group") or {}).get(action.target_field)
+        raw: object = (incident.get("group") or {}).get(action.target_field)
         common = {"action": action.name, "incident_id": inc_id, "rule_id": rule_id}
 
         async def refuse(reason: str, detail: str, value: str) -> None:
@@ -193,8 +194,10 @@ class Responder:
             )
 
         if raw is None:
-            await refuse("no_value", f"the incident has no {action.target_field}", "")
-            return False
+            raw, missing = await self._from_evidence(incident, action.target_field)
+            if raw is None:
+                await refuse("no_value", missing, "")
+                return False
         try:
             value = typed(action.target_type, raw)
             call = build_call(action, self.values_for(action, value, inc_id, rule_id), undo=False)
@@ -205,9 +208,10 @@ class Responder:
         if action.target_type == "ip":
             if action.source_networks and not in_networks(value, action.source_networks):
                 return False  # outside the action's scope: not a match, nothing to audit
-            why = self.never.reason(value)
-            if why is not None:
-                await refuse("never_block", f"{value} is in the never-block list: {why}", value)
+            allowed_why = self.never.reason(value)
+            if allowed_why is not None:
+                msg = f"{value} is in the never-block list: {allowed_why}"
+                await refuse("never_block", msg, value)
                 return False
         held = await ledger.held_by(conn, action.name, value)
         if held is not None:
@@ -257,6 +261,28 @@ class Responder:
             detail=("dry run: " if action.dry_run else "") + call.describe(),
         )
         return True
+
+    async def _from_evidence(self, incident: dict[str, Any], field: str) -> tuple[str | None, str]:
+        """The field's value from the incident's evidence events when the group lacks it.
+
+        Only when every evidence event read agrees: a rule grouped by user name may have
+        seen many addresses, and blocking one of them at random would be wrong.
+        """
+        ids = [
+            i for i in (incident.get("evidence") or {}).get("event_ids", []) if isinstance(i, int)
+        ]
+        seen: set[str] = set()
+        for event_id in ids[-EVIDENCE_LOOKUP:]:
+            found = await self.store.query_events(before_id=event_id + 1, limit=1)
+            if found and found[0].id == event_id:
+                value = found[0].get(field)
+                if value is not None:
+                    seen.add(str(value))
+        if len(seen) == 1:
+            return seen.pop(), ""
+        if not seen:
+            return None, f"neither the incident's group nor its evidence has {field}"
+        return None, f"the evidence has {len(seen)} different {field} values"
 
     # ----------------------------------------------------------------------------- worker
 
