@@ -8,6 +8,7 @@ running appliance: its incident hook, its worker, and the API routes
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from appliance.config import AppConfig
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from appliance.app import Appliance
 
 __all__ = ["RespondComponent", "Responder", "build_respond", "responder_of"]
+
+log = logging.getLogger(__name__)
 
 
 class RespondComponent:
@@ -30,18 +33,14 @@ class RespondComponent:
     async def start(self) -> None:
         INCIDENT_TXN_HOOKS.append(self.responder.hook)
         await self.responder.start()
-        if self.app.config.respond.actions:
-            live = [a.name for a in self.app.config.respond.actions if not a.dry_run]
-            self.app_log(live)
-
-    def app_log(self, live: list[str]) -> None:
-        import logging
-
-        logging.getLogger(__name__).info(
-            "respond: %d action(s); live (not dry-run): %s",
-            len(self.app.config.respond.actions),
-            ", ".join(live) or "none",
-        )
+        actions = self.app.config.respond.actions
+        if actions:
+            live = [a.name for a in actions if not a.dry_run]
+            log.info(
+                "respond: %d action(s); live (not dry-run): %s",
+                len(actions),
+                ", ".join(live) or "none",
+            )
 
     async def stop(self) -> None:
         if self.responder.hook in INCIDENT_TXN_HOOKS:
