@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | mibs | decoders | test-rule | ...``.
+"""Command line: ``appliance run | check-config | tokens | respond | decoders | test-rule | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.protocols.syslog.vendors import cli as decoders_cli
 
     decoders_cli.add_parser(sub)
+    from appliance.respond import cli as respond_cli
+
+    respond_cli.add_parser(sub)
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -222,6 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 
         return decoders_cli.run(args)
+    if args.command == "respond":
+        from appliance.respond import cli as respond_cli
+
+        try:
+            config = load_config(args.config or EXAMPLE_CONFIG)
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(f"config error: {err}", file=sys.stderr)
+            return 2
+        return respond_cli.run(config, args)
     if args.command == "check-config":
         try:
             load_config(args.file)
