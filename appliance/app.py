@@ -476,10 +476,14 @@ class Appliance:
 
 
 def _register_components() -> None:
+    from appliance.analysis.context import build_analysis
     from appliance.correlate.component import build_correlation
 
     if build_correlation not in COMPONENT_BUILDERS:
         COMPONENT_BUILDERS.append(build_correlation)
+    # After correlation: it installs its incident assessor on the correlation's manager.
+    if build_analysis not in COMPONENT_BUILDERS:
+        COMPONENT_BUILDERS.append(build_analysis)
 
 
 _register_components()

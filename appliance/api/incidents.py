@@ -1,7 +1,8 @@
 """Incidents API: list and read incidents, and move them through their lifecycle.
 
 ``GET /api/v1/incidents`` (filters ``status``, ``severity``, ``since`` = last seen at or after,
-``rule`` = rule id, ``limit``; newest last-seen first, evidence left out),
+``rule`` = rule id, ``limit``, ``sort`` = ``last_seen`` (newest first, the default) or
+``risk_score`` (highest risk first); evidence left out),
 ``GET /api/v1/incidents/{id}`` (with evidence), ``POST /api/v1/incidents/{id}/ack``,
 ``/resolve`` and ``/false-positive`` (JSON body optional: ``{"note": "...",
 "suppress_for": seconds}``). A transition not allowed from the current status is a 409.
@@ -17,7 +18,7 @@ from aiohttp import web
 from appliance.api.params import BadParam, parse_int, parse_time
 from appliance.api.server import APPLIANCE_KEY, json_error, json_page
 from appliance.correlate.component import CorrelationComponent, correlation_of
-from appliance.incidents.manager import SEVERITIES, TransitionError
+from appliance.incidents.manager import SEVERITIES, SORTS, TransitionError
 
 STATUSES = ("open", "acknowledged", "resolved", "suppressed")
 
@@ -49,6 +50,7 @@ async def list_incidents(request: web.Request) -> web.Response:
         since=parse_time("since", q.get("since")),
         rule=q.get("rule") or None,
         limit=parse_int("limit", q.get("limit"), 100, 1, app.config.api.max_page),
+        sort=_choice("sort", q.get("sort"), tuple(SORTS)) or "last_seen",
     )
     for d in docs:
         d.pop("evidence", None)

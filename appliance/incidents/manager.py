@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,14 +26,25 @@ from typing import Any
 
 import aiosqlite
 
+from appliance.analysis import risk
 from appliance.correlate.engine import Alert
 from appliance.event import iso8601
 from appliance.incidents import INCIDENT_TXN_HOOKS, IncidentTxnHook
+from appliance.logutil import RateLimitedLog
 from appliance.store import Store
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 SCHEMA_VERSION = 1
 ACTIVE = ("open", "acknowledged", "suppressed")
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
+# ``list()`` orders: names the API accepts → fixed SQL (never built from the request).
+# The risk expression matches the index of migration 0011.
+SORTS = {
+    "last_seen": "last_seen DESC",
+    "risk_score": "json_extract(doc, '$.risk_score') DESC, last_seen DESC",
+}
 MAX_CACHED = 10_000  # active incidents kept in memory (the rest are read back when hit)
 
 
@@ -70,6 +82,11 @@ class IncidentManager:
         self.suppressions: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.created = 0
         self.updated = 0
+        # Weighs each hit: risk score, severity moves, suppression (appliance.analysis). The
+        # analysis component installs one that knows the assets and scans; this default scores
+        # from the rule level and the evidence's own fields.
+        self.assess: Callable[[Alert], risk.Assessment] = basic_assessment
+        self.assess_errors = 0
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -210,10 +227,18 @@ class IncidentManager:
             if a.suppressed and doc is not None:
                 doc["suppressed_count"] += 1
                 continue
+            verdict = self._assess(a)
+            if verdict.suppress:  # the analysis policy says the attack cannot work here
+                if doc is not None:
+                    doc["suppressed_count"] += 1
+                    risk.apply(doc, verdict, new=False)
+                continue
+            created = doc is None
             if doc is None:
                 doc = work[key] = self._new_doc(a, now)
                 new_ids.add(doc["id"])
             self._add_hit(doc, a)
+            risk.apply(doc, verdict, new=created)
         docs = list(work.values())
         for doc in docs:
             doc["revision"] += 1
@@ -232,6 +257,15 @@ class IncidentManager:
         self.created += len(new_ids)
         self.updated += len(docs) - len(new_ids)
         return [public(d) for d in docs]
+
+    def _assess(self, a: Alert) -> risk.Assessment:
+        try:
+            return self.assess(a)
+        except Exception:
+            # An analysis bug must not lose the incident: score it without the context.
+            self.assess_errors += 1
+            _rl.error("assess", "incident analysis failed for %s", a.rule.id, exc_info=True)
+            return basic_assessment(a)
 
     async def _write(self, conn: aiosqlite.Connection, doc: dict[str, Any]) -> None:
         pub = public(doc)
@@ -360,7 +394,9 @@ class IncidentManager:
         since: float | None = None,
         rule: str | None = None,
         limit: int = 100,
+        sort: str = "last_seen",
     ) -> list[dict[str, Any]]:
+        """Newest last-seen first, or (``sort="risk_score"``) highest risk first."""
         clauses, args = [], []
         for clause, value in (
             ("status = ?", status),
@@ -372,13 +408,37 @@ class IncidentManager:
                 clauses.append(clause)
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = "SELECT doc FROM incidents " + where + " ORDER BY last_seen DESC LIMIT ?"  # noqa: S608
+        order = SORTS[sort]
+        sql = f"SELECT doc FROM incidents {where} ORDER BY {order} LIMIT ?"  # noqa: S608
         args.append(int(limit))
         conn = self.store.reader
         assert conn is not None
         async with conn.execute(sql, args) as cur:
             rows = await cur.fetchall()
         return [public(json.loads(r[0])) for r in rows]
+
+
+def basic_assessment(a: Alert) -> risk.Assessment:
+    """The risk of a hit from the rule's level and the evidence's own fields: the asset
+    criticality the enrichment stage stamped, intel confidence, rarity (no scan data)."""
+    fields = a.fields if a.fields is not None else a.group
+    crit, name = None, ""
+    for side in ("destination", "source"):
+        value = fields.get(f"{side}.asset.criticality")
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (crit is None or value > crit)
+        ):
+            crit, name = value, str(fields.get(f"{side}.asset.name") or fields.get(f"{side}.ip"))
+    inputs = risk.RiskInputs(
+        rule_level=a.rule.level if a.rule.level in SEVERITIES else "medium",
+        asset_criticality=crit,
+        asset=name,
+        intel_confidence=risk.intel_confidence(fields.get(risk.INTEL_CONFIDENCE_FIELD)),
+        rarity=risk.rarity(fields.get(risk.RARITY_FIELD)),
+    )
+    return risk.assess(inputs, risk.Policy())
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:
