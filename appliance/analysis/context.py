@@ -415,7 +415,14 @@ class AnalysisComponent:
 
         corr = correlation_of(self.app)
         if corr is not None:
-            corr.incidents.assess = self.assess
+            manager = corr.incidents
+            manager.assess = self.assess
+            self.app.metrics.gauge(
+                "analysis_assess_failures",
+                "Incident hits whose analysis raised (scored from the rule alone; each logged),"
+                " since start.",
+                callback=lambda: float(manager.assess_errors),
+            )
 
     async def stop(self) -> None:
         if self.stage in self.app.pipeline.before_store:
