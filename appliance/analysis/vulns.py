@@ -110,6 +110,8 @@ def parse_xml(data: bytes, source: str) -> Element:
         ) from None
     except SafeET.ParseError as exc:
         raise VulnFileError(f"{source}: not well-formed XML ({exc})") from None
+    except (LookupError, ValueError) as exc:  # an encoding Python lacks (found by fuzzing)
+        raise VulnFileError(f"{source}: unreadable XML ({exc})") from None
     return root
 
 
