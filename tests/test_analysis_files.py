@@ -164,3 +164,11 @@ def test_rule_options_split_on_semicolons_outside_quotes_and_escapes() -> None:
     (sig,), errors = parse_rules(rule)
     assert errors == [] and sig.sid == 42 and sig.cves == ("CVE-2014-6271",)
     assert sig.msg == 'a "quoted; part" here; CVE-2014-6271'
+
+
+def test_report_with_a_byte_order_mark_or_nothing_in_it(tmp_path: Path) -> None:
+    bom = tmp_path / "bom.nessus"
+    bom.write_bytes(b"\xef\xbb\xbf" + (DATA / "patched.nessus").read_bytes())
+    assert read_file(bom).counts() == {"assets": 1, "findings": 1, "cves": 1}
+    with pytest.raises(AnalysisFileError, match="not well-formed"):
+        parse_file("empty.xml", b"<")

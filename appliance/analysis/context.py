@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from appliance.analysis import risk
 from appliance.analysis.assets import (
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 
 IMPORT_DIR = Path("analysis") / "imported"  # under data_dir
-MAX_FILE_BYTES = 512 * 1024 * 1024  # a larger file is refused (memory), not half-read
+MAX_FILE_BYTES = 256 * 1024 * 1024  # a larger non-XML file is refused (memory), not half-read
 SIDES = ("source", "destination")
 
 
@@ -83,16 +84,21 @@ class Loaded:
         return {k: v for k, v in out.items() if v}
 
 
-def parse_file(name: str, data: bytes) -> Loaded:
-    """Any supported file, told apart by content and extension (module docstring)."""
-    head = data.lstrip()[:1]
+def _first_byte(data: bytes) -> bytes:
+    return data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
+
+
+def parse_file(name: str, data: bytes, xml: BinaryIO | None = None) -> Loaded:
+    """Any supported file, told apart by content and extension (module docstring). ``data``
+    is the file, or (with ``xml``, the open file to stream an XML report from) its head."""
+    head = _first_byte(data)
     suffix = Path(name).suffix.lower()
     try:
         if head in (b"{", b"["):
             rep = parse_json_catalog(data, name)
             return Loaded(name, rep.kind, report=rep)
         if head == b"<":
-            rep = parse_report_xml(data, name)
+            rep = parse_report_xml(xml if xml is not None else data, name)
             return Loaded(name, rep.kind, report=rep)
         text = data.decode("utf-8-sig")
         if suffix == ".csv":
@@ -113,11 +119,18 @@ def parse_file(name: str, data: bytes) -> Loaded:
 
 
 def read_file(path: Path) -> Loaded:
+    """A file from disk: XML reports are streamed (scans of big networks are hundreds of MB),
+    the other formats read whole, up to ``MAX_FILE_BYTES``."""
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise AnalysisFileError(f"{path}: {size} bytes, more than {MAX_FILE_BYTES}")
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            head = f.read(4096)
+            if _first_byte(head) == b"<":
+                f.seek(0)
+                return parse_file(str(path), head, xml=f)
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_FILE_BYTES:
+                raise AnalysisFileError(f"{path}: {size} bytes, more than {MAX_FILE_BYTES}")
+            data = head + f.read()
     except OSError as exc:
         raise AnalysisFileError(f"{path}: {exc.strerror or exc}") from None
     return parse_file(str(path), data)

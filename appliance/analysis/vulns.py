@@ -12,11 +12,12 @@ DTDs, entity expansion and external entities (billion laughs, XXE) instead of tr
 
 from __future__ import annotations
 
+import io
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, BinaryIO
 from xml.etree.ElementTree import Element
 
 import defusedxml.ElementTree as SafeET
@@ -99,20 +100,6 @@ def _ip(text: str) -> str | None:
     if ip_int(text.strip()) is None:
         return None
     return str(ipaddress.ip_address(text.strip()))
-
-
-def parse_xml(data: bytes, source: str) -> Element:
-    try:
-        root: Element = SafeET.fromstring(data, forbid_dtd=True)
-    except DefusedXmlException as exc:
-        raise VulnFileError(
-            f"{source}: refused ({type(exc).__name__}: DTDs and entities are not accepted)"
-        ) from None
-    except SafeET.ParseError as exc:
-        raise VulnFileError(f"{source}: not well-formed XML ({exc})") from None
-    except (LookupError, ValueError) as exc:  # an encoding Python lacks (found by fuzzing)
-        raise VulnFileError(f"{source}: unreadable XML ({exc})") from None
-    return root
 
 
 # ---------------------------------------------------------------------------------- Nessus
@@ -233,10 +220,7 @@ def parse_nmap(root: Element, source: str) -> Report:
     ``vulners`` script listed (``script id="vulners"``: tables of ``id``, ``type``, ``cvss``).
     A report that ran ``vulners`` counts as a vulnerability scan of its hosts."""
     rep = Report("nmap")
-    ran_vulners = "vulners" in root.get("args", "") or any(
-        s.get("id") == "vulners" for s in root.iter("script")
-    )
-    rep.hosts = nmap_hosts(root, source, scanned=ran_vulners)
+    rep.hosts = nmap_hosts(root, source)  # scanned: set by the caller that sees the whole run
     for host in root.iter("host"):
         ips = [
             ip
@@ -353,19 +337,66 @@ def parse_json_catalog(text: str | bytes, source: str) -> Report:
     return parse_kev(data, source)
 
 
-def parse_report_xml(data: bytes, source: str) -> Report:
-    """A scanner report told apart by its root element."""
-    root = parse_xml(data, source)
+# Per root element: the report kind, the element that holds one unit of it (a host, a result)
+# and the parser of one unit. Units are parsed as they end and then cleared, so a report of
+# any size takes the memory of one host, not of the whole tree.
+_UNITS: dict[str, tuple[str, str, Callable[[Element, str], Report]]] = {
+    "NessusClientData_v2": ("nessus", "ReportHost", lambda el, src: parse_nessus(el, src)),
+    "nmaprun": ("nmap", "host", lambda el, src: parse_nmap(el, src)),
+    "report": ("openvas", "result host", lambda el, src: parse_openvas(el, src)),
+    "get_reports_response": ("openvas", "result host", lambda el, src: parse_openvas(el, src)),
+}
+
+
+def parse_report_xml(data: bytes | BinaryIO, source: str) -> Report:
+    """A scanner report, told apart by its root element, read as a stream (see ``_UNITS``)."""
+    stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     try:
-        if root.tag == "NessusClientData_v2":
-            return parse_nessus(root, source)
-        if root.tag == "nmaprun":
-            return parse_nmap(root, source)
-        if root.tag in ("report", "get_reports_response") or root.find(".//result/nvt") is not None:
-            return parse_openvas(root, source)
-    except AssetFileError as exc:
-        raise VulnFileError(str(exc)) from None
-    raise VulnFileError(f"{source}: unknown XML report <{root.tag}>")
+        events = SafeET.iterparse(stream, events=("start", "end"), forbid_dtd=True)
+        _, root = next(events)
+        unit = _UNITS.get(root.tag)
+        if unit is None:
+            raise VulnFileError(f"{source}: unknown XML report <{root.tag}>")
+        kind, tags, parse = unit
+        unit_tags = set(tags.split())
+        rep = Report(kind)
+        seen_hosts: set[str] = set()
+        ran_vulners = "vulners" in root.get("args", "")
+        inside = 0  # open unit elements: one nested in another (a result's host) is its part
+        for event, el in events:
+            if el.tag not in unit_tags:
+                continue
+            if event == "start":
+                inside += 1
+                continue
+            inside -= 1
+            if inside:
+                continue
+            part = parse(el, source)
+            ran_vulners = ran_vulners or any(s.get("id") == "vulners" for s in el.iter("script"))
+            el.clear()
+            for host in part.hosts:
+                if host.network not in seen_hosts:
+                    seen_hosts.add(host.network)
+                    rep.hosts.append(host)
+            rep.findings += part.findings
+            for cve, info in part.cves.items():
+                rep.cves.setdefault(cve, info)
+    except DefusedXmlException as exc:
+        raise VulnFileError(
+            f"{source}: refused ({type(exc).__name__}: DTDs and entities are not accepted)"
+        ) from None
+    except SafeET.ParseError as exc:
+        raise VulnFileError(f"{source}: not well-formed XML ({exc})") from None
+    except StopIteration:
+        raise VulnFileError(f"{source}: empty XML") from None
+    except (LookupError, ValueError) as exc:  # an encoding Python lacks (found by fuzzing)
+        if isinstance(exc, VulnFileError | AssetFileError):
+            raise VulnFileError(str(exc)) from None
+        raise VulnFileError(f"{source}: unreadable XML ({exc})") from None
+    if kind == "nmap" and ran_vulners:  # the whole report was a vulnerability scan
+        rep.hosts = [replace(h, scanned=True) for h in rep.hosts]
+    return rep
 
 
 # ----------------------------------------------------------------------------------- index
