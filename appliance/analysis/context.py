@@ -143,7 +143,7 @@ class Context:
     assets: AssetIndex = field(default_factory=AssetIndex)
     vulns: VulnIndex = field(default_factory=VulnIndex)
     signatures: SignatureIndex = field(default_factory=SignatureIndex)
-    files: list[Loaded] = field(default_factory=list)
+    files: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> what it held
     failed: list[str] = field(default_factory=list)
 
     @property
@@ -184,7 +184,8 @@ def load_context(paths: Iterable[Path]) -> Context:
             assets += f.report.hosts
     reports = [f.report for f in files if f.report is not None]
     sigs = [s for f in files for s in f.signatures]
-    return Context(AssetIndex(assets), VulnIndex(reports), SignatureIndex(sigs), files, failed)
+    summary = {f.path: f.counts() for f in files}  # the parsed lists go once indexed
+    return Context(AssetIndex(assets), VulnIndex(reports), SignatureIndex(sigs), summary, failed)
 
 
 # ------------------------------------------------------------------------------ enrichment
