@@ -645,6 +645,9 @@ class AnalysisSection:
     kev_raise: int = field(default=1, metadata=check(severity_levels))
     unmatched_ids: Literal["lower", "suppress", "keep"] = "lower"
     unmatched_lower: int = field(default=1, metadata=check(severity_levels))
+    # Stamp asset fields on flows too (NetFlow/IPFIX): off by default, since at flow rates
+    # the lookups take a measured share of the per-flow budget (README, scripts/bench budget).
+    enrich_flows: bool = False
 
 
 @dataclass(frozen=True, slots=True)

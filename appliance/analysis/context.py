@@ -52,7 +52,6 @@ _rl = RateLimitedLog(log)
 
 IMPORT_DIR = Path("analysis") / "imported"  # under data_dir
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a larger non-XML file is refused (memory), not half-read
-SIDES = ("source", "destination")
 
 
 class AnalysisFileError(ValueError):
@@ -145,6 +144,13 @@ class Context:
     signatures: SignatureIndex = field(default_factory=SignatureIndex)
     files: dict[str, dict[str, int]] = field(default_factory=dict)  # path -> what it held
     failed: list[str] = field(default_factory=list)
+    # network -> (source stamp, destination stamp): the fields each asset puts on an event
+    stamps: dict[str, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stamps = {
+            a.network: (stamp(a, "source"), stamp(a, "destination")) for a in self.assets.assets
+        }
 
     @property
     def empty(self) -> bool:
@@ -191,11 +197,9 @@ def load_context(paths: Iterable[Path]) -> Context:
 # ------------------------------------------------------------------------------ enrichment
 
 
-def direction(src: Asset | None, dst: Asset | None) -> str | None:
+def direction(src: Asset | None, dst: Asset | None) -> str:
     """``network.direction`` from the zones: the site's side is internal/dmz/guest; an
     address outside the inventory, or in an ``external`` zone, is outside."""
-    if src is None and dst is None:
-        return None
     src_in = src is not None and src.zone in INTERNAL_ZONES
     dst_in = dst is not None and dst.zone in INTERNAL_ZONES
     if src_in and dst_in:
@@ -207,38 +211,47 @@ def direction(src: Asset | None, dst: Asset | None) -> str | None:
     return "external"
 
 
+def stamp(asset: Asset, side: str) -> dict[str, Any]:
+    """The fields an asset puts on one side (``source`` or ``destination``) of an event."""
+    out: dict[str, Any] = {}
+    if asset.name:
+        out[f"{side}.asset.name"] = asset.name
+    if asset.zone:
+        out[f"{side}.asset.zone"] = asset.zone
+    if asset.criticality is not None:
+        out[f"{side}.asset.criticality"] = asset.criticality
+    if asset.owner:
+        out[f"{side}.asset.owner"] = asset.owner
+    return out
+
+
 def enrich(fields: dict[str, Any], ctx: Context) -> bool:
     """Stamp what the inventory and the rule files know onto one event; ``True`` if changed.
 
     ``source.asset.*`` / ``destination.asset.*`` (name, zone, criticality, owner),
     ``network.direction`` when the decoder did not set one, and on an IDS alert whose
-    signature names CVEs, ``vulnerability.id`` (the list) for rules and searches.
+    signature names CVEs, ``vulnerability.id`` (the list) for rules and searches. The stamps
+    are built once per asset (``Context.stamps``): an event costs two cached lookups and two
+    dict updates (``scripts/bench budget``).
     """
-    changed = False
-    found: list[Asset | None] = []
     lookup = ctx.assets.lookup
-    for side in SIDES:
-        ip = fields.get(f"{side}.ip")
-        asset = lookup(ip) if isinstance(ip, str) and ip else None
-        found.append(asset)
-        if asset is None:
-            continue
+    ip = fields.get("source.ip")
+    src = lookup(ip) if ip.__class__ is str else None
+    ip = fields.get("destination.ip")
+    dst = lookup(ip) if ip.__class__ is str else None
+    changed = False
+    if src is not None or dst is not None:
+        stamps = ctx.stamps
+        if src is not None:
+            fields.update(stamps[src.network][0])
+        if dst is not None:
+            fields.update(stamps[dst.network][1])
+        if "network.direction" not in fields:
+            fields["network.direction"] = direction(src, dst)
         changed = True
-        if asset.name:
-            fields[f"{side}.asset.name"] = asset.name
-        if asset.zone:
-            fields[f"{side}.asset.zone"] = asset.zone
-        if asset.criticality is not None:
-            fields[f"{side}.asset.criticality"] = asset.criticality
-        if asset.owner:
-            fields[f"{side}.asset.owner"] = asset.owner
-    if changed and "network.direction" not in fields:
-        d = direction(found[0], found[1])
-        if d is not None:
-            fields["network.direction"] = d
-    rule_id = fields.get("rule.id")
-    if rule_id is not None and fields.get("event.kind") == "alert":
-        cves = ctx.signatures.cves(rule_id)
+    if fields.get("event.kind") == "alert":
+        rule_id = fields.get("rule.id")
+        cves = ctx.signatures.cves(rule_id) if rule_id is not None else ()
         if cves and "vulnerability.id" not in fields:
             fields["vulnerability.id"] = list(cves)
             changed = True
@@ -255,8 +268,11 @@ class EnrichStage:
 
     async def process(self, events: list[Event], now: float) -> None:
         ctx = self.component.context
+        flows = self.component.config.analysis.enrich_flows
         n = 0
         for ev in events:
+            if ev.module == "netflow" and not flows:
+                continue
             if enrich(ev.fields, ctx):
                 ev.changed()
                 n += 1
