@@ -189,3 +189,27 @@ async def test_incidents_api_sorts_by_risk_score(start_appliance: Any) -> None:
         headers={"Authorization": "Bearer " + TOKEN},
     )
     assert status.status == 400
+
+
+async def test_suricata_eve_alert_is_scored_with_its_target_asset(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    text = (corpus_dir("json") / "suricata_eve_elastic-small.jsonl").read_text()
+    line = next(ln for ln in text.splitlines() if '"event_type":"alert"' in ln)
+    inventory = tmp_path / "assets.csv"
+    inventory.write_text("ip,name,zone,criticality\n192.168.156.70,web-l2,dmz,5\n")
+    run = await start_appliance(analysis={"asset_files": [str(inventory)]})
+    send_udp(run.source().address, line.encode())
+    found: list[dict[str, Any]] = []
+
+    async def check() -> bool:
+        found[:] = (await run.get_json("/api/v1/incidents"))["incidents"]
+        return bool(found)
+
+    await run.wait_for(check)
+    (inc,) = found
+    assert inc["rule"]["title"] == "IDS alert, severity 1 (high)"
+    assert inc["risk"]["inputs"]["asset"] == "web-l2"
+    assert inc["risk"]["inputs"]["asset_criticality"] == 5
+    assert inc["risk"]["inputs"]["vuln_match"] == "unknown"  # no rule file, no scan
+    assert inc["risk_score"] == 60  # 0.8 (high) x 1.0 (criticality 5) x 0.75 (unknown)
