@@ -440,7 +440,11 @@ class AnalysisComponent:
             stages.append(self.stage)
 
     async def start(self) -> None:
-        await self.load(self.config)
+        try:
+            await self.load(self.config)
+        except Exception:  # a bug in a parser must not keep the appliance from starting
+            self.reloads.inc("failed")
+            log.exception("analysis: files not loaded; running without them")
         from appliance.correlate.component import correlation_of
 
         corr = correlation_of(self.app)

@@ -13,6 +13,7 @@ DTDs, entity expansion and external entities (billion laughs, XXE) instead of tr
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -95,8 +96,6 @@ def _float(text: str | None) -> float | None:
 
 def _ip(text: str) -> str | None:
     """The canonical form of an address (IPv6 compressed), ``None`` when not an address."""
-    import ipaddress
-
     if ip_int(text.strip()) is None:
         return None
     return str(ipaddress.ip_address(text.strip()))
