@@ -7,6 +7,7 @@ from typing import Any
 
 from appliance.analysis.context import AnalysisComponent
 from appliance.event import Event
+from tests.conftest import TOKEN
 
 DATA = Path(__file__).parent / "data" / "analysis"
 
@@ -81,3 +82,37 @@ async def test_reload_swaps_the_inventory(start_appliance: Any, tmp_path: Path) 
         5,
     )
     assert 'appliance_analysis_reloads_total{result="ok"} 2' in await run.metrics()
+
+
+async def test_api_shows_the_files_in_force_and_what_is_known_of_an_address(
+    start_appliance: Any,
+) -> None:
+    run = await start_appliance(
+        analysis={
+            "asset_files": [str(DATA / "assets.csv")],
+            "vuln_files": [str(DATA / "vulnerable.nessus"), str(DATA / "kev.json")],
+        }
+    )
+    body = await run.get_json("/api/v1/analysis/files")
+    assert [f["path"].rsplit("/", 1)[1] for f in body["files"]] == [
+        "assets.csv",
+        "vulnerable.nessus",
+        "kev.json",
+    ]
+    assert body["totals"]["kev"] == 2 and body["failed"] == []
+    assert body["policy"]["unmatched_ids"] == "lower"
+    dns = await run.get_json("/api/v1/analysis/assets/4.2.2.3")
+    assert dns["asset"]["name"] == "dns-edge-1" and dns["asset"]["scanned"] is True
+    sigred = next(v for v in dns["vulnerabilities"] if v["cve"] == "CVE-2020-1350")
+    assert (sigred["port"], sigred["proto"], sigred["cvss"], sigred["kev"]) == (
+        53,
+        "udp",
+        10.0,
+        True,
+    )
+    lan = await run.get_json("/api/v1/analysis/assets/192.168.88.200")
+    assert lan["asset"]["network"] == "192.168.88.0/24" and lan["vulnerabilities"] == []
+    headers = {"Authorization": "Bearer " + TOKEN}
+    for ip, status in (("198.51.100.1", 404), ("not-an-ip", 400)):
+        async with run.session.get(run.api + f"/api/v1/analysis/assets/{ip}", headers=headers) as r:
+            assert r.status == status

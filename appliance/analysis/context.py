@@ -393,10 +393,10 @@ class AnalysisComponent:
             "What the analysis files hold now, by kind: files, failed_files, assets, findings,"
             " scanned_hosts, cves, kev, signatures, signatures_with_cve.",
             ["kind"],
-            callback=self._loaded,
+            callback=self.loaded_counts,
         )
 
-    def _loaded(self) -> dict[tuple[str, ...], float]:
+    def loaded_counts(self) -> dict[tuple[str, ...], float]:
         c = self.context
         return {
             ("files",): float(len(c.files)),
@@ -489,4 +489,9 @@ class AnalysisComponent:
 
 
 def build_analysis(app: Appliance) -> AnalysisComponent:
+    from appliance.analysis import api
+    from appliance.api.server import ROUTE_HOOKS
+
+    if api.setup not in ROUTE_HOOKS:
+        ROUTE_HOOKS.append(api.setup)
     return AnalysisComponent(app)
