@@ -776,6 +776,10 @@ class RespondSection:
         return errors
 
 
+def severity_levels(value: int) -> str | None:
+    return None if 0 <= value <= 4 else "must be 0-4 severity levels"
+
+
 @dataclass(frozen=True, slots=True)
 class AnalysisSection:
     """``[analysis]``: context that raises or lowers what the rules say (appliance.analysis).
@@ -785,6 +789,16 @@ class AnalysisSection:
     vuln_files: list[str] = field(default_factory=list)
     ids_rule_files: list[str] = field(default_factory=list)
     intel_files: list[str] = field(default_factory=list)
+    # IDS alert vs the target's vulnerability scan (appliance.analysis.risk): severity levels
+    # added for a CVE match and for a match listed in CISA KEV; what an alert against a
+    # target without the CVE or the service does (lower | suppress | keep), and by how much.
+    vuln_match_raise: int = field(default=1, metadata=check(severity_levels))
+    kev_raise: int = field(default=1, metadata=check(severity_levels))
+    unmatched_ids: Literal["lower", "suppress", "keep"] = "lower"
+    unmatched_lower: int = field(default=1, metadata=check(severity_levels))
+    # Stamp asset fields on flows too (NetFlow/IPFIX): off by default, since at flow rates
+    # the lookups take a measured share of the per-flow budget (README, scripts/bench budget).
+    enrich_flows: bool = False
 
 
 @dataclass(frozen=True, slots=True)
