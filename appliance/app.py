@@ -476,10 +476,17 @@ class Appliance:
 
 
 def _register_components() -> None:
+    from appliance.analysis.context import build_analysis
     from appliance.correlate.component import build_correlation
+    from appliance.reports.schedule import build_reports
+    from appliance.respond import build_respond
 
-    if build_correlation not in COMPONENT_BUILDERS:
-        COMPONENT_BUILDERS.append(build_correlation)
+    # Respond before correlation: its incident hook is in place before the first incident,
+    # and (stop runs in reverse) it stops after correlation raised its last one. Analysis
+    # after correlation: it installs its incident assessor on the correlation's manager.
+    for builder in (build_respond, build_correlation, build_analysis, build_reports):
+        if builder not in COMPONENT_BUILDERS:
+            COMPONENT_BUILDERS.append(builder)
 
 
 _register_components()
