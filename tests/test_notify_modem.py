@@ -268,7 +268,7 @@ async def test_the_ack_code_is_asked_for_and_survives_the_cut(modem: SimModem) -
     await ch.send(message(short="y" * 1000, ack_code="4711"))
     await ch.close()
     parts = [s.text for s in modem.sent]
-    assert len(parts) == 2 and parts[-1].endswith("...\nReply 4711 to acknowledge")
+    assert len(parts) == 2 and parts[-1].endswith("... Reply ACK 4711")
 
 
 async def test_a_retry_does_not_resend_parts_that_arrived(modem: SimModem) -> None:

@@ -55,11 +55,11 @@ CREG_TEXT = {0: "not searching", 2: "searching", 3: "registration denied", 4: "u
 
 def sms_parts(message: Message, max_segments: int, max_length: int = 0) -> tuple[str, list[str]]:
     """The charset (``IRA`` or ``UCS2``) and the parts to send for ``message``. When the
-    engine gave an ``ack_code`` the text does not carry yet, a last line asks for it as the
-    reply, and the body is shortened rather than that line cut off."""
+    engine gave an ``ack_code`` the text does not carry yet, ``Reply ACK <code>`` (the
+    engine's wording) ends it, and the body is shortened rather than that cut off."""
     text = clean_body(message.short or message.subject, max_length, "...")
     code = clean_body(message.ack_code or "", 40)
-    suffix = f"\nReply {code} to acknowledge" if code and code not in text else ""
+    suffix = f" Reply ACK {code}" if code and code not in text else ""
     plain = (text + suffix).isascii() and gsm.encoding_of(text + suffix) == "gsm7"
     enc: gsm.Encoding = "gsm7" if plain else "ucs2"
     body = text
