@@ -1,0 +1,35 @@
+-- The web console (appliance.console): local users, their sessions, and the audit log.
+-- `password` is "scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>": the parameters travel with the
+-- hash so that they can be raised later without invalidating stored passwords.
+CREATE TABLE console_users (
+    name     TEXT PRIMARY KEY,
+    role     TEXT NOT NULL,
+    password TEXT NOT NULL,
+    created  REAL NOT NULL,
+    updated  REAL NOT NULL
+) WITHOUT ROWID;
+
+-- A session is found by the SHA-256 of its cookie value (the cookie itself is never stored:
+-- a copy of the database does not log anyone in). `csrf` is the synchronizer token the
+-- session's pages send back with every change.
+CREATE TABLE console_sessions (
+    id_hash   TEXT PRIMARY KEY,
+    username  TEXT NOT NULL,
+    csrf      TEXT NOT NULL,
+    created   REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    remote    TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX console_sessions_user ON console_sessions (username);
+
+-- Who changed what, when and from where: console users, API tokens and the CLI.
+CREATE TABLE audit_log (
+    id     INTEGER PRIMARY KEY,
+    ts     REAL NOT NULL,
+    actor  TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_ts ON audit_log (ts);
