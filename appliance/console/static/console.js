@@ -130,7 +130,7 @@ function legend(items) {
 }
 
 // ------------------------------------------------------------------------------- charts
-const W = 560, H = 200, PAD_L = 46, PAD_B = 22, PAD_T = 8, PAD_R = 8;
+const W = 560, H = 200, PAD_L = 62, PAD_B = 22, PAD_T = 8, PAD_R = 8;
 
 function axes(svg, maxY, unit, x0, x1, xFmt) {
   const plotH = H - PAD_T - PAD_B;
@@ -427,10 +427,15 @@ async function incidentPage() {
       if (ip) q.set("source.ip", ip);
       const wanted = new Set(ids.map(String));
       const evs = (await api("/api/v1/events?" + q)).events.filter((e) => wanted.has(String(e.event && e.event.id)));
-      const perMin = {};
-      for (const e of evs) { const t = Math.floor(epoch(e["@timestamp"]) / 60) * 60; perMin[t] = (perMin[t] || 0) + 1; }
-      const pts = Object.keys(perMin).map(Number).sort((a, b) => a - b).map((t) => [t, perMin[t]]);
-      lineChart(document.getElementById("timeline"), { "events per minute": pts }, "");
+      const times = evs.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
+      if (times.length) {
+        const t0 = Math.min(...times), t1 = Math.max(...times) + 1;
+        const n = Math.min(30, Math.ceil(t1 - t0)), step = (t1 - t0) / n;
+        const counts = new Array(n).fill(0);
+        for (const t of times) counts[Math.min(n - 1, Math.floor((t - t0) / step))]++;
+        const labels = counts.map((_, i) => localTime(t0 + i * step, false));
+        stackedBars(document.getElementById("timeline"), labels, { "evidence events": counts }, () => color(0));
+      }
     }
     const ip = groupIp(doc);
     const related = document.getElementById("related");
@@ -493,7 +498,9 @@ async function searchPage() {
   const params = new URLSearchParams(location.search);
   for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
   let events = [];
+  let latest = 0; // a slower earlier search must not overwrite a later one's results
   const run = async () => {
+    const mine = ++latest;
     const q = new URLSearchParams();
     for (const name of ["q", "source.ip", "observer.ip", "host.hostname", "event.module", "limit"]) {
       if (form.elements[name].value) q.set(name, form.elements[name].value);
@@ -503,8 +510,10 @@ async function searchPage() {
       if (v) q.set(name, v);
     }
     const data = await api("/api/v1/events?" + q);
+    if (mine !== latest) return;
     events = data.events;
-    document.getElementById("result-count").textContent = `(${events.length} events${data.next_cursor ? ", more exist" : ""})`;
+    const what = form.elements.q.value ? ` matching "${form.elements.q.value}"` : "";
+    document.getElementById("result-count").textContent = `(${events.length} events${what}${data.next_cursor ? ", more exist" : ""})`;
     fillTable("results", events.map((e) => [
       localTime(e["@timestamp"]), (e.observer && e.observer.ip) || (e.host && e.host.hostname) || "",
       (e.event && e.event.module) || "", el("span", { class: "msg", text: e.message || (e.event && e.event.original) || "" })]));
