@@ -297,3 +297,19 @@ async def test_static_assets_are_served_and_nothing_else(start_appliance: Any) -
     assert js.status == 200 and js.content_type == "text/javascript"
     assert (await client.get("/static/..%2Fweb.py")).status == 404
     assert (await client.get("/static/nothing.js")).status == 404
+
+
+async def test_audit_log_keeps_only_the_newest_entries(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance.console import auth as console_auth
+    from appliance.console.web import CONSOLE_KEY
+
+    monkeypatch.setattr(console_auth, "AUDIT_KEEP", 10)
+    run = await start_appliance()
+    assert run.app.api is not None
+    auth = run.app.api.app[CONSOLE_KEY]
+    for i in range(1000):
+        await auth.audit("script", "127.0.0.1", "POST /x", str(i), "")
+    entries = await auth.audit_entries(since=None, actor=None, limit=1000)
+    assert [e["target"] for e in entries] == [str(i) for i in range(999, 989, -1)]

@@ -41,6 +41,7 @@ COOKIE = "sem_session"
 CSRF_HEADER = "X-CSRF-Token"
 MAX_TRACKED = 10_000
 LOGIN_RESULTS = ("ok", "bad_credentials", "locked_out")
+AUDIT_KEEP = 100_000  # newest audit entries kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,11 +234,16 @@ class ConsoleAuth:
     async def _audit(
         conn: Any, actor: str, remote: str, action: str, target: str, detail: str
     ) -> None:
-        await conn.execute(
+        cur = await conn.execute(
             "INSERT INTO audit_log (ts, actor, remote, action, target, detail)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (time.time(), actor, remote, action, target[:500], detail[:2000]),
         )
+        # Bounded: a script acking incidents all day must not grow the table without end.
+        # One range delete on the primary key, only when the id crosses a multiple of 1000.
+        last = cur.lastrowid or 0
+        if last % 1000 == 0 and last > AUDIT_KEEP:
+            await conn.execute("DELETE FROM audit_log WHERE id <= ?", (last - AUDIT_KEEP,))
 
     async def audit(self, actor: str, remote: str, action: str, target: str, detail: str) -> None:
         async with self.store.transaction() as conn:
