@@ -313,3 +313,56 @@ async def test_audit_log_keeps_only_the_newest_entries(
         await auth.audit("script", "127.0.0.1", "POST /x", str(i), "")
     entries = await auth.audit_entries(since=None, actor=None, limit=1000)
     assert [e["target"] for e in entries] == [str(i) for i in range(999, 989, -1)]
+
+
+# ------------------------------------------------------------------------------ rules
+
+
+async def _brute_rule_id(run: Running) -> str:
+    rules = (await run.get_json("/api/v1/rules"))["loaded"]
+    return next(r["id"] for r in rules if r["title"] == BRUTE)
+
+
+async def test_operator_disables_a_rule_and_it_raises_nothing_until_enabled(
+    start_appliance: Any, cheap_scrypt: None
+) -> None:
+    run = await start_appliance()
+    add(run, "olga", "operator")
+    rule = await _brute_rule_id(run)
+    olga = Client(run)
+    await olga.login("olga")
+    assert (await olga.post(f"/api/v1/rules/{rule}/disable", {})).status == 200
+    listed = (await run.get_json("/api/v1/rules"))["loaded"]
+    assert next(r for r in listed if r["id"] == rule)["enabled"] is False
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+    assert not [
+        i for i in (await run.get_json("/api/v1/incidents"))["incidents"] if i["rule"]["id"] == rule
+    ]
+    assert (await olga.post(f"/api/v1/rules/{rule}/enable", {})).status == 200
+    await feed(run, [ssh(100 + i, "198.51.100.7") for i in range(10)])
+    await wait_incident(run, BRUTE)
+    assert (await olga.post("/api/v1/rules/no-such-rule/disable", {})).status == 404
+
+
+async def test_disabled_rule_stays_disabled_after_a_restart(
+    tmp_path: Path, start_appliance: Any
+) -> None:
+    run = await start_appliance()
+    rule = await _brute_rule_id(run)
+    resp = await run.session.post(
+        run.api + f"/api/v1/rules/{rule}/disable", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    assert resp.status == 200
+    await run.app.stop()
+    again = await start_appliance()
+    listed = (await again.get_json("/api/v1/rules"))["loaded"]
+    assert next(r for r in listed if r["id"] == rule)["enabled"] is False
+
+
+async def test_viewer_cannot_disable_a_rule(start_appliance: Any, cheap_scrypt: None) -> None:
+    run = await start_appliance()
+    add(run, "vera", "viewer")
+    rule = await _brute_rule_id(run)
+    vera = Client(run)
+    await vera.login("vera")
+    assert (await vera.post(f"/api/v1/rules/{rule}/disable", {})).status == 403

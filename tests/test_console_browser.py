@@ -362,7 +362,10 @@ def test_search_events_and_export_csv_and_json(browser: Browser) -> None:
     rows = browser.driver.execute_script(
         "return [...document.querySelectorAll('#results tbody tr')].map(r => r.textContent)"
     )
-    assert len(rows) > 10 and all("Failed password" in r for r in rows)
+    assert len(rows) > 10, rows
+    assert all("Failed password" in r for r in rows), [
+        r for r in rows if "Failed password" not in r
+    ][:5]
     browser.until(lambda d: browser.css("#histogram rect"))
     browser.until(lambda d: browser.css("#top-values li"))
     shown = len(rows)
@@ -416,7 +419,14 @@ def test_flows_sources_rules_and_audit_pages(browser: Browser) -> None:
     browser.open("/rules")
     browser.until(lambda d: browser.css("#rule-list tbody tr"))
     assert BRUTE in browser.driver.find_element(By.ID, "rule-list").text
+    toggle = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-toggle')]"
+    browser.driver.find_element(By.XPATH, toggle).click()
+    browser.until(lambda d: d.find_element(By.XPATH, toggle).text == "Enable")
+    _, rules = browser.console.api("/api/v1/rules")
+    assert [r["enabled"] for r in rules["loaded"] if r["title"] == BRUTE] == [False]
     browser.shot("rules")
+    browser.driver.find_element(By.XPATH, toggle).click()
+    browser.until(lambda d: d.find_element(By.XPATH, toggle).text == "Disable")
     browser.open("/audit")
     browser.until(lambda d: browser.css("#audit-list tbody tr"))
     assert "user.add" in browser.driver.find_element(By.ID, "audit-list").text

@@ -273,7 +273,8 @@ SHELLS: dict[str, str] = {
 <h1>Rules</h1>
 <table id="rule-list" class="list sortable"><thead><tr><th data-key="id">Id</th>
 <th data-key="title">Title</th><th data-key="level">Level</th><th data-key="hits">Hits</th>
-<th data-key="alerts">Incidents</th><th data-key="last_fired">Last fired</th></tr></thead>
+<th data-key="alerts">Incidents</th><th data-key="last_fired">Last fired</th>
+<th data-key="enabled">Enabled</th></tr></thead>
 <tbody></tbody></table>
 <h2>Failed to load</h2><ul id="rule-failures"></ul>""",
     "audit": """

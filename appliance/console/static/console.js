@@ -509,10 +509,10 @@ async function searchPage() {
       const v = toEpochInput(form.elements[name].value);
       if (v) q.set(name, v);
     }
+    const what = q.get("q") ? ` matching "${q.get("q")}"` : "";
     const data = await api("/api/v1/events?" + q);
     if (mine !== latest) return;
     events = data.events;
-    const what = form.elements.q.value ? ` matching "${form.elements.q.value}"` : "";
     document.getElementById("result-count").textContent = `(${events.length} events${what}${data.next_cursor ? ", more exist" : ""})`;
     fillTable("results", events.map((e) => [
       localTime(e["@timestamp"]), (e.observer && e.observer.ip) || (e.host && e.host.hostname) || "",
@@ -621,14 +621,28 @@ async function sourcesPage() {
 
 async function rulesPage() {
   let rows = [];
-  const render = (list) => fillTable("rule-list", list.map((r) => [r.id, r.title || "", r.level || "", fmtNumber(r.hits), fmtNumber(r.alerts), r.last_fired ? localTime(r.last_fired) : "never"]));
-  const sortRows = sortable(document.getElementById("rule-list"), () => rows, render);
-  every(async () => {
+  let sortRows = (x) => x;
+  const toggle = (r) => {
+    const button = el("button", { type: "button", class: "rule-toggle", "data-rule": r.id, text: r.enabled ? "Disable" : "Enable" });
+    button.addEventListener("click", async () => {
+      try {
+        await api(`/api/v1/rules/${encodeURIComponent(r.id)}/${r.enabled ? "disable" : "enable"}`, { method: "POST", json: {} });
+        await load();
+      } catch (e) { showError(e.message); }
+    });
+    return button;
+  };
+  const render = (list) => fillTable("rule-list", list.map((r) => [r.id, r.title || "", r.level || "",
+    fmtNumber(r.hits), fmtNumber(r.alerts), r.last_fired ? localTime(r.last_fired) : "never",
+    RANK[ROLE] >= RANK.operator ? el("span", {}, (r.enabled ? "yes " : "no "), toggle(r)) : (r.enabled ? "yes" : "no")]));
+  sortRows = sortable(document.getElementById("rule-list"), () => rows, render);
+  const load = async () => {
     const data = await api("/api/v1/rules");
     rows = data.loaded;
     render(sortRows(rows));
-    document.getElementById("rule-failures").replaceChildren(...data.failed.map((f) => el("li", { text: `${f.path || ""}: ${f.error || JSON.stringify(f)}` })));
-  });
+    document.getElementById("rule-failures").replaceChildren(...data.failed.map((f) => el("li", { text: `${f.path || ""}: ${f.reason || f.error || JSON.stringify(f)}` })));
+  };
+  every(load);
 }
 
 async function auditPage() {

@@ -33,3 +33,12 @@ CREATE TABLE audit_log (
     detail TEXT NOT NULL
 );
 CREATE INDEX audit_log_ts ON audit_log (ts);
+
+-- Rules an operator switched off (or back on) from the console or the API: they stay loaded
+-- and evaluated but raise no incident while `enabled` is 0. Survives restarts and reloads.
+CREATE TABLE rule_state (
+    rule_id TEXT PRIMARY KEY,
+    enabled INTEGER NOT NULL,
+    changed REAL NOT NULL,
+    actor   TEXT NOT NULL
+) WITHOUT ROWID;
