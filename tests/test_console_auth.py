@@ -3,6 +3,7 @@ log, against a real appliance on loopback (HTTP through aiohttp, users in its SQ
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -366,3 +367,21 @@ async def test_viewer_cannot_disable_a_rule(start_appliance: Any, cheap_scrypt: 
     vera = Client(run)
     await vera.login("vera")
     assert (await vera.post(f"/api/v1/rules/{rule}/disable", {})).status == 403
+
+
+async def test_admin_lists_users_without_their_hashes(
+    start_appliance: Any, cheap_scrypt: None
+) -> None:
+    run = await start_appliance()
+    add(run, "ada", "admin")
+    add(run, "vera", "viewer")
+    ada, vera = Client(run), Client(run)
+    await ada.login("ada")
+    await vera.login("vera")
+    listed = await (await ada.get("/api/v1/users")).json()
+    assert [(x["name"], x["role"], x["sessions"]) for x in listed["users"]] == [
+        ("ada", "admin", 1),
+        ("vera", "viewer", 1),
+    ]
+    assert "scrypt" not in json.dumps(listed)
+    assert (await vera.get("/api/v1/users")).status == 403

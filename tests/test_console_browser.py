@@ -430,4 +430,5 @@ def test_flows_sources_rules_and_audit_pages(browser: Browser) -> None:
     browser.open("/audit")
     browser.until(lambda d: browser.css("#audit-list tbody tr"))
     assert "user.add" in browser.driver.find_element(By.ID, "audit-list").text
+    browser.until(lambda d: "vera" in d.find_element(By.ID, "user-list").text)
     browser.shot("audit")

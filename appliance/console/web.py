@@ -54,7 +54,7 @@ PAGES = (
     ("/flows", "flows", "Flows", "viewer"),
     ("/sources", "sources", "Sources", "viewer"),
     ("/rules", "rules", "Rules", "viewer"),
-    ("/audit", "audit", "Audit", "admin"),
+    ("/audit", "audit", "Users and audit", "admin"),
 )
 # Metrics whose growth is data lost or refused somewhere: the overview's loss counters.
 LOSS_WORDS = ("dropped", "drops", "lost", "error", "truncated", "rejected", "failures")
@@ -278,6 +278,10 @@ SHELLS: dict[str, str] = {
 <tbody></tbody></table>
 <h2>Failed to load</h2><ul id="rule-failures"></ul>""",
     "audit": """
+<h1>Users</h1>
+<table id="user-list" class="list"><thead><tr><th>User</th><th>Role</th><th>Created</th>
+<th>Sessions</th><th>Last active</th></tr></thead><tbody></tbody></table>
+<p>Add, change and remove users with <code>appliance users</code> on the box.</p>
 <h1>Audit log</h1>
 <table id="audit-list" class="list"><thead><tr><th>Time</th><th>Who</th><th>From</th>
 <th>What</th><th>Target</th><th>Detail</th></tr></thead><tbody></tbody></table>""",
@@ -475,6 +479,21 @@ async def audit_log(request: web.Request) -> web.Response:
     return json_page({"entries": entries, "count": len(entries)})
 
 
+@requires("admin")
+async def list_users(request: web.Request) -> web.Response:
+    conn = request.app[APPLIANCE_KEY].store.reader
+    assert conn is not None
+    async with conn.execute(
+        "SELECT u.name, u.role, u.created, u.updated, count(s.id_hash), max(s.last_seen)"
+        " FROM console_users u LEFT JOIN console_sessions s ON s.username = u.name"
+        " GROUP BY u.name ORDER BY u.name"
+    ) as cur:
+        rows = await cur.fetchall()
+    keys = ("name", "role", "created", "updated", "sessions", "last_seen")
+    found = [dict(zip(keys, r, strict=True)) for r in rows]
+    return json_page({"users": found, "count": len(found)})
+
+
 def setup(app: web.Application) -> None:
     appliance = app[APPLIANCE_KEY]
     app[CONSOLE_KEY] = ConsoleAuth(appliance.store, appliance.config.console, appliance.metrics)
@@ -489,3 +508,4 @@ def setup(app: web.Application) -> None:
     app.router.add_get("/static/{name}", _static_handler(_static_files()))
     app.router.add_get("/api/v1/console/overview", overview)
     app.router.add_get("/api/v1/audit", audit_log)
+    app.router.add_get("/api/v1/users", list_users)

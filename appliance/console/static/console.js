@@ -647,6 +647,8 @@ async function rulesPage() {
 
 async function auditPage() {
   every(async () => {
+    const people = await api("/api/v1/users");
+    fillTable("user-list", people.users.map((x) => [x.name, x.role, localTime(x.created), String(x.sessions), x.last_seen ? localTime(x.last_seen) : "-"]));
     const data = await api("/api/v1/audit?limit=200");
     fillTable("audit-list", data.entries.map((a) => [localTime(a.ts), a.actor, a.remote, a.action, a.target, a.detail]));
   });
