@@ -385,3 +385,18 @@ async def test_admin_lists_users_without_their_hashes(
     ]
     assert "scrypt" not in json.dumps(listed)
     assert (await vera.get("/api/v1/users")).status == 403
+
+
+async def test_session_cookie_is_secure_over_tls(start_appliance: Any, cheap_scrypt: None) -> None:
+    run = await start_appliance(api={"tls": True})
+    assert run.api.startswith("https://")
+    add(run, "alice", "viewer")
+    resp = await run.session.post(
+        run.api + "/login",
+        data={"username": "alice", "password": PASSWORD},
+        allow_redirects=False,
+        ssl=False,  # the appliance's self-signed certificate; TLS itself is tested in the API's
+    )
+    assert resp.status == 303
+    set_cookie = resp.headers["Set-Cookie"]
+    assert "Secure" in set_cookie and "HttpOnly" in set_cookie
