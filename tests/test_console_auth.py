@@ -400,3 +400,17 @@ async def test_session_cookie_is_secure_over_tls(start_appliance: Any, cheap_scr
     assert resp.status == 303
     set_cookie = resp.headers["Set-Cookie"]
     assert "Secure" in set_cookie and "HttpOnly" in set_cookie
+
+
+async def test_overview_counts_incidents_raised_this_hour_by_severity(
+    start_appliance: Any,
+) -> None:
+    run = await start_appliance()
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])  # event times of 1970
+    await wait_incident(run, BRUTE)
+    ov = await run.get_json("/api/v1/console/overview")
+    assert ov["incidents_by_hour"]["series"]["high"][-1] == 1  # raised now, whatever the logs say
+    assert ov["open_by_severity"]["high"] == 1
+    assert [i["title"] for i in ov["open_incidents"]] == [BRUTE]
+    assert set(ov["sources"]) == {s.name for s in run.app.sources}
+    assert ov["loss"]["events_dropped"] == 0

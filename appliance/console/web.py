@@ -56,8 +56,24 @@ PAGES = (
     ("/rules", "rules", "Rules", "viewer"),
     ("/audit", "audit", "Users and audit", "admin"),
 )
-# Metrics whose growth is data lost or refused somewhere: the overview's loss counters.
-LOSS_WORDS = ("dropped", "drops", "lost", "error", "truncated", "rejected", "failures")
+# Metrics whose growth is data lost, damaged or refused on its way in: the overview's loss
+# counters (kernel and queue drops are reasons of events_dropped_total).
+LOSS_METRICS = (
+    "events_dropped_total",
+    "flows_dropped_total",
+    "flows_not_stored_total",
+    "netflow_lost_flows_total",
+    "netflow_datagrams_rejected_total",
+    "netflow_errors_total",
+    "snmp_malformed_total",
+    "syslog_parse_errors_total",
+    "syslog_frame_errors_total",
+    "syslog_truncated_total",
+    "syslog_tls_errors_total",
+    "stage_errors_total",
+    "storage_write_errors_total",
+    "forward_dropped_total",
+)
 
 
 def _static_files() -> dict[str, tuple[bytes, str]]:
@@ -168,9 +184,9 @@ SHELLS: dict[str, str] = {
 <section class="cards" id="cards"></section>
 <div class="grid">
 <section><h2>Events per second by source</h2><div class="chart" id="rate-sources"></div></section>
-<section><h2>Events by device (latest events)</h2><div class="chart" id="rate-devices"></div>
+<section><h2>Events per second by device</h2><div class="chart" id="rate-devices"></div>
 </section>
-<section><h2>Incidents by severity (24 h, per hour)</h2>
+<section><h2>Incidents raised by severity (24 h, per hour)</h2>
 <div class="chart" id="incidents-severity"></div></section>
 <section><h2>Open incidents</h2><table id="open-incidents" class="list"><thead><tr>
 <th>Severity</th><th>Title</th><th>Last seen</th></tr></thead><tbody></tbody></table></section>
@@ -390,11 +406,23 @@ def _static_handler(files: dict[str, tuple[bytes, str]]) -> Any:
 
 
 def _loss_counters(app: Any) -> dict[str, float]:
+    """Each loss counter by name and reason (when it has one), zero when nothing was lost."""
     out: dict[str, float] = {}
-    for name, (kind, series) in app.metrics.snapshot().items():
-        if kind == "counter" and any(w in name for w in LOSS_WORDS):
-            out[name] = float(sum(v for _labels, v in series))
-    return dict(sorted(out.items()))
+    for name in LOSS_METRICS:
+        metric = app.metrics.get(name)
+        if metric is None:
+            continue
+        short = name.removesuffix("_total")
+        out[short] = 0.0
+        if "reason" not in metric.labelnames:
+            out[short] = float(sum(v for _k, v in metric.samples()))
+            continue
+        at = metric.labelnames.index("reason")
+        for labels, value in metric.samples():
+            key = f"{short}{{{labels[at]}}}"
+            out[key] = out.get(key, 0.0) + float(value)
+            out[short] += float(value)
+    return out
 
 
 async def overview(request: web.Request) -> web.Response:
@@ -416,14 +444,19 @@ async def overview(request: web.Request) -> web.Response:
     conn = app.store.reader
     assert conn is not None
     by_hour: dict[str, list[int]] = {s: [0] * 24 for s in SEVERITIES}
+    # By when they were raised (wall clock), not by their events' time: replayed or late
+    # logs raise incidents now. ``updated`` >= ``created``, so it bounds the scan.
     async with conn.execute(
-        "SELECT CAST((first_seen - ?) / 3600 AS INTEGER), severity, count(*) FROM incidents"
-        " WHERE first_seen >= ? GROUP BY 1, 2",
-        (first_hour, first_hour),
+        "SELECT CAST((julianday(json_extract(doc, '$.created')) - 2440587.5) * 86400 AS REAL),"
+        " severity FROM incidents WHERE updated >= ? LIMIT 200000",
+        (first_hour,),
     ) as cur:
-        for hour, severity, count in await cur.fetchall():
-            if severity in by_hour and 0 <= hour < 24:
-                by_hour[severity][hour] = count
+        for created, severity in await cur.fetchall():
+            if created is None or severity not in by_hour:
+                continue
+            hour = int((created - first_hour) // 3600)
+            if 0 <= hour < 24:
+                by_hour[severity][hour] += 1
     open_by_severity = dict.fromkeys(SEVERITIES, 0)
     async with conn.execute(
         "SELECT severity, count(*) FROM incidents WHERE status IN ('open', 'acknowledged')"

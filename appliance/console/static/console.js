@@ -309,7 +309,8 @@ async function overviewPage() {
       if (!lastChange[name] || lastChange[name][1] !== s.received) lastChange[name] = [ov.now, s.received];
     }
     lineChart(document.getElementById("rate-sources"), rates(ov.now, counters), "/s");
-    lineChart(document.getElementById("loss-trend"), losses(ov.now, ov.loss), "/s");
+    const lossTotals = Object.fromEntries(Object.entries(ov.loss).filter(([k]) => !k.includes("{")));
+    lineChart(document.getElementById("loss-trend"), losses(ov.now, lossTotals), "/s");
     const open = Object.values(ov.open_by_severity).reduce((a, b) => a + b, 0);
     document.getElementById("cards").replaceChildren(
       card("events stored", fmtNumber(ov.events_stored), "card-stored"),
@@ -324,16 +325,21 @@ async function overviewPage() {
     fillTable("open-incidents", ov.open_incidents.map((i) => [
       sevBadge(i.severity), el("a", { href: "/incidents/" + encodeURIComponent(i.id), text: i.title || i.id }),
       localTime(i.last_seen)]));
-    fillTable("loss", Object.entries(ov.loss).map(([k, v]) => [k.replace(/^appliance_/, ""), fmtNumber(v)]));
+    fillTable("loss", Object.entries(ov.loss).filter(([k, v]) => v || !k.includes("{")).map(([k, v]) => [k, fmtNumber(v)]));
     fillTable("backlogs", ov.backlogs.map((b) => [b.queue, fmtNumber(b.items), b.state]));
     const silent = Object.keys(ov.sources).filter((n) => ov.now - lastChange[n][0] >= 60);
     document.getElementById("silent").replaceChildren(
       ...(silent.length ? silent.map((n) => el("li", { text: `${n}: nothing for ${Math.round(ov.now - lastChange[n][0])} s` }))
         : [el("li", { text: "none (watched since this page opened)" })]));
-    const events = await api("/api/v1/events?limit=500");
-    const devices = devicesOf(events.events);
+    // Per device rate, estimated from the newest 500 events: each device's share of them
+    // over the time they span (received time), or over the last minute if they span more.
+    const events = (await api("/api/v1/events?limit=500")).events;
+    const received = events.map((e) => epoch(e.event && e.event.created)).filter((t) => t);
+    const span = received.length > 1 ? Math.max(1, Math.min(60, ov.now - Math.min(...received))) : 60;
+    const recent = events.filter((e) => epoch(e.event && e.event.created) >= ov.now - span);
+    const devices = devicesOf(recent);
     topBars(document.getElementById("rate-devices"),
-      Object.entries(devices).map(([k, d]) => ({ label: k, value: d.count })).sort((a, b) => b.value - a.value).slice(0, 10), "events");
+      Object.entries(devices).map(([k, d]) => ({ label: k, value: d.count / span })).sort((a, b) => b.value - a.value).slice(0, 10), "/s");
     try {
       const talkers = await api("/api/v1/flows/top?by=source.ip&limit=10");
       topBars(document.getElementById("top-talkers"), talkers.top.map((t) => ({ label: t.key, value: t.bytes })), "B",
