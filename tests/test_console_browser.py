@@ -98,7 +98,7 @@ class Console:
     def _live(self) -> None:
         """Syslog from two devices every 50 ms and a NetFlow v5 export every second."""
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            i = 0
+            i = flow_seq = 0
             while not self.stop_traffic.wait(0.05):
                 host = "fw-a" if i % 3 else "sw-b"
                 s.sendto(
@@ -112,9 +112,10 @@ class Console:
                         v5_record("10.9.0.1", "10.9.0.2", 40000 + k, 443, 6, 150_000, 100)
                         for k in range(5)
                     ] + [v5_record("10.9.0.3", "10.9.0.2", 50000, 22, 6, 9_000, 30)]
-                    s.sendto(
-                        v5(records, secs=int(time.time()), seq=i), ("127.0.0.1", self.flow_port)
-                    )
+                    # v5's sequence counts flows: a gap would be (rightly) shown as loss.
+                    now = int(time.time())
+                    s.sendto(v5(records, secs=now, seq=flow_seq), ("127.0.0.1", self.flow_port))
+                    flow_seq += len(records)
                 i += 1
 
     def send_corpus(self) -> None:
@@ -280,6 +281,13 @@ def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> 
     devices = {g.get_attribute("data-key") for g in browser.css("#rate-devices g.bar")}
     assert "127.0.0.1" in devices or {"fw-a", "sw-b"} & devices
     assert int(browser.driver.find_element(By.CSS_SELECTOR, "#card-open .v").text) >= 2
+    losses = dict(
+        browser.driver.execute_script(  # one read: the table is redrawn every second
+            "return [...document.querySelectorAll('#loss tbody tr')]"
+            ".map(r => [...r.cells].map(c => c.textContent))"
+        )
+    )
+    assert losses["events_dropped"] == "0" and losses["netflow_lost_flows"] == "0", losses
     browser.shot("overview")
     # The dark theme toggles without a reload and keeps the graphs.
     browser.driver.find_element(By.ID, "theme").click()
