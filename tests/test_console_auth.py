@@ -414,3 +414,32 @@ async def test_overview_counts_incidents_raised_this_hour_by_severity(
     assert [i["title"] for i in ov["open_incidents"]] == [BRUTE]
     assert set(ov["sources"]) == {s.name for s in run.app.sources}
     assert ov["loss"]["events_dropped"] == 0
+
+
+async def test_incident_delivery_shows_delivered_and_pending_lanes(
+    start_appliance: Any, receiver: Any
+) -> None:
+    from tests.forwarding import upstream
+
+    run = await start_appliance(
+        upstream=[
+            upstream("hq", "webhook", receiver.url("/hook"), receiver.pki),
+            upstream("down", "webhook", "https://127.0.0.1:9/hook", receiver.pki),
+        ]
+    )
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+    inc = await wait_incident(run, BRUTE)
+
+    async def lanes() -> dict[str, Any]:
+        body = await run.get_json(f"/api/v1/console/incidents/{inc['id']}/delivery")
+        return {d["upstream"]: d for d in body["deliveries"]}
+
+    async def settled() -> bool:
+        got = await lanes()
+        return got["hq"]["state"] == "delivered" and got["down"]["queued"][0]["attempts"] > 0
+
+    await run.wait_for(settled, timeout=15)
+    down = (await lanes())["down"]
+    assert down["state"] == "pending" and down["queued"][0]["revision"] == 1
+    assert down["queued"][0]["last_error"]
+    assert receiver.seen  # hq really received it

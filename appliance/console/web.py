@@ -27,6 +27,7 @@ from appliance.api.server import (
     APPLIANCE_KEY,
     AUDIT_KEY,
     SESSION_AUTH_KEY,
+    json_error,
     json_page,
 )
 from appliance.api.tokens import Token, requires
@@ -237,6 +238,9 @@ SHELLS: dict[str, str] = {
 <ol id="evidence" class="evidence"></ol></section>
 <section><h2>History</h2><ol id="history"></ol></section>
 <section><h2>Related incidents</h2><ul id="related"></ul></section>
+<section><h2>Delivered upstream</h2><table id="delivery" class="list"><thead><tr>
+<th>Upstream</th><th>State</th><th>Queued revisions</th></tr></thead><tbody></tbody></table>
+</section>
 <section><h2>Flows of this address</h2><p><a id="flows-link" href="/flows">Flows</a></p>
 </section>
 </div>""",
@@ -500,6 +504,56 @@ async def overview(request: web.Request) -> web.Response:
     )
 
 
+async def incident_delivery(request: web.Request) -> web.Response:
+    """Per incident upstream lane: revisions still queued or parked (dead) for this incident,
+    with attempts and the last error; none queued means every revision queued was delivered
+    (the outbox deletes a row when the upstream acknowledges it)."""
+    from appliance.forward import Forwarder
+
+    app = request.app[APPLIANCE_KEY]
+    incident_id = request.match_info["id"]
+    conn = app.store.reader
+    assert conn is not None
+    async with conn.execute(
+        "SELECT json_extract(doc, '$.sensor_id'), revision FROM incidents WHERE id = ?",
+        (incident_id,),
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return json_error(404, "no such incident")
+    prefix = f"{row[0]}:{incident_id}:"
+    lanes = []
+    for comp in app.components:
+        if not isinstance(comp, Forwarder):
+            continue
+        for sender in comp.senders.values():
+            if sender.stream != "incident":
+                continue
+            async with conn.execute(
+                "SELECT key, state, attempts, last_error FROM outbox WHERE upstream = ?"
+                " AND substr(key, 1, ?) = ? ORDER BY id LIMIT 50",
+                (sender.name, len(prefix), prefix),
+            ) as cur:
+                queued = [
+                    {
+                        "revision": int(k.rsplit(":", 1)[-1]),
+                        "state": st,
+                        "attempts": n,
+                        "last_error": err,
+                    }
+                    for k, st, n, err in await cur.fetchall()
+                ]
+            state = (
+                "dead"
+                if any(q["state"] == "dead" for q in queued)
+                else "pending"
+                if queued
+                else "delivered"
+            )
+            lanes.append({"upstream": sender.name, "state": state, "queued": queued})
+    return json_page({"id": incident_id, "revision": row[1], "deliveries": lanes})
+
+
 @requires("admin")
 async def audit_log(request: web.Request) -> web.Response:
     app = request.app[APPLIANCE_KEY]
@@ -540,5 +594,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name}", _static_handler(_static_files()))
     app.router.add_get("/api/v1/console/overview", overview)
+    app.router.add_get("/api/v1/console/incidents/{id}/delivery", incident_delivery)
     app.router.add_get("/api/v1/audit", audit_log)
     app.router.add_get("/api/v1/users", list_users)

@@ -443,6 +443,10 @@ async function incidentPage() {
         stackedBars(document.getElementById("timeline"), labels, { "evidence events": counts }, () => color(0));
       }
     }
+    const delivery = await api(`/api/v1/console/incidents/${encodeURIComponent(id)}/delivery`);
+    fillTable("delivery", delivery.deliveries.length
+      ? delivery.deliveries.map((d) => [d.upstream, d.state, d.queued.map((q) => `r${q.revision} ${q.state}, ${q.attempts} attempts${q.last_error ? ": " + q.last_error : ""}`).join("; ") || "-"])
+      : [["no upstream configured", "-", "-"]]);
     const ip = groupIp(doc);
     const related = document.getElementById("related");
     if (ip) {
