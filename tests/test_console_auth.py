@@ -148,6 +148,8 @@ async def test_login_sets_a_strict_httponly_cookie_and_serves_the_console(
     assert page.status == 200
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
     assert 'data-page="overview"' in await page.text()
+    again = await client.get("/login?next=/rules")  # already logged in: straight through
+    assert again.status == 303 and again.headers["Location"] == "/rules"
 
 
 async def test_wrong_password_is_refused_and_repeated_failures_lock_the_user_out(

@@ -303,6 +303,20 @@ def test_operator_acknowledges_an_incident_raised_from_the_corpus(
     browser.login("olga")
     browser.open("/incidents?status=open")
     browser.until(lambda d: browser.css("#incident-list a.incident-link"))
+    # Filter by rule (chosen by its title) through the form.
+    browser.until(lambda d: browser.css(f"#rule-filter option[value='{first['rule']['id']}']"))
+    browser.driver.find_element(
+        By.CSS_SELECTOR, f"#rule-filter option[value='{first['rule']['id']}']"
+    ).click()
+    browser.driver.find_element(By.CSS_SELECTOR, "#filters button[type='submit']").click()
+    browser.until(lambda d: "rule=" in d.current_url)
+    browser.until(
+        lambda d: d.execute_script(
+            "const t = [...document.querySelectorAll('#incident-list a.incident-link')]"
+            ".map(a => a.textContent); return t.length > 0 && t.every(x => x === arguments[0]);",
+            BRUTE,
+        )
+    )
     browser.shot("incidents")
     browser.open(f"/incidents/{first['id']}")
     browser.until(lambda d: browser.css("#why dd"))

@@ -210,7 +210,7 @@ SHELLS: dict[str, str] = {
 <label>Severity <select name="severity"><option value="">any</option>"""
     + "".join(f"<option>{s}</option>" for s in SEVERITIES)
     + """</select></label>
-<label>Rule <input name="rule" size="24"></label>
+<label>Rule <select name="rule" id="rule-filter"><option value="">any</option></select></label>
 <button type="submit">Filter</button></form>
 <table id="incident-list" class="list sortable"><thead><tr>
 <th data-key="severity">Severity</th><th data-key="status">Status</th>
@@ -254,6 +254,8 @@ SHELLS: dict[str, str] = {
 <label>Device IP <input name="observer.ip" size="15"></label>
 <label>Host <input name="host.hostname" size="15"></label>
 <label>Module <input name="event.module" size="10"></label>
+<label>More filters <input name="filters" size="24" placeholder="field=value ..."
+ title="space-separated field=value pairs, passed to the events API as they are"></label>
 <label>Limit <input name="limit" type="number" value="500" min="1" max="1000"></label>
 <button type="submit" id="search-go">Search</button>
 <button type="button" id="export-csv">Export CSV</button>
@@ -345,7 +347,10 @@ def _safe_next(value: str | None) -> str:
 
 
 async def login_page(request: web.Request) -> web.Response:
-    return _html(_login_form(next_path=_safe_next(request.query.get("next"))))
+    next_path = _safe_next(request.query.get("next"))
+    if await current_session(request) is not None:
+        raise web.HTTPSeeOther(next_path)
+    return _html(_login_form(next_path=next_path))
 
 
 async def login(request: web.Request) -> web.Response:

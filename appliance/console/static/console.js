@@ -290,7 +290,7 @@ function devicesOf(events) {
     if (seen && seen > d.last) {
       d.last = seen;
       d.host = (e.host && e.host.hostname) || "";
-      d.module = (e.event && (e.event.module || e.event.dataset)) || "";
+      d.module = (e.event && (e.event.dataset || e.event.module)) || "";
       d.skew = t && seen ? t - seen : null;
     }
   }
@@ -371,6 +371,10 @@ function sortable(table, getRows, render) {
 async function incidentsPage() {
   const form = document.getElementById("filters");
   const params = new URLSearchParams(location.search);
+  try {
+    const rules = (await api("/api/v1/rules")).loaded.sort((a, b) => String(a.title).localeCompare(String(b.title)));
+    form.elements.rule.append(...rules.map((r) => el("option", { value: r.id, text: r.title || r.id })));
+  } catch (e) { /* correlation off: the filter stays "any" */ }
   for (const [k, v] of params) if (form.elements[k]) form.elements[k].value = v;
   let rows = [];
   const render = (list) => fillTable("incident-list", list.map((i) => [
@@ -518,6 +522,10 @@ async function searchPage() {
     for (const name of ["since", "until"]) {
       const v = toEpochInput(form.elements[name].value);
       if (v) q.set(name, v);
+    }
+    for (const pair of form.elements.filters.value.split(/\s+/)) {
+      const at = pair.indexOf("=");
+      if (at > 0) q.set(pair.slice(0, at), pair.slice(at + 1));
     }
     const what = q.get("q") ? ` matching "${q.get("q")}"` : "";
     const data = await api("/api/v1/events?" + q);
