@@ -288,6 +288,8 @@ async def test_changes_are_audited_with_who_what_and_where(
     assert fp["actor"] == "olga" and fp["remote"] == "127.0.0.1"
     assert fp["target"] == inc["id"] and "scanner" in fp["detail"]
     assert {"login", "user.add"} <= {e["action"] for e in entries}
+    outcomes = (await run.get_json("/api/v1/console/rule-outcomes"))["rules"]
+    assert outcomes[inc["rule"]["id"]] == {"incidents": 1, "false_positives": 1}
     # Machines keep their token; an admin token reads the audit log too.
     by_token = await run.get_json("/api/v1/audit", token=TOKEN)
     assert by_token["count"] == len(entries)

@@ -342,6 +342,8 @@ def test_operator_marks_another_incident_false_positive(browser: Browser, consol
     browser.shot("incident-false-positive")
     _, doc = console.api(f"/api/v1/incidents/{other['id']}")
     assert doc["status"] == "suppressed"
+    _, outcomes = console.api("/api/v1/console/rule-outcomes")
+    assert outcomes["rules"][other["rule"]["id"]]["false_positives"] >= 1
     # The change is in the audit log, with who did it, seen by an admin.
     _, audit = console.api("/api/v1/audit?actor=olga")
     assert any(e["action"].endswith("/false-positive") for e in audit["entries"])

@@ -295,7 +295,8 @@ SHELLS: dict[str, str] = {
 <h1>Rules</h1>
 <table id="rule-list" class="list sortable"><thead><tr><th data-key="id">Id</th>
 <th data-key="title">Title</th><th data-key="level">Level</th><th data-key="hits">Hits</th>
-<th data-key="alerts">Incidents</th><th data-key="last_fired">Last fired</th>
+<th data-key="alerts">Alerts</th><th data-key="incidents">Incidents</th>
+<th data-key="fp_share">False positives</th><th data-key="last_fired">Last fired</th>
 <th data-key="enabled">Enabled</th></tr></thead>
 <tbody></tbody></table>
 <h2>Failed to load</h2><ul id="rule-failures"></ul>""",
@@ -559,6 +560,20 @@ async def incident_delivery(request: web.Request) -> web.Response:
     return json_page({"id": incident_id, "revision": row[1], "deliveries": lanes})
 
 
+async def rule_outcomes(request: web.Request) -> web.Response:
+    """Per rule id: incidents raised (kept within the incident retention) and how many were
+    marked false positives, for the Rules page's false-positive share."""
+    conn = request.app[APPLIANCE_KEY].store.reader
+    assert conn is not None
+    async with conn.execute(
+        "SELECT rule_id, count(*), sum(status = 'suppressed') FROM incidents GROUP BY rule_id"
+    ) as cur:
+        rows = await cur.fetchall()
+    return json_page(
+        {"rules": {r: {"incidents": n, "false_positives": fp or 0} for r, n, fp in rows}}
+    )
+
+
 @requires("admin")
 async def audit_log(request: web.Request) -> web.Response:
     app = request.app[APPLIANCE_KEY]
@@ -599,6 +614,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/logout", logout)
     app.router.add_get("/static/{name}", _static_handler(_static_files()))
     app.router.add_get("/api/v1/console/overview", overview)
+    app.router.add_get("/api/v1/console/rule-outcomes", rule_outcomes)
     app.router.add_get("/api/v1/console/incidents/{id}/delivery", incident_delivery)
     app.router.add_get("/api/v1/audit", audit_log)
     app.router.add_get("/api/v1/users", list_users)

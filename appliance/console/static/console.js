@@ -651,12 +651,17 @@ async function rulesPage() {
     return button;
   };
   const render = (list) => fillTable("rule-list", list.map((r) => [r.id, r.title || "", r.level || "",
-    fmtNumber(r.hits), fmtNumber(r.alerts), r.last_fired ? localTime(r.last_fired) : "never",
+    fmtNumber(r.hits), fmtNumber(r.alerts), fmtNumber(r.incidents),
+    r.incidents ? Math.round(r.fp_share * 100) + "%" : "-", r.last_fired ? localTime(r.last_fired) : "never",
     RANK[ROLE] >= RANK.operator ? el("span", {}, (r.enabled ? "yes " : "no "), toggle(r)) : (r.enabled ? "yes" : "no")]));
   sortRows = sortable(document.getElementById("rule-list"), () => rows, render);
   const load = async () => {
     const data = await api("/api/v1/rules");
-    rows = data.loaded;
+    const outcomes = (await api("/api/v1/console/rule-outcomes")).rules;
+    rows = data.loaded.map((r) => {
+      const o = outcomes[r.id] || { incidents: 0, false_positives: 0 };
+      return { ...r, incidents: o.incidents, fp_share: o.incidents ? o.false_positives / o.incidents : 0 };
+    });
     render(sortRows(rows));
     document.getElementById("rule-failures").replaceChildren(...data.failed.map((f) => el("li", { text: `${f.path || ""}: ${f.reason || f.error || JSON.stringify(f)}` })));
   };
