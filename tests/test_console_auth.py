@@ -447,3 +447,21 @@ async def test_incident_delivery_shows_delivered_and_pending_lanes(
     assert down["state"] == "pending" and down["queued"][0]["revision"] == 1
     assert down["queued"][0]["last_error"]
     assert receiver.seen  # hq really received it
+
+
+async def test_malformed_logins_are_plain_refusals(
+    start_appliance: Any, cheap_scrypt: None
+) -> None:
+    run = await start_appliance()
+    add(run, "alice", "viewer")
+    as_json = await run.session.post(
+        run.api + "/login", json={"username": "alice", "password": PASSWORD}
+    )
+    assert as_json.status == 401
+    huge = await Client(run).login("a" * 100_000, "p" * 100_000)
+    assert huge.status == 401
+    odd_cookie = await run.session.get(
+        run.api + "/api/v1/incidents", headers={"Cookie": "sem_session=" + "x" * 4000}
+    )
+    assert odd_cookie.status == 401
+    assert (await Client(run).login("alice")).status == 303  # and the service still works
