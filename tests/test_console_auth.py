@@ -465,3 +465,24 @@ async def test_malformed_logins_are_plain_refusals(
     )
     assert odd_cookie.status == 401
     assert (await Client(run).login("alice")).status == 303  # and the service still works
+
+
+async def test_testing_a_rule_replays_recent_events_without_raising_anything(
+    start_appliance: Any, cheap_scrypt: None
+) -> None:
+    run = await start_appliance()
+    add(run, "vera", "viewer")
+    rule = await _brute_rule_id(run)
+    await run.app.stop()  # store the events without the live rules: no incident exists
+    run = await start_appliance(rules={"builtin": False})
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+    await run.app.stop()
+    run = await start_appliance()
+    vera = Client(run)
+    await vera.login("vera")
+    result = await (await vera.get(f"/api/v1/rules/{rule}/test?limit=100")).json()
+    assert result["events"] == 10 and result["matched"] == 10
+    assert [a["group_key"] for a in result["alerts"]] == ["source.ip=203.0.113.9"]
+    assert len(result["alerts"][0]["event_ids"]) == 10
+    assert not (await run.get_json("/api/v1/incidents"))["incidents"]
+    assert (await vera.get("/api/v1/rules/nope/test")).status == 404

@@ -446,6 +446,12 @@ def test_flows_sources_rules_and_audit_pages(browser: Browser) -> None:
     toggle = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-toggle')]"
     browser.driver.find_element(By.XPATH, toggle).click()
     browser.until(lambda d: d.find_element(By.XPATH, toggle).text == "Enable")
+    tester = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-test')]"
+    browser.driver.find_element(By.XPATH, tester).click()
+    browser.until(lambda d: "would raise" in d.find_element(By.ID, "rule-test-summary").text)
+    browser.until(lambda d: browser.css("#rule-test-alerts tbody tr"))
+    browser.shot("rule-test")
+    browser.driver.execute_script("window.scrollTo(0, 0)")
     _, rules = browser.console.api("/api/v1/rules")
     assert [r["enabled"] for r in rules["loaded"] if r["title"] == BRUTE] == [False]
     browser.shot("rules")

@@ -297,8 +297,13 @@ SHELLS: dict[str, str] = {
 <th data-key="title">Title</th><th data-key="level">Level</th><th data-key="hits">Hits</th>
 <th data-key="alerts">Alerts</th><th data-key="incidents">Incidents</th>
 <th data-key="fp_share">False positives</th><th data-key="last_fired">Last fired</th>
-<th data-key="enabled">Enabled</th></tr></thead>
+<th data-key="enabled">Enabled</th><th>Test</th></tr></thead>
 <tbody></tbody></table>
+<section id="rule-test" hidden><h2 id="rule-test-title">Test</h2>
+<p id="rule-test-summary"></p>
+<table id="rule-test-alerts" class="list"><thead><tr><th>Group</th><th>Count</th>
+<th>First</th><th>Last</th></tr></thead><tbody></tbody></table>
+<ol id="rule-test-events" class="evidence"></ol></section>
 <h2>Failed to load</h2><ul id="rule-failures"></ul>""",
     "audit": """
 <h1>Users</h1>

@@ -640,6 +640,26 @@ async function sourcesPage() {
 async function rulesPage() {
   let rows = [];
   let sortRows = (x) => x;
+  const tester = (r) => {
+    const button = el("button", { type: "button", class: "rule-test", "data-rule": r.id, text: "Test" });
+    button.addEventListener("click", async () => {
+      const panel = document.getElementById("rule-test");
+      panel.hidden = false;
+      document.getElementById("rule-test-title").textContent = "Test: " + (r.title || r.id);
+      document.getElementById("rule-test-summary").textContent = "running over the newest 1000 events...";
+      try {
+        const t = await api(`/api/v1/rules/${encodeURIComponent(r.id)}/test?limit=1000`);
+        const raised = t.alerts.filter((a) => !a.suppressed);
+        document.getElementById("rule-test-summary").textContent =
+          `matched ${t.matched} of the newest ${t.events} events; would raise ${raised.length} alert(s)` +
+          (raised.length < t.alerts.length ? ` (${t.alerts.length - raised.length} more within the cooldown, counted on those)` : "");
+        fillTable("rule-test-alerts", raised.map((a) => [a.group_key, String(a.count), localTime(a.first_seen), localTime(a.last_seen)]));
+        document.getElementById("rule-test-events").replaceChildren(...t.matched_events.map((e) => el("li", { text: `${localTime(e["@timestamp"])} ${e.message}` })));
+      } catch (e) { document.getElementById("rule-test-summary").textContent = e.message; }
+      panel.scrollIntoView();
+    });
+    return button;
+  };
   const toggle = (r) => {
     const button = el("button", { type: "button", class: "rule-toggle", "data-rule": r.id, text: r.enabled ? "Disable" : "Enable" });
     button.addEventListener("click", async () => {
@@ -653,7 +673,8 @@ async function rulesPage() {
   const render = (list) => fillTable("rule-list", list.map((r) => [r.id, r.title || "", r.level || "",
     fmtNumber(r.hits), fmtNumber(r.alerts), fmtNumber(r.incidents),
     r.incidents ? Math.round(r.fp_share * 100) + "%" : "-", r.last_fired ? localTime(r.last_fired) : "never",
-    RANK[ROLE] >= RANK.operator ? el("span", {}, (r.enabled ? "yes " : "no "), toggle(r)) : (r.enabled ? "yes" : "no")]));
+    RANK[ROLE] >= RANK.operator ? el("span", {}, (r.enabled ? "yes " : "no "), toggle(r)) : (r.enabled ? "yes" : "no"),
+    tester(r)]));
   sortRows = sortable(document.getElementById("rule-list"), () => rows, render);
   const load = async () => {
     const data = await api("/api/v1/rules");
