@@ -477,9 +477,14 @@ class Appliance:
 
 def _register_components() -> None:
     from appliance.correlate.component import build_correlation
+    from appliance.reports.schedule import build_reports
+    from appliance.respond import build_respond
 
-    if build_correlation not in COMPONENT_BUILDERS:
-        COMPONENT_BUILDERS.append(build_correlation)
+    # Respond before correlation: its incident hook is in place before the first incident,
+    # and (stop runs in reverse) it stops after correlation raised its last one.
+    for builder in (build_respond, build_correlation, build_reports):
+        if builder not in COMPONENT_BUILDERS:
+            COMPONENT_BUILDERS.append(builder)
 
 
 _register_components()

@@ -427,8 +427,7 @@ async function incidentPage() {
     const ids = (doc.evidence && doc.evidence.event_ids) || [];
     const hist = document.getElementById("history");
     hist.replaceChildren(...(doc.history || []).map((h) =>
-      el("li", { text: `${localTime(h.at)} ${h.action}${h.by ? " by " + h.by : ""}${h.note ? ": " + h.note : ""}` })),
-      ...(doc.comments || []).map((c) => el("li", { text: `${localTime(c.at)} comment${c.by ? " by " + c.by : ""}: ${c.text}` })));
+      el("li", { text: `${localTime(h.at)} ${h.action}${h.by ? " by " + h.by : ""}${h.note ? ": " + h.note : ""}` })));
     // The evidence as a timeline: the event times of its stored events, per minute.
     if (ids.length) {
       const ip = groupIp(doc);
