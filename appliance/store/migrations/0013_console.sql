@@ -1,4 +1,7 @@
--- The web console (appliance.console): local users, their sessions, and the audit log.
+-- The web console (appliance.console): local users, their sessions, the audit log and the
+-- rules operators switched off. No secondary indexes: each b-tree costs a 32 KiB page even
+-- empty, and these tables are small (sessions, users) or read newest-first by id (audit, whose
+-- times grow with its ids).
 -- `password` is "scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>": the parameters travel with the
 -- hash so that they can be raised later without invalidating stored passwords.
 CREATE TABLE console_users (
@@ -20,7 +23,6 @@ CREATE TABLE console_sessions (
     last_seen REAL NOT NULL,
     remote    TEXT NOT NULL
 ) WITHOUT ROWID;
-CREATE INDEX console_sessions_user ON console_sessions (username);
 
 -- Who changed what, when and from where: console users, API tokens and the CLI.
 CREATE TABLE audit_log (
@@ -32,7 +34,6 @@ CREATE TABLE audit_log (
     target TEXT NOT NULL,
     detail TEXT NOT NULL
 );
-CREATE INDEX audit_log_ts ON audit_log (ts);
 
 -- Rules an operator switched off (or back on) from the console or the API: they stay loaded
 -- and evaluated but raise no incident while `enabled` is 0. Survives restarts and reloads.
