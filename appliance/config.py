@@ -670,7 +670,7 @@ class NotifyRoute:
     channels: list[str] = field(default_factory=list)
     min_severity: Severity = "low"
     name: str = ""
-    rules: list[str] = field(default_factory=list)  # rule ids, shell globs ("ssh_*")
+    rules: list[str] = field(default_factory=list)  # rule id or title globs ("SSH*")
     tags: list[str] = field(default_factory=list)  # any of these rule tags (globs)
     source_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
     sites: list[str] = field(default_factory=list)  # appliance.site values (globs)

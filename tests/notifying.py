@@ -50,6 +50,7 @@ class Inbox:
         body = await request.json()
         if self.status >= 300:
             return web.json_response({"error": "down"}, status=self.status)
+        body["received_at"] = time.time()
         self.messages.append(body)
         return web.json_response({"ok": True})
 

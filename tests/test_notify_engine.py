@@ -336,7 +336,7 @@ async def test_an_sms_reply_with_the_code_acknowledges(boot, monkeypatch) -> Non
     code = inbox.to("mail")[0]["ack_code"]
     assert inbox.to("mail")[0]["short"].endswith(f"Reply ACK {code}")
     reply = built["sms"].on_reply
-    await reply("+15550001111", "ACK ZZZZZZ")  # unknown code
+    await reply("+15550001111", "ACK 23ZZZZ")  # no such code
     assert (await correlation_of(box.app).incidents.get(doc["id"]))["status"] == "open"
     await reply("+15550001111", f"ack {code.lower()}")
     assert (await correlation_of(box.app).incidents.get(doc["id"]))["status"] == "acknowledged"

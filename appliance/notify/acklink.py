@@ -71,13 +71,26 @@ def verify_token(key: bytes, token: str, now: float) -> str:
     return incident_id
 
 
+def _is_code(word: str) -> bool:
+    # At least one digit and one letter: an ordinary word ("THANKS") is never a code.
+    return (
+        len(word) == CODE_LENGTH
+        and all(c in CODE_ALPHABET for c in word)
+        and any(c.isdigit() for c in word)
+        and any(c.isalpha() for c in word)
+    )
+
+
 def new_code() -> str:
-    return "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+    while True:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        if _is_code(code):
+            return code
 
 
 def find_code(text: str) -> str | None:
     """The code in an SMS reply (``ACK 7KQ2PX``, ``ack 7kq2px``, or just the code)."""
     for word in text.upper().replace(",", " ").split():
-        if len(word) == CODE_LENGTH and all(c in CODE_ALPHABET for c in word):
+        if _is_code(word):
             return word
     return None

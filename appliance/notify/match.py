@@ -90,13 +90,20 @@ def window_end(hours: str, now: float, tz: ZoneInfo) -> float:
     return ts
 
 
+def rule_names(incident: Mapping[str, Any]) -> list[str]:
+    """What a ``rules`` glob is tried on: the rule's id and its title (built-in ids are
+    UUIDs; "SSH brute force*" is what people write)."""
+    rule = incident.get("rule") or {}
+    return [str(rule.get("id", "")), str(rule.get("title", ""))]
+
+
 def route_matches(
     route: NotifyRoute, incident: Mapping[str, Any], *, site: str, now: float, tz: ZoneInfo
 ) -> bool:
     if rank(str(incident.get("severity", ""))) < rank(route.min_severity):
         return False
     rule = incident.get("rule") or {}
-    if route.rules and not _glob_any(route.rules, [str(rule.get("id", ""))]):
+    if route.rules and not _glob_any(route.rules, rule_names(incident)):
         return False
     if route.tags and not _glob_any(route.tags, [str(t) for t in rule.get("tags") or ()]):
         return False
@@ -168,11 +175,11 @@ class Silence:
         return self.created <= now < self.expires
 
     def matches(self, incident: Mapping[str, Any]) -> bool:
-        """Every matcher given must hold: ``rule`` glob on the rule id, ``severity`` one name
-        or a list, ``group_key`` glob, ``source`` a CIDR the source address is in."""
+        """Every matcher given must hold: ``rule`` glob on the rule id or title,
+        ``severity`` one name or a list, ``group_key`` glob, ``source`` a CIDR the source
+        address is in."""
         m = self.matchers
-        rule = str((incident.get("rule") or {}).get("id", ""))
-        if "rule" in m and not fnmatch.fnmatchcase(rule, str(m["rule"])):
+        if "rule" in m and not _glob_any([str(m["rule"])], rule_names(incident)):
             return False
         if "severity" in m:
             allowed = m["severity"] if isinstance(m["severity"], list) else [m["severity"]]
