@@ -431,3 +431,28 @@ async def test_repeat_interval_reminds_while_the_incident_stays_open(boot) -> No
     await box.tick()
     await asyncio.sleep(0.2)
     assert len(box.inbox.messages) == 2
+
+
+async def test_a_bug_while_routing_costs_the_message_not_the_incident(boot, monkeypatch) -> None:
+    box = await boot({**MAIL_SMS, "routes": [{"channels": ["mail"]}]})
+
+    def broken(*_a: Any, **_k: Any) -> Any:
+        raise KeyError("renderer bug")
+
+    monkeypatch.setattr(engine_mod, "render", broken)
+    (doc,) = await box.raise_("203.0.113.1")
+    assert (await correlation_of(box.app).incidents.get(doc["id"]))["status"] == "open"
+    assert box.engine.m.dropped.value("internal") == 1
+
+
+async def test_channel_status_lists_backlog_and_last_error(boot) -> None:
+    box = await boot({**MAIL_SMS, "routes": [{"channels": ["sms"]}]})
+    box.inbox.status = 500
+    await box.raise_("203.0.113.1")
+    await until(lambda: box.engine.lanes["sms"].failures >= 1)
+    async with box.session.get(box.api + "/api/v1/notify/channels", headers=AUTH) as r:
+        chans = {c["channel"]: c for c in (await r.json())["channels"]}
+    assert chans["sms"]["status"] == "failing" and chans["sms"]["last_error"] == "HTTP 500"
+    assert chans["mail"]["status"] == "ok"
+    async with box.session.get(box.api + "/api/v1/notify/deliveries") as r:
+        assert r.status == 401  # the API token is needed

@@ -27,6 +27,8 @@ import contextlib
 import json
 import logging
 import random
+import sqlite3
+import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -66,6 +68,8 @@ STREAM = "notify"
 PREFIX = "notify/"
 LOG_KEEP = 1000  # rows of notify_log kept for the API
 FLUSH_BATCH = 500  # pending buckets / timers handled per scheduler pass
+CLEANUP_INTERVAL = 60.0  # seconds (monotonic) between deletions of expired state
+STATS_INTERVAL = 0.5  # seconds between re-reads of a lane's backlog while it drains
 
 ChannelFactory = Callable[[NotifyChannel, Path], Channel]
 
@@ -154,6 +158,7 @@ class Lane:
     task: asyncio.Task[None] | None = None
     wake_event: asyncio.Event = field(default_factory=asyncio.Event)
     _deferred: int = -1
+    _stats_read: float = 0.0
 
     @property
     def queue(self) -> str:
@@ -184,7 +189,11 @@ class Lane:
         eng = self.engine
         while True:
             try:
-                self.stats = await eng.outbox.stats(self.queue)
+                mono = time.monotonic()
+                if mono - self._stats_read >= STATS_INTERVAL or not self.stats.pending:
+                    # A scan of the channel's rows: not once per message of a deep backlog.
+                    self._stats_read = mono
+                    self.stats = await eng.outbox.stats(self.queue)
                 now = eng.clock()
                 if now < self.not_before or not self.stats.pending:
                     await self.idle()
@@ -240,12 +249,15 @@ class Lane:
             self.not_before = 0.0
             self.last_success = now
             self.sends.append(now)
+            self.stats.pending = max(0, self.stats.pending - 1)
             eng.m.sent.inc(self.name)
             await eng.log_delivery(self.name, key, doc, "sent", attempts + 1, None)
             return
         self.failures += 1
         eng.m.failed.inc(self.name, reason)
         if settled.dead:
+            self.stats.pending = max(0, self.stats.pending - 1)
+            self.stats.dead += 1
             eng.m.dropped.inc("dead")
             await eng.log_delivery(self.name, key, doc, "dead", attempts + 1, self.last_error)
             _rl.warning(
@@ -313,6 +325,7 @@ class NotifyEngine:
         self.key = b""
         self._task: asyncio.Task[None] | None = None
         self._log_rows = 0
+        self._last_cleanup = 0.0
         self._apply_config(app.config)
         app.metrics.gauge(
             "notify_backlog",
@@ -409,9 +422,23 @@ class NotifyEngine:
 
     async def hook(self, conn: aiosqlite.Connection, incident: dict[str, Any]) -> None:
         """Route a new incident; on acknowledge/resolve/suppress, stop its timers. Runs in
-        the incident's transaction: what it writes commits or rolls back with the incident."""
+        the incident's transaction: what it writes commits or rolls back with the incident.
+
+        A database error rolls the incident back (it is retried, messages and all); any other
+        error is a bug here, and must not cost the incident: counted, logged, not raised.
+        """
         if conn is not self.store.writer or not self.cfg.routes:
             return
+        try:
+            await self._route(conn, incident)
+        except sqlite3.Error:
+            raise
+        except Exception as exc:
+            self.m.dropped.inc("internal")
+            _rl.error("hook", "notify: incident %s not routed: %r", incident.get("id"), exc,
+                      exc_info=True)  # fmt: skip
+
+    async def _route(self, conn: aiosqlite.Connection, incident: dict[str, Any]) -> None:
         incident_id = str(incident.get("id", ""))
         if incident.get("status") != "open":
             await conn.execute("DELETE FROM notify_timers WHERE incident_id = ?", (incident_id,))
@@ -615,11 +642,21 @@ class NotifyEngine:
                     await self._flush_bucket(wconn, rkey, kind, bucket, now)
                 if timers_due:
                     await self._fire_timers(wconn, now)
-        if any(s.expires <= now for s in self.silences.values()):
-            async with self.store.transaction() as wconn:
-                await wconn.execute("DELETE FROM notify_silences WHERE expires <= ?", (now,))
-                await wconn.execute("DELETE FROM notify_ack_codes WHERE expires <= ?", (now,))
-            self.silences = {k: s for k, s in self.silences.items() if s.expires > now}
+        mono = time.monotonic()
+        if mono - self._last_cleanup >= CLEANUP_INTERVAL:
+            self._last_cleanup = mono
+            await self.cleanup(now)
+
+    async def cleanup(self, now: float) -> None:
+        """Forget expired silences and reply codes, and group send times too old to matter."""
+        longest = max((r.group_interval for r in self.cfg.routes), default=0.0)
+        async with self.store.transaction() as wconn:
+            await wconn.execute("DELETE FROM notify_silences WHERE expires <= ?", (now,))
+            await wconn.execute("DELETE FROM notify_ack_codes WHERE expires <= ?", (now,))
+            await wconn.execute(
+                "DELETE FROM notify_groups WHERE last_sent < ?", (now - longest - 60.0,)
+            )
+        self.silences = {k: s for k, s in self.silences.items() if s.expires > now}
 
     async def _flush_bucket(
         self, conn: aiosqlite.Connection, rkey: str, kind: str, bucket: str, now: float
