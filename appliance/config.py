@@ -581,9 +581,69 @@ class DecodersSection:
 # appliance.analysis, appliance.console). Secrets are kept out of ``repr``.
 
 
+NOTIFY_CHANNEL_TYPES = (
+    "email",
+    "sms_twilio",
+    "sms_http",
+    "sms_modem",
+    "slack",
+    "teams",
+    "mattermost",
+    "telegram",
+    "webhook",
+)
+# Secrets a channel may take, each also as ``<name>_file`` (first line) and ``<name>_env``.
+NOTIFY_SECRETS = ("password", "auth_token", "token", "bot_token", "hmac_secret", "pin", "url")
+# Which keys each type needs (one of ``x``, ``x_file``, ``x_env`` for a secret).
+_NOTIFY_REQUIRED: dict[str, tuple[str, ...]] = {
+    "email": ("host", "from", "to"),
+    "sms_twilio": ("account_sid", "auth_token", "from", "to"),
+    "sms_http": ("url", "to"),  # and body, unless method = "GET"
+    "sms_modem": ("device", "to"),
+    "slack": ("url",),
+    "teams": ("url",),
+    "mattermost": ("url",),
+    "telegram": ("bot_token", "to"),
+    "webhook": ("url",),
+}
+
+
+def check_url_template(value: str) -> str | None:
+    """An http(s) URL without credentials; ``{placeholders}`` are allowed (sms_http)."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises for a bad port)
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@): use the channel's secret keys"
+    return None
+
+
+def _loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyChannel:
-    """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels)."""
+    """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels).
+
+    One flat table for every type; ``validate`` names the keys a type needs and refuses the
+    ones that contradict. Secrets (``password``, ``auth_token``, ``token``, ``bot_token``,
+    ``hmac_secret``, ``pin`` and ``url``, which for chat webhooks is itself the credential)
+    are kept out of ``repr`` and may come from ``<key>_file`` or ``<key>_env`` instead.
+    """
 
     name: str = field(default="", metadata=check(sensor_name))
     type: Literal[
@@ -597,6 +657,135 @@ class NotifyChannel:
         "telegram",
         "webhook",
     ] = "webhook"
+    # Recipients: e-mail addresses, phone numbers (E.164), Telegram chat ids.
+    to: list[str] = field(default_factory=list)
+    from_: str = field(default="", metadata={"key": "from"})
+    # Seconds for one delivery attempt (connect, TLS, request, answer).
+    timeout: float = field(default=30.0, metadata=check(positive))
+    # Characters of text the channel sends at most (0: the transport's own limit).
+    max_length: int = field(default=0, metadata=check(non_negative))
+    # TLS: a CA bundle replacing the system store (private PKI); verification is always on.
+    ca_file: str = ""
+    # email
+    host: str = ""
+    port: int = field(default=0, metadata=check(non_negative))  # 0: 25, 587 or 465 by tls
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: str = ""
+    password_env: str = ""
+    # HTTP channels: the endpoint (sms_twilio: the API base; chat: the incoming webhook).
+    url: str = field(default="", repr=False, metadata=check(check_url_template))
+    url_file: str = ""
+    url_env: str = ""
+    # Plain http:// is refused except to loopback unless this is set (a LAN gateway).
+    allow_http: bool = False
+    # sms_twilio
+    account_sid: str = ""
+    auth_token: str = field(default="", repr=False)
+    auth_token_file: str = ""
+    auth_token_env: str = ""
+    # sms_http: request template and success test
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    content_type: Literal["form", "json", "text"] = "form"
+    body: str = ""
+    token: str = field(default="", repr=False)  # the {token} placeholder in headers/url/body
+    token_file: str = ""
+    token_env: str = ""
+    success_status: list[int] = field(default_factory=list)  # empty: any 2xx
+    success_contains: str = ""
+    success_field: str = ""  # dotted path into a JSON answer
+    success_value: str = ""  # the field's value as text (empty: any truthy value)
+    # sms_modem
+    device: str = ""
+    baud: int = field(default=115200, metadata=check(positive))
+    pin: str = field(default="", repr=False)
+    pin_file: str = ""
+    pin_env: str = ""
+    max_segments: int = field(default=3, metadata=check(positive))
+    command_timeout: float = field(default=10.0, metadata=check(positive))
+    reply_poll_interval: float = field(default=30.0, metadata=check(non_negative))  # 0: off
+    # telegram
+    api_url: str = field(default="https://api.telegram.org", metadata=check(check_url_template))
+    bot_token: str = field(default="", repr=False)
+    bot_token_file: str = ""
+    bot_token_env: str = ""
+    # webhook (Standard Webhooks signature, like [[upstream]] type "webhook")
+    hmac_secret: str = field(default="", repr=False)
+    hmac_secret_file: str = ""
+    hmac_secret_env: str = ""
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is set; for a secret, inline or through its ``_file``/``_env``."""
+        attr = "from_" if key == "from" else key
+        if key in NOTIFY_SECRETS:
+            return any(getattr(self, f"{key}{sfx}") for sfx in ("", "_file", "_env"))
+        return bool(getattr(self, attr))
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        for key in _NOTIFY_REQUIRED[self.type]:
+            if not self.has(key):
+                errors.append(f"{key}: required for type {self.type!r}")
+        for key in NOTIFY_SECRETS:
+            given = [f"{key}{s}" for s in ("", "_file", "_env") if getattr(self, f"{key}{s}")]
+            if len(given) > 1:
+                errors.append(f"{key}: give one of {key}, {key}_file, {key}_env")
+        if self.type == "email":
+            if bool(self.username) != self.has("password"):
+                errors.append("username: username and password go together")
+            if self.has("password") and self.tls == "none":
+                errors.append("password: SMTP AUTH needs tls = 'starttls' or 'implicit'")
+            for key, addr in [("from", self.from_), *(("to", a) for a in self.to)]:
+                if addr and (any(c in addr for c in '\r\n,;<>" ') or "@" not in addr):
+                    errors.append(f"{key}: {addr!r} is not a plain e-mail address (local@domain)")
+        if self.type in ("sms_twilio", "sms_modem") and self.to:
+            errors.extend(
+                f"to: {n!r} is not an E.164 number (+ and 8-15 digits)"
+                for n in self.to
+                if not (n.startswith("+") and n[1:].isdigit() and 8 <= len(n) - 1 <= 15)
+            )
+        if self.type == "telegram":
+            errors.extend(
+                f"to: {c!r} is not a Telegram chat id (a number or @channel)"
+                for c in self.to
+                if not (c.lstrip("-").isdigit() or (c.startswith("@") and len(c) > 1))
+            )
+        if self.hmac_secret and not self.hmac_secret.startswith("whsec_"):
+            errors.append("hmac_secret: must start with whsec_ (Standard Webhooks secret)")
+        urls = [("url", self.url)]
+        if self.type == "telegram":
+            urls.append(("api_url", self.api_url))
+        from urllib.parse import urlsplit
+
+        for key, url in urls:
+            parts = urlsplit(url)
+            local = _loopback_host(parts.hostname or "")
+            if parts.scheme == "http" and not (self.allow_http or local):
+                errors.append(
+                    f"{key}: plain http:// only to loopback; use https:// or allow_http = true"
+                )
+        if self.type == "sms_http":
+            if self.method == "GET" and self.body:
+                errors.append("body: a GET request has no body; put placeholders in url")
+            if self.method != "GET" and not self.body:
+                errors.append(f"body: required for method {self.method!r}")
+            import re
+
+            templates = self.body + self.url + "".join(self.headers.values())
+            names = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", templates))
+            unknown = names - {"to", "text", "subject", "severity", "token", "from"}
+            if unknown:
+                errors.append(
+                    f"body: unknown placeholder(s) {sorted(unknown)}; use to, text, subject,"
+                    " severity, from, token"
+                )
+            if any(s < 100 or s > 599 for s in self.success_status):
+                errors.append("success_status: HTTP status codes are 100-599")
+        return errors
 
 
 SEVERITY_ORDER = ("informational", "low", "medium", "high", "critical")
@@ -913,7 +1102,8 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
 def build(cls: Any, data: dict[str, Any], path: str, errors: list[str]) -> Any:
     """Decode one TOML table into ``cls``, appending every problem to ``errors``."""
     hints = typing.get_type_hints(cls)
-    # A field may take another TOML key than its name (``continue``, a Python keyword).
+    # A field whose TOML key is not a Python name (``from``, ``continue``) names it in
+    # ``metadata["key"]``.
     fields = {
         f.metadata.get("key", f.name): f
         for f in dataclasses.fields(cls)

@@ -35,7 +35,7 @@ async def main(config: str, offset_file: str, url: str, n: int) -> None:
                 offset[0] = float(path.read_text() or 0)
             await asyncio.sleep(0.05)
 
-    def factory(cfg: NotifyChannel, base_dir: Path) -> Any:
+    def factory(cfg: NotifyChannel, base_dir: Path, metrics: Any = None) -> Any:
         return LoopbackChannel(cfg.name, cfg.type, url)
 
     engine_mod.CHANNEL_FACTORY[:] = [factory]

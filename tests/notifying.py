@@ -101,7 +101,7 @@ class LoopbackChannel:
 
 
 def loopback_factory(inbox: Inbox, built: dict[str, LoopbackChannel] | None = None) -> Any:
-    def factory(cfg: NotifyChannel, base_dir: Path) -> LoopbackChannel:
+    def factory(cfg: NotifyChannel, base_dir: Path, metrics: Any = None) -> LoopbackChannel:
         ch = LoopbackChannel(cfg.name, cfg.type, f"http://127.0.0.1:{inbox.port}")
         if built is not None:
             built[cfg.name] = ch
@@ -135,4 +135,5 @@ async def wait_until(cond: Any, timeout: float = 10.0, what: str = "") -> None:
 
 
 def channels(*names: str) -> list[dict[str, Any]]:
-    return [{"name": n, "type": "webhook"} for n in names]
+    """Channel tables for the loopback factory (which ignores the url: it posts to Inbox)."""
+    return [{"name": n, "type": "webhook", "url": "http://127.0.0.1:9/unused"} for n in names]

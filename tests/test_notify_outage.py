@@ -34,7 +34,10 @@ def write_config(tmp: Path, api_port: int) -> Path:
         "tick": 0.05,
         "backoff_base": 30.0,
         "backoff_cap": 300.0,
-        "channels": [{"name": n, "type": "webhook"} for n in ("mail", "sms", "oncall")],
+        "channels": [
+            {"name": n, "type": "webhook", "url": "http://127.0.0.1:9/unused"}
+            for n in ("mail", "sms", "oncall")
+        ],
         "routes": [
             {"channels": ["mail", "sms"], "escalation": "crit"},
             {

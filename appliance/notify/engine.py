@@ -71,18 +71,13 @@ FLUSH_BATCH = 500  # pending buckets / timers handled per scheduler pass
 CLEANUP_INTERVAL = 60.0  # seconds (monotonic) between deletions of expired state
 STATS_INTERVAL = 0.5  # seconds between re-reads of a lane's backlog while it drains
 
-ChannelFactory = Callable[[NotifyChannel, Path], Channel]
+ChannelFactory = Callable[[NotifyChannel, Path, Registry], Channel]
 
 
-def default_channel_factory(cfg: NotifyChannel, base_dir: Path) -> Channel:
-    from appliance.notify import channels
+def default_channel_factory(cfg: NotifyChannel, base_dir: Path, metrics: Registry) -> Channel:
+    from appliance.notify.channels import build_channel
 
-    build: Callable[[NotifyChannel, Path], Channel] | None = getattr(
-        channels, "build_channel", None
-    )
-    if build is None:
-        raise RuntimeError("no channel implementations are installed (notify.channels)")
-    return build(cfg, base_dir)
+    return build_channel(cfg, base_dir, metrics)
 
 
 # Tests replace this with a factory that builds loopback channels.
@@ -222,12 +217,14 @@ class Lane:
         eng = self.engine
         message = message_of(doc)
         reason = ""
+        retry_after: float | None = None
         try:
             await asyncio.wait_for(self.channel.send(message), eng.cfg.send_timeout)
             outcome = Outcome.DELIVERED
         except DeliveryError as exc:
             outcome = Outcome.RETRY if exc.retryable else Outcome.REJECT
             reason = "retryable" if exc.retryable else "rejected"
+            retry_after = exc.retry_after
             self.last_error = printable(str(exc), 300)
         except TimeoutError:
             outcome, reason = Outcome.RETRY, "timeout"
@@ -267,7 +264,7 @@ class Lane:
             eng.m.retried.inc(self.name)
         delay = backoff_delay(
             self.failures,
-            None,
+            retry_after,
             base=eng.cfg.backoff_base,
             cap=eng.cfg.backoff_cap,
             retry_after_max=eng.cfg.backoff_cap,
@@ -354,19 +351,25 @@ class NotifyEngine:
         limits = {rl.channel: (rl.max_messages, rl.per) for rl in config.notify.rate_limits}
         lanes: dict[str, Lane] = {}
         for ch in config.notify.channels:
-            channel = factory(ch, Path(config.base_dir))
+            channel = factory(ch, Path(config.base_dir), self.app.metrics)
             lanes[ch.name] = Lane(self, ch.name, channel, limits.get(ch.name))
             if hasattr(channel, "on_reply"):
                 channel.on_reply = self._reply_handler(ch)
         return lanes
+
+    async def _start_lanes(self) -> None:
+        for lane in self.lanes.values():
+            start: Callable[[], Awaitable[None]] | None = getattr(lane.channel, "start", None)
+            if start is not None:
+                await start()  # background work of a channel: the modem's reply polling
+            lane.task = asyncio.create_task(lane.run(), name=f"notify-{lane.name}")
 
     async def start(self) -> None:
         self.key = await asyncio.to_thread(acklink.load_or_create_key, self.config.data_dir)
         await self._load_silences()
         self.lanes = self._build_lanes(self.config)
         await self._drop_removed()
-        for lane in self.lanes.values():
-            lane.task = asyncio.create_task(lane.run(), name=f"notify-{lane.name}")
+        await self._start_lanes()
         self._task = asyncio.create_task(self._scheduler(), name="notify-scheduler")
         INCIDENT_TXN_HOOKS.append(self.hook)
 
@@ -399,8 +402,7 @@ class NotifyEngine:
         self._apply_config(config)
         self.lanes = lanes
         await self._drop_removed()
-        for lane in self.lanes.values():
-            lane.task = asyncio.create_task(lane.run(), name=f"notify-{lane.name}")
+        await self._start_lanes()
 
     async def _drop_removed(self) -> None:
         conn = self.store.reader
