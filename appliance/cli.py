@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | mibs | decoders | test-rule | ...``.
+"""Command line: ``appliance run | check-config | tokens | mibs | decoders | notify | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.protocols.syslog.vendors import cli as decoders_cli
 
     decoders_cli.add_parser(sub)
+    from appliance.notify import cli as notify_cli
+
+    notify_cli.add_parser(sub)
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -182,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 
         return decoders_cli.run(args)
+    if args.command == "notify":
+        from appliance.notify import cli as notify_cli
+
+        return notify_cli.run(args)
     if args.command == "check-config":
         try:
             load_config(args.file)

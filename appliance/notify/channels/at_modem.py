@@ -23,7 +23,7 @@ MAX_BUFFER = 64 * 1024
 MAX_LINE = 4096
 CTRL_Z = b"\x1a"
 FINAL_OK = "OK"
-UNSOLICITED = ("+CMTI:", "RING", "+CRING:", "+CREG:", "^", "+CDS:", "+CBM:", "+CUSD:")
+UNSOLICITED = ("+CMTI:", "RING", "+CRING:", "^", "+CDS:", "+CBM:", "+CUSD:")
 
 BAUD_RATES = {
     int(name[1:]): getattr(termios, name)

@@ -14,7 +14,7 @@ import re
 _ESCAPED = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
 _ESCAPED.update({i: f"\\u{i:04x}" for i in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
 _BODY = {k: v for k, v in _ESCAPED.items() if k != 0x0A} | {0x09: " ", 0x0D: None}
-_LINE_BREAKS = re.compile(r"[\r\n\t\u2028\u2029\x0b\x0c\x85]+")
+_LINE_BREAKS = re.compile(r"[ \t]*[\r\n\t\u2028\u2029\x0b\x0c\x85]+[ \t]*")
 
 ELLIPSIS = "…"
 
