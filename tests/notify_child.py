@@ -1,9 +1,9 @@
-"""Child process for the outage test: an appliance whose clock the test moves and whose
-channels post to a loopback inbox.
+"""Child process for the outage test: an appliance whose clock the test moves.
 
-``python -m tests.notify_child CONFIG OFFSET_FILE INBOX_URL N`` starts the appliance from
-CONFIG with ``clock = time.time() + <seconds in OFFSET_FILE>`` (re-read every 50 ms), raises
-N critical incidents through the incident manager, prints ``raised`` and serves until killed.
+``python -m tests.notify_child CONFIG OFFSET_FILE N`` starts the appliance from CONFIG (its
+real channels) with ``clock = time.time() + <seconds in OFFSET_FILE>`` (re-read every 50 ms),
+raises N critical incidents through the incident manager, prints ``raised`` and serves until
+killed.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ import contextlib
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from appliance.app import Appliance
-from appliance.config import NotifyChannel, load_config
+from appliance.config import load_config
 from appliance.correlate.component import correlation_of
-from appliance.notify import engine as engine_mod
-from tests.notifying import LoopbackChannel, alert
+from tests.notifying import alert
 
 
-async def main(config: str, offset_file: str, url: str, n: int) -> None:
+async def main(config: str, offset_file: str, n: int) -> None:
     path = Path(offset_file)
     offset = [float(path.read_text() or 0)]
 
@@ -35,10 +33,6 @@ async def main(config: str, offset_file: str, url: str, n: int) -> None:
                 offset[0] = float(path.read_text() or 0)
             await asyncio.sleep(0.05)
 
-    def factory(cfg: NotifyChannel, base_dir: Path, metrics: Any = None) -> Any:
-        return LoopbackChannel(cfg.name, cfg.type, url)
-
-    engine_mod.CHANNEL_FACTORY[:] = [factory]
     task = asyncio.create_task(follow())
     app = Appliance(load_config(config), clock=clock)
     await app.start()
@@ -52,4 +46,4 @@ async def main(config: str, offset_file: str, url: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

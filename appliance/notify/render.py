@@ -88,7 +88,8 @@ def render(
     sensor = clean(top.get("sensor_id"), 64)
     where = f"{sensor}{'/' + site if site else ''}"
     if n == 1:
-        subject = f"{head}[{severity.upper()}] {clean(top.get('title'), 150)} ({where})"
+        key = clean(top.get("group_key"), 80)
+        subject = f"{head}[{severity.upper()}] {clean(top.get('title'), 120)}: {key} ({where})"
     elif kind == "digest":
         subject = f"{head}Digest: {n} incidents on {where}, highest {severity}"
     else:
