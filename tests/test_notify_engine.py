@@ -249,9 +249,12 @@ async def test_silences_are_deleted_through_the_api_and_bad_ones_refused(boot) -
     await until(lambda: len(box.inbox.messages) == 1)
 
 
+# "sms" is declared a modem (the loopback factory still builds a loopback channel for it):
+# reply codes are only made where a reply can come back.
+MODEM = {"name": "sms", "type": "sms_modem", "device": "/dev/null", "to": ["+15550001111"]}
 ESCALATING = {
     **MAIL_SMS,
-    "channels": channels("mail", "sms", "oncall"),
+    "channels": [*channels("mail", "oncall"), MODEM],
     "public_url": "https://sem.example:8080",
     "routes": [{"channels": ["mail"], "escalation": "crit"}],
     "escalations": [
@@ -336,12 +339,14 @@ async def test_an_sms_reply_with_the_code_acknowledges(boot, monkeypatch) -> Non
     code = inbox.to("mail")[0]["ack_code"]
     assert inbox.to("mail")[0]["short"].endswith(f"Reply ACK {code}")
     reply = built["sms"].on_reply
+    await reply("+15559999999", f"ACK {code}")  # not a recipient of the channel
     await reply("+15550001111", "ACK 23ZZZZ")  # no such code
     assert (await correlation_of(box.app).incidents.get(doc["id"]))["status"] == "open"
     await reply("+15550001111", f"ack {code.lower()}")
     assert (await correlation_of(box.app).incidents.get(doc["id"]))["status"] == "acknowledged"
     assert box.engine.m.acks.value("sms") == 1
     assert box.engine.m.ack_refused.value("unknown_code") == 1
+    assert box.engine.m.ack_refused.value("sender") == 1
     await inbox.stop()
 
 

@@ -343,6 +343,8 @@ class NotifyEngine:
         self.tz = ZoneInfo(self.cfg.timezone or "UTC")
         self.routes = route_keys(self.cfg.routes)
         self.escalations = {e.name: e for e in self.cfg.escalations}
+        # Reply codes only mean something where a reply can come back: a modem channel.
+        self.reply_codes = any(c.type == "sms_modem" for c in self.cfg.channels)
 
     # -------------------------------------------------------------------------- lifecycle
 
@@ -584,7 +586,7 @@ class NotifyEngine:
             [summ],
             kind=kind,
             ack_url=self.ack_url(incident_id, now),
-            ack_code=await self._ack_code(conn, incident_id, now),
+            ack_code=await self._ack_code(conn, incident_id, now) if self.reply_codes else None,
             sms_max=self.cfg.sms_max_chars,
             max_items=self.cfg.digest_max_items,
             note=note,
