@@ -461,3 +461,27 @@ async def test_channel_status_lists_backlog_and_last_error(boot) -> None:
     assert chans["mail"]["status"] == "ok"
     async with box.session.get(box.api + "/api/v1/notify/deliveries") as r:
         assert r.status == 401  # the API token is needed
+
+
+async def test_a_reload_applies_new_routes_and_drops_the_queue_of_a_removed_channel(
+    boot, tmp_path: Path
+) -> None:
+    box = await boot({**MAIL_SMS, "routes": [{"channels": ["mail", "sms"]}]})
+    box.inbox.status = 503
+    await box.raise_("203.0.113.1")
+    await until(lambda: box.engine.lanes["sms"].failures >= 1)
+    data = make_config(
+        tmp_path,
+        notify={"tick": 0.05, "channels": channels("mail"), "routes": [{"channels": ["mail"]}]},
+    )
+    data["appliance"]["allow_empty"] = True
+    data.pop("sources", None)
+    await box.app.reload(parse_config(data, base_dir=tmp_path))
+    assert set(box.engine.lanes) == {"mail"}
+    assert box.engine.m.dropped.value("channel_removed") == 1
+    box.inbox.status = 200
+    box.clock.advance(600)  # past the mail lane's backoff
+    await until(lambda: len(box.inbox.to("mail")) == 1)
+    await box.raise_("203.0.113.2")
+    await until(lambda: len(box.inbox.to("mail")) == 2)
+    assert box.inbox.to("sms") == []
