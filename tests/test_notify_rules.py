@@ -133,7 +133,7 @@ def test_notify_config_names_unknown_channels_and_escalations(tmp_path: Path) ->
 
 
 def test_route_continue_is_read_from_its_toml_key(tmp_path: Path) -> None:
-    notify = {"channels": [{"name": "m", "type": "webhook", "url": "http://127.0.0.1:9/unused"}],
-              "routes": [{"channels": ["m"], "continue": True}]}  # fmt: skip
+    channel = {"name": "m", "type": "webhook", "url": "http://127.0.0.1:9/unused"}
+    notify = {"channels": [channel], "routes": [{"channels": ["m"], "continue": True}]}
     cfg = parse_config(make_config(tmp_path, notify=notify), base_dir=tmp_path)
     assert cfg.notify.routes[0].continue_ is True

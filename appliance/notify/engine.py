@@ -439,8 +439,9 @@ class NotifyEngine:
             raise
         except Exception as exc:
             self.m.dropped.inc("internal")
-            _rl.error("hook", "notify: incident %s not routed: %r", incident.get("id"), exc,
-                      exc_info=True)  # fmt: skip
+            _rl.error(
+                "hook", "notify: incident %s not routed: %r", incident.get("id"), exc, exc_info=True
+            )
 
     async def _route(self, conn: aiosqlite.Connection, incident: dict[str, Any]) -> None:
         incident_id = str(incident.get("id", ""))
@@ -630,12 +631,18 @@ class NotifyEngine:
         now = self.clock()
         conn = self.store.reader
         assert conn is not None
+        buckets: list[tuple[str, str, str]] = []
         async with conn.execute(
-            "SELECT route, kind, bucket FROM notify_pending GROUP BY route, kind, bucket"
-            " HAVING min(due) <= ? LIMIT ?",
-            (now, FLUSH_BATCH),
+            "SELECT 1 FROM notify_pending WHERE due <= ? LIMIT 1", (now,)
         ) as cur:
-            buckets = [(str(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
+            pending_due = await cur.fetchone() is not None  # the index, not a scan, every tick
+        if pending_due:
+            async with conn.execute(
+                "SELECT route, kind, bucket FROM notify_pending GROUP BY route, kind, bucket"
+                " HAVING min(due) <= ? LIMIT ?",
+                (now, FLUSH_BATCH),
+            ) as cur:
+                buckets = [(str(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall()]
         async with conn.execute(
             "SELECT 1 FROM notify_timers WHERE due <= ? LIMIT 1", (now,)
         ) as cur:

@@ -18,6 +18,7 @@ from appliance.notify.match import rank
 SUBJECT_MAX = 200
 TEXT_MAX = 20_000
 VALUE_MAX = 300
+MAX_IDS = 5000  # incident ids a message carries (a digest of a bigger storm lists the first)
 
 # What a pending message keeps of an incident (JSON in notify_pending / notify_timers).
 SUMMARY_KEYS = (
@@ -142,7 +143,7 @@ def render(
         "html": cut(body_html, TEXT_MAX * 2),
         "short": short,
         "severity": severity,
-        "incident_ids": [str(s.get("id")) for s in items],
+        "incident_ids": [str(s.get("id")) for s in items[:MAX_IDS]],
         "ack_url": ack_url,
         "ack_code": ack_code,
     }
