@@ -60,7 +60,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     gateway = await HttpPeer().start()
     apps: list[Appliance] = []
 
-    async def start(**notify: Any) -> Site:
+    async def start(extra_channels: list[dict[str, Any]] | None = None, **notify: Any) -> Site:
         channels = [
             {
                 "name": "ops-mail",
@@ -80,6 +80,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
                 "from": "+15550000000",
                 "to": ["+15551234567"],
             },
+            *(extra_channels or []),
         ]
         data = make_config(tmp_path, notify={"tick": 0.05, "channels": channels, **notify})
         data["appliance"]["allow_empty"] = True
@@ -216,3 +217,47 @@ async def test_silences_need_the_write_scope(site, tmp_path: Path) -> None:
             assert r.status == 403
         async with http.get(s.api + "/api/v1/notify/silences", headers=headers) as r:
             assert r.status == 200
+
+
+async def test_an_sms_reply_with_the_code_to_the_modem_acknowledges(site) -> None:
+    from tests.sim_modem import SimModem
+
+    modem = SimModem()
+    try:
+        gsm = {
+            "name": "gsm",
+            "type": "sms_modem",
+            "device": modem.device,
+            "pin": "1234",
+            "to": ["+15557654321"],
+            "reply_poll_interval": 0.2,
+            "command_timeout": 2,
+        }
+        s = await site(
+            extra_channels=[gsm],
+            routes=[{"channels": ["gsm"], "escalation": "crit"}],
+            escalations=[
+                {
+                    "name": "crit",
+                    "min_severity": "critical",
+                    "levels": [{"after": 900, "channels": ["ops-sms"]}],
+                }
+            ],
+        )
+        comp = correlation_of(s.app)
+        assert comp is not None
+        (doc,) = await comp.incidents.apply([alert("203.0.113.53", level="critical")])
+        await wait_until(lambda: len(modem.sent) == 1)
+        m = re.search(r"Reply ACK (\w+)$", modem.sent[0].text)
+        assert m, modem.sent[0].text
+        modem.inbox[1] = ("REC UNREAD", "+15550000001", f"ACK {m.group(1)}")  # a stranger
+        modem.inbox[2] = ("REC UNREAD", "+15557654321", f"ack {m.group(1).lower()} thanks")
+        await wait_until(lambda: not modem.inbox, what="replies read and deleted")
+        assert (await comp.incidents.get(doc["id"]))["status"] == "acknowledged"
+        assert s.engine.m.ack_refused.value("sender") == 1
+        s.clock.advance(3600)
+        await s.engine.run_due()
+        await asyncio.sleep(0.3)
+        assert s.sms() == []  # no escalation after the acknowledgement
+    finally:
+        modem.close()
