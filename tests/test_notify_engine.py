@@ -485,3 +485,19 @@ async def test_a_reload_applies_new_routes_and_drops_the_queue_of_a_removed_chan
     await box.raise_("203.0.113.2")
     await until(lambda: len(box.inbox.to("mail")) == 2)
     assert box.inbox.to("sms") == []
+
+
+async def test_notifications_added_by_a_reload_start_without_a_restart(
+    boot, tmp_path: Path
+) -> None:
+    box = await boot({})
+    async with box.session.get(box.api + "/api/v1/notify/channels", headers=AUTH) as r:
+        assert (await r.json())["channels"] == []
+    data = make_config(
+        tmp_path, notify={"tick": 0.05, **MAIL_SMS, "routes": [{"channels": ["sms"]}]}
+    )
+    data["appliance"]["allow_empty"] = True
+    data.pop("sources", None)
+    await box.app.reload(parse_config(data, base_dir=tmp_path))
+    await box.raise_("203.0.113.9")
+    await until(lambda: len(box.inbox.to("sms")) == 1)

@@ -976,8 +976,7 @@ def notify_of(app: Appliance) -> NotifyEngine | None:
     return None
 
 
-def build_notify(app: Appliance) -> NotifyEngine | None:
-    n = app.config.notify
-    if not n.channels and not n.routes:
-        return None
+def build_notify(app: Appliance) -> NotifyEngine:
+    # Always built, even without [notify]: a reload that adds channels and routes then takes
+    # effect without a restart, and the API answers with empty lists rather than 503.
     return NotifyEngine(app)
