@@ -479,13 +479,13 @@ def _register_components() -> None:
     from appliance.correlate.component import build_correlation
     from appliance.notify import api as _notify_api  # noqa: F401  (adds its API routes)
     from appliance.notify.engine import build_notify
+    from appliance.respond import build_respond
 
-    if build_correlation not in COMPONENT_BUILDERS:
-        COMPONENT_BUILDERS.append(build_correlation)
-    # Before correlation starts, after the forwarder: its incident hook must be in place
-    # before the first incident, and it stops after correlation (reverse order).
-    if build_notify not in COMPONENT_BUILDERS:
-        COMPONENT_BUILDERS.insert(COMPONENT_BUILDERS.index(build_correlation), build_notify)
+    # Notify and respond before correlation: their incident hooks are in place before the
+    # first incident, and (stop runs in reverse) they stop after correlation raised its last.
+    for builder in (build_notify, build_respond, build_correlation):
+        if builder not in COMPONENT_BUILDERS:
+            COMPONENT_BUILDERS.append(builder)
 
 
 _register_components()

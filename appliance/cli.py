@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | mibs | decoders | notify | ...``.
+"""Command line: ``appliance run | check-config | tokens | respond | notify | decoders | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -84,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.notify import cli as notify_cli
 
     notify_cli.add_parser(sub)
+    from appliance.respond import cli as respond_cli
+
+    respond_cli.add_parser(sub)
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -189,6 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.notify import cli as notify_cli
 
         return notify_cli.run(args)
+    if args.command == "respond":
+        from appliance.respond import cli as respond_cli
+
+        try:
+            config = load_config(args.config or EXAMPLE_CONFIG)
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(f"config error: {err}", file=sys.stderr)
+            return 2
+        return respond_cli.run(config, args)
     if args.command == "check-config":
         try:
             load_config(args.file)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 import types
 import typing
@@ -233,6 +234,8 @@ class SyslogSource:
     # Per sender IP: a token bucket of `rate_limit` msg/s with `rate_burst` tokens (0 = off).
     rate_limit: float = field(default=0.0, metadata=check(non_negative))
     rate_burst: int = field(default=20_000, metadata=check(positive))
+    # Sender profiles (and their buckets) tracked; past it they are reset, never grown.
+    max_senders: int = field(default=65_536, metadata=check(positive))
     # TCP and TLS (RFC 6587 framing, RFC 5425).
     max_frame_bytes: int = field(default=65_536, metadata=check(positive))
     max_count_digits: int = field(default=8, metadata=check(positive))
@@ -406,13 +409,21 @@ class SyslogSender:
 class NetflowSource:
     """One UDP listener for NetFlow v5, v9 and IPFIX (version sniffed per datagram).
 
-    Flow inputs deny by default (reference C3): only exporters in ``allowed`` are decoded.
-    The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's state.
+    ``allowed``, ``rate_limit``, ``rate_burst`` and ``max_senders`` follow the datagram
+    policy every UDP source shares (appliance.sources.policy): private and loopback senders by
+    default. The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's
+    state.
     """
 
     listen: str = field(default="0.0.0.0:2055", metadata=check(check_hostport))
     name: str = ""
-    allowed: list[str] = field(default_factory=list, metadata=check(check_networks))
+    allowed: list[str] = field(
+        default_factory=lambda: list(PRIVATE_AND_LOOPBACK), metadata=check(check_networks)
+    )
+    # Per exporter address: a token bucket of `rate_limit` datagrams/s (0 = off).
+    rate_limit: float = field(default=0.0, metadata=check(non_negative))
+    rate_burst: int = field(default=20_000, metadata=check(positive))
+    max_senders: int = field(default=10_000, metadata=check(positive))
     rcvbuf_bytes: int = field(default=32 * 1024 * 1024, metadata=check(positive))
     max_exporters: int = field(default=1000, metadata=check(positive))
     max_domains_per_exporter: int = field(default=64, metadata=check(positive))
@@ -957,16 +968,156 @@ class NotifySection:
         return errors
 
 
+RESPOND_PLACEHOLDERS = ("ip", "user", "value", "ttl", "incident_id", "rule_id", "action", "alias")
+RESPOND_PLACEHOLDER_PATTERN = r"\{([A-Za-z_][A-Za-z0-9_]*)\}"
+
+
+def _placeholders(text: str) -> list[str]:
+    return re.findall(RESPOND_PLACEHOLDER_PATTERN, text)
+
+
+def check_severity(value: str) -> str | None:
+    allowed = ("informational", "low", "medium", "high", "critical")
+    return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
 @dataclass(frozen=True, slots=True)
 class RespondAction:
-    """One ``[[respond.actions]]``: what the box does when an incident opens."""
+    """One ``[[respond.actions]]``: what the box does when an incident opens (appliance.respond).
+
+    Values from incidents reach a call only through typed placeholders (``{ip}`` parses as an
+    IP address, ``{user}`` matches a conservative name pattern), each inside one argv element
+    or one URL/header/body string: no shell ever sees them. ``dry_run`` is on until a site
+    turns it off on purpose. Secrets (``password``) stay out of ``repr``.
+    """
 
     name: str = field(default="", metadata=check(sensor_name))
+    type: Literal["http", "exec"] = "exec"
+    enabled: bool = True
+    dry_run: bool = True
+    # match (all given conditions must hold; an empty list matches everything)
+    min_severity: str = field(default="high", metadata=check(check_severity))
+    rules: list[str] = field(default_factory=list)  # rule ids or globs (fnmatch)
+    tags: list[str] = field(default_factory=list)  # any of these (globs) on the rule
+    source_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    # the value acted on: an incident group field, typed
+    target_field: str = "source.ip"
+    target_type: Literal["ip", "user"] = "ip"
+    ttl: float = field(default=3600.0, metadata=check(non_negative))  # 0 = permanent
+    timeout: float = field(default=10.0, metadata=check(positive))
+    max_attempts: int = field(default=5, metadata=check(positive))
+    backoff_base: float = field(default=2.0, metadata=check(positive))
+    backoff_cap: float = field(default=300.0, metadata=check(positive))
+    # exec: absolute program path first; placeholders inside single elements
+    argv: list[str] = field(default_factory=list)
+    undo_argv: list[str] = field(default_factory=list)
+    # http: preset fills url paths, method and body; generic needs them all
+    preset: Literal["generic", "opnsense", "pfsense"] = "generic"
+    url: str = ""  # generic: the full URL template; presets: the firewall's base URL
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    undo_url: str = ""
+    undo_method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "DELETE"
+    undo_body: str = ""
+    alias: str = "sem_blocklist"  # presets: the firewall alias (table) that is blocked
+    username: str = ""  # HTTP basic auth (OPNsense: the API key)
+    password: str = field(default="", repr=False)  # (OPNsense: the API secret)
+    password_file: str = ""
+    ca_file: str = ""
+    # plain http only to loopback unless asked: credentials would cross the network in clear
+    allow_plaintext: bool = False
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(key, template text) of every string a placeholder may appear in."""
+        out = [(f"argv[{i}]", a) for i, a in enumerate(self.argv)]
+        out += [(f"undo_argv[{i}]", a) for i, a in enumerate(self.undo_argv)]
+        out += [("url", self.url), ("body", self.body), ("undo_url", self.undo_url)]
+        out += [("undo_body", self.undo_body)]
+        out += [(f"headers.{k}", v) for k, v in self.headers.items()]
+        return out
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        for key, text in self.templates():
+            for name in _placeholders(text):
+                if name not in RESPOND_PLACEHOLDERS:
+                    errors.append(
+                        f"{key}: unknown placeholder {{{name}}}"
+                        f" (known: {', '.join(RESPOND_PLACEHOLDERS)})"
+                    )
+                elif name in ("ip", "user") and name != self.target_type:
+                    errors.append(f"{key}: {{{name}}} but target_type is {self.target_type!r}")
+        if self.type == "exec":
+            if not self.argv:
+                errors.append("argv: required for type = exec (an argv list, no shell)")
+            elif not self.argv[0].startswith("/") or _placeholders(self.argv[0]):
+                errors.append("argv: the program must be an absolute path, not a placeholder")
+            if self.undo_argv and (
+                not self.undo_argv[0].startswith("/") or _placeholders(self.undo_argv[0])
+            ):
+                errors.append("undo_argv: the program must be an absolute path, not a placeholder")
+            if self.ttl and not self.undo_argv:
+                errors.append("undo_argv: required when ttl > 0 (how is the block lifted?)")
+        else:
+            from urllib.parse import urlsplit
+
+            if not self.url:
+                errors.append("url: required for type = http")
+            for key in ("url", "undo_url"):
+                value = getattr(self, key)
+                if not value:
+                    continue
+                parts = urlsplit(value)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    errors.append(f"{key}: must be an http(s) URL")
+                elif "@" in parts.netloc:
+                    errors.append(f"{key}: credentials go in username/password, not the URL")
+                elif (
+                    parts.scheme == "http"
+                    and not is_loopback_host(parts.hostname)
+                    and not self.allow_plaintext
+                ):
+                    errors.append(
+                        f"{key}: plain http beyond loopback sends credentials in clear; use"
+                        " https, or set allow_plaintext = true"
+                    )
+                if _placeholders(parts.netloc):
+                    errors.append(f"{key}: placeholders may not choose the host")
+            if self.preset == "generic" and self.ttl and not self.undo_url:
+                errors.append("undo_url: required when ttl > 0 (how is the block lifted?)")
+            if self.preset != "generic" and self.target_type != "ip":
+                errors.append("preset: firewall alias presets block addresses (target_type ip)")
+        if self.password and self.password_file:
+            errors.append("password: give one of password, password_file")
+        if self.backoff_cap < self.backoff_base:
+            errors.append("backoff_cap: must be >= backoff_base")
+        return errors
 
 
 @dataclass(frozen=True, slots=True)
 class RespondSection:
+    """``[respond]``: active response. ``never_block`` adds to what is never blocked anyway:
+    loopback, the box's own interface addresses, the API listen address."""
+
     actions: list[RespondAction] = field(default_factory=list)
+    never_block: list[str] = field(default_factory=list, metadata=check(check_networks))
+    management_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    discover_own_addresses: bool = True
+    max_per_minute: int = field(default=30, metadata=check(positive))
+    concurrency: int = field(default=4, metadata=check(positive))
+    history_days: float = field(default=90.0, metadata=check(positive))
+
+    def validate(self) -> list[str]:
+        errors = []
+        names: set[str] = set()
+        for i, a in enumerate(self.actions):
+            if a.name in names:
+                errors.append(f"actions[{i}].name: duplicate action name {a.name!r}")
+            names.add(a.name)
+        return errors
 
 
 @dataclass(frozen=True, slots=True)
