@@ -637,15 +637,6 @@ def check_url_template(value: str) -> str | None:
     return None
 
 
-def _loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass(frozen=True, slots=True)
 class NotifyChannel:
     """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels).
@@ -727,6 +718,15 @@ class NotifyChannel:
     hmac_secret_file: str = ""
     hmac_secret_env: str = ""
 
+    def check_plain_http(self, url: str) -> str | None:
+        """Plain http:// is for loopback (a local relay) unless ``allow_http`` says otherwise."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "http" or self.allow_http or is_loopback_host(parts.hostname or ""):
+            return None
+        return "plain http:// only to loopback; use https:// or allow_http = true"
+
     def has(self, key: str) -> bool:
         """Whether ``key`` is set; for a secret, inline or through its ``_file``/``_env``."""
         attr = "from_" if key == "from" else key
@@ -770,15 +770,7 @@ class NotifyChannel:
         urls = [("url", self.url)]
         if self.type == "telegram":
             urls.append(("api_url", self.api_url))
-        from urllib.parse import urlsplit
-
-        for key, url in urls:
-            parts = urlsplit(url)
-            local = _loopback_host(parts.hostname or "")
-            if parts.scheme == "http" and not (self.allow_http or local):
-                errors.append(
-                    f"{key}: plain http:// only to loopback; use https:// or allow_http = true"
-                )
+        errors.extend(f"{key}: {e}" for key, url in urls if (e := self.check_plain_http(url)))
         if self.type == "sms_http":
             if self.method == "GET" and self.body:
                 errors.append("body: a GET request has no body; put placeholders in url")
@@ -1120,6 +1112,10 @@ class RespondSection:
         return errors
 
 
+def severity_levels(value: int) -> str | None:
+    return None if 0 <= value <= 4 else "must be 0-4 severity levels"
+
+
 @dataclass(frozen=True, slots=True)
 class AnalysisSection:
     """``[analysis]``: context that raises or lowers what the rules say (appliance.analysis).
@@ -1129,6 +1125,16 @@ class AnalysisSection:
     vuln_files: list[str] = field(default_factory=list)
     ids_rule_files: list[str] = field(default_factory=list)
     intel_files: list[str] = field(default_factory=list)
+    # IDS alert vs the target's vulnerability scan (appliance.analysis.risk): severity levels
+    # added for a CVE match and for a match listed in CISA KEV; what an alert against a
+    # target without the CVE or the service does (lower | suppress | keep), and by how much.
+    vuln_match_raise: int = field(default=1, metadata=check(severity_levels))
+    kev_raise: int = field(default=1, metadata=check(severity_levels))
+    unmatched_ids: Literal["lower", "suppress", "keep"] = "lower"
+    unmatched_lower: int = field(default=1, metadata=check(severity_levels))
+    # Stamp asset fields on flows too (NetFlow/IPFIX): off by default, since at flow rates
+    # the lookups take a measured share of the per-flow budget (README, scripts/bench budget).
+    enrich_flows: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -1136,6 +1142,67 @@ class ConsoleSection:
     """``[console]``: the web console served beside the API (appliance.console)."""
 
     enabled: bool = True
+
+
+def check_hhmm(value: str) -> str | None:
+    parts = value.split(":")
+    if (
+        len(parts) != 2
+        or not all(p.isascii() and p.isdigit() and len(p) == 2 for p in parts)
+        or not (int(parts[0]) < 24 and int(parts[1]) < 60)
+    ):
+        return f"expected HH:MM (UTC, 00:00 to 23:59), not {value!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSchedule:
+    """One ``[[reports.schedules]]``: a report written every day or week (appliance.reports).
+
+    The files go to ``[reports] dir``; there is no e-mail delivery yet (no notification
+    channel exists to carry them)."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    every: Literal["daily", "weekly"] = "daily"
+    at: str = field(default="06:00", metadata=check(check_hhmm))  # UTC
+    weekday: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
+    formats: list[Literal["html", "pdf", "csv"]] = field(default_factory=lambda: ["pdf"])
+    # The period covered, ending at the run: default 24h (daily) or 7d (weekly).
+    since: str = ""
+
+    @property
+    def span(self) -> float:
+        from appliance.reports.period import parse_span
+
+        return parse_span(self.since or ("24h" if self.every == "daily" else "7d"))
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        if not self.formats:
+            errors.append("formats: at least one of html, pdf, csv")
+        try:
+            _ = self.span
+        except ValueError as exc:
+            errors.append(f"since: {exc}")
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsSection:
+    """``[reports]``: where scheduled reports are written and how many are kept."""
+
+    dir: str = ""  # default data_dir/reports
+    keep: int = field(default=30, metadata=check(positive))  # files per schedule and format
+    schedules: list[ReportSchedule] = field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        names = [s.name for s in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        return [f"schedules: duplicate schedule name {n!r}" for n in dupes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -1153,6 +1220,7 @@ class AppConfig:
     respond: RespondSection = field(default_factory=RespondSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
+    reports: ReportsSection = field(default_factory=ReportsSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:

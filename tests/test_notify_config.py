@@ -197,8 +197,44 @@ def test_the_commented_channel_examples_in_the_example_config_load(tmp_path: Pat
 
     text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
     block = text[text.index("# [[notify.channels]]") :].splitlines()
+    # The channel examples end at the first other table ([notify], routes) or live line.
+    ends = (
+        i
+        for i, ln in enumerate(block)
+        if not ln.startswith("#") or (ln.startswith("# [") and ln != "# [[notify.channels]]")
+    )
+    block = block[: next(ends, len(block))]
     lines = [ln[2:] for ln in block if ln.startswith("# ") and not ln.startswith("# #")]
     path = tmp_path / "c.toml"
     path.write_text("[appliance]\nallow_empty = true\n" + "\n".join(lines))
     types = {c.type for c in load_config(path).notify.channels}
     assert types == {"email", "sms_twilio", "sms_http", "sms_modem", "slack", "telegram", "webhook"}
+
+
+def test_a_url_from_a_file_is_checked_like_an_inline_one(tmp_path: Path) -> None:
+    (tmp_path / "hook").write_text("http://192.0.2.9/hook\n")
+    cfg = parse_config(
+        {
+            "appliance": {"allow_empty": True},
+            "notify": {"channels": [{"name": "x", "type": "slack", "url_file": "hook"}]},
+        },
+        tmp_path,
+    )
+    with pytest.raises(ConfigError, match="url: plain http:// only to loopback"):
+        build_channel(cfg.notify.channels[0], tmp_path)
+
+
+def test_every_channel_key_is_documented_in_the_example_config() -> None:
+    import dataclasses
+    import re
+
+    from appliance.config import EXAMPLE_CONFIG, NOTIFY_SECRETS, NotifyChannel
+
+    text = EXAMPLE_CONFIG.read_text()
+    section = text[text.index("notification channels") :]
+    assert "<key>_file" in section and "<key>_env" in section  # how every secret's sources are
+    for f in dataclasses.fields(NotifyChannel):
+        key = f.metadata.get("key", f.name)
+        if key.endswith(("_file", "_env")) and key.rsplit("_", 1)[0] in NOTIFY_SECRETS:
+            continue
+        assert re.search(rf"(?<![\w.]){key}(?![\w.])", section), key

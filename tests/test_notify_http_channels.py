@@ -300,3 +300,20 @@ async def test_https_with_an_untrusted_certificate_is_refused(
     await ch.close()
     await peer.stop()
     assert err.value.retryable and peer.requests == []
+
+
+async def test_escaping_never_pushes_a_slack_section_past_its_limit(peer: HttpPeer) -> None:
+    ch = make_channel({"name": "s", "type": "slack", "url": peer.url})
+    await ch.send(message(text="<&>" * 3000))  # every character grows to 4-5 when escaped
+    await ch.close()
+    body = peer.requests[0].json()["blocks"][1]["text"]["text"]
+    assert len(body) <= 3000 and body.endswith("…")
+    assert body.replace("&lt;", "").replace("&amp;", "").replace("&gt;", "") == "…"
+
+
+async def test_an_unexpected_failure_becomes_a_retryable_delivery_error(peer: HttpPeer) -> None:
+    ch = make_channel({"name": "w", "type": "webhook", "url": peer.url})
+    with pytest.raises(DeliveryError, match="internal error: TypeError") as err:
+        await ch.send(message(extra={"not": object()}))  # type: ignore[dict-item]
+    await ch.close()
+    assert err.value.retryable

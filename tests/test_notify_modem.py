@@ -261,3 +261,33 @@ async def test_the_background_poller_reads_replies(modem: SimModem) -> None:
     reply = await asyncio.wait_for(got.get(), 10)
     await ch.close()
     assert reply == ("+15557654321", "ack 99")
+
+
+async def test_the_ack_code_is_asked_for_and_survives_the_cut(modem: SimModem) -> None:
+    ch = channel(modem, to=["+15551234567"], max_segments=2)
+    await ch.send(message(short="y" * 1000, ack_code="4711"))
+    await ch.close()
+    parts = [s.text for s in modem.sent]
+    assert len(parts) == 2 and parts[-1].endswith("...\nReply 4711 to acknowledge")
+
+
+async def test_a_retry_does_not_resend_parts_that_arrived(modem: SimModem) -> None:
+    ch = channel(modem, to=["+15551234567", "+15557654321"])
+    sent_before_failure = 1
+
+    original = modem._finish_sms
+
+    def fail_second(number: str, body: str) -> None:
+        if len(modem.sent) >= sent_before_failure and modem.cmgs_error is None:
+            modem.cmgs_error = "+CMS ERROR: 500"
+        original(number, body)
+
+    modem.cmgs_error = None
+    modem._finish_sms = fail_second  # type: ignore[method-assign]
+    with pytest.raises(DeliveryError):
+        await ch.send(message())
+    modem._finish_sms = original  # type: ignore[method-assign]
+    modem.cmgs_error = None
+    await ch.send(message())
+    await ch.close()
+    assert [s.number for s in modem.sent] == ["+15551234567", "+15557654321"]

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from appliance.notify.channels.base import DeliveryError
-from tests.notify_peers import HttpPeer, make_channel, message
+from tests.notify_peers import HttpPeer, Request, make_channel, message
 
 
 @pytest.fixture
@@ -182,3 +182,21 @@ async def test_success_test_on_a_substring(peer: HttpPeer) -> None:
         await ch.send(message())
     await ch.close()
     assert peer.requests[0].text() == "HIGH ssh brute force 203.0.113.7 -> gw-01 (12 failures)"
+
+
+async def test_a_retry_after_a_partial_failure_skips_recipients_who_have_it(
+    peer: HttpPeer,
+) -> None:
+    def answer(r: Request) -> web.StreamResponse:
+        if "7654321" in r.text() and len(peer.requests) < 3:
+            return web.Response(status=503)
+        return web.json_response({"sid": "SM1"}, status=201)
+
+    peer.answer = answer
+    ch = make_channel(twilio(peer))
+    with pytest.raises(DeliveryError):
+        await ch.send(message())
+    await ch.send(message())  # the engine's retry
+    await ch.close()
+    tos = [parse_qs(r.text())["To"][0] for r in peer.requests]
+    assert tos == ["+15551234567", "+15557654321", "+15557654321"]

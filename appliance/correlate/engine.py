@@ -58,6 +58,10 @@ class Alert:
     samples: list[str] = field(default_factory=list)
     suppressed: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    # The fields of the event that fired a detection (the same dict, not a copy; None for
+    # correlations): incident-time analysis (appliance.analysis) weighs the whole event, not
+    # only the group-by values. Never stored; read, not changed.
+    fields: dict[str, Any] | None = None
 
     @property
     def group_key(self) -> str:
@@ -677,7 +681,17 @@ class Engine:
             if d.generate:
                 group = {g: fields.get(g) for g in d.group_by}
                 ids = [ev.id] if ev.id is not None else []
-                a = Alert(d.meta, "detection", group, ts, ts, 1, ids, [_sample(_event_raw(ev))])
+                a = Alert(
+                    d.meta,
+                    "detection",
+                    group,
+                    ts,
+                    ts,
+                    1,
+                    ids,
+                    [_sample(_event_raw(ev))],
+                    fields=fields,
+                )
                 self._emit(d.meta, d.suppress, a, alerts)
             if d.parents:
                 if late:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,15 +26,35 @@ from typing import Any
 
 import aiosqlite
 
+from appliance.analysis import risk
 from appliance.correlate.engine import Alert
 from appliance.event import iso8601
 from appliance.incidents import INCIDENT_TXN_HOOKS, IncidentTxnHook
+from appliance.logutil import RateLimitedLog
 from appliance.store import Store
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 SCHEMA_VERSION = 1
 ACTIVE = ("open", "acknowledged", "suppressed")
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
+# ``list()`` orders: names the API accepts -> fixed SQL (never built from the request); the
+# direction and the ``id`` tie-break are appended. The risk expression matches the index of
+# migration 0011.
+SORTS = {
+    "last_seen": "last_seen",
+    "first_seen": "first_seen",
+    "updated": "updated",
+    "severity": "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2"
+    " WHEN 'low' THEN 1 ELSE 0 END",
+    "risk_score": "json_extract(doc, '$.risk_score')",
+}
 MAX_CACHED = 10_000  # active incidents kept in memory (the rest are read back when hit)
+MAX_HISTORY = 50  # history entries kept on an incident (newest)
+MAX_COMMENTS = 100  # comments kept on an incident (newest)
+MAX_COMMENT = 4000  # characters of one comment
+MAX_TEXT_SHORT = 200  # characters of an assignee, and of a comment's history note
 
 
 class TransitionError(Exception):
@@ -70,6 +91,11 @@ class IncidentManager:
         self.suppressions: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.created = 0
         self.updated = 0
+        # Weighs each hit: risk score, severity moves, suppression (appliance.analysis). The
+        # analysis component installs one that knows the assets and scans; this default scores
+        # from the rule level and the evidence's own fields.
+        self.assess: Callable[[Alert], risk.Assessment] = basic_assessment
+        self.assess_errors = 0
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -210,10 +236,18 @@ class IncidentManager:
             if a.suppressed and doc is not None:
                 doc["suppressed_count"] += 1
                 continue
+            verdict = self._assess(a)
+            if verdict.suppress:  # the analysis policy says the attack cannot work here
+                if doc is not None:
+                    doc["suppressed_count"] += 1
+                    risk.apply(doc, verdict, new=False)
+                continue
+            created = doc is None
             if doc is None:
                 doc = work[key] = self._new_doc(a, now)
                 new_ids.add(doc["id"])
             self._add_hit(doc, a)
+            risk.apply(doc, verdict, new=created)
         docs = list(work.values())
         for doc in docs:
             doc["revision"] += 1
@@ -232,6 +266,15 @@ class IncidentManager:
         self.created += len(new_ids)
         self.updated += len(docs) - len(new_ids)
         return [public(d) for d in docs]
+
+    def _assess(self, a: Alert) -> risk.Assessment:
+        try:
+            return self.assess(a)
+        except Exception:
+            # An analysis bug must not lose the incident: score it without the context.
+            self.assess_errors += 1
+            _rl.error("assess", "incident analysis failed for %s", a.rule.id, exc_info=True)
+            return basic_assessment(a)
 
     async def _write(self, conn: aiosqlite.Connection, doc: dict[str, Any]) -> None:
         pub = public(doc)
@@ -275,13 +318,65 @@ class IncidentManager:
         *,
         note: str = "",
         suppress_for: float | None = None,
+        by: str = "",
     ) -> dict[str, Any] | None:
-        """``ack`` | ``resolve`` | ``false-positive``; ``None`` if no such incident."""
+        """``ack`` | ``resolve`` | ``false-positive`` | ``reopen``; ``None`` if no such
+        incident."""
         async with self._lock:  # one change at a time: no lost update against apply()
-            return await self._transition(incident_id, action, note, suppress_for)
+            return await self._transition(incident_id, action, note, suppress_for, by)
+
+    async def assign(
+        self, incident_id: str, assignee: str, *, by: str = ""
+    ) -> dict[str, Any] | None:
+        """Set (or with ``""`` clear) who handles the incident, whatever its status."""
+        async with self._lock:
+            doc = await self._get_doc(incident_id)
+            if doc is None:
+                return None
+            doc = copy.deepcopy(doc)
+            doc["assignee"] = assignee[:MAX_TEXT_SHORT] or None
+            return await self._commit_change(doc, "assign", assignee[:MAX_TEXT_SHORT], by)
+
+    async def comment(self, incident_id: str, text: str, *, by: str = "") -> dict[str, Any] | None:
+        """Add a comment (the newest :data:`MAX_COMMENTS` are kept)."""
+        async with self._lock:
+            doc = await self._get_doc(incident_id)
+            if doc is None:
+                return None
+            doc = copy.deepcopy(doc)
+            now = self.clock()
+            comments = doc.setdefault("comments", [])
+            comments.append({"at": iso8601(now), "by": by or None, "text": text[:MAX_COMMENT]})
+            doc["comments"] = comments[-MAX_COMMENTS:]
+            return await self._commit_change(doc, "comment", text[:MAX_TEXT_SHORT], by)
+
+    async def _commit_change(
+        self, doc: dict[str, Any], action: str, note: str, by: str
+    ) -> dict[str, Any]:
+        """Bump the revision, record the change in the history and write it (hooks run in the
+        same durable transaction, so the change is forwarded like any other)."""
+        now = self.clock()
+        self._record(doc, now, action, note, by)
+        async with self.store.transaction(durable=True) as conn:
+            await self._write(conn, doc)
+        key = (doc["rule"]["id"], doc["group_key"])
+        current = self.active.get(key)
+        if current is not None and current["id"] == doc["id"]:
+            self._cache(key, doc)
+        return public(doc)
+
+    @staticmethod
+    def _record(doc: dict[str, Any], now: float, action: str, note: str, by: str) -> None:
+        doc["revision"] += 1
+        doc["updated"] = iso8601(now)
+        entry: dict[str, Any] = {"at": iso8601(now), "action": action, "note": note[:500]}
+        if by:
+            entry["by"] = by
+        doc.setdefault("history", []).append(entry)
+        doc["history"] = doc["history"][-MAX_HISTORY:]
 
     async def _transition(
-        self, incident_id: str, action: str, note: str, suppress_for: float | None
+        self, incident_id: str, action: str, note: str, suppress_for: float | None, by: str
     ) -> dict[str, Any] | None:
         doc = await self._get_doc(incident_id)
         if doc is None:
@@ -291,20 +386,25 @@ class IncidentManager:
             "ack": ({"open"}, "acknowledged"),
             "resolve": ({"open", "acknowledged"}, "resolved"),
             "false-positive": ({"open", "acknowledged", "resolved"}, "suppressed"),
+            "reopen": ({"acknowledged", "resolved", "suppressed"}, "open"),
         }
         sources, target = allowed[action]
         if status not in sources:
             raise TransitionError(f"cannot {action} an incident that is {status}")
         now = self.clock()
         key = (doc["rule"]["id"], doc["group_key"])
+        current = self.active.get(key) or await self._active_doc(key)
+        if action == "reopen" and current is not None and current["id"] != doc["id"]:
+            # Hits of the rule and key go to one active incident at a time.
+            raise TransitionError(
+                f"cannot reopen: incident {current['id']} is active for the same rule and key"
+            )
         doc = copy.deepcopy(doc)
         doc["status"] = target
-        doc["revision"] += 1
-        doc["updated"] = iso8601(now)
-        doc.setdefault("history", []).append(
-            {"at": iso8601(now), "action": action, "note": note[:500]}
-        )
-        doc["history"] = doc["history"][-20:]
+        stamp = {"acknowledged": "acknowledged_at", "resolved": "resolved_at"}.get(target)
+        if stamp and not doc.get(stamp):
+            doc[stamp] = iso8601(now)  # first time only: what MTTA/MTTR measure
+        self._record(doc, now, action, note, by)
         expires = now + suppress_for if suppress_for else None
         async with self.store.transaction(durable=True) as conn:
             if target == "suppressed":
@@ -312,6 +412,12 @@ class IncidentManager:
                     "INSERT OR REPLACE INTO suppressions (rule_id, group_key, incident_id,"
                     " created, expires, reason) VALUES (?,?,?,?,?,?)",
                     (*key, doc["id"], now, expires, note[:500]),
+                )
+            elif status == "suppressed":
+                await conn.execute(
+                    "DELETE FROM suppressions WHERE rule_id = ? AND group_key = ?"
+                    " AND incident_id = ?",
+                    (*key, doc["id"]),
                 )
             await self._write(conn, doc)
         current = self.active.get(key)
@@ -322,6 +428,8 @@ class IncidentManager:
             self._cache(key, doc)
         if target == "suppressed":
             self.suppressions[key] = (doc["id"], expires)
+        elif status == "suppressed" and self.suppressions.get(key, ("",))[0] == doc["id"]:
+            del self.suppressions[key]
         return public(doc)
 
     async def purge(self, max_age: float) -> int:
@@ -358,27 +466,58 @@ class IncidentManager:
         status: str | None = None,
         severity: str | None = None,
         since: float | None = None,
+        until: float | None = None,
         rule: str | None = None,
+        assignee: str | None = None,
+        sort: str = "last_seen",
+        descending: bool = True,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
+        """Incidents by the filters; ``sort`` is one of :data:`SORTS`."""
         clauses, args = [], []
         for clause, value in (
             ("status = ?", status),
             ("severity = ?", severity),
             ("last_seen >= ?", since),
+            ("last_seen < ?", until),
             ("rule_id = ?", rule),
+            ("json_extract(doc, '$.assignee') = ?", assignee),
         ):
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = "SELECT doc FROM incidents " + where + " ORDER BY last_seen DESC LIMIT ?"  # noqa: S608
+        order = f"{SORTS[sort]} {'DESC' if descending else 'ASC'}, id"
+        sql = f"SELECT doc FROM incidents {where} ORDER BY {order} LIMIT ?"  # noqa: S608
         args.append(int(limit))
         conn = self.store.reader
         assert conn is not None
         async with conn.execute(sql, args) as cur:
             rows = await cur.fetchall()
         return [public(json.loads(r[0])) for r in rows]
+
+
+def basic_assessment(a: Alert) -> risk.Assessment:
+    """The risk of a hit from the rule's level and the evidence's own fields: the asset
+    criticality the enrichment stage stamped, intel confidence, rarity (no scan data)."""
+    fields = a.fields if a.fields is not None else a.group
+    crit, name = None, ""
+    for side in ("destination", "source"):
+        value = fields.get(f"{side}.asset.criticality")
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (crit is None or value > crit)
+        ):
+            crit, name = value, str(fields.get(f"{side}.asset.name") or fields.get(f"{side}.ip"))
+    inputs = risk.RiskInputs(
+        rule_level=a.rule.level if a.rule.level in SEVERITIES else "medium",
+        asset_criticality=crit,
+        asset=name,
+        intel_confidence=risk.intel_confidence(fields.get(risk.INTEL_CONFIDENCE_FIELD)),
+        rarity=risk.rarity(fields.get(risk.RARITY_FIELD)),
+    )
+    return risk.assess(inputs, risk.Policy())
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:

@@ -220,8 +220,11 @@ class AtPort:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise AtTimeout("no answer")
+        # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation that
+        # arrives as the data does, and a cancelled poller must stop.
         try:
-            await asyncio.wait_for(self._data.wait(), remaining)
+            async with asyncio.timeout(remaining):
+                await self._data.wait()
         except TimeoutError:
             raise AtTimeout("no answer") from None
         if self._error:

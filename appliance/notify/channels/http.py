@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from appliance.config import ConfigError, NotifyChannel
+from appliance.config import ConfigError, NotifyChannel, check_url_template
 from appliance.notify.channels.base import DeliveryError
 from appliance.notify.channels.core import ChannelBase, ChannelMetrics
 
@@ -86,6 +86,14 @@ class HttpChannel(ChannelBase):
         super().__init__(cfg, base_dir, metrics)
         self.ssl_context = client_ssl_context(cfg, base_dir)
         self._session: aiohttp.ClientSession | None = None
+
+    def endpoint(self) -> str:
+        """The ``url`` secret (inline, file or env), checked like an inline one."""
+        url = self.secret("url")
+        problem = check_url_template(url) or self.cfg.check_plain_http(url)
+        if problem:
+            raise ConfigError([f"notify channel {self.name}: url: {problem}"])
+        return url
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

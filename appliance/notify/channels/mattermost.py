@@ -12,7 +12,7 @@ from typing import Any
 
 from appliance.notify.channels.base import Message
 from appliance.notify.channels.http import HttpChannel, check_status
-from appliance.notify.channels.text import clean_body, clean_line
+from appliance.notify.channels.text import clean_body, clean_line, fit_escaped
 
 POST_LIMIT = 16383
 _MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~@:])")
@@ -25,11 +25,9 @@ def markdown_escape(text: str) -> str:
 def payload(message: Message, limit: int = POST_LIMIT) -> dict[str, Any]:
     head = "#### " + markdown_escape(clean_line(message.subject, 300))
     tail = f"\n\n[Acknowledge]({message.ack_url})" if message.ack_url else ""
-    # Escaping can double the body: cut before escaping, then to the hard limit.
-    room = max(limit - len(head) - len(tail) - 4, 0)
-    body = markdown_escape(clean_body(message.text, room // 2 if room else 0))
-    text = f"{head}\n\n{body}"[: limit - len(tail)] + tail
-    return {"text": text}
+    room = max(limit - len(head) - len(tail) - 2, 1)
+    body = fit_escaped(clean_body(message.text), room, markdown_escape)
+    return {"text": f"{head}\n\n{body}{tail}"}
 
 
 class MattermostChannel(HttpChannel):
@@ -37,7 +35,7 @@ class MattermostChannel(HttpChannel):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.url = self.secret("url")
+        self.url = self.endpoint()
 
     async def _deliver(self, message: Message) -> None:
         limit = min(self.cfg.max_length or POST_LIMIT, POST_LIMIT)

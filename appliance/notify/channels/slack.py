@@ -11,7 +11,7 @@ from typing import Any
 
 from appliance.notify.channels.base import Message
 from appliance.notify.channels.http import HttpChannel, check_status
-from appliance.notify.channels.text import clean_body, clean_line
+from appliance.notify.channels.text import clean_body, clean_line, fit_escaped
 
 HEADER_LIMIT = 150
 SECTION_LIMIT = 3000
@@ -23,7 +23,7 @@ def mrkdwn_escape(text: str) -> str:
 
 def payload(message: Message, limit: int = SECTION_LIMIT) -> dict[str, Any]:
     subject = clean_line(message.subject, HEADER_LIMIT)
-    body = mrkdwn_escape(clean_body(message.text, min(limit, SECTION_LIMIT) - 200))
+    body = fit_escaped(clean_body(message.text), min(limit, SECTION_LIMIT), mrkdwn_escape)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": subject}},
         {"type": "section", "text": {"type": "mrkdwn", "text": body or " "}},
@@ -50,7 +50,7 @@ class SlackChannel(HttpChannel):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.url = self.secret("url")
+        self.url = self.endpoint()
 
     async def _deliver(self, message: Message) -> None:
         answer = await self.request(

@@ -77,7 +77,7 @@ class HttpSmsChannel(HttpChannel):
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.token = self.secret("token")
-        self.url_template = self.secret("url")
+        self.url_template = self.endpoint()
 
     def request_for(self, message: Message, to: str) -> tuple[str, dict[str, str], bytes | None]:
         cfg = self.cfg
@@ -124,7 +124,8 @@ class HttpSmsChannel(HttpChannel):
                 )
 
     async def _deliver(self, message: Message) -> None:
-        for to in self.cfg.to:
+        for to in self.pending(message, self.cfg.to):
             url, headers, body = self.request_for(message, to)
             answer = await self.request(self.cfg.method, url, data=body, headers=headers)
             self.check(answer, to)
+            self.delivered(message, to)

@@ -45,7 +45,7 @@ from appliance.notify.channels.at_modem import (
 )
 from appliance.notify.channels.base import DeliveryError, Message
 from appliance.notify.channels.core import ChannelBase
-from appliance.notify.channels.text import clean_body
+from appliance.notify.channels.text import clean_body, cut
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,20 @@ CREG_TEXT = {0: "not searching", 2: "searching", 3: "registration denied", 4: "u
 
 
 def sms_parts(message: Message, max_segments: int, max_length: int = 0) -> tuple[str, list[str]]:
-    """The charset (``IRA`` or ``UCS2``) and the parts to send for ``message``."""
+    """The charset (``IRA`` or ``UCS2``) and the parts to send for ``message``. When the
+    engine gave an ``ack_code`` the text does not carry yet, a last line asks for it as the
+    reply, and the body is shortened rather than that line cut off."""
     text = clean_body(message.short or message.subject, max_length, "...")
-    plain = text.isascii() and gsm.encoding_of(text) == "gsm7"
+    code = clean_body(message.ack_code or "", 40)
+    suffix = f"\nReply {code} to acknowledge" if code and code not in text else ""
+    plain = (text + suffix).isascii() and gsm.encoding_of(text + suffix) == "gsm7"
     enc: gsm.Encoding = "gsm7" if plain else "ucs2"
-    return ("IRA" if plain else "UCS2"), gsm.numbered_parts(text, max_segments, encoding=enc)
+    body = text
+    while True:
+        parts = gsm.numbered_parts(body + suffix, max_segments, encoding=enc)
+        if not suffix or parts[-1].endswith(suffix) or not body:
+            return ("IRA" if plain else "UCS2"), parts
+        body = cut(body, max(len(body) - 10, 0), "...") if len(body) > 10 else ""
 
 
 class ModemChannel(ChannelBase):
@@ -77,15 +86,19 @@ class ModemChannel(ChannelBase):
         self._lock = asyncio.Lock()
         self._pin_refused = False
         self._poller: asyncio.Task[None] | None = None
+        self._closing = False
 
     # -------------------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
-        """Poll for replies in the background (when ``reply_poll_interval`` > 0)."""
+        """Poll for replies in the background (when ``reply_poll_interval`` > 0 and the
+        engine set ``on_reply``)."""
+        self._closing = False
         if self._poller is None and self.cfg.reply_poll_interval > 0:
             self._poller = asyncio.create_task(self._poll_loop(), name=f"modem-{self.name}")
 
     async def close(self) -> None:
+        self._closing = True
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -182,13 +195,16 @@ class ModemChannel(ChannelBase):
         async def work(port: AtPort) -> None:
             await self._cmd(f'AT+CSCS="{charset}"')
             await self._cmd("AT+CSMP=17,167,0,8" if charset == "UCS2" else "AT+CSMP=17,167,0,0")
-            for number in self.cfg.to:
-                for part in parts:
-                    if charset == "UCS2":
-                        dest, data = ucs2_hex(number), ucs2_hex(part).encode()
-                    else:
-                        dest, data = number, part.encode("ascii")
-                    await port.send_sms(dest, data, self.cfg.timeout)
+            todo = [(n, i) for n in self.cfg.to for i in range(len(parts))]
+            for number, i in todo:
+                if not self.pending(message, [f"{number}#{i}"]):
+                    continue  # this part reached this number on an earlier try
+                if charset == "UCS2":
+                    dest, data = ucs2_hex(number), ucs2_hex(parts[i]).encode()
+                else:
+                    dest, data = number, parts[i].encode("ascii")
+                await port.send_sms(dest, data, self.cfg.timeout)
+                self.delivered(message, f"{number}#{i}")
 
         await self._session(work)
 
@@ -220,7 +236,7 @@ class ModemChannel(ChannelBase):
         return handled
 
     async def _poll_loop(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.cfg.reply_poll_interval)
             try:
                 await self.poll_replies()

@@ -35,12 +35,13 @@ class TwilioChannel(HttpChannel):
         pair = base64.b64encode(f"{cfg.account_sid}:{token}".encode()).decode()
         self.headers = {"Authorization": f"Basic {pair}"}
         self._secrets.append(pair)
-        base = (cfg.url or DEFAULT_URL).rstrip("/")
+        base = (self.endpoint() if cfg.has("url") else DEFAULT_URL).rstrip("/")
         self.url = f"{base}/2010-04-01/Accounts/{quote(cfg.account_sid, safe='')}/Messages.json"
 
     async def _deliver(self, message: Message) -> None:
         body = sms_text(message, self.cfg.max_segments, self.cfg.max_length)
-        for number in self.cfg.to:
+        for number in self.pending(message, self.cfg.to):
             form = {"To": number, "From": self.cfg.from_, "Body": body}
             answer = await self.request("POST", self.url, data=form, headers=self.headers)
             check_status(answer, f"twilio to {number}")
+            self.delivered(message, number)

@@ -1,7 +1,8 @@
-"""Microsoft Teams incoming webhook (Workflows "post to a channel when a webhook request is
-received", and the older connector URLs): a ``message`` whose one attachment is an Adaptive
-Card (schema 1.4): the subject as a bold heading, the body as a wrapped TextBlock, the
-acknowledgement link as an ``Action.OpenUrl`` button.
+"""Microsoft Teams incoming webhook (a Workflows "send webhook alerts to a channel" flow, the
+replacement for the Office 365 connectors retired in 2026, which took the same body): a
+``message`` whose one attachment is an Adaptive Card (schema 1.4): the subject as a bold
+heading, the body as a wrapped TextBlock, the acknowledgement link as an ``Action.OpenUrl``
+button.
 
 TextBlock renders a Markdown subset, so event text has its Markdown punctuation escaped. A
 Teams message is limited to about 28 KB; the body is cut to 20,000 characters by default.
@@ -14,7 +15,7 @@ from typing import Any
 from appliance.notify.channels.base import Message
 from appliance.notify.channels.http import HttpChannel, check_status
 from appliance.notify.channels.mattermost import markdown_escape
-from appliance.notify.channels.text import clean_body, clean_line
+from appliance.notify.channels.text import clean_body, clean_line, fit_escaped
 
 BODY_LIMIT = 20000
 SEVERITY_COLOR = {"critical": "Attention", "high": "Attention", "medium": "Warning"}
@@ -36,7 +37,7 @@ def payload(message: Message, limit: int = BODY_LIMIT) -> dict[str, Any]:
             },
             {
                 "type": "TextBlock",
-                "text": markdown_escape(clean_body(message.text, limit // 2)),
+                "text": fit_escaped(clean_body(message.text), limit, markdown_escape),
                 "wrap": True,
             },
         ],
@@ -62,7 +63,7 @@ class TeamsChannel(HttpChannel):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.url = self.secret("url")
+        self.url = self.endpoint()
 
     async def _deliver(self, message: Message) -> None:
         answer = await self.request(

@@ -41,7 +41,7 @@ class TelegramChannel(HttpChannel):
 
     async def _deliver(self, message: Message) -> None:
         text = render(message, min(self.cfg.max_length or MESSAGE_LIMIT, MESSAGE_LIMIT))
-        for chat in self.cfg.to:
+        for chat in self.pending(message, self.cfg.to):
             body = {
                 "chat_id": chat,
                 "text": text,
@@ -58,6 +58,7 @@ class TelegramChannel(HttpChannel):
                 raise
             if _ok(answer.body) is False:
                 raise DeliveryError(f"telegram chat {chat}: {answer.text()}", retryable=False)
+            self.delivered(message, chat)
 
 
 def _parsed(body: bytes) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ fields (subjects, headers).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 # C0 and C1 controls, DEL, and the bidi embeddings/overrides/isolates (CVE-2021-42574 class).
 _ESCAPED = {i: f"\\x{i:02x}" for i in [*range(0x20), 0x7F, *range(0x80, 0xA0)]}
@@ -26,6 +27,19 @@ def cut(text: str, limit: int, ellipsis: str = ELLIPSIS) -> str:
     if limit <= len(ellipsis):
         return text[:limit]
     return text[: limit - len(ellipsis)] + ellipsis
+
+
+def fit_escaped(
+    text: str, limit: int, escape: Callable[[str], str], ellipsis: str = ELLIPSIS
+) -> str:
+    """``escape(text)`` within ``limit`` characters: the plain text is cut before escaping
+    (so no entity or escape sequence is cut in half) as far as the escaped form needs."""
+    room = limit
+    out = escape(cut(text, room, ellipsis))
+    while len(out) > limit and room > 1:
+        room = max(1, min(room - 1, room * limit // len(out)))
+        out = escape(cut(text, room, ellipsis))
+    return out
 
 
 def clean_body(text: str, limit: int = 0, ellipsis: str = ELLIPSIS) -> str:

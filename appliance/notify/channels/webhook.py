@@ -45,7 +45,7 @@ class WebhookChannel(HttpChannel):
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
-        self.url = self.secret("url")
+        self.url = self.endpoint()
         secret = self.secret("hmac_secret")
         try:
             self.key = webhook_key(secret) if secret else b""
