@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | respond | vuln | decoders | ...``.
+"""Command line: ``appliance run | check-config | tokens | respond | vuln | notify | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -85,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.protocols.syslog.vendors import cli as decoders_cli
 
     decoders_cli.add_parser(sub)
+    from appliance.notify import cli as notify_cli
+
+    notify_cli.add_parser(sub)
     from appliance.analysis import cli as analysis_cli
 
     analysis_cli.add_parser(sub)
@@ -241,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 
         return decoders_cli.run(args)
+    if args.command == "notify":
+        from appliance.notify import cli as notify_cli
+
+        return notify_cli.run(args)
     if args.command == "vuln":
         from appliance.analysis import cli as analysis_cli
 
