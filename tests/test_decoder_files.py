@@ -97,6 +97,11 @@ def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
          "parse[0].json.depth: unknown key"),
         ('name = "x"\n[select]\nprograms = ["a"]\n[contract]\nkind = "malware"',
          "contract.action: the malware contract needs an action"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
+         '[{ regex = "(?P<a>x)" }] }', "parse[0].table.cases[0]: needs ids and/or prefixes"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
+         '[{ ids = ["1"], fields = { "a" = { from = "k", as = "float" } } }] }',
+         "parse[0].table.cases[0].fields.a.as: must be one of"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(
@@ -259,3 +264,83 @@ def test_a_json_step_and_the_malware_contract(tmp_path: Path) -> None:
     assert "event.outcome" not in f
     for text in (b"not json", b"[1, 2]", b'{"unterminated": '):
         assert fields_of(b"<14>Nov 29 10:00:00 h siteav: " + text, reg)["decoder"] == ""
+
+
+# A message-id table as Cisco-style families need it: the id picks the pattern and the fields.
+MSGID = """
+name = "msgid_site"
+[select]
+prefixes = ["%GW-"]
+[[parse]]
+regex = '^%GW-(?P<id>\\d{3}): (?P<body>.*)'
+[[parse]]
+from = "body"
+[parse.table]
+key = "id"
+[[parse.table.cases]]
+ids = ["100"]
+regex = '^Login (?P<result>ok|failed) for (?P<user>\\S+)'
+optional = true
+[parse.table.cases.contract]
+kind = "authentication"
+action = { value = "login" }
+outcome = { from = ["result", "id"], map = "ok", else = "failure" }
+user = "user"
+[[parse.table.cases]]
+prefixes = ["2"]
+regex = '^Denied (?P<src>\\S+) -> (?P<dst>\\S+)'
+contract = { kind = "firewall", action = { value = "deny" } }
+[parse.table.cases.fields]
+"source.ip" = { from = "src", as = "ip" }
+"destination.ip" = { from = "dst", as = "ip" }
+[[parse.table.cases]]
+prefixes = ["2"]
+regex = '^Allowed (?P<src>\\S+)'
+contract = { kind = "firewall", action = { value = "allow" } }
+[parse.table.cases.fields]
+"source.ip" = { from = "src", as = "ip" }
+[fields]
+"event.code" = "id"
+[maps.ok]
+values = { ok = "success" }
+"""
+
+
+@pytest.fixture
+def msgid_registry(tmp_path: Path) -> Any:
+    (tmp_path / "msgid.toml").write_text(MSGID)
+    decoders = build_registry([tmp_path])
+    assert decoders.errors == []
+    return decoders.registry
+
+
+def test_a_message_id_table_picks_the_pattern_and_fields_of_the_id(msgid_registry: Any) -> None:
+    f = fields_of(b"<134>%GW-201: Denied 203.0.113.9 -> 192.0.2.10", msgid_registry)
+    assert (f["decoder"], f["event.code"], f["event.action"]) == ("msgid_site", "201", "deny")
+    assert (f["source.ip"], f["destination.ip"]) == ("203.0.113.9", "192.0.2.10")
+
+
+def test_a_table_case_whose_pattern_fails_leaves_the_id_to_the_next_case(
+    msgid_registry: Any,
+) -> None:
+    f = fields_of(b"<134>%GW-202: Allowed 203.0.113.9", msgid_registry)
+    assert (f["event.action"], f["source.ip"]) == ("allow", "203.0.113.9")
+    assert "destination.ip" not in f
+
+
+def test_an_optional_table_case_sets_its_contract_without_its_captures(
+    msgid_registry: Any,
+) -> None:
+    f = fields_of(b"<134>%GW-100: Login ok for alice", msgid_registry)
+    assert (f["event.outcome"], f["user.name"]) == ("success", "alice")
+    f = fields_of(b"<134>%GW-100: session audit record", msgid_registry)
+    assert (f["event.action"], f["event.outcome"]) == ("login", "failure")
+    assert "user.name" not in f
+
+
+def test_an_id_no_table_case_takes_is_still_claimed_with_the_file_fields(
+    msgid_registry: Any,
+) -> None:
+    f = fields_of(b"<134>%GW-999: Something else", msgid_registry)
+    assert (f["decoder"], f["event.code"]) == ("msgid_site", "999")
+    assert "event.action" not in f and "event.category" not in f

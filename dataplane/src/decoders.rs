@@ -10,7 +10,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use memchr::memmem;
 use regex::Regex;
@@ -63,6 +63,23 @@ enum StepPlan {
         key: Option<usize>,
         tables: HashMap<String, Vec<String>>,
     },
+    Table {
+        from: Option<String>,
+        key: String,
+        cases: Vec<CasePlan>,
+    },
+}
+
+/// One case of a message-id table: the ids (or id prefixes) it takes, its pattern, and what
+/// it sets after the file's own fields.
+#[derive(Debug, Deserialize)]
+struct CasePlan {
+    ids: Vec<String>,
+    prefixes: Vec<String>,
+    pattern: Option<String>,
+    optional: bool,
+    contract: Option<ContractPlan>,
+    fields: Vec<(String, ValuePlan)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +185,25 @@ enum Step {
         key: Option<usize>,
         tables: FxHashMap<String, Vec<(usize, usize)>>,
     },
+    Table {
+        from: Option<usize>,
+        key: usize,
+        cases: Vec<Case>,
+    },
+}
+
+/// A table case ready to run; its contract and fields stay in the plan (same index).
+struct Case {
+    ids: FxHashSet<String>,
+    prefixes: Vec<String>,
+    regex: Option<(Regex, Vec<(usize, usize)>)>,
+    optional: bool,
+}
+
+impl Case {
+    fn takes(&self, id: &str) -> bool {
+        self.ids.contains(id) || self.prefixes.iter().any(|p| id.starts_with(p.as_str()))
+    }
 }
 
 /// A compiled plan. Captures live in slots: only names something reads get one, so a step
@@ -181,6 +217,38 @@ pub struct Decoder {
 
 /// Captures by slot (always slices of the message).
 type Captures<'t> = Vec<Option<&'t str>>;
+
+fn resolve_outputs(
+    contract: &mut Option<ContractPlan>,
+    fields: &mut [(String, ValuePlan)],
+    slots: &mut FxHashMap<String, usize>,
+) {
+    for (_, spec) in fields.iter_mut() {
+        resolve(spec, slots);
+    }
+    if let Some(c) = contract.as_mut() {
+        for spec in [&mut c.action, &mut c.outcome, &mut c.user]
+            .into_iter()
+            .flatten()
+        {
+            resolve(spec, slots);
+        }
+    }
+}
+
+/// A regex and its named groups as (group, slot) for the names something reads.
+fn compile_regex(
+    pattern: &str,
+    slots: &FxHashMap<String, usize>,
+) -> Result<(Regex, Vec<(usize, usize)>), String> {
+    let regex = Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
+    let groups = regex
+        .capture_names()
+        .enumerate()
+        .filter_map(|(i, n)| n.and_then(|n| slots.get(n)).map(|s| (i, *s)))
+        .collect();
+    Ok((regex, groups))
+}
 
 fn resolve(spec: &mut ValuePlan, slots: &mut FxHashMap<String, usize>) {
     let mut slot = |name: &str| -> usize {
@@ -200,23 +268,21 @@ impl Decoder {
     pub fn new(mut plan: Plan) -> Result<Self, String> {
         // Names something reads: value specs and steps' inputs.
         let mut slots: FxHashMap<String, usize> = FxHashMap::default();
-        for (_, spec) in plan.fields.iter_mut() {
-            resolve(spec, &mut slots);
-        }
-        if let Some(c) = plan.contract.as_mut() {
-            for spec in [&mut c.action, &mut c.outcome, &mut c.user]
-                .into_iter()
-                .flatten()
-            {
-                resolve(spec, &mut slots);
+        resolve_outputs(&mut plan.contract, &mut plan.fields, &mut slots);
+        for step in plan.steps.iter_mut() {
+            if let StepPlan::Table { key, cases, .. } = step {
+                let n = slots.len();
+                slots.entry(key.clone()).or_insert(n);
+                for case in cases.iter_mut() {
+                    resolve_outputs(&mut case.contract, &mut case.fields, &mut slots);
+                }
             }
-        }
-        for step in &plan.steps {
             let from = match step {
                 StepPlan::Regex { from, .. }
                 | StepPlan::Cut { from, .. }
                 | StepPlan::Kv { from, .. }
-                | StepPlan::Csv { from, .. } => from,
+                | StepPlan::Csv { from, .. }
+                | StepPlan::Table { from, .. } => from,
             };
             if let Some(name) = from {
                 let n = slots.len();
@@ -232,13 +298,7 @@ impl Decoder {
                     pattern,
                     optional,
                 } => {
-                    let regex =
-                        Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
-                    let groups = regex
-                        .capture_names()
-                        .enumerate()
-                        .filter_map(|(i, n)| n.and_then(|n| slots.get(n)).map(|s| (i, *s)))
-                        .collect();
+                    let (regex, groups) = compile_regex(pattern, &slots)?;
                     Step::Regex {
                         from: at(from),
                         regex,
@@ -294,6 +354,24 @@ impl Decoder {
                         })
                         .collect(),
                 },
+                StepPlan::Table { from, key, cases } => Step::Table {
+                    from: at(from),
+                    key: slots[key],
+                    cases: cases
+                        .iter()
+                        .map(|c| {
+                            Ok(Case {
+                                ids: c.ids.iter().cloned().collect(),
+                                prefixes: c.prefixes.clone(),
+                                regex: match &c.pattern {
+                                    Some(p) => Some(compile_regex(p, &slots)?),
+                                    None => None,
+                                },
+                                optional: c.optional,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                },
             });
         }
         let finders = plan
@@ -327,6 +405,13 @@ impl Decoder {
             "user.name",
         ]);
         names.extend(self.plan.fields.iter().map(|(k, _)| k.as_str()));
+        for step in &self.plan.steps {
+            if let StepPlan::Table { cases, .. } = step {
+                for case in cases {
+                    names.extend(case.fields.iter().map(|(k, _)| k.as_str()));
+                }
+            }
+        }
         names
     }
 
@@ -345,8 +430,14 @@ impl Decoder {
             return Outcome::NotMine;
         }
         let mut caps: Captures<'a> = vec![None; self.slots.len()];
-        for step in &self.steps {
-            if !run_step(step, &self.slots, text, &mut caps) {
+        // (step, case) of each message-id table that chose a case.
+        let mut chosen: Vec<(usize, usize)> = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Step::Table { from, key, cases } = step {
+                if let Some(c) = table_step(*from, *key, cases, text, &mut caps) {
+                    chosen.push((i, c));
+                }
+            } else if !run_step(step, &self.slots, text, &mut caps) {
                 return Outcome::NotMine;
             }
         }
@@ -354,16 +445,71 @@ impl Decoder {
         for (key, value) in &self.plan.observer {
             out.push((key.as_str(), Value::Text(Cow::Borrowed(value.as_str()))));
         }
-        if let Some(c) = &self.plan.contract {
-            contract(c, &caps, &mut out);
-        }
-        for (key, spec) in &self.plan.fields {
-            if let Some(v) = value(spec, &caps) {
-                out.push((key.as_str(), v));
+        outputs(
+            self.plan.contract.as_ref(),
+            &self.plan.fields,
+            &caps,
+            &mut out,
+        );
+        for (step, case) in chosen {
+            if let StepPlan::Table { cases, .. } = &self.plan.steps[step] {
+                let case = &cases[case];
+                outputs(case.contract.as_ref(), &case.fields, &caps, &mut out);
             }
         }
         Outcome::Fields(out)
     }
+}
+
+/// A contract, then fields, in the reference's order.
+fn outputs<'a>(
+    c: Option<&'a ContractPlan>,
+    fields: &'a [(String, ValuePlan)],
+    caps: &Captures<'a>,
+    out: &mut Vec<(&'a str, Value<'a>)>,
+) {
+    if let Some(c) = c {
+        contract(c, caps, out);
+    }
+    for (key, spec) in fields {
+        if let Some(v) = value(spec, caps) {
+            out.push((key.as_str(), v));
+        }
+    }
+}
+
+/// A message-id table: the first case that takes the key's value and whose pattern matches
+/// (or that has none, or is optional); its captures are kept. `None`: no case (still ours).
+fn table_step<'t>(
+    from: Option<usize>,
+    key: usize,
+    cases: &'t [Case],
+    text: &'t str,
+    caps: &mut Captures<'t>,
+) -> Option<usize> {
+    let id = caps[key]?;
+    let s = input(from, text, caps);
+    for (i, case) in cases.iter().enumerate() {
+        if !case.takes(id) {
+            continue;
+        }
+        let Some((regex, groups)) = &case.regex else {
+            return Some(i);
+        };
+        if let Some(m) = s.and_then(|s| regex.captures(s).map(|m| (s, m))) {
+            let (s, m) = m;
+            for (group, slot) in groups {
+                if let Some(g) = m.get(*group) {
+                    keep(caps, Some(*slot), &s[g.range()]);
+                }
+            }
+            return Some(i);
+        }
+        if case.optional {
+            return Some(i);
+        }
+    }
+    None
 }
 
 fn input<'t>(from: Option<usize>, text: &'t str, caps: &Captures<'t>) -> Option<&'t str> {
@@ -513,6 +659,7 @@ fn run_step<'t>(
             }
             true
         }
+        Step::Table { .. } => true, // run by `table_step`: it chooses a case
     }
 }
 

@@ -176,6 +176,13 @@ class _Code:
         # whole hand-written decoder did for a 22-column pfSense line.
         self.columns: dict[str, tuple[str, int, bool]] = {}
         self.base = 0
+        # Message-id tables: (variable holding the chosen case, the cases, their key path).
+        self.tables: list[tuple[str, list[dict[str, Any]], str]] = []
+        # Captures live in local variables (r0, r1, ...: a regex's groups unpacked at once),
+        # unless a kv or json step makes names known only at run time: then in ``caps``.
+        self.dynamic = False
+        self.locals: dict[str, str] = {}
+        self.defined: set[str] = set()  # names some step before this point may have set
 
     def const(self, value: Any) -> str:
         name = f"c{len(self.consts)}"
@@ -189,7 +196,9 @@ class _Code:
         """An expression for the capture's text, ``None`` when it is missing."""
         col = self.columns.get(name)
         if col is None:
-            return f"caps.get({self.const(name)})"
+            if self.dynamic:
+                return f"caps.get({self.const(name)})"
+            return self.locals.get(name, "None")
         row, i, always = col
         return f"{row}[{i}]" if always else f"({row}[{i}] if len({row}) > {i} else None)"
 
@@ -197,9 +206,51 @@ class _Code:
         """An expression: the capture exists (possibly empty)."""
         col = self.columns.get(name)
         if col is None:
-            return f"{self.const(name)} in caps"
+            if self.dynamic:
+                return f"{self.const(name)} in caps"
+            var = self.locals.get(name)
+            return f"{var} is not None" if var else "False"
         row, i, always = col
         return "True" if always else f"len({row}) > {i}"
+
+    def local(self, name: str) -> tuple[str, bool]:
+        """The local variable holding a capture, and whether an earlier step may have set it."""
+        var = self.locals.setdefault(name, f"r{len(self.locals)}")
+        earlier = name in self.defined
+        self.defined.add(name)
+        return var, earlier
+
+    def store(self, name: str, expr: str, indent: int) -> None:
+        """Lines that keep ``expr`` (text or None) as the capture unless it has one (an earlier
+        capture wins)."""
+        if self.dynamic:
+            self.emit(f"g = {expr}", indent)
+            self.emit(f"if g is not None: caps.setdefault({self.const(name)}, g)", indent)
+            return
+        var, earlier = self.local(name)
+        self.emit(f"if {var} is None: {var} = {expr}" if earlier else f"{var} = {expr}", indent)
+
+    def groups(self, pattern: re.Pattern[str], indent: int) -> None:
+        """Lines that keep the named groups of match ``m`` as captures: one ``m.groups()``
+        unpacking for the names no earlier step set (the common case), a test for the rest."""
+        if self.dynamic:
+            for name, index in pattern.groupindex.items():
+                self.store(name, f"m.group({index})", indent)
+            return
+        targets = ["_"] * pattern.groups
+        again: list[tuple[str, int]] = []
+        for name, index in pattern.groupindex.items():
+            var, earlier = self.local(name)
+            if earlier:
+                again.append((var, index))
+            else:
+                targets[index - 1] = var
+        if any(t != "_" for t in targets):
+            lhs = targets[0] if len(targets) == 1 else ", ".join(targets)
+            self.emit(f"{lhs} = m.group(1)" if len(targets) == 1 else f"{lhs} = m.groups()",
+                      indent)  # fmt: skip
+        for var, index in again:
+            self.emit(f"if {var} is None: {var} = m.group({index})", indent)
 
 
 # -- parse steps: message (or a capture) → more captures; "return False" = not ours ----------
@@ -226,9 +277,7 @@ def _emit_regex(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
         indent = 2
     else:
         code.emit("if m is None: return False")
-    for name, index in pattern.groupindex.items():
-        code.emit(f"g = m.group({index})", indent)
-        code.emit(f"if g is not None: caps.setdefault({code.const(name)}, g)", indent)
+    code.groups(pattern, indent)
 
 
 def _kv_pairs_split(value: str, limit: int) -> dict[str, str]:
@@ -294,7 +343,7 @@ def _emit_csv(
     def with_columns(names: tuple[str, ...], always: int, twhere: str) -> None:
         # "_" names a column nobody reads; a short row simply lacks its last captures (fields
         # that need them say so with ``requires``).
-        saved = dict(code.columns)
+        saved, tables, defined = dict(code.columns), list(code.tables), set(code.defined)
         for i, name in enumerate(names):
             if name == "_":
                 continue
@@ -302,7 +351,7 @@ def _emit_csv(
                 raise spec.fail(twhere, f"column name {name!r} repeated")
             code.columns[name] = (row, i, i <= always)
         rest()
-        code.columns = saved
+        code.columns, code.tables, code.defined = saved, tables, defined
 
     if "tables" in opts:
         key = opts.get("key")
@@ -340,9 +389,9 @@ def _emit_cut(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> Non
     code.emit(f"at = s.find({code.const(at)})")
     code.emit("if at < 0: return False")
     if names[0]:
-        code.emit(f"caps.setdefault({code.const(names[0])}, s[:at])")
+        code.store(names[0], "s[:at]", 1)
     if names[1]:
-        code.emit(f"caps.setdefault({code.const(names[1])}, s[at + {len(at)}:])")
+        code.store(names[1], f"s[at + {len(at)}:]", 1)
 
 
 MAX_JSON_KEYS = 256
@@ -402,6 +451,80 @@ def _emit_json(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> No
     code.emit("caps = pairs")
 
 
+TABLE_CASE_KEYS = ("ids", "prefixes", "regex", "optional", "contract", "fields")
+
+
+def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """A message-id table: the value of capture ``key`` picks the first case naming it (in
+    ``ids``, or starting with one of its ``prefixes``) whose ``regex`` matches the input (or
+    that has none, or says ``optional``); the case's captures join the others and its
+    ``contract`` and ``fields`` are set after the file's. No case: no more captures, and the
+    line is still ours (an unknown id keeps what the file's own fields give)."""
+    opts = step["table"]
+    if not isinstance(opts, dict):
+        raise spec.fail(f"{where}.table", "must be a table")
+    spec.known(opts, ("key", "cases"), f"{where}.table")
+    spec.known(step, ("table", "from"), where)
+    key = opts.get("key")
+    if not isinstance(key, str) or not key:
+        raise spec.fail(f"{where}.table.key", "must be the capture whose value selects a case")
+    cases = opts.get("cases")
+    if not isinstance(cases, list) or not cases or not all(isinstance(c, dict) for c in cases):
+        raise spec.fail(f"{where}.table.cases", "must be an array of tables ([[...cases]])")
+    var = f"t{len(code.tables)}"
+    code.tables.append((var, cases, f"{where}.table.cases"))
+    _source(code, spec, step, where)
+    code.emit(f"k = {code.cap(key)}")
+    code.emit(f"{var} = -1")
+    every: set[str] = set()
+    starts: list[str] = []
+    for i, case in enumerate(cases):
+        cwhere = f"{where}.table.cases[{i}]"
+        spec.known(case, TABLE_CASE_KEYS, cwhere)
+        every.update(spec.strings(case, "ids", f"{cwhere}.ids"))
+        starts.extend(spec.strings(case, "prefixes", f"{cwhere}.prefixes"))
+    # One set lookup passes over the ids no case names (most lines of a big family).
+    test = " or ".join(
+        ([f"k in {code.const(frozenset(every))}"] if every else [])
+        + ([f"k.startswith({code.const(tuple(starts))})"] if starts else [])
+    )
+    code.emit(f"if k is not None and ({test}):")
+    for i, case in enumerate(cases):
+        cwhere = f"{where}.table.cases[{i}]"
+        ids = frozenset(spec.strings(case, "ids", f"{cwhere}.ids"))
+        prefixes = spec.strings(case, "prefixes", f"{cwhere}.prefixes")
+        if not ids and not prefixes:
+            raise spec.fail(cwhere, "needs ids and/or prefixes")
+        test = " or ".join(
+            ([f"k in {code.const(ids)}"] if ids else [])
+            + ([f"k.startswith({code.const(prefixes)})"] if prefixes else [])
+        )
+        code.emit(f"if {var} < 0 and ({test}):", 2)
+        if "regex" not in case:
+            code.emit(f"{var} = {i}", 3)
+            continue
+        pattern = spec.regex(case["regex"], f"{cwhere}.regex")
+        code.emit(f"m = {code.const(pattern.search)}(s) if s is not None else None", 3)
+        code.emit("if m is not None:", 3)
+        code.emit(f"{var} = {i}", 4)
+        code.groups(pattern, 4)
+        if case.get("optional", False):
+            code.emit(f"else: {var} = {i}", 3)
+
+
+def _emit_table_fields(code: _Code, spec: _Spec) -> None:
+    """Each table's chosen case: its contract, then its fields (after the file's)."""
+    for var, cases, where in code.tables:
+        for i, case in enumerate(cases):
+            if "contract" not in case and "fields" not in case:
+                continue
+            code.emit(f"if {var} == {i}:")
+            code.base += 1
+            _emit_contract(code, spec, case, f"{where}[{i}].")
+            _emit_fields(code, spec, case, f"{where}[{i}].")
+            code.base -= 1
+
+
 def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int = 0) -> None:
     """The parse steps from ``first`` on, then ``tail`` (what the decoder sets)."""
     steps = spec.data.get("parse", [])
@@ -411,9 +534,9 @@ def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int =
         step, where = steps[i], f"parse[{i}]"
         if not isinstance(step, dict):
             raise spec.fail(where, "must be a table")
-        kinds = [k for k in ("regex", "kv", "csv", "cut", "json") if k in step]
+        kinds = [k for k in STEP_KINDS if k in step]
         if len(kinds) != 1:
-            raise spec.fail(where, "needs exactly one of regex, kv, csv, cut, json")
+            raise spec.fail(where, f"needs exactly one of {', '.join(STEP_KINDS)}")
         if kinds[0] == "csv":
             rest = functools.partial(_emit_steps, code, spec, tail, i + 1)
             _emit_csv(code, spec, step, where, rest)
@@ -427,7 +550,9 @@ STEPS: dict[str, Callable[[_Code, _Spec, dict[str, Any], str], None]] = {
     "kv": _emit_kv,
     "cut": _emit_cut,
     "json": _emit_json,
+    "table": _emit_table,
 }
+STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table")
 
 
 def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
@@ -541,37 +666,38 @@ def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, 
     return ind
 
 
-def _emit_fields(code: _Code, spec: _Spec) -> None:
-    for key, raw in spec.table(spec.data, "fields", "fields").items():
-        ind = _emit_value(code, spec, raw, f"fields.{key}")
+def _emit_fields(code: _Code, spec: _Spec, parent: dict[str, Any], where: str = "") -> None:
+    for key, raw in spec.table(parent, "fields", f"{where}fields").items():
+        ind = _emit_value(code, spec, raw, f"{where}fields.{key}")
         code.emit(f"fields[{code.const(key)}] = v", ind)
 
 
-def _emit_contract(code: _Code, spec: _Spec) -> None:
-    raw = spec.data.get("contract")
+def _emit_contract(code: _Code, spec: _Spec, parent: dict[str, Any], where: str = "") -> None:
+    raw = parent.get("contract")
     if raw is None:
         return
+    where += "contract"
     if not isinstance(raw, dict):
-        raise spec.fail("contract", "must be a table")
-    spec.known(raw, ("kind", "action", "outcome", "user", "type", "default_action"), "contract")
+        raise spec.fail(where, "must be a table")
+    spec.known(raw, ("kind", "action", "outcome", "user", "type", "default_action"), where)
     kind = raw.get("kind")
     if kind not in CONTRACTS:
-        raise spec.fail("contract.kind", f"must be one of {', '.join(CONTRACTS)}")
+        raise spec.fail(f"{where}.kind", f"must be one of {', '.join(CONTRACTS)}")
 
     def part(name: str, var: str) -> None:
         code.emit(f"{var} = None")
         if name in raw:
-            code.emit(f"{var} = v", _emit_value(code, spec, raw[name], f"contract.{name}"))
+            code.emit(f"{var} = v", _emit_value(code, spec, raw[name], f"{where}.{name}"))
 
     if kind == "firewall":
         if "action" not in raw:
-            raise spec.fail("contract.action", "the firewall contract needs an action")
+            raise spec.fail(f"{where}.action", "the firewall contract needs an action")
         part("action", "a")
         code.emit(f"if a is not None: {code.const(network_verdict)}(fields, a)")
         default = raw.get("default_action")
         if default:
             if not isinstance(default, str):
-                raise spec.fail("contract.default_action", "must be a string")
+                raise spec.fail(f"{where}.default_action", "must be a string")
             code.emit("else:")
             for key, value in (
                 ("event.category", ["network"]),
@@ -584,7 +710,7 @@ def _emit_contract(code: _Code, spec: _Spec) -> None:
                 code.emit(f"fields[{code.const(key)}] = {rhs}", 2)
     elif kind == "authentication":
         if "action" not in raw or "outcome" not in raw:
-            raise spec.fail("contract", "the authentication contract needs action and outcome")
+            raise spec.fail(where, "the authentication contract needs action and outcome")
         part("action", "a")
         part("outcome", "o")
         part("user", "u")
@@ -596,7 +722,7 @@ def _emit_contract(code: _Code, spec: _Spec) -> None:
         code.emit(f"{code.const(config_change)}(fields, u)")
     elif kind == "malware":
         if "action" not in raw:
-            raise spec.fail("contract.action", "the malware contract needs an action")
+            raise spec.fail(f"{where}.action", "the malware contract needs an action")
         part("action", "a")
         part("outcome", "o")
         code.emit(f"if a is not None: {code.const(malware)}(fields, a, o)")
@@ -657,16 +783,24 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     code.emit("text = msg.message")
     _emit_match(code, spec)
     code.emit("caps = {}")
+    steps = data.get("parse")
+    code.dynamic = isinstance(steps, list) and any(
+        isinstance(st, dict) and ("kv" in st or "json" in st) for st in steps
+    )
+    init = len(code.lines)
 
     def tail() -> None:
         for key in ("vendor", "product", "type"):
             if obs.get(key):
                 code.emit(f"fields[{code.const('observer.' + key)}] = {code.const(obs[key])}")
-        _emit_contract(code, spec)
-        _emit_fields(code, spec)
+        _emit_contract(code, spec, spec.data)
+        _emit_fields(code, spec, spec.data)
+        _emit_table_fields(code, spec)
         code.emit("return True")
 
     _emit_steps(code, spec, tail)
+    if code.locals:  # every capture variable exists on every path (None: not captured)
+        code.lines.insert(init, "    " + " = ".join([*code.locals.values(), "None"]))
     # Constants as keyword defaults: locals are read faster than globals, and every field
     # reads several. The names never reach a caller: the decoder is called with two arguments.
     params = "".join(f", {name}={name}" for name in code.consts)
@@ -819,6 +953,14 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
             steps.append({**base, "kind": "csv", "sep": c.get("separator", ","),
                           "key": c.get("key") if tables else None,
                           "tables": tables or {"": c["columns"]}})  # fmt: skip
+        elif "table" in step:
+            cases = []
+            for case in step["table"]["cases"]:
+                got = _case_plan(case, data, consts)
+                if got is None:
+                    return None
+                cases.append(got)
+            steps.append({**base, "kind": "table", "key": step["table"]["key"], "cases": cases})
         else:
             return None  # a step the native interpreter does not take (json): Python alone
     plan: dict[str, Any] = {
@@ -830,25 +972,46 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
         "contract": None,
         "fields": [],
     }  # fmt: skip
-    contract = data.get("contract")
-    if contract is not None and contract["kind"] not in NATIVE_CONTRACTS:
+    parts = _outputs_plan(data, data, consts)
+    if parts is None:
         return None
+    plan["contract"], plan["fields"] = parts
+    return json.dumps(plan), consts
+
+
+def _outputs_plan(
+    parent: dict[str, Any], data: dict[str, Any], consts: list[Any]
+) -> tuple[dict[str, Any] | None, list[Any]] | None:
+    """A file's (or a table case's) contract and fields as plans; ``None``: not native."""
+    contract = parent.get("contract")
+    out: dict[str, Any] | None = None
     if contract is not None:
-        out: dict[str, Any] = {"kind": contract["kind"], "type": contract.get("type", "start"),
-                               "default_action": contract.get("default_action")}  # fmt: skip
+        if contract["kind"] not in NATIVE_CONTRACTS:
+            return None
+        out = {"kind": contract["kind"], "type": contract.get("type", "start"),
+               "default_action": contract.get("default_action")}  # fmt: skip
         for part in ("action", "outcome", "user"):
             if part in contract:
                 got = _value_plan(contract[part], data, consts)
                 if got is None:
                     return None
                 out[part] = got
-        plan["contract"] = out
-    for key, raw in data.get("fields", {}).items():
+    fields: list[Any] = []
+    for key, raw in parent.get("fields", {}).items():
         got = _value_plan(raw, data, consts)
         if got is None:
             return None
-        plan["fields"].append([key, got])
-    return json.dumps(plan), consts
+        fields.append([key, got])
+    return out, fields
+
+
+def _case_plan(case: dict[str, Any], data: dict[str, Any], consts: list[Any]) -> Any:
+    parts = _outputs_plan(case, data, consts)
+    if parts is None:
+        return None
+    return {"ids": _listed(case.get("ids")), "prefixes": _listed(case.get("prefixes")),
+            "pattern": case.get("regex"), "optional": bool(case.get("optional", False)),
+            "contract": parts[0], "fields": parts[1]}  # fmt: skip
 
 
 def _convert(name: str, value: str) -> Any:
