@@ -76,6 +76,8 @@ enum StepPlan {
 struct CasePlan {
     ids: Vec<String>,
     prefixes: Vec<String>,
+    /// Takes every id (after the cases before it).
+    default: bool,
     pattern: Option<String>,
     optional: bool,
     contract: Option<ContractPlan>,
@@ -196,13 +198,16 @@ enum Step {
 struct Case {
     ids: FxHashSet<String>,
     prefixes: Vec<String>,
+    default: bool,
     regex: Option<(Regex, Vec<(usize, usize)>)>,
     optional: bool,
 }
 
 impl Case {
     fn takes(&self, id: &str) -> bool {
-        self.ids.contains(id) || self.prefixes.iter().any(|p| id.starts_with(p.as_str()))
+        self.default
+            || self.ids.contains(id)
+            || self.prefixes.iter().any(|p| id.starts_with(p.as_str()))
     }
 }
 
@@ -363,6 +368,7 @@ impl Decoder {
                             Ok(Case {
                                 ids: c.ids.iter().cloned().collect(),
                                 prefixes: c.prefixes.clone(),
+                                default: c.default,
                                 regex: match &c.pattern {
                                     Some(p) => Some(compile_regex(p, &slots)?),
                                     None => None,

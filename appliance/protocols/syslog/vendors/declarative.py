@@ -479,7 +479,7 @@ def _emit_json(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> No
     code.emit("caps = pairs")
 
 
-TABLE_CASE_KEYS = ("ids", "prefixes", "regex", "optional", "contract", "fields")
+TABLE_CASE_KEYS = ("ids", "prefixes", "default", "regex", "optional", "contract", "fields")
 
 
 def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
@@ -506,29 +506,36 @@ def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
     code.emit(f"{var} = -1")
     every: set[str] = set()
     starts: list[str] = []
+    anyid = False
     for i, case in enumerate(cases):
         cwhere = f"{where}.table.cases[{i}]"
         spec.known(case, TABLE_CASE_KEYS, cwhere)
         every.update(spec.strings(case, "ids", f"{cwhere}.ids"))
         starts.extend(spec.strings(case, "prefixes", f"{cwhere}.prefixes"))
+        if not isinstance(case.get("default", False), bool):
+            raise spec.fail(f"{cwhere}.default", "must be true or false")
+        anyid = anyid or case.get("default", False)
     # One set lookup passes over the ids no case names (most lines of a big family).
     test = " or ".join(
         ([f"k in {code.const(frozenset(every))}"] if every else [])
         + ([f"k.startswith({code.const(tuple(starts))})"] if starts else [])
     )
-    code.emit(f"if k is not None and ({test}):")
+    code.emit("if k is not None:" if anyid else f"if k is not None and ({test}):")
     code.table_vars = []
     code.table_inits.append((len(code.lines), "    " * (2 + code.base), code.table_vars))
     for i, case in enumerate(cases):
         cwhere = f"{where}.table.cases[{i}]"
         ids = frozenset(spec.strings(case, "ids", f"{cwhere}.ids"))
         prefixes = spec.strings(case, "prefixes", f"{cwhere}.prefixes")
-        if not ids and not prefixes:
-            raise spec.fail(cwhere, "needs ids and/or prefixes")
-        test = " or ".join(
-            ([f"k in {code.const(ids)}"] if ids else [])
-            + ([f"k.startswith({code.const(prefixes)})"] if prefixes else [])
-        )
+        if case.get("default", False):
+            test = "True"
+        elif not ids and not prefixes:
+            raise spec.fail(cwhere, "needs ids and/or prefixes (or default = true)")
+        else:
+            test = " or ".join(
+                ([f"k in {code.const(ids)}"] if ids else [])
+                + ([f"k.startswith({code.const(prefixes)})"] if prefixes else [])
+            )
         code.emit(f"if {var} < 0 and ({test}):" if i else f"if {test}:", 2)
         if "regex" not in case:
             code.emit(f"{var} = {i}", 3)
@@ -1060,7 +1067,8 @@ def _case_plan(case: dict[str, Any], data: dict[str, Any], consts: list[Any]) ->
     if parts is None:
         return None
     return {"ids": _listed(case.get("ids")), "prefixes": _listed(case.get("prefixes")),
-            "pattern": case.get("regex"), "optional": bool(case.get("optional", False)),
+            "default": bool(case.get("default", False)), "pattern": case.get("regex"),
+            "optional": bool(case.get("optional", False)),
             "contract": parts[0], "fields": parts[1]}  # fmt: skip
 
 
