@@ -3,7 +3,7 @@
 //!
 //! The semantics are the Python code generator's (`declarative.py`), which the equivalence
 //! tests hold this to: captures (first wins, a CSV row's columns win), value specs (first
-//! non-empty capture, `keep_empty`, `requires`, `when`, `strip`, maps with `else`, conversions)
+//! non-empty capture, `keep_empty`, `requires`, `unless`, `when`, `strip`, maps with `else`, conversions)
 //! and the shared contracts. Conversions whose exact text is Python's to decide (canonical IP
 //! text, epochs) are asked of the caller through [`Convert`].
 
@@ -42,6 +42,10 @@ enum StepPlan {
         from: Option<String>,
         pattern: String,
         optional: bool,
+        #[serde(default)]
+        contains: Option<String>,
+        #[serde(default)]
+        within: Option<usize>,
     },
     Cut {
         from: Option<String>,
@@ -80,6 +84,9 @@ struct CasePlan {
     default: bool,
     pattern: Option<String>,
     optional: bool,
+    /// Further optional searches, run when the case is chosen.
+    #[serde(default)]
+    also: Vec<StepPlan>,
     contract: Option<ContractPlan>,
     fields: Vec<(String, ValuePlan)>,
 }
@@ -108,8 +115,12 @@ struct ValuePlan {
     #[serde(default)]
     requires: Vec<String>,
     #[serde(default)]
+    unless: Vec<String>,
+    #[serde(default)]
     when: Vec<(String, Vec<String>)>,
     strip: Option<String>,
+    #[serde(default)]
+    first: Option<usize>,
     map: Option<MapPlan>,
     #[serde(rename = "else")]
     otherwise: Option<String>,
@@ -118,6 +129,8 @@ struct ValuePlan {
     name_slots: Vec<usize>,
     #[serde(skip)]
     require_slots: Vec<usize>,
+    #[serde(skip)]
+    unless_slots: Vec<usize>,
     #[serde(skip)]
     when_slots: Vec<(usize, Vec<String>)>,
 }
@@ -166,6 +179,10 @@ enum Step {
         regex: Regex,
         groups: Vec<(usize, usize)>,
         optional: bool,
+        /// Tried only when the input contains this literal.
+        contains: Option<String>,
+        /// Only the first characters are searched.
+        within: Option<usize>,
     },
     Cut {
         from: Option<usize>,
@@ -201,6 +218,7 @@ struct Case {
     default: bool,
     regex: Option<(Regex, Vec<(usize, usize)>)>,
     optional: bool,
+    also: Vec<Step>,
 }
 
 impl Case {
@@ -241,6 +259,29 @@ fn resolve_outputs(
     }
 }
 
+/// A table case's further search: an optional regex step.
+fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, String> {
+    let StepPlan::Regex {
+        from,
+        pattern,
+        contains,
+        within,
+        ..
+    } = plan
+    else {
+        return Err("a table case's `also` takes regex steps only".to_owned());
+    };
+    let (regex, groups) = compile_regex(pattern, slots)?;
+    Ok(Step::Regex {
+        from: from.as_ref().and_then(|n| slots.get(n).copied()),
+        regex,
+        groups,
+        optional: true,
+        contains: contains.clone(),
+        within: *within,
+    })
+}
+
 /// A regex and its named groups as (group, slot) for the names something reads.
 fn compile_regex(
     pattern: &str,
@@ -262,6 +303,7 @@ fn resolve(spec: &mut ValuePlan, slots: &mut FxHashMap<String, usize>) {
     };
     spec.name_slots = spec.names.iter().map(|n| slot(n)).collect();
     spec.require_slots = spec.requires.iter().map(|n| slot(n)).collect();
+    spec.unless_slots = spec.unless.iter().map(|n| slot(n)).collect();
     spec.when_slots = spec
         .when
         .iter()
@@ -280,6 +322,15 @@ impl Decoder {
                 slots.entry(key.clone()).or_insert(n);
                 for case in cases.iter_mut() {
                     resolve_outputs(&mut case.contract, &mut case.fields, &mut slots);
+                    for step in &case.also {
+                        if let StepPlan::Regex {
+                            from: Some(name), ..
+                        } = step
+                        {
+                            let n = slots.len();
+                            slots.entry(name.clone()).or_insert(n);
+                        }
+                    }
                 }
             }
             let from = match step {
@@ -302,6 +353,8 @@ impl Decoder {
                     from,
                     pattern,
                     optional,
+                    contains,
+                    within,
                 } => {
                     let (regex, groups) = compile_regex(pattern, &slots)?;
                     Step::Regex {
@@ -309,6 +362,8 @@ impl Decoder {
                         regex,
                         groups,
                         optional: *optional,
+                        contains: contains.clone(),
+                        within: *within,
                     }
                 }
                 StepPlan::Cut {
@@ -374,6 +429,11 @@ impl Decoder {
                                     None => None,
                                 },
                                 optional: c.optional,
+                                also: c
+                                    .also
+                                    .iter()
+                                    .map(|a| also_step(a, &slots))
+                                    .collect::<Result<_, String>>()?,
                             })
                         })
                         .collect::<Result<_, String>>()?,
@@ -441,6 +501,9 @@ impl Decoder {
         for (i, step) in self.steps.iter().enumerate() {
             if let Step::Table { from, key, cases } = step {
                 if let Some(c) = table_step(*from, *key, cases, text, &mut caps) {
+                    for also in &cases[c].also {
+                        run_step(also, &self.slots, text, &mut caps);
+                    }
                     chosen.push((i, c));
                 }
             } else if !run_step(step, &self.slots, text, &mut caps) {
@@ -518,6 +581,11 @@ fn table_step<'t>(
     None
 }
 
+/// The first `n` characters (Python's `s[:n]`).
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 fn input<'t>(from: Option<usize>, text: &'t str, caps: &Captures<'t>) -> Option<&'t str> {
     match from {
         None => Some(text),
@@ -576,10 +644,18 @@ fn run_step<'t>(
             regex,
             groups,
             optional,
+            contains,
+            within,
         } => {
-            let Some(s) = input(*from, text, caps) else {
+            let Some(mut s) = input(*from, text, caps) else {
                 return *optional;
             };
+            if contains.as_deref().is_some_and(|lit| !s.contains(lit)) {
+                return *optional;
+            }
+            if let Some(n) = within {
+                s = first_chars(s, *n);
+            }
             let Some(m) = regex.captures(s) else {
                 return *optional;
             };
@@ -671,7 +747,9 @@ fn run_step<'t>(
 
 fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     // `requires` and `when` hold for a constant as for a capture.
-    if !spec.require_slots.iter().all(|r| caps[*r].is_some()) {
+    if !spec.require_slots.iter().all(|r| caps[*r].is_some())
+        || spec.unless_slots.iter().any(|r| caps[*r].is_some())
+    {
         return None;
     }
     for (slot, allowed) in &spec.when_slots {
@@ -694,6 +772,9 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     let mut v: &'a str = v?;
     if v.is_empty() && !spec.keep_empty {
         return None;
+    }
+    if let Some(n) = spec.first {
+        v = first_chars(v, n);
     }
     if let Some(strip) = &spec.strip {
         v = v.trim_end_matches(|c| strip.contains(c));
