@@ -344,3 +344,38 @@ def test_an_id_no_table_case_takes_is_still_claimed_with_the_file_fields(
     f = fields_of(b"<134>%GW-999: Something else", msgid_registry)
     assert (f["decoder"], f["event.code"]) == ("msgid_site", "999")
     assert "event.action" not in f and "event.category" not in f
+
+
+ACME_CEF = Path(__file__).parent / "decoders" / "acme_cef.toml"
+
+
+def test_a_cef_step_gives_the_header_and_every_extension_key(tmp_path: Path) -> None:
+    registry = build_registry([ACME_CEF]).registry
+    f = fields_of(b"<134>CEF:0|Acme|Edge|4.2|1001|Blocked inbound|7|src=203.0.113.9 "
+                  b"dpt=445 act=dropped msg=two words here", registry)  # fmt: skip
+    assert f["decoder"] == "acme_cef"
+    assert (f["event.code"], f["rule.name"], f["event.severity"]) == ("1001", "Blocked inbound", 7)
+    assert (f["source.ip"], f["destination.port"], f["event.action"]) == (
+        "203.0.113.9",
+        445,
+        "drop",
+    )
+    assert f["message"] == "two words here"
+
+
+def test_a_cef_step_unescapes_the_header_and_values() -> None:
+    registry = build_registry([ACME_CEF]).registry
+    f = fields_of(b"<134>CEF:0|Acme|Edge|4.2|1002|a\\|b|3|act=allowed msg=k\\=v\\nnext",
+                  registry)  # fmt: skip
+    assert (f["rule.name"], f["message"]) == ("a|b", "k=v\nnext")
+
+
+def test_a_cef_step_leaves_a_line_without_seven_header_fields() -> None:
+    registry = build_registry([ACME_CEF]).registry
+    f = fields_of(b"<134>CEF:0|Acme|Edge|4.2|1002 src=203.0.113.9", registry)
+    assert f["decoder"] != "acme_cef"
+
+
+def test_the_site_decoders_in_the_tests_pass_their_samples() -> None:
+    for path in sorted((Path(__file__).parent / "decoders").glob("*.toml")):
+        assert sample_failures(load_file(path), NOW) == [], path

@@ -16,6 +16,7 @@ use memchr::memmem;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::cef;
 use crate::kv;
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +72,9 @@ enum StepPlan {
         from: Option<String>,
         key: String,
         cases: Vec<CasePlan>,
+    },
+    Cef {
+        from: Option<String>,
     },
 }
 
@@ -209,6 +213,9 @@ enum Step {
         key: usize,
         cases: Vec<Case>,
     },
+    Cef {
+        from: Option<usize>,
+    },
 }
 
 /// A table case ready to run; its contract and fields stay in the plan (same index).
@@ -338,7 +345,8 @@ impl Decoder {
                 | StepPlan::Cut { from, .. }
                 | StepPlan::Kv { from, .. }
                 | StepPlan::Csv { from, .. }
-                | StepPlan::Table { from, .. } => from,
+                | StepPlan::Table { from, .. }
+                | StepPlan::Cef { from } => from,
             };
             if let Some(name) = from {
                 let n = slots.len();
@@ -414,6 +422,7 @@ impl Decoder {
                         })
                         .collect(),
                 },
+                StepPlan::Cef { from } => Step::Cef { from: at(from) },
                 StepPlan::Table { from, key, cases } => Step::Table {
                     from: at(from),
                     key: slots[key],
@@ -505,6 +514,19 @@ impl Decoder {
                         run_step(also, &self.slots, text, &mut caps);
                     }
                     chosen.push((i, c));
+                }
+            } else if let Step::Cef { from } = step {
+                let Some(s) = input(*from, text, &caps) else {
+                    return Outcome::NotMine;
+                };
+                if s.contains('\\') {
+                    return Outcome::Defer; // escapes: values that are not slices of the text
+                }
+                let Some(pairs) = cef::captures(s) else {
+                    return Outcome::NotMine;
+                };
+                for (k, v) in pairs {
+                    keep(&mut caps, self.slots.get(k).copied(), v);
                 }
             } else if !run_step(step, &self.slots, text, &mut caps) {
                 return Outcome::NotMine;
@@ -741,7 +763,7 @@ fn run_step<'t>(
             }
             true
         }
-        Step::Table { .. } => true, // run by `table_step`: it chooses a case
+        Step::Table { .. } | Step::Cef { .. } => true, // run by `decode` itself
     }
 }
 

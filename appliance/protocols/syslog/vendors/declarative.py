@@ -43,6 +43,7 @@ from appliance.protocols.syslog.vendors.base import (
     network_verdict,
     transport,
 )
+from appliance.protocols.syslog.vendors.cef_format import cef_captures
 
 log = logging.getLogger(__name__)
 Captures = dict[str, str]
@@ -667,6 +668,22 @@ def _emit_case_outputs(
         code.base -= 1
 
 
+def _emit_cef(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """ArcSight CEF: the header fields as ``cef.version`` ... ``cef.severity`` and every
+    extension key as a capture of its own name (what earlier steps captured wins); input
+    without a CEF header among its first 40 characters is not this decoder's."""
+    opts = step["cef"]
+    if not isinstance(opts, dict) or opts:
+        raise spec.fail(f"{where}.cef", "takes no options: cef = {}")
+    spec.known(step, ("cef", "from"), where)
+    _source(code, spec, step, where)
+    code.emit("if s is None: return False")
+    code.emit(f"pairs = {code.const(cef_captures)}(s)")
+    code.emit("if pairs is None: return False")
+    code.emit("if caps: pairs.update(caps)")
+    code.emit("caps = pairs")
+
+
 def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int = 0) -> None:
     """The parse steps from ``first`` on, then ``tail`` (what the decoder sets)."""
     steps = spec.data.get("parse", [])
@@ -693,8 +710,9 @@ STEPS: dict[str, Callable[[_Code, _Spec, dict[str, Any], str], None]] = {
     "cut": _emit_cut,
     "json": _emit_json,
     "table": _emit_table,
+    "cef": _emit_cef,
 }
-STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table")
+STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table", "cef")
 
 
 def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
@@ -935,7 +953,7 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     _emit_match(code, spec)
     steps = data.get("parse")
     code.dynamic = isinstance(steps, list) and any(
-        isinstance(st, dict) and ("kv" in st or "json" in st) for st in steps
+        isinstance(st, dict) and ("kv" in st or "json" in st or "cef" in st) for st in steps
     )
     if code.dynamic:
         code.emit("caps = {}")
@@ -1117,6 +1135,8 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
             steps.append({**base, "kind": "csv", "sep": c.get("separator", ","),
                           "key": c.get("key") if tables else None,
                           "tables": tables or {"": c["columns"]}})  # fmt: skip
+        elif "cef" in step:
+            steps.append({**base, "kind": "cef"})
         elif "table" in step:
             cases = []
             for case in step["table"]["cases"]:
