@@ -594,6 +594,9 @@ def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
         else:
             groups.append((key, [i]))
             tests_of[i] = test
+    # When a case's regex runs, no earlier case of this table has captured anything (it was
+    # not chosen): its groups are first definitions unless a step before the table set them.
+    before, after = set(code.defined), set(code.defined)
     for g, (_, members) in enumerate(groups):
         test = tests_of[members[0]]
         code.emit(f"if {var} < 0 and ({test}):" if g else f"if {test}:", 2)
@@ -610,9 +613,12 @@ def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
             code.emit(f"m = {code.const(_finder(pattern))}(s) if s is not None else None", ind)
             code.emit("if m is not None:", ind)
             code.emit(f"{var} = {i}", ind + 1)
+            code.defined = set(before)
             code.groups(pattern, ind + 1)
+            after |= code.defined
             if case.get("optional", False):
                 code.emit(f"else: {var} = {i}", ind)
+    code.defined = after
     # A case's further searches ("also"), only when it was chosen.
     for i, case in enumerate(cases):
         also = case.get("also")
@@ -715,6 +721,21 @@ STEPS: dict[str, Callable[[_Code, _Spec, dict[str, Any], str], None]] = {
 STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table", "cef")
 
 
+def _small_contains_map(table: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]] | None:
+    """A validated ``contains`` map of at most 8 entries: (str method to apply or "", the
+    normalized needles with their values, first listed first); ``None`` otherwise."""
+    if table.get("match", "exact") != "contains":
+        return None
+    values = table.get("values", {})
+    pairs = list(values.items()) if isinstance(values, dict) else [(str(a), b) for a, b in values]
+    if len(pairs) > 8:
+        return None
+    case = table.get("case", "none")
+    norm = {"lower": "lower", "upper": "upper"}.get(case, "")
+    fold = str.lower if norm == "lower" else str.upper if norm == "upper" else str
+    return norm, [(fold(a), b) for a, b in pairs]
+
+
 def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
     maps = spec.table(spec.data, "maps", "maps")
     table = maps.get(name)
@@ -800,7 +821,16 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
         code.emit(f"v = v.rstrip({code.const(strip)})", ind)
     if "map" in raw:
         mapped = code.const(_map_of(spec, raw["map"], f"{where}.map"))
-        code.emit(f"w = {mapped}(v)", ind)
+        inline = _small_contains_map(spec.data["maps"][raw["map"]])
+        if inline is None:
+            code.emit(f"w = {mapped}(v)", ind)
+        else:  # a few substring tests, written out: a call cost more than they do
+            norm, pairs = inline
+            code.emit(f"lv = v.{norm}()" if norm else "lv = v", ind)
+            for n, (needle, out) in enumerate(pairs):
+                test = f"{code.const(needle)} in lv"
+                code.emit(f"{'if' if n == 0 else 'elif'} {test}: w = {code.const(out)}", ind)
+            code.emit("else: w = None" if pairs else "w = None", ind)
         if otherwise == "raw":
             code.emit("if w is not None: v = w", ind)
         elif otherwise is None:
@@ -809,7 +839,14 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
             code.emit("v = w", ind)
         else:
             code.emit(f"v = w if w is not None else {code.const(otherwise)}", ind)
-    if as_ != "string":
+    if as_ in ("int", "port"):  # written out (as _as_int): a call cost more than the test
+        code.emit("if v.isdigit() and v.isascii() and len(v) < 19:", ind)
+        code.emit("v = int(v)", ind + 1)
+        ind += 1
+        if as_ == "port":
+            code.emit("if v <= 65535:", ind)
+            ind += 1
+    elif as_ != "string":
         code.emit(f"v = {code.const(CONVERSIONS[as_])}(v)", ind)
         code.emit("if v is not None:", ind)
         ind += 1
