@@ -1,5 +1,10 @@
 """IBM QRadar Log Event Extended Format: ``LEEF:1.0|Vendor|Product|Version|EventID|`` then
-tab-separated ``key=value`` (LEEF 2.0 names its delimiter in a sixth header field)."""
+tab-separated ``key=value`` (LEEF 2.0 names its delimiter in a sixth header field).
+
+Still code, not a decoder file (docs/decoders.md): the delimiter is data (LEEF 2.0's sixth
+header field, a character or ``0xNN``), unmapped keys keep their own names as fields, and
+antivirus products are handed to ``av_products``.
+"""
 
 from __future__ import annotations
 
