@@ -379,3 +379,78 @@ def test_a_cef_step_leaves_a_line_without_seven_header_fields() -> None:
 def test_the_site_decoders_in_the_tests_pass_their_samples() -> None:
     for path in sorted((Path(__file__).parent / "decoders").glob("*.toml")):
         assert sample_failures(load_file(path), NOW) == [], path
+
+
+# The smaller options the message-id tables brought, one behaviour each.
+OPTIONS = """
+name = "options_site"
+[select]
+prefixes = ["%OPT-"]
+[[parse]]
+regex = '(?s)^%OPT-(?P<id>\\d+): (?P<body>.*)'
+[[parse]]
+from = "body"
+regex = 'proto (?P<proto_name>[a-z]+)'
+within = 20
+optional = true
+[[parse]]
+from = "body"
+regex = 'protocol (?P<proto_num>\\d+)'
+contains = "protocol "
+optional = true
+[[parse]]
+from = "body"
+[parse.table]
+key = "id"
+[[parse.table.cases]]
+ids = ["1"]
+also = [{ from = "body", regex = 'bytes (?P<bytes>\\d+)', contains = "bytes " }]
+[[parse.table.cases]]
+default = true
+[parse.table.cases.fields]
+"labels.other" = { value = "yes" }
+[fields]
+"network.transport" = { from = ["proto_name", "proto_num"], as = "transport" }
+"network.iana_number" = { from = "proto_num", unless = ["proto_name"] }
+"network.bytes" = { from = "bytes", as = "int" }
+"labels.head" = { from = "body", first = 5 }
+"""
+
+
+@pytest.fixture
+def options_registry(tmp_path: Path) -> Any:
+    (tmp_path / "options.toml").write_text(OPTIONS)
+    decoders = build_registry([tmp_path])
+    assert decoders.errors == []
+    return decoders.registry
+
+
+def test_unless_sets_a_field_only_without_the_other_capture(options_registry: Any) -> None:
+    f = fields_of(b"<134>%OPT-2: protocol 47 seen", options_registry)
+    assert (f["network.transport"], f["network.iana_number"]) == ("gre", "47")
+    f = fields_of(b"<134>%OPT-2: proto tcp, protocol 6", options_registry)
+    assert f["network.transport"] == "tcp" and "network.iana_number" not in f
+
+
+def test_within_searches_only_the_first_characters(options_registry: Any) -> None:
+    f = fields_of(b"<134>%OPT-2: a long preamble here then proto udp", options_registry)
+    assert "network.transport" not in f
+
+
+def test_contains_skips_the_regex_when_the_literal_is_absent(options_registry: Any) -> None:
+    f = fields_of(b"<134>%OPT-2: protocolX 6", options_registry)
+    assert "network.iana_number" not in f
+
+
+def test_a_case_also_search_runs_only_for_its_ids(options_registry: Any) -> None:
+    assert fields_of(b"<134>%OPT-1: bytes 1200", options_registry)["network.bytes"] == 1200
+    assert "network.bytes" not in fields_of(b"<134>%OPT-2: bytes 1200", options_registry)
+
+
+def test_a_default_case_takes_every_other_id(options_registry: Any) -> None:
+    assert fields_of(b"<134>%OPT-77: x", options_registry)["labels.other"] == "yes"
+    assert "labels.other" not in fields_of(b"<134>%OPT-1: x", options_registry)
+
+
+def test_first_keeps_the_first_characters_of_a_capture(options_registry: Any) -> None:
+    assert fields_of(b"<134>%OPT-3: abcdefgh", options_registry)["labels.head"] == "abcde"
