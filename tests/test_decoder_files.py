@@ -454,3 +454,23 @@ def test_a_default_case_takes_every_other_id(options_registry: Any) -> None:
 
 def test_first_keeps_the_first_characters_of_a_capture(options_registry: Any) -> None:
     assert fields_of(b"<134>%OPT-3: abcdefgh", options_registry)["labels.head"] == "abcde"
+
+
+ACME_LEEF = Path(__file__).parent / "decoders" / "acme_leef.toml"
+
+
+def test_a_leef_step_reads_tab_separated_leef_1_attributes() -> None:
+    registry = build_registry([ACME_LEEF]).registry
+    f = fields_of(b"<134>LEEF:1.0|Acme|Gate|3.1|webBlock|src=192.0.2.10\tdstPort=443\t"
+                  b"action=BLOCK\tusrName=", registry)  # fmt: skip
+    assert (f["decoder"], f["event.code"], f["event.action"]) == ("acme_leef", "webBlock", "deny")
+    assert (f["source.ip"], f["destination.port"]) == ("192.0.2.10", 443)
+    assert "user.name" not in f  # an attribute without a value is skipped
+
+
+def test_a_leef_2_step_splits_on_the_delimiter_its_header_names() -> None:
+    registry = build_registry([ACME_LEEF]).registry
+    for delim in (b"^", b"x5E", b"0x5e"):
+        f = fields_of(b"<134>LEEF:2.0|Acme|Gate|3.1|webAllow|" + delim +
+                      b"|src=192.0.2.11^action=allow", registry)  # fmt: skip
+        assert (f["source.ip"], f["event.action"]) == ("192.0.2.11", "allow"), delim

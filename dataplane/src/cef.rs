@@ -1,5 +1,6 @@
-//! ArcSight CEF, read as the reference `cef_format.py` reads it, for text without a backslash
-//! (the caller leaves escaped text to the reference: unescaped values are not slices).
+//! ArcSight CEF and IBM LEEF, read as the reference `cef_format.py` reads them (CEF only for
+//! text without a backslash: the caller leaves escaped text to the reference, whose unescaped
+//! values are not slices of the text).
 
 use rustc_hash::FxHashMap;
 
@@ -91,9 +92,106 @@ pub fn captures(text: &str) -> Option<Vec<(&str, &str)>> {
     Some(out)
 }
 
+const LEEF_HEADER: [&str; 5] = [
+    "leef.version",
+    "leef.vendor",
+    "leef.product",
+    "leef.product_version",
+    "leef.event_id",
+];
+
+/// LEEF 2.0's delimiter field: a character or `xHH`/`0xHH`; tab when empty or not a number.
+/// `None`: a code only the reference reads the same way (odd digits, a surrogate).
+fn leef_delimiter(spec: &str) -> Option<char> {
+    if spec.starts_with('x') || spec.starts_with("0x") {
+        let hex = spec.strip_prefix('0').unwrap_or(spec);
+        let hex = hex.strip_prefix('x').unwrap_or(hex);
+        if hex.is_empty() {
+            return Some('\t');
+        }
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            // Python's int(_, 16) also takes signs, "_", "0x" and spaces: with any other
+            // character it fails (tab); with those, its reading decides.
+            let maybe = |b: u8| b.is_ascii_hexdigit() || b"_+-xX \t\n\r\x0b\x0c".contains(&b);
+            return if hex.bytes().all(maybe) {
+                None
+            } else {
+                Some('\t')
+            };
+        }
+        if hex.len() > 8 {
+            return None;
+        }
+        let n = u32::from_str_radix(hex, 16).ok()?;
+        if n > 0x10FFFF {
+            return Some('\t');
+        }
+        return char::from_u32(n);
+    }
+    Some(spec.chars().next().unwrap_or('\t'))
+}
+
+/// The `leef` step's captures (header, then attributes; the first of a repeated key wins,
+/// pairs without a value skipped). `Ok(None)`: not LEEF; `Err(())`: leave it to the reference.
+#[allow(clippy::result_unit_err)]
+pub fn leef_captures(text: &str) -> Result<Option<Vec<(&str, &str)>>, ()> {
+    let head = &text[..text.len().min(40)];
+    let Some(at) = head.find("LEEF:") else {
+        return Ok(None);
+    };
+    let parts: Vec<&str> = text[at + 5..].splitn(7, '|').collect();
+    if parts.len() < 6 {
+        return Ok(None);
+    }
+    let mut delim = '\t';
+    let ext: &str = if parts[0].starts_with('2') && parts.len() == 7 {
+        delim = leef_delimiter(parts[5]).ok_or(())?;
+        parts[6]
+    } else {
+        // "|".join(head[5:]): the rest after the fifth pipe, as one slice.
+        let start = parts[..5].iter().map(|p| p.len() + 1).sum::<usize>();
+        &text[at + 5 + start..]
+    };
+    let mut out: Vec<(&str, &str)> = LEEF_HEADER
+        .iter()
+        .copied()
+        .zip(parts.iter().copied())
+        .collect();
+    let mut seen: FxHashMap<&str, ()> = out.iter().map(|(k, _)| (*k, ())).collect();
+    for pair in ext.split(delim).take(MAX_KEYS) {
+        if let Some((key, value)) = pair.split_once('=') {
+            if !value.is_empty() && seen.insert(key, ()).is_none() {
+                out.push((key, value));
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::captures;
+    use super::{captures, leef_captures};
+
+    #[test]
+    fn leef_1_tab_separated() {
+        let got = leef_captures("LEEF:1.0|V|P|1|42|src=10.0.0.1\tdst=10.0.0.2\tempty=")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got[4], ("leef.event_id", "42"));
+        assert_eq!(&got[5..], &[("src", "10.0.0.1"), ("dst", "10.0.0.2")]);
+    }
+
+    #[test]
+    fn leef_2_names_its_delimiter() {
+        let got = leef_captures("LEEF:2.0|V|P|1|42|x5E|a=1^b=2^a=3")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[5..], &[("a", "1"), ("b", "2")]);
+        let got = leef_captures("LEEF:2.0|V|P|1|42|;|a=1;b=2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[5..], &[("a", "1"), ("b", "2")]);
+    }
 
     #[test]
     fn header_and_extension_in_order() {

@@ -76,6 +76,9 @@ enum StepPlan {
     Cef {
         from: Option<String>,
     },
+    Leef {
+        from: Option<String>,
+    },
 }
 
 /// One case of a message-id table: the ids (or id prefixes) it takes, its pattern, and what
@@ -216,6 +219,9 @@ enum Step {
     Cef {
         from: Option<usize>,
     },
+    Leef {
+        from: Option<usize>,
+    },
 }
 
 /// A table case ready to run; its contract and fields stay in the plan (same index).
@@ -346,7 +352,8 @@ impl Decoder {
                 | StepPlan::Kv { from, .. }
                 | StepPlan::Csv { from, .. }
                 | StepPlan::Table { from, .. }
-                | StepPlan::Cef { from } => from,
+                | StepPlan::Cef { from }
+                | StepPlan::Leef { from } => from,
             };
             if let Some(name) = from {
                 let n = slots.len();
@@ -423,6 +430,7 @@ impl Decoder {
                         .collect(),
                 },
                 StepPlan::Cef { from } => Step::Cef { from: at(from) },
+                StepPlan::Leef { from } => Step::Leef { from: at(from) },
                 StepPlan::Table { from, key, cases } => Step::Table {
                     from: at(from),
                     key: slots[key],
@@ -523,6 +531,19 @@ impl Decoder {
                     return Outcome::Defer; // escapes: values that are not slices of the text
                 }
                 let Some(pairs) = cef::captures(s) else {
+                    return Outcome::NotMine;
+                };
+                for (k, v) in pairs {
+                    keep(&mut caps, self.slots.get(k).copied(), v);
+                }
+            } else if let Step::Leef { from } = step {
+                let Some(s) = input(*from, text, &caps) else {
+                    return Outcome::NotMine;
+                };
+                let Ok(found) = cef::leef_captures(s) else {
+                    return Outcome::Defer;
+                };
+                let Some(pairs) = found else {
                     return Outcome::NotMine;
                 };
                 for (k, v) in pairs {
@@ -763,7 +784,7 @@ fn run_step<'t>(
             }
             true
         }
-        Step::Table { .. } | Step::Cef { .. } => true, // run by `decode` itself
+        Step::Table { .. } | Step::Cef { .. } | Step::Leef { .. } => true, // run by `decode`
     }
 }
 

@@ -66,3 +66,46 @@ def cef_captures(text: str) -> dict[str, str] | None:
     for key, value in extensions(parts[7]).items():
         out.setdefault(key, value)
     return out
+
+
+# -- LEEF (IBM QRadar's Log Event Extended Format), read for the decoder files' leef step ----
+
+LEEF_HEADER = ("version", "vendor", "product", "product_version", "event_id")
+
+
+def leef_delimiter(spec: str) -> str:
+    """LEEF 2.0's sixth header field: a character, or its code as ``xHH``/``0xHH``; tab when
+    empty or unreadable."""
+    if spec.startswith(("x", "0x")):
+        try:
+            return chr(int(spec.removeprefix("0").removeprefix("x"), 16))
+        except (ValueError, OverflowError):
+            return "\t"
+    return spec[:1] or "\t"
+
+
+def leef_captures(text: str) -> dict[str, str] | None:
+    """The ``leef`` step: from the first ``LEEF:`` among the first 40 characters, the header
+    as ``leef.version`` ... ``leef.event_id`` and every ``key=value`` of the attributes (tab
+    between pairs, or LEEF 2.0's own delimiter; the first of a repeated key wins, pairs
+    without a value are skipped, at most 256 read); ``None`` when the text is not LEEF."""
+    at = text.find("LEEF:", 0, 40)
+    if at < 0:
+        return None
+    head = text[at + 5 :].split("|", 6)
+    if len(head) < 6:
+        return None
+    delim = "\t"
+    if head[0].startswith("2") and len(head) == 7:
+        delim = leef_delimiter(head[5])
+        ext = head[6]
+    else:
+        ext = "|".join(head[5:])
+    out = {f"leef.{name}": value for name, value in zip(LEEF_HEADER, head, strict=False)}
+    for n, pair in enumerate(ext.split(delim)):
+        if n >= MAX_KEYS:
+            break
+        key, eq, value = pair.partition("=")
+        if eq and value:
+            out.setdefault(key, value)
+    return out

@@ -43,7 +43,7 @@ from appliance.protocols.syslog.vendors.base import (
     network_verdict,
     transport,
 )
-from appliance.protocols.syslog.vendors.cef_format import cef_captures
+from appliance.protocols.syslog.vendors.cef_format import cef_captures, leef_captures
 
 log = logging.getLogger(__name__)
 Captures = dict[str, str]
@@ -690,6 +690,22 @@ def _emit_cef(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> Non
     code.emit("caps = pairs")
 
 
+def _emit_leef(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """IBM LEEF 1.0/2.0: the header as ``leef.version`` ... ``leef.event_id`` and every
+    attribute key as a capture of its own name (what earlier steps captured wins); input
+    without a LEEF header among its first 40 characters is not this decoder's."""
+    opts = step["leef"]
+    if not isinstance(opts, dict) or opts:
+        raise spec.fail(f"{where}.leef", "takes no options: leef = {}")
+    spec.known(step, ("leef", "from"), where)
+    _source(code, spec, step, where)
+    code.emit("if s is None: return False")
+    code.emit(f"pairs = {code.const(leef_captures)}(s)")
+    code.emit("if pairs is None: return False")
+    code.emit("if caps: pairs.update(caps)")
+    code.emit("caps = pairs")
+
+
 def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int = 0) -> None:
     """The parse steps from ``first`` on, then ``tail`` (what the decoder sets)."""
     steps = spec.data.get("parse", [])
@@ -717,8 +733,9 @@ STEPS: dict[str, Callable[[_Code, _Spec, dict[str, Any], str], None]] = {
     "json": _emit_json,
     "table": _emit_table,
     "cef": _emit_cef,
+    "leef": _emit_leef,
 }
-STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table", "cef")
+STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table", "cef", "leef")
 
 
 def _small_contains_map(table: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]] | None:
@@ -990,7 +1007,7 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     _emit_match(code, spec)
     steps = data.get("parse")
     code.dynamic = isinstance(steps, list) and any(
-        isinstance(st, dict) and ("kv" in st or "json" in st or "cef" in st) for st in steps
+        isinstance(st, dict) and any(k in st for k in ("kv", "json", "cef", "leef")) for st in steps
     )
     if code.dynamic:
         code.emit("caps = {}")
@@ -1174,6 +1191,8 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
                           "tables": tables or {"": c["columns"]}})  # fmt: skip
         elif "cef" in step:
             steps.append({**base, "kind": "cef"})
+        elif "leef" in step:
+            steps.append({**base, "kind": "leef"})
         elif "table" in step:
             cases = []
             for case in step["table"]["cases"]:
