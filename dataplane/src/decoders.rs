@@ -215,6 +215,10 @@ enum Step {
         from: Option<usize>,
         key: usize,
         cases: Vec<Case>,
+        /// The cases naming each id (in order), and those taking ids by prefix or default:
+        /// a line's id costs one lookup, not one per case.
+        by_id: FxHashMap<String, Vec<usize>>,
+        others: Vec<usize>,
     },
     Cef {
         from: Option<usize>,
@@ -434,6 +438,24 @@ impl Decoder {
                 StepPlan::Table { from, key, cases } => Step::Table {
                     from: at(from),
                     key: slots[key],
+                    by_id: {
+                        let mut by_id: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+                        for (i, c) in cases.iter().enumerate() {
+                            for id in &c.ids {
+                                let list = by_id.entry(id.clone()).or_default();
+                                if list.last() != Some(&i) {
+                                    list.push(i);
+                                }
+                            }
+                        }
+                        by_id
+                    },
+                    others: cases
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.default || !c.prefixes.is_empty())
+                        .map(|(i, _)| i)
+                        .collect(),
                     cases: cases
                         .iter()
                         .map(|c| {
@@ -516,8 +538,15 @@ impl Decoder {
         // (step, case) of each message-id table that chose a case.
         let mut chosen: Vec<(usize, usize)> = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
-            if let Step::Table { from, key, cases } = step {
-                if let Some(c) = table_step(*from, *key, cases, text, &mut caps) {
+            if let Step::Table {
+                from,
+                key,
+                cases,
+                by_id,
+                others,
+            } = step
+            {
+                if let Some(c) = table_step(*from, *key, cases, (by_id, others), text, &mut caps) {
                     for also in &cases[c].also {
                         run_step(also, &self.slots, text, &mut caps);
                     }
@@ -596,15 +625,36 @@ fn table_step<'t>(
     from: Option<usize>,
     key: usize,
     cases: &'t [Case],
+    (by_id, others): (&FxHashMap<String, Vec<usize>>, &[usize]),
     text: &'t str,
     caps: &mut Captures<'t>,
 ) -> Option<usize> {
     let id = caps[key]?;
     let s = input(from, text, caps);
-    for (i, case) in cases.iter().enumerate() {
-        if !case.takes(id) {
-            continue;
+    let direct: &[usize] = by_id.get(id).map_or(&[], Vec::as_slice);
+    let (mut d, mut o) = (0, 0);
+    loop {
+        // The next case taking the id, in file order, from the two lists.
+        while o < others.len() && !cases[others[o]].takes(id) {
+            o += 1;
         }
+        let i = match (direct.get(d), others.get(o)) {
+            (None, None) => return None,
+            (Some(&a), Some(&b)) if a <= b => {
+                d += 1;
+                o += usize::from(a == b);
+                a
+            }
+            (_, Some(&b)) => {
+                o += 1;
+                b
+            }
+            (Some(&a), None) => {
+                d += 1;
+                a
+            }
+        };
+        let case = &cases[i];
         let Some((regex, groups)) = &case.regex else {
             return Some(i);
         };
@@ -621,7 +671,6 @@ fn table_step<'t>(
             return Some(i);
         }
     }
-    None
 }
 
 /// The first `n` characters (Python's `s[:n]`).
