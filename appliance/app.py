@@ -478,13 +478,16 @@ class Appliance:
 def _register_components() -> None:
     from appliance.analysis.context import build_analysis
     from appliance.correlate.component import build_correlation
+    from appliance.notify import api as _notify_api  # noqa: F401  (adds its API routes)
+    from appliance.notify.engine import build_notify
     from appliance.reports.schedule import build_reports
     from appliance.respond import build_respond
 
-    # Respond before correlation: its incident hook is in place before the first incident,
-    # and (stop runs in reverse) it stops after correlation raised its last one. Analysis
-    # after correlation: it installs its incident assessor on the correlation's manager.
-    for builder in (build_respond, build_correlation, build_analysis, build_reports):
+    # Notify and respond before correlation: their incident hooks are in place before the
+    # first incident, and (stop runs in reverse) they stop after correlation raised its last.
+    # Analysis after correlation: it installs its incident assessor on the correlation's
+    # manager.
+    for builder in (build_notify, build_respond, build_correlation, build_analysis, build_reports):
         if builder not in COMPONENT_BUILDERS:
             COMPONENT_BUILDERS.append(builder)
 

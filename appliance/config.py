@@ -791,18 +791,173 @@ class NotifyChannel:
         return errors
 
 
+SEVERITY_ORDER = ("informational", "low", "medium", "high", "critical")
+Severity = Literal["informational", "low", "medium", "high", "critical"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def check_time_range(value: str) -> str | None:
+    """``HH:MM-HH:MM`` (a range past midnight, ``22:00-07:00``, is allowed); empty = always."""
+    if not value:
+        return None
+    try:
+        parse_time_range(value)
+    except ValueError:
+        return "not HH:MM-HH:MM (24-hour clock, e.g. 22:00-07:00)"
+    return None
+
+
+def parse_time_range(value: str) -> tuple[int, int]:
+    """Minutes after midnight of a ``HH:MM-HH:MM`` range's start and end."""
+    start, sep, end = value.partition("-")
+    if not sep:
+        raise ValueError(value)
+    out = []
+    for part in (start, end):
+        hh, colon, mm = part.strip().partition(":")
+        if not colon or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
+            raise ValueError(value)
+        h, m = int(hh), int(mm)
+        if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
+            raise ValueError(value)
+        out.append(h * 60 + m)
+    return out[0], out[1]
+
+
+def check_weekdays(value: list[str]) -> str | None:
+    for day in value:
+        if day not in WEEKDAYS:
+            return f"{day!r} is not one of {', '.join(WEEKDAYS)}"
+    return None
+
+
+def check_group_by(value: list[str]) -> str | None:
+    for name in value:
+        if not name or len(name) > 64:
+            return "field names of 1-64 characters"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyQuietHours:
+    """Hours when only incidents at or above ``min_severity`` go out at once; the rest are
+    held until the hours end (``action = "hold"``, sent then as one digest) or dropped
+    (``"drop"``, counted). Read in ``[notify] timezone``."""
+
+    hours: str = field(default="", metadata=check(check_time_range))
+    days: list[str] = field(default_factory=list, metadata=check(check_weekdays))
+    min_severity: Severity = "critical"
+    action: Literal["hold", "drop"] = "hold"
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyRoute:
-    """One ``[[notify.routes]]``: which incidents go to which channels (appliance.notify)."""
+    """One ``[[notify.routes]]``: which incidents go to which channels (appliance.notify).
+
+    Routes are tried in order; the first that matches takes the incident and the rest are
+    skipped unless it says ``continue = true`` (Alertmanager's rule). Every matcher left
+    empty matches everything.
+    """
 
     channels: list[str] = field(default_factory=list)
-    min_severity: Literal["informational", "low", "medium", "high", "critical"] = "low"
+    min_severity: Severity = "low"
+    name: str = ""
+    rules: list[str] = field(default_factory=list)  # rule id or title globs ("SSH*")
+    tags: list[str] = field(default_factory=list)  # any of these rule tags (globs)
+    source_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    sites: list[str] = field(default_factory=list)  # appliance.site values (globs)
+    hours: str = field(default="", metadata=check(check_time_range))  # active HH:MM-HH:MM
+    days: list[str] = field(default_factory=list, metadata=check(check_weekdays))
+    continue_: bool = field(default=False, metadata={"key": "continue"})
+    group_by: list[str] = field(default_factory=list, metadata=check(check_group_by))
+    group_wait: float = field(default=0.0, metadata=check(non_negative))
+    group_interval: float = field(default=300.0, metadata=check(positive))
+    repeat_interval: float = field(default=0.0, metadata=check(non_negative))  # 0 = never
+    digest_interval: float = field(default=0.0, metadata=check(non_negative))  # 0 = no digest
+    digest_below: Severity = "high"  # severities below this go to the digest
+    quiet_hours: NotifyQuietHours | None = None
+    escalation: str = ""  # a [[notify.escalations]] name
+
+    @property
+    def label(self) -> str:
+        return self.name or ",".join(self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyEscalationLevel:
+    after: float = field(default=900.0, metadata=check(positive))  # seconds unacknowledged
+    channels: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyEscalation:
+    """One ``[[notify.escalations]]``: while an incident its route matched stays open (not
+    acknowledged), each level in turn, ``after`` seconds after the previous one, notifies its
+    channels. Acknowledging or resolving the incident stops it."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    min_severity: Severity = "high"
+    levels: list[NotifyEscalationLevel] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRateLimit:
+    """At most ``max_messages`` per ``per`` seconds on ``channel``; the rest wait their turn
+    in the outbox (counted in ``appliance_notify_rate_limited_total``)."""
+
+    channel: str = ""
+    max_messages: int = field(default=10, metadata=check(positive))
+    per: float = field(default=3600.0, metadata=check(positive))
 
 
 @dataclass(frozen=True, slots=True)
 class NotifySection:
     channels: list[NotifyChannel] = field(default_factory=list)
     routes: list[NotifyRoute] = field(default_factory=list)
+    escalations: list[NotifyEscalation] = field(default_factory=list)
+    rate_limits: list[NotifyRateLimit] = field(default_factory=list)
+    # Base of the acknowledgement links put in messages (the API as people reach it, e.g.
+    # "https://sem.site.example:8080"); empty = no links.
+    public_url: str = ""
+    ack_link_ttl: float = field(default=86400.0, metadata=check(positive))
+    timezone: str = field(default="UTC", metadata=check(check_timezone))
+    tick: float = field(default=1.0, metadata=check(positive))  # timer resolution, seconds
+    send_timeout: float = field(default=30.0, metadata=check(positive))
+    backoff_base: float = field(default=5.0, metadata=check(positive))
+    backoff_cap: float = field(default=300.0, metadata=check(positive))
+    max_rejections: int = field(default=3, metadata=check(positive))
+    sms_max_chars: int = field(default=306, metadata=check(positive))  # two segments
+    digest_max_items: int = field(default=50, metadata=check(positive))
+
+    def validate(self) -> list[str]:
+        errors: list[str] = []
+        names = [c.name for c in self.channels]
+        known = set(names)
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                errors.append(f"channels[{i}].name: duplicate channel name {name!r}")
+        escalations = {e.name for e in self.escalations}
+        for i, r in enumerate(self.routes):
+            for ch in r.channels:
+                if ch not in known:
+                    errors.append(f"routes[{i}].channels: no channel named {ch!r}")
+            if r.escalation and r.escalation not in escalations:
+                errors.append(f"routes[{i}].escalation: no escalation named {r.escalation!r}")
+        for i, e in enumerate(self.escalations):
+            if not e.levels:
+                errors.append(f"escalations[{i}].levels: at least one level")
+            for j, lvl in enumerate(e.levels):
+                for ch in lvl.channels:
+                    if ch not in known:
+                        errors.append(
+                            f"escalations[{i}].levels[{j}].channels: no channel named {ch!r}"
+                        )
+        for i, rl in enumerate(self.rate_limits):
+            if rl.channel not in known:
+                errors.append(f"rate_limits[{i}].channel: no channel named {rl.channel!r}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            errors.append("public_url: must start with http:// or https://")
+        return errors
 
 
 RESPOND_PLACEHOLDERS = ("ip", "user", "value", "ttl", "incident_id", "rule_id", "action", "alias")
@@ -1178,7 +1333,8 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
 def build(cls: Any, data: dict[str, Any], path: str, errors: list[str]) -> Any:
     """Decode one TOML table into ``cls``, appending every problem to ``errors``."""
     hints = typing.get_type_hints(cls)
-    # A field whose TOML key is not a Python name (``from``) names it in ``metadata["key"]``.
+    # A field whose TOML key is not a Python name (``from``, ``continue``) names it in
+    # ``metadata["key"]``.
     fields = {
         f.metadata.get("key", f.name): f
         for f in dataclasses.fields(cls)

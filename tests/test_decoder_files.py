@@ -97,6 +97,11 @@ def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
          "parse[0].json.depth: unknown key"),
         ('name = "x"\n[select]\nprograms = ["a"]\n[contract]\nkind = "malware"',
          "contract.action: the malware contract needs an action"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
+         '[{ regex = "(?P<a>x)" }] }', "parse[0].table.cases[0]: needs ids and/or prefixes"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
+         '[{ ids = ["1"], fields = { "a" = { from = "k", as = "float" } } }] }',
+         "parse[0].table.cases[0].fields.a.as: must be one of"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(
@@ -259,3 +264,213 @@ def test_a_json_step_and_the_malware_contract(tmp_path: Path) -> None:
     assert "event.outcome" not in f
     for text in (b"not json", b"[1, 2]", b'{"unterminated": '):
         assert fields_of(b"<14>Nov 29 10:00:00 h siteav: " + text, reg)["decoder"] == ""
+
+
+# A message-id table as Cisco-style families need it: the id picks the pattern and the fields.
+MSGID = """
+name = "msgid_site"
+[select]
+prefixes = ["%GW-"]
+[[parse]]
+regex = '^%GW-(?P<id>\\d{3}): (?P<body>.*)'
+[[parse]]
+from = "body"
+[parse.table]
+key = "id"
+[[parse.table.cases]]
+ids = ["100"]
+regex = '^Login (?P<result>ok|failed) for (?P<user>\\S+)'
+optional = true
+[parse.table.cases.contract]
+kind = "authentication"
+action = { value = "login" }
+outcome = { from = ["result", "id"], map = "ok", else = "failure" }
+user = "user"
+[[parse.table.cases]]
+prefixes = ["2"]
+regex = '^Denied (?P<src>\\S+) -> (?P<dst>\\S+)'
+contract = { kind = "firewall", action = { value = "deny" } }
+[parse.table.cases.fields]
+"source.ip" = { from = "src", as = "ip" }
+"destination.ip" = { from = "dst", as = "ip" }
+[[parse.table.cases]]
+prefixes = ["2"]
+regex = '^Allowed (?P<src>\\S+)'
+contract = { kind = "firewall", action = { value = "allow" } }
+[parse.table.cases.fields]
+"source.ip" = { from = "src", as = "ip" }
+[fields]
+"event.code" = "id"
+[maps.ok]
+values = { ok = "success" }
+"""
+
+
+@pytest.fixture
+def msgid_registry(tmp_path: Path) -> Any:
+    (tmp_path / "msgid.toml").write_text(MSGID)
+    decoders = build_registry([tmp_path])
+    assert decoders.errors == []
+    return decoders.registry
+
+
+def test_a_message_id_table_picks_the_pattern_and_fields_of_the_id(msgid_registry: Any) -> None:
+    f = fields_of(b"<134>%GW-201: Denied 203.0.113.9 -> 192.0.2.10", msgid_registry)
+    assert (f["decoder"], f["event.code"], f["event.action"]) == ("msgid_site", "201", "deny")
+    assert (f["source.ip"], f["destination.ip"]) == ("203.0.113.9", "192.0.2.10")
+
+
+def test_a_table_case_whose_pattern_fails_leaves_the_id_to_the_next_case(
+    msgid_registry: Any,
+) -> None:
+    f = fields_of(b"<134>%GW-202: Allowed 203.0.113.9", msgid_registry)
+    assert (f["event.action"], f["source.ip"]) == ("allow", "203.0.113.9")
+    assert "destination.ip" not in f
+
+
+def test_an_optional_table_case_sets_its_contract_without_its_captures(
+    msgid_registry: Any,
+) -> None:
+    f = fields_of(b"<134>%GW-100: Login ok for alice", msgid_registry)
+    assert (f["event.outcome"], f["user.name"]) == ("success", "alice")
+    f = fields_of(b"<134>%GW-100: session audit record", msgid_registry)
+    assert (f["event.action"], f["event.outcome"]) == ("login", "failure")
+    assert "user.name" not in f
+
+
+def test_an_id_no_table_case_takes_is_still_claimed_with_the_file_fields(
+    msgid_registry: Any,
+) -> None:
+    f = fields_of(b"<134>%GW-999: Something else", msgid_registry)
+    assert (f["decoder"], f["event.code"]) == ("msgid_site", "999")
+    assert "event.action" not in f and "event.category" not in f
+
+
+ACME_CEF = Path(__file__).parent / "decoders" / "acme_cef.toml"
+
+
+def test_a_cef_step_gives_the_header_and_every_extension_key(tmp_path: Path) -> None:
+    registry = build_registry([ACME_CEF]).registry
+    f = fields_of(b"<134>CEF:0|Acme|Edge|4.2|1001|Blocked inbound|7|src=203.0.113.9 "
+                  b"dpt=445 act=dropped msg=two words here", registry)  # fmt: skip
+    assert f["decoder"] == "acme_cef"
+    assert (f["event.code"], f["rule.name"], f["event.severity"]) == ("1001", "Blocked inbound", 7)
+    assert (f["source.ip"], f["destination.port"], f["event.action"]) == (
+        "203.0.113.9",
+        445,
+        "drop",
+    )
+    assert f["message"] == "two words here"
+
+
+def test_a_cef_step_unescapes_the_header_and_values() -> None:
+    registry = build_registry([ACME_CEF]).registry
+    f = fields_of(b"<134>CEF:0|Acme|Edge|4.2|1002|a\\|b|3|act=allowed msg=k\\=v\\nnext",
+                  registry)  # fmt: skip
+    assert (f["rule.name"], f["message"]) == ("a|b", "k=v\nnext")
+
+
+def test_a_cef_step_leaves_a_line_without_seven_header_fields() -> None:
+    registry = build_registry([ACME_CEF]).registry
+    f = fields_of(b"<134>CEF:0|Acme|Edge|4.2|1002 src=203.0.113.9", registry)
+    assert f["decoder"] != "acme_cef"
+
+
+def test_the_site_decoders_in_the_tests_pass_their_samples() -> None:
+    for path in sorted((Path(__file__).parent / "decoders").glob("*.toml")):
+        assert sample_failures(load_file(path), NOW) == [], path
+
+
+# The smaller options the message-id tables brought, one behaviour each.
+OPTIONS = """
+name = "options_site"
+[select]
+prefixes = ["%OPT-"]
+[[parse]]
+regex = '(?s)^%OPT-(?P<id>\\d+): (?P<body>.*)'
+[[parse]]
+from = "body"
+regex = 'proto (?P<proto_name>[a-z]+)'
+within = 20
+optional = true
+[[parse]]
+from = "body"
+regex = 'protocol (?P<proto_num>\\d+)'
+contains = "protocol "
+optional = true
+[[parse]]
+from = "body"
+[parse.table]
+key = "id"
+[[parse.table.cases]]
+ids = ["1"]
+also = [{ from = "body", regex = 'bytes (?P<bytes>\\d+)', contains = "bytes " }]
+[[parse.table.cases]]
+default = true
+[parse.table.cases.fields]
+"labels.other" = { value = "yes" }
+[fields]
+"network.transport" = { from = ["proto_name", "proto_num"], as = "transport" }
+"network.iana_number" = { from = "proto_num", unless = ["proto_name"] }
+"network.bytes" = { from = "bytes", as = "int" }
+"labels.head" = { from = "body", first = 5 }
+"""
+
+
+@pytest.fixture
+def options_registry(tmp_path: Path) -> Any:
+    (tmp_path / "options.toml").write_text(OPTIONS)
+    decoders = build_registry([tmp_path])
+    assert decoders.errors == []
+    return decoders.registry
+
+
+def test_unless_sets_a_field_only_without_the_other_capture(options_registry: Any) -> None:
+    f = fields_of(b"<134>%OPT-2: protocol 47 seen", options_registry)
+    assert (f["network.transport"], f["network.iana_number"]) == ("gre", "47")
+    f = fields_of(b"<134>%OPT-2: proto tcp, protocol 6", options_registry)
+    assert f["network.transport"] == "tcp" and "network.iana_number" not in f
+
+
+def test_within_searches_only_the_first_characters(options_registry: Any) -> None:
+    f = fields_of(b"<134>%OPT-2: a long preamble here then proto udp", options_registry)
+    assert "network.transport" not in f
+
+
+def test_contains_skips_the_regex_when_the_literal_is_absent(options_registry: Any) -> None:
+    f = fields_of(b"<134>%OPT-2: protocolX 6", options_registry)
+    assert "network.iana_number" not in f
+
+
+def test_a_case_also_search_runs_only_for_its_ids(options_registry: Any) -> None:
+    assert fields_of(b"<134>%OPT-1: bytes 1200", options_registry)["network.bytes"] == 1200
+    assert "network.bytes" not in fields_of(b"<134>%OPT-2: bytes 1200", options_registry)
+
+
+def test_a_default_case_takes_every_other_id(options_registry: Any) -> None:
+    assert fields_of(b"<134>%OPT-77: x", options_registry)["labels.other"] == "yes"
+    assert "labels.other" not in fields_of(b"<134>%OPT-1: x", options_registry)
+
+
+def test_first_keeps_the_first_characters_of_a_capture(options_registry: Any) -> None:
+    assert fields_of(b"<134>%OPT-3: abcdefgh", options_registry)["labels.head"] == "abcde"
+
+
+ACME_LEEF = Path(__file__).parent / "decoders" / "acme_leef.toml"
+
+
+def test_a_leef_step_reads_tab_separated_leef_1_attributes() -> None:
+    registry = build_registry([ACME_LEEF]).registry
+    f = fields_of(b"<134>LEEF:1.0|Acme|Gate|3.1|webBlock|src=192.0.2.10\tdstPort=443\t"
+                  b"action=BLOCK\tusrName=", registry)  # fmt: skip
+    assert (f["decoder"], f["event.code"], f["event.action"]) == ("acme_leef", "webBlock", "deny")
+    assert (f["source.ip"], f["destination.port"]) == ("192.0.2.10", 443)
+    assert "user.name" not in f  # an attribute without a value is skipped
+
+
+def test_a_leef_2_step_splits_on_the_delimiter_its_header_names() -> None:
+    registry = build_registry([ACME_LEEF]).registry
+    for delim in (b"^", b"x5E", b"0x5e"):
+        f = fields_of(b"<134>LEEF:2.0|Acme|Gate|3.1|webAllow|" + delim +
+                      b"|src=192.0.2.11^action=allow", registry)  # fmt: skip
+        assert (f["source.ip"], f["event.action"]) == ("192.0.2.11", "allow"), delim

@@ -46,7 +46,6 @@ SAMPLES = Path(__file__).parent / "data" / "rule_samples.log"
 
 # Rules whose only real input today is the shared corpus (checked when it is present).
 CORPUS_ONLY = {
-    "ids_alert_severity_2",  # Snort fast alerts (snort_fast-alert_elastic.log), PAN-OS threat
     "ids_alert_severity_3",  # Snort fast alerts
     "privilege_escalation_failure",  # linux_su.log, linux_sudo.log
 }

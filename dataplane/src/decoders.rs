@@ -3,19 +3,20 @@
 //!
 //! The semantics are the Python code generator's (`declarative.py`), which the equivalence
 //! tests hold this to: captures (first wins, a CSV row's columns win), value specs (first
-//! non-empty capture, `keep_empty`, `requires`, `when`, `strip`, maps with `else`, conversions)
+//! non-empty capture, `keep_empty`, `requires`, `unless`, `when`, `strip`, maps with `else`, conversions)
 //! and the shared contracts. Conversions whose exact text is Python's to decide (canonical IP
 //! text, epochs) are asked of the caller through [`Convert`].
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use memchr::memmem;
-use regex::Regex;
+use regex::bytes::{Regex, RegexBuilder};
 use serde::Deserialize;
 
+use crate::cef;
 use crate::kv;
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +43,10 @@ enum StepPlan {
         from: Option<String>,
         pattern: String,
         optional: bool,
+        #[serde(default)]
+        contains: Option<String>,
+        #[serde(default)]
+        within: Option<usize>,
     },
     Cut {
         from: Option<String>,
@@ -63,6 +68,34 @@ enum StepPlan {
         key: Option<usize>,
         tables: HashMap<String, Vec<String>>,
     },
+    Table {
+        from: Option<String>,
+        key: String,
+        cases: Vec<CasePlan>,
+    },
+    Cef {
+        from: Option<String>,
+    },
+    Leef {
+        from: Option<String>,
+    },
+}
+
+/// One case of a message-id table: the ids (or id prefixes) it takes, its pattern, and what
+/// it sets after the file's own fields.
+#[derive(Debug, Deserialize)]
+struct CasePlan {
+    ids: Vec<String>,
+    prefixes: Vec<String>,
+    /// Takes every id (after the cases before it).
+    default: bool,
+    pattern: Option<String>,
+    optional: bool,
+    /// Further optional searches, run when the case is chosen.
+    #[serde(default)]
+    also: Vec<StepPlan>,
+    contract: Option<ContractPlan>,
+    fields: Vec<(String, ValuePlan)>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,8 +122,12 @@ struct ValuePlan {
     #[serde(default)]
     requires: Vec<String>,
     #[serde(default)]
+    unless: Vec<String>,
+    #[serde(default)]
     when: Vec<(String, Vec<String>)>,
     strip: Option<String>,
+    #[serde(default)]
+    first: Option<usize>,
     map: Option<MapPlan>,
     #[serde(rename = "else")]
     otherwise: Option<String>,
@@ -99,6 +136,8 @@ struct ValuePlan {
     name_slots: Vec<usize>,
     #[serde(skip)]
     require_slots: Vec<usize>,
+    #[serde(skip)]
+    unless_slots: Vec<usize>,
     #[serde(skip)]
     when_slots: Vec<(usize, Vec<String>)>,
 }
@@ -113,6 +152,32 @@ struct MapPlan {
     how: String,
     case: String,
     pairs: Vec<(String, String)>,
+    /// The keys normalized once (`case`), and for an exact map the index of each (the last
+    /// of a repeated key, as the reference's dict keeps it).
+    #[serde(skip)]
+    normed: Vec<String>,
+    #[serde(skip)]
+    exact: FxHashMap<String, usize>,
+}
+
+impl MapPlan {
+    fn norm(&self, s: &str) -> String {
+        match self.case.as_str() {
+            "lower" => s.to_lowercase(),
+            "upper" => s.to_uppercase(),
+            _ => s.to_owned(),
+        }
+    }
+
+    fn prepare(&mut self) {
+        self.normed = self.pairs.iter().map(|(a, _)| self.norm(a)).collect();
+        self.exact = self
+            .normed
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.clone(), i))
+            .collect();
+    }
 }
 /// A field's value, as the Python decoder would set it.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +212,10 @@ enum Step {
         regex: Regex,
         groups: Vec<(usize, usize)>,
         optional: bool,
+        /// Tried only when the input contains this literal.
+        contains: Option<String>,
+        /// Only the first characters are searched.
+        within: Option<usize>,
     },
     Cut {
         from: Option<usize>,
@@ -168,6 +237,39 @@ enum Step {
         key: Option<usize>,
         tables: FxHashMap<String, Vec<(usize, usize)>>,
     },
+    Table {
+        from: Option<usize>,
+        key: usize,
+        cases: Vec<Case>,
+        /// The cases naming each id (in order), and those taking ids by prefix or default:
+        /// a line's id costs one lookup, not one per case.
+        by_id: FxHashMap<String, Vec<usize>>,
+        others: Vec<usize>,
+    },
+    Cef {
+        from: Option<usize>,
+    },
+    Leef {
+        from: Option<usize>,
+    },
+}
+
+/// A table case ready to run; its contract and fields stay in the plan (same index).
+struct Case {
+    ids: FxHashSet<String>,
+    prefixes: Vec<String>,
+    default: bool,
+    regex: Option<(Regex, Vec<(usize, usize)>)>,
+    optional: bool,
+    also: Vec<Step>,
+}
+
+impl Case {
+    fn takes(&self, id: &str) -> bool {
+        self.default
+            || self.ids.contains(id)
+            || self.prefixes.iter().any(|p| id.starts_with(p.as_str()))
+    }
 }
 
 /// A compiled plan. Captures live in slots: only names something reads get one, so a step
@@ -182,13 +284,78 @@ pub struct Decoder {
 /// Captures by slot (always slices of the message).
 type Captures<'t> = Vec<Option<&'t str>>;
 
+fn resolve_outputs(
+    contract: &mut Option<ContractPlan>,
+    fields: &mut [(String, ValuePlan)],
+    slots: &mut FxHashMap<String, usize>,
+) {
+    for (_, spec) in fields.iter_mut() {
+        resolve(spec, slots);
+    }
+    if let Some(c) = contract.as_mut() {
+        for spec in [&mut c.action, &mut c.outcome, &mut c.user]
+            .into_iter()
+            .flatten()
+        {
+            resolve(spec, slots);
+        }
+    }
+}
+
+/// A table case's further search: an optional regex step.
+fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, String> {
+    let StepPlan::Regex {
+        from,
+        pattern,
+        contains,
+        within,
+        ..
+    } = plan
+    else {
+        return Err("a table case's `also` takes regex steps only".to_owned());
+    };
+    let (regex, groups) = compile_regex(pattern, slots)?;
+    Ok(Step::Regex {
+        from: from.as_ref().and_then(|n| slots.get(n).copied()),
+        regex,
+        groups,
+        optional: true,
+        contains: contains.clone(),
+        within: *within,
+    })
+}
+
+/// A regex and its named groups as (group, slot) for the names something reads.
+fn compile_regex(
+    pattern: &str,
+    slots: &FxHashMap<String, usize>,
+) -> Result<(Regex, Vec<(usize, usize)>), String> {
+    // The interpreter reads ASCII text only (it leaves the rest to the reference), where
+    // ASCII classes, `\b` and case folding match as the Unicode ones do: compiled without
+    // Unicode, the lazy DFA handles `\b` and small classes (measured several times faster).
+    let regex = RegexBuilder::new(pattern)
+        .unicode(false)
+        .build()
+        .map_err(|e| format!("regex {pattern:?}: {e}"))?;
+    let groups = regex
+        .capture_names()
+        .enumerate()
+        .filter_map(|(i, n)| n.and_then(|n| slots.get(n)).map(|s| (i, *s)))
+        .collect();
+    Ok((regex, groups))
+}
+
 fn resolve(spec: &mut ValuePlan, slots: &mut FxHashMap<String, usize>) {
+    if let Some(map) = spec.map.as_mut() {
+        map.prepare();
+    }
     let mut slot = |name: &str| -> usize {
         let n = slots.len();
         *slots.entry(name.to_owned()).or_insert(n)
     };
     spec.name_slots = spec.names.iter().map(|n| slot(n)).collect();
     spec.require_slots = spec.requires.iter().map(|n| slot(n)).collect();
+    spec.unless_slots = spec.unless.iter().map(|n| slot(n)).collect();
     spec.when_slots = spec
         .when
         .iter()
@@ -200,23 +367,32 @@ impl Decoder {
     pub fn new(mut plan: Plan) -> Result<Self, String> {
         // Names something reads: value specs and steps' inputs.
         let mut slots: FxHashMap<String, usize> = FxHashMap::default();
-        for (_, spec) in plan.fields.iter_mut() {
-            resolve(spec, &mut slots);
-        }
-        if let Some(c) = plan.contract.as_mut() {
-            for spec in [&mut c.action, &mut c.outcome, &mut c.user]
-                .into_iter()
-                .flatten()
-            {
-                resolve(spec, &mut slots);
+        resolve_outputs(&mut plan.contract, &mut plan.fields, &mut slots);
+        for step in plan.steps.iter_mut() {
+            if let StepPlan::Table { key, cases, .. } = step {
+                let n = slots.len();
+                slots.entry(key.clone()).or_insert(n);
+                for case in cases.iter_mut() {
+                    resolve_outputs(&mut case.contract, &mut case.fields, &mut slots);
+                    for step in &case.also {
+                        if let StepPlan::Regex {
+                            from: Some(name), ..
+                        } = step
+                        {
+                            let n = slots.len();
+                            slots.entry(name.clone()).or_insert(n);
+                        }
+                    }
+                }
             }
-        }
-        for step in &plan.steps {
             let from = match step {
                 StepPlan::Regex { from, .. }
                 | StepPlan::Cut { from, .. }
                 | StepPlan::Kv { from, .. }
-                | StepPlan::Csv { from, .. } => from,
+                | StepPlan::Csv { from, .. }
+                | StepPlan::Table { from, .. }
+                | StepPlan::Cef { from }
+                | StepPlan::Leef { from } => from,
             };
             if let Some(name) = from {
                 let n = slots.len();
@@ -231,19 +407,17 @@ impl Decoder {
                     from,
                     pattern,
                     optional,
+                    contains,
+                    within,
                 } => {
-                    let regex =
-                        Regex::new(pattern).map_err(|e| format!("regex {pattern:?}: {e}"))?;
-                    let groups = regex
-                        .capture_names()
-                        .enumerate()
-                        .filter_map(|(i, n)| n.and_then(|n| slots.get(n)).map(|s| (i, *s)))
-                        .collect();
+                    let (regex, groups) = compile_regex(pattern, &slots)?;
                     Step::Regex {
                         from: at(from),
                         regex,
                         groups,
                         optional: *optional,
+                        contains: contains.clone(),
+                        within: *within,
                     }
                 }
                 StepPlan::Cut {
@@ -294,6 +468,50 @@ impl Decoder {
                         })
                         .collect(),
                 },
+                StepPlan::Cef { from } => Step::Cef { from: at(from) },
+                StepPlan::Leef { from } => Step::Leef { from: at(from) },
+                StepPlan::Table { from, key, cases } => Step::Table {
+                    from: at(from),
+                    key: slots[key],
+                    by_id: {
+                        let mut by_id: FxHashMap<String, Vec<usize>> = FxHashMap::default();
+                        for (i, c) in cases.iter().enumerate() {
+                            for id in &c.ids {
+                                let list = by_id.entry(id.clone()).or_default();
+                                if list.last() != Some(&i) {
+                                    list.push(i);
+                                }
+                            }
+                        }
+                        by_id
+                    },
+                    others: cases
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.default || !c.prefixes.is_empty())
+                        .map(|(i, _)| i)
+                        .collect(),
+                    cases: cases
+                        .iter()
+                        .map(|c| {
+                            Ok(Case {
+                                ids: c.ids.iter().cloned().collect(),
+                                prefixes: c.prefixes.clone(),
+                                default: c.default,
+                                regex: match &c.pattern {
+                                    Some(p) => Some(compile_regex(p, &slots)?),
+                                    None => None,
+                                },
+                                optional: c.optional,
+                                also: c
+                                    .also
+                                    .iter()
+                                    .map(|a| also_step(a, &slots))
+                                    .collect::<Result<_, String>>()?,
+                            })
+                        })
+                        .collect::<Result<_, String>>()?,
+                },
             });
         }
         let finders = plan
@@ -327,6 +545,13 @@ impl Decoder {
             "user.name",
         ]);
         names.extend(self.plan.fields.iter().map(|(k, _)| k.as_str()));
+        for step in &self.plan.steps {
+            if let StepPlan::Table { cases, .. } = step {
+                for case in cases {
+                    names.extend(case.fields.iter().map(|(k, _)| k.as_str()));
+                }
+            }
+        }
         names
     }
 
@@ -345,8 +570,50 @@ impl Decoder {
             return Outcome::NotMine;
         }
         let mut caps: Captures<'a> = vec![None; self.slots.len()];
-        for step in &self.steps {
-            if !run_step(step, &self.slots, text, &mut caps) {
+        // (step, case) of each message-id table that chose a case.
+        let mut chosen: Vec<(usize, usize)> = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Step::Table {
+                from,
+                key,
+                cases,
+                by_id,
+                others,
+            } = step
+            {
+                if let Some(c) = table_step(*from, *key, cases, (by_id, others), text, &mut caps) {
+                    for also in &cases[c].also {
+                        run_step(also, &self.slots, text, &mut caps);
+                    }
+                    chosen.push((i, c));
+                }
+            } else if let Step::Cef { from } = step {
+                let Some(s) = input(*from, text, &caps) else {
+                    return Outcome::NotMine;
+                };
+                if s.contains('\\') {
+                    return Outcome::Defer; // escapes: values that are not slices of the text
+                }
+                let Some(pairs) = cef::captures(s) else {
+                    return Outcome::NotMine;
+                };
+                for (k, v) in pairs {
+                    keep(&mut caps, self.slots.get(k).copied(), v);
+                }
+            } else if let Step::Leef { from } = step {
+                let Some(s) = input(*from, text, &caps) else {
+                    return Outcome::NotMine;
+                };
+                let Ok(found) = cef::leef_captures(s) else {
+                    return Outcome::Defer;
+                };
+                let Some(pairs) = found else {
+                    return Outcome::NotMine;
+                };
+                for (k, v) in pairs {
+                    keep(&mut caps, self.slots.get(k).copied(), v);
+                }
+            } else if !run_step(step, &self.slots, text, &mut caps) {
                 return Outcome::NotMine;
             }
         }
@@ -354,16 +621,96 @@ impl Decoder {
         for (key, value) in &self.plan.observer {
             out.push((key.as_str(), Value::Text(Cow::Borrowed(value.as_str()))));
         }
-        if let Some(c) = &self.plan.contract {
-            contract(c, &caps, &mut out);
-        }
-        for (key, spec) in &self.plan.fields {
-            if let Some(v) = value(spec, &caps) {
-                out.push((key.as_str(), v));
+        outputs(
+            self.plan.contract.as_ref(),
+            &self.plan.fields,
+            &caps,
+            &mut out,
+        );
+        for (step, case) in chosen {
+            if let StepPlan::Table { cases, .. } = &self.plan.steps[step] {
+                let case = &cases[case];
+                outputs(case.contract.as_ref(), &case.fields, &caps, &mut out);
             }
         }
         Outcome::Fields(out)
     }
+}
+
+/// A contract, then fields, in the reference's order.
+fn outputs<'a>(
+    c: Option<&'a ContractPlan>,
+    fields: &'a [(String, ValuePlan)],
+    caps: &Captures<'a>,
+    out: &mut Vec<(&'a str, Value<'a>)>,
+) {
+    if let Some(c) = c {
+        contract(c, caps, out);
+    }
+    for (key, spec) in fields {
+        if let Some(v) = value(spec, caps) {
+            out.push((key.as_str(), v));
+        }
+    }
+}
+
+/// A message-id table: the first case that takes the key's value and whose pattern matches
+/// (or that has none, or is optional); its captures are kept. `None`: no case (still ours).
+fn table_step<'t>(
+    from: Option<usize>,
+    key: usize,
+    cases: &'t [Case],
+    (by_id, others): (&FxHashMap<String, Vec<usize>>, &[usize]),
+    text: &'t str,
+    caps: &mut Captures<'t>,
+) -> Option<usize> {
+    let id = caps[key]?;
+    let s = input(from, text, caps);
+    let direct: &[usize] = by_id.get(id).map_or(&[], Vec::as_slice);
+    let (mut d, mut o) = (0, 0);
+    loop {
+        // The next case taking the id, in file order, from the two lists.
+        while o < others.len() && !cases[others[o]].takes(id) {
+            o += 1;
+        }
+        let i = match (direct.get(d), others.get(o)) {
+            (None, None) => return None,
+            (Some(&a), Some(&b)) if a <= b => {
+                d += 1;
+                o += usize::from(a == b);
+                a
+            }
+            (_, Some(&b)) => {
+                o += 1;
+                b
+            }
+            (Some(&a), None) => {
+                d += 1;
+                a
+            }
+        };
+        let case = &cases[i];
+        let Some((regex, groups)) = &case.regex else {
+            return Some(i);
+        };
+        if let Some(m) = s.and_then(|s| regex.captures(s.as_bytes()).map(|m| (s, m))) {
+            let (s, m) = m;
+            for (group, slot) in groups {
+                if let Some(g) = m.get(*group) {
+                    keep(caps, Some(*slot), &s[g.range()]);
+                }
+            }
+            return Some(i);
+        }
+        if case.optional {
+            return Some(i);
+        }
+    }
+}
+
+/// The first `n` characters (Python's `s[:n]`).
+fn first_chars(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
 fn input<'t>(from: Option<usize>, text: &'t str, caps: &Captures<'t>) -> Option<&'t str> {
@@ -424,11 +771,19 @@ fn run_step<'t>(
             regex,
             groups,
             optional,
+            contains,
+            within,
         } => {
-            let Some(s) = input(*from, text, caps) else {
+            let Some(mut s) = input(*from, text, caps) else {
                 return *optional;
             };
-            let Some(m) = regex.captures(s) else {
+            if contains.as_deref().is_some_and(|lit| !s.contains(lit)) {
+                return *optional;
+            }
+            if let Some(n) = within {
+                s = first_chars(s, *n);
+            }
+            let Some(m) = regex.captures(s.as_bytes()) else {
                 return *optional;
             };
             for (group, slot) in groups {
@@ -513,12 +868,15 @@ fn run_step<'t>(
             }
             true
         }
+        Step::Table { .. } | Step::Cef { .. } | Step::Leef { .. } => true, // run by `decode`
     }
 }
 
 fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     // `requires` and `when` hold for a constant as for a capture.
-    if !spec.require_slots.iter().all(|r| caps[*r].is_some()) {
+    if !spec.require_slots.iter().all(|r| caps[*r].is_some())
+        || spec.unless_slots.iter().any(|r| caps[*r].is_some())
+    {
         return None;
     }
     for (slot, allowed) in &spec.when_slots {
@@ -542,6 +900,9 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
     if v.is_empty() && !spec.keep_empty {
         return None;
     }
+    if let Some(n) = spec.first {
+        v = first_chars(v, n);
+    }
     if let Some(strip) = &spec.strip {
         v = v.trim_end_matches(|c| strip.contains(c));
     }
@@ -557,27 +918,14 @@ fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
 }
 
 fn lookup<'m>(map: &'m MapPlan, v: &str) -> Option<&'m str> {
-    let norm = |s: &str| -> String {
-        match map.case.as_str() {
-            "lower" => s.to_lowercase(),
-            "upper" => s.to_uppercase(),
-            _ => s.to_owned(),
-        }
-    };
-    let v = norm(v);
+    let v = map.norm(v);
     if map.how == "exact" {
-        // The reference's dict keeps the last of a repeated key.
-        return map
-            .pairs
-            .iter()
-            .rev()
-            .find(|(a, _)| norm(a) == v)
-            .map(|(_, b)| b.as_str());
+        return map.exact.get(&v).map(|&i| map.pairs[i].1.as_str());
     }
-    map.pairs
+    map.normed
         .iter()
-        .find(|(a, _)| v.contains(&norm(a)))
-        .map(|(_, b)| b.as_str())
+        .position(|a| v.contains(a.as_str()))
+        .map(|i| map.pairs[i].1.as_str())
 }
 
 const IANA_TRANSPORT: [(&str, &str); 6] = [

@@ -5,6 +5,7 @@
 //! Modules are pure Rust with no interpreter in sight (tested and fuzzed with `cargo test`);
 //! `python` is the only place that touches PyO3.
 
+pub mod cef;
 pub mod decoders;
 pub mod kv;
 pub mod syslog;

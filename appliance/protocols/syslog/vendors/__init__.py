@@ -82,7 +82,9 @@ class VendorRegistry:
         return ""
 
 
-_NOT_DECODERS = frozenset({"base", "declarative", "cli", "generic"})  # the machinery, not vendors
+_NOT_DECODERS = frozenset(
+    {"base", "declarative", "cli", "generic", "cef_format"}
+)  # the machinery, not vendors
 
 
 def _discover() -> list[VendorDecoder]:

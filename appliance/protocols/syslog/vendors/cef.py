@@ -1,10 +1,15 @@
 """ArcSight Common Event Format: ``CEF:Version|Vendor|Product|Version|SignatureID|Name|
 Severity|key=value ...`` (header pipes escaped as ``\\|``; extension values may hold spaces
-and escape ``\\=``, ``\\\\``, ``\\n``)."""
+and escape ``\\=``, ``\\\\``, ``\\n``).
+
+Still code, not a decoder file: a decoder file's ``cef`` step reads the same layout
+(``cef_format.py``) for a site's product, but this generic decoder maps every extension key
+in the message's order, names unmapped ones by their ``*Label`` (``cef.extensions.<label>``:
+field names from the data, which files do not make), sums the byte counts, takes ``rt`` as the
+event time, and hands antivirus products to ``av_products``.
+"""
 
 from __future__ import annotations
-
-import re
 
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors import av_products
@@ -18,10 +23,7 @@ from appliance.protocols.syslog.vendors.base import (
     set_ip,
     transport,
 )
-
-_KEY = re.compile(r"(?:^|(?<=\s))([\w.\[\]-]+)=")
-_UNESCAPE = re.compile(r"\\([=\\|nr])")
-MAX_KEYS = 256
+from appliance.protocols.syslog.vendors.cef_format import extensions, split_header
 
 # CEF dictionary key → ECS field (the common subset; others are kept under cef.extensions).
 IP_KEYS = {
@@ -64,45 +66,12 @@ STR_KEYS = {
 SEVERITY = {"low": 3, "medium": 2, "high": 1, "very-high": 1, "unknown": 3}
 
 
-def _split_header(text: str) -> list[str] | None:
-    parts: list[str] = []
-    start = i = 0
-    n = len(text)
-    while i < n and len(parts) < 7:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == "|":
-            parts.append(text[start:i].replace("\\|", "|").replace("\\\\", "\\"))
-            start = i + 1
-        i += 1
-    if len(parts) < 7:
-        return None
-    parts.append(text[start:])
-    return parts
-
-
-def extensions(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    keys = list(_KEY.finditer(text))
-    for k, m in enumerate(keys[:MAX_KEYS]):
-        end = keys[k + 1].start() if k + 1 < len(keys) else len(text)
-        value = text[m.end() : end].strip()
-        if "\\" in value:
-            value = _UNESCAPE.sub(
-                lambda x: {"n": "\n", "r": "\r"}.get(x.group(1), x.group(1)), value
-            )
-        out[m.group(1)] = value
-    return out
-
-
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
     at = text.find("CEF:", 0, 40)
     if at < 0:
         return False
-    parts = _split_header(text[at:])
+    parts = split_header(text[at:])
     if parts is None:
         return False
     _version, vendor, product, dev_version, sig, name, severity, ext = parts

@@ -3,6 +3,12 @@
 One key=value pass, then the log type picks the mapping (traffic, admin and VPN events,
 configuration, UTM/IPS/anomaly). Old FortiOS spellings (``src``, ``src_port``, ``status``)
 are read too.
+
+Still code, not a decoder file (docs/decoders.md): the device time (``eventtime`` in s/ms/µs/ns,
+else ``date`` + ``time`` with an optional ``tz``) is the event time, which files cannot set;
+byte and packet totals are sums of two values; the login/VPN/config/UTM branches test
+substrings of the action word ("login" in it, "ssl-" prefix, "fail" in it) and skip ``N/A``
+values; the mapped string keys follow the set of keys present (no fixed field order).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Native RFC 5424 (the SD-ELEMENT ``junos@2636...`` is already parsed by the core) or the same
 text relayed inside a 3164 line (``junos-flow: 2017-...Z host RT_FLOW - RT_FLOW_SESSION_DENY
 [junos@... k="v"]``), whose SD we parse here with the core's parser.
+
+Still code, not a decoder file (docs/decoders.md): its input is the RFC 5424 structured data
+the core parsed (files read the message text only), and byte and packet totals are sums.
 """
 
 from __future__ import annotations

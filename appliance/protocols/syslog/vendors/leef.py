@@ -1,5 +1,10 @@
 """IBM QRadar Log Event Extended Format: ``LEEF:1.0|Vendor|Product|Version|EventID|`` then
-tab-separated ``key=value`` (LEEF 2.0 names its delimiter in a sixth header field)."""
+tab-separated ``key=value`` (LEEF 2.0 names its delimiter in a sixth header field).
+
+Still code, not a decoder file (docs/decoders.md): the delimiter is data (LEEF 2.0's sixth
+header field, a character or ``0xNN``), unmapped keys keep their own names as fields, and
+antivirus products are handed to ``av_products``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from appliance.protocols.syslog.vendors.base import (
     set_ip,
     transport,
 )
+from appliance.protocols.syslog.vendors.cef_format import leef_delimiter
 
 IP_KEYS = {
     "src": "source.ip",
@@ -46,15 +52,6 @@ STR_KEYS = {
 MAX_KEYS = 256
 
 
-def _delimiter(spec: str) -> str:
-    if spec.startswith(("x", "0x")):
-        try:
-            return chr(int(spec.removeprefix("0").removeprefix("x"), 16))
-        except ValueError:
-            return "\t"
-    return spec[:1] or "\t"
-
-
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
     at = text.find("LEEF:", 0, 40)
@@ -66,7 +63,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     version = head[0][5:]
     delim = "\t"
     if version.startswith("2") and len(head) == 7:
-        delim = _delimiter(head[5])
+        delim = leef_delimiter(head[5])
         ext = head[6]
     else:
         ext = "|".join(head[5:])

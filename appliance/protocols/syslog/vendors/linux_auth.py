@@ -2,6 +2,10 @@
 
 Selected by program name only (``sshd``, ``sudo``, ``su``, ``su(pam_unix)``...), then the first
 word of the message picks one pattern: never a cascade over every line.
+
+Still code, not a decoder file (docs/decoders.md), for now: su and sudo lines are rewritten into
+PAM's shape and decoded again, and OpenSSH's many wordings share helpers; the message-id
+table (first word → pattern) could express most of it and is the way to move it.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ the rules:
   device contract (``login``, ``config_change``).
 
 Everything else keeps the message id (``event.code``) and level.
+
+Still code, not a decoder file (docs/decoders.md): the trailing stamp is the event time (files
+cannot set it), byte totals are sums, and the administration messages are told apart by
+wording tests in an order (changed, else login with failure words, else logout) that a
+message-id table cannot key on.
 """
 
 from __future__ import annotations

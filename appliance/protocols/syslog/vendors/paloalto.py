@@ -2,6 +2,11 @@
 
 ``FUTURE_USE,receive_time,serial,TYPE,subtype,...``: the type (4th field) selects the column
 map of the PAN-OS syslog field reference; short (truncated) lines keep what they have.
+
+Still code, not a decoder file (docs/decoders.md): the file format's CSV step has the per-type
+column lists, but PAN-OS quotes fields holding commas (read with :mod:`csv`), the generated or
+receive time is the event time (files cannot set it), a threat's ``name(id)`` is split at its
+last parenthesis, severities map to integers, and a session end adds ``end`` to the event type.
 """
 
 from __future__ import annotations

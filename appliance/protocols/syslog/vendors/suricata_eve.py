@@ -1,4 +1,9 @@
-"""Suricata EVE JSON (``event_type`` alert, flow, dns, http, tls, ssh, fileinfo, ...)."""
+"""Suricata EVE JSON (``event_type`` alert, flow, dns, http, tls, ssh, fileinfo, ...).
+
+Still code, not a decoder file (docs/decoders.md): the EVE ``timestamp`` is the event time
+(files cannot set it), flow byte and packet totals are sums of the two directions, and JSON
+integers are kept exact beyond 64 bits (the json step captures text).
+"""
 
 from __future__ import annotations
 
