@@ -476,10 +476,12 @@ class Appliance:
 
 
 def _register_components() -> None:
+    from appliance.analysis.intel_stage import build_intel
     from appliance.correlate.component import build_correlation
 
-    if build_correlation not in COMPONENT_BUILDERS:
-        COMPONENT_BUILDERS.append(build_correlation)
+    for builder in (build_intel, build_correlation):
+        if builder not in COMPONENT_BUILDERS:
+            COMPONENT_BUILDERS.append(builder)
 
 
 _register_components()

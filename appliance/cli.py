@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.protocols.syslog.vendors import cli as decoders_cli
 
     decoders_cli.add_parser(sub)
+    from appliance.analysis import intel_cli
+
+    intel_cli.add_parser(sub)
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -182,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 
         return decoders_cli.run(args)
+    if args.command == "intel":
+        from appliance.analysis import intel_cli
+
+        return intel_cli.run(args)
     if args.command == "check-config":
         try:
             load_config(args.file)

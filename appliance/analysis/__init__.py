@@ -1,0 +1,1 @@
+"""Analysis that lowers false positives: assets, vulnerabilities, intel, baselines, feedback."""
