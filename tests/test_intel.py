@@ -15,7 +15,15 @@ import trustme
 from aiohttp import web
 
 from appliance.analysis.feeds import feed_paths
-from appliance.analysis.intel import Indicator, IntelIndex, SourceText, build_index
+from appliance.analysis.intel import (
+    EXPIRED,
+    NONE,
+    Indicator,
+    IntelIndex,
+    Match,
+    SourceText,
+    build_index,
+)
 from appliance.analysis.intel_stage import IntelEnricher, intel_of
 from appliance.cli import main as cli_main
 from appliance.config import parse_config
@@ -38,6 +46,12 @@ def index_of(text: str, *, ttl: float | None = None, seen: float = T0) -> IntelI
     return index
 
 
+def hit(index: IntelIndex, address: str, now: float) -> Match:
+    idx = index.lookup_ip(address, now)
+    assert idx >= 0, f"{address} not matched"
+    return index.match(idx, address)
+
+
 def flow_event(src: str, dst: str = "192.0.2.10") -> Event:
     return Event(
         T0,
@@ -52,13 +66,15 @@ def flow_event(src: str, dst: str = "192.0.2.10") -> Event:
 
 
 def test_the_most_specific_live_block_answers_a_lookup() -> None:
-    index = index_of("10.0.0.0/8\n10.1.0.0/16\n10.1.2.3\n2001:db8::/32\n")
-    assert index.match(index.lookup_ip("10.1.2.3", T0)).value == "10.1.2.3"
-    assert index.match(index.lookup_ip("10.1.9.9", T0)).value == "10.1.0.0/16"
-    assert index.match(index.lookup_ip("10.200.0.1", T0)).value == "10.0.0.0/8"
-    assert index.match(index.lookup_ip("2001:db8::1", T0)).kind == "ipv6-addr"
-    assert index.lookup_ip("11.0.0.1", T0) == -1
-    assert index.lookup_ip("garbage", T0) == -1
+    index = index_of("10.0.0.0/8\n10.1.0.0/16\n10.1.2.3\n10.255.255.255\n2001:db8::/32\n")
+    assert hit(index, "10.255.255.255", T0).value == "10.255.255.255"
+    assert hit(index, "10.255.0.0", T0).value == "10.0.0.0/8"
+    assert hit(index, "10.1.2.3", T0).value == "10.1.2.3"
+    assert hit(index, "10.1.9.9", T0).value == "10.1.0.0/16"
+    assert hit(index, "10.200.0.1", T0).value == "10.0.0.0/8"
+    assert hit(index, "2001:db8::1", T0).kind == "ipv6-addr"
+    assert index.lookup_ip("11.0.0.1", T0) == NONE
+    assert index.lookup_ip("garbage", T0) == NONE
 
 
 def test_an_expired_inner_block_falls_back_to_the_live_block_around_it() -> None:
@@ -66,8 +82,8 @@ def test_an_expired_inner_block_falls_back_to_the_live_block_around_it() -> None
     index.add(Indicator("ip", "10.0.0.0/8"), feed="wide", confidence=40, seen=T0, ttl=None)
     index.add(Indicator("ip", "10.1.0.0/16"), feed="narrow", confidence=90, seen=T0, ttl=DAY)
     index.finish()
-    assert index.match(index.lookup_ip("10.1.0.1", T0 + 1)).feed == "narrow"
-    assert index.match(index.lookup_ip("10.1.0.1", T0 + 2 * DAY)).feed == "wide"
+    assert hit(index, "10.1.0.1", T0 + 1).feed == "narrow"
+    assert hit(index, "10.1.0.1", T0 + 2 * DAY).feed == "wide"
 
 
 def test_of_two_feeds_listing_the_same_address_the_more_confident_answers() -> None:
@@ -75,7 +91,21 @@ def test_of_two_feeds_listing_the_same_address_the_more_confident_answers() -> N
     index.add(Indicator("ip", "203.0.113.9"), feed="a", confidence=90, seen=T0, ttl=None)
     index.add(Indicator("ip", "203.0.113.9"), feed="b", confidence=30, seen=T0, ttl=None)
     index.finish()
-    assert index.match(index.lookup_ip("203.0.113.9", T0)).feed == "a"
+    assert hit(index, "203.0.113.9", T0).feed == "a"
+
+
+def test_a_host_listed_twice_is_still_matched_when_the_more_confident_copy_expires() -> None:
+    index = IntelIndex()
+    index.add(Indicator("ip", "203.0.113.9"), feed="short", confidence=90, seen=T0, ttl=DAY)
+    index.add(Indicator("ip", "203.0.113.9"), feed="long", confidence=30, seen=T0, ttl=None)
+    index.finish()
+    assert hit(index, "203.0.113.9", T0).feed == "short"
+    assert hit(index, "203.0.113.9", T0 + 2 * DAY).feed == "long"
+
+
+def test_another_spelling_of_a_listed_ipv6_host_matches_it() -> None:
+    index = index_of("2001:db8:0:0::7\n")
+    assert hit(index, "2001:DB8::7", T0).kind == "ipv6-addr"
 
 
 def test_a_domain_indicator_covers_its_subdomains_and_not_its_parent() -> None:
@@ -87,7 +117,7 @@ def test_a_domain_indicator_covers_its_subdomains_and_not_its_parent() -> None:
 def test_an_indicator_ages_out_ttl_after_the_list_last_listed_it() -> None:
     index = index_of("203.0.113.9\n", ttl=7 * DAY, seen=T0)
     assert index.lookup_ip("203.0.113.9", T0 + 7 * DAY - 1) >= 0
-    assert index.lookup_ip("203.0.113.9", T0 + 7 * DAY + 1) == -1
+    assert index.lookup_ip("203.0.113.9", T0 + 7 * DAY + 1) == EXPIRED
 
 
 # ------------------------------------------------------------------------------ the stage

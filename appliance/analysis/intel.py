@@ -28,12 +28,17 @@ import re
 import socket
 from array import array
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 FOREVER = math.inf
+NONE = -1  # a lookup found nothing listed
+EXPIRED = -2  # a lookup found only indicators past their expiry
+_pton = socket.inet_pton
+_ntop = socket.inet_ntop
+_AF4, _AF6 = socket.AF_INET, socket.AF_INET6
 HASH_TYPES = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
 MAX_LINE = 4096  # longer lines are malformed (a feed is lists of short values)
 _HEX = frozenset("0123456789abcdef")
@@ -148,7 +153,13 @@ def parse_plain(text: str) -> ParseResult:
     """One value per line: addresses, CIDR blocks, ``a-b`` ranges, domains, URLs or hashes;
     ``#`` and ``;`` start comments (FireHOL netsets, Spamhaus DROP ``1.2.3.0/24 ; SBL123``)."""
     out = ParseResult()
-    append = out.indicators.append
+    out.indicators = list(iter_plain(text, out))
+    return out
+
+
+def iter_plain(text: str, out: ParseResult) -> Iterator[Indicator]:
+    """:func:`parse_plain` one indicator at a time (a million-line list is never a million
+    objects at once); malformed lines are counted in ``out`` as they pass."""
     for line in text.splitlines():
         if len(line) > MAX_LINE:
             out.bad(line)
@@ -171,8 +182,7 @@ def parse_plain(text: str) -> ParseResult:
             continue
         if note is not None:
             ind.description = note
-        append(ind)
-    return out
+        yield ind
 
 
 # abuse.ch CSV columns (Feodo Tracker, URLhaus, ThreatFox, SSLBL) and similar lists.
@@ -427,6 +437,18 @@ def parse_feed(fmt: str, name: str, text: str) -> ParseResult:
     return PARSERS[fmt](text)
 
 
+def stream_feed(fmt: str, name: str, text: str) -> tuple[Iterable[Indicator], ParseResult]:
+    """The indicators of a list as an iterable (plain lists streamed), and the result whose
+    malformed count is complete once the iterable is exhausted."""
+    if fmt == "auto":
+        fmt = detect_format(name, text)
+    if fmt in ("plain", "netset"):
+        out = ParseResult()
+        return iter_plain(text, out), out
+    result = PARSERS[fmt](text)
+    return result.indicators, result
+
+
 # ----------------------------------------------------------------------------- the index
 
 
@@ -459,13 +481,14 @@ class IntelIndex:
         self.m_last = array("d")
         self.m_expires = array("d")
         self.m_desc: list[str | None] = []
-        self.m_value: list[str] = []
+        self.m_value: list[str | None] = []  # None for hosts (the matched address is it)
         self.m_kind: list[str] = []
         self._v4_keys: list[int] = []
         self._v6_keys: list[int] = []
         # built by finish(): sorted starts, ends, parents and meta ids per family
         self.v4 = _Intervals(32)
         self.v6 = _Intervals(128)
+        self.hosts: dict[str, int] = {}  # canonical address text -> meta id
         self.domains: dict[str, int] = {}
         self.urls: dict[str, int] = {}
         self.hashes: dict[str, int] = {}
@@ -518,12 +541,33 @@ class IntelIndex:
             if parsed is None:
                 return False
             start, plen, v6 = parsed
-            # Sort key: start, then the larger block first, then the least confident first,
-            # so nested and duplicate blocks come parent-before-child and a lookup meets the
-            # most specific, most confident one first.
-            key = (((start << 8) | plen) << 40) | (conf << 32) | idx
-            (self._v6_keys if v6 else self._v4_keys).append(key)
-            kind, value = ("ipv6-addr" if v6 else "ipv4-addr"), ind.value
+            kind = "ipv6-addr" if v6 else "ipv4-addr"
+            value: str | None = ind.value
+            keys = self._v6_keys if v6 else self._v4_keys
+            if plen == (128 if v6 else 32):
+                # A host: one dict probe on the event's own text answers it. Of two feeds
+                # listing the same host the more confident takes the dict; the other goes
+                # among the blocks, where a lookup still finds it if the first expires.
+                host = _ntop(_AF6, start.to_bytes(16)) if v6 else _ntop(_AF4, start.to_bytes(4))
+                value = None  # the host's text is the dict key: no second copy
+                old = self.hosts.get(host)
+                if old is None:
+                    self.hosts[host] = idx
+                    idx_for_blocks = -1
+                elif self.m_conf[old] <= conf:
+                    self.hosts[host] = idx
+                    idx_for_blocks, conf_for_blocks = old, self.m_conf[old]
+                else:
+                    idx_for_blocks, conf_for_blocks = idx, conf
+            else:
+                idx_for_blocks, conf_for_blocks = idx, conf
+            if idx_for_blocks >= 0:
+                # Sort key: start, then the larger block first, then the least confident
+                # first, so nested and duplicate blocks come parent-before-child and a lookup
+                # meets the most specific, most confident one first.
+                keys.append(
+                    (((start << 8) | plen) << 40) | (conf_for_blocks << 32) | idx_for_blocks
+                )
         elif ind.kind == "domain":
             self._keep_best(self.domains, ind.value, idx, conf)
             kind, value = "domain-name", ind.value
@@ -565,11 +609,12 @@ class IntelIndex:
     def _live(self, idx: int, now: float) -> bool:
         return self.m_expires[idx] > now
 
-    def match(self, idx: int) -> Match:
+    def match(self, idx: int, atomic: str = "") -> Match:
+        """What indicator ``idx`` is; ``atomic`` is the value that matched it (a host's)."""
         first = self.m_first[idx]
         return Match(
             kind=self.m_kind[idx],
-            value=self.m_value[idx],
+            value=self.m_value[idx] or atomic,
             feed=self.feeds[self.m_feed[idx]],
             confidence=self.m_conf[idx],
             first_seen=None if math.isnan(first) else first,
@@ -578,12 +623,28 @@ class IntelIndex:
         )
 
     def lookup_ip(self, text: str, now: float) -> int:
-        """The live indicator covering this address (the most specific), or -1."""
-        parsed = ip_interval(text) if "/" not in text else None
-        if parsed is None:
-            return -1
-        value, _plen, v6 = parsed
-        return (self.v6 if v6 else self.v4).find(value, self.m_expires, now)
+        """The live indicator covering this address (the most specific); :data:`NONE` when
+        no listed block covers it at all, :data:`EXPIRED` when only expired ones do."""
+        expires = self.m_expires
+        hosts = self.hosts
+        idx = hosts.get(text)
+        if idx is not None and expires[idx] > now:
+            return idx
+        try:
+            family = _AF6 if ":" in text else _AF4
+            packed = _pton(family, text)
+        except (OSError, ValueError, TypeError):
+            return NONE
+        v6 = family == _AF6
+        value = int.from_bytes(packed, "big")
+        if idx is None and hosts:  # the event's text may be another spelling of a host
+            canon = _ntop(family, packed)
+            if canon != text:
+                idx = hosts.get(canon)
+                if idx is not None and expires[idx] > now:
+                    return idx
+        found = (self.v6 if v6 else self.v4).find(value, expires, now)
+        return EXPIRED if found == NONE and idx is not None else found
 
     def lookup_domain(self, name: str, now: float) -> int:
         """The live indicator for this name or the nearest parent domain listed, or -1."""
@@ -618,9 +679,13 @@ class IntelIndex:
 
 class _Intervals:
     """Sorted, laminar integer intervals (CIDR blocks) with parent pointers; see the module
-    docstring for the lookup."""
+    docstring for the lookup.
 
-    __slots__ = ("bits", "ends", "ids", "parents", "starts")
+    IPv4 adds a table by the address's top 16 bits: where the intervals starting in that /16
+    begin, so the bisect runs over the few of one /16 (a million indicators: ~15), not over
+    all of them (~20 probes of a boxed array, measured 4x slower)."""
+
+    __slots__ = ("bits", "buckets", "ends", "ids", "parents", "starts")
 
     def __init__(self, bits: int) -> None:
         self.bits = bits
@@ -628,6 +693,7 @@ class _Intervals:
         self.ends: list[int] | array[int] = []
         self.parents = array("l")
         self.ids = array("L")
+        self.buckets: array[int] | None = None
 
     def build(self, keys: list[int]) -> None:
         keys.sort()
@@ -638,9 +704,9 @@ class _Intervals:
         parents = self.parents
         ids = self.ids
         stack: list[int] = []
-        mask40 = (1 << 32) - 1
+        mask32 = (1 << 32) - 1
         for k, key in enumerate(keys):
-            idx = key & mask40
+            idx = key & mask32
             head = key >> 40
             plen = head & 0xFF
             start = head >> 8
@@ -653,20 +719,39 @@ class _Intervals:
             ends.append(end)
             ids.append(idx)
         self.starts, self.ends = starts, ends
+        if bits == 32:
+            buckets = array("L", [0]) * 65537
+            b = 0
+            for k, start in enumerate(starts):
+                top = start >> 16
+                while b <= top:
+                    buckets[b] = k
+                    b += 1
+            while b <= 65536:
+                buckets[b] = len(starts)
+                b += 1
+            self.buckets = buckets
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def find(self, value: int, expires: array[float], now: float) -> int:
-        i = bisect_right(self.starts, value) - 1
+        buckets = self.buckets
+        if buckets is not None:
+            top = value >> 16
+            i = bisect_right(self.starts, value, buckets[top], buckets[top + 1]) - 1
+        else:
+            i = bisect_right(self.starts, value) - 1
         ends, parents, ids = self.ends, self.parents, self.ids
+        found = NONE
         while i >= 0:
             if ends[i] >= value:
                 idx = ids[i]
                 if expires[idx] > now:
                     return idx
+                found = EXPIRED
             i = parents[i]
-        return -1
+        return found
 
 
 # ----------------------------------------------------------------------------- sources
@@ -700,11 +785,11 @@ def build_index(
     report = LoadReport()
     total = 0
     for src in sources:
-        result = parse_feed(src.fmt, src.name, src.text)
+        items, result = stream_feed(src.fmt, src.name, src.text)
         added = 0
-        bad = result.malformed
+        bad = 0
         add = index.add
-        for ind in result.indicators:
+        for ind in items:
             if total >= max_indicators:
                 report.refused += 1
                 continue
@@ -715,6 +800,7 @@ def build_index(
                 bad += 1
                 if len(result.samples) < 5:
                     result.samples.append(ind.value[:120])
+        bad += result.malformed
         report.loaded[src.name] = report.loaded.get(src.name, 0) + added
         report.malformed[src.name] = report.malformed.get(src.name, 0) + bad
         if result.samples:

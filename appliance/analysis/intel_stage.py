@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
 from appliance.analysis.feeds import read_sources, sources_stamp, update_feeds
-from appliance.analysis.intel import IntelIndex, LoadReport, build_index
+from appliance.analysis.intel import NONE, IntelIndex, LoadReport, build_index
 from appliance.config import AppConfig
 from appliance.event import Event, iso8601
 from appliance.logutil import RateLimitedLog
@@ -77,7 +76,7 @@ class IntelEnricher:
             if idx >= 0:
                 self._stamp(event, idx, name, v, "threat.indicator.ip")
                 return True
-            if index.lookup_ip(v, -math.inf) < 0:  # not even an expired block covers it
+            if idx == NONE:  # not even an expired block covers it: it never will
                 if len(miss) >= MISS_CACHE:
                     miss.clear()
                 miss.add(v)
@@ -102,7 +101,7 @@ class IntelEnricher:
         return False
 
     def _stamp(self, event: Event, idx: int, field: str, value: str, target: str) -> None:
-        m = self.index.match(idx)
+        m = self.index.match(idx, value)
         f = event.fields
         f["threat.indicator.type"] = m.kind
         f[target] = value
