@@ -123,12 +123,13 @@ async def ingest(lines: list[bytes], stage: IntelEnricher | None, db: Path) -> f
     try:
         for i, line in enumerate(lines):
             ev = decode(line, T0 + i * 1e-3)
-            while not pipeline.offer(ev, "bench"):  # queue full: let the pipeline drain
-                await asyncio.sleep(0.001)  # noqa: ASYNC110 - the pipeline has no event for it
+            # The queue is full: let the pipeline drain (it has no event to wait on).
+            while not pipeline.offer(ev, "bench"):  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
             if not i % 2000:
                 await asyncio.sleep(0)
-        while pipeline.stored.value() < len(lines):
-            await asyncio.sleep(0.005)  # noqa: ASYNC110 - a counter, polled as the tests do
+        while pipeline.stored.value() < len(lines):  # noqa: ASYNC110 - a counter, polled
+            await asyncio.sleep(0.005)
         return time.process_time() - cpu
     finally:
         await pipeline.stop(30.0)
