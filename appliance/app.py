@@ -476,12 +476,16 @@ class Appliance:
 
 
 def _register_components() -> None:
+    from appliance.analysis import intel_api
     from appliance.analysis.intel_stage import build_intel
+    from appliance.api.server import ROUTE_HOOKS
     from appliance.correlate.component import build_correlation
 
     for builder in (build_intel, build_correlation):
         if builder not in COMPONENT_BUILDERS:
             COMPONENT_BUILDERS.append(builder)
+    if intel_api.setup not in ROUTE_HOOKS:
+        ROUTE_HOOKS.append(intel_api.setup)
 
 
 _register_components()

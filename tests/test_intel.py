@@ -404,3 +404,34 @@ async def test_the_running_appliance_loads_a_fetched_feed_and_matches_it(
     assert inc["group"]["threat.feed.name"] == "drop"
     assert inc["group"]["threat.indicator.confidence"] == 90
     assert os.path.exists(tmp_path / "data" / "intel" / "drop.data")
+
+
+async def test_the_api_lists_loaded_feeds_and_answers_lookups(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    (tmp_path / "drop.txt").write_text("1.10.16.0/20 ; SBL256894\nnot valid\n")
+    run = await start_appliance(analysis={"intel_files": ["drop.txt"], "intel_confidence": 90})
+    status = await run.get_json("/api/v1/intel")
+    assert status["by_feed"] == {"drop": 1}
+    assert status["malformed"] == {"drop": 1}
+    hit = await run.get_json("/api/v1/intel/lookup", value="1.10.17.1")
+    assert hit["listed"] is True
+    assert hit["indicator"]["name"] == "1.10.16.0/20"
+    assert hit["indicator"]["feed"] == "drop" and hit["indicator"]["confidence"] == 90
+    assert hit["indicator"]["description"] == "SBL256894"
+    miss = await run.get_json("/api/v1/intel/lookup", value="192.0.2.1")
+    assert miss == {"value": "192.0.2.1", "listed": False}
+
+
+async def test_an_edited_list_is_reloaded_without_a_restart(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "local.txt"
+    path.write_text("192.0.2.1\n")
+    run = await start_appliance(analysis={"intel_files": ["local.txt"]})
+    intel = intel_of(run.app)
+    assert intel is not None
+    path.write_text("192.0.2.1\n192.0.2.2\n198.51.100.0/24\n")
+    os.utime(path, (T0, T0))  # a different mtime even within the file system's granularity
+    await intel.tick()  # its timer's check: the file changed on disk
+    assert intel.status()["by_feed"] == {"local": 3}
