@@ -4,7 +4,9 @@
 ``rule`` = rule id, ``limit``; newest last-seen first, evidence left out),
 ``GET /api/v1/incidents/{id}`` (with evidence), ``POST /api/v1/incidents/{id}/ack``,
 ``/resolve`` and ``/false-positive`` (JSON body optional: ``{"note": "...",
-"suppress_for": seconds}``). A transition not allowed from the current status is a 409.
+"suppress_for": seconds}``; with ``"scope"`` the false positive creates a scoped suppression,
+see appliance/analysis/feedback_api.py). A transition not allowed from the current status is
+a 409.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ def _transition(action: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         comp = _component(request)
         body = await _body(request)
+        if action == "false-positive" and "scope" in body:
+            from appliance.analysis.feedback_api import scoped_false_positive
+
+            return await scoped_false_positive(request, comp.incidents, body)
         note = body.get("note", "")
         suppress_for = body.get("suppress_for")
         if not isinstance(note, str):

@@ -58,10 +58,26 @@ class Alert:
     samples: list[str] = field(default_factory=list)
     suppressed: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
+    # A single-event detection's address and host fields beyond its group (CONTEXT_FIELDS):
+    # what a scoped suppression (source, asset) is checked against.
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def group_key(self) -> str:
         return ",".join(f"{k}={'' if v is None else v}" for k, v in self.group.items())
+
+
+CONTEXT_FIELDS = (
+    "source.ip",
+    "client.ip",
+    "destination.ip",
+    "server.ip",
+    "host.ip",
+    "observer.ip",
+    "host.name",
+    "host.hostname",
+    "observer.hostname",
+)
 
 
 @dataclass(slots=True)
@@ -678,6 +694,7 @@ class Engine:
                 group = {g: fields.get(g) for g in d.group_by}
                 ids = [ev.id] if ev.id is not None else []
                 a = Alert(d.meta, "detection", group, ts, ts, 1, ids, [_sample(_event_raw(ev))])
+                a.context = {f: fields[f] for f in CONTEXT_FIELDS if f in fields}
                 self._emit(d.meta, d.suppress, a, alerts)
             if d.parents:
                 if late:
