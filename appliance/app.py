@@ -478,12 +478,13 @@ class Appliance:
 def _register_components() -> None:
     from appliance.analysis import feedback_api, intel_api
     from appliance.analysis.feedback import build_feedback
+    from appliance.analysis.geoip import build_geoip
     from appliance.analysis.intel_stage import build_intel
     from appliance.api.server import ROUTE_HOOKS
     from appliance.correlate.component import build_correlation
 
     # Feedback after correlation: it hands its check to the correlation's incident manager.
-    for builder in (build_intel, build_correlation, build_feedback):
+    for builder in (build_geoip, build_intel, build_correlation, build_feedback):
         if builder not in COMPONENT_BUILDERS:
             COMPONENT_BUILDERS.append(builder)
     for hook in (intel_api.setup, feedback_api.setup):
