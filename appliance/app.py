@@ -476,7 +476,8 @@ class Appliance:
 
 
 def _register_components() -> None:
-    from appliance.analysis import feedback_api, intel_api
+    from appliance.analysis import baselines_api, feedback_api, intel_api
+    from appliance.analysis.baselines import build_baselines
     from appliance.analysis.feedback import build_feedback
     from appliance.analysis.geoip import build_geoip
     from appliance.analysis.intel_stage import build_intel
@@ -484,10 +485,11 @@ def _register_components() -> None:
     from appliance.correlate.component import build_correlation
 
     # Feedback after correlation: it hands its check to the correlation's incident manager.
-    for builder in (build_geoip, build_intel, build_correlation, build_feedback):
+    # Baselines after geoip (they learn countries) and intel, before nothing that reads them.
+    for builder in (build_geoip, build_intel, build_correlation, build_feedback, build_baselines):
         if builder not in COMPONENT_BUILDERS:
             COMPONENT_BUILDERS.append(builder)
-    for hook in (intel_api.setup, feedback_api.setup):
+    for hook in (intel_api.setup, feedback_api.setup, baselines_api.setup):
         if hook not in ROUTE_HOOKS:
             ROUTE_HOOKS.append(hook)
 

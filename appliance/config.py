@@ -679,11 +679,26 @@ class AnalysisSection:
     # Country, ASN; or any MMDB with the same record shape), optional.
     geoip_database: str = ""
     asn_database: str = ""
+    # Statistics and baselines (appliance.analysis.baselines): hourly rates per device and
+    # source against the same hour of earlier weeks, new terms, rarity.
+    baselines: bool = True
+    baseline_factor: float = field(default=2.0, metadata=check(positive))
+    baseline_min_count: int = field(default=20, metadata=check(positive))
+    baseline_warmup_weeks: int = field(default=2, metadata=check(positive))
+    baseline_alpha: float = field(default=0.3, metadata=check(positive))
+    baseline_max_keys: int = field(default=10_000, metadata=check(positive))
+    baseline_snapshot_interval: float = field(default=300.0, metadata=check(positive))
+    new_term_learning: float = field(default=7 * 86400.0, metadata=check(non_negative))
+    new_term_max_keys: int = field(default=10_000, metadata=check(positive))
+    new_term_max_values: int = field(default=1_000, metadata=check(positive))
 
     def validate(self) -> list[str]:
+        errors = []
+        if self.baseline_alpha > 1:
+            errors.append("baseline_alpha: must be at most 1")
         names = [f.name for f in self.feeds]
         dups = sorted({n for n in names if n and names.count(n) > 1})
-        return [f"feeds: duplicate feed name {n!r}" for n in dups]
+        return errors + [f"feeds: duplicate feed name {n!r}" for n in dups]
 
 
 @dataclass(frozen=True, slots=True)

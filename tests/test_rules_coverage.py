@@ -19,14 +19,17 @@ other rule is still checked on the in-repo inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.analysis.baselines import BaselineStage
 from appliance.analysis.intel import SourceText, build_index
 from appliance.analysis.intel_stage import IntelEnricher
+from appliance.config import AnalysisSection
 from appliance.correlate import Engine
 from appliance.correlate.rules import RuleSet
 from appliance.event import Event
@@ -168,9 +171,18 @@ def coverage(events: Iterator[tuple[str, Event]]) -> dict[str, list[str]]:
     eng = Engine(builtin())
     index, _ = build_index([SourceText("test-list", "plain", INTEL_LIST, 80, NOW, None)], 10)
     intel = IntelEnricher(index, Registry())
+    # The baseline stage with nothing to learn first: every key's second event in an hour is
+    # above its (empty) baseline and every first value is a new term, so its fields reach the
+    # baseline rules on the real decoded inputs.
+    baselines = BaselineStage(
+        dataclasses.replace(AnalysisSection(), new_term_learning=0.0, baseline_min_count=1)
+    )
+    baselines.rates.s.warmup_weeks = 0
+    hour = int(NOW // 3600)
     out: dict[str, list[str]] = {}
     for where, ev in events:
         intel.enrich(ev, NOW)
+        baselines.observe(ev, hour, NOW)
         for d in eng.matches(ev):
             out.setdefault(d.meta.name or d.meta.id, []).append(where)
     return out
