@@ -51,6 +51,8 @@ SUPPORTED_CORRELATIONS = {
     SigmaCorrelationType.TEMPORAL_ORDERED,
     SigmaCorrelationType.VALUE_SUM,
     SigmaCorrelationType.VALUE_AVG,
+    SigmaCorrelationType.VALUE_PERCENTILE,
+    SigmaCorrelationType.VALUE_MEDIAN,
 }
 OPS = {
     SigmaCorrelationConditionOperator.LT: "lt",
@@ -163,6 +165,7 @@ class CorrelationRule:
     suppress: Suppress | None = None
     parents: list[CorrelationRule] = field(default_factory=list)
     check: Callable[[float], bool] = field(default=lambda v: False, repr=False)
+    percentile: float | None = None  # value_percentile's; value_median uses the median
 
     def __post_init__(self) -> None:
         self.check = make_check(self.op, self.threshold)
@@ -329,6 +332,11 @@ def _correlation(rule: SigmaCorrelationRule, path: Path) -> CorrelationRule:
         if len(fieldref) != 1:
             raise Unsupported("a condition over several fields is not supported")
         fieldref = fieldref[0]
+    percentile: float | None = None
+    if rule.type == SigmaCorrelationType.VALUE_PERCENTILE:
+        if cond.percentile is None or not 0 < cond.percentile <= 100:
+            raise Unsupported("value_percentile needs condition.percentile (1-100)")
+        percentile = float(cond.percentile)
     custom = {k: v for k, v in rule.custom_attributes.items() if k != "correlation"}
     ext = _extensions(custom)
     aliases: dict[str, dict[str, str]] = {}
@@ -346,6 +354,7 @@ def _correlation(rule: SigmaCorrelationRule, path: Path) -> CorrelationRule:
         aliases=aliases,
         generate=bool(rule.generate),
         suppress=ext.get("suppress"),
+        percentile=percentile,
     )
 
 
