@@ -36,7 +36,7 @@ def test_value_median_fires_on_the_median_not_on_one_outlier(tmp_path: Path) -> 
             ["source.ip"],
             "10m",
             "{gte: 1000, field: network.bytes}",
-        ),  # fmt: skip
+        ),
     )
     # One huge flow after small ones: the average would fire, the median does not.
     outlier = [flow_bytes(0, 100), flow_bytes(1, 100), flow_bytes(2, 100_000)]
@@ -56,7 +56,7 @@ def test_value_percentile_uses_the_rules_percentile_and_the_window(tmp_path: Pat
             ["source.ip"],
             "1m",
             "{gte: 5000, field: network.bytes, percentile: 90}",
-        ),  # fmt: skip
+        ),
     )
     small = [flow_bytes(i, 100) for i in range(9)]
     assert "p90" not in fired(run([*small, flow_bytes(9, 9000)], rs))  # 1 in 10: p90 = 100
@@ -77,7 +77,7 @@ def test_a_quantile_window_survives_a_snapshot(tmp_path: Path) -> None:
             ["source.ip"],
             "10m",
             "{gte: 3000, field: network.bytes}",
-        ),  # fmt: skip
+        ),
     )
     before = Engine(rs)
     for e in [flow_bytes(0, 100), flow_bytes(1, 5000)]:  # median 100, then 2550
@@ -101,7 +101,7 @@ def test_value_percentile_without_a_percentile_is_refused_with_the_reason(
             ["source.ip"],
             "1m",
             "{gte: 5, field: network.bytes}",
-        ),  # fmt: skip
+        ),
     )
     (failure,) = rs.failures
     assert "percentile" in failure.reason
