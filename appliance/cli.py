@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.analysis import intel_cli
 
     intel_cli.add_parser(sub)
+    rules = sub.add_parser("rules", help="Sigma rule files: check which load and why not")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rc = rules_sub.add_parser("check", help="one line per rule: ok (kind) or failed (why)")
+    rc.add_argument("paths", nargs="+", type=Path, help="rule folders or files")
+    rc.add_argument("--builtin", action="store_true", help="also report the built-in rules")
+    rc.add_argument("--json", action="store_true", help="one JSON object per rule")
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -210,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"config error: {err}", file=sys.stderr)
             return 2
         return asyncio.run(run_db_command(config, args))
+    if args.command == "rules":
+        from appliance.correlate.cli import run_rules_check
+
+        return run_rules_check(args)
     if args.command in ("test-rule", "replay"):
         from appliance.correlate.cli import run_replay, run_test_rule
 
