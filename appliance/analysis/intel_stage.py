@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from appliance.analysis.feeds import read_sources, sources_stamp, update_feeds
@@ -44,14 +45,25 @@ class IntelEnricher:
     name = "intel"
 
     def __init__(self, index: IntelIndex, metrics: Registry) -> None:
-        self.index = index
-        self._miss: set[str] = set()
         self.hits = metrics.counter(
             "intel_hits_total", "Events that matched a threat-intel indicator, by feed.", ["feed"]
         )
+        self.index = index
+        self._miss: set[str] = set()
+        self._others: tuple[tuple[str, Callable[[str, float], int], str], ...] = ()
+        self.use(index)
 
     def use(self, index: IntelIndex) -> None:
+        """Swap in a new index; only the field groups it has indicators for are looked at."""
+        others: list[tuple[str, Callable[[str, float], int], str]] = []
+        if index.domains:
+            others += [(n, index.lookup_domain, "threat.indicator.domain") for n in DOMAIN_FIELDS]
+        if index.urls:
+            others += [(n, index.lookup_url, "threat.indicator.url.full") for n in URL_FIELDS]
+        if index.hashes:
+            others += [(n, index.lookup_hash, "threat.indicator." + n) for n in HASH_FIELDS]
         self._miss = set()
+        self._others = tuple(others)
         self.index = index
 
     async def process(self, events: list[Event], now: float) -> None:
@@ -80,24 +92,11 @@ class IntelEnricher:
                 if len(miss) >= MISS_CACHE:
                     miss.clear()
                 miss.add(v)
-        if index.domains:
-            for name in DOMAIN_FIELDS:
-                v = f.get(name)
-                if isinstance(v, str) and (idx := index.lookup_domain(v, now)) >= 0:
-                    self._stamp(event, idx, name, v, "threat.indicator.domain")
-                    return True
-        if index.urls:
-            for name in URL_FIELDS:
-                v = f.get(name)
-                if isinstance(v, str) and (idx := index.lookup_url(v, now)) >= 0:
-                    self._stamp(event, idx, name, v, "threat.indicator.url.full")
-                    return True
-        if index.hashes:
-            for name in HASH_FIELDS:
-                v = f.get(name)
-                if isinstance(v, str) and (idx := index.lookup_hash(v, now)) >= 0:
-                    self._stamp(event, idx, name, v, "threat.indicator." + name)
-                    return True
+        for name, lookup, target in self._others:
+            v = f.get(name)
+            if isinstance(v, str) and (idx := lookup(v, now)) >= 0:
+                self._stamp(event, idx, name, v, target)
+                return True
         return False
 
     def _stamp(self, event: Event, idx: int, field: str, value: str, target: str) -> None:
