@@ -184,6 +184,21 @@ def main() -> int:
         stage.enrich(e, T0)
     enrich_cold_ns = (time.process_time() - cpu) / len(cold) * 1e9
 
+    # The baseline stage (appliance.analysis.baselines, on by default) on the same lines, in
+    # steady state: the beside-intel cost every event pays for rates, new terms and rarity.
+    from appliance.analysis.baselines import BaselineStage
+    from appliance.config import AnalysisSection
+
+    baselines = BaselineStage(AnalysisSection())
+    hour = int(T0 // 3600)
+    for e in events:
+        baselines.observe(e, hour, T0)
+    fresh = [decode(line, T0) for line in lines[:50_000]]
+    cpu = time.process_time()
+    for e in fresh:
+        baselines.observe(e, hour, T0)
+    baseline_ns = (time.process_time() - cpu) / len(fresh) * 1e9
+
     without: list[float] = []
     with_: list[float] = []
     # One stage for the whole run, as the appliance keeps one for its life: the warm-up
@@ -211,6 +226,7 @@ def main() -> int:
                 "enrich_hits": enriched,
                 "enrich_event_steady_ns": round(enrich_steady_ns),
                 "enrich_event_all_new_addresses_ns": round(enrich_cold_ns),
+                "baseline_stage_event_ns": round(baseline_ns),
                 "ingest_lines": args.lines,
                 "ingest_us_per_line_without_intel": round(base, 2),
                 "ingest_us_per_line_with_intel": round(withi, 2),

@@ -1,7 +1,7 @@
 """Statistics and baselines: event rates with hour-of-week seasonality, new terms, rarity.
 
-**Rates.** Per device (``observer.ip``, else ``host.hostname``) and per source (the event's
-module and decoder, ``syslog/fortigate``) the stage counts events per clock hour. When an hour
+**Rates.** Per device (``observer.ip``, else ``host.hostname``) and per source (the decoder,
+``event.dataset``, else the module) the stage counts events per clock hour. When an hour
 closes its count updates that key's slot for the hour of the week (Monday 00-01 UTC is slot
 0): an EWMA of the count and of its squared deviation across weeks (weight ``alpha``), so
 Monday 09:00 is compared with earlier Mondays at 09:00, not with Sunday night. Once a slot has
@@ -75,12 +75,13 @@ class Series:
     """One key's hourly counts: this hour's count, and per hour-of-week slot the EWMA mean,
     EWMA variance and how many weeks fed it."""
 
-    __slots__ = ("count", "flagged", "hour", "mean", "var", "weeks")
+    __slots__ = ("count", "flagged", "hour", "limit", "mean", "var", "weeks")
 
     def __init__(self, hour: int) -> None:
         self.hour = hour
         self.count = 0
         self.flagged = False
+        self.limit = math.inf  # this hour's threshold (set when the hour starts)
         self.mean = array("d", bytes(8 * WEEK_HOURS))
         self.var = array("d", bytes(8 * WEEK_HOURS))
         self.weeks = array("H", bytes(2 * WEEK_HOURS))
@@ -164,18 +165,14 @@ class RateBaselines:
                 self.refused += 1
                 return None
             series = self.series[(kind, key)] = Series(hour)
+            series.limit = self.limit(series, hour)
         elif series.hour != hour:
             series.advance(hour, self.s.alpha)
+            series.limit = self.limit(series, hour)
         series.count += n
-        if series.flagged:
-            return None
-        s = self.s
+        if series.count <= series.limit or series.flagged:
+            return None  # the common case: one comparison per event
         mean, sd, weeks = series.expected(hour)
-        if weeks < s.warmup_weeks:
-            return None
-        threshold = max(s.factor * mean, mean + s.k * sd, float(s.min_count))
-        if series.count <= threshold:
-            return None
         series.flagged = True
         info = {
             "kind": kind,
@@ -189,6 +186,15 @@ class RateBaselines:
         self.anomalies.append({**info, "hour": iso8601(hour * HOUR)})
         return info
 
+    def limit(self, series: Series, hour: int) -> float:
+        """The count above which ``hour`` is an anomaly for ``series`` (infinite while its
+        hour-of-week slot has less than ``warmup_weeks`` of history)."""
+        s = self.s
+        mean, sd, weeks = series.expected(hour)
+        if weeks < s.warmup_weeks:
+            return math.inf
+        return max(s.factor * mean, mean + s.k * sd, float(s.min_count))
+
     def roll(self, hour: int) -> None:
         """Close every series up to ``hour`` (so silent keys see their zeros) and forget keys
         idle for five weeks."""
@@ -198,6 +204,7 @@ class RateBaselines:
                 self.evicted += 1
             elif series.hour < hour:
                 series.advance(hour, self.s.alpha)
+                series.limit = self.limit(series, hour)
 
 
 # -------------------------------------------------------------------------------- new terms
@@ -303,17 +310,22 @@ class BaselineStage:
             if got is not None:
                 _stamp_rate(f, got)
                 stamped = True
-        source = ev.module + "/" + str(f.get("event.dataset", ev.module))
-        got = observe("source", source, hour)
+        source = f.get("event.dataset") or ev.module  # the decoder, else the module
+        got = observe("source", str(source), hour)
         if got is not None and not stamped:
             _stamp_rate(f, got)
             stamped = True
         for kind in TERM_KINDS:
             value = f.get(kind.value)
-            if value is None or not kind.when(f):
+            if value is None:
                 continue
-            key = next((f[k] for k in kind.keys if f.get(k) is not None), None)
-            if key is None:
+            for name in kind.keys:
+                key = f.get(name)
+                if key is not None:
+                    break
+            else:
+                continue
+            if not kind.when(f):
                 continue
             if self.terms.observe(kind, str(key), str(value), now):
                 f["baseline.new_term.kind"] = kind.name
@@ -364,7 +376,8 @@ class BaselineStage:
             raise ValueError("unknown baseline snapshot version")
         for target, items in ((self.rates, data["rates"]), (self.rule_rates, data["rule_rates"])):
             for kind, key, s in items[: target.s.max_keys]:
-                target.series[(str(kind), str(key))] = Series.from_json(s)
+                series = target.series[(str(kind), str(key))] = Series.from_json(s)
+                series.limit = target.limit(series, series.hour)
         terms = data["terms"]
         self.terms.started = {str(k): float(v) for k, v in terms["started"].items()}
         for kind, table in terms["seen"].items():
