@@ -625,9 +625,6 @@ class RespondSection:
     actions: list[RespondAction] = field(default_factory=list)
 
 
-INTEL_FORMATS = ("auto", "plain", "netset", "csv", "misp", "stix")
-
-
 def check_confidence(value: int) -> str | None:
     return None if 0 <= value <= 100 else "must be 0-100"
 
