@@ -483,10 +483,23 @@ def _register_components() -> None:
     from appliance.analysis.intel_stage import build_intel
     from appliance.api.server import ROUTE_HOOKS
     from appliance.correlate.component import build_correlation
+    from appliance.reports.schedule import build_reports
+    from appliance.respond import build_respond
 
-    # Feedback after correlation: it hands its check to the correlation's incident manager.
-    # Baselines after geoip (they learn countries) and intel, before nothing that reads them.
-    for builder in (build_geoip, build_intel, build_correlation, build_feedback, build_baselines):
+    # Respond before correlation: its incident hook is in place before the first incident,
+    # and (stop runs in reverse) it stops after correlation raised its last one. Feedback
+    # after correlation: it hands its check to the correlation's incident manager. Baselines
+    # after geoip (they learn countries) and intel.
+    builders = (
+        build_geoip,
+        build_intel,
+        build_respond,
+        build_correlation,
+        build_reports,
+        build_feedback,
+        build_baselines,
+    )
+    for builder in builders:
         if builder not in COMPONENT_BUILDERS:
             COMPONENT_BUILDERS.append(builder)
     for hook in (intel_api.setup, feedback_api.setup, baselines_api.setup):

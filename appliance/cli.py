@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | mibs | decoders | test-rule | ...``.
+"""Command line: ``appliance run | check-config | tokens | respond | decoders | test-rule | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -7,6 +7,7 @@ open the database), 2 invalid configuration or usage.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -90,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("paths", nargs="+", type=Path, help="rule folders or files")
     rc.add_argument("--builtin", action="store_true", help="also report the built-in rules")
     rc.add_argument("--json", action="store_true", help="one JSON object per rule")
+    from appliance.respond import cli as respond_cli
+
+    respond_cli.add_parser(sub)
     rp = sub.add_parser(
         "replay",
         help="replay a scenario in event time and diff the incidents against a golden file",
@@ -100,7 +104,46 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--builtin", action="store_true", help="also load the built-in rules")
     rp.add_argument("--tail", type=float, default=0.0, help="run timers this long past the end")
     rp.add_argument("--update", action="store_true", help="write the golden file instead")
+    rep = sub.add_parser(
+        "report",
+        help="write a report (incidents, MTTA/MTTR, top sources, devices, flows) from the database",
+    )
+    rep.add_argument("--since", default="24h", help="period ending now: 24h, 7d, 90m (default 24h)")
+    rep.add_argument("--format", choices=("html", "pdf", "csv"), default="html")
+    rep.add_argument("--output", "-o", type=Path, required=True, help="file to write")
+    rep.add_argument("--config", "-c", type=Path, help="TOML config file (for data_dir)")
     return p
+
+
+def report_command(args: argparse.Namespace) -> int:
+    """Read-only on the database, so it runs while the appliance does."""
+    from appliance.reports.build import build_report, write_atomically
+    from appliance.reports.period import parse_span
+
+    try:
+        config = load_config(args.config or EXAMPLE_CONFIG)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(f"config error: {err}", file=sys.stderr)
+        return 2
+    try:
+        span = parse_span(args.since)
+    except ValueError as exc:
+        print(f"--since: {exc}", file=sys.stderr)
+        return 2
+    try:
+        body = build_report(
+            config.data_dir / "appliance.db",
+            span=span,
+            fmt=args.format,
+            sensor_id=config.appliance.sensor_id,
+        )
+        write_atomically(args.output, body)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"report failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.format} report ({len(body)} bytes) to {args.output}")
+    return 0
 
 
 def compile_mibs_command(args: argparse.Namespace) -> int:
@@ -195,6 +238,16 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.analysis import intel_cli
 
         return intel_cli.run(args)
+    if args.command == "respond":
+        from appliance.respond import cli as respond_cli
+
+        try:
+            config = load_config(args.config or EXAMPLE_CONFIG)
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(f"config error: {err}", file=sys.stderr)
+            return 2
+        return respond_cli.run(config, args)
     if args.command == "check-config":
         try:
             load_config(args.file)
@@ -220,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.correlate.cli import run_rules_check
 
         return run_rules_check(args)
+    if args.command == "report":
+        return report_command(args)
     if args.command in ("test-rule", "replay"):
         from appliance.correlate.cli import run_replay, run_test_rule
 

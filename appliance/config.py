@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 import tomllib
 import types
 import typing
@@ -233,6 +234,8 @@ class SyslogSource:
     # Per sender IP: a token bucket of `rate_limit` msg/s with `rate_burst` tokens (0 = off).
     rate_limit: float = field(default=0.0, metadata=check(non_negative))
     rate_burst: int = field(default=20_000, metadata=check(positive))
+    # Sender profiles (and their buckets) tracked; past it they are reset, never grown.
+    max_senders: int = field(default=65_536, metadata=check(positive))
     # TCP and TLS (RFC 6587 framing, RFC 5425).
     max_frame_bytes: int = field(default=65_536, metadata=check(positive))
     max_count_digits: int = field(default=8, metadata=check(positive))
@@ -406,13 +409,21 @@ class SyslogSender:
 class NetflowSource:
     """One UDP listener for NetFlow v5, v9 and IPFIX (version sniffed per datagram).
 
-    Flow inputs deny by default (reference C3): only exporters in ``allowed`` are decoded.
-    The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's state.
+    ``allowed``, ``rate_limit``, ``rate_burst`` and ``max_senders`` follow the datagram
+    policy every UDP source shares (appliance.sources.policy): private and loopback senders by
+    default. The ``max_*``, ``template_lifetime`` and ``pending_*`` keys bound the decoder's
+    state.
     """
 
     listen: str = field(default="0.0.0.0:2055", metadata=check(check_hostport))
     name: str = ""
-    allowed: list[str] = field(default_factory=list, metadata=check(check_networks))
+    allowed: list[str] = field(
+        default_factory=lambda: list(PRIVATE_AND_LOOPBACK), metadata=check(check_networks)
+    )
+    # Per exporter address: a token bucket of `rate_limit` datagrams/s (0 = off).
+    rate_limit: float = field(default=0.0, metadata=check(non_negative))
+    rate_burst: int = field(default=20_000, metadata=check(positive))
+    max_senders: int = field(default=10_000, metadata=check(positive))
     rcvbuf_bytes: int = field(default=32 * 1024 * 1024, metadata=check(positive))
     max_exporters: int = field(default=1000, metadata=check(positive))
     max_domains_per_exporter: int = field(default=64, metadata=check(positive))
@@ -613,16 +624,156 @@ class NotifySection:
     routes: list[NotifyRoute] = field(default_factory=list)
 
 
+RESPOND_PLACEHOLDERS = ("ip", "user", "value", "ttl", "incident_id", "rule_id", "action", "alias")
+RESPOND_PLACEHOLDER_PATTERN = r"\{([A-Za-z_][A-Za-z0-9_]*)\}"
+
+
+def _placeholders(text: str) -> list[str]:
+    return re.findall(RESPOND_PLACEHOLDER_PATTERN, text)
+
+
+def check_severity(value: str) -> str | None:
+    allowed = ("informational", "low", "medium", "high", "critical")
+    return None if value in allowed else f"must be one of {', '.join(allowed)}"
+
+
 @dataclass(frozen=True, slots=True)
 class RespondAction:
-    """One ``[[respond.actions]]``: what the box does when an incident opens."""
+    """One ``[[respond.actions]]``: what the box does when an incident opens (appliance.respond).
+
+    Values from incidents reach a call only through typed placeholders (``{ip}`` parses as an
+    IP address, ``{user}`` matches a conservative name pattern), each inside one argv element
+    or one URL/header/body string: no shell ever sees them. ``dry_run`` is on until a site
+    turns it off on purpose. Secrets (``password``) stay out of ``repr``.
+    """
 
     name: str = field(default="", metadata=check(sensor_name))
+    type: Literal["http", "exec"] = "exec"
+    enabled: bool = True
+    dry_run: bool = True
+    # match (all given conditions must hold; an empty list matches everything)
+    min_severity: str = field(default="high", metadata=check(check_severity))
+    rules: list[str] = field(default_factory=list)  # rule ids or globs (fnmatch)
+    tags: list[str] = field(default_factory=list)  # any of these (globs) on the rule
+    source_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    # the value acted on: an incident group field, typed
+    target_field: str = "source.ip"
+    target_type: Literal["ip", "user"] = "ip"
+    ttl: float = field(default=3600.0, metadata=check(non_negative))  # 0 = permanent
+    timeout: float = field(default=10.0, metadata=check(positive))
+    max_attempts: int = field(default=5, metadata=check(positive))
+    backoff_base: float = field(default=2.0, metadata=check(positive))
+    backoff_cap: float = field(default=300.0, metadata=check(positive))
+    # exec: absolute program path first; placeholders inside single elements
+    argv: list[str] = field(default_factory=list)
+    undo_argv: list[str] = field(default_factory=list)
+    # http: preset fills url paths, method and body; generic needs them all
+    preset: Literal["generic", "opnsense", "pfsense"] = "generic"
+    url: str = ""  # generic: the full URL template; presets: the firewall's base URL
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+    undo_url: str = ""
+    undo_method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "DELETE"
+    undo_body: str = ""
+    alias: str = "sem_blocklist"  # presets: the firewall alias (table) that is blocked
+    username: str = ""  # HTTP basic auth (OPNsense: the API key)
+    password: str = field(default="", repr=False)  # (OPNsense: the API secret)
+    password_file: str = ""
+    ca_file: str = ""
+    # plain http only to loopback unless asked: credentials would cross the network in clear
+    allow_plaintext: bool = False
+
+    def templates(self) -> list[tuple[str, str]]:
+        """(key, template text) of every string a placeholder may appear in."""
+        out = [(f"argv[{i}]", a) for i, a in enumerate(self.argv)]
+        out += [(f"undo_argv[{i}]", a) for i, a in enumerate(self.undo_argv)]
+        out += [("url", self.url), ("body", self.body), ("undo_url", self.undo_url)]
+        out += [("undo_body", self.undo_body)]
+        out += [(f"headers.{k}", v) for k, v in self.headers.items()]
+        return out
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        for key, text in self.templates():
+            for name in _placeholders(text):
+                if name not in RESPOND_PLACEHOLDERS:
+                    errors.append(
+                        f"{key}: unknown placeholder {{{name}}}"
+                        f" (known: {', '.join(RESPOND_PLACEHOLDERS)})"
+                    )
+                elif name in ("ip", "user") and name != self.target_type:
+                    errors.append(f"{key}: {{{name}}} but target_type is {self.target_type!r}")
+        if self.type == "exec":
+            if not self.argv:
+                errors.append("argv: required for type = exec (an argv list, no shell)")
+            elif not self.argv[0].startswith("/") or _placeholders(self.argv[0]):
+                errors.append("argv: the program must be an absolute path, not a placeholder")
+            if self.undo_argv and (
+                not self.undo_argv[0].startswith("/") or _placeholders(self.undo_argv[0])
+            ):
+                errors.append("undo_argv: the program must be an absolute path, not a placeholder")
+            if self.ttl and not self.undo_argv:
+                errors.append("undo_argv: required when ttl > 0 (how is the block lifted?)")
+        else:
+            from urllib.parse import urlsplit
+
+            if not self.url:
+                errors.append("url: required for type = http")
+            for key in ("url", "undo_url"):
+                value = getattr(self, key)
+                if not value:
+                    continue
+                parts = urlsplit(value)
+                if parts.scheme not in ("http", "https") or not parts.hostname:
+                    errors.append(f"{key}: must be an http(s) URL")
+                elif "@" in parts.netloc:
+                    errors.append(f"{key}: credentials go in username/password, not the URL")
+                elif (
+                    parts.scheme == "http"
+                    and not is_loopback_host(parts.hostname)
+                    and not self.allow_plaintext
+                ):
+                    errors.append(
+                        f"{key}: plain http beyond loopback sends credentials in clear; use"
+                        " https, or set allow_plaintext = true"
+                    )
+                if _placeholders(parts.netloc):
+                    errors.append(f"{key}: placeholders may not choose the host")
+            if self.preset == "generic" and self.ttl and not self.undo_url:
+                errors.append("undo_url: required when ttl > 0 (how is the block lifted?)")
+            if self.preset != "generic" and self.target_type != "ip":
+                errors.append("preset: firewall alias presets block addresses (target_type ip)")
+        if self.password and self.password_file:
+            errors.append("password: give one of password, password_file")
+        if self.backoff_cap < self.backoff_base:
+            errors.append("backoff_cap: must be >= backoff_base")
+        return errors
 
 
 @dataclass(frozen=True, slots=True)
 class RespondSection:
+    """``[respond]``: active response. ``never_block`` adds to what is never blocked anyway:
+    loopback, the box's own interface addresses, the API listen address."""
+
     actions: list[RespondAction] = field(default_factory=list)
+    never_block: list[str] = field(default_factory=list, metadata=check(check_networks))
+    management_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    discover_own_addresses: bool = True
+    max_per_minute: int = field(default=30, metadata=check(positive))
+    concurrency: int = field(default=4, metadata=check(positive))
+    history_days: float = field(default=90.0, metadata=check(positive))
+
+    def validate(self) -> list[str]:
+        errors = []
+        names: set[str] = set()
+        for i, a in enumerate(self.actions):
+            if a.name in names:
+                errors.append(f"actions[{i}].name: duplicate action name {a.name!r}")
+            names.add(a.name)
+        return errors
 
 
 def check_confidence(value: int) -> str | None:
@@ -705,6 +856,67 @@ class ConsoleSection:
     enabled: bool = True
 
 
+def check_hhmm(value: str) -> str | None:
+    parts = value.split(":")
+    if (
+        len(parts) != 2
+        or not all(p.isascii() and p.isdigit() and len(p) == 2 for p in parts)
+        or not (int(parts[0]) < 24 and int(parts[1]) < 60)
+    ):
+        return f"expected HH:MM (UTC, 00:00 to 23:59), not {value!r}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSchedule:
+    """One ``[[reports.schedules]]``: a report written every day or week (appliance.reports).
+
+    The files go to ``[reports] dir``; there is no e-mail delivery yet (no notification
+    channel exists to carry them)."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    every: Literal["daily", "weekly"] = "daily"
+    at: str = field(default="06:00", metadata=check(check_hhmm))  # UTC
+    weekday: Literal[
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"
+    ] = "monday"
+    formats: list[Literal["html", "pdf", "csv"]] = field(default_factory=lambda: ["pdf"])
+    # The period covered, ending at the run: default 24h (daily) or 7d (weekly).
+    since: str = ""
+
+    @property
+    def span(self) -> float:
+        from appliance.reports.period import parse_span
+
+        return parse_span(self.since or ("24h" if self.every == "daily" else "7d"))
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        if not self.formats:
+            errors.append("formats: at least one of html, pdf, csv")
+        try:
+            _ = self.span
+        except ValueError as exc:
+            errors.append(f"since: {exc}")
+        return errors
+
+
+@dataclass(frozen=True, slots=True)
+class ReportsSection:
+    """``[reports]``: where scheduled reports are written and how many are kept."""
+
+    dir: str = ""  # default data_dir/reports
+    keep: int = field(default=30, metadata=check(positive))  # files per schedule and format
+    schedules: list[ReportSchedule] = field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        names = [s.name for s in self.schedules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        return [f"schedules: duplicate schedule name {n!r}" for n in dupes]
+
+
 @dataclass(frozen=True, slots=True)
 class AppConfig:
     appliance: ApplianceSection = field(default_factory=ApplianceSection)
@@ -720,6 +932,7 @@ class AppConfig:
     respond: RespondSection = field(default_factory=RespondSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
     console: ConsoleSection = field(default_factory=ConsoleSection)
+    reports: ReportsSection = field(default_factory=ReportsSection)
     base_dir: str = field(default=".", metadata={"internal": True})
 
     def validate(self) -> list[str]:

@@ -12,6 +12,7 @@ import pytest
 
 from appliance.config import ConfigError, parse_config
 from appliance.event import Event
+from appliance.store import search
 from tests.conftest import TOKEN
 
 HEADERS = {"Authorization": f"Bearer {TOKEN}"}
@@ -41,13 +42,13 @@ async def get(session: aiohttp.ClientSession, url: str, **params: str) -> tuple[
 def hold_queries(run: Any, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
     """Make every events query wait for the returned gate: requests stay in flight."""
     gate = asyncio.Event()
-    real = run.app.store.query_events
+    real = search.find_events
 
-    async def held(**kw: Any) -> Any:
+    async def held(*args: Any, **kw: Any) -> Any:
         await gate.wait()
-        return await real(**kw)
+        return await real(*args, **kw)
 
-    monkeypatch.setattr(run.app.store, "query_events", held)
+    monkeypatch.setattr(search, "find_events", held)
     return gate
 
 

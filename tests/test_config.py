@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from appliance.config import EXAMPLE_CONFIG, ConfigError, load_config, parse_config
+from appliance.config import (
+    EXAMPLE_CONFIG,
+    PRIVATE_AND_LOOPBACK,
+    ConfigError,
+    load_config,
+    parse_config,
+)
 
 
 def errors_of(data: dict) -> list[str]:
@@ -153,9 +159,9 @@ def test_relative_file_paths_resolve_against_the_config_folder(tmp_path: Path) -
     assert cfg.path("server.pem") == tmp_path / "server.pem"
 
 
-def test_netflow_source_denies_every_exporter_by_default() -> None:
+def test_netflow_source_admits_the_datagram_policys_default_senders() -> None:
     cfg = parse_config({"sources": {"netflow": [{"listen": "127.0.0.1:2055"}]}})
-    assert cfg.sources.netflow[0].allowed == []
+    assert cfg.sources.netflow[0].allowed == list(PRIVATE_AND_LOOPBACK)
 
 
 def test_netflow_source_names_must_be_unique() -> None:

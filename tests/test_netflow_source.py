@@ -87,11 +87,28 @@ async def test_exporters_outside_the_allow_list_are_refused(start_appliance: Any
     assert _processed(run) == 0
 
 
-async def test_allow_list_defaults_to_deny(start_appliance: Any) -> None:
+async def test_allow_list_defaults_to_the_private_and_loopback_ranges(
+    start_appliance: Any,
+) -> None:
     run = await start_appliance(sources={"netflow": [{"listen": "127.0.0.1:0"}]})
+    _send(run.source("netflow").address, v9_flows(2))
+    await run.wait_for(lambda: _processed(run) >= 2)
+
+
+async def test_an_empty_allow_list_refuses_every_exporter(start_appliance: Any) -> None:
+    run = await start_appliance(sources={"netflow": [{"listen": "127.0.0.1:0", "allowed": []}]})
     src = run.source("netflow")
     _send(src.address, v9_flows(1))
     await run.wait_for(lambda: src.rejected.value("netflow", "not_allowed") == 1)
+
+
+async def test_an_exporter_past_its_rate_limit_has_datagrams_rejected(
+    start_appliance: Any,
+) -> None:
+    run = await start_appliance(sources=_netflow(rate_limit=0.001, rate_burst=2))
+    src = run.source("netflow")
+    _send(src.address, v9_flows(1), v9_flows(1), v9_flows(1), v9_flows(1))
+    await run.wait_for(lambda: src.rejected.value("netflow", "rate_limited") == 2)
 
 
 async def test_top_talkers_by_bytes_include_the_open_minute(start_appliance: Any) -> None:

@@ -332,7 +332,7 @@ async def test_reload_applies_new_communities(start_appliance, tmp_path: Path) -
 
 
 def test_sender_rate_limit_refills_over_time() -> None:
-    from appliance.sources.snmp_trap import SenderRateLimit
+    from appliance.sources.policy import SenderRateLimit
 
     bucket = SenderRateLimit(rate=10.0, burst=2, max_senders=10)
     assert [bucket.allow("10.0.0.1", 0.0) for _ in range(3)] == [True, True, False]
@@ -341,7 +341,7 @@ def test_sender_rate_limit_refills_over_time() -> None:
 
 
 def test_sender_rate_limit_tracks_a_bounded_number_of_senders() -> None:
-    from appliance.sources.snmp_trap import SenderRateLimit
+    from appliance.sources.policy import SenderRateLimit
 
     bucket = SenderRateLimit(rate=10.0, burst=2, max_senders=100)
     for i in range(10_000):  # a spoofed-source flood

@@ -63,8 +63,9 @@ async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() ->
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=30)  # 30k/s into a 10k/s decoder
-        await wait_until(lambda: len(got) == 4000)
-        assert socket_drops(sock) == 0
+        await wait_until(lambda: len(got) + (socket_drops(sock) or 0) >= 4000)
+        assert socket_drops(sock) == 0  # (a host too loaded to run this loop drops here)
+        assert len(got) == 4000
         assert reader.full == 0
         assert got[0].startswith(b"<13>burst 000000") and got[-1].startswith(b"<13>burst 003999")
         assert reader.held == 0
@@ -82,8 +83,10 @@ async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=40)
+        # Every datagram ends up read or counted by the kernel; on a loaded machine the last
+        # ones can still sit in the socket after the backlog emptied once, so wait for the sum.
+        await wait_until(lambda: len(got) + (socket_drops(sock) or 0) >= 4000)
         await wait_until(lambda: not reader.backlog and reader.held == 0)
-        await asyncio.sleep(0.1)
         drops = socket_drops(sock)
         assert drops and drops > 0
         assert len(got) + drops == 4000

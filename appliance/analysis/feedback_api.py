@@ -76,8 +76,9 @@ def _expires(body: dict[str, Any], now: float) -> tuple[bool, float | None]:
 
 
 def _who(request: web.Request) -> str:
+    """The token id that made a change (as the incident history records it)."""
     token = request.get(TOKEN_KEY)
-    return f"token:{token.id}" if token is not None else ""
+    return token.id if token is not None else ""
 
 
 async def list_suppressions(request: web.Request) -> web.Response:
@@ -177,7 +178,7 @@ async def scoped_false_positive(
 
     try:
         doc = await incidents.transition(
-            request.match_info["id"], "false-positive", note=note, in_txn=write
+            request.match_info["id"], "false-positive", note=note, by=_who(request), in_txn=write
         )
     except TransitionError as exc:
         return json_error(409, str(exc))

@@ -1,12 +1,17 @@
 """Incidents API: list and read incidents, and move them through their lifecycle.
 
-``GET /api/v1/incidents`` (filters ``status``, ``severity``, ``since`` = last seen at or after,
-``rule`` = rule id, ``limit``; newest last-seen first, evidence left out),
-``GET /api/v1/incidents/{id}`` (with evidence), ``POST /api/v1/incidents/{id}/ack``,
-``/resolve`` and ``/false-positive`` (JSON body optional: ``{"note": "...",
-"suppress_for": seconds}``; with ``"scope"`` the false positive creates a scoped suppression,
-see appliance/analysis/feedback_api.py). A transition not allowed from the current status is
-a 409.
+``GET /api/v1/incidents`` (filters ``status``, ``severity``, ``since``/``until`` = last seen
+in range, ``rule`` = rule id, ``assignee``; ``sort`` = last_seen | first_seen | updated |
+severity, ``order`` = desc | asc; ``limit``; evidence left out),
+``GET /api/v1/incidents/{id}`` (with evidence ids and samples),
+``GET /api/v1/incidents/{id}/events`` (the evidence events themselves, those still stored),
+``POST /api/v1/incidents/{id}/ack``, ``/resolve``, ``/false-positive`` and ``/reopen`` (JSON
+body optional: ``{"note": "...", "suppress_for": seconds}``; a false positive with
+``"scope"`` creates a scoped suppression, see appliance/analysis/feedback_api.py), ``/assign``
+(``{"assignee": "name"}``, empty to clear) and ``/comment`` (``{"text": "..."}``). A
+transition not allowed from the current status is a 409. Every change bumps the revision,
+adds a history entry (with the token id that made it) and is forwarded upstream like the
+changes correlation makes.
 """
 
 from __future__ import annotations
@@ -17,9 +22,22 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api.params import BadParam, parse_int, parse_time
-from appliance.api.server import APPLIANCE_KEY, json_error, json_page
+from appliance.api.server import (
+    APPLIANCE_KEY,
+    TOKEN_KEY,
+    json_error,
+    json_page,
+    json_page_built_off_loop,
+)
 from appliance.correlate.component import CorrelationComponent, correlation_of
-from appliance.incidents.manager import SEVERITIES, TransitionError
+from appliance.incidents.manager import (
+    MAX_COMMENT,
+    MAX_TEXT_SHORT,
+    SEVERITIES,
+    SORTS,
+    TransitionError,
+)
+from appliance.store.search import events_by_ids
 
 STATUSES = ("open", "acknowledged", "resolved", "suppressed")
 
@@ -49,7 +67,11 @@ async def list_incidents(request: web.Request) -> web.Response:
         status=_choice("status", q.get("status"), STATUSES),
         severity=_choice("severity", q.get("severity"), SEVERITIES),
         since=parse_time("since", q.get("since")),
+        until=parse_time("until", q.get("until")),
         rule=q.get("rule") or None,
+        assignee=q.get("assignee") or None,
+        sort=_choice("sort", q.get("sort"), tuple(SORTS)) or "last_seen",
+        descending=(_choice("order", q.get("order"), ("desc", "asc")) or "desc") == "desc",
         limit=parse_int("limit", q.get("limit"), 100, 1, app.config.api.max_page),
     )
     for d in docs:
@@ -77,6 +99,67 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _who(request: web.Request) -> str:
+    token = request.get(TOKEN_KEY)
+    return token.id if token is not None else ""
+
+
+async def incident_events(request: web.Request) -> web.Response:
+    comp = _component(request)
+    doc = await comp.incidents.get(request.match_info["id"])
+    if doc is None:
+        return json_error(404, "no such incident")
+    app = request.app[APPLIANCE_KEY]
+    ids = doc.get("evidence", {}).get("event_ids", [])
+    events = await events_by_ids(app.store, ids)
+    sensor = app.config.appliance.sensor_id
+    return await json_page_built_off_loop(
+        lambda: {
+            "incident": doc["id"],
+            "events": [e.to_ecs(sensor) for e in events],
+            "count": len(events),
+            "missing": len(ids) - len(events),
+        }
+    )
+
+
+def _text(body: dict[str, Any], name: str, limit: int, *, required: bool) -> str:
+    value = body.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise BadParam(name, "must be a string")
+    if required and not value.strip():
+        raise BadParam(name, "must not be empty")
+    if len(value) > limit:
+        raise BadParam(name, f"longer than {limit} characters")
+    return value
+
+
+async def assign(request: web.Request) -> web.Response:
+    comp = _component(request)
+    body = await _body(request)
+    if "assignee" not in body:
+        raise BadParam("assignee", "required (an empty string clears it)")
+    who = _text(body, "assignee", MAX_TEXT_SHORT, required=False)
+    if not who.isprintable():
+        raise BadParam("assignee", "must not contain control or unprintable characters")
+    doc = await comp.incidents.assign(request.match_info["id"], who, by=_who(request))
+    if doc is None:
+        return json_error(404, "no such incident")
+    return web.json_response(doc)
+
+
+async def comment(request: web.Request) -> web.Response:
+    comp = _component(request)
+    body = await _body(request)
+    text = _text(body, "text", MAX_COMMENT, required=True)
+    doc = await comp.incidents.comment(request.match_info["id"], text, by=_who(request))
+    if doc is None:
+        return json_error(404, "no such incident")
+    return web.json_response(doc)
+
+
 def _transition(action: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         comp = _component(request)
@@ -97,7 +180,11 @@ def _transition(action: str) -> Any:
             raise BadParam("suppress_for", "must be a positive number of seconds")
         try:
             doc = await comp.incidents.transition(
-                request.match_info["id"], action, note=note, suppress_for=suppress_for
+                request.match_info["id"],
+                action,
+                note=note,
+                suppress_for=suppress_for,
+                by=_who(request),
             )
         except TransitionError as exc:
             return json_error(409, str(exc))
@@ -111,5 +198,8 @@ def _transition(action: str) -> Any:
 def setup(app: web.Application) -> None:
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", get_incident)
-    for action in ("ack", "resolve", "false-positive"):
+    app.router.add_get("/api/v1/incidents/{id}/events", incident_events)
+    for action in ("ack", "resolve", "false-positive", "reopen"):
         app.router.add_post(f"/api/v1/incidents/{{id}}/{action}", _transition(action))
+    app.router.add_post("/api/v1/incidents/{id}/assign", assign)
+    app.router.add_post("/api/v1/incidents/{id}/comment", comment)

@@ -166,7 +166,7 @@ class ApiServer:
             client_max_size=1024 * 1024,
         )
         self.app[APPLIANCE_KEY] = appliance
-        from appliance.api import events, flows, health, incidents, rules, upstream
+        from appliance.api import events, flows, health, incidents, openapi, rules, upstream
 
         health.setup(self.app)
         events.setup(self.app)
@@ -174,6 +174,7 @@ class ApiServer:
         flows.setup(self.app)
         incidents.setup(self.app)
         rules.setup(self.app)
+        openapi.setup(self.app)
         for hook in ROUTE_HOOKS:
             hook(self.app)
         self.runner: web.AppRunner | None = None

@@ -34,6 +34,10 @@ SCHEMA_VERSION = 1
 ACTIVE = ("open", "acknowledged", "suppressed")
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
 MAX_CACHED = 10_000  # active incidents kept in memory (the rest are read back when hit)
+MAX_HISTORY = 50  # history entries kept on an incident (newest)
+MAX_COMMENTS = 100  # comments kept on an incident (newest)
+MAX_COMMENT = 4000  # characters of one comment
+MAX_TEXT_SHORT = 200  # characters of an assignee, and of a comment's history note
 
 
 class TransitionError(Exception):
@@ -282,15 +286,67 @@ class IncidentManager:
         *,
         note: str = "",
         suppress_for: float | None = None,
+        by: str = "",
         in_txn: Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any] | None:
-        """``ack`` | ``resolve`` | ``false-positive``; ``None`` if no such incident.
+        """``ack`` | ``resolve`` | ``false-positive`` | ``reopen``; ``None`` if no such
+        incident.
 
         ``in_txn`` runs inside the change's transaction with the new document (a scoped
         suppression written with the false-positive mark); given, it replaces the rule +
         group key suppression a false positive otherwise stores."""
         async with self._lock:  # one change at a time: no lost update against apply()
-            return await self._transition(incident_id, action, note, suppress_for, in_txn)
+            return await self._transition(incident_id, action, note, suppress_for, by, in_txn)
+
+    async def assign(
+        self, incident_id: str, assignee: str, *, by: str = ""
+    ) -> dict[str, Any] | None:
+        """Set (or with ``""`` clear) who handles the incident, whatever its status."""
+        async with self._lock:
+            doc = await self._get_doc(incident_id)
+            if doc is None:
+                return None
+            doc = copy.deepcopy(doc)
+            doc["assignee"] = assignee[:MAX_TEXT_SHORT] or None
+            return await self._commit_change(doc, "assign", assignee[:MAX_TEXT_SHORT], by)
+
+    async def comment(self, incident_id: str, text: str, *, by: str = "") -> dict[str, Any] | None:
+        """Add a comment (the newest :data:`MAX_COMMENTS` are kept)."""
+        async with self._lock:
+            doc = await self._get_doc(incident_id)
+            if doc is None:
+                return None
+            doc = copy.deepcopy(doc)
+            now = self.clock()
+            comments = doc.setdefault("comments", [])
+            comments.append({"at": iso8601(now), "by": by or None, "text": text[:MAX_COMMENT]})
+            doc["comments"] = comments[-MAX_COMMENTS:]
+            return await self._commit_change(doc, "comment", text[:MAX_TEXT_SHORT], by)
+
+    async def _commit_change(
+        self, doc: dict[str, Any], action: str, note: str, by: str
+    ) -> dict[str, Any]:
+        """Bump the revision, record the change in the history and write it (hooks run in the
+        same durable transaction, so the change is forwarded like any other)."""
+        now = self.clock()
+        self._record(doc, now, action, note, by)
+        async with self.store.transaction(durable=True) as conn:
+            await self._write(conn, doc)
+        key = (doc["rule"]["id"], doc["group_key"])
+        current = self.active.get(key)
+        if current is not None and current["id"] == doc["id"]:
+            self._cache(key, doc)
+        return public(doc)
+
+    @staticmethod
+    def _record(doc: dict[str, Any], now: float, action: str, note: str, by: str) -> None:
+        doc["revision"] += 1
+        doc["updated"] = iso8601(now)
+        entry: dict[str, Any] = {"at": iso8601(now), "action": action, "note": note[:500]}
+        if by:
+            entry["by"] = by
+        doc.setdefault("history", []).append(entry)
+        doc["history"] = doc["history"][-MAX_HISTORY:]
 
     async def _transition(
         self,
@@ -298,6 +354,7 @@ class IncidentManager:
         action: str,
         note: str,
         suppress_for: float | None,
+        by: str,
         in_txn: Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any] | None:
         doc = await self._get_doc(incident_id)
@@ -308,20 +365,25 @@ class IncidentManager:
             "ack": ({"open"}, "acknowledged"),
             "resolve": ({"open", "acknowledged"}, "resolved"),
             "false-positive": ({"open", "acknowledged", "resolved"}, "suppressed"),
+            "reopen": ({"acknowledged", "resolved", "suppressed"}, "open"),
         }
         sources, target = allowed[action]
         if status not in sources:
             raise TransitionError(f"cannot {action} an incident that is {status}")
         now = self.clock()
         key = (doc["rule"]["id"], doc["group_key"])
+        current = self.active.get(key) or await self._active_doc(key)
+        if action == "reopen" and current is not None and current["id"] != doc["id"]:
+            # Hits of the rule and key go to one active incident at a time.
+            raise TransitionError(
+                f"cannot reopen: incident {current['id']} is active for the same rule and key"
+            )
         doc = copy.deepcopy(doc)
         doc["status"] = target
-        doc["revision"] += 1
-        doc["updated"] = iso8601(now)
-        doc.setdefault("history", []).append(
-            {"at": iso8601(now), "action": action, "note": note[:500]}
-        )
-        doc["history"] = doc["history"][-20:]
+        stamp = {"acknowledged": "acknowledged_at", "resolved": "resolved_at"}.get(target)
+        if stamp and not doc.get(stamp):
+            doc[stamp] = iso8601(now)  # first time only: what MTTA/MTTR measure
+        self._record(doc, now, action, note, by)
         expires = now + suppress_for if suppress_for else None
         async with self.store.transaction(durable=True) as conn:
             if in_txn is not None:
@@ -332,6 +394,12 @@ class IncidentManager:
                     " created, expires, reason) VALUES (?,?,?,?,?,?)",
                     (*key, doc["id"], now, expires, note[:500]),
                 )
+            elif status == "suppressed":
+                await conn.execute(
+                    "DELETE FROM suppressions WHERE rule_id = ? AND group_key = ?"
+                    " AND incident_id = ?",
+                    (*key, doc["id"]),
+                )
             await self._write(conn, doc)
         current = self.active.get(key)
         if target == "resolved":
@@ -341,6 +409,8 @@ class IncidentManager:
             self._cache(key, doc)
         if target == "suppressed" and in_txn is None:
             self.suppressions[key] = (doc["id"], expires)
+        elif status == "suppressed" and self.suppressions.get(key, ("",))[0] == doc["id"]:
+            del self.suppressions[key]
         return public(doc)
 
     async def purge(self, max_age: float) -> int:
@@ -377,27 +447,45 @@ class IncidentManager:
         status: str | None = None,
         severity: str | None = None,
         since: float | None = None,
+        until: float | None = None,
         rule: str | None = None,
+        assignee: str | None = None,
+        sort: str = "last_seen",
+        descending: bool = True,
         limit: int = 100,
     ) -> list[dict[str, Any]]:
+        """Incidents by the filters; ``sort`` is one of :data:`SORTS`."""
         clauses, args = [], []
         for clause, value in (
             ("status = ?", status),
             ("severity = ?", severity),
             ("last_seen >= ?", since),
+            ("last_seen < ?", until),
             ("rule_id = ?", rule),
+            ("json_extract(doc, '$.assignee') = ?", assignee),
         ):
             if value is not None:
                 clauses.append(clause)
                 args.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = "SELECT doc FROM incidents " + where + " ORDER BY last_seen DESC LIMIT ?"  # noqa: S608
+        order = f"{SORTS[sort]} {'DESC' if descending else 'ASC'}, id"
+        sql = f"SELECT doc FROM incidents {where} ORDER BY {order} LIMIT ?"  # noqa: S608
         args.append(int(limit))
         conn = self.store.reader
         assert conn is not None
         async with conn.execute(sql, args) as cur:
             rows = await cur.fetchall()
         return [public(json.loads(r[0])) for r in rows]
+
+
+# Sort keys of :meth:`IncidentManager.list` -> their SQL (fixed text, never user input).
+SORTS = {
+    "last_seen": "last_seen",
+    "first_seen": "first_seen",
+    "updated": "updated",
+    "severity": "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2"
+    " WHEN 'low' THEN 1 ELSE 0 END",
+}
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:

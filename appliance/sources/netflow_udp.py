@@ -18,7 +18,8 @@ from appliance.event import Event
 from appliance.flows import store as flowstore
 from appliance.logutil import RateLimitedLog
 from appliance.protocols.netflow import DecoderLimits, NetflowDecoder
-from appliance.sources.base import AllowList, SourceContext
+from appliance.sources.base import SourceContext
+from appliance.sources.policy import AllowList, SenderRateLimit
 from appliance.sources.udp import (
     KernelDropTracker,
     UdpBatchReader,
@@ -56,6 +57,7 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
         self.flows = source.flows
         self.clock = source.ctx.clock
         self.allowed = source.allowed
+        self.rate_limit = source.rate_limit
         self.datagrams = source.datagrams
         self.rejected = source.rejected
 
@@ -68,10 +70,13 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
             _rl.warning(f"deny:{name}", "%s: datagram from %s not in allow-list", name, ip)
             return
         now = self.clock()
+        if not self.rate_limit.allow(ip, now):
+            self.rejected.inc(name, "rate_limited")
+            return
         try:
             records = self.decoder.decode(data, ip, now, addr[1])
         except Exception:  # a decoder bug must cost one datagram, never the listener
-            self.rejected.inc(name, "decoder_bug")
+            self.rejected.inc(name, "decode_error")
             _rl.decoder_bug(name, ip)
             return
         if records:
@@ -97,6 +102,7 @@ class NetflowUdpSource:
         self.flows = flows
         self.name = cfg.label
         self.allowed = AllowList(cfg.allowed)
+        self.rate_limit = SenderRateLimit(cfg.rate_limit, cfg.rate_burst, cfg.max_senders)
         m = ctx.metrics
         self.datagrams = m.counter(
             "netflow_datagrams_total", "Flow export datagrams received.", ["source"]
@@ -207,7 +213,12 @@ class NetflowUdpSource:
             )
         self.kernel.start(self.sock)
         self._task = asyncio.create_task(self._maintain(), name=f"{self.name}-state")
-        log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
+        log.info(
+            "%s: listening on udp %s; senders allowed: %s",
+            self.name,
+            self.sock.getsockname()[:2],
+            self.allowed.describe(),
+        )
 
     @property
     def listening(self) -> bool:

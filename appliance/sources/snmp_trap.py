@@ -31,7 +31,8 @@ from appliance.protocols.snmp.message import (
     message_version,
     v2_varbinds,
 )
-from appliance.sources.base import AllowList, SourceContext
+from appliance.sources.base import SourceContext
+from appliance.sources.policy import AllowList, SenderRateLimit
 from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
 
 if TYPE_CHECKING:
@@ -74,32 +75,6 @@ class CommunityTable:
             if label is not None and ip in networks:
                 return label
         return None
-
-
-class SenderRateLimit:
-    """A token bucket per sender address, bounded in the number of senders tracked."""
-
-    def __init__(self, rate: float, burst: int, max_senders: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.max_senders = max_senders
-        self._buckets: dict[str, list[float]] = {}
-
-    def allow(self, ip: str, now: float) -> bool:
-        if self.rate <= 0:
-            return True
-        bucket = self._buckets.get(ip)
-        if bucket is None:
-            if len(self._buckets) >= self.max_senders:
-                self._buckets.clear()  # a spoofed-source flood resets rather than grows
-            bucket = self._buckets[ip] = [self.burst, now]
-        tokens = min(self.burst, bucket[0] + (now - bucket[1]) * self.rate)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
-            return False
-        bucket[0] = tokens - 1.0
-        return True
 
 
 class SnmpTrapProtocol(asyncio.DatagramProtocol):
@@ -293,7 +268,12 @@ class SnmpTrapSource:
             raise
         self.kernel.start(self.sock)
         self._watch = asyncio.create_task(self._watch_mib_cache(), name=f"{self.name}-mibs")
-        log.info("%s: listening on udp %s", self.name, self.sock.getsockname()[:2])
+        log.info(
+            "%s: listening on udp %s; senders allowed: %s",
+            self.name,
+            self.sock.getsockname()[:2],
+            self.allowed.describe(),
+        )
 
     def _mib_cache_stamp(self) -> float | None:
         try:

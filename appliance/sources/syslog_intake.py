@@ -22,10 +22,9 @@ from appliance.metrics import Registry
 from appliance.protocols.syslog.decode import decode_with_fields
 from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder, VendorRegistry
-from appliance.sources.base import AllowList
+from appliance.sources.policy import AllowList
 
 _rl = RateLimitedLog(logging.getLogger(__name__))
-MAX_SENDERS = 65_536  # profile cache; cleared (buckets refilled) when it overflows
 MAX_SKEW_SENDERS = 1024  # senders with a clock-skew gauge series
 
 
@@ -85,6 +84,7 @@ class SyslogIntake:
         self.allowed = AllowList(cfg.allowed)
         self.rate = cfg.rate_limit
         self.burst = float(cfg.rate_burst)
+        self.max_senders = cfg.max_senders  # profile cache; reset (buckets refilled) past it
         self.profiles: dict[str, SenderProfile] = {}
         self._sender_cfg = list(senders)
         self._senders = self._sender_table(decoders)
@@ -153,7 +153,7 @@ class SyslogIntake:
                         static, tz, decoder = s_static, s_tz, s_dec
                         break
         prof = SenderProfile(ip, ip in self.allowed, static, tz, decoder, self.burst)
-        if len(self.profiles) >= MAX_SENDERS:
+        if len(self.profiles) >= self.max_senders:
             self.profiles.clear()
         self.profiles[ip] = prof
         return prof

@@ -130,7 +130,13 @@ class SyslogUdpSource:
             tracker.start(sock)
             self.kernel.append(tracker)
         how = f"{n} decode workers" if n else "decoding in-process"
-        log.info("%s: listening on udp %s (%s)", self.name, self.socks[0].getsockname()[:2], how)
+        log.info(
+            "%s: listening on udp %s (%s); senders allowed: %s",
+            self.name,
+            self.socks[0].getsockname()[:2],
+            how,
+            self.intake.allowed.describe(),
+        )
 
     @property
     def listening(self) -> bool:

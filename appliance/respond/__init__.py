@@ -1,0 +1,68 @@
+"""Active response: on incident open, block the source at a firewall (HTTP API) or run an
+argv program, and lift the block when its TTL passes (``[[respond.actions]]``).
+
+:class:`RespondComponent` wires the :class:`~appliance.respond.responder.Responder` into a
+running appliance: its incident hook, its worker, and the API routes
+(:mod:`appliance.respond.api`). See the responder for the guarantees.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from appliance.config import AppConfig
+from appliance.incidents import INCIDENT_TXN_HOOKS
+from appliance.respond.responder import Responder
+
+if TYPE_CHECKING:
+    from appliance.app import Appliance
+
+__all__ = ["RespondComponent", "Responder", "build_respond", "responder_of"]
+
+log = logging.getLogger(__name__)
+
+
+class RespondComponent:
+    name = "respond"
+
+    def __init__(self, app: Appliance) -> None:
+        self.app = app
+        self.responder = Responder(app.store, app.config, app.metrics, app.clock)
+
+    async def start(self) -> None:
+        INCIDENT_TXN_HOOKS.append(self.responder.hook)
+        await self.responder.start()
+        actions = self.app.config.respond.actions
+        if actions:
+            live = [a.name for a in actions if not a.dry_run]
+            log.info(
+                "respond: %d action(s); live (not dry-run): %s",
+                len(actions),
+                ", ".join(live) or "none",
+            )
+
+    async def stop(self) -> None:
+        if self.responder.hook in INCIDENT_TXN_HOOKS:
+            INCIDENT_TXN_HOOKS.remove(self.responder.hook)
+        await self.responder.stop()
+
+    async def reload(self, cfg: AppConfig) -> None:
+        self.responder.configure(cfg)
+        self.responder.wake()
+
+
+def responder_of(app: Appliance) -> Responder | None:
+    for c in app.components:
+        if isinstance(c, RespondComponent):
+            return c.responder
+    return None
+
+
+def build_respond(app: Appliance) -> RespondComponent:
+    from appliance.api.server import ROUTE_HOOKS
+    from appliance.respond import api
+
+    if api.setup not in ROUTE_HOOKS:
+        ROUTE_HOOKS.append(api.setup)
+    return RespondComponent(app)

@@ -1,0 +1,511 @@
+"""Event search over the segment store: field filters, free text, counts by field, histograms.
+
+Events are JSON lines in segments (:mod:`appliance.store.segments`), so a filter on an
+arbitrary field means reading lines. What keeps that bounded:
+
+* SQL skips segments first: by time range, by id (the paging cursor) and by ``instr`` of each
+  filter's JSON form (``"user.name":"alice"``), which SQLite tests on the blob without any
+  Python work;
+* every request reads at most ``max_scan`` events (default :data:`MAX_SCAN_EVENTS`); when the
+  budget runs out before the page is full (or before the range is covered, for counts) the
+  answer says so (``complete: false``) and carries the cursor to continue from.
+
+Filters are parsed here, purely (:func:`parse_filters`), so a malformed or unknown filter is a
+:class:`FilterError` naming it before anything is read. Which field names are known: see
+:mod:`appliance.store.fields`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import orjson
+
+from appliance.store.segments import decode_line, json_needle, segment_lines
+
+if TYPE_CHECKING:
+    from appliance.event import Event
+    from appliance.store.db import Store
+
+# Events decoded per request at most. Measured (scripts/bench_search.py) at ~0.4 s of one core
+# for 200k lines: the page answers in well under a second whatever the filter, and a client
+# that wants more follows the cursor.
+MAX_SCAN_EVENTS = 200_000
+# Ids SQL's instr pre-filter may look at per request, as a multiple of max_scan (measured on
+# 1M events: reading every blob for a text no event has took 1.3 s; see scripts/bench_search).
+SQL_SPAN_FACTOR = 5
+# Segments fetched per SQL round trip (each up to 1024 events).
+_BATCH_SEGMENTS = 8
+# Values one filter may list (OR), and the length of one value.
+MAX_VALUES = 50
+MAX_VALUE_LEN = 1024
+# Parameters of the search endpoints that are not field filters.
+RESERVED = frozenset({"since", "until", "limit", "cursor", "q", "field", "interval", "max_scan"})
+FIELD_NAME = re.compile(r"[A-Za-z0-9_@][A-Za-z0-9_@\-]*(\.[A-Za-z0-9_@\-]+)*")
+_RANGE = re.compile(r"(>=|<=|>|<)(.+)")
+# Fields read from the line's columns rather than the fields object.
+_MODULE = "event.module"
+
+
+class FilterError(ValueError):
+    """A filter the API refuses; ``name`` is the parameter, the message says what is wrong."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"{name}: {problem}")
+        self.name = name
+        self.problem = problem
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise FilterError(name, f"{text[:40]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise FilterError(name, "must be a finite number")
+    return value
+
+
+def _is_ip_field(name: str) -> bool:
+    return name == "ip" or name.endswith(".ip") or name.endswith("_ip")
+
+
+@dataclass(slots=True)
+class Condition:
+    """One field's test: any of ``equals`` (exact, as text or number), inside any of
+    ``networks`` (CIDR, for IP fields), or within ``lo``/``hi`` (numbers)."""
+
+    name: str
+    equals: list[str] = field(default_factory=list)
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    lo: float | None = None
+    lo_incl: bool = True
+    hi: float | None = None
+    hi_incl: bool = True
+
+    def needles(self) -> list[bytes] | None:
+        """Substrings one of which a matching line must contain, or ``None`` (no pre-filter)."""
+        if self.networks or self.lo is not None or self.hi is not None:
+            return None
+        out = []
+        for v in self.equals:
+            if self.name in ("source.ip", _MODULE):
+                # source.ip may match observer.ip instead (see match_parts); the module is a
+                # column of the line, not a key of its fields.
+                out.append(b'"' + json_needle(v) + b'"')
+                continue
+            key = b'"' + json_needle(self.name) + b'":'
+            out.append(key + b'"' + json_needle(v) + b'"')
+            try:
+                float(v)
+            except ValueError:
+                continue
+            out.append(key + v.encode())  # stored as a JSON number
+        return out
+
+    def matches(self, value: Any) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, list):
+            return any(self.matches(v) for v in value)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, float) and not value.is_integer():
+            text = repr(value)
+        elif isinstance(value, int | float):
+            text = str(int(value))
+        elif isinstance(value, str):
+            text = value
+        else:
+            return False
+        if text in self.equals:
+            return True
+        if self.networks and isinstance(value, str):
+            try:
+                ip = ipaddress.ip_address(value)
+            except ValueError:
+                return False
+            return any(ip in net for net in self.networks if net.version == ip.version)
+        if self.lo is not None or self.hi is not None:
+            if isinstance(value, bool):
+                return False
+            if isinstance(value, int | float):
+                num = float(value)
+            else:
+                try:
+                    num = float(text)
+                except ValueError:
+                    return False
+            if self.lo is not None and (num < self.lo or (num == self.lo and not self.lo_incl)):
+                return False
+            return not (
+                self.hi is not None and (num > self.hi or (num == self.hi and not self.hi_incl))
+            )
+        return False
+
+
+def parse_condition(name: str, values: list[str]) -> Condition:
+    """One filter from its query values: ``v`` (exact; repeated = any of), ``a/n`` (CIDR on
+    IP fields), ``a..b`` (inclusive range), ``>=n``, ``>n``, ``<=n``, ``<n``."""
+    if not FIELD_NAME.fullmatch(name) or len(name) > 128:
+        raise FilterError(name[:80], "not a field name")
+    if len(values) > MAX_VALUES:
+        raise FilterError(name, f"at most {MAX_VALUES} values")
+    cond = Condition(name)
+    for raw in values:
+        if raw == "":
+            raise FilterError(name, "empty value")
+        if len(raw) > MAX_VALUE_LEN:
+            raise FilterError(name, f"value longer than {MAX_VALUE_LEN}")
+        if _is_ip_field(name) and "/" in raw:
+            try:
+                cond.networks.append(ipaddress.ip_network(raw, strict=False))
+            except ValueError:
+                raise FilterError(name, f"{raw[:60]!r} is not an address or CIDR") from None
+            continue
+        rng = _RANGE.fullmatch(raw)
+        if rng or ".." in raw:
+            if len(values) > 1:
+                raise FilterError(name, "a range cannot be combined with other values")
+            if rng:
+                op, num = rng.groups()
+                bound = _number(name, num)
+                if op.startswith(">"):
+                    cond.lo, cond.lo_incl = bound, op == ">="
+                else:
+                    cond.hi, cond.hi_incl = bound, op == "<="
+            else:
+                a, _, b = raw.partition("..")
+                if a == "" and b == "":
+                    raise FilterError(name, "a range needs a bound")
+                cond.lo = _number(name, a) if a else None
+                cond.hi = _number(name, b) if b else None
+                if cond.lo is not None and cond.hi is not None and cond.lo > cond.hi:
+                    raise FilterError(name, "range start is after its end")
+            continue
+        if _is_ip_field(name):
+            try:
+                ipaddress.ip_address(raw)
+            except ValueError:
+                raise FilterError(name, f"{raw[:60]!r} is not an address or CIDR") from None
+        cond.equals.append(raw)
+    return cond
+
+
+@dataclass(slots=True)
+class Query:
+    """What to look for: time range, field conditions (all must hold), free text."""
+
+    since: float | None = None
+    until: float | None = None
+    conditions: list[Condition] = field(default_factory=list)
+    text: str | None = None
+
+    def needles(self) -> list[list[bytes]]:
+        """For SQL: a list of alternatives per condition (a segment must contain one of each)."""
+        out = []
+        for c in self.conditions:
+            alts = c.needles()
+            if alts:
+                out.append(alts)
+        if self.text:
+            out.append([json_needle(self.text)])
+        return out
+
+    def match_parts(self, ts: float, module: str, fields: Mapping[str, Any]) -> bool:
+        if self.since is not None and ts < self.since:
+            return False
+        if self.until is not None and ts >= self.until:
+            return False
+        for c in self.conditions:
+            if c.name == _MODULE:
+                value: Any = module
+            else:
+                value = fields.get(c.name)
+                if value is None and c.name == "source.ip":
+                    # Plain syslog and traps carry no source.ip: their source is the device.
+                    value = fields.get("observer.ip")
+            if not c.matches(value):
+                return False
+        if self.text:
+            message = fields.get("message")
+            if not isinstance(message, str) or self.text not in message:
+                return False
+        return True
+
+
+def parse_filters(
+    params: Iterable[tuple[str, str]], known: Callable[[str], bool]
+) -> list[Condition]:
+    """Field conditions from query parameters (everything not in :data:`RESERVED`); an unknown
+    field (``known`` says no) or a malformed value is a :class:`FilterError`."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in params:
+        if name in RESERVED:
+            continue
+        grouped.setdefault(name, []).append(value)
+    conds = []
+    for name, values in grouped.items():
+        cond = parse_condition(name, values)
+        if not known(name):
+            raise FilterError(name[:80], "unknown field (no decoder emits it, none stored has it)")
+        conds.append(cond)
+    return conds
+
+
+@dataclass(slots=True)
+class ScanResult:
+    """What a bounded scan found: ``next_cursor`` is where to continue (``None`` when the
+    store holds nothing older that could match)."""
+
+    events: list[Event] = field(default_factory=list)
+    counts: Counter[Any] = field(default_factory=Counter)
+    matched: int = 0
+    missing: int = 0
+    scanned: int = 0
+    next_cursor: int | None = None
+    seen_fields: set[str] = field(default_factory=set)
+
+
+def _segment_sql(
+    query: Query, before_id: int | None, floor: int | None = None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if floor is not None:
+        clauses.append("first_id >= ?")
+        args.append(floor)
+    if query.since is not None:
+        clauses.append("max_ts >= ?")
+        args.append(query.since)
+    if query.until is not None:
+        clauses.append("min_ts < ?")
+        args.append(query.until)
+    if before_id is not None:
+        clauses.append("first_id < ?")
+        args.append(before_id)
+    for alts in query.needles():
+        clauses.append("(" + " OR ".join("instr(body, ?) > 0" for _ in alts) + ")")
+        args.extend(alts)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = (
+        "SELECT first_id, body FROM event_segments"  # noqa: S608 - fixed clauses, bound values
+        + where
+        + f" ORDER BY first_id DESC LIMIT {_BATCH_SEGMENTS}"
+    )
+    return sql, args
+
+
+Visit = Callable[[int, bytes, float, str, dict[str, Any]], bool]
+
+
+def _scan_batch(
+    segments: list[tuple[int, bytes]],
+    before_id: int | None,
+    query: Query,
+    visit: Visit,
+    budget: int,
+    result: ScanResult,
+    learn: bool,
+) -> tuple[bool, int | None]:
+    """Feed matching lines to ``visit`` (which returns ``False`` to stop); newest first.
+    Returns (stopped, id of the oldest line read)."""
+    oldest: int | None = None
+    for first_id, body in segments:
+        for id_, line in segment_lines(first_id, body):
+            if before_id is not None and id_ >= before_id:
+                continue
+            if result.scanned >= budget:
+                return True, oldest
+            result.scanned += 1
+            oldest = id_
+            ts, _created, module, fields, _raw = orjson.loads(line)
+            if learn:
+                result.seen_fields.update(fields)
+            if query.match_parts(ts, module, fields) and not visit(id_, line, ts, module, fields):
+                return True, oldest
+    return False, oldest
+
+
+async def scan(
+    store: Store,
+    query: Query,
+    visit: Visit,
+    *,
+    before_id: int | None = None,
+    max_scan: int = MAX_SCAN_EVENTS,
+    learn: bool = True,
+) -> ScanResult:
+    """Run ``visit`` on the matching events newest first, reading at most ``max_scan``.
+
+    Two budgets: ``max_scan`` lines parsed, and :data:`SQL_SPAN_FACTOR` x ``max_scan`` ids
+    looked at by SQL's ``instr`` pre-filter (which parses nothing, but reads the blobs: a
+    text no event has would otherwise read the whole store in one request).
+    """
+    conn = store.reader
+    if conn is None:
+        from appliance.store.db import StoreError
+
+        raise StoreError("store is closed")
+    result = ScanResult()
+    floor = await _sql_floor(conn, before_id, max_scan * SQL_SPAN_FACTOR)
+    cursor = before_id
+    while True:
+        sql, args = _segment_sql(query, cursor, floor)
+        async with conn.execute(sql, args) as cur:
+            segments = cast("list[tuple[int, bytes]]", await cur.fetchall())
+        if not segments:
+            # Nothing more down to the floor; below it, older segments wait for the cursor.
+            result.next_cursor = None
+            if floor is not None and await _any_below(conn, floor):
+                result.next_cursor = floor
+            return result
+        stopped, oldest = await asyncio.to_thread(
+            _scan_batch, segments, cursor, query, visit, max_scan, result, learn
+        )
+        if stopped:
+            # Ids below the last line read (or, when the budget ran out on this batch's first
+            # line, below the previous batch) are not read yet.
+            result.next_cursor = oldest if oldest is not None else cursor
+            return result
+        cursor = segments[-1][0]
+
+
+async def _sql_floor(conn: Any, before_id: int | None, span: int) -> int | None:
+    """The first id of the segment where this request's SQL scan stops: ``span`` ids below
+    the cursor (or the newest id), rounded down to a segment start. ``None``: no floor."""
+    if before_id is None:
+        async with conn.execute("SELECT max(last_id) FROM event_segments") as cur:
+            row = await cur.fetchone()
+        if not row or row[0] is None:
+            return None
+        top = int(row[0]) + 1
+    else:
+        top = before_id
+    async with conn.execute(
+        "SELECT first_id FROM event_segments WHERE first_id <= ? ORDER BY first_id DESC LIMIT 1",
+        (top - span,),
+    ) as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else None
+
+
+async def _any_below(conn: Any, floor: int) -> bool:
+    async with conn.execute(
+        "SELECT 1 FROM event_segments WHERE first_id < ? LIMIT 1", (floor,)
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
+async def find_events(
+    store: Store, query: Query, *, limit: int, before_id: int | None, max_scan: int
+) -> ScanResult:
+    """The newest ``limit`` matching events before ``before_id``."""
+    found: list[Event] = []
+
+    def visit(id_: int, line: bytes, _ts: float, _m: str, _f: dict[str, Any]) -> bool:
+        found.append(decode_line(line, id_))
+        return len(found) < limit
+
+    result = await scan(store, query, visit, before_id=before_id, max_scan=max_scan)
+    result.events = found
+    result.matched = len(found)
+    if len(found) < limit and result.next_cursor is None:
+        return result
+    if len(found) >= limit:
+        result.next_cursor = found[-1].id
+    return result
+
+
+def _bucket_value(value: Any) -> Any:
+    if isinstance(value, list | dict):
+        return orjson.dumps(value).decode()
+    return value
+
+
+async def count_by(
+    store: Store, query: Query, name: str, *, before_id: int | None, max_scan: int
+) -> ScanResult:
+    """Matching events counted by the value of field ``name`` (list values count each item)."""
+    result_counts: Counter[Any] = Counter()
+    missing = 0
+    matched = 0
+
+    def visit(_id: int, _line: bytes, _ts: float, module: str, fields: dict[str, Any]) -> bool:
+        nonlocal missing, matched
+        matched += 1
+        value = module if name == _MODULE else fields.get(name)
+        if value is None:
+            missing += 1
+        elif isinstance(value, list):
+            for v in value[:MAX_VALUES]:
+                result_counts[_bucket_value(v)] += 1
+        else:
+            result_counts[_bucket_value(value)] += 1
+        return True
+
+    result = await scan(store, query, visit, before_id=before_id, max_scan=max_scan)
+    result.counts = result_counts
+    result.missing = missing
+    result.matched = matched
+    return result
+
+
+async def histogram(
+    store: Store,
+    query: Query,
+    start: float,
+    interval: float,
+    *,
+    before_id: int | None,
+    max_scan: int,
+) -> ScanResult:
+    """Matching events counted per ``interval``-second bucket from ``start`` (event time)."""
+    buckets: Counter[Any] = Counter()
+    matched = 0
+
+    def visit(_id: int, _line: bytes, ts: float, _m: str, _f: dict[str, Any]) -> bool:
+        nonlocal matched
+        matched += 1
+        buckets[int((ts - start) // interval)] += 1
+        return True
+
+    result = await scan(store, query, visit, before_id=before_id, max_scan=max_scan)
+    result.counts = buckets
+    result.matched = matched
+    return result
+
+
+async def events_by_ids(store: Store, ids: Iterable[int]) -> list[Event]:
+    """The stored events with these ids (those retention deleted are left out), newest first.
+    One indexed segment lookup per distinct segment, so a few hundred ids stay cheap."""
+    conn = store.reader
+    if conn is None:
+        from appliance.store.db import StoreError
+
+        raise StoreError("store is closed")
+    wanted = sorted({int(i) for i in ids if isinstance(i, int) and i > 0}, reverse=True)
+    out: list[Event] = []
+    segment: tuple[int, list[bytes]] | None = None
+    for id_ in wanted:
+        if segment is None or not segment[0] <= id_ < segment[0] + len(segment[1]):
+            async with conn.execute(
+                "SELECT first_id, body FROM event_segments WHERE first_id <= ?"
+                " ORDER BY first_id DESC LIMIT 1",
+                (id_,),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                break  # nothing older is stored
+            segment = (int(row[0]), bytes(row[1]).split(b"\n"))
+        k = id_ - segment[0]
+        if 0 <= k < len(segment[1]):
+            out.append(decode_line(segment[1][k], id_))
+    return out
