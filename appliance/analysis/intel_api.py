@@ -16,7 +16,7 @@ from appliance.api.params import BadParam
 from appliance.api.server import APPLIANCE_KEY
 from appliance.event import iso8601
 
-MAX_VALUE = 2048
+MAX_VALUE = 512  # percent-encoded, 4-byte characters still fit the 8 KiB request line
 
 
 def _component(request: web.Request) -> IntelComponent:
