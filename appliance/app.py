@@ -478,6 +478,7 @@ class Appliance:
 def _register_components() -> None:
     from appliance.analysis import baselines_api, feedback_api, intel_api
     from appliance.analysis.baselines import build_baselines
+    from appliance.analysis.context import build_analysis
     from appliance.analysis.feedback import build_feedback
     from appliance.analysis.geoip import build_geoip
     from appliance.analysis.intel_stage import build_intel
@@ -487,14 +488,16 @@ def _register_components() -> None:
     from appliance.respond import build_respond
 
     # Respond before correlation: its incident hook is in place before the first incident,
-    # and (stop runs in reverse) it stops after correlation raised its last one. Feedback
-    # after correlation: it hands its check to the correlation's incident manager. Baselines
-    # after geoip (they learn countries) and intel.
+    # and (stop runs in reverse) it stops after correlation raised its last one. Analysis
+    # after correlation: it installs its incident assessor on the correlation's manager.
+    # Feedback after correlation: it hands its check to the correlation's incident manager.
+    # Baselines after geoip (they learn countries) and intel.
     builders = (
         build_geoip,
         build_intel,
         build_respond,
         build_correlation,
+        build_analysis,
         build_reports,
         build_feedback,
         build_baselines,

@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | respond | decoders | test-rule | ...``.
+"""Command line: ``appliance run | check-config | tokens | respond | vuln | decoders | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("paths", nargs="+", type=Path, help="rule folders or files")
     rc.add_argument("--builtin", action="store_true", help="also report the built-in rules")
     rc.add_argument("--json", action="store_true", help="one JSON object per rule")
+    from appliance.analysis import cli as analysis_cli
+
+    analysis_cli.add_parser(sub)
     from appliance.respond import cli as respond_cli
 
     respond_cli.add_parser(sub)
@@ -238,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.analysis import intel_cli
 
         return intel_cli.run(args)
+    if args.command == "vuln":
+        from appliance.analysis import cli as analysis_cli
+
+        return analysis_cli.run(args)
     if args.command == "respond":
         from appliance.respond import cli as respond_cli
 

@@ -807,6 +807,10 @@ class IntelFeed:
         return errors
 
 
+def severity_levels(value: int) -> str | None:
+    return None if 0 <= value <= 4 else "must be 0-4 severity levels"
+
+
 @dataclass(frozen=True, slots=True)
 class AnalysisSection:
     """``[analysis]``: context that raises or lowers what the rules say (appliance.analysis).
@@ -839,6 +843,17 @@ class AnalysisSection:
     new_term_learning: float = field(default=7 * 86400.0, metadata=check(non_negative))
     new_term_max_keys: int = field(default=10_000, metadata=check(positive))
     new_term_max_values: int = field(default=1_000, metadata=check(positive))
+
+    # IDS alert vs the target's vulnerability scan (appliance.analysis.risk): severity levels
+    # added for a CVE match and for a match listed in CISA KEV; what an alert against a
+    # target without the CVE or the service does (lower | suppress | keep), and by how much.
+    vuln_match_raise: int = field(default=1, metadata=check(severity_levels))
+    kev_raise: int = field(default=1, metadata=check(severity_levels))
+    unmatched_ids: Literal["lower", "suppress", "keep"] = "lower"
+    unmatched_lower: int = field(default=1, metadata=check(severity_levels))
+    # Stamp asset fields on flows too (NetFlow/IPFIX): off by default, since at flow rates
+    # the lookups take a measured share of the per-flow budget (README, scripts/bench budget).
+    enrich_flows: bool = False
 
     def validate(self) -> list[str]:
         errors = []

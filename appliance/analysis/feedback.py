@@ -46,7 +46,6 @@ SCOPES = ("group", "source", "asset")
 SOURCE_FIELDS = ("source.ip", "client.ip")
 ASSET_ADDRESS_FIELDS = ("destination.ip", "server.ip", "host.ip", "observer.ip")
 ASSET_NAME_FIELDS = ("host.name", "host.hostname", "observer.hostname")
-# What a single-event detection's alert carries beyond its group (engine.CONTEXT_FIELDS).
 MAX_SUPPRESSIONS = 10_000
 MAX_NOTE = 500
 FLUSH_INTERVAL = 5.0
@@ -106,9 +105,9 @@ class Suppression:
 
 
 def _alert_values(a: Alert) -> dict[str, Any]:
-    if not a.context:
-        return a.group
-    return {**a.context, **a.group}
+    """A detection's whole event (its group-by values are among them); a correlation's
+    group-by values."""
+    return a.fields if a.fields is not None else a.group
 
 
 def _any_in(net: Network | None, values: dict[str, Any], fields: tuple[str, ...]) -> bool:

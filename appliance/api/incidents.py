@@ -2,7 +2,7 @@
 
 ``GET /api/v1/incidents`` (filters ``status``, ``severity``, ``since``/``until`` = last seen
 in range, ``rule`` = rule id, ``assignee``; ``sort`` = last_seen | first_seen | updated |
-severity, ``order`` = desc | asc; ``limit``; evidence left out),
+severity | risk_score, ``order`` = desc | asc; ``limit``; evidence left out),
 ``GET /api/v1/incidents/{id}`` (with evidence ids and samples),
 ``GET /api/v1/incidents/{id}/events`` (the evidence events themselves, those still stored),
 ``POST /api/v1/incidents/{id}/ack``, ``/resolve``, ``/false-positive`` and ``/reopen`` (JSON

@@ -58,26 +58,14 @@ class Alert:
     samples: list[str] = field(default_factory=list)
     suppressed: bool = False
     detail: dict[str, Any] = field(default_factory=dict)
-    # A single-event detection's address and host fields beyond its group (CONTEXT_FIELDS):
-    # what a scoped suppression (source, asset) is checked against.
-    context: dict[str, Any] = field(default_factory=dict)
+    # The fields of the event that fired a detection (the same dict, not a copy; None for
+    # correlations): incident-time analysis (appliance.analysis) weighs the whole event, not
+    # only the group-by values. Never stored; read, not changed.
+    fields: dict[str, Any] | None = None
 
     @property
     def group_key(self) -> str:
         return ",".join(f"{k}={'' if v is None else v}" for k, v in self.group.items())
-
-
-CONTEXT_FIELDS = (
-    "source.ip",
-    "client.ip",
-    "destination.ip",
-    "server.ip",
-    "host.ip",
-    "observer.ip",
-    "host.name",
-    "host.hostname",
-    "observer.hostname",
-)
 
 
 @dataclass(slots=True)
@@ -745,8 +733,17 @@ class Engine:
             if d.generate:
                 group = {g: fields.get(g) for g in d.group_by}
                 ids = [ev.id] if ev.id is not None else []
-                a = Alert(d.meta, "detection", group, ts, ts, 1, ids, [_sample(_event_raw(ev))])
-                a.context = {f: fields[f] for f in CONTEXT_FIELDS if f in fields}
+                a = Alert(
+                    d.meta,
+                    "detection",
+                    group,
+                    ts,
+                    ts,
+                    1,
+                    ids,
+                    [_sample(_event_raw(ev))],
+                    fields=fields,
+                )
                 self._emit(d.meta, d.suppress, a, alerts)
             if d.parents:
                 if late:

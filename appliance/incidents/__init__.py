@@ -23,8 +23,20 @@ The incident document (native JSON, versioned by ``schema_version``)::
       "hit_count": 12,
       "suppressed_count": 0,
       "evidence": {"event_ids": [1, 2], "samples": ["<raw line>", ...]},
-      "created": "...", "updated": "..."             # wall-clock times of the changes
+      "created": "...", "updated": "...",            # wall-clock times of the changes
+      "risk_score": 60,            # 0-100, the worst hit's (appliance.analysis.risk)
+      "risk": {                    # what moved the score and the severity
+        "severity_base": "medium", # the rule's level
+        "severity_reasons": ["medium → high: target db1 has CVE-2020-1350 (scan)"],
+        "inputs": {"rule_level": "medium", "asset_criticality": 4, "vuln_match": "matched",
+                   "cvss": 10.0, "kev": false, "intel_confidence": null, "rarity": 0.0, ...},
+        "reasons": ["rule level medium (0.6)", ...],
+        "unmatched_hits": 0        # IDS hits against a target without the CVE or service
+      }
     }
+
+``risk_score`` and ``risk`` were added without a version bump (schema_version 1): documents
+written before them lack both, and readers treat that as "not scored".
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -25,14 +26,30 @@ from typing import Any
 
 import aiosqlite
 
+from appliance.analysis import risk
 from appliance.correlate.engine import Alert
 from appliance.event import iso8601
 from appliance.incidents import INCIDENT_TXN_HOOKS, IncidentTxnHook
+from appliance.logutil import RateLimitedLog
 from appliance.store import Store
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 SCHEMA_VERSION = 1
 ACTIVE = ("open", "acknowledged", "suppressed")
 SEVERITIES = ("informational", "low", "medium", "high", "critical")
+# ``list()`` orders: names the API accepts -> fixed SQL (never built from the request); the
+# direction and the ``id`` tie-break are appended. The risk expression matches the index of
+# migration 0011.
+SORTS = {
+    "last_seen": "last_seen",
+    "first_seen": "first_seen",
+    "updated": "updated",
+    "severity": "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2"
+    " WHEN 'low' THEN 1 ELSE 0 END",
+    "risk_score": "json_extract(doc, '$.risk_score')",
+}
 MAX_CACHED = 10_000  # active incidents kept in memory (the rest are read back when hit)
 MAX_HISTORY = 50  # history entries kept on an incident (newest)
 MAX_COMMENTS = 100  # comments kept on an incident (newest)
@@ -77,6 +94,11 @@ class IncidentManager:
         self.suppressor: Callable[[Alert, float], bool] | None = None
         self.created = 0
         self.updated = 0
+        # Weighs each hit: risk score, severity moves, suppression (appliance.analysis). The
+        # analysis component installs one that knows the assets and scans; this default scores
+        # from the rule level and the evidence's own fields.
+        self.assess: Callable[[Alert], risk.Assessment] = basic_assessment
+        self.assess_errors = 0
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
@@ -221,10 +243,18 @@ class IncidentManager:
             if a.suppressed and doc is not None:
                 doc["suppressed_count"] += 1
                 continue
+            verdict = self._assess(a)
+            if verdict.suppress:  # the analysis policy says the attack cannot work here
+                if doc is not None:
+                    doc["suppressed_count"] += 1
+                    risk.apply(doc, verdict, new=False)
+                continue
+            created = doc is None
             if doc is None:
                 doc = work[key] = self._new_doc(a, now)
                 new_ids.add(doc["id"])
             self._add_hit(doc, a)
+            risk.apply(doc, verdict, new=created)
         docs = list(work.values())
         for doc in docs:
             doc["revision"] += 1
@@ -243,6 +273,15 @@ class IncidentManager:
         self.created += len(new_ids)
         self.updated += len(docs) - len(new_ids)
         return [public(d) for d in docs]
+
+    def _assess(self, a: Alert) -> risk.Assessment:
+        try:
+            return self.assess(a)
+        except Exception:
+            # An analysis bug must not lose the incident: score it without the context.
+            self.assess_errors += 1
+            _rl.error("assess", "incident analysis failed for %s", a.rule.id, exc_info=True)
+            return basic_assessment(a)
 
     async def _write(self, conn: aiosqlite.Connection, doc: dict[str, Any]) -> None:
         pub = public(doc)
@@ -478,14 +517,27 @@ class IncidentManager:
         return [public(json.loads(r[0])) for r in rows]
 
 
-# Sort keys of :meth:`IncidentManager.list` -> their SQL (fixed text, never user input).
-SORTS = {
-    "last_seen": "last_seen",
-    "first_seen": "first_seen",
-    "updated": "updated",
-    "severity": "CASE severity WHEN 'critical' THEN 4 WHEN 'high' THEN 3 WHEN 'medium' THEN 2"
-    " WHEN 'low' THEN 1 ELSE 0 END",
-}
+def basic_assessment(a: Alert) -> risk.Assessment:
+    """The risk of a hit from the rule's level and the evidence's own fields: the asset
+    criticality the enrichment stage stamped, intel confidence, rarity (no scan data)."""
+    fields = a.fields if a.fields is not None else a.group
+    crit, name = None, ""
+    for side in ("destination", "source"):
+        value = fields.get(f"{side}.asset.criticality")
+        if (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (crit is None or value > crit)
+        ):
+            crit, name = value, str(fields.get(f"{side}.asset.name") or fields.get(f"{side}.ip"))
+    inputs = risk.RiskInputs(
+        rule_level=a.rule.level if a.rule.level in SEVERITIES else "medium",
+        asset_criticality=crit,
+        asset=name,
+        intel_confidence=risk.intel_confidence(fields.get(risk.INTEL_CONFIDENCE_FIELD)),
+        rarity=risk.rarity(fields.get(risk.RARITY_FIELD)),
+    )
+    return risk.assess(inputs, risk.Policy())
 
 
 def public(doc: dict[str, Any]) -> dict[str, Any]:

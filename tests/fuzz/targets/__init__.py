@@ -16,6 +16,7 @@ PYTHON_TARGETS: dict[str, str] = {
     "snmp": "snmp",
     "config": "config",
     "api-params": "api_params",
+    "analysis-files": "analysis_files",
 }
 # cargo-fuzz target name in dataplane/fuzz/fuzz_targets/, and which Python target's seeds it
 # starts from (the same bytes reach the same parser).
