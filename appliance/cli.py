@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     t_rev.add_argument("id")
     for c in (t_add, t_list, t_rev):
         c.add_argument("--config", "-c", type=Path)
+    from appliance.console import cli as console_cli
+
+    console_cli.add_parser(sub)
     sub.add_parser("version", help="print the version")
     sub.add_parser("example-config", help="print the commented example config")
     mibs = sub.add_parser("mibs", help="SNMP MIB names")
@@ -233,6 +236,16 @@ def main(argv: list[str] | None = None) -> int:
         return compile_mibs_command(args)
     if args.command == "tokens":
         return tokens_command(args)
+    if args.command == "users":
+        from appliance.console import cli as console_cli
+
+        try:
+            config = load_config(args.config or EXAMPLE_CONFIG)
+        except ConfigError as exc:
+            for err in exc.errors:
+                print(f"config error: {err}", file=sys.stderr)
+            return 2
+        return console_cli.run(config, args)
     if args.command == "decoders":
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 

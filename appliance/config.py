@@ -866,9 +866,21 @@ class AnalysisSection:
 
 @dataclass(frozen=True, slots=True)
 class ConsoleSection:
-    """``[console]``: the web console served beside the API (appliance.console)."""
+    """``[console]``: the web console served beside the API (appliance.console).
+
+    Sessions end after ``session_idle`` seconds without a request and ``session_max`` seconds
+    after login whatever happens. ``login_max_failures`` wrong passwords within
+    ``login_window`` seconds, from one address or for one user name, lock that address or
+    name out of logging in for ``login_lockout`` seconds. Pages re-fetch their data every
+    ``refresh_seconds`` while they are open (and not at all when nobody looks)."""
 
     enabled: bool = True
+    session_idle: float = field(default=1800.0, metadata=check(positive))
+    session_max: float = field(default=43200.0, metadata=check(positive))
+    login_max_failures: int = field(default=5, metadata=check(positive))
+    login_window: float = field(default=300.0, metadata=check(positive))
+    login_lockout: float = field(default=900.0, metadata=check(positive))
+    refresh_seconds: float = field(default=5.0, metadata=check(positive))
 
 
 def check_hhmm(value: str) -> str | None:

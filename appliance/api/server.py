@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 AUTH_FAILURES = ("missing_token", "unknown_token", "insufficient_scope")
+_READ_METHODS = ("GET", "HEAD", "OPTIONS")
 
 APPLIANCE_KEY: web.AppKey[Appliance] = web.AppKey("appliance")
 # The token a request authenticated with (handlers may record who did what).
@@ -43,6 +44,14 @@ TOKEN_KEY: web.RequestKey[Token] = web.RequestKey("api_token", Token)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Each hook gets the aiohttp application and adds its routes (``app.router.add_get(...)``).
 ROUTE_HOOKS: list[Callable[[web.Application], None]] = []
+# Another way for an /api/ request without a bearer token to authenticate (the console's
+# session cookie, appliance.console): the Token the request acts as, or None when it carries
+# none. It may raise an HTTP error itself (a write without the session's CSRF token: 403).
+SessionAuth = Callable[[web.Request], Awaitable[Token | None]]
+SESSION_AUTH_KEY: web.AppKey[SessionAuth] = web.AppKey("session_auth")
+# Told of every state-changing /api/ request that succeeded (status < 400): the audit log.
+AuditHook = Callable[[web.Request, Token], Awaitable[None]]
+AUDIT_KEY: web.AppKey[AuditHook] = web.AppKey("audit")
 
 
 def load_or_create_token(api: ApiSection, data_dir: Path, base: Callable[[str], Path]) -> str:
@@ -135,12 +144,20 @@ def make_auth_middleware(
             tokens.maybe_reload()
             header = request.headers.get("Authorization", "")
             token = tokens.authenticate(header) if header else None
+            session_auth = request.app.get(SESSION_AUTH_KEY)
+            if token is None and not header and session_auth is not None:
+                token = await session_auth(request)
             if token is None:
                 return refuse(request, "unknown_token" if header else "missing_token")
             needed = scope_for(request.method, request.match_info.handler)
             if not token.allows(needed):
                 return refuse(request, "insufficient_scope", needed, token.id)
             request[TOKEN_KEY] = token
+            response = await handler(request)
+            audit = request.app.get(AUDIT_KEY)
+            if audit is not None and request.method not in _READ_METHODS and response.status < 400:
+                await audit(request, token)
+            return response
         return await handler(request)
 
     return auth
@@ -177,6 +194,10 @@ class ApiServer:
         openapi.setup(self.app)
         for hook in ROUTE_HOOKS:
             hook(self.app)
+        if cfg.console.enabled:
+            from appliance.console import web as console_web
+
+            console_web.setup(self.app)
         self.runner: web.AppRunner | None = None
         self.site: web.TCPSite | None = None
 

@@ -62,6 +62,8 @@ class CorrelationComponent:
         self.config = app.config
         self.ruleset = RuleSet()
         self.engine = Engine(self.ruleset, limits_of(self.config.rules))
+        # Shared by every engine this component builds (start, reload): see Engine.disabled.
+        self.disabled_rules: set[str] = set()
         r = self.config.rules
         self.incidents = IncidentManager(
             app.store,
@@ -160,6 +162,8 @@ class CorrelationComponent:
         for f in self.ruleset.failures:
             log.warning("rule not loaded: %s %s: %s", f.path, f.title, f.reason)
         self.engine = Engine(self.ruleset, limits_of(self.config.rules))
+        self.disabled_rules |= await load_disabled_rules(self.app.store)
+        self.engine.disabled = self.disabled_rules
         await self._restore()
         await self.incidents.load()
         self.app.pipeline.after_store.append(self)
@@ -199,6 +203,7 @@ class CorrelationComponent:
         engine = Engine(ruleset, limits_of(config.rules))
         engine.restore(json.loads(json.dumps(self.engine.snapshot())))
         engine.carry_stats(self.engine)
+        engine.disabled = self.disabled_rules
         self.config, self.ruleset, self.engine = config, ruleset, engine
         self._wake.set()
         log.info(
@@ -345,6 +350,15 @@ class CorrelationComponent:
         except (ValueError, TypeError, KeyError) as exc:
             self.errors.inc("snapshot_restore")
             log.warning("correlation snapshot not restored (%s); starting with empty windows", exc)
+
+
+async def load_disabled_rules(store: Any) -> set[str]:
+    """The rule ids an operator disabled (``rule_state``, migration 0013)."""
+    conn = store.reader
+    if conn is None:
+        return set()
+    async with conn.execute("SELECT rule_id FROM rule_state WHERE enabled = 0") as cur:
+        return {str(r[0]) for r in await cur.fetchall()}
 
 
 def build_correlation(app: Appliance) -> CorrelationComponent:

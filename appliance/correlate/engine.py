@@ -595,6 +595,9 @@ class Engine:
         self.newest = -math.inf
         self.late_events = 0
         self.stats: dict[str, RuleStats] = {}
+        # Rule ids switched off by an operator (appliance.console, ``rule_state``): still
+        # evaluated (their hits counted, correlations fed), but they raise nothing.
+        self.disabled: set[str] = set()
         self.index: dict[str, dict[str | None, list[DetectionRule]]] = {}
         for d in ruleset.detections:
             slot = self.index.setdefault(d.source.key, {})
@@ -843,6 +846,8 @@ class Engine:
                 self._feed(p, c.meta.id, inner, group, alerts, depth + 1)
 
     def _emit(self, meta: RuleMeta, sup: Suppress | None, a: Alert, out: list[Alert]) -> None:
+        if meta.id in self.disabled:
+            return
         st = self.stats[meta.id]
         if sup is not None:
             key = tuple(a.group.get(f) for f in sup.by) if sup.by else (a.group_key,)
