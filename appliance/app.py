@@ -484,17 +484,20 @@ def _register_components() -> None:
     from appliance.analysis.intel_stage import build_intel
     from appliance.api.server import ROUTE_HOOKS
     from appliance.correlate.component import build_correlation
+    from appliance.notify import api as _notify_api  # noqa: F401  (adds its API routes)
+    from appliance.notify.engine import build_notify
     from appliance.reports.schedule import build_reports
     from appliance.respond import build_respond
 
-    # Respond before correlation: its incident hook is in place before the first incident,
-    # and (stop runs in reverse) it stops after correlation raised its last one. Analysis
-    # after correlation: it installs its incident assessor on the correlation's manager.
-    # Feedback after correlation: it hands its check to the correlation's incident manager.
-    # Baselines after geoip (they learn countries) and intel.
+    # Notify and respond before correlation: their incident hooks are in place before the
+    # first incident, and (stop runs in reverse) they stop after correlation raised its last.
+    # Analysis after correlation: it installs its incident assessor on the correlation's
+    # manager. Feedback after correlation: it hands its check to the correlation's incident
+    # manager. Baselines after geoip (they learn countries) and intel.
     builders = (
         build_geoip,
         build_intel,
+        build_notify,
         build_respond,
         build_correlation,
         build_analysis,

@@ -1,4 +1,4 @@
-"""Command line: ``appliance run | check-config | tokens | respond | vuln | decoders | ...``.
+"""Command line: ``appliance run | check-config | tokens | respond | vuln | notify | ...``.
 
 Exit codes (the firmware hooks rely on them): 0 ok, 1 runtime failure (cannot bind, cannot
 open the database), 2 invalid configuration or usage.
@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     rc.add_argument("paths", nargs="+", type=Path, help="rule folders or files")
     rc.add_argument("--builtin", action="store_true", help="also report the built-in rules")
     rc.add_argument("--json", action="store_true", help="one JSON object per rule")
+    from appliance.notify import cli as notify_cli
+
+    notify_cli.add_parser(sub)
     from appliance.analysis import cli as analysis_cli
 
     analysis_cli.add_parser(sub)
@@ -254,6 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.analysis import intel_cli
 
         return intel_cli.run(args)
+    if args.command == "notify":
+        from appliance.notify import cli as notify_cli
+
+        return notify_cli.run(args)
     if args.command == "vuln":
         from appliance.analysis import cli as analysis_cli
 

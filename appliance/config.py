@@ -592,9 +592,60 @@ class DecodersSection:
 # appliance.analysis, appliance.console). Secrets are kept out of ``repr``.
 
 
+NOTIFY_CHANNEL_TYPES = (
+    "email",
+    "sms_twilio",
+    "sms_http",
+    "sms_modem",
+    "slack",
+    "teams",
+    "mattermost",
+    "telegram",
+    "webhook",
+)
+# Secrets a channel may take, each also as ``<name>_file`` (first line) and ``<name>_env``.
+NOTIFY_SECRETS = ("password", "auth_token", "token", "bot_token", "hmac_secret", "pin", "url")
+# Which keys each type needs (one of ``x``, ``x_file``, ``x_env`` for a secret).
+_NOTIFY_REQUIRED: dict[str, tuple[str, ...]] = {
+    "email": ("host", "from", "to"),
+    "sms_twilio": ("account_sid", "auth_token", "from", "to"),
+    "sms_http": ("url", "to"),  # and body, unless method = "GET"
+    "sms_modem": ("device", "to"),
+    "slack": ("url",),
+    "teams": ("url",),
+    "mattermost": ("url",),
+    "telegram": ("bot_token", "to"),
+    "webhook": ("url",),
+}
+
+
+def check_url_template(value: str) -> str | None:
+    """An http(s) URL without credentials; ``{placeholders}`` are allowed (sms_http)."""
+    from urllib.parse import urlsplit
+
+    if not value:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 (raises for a bad port)
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL"
+    if "@" in parts.netloc:
+        return "must not carry credentials (user:password@): use the channel's secret keys"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class NotifyChannel:
-    """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels)."""
+    """One ``[[notify.channels]]``: where a notification can go (appliance.notify.channels).
+
+    One flat table for every type; ``validate`` names the keys a type needs and refuses the
+    ones that contradict. Secrets (``password``, ``auth_token``, ``token``, ``bot_token``,
+    ``hmac_secret``, ``pin`` and ``url``, which for chat webhooks is itself the credential)
+    are kept out of ``repr`` and may come from ``<key>_file`` or ``<key>_env`` instead.
+    """
 
     name: str = field(default="", metadata=check(sensor_name))
     type: Literal[
@@ -608,20 +659,305 @@ class NotifyChannel:
         "telegram",
         "webhook",
     ] = "webhook"
+    # Recipients: e-mail addresses, phone numbers (E.164), Telegram chat ids.
+    to: list[str] = field(default_factory=list)
+    from_: str = field(default="", metadata={"key": "from"})
+    # Seconds for one delivery attempt (connect, TLS, request, answer).
+    timeout: float = field(default=30.0, metadata=check(positive))
+    # Characters of text the channel sends at most (0: the transport's own limit).
+    max_length: int = field(default=0, metadata=check(non_negative))
+    # TLS: a CA bundle replacing the system store (private PKI); verification is always on.
+    ca_file: str = ""
+    # email
+    host: str = ""
+    port: int = field(default=0, metadata=check(non_negative))  # 0: 25, 587 or 465 by tls
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: str = ""
+    password_env: str = ""
+    # HTTP channels: the endpoint (sms_twilio: the API base; chat: the incoming webhook).
+    url: str = field(default="", repr=False, metadata=check(check_url_template))
+    url_file: str = ""
+    url_env: str = ""
+    # Plain http:// is refused except to loopback unless this is set (a LAN gateway).
+    allow_http: bool = False
+    # sms_twilio
+    account_sid: str = ""
+    auth_token: str = field(default="", repr=False)
+    auth_token_file: str = ""
+    auth_token_env: str = ""
+    # sms_http: request template and success test
+    method: Literal["POST", "PUT", "GET"] = "POST"
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    content_type: Literal["form", "json", "text"] = "form"
+    body: str = ""
+    token: str = field(default="", repr=False)  # the {token} placeholder in headers/url/body
+    token_file: str = ""
+    token_env: str = ""
+    success_status: list[int] = field(default_factory=list)  # empty: any 2xx
+    success_contains: str = ""
+    success_field: str = ""  # dotted path into a JSON answer
+    success_value: str = ""  # the field's value as text (empty: any truthy value)
+    # sms_modem
+    device: str = ""
+    baud: int = field(default=115200, metadata=check(positive))
+    pin: str = field(default="", repr=False)
+    pin_file: str = ""
+    pin_env: str = ""
+    max_segments: int = field(default=3, metadata=check(positive))
+    command_timeout: float = field(default=10.0, metadata=check(positive))
+    reply_poll_interval: float = field(default=30.0, metadata=check(non_negative))  # 0: off
+    # telegram
+    api_url: str = field(default="https://api.telegram.org", metadata=check(check_url_template))
+    bot_token: str = field(default="", repr=False)
+    bot_token_file: str = ""
+    bot_token_env: str = ""
+    # webhook (Standard Webhooks signature, like [[upstream]] type "webhook")
+    hmac_secret: str = field(default="", repr=False)
+    hmac_secret_file: str = ""
+    hmac_secret_env: str = ""
+
+    def check_plain_http(self, url: str) -> str | None:
+        """Plain http:// is for loopback (a local relay) unless ``allow_http`` says otherwise."""
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(url)
+        if parts.scheme != "http" or self.allow_http or is_loopback_host(parts.hostname or ""):
+            return None
+        return "plain http:// only to loopback; use https:// or allow_http = true"
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is set; for a secret, inline or through its ``_file``/``_env``."""
+        attr = "from_" if key == "from" else key
+        if key in NOTIFY_SECRETS:
+            return any(getattr(self, f"{key}{sfx}") for sfx in ("", "_file", "_env"))
+        return bool(getattr(self, attr))
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        for key in _NOTIFY_REQUIRED[self.type]:
+            if not self.has(key):
+                errors.append(f"{key}: required for type {self.type!r}")
+        for key in NOTIFY_SECRETS:
+            given = [f"{key}{s}" for s in ("", "_file", "_env") if getattr(self, f"{key}{s}")]
+            if len(given) > 1:
+                errors.append(f"{key}: give one of {key}, {key}_file, {key}_env")
+        if self.type == "email":
+            if bool(self.username) != self.has("password"):
+                errors.append("username: username and password go together")
+            if self.has("password") and self.tls == "none":
+                errors.append("password: SMTP AUTH needs tls = 'starttls' or 'implicit'")
+            for key, addr in [("from", self.from_), *(("to", a) for a in self.to)]:
+                if addr and (any(c in addr for c in '\r\n,;<>" ') or "@" not in addr):
+                    errors.append(f"{key}: {addr!r} is not a plain e-mail address (local@domain)")
+        if self.type in ("sms_twilio", "sms_modem") and self.to:
+            errors.extend(
+                f"to: {n!r} is not an E.164 number (+ and 8-15 digits)"
+                for n in self.to
+                if not (n.startswith("+") and n[1:].isdigit() and 8 <= len(n) - 1 <= 15)
+            )
+        if self.type == "telegram":
+            errors.extend(
+                f"to: {c!r} is not a Telegram chat id (a number or @channel)"
+                for c in self.to
+                if not (c.lstrip("-").isdigit() or (c.startswith("@") and len(c) > 1))
+            )
+        if self.hmac_secret and not self.hmac_secret.startswith("whsec_"):
+            errors.append("hmac_secret: must start with whsec_ (Standard Webhooks secret)")
+        urls = [("url", self.url)]
+        if self.type == "telegram":
+            urls.append(("api_url", self.api_url))
+        errors.extend(f"{key}: {e}" for key, url in urls if (e := self.check_plain_http(url)))
+        if self.type == "sms_http":
+            if self.method == "GET" and self.body:
+                errors.append("body: a GET request has no body; put placeholders in url")
+            if self.method != "GET" and not self.body:
+                errors.append(f"body: required for method {self.method!r}")
+            import re
+
+            templates = self.body + self.url + "".join(self.headers.values())
+            names = set(re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", templates))
+            unknown = names - {"to", "text", "subject", "severity", "token", "from"}
+            if unknown:
+                errors.append(
+                    f"body: unknown placeholder(s) {sorted(unknown)}; use to, text, subject,"
+                    " severity, from, token"
+                )
+            if any(s < 100 or s > 599 for s in self.success_status):
+                errors.append("success_status: HTTP status codes are 100-599")
+        return errors
+
+
+SEVERITY_ORDER = ("informational", "low", "medium", "high", "critical")
+Severity = Literal["informational", "low", "medium", "high", "critical"]
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def check_time_range(value: str) -> str | None:
+    """``HH:MM-HH:MM`` (a range past midnight, ``22:00-07:00``, is allowed); empty = always."""
+    if not value:
+        return None
+    try:
+        parse_time_range(value)
+    except ValueError:
+        return "not HH:MM-HH:MM (24-hour clock, e.g. 22:00-07:00)"
+    return None
+
+
+def parse_time_range(value: str) -> tuple[int, int]:
+    """Minutes after midnight of a ``HH:MM-HH:MM`` range's start and end."""
+    start, sep, end = value.partition("-")
+    if not sep:
+        raise ValueError(value)
+    out = []
+    for part in (start, end):
+        hh, colon, mm = part.strip().partition(":")
+        if not colon or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
+            raise ValueError(value)
+        h, m = int(hh), int(mm)
+        if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
+            raise ValueError(value)
+        out.append(h * 60 + m)
+    return out[0], out[1]
+
+
+def check_weekdays(value: list[str]) -> str | None:
+    for day in value:
+        if day not in WEEKDAYS:
+            return f"{day!r} is not one of {', '.join(WEEKDAYS)}"
+    return None
+
+
+def check_group_by(value: list[str]) -> str | None:
+    for name in value:
+        if not name or len(name) > 64:
+            return "field names of 1-64 characters"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyQuietHours:
+    """Hours when only incidents at or above ``min_severity`` go out at once; the rest are
+    held until the hours end (``action = "hold"``, sent then as one digest) or dropped
+    (``"drop"``, counted). Read in ``[notify] timezone``."""
+
+    hours: str = field(default="", metadata=check(check_time_range))
+    days: list[str] = field(default_factory=list, metadata=check(check_weekdays))
+    min_severity: Severity = "critical"
+    action: Literal["hold", "drop"] = "hold"
 
 
 @dataclass(frozen=True, slots=True)
 class NotifyRoute:
-    """One ``[[notify.routes]]``: which incidents go to which channels (appliance.notify)."""
+    """One ``[[notify.routes]]``: which incidents go to which channels (appliance.notify).
+
+    Routes are tried in order; the first that matches takes the incident and the rest are
+    skipped unless it says ``continue = true`` (Alertmanager's rule). Every matcher left
+    empty matches everything.
+    """
 
     channels: list[str] = field(default_factory=list)
-    min_severity: Literal["informational", "low", "medium", "high", "critical"] = "low"
+    min_severity: Severity = "low"
+    name: str = ""
+    rules: list[str] = field(default_factory=list)  # rule id or title globs ("SSH*")
+    tags: list[str] = field(default_factory=list)  # any of these rule tags (globs)
+    source_networks: list[str] = field(default_factory=list, metadata=check(check_networks))
+    sites: list[str] = field(default_factory=list)  # appliance.site values (globs)
+    hours: str = field(default="", metadata=check(check_time_range))  # active HH:MM-HH:MM
+    days: list[str] = field(default_factory=list, metadata=check(check_weekdays))
+    continue_: bool = field(default=False, metadata={"key": "continue"})
+    group_by: list[str] = field(default_factory=list, metadata=check(check_group_by))
+    group_wait: float = field(default=0.0, metadata=check(non_negative))
+    group_interval: float = field(default=300.0, metadata=check(positive))
+    repeat_interval: float = field(default=0.0, metadata=check(non_negative))  # 0 = never
+    digest_interval: float = field(default=0.0, metadata=check(non_negative))  # 0 = no digest
+    digest_below: Severity = "high"  # severities below this go to the digest
+    quiet_hours: NotifyQuietHours | None = None
+    escalation: str = ""  # a [[notify.escalations]] name
+
+    @property
+    def label(self) -> str:
+        return self.name or ",".join(self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyEscalationLevel:
+    after: float = field(default=900.0, metadata=check(positive))  # seconds unacknowledged
+    channels: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyEscalation:
+    """One ``[[notify.escalations]]``: while an incident its route matched stays open (not
+    acknowledged), each level in turn, ``after`` seconds after the previous one, notifies its
+    channels. Acknowledging or resolving the incident stops it."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    min_severity: Severity = "high"
+    levels: list[NotifyEscalationLevel] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyRateLimit:
+    """At most ``max_messages`` per ``per`` seconds on ``channel``; the rest wait their turn
+    in the outbox (counted in ``appliance_notify_rate_limited_total``)."""
+
+    channel: str = ""
+    max_messages: int = field(default=10, metadata=check(positive))
+    per: float = field(default=3600.0, metadata=check(positive))
 
 
 @dataclass(frozen=True, slots=True)
 class NotifySection:
     channels: list[NotifyChannel] = field(default_factory=list)
     routes: list[NotifyRoute] = field(default_factory=list)
+    escalations: list[NotifyEscalation] = field(default_factory=list)
+    rate_limits: list[NotifyRateLimit] = field(default_factory=list)
+    # Base of the acknowledgement links put in messages (the API as people reach it, e.g.
+    # "https://sem.site.example:8080"); empty = no links.
+    public_url: str = ""
+    ack_link_ttl: float = field(default=86400.0, metadata=check(positive))
+    timezone: str = field(default="UTC", metadata=check(check_timezone))
+    tick: float = field(default=1.0, metadata=check(positive))  # timer resolution, seconds
+    send_timeout: float = field(default=30.0, metadata=check(positive))
+    backoff_base: float = field(default=5.0, metadata=check(positive))
+    backoff_cap: float = field(default=300.0, metadata=check(positive))
+    max_rejections: int = field(default=3, metadata=check(positive))
+    sms_max_chars: int = field(default=306, metadata=check(positive))  # two segments
+    digest_max_items: int = field(default=50, metadata=check(positive))
+
+    def validate(self) -> list[str]:
+        errors: list[str] = []
+        names = [c.name for c in self.channels]
+        known = set(names)
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                errors.append(f"channels[{i}].name: duplicate channel name {name!r}")
+        escalations = {e.name for e in self.escalations}
+        for i, r in enumerate(self.routes):
+            for ch in r.channels:
+                if ch not in known:
+                    errors.append(f"routes[{i}].channels: no channel named {ch!r}")
+            if r.escalation and r.escalation not in escalations:
+                errors.append(f"routes[{i}].escalation: no escalation named {r.escalation!r}")
+        for i, e in enumerate(self.escalations):
+            if not e.levels:
+                errors.append(f"escalations[{i}].levels: at least one level")
+            for j, lvl in enumerate(e.levels):
+                for ch in lvl.channels:
+                    if ch not in known:
+                        errors.append(
+                            f"escalations[{i}].levels[{j}].channels: no channel named {ch!r}"
+                        )
+        for i, rl in enumerate(self.rate_limits):
+            if rl.channel not in known:
+                errors.append(f"rate_limits[{i}].channel: no channel named {rl.channel!r}")
+        if self.public_url and not self.public_url.startswith(("http://", "https://")):
+            errors.append("public_url: must start with http:// or https://")
+        return errors
 
 
 RESPOND_PLACEHOLDERS = ("ip", "user", "value", "ttl", "incident_id", "rule_id", "action", "alias")
@@ -1060,7 +1396,13 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
 def build(cls: Any, data: dict[str, Any], path: str, errors: list[str]) -> Any:
     """Decode one TOML table into ``cls``, appending every problem to ``errors``."""
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    # A field whose TOML key is not a Python name (``from``, ``continue``) names it in
+    # ``metadata["key"]``.
+    fields = {
+        f.metadata.get("key", f.name): f
+        for f in dataclasses.fields(cls)
+        if not f.metadata.get("internal")
+    }
     kwargs: dict[str, Any] = {}
     prefix = f"{path}." if path else ""
     for key, value in data.items():
@@ -1068,7 +1410,7 @@ def build(cls: Any, data: dict[str, Any], path: str, errors: list[str]) -> Any:
             errors.append(f"{prefix}{key}: unknown key")
             continue
         n_before = len(errors)
-        converted = _convert(hints[key], value, prefix + key, errors)
+        converted = _convert(hints[fields[key].name], value, prefix + key, errors)
         if len(errors) != n_before:
             continue
         checker = fields[key].metadata.get("check")
@@ -1077,7 +1419,7 @@ def build(cls: Any, data: dict[str, Any], path: str, errors: list[str]) -> Any:
             if problem:
                 errors.append(f"{prefix}{key}: {problem}")
                 continue
-        kwargs[key] = converted
+        kwargs[fields[key].name] = converted
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
     if validate is not None:

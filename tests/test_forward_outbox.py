@@ -173,3 +173,14 @@ async def test_rows_of_a_removed_upstream_are_dropped_at_start_and_counted(
     assert 'appliance_forward_dropped_total{upstream="a",reason="upstream_removed"} 2' in (
         await second.metrics()
     )
+
+
+async def test_start_leaves_the_rows_of_other_streams_sharing_the_table(store):
+    """The notifier queues in the same table (stream 'notify'); the forwarder's clean-up of
+    removed upstreams must not take its rows."""
+    async with store.transaction() as conn:
+        await Outbox.enqueue(conn, "notify/mail", "k1", {"subject": "x"}, 3, 1.0, stream="notify")
+        await Outbox.enqueue(conn, "gone", "k2", {"id": "y"}, 3, 1.0)
+    dropped = await Outbox(store).drop_unconfigured(set())
+    assert dropped == {"gone": 1}
+    assert [r["upstream"] for r in await outbox_rows(store)] == ["notify/mail"]

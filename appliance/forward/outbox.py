@@ -227,11 +227,19 @@ class Outbox:
                 s.dead = int(row[0]) if row else 0
         return s
 
-    async def drop_unconfigured(self, keep: set[str]) -> dict[str, int]:
-        """Delete rows of upstreams no longer in the config; counts by upstream."""
+    async def drop_unconfigured(
+        self, keep: set[str], streams: tuple[str, ...] = ("incident", "event")
+    ) -> dict[str, int]:
+        """Delete rows of ``streams`` whose upstream is no longer in the config; counts by
+        upstream. Other streams sharing the table (the notifier's) are left to their owner."""
         conn = self.store.reader
         assert conn is not None
-        async with conn.execute("SELECT upstream, count(*) FROM outbox GROUP BY upstream") as cur:
+        marks = ",".join("?" * len(streams))
+        async with conn.execute(
+            f"SELECT upstream, count(*) FROM outbox WHERE stream IN ({marks})"  # noqa: S608
+            " GROUP BY upstream",
+            streams,
+        ) as cur:
             counts = {str(r[0]): int(r[1]) for r in await cur.fetchall()}
         gone = {name: n for name, n in counts.items() if name not in keep}
         if gone:

@@ -17,6 +17,7 @@ import random
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from appliance.config import ConfigError, UpstreamSection
 
@@ -37,15 +38,23 @@ def ssl_context(cfg: UpstreamSection, path: Callable[[str], Path]) -> ssl.SSLCon
     return ctx
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
 def read_secret(
-    cfg: UpstreamSection,
+    cfg: _Named,
     inline: str,
     file: str,
     env: str,
     what: str,
     path: Callable[[str], Path],
+    *,
+    section: str = "upstream",
 ) -> str:
-    """The secret from the config value, a file (first line) or an environment variable."""
+    """The secret from the config value, a file (first line) or an environment variable.
+    ``section`` names the config section in errors (``upstream``, ``notify channel``)."""
     if inline:
         return inline
     if file:
@@ -53,15 +62,15 @@ def read_secret(
             value = path(file).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(
-                [f"upstream {cfg.name}: cannot read {what} file: {exc.strerror or exc}"]
+                [f"{section} {cfg.name}: cannot read {what} file: {exc.strerror or exc}"]
             ) from exc
         if not value:
-            raise ConfigError([f"upstream {cfg.name}: {what} file is empty"])
+            raise ConfigError([f"{section} {cfg.name}: {what} file is empty"])
         return value
     if env:
         value = os.environ.get(env, "").strip()
         if not value:
-            raise ConfigError([f"upstream {cfg.name}: environment variable {env} is not set"])
+            raise ConfigError([f"{section} {cfg.name}: environment variable {env} is not set"])
         return value
     return ""
 

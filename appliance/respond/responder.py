@@ -42,6 +42,7 @@ PURGE_INTERVAL = 3600.0
 DUE_BATCH = 64
 EVIDENCE_LOOKUP = 10  # evidence events read for a value the incident's group lacks
 JOB_ERROR_PAUSE = 5.0  # seconds before a job whose record failed (database) is due again
+STOP_GRACE = 10.0  # seconds in-flight calls get to finish and be recorded at stop
 
 
 class UndoRefused(Exception):
@@ -295,11 +296,17 @@ class Responder:
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
-        for job in list(self._jobs):
-            job.cancel()
-        for job in list(self._jobs):
-            with contextlib.suppress(BaseException):
-                await job
+        # A call already under way is let finish and recorded (bounded): cancelled between the
+        # call and its commit, a block would be in place but not "active" in the ledger, and a
+        # later undo would cancel it instead of lifting it.
+        jobs = list(self._jobs)
+        if jobs:
+            _done, pending = await asyncio.wait(jobs, timeout=STOP_GRACE)
+            for job in pending:
+                job.cancel()
+            for job in pending:
+                with contextlib.suppress(BaseException):
+                    await job
 
     def wake(self) -> None:
         self._wake.set()

@@ -36,11 +36,15 @@ class Message:
 
 
 class DeliveryError(Exception):
-    """A delivery failed; ``retryable`` says whether trying again later can help."""
+    """A delivery failed; ``retryable`` says whether trying again later can help, and
+    ``retry_after`` (seconds) is the wait the far end asked for (HTTP ``Retry-After``)."""
 
-    def __init__(self, message: str, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = True, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class Channel(Protocol):
