@@ -476,7 +476,13 @@ class Appliance:
 
 
 def _register_components() -> None:
+    from appliance.analysis import baselines_api, feedback_api, intel_api
+    from appliance.analysis.baselines import build_baselines
     from appliance.analysis.context import build_analysis
+    from appliance.analysis.feedback import build_feedback
+    from appliance.analysis.geoip import build_geoip
+    from appliance.analysis.intel_stage import build_intel
+    from appliance.api.server import ROUTE_HOOKS
     from appliance.correlate.component import build_correlation
     from appliance.notify import api as _notify_api  # noqa: F401  (adds its API routes)
     from appliance.notify.engine import build_notify
@@ -486,10 +492,25 @@ def _register_components() -> None:
     # Notify and respond before correlation: their incident hooks are in place before the
     # first incident, and (stop runs in reverse) they stop after correlation raised its last.
     # Analysis after correlation: it installs its incident assessor on the correlation's
-    # manager.
-    for builder in (build_notify, build_respond, build_correlation, build_analysis, build_reports):
+    # manager. Feedback after correlation: it hands its check to the correlation's incident
+    # manager. Baselines after geoip (they learn countries) and intel.
+    builders = (
+        build_geoip,
+        build_intel,
+        build_notify,
+        build_respond,
+        build_correlation,
+        build_analysis,
+        build_reports,
+        build_feedback,
+        build_baselines,
+    )
+    for builder in builders:
         if builder not in COMPONENT_BUILDERS:
             COMPONENT_BUILDERS.append(builder)
+    for hook in (intel_api.setup, feedback_api.setup, baselines_api.setup):
+        if hook not in ROUTE_HOOKS:
+            ROUTE_HOOKS.append(hook)
 
 
 _register_components()

@@ -85,6 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     from appliance.protocols.syslog.vendors import cli as decoders_cli
 
     decoders_cli.add_parser(sub)
+    from appliance.analysis import intel_cli
+
+    intel_cli.add_parser(sub)
+    rules = sub.add_parser("rules", help="Sigma rule files: check which load and why not")
+    rules_sub = rules.add_subparsers(dest="rules_command", required=True)
+    rc = rules_sub.add_parser("check", help="one line per rule: ok (kind) or failed (why)")
+    rc.add_argument("paths", nargs="+", type=Path, help="rule folders or files")
+    rc.add_argument("--builtin", action="store_true", help="also report the built-in rules")
+    rc.add_argument("--json", action="store_true", help="one JSON object per rule")
     from appliance.notify import cli as notify_cli
 
     notify_cli.add_parser(sub)
@@ -244,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         from appliance.protocols.syslog.vendors import cli as decoders_cli
 
         return decoders_cli.run(args)
+    if args.command == "intel":
+        from appliance.analysis import intel_cli
+
+        return intel_cli.run(args)
     if args.command == "notify":
         from appliance.notify import cli as notify_cli
 
@@ -283,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"config error: {err}", file=sys.stderr)
             return 2
         return asyncio.run(run_db_command(config, args))
+    if args.command == "rules":
+        from appliance.correlate.cli import run_rules_check
+
+        return run_rules_check(args)
     if args.command == "report":
         return report_command(args)
     if args.command in ("test-rule", "replay"):

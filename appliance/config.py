@@ -1112,6 +1112,37 @@ class RespondSection:
         return errors
 
 
+def check_confidence(value: int) -> str | None:
+    return None if 0 <= value <= 100 else "must be 0-100"
+
+
+@dataclass(frozen=True, slots=True)
+class IntelFeed:
+    """One ``[[analysis.feeds]]``: a threat-intel list fetched over HTTPS (appliance.analysis.
+    feeds) into ``data_dir/intel/``, refreshed every ``interval`` seconds by the running
+    appliance and by ``appliance intel update``. Its indicators stop matching ``ttl`` seconds
+    after the feed last listed them (or at their own ``valid_until``)."""
+
+    name: str = field(default="", metadata=check(sensor_name))
+    url: str = field(default="", metadata=check(check_https_url))
+    format: Literal["auto", "plain", "netset", "csv", "misp", "stix"] = "auto"
+    confidence: int = field(default=50, metadata=check(check_confidence))
+    ttl: float = field(default=7 * 86400.0, metadata=check(positive))
+    interval: float = field(default=3600.0, metadata=check(positive))
+    ca_file: str = ""  # extra CA bundle (a private feed server); verification is always on
+    max_bytes: int = field(default=256 * 1024 * 1024, metadata=check(positive))
+    timeout: float = field(default=60.0, metadata=check(positive))
+    enabled: bool = True
+
+    def validate(self) -> list[str]:
+        errors = []
+        if not self.name:
+            errors.append("name: required")
+        if not self.url:
+            errors.append("url: required")
+        return errors
+
+
 def severity_levels(value: int) -> str | None:
     return None if 0 <= value <= 4 else "must be 0-4 severity levels"
 
@@ -1125,6 +1156,30 @@ class AnalysisSection:
     vuln_files: list[str] = field(default_factory=list)
     ids_rule_files: list[str] = field(default_factory=list)
     intel_files: list[str] = field(default_factory=list)
+    # Threat intelligence (appliance.analysis.intel): local files' indicators carry this
+    # confidence unless they state their own, and age out `intel_ttl` seconds after the file
+    # last changed (0: they never age; their own valid_until still applies).
+    intel_confidence: int = field(default=75, metadata=check(check_confidence))
+    intel_ttl: float = field(default=0.0, metadata=check(non_negative))
+    intel_max_indicators: int = field(default=5_000_000, metadata=check(positive))
+    feeds: list[IntelFeed] = field(default_factory=list)
+    # GeoIP/ASN (appliance.analysis.geoip): MaxMind-format databases (GeoLite2/GeoIP2 City or
+    # Country, ASN; or any MMDB with the same record shape), optional.
+    geoip_database: str = ""
+    asn_database: str = ""
+    # Statistics and baselines (appliance.analysis.baselines): hourly rates per device and
+    # source against the same hour of earlier weeks, new terms, rarity.
+    baselines: bool = True
+    baseline_factor: float = field(default=2.0, metadata=check(positive))
+    baseline_min_count: int = field(default=20, metadata=check(positive))
+    baseline_warmup_weeks: int = field(default=2, metadata=check(positive))
+    baseline_alpha: float = field(default=0.3, metadata=check(positive))
+    baseline_max_keys: int = field(default=10_000, metadata=check(positive))
+    baseline_snapshot_interval: float = field(default=300.0, metadata=check(positive))
+    new_term_learning: float = field(default=7 * 86400.0, metadata=check(non_negative))
+    new_term_max_keys: int = field(default=10_000, metadata=check(positive))
+    new_term_max_values: int = field(default=1_000, metadata=check(positive))
+
     # IDS alert vs the target's vulnerability scan (appliance.analysis.risk): severity levels
     # added for a CVE match and for a match listed in CISA KEV; what an alert against a
     # target without the CVE or the service does (lower | suppress | keep), and by how much.
@@ -1135,6 +1190,14 @@ class AnalysisSection:
     # Stamp asset fields on flows too (NetFlow/IPFIX): off by default, since at flow rates
     # the lookups take a measured share of the per-flow budget (README, scripts/bench budget).
     enrich_flows: bool = False
+
+    def validate(self) -> list[str]:
+        errors = []
+        if self.baseline_alpha > 1:
+            errors.append("baseline_alpha: must be at most 1")
+        names = [f.name for f in self.feeds]
+        dups = sorted({n for n in names if n and names.count(n) > 1})
+        return errors + [f"feeds: duplicate feed name {n!r}" for n in dups]
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,25 @@ from tests.ruletools import (
 Scenario = Callable[[], list[Event]]
 
 
+def stamped(e: Event, fields: dict[str, object]) -> Event:
+    e.fields.update(fields)
+    return e
+
+
+def intel_hit(e: Event) -> Event:
+    e.fields.update(
+        {
+            "threat.indicator.type": "ipv4-addr",
+            "threat.indicator.ip": e.fields["source.ip"],
+            "threat.indicator.confidence": 80,
+            "threat.feed.name": "blocklist",
+            "threat.enrichments.matched.field": "source.ip",
+            "threat.enrichments.matched.atomic": e.fields["source.ip"],
+        }
+    )
+    return e
+
+
 def many(n: int, make: Callable[[int], Event]) -> list[Event]:
     return [make(i) for i in range(n)]
 
@@ -391,6 +410,27 @@ BASE: dict[str, tuple[Event, Event]] = {
     "interface_up": (device(0, "interface_up"), device(0, "interface_down")),
     "silent_source": (device(0, "x"), device(0, "x", "netflow")),
     "log_rate_spike": (device(0, "x"), device(0, "x", "snmp")),
+    # What the intel enrichment stage stamps on a flow from a listed address (tests/test_intel.py
+    # runs the stage itself); the same flow without a hit raises nothing.
+    # What the baseline stage stamps (tests/test_baselines.py runs the stage itself).
+    "baseline_rate_anomaly": (
+        stamped(
+            device(0, "x"),
+            {"baseline.rate.kind": "device", "baseline.rate.key": "10.0.0.1"},
+        ),
+        device(0, "x"),
+    ),
+    "baseline_new_term": (
+        stamped(
+            ssh(0, "192.0.2.1", ok=True),
+            {"baseline.new_term.kind": "user_per_host", "baseline.new_term.value": "root"},
+        ),
+        ssh(0, "192.0.2.1", ok=True),
+    ),
+    "intel_indicator_match": (
+        intel_hit(flow(0, "203.0.113.9", "10.0.0.1", 443)),
+        flow(0, "203.0.113.9", "10.0.0.1", 443),
+    ),
 }
 
 

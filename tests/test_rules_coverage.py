@@ -19,15 +19,21 @@ other rule is still checked on the in-repo inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from appliance.analysis.baselines import BaselineStage
+from appliance.analysis.intel import SourceText, build_index
+from appliance.analysis.intel_stage import IntelEnricher
+from appliance.config import AnalysisSection
 from appliance.correlate import Engine
 from appliance.correlate.rules import RuleSet
 from appliance.event import Event
+from appliance.metrics import Registry
 from appliance.mibs import MibResolver
 from appliance.protocols.netflow.decoder import NetflowDecoder
 from appliance.protocols.snmp import ber
@@ -154,11 +160,28 @@ def corpus_events() -> Iterator[tuple[str, Event]]:
             yield f"corpus netflow/{path.name}", ev
 
 
+# The threat-intel stage runs on the listeners' path before the rules: with the documentation
+# ranges listed (the addresses samples use), its fields reach the intel rule as they would.
+INTEL_LIST = "192.0.2.0/24\n198.51.100.0/24\n203.0.113.0/24\n"
+
+
 def coverage(events: Iterator[tuple[str, Event]]) -> dict[str, list[str]]:
     """Rule name -> where its matching inputs came from."""
     eng = Engine(builtin())
+    index, _ = build_index([SourceText("test-list", "plain", INTEL_LIST, 80, NOW, None)], 10)
+    intel = IntelEnricher(index, Registry())
+    # The baseline stage with nothing to learn first: every key's second event in an hour is
+    # above its (empty) baseline and every first value is a new term, so its fields reach the
+    # baseline rules on the real decoded inputs.
+    baselines = BaselineStage(
+        dataclasses.replace(AnalysisSection(), new_term_learning=0.0, baseline_min_count=1)
+    )
+    baselines.rates.s.warmup_weeks = 0
+    hour = int(NOW // 3600)
     out: dict[str, list[str]] = {}
     for where, ev in events:
+        intel.enrich(ev, NOW)
+        baselines.observe(ev, hour, NOW)
         for d in eng.matches(ev):
             out.setdefault(d.meta.name or d.meta.id, []).append(where)
     return out

@@ -11,6 +11,8 @@ Modules: ``assets`` (inventory and longest-prefix lookup), ``vulns`` (scanner re
 CISA KEV catalog, NVD CVE files), ``idsrules`` (Snort/Suricata ``sid`` → CVE), ``risk`` (the
 score and the severity policy), ``context`` (the running component that loads the files,
 re-reads them on SIGHUP and serves the pipeline and the incident manager), ``cli``
-(``appliance vuln import``). Parsers are pure functions of bytes or text; files are read at the
-edges (``context``, ``cli``).
+(``appliance vuln import``); ``intel``/``feeds``/``intel_stage`` (threat intelligence),
+``geoip``, ``baselines`` (rates, new terms, rarity), ``feedback`` (scoped suppressions) and
+their ``*_api``/``intel_cli`` edges. Parsers are pure functions of bytes or text; files are
+read at the edges (``context``, ``cli``, ``feeds``).
 """

@@ -6,7 +6,8 @@ severity | risk_score, ``order`` = desc | asc; ``limit``; evidence left out),
 ``GET /api/v1/incidents/{id}`` (with evidence ids and samples),
 ``GET /api/v1/incidents/{id}/events`` (the evidence events themselves, those still stored),
 ``POST /api/v1/incidents/{id}/ack``, ``/resolve``, ``/false-positive`` and ``/reopen`` (JSON
-body optional: ``{"note": "...", "suppress_for": seconds}``), ``/assign``
+body optional: ``{"note": "...", "suppress_for": seconds}``; a false positive with
+``"scope"`` creates a scoped suppression, see appliance/analysis/feedback_api.py), ``/assign``
 (``{"assignee": "name"}``, empty to clear) and ``/comment`` (``{"text": "..."}``). A
 transition not allowed from the current status is a 409. Every change bumps the revision,
 adds a history entry (with the token id that made it) and is forwarded upstream like the
@@ -163,6 +164,10 @@ def _transition(action: str) -> Any:
     async def handler(request: web.Request) -> web.Response:
         comp = _component(request)
         body = await _body(request)
+        if action == "false-positive" and "scope" in body:
+            from appliance.analysis.feedback_api import scoped_false_positive
+
+            return await scoped_false_positive(request, comp.incidents, body)
         note = body.get("note", "")
         suppress_for = body.get("suppress_for")
         if not isinstance(note, str):

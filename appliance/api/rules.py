@@ -33,6 +33,7 @@ async def list_rules(request: web.Request) -> web.Response:
             {
                 **r.meta.to_dict(),
                 "kind": r.kind,
+                "filters": list(getattr(r, "filters", [])),
                 "path": r.meta.path,
                 "hits": st.hits if st else 0,
                 "alerts": st.alerts if st else 0,

@@ -150,3 +150,70 @@ def run_replay(args: argparse.Namespace) -> int:
         )
     )
     return 1
+
+
+def run_rules_check(args: argparse.Namespace) -> int:
+    """``appliance rules check DIR...``: every rule file under the paths, one line per rule:
+    ``ok`` with its kind, or ``failed`` with why. Built-in rules are loaded too (so a
+    correlation may reference them) but only reported with ``--builtin``."""
+    for p in args.paths:
+        if not p.exists():
+            print(f"{p}: no such file or folder", file=sys.stderr)
+            return 2
+    rs = load_rules(list(args.paths), builtin=True)
+    own = {str(p.resolve()) for p in args.paths}
+
+    def mine(path: str) -> bool:
+        if args.builtin:
+            return True
+        rp = Path(path).resolve()
+        return str(rp) in own or any(str(rp).startswith(d.rstrip("/") + "/") for d in own)
+
+    rows: list[dict[str, Any]] = []
+    for r in rs.all_rules():
+        if mine(r.meta.path):
+            rows.append(
+                {
+                    "status": "ok",
+                    "path": r.meta.path,
+                    "id": r.meta.id,
+                    "title": r.meta.title,
+                    "kind": r.kind,
+                    "reason": None,
+                }
+            )
+    for flt, refs in rs.filters:
+        if mine(flt.meta.path):
+            rows.append(
+                {
+                    "status": "ok",
+                    "path": flt.meta.path,
+                    "id": flt.meta.id,
+                    "title": flt.meta.title,
+                    "kind": f"filter of {', '.join(refs)}",
+                    "reason": None,
+                }
+            )
+    for f in rs.failures:
+        if mine(f.path):
+            rows.append(
+                {
+                    "status": "failed",
+                    "path": f.path,
+                    "id": f.id,
+                    "title": f.title,
+                    "kind": None,
+                    "reason": f.reason,
+                }
+            )
+    rows.sort(key=lambda r: (r["path"], r["title"] or ""))
+    for row in rows:
+        if args.json:
+            print(json.dumps(row, sort_keys=True))
+        elif row["status"] == "ok":
+            print(f"ok      {row['path']}: {row['title']} ({row['kind']})")
+        else:
+            print(f"failed  {row['path']}: {row['title'] or '?'}: {row['reason']}")
+    failed = sum(1 for r in rows if r["status"] == "failed")
+    print(f"{len(rows) - failed} loaded, {failed} failed", file=sys.stderr)
+    return 1 if failed else 0

@@ -267,6 +267,56 @@ class SumState(GroupState):
             self.total += float(v)
 
 
+class QuantileState(SumState):
+    """value_median / value_percentile: the window's values also kept sorted, so the
+    statistic is an index (``bisect.insort``/removal are memmoves over at most
+    ``max_window_events`` floats, not a sort per event)."""
+
+    __slots__ = ("ordered",)
+
+    def __init__(self, maxn: int) -> None:
+        super().__init__(maxn)
+        self.ordered: list[float] = []
+
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        raw = fields.get(c.fieldref)  # type: ignore[arg-type]
+        if isinstance(raw, bool):
+            return None
+        try:
+            v = float(raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        if not math.isfinite(v):
+            return None
+        items, ordered = self.items, self.ordered
+        items.append((entry, v))
+        bisect.insort(ordered, v)
+        cutoff = entry[0] - c.timespan
+        while items and (items[0][0][0] < cutoff or len(items) > self.maxn):
+            old = items.popleft()[1]
+            del ordered[bisect.bisect_left(ordered, old)]
+        if not ordered:
+            return None
+        value = quantile(ordered, c.percentile)
+        return value if c.check(value) else None
+
+    def load(self, d: Any) -> None:
+        super().load(d)
+        self.ordered = sorted(v for _e, v in self.items)
+
+
+def quantile(ordered: list[float], percentile: float | None) -> float:
+    """The median (``None``: the mean of the two middle values of an even count) or the
+    nearest-rank percentile of sorted values (Sigma leaves the method open; nearest rank
+    returns a value that occurred, as a threshold on "the 95th percentile" expects)."""
+    n = len(ordered)
+    if percentile is None:
+        mid = n // 2
+        return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    rank = max(1, math.ceil(percentile / 100 * n))
+    return ordered[min(rank, n) - 1]
+
+
 class TemporalState(GroupState):
     """temporal: newest entry of each referenced rule seen in the window."""
 
@@ -388,6 +438,8 @@ class CorrelationRuntime:
             return DistinctState(keep)
         if c.type in ("value_sum", "value_avg"):
             return SumState(lim.max_window_events)
+        if c.type in ("value_median", "value_percentile"):
+            return QuantileState(lim.max_window_events)
         if c.type == "temporal":
             return TemporalState()
         return OrderedState(len(c.refs))

@@ -32,9 +32,16 @@ from sigma.correlations import (
     SigmaCorrelationType,
 )
 from sigma.exceptions import SigmaError
-from sigma.rule import SigmaRule
+from sigma.filters import SigmaFilter
+from sigma.rule import SigmaDetections, SigmaRule
 
-from appliance.correlate.compile import Compiler, Predicate, required_tokens, required_values
+from appliance.correlate.compile import (
+    Compiler,
+    Fields,
+    Predicate,
+    required_tokens,
+    required_values,
+)
 from appliance.correlate.mapping import (
     SourceMatch,
     Unsupported,
@@ -51,6 +58,8 @@ SUPPORTED_CORRELATIONS = {
     SigmaCorrelationType.TEMPORAL_ORDERED,
     SigmaCorrelationType.VALUE_SUM,
     SigmaCorrelationType.VALUE_AVG,
+    SigmaCorrelationType.VALUE_PERCENTILE,
+    SigmaCorrelationType.VALUE_MEDIAN,
 }
 OPS = {
     SigmaCorrelationConditionOperator.LT: "lt",
@@ -138,6 +147,7 @@ class DetectionRule:
     baseline: Baseline | None = None
     generate: bool = True  # alerts on its own (False when only a correlation's input)
     parents: list[CorrelationRule] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)  # Sigma filters applied (their titles)
 
     @property
     def kind(self) -> str:
@@ -163,6 +173,7 @@ class CorrelationRule:
     suppress: Suppress | None = None
     parents: list[CorrelationRule] = field(default_factory=list)
     check: Callable[[float], bool] = field(default=lambda v: False, repr=False)
+    percentile: float | None = None  # value_percentile's; value_median uses the median
 
     def __post_init__(self) -> None:
         self.check = make_check(self.op, self.threshold)
@@ -194,6 +205,9 @@ class RuleSet:
     detections: list[DetectionRule] = field(default_factory=list)
     correlations: list[CorrelationRule] = field(default_factory=list)
     failures: list[RuleFailure] = field(default_factory=list)
+    # Sigma filters (meta rules), compiled; applied to the detections they name, never
+    # matched on their own.
+    filters: list[tuple[DetectionRule, list[str]]] = field(default_factory=list)
 
     def all_rules(self) -> list[DetectionRule | CorrelationRule]:
         """Detections then correlations (one list of the union, for callers that read both)."""
@@ -329,6 +343,11 @@ def _correlation(rule: SigmaCorrelationRule, path: Path) -> CorrelationRule:
         if len(fieldref) != 1:
             raise Unsupported("a condition over several fields is not supported")
         fieldref = fieldref[0]
+    percentile: float | None = None
+    if rule.type == SigmaCorrelationType.VALUE_PERCENTILE:
+        if cond.percentile is None or not 0 < cond.percentile <= 100:
+            raise Unsupported("value_percentile needs condition.percentile (1-100)")
+        percentile = float(cond.percentile)
     custom = {k: v for k, v in rule.custom_attributes.items() if k != "correlation"}
     ext = _extensions(custom)
     aliases: dict[str, dict[str, str]] = {}
@@ -346,6 +365,7 @@ def _correlation(rule: SigmaCorrelationRule, path: Path) -> CorrelationRule:
         aliases=aliases,
         generate=bool(rule.generate),
         suppress=ext.get("suppress"),
+        percentile=percentile,
     )
 
 
@@ -357,7 +377,9 @@ def load_rules(paths: list[Path], *, builtin: bool = True, max_regex_length: int
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
-            coll = SigmaCollection.from_yaml(text, collect_errors=True, resolve_references=False)
+            coll = SigmaCollection.from_yaml(
+                text, collect_errors=True, resolve_references=False, collect_filters=True
+            )
         except (OSError, UnicodeDecodeError, SigmaError, ValueError) as exc:
             rs.failures.append(RuleFailure(str(path), "", None, f"unreadable: {exc}"))
             continue
@@ -382,8 +404,77 @@ def load_rules(paths: list[Path], *, builtin: bool = True, max_regex_length: int
                 rs.failures.append(RuleFailure(str(path), title, rid, str(exc)))
             except (SigmaError, ValueError, TypeError, AttributeError) as exc:
                 rs.failures.append(RuleFailure(str(path), title, rid, f"invalid Sigma: {exc}"))
+        for flt in coll.filters:
+            _compile_filter(flt, path, compiler, rs)
+    _apply_filters(rs)
     _link(rs)
     return rs
+
+
+def _compile_filter(flt: SigmaFilter, path: Path, compiler: Compiler, rs: RuleSet) -> None:
+    """A Sigma filter as a detection over its own selections and condition (pySigma's
+    model: the filtered rule's condition becomes ``(its condition) and (the filter's)``)."""
+    rid = str(flt.id) if flt.id else None
+    try:
+        if flt.errors:
+            raise Unsupported(f"invalid Sigma: {flt.errors[0]}")
+        g = flt.filter
+        rule = SigmaRule(
+            title=flt.title,
+            id=flt.id,
+            name=flt.name,
+            logsource=flt.logsource,
+            detection=SigmaDetections(detections=g.detections, condition=g.condition),
+        )
+        compiled = _detection(rule, path, compiler)
+    except Unsupported as exc:
+        rs.failures.append(RuleFailure(str(path), flt.title, rid, f"filter: {exc}"))
+        return
+    except (SigmaError, ValueError, TypeError, AttributeError) as exc:
+        rs.failures.append(RuleFailure(str(path), flt.title, rid, f"filter: invalid Sigma: {exc}"))
+        return
+    refs = [r if isinstance(r, str) else r.reference for r in flt.filter.rules]
+    rs.filters.append((compiled, refs))
+
+
+def _apply_filters(rs: RuleSet) -> None:
+    """AND each filter's predicate into the detections it names (by id or name) whose log
+    source it covers; a reference to no detection, or to one of another log source, is a
+    failure of the filter (reported like a rule's)."""
+    by_ref: dict[str, DetectionRule] = {}
+    for d in rs.detections:
+        by_ref.setdefault(d.meta.id, d)
+        if d.meta.name:
+            by_ref.setdefault(d.meta.name, d)
+    for flt, refs in rs.filters:
+        m = flt.meta
+        for ref in refs:
+            target = by_ref.get(ref)
+            if target is None:
+                rs.failures.append(
+                    RuleFailure(m.path, m.title, m.id, f"filter: references unknown rule {ref}")
+                )
+                continue
+            if flt.source.key != "any" and flt.source.key != target.source.key:
+                rs.failures.append(
+                    RuleFailure(
+                        m.path,
+                        m.title,
+                        m.id,
+                        f"filter: log source {flt.source.description or flt.source.key} does"
+                        f" not cover rule {ref}",
+                    )
+                )
+                continue
+            target.predicate = _filtered(target.predicate, flt.predicate)
+            target.filters.append(m.title)
+
+
+def _filtered(rule: Predicate, flt: Predicate) -> Predicate:
+    def both(fields: Fields) -> bool:
+        return rule(fields) and flt(fields)
+
+    return both
 
 
 def _link(rs: RuleSet) -> None:

@@ -20,7 +20,7 @@ import json
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,9 @@ class IncidentManager:
         self.complete = True
         # (rule id, group key) -> (incident id, expires or None)
         self.suppressions: dict[tuple[str, str], tuple[str, float | None]] = {}
+        # Scoped suppressions (appliance.analysis.feedback): asked before an alert opens or
+        # updates an incident; True silences it (counted on the incident it would update).
+        self.suppressor: Callable[[Alert, float], bool] | None = None
         self.created = 0
         self.updated = 0
         # Weighs each hit: risk score, severity moves, suppression (appliance.analysis). The
@@ -227,6 +230,10 @@ class IncidentManager:
                 cached = await self._active_doc(key)
                 if cached is not None:
                     doc = work[key] = copy.deepcopy(cached)
+            if self.suppressor is not None and self.suppressor(a, now):
+                if doc is not None:
+                    doc["suppressed_count"] += 1
+                continue
             if doc is not None and self._suppressed(key, now) is not None:
                 doc["suppressed_count"] += 1
                 continue
@@ -319,11 +326,16 @@ class IncidentManager:
         note: str = "",
         suppress_for: float | None = None,
         by: str = "",
+        in_txn: Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any] | None:
         """``ack`` | ``resolve`` | ``false-positive`` | ``reopen``; ``None`` if no such
-        incident."""
+        incident.
+
+        ``in_txn`` runs inside the change's transaction with the new document (a scoped
+        suppression written with the false-positive mark); given, it replaces the rule +
+        group key suppression a false positive otherwise stores."""
         async with self._lock:  # one change at a time: no lost update against apply()
-            return await self._transition(incident_id, action, note, suppress_for, by)
+            return await self._transition(incident_id, action, note, suppress_for, by, in_txn)
 
     async def assign(
         self, incident_id: str, assignee: str, *, by: str = ""
@@ -376,7 +388,13 @@ class IncidentManager:
         doc["history"] = doc["history"][-MAX_HISTORY:]
 
     async def _transition(
-        self, incident_id: str, action: str, note: str, suppress_for: float | None, by: str
+        self,
+        incident_id: str,
+        action: str,
+        note: str,
+        suppress_for: float | None,
+        by: str,
+        in_txn: Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[None]] | None = None,
     ) -> dict[str, Any] | None:
         doc = await self._get_doc(incident_id)
         if doc is None:
@@ -407,7 +425,9 @@ class IncidentManager:
         self._record(doc, now, action, note, by)
         expires = now + suppress_for if suppress_for else None
         async with self.store.transaction(durable=True) as conn:
-            if target == "suppressed":
+            if in_txn is not None:
+                await in_txn(conn, doc)
+            elif target == "suppressed":
                 await conn.execute(
                     "INSERT OR REPLACE INTO suppressions (rule_id, group_key, incident_id,"
                     " created, expires, reason) VALUES (?,?,?,?,?,?)",
@@ -426,7 +446,7 @@ class IncidentManager:
                 del self.active[key]
         elif current is None or current["id"] == doc["id"]:
             self._cache(key, doc)
-        if target == "suppressed":
+        if target == "suppressed" and in_txn is None:
             self.suppressions[key] = (doc["id"], expires)
         elif status == "suppressed" and self.suppressions.get(key, ("",))[0] == doc["id"]:
             del self.suppressions[key]

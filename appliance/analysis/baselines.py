@@ -1,0 +1,599 @@
+"""Statistics and baselines: event rates with hour-of-week seasonality, new terms, rarity.
+
+**Rates.** Per device (``observer.ip``, else ``host.hostname``) and per source (the decoder,
+``event.dataset``, else the module) the stage counts events per clock hour. When an hour
+closes its count updates that key's slot for the hour of the week (Monday 00-01 UTC is slot
+0): an EWMA of the count and of its squared deviation across weeks (weight ``alpha``), so
+Monday 09:00 is compared with earlier Mondays at 09:00, not with Sunday night. Once a slot has
+``warmup_weeks`` of history, an hour whose count passes ``max(factor * expected,
+expected + 3 * stddev, min_count)`` is an anomaly: the event that crosses the line (once per key and
+hour) gets ``baseline.rate.*`` fields, which the built-in ``baseline_rate_anomaly`` rule turns
+into an incident. Hours a key sends nothing count as zero. Per rule, the hourly hits of the
+correlation engine are kept the same way (shown in the API; no incident).
+
+**New terms.** For each kind (user per host, country per user, port per host, device per
+site) the stage remembers the values seen per key. During a learning period (from the first
+value a kind sees) values are only learned; after it, a value never seen for its key stamps
+``baseline.new_term.*`` on the event once (it is learned at the same time), and the built-in
+``baseline_new_term`` rule raises an incident.
+
+**Rarity.** ``event.action`` values are counted; an event whose action has been seen in less
+than 1 in 1,000 events (after 10,000 events) gets ``baseline.rarity`` (0-100, higher is rarer).
+
+State is bounded (``baseline_max_keys`` rate keys, ``new_term_max_keys`` keys per kind,
+``new_term_max_values`` values per key; beyond them new keys are refused and counted, rate keys
+idle for 5 weeks are evicted and counted) and snapshotted to the ``state`` table every
+``baseline_snapshot_interval`` seconds and at stop. Only events that get a field are encoded
+again for the store: the common case costs a few dict operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from appliance.config import AnalysisSection, AppConfig
+from appliance.event import Event, iso8601
+from appliance.logutil import RateLimitedLog
+
+if TYPE_CHECKING:
+    from appliance.app import Appliance
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+HOUR = 3600
+WEEK_HOURS = 168
+EPOCH_HOUR_OF_WEEK = 72  # 1970-01-01 00:00 UTC was a Thursday: 72 hours after Monday 00:00
+IDLE_HOURS = 5 * WEEK_HOURS  # a rate key unseen this long is forgotten
+STATE_COMPONENT = "baselines"
+STATE_KEY = "state"
+RECENT = 100  # new terms and anomalies kept for the API
+RARE_SHARE = 0.001
+RARE_AFTER = 10_000
+MAX_ACTIONS = 5_000
+
+
+def hour_of_week(hour: int) -> int:
+    """Slot 0-167 of an absolute hour number (epoch hours): Monday 00-01 UTC is 0."""
+    return (hour + EPOCH_HOUR_OF_WEEK) % WEEK_HOURS
+
+
+# ------------------------------------------------------------------------------------ rates
+
+
+class Series:
+    """One key's hourly counts: this hour's count, and per hour-of-week slot the EWMA mean,
+    EWMA variance and how many weeks fed it."""
+
+    __slots__ = ("count", "flagged", "hour", "limit", "mean", "var", "weeks")
+
+    def __init__(self, hour: int) -> None:
+        self.hour = hour
+        self.count = 0
+        self.flagged = False
+        self.limit = math.inf  # this hour's threshold (set when the hour starts)
+        self.mean = array("d", bytes(8 * WEEK_HOURS))
+        self.var = array("d", bytes(8 * WEEK_HOURS))
+        self.weeks = array("H", bytes(2 * WEEK_HOURS))
+
+    def close(self, alpha: float) -> None:
+        """Fold the current hour's count into its slot."""
+        self._fold(hour_of_week(self.hour), float(self.count), alpha)
+
+    def _fold(self, slot: int, x: float, alpha: float) -> None:
+        if self.weeks[slot] == 0:
+            self.mean[slot] = x
+            self.var[slot] = 0.0
+        else:
+            d = x - self.mean[slot]
+            self.mean[slot] += alpha * d
+            self.var[slot] = (1 - alpha) * (self.var[slot] + alpha * d * d)
+        if self.weeks[slot] < 65535:
+            self.weeks[slot] += 1
+
+    def advance(self, hour: int, alpha: float) -> None:
+        """Move to ``hour``: close the current one, and fold zeros for the silent hours in
+        between (at most a week of them: more would only repeat the same slots)."""
+        if hour <= self.hour:
+            return
+        self.close(alpha)
+        for h in range(max(self.hour + 1, hour - WEEK_HOURS), hour):
+            self._fold(hour_of_week(h), 0.0, alpha)
+        self.hour, self.count, self.flagged = hour, 0, False
+
+    def expected(self, hour: int) -> tuple[float, float, int]:
+        slot = hour_of_week(hour)
+        return self.mean[slot], math.sqrt(max(self.var[slot], 0.0)), self.weeks[slot]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "hour": self.hour,
+            "count": self.count,
+            "flagged": self.flagged,
+            "mean": [round(x, 3) for x in self.mean],
+            "var": [round(x, 3) for x in self.var],
+            "weeks": list(self.weeks),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Series:
+        s = cls(int(d["hour"]))
+        s.count, s.flagged = int(d["count"]), bool(d["flagged"])
+        for name in ("mean", "var", "weeks"):
+            values = d[name]
+            if not isinstance(values, list) or len(values) != WEEK_HOURS:
+                raise ValueError(f"{name}: not {WEEK_HOURS} values")
+            getattr(s, name)[:] = array("H" if name == "weeks" else "d", values)
+        return s
+
+
+@dataclass(slots=True)
+class RateSettings:
+    alpha: float = 0.3
+    factor: float = 2.0
+    k: float = 3.0
+    min_count: int = 20
+    warmup_weeks: int = 2
+    max_keys: int = 10_000
+
+
+class RateBaselines:
+    """Every rate key's :class:`Series`, bounded."""
+
+    def __init__(self, settings: RateSettings) -> None:
+        self.s = settings
+        self.series: dict[tuple[str, str], Series] = {}
+        self.refused = 0
+        self.evicted = 0
+        self.anomalies: deque[dict[str, Any]] = deque(maxlen=RECENT)
+
+    def observe(self, kind: str, key: str, hour: int, n: int = 1) -> dict[str, Any] | None:
+        """Count ``n`` events; the anomaly (once per key and hour) when they cross."""
+        series = self.series.get((kind, key))
+        if series is None:
+            if len(self.series) >= self.s.max_keys:
+                self.refused += 1
+                return None
+            series = self.series[(kind, key)] = Series(hour)
+            series.limit = self.limit(series, hour)
+        elif series.hour != hour:
+            series.advance(hour, self.s.alpha)
+            series.limit = self.limit(series, hour)
+        series.count += n
+        if series.count <= series.limit or series.flagged:
+            return None  # the common case: one comparison per event
+        mean, sd, weeks = series.expected(hour)
+        series.flagged = True
+        info = {
+            "kind": kind,
+            "key": key,
+            "observed": series.count,
+            "expected": round(mean, 2),
+            "stddev": round(sd, 2),
+            "hour_of_week": hour_of_week(hour),
+            "weeks": weeks,
+        }
+        self.anomalies.append({**info, "hour": iso8601(hour * HOUR)})
+        return info
+
+    def limit(self, series: Series, hour: int) -> float:
+        """The count above which ``hour`` is an anomaly for ``series`` (infinite while its
+        hour-of-week slot has less than ``warmup_weeks`` of history)."""
+        s = self.s
+        mean, sd, weeks = series.expected(hour)
+        if weeks < s.warmup_weeks:
+            return math.inf
+        return max(s.factor * mean, mean + s.k * sd, float(s.min_count))
+
+    def roll(self, hour: int) -> None:
+        """Close every series up to ``hour`` (so silent keys see their zeros) and forget keys
+        idle for five weeks."""
+        for key, series in list(self.series.items()):
+            if hour - series.hour > IDLE_HOURS:
+                del self.series[key]
+                self.evicted += 1
+            elif series.hour < hour:
+                series.advance(hour, self.s.alpha)
+                series.limit = self.limit(series, hour)
+
+
+# -------------------------------------------------------------------------------- new terms
+
+
+@dataclass(frozen=True, slots=True)
+class TermKind:
+    name: str
+    keys: tuple[str, ...]  # the first of these fields present is the key
+    value: str
+    when: Callable[[dict[str, Any]], bool]
+
+
+def _auth_success(f: dict[str, Any]) -> bool:
+    cat = f.get("event.category")
+    is_auth = cat == "authentication" or (isinstance(cat, list) and "authentication" in cat)
+    return is_auth and f.get("event.outcome") == "success"
+
+
+def _allowed_connection(f: dict[str, Any]) -> bool:
+    return f.get("event.action") in ("allow", "start") or f.get("event.module") == "netflow"
+
+
+TERM_KINDS = (
+    TermKind(
+        "user_per_host", ("host.hostname", "host.name", "observer.ip"), "user.name", _auth_success
+    ),
+    TermKind("country_per_user", ("user.name",), "source.geo.country_iso_code", _auth_success),
+    TermKind("port_per_host", ("destination.ip",), "destination.port", _allowed_connection),
+    TermKind("device_per_site", ("labels.site",), "observer.ip", lambda f: True),
+)
+
+
+class NewTerms:
+    def __init__(self, learning: float, max_keys: int, max_values: int) -> None:
+        self.learning = learning
+        self.max_keys = max_keys
+        self.max_values = max_values
+        self.started: dict[str, float] = {}
+        self.seen: dict[str, dict[str, set[str]]] = {k.name: {} for k in TERM_KINDS}
+        self.refused = 0
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+
+    def observe(self, kind: TermKind, key: str, value: str, now: float) -> bool:
+        """Learn ``value`` for ``key``; ``True`` when it is new after the learning period."""
+        started = self.started.get(kind.name)
+        if started is None:
+            started = self.started[kind.name] = now
+        table = self.seen[kind.name]
+        values = table.get(key)
+        if values is None:
+            if len(table) >= self.max_keys:
+                self.refused += 1
+                return False
+            values = table[key] = set()
+        if value in values:
+            return False
+        if len(values) >= self.max_values:
+            self.refused += 1
+            return False
+        values.add(value)
+        if now - started < self.learning:
+            return False
+        self.recent.append({"kind": kind.name, "key": key, "value": value, "at": iso8601(now)})
+        return True
+
+    def learning_until(self, kind: str) -> float | None:
+        started = self.started.get(kind)
+        return None if started is None else started + self.learning
+
+
+# ------------------------------------------------------------------------------------ stage
+
+
+class BaselineStage:
+    """The ``before_store`` stage: counts, learns, and stamps the rare events that stand out."""
+
+    name = "baselines"
+
+    def __init__(self, cfg: AnalysisSection) -> None:
+        self.rates = RateBaselines(settings_of(cfg))
+        self.terms = NewTerms(cfg.new_term_learning, cfg.new_term_max_keys, cfg.new_term_max_values)
+        self.actions: dict[str, int] = {}
+        self.total = 0
+        self.actions_refused = 0
+        self.rule_rates = RateBaselines(settings_of(cfg))
+
+    async def process(self, events: list[Event], now: float) -> None:
+        hour = int(now // HOUR)
+        one = self.observe
+        for ev in events:
+            if one(ev, hour, now):
+                ev.changed()
+
+    def observe(self, ev: Event, hour: int, now: float) -> bool:
+        """Count and learn one event; ``True`` if it got baseline fields."""
+        observe = self.rates.observe
+        f = ev.fields
+        stamped = False
+        device = f.get("observer.ip") or f.get("host.hostname")
+        if device is not None:
+            got = observe("device", str(device), hour)
+            if got is not None:
+                _stamp_rate(f, got)
+                stamped = True
+        source = f.get("event.dataset") or ev.module  # the decoder, else the module
+        got = observe("source", str(source), hour)
+        if got is not None and not stamped:
+            _stamp_rate(f, got)
+            stamped = True
+        for kind in TERM_KINDS:
+            value = f.get(kind.value)
+            if value is None:
+                continue
+            for name in kind.keys:
+                key = f.get(name)
+                if key is not None:
+                    break
+            else:
+                continue
+            if not kind.when(f):
+                continue
+            if self.terms.observe(kind, str(key), str(value), now):
+                f["baseline.new_term.kind"] = kind.name
+                f["baseline.new_term.field"] = kind.value
+                f["baseline.new_term.key"] = str(key)
+                f["baseline.new_term.value"] = str(value)
+                stamped = True
+        action = f.get("event.action")
+        if isinstance(action, str):
+            stamped = self._rarity(f, action) or stamped
+        return stamped
+
+    def _rarity(self, f: dict[str, Any], action: str) -> bool:
+        actions = self.actions
+        n = actions.get(action)
+        if n is None:
+            if len(actions) >= MAX_ACTIONS:
+                self.actions_refused += 1
+                return False
+            n = 0
+        actions[action] = n + 1
+        self.total += 1
+        if self.total < RARE_AFTER or (n + 1) / self.total >= RARE_SHARE:
+            return False
+        share = (n + 1) / self.total
+        f["baseline.rarity"] = min(100, round(-20 * math.log10(share)))  # 1e-3: 60, 1e-5: 100
+        return True
+
+    # ---------------------------------------------------------------------- persistence
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "rates": [[k, v, s.to_json()] for (k, v), s in self.rates.series.items()],
+            "rule_rates": [[k, v, s.to_json()] for (k, v), s in self.rule_rates.series.items()],
+            "terms": {
+                "started": self.terms.started,
+                "seen": {
+                    k: {key: sorted(v) for key, v in t.items()} for k, t in self.terms.seen.items()
+                },
+            },
+            "actions": self.actions,
+            "total": self.total,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        if data.get("version") != 1:
+            raise ValueError("unknown baseline snapshot version")
+        for target, items in ((self.rates, data["rates"]), (self.rule_rates, data["rule_rates"])):
+            for kind, key, s in items[: target.s.max_keys]:
+                series = target.series[(str(kind), str(key))] = Series.from_json(s)
+                series.limit = target.limit(series, series.hour)
+        terms = data["terms"]
+        self.terms.started = {str(k): float(v) for k, v in terms["started"].items()}
+        for kind, table in terms["seen"].items():
+            if kind in self.terms.seen:
+                self.terms.seen[kind] = {
+                    str(key): set(map(str, values[: self.terms.max_values]))
+                    for key, values in list(table.items())[: self.terms.max_keys]
+                }
+        self.actions = {str(k): int(v) for k, v in list(data["actions"].items())[:MAX_ACTIONS]}
+        self.total = int(data["total"])
+
+
+def _stamp_rate(f: dict[str, Any], info: dict[str, Any]) -> None:
+    f["baseline.rate.kind"] = info["kind"]
+    f["baseline.rate.key"] = info["key"]
+    f["baseline.rate.observed"] = info["observed"]
+    f["baseline.rate.expected"] = info["expected"]
+    f["baseline.rate.hour_of_week"] = info["hour_of_week"]
+
+
+def settings_of(cfg: AnalysisSection) -> RateSettings:
+    return RateSettings(
+        alpha=cfg.baseline_alpha,
+        factor=cfg.baseline_factor,
+        min_count=cfg.baseline_min_count,
+        warmup_weeks=cfg.baseline_warmup_weeks,
+        max_keys=cfg.baseline_max_keys,
+    )
+
+
+# -------------------------------------------------------------------------------- component
+
+
+class BaselineComponent:
+    name = "baselines"
+
+    def __init__(self, app: Appliance) -> None:
+        self.app = app
+        self.config = app.config
+        self.stage = BaselineStage(app.config.analysis)
+        self._task: asyncio.Task[None] | None = None
+        self._rule_hits: dict[str, int] = {}
+        m = app.metrics
+        m.gauge(
+            "baseline_keys",
+            "Keys tracked by the baselines, by kind (rate, rule_rate, new-term kinds).",
+            ["kind"],
+            callback=self._keys,
+        )
+        m.gauge(
+            "baseline_refused",
+            "Keys or values the baselines refused at their bounds since start (counter).",
+            callback=lambda: float(
+                self.stage.rates.refused + self.stage.terms.refused + self.stage.actions_refused
+            ),
+        )
+        m.gauge(
+            "baseline_evicted",
+            "Rate keys forgotten after five idle weeks since start (counter).",
+            callback=lambda: float(self.stage.rates.evicted),
+        )
+
+    def _keys(self) -> dict[tuple[str, ...], float]:
+        out: dict[tuple[str, ...], float] = {
+            ("rate",): float(len(self.stage.rates.series)),
+            ("rule_rate",): float(len(self.stage.rule_rates.series)),
+        }
+        for kind, table in self.stage.terms.seen.items():
+            out[(kind,)] = float(len(table))
+        return out
+
+    async def start(self) -> None:
+        if not self.config.analysis.baselines:
+            return
+        await self._restore()
+        self.app.pipeline.before_store.append(self.stage)
+        self._task = asyncio.create_task(self._timer(), name="baselines")
+
+    async def stop(self) -> None:
+        if self.stage in self.app.pipeline.before_store:
+            self.app.pipeline.before_store.remove(self.stage)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+            await self.save()
+
+    async def reload(self, config: AppConfig) -> None:
+        self.config = config
+        s = settings_of(config.analysis)
+        self.stage.rates.s = s
+        self.stage.rule_rates.s = settings_of(config.analysis)
+        self.stage.terms.learning = config.analysis.new_term_learning
+
+    def tick(self, now: float) -> None:
+        """Close hours that ended (silent keys get their zeros) and record rule hits."""
+        hour = int(now // HOUR)
+        self.stage.rates.roll(hour)
+        from appliance.correlate.component import correlation_of
+
+        corr = correlation_of(self.app)
+        if corr is None:
+            return
+        rr = self.stage.rule_rates
+        for rule_id, st in corr.engine.stats.items():
+            hits = st.hits
+            delta = hits - self._rule_hits.get(rule_id, hits)
+            self._rule_hits[rule_id] = hits
+            if delta > 0:
+                rr.observe("rule", rule_id, hour, delta)  # shown in the API; no incident
+        rr.roll(hour)
+
+    async def _timer(self) -> None:
+        last_save = time.monotonic()
+        while True:
+            await asyncio.sleep(min(60.0, self.config.analysis.baseline_snapshot_interval))
+            try:
+                self.tick(self.app.clock())
+                if time.monotonic() - last_save >= self.config.analysis.baseline_snapshot_interval:
+                    last_save = time.monotonic()
+                    await self.save()
+            except Exception:
+                _rl.error("timer", "baseline timer failed", exc_info=True)
+
+    async def save(self) -> None:
+        if self.app.store.writer is None:
+            return
+        blob = await asyncio.to_thread(
+            lambda: json.dumps(self.stage.snapshot(), separators=(",", ":")).encode()
+        )
+        try:
+            async with self.app.store.transaction() as conn:
+                await conn.execute(
+                    "INSERT OR REPLACE INTO state (component, key, value, updated)"
+                    " VALUES (?,?,?,?)",
+                    (STATE_COMPONENT, STATE_KEY, blob, self.app.clock()),
+                )
+        except Exception:
+            _rl.error("snapshot", "baseline snapshot failed", exc_info=True)
+
+    async def _restore(self) -> None:
+        conn = self.app.store.writer
+        assert conn is not None
+        async with conn.execute(
+            "SELECT value FROM state WHERE component = ? AND key = ?",
+            (STATE_COMPONENT, STATE_KEY),
+        ) as cur:
+            row = await cur.fetchone()
+        if not row or not row[0]:
+            return
+        try:
+            self.stage.restore(json.loads(bytes(row[0])))
+        except (ValueError, TypeError, KeyError) as exc:
+            log.warning("baseline snapshot not restored (%s); learning from scratch", exc)
+            self.stage = BaselineStage(self.config.analysis)
+
+    # ------------------------------------------------------------------------------ reads
+
+    def rates(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+        hour = int(self.app.clock() // HOUR)
+        out: list[dict[str, Any]] = []
+        for store in (self.stage.rates, self.stage.rule_rates):
+            for (k, key), s in store.series.items():
+                if kind is not None and k != kind:
+                    continue
+                mean, sd, weeks = s.expected(hour)
+                out.append(
+                    {
+                        "kind": k,
+                        "key": key,
+                        "this_hour": s.count if s.hour == hour else 0,
+                        "expected": round(mean, 2),
+                        "stddev": round(sd, 2),
+                        "weeks_learned": weeks,
+                        "hour_of_week": hour_of_week(hour),
+                    }
+                )
+        out.sort(key=lambda r: (-r["this_hour"], r["kind"], r["key"]))
+        return out[:limit]
+
+    def status(self) -> dict[str, Any]:
+        st = self.stage
+        return {
+            "keys": {k[0]: int(v) for k, v in self._keys().items()},
+            "refused": st.rates.refused + st.terms.refused + st.actions_refused,
+            "evicted": st.rates.evicted,
+            "anomalies": list(st.rates.anomalies),
+            "rare_actions": sorted(st.actions.items(), key=lambda kv: kv[1])[:20],
+            "events_counted": st.total,
+        }
+
+    def new_terms(self) -> dict[str, Any]:
+        t = self.stage.terms
+        kinds = []
+        for k in TERM_KINDS:
+            until = t.learning_until(k.name)
+            kinds.append(
+                {
+                    "kind": k.name,
+                    "key_fields": list(k.keys),
+                    "value_field": k.value,
+                    "keys": len(t.seen[k.name]),
+                    "learning_until": iso8601(until) if until is not None else None,
+                    "learning": until is None or self.app.clock() < until,
+                }
+            )
+        return {"kinds": kinds, "recent": list(t.recent), "refused": t.refused}
+
+
+def build_baselines(app: Appliance) -> BaselineComponent:
+    return BaselineComponent(app)
+
+
+def baselines_of(app: Appliance) -> BaselineComponent | None:
+    for c in app.components:
+        if isinstance(c, BaselineComponent):
+            return c
+    return None

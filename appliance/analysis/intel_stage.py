@@ -1,0 +1,270 @@
+"""The threat-intel enrichment stage and the component that keeps its index current.
+
+The stage runs ``before_store`` (syslog events and, through the flow path, flows): an event
+whose address, domain, URL or file hash is a live indicator gets ECS threat fields, so the
+stored event, the API and Sigma rules all see the hit (the built-in
+``intel_indicator_match`` rule turns it into an incident). The component loads the index in a
+worker thread at start, on SIGHUP and when a list changes on disk (a feed update from the
+appliance's own timer or from ``appliance intel update``), and swaps it in one assignment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from appliance.analysis.feeds import read_sources, sources_stamp, update_feeds
+from appliance.analysis.intel import NONE, IntelIndex, LoadReport, build_index
+from appliance.config import AppConfig
+from appliance.event import Event, iso8601
+from appliance.logutil import RateLimitedLog
+from appliance.metrics import Registry
+
+if TYPE_CHECKING:
+    from appliance.app import Appliance
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
+
+# Event fields looked up, in priority order (the first hit is the one recorded).
+IP_FIELDS = ("source.ip", "destination.ip", "client.ip", "server.ip")
+DOMAIN_FIELDS = ("dns.question.name", "url.domain", "destination.domain", "server.domain")
+URL_FIELDS = ("url.full", "url.original")
+HASH_FIELDS = ("file.hash.sha256", "file.hash.sha1", "file.hash.md5")
+MISS_CACHE = 65_536  # addresses known to be in no listed block at all
+CHECK_INTERVAL = 10.0  # seconds between looks at the lists' files and the feeds' schedules
+
+
+class IntelEnricher:
+    """The ``before_store`` stage: threat fields on events that hit an indicator."""
+
+    name = "intel"
+
+    def __init__(self, index: IntelIndex, metrics: Registry) -> None:
+        self.hits = metrics.counter(
+            "intel_hits_total", "Events that matched a threat-intel indicator, by feed.", ["feed"]
+        )
+        self.index = index
+        self._miss: set[str] = set()
+        self._others: tuple[tuple[str, Callable[[str, float], int], str], ...] = ()
+        self.use(index)
+
+    def use(self, index: IntelIndex) -> None:
+        """Swap in a new index; only the field groups it has indicators for are looked at."""
+        others: list[tuple[str, Callable[[str, float], int], str]] = []
+        if index.domains:
+            others += [(n, index.lookup_domain, "threat.indicator.domain") for n in DOMAIN_FIELDS]
+        if index.urls:
+            others += [(n, index.lookup_url, "threat.indicator.url.full") for n in URL_FIELDS]
+        if index.hashes:
+            others += [(n, index.lookup_hash, "threat.indicator." + n) for n in HASH_FIELDS]
+        self._miss = set()
+        self._others = tuple(others)
+        self.index = index
+
+    async def process(self, events: list[Event], now: float) -> None:
+        if len(self.index) == 0:
+            return
+        enrich = self.enrich
+        for ev in events:
+            enrich(ev, now)
+
+    def enrich(self, event: Event, now: float) -> bool:
+        """Stamp the first live indicator among the event's fields; ``True`` on a hit."""
+        f = event.fields
+        if "threat.indicator.type" in f:
+            return False  # the device itself reported a threat indicator: keep its fields
+        index = self.index
+        miss = self._miss
+        for name in IP_FIELDS:
+            v = f.get(name)
+            if v is None or v in miss or not isinstance(v, str):
+                continue
+            idx = index.lookup_ip(v, now)
+            if idx >= 0:
+                self._stamp(event, idx, name, v, "threat.indicator.ip")
+                return True
+            if idx == NONE:  # not even an expired block covers it: it never will
+                if len(miss) >= MISS_CACHE:
+                    miss.clear()
+                miss.add(v)
+        for name, lookup, target in self._others:
+            v = f.get(name)
+            if isinstance(v, str) and (idx := lookup(v, now)) >= 0:
+                self._stamp(event, idx, name, v, target)
+                return True
+        return False
+
+    def _stamp(self, event: Event, idx: int, field: str, value: str, target: str) -> None:
+        m = self.index.match(idx, value)
+        f = event.fields
+        f["threat.indicator.type"] = m.kind
+        f[target] = value
+        f["threat.indicator.name"] = m.value
+        f["threat.indicator.confidence"] = m.confidence
+        if m.first_seen is not None:
+            f["threat.indicator.first_seen"] = iso8601(m.first_seen)
+        if m.last_seen is not None:
+            f["threat.indicator.last_seen"] = iso8601(m.last_seen)
+        if m.description:
+            f["threat.indicator.description"] = m.description
+        f["threat.feed.name"] = m.feed
+        f["threat.enrichments.matched.field"] = field
+        f["threat.enrichments.matched.atomic"] = value
+        f["threat.enrichments.matched.type"] = "indicator_match_rule"
+        event.changed()
+        self.hits.inc(m.feed)
+
+
+def load_index(config: AppConfig) -> tuple[IntelIndex, LoadReport, list[str]]:
+    """Read and parse every configured list (blocking: run it in a thread)."""
+    sources, errors = read_sources(config)
+    index, report = build_index(sources, config.analysis.intel_max_indicators)
+    return index, report, errors
+
+
+class IntelComponent:
+    name = "intel"
+
+    def __init__(self, app: Appliance) -> None:
+        self.app = app
+        self.config = app.config
+        self.stage = IntelEnricher(IntelIndex().finish(), app.metrics)
+        self.report = LoadReport()
+        self.errors: list[str] = []
+        self.loaded_at: float | None = None
+        self._stamp: tuple[tuple[str, float, int], ...] = ()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        m = app.metrics
+        m.gauge(
+            "intel_indicators",
+            "Threat-intel indicators loaded, by feed.",
+            ["feed"],
+            callback=lambda: {(k,): float(v) for k, v in self.report.loaded.items()},
+        )
+        self.malformed = m.counter(
+            "intel_malformed_total",
+            "Threat-intel entries that could not be read (skipped), by feed.",
+            ["feed"],
+        )
+        self.refused = m.counter(
+            "intel_refused_total",
+            "Indicators left out because analysis.intel_max_indicators was reached.",
+        )
+        self.fetches = m.counter(
+            "intel_fetches_total", "Feed downloads, by feed and result.", ["feed", "result"]
+        )
+        self.loads = m.counter("intel_loads_total", "Index (re)loads, by result.", ["result"])
+
+    def enabled(self, config: AppConfig) -> bool:
+        return bool(config.analysis.intel_files or config.analysis.feeds)
+
+    async def start(self) -> None:
+        if self.stage not in self.app.pipeline.before_store:
+            self.app.pipeline.before_store.append(self.stage)
+        if self.enabled(self.config):
+            await self.reload_index()
+        self._task = asyncio.create_task(self._timer(), name="intel-timer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+            self._task = None
+        if self.stage in self.app.pipeline.before_store:
+            self.app.pipeline.before_store.remove(self.stage)
+
+    async def reload(self, config: AppConfig) -> None:
+        """SIGHUP: the lists are read again whether or not the config changed."""
+        self.config = config
+        await self.reload_index()
+        self._wake.set()
+
+    async def reload_index(self) -> None:
+        config = self.config
+        stamp = sources_stamp(config)
+        t0 = time.monotonic()
+        try:
+            index, report, errors = await asyncio.to_thread(load_index, config)
+        except Exception:
+            self.loads.inc("failed")
+            _rl.error("load", "threat intel not reloaded; the old lists stay", exc_info=True)
+            return
+        self.stage.use(index)
+        self.report, self.errors, self._stamp = report, errors, stamp
+        self.loaded_at = self.app.clock()
+        self.loads.inc("ok")
+        for feed, n in report.malformed.items():
+            if n:
+                self.malformed.inc(feed, n=n)
+                _rl.warning(
+                    f"malformed:{feed}",
+                    "threat intel %s: %d malformed entries skipped (e.g. %s)",
+                    feed,
+                    n,
+                    "; ".join(report.samples.get(feed, [])[:2]),
+                )
+        if report.refused:
+            self.refused.inc(n=report.refused)
+            _rl.warning(
+                "refused",
+                "threat intel: %d indicators beyond analysis.intel_max_indicators left out",
+                report.refused,
+            )
+        for err in errors:
+            _rl.warning(f"read:{err}", "threat intel: cannot read %s", err)
+        log.info(
+            "threat intel: %d indicators from %d list(s) in %.2f s",
+            len(index),
+            len(report.loaded),
+            time.monotonic() - t0,
+        )
+
+    async def _timer(self) -> None:
+        while True:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), CHECK_INTERVAL)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                _rl.error("timer", "threat intel update failed", exc_info=True)
+
+    async def tick(self) -> None:
+        """Fetch the feeds that are due, then reload if any list changed on disk."""
+        config = self.config
+        if config.analysis.feeds:
+            for r in await update_feeds(config, only_due=True, clock=self.app.clock):
+                self.fetches.inc(r.feed, r.status)
+                if r.status == "failed":
+                    _rl.warning(f"fetch:{r.feed}", "feed %s: %s", r.feed, r.detail)
+        if self.enabled(config) and sources_stamp(config) != self._stamp:
+            await self.reload_index()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            **self.stage.index.summary(),
+            "malformed": dict(self.report.malformed),
+            "refused": self.report.refused,
+            "errors": list(self.errors),
+            "loaded_at": iso8601(self.loaded_at) if self.loaded_at else None,
+        }
+
+
+def build_intel(app: Appliance) -> IntelComponent:
+    return IntelComponent(app)
+
+
+def intel_of(app: Appliance) -> IntelComponent | None:
+    for c in app.components:
+        if isinstance(c, IntelComponent):
+            return c
+    return None
