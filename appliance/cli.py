@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import EXAMPLE_CONFIG, ConfigError, load_config
+from appliance.config import EXAMPLE_CONFIG, ConfigError, load_config, load_config_or_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,11 +129,8 @@ def report_command(args: argparse.Namespace) -> int:
     from appliance.reports.build import build_report, write_atomically
     from appliance.reports.period import parse_span
 
-    try:
-        config = load_config(args.config or EXAMPLE_CONFIG)
-    except ConfigError as exc:
-        for err in exc.errors:
-            print(f"config error: {err}", file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     try:
         span = parse_span(args.since)
@@ -159,11 +156,8 @@ def compile_mibs_command(args: argparse.Namespace) -> int:
     from appliance.mibs import compile_mibs
     from appliance.sources.snmp_trap import MIB_CACHE
 
-    try:
-        config = load_config(args.config or EXAMPLE_CONFIG)
-    except ConfigError as exc:
-        for err in exc.errors:
-            print(f"config error: {err}", file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     sources = list(args.source or [])
     if not sources:
@@ -189,11 +183,8 @@ def compile_mibs_command(args: argparse.Namespace) -> int:
 def tokens_command(args: argparse.Namespace) -> int:
     from appliance.api import tokens as api_tokens
 
-    try:
-        config = load_config(args.config or EXAMPLE_CONFIG)
-    except ConfigError as exc:
-        for err in exc.errors:
-            print(f"config error: {err}", file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     path = api_tokens.tokens_path(config.api, config.data_dir, config.path)
     try:
@@ -242,11 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "users":
         from appliance.console import cli as console_cli
 
-        try:
-            config = load_config(args.config or EXAMPLE_CONFIG)
-        except ConfigError as exc:
-            for err in exc.errors:
-                print(f"config error: {err}", file=sys.stderr)
+        config = load_config_or_report(args.config)
+        if config is None:
             return 2
         return console_cli.run(config, args)
     if args.command == "decoders":
@@ -268,11 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "respond":
         from appliance.respond import cli as respond_cli
 
-        try:
-            config = load_config(args.config or EXAMPLE_CONFIG)
-        except ConfigError as exc:
-            for err in exc.errors:
-                print(f"config error: {err}", file=sys.stderr)
+        config = load_config_or_report(args.config)
+        if config is None:
             return 2
         return respond_cli.run(config, args)
     if args.command == "check-config":
@@ -289,11 +274,8 @@ def main(argv: list[str] | None = None) -> int:
 
         from appliance.dbtools import run_db_command
 
-        try:
-            config = load_config(args.config or EXAMPLE_CONFIG)
-        except ConfigError as exc:
-            for err in exc.errors:
-                print(f"config error: {err}", file=sys.stderr)
+        config = load_config_or_report(args.config)
+        if config is None:
             return 2
         return asyncio.run(run_db_command(config, args))
     if args.command == "rules":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+import sys
 import tomllib
 import types
 import typing
@@ -1441,6 +1442,17 @@ def load_config(path: str | Path) -> AppConfig:
     except RecursionError as exc:  # tomllib recurses per nested array / inline table
         raise ConfigError([f"{path}: not valid TOML: nested too deeply"]) from exc
     return parse_config(data, base_dir=path.resolve().parent)
+
+
+def load_config_or_report(path: str | Path | None) -> AppConfig | None:
+    """The config a command-line subcommand runs with (the packaged example when ``path`` is
+    ``None``), or ``None`` after printing every error to stderr: the command then exits 2."""
+    try:
+        return load_config(path or EXAMPLE_CONFIG)
+    except ConfigError as exc:
+        for err in exc.errors:
+            print(f"config error: {err}", file=sys.stderr)
+        return None
 
 
 def parse_config(data: dict[str, Any], base_dir: str | Path = ".") -> AppConfig:

@@ -19,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from appliance.analysis.context import IMPORT_DIR, AnalysisFileError, Loaded, read_file
-from appliance.config import EXAMPLE_CONFIG, AppConfig, ConfigError, load_config
+from appliance.config import (
+    AppConfig,
+    load_config_or_report,
+)
 
 
 def add_parser(sub: Any) -> None:
@@ -137,11 +140,8 @@ def remove_file(config: AppConfig, name: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config or EXAMPLE_CONFIG)
-    except ConfigError as exc:
-        for err in exc.errors:
-            print(f"config error: {err}", file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     if args.vuln_command == "import":
         return import_files(config, list(args.files), dry_run=args.dry_run)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from appliance.config import EXAMPLE_CONFIG, ConfigError, load_config
+from appliance.config import ConfigError, load_config_or_report
 from appliance.notify.channels import build_channel
 from appliance.notify.channels.base import DeliveryError, Message
 
@@ -55,11 +55,8 @@ async def _send(channel: Any, message: Message) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config or EXAMPLE_CONFIG)
-    except ConfigError as exc:
-        for err in exc.errors:
-            print(f"config error: {err}", file=sys.stderr)
+    config = load_config_or_report(args.config)
+    if config is None:
         return 2
     by_name = {c.name: c for c in config.notify.channels}
     cfg = by_name.get(args.channel)
