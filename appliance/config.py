@@ -903,10 +903,15 @@ class NotifyEscalation:
 
 @dataclass(frozen=True, slots=True)
 class NotifyRateLimit:
-    """At most ``max_messages`` per ``per`` seconds on ``channel``; the rest wait their turn
-    in the outbox (counted in ``appliance_notify_rate_limited_total``)."""
+    """At most ``max_messages`` per ``per`` seconds on ``channel``: the rest wait their turn in
+    the outbox (counted in ``appliance_notify_rate_limited_total``). Or, with ``recipient``
+    (an address, number or chat id as written in channels' ``to``), at most that many
+    messages to that recipient across every channel: past it the recipient is left out of a
+    message (counted in ``appliance_notify_recipient_limited_total``) and the others still get
+    it, so one person's phone is not flooded while the team's mail keeps every message."""
 
     channel: str = ""
+    recipient: str = ""
     max_messages: int = field(default=10, metadata=check(positive))
     per: float = field(default=3600.0, metadata=check(positive))
 
@@ -953,9 +958,14 @@ class NotifySection:
                         errors.append(
                             f"escalations[{i}].levels[{j}].channels: no channel named {ch!r}"
                         )
+        recipients = {r for c in self.channels for r in c.to}
         for i, rl in enumerate(self.rate_limits):
-            if rl.channel not in known:
+            if bool(rl.channel) == bool(rl.recipient):
+                errors.append(f"rate_limits[{i}]: give one of channel or recipient")
+            elif rl.channel and rl.channel not in known:
                 errors.append(f"rate_limits[{i}].channel: no channel named {rl.channel!r}")
+            elif rl.recipient and rl.recipient not in recipients:
+                errors.append(f"rate_limits[{i}].recipient: {rl.recipient!r} is in no channel's to")
         if self.public_url and not self.public_url.startswith(("http://", "https://")):
             errors.append("public_url: must start with http:// or https://")
         return errors

@@ -401,6 +401,56 @@ async def test_a_rate_limit_defers_messages_past_its_window(boot) -> None:
     await until(lambda: len(box.inbox.messages) == 3)
 
 
+SMS_TWO = [
+    {
+        "name": "sms",
+        "type": "webhook",
+        "url": "http://127.0.0.1:9/unused",
+        "to": ["+15550000001", "+15550000002"],
+    }
+]
+
+
+async def test_a_recipient_past_its_limit_is_left_out_and_the_others_still_get_it(boot) -> None:
+    box = await boot(
+        {
+            "channels": SMS_TWO,
+            "routes": [{"channels": ["sms"]}],
+            "rate_limits": [{"recipient": "+15550000001", "max_messages": 1, "per": 600}],
+        }
+    )
+    await box.raise_("203.0.113.1")
+    await until(lambda: len(box.inbox.messages) == 1)
+    await box.raise_("203.0.113.2")
+    await until(lambda: len(box.inbox.messages) == 2)
+    first, second = box.inbox.messages
+    assert first["recipients"] is None  # everyone
+    assert second["recipients"] == ["+15550000002"]
+    assert box.engine.m.recipient_limited.value("sms") == 1
+    box.clock.advance(601)
+    await box.raise_("203.0.113.3")
+    await until(lambda: len(box.inbox.messages) == 3)
+    assert box.inbox.messages[2]["recipients"] is None
+
+
+async def test_a_message_whose_every_recipient_is_limited_is_settled_and_listed(boot) -> None:
+    box = await boot(
+        {
+            "channels": [dict(SMS_TWO[0], to=["+15550000001"])],
+            "routes": [{"channels": ["sms"]}],
+            "rate_limits": [{"recipient": "+15550000001", "max_messages": 1, "per": 600}],
+        }
+    )
+    await box.raise_("203.0.113.1")
+    await until(lambda: len(box.inbox.messages) == 1)
+    await box.raise_("203.0.113.2")
+    await box.settled()
+    assert len(box.inbox.messages) == 1
+    async with box.session.get(f"{box.api}/api/v1/notify/deliveries", headers=AUTH) as resp:
+        listed = await resp.json()
+    assert [d["status"] for d in listed["deliveries"]][:2] == ["limited", "sent"]
+
+
 async def test_pending_groups_and_escalation_deadlines_survive_a_restart(
     boot, tmp_path: Path
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from urllib.parse import parse_qs
 
 import pytest
@@ -50,6 +51,17 @@ async def test_twilio_posts_one_form_per_recipient_with_basic_auth(peer: HttpPee
     assert forms[0]["Body"] == ["HIGH ssh brute force 203.0.113.7 -> gw-01 (12 failures)"]
     auth = peer.requests[0].headers["Authorization"]
     assert auth == "Basic " + base64.b64encode(b"AC123:secret").decode()
+
+
+async def test_twilio_sends_only_to_the_recipients_the_message_names_within_to(
+    peer: HttpPeer,
+) -> None:
+    peer.answer = lambda r: web.json_response({"sid": "SM1", "status": "queued"}, status=201)
+    ch = make_channel(twilio(peer))
+    await ch.send(replace(message(), recipients=("+15557654321", "+15550009999")))
+    await ch.close()
+    # The second number of the channel only: a number outside ``to`` is never added.
+    assert [parse_qs(r.text())["To"] for r in peer.requests] == [["+15557654321"]]
 
 
 async def test_twilio_body_is_cut_to_max_segments(peer: HttpPeer) -> None:

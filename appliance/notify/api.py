@@ -1,7 +1,7 @@
 """Notification API: deliveries, channel status, silences, and the acknowledgement page.
 
-``GET /api/v1/notify/deliveries`` (``status`` = pending | dead | sent, ``channel``, ``limit``)
-and ``GET /api/v1/notify/channels`` need the read scope; ``GET/POST /api/v1/notify/silences``
+``GET /api/v1/notify/deliveries`` (``status`` = pending | dead | sent | limited, ``channel``,
+``limit``) and ``GET /api/v1/notify/channels`` need the read scope; ``GET/POST /api/v1/notify/silences``
 and ``DELETE /api/v1/notify/silences/{id}`` read and write. ``/ack/{token}`` needs no API
 token (the signed link is the credential): GET shows a page with a button, and only the POST
 acknowledges, so a mail system's link scanner that prefetches the URL acknowledges nothing.
@@ -44,8 +44,8 @@ async def list_deliveries(request: web.Request) -> web.Response:
     engine = _engine(request)
     q = request.query
     status = q.get("status") or None
-    if status not in (None, "pending", "dead", "sent"):
-        raise BadParam("status", "must be one of pending, dead, sent")
+    if status not in (None, "pending", "dead", "sent", "limited"):
+        raise BadParam("status", "must be one of pending, dead, sent, limited")
     app = request.app[APPLIANCE_KEY]
     limit = parse_int("limit", q.get("limit"), 100, 1, app.config.api.max_page)
     items = await engine.deliveries(status=status, channel=q.get("channel") or None, limit=limit)

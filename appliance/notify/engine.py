@@ -32,7 +32,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -119,6 +119,11 @@ class NotifyMetrics:
         )
         self.rate_limited = metrics.counter(
             "notify_rate_limited_total", "Messages deferred by a channel's rate limit.", ch
+        )
+        self.recipient_limited = metrics.counter(
+            "notify_recipient_limited_total",
+            "Recipients left out of a message because they reached their rate limit.",
+            ch,
         )
         self.escalated = metrics.counter(
             "notify_escalations_total", "Escalation levels reached.", ["level"]
@@ -216,6 +221,25 @@ class Lane:
     async def deliver(self, row_id: int, key: str, doc: dict[str, Any], attempts: int) -> None:
         eng = self.engine
         message = message_of(doc)
+        to = eng.limited_recipients.get(self.name)
+        if to:  # some of this channel's recipients have a rate limit of their own
+            now = eng.clock()
+            allowed = tuple(r for r in to if not eng.recipient_over_limit(r, now))
+            if len(allowed) < len(to):
+                eng.m.recipient_limited.inc(self.name, n=len(to) - len(allowed))
+                if not allowed:  # nobody left to tell: settled, and shown as such
+                    await eng.outbox.settle(
+                        self.queue,
+                        {row_id: Outcome.DELIVERED},
+                        error="",
+                        max_rejections=eng.cfg.max_rejections,
+                        now=now,
+                        per_item=True,
+                    )
+                    self.stats.pending = max(0, self.stats.pending - 1)
+                    await eng.log_delivery(self.name, key, doc, "limited", attempts, None)
+                    return
+                message = replace(message, recipients=allowed)
         reason = ""
         retry_after: float | None = None
         try:
@@ -246,6 +270,7 @@ class Lane:
             self.not_before = 0.0
             self.last_success = now
             self.sends.append(now)
+            eng.recipients_sent(message.recipients or to or (), now)
             self.stats.pending = max(0, self.stats.pending - 1)
             eng.m.sent.inc(self.name)
             await eng.log_delivery(self.name, key, doc, "sent", attempts + 1, None)
@@ -345,6 +370,34 @@ class NotifyEngine:
         self.escalations = {e.name: e for e in self.cfg.escalations}
         # Reply codes only mean something where a reply can come back: a modem channel.
         self.reply_codes = any(c.type == "sms_modem" for c in self.cfg.channels)
+        # Per-recipient limits (in memory: a restart forgives them), and per channel the
+        # recipients of its ``to`` when any of them has one.
+        self.recipient_limits = {
+            rl.recipient: (rl.max_messages, rl.per) for rl in self.cfg.rate_limits if rl.recipient
+        }
+        self.limited_recipients: dict[str, tuple[str, ...]] = {
+            c.name: tuple(c.to)
+            for c in self.cfg.channels
+            if any(r in self.recipient_limits for r in c.to)
+        }
+        kept: dict[str, deque[float]] = getattr(self, "_recipient_sends", {})  # across reloads
+        self._recipient_sends = {r: kept.get(r, deque()) for r in self.recipient_limits}
+
+    def recipient_over_limit(self, recipient: str, now: float) -> bool:
+        limit = self.recipient_limits.get(recipient)
+        if limit is None:
+            return False
+        max_messages, per = limit
+        sends = self._recipient_sends[recipient]
+        while sends and sends[0] <= now - per:
+            sends.popleft()
+        return len(sends) >= max_messages
+
+    def recipients_sent(self, recipients: tuple[str, ...] | list[str], now: float) -> None:
+        for r in recipients:
+            sends = self._recipient_sends.get(r)
+            if sends is not None:
+                sends.append(now)
 
     # -------------------------------------------------------------------------- lifecycle
 
@@ -835,7 +888,7 @@ class NotifyEngine:
                             "incident_ids": doc.get("incident_ids", []),
                         }
                     )
-        if status in (None, "sent", "dead") and len(out) < limit:
+        if status in (None, "sent", "dead", "limited") and len(out) < limit:
             sql = (
                 "SELECT id, channel, key, at, status, attempts, last_error, subject, incidents"
                 " FROM notify_log WHERE 1 = 1"

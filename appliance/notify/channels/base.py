@@ -33,6 +33,9 @@ class Message:
     ack_url: str | None = None
     ack_code: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # The channel's recipients this message goes to (``None``: all of its ``to``); the engine
+    # narrows it when a recipient is past its rate limit. Never widens ``to``.
+    recipients: tuple[str, ...] | None = None
 
 
 class DeliveryError(Exception):

@@ -104,6 +104,14 @@ class ChannelBase:
         parts = (message.subject, message.text, message.short, *message.incident_ids)
         return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()
 
+    def recipients(self, message: Message) -> list[str]:
+        """The configured recipients this message goes to: ``to``, narrowed (never widened)
+        by ``message.recipients``."""
+        if message.recipients is None:
+            return list(self.cfg.to)
+        wanted = set(message.recipients)
+        return [r for r in self.cfg.to if r in wanted]
+
     def pending(self, message: Message, recipients: Iterable[str]) -> list[str]:
         """The recipients (or recipient parts) that do not have ``message`` yet."""
         done = self._progress.get(self._key(message), set())

@@ -62,8 +62,9 @@ class EmailChannel(ChannelBase):
 
     async def _deliver(self, message: Message) -> None:
         cfg = self.cfg
-        msg = build_message(message, cfg.from_, list(cfg.to), cfg.max_length or BODY_LIMIT)
-        await asyncio.to_thread(self._send_blocking, msg)
+        to = self.recipients(message)
+        msg = build_message(message, cfg.from_, to, cfg.max_length or BODY_LIMIT)
+        await asyncio.to_thread(self._send_blocking, msg, to)
 
     def _connect(self) -> smtplib.SMTP:
         cfg = self.cfg
@@ -87,14 +88,14 @@ class EmailChannel(ChannelBase):
             raise
         return smtp
 
-    def _send_blocking(self, msg: EmailMessage) -> None:
+    def _send_blocking(self, msg: EmailMessage, to: list[str]) -> None:
         cfg = self.cfg
         where = f"smtp {cfg.host}:{self.port}"
         try:
             with self._connect() as smtp:
                 if cfg.username:
                     smtp.login(cfg.username, self.password)
-                refused = smtp.send_message(msg, from_addr=cfg.from_, to_addrs=list(cfg.to))
+                refused = smtp.send_message(msg, from_addr=cfg.from_, to_addrs=to)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             raise DeliveryError(

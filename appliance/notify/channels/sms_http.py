@@ -124,7 +124,7 @@ class HttpSmsChannel(HttpChannel):
                 )
 
     async def _deliver(self, message: Message) -> None:
-        for to in self.pending(message, self.cfg.to):
+        for to in self.pending(message, self.recipients(message)):
             url, headers, body = self.request_for(message, to)
             answer = await self.request(self.cfg.method, url, data=body, headers=headers)
             self.check(answer, to)

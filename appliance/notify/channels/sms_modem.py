@@ -195,7 +195,7 @@ class ModemChannel(ChannelBase):
         async def work(port: AtPort) -> None:
             await self._cmd(f'AT+CSCS="{charset}"')
             await self._cmd("AT+CSMP=17,167,0,8" if charset == "UCS2" else "AT+CSMP=17,167,0,0")
-            todo = [(n, i) for n in self.cfg.to for i in range(len(parts))]
+            todo = [(n, i) for n in self.recipients(message) for i in range(len(parts))]
             for number, i in todo:
                 if not self.pending(message, [f"{number}#{i}"]):
                     continue  # this part reached this number on an earlier try

@@ -40,7 +40,7 @@ class TwilioChannel(HttpChannel):
 
     async def _deliver(self, message: Message) -> None:
         body = sms_text(message, self.cfg.max_segments, self.cfg.max_length)
-        for number in self.pending(message, self.cfg.to):
+        for number in self.pending(message, self.recipients(message)):
             form = {"To": number, "From": self.cfg.from_, "Body": body}
             answer = await self.request("POST", self.url, data=form, headers=self.headers)
             check_status(answer, f"twilio to {number}")

@@ -41,7 +41,7 @@ class TelegramChannel(HttpChannel):
 
     async def _deliver(self, message: Message) -> None:
         text = render(message, min(self.cfg.max_length or MESSAGE_LIMIT, MESSAGE_LIMIT))
-        for chat in self.pending(message, self.cfg.to):
+        for chat in self.pending(message, self.recipients(message)):
             body = {
                 "chat_id": chat,
                 "text": text,
