@@ -1,8 +1,9 @@
 """Notification API: deliveries, channel status, silences, and the acknowledgement page.
 
 ``GET /api/v1/notify/deliveries`` (``status`` = pending | dead | sent | limited, ``channel``,
-``limit``) and ``GET /api/v1/notify/channels`` need the read scope; ``GET/POST /api/v1/notify/silences``
-and ``DELETE /api/v1/notify/silences/{id}`` read and write. ``/ack/{token}`` needs no API
+``limit``) and ``GET /api/v1/notify/channels`` need the read scope;
+``GET/POST /api/v1/notify/silences`` and ``DELETE /api/v1/notify/silences/{id}`` read and
+write. ``/ack/{token}`` needs no API
 token (the signed link is the credential): GET shows a page with a button, and only the POST
 acknowledges, so a mail system's link scanner that prefetches the URL acknowledges nothing.
 """
