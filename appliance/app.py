@@ -16,9 +16,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.api.server import ApiServer, load_or_create_token
+from appliance.composition import (
+    ComponentBuilder,
+    RouteSetup,
+    api_route_setups,
+    component_builders,
+)
 from appliance.config import AppConfig
 from appliance.datalock import DataDirLock
 from appliance.flows import FlowPath
+from appliance.incidents import IncidentTxnHook
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
@@ -40,19 +47,6 @@ STORAGE_WATCH_INTERVAL = 2.0  # seconds between checks that the database file is
 
 class ReloadRefused(Exception):
     """A valid new config that a reload will not apply (the old one stays in force)."""
-
-
-def _build_forwarder(app: Appliance) -> Any:
-    from appliance.forward import build_forwarder
-
-    return build_forwarder(app)
-
-
-# Extra components (correlation, forwarding, ...) register a builder here; each gets the
-# appliance once the store and pipeline exist and returns an object with async start()/stop().
-# The forwarder comes first: it registers its incident hook before anything raises incidents,
-# and (stop runs in reverse) it stops last.
-COMPONENT_BUILDERS: list[Callable[[Appliance], Any]] = [_build_forwarder]
 
 
 def build_sources(
@@ -83,9 +77,20 @@ def _same(a: Source, b: Source) -> bool:
 
 
 class Appliance:
-    def __init__(self, config: AppConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        builders: list[ComponentBuilder] | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        # What this appliance is made of (appliance.composition), its own lists: components
+        # add their incident hooks and tests their routes here, never to process-wide ones.
+        self.builders = component_builders() if builders is None else builders
+        self.incident_hooks: list[IncidentTxnHook] = []
+        self.route_setups: list[RouteSetup] = api_route_setups()
         self.metrics = Registry()
         self.data_lock = DataDirLock(config.data_dir)
         data_dir = config.data_dir
@@ -237,7 +242,7 @@ class Appliance:
         try:
             self.pipeline.start()
             await self.flows.start(tune_gc=False)  # the process-wide policy is runtime's
-            for builder in COMPONENT_BUILDERS:
+            for builder in self.builders:
                 component = builder(self)
                 if component is not None:
                     self.components.append(component)
@@ -473,44 +478,3 @@ class Appliance:
                     log.info("retention deleted %d events by age, %d by size", by_age, by_size)
             except Exception:
                 log.exception("retention run failed")
-
-
-def _register_components() -> None:
-    from appliance.analysis import baselines_api, feedback_api, intel_api
-    from appliance.analysis.baselines import build_baselines
-    from appliance.analysis.context import build_analysis
-    from appliance.analysis.feedback import build_feedback
-    from appliance.analysis.geoip import build_geoip
-    from appliance.analysis.intel_stage import build_intel
-    from appliance.api.server import ROUTE_HOOKS
-    from appliance.correlate.component import build_correlation
-    from appliance.notify import api as _notify_api  # noqa: F401  (adds its API routes)
-    from appliance.notify.engine import build_notify
-    from appliance.reports.schedule import build_reports
-    from appliance.respond import build_respond
-
-    # Notify and respond before correlation: their incident hooks are in place before the
-    # first incident, and (stop runs in reverse) they stop after correlation raised its last.
-    # Analysis after correlation: it installs its incident assessor on the correlation's
-    # manager. Feedback after correlation: it hands its check to the correlation's incident
-    # manager. Baselines after geoip (they learn countries) and intel.
-    builders = (
-        build_geoip,
-        build_intel,
-        build_notify,
-        build_respond,
-        build_correlation,
-        build_analysis,
-        build_reports,
-        build_feedback,
-        build_baselines,
-    )
-    for builder in builders:
-        if builder not in COMPONENT_BUILDERS:
-            COMPONENT_BUILDERS.append(builder)
-    for hook in (intel_api.setup, feedback_api.setup, baselines_api.setup):
-        if hook not in ROUTE_HOOKS:
-            ROUTE_HOOKS.append(hook)
-
-
-_register_components()

@@ -178,12 +178,22 @@ async def running_appliance(tmp_path: Path, **sections: Any) -> AsyncIterator[Ru
 
 @pytest.fixture
 async def start_appliance(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_appliance(**sections)`` → :class:`Running`; stopped at teardown."""
+    """``await start_appliance(**sections)`` → :class:`Running`; stopped at teardown.
+
+    ``incident_hooks`` and ``route_setups`` are added to the appliance's own lists before it
+    starts (a hook that sees the first incident, a route only a test serves)."""
     started: list[Running] = []
 
-    async def _start(**sections: Any) -> Running:
+    async def _start(
+        *,
+        incident_hooks: list[Any] | None = None,
+        route_setups: list[Any] | None = None,
+        **sections: Any,
+    ) -> Running:
         cfg = parse_config(make_config(tmp_path, **sections), base_dir=tmp_path)
         app = Appliance(cfg)
+        app.incident_hooks.extend(incident_hooks or ())
+        app.route_setups.extend(route_setups or ())
         await app.start()
         run = Running(app, aiohttp.ClientSession())
         started.append(run)

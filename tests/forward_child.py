@@ -19,8 +19,8 @@ async def main(path: str, n: int) -> None:
     app = Appliance(load_config(path))
     await app.start()
     for i in range(1, n + 1):
-        await raise_incidents(app.store, [incident(i)])
-        await raise_incidents(app.store, [incident(i, revision=2, severity="critical")])
+        await raise_incidents(app, [incident(i)])
+        await raise_incidents(app, [incident(i, revision=2, severity="critical")])
     print("raised", flush=True)
     await asyncio.Event().wait()
 

@@ -14,8 +14,8 @@ from typing import Any
 import trustme
 from aiohttp import web
 
+from appliance.app import Appliance
 from appliance.forward import Forwarder
-from appliance.incidents import INCIDENT_TXN_HOOKS
 from appliance.store import Store
 
 
@@ -146,11 +146,12 @@ def incident(
     }
 
 
-async def raise_incidents(store: Store, docs: list[dict[str, Any]]) -> None:
-    """What the correlation engine does: run the hooks inside one durable transaction."""
-    async with store.transaction(durable=True) as conn:
+async def raise_incidents(app: Appliance, docs: list[dict[str, Any]]) -> None:
+    """What the correlation engine does: run the appliance's incident hooks inside one
+    durable transaction."""
+    async with app.store.transaction(durable=True) as conn:
         for doc in docs:
-            for hook in list(INCIDENT_TXN_HOOKS):
+            for hook in list(app.incident_hooks):
                 await hook(conn, doc)
 
 

@@ -237,11 +237,11 @@ async def test_admin_routes_need_the_admin_scope_and_the_legacy_token_has_it(
     async def admin_only(request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
-    hooks = [*api_server.ROUTE_HOOKS, lambda app: app.router.add_get("/api/v1/admin", admin_only)]
-    monkeypatch.setattr(api_server, "ROUTE_HOOKS", hooks)
     writer = add_token(tmp_path, "soar", "write")
     admin = add_token(tmp_path, "ops", "admin")
-    run = await start_appliance()
+    run = await start_appliance(
+        route_setups=[lambda app: app.router.add_get("/api/v1/admin", admin_only)]
+    )
     assert await status(run, "GET", "/api/v1/admin", writer) == 403
     assert await status(run, "GET", "/api/v1/admin", admin) == 200
     assert await status(run, "GET", "/api/v1/admin", TOKEN) == 200  # api.token: admin

@@ -32,7 +32,7 @@ async def test_events_go_in_their_own_batches_beside_incidents(start_appliance, 
         b"<14>1 2026-11-29T10:00:01Z fw1 app - - - hello",
     )
     await run.wait_stored(2)
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
 
     def kinds() -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {}
@@ -112,7 +112,7 @@ async def test_event_spool_limit_drops_low_severity_events_and_spares_incidents(
         ]
     )
     fwd = next(c for c in run.app.components if isinstance(c, Forwarder))
-    await raise_incidents(run.app.store, [incident(1, severity="low")])
+    await raise_incidents(run.app, [incident(1, severity="low")])
 
     def events(first_id: int, severity: int, n: int) -> list[Event]:
         return [

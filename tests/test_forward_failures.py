@@ -51,7 +51,7 @@ async def test_upstream_down_then_up_delivers_everything_in_order(start_applianc
         upstream=[upstream("c", "webhook", f"https://127.0.0.1:{port}/h", pki, batch_size=100)]
     )
     docs = [incident(i) for i in range(1, 11)]
-    await raise_incidents(run.app.store, docs)
+    await raise_incidents(run.app, docs)
     fwd = forwarder(run)
     await run.wait_for(lambda: fwd.senders["c"].failures >= 3)
     assert 'reason="connect"' in await run.metrics()
@@ -75,7 +75,7 @@ async def test_500_is_retried_with_the_same_keys(start_appliance, receiver):
     run = await start_appliance(
         upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki)]
     )
-    await raise_incidents(run.app.store, [incident(1), incident(2)])
+    await raise_incidents(run.app, [incident(1), incident(2)])
     await drained(run)
     assert len(receiver.seen) == 4
     assert len({s.body for s in receiver.seen}) == 1  # byte-identical retries
@@ -97,7 +97,7 @@ async def test_429_retry_after_sets_the_wait(start_appliance, receiver):
         slept.append(seconds)
 
     forwarder(run).sleep = fake_sleep
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert slept == [7.0]
     assert len(receiver.seen) == 2
@@ -115,7 +115,7 @@ async def test_retry_after_is_capped_by_retry_after_max(start_appliance, receive
         slept.append(seconds)
 
     forwarder(run).sleep = fake_sleep
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert slept == [60.0]
 
@@ -139,7 +139,7 @@ async def test_backoff_grows_and_is_capped_with_full_jitter(start_appliance, rec
     fwd.sleep = fake_sleep
     for s in fwd.senders.values():
         s.rand.random = lambda: 0.999999  # type: ignore[method-assign]  # top of the jitter range
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert [round(x) for x in slept] == [1, 2, 4, 8, 8, 8]
 
@@ -149,7 +149,7 @@ async def test_409_counts_as_delivered(start_appliance, receiver):
     run = await start_appliance(
         upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki)]
     )
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert await outbox_rows(run.app.store) == []
     m = await run.metrics()
@@ -176,7 +176,7 @@ async def test_bulk_item_errors_retry_only_the_failed_items(start_appliance, rec
         upstream=[upstream("es", "elastic_bulk", receiver.url(), receiver.pki)]
     )
     docs = [incident(i) for i in range(1, 5)]
-    await raise_incidents(run.app.store, docs)
+    await raise_incidents(run.app, docs)
     await drained(run)
     keys = [f"test-01:{d['id']}:1" for d in docs]
     assert bodies == [keys, [keys[1]]]
@@ -196,9 +196,9 @@ async def test_poisoned_item_is_dead_lettered_and_does_not_block(start_appliance
     run = await start_appliance(
         upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki, max_rejections=3)]
     )
-    await raise_incidents(run.app.store, [incident(1), incident(2), incident(3)])
+    await raise_incidents(run.app, [incident(1), incident(2), incident(3)])
     await drained(run)
-    await raise_incidents(run.app.store, [incident(4)])
+    await raise_incidents(run.app, [incident(4)])
     await drained(run)
     rows = await outbox_rows(run.app.store)
     assert [(r["key"], r["state"], r["rejections"]) for r in rows] == [
@@ -233,7 +233,7 @@ async def test_slow_response_past_the_timeout_is_retried(start_appliance, receiv
     run = await start_appliance(
         upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki, request_timeout=0.4)]
     )
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert (
         metric(
@@ -254,7 +254,7 @@ async def test_server_certificate_from_another_ca_gets_nothing(start_appliance, 
         upstream=[upstream("c", "webhook", f"https://127.0.0.1:{port}/h", pki)]
     )
     try:
-        await raise_incidents(run.app.store, [incident(1)])
+        await raise_incidents(run.app, [incident(1)])
         fwd = forwarder(run)
         await run.wait_for(lambda: fwd.senders["c"].failures >= 2)
         assert impostor.seen == []
@@ -279,7 +279,7 @@ async def test_upstream_without_our_client_certificate_refuses_and_nothing_is_lo
     up = upstream("c", "webhook", receiver.url("/h"), receiver.pki)
     del up["client_cert"], up["client_key"]
     run = await start_appliance(upstream=[up])
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     fwd = forwarder(run)
     await run.wait_for(lambda: fwd.senders["c"].failures >= 2)
     assert receiver.seen == []
@@ -309,7 +309,7 @@ async def test_secrets_from_file_and_env_are_sent_but_never_logged(
             )
         ]
     )
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert receiver.seen[-1].headers["Authorization"] == "Bearer file-token-XYZ"
     assert "webhook-signature" in receiver.seen[-1].headers
@@ -348,7 +348,7 @@ async def test_full_spool_drops_low_value_rows_first_and_counts_them(start_appli
     )
     low = [incident(i, severity="low") for i in range(1, 11)]
     crit = [incident(i, severity="critical") for i in range(11, 16)]
-    await raise_incidents(run.app.store, low[:5] + crit + low[5:])
+    await raise_incidents(run.app, low[:5] + crit + low[5:])
     rows = await outbox_rows(run.app.store)
     kept = {r["key"].split(":")[1] for r in rows}
     assert {d["id"] for d in crit} <= kept
@@ -372,7 +372,7 @@ async def test_reload_with_a_new_upstream_starts_forwarding_to_it(start_applianc
         base_dir=base,
     )
     await run.app.reload(dataclasses.replace(new, api=run.app.config.api))
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert len(receiver.seen) == 1
 
@@ -392,6 +392,6 @@ async def test_reload_with_a_missing_certificate_keeps_forwarding_as_it_was(
     )
     with pytest.raises(ConfigError, match="cannot load TLS files"):
         await run.app.reload(dataclasses.replace(run.app.config, upstream=[bad]))
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await drained(run)
     assert len(receiver.seen) == 1

@@ -47,7 +47,7 @@ async def test_webhook_sends_signed_schema_valid_batches_over_mtls(start_applian
         ],
     )
     docs = [incident(i) for i in range(1, 26)]
-    await raise_incidents(run.app.store, docs)
+    await raise_incidents(run.app, docs)
     await delivered_all(run)
 
     assert [len(s.json()["items"]) for s in receiver.seen] == [10, 10, 5]
@@ -77,7 +77,7 @@ async def test_webhook_single_item_uses_idempotency_key_as_webhook_id(start_appl
         upstream=[upstream("c", "webhook", receiver.url("/h"), receiver.pki, hmac_secret=SECRET)]
     )
     doc = incident(7, revision=4)
-    await raise_incidents(run.app.store, [doc])
+    await raise_incidents(run.app, [doc])
     await delivered_all(run)
     (s,) = receiver.seen
     assert s.headers["webhook-id"] == f"test-01:{doc['id']}:4"
@@ -120,7 +120,7 @@ async def test_splunk_hec_concatenates_events_and_waits_for_indexer_ack(start_ap
         ]
     )
     docs = [incident(i) for i in range(1, 6)]
-    await raise_incidents(run.app.store, docs)
+    await raise_incidents(run.app, docs)
     await delivered_all(run)
 
     posts = [s for s in receiver.seen if s.path == "/services/collector/event"]
@@ -152,7 +152,7 @@ async def test_splunk_hec_without_ack_id_keeps_the_batch_queued(start_appliance,
             upstream("splunk", "splunk_hec", receiver.url(), receiver.pki, token="t", hec_ack=True)
         ]
     )
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await run.wait_for(lambda: len(receiver.seen) >= 2)
     assert [r["key"] for r in await outbox_rows(run.app.store)] == [
         f"test-01:{incident(1)['id']}:1"
@@ -184,7 +184,7 @@ async def test_elastic_bulk_creates_with_idempotency_key_as_id(start_appliance, 
         ],
     )
     docs = [incident(i, severity="critical") for i in range(1, 4)]
-    await raise_incidents(run.app.store, docs)
+    await raise_incidents(run.app, docs)
     await delivered_all(run)
     (s,) = receiver.seen
     assert s.path == "/_bulk"
@@ -212,7 +212,7 @@ async def test_otlp_logs_posts_one_record_per_incident_revision(start_appliance,
         upstream=[upstream("otel", "otlp_logs", receiver.url(), receiver.pki, token="otel-tok")],
     )
     docs = [incident(1, severity="medium"), incident(1, revision=2, status="resolved")]
-    await raise_incidents(run.app.store, docs)
+    await raise_incidents(run.app, docs)
     await delivered_all(run)
     (s,) = receiver.seen
     assert s.path == "/v1/logs" and s.headers["Content-Type"] == "application/json"
@@ -240,7 +240,7 @@ async def test_upstreams_api_reports_status_backlog_and_success(start_appliance,
             upstream("off", "webhook", receiver.url("/h"), receiver.pki, enabled=False),
         ]
     )
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await delivered_all(run)
     body = await run.get_json("/api/v1/upstreams")
     by_name = {u["name"]: u for u in body["upstreams"]}
@@ -279,7 +279,7 @@ async def test_splunk_hec_without_indexer_ack_in_time_resends_the_batch(start_ap
             )
         ]
     )
-    await raise_incidents(run.app.store, [incident(1)])
+    await raise_incidents(run.app, [incident(1)])
     await delivered_all(run)
     assert len(posts) == 2 and posts[0].body == posts[1].body
     assert 'reason="hec_ack_timeout"' in await run.metrics()

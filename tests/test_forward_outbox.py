@@ -11,7 +11,6 @@ import pytest
 from appliance.forward.document import Identity, build_document, drop_class
 from appliance.forward.formats.base import Outcome
 from appliance.forward.outbox import Outbox
-from appliance.incidents import INCIDENT_TXN_HOOKS
 from appliance.store import Store
 from tests.forwarding import incident, outbox_rows, raise_incidents, upstream
 
@@ -42,21 +41,21 @@ async def test_incident_hook_writes_outbox_row_in_the_same_transaction(start_app
     async def failing_hook(conn: Any, doc: dict[str, Any]) -> None:
         raise RuntimeError("incident insert failed")
 
-    INCIDENT_TXN_HOOKS.append(failing_hook)
+    run.app.incident_hooks.append(failing_hook)
     try:
         with pytest.raises(RuntimeError):
-            await raise_incidents(store, [incident(1)])
+            await raise_incidents(run.app, [incident(1)])
     finally:
-        INCIDENT_TXN_HOOKS.remove(failing_hook)
+        run.app.incident_hooks.remove(failing_hook)
     assert await outbox_rows(store) == []  # rolled back with the incident
 
-    await raise_incidents(store, [incident(1), incident(1, revision=2)])
+    await raise_incidents(run.app, [incident(1), incident(1, revision=2)])
     rows = await outbox_rows(store)
     assert [r["key"] for r in rows] == [
         f"test-01:{incident(1)['id']}:1",
         f"test-01:{incident(1)['id']}:2",
     ]
-    await raise_incidents(store, [incident(1)])  # the same revision again: not queued twice
+    await raise_incidents(run.app, [incident(1)])  # the same revision again: not queued twice
     assert len(await outbox_rows(store)) == 2
 
 
@@ -166,7 +165,7 @@ async def test_rows_of_a_removed_upstream_are_dropped_at_start_and_counted(
     first = await start_appliance(
         upstream=[upstream("a", "webhook", dead_url, pki), upstream("b", "webhook", dead_url, pki)]
     )
-    await raise_incidents(first.app.store, [incident(1), incident(2)])
+    await raise_incidents(first.app, [incident(1), incident(2)])
     await first.app.stop()
     second = await start_appliance(upstream=[upstream("b", "webhook", dead_url, pki)])
     assert {r["upstream"] for r in await outbox_rows(second.app.store)} == {"b"}

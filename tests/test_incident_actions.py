@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from appliance.incidents import INCIDENT_TXN_HOOKS
 from tests.conftest import TOKEN
 from tests.ruletools import ssh
 from tests.test_incidents_api import BRUTE, feed, incidents, post, wait_incident
 
 
-async def brute(start_appliance: Any, ip: str = "203.0.113.9") -> tuple[Any, dict]:
-    run = await start_appliance()
+async def brute(start_appliance: Any, ip: str = "203.0.113.9", **kw: Any) -> tuple[Any, dict]:
+    run = await start_appliance(**kw)
     await feed(run, [ssh(i, ip, f"user{i % 2}") for i in range(10)])
     return run, await wait_incident(run, BRUTE)
 
@@ -102,16 +101,12 @@ async def test_every_change_runs_the_transaction_hooks(start_appliance: Any) -> 
     async def hook(conn: Any, doc: dict) -> None:
         seen.append((conn.in_transaction, doc["revision"], doc["status"]))
 
-    INCIDENT_TXN_HOOKS.append(hook)
-    try:
-        run, inc = await brute(start_appliance)
-        base = f"/api/v1/incidents/{inc['id']}"
-        await post(run, base + "/assign", {"assignee": "dana"})
-        await post(run, base + "/comment", {"text": "hm"})
-        await post(run, base + "/resolve")
-        await post(run, base + "/reopen")
-    finally:
-        INCIDENT_TXN_HOOKS.remove(hook)
+    run, inc = await brute(start_appliance, incident_hooks=[hook])
+    base = f"/api/v1/incidents/{inc['id']}"
+    await post(run, base + "/assign", {"assignee": "dana"})
+    await post(run, base + "/comment", {"text": "hm"})
+    await post(run, base + "/resolve")
+    await post(run, base + "/reopen")
     assert seen == [
         (True, 1, "open"),
         (True, 2, "open"),

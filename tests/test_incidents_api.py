@@ -10,7 +10,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from appliance.incidents import INCIDENT_TXN_HOOKS
 from tests.conftest import TOKEN
 from tests.ruletools import ssh
 from tests.test_syslog_udp import send_udp
@@ -158,13 +157,9 @@ async def test_txn_hooks_run_inside_the_incident_transaction(start_appliance: An
     async def hook(conn: Any, doc: dict) -> None:
         seen.append((conn.in_transaction, doc["revision"]))
 
-    INCIDENT_TXN_HOOKS.append(hook)
-    try:
-        run = await start_appliance()
-        await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
-        await wait_incident(run, BRUTE)
-    finally:
-        INCIDENT_TXN_HOOKS.remove(hook)
+    run = await start_appliance(incident_hooks=[hook])
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+    await wait_incident(run, BRUTE)
     assert seen == [(True, 1)]
 
 
@@ -172,14 +167,10 @@ async def test_failing_hook_rolls_the_incident_back(start_appliance: Any, tmp_pa
     async def hook(conn: Any, doc: dict) -> None:
         raise RuntimeError("outbox full")
 
-    INCIDENT_TXN_HOOKS.append(hook)
-    try:
-        run = await start_appliance()
-        await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
-        await run.wait_for(lambda: "incident_write" in _metric_text(run))
-        assert await incidents(run) == []
-    finally:
-        INCIDENT_TXN_HOOKS.remove(hook)
+    run = await start_appliance(incident_hooks=[hook])
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+    await run.wait_for(lambda: "incident_write" in _metric_text(run))
+    assert await incidents(run) == []
 
 
 def _metric_text(run: Any) -> str:
@@ -255,16 +246,12 @@ async def test_alerts_held_during_write_failures_land_once_writes_work(
         if broken[0]:
             raise RuntimeError("outbox full")
 
-    INCIDENT_TXN_HOOKS.append(hook)
-    try:
-        run = await start_appliance()
-        await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
-        await run.wait_for(lambda: "incident_write" in _metric_text(run))
-        broken[0] = False
-        inc = await wait_incident(run, BRUTE)  # retried by the timer task
-        assert inc["hit_count"] == 1 and inc["revision"] == 1
-    finally:
-        INCIDENT_TXN_HOOKS.remove(hook)
+    run = await start_appliance(incident_hooks=[hook])
+    await feed(run, [ssh(i, "203.0.113.9") for i in range(10)])
+    await run.wait_for(lambda: "incident_write" in _metric_text(run))
+    broken[0] = False
+    inc = await wait_incident(run, BRUTE)  # retried by the timer task
+    assert inc["hit_count"] == 1 and inc["revision"] == 1
 
 
 async def test_reload_swaps_rules_and_keeps_windows(start_appliance: Any, tmp_path: Path) -> None:

@@ -489,9 +489,4 @@ class AnalysisComponent:
 
 
 def build_analysis(app: Appliance) -> AnalysisComponent:
-    from appliance.analysis import api
-    from appliance.api.server import ROUTE_HOOKS
-
-    if api.setup not in ROUTE_HOOKS:
-        ROUTE_HOOKS.append(api.setup)
     return AnalysisComponent(app)

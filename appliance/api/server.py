@@ -5,8 +5,8 @@ everything under ``/api/`` needs ``Authorization: Bearer <token>`` with the scop
 needs (``appliance.api.tokens``: GET read, other methods write, admin where declared). An
 unknown token answers 401, a token without the scope 403; both are counted in
 ``appliance_api_auth_failures_total{reason}`` and logged (rate-limited). Served over TLS
-beyond loopback (``appliance.api.tls``). Feature modules add their routes through
-:data:`ROUTE_HOOKS`.
+beyond loopback (``appliance.api.tls``). Feature modules add their routes through the
+appliance's ``route_setups`` (listed in :mod:`appliance.composition`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ APPLIANCE_KEY: web.AppKey[Appliance] = web.AppKey("appliance")
 TOKEN_KEY: web.RequestKey[Token] = web.RequestKey("api_token", Token)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Each hook gets the aiohttp application and adds its routes (``app.router.add_get(...)``).
-ROUTE_HOOKS: list[Callable[[web.Application], None]] = []
 # Another way for an /api/ request without a bearer token to authenticate (the console's
 # session cookie, appliance.console): the Token the request acts as, or None when it carries
 # none. It may raise an HTTP error itself (a write without the session's CSRF token: 403).
@@ -192,8 +191,8 @@ class ApiServer:
         incidents.setup(self.app)
         rules.setup(self.app)
         openapi.setup(self.app)
-        for hook in ROUTE_HOOKS:
-            hook(self.app)
+        for setup in appliance.route_setups:  # the features' routes (appliance.composition)
+            setup(self.app)
         if cfg.console.enabled:
             from appliance.console import web as console_web
 

@@ -70,6 +70,7 @@ class CorrelationComponent:
             self.config.appliance.sensor_id,
             clock=app.clock,
             evidence=EvidenceLimits(r.evidence_events, r.evidence_samples),
+            hooks=app.incident_hooks,  # the forwarder's, notify's and respond's, by then
         )
         self._task: asyncio.Task[None] | None = None
         self._pending: list[Alert] = []

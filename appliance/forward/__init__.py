@@ -1,7 +1,7 @@
 """Forwarding incidents upstream: a durable SQLite outbox and one HTTPS sender per upstream.
 
 Guarantee: at-least-once. Every incident create/update writes one outbox row per enabled
-upstream inside the incident's own durable transaction (an :data:`INCIDENT_TXN_HOOKS` hook),
+upstream inside the incident's own durable transaction (one of the appliance's ``incident_hooks``),
 so a committed incident always has its rows and a rolled-back one never does. The senders
 delete a row only after the upstream acknowledged it, so a crash between send and
 acknowledgement re-sends it after restart; every copy carries the same idempotency key
@@ -37,7 +37,6 @@ from appliance.forward.formats.base import FormatContext
 from appliance.forward.outbox import Outbox
 from appliance.forward.sender import Credentials, ForwardMetrics, UpstreamSender
 from appliance.forward.transport import read_secret, ssl_context, webhook_key
-from appliance.incidents import INCIDENT_TXN_HOOKS
 
 if TYPE_CHECKING:
     from appliance.app import Appliance
@@ -226,12 +225,12 @@ class Forwarder:
             for s in started:
                 await s.stop()
             raise
-        INCIDENT_TXN_HOOKS.append(self.hook)
+        self.app.incident_hooks.append(self.hook)
         self.app.pipeline.after_store.append(self.event_stage)
 
     async def stop(self) -> None:
-        if self.hook in INCIDENT_TXN_HOOKS:
-            INCIDENT_TXN_HOOKS.remove(self.hook)
+        if self.hook in self.app.incident_hooks:
+            self.app.incident_hooks.remove(self.hook)
         if self.event_stage in self.app.pipeline.after_store:
             self.app.pipeline.after_store.remove(self.event_stage)
         for s in self.senders.values():

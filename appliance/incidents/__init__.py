@@ -3,7 +3,8 @@
 The contract between the correlation engine (which creates and updates incidents) and anything
 that must change atomically with them (the forwarding outbox): every create or update of an
 incident runs, inside the same ``store.transaction(durable=True)``, each hook in
-:data:`INCIDENT_TXN_HOOKS` with the connection and the incident document. A hook that raises
+of the appliance's ``incident_hooks`` (each component adds its own at start: the forwarder,
+notify, respond) with the connection and the incident document. A hook that raises
 rolls the whole change back, so an incident is never committed without its outbox row.
 
 The incident document (native JSON, versioned by ``schema_version``)::
@@ -47,4 +48,3 @@ from typing import Any
 import aiosqlite
 
 IncidentTxnHook = Callable[[aiosqlite.Connection, dict[str, Any]], Awaitable[None]]
-INCIDENT_TXN_HOOKS: list[IncidentTxnHook] = []

@@ -1,7 +1,7 @@
 """Incident lifecycle: alerts from the engine become incident creates and updates, durably.
 
 Every change is written in ``store.transaction(durable=True)`` (``synchronous=FULL``) and runs
-each :data:`~appliance.incidents.INCIDENT_TXN_HOOKS` inside the same transaction, so nothing
+each of its ``hooks`` (the appliance's ``incident_hooks``) inside the same transaction, so nothing
 (the forwarding outbox) learns of an incident that a power cut could undo. One transaction per
 batch of alerts keeps fsyncs to one per pipeline batch however many incidents it touches.
 
@@ -29,7 +29,7 @@ import aiosqlite
 from appliance.analysis import risk
 from appliance.correlate.engine import Alert
 from appliance.event import iso8601
-from appliance.incidents import INCIDENT_TXN_HOOKS, IncidentTxnHook
+from appliance.incidents import IncidentTxnHook
 from appliance.logutil import RateLimitedLog
 from appliance.store import Store
 
@@ -81,7 +81,7 @@ class IncidentManager:
         self.sensor_id = sensor_id
         self.clock = clock
         self.evidence = evidence or EvidenceLimits()
-        self.hooks = INCIDENT_TXN_HOOKS if hooks is None else hooks
+        self.hooks: list[IncidentTxnHook] = [] if hooks is None else hooks
         # (rule id, group key) -> incident doc, for incidents still taking hits: an LRU cache of
         # at most MAX_CACHED; `complete` while it holds every active incident (no lookup needed
         # on a miss), else a miss asks the database.

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from appliance.api.params import BadParam, parse_int
-from appliance.api.server import APPLIANCE_KEY, ROUTE_HOOKS, TOKEN_KEY, json_error
+from appliance.api.server import APPLIANCE_KEY, TOKEN_KEY, json_error
 from appliance.incidents.manager import TransitionError
 from appliance.notify.acklink import AckRefused
 from appliance.notify.engine import NotifyEngine, notify_of
@@ -177,7 +177,3 @@ def setup(app: web.Application) -> None:
     app.router.add_delete("/api/v1/notify/silences/{id}", delete_silence)
     app.router.add_get("/ack/{token}", ack_page)
     app.router.add_post("/ack/{token}", ack_post)
-
-
-if setup not in ROUTE_HOOKS:
-    ROUTE_HOOKS.append(setup)

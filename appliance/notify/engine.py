@@ -1,7 +1,7 @@
 """The notification engine: incidents in, messages queued durably, one delivery loop per channel.
 
 Flow. Every incident change runs :meth:`NotifyEngine.hook` inside the incident's durable
-transaction (an :data:`~appliance.incidents.INCIDENT_TXN_HOOKS` hook). A new incident is
+transaction (one of the appliance's ``incident_hooks``). A new incident is
 routed (:mod:`appliance.notify.match`); unless a silence covers it, each route it takes either
 queues a message at once or parks the incident in ``notify_pending`` (group window, digest,
 quiet hours) and sets its escalation and repeat deadlines in ``notify_timers``. A later change
@@ -43,7 +43,6 @@ from appliance.config import AppConfig, NotifyChannel, NotifyRoute, NotifySectio
 from appliance.forward.formats.base import Outcome
 from appliance.forward.outbox import Outbox, SpoolStats
 from appliance.forward.transport import backoff_delay
-from appliance.incidents import INCIDENT_TXN_HOOKS
 from appliance.logutil import RateLimitedLog, printable
 from appliance.metrics import Registry
 from appliance.notify import acklink
@@ -426,7 +425,7 @@ class NotifyEngine:
         await self._drop_removed()
         await self._start_lanes()
         self._task = asyncio.create_task(self._scheduler(), name="notify-scheduler")
-        INCIDENT_TXN_HOOKS.append(self.hook)
+        self.app.incident_hooks.append(self.hook)
 
     async def _stop_lanes(self) -> None:
         for lane in self.lanes.values():
@@ -438,8 +437,8 @@ class NotifyEngine:
                 await lane.channel.close()
 
     async def stop(self) -> None:
-        if self.hook in INCIDENT_TXN_HOOKS:
-            INCIDENT_TXN_HOOKS.remove(self.hook)
+        if self.hook in self.app.incident_hooks:
+            self.app.incident_hooks.remove(self.hook)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):

@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from appliance.config import AppConfig
-from appliance.incidents import INCIDENT_TXN_HOOKS
 from appliance.respond.responder import Responder
 
 if TYPE_CHECKING:
@@ -31,7 +30,7 @@ class RespondComponent:
         self.responder = Responder(app.store, app.config, app.metrics, app.clock)
 
     async def start(self) -> None:
-        INCIDENT_TXN_HOOKS.append(self.responder.hook)
+        self.app.incident_hooks.append(self.responder.hook)
         await self.responder.start()
         actions = self.app.config.respond.actions
         if actions:
@@ -43,8 +42,8 @@ class RespondComponent:
             )
 
     async def stop(self) -> None:
-        if self.responder.hook in INCIDENT_TXN_HOOKS:
-            INCIDENT_TXN_HOOKS.remove(self.responder.hook)
+        if self.responder.hook in self.app.incident_hooks:
+            self.app.incident_hooks.remove(self.responder.hook)
         await self.responder.stop()
 
     async def reload(self, cfg: AppConfig) -> None:
@@ -60,9 +59,4 @@ def responder_of(app: Appliance) -> Responder | None:
 
 
 def build_respond(app: Appliance) -> RespondComponent:
-    from appliance.api.server import ROUTE_HOOKS
-    from appliance.respond import api
-
-    if api.setup not in ROUTE_HOOKS:
-        ROUTE_HOOKS.append(api.setup)
     return RespondComponent(app)

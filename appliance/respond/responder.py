@@ -1,11 +1,11 @@
 """The responder: plans actions inside the incident's transaction, carries them out after it.
 
-Durability: :meth:`Responder.hook` is an :data:`~appliance.incidents.INCIDENT_TXN_HOOKS`
-hook, so the planned row (and its audit line) commit with the incident or not at all. The
-worker then executes what is due, records the outcome durably, and lifts each block when its
-TTL passes; at start anything overdue runs at once, so a restart (or a power cut) delays an
-undo but never loses it. A crash between a call and its record repeats the call after the
-restart (at least once); firewall alias add/delete are idempotent, so that is harmless.
+Durability: :meth:`Responder.hook` is one of the appliance's ``incident_hooks``, so the planned
+row (and its audit line) commit with the incident or not at all. The worker then executes what
+is due, records the outcome durably, and lifts each block when its TTL passes; at start
+anything overdue runs at once, so a restart (or a power cut) delays an undo but never loses it.
+A crash between a call and its record repeats the call after the restart (at least once);
+firewall alias add/delete are idempotent, so that is harmless.
 
 Safety: a value must parse as its type, an address in the never-block list is refused, a
 value already held by the action is not acted on twice, and at most ``max_per_minute``

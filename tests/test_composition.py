@@ -1,0 +1,44 @@
+"""The composition root: an appliance owns its components, incident hooks and routes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import appliance
+from appliance.composition import api_route_setups, component_builders
+
+
+async def test_two_appliances_in_one_process_keep_their_own_incident_hooks(
+    start_appliance: Any,
+) -> None:
+    seen: list[str] = []
+
+    async def hook(conn: Any, doc: dict) -> None:
+        seen.append(doc["id"])
+
+    first = await start_appliance(incident_hooks=[hook])
+    assert hook in first.app.incident_hooks
+    await first.app.stop()  # one appliance per data_dir at a time
+    second = await start_appliance()
+    assert hook not in second.app.incident_hooks
+    assert first.app.incident_hooks is not second.app.incident_hooks
+
+
+def test_components_and_routes_are_listed_once_in_the_composition_root() -> None:
+    builders = component_builders()
+    assert len(builders) == len(set(builders))
+    setups = api_route_setups()
+    assert len(setups) == len(set(setups))
+
+
+def test_no_module_keeps_a_process_wide_list_of_hooks_or_builders() -> None:
+    import pkgutil
+    from importlib import import_module
+
+    names = ("INCIDENT_TXN_HOOKS", "ROUTE_HOOKS", "COMPONENT_BUILDERS")
+    for info in pkgutil.walk_packages(appliance.__path__, "appliance."):
+        if info.name.endswith(("_dataplane", "__main__")):
+            continue
+        module = import_module(info.name)
+        for name in names:
+            assert not hasattr(module, name), f"{info.name}.{name}"
