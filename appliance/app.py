@@ -13,7 +13,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from appliance.api.server import ApiServer, load_or_create_token
 from appliance.composition import (
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 
 STORAGE_WATCH_INTERVAL = 2.0  # seconds between checks that the database file is still ours
+
+
+_C = TypeVar("_C")
 
 
 class ReloadRefused(Exception):
@@ -163,6 +166,13 @@ class Appliance:
         self.metrics.gauge("build_info", "Version of the running appliance.", ["version"]).set(
             1, __version__
         )
+
+    def component(self, kind: type[_C]) -> _C | None:
+        """The running component of this type, or ``None`` (a handful: a scan costs nothing)."""
+        for c in self.components:
+            if isinstance(c, kind):
+                return c
+        return None
 
     def uptime(self) -> float:
         return time.monotonic() - self._started

@@ -16,9 +16,9 @@ MAX_FINDINGS = 1000  # per address in one answer
 
 
 def _component(request: web.Request) -> AnalysisComponent:
-    for c in request.app[APPLIANCE_KEY].components:
-        if isinstance(c, AnalysisComponent):
-            return c
+    component = request.app[APPLIANCE_KEY].component(AnalysisComponent)
+    if component is not None:
+        return component
     raise web.HTTPServiceUnavailable(
         text='{"error": "analysis is not running"}', content_type="application/json"
     )

@@ -593,7 +593,4 @@ def build_baselines(app: Appliance) -> BaselineComponent:
 
 
 def baselines_of(app: Appliance) -> BaselineComponent | None:
-    for c in app.components:
-        if isinstance(c, BaselineComponent):
-            return c
-    return None
+    return app.component(BaselineComponent)

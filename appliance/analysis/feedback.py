@@ -423,7 +423,4 @@ def build_feedback(app: Appliance) -> FeedbackComponent:
 
 
 def feedback_of(app: Appliance) -> FeedbackComponent | None:
-    for c in app.components:
-        if isinstance(c, FeedbackComponent):
-            return c
-    return None
+    return app.component(FeedbackComponent)

@@ -264,7 +264,4 @@ def build_intel(app: Appliance) -> IntelComponent:
 
 
 def intel_of(app: Appliance) -> IntelComponent | None:
-    for c in app.components:
-        if isinstance(c, IntelComponent):
-            return c
-    return None
+    return app.component(IntelComponent)

@@ -11,8 +11,7 @@ from appliance.logutil import printable
 
 
 def _forwarder(request: web.Request) -> Forwarder | None:
-    app = request.app[APPLIANCE_KEY]
-    return next((c for c in app.components if isinstance(c, Forwarder)), None)
+    return request.app[APPLIANCE_KEY].component(Forwarder)
 
 
 async def list_upstreams(request: web.Request) -> web.Response:

@@ -367,7 +367,4 @@ def build_correlation(app: Appliance) -> CorrelationComponent:
 
 
 def correlation_of(app: Appliance) -> CorrelationComponent | None:
-    for c in app.components:
-        if isinstance(c, CorrelationComponent):
-            return c
-    return None
+    return app.component(CorrelationComponent)

@@ -1022,10 +1022,7 @@ class NotifyEngine:
 
 
 def notify_of(app: Appliance) -> NotifyEngine | None:
-    for c in app.components:
-        if isinstance(c, NotifyEngine):
-            return c
-    return None
+    return app.component(NotifyEngine)
 
 
 def build_notify(app: Appliance) -> NotifyEngine:

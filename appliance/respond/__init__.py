@@ -52,10 +52,8 @@ class RespondComponent:
 
 
 def responder_of(app: Appliance) -> Responder | None:
-    for c in app.components:
-        if isinstance(c, RespondComponent):
-            return c.responder
-    return None
+    component = app.component(RespondComponent)
+    return component.responder if component is not None else None
 
 
 def build_respond(app: Appliance) -> RespondComponent:
