@@ -342,3 +342,26 @@ def test_a_service_with_several_process_names_matches_each_of_them(tmp_path: Pat
         ev = Event(T0, T0, "syslog", {"process.name": proc, "message": "(root) CMD (run-parts)"})
         assert eng.matches(ev), proc
     assert not eng.matches(Event(T0, T0, "syslog", {"process.name": "sshd", "message": "CMD"}))
+
+
+def test_a_list_of_conditions_matches_when_any_of_them_does(tmp_path: Path) -> None:
+    e = engine_for(
+        tmp_path,
+        "root: {user.name: root}\n"
+        "fail: {event.outcome: failure}\n"
+        "admin: {user.name: admin}\n"
+        "condition:\n  - root and fail\n  - admin\n",
+    )
+    assert hit(e, {"user.name": "root", "event.outcome": "failure"})
+    assert hit(e, {"user.name": "admin", "event.outcome": "success"})
+    assert not hit(e, {"user.name": "root", "event.outcome": "success"})
+
+
+def test_a_list_of_keyword_conditions_keeps_the_message_prefilter_exact(tmp_path: Path) -> None:
+    e = engine_for(
+        tmp_path,
+        "a: ['segfault']\nb: ['out of memory']\ncondition:\n  - a\n  - b\n",
+    )
+    assert hit(e, {"message": "kernel: app[12]: segfault at 0"})
+    assert hit(e, {"message": "Out of memory: Killed process 9"})
+    assert not hit(e, {"message": "all good"})

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sigma.collection import SigmaCollection
+from sigma.conditions import ConditionOR
 from sigma.correlations import (
     SigmaCorrelationCondition,
     SigmaCorrelationConditionOperator,
@@ -312,9 +313,11 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
     ls = rule.logsource
     source = map_logsource(ls.product, ls.category, ls.service)
     conds = rule.detection.parsed_condition
-    if len(conds) != 1:
-        raise Unsupported("more than one condition per rule is not supported")
-    tree = conds[0].parsed
+    if not conds:
+        raise Unsupported("the detection has no condition")
+    # Several conditions (a YAML list) each stand on their own: the rule matches when any
+    # does (Sigma specification), which is their OR, so the prefilters stay exact.
+    tree = conds[0].parsed if len(conds) == 1 else ConditionOR([c.parsed for c in conds])
     translate_values(tree)
     predicate = compiler.condition(tree)
     actions = required_values(tree, "event.action")
