@@ -1245,8 +1245,8 @@ def check_hhmm(value: str) -> str | None:
 class ReportSchedule:
     """One ``[[reports.schedules]]``: a report written every day or week (appliance.reports).
 
-    The files go to ``[reports] dir``; there is no e-mail delivery yet (no notification
-    channel exists to carry them)."""
+    The files go to ``[reports] dir``; ``email`` names ``[[notify.channels]]`` of type
+    ``email`` that also get them, attached to one message per run."""
 
     name: str = field(default="", metadata=check(sensor_name))
     every: Literal["daily", "weekly"] = "daily"
@@ -1257,6 +1257,7 @@ class ReportSchedule:
     formats: list[Literal["html", "pdf", "csv"]] = field(default_factory=lambda: ["pdf"])
     # The period covered, ending at the run: default 24h (daily) or 7d (weekly).
     since: str = ""
+    email: list[str] = field(default_factory=list)  # notify channels (type email)
 
     @property
     def span(self) -> float:
@@ -1329,6 +1330,14 @@ class AppConfig:
             if nf.label in names:
                 errors.append(f"sources.netflow[{i}].name: duplicate source name {nf.label!r}")
             names.add(nf.label)
+        mail = {c.name for c in self.notify.channels if c.type == "email"}
+        for i, sched in enumerate(self.reports.schedules):
+            for name in sched.email:
+                if name not in mail:
+                    errors.append(
+                        f"reports.schedules[{i}].email: no [[notify.channels]] of type email"
+                        f" named {name!r}"
+                    )
         return errors
 
     @property

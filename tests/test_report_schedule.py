@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 
 from appliance.config import ConfigError, ReportSchedule, parse_config
 from appliance.reports.schedule import ReportScheduler, next_run, prune
-from tests.conftest import make_config
+from tests.conftest import free_port, make_config
 from tests.ruletools import ssh
 from tests.test_incidents_api import feed
+from tests.test_notify_cli import Inbox
 
 # Friday 2026-12-04 10:30:00 UTC
 FRI = calendar.timegm((2026, 12, 4, 10, 30, 0))
@@ -51,6 +53,7 @@ def test_prune_keeps_the_newest(tmp_path: Path) -> None:
         ({"name": "x", "since": "forever"}, "reports.schedules[0].since:"),
         ({"name": "x", "formats": ["docx"]}, "reports.schedules[0].formats[0]: must be one of"),
         ({"at": "06:00"}, "reports.schedules[0].name: required"),
+        ({"name": "x", "email": ["nope"]}, "reports.schedules[0].email: no [[notify.channels]]"),
     ],
 )
 def test_bad_schedules_are_config_errors(tmp_path: Path, schedule: dict, error: str) -> None:
@@ -77,5 +80,55 @@ async def test_a_due_schedule_writes_its_reports_into_the_folder(
     html = next((tmp_path / "out").glob("daily-*.html")).read_text()
     assert "Security report: test-01" in html and "<svg" in html
     assert 'appliance_reports_total{schedule="daily",format="csv",outcome="written"} 1' in (
+        await run.metrics()
+    )
+
+
+async def test_a_schedule_with_email_mails_its_reports_as_attachments(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    inbox = Inbox()
+    port = free_port()
+    smtpd = Controller(inbox, hostname="127.0.0.1", port=port)
+    smtpd.start()
+    try:
+        mail = {
+            "name": "ops-mail",
+            "type": "email",
+            "host": "127.0.0.1",
+            "port": port,
+            "tls": "none",
+            "from": "sem@site.example",
+            "to": ["noc@site.example"],
+        }
+        run = await start_appliance(
+            notify={"channels": [mail]},
+            reports={
+                "dir": str(tmp_path / "out"),
+                "schedules": [
+                    {
+                        "name": "daily",
+                        "formats": ["pdf", "csv"],
+                        "at": "00:00",
+                        "email": ["ops-mail"],
+                    }
+                ],
+            },
+        )
+        await feed(run, [ssh(i, "203.0.113.9") for i in range(3)])
+        scheduler = next(c for c in run.app.components if isinstance(c, ReportScheduler))
+        scheduler.trigger("daily")
+        await run.wait_for(lambda: len(inbox.messages) == 1, timeout=30)
+    finally:
+        smtpd.stop()
+    (msg,) = inbox.messages
+    assert msg["Subject"].startswith("[test-01] daily report")
+    parts = {p.get_filename(): p for p in msg.iter_attachments()}
+    names = sorted(parts)
+    assert [n.rsplit(".", 1)[1] for n in names] == ["csv", "pdf"]
+    pdf = next(p for n, p in parts.items() if n.endswith(".pdf"))
+    assert pdf.get_content_type() == "application/pdf"
+    assert pdf.get_content().startswith(b"%PDF")
+    assert 'appliance_reports_total{schedule="daily",format="email",outcome="mailed"} 1' in (
         await run.metrics()
     )

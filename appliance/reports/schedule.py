@@ -31,6 +31,9 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 MAX_SLEEP = 60.0
 
 
+MIME = {".pdf": "application/pdf", ".html": "text/html", ".csv": "text/csv"}
+
+
 def next_run(schedule: ReportSchedule, after: float) -> float:
     """The first time strictly after ``after`` (epoch seconds) the schedule fires."""
     hh, mm = (int(x) for x in schedule.at.split(":"))
@@ -134,7 +137,52 @@ class ReportScheduler:
             self.written.inc(schedule.name, fmt, "written")
             log.info("wrote report %s", path)
             out.append(path)
+        if out and schedule.email:
+            await self.mail(schedule, out, now)
         return out
+
+    async def mail(self, schedule: ReportSchedule, paths: list[Path], now: float) -> None:
+        """One message per channel with the run's files attached. Sent at once, not through
+        the incident outbox: the files stay on disk, so a failed mailing loses nothing and is
+        counted (``reports_total{outcome="mail_failed"}``) and logged."""
+        from appliance.notify.channels import build_channel
+        from appliance.notify.channels.base import Message
+
+        day = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(now))
+        sensor = self.app.config.appliance.sensor_id
+        files = []
+        for p in paths:
+            data = await asyncio.to_thread(p.read_bytes)
+            files.append((p.name, MIME.get(p.suffix, "application/octet-stream"), data))
+        text = (
+            f"The {schedule.every} report of {sensor} for the {schedule.since or 'default'}"
+            f" period ending {day} is attached: {', '.join(p.name for p in paths)}."
+        )
+        message = Message(
+            subject=f"[{sensor}] {schedule.name} report, {day}",
+            text=text,
+            short=text[:160],
+            severity="informational",
+            attachments=tuple(files),
+        )
+        config = self.app.config
+        by_name = {c.name: c for c in config.notify.channels}
+        for name in schedule.email:
+            cfg = by_name.get(name)
+            if cfg is None:  # a reload removed it
+                continue
+            channel = None
+            try:
+                channel = build_channel(cfg, Path(config.base_dir), self.app.metrics)
+                await channel.send(message)
+                self.written.inc(schedule.name, "email", "mailed")
+            except Exception as exc:  # DeliveryError, an unreadable secret: counted, logged
+                self.written.inc(schedule.name, "email", "mail_failed")
+                _rl.error(f"report-mail:{name}", "report %s: mail via %s failed: %s",
+                          schedule.name, name, exc)  # fmt: skip
+            finally:
+                if channel is not None:
+                    await channel.close()
 
 
 def build_reports(app: Appliance) -> Any:

@@ -33,6 +33,9 @@ class Message:
     ack_url: str | None = None
     ack_code: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Files sent with the message where the transport carries files (e-mail): (file name,
+    # MIME type, content). Chat and SMS channels send the text alone.
+    attachments: tuple[tuple[str, str, bytes], ...] = ()
     # The channel's recipients this message goes to (``None``: all of its ``to``); the engine
     # narrows it when a recipient is past its rate limit. Never widens ``to``.
     recipients: tuple[str, ...] | None = None

@@ -47,6 +47,14 @@ def build_message(message: Message, sender: str, to: list[str], limit: int) -> E
     msg.set_content(text)
     if message.html:
         msg.add_alternative(clean_body(message.html, limit * 2), subtype="html")
+    for filename, mime, data in message.attachments:
+        maintype, _, subtype = mime.partition("/")
+        msg.add_attachment(
+            data,
+            maintype=maintype or "application",
+            subtype=subtype or "octet-stream",
+            filename=clean_line(filename, 200),
+        )
     return msg
 
 
