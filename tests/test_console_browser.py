@@ -402,6 +402,57 @@ def test_search_events_and_export_csv_and_json(browser: Browser) -> None:
     assert len(rows) == shown and "Failed password" in rows[0]["message"]
 
 
+def _search(browser: Browser, text: str, limit: int, filters: str = "") -> None:
+    browser.login("vera")
+    browser.open("/search")
+    browser.driver.find_element(By.NAME, "q").send_keys(text)
+    box = browser.driver.find_element(By.NAME, "limit")
+    box.clear()
+    box.send_keys(str(limit))
+    if filters:
+        browser.driver.find_element(By.NAME, "filters").send_keys(filters)
+    browser.driver.find_element(By.ID, "search-go").click()
+
+
+def test_search_histogram_and_top_values_count_the_whole_range_not_the_page(
+    browser: Browser, console: Console
+) -> None:
+    _, agg = console.api("/api/v1/events/aggregate?field=source.ip&q=Failed+password&since=0")
+    assert agg["complete"] and agg["matched"] > 10
+    _search(browser, "Failed password", limit=10)
+    # The note gives the count the bars are drawn from (the page's first, unfiltered search
+    # may still be on screen a moment before this one's).
+    browser.until(
+        lambda d: d.find_element(By.ID, "histogram-note").text.startswith(
+            f"{agg['matched']} events from"
+        )
+    )
+    bars = browser.driver.execute_script(
+        "return [...document.querySelectorAll('#histogram rect title')].map(t => t.textContent)"
+    )
+    # Only 10 events are listed, yet the bars add up to every match in the range.
+    assert sum(int(t.rsplit(": ", 1)[1]) for t in bars) == agg["matched"], bars
+    assert len(browser.css("#results tbody tr")) == 10
+    first = agg["buckets"][0]
+    browser.until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, "#top-values [data-field='source.ip'] li").text
+            == f"{first['value']} ({first['count']})"
+        )
+    )
+    assert not browser.css("#top-values-note")
+    browser.shot("search-aggregations")
+
+
+def test_search_says_when_the_scan_budget_cut_an_aggregation_short(browser: Browser) -> None:
+    _search(browser, "Failed password", limit=10, filters="max_scan=50")
+    browser.until(lambda d: "partial" in d.find_element(By.ID, "histogram-note").text)
+    note = browser.driver.find_element(By.ID, "histogram-note")
+    assert "scan budget stopped after 50 stored events" in note.text
+    browser.until(lambda d: "scan budget" in d.find_element(By.ID, "top-values-note").text)
+    browser.shot("search-partial")
+
+
 def test_viewer_sees_no_actions_and_the_api_refuses_changes(
     browser: Browser, console: Console
 ) -> None:

@@ -263,7 +263,7 @@ SHELLS: dict[str, str] = {
 </form>
 <div class="grid wide">
 <section><h2>Histogram <span id="result-count"></span></h2>
-<div class="chart" id="histogram"></div>
+<div class="chart" id="histogram"></div><p class="note" id="histogram-note"></p>
 <table id="results" class="list"><thead><tr><th>Time</th><th>Device</th><th>Module</th>
 <th>Message</th></tr></thead><tbody></tbody></table></section>
 <aside><h2>Top values</h2><div id="top-values"></div></aside>

@@ -506,6 +506,20 @@ function csvCell(v) {
   return /[",\n\r]/.test(safe) ? '"' + safe.replace(/"/g, '""') + '"' : safe;
 }
 
+const TOP_FIELDS = ["observer.ip", "host.hostname", "event.module", "event.dataset", "source.ip", "user.name", "event.action", "log.level"];
+
+// About 60 bars over the range, on a round interval (the API allows at most 2000 buckets).
+function histogramInterval(span) {
+  const steps = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400];
+  return steps.find((s) => span / s <= 60) || Math.ceil(span / 60);
+}
+
+// What an aggregation answer covered: a scan budget reached is said, never hidden.
+function scanNote(answer, text) {
+  if (answer.complete) return text;
+  return (text ? text + "; " : "") + `partial: the scan budget stopped after ${fmtNumber(answer.scanned)} stored events, older ones are not counted`;
+}
+
 async function searchPage() {
   const form = document.getElementById("search-form");
   const params = new URLSearchParams(location.search);
@@ -534,29 +548,62 @@ async function searchPage() {
     fillTable("results", events.map((e) => [
       localTime(e["@timestamp"]), (e.observer && e.observer.ip) || (e.host && e.host.hostname) || "",
       (e.event && e.event.module) || "", el("span", { class: "msg", text: e.message || (e.event && e.event.original) || "" })]));
-    // Histogram of the results: about 30 buckets over their time span.
-    const times = events.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
-    if (times.length) {
-      const t0 = Math.min(...times), t1 = Math.max(...times) + 1;
-      const n = 30, step = Math.max(1, Math.ceil((t1 - t0) / n));
-      const counts = new Array(n).fill(0);
-      for (const t of times) counts[Math.min(n - 1, Math.floor((t - t0) / step))]++;
-      const labels = counts.map((_, i) => localTime(t0 + i * step, false));
-      stackedBars(document.getElementById("histogram"), labels, { events: counts }, () => color(0));
-    } else {
-      document.getElementById("histogram").replaceChildren(el("p", { text: "no events" }));
+    // The histogram and the top values come from the server's aggregations over the whole
+    // range (not only this page of results), each bounded by the API's scan budget.
+    const agg = new URLSearchParams(q);
+    agg.delete("limit");
+    const now = Date.now() / 1000;
+    const until = Number(agg.get("until") || now);
+    // No From: the last 24 h, or back to the oldest match when that is older (a device's
+    // clock or an imported file can put events far back). The oldest listed event is that
+    // when the list holds every match; else one coarse pass (days, ~5 years) finds it.
+    const listed = events.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
+    let since = Number(agg.get("since") || Math.min(until - 86400, ...listed.map(Math.floor)));
+    if (!agg.get("since") && data.next_cursor) {
+      const coarse = new URLSearchParams(agg);
+      coarse.set("since", String(until - 1999 * 86400));
+      coarse.set("until", String(until));
+      coarse.set("interval", "86400");
+      const days = await api("/api/v1/events/histogram?" + coarse);
+      const first = days.buckets.find((b) => b.count);
+      if (first) since = Math.min(since, epoch(first.start));
     }
-    const panel = document.getElementById("top-values");
-    const fields = ["observer.ip", "host.hostname", "event.module", "event.dataset", "source.ip", "user.name", "event.action", "log.level"];
-    const flat = events.map((e) => flatten(e));
-    panel.replaceChildren(...fields.map((f) => {
-      const counts = {};
-      for (const e of flat) if (e[f] !== undefined && e[f] !== null && e[f] !== "") counts[e[f]] = (counts[e[f]] || 0) + 1;
-      const top = Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, 5);
-      if (!top.length) return el("span");
-      return el("div", { class: "field" }, el("h3", { text: f }),
-        el("ul", {}, ...top.map(([v, c]) => el("li", { text: `${v} (${c})` }))));
+    agg.set("since", String(since));
+    agg.set("until", String(until));
+    agg.set("interval", String(histogramInterval(until - since)));
+    const hist = await api("/api/v1/events/histogram?" + agg);
+    if (mine !== latest) return;
+    const chart = document.getElementById("histogram");
+    if (hist.matched) {
+      const labels = hist.buckets.map((b) => localTime(b.start, until - since > 86400));
+      stackedBars(chart, labels, { events: hist.buckets.map((b) => b.count) }, () => color(0));
+    } else {
+      chart.replaceChildren(el("p", { text: "no events in this range" }));
+    }
+    const note = document.getElementById("histogram-note");
+    note.className = hist.complete ? "note" : "note partial";
+    note.textContent = scanNote(hist, `${fmtNumber(hist.matched)} events from ${localTime(hist.since)} to ${localTime(hist.until)}, ${fmtNumber(hist.interval, "s")} per bar`);
+    agg.delete("interval");
+    agg.set("limit", "5");
+    const answers = await Promise.all(TOP_FIELDS.map(async (f) => {
+      const one = new URLSearchParams(agg);
+      one.set("field", f);
+      try { return await api("/api/v1/events/aggregate?" + one); } catch (e) {
+        if (e.status === 400) return null; // a field no stored event has yet
+        throw e;
+      }
     }));
+    if (mine !== latest) return;
+    const panel = document.getElementById("top-values");
+    const partial = answers.find((a) => a && !a.complete);
+    panel.replaceChildren(
+      ...(partial ? [el("p", { class: "partial", id: "top-values-note", text: scanNote(partial, "") })] : []),
+      ...answers.map((a) => {
+        if (!a || !a.buckets.length) return el("span");
+        return el("div", { class: "field", "data-field": a.field }, el("h3", { text: a.field }),
+          el("ul", {}, ...a.buckets.map((b) => el("li", { text: `${b.value} (${fmtNumber(b.count)})` })),
+            ...(a.other ? [el("li", { class: "other", text: `others (${fmtNumber(a.other)})` })] : [])));
+      }));
   };
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
