@@ -55,6 +55,7 @@ pytestmark = [
 ]
 
 PASSWORD = "browser test password"
+ATTACKER = "183.62.140.253"  # the source of most "Failed password" lines in the corpus
 USERS = {"ada": "admin", "olga": "operator", "vera": "viewer"}
 WAIT = 30.0  # hang guard for anything the page shows after a fetch
 
@@ -78,7 +79,15 @@ class Console:
             'name = "syslog-udp"\n'
             f'[[sources.netflow]]\nlisten = "127.0.0.1:{self.flow_port}"\n'
             'allowed = ["127.0.0.0/8"]\nname = "netflow"\n'
+            '[analysis]\nasset_files = ["assets.csv"]\nintel_files = ["blocklist.netset"]\n'
         )
+        # Context for the incident page: the corpus's busiest brute-forcer is on a block list
+        # and (as a lab's own test host would be) in the asset inventory.
+        (root / "assets.csv").write_text(
+            "ip,name,owner,zone,criticality,os,services\n"
+            f"{ATTACKER},lab-scanner,secops,external,5,linux,22/tcp\n"
+        )
+        (root / "blocklist.netset").write_text(f"# test list\n{ATTACKER}\n")
         for name, role in USERS.items():
             done = subprocess.run(
                 [sys.executable, "-m", "appliance", "users", "add", name, "--role", role,
@@ -349,6 +358,58 @@ def test_operator_marks_another_incident_false_positive(browser: Browser, consol
     assert any(e["action"].endswith("/false-positive") for e in audit["entries"])
 
 
+def test_incident_page_shows_risk_reasons_and_asset_and_intel_context(
+    browser: Browser, console: Console
+) -> None:
+    console.incidents(BRUTE)  # the corpus is in
+    _, body = console.api("/api/v1/incidents?limit=500")
+    inc = next(i for i in body["incidents"] if ATTACKER in i["group_key"])
+    _, doc = console.api(f"/api/v1/incidents/{inc['id']}")
+    browser.login("vera")
+    browser.open(f"/incidents/{inc['id']}")
+    browser.until(lambda d: browser.css("#risk dd"))
+    assert browser.driver.find_element(By.CSS_SELECTOR, "#risk-score .v").text == str(
+        doc["risk_score"]
+    )
+    risk = browser.driver.find_element(By.ID, "risk").text
+    for reason in doc["risk"]["reasons"]:
+        assert reason in risk
+    browser.until(lambda d: browser.css("#context dd[data-field='threat.feed.name']"))
+
+    def context(name: str) -> str:
+        return str(
+            browser.driver.find_element(By.CSS_SELECTOR, f"#context dd[data-field='{name}']").text
+        )
+
+    assert "blocklist" in context("threat.feed.name")
+    assert context("threat.indicator.ip") == ATTACKER
+    assert "lab-scanner" in context("source.asset.name")
+    assert context("source.asset.criticality") == "5"
+    assert context("network.direction") == "external"
+    browser.shot("incident-risk-context")
+
+
+def test_incident_list_sorts_by_risk_score_on_the_server(
+    browser: Browser, console: Console
+) -> None:
+    console.incidents(BRUTE)
+    _, body = console.api("/api/v1/incidents?sort=risk_score&limit=500")
+    expected = [i["id"] for i in body["incidents"]]
+    assert len({i["risk_score"] for i in body["incidents"]}) > 1  # an order to see
+    browser.login("vera")
+    browser.open("/incidents?sort=risk_score")
+    browser.until(lambda d: len(browser.css("#incident-list a.incident-link")) == len(expected))
+    rows = browser.driver.execute_script(
+        "return [...document.querySelectorAll('#incident-list tbody tr')].map(r =>"
+        " [r.querySelector('a.incident-link').getAttribute('href'),"
+        " r.querySelector('.risk').textContent])"
+    )
+    assert [href.rsplit("/", 1)[1] for href, _ in rows] == expected
+    scores = [int(score) for _, score in rows]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    browser.shot("incidents-by-risk")
+
+
 def _route_exists(console: Console, path: str) -> bool:
     status, body = console.api(path, "POST", {})
     return not (status in (404, 405) and not isinstance(body, dict))
@@ -448,7 +509,7 @@ def test_search_says_when_the_scan_budget_cut_an_aggregation_short(browser: Brow
     _search(browser, "Failed password", limit=10, filters="max_scan=50")
     browser.until(lambda d: "partial" in d.find_element(By.ID, "histogram-note").text)
     note = browser.driver.find_element(By.ID, "histogram-note")
-    assert "scan budget stopped after 50 stored events" in note.text
+    assert "scan budget ran out" in note.text
     browser.until(lambda d: "scan budget" in d.find_element(By.ID, "top-values-note").text)
     browser.shot("search-partial")
 

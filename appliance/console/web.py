@@ -211,11 +211,16 @@ SHELLS: dict[str, str] = {
     + "".join(f"<option>{s}</option>" for s in SEVERITIES)
     + """</select></label>
 <label>Rule <select name="rule" id="rule-filter"><option value="">any</option></select></label>
+<label>Sort <select name="sort" id="sort"><option value="">last seen</option>
+<option value="risk_score">risk score</option><option value="severity">severity</option>
+<option value="first_seen">first seen</option><option value="updated">updated</option>
+</select></label>
 <button type="submit">Filter</button></form>
 <table id="incident-list" class="list sortable"><thead><tr>
 <th data-key="severity">Severity</th><th data-key="status">Status</th>
 <th data-key="title">Title</th><th data-key="group_key">Group</th>
-<th data-key="hit_count">Hits</th><th data-key="last_seen">Last seen</th></tr></thead>
+<th data-key="risk_score">Risk</th><th data-key="hit_count">Hits</th>
+<th data-key="last_seen">Last seen</th></tr></thead>
 <tbody></tbody></table>""",
     "incident": """
 <h1 id="title">Incident</h1>
@@ -234,6 +239,8 @@ SHELLS: dict[str, str] = {
 </section>
 <div class="grid">
 <section><h2>Why it fired</h2><dl id="why"></dl></section>
+<section><h2>Risk</h2><dl id="risk"></dl></section>
+<section><h2>Asset and intel context</h2><dl id="context"></dl></section>
 <section><h2>Evidence timeline</h2><div class="chart" id="timeline"></div>
 <ol id="evidence" class="evidence"></ol></section>
 <section><h2>History</h2><ol id="history"></ol></section>

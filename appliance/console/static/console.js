@@ -380,11 +380,13 @@ async function incidentsPage() {
   const render = (list) => fillTable("incident-list", list.map((i) => [
     sevBadge(i.severity), i.status,
     el("a", { href: "/incidents/" + encodeURIComponent(i.id), text: i.title || i.id, class: "incident-link" }),
-    i.group_key, String(i.hit_count), localTime(i.last_seen)]));
+    i.group_key, el("span", { class: "risk", text: i.risk_score === undefined || i.risk_score === null ? "-" : String(i.risk_score) }),
+    String(i.hit_count), localTime(i.last_seen)]));
   const sortRows = sortable(document.getElementById("incident-list"), () => rows, render);
   const load = async () => {
     const q = new URLSearchParams();
-    for (const k of ["status", "severity", "rule"]) if (form.elements[k].value) q.set(k, form.elements[k].value);
+    // The server sorts (so "risk score" brings the 500 riskiest, not a sort of the newest 500).
+    for (const k of ["status", "severity", "rule", "sort"]) if (form.elements[k].value) q.set(k, form.elements[k].value);
     q.set("limit", "500");
     const data = await api("/api/v1/incidents?" + q);
     rows = data.incidents;
@@ -404,6 +406,43 @@ function groupIp(doc) {
   return m ? m[1] : null;
 }
 
+// The risk score's reasons (what moved the score, what moved the severity) and its inputs.
+function renderRisk(doc) {
+  const risk = doc.risk || {};
+  const inputs = risk.inputs || {};
+  const pairs = [["score", doc.risk_score === undefined || doc.risk_score === null ? "not scored" : `${doc.risk_score} / 100`]];
+  for (const r of risk.reasons || []) pairs.push(["score reason", r]);
+  if (risk.severity_base && risk.severity_base !== doc.severity) pairs.push(["rule's severity", risk.severity_base]);
+  for (const r of risk.severity_reasons || []) pairs.push(["severity reason", r]);
+  if (inputs.vuln_match) pairs.push(["vulnerability match", inputs.vuln_match + (inputs.cves && inputs.cves.length ? ` (${inputs.cves.join(", ")})` : "")]);
+  if (risk.unmatched_hits) pairs.push(["hits on targets not vulnerable", String(risk.unmatched_hits)]);
+  document.getElementById("risk").replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+// Enrichment on the evidence events: asset, direction, threat intel and geo fields, each
+// with its distinct values (how many evidence events carry each).
+const CONTEXT_PREFIXES = ["source.asset.", "destination.asset.", "network.direction", "threat.indicator.", "threat.feed.name", "source.geo.", "destination.geo."];
+function renderContext(events) {
+  const seen = {};
+  for (const e of events) {
+    for (const [k, v] of Object.entries(flatten(e))) {
+      if (v === null || v === undefined || v === "" || !CONTEXT_PREFIXES.some((p) => k.startsWith(p))) continue;
+      const values = seen[k] || (seen[k] = {});
+      values[v] = (values[v] || 0) + 1;
+    }
+  }
+  const keys = Object.keys(seen).sort();
+  const list = document.getElementById("context");
+  if (!keys.length) {
+    list.replaceChildren(el("dt", { text: "none" }), el("dd", { text: "no asset, intel or geo fields on the evidence" }));
+    return;
+  }
+  list.replaceChildren(...keys.flatMap((k) => {
+    const values = Object.entries(seen[k]).sort((a, b) => b[1] - a[1]).slice(0, 5);
+    return [el("dt", { text: k }), el("dd", { "data-field": k, text: values.map(([v, n]) => (n > 1 ? `${v} (${n})` : v)).join(", ") })];
+  }));
+}
+
 async function incidentPage() {
   hideForRole();
   const id = decodeURIComponent(location.pathname.split("/").pop());
@@ -413,7 +452,9 @@ async function incidentPage() {
     document.getElementById("facts").replaceChildren(
       card("severity", doc.severity), card("status", doc.status, "status"),
       card("hits", fmtNumber(doc.hit_count)), card("first seen", localTime(doc.first_seen)),
-      card("last seen", localTime(doc.last_seen)), card("assignee", doc.assignee || "-"));
+      card("last seen", localTime(doc.last_seen)), card("assignee", doc.assignee || "-"),
+      card("risk score", doc.risk_score === undefined || doc.risk_score === null ? "-" : String(doc.risk_score), "risk-score"));
+    renderRisk(doc);
     const why = document.getElementById("why");
     const rule = doc.rule || {};
     const pairs = [["rule", `${rule.title || ""} (${rule.id || "?"})`], ["level", rule.level || ""],
@@ -430,12 +471,8 @@ async function incidentPage() {
       el("li", { text: `${localTime(h.at)} ${h.action}${h.by ? " by " + h.by : ""}${h.note ? ": " + h.note : ""}` })));
     // The evidence as a timeline: the event times of its stored events, per minute.
     if (ids.length) {
-      const ip = groupIp(doc);
-      const since = epoch(doc.first_seen) - 60, until = epoch(doc.last_seen) + 60;
-      const q = new URLSearchParams({ since: String(since), until: String(until), limit: "1000" });
-      if (ip) q.set("source.ip", ip);
-      const wanted = new Set(ids.map(String));
-      const evs = (await api("/api/v1/events?" + q)).events.filter((e) => wanted.has(String(e.event && e.event.id)));
+      const evs = (await api(`/api/v1/incidents/${encodeURIComponent(id)}/events`)).events;
+      renderContext(evs);
       const times = evs.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
       if (times.length) {
         const t0 = Math.min(...times), t1 = Math.max(...times) + 1;
@@ -445,6 +482,8 @@ async function incidentPage() {
         const labels = counts.map((_, i) => localTime(t0 + i * step, false));
         stackedBars(document.getElementById("timeline"), labels, { "evidence events": counts }, () => color(0));
       }
+    } else {
+      renderContext([]);
     }
     const delivery = await api(`/api/v1/console/incidents/${encodeURIComponent(id)}/delivery`);
     fillTable("delivery", delivery.deliveries.length
@@ -517,7 +556,7 @@ function histogramInterval(span) {
 // What an aggregation answer covered: a scan budget reached is said, never hidden.
 function scanNote(answer, text) {
   if (answer.complete) return text;
-  return (text ? text + "; " : "") + `partial: the scan budget stopped after ${fmtNumber(answer.scanned)} stored events, older ones are not counted`;
+  return (text ? text + "; " : "") + `partial: the scan budget ran out (${fmtNumber(answer.scanned)} stored events read), older events are not counted`;
 }
 
 async function searchPage() {
