@@ -134,6 +134,9 @@ class Console:
                 s.sendto(b"<38>" + line.encode(), ("127.0.0.1", self.udp_port))
                 if n % 200 == 199:
                     time.sleep(0.02)
+            # Firewall lines (denies among them) for the overview's top denied sources.
+            for line in (corpus_dir("syslog") / "cisco_asa.log").read_text().splitlines():
+                s.sendto(b"<164>" + line.encode(), ("127.0.0.1", self.udp_port))
 
     def api(self, path: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
         req = urllib.request.Request(
@@ -303,6 +306,33 @@ def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> 
     theme = browser.driver.execute_script("return document.documentElement.dataset.theme")
     assert theme in ("dark", "light")
     browser.shot(f"overview-{theme}")
+
+
+def test_overview_shows_top_denied_sources_of_the_last_hour(
+    browser: Browser, console: Console
+) -> None:
+    since = time.time() - 3600
+    deadline = time.monotonic() + WAIT
+    while True:  # the firewall lines are in once the store has them all
+        _, agg = console.api(
+            f"/api/v1/events/aggregate?field=source.ip&event.type=denied&since={since}&limit=10"
+        )
+        if isinstance(agg, dict) and agg.get("buckets") and agg["buckets"][0]["count"] >= 4:
+            break
+        assert time.monotonic() < deadline, agg
+        time.sleep(0.3)
+    browser.login("vera")
+    browser.until(lambda d: browser.css("#top-denied g.bar"))
+    top = browser.css("#top-denied g.bar")[0]
+    assert top.get_attribute("data-key") == agg["buckets"][0]["value"]
+    assert top.text.endswith(str(agg["buckets"][0]["count"]))
+    shown = {g.get_attribute("data-key") for g in browser.css("#top-denied g.bar")}
+    assert shown == {b["value"] for b in agg["buckets"]}
+    assert (
+        "denied events in the last hour"
+        in browser.driver.find_element(By.ID, "top-denied-note").text
+    )
+    browser.shot("overview-top-denied")
 
 
 def test_operator_acknowledges_an_incident_raised_from_the_corpus(

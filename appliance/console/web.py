@@ -192,6 +192,8 @@ SHELLS: dict[str, str] = {
 <section><h2>Open incidents</h2><table id="open-incidents" class="list"><thead><tr>
 <th>Severity</th><th>Title</th><th>Last seen</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Top talkers (1 h, bytes)</h2><div class="chart" id="top-talkers"></div></section>
+<section><h2>Top denied sources (1 h, events)</h2><div class="chart" id="top-denied"></div>
+<p class="note" id="top-denied-note"></p></section>
 <section><h2>Top destination ports (1 h, bytes)</h2><div class="chart" id="top-ports"></div>
 </section>
 <section><h2>Silent sources</h2><ul id="silent"></ul></section>

@@ -297,6 +297,31 @@ function devicesOf(events) {
   return by;
 }
 
+// Denied traffic is what the firewall decoders (netfilter, Cisco ASA/PIX, FortiGate) mark
+// event.type=denied. One aggregate per refresh over the last hour, read at most
+// DENIED_SCAN stored events (the API's scan budget): a busy box gets a partial count, said
+// as such, rather than a slow overview.
+const DENIED_SCAN = 50000;
+async function topDenied(now) {
+  const q = new URLSearchParams({ field: "source.ip", "event.type": "denied", since: String(now - 3600), until: String(now), limit: "10", max_scan: String(DENIED_SCAN) });
+  const target = document.getElementById("top-denied");
+  const note = document.getElementById("top-denied-note");
+  let agg;
+  try {
+    agg = await api("/api/v1/events/aggregate?" + q);
+  } catch (e) {
+    if (e.status !== 400) throw e;
+    // Neither field known yet: no decoder has stored a deny since the start.
+    topBars(target, [], "");
+    note.textContent = "no denied traffic stored yet";
+    return;
+  }
+  topBars(target, agg.buckets.map((b) => ({ label: b.value, value: b.count })), "",
+    (item) => { location.href = "/search?filters=" + encodeURIComponent("event.type=denied source.ip=" + item.label); });
+  note.className = agg.complete ? "note" : "note partial";
+  note.textContent = scanNote(agg, `${fmtNumber(agg.matched)} denied events in the last hour`);
+}
+
 async function overviewPage() {
   const rates = rateTracker();
   const losses = rateTracker();
@@ -340,6 +365,7 @@ async function overviewPage() {
     const devices = devicesOf(recent);
     topBars(document.getElementById("rate-devices"),
       Object.entries(devices).map(([k, d]) => ({ label: k, value: d.count / span })).sort((a, b) => b.value - a.value).slice(0, 10), "/s");
+    await topDenied(ov.now);
     try {
       const talkers = await api("/api/v1/flows/top?by=source.ip&limit=10");
       topBars(document.getElementById("top-talkers"), talkers.top.map((t) => ({ label: t.key, value: t.bytes })), "B",
