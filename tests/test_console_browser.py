@@ -55,6 +55,7 @@ pytestmark = [
 ]
 
 PASSWORD = "browser test password"
+ATTACKER = "183.62.140.253"  # the source of most "Failed password" lines in the corpus
 USERS = {"ada": "admin", "olga": "operator", "vera": "viewer"}
 WAIT = 30.0  # hang guard for anything the page shows after a fetch
 
@@ -78,7 +79,15 @@ class Console:
             'name = "syslog-udp"\n'
             f'[[sources.netflow]]\nlisten = "127.0.0.1:{self.flow_port}"\n'
             'allowed = ["127.0.0.0/8"]\nname = "netflow"\n'
+            '[analysis]\nasset_files = ["assets.csv"]\nintel_files = ["blocklist.netset"]\n'
         )
+        # Context for the incident page: the corpus's busiest brute-forcer is on a block list
+        # and (as a lab's own test host would be) in the asset inventory.
+        (root / "assets.csv").write_text(
+            "ip,name,owner,zone,criticality,os,services\n"
+            f"{ATTACKER},lab-scanner,secops,external,5,linux,22/tcp\n"
+        )
+        (root / "blocklist.netset").write_text(f"# test list\n{ATTACKER}\n")
         for name, role in USERS.items():
             done = subprocess.run(
                 [sys.executable, "-m", "appliance", "users", "add", name, "--role", role,
@@ -125,6 +134,9 @@ class Console:
                 s.sendto(b"<38>" + line.encode(), ("127.0.0.1", self.udp_port))
                 if n % 200 == 199:
                     time.sleep(0.02)
+            # Firewall lines (denies among them) for the overview's top denied sources.
+            for line in (corpus_dir("syslog") / "cisco_asa.log").read_text().splitlines():
+                s.sendto(b"<164>" + line.encode(), ("127.0.0.1", self.udp_port))
 
     def api(self, path: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
         req = urllib.request.Request(
@@ -296,6 +308,33 @@ def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> 
     browser.shot(f"overview-{theme}")
 
 
+def test_overview_shows_top_denied_sources_of_the_last_hour(
+    browser: Browser, console: Console
+) -> None:
+    since = time.time() - 3600
+    deadline = time.monotonic() + WAIT
+    while True:  # the firewall lines are in once the store has them all
+        _, agg = console.api(
+            f"/api/v1/events/aggregate?field=source.ip&event.type=denied&since={since}&limit=10"
+        )
+        if isinstance(agg, dict) and agg.get("buckets") and agg["buckets"][0]["count"] >= 4:
+            break
+        assert time.monotonic() < deadline, agg
+        time.sleep(0.3)
+    browser.login("vera")
+    browser.until(lambda d: browser.css("#top-denied g.bar"))
+    top = browser.css("#top-denied g.bar")[0]
+    assert top.get_attribute("data-key") == agg["buckets"][0]["value"]
+    assert top.text.endswith(str(agg["buckets"][0]["count"]))
+    shown = {g.get_attribute("data-key") for g in browser.css("#top-denied g.bar")}
+    assert shown == {b["value"] for b in agg["buckets"]}
+    assert (
+        "denied events in the last hour"
+        in browser.driver.find_element(By.ID, "top-denied-note").text
+    )
+    browser.shot("overview-top-denied")
+
+
 def test_operator_acknowledges_an_incident_raised_from_the_corpus(
     browser: Browser, console: Console
 ) -> None:
@@ -349,6 +388,58 @@ def test_operator_marks_another_incident_false_positive(browser: Browser, consol
     assert any(e["action"].endswith("/false-positive") for e in audit["entries"])
 
 
+def test_incident_page_shows_risk_reasons_and_asset_and_intel_context(
+    browser: Browser, console: Console
+) -> None:
+    console.incidents(BRUTE)  # the corpus is in
+    _, body = console.api("/api/v1/incidents?limit=500")
+    inc = next(i for i in body["incidents"] if ATTACKER in i["group_key"])
+    _, doc = console.api(f"/api/v1/incidents/{inc['id']}")
+    browser.login("vera")
+    browser.open(f"/incidents/{inc['id']}")
+    browser.until(lambda d: browser.css("#risk dd"))
+    assert browser.driver.find_element(By.CSS_SELECTOR, "#risk-score .v").text == str(
+        doc["risk_score"]
+    )
+    risk = browser.driver.find_element(By.ID, "risk").text
+    for reason in doc["risk"]["reasons"]:
+        assert reason in risk
+    browser.until(lambda d: browser.css("#context dd[data-field='threat.feed.name']"))
+
+    def context(name: str) -> str:
+        return str(
+            browser.driver.find_element(By.CSS_SELECTOR, f"#context dd[data-field='{name}']").text
+        )
+
+    assert "blocklist" in context("threat.feed.name")
+    assert context("threat.indicator.ip") == ATTACKER
+    assert "lab-scanner" in context("source.asset.name")
+    assert context("source.asset.criticality") == "5"
+    assert context("network.direction") == "external"
+    browser.shot("incident-risk-context")
+
+
+def test_incident_list_sorts_by_risk_score_on_the_server(
+    browser: Browser, console: Console
+) -> None:
+    console.incidents(BRUTE)
+    _, body = console.api("/api/v1/incidents?sort=risk_score&limit=500")
+    expected = [i["id"] for i in body["incidents"]]
+    assert len({i["risk_score"] for i in body["incidents"]}) > 1  # an order to see
+    browser.login("vera")
+    browser.open("/incidents?sort=risk_score")
+    browser.until(lambda d: len(browser.css("#incident-list a.incident-link")) == len(expected))
+    rows = browser.driver.execute_script(
+        "return [...document.querySelectorAll('#incident-list tbody tr')].map(r =>"
+        " [r.querySelector('a.incident-link').getAttribute('href'),"
+        " r.querySelector('.risk').textContent])"
+    )
+    assert [href.rsplit("/", 1)[1] for href, _ in rows] == expected
+    scores = [int(score) for _, score in rows]
+    assert scores == sorted(scores, reverse=True) and scores[0] > scores[-1]
+    browser.shot("incidents-by-risk")
+
+
 def _route_exists(console: Console, path: str) -> bool:
     status, body = console.api(path, "POST", {})
     return not (status in (404, 405) and not isinstance(body, dict))
@@ -400,6 +491,57 @@ def test_search_events_and_export_csv_and_json(browser: Browser) -> None:
     browser.driver.find_element(By.ID, "export-csv").click()
     rows = list(csv.DictReader(io.StringIO(_download(browser, "events.csv").read_text())))
     assert len(rows) == shown and "Failed password" in rows[0]["message"]
+
+
+def _search(browser: Browser, text: str, limit: int, filters: str = "") -> None:
+    browser.login("vera")
+    browser.open("/search")
+    browser.driver.find_element(By.NAME, "q").send_keys(text)
+    box = browser.driver.find_element(By.NAME, "limit")
+    box.clear()
+    box.send_keys(str(limit))
+    if filters:
+        browser.driver.find_element(By.NAME, "filters").send_keys(filters)
+    browser.driver.find_element(By.ID, "search-go").click()
+
+
+def test_search_histogram_and_top_values_count_the_whole_range_not_the_page(
+    browser: Browser, console: Console
+) -> None:
+    _, agg = console.api("/api/v1/events/aggregate?field=source.ip&q=Failed+password&since=0")
+    assert agg["complete"] and agg["matched"] > 10
+    _search(browser, "Failed password", limit=10)
+    # The note gives the count the bars are drawn from (the page's first, unfiltered search
+    # may still be on screen a moment before this one's).
+    browser.until(
+        lambda d: d.find_element(By.ID, "histogram-note").text.startswith(
+            f"{agg['matched']} events from"
+        )
+    )
+    bars = browser.driver.execute_script(
+        "return [...document.querySelectorAll('#histogram rect title')].map(t => t.textContent)"
+    )
+    # Only 10 events are listed, yet the bars add up to every match in the range.
+    assert sum(int(t.rsplit(": ", 1)[1]) for t in bars) == agg["matched"], bars
+    assert len(browser.css("#results tbody tr")) == 10
+    first = agg["buckets"][0]
+    browser.until(
+        lambda d: (
+            d.find_element(By.CSS_SELECTOR, "#top-values [data-field='source.ip'] li").text
+            == f"{first['value']} ({first['count']})"
+        )
+    )
+    assert not browser.css("#top-values-note")
+    browser.shot("search-aggregations")
+
+
+def test_search_says_when_the_scan_budget_cut_an_aggregation_short(browser: Browser) -> None:
+    _search(browser, "Failed password", limit=10, filters="max_scan=50")
+    browser.until(lambda d: "partial" in d.find_element(By.ID, "histogram-note").text)
+    note = browser.driver.find_element(By.ID, "histogram-note")
+    assert "scan budget ran out" in note.text
+    browser.until(lambda d: "scan budget" in d.find_element(By.ID, "top-values-note").text)
+    browser.shot("search-partial")
 
 
 def test_viewer_sees_no_actions_and_the_api_refuses_changes(

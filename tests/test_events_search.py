@@ -36,6 +36,7 @@ async def mixed(start_appliance: Any) -> Any:
                 (12 + i) * 60,
                 {
                     "event.category": ["network"],
+                    "event.type": ["connection", "denied"],
                     "event.action": "deny",
                     "source.ip": "198.51.100.7",
                     "destination.port": 22 if i else 3389,
@@ -63,6 +64,17 @@ async def test_a_repeated_filter_matches_any_of_its_values(start_appliance: Any)
     async with run.session.get(run.api + "/api/v1/events", params=params, headers=headers) as r:
         body = await r.json()
     assert body["count"] == 4  # conditions on different fields all hold
+
+
+async def test_a_filter_matches_a_value_inside_a_stored_list(start_appliance: Any) -> None:
+    # The firewall decoders store event.type as a list; "denied" is not its first item.
+    run = await mixed(start_appliance)
+    status, body = await get(run, "/api/v1/events", **{"event.type": "denied"})
+    assert status == 200 and body["count"] == 3
+    status, agg = await get(
+        run, "/api/v1/events/aggregate", field="source.ip", since=0, **{"event.type": "denied"}
+    )
+    assert status == 200 and agg["buckets"] == [{"value": "198.51.100.7", "count": 3}]
 
 
 async def test_ip_fields_take_cidr_blocks(start_appliance: Any) -> None:

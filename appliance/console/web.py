@@ -192,6 +192,8 @@ SHELLS: dict[str, str] = {
 <section><h2>Open incidents</h2><table id="open-incidents" class="list"><thead><tr>
 <th>Severity</th><th>Title</th><th>Last seen</th></tr></thead><tbody></tbody></table></section>
 <section><h2>Top talkers (1 h, bytes)</h2><div class="chart" id="top-talkers"></div></section>
+<section><h2>Top denied sources (1 h, events)</h2><div class="chart" id="top-denied"></div>
+<p class="note" id="top-denied-note"></p></section>
 <section><h2>Top destination ports (1 h, bytes)</h2><div class="chart" id="top-ports"></div>
 </section>
 <section><h2>Silent sources</h2><ul id="silent"></ul></section>
@@ -211,11 +213,16 @@ SHELLS: dict[str, str] = {
     + "".join(f"<option>{s}</option>" for s in SEVERITIES)
     + """</select></label>
 <label>Rule <select name="rule" id="rule-filter"><option value="">any</option></select></label>
+<label>Sort <select name="sort" id="sort"><option value="">last seen</option>
+<option value="risk_score">risk score</option><option value="severity">severity</option>
+<option value="first_seen">first seen</option><option value="updated">updated</option>
+</select></label>
 <button type="submit">Filter</button></form>
 <table id="incident-list" class="list sortable"><thead><tr>
 <th data-key="severity">Severity</th><th data-key="status">Status</th>
 <th data-key="title">Title</th><th data-key="group_key">Group</th>
-<th data-key="hit_count">Hits</th><th data-key="last_seen">Last seen</th></tr></thead>
+<th data-key="risk_score">Risk</th><th data-key="hit_count">Hits</th>
+<th data-key="last_seen">Last seen</th></tr></thead>
 <tbody></tbody></table>""",
     "incident": """
 <h1 id="title">Incident</h1>
@@ -234,6 +241,8 @@ SHELLS: dict[str, str] = {
 </section>
 <div class="grid">
 <section><h2>Why it fired</h2><dl id="why"></dl></section>
+<section><h2>Risk</h2><dl id="risk"></dl></section>
+<section><h2>Asset and intel context</h2><dl id="context"></dl></section>
 <section><h2>Evidence timeline</h2><div class="chart" id="timeline"></div>
 <ol id="evidence" class="evidence"></ol></section>
 <section><h2>History</h2><ol id="history"></ol></section>
@@ -263,7 +272,7 @@ SHELLS: dict[str, str] = {
 </form>
 <div class="grid wide">
 <section><h2>Histogram <span id="result-count"></span></h2>
-<div class="chart" id="histogram"></div>
+<div class="chart" id="histogram"></div><p class="note" id="histogram-note"></p>
 <table id="results" class="list"><thead><tr><th>Time</th><th>Device</th><th>Module</th>
 <th>Message</th></tr></thead><tbody></tbody></table></section>
 <aside><h2>Top values</h2><div id="top-values"></div></aside>

@@ -90,25 +90,34 @@ class Condition:
     hi: float | None = None
     hi_incl: bool = True
 
-    def needles(self) -> list[bytes] | None:
-        """Substrings one of which a matching line must contain, or ``None`` (no pre-filter)."""
+    def needles(self) -> list[list[bytes]]:
+        """Groups of substrings a matching line must contain (one of each group), or none (no
+        pre-filter).
+
+        The key and the value are separate groups, not one ``"key":"value"`` string: a field
+        may hold a list (``"event.type":["connection","denied"]``), where the value does not
+        follow the key. Numbers are also looked for after ``:``, ``[`` or ``,``; a pre-filter
+        may let through lines that do not match (the parsed fields decide), never the reverse.
+        """
         if self.networks or self.lo is not None or self.hi is not None:
-            return None
-        out = []
+            return []
+        values: list[bytes] = []
         for v in self.equals:
+            values.append(b'"' + json_needle(v) + b'"')
             if self.name in ("source.ip", _MODULE):
-                # source.ip may match observer.ip instead (see match_parts); the module is a
-                # column of the line, not a key of its fields.
-                out.append(b'"' + json_needle(v) + b'"')
                 continue
-            key = b'"' + json_needle(self.name) + b'":'
-            out.append(key + b'"' + json_needle(v) + b'"')
             try:
                 float(v)
             except ValueError:
                 continue
-            out.append(key + v.encode())  # stored as a JSON number
-        return out
+            values += [b":" + v.encode(), b"[" + v.encode(), b"," + v.encode()]  # JSON numbers
+        if not values:
+            return []
+        if self.name in ("source.ip", _MODULE):
+            # source.ip may match observer.ip instead (see match_parts); the module is a
+            # column of the line, not a key of its fields.
+            return [values]
+        return [[b'"' + json_needle(self.name) + b'":'], values]
 
     def matches(self, value: Any) -> bool:
         if value is None:
@@ -212,9 +221,7 @@ class Query:
         """For SQL: a list of alternatives per condition (a segment must contain one of each)."""
         out = []
         for c in self.conditions:
-            alts = c.needles()
-            if alts:
-                out.append(alts)
+            out += c.needles()
         if self.text:
             out.append([json_needle(self.text)])
         return out

@@ -297,6 +297,31 @@ function devicesOf(events) {
   return by;
 }
 
+// Denied traffic is what the firewall decoders (netfilter, Cisco ASA/PIX, FortiGate) mark
+// event.type=denied. One aggregate per refresh over the last hour, read at most
+// DENIED_SCAN stored events (the API's scan budget): a busy box gets a partial count, said
+// as such, rather than a slow overview.
+const DENIED_SCAN = 50000;
+async function topDenied(now) {
+  const q = new URLSearchParams({ field: "source.ip", "event.type": "denied", since: String(now - 3600), until: String(now), limit: "10", max_scan: String(DENIED_SCAN) });
+  const target = document.getElementById("top-denied");
+  const note = document.getElementById("top-denied-note");
+  let agg;
+  try {
+    agg = await api("/api/v1/events/aggregate?" + q);
+  } catch (e) {
+    if (e.status !== 400) throw e;
+    // Neither field known yet: no decoder has stored a deny since the start.
+    topBars(target, [], "");
+    note.textContent = "no denied traffic stored yet";
+    return;
+  }
+  topBars(target, agg.buckets.map((b) => ({ label: b.value, value: b.count })), "",
+    (item) => { location.href = "/search?filters=" + encodeURIComponent("event.type=denied source.ip=" + item.label); });
+  note.className = agg.complete ? "note" : "note partial";
+  note.textContent = scanNote(agg, `${fmtNumber(agg.matched)} denied events in the last hour`);
+}
+
 async function overviewPage() {
   const rates = rateTracker();
   const losses = rateTracker();
@@ -340,6 +365,7 @@ async function overviewPage() {
     const devices = devicesOf(recent);
     topBars(document.getElementById("rate-devices"),
       Object.entries(devices).map(([k, d]) => ({ label: k, value: d.count / span })).sort((a, b) => b.value - a.value).slice(0, 10), "/s");
+    await topDenied(ov.now);
     try {
       const talkers = await api("/api/v1/flows/top?by=source.ip&limit=10");
       topBars(document.getElementById("top-talkers"), talkers.top.map((t) => ({ label: t.key, value: t.bytes })), "B",
@@ -380,11 +406,13 @@ async function incidentsPage() {
   const render = (list) => fillTable("incident-list", list.map((i) => [
     sevBadge(i.severity), i.status,
     el("a", { href: "/incidents/" + encodeURIComponent(i.id), text: i.title || i.id, class: "incident-link" }),
-    i.group_key, String(i.hit_count), localTime(i.last_seen)]));
+    i.group_key, el("span", { class: "risk", text: i.risk_score === undefined || i.risk_score === null ? "-" : String(i.risk_score) }),
+    String(i.hit_count), localTime(i.last_seen)]));
   const sortRows = sortable(document.getElementById("incident-list"), () => rows, render);
   const load = async () => {
     const q = new URLSearchParams();
-    for (const k of ["status", "severity", "rule"]) if (form.elements[k].value) q.set(k, form.elements[k].value);
+    // The server sorts (so "risk score" brings the 500 riskiest, not a sort of the newest 500).
+    for (const k of ["status", "severity", "rule", "sort"]) if (form.elements[k].value) q.set(k, form.elements[k].value);
     q.set("limit", "500");
     const data = await api("/api/v1/incidents?" + q);
     rows = data.incidents;
@@ -404,6 +432,43 @@ function groupIp(doc) {
   return m ? m[1] : null;
 }
 
+// The risk score's reasons (what moved the score, what moved the severity) and its inputs.
+function renderRisk(doc) {
+  const risk = doc.risk || {};
+  const inputs = risk.inputs || {};
+  const pairs = [["score", doc.risk_score === undefined || doc.risk_score === null ? "not scored" : `${doc.risk_score} / 100`]];
+  for (const r of risk.reasons || []) pairs.push(["score reason", r]);
+  if (risk.severity_base && risk.severity_base !== doc.severity) pairs.push(["rule's severity", risk.severity_base]);
+  for (const r of risk.severity_reasons || []) pairs.push(["severity reason", r]);
+  if (inputs.vuln_match) pairs.push(["vulnerability match", inputs.vuln_match + (inputs.cves && inputs.cves.length ? ` (${inputs.cves.join(", ")})` : "")]);
+  if (risk.unmatched_hits) pairs.push(["hits on targets not vulnerable", String(risk.unmatched_hits)]);
+  document.getElementById("risk").replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
+}
+
+// Enrichment on the evidence events: asset, direction, threat intel and geo fields, each
+// with its distinct values (how many evidence events carry each).
+const CONTEXT_PREFIXES = ["source.asset.", "destination.asset.", "network.direction", "threat.indicator.", "threat.feed.name", "source.geo.", "destination.geo."];
+function renderContext(events) {
+  const seen = {};
+  for (const e of events) {
+    for (const [k, v] of Object.entries(flatten(e))) {
+      if (v === null || v === undefined || v === "" || !CONTEXT_PREFIXES.some((p) => k.startsWith(p))) continue;
+      const values = seen[k] || (seen[k] = {});
+      values[v] = (values[v] || 0) + 1;
+    }
+  }
+  const keys = Object.keys(seen).sort();
+  const list = document.getElementById("context");
+  if (!keys.length) {
+    list.replaceChildren(el("dt", { text: "none" }), el("dd", { text: "no asset, intel or geo fields on the evidence" }));
+    return;
+  }
+  list.replaceChildren(...keys.flatMap((k) => {
+    const values = Object.entries(seen[k]).sort((a, b) => b[1] - a[1]).slice(0, 5);
+    return [el("dt", { text: k }), el("dd", { "data-field": k, text: values.map(([v, n]) => (n > 1 ? `${v} (${n})` : v)).join(", ") })];
+  }));
+}
+
 async function incidentPage() {
   hideForRole();
   const id = decodeURIComponent(location.pathname.split("/").pop());
@@ -413,7 +478,9 @@ async function incidentPage() {
     document.getElementById("facts").replaceChildren(
       card("severity", doc.severity), card("status", doc.status, "status"),
       card("hits", fmtNumber(doc.hit_count)), card("first seen", localTime(doc.first_seen)),
-      card("last seen", localTime(doc.last_seen)), card("assignee", doc.assignee || "-"));
+      card("last seen", localTime(doc.last_seen)), card("assignee", doc.assignee || "-"),
+      card("risk score", doc.risk_score === undefined || doc.risk_score === null ? "-" : String(doc.risk_score), "risk-score"));
+    renderRisk(doc);
     const why = document.getElementById("why");
     const rule = doc.rule || {};
     const pairs = [["rule", `${rule.title || ""} (${rule.id || "?"})`], ["level", rule.level || ""],
@@ -430,12 +497,8 @@ async function incidentPage() {
       el("li", { text: `${localTime(h.at)} ${h.action}${h.by ? " by " + h.by : ""}${h.note ? ": " + h.note : ""}` })));
     // The evidence as a timeline: the event times of its stored events, per minute.
     if (ids.length) {
-      const ip = groupIp(doc);
-      const since = epoch(doc.first_seen) - 60, until = epoch(doc.last_seen) + 60;
-      const q = new URLSearchParams({ since: String(since), until: String(until), limit: "1000" });
-      if (ip) q.set("source.ip", ip);
-      const wanted = new Set(ids.map(String));
-      const evs = (await api("/api/v1/events?" + q)).events.filter((e) => wanted.has(String(e.event && e.event.id)));
+      const evs = (await api(`/api/v1/incidents/${encodeURIComponent(id)}/events`)).events;
+      renderContext(evs);
       const times = evs.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
       if (times.length) {
         const t0 = Math.min(...times), t1 = Math.max(...times) + 1;
@@ -445,6 +508,8 @@ async function incidentPage() {
         const labels = counts.map((_, i) => localTime(t0 + i * step, false));
         stackedBars(document.getElementById("timeline"), labels, { "evidence events": counts }, () => color(0));
       }
+    } else {
+      renderContext([]);
     }
     const delivery = await api(`/api/v1/console/incidents/${encodeURIComponent(id)}/delivery`);
     fillTable("delivery", delivery.deliveries.length
@@ -506,6 +571,20 @@ function csvCell(v) {
   return /[",\n\r]/.test(safe) ? '"' + safe.replace(/"/g, '""') + '"' : safe;
 }
 
+const TOP_FIELDS = ["observer.ip", "host.hostname", "event.module", "event.dataset", "source.ip", "user.name", "event.action", "log.level"];
+
+// About 60 bars over the range, on a round interval (the API allows at most 2000 buckets).
+function histogramInterval(span) {
+  const steps = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400, 30 * 86400];
+  return steps.find((s) => span / s <= 60) || Math.ceil(span / 60);
+}
+
+// What an aggregation answer covered: a scan budget reached is said, never hidden.
+function scanNote(answer, text) {
+  if (answer.complete) return text;
+  return (text ? text + "; " : "") + `partial: the scan budget ran out (${fmtNumber(answer.scanned)} stored events read), older events are not counted`;
+}
+
 async function searchPage() {
   const form = document.getElementById("search-form");
   const params = new URLSearchParams(location.search);
@@ -534,29 +613,62 @@ async function searchPage() {
     fillTable("results", events.map((e) => [
       localTime(e["@timestamp"]), (e.observer && e.observer.ip) || (e.host && e.host.hostname) || "",
       (e.event && e.event.module) || "", el("span", { class: "msg", text: e.message || (e.event && e.event.original) || "" })]));
-    // Histogram of the results: about 30 buckets over their time span.
-    const times = events.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
-    if (times.length) {
-      const t0 = Math.min(...times), t1 = Math.max(...times) + 1;
-      const n = 30, step = Math.max(1, Math.ceil((t1 - t0) / n));
-      const counts = new Array(n).fill(0);
-      for (const t of times) counts[Math.min(n - 1, Math.floor((t - t0) / step))]++;
-      const labels = counts.map((_, i) => localTime(t0 + i * step, false));
-      stackedBars(document.getElementById("histogram"), labels, { events: counts }, () => color(0));
-    } else {
-      document.getElementById("histogram").replaceChildren(el("p", { text: "no events" }));
+    // The histogram and the top values come from the server's aggregations over the whole
+    // range (not only this page of results), each bounded by the API's scan budget.
+    const agg = new URLSearchParams(q);
+    agg.delete("limit");
+    const now = Date.now() / 1000;
+    const until = Number(agg.get("until") || now);
+    // No From: the last 24 h, or back to the oldest match when that is older (a device's
+    // clock or an imported file can put events far back). The oldest listed event is that
+    // when the list holds every match; else one coarse pass (days, ~5 years) finds it.
+    const listed = events.map((e) => epoch(e["@timestamp"])).filter((t) => t !== null);
+    let since = Number(agg.get("since") || Math.min(until - 86400, ...listed.map(Math.floor)));
+    if (!agg.get("since") && data.next_cursor) {
+      const coarse = new URLSearchParams(agg);
+      coarse.set("since", String(until - 1999 * 86400));
+      coarse.set("until", String(until));
+      coarse.set("interval", "86400");
+      const days = await api("/api/v1/events/histogram?" + coarse);
+      const first = days.buckets.find((b) => b.count);
+      if (first) since = Math.min(since, epoch(first.start));
     }
-    const panel = document.getElementById("top-values");
-    const fields = ["observer.ip", "host.hostname", "event.module", "event.dataset", "source.ip", "user.name", "event.action", "log.level"];
-    const flat = events.map((e) => flatten(e));
-    panel.replaceChildren(...fields.map((f) => {
-      const counts = {};
-      for (const e of flat) if (e[f] !== undefined && e[f] !== null && e[f] !== "") counts[e[f]] = (counts[e[f]] || 0) + 1;
-      const top = Object.entries(counts).sort((a, b) => b[1] - a[1]).slice(0, 5);
-      if (!top.length) return el("span");
-      return el("div", { class: "field" }, el("h3", { text: f }),
-        el("ul", {}, ...top.map(([v, c]) => el("li", { text: `${v} (${c})` }))));
+    agg.set("since", String(since));
+    agg.set("until", String(until));
+    agg.set("interval", String(histogramInterval(until - since)));
+    const hist = await api("/api/v1/events/histogram?" + agg);
+    if (mine !== latest) return;
+    const chart = document.getElementById("histogram");
+    if (hist.matched) {
+      const labels = hist.buckets.map((b) => localTime(b.start, until - since > 86400));
+      stackedBars(chart, labels, { events: hist.buckets.map((b) => b.count) }, () => color(0));
+    } else {
+      chart.replaceChildren(el("p", { text: "no events in this range" }));
+    }
+    const note = document.getElementById("histogram-note");
+    note.className = hist.complete ? "note" : "note partial";
+    note.textContent = scanNote(hist, `${fmtNumber(hist.matched)} events from ${localTime(hist.since)} to ${localTime(hist.until)}, ${fmtNumber(hist.interval, "s")} per bar`);
+    agg.delete("interval");
+    agg.set("limit", "5");
+    const answers = await Promise.all(TOP_FIELDS.map(async (f) => {
+      const one = new URLSearchParams(agg);
+      one.set("field", f);
+      try { return await api("/api/v1/events/aggregate?" + one); } catch (e) {
+        if (e.status === 400) return null; // a field no stored event has yet
+        throw e;
+      }
     }));
+    if (mine !== latest) return;
+    const panel = document.getElementById("top-values");
+    const partial = answers.find((a) => a && !a.complete);
+    panel.replaceChildren(
+      ...(partial ? [el("p", { class: "partial", id: "top-values-note", text: scanNote(partial, "") })] : []),
+      ...answers.map((a) => {
+        if (!a || !a.buckets.length) return el("span");
+        return el("div", { class: "field", "data-field": a.field }, el("h3", { text: a.field }),
+          el("ul", {}, ...a.buckets.map((b) => el("li", { text: `${b.value} (${fmtNumber(b.count)})` })),
+            ...(a.other ? [el("li", { class: "other", text: `others (${fmtNumber(a.other)})` })] : [])));
+      }));
   };
   form.addEventListener("submit", (ev) => {
     ev.preventDefault();
