@@ -593,7 +593,7 @@ class DecodersSection:
 # appliance.analysis, appliance.console). Secrets are kept out of ``repr``.
 
 
-NOTIFY_CHANNEL_TYPES = (
+NotifyChannelType = Literal[
     "email",
     "sms_twilio",
     "sms_http",
@@ -603,7 +603,8 @@ NOTIFY_CHANNEL_TYPES = (
     "mattermost",
     "telegram",
     "webhook",
-)
+]
+NOTIFY_CHANNEL_TYPES: tuple[str, ...] = typing.get_args(NotifyChannelType)
 # Secrets a channel may take, each also as ``<name>_file`` (first line) and ``<name>_env``.
 NOTIFY_SECRETS = ("password", "auth_token", "token", "bot_token", "hmac_secret", "pin", "url")
 # Which keys each type needs (one of ``x``, ``x_file``, ``x_env`` for a secret).
@@ -649,17 +650,7 @@ class NotifyChannel:
     """
 
     name: str = field(default="", metadata=check(sensor_name))
-    type: Literal[
-        "email",
-        "sms_twilio",
-        "sms_http",
-        "sms_modem",
-        "slack",
-        "teams",
-        "mattermost",
-        "telegram",
-        "webhook",
-    ] = "webhook"
+    type: NotifyChannelType = "webhook"
     # Recipients: e-mail addresses, phone numbers (E.164), Telegram chat ids.
     to: list[str] = field(default_factory=list)
     from_: str = field(default="", metadata={"key": "from"})
