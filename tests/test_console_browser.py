@@ -235,6 +235,15 @@ class Browser:
             self.shot("timeout")
             raise
 
+    def click(self, by: str, selector: str) -> None:
+        """Find and click, again if a redraw replaced the element between the two."""
+
+        def clicked(d: Any) -> bool:
+            d.find_element(by, selector).click()
+            return True
+
+        self.until(clicked)
+
     def css(self, selector: str) -> list[Any]:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
@@ -302,7 +311,7 @@ def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> 
     assert losses["events_dropped"] == "0" and losses["netflow_lost_flows"] == "0", losses
     browser.shot("overview")
     # The dark theme toggles without a reload and keeps the graphs.
-    browser.driver.find_element(By.ID, "theme").click()
+    browser.click(By.ID, "theme")
     theme = browser.driver.execute_script("return document.documentElement.dataset.theme")
     assert theme in ("dark", "light")
     browser.shot(f"overview-{theme}")
@@ -347,7 +356,7 @@ def test_operator_acknowledges_an_incident_raised_from_the_corpus(
     browser.driver.find_element(
         By.CSS_SELECTOR, f"#rule-filter option[value='{first['rule']['id']}']"
     ).click()
-    browser.driver.find_element(By.CSS_SELECTOR, "#filters button[type='submit']").click()
+    browser.click(By.CSS_SELECTOR, "#filters button[type='submit']")
     browser.until(lambda d: "rule=" in d.current_url)
     browser.until(
         lambda d: d.execute_script(
@@ -362,7 +371,7 @@ def test_operator_acknowledges_an_incident_raised_from_the_corpus(
     assert first["group_key"] in browser.driver.find_element(By.ID, "why").text
     browser.until(lambda d: browser.css("#evidence li"))
     browser.driver.find_element(By.ID, "note").send_keys("looking at it")
-    browser.driver.find_element(By.CSS_SELECTOR, "[data-action='ack']").click()
+    browser.click(By.CSS_SELECTOR, "[data-action='ack']")
     browser.until(lambda d: "acknowledged" in d.find_element(By.ID, "status").text)
     browser.until(lambda d: "looking at it" in d.find_element(By.ID, "history").text)
     browser.shot("incident-acknowledged")
@@ -376,7 +385,7 @@ def test_operator_marks_another_incident_false_positive(browser: Browser, consol
     browser.open(f"/incidents/{other['id']}")
     browser.until(lambda d: browser.css("#why dd"))
     browser.driver.find_element(By.ID, "note").send_keys("our scanner")
-    browser.driver.find_element(By.CSS_SELECTOR, "[data-action='false-positive']").click()
+    browser.click(By.CSS_SELECTOR, "[data-action='false-positive']")
     browser.until(lambda d: "suppressed" in d.find_element(By.ID, "status").text)
     browser.shot("incident-false-positive")
     _, doc = console.api(f"/api/v1/incidents/{other['id']}")
@@ -454,10 +463,10 @@ def test_operator_assigns_and_comments(browser: Browser, console: Console) -> No
     browser.open(f"/incidents/{inc['id']}")
     browser.until(lambda d: browser.css("#why dd"))
     browser.driver.find_element(By.ID, "assignee").send_keys("olga")
-    browser.driver.find_element(By.CSS_SELECTOR, "[data-action='assign']").click()
+    browser.click(By.CSS_SELECTOR, "[data-action='assign']")
     browser.until(lambda d: "assign: done" in d.find_element(By.ID, "action-result").text)
     browser.driver.find_element(By.ID, "comment").send_keys("called the owner")
-    browser.driver.find_element(By.CSS_SELECTOR, "[data-action='comment']").click()
+    browser.click(By.CSS_SELECTOR, "[data-action='comment']")
     browser.until(lambda d: "called the owner" in d.find_element(By.ID, "history").text)
 
 
@@ -472,7 +481,7 @@ def test_search_events_and_export_csv_and_json(browser: Browser) -> None:
     browser.open("/search")
     box = browser.driver.find_element(By.NAME, "q")
     box.send_keys("Failed password")
-    browser.driver.find_element(By.ID, "search-go").click()
+    browser.click(By.ID, "search-go")
     browser.until(lambda d: "Failed password" in d.find_element(By.ID, "result-count").text)
     rows = browser.driver.execute_script(
         "return [...document.querySelectorAll('#results tbody tr')].map(r => r.textContent)"
@@ -485,10 +494,10 @@ def test_search_events_and_export_csv_and_json(browser: Browser) -> None:
     browser.until(lambda d: browser.css("#top-values li"))
     shown = len(rows)
     browser.shot("search")
-    browser.driver.find_element(By.ID, "export-json").click()
+    browser.click(By.ID, "export-json")
     events = json.loads(_download(browser, "events.json").read_text())
     assert len(events) == shown and all("Failed password" in e["message"] for e in events)
-    browser.driver.find_element(By.ID, "export-csv").click()
+    browser.click(By.ID, "export-csv")
     rows = list(csv.DictReader(io.StringIO(_download(browser, "events.csv").read_text())))
     assert len(rows) == shown and "Failed password" in rows[0]["message"]
 
@@ -502,7 +511,7 @@ def _search(browser: Browser, text: str, limit: int, filters: str = "") -> None:
     box.send_keys(str(limit))
     if filters:
         browser.driver.find_element(By.NAME, "filters").send_keys(filters)
-    browser.driver.find_element(By.ID, "search-go").click()
+    browser.click(By.ID, "search-go")
 
 
 def test_search_histogram_and_top_values_count_the_whole_range_not_the_page(
@@ -586,10 +595,10 @@ def test_flows_sources_rules_and_audit_pages(browser: Browser) -> None:
     browser.until(lambda d: browser.css("#rule-list tbody tr"))
     assert BRUTE in browser.driver.find_element(By.ID, "rule-list").text
     toggle = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-toggle')]"
-    browser.driver.find_element(By.XPATH, toggle).click()
+    browser.click(By.XPATH, toggle)
     browser.until(lambda d: d.find_element(By.XPATH, toggle).text == "Enable")
     tester = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-test')]"
-    browser.driver.find_element(By.XPATH, tester).click()
+    browser.click(By.XPATH, tester)
     browser.until(lambda d: "would raise" in d.find_element(By.ID, "rule-test-summary").text)
     browser.until(lambda d: browser.css("#rule-test-alerts tbody tr"))
     browser.shot("rule-test")
@@ -597,7 +606,7 @@ def test_flows_sources_rules_and_audit_pages(browser: Browser) -> None:
     _, rules = browser.console.api("/api/v1/rules")
     assert [r["enabled"] for r in rules["loaded"] if r["title"] == BRUTE] == [False]
     browser.shot("rules")
-    browser.driver.find_element(By.XPATH, toggle).click()
+    browser.click(By.XPATH, toggle)
     browser.until(lambda d: d.find_element(By.XPATH, toggle).text == "Disable")
     browser.open("/audit")
     browser.until(lambda d: browser.css("#audit-list tbody tr"))
