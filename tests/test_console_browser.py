@@ -138,6 +138,20 @@ class Console:
             for line in (corpus_dir("syslog") / "cisco_asa.log").read_text().splitlines():
                 s.sendto(b"<164>" + line.encode(), ("127.0.0.1", self.udp_port))
 
+    def send_brute_force(self, ip: str, n: int = 12) -> None:
+        """Fresh failed sshd logins, so they are among the newest events whatever the live
+        traffic has stored since the corpus went in (the rule test replays the newest 1000)."""
+        stamp = time.strftime("%b %e %H:%M:%S", time.gmtime()).encode()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for k in range(n):
+                line = b"<38>%s gw sshd[%d]: Failed password for root from %s port %d ssh2" % (
+                    stamp,
+                    4000 + k,
+                    ip.encode(),
+                    40000 + k,
+                )
+                s.sendto(line, ("127.0.0.1", self.udp_port))
+
     def api(self, path: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
         req = urllib.request.Request(
             self.base + path,
@@ -597,6 +611,12 @@ def test_flows_sources_rules_and_audit_pages(browser: Browser) -> None:
     toggle = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-toggle')]"
     browser.click(By.XPATH, toggle)
     browser.until(lambda d: d.find_element(By.XPATH, toggle).text == "Enable")
+    browser.console.send_brute_force("203.0.113.77")
+    browser.until(
+        lambda d: (
+            browser.console.api("/api/v1/events?source.ip=203.0.113.77&limit=20")[1]["count"] >= 12
+        )
+    )
     tester = f"//tr[td[2][text()='{BRUTE}']]//button[contains(@class, 'rule-test')]"
     browser.click(By.XPATH, tester)
     browser.until(lambda d: "would raise" in d.find_element(By.ID, "rule-test-summary").text)
