@@ -242,7 +242,10 @@ class CorrelationComponent:
         for start in range(0, len(events), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            for ev in events[start : start + YIELD_EVERY]:
+            chunk = events[start : start + YIELD_EVERY]
+            with contextlib.suppress(Exception):  # else each event is matched on its own
+                engine.prepare(chunk)  # the stateless matching: one native call a slice
+            for ev in chunk:
                 try:
                     got = engine.observe(ev, now)
                 except Exception:
@@ -251,6 +254,7 @@ class CorrelationComponent:
                     continue
                 if got:
                     alerts.extend(got)
+            engine.prepare([])
         if alerts:
             await self.commit(alerts)
         if engine.next_deadline() is not None:
