@@ -352,3 +352,38 @@ def test_observe_after_prepare_raises_the_alerts_of_observe_alone(tmp_path: Path
             want += [(a.rule.id, a.group_key, a.count) for a in alone.observe(ev, NOW)]
         batched.prepare([])
     assert got == want and want
+
+
+async def test_the_appliance_matches_natively_and_exports_its_fallbacks(
+    start_appliance: Any,
+) -> None:
+    from appliance.correlate.component import CorrelationComponent
+    from tests.test_syslog_udp import send_udp
+
+    run = await start_appliance()
+    comp = next(c for c in run.app.components if isinstance(c, CorrelationComponent))
+    native = comp.engine._native
+    assert native is not None
+    calls = {"n": 0}
+    real = native.impl
+
+    class Counting:  # the real matcher, its batch calls counted
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def match_dicts(self, *args: Any) -> Any:
+            calls["n"] += 1
+            return real.match_dicts(*args)
+
+    native.impl = Counting()
+    send_udp(
+        run.source().address,
+        b"<38>sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2",
+        "<38>sshd[2]: Failed password for \u212aevin from 203.0.113.9 port 22 ssh2".encode(),
+    )
+    await run.wait_stored(2)
+    await run.wait_for(lambda: calls["n"] >= 1)
+    text = await run.metrics()
+    assert 'appliance_rules_native_fallbacks{reason="batch_failed"} 0' in text
+    assert 'appliance_rules_native_fallbacks{reason="rule_unsupported"} 0' in text
+    assert 'appliance_rules_native_fallbacks{reason="undecided"}' in text

@@ -127,10 +127,28 @@ class CorrelationComponent:
             callback=self._limits,
         )
         m.gauge(
+            "rules_native_fallbacks",
+            "Matching the native rule matcher left to the Python predicates, by reason:"
+            " undecided = (event, rule) pairs and batch_failed = slices since the ruleset"
+            " loaded, rule_unsupported = rules it does not evaluate.",
+            ["reason"],
+            callback=self._native_fallbacks,
+        )
+        m.gauge(
             "incident_alerts_pending",
             "Alerts held for retry while incidents cannot be written.",
             callback=lambda: float(len(self._pending)),
         )
+
+    def _native_fallbacks(self) -> dict[tuple[str, ...], float]:
+        native = self.engine._native
+        if native is None:
+            return {}
+        return {
+            ("undecided",): float(native.undecided),
+            ("batch_failed",): float(native.failures),
+            ("rule_unsupported",): float(len(native.python_only)),
+        }
 
     def _not_correlated(self) -> dict[tuple[str, ...], float]:
         ungrouped = sum(rt.ungrouped for rt in self.engine.correlations.values())
