@@ -728,7 +728,10 @@ class Engine:
 
     def prepare(self, events: list[Event]) -> None:
         """Match a batch ahead of :meth:`observe` (one native call); ``observe`` of each of
-        these events then uses its prepared matches. ``prepare([])`` forgets them."""
+        these events then uses its prepared matches. ``prepare([])`` forgets them. Without
+        the native matcher there is nothing to gain: ``observe`` matches as it always did."""
+        if self._native is None and events:
+            return
         matched = self.match_batch(events)
         self._prepared = {id(ev): (ev, m) for ev, m in zip(events, matched, strict=True)}
 
