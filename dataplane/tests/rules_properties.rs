@@ -109,7 +109,7 @@ fn event() -> impl Strategy<Value = HashMap<String, Val<'static>>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
     fn any_document_loads_or_is_refused_without_a_panic(doc in any::<String>()) {
