@@ -6,6 +6,7 @@ engine's batch matching must equal its one-event matching."""
 
 from __future__ import annotations
 
+import enum
 import random
 import textwrap
 from collections.abc import Iterator
@@ -207,7 +208,17 @@ def hostile_value(rnd: random.Random, pool: list[str]) -> Any:
         return [hostile_value(rnd, pool) for _ in range(rnd.randint(0, 3))]
     if r < 0.94:
         return [[rnd.choice(pool)], rnd.choice(pool)]
-    return rnd.choice([(rnd.choice(pool),), {"k": "v"}, b"root", frozenset()])
+    return rnd.choice(
+        [(rnd.choice(pool),), {"k": "v"}, b"root", frozenset(), Text(""), Text("TRUE"), Level.HIGH]
+    )
+
+
+class Text(str):
+    """A str subclass (what a decoder's enum of text values may hand over)."""
+
+
+class Level(enum.IntEnum):
+    HIGH = 3
 
 
 def hostile_events(rs: RuleSet, n: int, seed: int = 15) -> list[Event]:

@@ -577,12 +577,14 @@ impl RuleSet {
                 None | Some(Val::Null) => Ok(false),
                 Some(v) => any_item(&v, &mut |x| nets.contains(&text_of(x)?)),
             },
-            Cond::Null(field) => Ok(match f.get(*field) {
-                None | Some(Val::Null) => true,
-                Some(Val::Str(s)) => s.is_empty(),
-                Some(Val::List(l)) => l.is_empty(),
-                Some(_) => false,
-            }),
+            Cond::Null(field) => match f.get(*field) {
+                None | Some(Val::Null) => Ok(true),
+                Some(Val::Str(s)) => Ok(s.is_empty()),
+                Some(Val::List(l)) => Ok(l.is_empty()),
+                // A str subclass compares equal to "": only the reference can tell.
+                Some(Val::Other) => Err(Undecided),
+                Some(_) => Ok(false),
+            },
             Cond::Exists(field, want) => {
                 Ok(!matches!(f.get(*field), None | Some(Val::Null)) == *want)
             }
@@ -701,6 +703,7 @@ fn value_test(t: &Test, v: &Val<'_>) -> Answer {
         }
         Test::Bool(want) => Ok(match v {
             Val::Bool(b) => b == want,
+            Val::Other => return Err(Undecided), // a str subclass is text to the reference
             Val::Str(s) => {
                 s.eq_ignore_ascii_case(if *want { "true" } else { "false" }) && s.is_ascii()
             }
@@ -948,6 +951,16 @@ mod tests {
         let rs = rules(r#"["msg", ["re", "\\d+ failures", ""]]"#);
         assert_eq!(check(&rs, &[("message", s("12 failures"))]), Ok(true));
         assert_eq!(check(&rs, &[("message", Val::Float(1.0))]), Err(Undecided));
+    }
+
+    #[test]
+    fn values_of_other_types_are_left_to_the_reference_where_they_could_be_text() {
+        let rs = rules(r#"["null", "a"]"#);
+        assert_eq!(check(&rs, &[("a", Val::Other)]), Err(Undecided));
+        let rs = rules(r#"["field", "a", ["bool", true]]"#);
+        assert_eq!(check(&rs, &[("a", Val::Other)]), Err(Undecided));
+        let rs = rules(r#"["exists", "a", true]"#);
+        assert_eq!(check(&rs, &[("a", Val::Other)]), Ok(true));
     }
 
     #[test]
