@@ -313,3 +313,27 @@ def test_rules_check_says_why_a_rule_id_cannot_appear_in_a_boolean_condition(
     assert main(["rules", "check", str(tmp_path), "--json"]) == 1
     (row,) = [json.loads(r) for r in capsys.readouterr().out.splitlines() if '"failed"' in r]
     assert f"'{uid}' cannot appear in it: give that rule a name" in row["reason"]
+
+
+def test_a_window_snapshotted_before_the_condition_changed_restores_empty(
+    tmp_path: Path,
+) -> None:
+    plain = rules_from(
+        tmp_path,
+        **steps(fail=1, ok=2, mfa=3),
+        c=corr("seq", "temporal_ordered", ["fail", "ok", "mfa"], ["user.name"], "5m", "{gte: 3}"),
+    )
+    before = Engine(plain)
+    first = step(0, "fail")
+    before.observe(first, first.timestamp)
+    snap = json.loads(json.dumps(before.snapshot()))
+    changed = rules_from(
+        tmp_path,
+        c=boolean("seq", "temporal_ordered", "fail and ok and not mfa", ["fail", "ok", "mfa"]),
+    )
+    (seq,) = changed.correlations
+    after = Engine(changed)
+    after.restore(snap)
+    assert after.correlations[seq.meta.id].dropped_on_restore == 1
+    then = step(30, "ok")
+    assert "seq" not in fired(after.observe(then, then.timestamp))  # the fail was not kept

@@ -496,6 +496,10 @@ class BoolTemporalState(TemporalState):
             mask |= bits[k]
         return mask
 
+    def load(self, d: Any) -> None:
+        # only the rules still referenced (the rule may have changed since the snapshot)
+        self.seen.update({k: _load_entry(e) for k, e in d.items() if k in self.bits})
+
     def explain(self, c: CorrelationRule) -> dict[str, Any]:
         mask = self.mask()
         return {"occurred": _names(c, mask), "absent": _names(c, ~mask)}
@@ -583,8 +587,9 @@ class BoolOrderedState(GroupState):
         }
 
     def load(self, d: Any) -> None:
-        self.seen.update({k: _load_entry(e) for k, e in d.get("seen", {}).items()})
-        for m, start, es in d.get("chains", []):
+        seen = d["seen"]
+        self.seen.update({k: _load_entry(e) for k, e in seen.items() if k in self.bits})
+        for m, start, es in d["chains"]:
             if 0 < m < len(self.best):
                 self.best[m] = (float(start), tuple(_load_entry(e) for e in es))
 
@@ -600,6 +605,7 @@ class CorrelationRuntime:
         self.evicted = 0
         self.fired = 0
         self.ungrouped = 0
+        self.dropped_on_restore = 0
         self.stats = RuleStats()
         # Raises alerts itself: not only a step of other correlations (Sigma `generate`).
         self.emits = not rule.parents or any(p.generate for p in rule.parents)
@@ -684,7 +690,13 @@ class CorrelationRuntime:
     def load(self, data: list[Any]) -> None:
         for key, d in data:
             st = self.new_state()
-            st.load(d)
+            try:
+                st.load(d)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                # A window of another shape: the rule's type or condition changed since the
+                # snapshot (a count became a boolean condition). That group starts empty.
+                self.dropped_on_restore += 1
+                continue
             self.groups[tuple(key)] = st
 
 
