@@ -211,6 +211,16 @@ def test_an_empty_range_is_refused_with_the_reason(tmp_path: Path) -> None:
     assert failure.reason == "the condition's comparisons (gt: 10 and lt: 5) are never all true"
 
 
+def test_a_range_with_a_value_that_is_not_a_number_fails_with_the_reason(tmp_path: Path) -> None:
+    rs = rules_from(
+        tmp_path,
+        b=base(1, "flows", "flow"),
+        c=corr("bad", "value_sum", ["flows"], ["source.ip"], "1m", "{gt: 1, lt: lots, field: x.y}"),
+    )
+    (failure,) = rs.failures
+    assert failure.title == "bad" and failure.reason == "condition lt: 'lots' is not a number"
+
+
 def test_a_range_in_a_file_leaves_its_other_rules_loaded(tmp_path: Path) -> None:
     (tmp_path / "both.yml").write_text(base(1, "flows", "flow") + "---\n" + avg_range())
     rs = rules_from(tmp_path)

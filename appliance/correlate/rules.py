@@ -558,10 +558,16 @@ def _split_ranges(docs: list[Any]) -> tuple[list[Any], dict[int, Bounds | str]]:
         bad = ""
         for op in ops:
             v = cond[op]
-            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            try:  # as pySigma reads one: a number, or a string of one
+                if isinstance(v, bool):
+                    raise ValueError
+                num = float(v)
+                if not math.isfinite(num):
+                    raise ValueError
+            except (TypeError, ValueError):
                 bad = f"condition {op}: {v!r} is not a number"
                 break
-            bounds.append((op, float(v)))
+            bounds.append((op, num))
         first = {k: v for k, v in cond.items() if k not in CONDITION_OPS or k == ops[0]}
         if bad:
             first[ops[0]] = 0
