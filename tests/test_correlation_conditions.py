@@ -322,7 +322,7 @@ def test_rules_check_says_why_a_rule_id_cannot_appear_in_a_boolean_condition(
     (tmp_path / "by_id.yml").write_text(boolean("ids", "temporal", f"{uid} and a", [uid, "a"]))
     assert main(["rules", "check", str(tmp_path), "--json"]) == 1
     (row,) = [json.loads(r) for r in capsys.readouterr().out.splitlines() if '"failed"' in r]
-    assert f"'{uid}' cannot appear in it: give that rule a name" in row["reason"]
+    assert f"'{uid}' cannot appear in it: give that rule such a name:" in row["reason"]
 
 
 def test_a_window_snapshotted_before_the_condition_changed_restores_empty(

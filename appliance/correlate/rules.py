@@ -700,7 +700,8 @@ def _invalid(rule: Any, err: Exception) -> str:
     if odd:
         return (
             f"{reason} (a boolean condition names rules by identifiers of letters, digits and"
-            f" '_' only, so '{odd[0]}' cannot appear in it: give that rule a name: and use it)"
+            f" '_' only, so '{odd[0]}' cannot appear in it: give that rule such a name: and use"
+            " it in both the rules list and the condition)"
         )
     return reason
 
