@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from appliance.correlate import Engine
 from appliance.event import Event
 from tests.ruletools import ev, fired, rules_from, run
 from tests.test_correlate_engine import base, corr
+from tests.test_syslog_udp import send_udp
 
 
 def step(dt: float, action: str, user: str = "alice", **extra: object) -> Event:
@@ -347,3 +349,32 @@ def test_a_window_snapshotted_before_the_condition_changed_restores_empty(
     assert after.correlations[seq.meta.id].dropped_on_restore == 1
     then = step(30, "ok")
     assert "seq" not in fired(after.observe(then, then.timestamp))  # the fail was not kept
+
+
+async def test_a_restart_after_the_condition_changed_counts_the_windows_it_drops(
+    start_appliance: Any, tmp_path: Path
+) -> None:
+    from appliance.correlate.component import CorrelationComponent
+
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    for n, word in ((1, "alpha"), (2, "beta")):
+        (rules / f"{word}.yml").write_text(
+            f"title: {word}\nid: 3b6d3c36-1f7e-4d4b-9d54-7d3c0b8f0a0{n}\nname: {word}\n"
+            "status: test\nlogsource: {product: linux, service: sshd}\n"
+            f"detection:\n  keywords: ['STEP-{word.upper()}']\n  condition: keywords\n"
+        )
+    seq = rules / "seq.yml"
+    seq.write_text(
+        corr("seq", "temporal_ordered", ["alpha", "beta"], ["host.hostname"], "1h", "{gte: 2}")
+    )
+    first = await start_appliance(rules={"paths": ["rules"], "builtin": False})
+    send_udp(first.source().address, b"<38>Nov 29 10:00:00 LabSZ sshd[1]: STEP-ALPHA")
+    comp = next(c for c in first.app.components if isinstance(c, CorrelationComponent))
+    await first.wait_for(lambda: any(rt.groups for rt in comp.engine.correlations.values()))
+    await first.app.stop()  # saves the windows
+
+    seq.write_text(boolean("seq", "temporal_ordered", "alpha and beta", ["alpha", "beta"]))
+    second = await start_appliance(rules={"paths": ["rules"], "builtin": False})
+    metrics = await second.metrics()
+    assert 'appliance_correlation_errors_total{reason="snapshot_window_dropped"} 1' in metrics
