@@ -203,6 +203,7 @@ class CorrelationComponent:
         ruleset = await asyncio.to_thread(load_configured_rules, config)
         engine = Engine(ruleset, limits_of(config.rules))
         engine.restore(json.loads(json.dumps(self.engine.snapshot())))
+        self._count_dropped(engine)
         engine.carry_stats(self.engine)
         engine.disabled = self.disabled_rules
         self.config, self.ruleset, self.engine = config, ruleset, engine
@@ -351,6 +352,15 @@ class CorrelationComponent:
         except (ValueError, TypeError, KeyError) as exc:
             self.errors.inc("snapshot_restore")
             log.warning("correlation snapshot not restored (%s); starting with empty windows", exc)
+            return
+        self._count_dropped(self.engine)
+
+    def _count_dropped(self, engine: Engine) -> None:
+        """Windows saved under a rule whose type or condition has changed start empty."""
+        dropped = sum(rt.dropped_on_restore for rt in engine.correlations.values())
+        if dropped:
+            self.errors.inc("snapshot_window_dropped", n=dropped)
+            log.info("correlation: %d saved windows of changed rules start empty", dropped)
 
 
 async def load_disabled_rules(store: Any) -> set[str]:

@@ -223,6 +223,41 @@ class DistinctState(GroupState):
             self.values[k] = _load_entry(e)
 
 
+class DistinctTupleState(DistinctState):
+    """value_count over several fields (Sigma: "linked by an AND"): the distinct
+    combinations of their values; an event lacking one of the fields adds none."""
+
+    __slots__ = ()
+
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        key = []
+        for f in (c.fieldref, *c.more_fields):
+            v = fields.get(f)  # type: ignore[arg-type]
+            if v is None:
+                return None
+            key.append(v if isinstance(v, str | int | float | bool) else str(v))
+        k = tuple(key)
+        vals = self.values
+        old = vals.get(k)
+        if old is None or old[0] <= entry[0]:
+            vals[k] = entry
+        vals.move_to_end(k)
+        cutoff = entry[0] - c.timespan
+        while vals:
+            oldest = next(iter(vals))
+            if vals[oldest][0] >= cutoff:
+                break
+            del vals[oldest]
+        while len(vals) > self.keep:
+            vals.popitem(last=False)
+        n = len(vals)
+        return n if c.check(n) else None
+
+    def load(self, d: Any) -> None:
+        for k, e in d:
+            self.values[tuple(k) if isinstance(k, list) else k] = _load_entry(e)
+
+
 class SumState(GroupState):
     """value_sum / value_avg: (entry, value) pairs in the window and their running sum."""
 
@@ -407,6 +442,158 @@ class OrderedState(GroupState):
             ]
 
 
+class TemporalRangeState(TemporalState):
+    """temporal with a range (``gte: 2`` and ``lte: 3``): the count of distinct rules seen,
+    checked against every comparison (no clamping to the number of rules)."""
+
+    __slots__ = ()
+
+    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
+        seen = self.seen
+        old = seen.get(rule_id)
+        if old is None or old[0] <= entry[0]:
+            seen[rule_id] = entry
+        cutoff = entry[0] - c.timespan
+        for k in [k for k, e in seen.items() if e[0] < cutoff]:
+            del seen[k]
+        n = len(seen)
+        return n if c.check(n) else None
+
+
+def _names(c: CorrelationRule, mask: int) -> list[str]:
+    assert c.expr is not None
+    return [n for i, n in enumerate(c.expr.names) if mask >> i & 1]
+
+
+class BoolTemporalState(TemporalState):
+    """temporal with a boolean condition (``a and (b or not c)``): the newest entry of each
+    referenced rule in the window, and the condition over which rules occurred in it.
+
+    Evaluated when an event of a referenced rule arrives, over the timespan ending at the
+    newest of them: ``not c`` means c did not occur in that timespan."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: dict[str, int]) -> None:
+        super().__init__()
+        self.bits = bits  # referenced rule id -> its bit(s) in the condition's masks
+
+    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
+        seen = self.seen
+        old = seen.get(rule_id)
+        if old is None or old[0] <= entry[0]:
+            seen[rule_id] = entry
+        cutoff = max(e[0] for e in seen.values()) - c.timespan
+        for k in [k for k, e in seen.items() if e[0] < cutoff]:
+            del seen[k]
+        mask = self.mask()
+        assert c.expr is not None
+        return float(len(seen)) if c.expr.table[mask] else None
+
+    def mask(self) -> int:
+        bits, mask = self.bits, 0
+        for k in self.seen:
+            mask |= bits[k]
+        return mask
+
+    def load(self, d: Any) -> None:
+        # only the rules still referenced (the rule may have changed since the snapshot)
+        self.seen.update({k: _load_entry(e) for k, e in d.items() if k in self.bits})
+
+    def explain(self, c: CorrelationRule) -> dict[str, Any]:
+        mask = self.mask()
+        return {"occurred": _names(c, mask), "absent": _names(c, ~mask)}
+
+
+class BoolOrderedState(GroupState):
+    """temporal_ordered with a boolean condition: the rules the condition wants must occur in
+    the order of the rules list, the rules it negates must not occur in the window at all.
+
+    For every set of rules (a mask, bit i = ``refs[i]``), the latest-starting chain through
+    exactly those rules in list order, like :class:`OrderedState` does for the prefixes: an
+    event of rule i extends the chains of the sets of earlier rules, so an arrival costs
+    O(2^i) and the check O(2^k). A chain holds one entry per rule of its set, so a group
+    holds at most k * 2^(k-1) entries, with k at most ``MAX_BOOL_RULES`` (6): 192."""
+
+    __slots__ = ("best", "bits", "chain", "seen")
+
+    def __init__(self, bits: dict[str, int], k: int) -> None:
+        self.bits = bits
+        self.best: list[tuple[float, tuple[Entry, ...]] | None] = [None] * (1 << k)
+        self.seen: dict[str, Entry] = {}  # newest entry per rule id (for the negations)
+        self.chain = 0  # the set of rules of the chain that fired
+
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        raise NotImplementedError  # needs the rule id: see add_rule
+
+    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
+        assert c.expr is not None
+        ts = entry[0]
+        seen = self.seen
+        old = seen.get(rule_id)
+        if old is None or old[0] <= ts:
+            seen[rule_id] = entry
+        cutoff = max(e[0] for e in seen.values()) - c.timespan
+        for k in [k for k, e in seen.items() if e[0] < cutoff]:
+            del seen[k]
+        best = self.best
+        bit = self.bits[rule_id]
+        for j in range(len(c.expr.names) - 1, -1, -1):
+            if not bit >> j & 1:
+                continue
+            top = 1 << j
+            for sub in range(1, top):  # the sets of earlier rules this event can follow
+                prev = best[sub]
+                if prev is None or prev[0] < cutoff or prev[1][-1][0] > ts:
+                    continue
+                cur = best[sub | top]
+                if cur is None or prev[0] >= cur[0]:
+                    best[sub | top] = (prev[0], (*prev[1], entry))
+            cur = best[top]
+            if cur is None or cur[0] <= ts:
+                best[top] = (ts, (entry,))
+        mask = 0
+        for k in seen:
+            mask |= self.bits[k]
+        shift, table = len(c.expr.names), c.expr.table
+        for chain in range(len(best) - 1, 0, -1):
+            ch = best[chain]
+            if ch is not None and ch[0] >= cutoff and table[chain << shift | mask]:
+                self.chain = chain
+                return float(chain.bit_count())
+        return None
+
+    def entries(self) -> list[Entry]:
+        ch = self.best[self.chain] if self.chain else None
+        return list(ch[1]) if ch else sorted(self.seen.values(), key=lambda e: e[0])
+
+    def newest(self) -> float:
+        return max((e[0] for e in self.seen.values()), default=-math.inf)
+
+    def explain(self, c: CorrelationRule) -> dict[str, Any]:
+        mask = 0
+        for k in self.seen:
+            mask |= self.bits[k]
+        return {"occurred": _names(c, self.chain), "absent": _names(c, ~mask)}
+
+    def dump(self) -> Any:
+        return {
+            "seen": {k: _dump_entry(e) for k, e in self.seen.items()},
+            "chains": [
+                [m, ch[0], _dump_entries(list(ch[1]))]
+                for m, ch in enumerate(self.best)
+                if ch is not None
+            ],
+        }
+
+    def load(self, d: Any) -> None:
+        seen = d["seen"]
+        self.seen.update({k: _load_entry(e) for k, e in seen.items() if k in self.bits})
+        for m, start, es in d["chains"]:
+            if 0 < m < len(self.best):
+                self.best[m] = (float(start), tuple(_load_entry(e) for e in es))
+
+
 # ------------------------------------------------------------------------------ rule states
 
 
@@ -418,6 +605,7 @@ class CorrelationRuntime:
         self.evicted = 0
         self.fired = 0
         self.ungrouped = 0
+        self.dropped_on_restore = 0
         self.stats = RuleStats()
         # Raises alerts itself: not only a step of other correlations (Sigma `generate`).
         self.emits = not rule.parents or any(p.generate for p in rule.parents)
@@ -426,22 +614,34 @@ class CorrelationRuntime:
             rid: tuple(rule.group_field(g, rid) for g in rule.group_by) for rid in rule.refs
         }
         self.by_rule = rule.type in ("temporal", "temporal_ordered")
+        # A boolean condition's bit(s) of each referenced rule id (bit i is refs[i]).
+        self.bits: dict[str, int] = {}
+        for i, rid in enumerate(rule.refs):
+            self.bits[rid] = self.bits.get(rid, 0) | 1 << i
+        # Entries a count window keeps: what the lowest bound needs (``gte: 10`` keeps 11);
+        # an upper bound, eq or neq needs the whole window.
+        comparisons = ((rule.op, rule.threshold), *rule.more)
+        lower = [t for op, t in comparisons if op in ("gt", "gte")]
+        self.keep = min(limits.max_window_events, max(1, int(max(lower, default=0)) + 1))
+        if any(op in ("lt", "lte", "neq", "eq") for op, _t in comparisons):
+            self.keep = limits.max_window_events
 
     def new_state(self) -> GroupState:
-        c, lim = self.rule, self.limits
-        keep = min(lim.max_window_events, max(1, int(c.threshold) + 1))
-        if c.op in ("lt", "lte", "neq", "eq"):
-            keep = lim.max_window_events
+        c, lim, keep = self.rule, self.limits, self.keep
+        if c.expr is not None:
+            if c.type == "temporal":
+                return BoolTemporalState(self.bits)
+            return BoolOrderedState(self.bits, len(c.expr.names))
         if c.type == "event_count":
             return CountState(keep)
         if c.type == "value_count":
-            return DistinctState(keep)
+            return DistinctTupleState(keep) if c.more_fields else DistinctState(keep)
         if c.type in ("value_sum", "value_avg"):
             return SumState(lim.max_window_events)
         if c.type in ("value_median", "value_percentile"):
             return QuantileState(lim.max_window_events)
         if c.type == "temporal":
-            return TemporalState()
+            return TemporalRangeState() if c.more else TemporalState()
         return OrderedState(len(c.refs))
 
     def add(
@@ -490,7 +690,13 @@ class CorrelationRuntime:
     def load(self, data: list[Any]) -> None:
         for key, d in data:
             st = self.new_state()
-            st.load(d)
+            try:
+                st.load(d)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                # A window of another shape: the rule's type or condition changed since the
+                # snapshot (a count became a boolean condition). That group starts empty.
+                self.dropped_on_restore += 1
+                continue
             self.groups[tuple(key)] = st
 
 
@@ -837,8 +1043,10 @@ class Engine:
                 int(value) if c.type == "event_count" else 1,
                 ids,
                 [_sample(r) for r in raws],
-                detail={"value": value, "condition": {c.op: c.threshold}, "timespan": c.timespan},
+                detail={"value": value, "condition": c.condition_detail(), "timespan": c.timespan},
             )
+            if c.expr is not None:
+                a.detail.update(state.explain(c))  # type: ignore[attr-defined]
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
             inner: Entry = (last, tuple(ids), tuple(raws))
