@@ -102,6 +102,7 @@ class Appliance:
             raw_max_bytes=config.storage.raw_max_bytes,
             reserve_bytes=config.storage.reserve_bytes,
             metrics=self.metrics,
+            clock=clock,
         )
         p = config.pipeline
         self.pipeline = Pipeline(

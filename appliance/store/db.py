@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import orjson
@@ -30,6 +30,7 @@ import orjson
 from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
+from appliance.store.errors import StoreError
 from appliance.store.segments import (
     INSERT_SEGMENT,
     SEGMENT_EVENTS,
@@ -38,6 +39,9 @@ from appliance.store.segments import (
     segment_lines,
     segment_rows,
 )
+from appliance.store.state import Codec, StateSlot
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -69,10 +73,6 @@ _ERROR_REASONS = {
     6: "busy",  # SQLITE_LOCKED
     14: "cantopen",  # SQLITE_CANTOPEN
 }
-
-
-class StoreError(Exception):
-    """The database could not be opened or written."""
 
 
 def write_error_reason(exc: BaseException) -> str | None:
@@ -171,8 +171,10 @@ class Store:
         quick_check: bool = True,
         reserve_bytes: int = 0,
         metrics: Registry | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
+        self.clock = clock  # stamps the ``updated`` column of state rows
         self.reserve_path = path.with_name("reserve.bin")
         self.reserve_bytes = reserve_bytes
         self.raw_max_bytes = raw_max_bytes
@@ -477,6 +479,13 @@ class Store:
                             await c.fetchall()
                 with contextlib.suppress(Exception):
                     await conn.close()  # even when the checkpoint failed
+
+    # ---------------------------------------------------------------------------------- state
+
+    def state(self, component: str, key: str, codec: Codec[T]) -> StateSlot[T]:
+        """The ``state`` row ``(component, key)`` whose value ``codec`` encodes: the one way
+        components keep what must survive a restart (:mod:`appliance.store.state`)."""
+        return StateSlot(self, component, key, codec)
 
     # --------------------------------------------------------------------------------- writes
 
