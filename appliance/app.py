@@ -37,7 +37,7 @@ from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
-from appliance.store.db import SHED_MIN_FS_SHARE
+from appliance.store.space import SHED_MIN_FS_SHARE
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)

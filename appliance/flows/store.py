@@ -15,7 +15,7 @@ import orjson
 from appliance.event import Event
 from appliance.flows.rollup import RollupRow
 from appliance.store import Store
-from appliance.store.db import StoreError
+from appliance.store.errors import StoreError
 
 _COLUMNS = (
     "event.start",
