@@ -645,6 +645,17 @@ class NetflowDecoder:
         emit = tpl.emit
         if emit is None:
             emit = tpl.emit = self._emitter(tpl, ctx.now)
+        native = tpl.native
+        if native is not None:
+            try:
+                error = native.emit(data, p, end, ctx.common, base, scale, rate, samplers,
+                                    ctx.now, out)  # fmt: skip
+            except (ValueError, OverflowError, TypeError):
+                pass  # a value past what it holds, or a caught panic: the reference decodes
+            else:
+                if error is not None:
+                    self.count("error", error)
+                return
         emit(self._tuples(tpl, data, p, end), ctx.common, base, scale, rate, samplers, ctx.now,
              out.append)  # fmt: skip
 
