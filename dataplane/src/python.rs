@@ -592,6 +592,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
     m.add_class::<FlowTemplate>()?;
+    m.add_class::<FlowRollup>()?;
     Ok(())
 }
 
@@ -831,5 +832,124 @@ impl FlowTemplate {
             out.append(item)?;
         }
         Ok(got.error)
+    }
+}
+
+/// The per-minute flow rollups (`crate::rollup`), fed the flow path's events in batches.
+#[pyclass(module = "appliance._dataplane")]
+struct FlowRollup {
+    inner: crate::rollup::Rollup,
+}
+
+/// A field as rollup key text: `None`, the string itself, or `str()` of anything else.
+fn key_part(v: Option<Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) => match v.cast::<PyString>() {
+            Ok(s) => Ok(Some(s.to_str()?.to_owned())),
+            Err(_) => Ok(Some(v.str()?.to_str()?.to_owned())),
+        },
+    }
+}
+
+/// `fields.get(name) or 0` as an unsigned count (0 for what is not one).
+fn counter(v: Option<Bound<'_, PyAny>>) -> u128 {
+    v.and_then(|v| v.extract::<u128>().ok()).unwrap_or(0)
+}
+
+fn rows_out<'py>(py: Python<'py>, rows: Vec<crate::rollup::Row>) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for (minute, dim, key, b, p, n) in rows {
+        out.append((minute, crate::rollup::DIMENSIONS[dim], key, b, p, n))?;
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl FlowRollup {
+    #[new]
+    #[pyo3(signature = (top_k = 100, max_keys = 20_000))]
+    fn new(top_k: usize, max_keys: usize) -> Self {
+        FlowRollup {
+            inner: crate::rollup::Rollup::new(top_k, max_keys),
+        }
+    }
+
+    /// Count each flow event (`created`, `fields`) in the minute it was received.
+    fn add(&mut self, py: Python<'_>, events: &Bound<'_, PyAny>) -> PyResult<()> {
+        let names = [
+            intern!(py, "source.ip"),
+            intern!(py, "destination.ip"),
+            intern!(py, "destination.port"),
+            intern!(py, "network.transport"),
+            intern!(py, "network.iana_number"),
+            intern!(py, "network.bytes"),
+            intern!(py, "network.packets"),
+        ];
+        let mut flows = Vec::new();
+        for ev in events.try_iter()? {
+            let ev = ev?;
+            let created: f64 = ev.getattr(intern!(py, "created"))?.extract()?;
+            let fields = ev.getattr(intern!(py, "fields"))?;
+            let fields = fields.cast::<PyDict>()?;
+            let get = |i: usize| fields.get_item(names[i]);
+            let mut transport = get(3)?;
+            if transport
+                .as_ref()
+                .is_none_or(|t| !t.is_truthy().unwrap_or(false))
+            {
+                transport = get(4)?;
+            }
+            flows.push(crate::rollup::Flow {
+                created,
+                src: key_part(get(0)?)?,
+                dst: key_part(get(1)?)?,
+                port: key_part(get(2)?)?,
+                transport: key_part(transport)?,
+                bytes: counter(get(5)?),
+                packets: counter(get(6)?),
+            });
+        }
+        let inner = &mut self.inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.add(flows))) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                Err(PyValueError::new_err("native flow rollup panicked"))
+            }
+        }
+    }
+
+    fn take_closed<'py>(&mut self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
+        rows_out(py, self.inner.take_closed(now))
+    }
+
+    fn take_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        rows_out(py, self.inner.take_all())
+    }
+
+    fn open_rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        rows_out(py, self.inner.open_rows())
+    }
+
+    #[getter]
+    fn flows(&self) -> u64 {
+        self.inner.flows
+    }
+
+    #[getter]
+    fn folded(&self) -> u64 {
+        self.inner.folded
+    }
+
+    #[getter]
+    fn top_k(&self) -> usize {
+        self.inner.top_k
+    }
+
+    #[getter]
+    fn max_keys(&self) -> usize {
+        self.inner.max_keys
     }
 }
