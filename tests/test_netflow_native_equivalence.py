@@ -278,3 +278,25 @@ def test_corpus_path_is_read_from_the_shared_corpus() -> None:
     except pytest.skip.Exception:
         pytest.skip("corpus not present")
     assert Path(root).is_dir() and _corpus_streams()
+
+
+def test_a_rate_past_what_the_extension_holds_is_decoded_by_the_reference() -> None:
+    """A saved sampling rate past 128 bits (only a tampered state row could hold one): the
+    extension refuses the set, appends nothing, and the Python emitter decodes it."""
+    fields = [(8, 4), (12, 4), (1, 8), (2, 8)]
+    tpl = set_(0, pad4(struct.pack(">HH", 256, len(fields))
+                       + b"".join(struct.pack(">HH", *f) for f in fields)))  # fmt: skip
+    rec = socket.inet_aton("10.0.0.1") + socket.inet_aton("10.0.0.2") + struct.pack(">QQ", 5, 1)
+    state = {"format": 1, "domains": [{"exporter": "192.0.2.1", "version": 9, "domain": 1,
+                                       "default_rate": 1 << 130, "templates": []}]}  # fmt: skip
+    got = []
+    for native in (True, False):
+        with backend(native):
+            dec = NetflowDecoder()
+            dec.import_state(state, NOW)
+            flows = dec.decode(v9([tpl, set_(256, rec)]), "192.0.2.1", NOW)
+            tpl_obj = dec.domains[("192.0.2.1", 9, 1)].templates[256]
+            assert (tpl_obj.native is not None) == native
+            got.append(repr(flows))
+    assert got[0] == got[1]
+    assert "'network.bytes': " + str(5 << 130) in got[0]
