@@ -11,6 +11,9 @@ positions) and every name is embedded with ``repr``: nothing from the wire becom
 same trick is what ``dataclasses`` and ``namedtuple`` use. Variable-length templates (IPFIX,
 RFC 7011 §7) are split into the same tuples by a slower per-field loop and then share the
 generated function; options templates are state (sampling, boot time), read as plain dicts.
+When the Rust extension runs, the same plan (field lengths, converters, ECS mapping) is also
+handed to it once per template (``Template.native``) and it builds the records instead; the
+generated function stays the reference, the fallback, and what the compile budget counts.
 """
 
 from __future__ import annotations
