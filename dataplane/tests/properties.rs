@@ -167,3 +167,36 @@ proptest! {
         }
     }
 }
+
+/// A template layout: up to 16 fields of any fixed length (0..20) or variable, any converter.
+fn flow_layout() -> impl Strategy<Value = Vec<(u16, u8)>> {
+    prop::collection::vec((prop_oneof![0u16..20, Just(0xFFFFu16)], 0u8..7), 1..16)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any layout over any body: no panic, records bounded by the bytes, values per record
+    /// as the layout says, every value printable.
+    #[test]
+    fn netflow_records_split_within_their_bytes(
+        layout in flow_layout(),
+        body in prop::collection::vec(any::<u8>(), 0..600),
+    ) {
+        use _dataplane::netflow::{split, text, Conv, FieldPlan, Raw, RecordPlan};
+        let fields = layout
+            .iter()
+            .map(|&(len, code)| FieldPlan { len, conv: Conv::from_code(code).unwrap() })
+            .collect();
+        if let Ok(plan) = RecordPlan::new(fields) {
+            let got = split(&plan, &body);
+            prop_assert!(got.records * plan.min_len <= body.len());
+            prop_assert_eq!(got.values.len(), got.records * plan.width());
+            for v in &got.values {
+                if let Raw::Bytes(b, c) = v {
+                    let _ = text(b, *c);
+                }
+            }
+        }
+    }
+}

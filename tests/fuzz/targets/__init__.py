@@ -25,5 +25,8 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     "rust-header": ("header", "syslog-header"),
     "rust-framer": ("framer", "syslog-framing"),
     "rust-rules": ("rules", "rule-matcher"),
+    # Its input is a record layout and a data set body, not a datagram stream: the netflow
+    # seeds are only starting bytes there.
+    "rust-netflow": ("netflow", "netflow"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]
