@@ -131,10 +131,28 @@ class CorrelationComponent:
             callback=self._limits,
         )
         m.gauge(
+            "rules_native_fallbacks",
+            "Matching the native rule matcher left to the Python predicates, by reason:"
+            " undecided = (event, rule) pairs and batch_failed = slices since the ruleset"
+            " loaded, rule_unsupported = rules it does not evaluate.",
+            ["reason"],
+            callback=self._native_fallbacks,
+        )
+        m.gauge(
             "incident_alerts_pending",
             "Alerts held for retry while incidents cannot be written.",
             callback=lambda: float(len(self._pending)),
         )
+
+    def _native_fallbacks(self) -> dict[tuple[str, ...], float]:
+        native = self.engine._native
+        if native is None:
+            return {}
+        return {
+            ("undecided",): float(native.undecided),
+            ("batch_failed",): float(native.failures),
+            ("rule_unsupported",): float(len(native.python_only)),
+        }
 
     def _not_correlated(self) -> dict[tuple[str, ...], float]:
         ungrouped = sum(rt.ungrouped for rt in self.engine.correlations.values())
@@ -247,7 +265,10 @@ class CorrelationComponent:
         for start in range(0, len(events), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            for ev in events[start : start + YIELD_EVERY]:
+            chunk = events[start : start + YIELD_EVERY]
+            with contextlib.suppress(Exception):  # else each event is matched on its own
+                engine.prepare(chunk)  # the stateless matching: one native call a slice
+            for ev in chunk:
                 try:
                     got = engine.observe(ev, now)
                 except Exception:
@@ -256,6 +277,7 @@ class CorrelationComponent:
                     continue
                 if got:
                     alerts.extend(got)
+            engine.prepare([])
         if alerts:
             await self.commit(alerts)
         if engine.next_deadline() is not None:

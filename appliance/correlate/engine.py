@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.correlate.mapping import event_index_keys
+from appliance.correlate.matcher import NativeMatcher
 from appliance.correlate.rules import (
     CorrelationRule,
     DetectionRule,
@@ -344,25 +345,32 @@ class Engine:
         self.cooldowns: dict[str, OrderedDict[GroupKey, float]] = {}
         self._last_sweep = -math.inf
         self._cand_cache: dict[GroupKey, list[DetectionRule]] = {}
+        # The native matcher (None on the Python backend) and its candidate groups.
+        self._native = NativeMatcher.build(ruleset.detections)
+        self._prepared: dict[int, tuple[Event, list[DetectionRule]]] = {}
         self._absence_heap: list[tuple[float, str, GroupKey]] = []
 
     # ------------------------------------------------------------------------- matching
+
+    @staticmethod
+    def _signature(ev: Event) -> GroupKey:
+        """The few fields the rule index reads (the candidates' memo key)."""
+        fields = ev.fields
+        cats = fields.get("event.category")
+        return (
+            ev.module,
+            fields.get("process.name"),
+            fields.get("observer.vendor"),
+            tuple(cats) if isinstance(cats, list) else cats,
+            fields.get("event.action"),
+        )
 
     def candidates(self, ev: Event) -> list[DetectionRule]:
         """The rules indexed for this event's log source and action (no scan of all rules).
 
         Memoized on the few fields the index reads, so the usual event costs one dict probe.
         """
-        fields = ev.fields
-        action = fields.get("event.action")
-        cats = fields.get("event.category")
-        sig = (
-            ev.module,
-            fields.get("process.name"),
-            fields.get("observer.vendor"),
-            tuple(cats) if isinstance(cats, list) else cats,
-            action,
-        )
+        sig = self._signature(ev)
         try:
             cached = self._cand_cache.get(sig)
         except TypeError:  # an unhashable value in an index field
@@ -408,6 +416,17 @@ class Engine:
                 return False
         return True
 
+    def match_batch(self, events: list[Event]) -> list[list[DetectionRule]]:
+        """:meth:`matches` of every event of a batch: one native call on the native backend
+        (the pairs it leaves undecided, and a batch it fails on, go to the predicates)."""
+        native = self._native
+        if native is not None:
+            try:
+                return native.match_batch(self, events)
+            except Exception:
+                native.failures += 1
+        return [self.matches(ev) for ev in events]
+
     def matches(self, ev: Event) -> list[DetectionRule]:
         """The detection rules this event matches (pre-filters, then predicates)."""
         fields = ev.fields
@@ -425,9 +444,19 @@ class Engine:
                 out.append(d)
         return out
 
+    def prepare(self, events: list[Event]) -> None:
+        """Match a batch ahead of :meth:`observe` (one native call); ``observe`` of each of
+        these events then uses its prepared matches. ``prepare([])`` forgets them. Without
+        the native matcher there is nothing to gain: ``observe`` matches as it always did."""
+        if self._native is None and events:
+            return
+        matched = self.match_batch(events)
+        self._prepared = {id(ev): (ev, m) for ev, m in zip(events, matched, strict=True)}
+
     def observe(self, ev: Event, now: float) -> list[Alert]:
         """Match one event and advance the windows it feeds; returns the alerts it caused."""
-        matched = self.matches(ev)
+        ready = self._prepared.pop(id(ev), None) if self._prepared else None
+        matched = ready[1] if ready is not None and ready[0] is ev else self.matches(ev)
         if not matched:
             return []
         fields = ev.fields

@@ -46,9 +46,11 @@ from sigma.filters import SigmaFilter
 from sigma.rule import SigmaDetections, SigmaRule
 
 from appliance.correlate.compile import (
+    IR,
     Compiler,
-    Fields,
     Predicate,
+    Predicates,
+    filtered,
     required_tokens,
     required_values,
 )
@@ -188,6 +190,9 @@ class DetectionRule:
     generate: bool = True  # alerts on its own (False when only a correlation's input)
     parents: list[CorrelationRule] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)  # Sigma filters applied (their titles)
+    # The compiled condition (appliance.correlate.compile): ``predicate`` is built from it,
+    # and the native matcher evaluates it.
+    ir: IR = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -449,7 +454,8 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
     # does (Sigma specification), which is their OR, so the prefilters stay exact.
     tree = conds[0].parsed if len(conds) == 1 else ConditionOR([c.parsed for c in conds])
     translate_values(tree)
-    predicate = compiler.condition(tree)
+    ir = compiler.condition(tree)
+    predicate = Predicates(compiler.max_regex_length).condition(ir)
     actions = required_values(tree, "event.action")
     ext = _extensions(rule.custom_attributes)
     return DetectionRule(
@@ -462,6 +468,7 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
         suppress=ext.get("suppress"),
         absence=ext.get("absence"),
         baseline=ext.get("baseline"),
+        ir=ir,
     )
 
 
@@ -762,14 +769,12 @@ def _apply_filters(rs: RuleSet) -> None:
                 )
                 continue
             target.predicate = _filtered(target.predicate, flt.predicate)
+            target.ir = filtered(target.ir, flt.ir)
             target.filters.append(m.title)
 
 
 def _filtered(rule: Predicate, flt: Predicate) -> Predicate:
-    def both(fields: Fields) -> bool:
-        return rule(fields) and flt(fields)
-
-    return both
+    return lambda fields: rule(fields) and flt(fields)
 
 
 def _link(rs: RuleSet) -> None:

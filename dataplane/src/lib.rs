@@ -10,6 +10,7 @@ pub mod decoders;
 pub mod kv;
 pub mod netflow;
 pub mod rollup;
+pub mod rules;
 pub mod syslog;
 
 #[cfg(feature = "python")]

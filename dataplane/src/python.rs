@@ -11,9 +11,10 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
+use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Message};
 
@@ -583,6 +584,199 @@ fn kv_pairs<'py>(
     Ok(Some(out))
 }
 
+/// A field value from the event's dict, as the matcher reads it. Exact types only: a
+/// subclass (an `IntEnum`, a `str` subclass) may print differently, so only its presence is
+/// used here and the reference decides the rest.
+fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
+    use std::borrow::Cow;
+    if v.is_none() {
+        return Val::Null;
+    }
+    if v.is_exact_instance_of::<PyString>() {
+        return match v.cast::<PyString>().map(|s| s.to_cow()) {
+            Ok(Ok(t)) => Val::Str(Cow::Owned(t.into_owned())),
+            _ => Val::Other, // lone surrogates
+        };
+    }
+    if v.is_exact_instance_of::<PyBool>() {
+        return Val::Bool(v.is_truthy().unwrap_or(false));
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return v.extract::<i64>().map(Val::Int).unwrap_or(Val::Other);
+    }
+    if v.is_exact_instance_of::<PyFloat>() {
+        return v.extract::<f64>().map(Val::Float).unwrap_or(Val::Other);
+    }
+    if let Ok(list) = v.cast::<PyList>() {
+        if depth >= 2 {
+            return Val::Other;
+        }
+        return Val::List(list.iter().map(|x| field_value(&x, depth + 1)).collect());
+    }
+    Val::Other
+}
+
+/// An event's fields dict, looked up by the matcher's field indices (interned keys).
+struct DictFields<'a, 'py> {
+    dict: &'a Bound<'py, PyDict>,
+    keys: &'a [Py<PyString>],
+}
+
+impl Fields for DictFields<'_, '_> {
+    fn get(&self, field: usize) -> Option<Val<'_>> {
+        let key = self.keys.get(field)?.bind(self.dict.py());
+        match self.dict.get_item(key) {
+            Ok(Some(v)) => Some(field_value(&v, 0)),
+            Ok(None) => None,
+            Err(_) => Some(Val::Other),
+        }
+    }
+}
+
+/// One decision of a batch: (event index, rule index, left to the reference).
+type Decision = (usize, usize, bool);
+
+/// Sigma detections compiled once from the form `appliance/correlate/compile.py` emits,
+/// matched a batch of events at a time. The engine registers each candidate set (the rules
+/// its logsource/action index picked) once as a group and passes a group number per event.
+#[pyclass(module = "appliance._dataplane")]
+struct RuleMatcher {
+    rules: RuleSet,
+    keys: Vec<Py<PyString>>,
+    groups: Vec<Vec<usize>>,
+    /// Tests only: the next event evaluated panics (to show the fallback).
+    panic_next: bool,
+}
+
+impl RuleMatcher {
+    /// Every candidate of `group` for event `ev`, decided here or left to the reference;
+    /// a panic leaves all of the event's candidates to the reference and is counted.
+    fn decide(&mut self, ev: usize, group: usize, fields: &dyn Fields, out: &mut Vec<Decision>) {
+        let Some(cands) = self.groups.get(group) else {
+            return;
+        };
+        let rules = &self.rules;
+        let boom = std::mem::take(&mut self.panic_next);
+        let start = out.len();
+        let got = catch_unwind(AssertUnwindSafe(|| {
+            if boom {
+                panic!("injected by a test");
+            }
+            for &r in cands {
+                match rules.matches(r, fields) {
+                    Ok(true) => out.push((ev, r, false)),
+                    Ok(false) => {}
+                    Err(Undecided) => out.push((ev, r, true)),
+                }
+            }
+        }));
+        if got.is_err() {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            out.truncate(start);
+            out.extend(cands.iter().map(|&r| (ev, r, true)));
+        }
+    }
+}
+
+#[pymethods]
+impl RuleMatcher {
+    #[new]
+    fn new(py: Python<'_>, form: &str) -> PyResult<Self> {
+        let rules = catch_unwind(|| RuleSet::from_json(form))
+            .map_err(|_| {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                PyValueError::new_err("the rule form could not be loaded (panic caught)")
+            })?
+            .map_err(|e| PyValueError::new_err(e.0))?;
+        let keys = rules
+            .fields()
+            .names()
+            .iter()
+            .map(|k| PyString::intern(py, k).unbind())
+            .collect();
+        Ok(RuleMatcher {
+            rules,
+            keys,
+            groups: Vec::new(),
+            panic_next: false,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Rules the reference evaluates instead: (rule index, reason).
+    fn unsupported(&self) -> Vec<(usize, String)> {
+        self.rules.unsupported()
+    }
+
+    /// Register a candidate set; returns its group number for the batch calls.
+    fn group(&mut self, rules: Vec<usize>) -> usize {
+        self.groups.push(rules);
+        self.groups.len() - 1
+    }
+
+    /// Forget every group (the engine's candidate memo was cleared).
+    fn clear_groups(&mut self) {
+        self.groups.clear();
+    }
+
+    /// The matches of a batch given as the events' fields dicts: a list of (event index,
+    /// rule index, undecided) in candidate order; `undecided` pairs are for the reference.
+    fn match_dicts(
+        &mut self,
+        fields: Vec<Bound<'_, PyDict>>,
+        groups: Vec<usize>,
+    ) -> PyResult<Vec<Decision>> {
+        if fields.len() != groups.len() {
+            return Err(PyValueError::new_err("one group per event"));
+        }
+        let keys = std::mem::take(&mut self.keys);
+        let mut out = Vec::new();
+        for (ev, (dict, &group)) in fields.iter().zip(&groups).enumerate() {
+            let f = DictFields { dict, keys: &keys };
+            self.decide(ev, group, &f, &mut out);
+        }
+        self.keys = keys;
+        Ok(out)
+    }
+
+    /// The same from the events' stored lines (`[ts, created, module, {fields}, raw]`),
+    /// parsed here; a line that is not of that shape leaves its candidates undecided.
+    fn match_lines(&mut self, lines: Vec<Vec<u8>>, groups: Vec<usize>) -> PyResult<Vec<Decision>> {
+        if lines.len() != groups.len() {
+            return Err(PyValueError::new_err("one group per event"));
+        }
+        let names = self.rules.fields().names().to_vec();
+        let mut out = Vec::new();
+        for (ev, (line, &group)) in lines.iter().zip(&groups).enumerate() {
+            let doc: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+            match doc
+                .as_ref()
+                .and_then(|d| d.get(3))
+                .and_then(|f| f.as_object())
+            {
+                Some(map) => {
+                    let f = JsonFields { map, names: &names };
+                    self.decide(ev, group, &f, &mut out);
+                }
+                None => {
+                    if let Some(cands) = self.groups.get(group) {
+                        out.extend(cands.iter().map(|&r| (ev, r, true)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tests only: make the next event evaluated panic, to exercise the fallback.
+    fn inject_panic(&mut self) {
+        self.panic_next = true;
+    }
+}
+
 #[pymodule]
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -591,6 +785,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
+    m.add_class::<RuleMatcher>()?;
     m.add_class::<FlowTemplate>()?;
     m.add_class::<FlowRollup>()?;
     Ok(())
