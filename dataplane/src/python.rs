@@ -478,6 +478,9 @@ struct FileDecoder {
     inner: crate::decoders::Decoder,
     consts: Vec<Py<PyAny>>,
     convert: Py<PyAny>,
+    /// The reference's device time of the file's `[[time]]` (strptime, zones), called with the
+    /// captures it reads; `None` when the file has none.
+    device_time: Option<Py<PyAny>>,
     /// Field names as interned Python strings: their hash is cached, so setting a field costs
     /// no string allocation and no hashing.
     keys: rustc_hash::FxHashMap<String, Py<PyString>>,
@@ -486,11 +489,13 @@ struct FileDecoder {
 #[pymethods]
 impl FileDecoder {
     #[new]
+    #[pyo3(signature = (plan, consts, convert, device_time=None))]
     fn new(
         py: Python<'_>,
         plan: &str,
         consts: Vec<Py<PyAny>>,
         convert: Py<PyAny>,
+        device_time: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let inner = crate::decoders::Decoder::from_json(plan).map_err(PyValueError::new_err)?;
         let keys = inner
@@ -502,6 +507,7 @@ impl FileDecoder {
             inner,
             consts,
             convert,
+            device_time,
             keys,
         })
     }
@@ -524,8 +530,8 @@ impl FileDecoder {
                 return Ok(None);
             }
         };
-        let found = match outcome {
-            Outcome::Fields(found) => found,
+        let (found, time) = match outcome {
+            Outcome::Fields(found, time) => (found, time),
             Outcome::NotMine => return Ok(Some(false)),
             Outcome::Defer => return Ok(None),
         };
@@ -553,6 +559,13 @@ impl FileDecoder {
             match self.keys.get(key) {
                 Some(k) => fields.set_item(k.bind(py), obj)?,
                 None => fields.set_item(key, obj)?,
+            }
+        }
+        if let (Some(device_time), false) = (&self.device_time, time.is_empty()) {
+            let args = PyTuple::new(py, time)?;
+            let got = device_time.bind(py).call1(args)?;
+            if !got.is_none() {
+                msg.setattr(intern!(py, "payload_time"), got)?;
             }
         }
         Ok(Some(true))

@@ -23,5 +23,6 @@ PYTHON_TARGETS: dict[str, str] = {
 RUST_TARGETS: dict[str, tuple[str, str]] = {
     "rust-header": ("header", "syslog-header"),
     "rust-framer": ("framer", "syslog-framing"),
+    "rust-decoder": ("decoder", "syslog-vendors"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]
