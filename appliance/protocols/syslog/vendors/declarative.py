@@ -861,13 +861,6 @@ def _sum_ints(*values: str | None) -> int | None:
     return total
 
 
-def _first_real(skip: frozenset[str], *values: str | None) -> str | None:
-    for value in values:
-        if value and value not in skip:
-            return value
-    return None
-
-
 def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     """Lines that compute the field's value into ``v``; returns the indentation at which ``v``
     holds a value to set (each test that can fail nests one level, so a missing capture costs
@@ -919,9 +912,11 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
         raise spec.fail(f"{where}.skip", "does not go with keep_empty")
     if skip and len(names) > 1:
         # The first capture that is neither empty nor one of the placeholders ("N/A").
-        code.emit(f"v = {code.const(_first_real)}({code.const(frozenset(skip))}, "
-                  + ", ".join(code.cap(n) for n in names) + ")")  # fmt: skip
-        code.emit("if v is not None:")
+        skipped = code.const(frozenset(skip))
+        code.emit(f"v = {code.cap(names[0])}")
+        for n in names[1:]:
+            code.emit(f"if not v or v in {skipped}: v = {code.cap(n)}")
+        code.emit(f"if v and v not in {skipped}:")
     elif skip:
         code.emit(f"v = {code.cap(names[0])}")
         code.emit(f"if v and v not in {code.const(frozenset(skip))}:")
@@ -964,6 +959,8 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
         if as_ == "port":
             code.emit("if v <= 65535:", ind)
             ind += 1
+    elif as_ in ("lower", "upper"):
+        code.emit(f"v = v.{as_}()", ind)
     elif as_ != "string":
         code.emit(f"v = {code.const(CONVERSIONS[as_])}(v)", ind)
         code.emit("if v is not None:", ind)
@@ -1156,6 +1153,44 @@ def _time_of(alts: list[TimeAlt]) -> Callable[..., float | datetime | None]:
     return device_time
 
 
+def _emit_time(code: _Code, names: list[str], alts: list[TimeAlt]) -> None:
+    """Lines that set ``msg.payload_time`` as :func:`_time_of` computes it (written out: a
+    call and its loop cost more than these tests on the lines that carry a time)."""
+    code.emit("t = None")
+    for n, (inputs, join, kind, fmt, zone) in enumerate(alts):
+        ind = 1
+        if n:
+            code.emit("if t is None:")
+            ind = 2
+        caps = [code.cap(names[i]) for i in inputs]
+        if join:
+            for j, expr in enumerate(caps):
+                code.emit(f"j{j} = {expr}", ind)
+            code.emit("if " + " and ".join(f"j{j}" for j in range(len(caps))) + ":", ind)
+            text = " + ' ' + ".join(f"j{j}" for j in range(len(caps)))
+        else:
+            code.emit("tv = " + " or ".join(caps), ind)
+            code.emit("if tv:", ind)
+            text = "tv"
+        ind += 1
+        if kind == "epoch":
+            code.emit(f"t = {code.const(epoch_digits)}({text})", ind)
+        elif kind == "iso":
+            code.emit(f"t = {code.const(iso_time)}({text})", ind)
+        else:
+            local = code.const(local_time)
+            if zone is not None:
+                code.emit(f"tz = {code.cap(names[zone])}", ind)
+                code.emit("if tz is not None and len(tz) == 5 and tz[0] in '+-' and "
+                          "tz[1:].isdigit():", ind)  # fmt: skip
+                code.emit(f"t = {local}({text} + ' ' + tz, {code.const(fmt + ' %z')})", ind + 1)
+                code.emit("if t is not None: t = t.timestamp()", ind + 1)
+                code.emit("else:", ind)
+                ind += 1
+            code.emit(f"t = {local}({text}, {code.const(fmt)})", ind)
+    code.emit("if t is not None: msg.payload_time = t")
+
+
 def _time_spec(spec: _Spec) -> tuple[list[str], list[TimeAlt]] | None:
     """The validated ``[[time]]`` alternatives: the captures they read, and each alternative
     by index into them; ``None`` when the file has none."""
@@ -1254,9 +1289,7 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
         _emit_fields(code, spec, spec.data)
         _emit_table_fields(code, spec)
         if timed is not None:
-            args = ", ".join(code.cap(n) for n in timed[0])
-            code.emit(f"t = {code.const(_time_of(timed[1]))}({args})")
-            code.emit("if t is not None: msg.payload_time = t")
+            _emit_time(code, *timed)
         code.emit("return True")
 
     _emit_steps(code, spec, tail)
