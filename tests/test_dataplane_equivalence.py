@@ -305,8 +305,8 @@ def test_decoder_files_give_the_same_fields_on_both_interpreters(f: object) -> N
         a, b = dict(base), dict(base)
         msg_a, msg_b = copy.copy(msg), copy.copy(msg)
         got = native.decode(msg_a, a)
-        if got is None:  # left to the Python interpreter: non-ASCII text, or escaped CEF
-            assert not msg.message.isascii() or "\\" in msg.message
+        if got is None:  # left to Python: non-ASCII text, escaped CEF, quoted CSV fields
+            assert not msg.message.isascii() or "\\" in msg.message or '"' in msg.message
             continue
         want = f.python_decode(msg_b, b)  # type: ignore[attr-defined]
         assert got == want, line

@@ -73,6 +73,9 @@ enum StepPlan {
     Csv {
         from: Option<String>,
         sep: String,
+        /// Fields may be quoted: text with a quote is left to the reference (Python's csv).
+        #[serde(default)]
+        quoted: bool,
         key: Option<usize>,
         tables: HashMap<String, Vec<String>>,
     },
@@ -116,6 +119,9 @@ struct Conditions {
     /// The capture is exactly one of the values.
     #[serde(default, rename = "is")]
     exactly: Vec<(String, Vec<String>)>,
+    /// The capture is missing or exactly none of the values.
+    #[serde(default, rename = "is_not")]
+    exactly_not: Vec<(String, Vec<String>)>,
     /// Fields this decoder set before.
     #[serde(default)]
     requires_field: Vec<String>,
@@ -130,6 +136,7 @@ struct ConditionSlots {
     when: Vec<(usize, Vec<String>)>,
     when_not: Vec<(usize, Vec<String>)>,
     exactly: Vec<(usize, Vec<String>)>,
+    exactly_not: Vec<(usize, Vec<String>)>,
 }
 
 impl Conditions {
@@ -137,14 +144,19 @@ impl Conditions {
         let mut each = |list: &[(String, Vec<String>)]| -> Vec<(usize, Vec<String>)> {
             list.iter().map(|(n, v)| (slot(n), v.clone())).collect()
         };
-        let (when, when_not, exactly) =
-            (each(&self.when), each(&self.when_not), each(&self.exactly));
+        let (when, when_not, exactly, exactly_not) = (
+            each(&self.when),
+            each(&self.when_not),
+            each(&self.exactly),
+            each(&self.exactly_not),
+        );
         self.slots = ConditionSlots {
             requires: self.requires.iter().map(|n| slot(n)).collect(),
             unless: self.unless.iter().map(|n| slot(n)).collect(),
             when,
             when_not,
             exactly,
+            exactly_not,
         };
     }
 
@@ -174,6 +186,10 @@ impl ConditionSlots {
                 .exactly
                 .iter()
                 .all(|(s, allowed)| caps[*s].is_some_and(|v| allowed.iter().any(|a| a == v)))
+            && !self
+                .exactly_not
+                .iter()
+                .any(|(s, banned)| caps[*s].is_some_and(|v| banned.iter().any(|b| b == v)))
     }
 }
 
@@ -343,6 +359,7 @@ enum Step {
     Csv {
         from: Option<usize>,
         sep: char,
+        quoted: bool,
         key: Option<usize>,
         tables: FxHashMap<String, Vec<(usize, usize)>>,
     },
@@ -592,11 +609,13 @@ impl Decoder {
                 StepPlan::Csv {
                     from,
                     sep,
+                    quoted,
                     key,
                     tables,
                 } => Step::Csv {
                     from: at(from),
                     sep: sep.chars().next().unwrap_or(','),
+                    quoted: *quoted,
                     key: *key,
                     tables: tables
                         .iter()
@@ -772,6 +791,16 @@ impl Decoder {
                 };
                 for (k, v) in pairs {
                     keep(&mut caps, self.slots.get(k).copied(), v);
+                }
+            } else if let Step::Csv {
+                from, quoted: true, ..
+            } = step
+            {
+                if input(*from, text, &caps).is_some_and(|s| s.contains('"')) {
+                    return Outcome::Defer; // quoted fields: Python's csv module reads them
+                }
+                if !run_step(step, &self.slots, text, &mut caps) {
+                    return Outcome::NotMine;
                 }
             } else if !run_step(step, &self.slots, text, &mut caps) {
                 return Outcome::NotMine;
@@ -1017,6 +1046,7 @@ fn run_step<'t>(
             sep,
             key,
             tables,
+            ..
         } => {
             let Some(s) = input(*from, text, caps) else {
                 return false;

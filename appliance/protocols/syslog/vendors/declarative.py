@@ -12,6 +12,7 @@ parse steps and one call per field, not a walk over the TOML.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -199,6 +200,7 @@ class _Code:
         self.in_case = False
         self.read_outside: set[str] = set()
         self.fields_set: set[str] = set()  # [fields] keys emitted so far (requires_field)
+        self.dead = False  # emitting a value inside "if False" (captures this copy lacks)
 
     def const(self, value: Any) -> str:
         name = f"c{len(self.consts)}"
@@ -242,9 +244,11 @@ class _Code:
         """The local variable holding a capture, and whether an earlier step may have set it."""
         if name not in self.locals and self.sure:
             self.assigned.add(f"r{len(self.locals)}")
-        elif name not in self.locals and self.table_vars is not None:
-            self.table_vars.append(f"r{len(self.locals)}")
         var = self.locals.setdefault(name, f"r{len(self.locals)}")
+        # First set inside a table: it starts as None there (also when a CSV step emits the
+        # rest once per column list, each copy with its own table).
+        if self.table_vars is not None and name not in self.defined and var not in self.table_vars:
+            self.table_vars.append(var)
         earlier = name in self.defined
         self.defined.add(name)
         return var, earlier
@@ -409,7 +413,7 @@ def _emit_csv(
     opts = step["csv"]
     if not isinstance(opts, dict):
         raise spec.fail(f"{where}.csv", "must be a table")
-    spec.known(opts, ("separator", "columns", "key", "tables"), f"{where}.csv")
+    spec.known(opts, ("separator", "quoted", "columns", "key", "tables"), f"{where}.csv")
     spec.known(step, ("csv", "from"), where)
     sep = opts.get("separator", ",")
     if not isinstance(sep, str) or len(sep) != 1:
@@ -417,7 +421,13 @@ def _emit_csv(
     row = f"row{len(code.lines)}"
     _source(code, spec, step, where)
     code.emit("if s is None: return False")
-    code.emit(f"{row} = s.split({code.const(sep)})")
+    quoted = opts.get("quoted", False)
+    if not isinstance(quoted, bool):
+        raise spec.fail(f"{where}.csv.quoted", "must be true or false")
+    if quoted:
+        code.emit(f"{row} = {code.const(_quoted_row)}(s, {code.const(sep)})")
+    else:
+        code.emit(f"{row} = s.split({code.const(sep)})")
 
     def with_columns(names: tuple[str, ...], always: int, twhere: str) -> None:
         # "_" names a column nobody reads; a short row simply lacks its last captures (fields
@@ -448,6 +458,17 @@ def _emit_csv(
     else:
         cwhere = f"{where}.csv.columns"
         with_columns(spec.strings(opts, "columns", cwhere), -1, cwhere)
+
+
+def _quoted_row(text: str, sep: str) -> list[str]:
+    """A CSV row whose fields may be quoted (``"a,b"``, ``""`` for a quote), as Python's csv
+    module reads one line; unquoted text, or text it refuses (a stray line break), is split."""
+    if '"' not in text:
+        return text.split(sep)
+    try:
+        return next(csv.reader([text], delimiter=sep))
+    except (csv.Error, StopIteration):
+        return text.split(sep)
 
 
 def _emit_cut(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
@@ -531,7 +552,8 @@ def _emit_json(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> No
 
 
 TABLE_CASE_KEYS = ("ids", "prefixes", "default", "regex", "from", "optional", "also", "when",
-                   "is", "when_not", "requires", "unless", "contract", "fields")  # fmt: skip
+                   "is", "is_not", "when_not", "requires", "unless", "contract",
+                   "fields")  # fmt: skip
 
 
 def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
@@ -846,7 +868,7 @@ def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
     return contains
 
 
-CONDITION_KEYS = ("when", "when_not", "is", "requires", "unless", "requires_field")
+CONDITION_KEYS = ("when", "when_not", "is", "is_not", "requires", "unless", "requires_field")
 VALUE_KEYS = ("from", "value", "sum", "as", "map", "else", "strip", "keep_empty", "skip",
               "first", *CONDITION_KEYS)  # fmt: skip
 
@@ -866,7 +888,11 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     holds a value to set (each test that can fail nests one level, so a missing capture costs
     one test, not one per stage)."""
     if isinstance(raw, str):
-        code.emit(f"v = {code.cap(raw)}")
+        got = code.cap(raw)
+        if got == "None":  # a capture this copy of the code never has
+            code.emit("if False:")  # (compiled away)
+            return 2
+        code.emit(f"v = {got}")
         code.emit("if v:")
         return 2
     if not isinstance(raw, dict):
@@ -881,6 +907,9 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
         extra = sorted(set(raw) - set(CONDITION_KEYS) - {"sum"})
         if extra:
             raise spec.fail(f"{where}.{extra[0]}", "does not go with sum")
+        if "None" in (code.cap(n) for n in addends):  # a capture this copy never has
+            code.emit("if False:")  # compiled away, with the conditions it holds (validated)
+            return _emit_conditions(code, spec, raw, where, 2)
         ind = _emit_conditions(code, spec, raw, where, 1)
         args = ", ".join(code.cap(n) for n in addends)
         code.emit(f"v = {code.const(_sum_ints)}({args})", ind)
@@ -907,6 +936,17 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     strip = raw.get("strip")
     if strip is not None and (not isinstance(strip, str) or not strip):
         raise spec.fail(f"{where}.strip", "must be the characters to strip from the right")
+    if all(code.cap(n) == "None" for n in names) and not code.dead:
+        # Captures this copy of the code never has (another CSV column list's): no value.
+        # The lines are still made (so validated), inside an "if False" Python compiles away.
+        code.emit("if False:")
+        code.base += 1
+        code.dead = True
+        try:
+            return _emit_value(code, spec, raw, where) + 1
+        finally:
+            code.base -= 1
+            code.dead = False
     skip = spec.strings(raw, "skip", f"{where}.skip")
     if skip and raw.get("keep_empty", False):
         raise spec.fail(f"{where}.skip", "does not go with keep_empty")
@@ -977,7 +1017,7 @@ def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, 
         code.emit(f"if not ({code.has(r)}):", ind)
         ind += 1
     tests = (("when", "({} or '').lower() in {}"), ("when_not", "({} or '').lower() not in {}"),
-             ("is", "{} in {}"))  # fmt: skip
+             ("is", "{} in {}"), ("is_not", "{} not in {}"))  # fmt: skip
     for key, test in tests:
         table = raw.get(key)
         if table is None:
@@ -986,8 +1026,8 @@ def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, 
             raise spec.fail(f"{where}.{key}", "must be a table of capture = [values]")
         for k in table:
             values = spec.strings(table, k, f"{where}.{key}.{k}")
-            # when/when_not: any case; is: exactly these values
-            chosen = frozenset(values if key == "is" else (x.lower() for x in values))
+            # when/when_not: any case; is/is_not: exactly these values
+            chosen = frozenset(values if key.startswith("is") else (x.lower() for x in values))
             code.emit(f"if {test.format(code.cap(k), code.const(chosen))}:", ind)
             ind += 1
     for r in spec.strings(raw, "requires_field", f"{where}.requires_field"):
@@ -1402,6 +1442,7 @@ def _conditions_plan(raw: dict[str, Any]) -> dict[str, Any]:
         "when": values("when", True),
         "when_not": values("when_not", True),
         "is": values("is", False),
+        "is_not": values("is_not", False),
         "requires_field": _listed(raw.get("requires_field")),
     }
 
@@ -1476,6 +1517,7 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
             c = step["csv"]
             tables = c.get("tables")
             steps.append({**base, "kind": "csv", "sep": c.get("separator", ","),
+                          "quoted": bool(c.get("quoted", False)),
                           "key": c.get("key") if tables else None,
                           "tables": tables or {"": c["columns"]}})  # fmt: skip
         elif "cef" in step:
