@@ -13,11 +13,12 @@ Everything else keeps the message id (``event.code``) and level.
 
 Still code, not a decoder file (docs/decoders.md). The trailing stamp (``[[time]]``), the byte
 sums (``sum``) and the ordered wording tests (a table whose cases carry conditions) are
-expressible now; what keeps it here: the device id goes to ``observer.serial_number`` or
-``observer.name`` by Python's Unicode ``isdigit`` (a regex class differs on digits such as
-"²"), and the body is cut before the stamp with a regex ending in ``$``, which Python and
-Rust read differently before a final line break. Not moved in the session that added those
-steps (four corpus lines; the larger vendors went first).
+expressible now; what is not, without changing events: Python's Unicode ``isdigit`` decides
+whether the device id is a serial number and whether the protocol is a number (a regex class
+differs on digits such as "²"); the per-direction byte counts are set, only when both are
+numbers, before their total; and the traffic verdict comes after the traffic fields (a
+file's contract comes before its fields). Not moved in the session that added those steps
+(four corpus lines; the larger vendors went first).
 """
 
 from __future__ import annotations
