@@ -122,6 +122,9 @@ struct Conditions {
     /// The capture is missing or exactly none of the values.
     #[serde(default, rename = "is_not")]
     exactly_not: Vec<(String, Vec<String>)>,
+    /// The captures are numbers (as the `int` conversion reads them).
+    #[serde(default)]
+    numbers: Vec<String>,
     /// Fields this decoder set before.
     #[serde(default)]
     requires_field: Vec<String>,
@@ -137,6 +140,7 @@ struct ConditionSlots {
     when_not: Vec<(usize, Vec<String>)>,
     exactly: Vec<(usize, Vec<String>)>,
     exactly_not: Vec<(usize, Vec<String>)>,
+    numbers: Vec<usize>,
 }
 
 impl Conditions {
@@ -153,6 +157,7 @@ impl Conditions {
         self.slots = ConditionSlots {
             requires: self.requires.iter().map(|n| slot(n)).collect(),
             unless: self.unless.iter().map(|n| slot(n)).collect(),
+            numbers: self.numbers.iter().map(|n| slot(n)).collect(),
             when,
             when_not,
             exactly,
@@ -174,6 +179,10 @@ impl ConditionSlots {
         let folded = |slot: usize| caps[slot].map(str::to_lowercase).unwrap_or_default();
         self.requires.iter().all(|r| caps[*r].is_some())
             && !self.unless.iter().any(|r| caps[*r].is_some())
+            && self
+                .numbers
+                .iter()
+                .all(|r| caps[*r].and_then(as_int).is_some())
             && self
                 .when
                 .iter()
@@ -438,8 +447,26 @@ fn resolve_outputs(
     }
 }
 
-/// A table case's further search: an optional regex step.
+/// A table case's further search: an optional regex step, or key=value pairs.
 fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, String> {
+    if let StepPlan::Kv {
+        from,
+        style,
+        min,
+        max,
+        ..
+    } = plan
+    {
+        return Ok(Step::Kv {
+            from: from.as_ref().and_then(|n| slots.get(n).copied()),
+            quoted: style == "quoted",
+            start: String::new(),
+            within: None,
+            min: *min,
+            max: *max,
+            lower: false,
+        });
+    }
     let StepPlan::Regex {
         from,
         pattern,
@@ -448,7 +475,7 @@ fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, 
         ..
     } = plan
     else {
-        return Err("a table case's `also` takes regex steps only".to_owned());
+        return Err("a table case's `also` takes regex and kv steps only".to_owned());
     };
     let (regex, groups) = compile_regex(pattern, slots)?;
     Ok(Step::Regex {
@@ -532,6 +559,9 @@ impl Decoder {
                     resolve_outputs(&mut case.contract, &mut case.fields, &mut slots);
                     for step in &case.also {
                         if let StepPlan::Regex {
+                            from: Some(name), ..
+                        }
+                        | StepPlan::Kv {
                             from: Some(name), ..
                         } = step
                         {

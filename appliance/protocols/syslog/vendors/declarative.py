@@ -552,7 +552,7 @@ def _emit_json(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> No
 
 
 TABLE_CASE_KEYS = ("ids", "prefixes", "default", "regex", "from", "optional", "also", "when",
-                   "is", "is_not", "when_not", "requires", "unless", "contract",
+                   "is", "is_not", "when_not", "requires", "unless", "numbers", "contract",
                    "fields")  # fmt: skip
 
 
@@ -671,10 +671,36 @@ def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
         code.emit(f"if {var} == {i}:", 2)
         code.base += 2
         for j, a in enumerate(also):
+            if "kv" in a:  # key=value pairs read only for this case's lines
+                _emit_also_kv(code, spec, a, f"{awhere}[{j}]")
+                continue
             spec.known(a, ("regex", "from", "contains", "within"), f"{awhere}[{j}]")
             _emit_regex(code, spec, {**a, "optional": True}, f"{awhere}[{j}]")
         code.base -= 2
     code.table_vars = None
+
+
+def _emit_also_kv(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """A case's ``{ kv = { ... }, from = "body" }``: the pairs join the captures (what is
+    captured wins); a missing input or too few pairs adds nothing (the case holds)."""
+    opts = step["kv"]
+    if not isinstance(opts, dict):
+        raise spec.fail(f"{where}.kv", "must be a table")
+    spec.known(step, ("kv", "from"), where)
+    spec.known(opts, ("style", "min_pairs", "max_pairs"), f"{where}.kv")
+    style = opts.get("style", "quoted")
+    if style not in ("quoted", "split"):
+        raise spec.fail(f"{where}.kv.style", "must be 'quoted' or 'split'")
+    numbers = [opts.get("min_pairs", 1), opts.get("max_pairs", 256)]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise spec.fail(f"{where}.kv", "min_pairs/max_pairs are integers")
+    _source(code, spec, step, where)
+    split = code.const(kv_pairs if style == "quoted" else _kv_pairs_split)
+    code.emit("if s is not None:")
+    code.emit(f"pairs = {split}(s, {numbers[1]})", 2)
+    code.emit(f"if len(pairs) >= {numbers[0]}:", 2)
+    code.emit("if caps: pairs.update(caps)", 3)
+    code.emit("caps = pairs", 3)
 
 
 def _emit_table_fields(code: _Code, spec: _Spec) -> None:
@@ -868,7 +894,8 @@ def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
     return contains
 
 
-CONDITION_KEYS = ("when", "when_not", "is", "is_not", "requires", "unless", "requires_field")
+CONDITION_KEYS = ("when", "when_not", "is", "is_not", "requires", "unless", "numbers",
+                  "requires_field")  # fmt: skip
 VALUE_KEYS = ("from", "value", "sum", "as", "map", "else", "strip", "keep_empty", "skip",
               "first", *CONDITION_KEYS)  # fmt: skip
 
@@ -1015,6 +1042,10 @@ def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, 
         ind += 1
     for r in spec.strings(raw, "unless", f"{where}.unless"):
         code.emit(f"if not ({code.has(r)}):", ind)
+        ind += 1
+    for r in spec.strings(raw, "numbers", f"{where}.numbers"):  # as the int conversion reads
+        code.emit(f"if (n := {code.cap(r)}) is not None and n.isdigit() and n.isascii() "
+                  "and len(n) < 19:", ind)  # fmt: skip
         ind += 1
     tests = (("when", "({} or '').lower() in {}"), ("when_not", "({} or '').lower() not in {}"),
              ("is", "{} in {}"), ("is_not", "{} not in {}"))  # fmt: skip
@@ -1314,7 +1345,17 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     _emit_match(code, spec)
     steps = data.get("parse")
     code.dynamic = isinstance(steps, list) and any(
-        isinstance(st, dict) and any(k in st for k in ("kv", "json", "cef", "leef")) for st in steps
+        isinstance(st, dict)
+        and (
+            any(k in st for k in ("kv", "json", "cef", "leef"))
+            or any(  # a table case's kv
+                isinstance(a, dict) and "kv" in a
+                for c in (st.get("table") or {}).get("cases", [])
+                if isinstance(c, dict) and isinstance(c.get("also"), list)
+                for a in c["also"]
+            )
+        )
+        for st in steps
     )
     if code.dynamic:
         code.emit("caps = {}")
@@ -1444,6 +1485,7 @@ def _conditions_plan(raw: dict[str, Any]) -> dict[str, Any]:
         "is": values("is", False),
         "is_not": values("is_not", False),
         "requires_field": _listed(raw.get("requires_field")),
+        "numbers": _listed(raw.get("numbers")),
     }
 
 
@@ -1594,7 +1636,11 @@ def _case_plan(case: dict[str, Any], data: dict[str, Any], consts: list[Any]) ->
         return None
     also = [{"kind": "regex", "from": a.get("from") if a.get("from", "message") != "message"
              else None, "pattern": a["regex"], "optional": True, "contains": a.get("contains"),
-             "within": a.get("within")}
+             "within": a.get("within")} if "kv" not in a else
+            {"kind": "kv", "from": a.get("from") if a.get("from", "message") != "message"
+             else None, "style": a["kv"].get("style", "quoted"), "start": "", "within": None,
+             "min": a["kv"].get("min_pairs", 1), "max": a["kv"].get("max_pairs", 256),
+             "lower": False}
             for a in case.get("also", [])]  # fmt: skip
     return {"ids": _listed(case.get("ids")), "prefixes": _listed(case.get("prefixes")),
             "also": also, "input": case.get("from"), **_conditions_plan(case),
