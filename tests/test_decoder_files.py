@@ -144,7 +144,8 @@ F = 'name = "x"\n[select]\nprograms = ["a"]\n[fields]\n'  # a file up to its [fi
         ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
          '[{ ids = ["1"], also = [{ kv = { style = "csv" } }] }] }',
          "parse[0].table.cases[0].also[0].kv.style: must be 'quoted' or 'split'"),
-        (F + '"a" = { from = "x", numbers = [1] }', "fields.a.numbers: must be a list of non-empty strings"),
+        (F + '"a" = { from = "x", numbers = [1] }',
+         "fields.a.numbers: must be a list of non-empty strings"),
         ('name = "x"\n[select]\nprograms = ["a"]\n[[tests]]\nline = "x"\ntime = "soon"',
          "tests[0].time: must be an ISO 8601 time"),
     ],
