@@ -479,6 +479,12 @@ struct FileDecoder {
     inner: crate::decoders::Decoder,
     consts: Vec<Py<PyAny>>,
     convert: Py<PyAny>,
+    /// The reference's device time of the file's `[[time]]` (strptime, zones), called with the
+    /// captures it reads; `None` when the file has none.
+    device_time: Option<Py<PyAny>>,
+    /// Device times already read, by their captures: a device stamps many lines with the same
+    /// second, and the conversion is a Python call (bounded; cleared when full).
+    time_memo: Mutex<rustc_hash::FxHashMap<String, Py<PyAny>>>,
     /// Field names as interned Python strings: their hash is cached, so setting a field costs
     /// no string allocation and no hashing.
     keys: rustc_hash::FxHashMap<String, Py<PyString>>,
@@ -487,11 +493,13 @@ struct FileDecoder {
 #[pymethods]
 impl FileDecoder {
     #[new]
+    #[pyo3(signature = (plan, consts, convert, device_time=None))]
     fn new(
         py: Python<'_>,
         plan: &str,
         consts: Vec<Py<PyAny>>,
         convert: Py<PyAny>,
+        device_time: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let inner = crate::decoders::Decoder::from_json(plan).map_err(PyValueError::new_err)?;
         let keys = inner
@@ -503,6 +511,8 @@ impl FileDecoder {
             inner,
             consts,
             convert,
+            device_time,
+            time_memo: Mutex::default(),
             keys,
         })
     }
@@ -525,8 +535,8 @@ impl FileDecoder {
                 return Ok(None);
             }
         };
-        let found = match outcome {
-            Outcome::Fields(found) => found,
+        let (found, time) = match outcome {
+            Outcome::Fields(found, time) => (found, time),
             Outcome::NotMine => return Ok(Some(false)),
             Outcome::Defer => return Ok(None),
         };
@@ -556,7 +566,49 @@ impl FileDecoder {
                 None => fields.set_item(key, obj)?,
             }
         }
+        if let (Some(device_time), false) = (&self.device_time, time.is_empty()) {
+            let got = self.device_time_of(py, device_time, time)?;
+            if !got.is_none() {
+                msg.setattr(intern!(py, "payload_time"), got)?;
+            }
+        }
         Ok(Some(true))
+    }
+}
+
+const TIME_MEMO_MAX: usize = 4096;
+
+impl FileDecoder {
+    /// The reference's device time of these captures, memoised (the results are immutable:
+    /// a float, a naive datetime or `None`).
+    fn device_time_of<'py>(
+        &self,
+        py: Python<'py>,
+        device_time: &Py<PyAny>,
+        time: Vec<Option<&str>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Each capture length-prefixed: no two different tuples make the same key.
+        let mut key = String::new();
+        for v in &time {
+            match v {
+                Some(v) => key.push_str(&format!("{}:{v}", v.len())),
+                None => key.push('-'),
+            }
+        }
+        if let Ok(memo) = self.time_memo.try_lock() {
+            if let Some(hit) = memo.get(&key) {
+                return Ok(hit.bind(py).clone());
+            }
+        }
+        // The call may run another thread's decode: the memo is not held across it.
+        let got = device_time.bind(py).call1(PyTuple::new(py, time)?)?;
+        if let Ok(mut memo) = self.time_memo.try_lock() {
+            if memo.len() >= TIME_MEMO_MAX {
+                memo.clear();
+            }
+            memo.insert(key, got.clone().unbind());
+        }
+        Ok(got)
     }
 }
 
