@@ -8,6 +8,7 @@ import sys
 import time
 
 from appliance.sources.udp import UdpBatchReader, socket_drops
+from tests import conftest
 
 
 def receiver(rcvbuf: int = 256 * 1024) -> socket.socket:
@@ -48,10 +49,7 @@ async def send_paced(addr: tuple[str, int], n: int, per_ms: int) -> None:
 
 
 async def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await conftest.wait_until(predicate, timeout)
 
 
 async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() -> None:
