@@ -148,6 +148,19 @@ def wait_until_sync(
         time.sleep(interval)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist the ``slow`` tests go first, longest first (``slow(seconds=N)``), so they
+    run beside the quick ones rather than alone at the end (with ``--maxschedchunk 2`` each
+    worker takes two tests at a time, so the first ones spread over the workers)."""
+
+    def cost(item: pytest.Item) -> float:
+        slow = item.get_closest_marker("slow")
+        return 0.0 if slow is None else float(slow.kwargs.get("seconds", 1.0))
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=cost, reverse=True)  # stable: the order within a module is kept
+
+
 BACKENDS = ("native", "python")
 
 
