@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import fcntl
 import inspect
 import os
 import reprlib
@@ -12,7 +13,7 @@ import shutil
 import socket
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,34 @@ def wait_until_sync(
                 f"{what or 'condition'} not met in {timeout} s: {last_seen(predicate, result)}"
             )
         time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def _alone_if_exclusive(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under xdist an ``exclusive`` test runs with no other test running beside it.
+
+    A readers-writer lock over the workers: every test holds ``run.lock`` shared; an
+    exclusive one takes it exclusive, holding ``gate.lock`` while it waits so that no test
+    starts in the meantime (a plain flock would let the shared holders starve it)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of one run
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with (root / "gate.lock").open("a") as gate, (root / "run.lock").open("a") as run:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,6 +7,8 @@ import socket
 import sys
 import time
 
+import pytest
+
 from appliance.sources.udp import UdpBatchReader, socket_drops
 from tests import conftest
 
@@ -52,6 +54,7 @@ async def wait_until(predicate, timeout: float = 20.0) -> None:
     await conftest.wait_until(predicate, timeout)
 
 
+@pytest.mark.exclusive  # the other xdist workers' tests would starve the reader into drops
 async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() -> None:
     sock = receiver()
     got: list[bytes] = []
