@@ -33,6 +33,7 @@ from appliance.pipeline.bus import Pipeline
 from appliance.protocols.syslog.decode import decode_with_fields
 from appliance.protocols.syslog.vendors import REGISTRY
 from appliance.store import Store
+from tests import conftest
 from tests.conftest import corpus_dir, make_config
 from tests.test_incidents_api import wait_incident
 from tests.test_syslog_udp import send_udp
@@ -174,11 +175,7 @@ def test_domain_and_hash_hits_name_the_field_that_matched() -> None:
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met")
+    await conftest.wait_until(predicate, timeout)
 
 
 # ------------------------------------------------------------------------- in the appliance
