@@ -37,7 +37,7 @@ from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
-from appliance.store.db import SHED_MIN_FS_SHARE
+from appliance.store.space import SHED_MIN_FS_SHARE
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -102,6 +102,7 @@ class Appliance:
             raw_max_bytes=config.storage.raw_max_bytes,
             reserve_bytes=config.storage.reserve_bytes,
             metrics=self.metrics,
+            clock=clock,
         )
         p = config.pipeline
         self.pipeline = Pipeline(

@@ -63,7 +63,8 @@ def component_builders() -> list[ComponentBuilder]:
 def api_route_setups() -> list[RouteSetup]:
     """The API's routes beyond the core ones :class:`~appliance.api.server.ApiServer` adds
     itself (health, events, flows, incidents, rules, upstreams, OpenAPI): one setup per
-    feature, each adding its handlers to the aiohttp application."""
+    feature, each putting its running component under its own ``AppKey``
+    (:mod:`appliance.api.components`) and adding its handlers to the aiohttp application."""
     from appliance.analysis import api as analysis_api
     from appliance.analysis import baselines_api, feedback_api, intel_api
     from appliance.notify import api as notify_api

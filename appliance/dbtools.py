@@ -14,7 +14,7 @@ import aiosqlite
 from appliance.config import AppConfig
 from appliance.datalock import DataDirBusy, DataDirLock
 from appliance.store import Store, StoreError
-from appliance.store.db import migrations
+from appliance.store.schema import migrations
 
 
 async def run_db_command(config: AppConfig, args: argparse.Namespace) -> int:

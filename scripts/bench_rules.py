@@ -6,9 +6,16 @@ Generates a 1M-line sshd-heavy syslog file (seeded, so every run is the same fil
 attacker IPs, the rest from random IPs), 4% "Accepted ...", 66% other daemons. Then measures:
 
 - ``full``: lines/s through ``decode_syslog`` + the vendor decoders (sshd fields) +
-  ``Engine.observe`` with every built-in rule loaded (alerts counted, not written);
+  the engine with every built-in rule loaded (alerts counted, not written), as the
+  correlation component runs it: ``Engine.prepare`` per slice of 256 events (one native
+  call on the native backend), then ``Engine.observe`` per event;
 - ``decode``: decoding alone (what the listeners cost without any rule);
 - ``engine``: the same events pre-decoded, engine only;
+- ``matching``: the stateless half alone (``Engine.match_batch``: candidates, pre-filters,
+  conditions); ``engine`` minus ``matching`` is what the window updates cost;
+- ``handover`` (native backend): ``RuleMatcher.match_dicts`` against ``match_lines`` on the
+  same events, every built-in rule a candidate: fields handed over as the events' dicts, or
+  as their stored JSON lines parsed by serde_json;
 - ``sequence``: engine with only the temporal_ordered rule (ssh success after failures) and
   its inputs;
 - ``sec``: SEC (Debian ``sec``) with one equivalent SingleWithThreshold rule (10 failures per
@@ -33,11 +40,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from appliance import dataplane
 from appliance.correlate import Engine, load_rules
+from appliance.correlate.component import YIELD_EVERY
+from appliance.correlate.matcher import NativeMatcher
 from appliance.correlate.replay import decode_syslog_line
 from appliance.correlate.rules import RuleSet, builtin_rule_files
 from appliance.event import Event
 from appliance.runtime import GC_INTERVAL, TimedCollector, tune_gc
+from appliance.store.segments import encode_line
 
 OTHER = [
     "CRON[{pid}]: (root) CMD (run-parts /etc/cron.hourly)",
@@ -126,15 +137,29 @@ def run_full(path: Path, rules: RuleSet) -> tuple[tuple[float, float], int]:
     gc_ = Collector()
     r = Rate()
     n = 0
+    batch: list[Event] = []
     with path.open("rb") as f:
         for line in f:
             ev = decode(line.rstrip(b"\n"), now)
             n += 1
             ev.id = n
-            alerts += len(eng.observe(ev, ev.timestamp))
-            if not n & 1023:
+            batch.append(ev)
+            if len(batch) == YIELD_EVERY:
+                alerts += observe(eng, batch)
+                batch = []
                 gc_.maybe()
+    alerts += observe(eng, batch)
     return r.per_s(n), alerts
+
+
+def observe(eng: Engine, batch: list[Event]) -> int:
+    """One slice as ``CorrelationComponent.process`` handles it."""
+    eng.prepare(batch)
+    alerts = 0
+    for ev in batch:
+        alerts += len(eng.observe(ev, ev.timestamp))
+    eng.prepare([])
+    return alerts
 
 
 def run_engine(events: list[Event], rules: RuleSet) -> tuple[tuple[float, float], int]:
@@ -142,11 +167,44 @@ def run_engine(events: list[Event], rules: RuleSet) -> tuple[tuple[float, float]
     alerts = 0
     gc_ = Collector()
     r = Rate()
-    for i, ev in enumerate(events):
-        alerts += len(eng.observe(ev, ev.timestamp))
-        if not i & 1023:
-            gc_.maybe()
+    for i in range(0, len(events), YIELD_EVERY):
+        alerts += observe(eng, events[i : i + YIELD_EVERY])
+        gc_.maybe()
     return r.per_s(len(events)), alerts
+
+
+def run_matching(events: list[Event], rules: RuleSet) -> tuple[tuple[float, float], int]:
+    eng = Engine(rules)
+    hits = 0
+    gc_ = Collector()
+    r = Rate()
+    for i in range(0, len(events), YIELD_EVERY):
+        hits += sum(map(len, eng.match_batch(events[i : i + YIELD_EVERY])))
+        gc_.maybe()
+    return r.per_s(len(events)), hits
+
+
+def run_handover(events: list[Event], rules: RuleSet) -> dict[str, int] | None:
+    """Events per second through the native matcher with every rule a candidate, fields as
+    dicts and as stored lines (the same events, the same decisions)."""
+    matcher = NativeMatcher.build(rules.detections)
+    if matcher is None:
+        return None
+    impl = matcher.impl
+    group = impl.group(list(range(len(rules.detections))))
+    sample = events[:200_000]
+    lines = [encode_line(e.timestamp, e.created, e.module, e.fields, e.raw) for e in sample]
+    out = {}
+    for name, items, call in (
+        ("dicts", [e.fields for e in sample], impl.match_dicts),
+        ("lines", lines, impl.match_lines),
+    ):
+        r = Rate()
+        for i in range(0, len(items), YIELD_EVERY):
+            chunk = items[i : i + YIELD_EVERY]
+            call(chunk, [group] * len(chunk))
+        out[f"native_match_{name}_events_per_cpu_s"] = round(r.per_s(len(items))[1])
+    return out
 
 
 SEC_RULE = r"""type=SingleWithThreshold
@@ -209,6 +267,8 @@ def main() -> int:
                 gc_.maybe()
     decode_rate = r.per_s(len(events))
     engine_rate, _ = run_engine(events, rules)
+    match_rate, match_hits = run_matching(events, rules)
+    handover = run_handover(events, rules)
     seq_names = (
         "ssh_auth_failure",
         "ssh_auth_success",
@@ -223,6 +283,7 @@ def main() -> int:
         json.dumps(
             {
                 "mode": "rules",
+                "backend": dataplane.backend(),
                 "lines": n,
                 "rules_loaded": len(rules.detections) + len(rules.correlations),
                 "full_lines_per_s": round(full_rate[0]),
@@ -231,6 +292,11 @@ def main() -> int:
                 "decode_only_lines_per_s": round(decode_rate[0]),
                 "engine_only_lines_per_s": round(engine_rate[0]),
                 "engine_only_lines_per_cpu_s": round(engine_rate[1]),
+                "matching_only_lines_per_s": round(match_rate[0]),
+                "matching_only_lines_per_cpu_s": round(match_rate[1]),
+                "matching_hits": match_hits,
+                "window_us_per_line": round(1e6 / engine_rate[1] - 1e6 / match_rate[1], 2),
+                **(handover or {}),
                 "sequence_only_lines_per_s": round(seq_rate[0]),
                 "sequence_only_lines_per_cpu_s": round(seq_rate[1]),
                 "sequence_alerts": seq_alerts,

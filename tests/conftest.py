@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
+import fcntl
+import inspect
 import os
+import reprlib
 import shutil
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +48,146 @@ def corpus_dir(sub: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"corpus {path} not present (set APPLIANCE_CORPUS)")
     return path
+
+
+def _lambda_node(predicate: Callable[..., Any]) -> ast.Lambda | None:
+    """The lambda's own syntax tree, cut out of the line(s) ``inspect`` finds it on."""
+    try:
+        lines = textwrap.dedent(inspect.getsource(predicate)).strip()
+    except (OSError, TypeError):
+        return None
+    # The source is the whole statement the lambda sits in, which may be a fragment
+    # (``await wait_until(lambda: ...)`` or an argument list): try it as it is, then wrapped.
+    for text in (lines, f"(\n{lines}\n)", f"f(\n{lines}\n)"):
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        arity = predicate.__code__.co_argcount
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Lambda) and len(node.args.args) == arity:
+                return node
+    return None
+
+
+def _short(value: Any) -> str:
+    return reprlib.repr(value)
+
+
+def last_seen(predicate: Callable[..., Any], result: Any) -> str:
+    """What a wait saw last: the condition, its result and the value of each operand.
+
+    A condition like ``lambda: len(reader.backlog) == 300`` reads back as
+    ``len(reader.backlog) == 300 → False; len(reader.backlog) = 187``: the operands of the
+    comparisons and boolean operators are evaluated once more, in the lambda's own scope.
+    """
+    node = _lambda_node(predicate) if getattr(predicate, "__name__", "") == "<lambda>" else None
+    if node is None:
+        name = getattr(predicate, "__qualname__", repr(predicate))
+        return f"{name}() → {_short(result)}"
+    scope = dict(predicate.__globals__)
+    for var, cell in zip(predicate.__code__.co_freevars, predicate.__closure__ or (), strict=True):
+        with contextlib.suppress(ValueError):
+            scope[var] = cell.cell_contents
+    operands: list[ast.expr] = []
+    for sub in ast.walk(node.body):
+        if isinstance(sub, ast.Compare):
+            operands += [sub.left, *sub.comparators]
+        elif isinstance(sub, ast.BoolOp):
+            operands += sub.values
+    seen: list[str] = []
+    for expr in operands:
+        if isinstance(expr, ast.Constant | ast.Compare | ast.BoolOp):
+            continue
+        text = ast.unparse(expr)
+        try:
+            value = eval(compile(ast.Expression(expr), "<wait>", "eval"), scope)
+        except Exception as exc:  # a condition that raises explains itself too
+            value = exc
+        if inspect.isawaitable(value):
+            if hasattr(value, "close"):
+                value.close()
+            continue
+        seen.append(f"{text} = {_short(value)}")
+    return f"{ast.unparse(node.body)} → {_short(result)}" + ("; " + ", ".join(seen) if seen else "")
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``predicate`` (a function or coroutine function) until it returns something true.
+
+    A hang guard, not a timing assertion: on timeout it fails with what it last saw
+    (:func:`last_seen`), so a failure in CI explains itself.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = predicate()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"{what or 'condition'} not met in {timeout} s: {last_seen(predicate, result)}"
+            )
+        await asyncio.sleep(0.02)
+
+
+def wait_until_sync(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", interval: float = 0.05
+) -> Any:
+    """:func:`wait_until` for tests without an event loop (processes, files, HTTP)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{what or 'condition'} not met in {timeout} s: {last_seen(predicate, result)}"
+            )
+        time.sleep(interval)
+
+
+@pytest.fixture(autouse=True)
+def _alone_if_exclusive(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Under xdist an ``exclusive`` test runs with no other test running beside it.
+
+    A readers-writer lock over the workers: every test holds ``run.lock`` shared; an
+    exclusive one takes it exclusive, holding ``gate.lock`` while it waits so that no test
+    starts in the meantime (a plain flock would let the shared holders starve it)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    root = tmp_path_factory.getbasetemp().parent  # shared by the workers of one run
+    exclusive = request.node.get_closest_marker("exclusive") is not None
+    with (root / "gate.lock").open("a") as gate, (root / "run.lock").open("a") as run:
+        fcntl.flock(gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(run, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        finally:
+            if not exclusive:
+                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist the ``slow`` tests go first, longest first (``slow(seconds=N)``), so they
+    run beside the quick ones rather than alone at the end (with ``--maxschedchunk 2`` each
+    worker takes two tests at a time, so the first ones spread over the workers)."""
+
+    def cost(item: pytest.Item) -> float:
+        slow = item.get_closest_marker("slow")
+        return 0.0 if slow is None else float(slow.kwargs.get("seconds", 1.0))
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        items.sort(key=cost, reverse=True)  # stable: the order within a module is kept
 
 
 BACKENDS = ("native", "python")
@@ -125,6 +271,7 @@ class Running:
             if loop.time() > deadline:
                 raise AssertionError(
                     f"condition not met in {timeout} s (last result {result!r}); {self.books()}"
+                    f"; {last_seen(predicate, result)}"
                 )
             await asyncio.sleep(0.02)
 

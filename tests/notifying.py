@@ -9,7 +9,6 @@ the same port to simulate an outage.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from appliance.config import NotifyChannel
 from appliance.correlate.engine import Alert
 from appliance.correlate.rules import RuleMeta
 from appliance.notify.channels.base import DeliveryError, Message
+from tests import conftest
 
 
 class Clock:
@@ -122,16 +122,7 @@ def alert(ip: str, *, rule_id: str = "ssh-bruteforce", level: str = "high") -> A
 
 
 async def wait_until(cond: Any, timeout: float = 10.0, what: str = "") -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while True:
-        got = cond()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return
-        assert loop.time() < end, f"not met in {timeout}s: {what} (last {got!r})"
-        await asyncio.sleep(0.02)
+    await conftest.wait_until(cond, timeout, what)
 
 
 def channels(*names: str) -> list[dict[str, Any]]:

@@ -42,3 +42,38 @@ def test_no_module_keeps_a_process_wide_list_of_hooks_or_builders() -> None:
         module = import_module(info.name)
         for name in names:
             assert not hasattr(module, name), f"{info.name}.{name}"
+
+
+async def test_the_api_finds_each_running_component_under_its_own_key(
+    start_appliance: Any,
+) -> None:
+    from appliance.analysis.context import AnalysisComponent
+    from appliance.api.components import ANALYSIS_KEY, CORRELATION_KEY, FORWARDER_KEY, NOTIFY_KEY
+    from appliance.correlate.component import CorrelationComponent
+    from appliance.forward import Forwarder
+    from appliance.notify.engine import NotifyEngine
+
+    run = await start_appliance()
+    assert run.app.api is not None
+    served = run.app.api.app
+    for key, kind in (
+        (CORRELATION_KEY, CorrelationComponent),
+        (FORWARDER_KEY, Forwarder),
+        (NOTIFY_KEY, NotifyEngine),
+        (ANALYSIS_KEY, AnalysisComponent),
+    ):
+        assert served[key] is run.app.component(kind), key
+
+
+def test_api_handlers_do_not_look_components_up_by_type() -> None:
+    """Handlers read their component's AppKey (appliance.api.components); the one lookup by
+    type is where the keys are set, when the routes are set up."""
+    from pathlib import Path
+
+    root = Path(appliance.__file__).parent
+    handlers = [*root.glob("api/*.py"), *root.glob("*/*api.py"), root / "console" / "web.py"]
+    for path in handlers:
+        if path.name == "components.py":
+            continue
+        text = path.read_text()
+        assert ".component(" not in text and "isinstance(comp" not in text, path

@@ -382,7 +382,9 @@ def test_operator_acknowledges_an_incident_raised_from_the_corpus(
     browser.shot("incidents")
     browser.open(f"/incidents/{first['id']}")
     browser.until(lambda d: browser.css("#why dd"))
-    assert first["group_key"] in browser.driver.find_element(By.ID, "why").text
+    why = browser.driver.find_element(By.ID, "why").text
+    assert first["group_key"] in why
+    assert "gte 10" in why  # the correlation's condition (the rule's `gte: 10`), from detail
     browser.until(lambda d: browser.css("#evidence li"))
     browser.driver.find_element(By.ID, "note").send_keys("looking at it")
     browser.click(By.CSS_SELECTOR, "[data-action='ack']")

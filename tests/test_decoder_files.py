@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import calendar
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -15,6 +17,7 @@ from appliance.cli import main
 from appliance.config import ConfigError, parse_config
 from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_fields
+from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import BUILTIN_FILES, build_registry
 from appliance.protocols.syslog.vendors.cli import sample_failures
 from appliance.protocols.syslog.vendors.declarative import DecoderFileError, load_file
@@ -77,6 +80,9 @@ def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
     assert (f["decoder"], f["observer.product"]) == ("netfilter", "netfilter-site")
 
 
+F = 'name = "x"\n[select]\nprograms = ["a"]\n[fields]\n'  # a file up to its [fields]
+
+
 @pytest.mark.parametrize(
     ("text", "error"),
     [
@@ -102,6 +108,46 @@ def test_a_site_file_named_like_a_built_in_replaces_it(tmp_path: Path) -> None:
         ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
          '[{ ids = ["1"], fields = { "a" = { from = "k", as = "float" } } }] }',
          "parse[0].table.cases[0].fields.a.as: must be one of"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[time]]\nfrom = "t"',
+         "time[0]: needs as (epoch or iso) or format"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[time]]\nas = "iso"',
+         "time[0]: needs from (the first non-empty capture) or join"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[time]]\nfrom = "t"\nformat = "%Y %Q"',
+         "time[0].format: %Q is not a directive files may use"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[time]]\nfrom = "t"\nas = "epoch"\nzone = "z"',
+         "time[0].zone: a capture name, with format"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[time]]\nfrom = "t"\nas = "rfc"',
+         "time[0].as: must be epoch or iso"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a" = { sum = ["x"] }',
+         "fields.a.sum: adds 2 to 8 captures"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a" = { sum = ["x", "y"], as = "ip" }',
+         "fields.a.as: does not go with sum"),
+        (F + '"a" = { from = "x", requires_field = ["b"] }',
+         "fields.a.requires_field: 'b' is not a field this file sets before"),
+        (F + '"a" = { from = "x", skip = ["-"], keep_empty = true }',
+         "fields.a.skip: does not go with keep_empty"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[fields]\n"a" = []',
+         "fields.a: a list of value specs must hold capture names or tables"),
+        (F + '"a" = [{ value = "y" }, { from = "k", as = "float" }]',
+         "fields.a[1].as: must be one of"),
+        (F + '"a" = { value = "y", is = { k = [1] } }',
+         "fields.a.is.k: must be a list of non-empty strings"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\npick = {}',
+         "parse[0].pick: must be a table: new capture = [captures]"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\nrequire = { some = ["a"] }',
+         "parse[0].require.some: unknown key"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\nkv = { within = 40 }',
+         "parse[0].kv.within: a positive number of characters, with start"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
+         '[{ ids = ["1"], regex = "(?P<a>x)", from = "" }] }',
+         "parse[0].table.cases[0].from: must be a capture name"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[parse]]\ntable = { key = "id", cases = '
+         '[{ ids = ["1"], also = [{ kv = { style = "csv" } }] }] }',
+         "parse[0].table.cases[0].also[0].kv.style: must be 'quoted' or 'split'"),
+        (F + '"a" = { from = "x", numbers = [1] }',
+         "fields.a.numbers: must be a list of non-empty strings"),
+        ('name = "x"\n[select]\nprograms = ["a"]\n[[tests]]\nline = "x"\ntime = "soon"',
+         "tests[0].time: must be an ISO 8601 time"),
     ],
 )  # fmt: skip
 def test_a_bad_file_is_refused_naming_the_file_and_the_key(
@@ -474,3 +520,85 @@ def test_a_leef_2_step_splits_on_the_delimiter_its_header_names() -> None:
         f = fields_of(b"<134>LEEF:2.0|Acme|Gate|3.1|webAllow|" + delim +
                       b"|src=192.0.2.11^action=allow", registry)  # fmt: skip
         assert (f["source.ip"], f["event.action"]) == ("192.0.2.11", "allow"), delim
+
+
+# The device time, sums and conditions (tests/decoders/acme_gateway.toml), one behaviour each.
+ACME = Path(__file__).parent / "decoders" / "acme_gateway.toml"
+
+
+@pytest.fixture
+def acme() -> Any:
+    decoders = build_registry([ACME])
+    assert decoders.errors == []
+    return decoders.registry
+
+
+def decode_acme(text: str, registry: Any) -> tuple[Any, dict[str, Any]]:
+    msg = decode_syslog(b"<134>" + text.encode(), NOW)
+    fields = syslog_fields(msg, "192.0.2.1")
+    fields["decoder"] = registry.decode(msg, fields)
+    return msg, fields
+
+
+def test_a_device_time_with_its_zone_field_is_that_instant(acme: Any) -> None:
+    msg, _ = decode_acme("acme stamp=2026-11-29 clock=11:59:00 tz=-0500 gw=g kind=x", acme)
+    assert msg.payload_time == calendar.timegm((2026, 11, 29, 16, 59, 0))
+
+
+def test_a_device_time_without_a_zone_is_read_in_the_senders_zone(acme: Any) -> None:
+    msg, _ = decode_acme("acme stamp=2026-11-29 clock=11:59:00 gw=g kind=x", acme)
+    assert msg.payload_time == datetime(2026, 11, 29, 11, 59, 0)
+    berlin = device_time(msg, ZoneInfo("Europe/Berlin"))
+    assert berlin == calendar.timegm((2026, 11, 29, 10, 59, 0))
+
+
+def test_an_epoch_device_time_in_milliseconds_comes_first(acme: Any) -> None:
+    line = "acme stamp=2026-01-01 clock=00:00:00 epoch=1795953540500 gw=g kind=x"
+    msg, _ = decode_acme(line, acme)
+    assert msg.payload_time == 1795953540.5
+
+
+def test_an_unreadable_device_time_falls_to_the_next_alternative(acme: Any) -> None:
+    line = "acme stamp=2026-13-45 clock=99:00:00 iso=2026-11-29T11:59:00+01:00 gw=g kind=x"
+    msg, _ = decode_acme(line, acme)
+    assert msg.payload_time == calendar.timegm((2026, 11, 29, 10, 59, 0))
+    msg, _ = decode_acme("acme stamp=nope gw=g kind=x", acme)
+    assert msg.payload_time is None
+
+
+def test_a_sum_adds_the_numbers_and_needs_every_one(acme: Any) -> None:
+    _, f = decode_acme("acme stamp=x gw=g kind=x sent=7 rcvd=5 spkt=1 rpkt=2 xpkt=3", acme)
+    assert (f["network.bytes"], f["source.bytes"], f["network.packets"]) == (12, 7, 6)
+    _, f = decode_acme("acme stamp=x gw=g kind=x sent=7 rcvd=-5 spkt=1 rpkt=2", acme)
+    assert not {"network.bytes", "source.bytes", "destination.bytes", "network.packets"} & set(f)
+
+
+def test_a_placeholder_value_counts_as_none(acme: Any) -> None:
+    _, f = decode_acme("acme stamp=x gw=N/A kind=x srcip=- src=203.0.113.9", acme)
+    assert "observer.name" not in f and f["source.ip"] == "203.0.113.9"
+
+
+def test_the_first_value_spec_that_gives_a_value_wins(acme: Any) -> None:
+    _, f = decode_acme("acme stamp=x gw=g kind=traffic", acme)
+    assert f["event.action"] == "allow" and "acme.action" not in f
+    _, f = decode_acme("acme stamp=x gw=g kind=traffic action=ACCEPT", acme)
+    assert f["event.action"] == "allow" and "acme.action" not in f
+
+
+def test_require_leaves_a_line_without_its_marker_keys(acme: Any) -> None:
+    _, f = decode_acme("acme stamp=x kind=traffic action=deny", acme)
+    assert f["decoder"] != "acme_gateway"
+
+
+def test_a_table_case_needs_its_conditions_and_reads_its_own_input(acme: Any) -> None:
+    _, f = decode_acme('acme stamp=x gw=g kind=event desc="Configuration saved"', acme)
+    assert f["event.action"] == "config_change"
+    _, f = decode_acme("acme stamp=x gw=g kind=event path=/system", acme)
+    assert f["event.action"] == "config_change"
+    _, f = decode_acme("acme stamp=x gw=g kind=event desc=other", acme)
+    assert "event.action" not in f
+
+
+def test_pick_takes_the_first_non_empty_capture(acme: Any) -> None:
+    _, f = decode_acme("acme stamp=x gw=g kind=event action= status=login", acme)
+    assert (f["event.action"], f["event.outcome"]) == ("login", "success")

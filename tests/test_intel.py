@@ -33,6 +33,7 @@ from appliance.pipeline.bus import Pipeline
 from appliance.protocols.syslog.decode import decode_with_fields
 from appliance.protocols.syslog.vendors import REGISTRY
 from appliance.store import Store
+from tests import conftest
 from tests.conftest import corpus_dir, make_config
 from tests.test_incidents_api import wait_incident
 from tests.test_syslog_udp import send_udp
@@ -220,11 +221,7 @@ def test_an_event_the_device_already_marked_keeps_its_threat_fields() -> None:
 
 
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met")
+    await conftest.wait_until(predicate, timeout)
 
 
 # ------------------------------------------------------------------------- in the appliance

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TOKEN, free_port
+from tests.conftest import TOKEN, free_port, wait_until_sync
 
 
 def write_config(
@@ -207,10 +207,7 @@ def test_sighup_applies_a_valid_new_source(tmp_path, procs) -> None:
         time.sleep(0.1)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(b"<13>via the new listener", ("127.0.0.1", udp2))
-    deadline = time.monotonic() + 10
-    while proc.healthz()["sources"][f"udp{udp2}"]["received"] < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    wait_until_sync(lambda: proc.healthz()["sources"][f"udp{udp2}"]["received"] >= 1)
     assert proc.stop() == 0
 
 

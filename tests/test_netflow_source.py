@@ -304,3 +304,37 @@ async def test_a_flow_whose_row_cannot_be_built_costs_only_itself(start_applianc
     await run.wait_for(lambda: _processed(run) >= 10)
     assert flows.stored.total() == 9
     assert flows.not_stored.value("invalid_record") == 1
+
+
+async def test_a_flow_port_scan_raises_the_same_incident_and_rollups_on_both_backends(
+    start_appliance: Any, backend: str
+) -> None:
+    """One source to 60 hosts on port 22 in a minute: the built-in horizontal port scan rule
+    fires from the flows the extension (or the reference) decoded, and the rollups count
+    them the same way."""
+    run = await start_appliance(sources=_netflow())
+    native_rollup = run.app.flows.rollup.__class__.__module__ == "appliance._dataplane"
+    assert native_rollup == (backend == "native")
+    fields = [(8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 8), (2, 8)]
+    template = set_(2, template_record(256, fields))
+    records = b"".join(
+        socket.inet_aton("10.5.5.5") + socket.inet_aton(f"10.6.0.{i + 1}")
+        + struct.pack(">HHBQQ", 40000 + i, 22, 6, 60 + i, 1)
+        for i in range(60)
+    )  # fmt: skip
+    _send(run.source("netflow").address, ipfix([template, set_(256, records)]))
+    await run.wait_for(lambda: _processed(run) >= 60)
+    found: list[dict[str, Any]] = []
+
+    async def incident() -> bool:
+        body = await run.get_json("/api/v1/incidents")
+        found[:] = [i for i in body["incidents"] if i["rule"]["title"].startswith("Horizontal")]
+        return bool(found)
+
+    await run.wait_for(incident)
+    assert found[0]["rule"]["title"] == "Horizontal port scan (flows)"
+    top = await run.get_json("/api/v1/flows/top", by="destination.port")
+    assert top["top"] == [{"key": "22/tcp", "bytes": sum(60 + i for i in range(60)),
+                           "packets": 60, "flows": 60}]  # fmt: skip
+    by_src = await run.get_json("/api/v1/flows/top", by="conversation", limit=100)
+    assert len(by_src["top"]) == 60 and by_src["other"]["flows"] == 0

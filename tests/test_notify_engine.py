@@ -9,6 +9,7 @@ injectable clock, moved by the test.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ import aiohttp
 import pytest
 
 from appliance.app import Appliance
+from appliance.composition import component_builders
 from appliance.config import parse_config
 from appliance.correlate.component import correlation_of
 from appliance.notify import engine as engine_mod
 from appliance.notify.acklink import make_token
-from appliance.notify.engine import NotifyEngine, notify_of
+from appliance.notify.engine import ChannelFactory, NotifyEngine, build_notify, notify_of
 from tests.conftest import TOKEN, make_config
 from tests.notifying import Clock, Inbox, LoopbackChannel, alert, channels, loopback_factory
 from tests.notifying import wait_until as until
@@ -77,16 +79,22 @@ async def boot(
 ) -> AsyncIterator[Callable[..., Any]]:
     inbox = Inbox()
     await inbox.start()
-    monkeypatch.setattr(engine_mod, "CHANNEL_FACTORY", [loopback_factory(inbox)])
     boxes: list[Box] = []
     clock = Clock()
 
-    async def start(notify: dict[str, Any], **sections: Any) -> Box:
+    async def start(
+        notify: dict[str, Any], *, channel_factory: ChannelFactory | None = None, **sections: Any
+    ) -> Box:
         notify = {"tick": 0.05, "backoff_base": 1.0, "backoff_cap": 60.0, **notify}
         data = make_config(tmp_path, notify=notify, **sections)
         data["appliance"]["allow_empty"] = True
         data.pop("sources", None)
-        app = Appliance(parse_config(data, base_dir=tmp_path), clock=clock)
+        factory = channel_factory or loopback_factory(inbox)
+        builders = [
+            functools.partial(build_notify, channel_factory=factory) if b is build_notify else b
+            for b in component_builders()
+        ]
+        app = Appliance(parse_config(data, base_dir=tmp_path), clock=clock, builders=builders)
         await app.start()
         box = Box(app, clock, inbox)
         boxes.append(box)
@@ -332,8 +340,7 @@ async def test_an_sms_reply_with_the_code_acknowledges(boot, monkeypatch) -> Non
     built: dict[str, LoopbackChannel] = {}
     inbox = Inbox()
     await inbox.start()
-    monkeypatch.setattr(engine_mod, "CHANNEL_FACTORY", [loopback_factory(inbox, built)])
-    box = await boot(ESCALATING)
+    box = await boot(ESCALATING, channel_factory=loopback_factory(inbox, built))
     (doc,) = await box.raise_("203.0.113.66", level="critical")
     await until(lambda: len(inbox.to("mail")) == 1)
     code = inbox.to("mail")[0]["ack_code"]
@@ -373,10 +380,17 @@ async def test_a_dead_channel_does_not_hold_up_the_others_and_catches_up(boot) -
         items = (await r.json())["deliveries"]
     assert [i["status"] for i in items] == ["pending", "pending"]
     assert items[0]["attempts"] >= 1 and items[0]["last_error"]
-    async with box.session.get(
-        box.api + "/api/v1/notify/deliveries", params={"status": "sent"}, headers=AUTH
-    ) as r:
-        sent = (await r.json())["deliveries"]
+    sent: list[dict[str, Any]] = []
+
+    async def both_recorded() -> bool:
+        async with box.session.get(
+            box.api + "/api/v1/notify/deliveries", params={"status": "sent"}, headers=AUTH
+        ) as r:
+            sent[:] = (await r.json())["deliveries"]
+        return len(sent) >= 2
+
+    # The inbox has the mail a moment before the engine records it as sent.
+    await until(both_recorded, what="both mails recorded as sent")
     assert {i["channel"] for i in sent} == {"mail"} and len(sent) == 2
     metrics = await (await box.session.get(box.api + "/metrics")).text()
     assert 'appliance_notify_backlog{channel="sms"} 2' in metrics

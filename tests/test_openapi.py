@@ -87,6 +87,7 @@ def send_syslog(port: int, lines: list[str]) -> None:
             s.sendto(line.encode(), ("127.0.0.1", port))
 
 
+@pytest.mark.slow(seconds=45)  # 5,000 generated requests: ~40 s of schemathesis CPU
 def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
     tmp_path: Path,
 ) -> None:

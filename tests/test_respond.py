@@ -311,7 +311,16 @@ async def test_action_not_matching_severity_or_rule_does_nothing(
     )
     await brute_force(run)
     await run.wait_for(lambda: responder_of(run.app) is not None)
-    incidents = (await run.get_json("/api/v1/incidents"))["incidents"]
+    incidents: list[dict[str, Any]] = []
+
+    async def raised() -> bool:
+        # Correlation runs after the store: the incident comes a moment after the events.
+        # The responder decides inside the incident's transaction, so once it is visible
+        # any action it would have taken is too.
+        incidents[:] = (await run.get_json("/api/v1/incidents"))["incidents"]
+        return len(incidents) >= 1
+
+    await run.wait_for(raised)
     assert len(incidents) == 1
     assert await actions(run) == [] and firewall.calls == []
 

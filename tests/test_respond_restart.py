@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_sync
 from tests.test_lifecycle import Proc, write_config
 
 TOOL = str(Path(__file__).with_name("blocklist_tool.py"))
@@ -51,11 +51,7 @@ def send_brute_force(port: int, ip: str = ATTACKER) -> None:
 
 
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not in {timeout} s: {what}")
-        time.sleep(0.1)
+    wait_until_sync(check, timeout, what, interval=0.1)
 
 
 def blocked(blocklist: Path) -> list[str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from appliance.event import Event
 from appliance.store import Store
-from appliance.store.db import PAGE_SIZE, migrations
+from appliance.store.schema import migrations
+from appliance.store.space import PAGE_SIZE
 
 
 def ev(i: int, created: float = 1000.0, **fields) -> Event:

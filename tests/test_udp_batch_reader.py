@@ -7,7 +7,10 @@ import socket
 import sys
 import time
 
+import pytest
+
 from appliance.sources.udp import UdpBatchReader, socket_drops
+from tests import conftest
 
 
 def receiver(rcvbuf: int = 256 * 1024) -> socket.socket:
@@ -48,12 +51,10 @@ async def send_paced(addr: tuple[str, int], n: int, per_ms: int) -> None:
 
 
 async def wait_until(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await conftest.wait_until(predicate, timeout)
 
 
+@pytest.mark.exclusive  # the other xdist workers' tests would starve the reader into drops
 async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() -> None:
     sock = receiver()
     got: list[bytes] = []

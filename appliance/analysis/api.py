@@ -10,13 +10,14 @@ from aiohttp import web
 
 from appliance.analysis.assets import ip_int
 from appliance.analysis.context import AnalysisComponent
-from appliance.api.server import APPLIANCE_KEY, json_error
+from appliance.api.components import ANALYSIS_KEY, publish_running
+from appliance.api.server import json_error
 
 MAX_FINDINGS = 1000  # per address in one answer
 
 
 def _component(request: web.Request) -> AnalysisComponent:
-    component = request.app[APPLIANCE_KEY].component(AnalysisComponent)
+    component = request.app.get(ANALYSIS_KEY)
     if component is not None:
         return component
     raise web.HTTPServiceUnavailable(
@@ -78,5 +79,6 @@ async def asset(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, ANALYSIS_KEY, AnalysisComponent)
     app.router.add_get("/api/v1/analysis/files", files)
     app.router.add_get("/api/v1/analysis/assets/{ip}", asset)

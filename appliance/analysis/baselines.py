@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
@@ -46,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from appliance.config import AnalysisSection, AppConfig
 from appliance.event import Event, iso8601
 from appliance.logutil import RateLimitedLog
+from appliance.store.state import JSON
 
 if TYPE_CHECKING:
     from appliance.app import Appliance
@@ -484,6 +484,7 @@ class BaselineComponent:
         self.app = app
         self.config = app.config
         self.stage = BaselineStage(app.config.analysis)
+        self.snapshot_slot = app.store.state(STATE_COMPONENT, STATE_KEY, JSON)
         self._task: asyncio.Task[None] | None = None
         self._rule_hits: dict[str, int] = {}
         m = app.metrics
@@ -572,31 +573,17 @@ class BaselineComponent:
     async def save(self) -> None:
         if self.app.store.writer is None:
             return
-        blob = await asyncio.to_thread(
-            lambda: json.dumps(self.stage.snapshot(), separators=(",", ":")).encode()
-        )
         try:
-            async with self.app.store.transaction() as conn:
-                await conn.execute(
-                    "INSERT OR REPLACE INTO state (component, key, value, updated)"
-                    " VALUES (?,?,?,?)",
-                    (STATE_COMPONENT, STATE_KEY, blob, self.app.clock()),
-                )
+            snapshot = await asyncio.to_thread(self.stage.snapshot)
+            await self.snapshot_slot.save(snapshot, off_loop=True)
         except Exception:
             _rl.error("snapshot", "baseline snapshot failed", exc_info=True)
 
     async def _restore(self) -> None:
-        conn = self.app.store.writer
-        assert conn is not None
-        async with conn.execute(
-            "SELECT value FROM state WHERE component = ? AND key = ?",
-            (STATE_COMPONENT, STATE_KEY),
-        ) as cur:
-            row = await cur.fetchone()
-        if not row or not row[0]:
-            return
         try:
-            self.stage.restore(json.loads(bytes(row[0])))
+            snapshot = await self.snapshot_slot.load()
+            if snapshot is not None:
+                self.stage.restore(snapshot)
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("baseline snapshot not restored (%s); learning from scratch", exc)
             self.stage = BaselineStage(self.config.analysis)

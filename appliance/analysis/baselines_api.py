@@ -8,15 +8,15 @@ import json
 
 from aiohttp import web
 
-from appliance.analysis.baselines import BaselineComponent, baselines_of
+from appliance.analysis.baselines import BaselineComponent
+from appliance.api.components import BASELINES_KEY, publish_running
 from appliance.api.params import BadParam, parse_int
-from appliance.api.server import APPLIANCE_KEY
 
 KINDS = ("device", "source", "listener", "rule")
 
 
 def _component(request: web.Request) -> BaselineComponent:
-    comp = baselines_of(request.app[APPLIANCE_KEY])
+    comp = request.app.get(BASELINES_KEY)
     if comp is None or not comp.config.analysis.baselines:
         raise web.HTTPServiceUnavailable(
             text=json.dumps({"error": "baselines are off (analysis.baselines)"}),
@@ -39,5 +39,6 @@ async def list_new_terms(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, BASELINES_KEY, BaselineComponent)
     app.router.add_get("/api/v1/baselines", list_baselines)
     app.router.add_get("/api/v1/baselines/new-terms", list_new_terms)

@@ -420,7 +420,3 @@ class FeedbackComponent:
 
 def build_feedback(app: Appliance) -> FeedbackComponent:
     return FeedbackComponent(app)
-
-
-def feedback_of(app: Appliance) -> FeedbackComponent | None:
-    return app.component(FeedbackComponent)

@@ -23,15 +23,15 @@ from appliance.analysis.feedback import (
     SOURCE_FIELDS,
     FeedbackComponent,
     SuppressionError,
-    feedback_of,
     noise_report,
 )
+from appliance.api.components import FEEDBACK_KEY, publish_running
 from appliance.api.params import BadParam, parse_time
 from appliance.api.server import APPLIANCE_KEY, TOKEN_KEY, json_error
 
 
 def _component(request: web.Request) -> FeedbackComponent:
-    comp = feedback_of(request.app[APPLIANCE_KEY])
+    comp = request.app.get(FEEDBACK_KEY)
     if comp is None:
         raise web.HTTPServiceUnavailable(
             text=json.dumps({"error": "correlation is not running"}),
@@ -198,6 +198,7 @@ async def rules_noise(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, FEEDBACK_KEY, FeedbackComponent)
     app.router.add_get("/api/v1/suppressions", list_suppressions)
     app.router.add_post("/api/v1/suppressions", create_suppression)
     app.router.add_patch("/api/v1/suppressions/{id}", edit_suppression)

@@ -11,16 +11,16 @@ from aiohttp import web
 
 from appliance.analysis.feeds import feed_paths, read_meta
 from appliance.analysis.intel import HASH_TYPES, NONE
-from appliance.analysis.intel_stage import IntelComponent, intel_of
+from appliance.analysis.intel_stage import IntelComponent
+from appliance.api.components import INTEL_KEY, publish_running
 from appliance.api.params import BadParam
-from appliance.api.server import APPLIANCE_KEY
 from appliance.event import iso8601
 
 MAX_VALUE = 512  # percent-encoded, 4-byte characters still fit the 8 KiB request line
 
 
 def _component(request: web.Request) -> IntelComponent:
-    comp = intel_of(request.app[APPLIANCE_KEY])
+    comp = request.app.get(INTEL_KEY)
     if comp is None:
         raise web.HTTPServiceUnavailable(
             text=json.dumps({"error": "threat intel is not running"}),
@@ -91,5 +91,6 @@ async def intel_lookup(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, INTEL_KEY, IntelComponent)
     app.router.add_get("/api/v1/intel", intel_status)
     app.router.add_get("/api/v1/intel/lookup", intel_lookup)

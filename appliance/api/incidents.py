@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.api.components import CORRELATION_KEY, publish_running
 from appliance.api.params import BadParam, parse_int, parse_time
 from appliance.api.server import (
     APPLIANCE_KEY,
@@ -29,7 +30,7 @@ from appliance.api.server import (
     json_page,
     json_page_built_off_loop,
 )
-from appliance.correlate.component import CorrelationComponent, correlation_of
+from appliance.correlate.component import CorrelationComponent
 from appliance.incidents.manager import (
     MAX_COMMENT,
     MAX_TEXT_SHORT,
@@ -43,7 +44,7 @@ STATUSES = ("open", "acknowledged", "resolved", "suppressed")
 
 
 def _component(request: web.Request) -> CorrelationComponent:
-    comp = correlation_of(request.app[APPLIANCE_KEY])
+    comp = request.app.get(CORRELATION_KEY)
     if comp is None:
         raise web.HTTPServiceUnavailable(
             text='{"error": "correlation is not running"}', content_type="application/json"
@@ -196,6 +197,7 @@ def _transition(action: str) -> Any:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, CORRELATION_KEY, CorrelationComponent)
     app.router.add_get("/api/v1/incidents", list_incidents)
     app.router.add_get("/api/v1/incidents/{id}", get_incident)
     app.router.add_get("/api/v1/incidents/{id}/events", incident_events)

@@ -6,7 +6,8 @@ needs (``appliance.api.tokens``: GET read, other methods write, admin where decl
 unknown token answers 401, a token without the scope 403; both are counted in
 ``appliance_api_auth_failures_total{reason}`` and logged (rate-limited). Served over TLS
 beyond loopback (``appliance.api.tls``). Feature modules add their routes through the
-appliance's ``route_setups`` (listed in :mod:`appliance.composition`).
+appliance's ``route_setups`` (listed in :mod:`appliance.composition`); handlers find their
+component under its ``AppKey`` (:mod:`appliance.api.components`), set when the routes are.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from appliance.api.components import FORWARDER_KEY, publish_running
 from appliance.api.params import parse_int
 from appliance.api.server import APPLIANCE_KEY, json_error
 from appliance.forward import Forwarder
@@ -11,7 +12,7 @@ from appliance.logutil import printable
 
 
 def _forwarder(request: web.Request) -> Forwarder | None:
-    return request.app[APPLIANCE_KEY].component(Forwarder)
+    return request.app.get(FORWARDER_KEY)
 
 
 async def list_upstreams(request: web.Request) -> web.Response:
@@ -33,5 +34,6 @@ async def list_dead_letters(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, FORWARDER_KEY, Forwarder)
     app.router.add_get("/api/v1/upstreams", list_upstreams)
     app.router.add_get("/api/v1/upstreams/{name:[^{}]+}/dead-letters", list_dead_letters)

@@ -22,6 +22,7 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 
 from appliance import __version__
+from appliance.api.components import FORWARDER_KEY
 from appliance.api.params import parse_int, parse_time
 from appliance.api.server import (
     APPLIANCE_KEY,
@@ -497,18 +498,15 @@ async def overview(request: web.Request) -> web.Response:
             for i, s, st, ls, t in await cur.fetchall()
         ]
     backlogs = []
-    from appliance.forward import Forwarder
-
-    for comp in app.components:
-        if isinstance(comp, Forwarder):
-            for lane in comp.status():
-                backlogs.append(
-                    {
-                        "queue": f"upstream {lane.get('name', '?')}",
-                        "items": lane.get("backlog", 0),
-                        "state": lane.get("status", ""),
-                    }
-                )
+    forwarder = request.app.get(FORWARDER_KEY)
+    for lane in forwarder.status() if forwarder is not None else []:
+        backlogs.append(
+            {
+                "queue": f"upstream {lane.get('name', '?')}",
+                "items": lane.get("backlog", 0),
+                "state": lane.get("status", ""),
+            }
+        )
     backlogs.append({"queue": "ingest queue", "items": len(pipeline), "state": ""})
     return json_page(
         {
@@ -528,8 +526,6 @@ async def incident_delivery(request: web.Request) -> web.Response:
     """Per incident upstream lane: revisions still queued or parked (dead) for this incident,
     with attempts and the last error; none queued means every revision queued was delivered
     (the outbox deletes a row when the upstream acknowledges it)."""
-    from appliance.forward import Forwarder
-
     app = request.app[APPLIANCE_KEY]
     incident_id = request.match_info["id"]
     conn = app.store.reader
@@ -543,34 +539,32 @@ async def incident_delivery(request: web.Request) -> web.Response:
         return json_error(404, "no such incident")
     prefix = f"{row[0]}:{incident_id}:"
     lanes = []
-    for comp in app.components:
-        if not isinstance(comp, Forwarder):
+    forwarder = request.app.get(FORWARDER_KEY)
+    for sender in forwarder.senders.values() if forwarder is not None else []:
+        if sender.stream != "incident":
             continue
-        for sender in comp.senders.values():
-            if sender.stream != "incident":
-                continue
-            async with conn.execute(
-                "SELECT key, state, attempts, last_error FROM outbox WHERE upstream = ?"
-                " AND substr(key, 1, ?) = ? ORDER BY id LIMIT 50",
-                (sender.name, len(prefix), prefix),
-            ) as cur:
-                queued = [
-                    {
-                        "revision": int(k.rsplit(":", 1)[-1]),
-                        "state": st,
-                        "attempts": n,
-                        "last_error": err,
-                    }
-                    for k, st, n, err in await cur.fetchall()
-                ]
-            state = (
-                "dead"
-                if any(q["state"] == "dead" for q in queued)
-                else "pending"
-                if queued
-                else "delivered"
-            )
-            lanes.append({"upstream": sender.name, "state": state, "queued": queued})
+        async with conn.execute(
+            "SELECT key, state, attempts, last_error FROM outbox WHERE upstream = ?"
+            " AND substr(key, 1, ?) = ? ORDER BY id LIMIT 50",
+            (sender.name, len(prefix), prefix),
+        ) as cur:
+            queued = [
+                {
+                    "revision": int(k.rsplit(":", 1)[-1]),
+                    "state": st,
+                    "attempts": n,
+                    "last_error": err,
+                }
+                for k, st, n, err in await cur.fetchall()
+            ]
+        state = (
+            "dead"
+            if any(q["state"] == "dead" for q in queued)
+            else "pending"
+            if queued
+            else "delivered"
+        )
+        lanes.append({"upstream": sender.name, "state": state, "queued": queued})
     return json_page({"id": incident_id, "revision": row[1], "deliveries": lanes})
 
 

@@ -1,9 +1,12 @@
-"""Sigma detections compiled to Python predicates over an event's flat ``fields`` dict.
+"""Sigma detections compiled to an intermediate form, and that form to Python predicates.
 
 pySigma parses a rule and resolves its condition (``1 of sel*``, ``all of them``, modifiers)
-into a tree of AND/OR/NOT over ``field = value`` leaves; this module turns that tree into
-nested closures, once at load time, so matching an event is a few dict probes and string
-operations, no interpretation. Semantics follow the Sigma specification:
+into a tree of AND/OR/NOT over ``field = value`` leaves; :class:`Compiler` turns that tree into
+plain data (the intermediate form, described below), and :class:`Predicates` turns the form
+into nested closures over an event's flat ``fields`` dict, once at load time. The native data
+plane evaluates the same form (``appliance._dataplane.RuleMatcher``), so the two backends are
+built from one description; the closures are the reference. Semantics follow the Sigma
+specification:
 
 - string values match case-insensitively unless the ``cased`` modifier is used; ``*`` and
   ``?`` are wildcards; a field holding a list matches when any element matches;
@@ -95,9 +98,9 @@ class NetworkSet:
 
     MEMO_MAX = 65_536
 
-    def __init__(self, cidrs: list[SigmaCIDRExpression]) -> None:
+    def __init__(self, cidrs: list[SigmaCIDRExpression] | list[str]) -> None:
         # (version, network as integer, netmask as integer)
-        nets = [c.network for c in cidrs]
+        nets = [ipaddress.ip_network(c) if isinstance(c, str) else c.network for c in cidrs]
         networks = [(n.version, int(n.network_address), int(n.netmask)) for n in nets]
 
         @lru_cache(maxsize=self.MEMO_MAX)
@@ -115,106 +118,95 @@ class NetworkSet:
         return self.member(_as_text(v))
 
 
+# ------------------------------------------------------------------ the intermediate form
+#
+# A detection compiles to plain data (lists, strings, numbers, booleans: JSON as it is), so
+# the Python closures below and the native evaluator (``appliance._dataplane.RuleMatcher``)
+# are built from the same description and cannot drift apart. Conditions:
+#
+#   ["and", [c, ...]]  ["or", [c, ...]]  ["not", c]
+#   ["eq", field, [value, ...], [lower-cased value, ...]]   plain strings, case-insensitive
+#   ["cidr", field, ["10.0.0.0/8", ...]]                    address in any network
+#   ["null", field]  ["exists", field, want]  ["ref", field, other field]
+#   ["kw", needle, cased]       a plain keyword in ``message`` (needle lower-cased unless cased)
+#   ["msg", test]               a keyword with wildcards etc.: the value test on ``message``
+#   ["field", field, test]      the value test on the field (a list: any item)
+#
+# Value tests:
+#
+#   ["any", [test, ...]]                 an expanded value list (base64offset, windash, ...)
+#   ["str", kind, literal, cased]        kind: eq, all, contains, starts, ends (literal folded)
+#   ["glob", [part, ...], cased]         anchored; a part is literal text, 0 for *, 1 for ?
+#   ["bool", want]  ["num", number, its text]  ["cmp", op, number] (lt, lte, gt, gte, neq)
+#   ["re", pattern, flags]               flags: any of "ims"
+#   ["net", ["10.0.0.0/8", ...]]
+
+IR = list[Any]
+
+GLOB_MULTI = 0
+GLOB_SINGLE = 1
+
+
 class Compiler:
+    """pySigma's condition tree to the intermediate form (no predicate is built here)."""
+
     def __init__(self, max_regex_length: int = 1000) -> None:
         self.max_regex_length = max_regex_length
 
     # ----------------------------------------------------------------------------- tree
 
-    def condition(self, node: Any) -> Predicate:
+    def condition(self, node: Any) -> IR:
         if isinstance(node, ConditionAND):
-            preds = [self.condition(a) for a in node.args]
-            if len(preds) == 1:
-                return preds[0]
-            if len(preds) == 2:
-                a, b = preds
-                return lambda f: a(f) and b(f)
-
-            def all_of(f: Fields) -> bool:  # a loop: no generator per event
-                for p in preds:  # noqa: SIM110
-                    if not p(f):
-                        return False
-                return True
-
-            return all_of
+            return ["and", [self.condition(a) for a in node.args]]
         if isinstance(node, ConditionOR):
             fast = self._plain_set(node) or self._cidr_set(node)
             if fast is not None:
                 return fast
-            preds = [self.condition(a) for a in node.args]
-            if len(preds) == 1:
-                return preds[0]
-            if len(preds) == 2:
-                a, b = preds
-                return lambda f: a(f) or b(f)
-
-            def any_of(f: Fields) -> bool:  # a loop: no generator per event
-                for p in preds:  # noqa: SIM110
-                    if p(f):
-                        return True
-                return False
-
-            return any_of
+            return ["or", [self.condition(a) for a in node.args]]
         if isinstance(node, ConditionNOT):
             (inner,) = [self.condition(a) for a in node.args]
-            return lambda f: not inner(f)
+            return ["not", inner]
         if isinstance(node, ConditionFieldEqualsValueExpression):
             return self.field_test(map_field(node.field), node.value)
         if isinstance(node, ConditionValueExpression):
             return self.keyword(node.value)
         raise Unsupported(f"condition element {type(node).__name__} is not supported")
 
-    def keyword(self, value: Any) -> Predicate:
+    def keyword(self, value: Any) -> IR:
         if isinstance(value, SigmaString) and not value.contains_special():
             needle = value.to_plain()
             if not isinstance(value, SigmaCasedString):
-                needle = needle.lower()
+                return ["kw", needle.lower(), False]
+            return ["kw", needle, True]
+        return ["msg", self.value_test(value, contains=True)]
 
-                def kw(f: Fields) -> bool:
-                    m = f.get("message")
-                    return m is not None and needle in _as_text(m).lower()
-
-                return kw
-
-            return lambda f: needle in _as_text(f.get("message", ""))
-        test = self.value_test(value, contains=True)
-        return lambda f: (m := f.get("message")) is not None and test(m)
-
-    def field_test(self, field: str, value: Any) -> Predicate:
+    def field_test(self, field: str, value: Any) -> IR:
         if isinstance(value, SigmaNull):
-            return lambda f: f.get(field) in (None, "", [])
+            return ["null", field]
         if isinstance(value, SigmaExists):
-            want = value.exists
-            return lambda f: (f.get(field) is not None) is want
+            return ["exists", field, bool(value.exists)]
         if isinstance(value, SigmaFieldReference):
-            other = map_field(value.field)
-
-            def ref(f: Fields) -> bool:
-                a, b = f.get(field, _MISSING), f.get(other, _MISSING)
-                return a is not _MISSING and a == b
-
-            return ref
+            return ["ref", field, map_field(value.field)]
         if _is_plain(value):
-            return self._plain_equal(field, frozenset({value.to_plain()}))
+            return _plain_equal(field, [value.to_plain()])
         if isinstance(value, SigmaCIDRExpression):
-            return self._in_networks(field, [value])
-        test = _any_of(self.value_test(value))
-        return lambda f: (v := f.get(field)) is not None and test(v)
+            return ["cidr", field, [str(value.network)]]
+        return ["field", field, self.value_test(value)]
 
-    def _plain_set(self, node: ConditionOR) -> Predicate | None:
+    def _plain_set(self, node: ConditionOR) -> IR | None:
         """``field: [a, b, c]`` (plain strings, one field): one set probe instead of an OR."""
         fields = set()
-        values = set()
+        values: dict[str, None] = {}
         for a in node.args:
             if not isinstance(a, ConditionFieldEqualsValueExpression) or not _is_plain(a.value):
                 return None
             fields.add(a.field)
-            values.add(a.value.to_plain())
+            values[a.value.to_plain()] = None
         if len(fields) != 1:
             return None
-        return self._plain_equal(map_field(fields.pop()), frozenset(values))
+        return _plain_equal(map_field(fields.pop()), list(values))
 
-    def _cidr_set(self, node: ConditionOR) -> Predicate | None:
+    def _cidr_set(self, node: ConditionOR) -> IR | None:
         """``field|cidr: [a, b, c]`` (one field): one memoized membership test, not an OR."""
         fields = set()
         nets = []
@@ -224,67 +216,31 @@ class Compiler:
             ):
                 return None
             fields.add(a.field)
-            nets.append(a.value)
+            nets.append(str(a.value.network))
         if len(fields) != 1:
             return None
-        return self._in_networks(map_field(fields.pop()), nets)
-
-    @staticmethod
-    def _in_networks(field: str, values: list[SigmaCIDRExpression]) -> Predicate:
-        nets = NetworkSet(values)
-        member = nets.member
-        slow = _any_of(nets.contains)
-
-        def in_networks(f: Fields) -> bool:
-            v = f.get(field)
-            if v.__class__ is str:
-                return member(v)
-            return v is not None and slow(v)
-
-        return in_networks
-
-    @staticmethod
-    def _plain_equal(field: str, values: frozenset[str]) -> Predicate:
-        """Case-insensitive equality with any of ``values``: the hot path of most rules."""
-        exact = values
-        lowered = frozenset(v.lower() for v in values)
-        slow = _any_of(lambda v: _as_text(v).lower() in lowered)
-
-        def eq(f: Fields) -> bool:
-            v = f.get(field)
-            if v.__class__ is str:
-                return v in exact or v.lower() in lowered
-            return v is not None and slow(v)
-
-        return eq
+        return ["cidr", map_field(fields.pop()), nets]
 
     # ---------------------------------------------------------------------------- values
 
-    def value_test(self, value: Any, contains: bool = False) -> ValueTest:
+    def value_test(self, value: Any, contains: bool = False) -> IR:
         if isinstance(value, SigmaExpansion):
-            tests = [self.value_test(v, contains) for v in value.values]
-            return lambda v: any(t(v) for t in tests)
+            return ["any", [self.value_test(v, contains) for v in value.values]]
         if isinstance(value, SigmaString):
             return self.string_test(value, contains)
         if isinstance(value, SigmaBool):
-            want_b = value.boolean
-            text = "true" if want_b else "false"
-            return lambda v: v is want_b or (isinstance(v, str) and v.lower() == text)
+            return ["bool", bool(value.boolean)]
         if isinstance(value, SigmaNumber):
-            num = value.number
-            text = str(num)
-            return lambda v: (
-                v == num if isinstance(v, int | float) and not isinstance(v, bool) else v == text
-            )
+            return ["num", value.number, str(value.number)]
         if isinstance(value, SigmaCompareExpression):
-            return self.compare_test(value)
+            return ["cmp", _CMP.get(value.op, "neq"), value.number.number]
         if isinstance(value, SigmaRegularExpression):
             return self.regex_test(value)
         if isinstance(value, SigmaCIDRExpression):
-            return NetworkSet([value]).contains
+            return ["net", [str(value.network)]]
         raise Unsupported(f"value type {type(value).__name__} is not supported")
 
-    def string_test(self, value: SigmaString, contains: bool = False) -> ValueTest:
+    def string_test(self, value: SigmaString, contains: bool = False) -> IR:
         if value.contains_placeholder():
             raise Unsupported("placeholders (expand modifier) are not supported")
         cased = isinstance(value, SigmaCasedString)
@@ -302,37 +258,28 @@ class Compiler:
         has_single = any(p is single for p in norm)
         literals = [p for p in norm if isinstance(p, str)]
         stars = [i for i, p in enumerate(norm) if p is multi]
-        fold: Callable[[str], str] = (lambda s: s) if cased else str.lower
         if not has_single and len(literals) <= 1:
-            lit = fold(literals[0]) if literals else ""
+            lit = literals[0] if literals else ""
+            if not cased:
+                lit = lit.lower()
             n = len(norm)
             if not stars:
-                if cased:
-                    return lambda v: _as_text(v) == lit
-                return lambda v: _as_text(v).lower() == lit
+                return ["str", "eq", lit, cased]
             if n == 1:  # just '*': anything present
-                return lambda v: True
+                return ["str", "all", lit, cased]
             if stars == [0, n - 1]:
-                return lambda v: lit in fold(_as_text(v))
+                return ["str", "contains", lit, cased]
             if stars == [0]:
-                return lambda v: fold(_as_text(v)).endswith(lit)
+                return ["str", "ends", lit, cased]
             if stars == [n - 1]:
-                return lambda v: fold(_as_text(v)).startswith(lit)
-        # General glob: RE2, anchored.
-        out = []
-        for p in norm:
-            if p is multi:
-                out.append(".*")
-            elif p is single:
-                out.append(".")
-            else:
-                out.append(re2.escape(p))
-        pattern = ("" if cased else "(?i)") + "(?s)^" + "".join(out) + "$"
-        rx = self._re2(pattern)
-        return lambda v: rx.search(_as_text(v)) is not None
+                return ["str", "starts", lit, cased]
+        glob: list[str | int] = [
+            GLOB_MULTI if p is multi else GLOB_SINGLE if p is single else p for p in norm
+        ]
+        return ["glob", glob, cased]
 
-    def regex_test(self, value: SigmaRegularExpression) -> ValueTest:
-        pattern = value.regexp.to_plain()
+    @staticmethod
+    def regex_test(value: SigmaRegularExpression) -> IR:
         flags = ""
         if SigmaRegularExpressionFlag.IGNORECASE in value.flags:
             flags += "i"
@@ -340,7 +287,196 @@ class Compiler:
             flags += "m"
         if SigmaRegularExpressionFlag.DOTALL in value.flags:
             flags += "s"
-        rx = self._re2((f"(?{flags})" if flags else "") + pattern)
+        return ["re", value.regexp.to_plain(), flags]
+
+
+_CMP = {
+    CompareOperators.LT: "lt",
+    CompareOperators.LTE: "lte",
+    CompareOperators.GT: "gt",
+    CompareOperators.GTE: "gte",
+}
+
+
+def _plain_equal(field: str, values: list[str]) -> IR:
+    return ["eq", field, values, [v.lower() for v in values]]
+
+
+def filtered(rule: IR, flt: IR) -> IR:
+    """A detection with a Sigma filter applied: both must hold (rule first)."""
+    return ["and", [rule, flt]]
+
+
+# ------------------------------------------------------------- the Python evaluator (reference)
+
+
+class Predicates:
+    """The intermediate form to nested closures, once at load time, so matching an event is
+    a few dict probes and string operations, no interpretation. This is the reference the
+    native evaluator is held to (tests/test_rule_matcher_equivalence.py)."""
+
+    def __init__(self, max_regex_length: int = 1000) -> None:
+        self.max_regex_length = max_regex_length
+
+    def condition(self, ir: IR) -> Predicate:
+        tag = ir[0]
+        if tag == "and":
+            preds = [self.condition(a) for a in ir[1]]
+            if len(preds) == 1:
+                return preds[0]
+            if len(preds) == 2:
+                a, b = preds
+                return lambda f: a(f) and b(f)
+
+            def all_of(f: Fields) -> bool:  # a loop: no generator per event
+                for p in preds:  # noqa: SIM110
+                    if not p(f):
+                        return False
+                return True
+
+            return all_of
+        if tag == "or":
+            preds = [self.condition(a) for a in ir[1]]
+            if len(preds) == 1:
+                return preds[0]
+            if len(preds) == 2:
+                a, b = preds
+                return lambda f: a(f) or b(f)
+
+            def any_of(f: Fields) -> bool:  # a loop: no generator per event
+                for p in preds:  # noqa: SIM110
+                    if p(f):
+                        return True
+                return False
+
+            return any_of
+        if tag == "not":
+            inner = self.condition(ir[1])
+            return lambda f: not inner(f)
+        if tag == "eq":
+            return self._plain_equal(ir[1], frozenset(ir[2]), frozenset(ir[3]))
+        if tag == "cidr":
+            return self._in_networks(ir[1], ir[2])
+        if tag == "null":
+            field = ir[1]
+            return lambda f: f.get(field) in (None, "", [])
+        if tag == "exists":
+            field, want = ir[1], ir[2]
+            return lambda f: (f.get(field) is not None) is want
+        if tag == "ref":
+            field, other = ir[1], ir[2]
+
+            def ref(f: Fields) -> bool:
+                a, b = f.get(field, _MISSING), f.get(other, _MISSING)
+                return a is not _MISSING and a == b
+
+            return ref
+        if tag == "kw":
+            needle, cased = ir[1], ir[2]
+            if not cased:
+
+                def kw(f: Fields) -> bool:
+                    m = f.get("message")
+                    return m is not None and needle in _as_text(m).lower()
+
+                return kw
+
+            return lambda f: needle in _as_text(f.get("message", ""))
+        if tag == "msg":
+            test = self.value_test(ir[1])
+            return lambda f: (m := f.get("message")) is not None and test(m)
+        if tag == "field":
+            field = ir[1]
+            test = _any_of(self.value_test(ir[2]))
+            return lambda f: (v := f.get(field)) is not None and test(v)
+        raise Unsupported(f"unknown condition {tag!r} in the compiled form")
+
+    @staticmethod
+    def _in_networks(field: str, cidrs: list[str]) -> Predicate:
+        nets = NetworkSet(cidrs)
+        member = nets.member
+        slow = _any_of(nets.contains)
+
+        def in_networks(f: Fields) -> bool:
+            v = f.get(field)
+            if v.__class__ is str:
+                return member(v)
+            return v is not None and slow(v)
+
+        return in_networks
+
+    @staticmethod
+    def _plain_equal(field: str, exact: frozenset[str], lowered: frozenset[str]) -> Predicate:
+        """Case-insensitive equality with any of the values: the hot path of most rules."""
+        slow = _any_of(lambda v: _as_text(v).lower() in lowered)
+
+        def eq(f: Fields) -> bool:
+            v = f.get(field)
+            if v.__class__ is str:
+                return v in exact or v.lower() in lowered
+            return v is not None and slow(v)
+
+        return eq
+
+    # ---------------------------------------------------------------------------- values
+
+    def value_test(self, ir: IR) -> ValueTest:
+        tag = ir[0]
+        if tag == "any":
+            tests = [self.value_test(v) for v in ir[1]]
+            return lambda v: any(t(v) for t in tests)
+        if tag == "str":
+            return self.string_test(ir[1], ir[2], ir[3])
+        if tag == "glob":
+            return self.glob_test(ir[1], ir[2])
+        if tag == "bool":
+            want_b = ir[1]
+            text = "true" if want_b else "false"
+            return lambda v: v is want_b or (isinstance(v, str) and v.lower() == text)
+        if tag == "num":
+            num, text = ir[1], ir[2]
+            return lambda v: (
+                v == num if isinstance(v, int | float) and not isinstance(v, bool) else v == text
+            )
+        if tag == "cmp":
+            return self.compare_test(ir[1], ir[2])
+        if tag == "re":
+            pattern, flags = ir[1], ir[2]
+            rx = self._re2((f"(?{flags})" if flags else "") + pattern)
+            return lambda v: rx.search(_as_text(v)) is not None
+        if tag == "net":
+            return NetworkSet(ir[1]).contains
+        raise Unsupported(f"unknown value test {tag!r} in the compiled form")
+
+    @staticmethod
+    def string_test(kind: str, lit: str, cased: bool) -> ValueTest:
+        fold: Callable[[str], str] = (lambda s: s) if cased else str.lower
+        if kind == "eq":
+            if cased:
+                return lambda v: _as_text(v) == lit
+            return lambda v: _as_text(v).lower() == lit
+        if kind == "all":
+            return lambda v: True
+        if kind == "contains":
+            return lambda v: lit in fold(_as_text(v))
+        if kind == "ends":
+            return lambda v: fold(_as_text(v)).endswith(lit)
+        if kind == "starts":
+            return lambda v: fold(_as_text(v)).startswith(lit)
+        raise Unsupported(f"unknown string test {kind!r} in the compiled form")
+
+    def glob_test(self, parts: list[str | int], cased: bool) -> ValueTest:
+        """A general glob: RE2, anchored."""
+        out = []
+        for p in parts:
+            if p == GLOB_MULTI and not isinstance(p, str):
+                out.append(".*")
+            elif p == GLOB_SINGLE and not isinstance(p, str):
+                out.append(".")
+            else:
+                out.append(re2.escape(p))
+        pattern = ("" if cased else "(?i)") + "(?s)^" + "".join(out) + "$"
+        rx = self._re2(pattern)
         return lambda v: rx.search(_as_text(v)) is not None
 
     def _re2(self, pattern: str) -> Any:
@@ -356,10 +492,7 @@ class Compiler:
             raise Unsupported(f"regular expression not supported by RE2: {exc}") from None
 
     @staticmethod
-    def compare_test(value: SigmaCompareExpression) -> ValueTest:
-        num = value.number.number
-        op = value.op
-
+    def compare_test(op: str, num: float) -> ValueTest:
         def to_num(v: Any) -> float | None:
             if isinstance(v, bool):
                 return None
@@ -370,13 +503,13 @@ class Compiler:
             except (TypeError, ValueError):
                 return None
 
-        if op is CompareOperators.LT:
+        if op == "lt":
             return lambda v: (x := to_num(v)) is not None and x < num
-        if op is CompareOperators.LTE:
+        if op == "lte":
             return lambda v: (x := to_num(v)) is not None and x <= num
-        if op is CompareOperators.GT:
+        if op == "gt":
             return lambda v: (x := to_num(v)) is not None and x > num
-        if op is CompareOperators.GTE:
+        if op == "gte":
             return lambda v: (x := to_num(v)) is not None and x >= num
         return lambda v: (x := to_num(v)) is not None and x != num
 

@@ -21,6 +21,7 @@ from appliance.correlate.rules import RuleSet, load_rules
 from appliance.event import Event
 from appliance.incidents.manager import EvidenceLimits, IncidentManager
 from appliance.logutil import RateLimitedLog
+from appliance.store.state import json_codec
 
 if TYPE_CHECKING:
     from appliance.app import Appliance
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 STATE_COMPONENT = "correlate"
 STATE_KEY = "engine"
+# The windows hold a few values JSON has no type for: they are kept as their text.
+SNAPSHOT_CODEC = json_codec(default=str)
 PURGE_INTERVAL = 3600.0  # seconds between deletions of old resolved incidents
 YIELD_EVERY = 256  # events evaluated between yields to the event loop
 MAX_PENDING_ALERTS = 10_000  # alerts held for retry while incidents cannot be written
@@ -77,6 +80,7 @@ class CorrelationComponent:
         self._stopping = False
         self._wake = asyncio.Event()
         self._last_snapshot = 0.0
+        self.snapshot_slot = app.store.state(STATE_COMPONENT, STATE_KEY, SNAPSHOT_CODEC)
         self._last_purge = 0.0
         self._clock_seen: tuple[float, float] | None = None  # (clock, monotonic) last read
         m = app.metrics
@@ -127,10 +131,28 @@ class CorrelationComponent:
             callback=self._limits,
         )
         m.gauge(
+            "rules_native_fallbacks",
+            "Matching the native rule matcher left to the Python predicates, by reason:"
+            " undecided = (event, rule) pairs and batch_failed = slices since the ruleset"
+            " loaded, rule_unsupported = rules it does not evaluate.",
+            ["reason"],
+            callback=self._native_fallbacks,
+        )
+        m.gauge(
             "incident_alerts_pending",
             "Alerts held for retry while incidents cannot be written.",
             callback=lambda: float(len(self._pending)),
         )
+
+    def _native_fallbacks(self) -> dict[tuple[str, ...], float]:
+        native = self.engine._native
+        if native is None:
+            return {}
+        return {
+            ("undecided",): float(native.undecided),
+            ("batch_failed",): float(native.failures),
+            ("rule_unsupported",): float(len(native.python_only)),
+        }
 
     def _not_correlated(self) -> dict[tuple[str, ...], float]:
         ungrouped = sum(rt.ungrouped for rt in self.engine.correlations.values())
@@ -203,6 +225,7 @@ class CorrelationComponent:
         ruleset = await asyncio.to_thread(load_configured_rules, config)
         engine = Engine(ruleset, limits_of(config.rules))
         engine.restore(json.loads(json.dumps(self.engine.snapshot())))
+        self._count_dropped(engine)
         engine.carry_stats(self.engine)
         engine.disabled = self.disabled_rules
         self.config, self.ruleset, self.engine = config, ruleset, engine
@@ -242,7 +265,10 @@ class CorrelationComponent:
         for start in range(0, len(events), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            for ev in events[start : start + YIELD_EVERY]:
+            chunk = events[start : start + YIELD_EVERY]
+            with contextlib.suppress(Exception):  # else each event is matched on its own
+                engine.prepare(chunk)  # the stateless matching: one native call a slice
+            for ev in chunk:
                 try:
                     got = engine.observe(ev, now)
                 except Exception:
@@ -251,6 +277,7 @@ class CorrelationComponent:
                     continue
                 if got:
                     alerts.extend(got)
+            engine.prepare([])
         if alerts:
             await self.commit(alerts)
         if engine.next_deadline() is not None:
@@ -324,33 +351,29 @@ class CorrelationComponent:
         self._last_snapshot = time.monotonic()
         if self.app.store.writer is None:
             return
-        blob = json.dumps(self.engine.snapshot(), separators=(",", ":"), default=str)
         try:
-            async with self.app.store.transaction() as conn:
-                await conn.execute(
-                    "INSERT OR REPLACE INTO state (component, key, value, updated)"
-                    " VALUES (?,?,?,?)",
-                    (STATE_COMPONENT, STATE_KEY, blob.encode(), self.app.clock()),
-                )
+            await self.snapshot_slot.save(self.engine.snapshot())
         except Exception:
             self.errors.inc("snapshot")
             _rl.error("snapshot", "correlation snapshot failed", exc_info=True)
 
     async def _restore(self) -> None:
-        conn = self.app.store.writer
-        assert conn is not None
-        async with conn.execute(
-            "SELECT value FROM state WHERE component = ? AND key = ?",
-            (STATE_COMPONENT, STATE_KEY),
-        ) as cur:
-            row = await cur.fetchone()
-        if not row or not row[0]:
-            return
         try:
-            self.engine.restore(json.loads(bytes(row[0])), now=self.app.clock())
+            snapshot = await self.snapshot_slot.load()
+            if snapshot is not None:
+                self.engine.restore(snapshot, now=self.app.clock())
         except (ValueError, TypeError, KeyError) as exc:
             self.errors.inc("snapshot_restore")
             log.warning("correlation snapshot not restored (%s); starting with empty windows", exc)
+            return
+        self._count_dropped(self.engine)
+
+    def _count_dropped(self, engine: Engine) -> None:
+        """Windows saved under a rule whose type or condition has changed start empty."""
+        dropped = sum(rt.dropped_on_restore for rt in engine.correlations.values())
+        if dropped:
+            self.errors.inc("snapshot_window_dropped", n=dropped)
+            log.info("correlation: %d saved windows of changed rules start empty", dropped)
 
 
 async def load_disabled_rules(store: Any) -> set[str]:

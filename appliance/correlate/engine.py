@@ -14,33 +14,49 @@ everyone's windows ahead.
 Per correlation rule, state is kept per group (the ``group-by`` values) in an LRU map bounded
 by ``max_groups``; the least recently used group is evicted and counted when a new one would
 exceed it. Windows hold at most what the condition needs (``gte: N`` keeps the last N+1
-entries); an entry is (event time, event ids, raw line): the window is the evidence.
+entries); an entry is (event time, event ids, raw line): the window is the evidence. The
+window classes, one per correlation type, are in :mod:`appliance.correlate.windows`.
 """
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 from appliance.correlate.mapping import event_index_keys
+from appliance.correlate.matcher import NativeMatcher
 from appliance.correlate.rules import (
     CorrelationRule,
     DetectionRule,
     RuleMeta,
     RuleSet,
     Suppress,
-    compare,
+)
+from appliance.correlate.windows import (
+    SAMPLE_CHARS,
+    BoolOrderedState,
+    BoolTemporalState,
+    CountState,
+    DistinctState,
+    DistinctTupleState,
+    Entry,
+    GroupState,
+    OrderedState,
+    QuantileState,
+    SumState,
+    TemporalRangeState,
+    TemporalState,
+    _sample,
+    quantile,  # noqa: F401 - re-exported: callers import it from the engine
 )
 from appliance.event import Event
 
 # A correlation group's key: the values of its group-by fields, in order.
 GroupKey = tuple[Any, ...]
 
-SAMPLE_CHARS = 1024
 MAX_DEPTH = 8  # correlation-of-correlation nesting
 
 
@@ -77,16 +93,6 @@ class Limits:
     evidence_samples: int = 5
 
 
-# A window entry: (event time, evidence event ids, evidence raw lines). One per matching event
-# (or inner correlation alert), shared by every correlation the event feeds. The windows are
-# the evidence: nothing else is copied per event.
-Entry = tuple[float, tuple[int, ...], tuple[bytes, ...]]
-
-
-def _sample(raw: bytes) -> str:
-    return raw[:SAMPLE_CHARS].decode("utf-8", "backslashreplace")
-
-
 def _event_raw(ev: Event) -> bytes:
     raw = ev.raw
     if not raw:
@@ -101,312 +107,6 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-SNAPSHOT_SAMPLES = 3  # raw lines kept per group in a snapshot (evidence; keeps snapshots small)
-
-
-def _dump_entry(e: Entry, raw: bool = True) -> list[Any]:
-    return [e[0], list(e[1]), [_sample(r) for r in e[2]] if raw else []]
-
-
-def _dump_entries(es: list[Entry]) -> list[list[Any]]:
-    cut = len(es) - SNAPSHOT_SAMPLES
-    return [_dump_entry(e, i >= cut) for i, e in enumerate(es)]
-
-
-def _load_entry(d: list[Any]) -> Entry:
-    return (float(d[0]), tuple(d[1]), tuple(s.encode() for s in d[2]))
-
-
-# --------------------------------------------------------------------------- group states
-
-
-class GroupState:
-    """Per-group window of one correlation type."""
-
-    __slots__ = ()
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raise NotImplementedError
-
-    def entries(self) -> list[Entry]:
-        raise NotImplementedError
-
-    def newest(self) -> float:
-        es = self.entries()
-        return max(e[0] for e in es) if es else -math.inf
-
-    def dump(self) -> Any:
-        raise NotImplementedError
-
-    def load(self, d: Any) -> None:
-        raise NotImplementedError
-
-
-class CountState(GroupState):
-    """event_count: entries in time order, at most what the threshold needs."""
-
-    __slots__ = ("times",)
-
-    def __init__(self, keep: int) -> None:
-        self.times: deque[Entry] = deque(maxlen=keep)
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        t = self.times
-        if t and entry[0] < t[-1][0]:
-            lst = list(t)
-            bisect.insort(lst, entry, key=lambda e: e[0])
-            t.clear()
-            t.extend(lst)
-        else:
-            t.append(entry)
-        cutoff = t[-1][0] - c.timespan
-        while t[0][0] < cutoff:
-            t.popleft()
-        n = len(t)
-        return n if c.check(n) else None
-
-    def entries(self) -> list[Entry]:
-        return list(self.times)
-
-    def newest(self) -> float:
-        return self.times[-1][0] if self.times else -math.inf
-
-    def dump(self) -> Any:
-        return _dump_entries(list(self.times))
-
-    def load(self, d: Any) -> None:
-        self.times.extend(_load_entry(x) for x in d)
-
-
-class DistinctState(GroupState):
-    """value_count: distinct values of the condition field with their newest entry."""
-
-    __slots__ = ("keep", "values")
-
-    def __init__(self, keep: int) -> None:
-        self.values: OrderedDict[Any, Entry] = OrderedDict()
-        self.keep = keep
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        v = fields.get(c.fieldref)  # type: ignore[arg-type]
-        if v is None:
-            return None
-        if not isinstance(v, str | int | float | bool):
-            v = str(v)
-        vals = self.values
-        old = vals.get(v)
-        if old is None or old[0] <= entry[0]:
-            vals[v] = entry
-        vals.move_to_end(v)
-        cutoff = entry[0] - c.timespan
-        while vals:
-            oldest = next(iter(vals))
-            if vals[oldest][0] >= cutoff:
-                break
-            del vals[oldest]
-        while len(vals) > self.keep:
-            vals.popitem(last=False)
-        n = len(vals)
-        return n if c.check(n) else None
-
-    def entries(self) -> list[Entry]:
-        return sorted(self.values.values(), key=lambda e: e[0])
-
-    def dump(self) -> Any:
-        keys = list(self.values)
-        return [
-            [k, e] for k, e in zip(keys, _dump_entries(list(self.values.values())), strict=True)
-        ]
-
-    def load(self, d: Any) -> None:
-        for k, e in d:
-            self.values[k] = _load_entry(e)
-
-
-class SumState(GroupState):
-    """value_sum / value_avg: (entry, value) pairs in the window and their running sum."""
-
-    __slots__ = ("items", "maxn", "total")
-
-    def __init__(self, maxn: int) -> None:
-        self.items: deque[tuple[Entry, float]] = deque()
-        self.total = 0.0
-        self.maxn = maxn
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raw = fields.get(c.fieldref)  # type: ignore[arg-type]
-        if isinstance(raw, bool):
-            return None
-        try:
-            v = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(v):
-            return None
-        items = self.items
-        items.append((entry, v))
-        self.total += v
-        cutoff = entry[0] - c.timespan
-        while items and (items[0][0][0] < cutoff or len(items) > self.maxn):
-            self.total -= items.popleft()[1]
-        if not items:
-            return None
-        value = self.total if c.type == "value_sum" else self.total / len(items)
-        return value if c.check(value) else None
-
-    def entries(self) -> list[Entry]:
-        return [e for e, _v in self.items]
-
-    def dump(self) -> Any:
-        dumped = _dump_entries([e for e, _v in self.items])
-        return [[d, v] for d, (_e, v) in zip(dumped, self.items, strict=True)]
-
-    def load(self, d: Any) -> None:
-        for e, v in d:
-            self.items.append((_load_entry(e), float(v)))
-            self.total += float(v)
-
-
-class QuantileState(SumState):
-    """value_median / value_percentile: the window's values also kept sorted, so the
-    statistic is an index (``bisect.insort``/removal are memmoves over at most
-    ``max_window_events`` floats, not a sort per event)."""
-
-    __slots__ = ("ordered",)
-
-    def __init__(self, maxn: int) -> None:
-        super().__init__(maxn)
-        self.ordered: list[float] = []
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raw = fields.get(c.fieldref)  # type: ignore[arg-type]
-        if isinstance(raw, bool):
-            return None
-        try:
-            v = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(v):
-            return None
-        items, ordered = self.items, self.ordered
-        items.append((entry, v))
-        bisect.insort(ordered, v)
-        cutoff = entry[0] - c.timespan
-        while items and (items[0][0][0] < cutoff or len(items) > self.maxn):
-            old = items.popleft()[1]
-            del ordered[bisect.bisect_left(ordered, old)]
-        if not ordered:
-            return None
-        value = quantile(ordered, c.percentile)
-        return value if c.check(value) else None
-
-    def load(self, d: Any) -> None:
-        super().load(d)
-        self.ordered = sorted(v for _e, v in self.items)
-
-
-def quantile(ordered: list[float], percentile: float | None) -> float:
-    """The median (``None``: the mean of the two middle values of an even count) or the
-    nearest-rank percentile of sorted values (Sigma leaves the method open; nearest rank
-    returns a value that occurred, as a threshold on "the 95th percentile" expects)."""
-    n = len(ordered)
-    if percentile is None:
-        mid = n // 2
-        return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-    rank = max(1, math.ceil(percentile / 100 * n))
-    return ordered[min(rank, n) - 1]
-
-
-class TemporalState(GroupState):
-    """temporal: newest entry of each referenced rule seen in the window."""
-
-    __slots__ = ("seen",)
-
-    def __init__(self) -> None:
-        self.seen: dict[str, Entry] = {}
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raise NotImplementedError  # needs the rule id: see add_rule
-
-    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
-        seen = self.seen
-        old = seen.get(rule_id)
-        if old is None or old[0] <= entry[0]:
-            seen[rule_id] = entry
-        cutoff = entry[0] - c.timespan
-        for k in [k for k, e in seen.items() if e[0] < cutoff]:
-            del seen[k]
-        n = len(seen)
-        need = min(c.threshold, len(set(c.refs)))
-        return n if compare(c.op, n, need) else None
-
-    def entries(self) -> list[Entry]:
-        return sorted(self.seen.values(), key=lambda e: e[0])
-
-    def dump(self) -> Any:
-        return {k: _dump_entry(e) for k, e in self.seen.items()}
-
-    def load(self, d: Any) -> None:
-        self.seen.update({k: _load_entry(e) for k, e in d.items()})
-
-
-class OrderedState(GroupState):
-    """temporal_ordered: for each step, the latest-starting chain that reached it.
-
-    O(steps) per event however many partial sequences are open: a chain that started later
-    dominates one that started earlier (it has more time left), so one chain per step is
-    enough. This is what SEC's Pair rule cannot do (it re-tries every open pair per line).
-    """
-
-    __slots__ = ("chains",)
-
-    def __init__(self, steps: int) -> None:
-        # chains[k] = (start time, entries of the chain) for the best chain through step k
-        self.chains: list[tuple[float, tuple[Entry, ...]] | None] = [None] * steps
-
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raise NotImplementedError  # needs the rule id: see add_rule
-
-    def add_rule(self, c: CorrelationRule, rule_id: str, entry: Entry) -> float | None:
-        chains = self.chains
-        ts = entry[0]
-        cutoff = ts - c.timespan
-        refs = c.refs
-        for k in range(len(refs) - 1, -1, -1):
-            if refs[k] != rule_id:
-                continue
-            if k == 0:
-                chains[0] = (ts, (entry,))
-                continue
-            prev = chains[k - 1]
-            if prev is None or prev[0] < cutoff:
-                continue
-            cur = chains[k]
-            if cur is None or prev[0] >= cur[0]:
-                chains[k] = (prev[0], (*prev[1][-15:], entry))
-        last = chains[-1]
-        if last is not None and last[0] >= cutoff:
-            return float(len(refs))
-        return None
-
-    def entries(self) -> list[Entry]:
-        last = self.chains[-1]
-        return list(last[1]) if last else []
-
-    def newest(self) -> float:
-        return max((ch[1][-1][0] for ch in self.chains if ch), default=-math.inf)
-
-    def dump(self) -> Any:
-        return [None if ch is None else [ch[0], _dump_entries(list(ch[1]))] for ch in self.chains]
-
-    def load(self, d: Any) -> None:
-        if len(d) == len(self.chains):
-            self.chains = [
-                None if ch is None else (float(ch[0]), tuple(_load_entry(e) for e in ch[1]))
-                for ch in d
-            ]
-
-
 # ------------------------------------------------------------------------------ rule states
 
 
@@ -418,6 +118,7 @@ class CorrelationRuntime:
         self.evicted = 0
         self.fired = 0
         self.ungrouped = 0
+        self.dropped_on_restore = 0
         self.stats = RuleStats()
         # Raises alerts itself: not only a step of other correlations (Sigma `generate`).
         self.emits = not rule.parents or any(p.generate for p in rule.parents)
@@ -426,22 +127,34 @@ class CorrelationRuntime:
             rid: tuple(rule.group_field(g, rid) for g in rule.group_by) for rid in rule.refs
         }
         self.by_rule = rule.type in ("temporal", "temporal_ordered")
+        # A boolean condition's bit(s) of each referenced rule id (bit i is refs[i]).
+        self.bits: dict[str, int] = {}
+        for i, rid in enumerate(rule.refs):
+            self.bits[rid] = self.bits.get(rid, 0) | 1 << i
+        # Entries a count window keeps: what the lowest bound needs (``gte: 10`` keeps 11);
+        # an upper bound, eq or neq needs the whole window.
+        comparisons = ((rule.op, rule.threshold), *rule.more)
+        lower = [t for op, t in comparisons if op in ("gt", "gte")]
+        self.keep = min(limits.max_window_events, max(1, int(max(lower, default=0)) + 1))
+        if any(op in ("lt", "lte", "neq", "eq") for op, _t in comparisons):
+            self.keep = limits.max_window_events
 
     def new_state(self) -> GroupState:
-        c, lim = self.rule, self.limits
-        keep = min(lim.max_window_events, max(1, int(c.threshold) + 1))
-        if c.op in ("lt", "lte", "neq", "eq"):
-            keep = lim.max_window_events
+        c, lim, keep = self.rule, self.limits, self.keep
+        if c.expr is not None:
+            if c.type == "temporal":
+                return BoolTemporalState(self.bits)
+            return BoolOrderedState(self.bits, len(c.expr.names))
         if c.type == "event_count":
             return CountState(keep)
         if c.type == "value_count":
-            return DistinctState(keep)
+            return DistinctTupleState(keep) if c.more_fields else DistinctState(keep)
         if c.type in ("value_sum", "value_avg"):
             return SumState(lim.max_window_events)
         if c.type in ("value_median", "value_percentile"):
             return QuantileState(lim.max_window_events)
         if c.type == "temporal":
-            return TemporalState()
+            return TemporalRangeState() if c.more else TemporalState()
         return OrderedState(len(c.refs))
 
     def add(
@@ -490,7 +203,13 @@ class CorrelationRuntime:
     def load(self, data: list[Any]) -> None:
         for key, d in data:
             st = self.new_state()
-            st.load(d)
+            try:
+                st.load(d)
+            except (TypeError, ValueError, KeyError, AttributeError, IndexError):
+                # A window of another shape: the rule's type or condition changed since the
+                # snapshot (a count became a boolean condition). That group starts empty.
+                self.dropped_on_restore += 1
+                continue
             self.groups[tuple(key)] = st
 
 
@@ -626,25 +345,32 @@ class Engine:
         self.cooldowns: dict[str, OrderedDict[GroupKey, float]] = {}
         self._last_sweep = -math.inf
         self._cand_cache: dict[GroupKey, list[DetectionRule]] = {}
+        # The native matcher (None on the Python backend) and its candidate groups.
+        self._native = NativeMatcher.build(ruleset.detections)
+        self._prepared: dict[int, tuple[Event, list[DetectionRule]]] = {}
         self._absence_heap: list[tuple[float, str, GroupKey]] = []
 
     # ------------------------------------------------------------------------- matching
+
+    @staticmethod
+    def _signature(ev: Event) -> GroupKey:
+        """The few fields the rule index reads (the candidates' memo key)."""
+        fields = ev.fields
+        cats = fields.get("event.category")
+        return (
+            ev.module,
+            fields.get("process.name"),
+            fields.get("observer.vendor"),
+            tuple(cats) if isinstance(cats, list) else cats,
+            fields.get("event.action"),
+        )
 
     def candidates(self, ev: Event) -> list[DetectionRule]:
         """The rules indexed for this event's log source and action (no scan of all rules).
 
         Memoized on the few fields the index reads, so the usual event costs one dict probe.
         """
-        fields = ev.fields
-        action = fields.get("event.action")
-        cats = fields.get("event.category")
-        sig = (
-            ev.module,
-            fields.get("process.name"),
-            fields.get("observer.vendor"),
-            tuple(cats) if isinstance(cats, list) else cats,
-            action,
-        )
+        sig = self._signature(ev)
         try:
             cached = self._cand_cache.get(sig)
         except TypeError:  # an unhashable value in an index field
@@ -690,6 +416,17 @@ class Engine:
                 return False
         return True
 
+    def match_batch(self, events: list[Event]) -> list[list[DetectionRule]]:
+        """:meth:`matches` of every event of a batch: one native call on the native backend
+        (the pairs it leaves undecided, and a batch it fails on, go to the predicates)."""
+        native = self._native
+        if native is not None:
+            try:
+                return native.match_batch(self, events)
+            except Exception:
+                native.failures += 1
+        return [self.matches(ev) for ev in events]
+
     def matches(self, ev: Event) -> list[DetectionRule]:
         """The detection rules this event matches (pre-filters, then predicates)."""
         fields = ev.fields
@@ -707,9 +444,19 @@ class Engine:
                 out.append(d)
         return out
 
+    def prepare(self, events: list[Event]) -> None:
+        """Match a batch ahead of :meth:`observe` (one native call); ``observe`` of each of
+        these events then uses its prepared matches. ``prepare([])`` forgets them. Without
+        the native matcher there is nothing to gain: ``observe`` matches as it always did."""
+        if self._native is None and events:
+            return
+        matched = self.match_batch(events)
+        self._prepared = {id(ev): (ev, m) for ev, m in zip(events, matched, strict=True)}
+
     def observe(self, ev: Event, now: float) -> list[Alert]:
         """Match one event and advance the windows it feeds; returns the alerts it caused."""
-        matched = self.matches(ev)
+        ready = self._prepared.pop(id(ev), None) if self._prepared else None
+        matched = ready[1] if ready is not None and ready[0] is ev else self.matches(ev)
         if not matched:
             return []
         fields = ev.fields
@@ -837,8 +584,10 @@ class Engine:
                 int(value) if c.type == "event_count" else 1,
                 ids,
                 [_sample(r) for r in raws],
-                detail={"value": value, "condition": {c.op: c.threshold}, "timespan": c.timespan},
+                detail={"value": value, "condition": c.condition_detail(), "timespan": c.timespan},
             )
+            if c.expr is not None:
+                a.detail.update(state.explain(c))  # type: ignore[attr-defined]
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
             inner: Entry = (last, tuple(ids), tuple(raws))

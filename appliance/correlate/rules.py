@@ -17,29 +17,40 @@ Appliance extensions are one Sigma custom attribute, ``appliance:`` (documented 
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from sigma.collection import SigmaCollection
 from sigma.conditions import ConditionOR
 from sigma.correlations import (
+    CorrelationConditionAND,
+    CorrelationConditionItem,
+    CorrelationConditionNOT,
+    CorrelationConditionOR,
     SigmaCorrelationCondition,
     SigmaCorrelationConditionOperator,
     SigmaCorrelationRule,
     SigmaCorrelationTimespan,
     SigmaCorrelationType,
+    SigmaExtendedCorrelationCondition,
+    SigmaRuleReference,
 )
 from sigma.exceptions import SigmaError
 from sigma.filters import SigmaFilter
 from sigma.rule import SigmaDetections, SigmaRule
 
 from appliance.correlate.compile import (
+    IR,
     Compiler,
-    Fields,
     Predicate,
+    Predicates,
+    filtered,
     required_tokens,
     required_values,
 )
@@ -71,6 +82,10 @@ OPS = {
     SigmaCorrelationConditionOperator.NEQ: "neq",
 }
 
+# Comparisons of a correlation condition (the mapping's keys besides field/percentile).
+Bounds = tuple[tuple[str, float], ...]
+CONDITION_OPS = frozenset(OPS.values())
+
 
 def make_check(op: str, threshold: float) -> Callable[[float], bool]:
     """The condition as one bound comparison (no per-event dispatch on the operator)."""
@@ -83,6 +98,32 @@ def make_check(op: str, threshold: float) -> Callable[[float], bool]:
         "eq": t.__eq__,
         "neq": t.__ne__,
     }[op]
+
+
+def make_range_check(bounds: Bounds) -> Callable[[float], bool]:
+    """Several comparisons in one condition mapping (``gt: 100`` and ``lte: 200``): the Sigma
+    specification links them with AND, which makes a range."""
+    checks = tuple(make_check(op, t) for op, t in bounds)
+
+    def in_range(v: float) -> bool:
+        return all(chk(v) for chk in checks)
+
+    return in_range
+
+
+def empty_range(bounds: Bounds) -> bool:
+    """True when no value satisfies every comparison (``gt: 10`` with ``lt: 5``): such a
+    condition can never fire, which is a mistake in the rule, not a quiet rule."""
+    lo, lo_strict, hi, hi_strict = -math.inf, False, math.inf, False
+    for op, t in bounds:
+        if op in ("gt", "gte") and (t > lo or (t == lo and op == "gt")):
+            lo, lo_strict = t, op == "gt"
+        elif op in ("lt", "lte") and (t < hi or (t == hi and op == "lt")):
+            hi, hi_strict = t, op == "lt"
+    if lo > hi or (lo == hi and (lo_strict or hi_strict)):
+        return True
+    eqs = [t for op, t in bounds if op == "eq"]
+    return any(not all(compare(op, e, t) for op, t in bounds) for e in eqs)
 
 
 def compare(op: str, value: float, threshold: float) -> bool:
@@ -149,6 +190,9 @@ class DetectionRule:
     generate: bool = True  # alerts on its own (False when only a correlation's input)
     parents: list[CorrelationRule] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)  # Sigma filters applied (their titles)
+    # The compiled condition (appliance.correlate.compile): ``predicate`` is built from it,
+    # and the native matcher evaluates it.
+    ir: IR = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -157,6 +201,81 @@ class DetectionRule:
         if self.baseline:
             return "baseline"
         return "detection"
+
+
+MAX_BOOL_RULES = {"temporal": 12, "temporal_ordered": 6}
+
+# A boolean condition in negation normal form: ("pos", i) "rule i is part of the match",
+# ("neg", i) "rule i did not occur in the window", ("and"|"or", [children]).
+Nnf = tuple[str, Any]
+
+
+@dataclass(slots=True)
+class BoolCondition:
+    """A temporal correlation's boolean condition (``a and (b or not c)``) over the rule's
+    references by index (bit i of a mask is ``refs[i]``).
+
+    temporal: ``table[seen]`` is the condition's value when the rules of mask ``seen``
+    occurred in the window. temporal_ordered: ``table[pos << k | seen]`` is its value when
+    the rules of mask ``pos`` occurred in the rules' order (the chain) and those of ``seen``
+    occurred at all (``pos`` within ``seen``): a rule the condition wants is satisfied by the
+    chain, a rule it negates by not occurring. Precomputed at load (2^k or 2^2k entries, k
+    bounded by :data:`MAX_BOOL_RULES`), so a window pays one index per event, not a walk of
+    the expression."""
+
+    text: str
+    names: list[str]  # the references as the rule wrote them, by index
+    ordered: bool
+    table: bytes
+
+
+def _nnf(node: Any, index: dict[str, int], negate: bool = False) -> Nnf:
+    """pySigma's condition tree in negation normal form (De Morgan), leaves as indices."""
+    if isinstance(node, SigmaRuleReference):
+        return ("neg" if negate else "pos", index[node.reference])
+    if isinstance(node, CorrelationConditionNOT):
+        return _nnf(node.args[0], index, not negate)
+    if isinstance(node, CorrelationConditionAND | CorrelationConditionOR):
+        is_and = isinstance(node, CorrelationConditionAND) != negate
+        return ("and" if is_and else "or", [_nnf(a, index, negate) for a in node.args])
+    raise Unsupported(f"unexpected element in the boolean condition: {type(node).__name__}")
+
+
+def _eval_nnf(n: Nnf, pos: int, seen: int) -> bool:
+    kind, arg = n
+    if kind == "pos":
+        return bool(pos >> arg & 1)
+    if kind == "neg":
+        return not seen >> arg & 1
+    if kind == "and":
+        return all(_eval_nnf(c, pos, seen) for c in arg)
+    return any(_eval_nnf(c, pos, seen) for c in arg)
+
+
+def bool_condition(
+    text: str, tree: CorrelationConditionItem | SigmaRuleReference, names: list[str], ordered: bool
+) -> BoolCondition:
+    nnf = _nnf(tree, {n: i for i, n in enumerate(names)})
+    k = len(names)
+    if not ordered:
+        table = bytes(_eval_nnf(nnf, m, m) for m in range(1 << k))
+        possible = any(table[1:])
+    else:
+        t = bytearray(1 << (2 * k))
+        for seen in range(1 << k):
+            pos = seen  # every subset of seen, down to the empty one
+            while True:
+                t[pos << k | seen] = _eval_nnf(nnf, pos, seen)
+                if not pos:
+                    break
+                pos = (pos - 1) & seen
+        table = bytes(t)
+        possible = any(t[m << k | m] for m in range(1, 1 << k))
+    # Evaluated when an event of a referenced rule arrives, so some rule has occurred: a
+    # condition false for every non-empty set of rules (``not a``) could never fire.
+    if not possible:
+        raise Unsupported(f"the condition '{text}' can never be true once a referenced rule occurs")
+    return BoolCondition(text, names, ordered, table)
 
 
 @dataclass(slots=True)
@@ -175,13 +294,29 @@ class CorrelationRule:
     parents: list[CorrelationRule] = field(default_factory=list)
     check: Callable[[float], bool] = field(default=lambda v: False, repr=False)
     percentile: float | None = None  # value_percentile's; value_median uses the median
+    # More comparisons ANDed with (op, threshold): a range (``gt: 100`` and ``lte: 200``).
+    more: Bounds = ()
+    # The other fields of a value_count over several fields (their distinct combinations).
+    more_fields: tuple[str, ...] = ()
+    # temporal/temporal_ordered with a boolean condition over the referenced rules.
+    expr: BoolCondition | None = None
 
     def __post_init__(self) -> None:
-        self.check = make_check(self.op, self.threshold)
+        if self.more:
+            self.check = make_range_check(((self.op, self.threshold), *self.more))
+        else:
+            self.check = make_check(self.op, self.threshold)
 
     @property
     def kind(self) -> str:
         return self.type
+
+    def condition_detail(self) -> dict[str, float] | str:
+        """The condition as the rule wrote it: the mapping of its comparisons, or the boolean
+        expression (an incident's ``detail.condition``: why it fired)."""
+        if self.expr is not None:
+            return self.expr.text
+        return dict(((self.op, self.threshold), *self.more))
 
     def group_field(self, alias: str, rule_id: str) -> str:
         m = self.aliases.get(alias)
@@ -319,7 +454,8 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
     # does (Sigma specification), which is their OR, so the prefilters stay exact.
     tree = conds[0].parsed if len(conds) == 1 else ConditionOR([c.parsed for c in conds])
     translate_values(tree)
-    predicate = compiler.condition(tree)
+    ir = compiler.condition(tree)
+    predicate = Predicates(compiler.max_regex_length).condition(ir)
     actions = required_values(tree, "event.action")
     ext = _extensions(rule.custom_attributes)
     return DetectionRule(
@@ -332,44 +468,120 @@ def _detection(rule: SigmaRule, path: Path, compiler: Compiler) -> DetectionRule
         suppress=ext.get("suppress"),
         absence=ext.get("absence"),
         baseline=ext.get("baseline"),
+        ir=ir,
     )
 
 
-def _correlation(rule: SigmaCorrelationRule, path: Path) -> CorrelationRule:
+def _correlation(
+    rule: SigmaCorrelationRule, path: Path, ranges: dict[int, Bounds | str]
+) -> CorrelationRule:
     if rule.type not in SUPPORTED_CORRELATIONS:
         raise Unsupported(f"correlation type {rule.type.name.lower()} is not supported")
     cond = rule.condition
-    if not isinstance(cond, SigmaCorrelationCondition):
-        raise Unsupported("extended (boolean) correlation conditions are not supported")
-    fieldref = cond.fieldref
-    if isinstance(fieldref, list):
-        if len(fieldref) != 1:
-            raise Unsupported("a condition over several fields is not supported")
-        fieldref = fieldref[0]
-    percentile: float | None = None
-    if rule.type == SigmaCorrelationType.VALUE_PERCENTILE:
-        if cond.percentile is None or not 0 < cond.percentile <= 100:
-            raise Unsupported("value_percentile needs condition.percentile (1-100)")
-        percentile = float(cond.percentile)
+    refs = [r.reference for r in (rule.rules or [])]
     custom = {k: v for k, v in rule.custom_attributes.items() if k != "correlation"}
     ext = _extensions(custom)
     aliases: dict[str, dict[str, str]] = {}
     for alias in rule.aliases:
         aliases[alias.alias] = {ref.reference: map_field(f) for ref, f in alias.mapping.items()}
+    ctype = rule.type.name.lower()
+    common: dict[str, Any] = {
+        "meta": _meta(rule, path),
+        "type": ctype,
+        "group_by": tuple(g if g in aliases else map_field(g) for g in (rule.group_by or [])),
+        "timespan": float(rule.timespan.seconds),
+        "aliases": aliases,
+        "generate": bool(rule.generate),
+        "suppress": ext.get("suppress"),
+    }
+    if isinstance(cond, SigmaExtendedCorrelationCondition):
+        # pySigma has checked that the rules list (when given) and the condition name the
+        # same rules; without a list, the condition's references in order are the rules.
+        names = list(dict.fromkeys(refs or cond.get_referenced_rules()))
+        if len(names) > MAX_BOOL_RULES[ctype]:
+            raise Unsupported(
+                f"a boolean condition over more than {MAX_BOOL_RULES[ctype]} rules is not"
+                f" supported for {ctype}"
+            )
+        expr = bool_condition(cond.expression, cond.parsed, names, ctype == "temporal_ordered")
+        return CorrelationRule(
+            **common, refs=names, op="gte", threshold=1.0, fieldref=None, expr=expr
+        )
+    if not isinstance(cond, SigmaCorrelationCondition):
+        raise Unsupported(f"unexpected correlation condition {type(cond).__name__}")
+    fieldrefs: list[str] = []
+    if isinstance(cond.fieldref, list):
+        fieldrefs = [str(f) for f in cond.fieldref]
+        if not fieldrefs:
+            raise Unsupported("condition.field is an empty list")
+        if len(fieldrefs) > 1 and rule.type != SigmaCorrelationType.VALUE_COUNT:
+            raise Unsupported(f"{ctype} reads one numeric field; condition.field lists several")
+    elif cond.fieldref:
+        fieldrefs = [cond.fieldref]
+    percentile: float | None = None
+    if rule.type == SigmaCorrelationType.VALUE_PERCENTILE:
+        if cond.percentile is None or not 0 < cond.percentile <= 100:
+            raise Unsupported("value_percentile needs condition.percentile (1-100)")
+        percentile = float(cond.percentile)
+    bounds = ranges.get(id(rule.custom_attributes.get("correlation")))
+    if isinstance(bounds, str):
+        raise Unsupported(bounds)
+    if bounds is None:
+        bounds = ((OPS[cond.op], float(cond.count)),)
+    elif empty_range(bounds):
+        text = " and ".join(f"{op}: {t:g}" for op, t in bounds)
+        raise Unsupported(f"the condition's comparisons ({text}) are never all true")
+    mapped = [map_field(f) for f in fieldrefs]
     return CorrelationRule(
-        meta=_meta(rule, path),
-        type=rule.type.name.lower(),
-        refs=[r.reference for r in (rule.rules or [])],
-        group_by=tuple(g if g in aliases else map_field(g) for g in (rule.group_by or [])),
-        timespan=float(rule.timespan.seconds),
-        op=OPS[cond.op],
-        threshold=float(cond.count),
-        fieldref=map_field(fieldref) if fieldref else None,
-        aliases=aliases,
-        generate=bool(rule.generate),
-        suppress=ext.get("suppress"),
+        **common,
+        refs=refs,
+        op=bounds[0][0],
+        threshold=bounds[0][1],
+        fieldref=mapped[0] if mapped else None,
         percentile=percentile,
+        more=bounds[1:],
+        more_fields=tuple(mapped[1:]),
     )
+
+
+def _split_ranges(docs: list[Any]) -> tuple[list[Any], dict[int, Bounds | str]]:
+    """Correlation conditions with several comparisons (the specification's range: ``gt: 100``
+    and ``lte: 200``, ANDed) are refused by pySigma 2 ("must have exactly one condition
+    item"), which fails the whole file. Each such document goes to pySigma with its first
+    comparison only; every comparison is kept here, by the identity of the ``correlation``
+    mapping pySigma keeps in the rule's custom attributes. A value that is not a number is
+    kept as the reason the rule fails."""
+    out: list[Any] = []
+    ranges: dict[int, Bounds | str] = {}
+    for doc in docs:
+        corr = doc.get("correlation") if isinstance(doc, dict) else None
+        cond = corr.get("condition") if isinstance(corr, dict) else None
+        ops = [k for k in cond if k in CONDITION_OPS] if isinstance(cond, dict) else []
+        if len(ops) < 2:
+            out.append(doc)
+            continue
+        assert isinstance(corr, dict) and isinstance(cond, dict)
+        bounds: list[tuple[str, float]] = []
+        bad = ""
+        for op in ops:
+            v = cond[op]
+            try:  # as pySigma reads one: a number, or a string of one
+                if isinstance(v, bool):
+                    raise ValueError
+                num = float(v)
+                if not math.isfinite(num):
+                    raise ValueError
+            except (TypeError, ValueError):
+                bad = f"condition {op}: {v!r} is not a number"
+                break
+            bounds.append((op, num))
+        first = {k: v for k, v in cond.items() if k not in CONDITION_OPS or k == ops[0]}
+        if bad:
+            first[ops[0]] = 0
+        corr = {**corr, "condition": first}
+        ranges[id(corr)] = bad or tuple(bounds)
+        out.append({**doc, "correlation": corr})
+    return out, ranges
 
 
 def load_rules(paths: list[Path], *, builtin: bool = True, max_regex_length: int = 1000) -> RuleSet:
@@ -380,38 +592,125 @@ def load_rules(paths: list[Path], *, builtin: bool = True, max_regex_length: int
     for path in files:
         try:
             text = path.read_text(encoding="utf-8")
-            coll = SigmaCollection.from_yaml(
-                text, collect_errors=True, resolve_references=False, collect_filters=True
-            )
-        except (OSError, UnicodeDecodeError, SigmaError, ValueError) as exc:
+            docs = list(yaml.safe_load_all(text))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             rs.failures.append(RuleFailure(str(path), "", None, f"unreadable: {exc}"))
             continue
-        except Exception as exc:  # yaml errors and anything pySigma lets through
+        except Exception as exc:  # yaml errors
             rs.failures.append(RuleFailure(str(path), "", None, f"unparsable: {exc}"))
             continue
-        for err in coll.errors:
-            rs.failures.append(RuleFailure(str(path), "", None, f"invalid Sigma: {err}"))
-        for rule in coll.rules:
-            title = getattr(rule, "title", "")
-            rid = str(rule.id) if getattr(rule, "id", None) else None
-            try:
-                if rule.errors:
-                    raise Unsupported(f"invalid Sigma: {rule.errors[0]}")
-                if isinstance(rule, SigmaCorrelationRule):
-                    rs.correlations.append(_correlation(rule, path))
-                elif isinstance(rule, SigmaRule):
-                    rs.detections.append(_detection(rule, path, compiler))
-                else:
-                    raise Unsupported(f"{type(rule).__name__} is not supported")
-            except Unsupported as exc:
-                rs.failures.append(RuleFailure(str(path), title, rid, str(exc)))
-            except (SigmaError, ValueError, TypeError, AttributeError) as exc:
-                rs.failures.append(RuleFailure(str(path), title, rid, f"invalid Sigma: {exc}"))
-        for flt in coll.filters:
-            _compile_filter(flt, path, compiler, rs)
+        docs, ranges = _split_ranges(docs)
+        for coll in _collections(docs, path, rs):
+            _compile_collection(coll, path, ranges, compiler, rs)
     _apply_filters(rs)
     _link(rs)
     return rs
+
+
+def _collections(docs: list[Any], path: Path, rs: RuleSet) -> list[SigmaCollection]:
+    """The file's documents as pySigma collections. pySigma raises (rather than collects) a
+    few errors of one correlation rule (a boolean condition naming a rule the rules list
+    lacks), which would fail every rule of the file: then each document is parsed on its own
+    and only the broken one fails, with its title. Files using ``action:`` documents (global
+    parts merged into the next ones) are only parsed whole."""
+
+    def parse(ds: list[Any]) -> SigmaCollection:
+        return SigmaCollection.from_dicts(
+            ds, collect_errors=True, resolve_references=False, collect_filters=True
+        )
+
+    try:
+        return [parse(docs)]
+    except (SigmaError, ValueError) as exc:
+        whole: Exception = exc
+    except Exception as exc:  # anything pySigma lets through
+        rs.failures.append(RuleFailure(str(path), "", None, f"unparsable: {exc}"))
+        return []
+    dicts = [d for d in docs if d is not None]
+    if len(dicts) < 2 or any(not isinstance(d, dict) or "action" in d for d in dicts):
+        title, rid = _doc_title(dicts[0] if len(dicts) == 1 else None)
+        rs.failures.append(RuleFailure(str(path), title, rid, f"invalid Sigma: {whole}"))
+        return []
+    out = []
+    for d in dicts:
+        try:
+            out.append(parse([d]))
+        except Exception as exc:
+            title, rid = _doc_title(d)
+            rs.failures.append(RuleFailure(str(path), title, rid, f"invalid Sigma: {exc}"))
+    return out
+
+
+def _doc_title(doc: Any) -> tuple[str, str | None]:
+    if not isinstance(doc, dict):
+        return "", None
+    rid = doc.get("id")
+    return str(doc.get("title") or ""), str(rid) if rid is not None else None
+
+
+def _compile_collection(
+    coll: SigmaCollection,
+    path: Path,
+    ranges: dict[int, Bounds | str],
+    compiler: Compiler,
+    rs: RuleSet,
+) -> None:
+    # pySigma lists each rule's errors in the collection's too: those are reported with
+    # their rule's title below, only the others here.
+    own = {id(e) for rule in coll.rules for e in getattr(rule, "errors", ())}
+    for err in coll.errors:
+        if id(err) not in own:
+            rs.failures.append(RuleFailure(str(path), "", None, f"invalid Sigma: {err}"))
+    for rule in coll.rules:
+        title = getattr(rule, "title", "")
+        rid = str(rule.id) if getattr(rule, "id", None) else None
+        try:
+            if rule.errors:
+                raise Unsupported(_invalid(rule, rule.errors[0]))
+            if isinstance(rule, SigmaCorrelationRule):
+                rs.correlations.append(_correlation(rule, path, ranges))
+            elif isinstance(rule, SigmaRule):
+                rs.detections.append(_detection(rule, path, compiler))
+            else:
+                raise Unsupported(f"{type(rule).__name__} is not supported")
+        except Unsupported as exc:
+            rs.failures.append(RuleFailure(str(path), title, rid, str(exc)))
+        except (SigmaError, ValueError, TypeError, AttributeError) as exc:
+            rs.failures.append(RuleFailure(str(path), title, rid, f"invalid Sigma: {exc}"))
+    for flt in coll.filters:
+        _compile_filter(flt, path, compiler, rs)
+
+
+# The draft specification's examples write AND/OR/NOT; pySigma 2 reads them in lower case.
+_UPPER_OPS = re.compile(r"\b(AND|OR|NOT|And|Or|Not)\b")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _invalid(rule: Any, err: Exception) -> str:
+    """pySigma's error, with why for the boolean-condition forms its parser cannot read."""
+    reason = f"invalid Sigma: {err}"
+    corr = (
+        rule.custom_attributes.get("correlation")
+        if isinstance(rule, SigmaCorrelationRule)
+        else None
+    )
+    cond = corr.get("condition") if isinstance(corr, dict) else None
+    if not isinstance(cond, str) or "extended condition" not in str(err):
+        return reason
+    if _UPPER_OPS.search(cond):
+        return (
+            f"{reason} (pySigma reads the operators and/or/not in lower case only: write"
+            f" '{_UPPER_OPS.sub(lambda m: m.group(1).lower(), cond)}')"
+        )
+    words = re.findall(r"[^\s()]+", cond)
+    odd = [w for w in words if w not in ("and", "or", "not") and not _IDENT.fullmatch(w)]
+    if odd:
+        return (
+            f"{reason} (a boolean condition names rules by identifiers of letters, digits and"
+            f" '_' only, so '{odd[0]}' cannot appear in it: give that rule such a name: and use"
+            " it in both the rules list and the condition)"
+        )
+    return reason
 
 
 def _compile_filter(flt: SigmaFilter, path: Path, compiler: Compiler, rs: RuleSet) -> None:
@@ -470,14 +769,12 @@ def _apply_filters(rs: RuleSet) -> None:
                 )
                 continue
             target.predicate = _filtered(target.predicate, flt.predicate)
+            target.ir = filtered(target.ir, flt.ir)
             target.filters.append(m.title)
 
 
 def _filtered(rule: Predicate, flt: Predicate) -> Predicate:
-    def both(fields: Fields) -> bool:
-        return rule(fields) and flt(fields)
-
-    return both
+    return lambda fields: rule(fields) and flt(fields)
 
 
 def _link(rs: RuleSet) -> None:

@@ -32,7 +32,7 @@ from typing import Any
 from appliance.config import FlowsSection, StorageSection
 from appliance.event import Event
 from appliance.flows import store as flowstore
-from appliance.flows.rollup import FlowRollup
+from appliance.flows.rollup import new_rollup
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
@@ -56,7 +56,7 @@ class FlowPath:
         self.cfg = cfg
         self.storage = storage
         self.clock = clock
-        self.rollup = FlowRollup(cfg.rollup_top_k, cfg.rollup_max_keys)
+        self.rollup = new_rollup(cfg.rollup_top_k, cfg.rollup_max_keys)
         self._queue: deque[list[Event]] = deque()
         self._queued = 0
         self._nonempty = asyncio.Event()

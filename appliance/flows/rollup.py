@@ -6,6 +6,9 @@ fills, all but the largest eighth is folded into ``"other"``; totals stay exact 
 counted in exactly one key), only the ranking of small keys is approximate. At flush only the top
 ``top_k`` by bytes and the top ``top_k`` by packets are kept; the rest joins ``"other"``.
 Minutes are by receive time so a late or clock-skewed exporter cannot reopen a closed minute.
+
+:func:`new_rollup` picks the native twin (``appliance._dataplane.FlowRollup``, same rows in the
+same order) when the extension runs; this class is its reference and the fallback.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
+from appliance import dataplane
 from appliance.event import Event
 
 OTHER = "other"
@@ -37,6 +41,15 @@ class MinuteBucket:
     @property
     def by_dim(self) -> dict[str, dict[Any, Totals]]:
         return dict(zip(DIMENSIONS, self.dims, strict=True))
+
+
+def new_rollup(top_k: int = 100, max_keys: int = 20_000) -> FlowRollup:
+    """The rollup of the running data plane: native (a few dict reads per flow, the counting
+    in Rust) or this module's reference."""
+    if dataplane.native is not None:
+        native: FlowRollup = dataplane.native.FlowRollup(top_k, max_keys)
+        return native
+    return FlowRollup(top_k, max_keys)
 
 
 class FlowRollup:

@@ -15,7 +15,7 @@ import orjson
 from appliance.event import Event
 from appliance.flows.rollup import RollupRow
 from appliance.store import Store
-from appliance.store.db import StoreError
+from appliance.store.errors import StoreError
 
 _COLUMNS = (
     "event.start",
@@ -232,22 +232,3 @@ async def delete_old(store: Store, *, flows_before: float, rollups_before: float
         )
         rolled = max(cur.rowcount, 0)
     return deleted, rolled
-
-
-async def load_state(store: Store, component: str, key: str) -> Any:
-    async with _reader(store).execute(
-        "SELECT value FROM state WHERE component = ? AND key = ?", (component, key)
-    ) as cur:
-        row = await cur.fetchone()
-    return json.loads(row[0]) if row and row[0] is not None else None
-
-
-async def save_state(store: Store, component: str, key: str, value: Any, now: float) -> None:
-    blob = json.dumps(value, separators=(",", ":"))
-    async with store.transaction() as conn:
-        await conn.execute(
-            "INSERT INTO state (component, key, value, updated) VALUES (?,?,?,?)"
-            " ON CONFLICT (component, key) DO UPDATE SET value = excluded.value,"
-            " updated = excluded.updated",
-            (component, key, blob, now),
-        )

@@ -24,6 +24,7 @@ import aiosqlite
 from appliance.forward.document import DROP_DEAD
 from appliance.forward.formats.base import OutboxItem, Outcome
 from appliance.store import Store
+from appliance.store.state import FLOAT, StateSlot
 
 STATE_COMPONENT = "forward"
 
@@ -199,12 +200,7 @@ class Outbox:
         async with self.store.transaction(durable=True) as conn:
             if done:
                 await conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in done])
-                await conn.execute(
-                    "INSERT INTO state (component, key, value, updated) VALUES (?,?,?,?)"
-                    " ON CONFLICT (component, key) DO UPDATE SET value = excluded.value,"
-                    " updated = excluded.updated",
-                    (STATE_COMPONENT, f"{upstream}.last_success", str(now), now),
-                )
+                await self.last_success_slot(upstream).write(conn, now)
             if retry:
                 await conn.executemany(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
@@ -249,17 +245,14 @@ class Outbox:
                 )
         return gone
 
+    def last_success_slot(self, upstream: str) -> StateSlot[float]:
+        """When ``upstream`` last took a delivery: kept with the deletes of what it took."""
+        return self.store.state(STATE_COMPONENT, f"{upstream}.last_success", FLOAT)
+
     async def last_success(self, upstream: str) -> float | None:
-        conn = self.store.reader
-        assert conn is not None
-        async with conn.execute(
-            "SELECT value FROM state WHERE component = ? AND key = ?",
-            (STATE_COMPONENT, f"{upstream}.last_success"),
-        ) as cur:
-            row = await cur.fetchone()
         try:
-            return float(row[0]) if row else None
-        except (TypeError, ValueError):
+            return await self.last_success_slot(upstream).load()
+        except ValueError:
             return None
 
     async def stats(self, upstream: str) -> SpoolStats:

@@ -16,11 +16,12 @@ from typing import Any
 
 from aiohttp import web
 
+from appliance.api.components import CORRELATION_KEY, NOTIFY_KEY, publish_running
 from appliance.api.params import BadParam, parse_int
 from appliance.api.server import APPLIANCE_KEY, TOKEN_KEY, json_error
 from appliance.incidents.manager import TransitionError
 from appliance.notify.acklink import AckRefused
-from appliance.notify.engine import NotifyEngine, notify_of
+from appliance.notify.engine import NotifyEngine
 from appliance.notify.match import check_matchers
 
 MAX_SILENCE = 366 * 86400.0
@@ -33,7 +34,7 @@ PAGE_HEADERS = {
 
 
 def _engine(request: web.Request) -> NotifyEngine:
-    engine = notify_of(request.app[APPLIANCE_KEY])
+    engine = request.app.get(NOTIFY_KEY)
     if engine is None:
         raise web.HTTPServiceUnavailable(
             text='{"error": "notifications are not configured"}', content_type="application/json"
@@ -145,9 +146,7 @@ async def ack_page(request: web.Request) -> web.Response:
 
 
 def _incidents(request: web.Request) -> Any:
-    from appliance.correlate.component import correlation_of
-
-    comp = correlation_of(request.app[APPLIANCE_KEY])
+    comp = request.app.get(CORRELATION_KEY)
     return comp.incidents if comp is not None else None
 
 
@@ -170,6 +169,7 @@ async def ack_post(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    publish_running(app, NOTIFY_KEY, NotifyEngine)
     app.router.add_get("/api/v1/notify/deliveries", list_deliveries)
     app.router.add_get("/api/v1/notify/channels", list_channels)
     app.router.add_get("/api/v1/notify/silences", list_silences)

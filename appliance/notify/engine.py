@@ -79,10 +79,6 @@ def default_channel_factory(cfg: NotifyChannel, base_dir: Path, metrics: Registr
     return build_channel(cfg, base_dir, metrics)
 
 
-# Tests replace this with a factory that builds loopback channels.
-CHANNEL_FACTORY: list[ChannelFactory] = [default_channel_factory]
-
-
 def route_keys(routes: list[NotifyRoute]) -> dict[str, NotifyRoute]:
     """Stable names for routes in the state tables: the route's name, else its position and
     channels (so a state row of a route that was changed in the config is not misapplied)."""
@@ -333,8 +329,17 @@ def message_of(doc: dict[str, Any]) -> Message:
 class NotifyEngine:
     name = "notify"
 
-    def __init__(self, app: Appliance, *, rand: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        app: Appliance,
+        *,
+        rand: random.Random | None = None,
+        channel_factory: ChannelFactory = default_channel_factory,
+    ) -> None:
         self.app = app
+        # Builds each configured channel (at start and on reload); tests pass one that
+        # builds loopback channels.
+        self.channel_factory = channel_factory
         self.store = app.store
         self.clock = app.clock
         self.outbox = Outbox(app.store)
@@ -401,7 +406,7 @@ class NotifyEngine:
     # -------------------------------------------------------------------------- lifecycle
 
     def _build_lanes(self, config: AppConfig) -> dict[str, Lane]:
-        factory = CHANNEL_FACTORY[-1]
+        factory = self.channel_factory
         limits = {rl.channel: (rl.max_messages, rl.per) for rl in config.notify.rate_limits}
         lanes: dict[str, Lane] = {}
         for ch in config.notify.channels:
@@ -1025,7 +1030,9 @@ def notify_of(app: Appliance) -> NotifyEngine | None:
     return app.component(NotifyEngine)
 
 
-def build_notify(app: Appliance) -> NotifyEngine:
+def build_notify(
+    app: Appliance, *, channel_factory: ChannelFactory = default_channel_factory
+) -> NotifyEngine:
     # Always built, even without [notify]: a reload that adds channels and routes then takes
     # effect without a restart, and the API answers with empty lists rather than 503.
-    return NotifyEngine(app)
+    return NotifyEngine(app, channel_factory=channel_factory)

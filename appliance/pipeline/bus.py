@@ -30,7 +30,7 @@ from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.store import Store
-from appliance.store.db import write_error_reason
+from appliance.store.errors import write_error_reason
 from appliance.store.segments import SEGMENT_EVENTS, encode_line
 
 log = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from appliance.api.components import RESPONDER_KEY, publish
 from appliance.api.params import BadParam, parse_int, parse_time
 from appliance.api.server import APPLIANCE_KEY, TOKEN_KEY, json_error, json_page
 from appliance.respond.ledger import STATES
@@ -18,9 +19,7 @@ from appliance.respond.responder import Responder, UndoRefused
 
 
 def _responder(request: web.Request) -> Responder:
-    from appliance.respond import responder_of
-
-    r = responder_of(request.app[APPLIANCE_KEY])
+    r = request.app.get(RESPONDER_KEY)
     if r is None:
         raise web.HTTPServiceUnavailable(
             text='{"error": "respond is not running"}', content_type="application/json"
@@ -78,6 +77,9 @@ async def list_audit(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    from appliance.respond import responder_of
+
+    publish(app, RESPONDER_KEY, responder_of(app[APPLIANCE_KEY]))
     app.router.add_get("/api/v1/respond/actions", list_actions)
     app.router.add_post("/api/v1/respond/actions/{id}/undo", undo_action)
     app.router.add_get("/api/v1/respond/audit", list_audit)

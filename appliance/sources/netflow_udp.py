@@ -15,7 +15,6 @@ from typing import Any
 
 from appliance.config import NetflowSource
 from appliance.event import Event
-from appliance.flows import store as flowstore
 from appliance.logutil import RateLimitedLog
 from appliance.protocols.netflow import DecoderLimits, NetflowDecoder
 from appliance.sources.base import SourceContext
@@ -27,6 +26,7 @@ from appliance.sources.udp import (
     register_backlog_gauge,
     socket_drops,
 )
+from appliance.store.state import JSON
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -101,6 +101,8 @@ class NetflowUdpSource:
         self.ctx = ctx
         self.flows = flows
         self.name = cfg.label
+        # The templates, kept across restarts: exporters resend theirs only every few minutes.
+        self.state_slot = ctx.pipeline.store.state(STATE_COMPONENT, self.name, JSON)
         self.allowed = AllowList(cfg.allowed)
         self.rate_limit = SenderRateLimit(cfg.rate_limit, cfg.rate_burst, cfg.max_senders)
         m = ctx.metrics
@@ -181,9 +183,8 @@ class NetflowUdpSource:
         self.kernel = KernelDropTracker(self.name, books)  # type: ignore[arg-type]
 
     async def start(self) -> None:
-        store = self.ctx.pipeline.store
         try:
-            saved = await flowstore.load_state(store, STATE_COMPONENT, self.name)
+            saved = await self.state_slot.load()
         except Exception:
             log.exception("%s: could not load saved templates", self.name)
             saved = None
@@ -242,7 +243,7 @@ class NetflowUdpSource:
         ):
             return
         state = dec.export_state()
-        await flowstore.save_state(self.ctx.pipeline.store, STATE_COMPONENT, self.name, state, now)
+        await self.state_slot.save(state)
         self._saved_at = now
 
     async def _maintain(self) -> None:

@@ -34,6 +34,7 @@ from appliance.protocols.snmp.message import (
 from appliance.sources.base import SourceContext
 from appliance.sources.policy import AllowList, SenderRateLimit
 from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
+from appliance.store.state import INT
 
 if TYPE_CHECKING:
     from appliance.sources.snmp_v3 import UsmReceiver
@@ -304,22 +305,14 @@ class SnmpTrapSource:
 
     async def _next_engine_boots(self) -> int:
         """snmpEngineBoots, incremented and stored durably at each start (RFC 3414 §2.2)."""
-        key = f"{self.name}:engine_boots"
+        slot = self.ctx.pipeline.store.state("snmp", f"{self.name}:engine_boots", INT)
         async with self.ctx.pipeline.store.transaction(durable=True) as conn:
-            cursor = await conn.execute(
-                "SELECT value FROM state WHERE component = 'snmp' AND key = ?", (key,)
-            )
-            row = await cursor.fetchone()
             try:
-                boots = int(row[0]) + 1 if row is not None else 1
+                boots = (await slot.read(conn) or 0) + 1
             except (TypeError, ValueError):
                 boots = 1
             boots = min(boots, 2147483647)
-            await conn.execute(
-                "INSERT OR REPLACE INTO state (component, key, value, updated)"
-                " VALUES ('snmp', ?, ?, ?)",
-                (key, str(boots), self.ctx.clock()),
-            )
+            await slot.write(conn, boots)
         return boots
 
     def _v3_notification(

@@ -190,14 +190,28 @@ class SyslogIntake:
         if len(data) > max_bytes:
             truncated.inc(name)
             data = data[:max_bytes]
+        return self.admit(data, ip, prof, now, dropped)
+
+    def admit(
+        self,
+        data: bytes,
+        ip: str,
+        prof: SenderProfile,
+        now: float,
+        dropped: Any,
+        unit: str = "datagram",
+    ) -> Event | None:
+        """Rate limit, then decode: the step every syslog path shares (a datagram, a stream's
+        frame) before the caller offers the event to the pipeline. ``None`` when the message
+        was dropped, counted in ``dropped`` by reason (``rate_limited``, ``decode_error``)."""
         if self.rate and not self.take(prof, now):
-            dropped.inc(name, "rate_limited")
+            dropped.inc(self.source, "rate_limited")
             return None
         try:
             return self.event(data, ip, prof, now)
         except Exception:  # a decoder bug must cost one message, never the listener
-            dropped.inc(name, "decode_error")
-            _rl.decoder_bug(name, ip)
+            dropped.inc(self.source, "decode_error")
+            _rl.decoder_bug(self.source, ip, unit)
             return None
 
     def event(self, data: bytes, ip: str, prof: SenderProfile, now: float) -> Event:

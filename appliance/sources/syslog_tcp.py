@@ -1,35 +1,42 @@
 """Syslog over TCP (RFC 6587) and TLS (RFC 5425): a thin asyncio adapter around the framer.
 
 Bytes go through :class:`~appliance.protocols.syslog.framing.SyslogFramer`, frames through the
-shared :class:`~appliance.sources.syslog_intake.SyslogIntake`. Streams are never dropped for
-being fast: when the pipeline queue is full the connection stops reading (TCP pushes back on the
-sender) and resumes once the queue has room. Limits: connections in total and per sender
-address, idle time, time to finish a started frame, TLS handshake time.
+shared :class:`~appliance.sources.syslog_intake.SyslogIntake` (``admit``: rate limit, then
+decode, as for a datagram). Streams are never dropped for being fast: when the pipeline queue
+is full the connection stops reading (TCP pushes back on the sender) and resumes once the queue
+has room (:class:`~appliance.sources.flow_control.ReadFlow` keeps when to read). Limits:
+connections in total and per sender address, idle time, time to finish a started frame, TLS
+handshake time.
 
-TLS runs on memory BIOs inside the protocol rather than asyncio's SSL transport so that every
-handshake failure is seen here and counted by reason (plaintext on the TLS port, unknown CA,
-expired certificate, no certificate, not on the allow-list, stalled) with asyncio and uvloop
-alike.
+TLS runs on memory BIOs in a sans-I/O session
+(:class:`~appliance.sources.tls_session.ServerTlsSession`) rather than asyncio's SSL transport
+so that every handshake failure is seen here and counted by reason (plaintext on the TLS port,
+unknown CA, expired certificate, no certificate, not on the allow-list, stalled) with asyncio
+and uvloop alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import socket
 import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from appliance.config import SyslogSource, parse_hostport
 from appliance.logutil import RateLimitedLog, printable
 from appliance.protocols.syslog.framing import new_framer
 from appliance.sources.base import SourceContext
+from appliance.sources.flow_control import ReadFlow
 from appliance.sources.syslog_intake import SenderProfile, SyslogIntake
+from appliance.sources.tls_session import (
+    ClientAllowList,
+    ServerTlsSession,
+    TlsRefused,
+)
 from appliance.sources.udp import BindError
 
 log = logging.getLogger(__name__)
@@ -37,7 +44,6 @@ _rl = RateLimitedLog(log)
 
 # Framer problems that lose a message (counted as drops); the others keep a (cut) message.
 _DISCARDING = ("octet_count_invalid", "octet_count_zero", "incomplete_frame")
-_TLS_RECORD_HANDSHAKE = 0x16
 FRAMES_PER_TURN = 512
 # Linux's SO_PEERNAME (asm-generic value; Python does not export it). None elsewhere.
 _SO_PEERNAME: int | None = 28 if sys.platform.startswith("linux") else None
@@ -104,55 +110,6 @@ def server_tls_context(cfg: SyslogSource, resolve: Callable[[str], Path]) -> ssl
     return ctx
 
 
-def tls_error_reason(exc: ssl.SSLError) -> str:
-    """A short, bounded reason label for a failed handshake or TLS stream."""
-    reason = (getattr(exc, "reason", None) or "").upper()
-    if "CERTIFICATE_VERIFY_FAILED" in reason or "UNKNOWN_CA" in reason:
-        return "bad_client_cert"
-    if "CERTIFICATE_REQUIRED" in reason or "DID_NOT_RETURN_A_CERTIFICATE" in reason:
-        return "no_client_cert"
-    if "VERSION" in reason or "UNSUPPORTED_PROTOCOL" in reason:
-        return "protocol_version"
-    if "HTTP_REQUEST" in reason or "WRONG_VERSION" in reason or "RECORD" in reason:
-        return "not_tls"
-    if "RENEGOTIATION" in reason:
-        return "renegotiation"
-    return "handshake_failed"
-
-
-class ClientAllowList:
-    """Client certificates allowed by SHA-256 fingerprint or by subject CN / SAN DNS name."""
-
-    def __init__(self, entries: list[str]) -> None:
-        self.fingerprints: set[str] = set()
-        self.names: set[str] = set()
-        for entry in entries:
-            hexed = entry.replace(":", "").lower()
-            if len(hexed) == 64 and all(c in "0123456789abcdef" for c in hexed):
-                self.fingerprints.add(hexed)
-            else:
-                self.names.add(entry.lower())
-
-    def __bool__(self) -> bool:
-        return bool(self.fingerprints or self.names)
-
-    def allows(self, sslobj: ssl.SSLObject) -> bool:
-        der = sslobj.getpeercert(binary_form=True)
-        if der is None:
-            return False
-        if hashlib.sha256(der).hexdigest() in self.fingerprints:
-            return True
-        cert: Any = sslobj.getpeercert() or {}  # the ssl module's nested tuples
-        names = {
-            value.lower()
-            for rdn in cert.get("subject", ())
-            for key, value in rdn
-            if key == "commonName"
-        }
-        names.update(v.lower() for k, v in cert.get("subjectAltName", ()) if k == "DNS")
-        return bool(names & self.names)
-
-
 class SyslogStreamProtocol(asyncio.Protocol):
     """One connection: (TLS) → framer → intake → pipeline, pausing when the queue is full."""
 
@@ -169,17 +126,10 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.prof: SenderProfile  # set in connection_made, before any data
         self.loop = asyncio.get_running_loop()
         self.started = self.last_active = self.last_frame = self.loop.time()
-        self.paused = False  # backpressure: the pipeline queue is full
-        self.yielding = False  # a turn's frame budget is spent; continuing on the next turn
-        self.reading_paused = False
+        self.flow = ReadFlow()  # backpressure and yields (appliance.sources.flow_control)
         self.closed = False
         self.registered = False
-        self.sslobj: ssl.SSLObject | None = None
-        self.tls_in: ssl.MemoryBIO | None = None
-        self.tls_out: ssl.MemoryBIO | None = None
-        self.handshaken = source.tls_context is None
-        self.first_byte = True
-        self.tls_eof = False
+        self.tls: ServerTlsSession | None = None  # set in connection_made on a TLS listener
         self.eof = False  # the peer closed its side cleanly (FIN)
         self.reset = False  # the stream ended abnormally (RST, error) before any clean EOF
 
@@ -215,9 +165,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
         self.registered = True
         src.accepted.inc(self.name)
         if src.tls_context is not None:
-            self.tls_in = ssl.MemoryBIO()
-            self.tls_out = ssl.MemoryBIO()
-            self.sslobj = src.tls_context.wrap_bio(self.tls_in, self.tls_out, server_side=True)
+            self.tls = ServerTlsSession(src.tls_context, src.client_allow)
 
     def _reject(self, reason: str) -> None:
         self.source.rejected.inc(self.name, reason)
@@ -251,7 +199,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
                 src.per_ip[self.ip] = left
             else:
                 src.per_ip.pop(self.ip, None)
-        if not (self.paused or self.yielding):
+        if not self.flow.holding:
             self._finish()
 
     def _finish(self) -> None:
@@ -275,91 +223,54 @@ class SyslogStreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
-        if self.sslobj is not None:
-            data = self._tls_data(data)
+        tls = self.tls
+        if tls is not None:
+            try:
+                data = tls.receive(data)
+            except TlsRefused as exc:
+                self._tls_refused(exc)
+                return
+            self._tls_flush()
             if not data:
-                if self.tls_eof and self.transport is not None:
+                if tls.eof and self.transport is not None:
                     self.transport.close()
                 return
         self.framer.feed(data)
         self._drain()
-        if self.tls_eof and self.transport is not None:
+        if tls is not None and tls.eof and self.transport is not None:
             self.transport.close()
 
-    def _tls_data(self, data: bytes) -> bytes:
-        assert self.sslobj is not None and self.tls_in is not None
-        if self.first_byte:
-            self.first_byte = False
-            if data[0] != _TLS_RECORD_HANDSHAKE:
-                self.source.tls_errors.inc(self.name, "plaintext")
-                _rl.warning(
-                    f"plain:{self.name}",
-                    "%s: plaintext from %s on the TLS port",
-                    self.name,
-                    self.ip,
-                )
-                self.close("tls_error")
-                return b""
-        self.tls_in.write(data)
-        sslobj = self.sslobj
-        try:
-            if not self.handshaken:
-                try:
-                    sslobj.do_handshake()
-                except ssl.SSLWantReadError:
-                    self._tls_flush()
-                    return b""
-                self.handshaken = True
-                allow = self.source.client_allow
-                if allow and not allow.allows(sslobj):
-                    self.source.tls_errors.inc(self.name, "client_not_allowed")
-                    _rl.warning(
-                        f"cert:{self.name}",
-                        "%s: client certificate of %s not allowed",
-                        self.name,
-                        self.ip,
-                    )
-                    self.close("tls_error")
-                    return b""
-            chunks = []
-            while True:
-                try:
-                    chunk = sslobj.read(262_144)
-                except ssl.SSLWantReadError:
-                    break
-                except ssl.SSLZeroReturnError:
-                    chunk = b""
-                if not chunk:  # the sender's close_notify: answer it, then close
-                    self.tls_eof = True
-                    with contextlib.suppress(ssl.SSLError):
-                        sslobj.unwrap()
-                    break
-                chunks.append(chunk)
-        except ssl.SSLError as exc:
-            reason = tls_error_reason(exc)
-            if self.handshaken:  # a handshake record after the handshake: renegotiation
-                reason = (
-                    "renegotiation"
-                    if "HANDSHAKE" in (exc.reason or "").upper() or (reason == "renegotiation")
-                    else "stream_error"
-                )
-            self.source.tls_errors.inc(self.name, reason)
+    def _tls_refused(self, exc: TlsRefused) -> None:
+        """Count and log why the TLS stream ends, send the session's alert if it has one, and
+        close."""
+        reason = exc.reason
+        self.source.tls_errors.inc(self.name, reason)
+        if reason == "plaintext":
+            _rl.warning(
+                f"plain:{self.name}", "%s: plaintext from %s on the TLS port", self.name, self.ip
+            )
+        elif reason == "client_not_allowed":
+            _rl.warning(
+                f"cert:{self.name}",
+                "%s: client certificate of %s not allowed",
+                self.name,
+                self.ip,
+            )
+        else:
             _rl.warning(
                 f"tls:{self.name}:{reason}",
                 "%s: TLS error from %s: %s",
                 self.name,
                 self.ip,
-                printable(str(exc)),
+                printable(exc.detail),
             )
+        if exc.answer:
             self._tls_flush()
-            self.close("tls_error")
-            return b""
-        self._tls_flush()
-        return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+        self.close("tls_error")
 
     def _tls_flush(self) -> None:
-        assert self.tls_out is not None
-        out = self.tls_out.read()
+        assert self.tls is not None
+        out = self.tls.data_to_send()
         if out and self.transport is not None and not self.transport.is_closing():
             self.transport.write(out)
 
@@ -375,12 +286,11 @@ class SyslogStreamProtocol(asyncio.Protocol):
         has_room = pipeline.wants_more
         offer = pipeline.offer
         next_frame = framer.next_frame
-        intake = self.intake
-        event_of = intake.event
+        admit = self.intake.admit
+        dropped = self.dropped
         prof = self.prof
         ip, name = self.ip, self.name
         now = self.source.ctx.clock()  # one receive time per socket read
-        limited = intake.rate
         budget = FRAMES_PER_TURN
         taken = 0
         while True:
@@ -394,15 +304,9 @@ class SyslogStreamProtocol(asyncio.Protocol):
             if frame is None:
                 break
             taken += 1
-            if limited and not intake.take(prof, now):
-                self.dropped.inc(name, "rate_limited")
-                continue
-            try:
-                event = event_of(frame, ip, prof, now)
-            except Exception:  # a decoder bug must cost one message, never the connection
-                self._decode_failed()
-                continue
-            offer(event, name)
+            event = admit(frame, ip, prof, now, dropped, "frame")
+            if event is not None:
+                offer(event, name)
         if taken:
             self.received.inc(name, n=taken)
             self.last_frame = self.loop.time()
@@ -414,19 +318,9 @@ class SyslogStreamProtocol(asyncio.Protocol):
         name = self.name
         self.received.inc(name)
         now = self.source.ctx.clock()
-        if self.intake.rate and not self.intake.take(self.prof, now):
-            self.dropped.inc(name, "rate_limited")
-            return
-        try:
-            event = self.intake.event(frame, self.ip, self.prof, now)
-        except Exception:
-            self._decode_failed()
-            return
-        self.pipeline.offer(event, name)
-
-    def _decode_failed(self) -> None:
-        self.dropped.inc(self.name, "decode_error")
-        _rl.decoder_bug(self.name, self.ip, "frame")
+        event = self.intake.admit(frame, self.ip, self.prof, now, self.dropped, "frame")
+        if event is not None:
+            self.pipeline.offer(event, name)
 
     def _count_framer_errors(self) -> None:
         errors = self.framer.errors
@@ -445,49 +339,50 @@ class SyslogStreamProtocol(asyncio.Protocol):
 
     def _set_reading(self) -> None:
         """Read from the socket only while neither backpressure nor a yield holds frames back."""
-        hold = self.paused or self.yielding
-        if hold != self.reading_paused and not self.closed and self.transport is not None:
-            if hold:
-                self.transport.pause_reading()
-            else:
-                self.transport.resume_reading()
-            self.reading_paused = hold
+        if self.transport is None:
+            return
+        change = self.flow.reading_change(self.closed)
+        if change is True:
+            self.transport.pause_reading()
+        elif change is False:
+            self.transport.resume_reading()
 
     def _pause(self) -> None:
-        if self.paused:
-            return
-        self.paused = True
-        self.source.paused.inc(self.name)
-        self._set_reading()
-        self.pipeline.call_when_room(self._resume)
+        if self.flow.pause():
+            self.source.paused.inc(self.name)
+            self._set_reading()
+            self.pipeline.call_when_room(self._resume)
 
     def _resume(self) -> None:
-        self.paused = False
+        self.flow.resume()
         self._drain()
         self._set_reading()
-        if self.closed and not (self.paused or self.yielding):
+        if self.closed and not self.flow.holding:
             self._finish()
 
     def _yield(self) -> None:
-        if not self.yielding:
-            self.yielding = True
+        if self.flow.yield_turn():
             self._set_reading()
             self.loop.call_soon(self._continue)
 
     def _continue(self) -> None:
-        self.yielding = False
+        self.flow.next_turn()
         self._drain()
         self._set_reading()
-        if self.closed and not (self.paused or self.yielding):
+        if self.closed and not self.flow.holding:
             self._finish()
 
     # ------------------------------------------------------------------------ timers
 
     def check_timers(self, now: float) -> None:
         cfg = self.source.cfg
-        if self.paused or self.yielding or self.closed:
+        if self.flow.holding or self.closed:
             return
-        if not self.handshaken and now - self.started > cfg.tls_handshake_timeout:
+        if (
+            self.tls is not None
+            and not self.tls.handshaken
+            and now - self.started > cfg.tls_handshake_timeout
+        ):
             self.source.tls_errors.inc(self.name, "handshake_timeout")
             self.close("tls_error")
         elif now - self.last_active > cfg.idle_timeout:

@@ -1,5 +1,11 @@
-"""SQLite storage: one writer connection (batched transactions), one reader connection."""
+"""SQLite storage: one writer connection (batched transactions), one reader connection.
 
-from appliance.store.db import Store, StoreError
+:class:`Store` (``db``) owns the connections; ``schema``, ``events``, ``retention``,
+``space`` and ``state`` are what is done over them, ``segments`` and ``search`` the event
+format and its queries.
+"""
+
+from appliance.store.db import Store
+from appliance.store.errors import StoreError
 
 __all__ = ["Store", "StoreError"]

@@ -358,7 +358,7 @@ async def scan(
     """
     conn = store.reader
     if conn is None:
-        from appliance.store.db import StoreError
+        from appliance.store.errors import StoreError
 
         raise StoreError("store is closed")
     result = ScanResult()
@@ -495,7 +495,7 @@ async def events_by_ids(store: Store, ids: Iterable[int]) -> list[Event]:
     One indexed segment lookup per distinct segment, so a few hundred ids stay cheap."""
     conn = store.reader
     if conn is None:
-        from appliance.store.db import StoreError
+        from appliance.store.errors import StoreError
 
         raise StoreError("store is closed")
     wanted = sorted({int(i) for i in ids if isinstance(i, int) and i > 0}, reverse=True)

@@ -27,6 +27,12 @@ pub struct Plan {
     observer: Vec<(String, String)>,
     contract: Option<ContractPlan>,
     fields: Vec<(String, ValuePlan)>,
+    /// The captures the device-time alternatives read, in the order the reference's
+    /// `device_time` takes them (the conversion itself is the caller's: strptime and zones).
+    #[serde(default)]
+    time: Vec<String>,
+    #[serde(skip)]
+    time_slots: Vec<usize>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +64,8 @@ enum StepPlan {
         from: Option<String>,
         style: String,
         start: String,
+        #[serde(default)]
+        within: Option<usize>,
         min: usize,
         max: usize,
         lower: bool,
@@ -65,6 +73,9 @@ enum StepPlan {
     Csv {
         from: Option<String>,
         sep: String,
+        /// Fields may be quoted: text with a quote is left to the reference (Python's csv).
+        #[serde(default)]
+        quoted: bool,
         key: Option<usize>,
         tables: HashMap<String, Vec<String>>,
     },
@@ -79,6 +90,116 @@ enum StepPlan {
     Leef {
         from: Option<String>,
     },
+    /// New captures, each the first non-empty of others.
+    Pick {
+        from: Option<String>,
+        names: Vec<(String, Vec<String>)>,
+    },
+    /// Not this decoder's line unless these captures exist (`all`, and one of `any`).
+    Require {
+        from: Option<String>,
+        all: Vec<String>,
+        any: Vec<String>,
+    },
+}
+
+/// Tests on captures (and on fields already set) that a value or a table case needs.
+#[derive(Debug, Default, Deserialize)]
+struct Conditions {
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    unless: Vec<String>,
+    /// The capture, lower-cased, is one of the (lower-case) values.
+    #[serde(default)]
+    when: Vec<(String, Vec<String>)>,
+    /// The capture, lower-cased, is none of them (a missing one is "").
+    #[serde(default)]
+    when_not: Vec<(String, Vec<String>)>,
+    /// The capture is exactly one of the values.
+    #[serde(default, rename = "is")]
+    exactly: Vec<(String, Vec<String>)>,
+    /// The capture is missing or exactly none of the values.
+    #[serde(default, rename = "is_not")]
+    exactly_not: Vec<(String, Vec<String>)>,
+    /// The captures are numbers (as the `int` conversion reads them).
+    #[serde(default)]
+    numbers: Vec<String>,
+    /// Fields this decoder set before.
+    #[serde(default)]
+    requires_field: Vec<String>,
+    #[serde(skip)]
+    slots: ConditionSlots,
+}
+
+#[derive(Debug, Default, Clone)]
+struct ConditionSlots {
+    requires: Vec<usize>,
+    unless: Vec<usize>,
+    when: Vec<(usize, Vec<String>)>,
+    when_not: Vec<(usize, Vec<String>)>,
+    exactly: Vec<(usize, Vec<String>)>,
+    exactly_not: Vec<(usize, Vec<String>)>,
+    numbers: Vec<usize>,
+}
+
+impl Conditions {
+    fn resolve(&mut self, slot: &mut impl FnMut(&str) -> usize) {
+        let mut each = |list: &[(String, Vec<String>)]| -> Vec<(usize, Vec<String>)> {
+            list.iter().map(|(n, v)| (slot(n), v.clone())).collect()
+        };
+        let (when, when_not, exactly, exactly_not) = (
+            each(&self.when),
+            each(&self.when_not),
+            each(&self.exactly),
+            each(&self.exactly_not),
+        );
+        self.slots = ConditionSlots {
+            requires: self.requires.iter().map(|n| slot(n)).collect(),
+            unless: self.unless.iter().map(|n| slot(n)).collect(),
+            numbers: self.numbers.iter().map(|n| slot(n)).collect(),
+            when,
+            when_not,
+            exactly,
+            exactly_not,
+        };
+    }
+
+    fn hold(&self, caps: &Captures<'_>, out: &[(&str, Value<'_>)]) -> bool {
+        self.slots.hold(caps)
+            && self
+                .requires_field
+                .iter()
+                .all(|f| out.iter().any(|(k, _)| k == f))
+    }
+}
+
+impl ConditionSlots {
+    fn hold(&self, caps: &Captures<'_>) -> bool {
+        let folded = |slot: usize| caps[slot].map(str::to_lowercase).unwrap_or_default();
+        self.requires.iter().all(|r| caps[*r].is_some())
+            && !self.unless.iter().any(|r| caps[*r].is_some())
+            && self
+                .numbers
+                .iter()
+                .all(|r| caps[*r].and_then(as_int).is_some())
+            && self
+                .when
+                .iter()
+                .all(|(s, allowed)| allowed.contains(&folded(*s)))
+            && !self
+                .when_not
+                .iter()
+                .any(|(s, banned)| banned.contains(&folded(*s)))
+            && self
+                .exactly
+                .iter()
+                .all(|(s, allowed)| caps[*s].is_some_and(|v| allowed.iter().any(|a| a == v)))
+            && !self
+                .exactly_not
+                .iter()
+                .any(|(s, banned)| caps[*s].is_some_and(|v| banned.iter().any(|b| b == v)))
+    }
 }
 
 /// One case of a message-id table: the ids (or id prefixes) it takes, its pattern, and what
@@ -94,6 +215,11 @@ struct CasePlan {
     /// Further optional searches, run when the case is chosen.
     #[serde(default)]
     also: Vec<StepPlan>,
+    /// The capture its pattern reads (default: the table's input).
+    #[serde(default)]
+    input: Option<String>,
+    #[serde(flatten)]
+    cond: Conditions,
     contract: Option<ContractPlan>,
     fields: Vec<(String, ValuePlan)>,
 }
@@ -113,33 +239,39 @@ struct ContractPlan {
 struct ValuePlan {
     #[serde(default)]
     names: Vec<String>,
-    #[serde(rename = "const")]
+    #[serde(rename = "const", default)]
     constant: Option<usize>,
+    /// A text constant (handed back as text, so a contract can read it).
+    #[serde(default)]
+    text: Option<String>,
+    /// Captures added as integers (all of them small decimals, or no value).
+    #[serde(default)]
+    sum: Vec<String>,
+    /// Alternatives: the first that gives a value.
+    #[serde(default)]
+    alts: Vec<ValuePlan>,
     #[serde(rename = "as", default = "string")]
     convert: String,
     #[serde(default)]
     keep_empty: bool,
+    /// Placeholder values that count as no value ("N/A").
     #[serde(default)]
-    requires: Vec<String>,
+    skip: Vec<String>,
+    #[serde(flatten)]
+    cond: Conditions,
     #[serde(default)]
-    unless: Vec<String>,
-    #[serde(default)]
-    when: Vec<(String, Vec<String>)>,
     strip: Option<String>,
     #[serde(default)]
     first: Option<usize>,
+    #[serde(default)]
     map: Option<MapPlan>,
-    #[serde(rename = "else")]
+    #[serde(rename = "else", default)]
     otherwise: Option<String>,
-    /// `names`, `requires` and `when` as capture slots (resolved when the plan is loaded).
+    /// `names` and `sum` as capture slots (resolved when the plan is loaded).
     #[serde(skip)]
     name_slots: Vec<usize>,
     #[serde(skip)]
-    require_slots: Vec<usize>,
-    #[serde(skip)]
-    unless_slots: Vec<usize>,
-    #[serde(skip)]
-    when_slots: Vec<(usize, Vec<String>)>,
+    sum_slots: Vec<usize>,
 }
 
 fn string() -> String {
@@ -194,8 +326,9 @@ pub enum Value<'a> {
 /// What a decoder made of a message.
 #[derive(Debug, PartialEq)]
 pub enum Outcome<'a> {
-    /// Ours: the fields to set, in order.
-    Fields(Vec<(&'a str, Value<'a>)>),
+    /// Ours: the fields to set, in order, and the captures the device time is read from (one
+    /// per name of the plan's `time`; empty when the file has no `[[time]]`).
+    Fields(Vec<(&'a str, Value<'a>)>, Vec<Option<&'a str>>),
     /// Not this decoder's line.
     NotMine,
     /// Text only the reference reads the same way (non-ASCII: Unicode classes and case).
@@ -227,6 +360,7 @@ enum Step {
         from: Option<usize>,
         quoted: bool,
         start: String,
+        within: Option<usize>,
         min: usize,
         max: usize,
         lower: bool,
@@ -234,6 +368,7 @@ enum Step {
     Csv {
         from: Option<usize>,
         sep: char,
+        quoted: bool,
         key: Option<usize>,
         tables: FxHashMap<String, Vec<(usize, usize)>>,
     },
@@ -252,13 +387,23 @@ enum Step {
     Leef {
         from: Option<usize>,
     },
+    Pick {
+        names: Vec<(Option<usize>, Vec<usize>)>,
+    },
+    Require {
+        all: Vec<usize>,
+        any: Vec<usize>,
+    },
 }
 
-/// A table case ready to run; its contract and fields stay in the plan (same index).
+/// A table case ready to run; its contract, fields and conditions stay in the plan (same
+/// index).
 struct Case {
     ids: FxHashSet<String>,
     prefixes: Vec<String>,
     default: bool,
+    input: Option<usize>,
+    cond: ConditionSlots,
     regex: Option<(Regex, Vec<(usize, usize)>)>,
     optional: bool,
     also: Vec<Step>,
@@ -302,8 +447,26 @@ fn resolve_outputs(
     }
 }
 
-/// A table case's further search: an optional regex step.
+/// A table case's further search: an optional regex step, or key=value pairs.
 fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, String> {
+    if let StepPlan::Kv {
+        from,
+        style,
+        min,
+        max,
+        ..
+    } = plan
+    {
+        return Ok(Step::Kv {
+            from: from.as_ref().and_then(|n| slots.get(n).copied()),
+            quoted: style == "quoted",
+            start: String::new(),
+            within: None,
+            min: *min,
+            max: *max,
+            lower: false,
+        });
+    }
     let StepPlan::Regex {
         from,
         pattern,
@@ -312,7 +475,7 @@ fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, 
         ..
     } = plan
     else {
-        return Err("a table case's `also` takes regex steps only".to_owned());
+        return Err("a table case's `also` takes regex and kv steps only".to_owned());
     };
     let (regex, groups) = compile_regex(pattern, slots)?;
     Ok(Step::Regex {
@@ -345,22 +508,21 @@ fn compile_regex(
     Ok((regex, groups))
 }
 
+fn slot_of(slots: &mut FxHashMap<String, usize>, name: &str) -> usize {
+    let n = slots.len();
+    *slots.entry(name.to_owned()).or_insert(n)
+}
+
 fn resolve(spec: &mut ValuePlan, slots: &mut FxHashMap<String, usize>) {
     if let Some(map) = spec.map.as_mut() {
         map.prepare();
     }
-    let mut slot = |name: &str| -> usize {
-        let n = slots.len();
-        *slots.entry(name.to_owned()).or_insert(n)
-    };
-    spec.name_slots = spec.names.iter().map(|n| slot(n)).collect();
-    spec.require_slots = spec.requires.iter().map(|n| slot(n)).collect();
-    spec.unless_slots = spec.unless.iter().map(|n| slot(n)).collect();
-    spec.when_slots = spec
-        .when
-        .iter()
-        .map(|(n, vals)| (slot(n), vals.clone()))
-        .collect();
+    for alt in spec.alts.iter_mut() {
+        resolve(alt, slots);
+    }
+    spec.name_slots = spec.names.iter().map(|n| slot_of(slots, n)).collect();
+    spec.sum_slots = spec.sum.iter().map(|n| slot_of(slots, n)).collect();
+    spec.cond.resolve(&mut |n| slot_of(slots, n));
 }
 
 impl Decoder {
@@ -368,14 +530,38 @@ impl Decoder {
         // Names something reads: value specs and steps' inputs.
         let mut slots: FxHashMap<String, usize> = FxHashMap::default();
         resolve_outputs(&mut plan.contract, &mut plan.fields, &mut slots);
+        plan.time_slots = plan.time.iter().map(|n| slot_of(&mut slots, n)).collect();
         for step in plan.steps.iter_mut() {
+            match step {
+                StepPlan::Pick { names, .. } => {
+                    for (name, from) in names.iter() {
+                        slot_of(&mut slots, name);
+                        for n in from {
+                            slot_of(&mut slots, n);
+                        }
+                    }
+                }
+                StepPlan::Require { all, any, .. } => {
+                    for n in all.iter().chain(any.iter()) {
+                        slot_of(&mut slots, n);
+                    }
+                }
+                _ => {}
+            }
             if let StepPlan::Table { key, cases, .. } = step {
                 let n = slots.len();
                 slots.entry(key.clone()).or_insert(n);
                 for case in cases.iter_mut() {
+                    case.cond.resolve(&mut |n| slot_of(&mut slots, n));
+                    if let Some(input) = &case.input {
+                        slot_of(&mut slots, input);
+                    }
                     resolve_outputs(&mut case.contract, &mut case.fields, &mut slots);
                     for step in &case.also {
                         if let StepPlan::Regex {
+                            from: Some(name), ..
+                        }
+                        | StepPlan::Kv {
                             from: Some(name), ..
                         } = step
                         {
@@ -392,7 +578,9 @@ impl Decoder {
                 | StepPlan::Csv { from, .. }
                 | StepPlan::Table { from, .. }
                 | StepPlan::Cef { from }
-                | StepPlan::Leef { from } => from,
+                | StepPlan::Leef { from }
+                | StepPlan::Pick { from, .. }
+                | StepPlan::Require { from, .. } => from,
             };
             if let Some(name) = from {
                 let n = slots.len();
@@ -435,6 +623,7 @@ impl Decoder {
                     from,
                     style,
                     start,
+                    within,
                     min,
                     max,
                     lower,
@@ -442,6 +631,7 @@ impl Decoder {
                     from: at(from),
                     quoted: style == "quoted",
                     start: start.clone(),
+                    within: *within,
                     min: *min,
                     max: *max,
                     lower: *lower,
@@ -449,11 +639,13 @@ impl Decoder {
                 StepPlan::Csv {
                     from,
                     sep,
+                    quoted,
                     key,
                     tables,
                 } => Step::Csv {
                     from: at(from),
                     sep: sep.chars().next().unwrap_or(','),
+                    quoted: *quoted,
                     key: *key,
                     tables: tables
                         .iter()
@@ -470,6 +662,21 @@ impl Decoder {
                 },
                 StepPlan::Cef { from } => Step::Cef { from: at(from) },
                 StepPlan::Leef { from } => Step::Leef { from: at(from) },
+                StepPlan::Pick { names, .. } => Step::Pick {
+                    names: names
+                        .iter()
+                        .map(|(n, from)| {
+                            (
+                                slots.get(n).copied(),
+                                from.iter().map(|f| slots[f]).collect(),
+                            )
+                        })
+                        .collect(),
+                },
+                StepPlan::Require { all, any, .. } => Step::Require {
+                    all: all.iter().map(|n| slots[n]).collect(),
+                    any: any.iter().map(|n| slots[n]).collect(),
+                },
                 StepPlan::Table { from, key, cases } => Step::Table {
                     from: at(from),
                     key: slots[key],
@@ -498,6 +705,8 @@ impl Decoder {
                                 ids: c.ids.iter().cloned().collect(),
                                 prefixes: c.prefixes.clone(),
                                 default: c.default,
+                                input: c.input.as_ref().map(|n| slots[n]),
+                                cond: c.cond.slots.clone(),
                                 regex: match &c.pattern {
                                     Some(p) => Some(compile_regex(p, &slots)?),
                                     None => None,
@@ -613,11 +822,22 @@ impl Decoder {
                 for (k, v) in pairs {
                     keep(&mut caps, self.slots.get(k).copied(), v);
                 }
+            } else if let Step::Csv {
+                from, quoted: true, ..
+            } = step
+            {
+                if input(*from, text, &caps).is_some_and(|s| s.contains('"')) {
+                    return Outcome::Defer; // quoted fields: Python's csv module reads them
+                }
+                if !run_step(step, &self.slots, text, &mut caps) {
+                    return Outcome::NotMine;
+                }
             } else if !run_step(step, &self.slots, text, &mut caps) {
                 return Outcome::NotMine;
             }
         }
         let mut out: Vec<(&'a str, Value<'a>)> = Vec::new();
+        let time = self.plan.time_slots.iter().map(|s| caps[*s]).collect();
         for (key, value) in &self.plan.observer {
             out.push((key.as_str(), Value::Text(Cow::Borrowed(value.as_str()))));
         }
@@ -633,7 +853,7 @@ impl Decoder {
                 outputs(case.contract.as_ref(), &case.fields, &caps, &mut out);
             }
         }
-        Outcome::Fields(out)
+        Outcome::Fields(out, time)
     }
 }
 
@@ -648,7 +868,7 @@ fn outputs<'a>(
         contract(c, caps, out);
     }
     for (key, spec) in fields {
-        if let Some(v) = value(spec, caps) {
+        if let Some(v) = value(spec, caps, out) {
             out.push((key.as_str(), v));
         }
     }
@@ -690,8 +910,15 @@ fn table_step<'t>(
             }
         };
         let case = &cases[i];
+        if !case.cond.hold(caps) {
+            continue;
+        }
         let Some((regex, groups)) = &case.regex else {
             return Some(i);
+        };
+        let s = match case.input {
+            Some(slot) => caps[slot],
+            None => s,
         };
         if let Some(m) = s.and_then(|s| regex.captures(s.as_bytes()).map(|m| (s, m))) {
             let (s, m) = m;
@@ -813,6 +1040,7 @@ fn run_step<'t>(
             from,
             quoted,
             start,
+            within,
             min,
             max,
             lower,
@@ -821,7 +1049,8 @@ fn run_step<'t>(
                 return false;
             };
             if !start.is_empty() {
-                let Some(at) = s.find(start.as_str()) else {
+                let head = within.map_or(s, |n| first_chars(s, n));
+                let Some(at) = head.find(start.as_str()) else {
                     return false;
                 };
                 s = &s[at..];
@@ -847,6 +1076,7 @@ fn run_step<'t>(
             sep,
             key,
             tables,
+            ..
         } => {
             let Some(s) = input(*from, text, caps) else {
                 return false;
@@ -868,33 +1098,72 @@ fn run_step<'t>(
             }
             true
         }
+        Step::Pick { names } => {
+            for (slot, from) in names {
+                // The first non-empty, else the last one's value (Python's `a or b`).
+                let mut v = None;
+                for f in from {
+                    v = caps[*f];
+                    if v.is_some_and(|s| !s.is_empty()) {
+                        break;
+                    }
+                }
+                if let Some(v) = v {
+                    keep(caps, *slot, v);
+                }
+            }
+            true
+        }
+        Step::Require { all, any } => {
+            all.iter().all(|s| caps[*s].is_some())
+                && (any.is_empty() || any.iter().any(|s| caps[*s].is_some()))
+        }
         Step::Table { .. } | Step::Cef { .. } | Step::Leef { .. } => true, // run by `decode`
     }
 }
 
-fn value<'a>(spec: &'a ValuePlan, caps: &Captures<'a>) -> Option<Value<'a>> {
-    // `requires` and `when` hold for a constant as for a capture.
-    if !spec.require_slots.iter().all(|r| caps[*r].is_some())
-        || spec.unless_slots.iter().any(|r| caps[*r].is_some())
-    {
+fn value<'a>(
+    spec: &'a ValuePlan,
+    caps: &Captures<'a>,
+    out: &[(&'a str, Value<'a>)],
+) -> Option<Value<'a>> {
+    if !spec.alts.is_empty() {
+        return spec.alts.iter().find_map(|alt| value(alt, caps, out));
+    }
+    // The conditions hold for a constant or a sum as for a capture.
+    if !spec.cond.hold(caps, out) {
         return None;
     }
-    for (slot, allowed) in &spec.when_slots {
-        let got = caps[*slot].map(|c| c.to_lowercase()).unwrap_or_default();
-        if !allowed.contains(&got) {
-            return None;
-        }
+    if let Some(text) = &spec.text {
+        return Some(Value::Text(Cow::Borrowed(text.as_str())));
     }
     if let Some(i) = spec.constant {
         return Some(Value::Const(i));
     }
-    // The first non-empty capture, else the last one's value (Python's `a or b`).
-    let mut v: Option<&'a str> = None;
-    for slot in &spec.name_slots {
-        v = caps[*slot];
-        if v.is_some_and(|s| !s.is_empty()) {
-            break;
+    if !spec.sum_slots.is_empty() {
+        // At most 8 numbers of at most 18 digits: the sum fits 64 bits.
+        let mut total: i64 = 0;
+        for slot in &spec.sum_slots {
+            total += as_int(caps[*slot]?)?;
         }
+        return Some(Value::Int(total));
+    }
+    let mut v: Option<&'a str> = None;
+    if spec.skip.is_empty() {
+        // The first non-empty capture, else the last one's value (Python's `a or b`).
+        for slot in &spec.name_slots {
+            v = caps[*slot];
+            if v.is_some_and(|s| !s.is_empty()) {
+                break;
+            }
+        }
+    } else {
+        // The first capture neither empty nor a placeholder.
+        v = spec
+            .name_slots
+            .iter()
+            .filter_map(|slot| caps[*slot])
+            .find(|c| !c.is_empty() && !spec.skip.iter().any(|k| k == c));
     }
     let mut v: &'a str = v?;
     if v.is_empty() && !spec.keep_empty {
@@ -1012,9 +1281,12 @@ fn network_verdict<'a>(action: Value<'a>, out: &mut Vec<(&'a str, Value<'a>)>) {
 }
 
 fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str, Value<'a>)>) {
-    let part = |p: &'a Option<ValuePlan>| p.as_ref().and_then(|spec| value(spec, caps));
+    let (action, outcome, user) = {
+        let part = |p: &'a Option<ValuePlan>| p.as_ref().and_then(|spec| value(spec, caps, out));
+        (part(&c.action), part(&c.outcome), part(&c.user))
+    };
     match c.kind.as_str() {
-        "firewall" => match part(&c.action) {
+        "firewall" => match action {
             Some(action) => network_verdict(action, out),
             None => {
                 if let Some(default) = c.default_action.as_deref().filter(|d| !d.is_empty()) {
@@ -1025,7 +1297,7 @@ fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str
             }
         },
         "authentication" => {
-            let (a, o, u) = (part(&c.action), part(&c.outcome), part(&c.user));
+            let (a, o, u) = (action, outcome, user);
             if let (Some(a), Some(o)) = (a, o) {
                 out.push(("event.category", Value::Texts(vec!["authentication"])));
                 out.push(("event.type", Value::Texts(vec![c.auth_type.as_str()])));
@@ -1037,7 +1309,7 @@ fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str
             }
         }
         "config_change" => {
-            let u = part(&c.user);
+            let u = user;
             out.push(("event.category", Value::Texts(vec!["configuration"])));
             out.push(("event.type", Value::Texts(vec!["change"])));
             out.push(("event.action", Value::Text(Cow::Borrowed("config_change"))));

@@ -8,6 +8,9 @@
 pub mod cef;
 pub mod decoders;
 pub mod kv;
+pub mod netflow;
+pub mod rollup;
+pub mod rules;
 pub mod syslog;
 
 #[cfg(feature = "python")]

@@ -11,9 +11,10 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
+use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Message};
 
@@ -478,6 +479,12 @@ struct FileDecoder {
     inner: crate::decoders::Decoder,
     consts: Vec<Py<PyAny>>,
     convert: Py<PyAny>,
+    /// The reference's device time of the file's `[[time]]` (strptime, zones), called with the
+    /// captures it reads; `None` when the file has none.
+    device_time: Option<Py<PyAny>>,
+    /// Device times already read, by their captures: a device stamps many lines with the same
+    /// second, and the conversion is a Python call (bounded; cleared when full).
+    time_memo: Mutex<rustc_hash::FxHashMap<String, Py<PyAny>>>,
     /// Field names as interned Python strings: their hash is cached, so setting a field costs
     /// no string allocation and no hashing.
     keys: rustc_hash::FxHashMap<String, Py<PyString>>,
@@ -486,11 +493,13 @@ struct FileDecoder {
 #[pymethods]
 impl FileDecoder {
     #[new]
+    #[pyo3(signature = (plan, consts, convert, device_time=None))]
     fn new(
         py: Python<'_>,
         plan: &str,
         consts: Vec<Py<PyAny>>,
         convert: Py<PyAny>,
+        device_time: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let inner = crate::decoders::Decoder::from_json(plan).map_err(PyValueError::new_err)?;
         let keys = inner
@@ -502,6 +511,8 @@ impl FileDecoder {
             inner,
             consts,
             convert,
+            device_time,
+            time_memo: Mutex::default(),
             keys,
         })
     }
@@ -524,8 +535,8 @@ impl FileDecoder {
                 return Ok(None);
             }
         };
-        let found = match outcome {
-            Outcome::Fields(found) => found,
+        let (found, time) = match outcome {
+            Outcome::Fields(found, time) => (found, time),
             Outcome::NotMine => return Ok(Some(false)),
             Outcome::Defer => return Ok(None),
         };
@@ -555,7 +566,49 @@ impl FileDecoder {
                 None => fields.set_item(key, obj)?,
             }
         }
+        if let (Some(device_time), false) = (&self.device_time, time.is_empty()) {
+            let got = self.device_time_of(py, device_time, time)?;
+            if !got.is_none() {
+                msg.setattr(intern!(py, "payload_time"), got)?;
+            }
+        }
         Ok(Some(true))
+    }
+}
+
+const TIME_MEMO_MAX: usize = 4096;
+
+impl FileDecoder {
+    /// The reference's device time of these captures, memoised (the results are immutable:
+    /// a float, a naive datetime or `None`).
+    fn device_time_of<'py>(
+        &self,
+        py: Python<'py>,
+        device_time: &Py<PyAny>,
+        time: Vec<Option<&str>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        // Each capture length-prefixed: no two different tuples make the same key.
+        let mut key = String::new();
+        for v in &time {
+            match v {
+                Some(v) => key.push_str(&format!("{}:{v}", v.len())),
+                None => key.push('-'),
+            }
+        }
+        if let Ok(memo) = self.time_memo.try_lock() {
+            if let Some(hit) = memo.get(&key) {
+                return Ok(hit.bind(py).clone());
+            }
+        }
+        // The call may run another thread's decode: the memo is not held across it.
+        let got = device_time.bind(py).call1(PyTuple::new(py, time)?)?;
+        if let Ok(mut memo) = self.time_memo.try_lock() {
+            if memo.len() >= TIME_MEMO_MAX {
+                memo.clear();
+            }
+            memo.insert(key, got.clone().unbind());
+        }
+        Ok(got)
     }
 }
 
@@ -583,6 +636,199 @@ fn kv_pairs<'py>(
     Ok(Some(out))
 }
 
+/// A field value from the event's dict, as the matcher reads it. Exact types only: a
+/// subclass (an `IntEnum`, a `str` subclass) may print differently, so only its presence is
+/// used here and the reference decides the rest.
+fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
+    use std::borrow::Cow;
+    if v.is_none() {
+        return Val::Null;
+    }
+    if v.is_exact_instance_of::<PyString>() {
+        return match v.cast::<PyString>().map(|s| s.to_cow()) {
+            Ok(Ok(t)) => Val::Str(Cow::Owned(t.into_owned())),
+            _ => Val::Other, // lone surrogates
+        };
+    }
+    if v.is_exact_instance_of::<PyBool>() {
+        return Val::Bool(v.is_truthy().unwrap_or(false));
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return v.extract::<i64>().map(Val::Int).unwrap_or(Val::Other);
+    }
+    if v.is_exact_instance_of::<PyFloat>() {
+        return v.extract::<f64>().map(Val::Float).unwrap_or(Val::Other);
+    }
+    if let Ok(list) = v.cast::<PyList>() {
+        if depth >= 2 {
+            return Val::Other;
+        }
+        return Val::List(list.iter().map(|x| field_value(&x, depth + 1)).collect());
+    }
+    Val::Other
+}
+
+/// An event's fields dict, looked up by the matcher's field indices (interned keys).
+struct DictFields<'a, 'py> {
+    dict: &'a Bound<'py, PyDict>,
+    keys: &'a [Py<PyString>],
+}
+
+impl Fields for DictFields<'_, '_> {
+    fn get(&self, field: usize) -> Option<Val<'_>> {
+        let key = self.keys.get(field)?.bind(self.dict.py());
+        match self.dict.get_item(key) {
+            Ok(Some(v)) => Some(field_value(&v, 0)),
+            Ok(None) => None,
+            Err(_) => Some(Val::Other),
+        }
+    }
+}
+
+/// One decision of a batch: (event index, rule index, left to the reference).
+type Decision = (usize, usize, bool);
+
+/// Sigma detections compiled once from the form `appliance/correlate/compile.py` emits,
+/// matched a batch of events at a time. The engine registers each candidate set (the rules
+/// its logsource/action index picked) once as a group and passes a group number per event.
+#[pyclass(module = "appliance._dataplane")]
+struct RuleMatcher {
+    rules: RuleSet,
+    keys: Vec<Py<PyString>>,
+    groups: Vec<Vec<usize>>,
+    /// Tests only: the next event evaluated panics (to show the fallback).
+    panic_next: bool,
+}
+
+impl RuleMatcher {
+    /// Every candidate of `group` for event `ev`, decided here or left to the reference;
+    /// a panic leaves all of the event's candidates to the reference and is counted.
+    fn decide(&mut self, ev: usize, group: usize, fields: &dyn Fields, out: &mut Vec<Decision>) {
+        let Some(cands) = self.groups.get(group) else {
+            return;
+        };
+        let rules = &self.rules;
+        let boom = std::mem::take(&mut self.panic_next);
+        let start = out.len();
+        let got = catch_unwind(AssertUnwindSafe(|| {
+            if boom {
+                panic!("injected by a test");
+            }
+            for &r in cands {
+                match rules.matches(r, fields) {
+                    Ok(true) => out.push((ev, r, false)),
+                    Ok(false) => {}
+                    Err(Undecided) => out.push((ev, r, true)),
+                }
+            }
+        }));
+        if got.is_err() {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            out.truncate(start);
+            out.extend(cands.iter().map(|&r| (ev, r, true)));
+        }
+    }
+}
+
+#[pymethods]
+impl RuleMatcher {
+    #[new]
+    fn new(py: Python<'_>, form: &str) -> PyResult<Self> {
+        let rules = catch_unwind(|| RuleSet::from_json(form))
+            .map_err(|_| {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                PyValueError::new_err("the rule form could not be loaded (panic caught)")
+            })?
+            .map_err(|e| PyValueError::new_err(e.0))?;
+        let keys = rules
+            .fields()
+            .names()
+            .iter()
+            .map(|k| PyString::intern(py, k).unbind())
+            .collect();
+        Ok(RuleMatcher {
+            rules,
+            keys,
+            groups: Vec::new(),
+            panic_next: false,
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Rules the reference evaluates instead: (rule index, reason).
+    fn unsupported(&self) -> Vec<(usize, String)> {
+        self.rules.unsupported()
+    }
+
+    /// Register a candidate set; returns its group number for the batch calls.
+    fn group(&mut self, rules: Vec<usize>) -> usize {
+        self.groups.push(rules);
+        self.groups.len() - 1
+    }
+
+    /// Forget every group (the engine's candidate memo was cleared).
+    fn clear_groups(&mut self) {
+        self.groups.clear();
+    }
+
+    /// The matches of a batch given as the events' fields dicts: a list of (event index,
+    /// rule index, undecided) in candidate order; `undecided` pairs are for the reference.
+    fn match_dicts(
+        &mut self,
+        fields: Vec<Bound<'_, PyDict>>,
+        groups: Vec<usize>,
+    ) -> PyResult<Vec<Decision>> {
+        if fields.len() != groups.len() {
+            return Err(PyValueError::new_err("one group per event"));
+        }
+        let keys = std::mem::take(&mut self.keys);
+        let mut out = Vec::new();
+        for (ev, (dict, &group)) in fields.iter().zip(&groups).enumerate() {
+            let f = DictFields { dict, keys: &keys };
+            self.decide(ev, group, &f, &mut out);
+        }
+        self.keys = keys;
+        Ok(out)
+    }
+
+    /// The same from the events' stored lines (`[ts, created, module, {fields}, raw]`),
+    /// parsed here; a line that is not of that shape leaves its candidates undecided.
+    fn match_lines(&mut self, lines: Vec<Vec<u8>>, groups: Vec<usize>) -> PyResult<Vec<Decision>> {
+        if lines.len() != groups.len() {
+            return Err(PyValueError::new_err("one group per event"));
+        }
+        let names = self.rules.fields().names().to_vec();
+        let mut out = Vec::new();
+        for (ev, (line, &group)) in lines.iter().zip(&groups).enumerate() {
+            let doc: Option<serde_json::Value> = serde_json::from_slice(line).ok();
+            match doc
+                .as_ref()
+                .and_then(|d| d.get(3))
+                .and_then(|f| f.as_object())
+            {
+                Some(map) => {
+                    let f = JsonFields { map, names: &names };
+                    self.decide(ev, group, &f, &mut out);
+                }
+                None => {
+                    if let Some(cands) = self.groups.get(group) {
+                        out.extend(cands.iter().map(|&r| (ev, r, true)));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Tests only: make the next event evaluated panic, to exercise the fallback.
+    fn inject_panic(&mut self) {
+        self.panic_next = true;
+    }
+}
+
 #[pymodule]
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -591,5 +837,366 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
+    m.add_class::<RuleMatcher>()?;
+    m.add_class::<FlowTemplate>()?;
+    m.add_class::<FlowRollup>()?;
     Ok(())
+}
+
+/// A NetFlow v9/IPFIX template's records decoded into the reference's flow dicts.
+///
+/// Built once per installed (non-options) template from what `template.Template` computed:
+/// each field's wire length and converter code, and the ECS plan (which value feeds which
+/// field). `emit` turns a data set's bytes into `(event time, fields)` tuples identical to
+/// the reference's generated emitter, key order included.
+#[pyclass(frozen, module = "appliance._dataplane")]
+struct FlowTemplate {
+    plan: crate::netflow::RecordPlan,
+    /// (field name, value index) in the reference's dict order.
+    direct: Vec<(Py<PyString>, usize)>,
+    rate_i: Option<usize>,
+    sampler_i: Option<usize>,
+    bytes_i: Option<usize>,
+    packets_i: Option<usize>,
+    proto_i: Option<usize>,
+    start_i: Option<usize>,
+    end_i: Option<usize>,
+    init_i: Option<usize>,
+    /// network.iana_number text and network.transport name per protocol number.
+    iana: Vec<Py<PyString>>,
+    transport: Vec<Option<Py<PyString>>>,
+    keys: FlowKeys,
+}
+
+struct FlowKeys {
+    bytes: Py<PyString>,
+    packets: Py<PyString>,
+    category: Py<PyString>,
+    kind: Py<PyString>,
+    network: Py<PyString>,
+    connection: Py<PyString>,
+    iana: Py<PyString>,
+    transport: Py<PyString>,
+    rate: Py<PyString>,
+    start: Py<PyString>,
+    end: Py<PyString>,
+}
+
+fn position(i: isize) -> Option<usize> {
+    usize::try_from(i).ok()
+}
+
+#[pymethods]
+impl FlowTemplate {
+    /// `fields`: (wire length, converter code) per template field, padding included;
+    /// `direct`: (name, value index); `slots`: rate, sampler, bytes, packets, protocol,
+    /// start, end and init value indexes (-1: absent); `transport`: name per protocol number.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        fields: Vec<(u16, u8)>,
+        direct: Vec<(String, isize)>,
+        slots: [isize; 8],
+        transport: Vec<Option<String>>,
+    ) -> PyResult<Self> {
+        use crate::netflow::{Conv, FieldPlan, RecordPlan};
+        let mut plan_fields = Vec::with_capacity(fields.len());
+        for (len, code) in fields {
+            let conv = Conv::from_code(code)
+                .ok_or_else(|| PyValueError::new_err(format!("converter code {code}")))?;
+            plan_fields.push(FieldPlan { len, conv });
+        }
+        let plan = RecordPlan::new(plan_fields).map_err(|e| PyValueError::new_err(e.0))?;
+        let width = plan.width();
+        let idx = |i: isize| -> PyResult<Option<usize>> {
+            match position(i) {
+                Some(p) if p >= width => Err(PyValueError::new_err("value index past the record")),
+                other => Ok(other),
+            }
+        };
+        let mut direct_out = Vec::with_capacity(direct.len());
+        for (name, i) in direct {
+            let i = idx(i)?.ok_or_else(|| PyValueError::new_err("negative value index"))?;
+            direct_out.push((PyString::intern(py, &name).unbind(), i));
+        }
+        let k = |s: &str| PyString::intern(py, s).unbind();
+        Ok(FlowTemplate {
+            plan,
+            direct: direct_out,
+            rate_i: idx(slots[0])?,
+            sampler_i: idx(slots[1])?,
+            bytes_i: idx(slots[2])?,
+            packets_i: idx(slots[3])?,
+            proto_i: idx(slots[4])?,
+            start_i: idx(slots[5])?,
+            end_i: idx(slots[6])?,
+            init_i: idx(slots[7])?,
+            iana: (0..256).map(|i| k(&i.to_string())).collect(),
+            transport: (0..256)
+                .map(|i| transport.get(i).cloned().flatten().map(|t| k(&t)))
+                .collect(),
+            keys: FlowKeys {
+                bytes: k("network.bytes"),
+                packets: k("network.packets"),
+                category: k("event.category"),
+                kind: k("event.type"),
+                network: k("network"),
+                connection: k("connection"),
+                iana: k("network.iana_number"),
+                transport: k("network.transport"),
+                rate: k("netflow.sampling_rate"),
+                start: k("event.start"),
+                end: k("event.end"),
+            },
+        })
+    }
+
+    /// Append the records of `data[p:end]` to `out` as `(ts, fields)`; return the error the
+    /// reference counts for a malformed set (`short_data_set`, `varlen_past_end`) or `None`.
+    /// Raises (and appends nothing) when a value cannot be represented, or on a caught
+    /// panic: the caller then decodes the set with the reference emitter.
+    #[allow(clippy::too_many_arguments)]
+    fn emit<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        p: usize,
+        end: usize,
+        common: &Bound<'py, PyDict>,
+        base: Option<f64>,
+        scale: f64,
+        rate: u128,
+        samplers: &Bound<'py, PyDict>,
+        now: f64,
+        out: &Bound<'py, PyList>,
+    ) -> PyResult<Option<&'static str>> {
+        use crate::netflow::{split, text, Raw};
+        if p > end || end > data.len() {
+            return Err(PyValueError::new_err("set bounds outside the datagram"));
+        }
+        let body = &data[p..end];
+        let got = match catch_unwind(AssertUnwindSafe(|| split(&self.plan, body))) {
+            Ok(got) => got,
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                return Err(PyValueError::new_err("native netflow decoder panicked"));
+            }
+        };
+        if got.records == 0 {
+            return Ok(got.error);
+        }
+        let width = self.plan.width();
+        let int = |v: &Raw<'_>| -> Option<u64> {
+            match v {
+                Raw::Int(n) => Some(*n),
+                Raw::Bytes(..) => None,
+            }
+        };
+        let overflow = || pyo3::exceptions::PyOverflowError::new_err("flow value past u128");
+        let keys = &self.keys;
+        let timed = self.start_i.is_some() || self.end_i.is_some();
+        let mut made: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(got.records);
+        for rec in got.values.chunks_exact(width) {
+            let r: u128 = if let Some(i) = self.rate_i {
+                match int(&rec[i]) {
+                    Some(0) | None => rate,
+                    Some(v) => u128::from(v),
+                }
+            } else if let Some(i) = self.sampler_i {
+                let key = match rec[i] {
+                    Raw::Int(n) => n.into_bound_py_any(py)?,
+                    Raw::Bytes(b, c) => PyString::new(py, &text(b, c)).into_any(),
+                };
+                match samplers.get_item(key)? {
+                    Some(v) => v.extract::<u128>()?,
+                    None => rate,
+                }
+            } else {
+                rate
+            };
+            let d = PyDict::new(py);
+            for (name, i) in &self.direct {
+                let v = match rec[*i] {
+                    Raw::Int(n) => n.into_bound_py_any(py)?,
+                    Raw::Bytes(b, c) => PyString::new(py, &text(b, c)).into_any(),
+                };
+                d.set_item(name.bind(py), v)?;
+            }
+            if let Some(i) = self.bytes_i {
+                let v = u128::from(int(&rec[i]).unwrap_or(0));
+                d.set_item(keys.bytes.bind(py), v.checked_mul(r).ok_or_else(overflow)?)?;
+            }
+            if let Some(i) = self.packets_i {
+                let v = u128::from(int(&rec[i]).unwrap_or(0));
+                d.set_item(
+                    keys.packets.bind(py),
+                    v.checked_mul(r).ok_or_else(overflow)?,
+                )?;
+            }
+            d.set_item(
+                keys.category.bind(py),
+                PyList::new(py, [keys.network.bind(py)])?,
+            )?;
+            d.set_item(
+                keys.kind.bind(py),
+                PyList::new(py, [keys.connection.bind(py)])?,
+            )?;
+            if let Some(i) = self.proto_i {
+                let proto = int(&rec[i]).unwrap_or(u64::MAX);
+                if proto < 256 {
+                    let proto = proto as usize;
+                    d.set_item(keys.iana.bind(py), self.iana[proto].bind(py))?;
+                    if let Some(t) = &self.transport[proto] {
+                        d.set_item(keys.transport.bind(py), t.bind(py))?;
+                    }
+                }
+            }
+            if r != 1 {
+                d.set_item(keys.rate.bind(py), r)?;
+            }
+            let mut ts = now;
+            if timed {
+                let b = match self.init_i {
+                    Some(i) => Some(int(&rec[i]).unwrap_or(0) as f64 * 0.001),
+                    None => base,
+                };
+                if let Some(b) = b {
+                    if let Some(i) = self.start_i {
+                        let v = int(&rec[i]).unwrap_or(0) as f64;
+                        d.set_item(keys.start.bind(py), b + v * scale)?;
+                    }
+                    if let Some(i) = self.end_i {
+                        let v = int(&rec[i]).unwrap_or(0) as f64;
+                        ts = b + v * scale;
+                        d.set_item(keys.end.bind(py), ts)?;
+                    }
+                }
+            }
+            d.update(common.as_mapping())?;
+            made.push(PyTuple::new(py, [ts.into_bound_py_any(py)?, d.into_any()])?);
+        }
+        for item in made {
+            out.append(item)?;
+        }
+        Ok(got.error)
+    }
+}
+
+/// The per-minute flow rollups (`crate::rollup`), fed the flow path's events in batches.
+#[pyclass(module = "appliance._dataplane")]
+struct FlowRollup {
+    inner: crate::rollup::Rollup,
+}
+
+/// A field as rollup key text: `None`, the string itself, or `str()` of anything else.
+fn key_part(v: Option<Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) => match v.cast::<PyString>() {
+            Ok(s) => Ok(Some(s.to_str()?.to_owned())),
+            Err(_) => Ok(Some(v.str()?.to_str()?.to_owned())),
+        },
+    }
+}
+
+/// `fields.get(name) or 0` as an unsigned count (0 for what is not one).
+fn counter(v: Option<Bound<'_, PyAny>>) -> u128 {
+    v.and_then(|v| v.extract::<u128>().ok()).unwrap_or(0)
+}
+
+fn rows_out<'py>(py: Python<'py>, rows: Vec<crate::rollup::Row>) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    for (minute, dim, key, b, p, n) in rows {
+        out.append((minute, crate::rollup::DIMENSIONS[dim], key, b, p, n))?;
+    }
+    Ok(out)
+}
+
+#[pymethods]
+impl FlowRollup {
+    #[new]
+    #[pyo3(signature = (top_k = 100, max_keys = 20_000))]
+    fn new(top_k: usize, max_keys: usize) -> Self {
+        FlowRollup {
+            inner: crate::rollup::Rollup::new(top_k, max_keys),
+        }
+    }
+
+    /// Count each flow event (`created`, `fields`) in the minute it was received.
+    fn add(&mut self, py: Python<'_>, events: &Bound<'_, PyAny>) -> PyResult<()> {
+        let names = [
+            intern!(py, "source.ip"),
+            intern!(py, "destination.ip"),
+            intern!(py, "destination.port"),
+            intern!(py, "network.transport"),
+            intern!(py, "network.iana_number"),
+            intern!(py, "network.bytes"),
+            intern!(py, "network.packets"),
+        ];
+        let mut flows = Vec::new();
+        for ev in events.try_iter()? {
+            let ev = ev?;
+            let created: f64 = ev.getattr(intern!(py, "created"))?.extract()?;
+            let fields = ev.getattr(intern!(py, "fields"))?;
+            let fields = fields.cast::<PyDict>()?;
+            let get = |i: usize| fields.get_item(names[i]);
+            let mut transport = get(3)?;
+            if transport
+                .as_ref()
+                .is_none_or(|t| !t.is_truthy().unwrap_or(false))
+            {
+                transport = get(4)?;
+            }
+            flows.push(crate::rollup::Flow {
+                created,
+                src: key_part(get(0)?)?,
+                dst: key_part(get(1)?)?,
+                port: key_part(get(2)?)?,
+                transport: key_part(transport)?,
+                bytes: counter(get(5)?),
+                packets: counter(get(6)?),
+            });
+        }
+        let inner = &mut self.inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.add(flows))) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                Err(PyValueError::new_err("native flow rollup panicked"))
+            }
+        }
+    }
+
+    fn take_closed<'py>(&mut self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
+        rows_out(py, self.inner.take_closed(now))
+    }
+
+    fn take_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        rows_out(py, self.inner.take_all())
+    }
+
+    fn open_rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        rows_out(py, self.inner.open_rows())
+    }
+
+    #[getter]
+    fn flows(&self) -> u64 {
+        self.inner.flows
+    }
+
+    #[getter]
+    fn folded(&self) -> u64 {
+        self.inner.folded
+    }
+
+    #[getter]
+    fn top_k(&self) -> usize {
+        self.inner.top_k
+    }
+
+    #[getter]
+    fn max_keys(&self) -> usize {
+        self.inner.max_keys
+    }
 }

@@ -117,29 +117,8 @@ proptest! {
 }
 
 /// A plan that exercises every step kind, value option and contract of the interpreter.
-const PLAN: &str = r#"{
-  "match": {"all": ["="], "any": [], "none": ["NOPE"]},
-  "steps": [
-    {"kind": "cut", "from": null, "at": "IN=", "before": "head", "after": "tail"},
-    {"kind": "regex", "from": "head", "pattern": "(?s)^\\s*(?:\\[[^\\]]*\\]\\s*)?(?P<prefix>.*\\S)?", "optional": true},
-    {"kind": "kv", "from": null, "style": "split", "start": "IN=", "min": 1, "max": 64, "lower": true},
-    {"kind": "kv", "from": null, "style": "quoted", "start": "", "min": 0, "max": 64, "lower": false},
-    {"kind": "csv", "from": "list", "sep": ",", "key": 0, "tables": {"4": ["v", "a", "b", "port"], "6": ["v", "_", "b"]}}
-  ],
-  "observer": [["observer.vendor", "X"]],
-  "contract": {"kind": "firewall", "type": "start", "default_action": "log",
-               "action": {"names": ["prefix"], "map": {"match": "contains", "case": "upper",
-                          "pairs": [["DROP", "drop"], ["ACCEPT", "allow"]]}, "else": null}},
-  "fields": [
-    ["source.ip", {"names": ["src", "a"], "as": "ip"}],
-    ["source.port", {"names": ["spt"], "as": "port", "requires": ["dpt"]}],
-    ["network.transport", {"names": ["proto"], "as": "transport", "when": [["proto", ["tcp", "udp", "6"]]]}],
-    ["rule.name", {"names": ["prefix"], "strip": ":", "keep_empty": true}],
-    ["labels.port", {"names": ["port"], "as": "int"}],
-    ["labels.b", {"names": ["b"], "as": "upper", "map": {"match": "exact", "case": "lower", "pairs": [["x", "y"]]}, "else": "raw"}],
-    ["labels.c", {"const": 0}]
-  ]
-}"#;
+// (`tests/plans/every_option.json`, shared with the cargo-fuzz target `decoder`)
+const PLAN: &str = include_str!("plans/every_option.json");
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
@@ -157,13 +136,50 @@ proptest! {
         static DECODER: OnceLock<Decoder> = OnceLock::new();
         let decoder = DECODER.get_or_init(|| Decoder::from_json(PLAN).expect("the plan loads"));
         match decoder.decode(&text) {
-            Outcome::Fields(fields) => {
+            Outcome::Fields(fields, time) => {
                 // cut needs IN=, the csv step reads the quoted kv step's "list" capture
                 prop_assert!(text.contains("IN=") && text.contains("list="));
                 prop_assert!(fields.iter().any(|(k, _)| *k == "observer.vendor"));
+                // the device time's inputs are handed over, one per name of the plan's `time`
+                prop_assert_eq!(time.len(), 3);
+                // a value spec's alternatives end with a constant: always a value
+                prop_assert!(fields.iter().any(|(k, _)| *k == "labels.e"));
             }
             Outcome::NotMine => prop_assert!(text.is_ascii()),
             Outcome::Defer => prop_assert!(!text.is_ascii()),
+        }
+    }
+}
+
+/// A template layout: up to 16 fields of any fixed length (0..20) or variable, any converter.
+fn flow_layout() -> impl Strategy<Value = Vec<(u16, u8)>> {
+    prop::collection::vec((prop_oneof![0u16..20, Just(0xFFFFu16)], 0u8..7), 1..16)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Any layout over any body: no panic, records bounded by the bytes, values per record
+    /// as the layout says, every value printable.
+    #[test]
+    fn netflow_records_split_within_their_bytes(
+        layout in flow_layout(),
+        body in prop::collection::vec(any::<u8>(), 0..600),
+    ) {
+        use _dataplane::netflow::{split, text, Conv, FieldPlan, Raw, RecordPlan};
+        let fields = layout
+            .iter()
+            .map(|&(len, code)| FieldPlan { len, conv: Conv::from_code(code).unwrap() })
+            .collect();
+        if let Ok(plan) = RecordPlan::new(fields) {
+            let got = split(&plan, &body);
+            prop_assert!(got.records * plan.min_len <= body.len());
+            prop_assert_eq!(got.values.len(), got.records * plan.width());
+            for v in &got.values {
+                if let Raw::Bytes(b, c) = v {
+                    let _ = text(b, *c);
+                }
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from tests import conftest
 from tests.forwarding import Receiver, Seen, incident, make_pki
 
 pytestmark = pytest.mark.slow
@@ -69,11 +70,7 @@ async def spawn(*args: str) -> asyncio.subprocess.Process:
 
 
 async def wait_until(cond: Any, timeout: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not cond():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.02)
+    await conftest.wait_until(cond, timeout)
 
 
 def key_of(s: Seen) -> str:

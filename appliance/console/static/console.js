@@ -488,6 +488,17 @@ async function incidentPage() {
       ["hits", String(doc.hit_count)], ["suppressed hits", String(doc.suppressed_count || 0)],
       ["window", `${localTime(doc.first_seen)} - ${localTime(doc.last_seen)}`],
       ["revision", String(doc.revision)]];
+    // A correlation's condition and what met it (detail: value, condition, timespan; for a
+    // boolean condition the rules that occurred and those absent).
+    const detail = doc.detail || {};
+    if (detail.condition !== undefined) {
+      const cond = detail.condition;
+      pairs.push(["condition", typeof cond === "string" ? cond : Object.entries(cond).map(([op, t]) => `${op} ${t}`).join(" and ")]);
+      if (detail.value !== undefined) pairs.push(["value", String(detail.value)]);
+      if (detail.occurred) pairs.push(["occurred", detail.occurred.join(", ") || "-"]);
+      if (detail.absent && detail.absent.length) pairs.push(["absent", detail.absent.join(", ")]);
+      if (detail.timespan !== undefined) pairs.push(["timespan", `${detail.timespan} s`]);
+    }
     why.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { text: v })]));
     const samples = (doc.evidence && doc.evidence.samples) || [];
     document.getElementById("evidence").replaceChildren(...samples.map((s) => el("li", { text: s })));

@@ -11,6 +11,9 @@ positions) and every name is embedded with ``repr``: nothing from the wire becom
 same trick is what ``dataclasses`` and ``namedtuple`` use. Variable-length templates (IPFIX,
 RFC 7011 §7) are split into the same tuples by a slower per-field loop and then share the
 generated function; options templates are state (sampling, boot time), read as plain dicts.
+When the Rust extension runs, the same plan (field lengths, converters, ECS mapping) is also
+handed to it once per template (``Template.native``) and it builds the records instead; the
+generated function stays the reference, the fallback, and what the compile budget counts.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from appliance import dataplane
 from appliance.protocols.netflow.ie import (
     BYTES,
     IP4,
@@ -152,6 +156,7 @@ class Template:
         "last_seen",
         "min_len",
         "names",
+        "native",
         "plan",
         "scope_count",
         "split",
@@ -202,8 +207,11 @@ class Template:
         self.time_kind = ""
         self.plan: _Plan | None = None
         self.emit: Emitter | None = None  # set by the decoder: compiled, or generic
+        self.native: Any = None  # the extension's FlowTemplate, when it runs
         if not scope_count:  # options templates are state, not flows: no emitter
             self.plan = self._plan(names, convs, index, ints)
+            if dataplane.native is not None:
+                self.native = _native_template(self.plan, fields)
 
     def _plan(
         self,
@@ -286,6 +294,33 @@ class Template:
 
     def to_json(self) -> list[Any]:
         return [self.tid, self.scope_count, [list(f) for f in self.fields], self.last_seen]
+
+
+# The extension's converter codes (dataplane/src/netflow.rs, Conv::from_code).
+_CONV_CODES: dict[Any, int] = {
+    None: 0, _uint: 0, _inet_ntoa: 1, _ntop6: 2, _mac: 3, _text: 4, _hex: 5,
+}  # fmt: skip
+_PAD_CODE = 6
+
+
+def _native_template(plan: _Plan, fields: tuple[Field, ...]) -> Any:
+    """The same plan for the extension's record decoder: field lengths and converter codes
+    in wire order (padding included), the ECS mapping by value index. ``None`` when the
+    extension refuses it (the Python emitter then does the work)."""
+    assert dataplane.native is not None
+    convs = iter(plan.convs)
+    wire: list[tuple[int, int]] = []
+    for ie, length, pen in fields:
+        if ie == PAD_IE and pen == 0:
+            wire.append((length, _PAD_CODE))
+        else:
+            wire.append((length, _CONV_CODES.get(next(convs)[1], 5)))
+    slots = [plan.rate_i, plan.sampler_i, plan.bytes_i, plan.packets_i, plan.proto_i,
+             plan.start_i, plan.end_i, plan.init_i]  # fmt: skip
+    try:
+        return dataplane.native.FlowTemplate(wire, plan.direct, slots, TRANSPORT)
+    except (ValueError, OverflowError, TypeError):
+        return None
 
 
 def _var_converter(ie: int, pen: int) -> Callable[[bytes], Any]:

@@ -17,11 +17,17 @@ PYTHON_TARGETS: dict[str, str] = {
     "config": "config",
     "api-params": "api_params",
     "analysis-files": "analysis_files",
+    "rule-matcher": "rule_matcher",
 }
 # cargo-fuzz target name in dataplane/fuzz/fuzz_targets/, and which Python target's seeds it
 # starts from (the same bytes reach the same parser).
 RUST_TARGETS: dict[str, tuple[str, str]] = {
     "rust-header": ("header", "syslog-header"),
     "rust-framer": ("framer", "syslog-framing"),
+    "rust-rules": ("rules", "rule-matcher"),
+    # Its input is a record layout and a data set body, not a datagram stream: the netflow
+    # seeds are only starting bytes there.
+    "rust-netflow": ("netflow", "netflow"),
+    "rust-decoder": ("decoder", "syslog-vendors"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]

@@ -1,7 +1,8 @@
 """NetFlow v5/v9/IPFIX, template compilation included: a sequence of datagrams from two
 exporters never raises, yields no more records than it had bytes, keeps every bound of
-``DecoderLimits``, produces storable flows, maps records through generated code exactly as the
-interpreted fallback does, and saves state that a fresh decoder loads without complaint.
+``DecoderLimits``, produces storable flows, maps records through generated code (or the native
+record decoder, when the extension is loaded) exactly as the interpreted Python fallback does,
+and saves state that a fresh decoder loads without complaint.
 
 Input: one flags byte, then datagrams as ``length (2 bytes, big-endian) + bytes``; flags bit i
 sends datagram i from the second exporter. Small limits make the eviction paths reachable.
@@ -9,6 +10,7 @@ sends datagram i from the second exporter. Small limits make the eviction paths 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import struct
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from appliance import dataplane
 from appliance.event import Event
 from appliance.flows.store import flow_row
 from appliance.protocols.netflow import DecoderLimits, NetflowDecoder, Record
@@ -49,8 +52,20 @@ LIMITS = DecoderLimits(
 )
 
 
+@contextlib.contextmanager
+def _python_only() -> Iterator[None]:
+    """Templates made inside use the Python emitters even when the extension is loaded."""
+    saved = dataplane.native
+    dataplane.native = None
+    try:
+        yield
+    finally:
+        dataplane.native = saved
+
+
 class _Interpreted(NetflowDecoder):
-    """Maps every record with the generic emitter, never generated code."""
+    """Maps every record with the generic emitter, never generated code nor the extension
+    (the ``compiled`` decoder uses the extension when it is loaded: the two are compared)."""
 
     def _emitter(self, tpl: Template, now: float) -> Any:
         return tpl.generic()
@@ -125,8 +140,11 @@ def one_input(data: bytes) -> None:
     for i, (exporter, datagram) in enumerate(datagrams(data)):
         now = NOW + i * 7.0  # crosses pending_max_age (10 s) every other datagram
         fed += len(datagram)
+        panics = dataplane.native_panics()
         records = compiled.decode(datagram, exporter, now)
-        assert interpreted.decode(datagram, exporter, now) == records, "emitters disagree"
+        assert dataplane.native_panics() == panics, "the native record decoder panicked"
+        with _python_only():
+            assert interpreted.decode(datagram, exporter, now) == records, "emitters disagree"
         _check_records(records, now)
         flows += len(records)
         assert compiled.template_count <= LIMITS.max_templates, compiled.template_count

@@ -5,8 +5,9 @@ and escape ``\\=``, ``\\\\``, ``\\n``).
 Still code, not a decoder file: a decoder file's ``cef`` step reads the same layout
 (``cef_format.py``) for a site's product, but this generic decoder maps every extension key
 in the message's order, names unmapped ones by their ``*Label`` (``cef.extensions.<label>``:
-field names from the data, which files do not make), sums the byte counts, takes ``rt`` as the
-event time, and hands antivirus products to ``av_products``.
+field names from the data, which files do not make), sums the byte counts and takes ``rt``
+as the event time (both expressible now: ``sum``, ``[[time]]``), and hands antivirus
+products to ``av_products``.
 """
 
 from __future__ import annotations

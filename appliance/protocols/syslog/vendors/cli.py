@@ -7,11 +7,13 @@ import argparse
 import json
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from appliance.protocols.syslog.decode import decode_with_fields
 from appliance.protocols.syslog.vendors import Decoders, build_registry
+from appliance.protocols.syslog.vendors.base import iso_time
 from appliance.protocols.syslog.vendors.declarative import (
     DecoderFile,
     DecoderFileError,
@@ -55,7 +57,20 @@ def sample_failures(f: DecoderFile, now: float | None = None) -> list[str]:
         for key in t.get("absent") or ():
             if key in fields:
                 failures.append(f"{where}: {key} is {fields[key]!r}, expected no such field")
+        if "time" in t:  # the device time from the message body, a local one read in UTC
+            expected, found = _epoch(iso_time(t["time"])), _epoch(msg.payload_time)
+            if found != expected:
+                failures.append(f"{where}: the device time is {_iso(found)}, expected {t['time']}")
     return failures
+
+
+def _epoch(t: float | datetime | None) -> float | None:
+    """A body's device time as epoch seconds, a local (naive) one read in UTC."""
+    return t.replace(tzinfo=UTC).timestamp() if isinstance(t, datetime) else t
+
+
+def _iso(epoch: float | None) -> str:
+    return "none" if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _decoders(args: argparse.Namespace) -> Decoders | int:
@@ -120,5 +135,8 @@ def run(args: argparse.Namespace) -> int:
     name = decoders.registry.decode(msg, fields, hint)
     if name:
         fields["event.dataset"] = name  # as the intake sets it
-    print(json.dumps({"decoder": name or None, "fields": fields}, indent=2, default=str))
+    # The device time the body gives (read in UTC when it names no zone).
+    stamp = None if msg.payload_time is None else _iso(_epoch(msg.payload_time))
+    out = {"decoder": name or None, "device_time": stamp, "fields": fields}
+    print(json.dumps(out, indent=2, default=str))
     return 0

@@ -12,6 +12,7 @@ parse steps and one call per field, not a walk over the TOML.
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
 import json
@@ -22,6 +23,7 @@ import re._parser as re_parser
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +40,12 @@ from appliance.protocols.syslog.vendors.base import (
     config_change,
     epoch_digits,
     intrusion_alert,
+    iso_time,
     kv_pairs,
+    local_time,
     malware,
     network_verdict,
+    small_int,
     transport,
 )
 from appliance.protocols.syslog.vendors.cef_format import cef_captures, leef_captures
@@ -194,6 +199,8 @@ class _Code:
         self.table_inits: list[tuple[int, str, list[str]]] = []  # (line, indent, variables)
         self.in_case = False
         self.read_outside: set[str] = set()
+        self.fields_set: set[str] = set()  # [fields] keys emitted so far (requires_field)
+        self.dead = False  # emitting a value inside "if False" (captures this copy lacks)
 
     def const(self, value: Any) -> str:
         name = f"c{len(self.consts)}"
@@ -237,9 +244,11 @@ class _Code:
         """The local variable holding a capture, and whether an earlier step may have set it."""
         if name not in self.locals and self.sure:
             self.assigned.add(f"r{len(self.locals)}")
-        elif name not in self.locals and self.table_vars is not None:
-            self.table_vars.append(f"r{len(self.locals)}")
         var = self.locals.setdefault(name, f"r{len(self.locals)}")
+        # First set inside a table: it starts as None there (also when a CSV step emits the
+        # rest once per column list, each copy with its own table).
+        if self.table_vars is not None and name not in self.defined and var not in self.table_vars:
+            self.table_vars.append(var)
         earlier = name in self.defined
         self.defined.add(name)
         return var, earlier
@@ -367,7 +376,8 @@ def _emit_kv(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None
     opts = step["kv"]
     if not isinstance(opts, dict):
         raise spec.fail(f"{where}.kv", "must be a table")
-    spec.known(opts, ("style", "start", "min_pairs", "max_pairs", "lowercase_keys"), f"{where}.kv")
+    spec.known(opts, ("style", "start", "within", "min_pairs", "max_pairs", "lowercase_keys"),
+               f"{where}.kv")  # fmt: skip
     spec.known(step, ("kv", "from"), where)
     style = opts.get("style", "quoted")
     if style not in ("quoted", "split"):
@@ -376,10 +386,14 @@ def _emit_kv(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None
     numbers = [opts.get("min_pairs", 1), opts.get("max_pairs", 256)]
     if not all(isinstance(n, int) and n >= 0 for n in numbers) or not isinstance(start, str):
         raise spec.fail(f"{where}.kv", "min_pairs/max_pairs are integers, start a string")
+    within = opts.get("within")
+    if within is not None and (not _positive(within) or not start):
+        raise spec.fail(f"{where}.kv.within", "a positive number of characters, with start")
     _source(code, spec, step, where)
     code.emit("if s is None: return False")
     if start:
-        code.emit(f"at = s.find({code.const(start)})")
+        bound = f", 0, {within}" if within else ""
+        code.emit(f"at = s.find({code.const(start)}{bound})")
         code.emit("if at < 0: return False")
         code.emit("s = s[at:]")
     split = code.const(kv_pairs if style == "quoted" else _kv_pairs_split)
@@ -399,7 +413,7 @@ def _emit_csv(
     opts = step["csv"]
     if not isinstance(opts, dict):
         raise spec.fail(f"{where}.csv", "must be a table")
-    spec.known(opts, ("separator", "columns", "key", "tables"), f"{where}.csv")
+    spec.known(opts, ("separator", "quoted", "columns", "key", "tables"), f"{where}.csv")
     spec.known(step, ("csv", "from"), where)
     sep = opts.get("separator", ",")
     if not isinstance(sep, str) or len(sep) != 1:
@@ -407,7 +421,13 @@ def _emit_csv(
     row = f"row{len(code.lines)}"
     _source(code, spec, step, where)
     code.emit("if s is None: return False")
-    code.emit(f"{row} = s.split({code.const(sep)})")
+    quoted = opts.get("quoted", False)
+    if not isinstance(quoted, bool):
+        raise spec.fail(f"{where}.csv.quoted", "must be true or false")
+    if quoted:
+        code.emit(f"{row} = {code.const(_quoted_row)}(s, {code.const(sep)})")
+    else:
+        code.emit(f"{row} = s.split({code.const(sep)})")
 
     def with_columns(names: tuple[str, ...], always: int, twhere: str) -> None:
         # "_" names a column nobody reads; a short row simply lacks its last captures (fields
@@ -438,6 +458,17 @@ def _emit_csv(
     else:
         cwhere = f"{where}.csv.columns"
         with_columns(spec.strings(opts, "columns", cwhere), -1, cwhere)
+
+
+def _quoted_row(text: str, sep: str) -> list[str]:
+    """A CSV row whose fields may be quoted (``"a,b"``, ``""`` for a quote), as Python's csv
+    module reads one line; unquoted text, or text it refuses (a stray line break), is split."""
+    if '"' not in text:
+        return text.split(sep)
+    try:
+        return next(csv.reader([text], delimiter=sep))
+    except (csv.Error, StopIteration):
+        return text.split(sep)
 
 
 def _emit_cut(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
@@ -520,7 +551,8 @@ def _emit_json(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> No
     code.emit("caps = pairs")
 
 
-TABLE_CASE_KEYS = ("ids", "prefixes", "default", "regex", "optional", "also", "contract",
+TABLE_CASE_KEYS = ("ids", "prefixes", "default", "regex", "from", "optional", "also", "when",
+                   "is", "is_not", "when_not", "requires", "unless", "numbers", "contract",
                    "fields")  # fmt: skip
 
 
@@ -606,11 +638,20 @@ def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
             if n:
                 code.emit(f"if {var} < 0:", 3)
                 ind = 4
+            # A case's own conditions (captures besides the id), then its regex.
+            ind = _emit_conditions(code, spec, case, f"{where}.table.cases[{i}]", ind)
             if "regex" not in case:
                 code.emit(f"{var} = {i}", ind)
                 continue
             pattern = spec.regex(case["regex"], f"{where}.table.cases[{i}].regex")
-            code.emit(f"m = {code.const(_finder(pattern))}(s) if s is not None else None", ind)
+            src = "s"
+            if "from" in case:
+                if not isinstance(case["from"], str) or not case["from"]:
+                    raise spec.fail(f"{where}.table.cases[{i}].from", "must be a capture name")
+                code.emit(f"cs = {code.cap(case['from'])}", ind)
+                src = "cs"
+            code.emit(f"m = {code.const(_finder(pattern))}({src}) if {src} is not None else None",
+                      ind)  # fmt: skip
             code.emit("if m is not None:", ind)
             code.emit(f"{var} = {i}", ind + 1)
             code.defined = set(before)
@@ -630,10 +671,36 @@ def _emit_table(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> N
         code.emit(f"if {var} == {i}:", 2)
         code.base += 2
         for j, a in enumerate(also):
+            if "kv" in a:  # key=value pairs read only for this case's lines
+                _emit_also_kv(code, spec, a, f"{awhere}[{j}]")
+                continue
             spec.known(a, ("regex", "from", "contains", "within"), f"{awhere}[{j}]")
             _emit_regex(code, spec, {**a, "optional": True}, f"{awhere}[{j}]")
         code.base -= 2
     code.table_vars = None
+
+
+def _emit_also_kv(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """A case's ``{ kv = { ... }, from = "body" }``: the pairs join the captures (what is
+    captured wins); a missing input or too few pairs adds nothing (the case holds)."""
+    opts = step["kv"]
+    if not isinstance(opts, dict):
+        raise spec.fail(f"{where}.kv", "must be a table")
+    spec.known(step, ("kv", "from"), where)
+    spec.known(opts, ("style", "min_pairs", "max_pairs"), f"{where}.kv")
+    style = opts.get("style", "quoted")
+    if style not in ("quoted", "split"):
+        raise spec.fail(f"{where}.kv.style", "must be 'quoted' or 'split'")
+    numbers = [opts.get("min_pairs", 1), opts.get("max_pairs", 256)]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in numbers):
+        raise spec.fail(f"{where}.kv", "min_pairs/max_pairs are integers")
+    _source(code, spec, step, where)
+    split = code.const(kv_pairs if style == "quoted" else _kv_pairs_split)
+    code.emit("if s is not None:")
+    code.emit(f"pairs = {split}(s, {numbers[1]})", 2)
+    code.emit(f"if len(pairs) >= {numbers[0]}:", 2)
+    code.emit("if caps: pairs.update(caps)", 3)
+    code.emit("caps = pairs", 3)
 
 
 def _emit_table_fields(code: _Code, spec: _Spec) -> None:
@@ -706,6 +773,40 @@ def _emit_leef(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> No
     code.emit("caps = pairs")
 
 
+def _positive(n: Any) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n > 0
+
+
+def _emit_pick(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """New captures, each the first non-empty of some others (``action`` else ``status``):
+    what later conditions, tables and fields then read under one name."""
+    opts = step["pick"]
+    if not isinstance(opts, dict) or not opts:
+        raise spec.fail(f"{where}.pick", "must be a table: new capture = [captures]")
+    spec.known(step, ("pick",), where)
+    for name in opts:
+        names = spec.strings(opts, name, f"{where}.pick.{name}")
+        if not names:
+            raise spec.fail(f"{where}.pick.{name}", "names at least one capture")
+        # As a value's list: the first non-empty, else the last one's value (``a or b``).
+        code.store(name, " or ".join(code.cap(n) for n in names), 1)
+
+
+def _emit_require(code: _Code, spec: _Spec, step: dict[str, Any], where: str) -> None:
+    """The line is not this decoder's unless these captures exist (``all``) and at least one
+    of ``any`` does: a key=value line is a product's only when its marker keys are there."""
+    opts = step["require"]
+    if not isinstance(opts, dict) or not opts:
+        raise spec.fail(f"{where}.require", "must be a table with all and/or any")
+    spec.known(opts, ("all", "any"), f"{where}.require")
+    spec.known(step, ("require",), where)
+    for name in spec.strings(opts, "all", f"{where}.require.all"):
+        code.emit(f"if not ({code.has(name)}): return False")
+    anyof = spec.strings(opts, "any", f"{where}.require.any")
+    if anyof:
+        code.emit("if not (" + " or ".join(code.has(n) for n in anyof) + "): return False")
+
+
 def _emit_steps(code: _Code, spec: _Spec, tail: Callable[[], None], first: int = 0) -> None:
     """The parse steps from ``first`` on, then ``tail`` (what the decoder sets)."""
     steps = spec.data.get("parse", [])
@@ -734,8 +835,10 @@ STEPS: dict[str, Callable[[_Code, _Spec, dict[str, Any], str], None]] = {
     "table": _emit_table,
     "cef": _emit_cef,
     "leef": _emit_leef,
+    "pick": _emit_pick,
+    "require": _emit_require,
 }
-STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table", "cef", "leef")
+STEP_KINDS = ("regex", "kv", "csv", "cut", "json", "table", "cef", "leef", "pick", "require")
 
 
 def _small_contains_map(table: dict[str, Any]) -> tuple[str, list[tuple[str, Any]]] | None:
@@ -791,19 +894,54 @@ def _map_of(spec: _Spec, name: str, where: str) -> Callable[[str], Any]:
     return contains
 
 
+CONDITION_KEYS = ("when", "when_not", "is", "is_not", "requires", "unless", "numbers",
+                  "requires_field")  # fmt: skip
+VALUE_KEYS = ("from", "value", "sum", "as", "map", "else", "strip", "keep_empty", "skip",
+              "first", *CONDITION_KEYS)  # fmt: skip
+
+
+def _sum_ints(*values: str | None) -> int | None:
+    total = 0
+    for value in values:
+        n = small_int(value)
+        if n is None:
+            return None
+        total += n
+    return total
+
+
 def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     """Lines that compute the field's value into ``v``; returns the indentation at which ``v``
     holds a value to set (each test that can fail nests one level, so a missing capture costs
     one test, not one per stage)."""
     if isinstance(raw, str):
-        code.emit(f"v = {code.cap(raw)}")
+        got = code.cap(raw)
+        if got == "None":  # a capture this copy of the code never has
+            code.emit("if False:")  # (compiled away)
+            return 2
+        code.emit(f"v = {got}")
         code.emit("if v:")
         return 2
     if not isinstance(raw, dict):
         raise spec.fail(where, "must be a capture name or a table")
-    allowed = ("from", "value", "as", "map", "else", "strip", "keep_empty", "when", "requires",
-               "unless", "first")  # fmt: skip
-    spec.known(raw, allowed, where)
+    spec.known(raw, VALUE_KEYS, where)
+    if "sum" in raw:
+        # Numbers added (bytes = sent + received): every capture an ASCII decimal of at most
+        # 18 digits, or no value (at most 8 of them: the sum fits 64 bits).
+        addends = spec.strings(raw, "sum", f"{where}.sum")
+        if not 2 <= len(addends) <= 8:
+            raise spec.fail(f"{where}.sum", "adds 2 to 8 captures")
+        extra = sorted(set(raw) - set(CONDITION_KEYS) - {"sum"})
+        if extra:
+            raise spec.fail(f"{where}.{extra[0]}", "does not go with sum")
+        if "None" in (code.cap(n) for n in addends):  # a capture this copy never has
+            code.emit("if False:")  # compiled away, with the conditions it holds (validated)
+            return _emit_conditions(code, spec, raw, where, 2)
+        ind = _emit_conditions(code, spec, raw, where, 1)
+        args = ", ".join(code.cap(n) for n in addends)
+        code.emit(f"v = {code.const(_sum_ints)}({args})", ind)
+        code.emit("if v is not None:", ind)
+        return ind + 1
     if "value" in raw:
         # A constant honours requires/when as a capture does ("event.category" only for the
         # lines whose optional step matched).
@@ -825,9 +963,34 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
     strip = raw.get("strip")
     if strip is not None and (not isinstance(strip, str) or not strip):
         raise spec.fail(f"{where}.strip", "must be the characters to strip from the right")
-    # The first non-empty capture, else the last one's value (as Python's ``a or b``).
-    code.emit("v = " + " or ".join(code.cap(n) for n in names))
-    code.emit("if v is not None:" if raw.get("keep_empty", False) else "if v:")
+    if all(code.cap(n) == "None" for n in names) and not code.dead:
+        # Captures this copy of the code never has (another CSV column list's): no value.
+        # The lines are still made (so validated), inside an "if False" Python compiles away.
+        code.emit("if False:")
+        code.base += 1
+        code.dead = True
+        try:
+            return _emit_value(code, spec, raw, where) + 1
+        finally:
+            code.base -= 1
+            code.dead = False
+    skip = spec.strings(raw, "skip", f"{where}.skip")
+    if skip and raw.get("keep_empty", False):
+        raise spec.fail(f"{where}.skip", "does not go with keep_empty")
+    if skip and len(names) > 1:
+        # The first capture that is neither empty nor one of the placeholders ("N/A").
+        skipped = code.const(frozenset(skip))
+        code.emit(f"v = {code.cap(names[0])}")
+        for n in names[1:]:
+            code.emit(f"if not v or v in {skipped}: v = {code.cap(n)}")
+        code.emit(f"if v and v not in {skipped}:")
+    elif skip:
+        code.emit(f"v = {code.cap(names[0])}")
+        code.emit(f"if v and v not in {code.const(frozenset(skip))}:")
+    else:
+        # The first non-empty capture, else the last one's value (as Python's ``a or b``).
+        code.emit("v = " + " or ".join(code.cap(n) for n in names))
+        code.emit("if v is not None:" if raw.get("keep_empty", False) else "if v:")
     ind = _emit_conditions(code, spec, raw, where, 2)
     first = raw.get("first")
     if first is not None:
@@ -863,6 +1026,8 @@ def _emit_value(code: _Code, spec: _Spec, raw: Any, where: str) -> int:
         if as_ == "port":
             code.emit("if v <= 65535:", ind)
             ind += 1
+    elif as_ in ("lower", "upper"):
+        code.emit(f"v = v.{as_}()", ind)
     elif as_ != "string":
         code.emit(f"v = {code.const(CONVERSIONS[as_])}(v)", ind)
         code.emit("if v is not None:", ind)
@@ -878,21 +1043,60 @@ def _emit_conditions(code: _Code, spec: _Spec, raw: dict[str, Any], where: str, 
     for r in spec.strings(raw, "unless", f"{where}.unless"):
         code.emit(f"if not ({code.has(r)}):", ind)
         ind += 1
-    when = raw.get("when")
-    if when is not None:
-        if not isinstance(when, dict) or not when:
-            raise spec.fail(f"{where}.when", "must be a table of capture = [values]")
-        for k in when:
-            values = frozenset(x.lower() for x in spec.strings(when, k, f"{where}.when.{k}"))
-            code.emit(f"if ({code.cap(k)} or '').lower() in {code.const(values)}:", ind)
+    for r in spec.strings(raw, "numbers", f"{where}.numbers"):  # as the int conversion reads
+        code.emit(f"if (n := {code.cap(r)}) is not None and n.isdigit() and n.isascii() "
+                  "and len(n) < 19:", ind)  # fmt: skip
+        ind += 1
+    tests = (("when", "({} or '').lower() in {}"), ("when_not", "({} or '').lower() not in {}"),
+             ("is", "{} in {}"), ("is_not", "{} not in {}"))  # fmt: skip
+    for key, test in tests:
+        table = raw.get(key)
+        if table is None:
+            continue
+        if not isinstance(table, dict) or not table:
+            raise spec.fail(f"{where}.{key}", "must be a table of capture = [values]")
+        for k in table:
+            values = spec.strings(table, k, f"{where}.{key}.{k}")
+            # when/when_not: any case; is/is_not: exactly these values
+            chosen = frozenset(values if key.startswith("is") else (x.lower() for x in values))
+            code.emit(f"if {test.format(code.cap(k), code.const(chosen))}:", ind)
             ind += 1
+    for r in spec.strings(raw, "requires_field", f"{where}.requires_field"):
+        if r not in code.fields_set:
+            raise spec.fail(
+                f"{where}.requires_field", f"{r!r} is not a field this file sets before"
+            )
+        code.emit(f"if {code.const(r)} in fields:", ind)
+        ind += 1
     return ind
+
+
+def _emit_assign(code: _Code, spec: _Spec, raw: Any, where: str, target: str) -> None:
+    """Lines that run ``target`` (which reads ``v``) when the value spec gives a value; a list
+    of specs gives the first one's that does (``[{ from = "act", map = "verdicts" },
+    { value = "allow" }]``)."""
+    if not isinstance(raw, list):
+        code.emit(target, _emit_value(code, spec, raw, where))
+        return
+    if not raw or not all(isinstance(alt, str | dict) for alt in raw):
+        raise spec.fail(where, "a list of value specs must hold capture names or tables")
+    code.emit("ok = False")
+    for j, alt in enumerate(raw):
+        if j:
+            code.emit("if not ok:")
+            code.base += 1
+        ind = _emit_value(code, spec, alt, f"{where}[{j}]")
+        code.emit(target, ind)
+        if j < len(raw) - 1:
+            code.emit("ok = True", ind)
+        if j:
+            code.base -= 1
 
 
 def _emit_fields(code: _Code, spec: _Spec, parent: dict[str, Any], where: str = "") -> None:
     for key, raw in spec.table(parent, "fields", f"{where}fields").items():
-        ind = _emit_value(code, spec, raw, f"{where}fields.{key}")
-        code.emit(f"fields[{code.const(key)}] = v", ind)
+        _emit_assign(code, spec, raw, f"{where}fields.{key}", f"fields[{code.const(key)}] = v")
+        code.fields_set.add(key)
 
 
 def _emit_contract(code: _Code, spec: _Spec, parent: dict[str, Any], where: str = "") -> None:
@@ -910,7 +1114,7 @@ def _emit_contract(code: _Code, spec: _Spec, parent: dict[str, Any], where: str 
     def part(name: str, var: str) -> None:
         code.emit(f"{var} = None")
         if name in raw:
-            code.emit(f"{var} = v", _emit_value(code, spec, raw[name], f"{where}.{name}"))
+            _emit_assign(code, spec, raw[name], f"{where}.{name}", f"{var} = v")
 
     if kind == "firewall":
         if "action" not in raw:
@@ -967,7 +1171,139 @@ def _emit_match(code: _Code, spec: _Spec) -> None:
 
 
 TOP = ("name", "description", "provenance", "select", "match", "parse", "observer", "contract",
-       "fields", "maps", "tests")  # fmt: skip
+       "fields", "maps", "time", "tests")  # fmt: skip
+
+# -- the device's time: [[time]] alternatives, the first that reads is the message's -----------
+
+# strptime directives a time format may use (no locale-dependent names beyond %b/%B/%a/%A/%p).
+TIME_DIRECTIVES = frozenset("YmdHMSfbBaAyjpIz%")
+TimeAlt = tuple[tuple[int, ...], bool, str, str, int | None]  # (inputs, join, as, format, zone)
+
+
+def _zone_offset(tz: str | None) -> bool:
+    """A ``+HHMM`` / ``-HHMM`` offset (FortiOS ``tz=``): the time is read in it."""
+    return tz is not None and len(tz) == 5 and tz[0] in "+-" and tz[1:].isdigit()
+
+
+def _time_of(alts: list[TimeAlt]) -> Callable[..., float | datetime | None]:
+    """The device time of one message from the captures the alternatives read (in the order
+    of the plan's ``time`` names): epoch seconds when the text says its zone, a naive datetime
+    (the sender's zone applies) when not, ``None`` when no alternative reads."""
+
+    def device_time(*values: str | None) -> float | datetime | None:
+        for inputs, join, kind, fmt, zone in alts:
+            if join:
+                parts = [values[i] for i in inputs]
+                if not all(parts):
+                    continue
+                text = " ".join(parts)  # type: ignore[arg-type]
+            else:
+                text = None
+                for i in inputs:  # the first non-empty (``a or b``)
+                    text = values[i]
+                    if text:
+                        break
+                if not text:
+                    continue
+            got: float | datetime | None
+            if kind == "epoch":
+                got = epoch_digits(text)
+            elif kind == "iso":
+                got = iso_time(text)
+            else:
+                tz = values[zone] if zone is not None else None
+                if _zone_offset(tz):
+                    zoned = local_time(f"{text} {tz}", f"{fmt} %z")
+                    got = zoned.timestamp() if zoned is not None else None
+                else:
+                    got = local_time(text, fmt)
+            if got is not None:
+                return got
+        return None
+
+    return device_time
+
+
+def _emit_time(code: _Code, names: list[str], alts: list[TimeAlt]) -> None:
+    """Lines that set ``msg.payload_time`` as :func:`_time_of` computes it (written out: a
+    call and its loop cost more than these tests on the lines that carry a time)."""
+    code.emit("t = None")
+    for n, (inputs, join, kind, fmt, zone) in enumerate(alts):
+        ind = 1
+        if n:
+            code.emit("if t is None:")
+            ind = 2
+        caps = [code.cap(names[i]) for i in inputs]
+        if join:
+            for j, expr in enumerate(caps):
+                code.emit(f"j{j} = {expr}", ind)
+            code.emit("if " + " and ".join(f"j{j}" for j in range(len(caps))) + ":", ind)
+            text = " + ' ' + ".join(f"j{j}" for j in range(len(caps)))
+        else:
+            code.emit("tv = " + " or ".join(caps), ind)
+            code.emit("if tv:", ind)
+            text = "tv"
+        ind += 1
+        if kind == "epoch":
+            code.emit(f"t = {code.const(epoch_digits)}({text})", ind)
+        elif kind == "iso":
+            code.emit(f"t = {code.const(iso_time)}({text})", ind)
+        else:
+            local = code.const(local_time)
+            if zone is not None:
+                code.emit(f"tz = {code.cap(names[zone])}", ind)
+                code.emit("if tz is not None and len(tz) == 5 and tz[0] in '+-' and "
+                          "tz[1:].isdigit():", ind)  # fmt: skip
+                code.emit(f"t = {local}({text} + ' ' + tz, {code.const(fmt + ' %z')})", ind + 1)
+                code.emit("if t is not None: t = t.timestamp()", ind + 1)
+                code.emit("else:", ind)
+                ind += 1
+            code.emit(f"t = {local}({text}, {code.const(fmt)})", ind)
+    code.emit("if t is not None: msg.payload_time = t")
+
+
+def _time_spec(spec: _Spec) -> tuple[list[str], list[TimeAlt]] | None:
+    """The validated ``[[time]]`` alternatives: the captures they read, and each alternative
+    by index into them; ``None`` when the file has none."""
+    raw = spec.data.get("time")
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(t, dict) for t in raw):
+        raise spec.fail("time", "must be an array of tables ([[time]])")
+    names: list[str] = []
+
+    def index(name: str) -> int:
+        if name not in names:
+            names.append(name)
+        return names.index(name)
+
+    alts: list[TimeAlt] = []
+    for i, t in enumerate(raw):
+        where = f"time[{i}]"
+        spec.known(t, ("from", "join", "as", "format", "zone"), where)
+        if ("from" in t) == ("join" in t):
+            raise spec.fail(where, "needs from (the first non-empty capture) or join")
+        key = "from" if "from" in t else "join"
+        inputs = spec.strings(t, key, f"{where}.{key}")
+        if not inputs:
+            raise spec.fail(f"{where}.{key}", "names at least one capture")
+        if ("as" in t) == ("format" in t):
+            raise spec.fail(where, "needs as (epoch or iso) or format (strptime)")
+        kind, fmt = t.get("as", "format"), t.get("format", "")
+        if "as" in t and kind not in ("epoch", "iso"):
+            raise spec.fail(f"{where}.as", "must be epoch or iso")
+        if "format" in t:
+            if not isinstance(fmt, str) or "%" not in fmt:
+                raise spec.fail(f"{where}.format", "must be a strptime format (%Y-%m-%d ...)")
+            bad = [d for d in re.findall(r"%(.?)", fmt) if d not in TIME_DIRECTIVES]
+            if bad:
+                raise spec.fail(f"{where}.format", f"%{bad[0]} is not a directive files may use")
+        zone = t.get("zone")
+        if zone is not None and (not isinstance(zone, str) or not zone or "format" not in t):
+            raise spec.fail(f"{where}.zone", "a capture name, with format")
+        alts.append((tuple(index(n) for n in inputs), key == "join", kind, fmt,
+                     index(zone) if zone else None))  # fmt: skip
+    return names, alts
 
 
 def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
@@ -998,20 +1334,33 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     if not isinstance(tests, list) or not all(isinstance(t, dict) for t in tests):
         raise spec.fail("tests", "must be an array of tables ([[tests]])")
     for i, t in enumerate(tests):
-        spec.known(t, ("line", "expect", "absent", "claims", "vendor_hint"), f"tests[{i}]")
+        spec.known(t, ("line", "expect", "absent", "claims", "vendor_hint", "time"), f"tests[{i}]")
         if not isinstance(t.get("line"), str):
             raise spec.fail(f"tests[{i}].line", "must be a string (the whole syslog line)")
+        if "time" in t and iso_time(t["time"] if isinstance(t["time"], str) else None) is None:
+            raise spec.fail(f"tests[{i}].time", "must be an ISO 8601 time (the device time)")
     code = _Code()
     code.emit("def decode(msg, fields):", 0)
     code.emit("text = msg.message")
     _emit_match(code, spec)
     steps = data.get("parse")
     code.dynamic = isinstance(steps, list) and any(
-        isinstance(st, dict) and any(k in st for k in ("kv", "json", "cef", "leef")) for st in steps
+        isinstance(st, dict)
+        and (
+            any(k in st for k in ("kv", "json", "cef", "leef"))
+            or any(  # a table case's kv
+                isinstance(a, dict) and "kv" in a
+                for c in (st.get("table") or {}).get("cases", [])
+                if isinstance(c, dict) and isinstance(c.get("also"), list)
+                for a in c["also"]
+            )
+        )
+        for st in steps
     )
     if code.dynamic:
         code.emit("caps = {}")
     init = len(code.lines)
+    timed = _time_spec(spec)
 
     def tail() -> None:
         for key in ("vendor", "product", "type"):
@@ -1020,6 +1369,8 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
         _emit_contract(code, spec, spec.data)
         _emit_fields(code, spec, spec.data)
         _emit_table_fields(code, spec)
+        if timed is not None:
+            _emit_time(code, *timed)
         code.emit("return True")
 
     _emit_steps(code, spec, tail)
@@ -1041,7 +1392,7 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(source), f"<decoder {path}>", "exec"), namespace)  # noqa: S102
     python_decode: DecodeFn = namespace["make"](**code.consts)
-    native = _native_decoder(path, data)
+    native = _native_decoder(path, data, _time_of(timed[1]) if timed is not None else None)
 
     def decode(msg: SyslogMessage, fields: Fields) -> bool:
         """The native interpreter when loaded (it leaves non-ASCII text to the Python one)."""
@@ -1121,16 +1472,35 @@ NATIVE_CONVERSIONS = frozenset(CONVERSIONS) - {"list"}
 NATIVE_CONTRACTS = frozenset({"firewall", "authentication", "config_change", "intrusion_alert"})
 
 
+def _conditions_plan(raw: dict[str, Any]) -> dict[str, Any]:
+    def values(key: str, fold: bool) -> list[list[Any]]:
+        return [[k, sorted({v.lower() if fold else v for v in _listed(vs)})]
+                for k, vs in (raw.get(key) or {}).items()]  # fmt: skip
+
+    return {
+        "requires": _listed(raw.get("requires")),
+        "unless": _listed(raw.get("unless")),
+        "when": values("when", True),
+        "when_not": values("when_not", True),
+        "is": values("is", False),
+        "is_not": values("is_not", False),
+        "requires_field": _listed(raw.get("requires_field")),
+        "numbers": _listed(raw.get("numbers")),
+    }
+
+
 def _value_plan(raw: Any, data: dict[str, Any], consts: list[Any]) -> dict[str, Any] | None:
     if isinstance(raw, str):
         return {"names": [raw], "as": "string", "keep_empty": False}
-    conditions = {
-        "requires": _listed(raw.get("requires")),
-        "unless": _listed(raw.get("unless")),
-        "when": [[k, sorted({v.lower() for v in ([vs] if isinstance(vs, str) else vs)})]
-                 for k, vs in (raw.get("when") or {}).items()],
-    }  # fmt: skip
+    if isinstance(raw, list):
+        alts = [_value_plan(alt, data, consts) for alt in raw]
+        return None if any(a is None for a in alts) else {"alts": alts}
+    conditions = _conditions_plan(raw)
+    if "sum" in raw:
+        return {"sum": _listed(raw["sum"]), **conditions}
     if "value" in raw:
+        if isinstance(raw["value"], str):  # text the interpreter hands back itself
+            return {"text": raw["value"], **conditions}
         consts.append(raw["value"])
         return {"const": len(consts) - 1, **conditions}
     names = [raw["from"]] if isinstance(raw["from"], str) else list(raw["from"])
@@ -1141,6 +1511,7 @@ def _value_plan(raw: Any, data: dict[str, Any], consts: list[Any]) -> dict[str, 
         **conditions,
         "strip": raw.get("strip"),
         "first": raw.get("first"),
+        "skip": _listed(raw.get("skip")),
     }
     if plan["as"] not in NATIVE_CONVERSIONS:
         return None
@@ -1180,19 +1551,28 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
         elif "kv" in step:
             k = step["kv"]
             steps.append({**base, "kind": "kv", "style": k.get("style", "quoted"),
-                          "start": k.get("start", ""), "min": k.get("min_pairs", 1),
+                          "start": k.get("start", ""), "within": k.get("within"),
+                          "min": k.get("min_pairs", 1),
                           "max": k.get("max_pairs", 256),
                           "lower": bool(k.get("lowercase_keys", False))})  # fmt: skip
         elif "csv" in step:
             c = step["csv"]
             tables = c.get("tables")
             steps.append({**base, "kind": "csv", "sep": c.get("separator", ","),
+                          "quoted": bool(c.get("quoted", False)),
                           "key": c.get("key") if tables else None,
                           "tables": tables or {"": c["columns"]}})  # fmt: skip
         elif "cef" in step:
             steps.append({**base, "kind": "cef"})
         elif "leef" in step:
             steps.append({**base, "kind": "leef"})
+        elif "pick" in step:
+            steps.append({"kind": "pick", "from": None,
+                          "names": [[k, _listed(v)] for k, v in step["pick"].items()]})  # fmt: skip
+        elif "require" in step:
+            r = step["require"]
+            steps.append({"kind": "require", "from": None, "all": _listed(r.get("all")),
+                          "any": _listed(r.get("any"))})  # fmt: skip
         elif "table" in step:
             cases = []
             for case in step["table"]["cases"]:
@@ -1211,7 +1591,12 @@ def native_plan(data: dict[str, Any]) -> tuple[str, list[Any]] | None:
                      if obs.get(k)],
         "contract": None,
         "fields": [],
+        "time": [],
     }  # fmt: skip
+    for t in data.get("time", []):  # the captures the reference's device_time reads, in order
+        for n in [*_listed(t.get("from") or t.get("join")), *_listed(t.get("zone"))]:
+            if n not in plan["time"]:
+                plan["time"].append(n)
     parts = _outputs_plan(data, data, consts)
     if parts is None:
         return None
@@ -1251,10 +1636,14 @@ def _case_plan(case: dict[str, Any], data: dict[str, Any], consts: list[Any]) ->
         return None
     also = [{"kind": "regex", "from": a.get("from") if a.get("from", "message") != "message"
              else None, "pattern": a["regex"], "optional": True, "contains": a.get("contains"),
-             "within": a.get("within")}
+             "within": a.get("within")} if "kv" not in a else
+            {"kind": "kv", "from": a.get("from") if a.get("from", "message") != "message"
+             else None, "style": a["kv"].get("style", "quoted"), "start": "", "within": None,
+             "min": a["kv"].get("min_pairs", 1), "max": a["kv"].get("max_pairs", 256),
+             "lower": False}
             for a in case.get("also", [])]  # fmt: skip
     return {"ids": _listed(case.get("ids")), "prefixes": _listed(case.get("prefixes")),
-            "also": also,
+            "also": also, "input": case.get("from"), **_conditions_plan(case),
             "default": bool(case.get("default", False)), "pattern": case.get("regex"),
             "optional": bool(case.get("optional", False)),
             "contract": parts[0], "fields": parts[1]}  # fmt: skip
@@ -1265,14 +1654,16 @@ def _convert(name: str, value: str) -> Any:
     return CONVERSIONS[name](value)
 
 
-def _native_decoder(path: Path, data: dict[str, Any]) -> Any:
+def _native_decoder(
+    path: Path, data: dict[str, Any], device_time: Callable[..., Any] | None
+) -> Any:
     if dataplane.native is None:
         return None
     plan = native_plan(data)
     if plan is None:
         return None
     try:
-        return dataplane.native.FileDecoder(plan[0], plan[1], _convert)
+        return dataplane.native.FileDecoder(plan[0], plan[1], _convert, device_time)
     except ValueError as exc:  # a regex RE2 takes and Rust's regex does not
         log.info("decoder %s: Python interpreter only (%s)", path, exc)
         return None

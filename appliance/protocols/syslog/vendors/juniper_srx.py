@@ -5,7 +5,10 @@ text relayed inside a 3164 line (``junos-flow: 2017-...Z host RT_FLOW - RT_FLOW_
 [junos@... k="v"]``), whose SD we parse here with the core's parser.
 
 Still code, not a decoder file (docs/decoders.md): its input is the RFC 5424 structured data
-the core parsed (files read the message text only), and byte and packet totals are sums.
+the header decoder parsed (``msg.structured_data``) and the MSGID, and for relayed lines the
+tag before the ``[junos@`` element; decoder files (and the native interpreter, which is handed
+the message text) read the message text only. The sums are expressible now (``sum``); a step
+reading an SD element's parameters as captures, with the MSGID as one, is what would move it.
 """
 
 from __future__ import annotations

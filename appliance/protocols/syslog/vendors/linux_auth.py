@@ -3,9 +3,13 @@
 Selected by program name only (``sshd``, ``sudo``, ``su``, ``su(pam_unix)``...), then the first
 word of the message picks one pattern: never a cascade over every line.
 
-Still code, not a decoder file (docs/decoders.md), for now: su and sudo lines are rewritten into
-PAM's shape and decoded again, and OpenSSH's many wordings share helpers; the message-id
-table (first word → pattern) could express most of it and is the way to move it.
+Still code, not a decoder file (docs/decoders.md): the syslog program name decides the
+meaning (``su(pam_unix)`` tags, the PAM service → action table falling back to the program,
+``process.name`` from the program), and decoder files read the message text only, not the
+program; su and sudo lines are rewritten into PAM's shape and decoded again; whether a line
+is claimed depends on the program (sshd, dropbear, sudo and su lines always, other PAM users
+only for their PAM lines). A program capture and a message-id table on the first word would
+carry most of it.
 """
 
 from __future__ import annotations

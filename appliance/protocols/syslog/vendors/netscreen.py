@@ -11,10 +11,12 @@ the rules:
 
 Everything else keeps the message id (``event.code``) and level.
 
-Still code, not a decoder file (docs/decoders.md): the trailing stamp is the event time (files
-cannot set it), byte totals are sums, and the administration messages are told apart by
-wording tests in an order (changed, else login with failure words, else logout) that a
-message-id table cannot key on.
+Still code, not a decoder file (docs/decoders.md), for its cost: the format expresses it now
+(``tests/decoders/netscreen_file.toml`` gives the same events on the corpus, 4,540 crafted
+lines and 24,000 mutations of them, on both interpreters), but that file costs 30-45 % more
+per line on the Python path than this module (the issue's limit is 10 %): the header, the
+trailing stamp and the device-id test are separate regexes and the traffic pairs a table
+case's key=value search, where this module slices the text it already matched.
 """
 
 from __future__ import annotations

@@ -1,8 +1,14 @@
 """Suricata EVE JSON (``event_type`` alert, flow, dns, http, tls, ssh, fileinfo, ...).
 
-Still code, not a decoder file (docs/decoders.md): the EVE ``timestamp`` is the event time
-(files cannot set it), flow byte and packet totals are sums of the two directions, and JSON
-integers are kept exact beyond 64 bits (the json step captures text).
+Still code, not a decoder file (docs/decoders.md). The device time (``[[time]]`` with
+``as = "iso"``) and the flow sums (``sum``) are expressible now; what is not is the JSON types
+this module decides on: a port, flow id, severity or byte count only when the member is a
+number (a ``"80"`` string or ``true`` is not), ``proto``, ``event_type`` and the HTTP/DNS/TLS
+names only when strings, ``alert`` only when an object (even an empty one), and integers
+beyond 64 bits kept as text. The ``json`` step captures every scalar as text, so a file would
+change the events of lines whose members have other types; a typed json capture (each
+member's JSON type as a condition) is what would move it. The native interpreter does not
+take the json step either, so a file would not run natively.
 """
 
 from __future__ import annotations
