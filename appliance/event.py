@@ -33,6 +33,10 @@ class Event:
     # (or by a decode worker). A ``before_store`` stage that changes ``fields`` calls
     # :meth:`changed`, and the pipeline encodes the line again before the insert.
     line: bytes | None = None
+    # The configured source (listener) that received it: ``sources.*.name``, else its default
+    # label. Set by the pipeline's and the flow path's ``offer`` for the before-store stages
+    # (per-listener rates); kept in memory only, so an event read back from the store has "".
+    listener: str = ""
 
     def changed(self) -> None:
         """Say that ``fields`` changed after the stored line was encoded (enrichment)."""

@@ -25,6 +25,7 @@ from appliance.config import AnalysisSection, parse_config
 from appliance.event import Event
 from tests.conftest import Running, make_config
 from tests.test_incidents_api import incidents, wait_incident
+from tests.test_syslog_udp import send_udp
 
 HOUR = 3600
 WEEK = 168
@@ -36,6 +37,13 @@ NEW_TERM = "First time seen after the learning period (new user, country, port o
 
 def device_event(ts: float, device: str) -> Event:
     return Event(ts, ts, "syslog", {"observer.ip": device, "message": "tick"}, b"tick")
+
+
+def listener_event(ts: float, listener: str, dataset: str = "history") -> Event:
+    """An event as the pipeline hands it to the stages: stamped with the listener it came in
+    on (``Pipeline.offer`` does that); the dataset keeps it apart from the live lines' source."""
+    f = {"event.dataset": dataset, "message": "tick"}
+    return Event(ts, ts, "syslog", f, b"tick", listener=listener)
 
 
 def login(ts: float, user: str, host: str = "srv1", country: str | None = None) -> Event:
@@ -137,6 +145,28 @@ def test_the_snapshot_restores_what_was_learned() -> None:
     assert copy.terms.seen["user_per_host"] == {"srv1": {"alice"}}
 
 
+def test_a_batch_stamps_the_event_that_crosses_the_line_as_counting_one_by_one_does() -> None:
+    def warmed() -> BaselineStage:
+        stage = BaselineStage(dataclasses.replace(AnalysisSection(), baseline_min_count=5))
+        start = int(MONDAY // HOUR)
+        for h in range(start, start + 2 * WEEK):
+            stage.observe_batch([listener_event(h * HOUR, "dmz") for _ in range(10)], h, 0)
+        return stage
+
+    hour = int(MONDAY // HOUR) + 2 * WEEK
+    batch = [listener_event(hour * HOUR, "dmz", "live") for _ in range(30)]
+    assert warmed().observe_batch(batch, hour, 0) == 1
+    one_by_one = [listener_event(hour * HOUR, "dmz", "live") for _ in range(30)]
+    stage = warmed()
+    assert [stage.observe(e, hour, 0) for e in one_by_one].count(True) == 1
+    stamped = [i for i, e in enumerate(batch) if "baseline.rate.kind" in e.fields]
+    assert stamped == [i for i, e in enumerate(one_by_one) if "baseline.rate.kind" in e.fields]
+    assert stamped == [20]  # the 21st event: twice the usual 10 is the line
+    assert batch[20].fields["baseline.rate.observed"] == 21
+    assert batch[20].fields["baseline.rate.kind"] == "listener"
+    assert batch[20].line is None  # marked changed: the store encodes it again
+
+
 # ------------------------------------------------------------------------- in the appliance
 
 
@@ -205,6 +235,67 @@ async def test_a_device_doubling_its_rate_for_the_hour_raises_an_incident_a_stea
     by_key = {r["key"]: r for r in body["rates"]}
     assert by_key["10.0.0.2"]["this_hour"] == 25 and by_key["10.0.0.2"]["expected"] == 10.0
     assert body["anomalies"][0]["key"] == "10.0.0.2"
+
+
+async def test_a_listener_doubling_its_rate_for_the_hour_raises_an_incident_a_steady_one_not(
+    tmp_path: Path,
+) -> None:
+    """Two named syslog listeners (a DMZ and a LAN one) with three weeks of 10 events an
+    hour each; in week four the DMZ listener receives 25 datagrams in that hour and the LAN
+    one its usual 10: one incident, for the DMZ listener."""
+    clock = Clock(MONDAY)
+    udp = {"protocol": "udp", "listen": "127.0.0.1:0"}
+    cfg = parse_config(
+        make_config(
+            tmp_path,
+            analysis={"baseline_min_count": 5, "baseline_warmup_weeks": 2},
+            sources={"syslog": [{**udp, "name": "dmz"}, {**udp, "name": "lan"}]},
+        ),
+        base_dir=tmp_path,
+    )
+    app = Appliance(cfg, clock=clock)
+    await app.start()
+    run = Running(app, aiohttp.ClientSession())
+    try:
+        comp = baselines_of(app)
+        assert comp is not None
+        start = int(MONDAY // HOUR)
+        for h in range(start, start + 3 * WEEK):
+            ts = h * HOUR + 60.0
+            batch = [listener_event(ts, name) for name in ("dmz", "lan") for _ in range(10)]
+            await comp.stage.process(batch, ts)
+        clock.now = (start + 3 * WEEK) * HOUR + 120.0
+        send_udp(run.source("lan").address, *[b"<14>lan-host app: tick %d" % i for i in range(10)])
+        send_udp(run.source("dmz").address, *[b"<14>dmz-host app: tick %d" % i for i in range(25)])
+        await run.wait_stored(35)
+        inc = await wait_incident(run, RATE)
+        assert inc["group"] == {"baseline.rate.kind": "listener", "baseline.rate.key": "dmz"}
+        rated = [i for i in await incidents(run) if i["rule"]["title"] == RATE]
+        assert len(rated) == 1
+        body = await run.get_json("/api/v1/baselines", kind="listener")
+        by_key = {r["key"]: r for r in body["rates"]}
+        assert by_key["dmz"]["this_hour"] == 25 and by_key["dmz"]["expected"] == 10.0
+        assert by_key["lan"]["this_hour"] == 10 and by_key["lan"]["expected"] == 10.0
+        assert [a["key"] for a in body["anomalies"]] == ["dmz"]
+    finally:
+        await run.session.close()
+        await app.stop()
+
+
+async def test_flows_count_under_the_listener_that_received_them(
+    clocked: tuple[Running, Clock],
+) -> None:
+    run, _clock = clocked
+    comp = baselines_of(run.app)
+    assert comp is not None
+    flows = [
+        Event(MONDAY, MONDAY, "netflow", {"source.ip": "192.0.2.1", "destination.port": 443})
+        for _ in range(3)
+    ]
+    assert run.app.flows.offer(flows, "netflow-dmz")
+    series = comp.stage.rates.series
+    await run.wait_for(lambda: ("listener", "netflow-dmz") in series)
+    assert series[("listener", "netflow-dmz")].count == 3
 
 
 async def test_a_login_from_a_never_seen_country_raises_a_new_term_incident_once(

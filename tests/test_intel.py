@@ -174,6 +174,52 @@ def test_domain_and_hash_hits_name_the_field_that_matched() -> None:
     assert av.fields["threat.indicator.type"] == "file"
 
 
+def test_a_value_that_missed_in_an_address_field_still_hits_as_a_domain() -> None:
+    """The stage remembers misses, but only values no indicator of any kind could match: a
+    name in an address field misses there and must still hit in a name field."""
+    stage = IntelEnricher(index_of("bad.example.net\n"), Registry())
+    odd = [Event(T0, T0, "syslog", {"source.ip": "bad.example.net"}) for _ in range(2)]
+    assert stage.enrich_batch(odd, T0) == 0
+    dns = Event(T0, T0, "syslog", {"dns.question.name": "bad.example.net"})
+    assert stage.enrich_batch([dns], T0) == 1
+    assert dns.fields["threat.enrichments.matched.field"] == "dns.question.name"
+
+
+def test_repeated_misses_are_passed_over_and_a_listed_address_among_them_still_hits() -> None:
+    stage = IntelEnricher(index_of("203.0.113.0/24\n"), Registry())
+    quiet = [flow_event("192.0.2.1", "192.0.2.2") for _ in range(3)]
+    assert stage.enrich_batch(quiet, T0) == 0
+    listed = flow_event("192.0.2.1", "203.0.113.5")
+    assert stage.enrich_batch([*quiet, listed], T0) == 1
+    assert listed.fields["threat.enrichments.matched.field"] == "destination.ip"
+    assert all("threat.indicator.type" not in e.fields for e in quiet)
+
+
+def test_an_expired_indicator_is_not_remembered_as_a_miss_of_a_later_index() -> None:
+    """Misses belong to the index they were found in: a new index that lists the address
+    hits at once."""
+    stage = IntelEnricher(index_of("203.0.113.9\n", ttl=DAY), Registry())
+    assert stage.enrich_batch([flow_event("203.0.113.9")], T0 + 2 * DAY) == 0
+    assert stage.enrich_batch([flow_event("198.51.100.1")], T0) == 0
+    stage.use(index_of("198.51.100.1\n"))
+    assert stage.enrich_batch([flow_event("198.51.100.1")], T0) == 1
+
+
+def test_an_unhashable_value_is_skipped_and_the_other_fields_still_looked_at() -> None:
+    stage = IntelEnricher(index_of("203.0.113.0/24\n"), Registry())
+    ev = Event(T0, T0, "syslog", {"source.ip": ["192.0.2.1"], "destination.ip": "203.0.113.4"})
+    assert stage.enrich_batch([ev], T0) == 1
+    assert ev.fields["threat.enrichments.matched.field"] == "destination.ip"
+
+
+def test_an_event_the_device_already_marked_keeps_its_threat_fields() -> None:
+    stage = IntelEnricher(index_of("203.0.113.0/24\n"), Registry())
+    ev = flow_event("203.0.113.4")
+    ev.fields["threat.indicator.type"] = "url"
+    assert stage.enrich_batch([ev], T0) == 0
+    assert "threat.feed.name" not in ev.fields
+
+
 async def wait_until(predicate: Any, timeout: float = 5.0) -> None:
     await conftest.wait_until(predicate, timeout)
 

@@ -1,4 +1,4 @@
-"""``GET /api/v1/baselines`` (rates per device, source and rule against their hour-of-week
+"""``GET /api/v1/baselines`` (rates per device, source, listener and rule against their hour-of-week
 baseline, recent anomalies, rare actions, bounds) and ``GET /api/v1/baselines/new-terms``
 (kinds, learning periods, recent new terms)."""
 
@@ -12,7 +12,7 @@ from appliance.analysis.baselines import BaselineComponent
 from appliance.api.components import BASELINES_KEY, publish_running
 from appliance.api.params import BadParam, parse_int
 
-KINDS = ("device", "source", "rule")
+KINDS = ("device", "source", "listener", "rule")
 
 
 def _component(request: web.Request) -> BaselineComponent:

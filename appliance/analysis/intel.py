@@ -661,6 +661,29 @@ class IntelIndex:
                 return -1
             name = name[dot + 1 :]
 
+    def absent(self, text: str) -> bool:
+        """Whether no indicator of any kind, live or expired, can match ``text`` in any field:
+        no address or block covers it, it is no listed domain nor under one, no URL, no hash.
+        Such a value misses for as long as this index is in use, so the stage may remember it
+        (whichever field it turns up in) instead of looking it up again."""
+        return self.lookup_ip(text, -math.inf) == NONE and self.unlisted_name(text)
+
+    def unlisted_name(self, text: str) -> bool:
+        """:meth:`absent` but for addresses: ``text`` is no domain (nor under one), URL or
+        hash ever listed here (for a value whose address lookup already said :data:`NONE`)."""
+        if text in self.urls or text.lower() in self.hashes:
+            return False
+        table = self.domains
+        name = text.lower().rstrip(".")
+        while table:
+            if name in table:
+                return False
+            dot = name.find(".")
+            if dot < 0:
+                break
+            name = name[dot + 1 :]
+        return True
+
     def lookup_url(self, url: str, now: float) -> int:
         idx = self.urls.get(url)
         return idx if idx is not None and self.m_expires[idx] > now else -1

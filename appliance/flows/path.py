@@ -119,6 +119,8 @@ class FlowPath:
         if self._stopping or self._queued + n > self.cfg.queue_size:
             self.dropped.inc(source, "shutting_down" if self._stopping else "queue_full", n=n)
             return False
+        for e in events:
+            e.listener = source
         self._queue.append(events)
         self._queued += n
         self._nonempty.set()

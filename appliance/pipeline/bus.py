@@ -129,6 +129,7 @@ class Pipeline:
             return False
         if event.line is None:
             self.encode(event)
+        event.listener = source
         q.append((event, source))
         n = len(q)
         if n == 1:
