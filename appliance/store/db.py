@@ -30,10 +30,13 @@ import orjson
 from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
+from appliance.store.search import sql_may_hold
 from appliance.store.segments import (
+    INSERT_INDEX,
     INSERT_SEGMENT,
     SEGMENT_EVENTS,
     decode_line,
+    index_rows,
     json_needle,
     segment_lines,
     segment_rows,
@@ -171,8 +174,11 @@ class Store:
         quick_check: bool = True,
         reserve_bytes: int = 0,
         metrics: Registry | None = None,
+        search_index: bool = True,
     ) -> None:
         self.path = path
+        # Whether inserts write each segment's search index (benchmarks compare without).
+        self.search_index = search_index
         self.reserve_path = path.with_name("reserve.bin")
         self.reserve_bytes = reserve_bytes
         self.raw_max_bytes = raw_max_bytes
@@ -229,6 +235,7 @@ class Store:
             )
             await self.reader.execute("PRAGMA busy_timeout=5000")
             await self.reader.execute("PRAGMA query_only=1")
+            await self.reader.create_function("seg_may_hold", 2, sql_may_hold, deterministic=True)
             self._ids = {"db": file_id(self.path), "wal": file_id(self._wal_path)}
         except (sqlite3.Error, OSError) as exc:
             await self._close_connections(checkpoint=False)
@@ -327,7 +334,9 @@ class Store:
                     runs.append([e])
             await conn.execute("BEGIN IMMEDIATE")
             for run in runs:
-                await conn.executemany(INSERT_SEGMENT, segment_rows(run, self.raw_max_bytes))
+                rows = segment_rows(run, self.raw_max_bytes)
+                await conn.executemany(INSERT_SEGMENT, rows)
+                await conn.executemany(INSERT_INDEX, index_rows(rows) if self.search_index else [])
             await conn.execute("COMMIT")
             converted += len(events)
             after = events[-1].id  # type: ignore[assignment]
@@ -552,8 +561,11 @@ class Store:
             next_id += 1
         try:
             rows = segment_rows(events, self.raw_max_bytes)
+            index = index_rows(rows) if self.search_index else []
             async with self.transaction() as conn:
                 await conn.executemany(INSERT_SEGMENT, rows)
+                # The segment's search index commits with it (or neither does).
+                await conn.executemany(INSERT_INDEX, index)
         except BaseException:
             for ev in events:
                 ev.id = None
@@ -729,6 +741,9 @@ class Store:
                     await conn.execute(
                         "DELETE FROM event_segments WHERE first_id <= ?", (doomed[-1][0],)
                     )
+                    await conn.execute(
+                        "DELETE FROM event_index WHERE first_id <= ?", (doomed[-1][0],)
+                    )
                     deleted += sum(int(c) for _f, c in doomed)
             if len(doomed) < chunk:
                 try:
@@ -757,6 +772,10 @@ class Store:
             # The old bounds still bound what is left: queries only use them to skip segments.
             await conn.execute(
                 INSERT_SEGMENT, (first_kept, last_id, len(kept), *bounds, b"\n".join(kept))
+            )
+            # So does the old filter (it holds the terms of a superset of the lines).
+            await conn.execute(
+                "UPDATE event_index SET first_id = ? WHERE first_id = ?", (first_kept, first_id)
             )
             return cut
 

@@ -8,6 +8,7 @@
 pub mod cef;
 pub mod decoders;
 pub mod kv;
+pub mod segindex;
 pub mod syslog;
 
 #[cfg(feature = "python")]

@@ -1,0 +1,306 @@
+//! The search index of one event segment: a Bloom filter of the tokens its events' fields hold
+//! and of the trigrams of their messages (see `appliance/store/segindex.py`, the reference this
+//! module is held to byte for byte, and the query side that probes it).
+//!
+//! Why a token Bloom filter over the stored JSON text, not parsed fields: the segment's lines
+//! are already in hand as bytes when it is written, so one pass over them (no JSON parsing, no
+//! allocation per value) costs a fraction of a microsecond per event, and a value's escaped
+//! JSON form split at the same delimiters gives the same tokens on the query side.
+
+use rustc_hash::FxHashSet;
+
+/// Format version, the first byte of every filter.
+pub const VERSION: u8 = 1;
+/// Bit positions set per term.
+pub const K: u32 = 7;
+/// Filter size in bits: a power of two of at least `BITS_PER_TERM` per distinct term,
+/// between 2^`MIN_LOG2` and 2^`MAX_LOG2` (the bound on a filter's size: 128 KiB).
+pub const BITS_PER_TERM: usize = 10;
+pub const MIN_LOG2: u32 = 9;
+pub const MAX_LOG2: u32 = 20;
+
+const SEED: u64 = 0x9E37_79B9_7F4A_7C15;
+const MUL: u64 = 0xFF51_AFD7_ED55_8CCD;
+const TRIGRAM_SEED: u64 = 0xC2B2_AE3D_27D4_EB4F;
+
+/// Bytes that end a token: JSON structure, the escape character and ASCII whitespace.
+#[inline]
+pub fn is_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'"' | b',' | b':' | b'[' | b']' | b'{' | b'}' | b'\\' | b' ' | b'\t' | b'\n' | b'\r'
+    )
+}
+
+#[inline]
+fn fmix(mut h: u64) -> u64 {
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+    h ^ (h >> 33)
+}
+
+/// The term hash of a whole token (8 bytes at a time, little-endian, the tail zero-padded).
+#[inline]
+pub fn token_hash(token: &[u8]) -> u64 {
+    let mut h = SEED ^ (token.len() as u64);
+    let mut chunks = token.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(MUL).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h ^ u64::from_le_bytes(buf))
+            .wrapping_mul(MUL)
+            .rotate_left(29);
+    }
+    fmix(h)
+}
+
+/// The term hash of three bytes of a message token.
+#[inline]
+pub fn trigram_hash(t: &[u8]) -> u64 {
+    fmix(TRIGRAM_SEED ^ (t[0] as u64 | (t[1] as u64) << 8 | (t[2] as u64) << 16))
+}
+
+/// Every distinct term of a segment body (JSON lines `[ts,created,"module",{fields},raw]`):
+/// the tokens of the module and of the fields' values (keys, timestamps and the raw text are
+/// left out: no filter looks for them), and the trigrams of the tokens of `message`.
+pub fn terms(body: &[u8]) -> FxHashSet<u64> {
+    let mut out: FxHashSet<u64> = FxHashSet::default();
+    let mut message_tokens: FxHashSet<u64> = FxHashSet::default();
+    for line in body.split(|&b| b == b'\n') {
+        scan_line(line, &mut out, &mut message_tokens);
+    }
+    out
+}
+
+fn emit(
+    token: &[u8],
+    message: bool,
+    out: &mut FxHashSet<u64>,
+    message_tokens: &mut FxHashSet<u64>,
+) {
+    if token.is_empty() {
+        return;
+    }
+    let h = token_hash(token);
+    out.insert(h);
+    if message && token.len() >= 3 && message_tokens.insert(h) {
+        for t in token.windows(3) {
+            out.insert(trigram_hash(t));
+        }
+    }
+}
+
+fn scan_line(line: &[u8], out: &mut FxHashSet<u64>, message_tokens: &mut FxHashSet<u64>) {
+    // Skip the two timestamps: terms start at the module's opening quote.
+    let Some(start) = line.iter().position(|&b| b == b'"') else {
+        return;
+    };
+    let mut depth: u32 = 1;
+    let mut in_string = false;
+    let mut escape = false;
+    let mut is_key = false; // the string being read is a key of the fields object
+    let mut expect_key = false; // at depth 2, the next string is a key
+    let mut last_key_message = false;
+    let mut in_message = false;
+    let mut key_start = 0usize;
+    let mut tok_start: Option<usize> = None;
+    let mut i = start;
+    while i < line.len() {
+        let b = line[i];
+        if in_string {
+            if escape {
+                escape = false;
+                if !is_delim(b) {
+                    if tok_start.is_none() {
+                        tok_start = Some(i);
+                    }
+                    i += 1;
+                    continue;
+                }
+                // an escaped quote or backslash: a delimiter that does not end the string
+                i += 1;
+                continue;
+            }
+            if is_delim(b) {
+                if let Some(s) = tok_start.take() {
+                    if !is_key {
+                        emit(&line[s..i], in_message, out, message_tokens);
+                    }
+                }
+                if b == b'\\' {
+                    escape = true;
+                } else if b == b'"' {
+                    in_string = false;
+                    if is_key {
+                        last_key_message = &line[key_start..i] == b"message";
+                        is_key = false;
+                    }
+                    in_message = false;
+                }
+            } else if tok_start.is_none() {
+                tok_start = Some(i);
+            }
+            i += 1;
+            continue;
+        }
+        if is_delim(b) {
+            if let Some(s) = tok_start.take() {
+                emit(&line[s..i], false, out, message_tokens);
+            }
+            match b {
+                b'"' => {
+                    in_string = true;
+                    if depth == 2 && expect_key {
+                        is_key = true;
+                        expect_key = false;
+                        key_start = i + 1;
+                    } else {
+                        in_message = depth == 2 && last_key_message;
+                    }
+                }
+                b'{' | b'[' => {
+                    depth += 1;
+                    if b == b'{' && depth == 2 {
+                        expect_key = true;
+                    }
+                }
+                b'}' | b']' => {
+                    depth = depth.saturating_sub(1);
+                    if depth <= 1 && b == b'}' {
+                        return; // the fields object ended; the raw text follows
+                    }
+                }
+                b',' if depth == 2 => expect_key = true,
+                _ => {}
+            }
+        } else if tok_start.is_none() {
+            tok_start = Some(i);
+        }
+        i += 1;
+    }
+    if let Some(s) = tok_start {
+        if !in_string || !is_key {
+            emit(&line[s..], in_string && in_message, out, message_tokens);
+        }
+    }
+}
+
+/// The filter's size (log2 of its bits) for `n` distinct terms.
+pub fn log2_bits(n: usize) -> u32 {
+    let want = n.saturating_mul(BITS_PER_TERM).max(1);
+    let log2 = usize::BITS - (want - 1).leading_zeros();
+    log2.clamp(MIN_LOG2, MAX_LOG2)
+}
+
+/// Set (or test) the bits of hash `h` in a filter of `2^log2` bits.
+#[inline]
+fn positions(h: u64, log2: u32) -> impl Iterator<Item = usize> {
+    let mask = (1u32 << log2) - 1;
+    let h1 = h as u32;
+    let h2 = ((h >> 32) as u32) | 1;
+    (0..K).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) & mask) as usize)
+}
+
+/// The filter of a segment body: `[VERSION, log2 bits, bits...]`.
+pub fn bloom(body: &[u8]) -> Vec<u8> {
+    let terms = terms(body);
+    let log2 = log2_bits(terms.len());
+    let mut out = vec![0u8; 2 + (1usize << log2) / 8];
+    out[0] = VERSION;
+    out[1] = log2 as u8;
+    let bits = &mut out[2..];
+    for &h in &terms {
+        for p in positions(h, log2) {
+            bits[p >> 3] |= 1 << (p & 7);
+        }
+    }
+    out
+}
+
+/// Whether a filter may hold the term with hash `h` (false: it certainly does not).
+pub fn may_hold(filter: &[u8], h: u64) -> bool {
+    if filter.len() < 2 || filter[0] != VERSION {
+        return true;
+    }
+    let log2 = filter[1] as u32;
+    let bits = &filter[2..];
+    if bits.len() != (1usize << log2) / 8 {
+        return true;
+    }
+    positions(h, log2).all(|p| bits[p >> 3] & (1 << (p & 7)) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINE: &[u8] = br#"[1.5,1.5,"syslog",{"user.name":"alice","event.type":["start","end"],"source.port":443,"message":"Failed \"pw\" for bob","x":{"k":"v"}},"raw text rawonly"]"#;
+
+    fn has(body: &[u8], token: &[u8]) -> bool {
+        terms(body).contains(&token_hash(token))
+    }
+
+    #[test]
+    fn values_module_and_list_items_are_terms() {
+        for t in [
+            &b"alice"[..],
+            b"start",
+            b"end",
+            b"443",
+            b"syslog",
+            b"Failed",
+            b"pw",
+            b"bob",
+        ] {
+            assert!(has(LINE, t), "{}", String::from_utf8_lossy(t));
+        }
+    }
+
+    #[test]
+    fn keys_timestamps_and_raw_are_not_terms() {
+        for t in [&b"user.name"[..], b"1.5", b"rawonly", b"message"] {
+            assert!(!has(LINE, t), "{}", String::from_utf8_lossy(t));
+        }
+    }
+
+    #[test]
+    fn message_tokens_give_trigrams_and_other_fields_do_not() {
+        let t = terms(LINE);
+        for g in [&b"Fai"[..], b"led", b"bob"] {
+            assert!(t.contains(&trigram_hash(g)));
+        }
+        assert!(!t.contains(&trigram_hash(b"ali")));
+    }
+
+    #[test]
+    fn a_filter_holds_every_term_it_was_built_from() {
+        let body = [LINE, LINE].join(&b'\n');
+        let f = bloom(&body);
+        for h in terms(&body) {
+            assert!(may_hold(&f, h));
+        }
+        assert_eq!(f.len(), 2 + (1 << MIN_LOG2) / 8);
+    }
+
+    #[test]
+    fn filter_size_is_bounded() {
+        assert_eq!(log2_bits(0), MIN_LOG2);
+        assert_eq!(log2_bits(10_000_000), MAX_LOG2);
+        assert_eq!(log2_bits(1000), 14);
+    }
+
+    #[test]
+    fn truncated_or_odd_lines_do_not_panic() {
+        for cut in 0..LINE.len() {
+            let _ = terms(&LINE[..cut]);
+        }
+        let _ = terms(b"\n\n[[[[{{{\"\\");
+    }
+}
