@@ -27,9 +27,11 @@ from typing import Any, cast
 import aiosqlite
 import orjson
 
+from appliance import dataplane
 from appliance.event import Event
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
+from appliance.store import segindex
 from appliance.store.search import sql_may_hold
 from appliance.store.segments import (
     INSERT_INDEX,
@@ -572,6 +574,49 @@ class Store:
             raise
         self._next_id = next_id
         self.events_stored += len(events)
+
+    async def backfill_index(self, *, batch: int = 16) -> int:
+        """Write the search index of segments stored without one (before migration 0014, or
+        by the Python backend), newest first; how many were indexed.
+
+        Optional: a segment without an index is searched by scanning, so this only makes old
+        history as fast to search as new. Each transaction holds ``batch`` segments, so
+        ingest waits at most that long behind it.
+        """
+        conn = self.reader
+        if conn is None:
+            raise StoreError("store is closed")
+        build = segindex.segment_bloom if dataplane.native is not None else None
+        done = 0
+        before = 2**62
+        while True:
+            async with conn.execute(
+                "SELECT s.first_id FROM event_segments s WHERE s.first_id < ?"
+                " AND NOT EXISTS (SELECT 1 FROM event_index i WHERE i.first_id = s.first_id)"
+                " ORDER BY s.first_id DESC LIMIT ?",
+                (before, batch),
+            ) as cur:
+                ids = [int(r[0]) for r in await cur.fetchall()]
+            if not ids:
+                return done
+            async with self.transaction() as wconn:
+                for first_id in ids:
+                    async with wconn.execute(
+                        "SELECT body FROM event_segments WHERE first_id = ?", (first_id,)
+                    ) as cur:
+                        row = await cur.fetchone()
+                    if row is None:
+                        continue  # retention took it meanwhile
+                    body = bytes(row[0])
+                    bloom = build(body) if build else segindex.bloom_reference(body)
+                    if bloom is not None:
+                        await wconn.execute(
+                            "INSERT OR IGNORE INTO event_index (first_id, bloom) VALUES (?, ?)",
+                            (first_id, bloom),
+                        )
+                        done += 1
+            before = ids[-1]
+            await asyncio.sleep(0)
 
     # ---------------------------------------------------------------------------------- reads
 
