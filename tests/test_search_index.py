@@ -283,3 +283,46 @@ async def test_a_database_from_before_the_index_opens_and_is_searched(tmp_path: 
         assert await everything(store, q, 200_000)
     finally:
         await store.close()
+
+
+async def test_backfill_indexes_old_segments_and_answers_stay_the_same(tmp_path: Path) -> None:
+    rng = random.Random(8)
+    events = [event(i, rng) for i in range(400)]
+    events[50].fields["user.name"] = "needle"
+    store = await fill(tmp_path / "s.db", events, indexed_from=37 * 5)
+    try:
+        query = Query(conditions=[parse_condition("user.name", ["needle"])])
+        before = await everything(store, query, 200_000)
+        assert await store.backfill_index(batch=2) == 5
+        assert await store.backfill_index() == 0  # nothing left to do
+        conn = store.reader
+        assert conn is not None
+        async with conn.execute(
+            "SELECT count(*) FROM event_segments WHERE first_id NOT IN"
+            " (SELECT first_id FROM event_index)"
+        ) as cur:
+            assert (await cur.fetchone()) == (0,)
+        assert await everything(store, query, 200_000) == before == [(51, before[0][1])]
+    finally:
+        await store.close()
+
+
+async def test_appliance_db_index_backfills_a_database_from_before_the_index(
+    tmp_path: Path,
+) -> None:
+    from tests.test_db_restore import cli, config_file
+
+    rng = random.Random(10)
+    store = await fill(
+        tmp_path / "data" / "appliance.db", [event(i, rng) for i in range(111)], None
+    )
+    await store.close()
+    done = cli("db", "index", "--config", str(config_file(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "indexed 3 segments"
+    conn = sqlite3.connect(tmp_path / "data" / "appliance.db")
+    try:
+        rows = conn.execute("SELECT count(*) FROM event_index").fetchone()
+    finally:
+        conn.close()
+    assert rows == (3,)
