@@ -200,6 +200,15 @@ def test_the_native_filter_is_the_reference_byte_for_byte() -> None:
     assert dataplane.native is not None
     for body in _bodies():
         assert dataplane.native.segment_bloom(body) == segindex.bloom_reference(body)
+    # Hostile bytes: cut lines, stray quotes and escapes, deep nesting, invalid UTF-8.
+    rng = random.Random(11)
+    pieces = [b'[1,2,"m",{', b'"message":"', b'"k":', b'\\"', b"\\", b"[[", b"]}", b"\n"]
+    for _ in range(300):
+        body = b"".join(
+            rng.choice(pieces) if rng.random() < 0.6 else rng.randbytes(rng.randrange(8))
+            for _ in range(rng.randrange(30))
+        )
+        assert dataplane.native.segment_bloom(body) == segindex.bloom_reference(body), body
 
 
 def test_a_filter_holds_its_terms_and_its_size_is_bounded() -> None:

@@ -25,7 +25,7 @@ const TRIGRAM_SEED: u64 = 0xC2B2_AE3D_27D4_EB4F;
 
 /// Bytes that end a token: JSON structure, the escape character and ASCII whitespace.
 #[inline]
-pub fn is_delim(b: u8) -> bool {
+pub const fn is_delim(b: u8) -> bool {
     matches!(
         b,
         b'"' | b',' | b':' | b'[' | b']' | b'{' | b'}' | b'\\' | b' ' | b'\t' | b'\n' | b'\r'
@@ -71,7 +71,8 @@ pub fn trigram_hash(t: &[u8]) -> u64 {
 /// the tokens of the module and of the fields' values (keys, timestamps and the raw text are
 /// left out: no filter looks for them), and the trigrams of the tokens of `message`.
 pub fn terms(body: &[u8]) -> FxHashSet<u64> {
-    let mut out: FxHashSet<u64> = FxHashSet::default();
+    let mut out: FxHashSet<u64> =
+        FxHashSet::with_capacity_and_hasher(body.len() / 64, Default::default());
     let mut message_tokens: FxHashSet<u64> = FxHashSet::default();
     for line in body.split(|&b| b == b'\n') {
         scan_line(line, &mut out, &mut message_tokens);
@@ -97,97 +98,93 @@ fn emit(
     }
 }
 
-fn scan_line(line: &[u8], out: &mut FxHashSet<u64>, message_tokens: &mut FxHashSet<u64>) {
-    // Skip the two timestamps: terms start at the module's opening quote.
-    let Some(start) = line.iter().position(|&b| b == b'"') else {
-        return;
-    };
-    let mut depth: u32 = 1;
-    let mut in_string = false;
-    let mut escape = false;
-    let mut is_key = false; // the string being read is a key of the fields object
-    let mut expect_key = false; // at depth 2, the next string is a key
-    let mut last_key_message = false;
-    let mut in_message = false;
-    let mut key_start = 0usize;
-    let mut tok_start: Option<usize> = None;
-    let mut i = start;
-    while i < line.len() {
-        let b = line[i];
-        if in_string {
-            if escape {
-                escape = false;
-                if !is_delim(b) {
-                    if tok_start.is_none() {
-                        tok_start = Some(i);
-                    }
-                    i += 1;
-                    continue;
-                }
-                // an escaped quote or backslash: a delimiter that does not end the string
-                i += 1;
-                continue;
-            }
-            if is_delim(b) {
-                if let Some(s) = tok_start.take() {
-                    if !is_key {
-                        emit(&line[s..i], in_message, out, message_tokens);
-                    }
-                }
-                if b == b'\\' {
-                    escape = true;
-                } else if b == b'"' {
-                    in_string = false;
-                    if is_key {
-                        last_key_message = &line[key_start..i] == b"message";
-                        is_key = false;
-                    }
-                    in_message = false;
-                }
-            } else if tok_start.is_none() {
-                tok_start = Some(i);
-            }
-            i += 1;
-            continue;
-        }
-        if is_delim(b) {
-            if let Some(s) = tok_start.take() {
-                emit(&line[s..i], false, out, message_tokens);
-            }
-            match b {
-                b'"' => {
-                    in_string = true;
-                    if depth == 2 && expect_key {
-                        is_key = true;
-                        expect_key = false;
-                        key_start = i + 1;
-                    } else {
-                        in_message = depth == 2 && last_key_message;
-                    }
-                }
-                b'{' | b'[' => {
-                    depth += 1;
-                    if b == b'{' && depth == 2 {
-                        expect_key = true;
-                    }
-                }
-                b'}' | b']' => {
-                    depth = depth.saturating_sub(1);
-                    if depth <= 1 && b == b'}' {
-                        return; // the fields object ended; the raw text follows
-                    }
-                }
-                b',' if depth == 2 => expect_key = true,
-                _ => {}
-            }
-        } else if tok_start.is_none() {
-            tok_start = Some(i);
-        }
+/// `DELIM[b]`: whether byte `b` ends a token (a table: the scan's inner loops test one load).
+static DELIM: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = is_delim(b as u8);
+        b += 1;
+    }
+    t
+};
+
+/// The end of the token starting at `i` (the first delimiter at or after it, or `n`).
+#[inline]
+fn token_end(line: &[u8], mut i: usize) -> usize {
+    while i < line.len() && !DELIM[line[i] as usize] {
         i += 1;
     }
-    if let Some(s) = tok_start {
-        if !in_string || !is_key {
-            emit(&line[s..], in_string && in_message, out, message_tokens);
+    i
+}
+
+fn scan_line(line: &[u8], out: &mut FxHashSet<u64>, message_tokens: &mut FxHashSet<u64>) {
+    // Skip the two timestamps: terms start at the module's opening quote.
+    let Some(mut i) = line.iter().position(|&b| b == b'"') else {
+        return;
+    };
+    let n = line.len();
+    let mut depth: u32 = 1;
+    let mut expect_key = false; // at depth 2, the next string is a key of the fields object
+    let mut last_key_message = false;
+    while i < n {
+        let b = line[i];
+        if !DELIM[b as usize] {
+            // a bare token: a number, true, false or null
+            let end = token_end(line, i);
+            emit(&line[i..end], false, out, message_tokens);
+            i = end;
+            continue;
+        }
+        i += 1;
+        match b {
+            b'"' => {
+                let is_key = depth == 2 && expect_key;
+                if is_key {
+                    expect_key = false;
+                }
+                let message = !is_key && depth == 2 && last_key_message;
+                let start = i;
+                while i < n {
+                    let c = line[i];
+                    if !DELIM[c as usize] {
+                        let end = token_end(line, i);
+                        if !is_key {
+                            emit(&line[i..end], message, out, message_tokens);
+                        }
+                        i = end;
+                    } else if c == b'\\' {
+                        // an escaped quote or backslash is a delimiter that does not end the
+                        // string; any other escaped byte starts a token
+                        i += 1;
+                        if i < n && DELIM[line[i] as usize] {
+                            i += 1;
+                        }
+                    } else if c == b'"' {
+                        if is_key {
+                            last_key_message = &line[start..i] == b"message";
+                        }
+                        i += 1;
+                        break;
+                    } else {
+                        i += 1;
+                    }
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if b == b'{' && depth == 2 {
+                    expect_key = true;
+                }
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                if depth <= 1 && b == b'}' {
+                    return; // the fields object ended; the raw text follows
+                }
+            }
+            b',' if depth == 2 => expect_key = true,
+            _ => {}
         }
     }
 }
