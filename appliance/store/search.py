@@ -316,17 +316,22 @@ class ScanResult:
     seen_fields: set[str] = field(default_factory=set)
 
 
-@functools.lru_cache(maxsize=64)
-def _decode_probe(blob: bytes) -> list[segindex.Group]:
-    return [tuple(tuple(alt) for alt in group) for group in orjson.loads(blob)]
+@functools.lru_cache(maxsize=256)
+def _compiled_probe(blob: bytes, log2: int) -> segindex.Compiled:
+    groups = [tuple(tuple(alt) for alt in group) for group in orjson.loads(blob)]
+    return segindex.compile_probe(groups, log2)
 
 
 def sql_may_hold(bloom: bytes | None, probe: bytes | None) -> int:
     """SQL function ``seg_may_hold(bloom, probe)`` on the store's reader: 0 when the segment's
-    filter rules out the probe (an orjson list of groups; see :meth:`Query.index_probe`)."""
-    if bloom is None or probe is None:
+    filter rules out the probe (an orjson list of groups; see :meth:`Query.index_probe`).
+    Called once per segment a search passes, so it only indexes bytes."""
+    if bloom is None or probe is None or len(bloom) < 2 or bloom[0] != segindex.VERSION:
         return 1
-    return int(segindex.probe_may_hold(bloom, _decode_probe(probe)))
+    log2 = bloom[1]
+    if len(bloom) != 2 + (1 << log2) // 8:
+        return 1
+    return int(segindex.compiled_may_hold(bloom, _compiled_probe(probe, log2)))
 
 
 def _segment_sql(

@@ -264,3 +264,30 @@ def text_probe(escaped: bytes) -> Group | None:
 
 def probe_may_hold(filter_: bytes, probe: Iterable[Group]) -> bool:
     return all(any(may_hold(filter_, alt) for alt in group) for group in probe)
+
+
+Compiled = tuple[tuple[tuple[tuple[int, int], ...], ...], ...]
+
+
+def compile_probe(probe: Iterable[Group], log2: int) -> Compiled:
+    """The probe as (byte offset in the filter, bit mask) pairs for filters of ``2^log2``
+    bits: a search tests thousands of filters of a few sizes, so the positions are worked out
+    once per size."""
+    return tuple(
+        tuple(
+            tuple((2 + (p >> 3), 1 << (p & 7)) for h in alt for p in _positions(h, log2))
+            for alt in group
+        )
+        for group in probe
+    )
+
+
+def compiled_may_hold(filter_: bytes, compiled: Compiled) -> bool:
+    """:func:`probe_may_hold` for a probe compiled for this filter's size."""
+    for group in compiled:
+        for alt in group:
+            if all(filter_[i] & m for i, m in alt):
+                break
+        else:
+            return False
+    return True
