@@ -74,9 +74,14 @@ pub fn terms(body: &[u8]) -> Vec<u64> {
         seen: vec![0; 1 << SEEN_LOG2],
         seen_message: vec![0; 1 << SEEN_LOG2],
     };
-    for line in body.split(|&b| b == b'\n') {
-        scan_line(line, &mut t);
+    // memchr (SIMD) finds the line ends: a line's raw text, most of its bytes, is never
+    // scanned (splitting byte by byte measured 40 % of the builder's instructions).
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', body) {
+        scan_line(&body[start..end], &mut t);
+        start = end + 1;
     }
+    scan_line(&body[start..], &mut t);
     let mut out = t.out;
     out.sort_unstable();
     out.dedup();
@@ -147,7 +152,7 @@ fn token_end(line: &[u8], mut i: usize) -> usize {
 
 fn scan_line(line: &[u8], t: &mut Terms) {
     // Skip the two timestamps: terms start at the module's opening quote.
-    let Some(mut i) = line.iter().position(|&b| b == b'"') else {
+    let Some(mut i) = memchr::memchr(b'"', line) else {
         return;
     };
     let n = line.len();
