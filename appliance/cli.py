@@ -24,11 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk = sub.add_parser("check-config", help="validate a config file: prints ok or each error")
     chk.add_argument("file", type=Path)
-    db = sub.add_parser("db", help="database maintenance (migrate, check, backup, restore)")
+    db = sub.add_parser("db", help="database maintenance (migrate, check, backup, restore, index)")
     dbsub = db.add_subparsers(dest="db_command", required=True)
     for name, text in (
         ("migrate", "create or upgrade the schema, then exit"),
         ("check", "run SQLite's integrity check; exit 1 if it fails"),
+        ("index", "write the search index of events stored before it existed (optional)"),
     ):
         c = dbsub.add_parser(name, help=text)
         c.add_argument("--config", "-c", type=Path)

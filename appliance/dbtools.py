@@ -1,5 +1,5 @@
-"""``appliance db migrate|check|backup|restore``: what firmware hooks and operators run
-offline."""
+"""``appliance db migrate|check|backup|restore|index``: what firmware hooks and operators run
+offline (``index`` also runs beside a running appliance: it writes in short transactions)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,18 @@ async def run_db_command(config: AppConfig, args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"no database at {path}", file=sys.stderr)
         return 1
+    if args.db_command == "index":
+        store = Store(path, quick_check=False)
+        try:
+            await store.open()
+            done = await store.backfill_index()
+        except StoreError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        finally:
+            await store.close()
+        print(f"indexed {done} segments")
+        return 0
     if args.db_command == "check":
         async with aiosqlite.connect(f"file:{path}?mode=ro", uri=True) as conn:
             try:

@@ -10,7 +10,8 @@ the target leaves. No sockets: every figure is a lower bound of the real path.
 
 Stages run the appliance's functions as its listeners call them: syslog header, ECS fields,
 vendor decoder, event + stored line (``Pipeline.offer``), the built-in ruleset
-(``Engine.observe``), the segment store (a real SQLite file); flows: decoder, event, ruleset,
+(``Engine.observe``), the segment store (a real SQLite file; also without its search index,
+to show the index's share of the path); flows: decoder, event, ruleset,
 rollups; asset enrichment (``analysis``: stamping both ends from a 10k-entry inventory, the
 stored line encoded again). Each figure is the median over ``--repeat`` runs of process CPU time
 per item (the store counts its SQLite thread too). The budget is one core's microseconds per
@@ -54,7 +55,7 @@ from appliance.protocols.syslog.decode import decode_syslog, decode_syslog_refer
 from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.vendors import REGISTRY
 from appliance.store import Store
-from appliance.store.segments import encode_line
+from appliance.store.segments import encode_line, index_rows, segment_rows
 
 NOW = 1_795_940_000.0
 SENDER = "192.0.2.10"
@@ -163,9 +164,15 @@ def syslog_stages(fmt: str, n: int, repeat: int, engine: Engine, tmp: Path) -> d
         for i in range(0, n, 4096):
             runner.run(db.insert_events(events[i : i + 4096]))
 
+    def store_unindexed() -> None:
+        for i in range(0, n, 4096):
+            runner.run(plain.insert_events(events[i : i + 4096]))
+
     runner = asyncio.Runner()
     db = Store(tmp / f"{fmt}.db")
     runner.run(db.open())
+    plain = Store(tmp / f"{fmt}-unindexed.db", search_index=False)
+    runner.run(plain.open())
 
     stages = {
         "header": per_item(lambda: [decode_syslog(b, NOW) for b in lines], n, repeat),
@@ -179,14 +186,24 @@ def syslog_stages(fmt: str, n: int, repeat: int, engine: Engine, tmp: Path) -> d
         "rules": per_item(rules, n, repeat),
         "store": per_item(store, n, repeat),
     }
+    # The search index's part of the store stage: the same inserts without it (SQLite's I/O
+    # makes that difference noisy), and the filters alone, built from the same segments.
+    unindexed = per_item(store_unindexed, n, repeat)
+    seg_rows = segment_rows(events, 8192)
+    index_alone = per_item(lambda: index_rows(seg_rows), n, repeat)
     # The header on the other backend too, so one run shows what the native core saves.
     header_reference = per_item(lambda: [decode_syslog_reference(b, NOW) for b in lines], n, repeat)
     runner.run(db.close())
+    runner.run(plain.close())
     runner.close()
     decoded = [e for e in events if e.fields.get("event.dataset")]
+    total = sum(stages.values())
     return {
         "stages_us": stages,
-        "appliance_us": round(sum(stages.values()), 2),
+        "appliance_us": round(total, 2),
+        "store_without_search_index_us": unindexed,
+        "search_index_us": index_alone,
+        "search_index_share": round(index_alone / total, 3),
         "header_python_reference_us": header_reference,
         "floor_us": per_item(lambda: [floor_syslog(b) for b in lines], n, repeat),
         "vendor_decoded_share": round(len(decoded) / n, 3),

@@ -36,6 +36,7 @@ from appliance.store import retention as _retention
 from appliance.store import space as _space
 from appliance.store.errors import StoreError, write_error_reason
 from appliance.store.schema import convert_legacy_events, migrate, migrations
+from appliance.store.search import sql_may_hold
 from appliance.store.space import PAGE_SIZE, SHED_MIN_FS_SHARE, Ballast, file_id
 from appliance.store.state import Codec, StateSlot
 
@@ -67,8 +68,11 @@ class Store:
         reserve_bytes: int = 0,
         metrics: Registry | None = None,
         clock: Callable[[], float] = time.time,
+        search_index: bool = True,
     ) -> None:
         self.path = path
+        # Whether inserts write each segment's search index (benchmarks compare without).
+        self.search_index = search_index
         self.clock = clock  # stamps the ``updated`` column of state rows
         self.ballast = Ballast(path.with_name("reserve.bin"), reserve_bytes)
         self.raw_max_bytes = raw_max_bytes
@@ -125,6 +129,7 @@ class Store:
             )
             await self.reader.execute("PRAGMA busy_timeout=5000")
             await self.reader.execute("PRAGMA query_only=1")
+            await self.reader.create_function("seg_may_hold", 2, sql_may_hold, deterministic=True)
             self._ids = {"db": file_id(self.path), "wal": file_id(self._wal_path)}
         except (sqlite3.Error, OSError) as exc:
             await self._close_connections(checkpoint=False)
@@ -358,6 +363,11 @@ class Store:
         """Store a batch in one transaction, each event given its id (see
         :func:`appliance.store.events.insert_events`)."""
         await _events.insert_events(self, events)
+
+    async def backfill_index(self, *, batch: int = 16) -> int:
+        """Write the search index of segments stored without one (see
+        :func:`appliance.store.events.backfill_index`); how many were indexed."""
+        return await _events.backfill_index(self, batch=batch)
 
     async def query_events(
         self,

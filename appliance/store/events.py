@@ -18,12 +18,16 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
+from appliance import dataplane
 from appliance.event import Event
 from appliance.logutil import RateLimitedLog
+from appliance.store import segindex
 from appliance.store.errors import StoreError
 from appliance.store.segments import (
+    INSERT_INDEX,
     INSERT_SEGMENT,
     decode_line,
+    index_rows,
     json_needle,
     segment_lines,
     segment_rows,
@@ -91,14 +95,62 @@ async def insert_events(store: Store, events: list[Event]) -> None:
         next_id += 1
     try:
         rows = segment_rows(events, store.raw_max_bytes)
+        index = index_rows(rows) if store.search_index else []
         async with store.transaction() as conn:
             await conn.executemany(INSERT_SEGMENT, rows)
+            # The segment's search index commits with it (or neither does).
+            await conn.executemany(INSERT_INDEX, index)
     except BaseException:
         for ev in events:
             ev.id = None
         raise
     store.next_id = next_id
     store.events_stored += len(events)
+
+
+async def backfill_index(store: Store, *, batch: int = 16) -> int:
+    """Write the search index of segments stored without one (before migration 0014, by
+    the Python backend, or converted from the old events table), newest first; how many
+    were indexed.
+
+    Optional: a segment without an index is searched by scanning, so this only makes old
+    history as fast to search as new. Each transaction holds ``batch`` segments, so ingest
+    waits at most that long behind it.
+    """
+    conn = store.reader
+    if conn is None:
+        raise StoreError("store is closed")
+    build = segindex.segment_bloom if dataplane.native is not None else None
+    done = 0
+    before = 2**62
+    while True:
+        async with conn.execute(
+            "SELECT s.first_id FROM event_segments s WHERE s.first_id < ?"
+            " AND NOT EXISTS (SELECT 1 FROM event_index i WHERE i.first_id = s.first_id)"
+            " ORDER BY s.first_id DESC LIMIT ?",
+            (before, batch),
+        ) as cur:
+            ids = [int(r[0]) for r in await cur.fetchall()]
+        if not ids:
+            return done
+        async with store.transaction() as wconn:
+            for first_id in ids:
+                async with wconn.execute(
+                    "SELECT body FROM event_segments WHERE first_id = ?", (first_id,)
+                ) as cur:
+                    row = await cur.fetchone()
+                if row is None:
+                    continue  # retention took it meanwhile
+                body = bytes(row[0])
+                bloom = build(body) if build else segindex.bloom_reference(body)
+                if bloom is not None:
+                    await wconn.execute(
+                        "INSERT OR IGNORE INTO event_index (first_id, bloom) VALUES (?, ?)",
+                        (first_id, bloom),
+                    )
+                    done += 1
+        before = ids[-1]
+        await asyncio.sleep(0)
 
 
 async def query_events(
@@ -245,6 +297,7 @@ async def delete_before(store: Store, first_kept: int, chunk: int = 256) -> int:
                 await conn.execute(
                     "DELETE FROM event_segments WHERE first_id <= ?", (doomed[-1][0],)
                 )
+                await conn.execute("DELETE FROM event_index WHERE first_id <= ?", (doomed[-1][0],))
                 deleted += sum(int(c) for _f, c in doomed)
         if len(doomed) < chunk:
             try:
@@ -274,6 +327,10 @@ async def trim_segment_head(store: Store, first_kept: int) -> int:
         # The old bounds still bound what is left: queries only use them to skip segments.
         await conn.execute(
             INSERT_SEGMENT, (first_kept, last_id, len(kept), *bounds, b"\n".join(kept))
+        )
+        # So does the old filter (it holds the terms of a superset of the lines).
+        await conn.execute(
+            "UPDATE event_index SET first_id = ? WHERE first_id = ?", (first_kept, first_id)
         )
         return cut
 

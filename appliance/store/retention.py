@@ -94,8 +94,11 @@ async def enforce_retention(
             break
         conn = store.reader
         assert conn is not None
+        # The search index goes with its segments, so its bytes count as the events'.
         async with conn.execute(
-            "SELECT coalesce(sum(length(body)), 0), min(first_id), max(last_id) FROM event_segments"
+            "SELECT coalesce(sum(length(body)), 0)"
+            " + (SELECT coalesce(sum(length(bloom)), 0) FROM event_index),"
+            " min(first_id), max(last_id) FROM event_segments"
         ) as cur:
             row = await cur.fetchone()
         if not row or row[1] is None:

@@ -9,7 +9,8 @@ line ``k`` of the segment starting at ``first_id`` has id ``first_id + k``.
 A line is ``orjson`` of ``[ts, created, module, fields, raw]`` where ``raw`` is the original
 bytes as text when they are UTF-8, else ``[base64]``. JSON text never holds a raw newline, so
 ``\\n`` separates lines, and a value's JSON form is a substring of its line: a query can ask
-SQLite's ``instr`` which segments may hold a match before any line is parsed.
+SQLite's ``instr`` which segments may hold a match before any line is parsed, and a segment's
+search index (:mod:`appliance.store.segindex`) is built from these bytes alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import orjson
 
 from appliance.event import Event
+from appliance.store import segindex
 
 SEGMENT_EVENTS = 1024
 INSERT_SEGMENT = (
@@ -28,6 +30,7 @@ INSERT_SEGMENT = (
     " (first_id, last_id, count, min_ts, max_ts, min_created, max_created, body)"
     " VALUES (?,?,?,?,?,?,?,?)"
 )
+INSERT_INDEX = "INSERT OR REPLACE INTO event_index (first_id, bloom) VALUES (?,?)"
 
 
 def _json_default(value: Any) -> Any:
@@ -104,6 +107,16 @@ def segment_rows(events: list[Event], max_raw: int) -> list[tuple[Any, ...]]:
             )
         )
     return rows
+
+
+def index_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
+    """``event_index`` rows for ``segment_rows``' rows (none without the native builder)."""
+    out = []
+    for row in rows:
+        bloom = segindex.segment_bloom(row[7])
+        if bloom is not None:
+            out.append((row[0], bloom))
+    return out
 
 
 def segment_lines(first_id: int, body: bytes) -> Iterator[tuple[int, bytes]]:

@@ -11,6 +11,7 @@ pub mod kv;
 pub mod netflow;
 pub mod rollup;
 pub mod rules;
+pub mod segindex;
 pub mod syslog;
 
 #[cfg(feature = "python")]

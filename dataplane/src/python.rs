@@ -829,11 +829,25 @@ impl RuleMatcher {
     }
 }
 
+/// The search-index filter of a segment body (`segindex::bloom`), or `None` after a panic
+/// (counted): the segment is then stored without one and searched by scanning, as before.
+#[pyfunction]
+fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes>> {
+    match catch_unwind(|| crate::segindex::bloom(body)) {
+        Ok(filter) => Some(PyBytes::new(py, &filter)),
+        Err(_) => {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 #[pymodule]
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(panics, m)?)?;
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_bloom, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;

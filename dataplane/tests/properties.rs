@@ -183,3 +183,31 @@ proptest! {
         }
     }
 }
+
+/// Bytes shaped like stored segment lines: brackets, quotes, escapes, keys and newlines.
+fn segmentish() -> impl Strategy<Value = Vec<u8>> {
+    let piece = prop_oneof![
+        Just(b"[1.5,2.5,\"syslog\",{".to_vec()),
+        Just(b"\"message\":\"".to_vec()),
+        Just(b"\"user.name\":".to_vec()),
+        Just(b"\\\"".to_vec()),
+        Just(b"\\\\".to_vec()),
+        Just(b"[\"a\",\"b\"]".to_vec()),
+        Just(b"},\"raw\"]\n".to_vec()),
+        Just(b",".to_vec()),
+        proptest::collection::vec(any::<u8>(), 0..12),
+    ];
+    proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_segment_filter_never_panics_and_holds_its_terms(body in segmentish()) {
+        let filter = _dataplane::segindex::bloom(&body);
+        for h in _dataplane::segindex::terms(&body) {
+            prop_assert!(_dataplane::segindex::may_hold(&filter, h));
+        }
+    }
+}
