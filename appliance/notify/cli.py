@@ -13,11 +13,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import ConfigError, load_config_or_report
-from appliance.notify.channels import build_channel
-from appliance.notify.channels.base import DeliveryError, Message
+
+if TYPE_CHECKING:
+    from appliance.notify.channels.base import Message
+
+# The channels (aiohttp, smtplib, serial) are imported where a test message is sent, not
+# here: every `appliance` command builds this parser, and most never send anything.
 
 
 def add_parser(sub: Any) -> None:
@@ -29,6 +33,8 @@ def add_parser(sub: Any) -> None:
 
 
 def test_message(sensor_id: str, channel: str) -> Message:
+    from appliance.notify.channels.base import Message
+
     when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     host = socket.gethostname()
     return Message(
@@ -64,6 +70,9 @@ def run(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(by_name)) or "none configured"
         print(f"no channel {args.channel!r} in [[notify.channels]] ({known})", file=sys.stderr)
         return 2
+    from appliance.notify.channels import build_channel
+    from appliance.notify.channels.base import DeliveryError
+
     try:
         channel = build_channel(cfg, config.base_dir)
     except ConfigError as exc:
