@@ -113,12 +113,17 @@ class DistinctState(GroupState):
         self.values: OrderedDict[Any, Entry] = OrderedDict()
         self.keep = keep
 
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+    def key(self, c: CorrelationRule, fields: dict[str, Any]) -> Any:
+        """The value this event adds to the count, or ``None`` when it adds none."""
         v = fields.get(c.fieldref)  # type: ignore[arg-type]
+        if v is None or isinstance(v, str | int | float | bool):
+            return v
+        return str(v)
+
+    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+        v = self.key(c, fields)
         if v is None:
             return None
-        if not isinstance(v, str | int | float | bool):
-            v = str(v)
         vals = self.values
         old = vals.get(v)
         if old is None or old[0] <= entry[0]:
@@ -155,29 +160,14 @@ class DistinctTupleState(DistinctState):
 
     __slots__ = ()
 
-    def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
+    def key(self, c: CorrelationRule, fields: dict[str, Any]) -> Any:
         key = []
         for f in (c.fieldref, *c.more_fields):
             v = fields.get(f)  # type: ignore[arg-type]
             if v is None:
                 return None
             key.append(v if isinstance(v, str | int | float | bool) else str(v))
-        k = tuple(key)
-        vals = self.values
-        old = vals.get(k)
-        if old is None or old[0] <= entry[0]:
-            vals[k] = entry
-        vals.move_to_end(k)
-        cutoff = entry[0] - c.timespan
-        while vals:
-            oldest = next(iter(vals))
-            if vals[oldest][0] >= cutoff:
-                break
-            del vals[oldest]
-        while len(vals) > self.keep:
-            vals.popitem(last=False)
-        n = len(vals)
-        return n if c.check(n) else None
+        return tuple(key)
 
     def load(self, d: Any) -> None:
         for k, e in d:
