@@ -144,6 +144,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--hit-share", type=float, default=0.01, help="share of lines from listed IPs")
     ap.add_argument("--peers", type=int, default=20_000, help="distinct outside addresses")
+    ap.add_argument(
+        "--prefilter",
+        choices=("native", "python"),
+        default="native",
+        help="the stage's batch test: the data plane's (when built) or the Python loop",
+    )
     args = ap.parse_args()
     tune_gc()
     tmp = Path(tempfile.mkdtemp(prefix="bench-intel-"))
@@ -169,6 +175,8 @@ def main() -> int:
     lookup_ns = (time.process_time() - cpu) / len(probes) * 1e9
 
     stage = IntelEnricher(index, Registry())
+    if args.prefilter == "python":
+        stage.native_select = None
     lines = firewall_lines(args.lines, listed, args.hit_share, args.peers)
     events = [decode(line, T0) for line in lines[:50_000]]
     cpu = time.process_time()
@@ -205,6 +213,7 @@ def main() -> int:
     # One stage for the whole run, as the appliance keeps one for its life: the warm-up
     # round has seen the peers once (their first sighting is enrich_event_all_new_addresses).
     live = IntelEnricher(index, Registry())
+    live.native_select = stage.native_select
     asyncio.run(ingest(lines, live, tmp / "warm-up.db"))  # imports, caches, sqlite
     for r in range(args.rounds):
         for use in (False, True) if r % 2 == 0 else (True, False):
@@ -228,6 +237,7 @@ def main() -> int:
                 "enrich_event_steady_ns": round(enrich_steady_ns),
                 "enrich_event_all_new_addresses_ns": round(enrich_cold_ns),
                 "baseline_stage_event_ns": round(baseline_ns),
+                "prefilter": "native" if stage.native_select is not None else "python",
                 "ingest_lines": args.lines,
                 "ingest_us_per_line_without_intel": round(base, 2),
                 "ingest_us_per_line_with_intel": round(withi, 2),

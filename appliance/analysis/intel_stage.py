@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from appliance import dataplane
 from appliance.analysis.feeds import read_sources, sources_stamp, update_feeds
 from appliance.analysis.intel import NONE, IntelIndex, LoadReport, build_index
 from appliance.config import AppConfig
@@ -62,6 +63,11 @@ class IntelEnricher:
         self._miss: set[object] = {None}
         self._others: tuple[tuple[str, Callable[[str, float], int], str], ...] = ()
         self._rare: frozenset[str] = frozenset()
+        self._rare_keys: tuple[str, ...] = ()
+        # The batch test in Rust when the data plane is native; None: the loop below.
+        self.native_select: Callable[..., list[int] | None] | None = (
+            dataplane.native.intel_select if dataplane.native is not None else None
+        )
         self.use(index)
 
     def use(self, index: IntelIndex) -> None:
@@ -77,16 +83,30 @@ class IntelEnricher:
         self._others = tuple(others)
         # The looked-up fields besides the first two addresses: rare on most events.
         self._rare = frozenset(IP_FIELDS[2:]) | {n for n, _, _ in others}
+        self._rare_keys = tuple(self._rare)
         self.index = index
 
     async def process(self, events: list[Event], now: float) -> None:
         self.enrich_batch(events, now)
 
     def enrich_batch(self, events: list[Event], now: float) -> int:
-        """:meth:`enrich` every event that may hit (see the class docstring); the hits."""
+        """:meth:`enrich` every event that may hit (see the class docstring); the hits.
+
+        With the native data plane the test is one call over the batch
+        (``_dataplane.intel_select``, reading the same memory); the events it picks then get
+        :meth:`enrich` in order. Values remembered while the batch is enriched only let later
+        batches pass over more, so the hits are those of the loop below, the reference and the
+        fallback (``APPLIANCE_NATIVE=0``, or a panic in the extension, counted).
+        """
         if len(self.index) == 0:
             return 0
         enrich = self.enrich
+        if self.native_select is not None:
+            picked = self.native_select(
+                events, self._miss, IP_FIELDS[0], IP_FIELDS[1], self._rare_keys
+            )
+            if picked is not None:
+                return sum(1 for i in picked if enrich(events[i], now))
         miss = self._miss  # cleared in place when full, replaced only by use()
         rare = self._rare
         first, second = IP_FIELDS[0], IP_FIELDS[1]
@@ -101,6 +121,22 @@ class IntelEnricher:
             if enrich(ev, now):
                 hits += 1
         return hits
+
+    def select(self, events: list[Event]) -> list[int]:
+        """The indices the batch test picks with the memory as it is now: the reference
+        ``_dataplane.intel_select`` is held to (``enrich_batch`` runs the same test inline)."""
+        miss, rare = self._miss, self._rare
+        first, second = IP_FIELDS[0], IP_FIELDS[1]
+        picked = []
+        for i, ev in enumerate(events):
+            f = ev.fields
+            try:
+                if f.get(first) in miss and f.get(second) in miss and f.keys().isdisjoint(rare):
+                    continue
+            except TypeError:
+                pass
+            picked.append(i)
+        return picked
 
     def enrich(self, event: Event, now: float) -> bool:
         """Stamp the first live indicator among the event's fields; ``True`` on a hit."""

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
@@ -842,12 +842,67 @@ fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes
     }
 }
 
+/// The threat-intel stage's prefilter (`IntelEnricher.enrich_batch`): the indices of the
+/// batch's events whose fields the ordered lookup must read. An event is passed over when
+/// `first` and `second` (the two addresses) are both in `miss` (the stage's own memory of
+/// values no indicator matches; `None`, in it, stands for an absent field) and none of
+/// `rare` (the other looked-up fields) is present. The set is read, never copied, so the
+/// Python stage keeps the one bounded memory. Anything the test cannot decide (an unhashable
+/// value, `fields` not a dict) selects the event, as the reference does. `None` after a
+/// panic (counted): the stage then filters the batch in Python.
+#[pyfunction]
+fn intel_select(
+    events: &Bound<'_, PyList>,
+    miss: &Bound<'_, PySet>,
+    first: &Bound<'_, PyString>,
+    second: &Bound<'_, PyString>,
+    rare: &Bound<'_, PyTuple>,
+) -> Option<Vec<usize>> {
+    let py = events.py();
+    let none = py.None().into_bound(py);
+    let known = |v: Option<Bound<'_, PyAny>>| -> bool {
+        match v {
+            None => miss.contains(&none).unwrap_or(false),
+            Some(v) => miss.contains(v).unwrap_or(false), // TypeError (unhashable): look
+        }
+    };
+    let passed_over = |ev: Bound<'_, PyAny>| -> bool {
+        let Ok(fields) = ev.getattr(intern!(py, "fields")) else {
+            return false;
+        };
+        let Ok(f) = fields.cast::<PyDict>() else {
+            return false;
+        };
+        let (Ok(a), Ok(b)) = (f.get_item(first), f.get_item(second)) else {
+            return false;
+        };
+        known(a) && known(b) && rare.iter().all(|k| matches!(f.contains(k), Ok(false)))
+    };
+    let picked = catch_unwind(AssertUnwindSafe(|| {
+        let mut out = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            if !passed_over(ev) {
+                out.push(i);
+            }
+        }
+        out
+    }));
+    match picked {
+        Ok(out) => Some(out),
+        Err(_) => {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 #[pymodule]
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(panics, m)?)?;
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(segment_bloom, m)?)?;
+    m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
