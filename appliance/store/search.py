@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from appliance.store import segindex
-from appliance.store.segments import decode_line, json_needle, segment_lines
+from appliance.store.segments import decode_line, json_needle
 
 if TYPE_CHECKING:
     from appliance.event import Event
@@ -401,21 +401,43 @@ def _scan_batch(
     """
     oldest: int | None = None
     needles = query.needles()
+    one = needles[0][0] if len(needles) == 1 and len(needles[0]) == 1 else None
     for first_id, body in segments:
-        for id_, line in segment_lines(first_id, body):
-            if before_id is not None and id_ >= before_id:
-                continue
-            if result.scanned >= budget:
-                return True, oldest
-            result.scanned += 1
-            oldest = id_
-            if needles and not all(any(n in line for n in alts) for alts in needles):
-                continue
+        lines = body.split(b"\n")
+        # The lines to read, newest first: below the cursor, and no more than the budget.
+        hi = len(lines) - 1
+        if before_id is not None:
+            hi = min(hi, before_id - first_id - 1)
+        if hi < 0:
+            continue
+        room = budget - result.scanned
+        if room <= 0:
+            return True, oldest
+        lo = max(0, hi - room + 1)
+        read = range(hi, lo - 1, -1)
+        # One comprehension per segment picks the lines holding the needles (a single
+        # needle, the common case, is one ``in`` per line): a per-line loop cost more
+        # than the test itself.
+        if not needles:
+            picked: Iterable[int] = read
+        elif one is not None:
+            picked = [k for k in read if one in lines[k]]
+        else:
+            picked = [k for k in read if all(any(n in lines[k] for n in alts) for alts in needles)]
+        for k in picked:
+            line = lines[k]
             ts, _created, module, fields, _raw = orjson.loads(line)
             if learn:
                 result.seen_fields.update(fields)
-            if query.match_parts(ts, module, fields) and not visit(id_, line, ts, module, fields):
-                return True, oldest
+            if query.match_parts(ts, module, fields) and not visit(
+                first_id + k, line, ts, module, fields
+            ):
+                result.scanned += hi - k + 1
+                return True, first_id + k
+        result.scanned += hi - lo + 1
+        oldest = first_id + lo
+        if lo > 0:  # the budget ended inside this segment
+            return True, oldest
     return False, oldest
 
 
