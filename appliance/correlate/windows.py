@@ -174,6 +174,18 @@ class DistinctTupleState(DistinctState):
             self.values[tuple(k) if isinstance(k, list) else k] = _load_entry(e)
 
 
+def _number(raw: Any) -> float | None:
+    """A field's value as the sum and quantile windows count it: a finite number (or its
+    text), never a boolean."""
+    if isinstance(raw, bool):
+        return None
+    try:
+        v = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
 class SumState(GroupState):
     """value_sum / value_avg: (entry, value) pairs in the window and their running sum."""
 
@@ -185,14 +197,8 @@ class SumState(GroupState):
         self.maxn = maxn
 
     def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raw = fields.get(c.fieldref)  # type: ignore[arg-type]
-        if isinstance(raw, bool):
-            return None
-        try:
-            v = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(v):
+        v = _number(fields.get(c.fieldref))  # type: ignore[arg-type]
+        if v is None:
             return None
         items = self.items
         items.append((entry, v))
@@ -230,14 +236,8 @@ class QuantileState(SumState):
         self.ordered: list[float] = []
 
     def add(self, c: CorrelationRule, entry: Entry, fields: dict[str, Any]) -> float | None:
-        raw = fields.get(c.fieldref)  # type: ignore[arg-type]
-        if isinstance(raw, bool):
-            return None
-        try:
-            v = float(raw)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return None
-        if not math.isfinite(v):
+        v = _number(fields.get(c.fieldref))  # type: ignore[arg-type]
+        if v is None:
             return None
         items, ordered = self.items, self.ordered
         items.append((entry, v))
