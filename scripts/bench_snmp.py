@@ -7,9 +7,13 @@ uvloop, real SQLite) and (2) ``snmptrapd -f -C -n -On -m ""`` with ``authCommuni
 public``, logging one line per trap to a file. Loss = sent - rows in SQLite named linkDown
 (appliance, counted after a clean stop) or sent - lines logged (snmptrapd). ``--pysnmp`` adds
 a plain pysnmp 7 NotificationReceiver (counting callbacks, storing nothing) as the baseline the
-fast path replaces. Prints ONE JSON line.
+fast path replaces. ``cpu_us_per_trap`` is the appliance's CPU (user + system, from the first
+trap sent until everything is stored) over the traps stored. ``--rcvbuf`` sets the
+appliance's ``rcvbuf_bytes`` (a small one shows what a burst costs beyond the kernel's buffer).
+Prints ONE JSON line.
 
     scripts/bench snmp --rate 5000 --seconds 10 [--pysnmp] [--no-snmptrapd] [--loop asyncio]
+                       [--rcvbuf 33554432]
 """
 
 from __future__ import annotations
@@ -85,17 +89,19 @@ def wait_settled(read: Callable[[], float], target: int, timeout: float = 30.0) 
     return read()
 
 
-def bench_appliance(rate: float, seconds: float, loop: str) -> dict[str, object]:
+def bench_appliance(rate: float, seconds: float, loop: str, rcvbuf: int) -> dict[str, object]:
     port = free_port(socket.SOCK_DGRAM)
     app = ApplianceProcess(
         f'[[sources.snmp]]\nlisten = "127.0.0.1:{port}"\nname = "bench"\n'
-        'communities = ["public"]\nrate_limit = 0.0\nrcvbuf_bytes = 33554432\n',
+        f'communities = ["public"]\nrate_limit = 0.0\nrcvbuf_bytes = {rcvbuf}\n',
         loop=loop,
     )
     app.mark()
+    cpu0 = app.cpu_seconds()
     sent, elapsed = send_paced(port, rate, seconds)
     metrics = app.wait_idle()
     cpu, rss = app.cpu_percent(), app.peak_rss_mb()
+    cpu_used = app.cpu_seconds() - cpu0
     final = app.stop()
     # The rows themselves, read after a clean stop, with the trap name the decoder gave them.
     with sqlite3.connect(f"file:{app.tmp / 'data' / 'appliance.db'}?mode=ro", uri=True) as db:
@@ -114,6 +120,7 @@ def bench_appliance(rate: float, seconds: float, loop: str) -> dict[str, object]
         "lost": sent - rows,
         "stored_per_s": round(rows / elapsed, 1),
         "recv_cpu_pct": round(cpu, 1),
+        "cpu_us_per_trap": round(cpu_used * 1e6 / max(1, rows), 1),
         "recv_peak_rss_mb": round(rss, 1),
     }
 
@@ -213,6 +220,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=5000.0, help="traps per second offered")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
+    p.add_argument("--rcvbuf", type=int, default=32 << 20, help="the appliance's rcvbuf_bytes")
     p.add_argument("--no-snmptrapd", action="store_true")
     p.add_argument(
         "--pysnmp", action="store_true", help="also run a plain pysnmp 7 receiver (baseline)"
@@ -225,7 +233,7 @@ def main() -> None:
             "seconds": args.seconds,
             "cpus": os.cpu_count(),
             "load_before": os.getloadavg()[0],
-            "appliance": bench_appliance(args.rate, args.seconds, args.loop),
+            "appliance": bench_appliance(args.rate, args.seconds, args.loop, args.rcvbuf),
         }
         if not args.no_snmptrapd:
             result["snmptrapd"] = bench_snmptrapd(args.rate, args.seconds, Path(tmp))
