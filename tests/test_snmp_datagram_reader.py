@@ -76,10 +76,10 @@ needs_recvmmsg = pytest.mark.skipif(
 async def test_a_trap_storm_while_the_store_is_stalled_waits_in_the_backlog_then_is_stored(
     start_appliance: Any,
 ) -> None:
-    # A queue of 600 events: without the backlog, most of 2,000 traps offered meanwhile would
-    # be dropped as queue_full. (The reader hands over a slice, up to 512 datagrams, whenever
+    # A queue of 100 events: without the backlog, most of 2,000 traps offered meanwhile would
+    # be dropped as queue_full. (The reader hands over a slice, up to 64 datagrams, whenever
     # the pipeline wants more, so the queue must hold two batches and a slice.)
-    run, src = await snmp_app(start_appliance, pipeline={"queue_size": 600, "batch_size": 10})
+    run, src = await snmp_app(start_appliance, pipeline={"queue_size": 100, "batch_size": 10})
     stall = Stall()
     run.app.pipeline.before_store.append(stall)
     p = run.app.pipeline
@@ -88,7 +88,7 @@ async def test_a_trap_storm_while_the_store_is_stalled_waits_in_the_backlog_then
         await asyncio.wait_for(stall.entered.wait(), 10)
         send(src.address, [trap(i) for i in range(1, 2000)])
         await run.wait_for(lambda: len(p) + len(src.reader.backlog) == 1999, timeout=20)
-        assert len(p) <= 20 + 512  # two batches, plus at most the slice that crossed the line
+        assert len(p) <= 20 + 64  # two batches, plus at most the slice that crossed the line
         assert src.reader.held > 0
         assert p.dropped.total() == 0
     finally:
