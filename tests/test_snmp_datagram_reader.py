@@ -99,6 +99,7 @@ async def test_a_trap_storm_while_the_store_is_stalled_waits_in_the_backlog_then
 
 
 @needs_recvmmsg
+@pytest.mark.interop  # net-snmp's tools
 async def test_v1_v2c_and_v3_traps_sent_while_the_store_is_stalled_are_stored_after(
     start_appliance: Any,
 ) -> None:
@@ -133,6 +134,7 @@ async def test_v1_v2c_and_v3_traps_sent_while_the_store_is_stalled_are_stored_af
 
 
 @needs_recvmmsg
+@pytest.mark.interop  # net-snmp's tools
 async def test_v3_inform_discovers_the_engine_id_through_the_batch_reader(
     start_appliance: Any,
 ) -> None:
@@ -227,6 +229,7 @@ def no_recvmmsg(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("no_recvmmsg")
+@pytest.mark.interop  # net-snmp's tools
 async def test_without_recvmmsg_v1_v2c_and_v3_traps_arrive_through_asyncio(
     start_appliance: Any,
 ) -> None:
@@ -250,6 +253,7 @@ async def test_without_recvmmsg_v1_v2c_and_v3_traps_arrive_through_asyncio(
 
 
 @pytest.mark.usefixtures("no_recvmmsg")
+@pytest.mark.interop  # net-snmp's tools
 async def test_without_recvmmsg_a_v3_inform_discovers_the_engine_id(
     start_appliance: Any,
 ) -> None:
