@@ -29,5 +29,7 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     # seeds are only starting bytes there.
     "rust-netflow": ("netflow", "netflow"),
     "rust-decoder": ("decoder", "syslog-vendors"),
+    # A batch of datagrams (split at 0x1e) through the policy and the header decoder.
+    "rust-batch": ("batch", "syslog-header"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]
