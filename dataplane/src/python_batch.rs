@@ -33,8 +33,11 @@ pub(crate) struct SyslogBatch {
     device_time: Py<PyAny>,
     /// `Event(timestamp, created, module, fields, raw, id, line)`.
     event_class: Py<PyAny>,
-    /// `segments.encode_line(ts, created, module, fields, raw)`.
+    /// `segments.encode_line(ts, created, module, fields, raw)`, for the rare line `dumps`
+    /// cannot make (raw bytes that are not UTF-8, a key that is not text).
     encode_line: Py<PyAny>,
+    /// `orjson.dumps` with `encode_line`'s `default`: the common line, without a Python frame.
+    dumps: Py<PyAny>,
     /// The clock-skew gauge's values, keyed by the profile's `key`.
     skew: Py<PyDict>,
     max_skew: usize,
@@ -212,13 +215,52 @@ impl SyslogBatch {
         } else {
             data.clone()
         };
-        let line = self
-            .encode_line
-            .bind(py)
-            .call1((ts, now, module, &fields, raw))?;
+        let line = self.line(py, (ts, now, module, &fields, raw))?;
         self.event_class
             .bind(py)
             .call1((ts, now, module, &fields, data, py.None(), line))
+    }
+
+    /// `encode_line` of the event: the common case (raw text UTF-8 or empty, keys text) as
+    /// one `dumps` call, anything else by `encode_line` itself.
+    fn line<'py>(
+        &self,
+        py: Python<'py>,
+        args: (
+            f64,
+            f64,
+            &Bound<'py, PyString>,
+            &Bound<'py, PyDict>,
+            Bound<'py, PyBytes>,
+        ),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (ts, now, module, fields, raw) = args;
+        let bytes = raw.as_bytes();
+        let text = if bytes.is_empty() {
+            Some(py.None().into_bound(py))
+        } else {
+            std::str::from_utf8(bytes)
+                .ok()
+                .map(|t| PyString::new(py, t).into_any())
+        };
+        if let Some(text) = text {
+            let value = PyTuple::new(
+                py,
+                [
+                    ts.into_pyobject(py)?.into_any(),
+                    now.into_pyobject(py)?.into_any(),
+                    module.clone().into_any(),
+                    fields.clone().into_any(),
+                    text,
+                ],
+            )?;
+            if let Ok(line) = self.dumps.bind(py).call1((value,)) {
+                return Ok(line);
+            }
+        }
+        self.encode_line
+            .bind(py)
+            .call1((ts, now, module, fields, raw))
     }
 
     /// The policy of one message, then its event: `None` when it was dropped (counted).
@@ -339,6 +381,7 @@ impl SyslogBatch {
         device_time: Py<PyAny>,
         event_class: Py<PyAny>,
         encode_line: Py<PyAny>,
+        dumps: Py<PyAny>,
         skew: Py<PyDict>,
         max_skew: usize,
         transport: &str,
@@ -350,6 +393,7 @@ impl SyslogBatch {
             device_time,
             event_class,
             encode_line,
+            dumps,
             skew,
             max_skew,
             transport: PyString::intern(py, transport).unbind(),
