@@ -138,6 +138,32 @@ class Pipeline:
             self._batch_ready.set()
         return True
 
+    def offer_batch(self, events: list[Event], source: str) -> int:
+        """:meth:`offer` for a batch (a source's native batch path): the events that fit are
+        queued, each one past the limit is counted as :meth:`offer` would count it. Returns
+        how many were queued."""
+        if not events:
+            return 0
+        q = self._queue
+        room = 0 if self._stopping else max(0, self._limit - len(q))
+        take = events[:room] if room < len(events) else events
+        for event in take:
+            if event.line is None:
+                self.encode(event)
+            event.listener = source
+            q.append((event, source))
+        lost = len(events) - len(take)
+        if lost:
+            why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
+            self.dropped.inc(source, why, n=lost)
+        n = len(q)
+        if take:
+            if n == len(take):
+                self._nonempty.set()
+            if n >= self.batch_size:
+                self._batch_ready.set()
+        return len(take)
+
     def encode(self, event: Event) -> None:
         """Encode the line the store keeps from the event as it is now."""
         event.line = encode_line(
