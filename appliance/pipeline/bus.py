@@ -145,7 +145,7 @@ class Pipeline:
         if not events:
             return 0
         q = self._queue
-        room = 0 if self._stopping else max(0, self._limit - len(q))
+        room = self.room()
         take = events[:room] if room < len(events) else events
         for event in take:
             if event.line is None:
@@ -173,6 +173,11 @@ class Pipeline:
             event.fields,
             event.raw[: self.store.raw_max_bytes],
         )
+
+    def room(self) -> int:
+        """How many events :meth:`offer` would take now (a stream source decoding a chunk
+        asks, so that none of it is dropped for want of room)."""
+        return 0 if self._stopping else max(0, self._limit - len(self._queue))
 
     def has_room(self) -> bool:
         return len(self._queue) < self._limit
