@@ -12,6 +12,7 @@ PYTHON_TARGETS: dict[str, str] = {
     "syslog-native": "syslog_native",
     "syslog-framing": "syslog_framing",
     "syslog-vendors": "syslog_vendors",
+    "syslog-batch": "syslog_batch",
     "netflow": "netflow",
     "snmp": "snmp",
     "config": "config",
