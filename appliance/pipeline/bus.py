@@ -187,6 +187,13 @@ class Pipeline:
         enough to keep the store busy, and raw input is the cheaper thing to hold."""
         return len(self._queue) < 2 * self.batch_size
 
+    def wanted(self) -> int:
+        """How many more events a source holding raw input should decode now: what
+        :meth:`wants_more` allows (two batches queued) and the queue takes. A source decoding
+        a chunk at a time asks, so the queue grows no further than one event at a time would
+        grow it."""
+        return min(self.room(), 2 * self.batch_size - len(self._queue))
+
     def call_when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once less than one batch is queued (paused sources resume)."""
         self._resume_callbacks.append(callback)

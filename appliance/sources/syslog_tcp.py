@@ -287,7 +287,7 @@ class SyslogStreamProtocol(asyncio.Protocol):
         # Two batches queued keep the store busy; more would only hold decoded events
         # (several kB each) in memory while the sender's bytes can wait in the socket.
         has_room = pipeline.wants_more
-        room = pipeline.room
+        wanted = pipeline.wanted
         next_frame = framer.next_frame
         frames = self.intake.frames
         dropped = self.dropped
@@ -306,8 +306,9 @@ class SyslogStreamProtocol(asyncio.Protocol):
                 break
             # The frames at hand, up to one chunk, decoded in one call (one native call on
             # the native backend) and queued in one offer.
-            # Never more than the queue takes: a stream's sender waits, it is not dropped.
-            want = min(FRAMES_PER_CALL, budget - taken, room())
+            # Never more than the pipeline wants now (two batches queued, and never past the
+            # queue's limit): a stream's sender waits in the socket, it is not dropped.
+            want = min(FRAMES_PER_CALL, budget - taken, wanted())
             if want <= 0:
                 self._pause()
                 break
