@@ -71,6 +71,7 @@ def sender_ips() -> list[str]:
 def make_intake(rate: float = 0.0, burst: int = 20_000, max_bytes: int = 8192) -> SyslogIntake:
     cfg = SyslogSource(
         listen="127.0.0.1:0",
+        name="batch-test",  # its own rate-limited log key: other tests look for their lines
         allowed=ALLOWED,
         rate_limit=rate,
         rate_burst=burst,
@@ -249,3 +250,22 @@ def test_a_panic_costs_only_its_message_and_is_counted() -> None:
     assert [e.fields["message"] for e in events] == ["line 1", "line 2"]
     assert dropped.values == {(intake.source, "decode_error"): 1}
     assert dataplane.native_panics() == before + 1
+
+
+def test_a_registry_subclass_selects_as_it_says() -> None:
+    """The batch walks ``VendorRegistry``'s own tables; a subclass may select otherwise, so
+    its ``decode`` is called."""
+
+    class Everything(VendorRegistry):
+        def decode(self, msg: Any, fields: dict[str, Any], hint: Any = None) -> str:
+            fields["labels.seen"] = True
+            return "everything"
+
+    cfg = SyslogSource(listen="127.0.0.1:0", name="batch-test")
+    intake = SyslogIntake(cfg, [], Registry(), "udp", Everything(list(BUILTIN)))
+    metrics = Registry()
+    dropped = metrics.counter("dropped", "", ["source", "reason"])
+    truncated = metrics.counter("truncated", "", ["source"])
+    batch = [(b"<13>Aug  7 10:00:00 host sshd[1]: Failed password", ("10.0.0.9", 1))]
+    (event,) = intake.datagrams(batch, NOW, 8192, RAW_MAX, dropped, truncated)
+    assert event.fields["event.dataset"] == "everything" and event.fields["labels.seen"]

@@ -125,7 +125,7 @@ class SyslogIntake:
         return dataplane.native.SyslogBatch(
             header,
             decode_with_fields_reference,
-            self.decoders.decode,
+            self.decoders,
             device_time,
             Event,
             encode_line,

@@ -29,6 +29,9 @@ pub(crate) struct SyslogBatch {
     fallback: Py<PyAny>,
     /// `VendorRegistry.decode(msg, fields, hint) -> name`.
     vendors: Py<PyAny>,
+    /// The same registry's tables, walked here in its order (no Python frame per message);
+    /// `None` for a registry of another shape, which is then called.
+    dispatch: Option<Dispatch>,
     /// `message.device_time(msg, tz)`, called only for a body time (`payload_time`).
     device_time: Py<PyAny>,
     /// `Event(timestamp, created, module, fields, raw, id, line)`.
@@ -45,6 +48,128 @@ pub(crate) struct SyslogBatch {
     module: Py<PyString>,
     /// Tests: the next message's decode panics (`inject_panic`).
     panic_next: AtomicBool,
+}
+
+/// One vendor decoder: its `decode(msg, fields)` and its name.
+struct Dec {
+    decode: Py<PyAny>,
+    name: Py<PyString>,
+}
+
+impl Dec {
+    fn of(d: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Dec {
+            decode: d.getattr("decode")?.unbind(),
+            name: d.getattr("name")?.cast_into::<PyString>()?.unbind(),
+        })
+    }
+}
+
+/// `VendorRegistry`'s selection tables (`by_program`, `by_first`, the fallbacks' needles,
+/// `last_resort`), read once; `VendorRegistry.decode` is the order they are tried in.
+struct Dispatch {
+    by_program: HashMap<String, Vec<Dec>>,
+    by_first: HashMap<char, Vec<(String, Dec)>>,
+    needles: Vec<String>,
+    fallbacks: Vec<Dec>,
+    last_resort: Vec<Dec>,
+}
+
+impl Dispatch {
+    fn read(registry: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let decs = |v: Bound<'_, PyAny>| -> PyResult<Vec<Dec>> {
+            v.try_iter()?.map(|d| Dec::of(&d?)).collect()
+        };
+        let mut by_program = HashMap::new();
+        for (k, v) in registry
+            .getattr("by_program")?
+            .cast_into::<PyDict>()?
+            .iter()
+        {
+            by_program.insert(k.extract::<String>()?, decs(v)?);
+        }
+        let mut by_first = HashMap::new();
+        for (k, v) in registry.getattr("by_first")?.cast_into::<PyDict>()?.iter() {
+            let k: String = k.extract()?;
+            let mut chars = k.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                return Err(pyo3::exceptions::PyValueError::new_err("by_first key"));
+            };
+            let mut list = Vec::new();
+            for item in v.try_iter()? {
+                let (prefix, d): (String, Bound<'_, PyAny>) = item?.extract()?;
+                list.push((prefix, Dec::of(&d)?));
+            }
+            by_first.insert(c, list);
+        }
+        Ok(Dispatch {
+            by_program,
+            by_first,
+            needles: registry.getattr("_needles")?.extract()?,
+            fallbacks: decs(registry.getattr("fallbacks")?)?,
+            last_resort: decs(registry.getattr("last_resort")?)?,
+        })
+    }
+
+    /// `VendorRegistry.decode`: the name of the decoder that claimed the message, or `""`.
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        msg: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyDict>,
+        hint: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let claims =
+            |d: &Dec| -> PyResult<bool> { d.decode.bind(py).call1((msg, fields))?.is_truthy() };
+        if !hint.is_none()
+            && hint
+                .getattr(intern!(py, "decode"))?
+                .call1((msg, fields))?
+                .is_truthy()?
+        {
+            return Ok(hint.getattr(intern!(py, "name"))?.cast_into::<PyString>()?);
+        }
+        let app = msg.getattr(intern!(py, "app_name"))?;
+        if !app.is_none() {
+            let app = app.cast_into::<PyString>()?;
+            let app = app.to_cow()?;
+            let mut cands = self.by_program.get(app.as_ref());
+            if cands.is_none() {
+                if let Some(i) = app.find('(') {
+                    cands = self.by_program.get(&app[..i]);
+                }
+            }
+            for d in cands.into_iter().flatten() {
+                if claims(d)? {
+                    return Ok(d.name.bind(py).clone());
+                }
+            }
+        }
+        let text = msg
+            .getattr(intern!(py, "message"))?
+            .cast_into::<PyString>()?;
+        let text = text.to_cow()?;
+        if let Some(first) = text.chars().next() {
+            for (prefix, d) in self.by_first.get(&first).into_iter().flatten() {
+                if text.starts_with(prefix.as_str()) && claims(d)? {
+                    return Ok(d.name.bind(py).clone());
+                }
+            }
+            if self.needles.iter().any(|n| text.contains(n.as_str())) {
+                for d in &self.fallbacks {
+                    if claims(d)? {
+                        return Ok(d.name.bind(py).clone());
+                    }
+                }
+            }
+        }
+        for d in &self.last_resort {
+            if claims(d)? {
+                return Ok(d.name.bind(py).clone());
+            }
+        }
+        Ok(intern!(py, "").clone())
+    }
 }
 
 /// The profile of the sender being decoded, read once per change of sender.
@@ -175,11 +300,15 @@ impl SyslogBatch {
                 }
             }
         }
-        let name = self
-            .vendors
-            .bind(py)
-            .call1((&msg, &fields, &prof.decoder))?;
-        let name = name.cast_into::<PyString>()?;
+        let name = match &self.dispatch {
+            Some(dispatch) => dispatch.decode(py, &msg, &fields, &prof.decoder)?,
+            None => self
+                .vendors
+                .bind(py)
+                .getattr(intern!(py, "decode"))?
+                .call1((&msg, &fields, &prof.decoder))?
+                .cast_into::<PyString>()?,
+        };
         let text = name.to_cow()?;
         if !text.is_empty() {
             fields.set_item(intern!(py, "event.dataset"), &name)?;
@@ -386,10 +515,19 @@ impl SyslogBatch {
         max_skew: usize,
         transport: &str,
     ) -> Self {
+        // Only the registry class itself is walked here: a subclass may select otherwise.
+        let dispatch = vendors
+            .bind(py)
+            .get_type()
+            .name()
+            .is_ok_and(|n| n == "VendorRegistry")
+            .then(|| Dispatch::read(vendors.bind(py)).ok())
+            .flatten();
         SyslogBatch {
             header,
             fallback,
             vendors,
+            dispatch,
             device_time,
             event_class,
             encode_line,
