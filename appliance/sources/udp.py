@@ -263,8 +263,12 @@ class UdpBatchReader:
         slice_: int = 512,
         ready: Callable[[], bool] | None = None,
         name: str = "",
+        deliver_batch: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None,
     ) -> None:
         self.name = name
+        # Given, a slice goes to it as one list (one native call for the whole slice)
+        # instead of to ``deliver`` one datagram at a time.
+        self.deliver_batch = deliver_batch
         self.full = 0  # times the backlog reached backlog_bytes and reading paused
         self.sock = sock
         self.deliver = deliver
@@ -392,6 +396,13 @@ class UdpBatchReader:
     def _deliver(self, limit: int) -> None:
         backlog, deliver = self.backlog, self.deliver
         removed = 0
+        if self.deliver_batch is not None:
+            n = min(len(backlog), limit)
+            if n:
+                items = [backlog.popleft() for _ in range(n)]
+                self.held -= sum(len(data) for data, _addr in items)
+                self.deliver_batch(items)
+            return
         for _ in range(min(len(backlog), limit)):
             data, addr = backlog.popleft()
             removed += len(data)

@@ -16,3 +16,7 @@ pub mod syslog;
 
 #[cfg(feature = "python")]
 mod python;
+
+// One native call per syslog batch (recvmmsg or a stream read): policy, decode, events.
+#[cfg(feature = "python")]
+mod python_batch;

@@ -18,7 +18,7 @@ use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Message};
 
-static PANICS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// Decoder panics caught at the boundary since start (each message went to the reference).
 #[pyfunction]
@@ -120,7 +120,7 @@ impl Clock for PyClock<'_, '_> {
 /// Built once with the reference's own time conversions (`bsd_epoch`, `rfc3339`) and the
 /// message class, so the per-message call passes only the bytes, the clock and the zone.
 #[pyclass(module = "appliance._dataplane", frozen)]
-struct HeaderDecoder {
+pub(crate) struct HeaderDecoder {
     message_class: Py<PyAny>,
     bsd_epoch: Py<PyAny>,
     rfc3339: Py<PyAny>,
@@ -312,7 +312,7 @@ impl HeaderDecoder {
 
 impl HeaderDecoder {
     #[allow(clippy::type_complexity)]
-    fn run<'py>(
+    pub(crate) fn run<'py>(
         &self,
         py: Python<'py>,
         data: &[u8],
@@ -909,6 +909,8 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RuleMatcher>()?;
     m.add_class::<FlowTemplate>()?;
     m.add_class::<FlowRollup>()?;
+    // The syslog batch entry point (python_batch.rs).
+    m.add_class::<crate::python_batch::SyslogBatch>()?;
     Ok(())
 }
 
