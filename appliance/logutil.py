@@ -49,9 +49,17 @@ class RateLimitedLog:
             args = (*args, held)
         self.logger.log(level, msg, *args, **kwargs)  # type: ignore[arg-type]
 
-    def decoder_bug(self, source: str, peer: str, unit: str = "datagram") -> None:
+    def decoder_bug(
+        self,
+        source: str,
+        peer: str,
+        unit: str = "datagram",
+        exc: BaseException | bool | None = True,
+    ) -> None:
         """A decoder raised: log it with the traceback (rate-limited per source). The caller
-        counts the drop; the listener carries on."""
+        counts the drop; the listener carries on. ``exc`` is the exception when it was caught
+        elsewhere (a native batch hands it back), ``True`` inside the ``except`` block, and
+        ``None`` when there is no traceback to show (a caught panic)."""
         self.log(
             logging.ERROR,
             f"decode:{source}",
@@ -59,7 +67,7 @@ class RateLimitedLog:
             source,
             unit,
             peer,
-            exc_info=True,
+            exc_info=exc if exc is not None else False,
         )
 
     def warning(self, key: str, msg: str, *args: object) -> None:

@@ -329,14 +329,6 @@ class SyslogIntake:
         if denied is not None:
             _rl.warning(f"deny:{name}", "%s: datagram from %s not in allow-list", name, denied)
         for ip, exc in bugs:
-            _rl.log(
-                logging.ERROR,
-                f"decode:{name}",
-                "%s: decoder failed on a %s from %s",
-                name,
-                unit,
-                ip,
-                exc_info=exc if exc is not None else False,
-            )
+            _rl.decoder_bug(name, ip, unit, exc)
         result: list[Event] = events
         return result
