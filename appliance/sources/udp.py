@@ -234,6 +234,12 @@ def sockaddr_text(sockaddr: bytes) -> tuple[str, int]:
     return socket.inet_ntop(socket.AF_INET, sockaddr[4:8]), port
 
 
+# Datagrams decoded between two asks of ``ready`` within a slice: at most this many lines go
+# past the point where the pipeline said it had enough (64 datagrams of 8 KiB: about 1 MiB of
+# lines at worst, against the half of pipeline.queue_bytes kept as headroom).
+READY_EVERY = 64
+
+
 class UdpBatchReader:
     """Reads a UDP socket many datagrams per system call (``recvmmsg``) into a bounded backlog
     of raw datagrams that the event loop decodes a slice at a time.
@@ -377,19 +383,27 @@ class UdpBatchReader:
         if self.ready is not None and not self.ready():
             self._scheduled = loop.call_later(0.005, self._drain_slice)
             return
-        self._deliver(self._slice)
+        self._deliver(self._slice, self.ready)
         if not self._reading and self.held < self.backlog_bytes // 2:
             self._resume()
         if self.backlog:
             self._scheduled = loop.call_soon(self._drain_slice)
 
-    def _deliver(self, limit: int) -> None:
+    def _deliver(self, limit: int, ready: Callable[[], bool] | None = None) -> None:
+        """Hand up to ``limit`` datagrams to ``deliver``; with ``ready``, stop early once it
+        says no (asked every :data:`READY_EVERY`), so a slice of long datagrams cannot push
+        the pipeline past its byte bound."""
         backlog, deliver = self.backlog, self.deliver
         removed = 0
-        for _ in range(min(len(backlog), limit)):
-            data, addr = backlog.popleft()
-            removed += len(data)
-            deliver(data, addr)
+        left = min(len(backlog), limit)
+        while left:
+            for _ in range(min(left, READY_EVERY)):
+                data, addr = backlog.popleft()
+                removed += len(data)
+                deliver(data, addr)
+            left -= min(left, READY_EVERY)
+            if ready is not None and left and not ready():
+                break
         self.held -= removed
 
 
