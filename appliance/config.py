@@ -183,7 +183,7 @@ class ApiSection:
 class PipelineSection:
     queue_size: int = field(default=200_000, metadata=check(positive))
     # Bytes of the queued events' stored lines; an event holds about twice its line in memory.
-    queue_bytes: int = field(default=16 * 1024 * 1024, metadata=check(positive))
+    queue_bytes: int = field(default=8 * 1024 * 1024, metadata=check(positive))
     batch_size: int = field(default=5_000, metadata=check(positive))
     flush_interval: float = field(default=0.2, metadata=check(positive))
 

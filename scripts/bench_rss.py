@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import ctypes
 import gc
+import importlib
 import json
 import os
 import shutil
@@ -69,24 +70,26 @@ class Sampler(threading.Thread):
     def __init__(self, pid: int, metrics: Any = None, every: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid, self.metrics, self.every = pid, metrics, every
-        self.samples: list[tuple[float, float, float, float]] = []  # t, rss MB, queue, backlog
+        # t, RSS MB, queue events, backlog bytes, queue line bytes
+        self.samples: list[tuple[float, float, float, float, float]] = []
         self._halt = threading.Event()
 
     def run(self) -> None:
         t0 = time.monotonic()
         while not self._halt.wait(self.every):
             rss = status_kb(self.pid, "VmRSS") / 1024
-            queue = backlog = 0.0
+            queue = backlog = queue_bytes = 0.0
             if self.metrics is not None:
                 try:
                     m = self.metrics()
                 except OSError:
                     m = {}
                 queue = m.get("appliance_queue_depth", 0.0)
+                queue_bytes = m.get("appliance_queue_bytes", 0.0)
                 backlog = sum(
                     v for k, v in m.items() if k.startswith("appliance_udp_backlog_bytes")
                 )
-            self.samples.append((time.monotonic() - t0, rss, queue, backlog))
+            self.samples.append((time.monotonic() - t0, rss, queue, backlog, queue_bytes))
 
     def stop(self) -> None:
         self._halt.set()
@@ -94,7 +97,7 @@ class Sampler(threading.Thread):
 
     def steady_mb(self, until: float) -> float:
         """Median RSS over the second half of [0, until] (the sending time)."""
-        rows = [r for t, r, _q, _b in self.samples if until / 2 <= t <= until]
+        rows = [r for t, r, *_rest in self.samples if until / 2 <= t <= until]
         return round(statistics.median(rows), 1) if rows else 0.0
 
 
@@ -111,7 +114,12 @@ def probe(size: int, fmt: str, n: int) -> dict[str, Any]:
     """Run in a fresh interpreter: what each part costs, measured one at a time."""
     gc.collect()
     rss0 = self_rss_mb()
-    import appliance.app  # noqa: F401  (the whole appliance, as `appliance run` imports it)
+    # What the big imports add, in the order the appliance pulls them in.
+    imports: dict[str, float] = {}
+    for name in ("aiosqlite", "aiohttp", "appliance.protocols.syslog.vendors", "appliance.app"):
+        before = self_rss_mb()
+        importlib.import_module(name)
+        imports[name] = round(self_rss_mb() - before, 1)
     from appliance.config import SyslogSource, parse_config
     from appliance.correlate import Engine
     from appliance.correlate.component import limits_of, load_configured_rules
@@ -124,8 +132,11 @@ def probe(size: int, fmt: str, n: int) -> dict[str, Any]:
     rss_imported = self_rss_mb()
     data_dir = tempfile.mkdtemp(prefix="appliance-rss-")
     config = parse_config({"appliance": {"data_dir": data_dir, "allow_empty": True}})
+    tracemalloc.start()
     rules = load_configured_rules(config)
     engine = Engine(rules, limits_of(config.rules))
+    ruleset_traced = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
     gc.collect()
     rss_rules = self_rss_mb()
 
@@ -187,7 +198,9 @@ def probe(size: int, fmt: str, n: int) -> dict[str, Any]:
     return {
         "rss_interpreter_mb": round(rss0, 1),
         "rss_imported_mb": round(rss_imported, 1),
+        "imports_mb": imports,
         "ruleset_mb": round(rss_rules - rss_imported, 1),
+        "ruleset_traced_mb": round(ruleset_traced / MB, 2),
         "ruleset_rules": len(rules.detections) + len(rules.correlations),
         "event_bytes": round(event_bytes),
         "line_bytes": round(line_bytes),
@@ -313,12 +326,17 @@ def main() -> None:
             rss_sum = int(line.split()[1]) / 1024
     final = app.stop()
     stored = app.stored_rows()
-    queue_peak = max((q for _t, _r, q, _b in sampler.samples), default=0.0)
-    backlog_peak = max((b for _t, _r, _q, b in sampler.samples), default=0.0)
+    queue_peak = max((s[2] for s in sampler.samples), default=0.0)
+    backlog_peak = max((s[3] for s in sampler.samples), default=0.0)
     breakdown["queue_peak_events"] = int(queue_peak)
     breakdown["queue_peak_mb"] = round(queue_peak * breakdown["event_bytes"] / MB, 1)
-    # The batch being stored and then evaluated is out of the queue: at most batch_size events.
-    breakdown["batch_mb"] = round(5000 * breakdown["event_bytes"] / MB, 1)
+    # The batch being stored and then evaluated is out of the queue: at most batch_size events
+    # and a quarter of queue_bytes.
+    cap = m.get("appliance_queue_bytes_capacity", 0.0)
+    batch = min(5000, int(cap / 4 / max(1, breakdown["line_bytes"]))) if cap else 5000
+    breakdown["batch_events"] = batch
+    breakdown["batch_mb"] = round(batch * breakdown["event_bytes"] / MB, 1)
+    breakdown["queue_peak_line_bytes"] = int(max((s[4] for s in sampler.samples), default=0.0))
     breakdown["backlog_peak_bytes"] = int(backlog_peak)
     breakdown["backlog_peak_mb"] = round(
         backlog_peak / max(1, a.size) * breakdown["datagram_bytes"] / MB, 1

@@ -64,7 +64,7 @@ class Pipeline:
         metrics: Registry,
         *,
         queue_size: int = 200_000,
-        queue_bytes: int = 16 * 1024 * 1024,
+        queue_bytes: int = 8 * 1024 * 1024,
         batch_size: int = 5_000,
         flush_interval: float = 0.2,
         clock: Callable[[], float] = time.time,
