@@ -274,7 +274,10 @@ class UdpBatchReader:
         self.deliver = deliver
         self.backlog_bytes = backlog_bytes
         self.ready = ready
-        self.backlog: collections.deque[tuple[bytes, tuple[str, int]]] = collections.deque()
+        # Payloads and their senders in two parallel deques, not one of (payload, sender)
+        # tuples: a tuple per datagram was 56 of the 98 bytes each held beside its payload.
+        self.backlog: collections.deque[bytes] = collections.deque()
+        self._senders: collections.deque[tuple[str, int]] = collections.deque()
         self.held = 0  # payload bytes in the backlog
         self._slice = slice_
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -363,7 +366,7 @@ class UdpBatchReader:
             return 0  # EAGAIN, or an ICMP error queued on the socket
         lens = self._lengths.unpack_from(memoryview(self._msgs).cast("B"))
         data_view, name_view = memoryview(self._buf), memoryview(self._names)
-        size, append = self._size, self.backlog.append
+        size, append, append_sender = self._size, self.backlog.append, self._senders.append
         name_len = 28 if self._v6 else 16
         held = 0
         for i in range(n):
@@ -371,7 +374,8 @@ class UdpBatchReader:
             held += length
             off = i * size
             key = name_view[i * _NAME : i * _NAME + name_len].tobytes()
-            append((data_view[off : off + length].tobytes(), sockaddr_text(key)))
+            append(data_view[off : off + length].tobytes())
+            append_sender(sockaddr_text(key))
         self.held += held
         return n
 
@@ -393,14 +397,14 @@ class UdpBatchReader:
         """Hand up to ``limit`` datagrams to ``deliver``; with ``ready``, stop early once it
         says no (asked every :data:`READY_EVERY`), so a slice of long datagrams cannot push
         the pipeline past its byte bound."""
-        backlog, deliver = self.backlog, self.deliver
+        take, sender, deliver = self.backlog.popleft, self._senders.popleft, self.deliver
         removed = 0
-        left = min(len(backlog), limit)
+        left = min(len(self.backlog), limit)
         while left:
             for _ in range(min(left, READY_EVERY)):
-                data, addr = backlog.popleft()
+                data = take()
                 removed += len(data)
-                deliver(data, addr)
+                deliver(data, sender())
             left -= min(left, READY_EVERY)
             if ready is not None and left and not ready():
                 break
