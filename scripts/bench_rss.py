@@ -13,9 +13,11 @@ queue depth and the UDP backlog every 0.25 s. Prints one JSON line:
   interpreter with the appliance imported, what loading the built-in ruleset and building its
   engine adds, the bytes one queued event holds (``tracemalloc`` over events made by the
   listener's own decode path and encoded as the pipeline encodes them), one raw datagram in
-  the UDP backlog, and what SQLite's allocator holds after storing events through the store
-  (its page caches, ``sqlite3_memory_used``); then the run's peaks: queue depth times the
-  event size, backlog bytes times the per-datagram size.
+  the UDP backlog (a real reader's), what the correlation state holds when sshd failures from
+  40,000 addresses fill the rules that group by address to ``max_groups_per_rule``, and what
+  SQLite's allocator holds after storing events through the store (its page caches,
+  ``sqlite3_memory_used``); then the run's peaks: queue depth times the event size, the batch
+  being stored, backlog bytes times the per-datagram size.
 - ``peer``: rsyslogd (imudp → omfile) under the same offered load, when installed: its
   steady and peak RSS and loss.
 """
@@ -166,6 +168,24 @@ def probe(size: int, fmt: str, n: int) -> dict[str, Any]:
     datagram_bytes = backlog_bytes_per_datagram(lines[:5000])
     tracemalloc.stop()
 
+    # Correlation state at its bound: sshd failures from 40,000 addresses fill every rule that
+    # groups by source address to rules.max_groups_per_rule (the steady run has one sender).
+    def scan_line(i: int) -> bytes:
+        ip = b"10.%d.%d.%d" % (i >> 16 & 255, i >> 8 & 255, i & 255)
+        head = b"<38>Nov 29 10:00:00 bench-host sshd[4242]: Failed password for invalid user"
+        return head + b" u%d from %s port 51234 ssh2" % (i, ip)
+
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(40_000):
+        ev = intake.event(scan_line(i), "127.0.0.1", intake.profile("127.0.0.1"), now)
+        engine.observe(ev, now)
+    del ev
+    gc.collect()
+    correlation_full = tracemalloc.get_traced_memory()[0] - before
+    full_groups = {k: len(r.groups) for k, r in engine.correlations.items() if r.groups}
+    tracemalloc.stop()
+
     # SQLite's own allocator (page caches of the writer and reader connections) after storing.
     lib = ctypes.CDLL("libsqlite3.so.0")
     lib.sqlite3_memory_used.restype = ctypes.c_int64
@@ -199,6 +219,9 @@ def probe(size: int, fmt: str, n: int) -> dict[str, Any]:
         "event_bytes": round(event_bytes),
         "line_bytes": round(line_bytes),
         "datagram_bytes": round(datagram_bytes),
+        "correlation_full_mb": round(correlation_full / MB, 1),
+        "correlation_full_groups": sum(full_groups.values()),
+        "correlation_full_rules": len(full_groups),
         "sqlite_used_mb": round((used - sqlite0) / MB, 1),
         "sqlite_highwater_mb": round(high / MB, 1),
     }
