@@ -9,23 +9,35 @@ running appliance: its incident hook, its worker, and the API routes
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance.config import AppConfig
-from appliance.respond.responder import Responder
 
 if TYPE_CHECKING:
     from appliance.app import Appliance
+    from appliance.respond.responder import Responder
 
 __all__ = ["RespondComponent", "Responder", "build_respond", "responder_of"]
 
 log = logging.getLogger(__name__)
 
 
+def __getattr__(name: str) -> Any:
+    # The responder (and the HTTP client it brings) loads on first use, not with the package:
+    # every CLI command imports ``appliance.respond.cli`` to build its parser.
+    if name == "Responder":
+        from appliance.respond.responder import Responder
+
+        return Responder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class RespondComponent:
     name = "respond"
 
     def __init__(self, app: Appliance) -> None:
+        from appliance.respond.responder import Responder
+
         self.app = app
         self.responder = Responder(app.store, app.config, app.metrics, app.clock)
 

@@ -8,7 +8,6 @@ import logging
 import pickle
 import socket
 import sys
-import time
 
 import orjson
 
@@ -21,6 +20,7 @@ from appliance.sources.udp import (
     KernelDropTracker,
     UdpBatchReader,
     bind_udp_group,
+    drain_socket,
     register_backlog_gauge,
     socket_drops,
 )
@@ -153,26 +153,6 @@ class SyslogUdpSource:
         known = [d for d in drops if d is not None]
         return sum(known) if known else None
 
-    def drain_socket(self, budget: float = 2.0) -> int:
-        """Read what the kernel still holds for us at stop, so datagrams that reached a socket
-        are stored (or counted) instead of vanishing from the books; bounded by ``budget``."""
-        proto = self.protocol
-        if proto is None:
-            return 0
-        deadline = time.monotonic() + budget
-        n = 0
-        for sock in self.socks:
-            while True:
-                try:
-                    data, addr = sock.recvfrom(65_535)
-                except OSError:  # BlockingIOError: the queue is empty
-                    break
-                proto.datagram_received(data, addr)
-                n += 1
-                if not n % 1024 and time.monotonic() > deadline:
-                    return n
-        return n
-
     async def stop(self) -> None:
         self._stopping = True
         if self.workers:
@@ -182,8 +162,9 @@ class SyslogUdpSource:
             # What it holds goes through the protocol now, as the pipeline has room.
             await self.reader.aclose(self.ctx.config.appliance.shutdown_timeout / 2)
             self.reader = None
-        if self.socks:
-            self.drain_socket()
+        if self.socks and self.protocol is not None:
+            # Datagrams that reached a socket are stored (or counted), not lost from the books.
+            drain_socket(self.socks, self.protocol.datagram_received)
         for tracker in self.kernel:
             tracker.stop()  # last read of the kernel's drop count, while the socket is open
         self.kernel = []
