@@ -109,6 +109,7 @@ class Appliance:
             self.store,
             self.metrics,
             queue_size=p.queue_size,
+            queue_bytes=p.queue_bytes,
             batch_size=p.batch_size,
             flush_interval=p.flush_interval,
             clock=clock,

@@ -182,6 +182,8 @@ class ApiSection:
 @dataclass(frozen=True, slots=True)
 class PipelineSection:
     queue_size: int = field(default=200_000, metadata=check(positive))
+    # Bytes of the queued events' stored lines; an event holds about twice its line in memory.
+    queue_bytes: int = field(default=8 * 1024 * 1024, metadata=check(positive))
     batch_size: int = field(default=5_000, metadata=check(positive))
     flush_interval: float = field(default=0.2, metadata=check(positive))
 

@@ -108,6 +108,7 @@ def main() -> None:
     ap.add_argument("--mix", choices=("plain", "vendor"), default="plain")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
+    ap.add_argument("--extra", default="", help="TOML appended to the appliance's config")
     args = ap.parse_args()
 
     port = free_port()
@@ -117,7 +118,7 @@ def main() -> None:
     cert, ca = make_tls(tls_dir) if args.tls else ("", "")
     if cert:
         src += f'tls_cert = "{cert}"\ntls_key = "{cert}"\n'
-    app = ApplianceProcess(src, loop=args.loop)
+    app = ApplianceProcess(src, extra_toml=args.extra.replace("\\n", "\n"), loop=args.loop)
     per = args.messages // args.connections
     offered = per * args.connections
     app.mark()

@@ -52,6 +52,10 @@ def test_wrong_type_is_named() -> None:
     assert errs == ["pipeline.queue_size: expected integer, got str"]
 
 
+def test_a_queue_bound_in_bytes_must_be_positive() -> None:
+    assert errors_of({"pipeline": {"queue_bytes": 0}}) == ["pipeline.queue_bytes: must be > 0"]
+
+
 def test_every_error_is_reported_not_just_the_first() -> None:
     errs = errors_of({"api": {"listen": "x"}, "appliance": {"loop": "fast", "sensor_id": ""}})
     assert len(errs) == 3

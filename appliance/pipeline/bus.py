@@ -1,8 +1,14 @@
 """The pipeline: a bounded queue from sources to one task that batches, processes and stores.
 
 Sources call :meth:`Pipeline.offer` (never blocks: UDP sources drop and count when it says
-no; stream sources pause reading and register to be resumed). One task drains the queue in
-batches (``batch_size`` events or ``flush_interval`` seconds, whichever first), runs the
+no; stream sources pause reading and register to be resumed). The queue is bounded twice: by
+events (``queue_size``) and by the bytes of their stored lines (``queue_bytes``), because a
+queued event holds about twice its line in memory (``scripts/bench rss``) and lines run from
+a hundred bytes to several kilobytes: a bound in events alone sizes memory for one message
+length only. Sources that can hold their input raw (UDP's datagram backlog, a TCP socket)
+stop decoding at half of either bound (:meth:`Pipeline.wants_more`), where raw input is the
+cheaper thing to hold. One task drains the queue in batches (``batch_size`` events, a quarter
+of ``queue_bytes``, or ``flush_interval`` seconds, whichever first), runs the
 pre-store stages (enrichment), inserts the batch in one transaction, then runs the post-store
 stages (correlation sees events with their ids). Every event offered ends up stored or counted
 in ``appliance_events_dropped_total{source,reason}``.
@@ -58,18 +64,22 @@ class Pipeline:
         metrics: Registry,
         *,
         queue_size: int = 200_000,
+        queue_bytes: int = 8 * 1024 * 1024,
         batch_size: int = 5_000,
         flush_interval: float = 0.2,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.clock = clock
         self.before_store: list[Stage] = []
         self.after_store: list[Stage] = []
         self._queue: deque[tuple[Event, str]] = deque()
+        # Bytes of the queued events' stored lines (as encoded at offer), against queue_bytes.
+        self._bytes = 0
         self._nonempty = asyncio.Event()
         self._batch_ready = asyncio.Event()
         self._stopping = False
@@ -112,46 +122,67 @@ class Pipeline:
             "Pipeline queue limit (pipeline.queue_size).",
             callback=lambda: float(self.queue_size),
         )
+        metrics.gauge(
+            "queue_bytes",
+            "Bytes of the stored lines of the events waiting in the pipeline queue.",
+            callback=lambda: float(self._bytes),
+        )
+        metrics.gauge(
+            "queue_bytes_capacity",
+            "Pipeline queue limit in bytes of stored lines (pipeline.queue_bytes).",
+            callback=lambda: float(self.queue_bytes),
+        )
 
     # ------------------------------------------------------------------------ source side
 
     def offer(self, event: Event, source: str) -> bool:
-        """Queue an event; ``False`` (and a ``queue_full`` drop counted) when the queue is full.
+        """Queue an event; ``False`` (and a ``queue_full`` drop counted) when the queue is full
+        (``queue_size`` events, or ``queue_bytes`` of lines: the event that crosses it is the
+        last taken).
 
         The event is encoded into its stored line here, while its dict is still in the CPU's
         cache: encoding the same events later, a batch at a time, profiled 3-4 times slower.
         So nothing may change an event's fields between ``offer`` and the store.
         """
         q = self._queue
-        if len(q) >= self._limit or self._stopping:
+        if len(q) >= self._limit or self._bytes >= self.queue_bytes or self._stopping:
             why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
             self.dropped.inc(source, why)
             return False
-        if event.line is None:
-            self.encode(event)
+        line = event.line
+        if line is None:
+            line = self.encode(event)
         event.listener = source
         q.append((event, source))
+        self._bytes += len(line)
         n = len(q)
         if n == 1:
             self._nonempty.set()
-        if n >= self.batch_size:
+        if n >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
             self._batch_ready.set()
         return True
 
     def offer_batch(self, events: list[Event], source: str) -> int:
-        """:meth:`offer` for a batch (a source's native batch path): the events that fit are
-        queued, each one past the limit is counted as :meth:`offer` would count it. Returns
-        how many were queued."""
+        """:meth:`offer` for a batch (a source's native batch path): the events that fit the
+        event bound are queued, each one past it is counted as :meth:`offer` would count it.
+        The byte bound is checked once, as the batch arrives: the batch that crosses it is
+        the last taken, whole (a stream source asked :meth:`wanted` first, and a frame it
+        decoded must not be dropped for the bytes of its neighbours). Returns how many were
+        queued."""
         if not events:
             return 0
         q = self._queue
-        room = self.room()
+        room = 0 if self._bytes >= self.queue_bytes else self.room()
         take = events[:room] if room < len(events) else events
+        added = 0
         for event in take:
-            if event.line is None:
-                self.encode(event)
+            line = event.line
+            if line is None:
+                line = self.encode(event)
             event.listener = source
             q.append((event, source))
+            added += len(line)
+        self._bytes += added
         lost = len(events) - len(take)
         if lost:
             why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
@@ -160,38 +191,44 @@ class Pipeline:
         if take:
             if n == len(take):
                 self._nonempty.set()
-            if n >= self.batch_size:
+            if n >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
                 self._batch_ready.set()
         return len(take)
 
-    def encode(self, event: Event) -> None:
+    def encode(self, event: Event) -> bytes:
         """Encode the line the store keeps from the event as it is now."""
-        event.line = encode_line(
+        line = event.line = encode_line(
             event.timestamp,
             event.created,
             event.module,
             event.fields,
             event.raw[: self.store.raw_max_bytes],
         )
+        return line
 
     def room(self) -> int:
         """How many events :meth:`offer` would take now (a stream source decoding a chunk
         asks, so that none of it is dropped for want of room)."""
-        return 0 if self._stopping else max(0, self._limit - len(self._queue))
+        if self._stopping or self._bytes >= self.queue_bytes:
+            return 0
+        return max(0, self._limit - len(self._queue))
 
     def has_room(self) -> bool:
-        return len(self._queue) < self._limit
+        return len(self._queue) < self._limit and self._bytes < self.queue_bytes
 
     def wants_more(self) -> bool:
-        """Whether a source holding raw input should decode more now: two batches queued are
-        enough to keep the store busy, and raw input is the cheaper thing to hold."""
-        return len(self._queue) < 2 * self.batch_size
+        """Whether a source holding raw input should decode more now: two batches (or half of
+        ``queue_bytes``) queued are enough to keep the store busy, and raw input is the
+        cheaper thing to hold."""
+        return len(self._queue) < 2 * self.batch_size and self._bytes < self.queue_bytes >> 1
 
     def wanted(self) -> int:
         """How many more events a source holding raw input should decode now: what
         :meth:`wants_more` allows (two batches queued) and the queue takes. A source decoding
         a chunk at a time asks, so the queue grows no further than one event at a time would
         grow it."""
+        if not self.wants_more():
+            return 0
         return min(self.room(), 2 * self.batch_size - len(self._queue))
 
     def call_when_room(self, callback: Callable[[], None]) -> None:
@@ -224,6 +261,7 @@ class Pipeline:
             for _event, source in self._queue:
                 self.dropped.inc(source, "shutdown_timeout")
             self._queue.clear()
+            self._bytes = 0
             return False
 
     async def _run(self) -> None:
@@ -235,17 +273,42 @@ class Pipeline:
                 self._nonempty.clear()
                 await self._nonempty.wait()
                 continue
-            if len(q) < self.batch_size and not self._stopping:
+            if (
+                len(q) < self.batch_size
+                and self._bytes < self.queue_bytes >> 2
+                and not self._stopping
+            ):
                 self._batch_ready.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self.flush_interval)
-            n = min(len(q), self.batch_size)
-            pairs = [q.popleft() for _ in range(n)]
+            pairs = self._take_batch()
             await self._process([e for e, _ in pairs], pairs)
-            if self._resume_callbacks and len(q) < self.batch_size:
+            if (
+                self._resume_callbacks
+                and len(q) < self.batch_size
+                and self._bytes < self.queue_bytes >> 2
+            ):
                 callbacks, self._resume_callbacks = self._resume_callbacks, []
                 for cb in callbacks:
                     cb()
+
+    def _take_batch(self) -> list[tuple[Event, str]]:
+        """The next batch: up to ``batch_size`` events and a quarter of ``queue_bytes`` of
+        lines (at least one event), so the batch held while it is stored and evaluated is
+        bounded in bytes as the queue is."""
+        q = self._queue
+        budget = self.queue_bytes >> 2
+        pairs: list[tuple[Event, str]] = []
+        taken = 0
+        for _ in range(min(len(q), self.batch_size)):
+            size = len(q[0][0].line or b"")
+            if pairs and taken + size > budget:
+                break
+            pairs.append(q.popleft())
+            taken += size
+        # Never below zero: an event whose line was set after it was queued is not counted.
+        self._bytes = max(0, self._bytes - taken)
+        return pairs
 
     async def run_stages(self, stages: list[Stage], events: list[Event], now: float) -> None:
         for stage in stages:
@@ -360,6 +423,7 @@ class Pipeline:
         while q:
             _event, source = q.popleft()
             self.dropped.inc(source, "store_full")
+        self._bytes = 0
         if self._resume_callbacks:  # paused streams read on and shed, rather than stall
             callbacks, self._resume_callbacks = self._resume_callbacks, []
             for cb in callbacks:
