@@ -13,6 +13,9 @@ pub mod rollup;
 pub mod rules;
 pub mod segindex;
 pub mod syslog;
+pub mod windows;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_windows;
