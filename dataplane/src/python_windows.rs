@@ -146,8 +146,8 @@ type Win = Windows<Part, Py<PyAny>, Py<PyAny>>;
 #[pyclass(module = "appliance._dataplane")]
 pub struct CorrelationWindows {
     w: Win,
-    /// referenced rule id -> the fields its group-by reads
-    group_fields: std::collections::HashMap<String, Vec<Py<PyString>>>,
+    /// referenced rule id -> the fields its group-by reads (the ruleset's ids: Fx is enough)
+    group_fields: rustc_hash::FxHashMap<String, Vec<Py<PyString>>>,
     /// value_count's field(s); several make the value a tuple of them
     value_fields: Vec<Py<PyString>>,
     /// Tests only: the next add panics (to show the fallback).
@@ -170,10 +170,7 @@ impl CorrelationWindows {
         let Some(gf) = self.group_fields.get(rule_id) else {
             return Ok(None);
         };
-        let ts: f64 = entry.get_item(0)?.extract()?;
-        if ts.is_nan() {
-            return Err(WindowsDeclined::new_err("NaN event time"));
-        }
+        let ts = entry_time(entry)?;
         let mut values = Vec::with_capacity(gf.len());
         for f in gf {
             values.push(
@@ -236,15 +233,23 @@ impl CorrelationWindows {
     }
 
     fn entry(e: &Bound<'_, PyAny>) -> PyResult<Entry<Py<PyAny>>> {
-        let ts: f64 = e.get_item(0)?.extract()?;
-        if ts.is_nan() {
-            return Err(WindowsDeclined::new_err("NaN event time"));
-        }
         Ok(Entry {
-            ts,
+            ts: entry_time(e)?,
             payload: e.clone().unbind(),
         })
     }
+}
+
+/// An entry's event time (`entry[0]`); a NaN one is declined (only Python's sort orders it).
+fn entry_time(entry: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let ts: f64 = match entry.cast::<PyTuple>() {
+        Ok(t) => t.get_item(0)?.extract()?,
+        Err(_) => entry.get_item(0)?.extract()?,
+    };
+    if ts.is_nan() {
+        return Err(WindowsDeclined::new_err("NaN event time"));
+    }
+    Ok(ts)
 }
 
 fn caught<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {

@@ -18,6 +18,7 @@ PYTHON_TARGETS: dict[str, str] = {
     "api-params": "api_params",
     "analysis-files": "analysis_files",
     "rule-matcher": "rule_matcher",
+    "correlation-windows": "correlation_windows",
 }
 # cargo-fuzz target name in dataplane/fuzz/fuzz_targets/, and which Python target's seeds it
 # starts from (the same bytes reach the same parser).
@@ -29,5 +30,6 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     # seeds are only starting bytes there.
     "rust-netflow": ("netflow", "netflow"),
     "rust-decoder": ("decoder", "syslog-vendors"),
+    "rust-windows": ("windows", "correlation-windows"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]
