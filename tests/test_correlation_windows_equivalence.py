@@ -206,6 +206,14 @@ def generated_rules(tmp: Path) -> RuleSet:
         # window beside the native ones on the same detection
         "c_chain": corr("c_chain", "event_count", ["c_distinct"], ["source.ip"], "10m", "{gte: 2}")
         + "  generate: true\n",
+        # a chain above a window of a batched detection (ok's windows are all native), and
+        # one whose parent is fed by the same detection (probe's: that one is not batched)
+        "c_chain_eq": corr("c_chain_eq", "event_count", ["c_eq"], ["source.ip"], "5m", "{gte: 2}")
+        + "  generate: true\n",
+        "c_chain_lt": corr(
+            "c_chain_lt", "event_count", ["c_lt", "probe"], ["user.name"], "1m", "{gte: 3}"
+        )
+        + "  generate: true\n",
         "c_sum": corr(
             "c_sum", "value_sum", ["fail"], ["source.ip"], "1m", "{gte: 10, field: network.bytes}"
         ),
@@ -286,6 +294,9 @@ def test_generated_streams_raise_the_same_alerts_and_state(tmp_path: Path, seed:
         evidence_samples=3,
     )
     pair = Pair(rs, limits)
+    ok = next(d.meta.id for d in rs.detections if d.meta.name == "ok")
+    probe = next(d.meta.id for d in rs.detections if d.meta.name == "probe")
+    assert ok in pair.native._batches and probe not in pair.native._batches
     s = Stream(seed, hostile=seed >= 3)
     for n in range(60):
         batch = [s.event() for _ in range(s.r.randint(1, 40))]

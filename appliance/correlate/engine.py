@@ -500,6 +500,79 @@ class Engine:
         self._native = NativeMatcher.build(ruleset.detections)
         self._prepared: dict[int, tuple[Event, list[DetectionRule]]] = {}
         self._absence_heap: list[tuple[float, str, GroupKey]] = []
+        self._batches = self._native_batches()
+
+    def _native_batches(self) -> dict[str, Any]:
+        """Per detection id, one native call for all the windows it feeds, where every one
+        of them is native and none feeds another through a chain (then updating them all
+        before handling what fired is the reference's order). One window needs no batch."""
+        native = dataplane.native
+        out: dict[str, Any] = {}
+        if native is None:
+            return out
+        for rid, feeders in self._feeders.items():
+            if len(feeders) < 2 or not all(
+                isinstance(rt, NativeCorrelationRuntime) for rt in feeders
+            ):
+                continue
+            ids = {rt.rule.meta.id for rt in feeders}
+            above: set[str] = set()
+            todo = [p for rt in feeders for p in rt.rule.parents]
+            while todo:
+                p = todo.pop()
+                if p.meta.id not in above:
+                    above.add(p.meta.id)
+                    todo.extend(p.parents)
+            if above & ids:
+                continue
+            out[rid] = native.WindowsBatch(
+                [rt.impl for rt in feeders]  # type: ignore[attr-defined]
+            ).add
+        return out
+
+    def _declined(self, rt: CorrelationRuntime, rid: str, entry: Entry, fields: Any) -> Any:
+        """A native window declined a step: that rule goes on in Python, and the batches,
+        which hold its native state, are rebuilt without it."""
+        fired = rt.decline(rid, entry, fields)  # type: ignore[attr-defined]
+        self._batches = self._native_batches()
+        return fired
+
+    def _batch_fired(
+        self,
+        feeders: list[CorrelationRuntime],
+        results: list[tuple[int, Any]],
+        rid: str,
+        entry: Entry,
+        fields: dict[str, Any],
+        alerts: list[Alert],
+    ) -> None:
+        """What a batch reported, handled as the one-by-one loop would have: the hits of
+        the windows it reached, the alerts in order, an exception where it was raised, a
+        declined step (and the windows after it) one by one."""
+        done = 0
+        for i, got in results:
+            for rt in feeders[done : i + 1]:
+                rt.stats.hits += 1
+            done = i + 1
+            if isinstance(got, _WindowsDeclined):
+                rest = feeders[i:]
+                fired = self._declined(rest[0], rid, entry, fields)
+                if fired is not None:
+                    self._fired(rest[0], fired, entry, alerts, 0)
+                for rt in rest[1:]:
+                    rt.stats.hits += 1
+                    try:
+                        fired = rt.add(rid, entry, fields)
+                    except _WindowsDeclined:
+                        fired = self._declined(rt, rid, entry, fields)
+                    if fired is not None:
+                        self._fired(rt, fired, entry, alerts, 0)
+                return
+            if isinstance(got, BaseException):
+                raise got
+            self._fired(feeders[i], got, entry, alerts, 0)
+        for rt in feeders[done:]:
+            rt.stats.hits += 1
 
     # ------------------------------------------------------------------------- matching
 
@@ -652,12 +725,21 @@ class Engine:
                 if entry is None:
                     entry = (ts, (ev.id,) if ev.id is not None else (), (_event_raw(ev),))
                 rid = d.meta.id
+                batch = self._batches.get(rid)
+                if batch is not None:  # every window it feeds is native: one call
+                    results = batch(rid, entry, fields)
+                    if results is None:
+                        for rt in self._feeders[rid]:
+                            rt.stats.hits += 1
+                    else:
+                        self._batch_fired(self._feeders[rid], results, rid, entry, fields, alerts)
+                    continue
                 for rt in self._feeders[rid]:  # the hot path: no lookups per correlation
                     rt.stats.hits += 1
                     try:
                         fired = rt.add(rid, entry, fields)
                     except _WindowsDeclined:
-                        fired = rt.decline(rid, entry, fields)  # type: ignore[attr-defined]
+                        fired = self._declined(rt, rid, entry, fields)
                     if fired is not None:
                         self._fired(rt, fired, entry, alerts, 0)
         if late and entry is None and any(d.parents for d in matched):
@@ -705,7 +787,7 @@ class Engine:
         try:
             fired = rt.add(rule_id, entry, fields)
         except _WindowsDeclined:
-            fired = rt.decline(rule_id, entry, fields)  # type: ignore[attr-defined]
+            fired = self._declined(rt, rule_id, entry, fields)
         if fired is not None:
             self._fired(rt, fired, entry, alerts, depth)
 
@@ -841,7 +923,9 @@ class Engine:
         return alerts
 
     def sweep(self) -> int:
-        return sum(rt.sweep(self.watermark) for rt in self.correlations.values())
+        n = sum(rt.sweep(self.watermark) for rt in self.correlations.values())
+        self._batches = self._native_batches()  # a window the native side declined is Python now
+        return n
 
     # ------------------------------------------------------------------------- state
 
@@ -897,6 +981,7 @@ class Engine:
         for rid, data in snap.get("correlations", {}).items():
             if rid in self.correlations:
                 self.correlations[rid].load(data)
+        self._batches = self._native_batches()  # a window restored to Python leaves its batch
         for rid, data in snap.get("absence", {}).items():
             if rid in self.absence:
                 rt = self.absence[rid]

@@ -910,6 +910,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FlowTemplate>()?;
     m.add_class::<FlowRollup>()?;
     m.add_class::<crate::python_windows::CorrelationWindows>()?;
+    m.add_class::<crate::python_windows::WindowsBatch>()?;
     m.add(
         "WindowsDeclined",
         m.py().get_type::<crate::python_windows::WindowsDeclined>(),

@@ -428,3 +428,56 @@ impl CorrelationWindows {
         self.panic_next = true;
     }
 }
+
+/// Every native window one detection feeds, in the engine's order, updated in one call (one
+/// boundary crossing per event instead of one per correlation). The engine builds one only
+/// where no member feeds another (through a chain), so running the members before the Python
+/// side handles what fired is the order the reference has.
+#[pyclass(module = "appliance._dataplane")]
+pub struct WindowsBatch {
+    members: Vec<Py<CorrelationWindows>>,
+}
+
+#[pymethods]
+impl WindowsBatch {
+    #[new]
+    fn new(members: Vec<Py<CorrelationWindows>>) -> Self {
+        WindowsBatch { members }
+    }
+
+    /// Each member's `add` in order. None when nothing fired; else a list of (member index,
+    /// what fired), ending early with (member index, the exception) where a member raised or
+    /// declined (the members after it were not fed).
+    fn add<'py>(
+        &self,
+        py: Python<'py>,
+        rule_id: &str,
+        entry: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let mut out: Option<Bound<'py, PyList>> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            let got = {
+                let mut w = m.bind(py).try_borrow_mut()?;
+                caught(|| w.add_inner(py, rule_id, entry, fields))
+            };
+            match got {
+                Ok(None) => {}
+                Ok(Some(fired)) => {
+                    let list = out.get_or_insert_with(|| PyList::empty(py));
+                    list.append((i, fired))?;
+                }
+                Err(e) => {
+                    let list = out.get_or_insert_with(|| PyList::empty(py));
+                    list.append((i, e.into_value(py)))?;
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn __len__(&self) -> usize {
+        self.members.len()
+    }
+}
