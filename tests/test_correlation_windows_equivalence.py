@@ -387,3 +387,24 @@ def test_a_caught_panic_moves_the_rule_to_python_without_losing_state(tmp_path: 
     assert dataplane.native_panics() == before + 1
     assert not isinstance(pair.native.correlations[rid], NativeCorrelationRuntime)
     pair.check()
+
+
+def test_a_panic_inside_a_batch_hands_that_window_and_the_rest_to_python(tmp_path: Path) -> None:
+    rs = generated_rules(tmp_path)
+    pair = Pair(rs, Limits(max_window_events=7))
+    ok = next(d.meta.id for d in rs.detections if d.meta.name == "ok")
+    assert ok in pair.native._batches
+    s = Stream(12, hostile=False)
+    for _ in range(10):
+        pair.feed([s.event() for _ in range(20)], s.t)
+    feeders = pair.native._feeders[ok]
+    victim = feeders[1]  # the rest of the batch after it goes one by one for that event
+    assert isinstance(victim, NativeCorrelationRuntime)
+    victim.impl.inject_panic()
+    before = dataplane.native_panics()
+    for _ in range(10):
+        pair.feed([s.event() for _ in range(20)], s.t)
+    assert dataplane.native_panics() == before + 1
+    assert not isinstance(victim, NativeCorrelationRuntime)
+    assert ok not in pair.native._batches
+    pair.check()
