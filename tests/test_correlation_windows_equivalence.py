@@ -215,6 +215,21 @@ def generated_rules(tmp: Path) -> RuleSet:
             "c_tuple_chain", "event_count", ["c_tuple", "probe"], ["source.ip"], "1m", "{gte: 3}"
         )
         + "  generate: true\n",
+        "c_seq": corr(
+            "c_seq", "temporal_ordered", ["probe", "fail", "ok"], ["source.ip"], "1m", "{gte: 3}"
+        ),
+        "c_seq_again": corr(
+            "c_seq_again",
+            "temporal_ordered",
+            ["fail", "fail", "ok"],
+            ["user.name"],
+            "30s",
+            "{gte: 3}",
+        ),
+        # a sequence over a correlation's alerts, as the built-in ssh_success_after_failures
+        "c_seq_chain": corr(
+            "c_seq_chain", "temporal_ordered", ["c_count", "ok"], ["source.ip"], "5m", "{gte: 2}"
+        ),
         "c_sum": corr(
             "c_sum", "value_sum", ["fail"], ["source.ip"], "1m", "{gte: 10, field: network.bytes}"
         ),

@@ -228,17 +228,17 @@ class CorrelationRuntime:
 
 
 class NativeCorrelationRuntime(CorrelationRuntime):
-    """An event_count or value_count rule whose groups and windows live in the native data
-    plane (``appliance._dataplane.CorrelationWindows``): the same state machine as the
-    Python windows, fed by the same ``add(rule_id, entry, fields)`` call (bound straight to
-    the native method, no Python frame per event), reading the group-by and value fields
-    from the event's dict itself and returning only what fired.
+    """An event_count, value_count or temporal_ordered rule whose groups and windows live in
+    the native data plane (``appliance._dataplane.CorrelationWindows``): the same state
+    machine as the Python windows, fed by the same ``add(rule_id, entry, fields)`` call
+    (bound straight to the native method, no Python frame per event), reading the group-by
+    and value fields from the event's dict itself and returning only what fired.
 
-    Every other correlation type (value_sum/avg/median/percentile, temporal,
-    temporal_ordered and the boolean conditions) keeps its Python runtime. Snapshots have
-    the reference's shape on both backends: :meth:`dump` and :meth:`load` go through the
-    Python window classes. What the native side declines (a caught panic, a NaN time)
-    turns this runtime into the Python one with the same state, for good.
+    Every other correlation type (value_sum/avg/median/percentile, temporal and the
+    boolean conditions) keeps its Python runtime. Snapshots have the reference's shape on
+    both backends: :meth:`dump` and :meth:`load` go through the Python window classes. What
+    the native side declines (a caught panic, a NaN time) turns this runtime into the
+    Python one with the same state, for good.
     """
 
     def __init__(self, rule: CorrelationRule, limits: Limits, impl: Any) -> None:
@@ -252,7 +252,7 @@ class NativeCorrelationRuntime(CorrelationRuntime):
         native = dataplane.native
         if native is None or rule.expr is not None:
             return CorrelationRuntime(rule, limits)
-        if rule.type not in ("event_count", "value_count"):
+        if rule.type not in ("event_count", "value_count", "temporal_ordered"):
             return CorrelationRuntime(rule, limits)
         probe = CorrelationRuntime(rule, limits)
         value_fields = (
@@ -269,6 +269,7 @@ class NativeCorrelationRuntime(CorrelationRuntime):
                 [(op, float(t)) for op, t in ((rule.op, rule.threshold), *rule.more)],
                 {rid: list(fs) for rid, fs in probe.group_fields.items()},
                 value_fields,
+                list(rule.refs) if rule.type == "temporal_ordered" else [],
             )
         except (ValueError, TypeError, OverflowError):
             return probe
@@ -291,13 +292,17 @@ class NativeCorrelationRuntime(CorrelationRuntime):
     def groups(self) -> OrderedDict[GroupKey, GroupState]:  # type: ignore[override]
         """The groups as the Python window classes (a copy: for reports and snapshots)."""
         out: OrderedDict[GroupKey, GroupState] = OrderedDict()
-        count = self.rule.type == "event_count"
+        kind = self.rule.type
         for key, items in self.impl.groups():
             st = self.new_state()
-            if count:
+            if kind == "event_count":
                 st.times.extend(items)  # type: ignore[attr-defined]
-            else:
+            elif kind == "value_count":
                 st.values.update(items)  # type: ignore[attr-defined]
+            else:
+                st.chains = [  # type: ignore[attr-defined]
+                    None if ch is None else (ch[0], tuple(ch[1])) for ch in items
+                ]
             out[key] = st
         return out
 
@@ -320,17 +325,24 @@ class NativeCorrelationRuntime(CorrelationRuntime):
         ref = CorrelationRuntime(self.rule, self.limits)
         ref.load(data)
         self.dropped_on_restore += ref.dropped_on_restore
-        count = self.rule.type == "event_count"
-        for st in ref.groups.values():
-            es = st.entries()
-            if any(e[0] != e[0] for e in es):  # NaN times: only the reference orders them
+        kind = self.rule.type
+        for key, st in ref.groups.items():
+            if kind == "event_count":
+                items: list[Any] = list(st.times)  # type: ignore[attr-defined]
+            elif kind == "value_count":
+                items = list(st.values.items())  # type: ignore[attr-defined]
+            else:
+                items = [
+                    None if ch is None else (ch[0], list(ch[1]))
+                    for ch in st.chains  # type: ignore[attr-defined]
+                ]
+            try:
+                self.impl.put(key, items)
+            except _WindowsDeclined:  # NaN times: only the reference orders them
                 self.to_python()
-                for k, s in ref.groups.items():
+                for k, s in ref.groups.items():  # in place where already put, as a dict does
                     self.groups[k] = s
                 return
-        for key, st in ref.groups.items():
-            items = list(st.times) if count else list(st.values.items())  # type: ignore[attr-defined]
-            self.impl.put(key, items)
 
     def decline(self, rule_id: str, entry: Entry, fields: dict[str, Any]) -> Any:
         """The native side declined this step (nothing changed there): carry on in Python."""

@@ -1,4 +1,4 @@
-//! `CorrelationWindows`: one event_count / value_count rule's groups (`crate::windows`) behind
+//! `CorrelationWindows`: one event_count / value_count / temporal_ordered rule's groups (`crate::windows`) behind
 //! the call `CorrelationRuntime.add(rule_id, entry, fields)` makes, reading the group-by and
 //! value fields from the event's dict here.
 //!
@@ -140,7 +140,16 @@ fn value_of<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
-type Win = Windows<Part, Py<PyAny>, Py<PyAny>>;
+/// An entry: the reference's own tuple, held by reference (a chain copies the reference).
+pub struct Ev(Py<PyAny>);
+
+impl Clone for Ev {
+    fn clone(&self) -> Self {
+        Ev(Python::attach(|py| self.0.clone_ref(py)))
+    }
+}
+
+type Win = Windows<Part, Py<PyAny>, Ev>;
 
 /// One event_count or value_count rule's windows (see the module doc).
 #[pyclass(module = "appliance._dataplane")]
@@ -150,11 +159,13 @@ pub struct CorrelationWindows {
     group_fields: rustc_hash::FxHashMap<String, Vec<Py<PyString>>>,
     /// value_count's field(s); several make the value a tuple of them
     value_fields: Vec<Py<PyString>>,
+    /// temporal_ordered: each referenced rule id's places in the list, last first
+    steps: rustc_hash::FxHashMap<String, Vec<usize>>,
     /// Tests only: the next add panics (to show the fallback).
     panic_next: bool,
 }
 
-type FiredOut<'py> = Option<(Bound<'py, PyTuple>, Bound<'py, PyList>, usize)>;
+type FiredOut<'py> = Option<(Bound<'py, PyTuple>, Bound<'py, PyList>, Bound<'py, PyAny>)>;
 
 impl CorrelationWindows {
     fn add_inner<'py>(
@@ -186,7 +197,7 @@ impl CorrelationWindows {
             Part::Tuple(values.iter().map(part).collect::<PyResult<_>>()?)
         };
         let value = match self.w.spec.kind {
-            Kind::Count => None,
+            Kind::Count | Kind::Ordered(_) => None,
             Kind::Distinct => self.value(py, fields)?,
         };
         let show_key = || {
@@ -195,14 +206,26 @@ impl CorrelationWindows {
                 .unwrap_or_else(|_| py.None())
         };
         let value = value.map(|(k, v)| (k, move || v.unbind()));
-        let got = self
-            .w
-            .add(key, ungrouped, show_key, ts, entry.clone().unbind(), value);
+        let steps = self.steps.get(rule_id).map_or(&[][..], Vec::as_slice);
+        let got = self.w.add(
+            key,
+            ungrouped,
+            show_key,
+            ts,
+            Ev(entry.clone().unbind()),
+            value,
+            steps,
+        );
         let Some((n, group)) = got else {
             return Ok(None);
         };
-        let entries = PyList::new(py, group.entries().iter().map(|e| e.payload.bind(py)))?;
-        Ok(Some((PyTuple::new(py, &values)?, entries, n)))
+        let entries = PyList::new(py, group.entries().iter().map(|e| e.payload.0.bind(py)))?;
+        let value = match self.w.spec.kind {
+            // OrderedState returns float(len(refs))
+            Kind::Ordered(_) => PyFloat::new(py, n as f64).into_any(),
+            _ => n.into_pyobject(py)?.into_any(),
+        };
+        Ok(Some((PyTuple::new(py, &values)?, entries, value)))
     }
 
     /// The value this event adds to a value_count window, or None when it adds none.
@@ -232,10 +255,92 @@ impl CorrelationWindows {
         Ok(Some((k, PyTuple::new(py, shown)?.into_any())))
     }
 
-    fn entry(e: &Bound<'_, PyAny>) -> PyResult<Entry<Py<PyAny>>> {
+    fn groups_inner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (_k, g) in self.w.groups.iter() {
+            let items = PyList::empty(py);
+            match &g.window {
+                Window::Count(t) => {
+                    for e in t {
+                        items.append(e.payload.0.bind(py))?;
+                    }
+                }
+                Window::Distinct(vals) => {
+                    for (_vk, (shown, e)) in vals.iter() {
+                        items.append((shown.bind(py), e.payload.0.bind(py)))?;
+                    }
+                }
+                Window::Ordered(chains) => {
+                    for ch in chains {
+                        match ch {
+                            None => items.append(py.None())?,
+                            Some((start, es)) => {
+                                let es = PyList::new(py, es.iter().map(|e| e.payload.0.bind(py)))?;
+                                items.append((*start, es))?;
+                            }
+                        }
+                    }
+                }
+            }
+            out.append((g.display.bind(py), items))?;
+        }
+        Ok(out)
+    }
+
+    fn put_inner(&mut self, key: &Bound<'_, PyTuple>, items: &Bound<'_, PyList>) -> PyResult<()> {
+        let k = part(key.as_any())?;
+        let window = match self.w.spec.kind {
+            Kind::Count => {
+                let mut t = std::collections::VecDeque::with_capacity(items.len());
+                for e in items.iter() {
+                    t.push_back(Self::entry(&e)?);
+                }
+                Window::Count(t)
+            }
+            Kind::Distinct => {
+                let mut vals: crate::windows::Lru<Part, (Py<PyAny>, Entry<Ev>)> =
+                    crate::windows::Lru::new();
+                for item in items.iter() {
+                    let (v, e): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+                    let vk = part(&v)?;
+                    let entry = Self::entry(&e)?;
+                    match vals.find(&vk) {
+                        Some(i) => vals.val_mut(i).1 = entry, // the key as first seen stays
+                        None => {
+                            vals.push_back(vk, (v.unbind(), entry));
+                        }
+                    }
+                }
+                Window::Distinct(vals)
+            }
+            Kind::Ordered(n) => {
+                if items.len() != n {
+                    return Err(PyValueError::new_err("one chain per step"));
+                }
+                let mut chains = Vec::with_capacity(n);
+                for item in items.iter() {
+                    if item.is_none() {
+                        chains.push(None);
+                        continue;
+                    }
+                    let (start, es): (f64, Bound<'_, PyList>) = item.extract()?;
+                    let es = es
+                        .iter()
+                        .map(|e| Self::entry(&e))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    chains.push(Some((start, es)));
+                }
+                Window::Ordered(chains)
+            }
+        };
+        self.w.put(k, key.clone().into_any().unbind(), window);
+        Ok(())
+    }
+
+    fn entry(e: &Bound<'_, PyAny>) -> PyResult<Entry<Ev>> {
         Ok(Entry {
             ts: entry_time(e)?,
-            payload: e.clone().unbind(),
+            payload: Ev(e.clone().unbind()),
         })
     }
 }
@@ -265,6 +370,7 @@ impl CorrelationWindows {
     /// referenced rule id to the fields its group-by reads; `value_fields` is value_count's
     /// field and its more fields (empty for event_count).
     #[new]
+    #[pyo3(signature = (kind, timespan, keep, max_groups, checks, group_fields, value_fields, refs=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -275,10 +381,18 @@ impl CorrelationWindows {
         checks: Vec<(String, f64)>,
         group_fields: std::collections::HashMap<String, Vec<String>>,
         value_fields: Vec<String>,
+        refs: Vec<String>,
     ) -> PyResult<Self> {
+        let mut steps: rustc_hash::FxHashMap<String, Vec<usize>> = Default::default();
+        for (i, r) in refs.iter().enumerate().rev() {
+            steps.entry(r.clone()).or_default().push(i);
+        }
         let kind = match kind {
             "event_count" if value_fields.is_empty() => Kind::Count,
             "value_count" if !value_fields.is_empty() => Kind::Distinct,
+            "temporal_ordered" if value_fields.is_empty() && !refs.is_empty() => {
+                Kind::Ordered(refs.len())
+            }
             other => return Err(PyValueError::new_err(format!("unsupported kind {other}"))),
         };
         if keep == 0 || max_groups == 0 || timespan.is_nan() {
@@ -313,6 +427,7 @@ impl CorrelationWindows {
                 .map(|(rid, fs)| (rid, intern(fs)))
                 .collect(),
             value_fields: intern(value_fields),
+            steps,
             panic_next: false,
         })
     }
@@ -339,58 +454,15 @@ impl CorrelationWindows {
     }
 
     /// Every group in LRU order (least recent first): (key, entries) for event_count,
-    /// (key, [(value, entry)]) for value_count, values in their window order.
+    /// (key, [(value, entry)]) for value_count, values in their window order, (key, [None or
+    /// (start, entries)] one per step) for temporal_ordered.
     fn groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
-        for (_k, g) in self.w.groups.iter() {
-            let items = PyList::empty(py);
-            match &g.window {
-                Window::Count(t) => {
-                    for e in t {
-                        items.append(e.payload.bind(py))?;
-                    }
-                }
-                Window::Distinct(vals) => {
-                    for (_vk, (shown, e)) in vals.iter() {
-                        items.append((shown.bind(py), e.payload.bind(py)))?;
-                    }
-                }
-            }
-            out.append((g.display.bind(py), items))?;
-        }
-        Ok(out)
+        caught(|| self.groups_inner(py))
     }
 
     /// Restore one group as `groups()` lists it (a present key keeps its place).
     fn put(&mut self, key: &Bound<'_, PyTuple>, items: &Bound<'_, PyList>) -> PyResult<()> {
-        let k = part(key.as_any())?;
-        let window = match self.w.spec.kind {
-            Kind::Count => {
-                let mut t = std::collections::VecDeque::with_capacity(items.len());
-                for e in items.iter() {
-                    t.push_back(Self::entry(&e)?);
-                }
-                Window::Count(t)
-            }
-            Kind::Distinct => {
-                let mut vals: crate::windows::Lru<Part, (Py<PyAny>, Entry<Py<PyAny>>)> =
-                    crate::windows::Lru::new();
-                for item in items.iter() {
-                    let (v, e): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
-                    let vk = part(&v)?;
-                    let entry = Self::entry(&e)?;
-                    match vals.find(&vk) {
-                        Some(i) => vals.val_mut(i).1 = entry, // the key as first seen stays
-                        None => {
-                            vals.push_back(vk, (v.unbind(), entry));
-                        }
-                    }
-                }
-                Window::Distinct(vals)
-            }
-        };
-        self.w.put(k, key.clone().into_any().unbind(), window);
-        Ok(())
+        caught(|| self.put_inner(key, items))
     }
 
     #[getter]

@@ -1,7 +1,7 @@
-//! Correlation windows of the `event_count` and `value_count` types, per group, with the
-//! group map's LRU bound: the state machine `appliance/correlate/windows.py` (`CountState`,
-//! `DistinctState`, `DistinctTupleState`) and `CorrelationRuntime.add` keep in Python, which
-//! stays the reference. Same order of operations, same comparisons (written as the Python
+//! Correlation windows of the `event_count`, `value_count` and `temporal_ordered` types, per
+//! group, with the group map's LRU bound: the state machine `appliance/correlate/windows.py`
+//! (`CountState`, `DistinctState`, `DistinctTupleState`, `OrderedState`) and
+//! `CorrelationRuntime.add` keep in Python, which stays the reference. Same order of operations, same comparisons (written as the Python
 //! writes them, so NaN and infinities fall the same way), same bounds: `max_groups` groups
 //! in least-recently-used order, `keep` entries per window.
 //!
@@ -278,6 +278,9 @@ pub enum Kind {
     Count,
     /// value_count (one field or several): distinct values with their newest entry.
     Distinct,
+    /// temporal_ordered (no boolean condition) over this many steps: per step, the
+    /// latest-starting chain that reached it.
+    Ordered(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -299,6 +302,7 @@ impl Spec {
 }
 
 /// One window entry: its event time and what the caller attached (the evidence).
+#[derive(Clone)]
 pub struct Entry<P> {
     pub ts: f64,
     pub payload: P,
@@ -308,7 +312,15 @@ pub enum Window<K, D, P> {
     Count(VecDeque<Entry<P>>),
     /// value key -> (the value as first seen, newest entry)
     Distinct(Lru<K, (D, Entry<P>)>),
+    /// per step: (start time, the chain's entries), as `OrderedState.chains`
+    Ordered(Vec<Option<Chain<P>>>),
 }
+
+/// A partial sequence: when it started and its entries (at most `CHAIN_ENTRIES`).
+pub type Chain<P> = (f64, Vec<Entry<P>>);
+
+/// Entries a chain keeps: the reference extends `prev[1][-15:]` by one.
+pub const CHAIN_ENTRIES: usize = 16;
 
 pub struct Group<K, D, P> {
     /// The group key as first seen (what the reference's dict keeps and a snapshot shows).
@@ -321,6 +333,10 @@ impl<K: Hash + Eq, D, P> Group<K, D, P> {
     pub fn entries(&self) -> Vec<&Entry<P>> {
         match &self.window {
             Window::Count(t) => t.iter().collect(),
+            Window::Ordered(chains) => match chains.last() {
+                Some(Some((_, es))) => es.iter().collect(),
+                _ => Vec::new(),
+            },
             Window::Distinct(vals) => {
                 let mut es: Vec<&Entry<P>> = vals.iter().map(|(_, (_, e))| e).collect();
                 // stable, like sorted(); no NaN reaches a window (the binding declines it)
@@ -334,6 +350,20 @@ impl<K: Hash + Eq, D, P> Group<K, D, P> {
     pub fn newest(&self) -> f64 {
         match &self.window {
             Window::Count(t) => t.back().map_or(f64::NEG_INFINITY, |e| e.ts),
+            Window::Ordered(chains) => {
+                let mut m = f64::NEG_INFINITY;
+                let mut first = true;
+                for (_, es) in chains.iter().flatten() {
+                    if let Some(e) = es.last() {
+                        // max(): the first, then any greater
+                        if first || e.ts > m {
+                            m = e.ts;
+                            first = false;
+                        }
+                    }
+                }
+                m
+            }
             Window::Distinct(vals) => {
                 let mut it = vals.iter().map(|(_, (_, e))| e.ts);
                 let Some(mut m) = it.next() else {
@@ -363,7 +393,7 @@ pub struct Windows<K, D, P> {
 /// its value key and how to show it.
 pub type Value<K, F> = Option<(K, F)>;
 
-impl<K: Hash + Eq, D, P> Windows<K, D, P> {
+impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
     pub fn new(spec: Spec) -> Self {
         Windows {
             spec,
@@ -378,11 +408,14 @@ impl<K: Hash + Eq, D, P> Windows<K, D, P> {
         match self.spec.kind {
             Kind::Count => Window::Count(VecDeque::new()),
             Kind::Distinct => Window::Distinct(Lru::new()),
+            Kind::Ordered(steps) => Window::Ordered(vec![None; steps]),
         }
     }
 
     /// `CorrelationRuntime.add` after the key is read: `ungrouped` when every group-by field
     /// is missing. Returns the condition's value and the group (removed: it fired) or None.
+    /// `steps` are the places of the entry's rule in a temporal_ordered rule's list, last
+    /// first (unused by the other kinds).
     #[allow(clippy::too_many_arguments)]
     pub fn add<FG, FV>(
         &mut self,
@@ -392,6 +425,7 @@ impl<K: Hash + Eq, D, P> Windows<K, D, P> {
         ts: f64,
         payload: P,
         value: Value<K, FV>,
+        steps: &[usize],
     ) -> Option<(usize, Group<K, D, P>)>
     where
         FG: FnOnce() -> D,
@@ -428,8 +462,13 @@ impl<K: Hash + Eq, D, P> Windows<K, D, P> {
                 None => return None,
                 Some((vk, show)) => distinct_add(vals, spec.keep, spec.timespan, vk, show, entry),
             },
+            Window::Ordered(chains) => {
+                // the reference returns len(refs) when the last step's chain is in the window,
+                // without the condition's check
+                ordered_add(chains, spec.timespan, steps, entry)?
+            }
         };
-        if !spec.check(n) {
+        if !matches!(spec.kind, Kind::Ordered(_)) && !spec.check(n) {
             return None;
         }
         let (_k, g) = self.groups.remove(slot);
@@ -504,6 +543,49 @@ fn count_add<P>(t: &mut VecDeque<Entry<P>>, keep: usize, timespan: f64, entry: E
         }
     }
     t.len()
+}
+
+/// `OrderedState.add_rule`: for each place of the rule in the list (last first), start a
+/// chain (step 0) or extend the previous step's chain when it is in the window and started no
+/// earlier than the one held; fires when the last step's chain is in the window.
+fn ordered_add<P: Clone>(
+    chains: &mut [Option<Chain<P>>],
+    timespan: f64,
+    steps: &[usize],
+    entry: Entry<P>,
+) -> Option<usize> {
+    let ts = entry.ts;
+    let cutoff = ts - timespan;
+    for &k in steps {
+        if k >= chains.len() {
+            continue;
+        }
+        if k == 0 {
+            chains[0] = Some((ts, vec![entry.clone()]));
+            continue;
+        }
+        let Some((start, prev)) = &chains[k - 1] else {
+            continue;
+        };
+        if *start < cutoff {
+            continue;
+        }
+        let take = match &chains[k] {
+            None => true,
+            Some((cur, _)) => *start >= *cur,
+        };
+        if take {
+            let keep = prev.len().min(CHAIN_ENTRIES - 1);
+            let mut es = Vec::with_capacity(keep + 1);
+            es.extend(prev[prev.len() - keep..].iter().cloned());
+            es.push(entry.clone());
+            chains[k] = Some((*start, es));
+        }
+    }
+    match chains.last() {
+        Some(Some((start, _))) if *start >= cutoff => Some(chains.len()),
+        _ => None,
+    }
 }
 
 /// `DistinctState.add`: the value's newest entry (an older one does not replace it), the
@@ -590,6 +672,7 @@ mod tests {
                     let w = match spec.kind {
                         Kind::Count => ModelWin::Count(Vec::new()),
                         Kind::Distinct => ModelWin::Distinct(Vec::new()),
+                        Kind::Ordered(_) => unreachable!("not modelled"),
                     };
                     self.groups.push((key, w));
                     self.groups.len() - 1
@@ -669,6 +752,7 @@ mod tests {
                     ts,
                     id,
                     value.map(|v| (v, move || v)),
+                    &[],
                 )
                 .map(|(n, g)| (n, g.entries().iter().map(|e| e.payload).collect::<Vec<_>>()));
             let want = m.add(spec, key, ts, id, value);
@@ -689,12 +773,12 @@ mod tests {
         let s = spec(Kind::Count, 3, 10, Op::Gte, 3.0);
         let mut w: Windows<u8, u8, u32> = Windows::new(s);
         let none: Value<u8, fn() -> u8> = None;
-        assert!(w.add(1, false, || 1, 1.0, 1, none).is_none());
+        assert!(w.add(1, false, || 1, 1.0, 1, none, &[]).is_none());
         assert!(w
-            .add(1, false, || 1, 2.0, 2, None::<(u8, fn() -> u8)>)
+            .add(1, false, || 1, 2.0, 2, None::<(u8, fn() -> u8)>, &[])
             .is_none());
         let (n, g) = w
-            .add(1, false, || 1, 3.0, 3, None::<(u8, fn() -> u8)>)
+            .add(1, false, || 1, 3.0, 3, None::<(u8, fn() -> u8)>, &[])
             .unwrap();
         assert_eq!(n, 3);
         assert_eq!(g.entries().len(), 3);
@@ -716,7 +800,7 @@ mod tests {
         );
         let mut w: Windows<u8, u8, u32> = Windows::new(s);
         for (k, t) in [(1u8, 0.0), (2, 1.0), (1, 2.0), (3, 3.0)] {
-            w.add(k, false, || k, t, 0, None::<(u8, fn() -> u8)>);
+            w.add(k, false, || k, t, 0, None::<(u8, fn() -> u8)>, &[]);
         }
         let keys: Vec<u8> = w.groups.iter().map(|(k, _)| *k).collect();
         assert_eq!(keys, vec![1, 3]);
@@ -727,8 +811,8 @@ mod tests {
     fn sweep_drops_groups_older_than_the_window() {
         let s = spec(Kind::Distinct, 5, 10, Op::Gte, 99.0);
         let mut w: Windows<u8, u8, u32> = Windows::new(s);
-        w.add(1, false, || 1, 0.0, 0, Some((7, || 7)));
-        w.add(2, false, || 2, 20.0, 1, Some((7, || 7)));
+        w.add(1, false, || 1, 0.0, 0, Some((7, || 7)), &[]);
+        w.add(2, false, || 2, 20.0, 1, Some((7, || 7)), &[]);
         assert_eq!(w.sweep(25.0), 1);
         assert_eq!(w.groups.len(), 1);
     }

@@ -1,7 +1,8 @@
 //! The correlation windows' state machine with coverage from the Rust code: any rule shape and
 //! any stream of keys, times (late, out of order) and values runs without a panic and within
 //! its bounds: at most `max_groups` groups, at most `keep` entries a window, count windows in
-//! time order, and a group that fired met its condition and is gone.
+//! time order, sequence chains of at most 16 entries, and a group that fired met its
+//! condition and is gone.
 //!
 //! Input layout as `tests/fuzz/targets/correlation_windows.py` (five header bytes, then
 //! three bytes a step), so its seeds work here unchanged.
@@ -17,10 +18,10 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let spec = Spec {
-        kind: if head[0] & 1 == 1 {
-            Kind::Distinct
-        } else {
-            Kind::Count
+        kind: match head[0] & 3 {
+            1 => Kind::Distinct,
+            2 | 3 => Kind::Ordered(3),
+            _ => Kind::Count,
         },
         timespan: 10.0,
         keep: usize::from(head[1] % 8) + 1,
@@ -34,10 +35,16 @@ fuzz_target!(|data: &[u8]| {
         t += f64::from(dt) / 2.0;
         let key = k % 8;
         let value = (v != 0xFF).then_some((v % 7, move || v % 7));
-        if let Some((count, g)) = w.add(key, k == 0xFF, || key, t, n, value) {
-            assert!(spec.check(count));
+        let step = [usize::from(v % 3)];
+        if let Some((count, g)) = w.add(key, k == 0xFF, || key, t, n, value, &step) {
+            match spec.kind {
+                Kind::Ordered(steps) => assert_eq!(count, steps),
+                _ => assert!(spec.check(count)),
+            }
             assert!(w.groups.iter().all(|(gk, _)| *gk != key));
-            assert_eq!(g.entries().len(), count);
+            if !matches!(spec.kind, Kind::Ordered(_)) {
+                assert_eq!(g.entries().len(), count);
+            }
         }
         assert!(w.groups.len() <= spec.max_groups);
         for (_, g) in w.groups.iter() {
@@ -47,6 +54,9 @@ fuzz_target!(|data: &[u8]| {
                     assert!(es.iter().zip(es.iter().skip(1)).all(|(a, b)| a.ts <= b.ts));
                 }
                 Window::Distinct(vals) => assert!(vals.len() <= spec.keep),
+                Window::Ordered(chains) => {
+                    assert!(chains.iter().flatten().all(|(_, es)| es.len() <= 16));
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 """Correlation windows, the native state machine against the Python one, step for step.
 
-Input: five header bytes (bit 0 of the first: value_count, else event_count; the window's
+Input: five header bytes (the first's two low bits: event_count, value_count or, 2 and 3,
+temporal_ordered over three rules, the step's value byte then naming the rule; the window's
 ``keep`` 1-8; ``max_groups`` 1-6; the comparison; its threshold 0-8), then one step per three
 bytes: the group key (0xFF: the field missing; else one of a few values of mixed types that
 Python's dicts partly equate: ``True``, ``1``, ``1.0``), the time step in half seconds (a
@@ -31,12 +32,12 @@ T0 = 1_790_000_000.0
 
 
 def rule(data: bytes) -> tuple[CorrelationRule, Limits]:
-    kind = "value_count" if data[0] & 1 else "event_count"
+    kind = ("event_count", "value_count", "temporal_ordered", "temporal_ordered")[data[0] & 3]
     op = OPS[data[3] % len(OPS)]
     r = CorrelationRule(
         RuleMeta("fuzz", "fuzz", "low", [], "fuzz"),
         kind,
-        ["d"],
+        list(RULES) if kind == "temporal_ordered" else ["d"],
         ("k",),
         10.0,
         op,
@@ -47,7 +48,10 @@ def rule(data: bytes) -> tuple[CorrelationRule, Limits]:
     return r, Limits(max_groups=data[2] % 6 + 1, max_window_events=data[1] % 8 + 1)
 
 
-def steps(data: bytes) -> Iterator[tuple[float, dict[str, Any]]]:
+RULES = ("d", "e", "f")
+
+
+def steps(data: bytes) -> Iterator[tuple[float, int, dict[str, Any]]]:
     t = T0
     for i in range(5, len(data) - 2, 3):
         k, dt, v = data[i], data[i + 1], data[i + 2]
@@ -57,7 +61,7 @@ def steps(data: bytes) -> Iterator[tuple[float, dict[str, Any]]]:
             fields["k"] = KEYS[k % len(KEYS)]
         if v != 0xFF:
             fields["v"] = VALUES[v % len(VALUES)]
-        yield t, fields
+        yield t, v, fields
 
 
 def fired_form(got: Any) -> str | None:
@@ -77,12 +81,14 @@ def one_input(data: bytes) -> None:
     assert isinstance(native, NativeCorrelationRuntime)
     before = dataplane.native_panics()
     t = T0
-    for n, (t, fields) in enumerate(steps(data)):
+    ordered = r.type == "temporal_ordered"
+    for n, (t, v, fields) in enumerate(steps(data)):
         entry = (t, (n,), (b"raw %d" % n,))
+        rid = RULES[v % 3] if ordered else "d"
         outs = []
         for rt in (py, native):
             try:
-                outs.append(fired_form(rt.add("d", entry, fields)))
+                outs.append(fired_form(rt.add(rid, entry, fields)))
             except TypeError:
                 outs.append("TypeError")
         assert outs[0] == outs[1], (n, outs)
@@ -98,3 +104,4 @@ def seeds() -> Iterator[bytes]:
     yield bytes([1, 4, 3, 0, 2]) + bytes([0, 2, 0, 0, 2, 1, 0, 2, 4, 3, 2, 6, 0xFF, 2, 1])
     yield bytes([0, 7, 1, 4, 2]) + bytes([2, 1, 0, 3, 0, 0, 4, 0, 0, 2, 200, 0, 3, 2, 0])
     yield bytes([1, 1, 5, 1, 1]) + bytes([5, 1, 5, 0xFF, 1, 1, 7, 30, 2, 3, 0, 3, 4, 0, 3])
+    yield bytes([2, 1, 3, 0, 0]) + bytes([0, 2, 0, 0, 2, 1, 0, 2, 2, 1, 2, 0, 1, 2, 1, 1, 2, 2])
