@@ -21,11 +21,13 @@ window classes, one per correlation type, are in :mod:`appliance.correlate.windo
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from appliance import dataplane
 from appliance.correlate.mapping import event_index_keys
 from appliance.correlate.matcher import NativeMatcher
 from appliance.correlate.rules import (
@@ -58,6 +60,8 @@ from appliance.event import Event
 GroupKey = tuple[Any, ...]
 
 MAX_DEPTH = 8  # correlation-of-correlation nesting
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -111,13 +115,20 @@ def _jsonable(v: Any) -> Any:
 
 
 class CorrelationRuntime:
+    """One correlation rule's groups and windows, in Python: the reference (and the runtime
+    of every rule :class:`NativeCorrelationRuntime` does not take)."""
+
     def __init__(self, rule: CorrelationRule, limits: Limits) -> None:
-        self.rule = rule
-        self.limits = limits
+        self._setup(rule, limits)
         self.groups: OrderedDict[GroupKey, GroupState] = OrderedDict()
         self.evicted = 0
         self.fired = 0
         self.ungrouped = 0
+
+    def _setup(self, rule: CorrelationRule, limits: Limits) -> None:
+        """What follows from the rule and the limits (both backends)."""
+        self.rule = rule
+        self.limits = limits
         self.dropped_on_restore = 0
         self.stats = RuleStats()
         # Raises alerts itself: not only a step of other correlations (Sigma `generate`).
@@ -157,9 +168,12 @@ class CorrelationRuntime:
             return TemporalRangeState() if c.more else TemporalState()
         return OrderedState(len(c.refs))
 
+    def group_count(self) -> int:
+        return len(self.groups)
+
     def add(
         self, rule_id: str, entry: Entry, fields: dict[str, Any]
-    ) -> tuple[GroupKey, GroupState, float] | None:
+    ) -> tuple[GroupKey, GroupState | list[Entry], float] | None:
         gf = self.group_fields.get(rule_id)
         if gf is None:
             return None
@@ -211,6 +225,155 @@ class CorrelationRuntime:
                 self.dropped_on_restore += 1
                 continue
             self.groups[tuple(key)] = st
+
+
+class NativeCorrelationRuntime(CorrelationRuntime):
+    """An event_count, value_count or temporal_ordered rule whose groups and windows live in
+    the native data plane (``appliance._dataplane.CorrelationWindows``): the same state
+    machine as the Python windows, fed by the same ``add(rule_id, entry, fields)`` call
+    (bound straight to the native method, no Python frame per event), reading the group-by
+    and value fields from the event's dict itself and returning only what fired.
+
+    Every other correlation type (value_sum/avg/median/percentile, temporal and the
+    boolean conditions) keeps its Python runtime. Snapshots have the reference's shape on
+    both backends: :meth:`dump` and :meth:`load` go through the Python window classes. What
+    the native side declines (a caught panic, a NaN time) turns this runtime into the
+    Python one with the same state, for good.
+    """
+
+    def __init__(self, rule: CorrelationRule, limits: Limits, impl: Any) -> None:
+        self._setup(rule, limits)
+        self.impl = impl
+        self.add = impl.add  # type: ignore[method-assign]
+
+    @classmethod
+    def build(cls, rule: CorrelationRule, limits: Limits) -> CorrelationRuntime:
+        """The native runtime when the rule is one it takes, else the Python one."""
+        native = dataplane.native
+        if native is None or rule.expr is not None:
+            return CorrelationRuntime(rule, limits)
+        if rule.type not in ("event_count", "value_count", "temporal_ordered"):
+            return CorrelationRuntime(rule, limits)
+        probe = CorrelationRuntime(rule, limits)
+        value_fields = (
+            [rule.fieldref, *rule.more_fields]
+            if rule.type == "value_count" and rule.fieldref is not None
+            else []
+        )
+        try:
+            impl = native.CorrelationWindows(
+                rule.type,
+                float(rule.timespan),
+                probe.keep,
+                limits.max_groups,
+                [(op, float(t)) for op, t in ((rule.op, rule.threshold), *rule.more)],
+                {rid: list(fs) for rid, fs in probe.group_fields.items()},
+                value_fields,
+                list(rule.refs) if rule.type == "temporal_ordered" else [],
+            )
+        except (ValueError, TypeError, OverflowError):
+            return probe
+        return cls(rule, limits, impl)
+
+    # the counters and groups live in the native state
+    @property
+    def evicted(self) -> int:  # type: ignore[override]
+        return int(self.impl.evicted)
+
+    @property
+    def fired(self) -> int:  # type: ignore[override]
+        return int(self.impl.fired)
+
+    @property
+    def ungrouped(self) -> int:  # type: ignore[override]
+        return int(self.impl.ungrouped)
+
+    @property
+    def groups(self) -> OrderedDict[GroupKey, GroupState]:  # type: ignore[override]
+        """The groups as the Python window classes (a copy: for reports and snapshots)."""
+        out: OrderedDict[GroupKey, GroupState] = OrderedDict()
+        kind = self.rule.type
+        for key, items in self.impl.groups():
+            st = self.new_state()
+            if kind == "event_count":
+                st.times.extend(items)  # type: ignore[attr-defined]
+            elif kind == "value_count":
+                st.values.update(items)  # type: ignore[attr-defined]
+            else:
+                st.chains = [  # type: ignore[attr-defined]
+                    None if ch is None else (ch[0], tuple(ch[1])) for ch in items
+                ]
+            out[key] = st
+        return out
+
+    def group_count(self) -> int:
+        return len(self.impl)
+
+    def sweep(self, watermark: float) -> int:
+        try:
+            return int(self.impl.sweep(watermark))
+        except _WindowsDeclined:
+            self.to_python()
+            return CorrelationRuntime.sweep(self, watermark)
+
+    def dump(self) -> list[Any]:
+        return [[list(map(_jsonable, k)), s.dump()] for k, s in self.groups.items()]
+
+    def load(self, data: list[Any]) -> None:
+        # The reference's load (its checks, its dropped_on_restore), then its groups handed
+        # over in order; a window the native side cannot hold makes this rule Python.
+        ref = CorrelationRuntime(self.rule, self.limits)
+        ref.load(data)
+        self.dropped_on_restore += ref.dropped_on_restore
+        kind = self.rule.type
+        for key, st in ref.groups.items():
+            if kind == "event_count":
+                items: list[Any] = list(st.times)  # type: ignore[attr-defined]
+            elif kind == "value_count":
+                items = list(st.values.items())  # type: ignore[attr-defined]
+            else:
+                items = [
+                    None if ch is None else (ch[0], list(ch[1]))
+                    for ch in st.chains  # type: ignore[attr-defined]
+                ]
+            try:
+                self.impl.put(key, items)
+            except _WindowsDeclined:  # NaN times: only the reference orders them
+                self.to_python()
+                for k, s in ref.groups.items():  # in place where already put, as a dict does
+                    self.groups[k] = s
+                return
+
+    def decline(self, rule_id: str, entry: Entry, fields: dict[str, Any]) -> Any:
+        """The native side declined this step (nothing changed there): carry on in Python."""
+        self.to_python()
+        return CorrelationRuntime.add(self, rule_id, entry, fields)
+
+    def to_python(self) -> None:
+        """Become the Python runtime with the native state (a caught panic, a NaN time)."""
+        impl = self.impl
+        try:
+            groups = self.groups
+        except Exception:  # the native state cannot be read back: start this rule empty
+            log.exception("correlation %s: native windows lost", self.rule.meta.id)
+            groups = OrderedDict()
+        counters = (impl.evicted, impl.fired, impl.ungrouped)
+        log.warning("correlation %s: windows continue in Python", self.rule.meta.id)
+        self.__class__ = CorrelationRuntime  # type: ignore[assignment]
+        del self.add
+        del self.impl
+        rt: CorrelationRuntime = self  # what it now is (mypy still reads the native class)
+        rt.groups = groups
+        rt.evicted, rt.fired, rt.ungrouped = counters
+
+
+class _NeverRaised(Exception):
+    """Stands in for ``WindowsDeclined`` on the Python backend."""
+
+
+_WindowsDeclined: type[Exception] = (
+    dataplane.native.WindowsDeclined if dataplane.native is not None else _NeverRaised
+)
 
 
 class AbsenceRuntime:
@@ -327,7 +490,7 @@ class Engine:
                     slot.setdefault(a, []).append(d)
             self.stats[d.meta.id] = RuleStats()
         self.correlations = {
-            c.meta.id: CorrelationRuntime(c, self.limits) for c in ruleset.correlations
+            c.meta.id: NativeCorrelationRuntime.build(c, self.limits) for c in ruleset.correlations
         }
         for c in ruleset.correlations:
             self.stats[c.meta.id] = RuleStats()
@@ -349,6 +512,79 @@ class Engine:
         self._native = NativeMatcher.build(ruleset.detections)
         self._prepared: dict[int, tuple[Event, list[DetectionRule]]] = {}
         self._absence_heap: list[tuple[float, str, GroupKey]] = []
+        self._batches = self._native_batches()
+
+    def _native_batches(self) -> dict[str, Any]:
+        """Per detection id, one native call for all the windows it feeds, where every one
+        of them is native and none feeds another through a chain (then updating them all
+        before handling what fired is the reference's order). One window needs no batch."""
+        native = dataplane.native
+        out: dict[str, Any] = {}
+        if native is None:
+            return out
+        for rid, feeders in self._feeders.items():
+            if len(feeders) < 2 or not all(
+                isinstance(rt, NativeCorrelationRuntime) for rt in feeders
+            ):
+                continue
+            ids = {rt.rule.meta.id for rt in feeders}
+            above: set[str] = set()
+            todo = [p for rt in feeders for p in rt.rule.parents]
+            while todo:
+                p = todo.pop()
+                if p.meta.id not in above:
+                    above.add(p.meta.id)
+                    todo.extend(p.parents)
+            if above & ids:
+                continue
+            out[rid] = native.WindowsBatch(
+                [rt.impl for rt in feeders]  # type: ignore[attr-defined]
+            ).add
+        return out
+
+    def _declined(self, rt: CorrelationRuntime, rid: str, entry: Entry, fields: Any) -> Any:
+        """A native window declined a step: that rule goes on in Python, and the batches,
+        which hold its native state, are rebuilt without it."""
+        fired = rt.decline(rid, entry, fields)  # type: ignore[attr-defined]
+        self._batches = self._native_batches()
+        return fired
+
+    def _batch_fired(
+        self,
+        feeders: list[CorrelationRuntime],
+        results: list[tuple[int, Any]],
+        rid: str,
+        entry: Entry,
+        fields: dict[str, Any],
+        alerts: list[Alert],
+    ) -> None:
+        """What a batch reported, handled as the one-by-one loop would have: the hits of
+        the windows it reached, the alerts in order, an exception where it was raised, a
+        declined step (and the windows after it) one by one."""
+        done = 0
+        for i, got in results:
+            for rt in feeders[done : i + 1]:
+                rt.stats.hits += 1
+            done = i + 1
+            if isinstance(got, _WindowsDeclined):
+                rest = feeders[i:]
+                fired = self._declined(rest[0], rid, entry, fields)
+                if fired is not None:
+                    self._fired(rest[0], fired, entry, alerts, 0)
+                for rt in rest[1:]:
+                    rt.stats.hits += 1
+                    try:
+                        fired = rt.add(rid, entry, fields)
+                    except _WindowsDeclined:
+                        fired = self._declined(rt, rid, entry, fields)
+                    if fired is not None:
+                        self._fired(rt, fired, entry, alerts, 0)
+                return
+            if isinstance(got, BaseException):
+                raise got
+            self._fired(feeders[i], got, entry, alerts, 0)
+        for rt in feeders[done:]:
+            rt.stats.hits += 1
 
     # ------------------------------------------------------------------------- matching
 
@@ -501,9 +737,21 @@ class Engine:
                 if entry is None:
                     entry = (ts, (ev.id,) if ev.id is not None else (), (_event_raw(ev),))
                 rid = d.meta.id
+                batch = self._batches.get(rid)
+                if batch is not None:  # every window it feeds is native: one call
+                    results = batch(rid, entry, fields)
+                    if results is None:
+                        for rt in self._feeders[rid]:
+                            rt.stats.hits += 1
+                    else:
+                        self._batch_fired(self._feeders[rid], results, rid, entry, fields, alerts)
+                    continue
                 for rt in self._feeders[rid]:  # the hot path: no lookups per correlation
                     rt.stats.hits += 1
-                    fired = rt.add(rid, entry, fields)
+                    try:
+                        fired = rt.add(rid, entry, fields)
+                    except _WindowsDeclined:
+                        fired = self._declined(rt, rid, entry, fields)
                     if fired is not None:
                         self._fired(rt, fired, entry, alerts, 0)
         if late and entry is None and any(d.parents for d in matched):
@@ -548,21 +796,25 @@ class Engine:
         if rt is None:
             return
         rt.stats.hits += 1
-        fired = rt.add(rule_id, entry, fields)
+        try:
+            fired = rt.add(rule_id, entry, fields)
+        except _WindowsDeclined:
+            fired = self._declined(rt, rule_id, entry, fields)
         if fired is not None:
             self._fired(rt, fired, entry, alerts, depth)
 
     def _fired(
         self,
         rt: CorrelationRuntime,
-        fired: tuple[GroupKey, GroupState, float],
+        fired: tuple[GroupKey, GroupState | list[Entry], float],
         entry: Entry,
         alerts: list[Alert],
         depth: int,
     ) -> None:
         c = rt.rule
         key, state, value = fired
-        entries = state.entries()
+        # the native windows hand back the fired group's entries, the Python ones the window
+        entries = state if isinstance(state, list) else state.entries()
         lim = self.limits
         ids: list[int] = []
         raws: list[bytes] = []
@@ -587,7 +839,7 @@ class Engine:
                 detail={"value": value, "condition": c.condition_detail(), "timespan": c.timespan},
             )
             if c.expr is not None:
-                a.detail.update(state.explain(c))  # type: ignore[attr-defined]
+                a.detail.update(state.explain(c))  # type: ignore[union-attr]
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
             inner: Entry = (last, tuple(ids), tuple(raws))
@@ -683,13 +935,15 @@ class Engine:
         return alerts
 
     def sweep(self) -> int:
-        return sum(rt.sweep(self.watermark) for rt in self.correlations.values())
+        n = sum(rt.sweep(self.watermark) for rt in self.correlations.values())
+        self._batches = self._native_batches()  # a window the native side declined is Python now
+        return n
 
     # ------------------------------------------------------------------------- state
 
     def tracked_groups(self) -> int:
         return (
-            sum(len(rt.groups) for rt in self.correlations.values())
+            sum(rt.group_count() for rt in self.correlations.values())
             + sum(len(b.groups) for b in self.baseline.values())
             + sum(len(a.last) for a in self.absence.values())
         )
@@ -739,6 +993,7 @@ class Engine:
         for rid, data in snap.get("correlations", {}).items():
             if rid in self.correlations:
                 self.correlations[rid].load(data)
+        self._batches = self._native_batches()  # a window restored to Python leaves its batch
         for rid, data in snap.get("absence", {}).items():
             if rid in self.absence:
                 rt = self.absence[rid]

@@ -4,6 +4,13 @@ quantiles, temporal and ordered temporal), with the entries they hold and their 
 
 The engine (:mod:`appliance.correlate.engine`) keeps one per group and feeds it entries; a
 window says when its rule's condition holds. Moved out of the engine unchanged.
+
+These are the reference: on the native backend the event_count, value_count and
+temporal_ordered windows (:class:`CountState`, :class:`DistinctState`,
+:class:`DistinctTupleState`, :class:`OrderedState`) run in the data plane
+(``dataplane/src/windows.rs``, :class:`~appliance.correlate.engine.NativeCorrelationRuntime`)
+and are held to these, alert for alert and snapshot for snapshot; a change here is a change
+there. The other types run here on both backends.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ pub mod rollup;
 pub mod rules;
 pub mod segindex;
 pub mod syslog;
+pub mod windows;
 
 #[cfg(feature = "python")]
 mod python;
@@ -20,3 +21,7 @@ mod python;
 // One native call per syslog batch (recvmmsg or a stream read): policy, decode, events.
 #[cfg(feature = "python")]
 mod python_batch;
+
+// Correlation windows (event_count, value_count, temporal_ordered) bound for the engine.
+#[cfg(feature = "python")]
+mod python_windows;

@@ -911,6 +911,12 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FlowRollup>()?;
     // The syslog batch entry point (python_batch.rs).
     m.add_class::<crate::python_batch::SyslogBatch>()?;
+    m.add_class::<crate::python_windows::CorrelationWindows>()?;
+    m.add_class::<crate::python_windows::WindowsBatch>()?;
+    m.add(
+        "WindowsDeclined",
+        m.py().get_type::<crate::python_windows::WindowsDeclined>(),
+    )?;
     Ok(())
 }
 

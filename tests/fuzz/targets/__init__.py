@@ -19,6 +19,7 @@ PYTHON_TARGETS: dict[str, str] = {
     "api-params": "api_params",
     "analysis-files": "analysis_files",
     "rule-matcher": "rule_matcher",
+    "correlation-windows": "correlation_windows",
 }
 # cargo-fuzz target name in dataplane/fuzz/fuzz_targets/, and which Python target's seeds it
 # starts from (the same bytes reach the same parser).
@@ -32,5 +33,6 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     "rust-decoder": ("decoder", "syslog-vendors"),
     # A batch of datagrams (split at 0x1e) through the policy and the header decoder.
     "rust-batch": ("batch", "syslog-header"),
+    "rust-windows": ("windows", "correlation-windows"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]

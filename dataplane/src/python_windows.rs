@@ -1,0 +1,555 @@
+//! `CorrelationWindows`: one event_count / value_count / temporal_ordered rule's groups (`crate::windows`) behind
+//! the call `CorrelationRuntime.add(rule_id, entry, fields)` makes, reading the group-by and
+//! value fields from the event's dict here.
+//!
+//! Keys follow Python's dict equality, because the reference keys its dicts by the field
+//! values themselves: `True == 1 == 1.0`, `-0.0 == 0`, a NaN equals only itself (dicts look up
+//! by identity first), an unhashable value (a list) raises `TypeError` where the reference's
+//! lookup does. What a snapshot shows (the key and value objects as first seen) and the
+//! evidence (the entry tuples) are the Python objects themselves, held by reference.
+//!
+//! What this cannot mirror exactly is declined with `WindowsDeclined` before anything
+//! changes (a NaN event time, a caught panic, counted in `panics()`); the runtime then turns
+//! into the Python one with this state and goes on.
+
+use std::hash::{Hash, Hasher};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::python::PANICS;
+use crate::windows::{Entry, Kind, Op, Spec, Window, Windows};
+
+create_exception!(
+    _dataplane,
+    WindowsDeclined,
+    PyException,
+    "The native windows cannot take this step exactly as the reference would (nothing changed)."
+);
+
+/// A key part normalised to Python's equality of the values a field can hold.
+enum Part {
+    Null,
+    Int(i64),
+    /// An integer beyond 64 bits (or a float equal to one), as its decimal digits.
+    Big(String),
+    /// A float that equals no integer (its bits; -0.0 is `Int(0)`).
+    Float(u64),
+    Str(String),
+    Tuple(Vec<Part>),
+    /// Anything else hashable (NaN among them): Python's hash, identity-or-`==`.
+    Obj(Py<PyAny>, isize),
+}
+
+impl Hash for Part {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            Part::Null => 0u8.hash(h),
+            Part::Int(i) => (1u8, i).hash(h),
+            Part::Big(s) => (2u8, s).hash(h),
+            Part::Float(b) => (3u8, b).hash(h),
+            Part::Str(s) => (4u8, s).hash(h),
+            Part::Tuple(ps) => (5u8, ps).hash(h),
+            Part::Obj(_, x) => (6u8, x).hash(h),
+        }
+    }
+}
+
+impl PartialEq for Part {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Part::Null, Part::Null) => true,
+            (Part::Int(a), Part::Int(b)) => a == b,
+            (Part::Big(a), Part::Big(b)) | (Part::Str(a), Part::Str(b)) => a == b,
+            (Part::Float(a), Part::Float(b)) => a == b,
+            (Part::Tuple(a), Part::Tuple(b)) => a == b,
+            (Part::Obj(a, ha), Part::Obj(b, hb)) => {
+                ha == hb
+                    && Python::attach(|py| {
+                        let a = a.bind(py);
+                        a.is(b) || a.eq(b.bind(py)).unwrap_or(false)
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Part {}
+
+fn obj(v: &Bound<'_, PyAny>) -> PyResult<Part> {
+    Ok(Part::Obj(v.clone().unbind(), v.hash()?))
+}
+
+/// The part a value keys as (raises `TypeError` for an unhashable one, as a dict does).
+fn part(v: &Bound<'_, PyAny>) -> PyResult<Part> {
+    if v.is_none() {
+        return Ok(Part::Null);
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        return match s.to_str() {
+            Ok(t) => Ok(Part::Str(t.to_owned())),
+            Err(_) => obj(v), // lone surrogates
+        };
+    }
+    if v.is_instance_of::<PyBool>() {
+        return Ok(Part::Int(i64::from(v.is_truthy()?)));
+    }
+    if v.is_instance_of::<PyInt>() {
+        return Ok(match v.extract::<i64>() {
+            Ok(i) => Part::Int(i),
+            Err(_) => Part::Big(v.str()?.to_str()?.to_owned()),
+        });
+    }
+    if v.is_instance_of::<PyFloat>() {
+        let f: f64 = v.extract()?;
+        if f.is_nan() {
+            return obj(v);
+        }
+        if f.is_finite() && f.fract() == 0.0 {
+            if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                return Ok(Part::Int(f as i64));
+            }
+            let int = v.py().get_type::<PyInt>().call1((v,))?;
+            return Ok(Part::Big(int.str()?.to_str()?.to_owned()));
+        }
+        return Ok(Part::Float(f.to_bits()));
+    }
+    if let Ok(t) = v.cast::<PyTuple>() {
+        return Ok(Part::Tuple(
+            t.iter().map(|x| part(&x)).collect::<PyResult<_>>()?,
+        ));
+    }
+    obj(v)
+}
+
+fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<PyString>() || v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>()
+}
+
+/// `DistinctState.key`'s value: a scalar as it is, anything else as its `str()`.
+fn value_of<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if is_scalar(&v) {
+        Ok(v)
+    } else {
+        Ok(v.str()?.into_any())
+    }
+}
+
+/// An entry: the reference's own tuple, held by reference (a chain copies the reference).
+pub struct Ev(Py<PyAny>);
+
+impl Clone for Ev {
+    fn clone(&self) -> Self {
+        Ev(Python::attach(|py| self.0.clone_ref(py)))
+    }
+}
+
+type Win = Windows<Part, Py<PyAny>, Ev>;
+
+/// One event_count or value_count rule's windows (see the module doc).
+#[pyclass(module = "appliance._dataplane")]
+pub struct CorrelationWindows {
+    w: Win,
+    /// referenced rule id -> the fields its group-by reads (the ruleset's ids: Fx is enough)
+    group_fields: rustc_hash::FxHashMap<String, Vec<Py<PyString>>>,
+    /// value_count's field(s); several make the value a tuple of them
+    value_fields: Vec<Py<PyString>>,
+    /// temporal_ordered: each referenced rule id's places in the list, last first
+    steps: rustc_hash::FxHashMap<String, Vec<usize>>,
+    /// Tests only: the next add panics (to show the fallback).
+    panic_next: bool,
+}
+
+type FiredOut<'py> = Option<(Bound<'py, PyTuple>, Bound<'py, PyList>, Bound<'py, PyAny>)>;
+
+impl CorrelationWindows {
+    fn add_inner<'py>(
+        &mut self,
+        py: Python<'py>,
+        rule_id: &str,
+        entry: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<FiredOut<'py>> {
+        if std::mem::take(&mut self.panic_next) {
+            panic!("injected by a test");
+        }
+        let Some(gf) = self.group_fields.get(rule_id) else {
+            return Ok(None);
+        };
+        let ts = entry_time(entry)?;
+        let mut values = Vec::with_capacity(gf.len());
+        for f in gf {
+            values.push(
+                fields
+                    .get_item(f.bind(py))?
+                    .unwrap_or_else(|| py.None().into_bound(py)),
+            );
+        }
+        let ungrouped = !values.is_empty() && values.iter().all(|v| v.is_none());
+        let key = if ungrouped {
+            Part::Null
+        } else {
+            Part::Tuple(values.iter().map(part).collect::<PyResult<_>>()?)
+        };
+        let value = match self.w.spec.kind {
+            Kind::Count | Kind::Ordered(_) => None,
+            Kind::Distinct => self.value(py, fields)?,
+        };
+        let show_key = || {
+            PyTuple::new(py, &values)
+                .map(|t| t.into_any().unbind())
+                .unwrap_or_else(|_| py.None())
+        };
+        let value = value.map(|(k, v)| (k, move || v.unbind()));
+        let steps = self.steps.get(rule_id).map_or(&[][..], Vec::as_slice);
+        let got = self.w.add(
+            key,
+            ungrouped,
+            show_key,
+            ts,
+            Ev(entry.clone().unbind()),
+            value,
+            steps,
+        );
+        let Some((n, group)) = got else {
+            return Ok(None);
+        };
+        let entries = PyList::new(py, group.entries().iter().map(|e| e.payload.0.bind(py)))?;
+        let value = match self.w.spec.kind {
+            // OrderedState returns float(len(refs))
+            Kind::Ordered(_) => PyFloat::new(py, n as f64).into_any(),
+            _ => n.into_pyobject(py)?.into_any(),
+        };
+        Ok(Some((PyTuple::new(py, &values)?, entries, value)))
+    }
+
+    /// The value this event adds to a value_count window, or None when it adds none.
+    fn value<'py>(
+        &self,
+        py: Python<'py>,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<Option<(Part, Bound<'py, PyAny>)>> {
+        if let [f] = self.value_fields.as_slice() {
+            let Some(v) = fields.get_item(f.bind(py))? else {
+                return Ok(None);
+            };
+            if v.is_none() {
+                return Ok(None);
+            }
+            let v = value_of(v)?;
+            return Ok(Some((part(&v)?, v)));
+        }
+        let mut shown = Vec::with_capacity(self.value_fields.len());
+        for f in &self.value_fields {
+            match fields.get_item(f.bind(py))? {
+                Some(v) if !v.is_none() => shown.push(value_of(v)?),
+                _ => return Ok(None),
+            }
+        }
+        let k = Part::Tuple(shown.iter().map(part).collect::<PyResult<_>>()?);
+        Ok(Some((k, PyTuple::new(py, shown)?.into_any())))
+    }
+
+    fn groups_inner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for (_k, g) in self.w.groups.iter() {
+            let items = PyList::empty(py);
+            match &g.window {
+                Window::Count(t) => {
+                    for e in t {
+                        items.append(e.payload.0.bind(py))?;
+                    }
+                }
+                Window::Distinct(vals) => {
+                    for (_vk, (shown, e)) in vals.iter() {
+                        items.append((shown.bind(py), e.payload.0.bind(py)))?;
+                    }
+                }
+                Window::Ordered(chains) => {
+                    for ch in chains {
+                        match ch {
+                            None => items.append(py.None())?,
+                            Some((start, es)) => {
+                                let es = PyList::new(py, es.iter().map(|e| e.payload.0.bind(py)))?;
+                                items.append((*start, es))?;
+                            }
+                        }
+                    }
+                }
+            }
+            out.append((g.display.bind(py), items))?;
+        }
+        Ok(out)
+    }
+
+    fn put_inner(&mut self, key: &Bound<'_, PyTuple>, items: &Bound<'_, PyList>) -> PyResult<()> {
+        let k = part(key.as_any())?;
+        let window = match self.w.spec.kind {
+            Kind::Count => {
+                let mut t = std::collections::VecDeque::with_capacity(items.len());
+                for e in items.iter() {
+                    t.push_back(Self::entry(&e)?);
+                }
+                Window::Count(t)
+            }
+            Kind::Distinct => {
+                let mut vals: crate::windows::Lru<Part, (Py<PyAny>, Entry<Ev>)> =
+                    crate::windows::Lru::new();
+                for item in items.iter() {
+                    let (v, e): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
+                    let vk = part(&v)?;
+                    let entry = Self::entry(&e)?;
+                    match vals.find(&vk) {
+                        Some(i) => vals.val_mut(i).1 = entry, // the key as first seen stays
+                        None => {
+                            vals.push_back(vk, (v.unbind(), entry));
+                        }
+                    }
+                }
+                Window::Distinct(vals)
+            }
+            Kind::Ordered(n) => {
+                if items.len() != n {
+                    return Err(PyValueError::new_err("one chain per step"));
+                }
+                let mut chains = Vec::with_capacity(n);
+                for item in items.iter() {
+                    if item.is_none() {
+                        chains.push(None);
+                        continue;
+                    }
+                    let (start, es): (f64, Bound<'_, PyList>) = item.extract()?;
+                    let es = es
+                        .iter()
+                        .map(|e| Self::entry(&e))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    chains.push(Some((start, es)));
+                }
+                Window::Ordered(chains)
+            }
+        };
+        self.w.put(k, key.clone().into_any().unbind(), window);
+        Ok(())
+    }
+
+    fn entry(e: &Bound<'_, PyAny>) -> PyResult<Entry<Ev>> {
+        Ok(Entry {
+            ts: entry_time(e)?,
+            payload: Ev(e.clone().unbind()),
+        })
+    }
+}
+
+/// An entry's event time (`entry[0]`); a NaN one is declined (only Python's sort orders it).
+fn entry_time(entry: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let ts: f64 = match entry.cast::<PyTuple>() {
+        Ok(t) => t.get_item(0)?.extract()?,
+        Err(_) => entry.get_item(0)?.extract()?,
+    };
+    if ts.is_nan() {
+        return Err(WindowsDeclined::new_err("NaN event time"));
+    }
+    Ok(ts)
+}
+
+fn caught<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        Err(WindowsDeclined::new_err("panic caught"))
+    })
+}
+
+#[pymethods]
+impl CorrelationWindows {
+    /// `kind` is the rule's type; `checks` its comparisons; `group_fields` maps each
+    /// referenced rule id to the fields its group-by reads; `value_fields` is value_count's
+    /// field and its more fields (empty for event_count).
+    #[new]
+    #[pyo3(signature = (kind, timespan, keep, max_groups, checks, group_fields, value_fields, refs=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        kind: &str,
+        timespan: f64,
+        keep: usize,
+        max_groups: usize,
+        checks: Vec<(String, f64)>,
+        group_fields: std::collections::HashMap<String, Vec<String>>,
+        value_fields: Vec<String>,
+        refs: Vec<String>,
+    ) -> PyResult<Self> {
+        let mut steps: rustc_hash::FxHashMap<String, Vec<usize>> = Default::default();
+        for (i, r) in refs.iter().enumerate().rev() {
+            steps.entry(r.clone()).or_default().push(i);
+        }
+        let kind = match kind {
+            "event_count" if value_fields.is_empty() => Kind::Count,
+            "value_count" if !value_fields.is_empty() => Kind::Distinct,
+            "temporal_ordered" if value_fields.is_empty() && !refs.is_empty() => {
+                Kind::Ordered(refs.len())
+            }
+            other => return Err(PyValueError::new_err(format!("unsupported kind {other}"))),
+        };
+        if keep == 0 || max_groups == 0 || timespan.is_nan() {
+            return Err(PyValueError::new_err(
+                "keep, max_groups and timespan must be set",
+            ));
+        }
+        let checks = checks
+            .into_iter()
+            .map(|(op, t)| {
+                Op::parse(&op)
+                    .map(|o| (o, t))
+                    .ok_or_else(|| PyValueError::new_err(format!("unknown comparison {op}")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let intern = |names: Vec<String>| -> Vec<Py<PyString>> {
+            names
+                .iter()
+                .map(|n| PyString::intern(py, n).unbind())
+                .collect()
+        };
+        Ok(CorrelationWindows {
+            w: Windows::new(Spec {
+                kind,
+                timespan,
+                keep,
+                max_groups,
+                checks,
+            }),
+            group_fields: group_fields
+                .into_iter()
+                .map(|(rid, fs)| (rid, intern(fs)))
+                .collect(),
+            value_fields: intern(value_fields),
+            steps,
+            panic_next: false,
+        })
+    }
+
+    /// `CorrelationRuntime.add`: None, or (group key, the group's entries, the count) when
+    /// the condition holds (the group is then forgotten, as the reference deletes it).
+    fn add<'py>(
+        &mut self,
+        py: Python<'py>,
+        rule_id: &str,
+        entry: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<FiredOut<'py>> {
+        caught(|| self.add_inner(py, rule_id, entry, fields))
+    }
+
+    /// Drop groups with nothing newer than the window ending at `watermark`; how many.
+    fn sweep(&mut self, watermark: f64) -> PyResult<usize> {
+        caught(|| Ok(self.w.sweep(watermark)))
+    }
+
+    fn __len__(&self) -> usize {
+        self.w.groups.len()
+    }
+
+    /// Every group in LRU order (least recent first): (key, entries) for event_count,
+    /// (key, [(value, entry)]) for value_count, values in their window order, (key, [None or
+    /// (start, entries)] one per step) for temporal_ordered.
+    fn groups<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        caught(|| self.groups_inner(py))
+    }
+
+    /// Restore one group as `groups()` lists it (a present key keeps its place).
+    fn put(&mut self, key: &Bound<'_, PyTuple>, items: &Bound<'_, PyList>) -> PyResult<()> {
+        caught(|| self.put_inner(key, items))
+    }
+
+    #[getter]
+    fn get_evicted(&self) -> u64 {
+        self.w.evicted
+    }
+
+    #[setter]
+    fn set_evicted(&mut self, v: u64) {
+        self.w.evicted = v;
+    }
+
+    #[getter]
+    fn get_fired(&self) -> u64 {
+        self.w.fired
+    }
+
+    #[setter]
+    fn set_fired(&mut self, v: u64) {
+        self.w.fired = v;
+    }
+
+    #[getter]
+    fn get_ungrouped(&self) -> u64 {
+        self.w.ungrouped
+    }
+
+    #[setter]
+    fn set_ungrouped(&mut self, v: u64) {
+        self.w.ungrouped = v;
+    }
+
+    /// Tests only: make the next add panic, to exercise the fallback.
+    fn inject_panic(&mut self) {
+        self.panic_next = true;
+    }
+}
+
+/// Every native window one detection feeds, in the engine's order, updated in one call (one
+/// boundary crossing per event instead of one per correlation). The engine builds one only
+/// where no member feeds another (through a chain), so running the members before the Python
+/// side handles what fired is the order the reference has.
+#[pyclass(module = "appliance._dataplane")]
+pub struct WindowsBatch {
+    members: Vec<Py<CorrelationWindows>>,
+}
+
+#[pymethods]
+impl WindowsBatch {
+    #[new]
+    fn new(members: Vec<Py<CorrelationWindows>>) -> Self {
+        WindowsBatch { members }
+    }
+
+    /// Each member's `add` in order. None when nothing fired; else a list of (member index,
+    /// what fired), ending early with (member index, the exception) where a member raised or
+    /// declined (the members after it were not fed).
+    fn add<'py>(
+        &self,
+        py: Python<'py>,
+        rule_id: &str,
+        entry: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let mut out: Option<Bound<'py, PyList>> = None;
+        for (i, m) in self.members.iter().enumerate() {
+            let got = {
+                let mut w = m.bind(py).try_borrow_mut()?;
+                caught(|| w.add_inner(py, rule_id, entry, fields))
+            };
+            match got {
+                Ok(None) => {}
+                Ok(Some(fired)) => {
+                    let list = out.get_or_insert_with(|| PyList::empty(py));
+                    list.append((i, fired))?;
+                }
+                Err(e) => {
+                    let list = out.get_or_insert_with(|| PyList::empty(py));
+                    list.append((i, e.into_value(py)))?;
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn __len__(&self) -> usize {
+        self.members.len()
+    }
+}

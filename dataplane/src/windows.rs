@@ -1,0 +1,878 @@
+//! Correlation windows of the `event_count`, `value_count` and `temporal_ordered` types, per
+//! group, with the group map's LRU bound: the state machine `appliance/correlate/windows.py`
+//! (`CountState`, `DistinctState`, `DistinctTupleState`, `OrderedState`) and
+//! `CorrelationRuntime.add` keep in Python, which stays the reference. Same order of operations, same comparisons (written as the Python
+//! writes them, so NaN and infinities fall the same way), same bounds: `max_groups` groups
+//! in least-recently-used order, `keep` entries per window.
+//!
+//! Generic over the group/value key `K` (the binding's is a Python value normalised to
+//! Python's equality), what is shown for a key `D` and an entry's payload `P` (the binding's
+//! is the Python entry tuple itself), so `cargo test`, the property tests and the fuzz target
+//! drive it without an interpreter.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hash};
+
+const NIL: usize = usize::MAX;
+
+struct Node<K, V> {
+    key: K,
+    val: V,
+    prev: usize,
+    next: usize,
+    /// The next node whose key has the same hash (the map holds the first).
+    chain: usize,
+    hash: u64,
+}
+
+/// An insertion-ordered map with move-to-back and pop-front in O(1): Python's `OrderedDict`
+/// as the reference uses it. Keys are hashed with a randomly keyed SipHash (they come from
+/// event data: no hash flooding); equal hashes chain through the nodes, so keys are held once.
+pub struct Lru<K, V> {
+    map: HashMap<u64, usize>,
+    nodes: Vec<Option<Node<K, V>>>,
+    free: Vec<usize>,
+    head: usize,
+    tail: usize,
+    len: usize,
+    hasher: RandomState,
+}
+
+impl<K: Hash + Eq, V> Default for Lru<K, V> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq, V> Lru<K, V> {
+    pub fn new() -> Self {
+        Lru {
+            map: HashMap::new(),
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            len: 0,
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn node(&self, i: usize) -> &Node<K, V> {
+        self.nodes[i].as_ref().expect("live node")
+    }
+
+    fn node_mut(&mut self, i: usize) -> &mut Node<K, V> {
+        self.nodes[i].as_mut().expect("live node")
+    }
+
+    /// The slot of `key`, if present.
+    pub fn find(&self, key: &K) -> Option<usize> {
+        let h = self.hasher.hash_one(key);
+        let mut i = *self.map.get(&h)?;
+        while i != NIL {
+            let n = self.node(i);
+            if n.key == *key {
+                return Some(i);
+            }
+            i = n.chain;
+        }
+        None
+    }
+
+    pub fn val(&self, i: usize) -> &V {
+        &self.node(i).val
+    }
+
+    pub fn val_mut(&mut self, i: usize) -> &mut V {
+        &mut self.node_mut(i).val
+    }
+
+    pub fn key(&self, i: usize) -> &K {
+        &self.node(i).key
+    }
+
+    pub fn front(&self) -> Option<usize> {
+        (self.head != NIL).then_some(self.head)
+    }
+
+    fn unlink(&mut self, i: usize) {
+        let (prev, next) = {
+            let n = self.node(i);
+            (n.prev, n.next)
+        };
+        if prev == NIL {
+            self.head = next;
+        } else {
+            self.node_mut(prev).next = next;
+        }
+        if next == NIL {
+            self.tail = prev;
+        } else {
+            self.node_mut(next).prev = prev;
+        }
+    }
+
+    fn link_back(&mut self, i: usize) {
+        let tail = self.tail;
+        {
+            let n = self.node_mut(i);
+            n.prev = tail;
+            n.next = NIL;
+        }
+        if tail == NIL {
+            self.head = i;
+        } else {
+            self.node_mut(tail).next = i;
+        }
+        self.tail = i;
+    }
+
+    pub fn move_to_back(&mut self, i: usize) {
+        if self.tail != i {
+            self.unlink(i);
+            self.link_back(i);
+        }
+    }
+
+    /// Append a key known to be absent; returns its slot.
+    pub fn push_back(&mut self, key: K, val: V) -> usize {
+        let hash = self.hasher.hash_one(&key);
+        let chain = self.map.get(&hash).copied().unwrap_or(NIL);
+        let node = Node {
+            key,
+            val,
+            prev: NIL,
+            next: NIL,
+            chain,
+            hash,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i] = Some(node);
+                i
+            }
+            None => {
+                self.nodes.push(Some(node));
+                self.nodes.len() - 1
+            }
+        };
+        self.map.insert(hash, i);
+        self.link_back(i);
+        self.len += 1;
+        i
+    }
+
+    /// Remove the entry in slot `i`.
+    pub fn remove(&mut self, i: usize) -> (K, V) {
+        self.unlink(i);
+        let n = self.nodes[i].take().expect("live node");
+        // unhook from the hash chain
+        let first = self.map.get(&n.hash).copied().unwrap_or(NIL);
+        if first == i {
+            if n.chain == NIL {
+                self.map.remove(&n.hash);
+            } else {
+                self.map.insert(n.hash, n.chain);
+            }
+        } else {
+            let mut j = first;
+            while j != NIL {
+                let next = self.node(j).chain;
+                if next == i {
+                    self.node_mut(j).chain = n.chain;
+                    break;
+                }
+                j = next;
+            }
+        }
+        self.free.push(i);
+        self.len -= 1;
+        if self.len == 0 {
+            // nothing live: give the slots back (a burst of groups does not stay allocated)
+            self.nodes.clear();
+            self.free.clear();
+            self.map.shrink_to_fit();
+        }
+        (n.key, n.val)
+    }
+
+    pub fn pop_front(&mut self) -> Option<(K, V)> {
+        let i = self.front()?;
+        Some(self.remove(i))
+    }
+
+    /// Slots in order, oldest first.
+    pub fn slots(&self) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.len);
+        let mut i = self.head;
+        while i != NIL {
+            out.push(i);
+            i = self.node(i).next;
+        }
+        out
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> + '_ {
+        let mut i = self.head;
+        std::iter::from_fn(move || {
+            if i == NIL {
+                return None;
+            }
+            let n = self.node(i);
+            i = n.next;
+            Some((&n.key, &n.val))
+        })
+    }
+}
+
+// ------------------------------------------------------------------------------- windows
+
+/// A comparison of the rule's condition (`gte: 10`), as `rules.make_check` binds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Gte,
+    Gt,
+    Lte,
+    Lt,
+    Eq,
+    Neq,
+}
+
+impl Op {
+    pub fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "gte" => Op::Gte,
+            "gt" => Op::Gt,
+            "lte" => Op::Lte,
+            "lt" => Op::Lt,
+            "eq" => Op::Eq,
+            "neq" => Op::Neq,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Op::Gte => value >= threshold,
+            Op::Gt => value > threshold,
+            Op::Lte => value <= threshold,
+            Op::Lt => value < threshold,
+            Op::Eq => value == threshold,
+            Op::Neq => value != threshold,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// event_count: entries in time order.
+    Count,
+    /// value_count (one field or several): distinct values with their newest entry.
+    Distinct,
+    /// temporal_ordered (no boolean condition) over this many steps: per step, the
+    /// latest-starting chain that reached it.
+    Ordered(usize),
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub kind: Kind,
+    pub timespan: f64,
+    /// Entries a window keeps (`CorrelationRuntime.keep`), at least 1.
+    pub keep: usize,
+    pub max_groups: usize,
+    /// Every comparison must hold (a range is several).
+    pub checks: Vec<(Op, f64)>,
+}
+
+impl Spec {
+    pub fn check(&self, n: usize) -> bool {
+        let v = n as f64;
+        self.checks.iter().all(|&(op, t)| op.holds(v, t))
+    }
+}
+
+/// One window entry: its event time and what the caller attached (the evidence).
+#[derive(Clone)]
+pub struct Entry<P> {
+    pub ts: f64,
+    pub payload: P,
+}
+
+pub enum Window<K, D, P> {
+    Count(VecDeque<Entry<P>>),
+    /// value key -> (the value as first seen, newest entry)
+    Distinct(Lru<K, (D, Entry<P>)>),
+    /// per step: (start time, the chain's entries), as `OrderedState.chains`
+    Ordered(Vec<Option<Chain<P>>>),
+}
+
+/// A partial sequence: when it started and its entries (at most `CHAIN_ENTRIES`).
+pub type Chain<P> = (f64, Vec<Entry<P>>);
+
+/// Entries a chain keeps: the reference extends `prev[1][-15:]` by one.
+pub const CHAIN_ENTRIES: usize = 16;
+
+pub struct Group<K, D, P> {
+    /// The group key as first seen (what the reference's dict keeps and a snapshot shows).
+    pub display: D,
+    pub window: Window<K, D, P>,
+}
+
+impl<K: Hash + Eq, D, P> Group<K, D, P> {
+    /// The entries in the order the reference's `entries()` lists them.
+    pub fn entries(&self) -> Vec<&Entry<P>> {
+        match &self.window {
+            Window::Count(t) => t.iter().collect(),
+            Window::Ordered(chains) => match chains.last() {
+                Some(Some((_, es))) => es.iter().collect(),
+                _ => Vec::new(),
+            },
+            Window::Distinct(vals) => {
+                let mut es: Vec<&Entry<P>> = vals.iter().map(|(_, (_, e))| e).collect();
+                // stable, like sorted(); no NaN reaches a window (the binding declines it)
+                es.sort_by(|a, b| a.ts.partial_cmp(&b.ts).unwrap_or(std::cmp::Ordering::Equal));
+                es
+            }
+        }
+    }
+
+    /// The newest event time held (`GroupState.newest`), -inf when empty.
+    pub fn newest(&self) -> f64 {
+        match &self.window {
+            Window::Count(t) => t.back().map_or(f64::NEG_INFINITY, |e| e.ts),
+            Window::Ordered(chains) => {
+                let mut m = f64::NEG_INFINITY;
+                let mut first = true;
+                for (_, es) in chains.iter().flatten() {
+                    if let Some(e) = es.last() {
+                        // max(): the first, then any greater
+                        if first || e.ts > m {
+                            m = e.ts;
+                            first = false;
+                        }
+                    }
+                }
+                m
+            }
+            Window::Distinct(vals) => {
+                let mut it = vals.iter().map(|(_, (_, e))| e.ts);
+                let Some(mut m) = it.next() else {
+                    return f64::NEG_INFINITY;
+                };
+                for ts in it {
+                    if ts > m {
+                        m = ts;
+                    }
+                }
+                m
+            }
+        }
+    }
+}
+
+/// One correlation rule's groups.
+pub struct Windows<K, D, P> {
+    pub spec: Spec,
+    pub groups: Lru<K, Group<K, D, P>>,
+    pub evicted: u64,
+    pub fired: u64,
+    pub ungrouped: u64,
+}
+
+/// What an event adds to a value_count window: nothing (the field is missing or null), or
+/// its value key and how to show it.
+pub type Value<K, F> = Option<(K, F)>;
+
+impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
+    pub fn new(spec: Spec) -> Self {
+        Windows {
+            spec,
+            groups: Lru::new(),
+            evicted: 0,
+            fired: 0,
+            ungrouped: 0,
+        }
+    }
+
+    pub fn empty_window(&self) -> Window<K, D, P> {
+        match self.spec.kind {
+            Kind::Count => Window::Count(VecDeque::new()),
+            Kind::Distinct => Window::Distinct(Lru::new()),
+            Kind::Ordered(steps) => Window::Ordered(vec![None; steps]),
+        }
+    }
+
+    /// `CorrelationRuntime.add` after the key is read: `ungrouped` when every group-by field
+    /// is missing. Returns the condition's value and the group (removed: it fired) or None.
+    /// `steps` are the places of the entry's rule in a temporal_ordered rule's list, last
+    /// first (unused by the other kinds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add<FG, FV>(
+        &mut self,
+        key: K,
+        ungrouped: bool,
+        display: FG,
+        ts: f64,
+        payload: P,
+        value: Value<K, FV>,
+        steps: &[usize],
+    ) -> Option<(usize, Group<K, D, P>)>
+    where
+        FG: FnOnce() -> D,
+        FV: FnOnce() -> D,
+    {
+        if ungrouped {
+            self.ungrouped += 1;
+            return None;
+        }
+        let slot = match self.groups.find(&key) {
+            Some(i) => {
+                self.groups.move_to_back(i);
+                i
+            }
+            None => {
+                if self.groups.len() >= self.spec.max_groups && self.groups.pop_front().is_some() {
+                    self.evicted += 1;
+                }
+                let window = self.empty_window();
+                self.groups.push_back(
+                    key,
+                    Group {
+                        display: display(),
+                        window,
+                    },
+                )
+            }
+        };
+        let spec = &self.spec;
+        let entry = Entry { ts, payload };
+        let n = match &mut self.groups.val_mut(slot).window {
+            Window::Count(t) => count_add(t, spec.keep, spec.timespan, entry),
+            Window::Distinct(vals) => match value {
+                None => return None,
+                Some((vk, show)) => distinct_add(vals, spec.keep, spec.timespan, vk, show, entry),
+            },
+            Window::Ordered(chains) => {
+                // the reference returns len(refs) when the last step's chain is in the window,
+                // without the condition's check
+                ordered_add(chains, spec.timespan, steps, entry)?
+            }
+        };
+        if !matches!(spec.kind, Kind::Ordered(_)) && !spec.check(n) {
+            return None;
+        }
+        let (_k, g) = self.groups.remove(slot);
+        self.fired += 1;
+        Some((n, g))
+    }
+
+    /// Drop the groups whose newest entry is older than the window ending at `watermark`.
+    pub fn sweep(&mut self, watermark: f64) -> usize {
+        let cutoff = watermark - self.spec.timespan;
+        let stale: Vec<usize> = self
+            .groups
+            .slots()
+            .into_iter()
+            .filter(|&i| self.groups.val(i).newest() < cutoff)
+            .collect();
+        for &i in &stale {
+            self.groups.remove(i);
+        }
+        stale.len()
+    }
+
+    /// A restored group (`self.groups[key] = st`): replaces the window of a present key in
+    /// place, as a dict assignment does, else appends.
+    pub fn put(&mut self, key: K, display: D, window: Window<K, D, P>) {
+        match self.groups.find(&key) {
+            Some(i) => self.groups.val_mut(i).window = window,
+            None => {
+                self.groups.push_back(key, Group { display, window });
+            }
+        }
+    }
+}
+
+/// `CountState.add`: keep time order (an older entry is inserted after its equals, as
+/// `bisect.insort` does), at most `keep` entries (a full deque drops its oldest), then drop
+/// what is older than the window ending at the newest entry.
+fn count_add<P>(t: &mut VecDeque<Entry<P>>, keep: usize, timespan: f64, entry: Entry<P>) -> usize {
+    let ts = entry.ts;
+    match t.back() {
+        Some(back) if ts < back.ts => {
+            let (mut lo, mut hi) = (0, t.len());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if ts < t[mid].ts {
+                    hi = mid;
+                } else {
+                    lo = mid + 1;
+                }
+            }
+            t.insert(lo, entry);
+            while t.len() > keep {
+                t.pop_front();
+            }
+        }
+        _ => {
+            if t.len() >= keep {
+                t.pop_front();
+            }
+            t.push_back(entry);
+        }
+    }
+    let Some(back) = t.back() else {
+        return 0;
+    };
+    let cutoff = back.ts - timespan;
+    while let Some(front) = t.front() {
+        if front.ts < cutoff {
+            t.pop_front();
+        } else {
+            break;
+        }
+    }
+    t.len()
+}
+
+/// `OrderedState.add_rule`: for each place of the rule in the list (last first), start a
+/// chain (step 0) or extend the previous step's chain when it is in the window and started no
+/// earlier than the one held; fires when the last step's chain is in the window.
+fn ordered_add<P: Clone>(
+    chains: &mut [Option<Chain<P>>],
+    timespan: f64,
+    steps: &[usize],
+    entry: Entry<P>,
+) -> Option<usize> {
+    let ts = entry.ts;
+    let cutoff = ts - timespan;
+    for &k in steps {
+        if k >= chains.len() {
+            continue;
+        }
+        if k == 0 {
+            chains[0] = Some((ts, vec![entry.clone()]));
+            continue;
+        }
+        let Some((start, prev)) = &chains[k - 1] else {
+            continue;
+        };
+        if *start < cutoff {
+            continue;
+        }
+        let take = match &chains[k] {
+            None => true,
+            Some((cur, _)) => *start >= *cur,
+        };
+        if take {
+            let keep = prev.len().min(CHAIN_ENTRIES - 1);
+            let mut es = Vec::with_capacity(keep + 1);
+            es.extend(prev[prev.len() - keep..].iter().cloned());
+            es.push(entry.clone());
+            chains[k] = Some((*start, es));
+        }
+    }
+    match chains.last() {
+        Some(Some((start, _))) if *start >= cutoff => Some(chains.len()),
+        _ => None,
+    }
+}
+
+/// `DistinctState.add`: the value's newest entry (an older one does not replace it), the
+/// value moved to the back, then the oldest values dropped while outside the window or past
+/// `keep`.
+fn distinct_add<K: Hash + Eq, D, P, F: FnOnce() -> D>(
+    vals: &mut Lru<K, (D, Entry<P>)>,
+    keep: usize,
+    timespan: f64,
+    vk: K,
+    show: F,
+    entry: Entry<P>,
+) -> usize {
+    let ts = entry.ts;
+    match vals.find(&vk) {
+        Some(i) => {
+            if vals.val(i).1.ts <= ts {
+                vals.val_mut(i).1 = entry;
+            }
+            vals.move_to_back(i);
+        }
+        None => {
+            vals.push_back(vk, (show(), entry));
+        }
+    }
+    let cutoff = ts - timespan;
+    while let Some(i) = vals.front() {
+        if vals.val(i).1.ts >= cutoff {
+            break;
+        }
+        vals.pop_front();
+    }
+    while vals.len() > keep {
+        vals.pop_front();
+    }
+    vals.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The reference's algorithm written the plain way (vectors, linear scans), to hold the
+    /// O(1) structures to it.
+    #[derive(Default, Clone)]
+    struct ModelRt {
+        groups: Vec<(u8, ModelWin)>,
+        evicted: u64,
+        fired: u64,
+        ungrouped: u64,
+    }
+
+    #[derive(Clone)]
+    enum ModelWin {
+        Count(Vec<(f64, u32)>),
+        Distinct(Vec<(u8, (f64, u32))>),
+    }
+
+    impl ModelRt {
+        fn add(
+            &mut self,
+            spec: &Spec,
+            key: Option<u8>,
+            ts: f64,
+            id: u32,
+            value: Option<u8>,
+        ) -> Option<(usize, Vec<u32>)> {
+            let Some(key) = key else {
+                self.ungrouped += 1;
+                return None;
+            };
+            let pos = match self.groups.iter().position(|(k, _)| *k == key) {
+                Some(p) => {
+                    let g = self.groups.remove(p);
+                    self.groups.push(g);
+                    self.groups.len() - 1
+                }
+                None => {
+                    if self.groups.len() >= spec.max_groups && !self.groups.is_empty() {
+                        self.groups.remove(0);
+                        self.evicted += 1;
+                    }
+                    let w = match spec.kind {
+                        Kind::Count => ModelWin::Count(Vec::new()),
+                        Kind::Distinct => ModelWin::Distinct(Vec::new()),
+                        Kind::Ordered(_) => unreachable!("not modelled"),
+                    };
+                    self.groups.push((key, w));
+                    self.groups.len() - 1
+                }
+            };
+            let n = match &mut self.groups[pos].1 {
+                ModelWin::Count(t) => {
+                    let at = t.iter().position(|e| ts < e.0).unwrap_or(t.len());
+                    t.insert(at, (ts, id));
+                    while t.len() > spec.keep {
+                        t.remove(0);
+                    }
+                    let cutoff = t.last().unwrap().0 - spec.timespan;
+                    while !t.is_empty() && t[0].0 < cutoff {
+                        t.remove(0);
+                    }
+                    t.len()
+                }
+                ModelWin::Distinct(vals) => {
+                    let v = value?;
+                    let e = match vals.iter().position(|(k, _)| *k == v) {
+                        Some(p) => {
+                            let (k, old) = vals.remove(p);
+                            (k, if old.0 <= ts { (ts, id) } else { old })
+                        }
+                        None => (v, (ts, id)),
+                    };
+                    vals.push(e);
+                    let cutoff = ts - spec.timespan;
+                    while !vals.is_empty() && vals[0].1 .0 < cutoff {
+                        vals.remove(0);
+                    }
+                    while vals.len() > spec.keep {
+                        vals.remove(0);
+                    }
+                    vals.len()
+                }
+            };
+            if !spec.check(n) {
+                return None;
+            }
+            let (_, w) = self.groups.remove(pos);
+            self.fired += 1;
+            let ids = match w {
+                ModelWin::Count(t) => t.iter().map(|e| e.1).collect(),
+                ModelWin::Distinct(vals) => {
+                    let mut es: Vec<(f64, u32)> = vals.iter().map(|v| v.1).collect();
+                    es.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());
+                    es.iter().map(|e| e.1).collect()
+                }
+            };
+            Some((n, ids))
+        }
+    }
+
+    fn spec(kind: Kind, keep: usize, max_groups: usize, op: Op, threshold: f64) -> Spec {
+        Spec {
+            kind,
+            timespan: 10.0,
+            keep,
+            max_groups,
+            checks: vec![(op, threshold)],
+        }
+    }
+
+    fn run(spec: &Spec, events: &[(Option<u8>, i8, Option<u8>)]) {
+        let mut w: Windows<u8, u8, u32> = Windows::new(spec.clone());
+        let mut m = ModelRt::default();
+        for (id, &(key, t, value)) in events.iter().enumerate() {
+            let ts = f64::from(t) / 2.0;
+            let id = id as u32;
+            let got = w
+                .add(
+                    key.unwrap_or(0),
+                    key.is_none(),
+                    || key.unwrap_or(0),
+                    ts,
+                    id,
+                    value.map(|v| (v, move || v)),
+                    &[],
+                )
+                .map(|(n, g)| (n, g.entries().iter().map(|e| e.payload).collect::<Vec<_>>()));
+            let want = m.add(spec, key, ts, id, value);
+            assert_eq!(got, want, "event {id}");
+            assert_eq!(w.groups.len(), m.groups.len());
+            let order: Vec<u8> = w.groups.iter().map(|(k, _)| *k).collect();
+            let model: Vec<u8> = m.groups.iter().map(|(k, _)| *k).collect();
+            assert_eq!(order, model);
+        }
+        assert_eq!(
+            (w.evicted, w.fired, w.ungrouped),
+            (m.evicted, m.fired, m.ungrouped)
+        );
+    }
+
+    #[test]
+    fn count_fires_at_threshold_and_forgets_the_group() {
+        let s = spec(Kind::Count, 3, 10, Op::Gte, 3.0);
+        let mut w: Windows<u8, u8, u32> = Windows::new(s);
+        let none: Value<u8, fn() -> u8> = None;
+        assert!(w.add(1, false, || 1, 1.0, 1, none, &[]).is_none());
+        assert!(w
+            .add(1, false, || 1, 2.0, 2, None::<(u8, fn() -> u8)>, &[])
+            .is_none());
+        let (n, g) = w
+            .add(1, false, || 1, 3.0, 3, None::<(u8, fn() -> u8)>, &[])
+            .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(g.entries().len(), 3);
+        assert_eq!(w.groups.len(), 0);
+        assert_eq!(w.fired, 1);
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_group() {
+        let s = spec(Kind::Count, 5, 2, Op::Gte, 99.0);
+        run(
+            &s,
+            &[
+                (Some(1), 0, None),
+                (Some(2), 1, None),
+                (Some(1), 2, None),
+                (Some(3), 3, None),
+            ],
+        );
+        let mut w: Windows<u8, u8, u32> = Windows::new(s);
+        for (k, t) in [(1u8, 0.0), (2, 1.0), (1, 2.0), (3, 3.0)] {
+            w.add(k, false, || k, t, 0, None::<(u8, fn() -> u8)>, &[]);
+        }
+        let keys: Vec<u8> = w.groups.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, vec![1, 3]);
+        assert_eq!(w.evicted, 1);
+    }
+
+    #[test]
+    fn sweep_drops_groups_older_than_the_window() {
+        let s = spec(Kind::Distinct, 5, 10, Op::Gte, 99.0);
+        let mut w: Windows<u8, u8, u32> = Windows::new(s);
+        w.add(1, false, || 1, 0.0, 0, Some((7, || 7)), &[]);
+        w.add(2, false, || 2, 20.0, 1, Some((7, || 7)), &[]);
+        assert_eq!(w.sweep(25.0), 1);
+        assert_eq!(w.groups.len(), 1);
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            Just(Op::Gte),
+            Just(Op::Gt),
+            Just(Op::Lte),
+            Just(Op::Lt),
+            Just(Op::Eq),
+            Just(Op::Neq)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Random keys (some missing), times (late and out of order), values and bounds:
+        /// the same answers, group order and counters as the plain model.
+        #[test]
+        fn windows_agree_with_the_plain_model(
+            distinct in any::<bool>(),
+            keep in 1usize..6,
+            max_groups in 1usize..4,
+            o in op(),
+            threshold in 0u8..6,
+            events in proptest::collection::vec(
+                (proptest::option::weighted(0.9, 0u8..5), any::<i8>(), proptest::option::weighted(0.8, 0u8..4)),
+                0..120,
+            ),
+        ) {
+            let kind = if distinct { Kind::Distinct } else { Kind::Count };
+            run(&spec(kind, keep, max_groups, o, f64::from(threshold)), &events);
+        }
+
+        /// The map itself: any mix of inserts, moves and removals keeps order and lookups.
+        #[test]
+        fn lru_keeps_insertion_order(ops in proptest::collection::vec((0u8..3, 0u8..12), 0..200)) {
+            let mut l: Lru<u8, ()> = Lru::new();
+            let mut model: Vec<u8> = Vec::new();
+            for (op, k) in ops {
+                match (op, l.find(&k)) {
+                    (0, None) => { l.push_back(k, ()); model.push(k); }
+                    (0, Some(i)) | (1, Some(i)) => {
+                        l.move_to_back(i);
+                        let p = model.iter().position(|x| *x == k).unwrap();
+                        model.remove(p);
+                        model.push(k);
+                    }
+                    (2, Some(i)) => {
+                        l.remove(i);
+                        model.retain(|x| *x != k);
+                    }
+                    _ => {}
+                }
+                let got: Vec<u8> = l.iter().map(|(k, _)| *k).collect();
+                prop_assert_eq!(&got, &model);
+                prop_assert_eq!(l.len(), model.len());
+            }
+        }
+    }
+}
