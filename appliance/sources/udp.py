@@ -261,8 +261,11 @@ class UdpBatchReader:
         slice_: int = 512,
         ready: Callable[[], bool] | None = None,
         name: str = "",
+        deliver_batch: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None,
     ) -> None:
         self.name = name
+        # A whole slice in one call, for a decoder that takes batches (NetFlow's native one).
+        self.deliver_batch = deliver_batch
         self.full = 0  # times the backlog reached backlog_bytes and reading paused
         self.sock = sock
         self.deliver = deliver
@@ -386,6 +389,12 @@ class UdpBatchReader:
     def _deliver(self, limit: int) -> None:
         backlog, deliver = self.backlog, self.deliver
         removed = 0
+        if self.deliver_batch is not None:
+            batch = [backlog.popleft() for _ in range(min(len(backlog), limit))]
+            self.held -= sum(len(data) for data, _addr in batch)
+            if batch:
+                self.deliver_batch(batch)
+            return
         for _ in range(min(len(backlog), limit)):
             data, addr = backlog.popleft()
             removed += len(data)

@@ -9,6 +9,7 @@ pub mod cef;
 pub mod decoders;
 pub mod kv;
 pub mod netflow;
+pub mod netflow_state;
 pub mod rollup;
 pub mod rules;
 pub mod segindex;
@@ -16,3 +17,5 @@ pub mod syslog;
 
 #[cfg(feature = "python")]
 mod python;
+#[cfg(feature = "python")]
+mod python_netflow;

@@ -18,7 +18,7 @@ use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Message};
 
-static PANICS: AtomicU64 = AtomicU64::new(0);
+pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 
 /// Decoder panics caught at the boundary since start (each message went to the reference).
 #[pyfunction]
@@ -909,6 +909,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RuleMatcher>()?;
     m.add_class::<FlowTemplate>()?;
     m.add_class::<FlowRollup>()?;
+    m.add_class::<crate::python_netflow::NetflowBatchDecoder>()?;
     Ok(())
 }
 

@@ -410,7 +410,7 @@ class NetflowDecoder:
                     before = self.state.template_count
                     self._install(ctx, int(tid), specs, int(scope))
                     loaded += self.state.template_count - before
-            except (KeyError, TypeError, ValueError):
+            except (LookupError, TypeError, ValueError):  # a short list too: never a crash at start
                 self.count("error", "bad_saved_state")
         self.state.dirty = self.state.refreshed = False
         return loaded

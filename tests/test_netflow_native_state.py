@@ -1,0 +1,176 @@
+"""The native stateful NetFlow decoder (template state in the extension, a batch per call)
+against the Python reference: the corpus exports and generated hostile streams (templates
+withdrawn, changed and missing, oversize templates, truncated sets and datagrams, IPFIX
+variable-length and enterprise fields, options templates and sampling, v5, sequence gaps,
+tight limits) give the same records (values, types, key order), counters, template counts
+and saved state; and the saved state of each loads into the other, so a restart across
+backends keeps the templates."""
+
+from __future__ import annotations
+
+import random
+import struct
+from typing import Any
+
+import pytest
+
+from appliance.protocols.netflow import DecoderLimits, NetflowDecoder, template
+from appliance.protocols.netflow.native import NativeNetflowDecoder, available
+from tests.netflow_packets import ipfix, pad4, set_, v5, v5_record, v9
+from tests.test_netflow_native_equivalence import (
+    NOW,
+    Datagram,
+    _corpus_datagrams,
+    _corpus_streams,
+    _stream,
+    backend,
+)
+
+pytestmark = pytest.mark.skipif(
+    not available(), reason="native data plane not loaded (not built, or APPLIANCE_NATIVE=0)"
+)
+
+Decoder = NativeNetflowDecoder | NetflowDecoder
+
+
+def _reference(limits: DecoderLimits) -> NetflowDecoder:
+    template._EMITTERS.clear()  # the compile budget counts layouts not compiled before
+    return NetflowDecoder(limits)
+
+
+def _feed(dec: Decoder, datagrams: list[Datagram], start: int = 0) -> list[Any]:
+    out = []
+    for i, (payload, exporter, port) in enumerate(datagrams, start):
+        for ts, fields in dec.decode(payload, exporter, NOW + i * 0.01, port):
+            out.append(repr((ts, list(fields.items()))))
+    return out
+
+
+def _outcome(dec: Decoder, records: list[Any]) -> Any:
+    return records, dict(dec.counts), dec.template_count, dec.dirty, dec.refreshed
+
+
+def assert_same(datagrams: list[Datagram], limits: DecoderLimits | None = None) -> int:
+    """Both backends over ``datagrams``; the number of records (so a test can see work)."""
+    limits = limits or DecoderLimits(pending_max_age=1e9)
+    with backend(False):
+        ref = _reference(limits)
+        want = _outcome(ref, _feed(ref, datagrams))
+    nat = NativeNetflowDecoder(limits)
+    got = _outcome(nat, _feed(nat, datagrams))
+    assert got[0] == want[0]
+    assert got[1:] == want[1:]
+    assert nat.export_state() == ref.export_state()
+    assert (nat.dirty, nat.refreshed) == (ref.dirty, ref.refreshed) == (False, False)
+    return len(want[0])
+
+
+# ------------------------------------------------------------------------------- corpus
+
+
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", _corpus_streams())
+def test_corpus_exports_decode_identically(name: str) -> None:
+    assert assert_same(_corpus_datagrams(name)) > 0
+
+
+# ---------------------------------------------------------------------------- generated
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_generated_hostile_streams_decode_identically(seed: int) -> None:
+    assert assert_same(_stream(random.Random(seed), 400)) > 0
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_tight_limits_evict_and_count_identically(seed: int) -> None:
+    limits = DecoderLimits(max_templates_per_exporter=2, max_templates=3, max_exporters=2,
+                           max_domains_per_exporter=1, max_field_length=8,
+                           max_fields_per_template=6, pending_max_sets=2, pending_max_age=0.05,
+                           template_lifetime=1.0, compiles_per_second=2.0)  # fmt: skip
+    assert_same(_stream(random.Random(100 + seed), 600), limits)
+
+
+def test_oversize_and_withdrawn_templates_count_identically() -> None:
+    big = set_(2, pad4(struct.pack(">HH", 256, 2) + struct.pack(">HHHH", 8, 4, 82, 300)))
+    long_ = set_(0, pad4(struct.pack(">HH", 257, 1) + struct.pack(">HH", 1, 0xFFFF)))
+    withdraw = set_(2, struct.pack(">HH", 256, 0))
+    zero = set_(2, pad4(struct.pack(">HH", 258, 1) + struct.pack(">HH", 210, 0)))
+    data = set_(256, b"\x0a\x00\x00\x01" + b"\x03abc")
+    stream = [(ipfix([big, withdraw, zero, data]), "192.0.2.1", 4739),
+              (v9([long_, set_(257, b"\x00" * 8)]), "192.0.2.1", 2055)]  # fmt: skip
+    assert_same(stream, DecoderLimits(max_field_length=128))
+
+
+def test_v5_and_a_value_past_64_bits_after_sampling_decode_identically() -> None:
+    recs = [v5_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 100, 1)] * 3
+    fields = [(8, 4), (12, 4), (1, 8), (2, 8), (34, 4)]
+    tpl = set_(2, pad4(struct.pack(">HH", 256, len(fields))
+                       + b"".join(struct.pack(">HH", *f) for f in fields)))  # fmt: skip
+    rec = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + b"\xff" * 16 + struct.pack(">I", 1000)
+    stream = [(v5(recs, sampling=0x4000 | 10), "192.0.2.1", 2055),
+              (ipfix([tpl, set_(256, rec)]), "192.0.2.9", 4739)]  # fmt: skip
+    assert assert_same(stream) == 4
+
+
+# -------------------------------------------------------------------------- persistence
+
+
+@pytest.mark.parametrize("native_first", [True, False])
+def test_saved_state_loads_across_backends(native_first: bool) -> None:
+    """A restart from one backend onto the other decodes the next datagrams without waiting
+    for templates, exactly as the same backend would."""
+    rng = random.Random(7)
+    before, after = _stream(rng, 300), _stream(rng, 200)
+    limits = DecoderLimits(pending_max_age=1e9)
+    later = NOW + 10.0
+    with backend(False):
+        ref = _reference(limits)
+        _feed(ref, before)
+        saved_ref = ref.export_state()
+    nat = NativeNetflowDecoder(limits)
+    _feed(nat, before)
+    saved = nat.export_state()
+    assert saved == saved_ref
+    assert any(d["templates"] for d in saved["domains"])
+    results = []
+    for native in (native_first, not native_first):
+        if native:
+            dec: Decoder = NativeNetflowDecoder(limits)
+            loaded = dec.import_state(saved, later)
+            results.append((loaded, _outcome(dec, _feed(dec, after, 1000)), dec.export_state()))
+        else:
+            with backend(False):
+                dec = _reference(limits)
+                loaded = dec.import_state(saved, later)
+                results.append((loaded, _outcome(dec, _feed(dec, after, 1000)),
+                                dec.export_state()))  # fmt: skip
+    assert results[0][0] > 0
+    assert results[0] == results[1]
+
+
+def test_tampered_saved_state_counts_like_the_reference() -> None:
+    state = {"format": 1, "domains": [
+        {"exporter": "192.0.2.1", "version": 9, "domain": 1, "default_rate": "x"},
+        {"exporter": "192.0.2.2", "version": 9, "domain": 1, "templates": [[256, 0, [[8, 4, 0]]]]},
+        {"exporter": "192.0.2.3", "version": 10, "domain": 1, "sampler_rates": [[1, 10]],
+         "init_time": 5.0, "templates": [[300, 0, [[8, 4, 0], [1, 4, 0]], NOW]]},
+    ]}  # fmt: skip
+    with backend(False):
+        ref = _reference(DecoderLimits())
+        want = (ref.import_state(state, NOW), dict(ref.counts), ref.export_state())
+    nat = NativeNetflowDecoder(DecoderLimits())
+    assert (nat.import_state(state, NOW), dict(nat.counts), nat.export_state()) == want
+
+
+# ------------------------------------------------------------------------------- batches
+
+
+def test_a_batch_decodes_as_the_datagrams_one_by_one() -> None:
+    stream = _stream(random.Random(11), 300)
+    one = NativeNetflowDecoder()
+    want = [one.decode(p, e, NOW + i, port) for i, (p, e, port) in enumerate(stream)]
+    many = NativeNetflowDecoder()
+    got = many.decode_batch([(p, e, port, NOW + i) for i, (p, e, port) in enumerate(stream)])
+    assert repr(got) == repr(want)
+    assert many.counts == one.counts
