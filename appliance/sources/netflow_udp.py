@@ -106,12 +106,12 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
         decoder = self.decoder
         assert isinstance(decoder, NativeNetflowDecoder)
         offer = self.flows.offer
-        for (_data, ip, _port, _now), records in zip(todo, decoder.decode_batch(todo), strict=True):
-            if records is None:  # a caught panic: this datagram only
+        for (_data, ip, _port, _now), got in zip(todo, decoder.decode_batch(todo), strict=True):
+            if got is None:  # a caught panic: this datagram only
                 rejected.inc(name, "decode_error")
                 _rl.decoder_bug(name, ip)
-            elif records:
-                offer([Event(ts, now, "netflow", f) for ts, f in records], name)
+            elif got[0]:
+                offer([Event(ts, now, "netflow", f) for ts, f in got[0]], name, got[1])
 
     def error_received(self, exc: Exception) -> None:
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)

@@ -22,6 +22,7 @@ use crate::netflow_state::{
     Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
 };
 use crate::python::PANICS;
+use crate::rollup::Flow;
 
 /// Asks Python for a template's plan: (converter code per field, direct (name, index),
 /// eight slot indexes (-1: absent), time kind).
@@ -81,13 +82,48 @@ struct DictSink<'py, 'k> {
     keys: &'k Keys,
     iana: &'k [Py<PyString>],
     transport: &'k [Option<Py<PyString>>],
+    /// Text of recent IPv4 addresses: the same ones recur in every batch (as the
+    /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
+    ip4: &'k mut HashMap<[u8; 4], Py<PyString>>,
     out: Vec<Bound<'py, PyTuple>>,
+    /// The same flows as the rollup reads them (`FlowRollup.add` of their events).
+    cols: Vec<Flow>,
     error: Option<PyErr>,
 }
 
-fn value<'py>(py: Python<'py>, v: &Raw<'_>) -> PyResult<Bound<'py, PyAny>> {
+const IP4_CACHE_MAX: usize = 65_536;
+
+/// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`).
+fn key_text(v: &Raw<'_>, made: &Bound<'_, PyAny>) -> String {
+    match *v {
+        Raw::Int(n) => n.to_string(),
+        Raw::Bytes(..) => made
+            .cast::<PyString>()
+            .ok()
+            .and_then(|s| s.to_str().ok().map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+fn value<'py>(
+    py: Python<'py>,
+    v: &Raw<'_>,
+    ip4: &mut HashMap<[u8; 4], Py<PyString>>,
+) -> PyResult<Bound<'py, PyAny>> {
     match *v {
         Raw::Int(n) => n.into_bound_py_any(py),
+        Raw::Bytes(b, Conv::Ip4) if b.len() == 4 => {
+            let k = [b[0], b[1], b[2], b[3]];
+            if let Some(s) = ip4.get(&k) {
+                return Ok(s.bind(py).clone().into_any());
+            }
+            if ip4.len() >= IP4_CACHE_MAX {
+                ip4.clear();
+            }
+            let s = PyString::new(py, &text(b, Conv::Ip4));
+            ip4.insert(k, s.clone().unbind());
+            Ok(s.into_any())
+        }
         Raw::Bytes(b, c) => Ok(PyString::new(py, &text(b, c)).into_any()),
     }
 }
@@ -148,6 +184,18 @@ impl<'py> DictSink<'py, '_> {
         let timed = start_i.is_some() || end_i.is_some();
         let width = plan.record.width();
         let now = rc.ctx.now;
+        let named = |name: &str| {
+            plan.direct
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|e| e.1)
+        };
+        let (src_i, dst_i, port_i) = (
+            named("source.ip"),
+            named("destination.ip"),
+            named("destination.port"),
+        );
         for rec in split.values.chunks_exact(width).take(split.records) {
             let r: u128 = if let Some(i) = rate_i {
                 match int(&rec[i]) {
@@ -167,14 +215,38 @@ impl<'py> DictSink<'py, '_> {
                 rc.rate
             };
             let d = PyDict::new(py);
+            // A total past u128 is a Python int the rollup reads as 0, as `counter()` does.
+            let mut flow = Flow {
+                created: now,
+                src: None,
+                dst: None,
+                port: None,
+                transport: None,
+                bytes: 0,
+                packets: 0,
+            };
             for (name, i) in &direct {
-                d.set_item(name, value(py, &rec[*i])?)?;
+                let v = value(py, &rec[*i], self.ip4)?;
+                if Some(*i) == src_i {
+                    flow.src = Some(key_text(&rec[*i], &v));
+                }
+                if Some(*i) == dst_i {
+                    flow.dst = Some(key_text(&rec[*i], &v));
+                }
+                if Some(*i) == port_i {
+                    flow.port = Some(key_text(&rec[*i], &v));
+                }
+                d.set_item(name, v)?;
             }
             if let Some(i) = bytes_i {
-                d.set_item(keys.bytes.bind(py), times(int(&rec[i]).unwrap_or(0), r)?)?;
+                let v = int(&rec[i]).unwrap_or(0);
+                flow.bytes = u128::from(v).checked_mul(r).unwrap_or(0);
+                d.set_item(keys.bytes.bind(py), times(v, r)?)?;
             }
             if let Some(i) = packets_i {
-                d.set_item(keys.packets.bind(py), times(int(&rec[i]).unwrap_or(0), r)?)?;
+                let v = int(&rec[i]).unwrap_or(0);
+                flow.packets = u128::from(v).checked_mul(r).unwrap_or(0);
+                d.set_item(keys.packets.bind(py), times(v, r)?)?;
             }
             d.set_item(
                 keys.category.bind(py),
@@ -189,8 +261,12 @@ impl<'py> DictSink<'py, '_> {
                 if proto < 256 {
                     let proto = proto as usize;
                     d.set_item(keys.iana.bind(py), self.iana[proto].bind(py))?;
-                    if let Some(t) = &self.transport[proto] {
-                        d.set_item(keys.transport.bind(py), t.bind(py))?;
+                    match &self.transport[proto] {
+                        Some(t) => {
+                            d.set_item(keys.transport.bind(py), t.bind(py))?;
+                            flow.transport = Some(t.bind(py).to_str()?.to_owned());
+                        }
+                        None => flow.transport = Some(proto.to_string()),
                     }
                 }
             }
@@ -216,6 +292,7 @@ impl<'py> DictSink<'py, '_> {
                 }
             }
             d.update(common.as_mapping())?;
+            self.cols.push(flow);
             self.out
                 .push(PyTuple::new(py, [ts.into_bound_py_any(py)?, d.into_any()])?);
         }
@@ -239,6 +316,7 @@ impl FlowSink for DictSink<'_, '_> {
 pub struct NetflowBatchDecoder {
     inner: Decoder<PyPlanner>,
     exporters: HashMap<String, Arc<str>>,
+    ip4: HashMap<[u8; 4], Py<PyString>>,
     keys: Keys,
     iana: Vec<Py<PyString>>,
     transport: Vec<Option<Py<PyString>>>,
@@ -271,14 +349,16 @@ impl NetflowBatchDecoder {
         exporter: &str,
         port: u16,
         now: f64,
-    ) -> Option<Bound<'py, PyList>> {
+    ) -> Option<(Bound<'py, PyList>, Vec<Flow>)> {
         let ex = self.exporter(exporter);
         let mut sink = DictSink {
             py,
             keys: &self.keys,
             iana: &self.iana,
             transport: &self.transport,
+            ip4: &mut self.ip4,
             out: Vec::new(),
+            cols: Vec::new(),
             error: None,
         };
         let inner = &mut self.inner;
@@ -293,7 +373,8 @@ impl NetflowBatchDecoder {
         if sink.error.is_some() {
             return None;
         }
-        PyList::new(py, sink.out).ok()
+        let cols = sink.cols;
+        PyList::new(py, sink.out).ok().map(|l| (l, cols))
     }
 
     fn counts(&mut self) -> CountRows {
@@ -337,6 +418,7 @@ impl NetflowBatchDecoder {
         Ok(NetflowBatchDecoder {
             inner,
             exporters: HashMap::new(),
+            ip4: HashMap::new(),
             keys: Keys {
                 bytes: k("network.bytes"),
                 packets: k("network.packets"),
@@ -374,20 +456,30 @@ impl NetflowBatchDecoder {
         now: f64,
         port: u16,
     ) -> (Option<Bound<'py, PyList>>, CountRows) {
-        let got = self.one(py, data, exporter, port, now);
+        let got = self.one(py, data, exporter, port, now).map(|g| g.0);
         (got, self.counts())
     }
 
     /// A batch of (payload, exporter address, exporter port, received at): each datagram's
-    /// records (or `None`), and the counter increments of the whole batch.
+    /// records and their rollup columns (or `None`), and the counter increments of the
+    /// whole batch.
+    #[allow(clippy::type_complexity)]
     fn decode_batch<'py>(
         &mut self,
         py: Python<'py>,
         batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
-    ) -> PyResult<(Vec<Option<Bound<'py, PyList>>>, CountRows)> {
+    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
         let mut out = Vec::with_capacity(batch.len());
         for (data, exporter, port, now) in &batch {
-            out.push(self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now));
+            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now);
+            out.push(got.map(|(records, flows)| {
+                (
+                    records,
+                    FlowColumns {
+                        flows: std::sync::Mutex::new(flows),
+                    },
+                )
+            }));
         }
         Ok((out, self.counts()))
     }
@@ -512,5 +604,30 @@ impl NetflowBatchDecoder {
     /// Mark the state saved (after an import, as the reference does).
     fn mark_saved(&mut self) {
         self.inner.saved();
+    }
+}
+
+/// One datagram's flows as the rollup counts them (keys as text, sampled totals), made by
+/// the decoder beside the flow dicts so the rollup reads no dict: `FlowRollup.add_columns`
+/// takes them (once; they are moved out).
+#[pyclass(frozen, module = "appliance._dataplane")]
+pub struct FlowColumns {
+    pub(crate) flows: std::sync::Mutex<Vec<Flow>>,
+}
+
+#[pymethods]
+impl FlowColumns {
+    fn __len__(&self) -> usize {
+        self.flows.lock().map_or(0, |f| f.len())
+    }
+}
+
+impl FlowColumns {
+    /// The flows, moved out (a second take gets none).
+    pub(crate) fn take(&self) -> Vec<Flow> {
+        match self.flows.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(e) => std::mem::take(&mut *e.into_inner()),
+        }
     }
 }

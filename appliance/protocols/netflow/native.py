@@ -71,8 +71,9 @@ class NativeNetflowDecoder:
             raise RuntimeError("native netflow decoder failed on a datagram")
         return records  # type: ignore[no-any-return]
 
-    def decode_batch(self, batch: list[Datagram]) -> list[list[Record] | None]:
-        """Each datagram's records, in order (``None``: that datagram failed and is lost)."""
+    def decode_batch(self, batch: list[Datagram]) -> list[tuple[list[Record], Any] | None]:
+        """Each datagram's records and their rollup columns (``FlowColumns``, for
+        ``FlowRollup.add_columns``), in order; ``None``: that datagram failed and is lost."""
         out, rows = self._native.decode_batch(batch)
         self._apply(rows)
         return out  # type: ignore[no-any-return]
