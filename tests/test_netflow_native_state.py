@@ -231,3 +231,43 @@ def test_columns_are_taken_once() -> None:
     rollup = dataplane.native.FlowRollup()
     rollup.add_columns([got[1], got[1]])
     assert rollup.flows == 1 and len(got[1]) == 0
+
+
+# ------------------------------------------------------------------ the reader's slices
+
+
+async def test_the_batch_reader_hands_whole_slices_in_arrival_order() -> None:
+    """``deliver_batch``: what the listener gives the native decoder, one call per slice."""
+    import asyncio
+    import socket
+
+    from appliance.sources.udp import UdpBatchReader
+    from tests import conftest
+
+    if not UdpBatchReader.available:
+        pytest.skip("recvmmsg not available")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    slices: list[list[tuple[bytes, tuple[str, int]]]] = []
+
+    def per_datagram(data: bytes, addr: tuple[str, int]) -> None:
+        raise AssertionError("a reader with deliver_batch delivers slices only")
+
+    reader = UdpBatchReader(sock, per_datagram, max_bytes=2048, backlog_bytes=1 << 20,
+                            batch=16, slice_=8, deliver_batch=slices.append)  # fmt: skip
+    reader.start(asyncio.get_running_loop())
+    out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(40):
+            out.sendto(b"%03d" % i, sock.getsockname())
+        await conftest.wait_until(lambda: sum(map(len, slices)) == 40, 10.0)
+    finally:
+        reader.stop()
+        out.close()
+        sock.close()
+    assert all(1 <= len(s) <= 8 for s in slices)
+    got = [data for s in slices for data, _addr in s]
+    assert got == [b"%03d" % i for i in range(40)]
+    assert {addr[0] for s in slices for _d, addr in s} == {"127.0.0.1"}
+    assert reader.held == 0
