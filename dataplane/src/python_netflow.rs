@@ -495,6 +495,21 @@ impl NetflowBatchDecoder {
         self.inner.template_count()
     }
 
+    /// Exporters (observation domains) held.
+    #[getter]
+    fn domain_count(&self) -> usize {
+        self.inner.domains.len()
+    }
+
+    /// Templates held per domain, least recently heard domain first.
+    fn templates_per_domain(&self) -> Vec<usize> {
+        self.inner
+            .domains
+            .iter()
+            .map(|(_, d)| d.templates.len())
+            .collect()
+    }
+
     #[getter]
     fn dirty(&self) -> bool {
         self.inner.dirty

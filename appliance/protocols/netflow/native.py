@@ -85,6 +85,14 @@ class NativeNetflowDecoder:
         return int(self._native.template_count)
 
     @property
+    def domain_count(self) -> int:
+        return int(self._native.domain_count)
+
+    def templates_per_domain(self) -> list[int]:
+        """Templates held per exporter (domain), least recently heard first."""
+        return list(self._native.templates_per_domain())
+
+    @property
     def dirty(self) -> bool:
         return bool(self._native.dirty)
 
