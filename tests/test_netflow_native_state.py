@@ -271,3 +271,21 @@ async def test_the_batch_reader_hands_whole_slices_in_arrival_order() -> None:
     assert got == [b"%03d" % i for i in range(40)]
     assert {addr[0] for s in slices for _d, addr in s} == {"127.0.0.1"}
     assert reader.held == 0
+
+
+def test_a_panic_costs_its_datagram_only_and_never_reaches_python() -> None:
+    from appliance import dataplane
+
+    stream = [_big_sampled_counter()] * 3
+    dec = NativeNetflowDecoder()
+    before = dataplane.native_panics()
+    dec._native.inject_panic()
+    got = dec.decode_batch([(p, e, port, NOW + i) for i, (p, e, port) in enumerate(stream)])
+    assert got[0] is None
+    assert got[1] is not None and got[2] is not None
+    assert [len(g[0]) for g in got[1:] if g is not None] == [1, 1]
+    assert dataplane.native_panics() == before + 1
+    dec._native.inject_panic()
+    with pytest.raises(RuntimeError):
+        dec.decode(*stream[0][:2], NOW + 5, 4739)
+    assert len(dec.decode(*stream[0][:2], NOW + 6, 4739)) == 1

@@ -317,6 +317,8 @@ pub struct NetflowBatchDecoder {
     inner: Decoder<PyPlanner>,
     exporters: HashMap<String, Arc<str>>,
     ip4: HashMap<[u8; 4], Py<PyString>>,
+    /// Tests only: the next datagram panics inside the decoder.
+    panic_next: bool,
     keys: Keys,
     iana: Vec<Py<PyString>>,
     transport: Vec<Option<Py<PyString>>>,
@@ -362,7 +364,11 @@ impl NetflowBatchDecoder {
             error: None,
         };
         let inner = &mut self.inner;
+        let inject = std::mem::take(&mut self.panic_next);
         let ok = catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("injected netflow decoder panic");
+            }
             inner.decode(data, &ex, port, now, &mut sink)
         }))
         .is_ok();
@@ -419,6 +425,7 @@ impl NetflowBatchDecoder {
             inner,
             exporters: HashMap::new(),
             ip4: HashMap::new(),
+            panic_next: false,
             keys: Keys {
                 bytes: k("network.bytes"),
                 packets: k("network.packets"),
@@ -614,6 +621,11 @@ impl NetflowBatchDecoder {
         let key = self.key(exporter, version, domain);
         self.inner
             .import_template(&key, tid, fields, scope, last_seen);
+    }
+
+    /// Tests only: make the next datagram's decode panic, to exercise the boundary.
+    fn inject_panic(&mut self) {
+        self.panic_next = true;
     }
 
     /// Mark the state saved (after an import, as the reference does).
