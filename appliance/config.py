@@ -353,6 +353,9 @@ class SnmpSource:
     max_message_bytes: int = field(default=16_384, metadata=check(positive))
     max_varbinds: int = field(default=256, metadata=check(positive))
     rcvbuf_bytes: int = field(default=8 * 1024 * 1024, metadata=check(positive))
+    # Datagrams held in memory while the pipeline is busy (trap storms beyond the kernel
+    # buffer), bytes of payload; the same reader and key as syslog/UDP and NetFlow.
+    backlog_bytes: int = field(default=64 * 1024 * 1024, metadata=check(positive))
     mib_dir: str = ""
     severity: dict[str, SnmpSeverity] = field(default_factory=dict)
     default_severity: SnmpSeverity = "info"

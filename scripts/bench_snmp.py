@@ -7,9 +7,15 @@ uvloop, real SQLite) and (2) ``snmptrapd -f -C -n -On -m ""`` with ``authCommuni
 public``, logging one line per trap to a file. Loss = sent - rows in SQLite named linkDown
 (appliance, counted after a clean stop) or sent - lines logged (snmptrapd). ``--pysnmp`` adds
 a plain pysnmp 7 NotificationReceiver (counting callbacks, storing nothing) as the baseline the
-fast path replaces. Prints ONE JSON line.
+fast path replaces. ``cpu_us_per_trap`` is the appliance's CPU (user + system, from the first
+trap sent until everything is stored) over the traps stored. ``--rcvbuf`` sets the
+appliance's ``rcvbuf_bytes`` (a small one shows what a burst costs beyond the kernel's buffer).
+``--v3`` sends an SNMPv3 authPriv (SHA/AES) linkDown trap instead, made once by net-snmp's
+snmptrap and sent again and again (the appliance's pysnmp path; snmptrapd is given the same
+user). Prints ONE JSON line.
 
     scripts/bench snmp --rate 5000 --seconds 10 [--pysnmp] [--no-snmptrapd] [--loop asyncio]
+                       [--rcvbuf 33554432] [--v3]
 """
 
 from __future__ import annotations
@@ -51,9 +57,35 @@ def link_down_trap() -> bytes:
     )
 
 
+V3_ENGINE = "0x8000000001020304"
+V3_USER = ("bench", "benchauth1", "benchpriv1")  # name, SHA auth key, AES priv key
+
+
+def v3_link_down_trap() -> bytes:
+    """One authPriv trap as net-snmp's snmptrap encodes it, caught on a local socket."""
+    exe = shutil.which("snmptrap")
+    if exe is None:
+        raise SystemExit("--v3 needs net-snmp's snmptrap (apt-get install snmp)")
+    user, auth, priv = V3_USER
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(10)
+        subprocess.run(
+            [exe, "-v3", "-u", user, "-e", V3_ENGINE, "-l", "authPriv", "-a", "SHA", "-A", auth,
+             "-x", "AES", "-X", priv, f"udp:127.0.0.1:{s.getsockname()[1]}", "", LINK_DOWN,
+             "1.3.6.1.2.1.2.2.1.1.3", "i", "3", "1.3.6.1.2.1.2.2.1.2.3", "s",
+             "GigabitEthernet0/3"],
+            check=True, timeout=10,
+        )  # fmt: skip
+        return s.recv(65_535)
+
+
+PAYLOAD: list[bytes] = []  # the trap every sender sends (set in main)
+
+
 def send_paced(port: int, rate: float, seconds: float) -> tuple[int, float]:
     """Send rate*seconds traps, paced in 1 ms slices; returns (sent, elapsed)."""
-    payload = link_down_trap()
+    payload = PAYLOAD[0]
     total = int(rate * seconds)
     addr = ("127.0.0.1", port)
     sent = 0
@@ -85,17 +117,29 @@ def wait_settled(read: Callable[[], float], target: int, timeout: float = 30.0) 
     return read()
 
 
-def bench_appliance(rate: float, seconds: float, loop: str) -> dict[str, object]:
+def bench_appliance(
+    rate: float, seconds: float, loop: str, rcvbuf: int, v3: bool
+) -> dict[str, object]:
     port = free_port(socket.SOCK_DGRAM)
+    user, auth, priv = V3_USER
+    users = (
+        f'[[sources.snmp.users]]\nname = "{user}"\nengine_id = "{V3_ENGINE}"\n'
+        f'auth_protocol = "sha"\nauth_key = "{auth}"\npriv_protocol = "aes"\n'
+        f'priv_key = "{priv}"\n'
+        if v3
+        else ""
+    )
     app = ApplianceProcess(
         f'[[sources.snmp]]\nlisten = "127.0.0.1:{port}"\nname = "bench"\n'
-        'communities = ["public"]\nrate_limit = 0.0\nrcvbuf_bytes = 33554432\n',
+        f'communities = ["public"]\nrate_limit = 0.0\nrcvbuf_bytes = {rcvbuf}\n{users}',
         loop=loop,
     )
     app.mark()
+    cpu0 = app.cpu_seconds()
     sent, elapsed = send_paced(port, rate, seconds)
     metrics = app.wait_idle()
     cpu, rss = app.cpu_percent(), app.peak_rss_mb()
+    cpu_used = app.cpu_seconds() - cpu0
     final = app.stop()
     # The rows themselves, read after a clean stop, with the trap name the decoder gave them.
     with sqlite3.connect(f"file:{app.tmp / 'data' / 'appliance.db'}?mode=ro", uri=True) as db:
@@ -114,6 +158,7 @@ def bench_appliance(rate: float, seconds: float, loop: str) -> dict[str, object]
         "lost": sent - rows,
         "stored_per_s": round(rows / elapsed, 1),
         "recv_cpu_pct": round(cpu, 1),
+        "cpu_us_per_trap": round(cpu_used * 1e6 / max(1, rows), 1),
         "recv_peak_rss_mb": round(rss, 1),
     }
 
@@ -124,7 +169,11 @@ def bench_snmptrapd(rate: float, seconds: float, tmp: Path) -> dict[str, object]
         return {"skipped": "snmptrapd not installed (apt-get install snmptrapd)"}
     port = free_port()
     conf = tmp / "snmptrapd.conf"
-    conf.write_text("authCommunity log public\n")
+    user, auth, priv = V3_USER
+    conf.write_text(
+        "authCommunity log public\n"
+        f"createUser -e {V3_ENGINE} {user} SHA {auth} AES {priv}\nauthUser log {user}\n"
+    )
     log = tmp / "snmptrapd.log"
     proc = subprocess.Popen(
         [exe, "-f", "-C", "-n", "-On", "-m", "", "-c", str(conf), "-F", "T\\n", "-Lf", str(log),
@@ -213,23 +262,27 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=5000.0, help="traps per second offered")
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
+    p.add_argument("--rcvbuf", type=int, default=32 << 20, help="the appliance's rcvbuf_bytes")
+    p.add_argument("--v3", action="store_true", help="send SNMPv3 authPriv traps")
     p.add_argument("--no-snmptrapd", action="store_true")
     p.add_argument(
         "--pysnmp", action="store_true", help="also run a plain pysnmp 7 receiver (baseline)"
     )
     args = p.parse_args()
+    PAYLOAD.append(v3_link_down_trap() if args.v3 else link_down_trap())
     with tempfile.TemporaryDirectory(prefix="bench-snmp-") as tmp:
         result: dict[str, object] = {
             "mode": "snmp",
             "offered_per_s": args.rate,
             "seconds": args.seconds,
+            "version": "3 authPriv" if args.v3 else "2c",
             "cpus": os.cpu_count(),
             "load_before": os.getloadavg()[0],
-            "appliance": bench_appliance(args.rate, args.seconds, args.loop),
+            "appliance": bench_appliance(args.rate, args.seconds, args.loop, args.rcvbuf, args.v3),
         }
         if not args.no_snmptrapd:
             result["snmptrapd"] = bench_snmptrapd(args.rate, args.seconds, Path(tmp))
-        if args.pysnmp:
+        if args.pysnmp and not args.v3:
             result["pysnmp"] = bench_pysnmp(args.rate, args.seconds, Path(tmp))
     print(json.dumps(result))
 

@@ -21,6 +21,13 @@ def test_every_datagram_source_takes_the_same_rate_limit_keys() -> None:
         assert {"allowed", "rate_limit", "rate_burst", "max_senders"} <= names, cls.__name__
 
 
+def test_every_datagram_source_is_read_with_the_same_buffer_keys() -> None:
+    for cls in DATAGRAM_SOURCES:
+        names = {f.name for f in dataclasses.fields(cls)}
+        assert {"rcvbuf_bytes", "backlog_bytes"} <= names, cls.__name__
+        assert cls().backlog_bytes == 64 * 1024 * 1024, cls.__name__
+
+
 def test_the_default_allow_list_takes_private_and_loopback_senders_only() -> None:
     allowed = AllowList(DEFAULT_ALLOWED)
     for ip in ("10.1.2.3", "172.16.0.9", "192.168.1.1", "127.0.0.1", "::1", "fe80::1"):

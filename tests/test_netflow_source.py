@@ -338,3 +338,12 @@ async def test_a_flow_port_scan_raises_the_same_incident_and_rollups_on_both_bac
                            "packets": 60, "flows": 60}]  # fmt: skip
     by_src = await run.get_json("/api/v1/flows/top", by="conversation", limit=100)
     assert len(by_src["top"]) == 60 and by_src["other"]["flows"] == 0
+
+
+async def test_datagrams_the_socket_holds_at_stop_are_decoded(start_appliance: Any) -> None:
+    run = await start_appliance(sources=_netflow())
+    src = run.source("netflow")
+    _send(src.address, *(v9_flows(3, seq=i, base=i * 3) for i in range(100)))
+    await run.app.stop()  # before the reader ran: the datagrams are still in the socket
+    assert src.datagrams.value("netflow") == 100
+    assert _processed(run) == 300

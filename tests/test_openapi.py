@@ -73,6 +73,20 @@ async def test_the_document_is_served_with_a_read_token(start_appliance: Any) ->
         assert resp.status == 401
 
 
+async def test_a_path_no_route_matches_is_answered_in_json(start_appliance: Any) -> None:
+    """A rule id with a brace cannot fill a route's ``{id}``: the API still answers JSON."""
+    run = await start_appliance()
+    for method, path in (
+        ("POST", "/api/v1/rules/%7Bx%7D/enable"),
+        ("GET", "/api/v1/no-such-thing"),
+    ):
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with run.session.request(method, run.api + path, headers=headers) as resp:
+            assert resp.status == 404, path
+            assert resp.content_type == "application/json", path
+            assert "error" in await resp.json()
+
+
 def incidents(port: int) -> list[dict[str, Any]]:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/api/v1/incidents", headers={"Authorization": f"Bearer {TOKEN}"}

@@ -7,6 +7,8 @@ import socket
 import aiohttp
 import pytest
 
+from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
+from appliance.protocols.syslog.vendors.base import VendorDecoder
 from tests.conftest import TOKEN
 
 
@@ -144,14 +146,16 @@ async def test_a_decoder_bug_costs_one_message_not_the_listener(
 ) -> None:
     run = await start_appliance()
     src = run.source()
-    real = src.intake.event
 
-    def flaky(data, *args):
-        if b"boom" in data:
+    def flaky(msg, fields):
+        if "boom" in msg.message:
             raise RuntimeError("decoder bug")
-        return real(data, *args)
+        return False
 
-    monkeypatch.setattr(src.intake, "event", flaky)
+    # A vendor decoder with a bug, tried on every line: both the per-message path and the
+    # native batch path run the registry, so both must contain it.
+    bug = VendorDecoder(name="flaky", decode=flaky, last_resort=True)
+    src.intake.use_decoders(VendorRegistry([*BUILTIN, bug]))
     send_udp(src.address, b"<13>boom", b"<13>fine")
     await run.wait_stored(1)
     assert run.app.pipeline.dropped.value("syslog-udp", "decode_error") == 1

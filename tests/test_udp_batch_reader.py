@@ -199,3 +199,31 @@ async def test_aclose_gives_up_waiting_at_its_timeout_and_hands_over_the_rest() 
     await reader.aclose(timeout=0.1)
     assert len(got) == 100
     sock.close()
+
+
+async def test_with_a_batch_callback_each_slice_arrives_as_one_list_in_order() -> None:
+    sock = receiver()
+    slices: list[list[tuple[bytes, tuple[str, int]]]] = []
+    reader = UdpBatchReader(
+        sock,
+        lambda data, addr: pytest.fail("the per-datagram callback is not used"),
+        max_bytes=8192,
+        backlog_bytes=64 << 20,
+        slice_=32,
+        deliver_batch=slices.append,
+    )
+    reader.start(asyncio.get_running_loop())
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for i in range(100):
+            sender.sendto(b"<13>dgram %03d" % i, sock.getsockname())
+        await wait_until(lambda: sum(map(len, slices)) >= 100)
+        assert all(0 < len(s) <= 32 for s in slices)
+        items = [item for s in slices for item in s]
+        assert [data for data, _addr in items] == [b"<13>dgram %03d" % i for i in range(100)]
+        assert {addr for _data, addr in items} == {("127.0.0.1", sender.getsockname()[1])}
+        assert reader.held == 0
+    finally:
+        reader.stop()
+        sender.close()
+        sock.close()

@@ -153,6 +153,15 @@ def make_auth_middleware(
             if not token.allows(needed):
                 return refuse(request, "insufficient_scope", needed, token.id)
             request[TOKEN_KEY] = token
+            unmatched = request.match_info.http_exception
+            if unmatched is not None:
+                # No route: aiohttp's own answer is text/plain; the API answers JSON everywhere
+                # (an id with a brace, which a route's {id} cannot hold, lands here).
+                return web.json_response(
+                    {"error": (unmatched.reason or "no such resource").lower()},
+                    status=unmatched.status,
+                    headers={k: v for k, v in unmatched.headers.items() if k == "Allow"},
+                )
             response = await handler(request)
             audit = request.app.get(AUDIT_KEY)
             if audit is not None and request.method not in _READ_METHODS and response.status < 400:

@@ -138,6 +138,32 @@ class Pipeline:
             self._batch_ready.set()
         return True
 
+    def offer_batch(self, events: list[Event], source: str) -> int:
+        """:meth:`offer` for a batch (a source's native batch path): the events that fit are
+        queued, each one past the limit is counted as :meth:`offer` would count it. Returns
+        how many were queued."""
+        if not events:
+            return 0
+        q = self._queue
+        room = self.room()
+        take = events[:room] if room < len(events) else events
+        for event in take:
+            if event.line is None:
+                self.encode(event)
+            event.listener = source
+            q.append((event, source))
+        lost = len(events) - len(take)
+        if lost:
+            why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
+            self.dropped.inc(source, why, n=lost)
+        n = len(q)
+        if take:
+            if n == len(take):
+                self._nonempty.set()
+            if n >= self.batch_size:
+                self._batch_ready.set()
+        return len(take)
+
     def encode(self, event: Event) -> None:
         """Encode the line the store keeps from the event as it is now."""
         event.line = encode_line(
@@ -148,6 +174,11 @@ class Pipeline:
             event.raw[: self.store.raw_max_bytes],
         )
 
+    def room(self) -> int:
+        """How many events :meth:`offer` would take now (a stream source decoding a chunk
+        asks, so that none of it is dropped for want of room)."""
+        return 0 if self._stopping else max(0, self._limit - len(self._queue))
+
     def has_room(self) -> bool:
         return len(self._queue) < self._limit
 
@@ -155,6 +186,13 @@ class Pipeline:
         """Whether a source holding raw input should decode more now: two batches queued are
         enough to keep the store busy, and raw input is the cheaper thing to hold."""
         return len(self._queue) < 2 * self.batch_size
+
+    def wanted(self) -> int:
+        """How many more events a source holding raw input should decode now: what
+        :meth:`wants_more` allows (two batches queued) and the queue takes. A source decoding
+        a chunk at a time asks, so the queue grows no further than one event at a time would
+        grow it."""
+        return min(self.room(), 2 * self.batch_size - len(self._queue))
 
     def call_when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once less than one batch is queued (paused sources resume)."""

@@ -25,6 +25,7 @@ from appliance.sources.udp import (
     KernelDropTracker,
     UdpBatchReader,
     bind_udp,
+    drain_socket,
     register_backlog_gauge,
     socket_drops,
 )
@@ -207,6 +208,7 @@ class NetflowUdpSource:
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
         self.reader: UdpBatchReader | None = None
+        self.protocol: NetflowUdpProtocol | None = None
         register_backlog_gauge(ctx.metrics)
         self._task: asyncio.Task[None] | None = None
         self._saved_at = 0.0
@@ -224,7 +226,7 @@ class NetflowUdpSource:
             log.info("%s: %d template(s) restored from the database", self.name, n)
         self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
         loop = asyncio.get_running_loop()
-        protocol = NetflowUdpProtocol(self)
+        protocol = self.protocol = NetflowUdpProtocol(self)
         if UdpBatchReader.available:
             # Exporters flush their caches in bursts; raw datagrams wait here while the flow
             # path has two batches queued, instead of being decoded only to be dropped.
@@ -299,6 +301,10 @@ class NetflowUdpSource:
             # What it holds goes through the protocol now, as the pipeline has room.
             await self.reader.aclose(self.ctx.config.appliance.shutdown_timeout / 2)
             self.reader = None
+        if self.sock is not None and self.protocol is not None:
+            # Datagrams that reached the socket are decoded (or counted), not lost from the books.
+            drain_socket([self.sock], self.protocol.datagram_received)
+            self.protocol = None
         self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self.transport is not None:
             self.transport.close()

@@ -3,6 +3,10 @@
 All three are unauthenticated UDP (an SNMP v1/v2c community travels in clear text, a NetFlow
 exporter signs nothing), so they answer the same questions the same way, in this order:
 
+0. **How they are read.** One reader for the three (:class:`~appliance.sources.udp.UdpBatchReader`):
+   ``recvmmsg`` batches into a backlog of raw datagrams (``backlog_bytes``) held while the
+   pipeline has no room, with ``rcvbuf_bytes`` of kernel buffer behind it; the steps below run
+   as each datagram leaves the backlog.
 1. **Who may send.** ``allowed`` networks; the default for every source is the private,
    link-local and loopback ranges (:data:`DEFAULT_ALLOWED`): a box listening on ``0.0.0.0``
    then accepts the site's own devices and nothing from a public address until a network is

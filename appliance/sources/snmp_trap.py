@@ -1,9 +1,14 @@
 """SNMP notifications over UDP: v1/v2c traps and informs on a fast path, v3 through pysnmp.
 
-One socket, bound by us. Each datagram is routed by its msgVersion: v1/v2c go to our bounded
-BER decoder (:mod:`appliance.protocols.snmp`), which keeps up with trap storms; v3 goes to a
-pysnmp engine (:class:`~appliance.sources.snmp_v3.UsmReceiver`) for USM. Every datagram is
-counted received, then either offered to the pipeline or counted dropped with its reason.
+One socket, bound by us and read like the other datagram sources: by a
+:class:`~appliance.sources.udp.UdpBatchReader` (``recvmmsg`` batches into a bounded backlog,
+``backlog_bytes``, that holds a trap storm while the pipeline has no room), else by an asyncio
+datagram endpoint where ``recvmmsg`` is missing. Each datagram passes the datagram policy
+(allow-list, size, rate) and is routed by its msgVersion: v1/v2c go to our bounded BER decoder
+(:mod:`appliance.protocols.snmp`), which keeps up with trap storms; v3 goes to a pysnmp engine
+(:class:`~appliance.sources.snmp_v3.UsmReceiver`) for USM, whose answers (Reports for engine-ID
+discovery, inform responses) leave from the same socket. Every datagram is counted received,
+then either offered to the pipeline or counted dropped with its reason.
 """
 
 from __future__ import annotations
@@ -33,7 +38,16 @@ from appliance.protocols.snmp.message import (
 )
 from appliance.sources.base import SourceContext
 from appliance.sources.policy import AllowList, SenderRateLimit
-from appliance.sources.udp import KernelDropTracker, bind_udp, socket_drops
+from appliance.sources.udp import (
+    DatagramSender,
+    KernelDropTracker,
+    SocketReplies,
+    UdpBatchReader,
+    bind_udp,
+    drain_socket,
+    register_backlog_gauge,
+    socket_drops,
+)
 from appliance.store.state import INT
 
 if TYPE_CHECKING:
@@ -79,7 +93,9 @@ class CommunityTable:
 
 
 class SnmpTrapProtocol(asyncio.DatagramProtocol):
-    """Datagram → route by version → decode → event → pipeline."""
+    """Datagram → policy → route by version → decode → event → pipeline. Fed by the batch
+    reader (:meth:`datagram_received` is its ``deliver``) or, without ``recvmmsg``, by asyncio;
+    answers go out through :attr:`transport` either way."""
 
     def __init__(self, source: SnmpTrapSource) -> None:
         self.source = source
@@ -90,12 +106,16 @@ class SnmpTrapProtocol(asyncio.DatagramProtocol):
         self.allowed = source.allowed
         self.received = source.ctx.pipeline.received
         self.dropped = source.ctx.pipeline.dropped
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: DatagramSender | None = None
+
+    def attach(self, sender: DatagramSender) -> None:
+        """Where answers go: inform responses here, and pysnmp's Reports and responses."""
+        self.transport = sender
+        if self.source.v3 is not None:
+            self.source.v3.attach(sender)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        if self.source.v3 is not None:
-            self.source.v3.attach(transport)  # type: ignore[arg-type]
+        self.attach(transport)  # type: ignore[arg-type]  # a DatagramTransport here
 
     def drop(self, reason: str, ip: str) -> None:
         self.dropped.inc(self.name, reason)
@@ -239,11 +259,22 @@ class SnmpTrapSource:
             "Configured SNMP source limits (max_message_bytes, max_varbinds, rate_limit, ...).",
             ["source", "limit"],
         )
-        for key in ("max_message_bytes", "max_varbinds", "rate_limit", "rate_burst", "max_senders"):
+        for key in (
+            "max_message_bytes",
+            "max_varbinds",
+            "rate_limit",
+            "rate_burst",
+            "max_senders",
+            "rcvbuf_bytes",
+            "backlog_bytes",
+        ):
             limits.set(float(getattr(cfg, key)), self.name, key)
         self.sock: socket.socket | None = None
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: asyncio.DatagramTransport | None = None  # without recvmmsg only
+        self.reader: UdpBatchReader | None = None
+        self.protocol: SnmpTrapProtocol | None = None
         self.kernel = KernelDropTracker(self.name, ctx.pipeline)
+        register_backlog_gauge(ctx.metrics)
         # pysnmp is imported only when v3 is configured (about 0.3 s of start-up otherwise).
         self.v3: UsmReceiver | None = None
 
@@ -261,9 +292,27 @@ class SnmpTrapSource:
                     on_notification=self._v3_notification,
                 )
             loop = asyncio.get_running_loop()
-            self.transport, _ = await loop.create_datagram_endpoint(
-                lambda: SnmpTrapProtocol(self), sock=self.sock
-            )
+            protocol = self.protocol = SnmpTrapProtocol(self)
+            if UdpBatchReader.available:
+                # A trap storm waits here raw (a few hundred bytes a trap) while the pipeline
+                # has two batches queued, instead of overflowing the kernel's buffer. Slices of
+                # 64: a v3 authPriv trap costs pysnmp ~0.65 ms (scripts/bench snmp --v3), so
+                # the socket is read again within ~40 ms even in a v3 storm.
+                protocol.attach(SocketReplies(self.sock, self.name))
+                self.reader = UdpBatchReader(
+                    self.sock,
+                    protocol.datagram_received,
+                    max_bytes=self.cfg.max_message_bytes,
+                    backlog_bytes=self.cfg.backlog_bytes,
+                    slice_=64,
+                    ready=self.ctx.pipeline.wants_more,
+                    name=self.name,
+                )
+                self.reader.start(loop)
+            else:
+                self.transport, _ = await loop.create_datagram_endpoint(
+                    lambda: protocol, sock=self.sock
+                )
         except BaseException:
             await self.stop()
             raise
@@ -342,7 +391,7 @@ class SnmpTrapSource:
 
     @property
     def listening(self) -> bool:
-        return self.transport is not None
+        return self.reader is not None or self.transport is not None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -354,6 +403,14 @@ class SnmpTrapSource:
         return socket_drops(self.sock) if self.sock is not None else None
 
     async def stop(self) -> None:
+        if self.reader is not None:
+            # What it holds goes through the protocol now (v3 too: pysnmp is still open), as
+            # the pipeline has room.
+            await self.reader.aclose(self.ctx.config.appliance.shutdown_timeout / 2)
+            self.reader = None
+        if self.sock is not None and self.protocol is not None:
+            # Datagrams that reached the socket are stored (or counted), not lost from the books.
+            drain_socket([self.sock], self.protocol.datagram_received)
         self.kernel.stop()  # last read of the kernel's drop count, while the socket is open
         if self._watch is not None:
             self._watch.cancel()
@@ -369,3 +426,4 @@ class SnmpTrapSource:
         elif self.sock is not None:
             self.sock.close()
         self.sock = None
+        self.protocol = None

@@ -5,17 +5,19 @@ localization per engine ID, HMAC-SHA-2, DES/AES privacy, the 150-second time win
 PDUs and inform acknowledgements), and pysnmp does it correctly. v3 traffic is a small share
 of a trap storm, so its cost per message does not matter the way v2c's does.
 
-How: the trap source owns the socket. Each v3 datagram is handed to a pysnmp UDP transport
-object that was never opened itself; it is attached to our asyncio transport, so pysnmp's
-replies (inform responses, Reports) go out of the same socket. The transport's receive callback
-is called directly, which runs pysnmp's whole receive path synchronously: by the time
+How: the trap source owns the socket and reads it (with the datagram sources' batch reader, so
+v3 datagrams wait in the same backlog as v1/v2c ones). Each v3 datagram that passed the
+datagram policy is handed to a pysnmp UDP transport object that was never opened itself; its
+sending side is attached to what writes to our socket (:meth:`UsmReceiver.attach`), so
+pysnmp's replies (Reports for engine-ID discovery and USM errors, inform responses) go out of
+the same socket. The transport's receive callback (the one the transport dispatcher registered
+with it) is called directly, which runs pysnmp's whole receive path synchronously: by the time
 :meth:`UsmReceiver.feed` returns we know whether a notification came out and, if not, why
 (an observer on pysnmp's security-module failure point gives the reason).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -35,6 +37,7 @@ from appliance.config import SnmpUser, parse_engine_id
 from appliance.protocols.snmp import ber
 from appliance.protocols.snmp.ber import BerError
 from appliance.protocols.snmp.message import VarBind
+from appliance.sources.udp import DatagramSender
 
 log = logging.getLogger(__name__)
 
@@ -238,9 +241,12 @@ class UsmReceiver:
     def engine_id(self) -> bytes:
         return self._engine_id
 
-    def attach(self, transport: asyncio.DatagramTransport) -> None:
-        """Send pysnmp's replies (inform responses, Reports) out of our socket."""
-        self.transport.connection_made(transport)
+    def attach(self, sender: DatagramSender) -> None:
+        """Send pysnmp's replies (inform responses, Reports) out of our socket: pysnmp's
+        transport writes to whatever it was handed as its asyncio transport, and only calls
+        ``sendto`` on it (our :class:`~appliance.sources.udp.SocketReplies` when the batch
+        reader owns the socket)."""
+        self.transport.connection_made(sender)
 
     def feed(self, data: bytes, addr: tuple[str, int]) -> str | None:
         self._delivered = False

@@ -8,7 +8,6 @@ import logging
 import pickle
 import socket
 import sys
-import time
 
 import orjson
 
@@ -21,6 +20,7 @@ from appliance.sources.udp import (
     KernelDropTracker,
     UdpBatchReader,
     bind_udp_group,
+    drain_socket,
     register_backlog_gauge,
     socket_drops,
 )
@@ -51,6 +51,20 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         )
         if event is not None:
             self.pipeline.offer(event, self.name)
+
+    def datagrams_received(self, items: list[tuple[bytes, tuple[str, int]]]) -> None:
+        """A slice of the reader's backlog at once: one native call decodes it all (the
+        Python backend loops over :meth:`datagram_received`'s path), one offer queues it."""
+        self.received.inc(self.name, n=len(items))
+        events = self.intake.datagrams(
+            items,
+            self.clock(),
+            self.max_bytes,
+            self.pipeline.store.raw_max_bytes,
+            self.dropped,
+            self.truncated,
+        )
+        self.pipeline.offer_batch(events, self.name)
 
     def error_received(self, exc: Exception) -> None:
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)
@@ -109,6 +123,7 @@ class SyslogUdpSource:
                 backlog_bytes=self.cfg.backlog_bytes,
                 ready=self.ctx.pipeline.wants_more,
                 name=self.name,
+                deliver_batch=self.protocol.datagrams_received,
             )
             self.reader.start(loop)
         elif n == 0:
@@ -153,26 +168,6 @@ class SyslogUdpSource:
         known = [d for d in drops if d is not None]
         return sum(known) if known else None
 
-    def drain_socket(self, budget: float = 2.0) -> int:
-        """Read what the kernel still holds for us at stop, so datagrams that reached a socket
-        are stored (or counted) instead of vanishing from the books; bounded by ``budget``."""
-        proto = self.protocol
-        if proto is None:
-            return 0
-        deadline = time.monotonic() + budget
-        n = 0
-        for sock in self.socks:
-            while True:
-                try:
-                    data, addr = sock.recvfrom(65_535)
-                except OSError:  # BlockingIOError: the queue is empty
-                    break
-                proto.datagram_received(data, addr)
-                n += 1
-                if not n % 1024 and time.monotonic() > deadline:
-                    return n
-        return n
-
     async def stop(self) -> None:
         self._stopping = True
         if self.workers:
@@ -182,8 +177,9 @@ class SyslogUdpSource:
             # What it holds goes through the protocol now, as the pipeline has room.
             await self.reader.aclose(self.ctx.config.appliance.shutdown_timeout / 2)
             self.reader = None
-        if self.socks:
-            self.drain_socket()
+        if self.socks and self.protocol is not None:
+            # Datagrams that reached a socket are stored (or counted), not lost from the books.
+            drain_socket(self.socks, self.protocol.datagram_received)
         for tracker in self.kernel:
             tracker.stop()  # last read of the kernel's drop count, while the socket is open
         self.kernel = []

@@ -18,18 +18,20 @@ import socket
 import struct
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from appliance.config import parse_hostport
+from appliance.logutil import RateLimitedLog
 
 if TYPE_CHECKING:
     from appliance.metrics import Registry
     from appliance.pipeline.bus import Pipeline
 
 log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 
 class BindError(OSError):
@@ -264,7 +266,8 @@ class UdpBatchReader:
         deliver_batch: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None,
     ) -> None:
         self.name = name
-        # A whole slice in one call, for a decoder that takes batches (NetFlow's native one).
+        # Given, a slice goes to it as one list (one native call for the whole slice)
+        # instead of to ``deliver`` one datagram at a time.
         self.deliver_batch = deliver_batch
         self.full = 0  # times the backlog reached backlog_bytes and reading paused
         self.sock = sock
@@ -358,7 +361,11 @@ class UdpBatchReader:
         n = self._recvmmsg(self.sock.fileno(), self._msgs_addr, self._n, _MSG_DONTWAIT, None)
         if n <= 0:
             return 0  # EAGAIN, or an ICMP error queued on the socket
-        lens = self._lengths.unpack_from(memoryview(self._msgs).cast("B"))
+        if n <= 8:  # a quiet socket: one attribute a datagram beats unpacking all 256
+            msgs = self._msgs
+            lens: Sequence[int] = [msgs[i].msg_len for i in range(n)]
+        else:
+            lens = self._lengths.unpack_from(memoryview(self._msgs).cast("B"))
         data_view, name_view = memoryview(self._buf), memoryview(self._names)
         size, append = self._size, self.backlog.append
         name_len = 28 if self._v6 else 16
@@ -390,10 +397,11 @@ class UdpBatchReader:
         backlog, deliver = self.backlog, self.deliver
         removed = 0
         if self.deliver_batch is not None:
-            batch = [backlog.popleft() for _ in range(min(len(backlog), limit))]
-            self.held -= sum(len(data) for data, _addr in batch)
-            if batch:
-                self.deliver_batch(batch)
+            n = min(len(backlog), limit)
+            if n:
+                items = [backlog.popleft() for _ in range(n)]
+                self.held -= sum(len(data) for data, _addr in items)
+                self.deliver_batch(items)
             return
         for _ in range(min(len(backlog), limit)):
             data, addr = backlog.popleft()
@@ -403,6 +411,57 @@ class UdpBatchReader:
 
 
 _LIVE_READERS: weakref.WeakSet[UdpBatchReader] = weakref.WeakSet()
+
+
+class DatagramSender(Protocol):
+    """What answers go out through: an asyncio datagram transport, or :class:`SocketReplies`."""
+
+    def sendto(self, data: bytes, addr: tuple[Any, ...], /) -> None: ...
+
+
+class SocketReplies:
+    """Answers sent from a listener's own socket while a :class:`UdpBatchReader` reads it.
+
+    There is no asyncio transport then, yet answers (SNMP inform responses, SNMPv3 Reports for
+    engine-ID discovery) must leave from the port the request went to. Like an asyncio
+    datagram transport, a send the kernel refuses (send buffer full, unreachable) is logged,
+    never raised into the caller: the sender retries, as UDP senders do.
+    """
+
+    def __init__(self, sock: socket.socket, name: str = "") -> None:
+        self.sock = sock
+        self.name = name
+        self.failed = 0
+
+    def sendto(self, data: bytes, addr: tuple[Any, ...], /) -> None:
+        try:
+            self.sock.sendto(data, addr)
+        except OSError as exc:
+            self.failed += 1
+            _rl.warning(f"reply:{self.name}", "%s: could not answer %s: %s", self.name, addr, exc)
+
+
+def drain_socket(
+    socks: list[socket.socket],
+    deliver: Callable[[bytes, tuple[str, int]], None],
+    budget: float = 2.0,
+) -> int:
+    """Read what the kernel still holds for ``socks`` at stop and hand it to ``deliver``, so
+    datagrams that reached a socket are stored (or counted) instead of vanishing from the
+    books; bounded by ``budget`` seconds. The number of datagrams read."""
+    deadline = time.monotonic() + budget
+    n = 0
+    for sock in socks:
+        while True:
+            try:
+                data, addr = sock.recvfrom(65_535)
+            except OSError:  # BlockingIOError: the queue is empty
+                break
+            deliver(data, addr)
+            n += 1
+            if not n % 1024 and time.monotonic() > deadline:
+                return n
+    return n
 
 
 def register_backlog_gauge(metrics: Registry) -> None:

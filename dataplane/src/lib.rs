@@ -17,5 +17,11 @@ pub mod syslog;
 
 #[cfg(feature = "python")]
 mod python;
+
+// One native call per syslog batch (recvmmsg or a stream read): policy, decode, events.
+#[cfg(feature = "python")]
+mod python_batch;
+
+// The NetFlow decoder with its template state (netflow_state.rs), batch per call.
 #[cfg(feature = "python")]
 mod python_netflow;

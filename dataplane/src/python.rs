@@ -120,7 +120,7 @@ impl Clock for PyClock<'_, '_> {
 /// Built once with the reference's own time conversions (`bsd_epoch`, `rfc3339`) and the
 /// message class, so the per-message call passes only the bytes, the clock and the zone.
 #[pyclass(module = "appliance._dataplane", frozen)]
-struct HeaderDecoder {
+pub(crate) struct HeaderDecoder {
     message_class: Py<PyAny>,
     bsd_epoch: Py<PyAny>,
     rfc3339: Py<PyAny>,
@@ -312,7 +312,7 @@ impl HeaderDecoder {
 
 impl HeaderDecoder {
     #[allow(clippy::type_complexity)]
-    fn run<'py>(
+    pub(crate) fn run<'py>(
         &self,
         py: Python<'py>,
         data: &[u8],
@@ -909,6 +909,9 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RuleMatcher>()?;
     m.add_class::<FlowTemplate>()?;
     m.add_class::<FlowRollup>()?;
+    // The syslog batch entry point (python_batch.rs).
+    m.add_class::<crate::python_batch::SyslogBatch>()?;
+    // The NetFlow decoder with its template state, and its rollup columns (python_netflow.rs).
     m.add_class::<crate::python_netflow::NetflowBatchDecoder>()?;
     m.add_class::<crate::python_netflow::FlowColumns>()?;
     Ok(())

@@ -63,6 +63,15 @@ def decode_with_fields(
     return msg, syslog_fields(msg, peer_ip)
 
 
+def decode_with_fields_reference(
+    data: bytes, now: float, tz: tzinfo | None, peer_ip: str
+) -> tuple[SyslogMessage, dict[str, Any]]:
+    """The Python reference of :func:`decode_with_fields` (what the native batch path asks
+    for the lines its header decoder leaves to the reference)."""
+    msg = decode_syslog_reference(data, now, tz)
+    return msg, syslog_fields(msg, peer_ip)
+
+
 def decode_syslog_reference(data: bytes, now: float, tz: tzinfo | None = None) -> SyslogMessage:
     """The Python reference of :func:`decode_syslog` (the native decoder is held to it)."""
     if data.startswith(b"\xef\xbb\xbf"):

@@ -2,6 +2,7 @@
 //! `appliance/protocols/syslog/` decodes them (the differential tests hold both to the same
 //! output).
 
+pub mod batch;
 pub mod framing;
 pub mod header;
 pub mod rfc3164;

@@ -12,6 +12,7 @@ PYTHON_TARGETS: dict[str, str] = {
     "syslog-native": "syslog_native",
     "syslog-framing": "syslog_framing",
     "syslog-vendors": "syslog_vendors",
+    "syslog-batch": "syslog_batch",
     "netflow": "netflow",
     "snmp": "snmp",
     "config": "config",
@@ -31,5 +32,7 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     # The stateful decoder reads the netflow target's own datagram streams.
     "rust-netflow-state": ("netflow_state", "netflow"),
     "rust-decoder": ("decoder", "syslog-vendors"),
+    # A batch of datagrams (split at 0x1e) through the policy and the header decoder.
+    "rust-batch": ("batch", "syslog-header"),
 }
 ALL_TARGETS = [*PYTHON_TARGETS, *RUST_TARGETS]

@@ -1,0 +1,634 @@
+//! `SyslogBatch`: a whole `recvmmsg` batch (or the frames of one stream read) from bytes to
+//! events in one call, instead of four Python-orchestrated calls per message.
+//!
+//! Per message it does what `SyslogIntake.datagram`/`admit`/`event` and the pipeline's line
+//! encoding do, in the same order and with the same objects: the sender profile (built by
+//! Python on first sight, read here), allow-list verdict, empty/oversize rule, token bucket,
+//! the header (`HeaderDecoder`), the static fields, the vendor decoders (the registry's own
+//! `decode`, whose declarative files run natively), device time, the clock-skew gauge, the
+//! `Event` and its stored line. Counts come back per reason for Python to fold into its
+//! counters. A Python error or a caught panic costs that message a `decode_error`; the rest
+//! of the batch goes on.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::python::{HeaderDecoder, PANICS};
+use crate::syslog::batch::{admit, Admit, Bucket};
+
+/// What Python hands over once per intake (and again when its decoders change).
+#[pyclass(module = "appliance._dataplane", frozen)]
+pub(crate) struct SyslogBatch {
+    header: Py<HeaderDecoder>,
+    /// `decode_with_fields` of the reference, for the lines the native header leaves to it.
+    fallback: Py<PyAny>,
+    /// `VendorRegistry.decode(msg, fields, hint) -> name`.
+    vendors: Py<PyAny>,
+    /// The same registry's tables, walked here in its order (no Python frame per message);
+    /// `None` for a registry of another shape, which is then called.
+    dispatch: Option<Dispatch>,
+    /// `message.device_time(msg, tz)`, called only for a body time (`payload_time`).
+    device_time: Py<PyAny>,
+    /// `Event(timestamp, created, module, fields, raw, id, line)`.
+    event_class: Py<PyAny>,
+    /// `segments.encode_line(ts, created, module, fields, raw)`, for the rare line `dumps`
+    /// cannot make (raw bytes that are not UTF-8, a key that is not text).
+    encode_line: Py<PyAny>,
+    /// `orjson.dumps` with `encode_line`'s `default`: the common line, without a Python frame.
+    dumps: Py<PyAny>,
+    /// The clock-skew gauge's values, keyed by the profile's `key`.
+    skew: Py<PyDict>,
+    max_skew: usize,
+    transport: Py<PyString>,
+    module: Py<PyString>,
+    /// Tests: the next message's decode panics (`inject_panic`).
+    panic_next: AtomicBool,
+}
+
+/// One vendor decoder: its `decode(msg, fields)` and its name.
+struct Dec {
+    decode: Py<PyAny>,
+    name: Py<PyString>,
+}
+
+impl Dec {
+    fn of(d: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Ok(Dec {
+            decode: d.getattr("decode")?.unbind(),
+            name: d.getattr("name")?.cast_into::<PyString>()?.unbind(),
+        })
+    }
+}
+
+/// `VendorRegistry`'s selection tables (`by_program`, `by_first`, the fallbacks' needles,
+/// `last_resort`), read once; `VendorRegistry.decode` is the order they are tried in.
+struct Dispatch {
+    by_program: HashMap<String, Vec<Dec>>,
+    by_first: HashMap<char, Vec<(String, Dec)>>,
+    needles: Vec<String>,
+    fallbacks: Vec<Dec>,
+    last_resort: Vec<Dec>,
+}
+
+impl Dispatch {
+    fn read(registry: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let decs = |v: Bound<'_, PyAny>| -> PyResult<Vec<Dec>> {
+            v.try_iter()?.map(|d| Dec::of(&d?)).collect()
+        };
+        let mut by_program = HashMap::new();
+        for (k, v) in registry
+            .getattr("by_program")?
+            .cast_into::<PyDict>()?
+            .iter()
+        {
+            by_program.insert(k.extract::<String>()?, decs(v)?);
+        }
+        let mut by_first = HashMap::new();
+        for (k, v) in registry.getattr("by_first")?.cast_into::<PyDict>()?.iter() {
+            let k: String = k.extract()?;
+            let mut chars = k.chars();
+            let (Some(c), None) = (chars.next(), chars.next()) else {
+                return Err(pyo3::exceptions::PyValueError::new_err("by_first key"));
+            };
+            let mut list = Vec::new();
+            for item in v.try_iter()? {
+                let (prefix, d): (String, Bound<'_, PyAny>) = item?.extract()?;
+                list.push((prefix, Dec::of(&d)?));
+            }
+            by_first.insert(c, list);
+        }
+        Ok(Dispatch {
+            by_program,
+            by_first,
+            needles: registry.getattr("_needles")?.extract()?,
+            fallbacks: decs(registry.getattr("fallbacks")?)?,
+            last_resort: decs(registry.getattr("last_resort")?)?,
+        })
+    }
+
+    /// `VendorRegistry.decode`: the name of the decoder that claimed the message, or `""`.
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        msg: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyDict>,
+        hint: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyString>> {
+        let claims =
+            |d: &Dec| -> PyResult<bool> { d.decode.bind(py).call1((msg, fields))?.is_truthy() };
+        if !hint.is_none()
+            && hint
+                .getattr(intern!(py, "decode"))?
+                .call1((msg, fields))?
+                .is_truthy()?
+        {
+            return Ok(hint.getattr(intern!(py, "name"))?.cast_into::<PyString>()?);
+        }
+        let app = msg.getattr(intern!(py, "app_name"))?;
+        if !app.is_none() {
+            let app = app.cast_into::<PyString>()?;
+            let app = app.to_cow()?;
+            let mut cands = self.by_program.get(app.as_ref());
+            if cands.is_none() {
+                if let Some(i) = app.find('(') {
+                    cands = self.by_program.get(&app[..i]);
+                }
+            }
+            for d in cands.into_iter().flatten() {
+                if claims(d)? {
+                    return Ok(d.name.bind(py).clone());
+                }
+            }
+        }
+        let text = msg
+            .getattr(intern!(py, "message"))?
+            .cast_into::<PyString>()?;
+        let text = text.to_cow()?;
+        if let Some(first) = text.chars().next() {
+            for (prefix, d) in self.by_first.get(&first).into_iter().flatten() {
+                if text.starts_with(prefix.as_str()) && claims(d)? {
+                    return Ok(d.name.bind(py).clone());
+                }
+            }
+            if self.needles.iter().any(|n| text.contains(n.as_str())) {
+                for d in &self.fallbacks {
+                    if claims(d)? {
+                        return Ok(d.name.bind(py).clone());
+                    }
+                }
+            }
+        }
+        for d in &self.last_resort {
+            if claims(d)? {
+                return Ok(d.name.bind(py).clone());
+            }
+        }
+        Ok(intern!(py, "").clone())
+    }
+}
+
+/// The profile of the sender being decoded, read once per change of sender.
+struct Profile<'py> {
+    ip: Bound<'py, PyString>,
+    obj: Bound<'py, PyAny>,
+    allowed: bool,
+    statics: Option<Bound<'py, PyDict>>,
+    tz: Bound<'py, PyAny>,
+    decoder: Bound<'py, PyAny>,
+    key: Bound<'py, PyAny>,
+}
+
+/// What the call returns besides the events: counts by reason, for Python's counters.
+#[derive(Default)]
+struct Counts {
+    dropped: HashMap<&'static str, u64>,
+    truncated: u64,
+    parse_errors: HashMap<String, u64>,
+    decoded: HashMap<String, u64>,
+    denied: Option<String>,
+    /// (sender, exception) of each message a decoder raised on (panics count as `None`).
+    bugs: Vec<(String, Option<PyErr>)>,
+}
+
+/// The per-batch settings `run` takes from the intake.
+struct Policy<'a, 'py> {
+    now: f64,
+    raw_max: usize,
+    rate: f64,
+    burst: f64,
+    profiles: &'a Bound<'py, PyDict>,
+    profile_of: &'a Bound<'py, PyAny>,
+    /// Whether the allow-list and the empty/oversize rule apply (datagrams) or were applied
+    /// by the stream already (frames).
+    datagram: bool,
+    max_bytes: usize,
+}
+
+impl<'py> Profile<'py> {
+    fn read(ip: Bound<'py, PyString>, obj: Bound<'py, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        let statics = obj.getattr(intern!(py, "static"))?;
+        Ok(Profile {
+            allowed: obj.getattr(intern!(py, "allowed"))?.is_truthy()?,
+            statics: if statics.is_none() {
+                None
+            } else {
+                Some(statics.cast_into::<PyDict>()?)
+            },
+            tz: obj.getattr(intern!(py, "tz"))?,
+            decoder: obj.getattr(intern!(py, "decoder"))?,
+            key: obj.getattr(intern!(py, "key"))?,
+            ip,
+            obj,
+        })
+    }
+}
+
+impl SyslogBatch {
+    fn profile<'py>(
+        &self,
+        policy: &Policy<'_, 'py>,
+        ip: &Bound<'py, PyString>,
+        last: &mut Option<Profile<'py>>,
+    ) -> PyResult<()> {
+        // The cache is probed per message, as the reference does: a full cache is cleared by
+        // `profile()` and the next message of a sender then gets a fresh bucket.
+        let obj = match policy.profiles.get_item(ip)? {
+            Some(obj) => obj,
+            None => policy.profile_of.call1((ip,))?,
+        };
+        if let Some(p) = last.as_ref() {
+            if p.obj.is(&obj) {
+                return Ok(());
+            }
+        }
+        *last = Some(Profile::read(ip.clone(), obj)?);
+        Ok(())
+    }
+
+    /// One message after the policy let it through: header, fields, vendor, time, event.
+    fn event<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        prof: &Profile<'py>,
+        policy: &Policy<'_, 'py>,
+        counts: &mut Counts,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let now = policy.now;
+        if self.panic_next.swap(false, Ordering::Relaxed) {
+            panic!("injected by a test");
+        }
+        let decoded = self.header.get().run(
+            py,
+            data.as_bytes(),
+            now,
+            Some(prof.tz.clone()),
+            Some(prof.ip.as_any()),
+        )?;
+        let (msg, fields) = match decoded {
+            Some((msg, Some(fields))) => (msg, fields),
+            _ => {
+                let got = self
+                    .fallback
+                    .bind(py)
+                    .call1((data, now, &prof.tz, &prof.ip))?;
+                let got = got.cast_into::<PyTuple>()?;
+                (got.get_item(0)?, got.get_item(1)?.cast_into::<PyDict>()?)
+            }
+        };
+        let errors = msg.getattr(intern!(py, "errors"))?;
+        for reason in errors.try_iter()? {
+            let reason = reason?;
+            *counts
+                .parse_errors
+                .entry(reason.cast::<PyString>()?.to_cow()?.into_owned())
+                .or_default() += 1;
+        }
+        fields.set_item(intern!(py, "log.source.transport"), self.transport.bind(py))?;
+        if let Some(statics) = &prof.statics {
+            let tags = fields.get_item(intern!(py, "tags"))?;
+            fields.update(statics.as_mapping())?;
+            if let Some(tags) = tags {
+                if let Some(more) = statics.get_item(intern!(py, "tags"))? {
+                    fields.set_item(intern!(py, "tags"), tags.add(more)?)?;
+                }
+            }
+        }
+        let name = match &self.dispatch {
+            Some(dispatch) => dispatch.decode(py, &msg, &fields, &prof.decoder)?,
+            None => self
+                .vendors
+                .bind(py)
+                .getattr(intern!(py, "decode"))?
+                .call1((&msg, &fields, &prof.decoder))?
+                .cast_into::<PyString>()?,
+        };
+        let text = name.to_cow()?;
+        if !text.is_empty() {
+            fields.set_item(intern!(py, "event.dataset"), &name)?;
+        }
+        match counts.decoded.get_mut(text.as_ref()) {
+            Some(n) => *n += 1,
+            None => {
+                counts.decoded.insert(text.into_owned(), 1);
+            }
+        }
+        let mut ts: Option<f64> = msg.getattr(intern!(py, "timestamp"))?.extract()?;
+        if ts.is_none() && !msg.getattr(intern!(py, "payload_time"))?.is_none() {
+            ts = self
+                .device_time
+                .bind(py)
+                .call1((&msg, &prof.tz))?
+                .extract()?;
+        }
+        let ts = match ts {
+            None => now,
+            Some(ts) => {
+                let skew = self.skew.bind(py);
+                if skew.len() < self.max_skew || skew.contains(&prof.key)? {
+                    skew.set_item(&prof.key, ts - now)?;
+                }
+                ts
+            }
+        };
+        let module = self.module.bind(py);
+        let bytes = data.as_bytes();
+        let raw = if bytes.len() > policy.raw_max {
+            PyBytes::new(py, &bytes[..policy.raw_max])
+        } else {
+            data.clone()
+        };
+        let line = self.line(py, (ts, now, module, &fields, raw))?;
+        self.event_class
+            .bind(py)
+            .call1((ts, now, module, &fields, data, py.None(), line))
+    }
+
+    /// `encode_line` of the event: the common case (raw text UTF-8 or empty, keys text) as
+    /// one `dumps` call, anything else by `encode_line` itself.
+    fn line<'py>(
+        &self,
+        py: Python<'py>,
+        args: (
+            f64,
+            f64,
+            &Bound<'py, PyString>,
+            &Bound<'py, PyDict>,
+            Bound<'py, PyBytes>,
+        ),
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (ts, now, module, fields, raw) = args;
+        let bytes = raw.as_bytes();
+        let text = if bytes.is_empty() {
+            Some(py.None().into_bound(py))
+        } else {
+            std::str::from_utf8(bytes)
+                .ok()
+                .map(|t| PyString::new(py, t).into_any())
+        };
+        if let Some(text) = text {
+            let value = PyTuple::new(
+                py,
+                [
+                    ts.into_pyobject(py)?.into_any(),
+                    now.into_pyobject(py)?.into_any(),
+                    module.clone().into_any(),
+                    fields.clone().into_any(),
+                    text,
+                ],
+            )?;
+            if let Ok(line) = self.dumps.bind(py).call1((value,)) {
+                return Ok(line);
+            }
+        }
+        self.encode_line
+            .bind(py)
+            .call1((ts, now, module, fields, raw))
+    }
+
+    /// The policy of one message, then its event: `None` when it was dropped (counted).
+    fn one<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        prof: &Profile<'py>,
+        policy: &Policy<'_, 'py>,
+        counts: &mut Counts,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut data = data.clone();
+        if policy.datagram {
+            if !prof.allowed {
+                *counts.dropped.entry("not_allowed").or_default() += 1;
+                if counts.denied.is_none() {
+                    counts.denied = Some(prof.ip.to_cow()?.into_owned());
+                }
+                return Ok(None);
+            }
+            match admit(data.as_bytes(), policy.max_bytes) {
+                Admit::Empty => {
+                    *counts.dropped.entry("empty").or_default() += 1;
+                    return Ok(None);
+                }
+                Admit::Keep { len, truncated } => {
+                    if truncated {
+                        counts.truncated += 1;
+                        data = PyBytes::new(py, &data.as_bytes()[..len]);
+                    }
+                }
+            }
+        }
+        if policy.rate != 0.0 {
+            let obj = &prof.obj;
+            let mut bucket = Bucket {
+                tokens: obj.getattr(intern!(py, "tokens"))?.extract()?,
+                last: obj.getattr(intern!(py, "last"))?.extract()?,
+            };
+            let ok = bucket.take(policy.now, policy.rate, policy.burst);
+            obj.setattr(intern!(py, "tokens"), bucket.tokens)?;
+            obj.setattr(intern!(py, "last"), bucket.last)?;
+            if !ok {
+                *counts.dropped.entry("rate_limited").or_default() += 1;
+                return Ok(None);
+            }
+        }
+        let got = catch_unwind(AssertUnwindSafe(|| {
+            self.event(py, &data, prof, policy, counts)
+        }));
+        match got {
+            Ok(Ok(event)) => Ok(Some(event)),
+            Ok(Err(err)) => {
+                *counts.dropped.entry("decode_error").or_default() += 1;
+                counts
+                    .bugs
+                    .push((prof.ip.to_cow()?.into_owned(), Some(err)));
+                Ok(None)
+            }
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                *counts.dropped.entry("decode_error").or_default() += 1;
+                counts.bugs.push((prof.ip.to_cow()?.into_owned(), None));
+                Ok(None)
+            }
+        }
+    }
+
+    fn answer<'py>(
+        py: Python<'py>,
+        events: Bound<'py, PyList>,
+        counts: Counts,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let dropped = PyDict::new(py);
+        for (k, v) in counts.dropped {
+            dropped.set_item(k, v)?;
+        }
+        let parse = PyDict::new(py);
+        for (k, v) in counts.parse_errors {
+            parse.set_item(k, v)?;
+        }
+        let decoded = PyDict::new(py);
+        for (k, v) in counts.decoded {
+            decoded.set_item(k, v)?;
+        }
+        let bugs = PyList::empty(py);
+        for (ip, err) in counts.bugs {
+            let exc = match err {
+                Some(e) => e.into_value(py).into_any(),
+                None => py.None(),
+            };
+            bugs.append((ip, exc))?;
+        }
+        PyTuple::new(
+            py,
+            [
+                events.into_any(),
+                dropped.into_any(),
+                counts.truncated.into_pyobject(py)?.into_any(),
+                parse.into_any(),
+                decoded.into_any(),
+                counts.denied.into_pyobject(py)?.into_any(),
+                bugs.into_any(),
+            ],
+        )
+    }
+}
+
+#[pymethods]
+impl SyslogBatch {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        header: Py<HeaderDecoder>,
+        fallback: Py<PyAny>,
+        vendors: Py<PyAny>,
+        device_time: Py<PyAny>,
+        event_class: Py<PyAny>,
+        encode_line: Py<PyAny>,
+        dumps: Py<PyAny>,
+        skew: Py<PyDict>,
+        max_skew: usize,
+        transport: &str,
+    ) -> Self {
+        // Only the registry class itself is walked here: a subclass may select otherwise.
+        let dispatch = vendors
+            .bind(py)
+            .get_type()
+            .name()
+            .is_ok_and(|n| n == "VendorRegistry")
+            .then(|| Dispatch::read(vendors.bind(py)).ok())
+            .flatten();
+        SyslogBatch {
+            header,
+            fallback,
+            vendors,
+            dispatch,
+            device_time,
+            event_class,
+            encode_line,
+            dumps,
+            skew,
+            max_skew,
+            transport: PyString::intern(py, transport).unbind(),
+            module: PyString::intern(py, "syslog").unbind(),
+            panic_next: AtomicBool::new(false),
+        }
+    }
+
+    /// Make the next message's decode panic (tests: the panic is caught and counted, that
+    /// message costs a `decode_error`, the rest of the batch goes on).
+    fn inject_panic(&self) {
+        self.panic_next.store(true, Ordering::Relaxed);
+    }
+
+    /// Datagrams: `items` is the backlog's `(bytes, (ip, port))` pairs. Returns `(events,
+    /// dropped by reason, truncated, parse errors by reason, decoded by decoder, a denied
+    /// sender or None, [(sender, exception or None)] of decoder failures)`.
+    #[allow(clippy::too_many_arguments)]
+    fn datagrams<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyList>,
+        now: f64,
+        max_bytes: usize,
+        raw_max: usize,
+        rate: f64,
+        burst: f64,
+        profiles: &Bound<'py, PyDict>,
+        profile_of: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles,
+            profile_of,
+            datagram: true,
+            max_bytes,
+        };
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        let mut last: Option<Profile<'py>> = None;
+        for item in items.iter() {
+            let item = item.cast_into::<PyTuple>()?;
+            let data = item.get_item(0)?.cast_into::<PyBytes>()?;
+            let addr = item.get_item(1)?;
+            let ip = match addr.cast::<PyTuple>() {
+                Ok(t) => t.get_item(0)?,
+                Err(_) => addr,
+            }
+            .cast_into::<PyString>()?;
+            self.profile(&policy, &ip, &mut last)?;
+            let prof = last.as_ref().expect("profile just read");
+            if let Some(event) = self.one(py, &data, prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        Self::answer(py, events, counts)
+    }
+
+    /// The frames of one stream read, all from `prof` (the connection's sender, allowed at
+    /// accept): rate limit and decode only, as `SyslogIntake.admit`. Same answer as
+    /// `datagrams`.
+    #[allow(clippy::too_many_arguments)]
+    fn frames<'py>(
+        &self,
+        py: Python<'py>,
+        frames: &Bound<'py, PyList>,
+        ip: Bound<'py, PyString>,
+        prof: Bound<'py, PyAny>,
+        now: f64,
+        raw_max: usize,
+        rate: f64,
+        burst: f64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let empty = PyDict::new(py);
+        let none = py.None().into_bound(py);
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles: &empty,
+            profile_of: &none,
+            datagram: false,
+            max_bytes: usize::MAX,
+        };
+        let prof = Profile::read(ip, prof)?;
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        for data in frames.iter() {
+            let data = data.cast_into::<PyBytes>()?;
+            if let Some(event) = self.one(py, &data, &prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        Self::answer(py, events, counts)
+    }
+}

@@ -1,0 +1,62 @@
+"""``Pipeline.offer_batch`` (the syslog batch path's one call per slice) keeps ``offer``'s books:
+the same events queued with their listener and stored line, each one past the queue's limit
+counted as a drop by reason, and the queued events stored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from appliance.event import Event
+from appliance.metrics import Registry
+from appliance.pipeline.bus import Pipeline
+from appliance.store import Store
+from appliance.store.segments import encode_line
+
+
+def events(n: int) -> list[Event]:
+    return [
+        Event(1_800_000_000.0 + k, 1_800_000_000.5, "syslog", {"message": f"m{k}"}, b"raw %d" % k)
+        for k in range(n)
+    ]
+
+
+async def test_offer_batch_queues_and_counts_as_offer_one_by_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    one, batch = (Pipeline(store, Registry(), queue_size=7) for _ in range(2))
+    for e in events(10):
+        one.offer(e, "udp-a")
+    assert batch.offer_batch(events(10), "udp-a") == 7
+    assert batch.dropped.values == one.dropped.values == {("udp-a", "queue_full"): 3}
+    assert [(e.fields, e.listener, e.line) for e, _ in batch._queue] == [
+        (e.fields, e.listener, e.line) for e, _ in one._queue
+    ]
+    first = batch._queue[0][0]
+    assert first.line == encode_line(
+        first.timestamp, first.created, "syslog", first.fields, b"raw 0"
+    )
+
+
+async def test_offer_batch_keeps_a_line_already_encoded(tmp_path: Path) -> None:
+    pipeline = Pipeline(Store(tmp_path / "a.db"), Registry())
+    e = events(1)[0]
+    e.line = b'[1,2,"syslog",{},null]'
+    pipeline.offer_batch([e], "udp-a")
+    assert pipeline._queue[0][0].line == b'[1,2,"syslog",{},null]'
+
+
+async def test_offer_batch_events_reach_the_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    await store.open()
+    pipeline = Pipeline(store, Registry(), batch_size=4, flush_interval=0.01)
+    pipeline.start()
+    try:
+        assert pipeline.offer_batch(events(9), "udp-a") == 9
+        for _ in range(500):
+            if await store.count_events() == 9:
+                break
+            await asyncio.sleep(0.01)
+        assert await store.count_events() == 9
+    finally:
+        await pipeline.stop(5.0)
+        await store.close()

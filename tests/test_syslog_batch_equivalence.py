@@ -1,0 +1,271 @@
+"""The native syslog batch path (one call per ``recvmmsg`` batch or stream read) against the
+per-message Python path it replaces: the same events (time stamps, fields in order, raw bytes),
+the same stored lines byte for byte and the same counters, for every corpus line and for
+generated hostile input (empty, oversize, bad PRI and SD, non-UTF-8, NULs), from senders with
+every vendor decoder as their configured hint, allowed and denied, within and past their rate
+limit, and through a decoder that raises."""
+
+from __future__ import annotations
+
+import calendar
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from appliance import dataplane
+from appliance.config import SyslogSender, SyslogSource
+from appliance.event import Event
+from appliance.metrics import Registry
+from appliance.protocols.syslog import decode
+from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
+from appliance.protocols.syslog.vendors.base import VendorDecoder
+from appliance.sources.syslog_intake import SyslogIntake
+from appliance.store.segments import encode_line
+from tests.conftest import corpus_dir
+from tests.test_dataplane_equivalence import SEEDS, mutations
+
+NOW = calendar.timegm((2026, 12, 4, 13, 0, 0)) + 0.5  # a float, as the clock gives
+RAW_MAX = 2048
+
+pytestmark = pytest.mark.skipif(
+    dataplane.native is None,
+    reason="native data plane not loaded (not built, or APPLIANCE_NATIVE=0)",
+)
+
+
+def _boom(msg: Any, fields: dict[str, Any]) -> bool:
+    if "BOOM" in msg.message:
+        raise RuntimeError("decoder bug on purpose")
+    return False
+
+
+BOOM = VendorDecoder(name="boom", decode=_boom, programs=("boom",))
+DECODERS = VendorRegistry([*BUILTIN, BOOM])
+VENDORS = sorted(DECODERS.by_name)
+
+# One sender network per vendor decoder (as its configured hint), plus a zone, a site and
+# tags on some, so every profile shape is exercised. 203.0.113.0/24 is outside the allow-list.
+SENDERS = [
+    SyslogSender(
+        networks=[f"10.{1 + k // 250}.{k % 250}.0/24"],
+        vendor=name,
+        timezone=["", "Europe/Berlin", "America/New_York", "UTC"][k % 4],
+        site="branch" if k % 3 == 0 else "",
+        device_name=f"dev{k}" if k % 2 else "",
+        tags=["dmz", "edge"] if k % 5 == 0 else [],
+    )
+    for k, name in enumerate(VENDORS)
+]
+ALLOWED = ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]
+
+
+def sender_ips() -> list[str]:
+    ips = [f"10.{1 + k // 250}.{k % 250}.7" for k in range(len(VENDORS))]
+    return [*ips, "192.0.2.9", "2001:db8::5", "203.0.113.4"]
+
+
+def make_intake(rate: float = 0.0, burst: int = 20_000, max_bytes: int = 8192) -> SyslogIntake:
+    cfg = SyslogSource(
+        listen="127.0.0.1:0",
+        name="batch-test",  # its own rate-limited log key: other tests look for their lines
+        allowed=ALLOWED,
+        rate_limit=rate,
+        rate_burst=burst,
+        max_message_bytes=max_bytes,
+    )
+    return SyslogIntake(cfg, SENDERS, Registry(), "udp", DECODERS)
+
+
+def counters(intake: SyslogIntake, dropped: Any, truncated: Any) -> dict[str, dict[Any, Any]]:
+    return {
+        "dropped": dict(dropped.values),
+        "truncated": dict(truncated.values),
+        "parse_errors": dict(intake.parse_errors.values),
+        "decoded": dict(intake.decoded.values),
+        "skew": dict(intake.skew.values),
+    }
+
+
+def run_both(
+    batches: list[list[tuple[bytes, tuple[str, int]]]],
+    monkeypatch: pytest.MonkeyPatch,
+    **limits: Any,
+) -> tuple[int, dict[str, dict[Any, Any]]]:
+    """Every batch through the native batch path and through the per-message pure-Python
+    path (header decoded by the reference); assert the same events, lines and counters.
+    Returns how many events both made, and the counters."""
+    native, reference = make_intake(**limits), make_intake(**limits)
+    assert native._batch is not None
+    counts = []
+    for _ in (native, reference):
+        metrics = Registry()
+        counts.append(
+            (
+                metrics.counter("dropped", "", ["source", "reason"]),
+                metrics.counter("truncated", "", ["source"]),
+            )
+        )
+    max_bytes = limits.get("max_bytes", 8192)
+    made = 0
+    for i, batch in enumerate(batches):
+        now = NOW + i * 0.25
+        got = native.datagrams(batch, now, max_bytes, RAW_MAX, *counts[0])
+        with monkeypatch.context() as m:
+            m.setattr(decode, "_native", None)
+            want: list[Event] = []
+            for data, addr in batch:
+                event = reference.datagram(data, addr[0], now, max_bytes, *counts[1])
+                if event is not None:
+                    want.append(event)
+        assert len(got) == len(want), batch
+        for g, w in zip(got, want, strict=True):
+            assert g.raw == w.raw
+            assert (g.timestamp, g.created, g.module) == (w.timestamp, w.created, w.module), g.raw
+            assert orjson.dumps(g.fields) == orjson.dumps(w.fields), g.raw
+            line = encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+            assert g.line == line, g.raw
+        made += len(got)
+    seen = counters(native, *counts[0])
+    assert seen == counters(reference, *counts[1])
+    return made, seen
+
+
+def batched(lines: Iterator[bytes], ips: list[str], size: int = 256) -> list[list[Any]]:
+    out: list[list[Any]] = [[]]
+    for k, line in enumerate(lines):
+        if len(out[-1]) == size:
+            out.append([])
+        out[-1].append((line, (ips[k % len(ips)], 514)))
+    return out
+
+
+def corpus_lines() -> Iterator[bytes]:
+    root = corpus_dir("syslog")
+    for path in sorted(Path(root).glob("*.log")):
+        for raw in path.read_bytes().splitlines():
+            if raw:
+                yield raw
+
+
+@pytest.mark.corpus
+def test_every_corpus_line_from_every_vendor_profile_makes_the_same_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made, seen = run_both(batched(corpus_lines(), sender_ips()), monkeypatch)
+    assert made > 1000
+    assert len(seen["decoded"]) > 10  # many vendor decoders claimed lines
+
+
+HOSTILE = [
+    b"",
+    b"\x00",
+    b"\x00\x00\n",
+    b"<999>1 - - - - - - bad pri",
+    b"<13 no close",
+    b"<-1>x",
+    b"<013>leading zero pri",
+    b'<13>1 - h a p m [x@1 k="unterminated',
+    b"<13>1 - h a p m [x@1 k=nq] bad sd",
+    b"<13>1 - h a p m [] empty sd",
+    b"<13>Aug  7 10:00:00 host app: \xff\xfe not utf-8",
+    b"<13>1 2024-01-05T10:00:00Z h \xc3 p m - broken utf-8 in header",
+    b"<13>Aug  7 10:00:00 host app[\xc3\xa9]: non-ascii pid",
+    b"<13>1 - h a \xd9\xa3 m - arabic-indic digit procid",
+    b"<13>Aug  7 10:00:00 host app: nul \x00 inside\x00",
+    b"<13>Aug  7 10:00:00 host boom: BOOM the decoder raises",
+    b"<13>Aug  7 10:00:00 host boom: a line the raising decoder declines",
+    b"<13>" + b"x" * 9000,
+    b"<13>1 - h a p m - " + "é".encode() * 5000,
+    b"\xef\xbb\xbf<13>Aug  7 10:00:00 host app: bom",
+]
+
+
+def test_generated_hostile_datagrams_make_the_same_events_and_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(20261204)
+    lines = [*HOSTILE * 3, *SEEDS, *mutations(rng, 4000)]
+    rng.shuffle(lines)
+    _, seen = run_both(batched(iter(lines), sender_ips(), 97), monkeypatch, max_bytes=1024)
+    reasons = {reason for _source, reason in seen["dropped"]}
+    assert reasons == {"empty", "not_allowed", "decode_error"}
+    assert seen["truncated"] and len(seen["parse_errors"]) > 5
+
+
+def test_rate_limit_drops_the_same_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    lines = [s for s in SEEDS for _ in range(30)]
+    _, seen = run_both(batched(iter(lines), sender_ips()[:3], 64), monkeypatch, rate=20.0, burst=25)
+    assert any(reason == "rate_limited" for _source, reason in seen["dropped"])
+
+
+def test_a_decoder_that_raises_costs_only_its_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = [
+        (b"<13>Aug  7 10:00:00 host sshd[1]: before", ("192.0.2.9", 1)),
+        (b"<13>Aug  7 10:00:00 host boom: BOOM", ("192.0.2.9", 1)),
+        (b"<13>Aug  7 10:00:00 host sshd[1]: after", ("192.0.2.9", 1)),
+    ]
+    intake = make_intake()
+    metrics = Registry()
+    dropped = metrics.counter("dropped", "", ["source", "reason"])
+    truncated = metrics.counter("truncated", "", ["source"])
+    events = intake.datagrams(batch, NOW, 8192, RAW_MAX, dropped, truncated)
+    assert [e.fields["message"] for e in events] == ["before", "after"]
+    assert dropped.values == {(intake.source, "decode_error"): 1}
+
+
+def test_stream_frames_make_the_same_events_as_admit(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(7)
+    frames = [f for f in [*SEEDS, *mutations(rng, 500)] if f]
+    native, reference = make_intake(rate=200.0, burst=300), make_intake(rate=200.0, burst=300)
+    ip = "10.1.3.7"
+    d1 = Registry().counter("dropped", "", ["source", "reason"])
+    d2 = Registry().counter("dropped", "", ["source", "reason"])
+    got = native.frames(frames, ip, native.profile(ip), NOW, RAW_MAX, d1)
+    with monkeypatch.context() as m:
+        m.setattr(decode, "_native", None)
+        prof = reference.profile(ip)
+        want = [e for f in frames if (e := reference.admit(f, ip, prof, NOW, d2, "frame"))]
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want, strict=True):
+        assert orjson.dumps(g.fields) == orjson.dumps(w.fields), g.raw
+        assert g.line == encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+    assert d1.values == d2.values
+    assert native.parse_errors.values == reference.parse_errors.values
+    assert native.decoded.values == reference.decoded.values
+
+
+def test_a_panic_costs_only_its_message_and_is_counted() -> None:
+    batch = [(f"<13>1 - h sshd 1 - - line {k}".encode(), ("192.0.2.9", 1)) for k in range(3)]
+    intake = make_intake()
+    metrics = Registry()
+    dropped = metrics.counter("dropped", "", ["source", "reason"])
+    truncated = metrics.counter("truncated", "", ["source"])
+    before = dataplane.native_panics()
+    intake._batch.inject_panic()
+    events = intake.datagrams(batch, NOW, 8192, RAW_MAX, dropped, truncated)
+    assert [e.fields["message"] for e in events] == ["line 1", "line 2"]
+    assert dropped.values == {(intake.source, "decode_error"): 1}
+    assert dataplane.native_panics() == before + 1
+
+
+def test_a_registry_subclass_selects_as_it_says() -> None:
+    """The batch walks ``VendorRegistry``'s own tables; a subclass may select otherwise, so
+    its ``decode`` is called."""
+
+    class Everything(VendorRegistry):
+        def decode(self, msg: Any, fields: dict[str, Any], hint: Any = None) -> str:
+            fields["labels.seen"] = True
+            return "everything"
+
+    cfg = SyslogSource(listen="127.0.0.1:0", name="batch-test")
+    intake = SyslogIntake(cfg, [], Registry(), "udp", Everything(list(BUILTIN)))
+    metrics = Registry()
+    dropped = metrics.counter("dropped", "", ["source", "reason"])
+    truncated = metrics.counter("truncated", "", ["source"])
+    batch = [(b"<13>Aug  7 10:00:00 host sshd[1]: Failed password", ("10.0.0.9", 1))]
+    (event,) = intake.datagrams(batch, NOW, 8192, RAW_MAX, dropped, truncated)
+    assert event.fields["event.dataset"] == "everything" and event.fields["labels.seen"]
