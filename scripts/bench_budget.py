@@ -50,9 +50,10 @@ from appliance.analysis.context import Context, enrich
 from appliance.config import SyslogSource
 from appliance.correlate import Engine, load_rules
 from appliance.event import Event
-from appliance.flows.rollup import FlowRollup
+from appliance.flows.rollup import new_rollup
 from appliance.metrics import Registry
 from appliance.protocols.netflow import NetflowDecoder
+from appliance.protocols.netflow.native import NativeNetflowDecoder, new_decoder
 from appliance.protocols.syslog.decode import decode_syslog, decode_syslog_reference
 from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.vendors import REGISTRY
@@ -327,21 +328,47 @@ def analysis_flow_stage(n_datagrams: int, repeat: int) -> dict[str, Any]:
 
 
 def flow_stages(n_datagrams: int, repeat: int, engine: Engine) -> dict[str, Any]:
-    dec = NetflowDecoder()
+    """The flow path as the listener runs it: the native decoder takes slices of 64
+    datagrams and hands the rollup columns (the Python decoder and rollup without the
+    extension or with APPLIANCE_NATIVE=0)."""
+    dec = new_decoder()
     dec.decode(template_datagram(), SENDER, NOW)
     dgs = [bytes(d) for d in data_datagrams(n_datagrams)]
-    recs: list[Any] = []
-    for d in dgs:
-        recs.extend(dec.decode(d, SENDER, NOW))
+    slices = [[(d, SENDER, 0, NOW) for d in dgs[i : i + 64]] for i in range(0, len(dgs), 64)]
+
+    def decode() -> tuple[list[Any], list[Any]]:
+        recs: list[Any] = []
+        columns: list[Any] = []
+        if isinstance(dec, NativeNetflowDecoder):
+            for batch in slices:
+                for got in dec.decode_batch(batch):
+                    if got is not None:
+                        recs += got[0]
+                        columns.append(got[1])
+        else:
+            for d in dgs:
+                recs.extend(dec.decode(d, SENDER, NOW))
+        return recs, columns
+
+    recs = decode()[0]
     n = len(recs)
     events = [Event(ts, NOW, "netflow", f) for ts, f in recs]
     cache: dict[bytes, str] = {}
-    rollup = FlowRollup()
+    rollup = new_rollup()
+    fresh = [decode()[1] for _ in range(repeat)]  # columns are taken once
+
+    def roll() -> None:
+        columns = fresh.pop() if fresh else []
+        if columns:
+            rollup.add_columns(columns)  # type: ignore[attr-defined]  # the native rollup
+        else:
+            rollup.add(events)
+
     stages = {
-        "decode": per_item(lambda: [dec.decode(d, SENDER, NOW) for d in dgs], n, repeat),
+        "decode": per_item(decode, n, repeat),
         "event": per_item(lambda: [Event(ts, NOW, "netflow", f) for ts, f in recs], n, repeat),
         "rules": per_item(lambda: [engine.observe(e, NOW) for e in events], n, repeat),
-        "rollup": per_item(lambda: rollup.add(events), n, repeat),
+        "rollup": per_item(roll, n, repeat),
     }
     return {
         "stages_us": stages,

@@ -5,6 +5,7 @@ into ``nfcapd`` for comparison. Prints ONE JSON line.
 
     .venv/bin/python scripts/bench_netflow.py [--rates 100000,200000] [--seconds 5]
     .venv/bin/python scripts/bench_netflow.py --stages   # CPU per flow by stage, no socket
+    .venv/bin/python scripts/bench_netflow.py --decode-ab   # old vs native decode + rollup
 
 "No loss" at a rate means: every flow sent was decoded, offered to the rules and counted in
 the rollups (flows_processed_total == flows sent), with zero kernel socket drops and zero
@@ -239,9 +240,9 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
 
 def decoder_only_fps(seconds: float = 2.0) -> int:
     """Flows/s of the sans-I/O decoder alone on the same datagrams (no socket, no rules)."""
-    from appliance.protocols.netflow import NetflowDecoder
+    from appliance.protocols.netflow.native import new_decoder
 
-    dec = NetflowDecoder()
+    dec = new_decoder()
     dec.decode(template_datagram(), "127.0.0.1", time.time())
     dgs = [bytes(d) for d in data_datagrams(1000)]
     n = 0
@@ -285,7 +286,19 @@ async def stages(n_datagrams: int = 1000, repeat: int = 6) -> dict[str, Any]:
 
             for _ in range(repeat):
                 t = time.process_time()
-                recs = [r for d in dgs for r in dec.decode(d, "127.0.0.1", now, 9)]
+                columns: list[Any] = []
+                if hasattr(dec, "decode_batch"):
+                    # What the source does with each slice of 64 datagrams: one native call,
+                    # which also makes the rollup's columns.
+                    recs = []
+                    for i in range(0, len(dgs), 64):
+                        batch = [(d, "127.0.0.1", 9, now) for d in dgs[i : i + 64]]
+                        for got in dec.decode_batch(batch):
+                            if got is not None:
+                                recs += got[0]
+                                columns.append(got[1])
+                else:
+                    recs = [r for d in dgs for r in dec.decode(d, "127.0.0.1", now, 9)]
                 n = len(recs)
                 keep("decode", time.process_time() - t, n)
                 t = time.process_time()
@@ -299,7 +312,10 @@ async def stages(n_datagrams: int = 1000, repeat: int = 6) -> dict[str, Any]:
                         keep(f"{where}:{type(stage).__name__}", time.process_time() - t, n)
                 rollup = new_rollup()
                 t = time.process_time()
-                rollup.add(events)
+                if columns and hasattr(rollup, "add_columns"):
+                    rollup.add_columns(columns)
+                else:
+                    rollup.add(events)
                 rollup.take_all()
                 keep("rollup", time.process_time() - t, n)
                 t = time.process_time()
@@ -315,6 +331,66 @@ async def stages(n_datagrams: int = 1000, repeat: int = 6) -> dict[str, Any]:
         "per_flow_us_without_raw_rows": round(sum(per_flow.values()), 2),
         "flows": n,
     }
+
+
+def decode_ab(repeat: int = 7) -> dict[str, Any]:
+    """The two decode paths in one process, interleaved (so load affects both alike): the
+    reference walk (Python state, native FlowTemplate records) with the native rollup reading
+    the events, against the native stateful decoder on slices of 64 with the rollup reading
+    its columns. Records are kept as the flow path keeps a batch; gen-0 GC threshold as the
+    flow path sets it; CPU us per flow, best of ``repeat``."""
+    import gc
+
+    from appliance import dataplane
+    from appliance.protocols.netflow import NetflowDecoder
+    from appliance.protocols.netflow.native import NativeNetflowDecoder, available
+
+    if not available() or dataplane.native is None:
+        return {"error": "the native data plane is not loaded"}
+    gc.set_threshold(50_000, 20, 20)
+    dgs = [bytes(d) for d in data_datagrams(1000)]
+    now = time.time()
+    old, new = NetflowDecoder(), NativeNetflowDecoder()
+    for dec in (old, new):
+        dec.decode(template_datagram(), "127.0.0.1", now, 9)
+    best = dict.fromkeys(("old_decode", "old_rollup", "new_decode", "new_rollup"), 1e9)
+    n = 0
+
+    def keep(name: str, seconds: float) -> None:
+        best[name] = min(best[name], seconds / n * 1e6)
+
+    for _ in range(repeat):
+        gc.collect()
+        t = time.process_time()
+        recs = [r for d in dgs for r in old.decode(d, "127.0.0.1", now, 9)]
+        n = len(recs)
+        keep("old_decode", time.process_time() - t)
+        events = [Event(ts, now, "netflow", f) for ts, f in recs]
+        rollup = dataplane.native.FlowRollup()
+        t = time.process_time()
+        rollup.add(events)
+        rollup.take_all()
+        keep("old_rollup", time.process_time() - t)
+        del recs, events
+        gc.collect()
+        t = time.process_time()
+        recs, columns = [], []
+        for i in range(0, len(dgs), 64):
+            for got in new.decode_batch([(d, "127.0.0.1", 9, now) for d in dgs[i : i + 64]]):
+                if got is not None:
+                    recs += got[0]
+                    columns.append(got[1])
+        keep("new_decode", time.process_time() - t)
+        rollup = dataplane.native.FlowRollup()
+        t = time.process_time()
+        rollup.add_columns(columns)
+        rollup.take_all()
+        keep("new_rollup", time.process_time() - t)
+        del recs, columns
+    out = {k: round(v, 3) for k, v in best.items()}
+    out["old_us"] = round(best["old_decode"] + best["old_rollup"], 3)
+    out["new_us"] = round(best["new_decode"] + best["new_rollup"], 3)
+    return {"flows": n, **out}
 
 
 def run_nfcapd(rates: list[int], seconds: float, data_dir: Path) -> list[dict[str, Any]]:
@@ -359,7 +435,14 @@ def main() -> None:
     ap.add_argument(
         "--stages", action="store_true", help="CPU per flow by stage (no socket), then exit"
     )
+    ap.add_argument(
+        "--decode-ab", action="store_true",
+        help="decode + rollup: the reference walk against the native state, interleaved",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.decode_ab:
+        print(json.dumps({"mode": "netflow-decode-ab", **decode_ab()}))
+        return
     if args.stages:
         print(json.dumps({"mode": "netflow-stages", **asyncio.run(stages())}))
         return

@@ -57,7 +57,10 @@ class FlowPath:
         self.storage = storage
         self.clock = clock
         self.rollup = new_rollup(cfg.rollup_top_k, cfg.rollup_max_keys)
-        self._queue: deque[list[Event]] = deque()
+        self._columns = hasattr(self.rollup, "add_columns")  # the native rollup
+        # Per datagram: its flow events, and the native decoder's rollup columns of the same
+        # flows when it made them (the rollup then reads no dict), else None.
+        self._queue: deque[tuple[list[Event], Any]] = deque()
         self._queued = 0
         self._nonempty = asyncio.Event()
         self._batch_ready = asyncio.Event()
@@ -112,8 +115,9 @@ class FlowPath:
 
     # ------------------------------------------------------------------------ source side
 
-    def offer(self, events: list[Event], source: str) -> bool:
-        """Queue one datagram's flows; ``False`` (all counted as dropped) when full."""
+    def offer(self, events: list[Event], source: str, columns: Any = None) -> bool:
+        """Queue one datagram's flows; ``False`` (all counted as dropped) when full.
+        ``columns``: the same flows as ``FlowRollup.add_columns`` takes them."""
         n = len(events)
         self.received.inc(source, n=n)
         if self._stopping or self._queued + n > self.cfg.queue_size:
@@ -121,7 +125,7 @@ class FlowPath:
             return False
         for e in events:
             e.listener = source
-        self._queue.append(events)
+        self._queue.append((events, columns))
         self._queued += n
         self._nonempty.set()
         if self._queued >= self.cfg.batch_size:
@@ -169,7 +173,7 @@ class FlowPath:
                 self._task.cancel()
                 with contextlib.suppress(BaseException):
                     await self._task
-                for batch in self._queue:
+                for batch, _columns in self._queue:
                     self.dropped.inc("flows", "shutdown_timeout", n=len(batch))
                 self._queue.clear()
                 self._queued = 0
@@ -191,23 +195,37 @@ class FlowPath:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self.cfg.flush_interval)
             events: list[Event] = []
+            columns: list[Any] = []
+            uncolumned: list[Event] = []  # flows the rollup reads from their events
             limit = self.cfg.batch_size
             while q and len(events) < limit:
-                events.extend(q.popleft())
+                batch, cols = q.popleft()
+                events.extend(batch)
+                if cols is not None and self._columns:
+                    columns.append(cols)
+                else:
+                    uncolumned.extend(batch)
             self._queued -= len(events)
             try:
-                await self._process(events)
+                await self._process(events, columns, uncolumned)
             except Exception:  # never let one batch stop the flow path
                 _rl.log(logging.ERROR, "flows", "flow batch failed", exc_info=True)
                 self.not_stored.inc("error", n=len(events))
 
-    async def _process(self, events: list[Event]) -> None:
+    async def _process(
+        self, events: list[Event], columns: list[Any] | None = None, uncolumned: Any = None
+    ) -> None:
+        """``columns``/``uncolumned``: the batch's flows as the rollup counts them, split by
+        whether the decoder made columns (default: every event read as a dict). The stages
+        add fields to flows but never change the ones the rollup keys on."""
         pipeline = self.pipeline
         now = self.clock()
         await pipeline.run_stages(pipeline.before_store, events, now)
         await self._store_raw(events, now)
         await pipeline.run_stages(pipeline.after_store, events, now)
-        self.rollup.add(events)
+        if columns:
+            self.rollup.add_columns(columns)  # type: ignore[attr-defined]  # the native rollup
+        self.rollup.add(events if uncolumned is None else uncolumned)
         self.processed.inc(n=len(events))
         await self._write_rollups(self.rollup.take_closed(self.clock()))
 

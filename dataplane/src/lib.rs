@@ -9,6 +9,7 @@ pub mod cef;
 pub mod decoders;
 pub mod kv;
 pub mod netflow;
+pub mod netflow_state;
 pub mod rollup;
 pub mod rules;
 pub mod segindex;
@@ -25,3 +26,7 @@ mod python_batch;
 // Correlation windows (event_count, value_count, temporal_ordered) bound for the engine.
 #[cfg(feature = "python")]
 mod python_windows;
+
+// The NetFlow decoder with its template state (netflow_state.rs), batch per call.
+#[cfg(feature = "python")]
+mod python_netflow;

@@ -917,6 +917,9 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "WindowsDeclined",
         m.py().get_type::<crate::python_windows::WindowsDeclined>(),
     )?;
+    // The NetFlow decoder with its template state, and its rollup columns (python_netflow.rs).
+    m.add_class::<crate::python_netflow::NetflowBatchDecoder>()?;
+    m.add_class::<crate::python_netflow::FlowColumns>()?;
     Ok(())
 }
 
@@ -1235,6 +1238,22 @@ impl FlowRollup {
                 packets: counter(get(6)?),
             });
         }
+        let inner = &mut self.inner;
+        match catch_unwind(AssertUnwindSafe(|| inner.add(flows))) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                Err(PyValueError::new_err("native flow rollup panicked"))
+            }
+        }
+    }
+
+    /// Count flows the native NetFlow decoder already read (`FlowColumns`): no dict read.
+    fn add_columns(
+        &mut self,
+        columns: Vec<PyRef<'_, crate::python_netflow::FlowColumns>>,
+    ) -> PyResult<()> {
+        let flows: Vec<crate::rollup::Flow> = columns.iter().flat_map(|c| c.take()).collect();
         let inner = &mut self.inner;
         match catch_unwind(AssertUnwindSafe(|| inner.add(flows))) {
             Ok(()) => Ok(()),

@@ -62,7 +62,7 @@ async def test_exporter_and_template_floods_stay_at_their_limits_and_a_real_expo
     for i in range(SPOOFED):
         send_from(f"127.0.1.{i + 1}", addr, v9_flows(1, seq=0))
     await run.wait_for(lambda: flows.processed.total() >= SPOOFED, timeout=20)
-    assert len(dec.domains) == MAX_EXPORTERS
+    assert dec.domain_count == MAX_EXPORTERS
 
     # Flood 2: one exporter announcing far more template ids than its share.
     recs = [template_record(256 + i, FLOW_FIELDS) for i in range(TEMPLATE_IDS)]
@@ -77,10 +77,9 @@ async def test_exporter_and_template_floods_stay_at_their_limits_and_a_real_expo
     await run.wait_for(lambda: flows.processed.total() == before + 2, timeout=10)
 
     # Memory: every table at (not past) its limit.
-    assert len(dec.domains) == MAX_EXPORTERS
+    assert dec.domain_count == MAX_EXPORTERS
     assert dec.template_count <= MAX_TEMPLATES
-    per = [len(d.templates) for d in dec.domains.values()]
-    assert max(per) <= PER_EXPORTER
+    assert max(dec.templates_per_domain()) <= PER_EXPORTER
     # Counters: every refusal and eviction counted, in the decoder and in /metrics.
     assert dec.counts[("limit", "templates_per_exporter")] == over
     evicted = SPOOFED + 2 - MAX_EXPORTERS  # the flood exporter and the real one got in too

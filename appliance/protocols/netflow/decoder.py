@@ -93,6 +93,14 @@ class NetflowDecoder:
         return self.state.template_count
 
     @property
+    def domain_count(self) -> int:
+        return len(self.state.domains)
+
+    def templates_per_domain(self) -> list[int]:
+        """Templates held per exporter (domain), least recently heard first."""
+        return [len(d.templates) for d in self.state.domains.values()]
+
+    @property
     def dirty(self) -> bool:
         """Templates or sampling changed since the last :meth:`export_state`."""
         return self.state.dirty
@@ -410,7 +418,7 @@ class NetflowDecoder:
                     before = self.state.template_count
                     self._install(ctx, int(tid), specs, int(scope))
                     loaded += self.state.template_count - before
-            except (KeyError, TypeError, ValueError):
+            except (LookupError, TypeError, ValueError):  # a short list too: never a crash at start
                 self.count("error", "bad_saved_state")
         self.state.dirty = self.state.refreshed = False
         return loaded

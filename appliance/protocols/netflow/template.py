@@ -166,7 +166,15 @@ class Template:
         "value_of",
     )
 
-    def __init__(self, tid: int, fields: tuple[Field, ...], scope_count: int, now: float) -> None:
+    def __init__(
+        self,
+        tid: int,
+        fields: tuple[Field, ...],
+        scope_count: int,
+        now: float,
+        *,
+        native: bool = True,
+    ) -> None:
         self.tid = tid
         self.fields = fields
         self.scope_count = scope_count
@@ -210,7 +218,7 @@ class Template:
         self.native: Any = None  # the extension's FlowTemplate, when it runs
         if not scope_count:  # options templates are state, not flows: no emitter
             self.plan = self._plan(names, convs, index, ints)
-            if dataplane.native is not None:
+            if native and dataplane.native is not None:
                 self.native = _native_template(self.plan, fields)
 
     def _plan(
@@ -321,6 +329,31 @@ def _native_template(plan: _Plan, fields: tuple[Field, ...]) -> Any:
         return dataplane.native.FlowTemplate(wire, plan.direct, slots, TRANSPORT)
     except (ValueError, OverflowError, TypeError):
         return None
+
+
+def native_plan(
+    fields: list[tuple[int, int, int]], scope: int
+) -> tuple[list[int], list[tuple[str, int]], list[int], str]:
+    """A template's meaning for the extension's stateful decoder (``NetflowBatchDecoder``),
+    asked once per installed template: the converter code of each field in wire order
+    (padding included), the ECS mapping (``direct`` and the eight slots, -1 = absent) and the
+    time kind. Options templates get codes only. The IANA tables stay here, in one place."""
+    tpl = Template(0, tuple(fields), scope, 0.0, native=False)
+    conv_at = {i: conv for i, _name, conv in tpl.fixups}
+    codes: list[int] = []
+    i = 0
+    for ie, _length, pen in tpl.fields:
+        if ie == PAD_IE and pen == 0:
+            codes.append(_PAD_CODE)
+            continue
+        codes.append(_CONV_CODES.get(conv_at.get(i), 5))
+        i += 1
+    plan = tpl.plan
+    if plan is None:
+        return codes, [], [-1] * 8, ""
+    slots = [plan.rate_i, plan.sampler_i, plan.bytes_i, plan.packets_i, plan.proto_i,
+             plan.start_i, plan.end_i, plan.init_i]  # fmt: skip
+    return codes, list(plan.direct), slots, tpl.time_kind
 
 
 def _var_converter(ie: int, pen: int) -> Callable[[bytes], Any]:

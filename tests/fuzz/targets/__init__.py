@@ -30,6 +30,8 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     # Its input is a record layout and a data set body, not a datagram stream: the netflow
     # seeds are only starting bytes there.
     "rust-netflow": ("netflow", "netflow"),
+    # The stateful decoder reads the netflow target's own datagram streams.
+    "rust-netflow-state": ("netflow_state", "netflow"),
     "rust-decoder": ("decoder", "syslog-vendors"),
     # A batch of datagrams (split at 0x1e) through the policy and the header decoder.
     "rust-batch": ("batch", "syslog-header"),

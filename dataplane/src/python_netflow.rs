@@ -1,0 +1,660 @@
+//! `NetflowBatchDecoder`: the stateful NetFlow decoder ([`crate::netflow_state`]) for Python.
+//!
+//! One call decodes a `recvmmsg` batch of datagrams (payload, exporter address and port,
+//! receive time) and returns each datagram's flows as the reference's `(ts, fields)` tuples
+//! plus the counter increments of the whole batch. Templates are planned by a Python callable
+//! (`template.native_plan`: the IANA names and kinds stay in one place), once per install.
+//! A panic is caught per datagram, counted (`panics()`), and that datagram comes back as
+//! `None` (the source counts it as a decode error); the rest of the batch goes on.
+
+use std::collections::{HashMap, HashSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+use crate::netflow::{text, Conv, Raw, Split};
+use crate::netflow_state::{
+    Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
+};
+use crate::python::PANICS;
+use crate::rollup::Flow;
+
+/// Asks Python for a template's plan: (converter code per field, direct (name, index),
+/// eight slot indexes (-1: absent), time kind).
+struct PyPlanner {
+    plan: Py<PyAny>,
+}
+
+type PlanTuple = (Vec<u8>, Vec<(String, isize)>, Vec<isize>, String);
+
+impl Planner for PyPlanner {
+    fn plan(&mut self, fields: &[Field], scope: u16) -> Option<Arc<TemplatePlan>> {
+        Python::attach(|py| {
+            let got = self.plan.bind(py).call1((fields.to_vec(), scope)).ok()?;
+            let (codes, direct, slots, kind): PlanTuple = got.extract().ok()?;
+            let convs: Option<Vec<Conv>> = codes.into_iter().map(Conv::from_code).collect();
+            let direct: Option<Vec<(String, usize)>> = direct
+                .into_iter()
+                .map(|(n, i)| usize::try_from(i).ok().map(|i| (n, i)))
+                .collect();
+            if slots.len() != 8 {
+                return None;
+            }
+            let mut s = [None; 8];
+            for (o, &i) in s.iter_mut().zip(&slots) {
+                *o = usize::try_from(i).ok();
+            }
+            TemplatePlan::new(fields, &convs?, TimeKind::from_name(&kind), direct?, s).map(Arc::new)
+        })
+    }
+}
+
+struct Keys {
+    bytes: Py<PyString>,
+    packets: Py<PyString>,
+    category: Py<PyString>,
+    kind: Py<PyString>,
+    network: Py<PyString>,
+    connection: Py<PyString>,
+    iana: Py<PyString>,
+    transport: Py<PyString>,
+    rate: Py<PyString>,
+    start: Py<PyString>,
+    end: Py<PyString>,
+    event_kind: Py<PyString>,
+    event: Py<PyString>,
+    observer: Py<PyString>,
+    address: Py<PyString>,
+    version: Py<PyString>,
+    source_id: Py<PyString>,
+    domain_id: Py<PyString>,
+    port: Py<PyString>,
+}
+
+/// Builds the reference's flow dicts, one list per datagram.
+struct DictSink<'py, 'k> {
+    py: Python<'py>,
+    keys: &'k Keys,
+    iana: &'k [Py<PyString>],
+    transport: &'k [Option<Py<PyString>>],
+    /// Text of recent IPv4 addresses: the same ones recur in every batch (as the
+    /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
+    ip4: &'k mut HashMap<[u8; 4], Py<PyString>>,
+    out: Vec<Bound<'py, PyTuple>>,
+    /// The same flows as the rollup reads them (`FlowRollup.add` of their events).
+    cols: Vec<Flow>,
+    error: Option<PyErr>,
+}
+
+const IP4_CACHE_MAX: usize = 65_536;
+
+/// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`).
+fn key_text(v: &Raw<'_>, made: &Bound<'_, PyAny>) -> String {
+    match *v {
+        Raw::Int(n) => n.to_string(),
+        Raw::Bytes(..) => made
+            .cast::<PyString>()
+            .ok()
+            .and_then(|s| s.to_str().ok().map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+fn value<'py>(
+    py: Python<'py>,
+    v: &Raw<'_>,
+    ip4: &mut HashMap<[u8; 4], Py<PyString>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match *v {
+        Raw::Int(n) => n.into_bound_py_any(py),
+        Raw::Bytes(b, Conv::Ip4) if b.len() == 4 => {
+            let k = [b[0], b[1], b[2], b[3]];
+            if let Some(s) = ip4.get(&k) {
+                return Ok(s.bind(py).clone().into_any());
+            }
+            if ip4.len() >= IP4_CACHE_MAX {
+                ip4.clear();
+            }
+            let s = PyString::new(py, &text(b, Conv::Ip4));
+            ip4.insert(k, s.clone().unbind());
+            Ok(s.into_any())
+        }
+        Raw::Bytes(b, c) => Ok(PyString::new(py, &text(b, c)).into_any()),
+    }
+}
+
+impl<'py> DictSink<'py, '_> {
+    fn common(&self, rc: &RecordCtx<'_>) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        let k = self.keys;
+        let d = PyDict::new(py);
+        let c = rc.ctx;
+        if !c.has_common {
+            return Ok(d);
+        }
+        let ex = PyString::new(py, &c.exporter);
+        d.set_item(k.event_kind.bind(py), k.event.bind(py))?;
+        d.set_item(k.observer.bind(py), &ex)?;
+        d.set_item(k.address.bind(py), &ex)?;
+        d.set_item(k.version.bind(py), c.version)?;
+        let id = if c.version == 10 {
+            &k.domain_id
+        } else {
+            &k.source_id
+        };
+        d.set_item(id.bind(py), c.source_id)?;
+        if c.port != 0 {
+            d.set_item(k.port.bind(py), c.port)?;
+        }
+        Ok(d)
+    }
+
+    fn build(
+        &mut self,
+        plan: &TemplatePlan,
+        split: &Split<'_>,
+        rc: &RecordCtx<'_>,
+    ) -> PyResult<()> {
+        let py = self.py;
+        let keys = self.keys;
+        let common = self.common(rc)?;
+        let direct: Vec<(Bound<'_, PyString>, usize)> = plan
+            .direct
+            .iter()
+            .map(|(n, i)| (PyString::intern(py, n), *i))
+            .collect();
+        let [rate_i, sampler_i, bytes_i, packets_i, proto_i, start_i, end_i, init_i] = plan.slots;
+        let int = |v: &Raw<'_>| -> Option<u64> {
+            match v {
+                Raw::Int(n) => Some(*n),
+                Raw::Bytes(..) => None,
+            }
+        };
+        let times = |v: u64, r: u128| -> PyResult<Bound<'_, PyAny>> {
+            match u128::from(v).checked_mul(r) {
+                Some(x) => x.into_bound_py_any(py),
+                None => v.into_bound_py_any(py)?.mul(r),
+            }
+        };
+        let timed = start_i.is_some() || end_i.is_some();
+        let width = plan.record.width();
+        let now = rc.ctx.now;
+        let named = |name: &str| {
+            plan.direct
+                .iter()
+                .rev()
+                .find(|(n, _)| n == name)
+                .map(|e| e.1)
+        };
+        let (src_i, dst_i, port_i) = (
+            named("source.ip"),
+            named("destination.ip"),
+            named("destination.port"),
+        );
+        for rec in split.values.chunks_exact(width).take(split.records) {
+            let r: u128 = if let Some(i) = rate_i {
+                match int(&rec[i]) {
+                    Some(0) | None => rc.rate,
+                    Some(v) => u128::from(v),
+                }
+            } else if let Some(i) = sampler_i {
+                match int(&rec[i]) {
+                    Some(n) => rc
+                        .samplers
+                        .iter()
+                        .find(|e| e.0 == i128::from(n))
+                        .map_or(rc.rate, |e| e.1),
+                    None => rc.rate,
+                }
+            } else {
+                rc.rate
+            };
+            let d = PyDict::new(py);
+            // A total past u128 is a Python int the rollup reads as 0, as `counter()` does.
+            let mut flow = Flow {
+                created: now,
+                src: None,
+                dst: None,
+                port: None,
+                transport: None,
+                bytes: 0,
+                packets: 0,
+            };
+            for (name, i) in &direct {
+                let v = value(py, &rec[*i], self.ip4)?;
+                if Some(*i) == src_i {
+                    flow.src = Some(key_text(&rec[*i], &v));
+                }
+                if Some(*i) == dst_i {
+                    flow.dst = Some(key_text(&rec[*i], &v));
+                }
+                if Some(*i) == port_i {
+                    flow.port = Some(key_text(&rec[*i], &v));
+                }
+                d.set_item(name, v)?;
+            }
+            if let Some(i) = bytes_i {
+                let v = int(&rec[i]).unwrap_or(0);
+                flow.bytes = u128::from(v).checked_mul(r).unwrap_or(0);
+                d.set_item(keys.bytes.bind(py), times(v, r)?)?;
+            }
+            if let Some(i) = packets_i {
+                let v = int(&rec[i]).unwrap_or(0);
+                flow.packets = u128::from(v).checked_mul(r).unwrap_or(0);
+                d.set_item(keys.packets.bind(py), times(v, r)?)?;
+            }
+            d.set_item(
+                keys.category.bind(py),
+                PyList::new(py, [keys.network.bind(py)])?,
+            )?;
+            d.set_item(
+                keys.kind.bind(py),
+                PyList::new(py, [keys.connection.bind(py)])?,
+            )?;
+            if let Some(i) = proto_i {
+                let proto = int(&rec[i]).unwrap_or(u64::MAX);
+                if proto < 256 {
+                    let proto = proto as usize;
+                    d.set_item(keys.iana.bind(py), self.iana[proto].bind(py))?;
+                    match &self.transport[proto] {
+                        Some(t) => {
+                            d.set_item(keys.transport.bind(py), t.bind(py))?;
+                            flow.transport = Some(t.bind(py).to_str()?.to_owned());
+                        }
+                        None => flow.transport = Some(proto.to_string()),
+                    }
+                }
+            }
+            if r != 1 {
+                d.set_item(keys.rate.bind(py), r)?;
+            }
+            let mut ts = now;
+            if timed {
+                let b = match init_i {
+                    Some(i) => Some(int(&rec[i]).unwrap_or(0) as f64 * 0.001),
+                    None => rc.base,
+                };
+                if let Some(b) = b {
+                    if let Some(i) = start_i {
+                        let v = int(&rec[i]).unwrap_or(0) as f64;
+                        d.set_item(keys.start.bind(py), b + v * rc.scale)?;
+                    }
+                    if let Some(i) = end_i {
+                        let v = int(&rec[i]).unwrap_or(0) as f64;
+                        ts = b + v * rc.scale;
+                        d.set_item(keys.end.bind(py), ts)?;
+                    }
+                }
+            }
+            d.update(common.as_mapping())?;
+            self.cols.push(flow);
+            self.out
+                .push(PyTuple::new(py, [ts.into_bound_py_any(py)?, d.into_any()])?);
+        }
+        Ok(())
+    }
+}
+
+impl FlowSink for DictSink<'_, '_> {
+    fn flows(&mut self, plan: &TemplatePlan, split: &Split<'_>, rc: &RecordCtx<'_>) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.build(plan, split, rc) {
+            self.error = Some(e);
+        }
+    }
+}
+
+/// The NetFlow listener's decoder and template state, native (see the module docs).
+#[pyclass(module = "appliance._dataplane")]
+pub struct NetflowBatchDecoder {
+    inner: Decoder<PyPlanner>,
+    exporters: HashMap<String, Arc<str>>,
+    ip4: HashMap<[u8; 4], Py<PyString>>,
+    /// Tests only: the next datagram panics inside the decoder.
+    panic_next: bool,
+    keys: Keys,
+    iana: Vec<Py<PyString>>,
+    transport: Vec<Option<Py<PyString>>>,
+}
+
+type CountRows = Vec<(&'static str, String, u128)>;
+
+impl NetflowBatchDecoder {
+    fn exporter(&mut self, s: &str) -> Arc<str> {
+        if let Some(e) = self.exporters.get(s) {
+            return e.clone();
+        }
+        if self.exporters.len() >= 4 * self.inner.limits.max_exporters + 64 {
+            self.exporters.clear();
+        }
+        let e: Arc<str> = Arc::from(s);
+        self.exporters.insert(s.to_owned(), e.clone());
+        e
+    }
+
+    fn key(&mut self, exporter: &str, version: u16, domain: u32) -> DomainKey {
+        (self.exporter(exporter), version, domain)
+    }
+
+    /// Decode one datagram into a list, or `None` when it panicked or Python failed.
+    fn one<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        exporter: &str,
+        port: u16,
+        now: f64,
+    ) -> Option<(Bound<'py, PyList>, Vec<Flow>)> {
+        let ex = self.exporter(exporter);
+        let mut sink = DictSink {
+            py,
+            keys: &self.keys,
+            iana: &self.iana,
+            transport: &self.transport,
+            ip4: &mut self.ip4,
+            out: Vec::new(),
+            cols: Vec::new(),
+            error: None,
+        };
+        let inner = &mut self.inner;
+        let inject = std::mem::take(&mut self.panic_next);
+        let ok = catch_unwind(AssertUnwindSafe(|| {
+            if inject {
+                panic!("injected netflow decoder panic");
+            }
+            inner.decode(data, &ex, port, now, &mut sink)
+        }))
+        .is_ok();
+        if !ok {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        if sink.error.is_some() {
+            return None;
+        }
+        let cols = sink.cols;
+        PyList::new(py, sink.out).ok().map(|l| (l, cols))
+    }
+
+    fn counts(&mut self) -> CountRows {
+        self.inner
+            .take_counts()
+            .into_iter()
+            .map(|((f, r), n)| (f, r.to_string(), n))
+            .collect()
+    }
+}
+
+#[pymethods]
+impl NetflowBatchDecoder {
+    /// `limits`: the nine `DecoderLimits` bounds and `compiles_per_second`, in field order;
+    /// `large_ies`: IEs allowed past `max_field_length`; `plan(fields, scope)`: see
+    /// [`PyPlanner`]; `transport`: the transport name per protocol number.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        limits: (usize, usize, usize, usize, usize, u16, f64, usize, f64, f64),
+        large_ies: Vec<u16>,
+        plan: Py<PyAny>,
+        transport: Vec<Option<String>>,
+    ) -> PyResult<Self> {
+        let limits = Limits {
+            max_exporters: limits.0,
+            max_domains_per_exporter: limits.1,
+            max_templates_per_exporter: limits.2,
+            max_templates: limits.3,
+            max_fields_per_template: limits.4,
+            max_field_length: limits.5,
+            template_lifetime: limits.6,
+            pending_max_sets: limits.7,
+            pending_max_age: limits.8,
+            compiles_per_second: limits.9,
+        };
+        let large: HashSet<u16> = large_ies.into_iter().collect();
+        let inner = Decoder::new(limits, large, PyPlanner { plan })
+            .ok_or_else(|| PyValueError::new_err("the v5 template could not be planned"))?;
+        let k = |s: &str| PyString::intern(py, s).unbind();
+        Ok(NetflowBatchDecoder {
+            inner,
+            exporters: HashMap::new(),
+            ip4: HashMap::new(),
+            panic_next: false,
+            keys: Keys {
+                bytes: k("network.bytes"),
+                packets: k("network.packets"),
+                category: k("event.category"),
+                kind: k("event.type"),
+                network: k("network"),
+                connection: k("connection"),
+                iana: k("network.iana_number"),
+                transport: k("network.transport"),
+                rate: k("netflow.sampling_rate"),
+                start: k("event.start"),
+                end: k("event.end"),
+                event_kind: k("event.kind"),
+                event: k("event"),
+                observer: k("observer.ip"),
+                address: k("netflow.exporter.address"),
+                version: k("netflow.exporter.version"),
+                source_id: k("netflow.exporter.source_id"),
+                domain_id: k("netflow.exporter.observation_domain_id"),
+                port: k("netflow.exporter.port"),
+            },
+            iana: (0..256).map(|i| k(&i.to_string())).collect(),
+            transport: (0..256)
+                .map(|i| transport.get(i).cloned().flatten().map(|t| k(&t)))
+                .collect(),
+        })
+    }
+
+    /// One datagram: (its records or `None`, the counter increments).
+    fn decode<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        exporter: &str,
+        now: f64,
+        port: u16,
+    ) -> (Option<Bound<'py, PyList>>, CountRows) {
+        let got = self.one(py, data, exporter, port, now).map(|g| g.0);
+        (got, self.counts())
+    }
+
+    /// A batch of (payload, exporter address, exporter port, received at): each datagram's
+    /// records and their rollup columns (or `None`), and the counter increments of the
+    /// whole batch.
+    #[allow(clippy::type_complexity)]
+    fn decode_batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
+    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (data, exporter, port, now) in &batch {
+            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now);
+            out.push(got.map(|(records, flows)| {
+                (
+                    records,
+                    FlowColumns {
+                        flows: std::sync::Mutex::new(flows),
+                    },
+                )
+            }));
+        }
+        Ok((out, self.counts()))
+    }
+
+    /// Templates past their lifetime, idle exporters, stale held data: (expired, counts).
+    fn expire(&mut self, now: f64) -> (usize, CountRows) {
+        let n = self.inner.expire(now);
+        (n, self.counts())
+    }
+
+    #[getter]
+    fn template_count(&self) -> usize {
+        self.inner.template_count()
+    }
+
+    /// Exporters (observation domains) held.
+    #[getter]
+    fn domain_count(&self) -> usize {
+        self.inner.domains.len()
+    }
+
+    /// Templates held per domain, least recently heard domain first.
+    fn templates_per_domain(&self) -> Vec<usize> {
+        self.inner
+            .domains
+            .iter()
+            .map(|(_, d)| d.templates.len())
+            .collect()
+    }
+
+    #[getter]
+    fn dirty(&self) -> bool {
+        self.inner.dirty
+    }
+
+    #[getter]
+    fn refreshed(&self) -> bool {
+        self.inner.refreshed
+    }
+
+    /// Counter increments not yet taken (after the import calls below).
+    fn take_counts(&mut self) -> CountRows {
+        self.counts()
+    }
+
+    /// The saved state as `TemplateState.export` writes it (and both flags cleared).
+    fn export_state<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let domains = PyList::empty(py);
+        for ((addr, version, dom), d) in self.inner.domains.iter() {
+            if d.templates.is_empty() && d.default_rate == 1 && d.sampler_rates.is_empty() {
+                continue;
+            }
+            let item = PyDict::new(py);
+            item.set_item("exporter", &**addr)?;
+            item.set_item("version", *version)?;
+            item.set_item("domain", *dom)?;
+            item.set_item("default_rate", d.default_rate)?;
+            let rates = PyList::empty(py);
+            for (k, v) in &d.sampler_rates {
+                rates.append(PyList::new(
+                    py,
+                    [k.into_bound_py_any(py)?, v.into_bound_py_any(py)?],
+                )?)?;
+            }
+            item.set_item("sampler_rates", rates)?;
+            item.set_item("init_time", d.init_time)?;
+            let templates = PyList::empty(py);
+            for (_, t) in d.templates.iter() {
+                let fields = PyList::empty(py);
+                for &(ie, len, pen) in t.fields.iter() {
+                    fields.append(PyList::new(py, [i64::from(ie), i64::from(len), pen])?)?;
+                }
+                templates.append(PyList::new(
+                    py,
+                    [
+                        t.tid.into_bound_py_any(py)?,
+                        t.scope.into_bound_py_any(py)?,
+                        fields.into_any(),
+                        t.last_seen.into_bound_py_any(py)?,
+                    ],
+                )?)?;
+            }
+            item.set_item("templates", templates)?;
+            domains.append(item)?;
+        }
+        self.inner.saved();
+        let out = PyDict::new(py);
+        out.set_item("format", 1)?;
+        out.set_item("domains", domains)?;
+        Ok(out)
+    }
+
+    /// `import_state`, one step at a time (Python walks the saved JSON as the reference
+    /// does): make or touch a domain.
+    fn import_domain(&mut self, exporter: &str, version: u16, domain: u32, now: f64) {
+        let key = self.key(exporter, version, domain);
+        self.inner.import_domain(&key, now);
+    }
+
+    fn set_default_rate(&mut self, exporter: &str, version: u16, domain: u32, rate: u128) {
+        let key = self.key(exporter, version, domain);
+        if let Some(d) = self.inner.domain_mut(&key) {
+            d.default_rate = rate;
+        }
+    }
+
+    fn set_sampler_rate(&mut self, exporter: &str, version: u16, domain: u32, k: i128, v: u128) {
+        let key = self.key(exporter, version, domain);
+        if let Some(d) = self.inner.domain_mut(&key) {
+            Decoder::<PyPlanner>::set_sampler(d, k, v);
+        }
+    }
+
+    fn set_init_time(&mut self, exporter: &str, version: u16, domain: u32, t: Option<f64>) {
+        let key = self.key(exporter, version, domain);
+        if let Some(d) = self.inner.domain_mut(&key) {
+            d.init_time = t;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn import_template(
+        &mut self,
+        exporter: &str,
+        version: u16,
+        domain: u32,
+        tid: u16,
+        fields: Vec<(u16, u16, i64)>,
+        scope: u16,
+        last_seen: f64,
+    ) {
+        let key = self.key(exporter, version, domain);
+        self.inner
+            .import_template(&key, tid, fields, scope, last_seen);
+    }
+
+    /// Tests only: make the next datagram's decode panic, to exercise the boundary.
+    fn inject_panic(&mut self) {
+        self.panic_next = true;
+    }
+
+    /// Mark the state saved (after an import, as the reference does).
+    fn mark_saved(&mut self) {
+        self.inner.saved();
+    }
+}
+
+/// One datagram's flows as the rollup counts them (keys as text, sampled totals), made by
+/// the decoder beside the flow dicts so the rollup reads no dict: `FlowRollup.add_columns`
+/// takes them (once; they are moved out).
+#[pyclass(frozen, module = "appliance._dataplane")]
+pub struct FlowColumns {
+    pub(crate) flows: std::sync::Mutex<Vec<Flow>>,
+}
+
+#[pymethods]
+impl FlowColumns {
+    fn __len__(&self) -> usize {
+        self.flows.lock().map_or(0, |f| f.len())
+    }
+}
+
+impl FlowColumns {
+    /// The flows, moved out (a second take gets none).
+    pub(crate) fn take(&self) -> Vec<Flow> {
+        match self.flows.lock() {
+            Ok(mut f) => std::mem::take(&mut *f),
+            Err(e) => std::mem::take(&mut *e.into_inner()),
+        }
+    }
+}
