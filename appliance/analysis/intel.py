@@ -743,16 +743,17 @@ class _Intervals:
             ids.append(idx)
         self.starts, self.ends = starts, ends
         if bits == 32:
-            buckets = array("L", [0]) * 65537
+            # Bucket t holds the first interval starting in /16 t or later. Filled by runs:
+            # one slice per /16 that has a start, the rest already past the end (an appliance
+            # without indicators builds this at every start: 65,537 stores one by one were
+            # ~10 ms of it).
+            buckets = array("L", [len(starts)]) * 65537
             b = 0
             for k, start in enumerate(starts):
                 top = start >> 16
-                while b <= top:
-                    buckets[b] = k
-                    b += 1
-            while b <= 65536:
-                buckets[b] = len(starts)
-                b += 1
+                if b <= top:
+                    buckets[b : top + 1] = array("L", [k]) * (top + 1 - b)
+                    b = top + 1
             self.buckets = buckets
 
     def __len__(self) -> int:
