@@ -50,6 +50,15 @@ def corpus_dir(sub: str) -> Path:
     return path
 
 
+def syslog_corpus_lines() -> Iterator[bytes]:
+    """Every non-empty line of the corpus's syslog files (``*.log``), file by file in name
+    order: what the differential tests feed both backends."""
+    for path in sorted(corpus_dir("syslog").glob("*.log")):
+        for raw in path.read_bytes().splitlines():
+            if raw:
+                yield raw
+
+
 def _lambda_node(predicate: Callable[..., Any]) -> ast.Lambda | None:
     """The lambda's own syntax tree, cut out of the line(s) ``inspect`` finds it on."""
     try:

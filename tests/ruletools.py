@@ -175,3 +175,22 @@ def rules_from(tmp: Path, **files: str) -> RuleSet:
     for name, text in files.items():
         (tmp / f"{name}.yml").write_text(text)
     return load_rules([tmp], builtin=False)
+
+
+_DETECTION = """\
+title: {name}
+id: 9a1c0f3e-0000-4000-8000-0000000000{n:02d}
+name: {name}
+status: test
+logsource: {{product: appliance}}
+detection:
+  sel: {{event.action: {action}}}
+  condition: sel
+level: informational
+"""
+
+
+def detection(n: int, name: str, action: str) -> str:
+    """A Sigma rule (number ``n`` < 100 makes its id) matching ``event.action: action``: the
+    base a correlation test chains its windows on."""
+    return _DETECTION.format(n=n, name=name, action=action)

@@ -7,23 +7,20 @@ from pathlib import Path
 
 from appliance.correlate import Engine, Limits
 from appliance.event import Event
-from tests.ruletools import T0, auth, builtin, device, ev, fired, flow, fw, rules_from, run, ssh
-
-BASE = """\
-title: base
-id: 9a1c0f3e-0000-4000-8000-0000000000{n:02d}
-name: {name}
-status: test
-logsource: {{product: appliance}}
-detection:
-  sel: {{event.action: {action}}}
-  condition: sel
-level: informational
-"""
-
-
-def base(n: int, name: str, action: str) -> str:
-    return BASE.format(n=n, name=name, action=action)
+from tests.ruletools import (
+    T0,
+    auth,
+    builtin,
+    detection,
+    device,
+    ev,
+    fired,
+    flow,
+    fw,
+    rules_from,
+    run,
+    ssh,
+)
 
 
 def corr(
@@ -39,7 +36,7 @@ def corr(
 def test_value_avg_fires_on_average_over_threshold(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr(
             "big_avg",
             "value_avg",
@@ -60,8 +57,8 @@ def test_value_avg_fires_on_average_over_threshold(tmp_path: Path) -> None:
 def test_temporal_fires_in_any_order_within_window(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        a=base(1, "a", "alpha"),
-        b=base(2, "b", "beta"),
+        a=detection(1, "a", "alpha"),
+        b=detection(2, "b", "beta"),
         c=corr("both", "temporal", ["a", "b"], ["source.ip"], "1m", "{gte: 2}"),
     )
     mk = lambda dt, act: ev(dt, {"event.action": act, "source.ip": "1.1.1.1"})  # noqa: E731
@@ -72,8 +69,8 @@ def test_temporal_fires_in_any_order_within_window(tmp_path: Path) -> None:
 def test_temporal_ordered_needs_the_order(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        a=base(1, "a", "alpha"),
-        b=base(2, "b", "beta"),
+        a=detection(1, "a", "alpha"),
+        b=detection(2, "b", "beta"),
         c=corr("seq", "temporal_ordered", ["a", "b"], ["source.ip"], "1m", "{gte: 2}"),
     )
     mk = lambda dt, act: ev(dt, {"event.action": act, "source.ip": "1.1.1.1"})  # noqa: E731
@@ -104,8 +101,8 @@ def test_correlation_of_correlations_link_flapping_groups_by_interface() -> None
 def test_aliases_join_differently_named_fields(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        a=base(1, "scan", "scan"),
-        b=base(2, "login", "login"),
+        a=detection(1, "scan", "scan"),
+        b=detection(2, "login", "login"),
         c=corr(
             "scan_then_login",
             "temporal_ordered",

@@ -22,6 +22,7 @@ from appliance.correlate.engine import CorrelationRuntime, NativeCorrelationRunt
 from appliance.correlate.rules import RuleSet
 from appliance.event import Event
 from tests.conftest import CORPUS
+from tests.ruletools import detection
 from tests.test_rule_matcher_equivalence import corpus_events
 
 pytestmark = pytest.mark.skipif(
@@ -146,18 +147,6 @@ def test_corpus_events_raise_the_same_alerts_and_state(max_groups: int) -> None:
 
 # ------------------------------------------------------------------------------ generated
 
-DETECTION = """\
-title: {name}
-id: 5b0c7a1e-0000-4000-8000-0000000000{n:02d}
-name: {name}
-status: test
-logsource: {{product: appliance}}
-detection:
-  sel: {{event.action: {action}}}
-  condition: sel
-level: informational
-"""
-
 
 def corr(name: str, ctype: str, rules: list[str], group: list[str], span: str, cond: str) -> str:
     return (
@@ -169,9 +158,9 @@ def corr(name: str, ctype: str, rules: list[str], group: list[str], span: str, c
 
 def generated_rules(tmp: Path) -> RuleSet:
     files = {
-        "fail": DETECTION.format(n=1, name="fail", action="fail"),
-        "ok": DETECTION.format(n=2, name="ok", action="ok"),
-        "probe": DETECTION.format(n=3, name="probe", action="probe"),
+        "fail": detection(1, "fail", "fail"),
+        "ok": detection(2, "ok", "ok"),
+        "probe": detection(3, "probe", "probe"),
         "c_count": corr("c_count", "event_count", ["fail"], ["source.ip"], "1m", "{gte: 3}"),
         "c_range": corr(
             "c_range",

@@ -19,7 +19,7 @@ from appliance import dataplane
 from appliance.protocols.syslog import decode
 from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.framing import SyslogFramer
-from tests.conftest import CORPUS, corpus_dir
+from tests.conftest import CORPUS, syslog_corpus_lines
 
 CORPUS_DIR = CORPUS / "syslog"
 
@@ -54,18 +54,10 @@ def assert_same(line: bytes, now: float = NOW, tz: object = None) -> None:
     assert orjson.dumps(fields) == orjson.dumps(expected), line
 
 
-def corpus_lines() -> Iterator[bytes]:
-    root = corpus_dir("syslog")
-    for path in sorted(Path(root).glob("*.log")):
-        for raw in path.read_bytes().splitlines():
-            if raw:
-                yield raw
-
-
 @pytest.mark.corpus
 def test_every_corpus_line_decodes_identically() -> None:
     n = 0
-    for line in corpus_lines():
+    for line in syslog_corpus_lines():
         assert_same(line)
         n += 1
     assert n > 1000
@@ -252,7 +244,7 @@ def test_key_value_pairs_match_the_reference_in_content_and_order() -> None:
 def test_every_corpus_message_splits_into_the_same_pairs() -> None:
     from appliance.protocols.syslog.vendors.base import kv_pairs_reference
 
-    for line in corpus_lines():
+    for line in syslog_corpus_lines():
         text = decode.decode_syslog_reference(line, NOW).message
         native = dataplane.native.kv_pairs(text, 256)  # type: ignore[union-attr]
         if native is not None:
@@ -272,7 +264,7 @@ def decoder_inputs(f: object, rng: random.Random) -> list[bytes]:
     lines += list(SEEDS)
     with_corpus = CORPUS_DIR.is_dir()
     if with_corpus:
-        lines += list(corpus_lines())
+        lines += list(syslog_corpus_lines())
     out = list(lines)
     pieces = [b",", b" ", b"=", b"[", b"]", b"IN=", b"DROP", b"tcp", b"6", b"4", b":", b'"',
               b"src=", b"\xc3\xa9", b"id=firewall"]  # fmt: skip

@@ -10,7 +10,6 @@ from __future__ import annotations
 import calendar
 import random
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,7 +24,7 @@ from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
 from appliance.protocols.syslog.vendors.base import VendorDecoder
 from appliance.sources.syslog_intake import SyslogIntake
 from appliance.store.segments import encode_line
-from tests.conftest import corpus_dir
+from tests.conftest import syslog_corpus_lines
 from tests.test_dataplane_equivalence import SEEDS, mutations
 
 NOW = calendar.timegm((2026, 12, 4, 13, 0, 0)) + 0.5  # a float, as the clock gives
@@ -143,19 +142,11 @@ def batched(lines: Iterator[bytes], ips: list[str], size: int = 256) -> list[lis
     return out
 
 
-def corpus_lines() -> Iterator[bytes]:
-    root = corpus_dir("syslog")
-    for path in sorted(Path(root).glob("*.log")):
-        for raw in path.read_bytes().splitlines():
-            if raw:
-                yield raw
-
-
 @pytest.mark.corpus
 def test_every_corpus_line_from_every_vendor_profile_makes_the_same_events(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    made, seen = run_both(batched(corpus_lines(), sender_ips()), monkeypatch)
+    made, seen = run_both(batched(syslog_corpus_lines(), sender_ips()), monkeypatch)
     assert made > 1000
     assert len(seen["decoded"]) > 10  # many vendor decoders claimed lines
 
