@@ -215,11 +215,13 @@ class ApiServer:
         return "https" if self.tls else "http"
 
     async def start(self, listen: str) -> None:
-        from appliance.api.tls import server_context
-
         cfg = self.appliance.config
         host, port = parse_hostport(listen)
-        ssl_context = server_context(cfg.api, cfg.data_dir, cfg.path)
+        ssl_context = None
+        if cfg.api.tls_enabled:  # the TLS module imports cryptography: ~35 ms of every start
+            from appliance.api.tls import server_context
+
+            ssl_context = server_context(cfg.api, cfg.data_dir, cfg.path)
         self.tls = ssl_context is not None
         self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await self.runner.setup()
