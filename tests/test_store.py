@@ -5,8 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from appliance.event import Event
-from appliance.store import Store
+from appliance.store import Store, schema
+from appliance.store.errors import StoreError
 from appliance.store.schema import migrations
 from appliance.store.space import PAGE_SIZE
 
@@ -35,6 +38,25 @@ async def test_new_database_is_migrated_to_the_latest_version(tmp_path: Path) ->
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
     assert version == migrations()[-1][0]
     assert mode == "wal"
+
+
+async def test_a_failing_migration_leaves_the_file_at_the_version_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    latest = migrations()[-1][0]
+    broken = (
+        latest + 1,
+        "broken",
+        "CREATE TABLE half_done (x);\nINSERT INTO no_such_table VALUES (1);",
+    )
+    monkeypatch.setattr(schema, "migrations", lambda: [*migrations(), broken])
+    with pytest.raises(StoreError, match="no_such_table"):
+        await open_store(tmp_path / "a.db")
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert version == latest
+    assert "half_done" not in tables and "event_segments" in tables
 
 
 async def test_new_database_uses_large_pages_for_event_segments(tmp_path: Path) -> None:

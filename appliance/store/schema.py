@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable
 from importlib import resources
 from typing import Any
 
@@ -59,14 +58,16 @@ async def migrate(conn: aiosqlite.Connection) -> None:
         if number <= current:
             continue
         log.info("applying schema migration %04d_%s", number, name)
-        await conn.execute("BEGIN IMMEDIATE")
+        # One script a migration: one trip to the connection's thread instead of one per
+        # statement (a fresh database's 15 migrations were ~120 trips, most of its 16 ms of
+        # CPU to open). The script stops at a failing statement with the transaction open.
         try:
-            for statement in split_sql(sql):
-                await conn.execute(statement)
-            await conn.execute(f"PRAGMA user_version={int(number)}")
-            await conn.execute("COMMIT")
+            await conn.executescript(
+                f"BEGIN IMMEDIATE;\n{sql}\n;PRAGMA user_version={int(number)};\nCOMMIT;"
+            )
         except BaseException:
-            await conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                await conn.execute("ROLLBACK")
             raise
 
 
@@ -104,9 +105,3 @@ async def convert_legacy_events(conn: aiosqlite.Connection, raw_max_bytes: int) 
     log.info("converted %d events to the segment store", converted)
 
 
-def split_sql(sql: str) -> Iterable[str]:
-    """Statements of a migration file (no semicolons inside literals in our migrations)."""
-    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
-    for stmt in body.split(";"):
-        if stmt.strip():
-            yield stmt.strip()
