@@ -9,8 +9,8 @@ from pathlib import Path
 from appliance.correlate import Engine
 from appliance.correlate.engine import quantile
 from appliance.event import Event
-from tests.ruletools import ev, fired, rules_from, run
-from tests.test_correlate_engine import base, corr
+from tests.ruletools import detection, ev, fired, rules_from, run
+from tests.test_correlate_engine import corr
 
 
 def flow_bytes(dt: float, n: int, src: str = "10.0.0.1") -> Event:
@@ -28,7 +28,7 @@ def test_median_of_an_odd_and_an_even_count_and_nearest_rank_percentiles() -> No
 def test_value_median_fires_on_the_median_not_on_one_outlier(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr(
             "big_median",
             "value_median",
@@ -48,7 +48,7 @@ def test_value_median_fires_on_the_median_not_on_one_outlier(tmp_path: Path) -> 
 def test_value_percentile_uses_the_rules_percentile_and_the_window(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr(
             "p90",
             "value_percentile",
@@ -69,7 +69,7 @@ def test_value_percentile_uses_the_rules_percentile_and_the_window(tmp_path: Pat
 def test_a_quantile_window_survives_a_snapshot(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr(
             "big_median",
             "value_median",
@@ -93,7 +93,7 @@ def test_value_percentile_without_a_percentile_is_refused_with_the_reason(
 ) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr(
             "p",
             "value_percentile",

@@ -13,8 +13,8 @@ import pytest
 from appliance.cli import main
 from appliance.correlate import Engine
 from appliance.event import Event
-from tests.ruletools import ev, fired, rules_from, run
-from tests.test_correlate_engine import base, corr
+from tests.ruletools import detection, ev, fired, rules_from, run
+from tests.test_correlate_engine import corr
 from tests.test_syslog_udp import send_udp
 
 
@@ -24,7 +24,7 @@ def step(dt: float, action: str, user: str = "alice", **extra: object) -> Event:
 
 def steps(**names: int) -> dict[str, str]:
     """Base detections named after the actions they select (``a`` selects ``event.action: a``)."""
-    return {f"base_{name}": base(n, name, name) for name, n in names.items()}
+    return {f"base_{name}": detection(n, name, name) for name, n in names.items()}
 
 
 def boolean(name: str, ctype: str, cond: str, rules: list[str] | None = None) -> str:
@@ -177,7 +177,7 @@ def flows(*sizes: int, src: str = "10.0.0.1") -> list[Event]:
 
 
 def test_a_range_condition_fires_inside_the_range(tmp_path: Path) -> None:
-    rs = rules_from(tmp_path, b=base(1, "flows", "flow"), c=avg_range())
+    rs = rules_from(tmp_path, b=detection(1, "flows", "flow"), c=avg_range())
     assert not rs.failures
     (alert,) = [a for a in run(flows(150), rs) if a.rule.name == "mid_avg"]
     assert alert.detail["condition"] == {"gte": 100.0, "lte": 200.0}
@@ -185,7 +185,7 @@ def test_a_range_condition_fires_inside_the_range(tmp_path: Path) -> None:
 
 
 def test_a_range_condition_stays_quiet_outside_the_range(tmp_path: Path) -> None:
-    rs = rules_from(tmp_path, b=base(1, "flows", "flow"), c=avg_range())
+    rs = rules_from(tmp_path, b=detection(1, "flows", "flow"), c=avg_range())
     assert "mid_avg" not in fired(run(flows(50, 90), rs))  # below
     assert "mid_avg" not in fired(run(flows(5000, 300), rs))  # above
     assert "mid_avg" not in fired(run(flows(99), rs))
@@ -205,7 +205,7 @@ def test_a_temporal_range_counts_the_distinct_rules_seen(tmp_path: Path) -> None
 def test_an_empty_range_is_refused_with_the_reason(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr("never", "value_sum", ["flows"], ["source.ip"], "1m", "{gt: 10, lt: 5, field: x.y}"),
     )
     (failure,) = rs.failures
@@ -216,7 +216,7 @@ def test_an_empty_range_is_refused_with_the_reason(tmp_path: Path) -> None:
 def test_a_range_with_a_value_that_is_not_a_number_fails_with_the_reason(tmp_path: Path) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "flows", "flow"),
+        b=detection(1, "flows", "flow"),
         c=corr("bad", "value_sum", ["flows"], ["source.ip"], "1m", "{gt: 1, lt: lots, field: x.y}"),
     )
     (failure,) = rs.failures
@@ -224,7 +224,7 @@ def test_a_range_with_a_value_that_is_not_a_number_fails_with_the_reason(tmp_pat
 
 
 def test_a_range_in_a_file_leaves_its_other_rules_loaded(tmp_path: Path) -> None:
-    (tmp_path / "both.yml").write_text(base(1, "flows", "flow") + "---\n" + avg_range())
+    (tmp_path / "both.yml").write_text(detection(1, "flows", "flow") + "---\n" + avg_range())
     rs = rules_from(tmp_path)
     assert not rs.failures
     assert [d.meta.name for d in rs.detections] == ["flows"]
@@ -239,7 +239,7 @@ def test_value_count_over_several_fields_counts_their_distinct_combinations(
 ) -> None:
     rs = rules_from(
         tmp_path,
-        b=base(1, "logins", "login"),
+        b=detection(1, "logins", "login"),
         c=corr(
             "spray",
             "value_count",
@@ -276,7 +276,7 @@ def test_a_condition_that_can_never_hold_is_refused(tmp_path: Path) -> None:
 
 def test_a_listed_rule_missing_from_the_condition_fails_that_rule_only(tmp_path: Path) -> None:
     (tmp_path / "both.yml").write_text(
-        base(1, "a", "a") + "---\n" + boolean("ab", "temporal", "a", ["a", "b"])
+        detection(1, "a", "a") + "---\n" + boolean("ab", "temporal", "a", ["a", "b"])
     )
     rs = rules_from(tmp_path)
     (failure,) = rs.failures
@@ -289,7 +289,7 @@ def test_rules_check_reports_boolean_and_range_conditions_as_loaded(
 ) -> None:
     for name, text in {
         **steps(a=1, b=2, c=3),
-        "base_flows": base(4, "flows", "flow"),
+        "base_flows": detection(4, "flows", "flow"),
         "temporal": boolean("abc", "temporal", "a and (b or not c)", ["a", "b", "c"]),
         "ordered": boolean("seq", "temporal_ordered", "a and b and not c", ["a", "b", "c"]),
         "range": avg_range(),
@@ -320,7 +320,7 @@ def test_rules_check_says_why_a_rule_id_cannot_appear_in_a_boolean_condition(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     uid = "9a1c0f3e-0000-4000-8000-000000000001"
-    (tmp_path / "base_a.yml").write_text(base(1, "a", "a"))
+    (tmp_path / "base_a.yml").write_text(detection(1, "a", "a"))
     (tmp_path / "by_id.yml").write_text(boolean("ids", "temporal", f"{uid} and a", [uid, "a"]))
     assert main(["rules", "check", str(tmp_path), "--json"]) == 1
     (row,) = [json.loads(r) for r in capsys.readouterr().out.splitlines() if '"failed"' in r]
