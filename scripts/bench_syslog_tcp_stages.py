@@ -3,8 +3,8 @@
     scripts/bench syslog-tcp-stages [--messages N] [--framing lf|octet] [--mix plain|vendor]
 
 The steps the connection's ``_drain`` and the pipeline run for every stream read, in their
-order and with the same objects: the framer (``feed`` of 64 KiB reads), the frames taken in
-chunks and decoded by ``SyslogIntake.frames`` (one native call per chunk on the native
+order and with the same objects: the framer (``feed`` of 64 KiB reads) with the frames
+taken in chunks and decoded (``SyslogIntake.stream``: one native call per chunk on the native
 backend), the queue (``Pipeline.offer_batch`` and ``_take_batch``), the segment rows with their
 search filters (``segment_rows``, ``index_rows``) and the SQLite insert. Prints one JSON line of
 CPU microseconds per message (median of ``--repeat`` runs). The rules engine is left out: its
@@ -54,69 +54,87 @@ async def make_store(db: Path) -> None:
 
 
 def run_once(data: bytes, n: int, db: Path) -> dict[str, float]:
+    """One pass over ``data`` as the appliance streams it: each read decoded and queued, each
+    batch the queue hands out encoded and inserted, so memory is reused as it is there."""
     metrics = Registry()
     cfg = SyslogSource(listen="127.0.0.1:0", name="bench", protocol="tcp")
     intake = SyslogIntake(cfg, [], metrics, "tcp")
     prof = intake.profile(SENDER)
     dropped = metrics.counter("dropped", "", ["source", "reason"])
-    # Room for the whole run; batches as the appliance takes them (5,000 events, <= 2 MiB).
-    pipeline = Pipeline(_Store(), metrics, queue_size=10 * n, queue_bytes=1 << 40)  # type: ignore[arg-type]
+    pipeline = Pipeline(_Store(), metrics)  # type: ignore[arg-type]
     framer = new_framer()
-    t: dict[str, float] = {}
-
-    gc.collect()
-    start = time.process_time()
-    chunks: list[list[bytes]] = []
-    for i in range(0, len(data), READ):
-        framer.feed(data[i : i + READ])
-        while True:
-            chunk = []
-            for _ in range(FRAMES_PER_CALL):
-                frame = framer.next_frame()
-                if frame is None:
-                    break
-                chunk.append(frame)
-            if chunk:
-                chunks.append(chunk)
-            if len(chunk) < FRAMES_PER_CALL:
-                break
-    t["framing"] = time.process_time() - start
-
-    start = time.process_time()
-    decoded = [intake.frames(c, SENDER, prof, NOW, 8192, dropped) for c in chunks]
-    t["intake"] = time.process_time() - start
-
-    start = time.process_time()
-    for events in decoded:
-        pipeline.offer_batch(events, "bench")
-    batches = []
-    while len(pipeline):
-        batches.append([e for e, _ in pipeline._take_batch()])
-    t["queue"] = time.process_time() - start
-
-    start = time.process_time()
-    next_id = 1
-    rows = []
-    for events in batches:
-        for ev in events:
-            ev.id = next_id
-            next_id += 1
-        seg = segment_rows(events, 8192)
-        rows.append((seg, index_rows(seg)))
-    t["segments"] = time.process_time() - start
-
     asyncio.run(make_store(db))  # the schema, as the appliance makes it
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA synchronous=NORMAL")
-    start = time.process_time()
-    for seg, index in rows:
+    t = dict.fromkeys(("intake", "queue", "segments", "sqlite"), 0.0)
+    clock = time.process_time
+    stream = getattr(intake, "stream", None)
+    next_id = 1
+    stored = 0
+
+    def store(batch: list[Any]) -> None:
+        nonlocal next_id, stored
+        start = clock()
+        for ev in batch:
+            ev.id = next_id
+            next_id += 1
+        seg = segment_rows(batch, 8192)
+        index = index_rows(seg)
+        mid = clock()
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany(INSERT_SEGMENT, seg)
         conn.executemany(INSERT_INDEX, index)
         conn.execute("COMMIT")
-    t["sqlite"] = time.process_time() - start
+        end = clock()
+        t["segments"] += mid - start
+        t["sqlite"] += end - mid
+        stored += len(batch)
+
+    gc.collect()
+    for i in range(0, len(data), READ):
+        # A read: fed, then its frames taken and decoded a chunk at a time as the
+        # connection's _drain does (SyslogIntake.stream; before it, next_frame + frames).
+        start = clock()
+        framer.feed(data[i : i + READ])
+        decoded = []
+        while True:
+            if stream is not None:
+                events, got, line_bytes = stream(
+                    framer, FRAMES_PER_CALL, SENDER, prof, NOW, 8192, dropped, "bench"
+                )
+            else:
+                chunk = []
+                for _ in range(FRAMES_PER_CALL):
+                    frame = framer.next_frame()
+                    if frame is None:
+                        break
+                    chunk.append(frame)
+                got, line_bytes = len(chunk), None
+                events = intake.frames(chunk, SENDER, prof, NOW, 8192, dropped) if chunk else []
+            if got:
+                decoded.append((events, line_bytes))
+            if got < FRAMES_PER_CALL:
+                break
+        mid = clock()
+        for events, line_bytes in decoded:
+            if line_bytes is None:
+                pipeline.offer_batch(events, "bench")
+            else:
+                pipeline.offer_batch(events, "bench", line_bytes)  # type: ignore[call-arg]
+        batch = None
+        if len(pipeline) >= pipeline.batch_size or i + READ >= len(data):
+            batch = [e for e, _ in pipeline._take_batch()]
+        end = clock()
+        t["intake"] += mid - start
+        t["queue"] += end - mid
+        if batch:
+            store(batch)
+    while len(pipeline):
+        start = clock()
+        batch = [e for e, _ in pipeline._take_batch()]
+        t["queue"] += clock() - start
+        store(batch)
     conn.close()
-    stored = sum(len(b) for b in batches)
     assert stored == n, (stored, n)
     return {k: v * 1e6 / n for k, v in t.items()}
 

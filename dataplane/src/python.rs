@@ -376,7 +376,7 @@ impl HeaderDecoder {
 /// RFC 6587 framing; the API of the reference `SyslogFramer` (`errors` is a dict the transport
 /// reads and clears).
 #[pyclass(name = "SyslogFramer", module = "appliance._dataplane")]
-struct PyFramer {
+pub(crate) struct PyFramer {
     inner: Framer,
     errors: Py<PyDict>,
 }
@@ -405,6 +405,24 @@ impl PyFramer {
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.sync_errors(py)?;
         Ok(frame.map(|f| PyBytes::new(py, &f)))
+    }
+
+    /// Up to `want` complete frames (fewer when the buffer runs out), as `next_frame` would
+    /// give them one by one, the problems met on the way counted once (`SyslogBatch.stream`).
+    pub(crate) fn take<'py>(
+        &mut self,
+        py: Python<'py>,
+        want: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let mut out = Vec::with_capacity(want.min(1024));
+        while out.len() < want {
+            match self.inner.next_frame() {
+                Some(f) => out.push(PyBytes::new(py, &f)),
+                None => break,
+            }
+        }
+        self.sync_errors(py)?;
+        Ok(out)
     }
 }
 
@@ -831,9 +849,11 @@ impl RuleMatcher {
 
 /// The search-index filter of a segment body (`segindex::bloom`), or `None` after a panic
 /// (counted): the segment is then stored without one and searched by scanning, as before.
+/// Built without holding the interpreter (the body is an immutable `bytes`), so the store
+/// can build it in a worker thread while the event loop decodes the next reads.
 #[pyfunction]
 fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes>> {
-    match catch_unwind(|| crate::segindex::bloom(body)) {
+    match py.detach(|| catch_unwind(|| crate::segindex::bloom(body))) {
         Ok(filter) => Some(PyBytes::new(py, &filter)),
         Err(_) => {
             PANICS.fetch_add(1, Ordering::Relaxed);

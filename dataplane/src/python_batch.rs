@@ -18,7 +18,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::python::{HeaderDecoder, PANICS};
+use crate::python::{HeaderDecoder, PyFramer, PANICS};
 use crate::syslog::batch::{admit, Admit, Bucket};
 
 /// What Python hands over once per intake (and again when its decoders change).
@@ -207,6 +207,10 @@ struct Policy<'a, 'py> {
     /// by the stream already (frames).
     datagram: bool,
     max_bytes: usize,
+    /// `Event.listener` set at construction (the stream path), else left to the pipeline.
+    listener: Option<&'a Bound<'py, PyString>>,
+    /// Bytes of the stored lines of the events made (the pipeline's queue bound).
+    line_bytes: std::cell::Cell<usize>,
 }
 
 impl<'py> Profile<'py> {
@@ -345,9 +349,16 @@ impl SyslogBatch {
             data.clone()
         };
         let line = self.line(py, (ts, now, module, &fields, raw))?;
-        self.event_class
-            .bind(py)
-            .call1((ts, now, module, &fields, data, py.None(), line))
+        let n = line.len()?;
+        let class = self.event_class.bind(py);
+        let event = match policy.listener {
+            Some(listener) => {
+                class.call1((ts, now, module, &fields, data, py.None(), line, listener))?
+            }
+            None => class.call1((ts, now, module, &fields, data, py.None(), line))?,
+        };
+        policy.line_bytes.set(policy.line_bytes.get() + n);
+        Ok(event)
     }
 
     /// `encode_line` of the event: the common case (raw text UTF-8 or empty, keys text) as
@@ -571,6 +582,8 @@ impl SyslogBatch {
             profile_of,
             datagram: true,
             max_bytes,
+            listener: None,
+            line_bytes: Default::default(),
         };
         let events = PyList::empty(py);
         let mut counts = Counts::default();
@@ -619,6 +632,8 @@ impl SyslogBatch {
             profile_of: &none,
             datagram: false,
             max_bytes: usize::MAX,
+            listener: None,
+            line_bytes: Default::default(),
         };
         let prof = Profile::read(ip, prof)?;
         let events = PyList::empty(py);
@@ -630,5 +645,55 @@ impl SyslogBatch {
             }
         }
         Self::answer(py, events, counts)
+    }
+
+    /// `frames` over the next `want` frames of a stream's framer, taken here (one call per
+    /// chunk of a read: no Python step per frame), each event made with its `listener`.
+    /// Returns `(the answer of frames, frames taken, bytes of the events' stored lines)`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream<'py>(
+        &self,
+        py: Python<'py>,
+        framer: &Bound<'py, PyFramer>,
+        want: usize,
+        ip: Bound<'py, PyString>,
+        prof: Bound<'py, PyAny>,
+        now: f64,
+        raw_max: usize,
+        rate: f64,
+        burst: f64,
+        listener: Bound<'py, PyString>,
+    ) -> PyResult<(Bound<'py, PyTuple>, usize, usize)> {
+        // The frames are taken before any decoder runs: no borrow of the framer is held
+        // while Python code does.
+        let frames = framer.borrow_mut().take(py, want)?;
+        let empty = PyDict::new(py);
+        let none = py.None().into_bound(py);
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles: &empty,
+            profile_of: &none,
+            datagram: false,
+            max_bytes: usize::MAX,
+            listener: Some(&listener),
+            line_bytes: Default::default(),
+        };
+        let prof = Profile::read(ip, prof)?;
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        for data in &frames {
+            if let Some(event) = self.one(py, data, &prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        let taken = frames.len();
+        Ok((
+            Self::answer(py, events, counts)?,
+            taken,
+            policy.line_bytes.get(),
+        ))
     }
 }
