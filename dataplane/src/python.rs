@@ -130,12 +130,10 @@ pub(crate) struct HeaderDecoder {
     memo: Mutex<StampMemo>,
 }
 
-fn build<'py>(
-    py: Python<'py>,
-    cls: &Bound<'py, PyAny>,
-    m: &Message<'_>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let sd = match &m.structured_data {
+/// The structured data of a message as the reference's dict (`None` without any): one object
+/// shared by the message's `structured_data` and the fields' `log.syslog.structured_data`.
+fn sd_dict<'py>(py: Python<'py>, m: &Message<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match &m.structured_data {
         None => py.None().into_bound(py),
         Some(elements) => {
             let d = PyDict::new(py);
@@ -148,7 +146,16 @@ fn build<'py>(
             }
             d.into_any()
         }
-    };
+    })
+}
+
+/// The reference's `SyslogMessage` of a decoded header.
+fn message_object<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyAny>,
+    m: &Message<'_>,
+    sd: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let errors = PyList::new(py, m.errors.iter().map(|e| PyString::intern(py, e)))?;
     fn any<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
         v.into_bound_py_any(py)
@@ -171,7 +178,21 @@ fn build<'py>(
             errors.into_any(),
         ],
     )?;
-    Ok((cls.call1(args)?, sd))
+    cls.call1(args)
+}
+
+/// A header the batch path decoded natively: its `SyslogMessage` is made only when a Python
+/// decoder is to read it (`object`), so a line no Python decoder looks at costs none.
+pub(crate) struct Parsed<'a, 'py> {
+    pub(crate) m: &'a Message<'a>,
+    pub(crate) sd: Bound<'py, PyAny>,
+    cls: Bound<'py, PyAny>,
+}
+
+impl<'py> Parsed<'_, 'py> {
+    pub(crate) fn object(&self) -> PyResult<Bound<'py, PyAny>> {
+        message_object(self.cls.py(), &self.cls, self.m, &self.sd)
+    }
 }
 
 /// `process.pid` of a PROCID: `None` for no number, `Err` when only the reference can say
@@ -311,15 +332,16 @@ impl HeaderDecoder {
 }
 
 impl HeaderDecoder {
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn run<'py>(
+    /// The header of `data` decoded natively and handed to `f` (whose `None`, like the
+    /// decoder's, leaves the message to the reference), the memo released first.
+    fn decode_text<'py, R>(
         &self,
         py: Python<'py>,
         data: &[u8],
         now: f64,
         tz: Option<Bound<'py, PyAny>>,
-        peer_ip: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyDict>>)>> {
+        f: impl FnOnce(&Message<'_>) -> PyResult<Option<R>>,
+    ) -> PyResult<Option<R>> {
         let tz = tz.unwrap_or_else(|| py.None().into_bound(py));
         let bsd = self.bsd_epoch.bind(py);
         let rfc = self.rfc3339.bind(py);
@@ -341,6 +363,8 @@ impl HeaderDecoder {
         };
         let text = header::message_text(data);
         let decoded = catch_unwind(AssertUnwindSafe(|| header::decode(&text, &mut clock)));
+        let error = clock.error.take();
+        drop(shared);
         let msg = match decoded {
             Ok(Some(msg)) => msg,
             Ok(None) => return Ok(None),
@@ -349,27 +373,78 @@ impl HeaderDecoder {
                 return Ok(None);
             }
         };
-        if let Some(err) = clock.error {
+        if let Some(err) = error {
             return Err(err);
         }
-        let pid = match msg.procid.filter(|_| peer_ip.is_some()).map(pid) {
-            None => None,
-            Some(Ok(pid)) => pid,
-            Some(Err(())) => return Ok(None),
-        };
-        let (obj, sd) = build(py, self.message_class.bind(py), &msg)?;
-        let fields = match peer_ip {
-            Some(ip) => Some(header_fields(
+        f(&msg)
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn run<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+        peer_ip: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyDict>>)>> {
+        self.decode_text(py, data, now, tz, |msg| {
+            let pid = match msg.procid.filter(|_| peer_ip.is_some()).map(pid) {
+                None => None,
+                Some(Ok(pid)) => pid,
+                Some(Err(())) => return Ok(None),
+            };
+            let sd = sd_dict(py, msg)?;
+            let obj = message_object(py, self.message_class.bind(py), msg, &sd)?;
+            let fields = match peer_ip {
+                Some(ip) => Some(header_fields(
+                    py,
+                    (&self.severity_names, &self.facility_names),
+                    msg,
+                    &sd,
+                    ip,
+                    pid,
+                )?),
+                None => None,
+            };
+            Ok(Some((obj, fields)))
+        })
+    }
+
+    /// The batch path's header: `f` gets the parsed header (its `SyslogMessage` made on
+    /// demand) and the ECS header fields, as `run` would give them; `None` when the
+    /// reference should decode the message.
+    pub(crate) fn with_fields<'py, R>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+        peer_ip: &Bound<'py, PyAny>,
+        f: impl FnOnce(Parsed<'_, 'py>, Bound<'py, PyDict>) -> PyResult<R>,
+    ) -> PyResult<Option<R>> {
+        self.decode_text(py, data, now, tz, |msg| {
+            let pid = match msg.procid.map(pid) {
+                None => None,
+                Some(Ok(pid)) => pid,
+                Some(Err(())) => return Ok(None),
+            };
+            let sd = sd_dict(py, msg)?;
+            let fields = header_fields(
                 py,
                 (&self.severity_names, &self.facility_names),
-                &msg,
+                msg,
                 &sd,
-                ip,
+                peer_ip,
                 pid,
-            )?),
-            None => None,
-        };
-        Ok(Some((obj, fields)))
+            )?;
+            let parsed = Parsed {
+                m: msg,
+                sd,
+                cls: self.message_class.bind(py).clone(),
+            };
+            f(parsed, fields).map(Some)
+        })
     }
 }
 
