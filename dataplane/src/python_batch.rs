@@ -499,6 +499,12 @@ impl SyslogBatch {
                 ],
             )?;
             if let Ok(line) = self.dumps.bind(py).call1((value,)) {
+                // orjson hands back its output buffer as it grew (4-8 KiB for a 600-byte
+                // line) and the line waits in the pipeline's queue: an exact-sized copy, as
+                // `encode_line` makes, so a queued event does not hold that slack.
+                if let Ok(bytes) = line.cast::<PyBytes>() {
+                    return Ok(PyBytes::new(py, bytes.as_bytes()).into_any());
+                }
                 return Ok(line);
             }
         }
