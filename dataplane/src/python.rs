@@ -128,6 +128,9 @@ pub(crate) struct HeaderDecoder {
     severity_names: Vec<Py<PyString>>,
     facility_names: Vec<Py<PyString>>,
     memo: Mutex<StampMemo>,
+    /// The header fields' keys per shape (which optional parts a header has), in their
+    /// order, values `None`: a message's dict is a copy filled in place, not grown key by key.
+    templates: Mutex<HashMap<u16, Py<PyDict>>>,
 }
 
 /// The structured data of a message as the reference's dict (`None` without any): one object
@@ -212,12 +215,30 @@ fn pid(procid: &str) -> Result<Option<i64>, ()> {
 fn header_fields<'py>(
     py: Python<'py>,
     names: (&[Py<PyString>], &[Py<PyString>]),
+    templates: &Mutex<HashMap<u16, Py<PyDict>>>,
     m: &Message<'_>,
     sd: &Bound<'py, PyAny>,
     peer_ip: &Bound<'py, PyAny>,
     pid: Option<i64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let f = PyDict::new(py);
+    // One bit per optional part: the same bits, the same keys in the same order.
+    let shape = u16::from(m.hostname.is_some())
+        | u16::from(m.app_name.is_some()) << 1
+        | u16::from(m.procid.is_some()) << 2
+        | u16::from(pid.is_some()) << 3
+        | u16::from(m.msgid.is_some()) << 4
+        | u16::from(m.version.is_some()) << 5
+        | u16::from(m.structured_data.is_some()) << 6
+        | u16::from(m.sequence.is_some()) << 7
+        | u16::from(!m.errors.is_empty()) << 8;
+    let template = templates
+        .try_lock()
+        .ok()
+        .and_then(|t| t.get(&shape).map(|d| d.clone_ref(py)));
+    let f = match &template {
+        Some(t) => t.bind(py).copy()?,
+        None => PyDict::new(py),
+    };
     let severity = names.0[m.severity as usize].bind(py);
     f.set_item(intern!(py, "message"), m.message)?;
     f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
@@ -274,6 +295,15 @@ fn header_fields<'py>(
         }
         f.set_item(intern!(py, "tags"), tags)?;
     }
+    if template.is_none() {
+        let t = f.copy()?;
+        for k in t.keys() {
+            t.set_item(k, py.None())?;
+        }
+        if let Ok(mut map) = templates.try_lock() {
+            map.insert(shape, t.unbind());
+        }
+    }
     Ok(f)
 }
 
@@ -299,6 +329,7 @@ impl HeaderDecoder {
             severity_names,
             facility_names,
             memo: Mutex::default(),
+            templates: Mutex::default(),
         })
     }
 
@@ -400,6 +431,7 @@ impl HeaderDecoder {
                 Some(ip) => Some(header_fields(
                     py,
                     (&self.severity_names, &self.facility_names),
+                    &self.templates,
                     msg,
                     &sd,
                     ip,
@@ -433,6 +465,7 @@ impl HeaderDecoder {
             let fields = header_fields(
                 py,
                 (&self.severity_names, &self.facility_names),
+                &self.templates,
                 msg,
                 &sd,
                 peer_ip,
