@@ -1,11 +1,14 @@
 """Syslog over TCP/TLS throughput: the appliance as a child process, senders in other processes.
 
     scripts/bench syslog-tcp [--messages N] [--connections C] [--framing lf|octet|mixed]
-                             [--tls] [--mix plain|vendor]
+                             [--tls] [--mix plain|vendor] [--peer auto|none]
 
 Prints one JSON line: offered, received, stored (SQLite rows), dropped by reason, msgs/s
-(stored / time from the first byte sent to the last row stored), receiver CPU % and peak RSS.
-TCP pushes back instead of dropping, so "no loss" means stored == offered. Only 127.0.0.1.
+(stored / time from the first byte sent to the last row stored), receiver CPU %, CPU
+microseconds per stored message (the figure to compare on a loaded machine) and peak RSS.
+TCP pushes back instead of dropping, so "no loss" means stored == offered. With rsyslogd
+installed (and without ``--tls``) the same senders then feed rsyslogd (imtcp → omfile) and its
+figures are printed beside ours (``peer_rsyslog``). Only 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchlib import ApplianceProcess, dropped_by_reason, free_port
 
@@ -67,6 +72,93 @@ def sender(port: int, start: int, count: int, framing: str, mix: str, tls_ca: st
     sock.close()
 
 
+def send_all(port: int, args: argparse.Namespace, tls_ca: str) -> tuple[int, float]:
+    """Start the senders (one process per connection); (offered, start time)."""
+    per = args.messages // args.connections
+    t0 = time.monotonic()
+    procs = [
+        mp.Process(target=sender, args=(port, i * per, per, args.framing, args.mix, tls_ca))
+        for i in range(args.connections)
+    ]
+    for p in procs:
+        p.start()
+    SENDERS.extend(procs)
+    return per * args.connections, t0
+
+
+SENDERS: list[mp.Process] = []
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_rsyslog(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The same load into rsyslogd (imtcp → omfile, its defaults otherwise): stored lines/s
+    and CPU per line, or ``None`` when it is not installed."""
+    rsyslogd = shutil.which("rsyslogd") or (
+        "/usr/sbin/rsyslogd" if os.path.exists("/usr/sbin/rsyslogd") else None
+    )
+    if rsyslogd is None:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="rsyslog-bench-"))
+    try:
+        port = free_port()
+        out = tmp / "out.log"
+        (tmp / "rsyslog.conf").write_text(
+            f'global(workDirectory="{tmp}")\n'
+            'module(load="imtcp")\n'
+            f'input(type="imtcp" address="127.0.0.1" port="{port}")\n'
+            f'action(type="omfile" file="{out}")\n'
+        )
+        proc = subprocess.Popen(
+            [rsyslogd, "-n", "-f", str(tmp / "rsyslog.conf"), "-i", str(tmp / "pid")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # listening?
+                if proc.poll() is not None:
+                    return None
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            cpu0 = proc_cpu_seconds(proc.pid)
+            offered, t0 = send_all(port, args, "")
+            stored, last, last_change = 0, -1, time.monotonic()
+            while time.monotonic() - t0 < args.timeout:
+                with out.open("rb") if out.exists() else open(os.devnull, "rb") as f:
+                    stored = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+                if stored >= offered:
+                    break
+                if stored != last:
+                    last, last_change = stored, time.monotonic()
+                elif time.monotonic() - last_change > 15:
+                    break
+                time.sleep(0.05)
+            elapsed = time.monotonic() - t0
+            cpu = proc_cpu_seconds(proc.pid) - cpu0
+        finally:
+            proc.terminate()
+            proc.wait(30)
+            for p in SENDERS:
+                p.join(30)
+            SENDERS.clear()
+        return {
+            "offered": offered,
+            "stored": stored,
+            "seconds": round(elapsed, 2),
+            "msgs_per_s": round(stored / elapsed),
+            "cpu_us_per_stored": round(cpu * 1e6 / stored, 2) if stored else None,
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def make_tls(tmp: Path) -> tuple[str, str]:
     """A throw-away self-signed server certificate (openssl CLI: no test dependency here)."""
     key, cert = tmp / "server.key", tmp / "server.crt"
@@ -109,6 +201,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
     ap.add_argument("--extra", default="", help="TOML appended to the appliance's config")
+    ap.add_argument("--peer", choices=["auto", "none"], default="auto")
     args = ap.parse_args()
 
     port = free_port()
@@ -119,16 +212,8 @@ def main() -> None:
     if cert:
         src += f'tls_cert = "{cert}"\ntls_key = "{cert}"\n'
     app = ApplianceProcess(src, extra_toml=args.extra.replace("\\n", "\n"), loop=args.loop)
-    per = args.messages // args.connections
-    offered = per * args.connections
     app.mark()
-    t0 = time.monotonic()
-    procs = [
-        mp.Process(target=sender, args=(port, i * per, per, args.framing, args.mix, ca))
-        for i in range(args.connections)
-    ]
-    for p in procs:
-        p.start()
+    offered, t0 = send_all(port, args, ca)
     stored = 0.0
     last_change, last = time.monotonic(), -1.0
     while time.monotonic() - t0 < args.timeout:
@@ -144,14 +229,17 @@ def main() -> None:
         time.sleep(0.05)
     elapsed = time.monotonic() - t0
     cpu = app.cpu_percent()
+    cpu_s = app.cpu_since_mark()
     rss = app.peak_rss_mb()
-    for p in procs:
+    for p in SENDERS:
         p.join(30)
+    SENDERS.clear()
     m = app.wait_idle()
     final = app.stop()
     rows = app.stored_rows()
     dropped_by = dropped_by_reason(m)
     received = final["received"]
+    peer = run_rsyslog(args) if args.peer == "auto" and not args.tls else None
     print(
         json.dumps(
             {
@@ -167,9 +255,11 @@ def main() -> None:
                 "seconds": round(elapsed, 2),
                 "msgs_per_s": round(rows / elapsed),
                 "receiver_cpu_percent": round(cpu, 1),
+                "cpu_us_per_stored": round(cpu_s * 1e6 / rows, 2) if rows else None,
                 "receiver_peak_rss_mb": round(rss, 1),
                 "cpus": os.cpu_count(),
                 "loadavg_1m": os.getloadavg()[0],
+                "peer_rsyslog": peer,
             }
         )
     )

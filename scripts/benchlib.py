@@ -55,8 +55,12 @@ class ApplianceProcess:
         )
         self.log_path = self.tmp / "appliance.log"
         self._log = self.log_path.open("wb")
+        # BENCH_CPROFILE=FILE: the appliance runs under cProfile and leaves its stats there
+        # at stop (where its CPU goes per message; the profiler's overhead inflates the rates).
+        prof = os.environ.get("BENCH_CPROFILE")
+        profiler = ["-m", "cProfile", "-o", prof] if prof else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "run", "--config", str(self.config)],
+            [sys.executable, *profiler, "-m", "appliance", "run", "--config", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
             cwd=ROOT,
@@ -117,6 +121,10 @@ class ApplianceProcess:
         """Start of the measured interval (for CPU %)."""
         self._cpu0 = self.cpu_seconds()
         self._t0 = time.monotonic()
+
+    def cpu_since_mark(self) -> float:
+        """CPU seconds of the appliance and its children since :meth:`mark`."""
+        return self.cpu_seconds() - self._cpu0
 
     def cpu_percent(self) -> float:
         dt = time.monotonic() - self._t0

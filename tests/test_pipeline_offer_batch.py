@@ -60,3 +60,48 @@ async def test_offer_batch_events_reach_the_store(tmp_path: Path) -> None:
     finally:
         await pipeline.stop(5.0)
         await store.close()
+
+
+def lined(n: int, source: str) -> tuple[list[Event], int]:
+    """Events as the native stream path makes them: line and listener set, the lines' total."""
+    out = events(n)
+    for e in out:
+        e.line = encode_line(e.timestamp, e.created, e.module, e.fields, e.raw)
+        e.listener = source
+    return out, sum(len(e.line or b"") for e in out)
+
+
+async def test_offer_batch_with_line_bytes_keeps_the_same_books(tmp_path: Path) -> None:
+    store = Store(tmp_path / "a.db")
+    plain, known = (Pipeline(store, Registry(), queue_size=20) for _ in range(2))
+    batch, total = lined(10, "tcp-a")
+    assert plain.offer_batch(events(10), "tcp-a") == known.offer_batch(batch, "tcp-a", total)
+    assert known._bytes == plain._bytes == total
+    assert [(e.fields, e.listener, e.line) for e, _ in known._queue] == [
+        (e.fields, e.listener, e.line) for e, _ in plain._queue
+    ]
+    assert known._batch_ready.is_set() == plain._batch_ready.is_set()
+
+
+async def test_offer_batch_with_line_bytes_past_the_limit_counts_each_event_lost(
+    tmp_path: Path,
+) -> None:
+    pipeline = Pipeline(Store(tmp_path / "a.db"), Registry(), queue_size=7)
+    batch, total = lined(10, "tcp-a")
+    assert pipeline.offer_batch(batch, "tcp-a", total) == 7
+    assert pipeline.dropped.values == {("tcp-a", "queue_full"): 3}
+    assert pipeline._bytes == sum(len(e.line or b"") for e in batch[:7])
+
+
+def test_a_batch_within_the_byte_budget_is_taken_whole_and_the_count_returns_to_zero(
+    tmp_path: Path,
+) -> None:
+    pipeline = Pipeline(Store(tmp_path / "a.db"), Registry(), batch_size=4)
+    batch, total = lined(10, "tcp-a")
+    pipeline.offer_batch(batch, "tcp-a", total)
+    sizes = [len(e.line or b"") for e in batch]
+    assert [e for e, _ in pipeline._take_batch()] == batch[:4]
+    assert pipeline._bytes == total - sum(sizes[:4])
+    assert [e for e, _ in pipeline._take_batch()] == batch[4:8]
+    assert [e for e, _ in pipeline._take_batch()] == batch[8:]
+    assert pipeline._bytes == 0 and len(pipeline) == 0

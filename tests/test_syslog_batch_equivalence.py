@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import random
+import tracemalloc
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from appliance.config import SyslogSender, SyslogSource
 from appliance.event import Event
 from appliance.metrics import Registry
 from appliance.protocols.syslog import decode
+from appliance.protocols.syslog.framing import SyslogFramer
 from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
 from appliance.protocols.syslog.vendors.base import VendorDecoder
 from appliance.sources.syslog_intake import SyslogIntake
@@ -227,6 +229,91 @@ def test_stream_frames_make_the_same_events_as_admit(monkeypatch: pytest.MonkeyP
     assert d1.values == d2.values
     assert native.parse_errors.values == reference.parse_errors.values
     assert native.decoded.values == reference.decoded.values
+
+
+def test_stream_takes_and_decodes_frames_as_the_reference_framer_and_admit_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(11)
+    frames = [f for f in [*SEEDS, *mutations(rng, 400)] if f and b"\n" not in f]
+    # LF and octet-counted frames mixed, with blank separators and a bad count among them.
+    wire = b"".join(
+        (b"%d %s" % (len(f), f) if k % 3 else f + b"\n") + (b"\n" if k % 7 == 0 else b"")
+        for k, f in enumerate(frames)
+    )
+    wire += b"00 bad\n<13>tail line\n"
+    native, reference = make_intake(rate=150.0, burst=250), make_intake(rate=150.0, burst=250)
+    ip = "10.1.3.7"
+    d1 = Registry().counter("dropped", "", ["source", "reason"])
+    d2 = Registry().counter("dropped", "", ["source", "reason"])
+    framer = dataplane.native.SyslogFramer(4096, 8)  # type: ignore[union-attr]
+    ref_framer = SyslogFramer(4096, 8)
+    got: list[Event] = []
+    taken = 0
+    prof = native.profile(ip)
+    for i in range(0, len(wire), 1000):  # reads that cut frames anywhere
+        framer.feed(wire[i : i + 1000])
+        ref_framer.feed(wire[i : i + 1000])
+        while True:
+            events, n, line_bytes = native.stream(framer, 37, ip, prof, NOW, RAW_MAX, d1, "tcp-x")
+            assert line_bytes == sum(len(e.line) for e in events)
+            assert all(e.listener == "tcp-x" for e in events)
+            got.extend(events)
+            taken += n
+            if n < 37:
+                break
+    with monkeypatch.context() as m:
+        m.setattr(decode, "_native", None)
+        ref_prof = reference.profile(ip)
+        want = [e for f in ref_framer if (e := reference.admit(f, ip, ref_prof, NOW, d2, "frame"))]
+    assert taken == ref_framer.frames and framer.errors == ref_framer.errors
+    assert len(got) == len(want) > 0
+    for g, w in zip(got, want, strict=True):
+        assert g.raw == w.raw and g.timestamp == w.timestamp
+        assert g.line == encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+    assert d1.values == d2.values
+    assert native.parse_errors.values == reference.parse_errors.values
+    assert native.decoded.values == reference.decoded.values
+
+
+def test_a_batch_event_holds_no_more_memory_than_the_reference_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # orjson's output buffer comes back unshrunk (4-8 KiB); the batch path copies the line to
+    # its size as encode_line does, or each queued event would hold that slack.
+    frames = [b"<13>Nov 29 10:00:00 h app[1]: " + b"m%d " % k + b"x" * 600 for k in range(64)]
+    native, reference = make_intake(), make_intake()
+    ip = "10.1.3.7"
+    dropped = Registry().counter("dropped", "", ["source", "reason"])
+
+    def held(make: Any) -> float:
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            kept = make()
+            after = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert len(kept) == len(frames)
+        return (after - before) / len(kept)
+
+    got = held(lambda: native.frames(frames, ip, native.profile(ip), NOW, RAW_MAX, dropped))
+    with monkeypatch.context() as m:
+        m.setattr(decode, "_native", None)
+        prof = reference.profile(ip)
+
+        def one_by_one() -> list[Event]:
+            out = []
+            for f in frames:
+                e = reference.admit(f, ip, prof, NOW, dropped, "frame")
+                assert e is not None
+                e.line = encode_line(e.timestamp, e.created, e.module, e.fields, e.raw)
+                out.append(e)
+            return out
+
+        want = held(one_by_one)
+    # (The slack alone would be 3-7 KiB more per event.)
+    assert got < want + 1024, f"{got:.0f} bytes per batch event, {want:.0f} per reference event"
 
 
 def test_a_panic_costs_only_its_message_and_is_counted() -> None:

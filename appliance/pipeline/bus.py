@@ -30,6 +30,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from itertools import repeat
 from typing import Protocol
 
 from appliance.event import Event
@@ -162,17 +163,30 @@ class Pipeline:
             self._batch_ready.set()
         return True
 
-    def offer_batch(self, events: list[Event], source: str) -> int:
+    def offer_batch(self, events: list[Event], source: str, line_bytes: int | None = None) -> int:
         """:meth:`offer` for a batch (a source's native batch path): the events that fit the
         event bound are queued, each one past it is counted as :meth:`offer` would count it.
         The byte bound is checked once, as the batch arrives: the batch that crosses it is
         the last taken, whole (a stream source asked :meth:`wanted` first, and a frame it
         decoded must not be dropped for the bytes of its neighbours). Returns how many were
-        queued."""
+        queued.
+
+        ``line_bytes``: the caller made every event with its stored line and ``listener``
+        (``source``) set, and this is the lines' total (the native stream path), so a batch
+        that fits is queued without a step per event."""
         if not events:
             return 0
         q = self._queue
         room = 0 if self._bytes >= self.queue_bytes else self.room()
+        if line_bytes is not None and room >= len(events):
+            n = len(q)
+            q.extend(zip(events, repeat(source)))
+            self._bytes += line_bytes
+            if not n:
+                self._nonempty.set()
+            if n + len(events) >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
+                self._batch_ready.set()
+            return len(events)
         take = events[:room] if room < len(events) else events
         added = 0
         for event in take:
@@ -298,9 +312,22 @@ class Pipeline:
         bounded in bytes as the queue is."""
         q = self._queue
         budget = self.queue_bytes >> 2
-        pairs: list[tuple[Event, str]] = []
+        n = min(len(q), self.batch_size)
+        if self._bytes <= budget:
+            # Everything queued fits the byte budget, so any n events do: no test per event.
+            if n == len(q):
+                pairs = list(q)
+                q.clear()
+                self._bytes = 0
+                return pairs
+            popleft = q.popleft
+            pairs = [popleft() for _ in range(n)]
+            taken = sum([len(e.line or b"") for e, _ in pairs])
+            self._bytes = max(0, self._bytes - taken)
+            return pairs
+        pairs = []
         taken = 0
-        for _ in range(min(len(q), self.batch_size)):
+        for _ in range(n):
             size = len(q[0][0].line or b"")
             if pairs and taken + size > budget:
                 break

@@ -314,6 +314,41 @@ class SyslogIntake:
         got = batch.frames(frames, ip, prof, now, raw_max, self.rate, self.burst)
         return self._fold(got, dropped, None, "frame")
 
+    def stream(
+        self,
+        framer: Any,
+        want: int,
+        ip: str,
+        prof: SenderProfile,
+        now: float,
+        raw_max: int,
+        dropped: Any,
+        listener: str,
+    ) -> tuple[list[Event], int, int | None]:
+        """:meth:`frames` over the next ``want`` complete frames of a stream's ``framer``:
+        ``(events, frames taken, bytes of the events' stored lines or None)``. On the native
+        backend the frames are taken and decoded in one call and each event comes with its
+        line and ``listener`` set, so the line bytes are known (``Pipeline.offer_batch``'s
+        fast path); otherwise the frames are taken one by one and decoded by :meth:`frames`,
+        and the pipeline does the per-event steps (``None``)."""
+        batch = self._batch
+        native = dataplane.native
+        if batch is not None and native is not None and type(framer) is native.SyslogFramer:
+            got, taken, line_bytes = batch.stream(
+                framer, want, ip, prof, now, raw_max, self.rate, self.burst, listener
+            )
+            return self._fold(got, dropped, None, "frame"), taken, line_bytes
+        chunk = []
+        next_frame = framer.next_frame
+        for _ in range(want):
+            frame = next_frame()
+            if frame is None:
+                break
+            chunk.append(frame)
+        if not chunk:
+            return [], 0, None
+        return self.frames(chunk, ip, prof, now, raw_max, dropped), len(chunk), None
+
     def _fold(self, got: Any, dropped: Any, truncated: Any, unit: str) -> list[Event]:
         """Fold a native batch's counts into the counters the per-message path moves."""
         events, drops, cut, parse, decoded, denied, bugs = got

@@ -288,8 +288,8 @@ class SyslogStreamProtocol(asyncio.Protocol):
         # (several kB each) in memory while the sender's bytes can wait in the socket.
         has_room = pipeline.wants_more
         wanted = pipeline.wanted
-        next_frame = framer.next_frame
-        frames = self.intake.frames
+        stream = self.intake.stream
+        offer_batch = pipeline.offer_batch
         dropped = self.dropped
         prof = self.prof
         ip, name = self.ip, self.name
@@ -304,25 +304,20 @@ class SyslogStreamProtocol(asyncio.Protocol):
             if taken == budget:
                 self._yield()
                 break
-            # The frames at hand, up to one chunk, decoded in one call (one native call on
-            # the native backend) and queued in one offer.
+            # The frames at hand, up to one chunk, taken and decoded in one call (one native
+            # call on the native backend) and queued in one offer.
             # Never more than the pipeline wants now (two batches queued, and never past the
             # queue's limit): a stream's sender waits in the socket, it is not dropped.
             want = min(FRAMES_PER_CALL, budget - taken, wanted())
             if want <= 0:
                 self._pause()
                 break
-            chunk = []
-            for _ in range(want):
-                frame = next_frame()
-                if frame is None:
-                    break
-                chunk.append(frame)
-            if not chunk:
+            events, n, line_bytes = stream(framer, want, ip, prof, now, raw_max, dropped, name)
+            if not n:
                 break
-            taken += len(chunk)
-            pipeline.offer_batch(frames(chunk, ip, prof, now, raw_max, dropped), name)
-            if len(chunk) < want:
+            taken += n
+            offer_batch(events, name, line_bytes)
+            if n < want:
                 break  # the framer is empty
         if taken:
             self.received.inc(name, n=taken)

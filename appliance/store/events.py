@@ -95,7 +95,13 @@ async def insert_events(store: Store, events: list[Event]) -> None:
         next_id += 1
     try:
         rows = segment_rows(events, store.raw_max_bytes)
-        index = index_rows(rows) if store.search_index else []
+        index: list[tuple[int, bytes]] = []
+        if store.search_index and dataplane.native is not None:
+            # The native builder lets go of the interpreter: built in a worker thread, the
+            # filters cost the event loop nothing while it decodes the next reads.
+            index = await asyncio.to_thread(index_rows, rows)
+        elif store.search_index:
+            index = index_rows(rows)
         async with store.transaction() as conn:
             await conn.executemany(INSERT_SEGMENT, rows)
             # The segment's search index commits with it (or neither does).

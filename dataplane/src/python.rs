@@ -128,14 +128,15 @@ pub(crate) struct HeaderDecoder {
     severity_names: Vec<Py<PyString>>,
     facility_names: Vec<Py<PyString>>,
     memo: Mutex<StampMemo>,
+    /// The header fields' keys per shape (which optional parts a header has), in their
+    /// order, values `None`: a message's dict is a copy filled in place, not grown key by key.
+    templates: Mutex<HashMap<u16, Py<PyDict>>>,
 }
 
-fn build<'py>(
-    py: Python<'py>,
-    cls: &Bound<'py, PyAny>,
-    m: &Message<'_>,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let sd = match &m.structured_data {
+/// The structured data of a message as the reference's dict (`None` without any): one object
+/// shared by the message's `structured_data` and the fields' `log.syslog.structured_data`.
+fn sd_dict<'py>(py: Python<'py>, m: &Message<'_>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match &m.structured_data {
         None => py.None().into_bound(py),
         Some(elements) => {
             let d = PyDict::new(py);
@@ -148,7 +149,16 @@ fn build<'py>(
             }
             d.into_any()
         }
-    };
+    })
+}
+
+/// The reference's `SyslogMessage` of a decoded header.
+fn message_object<'py>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyAny>,
+    m: &Message<'_>,
+    sd: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let errors = PyList::new(py, m.errors.iter().map(|e| PyString::intern(py, e)))?;
     fn any<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
         v.into_bound_py_any(py)
@@ -171,7 +181,21 @@ fn build<'py>(
             errors.into_any(),
         ],
     )?;
-    Ok((cls.call1(args)?, sd))
+    cls.call1(args)
+}
+
+/// A header the batch path decoded natively: its `SyslogMessage` is made only when a Python
+/// decoder is to read it (`object`), so a line no Python decoder looks at costs none.
+pub(crate) struct Parsed<'a, 'py> {
+    pub(crate) m: &'a Message<'a>,
+    pub(crate) sd: Bound<'py, PyAny>,
+    cls: Bound<'py, PyAny>,
+}
+
+impl<'py> Parsed<'_, 'py> {
+    pub(crate) fn object(&self) -> PyResult<Bound<'py, PyAny>> {
+        message_object(self.cls.py(), &self.cls, self.m, &self.sd)
+    }
 }
 
 /// `process.pid` of a PROCID: `None` for no number, `Err` when only the reference can say
@@ -191,12 +215,30 @@ fn pid(procid: &str) -> Result<Option<i64>, ()> {
 fn header_fields<'py>(
     py: Python<'py>,
     names: (&[Py<PyString>], &[Py<PyString>]),
+    templates: &Mutex<HashMap<u16, Py<PyDict>>>,
     m: &Message<'_>,
     sd: &Bound<'py, PyAny>,
     peer_ip: &Bound<'py, PyAny>,
     pid: Option<i64>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let f = PyDict::new(py);
+    // One bit per optional part: the same bits, the same keys in the same order.
+    let shape = u16::from(m.hostname.is_some())
+        | u16::from(m.app_name.is_some()) << 1
+        | u16::from(m.procid.is_some()) << 2
+        | u16::from(pid.is_some()) << 3
+        | u16::from(m.msgid.is_some()) << 4
+        | u16::from(m.version.is_some()) << 5
+        | u16::from(m.structured_data.is_some()) << 6
+        | u16::from(m.sequence.is_some()) << 7
+        | u16::from(!m.errors.is_empty()) << 8;
+    let template = templates
+        .try_lock()
+        .ok()
+        .and_then(|t| t.get(&shape).map(|d| d.clone_ref(py)));
+    let f = match &template {
+        Some(t) => t.bind(py).copy()?,
+        None => PyDict::new(py),
+    };
     let severity = names.0[m.severity as usize].bind(py);
     f.set_item(intern!(py, "message"), m.message)?;
     f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
@@ -253,6 +295,15 @@ fn header_fields<'py>(
         }
         f.set_item(intern!(py, "tags"), tags)?;
     }
+    if template.is_none() {
+        let t = f.copy()?;
+        for k in t.keys() {
+            t.set_item(k, py.None())?;
+        }
+        if let Ok(mut map) = templates.try_lock() {
+            map.insert(shape, t.unbind());
+        }
+    }
     Ok(f)
 }
 
@@ -278,6 +329,7 @@ impl HeaderDecoder {
             severity_names,
             facility_names,
             memo: Mutex::default(),
+            templates: Mutex::default(),
         })
     }
 
@@ -311,15 +363,16 @@ impl HeaderDecoder {
 }
 
 impl HeaderDecoder {
-    #[allow(clippy::type_complexity)]
-    pub(crate) fn run<'py>(
+    /// The header of `data` decoded natively and handed to `f` (whose `None`, like the
+    /// decoder's, leaves the message to the reference), the memo released first.
+    fn decode_text<'py, R>(
         &self,
         py: Python<'py>,
         data: &[u8],
         now: f64,
         tz: Option<Bound<'py, PyAny>>,
-        peer_ip: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyDict>>)>> {
+        f: impl FnOnce(&Message<'_>) -> PyResult<Option<R>>,
+    ) -> PyResult<Option<R>> {
         let tz = tz.unwrap_or_else(|| py.None().into_bound(py));
         let bsd = self.bsd_epoch.bind(py);
         let rfc = self.rfc3339.bind(py);
@@ -341,6 +394,8 @@ impl HeaderDecoder {
         };
         let text = header::message_text(data);
         let decoded = catch_unwind(AssertUnwindSafe(|| header::decode(&text, &mut clock)));
+        let error = clock.error.take();
+        drop(shared);
         let msg = match decoded {
             Ok(Some(msg)) => msg,
             Ok(None) => return Ok(None),
@@ -349,34 +404,87 @@ impl HeaderDecoder {
                 return Ok(None);
             }
         };
-        if let Some(err) = clock.error {
+        if let Some(err) = error {
             return Err(err);
         }
-        let pid = match msg.procid.filter(|_| peer_ip.is_some()).map(pid) {
-            None => None,
-            Some(Ok(pid)) => pid,
-            Some(Err(())) => return Ok(None),
-        };
-        let (obj, sd) = build(py, self.message_class.bind(py), &msg)?;
-        let fields = match peer_ip {
-            Some(ip) => Some(header_fields(
+        f(&msg)
+    }
+
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn run<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+        peer_ip: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Option<(Bound<'py, PyAny>, Option<Bound<'py, PyDict>>)>> {
+        self.decode_text(py, data, now, tz, |msg| {
+            let pid = match msg.procid.filter(|_| peer_ip.is_some()).map(pid) {
+                None => None,
+                Some(Ok(pid)) => pid,
+                Some(Err(())) => return Ok(None),
+            };
+            let sd = sd_dict(py, msg)?;
+            let obj = message_object(py, self.message_class.bind(py), msg, &sd)?;
+            let fields = match peer_ip {
+                Some(ip) => Some(header_fields(
+                    py,
+                    (&self.severity_names, &self.facility_names),
+                    &self.templates,
+                    msg,
+                    &sd,
+                    ip,
+                    pid,
+                )?),
+                None => None,
+            };
+            Ok(Some((obj, fields)))
+        })
+    }
+
+    /// The batch path's header: `f` gets the parsed header (its `SyslogMessage` made on
+    /// demand) and the ECS header fields, as `run` would give them; `None` when the
+    /// reference should decode the message.
+    pub(crate) fn with_fields<'py, R>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        now: f64,
+        tz: Option<Bound<'py, PyAny>>,
+        peer_ip: &Bound<'py, PyAny>,
+        f: impl FnOnce(Parsed<'_, 'py>, Bound<'py, PyDict>) -> PyResult<R>,
+    ) -> PyResult<Option<R>> {
+        self.decode_text(py, data, now, tz, |msg| {
+            let pid = match msg.procid.map(pid) {
+                None => None,
+                Some(Ok(pid)) => pid,
+                Some(Err(())) => return Ok(None),
+            };
+            let sd = sd_dict(py, msg)?;
+            let fields = header_fields(
                 py,
                 (&self.severity_names, &self.facility_names),
-                &msg,
+                &self.templates,
+                msg,
                 &sd,
-                ip,
+                peer_ip,
                 pid,
-            )?),
-            None => None,
-        };
-        Ok(Some((obj, fields)))
+            )?;
+            let parsed = Parsed {
+                m: msg,
+                sd,
+                cls: self.message_class.bind(py).clone(),
+            };
+            f(parsed, fields).map(Some)
+        })
     }
 }
 
 /// RFC 6587 framing; the API of the reference `SyslogFramer` (`errors` is a dict the transport
 /// reads and clears).
 #[pyclass(name = "SyslogFramer", module = "appliance._dataplane")]
-struct PyFramer {
+pub(crate) struct PyFramer {
     inner: Framer,
     errors: Py<PyDict>,
 }
@@ -405,6 +513,24 @@ impl PyFramer {
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.sync_errors(py)?;
         Ok(frame.map(|f| PyBytes::new(py, &f)))
+    }
+
+    /// Up to `want` complete frames (fewer when the buffer runs out), as `next_frame` would
+    /// give them one by one, the problems met on the way counted once (`SyslogBatch.stream`).
+    pub(crate) fn take<'py>(
+        &mut self,
+        py: Python<'py>,
+        want: usize,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let mut out = Vec::with_capacity(want.min(1024));
+        while out.len() < want {
+            match self.inner.next_frame() {
+                Some(f) => out.push(PyBytes::new(py, &f)),
+                None => break,
+            }
+        }
+        self.sync_errors(py)?;
+        Ok(out)
     }
 }
 
@@ -831,9 +957,11 @@ impl RuleMatcher {
 
 /// The search-index filter of a segment body (`segindex::bloom`), or `None` after a panic
 /// (counted): the segment is then stored without one and searched by scanning, as before.
+/// Built without holding the interpreter (the body is an immutable `bytes`), so the store
+/// can build it in a worker thread while the event loop decodes the next reads.
 #[pyfunction]
 fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes>> {
-    match catch_unwind(|| crate::segindex::bloom(body)) {
+    match py.detach(|| catch_unwind(|| crate::segindex::bloom(body))) {
         Ok(filter) => Some(PyBytes::new(py, &filter)),
         Err(_) => {
             PANICS.fetch_add(1, Ordering::Relaxed);

@@ -18,7 +18,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::python::{HeaderDecoder, PANICS};
+use crate::python::{HeaderDecoder, Parsed, PyFramer, PANICS};
 use crate::syslog::batch::{admit, Admit, Bucket};
 
 /// What Python hands over once per intake (and again when its decoders change).
@@ -50,10 +50,12 @@ pub(crate) struct SyslogBatch {
     panic_next: AtomicBool,
 }
 
-/// One vendor decoder: its `decode(msg, fields)` and its name.
+/// One vendor decoder: its `decode(msg, fields)`, its name, and whether it claims only
+/// messages with structured data (`VendorDecoder.structured_only`: skipped for the others).
 struct Dec {
     decode: Py<PyAny>,
     name: Py<PyString>,
+    structured_only: bool,
 }
 
 impl Dec {
@@ -61,7 +63,65 @@ impl Dec {
         Ok(Dec {
             decode: d.getattr("decode")?.unbind(),
             name: d.getattr("name")?.cast_into::<PyString>()?.unbind(),
+            structured_only: match d.getattr("structured_only") {
+                Ok(v) => v.is_truthy()?,
+                Err(_) => false,
+            },
         })
+    }
+}
+
+/// The message the vendor decoders are handed: the Python object, made on first need when
+/// the header was decoded natively (what it reads before that comes from the parse).
+struct Msg<'a, 'py> {
+    obj: Option<Bound<'py, PyAny>>,
+    parsed: Option<Parsed<'a, 'py>>,
+}
+
+impl<'py> Msg<'_, 'py> {
+    fn object(&mut self) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(obj) = &self.obj {
+            return Ok(obj.clone());
+        }
+        let parsed = self.parsed.as_ref().expect("a message or its parse");
+        let obj = parsed.object()?;
+        self.obj = Some(obj.clone());
+        Ok(obj)
+    }
+
+    fn app_name(&self, py: Python<'py>) -> PyResult<Option<String>> {
+        match (&self.obj, &self.parsed) {
+            (None, Some(p)) => Ok(p.m.app_name.map(str::to_owned)),
+            (Some(obj), _) => {
+                let app = obj.getattr(intern!(py, "app_name"))?;
+                if app.is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(app.cast_into::<PyString>()?.to_cow()?.into_owned()))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn text(&self, py: Python<'py>) -> PyResult<String> {
+        match (&self.obj, &self.parsed) {
+            (None, Some(p)) => Ok(p.m.message.to_owned()),
+            (Some(obj), _) => Ok(obj
+                .getattr(intern!(py, "message"))?
+                .cast_into::<PyString>()?
+                .to_cow()?
+                .into_owned()),
+            (None, None) => Ok(String::new()),
+        }
+    }
+
+    /// Whether `structured_data` is truthy, as the `structured_only` decoders test it.
+    fn has_structured_data(&self, py: Python<'py>) -> PyResult<bool> {
+        match (&self.obj, &self.parsed) {
+            (None, Some(p)) => p.sd.is_truthy(),
+            (Some(obj), _) => obj.getattr(intern!(py, "structured_data"))?.is_truthy(),
+            (None, None) => Ok(false),
+        }
     }
 }
 
@@ -115,56 +175,63 @@ impl Dispatch {
     fn decode<'py>(
         &self,
         py: Python<'py>,
-        msg: &Bound<'py, PyAny>,
+        msg: &mut Msg<'_, 'py>,
         fields: &Bound<'py, PyDict>,
         hint: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyString>> {
-        let claims =
-            |d: &Dec| -> PyResult<bool> { d.decode.bind(py).call1((msg, fields))?.is_truthy() };
-        if !hint.is_none()
-            && hint
-                .getattr(intern!(py, "decode"))?
-                .call1((msg, fields))?
-                .is_truthy()?
-        {
-            return Ok(hint.getattr(intern!(py, "name"))?.cast_into::<PyString>()?);
+        let claims = |d: &Dec, msg: &mut Msg<'_, 'py>| -> PyResult<bool> {
+            if d.structured_only && !msg.has_structured_data(py)? {
+                return Ok(false);
+            }
+            d.decode
+                .bind(py)
+                .call1((msg.object()?, fields))?
+                .is_truthy()
+        };
+        if !hint.is_none() {
+            let skip = hint
+                .getattr(intern!(py, "structured_only"))
+                .map_or(Ok(false), |v| v.is_truthy())?
+                && !msg.has_structured_data(py)?;
+            if !skip
+                && hint
+                    .getattr(intern!(py, "decode"))?
+                    .call1((msg.object()?, fields))?
+                    .is_truthy()?
+            {
+                return Ok(hint.getattr(intern!(py, "name"))?.cast_into::<PyString>()?);
+            }
         }
-        let app = msg.getattr(intern!(py, "app_name"))?;
-        if !app.is_none() {
-            let app = app.cast_into::<PyString>()?;
-            let app = app.to_cow()?;
-            let mut cands = self.by_program.get(app.as_ref());
+        if let Some(app) = msg.app_name(py)? {
+            let mut cands = self.by_program.get(app.as_str());
             if cands.is_none() {
                 if let Some(i) = app.find('(') {
                     cands = self.by_program.get(&app[..i]);
                 }
             }
             for d in cands.into_iter().flatten() {
-                if claims(d)? {
+                if claims(d, msg)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
         }
-        let text = msg
-            .getattr(intern!(py, "message"))?
-            .cast_into::<PyString>()?;
-        let text = text.to_cow()?;
+        let text = msg.text(py)?;
         if let Some(first) = text.chars().next() {
             for (prefix, d) in self.by_first.get(&first).into_iter().flatten() {
-                if text.starts_with(prefix.as_str()) && claims(d)? {
+                if text.starts_with(prefix.as_str()) && claims(d, msg)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
             if self.needles.iter().any(|n| text.contains(n.as_str())) {
                 for d in &self.fallbacks {
-                    if claims(d)? {
+                    if claims(d, msg)? {
                         return Ok(d.name.bind(py).clone());
                     }
                 }
             }
         }
         for d in &self.last_resort {
-            if claims(d)? {
+            if claims(d, msg)? {
                 return Ok(d.name.bind(py).clone());
             }
         }
@@ -207,6 +274,10 @@ struct Policy<'a, 'py> {
     /// by the stream already (frames).
     datagram: bool,
     max_bytes: usize,
+    /// `Event.listener` set at construction (the stream path), else left to the pipeline.
+    listener: Option<&'a Bound<'py, PyString>>,
+    /// Bytes of the stored lines of the events made (the pipeline's queue bound).
+    line_bytes: std::cell::Cell<usize>,
 }
 
 impl<'py> Profile<'py> {
@@ -264,24 +335,32 @@ impl SyslogBatch {
         if self.panic_next.swap(false, Ordering::Relaxed) {
             panic!("injected by a test");
         }
-        let decoded = self.header.get().run(
+        let native = self.header.get().with_fields(
             py,
             data.as_bytes(),
             now,
             Some(prof.tz.clone()),
-            Some(prof.ip.as_any()),
+            prof.ip.as_any(),
+            |parsed, fields| {
+                for reason in &parsed.m.errors {
+                    *counts.parse_errors.entry((*reason).to_owned()).or_default() += 1;
+                }
+                let msg = Msg {
+                    obj: None,
+                    parsed: Some(parsed),
+                };
+                self.finish(py, data, prof, policy, counts, msg, fields)
+            },
         )?;
-        let (msg, fields) = match decoded {
-            Some((msg, Some(fields))) => (msg, fields),
-            _ => {
-                let got = self
-                    .fallback
-                    .bind(py)
-                    .call1((data, now, &prof.tz, &prof.ip))?;
-                let got = got.cast_into::<PyTuple>()?;
-                (got.get_item(0)?, got.get_item(1)?.cast_into::<PyDict>()?)
-            }
-        };
+        if let Some(event) = native {
+            return Ok(event);
+        }
+        let got = self
+            .fallback
+            .bind(py)
+            .call1((data, now, &prof.tz, &prof.ip))?;
+        let got = got.cast_into::<PyTuple>()?;
+        let (msg, fields) = (got.get_item(0)?, got.get_item(1)?.cast_into::<PyDict>()?);
         let errors = msg.getattr(intern!(py, "errors"))?;
         for reason in errors.try_iter()? {
             let reason = reason?;
@@ -290,6 +369,27 @@ impl SyslogBatch {
                 .entry(reason.cast::<PyString>()?.to_cow()?.into_owned())
                 .or_default() += 1;
         }
+        let msg = Msg {
+            obj: Some(msg),
+            parsed: None,
+        };
+        self.finish(py, data, prof, policy, counts, msg, fields)
+    }
+
+    /// The rest of a message once its header and header fields are known: static fields,
+    /// vendor, device time, the event and its stored line.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyBytes>,
+        prof: &Profile<'py>,
+        policy: &Policy<'_, 'py>,
+        counts: &mut Counts,
+        mut msg: Msg<'_, 'py>,
+        fields: Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let now = policy.now;
         fields.set_item(intern!(py, "log.source.transport"), self.transport.bind(py))?;
         if let Some(statics) = &prof.statics {
             let tags = fields.get_item(intern!(py, "tags"))?;
@@ -301,12 +401,12 @@ impl SyslogBatch {
             }
         }
         let name = match &self.dispatch {
-            Some(dispatch) => dispatch.decode(py, &msg, &fields, &prof.decoder)?,
+            Some(dispatch) => dispatch.decode(py, &mut msg, &fields, &prof.decoder)?,
             None => self
                 .vendors
                 .bind(py)
                 .getattr(intern!(py, "decode"))?
-                .call1((&msg, &fields, &prof.decoder))?
+                .call1((msg.object()?, &fields, &prof.decoder))?
                 .cast_into::<PyString>()?,
         };
         let text = name.to_cow()?;
@@ -319,15 +419,23 @@ impl SyslogBatch {
                 counts.decoded.insert(text.into_owned(), 1);
             }
         }
-        let mut ts: Option<f64> = msg.getattr(intern!(py, "timestamp"))?.extract()?;
-        if ts.is_none() && !msg.getattr(intern!(py, "payload_time"))?.is_none() {
-            ts = self
-                .device_time
-                .bind(py)
-                .call1((&msg, &prof.tz))?
-                .extract()?;
-        }
-        let ts = match ts {
+        // A message no Python decoder saw has the parse's time and no body time.
+        let mut ts: Option<f64> = match (&msg.obj, &msg.parsed) {
+            (None, Some(p)) => p.m.timestamp,
+            _ => {
+                let obj = msg.object()?;
+                let mut ts: Option<f64> = obj.getattr(intern!(py, "timestamp"))?.extract()?;
+                if ts.is_none() && !obj.getattr(intern!(py, "payload_time"))?.is_none() {
+                    ts = self
+                        .device_time
+                        .bind(py)
+                        .call1((&obj, &prof.tz))?
+                        .extract()?;
+                }
+                ts
+            }
+        };
+        let ts = match ts.take() {
             None => now,
             Some(ts) => {
                 let skew = self.skew.bind(py);
@@ -345,9 +453,16 @@ impl SyslogBatch {
             data.clone()
         };
         let line = self.line(py, (ts, now, module, &fields, raw))?;
-        self.event_class
-            .bind(py)
-            .call1((ts, now, module, &fields, data, py.None(), line))
+        let n = line.len()?;
+        let class = self.event_class.bind(py);
+        let event = match policy.listener {
+            Some(listener) => {
+                class.call1((ts, now, module, &fields, data, py.None(), line, listener))?
+            }
+            None => class.call1((ts, now, module, &fields, data, py.None(), line))?,
+        };
+        policy.line_bytes.set(policy.line_bytes.get() + n);
+        Ok(event)
     }
 
     /// `encode_line` of the event: the common case (raw text UTF-8 or empty, keys text) as
@@ -384,6 +499,12 @@ impl SyslogBatch {
                 ],
             )?;
             if let Ok(line) = self.dumps.bind(py).call1((value,)) {
+                // orjson hands back its output buffer as it grew (4-8 KiB for a 600-byte
+                // line) and the line waits in the pipeline's queue: an exact-sized copy, as
+                // `encode_line` makes, so a queued event does not hold that slack.
+                if let Ok(bytes) = line.cast::<PyBytes>() {
+                    return Ok(PyBytes::new(py, bytes.as_bytes()).into_any());
+                }
                 return Ok(line);
             }
         }
@@ -571,6 +692,8 @@ impl SyslogBatch {
             profile_of,
             datagram: true,
             max_bytes,
+            listener: None,
+            line_bytes: Default::default(),
         };
         let events = PyList::empty(py);
         let mut counts = Counts::default();
@@ -619,6 +742,8 @@ impl SyslogBatch {
             profile_of: &none,
             datagram: false,
             max_bytes: usize::MAX,
+            listener: None,
+            line_bytes: Default::default(),
         };
         let prof = Profile::read(ip, prof)?;
         let events = PyList::empty(py);
@@ -630,5 +755,55 @@ impl SyslogBatch {
             }
         }
         Self::answer(py, events, counts)
+    }
+
+    /// `frames` over the next `want` frames of a stream's framer, taken here (one call per
+    /// chunk of a read: no Python step per frame), each event made with its `listener`.
+    /// Returns `(the answer of frames, frames taken, bytes of the events' stored lines)`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream<'py>(
+        &self,
+        py: Python<'py>,
+        framer: &Bound<'py, PyFramer>,
+        want: usize,
+        ip: Bound<'py, PyString>,
+        prof: Bound<'py, PyAny>,
+        now: f64,
+        raw_max: usize,
+        rate: f64,
+        burst: f64,
+        listener: Bound<'py, PyString>,
+    ) -> PyResult<(Bound<'py, PyTuple>, usize, usize)> {
+        // The frames are taken before any decoder runs: no borrow of the framer is held
+        // while Python code does.
+        let frames = framer.borrow_mut().take(py, want)?;
+        let empty = PyDict::new(py);
+        let none = py.None().into_bound(py);
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles: &empty,
+            profile_of: &none,
+            datagram: false,
+            max_bytes: usize::MAX,
+            listener: Some(&listener),
+            line_bytes: Default::default(),
+        };
+        let prof = Profile::read(ip, prof)?;
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        for data in &frames {
+            if let Some(event) = self.one(py, data, &prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        let taken = frames.len();
+        Ok((
+            Self::answer(py, events, counts)?,
+            taken,
+            policy.line_bytes.get(),
+        ))
     }
 }

@@ -56,7 +56,8 @@ class VendorRegistry:
 
     def decode(self, msg: SyslogMessage, fields: Fields, hint: VendorDecoder | None = None) -> str:
         """Add vendor fields; return the decoder's name, or ``""`` when none claimed it."""
-        if hint is not None and hint.decode(msg, fields):
+        sd = msg.structured_data
+        if hint is not None and (sd or not hint.structured_only) and hint.decode(msg, fields):
             return hint.name
         app = msg.app_name
         if app is not None:
@@ -65,21 +66,25 @@ class VendorRegistry:
                 cands = self.by_program.get(app[: app.index("(")])
             if cands is not None:
                 for d in cands:
-                    if d.decode(msg, fields):
+                    if (sd or not d.structured_only) and d.decode(msg, fields):
                         return d.name
         text = msg.message
         if text:
             for prefix, d in self.by_first.get(text[0], ()):
-                if text.startswith(prefix) and d.decode(msg, fields):
+                if (
+                    text.startswith(prefix)
+                    and (sd or not d.structured_only)
+                    and d.decode(msg, fields)
+                ):
                     return d.name
             for needle in self._needles:
                 if needle in text:
                     for d in self.fallbacks:
-                        if d.decode(msg, fields):
+                        if (sd or not d.structured_only) and d.decode(msg, fields):
                             return d.name
                     break
         for d in self.last_resort:
-            if d.decode(msg, fields):
+            if (sd or not d.structured_only) and d.decode(msg, fields):
                 return d.name
         return ""
 

@@ -40,6 +40,9 @@ class VendorDecoder:
     needle: str = ""
     # Tried for every line nothing else claimed (cheap tests only: it runs on plain lines).
     last_resort: bool = False
+    # Claims only messages with RFC 5424 structured data: the registry skips it for the
+    # others, so the native batch path makes no message object for a line nobody decodes.
+    structured_only: bool = False
 
 
 def epoch_digits(value: str | None) -> float | None:

@@ -118,5 +118,10 @@ DECODERS = (
     VendorDecoder(name="kv", decode=decode, fallback=True, needle="=", order=90),
     # '[key:"value"; ...]' where RFC 5424 wants SD-ELEMENTs (the header left it in the text).
     VendorDecoder(name="kv_brackets", decode=decode_brackets, prefixes=("[",), order=91),
-    VendorDecoder(name="structured_data", decode=decode_structured_data, last_resort=True),
+    VendorDecoder(
+        name="structured_data",
+        decode=decode_structured_data,
+        last_resort=True,
+        structured_only=True,
+    ),
 )
