@@ -103,5 +103,3 @@ async def convert_legacy_events(conn: aiosqlite.Connection, raw_max_bytes: int) 
         after = events[-1].id  # type: ignore[assignment]
     await conn.execute("DROP TABLE events")
     log.info("converted %d events to the segment store", converted)
-
-
