@@ -669,9 +669,9 @@ fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
 }
 
 /// An event's fields dict, looked up by the matcher's field indices (interned keys).
-struct DictFields<'a, 'py> {
-    dict: &'a Bound<'py, PyDict>,
-    keys: &'a [Py<PyString>],
+pub(crate) struct DictFields<'a, 'py> {
+    pub(crate) dict: &'a Bound<'py, PyDict>,
+    pub(crate) keys: &'a [Py<PyString>],
 }
 
 impl Fields for DictFields<'_, '_> {
@@ -686,15 +686,15 @@ impl Fields for DictFields<'_, '_> {
 }
 
 /// One decision of a batch: (event index, rule index, left to the reference).
-type Decision = (usize, usize, bool);
+pub(crate) type Decision = (usize, usize, bool);
 
 /// Sigma detections compiled once from the form `appliance/correlate/compile.py` emits,
 /// matched a batch of events at a time. The engine registers each candidate set (the rules
 /// its logsource/action index picked) once as a group and passes a group number per event.
 #[pyclass(module = "appliance._dataplane")]
-struct RuleMatcher {
+pub(crate) struct RuleMatcher {
     rules: RuleSet,
-    keys: Vec<Py<PyString>>,
+    pub(crate) keys: Vec<Py<PyString>>,
     groups: Vec<Vec<usize>>,
     /// Tests only: the next event evaluated panics (to show the fallback).
     panic_next: bool,
@@ -703,7 +703,13 @@ struct RuleMatcher {
 impl RuleMatcher {
     /// Every candidate of `group` for event `ev`, decided here or left to the reference;
     /// a panic leaves all of the event's candidates to the reference and is counted.
-    fn decide(&mut self, ev: usize, group: usize, fields: &dyn Fields, out: &mut Vec<Decision>) {
+    pub(crate) fn decide(
+        &mut self,
+        ev: usize,
+        group: usize,
+        fields: &dyn Fields,
+        out: &mut Vec<Decision>,
+    ) {
         let Some(cands) = self.groups.get(group) else {
             return;
         };
@@ -913,6 +919,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::python_batch::SyslogBatch>()?;
     m.add_class::<crate::python_windows::CorrelationWindows>()?;
     m.add_class::<crate::python_windows::WindowsBatch>()?;
+    m.add_class::<crate::python_observe::DetectionFeeds>()?;
     m.add(
         "WindowsDeclined",
         m.py().get_type::<crate::python_windows::WindowsDeclined>(),
