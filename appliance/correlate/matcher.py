@@ -89,8 +89,10 @@ class NativeMatcher:
             self.registered = 0
         memo = self.groups
         number = self.number
-        groups: list[int] = []
-        for ev in events:
+        groups: list[int] = impl.memo_groups(events, memo)
+        for i, ev in enumerate(events):
+            if groups[i] >= 0:
+                continue
             sig = engine._signature(ev)
             try:
                 g = memo.get(sig)
@@ -102,7 +104,7 @@ class NativeMatcher:
                 self.registered += 1
                 if hashable:
                     memo[sig] = g
-            groups.append(g)
+            groups[i] = g
         return groups
 
     def match_batch(self, engine: Engine, events: list[Event]) -> list[list[DetectionRule]]:

@@ -775,6 +775,70 @@ impl RuleMatcher {
         self.groups.len() - 1
     }
 
+    /// Each event's candidate group as the engine's memo (signature -> group) has it, the
+    /// signature built as `Engine._signature` builds it (module, process.name,
+    /// observer.vendor, event.category with a list as a tuple, event.action); -1 where the
+    /// memo has none (or the signature cannot be a key): the engine works those out.
+    fn memo_groups(
+        &self,
+        py: Python<'_>,
+        events: &Bound<'_, PyList>,
+        memo: &Bound<'_, PyDict>,
+    ) -> PyResult<Vec<i64>> {
+        let name = |s: &str| PyString::intern(py, s);
+        let (a_module, a_fields) = (name("module"), name("fields"));
+        let keys = [
+            name("process.name"),
+            name("observer.vendor"),
+            name("event.category"),
+            name("event.action"),
+        ];
+        let none = py.None().into_bound(py);
+        // Marks where a list's items start: an object no field can hold.
+        let marker = PyList::empty(py).into_any();
+        let mut out = Vec::with_capacity(events.len());
+        // The previous event's signature parts (a category list as its items) and group: a
+        // run of events from one source has the very same objects, no tuple to hash then.
+        let mut prev: Option<(Vec<Bound<'_, PyAny>>, i64)> = None;
+        for ev in events.iter() {
+            let got = (|| -> Option<i64> {
+                let module = ev.getattr(&a_module).ok()?;
+                let fields = ev.getattr(&a_fields).ok()?.cast_into::<PyDict>().ok()?;
+                let mut parts = Vec::with_capacity(5);
+                let mut flat = Vec::with_capacity(6);
+                flat.push(module.clone());
+                parts.push(module);
+                for k in &keys {
+                    let v = fields.get_item(k).ok()?.unwrap_or_else(|| none.clone());
+                    let v = match v.cast::<PyList>() {
+                        Ok(list) => {
+                            let t = list.to_tuple();
+                            flat.push(marker.clone());
+                            flat.extend(t.iter());
+                            t.into_any()
+                        }
+                        Err(_) => {
+                            flat.push(v.clone());
+                            v
+                        }
+                    };
+                    parts.push(v);
+                }
+                if let Some((p, g)) = &prev {
+                    if p.len() == flat.len() && p.iter().zip(&flat).all(|(a, b)| a.is(b)) {
+                        return Some(*g);
+                    }
+                }
+                let sig = PyTuple::new(py, parts).ok()?;
+                let g = memo.get_item(sig).ok()??.extract::<i64>().ok()?;
+                prev = Some((flat, g));
+                Some(g)
+            })();
+            out.push(got.unwrap_or(-1));
+        }
+        Ok(out)
+    }
+
     /// Forget every group (the engine's candidate memo was cleared).
     fn clear_groups(&mut self) {
         self.groups.clear();
