@@ -86,8 +86,10 @@ def state_form(eng: Engine) -> str:
 class Pair:
     """The two engines fed the same slices, as the correlation component feeds one."""
 
-    def __init__(self, rs: RuleSet, limits: Limits | None = None) -> None:
+    def __init__(self, rs: RuleSet, limits: Limits | None = None, backoff: int = 0) -> None:
         self.native = native_engine(rs, limits)
+        # every slice through the native calls, unless the test wants the back-off too
+        self.native.feeds_backoff_slices = backoff
         self.python = python_engine(rs, limits)
         self.alerts = 0
 
@@ -319,7 +321,7 @@ def test_generated_streams_raise_the_same_alerts_and_state(tmp_path: Path, seed:
         evidence_events=5,
         evidence_samples=3,
     )
-    pair = Pair(rs, limits)
+    pair = Pair(rs, limits, backoff=seed % 3)  # slices to the reference loop now and then
     ok = next(d.meta.id for d in rs.detections if d.meta.name == "ok")
     probe = next(d.meta.id for d in rs.detections if d.meta.name == "probe")
     assert ok in pair.native._batches and probe not in pair.native._batches

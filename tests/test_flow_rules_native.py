@@ -196,3 +196,39 @@ def test_the_built_in_flow_rules_are_observed_natively() -> None:
     pair.feed(events, T0)
     assert engine.natively_observed == 3
     pair.check()
+
+
+def test_slices_that_mostly_stop_the_native_calls_take_the_reference_loop_for_a_while() -> None:
+    """Every syslog event matches the absence and baseline rules, which only the engine
+    observes: a slice of them stops each call, so the next slices skip the calls."""
+    from typing import Any
+
+    from appliance.correlate.engine import FEEDS_BACKOFF_SLICES
+
+    engine = Pair(load_rules([], builtin=True)).native
+    engine.feeds_backoff_slices = FEEDS_BACKOFF_SLICES
+    calls = {"n": 0}
+    feeds = engine._feeds
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(feeds, name)
+
+        def run(self, *args: Any) -> Any:
+            calls["n"] += 1
+            return feeds.run(*args)
+
+    engine._feeds = Counting()
+    syslog = [
+        Event(T0 + i, T0 + i, "syslog", {"observer.ip": "192.0.2.9", "message": f"line {i}"})
+        for i in range(20)
+    ]
+    engine.observe_batch(syslog, T0 + 20, print)
+    assert calls["n"] == 20
+    for _ in range(FEEDS_BACKOFF_SLICES):
+        engine.observe_batch(syslog, T0 + 20, print)
+    assert calls["n"] == 20
+    flows = decode([(v9([("10.0.0.1", "10.0.0.2", 22, 100, 0)] * 5, int(T0), 10_000, 1, True),
+                     "192.0.2.1", 2055)])  # fmt: skip
+    engine.observe_batch(flows, T0 + 20, print)  # tried natively again: one call
+    assert calls["n"] == 21 and engine._feeds_backoff == 0

@@ -62,6 +62,9 @@ from appliance.event import Event
 GroupKey = tuple[Any, ...]
 
 MAX_DEPTH = 8  # correlation-of-correlation nesting
+# Slices observe_batch gives the reference loop after one where more events had to be
+# observed in Python than natively (then a slice is tried natively again).
+FEEDS_BACKOFF_SLICES = 16
 
 log = logging.getLogger(__name__)
 
@@ -528,6 +531,8 @@ class Engine:
         self._absence_heap: list[tuple[float, str, GroupKey]] = []
         self._observed_before = 0
         self._feeds: Any = None
+        self._feeds_backoff = 0  # slices left to take the reference loop (observe_batch)
+        self.feeds_backoff_slices = FEEDS_BACKOFF_SLICES
         self._rebuild_native()
 
     def _rebuild_native(self) -> None:
@@ -807,12 +812,15 @@ class Engine:
         native = self._native
         start, n = 0, len(events)
         groups: list[int] = []
-        if native is not None and self._feeds is not None and events:
+        if self._feeds_backoff > 0:  # the last slices were mostly for Python: no calls
+            self._feeds_backoff -= 1
+        elif native is not None and self._feeds is not None and events:
             try:
                 groups = native.groups_for(self, events)
             except Exception:
                 native.failures += 1
         dets = self.ruleset.detections
+        observed, stops = self.natively_observed, 0
         while start < n:
             feeds = self._feeds
             if feeds is None or not groups:
@@ -841,6 +849,7 @@ class Engine:
                     on_error(events[i])
             if stop >= n:
                 break
+            stops += 1
             ev = events[stop]
             if partial is not None:
                 self._finish_partial(ev, partial, now, on_error, alerts)
@@ -854,6 +863,11 @@ class Engine:
                     on_error(ev)
                 self._prepared = {}
             start = stop + 1
+        if groups and stops > self.natively_observed - observed:
+            # More events stopped the calls than went through them (a syslog stream whose
+            # every event matches absence or baseline rules): each stop costs a call, so the
+            # next slices take the reference loop, then the native one is tried again.
+            self._feeds_backoff = self.feeds_backoff_slices
         return alerts
 
     def _observe_each(

@@ -150,7 +150,7 @@ impl DetectionFeeds {
         &mut self,
         py: Python<'py>,
         events: &Bound<'py, PyList>,
-        groups: Vec<usize>,
+        groups: &Bound<'py, PyList>,
         start: usize,
         now: f64,
         mut newest: f64,
@@ -186,7 +186,8 @@ impl DetectionFeeds {
                 dict: &fields,
                 keys: &keys,
             };
-            matcher.decide(i, groups[i], &f, &mut decisions);
+            let group: usize = groups.get_item(i)?.extract()?;
+            matcher.decide(i, group, &f, &mut decisions);
             if decisions.is_empty() {
                 i += 1;
                 continue;
