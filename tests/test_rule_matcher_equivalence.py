@@ -410,6 +410,7 @@ async def test_the_appliance_matches_natively_and_exports_its_fallbacks(
     assert 'appliance_rules_native_fallbacks{reason="batch_failed"} 0' in text
     assert 'appliance_rules_native_fallbacks{reason="rule_unsupported"} 0' in text
     assert 'appliance_rules_native_fallbacks{reason="undecided"}' in text
+    assert "appliance_correlation_events_native " in text
 
 
 def test_candidate_groups_read_natively_are_the_engines_own() -> None:

@@ -139,6 +139,13 @@ class CorrelationComponent:
             callback=self._native_fallbacks,
         )
         m.gauge(
+            "correlation_events_native",
+            "Matching events the native data plane observed whole (matches, watermark and"
+            " windows, no Python per event; every flow with the built-in rules), since the"
+            " ruleset loaded.",
+            callback=lambda: float(self.engine.natively_observed),
+        )
+        m.gauge(
             "incident_alerts_pending",
             "Alerts held for retry while incidents cannot be written.",
             callback=lambda: float(len(self._pending)),
