@@ -232,3 +232,36 @@ def test_slices_that_mostly_stop_the_native_calls_take_the_reference_loop_for_a_
                      "192.0.2.1", 2055)])  # fmt: skip
     engine.observe_batch(flows, T0 + 20, print)  # tried natively again: one call
     assert calls["n"] == 21 and engine._feeds_backoff == 0
+
+
+def test_a_failed_native_call_leaves_the_rest_of_its_slice_to_the_reference_loop(
+    tmp_path: Path,
+) -> None:
+    """A call that raises (nothing changed by it) costs speed only: the rest of that slice
+    is observed one by one, with the same alerts and state."""
+    from typing import Any
+
+    pair = Pair(flow_rules(tmp_path), Limits(max_groups=5))
+    engine = pair.native
+    feeds = engine._feeds
+    calls = {"n": 0}
+
+    class Failing:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(feeds, name)
+
+        def run(self, *args: Any) -> Any:
+            calls["n"] += 1
+            if calls["n"] % 3 == 0:
+                raise RuntimeError("panic caught in DetectionFeeds.run")
+            return feeds.run(*args)
+
+    engine._feeds = Failing()
+    assert engine._native is not None
+    before = engine._native.failures
+    traffic = Traffic(7)
+    events = decode([(traffic.datagram(i == 0), "192.0.2.1", 2055) for i in range(120)])
+    for i in range(0, len(events), YIELD_EVERY):
+        pair.feed(events[i : i + YIELD_EVERY], T0 + i)
+    pair.check()
+    assert engine._native.failures > before and pair.alerts > 0

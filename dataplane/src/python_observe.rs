@@ -15,10 +15,14 @@
 //! A window that raises or declines a step ends the call at that event with what its
 //! detections did so far (`partial`); the engine finishes that event as `observe` would.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
-use crate::python::{Decision, DictFields, RuleMatcher};
+use crate::python::{Decision, DictFields, RuleMatcher, PANICS};
 use crate::python_windows::{caught, CorrelationWindows};
 
 /// (detection id, the native windows it feeds in the engine's order).
@@ -153,6 +157,32 @@ impl DetectionFeeds {
         groups: &Bound<'py, PyList>,
         start: usize,
         now: f64,
+        newest: f64,
+        watermark: f64,
+    ) -> PyResult<RunOut<'py>> {
+        // The windows and the matcher catch their own panics; one anywhere else ends the
+        // call with an error (counted) instead of crossing into Python.
+        catch_unwind(AssertUnwindSafe(|| {
+            self.run_inner(py, events, groups, start, now, newest, watermark)
+        }))
+        .unwrap_or_else(|_| {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            Err(PyRuntimeError::new_err(
+                "panic caught in DetectionFeeds.run",
+            ))
+        })
+    }
+}
+
+impl DetectionFeeds {
+    #[allow(clippy::too_many_arguments)]
+    fn run_inner<'py>(
+        &mut self,
+        py: Python<'py>,
+        events: &Bound<'py, PyList>,
+        groups: &Bound<'py, PyList>,
+        start: usize,
+        now: f64,
         mut newest: f64,
         mut watermark: f64,
     ) -> PyResult<RunOut<'py>> {
@@ -249,7 +279,7 @@ impl DetectionFeeds {
                 let r = d.1;
                 det_hits[r] += 1;
                 let Some(Some((rid, members))) = self.plans.get(r) else {
-                    unreachable!("checked above");
+                    continue; // not reached: every decision's plan was checked above
                 };
                 let mut results: Results<'py> = Vec::new();
                 for (k, m) in members.iter().enumerate() {
