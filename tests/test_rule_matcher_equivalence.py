@@ -387,6 +387,18 @@ async def test_the_appliance_matches_natively_and_exports_its_fallbacks(
             return real.match_dicts(*args)
 
     native.impl = Counting()
+    feeds = comp.engine._feeds
+
+    class CountingFeeds:  # observe_batch's native calls (they match with the same matcher)
+        def __getattr__(self, name: str) -> Any:
+            return getattr(feeds, name)
+
+        def run(self, *args: Any) -> Any:
+            calls["n"] += 1
+            return feeds.run(*args)
+
+    if feeds is not None:
+        comp.engine._feeds = CountingFeeds()
     send_udp(
         run.source().address,
         b"<38>sshd[1]: Failed password for root from 203.0.113.9 port 22 ssh2",
@@ -398,3 +410,46 @@ async def test_the_appliance_matches_natively_and_exports_its_fallbacks(
     assert 'appliance_rules_native_fallbacks{reason="batch_failed"} 0' in text
     assert 'appliance_rules_native_fallbacks{reason="rule_unsupported"} 0' in text
     assert 'appliance_rules_native_fallbacks{reason="undecided"}' in text
+    assert "appliance_correlation_events_native " in text
+
+
+def test_candidate_groups_read_natively_are_the_engines_own() -> None:
+    """``memo_groups`` (the signature read and looked up in Rust, runs of the same objects
+    reused) gives each event the group the engine's own signature and memo give it: lists
+    and tuples of categories, an empty list against None, unhashable values, other modules."""
+    engine = Engine(load_rules([], builtin=True))
+    r = random.Random(5)
+    cats: list[Any] = [["network"], ["network", "intrusion_detection"], [], None, "network",
+                       ("network",), [["x"]], ["authentication"], [{"a": 1}]]  # fmt: skip
+    events = []
+    for i in range(600):
+        fields: dict[str, Any] = {}
+        for name, values in (
+            ("event.category", cats),
+            ("event.action", [None, "logon-failed", "deny", ["x"]]),
+            ("process.name", [None, "sshd", "sudo"]),
+            ("observer.vendor", [None, "Fortinet", "Cisco"]),
+        ):
+            v = r.choice(values)
+            if v is not None or r.random() < 0.5:
+                fields[name] = v
+        module = r.choice(["netflow", "syslog", "snmp"])
+        events.append(Event(1.0, 1.0, module, fields))
+        if i % 3 == 0:  # runs of the same objects, as one source's events
+            events.append(Event(1.0, 1.0, module, dict(fields)))
+    fast, slow = NativeMatcher.build(engine.ruleset.detections), engine._native
+    assert fast is not None and slow is not None
+
+    class Slow:  # the same matcher with the native memo read switched off
+        def __getattr__(self, name: str) -> Any:
+            return getattr(slow_impl, name)
+
+        def memo_groups(self, events: list[Event], memo: Any) -> list[int]:
+            return [-1] * len(events)
+
+    slow_impl = slow.impl
+    slow.impl = Slow()
+    for i in range(0, len(events), 64):
+        chunk = events[i : i + 64]
+        assert fast.groups_for(engine, chunk) == slow.groups_for(engine, chunk)
+    assert fast.groups == slow.groups

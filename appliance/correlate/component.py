@@ -139,6 +139,13 @@ class CorrelationComponent:
             callback=self._native_fallbacks,
         )
         m.gauge(
+            "correlation_events_native",
+            "Matching events the native data plane observed whole (matches, watermark and"
+            " windows, no Python per event; every flow with the built-in rules), since the"
+            " ruleset loaded.",
+            callback=lambda: float(self.engine.natively_observed),
+        )
+        m.gauge(
             "incident_alerts_pending",
             "Alerts held for retry while incidents cannot be written.",
             callback=lambda: float(len(self._pending)),
@@ -265,23 +272,18 @@ class CorrelationComponent:
         for start in range(0, len(events), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
-            chunk = events[start : start + YIELD_EVERY]
-            with contextlib.suppress(Exception):  # else each event is matched on its own
-                engine.prepare(chunk)  # the stateless matching: one native call a slice
-            for ev in chunk:
-                try:
-                    got = engine.observe(ev, now)
-                except Exception:
-                    self.errors.inc("rule_exception")
-                    _rl.error("observe", "correlation failed on event %s", ev.id, exc_info=True)
-                    continue
-                if got:
-                    alerts.extend(got)
-            engine.prepare([])
+            # One native call a slice where it can (matching and native windows).
+            alerts.extend(
+                engine.observe_batch(events[start : start + YIELD_EVERY], now, self._failed)
+            )
         if alerts:
             await self.commit(alerts)
         if engine.next_deadline() is not None:
             self._wake.set()
+
+    def _failed(self, ev: Event) -> None:
+        self.errors.inc("rule_exception")
+        _rl.error("observe", "correlation failed on event %s", ev.id, exc_info=True)
 
     async def commit(self, alerts: list[Alert]) -> list[dict[str, Any]]:
         """Apply alerts to incidents; on a write failure keep them (bounded) to retry."""

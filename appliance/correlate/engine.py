@@ -20,10 +20,12 @@ window classes, one per correlation type, are in :mod:`appliance.correlate.windo
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +62,9 @@ from appliance.event import Event
 GroupKey = tuple[Any, ...]
 
 MAX_DEPTH = 8  # correlation-of-correlation nesting
+# Slices observe_batch gives the reference loop after one where more events had to be
+# observed in Python than natively (then a slice is tried natively again).
+FEEDS_BACKOFF_SLICES = 16
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +372,18 @@ class NativeCorrelationRuntime(CorrelationRuntime):
         rt.evicted, rt.fired, rt.ungrouped = counters
 
 
+def _above(runtimes: list[CorrelationRuntime]) -> set[str]:
+    """The ids of every correlation these runtimes' alerts feed, transitively (chains)."""
+    above: set[str] = set()
+    todo = [p for rt in runtimes for p in rt.rule.parents]
+    while todo:
+        p = todo.pop()
+        if p.meta.id not in above:
+            above.add(p.meta.id)
+            todo.extend(p.parents)
+    return above
+
+
 class _NeverRaised(Exception):
     """Stands in for ``WindowsDeclined`` on the Python backend."""
 
@@ -512,7 +529,23 @@ class Engine:
         self._native = NativeMatcher.build(ruleset.detections)
         self._prepared: dict[int, tuple[Event, list[DetectionRule]]] = {}
         self._absence_heap: list[tuple[float, str, GroupKey]] = []
+        self._observed_before = 0
+        self._feeds: Any = None
+        self._feeds_backoff = 0  # slices left to take the reference loop (observe_batch)
+        self.feeds_backoff_slices = FEEDS_BACKOFF_SLICES
+        self._rebuild_native()
+
+    def _rebuild_native(self) -> None:
+        """The batches and feeds anew (a window may have gone to Python)."""
+        if self._feeds is not None:
+            self._observed_before += self._feeds.observed
         self._batches = self._native_batches()
+        self._feeds = self._native_feeds()
+
+    @property
+    def natively_observed(self) -> int:
+        """Matching events observed in Rust (``DetectionFeeds``) since this engine started."""
+        return self._observed_before + (self._feeds.observed if self._feeds is not None else 0)
 
     def _native_batches(self) -> dict[str, Any]:
         """Per detection id, one native call for all the windows it feeds, where every one
@@ -527,15 +560,7 @@ class Engine:
                 isinstance(rt, NativeCorrelationRuntime) for rt in feeders
             ):
                 continue
-            ids = {rt.rule.meta.id for rt in feeders}
-            above: set[str] = set()
-            todo = [p for rt in feeders for p in rt.rule.parents]
-            while todo:
-                p = todo.pop()
-                if p.meta.id not in above:
-                    above.add(p.meta.id)
-                    todo.extend(p.parents)
-            if above & ids:
+            if _above(feeders) & {rt.rule.meta.id for rt in feeders}:
                 continue
             out[rid] = native.WindowsBatch(
                 [rt.impl for rt in feeders]  # type: ignore[attr-defined]
@@ -546,7 +571,7 @@ class Engine:
         """A native window declined a step: that rule goes on in Python, and the batches,
         which hold its native state, are rebuilt without it."""
         fired = rt.decline(rid, entry, fields)  # type: ignore[attr-defined]
-        self._batches = self._native_batches()
+        self._rebuild_native()
         return fired
 
     def _batch_fired(
@@ -695,7 +720,6 @@ class Engine:
         matched = ready[1] if ready is not None and ready[0] is ev else self.matches(ev)
         if not matched:
             return []
-        fields = ev.fields
         alerts: list[Alert] = []
         ts = ev.timestamp
         if ts > now + self.limits.allowed_lateness:
@@ -706,7 +730,24 @@ class Engine:
         if ts > self.newest:
             self.newest = ts
             self.watermark = ts - self.limits.allowed_lateness
-        entry: Entry | None = None
+        entry = self._observe_rules(ev, matched, ts, late, None, alerts, now)
+        if late and entry is None and any(d.parents for d in matched):
+            self.late_events += 1
+        return alerts
+
+    def _observe_rules(
+        self,
+        ev: Event,
+        matched: list[DetectionRule],
+        ts: float,
+        late: bool,
+        entry: Entry | None,
+        alerts: list[Alert],
+        now: float,
+    ) -> Entry | None:
+        """:meth:`observe` of the matched rules once the time is settled; returns the
+        window entry (None when no window was fed)."""
+        fields = ev.fields
         stats = self.stats
         for d in matched:
             stats[d.meta.id].hits += 1
@@ -754,9 +795,151 @@ class Engine:
                         fired = self._declined(rt, rid, entry, fields)
                     if fired is not None:
                         self._fired(rt, fired, entry, alerts, 0)
-        if late and entry is None and any(d.parents for d in matched):
-            self.late_events += 1
+        return entry
+
+    def observe_batch(
+        self, events: list[Event], now: float, on_error: Callable[[Event], None]
+    ) -> list[Alert]:
+        """:meth:`observe` of each event in order (an event it raises on goes to
+        ``on_error`` and costs that event's alerts, as a failed ``observe`` does).
+
+        On the native backend the events whose matches only feed native windows (every
+        flow with the built-in ruleset) are observed in Rust, a slice per call
+        (``DetectionFeeds``): no Python frame for them unless a window fires. The call
+        stops at each event this engine must observe itself and resumes after it, so the
+        state changes and the alerts come in the reference's order."""
+        alerts: list[Alert] = []
+        native = self._native
+        start, n = 0, len(events)
+        groups: list[int] = []
+        if self._feeds_backoff > 0:  # the last slices were mostly for Python: no calls
+            self._feeds_backoff -= 1
+        elif native is not None and self._feeds is not None and events:
+            try:
+                groups = native.groups_for(self, events)
+            except Exception:
+                native.failures += 1
+        dets = self.ruleset.detections
+        observed, stops = self.natively_observed, 0
+        while start < n:
+            feeds = self._feeds
+            if feeds is None or not groups:
+                self._observe_each(events[start:], now, on_error, alerts)
+                break
+            try:
+                got = feeds.run(events, groups, start, now, self.newest, self.watermark)
+            except Exception:  # nothing changed in this call: the rest one by one
+                assert native is not None
+                native.failures += 1
+                self._observe_each(events[start:], now, on_error, alerts)
+                break
+            stop, self.newest, self.watermark, late, hits, fired, partial, decided = got
+            self.late_events += late
+            for r, det_hits, feed_hits in hits:
+                rid = dets[r].meta.id
+                self.stats[rid].hits += det_hits
+                if feed_hits:
+                    for rt in self._feeders[rid]:
+                        rt.stats.hits += feed_hits
+            for i, r, k, out, entry in fired:
+                rid = dets[r].meta.id
+                try:
+                    self._fired(self._feeders[rid][k], out, entry, alerts, 0)
+                except Exception:
+                    on_error(events[i])
+            if stop >= n:
+                break
+            stops += 1
+            ev = events[stop]
+            if partial is not None:
+                self._finish_partial(ev, partial, now, on_error, alerts)
+            else:
+                if decided:
+                    assert native is not None
+                    self._prepared = {id(ev): (ev, native.resolve(ev, decided))}
+                try:
+                    alerts.extend(self.observe(ev, now))
+                except Exception:
+                    on_error(ev)
+                self._prepared = {}
+            start = stop + 1
+        if groups and stops > self.natively_observed - observed:
+            # More events stopped the calls than went through them (a syslog stream whose
+            # every event matches absence or baseline rules): each stop costs a call, so the
+            # next slices take the reference loop, then the native one is tried again.
+            self._feeds_backoff = self.feeds_backoff_slices
         return alerts
+
+    def _observe_each(
+        self, events: list[Event], now: float, on_error: Callable[[Event], None], out: list[Alert]
+    ) -> None:
+        """The reference loop: the stateless matching of the slice, then each event."""
+        with contextlib.suppress(Exception):  # else each event is matched on its own
+            self.prepare(events)
+        for ev in events:
+            try:
+                got = self.observe(ev, now)
+            except Exception:
+                on_error(ev)
+                continue
+            out.extend(got)
+        self.prepare([])
+
+    def _finish_partial(
+        self,
+        ev: Event,
+        partial: tuple[int, Entry, list[tuple[int, list[tuple[int, Any]]]], list[int]],
+        now: float,
+        on_error: Callable[[Event], None],
+        out: list[Alert],
+    ) -> None:
+        """An event whose native step a window raised on or declined: what its detections
+        did so far, then the rest of them, as :meth:`observe` would go on."""
+        _i, entry, done, rest = partial
+        dets = self.ruleset.detections
+        mine: list[Alert] = []
+        try:
+            for r, results in done:
+                rid = dets[r].meta.id
+                self._batch_fired(self._feeders[rid], results, rid, entry, ev.fields, mine)
+            self._observe_rules(ev, [dets[r] for r in rest], entry[0], False, entry, mine, now)
+        except Exception:
+            on_error(ev)
+            return
+        out.extend(mine)
+
+    def _native_feeds(self) -> Any:
+        """``DetectionFeeds`` over the detections whose every window is native, fed by no
+        chain that could reorder (see :meth:`_native_batches`) and firing into no window that
+        is itself fed natively (its fire is handled after the call); None if there is none."""
+        native, dp = self._native, dataplane.native
+        if native is None or dp is None:
+            return None
+        dets = native.detections
+        cands: dict[int, list[CorrelationRuntime]] = {}
+        for i, d in enumerate(dets):
+            feeders = self._feeders.get(d.meta.id, [])
+            if d.generate or d.absence is not None or d.baseline is not None or not feeders:
+                continue
+            if not all(isinstance(rt, NativeCorrelationRuntime) for rt in feeders):
+                continue
+            if _above(feeders) & {rt.rule.meta.id for rt in feeders}:
+                continue
+            cands[i] = feeders
+        fed = {rt.rule.meta.id for feeders in cands.values() for rt in feeders}
+        plans: list[tuple[str, list[Any]] | None] = [None] * len(dets)
+        for i, feeders in cands.items():
+            if _above(feeders) & fed:
+                continue
+            plans[i] = (dets[i].meta.id, [rt.impl for rt in feeders])  # type: ignore[attr-defined]
+        if not any(plans):
+            return None
+        try:
+            return dp.DetectionFeeds(
+                native.impl, plans, float(self.limits.allowed_lateness), SAMPLE_CHARS
+            )
+        except (TypeError, ValueError):
+            return None
 
     def _baseline(self, d: DetectionRule, ev: Event, ts: float, alerts: list[Alert]) -> None:
         assert d.baseline is not None
@@ -936,7 +1119,7 @@ class Engine:
 
     def sweep(self) -> int:
         n = sum(rt.sweep(self.watermark) for rt in self.correlations.values())
-        self._batches = self._native_batches()  # a window the native side declined is Python now
+        self._rebuild_native()  # a window the native side declined is Python now
         return n
 
     # ------------------------------------------------------------------------- state
@@ -993,7 +1176,7 @@ class Engine:
         for rid, data in snap.get("correlations", {}).items():
             if rid in self.correlations:
                 self.correlations[rid].load(data)
-        self._batches = self._native_batches()  # a window restored to Python leaves its batch
+        self._rebuild_native()  # a window restored to Python leaves its batch
         for rid, data in snap.get("absence", {}).items():
             if rid in self.absence:
                 rt = self.absence[rid]

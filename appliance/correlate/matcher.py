@@ -80,7 +80,8 @@ class NativeMatcher:
             return None
         return cls(impl, detections)
 
-    def match_batch(self, engine: Engine, events: list[Event]) -> list[list[DetectionRule]]:
+    def groups_for(self, engine: Engine, events: list[Event]) -> list[int]:
+        """Each event's candidate group number (its candidates registered on first sight)."""
         impl = self.impl
         if self.registered + len(events) > self.MAX_GROUPS:
             impl.clear_groups()
@@ -88,8 +89,10 @@ class NativeMatcher:
             self.registered = 0
         memo = self.groups
         number = self.number
-        groups: list[int] = []
-        for ev in events:
+        groups: list[int] = impl.memo_groups(events, memo)
+        for i, ev in enumerate(events):
+            if groups[i] >= 0:
+                continue
             sig = engine._signature(ev)
             try:
                 g = memo.get(sig)
@@ -101,8 +104,12 @@ class NativeMatcher:
                 self.registered += 1
                 if hashable:
                     memo[sig] = g
-            groups.append(g)
-        decisions = impl.match_dicts([ev.fields for ev in events], groups)
+            groups[i] = g
+        return groups
+
+    def match_batch(self, engine: Engine, events: list[Event]) -> list[list[DetectionRule]]:
+        groups = self.groups_for(engine, events)
+        decisions = self.impl.match_dicts([ev.fields for ev in events], groups)
         out: list[list[DetectionRule]] = [[] for _ in events]
         dets = self.detections
         for e, r, undecided in decisions:
@@ -112,4 +119,17 @@ class NativeMatcher:
                 if not reference_match(d, events[e].fields):
                     continue
             out[e].append(d)
+        return out
+
+    def resolve(self, ev: Event, decisions: list[tuple[int, int, bool]]) -> list[DetectionRule]:
+        """One event's decisions as its matches (the undecided ones asked of the predicates)."""
+        out: list[DetectionRule] = []
+        dets = self.detections
+        for _e, r, undecided in decisions:
+            d = dets[r]
+            if undecided:
+                self.undecided += 1
+                if not reference_match(d, ev.fields):
+                    continue
+            out.append(d)
         return out

@@ -30,3 +30,7 @@ mod python_windows;
 // The NetFlow decoder with its template state (netflow_state.rs), batch per call.
 #[cfg(feature = "python")]
 mod python_netflow;
+
+// The engine's per-event bookkeeping over a slice: matching, watermark and native windows.
+#[cfg(feature = "python")]
+mod python_observe;

@@ -795,9 +795,9 @@ fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
 }
 
 /// An event's fields dict, looked up by the matcher's field indices (interned keys).
-struct DictFields<'a, 'py> {
-    dict: &'a Bound<'py, PyDict>,
-    keys: &'a [Py<PyString>],
+pub(crate) struct DictFields<'a, 'py> {
+    pub(crate) dict: &'a Bound<'py, PyDict>,
+    pub(crate) keys: &'a [Py<PyString>],
 }
 
 impl Fields for DictFields<'_, '_> {
@@ -812,15 +812,15 @@ impl Fields for DictFields<'_, '_> {
 }
 
 /// One decision of a batch: (event index, rule index, left to the reference).
-type Decision = (usize, usize, bool);
+pub(crate) type Decision = (usize, usize, bool);
 
 /// Sigma detections compiled once from the form `appliance/correlate/compile.py` emits,
 /// matched a batch of events at a time. The engine registers each candidate set (the rules
 /// its logsource/action index picked) once as a group and passes a group number per event.
 #[pyclass(module = "appliance._dataplane")]
-struct RuleMatcher {
+pub(crate) struct RuleMatcher {
     rules: RuleSet,
-    keys: Vec<Py<PyString>>,
+    pub(crate) keys: Vec<Py<PyString>>,
     groups: Vec<Vec<usize>>,
     /// Tests only: the next event evaluated panics (to show the fallback).
     panic_next: bool,
@@ -829,7 +829,13 @@ struct RuleMatcher {
 impl RuleMatcher {
     /// Every candidate of `group` for event `ev`, decided here or left to the reference;
     /// a panic leaves all of the event's candidates to the reference and is counted.
-    fn decide(&mut self, ev: usize, group: usize, fields: &dyn Fields, out: &mut Vec<Decision>) {
+    pub(crate) fn decide(
+        &mut self,
+        ev: usize,
+        group: usize,
+        fields: &dyn Fields,
+        out: &mut Vec<Decision>,
+    ) {
         let Some(cands) = self.groups.get(group) else {
             return;
         };
@@ -893,6 +899,70 @@ impl RuleMatcher {
     fn group(&mut self, rules: Vec<usize>) -> usize {
         self.groups.push(rules);
         self.groups.len() - 1
+    }
+
+    /// Each event's candidate group as the engine's memo (signature -> group) has it, the
+    /// signature built as `Engine._signature` builds it (module, process.name,
+    /// observer.vendor, event.category with a list as a tuple, event.action); -1 where the
+    /// memo has none (or the signature cannot be a key): the engine works those out.
+    fn memo_groups(
+        &self,
+        py: Python<'_>,
+        events: &Bound<'_, PyList>,
+        memo: &Bound<'_, PyDict>,
+    ) -> PyResult<Vec<i64>> {
+        let name = |s: &str| PyString::intern(py, s);
+        let (a_module, a_fields) = (name("module"), name("fields"));
+        let keys = [
+            name("process.name"),
+            name("observer.vendor"),
+            name("event.category"),
+            name("event.action"),
+        ];
+        let none = py.None().into_bound(py);
+        // Marks where a list's items start: an object no field can hold.
+        let marker = PyList::empty(py).into_any();
+        let mut out = Vec::with_capacity(events.len());
+        // The previous event's signature parts (a category list as its items) and group: a
+        // run of events from one source has the very same objects, no tuple to hash then.
+        let mut prev: Option<(Vec<Bound<'_, PyAny>>, i64)> = None;
+        for ev in events.iter() {
+            let got = (|| -> Option<i64> {
+                let module = ev.getattr(&a_module).ok()?;
+                let fields = ev.getattr(&a_fields).ok()?.cast_into::<PyDict>().ok()?;
+                let mut parts = Vec::with_capacity(5);
+                let mut flat = Vec::with_capacity(6);
+                flat.push(module.clone());
+                parts.push(module);
+                for k in &keys {
+                    let v = fields.get_item(k).ok()?.unwrap_or_else(|| none.clone());
+                    let v = match v.cast::<PyList>() {
+                        Ok(list) => {
+                            let t = list.to_tuple();
+                            flat.push(marker.clone());
+                            flat.extend(t.iter());
+                            t.into_any()
+                        }
+                        Err(_) => {
+                            flat.push(v.clone());
+                            v
+                        }
+                    };
+                    parts.push(v);
+                }
+                if let Some((p, g)) = &prev {
+                    if p.len() == flat.len() && p.iter().zip(&flat).all(|(a, b)| a.is(b)) {
+                        return Some(*g);
+                    }
+                }
+                let sig = PyTuple::new(py, parts).ok()?;
+                let g = memo.get_item(sig).ok()??.extract::<i64>().ok()?;
+                prev = Some((flat, g));
+                Some(g)
+            })();
+            out.push(got.unwrap_or(-1));
+        }
+        Ok(out)
     }
 
     /// Forget every group (the engine's candidate memo was cleared).
@@ -1041,6 +1111,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::python_batch::SyslogBatch>()?;
     m.add_class::<crate::python_windows::CorrelationWindows>()?;
     m.add_class::<crate::python_windows::WindowsBatch>()?;
+    m.add_class::<crate::python_observe::DetectionFeeds>()?;
     m.add(
         "WindowsDeclined",
         m.py().get_type::<crate::python_windows::WindowsDeclined>(),

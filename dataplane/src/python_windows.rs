@@ -165,10 +165,11 @@ pub struct CorrelationWindows {
     panic_next: bool,
 }
 
-type FiredOut<'py> = Option<(Bound<'py, PyTuple>, Bound<'py, PyList>, Bound<'py, PyAny>)>;
+pub(crate) type FiredOut<'py> =
+    Option<(Bound<'py, PyTuple>, Bound<'py, PyList>, Bound<'py, PyAny>)>;
 
 impl CorrelationWindows {
-    fn add_inner<'py>(
+    pub(crate) fn add_inner<'py>(
         &mut self,
         py: Python<'py>,
         rule_id: &str,
@@ -357,7 +358,7 @@ fn entry_time(entry: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(ts)
 }
 
-fn caught<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+pub(crate) fn caught<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         PANICS.fetch_add(1, Ordering::Relaxed);
         Err(WindowsDeclined::new_err("panic caught"))
