@@ -15,7 +15,7 @@ from appliance.protocols.syslog import decode_syslog
 from appliance.protocols.syslog.ecs import syslog_fields
 from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY
-from appliance.protocols.syslog.vendors.generic import split_address
+from appliance.protocols.syslog.vendors.generic import bracket_pairs, split_address
 from tests.ruletools import fired, run
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -129,6 +129,16 @@ def test_rfc5424_bracket_pairs_where_structured_data_belongs_become_fields() -> 
                 "event.outcome") == {
         "decoder": "kv_brackets", "source.ip": "203.0.113.7", "destination.ip": "198.51.100.2",
         "destination.port": 22, "event.outcome": "failure"}  # fmt: skip
+
+
+def test_bracket_blocks_without_a_quote_hold_no_pairs_and_the_next_block_is_still_read() -> None:
+    assert bracket_pairs("[ 35958.123456] eth0: link up") == []
+    assert bracket_pairs('[ 12.5] [user:"bob"; src:"203.0.113.7"] x') == [
+        ("user", "bob"),
+        ("src", "203.0.113.7"),
+    ]
+    f = decode(b"<6>Nov 29 11:59:00 srv1 kernel: [ 35958.123456] eth0: link up, 1000Mbps")
+    assert f["decoder"] == ""  # netfilter, kv_brackets and the rest leave it
 
 
 def test_rfc5424_epoch_timestamp_with_bracket_pairs() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import itertools
 import logging
 import math
 from collections import OrderedDict
@@ -394,25 +395,75 @@ _WindowsDeclined: type[Exception] = (
 
 
 class AbsenceRuntime:
-    """Silent source: groups seen before that have not been seen for ``timespan`` (wall time)."""
+    """Silent source: groups seen before that have not been seen for ``timespan`` (wall time).
 
-    def __init__(self, rule: DetectionRule) -> None:
+    The reference; :class:`NativeAbsenceRuntime` keeps the same groups in the native data
+    plane behind the same methods. The deadlines' heap is the engine's."""
+
+    def __init__(self, rule: DetectionRule, limits: Limits) -> None:
         self.rule = rule
         assert rule.absence is not None
         self.timespan = rule.absence.timespan
+        self.by = rule.absence.by
+        self.max_groups = limits.max_groups
         self.last: dict[GroupKey, tuple[float, float]] = {}  # key -> (now seen, event time)
         self.alerted: set[GroupKey] = set()
         self.evicted = 0
 
-    def seen(self, key: GroupKey, now: float, ts: float) -> Alert | None:
-        self.last[key] = (now, ts)
-        self.alerted.discard(key)
-        return None
+    @classmethod
+    def build(cls, rule: DetectionRule, limits: Limits) -> AbsenceRuntime:
+        native = dataplane.native
+        if native is None:
+            return cls(rule, limits)
+        assert rule.absence is not None
+        try:
+            impl = native.AbsenceGroups(list(rule.absence.by), limits.max_groups)
+        except (ValueError, TypeError, OverflowError):
+            return cls(rule, limits)
+        return NativeAbsenceRuntime(rule, limits, impl)
+
+    def seen(self, fields: dict[str, Any], now: float, ts: float) -> GroupKey | None:
+        """This event's group is seen now; its key when it was not armed (new, or it had
+        alerted): the caller schedules its deadline."""
+        by = self.by
+        key = (fields.get(by[0]),) if len(by) == 1 else tuple([fields.get(g) for g in by])
+        last = self.last
+        # pop + re-insert: the dict's order is least recently seen first (eviction order)
+        armed = last.pop(key, None) is not None and not (self.alerted and key in self.alerted)
+        last[key] = (now, ts)
+        if self.alerted:
+            self.alerted.discard(key)
+        if len(last) > self.max_groups:
+            oldest = next(iter(last))
+            del last[oldest]
+            self.alerted.discard(oldest)
+            self.evicted += 1
+        return None if armed else key
+
+    def due(self, key: GroupKey) -> tuple[float, float] | None:
+        """(seen now, event time) of a group that has not alerted since; else None."""
+        if key in self.alerted:
+            return None
+        return self.last.get(key)
+
+    def mark_alerted(self, key: GroupKey) -> None:
+        self.alerted.add(key)
+
+    def shift(self, step: float) -> None:
+        self.last = {k: (seen + step, ts) for k, (seen, ts) in self.last.items()}
+
+    def restart(self, now: float) -> None:
+        """No sighting older than ``now`` (a restart: being down is not the source silent)."""
+        self.last = {k: (max(v[0], now), v[1]) for k, v in self.last.items()}
+
+    def items(self) -> list[tuple[GroupKey, float, float, bool]]:
+        return [(k, v[0], v[1], k in self.alerted) for k, v in self.last.items()]
+
+    def __len__(self) -> int:
+        return len(self.last)
 
     def dump(self) -> list[Any]:
-        return [
-            [list(map(_jsonable, k)), v[0], v[1], k in self.alerted] for k, v in self.last.items()
-        ]
+        return [[list(map(_jsonable, k)), now, ts, al] for k, now, ts, al in self.items()]
 
     def load(self, data: list[Any]) -> None:
         for key, now, ts, alerted in data:
@@ -422,8 +473,88 @@ class AbsenceRuntime:
                 self.alerted.add(k)
 
 
+class NativeAbsenceRuntime(AbsenceRuntime):
+    """An absence rule whose groups live in the native data plane
+    (``appliance._dataplane.AbsenceGroups``, ``dataplane/src/bookkeeping.rs``): ``seen`` is
+    bound straight to the native method (no Python frame per event). A caught panic
+    (``WindowsDeclined``) turns it into the reference with the same groups, for good."""
+
+    def __init__(self, rule: DetectionRule, limits: Limits, impl: Any) -> None:
+        super().__init__(rule, limits)
+        self.impl = impl
+        self.seen = impl.seen  # type: ignore[method-assign]
+
+    @property
+    def evicted(self) -> int:
+        return int(self.impl.evicted)
+
+    @evicted.setter
+    def evicted(self, value: int) -> None:
+        if "impl" in self.__dict__:
+            self.impl.evicted = value
+
+    def decline(self, fields: dict[str, Any], now: float, ts: float) -> GroupKey | None:
+        """The native side declined (nothing changed there): carry on in Python."""
+        self.to_python()
+        return AbsenceRuntime.seen(self, fields, now, ts)
+
+    def to_python(self) -> None:
+        impl = self.impl
+        try:
+            items = impl.items()
+        except Exception:  # the native state cannot be read back: start this rule empty
+            log.exception("absence %s: native groups lost", self.rule.meta.id)
+            items = []
+        evicted = int(impl.evicted)
+        log.warning("absence %s: groups continue in Python", self.rule.meta.id)
+        self.__class__ = AbsenceRuntime  # type: ignore[assignment]
+        del self.seen
+        del self.impl
+        rt: AbsenceRuntime = self
+        rt.last = {k: (now, ts) for k, now, ts, _al in items}
+        rt.alerted = {k for k, _now, _ts, al in items if al}
+        rt.evicted = evicted
+
+    def _call(self, name: str, *args: Any) -> Any:
+        try:
+            return getattr(self.impl, name)(*args)
+        except _WindowsDeclined:
+            self.to_python()
+            return getattr(self, name)(*args)
+
+    def due(self, key: GroupKey) -> tuple[float, float] | None:
+        return self._call("due", key)  # type: ignore[no-any-return]
+
+    def mark_alerted(self, key: GroupKey) -> None:
+        self._call("mark_alerted", key)
+
+    def shift(self, step: float) -> None:
+        self._call("shift", step)
+
+    def restart(self, now: float) -> None:
+        self._call("restart", now)
+
+    def items(self) -> list[tuple[GroupKey, float, float, bool]]:
+        return self._call("items")  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return len(self.impl)
+
+    def load(self, data: list[Any]) -> None:
+        for i, (key, now, ts, alerted) in enumerate(data):
+            try:
+                self.impl.put(tuple(key), now, ts, bool(alerted))
+            except (_WindowsDeclined, ValueError, TypeError, OverflowError):
+                # an unhashable key raises in the reference's load too
+                self.to_python()
+                AbsenceRuntime.load(self, data[i:])
+                return
+
+
 class BaselineRuntime:
-    """Event rate per group per interval against its EWMA mean and deviation (k-sigma)."""
+    """Event rate per group per interval against its EWMA mean and deviation (k-sigma).
+
+    The reference; :class:`NativeBaselineRuntime` keeps the same groups natively."""
 
     def __init__(self, rule: DetectionRule, limits: Limits) -> None:
         self.rule = rule
@@ -433,6 +564,35 @@ class BaselineRuntime:
         # key -> [bucket, count, mean, var, n, fired]
         self.groups: OrderedDict[GroupKey, list[Any]] = OrderedDict()
         self.evicted = 0
+
+    @classmethod
+    def build(cls, rule: DetectionRule, limits: Limits) -> BaselineRuntime:
+        native = dataplane.native
+        if native is None:
+            return cls(rule, limits)
+        b = rule.baseline
+        assert b is not None
+        try:
+            impl = native.BaselineGroups(
+                list(b.by),
+                float(b.interval),
+                float(b.alpha),
+                float(b.k),
+                float(b.warmup),
+                float(b.min_count),
+                limits.max_groups,
+            )
+        except (ValueError, TypeError, OverflowError):
+            return cls(rule, limits)
+        return NativeBaselineRuntime(rule, limits, impl)
+
+    def observe(self, fields: dict[str, Any], ts: float) -> tuple[GroupKey, dict[str, Any]] | None:
+        """This event counted in its group: (key, detail) when it lifts the interval's count
+        above the baseline (once per interval), else None."""
+        by = self.b.by
+        key = (fields.get(by[0]),) if len(by) == 1 else tuple([fields.get(g) for g in by])
+        info = self.add(key, ts)
+        return None if info is None else (key, info)
 
     def add(self, key: GroupKey, ts: float) -> dict[str, Any] | None:
         b = self.b
@@ -467,12 +627,78 @@ class BaselineRuntime:
             return {"count": g[1], "mean": round(g[2], 3), "stddev": round(math.sqrt(g[3]), 3)}
         return None
 
+    def items(self) -> list[tuple[GroupKey, list[Any]]]:
+        return list(self.groups.items())
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
     def dump(self) -> list[Any]:
-        return [[list(map(_jsonable, k)), g] for k, g in self.groups.items()]
+        return [[list(map(_jsonable, k)), g] for k, g in self.items()]
 
     def load(self, data: list[Any]) -> None:
         for key, g in data:
             self.groups[tuple(key)] = list(g)
+
+
+class NativeBaselineRuntime(BaselineRuntime):
+    """A baseline rule whose groups live in the native data plane
+    (``appliance._dataplane.BaselineGroups``): ``observe`` is bound straight to the native
+    method. A caught panic, or a snapshot row only Python holds exactly (a tampered one),
+    turns it into the reference with the same groups, for good."""
+
+    def __init__(self, rule: DetectionRule, limits: Limits, impl: Any) -> None:
+        super().__init__(rule, limits)
+        self.impl = impl
+        self.observe = impl.add  # type: ignore[method-assign]
+
+    @property
+    def evicted(self) -> int:
+        return int(self.impl.evicted)
+
+    @evicted.setter
+    def evicted(self, value: int) -> None:
+        if "impl" in self.__dict__:
+            self.impl.evicted = value
+
+    def decline(self, fields: dict[str, Any], ts: float) -> tuple[GroupKey, dict[str, Any]] | None:
+        self.to_python()
+        return BaselineRuntime.observe(self, fields, ts)
+
+    def to_python(self) -> None:
+        impl = self.impl
+        try:
+            items = impl.items()
+        except Exception:  # the native state cannot be read back: start this rule empty
+            log.exception("baseline %s: native groups lost", self.rule.meta.id)
+            items = []
+        evicted = int(impl.evicted)
+        log.warning("baseline %s: groups continue in Python", self.rule.meta.id)
+        self.__class__ = BaselineRuntime  # type: ignore[assignment]
+        del self.observe
+        del self.impl
+        rt: BaselineRuntime = self
+        rt.groups = OrderedDict(items)
+        rt.evicted = evicted
+
+    def items(self) -> list[tuple[GroupKey, list[Any]]]:
+        try:
+            return self.impl.items()  # type: ignore[no-any-return]
+        except _WindowsDeclined:
+            self.to_python()
+            return BaselineRuntime.items(self)
+
+    def __len__(self) -> int:
+        return len(self.impl)
+
+    def load(self, data: list[Any]) -> None:
+        for i, (key, g) in enumerate(data):
+            try:
+                self.impl.put(tuple(key), g)
+            except (_WindowsDeclined, ValueError, TypeError, OverflowError):
+                self.to_python()
+                BaselineRuntime.load(self, data[i:])
+                return
 
 
 # ------------------------------------------------------------------------------------ engine
@@ -518,9 +744,13 @@ class Engine:
             ]
             for d in ruleset.detections
         }
-        self.absence = {d.meta.id: AbsenceRuntime(d) for d in ruleset.detections if d.absence}
+        self.absence = {
+            d.meta.id: AbsenceRuntime.build(d, self.limits) for d in ruleset.detections if d.absence
+        }
         self.baseline = {
-            d.meta.id: BaselineRuntime(d, self.limits) for d in ruleset.detections if d.baseline
+            d.meta.id: BaselineRuntime.build(d, self.limits)
+            for d in ruleset.detections
+            if d.baseline
         }
         self.cooldowns: dict[str, OrderedDict[GroupKey, float]] = {}
         self._last_sweep = -math.inf
@@ -528,7 +758,10 @@ class Engine:
         # The native matcher (None on the Python backend) and its candidate groups.
         self._native = NativeMatcher.build(ruleset.detections)
         self._prepared: dict[int, tuple[Event, list[DetectionRule]]] = {}
-        self._absence_heap: list[tuple[float, str, GroupKey]] = []
+        # (deadline, push number, rule id, key): the number breaks ties, so two groups due
+        # at the same time never compare their keys (None against a string raised TypeError)
+        self._absence_heap: list[tuple[float, int, str, GroupKey]] = []
+        self._pushes = itertools.count()
         self._observed_before = 0
         self._feeds: Any = None
         self._feeds_backoff = 0  # slices left to take the reference loop (observe_batch)
@@ -752,10 +985,25 @@ class Engine:
         for d in matched:
             stats[d.meta.id].hits += 1
             if d.absence is not None:
-                self._absence_seen(d, ev, now, ts)
+                rid = d.meta.id
+                rt_a = self.absence[rid]
+                try:
+                    key = rt_a.seen(fields, now, ts)
+                except _WindowsDeclined:
+                    key = rt_a.decline(fields, now, ts)  # type: ignore[attr-defined]
+                if key is not None:  # one heap entry per silent-able group; re-armed lazily
+                    heapq.heappush(
+                        self._absence_heap, (now + rt_a.timespan, next(self._pushes), rid, key)
+                    )
                 continue
             if d.baseline is not None:
-                self._baseline(d, ev, ts, alerts)
+                rt_b = self.baseline[d.meta.id]
+                try:
+                    spike = rt_b.observe(fields, ts)
+                except _WindowsDeclined:
+                    spike = rt_b.decline(fields, ts)  # type: ignore[attr-defined]
+                if spike is not None:
+                    self._baseline(d, ev, ts, spike, alerts)
                 continue
             if d.generate:
                 group = {g: fields.get(g) for g in d.group_by}
@@ -941,14 +1189,16 @@ class Engine:
         except (TypeError, ValueError):
             return None
 
-    def _baseline(self, d: DetectionRule, ev: Event, ts: float, alerts: list[Alert]) -> None:
+    def _baseline(
+        self,
+        d: DetectionRule,
+        ev: Event,
+        ts: float,
+        spike: tuple[GroupKey, dict[str, Any]],
+        alerts: list[Alert],
+    ) -> None:
         assert d.baseline is not None
-        fields = ev.fields
-        by = d.baseline.by
-        key = (fields.get(by[0]),) if len(by) == 1 else tuple([fields.get(g) for g in by])
-        info = self.baseline[d.meta.id].add(key, ts)
-        if info is None:
-            return
+        key, info = spike
         ids = [ev.id] if ev.id is not None else []
         group = dict(zip(d.baseline.by, key, strict=True))
         a = Alert(
@@ -1052,26 +1302,6 @@ class Engine:
 
     # ----------------------------------------------------------------------- absence
 
-    def _absence_seen(self, d: DetectionRule, ev: Event, now: float, ts: float) -> None:
-        assert d.absence is not None
-        fields = ev.fields
-        by = d.absence.by
-        key = (fields.get(by[0]),) if len(by) == 1 else tuple([fields.get(g) for g in by])
-        rt = self.absence[d.meta.id]
-        last = rt.last
-        # pop + re-insert: the dict's order is least recently seen first (eviction order)
-        armed = last.pop(key, None) is not None and not (rt.alerted and key in rt.alerted)
-        last[key] = (now, ts)
-        if rt.alerted:
-            rt.alerted.discard(key)
-        if len(last) > self.limits.max_groups:
-            oldest = next(iter(last))
-            del last[oldest]
-            rt.alerted.discard(oldest)
-            rt.evicted += 1
-        if not armed:  # one heap entry per silent-able group; re-armed lazily in on_timer
-            heapq.heappush(self._absence_heap, (now + rt.timespan, d.meta.id, key))
-
     def next_deadline(self) -> float | None:
         """Wall-clock time at which :meth:`on_timer` has something to do (None: nothing)."""
         return self._absence_heap[0][0] if self._absence_heap else None
@@ -1081,8 +1311,8 @@ class Engine:
         time, so every absence timer moves with the clock. Without it a step forward of a day
         reads as a day of silence from every device (and a step back hides real silence)."""
         for rt in self.absence.values():
-            rt.last = {k: (seen + step, ts) for k, (seen, ts) in rt.last.items()}
-        self._absence_heap = [(when + step, rid, key) for when, rid, key in self._absence_heap]
+            rt.shift(step)
+        self._absence_heap = [(w + step, n, rid, k) for w, n, rid, k in self._absence_heap]
         if self._last_sweep != -math.inf:
             self._last_sweep += step
 
@@ -1090,16 +1320,17 @@ class Engine:
         alerts: list[Alert] = []
         heap = self._absence_heap
         while heap and heap[0][0] <= now:
-            _when, rid, key = heapq.heappop(heap)
+            _when, _n, rid, key = heapq.heappop(heap)
             rt = self.absence.get(rid)
-            if rt is None or key in rt.alerted or key not in rt.last:
+            got = rt.due(key) if rt is not None else None
+            if rt is None or got is None:
                 continue
-            seen_now, seen_ts = rt.last[key]
+            seen_now, seen_ts = got
             due = seen_now + rt.timespan
             if due > now:
-                heapq.heappush(heap, (due, rid, key))
+                heapq.heappush(heap, (due, next(self._pushes), rid, key))
                 continue
-            rt.alerted.add(key)
+            rt.mark_alerted(key)
             d = rt.rule
             assert d.absence is not None
             a = Alert(
@@ -1127,8 +1358,8 @@ class Engine:
     def tracked_groups(self) -> int:
         return (
             sum(rt.group_count() for rt in self.correlations.values())
-            + sum(len(b.groups) for b in self.baseline.values())
-            + sum(len(a.last) for a in self.absence.values())
+            + sum(len(b) for b in self.baseline.values())
+            + sum(len(a) for a in self.absence.values())
         )
 
     def evicted(self) -> int:
@@ -1182,10 +1413,13 @@ class Engine:
                 rt = self.absence[rid]
                 rt.load(data)
                 if now is not None:
-                    rt.last = {k: (max(v[0], now), v[1]) for k, v in rt.last.items()}
-                for key, (seen_now, _ts) in rt.last.items():
-                    if key not in rt.alerted:
-                        heapq.heappush(self._absence_heap, (seen_now + rt.timespan, rid, key))
+                    rt.restart(now)
+                for key, seen_now, _ts, alerted in rt.items():
+                    if not alerted:
+                        heapq.heappush(
+                            self._absence_heap,
+                            (seen_now + rt.timespan, next(self._pushes), rid, key),
+                        )
         for rid, data in snap.get("baseline", {}).items():
             if rid in self.baseline:
                 self.baseline[rid].load(data)

@@ -5,6 +5,7 @@
 //! Modules are pure Rust with no interpreter in sight (tested and fuzzed with `cargo test`);
 //! `python` is the only place that touches PyO3.
 
+pub mod bookkeeping;
 pub mod cef;
 pub mod decoders;
 pub mod kv;
@@ -26,6 +27,10 @@ mod python_batch;
 // Correlation windows (event_count, value_count, temporal_ordered) bound for the engine.
 #[cfg(feature = "python")]
 mod python_windows;
+
+// Absence and baseline bookkeeping (bookkeeping.rs) bound for the engine.
+#[cfg(feature = "python")]
+mod python_bookkeeping;
 
 // The NetFlow decoder with its template state (netflow_state.rs), batch per call.
 #[cfg(feature = "python")]

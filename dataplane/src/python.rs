@@ -1112,6 +1112,8 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::python_windows::CorrelationWindows>()?;
     m.add_class::<crate::python_windows::WindowsBatch>()?;
     m.add_class::<crate::python_observe::DetectionFeeds>()?;
+    m.add_class::<crate::python_bookkeeping::AbsenceGroups>()?;
+    m.add_class::<crate::python_bookkeeping::BaselineGroups>()?;
     m.add(
         "WindowsDeclined",
         m.py().get_type::<crate::python_windows::WindowsDeclined>(),

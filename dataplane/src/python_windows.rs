@@ -32,7 +32,7 @@ create_exception!(
 );
 
 /// A key part normalised to Python's equality of the values a field can hold.
-enum Part {
+pub(crate) enum Part {
     Null,
     Int(i64),
     /// An integer beyond 64 bits (or a float equal to one), as its decimal digits.
@@ -86,7 +86,7 @@ fn obj(v: &Bound<'_, PyAny>) -> PyResult<Part> {
 }
 
 /// The part a value keys as (raises `TypeError` for an unhashable one, as a dict does).
-fn part(v: &Bound<'_, PyAny>) -> PyResult<Part> {
+pub(crate) fn part(v: &Bound<'_, PyAny>) -> PyResult<Part> {
     if v.is_none() {
         return Ok(Part::Null);
     }

@@ -4,10 +4,15 @@
 //! time order, sequence chains of at most 16 entries, and a group that fired met its
 //! condition and is gone.
 //!
+//! The same steps drive the absence and baseline bookkeeping (`bookkeeping.rs`): at most
+//! `max_groups` groups, a group scheduled exactly when it was not armed, a spike above its
+//! mean, once per interval.
+//!
 //! Input layout as `tests/fuzz/targets/correlation_windows.py` (five header bytes, then
 //! three bytes a step), so its seeds work here unchanged.
 #![no_main]
 
+use _dataplane::bookkeeping::{Absence, Baseline, RateSpec};
 use _dataplane::windows::{Kind, Op, Spec, Window, Windows};
 use libfuzzer_sys::fuzz_target;
 
@@ -62,4 +67,34 @@ fuzz_target!(|data: &[u8]| {
     }
     w.sweep(t);
     assert!(w.groups.len() <= spec.max_groups);
+    bookkeeping(head, &data[5..]);
 });
+
+fn bookkeeping(head: &[u8], steps: &[u8]) {
+    let max_groups = usize::from(head[2] % 6) + 1;
+    let mut a: Absence<u8, u8> = Absence::new(max_groups);
+    let mut b: Baseline<u8, u8> = Baseline::new(RateSpec {
+        interval: 4.0,
+        alpha: 0.3,
+        k: f64::from(head[4] % 3) / 2.0,
+        warmup: 1.0,
+        min_count: 1.0,
+        max_groups,
+    });
+    let mut t = 0.0f64;
+    for step in steps.chunks_exact(3) {
+        let (k, dt, v) = (step[0] % 8, step[1] as i8, step[2]);
+        t += f64::from(dt) / 2.0;
+        let armed = a.due(&k).is_some();
+        assert_eq!(a.seen(k, k, t, t), !armed);
+        assert_eq!(a.due(&k), Some((t, t)));
+        if v % 5 == 0 {
+            a.mark_alerted(&k);
+        }
+        let bucket = b.bucket(t).expect("a finite time has a bucket");
+        if let Some((count, mean, var)) = b.add(k, || k, bucket).expect("no negative variance") {
+            assert!(count as f64 > mean + b.spec.k * var.sqrt());
+        }
+        assert!(a.groups.len() <= max_groups && b.groups.len() <= max_groups);
+    }
+}

@@ -9,7 +9,9 @@ signed byte: late and out-of-order times), the value (0xFF: none). The Rust targ
 ``rust-windows`` reads the same layout with coverage from the Rust code.
 
 Any difference in what fired (key, entries, count), in the counters or in the snapshot,
-or a panic the native side caught (counted by ``panics()``), is a failure.
+or a panic the native side caught (counted by ``panics()``), is a failure. The same steps
+also drive an absence and a baseline rule (``max_groups`` and the threshold byte as their
+bounds) on both backends: the same keys to schedule, spikes, groups and snapshots.
 """
 
 from __future__ import annotations
@@ -19,8 +21,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from appliance import dataplane
-from appliance.correlate.engine import CorrelationRuntime, Limits, NativeCorrelationRuntime
-from appliance.correlate.rules import CorrelationRule, RuleMeta
+from appliance.correlate.engine import (
+    AbsenceRuntime,
+    BaselineRuntime,
+    CorrelationRuntime,
+    Limits,
+    NativeAbsenceRuntime,
+    NativeBaselineRuntime,
+    NativeCorrelationRuntime,
+)
+from appliance.correlate.rules import Absence, Baseline, CorrelationRule, DetectionRule, RuleMeta
 
 MAX_LEN = 4096
 __all__ = ["AVAILABLE", "MAX_LEN", "one_input", "seeds"]
@@ -96,7 +106,46 @@ def one_input(data: bytes) -> None:
     assert json.dumps(py.dump()) == json.dumps(native.dump())
     assert py.sweep(t) == native.sweep(t)
     assert json.dumps(py.dump()) == json.dumps(native.dump())
+    bookkeeping(data, limits)
     assert dataplane.native_panics() == before
+
+
+def bookkeeping(data: bytes, limits: Limits) -> None:
+    """The absence and baseline bookkeeping over the same steps, Python against native."""
+    meta = RuleMeta("fuzz-b", "fuzz-b", "low", [], "fuzz-b")
+    d = DetectionRule(
+        meta,
+        lambda _f: True,
+        None,  # type: ignore[arg-type]
+        None,
+        absence=Absence(("k",), 5.0),
+        baseline=Baseline(("k", "v"), 4.0, k=data[4] % 3 / 2, alpha=0.3, warmup=1, min_count=1),
+    )
+    a_py, a_nat = AbsenceRuntime(d, limits), AbsenceRuntime.build(d, limits)
+    b_py, b_nat = BaselineRuntime(d, limits), BaselineRuntime.build(d, limits)
+    assert isinstance(a_nat, NativeAbsenceRuntime) and isinstance(b_nat, NativeBaselineRuntime)
+    for n, (t, v, fields) in enumerate(steps(data)):
+        outs = []
+        for a, b in ((a_py, b_py), (a_nat, b_nat)):
+            out: list[Any] = []
+            for fn, args in ((a.seen, (fields, t + n, t)), (b.observe, (fields, t))):
+                try:
+                    out.append(fn(*args))
+                except TypeError:
+                    out.append("TypeError")
+            if v % 5 == 0:
+                key = (fields.get("k"),)
+                try:
+                    out.append(a.due(key))
+                    if out[-1] is not None:
+                        a.mark_alerted(key)
+                except TypeError:
+                    out.append("TypeError")
+            outs.append(repr(out))
+        assert outs[0] == outs[1], (n, outs)
+    for x, y in ((a_py, a_nat), (b_py, b_nat)):
+        assert json.dumps(x.dump()) == json.dumps(y.dump())
+        assert (len(x), x.evicted) == (len(y), y.evicted)
 
 
 def seeds() -> Iterator[bytes]:
