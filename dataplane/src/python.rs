@@ -1149,18 +1149,53 @@ struct FlowTemplate {
     keys: FlowKeys,
 }
 
-struct FlowKeys {
-    bytes: Py<PyString>,
-    packets: Py<PyString>,
-    category: Py<PyString>,
-    kind: Py<PyString>,
-    network: Py<PyString>,
-    connection: Py<PyString>,
-    iana: Py<PyString>,
-    transport: Py<PyString>,
-    rate: Py<PyString>,
-    start: Py<PyString>,
-    end: Py<PyString>,
+/// The interned keys of a flow's fields, shared by the record emitter here and the stateful
+/// decoder (python_netflow.rs).
+pub(crate) struct FlowKeys {
+    pub(crate) bytes: Py<PyString>,
+    pub(crate) packets: Py<PyString>,
+    pub(crate) category: Py<PyString>,
+    pub(crate) kind: Py<PyString>,
+    pub(crate) network: Py<PyString>,
+    pub(crate) connection: Py<PyString>,
+    pub(crate) iana: Py<PyString>,
+    pub(crate) transport: Py<PyString>,
+    pub(crate) rate: Py<PyString>,
+    pub(crate) start: Py<PyString>,
+    pub(crate) end: Py<PyString>,
+}
+
+impl FlowKeys {
+    pub(crate) fn new(py: Python<'_>) -> Self {
+        let k = |s: &str| PyString::intern(py, s).unbind();
+        FlowKeys {
+            bytes: k("network.bytes"),
+            packets: k("network.packets"),
+            category: k("event.category"),
+            kind: k("event.type"),
+            network: k("network"),
+            connection: k("connection"),
+            iana: k("network.iana_number"),
+            transport: k("network.transport"),
+            rate: k("netflow.sampling_rate"),
+            start: k("event.start"),
+            end: k("event.end"),
+        }
+    }
+}
+
+/// `network.iana_number` text and `network.transport` name per protocol number (0-255), as
+/// interned Python strings.
+pub(crate) type ProtocolNames = (Vec<Py<PyString>>, Vec<Option<Py<PyString>>>);
+
+pub(crate) fn protocol_names(py: Python<'_>, transport: &[Option<String>]) -> ProtocolNames {
+    let k = |s: &str| PyString::intern(py, s).unbind();
+    (
+        (0..256).map(|i| k(&i.to_string())).collect(),
+        (0..256)
+            .map(|i| transport.get(i).cloned().flatten().map(|t| k(&t)))
+            .collect(),
+    )
 }
 
 fn position(i: isize) -> Option<usize> {
@@ -1200,7 +1235,7 @@ impl FlowTemplate {
             let i = idx(i)?.ok_or_else(|| PyValueError::new_err("negative value index"))?;
             direct_out.push((PyString::intern(py, &name).unbind(), i));
         }
-        let k = |s: &str| PyString::intern(py, s).unbind();
+        let (iana, transport) = protocol_names(py, &transport);
         Ok(FlowTemplate {
             plan,
             direct: direct_out,
@@ -1212,23 +1247,9 @@ impl FlowTemplate {
             start_i: idx(slots[5])?,
             end_i: idx(slots[6])?,
             init_i: idx(slots[7])?,
-            iana: (0..256).map(|i| k(&i.to_string())).collect(),
-            transport: (0..256)
-                .map(|i| transport.get(i).cloned().flatten().map(|t| k(&t)))
-                .collect(),
-            keys: FlowKeys {
-                bytes: k("network.bytes"),
-                packets: k("network.packets"),
-                category: k("event.category"),
-                kind: k("event.type"),
-                network: k("network"),
-                connection: k("connection"),
-                iana: k("network.iana_number"),
-                transport: k("network.transport"),
-                rate: k("netflow.sampling_rate"),
-                start: k("event.start"),
-                end: k("event.end"),
-            },
+            iana,
+            transport,
+            keys: FlowKeys::new(py),
         })
     }
 

@@ -21,7 +21,7 @@ use crate::netflow::{text, Conv, Raw, Split};
 use crate::netflow_state::{
     Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
 };
-use crate::python::PANICS;
+use crate::python::{protocol_names, FlowKeys, PANICS};
 use crate::rollup::Flow;
 
 /// Asks Python for a template's plan: (converter code per field, direct (name, index),
@@ -55,17 +55,7 @@ impl Planner for PyPlanner {
 }
 
 struct Keys {
-    bytes: Py<PyString>,
-    packets: Py<PyString>,
-    category: Py<PyString>,
-    kind: Py<PyString>,
-    network: Py<PyString>,
-    connection: Py<PyString>,
-    iana: Py<PyString>,
-    transport: Py<PyString>,
-    rate: Py<PyString>,
-    start: Py<PyString>,
-    end: Py<PyString>,
+    flow: FlowKeys,
     event_kind: Py<PyString>,
     event: Py<PyString>,
     observer: Py<PyString>,
@@ -241,29 +231,29 @@ impl<'py> DictSink<'py, '_> {
             if let Some(i) = bytes_i {
                 let v = int(&rec[i]).unwrap_or(0);
                 flow.bytes = u128::from(v).checked_mul(r).unwrap_or(0);
-                d.set_item(keys.bytes.bind(py), times(v, r)?)?;
+                d.set_item(keys.flow.bytes.bind(py), times(v, r)?)?;
             }
             if let Some(i) = packets_i {
                 let v = int(&rec[i]).unwrap_or(0);
                 flow.packets = u128::from(v).checked_mul(r).unwrap_or(0);
-                d.set_item(keys.packets.bind(py), times(v, r)?)?;
+                d.set_item(keys.flow.packets.bind(py), times(v, r)?)?;
             }
             d.set_item(
-                keys.category.bind(py),
-                PyList::new(py, [keys.network.bind(py)])?,
+                keys.flow.category.bind(py),
+                PyList::new(py, [keys.flow.network.bind(py)])?,
             )?;
             d.set_item(
-                keys.kind.bind(py),
-                PyList::new(py, [keys.connection.bind(py)])?,
+                keys.flow.kind.bind(py),
+                PyList::new(py, [keys.flow.connection.bind(py)])?,
             )?;
             if let Some(i) = proto_i {
                 let proto = int(&rec[i]).unwrap_or(u64::MAX);
                 if proto < 256 {
                     let proto = proto as usize;
-                    d.set_item(keys.iana.bind(py), self.iana[proto].bind(py))?;
+                    d.set_item(keys.flow.iana.bind(py), self.iana[proto].bind(py))?;
                     match &self.transport[proto] {
                         Some(t) => {
-                            d.set_item(keys.transport.bind(py), t.bind(py))?;
+                            d.set_item(keys.flow.transport.bind(py), t.bind(py))?;
                             flow.transport = Some(t.bind(py).to_str()?.to_owned());
                         }
                         None => flow.transport = Some(proto.to_string()),
@@ -271,7 +261,7 @@ impl<'py> DictSink<'py, '_> {
                 }
             }
             if r != 1 {
-                d.set_item(keys.rate.bind(py), r)?;
+                d.set_item(keys.flow.rate.bind(py), r)?;
             }
             let mut ts = now;
             if timed {
@@ -282,12 +272,12 @@ impl<'py> DictSink<'py, '_> {
                 if let Some(b) = b {
                     if let Some(i) = start_i {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
-                        d.set_item(keys.start.bind(py), b + v * rc.scale)?;
+                        d.set_item(keys.flow.start.bind(py), b + v * rc.scale)?;
                     }
                     if let Some(i) = end_i {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
                         ts = b + v * rc.scale;
-                        d.set_item(keys.end.bind(py), ts)?;
+                        d.set_item(keys.flow.end.bind(py), ts)?;
                     }
                 }
             }
@@ -421,23 +411,14 @@ impl NetflowBatchDecoder {
         let inner = Decoder::new(limits, large, PyPlanner { plan })
             .ok_or_else(|| PyValueError::new_err("the v5 template could not be planned"))?;
         let k = |s: &str| PyString::intern(py, s).unbind();
+        let (iana, transport) = protocol_names(py, &transport);
         Ok(NetflowBatchDecoder {
             inner,
             exporters: HashMap::new(),
             ip4: HashMap::new(),
             panic_next: false,
             keys: Keys {
-                bytes: k("network.bytes"),
-                packets: k("network.packets"),
-                category: k("event.category"),
-                kind: k("event.type"),
-                network: k("network"),
-                connection: k("connection"),
-                iana: k("network.iana_number"),
-                transport: k("network.transport"),
-                rate: k("netflow.sampling_rate"),
-                start: k("event.start"),
-                end: k("event.end"),
+                flow: FlowKeys::new(py),
                 event_kind: k("event.kind"),
                 event: k("event"),
                 observer: k("observer.ip"),
@@ -447,10 +428,8 @@ impl NetflowBatchDecoder {
                 domain_id: k("netflow.exporter.observation_domain_id"),
                 port: k("netflow.exporter.port"),
             },
-            iana: (0..256).map(|i| k(&i.to_string())).collect(),
-            transport: (0..256)
-                .map(|i| transport.get(i).cloned().flatten().map(|t| k(&t)))
-                .collect(),
+            iana,
+            transport,
         })
     }
 
