@@ -41,7 +41,13 @@ fuzz_target!(|data: &[u8]| {
         let end = (pos + n).min(data.len());
         let exporter = &exporters[usize::from((flags >> (i % 8)) & 1)];
         fed += end - pos;
-        dec.decode(&data[pos..end], exporter, 2055, 1e9 + i as f64 * 7.0, &mut sink);
+        dec.decode(
+            &data[pos..end],
+            exporter,
+            2055,
+            1e9 + i as f64 * 7.0,
+            &mut sink,
+        );
         // Every record is at least one byte, and a held set is decoded once, when released.
         assert!(sink.flows <= fed);
         assert!(dec.template_count() <= 6);
