@@ -473,16 +473,12 @@ class AbsenceRuntime:
                 self.alerted.add(k)
 
 
-class NativeAbsenceRuntime(AbsenceRuntime):
-    """An absence rule whose groups live in the native data plane
-    (``appliance._dataplane.AbsenceGroups``, ``dataplane/src/bookkeeping.rs``): ``seen`` is
-    bound straight to the native method (no Python frame per event). A caught panic
-    (``WindowsDeclined``) turns it into the reference with the same groups, for good."""
+class _NativeEvicted:
+    """``evicted`` of a bookkeeping runtime whose groups live in its native ``impl``. The
+    reference class's ``__init__`` sets it to 0 before ``impl`` exists: that write is
+    dropped."""
 
-    def __init__(self, rule: DetectionRule, limits: Limits, impl: Any) -> None:
-        super().__init__(rule, limits)
-        self.impl = impl
-        self.seen = impl.seen  # type: ignore[method-assign]
+    impl: Any
 
     @property
     def evicted(self) -> int:
@@ -492,6 +488,18 @@ class NativeAbsenceRuntime(AbsenceRuntime):
     def evicted(self, value: int) -> None:
         if "impl" in self.__dict__:
             self.impl.evicted = value
+
+
+class NativeAbsenceRuntime(_NativeEvicted, AbsenceRuntime):
+    """An absence rule whose groups live in the native data plane
+    (``appliance._dataplane.AbsenceGroups``, ``dataplane/src/bookkeeping.rs``): ``seen`` is
+    bound straight to the native method (no Python frame per event). A caught panic
+    (``WindowsDeclined``) turns it into the reference with the same groups, for good."""
+
+    def __init__(self, rule: DetectionRule, limits: Limits, impl: Any) -> None:
+        super().__init__(rule, limits)
+        self.impl = impl
+        self.seen = impl.seen  # type: ignore[method-assign]
 
     def decline(self, fields: dict[str, Any], now: float, ts: float) -> GroupKey | None:
         """The native side declined (nothing changed there): carry on in Python."""
@@ -641,7 +649,7 @@ class BaselineRuntime:
             self.groups[tuple(key)] = list(g)
 
 
-class NativeBaselineRuntime(BaselineRuntime):
+class NativeBaselineRuntime(_NativeEvicted, BaselineRuntime):
     """A baseline rule whose groups live in the native data plane
     (``appliance._dataplane.BaselineGroups``): ``observe`` is bound straight to the native
     method. A caught panic, or a snapshot row only Python holds exactly (a tampered one),
@@ -651,15 +659,6 @@ class NativeBaselineRuntime(BaselineRuntime):
         super().__init__(rule, limits)
         self.impl = impl
         self.observe = impl.add  # type: ignore[method-assign]
-
-    @property
-    def evicted(self) -> int:
-        return int(self.impl.evicted)
-
-    @evicted.setter
-    def evicted(self, value: int) -> None:
-        if "impl" in self.__dict__:
-            self.impl.evicted = value
 
     def decline(self, fields: dict[str, Any], ts: float) -> tuple[GroupKey, dict[str, Any]] | None:
         self.to_python()
