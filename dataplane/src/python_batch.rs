@@ -579,6 +579,41 @@ impl SyslogBatch {
         }
     }
 
+    /// `frames` and `stream`: frames of one sender allowed at accept, so rate limit and
+    /// decode only (`SyslogIntake.admit`). Returns the answer and the bytes of the events'
+    /// stored lines.
+    fn stream_frames<'py>(
+        &self,
+        py: Python<'py>,
+        frames: &[Bound<'py, PyBytes>],
+        (ip, prof, now, raw_max, rate, burst): StreamArgs<'py>,
+        listener: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<(Bound<'py, PyTuple>, usize)> {
+        let empty = PyDict::new(py);
+        let none = py.None().into_bound(py);
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles: &empty,
+            profile_of: &none,
+            datagram: false,
+            max_bytes: usize::MAX,
+            listener,
+            line_bytes: Default::default(),
+        };
+        let prof = Profile::read(ip, prof)?;
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        for data in frames {
+            if let Some(event) = self.one(py, data, &prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        Ok((Self::answer(py, events, counts)?, policy.line_bytes.get()))
+    }
+
     fn answer<'py>(
         py: Python<'py>,
         events: Bound<'py, PyList>,
@@ -731,30 +766,12 @@ impl SyslogBatch {
         rate: f64,
         burst: f64,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let empty = PyDict::new(py);
-        let none = py.None().into_bound(py);
-        let policy = Policy {
-            now,
-            raw_max,
-            rate,
-            burst,
-            profiles: &empty,
-            profile_of: &none,
-            datagram: false,
-            max_bytes: usize::MAX,
-            listener: None,
-            line_bytes: Default::default(),
-        };
-        let prof = Profile::read(ip, prof)?;
-        let events = PyList::empty(py);
-        let mut counts = Counts::default();
-        for data in frames.iter() {
-            let data = data.cast_into::<PyBytes>()?;
-            if let Some(event) = self.one(py, &data, &prof, &policy, &mut counts)? {
-                events.append(event)?;
-            }
-        }
-        Self::answer(py, events, counts)
+        let frames = frames
+            .iter()
+            .map(|f| f.cast_into::<PyBytes>().map_err(PyErr::from))
+            .collect::<PyResult<Vec<_>>>()?;
+        let stream = (ip, prof, now, raw_max, rate, burst);
+        Ok(self.stream_frames(py, &frames, stream, None)?.0)
     }
 
     /// `frames` over the next `want` frames of a stream's framer, taken here (one call per
@@ -777,33 +794,19 @@ impl SyslogBatch {
         // The frames are taken before any decoder runs: no borrow of the framer is held
         // while Python code does.
         let frames = framer.borrow_mut().take(py, want)?;
-        let empty = PyDict::new(py);
-        let none = py.None().into_bound(py);
-        let policy = Policy {
-            now,
-            raw_max,
-            rate,
-            burst,
-            profiles: &empty,
-            profile_of: &none,
-            datagram: false,
-            max_bytes: usize::MAX,
-            listener: Some(&listener),
-            line_bytes: Default::default(),
-        };
-        let prof = Profile::read(ip, prof)?;
-        let events = PyList::empty(py);
-        let mut counts = Counts::default();
-        for data in &frames {
-            if let Some(event) = self.one(py, data, &prof, &policy, &mut counts)? {
-                events.append(event)?;
-            }
-        }
-        let taken = frames.len();
-        Ok((
-            Self::answer(py, events, counts)?,
-            taken,
-            policy.line_bytes.get(),
-        ))
+        let stream = (ip, prof, now, raw_max, rate, burst);
+        let (answer, line_bytes) = self.stream_frames(py, &frames, stream, Some(&listener))?;
+        Ok((answer, frames.len(), line_bytes))
     }
 }
+
+/// What a stream's frames are decoded with: (sender ip, its profile, receive time, raw_max,
+/// rate, burst).
+type StreamArgs<'py> = (
+    Bound<'py, PyString>,
+    Bound<'py, PyAny>,
+    f64,
+    usize,
+    f64,
+    f64,
+);
