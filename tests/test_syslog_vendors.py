@@ -540,6 +540,20 @@ def test_suricata_eve_alert() -> None:
     }
 
 
+@pytest.mark.parametrize("value", ['{"a":1}', "[1]", "7", "true", "null"])
+def test_suricata_eve_members_of_the_wrong_json_type_are_left_out(value: str) -> None:
+    doc = f'{{"event_type":"alert","src_ip":{value},"dest_ip":{value},"dest_port":80,'
+    doc += f'"alert":{{"action":{value},"signature":"x"}}}}'
+    f = decode(b"<14>Nov 29 11:59:00 ids suricata[5]: " + doc.encode())
+    assert pick(f, "decoder", "source.ip", "destination.ip", "event.action", "rule.name") == {
+        "decoder": "suricata_eve",
+        "source.ip": None,
+        "destination.ip": None,
+        "event.action": None,
+        "rule.name": "x",
+    }
+
+
 def test_windows_snare_failed_logon() -> None:
     body = (
         "An account failed to log on.    Subject:   Security ID:  S-1-0-0   Account Name:  -"

@@ -31,6 +31,13 @@ from appliance.protocols.syslog.vendors.base import (
 ALERT_ACTIONS = {"allowed": "allow", "blocked": "drop"}
 
 
+def _text(obj: dict[str, Any], key: str) -> str | None:
+    """A member that is a JSON string, else ``None``: a hostile line's object, list or number
+    where an address or action belongs must not reach lookups keyed by text."""
+    value = obj.get(key)
+    return value if isinstance(value, str) else None
+
+
 def decode(msg: SyslogMessage, fields: Fields) -> bool:
     text = msg.message
     if not text.startswith("{") or '"event_type"' not in text:
@@ -46,8 +53,8 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     fields["observer.product"] = "Suricata"
     fields["observer.type"] = "ids"
     fields["suricata.eve.event_type"] = kind
-    set_ip(fields, "source.ip", doc.get("src_ip"))
-    set_ip(fields, "destination.ip", doc.get("dest_ip"))
+    set_ip(fields, "source.ip", _text(doc, "src_ip"))
+    set_ip(fields, "destination.ip", _text(doc, "dest_ip"))
     for key, target in (("src_port", "source.port"), ("dest_port", "destination.port")):
         v = doc.get(key)
         if isinstance(v, int):
@@ -74,7 +81,7 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
             fields["rule.category"] = alert["category"]
         if isinstance(alert.get("severity"), int):
             fields["event.severity"] = alert["severity"]
-        action = ALERT_ACTIONS.get(alert.get("action", ""))
+        action = ALERT_ACTIONS.get(_text(alert, "action") or "")
         if action:
             fields["event.action"] = action
             fields["event.outcome"] = "failure" if action == "drop" else "success"
