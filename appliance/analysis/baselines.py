@@ -38,10 +38,11 @@ import math
 import time
 from array import array
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from appliance import dataplane
 from appliance.config import AnalysisSection, AppConfig
 from appliance.event import Event, iso8601
 from appliance.logutil import RateLimitedLog
@@ -63,6 +64,7 @@ RECENT = 100  # new terms and anomalies kept for the API
 RARE_SHARE = 0.001
 RARE_AFTER = 10_000
 MAX_ACTIONS = 5_000
+RATE_KINDS = ("device", "source", "listener")  # the order a batch's rates are updated in
 
 
 def hour_of_week(hour: int) -> int:
@@ -244,13 +246,24 @@ def _allowed_connection(f: dict[str, Any]) -> bool:
     return f.get("event.action") in ("allow", "start") or f.get("event.module") == "netflow"
 
 
+def _always(f: dict[str, Any]) -> bool:
+    return True
+
+
+# The predicates the native loop implements, by name (``BaselineBatch``).
+_NATIVE_WHEN: dict[Callable[[dict[str, Any]], bool], str] = {
+    _auth_success: "auth_success",
+    _allowed_connection: "allowed_connection",
+    _always: "always",
+}
+
 TERM_KINDS = (
     TermKind(
         "user_per_host", ("host.hostname", "host.name", "observer.ip"), "user.name", _auth_success
     ),
     TermKind("country_per_user", ("user.name",), "source.geo.country_iso_code", _auth_success),
     TermKind("port_per_host", ("destination.ip",), "destination.port", _allowed_connection),
-    TermKind("device_per_site", ("labels.site",), "observer.ip", lambda f: True),
+    TermKind("device_per_site", ("labels.site",), "observer.ip", _always),
 )
 
 
@@ -307,6 +320,7 @@ class BaselineStage:
         self.total = 0
         self.actions_refused = 0
         self.rule_rates = RateBaselines(settings_of(cfg))
+        self.native = native_batch()
 
     async def process(self, events: list[Event], now: float) -> None:
         self.observe_batch(events, int(now // HOUR), now)
@@ -321,7 +335,68 @@ class BaselineStage:
 
         Rates are counted per key over the batch, then each key's series is updated once
         (:meth:`RateBaselines.count` says which event crossed the line): per event that is a
-        few dict operations instead of a series update per rate kind."""
+        few dict operations instead of a series update per rate kind. With the native data
+        plane the per-event loop is one call (``_dataplane.BaselineBatch``) over the same
+        objects; a batch it declines (nothing changed) takes :meth:`_count_and_learn`, the
+        reference."""
+        counts: list[Iterable[tuple[str, int]]]
+        got = self._native_batch(events, now) if self.native is not None else None
+        if got is None:
+            devices, sources, listeners, marked = self._count_and_learn(events, now)
+            counts = [_by_text(c).items() for c in (devices, sources, listeners)]
+        else:
+            counts, marked = got
+        # A device's anomaly takes precedence on an event that crosses two lines at once.
+        for rate, pairs in zip(RATE_KINDS, counts, strict=True):
+            for text, n in pairs:
+                got_rate = self.rates.count(rate, text, hour, n)
+                if got_rate is not None:
+                    at = _nth(events, rate, text, got_rate[1])
+                    if at is not None and "baseline.rate.kind" not in events[at].fields:
+                        _stamp_rate(events[at].fields, got_rate[0])
+                        marked.add(at)
+        for i in marked:
+            events[i].changed()
+        return len(marked)
+
+    def _native_batch(
+        self, events: list[Event], now: float
+    ) -> tuple[list[Iterable[tuple[str, int]]], set[int]] | None:
+        """The per-event loop in one native call: the rate counts by text and the positions
+        of the events that got fields; None when the batch is left to the reference."""
+        assert self.native is not None
+        terms = self.terms
+        got = self.native.observe(
+            events if type(events) is list else list(events),
+            now,
+            terms.learning,
+            terms.max_keys,
+            terms.max_values,
+            MAX_ACTIONS,
+            terms.started,
+            terms.seen,
+            self.actions,
+            self.total,
+            RARE_AFTER,
+            RARE_SHARE,
+        )
+        if got is None:
+            return None
+        counts, stamped, new_terms, self.total, refused, actions_refused = got
+        terms.refused += refused
+        self.actions_refused += actions_refused
+        if new_terms:
+            at = iso8601(now)
+            for kind, key, value in new_terms:
+                terms.recent.append({"kind": kind, "key": key, "value": value, "at": at})
+        return counts, set(stamped)
+
+    def _count_and_learn(
+        self, events: list[Event], now: float
+    ) -> tuple[dict[Any, int], dict[Any, int], dict[str, int], set[int]]:
+        """The reference of the per-event loop: rate counts per key (devices, sources,
+        listeners), new terms learned and rarity counted, fields stamped; the positions of
+        the events that got fields."""
         devices: dict[Any, int] = {}
         sources: dict[Any, int] = {}
         listeners: dict[str, int] = {}
@@ -375,18 +450,7 @@ class BaselineStage:
                     marked.add(i)
         finally:
             self.total = total
-        # A device's anomaly takes precedence on an event that crosses two lines at once.
-        for rate, counts in (("device", devices), ("source", sources), ("listener", listeners)):
-            for text, n in _by_text(counts).items():
-                got = self.rates.count(rate, text, hour, n)
-                if got is not None:
-                    at = _nth(events, rate, text, got[1])
-                    if at is not None and "baseline.rate.kind" not in events[at].fields:
-                        _stamp_rate(events[at].fields, got[0])
-                        marked.add(at)
-        for i in marked:
-            events[i].changed()
-        return len(marked)
+        return devices, sources, listeners, marked
 
     # ---------------------------------------------------------------------- persistence
 
@@ -422,6 +486,16 @@ class BaselineStage:
                 }
         self.actions = {str(k): int(v) for k, v in list(data["actions"].items())[:MAX_ACTIONS]}
         self.total = int(data["total"])
+
+
+def native_batch() -> Any:
+    """The native per-event loop (``_dataplane.BaselineBatch``) for :data:`TERM_KINDS`, or
+    None: the Python reference (``APPLIANCE_NATIVE=0``, no extension, or a predicate it
+    does not know)."""
+    if dataplane.native is None or any(k.when not in _NATIVE_WHEN for k in TERM_KINDS):
+        return None
+    kinds = [(k.name, list(k.keys), k.value, _NATIVE_WHEN[k.when]) for k in TERM_KINDS]
+    return dataplane.native.BaselineBatch(kinds)
 
 
 def rate_key(kind: str, ev: Event) -> str | None:

@@ -5,6 +5,7 @@
 //! Modules are pure Rust with no interpreter in sight (tested and fuzzed with `cargo test`);
 //! `python` is the only place that touches PyO3.
 
+pub mod baselines;
 pub mod bookkeeping;
 pub mod cef;
 pub mod decoders;
@@ -39,3 +40,7 @@ mod python_netflow;
 // The engine's per-event bookkeeping over a slice: matching, watermark and native windows.
 #[cfg(feature = "python")]
 mod python_observe;
+
+// The baselines stage's per-event loop over a batch (counting, new terms, rarity).
+#[cfg(feature = "python")]
+mod python_baselines;

@@ -1114,6 +1114,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<crate::python_observe::DetectionFeeds>()?;
     m.add_class::<crate::python_bookkeeping::AbsenceGroups>()?;
     m.add_class::<crate::python_bookkeeping::BaselineGroups>()?;
+    m.add_class::<crate::python_baselines::BaselineBatch>()?;
     m.add(
         "WindowsDeclined",
         m.py().get_type::<crate::python_windows::WindowsDeclined>(),
