@@ -8,16 +8,14 @@ the target leaves. No sockets: every figure is a lower bound of the real path.
 
     scripts/bench budget [--n 20000] [--repeat 5]
 
-Stages run the appliance's functions as its listeners call them: syslog header, ECS fields,
-vendor decoder, event + stored line (``Pipeline.offer``), the built-in ruleset
-(``Engine.observe``), the segment store (a real SQLite file; also without its search index,
-to show the index's share of the path); flows: decoder, event, ruleset,
-rollups; asset enrichment (``analysis``: stamping both ends from a 10k-entry inventory, the
-stored line encoded again). Each figure is the median over ``--repeat`` runs of process CPU time
-per item (the store counts its SQLite thread too). The budget is one core's microseconds per
-message at the target rate: the path is one event loop (decode workers measured slower per
-message; see README).
-Prints ONE JSON line.
+Stages run the appliance's functions as its listeners call them: syslog header, ECS fields, vendor
+decoder, event + stored line (``Pipeline.offer``), the built-in ruleset (``Engine.observe``), the
+baselines stage (also on the Python reference), the segment store (a real SQLite file; also without
+its search index, to show the index's share of the path); flows: decoder, event, ruleset, rollups;
+asset enrichment (``analysis``: stamping both ends from a 10k-entry inventory, the stored line
+encoded again). Each figure is the median over ``--repeat`` runs of process CPU time per item (the
+store counts its SQLite thread too). The budget is one core's microseconds per message at the target
+rate: the path is one event loop (decode workers measured slower per message; see README).Prints ONE JSON line.
 """
 
 from __future__ import annotations
@@ -46,8 +44,9 @@ from bench_syslog_udp import make_line
 
 from appliance import dataplane
 from appliance.analysis.assets import Asset, AssetIndex
+from appliance.analysis.baselines import BaselineStage
 from appliance.analysis.context import Context, enrich
-from appliance.config import SyslogSource
+from appliance.config import AnalysisSection, SyslogSource
 from appliance.correlate import Engine, load_rules
 from appliance.event import Event
 from appliance.flows.rollup import new_rollup
@@ -163,6 +162,21 @@ def syslog_stages(fmt: str, n: int, repeat: int, engine: Engine, tmp: Path) -> d
         for ev in events:
             engine.observe(ev, NOW)
 
+    # The baselines stage (on by default) over the pipeline's batches, in steady state (the
+    # first run learns); the same events through the other backend's loop, side by side.
+    native_stage, python_stage = BaselineStage(AnalysisSection()), BaselineStage(AnalysisSection())
+    python_stage.native = None
+    for ev in events:
+        ev.listener = "syslog-udp"  # as Pipeline.offer stamps it (rates per listener)
+
+    def baselines(stage: BaselineStage) -> Callable[[], None]:
+        def run() -> None:
+            hour = int(NOW // 3600)
+            for i in range(0, n, 2048):
+                stage.observe_batch(events[i : i + 2048], hour, NOW)
+
+        return run
+
     def store() -> None:
         # Insert only: the file is opened (migrations, quick check) before the clock starts.
         for i in range(0, n, 4096):
@@ -188,8 +202,10 @@ def syslog_stages(fmt: str, n: int, repeat: int, engine: Engine, tmp: Path) -> d
         ),
         "event_line": per_item(event_line, n, repeat),
         "rules": per_item(rules, n, repeat),
+        "baselines": per_item(baselines(native_stage), n, repeat),
         "store": per_item(store, n, repeat),
     }
+    baselines_reference = per_item(baselines(python_stage), n, repeat)
     # The search index's part of the store stage: the same inserts without it (SQLite's I/O
     # makes that difference noisy), and the filters alone, built from the same segments.
     unindexed = per_item(store_unindexed, n, repeat)
@@ -210,6 +226,7 @@ def syslog_stages(fmt: str, n: int, repeat: int, engine: Engine, tmp: Path) -> d
         "search_index_us": index_alone,
         "search_index_share": round(index_alone / total, 3),
         "header_python_reference_us": header_reference,
+        "baselines_python_reference_us": baselines_reference,
         "floor_us": per_item(lambda: [floor_syslog(b) for b in lines], n, repeat),
         "vendor_decoded_share": round(len(decoded) / n, 3),
     }
