@@ -8,14 +8,16 @@ the target leaves. No sockets: every figure is a lower bound of the real path.
 
     scripts/bench budget [--n 20000] [--repeat 5]
 
-Stages run the appliance's functions as its listeners call them: syslog header, ECS fields, vendor
-decoder, event + stored line (``Pipeline.offer``), the built-in ruleset (``Engine.observe``), the
-baselines stage (also on the Python reference), the segment store (a real SQLite file; also without
-its search index, to show the index's share of the path); flows: decoder, event, ruleset, rollups;
-asset enrichment (``analysis``: stamping both ends from a 10k-entry inventory, the stored line
-encoded again). Each figure is the median over ``--repeat`` runs of process CPU time per item (the
-store counts its SQLite thread too). The budget is one core's microseconds per message at the target
-rate: the path is one event loop (decode workers measured slower per message; see README).Prints ONE JSON line.
+Stages run the appliance's functions as its listeners call them: syslog header, ECS fields,
+vendor decoder, event + stored line (``Pipeline.offer``), the built-in ruleset
+(``Engine.observe``), the baselines stage (also on the Python reference), the segment store (a
+real SQLite file; also without its search index, to show the index's share of the path); flows:
+decoder, event, ruleset, rollups; asset enrichment (``analysis``: stamping both ends from a
+10k-entry inventory, the stored line encoded again). Each figure is the median over ``--repeat``
+runs of process CPU time per item (the store counts its SQLite thread too). The budget is one
+core's microseconds per message at the target rate: the path is one event loop (decode workers
+measured slower per message; see README).
+Prints ONE JSON line.
 """
 
 from __future__ import annotations
