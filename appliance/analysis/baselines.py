@@ -27,6 +27,11 @@ State is bounded (``baseline_max_keys`` rate keys, ``new_term_max_keys`` keys pe
 idle for 5 weeks are evicted and counted) and snapshotted to the ``state`` table every
 ``baseline_snapshot_interval`` seconds and at stop. Only events that get a field are encoded
 again for the store: the common case costs a few dict operations.
+
+With the native data plane the per-event loop (rate counts, new terms, rarity) is one call per
+batch (``_dataplane.BaselineBatch``) over the same Python state; the loop here is the
+reference and runs a batch the native call declines, and every batch with
+``APPLIANCE_NATIVE=0``.
 """
 
 from __future__ import annotations
