@@ -251,3 +251,4 @@ def test_a_str_subclass_action_declines_the_batch() -> None:
     reference, native = pair(tight())
     events = [Event(T0, T0, "syslog", {"event.action": Text("allow")})]
     assert not run_both(reference, native, events, int(T0 // HOUR), T0)
+    assert native.native is not None and native.native.declined == 1

@@ -585,6 +585,12 @@ class BaselineComponent:
             "Rate keys forgotten after five idle weeks since start (counter).",
             callback=lambda: float(self.stage.rates.evicted),
         )
+        m.gauge(
+            "baseline_native_declined",
+            "Batches the native baselines loop left to the Python reference since start "
+            "(a value it cannot mirror exactly, or a caught panic; counter).",
+            callback=lambda: float(self.stage.native.declined if self.stage.native else 0),
+        )
 
     def _keys(self) -> dict[tuple[str, ...], float]:
         out: dict[tuple[str, ...], float] = {
