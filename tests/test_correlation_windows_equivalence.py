@@ -80,6 +80,8 @@ def state_form(eng: Engine) -> str:
             eng.late_events,
             eng.tracked_groups(),
             eng.evicted(),
+            # the absence deadlines, push numbers included (the order they were armed in)
+            sorted(eng._absence_heap),
         )
     )
 
