@@ -67,8 +67,8 @@ enum Step<'py> {
 /// after a partial, whether a late event counts as late follows from them)).
 type RunOut<'py> = (
     usize,
-    f64,
-    f64,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
     u64,
     Vec<(usize, u64, u64)>,
     Bound<'py, PyList>,
@@ -193,7 +193,8 @@ impl DetectionFeeds {
 
     /// Observe `events[start:]` (candidate group numbers in `groups`, one per event) up to
     /// the first event the engine must observe itself; see the module doc and `RunOut`.
-    /// `now` is the engine's clock as it holds it (the absence groups keep that object).
+    /// `now`, `newest` and `watermark` are the engine's objects (an int clock stays an int
+    /// where the reference keeps it: the absence groups' sightings, the newest time).
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &mut self,
@@ -202,8 +203,8 @@ impl DetectionFeeds {
         groups: &Bound<'py, PyList>,
         start: usize,
         now: &Bound<'py, PyAny>,
-        newest: f64,
-        watermark: f64,
+        newest: &Bound<'py, PyAny>,
+        watermark: &Bound<'py, PyAny>,
     ) -> PyResult<RunOut<'py>> {
         // The windows, the groups and the matcher catch their own panics; one anywhere else
         // ends the call with an error (counted) instead of crossing into Python.
@@ -228,9 +229,13 @@ impl DetectionFeeds {
         groups: &Bound<'py, PyList>,
         start: usize,
         now: &Bound<'py, PyAny>,
-        mut newest: f64,
-        mut watermark: f64,
+        newest_in: &Bound<'py, PyAny>,
+        watermark_in: &Bound<'py, PyAny>,
     ) -> PyResult<RunOut<'py>> {
+        let mut newest: f64 = newest_in.extract()?;
+        let mut watermark: f64 = watermark_in.extract()?;
+        // the event time object that became the newest (None: unchanged)
+        let mut newest_obj: Option<Bound<'py, PyAny>> = None;
         let mut matcher = self.matcher.bind(py).try_borrow_mut()?;
         let keys: Vec<Py<PyString>> = matcher.keys.iter().map(|k| k.clone_ref(py)).collect();
         let n = events.len().min(groups.len());
@@ -316,6 +321,7 @@ impl DetectionFeeds {
             if ts > newest {
                 newest = ts;
                 watermark = ts - self.lateness;
+                newest_obj = Some(ts_obj.clone());
             }
             // This event's effects, committed when every step took it.
             let mut done: Vec<(usize, Step<'py>)> = Vec::with_capacity(decisions.len());
@@ -434,6 +440,14 @@ impl DetectionFeeds {
             .filter(|&r| det_hits[r] != 0 || feed_hits[r] != 0)
             .map(|r| (r, det_hits[r], feed_hits[r]))
             .collect();
+        // the reference's objects: the newest time as it came, `newest - allowed_lateness`
+        let (newest, watermark) = match newest_obj {
+            Some(t) => {
+                let w = t.sub(self.lateness_obj.bind(py))?;
+                (t, w)
+            }
+            None => (newest_in.clone(), watermark_in.clone()),
+        };
         Ok((
             stop,
             newest,
