@@ -232,6 +232,32 @@ def test_a_syslog_slice_goes_through_one_native_call() -> None:
     pair.check()
 
 
+def test_ssh_failures_feeding_a_sequence_stay_in_the_native_call() -> None:
+    """ssh_auth_failure feeds ssh_failures_before_success, whose fire feeds the sequence
+    ssh_success_after_failures, which ssh_auth_success feeds natively too: the failures are
+    observed in the call, and an event whose inner step fires is handed over after that
+    detection (the engine feeds the sequence before anything else does)."""
+    pair = Pair(load_rules([], builtin=True))
+    engine = pair.native
+    counting = CountingRuns(engine._feeds)
+    engine._feeds = counting
+    login = {"process.name": "sshd", "event.action": "ssh_login", "source.ip": "198.51.100.7",
+             "user.name": "alice", "observer.ip": "192.0.2.9", "host.hostname": "srv1"}  # fmt: skip
+    events = [
+        Event(T0 + i, T0 + i, "syslog", {**login, "event.outcome": outcome}, f"l {i}".encode())
+        for i, outcome in enumerate(["failure"] * 12 + ["success"] + ["failure"] * 7)
+    ]
+    alerts = engine.observe_batch(events, T0 + 20, print)
+    ref = pair.python
+    assert [a.rule.name for a in alerts] == [
+        a.rule.name for e in events for a in ref.observe(e, T0 + 20)
+    ]
+    assert "ssh_success_after_failures" in {a.rule.name for a in alerts}
+    assert counting.calls > 1  # the inner step fired: handed over, then called again
+    assert engine.natively_observed == 20 - counting.calls + 1
+    pair.check()
+
+
 def test_slices_that_mostly_stop_the_native_calls_take_the_reference_loop_for_a_while() -> None:
     """A root login raises an alert of its own, which only the engine builds: a slice of
     them stops each call, so the next slices skip the calls."""

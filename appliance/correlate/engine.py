@@ -1201,18 +1201,19 @@ class Engine:
         return self._feeds
 
     def _native_feeds(self) -> Any:
-        """``DetectionFeeds`` over the detections whose every window is native, fed by no
-        chain that could reorder (see :meth:`_native_batches`) and firing into no window that
-        is itself fed natively (its fire is handled after the call), and the absence and
-        baseline detections whose groups are native (and feed no correlation, so a late
-        event's count needs no Python); None if there is none."""
+        """``DetectionFeeds`` over the detections whose every window is native and fed by no
+        chain that could reorder (see :meth:`_native_batches`), and the absence and baseline
+        detections whose groups are native (and feed no correlation, so a late event's
+        count needs no Python); None if there is none. A window whose fire feeds a window
+        fed there too (a sequence's inner step) hands its event over after that detection,
+        so the engine feeds the chain first, as :meth:`observe` does."""
         native, dp = self._native, dataplane.native
         self._feeds_groups = []
         if native is None or dp is None:
             return None
         dets = native.detections
         cands: dict[int, list[CorrelationRuntime]] = {}
-        plans: list[tuple[str, Any] | None] = [None] * len(dets)
+        plans: list[tuple[str, Any, list[bool]] | None] = [None] * len(dets)
         for i, d in enumerate(dets):
             rid = d.meta.id
             feeders = self._feeders.get(rid, [])
@@ -1220,7 +1221,7 @@ class Engine:
                 rt_g = self.absence.get(rid) if d.absence is not None else self.baseline.get(rid)
                 if d.parents or not isinstance(rt_g, NativeAbsenceRuntime | NativeBaselineRuntime):
                     continue
-                plans[i] = (rid, rt_g.impl)
+                plans[i] = (rid, rt_g.impl, [])
                 self._feeds_groups.append(rt_g)
                 continue
             if d.generate or not feeders:
@@ -1232,9 +1233,8 @@ class Engine:
             cands[i] = feeders
         fed = {rt.rule.meta.id for feeders in cands.values() for rt in feeders}
         for i, feeders in cands.items():
-            if _above(feeders) & fed:
-                continue
-            plans[i] = (dets[i].meta.id, [rt.impl for rt in feeders])  # type: ignore[attr-defined]
+            impls = [rt.impl for rt in feeders]  # type: ignore[attr-defined]
+            plans[i] = (dets[i].meta.id, impls, [bool(_above([rt]) & fed) for rt in feeders])
         if not any(plans):
             return None
         try:

@@ -21,12 +21,14 @@
 //!
 //! A window or group that raises or declines a step ends the call at that event with what
 //! its detections did so far (`partial`); the engine finishes that event as `observe`
-//! would.
+//! would. So does a window whose fire feeds a window fed here too (a sequence's inner step
+//! feeding the sequence): the engine feeds it before the rest of the event and the next
+//! events, as the reference does.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
@@ -35,13 +37,16 @@ use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
 use crate::python_windows::{caught, CorrelationWindows};
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
-/// the engine's order | its `AbsenceGroups` | its `BaselineGroups`).
-type PlanIn<'py> = (String, Bound<'py, PyAny>);
+/// the engine's order | its `AbsenceGroups` | its `BaselineGroups`, per window whether
+/// what it fires feeds a window fed here too).
+type PlanIn<'py> = (String, Bound<'py, PyAny>, Vec<bool>);
 
 /// What one detection does natively.
 enum Plan {
-    /// (detection id, the windows it feeds in the engine's order)
-    Windows(String, Vec<Py<CorrelationWindows>>),
+    /// (detection id, the windows it feeds in the engine's order, per window: its fire
+    /// feeds a window this call feeds too, so the engine must handle it before anything
+    /// else feeds that one: the event ends the call as a partial one after this detection)
+    Windows(String, Vec<Py<CorrelationWindows>>, Vec<bool>),
     Absence(Py<AbsenceGroups>),
     Baseline(Py<BaselineGroups>),
 }
@@ -158,7 +163,7 @@ impl DetectionFeeds {
         let plans = plans
             .into_iter()
             .map(|p| {
-                let Some((rid, obj)) = p else {
+                let Some((rid, obj, ends)) = p else {
                     return Ok(None);
                 };
                 Ok(Some(if let Ok(a) = obj.cast::<AbsenceGroups>() {
@@ -166,7 +171,11 @@ impl DetectionFeeds {
                 } else if let Ok(b) = obj.cast::<BaselineGroups>() {
                     Plan::Baseline(b.clone().unbind())
                 } else {
-                    Plan::Windows(rid, obj.extract()?)
+                    let members: Vec<Py<CorrelationWindows>> = obj.extract()?;
+                    if ends.len() != members.len() {
+                        return Err(PyValueError::new_err("one flag per window"));
+                    }
+                    Plan::Windows(rid, members, ends)
                 }))
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -325,7 +334,8 @@ impl DetectionFeeds {
             }
             // This event's effects, committed when every step took it.
             let mut done: Vec<(usize, Step<'py>)> = Vec::with_capacity(decisions.len());
-            // the index of the decision whose step raised or declined
+            // the index of the decision after which the engine takes the event over: its
+            // step raised or declined, or fired into a window fed here too
             let mut failed: Option<usize> = None;
             for (j, d) in decisions.iter().enumerate() {
                 let r = d.1;
@@ -359,7 +369,7 @@ impl DetectionFeeds {
                             }
                         })
                     }
-                    Some(Some(Plan::Windows(rid, members))) => {
+                    Some(Some(Plan::Windows(rid, members, ends))) => {
                         let Some(entry) = entry.as_ref() else {
                             continue; // late: the reference feeds no window
                         };
@@ -372,6 +382,9 @@ impl DetectionFeeds {
                             match got {
                                 Ok(None) => {}
                                 Ok(Some(out)) => {
+                                    if ends[k] {
+                                        failed = Some(j); // after this detection's windows
+                                    }
                                     results.push((k, out.into_pyobject(py)?.into_any()))
                                 }
                                 Err(e) => {
