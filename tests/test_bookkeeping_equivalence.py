@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -71,14 +72,22 @@ class BookPair(Pair):
     """The windows' pair, also comparing the errors the bookkeeping raises (int() of an
     infinite time's bucket: ValueError / OverflowError; an unhashable key: TypeError)."""
 
-    def __init__(self, rs: RuleSet, limits: Limits | None = None) -> None:
+    def __init__(self, rs: RuleSet, limits: Limits | None = None, batch: bool = False) -> None:
         self.native = Engine(rs, limits)
+        self.native.feeds_backoff_slices = 0
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(dataplane, "native", None)
             self.python = Engine(rs, limits)
         self.alerts = 0
+        self.batch = batch
 
     def feed(self, events: list[Event], now: float) -> None:
+        """Each event observed by both; with ``batch`` the native engine takes the slice in
+        one ``observe_batch`` (the groups' steps inside the native call): the same alerts
+        in the same order and the same events failing with the same errors."""
+        if self.batch:
+            self.feed_batch(events, now)
+            return
         outs = []
         for eng in (self.native, self.python):
             eng.prepare(events)
@@ -93,9 +102,30 @@ class BookPair(Pair):
         assert outs[0] == outs[1]
         self.alerts += len(outs[0])
 
+    def feed_batch(self, events: list[Event], now: float) -> None:
+        ref: list[str] = []
+        ref_failed: list[str] = []
+        self.python.prepare(events)
+        for e in events:
+            try:
+                ref.extend(alert_form(a) for a in self.python.observe(e, now))
+            except (TypeError, ValueError, OverflowError) as exc:
+                ref_failed.append(f"{id(e)} {exc.__class__.__name__} {exc}")
+        self.python.prepare([])
+        failed: list[str] = []
 
-def pair_of(rs: RuleSet, limits: Limits | None = None) -> BookPair:
-    pair = BookPair(rs, limits)
+        def on_error(e: Event) -> None:
+            exc = sys.exc_info()[1]
+            failed.append(f"{id(e)} {exc.__class__.__name__} {exc}")
+
+        got = [alert_form(a) for a in self.native.observe_batch(events, now, on_error)]
+        assert got == ref
+        assert failed == ref_failed
+        self.alerts += len(ref)
+
+
+def pair_of(rs: RuleSet, limits: Limits | None = None, batch: bool = False) -> BookPair:
+    pair = BookPair(rs, limits, batch)
     assert pair.native.absence and pair.native.baseline
     for rt in [*pair.native.absence.values(), *pair.native.baseline.values()]:
         if rt.rule.meta.name != "quiet_all":  # no `by`: the reference's key (), left to it
@@ -113,10 +143,14 @@ def odd_times(s: Stream, events: list[Event]) -> list[Event]:
     return events
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["observe", "observe_batch"])
 @pytest.mark.parametrize("seed", range(6))
-def test_generated_streams_give_the_same_alerts_timers_and_state(tmp_path: Path, seed: int) -> None:
+def test_generated_streams_give_the_same_alerts_timers_and_state(
+    tmp_path: Path, seed: int, batch: bool
+) -> None:
     rs = bookkeeping_rules(tmp_path)
-    pair = pair_of(rs, Limits(allowed_lateness=20.0, max_groups=3 if seed % 2 else 50))
+    limits = Limits(allowed_lateness=20.0, max_groups=3 if seed % 2 else 50)
+    pair = pair_of(rs, limits, batch)
     s = Stream(seed, hostile=seed >= 3)
     now = T0
     for n in range(80):
@@ -202,12 +236,15 @@ def test_tampered_snapshot_rows_go_on_in_python_alike(tmp_path: Path) -> None:
     pair.check()
 
 
+@pytest.mark.parametrize("batch", [False, True], ids=["observe", "observe_batch"])
 @pytest.mark.parametrize("kind", ["absence", "baseline"])
 def test_a_caught_panic_moves_the_rule_to_python_without_losing_state(
-    tmp_path: Path, kind: str
+    tmp_path: Path, kind: str, batch: bool
 ) -> None:
+    """Also inside the native call of a slice: the panicking step goes on in Python, and the
+    slices after it no longer feed the native groups (they are stale)."""
     rs = bookkeeping_rules(tmp_path)
-    pair = pair_of(rs, Limits(max_groups=20))
+    pair = pair_of(rs, Limits(max_groups=20), batch)
     s = Stream(13, hostile=False)
     for _ in range(10):
         pair.feed([s.event() for _ in range(20)], s.t)
@@ -223,4 +260,5 @@ def test_a_caught_panic_moves_the_rule_to_python_without_losing_state(
         pair.timer(s.t + 31)
     assert dataplane.native_panics() == before + 1
     assert type(table[rid]) in (AbsenceRuntime, BaselineRuntime)
+    assert table[rid] not in pair.native._feeds_groups
     pair.check()

@@ -80,6 +80,8 @@ def state_form(eng: Engine) -> str:
             eng.late_events,
             eng.tracked_groups(),
             eng.evicted(),
+            # the absence deadlines, push numbers included (the order they were armed in)
+            sorted(eng._absence_heap),
         )
     )
 
@@ -424,3 +426,121 @@ def test_a_panic_inside_a_batch_hands_that_window_and_the_rest_to_python(tmp_pat
     assert not isinstance(victim, NativeCorrelationRuntime)
     assert ok not in pair.native._batches
     pair.check()
+
+
+# ------------------------------------------------------------------------------ syslog streams
+
+# A copy of the built-in log_rate_spike that spikes sooner and is suppressed per device: the
+# baseline alerts' cooldowns in the stream's order.
+RATE_SUPPRESSED = """\
+title: rate_suppressed
+name: rate_suppressed
+status: test
+logsource: {product: appliance, service: syslog}
+detection:
+  sel: {observer.ip|exists: true}
+  condition: sel
+level: low
+appliance:
+  baseline: {by: [observer.ip], interval: 1m, k: 1, alpha: 0.3, warmup: 3, min_count: 5}
+  suppress: {by: [observer.ip], for: 3m}
+"""
+
+
+def syslog_rules(tmp: Path) -> RuleSet:
+    (tmp / "rate_suppressed.yml").write_text(RATE_SUPPRESSED)
+    rs = load_rules([tmp], builtin=True)
+    assert not rs.failures, rs.failures
+    return rs
+
+
+class SyslogStream:
+    """What the syslog listeners hand the engine from a few devices: sshd failures (bursts
+    from attackers: brute force, sprays), logins (now and then as root: an alert of its
+    own), other daemons' lines; devices that go quiet for a while and come back (silent
+    sources, re-armed), one that floods (rate spikes), late and reordered lines, times
+    ahead of the clock (clamped)."""
+
+    def __init__(self, seed: int) -> None:
+        self.r = random.Random(seed)
+        self.t = T0
+        self.id = 0
+        self.devices = [f"192.0.2.{i}" for i in range(1, 6)]
+
+    def event(self) -> Event:
+        r = self.r
+        minute = int((self.t - T0) // 60)
+        flood = 80 <= minute < 85
+        self.t += r.choice([0.0, 0.2, 0.5] if flood else [0.0, 0.2, 1.0, 3.0, 8.0])
+        # device 5 is quiet from minute 40 to 70; device 4 floods in minutes 80-84
+        awake = [d for d in self.devices if not (d.endswith(".5") and 40 <= minute < 70)]
+        device = "192.0.2.4" if flood and r.random() < 0.7 else r.choice(awake)
+        ts = self.t
+        if r.random() < 0.05:
+            ts -= r.choice([5.0, 70.0, 400.0])  # reordered, late for the windows
+        self.id += 1
+        fields: dict[str, Any] = {"observer.ip": device, "host.hostname": f"h{device[-1]}"}
+        kind = r.random()
+        if kind < 0.45:
+            user = r.choice(["root", "admin", "oracle", "alice", "bob"])
+            src = r.choice(["198.51.100.7", "198.51.100.8", f"203.0.113.{r.randrange(40)}"])
+            fields |= {"process.name": "sshd", "event.action": "ssh_login",
+                       "event.outcome": "failure", "user.name": user, "source.ip": src}  # fmt: skip
+            text = f"sshd[{self.id}]: Failed password for {user} from {src} port 4000 ssh2"
+        elif kind < 0.5:
+            user = r.choice(["alice", "bob", "root"])
+            src = r.choice(["198.51.100.7", "10.0.0.2"])
+            fields |= {"process.name": "sshd", "event.action": "ssh_login",
+                       "event.outcome": "success", "user.name": user, "source.ip": src}  # fmt: skip
+            text = f"sshd[{self.id}]: Accepted password for {user} from {src} port 4000 ssh2"
+        else:
+            fields["process.name"] = r.choice(["CRON", "systemd", "kernel"])
+            text = f"{fields['process.name']}[{self.id}]: something {self.id}"
+        fields["message"] = text
+        raw = text.encode() if r.random() < 0.9 else b""
+        return Event(ts, ts, "syslog", fields, raw, id=None if r.random() < 0.05 else self.id)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_syslog_streams_with_the_built_in_rules_raise_the_same_alerts_and_state(
+    tmp_path: Path, seed: int
+) -> None:
+    """Every line matches silent_source (absence) and log_rate_spike (baseline), observed
+    in the native call with the windows: the same alerts (rate spikes among the windows'
+    in order, suppressed alike), the same deadlines armed in the same order, the same late
+    counts, with the timers run now and then (silent devices alert, then come back)."""
+    rs = syslog_rules(tmp_path)
+    # 6: the five devices fit, the attackers' groups are evicted
+    limits = Limits(max_groups=6 if seed % 2 else 10_000)
+    pair = Pair(rs, limits)
+    eng = pair.native
+    assert eng._feeds is not None
+    assert len(eng._feeds_groups) == len(eng.absence) + len(eng.baseline) == 4
+    s = SyslogStream(seed)
+    before = pair.native.natively_observed
+    fed = 0
+    timed = T0
+    kinds: set[str] = set()
+    while s.t < T0 + 100 * 60:
+        batch = [s.event() for _ in range(s.r.randint(1, 120))]
+        fed += len(batch)
+        now: float = s.t + s.r.choice([0.0, 0.5, 2.0])
+        if seed == 3 and s.r.random() < 0.05:
+            batch[0].timestamp = now + 300  # a device clock ahead: clamped to now + 60
+        if s.r.random() < 0.2:
+            now = int(now)  # the clock as an int: absence keeps the reference's objects
+        pair.feed(batch, now)
+        if s.r.random() < 0.5 or now - timed > 240:  # the timers lag the slices at times
+            when = timed = now + s.r.choice([0.0, 1.0, 30.0])
+            got = pair.native.on_timer(when)
+            assert [alert_form(a) for a in got] == [
+                alert_form(a) for a in pair.python.on_timer(when)
+            ]
+            kinds.update(a.kind for a in got)
+        pair.check()
+    assert "absence" in kinds
+    stats = {d.meta.name: pair.native.stats[d.meta.id] for d in rs.detections}
+    assert stats["log_rate_spike"].alerts > 0
+    assert stats["rate_suppressed"].alerts > 0 and stats["rate_suppressed"].suppressed > 0
+    assert pair.native.natively_observed - before > fed // 2  # most lines went through Rust
+    assert pair.native.late_events > 0

@@ -11,6 +11,7 @@ import random
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -198,40 +199,86 @@ def test_the_built_in_flow_rules_are_observed_natively() -> None:
     pair.check()
 
 
-def test_slices_that_mostly_stop_the_native_calls_take_the_reference_loop_for_a_while() -> None:
-    """Every syslog event matches the absence and baseline rules, which only the engine
-    observes: a slice of them stops each call, so the next slices skip the calls."""
-    from typing import Any
+class CountingRuns:
+    """An engine's feeds, counting the native calls."""
 
+    def __init__(self, feeds: Any) -> None:
+        self.feeds = feeds
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.feeds, name)
+
+    def run(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.feeds.run(*args)
+
+
+def test_a_syslog_slice_goes_through_one_native_call() -> None:
+    """Every syslog event matches the absence rule silent_source and the baseline rule
+    log_rate_spike; their groups are native, so the slice needs no Python per event: one
+    call, the deadlines armed in the reference's order."""
+    pair = Pair(load_rules([], builtin=True))
+    engine = pair.native
+    counting = CountingRuns(engine._feeds)
+    engine._feeds = counting
+    syslog = [
+        Event(T0 + i, T0 + i, "syslog", {"observer.ip": f"192.0.2.{i % 3}", "message": f"l {i}"})
+        for i in range(20)
+    ]
+    pair.feed(syslog, T0 + 20)
+    assert counting.calls == 1 and engine.natively_observed == 20
+    assert [k for _w, _n, _r, k in engine._absence_heap] == [(f"192.0.2.{i}",) for i in range(3)]
+    pair.check()
+
+
+def test_ssh_failures_feeding_a_sequence_stay_in_the_native_call() -> None:
+    """ssh_auth_failure feeds ssh_failures_before_success, whose fire feeds the sequence
+    ssh_success_after_failures, which ssh_auth_success feeds natively too: the failures are
+    observed in the call, and an event whose inner step fires is handed over after that
+    detection (the engine feeds the sequence before anything else does)."""
+    pair = Pair(load_rules([], builtin=True))
+    engine = pair.native
+    counting = CountingRuns(engine._feeds)
+    engine._feeds = counting
+    login = {"process.name": "sshd", "event.action": "ssh_login", "source.ip": "198.51.100.7",
+             "user.name": "alice", "observer.ip": "192.0.2.9", "host.hostname": "srv1"}  # fmt: skip
+    events = [
+        Event(T0 + i, T0 + i, "syslog", {**login, "event.outcome": outcome}, f"l {i}".encode())
+        for i, outcome in enumerate(["failure"] * 12 + ["success"] + ["failure"] * 7)
+    ]
+    alerts = engine.observe_batch(events, T0 + 20, print)
+    ref = pair.python
+    assert [a.rule.name for a in alerts] == [
+        a.rule.name for e in events for a in ref.observe(e, T0 + 20)
+    ]
+    assert "ssh_success_after_failures" in {a.rule.name for a in alerts}
+    assert counting.calls > 1  # the inner step fired: handed over, then called again
+    assert engine.natively_observed == 20 - counting.calls + 1
+    pair.check()
+
+
+def test_slices_that_mostly_stop_the_native_calls_take_the_reference_loop_for_a_while() -> None:
+    """A root login raises an alert of its own, which only the engine builds: a slice of
+    them stops each call, so the next slices skip the calls."""
     from appliance.correlate.engine import FEEDS_BACKOFF_SLICES
 
     engine = Pair(load_rules([], builtin=True)).native
     engine.feeds_backoff_slices = FEEDS_BACKOFF_SLICES
-    calls = {"n": 0}
-    feeds = engine._feeds
-
-    class Counting:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(feeds, name)
-
-        def run(self, *args: Any) -> Any:
-            calls["n"] += 1
-            return feeds.run(*args)
-
-    engine._feeds = Counting()
-    syslog = [
-        Event(T0 + i, T0 + i, "syslog", {"observer.ip": "192.0.2.9", "message": f"line {i}"})
-        for i in range(20)
-    ]
-    engine.observe_batch(syslog, T0 + 20, print)
-    assert calls["n"] == 20
+    counting = CountingRuns(engine._feeds)
+    engine._feeds = counting
+    root = {"process.name": "sshd", "event.action": "ssh_login", "event.outcome": "success",
+            "user.name": "root", "source.ip": "198.51.100.7", "host.hostname": "srv1"}  # fmt: skip
+    logins = [Event(T0 + i, T0 + i, "syslog", {**root, "message": f"l {i}"}) for i in range(20)]
+    assert len(engine.observe_batch(logins, T0 + 20, print)) == 20
+    assert counting.calls == 20
     for _ in range(FEEDS_BACKOFF_SLICES):
-        engine.observe_batch(syslog, T0 + 20, print)
-    assert calls["n"] == 20
+        engine.observe_batch(logins, T0 + 20, print)
+    assert counting.calls == 20
     flows = decode([(v9([("10.0.0.1", "10.0.0.2", 22, 100, 0)] * 5, int(T0), 10_000, 1, True),
                      "192.0.2.1", 2055)])  # fmt: skip
     engine.observe_batch(flows, T0 + 20, print)  # tried natively again: one call
-    assert calls["n"] == 21 and engine._feeds_backoff == 0
+    assert counting.calls == 21 and engine._feeds_backoff == 0
 
 
 def test_a_failed_native_call_leaves_the_rest_of_its_slice_to_the_reference_loop(
@@ -239,8 +286,6 @@ def test_a_failed_native_call_leaves_the_rest_of_its_slice_to_the_reference_loop
 ) -> None:
     """A call that raises (nothing changed by it) costs speed only: the rest of that slice
     is observed one by one, with the same alerts and state."""
-    from typing import Any
-
     pair = Pair(flow_rules(tmp_path), Limits(max_groups=5))
     engine = pair.native
     feeds = engine._feeds

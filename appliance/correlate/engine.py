@@ -763,6 +763,7 @@ class Engine:
         self._pushes = itertools.count()
         self._observed_before = 0
         self._feeds: Any = None
+        self._feeds_groups: list[AbsenceRuntime | BaselineRuntime] = []  # what _feeds holds
         self._feeds_backoff = 0  # slices left to take the reference loop (observe_batch)
         self.feeds_backoff_slices = FEEDS_BACKOFF_SLICES
         self._rebuild_native()
@@ -1050,11 +1051,13 @@ class Engine:
         """:meth:`observe` of each event in order (an event it raises on goes to
         ``on_error`` and costs that event's alerts, as a failed ``observe`` does).
 
-        On the native backend the events whose matches only feed native windows (every
-        flow with the built-in ruleset) are observed in Rust, a slice per call
-        (``DetectionFeeds``): no Python frame for them unless a window fires. The call
-        stops at each event this engine must observe itself and resumes after it, so the
-        state changes and the alerts come in the reference's order."""
+        On the native backend the events whose matches only feed native windows or native
+        absence and baseline groups (every flow, and every syslog line that raises no alert
+        of its own, with the built-in ruleset) are observed in Rust, a slice per call
+        (``DetectionFeeds``): no Python frame for them unless a window fires or a rate
+        spikes; the absence deadlines they arm are pushed here after the call, in order. The
+        call stops at each event this engine must observe itself and resumes after it, so
+        the state changes and the alerts come in the reference's order."""
         alerts: list[Alert] = []
         native = self._native
         start, n = 0, len(events)
@@ -1069,7 +1072,7 @@ class Engine:
         dets = self.ruleset.detections
         observed, stops = self.natively_observed, 0
         while start < n:
-            feeds = self._feeds
+            feeds = self._current_feeds()
             if feeds is None or not groups:
                 self._observe_each(events[start:], now, on_error, alerts)
                 break
@@ -1080,7 +1083,7 @@ class Engine:
                 native.failures += 1
                 self._observe_each(events[start:], now, on_error, alerts)
                 break
-            stop, self.newest, self.watermark, late, hits, fired, partial, decided = got
+            stop, self.newest, self.watermark, late, hits, fired, pushes, partial, decided = got
             self.late_events += late
             for r, det_hits, feed_hits in hits:
                 rid = dets[r].meta.id
@@ -1088,10 +1091,17 @@ class Engine:
                 if feed_hits:
                     for rt in self._feeders[rid]:
                         rt.stats.hits += feed_hits
-            for i, r, k, out, entry in fired:
+            heap = self._absence_heap
+            for r, key in pushes:  # in the order the reference pushes them
                 rid = dets[r].meta.id
+                when = now + self.absence[rid].timespan
+                heapq.heappush(heap, (when, next(self._pushes), rid, key))
+            for i, r, k, out, entry in fired:
                 try:
-                    self._fired(self._feeders[rid][k], out, entry, alerts, 0)
+                    if k is None:  # a baseline spike (entry: the event time)
+                        self._baseline(dets[r], events[i], entry, out, alerts)
+                    else:
+                        self._fired(self._feeders[dets[r].meta.id][k], out, entry, alerts, 0)
                 except Exception:
                     on_error(events[i])
             if stop >= n:
@@ -1099,7 +1109,7 @@ class Engine:
             stops += 1
             ev = events[stop]
             if partial is not None:
-                self._finish_partial(ev, partial, now, on_error, alerts)
+                self._finish_partial(ev, partial, decided, now, on_error, alerts)
             else:
                 if decided:
                     assert native is not None
@@ -1111,9 +1121,9 @@ class Engine:
                 self._prepared = {}
             start = stop + 1
         if groups and stops > self.natively_observed - observed:
-            # More events stopped the calls than went through them (a syslog stream whose
-            # every event matches absence or baseline rules): each stop costs a call, so the
-            # next slices take the reference loop, then the native one is tried again.
+            # More events stopped the calls than went through them (a stream whose events
+            # mostly raise alerts of their own or feed Python windows): each stop costs a
+            # call, so the next slices take the reference loop, then native is tried again.
             self._feeds_backoff = self.feeds_backoff_slices
         return alerts
 
@@ -1135,38 +1145,86 @@ class Engine:
     def _finish_partial(
         self,
         ev: Event,
-        partial: tuple[int, Entry, list[tuple[int, list[tuple[int, Any]]]], list[int]],
+        partial: tuple[int, float, bool, Entry | None, list[tuple[int, Any]], list[int]],
+        decided: list[tuple[int, int, bool]],
         now: float,
         on_error: Callable[[Event], None],
         out: list[Alert],
     ) -> None:
-        """An event whose native step a window raised on or declined: what its detections
-        did so far, then the rest of them, as :meth:`observe` would go on."""
-        _i, entry, done, rest = partial
+        """An event whose native step a window or group raised on or declined: what its
+        detections did so far, then the rest of them, as :meth:`observe` would go on."""
+        _i, ts, late, entry, done, rest = partial
         dets = self.ruleset.detections
+        fields = ev.fields
         mine: list[Alert] = []
         try:
-            for r, results in done:
-                rid = dets[r].meta.id
-                self._batch_fired(self._feeders[rid], results, rid, entry, ev.fields, mine)
-            self._observe_rules(ev, [dets[r] for r in rest], entry[0], False, entry, mine, now)
+            for r, got in done:
+                d = dets[r]
+                rid = d.meta.id
+                if d.absence is not None:
+                    rt_a = self.absence[rid]
+                    if isinstance(got, _WindowsDeclined):
+                        got = rt_a.decline(fields, now, ts)  # type: ignore[attr-defined]
+                    elif isinstance(got, BaseException):
+                        raise got
+                    if got is not None:
+                        heapq.heappush(
+                            self._absence_heap,
+                            (now + rt_a.timespan, next(self._pushes), rid, got),
+                        )
+                elif d.baseline is not None:
+                    if isinstance(got, _WindowsDeclined):
+                        got = self.baseline[rid].decline(fields, ts)  # type: ignore[attr-defined]
+                    elif isinstance(got, BaseException):
+                        raise got
+                    if got is not None:
+                        self._baseline(d, ev, ts, got, mine)
+                else:
+                    assert entry is not None
+                    self._batch_fired(self._feeders[rid], got, rid, entry, fields, mine)
+            self._observe_rules(ev, [dets[r] for r in rest], ts, late, entry, mine, now)
         except Exception:
             on_error(ev)
             return
+        if late and any(dets[r].parents for _i, r, _u in decided):
+            self.late_events += 1
         out.extend(mine)
 
+    def _current_feeds(self) -> Any:
+        """The feeds, rebuilt first when an absence or baseline group they hold went on in
+        Python (a declined step, a snapshot only Python holds): they would feed stale state."""
+        if self._feeds is not None and not all(
+            isinstance(rt, NativeAbsenceRuntime | NativeBaselineRuntime)
+            for rt in self._feeds_groups
+        ):
+            self._rebuild_native()
+        return self._feeds
+
     def _native_feeds(self) -> Any:
-        """``DetectionFeeds`` over the detections whose every window is native, fed by no
-        chain that could reorder (see :meth:`_native_batches`) and firing into no window that
-        is itself fed natively (its fire is handled after the call); None if there is none."""
+        """``DetectionFeeds`` over the detections whose every window is native and fed by no
+        chain that could reorder (see :meth:`_native_batches`), and the absence and baseline
+        detections whose groups are native (and feed no correlation, so a late event's
+        count needs no Python); None if there is none. A window whose fire feeds a window
+        fed there too (a sequence's inner step) hands its event over after that detection,
+        so the engine feeds the chain first, as :meth:`observe` does."""
         native, dp = self._native, dataplane.native
+        self._feeds_groups = []
         if native is None or dp is None:
             return None
         dets = native.detections
         cands: dict[int, list[CorrelationRuntime]] = {}
+        plans: list[tuple[str, Any, list[bool]] | None] = [None] * len(dets)
         for i, d in enumerate(dets):
-            feeders = self._feeders.get(d.meta.id, [])
-            if d.generate or d.absence is not None or d.baseline is not None or not feeders:
+            rid = d.meta.id
+            feeders = self._feeders.get(rid, [])
+            if d.absence is not None or d.baseline is not None:
+                rt_g = self.absence.get(rid) if d.absence is not None else self.baseline.get(rid)
+                if d.parents or not isinstance(rt_g, NativeAbsenceRuntime | NativeBaselineRuntime):
+                    continue
+                plans[i] = (rid, rt_g.impl, [])
+                self._feeds_groups.append(rt_g)
+                continue
+            if d.generate or not feeders:
                 continue
             if not all(isinstance(rt, NativeCorrelationRuntime) for rt in feeders):
                 continue
@@ -1174,17 +1232,13 @@ class Engine:
                 continue
             cands[i] = feeders
         fed = {rt.rule.meta.id for feeders in cands.values() for rt in feeders}
-        plans: list[tuple[str, list[Any]] | None] = [None] * len(dets)
         for i, feeders in cands.items():
-            if _above(feeders) & fed:
-                continue
-            plans[i] = (dets[i].meta.id, [rt.impl for rt in feeders])  # type: ignore[attr-defined]
+            impls = [rt.impl for rt in feeders]  # type: ignore[attr-defined]
+            plans[i] = (dets[i].meta.id, impls, [bool(_above([rt]) & fed) for rt in feeders])
         if not any(plans):
             return None
         try:
-            return dp.DetectionFeeds(
-                native.impl, plans, float(self.limits.allowed_lateness), SAMPLE_CHARS
-            )
+            return dp.DetectionFeeds(native.impl, plans, self.limits.allowed_lateness, SAMPLE_CHARS)
         except (TypeError, ValueError):
             return None
 

@@ -58,7 +58,7 @@ pub struct AbsenceGroups {
 }
 
 impl AbsenceGroups {
-    fn seen_inner<'py>(
+    pub(crate) fn seen_inner<'py>(
         &mut self,
         py: Python<'py>,
         fields: &Bound<'py, PyDict>,
@@ -238,7 +238,7 @@ fn bucket_error(e: BucketError) -> PyErr {
 type SpikeOut<'py> = Option<(Bound<'py, PyTuple>, Bound<'py, PyDict>)>;
 
 impl BaselineGroups {
-    fn add_inner<'py>(
+    pub(crate) fn add_inner<'py>(
         &mut self,
         py: Python<'py>,
         fields: &Bound<'py, PyDict>,

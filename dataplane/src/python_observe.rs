@@ -1,47 +1,82 @@
 //! `DetectionFeeds`: `Engine.observe` over a slice of events in one call, for the events
 //! whose matched detections only feed native windows (the NetFlow path's case: every flow
-//! matches `flow_record`, which feeds two `value_count` windows).
+//! matches `flow_record`, which feeds two `value_count` windows) or native absence and
+//! baseline groups (the syslog path's case: every line matches `silent_source` and
+//! `log_rate_spike`).
 //!
 //! Per event, in order, it does what `observe` does: match (the `RuleMatcher`, the engine's
 //! candidate group), clamp the event time, decide `late` against the watermark and move
-//! it, count the hits, build the window entry `(ts, ids, raws)` and feed each window of each
-//! matched detection. It stops, before changing anything for that event, at the first one
-//! the engine must see itself: a match left undecided, a detection that is not all native
-//! windows (an alert of its own, absence, baseline, a Python window), an event time that is
-//! not a float, a raw sample the reference takes from the message. The engine observes that
-//! event and calls again from the next one, so the order of every state change (watermark,
-//! windows, what fired and is then handled in Python in event order) is the reference's.
+//! it, then per matched detection in order: count the hit; an absence detection's group is
+//! seen (`AbsenceGroups`; a key to schedule goes into `pushes`, in order, so the engine
+//! numbers the heap entries as the reference would); a baseline detection's group counts
+//! the event (`BaselineGroups`; a spike goes into `fired` at its place, so the alerts and
+//! the suppression state come in the reference's order); a window detection, unless the
+//! event is late, feeds each window with the entry `(ts, ids, raws)`. It stops, before
+//! changing anything for that event, at the first one the engine must see itself: a match
+//! left undecided, a detection it has no plan for (an alert of its own, a Python window, a
+//! runtime that went to Python), an event time that is not a float, a raw sample the
+//! reference takes from the message. The engine observes that event and calls again from
+//! the next one, so the order of every state change (watermark, windows, groups, heap
+//! pushes, what fired and is then handled in Python in event order) is the reference's.
 //!
-//! A window that raises or declines a step ends the call at that event with what its
-//! detections did so far (`partial`); the engine finishes that event as `observe` would.
+//! A window or group that raises or declines a step ends the call at that event with what
+//! its detections did so far (`partial`); the engine finishes that event as `observe`
+//! would. So does a window whose fire feeds a window fed here too (a sequence's inner step
+//! feeding the sequence): the engine feeds it before the rest of the event and the next
+//! events, as the reference does.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use crate::python::{Decision, DictFields, RuleMatcher, PANICS};
+use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
 use crate::python_windows::{caught, CorrelationWindows};
 
-/// (detection id, the native windows it feeds in the engine's order).
-type Plan = (String, Vec<Py<CorrelationWindows>>);
+/// What the engine hands over for one detection: (its id, the native windows it feeds in
+/// the engine's order | its `AbsenceGroups` | its `BaselineGroups`, per window whether
+/// what it fires feeds a window fed here too).
+type PlanIn<'py> = (String, Bound<'py, PyAny>, Vec<bool>);
+
+/// What one detection does natively.
+enum Plan {
+    /// (detection id, the windows it feeds in the engine's order, per window: its fire
+    /// feeds a window this call feeds too, so the engine must handle it before anything
+    /// else feeds that one: the event ends the call as a partial one after this detection)
+    Windows(String, Vec<Py<CorrelationWindows>>, Vec<bool>),
+    Absence(Py<AbsenceGroups>),
+    Baseline(Py<BaselineGroups>),
+}
 
 /// One detection's window results of one event: (member index, what fired or the error).
 type Results<'py> = Vec<(usize, Bound<'py, PyAny>)>;
 
+/// One detection's step of one event, kept until the whole event went through.
+enum Step<'py> {
+    Windows(Results<'py>),
+    /// Absence: the key to schedule (or None); baseline: the spike (or None); either: the
+    /// error it raised (then the event ends here).
+    Groups(Bound<'py, PyAny>),
+}
+
 /// What one call did: (index it stopped at, newest, watermark, late events, hits as
 /// (detection index, detection hits, window hits), fired as (event index, detection index,
-/// member index, fired, entry), partial as (event index, entry, [(detection index,
-/// results)], [detection indices not reached]), and the matcher's decisions for the event
-/// it stopped at when it got that far (the engine's `observe` then uses them)).
+/// member index, fired, entry) for a window and (event index, detection index, None, spike,
+/// event time) for a baseline, absence pushes as (detection index, key), partial as (event
+/// index, event time, late, entry or None, [(detection index, window results or the
+/// absence/baseline result)], [detection indices not reached]), and the matcher's decisions
+/// for the event it stopped at when it got that far (the engine's `observe` then uses them;
+/// after a partial, whether a late event counts as late follows from them)).
 type RunOut<'py> = (
     usize,
-    f64,
-    f64,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
     u64,
     Vec<(usize, u64, u64)>,
+    Bound<'py, PyList>,
     Bound<'py, PyList>,
     Option<Partial<'py>>,
     Vec<Decision>,
@@ -49,7 +84,9 @@ type RunOut<'py> = (
 type Partial<'py> = (
     usize,
     Bound<'py, PyAny>,
-    Vec<(usize, Results<'py>)>,
+    bool,
+    Option<Bound<'py, PyAny>>,
+    Vec<(usize, Bound<'py, PyAny>)>,
     Vec<usize>,
 );
 
@@ -59,6 +96,8 @@ pub struct DetectionFeeds {
     /// Per detection index of the matcher: its plan, or None when the engine handles it.
     plans: Vec<Option<Plan>>,
     lateness: f64,
+    /// The engine's `allowed_lateness` as it holds it (`now + lateness` is a clamped time).
+    lateness_obj: Py<PyAny>,
     sample_chars: usize,
     /// Matching events observed here (fed or late), since built.
     observed: u64,
@@ -76,7 +115,7 @@ impl DetectionFeeds {
         py: Python<'py>,
         ev: &Bound<'py, PyAny>,
         fields: &Bound<'py, PyDict>,
-        ts: f64,
+        ts: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyAny>> {
         let raw = ev.getattr(self.a_raw.bind(py)).ok()?;
         if !raw.is_exact_instance_of::<PyBytes>() {
@@ -101,36 +140,50 @@ impl DetectionFeeds {
             PyTuple::new(py, [id]).ok()?
         };
         let raws = PyTuple::new(py, [sample]).ok()?;
-        PyTuple::new(
-            py,
-            [
-                PyFloat::new(py, ts).into_any(),
-                ids.into_any(),
-                raws.into_any(),
-            ],
-        )
-        .ok()
-        .map(Bound::into_any)
+        PyTuple::new(py, [ts.clone(), ids.into_any(), raws.into_any()])
+            .ok()
+            .map(Bound::into_any)
     }
 }
 
 #[pymethods]
 impl DetectionFeeds {
-    /// `plans`: per detection index of `matcher`, None or (detection id, its windows);
-    /// `lateness`: the engine's allowed lateness; `sample_chars`: the raw sample's bound.
+    /// `plans`: per detection index of `matcher`, None or (detection id, its windows | its
+    /// `AbsenceGroups` | its `BaselineGroups`); `lateness`: the engine's allowed lateness;
+    /// `sample_chars`: the raw sample's bound.
     #[new]
     fn new(
         py: Python<'_>,
         matcher: Py<RuleMatcher>,
-        plans: Vec<Option<Plan>>,
-        lateness: f64,
+        plans: Vec<Option<PlanIn<'_>>>,
+        lateness: &Bound<'_, PyAny>,
         sample_chars: usize,
-    ) -> Self {
+    ) -> PyResult<Self> {
         let name = |s: &str| PyString::intern(py, s).unbind();
-        DetectionFeeds {
+        let plans = plans
+            .into_iter()
+            .map(|p| {
+                let Some((rid, obj, ends)) = p else {
+                    return Ok(None);
+                };
+                Ok(Some(if let Ok(a) = obj.cast::<AbsenceGroups>() {
+                    Plan::Absence(a.clone().unbind())
+                } else if let Ok(b) = obj.cast::<BaselineGroups>() {
+                    Plan::Baseline(b.clone().unbind())
+                } else {
+                    let members: Vec<Py<CorrelationWindows>> = obj.extract()?;
+                    if ends.len() != members.len() {
+                        return Err(PyValueError::new_err("one flag per window"));
+                    }
+                    Plan::Windows(rid, members, ends)
+                }))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(DetectionFeeds {
             matcher,
             plans,
-            lateness,
+            lateness: lateness.extract()?,
+            lateness_obj: lateness.clone().unbind(),
             sample_chars,
             observed: 0,
             a_fields: name("fields"),
@@ -138,7 +191,7 @@ impl DetectionFeeds {
             a_raw: name("raw"),
             a_id: name("id"),
             k_message: name("message"),
-        }
+        })
     }
 
     /// Matching events observed natively (fed or late) since built.
@@ -149,6 +202,8 @@ impl DetectionFeeds {
 
     /// Observe `events[start:]` (candidate group numbers in `groups`, one per event) up to
     /// the first event the engine must observe itself; see the module doc and `RunOut`.
+    /// `now`, `newest` and `watermark` are the engine's objects (an int clock stays an int
+    /// where the reference keeps it: the absence groups' sightings, the newest time).
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &mut self,
@@ -156,12 +211,12 @@ impl DetectionFeeds {
         events: &Bound<'py, PyList>,
         groups: &Bound<'py, PyList>,
         start: usize,
-        now: f64,
-        newest: f64,
-        watermark: f64,
+        now: &Bound<'py, PyAny>,
+        newest: &Bound<'py, PyAny>,
+        watermark: &Bound<'py, PyAny>,
     ) -> PyResult<RunOut<'py>> {
-        // The windows and the matcher catch their own panics; one anywhere else ends the
-        // call with an error (counted) instead of crossing into Python.
+        // The windows, the groups and the matcher catch their own panics; one anywhere else
+        // ends the call with an error (counted) instead of crossing into Python.
         catch_unwind(AssertUnwindSafe(|| {
             self.run_inner(py, events, groups, start, now, newest, watermark)
         }))
@@ -182,10 +237,14 @@ impl DetectionFeeds {
         events: &Bound<'py, PyList>,
         groups: &Bound<'py, PyList>,
         start: usize,
-        now: f64,
-        mut newest: f64,
-        mut watermark: f64,
+        now: &Bound<'py, PyAny>,
+        newest_in: &Bound<'py, PyAny>,
+        watermark_in: &Bound<'py, PyAny>,
     ) -> PyResult<RunOut<'py>> {
+        let mut newest: f64 = newest_in.extract()?;
+        let mut watermark: f64 = watermark_in.extract()?;
+        // the event time object that became the newest (None: unchanged)
+        let mut newest_obj: Option<Bound<'py, PyAny>> = None;
         let mut matcher = self.matcher.bind(py).try_borrow_mut()?;
         let keys: Vec<Py<PyString>> = matcher.keys.iter().map(|k| k.clone_ref(py)).collect();
         let n = events.len().min(groups.len());
@@ -193,13 +252,17 @@ impl DetectionFeeds {
         let mut feed_hits = vec![0u64; self.plans.len()];
         let mut late_events = 0u64;
         let fired = PyList::empty(py);
+        let pushes = PyList::empty(py);
         let mut partial: Option<Partial<'py>> = None;
         let mut decisions: Vec<Decision> = Vec::new();
         let mut stop = n;
         let mut decided: Vec<Decision> = Vec::new();
         let a_fields = self.a_fields.bind(py);
         let a_timestamp = self.a_timestamp.bind(py);
-        let limit = now + self.lateness;
+        let now_f: f64 = now.extract()?;
+        // the reference's `now + allowed_lateness`, the object it clamps a time to
+        let limit_obj = now.add(self.lateness_obj.bind(py))?;
+        let limit: f64 = limit_obj.extract()?;
         let mut i = start;
         while i < n {
             let ev = events.get_item(i)?;
@@ -240,17 +303,22 @@ impl DetectionFeeds {
                 decided = std::mem::take(&mut decisions);
                 break;
             }
-            let mut ts: f64 = t.extract()?;
-            if ts > limit {
-                ts = limit;
-            } else if ts.is_nan() {
-                ts = now;
-            }
+            let t_f: f64 = t.extract()?;
+            let (ts, ts_obj) = if t_f > limit {
+                (limit, limit_obj.clone())
+            } else if t_f.is_nan() {
+                (now_f, now.clone())
+            } else {
+                (t_f, t)
+            };
             let late = ts < watermark;
-            let entry = if late {
+            let windows = decisions
+                .iter()
+                .any(|d| matches!(self.plans.get(d.1), Some(Some(Plan::Windows(..)))));
+            let entry = if late || !windows {
                 None
             } else {
-                match self.entry(py, &ev, &fields, ts) {
+                match self.entry(py, &ev, &fields, &ts_obj) {
                     Some(e) => Some(e),
                     None => {
                         stop = i;
@@ -262,57 +330,121 @@ impl DetectionFeeds {
             if ts > newest {
                 newest = ts;
                 watermark = ts - self.lateness;
+                newest_obj = Some(ts_obj.clone());
             }
-            let Some(entry) = entry else {
-                for d in &decisions {
-                    det_hits[d.1] += 1;
-                }
-                late_events += 1;
-                self.observed += 1;
-                i += 1;
-                continue;
-            };
-            // This event's effects, committed when every window took it.
-            let mut done: Vec<(usize, Results<'py>)> = Vec::with_capacity(decisions.len());
-            let mut failed = false;
-            for d in &decisions {
+            // This event's effects, committed when every step took it.
+            let mut done: Vec<(usize, Step<'py>)> = Vec::with_capacity(decisions.len());
+            // the index of the decision after which the engine takes the event over: its
+            // step raised or declined, or fired into a window fed here too
+            let mut failed: Option<usize> = None;
+            for (j, d) in decisions.iter().enumerate() {
                 let r = d.1;
                 det_hits[r] += 1;
-                let Some(Some((rid, members))) = self.plans.get(r) else {
-                    continue; // not reached: every decision's plan was checked above
-                };
-                let mut results: Results<'py> = Vec::new();
-                for (k, m) in members.iter().enumerate() {
-                    let got = {
-                        let mut w = m.bind(py).try_borrow_mut()?;
-                        caught(|| w.add_inner(py, rid, &entry, &fields))
-                    };
-                    match got {
-                        Ok(None) => {}
-                        Ok(Some(out)) => results.push((k, out.into_pyobject(py)?.into_any())),
-                        Err(e) => {
-                            results.push((k, e.into_value(py).into_bound(py).into_any()));
-                            failed = true;
-                            break;
-                        }
+                let step = match self.plans.get(r) {
+                    Some(Some(Plan::Absence(a))) => {
+                        let got = {
+                            let mut a = a.bind(py).try_borrow_mut()?;
+                            caught(|| a.seen_inner(py, &fields, now, &ts_obj))
+                        };
+                        Step::Groups(match got {
+                            Ok(key) => {
+                                key.map_or_else(|| py.None().into_bound(py), Bound::into_any)
+                            }
+                            Err(e) => {
+                                failed = Some(j);
+                                e.into_value(py).into_bound(py).into_any()
+                            }
+                        })
                     }
-                }
-                done.push((r, results));
-                if failed {
+                    Some(Some(Plan::Baseline(b))) => {
+                        let got = {
+                            let mut b = b.bind(py).try_borrow_mut()?;
+                            caught(|| b.add_inner(py, &fields, ts))
+                        };
+                        Step::Groups(match got {
+                            Ok(spike) => spike.into_pyobject(py)?.into_any(),
+                            Err(e) => {
+                                failed = Some(j);
+                                e.into_value(py).into_bound(py).into_any()
+                            }
+                        })
+                    }
+                    Some(Some(Plan::Windows(rid, members, ends))) => {
+                        let Some(entry) = entry.as_ref() else {
+                            continue; // late: the reference feeds no window
+                        };
+                        let mut results: Results<'py> = Vec::new();
+                        for (k, m) in members.iter().enumerate() {
+                            let got = {
+                                let mut w = m.bind(py).try_borrow_mut()?;
+                                caught(|| w.add_inner(py, rid, entry, &fields))
+                            };
+                            match got {
+                                Ok(None) => {}
+                                Ok(Some(out)) => {
+                                    if ends[k] {
+                                        failed = Some(j); // after this detection's windows
+                                    }
+                                    results.push((k, out.into_pyobject(py)?.into_any()))
+                                }
+                                Err(e) => {
+                                    results.push((k, e.into_value(py).into_bound(py).into_any()));
+                                    failed = Some(j);
+                                    break;
+                                }
+                            }
+                        }
+                        Step::Windows(results)
+                    }
+                    _ => continue, // not reached: every decision's plan was checked above
+                };
+                done.push((r, step));
+                if failed.is_some() {
                     break;
                 }
             }
-            if failed {
-                let rest = decisions[done.len()..].iter().map(|d| d.1).collect();
-                partial = Some((i, entry, done, rest));
+            if let Some(at) = failed {
+                let rest = decisions[at + 1..].iter().map(|d| d.1).collect();
+                let steps = done
+                    .into_iter()
+                    .map(|(r, step)| {
+                        Ok((
+                            r,
+                            match step {
+                                Step::Windows(results) => PyList::new(py, results)?.into_any(),
+                                Step::Groups(v) => v,
+                            },
+                        ))
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                partial = Some((i, ts_obj, late, entry, steps, rest));
                 stop = i;
+                decided = std::mem::take(&mut decisions);
                 break;
             }
-            for (r, results) in done {
-                feed_hits[r] += 1;
-                for (k, out) in results {
-                    fired.append((i, r, k, out, &entry))?;
+            for (r, step) in done {
+                match step {
+                    Step::Windows(results) => {
+                        feed_hits[r] += 1;
+                        let entry = entry.as_ref();
+                        for (k, out) in results {
+                            fired.append((i, r, Some(k), out, entry))?;
+                        }
+                    }
+                    Step::Groups(v) => {
+                        if v.is_none() {
+                            continue;
+                        }
+                        if matches!(self.plans.get(r), Some(Some(Plan::Absence(_)))) {
+                            pushes.append((r, v))?;
+                        } else {
+                            fired.append((i, r, None::<usize>, v, &ts_obj))?;
+                        }
+                    }
                 }
+            }
+            if late && windows {
+                late_events += 1;
             }
             self.observed += 1;
             i += 1;
@@ -321,6 +453,14 @@ impl DetectionFeeds {
             .filter(|&r| det_hits[r] != 0 || feed_hits[r] != 0)
             .map(|r| (r, det_hits[r], feed_hits[r]))
             .collect();
+        // the reference's objects: the newest time as it came, `newest - allowed_lateness`
+        let (newest, watermark) = match newest_obj {
+            Some(t) => {
+                let w = t.sub(self.lateness_obj.bind(py))?;
+                (t, w)
+            }
+            None => (newest_in.clone(), watermark_in.clone()),
+        };
         Ok((
             stop,
             newest,
@@ -328,6 +468,7 @@ impl DetectionFeeds {
             late_events,
             hits,
             fired,
+            pushes,
             partial,
             decided,
         ))
