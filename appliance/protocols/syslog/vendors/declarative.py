@@ -1403,7 +1403,8 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
         return python_decode(msg, fields)
 
     decoder = VendorDecoder(name=name, decode=decode, programs=programs, prefixes=prefixes,
-                            fallback=fallback, order=order, needle=needle)  # fmt: skip
+                            fallback=fallback, order=order, needle=needle,
+                            native=native)  # fmt: skip
     return DecoderFile(
         decoder,
         path,
