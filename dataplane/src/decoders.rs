@@ -1239,6 +1239,7 @@ fn convert<'a>(how: &str, v: &'a str) -> Option<Value<'a>> {
         "upper" => Some(Value::Text(Cow::Owned(v.to_uppercase()))),
         "int" => as_int(v).map(Value::Int),
         "port" => as_int(v).filter(|n| *n <= 65535).map(Value::Int),
+        "list" => Some(Value::Texts(vec![v])),
         "transport" => {
             let mut low = v.to_lowercase();
             if let Some((name, port)) = low.split_once('/') {

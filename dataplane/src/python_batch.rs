@@ -115,15 +115,15 @@ fn claim<'py>(
         let applied = match native {
             Native::File(file) => file.get().apply(py, text, fields)?,
             Native::Sshd(sshd) => {
+                let app_owned;
                 let app = match parsed {
                     Some(p) => p.m.app_name.unwrap_or(""),
-                    None => "", // only the reference reads a message object's program
+                    None => {
+                        app_owned = msg.app_name(py)?.unwrap_or_default();
+                        app_owned.as_str()
+                    }
                 };
-                if parsed.is_none() {
-                    Applied::Defer
-                } else {
-                    sshd.get().apply(py, app, text, fields)?
-                }
+                sshd.get().apply(py, app, text, fields)?
             }
         };
         match applied {

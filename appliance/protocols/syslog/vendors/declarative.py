@@ -1469,7 +1469,7 @@ def load_paths(paths: Iterable[Path]) -> tuple[list[DecoderFile], list[str]]:
 # file uses something the native interpreter does not take (a map to a non-text value): the
 # Python decoder then runs alone.
 
-NATIVE_CONVERSIONS = frozenset(CONVERSIONS) - {"list"}
+NATIVE_CONVERSIONS = frozenset(CONVERSIONS)
 NATIVE_CONTRACTS = frozenset({"firewall", "authentication", "config_change", "intrusion_alert"})
 
 
