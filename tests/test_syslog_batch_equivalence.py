@@ -189,6 +189,34 @@ def test_generated_hostile_datagrams_make_the_same_events_and_counts(
     assert seen["truncated"] and len(seen["parse_errors"]) > 5
 
 
+BODY_TIMED = [
+    b'<189>date=2019-05-15 time=18:03:41 logid="0000000013" type="traffic" subtype="forward"'
+    b" srcip=10.1.100.22 dstip=195.8.215.136 proto=6 action=deny",
+    b"<189>date=2016-06-14 time=12:22:01 devname=FW1 logid=0100032002 type=event tz=+0200"
+    b' subtype=system user="admin" action=login status=failed',
+    b"<189>eventtime=1557968619 logid=0000000013 type=traffic srcip=10.1.100.22 action=accept",
+    b"<14>1,2021/07/15 11:58:58,001801000000,TRAFFIC,end,0,2021/07/15 11:59:02,10.210.0.84,"
+    b"198.51.100.232,,,DENY-ALL,alice,,not-applicable,vsys1,INSIDE,OUTSIDE,ethernet1/1,,FWD,"
+    b"2021/07/15 11:59:02,0,1,500,500,0,0,0x0,udp,deny,120,60,60,2",
+]
+
+
+def test_a_decoder_files_device_time_dates_a_message_whose_header_has_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The native batch path runs decoder files without a message object; the time a file
+    reads from the body must still date the event, whichever sender profile (hint) sent it."""
+    made, _ = run_both(batched(iter(BODY_TIMED * 40), sender_ips(), 31), monkeypatch)
+    assert made > 100
+    metrics = Registry()
+    dropped = metrics.counter("dropped", "", ["source", "reason"])
+    truncated = metrics.counter("truncated", "", ["source"])
+    one = [(BODY_TIMED[0], ("192.0.2.9", 514))]
+    events = make_intake().datagrams(one, NOW, 8192, RAW_MAX, dropped, truncated)
+    assert events[0].fields["event.dataset"] == "fortigate"
+    assert events[0].timestamp < NOW - 86400  # 2019, from the body, not the receive time
+
+
 def test_rate_limit_drops_the_same_messages(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [s for s in SEEDS for _ in range(30)]
     _, seen = run_both(batched(iter(lines), sender_ips()[:3], 64), monkeypatch, rate=20.0, burst=25)

@@ -1208,7 +1208,7 @@ const IANA_TRANSPORT: [(&str, &str); 6] = [
 
 /// A dotted quad the reference's `ipaddress` accepts and writes back unchanged (decimal
 /// octets up to 255, no leading zeros): the common case of an `ip` conversion, answered here.
-fn is_plain_ipv4(v: &str) -> bool {
+pub(crate) fn is_plain_ipv4(v: &str) -> bool {
     let mut n = 0;
     for octet in v.split('.') {
         n += 1;
@@ -1225,7 +1225,7 @@ fn is_plain_ipv4(v: &str) -> bool {
     n == 4
 }
 
-fn as_int(v: &str) -> Option<i64> {
+pub(crate) fn as_int(v: &str) -> Option<i64> {
     if v.is_empty() || v.len() >= 19 || !v.bytes().all(|c| c.is_ascii_digit()) {
         return None;
     }
@@ -1239,6 +1239,7 @@ fn convert<'a>(how: &str, v: &'a str) -> Option<Value<'a>> {
         "upper" => Some(Value::Text(Cow::Owned(v.to_uppercase()))),
         "int" => as_int(v).map(Value::Int),
         "port" => as_int(v).filter(|n| *n <= 65535).map(Value::Int),
+        "list" => Some(Value::Texts(vec![v])),
         "transport" => {
             let mut low = v.to_lowercase();
             if let Some((name, port)) = low.split_once('/') {

@@ -10,6 +10,7 @@ pub mod bookkeeping;
 pub mod cef;
 pub mod decoders;
 pub mod kv;
+pub mod linux_auth;
 pub mod netflow;
 pub mod netflow_state;
 pub mod rollup;

@@ -601,7 +601,7 @@ impl PyFramer {
 /// A decoder file, interpreted (see `decoders`): built once from the plan Python makes of the
 /// validated file, its constants, and the reference's conversions for the ones it defers.
 #[pyclass(module = "appliance._dataplane", frozen)]
-struct FileDecoder {
+pub(crate) struct FileDecoder {
     inner: crate::decoders::Decoder,
     consts: Vec<Py<PyAny>>,
     convert: Py<PyAny>,
@@ -651,60 +651,190 @@ impl FileDecoder {
         msg: &Bound<'_, PyAny>,
         fields: &Bound<'_, PyDict>,
     ) -> PyResult<Option<bool>> {
-        use crate::decoders::{Outcome, Value};
         let text_obj = msg.getattr(intern!(py, "message"))?;
         let text = text_obj.cast::<PyString>()?.to_cow()?;
-        let outcome = match catch_unwind(AssertUnwindSafe(|| self.inner.decode(&text))) {
-            Ok(outcome) => outcome,
+        Ok(match self.apply(py, &text, fields)? {
+            Applied::NotMine => Some(false),
+            Applied::Defer => None,
+            Applied::Claimed(time) => {
+                if let Some(time) = time {
+                    msg.setattr(intern!(py, "payload_time"), time)?;
+                }
+                Some(true)
+            }
+        })
+    }
+}
+
+/// What a decoder file made of a message's text (`FileDecoder::apply`).
+pub(crate) enum Applied<'py> {
+    /// Not this decoder's line.
+    NotMine,
+    /// Only the Python decoder can say (non-ASCII text, escapes, a caught panic).
+    Defer,
+    /// The fields are set; the device time the file read (`payload_time`), if any.
+    Claimed(Option<Bound<'py, PyAny>>),
+}
+
+/// Set a native decoder's fields in order, as the Python decoder would assign them: `keys`
+/// the interned names, `consts` a decoder file's constants, `convert` the reference's
+/// conversions for the values a file defers (a conversion that gives `None` sets nothing).
+fn set_fields<'py>(
+    py: Python<'py>,
+    fields: &Bound<'py, PyDict>,
+    found: Vec<(&str, crate::decoders::Value<'_>)>,
+    keys: &rustc_hash::FxHashMap<String, Py<PyString>>,
+    consts: &[Py<PyAny>],
+    convert: Option<&Py<PyAny>>,
+) -> PyResult<()> {
+    use crate::decoders::Value;
+    for (key, value) in found {
+        let obj: Bound<'_, PyAny> = match value {
+            Value::Text(t) => PyString::new(py, &t).into_any(),
+            Value::Int(n) => n.into_bound_py_any(py)?,
+            Value::Const(i) => match consts.get(i) {
+                // A list constant is copied: fields are mutable, events must not share it.
+                Some(c) => match c.bind(py).cast::<PyList>() {
+                    Ok(list) => PyList::new(py, list.iter())?.into_any(),
+                    Err(_) => c.bind(py).clone(),
+                },
+                None => continue,
+            },
+            Value::Texts(items) => PyList::new(py, items)?.into_any(),
+            Value::Converted(name, v) => {
+                let Some(convert) = convert else { continue };
+                let got = convert.bind(py).call1((name, v))?;
+                if got.is_none() {
+                    continue;
+                }
+                got
+            }
+        };
+        match keys.get(key) {
+            Some(k) => fields.set_item(k.bind(py), obj)?,
+            None => fields.set_item(key, obj)?,
+        }
+    }
+    Ok(())
+}
+
+/// The native part of `vendors/linux_auth.py` (`crate::linux_auth`): OpenSSH's failed,
+/// accepted and invalid-user lines; the rest is the Python decoder's.
+#[pyclass(module = "appliance._dataplane", frozen)]
+pub(crate) struct SshdAuthLines {
+    keys: rustc_hash::FxHashMap<String, Py<PyString>>,
+}
+
+#[pymethods]
+impl SshdAuthLines {
+    #[new]
+    fn new(py: Python<'_>) -> Self {
+        let names = [
+            "event.category",
+            "event.type",
+            "event.action",
+            "event.outcome",
+            "user.name",
+            "user_agent.original",
+            "source.ip",
+            "source.port",
+        ];
+        let keys = names
+            .into_iter()
+            .map(|k| (k.to_owned(), PyString::intern(py, k).unbind()))
+            .collect();
+        SshdAuthLines { keys }
+    }
+
+    /// `linux_auth.decode(msg, fields)` for the lines this takes: `True` with the fields set,
+    /// or `None` for a line the Python decoder must read.
+    fn decode(
+        &self,
+        py: Python<'_>,
+        msg: &Bound<'_, PyAny>,
+        fields: &Bound<'_, PyDict>,
+    ) -> PyResult<Option<bool>> {
+        let app = msg.getattr(intern!(py, "app_name"))?;
+        let app = if app.is_none() {
+            String::new()
+        } else {
+            app.cast::<PyString>()?.to_cow()?.into_owned()
+        };
+        let text_obj = msg.getattr(intern!(py, "message"))?;
+        let text = text_obj.cast::<PyString>()?.to_cow()?;
+        Ok(match self.apply(py, &app, &text, fields)? {
+            Applied::Claimed(_) => Some(true),
+            Applied::NotMine | Applied::Defer => None,
+        })
+    }
+}
+
+impl SshdAuthLines {
+    /// The line of program `app` with text `text`, without the message object.
+    pub(crate) fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        app: &str,
+        text: &str,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<Applied<'py>> {
+        use crate::linux_auth::{decode, Auth};
+        match catch_unwind(|| decode(app, text)) {
+            Ok(Auth::Fields(found)) => {
+                set_fields(py, fields, found, &self.keys, &[], None)?;
+                Ok(Applied::Claimed(None))
+            }
+            Ok(Auth::Defer) => Ok(Applied::Defer),
             Err(_) => {
                 PANICS.fetch_add(1, Ordering::Relaxed);
-                return Ok(None);
-            }
-        };
-        let (found, time) = match outcome {
-            Outcome::Fields(found, time) => (found, time),
-            Outcome::NotMine => return Ok(Some(false)),
-            Outcome::Defer => return Ok(None),
-        };
-        for (key, value) in found {
-            let obj: Bound<'_, PyAny> = match value {
-                Value::Text(t) => PyString::new(py, &t).into_any(),
-                Value::Int(n) => n.into_bound_py_any(py)?,
-                Value::Const(i) => match self.consts.get(i) {
-                    // A list constant is copied: fields are mutable, events must not share it.
-                    Some(c) => match c.bind(py).cast::<PyList>() {
-                        Ok(list) => PyList::new(py, list.iter())?.into_any(),
-                        Err(_) => c.bind(py).clone(),
-                    },
-                    None => continue,
-                },
-                Value::Texts(items) => PyList::new(py, items)?.into_any(),
-                Value::Converted(name, v) => {
-                    let got = self.convert.bind(py).call1((name, v))?;
-                    if got.is_none() {
-                        continue;
-                    }
-                    got
-                }
-            };
-            match self.keys.get(key) {
-                Some(k) => fields.set_item(k.bind(py), obj)?,
-                None => fields.set_item(key, obj)?,
+                Ok(Applied::Defer)
             }
         }
-        if let (Some(device_time), false) = (&self.device_time, time.is_empty()) {
-            let got = self.device_time_of(py, device_time, time)?;
-            if !got.is_none() {
-                msg.setattr(intern!(py, "payload_time"), got)?;
-            }
-        }
-        Ok(Some(true))
     }
 }
 
 const TIME_MEMO_MAX: usize = 4096;
 
 impl FileDecoder {
+    /// The decode of a message's text into `fields`, without the message object: the native
+    /// batch path calls it for a decoder file directly (no Python frame, no `SyslogMessage`).
+    pub(crate) fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        text: &str,
+        fields: &Bound<'py, PyDict>,
+    ) -> PyResult<Applied<'py>> {
+        use crate::decoders::Outcome;
+        let outcome = match catch_unwind(AssertUnwindSafe(|| self.inner.decode(text))) {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                return Ok(Applied::Defer);
+            }
+        };
+        let (found, time) = match outcome {
+            Outcome::Fields(found, time) => (found, time),
+            Outcome::NotMine => return Ok(Applied::NotMine),
+            Outcome::Defer => return Ok(Applied::Defer),
+        };
+        set_fields(
+            py,
+            fields,
+            found,
+            &self.keys,
+            &self.consts,
+            Some(&self.convert),
+        )?;
+        let mut payload_time = None;
+        if let (Some(device_time), false) = (&self.device_time, time.is_empty()) {
+            let got = self.device_time_of(py, device_time, time)?;
+            if !got.is_none() {
+                payload_time = Some(got);
+            }
+        }
+        Ok(Applied::Claimed(payload_time))
+    }
+
     /// The reference's device time of these captures, memoised (the results are immutable:
     /// a float, a naive datetime or `None`).
     fn device_time_of<'py>(
@@ -1104,6 +1234,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
+    m.add_class::<SshdAuthLines>()?;
     m.add_class::<RuleMatcher>()?;
     m.add_class::<FlowTemplate>()?;
     m.add_class::<FlowRollup>()?;

@@ -18,7 +18,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::python::{HeaderDecoder, Parsed, PyFramer, PANICS};
+use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
 use crate::syslog::batch::{admit, Admit, Bucket};
 
 /// What Python hands over once per intake (and again when its decoders change).
@@ -56,6 +56,15 @@ struct Dec {
     decode: Py<PyAny>,
     name: Py<PyString>,
     structured_only: bool,
+    /// Its native part (`VendorDecoder.native`), called with the message's text; `decode`
+    /// only for what that defers.
+    native: Option<Native>,
+}
+
+/// A vendor decoder's native part: a decoder file's interpreter, or linux_auth's sshd lines.
+enum Native {
+    File(Py<FileDecoder>),
+    Sshd(Py<SshdAuthLines>),
 }
 
 impl Dec {
@@ -67,8 +76,68 @@ impl Dec {
                 Ok(v) => v.is_truthy()?,
                 Err(_) => false,
             },
+            native: native_of(d),
         })
     }
+}
+
+/// `VendorDecoder.native` when it is one of ours (a registry of another shape has none).
+fn native_of(d: &Bound<'_, PyAny>) -> Option<Native> {
+    let native = d.getattr(intern!(d.py(), "native")).ok()?;
+    if let Ok(file) = native.cast::<FileDecoder>() {
+        return Some(Native::File(file.clone().unbind()));
+    }
+    Some(Native::Sshd(
+        native.cast_into::<SshdAuthLines>().ok()?.unbind(),
+    ))
+}
+
+/// Whether the decoder `decode` (with its native part, if any) claims the message: the
+/// native part reads the text the parse holds, so no message object is made unless it
+/// defers.
+fn claim<'py>(
+    py: Python<'py>,
+    decode: &Bound<'py, PyAny>,
+    native: Option<&Native>,
+    msg: &mut Msg<'_, 'py>,
+    fields: &Bound<'py, PyDict>,
+) -> PyResult<bool> {
+    if let Some(native) = native {
+        let parsed = msg.parsed.as_ref().filter(|_| msg.obj.is_none());
+        let owned;
+        let text = match parsed {
+            Some(p) => p.m.message,
+            None => {
+                owned = msg.text(py)?;
+                owned.as_str()
+            }
+        };
+        let applied = match native {
+            Native::File(file) => file.get().apply(py, text, fields)?,
+            Native::Sshd(sshd) => {
+                let app_owned;
+                let app = match parsed {
+                    Some(p) => p.m.app_name.unwrap_or(""),
+                    None => {
+                        app_owned = msg.app_name(py)?.unwrap_or_default();
+                        app_owned.as_str()
+                    }
+                };
+                sshd.get().apply(py, app, text, fields)?
+            }
+        };
+        match applied {
+            Applied::NotMine => return Ok(false),
+            Applied::Claimed(time) => {
+                if let Some(time) = time {
+                    msg.set_payload_time(py, time)?;
+                }
+                return Ok(true);
+            }
+            Applied::Defer => {}
+        }
+    }
+    decode.call1((msg.object()?, fields))?.is_truthy()
 }
 
 /// The message the vendor decoders are handed: the Python object, made on first need when
@@ -76,6 +145,9 @@ impl Dec {
 struct Msg<'a, 'py> {
     obj: Option<Bound<'py, PyAny>>,
     parsed: Option<Parsed<'a, 'py>>,
+    /// The device time a native decoder file read while no object was made
+    /// (`payload_time`, set on the object when one is made).
+    payload_time: Option<Bound<'py, PyAny>>,
 }
 
 impl<'py> Msg<'_, 'py> {
@@ -85,8 +157,21 @@ impl<'py> Msg<'_, 'py> {
         }
         let parsed = self.parsed.as_ref().expect("a message or its parse");
         let obj = parsed.object()?;
+        if let Some(time) = self.payload_time.take() {
+            obj.setattr(intern!(obj.py(), "payload_time"), time)?;
+        }
         self.obj = Some(obj.clone());
         Ok(obj)
+    }
+
+    fn set_payload_time(&mut self, py: Python<'py>, time: Bound<'py, PyAny>) -> PyResult<()> {
+        match &self.obj {
+            Some(obj) => obj.setattr(intern!(py, "payload_time"), time),
+            None => {
+                self.payload_time = Some(time);
+                Ok(())
+            }
+        }
     }
 
     fn app_name(&self, py: Python<'py>) -> PyResult<Option<String>> {
@@ -183,21 +268,22 @@ impl Dispatch {
             if d.structured_only && !msg.has_structured_data(py)? {
                 return Ok(false);
             }
-            d.decode
-                .bind(py)
-                .call1((msg.object()?, fields))?
-                .is_truthy()
+            claim(py, d.decode.bind(py), d.native.as_ref(), msg, fields)
         };
         if !hint.is_none() {
             let skip = hint
                 .getattr(intern!(py, "structured_only"))
                 .map_or(Ok(false), |v| v.is_truthy())?
                 && !msg.has_structured_data(py)?;
+            let native = if skip { None } else { native_of(hint) };
             if !skip
-                && hint
-                    .getattr(intern!(py, "decode"))?
-                    .call1((msg.object()?, fields))?
-                    .is_truthy()?
+                && claim(
+                    py,
+                    &hint.getattr(intern!(py, "decode"))?,
+                    native.as_ref(),
+                    msg,
+                    fields,
+                )?
             {
                 return Ok(hint.getattr(intern!(py, "name"))?.cast_into::<PyString>()?);
             }
@@ -348,6 +434,7 @@ impl SyslogBatch {
                 let msg = Msg {
                     obj: None,
                     parsed: Some(parsed),
+                    payload_time: None,
                 };
                 self.finish(py, data, prof, policy, counts, msg, fields)
             },
@@ -372,6 +459,7 @@ impl SyslogBatch {
         let msg = Msg {
             obj: Some(msg),
             parsed: None,
+            payload_time: None,
         };
         self.finish(py, data, prof, policy, counts, msg, fields)
     }
@@ -419,9 +507,12 @@ impl SyslogBatch {
                 counts.decoded.insert(text.into_owned(), 1);
             }
         }
-        // A message no Python decoder saw has the parse's time and no body time.
+        // A message no Python decoder saw has the parse's time, and a body time only from a
+        // native decoder file, which counts when the header has none.
         let mut ts: Option<f64> = match (&msg.obj, &msg.parsed) {
-            (None, Some(p)) => p.m.timestamp,
+            (None, Some(p)) if p.m.timestamp.is_some() || msg.payload_time.is_none() => {
+                p.m.timestamp
+            }
             _ => {
                 let obj = msg.object()?;
                 let mut ts: Option<f64> = obj.getattr(intern!(py, "timestamp"))?.extract()?;

@@ -33,6 +33,7 @@ RUST_TARGETS: dict[str, tuple[str, str]] = {
     # The stateful decoder reads the netflow target's own datagram streams.
     "rust-netflow-state": ("netflow_state", "netflow"),
     "rust-decoder": ("decoder", "syslog-vendors"),
+    "rust-linux-auth": ("linux_auth", "syslog-vendors"),
     # A batch of datagrams (split at 0x1e) through the policy and the header decoder.
     "rust-batch": ("batch", "syslog-header"),
     "rust-windows": ("windows", "correlation-windows"),

@@ -43,6 +43,10 @@ class VendorDecoder:
     # Claims only messages with RFC 5424 structured data: the registry skips it for the
     # others, so the native batch path makes no message object for a line nobody decodes.
     structured_only: bool = False
+    # A decoder file's native interpreter (``_dataplane.FileDecoder``): the native batch path
+    # hands it the message text itself, with no message object and no Python frame, and
+    # calls ``decode`` only for what it defers. ``decode`` stays the reference.
+    native: Any = None
 
 
 def epoch_digits(value: str | None) -> float | None:

@@ -1403,7 +1403,8 @@ def compile_decoder(path: Path, data: dict[str, Any]) -> DecoderFile:
         return python_decode(msg, fields)
 
     decoder = VendorDecoder(name=name, decode=decode, programs=programs, prefixes=prefixes,
-                            fallback=fallback, order=order, needle=needle)  # fmt: skip
+                            fallback=fallback, order=order, needle=needle,
+                            native=native)  # fmt: skip
     return DecoderFile(
         decoder,
         path,
@@ -1468,7 +1469,7 @@ def load_paths(paths: Iterable[Path]) -> tuple[list[DecoderFile], list[str]]:
 # file uses something the native interpreter does not take (a map to a non-text value): the
 # Python decoder then runs alone.
 
-NATIVE_CONVERSIONS = frozenset(CONVERSIONS) - {"list"}
+NATIVE_CONVERSIONS = frozenset(CONVERSIONS)
 NATIVE_CONTRACTS = frozenset({"firewall", "authentication", "config_change", "intrusion_alert"})
 
 

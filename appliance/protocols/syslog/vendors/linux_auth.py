@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from appliance import dataplane
 from appliance.protocols.syslog.message import SyslogMessage
 from appliance.protocols.syslog.vendors.base import (
     Fields,
@@ -272,6 +273,10 @@ OWNED = frozenset(("sshd", "sshd-session", "dropbear", "sudo", "su"))
 DECODER = VendorDecoder(
     name="linux_auth",
     decode=decode,
+    # OpenSSH's failed / accepted / invalid-user lines in Rust on the native batch path
+    # (dataplane/src/linux_auth.rs); this module decides every other line and stays the
+    # reference (tests/test_linux_auth_native.py compares the two).
+    native=dataplane.native.SshdAuthLines() if dataplane.native is not None else None,
     programs=(
         "sshd",
         "sshd-session",
