@@ -176,6 +176,34 @@ def test_a_batch_decodes_as_the_datagrams_one_by_one() -> None:
     assert many.counts == one.counts
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_events_made_in_the_batch_call_are_the_listeners_events(seed: int) -> None:
+    """``decode_events`` (the listener's call: each flow its ``Event`` in Rust, listener set)
+    against ``Event(ts, now, "netflow", fields)`` over ``decode_batch``'s records: the same
+    events (fields in the same key order), columns and counters."""
+    from appliance.event import Event
+
+    stream = _stream(random.Random(300 + seed), 300)
+    stream.append(_big_sampled_counter())
+    batch = [(p, e, port, NOW + i) for i, (p, e, port) in enumerate(stream)]
+    by_records, by_events = NativeNetflowDecoder(), NativeNetflowDecoder()
+    want, got = by_records.decode_batch(batch), by_events.decode_events(batch, "nf-test")
+    n = 0
+    for (_p, _e, _port, now), w, g in zip(batch, want, got, strict=True):
+        assert (w is None) == (g is None)
+        if w is None or g is None:
+            continue
+        events = [Event(ts, now, "netflow", f, listener="nf-test") for ts, f in w[0]]
+        assert g[0] == events
+        assert [repr(list(e.fields.items())) for e in g[0]] == [
+            repr(list(e.fields.items())) for e in events
+        ]
+        assert len(g[1]) == len(w[1])
+        n += len(events)
+    assert n > 0
+    assert by_events.counts == by_records.counts
+
+
 # ----------------------------------------------------------------------- rollup columns
 
 

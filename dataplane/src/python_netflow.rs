@@ -66,6 +66,16 @@ struct Keys {
     port: Py<PyString>,
 }
 
+/// What makes each flow an `Event` in the same call (the listener's path):
+/// `Event(ts, created, "netflow", fields, b"", None, None, listener)`, as the source's
+/// `Event(ts, now, "netflow", fields)` with `listener` set by `FlowPath.offer`.
+struct EventMaker<'py> {
+    class: Bound<'py, PyAny>,
+    module: Bound<'py, PyString>,
+    raw: Bound<'py, PyBytes>,
+    listener: Bound<'py, PyAny>,
+}
+
 /// Builds the reference's flow dicts, one list per datagram.
 struct DictSink<'py, 'k> {
     py: Python<'py>,
@@ -75,13 +85,24 @@ struct DictSink<'py, 'k> {
     /// Text of recent IPv4 addresses: the same ones recur in every batch (as the
     /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
     ip4: &'k mut HashMap<[u8; 4], Py<PyString>>,
-    out: Vec<Bound<'py, PyTuple>>,
+    /// `Some`: each flow comes back as an `Event`, else as the reference's `(ts, fields)`.
+    event: Option<&'k EventMaker<'py>>,
+    /// When the datagram being decoded was received: each flow's `created` (the listener's
+    /// `Event(ts, now, ...)`), also for held data it releases (whose record context keeps the
+    /// time the data itself arrived, for its timestamps).
+    received: f64,
+    out: Vec<Bound<'py, PyAny>>,
     /// The same flows as the rollup reads them (`FlowRollup.add` of their events).
     cols: Vec<Flow>,
     error: Option<PyErr>,
 }
 
 const IP4_CACHE_MAX: usize = 65_536;
+
+/// Which optional keys a record has, past the plan's fixed ones (a bit each: protocol
+/// number, transport name, sampling rate, start, end): with the plan, it fixes the record's
+/// key sequence, so records of one shape share a prototype dict.
+const SHAPES: usize = 32;
 
 /// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`).
 fn key_text(v: &Raw<'_>, made: &Bound<'_, PyAny>) -> String {
@@ -118,28 +139,74 @@ fn value<'py>(
     }
 }
 
+type Pairs<'py> = Vec<(Bound<'py, PyString>, Bound<'py, PyAny>)>;
+
 impl<'py> DictSink<'py, '_> {
-    fn common(&self, rc: &RecordCtx<'_>) -> PyResult<Bound<'py, PyDict>> {
+    /// The exporter's keys every flow of the datagram ends with, in the reference's order.
+    fn common(&self, rc: &RecordCtx<'_>) -> PyResult<Pairs<'py>> {
         let py = self.py;
         let k = self.keys;
-        let d = PyDict::new(py);
         let c = rc.ctx;
+        let mut d: Pairs<'py> = Vec::with_capacity(6);
         if !c.has_common {
             return Ok(d);
         }
-        let ex = PyString::new(py, &c.exporter);
-        d.set_item(k.event_kind.bind(py), k.event.bind(py))?;
-        d.set_item(k.observer.bind(py), &ex)?;
-        d.set_item(k.address.bind(py), &ex)?;
-        d.set_item(k.version.bind(py), c.version)?;
+        let ex = PyString::new(py, &c.exporter).into_any();
+        d.push((
+            k.event_kind.bind(py).clone(),
+            k.event.bind(py).clone().into_any(),
+        ));
+        d.push((k.observer.bind(py).clone(), ex.clone()));
+        d.push((k.address.bind(py).clone(), ex));
+        d.push((k.version.bind(py).clone(), c.version.into_bound_py_any(py)?));
         let id = if c.version == 10 {
             &k.domain_id
         } else {
             &k.source_id
         };
-        d.set_item(id.bind(py), c.source_id)?;
+        d.push((id.bind(py).clone(), c.source_id.into_bound_py_any(py)?));
         if c.port != 0 {
-            d.set_item(k.port.bind(py), c.port)?;
+            d.push((k.port.bind(py).clone(), c.port.into_bound_py_any(py)?));
+        }
+        Ok(d)
+    }
+
+    /// A record's dict: a copy of the prototype of its shape (its keys in order, the
+    /// exporter's values already in), then its own values set in the reference's order, so
+    /// keys keep the positions and values the reference's inserts give them, without the
+    /// dict growing three times per flow. `proto` is `None` when a record key is also an
+    /// exporter key (the reference's `update` then overwrites it): built as the reference
+    /// builds it.
+    fn dict(
+        &self,
+        pairs: &Pairs<'py>,
+        common: &Pairs<'py>,
+        proto: Option<&mut Option<Bound<'py, PyDict>>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        let Some(slot) = proto else {
+            let d = PyDict::new(py);
+            for (k, v) in pairs.iter().chain(common) {
+                d.set_item(k, v)?;
+            }
+            return Ok(d);
+        };
+        let base = match slot {
+            Some(p) => p,
+            None => {
+                let p = PyDict::new(py);
+                for (k, _) in pairs {
+                    p.set_item(k, py.None())?;
+                }
+                for (k, v) in common {
+                    p.set_item(k, v)?;
+                }
+                slot.insert(p)
+            }
+        };
+        let d = base.copy()?;
+        for (k, v) in pairs {
+            d.set_item(k, v)?;
         }
         Ok(d)
     }
@@ -158,6 +225,12 @@ impl<'py> DictSink<'py, '_> {
             .iter()
             .map(|(n, i)| (PyString::intern(py, n), *i))
             .collect();
+        // A direct name that is also an exporter key: no prototype (see `dict`).
+        let shared = common.iter().any(|(k, _)| {
+            let k = k.to_str().unwrap_or_default();
+            plan.direct.iter().any(|(n, _)| n == k)
+        });
+        let mut protos: [Option<Bound<'py, PyDict>>; SHAPES] = Default::default();
         let [rate_i, sampler_i, bytes_i, packets_i, proto_i, start_i, end_i, init_i] = plan.slots;
         let int = |v: &Raw<'_>| -> Option<u64> {
             match v {
@@ -174,6 +247,7 @@ impl<'py> DictSink<'py, '_> {
         let timed = start_i.is_some() || end_i.is_some();
         let width = plan.record.width();
         let now = rc.ctx.now;
+        let created = self.received.into_bound_py_any(py)?;
         let named = |name: &str| {
             plan.direct
                 .iter()
@@ -186,6 +260,8 @@ impl<'py> DictSink<'py, '_> {
             named("destination.ip"),
             named("destination.port"),
         );
+        let key = |k: &Py<PyString>| k.bind(py).clone();
+        let mut pairs: Pairs<'py> = Vec::with_capacity(direct.len() + 9);
         for rec in split.values.chunks_exact(width).take(split.records) {
             let r: u128 = if let Some(i) = rate_i {
                 match int(&rec[i]) {
@@ -204,10 +280,11 @@ impl<'py> DictSink<'py, '_> {
             } else {
                 rc.rate
             };
-            let d = PyDict::new(py);
+            pairs.clear();
+            let mut shape = 0usize;
             // A total past u128 is a Python int the rollup reads as 0, as `counter()` does.
             let mut flow = Flow {
-                created: now,
+                created: self.received,
                 src: None,
                 dst: None,
                 port: None,
@@ -226,34 +303,39 @@ impl<'py> DictSink<'py, '_> {
                 if Some(*i) == port_i {
                     flow.port = Some(key_text(&rec[*i], &v));
                 }
-                d.set_item(name, v)?;
+                pairs.push((name.clone(), v));
             }
             if let Some(i) = bytes_i {
                 let v = int(&rec[i]).unwrap_or(0);
                 flow.bytes = u128::from(v).checked_mul(r).unwrap_or(0);
-                d.set_item(keys.flow.bytes.bind(py), times(v, r)?)?;
+                pairs.push((key(&keys.flow.bytes), times(v, r)?));
             }
             if let Some(i) = packets_i {
                 let v = int(&rec[i]).unwrap_or(0);
                 flow.packets = u128::from(v).checked_mul(r).unwrap_or(0);
-                d.set_item(keys.flow.packets.bind(py), times(v, r)?)?;
+                pairs.push((key(&keys.flow.packets), times(v, r)?));
             }
-            d.set_item(
-                keys.flow.category.bind(py),
-                PyList::new(py, [keys.flow.network.bind(py)])?,
-            )?;
-            d.set_item(
-                keys.flow.kind.bind(py),
-                PyList::new(py, [keys.flow.connection.bind(py)])?,
-            )?;
+            pairs.push((
+                key(&keys.flow.category),
+                PyList::new(py, [keys.flow.network.bind(py)])?.into_any(),
+            ));
+            pairs.push((
+                key(&keys.flow.kind),
+                PyList::new(py, [keys.flow.connection.bind(py)])?.into_any(),
+            ));
             if let Some(i) = proto_i {
                 let proto = int(&rec[i]).unwrap_or(u64::MAX);
                 if proto < 256 {
                     let proto = proto as usize;
-                    d.set_item(keys.flow.iana.bind(py), self.iana[proto].bind(py))?;
+                    shape |= 1;
+                    pairs.push((
+                        key(&keys.flow.iana),
+                        self.iana[proto].bind(py).clone().into_any(),
+                    ));
                     match &self.transport[proto] {
                         Some(t) => {
-                            d.set_item(keys.flow.transport.bind(py), t.bind(py))?;
+                            shape |= 2;
+                            pairs.push((key(&keys.flow.transport), t.bind(py).clone().into_any()));
                             flow.transport = Some(t.bind(py).to_str()?.to_owned());
                         }
                         None => flow.transport = Some(proto.to_string()),
@@ -261,7 +343,8 @@ impl<'py> DictSink<'py, '_> {
                 }
             }
             if r != 1 {
-                d.set_item(keys.flow.rate.bind(py), r)?;
+                shape |= 4;
+                pairs.push((key(&keys.flow.rate), r.into_bound_py_any(py)?));
             }
             let mut ts = now;
             if timed {
@@ -272,19 +355,38 @@ impl<'py> DictSink<'py, '_> {
                 if let Some(b) = b {
                     if let Some(i) = start_i {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
-                        d.set_item(keys.flow.start.bind(py), b + v * rc.scale)?;
+                        shape |= 8;
+                        pairs.push((
+                            key(&keys.flow.start),
+                            (b + v * rc.scale).into_bound_py_any(py)?,
+                        ));
                     }
                     if let Some(i) = end_i {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
                         ts = b + v * rc.scale;
-                        d.set_item(keys.flow.end.bind(py), ts)?;
+                        shape |= 16;
+                        pairs.push((key(&keys.flow.end), ts.into_bound_py_any(py)?));
                     }
                 }
             }
-            d.update(common.as_mapping())?;
+            let slot = (!shared).then(|| &mut protos[shape]);
+            let d = self.dict(&pairs, &common, slot)?;
             self.cols.push(flow);
-            self.out
-                .push(PyTuple::new(py, [ts.into_bound_py_any(py)?, d.into_any()])?);
+            let ts = ts.into_bound_py_any(py)?;
+            let item = match self.event {
+                Some(m) => m.class.call1((
+                    ts,
+                    &created,
+                    &m.module,
+                    d,
+                    &m.raw,
+                    py.None(),
+                    py.None(),
+                    &m.listener,
+                ))?,
+                None => PyTuple::new(py, [ts, d.into_any()])?.into_any(),
+            };
+            self.out.push(item);
         }
         Ok(())
     }
@@ -341,6 +443,7 @@ impl NetflowBatchDecoder {
         exporter: &str,
         port: u16,
         now: f64,
+        event: Option<&EventMaker<'py>>,
     ) -> Option<(Bound<'py, PyList>, Vec<Flow>)> {
         let ex = self.exporter(exporter);
         let mut sink = DictSink {
@@ -349,6 +452,8 @@ impl NetflowBatchDecoder {
             iana: &self.iana,
             transport: &self.transport,
             ip4: &mut self.ip4,
+            event,
+            received: now,
             out: Vec::new(),
             cols: Vec::new(),
             error: None,
@@ -371,6 +476,28 @@ impl NetflowBatchDecoder {
         }
         let cols = sink.cols;
         PyList::new(py, sink.out).ok().map(|l| (l, cols))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: &[(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)],
+        event: Option<&EventMaker<'py>>,
+    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (data, exporter, port, now) in batch {
+            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now, event);
+            out.push(got.map(|(records, flows)| {
+                (
+                    records,
+                    FlowColumns {
+                        flows: std::sync::Mutex::new(flows),
+                    },
+                )
+            }));
+        }
+        Ok((out, self.counts()))
     }
 
     fn counts(&mut self) -> CountRows {
@@ -442,7 +569,7 @@ impl NetflowBatchDecoder {
         now: f64,
         port: u16,
     ) -> (Option<Bound<'py, PyList>>, CountRows) {
-        let got = self.one(py, data, exporter, port, now).map(|g| g.0);
+        let got = self.one(py, data, exporter, port, now, None).map(|g| g.0);
         (got, self.counts())
     }
 
@@ -455,19 +582,27 @@ impl NetflowBatchDecoder {
         py: Python<'py>,
         batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
     ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
-        let mut out = Vec::with_capacity(batch.len());
-        for (data, exporter, port, now) in &batch {
-            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now);
-            out.push(got.map(|(records, flows)| {
-                (
-                    records,
-                    FlowColumns {
-                        flows: std::sync::Mutex::new(flows),
-                    },
-                )
-            }));
-        }
-        Ok((out, self.counts()))
+        self.batch(py, &batch, None)
+    }
+
+    /// [`Self::decode_batch`] with each flow made an event in the same call:
+    /// `event_class(ts, received at, "netflow", fields, b"", None, None, listener)` instead of
+    /// `(ts, fields)`, so the listener makes no Python object per flow itself.
+    #[allow(clippy::type_complexity)]
+    fn decode_events<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
+        event_class: Bound<'py, PyAny>,
+        listener: Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
+        let maker = EventMaker {
+            class: event_class,
+            module: PyString::intern(py, "netflow"),
+            raw: PyBytes::new(py, b""),
+            listener,
+        };
+        self.batch(py, &batch, Some(&maker))
     }
 
     /// Templates past their lifetime, idle exporters, stale held data: (expired, counts).
