@@ -22,7 +22,7 @@ use crate::netflow_state::{
     Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
 };
 use crate::python::{protocol_names, FlowKeys, PANICS};
-use crate::rollup::Flow;
+use crate::rollup::{Flow, Text};
 
 /// Asks Python for a template's plan: (converter code per field, direct (name, index),
 /// eight slot indexes (-1: absent), time kind).
@@ -84,7 +84,11 @@ struct DictSink<'py, 'k> {
     transport: &'k [Option<Py<PyString>>],
     /// Text of recent IPv4 addresses: the same ones recur in every batch (as the
     /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
-    ip4: &'k mut HashMap<[u8; 4], Py<PyString>>,
+    ip4: &'k mut Ip4Cache,
+    /// Rollup key text of recent integer values (ports), shared by the flows that have them.
+    ints: &'k mut HashMap<u64, Text>,
+    /// Rollup key text of the transport (its name, else the protocol number) per number.
+    transport_key: &'k [Text],
     /// `Some`: each flow comes back as an `Event`, else as the reference's `(ts, fields)`.
     event: Option<&'k EventMaker<'py>>,
     /// When the datagram being decoded was received: each flow's `created` (the listener's
@@ -98,44 +102,71 @@ struct DictSink<'py, 'k> {
 }
 
 const IP4_CACHE_MAX: usize = 65_536;
+const INT_TEXT_MAX: usize = 65_536;
+
+/// An IPv4 address's Python text and its rollup key text.
+type Ip4Cache = HashMap<[u8; 4], (Py<PyString>, Text)>;
 
 /// Which optional keys a record has, past the plan's fixed ones (a bit each: protocol
 /// number, transport name, sampling rate, start, end): with the plan, it fixes the record's
 /// key sequence, so records of one shape share a prototype dict.
 const SHAPES: usize = 32;
 
-/// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`).
-fn key_text(v: &Raw<'_>, made: &Bound<'_, PyAny>) -> String {
+/// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`):
+/// `known` when the value's text is cached already (an IPv4 address), an integer's from the
+/// cache of recent ones.
+fn key_text(
+    v: &Raw<'_>,
+    made: &Bound<'_, PyAny>,
+    known: Option<&Text>,
+    ints: &mut HashMap<u64, Text>,
+) -> Text {
+    if let Some(t) = known {
+        return t.clone();
+    }
     match *v {
-        Raw::Int(n) => n.to_string(),
+        Raw::Int(n) => {
+            if let Some(t) = ints.get(&n) {
+                return t.clone();
+            }
+            if ints.len() >= INT_TEXT_MAX {
+                ints.clear();
+            }
+            let t: Text = n.to_string().into();
+            ints.insert(n, t.clone());
+            t
+        }
         Raw::Bytes(..) => made
             .cast::<PyString>()
             .ok()
-            .and_then(|s| s.to_str().ok().map(str::to_owned))
-            .unwrap_or_default(),
+            .and_then(|s| s.to_str().ok().map(Text::from))
+            .unwrap_or_else(|| Text::from("")),
     }
 }
 
+/// A value as the reference makes it; with an IPv4 address, also its cached key text.
 fn value<'py>(
     py: Python<'py>,
     v: &Raw<'_>,
-    ip4: &mut HashMap<[u8; 4], Py<PyString>>,
-) -> PyResult<Bound<'py, PyAny>> {
+    ip4: &mut Ip4Cache,
+) -> PyResult<(Bound<'py, PyAny>, Option<Text>)> {
     match *v {
-        Raw::Int(n) => n.into_bound_py_any(py),
+        Raw::Int(n) => Ok((n.into_bound_py_any(py)?, None)),
         Raw::Bytes(b, Conv::Ip4) if b.len() == 4 => {
             let k = [b[0], b[1], b[2], b[3]];
-            if let Some(s) = ip4.get(&k) {
-                return Ok(s.bind(py).clone().into_any());
+            if let Some((s, t)) = ip4.get(&k) {
+                return Ok((s.bind(py).clone().into_any(), Some(t.clone())));
             }
             if ip4.len() >= IP4_CACHE_MAX {
                 ip4.clear();
             }
-            let s = PyString::new(py, &text(b, Conv::Ip4));
-            ip4.insert(k, s.clone().unbind());
-            Ok(s.into_any())
+            let t = text(b, Conv::Ip4);
+            let s = PyString::new(py, &t);
+            let t: Text = t.into();
+            ip4.insert(k, (s.clone().unbind(), t.clone()));
+            Ok((s.into_any(), Some(t)))
         }
-        Raw::Bytes(b, c) => Ok(PyString::new(py, &text(b, c)).into_any()),
+        Raw::Bytes(b, c) => Ok((PyString::new(py, &text(b, c)).into_any(), None)),
     }
 }
 
@@ -293,15 +324,16 @@ impl<'py> DictSink<'py, '_> {
                 packets: 0,
             };
             for (name, i) in &direct {
-                let v = value(py, &rec[*i], self.ip4)?;
+                let (v, known) = value(py, &rec[*i], self.ip4)?;
+                let known = known.as_ref();
                 if Some(*i) == src_i {
-                    flow.src = Some(key_text(&rec[*i], &v));
+                    flow.src = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
                 if Some(*i) == dst_i {
-                    flow.dst = Some(key_text(&rec[*i], &v));
+                    flow.dst = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
                 if Some(*i) == port_i {
-                    flow.port = Some(key_text(&rec[*i], &v));
+                    flow.port = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
                 pairs.push((name.clone(), v));
             }
@@ -332,14 +364,11 @@ impl<'py> DictSink<'py, '_> {
                         key(&keys.flow.iana),
                         self.iana[proto].bind(py).clone().into_any(),
                     ));
-                    match &self.transport[proto] {
-                        Some(t) => {
-                            shape |= 2;
-                            pairs.push((key(&keys.flow.transport), t.bind(py).clone().into_any()));
-                            flow.transport = Some(t.bind(py).to_str()?.to_owned());
-                        }
-                        None => flow.transport = Some(proto.to_string()),
+                    if let Some(t) = &self.transport[proto] {
+                        shape |= 2;
+                        pairs.push((key(&keys.flow.transport), t.bind(py).clone().into_any()));
                     }
+                    flow.transport = Some(self.transport_key[proto].clone());
                 }
             }
             if r != 1 {
@@ -408,7 +437,9 @@ impl FlowSink for DictSink<'_, '_> {
 pub struct NetflowBatchDecoder {
     inner: Decoder<PyPlanner>,
     exporters: HashMap<String, Arc<str>>,
-    ip4: HashMap<[u8; 4], Py<PyString>>,
+    ip4: Ip4Cache,
+    ints: HashMap<u64, Text>,
+    transport_key: Vec<Text>,
     /// Tests only: the next datagram panics inside the decoder.
     panic_next: bool,
     keys: Keys,
@@ -452,6 +483,8 @@ impl NetflowBatchDecoder {
             iana: &self.iana,
             transport: &self.transport,
             ip4: &mut self.ip4,
+            ints: &mut self.ints,
+            transport_key: &self.transport_key,
             event,
             received: now,
             out: Vec::new(),
@@ -538,11 +571,20 @@ impl NetflowBatchDecoder {
         let inner = Decoder::new(limits, large, PyPlanner { plan })
             .ok_or_else(|| PyValueError::new_err("the v5 template could not be planned"))?;
         let k = |s: &str| PyString::intern(py, s).unbind();
-        let (iana, transport) = protocol_names(py, &transport);
+        let (iana, transport_names) = protocol_names(py, &transport);
+        // What `FlowRollup.add` reads: network.transport, else network.iana_number.
+        let transport_key: Vec<Text> = (0..256usize)
+            .map(|i| match transport.get(i).cloned().flatten() {
+                Some(t) if !t.is_empty() => Text::from(t),
+                _ => Text::from(i.to_string()),
+            })
+            .collect();
         Ok(NetflowBatchDecoder {
             inner,
             exporters: HashMap::new(),
             ip4: HashMap::new(),
+            ints: HashMap::new(),
+            transport_key,
             panic_next: false,
             keys: Keys {
                 flow: FlowKeys::new(py),
@@ -556,7 +598,7 @@ impl NetflowBatchDecoder {
                 port: k("netflow.exporter.port"),
             },
             iana,
-            transport,
+            transport: transport_names,
         })
     }
 
