@@ -2,7 +2,8 @@
 //!
 //! One call decodes a `recvmmsg` batch of datagrams (payload, exporter address and port,
 //! receive time) and returns each datagram's flows as the reference's `(ts, fields)` tuples
-//! plus the counter increments of the whole batch. Templates are planned by a Python callable
+//! (`decode_batch`) or as the listener's `Event`s (`decode_events`), with their rollup
+//! columns, plus the counter increments of the whole batch. Templates are planned by a Python callable
 //! (`template.native_plan`: the IANA names and kinds stay in one place), once per install.
 //! A panic is caught per datagram, counted (`panics()`), and that datagram comes back as
 //! `None` (the source counts it as a decode error); the rest of the batch goes on.
