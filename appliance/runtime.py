@@ -96,6 +96,16 @@ class TimedCollector:
         gc.collect(2 if n % 240 == 0 else 1 if n % 10 == 0 else 0)
 
 
+async def timed_collection() -> None:
+    """The collections :func:`tune_gc` leaves to a timer, until cancelled (``serve`` runs it;
+    so do the benchmarks that run the appliance in their own process, to measure it as it
+    runs)."""
+    timed = TimedCollector()
+    while True:
+        await asyncio.sleep(GC_INTERVAL)
+        timed.tick()
+
+
 def setup_logging(level: str) -> None:
     fmt = "%(levelname)s %(name)s: %(message)s"
     if sys.stderr.isatty():
@@ -153,15 +163,10 @@ async def serve(config: AppConfig, config_path: Path | None) -> int:
                 log.error("SIGHUP: reload failed, keeping the old config: %s", exc)
             sd_notify("READY=1")
 
-    async def collector() -> None:
-        timed = TimedCollector()  # automatic collection is off (see tune_gc)
-        while True:
-            await asyncio.sleep(GC_INTERVAL)
-            timed.tick()
-
     helpers = [
         asyncio.create_task(reloader(), name="reloader"),
-        asyncio.create_task(collector(), name="gc"),
+        # automatic collection is off (see tune_gc)
+        asyncio.create_task(timed_collection(), name="gc"),
     ]
     interval = watchdog_interval()
     if interval and config.appliance.watchdog:

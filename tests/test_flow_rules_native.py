@@ -125,15 +125,16 @@ class Traffic:
 
 
 def decode(datagrams: list[tuple[bytes, str, int]]) -> list[Event]:
-    """The flows as the listener makes them (one decode_batch call per 64 datagrams)."""
+    """The flows as the listener makes them (one decode_events call per 64 datagrams: each
+    flow's event made in the call)."""
     dec = NativeNetflowDecoder()
     events: list[Event] = []
     now = T0
     for i in range(0, len(datagrams), 64):
         todo = [(d, ip, port, now) for d, ip, port in datagrams[i : i + 64]]
-        for got in dec.decode_batch(todo):
+        for got in dec.decode_events(todo, "netflow"):
             if got is not None:
-                events += [Event(ts, now, "netflow", f) for ts, f in got[0]]
+                events += got[0]
         now += 1.0
     return events
 

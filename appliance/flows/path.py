@@ -115,16 +115,20 @@ class FlowPath:
 
     # ------------------------------------------------------------------------ source side
 
-    def offer(self, events: list[Event], source: str, columns: Any = None) -> bool:
+    def offer(
+        self, events: list[Event], source: str, columns: Any = None, labelled: bool = False
+    ) -> bool:
         """Queue one datagram's flows; ``False`` (all counted as dropped) when full.
-        ``columns``: the same flows as ``FlowRollup.add_columns`` takes them."""
+        ``columns``: the same flows as ``FlowRollup.add_columns`` takes them; ``labelled``:
+        the events were made with ``listener`` = ``source`` (the native decoder's)."""
         n = len(events)
         self.received.inc(source, n=n)
         if self._stopping or self._queued + n > self.cfg.queue_size:
             self.dropped.inc(source, "shutting_down" if self._stopping else "queue_full", n=n)
             return False
-        for e in events:
-            e.listener = source
+        if not labelled:
+            for e in events:
+                e.listener = source
         self._queue.append((events, columns))
         self._queued += n
         self._nonempty.set()

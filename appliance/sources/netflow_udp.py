@@ -87,8 +87,8 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
 
     def datagrams_received(self, batch: list[tuple[bytes, tuple[str, int]]]) -> None:
         """A slice of the reader's backlog: the policy per datagram, then one native call
-        decodes all that passed (state and records in Rust), then each datagram's flows are
-        offered as :meth:`datagram_received` would."""
+        decodes all that passed (state, records and their events in Rust), then each
+        datagram's flows are offered as :meth:`datagram_received` would."""
         name = self.name
         allowed, rate_limit, rejected = self.allowed, self.rate_limit, self.rejected
         now = self.clock()
@@ -107,12 +107,13 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
         decoder = self.decoder
         assert isinstance(decoder, NativeNetflowDecoder)
         offer = self.flows.offer
-        for (_data, ip, _port, _now), got in zip(todo, decoder.decode_batch(todo), strict=True):
+        decoded = decoder.decode_events(todo, name)  # the events made, listener set
+        for (_data, ip, _port, _now), got in zip(todo, decoded, strict=True):
             if got is None:  # a caught panic: this datagram only
                 rejected.inc(name, "decode_error")
                 _rl.decoder_bug(name, ip)
             elif got[0]:
-                offer([Event(ts, now, "netflow", f) for ts, f in got[0]], name, got[1])
+                offer(got[0], name, got[1], labelled=True)
 
     def error_received(self, exc: Exception) -> None:
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)

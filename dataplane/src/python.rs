@@ -1523,13 +1523,13 @@ struct FlowRollup {
 }
 
 /// A field as rollup key text: `None`, the string itself, or `str()` of anything else.
-fn key_part(v: Option<Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+fn key_part(v: Option<Bound<'_, PyAny>>) -> PyResult<Option<crate::rollup::Text>> {
     match v {
         None => Ok(None),
         Some(v) if v.is_none() => Ok(None),
         Some(v) => match v.cast::<PyString>() {
-            Ok(s) => Ok(Some(s.to_str()?.to_owned())),
-            Err(_) => Ok(Some(v.str()?.to_str()?.to_owned())),
+            Ok(s) => Ok(Some(s.to_str()?.into())),
+            Err(_) => Ok(Some(v.str()?.to_str()?.into())),
         },
     }
 }

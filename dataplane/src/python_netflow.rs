@@ -2,7 +2,8 @@
 //!
 //! One call decodes a `recvmmsg` batch of datagrams (payload, exporter address and port,
 //! receive time) and returns each datagram's flows as the reference's `(ts, fields)` tuples
-//! plus the counter increments of the whole batch. Templates are planned by a Python callable
+//! (`decode_batch`) or as the listener's `Event`s (`decode_events`), with their rollup
+//! columns, plus the counter increments of the whole batch. Templates are planned by a Python callable
 //! (`template.native_plan`: the IANA names and kinds stay in one place), once per install.
 //! A panic is caught per datagram, counted (`panics()`), and that datagram comes back as
 //! `None` (the source counts it as a decode error); the rest of the batch goes on.
@@ -22,7 +23,7 @@ use crate::netflow_state::{
     Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
 };
 use crate::python::{protocol_names, FlowKeys, PANICS};
-use crate::rollup::Flow;
+use crate::rollup::{Flow, Text};
 
 /// Asks Python for a template's plan: (converter code per field, direct (name, index),
 /// eight slot indexes (-1: absent), time kind).
@@ -66,6 +67,16 @@ struct Keys {
     port: Py<PyString>,
 }
 
+/// What makes each flow an `Event` in the same call (the listener's path):
+/// `Event(ts, created, "netflow", fields, b"", None, None, listener)`, as the source's
+/// `Event(ts, now, "netflow", fields)` with `listener` set by `FlowPath.offer`.
+struct EventMaker<'py> {
+    class: Bound<'py, PyAny>,
+    module: Bound<'py, PyString>,
+    raw: Bound<'py, PyBytes>,
+    listener: Bound<'py, PyAny>,
+}
+
 /// Builds the reference's flow dicts, one list per datagram.
 struct DictSink<'py, 'k> {
     py: Python<'py>,
@@ -74,72 +85,160 @@ struct DictSink<'py, 'k> {
     transport: &'k [Option<Py<PyString>>],
     /// Text of recent IPv4 addresses: the same ones recur in every batch (as the
     /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
-    ip4: &'k mut HashMap<[u8; 4], Py<PyString>>,
-    out: Vec<Bound<'py, PyTuple>>,
+    ip4: &'k mut Ip4Cache,
+    /// Rollup key text of recent integer values (ports), shared by the flows that have them.
+    ints: &'k mut HashMap<u64, Text>,
+    /// Rollup key text of the transport (its name, else the protocol number) per number.
+    transport_key: &'k [Text],
+    /// `Some`: each flow comes back as an `Event`, else as the reference's `(ts, fields)`.
+    event: Option<&'k EventMaker<'py>>,
+    /// When the datagram being decoded was received: each flow's `created` (the listener's
+    /// `Event(ts, now, ...)`), also for held data it releases (whose record context keeps the
+    /// time the data itself arrived, for its timestamps).
+    received: f64,
+    out: Vec<Bound<'py, PyAny>>,
     /// The same flows as the rollup reads them (`FlowRollup.add` of their events).
     cols: Vec<Flow>,
     error: Option<PyErr>,
 }
 
 const IP4_CACHE_MAX: usize = 65_536;
+const INT_TEXT_MAX: usize = 65_536;
 
-/// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`).
-fn key_text(v: &Raw<'_>, made: &Bound<'_, PyAny>) -> String {
+/// An IPv4 address's Python text and its rollup key text.
+type Ip4Cache = HashMap<[u8; 4], (Py<PyString>, Text)>;
+
+/// Which optional keys a record has, past the plan's fixed ones (a bit each: protocol
+/// number, transport name, sampling rate, start, end): with the plan, it fixes the record's
+/// key sequence, so records of one shape share a prototype dict.
+const SHAPES: usize = 32;
+
+/// A rollup key part from a value, as `FlowRollup.add` reads it from the dict (`str()`):
+/// `known` when the value's text is cached already (an IPv4 address), an integer's from the
+/// cache of recent ones.
+fn key_text(
+    v: &Raw<'_>,
+    made: &Bound<'_, PyAny>,
+    known: Option<&Text>,
+    ints: &mut HashMap<u64, Text>,
+) -> Text {
+    if let Some(t) = known {
+        return t.clone();
+    }
     match *v {
-        Raw::Int(n) => n.to_string(),
+        Raw::Int(n) => {
+            if let Some(t) = ints.get(&n) {
+                return t.clone();
+            }
+            if ints.len() >= INT_TEXT_MAX {
+                ints.clear();
+            }
+            let t: Text = n.to_string().into();
+            ints.insert(n, t.clone());
+            t
+        }
         Raw::Bytes(..) => made
             .cast::<PyString>()
             .ok()
-            .and_then(|s| s.to_str().ok().map(str::to_owned))
-            .unwrap_or_default(),
+            .and_then(|s| s.to_str().ok().map(Text::from))
+            .unwrap_or_else(|| Text::from("")),
     }
 }
 
+/// A value as the reference makes it; with an IPv4 address, also its cached key text.
 fn value<'py>(
     py: Python<'py>,
     v: &Raw<'_>,
-    ip4: &mut HashMap<[u8; 4], Py<PyString>>,
-) -> PyResult<Bound<'py, PyAny>> {
+    ip4: &mut Ip4Cache,
+) -> PyResult<(Bound<'py, PyAny>, Option<Text>)> {
     match *v {
-        Raw::Int(n) => n.into_bound_py_any(py),
+        Raw::Int(n) => Ok((n.into_bound_py_any(py)?, None)),
         Raw::Bytes(b, Conv::Ip4) if b.len() == 4 => {
             let k = [b[0], b[1], b[2], b[3]];
-            if let Some(s) = ip4.get(&k) {
-                return Ok(s.bind(py).clone().into_any());
+            if let Some((s, t)) = ip4.get(&k) {
+                return Ok((s.bind(py).clone().into_any(), Some(t.clone())));
             }
             if ip4.len() >= IP4_CACHE_MAX {
                 ip4.clear();
             }
-            let s = PyString::new(py, &text(b, Conv::Ip4));
-            ip4.insert(k, s.clone().unbind());
-            Ok(s.into_any())
+            let t = text(b, Conv::Ip4);
+            let s = PyString::new(py, &t);
+            let t: Text = t.into();
+            ip4.insert(k, (s.clone().unbind(), t.clone()));
+            Ok((s.into_any(), Some(t)))
         }
-        Raw::Bytes(b, c) => Ok(PyString::new(py, &text(b, c)).into_any()),
+        Raw::Bytes(b, c) => Ok((PyString::new(py, &text(b, c)).into_any(), None)),
     }
 }
 
+type Pairs<'py> = Vec<(Bound<'py, PyString>, Bound<'py, PyAny>)>;
+
 impl<'py> DictSink<'py, '_> {
-    fn common(&self, rc: &RecordCtx<'_>) -> PyResult<Bound<'py, PyDict>> {
+    /// The exporter's keys every flow of the datagram ends with, in the reference's order.
+    fn common(&self, rc: &RecordCtx<'_>) -> PyResult<Pairs<'py>> {
         let py = self.py;
         let k = self.keys;
-        let d = PyDict::new(py);
         let c = rc.ctx;
+        let mut d: Pairs<'py> = Vec::with_capacity(6);
         if !c.has_common {
             return Ok(d);
         }
-        let ex = PyString::new(py, &c.exporter);
-        d.set_item(k.event_kind.bind(py), k.event.bind(py))?;
-        d.set_item(k.observer.bind(py), &ex)?;
-        d.set_item(k.address.bind(py), &ex)?;
-        d.set_item(k.version.bind(py), c.version)?;
+        let ex = PyString::new(py, &c.exporter).into_any();
+        d.push((
+            k.event_kind.bind(py).clone(),
+            k.event.bind(py).clone().into_any(),
+        ));
+        d.push((k.observer.bind(py).clone(), ex.clone()));
+        d.push((k.address.bind(py).clone(), ex));
+        d.push((k.version.bind(py).clone(), c.version.into_bound_py_any(py)?));
         let id = if c.version == 10 {
             &k.domain_id
         } else {
             &k.source_id
         };
-        d.set_item(id.bind(py), c.source_id)?;
+        d.push((id.bind(py).clone(), c.source_id.into_bound_py_any(py)?));
         if c.port != 0 {
-            d.set_item(k.port.bind(py), c.port)?;
+            d.push((k.port.bind(py).clone(), c.port.into_bound_py_any(py)?));
+        }
+        Ok(d)
+    }
+
+    /// A record's dict: a copy of the prototype of its shape (its keys in order, the
+    /// exporter's values already in), then its own values set in the reference's order, so
+    /// keys keep the positions and values the reference's inserts give them, without the
+    /// dict growing three times per flow. `proto` is `None` when a record key is also an
+    /// exporter key (the reference's `update` then overwrites it): built as the reference
+    /// builds it.
+    fn dict(
+        &self,
+        pairs: &Pairs<'py>,
+        common: &Pairs<'py>,
+        proto: Option<&mut Option<Bound<'py, PyDict>>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.py;
+        let Some(slot) = proto else {
+            let d = PyDict::new(py);
+            for (k, v) in pairs.iter().chain(common) {
+                d.set_item(k, v)?;
+            }
+            return Ok(d);
+        };
+        let base = match slot {
+            Some(p) => p,
+            None => {
+                let p = PyDict::new(py);
+                for (k, _) in pairs {
+                    p.set_item(k, py.None())?;
+                }
+                for (k, v) in common {
+                    p.set_item(k, v)?;
+                }
+                slot.insert(p)
+            }
+        };
+        let d = base.copy()?;
+        for (k, v) in pairs {
+            d.set_item(k, v)?;
         }
         Ok(d)
     }
@@ -158,6 +257,12 @@ impl<'py> DictSink<'py, '_> {
             .iter()
             .map(|(n, i)| (PyString::intern(py, n), *i))
             .collect();
+        // A direct name that is also an exporter key: no prototype (see `dict`).
+        let shared = common.iter().any(|(k, _)| {
+            let k = k.to_str().unwrap_or_default();
+            plan.direct.iter().any(|(n, _)| n == k)
+        });
+        let mut protos: [Option<Bound<'py, PyDict>>; SHAPES] = Default::default();
         let [rate_i, sampler_i, bytes_i, packets_i, proto_i, start_i, end_i, init_i] = plan.slots;
         let int = |v: &Raw<'_>| -> Option<u64> {
             match v {
@@ -174,6 +279,7 @@ impl<'py> DictSink<'py, '_> {
         let timed = start_i.is_some() || end_i.is_some();
         let width = plan.record.width();
         let now = rc.ctx.now;
+        let created = self.received.into_bound_py_any(py)?;
         let named = |name: &str| {
             plan.direct
                 .iter()
@@ -186,6 +292,8 @@ impl<'py> DictSink<'py, '_> {
             named("destination.ip"),
             named("destination.port"),
         );
+        let key = |k: &Py<PyString>| k.bind(py).clone();
+        let mut pairs: Pairs<'py> = Vec::with_capacity(direct.len() + 9);
         for rec in split.values.chunks_exact(width).take(split.records) {
             let r: u128 = if let Some(i) = rate_i {
                 match int(&rec[i]) {
@@ -204,10 +312,11 @@ impl<'py> DictSink<'py, '_> {
             } else {
                 rc.rate
             };
-            let d = PyDict::new(py);
+            pairs.clear();
+            let mut shape = 0usize;
             // A total past u128 is a Python int the rollup reads as 0, as `counter()` does.
             let mut flow = Flow {
-                created: now,
+                created: self.received,
                 src: None,
                 dst: None,
                 port: None,
@@ -216,52 +325,56 @@ impl<'py> DictSink<'py, '_> {
                 packets: 0,
             };
             for (name, i) in &direct {
-                let v = value(py, &rec[*i], self.ip4)?;
+                let (v, known) = value(py, &rec[*i], self.ip4)?;
+                let known = known.as_ref();
                 if Some(*i) == src_i {
-                    flow.src = Some(key_text(&rec[*i], &v));
+                    flow.src = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
                 if Some(*i) == dst_i {
-                    flow.dst = Some(key_text(&rec[*i], &v));
+                    flow.dst = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
                 if Some(*i) == port_i {
-                    flow.port = Some(key_text(&rec[*i], &v));
+                    flow.port = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
-                d.set_item(name, v)?;
+                pairs.push((name.clone(), v));
             }
             if let Some(i) = bytes_i {
                 let v = int(&rec[i]).unwrap_or(0);
                 flow.bytes = u128::from(v).checked_mul(r).unwrap_or(0);
-                d.set_item(keys.flow.bytes.bind(py), times(v, r)?)?;
+                pairs.push((key(&keys.flow.bytes), times(v, r)?));
             }
             if let Some(i) = packets_i {
                 let v = int(&rec[i]).unwrap_or(0);
                 flow.packets = u128::from(v).checked_mul(r).unwrap_or(0);
-                d.set_item(keys.flow.packets.bind(py), times(v, r)?)?;
+                pairs.push((key(&keys.flow.packets), times(v, r)?));
             }
-            d.set_item(
-                keys.flow.category.bind(py),
-                PyList::new(py, [keys.flow.network.bind(py)])?,
-            )?;
-            d.set_item(
-                keys.flow.kind.bind(py),
-                PyList::new(py, [keys.flow.connection.bind(py)])?,
-            )?;
+            pairs.push((
+                key(&keys.flow.category),
+                PyList::new(py, [keys.flow.network.bind(py)])?.into_any(),
+            ));
+            pairs.push((
+                key(&keys.flow.kind),
+                PyList::new(py, [keys.flow.connection.bind(py)])?.into_any(),
+            ));
             if let Some(i) = proto_i {
                 let proto = int(&rec[i]).unwrap_or(u64::MAX);
                 if proto < 256 {
                     let proto = proto as usize;
-                    d.set_item(keys.flow.iana.bind(py), self.iana[proto].bind(py))?;
-                    match &self.transport[proto] {
-                        Some(t) => {
-                            d.set_item(keys.flow.transport.bind(py), t.bind(py))?;
-                            flow.transport = Some(t.bind(py).to_str()?.to_owned());
-                        }
-                        None => flow.transport = Some(proto.to_string()),
+                    shape |= 1;
+                    pairs.push((
+                        key(&keys.flow.iana),
+                        self.iana[proto].bind(py).clone().into_any(),
+                    ));
+                    if let Some(t) = &self.transport[proto] {
+                        shape |= 2;
+                        pairs.push((key(&keys.flow.transport), t.bind(py).clone().into_any()));
                     }
+                    flow.transport = Some(self.transport_key[proto].clone());
                 }
             }
             if r != 1 {
-                d.set_item(keys.flow.rate.bind(py), r)?;
+                shape |= 4;
+                pairs.push((key(&keys.flow.rate), r.into_bound_py_any(py)?));
             }
             let mut ts = now;
             if timed {
@@ -272,19 +385,38 @@ impl<'py> DictSink<'py, '_> {
                 if let Some(b) = b {
                     if let Some(i) = start_i {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
-                        d.set_item(keys.flow.start.bind(py), b + v * rc.scale)?;
+                        shape |= 8;
+                        pairs.push((
+                            key(&keys.flow.start),
+                            (b + v * rc.scale).into_bound_py_any(py)?,
+                        ));
                     }
                     if let Some(i) = end_i {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
                         ts = b + v * rc.scale;
-                        d.set_item(keys.flow.end.bind(py), ts)?;
+                        shape |= 16;
+                        pairs.push((key(&keys.flow.end), ts.into_bound_py_any(py)?));
                     }
                 }
             }
-            d.update(common.as_mapping())?;
+            let slot = (!shared).then(|| &mut protos[shape]);
+            let d = self.dict(&pairs, &common, slot)?;
             self.cols.push(flow);
-            self.out
-                .push(PyTuple::new(py, [ts.into_bound_py_any(py)?, d.into_any()])?);
+            let ts = ts.into_bound_py_any(py)?;
+            let item = match self.event {
+                Some(m) => m.class.call1((
+                    ts,
+                    &created,
+                    &m.module,
+                    d,
+                    &m.raw,
+                    py.None(),
+                    py.None(),
+                    &m.listener,
+                ))?,
+                None => PyTuple::new(py, [ts, d.into_any()])?.into_any(),
+            };
+            self.out.push(item);
         }
         Ok(())
     }
@@ -306,7 +438,9 @@ impl FlowSink for DictSink<'_, '_> {
 pub struct NetflowBatchDecoder {
     inner: Decoder<PyPlanner>,
     exporters: HashMap<String, Arc<str>>,
-    ip4: HashMap<[u8; 4], Py<PyString>>,
+    ip4: Ip4Cache,
+    ints: HashMap<u64, Text>,
+    transport_key: Vec<Text>,
     /// Tests only: the next datagram panics inside the decoder.
     panic_next: bool,
     keys: Keys,
@@ -341,6 +475,7 @@ impl NetflowBatchDecoder {
         exporter: &str,
         port: u16,
         now: f64,
+        event: Option<&EventMaker<'py>>,
     ) -> Option<(Bound<'py, PyList>, Vec<Flow>)> {
         let ex = self.exporter(exporter);
         let mut sink = DictSink {
@@ -349,6 +484,10 @@ impl NetflowBatchDecoder {
             iana: &self.iana,
             transport: &self.transport,
             ip4: &mut self.ip4,
+            ints: &mut self.ints,
+            transport_key: &self.transport_key,
+            event,
+            received: now,
             out: Vec::new(),
             cols: Vec::new(),
             error: None,
@@ -371,6 +510,28 @@ impl NetflowBatchDecoder {
         }
         let cols = sink.cols;
         PyList::new(py, sink.out).ok().map(|l| (l, cols))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn batch<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: &[(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)],
+        event: Option<&EventMaker<'py>>,
+    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
+        let mut out = Vec::with_capacity(batch.len());
+        for (data, exporter, port, now) in batch {
+            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now, event);
+            out.push(got.map(|(records, flows)| {
+                (
+                    records,
+                    FlowColumns {
+                        flows: std::sync::Mutex::new(flows),
+                    },
+                )
+            }));
+        }
+        Ok((out, self.counts()))
     }
 
     fn counts(&mut self) -> CountRows {
@@ -411,11 +572,20 @@ impl NetflowBatchDecoder {
         let inner = Decoder::new(limits, large, PyPlanner { plan })
             .ok_or_else(|| PyValueError::new_err("the v5 template could not be planned"))?;
         let k = |s: &str| PyString::intern(py, s).unbind();
-        let (iana, transport) = protocol_names(py, &transport);
+        let (iana, transport_names) = protocol_names(py, &transport);
+        // What `FlowRollup.add` reads: network.transport, else network.iana_number.
+        let transport_key: Vec<Text> = (0..256usize)
+            .map(|i| match transport.get(i).cloned().flatten() {
+                Some(t) if !t.is_empty() => Text::from(t),
+                _ => Text::from(i.to_string()),
+            })
+            .collect();
         Ok(NetflowBatchDecoder {
             inner,
             exporters: HashMap::new(),
             ip4: HashMap::new(),
+            ints: HashMap::new(),
+            transport_key,
             panic_next: false,
             keys: Keys {
                 flow: FlowKeys::new(py),
@@ -429,7 +599,7 @@ impl NetflowBatchDecoder {
                 port: k("netflow.exporter.port"),
             },
             iana,
-            transport,
+            transport: transport_names,
         })
     }
 
@@ -442,7 +612,7 @@ impl NetflowBatchDecoder {
         now: f64,
         port: u16,
     ) -> (Option<Bound<'py, PyList>>, CountRows) {
-        let got = self.one(py, data, exporter, port, now).map(|g| g.0);
+        let got = self.one(py, data, exporter, port, now, None).map(|g| g.0);
         (got, self.counts())
     }
 
@@ -455,19 +625,27 @@ impl NetflowBatchDecoder {
         py: Python<'py>,
         batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
     ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
-        let mut out = Vec::with_capacity(batch.len());
-        for (data, exporter, port, now) in &batch {
-            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now);
-            out.push(got.map(|(records, flows)| {
-                (
-                    records,
-                    FlowColumns {
-                        flows: std::sync::Mutex::new(flows),
-                    },
-                )
-            }));
-        }
-        Ok((out, self.counts()))
+        self.batch(py, &batch, None)
+    }
+
+    /// [`Self::decode_batch`] with each flow made an event in the same call:
+    /// `event_class(ts, received at, "netflow", fields, b"", None, None, listener)` instead of
+    /// `(ts, fields)`, so the listener makes no Python object per flow itself.
+    #[allow(clippy::type_complexity)]
+    fn decode_events<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
+        event_class: Bound<'py, PyAny>,
+        listener: Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
+        let maker = EventMaker {
+            class: event_class,
+            module: PyString::intern(py, "netflow"),
+            raw: PyBytes::new(py, b""),
+            listener,
+        };
+        self.batch(py, &batch, Some(&maker))
     }
 
     /// Templates past their lifetime, idle exporters, stale held data: (expired, counts).

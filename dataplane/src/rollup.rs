@@ -8,10 +8,15 @@
 //! (port, transport) pair; `None` where the flow had no such field. Totals are `u128` and
 //! saturate (the reference's are unbounded; the store clamps them to 64 bits anyway).
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
+/// A key part's text, shared: the decoder hands the same address or port text to many
+/// flows, and a key held by three dimensions is one allocation.
+pub type Text = Arc<str>;
 /// (first part, second part): an address is (address, None).
-pub type Key = (Option<String>, Option<String>);
+pub type Key = (Option<Text>, Option<Text>);
 /// bytes, packets, flows.
 pub type Totals = [u128; 3];
 /// (minute, dimension index, key text, bytes, packets, flows).
@@ -28,10 +33,10 @@ pub const DIMENSIONS: [&str; 4] = [
 /// One flow's contribution: its keys and counters.
 pub struct Flow {
     pub created: f64,
-    pub src: Option<String>,
-    pub dst: Option<String>,
-    pub port: Option<String>,
-    pub transport: Option<String>,
+    pub src: Option<Text>,
+    pub dst: Option<Text>,
+    pub port: Option<Text>,
+    pub transport: Option<Text>,
     pub bytes: u128,
     pub packets: u128,
 }
@@ -148,7 +153,7 @@ fn key_text(dim: usize, key: &Key) -> Option<String> {
     Some(match dim {
         2 => format!("{a} > {b}"),
         3 => format!("{a}/{b}"),
-        _ => a.clone(),
+        _ => a.to_string(),
     })
 }
 
@@ -294,7 +299,7 @@ mod tests {
             created: 120.5,
             src: Some(src.into()),
             dst: Some(dst.into()),
-            port: Some(port.to_string()),
+            port: Some(port.to_string().into()),
             transport: Some("tcp".into()),
             bytes,
             packets: 1,

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from appliance import dataplane
+from appliance.event import Event
 from appliance.protocols.netflow.decoder import NetflowDecoder, Record
 from appliance.protocols.netflow.ie import LARGE_IES
 from appliance.protocols.netflow.state import MAX_SAMPLERS, CountFn, DecoderLimits
@@ -75,6 +76,16 @@ class NativeNetflowDecoder:
         """Each datagram's records and their rollup columns (``FlowColumns``, for
         ``FlowRollup.add_columns``), in order; ``None``: that datagram failed and is lost."""
         out, rows = self._native.decode_batch(batch)
+        self._apply(rows)
+        return out  # type: ignore[no-any-return]
+
+    def decode_events(
+        self, batch: list[Datagram], listener: str
+    ) -> list[tuple[list[Event], Any] | None]:
+        """:meth:`decode_batch` with each flow made its ``Event`` in the same call (module
+        ``netflow``, created at the datagram's receive time, ``listener`` set), as the listener
+        would wrap the records: no Python step per flow."""
+        out, rows = self._native.decode_events(batch, Event, listener)
         self._apply(rows)
         return out  # type: ignore[no-any-return]
 
