@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""The syslog batch intake's cost per message in instructions (steadier than times on a shared
+box): header, vendor decoder, event and its stored line, as the UDP listener runs them.
+
+Run under callgrind with ``--rounds 1`` and ``--rounds 3`` and subtract the totals: the setup
+(interpreter, imports, the generated lines) is the same in both, so the difference over the
+extra rounds' messages is the intake's::
+
+    for r in 1 3; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python scripts/callgrind_intake.py --format sshd --rounds $r; done
+
+(instructions of round 3 minus round 1) / (2 x --lines) is the figure in README "Sizing".
+``--format`` is one of ``scripts/bench budget``'s line formats (rfc5424, sshd, asa, fortigate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_budget import NOW, SENDER, make_line
+
+from appliance.config import SyslogSource
+from appliance.metrics import Registry
+from appliance.sources.syslog_intake import SyslogIntake
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--format", default="sshd")
+    ap.add_argument("--lines", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    lines = [make_line(i, 256, args.format) for i in range(args.lines)]
+    cfg = SyslogSource(listen="127.0.0.1:0", allowed=["192.0.2.0/24"], rate_limit=0.0)
+    metrics = Registry()
+    dropped = metrics.counter("dropped", "", ["source", "reason"])
+    truncated = metrics.counter("truncated", "", ["source"])
+    intake = SyslogIntake(cfg, [], metrics, "udp")
+    items = [(line, (SENDER, 514)) for line in lines]
+    for _ in range(args.rounds):
+        for i in range(0, len(items), 512):  # the listener's recvmmsg slice
+            intake.datagrams(items[i : i + 512], NOW, 8192, 8192, dropped, truncated)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
