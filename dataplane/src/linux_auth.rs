@@ -24,6 +24,18 @@ static SSH_INVALID: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[Ii]nvalid user (.*?) from (\S+)(?: port (\d+))?").expect("a valid pattern")
 });
 
+/// Every field this sets, in the order it sets them.
+pub const FIELDS: [&str; 8] = [
+    "event.category",
+    "event.type",
+    "event.action",
+    "event.outcome",
+    "user.name",
+    "user_agent.original",
+    "source.ip",
+    "source.port",
+];
+
 /// What the fast path made of a line.
 #[derive(Debug, PartialEq)]
 pub enum Auth<'a> {
@@ -130,19 +142,7 @@ mod tests {
             "Failed password for invalid user admin from 203.0.113.9 port 4022 ssh2",
         );
         let keys: Vec<_> = f.iter().map(|(k, _)| *k).collect();
-        assert_eq!(
-            keys,
-            [
-                "event.category",
-                "event.type",
-                "event.action",
-                "event.outcome",
-                "user.name",
-                "user_agent.original",
-                "source.ip",
-                "source.port"
-            ]
-        );
+        assert_eq!(keys, FIELDS);
         assert_eq!(f[3].1, Value::Text(Cow::Borrowed("failure")));
         assert_eq!(f[4].1, Value::Text(Cow::Borrowed("admin")));
         assert_eq!(f[7].1, Value::Int(4022));

@@ -729,17 +729,7 @@ pub(crate) struct SshdAuthLines {
 impl SshdAuthLines {
     #[new]
     fn new(py: Python<'_>) -> Self {
-        let names = [
-            "event.category",
-            "event.type",
-            "event.action",
-            "event.outcome",
-            "user.name",
-            "user_agent.original",
-            "source.ip",
-            "source.port",
-        ];
-        let keys = names
+        let keys = crate::linux_auth::FIELDS
             .into_iter()
             .map(|k| (k.to_owned(), PyString::intern(py, k).unbind()))
             .collect();
