@@ -129,6 +129,10 @@ async def test_a_schedule_with_email_mails_its_reports_as_attachments(
     pdf = next(p for n, p in parts.items() if n.endswith(".pdf"))
     assert pdf.get_content_type() == "application/pdf"
     assert pdf.get_content().startswith(b"%PDF")
-    assert 'appliance_reports_total{schedule="daily",format="email",outcome="mailed"} 1' in (
-        await run.metrics()
-    )
+    mailed = 'appliance_reports_total{schedule="daily",format="email",outcome="mailed"} 1'
+
+    async def counted() -> bool:
+        return mailed in await run.metrics()
+
+    # The SMTP peer holds the message before the scheduler's send returns and counts it.
+    await run.wait_for(counted)
