@@ -8,6 +8,7 @@ import logging
 import pickle
 import socket
 import sys
+from typing import Any
 
 import orjson
 
@@ -18,6 +19,7 @@ from appliance.sources.syslog_intake import SyslogIntake
 from appliance.sources.syslog_udp_worker import FRAME
 from appliance.sources.udp import (
     KernelDropTracker,
+    NativeUdpReader,
     UdpBatchReader,
     bind_udp_group,
     drain_socket,
@@ -66,6 +68,24 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         )
         self.pipeline.offer_batch(events, self.name)
 
+    def receiver_received(self, receiver: Any, n: int) -> int:
+        """Up to ``n`` datagrams of a native receiver's backlog, taken and decoded in one
+        native call (:class:`~appliance.sources.udp.NativeUdpReader`); how many it took."""
+        events, taken, line_bytes = self.intake.receiver_datagrams(
+            receiver,
+            n,
+            self.clock(),
+            self.max_bytes,
+            self.pipeline.store.raw_max_bytes,
+            self.dropped,
+            self.truncated,
+            self.name,
+        )
+        if taken:
+            self.received.inc(self.name, n=taken)
+            self.pipeline.offer_batch(events, self.name, line_bytes)
+        return int(taken)
+
     def error_received(self, exc: Exception) -> None:
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)
 
@@ -102,7 +122,7 @@ class SyslogUdpSource:
         self.protocol: SyslogUdpProtocol | None = None
         self.kernel: list[KernelDropTracker] = []
         self.workers: list[_Worker] = []
-        self.reader: UdpBatchReader | None = None
+        self.reader: UdpBatchReader | NativeUdpReader | None = None
         self._stopping = False
         register_backlog_gauge(ctx.metrics)
 
@@ -115,7 +135,18 @@ class SyslogUdpSource:
         self.socks = bind_udp_group(self.cfg.listen, self.cfg.rcvbuf_bytes, max(1, n))
         self.protocol = SyslogUdpProtocol(self)
         loop = asyncio.get_running_loop()
-        if n == 0 and UdpBatchReader.available:
+        if n == 0 and NativeUdpReader.available and self.intake.native:
+            self.reader = NativeUdpReader(
+                self.socks[0],
+                self.protocol.datagram_received,
+                max_bytes=self.cfg.max_message_bytes,
+                backlog_bytes=self.cfg.backlog_bytes,
+                ready=self.ctx.pipeline.wants_more,
+                name=self.name,
+                deliver_native=self.protocol.receiver_received,
+            )
+            self.reader.start(loop)
+        elif n == 0 and UdpBatchReader.available:
             self.reader = UdpBatchReader(
                 self.socks[0],
                 self.protocol.datagram_received,
