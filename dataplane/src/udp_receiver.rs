@@ -305,6 +305,9 @@ impl Drop for Receiver {
     }
 }
 
+/// How long the thread waits after a short read before reading again.
+const GATHER: Duration = Duration::from_micros(500);
+
 fn read_loop(shared: &Shared, fd: RawFd) {
     let cfg = shared.cfg;
     let size = cfg.max_bytes + 1;
@@ -319,7 +322,16 @@ fn read_loop(shared: &Shared, fd: RawFd) {
             read_batch(fd, &mut slots, size, &mut headers)
         }));
         match got {
-            Ok(Ok(batch)) => shared.push(batch),
+            Ok(Ok(batch)) => {
+                let short = batch.len() < cfg.batch / 4;
+                shared.push(batch);
+                if short {
+                    // A trickle: let datagrams gather in the kernel's buffer for a moment, so
+                    // that this thread and the event loop wake once per few dozen datagrams
+                    // rather than once per datagram (~100 KiB of buffer at 100k msg/s).
+                    std::thread::sleep(GATHER);
+                }
+            }
             // The receive timeout passed with nothing, or a signal: look at the flag again.
             // (A non-blocking socket lands here at once: the short sleep keeps that cheap.)
             Ok(Err(Errno::EAGAIN | Errno::EINTR)) => {
