@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from appliance import dataplane
@@ -45,6 +46,21 @@ while sent < n:
     time.sleep(0.0005)
 print(sent)
 """
+
+
+def receiver_thread_cpu() -> tuple[float, float]:
+    """User and system CPU seconds of the native reader's thread (0 for the Python reader),
+    from /proc (clock ticks: 10 ms steps)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in os.listdir("/proc/self/task"):
+        try:
+            if Path(f"/proc/self/task/{task}/comm").read_text().strip() != "udp-receiver":
+                continue
+            fields = Path(f"/proc/self/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        return int(fields[11]) / tick, int(fields[12]) / tick
+    return 0.0, 0.0
 
 
 def make_intake() -> SyslogIntake:
@@ -101,6 +117,7 @@ async def one_run(kind: str, rate: int, seconds: float) -> dict[str, Any]:
             break
         await asyncio.sleep(0.01)
     thread1, proc1, wall1 = time.thread_time(), time.process_time(), time.perf_counter()
+    user, system = receiver_thread_cpu()
     reader.stop()
     drops = socket_drops(sock) or 0
     sock.close()
@@ -113,6 +130,8 @@ async def one_run(kind: str, rate: int, seconds: float) -> dict[str, Any]:
         "kernel_drops": drops,
         "loop_us_per_datagram": round((thread1 - thread0) / n * 1e6, 3),
         "process_us_per_datagram": round((proc1 - proc0) / n * 1e6, 3),
+        "reader_thread_user_us_per_datagram": round(user / n * 1e6, 3),
+        "reader_thread_sys_us_per_datagram": round(system / n * 1e6, 3),
         "wall_s": round(wall1 - wall0, 2),
         "loadavg": os.getloadavg()[0],
     }
