@@ -91,8 +91,10 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
 
 
 class SyslogUdpSource:
-    """A syslog/UDP listener. With ``workers = 0`` (the default) one socket is read here by a
-    :class:`~appliance.sources.udp.UdpBatchReader` and decoded by :class:`SyslogUdpProtocol`.
+    """A syslog/UDP listener. With ``workers = 0`` (the default) one socket is read here, by a
+    native reading thread (:class:`~appliance.sources.udp.NativeUdpReader`) on the native
+    backend, else by a :class:`~appliance.sources.udp.UdpBatchReader` on the event loop, and
+    decoded by :class:`SyslogUdpProtocol`.
     With ``workers > 0`` the port is an ``SO_REUSEPORT`` group of sockets, each read by a
     decode worker process (:mod:`appliance.sources.syslog_udp_worker`); this process parses
     the lines they send for the rules and stores them as they are. Either way the books are
