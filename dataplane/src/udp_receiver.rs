@@ -147,7 +147,7 @@ impl Shared {
         let mut b = self.lock();
         if b.held >= limit {
             self.stats.full.fetch_add(1, Ordering::Relaxed);
-            while b.held >= limit / 2 && !self.stop.load(Ordering::Acquire) {
+            while b.held >= self.resume_below() && !self.stop.load(Ordering::Acquire) {
                 b = self
                     .room
                     .wait_timeout(b, Duration::from_millis(100))
@@ -156,6 +156,12 @@ impl Shared {
             }
         }
         !self.stop.load(Ordering::Acquire)
+    }
+
+    /// Held bytes below which a paused thread reads again: half the bound (all of it taken,
+    /// for a bound too small to halve).
+    fn resume_below(&self) -> usize {
+        (self.cfg.backlog_bytes / 2).max(1)
     }
 
     fn push(&self, batch: Batch) {
@@ -232,7 +238,7 @@ impl Receiver {
     pub fn take(&self, n: usize) -> Vec<Batch> {
         let mut out = Vec::new();
         let mut left = n;
-        let (held, paused_limit) = {
+        let (held, resume_below) = {
             let mut b = self.shared.lock();
             while left > 0 {
                 let Some(front) = b.queue.front_mut() else {
@@ -248,9 +254,9 @@ impl Receiver {
                 b.held -= batch.bytes();
                 out.push(batch);
             }
-            (b.held, self.shared.cfg.backlog_bytes / 2)
+            (b.held, self.shared.resume_below())
         };
-        if held < paused_limit {
+        if held < resume_below {
             self.shared.room.notify_one();
         }
         out
@@ -518,6 +524,18 @@ mod tests {
         assert!((10..=10 + 16).contains(&held), "{held}"); // stopped within a batch of the limit
         rx.take(usize::MAX);
         wait(|| rx.stats().received.load(Ordering::Relaxed) >= 20);
+    }
+
+    #[test]
+    fn a_bound_smaller_than_a_datagram_still_reads_once_the_backlog_is_taken() {
+        let (sock, tx) = pair(false);
+        let rx = Receiver::start(sock.as_raw_fd(), cfg(100, 1), &PANICS).expect("start");
+        tx.send_to(b"one", sock.local_addr().unwrap()).unwrap();
+        wait(|| rx.pending() == 1);
+        rx.take(1);
+        tx.send_to(b"two", sock.local_addr().unwrap()).unwrap();
+        wait(|| rx.pending() == 1);
+        assert_eq!(all(&rx)[0].0, b"two".to_vec());
     }
 
     #[test]
