@@ -1,4 +1,7 @@
-"""UdpBatchReader: datagrams read many per system call and held raw while decoding lags."""
+"""UdpBatchReader: datagrams read many per system call and held raw while decoding lags.
+
+Every test runs against both readers: the Python one on the event loop, and the native one
+(a reading thread per socket, ``NativeUdpReader``) whose contract it is too."""
 
 from __future__ import annotations
 
@@ -6,11 +9,26 @@ import asyncio
 import socket
 import sys
 import time
+from typing import Any
 
 import pytest
 
-from appliance.sources.udp import UdpBatchReader, socket_drops
+from appliance.sources.udp import NativeUdpReader, UdpBatchReader, socket_drops
 from tests import conftest
+
+
+@pytest.fixture(
+    params=[
+        UdpBatchReader,
+        pytest.param(
+            NativeUdpReader,
+            marks=pytest.mark.skipif(not NativeUdpReader.available, reason="no native plane"),
+        ),
+    ],
+    ids=["python", "native"],
+)
+def make_reader(request: pytest.FixtureRequest) -> Any:
+    return request.param
 
 
 def receiver(rcvbuf: int = 256 * 1024) -> socket.socket:
@@ -55,12 +73,12 @@ async def wait_until(predicate, timeout: float = 20.0) -> None:
 
 
 @pytest.mark.exclusive  # the other xdist workers' tests would starve the reader into drops
-async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() -> None:
+async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags(
+    make_reader: Any,
+) -> None:
     sock = receiver()
     got: list[bytes] = []
-    reader = UdpBatchReader(
-        sock, slow(got, 100e-6), max_bytes=8192, backlog_bytes=64 << 20, slice_=32
-    )
+    reader = make_reader(sock, slow(got, 100e-6), max_bytes=8192, backlog_bytes=64 << 20, slice_=32)
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=30)  # 30k/s into a 10k/s decoder
@@ -75,19 +93,19 @@ async def test_a_burst_beyond_the_kernel_buffer_is_held_while_decoding_lags() ->
         sock.close()
 
 
-async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops() -> None:
+async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops(
+    make_reader: Any,
+) -> None:
     sock = receiver()
     got: list[bytes] = []
-    reader = UdpBatchReader(
-        sock, slow(got, 300e-6), max_bytes=8192, backlog_bytes=20_000, slice_=32
-    )
+    reader = make_reader(sock, slow(got, 300e-6), max_bytes=8192, backlog_bytes=20_000, slice_=32)
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 4000, per_ms=40)
         # Every datagram ends up read or counted by the kernel; on a loaded machine the last
         # ones can still sit in the socket after the backlog emptied once, so wait for the sum.
         await wait_until(lambda: len(got) + (socket_drops(sock) or 0) >= 4000)
-        await wait_until(lambda: not reader.backlog and reader.held == 0)
+        await wait_until(lambda: not reader.pending and reader.held == 0)
         drops = socket_drops(sock)
         assert drops and drops > 0
         assert len(got) + drops == 4000
@@ -97,11 +115,11 @@ async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops
         sock.close()
 
 
-async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready() -> None:
+async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready(make_reader: Any) -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
     ready = False
-    reader = UdpBatchReader(
+    reader = make_reader(
         sock,
         lambda d, a: got.append(d),
         max_bytes=8192,
@@ -111,7 +129,7 @@ async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready() -> None:
     reader.start(asyncio.get_running_loop())
     try:
         await send_paced(sock.getsockname(), 500, per_ms=100)
-        await wait_until(lambda: len(reader.backlog) == 500)
+        await wait_until(lambda: reader.pending == 500)
         assert got == []
         ready = True
         await wait_until(lambda: len(got) == 500)
@@ -120,12 +138,10 @@ async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready() -> None:
         sock.close()
 
 
-async def test_a_datagram_longer_than_the_limit_arrives_one_byte_over_it() -> None:
+async def test_a_datagram_longer_than_the_limit_arrives_one_byte_over_it(make_reader: Any) -> None:
     sock = receiver()
     got: list[tuple[bytes, tuple[str, int]]] = []
-    reader = UdpBatchReader(
-        sock, lambda d, a: got.append((d, a)), max_bytes=10, backlog_bytes=1 << 20
-    )
+    reader = make_reader(sock, lambda d, a: got.append((d, a)), max_bytes=10, backlog_bytes=1 << 20)
     reader.start(asyncio.get_running_loop())
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -141,10 +157,10 @@ async def test_a_datagram_longer_than_the_limit_arrives_one_byte_over_it() -> No
         sock.close()
 
 
-async def test_stop_hands_over_everything_held() -> None:
+async def test_stop_hands_over_everything_held(make_reader: Any) -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
-    reader = UdpBatchReader(
+    reader = make_reader(
         sock,
         lambda d, a: got.append(d),
         max_bytes=8192,
@@ -153,17 +169,19 @@ async def test_stop_hands_over_everything_held() -> None:
     )
     reader.start(asyncio.get_running_loop())
     await send_paced(sock.getsockname(), 300, per_ms=100)
-    await wait_until(lambda: len(reader.backlog) == 300)
+    await wait_until(lambda: reader.pending == 300)
     reader.stop()
     assert len(got) == 300
     sock.close()
 
 
-async def test_aclose_hands_over_a_slice_at_a_time_as_the_consumer_has_room() -> None:
+async def test_aclose_hands_over_a_slice_at_a_time_as_the_consumer_has_room(
+    make_reader: Any,
+) -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
     room = {"open": False}
-    reader = UdpBatchReader(
+    reader = make_reader(
         sock,
         lambda d, a: got.append(d),
         max_bytes=8192,
@@ -173,20 +191,22 @@ async def test_aclose_hands_over_a_slice_at_a_time_as_the_consumer_has_room() ->
     )
     reader.start(asyncio.get_running_loop())
     await send_paced(sock.getsockname(), 300, per_ms=100)
-    await wait_until(lambda: len(reader.backlog) == 300)
+    await wait_until(lambda: reader.pending == 300)
     closing = asyncio.ensure_future(reader.aclose(timeout=10))
     await asyncio.sleep(0.05)
     assert got == []  # no room yet: nothing is pushed at the consumer
     room["open"] = True
     await closing
-    assert len(got) == 300 and not reader.backlog
+    assert len(got) == 300 and not reader.pending
     sock.close()
 
 
-async def test_aclose_gives_up_waiting_at_its_timeout_and_hands_over_the_rest() -> None:
+async def test_aclose_gives_up_waiting_at_its_timeout_and_hands_over_the_rest(
+    make_reader: Any,
+) -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []
-    reader = UdpBatchReader(
+    reader = make_reader(
         sock,
         lambda d, a: got.append(d),
         max_bytes=8192,
@@ -195,16 +215,18 @@ async def test_aclose_gives_up_waiting_at_its_timeout_and_hands_over_the_rest() 
     )
     reader.start(asyncio.get_running_loop())
     await send_paced(sock.getsockname(), 100, per_ms=100)
-    await wait_until(lambda: len(reader.backlog) == 100)
+    await wait_until(lambda: reader.pending == 100)
     await reader.aclose(timeout=0.1)
     assert len(got) == 100
     sock.close()
 
 
-async def test_with_a_batch_callback_each_slice_arrives_as_one_list_in_order() -> None:
+async def test_with_a_batch_callback_each_slice_arrives_as_one_list_in_order(
+    make_reader: Any,
+) -> None:
     sock = receiver()
     slices: list[list[tuple[bytes, tuple[str, int]]]] = []
-    reader = UdpBatchReader(
+    reader = make_reader(
         sock,
         lambda data, addr: pytest.fail("the per-datagram callback is not used"),
         max_bytes=8192,

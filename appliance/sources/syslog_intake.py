@@ -135,6 +135,11 @@ class SyslogIntake:
             self.transport,
         )
 
+    @property
+    def native(self) -> bool:
+        """Whether batches decode natively (then a native UDP receiver can feed them)."""
+        return self._batch is not None
+
     def _sender_table(
         self, decoders: VendorRegistry
     ) -> list[tuple[list[IPNetwork], Any, tzinfo | None, VendorDecoder | None]]:
@@ -292,6 +297,38 @@ class SyslogIntake:
             items, now, max_bytes, raw_max, self.rate, self.burst, self.profiles, self.profile
         )
         return self._fold(got, dropped, truncated, "datagram")
+
+    def receiver_datagrams(
+        self,
+        receiver: Any,
+        count: int,
+        now: float,
+        max_bytes: int,
+        raw_max: int,
+        dropped: Any,
+        truncated: Any,
+        listener: str,
+    ) -> tuple[list[Event], int, int]:
+        """:meth:`datagrams` over the next ``count`` datagrams of a native ``UdpReceiver``'s
+        backlog, taken and decoded in one native call (native backend only: the receiver
+        exists only there). ``(events, datagrams taken, bytes of the events' stored lines)``;
+        each event comes with its line and ``listener`` set (``Pipeline.offer_batch``'s fast
+        path)."""
+        batch = self._batch
+        assert batch is not None
+        got, taken, line_bytes = batch.receiver(
+            receiver,
+            count,
+            now,
+            max_bytes,
+            raw_max,
+            self.rate,
+            self.burst,
+            self.profiles,
+            self.profile,
+            listener,
+        )
+        return self._fold(got, dropped, truncated, "datagram"), taken, line_bytes
 
     def frames(
         self,

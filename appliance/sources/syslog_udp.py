@@ -8,6 +8,7 @@ import logging
 import pickle
 import socket
 import sys
+from typing import Any
 
 import orjson
 
@@ -18,6 +19,7 @@ from appliance.sources.syslog_intake import SyslogIntake
 from appliance.sources.syslog_udp_worker import FRAME
 from appliance.sources.udp import (
     KernelDropTracker,
+    NativeUdpReader,
     UdpBatchReader,
     bind_udp_group,
     drain_socket,
@@ -66,13 +68,33 @@ class SyslogUdpProtocol(asyncio.DatagramProtocol):
         )
         self.pipeline.offer_batch(events, self.name)
 
+    def receiver_received(self, receiver: Any, n: int) -> int:
+        """Up to ``n`` datagrams of a native receiver's backlog, taken and decoded in one
+        native call (:class:`~appliance.sources.udp.NativeUdpReader`); how many it took."""
+        events, taken, line_bytes = self.intake.receiver_datagrams(
+            receiver,
+            n,
+            self.clock(),
+            self.max_bytes,
+            self.pipeline.store.raw_max_bytes,
+            self.dropped,
+            self.truncated,
+            self.name,
+        )
+        if taken:
+            self.received.inc(self.name, n=taken)
+            self.pipeline.offer_batch(events, self.name, line_bytes)
+        return int(taken)
+
     def error_received(self, exc: Exception) -> None:
         _rl.warning(f"err:{self.name}", "%s: socket error: %s", self.name, exc)
 
 
 class SyslogUdpSource:
-    """A syslog/UDP listener. With ``workers = 0`` (the default) one socket is read here by a
-    :class:`~appliance.sources.udp.UdpBatchReader` and decoded by :class:`SyslogUdpProtocol`.
+    """A syslog/UDP listener. With ``workers = 0`` (the default) one socket is read here, by a
+    native reading thread (:class:`~appliance.sources.udp.NativeUdpReader`) on the native
+    backend, else by a :class:`~appliance.sources.udp.UdpBatchReader` on the event loop, and
+    decoded by :class:`SyslogUdpProtocol`.
     With ``workers > 0`` the port is an ``SO_REUSEPORT`` group of sockets, each read by a
     decode worker process (:mod:`appliance.sources.syslog_udp_worker`); this process parses
     the lines they send for the rules and stores them as they are. Either way the books are
@@ -102,7 +124,7 @@ class SyslogUdpSource:
         self.protocol: SyslogUdpProtocol | None = None
         self.kernel: list[KernelDropTracker] = []
         self.workers: list[_Worker] = []
-        self.reader: UdpBatchReader | None = None
+        self.reader: UdpBatchReader | NativeUdpReader | None = None
         self._stopping = False
         register_backlog_gauge(ctx.metrics)
 
@@ -115,7 +137,18 @@ class SyslogUdpSource:
         self.socks = bind_udp_group(self.cfg.listen, self.cfg.rcvbuf_bytes, max(1, n))
         self.protocol = SyslogUdpProtocol(self)
         loop = asyncio.get_running_loop()
-        if n == 0 and UdpBatchReader.available:
+        if n == 0 and NativeUdpReader.available and self.intake.native:
+            self.reader = NativeUdpReader(
+                self.socks[0],
+                self.protocol.datagram_received,
+                max_bytes=self.cfg.max_message_bytes,
+                backlog_bytes=self.cfg.backlog_bytes,
+                ready=self.ctx.pipeline.wants_more,
+                name=self.name,
+                deliver_native=self.protocol.receiver_received,
+            )
+            self.reader.start(loop)
+        elif n == 0 and UdpBatchReader.available:
             self.reader = UdpBatchReader(
                 self.socks[0],
                 self.protocol.datagram_received,

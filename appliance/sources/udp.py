@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from appliance import dataplane
 from appliance.config import parse_hostport
 from appliance.logutil import RateLimitedLog
 
@@ -319,6 +320,11 @@ class UdpBatchReader:
         self._msgs_addr = ctypes.addressof(self._msgs)
         self._v6 = sock.family == socket.AF_INET6
 
+    @property
+    def pending(self) -> int:
+        """Datagrams read and not yet handed over."""
+        return len(self.backlog)
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         _LIVE_READERS.add(self)
@@ -433,7 +439,173 @@ class UdpBatchReader:
         self.held -= removed
 
 
-_LIVE_READERS: weakref.WeakSet[UdpBatchReader] = weakref.WeakSet()
+# Seconds the native receiver's thread sleeps in recvmmsg on a quiet socket before it looks
+# at its stop flag again: what closing a listener waits at most for the thread.
+_RECV_TIMEOUT = 0.05
+
+
+class NativeUdpReader:
+    """:class:`UdpBatchReader`'s contract with the socket read on a native thread
+    (``_dataplane.UdpReceiver``): ``recvmmsg`` into Rust-owned buffers, a native backlog
+    bounded by ``backlog_bytes`` (past it the thread pauses and the kernel's buffer and drop
+    counter take over, as here), an eventfd that wakes the loop when the backlog goes
+    non-empty. The loop only takes slices: the kernel's copy and the reads no longer wait for
+    the loop to be idle, and a datagram costs no Python object until it is decoded.
+
+    ``deliver_native(receiver, n)`` takes up to ``n`` datagrams off the receiver itself (the
+    syslog decode does, in one native call) and says how many it took. Without it, slices go
+    to ``deliver_batch`` or ``deliver`` as ``(bytes, (ip, port))``, as the Python reader's do.
+    The socket is switched to blocking with a receive timeout while the thread reads it (the
+    thread sleeps in ``recvmmsg``) and back to non-blocking at stop.
+    """
+
+    available = dataplane.native is not None and hasattr(dataplane.native, "UdpReceiver")
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        deliver: Callable[[bytes, tuple[str, int]], None],
+        *,
+        max_bytes: int,
+        backlog_bytes: int,
+        batch: int = 256,
+        slice_: int = 512,
+        ready: Callable[[], bool] | None = None,
+        name: str = "",
+        deliver_batch: Callable[[list[tuple[bytes, tuple[str, int]]]], None] | None = None,
+        deliver_native: Callable[[Any, int], int] | None = None,
+    ) -> None:
+        self.name = name
+        self.sock = sock
+        self.deliver = deliver
+        self.deliver_batch = deliver_batch
+        self.deliver_native = deliver_native
+        self.max_bytes = max_bytes
+        self.backlog_bytes = backlog_bytes
+        self.ready = ready
+        self._batch = batch
+        self._slice = slice_
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled: asyncio.Handle | None = None
+        self._rx: Any = None
+        self._fd = -1
+        self._wake_fd = -1
+
+    @property
+    def held(self) -> int:
+        """Payload bytes read and not yet handed over."""
+        return int(self._rx.held) if self._rx is not None else 0
+
+    @property
+    def full(self) -> int:
+        """Times the backlog reached backlog_bytes and reading paused."""
+        return int(self._rx.full) if self._rx is not None else 0
+
+    @property
+    def pending(self) -> int:
+        """Datagrams read and not yet handed over."""
+        return int(self._rx.pending) if self._rx is not None else 0
+
+    @property
+    def receiver(self) -> Any:
+        return self._rx
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        native = dataplane.native
+        assert native is not None
+        self._loop = loop
+        self.sock.setblocking(True)
+        timeout = struct.pack("@ll", 0, int(_RECV_TIMEOUT * 1e6))  # struct timeval
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
+        self._fd = os.dup(self.sock.fileno())
+        try:
+            self._rx = native.UdpReceiver(self._fd, self.max_bytes, self.backlog_bytes, self._batch)
+        except BaseException:
+            os.close(self._fd)
+            self._fd = -1
+            self.sock.setblocking(False)
+            raise
+        self._wake_fd = self._rx.wake_fd
+        loop.add_reader(self._wake_fd, self._woken)
+        _LIVE_READERS.add(self)
+
+    def _woken(self) -> None:
+        self._rx.ack()
+        if self._scheduled is None and self._loop is not None:
+            self._scheduled = self._loop.call_soon(self._drain_slice)
+
+    def _halt(self) -> None:
+        """Stop the thread (what it read stays in the backlog) and give the socket back."""
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        if self._fd < 0:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(self._wake_fd)
+        self._rx.close()  # joins the thread: within _RECV_TIMEOUT
+        os.close(self._fd)
+        self._fd = -1
+        with contextlib.suppress(OSError):  # the caller may have closed it already
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, bytes(16))
+            self.sock.setblocking(False)
+
+    def stop(self) -> None:
+        """Stop reading and hand everything held to the consumer."""
+        _LIVE_READERS.discard(self)
+        self._halt()
+        if self._rx is not None:
+            self._deliver(self.pending)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """As :meth:`UdpBatchReader.aclose`: stop reading, hand over what is held a slice at a
+        time as ``ready()`` allows within ``timeout``, then the rest at once."""
+        self._halt()
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            if self.ready is None or self.ready():
+                self._deliver(self._slice)
+            await asyncio.sleep(0 if self.ready is None or self.ready() else 0.005)
+        self.stop()
+
+    def _drain_slice(self) -> None:
+        """On the loop: decode one slice, then yield to the loop again."""
+        self._scheduled = None
+        loop = self._loop
+        assert loop is not None
+        if self.ready is not None and not self.ready():
+            self._scheduled = loop.call_later(0.005, self._drain_slice)
+            return
+        self._deliver(self._slice, self.ready)
+        if self.pending:
+            self._scheduled = loop.call_soon(self._drain_slice)
+
+    def _deliver(self, limit: int, ready: Callable[[], bool] | None = None) -> None:
+        """Hand up to ``limit`` datagrams over, :data:`READY_EVERY` at a time, stopping early
+        once ``ready`` says no."""
+        rx = self._rx
+        left = min(rx.pending, limit)
+        while left > 0:
+            n = min(left, READY_EVERY)
+            if self.deliver_native is not None:
+                took = self.deliver_native(rx, n)
+            else:
+                items = rx.take(n)
+                took = len(items)
+                if self.deliver_batch is not None:
+                    if items:
+                        self.deliver_batch(items)
+                else:
+                    for data, addr in items:
+                        self.deliver(data, addr)
+            if not took:
+                break
+            left -= took
+            if ready is not None and left and not ready():
+                break
+
+
+_LIVE_READERS: weakref.WeakSet[UdpBatchReader | NativeUdpReader] = weakref.WeakSet()
 
 
 class DatagramSender(Protocol):

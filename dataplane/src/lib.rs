@@ -17,6 +17,7 @@ pub mod rollup;
 pub mod rules;
 pub mod segindex;
 pub mod syslog;
+pub mod udp_receiver;
 pub mod windows;
 
 #[cfg(feature = "python")]
@@ -45,3 +46,7 @@ mod python_observe;
 // The baselines stage's per-event loop over a batch (counting, new terms, rarity).
 #[cfg(feature = "python")]
 mod python_baselines;
+
+// The native UDP receiver (udp_receiver.rs) as the event loop takes its slices.
+#[cfg(feature = "python")]
+mod python_udp;

@@ -1230,6 +1230,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FlowRollup>()?;
     // The syslog batch entry point (python_batch.rs).
     m.add_class::<crate::python_batch::SyslogBatch>()?;
+    m.add_class::<crate::python_udp::UdpReceiver>()?;
     m.add_class::<crate::python_windows::CorrelationWindows>()?;
     m.add_class::<crate::python_windows::WindowsBatch>()?;
     m.add_class::<crate::python_observe::DetectionFeeds>()?;

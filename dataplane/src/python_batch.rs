@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
+use crate::python_udp::UdpReceiver;
 use crate::syslog::batch::{admit, Admit, Bucket};
 
 /// What Python hands over once per intake (and again when its decoders change).
@@ -840,6 +841,52 @@ impl SyslogBatch {
             }
         }
         Self::answer(py, events, counts)
+    }
+
+    /// `datagrams` over the next `count` datagrams of a native `UdpReceiver`'s backlog, taken
+    /// here (no Python object per datagram but its payload and, per sender, its ip), each
+    /// event made with its `listener`. Returns `(the answer of datagrams, datagrams taken,
+    /// bytes of the events' stored lines)`.
+    #[allow(clippy::too_many_arguments)]
+    fn receiver<'py>(
+        &self,
+        py: Python<'py>,
+        receiver: &Bound<'py, UdpReceiver>,
+        count: usize,
+        now: f64,
+        max_bytes: usize,
+        raw_max: usize,
+        rate: f64,
+        burst: f64,
+        profiles: &Bound<'py, PyDict>,
+        profile_of: &Bound<'py, PyAny>,
+        listener: Bound<'py, PyString>,
+    ) -> PyResult<(Bound<'py, PyTuple>, usize, usize)> {
+        let items = receiver.get().take_py(py, count);
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles,
+            profile_of,
+            datagram: true,
+            max_bytes,
+            listener: Some(&listener),
+            line_bytes: Default::default(),
+        };
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        let mut last: Option<Profile<'py>> = None;
+        for (data, ip, _port) in &items {
+            self.profile(&policy, ip, &mut last)?;
+            let prof = last.as_ref().expect("profile just read");
+            if let Some(event) = self.one(py, data, prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        let answer = Self::answer(py, events, counts)?;
+        Ok((answer, items.len(), policy.line_bytes.get()))
     }
 
     /// The frames of one stream read, all from `prof` (the connection's sender, allowed at
