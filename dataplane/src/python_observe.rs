@@ -25,17 +25,14 @@
 //! feeding the sequence): the engine feeds it before the rest of the event and the next
 //! events, as the reference does.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
-
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
-use crate::python::{Decision, DictFields, RuleMatcher, PANICS};
+use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
-use crate::python_windows::{caught, CorrelationWindows};
+use crate::python_windows::{caught, caught_as, CorrelationWindows};
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
 /// the engine's order | its `AbsenceGroups` | its `BaselineGroups`, per window whether
@@ -236,15 +233,10 @@ impl DetectionFeeds {
     ) -> PyResult<RunOut<'py>> {
         // The windows, the groups and the matcher catch their own panics; one anywhere else
         // ends the call with an error (counted) instead of crossing into Python.
-        catch_unwind(AssertUnwindSafe(|| {
-            self.run_inner(py, events, groups, start, now, newest, watermark)
-        }))
-        .unwrap_or_else(|_| {
-            PANICS.fetch_add(1, Ordering::Relaxed);
-            Err(PyRuntimeError::new_err(
-                "panic caught in DetectionFeeds.run",
-            ))
-        })
+        caught_as(
+            || self.run_inner(py, events, groups, start, now, newest, watermark),
+            || PyRuntimeError::new_err("panic caught in DetectionFeeds.run"),
+        )
     }
 }
 
