@@ -479,6 +479,9 @@ class _NativeEvicted:
     dropped."""
 
     impl: Any
+    rule: DetectionRule
+    kind: str  # for the log lines
+    bound: str  # the per-event method bound straight to ``impl`` in ``__init__``
 
     @property
     def evicted(self) -> int:
@@ -489,12 +492,33 @@ class _NativeEvicted:
         if "impl" in self.__dict__:
             self.impl.evicted = value
 
+    def _become(self, runtime: type, rebuild: Callable[[list[Any]], None]) -> None:
+        """Become ``runtime``, the reference, with the native groups (a caught panic, a
+        snapshot row only Python holds): ``rebuild`` puts ``impl.items()`` into the
+        reference's containers once the class is swapped."""
+        impl, bound = self.impl, self.bound  # the reference class has no ``bound``
+        try:
+            items = impl.items()
+        except Exception:  # the native state cannot be read back: start this rule empty
+            log.exception("%s %s: native groups lost", self.kind, self.rule.meta.id)
+            items = []
+        evicted = int(impl.evicted)
+        log.warning("%s %s: groups continue in Python", self.kind, self.rule.meta.id)
+        self.__class__ = runtime
+        delattr(self, bound)
+        del self.impl
+        rebuild(items)
+        self.evicted = evicted
+
 
 class NativeAbsenceRuntime(_NativeEvicted, AbsenceRuntime):
     """An absence rule whose groups live in the native data plane
     (``appliance._dataplane.AbsenceGroups``, ``dataplane/src/bookkeeping.rs``): ``seen`` is
     bound straight to the native method (no Python frame per event). A caught panic
     (``WindowsDeclined``) turns it into the reference with the same groups, for good."""
+
+    kind = "absence"
+    bound = "seen"
 
     def __init__(self, rule: DetectionRule, limits: Limits, impl: Any) -> None:
         super().__init__(rule, limits)
@@ -507,21 +531,11 @@ class NativeAbsenceRuntime(_NativeEvicted, AbsenceRuntime):
         return AbsenceRuntime.seen(self, fields, now, ts)
 
     def to_python(self) -> None:
-        impl = self.impl
-        try:
-            items = impl.items()
-        except Exception:  # the native state cannot be read back: start this rule empty
-            log.exception("absence %s: native groups lost", self.rule.meta.id)
-            items = []
-        evicted = int(impl.evicted)
-        log.warning("absence %s: groups continue in Python", self.rule.meta.id)
-        self.__class__ = AbsenceRuntime  # type: ignore[assignment]
-        del self.seen
-        del self.impl
-        rt: AbsenceRuntime = self
-        rt.last = {k: (now, ts) for k, now, ts, _al in items}
-        rt.alerted = {k for k, _now, _ts, al in items if al}
-        rt.evicted = evicted
+        def rebuild(items: list[tuple[GroupKey, float, float, bool]]) -> None:
+            self.last = {k: (now, ts) for k, now, ts, _al in items}
+            self.alerted = {k for k, _now, _ts, al in items if al}
+
+        self._become(AbsenceRuntime, rebuild)
 
     def _call(self, name: str, *args: Any) -> Any:
         try:
@@ -655,6 +669,9 @@ class NativeBaselineRuntime(_NativeEvicted, BaselineRuntime):
     method. A caught panic, or a snapshot row only Python holds exactly (a tampered one),
     turns it into the reference with the same groups, for good."""
 
+    kind = "baseline"
+    bound = "observe"
+
     def __init__(self, rule: DetectionRule, limits: Limits, impl: Any) -> None:
         super().__init__(rule, limits)
         self.impl = impl
@@ -665,20 +682,10 @@ class NativeBaselineRuntime(_NativeEvicted, BaselineRuntime):
         return BaselineRuntime.observe(self, fields, ts)
 
     def to_python(self) -> None:
-        impl = self.impl
-        try:
-            items = impl.items()
-        except Exception:  # the native state cannot be read back: start this rule empty
-            log.exception("baseline %s: native groups lost", self.rule.meta.id)
-            items = []
-        evicted = int(impl.evicted)
-        log.warning("baseline %s: groups continue in Python", self.rule.meta.id)
-        self.__class__ = BaselineRuntime  # type: ignore[assignment]
-        del self.observe
-        del self.impl
-        rt: BaselineRuntime = self
-        rt.groups = OrderedDict(items)
-        rt.evicted = evicted
+        def rebuild(items: list[tuple[GroupKey, list[Any]]]) -> None:
+            self.groups = OrderedDict(items)
+
+        self._become(BaselineRuntime, rebuild)
 
     def items(self) -> list[tuple[GroupKey, list[Any]]]:
         try:

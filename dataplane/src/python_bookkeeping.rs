@@ -57,28 +57,6 @@ pub struct AbsenceGroups {
     panic_next: bool,
 }
 
-impl AbsenceGroups {
-    pub(crate) fn seen_inner<'py>(
-        &mut self,
-        py: Python<'py>,
-        fields: &Bound<'py, PyDict>,
-        now: &Bound<'py, PyAny>,
-        ts: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        if std::mem::take(&mut self.panic_next) {
-            panic!("injected by a test");
-        }
-        let (key, k) = key_of(py, &self.by, fields)?;
-        let (now_f, ts_f): (f64, f64) = (now.extract()?, ts.extract()?);
-        let shown = Shown {
-            key: key.clone().unbind(),
-            now: now.clone().unbind(),
-            ts: ts.clone().unbind(),
-        };
-        Ok(self.a.seen(k, shown, now_f, ts_f).then_some(key))
-    }
-}
-
 #[pymethods]
 impl AbsenceGroups {
     #[new]
@@ -94,15 +72,28 @@ impl AbsenceGroups {
     }
 
     /// The group of this event is seen now: its key when it was not armed (new, or it had
-    /// alerted), so the caller schedules its deadline; else None.
-    fn seen<'py>(
+    /// alerted), so the caller schedules its deadline; else None. `DetectionFeeds` calls it
+    /// from Rust too.
+    pub(crate) fn seen<'py>(
         &mut self,
         py: Python<'py>,
         fields: &Bound<'py, PyDict>,
         now: &Bound<'py, PyAny>,
         ts: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        caught(|| self.seen_inner(py, fields, now, ts))
+        caught(|| {
+            if std::mem::take(&mut self.panic_next) {
+                panic!("injected by a test");
+            }
+            let (key, k) = key_of(py, &self.by, fields)?;
+            let (now_f, ts_f): (f64, f64) = (now.extract()?, ts.extract()?);
+            let shown = Shown {
+                key: key.clone().unbind(),
+                now: now.clone().unbind(),
+                ts: ts.clone().unbind(),
+            };
+            Ok(self.a.seen(k, shown, now_f, ts_f).then_some(key))
+        })
     }
 
     /// (seen now, seen ts) of a group that has not alerted since; None otherwise.
@@ -237,35 +228,6 @@ fn bucket_error(e: BucketError) -> PyErr {
 
 type SpikeOut<'py> = Option<(Bound<'py, PyTuple>, Bound<'py, PyDict>)>;
 
-impl BaselineGroups {
-    pub(crate) fn add_inner<'py>(
-        &mut self,
-        py: Python<'py>,
-        fields: &Bound<'py, PyDict>,
-        ts: f64,
-    ) -> PyResult<SpikeOut<'py>> {
-        if std::mem::take(&mut self.panic_next) {
-            panic!("injected by a test");
-        }
-        let bucket = self.b.bucket(ts).map_err(bucket_error)?;
-        let (key, k) = key_of(py, &self.by, fields)?;
-        let got = self
-            .b
-            .add(k, || key.clone().unbind(), bucket)
-            .map_err(bucket_error)?;
-        let Some((count, mean, var)) = got else {
-            return Ok(None);
-        };
-        // the reference's round(), not a Rust approximation of it
-        let round = py.import("builtins")?.getattr("round")?;
-        let info = PyDict::new(py);
-        info.set_item("count", count)?;
-        info.set_item("mean", round.call1((mean, 3))?)?;
-        info.set_item("stddev", round.call1((var.sqrt(), 3))?)?;
-        Ok(Some((key, info)))
-    }
-}
-
 /// A float bucket as the Python int the reference stores.
 fn int_of(py: Python<'_>, b: f64) -> PyResult<Bound<'_, PyAny>> {
     if (-9.0e18..9.0e18).contains(&b) {
@@ -310,13 +272,34 @@ impl BaselineGroups {
 
     /// This event counted in its group's interval: None, or (key, {"count", "mean",
     /// "stddev"}) when the count goes above the baseline (once per interval).
-    fn add<'py>(
+    /// `DetectionFeeds` calls it from Rust too.
+    pub(crate) fn add<'py>(
         &mut self,
         py: Python<'py>,
         fields: &Bound<'py, PyDict>,
         ts: f64,
     ) -> PyResult<SpikeOut<'py>> {
-        caught(|| self.add_inner(py, fields, ts))
+        caught(|| {
+            if std::mem::take(&mut self.panic_next) {
+                panic!("injected by a test");
+            }
+            let bucket = self.b.bucket(ts).map_err(bucket_error)?;
+            let (key, k) = key_of(py, &self.by, fields)?;
+            let got = self
+                .b
+                .add(k, || key.clone().unbind(), bucket)
+                .map_err(bucket_error)?;
+            let Some((count, mean, var)) = got else {
+                return Ok(None);
+            };
+            // the reference's round(), not a Rust approximation of it
+            let round = py.import("builtins")?.getattr("round")?;
+            let info = PyDict::new(py);
+            info.set_item("count", count)?;
+            info.set_item("mean", round.call1((mean, 3))?)?;
+            info.set_item("stddev", round.call1((var.sqrt(), 3))?)?;
+            Ok(Some((key, info)))
+        })
     }
 
     /// Every group, least recently used first: (key, [bucket, count, mean, var, n, fired]).

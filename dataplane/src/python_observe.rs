@@ -25,16 +25,14 @@
 //! feeding the sequence): the engine feeds it before the rest of the event and the next
 //! events, as the reference does.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
-
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
 
-use crate::python::{Decision, DictFields, RuleMatcher, PANICS};
+use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
-use crate::python_windows::{caught, CorrelationWindows};
+use crate::python_windows::{caught, caught_as, CorrelationWindows};
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
 /// the engine's order | its `AbsenceGroups` | its `BaselineGroups`, per window whether
@@ -89,6 +87,24 @@ type Partial<'py> = (
     Vec<(usize, Bound<'py, PyAny>)>,
     Vec<usize>,
 );
+
+/// An absence or baseline group's step as `Step::Groups` holds it: what it returned (None,
+/// a key, a spike) or the error it raised, which makes decision `j` the one after which the
+/// engine takes the event over.
+fn group_step<'py, T: IntoPyObject<'py>>(
+    py: Python<'py>,
+    got: PyResult<T>,
+    j: usize,
+    failed: &mut Option<usize>,
+) -> PyResult<Bound<'py, PyAny>> {
+    match got {
+        Ok(v) => v.into_bound_py_any(py),
+        Err(e) => {
+            *failed = Some(j);
+            Ok(e.into_value(py).into_bound(py).into_any())
+        }
+    }
+}
 
 #[pyclass(module = "appliance._dataplane")]
 pub struct DetectionFeeds {
@@ -217,15 +233,10 @@ impl DetectionFeeds {
     ) -> PyResult<RunOut<'py>> {
         // The windows, the groups and the matcher catch their own panics; one anywhere else
         // ends the call with an error (counted) instead of crossing into Python.
-        catch_unwind(AssertUnwindSafe(|| {
-            self.run_inner(py, events, groups, start, now, newest, watermark)
-        }))
-        .unwrap_or_else(|_| {
-            PANICS.fetch_add(1, Ordering::Relaxed);
-            Err(PyRuntimeError::new_err(
-                "panic caught in DetectionFeeds.run",
-            ))
-        })
+        caught_as(
+            || self.run_inner(py, events, groups, start, now, newest, watermark),
+            || PyRuntimeError::new_err("panic caught in DetectionFeeds.run"),
+        )
     }
 }
 
@@ -342,32 +353,12 @@ impl DetectionFeeds {
                 det_hits[r] += 1;
                 let step = match self.plans.get(r) {
                     Some(Some(Plan::Absence(a))) => {
-                        let got = {
-                            let mut a = a.bind(py).try_borrow_mut()?;
-                            caught(|| a.seen_inner(py, &fields, now, &ts_obj))
-                        };
-                        Step::Groups(match got {
-                            Ok(key) => {
-                                key.map_or_else(|| py.None().into_bound(py), Bound::into_any)
-                            }
-                            Err(e) => {
-                                failed = Some(j);
-                                e.into_value(py).into_bound(py).into_any()
-                            }
-                        })
+                        let got = a.bind(py).try_borrow_mut()?.seen(py, &fields, now, &ts_obj);
+                        Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
                     Some(Some(Plan::Baseline(b))) => {
-                        let got = {
-                            let mut b = b.bind(py).try_borrow_mut()?;
-                            caught(|| b.add_inner(py, &fields, ts))
-                        };
-                        Step::Groups(match got {
-                            Ok(spike) => spike.into_pyobject(py)?.into_any(),
-                            Err(e) => {
-                                failed = Some(j);
-                                e.into_value(py).into_bound(py).into_any()
-                            }
-                        })
+                        let got = b.bind(py).try_borrow_mut()?.add(py, &fields, ts);
+                        Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
                     Some(Some(Plan::Windows(rid, members, ends))) => {
                         let Some(entry) = entry.as_ref() else {

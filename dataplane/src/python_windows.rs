@@ -358,11 +358,21 @@ fn entry_time(entry: &Bound<'_, PyAny>) -> PyResult<f64> {
     Ok(ts)
 }
 
-pub(crate) fn caught<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+/// What `f` returns, or for a panic in it (counted in `panics()`) the error `declined`
+/// makes: no panic crosses into Python.
+pub(crate) fn caught_as<T>(
+    f: impl FnOnce() -> PyResult<T>,
+    declined: impl FnOnce() -> PyErr,
+) -> PyResult<T> {
     catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
         PANICS.fetch_add(1, Ordering::Relaxed);
-        Err(WindowsDeclined::new_err("panic caught"))
+        Err(declined())
     })
+}
+
+/// `caught_as` with `WindowsDeclined`: the runtime goes on in Python with this state.
+pub(crate) fn caught<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    caught_as(f, || WindowsDeclined::new_err("panic caught"))
 }
 
 #[pymethods]

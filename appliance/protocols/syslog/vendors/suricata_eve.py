@@ -46,9 +46,8 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         doc: Any = json.loads(text, parse_int=json_int)
     except (ValueError, RecursionError):  # RecursionError: hostile nesting depth
         return False
-    if not isinstance(doc, dict) or not isinstance(doc.get("event_type"), str):
+    if not isinstance(doc, dict) or (kind := _text(doc, "event_type")) is None:
         return False
-    kind = doc["event_type"]
     fields["observer.vendor"] = "OISF"
     fields["observer.product"] = "Suricata"
     fields["observer.type"] = "ids"
@@ -59,26 +58,26 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
         v = doc.get(key)
         if isinstance(v, int):
             fields[target] = v
-    if isinstance(doc.get("proto"), str):
-        fields["network.transport"] = transport(doc["proto"])
-    if isinstance(doc.get("app_proto"), str):
-        fields["network.protocol"] = doc["app_proto"]
-    if isinstance(doc.get("in_iface"), str):
-        fields["observer.ingress.interface.name"] = doc["in_iface"]
+    if (proto := _text(doc, "proto")) is not None:
+        fields["network.transport"] = transport(proto)
+    if (app_proto := _text(doc, "app_proto")) is not None:
+        fields["network.protocol"] = app_proto
+    if (in_iface := _text(doc, "in_iface")) is not None:
+        fields["observer.ingress.interface.name"] = in_iface
     if isinstance(doc.get("flow_id"), int):
         fields["suricata.eve.flow_id"] = doc["flow_id"]
-    if isinstance(doc.get("timestamp"), str):
-        fields["event.start"] = doc["timestamp"]
-        msg.payload_time = iso_time(doc["timestamp"])
+    if (timestamp := _text(doc, "timestamp")) is not None:
+        fields["event.start"] = timestamp
+        msg.payload_time = iso_time(timestamp)
     alert = doc.get("alert")
     if kind == "alert" and isinstance(alert, dict):
         intrusion_alert(fields)
         if alert.get("signature_id") is not None:
             fields["rule.id"] = str(alert["signature_id"])
-        if isinstance(alert.get("signature"), str):
-            fields["rule.name"] = alert["signature"]
-        if isinstance(alert.get("category"), str):
-            fields["rule.category"] = alert["category"]
+        if (signature := _text(alert, "signature")) is not None:
+            fields["rule.name"] = signature
+        if (category := _text(alert, "category")) is not None:
+            fields["rule.category"] = category
         if isinstance(alert.get("severity"), int):
             fields["event.severity"] = alert["severity"]
         action = ALERT_ACTIONS.get(_text(alert, "action") or "")
@@ -98,29 +97,29 @@ def decode(msg: SyslogMessage, fields: Fields) -> bool:
     elif kind == "http" and isinstance(doc.get("http"), dict):
         http = doc["http"]
         fields["event.category"] = ["network", "web"]
-        if isinstance(http.get("hostname"), str):
-            fields["url.domain"] = http["hostname"]
-        if isinstance(http.get("url"), str):
-            fields["url.original"] = http["url"]
-        if isinstance(http.get("http_method"), str):
-            fields["http.request.method"] = http["http_method"]
+        if (hostname := _text(http, "hostname")) is not None:
+            fields["url.domain"] = hostname
+        if (url := _text(http, "url")) is not None:
+            fields["url.original"] = url
+        if (method := _text(http, "http_method")) is not None:
+            fields["http.request.method"] = method
         set_int(fields, "http.response.status_code", str(http.get("status", "")))
-        if isinstance(http.get("http_user_agent"), str):
-            fields["user_agent.original"] = http["http_user_agent"]
+        if (agent := _text(http, "http_user_agent")) is not None:
+            fields["user_agent.original"] = agent
     elif kind == "dns" and isinstance(doc.get("dns"), dict):
         dns = doc["dns"]
         fields["event.category"] = ["network"]
-        if isinstance(dns.get("rrname"), str):
-            fields["dns.question.name"] = dns["rrname"]
-        if isinstance(dns.get("rrtype"), str):
-            fields["dns.question.type"] = dns["rrtype"]
+        if (rrname := _text(dns, "rrname")) is not None:
+            fields["dns.question.name"] = rrname
+        if (rrtype := _text(dns, "rrtype")) is not None:
+            fields["dns.question.type"] = rrtype
     elif kind == "tls" and isinstance(doc.get("tls"), dict):
         tls = doc["tls"]
         fields["event.category"] = ["network"]
-        if isinstance(tls.get("sni"), str):
-            fields["tls.client.server_name"] = tls["sni"]
-        if isinstance(tls.get("version"), str):
-            fields["tls.version"] = tls["version"]
+        if (sni := _text(tls, "sni")) is not None:
+            fields["tls.client.server_name"] = sni
+        if (version := _text(tls, "version")) is not None:
+            fields["tls.version"] = version
     else:
         fields["event.category"] = ["network"]
     return True
