@@ -14,6 +14,11 @@ from appliance.store import Store
 from appliance.store.segments import encode_line
 
 
+def queued(pipeline: Pipeline) -> list[Event]:
+    """The events waiting in the queue, in order (it holds them in chunks)."""
+    return [e for chunk in pipeline._queue for e in chunk.events]
+
+
 def events(n: int) -> list[Event]:
     return [
         Event(1_800_000_000.0 + k, 1_800_000_000.5, "syslog", {"message": f"m{k}"}, b"raw %d" % k)
@@ -28,10 +33,10 @@ async def test_offer_batch_queues_and_counts_as_offer_one_by_one(tmp_path: Path)
         one.offer(e, "udp-a")
     assert batch.offer_batch(events(10), "udp-a") == 7
     assert batch.dropped.values == one.dropped.values == {("udp-a", "queue_full"): 3}
-    assert [(e.fields, e.listener, e.line) for e, _ in batch._queue] == [
-        (e.fields, e.listener, e.line) for e, _ in one._queue
+    assert [(e.fields, e.listener, e.line) for e in queued(batch)] == [
+        (e.fields, e.listener, e.line) for e in queued(one)
     ]
-    first = batch._queue[0][0]
+    first = queued(batch)[0]
     assert first.line == encode_line(
         first.timestamp, first.created, "syslog", first.fields, b"raw 0"
     )
@@ -42,7 +47,7 @@ async def test_offer_batch_keeps_a_line_already_encoded(tmp_path: Path) -> None:
     e = events(1)[0]
     e.line = b'[1,2,"syslog",{},null]'
     pipeline.offer_batch([e], "udp-a")
-    assert pipeline._queue[0][0].line == b'[1,2,"syslog",{},null]'
+    assert queued(pipeline)[0].line == b'[1,2,"syslog",{},null]'
 
 
 async def test_offer_batch_events_reach_the_store(tmp_path: Path) -> None:
@@ -77,8 +82,8 @@ async def test_offer_batch_with_line_bytes_keeps_the_same_books(tmp_path: Path) 
     batch, total = lined(10, "tcp-a")
     assert plain.offer_batch(events(10), "tcp-a") == known.offer_batch(batch, "tcp-a", total)
     assert known._bytes == plain._bytes == total
-    assert [(e.fields, e.listener, e.line) for e, _ in known._queue] == [
-        (e.fields, e.listener, e.line) for e, _ in plain._queue
+    assert [(e.fields, e.listener, e.line) for e in queued(known)] == [
+        (e.fields, e.listener, e.line) for e in queued(plain)
     ]
     assert known._batch_ready.is_set() == plain._batch_ready.is_set()
 
@@ -100,8 +105,8 @@ def test_a_batch_within_the_byte_budget_is_taken_whole_and_the_count_returns_to_
     batch, total = lined(10, "tcp-a")
     pipeline.offer_batch(batch, "tcp-a", total)
     sizes = [len(e.line or b"") for e in batch]
-    assert [e for e, _ in pipeline._take_batch()] == batch[:4]
+    assert pipeline._take_batch()[0] == batch[:4]
     assert pipeline._bytes == total - sum(sizes[:4])
-    assert [e for e, _ in pipeline._take_batch()] == batch[4:8]
-    assert [e for e, _ in pipeline._take_batch()] == batch[8:]
+    assert pipeline._take_batch()[0] == batch[4:8]
+    assert pipeline._take_batch()[0] == batch[8:]
     assert pipeline._bytes == 0 and len(pipeline) == 0
