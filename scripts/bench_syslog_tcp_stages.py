@@ -123,7 +123,7 @@ def run_once(data: bytes, n: int, db: Path) -> dict[str, float]:
                 pipeline.offer_batch(events, "bench", line_bytes)  # type: ignore[call-arg]
         batch = None
         if len(pipeline) >= pipeline.batch_size or i + READ >= len(data):
-            batch = [e for e, _ in pipeline._take_batch()]
+            batch = pipeline._take_batch()[0]
         end = clock()
         t["intake"] += mid - start
         t["queue"] += end - mid
@@ -131,7 +131,7 @@ def run_once(data: bytes, n: int, db: Path) -> dict[str, float]:
             store(batch)
     while len(pipeline):
         start = clock()
-        batch = [e for e, _ in pipeline._take_batch()]
+        batch = pipeline._take_batch()[0]
         t["queue"] += clock() - start
         store(batch)
     conn.close()

@@ -11,6 +11,10 @@ extra rounds' messages is the intake's::
 
 (instructions of round 3 minus round 1) / (2 x --lines) is the figure in README "Sizing".
 ``--format`` is one of ``scripts/bench budget``'s line formats (rfc5424, sshd, asa, fortigate).
+``--queue`` also queues each slice's events (``Pipeline.offer_batch``) and takes them off in
+batches (``_take_batch``) as the pipeline task does, each batch freed once taken, with the
+collector off as the appliance runs (``tune_gc``): the listener's main-thread path up to the
+stages and the store.
 """
 
 from __future__ import annotations
@@ -25,7 +29,13 @@ from bench_budget import NOW, SENDER, make_line
 
 from appliance.config import SyslogSource
 from appliance.metrics import Registry
+from appliance.pipeline.bus import Pipeline
+from appliance.runtime import tune_gc
 from appliance.sources.syslog_intake import SyslogIntake
+
+
+class _Store:
+    raw_max_bytes = 8192
 
 
 def main() -> int:
@@ -33,6 +43,8 @@ def main() -> int:
     ap.add_argument("--format", default="sshd")
     ap.add_argument("--lines", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--queue", action="store_true", help="queue and batch the events too")
+    ap.add_argument("--slice", type=int, default=512, help="datagrams per recvmmsg slice")
     args = ap.parse_args()
     lines = [make_line(i, 256, args.format) for i in range(args.lines)]
     cfg = SyslogSource(listen="127.0.0.1:0", allowed=["192.0.2.0/24"], rate_limit=0.0)
@@ -41,9 +53,20 @@ def main() -> int:
     truncated = metrics.counter("truncated", "", ["source"])
     intake = SyslogIntake(cfg, [], metrics, "udp")
     items = [(line, (SENDER, 514)) for line in lines]
+    pipeline = None
+    if args.queue:
+        pipeline = Pipeline(_Store(), metrics, queue_size=len(items))  # type: ignore[arg-type]
+        tune_gc()
     for _ in range(args.rounds):
-        for i in range(0, len(items), 512):  # the listener's recvmmsg slice
-            intake.datagrams(items[i : i + 512], NOW, 8192, 8192, dropped, truncated)
+        for i in range(0, len(items), args.slice):  # the listener's recvmmsg slice
+            batch = items[i : i + args.slice]
+            events = intake.datagrams(batch, NOW, 8192, 8192, dropped, truncated)
+            if pipeline is not None:
+                pipeline.offer_batch(events, "udp")
+                if len(pipeline) >= pipeline.batch_size:
+                    pipeline._take_batch()
+        while pipeline is not None and len(pipeline):
+            pipeline._take_batch()
     return 0
 
 

@@ -15,6 +15,7 @@ from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
 from appliance.store import Store
 from appliance.store.segments import encode_line
+from tests.test_pipeline_offer_batch import queued
 
 
 def test_an_encoded_line_holds_no_buffer_beyond_its_own_bytes() -> None:
@@ -54,9 +55,7 @@ async def test_the_queue_refuses_past_queue_bytes_and_counts_queue_full(tmp_path
         assert not pipeline.has_room()
         assert not pipeline.wants_more()
         gauges = registry_values(registry)
-        assert gauges["appliance_queue_bytes"] == sum(
-            len(e.line or b"") for e, _ in pipeline._queue
-        )
+        assert gauges["appliance_queue_bytes"] == sum(len(e.line or b"") for e in queued(pipeline))
         assert gauges["appliance_queue_bytes_capacity"] == 2000
     finally:
         await store.close()

@@ -30,7 +30,6 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from itertools import repeat
 from typing import Protocol
 
 from appliance.event import Event
@@ -58,6 +57,22 @@ class Stage(Protocol):
     async def process(self, events: list[Event], now: float) -> None: ...
 
 
+class _Chunk:
+    """Events one source offered at once, in order, with their stored lines' bytes (as
+    counted into ``Pipeline._bytes``): the queue's unit, so offering, batching and dropping
+    cost a step per chunk, not per event. ``own``: the pipeline made the list (:meth:`offer`),
+    so the source's next single event may join it and a batch may shorten it in place; a list
+    handed to :meth:`offer_batch` is never changed."""
+
+    __slots__ = ("events", "own", "size", "source")
+
+    def __init__(self, events: list[Event], source: str, size: int, own: bool) -> None:
+        self.events = events
+        self.source = source
+        self.size = size
+        self.own = own
+
+
 class Pipeline:
     def __init__(
         self,
@@ -78,7 +93,8 @@ class Pipeline:
         self.clock = clock
         self.before_store: list[Stage] = []
         self.after_store: list[Stage] = []
-        self._queue: deque[tuple[Event, str]] = deque()
+        self._queue: deque[_Chunk] = deque()
+        self._count = 0  # events in the queue's chunks, against queue_size
         # Bytes of the queued events' stored lines (as encoded at offer), against queue_bytes.
         self._bytes = 0
         self._nonempty = asyncio.Event()
@@ -116,7 +132,7 @@ class Pipeline:
         metrics.gauge(
             "queue_depth",
             "Events waiting in the pipeline queue.",
-            callback=lambda: float(len(self._queue)),
+            callback=lambda: float(self._count),
         )
         metrics.gauge(
             "queue_capacity",
@@ -145,18 +161,24 @@ class Pipeline:
         cache: encoding the same events later, a batch at a time, profiled 3-4 times slower.
         So nothing may change an event's fields between ``offer`` and the store.
         """
-        q = self._queue
-        if len(q) >= self._limit or self._bytes >= self.queue_bytes or self._stopping:
-            why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
-            self.dropped.inc(source, why)
+        if self._count >= self._limit or self._bytes >= self.queue_bytes or self._stopping:
+            self.dropped.inc(source, self._refusal())
             return False
         line = event.line
         if line is None:
             line = self.encode(event)
         event.listener = source
-        q.append((event, source))
-        self._bytes += len(line)
-        n = len(q)
+        size = len(line)
+        q = self._queue
+        # A source offering one event at a time (SNMP traps, the UDP decode workers' lines)
+        # grows its chunk rather than queueing one per event (measured cheaper).
+        if q and (last := q[-1]).own and last.source == source:
+            last.events.append(event)
+            last.size += size
+        else:
+            q.append(_Chunk([event], source, size, True))
+        self._bytes += size
+        n = self._count = self._count + 1
         if n == 1:
             self._nonempty.set()
         if n >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
@@ -169,45 +191,45 @@ class Pipeline:
         The byte bound is checked once, as the batch arrives: the batch that crosses it is
         the last taken, whole (a stream source asked :meth:`wanted` first, and a frame it
         decoded must not be dropped for the bytes of its neighbours). Returns how many were
-        queued.
+        queued. The queue keeps ``events`` itself as one chunk: the caller hands the list
+        over and must not change it afterwards.
 
         ``line_bytes``: the caller made every event with its stored line and ``listener``
         (``source``) set, and this is the lines' total (the native stream path), so a batch
         that fits is queued without a step per event."""
         if not events:
             return 0
-        q = self._queue
         room = 0 if self._bytes >= self.queue_bytes else self.room()
         if line_bytes is not None and room >= len(events):
-            n = len(q)
-            q.extend(zip(events, repeat(source)))
-            self._bytes += line_bytes
-            if not n:
-                self._nonempty.set()
-            if n + len(events) >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
-                self._batch_ready.set()
-            return len(events)
-        take = events[:room] if room < len(events) else events
-        added = 0
-        for event in take:
-            line = event.line
-            if line is None:
-                line = self.encode(event)
-            event.listener = source
-            q.append((event, source))
-            added += len(line)
-        self._bytes += added
-        lost = len(events) - len(take)
-        if lost:
-            why = "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
-            self.dropped.inc(source, why, n=lost)
-        n = len(q)
-        if take:
-            if n == len(take):
-                self._nonempty.set()
-            if n >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
-                self._batch_ready.set()
+            take = events
+        else:
+            take = events[:room] if room < len(events) else events
+            line_bytes = 0
+            encode = self.encode
+            for event in take:
+                line = event.line
+                if line is None:
+                    line = encode(event)
+                event.listener = source
+                line_bytes += len(line)
+            lost = len(events) - len(take)
+            if lost:
+                self.dropped.inc(source, self._refusal(), n=lost)
+            if not take:
+                return 0
+        self._queue.append(_Chunk(take, source, line_bytes, False))
+        self._bytes += line_bytes
+        before = self._count
+        n = self._count = before + len(take)
+        if not before:
+            self._nonempty.set()
+        if n >= self.batch_size or self._bytes >= self.queue_bytes >> 2:
+            self._batch_ready.set()
         return len(take)
+
+    def _refusal(self) -> str:
+        """The drop reason of an event the queue does not take now."""
+        return "shutting_down" if self._stopping else "store_full" if self.full else "queue_full"
 
     def encode(self, event: Event) -> bytes:
         """Encode the line the store keeps from the event as it is now."""
@@ -225,16 +247,16 @@ class Pipeline:
         asks, so that none of it is dropped for want of room)."""
         if self._stopping or self._bytes >= self.queue_bytes:
             return 0
-        return max(0, self._limit - len(self._queue))
+        return max(0, self._limit - self._count)
 
     def has_room(self) -> bool:
-        return len(self._queue) < self._limit and self._bytes < self.queue_bytes
+        return self._count < self._limit and self._bytes < self.queue_bytes
 
     def wants_more(self) -> bool:
         """Whether a source holding raw input should decode more now: two batches (or half of
         ``queue_bytes``) queued are enough to keep the store busy, and raw input is the
         cheaper thing to hold."""
-        return len(self._queue) < 2 * self.batch_size and self._bytes < self.queue_bytes >> 1
+        return self._count < 2 * self.batch_size and self._bytes < self.queue_bytes >> 1
 
     def wanted(self) -> int:
         """How many more events a source holding raw input should decode now: what
@@ -243,14 +265,14 @@ class Pipeline:
         grow it."""
         if not self.wants_more():
             return 0
-        return min(self.room(), 2 * self.batch_size - len(self._queue))
+        return min(self.room(), 2 * self.batch_size - self._count)
 
     def call_when_room(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once less than one batch is queued (paused sources resume)."""
         self._resume_callbacks.append(callback)
 
     def __len__(self) -> int:
-        return len(self._queue)
+        return self._count
 
     # ------------------------------------------------------------------------ consumer side
 
@@ -272,70 +294,94 @@ class Pipeline:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            for _event, source in self._queue:
-                self.dropped.inc(source, "shutdown_timeout")
-            self._queue.clear()
-            self._bytes = 0
+            self._shed("shutdown_timeout")
             return False
 
     async def _run(self) -> None:
-        q = self._queue
         while True:
-            if not q:
+            if not self._count:
                 if self._stopping:
                     return
                 self._nonempty.clear()
                 await self._nonempty.wait()
                 continue
             if (
-                len(q) < self.batch_size
+                self._count < self.batch_size
                 and self._bytes < self.queue_bytes >> 2
                 and not self._stopping
             ):
                 self._batch_ready.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self.flush_interval)
-            pairs = self._take_batch()
-            await self._process([e for e, _ in pairs], pairs)
+            events, sources = self._take_batch()
+            await self._process(events, sources)
             if (
                 self._resume_callbacks
-                and len(q) < self.batch_size
+                and self._count < self.batch_size
                 and self._bytes < self.queue_bytes >> 2
             ):
                 callbacks, self._resume_callbacks = self._resume_callbacks, []
                 for cb in callbacks:
                     cb()
 
-    def _take_batch(self) -> list[tuple[Event, str]]:
+    def _take_batch(self) -> tuple[list[Event], list[tuple[str, int]]]:
         """The next batch: up to ``batch_size`` events and a quarter of ``queue_bytes`` of
         lines (at least one event), so the batch held while it is stored and evaluated is
-        bounded in bytes as the queue is."""
+        bounded in bytes as the queue is. Returns the events and their sources as
+        ``(source, events)`` runs, in order (what a drop counts).
+
+        Whole chunks are taken while they fit; the chunk that does not is split, and only its
+        taken part is measured event by event."""
         q = self._queue
         budget = self.queue_bytes >> 2
-        n = min(len(q), self.batch_size)
-        if self._bytes <= budget:
-            # Everything queued fits the byte budget, so any n events do: no test per event.
-            if n == len(q):
-                pairs = list(q)
-                q.clear()
-                self._bytes = 0
-                return pairs
-            popleft = q.popleft
-            pairs = [popleft() for _ in range(n)]
-            taken = sum([len(e.line or b"") for e, _ in pairs])
-            self._bytes = max(0, self._bytes - taken)
-            return pairs
-        pairs = []
-        taken = 0
-        for _ in range(n):
-            size = len(q[0][0].line or b"")
-            if pairs and taken + size > budget:
-                break
-            pairs.append(q.popleft())
+        left = min(self._count, self.batch_size)
+        # Everything queued within the byte budget: any events fit it, chunks are not measured.
+        fits = self._bytes <= budget
+        events: list[Event] = []
+        sources: list[tuple[str, int]] = []
+        taken = 0  # bytes
+        while left and q:
+            chunk = q[0]
+            part = chunk.events
+            k = len(part)
+            if k <= left and (fits or taken + chunk.size <= budget):
+                q.popleft()
+                events += part
+                sources.append((chunk.source, k))
+                taken += chunk.size
+                left -= k
+                continue
+            # The batch ends in this chunk: take its head, leave the rest queued.
+            k = min(k, left)
+            size = 0
+            if fits:
+                size = sum([len(e.line or b"") for e in part[:k]])
+            else:
+                for i in range(k):
+                    line_size = len(part[i].line or b"")
+                    if (events or i) and taken + size + line_size > budget:
+                        k = i
+                        break
+                    size += line_size
+            if k:
+                events += part[:k]
+                sources.append((chunk.source, k))
+            if k == len(part):  # its lines were set after it was queued: they fit after all
+                q.popleft()
+                size = chunk.size
+            elif k:
+                if chunk.own:
+                    del part[:k]  # in place: a move of what is left, no reference counting
+                else:
+                    chunk.events = part[k:]  # the list handed to offer_batch stays as it was
+                    chunk.own = True
+                # Never below zero: an event whose line was set after it was queued.
+                chunk.size = max(0, chunk.size - size)
             taken += size
-        # Never below zero: an event whose line was set after it was queued is not counted.
+            break
+        self._count -= len(events)
         self._bytes = max(0, self._bytes - taken)
-        return pairs
+        return events, sources
 
     async def run_stages(self, stages: list[Stage], events: list[Event], now: float) -> None:
         for stage in stages:
@@ -351,7 +397,7 @@ class Pipeline:
                     exc_info=True,
                 )
 
-    async def _process(self, events: list[Event], pairs: list[tuple[Event, str]]) -> None:
+    async def _process(self, events: list[Event], sources: list[tuple[str, int]]) -> None:
         now = self.clock()
         if self.before_store:
             await self.run_stages(self.before_store, events, now)
@@ -385,12 +431,12 @@ class Pipeline:
                         continue
                     if await self._wait_for_space(len(events) - start):
                         continue
-                    self._drop(pairs[start:], "store_full")
+                    self._drop(sources, start, "store_full")
                     break
                 failures += 1
                 _rl.warning("store", "event batch insert failed (attempt %d): %s", failures, exc)
                 if failures >= 5:
-                    self._drop(pairs[start:], "store_error")
+                    self._drop(sources, start, "store_error")
                     break
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** (failures - 1)))
                 continue
@@ -418,9 +464,22 @@ class Pipeline:
             end += 1
         return end
 
-    def _drop(self, pairs: list[tuple[Event, str]], reason: str) -> None:
-        for _event, source in pairs:
-            self.dropped.inc(source, reason)
+    def _drop(self, sources: list[tuple[str, int]], start: int, reason: str) -> None:
+        """Count a batch's events from ``start`` on as dropped, by their source."""
+        for source, n in sources:
+            if start < n:
+                self.dropped.inc(source, reason, n=n - start)
+                start = 0
+            else:
+                start -= n
+
+    def _shed(self, reason: str) -> None:
+        """Drop everything queued, counted by source."""
+        for chunk in self._queue:
+            self.dropped.inc(chunk.source, reason, n=len(chunk.events))
+        self._queue.clear()
+        self._count = 0
+        self._bytes = 0
 
     async def _make_room(self) -> bool:
         if self.on_store_full is None:
@@ -446,11 +505,7 @@ class Pipeline:
                 " until a batch commits again",
                 held,
             )
-        q = self._queue
-        while q:
-            _event, source = q.popleft()
-            self.dropped.inc(source, "store_full")
-        self._bytes = 0
+        self._shed("store_full")
         if self._resume_callbacks:  # paused streams read on and shed, rather than stall
             callbacks, self._resume_callbacks = self._resume_callbacks, []
             for cb in callbacks:
