@@ -189,6 +189,57 @@ def test_generated_hostile_datagrams_make_the_same_events_and_counts(
     assert seen["truncated"] and len(seen["parse_errors"]) > 5
 
 
+def raw_text_lines() -> list[bytes]:
+    """Datagrams whose raw text holds every byte value, every control character, quotes and
+    backslashes, BOMs, the separators orjson leaves alone, bad UTF-8 and lines past RAW_MAX
+    (cut there, also inside a character): the stored line's raw string is written natively
+    and must be orjson's byte for byte."""
+    heads = [b"<13>1 2026-12-04T13:00:00Z h app 1 - - \xef\xbb\xbf", b"<13>Dec  4 13:00:00 h app: "]
+    bodies = [b"byte %d [" % b + bytes([b]) + b"] end" for b in range(256)]
+    bodies += [
+        bytes(range(128)),
+        bytes(range(32)) * 3 + b'"\\/\x7f',
+        "DEL \x7f C1 \x85 NBSP \xa0 LS \u2028 PS \u2029 BOM \ufeff é ☃ 😀 \ufffd".encode(),
+        b"bad \xc3 utf-8 \xff\xfe",
+        b"tail newline\r\n",
+        b'quote " backslash \\ both \\" \\\\',
+        b"\xef\xbb\xbfa second BOM",
+    ]
+    long = [
+        b"x" * (RAW_MAX + 100),
+        b'\t"\\' * (RAW_MAX // 2),
+        "é".encode() * RAW_MAX,  # cut inside a character: not UTF-8 any more
+        "☃".encode() * (RAW_MAX // 3 - 10),
+    ]
+    lines = [h + b for h in heads for b in [*bodies, *long]]
+    lines += [b"\xef\xbb\xbf<13>Dec  4 13:00:00 h app: BOM first", b"<13>", b"plain \x01 no header"]
+    return lines
+
+
+def test_the_raw_text_of_every_byte_and_escape_is_stored_as_orjson_writes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = raw_text_lines()
+    made, _ = run_both(batched(iter(lines), ["192.0.2.9", "10.1.3.7"], 64), monkeypatch)
+    assert made == len(lines)
+    for line in lines:
+        (event,) = make_intake().datagrams(
+            [(line, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters()
+        )
+        raw = orjson.loads(event.line)[4]
+        try:
+            assert raw == line[:RAW_MAX].decode("utf-8")
+        except UnicodeDecodeError:  # encode_line's form of bytes that are not UTF-8
+            assert isinstance(raw, list)
+
+
+def _counters() -> tuple[Any, Any]:
+    metrics = Registry()
+    return metrics.counter("dropped", "", ["source", "reason"]), metrics.counter(
+        "truncated", "", ["source"]
+    )
+
+
 BODY_TIMED = [
     b'<189>date=2019-05-15 time=18:03:41 logid="0000000013" type="traffic" subtype="forward"'
     b" srcip=10.1.100.22 dstip=195.8.215.136 proto=6 action=deny",
