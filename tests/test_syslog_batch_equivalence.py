@@ -222,10 +222,10 @@ def test_the_raw_text_of_every_byte_and_escape_is_stored_as_orjson_writes_it(
     lines = raw_text_lines()
     made, _ = run_both(batched(iter(lines), ["192.0.2.9", "10.1.3.7"], 64), monkeypatch)
     assert made == len(lines)
-    for line in lines:
-        (event,) = make_intake().datagrams(
-            [(line, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters()
-        )
+    events = make_intake().datagrams(
+        [(line, ("192.0.2.9", 1)) for line in lines], NOW, 8192, RAW_MAX, *_counters()
+    )
+    for line, event in zip(lines, events, strict=True):
         raw = orjson.loads(event.line)[4]
         try:
             assert raw == line[:RAW_MAX].decode("utf-8")
@@ -238,6 +238,46 @@ def _counters() -> tuple[Any, Any]:
     return metrics.counter("dropped", "", ["source", "reason"]), metrics.counter(
         "truncated", "", ["source"]
     )
+
+
+SSHD_FAILED = (
+    b"<38>Nov 29 10:00:00 bench-host sshd[4242]: Failed password for invalid user admin"
+    b" from 203.0.113.7 port %d ssh2"
+)
+
+
+def test_a_senders_messages_share_one_str_per_repeated_header_and_decoder_text() -> None:
+    """The engine's signature memo compares the previous event's parts by identity: the
+    texts a sender repeats are one object (equal to what the reference makes, see above)."""
+    intake = make_intake()
+    first = intake.datagrams(
+        [(SSHD_FAILED % 1, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters()
+    )
+    more = intake.datagrams(
+        [(SSHD_FAILED % k, ("192.0.2.9", 1)) for k in (2, 3)], NOW, 8192, RAW_MAX, *_counters()
+    )
+    a, b, c = (e.fields for e in [*first, *more])
+    shared = ["host.hostname", "process.name", "log.syslog.procid", "event.action"]
+    shared += ["event.outcome", "user.name", "source.ip"]
+    for key in shared:
+        assert a[key] is b[key] is c[key], key
+    assert a["event.category"][0] is b["event.category"][0]
+    assert a["event.category"] is not b["event.category"]  # lists stay the event's own
+    assert a["source.port"] != b["source.port"]
+
+
+def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
+    long_host = "h" * 70
+    lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]
+    lines += [b"<13>1 - host-%d app - - x" % k for k in range(6_000)]
+    events = make_intake().datagrams(
+        [(line, ("192.0.2.9", 1)) for line in lines], NOW, 8192, RAW_MAX, *_counters()
+    )
+    assert events[0].fields["host.hostname"] == events[1].fields["host.hostname"] == long_host
+    assert events[0].fields["host.hostname"] is not events[1].fields["host.hostname"]
+    hosts = [e.fields["host.hostname"] for e in events[3:]]
+    assert hosts == [f"host-{k}" for k in range(6_000)]
+    assert [e.fields["log.syslog.procid"] for e in events[:3]] == ["0", "1", "2"]
 
 
 BODY_TIMED = [
