@@ -266,6 +266,21 @@ def test_a_senders_messages_share_one_str_per_repeated_header_and_decoder_text()
     assert a["source.port"] != b["source.port"]
 
 
+def test_a_hint_that_is_not_one_of_the_registrys_decoders_is_still_tried_first() -> None:
+    """The registry's decoders are resolved once, as hints too; any other hint object is
+    read as it comes."""
+
+    def mine(msg: Any, fields: dict[str, Any]) -> bool:
+        fields["labels.mine"] = msg.app_name
+        return True
+
+    intake = make_intake()
+    intake.profile("192.0.2.9").decoder = VendorDecoder(name="mine", decode=mine)
+    line = SSHD_FAILED % 1
+    (event,) = intake.datagrams([(line, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters())
+    assert event.fields["event.dataset"] == "mine" and event.fields["labels.mine"] == "sshd"
+
+
 def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
     long_host = "h" * 70
     lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]

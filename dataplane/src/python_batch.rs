@@ -219,6 +219,10 @@ struct Dispatch {
     needles: Vec<String>,
     fallbacks: Vec<Dec>,
     last_resort: Vec<Dec>,
+    /// Every decoder of `by_name` (what a sender's `vendor` hint is), keyed by the object's
+    /// address (the object is held, so the address is not reused): no attribute of the hint
+    /// is read per message.
+    by_hint: rustc_hash::FxHashMap<usize, (Py<PyAny>, Dec)>,
 }
 
 impl Dispatch {
@@ -248,9 +252,14 @@ impl Dispatch {
             }
             by_first.insert(c, list);
         }
+        let mut by_hint = rustc_hash::FxHashMap::default();
+        for d in registry.getattr("by_name")?.cast_into::<PyDict>()?.values() {
+            by_hint.insert(d.as_ptr() as usize, (d.clone().unbind(), Dec::of(&d)?));
+        }
         Ok(Dispatch {
             by_program,
             by_first,
+            by_hint,
             needles: registry.getattr("_needles")?.extract()?,
             fallbacks: decs(registry.getattr("fallbacks")?)?,
             last_resort: decs(registry.getattr("last_resort")?)?,
@@ -271,7 +280,16 @@ impl Dispatch {
             }
             claim(py, d.decode.bind(py), d.native.as_ref(), msg, fields)
         };
-        if !hint.is_none() {
+        let resolved = match hint.is_none() {
+            true => None,
+            false => Some(self.by_hint.get(&(hint.as_ptr() as usize))),
+        };
+        if let Some(Some((_, d))) = resolved {
+            if claims(d, msg)? {
+                return Ok(d.name.bind(py).clone());
+            }
+        } else if resolved.is_some() {
+            // A hint from elsewhere than the registry (none in the intake): read as it comes.
             let skip = hint
                 .getattr(intern!(py, "structured_only"))
                 .map_or(Ok(false), |v| v.is_truthy())?
