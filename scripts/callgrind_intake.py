@@ -10,7 +10,9 @@ extra rounds' messages is the intake's::
         .venv/bin/python scripts/callgrind_intake.py --format sshd --rounds $r; done
 
 (instructions of round 3 minus round 1) / (2 x --lines) is the figure in README "Sizing".
-``--format`` is one of ``scripts/bench budget``'s line formats (rfc5424, sshd, asa, fortigate).
+``--format`` is one of ``scripts/bench budget``'s line formats (rfc5424, sshd, asa, fortigate) or
+``loggen``: syslog-ng's ``loggen -P -F`` line (what ``scripts/bench syslog-udp`` sends), RFC 5424
+with a UTF-8 BOM before MSG and a trailing newline.
 ``--queue`` also queues each slice's events (``Pipeline.offer_batch``) and takes them off in
 batches (``_take_batch``) as the pipeline task does, each batch freed once taken, with the
 collector off as the appliance runs (``tune_gc``): the listener's main-thread path up to the
@@ -33,6 +35,17 @@ from appliance.pipeline.bus import Pipeline
 from appliance.runtime import tune_gc
 from appliance.sources.syslog_intake import SyslogIntake
 
+LOGGEN = (
+    b"<38>1 2026-12-05T04:32:46+00:00 localhost prg00000 1234 - - \xef\xbb\xbfseq: %010d, "
+    b"thread: 0000, runid: 1796445166, stamp: 2026-12-05T04:32:46 "
+)
+
+
+def loggen_line(seq: int, size: int) -> bytes:
+    head = LOGGEN % seq
+    pad = max(0, size - 1 - len(head))
+    return head + (b"PADD" * (pad // 4 + 1))[:pad] + b"\n"
+
 
 class _Store:
     raw_max_bytes = 8192
@@ -46,7 +59,10 @@ def main() -> int:
     ap.add_argument("--queue", action="store_true", help="queue and batch the events too")
     ap.add_argument("--slice", type=int, default=512, help="datagrams per recvmmsg slice")
     args = ap.parse_args()
-    lines = [make_line(i, 256, args.format) for i in range(args.lines)]
+    if args.format == "loggen":
+        lines = [loggen_line(i, 256) for i in range(args.lines)]
+    else:
+        lines = [make_line(i, 256, args.format) for i in range(args.lines)]
     cfg = SyslogSource(listen="127.0.0.1:0", allowed=["192.0.2.0/24"], rate_limit=0.0)
     metrics = Registry()
     dropped = metrics.counter("dropped", "", ["source", "reason"])

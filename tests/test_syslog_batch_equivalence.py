@@ -189,6 +189,112 @@ def test_generated_hostile_datagrams_make_the_same_events_and_counts(
     assert seen["truncated"] and len(seen["parse_errors"]) > 5
 
 
+def raw_text_lines() -> list[bytes]:
+    """Datagrams whose raw text holds every byte value, every control character, quotes and
+    backslashes, BOMs, the separators orjson leaves alone, bad UTF-8 and lines past RAW_MAX
+    (cut there, also inside a character): the stored line's raw string is written natively
+    and must be orjson's byte for byte."""
+    heads = [b"<13>1 2026-12-04T13:00:00Z h app 1 - - \xef\xbb\xbf", b"<13>Dec  4 13:00:00 h app: "]
+    bodies = [b"byte %d [" % b + bytes([b]) + b"] end" for b in range(256)]
+    bodies += [
+        bytes(range(128)),
+        bytes(range(32)) * 3 + b'"\\/\x7f',
+        "DEL \x7f C1 \x85 NBSP \xa0 LS \u2028 PS \u2029 BOM \ufeff é ☃ 😀 \ufffd".encode(),
+        b"bad \xc3 utf-8 \xff\xfe",
+        b"tail newline\r\n",
+        b'quote " backslash \\ both \\" \\\\',
+        b"\xef\xbb\xbfa second BOM",
+    ]
+    long = [
+        b"x" * (RAW_MAX + 100),
+        b'\t"\\' * (RAW_MAX // 2),
+        "é".encode() * RAW_MAX,  # cut inside a character: not UTF-8 any more
+        "☃".encode() * (RAW_MAX // 3 - 10),
+    ]
+    lines = [h + b for h in heads for b in [*bodies, *long]]
+    lines += [b"\xef\xbb\xbf<13>Dec  4 13:00:00 h app: BOM first", b"<13>", b"plain \x01 no header"]
+    return lines
+
+
+def test_the_raw_text_of_every_byte_and_escape_is_stored_as_orjson_writes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = raw_text_lines()
+    made, _ = run_both(batched(iter(lines), ["192.0.2.9", "10.1.3.7"], 64), monkeypatch)
+    assert made == len(lines)
+    events = make_intake().datagrams(
+        [(line, ("192.0.2.9", 1)) for line in lines], NOW, 8192, RAW_MAX, *_counters()
+    )
+    for line, event in zip(lines, events, strict=True):
+        raw = orjson.loads(event.line)[4]
+        try:
+            assert raw == line[:RAW_MAX].decode("utf-8")
+        except UnicodeDecodeError:  # encode_line's form of bytes that are not UTF-8
+            assert isinstance(raw, list)
+
+
+def _counters() -> tuple[Any, Any]:
+    metrics = Registry()
+    return metrics.counter("dropped", "", ["source", "reason"]), metrics.counter(
+        "truncated", "", ["source"]
+    )
+
+
+SSHD_FAILED = (
+    b"<38>Nov 29 10:00:00 bench-host sshd[4242]: Failed password for invalid user admin"
+    b" from 203.0.113.7 port %d ssh2"
+)
+
+
+def test_a_senders_messages_share_one_str_per_repeated_header_and_decoder_text() -> None:
+    """The engine's signature memo compares the previous event's parts by identity: the
+    texts a sender repeats are one object (equal to what the reference makes, see above)."""
+    intake = make_intake()
+    first = intake.datagrams(
+        [(SSHD_FAILED % 1, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters()
+    )
+    more = intake.datagrams(
+        [(SSHD_FAILED % k, ("192.0.2.9", 1)) for k in (2, 3)], NOW, 8192, RAW_MAX, *_counters()
+    )
+    a, b, c = (e.fields for e in [*first, *more])
+    shared = ["host.hostname", "process.name", "log.syslog.procid", "event.action"]
+    shared += ["event.outcome", "user.name", "source.ip"]
+    for key in shared:
+        assert a[key] is b[key] is c[key], key
+    assert a["event.category"][0] is b["event.category"][0]
+    assert a["event.category"] is not b["event.category"]  # lists stay the event's own
+    assert a["source.port"] != b["source.port"]
+
+
+def test_a_hint_that_is_not_one_of_the_registrys_decoders_is_still_tried_first() -> None:
+    """The registry's decoders are resolved once, as hints too; any other hint object is
+    read as it comes."""
+
+    def mine(msg: Any, fields: dict[str, Any]) -> bool:
+        fields["labels.mine"] = msg.app_name
+        return True
+
+    intake = make_intake()
+    intake.profile("192.0.2.9").decoder = VendorDecoder(name="mine", decode=mine)
+    line = SSHD_FAILED % 1
+    (event,) = intake.datagrams([(line, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters())
+    assert event.fields["event.dataset"] == "mine" and event.fields["labels.mine"] == "sshd"
+
+
+def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
+    long_host = "h" * 70
+    lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]
+    lines += [b"<13>1 - host-%d app - - x" % k for k in range(6_000)]
+    events = make_intake().datagrams(
+        [(line, ("192.0.2.9", 1)) for line in lines], NOW, 8192, RAW_MAX, *_counters()
+    )
+    assert events[0].fields["host.hostname"] == events[1].fields["host.hostname"] == long_host
+    assert events[0].fields["host.hostname"] is not events[1].fields["host.hostname"]
+    hosts = [e.fields["host.hostname"] for e in events[3:]]
+    assert hosts == [f"host-{k}" for k in range(6_000)]
+    assert [e.fields["log.syslog.procid"] for e in events[:3]] == ["0", "1", "2"]
+
+
 BODY_TIMED = [
     b'<189>date=2019-05-15 time=18:03:41 logid="0000000013" type="traffic" subtype="forward"'
     b" srcip=10.1.100.22 dstip=195.8.215.136 proto=6 action=deny",

@@ -9,6 +9,7 @@ pub mod baselines;
 pub mod bookkeeping;
 pub mod cef;
 pub mod decoders;
+pub mod jsonstr;
 pub mod kv;
 pub mod linux_auth;
 pub mod netflow;

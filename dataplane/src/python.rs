@@ -26,6 +26,86 @@ fn panics() -> u64 {
     PANICS.load(Ordering::Relaxed)
 }
 
+/// Texts up to this many bytes are shared (`SharedStrs`); longer ones are rarely repeated.
+const SHARED_TEXT_MAX: usize = 64;
+/// Slots of the shared texts (a power of two): ~330 KB, and the strs when all are filled.
+const SHARED_SLOTS: usize = 4096;
+
+/// One Python str per short text of the header and the native decoders' values (hostname,
+/// app name, PROCID, MSGID, `event.action`, a user name...), shared by the messages that
+/// carry it: a sender's run of messages allocates and frees none of them, and the engine's
+/// signature memo (`RuleMatcher.memo_groups`), which compares the previous event's parts by
+/// identity, hits.
+///
+/// Direct-mapped (a text has one slot; a new text takes it over): the texts come off the
+/// wire, and a lookup that inspects one slot cannot be made slow by texts that collide, at
+/// worst they are made anew, as without the cache. The slot is picked by a fast hash seeded
+/// per process, so two common texts that share a slot here do not share one everywhere.
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+
+struct Shared {
+    seed: usize,
+    slots: Box<[Slot]>,
+}
+
+struct Slot {
+    len: u8,
+    text: [u8; SHARED_TEXT_MAX],
+    s: Option<Py<PyString>>,
+}
+
+/// The shared texts, held for one message's fields; without them (another thread holds
+/// them, or a Python call made while they are held decodes again) each text is a new str.
+pub(crate) struct SharedStrs(Option<std::sync::MutexGuard<'static, Option<Shared>>>);
+
+impl SharedStrs {
+    pub(crate) fn lock() -> Self {
+        SharedStrs(match SHARED.try_lock() {
+            Ok(guard) => Some(guard),
+            // A panic while held left nothing half-made that matters: slots of equal strs.
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        })
+    }
+
+    /// `text` as a str equal to `PyString::new(py, text)`, shared when short.
+    pub(crate) fn get<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+        use std::hash::{BuildHasher, Hasher};
+        let Some(guard) = self
+            .0
+            .as_deref_mut()
+            .filter(|_| text.len() <= SHARED_TEXT_MAX)
+        else {
+            return PyString::new(py, text);
+        };
+        let shared = guard.get_or_insert_with(|| Shared {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8) as usize,
+            slots: (0..SHARED_SLOTS)
+                .map(|_| Slot {
+                    len: 0,
+                    text: [0; SHARED_TEXT_MAX],
+                    s: None,
+                })
+                .collect(),
+        });
+        let mut h = rustc_hash::FxHasher::with_seed(shared.seed);
+        h.write(text.as_bytes());
+        let slot = &mut shared.slots[h.finish() as usize & (SHARED_SLOTS - 1)];
+        let n = text.len();
+        if let Some(s) = &slot.s {
+            if usize::from(slot.len) == n && &slot.text[..n] == text.as_bytes() {
+                return s.bind(py).clone();
+            }
+        }
+        let s = PyString::new(py, text);
+        slot.len = n as u8;
+        slot.text[..n].copy_from_slice(text.as_bytes());
+        // The str it held is released here, with the interpreter attached.
+        slot.s = Some(s.clone().unbind());
+        s
+    }
+}
+
 /// A BSD stamp's fields, the sender's zone (by identity) and the hour received.
 type StampKey = (Option<u32>, u32, u32, u32, u32, u32, u32, usize, i64);
 
@@ -163,6 +243,11 @@ fn message_object<'py>(
     fn any<'py, T: IntoPyObject<'py>>(py: Python<'py>, v: T) -> PyResult<Bound<'py, PyAny>> {
         v.into_bound_py_any(py)
     }
+    let mut strs = SharedStrs::lock();
+    let mut text = |t: Option<&str>| match t {
+        Some(t) => strs.get(py, t).into_any(),
+        None => py.None().into_bound(py),
+    };
     let args = PyTuple::new(
         py,
         [
@@ -171,16 +256,17 @@ fn message_object<'py>(
             any(py, m.message)?,
             PyString::intern(py, m.format.as_str()).into_any(),
             any(py, m.timestamp)?,
-            any(py, m.hostname)?,
-            any(py, m.app_name)?,
-            any(py, m.procid)?,
-            any(py, m.msgid)?,
+            text(m.hostname),
+            text(m.app_name),
+            text(m.procid),
+            text(m.msgid),
             any(py, m.version)?,
             sd.clone(),
             any(py, m.sequence)?,
             errors.into_any(),
         ],
     )?;
+    drop(strs); // the class is Python code: nothing it runs may find the map held
     cls.call1(args)
 }
 
@@ -260,25 +346,27 @@ fn header_fields<'py>(
         intern!(py, "log.syslog.format"),
         PyString::intern(py, m.format.as_str()),
     )?;
+    let mut strs = SharedStrs::lock();
     if let Some(host) = m.hostname {
-        let host = PyString::new(py, host);
+        let host = strs.get(py, host);
         f.set_item(intern!(py, "host.hostname"), &host)?;
         f.set_item(intern!(py, "log.syslog.hostname"), host)?;
     }
     if let Some(app) = m.app_name {
-        let app = PyString::new(py, app);
+        let app = strs.get(py, app);
         f.set_item(intern!(py, "process.name"), &app)?;
         f.set_item(intern!(py, "log.syslog.appname"), app)?;
     }
     if let Some(procid) = m.procid {
-        f.set_item(intern!(py, "log.syslog.procid"), procid)?;
+        f.set_item(intern!(py, "log.syslog.procid"), strs.get(py, procid))?;
         if let Some(pid) = pid {
             f.set_item(intern!(py, "process.pid"), pid)?;
         }
     }
     if let Some(msgid) = m.msgid {
-        f.set_item(intern!(py, "log.syslog.msgid"), msgid)?;
+        f.set_item(intern!(py, "log.syslog.msgid"), strs.get(py, msgid))?;
     }
+    drop(strs);
     if let Some(version) = m.version {
         f.set_item(intern!(py, "log.syslog.version"), version)?;
     }
@@ -688,9 +776,15 @@ fn set_fields<'py>(
     convert: Option<&Py<PyAny>>,
 ) -> PyResult<()> {
     use crate::decoders::Value;
+    // Not held across `convert`, a Python call that may decode again.
+    let mut strs = Some(SharedStrs::lock());
     for (key, value) in found {
+        let mut text = |t: &str| match strs.as_mut() {
+            Some(strs) => strs.get(py, t),
+            None => PyString::new(py, t),
+        };
         let obj: Bound<'_, PyAny> = match value {
-            Value::Text(t) => PyString::new(py, &t).into_any(),
+            Value::Text(t) => text(&t).into_any(),
             Value::Int(n) => n.into_bound_py_any(py)?,
             Value::Const(i) => match consts.get(i) {
                 // A list constant is copied: fields are mutable, events must not share it.
@@ -700,10 +794,12 @@ fn set_fields<'py>(
                 },
                 None => continue,
             },
-            Value::Texts(items) => PyList::new(py, items)?.into_any(),
+            Value::Texts(items) => PyList::new(py, items.into_iter().map(text))?.into_any(),
             Value::Converted(name, v) => {
                 let Some(convert) = convert else { continue };
+                drop(strs.take());
                 let got = convert.bind(py).call1((name, v))?;
+                strs = Some(SharedStrs::lock());
                 if got.is_none() {
                     continue;
                 }

@@ -102,14 +102,16 @@ impl<'t> Message<'t> {
 /// `"replace"`), trailing CR/LF/NUL (framing leftovers) removed.
 pub fn message_text(data: &[u8]) -> Cow<'_, str> {
     let data = data.strip_prefix(b"\xef\xbb\xbf").unwrap_or(data);
-    match String::from_utf8_lossy(data) {
-        Cow::Borrowed(s) => Cow::Borrowed(s.trim_end_matches(['\r', '\n', '\0'])),
-        Cow::Owned(mut s) => {
-            let keep = s.trim_end_matches(['\r', '\n', '\0']).len();
-            s.truncate(keep);
-            Cow::Owned(s)
-        }
+    let tail = ['\r', '\n', '\0'];
+    // Valid text is the rule: `from_utf8` checks it with its ASCII fast path, where
+    // `from_utf8_lossy` walks it chunk by chunk (~1 % of the receiver's samples in perf).
+    if let Ok(s) = std::str::from_utf8(data) {
+        return Cow::Borrowed(s.trim_end_matches(tail));
     }
+    let mut s = String::from_utf8_lossy(data).into_owned();
+    let keep = s.trim_end_matches(tail).len();
+    s.truncate(keep);
+    Cow::Owned(s)
 }
 
 /// `(<PRI> value, index after '>')`; PRI is 1-3 digits without a leading zero, at most 191.
@@ -196,6 +198,9 @@ mod tests {
     fn message_text_drops_bom_and_framing_tail() {
         assert_eq!(message_text(b"\xef\xbb\xbf<13>hi\r\n\0"), "<13>hi");
         assert_eq!(message_text(b"a\xffb\n"), "a\u{fffd}b");
+        assert_eq!(message_text(b"\xc3\xa9t\xc3\xa9\0\n"), "\u{e9}t\u{e9}");
+        assert_eq!(message_text(b"cut \xc3\r\n"), "cut \u{fffd}");
+        assert!(matches!(message_text(b"ok\n"), Cow::Borrowed("ok")));
     }
 
     #[test]
