@@ -787,6 +787,52 @@ impl SyslogBatch {
             ],
         )
     }
+
+    /// The datagrams of one receive time (`datagrams`, `receiver`): the sender's profile,
+    /// the policy and the decode of each. Returns the answer and the bytes of the events'
+    /// stored lines.
+    #[allow(clippy::type_complexity)]
+    fn decode_datagrams<'py>(
+        &self,
+        py: Python<'py>,
+        items: impl Iterator<Item = PyResult<(Bound<'py, PyBytes>, Bound<'py, PyString>)>>,
+        policy: (
+            f64,
+            usize,
+            usize,
+            f64,
+            f64,
+            &Bound<'py, PyDict>,
+            &Bound<'py, PyAny>,
+        ),
+        listener: Option<&Bound<'py, PyString>>,
+    ) -> PyResult<(Bound<'py, PyTuple>, usize)> {
+        let (now, max_bytes, raw_max, rate, burst, profiles, profile_of) = policy;
+        let policy = Policy {
+            now,
+            raw_max,
+            rate,
+            burst,
+            profiles,
+            profile_of,
+            datagram: true,
+            max_bytes,
+            listener,
+            line_bytes: Default::default(),
+        };
+        let events = PyList::empty(py);
+        let mut counts = Counts::default();
+        let mut last: Option<Profile<'py>> = None;
+        for item in items {
+            let (data, ip) = item?;
+            self.profile(&policy, &ip, &mut last)?;
+            let prof = last.as_ref().expect("profile just read");
+            if let Some(event) = self.one(py, &data, prof, &policy, &mut counts)? {
+                events.append(event)?;
+            }
+        }
+        Ok((Self::answer(py, events, counts)?, policy.line_bytes.get()))
+    }
 }
 
 #[pymethods]
@@ -853,22 +899,7 @@ impl SyslogBatch {
         profiles: &Bound<'py, PyDict>,
         profile_of: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyTuple>> {
-        let policy = Policy {
-            now,
-            raw_max,
-            rate,
-            burst,
-            profiles,
-            profile_of,
-            datagram: true,
-            max_bytes,
-            listener: None,
-            line_bytes: Default::default(),
-        };
-        let events = PyList::empty(py);
-        let mut counts = Counts::default();
-        let mut last: Option<Profile<'py>> = None;
-        for item in items.iter() {
+        let items = items.iter().map(|item| {
             let item = item.cast_into::<PyTuple>()?;
             let data = item.get_item(0)?.cast_into::<PyBytes>()?;
             let addr = item.get_item(1)?;
@@ -877,13 +908,10 @@ impl SyslogBatch {
                 Err(_) => addr,
             }
             .cast_into::<PyString>()?;
-            self.profile(&policy, &ip, &mut last)?;
-            let prof = last.as_ref().expect("profile just read");
-            if let Some(event) = self.one(py, &data, prof, &policy, &mut counts)? {
-                events.append(event)?;
-            }
-        }
-        Self::answer(py, events, counts)
+            Ok((data, ip))
+        });
+        let policy = (now, max_bytes, raw_max, rate, burst, profiles, profile_of);
+        Ok(self.decode_datagrams(py, items, policy, None)?.0)
     }
 
     /// `datagrams` over the next `count` datagrams of a native `UdpReceiver`'s backlog, taken
@@ -906,30 +934,11 @@ impl SyslogBatch {
         listener: Bound<'py, PyString>,
     ) -> PyResult<(Bound<'py, PyTuple>, usize, usize)> {
         let items = receiver.get().take_py(py, count);
-        let policy = Policy {
-            now,
-            raw_max,
-            rate,
-            burst,
-            profiles,
-            profile_of,
-            datagram: true,
-            max_bytes,
-            listener: Some(&listener),
-            line_bytes: Default::default(),
-        };
-        let events = PyList::empty(py);
-        let mut counts = Counts::default();
-        let mut last: Option<Profile<'py>> = None;
-        for (data, ip, _port) in &items {
-            self.profile(&policy, ip, &mut last)?;
-            let prof = last.as_ref().expect("profile just read");
-            if let Some(event) = self.one(py, data, prof, &policy, &mut counts)? {
-                events.append(event)?;
-            }
-        }
-        let answer = Self::answer(py, events, counts)?;
-        Ok((answer, items.len(), policy.line_bytes.get()))
+        let taken = items.len();
+        let items = items.into_iter().map(|(data, ip, _port)| Ok((data, ip)));
+        let policy = (now, max_bytes, raw_max, rate, burst, profiles, profile_of);
+        let (answer, line_bytes) = self.decode_datagrams(py, items, policy, Some(&listener))?;
+        Ok((answer, taken, line_bytes))
     }
 
     /// The frames of one stream read, all from `prof` (the connection's sender, allowed at
