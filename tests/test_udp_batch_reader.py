@@ -128,6 +128,39 @@ async def test_past_backlog_bytes_reading_pauses_and_the_kernel_counts_its_drops
         sock.close()
 
 
+async def test_a_backlog_bound_too_small_to_halve_resumes_once_all_of_it_is_taken(
+    make_reader: Any,
+) -> None:
+    sock = receiver()
+    got: list[bytes] = []
+    ready = False
+    reader = make_reader(
+        sock,
+        lambda d, a: got.append(d),
+        max_bytes=8192,
+        backlog_bytes=1,
+        ready=lambda: ready,
+    )
+    reader.start(asyncio.get_running_loop())
+    addr = sock.getsockname()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(5):
+                s.sendto(b"<13>held %d" % i, addr)
+            await wait_until(lambda: reader.held > 0)
+            for i in range(5):  # the backlog is past its bound: reading pauses
+                s.sendto(b"<13>waiting %d" % i, addr)
+            await wait_until(lambda: reader.full > 0)
+            ready = True
+            await wait_until(lambda: len(got) == 10)
+            for i in range(5):  # read only if reading resumed
+                s.sendto(b"<13>after %d" % i, addr)
+            await wait_until(lambda: len(got) == 15)
+    finally:
+        reader.stop()
+        sock.close()
+
+
 async def test_datagrams_wait_raw_while_the_pipeline_is_not_ready(make_reader: Any) -> None:
     sock = receiver(1 << 20)
     got: list[bytes] = []

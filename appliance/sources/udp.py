@@ -409,7 +409,9 @@ class UdpBatchReader:
             self._scheduled = loop.call_later(0.005, self._drain_slice)
             return
         self._deliver(self._slice, self.ready)
-        if not self._reading and self.held < self.backlog_bytes // 2:
+        # Half the bound, or all of it taken for a bound too small to halve (as the native
+        # receiver's resume_below).
+        if not self._reading and self.held < max(1, self.backlog_bytes // 2):
             self._resume()
         if self.backlog:
             self._scheduled = loop.call_soon(self._drain_slice)
