@@ -137,26 +137,24 @@ class SyslogUdpSource:
         self.socks = bind_udp_group(self.cfg.listen, self.cfg.rcvbuf_bytes, max(1, n))
         self.protocol = SyslogUdpProtocol(self)
         loop = asyncio.get_running_loop()
-        if n == 0 and NativeUdpReader.available and self.intake.native:
-            self.reader = NativeUdpReader(
-                self.socks[0],
-                self.protocol.datagram_received,
-                max_bytes=self.cfg.max_message_bytes,
-                backlog_bytes=self.cfg.backlog_bytes,
-                ready=self.ctx.pipeline.wants_more,
-                name=self.name,
-                deliver_native=self.protocol.receiver_received,
-            )
-            self.reader.start(loop)
-        elif n == 0 and UdpBatchReader.available:
-            self.reader = UdpBatchReader(
-                self.socks[0],
-                self.protocol.datagram_received,
-                max_bytes=self.cfg.max_message_bytes,
-                backlog_bytes=self.cfg.backlog_bytes,
-                ready=self.ctx.pipeline.wants_more,
-                name=self.name,
-                deliver_batch=self.protocol.datagrams_received,
+        native = NativeUdpReader.available and self.intake.native
+        if n == 0 and (native or UdpBatchReader.available):
+            # Both readers keep one contract; only the hand-over differs.
+            common: dict[str, Any] = {
+                "max_bytes": self.cfg.max_message_bytes,
+                "backlog_bytes": self.cfg.backlog_bytes,
+                "ready": self.ctx.pipeline.wants_more,
+                "name": self.name,
+            }
+            sock, proto = self.socks[0], self.protocol
+            self.reader = (
+                NativeUdpReader(
+                    sock, proto.datagram_received, deliver_native=proto.receiver_received, **common
+                )
+                if native
+                else UdpBatchReader(
+                    sock, proto.datagram_received, deliver_batch=proto.datagrams_received, **common
+                )
             )
             self.reader.start(loop)
         elif n == 0:
