@@ -25,12 +25,20 @@ from appliance.protocols.syslog.framing import SyslogFramer
 from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
 from appliance.protocols.syslog.vendors.base import VendorDecoder
 from appliance.sources.syslog_intake import SyslogIntake
-from appliance.store.segments import encode_line
+from appliance.store.segments import encode_line_reference
 from tests.conftest import syslog_corpus_lines
 from tests.test_dataplane_equivalence import SEEDS, mutations
 
 NOW = calendar.timegm((2026, 12, 4, 13, 0, 0)) + 0.5  # a float, as the clock gives
 RAW_MAX = 2048
+
+
+def reference_line(event: Event) -> bytes:
+    """The stored line the reference writes for ``event`` (orjson, not the native writer)."""
+    return encode_line_reference(
+        event.timestamp, event.created, event.module, event.fields, event.raw[:RAW_MAX]
+    )
+
 
 pytestmark = pytest.mark.skipif(
     dataplane.native is None,
@@ -127,7 +135,7 @@ def run_both(
             assert g.raw == w.raw
             assert (g.timestamp, g.created, g.module) == (w.timestamp, w.created, w.module), g.raw
             assert orjson.dumps(g.fields) == orjson.dumps(w.fields), g.raw
-            line = encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+            line = reference_line(w)
             assert g.line == line, g.raw
         made += len(got)
     seen = counters(native, *counts[0])
@@ -359,7 +367,7 @@ def test_stream_frames_make_the_same_events_as_admit(monkeypatch: pytest.MonkeyP
     assert len(got) == len(want) > 0
     for g, w in zip(got, want, strict=True):
         assert orjson.dumps(g.fields) == orjson.dumps(w.fields), g.raw
-        assert g.line == encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+        assert g.line == reference_line(w)
     assert d1.values == d2.values
     assert native.parse_errors.values == reference.parse_errors.values
     assert native.decoded.values == reference.decoded.values
@@ -404,7 +412,7 @@ def test_stream_takes_and_decodes_frames_as_the_reference_framer_and_admit_do(
     assert len(got) == len(want) > 0
     for g, w in zip(got, want, strict=True):
         assert g.raw == w.raw and g.timestamp == w.timestamp
-        assert g.line == encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+        assert g.line == reference_line(w)
     assert d1.values == d2.values
     assert native.parse_errors.values == reference.parse_errors.values
     assert native.decoded.values == reference.decoded.values
@@ -441,7 +449,7 @@ def test_a_batch_event_holds_no_more_memory_than_the_reference_event(
             for f in frames:
                 e = reference.admit(f, ip, prof, NOW, dropped, "frame")
                 assert e is not None
-                e.line = encode_line(e.timestamp, e.created, e.module, e.fields, e.raw)
+                e.line = encode_line_reference(e.timestamp, e.created, e.module, e.fields, e.raw)
                 out.append(e)
             return out
 

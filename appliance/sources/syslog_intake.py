@@ -8,13 +8,11 @@ time zone, vendor, token bucket) is resolved once per sender address into a
 
 from __future__ import annotations
 
-import functools
 import logging
 from datetime import tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
 from netaddr import AddrFormatError, IPAddress, IPNetwork
 
 from appliance import dataplane
@@ -27,7 +25,7 @@ from appliance.protocols.syslog.decode import decode_with_fields, decode_with_fi
 from appliance.protocols.syslog.message import device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder, VendorRegistry
 from appliance.sources.policy import AllowList
-from appliance.store.segments import _json_default, encode_line
+from appliance.store.segments import encode_line_reference
 
 _rl = RateLimitedLog(logging.getLogger(__name__))
 MAX_SKEW_SENDERS = 1024  # senders with a clock-skew gauge series
@@ -128,8 +126,7 @@ class SyslogIntake:
             self.decoders,
             device_time,
             Event,
-            encode_line,
-            functools.partial(orjson.dumps, default=_json_default),
+            encode_line_reference,
             self.skew.values,
             MAX_SKEW_SENDERS,
             self.transport,

@@ -9,6 +9,7 @@ pub mod baselines;
 pub mod bookkeeping;
 pub mod cef;
 pub mod decoders;
+pub mod jsonnum;
 pub mod jsonstr;
 pub mod kv;
 pub mod linux_auth;
@@ -47,6 +48,10 @@ mod python_observe;
 // The baselines stage's per-event loop over a batch (counting, new terms, rarity).
 #[cfg(feature = "python")]
 mod python_baselines;
+
+// The stored line written from the event's Python objects (no orjson on the hot path).
+#[cfg(feature = "python")]
+mod python_line;
 
 // The native UDP receiver (udp_receiver.rs) as the event loop takes its slices.
 #[cfg(feature = "python")]

@@ -1327,6 +1327,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The syslog batch entry point (python_batch.rs).
     m.add_class::<crate::python_batch::SyslogBatch>()?;
     m.add_class::<crate::python_udp::UdpReceiver>()?;
+    m.add_class::<crate::python_line::LineEncoder>()?;
     m.add_class::<crate::python_windows::CorrelationWindows>()?;
     m.add_class::<crate::python_windows::WindowsBatch>()?;
     m.add_class::<crate::python_observe::DetectionFeeds>()?;

@@ -11,6 +11,8 @@
 //! of the batch goes on.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,8 +20,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::jsonstr;
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
+use crate::python_line::{stored_line, Time};
 use crate::python_udp::UdpReceiver;
 use crate::syslog::batch::{admit, Admit, Bucket};
 
@@ -38,11 +40,9 @@ pub(crate) struct SyslogBatch {
     device_time: Py<PyAny>,
     /// `Event(timestamp, created, module, fields, raw, id, line)`.
     event_class: Py<PyAny>,
-    /// `segments.encode_line(ts, created, module, fields, raw)`, for the rare line `dumps`
-    /// cannot make (raw bytes that are not UTF-8, a key that is not text).
+    /// `segments.encode_line(ts, created, module, fields, raw)`, for the rare line the
+    /// native writer leaves to it (raw bytes that are not UTF-8, a key that is not text).
     encode_line: Py<PyAny>,
-    /// `orjson.dumps` with `encode_line`'s `default`: the common line, without a Python frame.
-    dumps: Py<PyAny>,
     /// The clock-skew gauge's values, keyed by the profile's `key`.
     skew: Py<PyDict>,
     max_skew: usize,
@@ -217,7 +217,9 @@ impl<'py> Msg<'_, 'py> {
 struct Dispatch {
     by_program: HashMap<String, Vec<Dec>>,
     by_first: HashMap<char, Vec<(String, Dec)>>,
-    needles: Vec<String>,
+    /// The fallbacks' needles, compiled once (SIMD substring search: five plain `contains`
+    /// scans were 1,100 instructions of a message that had none of them).
+    needles: Vec<memchr::memmem::Finder<'static>>,
     fallbacks: Vec<Dec>,
     last_resort: Vec<Dec>,
     /// Every decoder of `by_name` (what a sender's `vendor` hint is), keyed by the object's
@@ -261,7 +263,12 @@ impl Dispatch {
             by_program,
             by_first,
             by_hint,
-            needles: registry.getattr("_needles")?.extract()?,
+            needles: registry
+                .getattr("_needles")?
+                .extract::<Vec<String>>()?
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned())
+                .collect(),
             fallbacks: decs(registry.getattr("fallbacks")?)?,
             last_resort: decs(registry.getattr("last_resort")?)?,
         })
@@ -328,7 +335,11 @@ impl Dispatch {
                     return Ok(d.name.bind(py).clone());
                 }
             }
-            if self.needles.iter().any(|n| text.contains(n.as_str())) {
+            if self
+                .needles
+                .iter()
+                .any(|n| n.find(text.as_bytes()).is_some())
+            {
                 for d in &self.fallbacks {
                     if claims(d, msg)? {
                         return Ok(d.name.bind(py).clone());
@@ -356,13 +367,14 @@ struct Profile<'py> {
     key: Bound<'py, PyAny>,
 }
 
-/// What the call returns besides the events: counts by reason, for Python's counters.
+/// What the call returns besides the events: counts by reason, for Python's counters
+/// (Fx-hashed: `decoded` is looked up once a message, and its keys are decoder names).
 #[derive(Default)]
 struct Counts {
-    dropped: HashMap<&'static str, u64>,
+    dropped: FxHashMap<&'static str, u64>,
     truncated: u64,
-    parse_errors: HashMap<String, u64>,
-    decoded: HashMap<String, u64>,
+    parse_errors: FxHashMap<String, u64>,
+    decoded: FxHashMap<String, u64>,
     denied: Option<String>,
     /// (sender, exception) of each message a decoder raised on (panics count as `None`).
     bugs: Vec<(String, Option<PyErr>)>,
@@ -576,15 +588,8 @@ impl SyslogBatch {
         Ok(event)
     }
 
-    /// `encode_line` of the event: the common case (raw text UTF-8 or empty, keys text) as
-    /// one `dumps` call, anything else by `encode_line` itself.
-    ///
-    /// The raw text is not handed to `dumps`: that would take a Python str of it (UCS-2 for
-    /// a line with a BOM, as loggen's RFC 5424 lines have, which orjson then encodes back to
-    /// UTF-8). `dumps` writes the line with `null` in its place and the text's JSON string,
-    /// escaped as orjson escapes (`jsonstr`), goes in while the line is copied to its size.
-    /// (Handing orjson that string as an `orjson.Fragment` measured 1 % more instructions per
-    /// message than the str: the bytes and fragment objects cost more than they save.)
+    /// `encode_line` of the event: written natively (`python_line`), the reference's for
+    /// what that leaves to it.
     fn line<'py>(
         &self,
         py: Python<'py>,
@@ -597,51 +602,10 @@ impl SyslogBatch {
         ),
     ) -> PyResult<Bound<'py, PyAny>> {
         let (ts, now, module, fields, raw) = args;
-        let bytes = raw.as_bytes();
-        let text = if bytes.is_empty() {
-            None
-        } else {
-            match std::str::from_utf8(bytes) {
-                Ok(t) => Some(t),
-                Err(_) => {
-                    return self
-                        .encode_line
-                        .bind(py)
-                        .call1((ts, now, module, fields, raw))
-                }
-            }
-        };
-        let value = PyTuple::new(
-            py,
-            [
-                ts.into_pyobject(py)?.into_any(),
-                now.into_pyobject(py)?.into_any(),
-                module.clone().into_any(),
-                fields.clone().into_any(),
-                py.None().into_bound(py),
-            ],
-        )?;
-        if let Ok(line) = self.dumps.bind(py).call1((value,)) {
-            // orjson hands back its output buffer as it grew (4-8 KiB for a 600-byte
-            // line) and the line waits in the pipeline's queue: an exact-sized copy, as
-            // `encode_line` makes, so a queued event does not hold that slack.
-            if let Ok(out) = line.cast::<PyBytes>() {
-                let out = out.as_bytes();
-                let Some(text) = text else {
-                    return Ok(PyBytes::new(py, out).into_any());
-                };
-                if out.ends_with(b",null]") {
-                    let head = &out[..out.len() - "null]".len()];
-                    let n = jsonstr::quoted_len(text);
-                    let made = PyBytes::new_with(py, head.len() + n + 1, |buf| {
-                        buf[..head.len()].copy_from_slice(head);
-                        jsonstr::write_quoted(text, &mut buf[head.len()..]);
-                        buf[head.len() + n] = b']';
-                        Ok(())
-                    })?;
-                    return Ok(made.into_any());
-                }
-            }
+        let times = [Time::Float(ts), Time::Float(now)];
+        if let Some(line) = stored_line(py, times, module.as_any(), fields.as_any(), raw.as_bytes())
+        {
+            return Ok(line.into_any());
         }
         self.encode_line
             .bind(py)
@@ -847,7 +811,6 @@ impl SyslogBatch {
         device_time: Py<PyAny>,
         event_class: Py<PyAny>,
         encode_line: Py<PyAny>,
-        dumps: Py<PyAny>,
         skew: Py<PyDict>,
         max_skew: usize,
         transport: &str,
@@ -868,7 +831,6 @@ impl SyslogBatch {
             device_time,
             event_class,
             encode_line,
-            dumps,
             skew,
             max_skew,
             transport: PyString::intern(py, transport).unbind(),

@@ -1,0 +1,316 @@
+//! The stored line (`segments.encode_line`: `[ts, created, module, fields, raw]` as orjson
+//! writes it) written here from the event's Python objects, without orjson.
+//!
+//! orjson was 7,000 of the 29,000 instructions a loggen line's whole batch decode cost
+//! (callgrind), most of it for a dozen keys and values whose bytes are already known: the
+//! walk below reads each str's UTF-8 in place and writes it with `jsonstr`'s escapes, and
+//! the numbers with `jsonnum`. It writes exactly the types it can write as orjson does
+//! (exact str, int, float in `jsonnum`'s band, bool, None, and exact dicts with str keys,
+//! lists and tuples of them, a few levels deep); for anything else (`_json_default`'s
+//! types, a subclass, a key that is not text, a lone surrogate, raw bytes that are not
+//! UTF-8) it answers `None` and the caller runs the reference, so the line is the same
+//! either way (`tests/test_stored_line_equivalence.py`).
+
+use std::cell::RefCell;
+use std::sync::{Mutex, TryLockError};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use crate::jsonstr::Out;
+use crate::{jsonnum, jsonstr};
+
+/// Nesting written here; deeper values go to orjson (whose own limit is 255).
+const MAX_DEPTH: usize = 8;
+
+/// A line past this keeps no buffer behind it (a bounded raw text is at most a few KiB).
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Slots of [`QuotedStrs`] (a power of two).
+const QUOTED_SLOTS: usize = 2048;
+
+/// The longest JSON string a slot holds.
+const QUOTED_MAX: usize = 80;
+
+/// A str's JSON string, kept while the str is: the str is held, so no other object can
+/// have its address meanwhile, and strs do not change.
+struct QuotedSlot {
+    s: Option<Py<PyString>>,
+    /// Held as a dict's key: a value does not take the slot.
+    key: bool,
+    len: u8,
+    quoted: [u8; QUOTED_MAX],
+}
+
+/// The JSON strings of the strs that recur from line to line: the field names and the
+/// shared values (the header's texts, the decoders' constants), direct-mapped by address.
+/// A line's keys and values were 35 of its 38 strings, and writing each cost ~300
+/// instructions (its UTF-8, the escape scan, the copies) against ~40 for a slot's copy.
+/// A value never takes a key's slot: the names recur on every line, a value made for one
+/// message (an address, a user name) would only evict them.
+static QUOTED: Mutex<Option<Box<[QuotedSlot]>>> = Mutex::new(None);
+
+/// [`QUOTED`], held for one line (none when another thread holds it).
+struct QuotedStrs<'a>(Option<std::sync::MutexGuard<'a, Option<Box<[QuotedSlot]>>>>);
+
+impl QuotedStrs<'_> {
+    fn lock() -> Self {
+        let mut guard = match QUOTED.try_lock() {
+            Ok(guard) => guard,
+            // A panic while held left whole slots: each is written before its str is set.
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return QuotedStrs(None),
+        };
+        guard.get_or_insert_with(|| {
+            (0..QUOTED_SLOTS)
+                .map(|_| QuotedSlot {
+                    s: None,
+                    key: false,
+                    len: 0,
+                    quoted: [0; QUOTED_MAX],
+                })
+                .collect()
+        });
+        QuotedStrs(Some(guard))
+    }
+
+    /// Appends `s` (a dict's `key` or not) as a JSON string; `false` for a str that is not
+    /// UTF-8 (lone surrogates).
+    fn push(&mut self, out: &mut Out, s: &Bound<'_, PyString>, key: bool) -> bool {
+        let addr = s.as_ptr() as usize;
+        let slots = self.0.as_deref_mut().and_then(|slots| slots.as_deref_mut());
+        // Objects are 16-byte aligned: the bits above those pick the slot.
+        let slot = slots.map(|slots| &mut slots[(addr >> 4) & (QUOTED_SLOTS - 1)]);
+        if let Some(slot) = &slot {
+            if slot
+                .s
+                .as_ref()
+                .is_some_and(|held| held.as_ptr() as usize == addr)
+            {
+                out.extend(&slot.quoted[..usize::from(slot.len)]);
+                return true;
+            }
+        }
+        let Ok(text) = s.to_str() else {
+            return false;
+        };
+        let at = out.as_bytes().len();
+        jsonstr::push_quoted(out, text);
+        let quoted = &out.as_bytes()[at..];
+        if let Some(slot) = slot {
+            if quoted.len() <= QUOTED_MAX && (key || !slot.key) {
+                slot.quoted[..quoted.len()].copy_from_slice(quoted);
+                slot.len = quoted.len() as u8;
+                slot.key = key;
+                slot.s = Some(s.clone().unbind());
+            }
+        }
+        true
+    }
+}
+
+thread_local! {
+    /// The line is written here and copied out at its exact size (one allocation a line).
+    static BUFFER: RefCell<Out> = RefCell::new(Out::with_capacity(4096));
+}
+
+/// Appends `v` as orjson writes it; `false` when it holds a value left to orjson (then
+/// `out` holds a partial write the caller discards).
+fn push_value(
+    out: &mut Out,
+    strs: &mut QuotedStrs<'_>,
+    v: &Bound<'_, PyAny>,
+    depth: usize,
+) -> bool {
+    if let Ok(s) = v.cast_exact::<PyString>() {
+        return strs.push(out, s, false); // lone surrogates: orjson's error, the reference's to report
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        if let Ok(n) = v.extract::<i64>() {
+            jsonnum::push_int(out, n);
+        } else if let Ok(n) = v.extract::<u64>() {
+            jsonnum::push_int(out, n);
+        } else {
+            return false;
+        }
+        return true;
+    }
+    if v.is_none() {
+        out.extend(b"null");
+        return true;
+    }
+    if let Ok(f) = v.cast_exact::<PyFloat>() {
+        return jsonnum::push_f64(out, f.value());
+    }
+    if let Ok(b) = v.cast_exact::<PyBool>() {
+        out.extend(if b.is_true() { b"true" } else { b"false" });
+        return true;
+    }
+    if depth >= MAX_DEPTH {
+        return false;
+    }
+    if let Ok(d) = v.cast_exact::<PyDict>() {
+        return push_dict(out, strs, d, depth + 1);
+    }
+    if let Ok(l) = v.cast_exact::<PyList>() {
+        return push_items(out, strs, l.iter(), depth + 1);
+    }
+    if let Ok(t) = v.cast_exact::<PyTuple>() {
+        return push_items(out, strs, t.iter(), depth + 1);
+    }
+    false
+}
+
+fn push_items<'py>(
+    out: &mut Out,
+    strs: &mut QuotedStrs<'_>,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+    depth: usize,
+) -> bool {
+    out.push(b'[');
+    let mut first = true;
+    for item in items {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        if !push_value(out, strs, &item, depth) {
+            return false;
+        }
+    }
+    out.push(b']');
+    true
+}
+
+/// A dict in its insertion order, as orjson writes it (its keys exact strs).
+fn push_dict(
+    out: &mut Out,
+    strs: &mut QuotedStrs<'_>,
+    d: &Bound<'_, PyDict>,
+    depth: usize,
+) -> bool {
+    out.push(b'{');
+    let mut first = true;
+    for (k, v) in d.iter() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        let Ok(key) = k.cast_exact::<PyString>() else {
+            return false;
+        };
+        if !strs.push(out, key, true) {
+            return false;
+        }
+        out.push(b':');
+        if !push_value(out, strs, &v, depth) {
+            return false;
+        }
+    }
+    out.push(b'}');
+    true
+}
+
+/// A number of the line's head (`ts`, `created`): a float as the decode made it, or what
+/// an event from elsewhere holds.
+pub(crate) enum Time<'a, 'py> {
+    Float(f64),
+    Object(&'a Bound<'py, PyAny>),
+}
+
+/// The stored line of an event whose `raw` is already bounded, or `None` when it holds
+/// something left to the reference (see the module's docs).
+pub(crate) fn stored_line<'py>(
+    py: Python<'py>,
+    times: [Time<'_, 'py>; 2],
+    module: &Bound<'py, PyAny>,
+    fields: &Bound<'py, PyAny>,
+    raw: &[u8],
+) -> Option<Bound<'py, PyBytes>> {
+    let text = match raw {
+        [] => None,
+        _ => Some(std::str::from_utf8(raw).ok()?),
+    };
+    BUFFER.with(|cell| {
+        let mut out = cell.try_borrow_mut().ok()?;
+        let mut strs = QuotedStrs::lock();
+        out.clear(KEEP_BUFFER);
+        out.push(b'[');
+        for t in &times {
+            let ok = match t {
+                Time::Float(x) => jsonnum::push_f64(&mut out, *x),
+                Time::Object(v) => push_value(&mut out, &mut strs, v, 0),
+            };
+            if !ok {
+                return None;
+            }
+            out.push(b',');
+        }
+        if !push_value(&mut out, &mut strs, module, 0) {
+            return None;
+        }
+        out.push(b',');
+        if !push_value(&mut out, &mut strs, fields, 0) {
+            return None;
+        }
+        out.push(b',');
+        match text {
+            Some(text) => jsonstr::push_quoted(&mut out, text),
+            None => out.extend(b"null"),
+        }
+        out.push(b']');
+        let line = PyBytes::new(py, out.as_bytes());
+        out.clear(KEEP_BUFFER);
+        Some(line)
+    })
+}
+
+/// `segments.encode_line` with the reference behind it: the line written here when it can
+/// be (nearly always), else the reference's.
+#[pyclass(module = "appliance._dataplane", frozen)]
+pub(crate) struct LineEncoder {
+    reference: Py<PyAny>,
+}
+
+#[pymethods]
+impl LineEncoder {
+    #[new]
+    fn new(reference: Py<PyAny>) -> Self {
+        LineEncoder { reference }
+    }
+
+    /// `encode_line(ts, created, module, fields, raw) -> bytes`.
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        ts: &Bound<'py, PyAny>,
+        created: &Bound<'py, PyAny>,
+        module: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyAny>,
+        raw: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Ok(bytes) = raw.cast_exact::<PyBytes>() {
+            let times = [Time::Object(ts), Time::Object(created)];
+            if let Some(line) = stored_line(py, times, module, fields, bytes.as_bytes()) {
+                return Ok(line.into_any());
+            }
+        }
+        self.reference
+            .bind(py)
+            .call1((ts, created, module, fields, raw))
+    }
+
+    /// Whether this encoder wrote the line itself (tests: the reference's cases stay its).
+    fn writes<'py>(
+        &self,
+        py: Python<'py>,
+        ts: &Bound<'py, PyAny>,
+        created: &Bound<'py, PyAny>,
+        module: &Bound<'py, PyAny>,
+        fields: &Bound<'py, PyAny>,
+        raw: &Bound<'py, PyBytes>,
+    ) -> bool {
+        let times = [Time::Object(ts), Time::Object(created)];
+        stored_line(py, times, module, fields, raw.as_bytes()).is_some()
+    }
+}
