@@ -20,7 +20,7 @@ from appliance.config import SyslogSender, SyslogSource
 from appliance.metrics import Registry
 from appliance.protocols.syslog import decode
 from appliance.sources.syslog_intake import SyslogIntake
-from appliance.store.segments import encode_line
+from appliance.store.segments import encode_line_reference
 from tests.fuzz.targets._syslog import DICTIONARY, syslog_seeds
 
 MAX_LEN = 4096
@@ -100,5 +100,7 @@ def one_input(data: bytes) -> None:
     for g, w in zip(got, want, strict=True):
         assert g.raw == w.raw and g.timestamp == w.timestamp, g.raw
         assert orjson.dumps(g.fields) == orjson.dumps(w.fields), g.raw
-        assert g.line == encode_line(w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX])
+        assert g.line == encode_line_reference(
+            w.timestamp, w.created, w.module, w.fields, w.raw[:RAW_MAX]
+        )
     assert _books(native, *books[0]) == _books(reference, *books[1])
