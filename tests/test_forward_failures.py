@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -46,17 +47,25 @@ def items_of(seen: Any) -> list[str]:
 
 async def test_upstream_down_then_up_delivers_everything_in_order(start_appliance, tmp_path):
     pki = make_pki(tmp_path)
-    port = free_port()
-    run = await start_appliance(
-        upstream=[upstream("c", "webhook", f"https://127.0.0.1:{port}/h", pki, batch_size=100)]
-    )
-    docs = [incident(i) for i in range(1, 11)]
-    await raise_incidents(run.app, docs)
-    fwd = forwarder(run)
-    await run.wait_for(lambda: fwd.senders["c"].failures >= 3)
-    assert 'reason="connect"' in await run.metrics()
-    status = (await run.get_json("/api/v1/upstreams"))["upstreams"][0]
-    assert status["status"] == "failing" and status["backlog"] == 10
+    # The upstream's port is held bound but not listening while it is "down": connecting is
+    # refused, and no other test's listener can take the port meanwhile (one did, and the
+    # sender's first failures were TLS errors against it instead of refused connections).
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))
+    port = down.getsockname()[1]
+    try:
+        run = await start_appliance(
+            upstream=[upstream("c", "webhook", f"https://127.0.0.1:{port}/h", pki, batch_size=100)]
+        )
+        docs = [incident(i) for i in range(1, 11)]
+        await raise_incidents(run.app, docs)
+        fwd = forwarder(run)
+        await run.wait_for(lambda: fwd.senders["c"].failures >= 3)
+        assert 'reason="connect"' in await run.metrics()
+        status = (await run.get_json("/api/v1/upstreams"))["upstreams"][0]
+        assert status["status"] == "failing" and status["backlog"] == 10
+    finally:
+        down.close()
 
     rx = Receiver(pki.server, pki.ca)
     await rx.start(port)
