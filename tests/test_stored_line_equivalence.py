@@ -79,6 +79,13 @@ def test_every_character_of_a_value_and_a_key_is_escaped_as_the_reference_escape
     assert writes({text: text}, text.encode())
 
 
+def test_a_long_raw_text_with_escapes_throughout_is_the_references() -> None:
+    raw = b'key="v\\al" \t\x01 ' * 2000  # 34 KB: the writer makes room a step at a time
+    native, reference = both({"message": raw.decode()}, raw)
+    assert native == reference
+    assert writes({"message": raw.decode()}, raw)
+
+
 def test_integers_to_the_edges_of_64_bits_are_the_references() -> None:
     for n in (0, -1, 2**31, -(2**63), 2**63 - 1, 2**63, 2**64 - 1):
         native, reference = both({"n": n})

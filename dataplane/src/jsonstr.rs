@@ -28,12 +28,16 @@ const ESCAPE: [u8; 256] = {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Whether no byte of `run` needs an escape. Branch-free over a fixed 16 bytes, so it
-/// compiles to a few vector compares.
+/// A run of 16 bytes of text and 16 bytes past it (what follows, or spaces, which need no
+/// escape): [`write_run`] copies 16 bytes from any offset of its first half.
+type Run = [u8; 32];
+
+/// Whether no byte of the run's text needs an escape. Branch-free over a fixed 16 bytes, so
+/// it compiles to a few vector compares.
 #[inline]
-fn clean(run: &[u8; 16]) -> bool {
+fn clean(run: &Run) -> bool {
     let mut bad = 0u8;
-    for &b in run {
+    for &b in &run[..16] {
         bad |= u8::from(b < 0x20) | u8::from(b == b'"') | u8::from(b == b'\\');
     }
     bad == 0
@@ -54,26 +58,26 @@ fn special_bits(w: u64) -> u64 {
     (below_space | quote | backslash) & HIGHS
 }
 
-/// The bytes of `run` that need an escape, one bit each (bit i for `run[i]`): two words'
-/// high bits gathered by one multiplication each.
+/// The bytes of the run's text that need an escape, one bit each (bit i for `run[i]`): two
+/// words' high bits gathered by one multiplication each.
 #[inline]
-fn specials(run: &[u8; 16]) -> u16 {
+fn specials(run: &Run) -> u16 {
     let gather = |half: &[u8]| {
         let mut word = [0u8; 8];
         word.copy_from_slice(half);
         let bits = special_bits(u64::from_le_bytes(word)) >> 7;
         (bits.wrapping_mul(0x0102_0408_1020_4080) >> 56) as u16
     };
-    gather(&run[..8]) | gather(&run[8..]) << 8
+    gather(&run[..8]) | gather(&run[8..16]) << 8
 }
 
 /// Writes `run[..len]` at `buf[w..]` with the escapes `mask` marks; returns the new end.
-/// The clean spans between escapes are written as whole 16-byte copies from `run` padded
-/// (the bytes past a span are overwritten by what follows, or cut off): no copy of a
-/// length known only at run time, so no call per span. `buf` must have 16 bytes of room
-/// past the run's escaped length.
+/// The clean spans between escapes are written as whole 16-byte copies (the bytes past a
+/// span are overwritten by what follows, or cut off): no copy of a length known only at
+/// run time, so no call per span. `buf` must have 16 bytes of room past the run's escaped
+/// length.
 #[inline]
-fn write_run(run: &[u8; 32], len: usize, mut mask: u16, buf: &mut [u8], mut w: usize) -> usize {
+fn write_run(run: &Run, len: usize, mut mask: u16, buf: &mut [u8], mut w: usize) -> usize {
     let mut from = 0;
     while mask != 0 {
         let i = mask.trailing_zeros() as usize;
@@ -158,38 +162,41 @@ impl Out {
     }
 }
 
+/// Text written per step of [`push_quoted`]: room for its worst case is made once a step,
+/// so a long text never asks for six times its size at once.
+const STEP: usize = 4096;
+
 /// Appends `text` as a JSON string, quotes included.
 ///
-/// Room for the worst case (every byte a `\u00XX`, plus a 16-byte copy's overhang) is made
-/// first, so the writes below are stores into a slice. Sixteen bytes a step: a run that
-/// needs no escape (nearly all) is one copy; in the others (a FortiGate line's quoted
-/// values put a `"` in most runs) the mask of the bytes to escape says where, without a
-/// step per byte.
+/// Room for a step's worst case (every byte a `\u00XX`, plus a 16-byte copy's overhang) is
+/// made first, so the writes below are stores into a slice. Sixteen bytes a run: a run that
+/// needs no escape (nearly all) is one copy; in the others (a FortiGate line's quoted values
+/// put a `"` in most runs) the mask of the bytes to escape says where, without a step per
+/// byte.
 pub fn push_quoted(out: &mut Out, text: &str) {
-    let bytes = text.as_bytes();
-    let buf = out.room(6 * bytes.len() + 2 + 16);
-    buf[0] = b'"';
-    let mut w = 1;
-    let mut runs = bytes.chunks_exact(16);
-    let mut padded = [b' '; 32]; // a space needs no escape
-    for run in &mut runs {
-        let run: &[u8; 16] = run.try_into().unwrap_or(&[0; 16]);
-        if clean(run) {
-            buf[w..w + 16].copy_from_slice(run);
-            w += 16;
-        } else {
-            padded[..16].copy_from_slice(run);
-            w = write_run(&padded, 16, specials(run), buf, w);
+    out.push(b'"');
+    let mut run: Run = [b' '; 32];
+    for step in text.as_bytes().chunks(STEP) {
+        let buf = out.room(6 * step.len() + 16);
+        let mut w = 0;
+        let mut runs = step.chunks_exact(16);
+        for whole in &mut runs {
+            run[..16].copy_from_slice(whole);
+            if clean(&run) {
+                buf[w..w + 16].copy_from_slice(&run[..16]);
+                w += 16;
+            } else {
+                w = write_run(&run, 16, specials(&run), buf, w);
+            }
         }
+        let tail = runs.remainder();
+        run = [b' '; 32];
+        run[..tail.len()].copy_from_slice(tail);
+        let mask = if clean(&run) { 0 } else { specials(&run) };
+        w = write_run(&run, tail.len(), mask, buf, w);
+        out.len += w;
     }
-    let tail = runs.remainder();
-    let mut last = [b' '; 32];
-    last[..tail.len()].copy_from_slice(tail);
-    let head: &[u8; 16] = last[..16].try_into().unwrap_or(&[0; 16]);
-    let mask = if clean(head) { 0 } else { specials(head) };
-    w = write_run(&last, tail.len(), mask, buf, w);
-    buf[w] = b'"';
-    out.len += w + 1;
+    out.push(b'"');
 }
 
 /// `text` as a JSON string in a new buffer.
@@ -285,16 +292,29 @@ mod tests {
     fn the_run_test_finds_each_special_byte_at_each_position() {
         for special in (0u8..0x20).chain([b'"', b'\\']) {
             for pos in 0..16 {
-                let mut run = [b'a'; 16];
+                let mut run = [b'a'; 32];
                 run[pos] = special;
+                run[16 + pos] = special; // past the text: not looked at
                 assert_eq!(specials(&run), 1 << pos);
                 assert!(!clean(&run));
             }
         }
         for b in (0x20u8..=0xff).filter(|b| ESCAPE[usize::from(*b)] == 0) {
-            assert_eq!(specials(&[b; 16]), 0, "byte {b:#x}");
-            assert!(clean(&[b; 16]), "byte {b:#x}");
+            let mut run = [b; 32];
+            run[16..].fill(b'"');
+            assert_eq!(specials(&run), 0, "byte {b:#x}");
+            assert!(clean(&run), "byte {b:#x}");
         }
+    }
+
+    #[test]
+    fn a_text_longer_than_a_step_is_written_whole() {
+        let text = "a\"b\n".repeat(STEP) + "tail";
+        assert_eq!(quoted(&text), serde_json::to_vec(&text).unwrap());
+        let mut out = Out::default();
+        push_quoted(&mut out, &text);
+        // Room was made a step at a time, not for six times the whole text.
+        assert!(out.buf.len() <= 2 * (out.len + 6 * STEP + 16));
     }
 
     #[test]
