@@ -11,14 +11,13 @@
 //! of the batch goes on.
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use rustc_hash::FxHashMap;
 
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
 use crate::python_line::{stored_line, Time};
@@ -225,7 +224,7 @@ struct Dispatch {
     /// Every decoder of `by_name` (what a sender's `vendor` hint is), keyed by the object's
     /// address (the object is held, so the address is not reused): no attribute of the hint
     /// is read per message.
-    by_hint: rustc_hash::FxHashMap<usize, (Py<PyAny>, Dec)>,
+    by_hint: FxHashMap<usize, (Py<PyAny>, Dec)>,
 }
 
 impl Dispatch {
@@ -255,7 +254,7 @@ impl Dispatch {
             }
             by_first.insert(c, list);
         }
-        let mut by_hint = rustc_hash::FxHashMap::default();
+        let mut by_hint = FxHashMap::default();
         for d in registry.getattr("by_name")?.cast_into::<PyDict>()?.values() {
             by_hint.insert(d.as_ptr() as usize, (d.clone().unbind(), Dec::of(&d)?));
         }
