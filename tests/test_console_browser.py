@@ -283,6 +283,19 @@ class Browser:
     def css(self, selector: str) -> list[Any]:
         return list(self.driver.find_elements(By.CSS_SELECTOR, selector))
 
+    def attrs(self, selector: str, name: str) -> list[str | None]:
+        """An attribute of every element the selector finds, in one read: the graphs redraw
+        every second, so an element found by one call may be gone by the next
+        (``StaleElementReferenceException`` failed a fresh-clone run)."""
+        return list(
+            self.driver.execute_script(
+                "return [...document.querySelectorAll(arguments[0])]"
+                ".map(e => e.getAttribute(arguments[1]))",
+                selector,
+                name,
+            )
+        )
+
     def shot(self, name: str) -> Path:
         path = self.artifacts / f"{name}.png"
         self.driver.save_screenshot(str(path))
@@ -321,8 +334,8 @@ BRUTE = "SSH brute force from one source"
 
 
 def _points(browser: Browser, selector: str) -> int:
-    lines = browser.css(f"{selector} polyline")
-    return max((len(p.get_attribute("points").split()) for p in lines), default=0)
+    points = browser.attrs(f"{selector} polyline", "points")
+    return max((len((p or "").split()) for p in points), default=0)
 
 
 def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> None:
@@ -330,12 +343,12 @@ def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> 
     assert browser.driver.current_url.rstrip("/") == browser.console.base
     # Rates need two polls of the counters: a line of at least 3 points is a live graph.
     browser.until(lambda d: _points(browser, "#rate-sources") >= 3)
-    series = {p.get_attribute("data-series") for p in browser.css("#rate-sources polyline")}
+    series = set(browser.attrs("#rate-sources polyline", "data-series"))
     assert "syslog-udp" in series
     browser.until(lambda d: browser.css("#top-talkers g.bar[data-key='10.9.0.1']"))
     browser.until(lambda d: browser.css("#rate-devices g.bar"))
     browser.until(lambda d: browser.css("#open-incidents tbody tr"))
-    devices = {g.get_attribute("data-key") for g in browser.css("#rate-devices g.bar")}
+    devices = set(browser.attrs("#rate-devices g.bar", "data-key"))
     assert "127.0.0.1" in devices or {"fw-a", "sw-b"} & devices
     assert int(browser.driver.find_element(By.CSS_SELECTOR, "#card-open .v").text) >= 2
     losses = dict(
@@ -371,7 +384,7 @@ def test_overview_shows_top_denied_sources_of_the_last_hour(
     top = browser.css("#top-denied g.bar")[0]
     assert top.get_attribute("data-key") == agg["buckets"][0]["value"]
     assert top.text.endswith(str(agg["buckets"][0]["count"]))
-    shown = {g.get_attribute("data-key") for g in browser.css("#top-denied g.bar")}
+    shown = set(browser.attrs("#top-denied g.bar", "data-key"))
     assert shown == {b["value"] for b in agg["buckets"]}
     assert (
         "denied events in the last hour"
