@@ -54,13 +54,16 @@ def payload(start: int, count: int, framing: str, mix: str) -> bytes:
     return b"".join(out)
 
 
-def sender(port: int, start: int, count: int, framing: str, mix: str, tls_ca: str) -> None:
-    data = payload(start, count, framing, mix)
+def sender(port: int, data: bytes, tls_ca: str, start: Any) -> None:
+    """Send ``data`` on one connection once every sender is connected (``start``, a
+    barrier the parent passes last): the payload is built and the connection made before the
+    clock starts, so the run times the receiver, not the senders' string formatting."""
     sock = socket.create_connection(("127.0.0.1", port))
     if tls_ca:
         ctx = ssl.create_default_context(cafile=tls_ca)
         sock = ctx.wrap_socket(sock, server_hostname="localhost")
     view = memoryview(data)
+    start.wait()
     for i in range(0, len(data), 1 << 18):
         sock.sendall(view[i : i + (1 << 18)])
     if tls_ca:
@@ -72,18 +75,23 @@ def sender(port: int, start: int, count: int, framing: str, mix: str, tls_ca: st
     sock.close()
 
 
-def send_all(port: int, args: argparse.Namespace, tls_ca: str) -> tuple[int, float]:
-    """Start the senders (one process per connection); (offered, start time)."""
+def start_senders(port: int, args: argparse.Namespace, tls_ca: str) -> tuple[int, Any]:
+    """Build each connection's payload and start its sender (one process per connection,
+    forked with its payload), held at a start line: (offered, the barrier the caller passes
+    to let them go once they are connected)."""
     per = args.messages // args.connections
-    t0 = time.monotonic()
+    start = mp.Barrier(args.connections + 1)
     procs = [
-        mp.Process(target=sender, args=(port, i * per, per, args.framing, args.mix, tls_ca))
+        mp.Process(
+            target=sender,
+            args=(port, payload(i * per, per, args.framing, args.mix), tls_ca, start),
+        )
         for i in range(args.connections)
     ]
     for p in procs:
         p.start()
     SENDERS.extend(procs)
-    return per * args.connections, t0
+    return per * args.connections, start
 
 
 SENDERS: list[mp.Process] = []
@@ -127,8 +135,10 @@ def run_rsyslog(args: argparse.Namespace) -> dict[str, Any] | None:
                     break
                 except OSError:
                     time.sleep(0.1)
+            offered, start = start_senders(port, args, "")
+            start.wait(60)
             cpu0 = proc_cpu_seconds(proc.pid)
-            offered, t0 = send_all(port, args, "")
+            t0 = time.monotonic()
             stored, last, last_change = 0, -1, time.monotonic()
             while time.monotonic() - t0 < args.timeout:
                 with out.open("rb") if out.exists() else open(os.devnull, "rb") as f:
@@ -212,8 +222,10 @@ def main() -> None:
     if cert:
         src += f'tls_cert = "{cert}"\ntls_key = "{cert}"\n'
     app = ApplianceProcess(src, extra_toml=args.extra.replace("\\n", "\n"), loop=args.loop)
+    offered, start = start_senders(port, args, ca)
+    start.wait(60)  # every sender connected: the clock starts as they send
     app.mark()
-    offered, t0 = send_all(port, args, ca)
+    t0 = time.monotonic()
     stored = 0.0
     last_change, last = time.monotonic(), -1.0
     while time.monotonic() - t0 < args.timeout:
