@@ -1,15 +1,35 @@
 //! linux_auth's native part (OpenSSH's failed, accepted and invalid-user lines): any text
 //! under any of the programs below decodes without a panic; only sshd's ASCII lines without
 //! the separators Python's `\s` reads differently are claimed, with an address only when it
-//! is a plain dotted quad.
+//! is a plain dotted quad. A claimed `Accepted`/`Failed` line carries what the reference's
+//! `_SSH_RESULT` pattern reads from it (the native side matches it by hand).
 //!
 //! Input layout as `tests/fuzz/targets/syslog_vendors.py` (one selector byte, then the text),
 //! so its seeds and crash inputs work here unchanged; the byte picks the program.
 #![no_main]
 
+use std::sync::LazyLock;
+
 use _dataplane::decoders::Value;
 use _dataplane::linux_auth::{decode, Auth};
 use libfuzzer_sys::fuzz_target;
+use regex::Regex;
+
+static SSH_RESULT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^(Accepted|Failed) (\S+) for (?:invalid user )?(.*?) from (\S+) port (\d+)")
+        .expect("a valid pattern")
+});
+
+/// The text of field `key`, if set.
+fn field_text<'a>(fields: &'a [(&str, Value<'_>)], key: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| match v {
+            Value::Text(t) => t.as_ref(),
+            _ => panic!("{key} is text"),
+        })
+}
 
 const PROGRAMS: [&str; 6] = [
     "sshd",
@@ -29,6 +49,17 @@ fuzz_target!(|data: &[u8]| {
     if let Auth::Fields(fields) = decode(program, &text) {
         assert!(program.starts_with("sshd") && !program.contains("(pam"));
         assert!(text.is_ascii() && !text.bytes().any(|b| (0x1c..=0x1f).contains(&b)));
+        if text.starts_with("Accepted") || text.starts_with("Failed ") {
+            match SSH_RESULT.captures(&text) {
+                None => assert!(fields.is_empty(), "{text:?}: {fields:?}"),
+                Some(m) => {
+                    assert_eq!(field_text(&fields, "user_agent.original"), Some(&m[2]));
+                    let user = Some(&m[3]).filter(|u| !u.is_empty());
+                    assert_eq!(field_text(&fields, "user.name"), user);
+                    assert_eq!(field_text(&fields, "source.ip"), Some(&m[4]));
+                }
+            }
+        }
         for (key, value) in &fields {
             if *key == "source.ip" {
                 let Value::Text(ip) = value else {

@@ -184,8 +184,13 @@ fn skip_cisco_stamp(text: &str, pos: usize, clock: &mut impl Clock) -> (Option<f
     }
 }
 
+/// `str.partition(" ")`. A byte scan: the tokens are a few bytes long, shorter than what
+/// `split_once(' ')`'s searcher spends setting up (~150 instructions a call, callgrind).
 fn partition_space(s: &str) -> (&str, &str) {
-    s.split_once(' ').unwrap_or((s, ""))
+    match s.bytes().position(|b| b == b' ') {
+        Some(i) => (&s[..i], &s[i + 1..]),
+        None => (s, ""),
+    }
 }
 
 /// Decode an RFC 3164-shaped message; `pos` is the index after the PRI (0 when there is none).
