@@ -16,7 +16,7 @@ use pyo3::IntoPyObjectExt;
 
 use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
-use crate::syslog::header::{self, Clock, Message};
+use crate::syslog::header::{self, Clock, Format, Message};
 
 pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 
@@ -316,7 +316,8 @@ fn header_fields<'py>(
         | u16::from(m.version.is_some()) << 5
         | u16::from(m.structured_data.is_some()) << 6
         | u16::from(m.sequence.is_some()) << 7
-        | u16::from(!m.errors.is_empty()) << 8;
+        | u16::from(!m.errors.is_empty()) << 8
+        | u16::from(matches!(m.format, Format::Rfc5424)) << 9;
     let template = templates
         .try_lock()
         .ok()
@@ -327,8 +328,12 @@ fn header_fields<'py>(
     };
     let severity = names.0[m.severity as usize].bind(py);
     f.set_item(intern!(py, "message"), m.message)?;
-    f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
-    f.set_item(intern!(py, "event.dataset"), intern!(py, "syslog"))?;
+    // What every message of a shape holds alike stays in the shape's template (three
+    // inserts fewer a message); the first message of a shape sets them, in their place.
+    if template.is_none() {
+        f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
+        f.set_item(intern!(py, "event.dataset"), intern!(py, "syslog"))?;
+    }
     f.set_item(intern!(py, "observer.ip"), peer_ip)?;
     f.set_item(intern!(py, "log.level"), severity)?;
     f.set_item(
@@ -342,10 +347,12 @@ fn header_fields<'py>(
         intern!(py, "log.syslog.facility.name"),
         names.1[m.facility as usize].bind(py),
     )?;
-    f.set_item(
-        intern!(py, "log.syslog.format"),
-        PyString::intern(py, m.format.as_str()),
-    )?;
+    if template.is_none() {
+        f.set_item(
+            intern!(py, "log.syslog.format"),
+            PyString::intern(py, m.format.as_str()),
+        )?;
+    }
     let mut strs = SharedStrs::lock();
     if let Some(host) = m.hostname {
         let host = strs.get(py, host);
@@ -385,8 +392,15 @@ fn header_fields<'py>(
     }
     if template.is_none() {
         let t = f.copy()?;
+        let shared = [
+            intern!(py, "event.kind"),
+            intern!(py, "event.dataset"),
+            intern!(py, "log.syslog.format"),
+        ];
         for k in t.keys() {
-            t.set_item(k, py.None())?;
+            if !shared.iter().any(|s| s.is(&k)) {
+                t.set_item(k, py.None())?;
+            }
         }
         if let Ok(mut map) = templates.try_lock() {
             map.insert(shape, t.unbind());
