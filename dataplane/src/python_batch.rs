@@ -20,7 +20,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
-use crate::python_line::{stored_line, Time};
+use crate::python_line::{line_or_reference, Time};
 use crate::python_udp::UdpReceiver;
 use crate::syslog::batch::{admit, Admit, Bucket};
 
@@ -39,8 +39,8 @@ pub(crate) struct SyslogBatch {
     device_time: Py<PyAny>,
     /// `Event(timestamp, created, module, fields, raw, id, line)`.
     event_class: Py<PyAny>,
-    /// `segments.encode_line(ts, created, module, fields, raw)`, for the rare line the
-    /// native writer leaves to it (raw bytes that are not UTF-8, a key that is not text).
+    /// `segments.encode_line_reference(ts, created, module, fields, raw)`, for the rare line
+    /// the native writer leaves to it (raw bytes that are not UTF-8, a key that is not text).
     encode_line: Py<PyAny>,
     /// The clock-skew gauge's values, keyed by the profile's `key`.
     skew: Py<PyDict>,
@@ -574,7 +574,14 @@ impl SyslogBatch {
         } else {
             data.clone()
         };
-        let line = self.line(py, (ts, now, module, &fields, raw))?;
+        let line = line_or_reference(
+            py,
+            [Time::Float(ts), Time::Float(now)],
+            module.as_any(),
+            fields.as_any(),
+            raw.as_any(),
+            self.encode_line.bind(py),
+        )?;
         let n = line.len()?;
         let class = self.event_class.bind(py);
         let event = match policy.listener {
@@ -585,30 +592,6 @@ impl SyslogBatch {
         };
         policy.line_bytes.set(policy.line_bytes.get() + n);
         Ok(event)
-    }
-
-    /// `encode_line` of the event: written natively (`python_line`), the reference's for
-    /// what that leaves to it.
-    fn line<'py>(
-        &self,
-        py: Python<'py>,
-        args: (
-            f64,
-            f64,
-            &Bound<'py, PyString>,
-            &Bound<'py, PyDict>,
-            Bound<'py, PyBytes>,
-        ),
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let (ts, now, module, fields, raw) = args;
-        let times = [Time::Float(ts), Time::Float(now)];
-        if let Some(line) = stored_line(py, times, module.as_any(), fields.as_any(), raw.as_bytes())
-        {
-            return Ok(line.into_any());
-        }
-        self.encode_line
-            .bind(py)
-            .call1((ts, now, module, fields, raw))
     }
 
     /// The policy of one message, then its event: `None` when it was dropped (counted).

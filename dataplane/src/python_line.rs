@@ -12,12 +12,15 @@
 //! either way (`tests/test_stored_line_equivalence.py`).
 
 use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, TryLockError};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::jsonstr::Out;
+use crate::python::PANICS;
 use crate::{jsonnum, jsonstr};
 
 /// Nesting written here; deeper values go to orjson (whose own limit is 255).
@@ -213,9 +216,20 @@ fn push_dict(
 
 /// A number of the line's head (`ts`, `created`): a float as the decode made it, or what
 /// an event from elsewhere holds.
+#[derive(Clone, Copy)]
 pub(crate) enum Time<'a, 'py> {
     Float(f64),
     Object(&'a Bound<'py, PyAny>),
+}
+
+impl<'a, 'py> Time<'a, 'py> {
+    /// The number as the reference takes it.
+    fn object(self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self {
+            Time::Float(x) => PyFloat::new(py, x).into_any(),
+            Time::Object(v) => v.clone(),
+        }
+    }
 }
 
 /// The stored line of an event whose `raw` is already bounded, or `None` when it holds
@@ -265,8 +279,34 @@ pub(crate) fn stored_line<'py>(
     })
 }
 
-/// `segments.encode_line` with the reference behind it: the line written here when it can
-/// be (nearly always), else the reference's.
+/// The stored line: written here when it can be (nearly always), else by `reference`
+/// (`segments.encode_line_reference`). A panic in the writer is counted (`panics()`) and
+/// leaves the line to the reference too, so the event is stored all the same.
+pub(crate) fn line_or_reference<'py>(
+    py: Python<'py>,
+    times: [Time<'_, 'py>; 2],
+    module: &Bound<'py, PyAny>,
+    fields: &Bound<'py, PyAny>,
+    raw: &Bound<'py, PyAny>,
+    reference: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    if let Ok(bytes) = raw.cast_exact::<PyBytes>() {
+        let written = catch_unwind(AssertUnwindSafe(|| {
+            stored_line(py, times, module, fields, bytes.as_bytes())
+        }));
+        match written {
+            Ok(Some(line)) => return Ok(line.into_any()),
+            Ok(None) => {}
+            Err(_) => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    let [ts, created] = times.map(|t| t.object(py));
+    reference.call1((ts, created, module, fields, raw))
+}
+
+/// `segments.encode_line` with the reference behind it ([`line_or_reference`]).
 #[pyclass(module = "appliance._dataplane", frozen)]
 pub(crate) struct LineEncoder {
     reference: Py<PyAny>,
@@ -289,15 +329,8 @@ impl LineEncoder {
         fields: &Bound<'py, PyAny>,
         raw: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Ok(bytes) = raw.cast_exact::<PyBytes>() {
-            let times = [Time::Object(ts), Time::Object(created)];
-            if let Some(line) = stored_line(py, times, module, fields, bytes.as_bytes()) {
-                return Ok(line.into_any());
-            }
-        }
-        self.reference
-            .bind(py)
-            .call1((ts, created, module, fields, raw))
+        let times = [Time::Object(ts), Time::Object(created)];
+        line_or_reference(py, times, module, fields, raw, self.reference.bind(py))
     }
 
     /// Whether this encoder wrote the line itself (tests: the reference's cases stay its).
