@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import calendar
 import random
+import sys
 import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -24,6 +26,7 @@ from appliance.protocols.syslog import decode
 from appliance.protocols.syslog.framing import SyslogFramer
 from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
 from appliance.protocols.syslog.vendors.base import VendorDecoder
+from appliance.protocols.syslog.vendors.declarative import load_file
 from appliance.sources.syslog_intake import SyslogIntake
 from appliance.store.segments import encode_line_reference
 from tests.conftest import syslog_corpus_lines
@@ -287,6 +290,47 @@ def test_a_hint_that_is_not_one_of_the_registrys_decoders_is_still_tried_first()
     line = SSHD_FAILED % 1
     (event,) = intake.datagrams([(line, ("192.0.2.9", 1))], NOW, 8192, RAW_MAX, *_counters())
     assert event.fields["event.dataset"] == "mine" and event.fields["labels.mine"] == "sshd"
+
+
+def _reshuffle(msg: Any, fields: dict[str, Any]) -> bool:
+    """A Python decoder that moves, replaces and adds header fields."""
+    if "reshuffle" not in msg.message:
+        return False
+    fields["log.level"] = fields.pop("log.level")
+    fields["message"] = msg.message.upper()
+    fields["host.hostname"] = None
+    if "in place" not in msg.message:  # else as many items as the header set
+        fields["labels.shuffled"] = 3
+    return True
+
+
+RESHUFFLE = VendorDecoder(name="reshuffle", decode=_reshuffle, programs=("shuffle",))
+
+
+def test_fields_replaced_moved_or_added_after_the_header_are_stored_as_they_end_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch writes the header's and a native decoder's pairs of the stored line as it
+    sets them; a decoder file replacing header fields in place (acme_gateway's
+    ``event.kind``), a Python decoder moving and replacing them, and senders' static fields
+    must still store what the dict ends up holding."""
+    files = [load_file(p) for p in sorted((Path(__file__).parent / "decoders").glob("*.toml"))]
+    registry = VendorRegistry([*BUILTIN, BOOM, RESHUFFLE, *(f.decoder for f in files)])
+    monkeypatch.setattr(sys.modules[__name__], "DECODERS", registry)
+    lines = [str(t["line"]).encode() for f in files for t in f.tests]
+    lines += [
+        b"<13>Aug  7 10:00:00 host shuffle: reshuffle the header fields",
+        b"<13>Aug  7 10:00:00 host shuffle: reshuffle them in place",
+        b"<13>1 2026-12-04T12:00:00Z host shuffle 77 m - reshuffle from RFC 5424",
+        b'<13>1 2026-12-04T12:00:00Z host shuffle 77 m [a@1 k="v"] reshuffle with SD',
+        b"<13>Aug  7 10:00:00 host shuffle: a line it declines",
+    ]
+    batches = batched(iter(lines * 4), sender_ips(), size=16)
+    # Senders without a hint or static fields: the header's pairs are all the batch wrote.
+    batches += [[(line, (ip, 514)) for line in lines] for ip in ("192.0.2.9", "2001:db8::5")]
+    made, seen = run_both(batches, monkeypatch)
+    assert made > 5 * len(lines)
+    assert {"acme_gateway", "reshuffle"} <= {key[0] for key in seen["decoded"]}
 
 
 def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:

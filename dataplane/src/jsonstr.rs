@@ -148,6 +148,15 @@ impl Out {
         self.len += bytes.len();
     }
 
+    /// Appends a copy of what was written at `from..to`.
+    #[inline]
+    pub fn repeat(&mut self, from: usize, to: usize) {
+        let n = to - from;
+        self.room(n);
+        self.buf.copy_within(from..to, self.len);
+        self.len += n;
+    }
+
     /// What was written.
     pub fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]

@@ -14,6 +14,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
+use crate::jsonstr;
+use crate::python_line::{quoted_key, Json, Prewritten};
 use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Format, Message};
@@ -207,6 +209,8 @@ pub(crate) struct HeaderDecoder {
     /// The reference's name tables (`message.SEVERITY_NAMES`, `FACILITY_NAMES`): one source.
     severity_names: Vec<Py<PyString>>,
     facility_names: Vec<Py<PyString>>,
+    /// The names as JSON strings, for the stored line's pairs written ahead.
+    names_json: NamesJson,
     memo: Mutex<StampMemo>,
     /// The header fields' keys per shape (which optional parts a header has), in their
     /// order, values `None`: a message's dict is a copy filled in place, not grown key by key.
@@ -296,16 +300,26 @@ fn pid(procid: &str) -> Result<Option<i64>, ()> {
     Ok(procid.parse().ok())
 }
 
+/// The severity and facility names as JSON strings, by code.
+type NamesJson = (Vec<Vec<u8>>, Vec<Vec<u8>>);
+
+fn names_json(py: Python<'_>, names: &[Py<PyString>]) -> PyResult<Vec<Vec<u8>>> {
+    names
+        .iter()
+        .map(|n| Ok(jsonstr::quoted(n.bind(py).to_str()?)))
+        .collect()
+}
+
 /// The ECS fields of the syslog header, in the reference's key order (`syslog_fields`): the
 /// stored line is the dict's JSON, so the order is part of the contract.
 fn header_fields<'py>(
     py: Python<'py>,
-    names: (&[Py<PyString>], &[Py<PyString>]),
-    templates: &Mutex<HashMap<u16, Py<PyDict>>>,
+    dec: &HeaderDecoder,
     m: &Message<'_>,
     sd: &Bound<'py, PyAny>,
     peer_ip: &Bound<'py, PyAny>,
     pid: Option<i64>,
+    pre: &mut Prewritten<'py>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // One bit per optional part: the same bits, the same keys in the same order.
     let shape = u16::from(m.hostname.is_some())
@@ -318,77 +332,135 @@ fn header_fields<'py>(
         | u16::from(m.sequence.is_some()) << 7
         | u16::from(!m.errors.is_empty()) << 8
         | u16::from(matches!(m.format, Format::Rfc5424)) << 9;
-    let template = templates
+    let template = dec
+        .templates
         .try_lock()
         .ok()
         .and_then(|t| t.get(&shape).map(|d| d.clone_ref(py)));
+    pre.begin();
     let f = match &template {
         Some(t) => t.bind(py).copy()?,
         None => PyDict::new(py),
     };
-    let severity = names.0[m.severity as usize].bind(py);
-    f.set_item(intern!(py, "message"), m.message)?;
+    // Each item is set in the shape's order and its pair written ahead for the stored line
+    // (`Prewritten`: the template has the keys in that order already).
+    macro_rules! put {
+        ($name:literal, $value:expr, $json:expr) => {
+            match (intern!(py, $name), $value) {
+                (key, value) => {
+                    let value = value.as_any();
+                    f.set_item(key, value)?;
+                    pre.expect(key, quoted_key!($name), value, $json);
+                }
+            }
+        };
+    }
+    // Held in the template: only the pair is written.
+    macro_rules! kept {
+        ($name:literal, $value:expr, $json:expr) => {
+            pre.expect(
+                intern!(py, $name),
+                quoted_key!($name),
+                $value.as_any(),
+                $json,
+            )
+        };
+    }
+    let int = |n: i64| n.into_bound_py_any(py);
+    let (sev, fac) = (m.severity as usize, m.facility as usize);
+    let severity = dec.severity_names[sev].bind(py);
+    let severity_json = &dec.names_json.0[sev];
+    put!(
+        "message",
+        &PyString::new(py, m.message),
+        Json::Text(m.message)
+    );
     // What every message of a shape holds alike stays in the shape's template (three
     // inserts fewer a message); the first message of a shape sets them, in their place.
+    let (kind, dataset) = (intern!(py, "event"), intern!(py, "syslog"));
+    let format = match m.format {
+        Format::Rfc5424 => intern!(py, "rfc5424"),
+        Format::Rfc3164 => intern!(py, "rfc3164"),
+    };
+    let format_json = Json::Raw(match m.format {
+        Format::Rfc5424 => b"\"rfc5424\"",
+        Format::Rfc3164 => b"\"rfc3164\"",
+    });
     if template.is_none() {
-        f.set_item(intern!(py, "event.kind"), intern!(py, "event"))?;
-        f.set_item(intern!(py, "event.dataset"), intern!(py, "syslog"))?;
+        put!("event.kind", kind, Json::Raw(b"\"event\""));
+        put!("event.dataset", dataset, Json::Raw(b"\"syslog\""));
+    } else {
+        kept!("event.kind", kind, Json::Raw(b"\"event\""));
+        kept!("event.dataset", dataset, Json::Raw(b"\"syslog\""));
     }
-    f.set_item(intern!(py, "observer.ip"), peer_ip)?;
-    f.set_item(intern!(py, "log.level"), severity)?;
-    f.set_item(
-        intern!(py, "log.syslog.priority"),
-        m.facility * 8 + m.severity,
-    )?;
-    f.set_item(intern!(py, "log.syslog.severity.code"), m.severity)?;
-    f.set_item(intern!(py, "log.syslog.severity.name"), severity)?;
-    f.set_item(intern!(py, "log.syslog.facility.code"), m.facility)?;
-    f.set_item(
-        intern!(py, "log.syslog.facility.name"),
-        names.1[m.facility as usize].bind(py),
-    )?;
+    let ip = match peer_ip.cast_exact::<PyString>() {
+        Ok(ip) => ip.to_str().map_or(Json::Later, Json::Text),
+        Err(_) => Json::Later,
+    };
+    put!("observer.ip", peer_ip, ip);
+    put!("log.level", severity, Json::Raw(severity_json));
+    let priority = i64::from(m.facility * 8 + m.severity);
+    put!("log.syslog.priority", &int(priority)?, Json::Int(priority));
+    let code = i64::from(m.severity);
+    put!("log.syslog.severity.code", &int(code)?, Json::Int(code));
+    put!(
+        "log.syslog.severity.name",
+        severity,
+        Json::Raw(severity_json)
+    );
+    let code = i64::from(m.facility);
+    put!("log.syslog.facility.code", &int(code)?, Json::Int(code));
+    put!(
+        "log.syslog.facility.name",
+        dec.facility_names[fac].bind(py),
+        Json::Raw(&dec.names_json.1[fac])
+    );
     if template.is_none() {
-        f.set_item(
-            intern!(py, "log.syslog.format"),
-            PyString::intern(py, m.format.as_str()),
-        )?;
+        put!("log.syslog.format", format, format_json);
+    } else {
+        kept!("log.syslog.format", format, format_json);
     }
     let mut strs = SharedStrs::lock();
     if let Some(host) = m.hostname {
-        let host = strs.get(py, host);
-        f.set_item(intern!(py, "host.hostname"), &host)?;
-        f.set_item(intern!(py, "log.syslog.hostname"), host)?;
+        let obj = strs.get(py, host);
+        put!("host.hostname", &obj, Json::Text(host));
+        put!("log.syslog.hostname", &obj, Json::Again);
     }
     if let Some(app) = m.app_name {
-        let app = strs.get(py, app);
-        f.set_item(intern!(py, "process.name"), &app)?;
-        f.set_item(intern!(py, "log.syslog.appname"), app)?;
+        let obj = strs.get(py, app);
+        put!("process.name", &obj, Json::Text(app));
+        put!("log.syslog.appname", &obj, Json::Again);
     }
     if let Some(procid) = m.procid {
-        f.set_item(intern!(py, "log.syslog.procid"), strs.get(py, procid))?;
+        put!(
+            "log.syslog.procid",
+            &strs.get(py, procid),
+            Json::Text(procid)
+        );
         if let Some(pid) = pid {
-            f.set_item(intern!(py, "process.pid"), pid)?;
+            put!("process.pid", &int(pid)?, Json::Int(pid));
         }
     }
     if let Some(msgid) = m.msgid {
-        f.set_item(intern!(py, "log.syslog.msgid"), strs.get(py, msgid))?;
+        put!("log.syslog.msgid", &strs.get(py, msgid), Json::Text(msgid));
     }
     drop(strs);
     if let Some(version) = m.version {
-        f.set_item(intern!(py, "log.syslog.version"), version)?;
+        let version = i64::from(version);
+        put!("log.syslog.version", &int(version)?, Json::Int(version));
     }
     if m.structured_data.is_some() {
-        f.set_item(intern!(py, "log.syslog.structured_data"), sd)?;
+        put!("log.syslog.structured_data", sd, Json::Later);
     }
     if let Some(sequence) = m.sequence {
-        f.set_item(intern!(py, "event.sequence"), sequence)?;
+        put!("event.sequence", &int(sequence)?, Json::Int(sequence));
     }
     if !m.errors.is_empty() {
         let tags = PyList::empty(py);
         for e in &m.errors {
             tags.append(format!("syslog_{e}"))?;
         }
-        f.set_item(intern!(py, "tags"), tags)?;
+        put!("tags", &tags, Json::Later);
     }
     if template.is_none() {
         let t = f.copy()?;
@@ -402,7 +474,7 @@ fn header_fields<'py>(
                 t.set_item(k, py.None())?;
             }
         }
-        if let Ok(mut map) = templates.try_lock() {
+        if let Ok(mut map) = dec.templates.try_lock() {
             map.insert(shape, t.unbind());
         }
     }
@@ -413,6 +485,7 @@ fn header_fields<'py>(
 impl HeaderDecoder {
     #[new]
     fn new(
+        py: Python<'_>,
         message_class: Py<PyAny>,
         bsd_epoch: Py<PyAny>,
         rfc3339: Py<PyAny>,
@@ -428,6 +501,10 @@ impl HeaderDecoder {
             message_class,
             bsd_epoch,
             rfc3339,
+            names_json: (
+                names_json(py, &severity_names)?,
+                names_json(py, &facility_names)?,
+            ),
             severity_names,
             facility_names,
             memo: Mutex::default(),
@@ -532,12 +609,12 @@ impl HeaderDecoder {
             let fields = match peer_ip {
                 Some(ip) => Some(header_fields(
                     py,
-                    (&self.severity_names, &self.facility_names),
-                    &self.templates,
+                    self,
                     msg,
                     &sd,
                     ip,
                     pid,
+                    &mut Prewritten::default(),
                 )?),
                 None => None,
             };
@@ -548,6 +625,7 @@ impl HeaderDecoder {
     /// The batch path's header: `f` gets the parsed header (its `SyslogMessage` made on
     /// demand) and the ECS header fields, as `run` would give them; `None` when the
     /// reference should decode the message.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn with_fields<'py, R>(
         &self,
         py: Python<'py>,
@@ -555,7 +633,8 @@ impl HeaderDecoder {
         now: f64,
         tz: Option<Bound<'py, PyAny>>,
         peer_ip: &Bound<'py, PyAny>,
-        f: impl FnOnce(Parsed<'_, 'py>, Bound<'py, PyDict>) -> PyResult<R>,
+        pre: &mut Prewritten<'py>,
+        f: impl FnOnce(Parsed<'_, 'py>, Bound<'py, PyDict>, &mut Prewritten<'py>) -> PyResult<R>,
     ) -> PyResult<Option<R>> {
         self.decode_text(py, data, now, tz, |msg| {
             let pid = match msg.procid.map(pid) {
@@ -564,21 +643,13 @@ impl HeaderDecoder {
                 Some(Err(())) => return Ok(None),
             };
             let sd = sd_dict(py, msg)?;
-            let fields = header_fields(
-                py,
-                (&self.severity_names, &self.facility_names),
-                &self.templates,
-                msg,
-                &sd,
-                peer_ip,
-                pid,
-            )?;
+            let fields = header_fields(py, self, msg, &sd, peer_ip, pid, pre)?;
             let parsed = Parsed {
                 m: msg,
                 sd,
                 cls: self.message_class.bind(py).clone(),
             };
-            f(parsed, fields).map(Some)
+            f(parsed, fields, pre).map(Some)
         })
     }
 }
@@ -715,7 +786,7 @@ pub(crate) struct FileDecoder {
     time_memo: Mutex<rustc_hash::FxHashMap<String, Py<PyAny>>>,
     /// Field names as interned Python strings: their hash is cached, so setting a field costs
     /// no string allocation and no hashing.
-    keys: rustc_hash::FxHashMap<String, Py<PyString>>,
+    keys: FieldKeys,
 }
 
 #[pymethods]
@@ -730,11 +801,7 @@ impl FileDecoder {
         device_time: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let inner = crate::decoders::Decoder::from_json(plan).map_err(PyValueError::new_err)?;
-        let keys = inner
-            .field_names()
-            .into_iter()
-            .map(|k| (k.to_owned(), PyString::intern(py, k).unbind()))
-            .collect();
+        let keys = field_keys(py, inner.field_names());
         Ok(FileDecoder {
             inner,
             consts,
@@ -755,16 +822,18 @@ impl FileDecoder {
     ) -> PyResult<Option<bool>> {
         let text_obj = msg.getattr(intern!(py, "message"))?;
         let text = text_obj.cast::<PyString>()?.to_cow()?;
-        Ok(match self.apply(py, &text, fields)? {
-            Applied::NotMine => Some(false),
-            Applied::Defer => None,
-            Applied::Claimed(time) => {
-                if let Some(time) = time {
-                    msg.setattr(intern!(py, "payload_time"), time)?;
+        Ok(
+            match self.apply(py, &text, fields, &mut Prewritten::default())? {
+                Applied::NotMine => Some(false),
+                Applied::Defer => None,
+                Applied::Claimed(time) => {
+                    if let Some(time) = time {
+                        msg.setattr(intern!(py, "payload_time"), time)?;
+                    }
+                    Some(true)
                 }
-                Some(true)
-            }
-        })
+            },
+        )
     }
 }
 
@@ -778,16 +847,34 @@ pub(crate) enum Applied<'py> {
     Claimed(Option<Bound<'py, PyAny>>),
 }
 
+/// A native decoder's field names: each as an interned Python string and as the JSON
+/// string its stored line's pair starts with (`"name":`).
+type FieldKeys = rustc_hash::FxHashMap<String, (Py<PyString>, Vec<u8>)>;
+
+fn field_keys<'a>(py: Python<'_>, names: impl IntoIterator<Item = &'a str>) -> FieldKeys {
+    names
+        .into_iter()
+        .map(|k| {
+            let mut quoted = jsonstr::quoted(k);
+            quoted.push(b':');
+            (k.to_owned(), (PyString::intern(py, k).unbind(), quoted))
+        })
+        .collect()
+}
+
 /// Set a native decoder's fields in order, as the Python decoder would assign them: `keys`
 /// the interned names, `consts` a decoder file's constants, `convert` the reference's
 /// conversions for the values a file defers (a conversion that gives `None` sets nothing).
+/// The pairs are written ahead for the stored line (`pre`).
+#[allow(clippy::too_many_arguments)]
 fn set_fields<'py>(
     py: Python<'py>,
     fields: &Bound<'py, PyDict>,
     found: Vec<(&str, crate::decoders::Value<'_>)>,
-    keys: &rustc_hash::FxHashMap<String, Py<PyString>>,
+    keys: &FieldKeys,
     consts: &[Py<PyAny>],
     convert: Option<&Py<PyAny>>,
+    pre: &mut Prewritten<'py>,
 ) -> PyResult<()> {
     use crate::decoders::Value;
     // Not held across `convert`, a Python call that may decode again.
@@ -797,10 +884,17 @@ fn set_fields<'py>(
             Some(strs) => strs.get(py, t),
             None => PyString::new(py, t),
         };
-        let obj: Bound<'_, PyAny> = match value {
-            Value::Text(t) => text(&t).into_any(),
-            Value::Int(n) => n.into_bound_py_any(py)?,
-            Value::Const(i) => match consts.get(i) {
+        let mut json = Json::Later;
+        let obj: Bound<'_, PyAny> = match &value {
+            Value::Text(t) => {
+                json = Json::Text(t);
+                text(t).into_any()
+            }
+            Value::Int(n) => {
+                json = Json::Int(*n);
+                n.into_bound_py_any(py)?
+            }
+            Value::Const(i) => match consts.get(*i) {
                 // A list constant is copied: fields are mutable, events must not share it.
                 Some(c) => match c.bind(py).cast::<PyList>() {
                     Ok(list) => PyList::new(py, list.iter())?.into_any(),
@@ -808,7 +902,7 @@ fn set_fields<'py>(
                 },
                 None => continue,
             },
-            Value::Texts(items) => PyList::new(py, items.into_iter().map(text))?.into_any(),
+            Value::Texts(items) => PyList::new(py, items.iter().map(|t| text(t)))?.into_any(),
             Value::Converted(name, v) => {
                 let Some(convert) = convert else { continue };
                 drop(strs.take());
@@ -821,8 +915,11 @@ fn set_fields<'py>(
             }
         };
         match keys.get(key) {
-            Some(k) => fields.set_item(k.bind(py), obj)?,
-            None => fields.set_item(key, obj)?,
+            Some((k, quoted)) => pre.set(fields, k.bind(py), quoted, &obj, json)?,
+            None => {
+                pre.lose_track();
+                fields.set_item(key, obj)?
+            }
         }
     }
     Ok(())
@@ -832,17 +929,14 @@ fn set_fields<'py>(
 /// accepted and invalid-user lines; the rest is the Python decoder's.
 #[pyclass(module = "appliance._dataplane", frozen)]
 pub(crate) struct SshdAuthLines {
-    keys: rustc_hash::FxHashMap<String, Py<PyString>>,
+    keys: FieldKeys,
 }
 
 #[pymethods]
 impl SshdAuthLines {
     #[new]
     fn new(py: Python<'_>) -> Self {
-        let keys = crate::linux_auth::FIELDS
-            .into_iter()
-            .map(|k| (k.to_owned(), PyString::intern(py, k).unbind()))
-            .collect();
+        let keys = field_keys(py, crate::linux_auth::FIELDS);
         SshdAuthLines { keys }
     }
 
@@ -862,10 +956,12 @@ impl SshdAuthLines {
         };
         let text_obj = msg.getattr(intern!(py, "message"))?;
         let text = text_obj.cast::<PyString>()?.to_cow()?;
-        Ok(match self.apply(py, &app, &text, fields)? {
-            Applied::Claimed(_) => Some(true),
-            Applied::NotMine | Applied::Defer => None,
-        })
+        Ok(
+            match self.apply(py, &app, &text, fields, &mut Prewritten::default())? {
+                Applied::Claimed(_) => Some(true),
+                Applied::NotMine | Applied::Defer => None,
+            },
+        )
     }
 }
 
@@ -877,11 +973,12 @@ impl SshdAuthLines {
         app: &str,
         text: &str,
         fields: &Bound<'py, PyDict>,
+        pre: &mut Prewritten<'py>,
     ) -> PyResult<Applied<'py>> {
         use crate::linux_auth::{decode, Auth};
         match catch_unwind(|| decode(app, text)) {
             Ok(Auth::Fields(found)) => {
-                set_fields(py, fields, found, &self.keys, &[], None)?;
+                set_fields(py, fields, found, &self.keys, &[], None, pre)?;
                 Ok(Applied::Claimed(None))
             }
             Ok(Auth::Defer) => Ok(Applied::Defer),
@@ -903,6 +1000,7 @@ impl FileDecoder {
         py: Python<'py>,
         text: &str,
         fields: &Bound<'py, PyDict>,
+        pre: &mut Prewritten<'py>,
     ) -> PyResult<Applied<'py>> {
         use crate::decoders::Outcome;
         let outcome = match catch_unwind(AssertUnwindSafe(|| self.inner.decode(text))) {
@@ -924,6 +1022,7 @@ impl FileDecoder {
             &self.keys,
             &self.consts,
             Some(&self.convert),
+            pre,
         )?;
         let mut payload_time = None;
         if let (Some(device_time), false) = (&self.device_time, time.is_empty()) {

@@ -19,8 +19,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
+use crate::jsonstr;
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
-use crate::python_line::{line_or_reference, Time};
+use crate::python_line::{line_or_reference, quoted_key, Json, Prewritten, Time};
 use crate::python_udp::UdpReceiver;
 use crate::syslog::batch::{admit, Admit, Bucket};
 
@@ -46,6 +47,8 @@ pub(crate) struct SyslogBatch {
     skew: Py<PyDict>,
     max_skew: usize,
     transport: Py<PyString>,
+    /// `transport` as a JSON string.
+    transport_json: Vec<u8>,
     module: Py<PyString>,
     /// Tests: the next message's decode panics (`inject_panic`).
     panic_next: AtomicBool,
@@ -102,6 +105,7 @@ fn claim<'py>(
     native: Option<&Native>,
     msg: &mut Msg<'_, 'py>,
     fields: &Bound<'py, PyDict>,
+    pre: &mut Prewritten<'py>,
 ) -> PyResult<bool> {
     if let Some(native) = native {
         let parsed = msg.parsed.as_ref().filter(|_| msg.obj.is_none());
@@ -114,7 +118,7 @@ fn claim<'py>(
             }
         };
         let applied = match native {
-            Native::File(file) => file.get().apply(py, text, fields)?,
+            Native::File(file) => file.get().apply(py, text, fields, pre)?,
             Native::Sshd(sshd) => {
                 let app_owned;
                 let app = match parsed {
@@ -124,7 +128,7 @@ fn claim<'py>(
                         app_owned.as_str()
                     }
                 };
-                sshd.get().apply(py, app, text, fields)?
+                sshd.get().apply(py, app, text, fields, pre)?
             }
         };
         match applied {
@@ -138,6 +142,8 @@ fn claim<'py>(
             Applied::Defer => {}
         }
     }
+    // Python code gets the dict: what it sets is read back by the line's walk.
+    pre.lose_track();
     decode.call1((msg.object()?, fields))?.is_truthy()
 }
 
@@ -280,19 +286,20 @@ impl Dispatch {
         msg: &mut Msg<'_, 'py>,
         fields: &Bound<'py, PyDict>,
         hint: &Bound<'py, PyAny>,
+        pre: &mut Prewritten<'py>,
     ) -> PyResult<Bound<'py, PyString>> {
-        let claims = |d: &Dec, msg: &mut Msg<'_, 'py>| -> PyResult<bool> {
+        let claims = |d: &Dec, msg: &mut Msg<'_, 'py>, pre: &mut Prewritten<'py>| {
             if d.structured_only && !msg.has_structured_data(py)? {
                 return Ok(false);
             }
-            claim(py, d.decode.bind(py), d.native.as_ref(), msg, fields)
+            claim(py, d.decode.bind(py), d.native.as_ref(), msg, fields, pre)
         };
         let resolved = match hint.is_none() {
             true => None,
             false => Some(self.by_hint.get(&(hint.as_ptr() as usize))),
         };
         if let Some(Some((_, d))) = resolved {
-            if claims(d, msg)? {
+            if claims(d, msg, pre)? {
                 return Ok(d.name.bind(py).clone());
             }
         } else if resolved.is_some() {
@@ -309,6 +316,7 @@ impl Dispatch {
                     native.as_ref(),
                     msg,
                     fields,
+                    pre,
                 )?
             {
                 return Ok(hint.getattr(intern!(py, "name"))?.cast_into::<PyString>()?);
@@ -322,7 +330,7 @@ impl Dispatch {
                 }
             }
             for d in cands.into_iter().flatten() {
-                if claims(d, msg)? {
+                if claims(d, msg, pre)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
@@ -330,7 +338,7 @@ impl Dispatch {
         let text = msg.text(py)?;
         if let Some(first) = text.chars().next() {
             for (prefix, d) in self.by_first.get(&first).into_iter().flatten() {
-                if text.starts_with(prefix.as_str()) && claims(d, msg)? {
+                if text.starts_with(prefix.as_str()) && claims(d, msg, pre)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
@@ -340,14 +348,14 @@ impl Dispatch {
                 .any(|n| n.find(text.as_bytes()).is_some())
             {
                 for d in &self.fallbacks {
-                    if claims(d, msg)? {
+                    if claims(d, msg, pre)? {
                         return Ok(d.name.bind(py).clone());
                     }
                 }
             }
         }
         for d in &self.last_resort {
-            if claims(d, msg)? {
+            if claims(d, msg, pre)? {
                 return Ok(d.name.bind(py).clone());
             }
         }
@@ -395,6 +403,8 @@ struct Policy<'a, 'py> {
     listener: Option<&'a Bound<'py, PyString>>,
     /// Bytes of the stored lines of the events made (the pipeline's queue bound).
     line_bytes: std::cell::Cell<usize>,
+    /// The pairs written ahead for each event's stored line (kept for the next).
+    pre: std::cell::RefCell<Prewritten<'py>>,
 }
 
 impl<'py> Profile<'py> {
@@ -452,13 +462,22 @@ impl SyslogBatch {
         if self.panic_next.swap(false, Ordering::Relaxed) {
             panic!("injected by a test");
         }
+        // A decoder that calls back into a batch meets the buffer held: it writes nothing ahead.
+        let mut own = Prewritten::default();
+        let mut held = policy.pre.try_borrow_mut();
+        let pre = match held.as_deref_mut() {
+            Ok(pre) => pre,
+            Err(_) => &mut own,
+        };
+        pre.clear();
         let native = self.header.get().with_fields(
             py,
             data.as_bytes(),
             now,
             Some(prof.tz.clone()),
             prof.ip.as_any(),
-            |parsed, fields| {
+            pre,
+            |parsed, fields, pre| {
                 for reason in &parsed.m.errors {
                     *counts.parse_errors.entry((*reason).to_owned()).or_default() += 1;
                 }
@@ -467,7 +486,7 @@ impl SyslogBatch {
                     parsed: Some(parsed),
                     payload_time: None,
                 };
-                self.finish(py, data, prof, policy, counts, msg, fields)
+                self.finish(py, data, prof, policy, counts, msg, fields, pre)
             },
         )?;
         if let Some(event) = native {
@@ -492,7 +511,8 @@ impl SyslogBatch {
             parsed: None,
             payload_time: None,
         };
-        self.finish(py, data, prof, policy, counts, msg, fields)
+        pre.clear();
+        self.finish(py, data, prof, policy, counts, msg, fields, pre)
     }
 
     /// The rest of a message once its header and header fields are known: static fields,
@@ -507,10 +527,19 @@ impl SyslogBatch {
         counts: &mut Counts,
         mut msg: Msg<'_, 'py>,
         fields: Bound<'py, PyDict>,
+        pre: &mut Prewritten<'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let now = policy.now;
-        fields.set_item(intern!(py, "log.source.transport"), self.transport.bind(py))?;
+        let transport = self.transport.bind(py);
+        pre.set(
+            &fields,
+            intern!(py, "log.source.transport"),
+            quoted_key!("log.source.transport"),
+            transport.as_any(),
+            Json::Raw(&self.transport_json),
+        )?;
         if let Some(statics) = &prof.statics {
+            pre.lose_track();
             let tags = fields.get_item(intern!(py, "tags"))?;
             fields.update(statics.as_mapping())?;
             if let Some(tags) = tags {
@@ -520,17 +549,25 @@ impl SyslogBatch {
             }
         }
         let name = match &self.dispatch {
-            Some(dispatch) => dispatch.decode(py, &mut msg, &fields, &prof.decoder)?,
-            None => self
-                .vendors
-                .bind(py)
-                .getattr(intern!(py, "decode"))?
-                .call1((msg.object()?, &fields, &prof.decoder))?
-                .cast_into::<PyString>()?,
+            Some(dispatch) => dispatch.decode(py, &mut msg, &fields, &prof.decoder, pre)?,
+            None => {
+                pre.lose_track();
+                self.vendors
+                    .bind(py)
+                    .getattr(intern!(py, "decode"))?
+                    .call1((msg.object()?, &fields, &prof.decoder))?
+                    .cast_into::<PyString>()?
+            }
         };
         let text = name.to_cow()?;
         if !text.is_empty() {
-            fields.set_item(intern!(py, "event.dataset"), &name)?;
+            pre.set(
+                &fields,
+                intern!(py, "event.dataset"),
+                quoted_key!("event.dataset"),
+                name.as_any(),
+                Json::Later,
+            )?;
         }
         match counts.decoded.get_mut(text.as_ref()) {
             Some(n) => *n += 1,
@@ -581,6 +618,7 @@ impl SyslogBatch {
             fields.as_any(),
             raw.as_any(),
             self.encode_line.bind(py),
+            Some(pre),
         )?;
         let n = line.len()?;
         let class = self.event_class.bind(py);
@@ -683,6 +721,7 @@ impl SyslogBatch {
             max_bytes: usize::MAX,
             listener,
             line_bytes: Default::default(),
+            pre: Default::default(),
         };
         let prof = Profile::read(ip, prof)?;
         let events = PyList::empty(py);
@@ -765,6 +804,7 @@ impl SyslogBatch {
             max_bytes,
             listener,
             line_bytes: Default::default(),
+            pre: Default::default(),
         };
         let events = PyList::empty(py);
         let mut counts = Counts::default();
@@ -816,6 +856,7 @@ impl SyslogBatch {
             skew,
             max_skew,
             transport: PyString::intern(py, transport).unbind(),
+            transport_json: jsonstr::quoted(transport),
             module: PyString::intern(py, "syslog").unbind(),
             panic_next: AtomicBool::new(false),
         }

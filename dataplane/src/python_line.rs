@@ -112,6 +112,180 @@ impl QuotedStrs<'_> {
     }
 }
 
+/// A field name as a JSON string with its colon (`"name":`), for [`Prewritten`]: the names
+/// the native side sets are plain ASCII, with nothing to escape.
+macro_rules! quoted_key {
+    ($name:literal) => {
+        concat!("\"", $name, "\":").as_bytes()
+    };
+}
+pub(crate) use quoted_key;
+
+/// A value's JSON as the code that set it knows it.
+pub(crate) enum Json<'a> {
+    Text(&'a str),
+    Int(i64),
+    /// Already JSON (a constant's, quoted once).
+    Raw(&'a [u8]),
+    /// The value of the pair written just before (a header text set under two names).
+    Again,
+    /// Not written ahead: the line writes the value object (structured data, a list).
+    Later,
+}
+
+/// One entry of the fields dict as [`Prewritten`] holds it.
+struct Pair<'py> {
+    /// The key's address (the dict holds the key, so no other object has it meanwhile).
+    key: usize,
+    /// Where the value starts in `json`, and where the pair ends.
+    value_at: usize,
+    end: usize,
+    /// The value the line writes itself: set for `Json::Later`, or when the item was
+    /// replaced after its pair was written (a vendor's `event.dataset`).
+    object: Option<Bound<'py, PyAny>>,
+}
+
+/// The fields dict of the event being decoded as JSON, written by the code that sets its
+/// items from the texts and numbers it holds (the header's parts, the transport, a native
+/// decoder's captures), so the stored line copies those bytes instead of walking the dict
+/// and reading each key and value back out of Python: the walk cost ~350 instructions an
+/// item, a third of a loggen line's decode.
+///
+/// Only the batch path's own code sets items through it, and it knows what else touches
+/// the dict: a sender's static fields or a Python vendor decoder make it inexact, and the
+/// line then walks the dict as before. An item replaced in place by the tracked code keeps
+/// its key's bytes and has its new value written by the line. The line also checks that
+/// the dict holds as many items as were tracked.
+#[derive(Default)]
+pub(crate) struct Prewritten<'py> {
+    /// The pairs, each after the first led by a comma.
+    json: Out,
+    pairs: Vec<Pair<'py>>,
+    /// Whether `pairs` are the dict's items in order.
+    exact: bool,
+}
+
+impl<'py> Prewritten<'py> {
+    /// Forget the last event: inexact until a header starts the pairs again.
+    pub(crate) fn clear(&mut self) {
+        self.json.clear(KEEP_BUFFER);
+        self.pairs.clear();
+        self.exact = false;
+    }
+
+    /// A new fields dict whose items will all be set through this.
+    pub(crate) fn begin(&mut self) {
+        self.clear();
+        self.exact = true;
+    }
+
+    /// Something outside the tracked code changes (or may change) the dict.
+    pub(crate) fn lose_track(&mut self) {
+        self.exact = false;
+    }
+
+    /// The dict's next item is `key: value`, already set by the caller (a shape's template
+    /// has its keys in place before the values are set); `quoted_key` is the key as a JSON
+    /// string with its colon.
+    pub(crate) fn expect(
+        &mut self,
+        key: &Bound<'py, PyString>,
+        quoted_key: &[u8],
+        value: &Bound<'py, PyAny>,
+        json: Json<'_>,
+    ) {
+        if !self.exact {
+            return;
+        }
+        let json = match (json, self.pairs.last()) {
+            (Json::Again, Some(last)) if last.object.is_none() => Json::Again,
+            (Json::Again, _) => Json::Later,
+            (json, _) => json,
+        };
+        let out = &mut self.json;
+        if !self.pairs.is_empty() {
+            out.push(b',');
+        }
+        out.extend(quoted_key);
+        let value_at = out.as_bytes().len();
+        let mut object = None;
+        match json {
+            Json::Text(text) => jsonstr::push_quoted(out, text),
+            Json::Int(n) => jsonnum::push_int(out, n),
+            Json::Raw(bytes) => out.extend(bytes),
+            Json::Again => {
+                if let Some(last) = self.pairs.last() {
+                    out.repeat(last.value_at, last.end);
+                }
+            }
+            Json::Later => object = Some(value.clone()),
+        }
+        self.pairs.push(Pair {
+            key: key.as_ptr() as usize,
+            value_at,
+            end: out.as_bytes().len(),
+            object,
+        });
+    }
+
+    /// `fields[key] = value`, tracked: a new item's pair is written, a replaced one's
+    /// value noted.
+    pub(crate) fn set(
+        &mut self,
+        fields: &Bound<'py, PyDict>,
+        key: &Bound<'py, PyString>,
+        quoted_key: &[u8],
+        value: &Bound<'py, PyAny>,
+        json: Json<'_>,
+    ) -> PyResult<()> {
+        if !self.exact {
+            return fields.set_item(key, value);
+        }
+        let before = fields.len();
+        fields.set_item(key, value)?;
+        if fields.len() > before {
+            match before == self.pairs.len() {
+                true => self.expect(key, quoted_key, value, json),
+                false => self.exact = false,
+            }
+            return Ok(());
+        }
+        let addr = key.as_ptr() as usize;
+        match self.pairs.iter_mut().find(|p| p.key == addr) {
+            Some(pair) => pair.object = Some(value.clone()),
+            None => self.exact = false,
+        }
+        Ok(())
+    }
+
+    /// Writes the dict (`{...}`) when the pairs are it; `None` when the walk must.
+    fn write(
+        &self,
+        out: &mut Out,
+        strs: &mut QuotedStrs<'_>,
+        fields: &Bound<'_, PyDict>,
+    ) -> Option<bool> {
+        if !self.exact || fields.len() != self.pairs.len() {
+            return None;
+        }
+        let json = self.json.as_bytes();
+        out.push(b'{');
+        let mut from = 0;
+        for pair in &self.pairs {
+            if let Some(v) = &pair.object {
+                out.extend(&json[from..pair.value_at]);
+                if !push_value(out, strs, v, 1) {
+                    return Some(false);
+                }
+                from = pair.end;
+            }
+        }
+        out.extend(&json[from..]);
+        out.push(b'}');
+        Some(true)
+    }
+}
+
 thread_local! {
     /// The line is written here and copied out at its exact size (one allocation a line).
     static BUFFER: RefCell<Out> = RefCell::new(Out::with_capacity(4096));
@@ -240,6 +414,7 @@ pub(crate) fn stored_line<'py>(
     module: &Bound<'py, PyAny>,
     fields: &Bound<'py, PyAny>,
     raw: &[u8],
+    pre: Option<&Prewritten<'py>>,
 ) -> Option<Bound<'py, PyBytes>> {
     let text = match raw {
         [] => None,
@@ -264,7 +439,15 @@ pub(crate) fn stored_line<'py>(
             return None;
         }
         out.push(b',');
-        if !push_value(&mut out, &mut strs, fields, 0) {
+        let ahead = match (pre, fields.cast_exact::<PyDict>()) {
+            (Some(pre), Ok(d)) => pre.write(&mut out, &mut strs, d),
+            _ => None,
+        };
+        let written = match ahead {
+            Some(written) => written,
+            None => push_value(&mut out, &mut strs, fields, 0),
+        };
+        if !written {
             return None;
         }
         out.push(b',');
@@ -289,10 +472,11 @@ pub(crate) fn line_or_reference<'py>(
     fields: &Bound<'py, PyAny>,
     raw: &Bound<'py, PyAny>,
     reference: &Bound<'py, PyAny>,
+    pre: Option<&Prewritten<'py>>,
 ) -> PyResult<Bound<'py, PyAny>> {
     if let Ok(bytes) = raw.cast_exact::<PyBytes>() {
         let written = catch_unwind(AssertUnwindSafe(|| {
-            stored_line(py, times, module, fields, bytes.as_bytes())
+            stored_line(py, times, module, fields, bytes.as_bytes(), pre)
         }));
         match written {
             Ok(Some(line)) => return Ok(line.into_any()),
@@ -330,7 +514,15 @@ impl LineEncoder {
         raw: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let times = [Time::Object(ts), Time::Object(created)];
-        line_or_reference(py, times, module, fields, raw, self.reference.bind(py))
+        line_or_reference(
+            py,
+            times,
+            module,
+            fields,
+            raw,
+            self.reference.bind(py),
+            None,
+        )
     }
 
     /// Whether this encoder wrote the line itself (tests: the reference's cases stay its).
@@ -344,6 +536,6 @@ impl LineEncoder {
         raw: &Bound<'py, PyBytes>,
     ) -> bool {
         let times = [Time::Object(ts), Time::Object(created)];
-        stored_line(py, times, module, fields, raw.as_bytes()).is_some()
+        stored_line(py, times, module, fields, raw.as_bytes(), None).is_some()
     }
 }
