@@ -333,6 +333,35 @@ def test_fields_replaced_moved_or_added_after_the_header_are_stored_as_they_end_
     assert {"acme_gateway", "reshuffle"} <= {key[0] for key in seen["decoded"]}
 
 
+def test_every_priority_in_every_header_shape_makes_the_same_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The header's dict is a copy of a template per shape and priority, and the templates
+    are bounded (1,024): 192 priorities in 16 shapes run past the bound, and the messages
+    past it are made whole, with the same items in the same order."""
+    shapes = [
+        b"<%d>1 - h a p m - x",
+        b"<%d>1 - - - - - - x",
+        b'<%d>1 2026-12-04T12:00:00Z h a 77 m [x@1 k="v"] x',
+        b"<%d>1 - h - 77 - - x",
+        b"<%d>Aug  7 10:00:00 host app[12]: x",
+        b"<%d>Aug  7 10:00:00 host app: x",
+        b"<%d>Aug  7 10:00:00 host: x",
+        b"<%d>x",
+        b"<%d>1 - h a p m [bad x",
+        b"<%d>Aug  7 10:00:00 host app[x]: x",
+        b"<%d>1 - h a 1a m - x",
+        b"<%d>1 - h a p - - x",
+        b"<%d>1 - - a p m - x",
+        b"<%d>1 - h - - m - x",
+        b"<%d>Aug  7 10:00:00 app[12]: x",
+        b"<%d>1 - - - 5 - - x",
+    ]
+    lines = [shape % pri for shape in shapes for pri in range(192)]
+    made, _ = run_both(batched(iter(lines * 2), ["192.0.2.9"], size=512), monkeypatch)
+    assert made == 2 * len(lines)
+
+
 def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
     long_host = "h" * 70
     lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]

@@ -212,9 +212,11 @@ pub(crate) struct HeaderDecoder {
     /// The names as JSON strings, for the stored line's pairs written ahead.
     names_json: NamesJson,
     memo: Mutex<StampMemo>,
-    /// The header fields' keys per shape (which optional parts a header has), in their
-    /// order, values `None`: a message's dict is a copy filled in place, not grown key by key.
-    templates: Mutex<HashMap<u16, Py<PyDict>>>,
+    /// The header fields' keys per shape (which optional parts a header has) and priority,
+    /// in their order, with the values all such messages share (the kind, dataset and
+    /// format, the priority's level, codes and names) and `None` for the rest: a message's
+    /// dict is a copy filled in place, not grown key by key.
+    templates: Mutex<HashMap<u32, Py<PyDict>>>,
 }
 
 /// The structured data of a message as the reference's dict (`None` without any): one object
@@ -300,6 +302,9 @@ fn pid(procid: &str) -> Result<Option<i64>, ()> {
     Ok(procid.parse().ok())
 }
 
+/// Header templates kept (shapes times priorities; each a dict of ~20 items).
+const MAX_TEMPLATES: usize = 1024;
+
 /// The severity and facility names as JSON strings, by code.
 type NamesJson = (Vec<Vec<u8>>, Vec<Vec<u8>>);
 
@@ -332,11 +337,16 @@ fn header_fields<'py>(
         | u16::from(m.sequence.is_some()) << 7
         | u16::from(!m.errors.is_empty()) << 8
         | u16::from(matches!(m.format, Format::Rfc5424)) << 9;
-    let template = dec
-        .templates
-        .try_lock()
-        .ok()
-        .and_then(|t| t.get(&shape).map(|d| d.clone_ref(py)));
+    // A sender's messages mostly share their priority too: its six items (level, codes and
+    // names) stay in the template as well.
+    let shape = u32::from(shape) | (m.facility * 8 + m.severity) << 16;
+    let (template, room) = match dec.templates.try_lock() {
+        Ok(t) => (
+            t.get(&shape).map(|d| d.clone_ref(py)),
+            t.len() < MAX_TEMPLATES,
+        ),
+        Err(_) => (None, false),
+    };
     pre.begin();
     let f = match &template {
         Some(t) => t.bind(py).copy()?,
@@ -355,15 +365,19 @@ fn header_fields<'py>(
             }
         };
     }
-    // Held in the template: only the pair is written.
+    // What the template holds: only the pair is written (the first message of a template
+    // sets the items, in their place).
     macro_rules! kept {
         ($name:literal, $value:expr, $json:expr) => {
-            pre.expect(
-                intern!(py, $name),
-                quoted_key!($name),
-                $value.as_any(),
-                $json,
-            )
+            match &template {
+                None => put!($name, $value, $json),
+                Some(_) => pre.expect(
+                    intern!(py, $name),
+                    quoted_key!($name),
+                    $value.as_any(),
+                    $json,
+                ),
+            }
         };
     }
     let int = |n: i64| n.into_bound_py_any(py);
@@ -375,9 +389,6 @@ fn header_fields<'py>(
         &PyString::new(py, m.message),
         Json::Text(m.message)
     );
-    // What every message of a shape holds alike stays in the shape's template (three
-    // inserts fewer a message); the first message of a shape sets them, in their place.
-    let (kind, dataset) = (intern!(py, "event"), intern!(py, "syslog"));
     let format = match m.format {
         Format::Rfc5424 => intern!(py, "rfc5424"),
         Format::Rfc3164 => intern!(py, "rfc3164"),
@@ -386,40 +397,35 @@ fn header_fields<'py>(
         Format::Rfc5424 => b"\"rfc5424\"",
         Format::Rfc3164 => b"\"rfc3164\"",
     });
-    if template.is_none() {
-        put!("event.kind", kind, Json::Raw(b"\"event\""));
-        put!("event.dataset", dataset, Json::Raw(b"\"syslog\""));
-    } else {
-        kept!("event.kind", kind, Json::Raw(b"\"event\""));
-        kept!("event.dataset", dataset, Json::Raw(b"\"syslog\""));
-    }
+    kept!("event.kind", intern!(py, "event"), Json::Raw(b"\"event\""));
+    kept!(
+        "event.dataset",
+        intern!(py, "syslog"),
+        Json::Raw(b"\"syslog\"")
+    );
     let ip = match peer_ip.cast_exact::<PyString>() {
         Ok(ip) => ip.to_str().map_or(Json::Later, Json::Text),
         Err(_) => Json::Later,
     };
     put!("observer.ip", peer_ip, ip);
-    put!("log.level", severity, Json::Raw(severity_json));
+    kept!("log.level", severity, Json::Raw(severity_json));
     let priority = i64::from(m.facility * 8 + m.severity);
-    put!("log.syslog.priority", &int(priority)?, Json::Int(priority));
+    kept!("log.syslog.priority", &int(priority)?, Json::Int(priority));
     let code = i64::from(m.severity);
-    put!("log.syslog.severity.code", &int(code)?, Json::Int(code));
-    put!(
+    kept!("log.syslog.severity.code", &int(code)?, Json::Int(code));
+    kept!(
         "log.syslog.severity.name",
         severity,
         Json::Raw(severity_json)
     );
     let code = i64::from(m.facility);
-    put!("log.syslog.facility.code", &int(code)?, Json::Int(code));
-    put!(
+    kept!("log.syslog.facility.code", &int(code)?, Json::Int(code));
+    kept!(
         "log.syslog.facility.name",
         dec.facility_names[fac].bind(py),
         Json::Raw(&dec.names_json.1[fac])
     );
-    if template.is_none() {
-        put!("log.syslog.format", format, format_json);
-    } else {
-        kept!("log.syslog.format", format, format_json);
-    }
+    kept!("log.syslog.format", format, format_json);
     let mut strs = SharedStrs::lock();
     if let Some(host) = m.hostname {
         let obj = strs.get(py, host);
@@ -462,15 +468,22 @@ fn header_fields<'py>(
         }
         put!("tags", &tags, Json::Later);
     }
-    if template.is_none() {
+    // Bounded: hostile senders can vary the shape and the priority, not the memory.
+    if template.is_none() && room {
         let t = f.copy()?;
-        let shared = [
+        let kept = [
             intern!(py, "event.kind"),
             intern!(py, "event.dataset"),
+            intern!(py, "log.level"),
+            intern!(py, "log.syslog.priority"),
+            intern!(py, "log.syslog.severity.code"),
+            intern!(py, "log.syslog.severity.name"),
+            intern!(py, "log.syslog.facility.code"),
+            intern!(py, "log.syslog.facility.name"),
             intern!(py, "log.syslog.format"),
         ];
         for k in t.keys() {
-            if !shared.iter().any(|s| s.is(&k)) {
+            if !kept.iter().any(|s| s.is(&k)) {
                 t.set_item(k, py.None())?;
             }
         }
