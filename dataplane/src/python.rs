@@ -367,10 +367,14 @@ fn header_fields<'py>(
     }
     // What the template holds: only the pair is written (the first message of a template
     // sets the items, in their place).
+    let mut kept: Vec<&Bound<'py, PyString>> = Vec::new();
     macro_rules! kept {
         ($name:literal, $value:expr, $json:expr) => {
             match &template {
-                None => put!($name, $value, $json),
+                None => {
+                    put!($name, $value, $json);
+                    kept.push(intern!(py, $name));
+                }
                 Some(_) => pre.expect(
                     intern!(py, $name),
                     quoted_key!($name),
@@ -471,17 +475,6 @@ fn header_fields<'py>(
     // Bounded: hostile senders can vary the shape and the priority, not the memory.
     if template.is_none() && room {
         let t = f.copy()?;
-        let kept = [
-            intern!(py, "event.kind"),
-            intern!(py, "event.dataset"),
-            intern!(py, "log.level"),
-            intern!(py, "log.syslog.priority"),
-            intern!(py, "log.syslog.severity.code"),
-            intern!(py, "log.syslog.severity.name"),
-            intern!(py, "log.syslog.facility.code"),
-            intern!(py, "log.syslog.facility.name"),
-            intern!(py, "log.syslog.format"),
-        ];
         for k in t.keys() {
             if !kept.iter().any(|s| s.is(&k)) {
                 t.set_item(k, py.None())?;
