@@ -183,6 +183,21 @@ const STEP: usize = 4096;
 /// put a `"` in most runs) the mask of the bytes to escape says where, without a step per
 /// byte.
 pub fn push_quoted(out: &mut Out, text: &str) {
+    let bytes = text.as_bytes();
+    if bytes.len() <= 16 {
+        // A short text (a host, a program, an address) in one run: one room check and one
+        // 16-byte copy when nothing needs an escape, the general path otherwise.
+        let mut run: Run = [b' '; 32];
+        run[..bytes.len()].copy_from_slice(bytes);
+        if clean(&run) {
+            let buf = out.room(18);
+            buf[0] = b'"';
+            buf[1..17].copy_from_slice(&run[..16]);
+            buf[bytes.len() + 1] = b'"';
+            out.len += bytes.len() + 2;
+            return;
+        }
+    }
     out.push(b'"');
     let mut run: Run = [b' '; 32];
     for step in text.as_bytes().chunks(STEP) {

@@ -861,7 +861,8 @@ fn field_keys<'a>(py: Python<'_>, names: impl IntoIterator<Item = &'a str>) -> F
     names
         .into_iter()
         .map(|k| {
-            let mut quoted = jsonstr::quoted(k);
+            let mut quoted = vec![b','];
+            quoted.extend(jsonstr::quoted(k));
             quoted.push(b':');
             (k.to_owned(), (PyString::intern(py, k).unbind(), quoted))
         })

@@ -112,11 +112,12 @@ impl QuotedStrs<'_> {
     }
 }
 
-/// A field name as a JSON string with its colon (`"name":`), for [`Prewritten`]: the names
-/// the native side sets are plain ASCII, with nothing to escape.
+/// A field name as a JSON string with its colon, after the comma that separates it from the
+/// pair before (`,"name":`), for [`Prewritten`]: the names the native side sets are plain
+/// ASCII, with nothing to escape.
 macro_rules! quoted_key {
     ($name:literal) => {
-        concat!("\"", $name, "\":").as_bytes()
+        concat!(",\"", $name, "\":").as_bytes()
     };
 }
 pub(crate) use quoted_key;
@@ -186,7 +187,7 @@ impl<'py> Prewritten<'py> {
 
     /// The dict's next item is `key: value`, already set by the caller (a shape's template
     /// has its keys in place before the values are set); `quoted_key` is the key as a JSON
-    /// string with its colon.
+    /// string with a comma before it and its colon after.
     pub(crate) fn expect(
         &mut self,
         key: &Bound<'py, PyString>,
@@ -203,10 +204,10 @@ impl<'py> Prewritten<'py> {
             (json, _) => json,
         };
         let out = &mut self.json;
-        if !self.pairs.is_empty() {
-            out.push(b',');
+        match self.pairs.is_empty() {
+            true => out.extend(&quoted_key[1..]),
+            false => out.extend(quoted_key),
         }
-        out.extend(quoted_key);
         let value_at = out.as_bytes().len();
         let mut object = None;
         match json {
