@@ -463,7 +463,7 @@ impl SyslogBatch {
             panic!("injected by a test");
         }
         // A decoder that calls back into a batch meets the buffer held: it writes nothing ahead.
-        let mut own = Prewritten::default();
+        let mut own = Prewritten::for_line();
         let mut held = policy.pre.try_borrow_mut();
         let pre = match held.as_deref_mut() {
             Ok(pre) => pre,
@@ -721,7 +721,7 @@ impl SyslogBatch {
             max_bytes: usize::MAX,
             listener,
             line_bytes: Default::default(),
-            pre: Default::default(),
+            pre: std::cell::RefCell::new(Prewritten::for_line()),
         };
         let prof = Profile::read(ip, prof)?;
         let events = PyList::empty(py);
@@ -804,7 +804,7 @@ impl SyslogBatch {
             max_bytes,
             listener,
             line_bytes: Default::default(),
-            pre: Default::default(),
+            pre: std::cell::RefCell::new(Prewritten::for_line()),
         };
         let events = PyList::empty(py);
         let mut counts = Counts::default();

@@ -164,9 +164,19 @@ pub(crate) struct Prewritten<'py> {
     pairs: Vec<Pair<'py>>,
     /// Whether `pairs` are the dict's items in order.
     exact: bool,
+    /// Whether pairs are written at all (not for a caller that writes no line from them).
+    used: bool,
 }
 
 impl<'py> Prewritten<'py> {
+    /// Pairs for a stored line; `default()` writes none.
+    pub(crate) fn for_line() -> Self {
+        Prewritten {
+            used: true,
+            ..Default::default()
+        }
+    }
+
     /// Forget the last event: inexact until a header starts the pairs again.
     pub(crate) fn clear(&mut self) {
         self.json.clear(KEEP_BUFFER);
@@ -177,7 +187,7 @@ impl<'py> Prewritten<'py> {
     /// A new fields dict whose items will all be set through this.
     pub(crate) fn begin(&mut self) {
         self.clear();
-        self.exact = true;
+        self.exact = self.used;
     }
 
     /// Something outside the tracked code changes (or may change) the dict.
