@@ -462,14 +462,10 @@ impl SyslogBatch {
         if self.panic_next.swap(false, Ordering::Relaxed) {
             panic!("injected by a test");
         }
-        // A decoder that calls back into a batch meets the buffer held: it writes nothing ahead.
-        let mut own = Prewritten::for_line();
-        let mut held = policy.pre.try_borrow_mut();
-        let pre = match held.as_deref_mut() {
-            Ok(pre) => pre,
-            Err(_) => &mut own,
-        };
-        pre.clear();
+        // The call's buffer, held for this message (a message is never decoded within another
+        // of the same call; a re-entrant batch call has a policy of its own).
+        let mut held = policy.pre.borrow_mut();
+        let pre = &mut *held;
         let native = self.header.get().with_fields(
             py,
             data.as_bytes(),
