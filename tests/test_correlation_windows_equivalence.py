@@ -250,8 +250,12 @@ def generated_rules(tmp: Path) -> RuleSet:
 GROUP_VALUES: list[Any] = [
     "10.0.0.1", "10.0.0.2", "10.0.0.3", 1, True, 1.0, 0, False, -0.0, 2.5, 10**20,
     float(10**20), "1", None, "ünï", "a\udcff",
+    # keys past the native side's inline bytes, one with a length of two LEB128 bytes
+    "2001:db8:ffff:ffff:ffff:ffff:ffff:fffe", "h" * 47, "n" * 130,
 ]  # fmt: skip
-VALUES: list[Any] = ["root", "admin", "k", 1, True, 1.0, "1", None, 3.25, -1, 2**70]
+VALUES: list[Any] = [
+    "root", "admin", "k", 1, True, 1.0, "1", None, 3.25, -1, 2**70, "u" * 46, "v" * 200,
+]  # fmt: skip
 # value_count keys these by their str(); a group-by on them raises TypeError (both backends)
 UNHASHABLE: list[Any] = [["x", "y"], {"a": 1}]
 

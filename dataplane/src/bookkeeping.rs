@@ -43,8 +43,8 @@ impl<K: Hash + Eq, D> Absence<K, D> {
     /// `Engine._absence_seen`: the group is seen now; true when it was not armed (new, or it
     /// had alerted), so the caller schedules its deadline.
     pub fn seen(&mut self, key: K, display: D, now: f64, ts: f64) -> bool {
-        let armed = match self.groups.find(&key) {
-            Some(i) => {
+        let armed = match self.groups.lookup(&key) {
+            Ok(i) => {
                 // pop + re-insert in the reference: the newest key object, at the back
                 let v = self.groups.val_mut(i);
                 let armed = !v.alerted;
@@ -57,8 +57,9 @@ impl<K: Hash + Eq, D> Absence<K, D> {
                 self.groups.move_to_back(i);
                 armed
             }
-            None => {
-                self.groups.push_back(
+            Err(at) => {
+                self.groups.push_vacant(
+                    at,
                     key,
                     Seen {
                         now,
@@ -213,17 +214,18 @@ impl<K: Hash + Eq, D> Baseline<K, D> {
         bucket: f64,
     ) -> Result<Option<Spike>, BucketError> {
         let s = self.spec;
-        let i = match self.groups.find(&key) {
-            Some(i) => {
+        let i = match self.groups.lookup(&key) {
+            Ok(i) => {
                 self.groups.move_to_back(i);
                 i
             }
-            None => {
+            Err(at) => {
                 if self.groups.len() >= s.max_groups {
                     self.groups.pop_front();
                     self.evicted += 1;
                 }
-                self.groups.push_back(
+                self.groups.push_vacant(
+                    at,
                     key,
                     Rate {
                         bucket,

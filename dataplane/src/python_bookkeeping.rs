@@ -16,22 +16,29 @@ use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 use crate::bookkeeping::{Absence, Baseline, BucketError, RateSpec};
 use crate::python_windows::{caught, part, Part};
 
-/// The `by` fields' values as the reference's key tuple, and that key normalised.
+/// The `by` fields' values (the items of the reference's key tuple), and that key
+/// normalised.
 fn key_of<'py>(
     py: Python<'py>,
     by: &[Py<PyString>],
     fields: &Bound<'py, PyDict>,
-) -> PyResult<(Bound<'py, PyTuple>, Part)> {
+) -> PyResult<(Vec<Bound<'py, PyAny>>, Part)> {
     let mut values = Vec::with_capacity(by.len());
-    let mut parts = Vec::with_capacity(by.len());
     for f in by {
         let v = fields
             .get_item(f.bind(py))?
             .unwrap_or_else(|| py.None().into_bound(py));
-        parts.push(part(&v)?);
         values.push(v);
     }
-    Ok((PyTuple::new(py, values)?, Part::Tuple(parts)))
+    let k = Part::tuple(&values)?;
+    Ok((values, k))
+}
+
+/// The reference's key tuple, for a group's display.
+fn shown_key(py: Python<'_>, values: &[Bound<'_, PyAny>]) -> Py<PyTuple> {
+    PyTuple::new(py, values)
+        .expect("a slice's length is exact")
+        .unbind()
 }
 
 fn intern(py: Python<'_>, names: &[String]) -> Vec<Py<PyString>> {
@@ -85,7 +92,8 @@ impl AbsenceGroups {
             if std::mem::take(&mut self.panic_next) {
                 panic!("injected by a test");
             }
-            let (key, k) = key_of(py, &self.by, fields)?;
+            let (values, k) = key_of(py, &self.by, fields)?;
+            let key = PyTuple::new(py, values)?;
             let (now_f, ts_f): (f64, f64) = (now.extract()?, ts.extract()?);
             let shown = Shown {
                 key: key.clone().unbind(),
@@ -284,14 +292,15 @@ impl BaselineGroups {
                 panic!("injected by a test");
             }
             let bucket = self.b.bucket(ts).map_err(bucket_error)?;
-            let (key, k) = key_of(py, &self.by, fields)?;
+            let (values, k) = key_of(py, &self.by, fields)?;
             let got = self
                 .b
-                .add(k, || key.clone().unbind(), bucket)
+                .add(k, || shown_key(py, &values), bucket)
                 .map_err(bucket_error)?;
             let Some((count, mean, var)) = got else {
                 return Ok(None);
             };
+            let key = PyTuple::new(py, values)?;
             // the reference's round(), not a Rust approximation of it
             let round = py.import("builtins")?.getattr("round")?;
             let info = PyDict::new(py);

@@ -31,100 +31,235 @@ create_exception!(
     "The native windows cannot take this step exactly as the reference would (nothing changed)."
 );
 
-/// A key part normalised to Python's equality of the values a field can hold.
-pub(crate) enum Part {
-    Null,
-    Int(i64),
-    /// An integer beyond 64 bits (or a float equal to one), as its decimal digits.
-    Big(String),
-    /// A float that equals no integer (its bits; -0.0 is `Int(0)`).
-    Float(u64),
-    Str(String),
-    Tuple(Vec<Part>),
-    /// Anything else hashable (NaN among them): Python's hash, identity-or-`==`.
-    Obj(Py<PyAny>, isize),
+/// A group or value key normalised to Python's equality of the values a field can hold,
+/// written as bytes: per value a tag and what it compares by (`None`; an int, or a float
+/// equal to one, as an `i64` or, past 64 bits, its decimal digits; another float's bits, -0.0
+/// being the int 0; a str's UTF-8; a tuple's length and items; anything else hashable, NaN
+/// among them, Python's hash, its object kept beside in order and compared by identity or
+/// `==`). Every value's bytes delimit themselves, so equal bytes are equal keys.
+///
+/// One byte string instead of a tree of parts: a key of up to [`INLINE`] bytes (an address,
+/// a host name, a pair of them) is made without an allocation and hashed in one write. A
+/// lookup of a group that exists, most events' case, allocates nothing.
+pub(crate) struct Part {
+    bytes: Bytes,
+    /// The `Obj` values' objects in the order of their tags (usually none: no allocation).
+    objs: Box<[Py<PyAny>]>,
+}
+
+const INLINE: usize = 46;
+
+enum Bytes {
+    Inline(u8, [u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Part {
+    fn bytes(&self) -> &[u8] {
+        match &self.bytes {
+            Bytes::Inline(n, b) => &b[..usize::from(*n)],
+            Bytes::Heap(b) => b,
+        }
+    }
+
+    /// The key of an ungrouped event (the reference's `None`).
+    pub(crate) fn null() -> Self {
+        let mut w = PartWriter::default();
+        w.push_byte(TAG_NULL);
+        w.finish()
+    }
+
+    /// The key of a tuple of these values (as `part` of the tuple).
+    pub(crate) fn tuple(values: &[Bound<'_, PyAny>]) -> PyResult<Self> {
+        let mut w = PartWriter::default();
+        w.tuple(values.iter().cloned(), values.len())?;
+        Ok(w.finish())
+    }
+}
+
+const TAG_NULL: u8 = 0;
+const TAG_INT: u8 = 1;
+const TAG_BIG: u8 = 2;
+const TAG_FLOAT: u8 = 3;
+const TAG_STR: u8 = 4;
+const TAG_TUPLE: u8 = 5;
+const TAG_OBJ: u8 = 6;
+
+/// Builds a [`Part`]: on the stack while it fits [`INLINE`] bytes.
+struct PartWriter {
+    len: usize,
+    inline: [u8; INLINE],
+    /// Everything written once it outgrew `inline` (then never empty).
+    heap: Vec<u8>,
+    objs: Vec<Py<PyAny>>,
+}
+
+impl Default for PartWriter {
+    fn default() -> Self {
+        PartWriter {
+            len: 0,
+            inline: [0; INLINE],
+            heap: Vec::new(),
+            objs: Vec::new(),
+        }
+    }
+}
+
+impl PartWriter {
+    fn push_byte(&mut self, b: u8) {
+        if self.heap.is_empty() && self.len < INLINE {
+            self.inline[self.len] = b;
+            self.len += 1;
+        } else {
+            self.push(&[b]);
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        if self.heap.is_empty() {
+            if let Some(room) = self.inline.get_mut(self.len..self.len + bytes.len()) {
+                room.copy_from_slice(bytes);
+                self.len += bytes.len();
+                return;
+            }
+            self.heap.reserve(self.len + bytes.len() + 16);
+            self.heap.extend_from_slice(&self.inline[..self.len]);
+        }
+        self.heap.extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// A length as LEB128 (one byte below 128).
+    fn push_len(&mut self, mut n: usize) {
+        while n >= 0x80 {
+            self.push_byte((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        self.push_byte(n as u8);
+    }
+
+    fn push_text(&mut self, tag: u8, text: &str) {
+        self.push_byte(tag);
+        self.push_len(text.len());
+        self.push(text.as_bytes());
+    }
+
+    fn push_obj(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        let h = v.hash()?;
+        self.push_byte(TAG_OBJ);
+        self.push(&h.to_le_bytes());
+        self.objs.push(v.clone().unbind());
+        Ok(())
+    }
+
+    fn tuple<'py>(
+        &mut self,
+        items: impl Iterator<Item = Bound<'py, PyAny>>,
+        n: usize,
+    ) -> PyResult<()> {
+        self.push_byte(TAG_TUPLE);
+        self.push_len(n);
+        for x in items {
+            self.value(&x)?;
+        }
+        Ok(())
+    }
+
+    /// One value (raises `TypeError` for an unhashable one, as a dict does).
+    fn value(&mut self, v: &Bound<'_, PyAny>) -> PyResult<()> {
+        if v.is_none() {
+            self.push_byte(TAG_NULL);
+            return Ok(());
+        }
+        if let Ok(s) = v.cast::<PyString>() {
+            return match s.to_str() {
+                Ok(t) => {
+                    self.push_text(TAG_STR, t);
+                    Ok(())
+                }
+                Err(_) => self.push_obj(v), // lone surrogates
+            };
+        }
+        if v.is_instance_of::<PyBool>() {
+            self.int(i64::from(v.is_truthy()?));
+            return Ok(());
+        }
+        if v.is_instance_of::<PyInt>() {
+            match v.extract::<i64>() {
+                Ok(i) => self.int(i),
+                Err(_) => self.push_text(TAG_BIG, v.str()?.to_str()?),
+            }
+            return Ok(());
+        }
+        if v.is_instance_of::<PyFloat>() {
+            let f: f64 = v.extract()?;
+            if f.is_nan() {
+                return self.push_obj(v);
+            }
+            if f.is_finite() && f.fract() == 0.0 {
+                if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
+                    self.int(f as i64);
+                    return Ok(());
+                }
+                let int = v.py().get_type::<PyInt>().call1((v,))?;
+                self.push_text(TAG_BIG, int.str()?.to_str()?);
+                return Ok(());
+            }
+            self.push_byte(TAG_FLOAT);
+            self.push(&f.to_bits().to_le_bytes());
+            return Ok(());
+        }
+        if let Ok(t) = v.cast::<PyTuple>() {
+            return self.tuple(t.iter(), t.len());
+        }
+        self.push_obj(v)
+    }
+
+    fn int(&mut self, i: i64) {
+        self.push_byte(TAG_INT);
+        self.push(&i.to_le_bytes());
+    }
+
+    fn finish(self) -> Part {
+        let bytes = if self.heap.is_empty() {
+            Bytes::Inline(self.len as u8, self.inline)
+        } else {
+            Bytes::Heap(self.heap.into_boxed_slice())
+        };
+        Part {
+            bytes,
+            objs: self.objs.into_boxed_slice(),
+        }
+    }
 }
 
 impl Hash for Part {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        match self {
-            Part::Null => 0u8.hash(h),
-            Part::Int(i) => (1u8, i).hash(h),
-            Part::Big(s) => (2u8, s).hash(h),
-            Part::Float(b) => (3u8, b).hash(h),
-            Part::Str(s) => (4u8, s).hash(h),
-            Part::Tuple(ps) => (5u8, ps).hash(h),
-            Part::Obj(_, x) => (6u8, x).hash(h),
-        }
+        h.write(self.bytes());
     }
 }
 
 impl PartialEq for Part {
     fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Part::Null, Part::Null) => true,
-            (Part::Int(a), Part::Int(b)) => a == b,
-            (Part::Big(a), Part::Big(b)) | (Part::Str(a), Part::Str(b)) => a == b,
-            (Part::Float(a), Part::Float(b)) => a == b,
-            (Part::Tuple(a), Part::Tuple(b)) => a == b,
-            (Part::Obj(a, ha), Part::Obj(b, hb)) => {
-                ha == hb
-                    && Python::attach(|py| {
+        self.bytes() == other.bytes()
+            && self.objs.len() == other.objs.len()
+            && (self.objs.is_empty()
+                || Python::attach(|py| {
+                    self.objs.iter().zip(other.objs.iter()).all(|(a, b)| {
                         let a = a.bind(py);
                         a.is(b) || a.eq(b.bind(py)).unwrap_or(false)
                     })
-            }
-            _ => false,
-        }
+                }))
     }
 }
 
 impl Eq for Part {}
 
-fn obj(v: &Bound<'_, PyAny>) -> PyResult<Part> {
-    Ok(Part::Obj(v.clone().unbind(), v.hash()?))
-}
-
 /// The part a value keys as (raises `TypeError` for an unhashable one, as a dict does).
 pub(crate) fn part(v: &Bound<'_, PyAny>) -> PyResult<Part> {
-    if v.is_none() {
-        return Ok(Part::Null);
-    }
-    if let Ok(s) = v.cast::<PyString>() {
-        return match s.to_str() {
-            Ok(t) => Ok(Part::Str(t.to_owned())),
-            Err(_) => obj(v), // lone surrogates
-        };
-    }
-    if v.is_instance_of::<PyBool>() {
-        return Ok(Part::Int(i64::from(v.is_truthy()?)));
-    }
-    if v.is_instance_of::<PyInt>() {
-        return Ok(match v.extract::<i64>() {
-            Ok(i) => Part::Int(i),
-            Err(_) => Part::Big(v.str()?.to_str()?.to_owned()),
-        });
-    }
-    if v.is_instance_of::<PyFloat>() {
-        let f: f64 = v.extract()?;
-        if f.is_nan() {
-            return obj(v);
-        }
-        if f.is_finite() && f.fract() == 0.0 {
-            if (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
-                return Ok(Part::Int(f as i64));
-            }
-            let int = v.py().get_type::<PyInt>().call1((v,))?;
-            return Ok(Part::Big(int.str()?.to_str()?.to_owned()));
-        }
-        return Ok(Part::Float(f.to_bits()));
-    }
-    if let Ok(t) = v.cast::<PyTuple>() {
-        return Ok(Part::Tuple(
-            t.iter().map(|x| part(&x)).collect::<PyResult<_>>()?,
-        ));
-    }
-    obj(v)
+    let mut w = PartWriter::default();
+    w.value(v)?;
+    Ok(w.finish())
 }
 
 fn is_scalar(v: &Bound<'_, PyAny>) -> bool {
@@ -193,9 +328,9 @@ impl CorrelationWindows {
         }
         let ungrouped = !values.is_empty() && values.iter().all(|v| v.is_none());
         let key = if ungrouped {
-            Part::Null
+            Part::null()
         } else {
-            Part::Tuple(values.iter().map(part).collect::<PyResult<_>>()?)
+            Part::tuple(&values)?
         };
         let value = match self.w.spec.kind {
             Kind::Count | Kind::Ordered(_) => None,
@@ -252,7 +387,7 @@ impl CorrelationWindows {
                 _ => return Ok(None),
             }
         }
-        let k = Part::Tuple(shown.iter().map(part).collect::<PyResult<_>>()?);
+        let k = Part::tuple(&shown)?;
         Ok(Some((k, PyTuple::new(py, shown)?.into_any())))
     }
 

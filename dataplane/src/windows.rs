@@ -12,7 +12,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
 const NIL: usize = usize::MAX;
 
@@ -26,11 +26,39 @@ struct Node<K, V> {
     hash: u64,
 }
 
+/// The slot map's hasher: its keys are already the randomly keyed SipHash of a key, so they
+/// are used as they are instead of being hashed a second time (the std map's default would
+/// run SipHash over them again: a second of the two hashes a lookup cost).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is called (the keys are u64); fold anything else in regardless.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A key's place in an [`Lru`] it is absent from, from [`Lru::lookup`]: its hash, so the
+/// insertion that usually follows a miss does not hash the key again.
+#[derive(Clone, Copy)]
+pub struct Vacant(u64);
+
 /// An insertion-ordered map with move-to-back and pop-front in O(1): Python's `OrderedDict`
 /// as the reference uses it. Keys are hashed with a randomly keyed SipHash (they come from
 /// event data: no hash flooding); equal hashes chain through the nodes, so keys are held once.
 pub struct Lru<K, V> {
-    map: HashMap<u64, usize>,
+    map: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
     nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     head: usize,
@@ -48,7 +76,7 @@ impl<K: Hash + Eq, V> Default for Lru<K, V> {
 impl<K: Hash + Eq, V> Lru<K, V> {
     pub fn new() -> Self {
         Lru {
-            map: HashMap::new(),
+            map: HashMap::default(),
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -76,16 +104,21 @@ impl<K: Hash + Eq, V> Lru<K, V> {
 
     /// The slot of `key`, if present.
     pub fn find(&self, key: &K) -> Option<usize> {
+        self.lookup(key).ok()
+    }
+
+    /// The slot of `key`, or where to insert it ([`Lru::push_vacant`]).
+    pub fn lookup(&self, key: &K) -> Result<usize, Vacant> {
         let h = self.hasher.hash_one(key);
-        let mut i = *self.map.get(&h)?;
+        let mut i = *self.map.get(&h).ok_or(Vacant(h))?;
         while i != NIL {
             let n = self.node(i);
             if n.key == *key {
-                return Some(i);
+                return Ok(i);
             }
             i = n.chain;
         }
-        None
+        Err(Vacant(h))
     }
 
     pub fn val(&self, i: usize) -> &V {
@@ -145,7 +178,13 @@ impl<K: Hash + Eq, V> Lru<K, V> {
 
     /// Append a key known to be absent; returns its slot.
     pub fn push_back(&mut self, key: K, val: V) -> usize {
-        let hash = self.hasher.hash_one(&key);
+        let at = Vacant(self.hasher.hash_one(&key));
+        self.push_vacant(at, key, val)
+    }
+
+    /// Append a key [`Lru::lookup`] found absent (and still absent); returns its slot.
+    pub fn push_vacant(&mut self, at: Vacant, key: K, val: V) -> usize {
+        let Vacant(hash) = at;
         let chain = self.map.get(&hash).copied().unwrap_or(NIL);
         let node = Node {
             key,
@@ -435,17 +474,18 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
             self.ungrouped += 1;
             return None;
         }
-        let slot = match self.groups.find(&key) {
-            Some(i) => {
+        let slot = match self.groups.lookup(&key) {
+            Ok(i) => {
                 self.groups.move_to_back(i);
                 i
             }
-            None => {
+            Err(at) => {
                 if self.groups.len() >= self.spec.max_groups && self.groups.pop_front().is_some() {
                     self.evicted += 1;
                 }
                 let window = self.empty_window();
-                self.groups.push_back(
+                self.groups.push_vacant(
+                    at,
                     key,
                     Group {
                         display: display(),
@@ -600,15 +640,15 @@ fn distinct_add<K: Hash + Eq, D, P, F: FnOnce() -> D>(
     entry: Entry<P>,
 ) -> usize {
     let ts = entry.ts;
-    match vals.find(&vk) {
-        Some(i) => {
+    match vals.lookup(&vk) {
+        Ok(i) => {
             if vals.val(i).1.ts <= ts {
                 vals.val_mut(i).1 = entry;
             }
             vals.move_to_back(i);
         }
-        None => {
-            vals.push_back(vk, (show(), entry));
+        Err(at) => {
+            vals.push_vacant(at, vk, (show(), entry));
         }
     }
     let cutoff = ts - timespan;
