@@ -362,6 +362,21 @@ def test_every_priority_in_every_header_shape_makes_the_same_events(
     assert made == 2 * len(lines)
 
 
+def test_templates_first_made_by_the_per_message_decode_make_the_same_batch_events(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A header template made by the per-message decode has no stored-line pairs of its own
+    (that path writes no line); the batch that meets it next writes them one by one, keeps
+    them with the template, and the messages after copy them."""
+    monkeypatch.setattr(decode, "_native", decode._native_header())
+    lines = [b"<%d>1 - h a p m - x" % pri for pri in (0, 13, 86, 191)]
+    lines += [b"<%d>Aug  7 10:00:00 host app[12]: x" % pri for pri in (5, 38, 190)]
+    for line in lines:
+        assert decode.decode_with_fields(line, NOW, None, "192.0.2.9") is not None
+    made, _ = run_both(batched(iter(lines * 3), ["192.0.2.9", "2001:db8::5"], 5), monkeypatch)
+    assert made == 3 * len(lines)
+
+
 def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
     long_host = "h" * 70
     lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -15,7 +15,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyStri
 use pyo3::IntoPyObjectExt;
 
 use crate::jsonstr;
-use crate::python_line::{quoted_key, Json, Prewritten};
+use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
 use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Format, Message};
@@ -212,11 +212,19 @@ pub(crate) struct HeaderDecoder {
     /// The names as JSON strings, for the stored line's pairs written ahead.
     names_json: NamesJson,
     memo: Mutex<StampMemo>,
-    /// The header fields' keys per shape (which optional parts a header has) and priority,
-    /// in their order, with the values all such messages share (the kind, dataset and
-    /// format, the priority's level, codes and names) and `None` for the rest: a message's
-    /// dict is a copy filled in place, not grown key by key.
-    templates: Mutex<HashMap<u32, Py<PyDict>>>,
+    /// The header fields' templates per shape (which optional parts a header has) and
+    /// priority.
+    templates: Mutex<rustc_hash::FxHashMap<u32, HeaderTemplate>>,
+}
+
+/// The header fields' keys of one shape and priority, in their order, with the values all
+/// such messages share (the kind, dataset and format, the priority's level, codes and names)
+/// and `None` for the rest: a message's dict is a copy filled in place, not grown key by
+/// key. What they share is also the stored line's pairs of those items, copied in two runs.
+struct HeaderTemplate {
+    dict: Py<PyDict>,
+    /// The shared items' pairs (`Prewritten`), once a message made from this wrote them.
+    runs: Option<Arc<[KeptRun; 2]>>,
 }
 
 /// The structured data of a message as the reference's dict (`None` without any): one object
@@ -340,12 +348,16 @@ fn header_fields<'py>(
     // A sender's messages mostly share their priority too: its six items (level, codes and
     // names) stay in the template as well.
     let shape = u32::from(shape) | (m.facility * 8 + m.severity) << 16;
-    let (template, room) = match dec.templates.try_lock() {
-        Ok(t) => (
-            t.get(&shape).map(|d| d.clone_ref(py)),
-            t.len() < MAX_TEMPLATES,
-        ),
-        Err(_) => (None, false),
+    let (template, runs, room) = match dec.templates.try_lock() {
+        Ok(t) => {
+            let got = t.get(&shape);
+            (
+                got.map(|t| t.dict.clone_ref(py)),
+                got.and_then(|t| t.runs.clone()),
+                t.len() < MAX_TEMPLATES,
+            )
+        }
+        Err(_) => (None, None, false),
     };
     pre.begin();
     let f = match &template {
@@ -384,6 +396,21 @@ fn header_fields<'py>(
             }
         };
     }
+    // A run of kept items: its pairs copied once the template has them, else set (or
+    // expected) one by one and recorded.
+    let mut recorded: Vec<Option<KeptRun>> = Vec::new();
+    macro_rules! kept_run {
+        ($i:literal, $body:block) => {
+            match &runs {
+                Some(r) => pre.push_run(&r[$i]),
+                None => {
+                    let mark = pre.mark();
+                    $body
+                    recorded.push(pre.run_since(mark));
+                }
+            }
+        };
+    }
     let int = |n: i64| n.into_bound_py_any(py);
     let (sev, fac) = (m.severity as usize, m.facility as usize);
     let severity = dec.severity_names[sev].bind(py);
@@ -401,35 +428,39 @@ fn header_fields<'py>(
         Format::Rfc5424 => b"\"rfc5424\"",
         Format::Rfc3164 => b"\"rfc3164\"",
     });
-    kept!("event.kind", intern!(py, "event"), Json::Raw(b"\"event\""));
-    kept!(
-        "event.dataset",
-        intern!(py, "syslog"),
-        Json::Raw(b"\"syslog\"")
-    );
+    kept_run!(0, {
+        kept!("event.kind", intern!(py, "event"), Json::Raw(b"\"event\""));
+        kept!(
+            "event.dataset",
+            intern!(py, "syslog"),
+            Json::Raw(b"\"syslog\"")
+        );
+    });
     let ip = match peer_ip.cast_exact::<PyString>() {
         Ok(ip) => ip.to_str().map_or(Json::Later, Json::Text),
         Err(_) => Json::Later,
     };
     put!("observer.ip", peer_ip, ip);
-    kept!("log.level", severity, Json::Raw(severity_json));
-    let priority = i64::from(m.facility * 8 + m.severity);
-    kept!("log.syslog.priority", &int(priority)?, Json::Int(priority));
-    let code = i64::from(m.severity);
-    kept!("log.syslog.severity.code", &int(code)?, Json::Int(code));
-    kept!(
-        "log.syslog.severity.name",
-        severity,
-        Json::Raw(severity_json)
-    );
-    let code = i64::from(m.facility);
-    kept!("log.syslog.facility.code", &int(code)?, Json::Int(code));
-    kept!(
-        "log.syslog.facility.name",
-        dec.facility_names[fac].bind(py),
-        Json::Raw(&dec.names_json.1[fac])
-    );
-    kept!("log.syslog.format", format, format_json);
+    kept_run!(1, {
+        kept!("log.level", severity, Json::Raw(severity_json));
+        let priority = i64::from(m.facility * 8 + m.severity);
+        kept!("log.syslog.priority", &int(priority)?, Json::Int(priority));
+        let code = i64::from(m.severity);
+        kept!("log.syslog.severity.code", &int(code)?, Json::Int(code));
+        kept!(
+            "log.syslog.severity.name",
+            severity,
+            Json::Raw(severity_json)
+        );
+        let code = i64::from(m.facility);
+        kept!("log.syslog.facility.code", &int(code)?, Json::Int(code));
+        kept!(
+            "log.syslog.facility.name",
+            dec.facility_names[fac].bind(py),
+            Json::Raw(&dec.names_json.1[fac])
+        );
+        kept!("log.syslog.format", format, format_json);
+    });
     let mut strs = SharedStrs::lock();
     if let Some(host) = m.hostname {
         let obj = strs.get(py, host);
@@ -481,10 +512,34 @@ fn header_fields<'py>(
             }
         }
         if let Ok(mut map) = dec.templates.try_lock() {
-            map.insert(shape, t.unbind());
+            let runs = kept_runs(recorded);
+            map.insert(
+                shape,
+                HeaderTemplate {
+                    dict: t.unbind(),
+                    runs,
+                },
+            );
+        }
+    } else if template.is_some() && runs.is_none() {
+        // made first where no pairs were written (the per-message decode): they are now
+        if let Some(got) = kept_runs(recorded) {
+            if let Ok(mut map) = dec.templates.try_lock() {
+                if let Some(t) = map.get_mut(&shape) {
+                    t.runs = Some(got);
+                }
+            }
         }
     }
     Ok(f)
+}
+
+/// A template's two runs, when both were recorded.
+fn kept_runs(recorded: Vec<Option<KeptRun>>) -> Option<Arc<[KeptRun; 2]>> {
+    let [Some(a), Some(b)] = <[Option<KeptRun>; 2]>::try_from(recorded).ok()? else {
+        return None;
+    };
+    Some(Arc::new([a, b]))
 }
 
 #[pymethods]

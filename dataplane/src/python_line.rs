@@ -134,6 +134,14 @@ pub(crate) enum Json<'a> {
     Later,
 }
 
+/// Consecutive pairs whose keys and values are the same for every dict made from one header
+/// template (the kind and dataset; the priority's level, codes and names and the format):
+/// their JSON, a comma before each, and per pair (key address, value start, end) in it.
+pub(crate) struct KeptRun {
+    json: Vec<u8>,
+    pairs: Vec<(usize, usize, usize)>,
+}
+
 /// One entry of the fields dict as [`Prewritten`] holds it.
 struct Pair<'py> {
     /// The key's address (the dict holds the key, so no other object has it meanwhile).
@@ -188,6 +196,50 @@ impl<'py> Prewritten<'py> {
     pub(crate) fn begin(&mut self) {
         self.clear();
         self.exact = self.used;
+    }
+
+    /// Where the pairs are now, for [`Prewritten::run_since`].
+    pub(crate) fn mark(&self) -> (usize, usize) {
+        (self.json.as_bytes().len(), self.pairs.len())
+    }
+
+    /// The pairs written since `mark`, to be repeated by [`Prewritten::push_run`]: None
+    /// unless they are exact, none is the line's first (the run holds its leading comma) and
+    /// every value is written (no object for the line).
+    pub(crate) fn run_since(&self, (at, first): (usize, usize)) -> Option<KeptRun> {
+        let pairs = self.pairs.get(first..)?;
+        if !self.exact || first == 0 || pairs.iter().any(|p| p.object.is_some()) {
+            return None;
+        }
+        Some(KeptRun {
+            json: self.json.as_bytes().get(at..)?.to_vec(),
+            pairs: pairs
+                .iter()
+                .map(|p| (p.key, p.value_at - at, p.end - at))
+                .collect(),
+        })
+    }
+
+    /// The items of a `run` are the dict's next ones, already in place (a header template's
+    /// constants): their pairs are written as they were for the template's first message.
+    pub(crate) fn push_run(&mut self, run: &KeptRun) {
+        if !self.exact {
+            return;
+        }
+        if self.pairs.is_empty() {
+            // the run's pairs lead with a comma: as the line's first they would not
+            self.exact = false;
+            return;
+        }
+        let at = self.json.as_bytes().len();
+        self.json.extend(&run.json);
+        self.pairs
+            .extend(run.pairs.iter().map(|&(key, value_at, end)| Pair {
+                key,
+                value_at: at + value_at,
+                end: at + end,
+                object: None,
+            }));
     }
 
     /// Something outside the tracked code changes (or may change) the dict.
