@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from appliance import dataplane
 from appliance.api.server import ApiServer, load_or_create_token
 from appliance.composition import (
     ComponentBuilder,
@@ -29,6 +30,7 @@ from appliance.incidents import IncidentTxnHook
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
+from appliance.protocols.syslog.decode import header_templates as syslog_header_templates
 from appliance.protocols.syslog.vendors import Decoders, build_registry
 from appliance.sources.base import Source, SourceContext
 from appliance.sources.netflow_udp import NetflowUdpSource
@@ -151,6 +153,24 @@ class Appliance:
             callback=lambda: float("disk_full" in self.degraded()),
         )
         self.metrics.gauge("uptime_seconds", "Seconds since start.", callback=self.uptime)
+        self.metrics.counter(
+            "native_panics_total",
+            "Panics the native data plane caught at its boundary (that message went to the"
+            " Python reference or counted as a decode error; that window or group went on in"
+            " Python): each is a bug to report.",
+            callback=dataplane.native_panics,
+        )
+        self.metrics.gauge(
+            "syslog_header_templates",
+            "Syslog header templates held (one per header shape and priority seen; bounded).",
+            callback=lambda: float(syslog_header_templates()[0]),
+        )
+        self.metrics.counter(
+            "syslog_header_untemplated_total",
+            "Syslog messages whose header fields were made whole because the templates were"
+            " at their bound (more CPU a message, the same event).",
+            callback=lambda: float(syslog_header_templates()[1]),
+        )
         self.metrics.gauge(
             "udp_rcvbuf_errors",
             "Host-wide UDP RcvbufErrors (/proc/net/snmp).",

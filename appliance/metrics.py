@@ -59,6 +59,22 @@ class _Metric:
 class Counter(_Metric):
     kind = "counter"
 
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: Iterable[str] = (),
+        callback: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(name, help, labels)
+        # A count kept elsewhere (the native data plane's), read when rendered.
+        self.callback = callback
+
+    def samples(self) -> Iterable[tuple[LabelValues, float]]:
+        if self.callback is not None:
+            return [((), float(self.callback()))]
+        return super().samples()
+
     def inc(self, *labels: str, n: float = 1) -> None:
         values = self.values
         values[labels] = values.get(labels, 0) + n
@@ -99,8 +115,17 @@ class Registry:
         self.prefix = prefix
         self._metrics: dict[str, _Metric] = {}
 
-    def counter(self, name: str, help: str, labels: Iterable[str] = ()) -> Counter:
-        return self._get(Counter, name, help, labels)
+    def counter(
+        self,
+        name: str,
+        help: str,
+        labels: Iterable[str] = (),
+        callback: Callable[[], float] | None = None,
+    ) -> Counter:
+        metric = self._get(Counter, name, help, labels)
+        if callback is not None:
+            metric.callback = callback
+        return metric
 
     def gauge(
         self,

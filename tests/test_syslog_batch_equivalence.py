@@ -377,6 +377,24 @@ def test_templates_first_made_by_the_per_message_decode_make_the_same_batch_even
     assert made == 3 * len(lines)
 
 
+def test_messages_past_the_template_bound_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Six header shapes in 192 priorities want 1,152 templates: 1,024 are kept, and each
+    message of the other 128 is made whole and counted (the same event either way)."""
+    monkeypatch.setattr(decode, "_native", decode._native_header())
+    shapes = [
+        b"<%d>1 - h a p m - x",
+        b"<%d>1 - - - - - - x",
+        b"<%d>1 - h - 77 - - x",
+        b"<%d>Aug  7 10:00:00 host app[12]: x",
+        b"<%d>Aug  7 10:00:00 host app: x",
+        b"<%d>Aug  7 10:00:00 host: x",
+    ]
+    lines = [shape % pri for shape in shapes for pri in range(192)]
+    for line in lines * 2:
+        decode.decode_with_fields(line, NOW, None, "192.0.2.9")
+    assert decode.header_templates() == (1024, 2 * 128)
+
+
 def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
     long_host = "h" * 70
     lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from appliance import dataplane
+from appliance.protocols.syslog.decode import header_templates
 from tests.test_syslog_udp import send_udp
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -105,6 +107,18 @@ async def test_listener_limits_are_visible_in_metrics(start_appliance) -> None:
     assert 'appliance_syslog_limit{source="u",limit="rate_limit"} 500' in text
     assert 'appliance_syslog_limit{source="t",limit="max_connections"} 77' in text
     assert 'appliance_syslog_limit{source="t",limit="frame_timeout"} 30' in text
+
+
+async def test_native_panics_and_header_templates_are_visible_in_metrics(start_appliance) -> None:
+    run = await start_appliance()
+    send_udp(run.source().address, b"<13>Nov 29 10:00:00 h app: one", b"<14>1 - h a - - - two")
+    await run.wait_stored(2)
+    text = await run.metrics()
+    held, untemplated = header_templates()
+    assert f"appliance_native_panics_total {dataplane.native_panics()}\n" in text
+    assert f"appliance_syslog_header_templates {held}\n" in text
+    assert f"appliance_syslog_header_untemplated_total {untemplated}\n" in text
+    assert held >= (2 if dataplane.native is not None else 0)
 
 
 async def test_datagrams_queued_in_the_kernel_at_stop_are_stored(start_appliance) -> None:

@@ -254,6 +254,8 @@ pub(crate) struct HeaderDecoder {
     /// The header fields' templates per shape (which optional parts a header has) and
     /// priority.
     templates: Mutex<rustc_hash::FxHashMap<u32, HeaderTemplate>>,
+    /// Messages whose header dict was made whole because the templates were at their bound.
+    untemplated: AtomicU64,
 }
 
 /// The header fields' keys of one shape and priority, in their order, with the values all
@@ -390,10 +392,14 @@ fn header_fields<'py>(
     let (template, runs, room) = match dec.templates.try_lock() {
         Ok(t) => {
             let got = t.get(&shape);
+            let room = t.len() < MAX_TEMPLATES;
+            if got.is_none() && !room {
+                dec.untemplated.fetch_add(1, Ordering::Relaxed);
+            }
             (
                 got.map(|t| t.dict.clone_ref(py)),
                 got.and_then(|t| t.runs.clone()),
-                t.len() < MAX_TEMPLATES,
+                room,
             )
         }
         Err(_) => (None, None, false),
@@ -609,7 +615,18 @@ impl HeaderDecoder {
             facility_names,
             memo: Mutex::default(),
             templates: Mutex::default(),
+            untemplated: AtomicU64::new(0),
         })
+    }
+
+    /// (header templates held, messages made without one because they were at their
+    /// bound), for the metrics.
+    fn templates(&self) -> (usize, u64) {
+        let held = match self.templates.lock() {
+            Ok(t) => t.len(),
+            Err(poisoned) => poisoned.into_inner().len(),
+        };
+        (held, self.untemplated.load(Ordering::Relaxed))
     }
 
     /// The message, or `None` when the reference should decode it (see `header::decode`).
