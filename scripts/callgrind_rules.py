@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""The correlation engine's cost per event in instructions (steadier than times on a shared
+box): ``Engine.observe_batch`` per slice of 256 with the whole built-in ruleset, as the
+correlation component runs it, over ``scripts/bench rules``' sshd log.
+
+Run under callgrind with ``--rounds 1`` and ``--rounds 3`` and subtract the totals: both
+decode the same ``3 x --lines`` events first (the setup), and the engine observes the first
+``--rounds x --lines`` of them, so the difference is the engine's on ``2 x --lines`` events::
+
+    for r in 1 3; do PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
+        .venv/bin/python scripts/callgrind_rules.py --rounds $r; done
+
+(instructions of round 3 minus round 1) / (2 x --lines) is the figure in README "Sizing".
+``PYTHONHASHSEED=0`` keeps the dicts' probe sequences the same between the two runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_rules import YIELD_EVERY, Decoder, generate, observe, read_slices
+
+from appliance.correlate import Engine, load_rules
+from appliance.event import Event
+from appliance.runtime import tune_gc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--lines", type=int, default=20_000)
+    ap.add_argument("--rounds", type=int, default=1, choices=[1, 2, 3])
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="callgrind-rules-") as tmp:
+        path = Path(tmp) / "sshd.log"
+        generate(path, 3 * args.lines)
+        rules = load_rules([], builtin=True)
+        tune_gc()  # as the appliance runs
+        decoder = Decoder()
+        events: list[Event] = []
+        for lines in read_slices(path):
+            events.extend(decoder.slice(lines, 1_790_000_000.0))
+        for n, ev in enumerate(events, 1):
+            ev.id = n
+        engine = Engine(rules)
+        alerts = 0
+        for i in range(0, args.rounds * args.lines, YIELD_EVERY):
+            alerts += observe(engine, events[i : min(i + YIELD_EVERY, args.rounds * args.lines)])
+    print(f"{len(events)} events decoded, {args.rounds * args.lines} observed, {alerts} alerts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
