@@ -2,7 +2,8 @@
 
 Written here rather than taken from ``prometheus-client`` because the hot path increments
 counters tens of thousands of times a second: an ``inc`` is one dict update keyed by a tuple of
-label values, with no per-call object creation. Gauges may be callbacks, read at scrape time.
+label values, with no per-call object creation. A metric kept elsewhere is a callback, read at
+scrape time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ def _fmt(value: float) -> str:
     return repr(float(value))
 
 
+# What a metric kept elsewhere reports when rendered: its value, or its values by labels.
+Reading = Callable[[], dict[LabelValues, float] | float]
+
+
 class _Metric:
     kind = "untyped"
 
@@ -31,6 +36,9 @@ class _Metric:
         self.help = help
         self.labelnames: tuple[str, ...] = tuple(labels)
         self.values: dict[LabelValues, float] = {}
+        # Set for a value kept elsewhere (a component's state, the native data plane's
+        # counts): read when rendered, never reported by a worker's snapshot.
+        self.callback: Reading | None = None
 
     def _key(self, labels: tuple[str, ...]) -> LabelValues:
         if len(labels) != len(self.labelnames):
@@ -38,6 +46,11 @@ class _Metric:
         return labels
 
     def samples(self) -> Iterable[tuple[LabelValues, float]]:
+        if self.callback is not None:
+            got = self.callback()
+            if isinstance(got, dict):
+                return sorted(got.items())
+            return [((), float(got))]
         return sorted(self.values.items())
 
     def value(self, *labels: str) -> float:
@@ -59,22 +72,6 @@ class _Metric:
 class Counter(_Metric):
     kind = "counter"
 
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labels: Iterable[str] = (),
-        callback: Callable[[], float] | None = None,
-    ) -> None:
-        super().__init__(name, help, labels)
-        # A count kept elsewhere (the native data plane's), read when rendered.
-        self.callback = callback
-
-    def samples(self) -> Iterable[tuple[LabelValues, float]]:
-        if self.callback is not None:
-            return [((), float(self.callback()))]
-        return super().samples()
-
     def inc(self, *labels: str, n: float = 1) -> None:
         values = self.values
         values[labels] = values.get(labels, 0) + n
@@ -86,26 +83,8 @@ class Counter(_Metric):
 class Gauge(_Metric):
     kind = "gauge"
 
-    def __init__(
-        self,
-        name: str,
-        help: str,
-        labels: Iterable[str] = (),
-        callback: Callable[[], dict[LabelValues, float] | float] | None = None,
-    ) -> None:
-        super().__init__(name, help, labels)
-        self.callback = callback
-
     def set(self, value: float, *labels: str) -> None:
         self.values[self._key(labels)] = value
-
-    def samples(self) -> Iterable[tuple[LabelValues, float]]:
-        if self.callback is not None:
-            got = self.callback()
-            if isinstance(got, dict):
-                return sorted(got.items())
-            return [((), float(got))]
-        return super().samples()
 
 
 class Registry:
@@ -116,30 +95,18 @@ class Registry:
         self._metrics: dict[str, _Metric] = {}
 
     def counter(
-        self,
-        name: str,
-        help: str,
-        labels: Iterable[str] = (),
-        callback: Callable[[], float] | None = None,
+        self, name: str, help: str, labels: Iterable[str] = (), callback: Reading | None = None
     ) -> Counter:
-        metric = self._get(Counter, name, help, labels)
-        if callback is not None:
-            metric.callback = callback
-        return metric
+        return self._get(Counter, name, help, labels, callback)
 
     def gauge(
-        self,
-        name: str,
-        help: str,
-        labels: Iterable[str] = (),
-        callback: Callable[[], dict[LabelValues, float] | float] | None = None,
+        self, name: str, help: str, labels: Iterable[str] = (), callback: Reading | None = None
     ) -> Gauge:
-        metric = self._get(Gauge, name, help, labels)
-        if callback is not None:
-            metric.callback = callback
-        return metric
+        return self._get(Gauge, name, help, labels, callback)
 
-    def _get(self, cls: type, name: str, help: str, labels: Iterable[str]):
+    def _get(
+        self, cls: type, name: str, help: str, labels: Iterable[str], callback: Reading | None
+    ):
         full = self.prefix + name
         metric = self._metrics.get(full)
         if metric is None:
@@ -147,6 +114,8 @@ class Registry:
             self._metrics[full] = metric
         elif not isinstance(metric, cls):
             raise TypeError(f"{full} is already a {metric.kind}")
+        if callback is not None:
+            metric.callback = callback
         return metric
 
     def snapshot(self) -> dict[str, list[Any]]:
@@ -154,9 +123,7 @@ class Registry:
         how a worker process reports its metrics to the parent."""
         out: dict[str, list[Any]] = {}
         for name, metric in self._metrics.items():
-            reported = isinstance(metric, Counter) or (
-                isinstance(metric, Gauge) and metric.callback is None
-            )
+            reported = isinstance(metric, Counter | Gauge) and metric.callback is None
             if reported and metric.values:
                 out[name] = [metric.kind, [[list(k), v] for k, v in metric.values.items()]]
         return out

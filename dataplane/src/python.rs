@@ -121,19 +121,10 @@ impl std::hash::Hash for StampKey {
 }
 
 impl StampKey {
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        year: Option<u32>,
-        month: u32,
-        day: u32,
-        hour: u32,
-        minute: u32,
-        second: u32,
-        micros: u32,
-        zone: usize,
-        hour_received: i64,
-    ) -> Self {
+    /// `fields`: month, day, hour, minute, second and microseconds as parsed.
+    fn new(year: Option<u32>, fields: [u32; 6], zone: usize, hour_received: i64) -> Self {
         let pair = |a: u32, b: u32| u64::from(a) << 32 | u64::from(b);
+        let [month, day, hour, minute, second, micros] = fields;
         let words = [
             year.map_or(0, |y| 1 << 32 | u64::from(y)),
             pair(month, day),
@@ -200,12 +191,7 @@ impl Clock for PyClock<'_, '_> {
         let zone = self.tz.as_ptr() as usize;
         let key = StampKey::new(
             year,
-            month,
-            day,
-            hour,
-            minute,
-            second,
-            micros,
+            [month, day, hour, minute, second, micros],
             zone,
             (self.now / 3600.0).floor() as i64,
         );

@@ -182,7 +182,8 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         self.push_vacant(at, key, val)
     }
 
-    /// Append a key [`Lru::lookup`] found absent (and still absent); returns its slot.
+    /// Append a key this map's [`Lru::lookup`] found absent (and still absent); returns its
+    /// slot.
     pub fn push_vacant(&mut self, at: Vacant, key: K, val: V) -> usize {
         let Vacant(hash) = at;
         let chain = self.map.get(&hash).copied().unwrap_or(NIL);
