@@ -1,5 +1,5 @@
 """linux_auth's native part (``SshdAuthLines``: OpenSSH's failed, accepted and invalid-user
-lines) against the Python decoder, message for message: whatever the native part claims, it
+lines and the connection lines around them) against the Python decoder, message for message: whatever the native part claims, it
 claims with the same fields in the same order; whatever it leaves, it leaves untouched."""
 
 from __future__ import annotations
@@ -50,6 +50,21 @@ BODIES = [
     "invalid user lower from 1.2.3.4 port 5",
     "Connection closed by 203.0.113.9 port 4022 [preauth]",
     "Received disconnect from 192.0.2.44 port 3000:11: Bye Bye [preauth]",
+    "Connection closed by authenticating user root 203.0.113.9 port 4022 [preauth]",
+    "Connection reset by invalid user test 198.51.100.7 port 1 [preauth]",
+    "Connection reset by authenticating user x y port 1",
+    'Connection from 203.0.113.9 port 4022 on 10.0.0.1 port 22 rdomain ""',
+    "Disconnected from invalid user oracle 203.0.113.4 port 40000 [preauth]",
+    "Disconnected from user alice 10.1.2.5 port 51234",
+    "Disconnecting: Too many authentication failures for root [preauth]",
+    "Disconnecting invalid user a 1.2.3.4 port 5: Too many authentication failures [preauth]",
+    "Did not receive identification string from 203.0.113.9 port 4022",
+    "error: Received disconnect from 203.0.113.9 port 4022:3: bye [preauth]",
+    "Received disconnect from 2001:db8::1 port 3000:11: Bye Bye [preauth]",
+    "Received disconnect from 010.1.1.1 port 3000:11:",
+    "Received signal 15; terminating.",
+    "Connection closed by 1.2.3.4 port 00000000000000000000022",
+    "Server listening on 0.0.0.0 port 22.",
     "pam_unix(sshd:auth): authentication failure; logname= uid=0 rhost=1.2.3.4 user=root",
     "Failed password for caf\u00e9 from 1.2.3.4 port 1 ssh2",
     "Failed password for a\x1c from 1.2.3.4 port 1 ssh2",
@@ -89,7 +104,8 @@ def lines_of(programs: list[str], bodies: list[str]) -> Iterator[bytes]:
 
 def test_the_lines_it_takes_get_the_references_fields_and_the_rest_are_left() -> None:
     taken = sum(assert_same_or_left(line) for line in lines_of(PROGRAMS, BODIES))
-    assert taken >= 2 * 15  # sshd and sshd-session: the failed/accepted/invalid bodies
+    # sshd and sshd-session: the failed/accepted/invalid and connection bodies
+    assert taken >= 2 * 27
 
 
 def test_it_takes_only_sshd_programs_without_a_pam_tag() -> None:
@@ -104,7 +120,9 @@ def test_it_takes_only_sshd_programs_without_a_pam_tag() -> None:
         "Failed password for x from 010.1.1.1 port 22 ssh2",  # leading zero: not an address
         "Failed password for caf\u00e9 from 1.2.3.4 port 1 ssh2",  # Unicode \\S and \\d
         "Failed password for a\x1c from 1.2.3.4 port 1 ssh2",  # Python's \\s has \\x1c-\\x1f
-        "Connection closed by 203.0.113.9 port 4022 [preauth]",  # other sshd lines
+        "Received disconnect from 2001:db8::1 port 3000:11: x",  # the reference's ipaddress
+        "Disconnecting: Too many authentication failures [preauth]",  # other sshd lines
+        "Server listening on 0.0.0.0 port 22.",
     ],
 )
 def test_what_only_the_reference_reads_is_left_to_it(body: str) -> None:
@@ -114,6 +132,7 @@ def test_what_only_the_reference_reads_is_left_to_it(body: str) -> None:
 def test_generated_sshd_lines_decode_identically() -> None:
     rng = random.Random(20261205)
     alphabet = [" ", "port ", "from ", "for ", "invalid user ", ":", ".", "1", "\x1c", "é", "["]
+    alphabet += ["by ", "authenticating user ", "isconnect", "Too many", "a", "::"]
     seeds = [line.decode() for line in lines_of(["sshd"], BODIES)]
     for _ in range(20_000):
         line = list(rng.choice(seeds))

@@ -1,7 +1,9 @@
 //! OpenSSH's most frequent lines, as `vendors/linux_auth.py` decodes them: `Failed` /
-//! `Accepted` authentications and `Invalid user` probes, which are most of what a box
-//! exposed to the internet logs. Every other line of `linux_auth` (PAM, sudo, su, dropbear,
-//! sshd's other messages) is left to the Python decoder, which stays the reference; so is
+//! `Accepted` authentications, `Invalid user` probes and the connection lines around them
+//! (`Received disconnect`, `Connection closed by`, `Disconnected from`, `Did not receive
+//! identification`), which are most of what a box exposed to the internet logs. Every other
+//! line of `linux_auth` (PAM, sudo, su, dropbear, sshd's other messages) is left to the
+//! Python decoder, which stays the reference; so is
 //! any text where Python's regular expressions could read differently (non-ASCII, the
 //! `\x1c`-`\x1f` separators Python's `\s` counts as space), and any address that is not a
 //! plain dotted quad (the reference canonicalizes those with `ipaddress`).
@@ -111,6 +113,15 @@ static SSH_INVALID: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[Ii]nvalid user (.*?) from (\S+)(?: port (\d+))?").expect("a valid pattern")
 });
 
+/// `_FROM_IP_PORT` of the reference (searched anywhere in the text): the peer of a
+/// connection line, with the user it names.
+static FROM_IP_PORT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:from|by) (?:(?:authenticating|invalid) user (\S+) )?([0-9a-fA-F.:]+)(?: port (\d+))?",
+    )
+    .expect("a valid pattern")
+});
+
 /// Every field this sets, in the order it sets them.
 pub const FIELDS: [&str; 8] = [
     "event.category",
@@ -165,6 +176,35 @@ pub fn decode<'a>(app: &str, text: &'a str) -> Auth<'a> {
         let mut out = authentication("failure", m.get(1).map(|g| g.as_str()));
         let port = m.get(3).map(|g| g.as_str());
         if !source(&mut out, m.get(2).map(|g| g.as_str()), port) {
+            return Auth::Defer;
+        }
+        return Auth::Fields(out);
+    }
+    // The reference's `_sshd` reaches its connection branch for these first words (none of
+    // its earlier tests can hold for them), except a `Disconnecting: Too many ...` line.
+    let connection = ["Received", "Connecti", "Did not ", "error: R"]
+        .iter()
+        .any(|p| first.starts_with(p))
+        || (first.starts_with("Disconne") && !text.contains("Too many"));
+    if connection {
+        let Some(m) = FROM_IP_PORT.captures(text) else {
+            return Auth::Fields(Vec::new()); // claimed, nothing read
+        };
+        let action = if text.contains("isconnect") {
+            "ssh_disconnect"
+        } else {
+            "ssh_connection"
+        };
+        let mut out = vec![
+            ("event.category", Value::Texts(vec!["authentication"])),
+            ("event.type", Value::Texts(vec!["info"])),
+            ("event.action", Value::Text(Cow::Borrowed(action))),
+        ];
+        if let Some(user) = m.get(1) {
+            out.push(("user.name", Value::Text(Cow::Borrowed(user.as_str()))));
+        }
+        let (ip, port) = (m.get(2).map(|g| g.as_str()), m.get(3).map(|g| g.as_str()));
+        if !source(&mut out, ip, port) {
             return Auth::Defer;
         }
         return Auth::Fields(out);
@@ -233,6 +273,37 @@ mod tests {
     }
 
     #[test]
+    fn connection_lines_name_the_peer_and_the_user_it_names() {
+        let f = fields(
+            "sshd",
+            "Connection closed by authenticating user root 203.0.113.9 port 4022 [preauth]",
+        );
+        let keys: Vec<_> = f.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "event.category",
+                "event.type",
+                "event.action",
+                "user.name",
+                "source.ip",
+                "source.port"
+            ]
+        );
+        assert_eq!(f[2].1, Value::Text(Cow::Borrowed("ssh_connection")));
+        assert_eq!(f[3].1, Value::Text(Cow::Borrowed("root")));
+        let f = fields(
+            "sshd",
+            "Received disconnect from 192.0.2.44 port 3000:11: Bye Bye [preauth]",
+        );
+        assert_eq!(f[2].1, Value::Text(Cow::Borrowed("ssh_disconnect")));
+        assert_eq!(f[3].1, Value::Text(Cow::Borrowed("192.0.2.44")));
+        assert_eq!(f[4].1, Value::Int(3000));
+        // sshd owns its lines: claimed with nothing read when no peer is named
+        assert_eq!(fields("sshd", "Received signal 15; terminating."), []);
+    }
+
+    #[test]
     fn other_programs_pam_tags_and_other_sshd_lines_are_left_to_the_reference() {
         assert_eq!(
             decode("sudo", "Failed password for a from 1.2.3.4 port 1"),
@@ -240,7 +311,18 @@ mod tests {
         );
         assert_eq!(decode("sshd(pam_unix)", "Failed password"), Auth::Defer);
         assert_eq!(
-            decode("sshd", "Connection closed by 1.2.3.4 port 22"),
+            decode(
+                "sshd",
+                "Disconnecting: Too many authentication failures [preauth]"
+            ),
+            Auth::Defer
+        );
+        assert_eq!(
+            decode("sshd", "Server listening on 0.0.0.0 port 22."),
+            Auth::Defer
+        );
+        assert_eq!(
+            decode("sshd", "Connection closed by 2001:db8::1 port 22"),
             Auth::Defer
         );
         assert_eq!(
