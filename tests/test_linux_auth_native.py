@@ -1,6 +1,7 @@
 """linux_auth's native part (``SshdAuthLines``: OpenSSH's failed, accepted and invalid-user
-lines and the connection lines around them) against the Python decoder, message for message: whatever the native part claims, it
-claims with the same fields in the same order; whatever it leaves, it leaves untouched."""
+lines and the connection lines around them) against the Python decoder, message for message:
+whatever the native part claims, it claims with the same fields in the same order; whatever it
+leaves, it leaves untouched."""
 
 from __future__ import annotations
 
