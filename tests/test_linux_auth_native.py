@@ -73,6 +73,30 @@ BODIES = [
     "Failed password for a\x0bb from 1.2.3.4 port 1 ssh2",
 ]
 PROGRAMS = ["sshd", "sshd-session", "sshd(pam_unix)", "sshd(x)", "sudo", "dropbear", "su"]
+SUDO_BODIES = [
+    "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/ls",
+    "alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/ ; USER=root ; COMMAND=/bin/sh -c x",
+    "bob : user NOT in sudoers ; TTY=pts/1 ; PWD=/tmp ; USER=root ; COMMAND=/usr/bin/id",
+    "bob :  ; TTY=x ; USER=root ; USER= ; COMMAND=a=b ; PWD",
+    "bob : a ; b ; TTY=pts/1 ; USER=root ;COMMAND=x ;  PWD = /p ; \tUSER\t=u",
+    "carol : TTY=unknown ; PWD=/ ; USER=root ; ENV=A=1 B=2 ; COMMAND=/bin/true",
+    "carol : TTY=",
+    "carol TTY=pts/0 ; USER=root",
+    "pam_unix(sudo:session): session opened for user root(uid=0) by alice(uid=1000)",
+    "  pam_unix(sudo:auth): authentication failure; logname=alice uid=1000 rhost=  user=alice",
+    "",
+]
+PAM_USER_BODIES = [
+    "(root) CMD (run-parts /etc/cron.hourly)",
+    "pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)",
+    "session opened for user root by (uid=0)",
+    "authentication failure; logname= uid=0 euid=0 tty=tty1 ruser= rhost=  user=bob",
+    "check pass; user unknown",
+    "PAM 2 more authentication failures; logname= uid=0 euid=0 tty=tty1 ruser= rhost=  user=bob",
+    "3 more authentication failures; logname= rhost=1.2.3.4 user=bob",
+    "New session 5 of user alice.",
+    "",
+]
 
 
 def both(line: bytes) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
@@ -86,11 +110,14 @@ def both(line: bytes) -> tuple[Any, dict[str, Any], Any, dict[str, Any]]:
 
 
 def assert_same_or_left(line: bytes) -> bool:
-    """True when the native part claimed the line (and agreed with the reference)."""
+    """True when the native part claimed the line (and agreed with the reference); a line it
+    calls not the decoder's is one the reference leaves too, both untouched."""
     claimed, want, answer, got = both(line)
     before = syslog_fields(decode_syslog(line, NOW), "192.0.2.1")
-    if answer is None:
+    if answer is None or answer is False:
         assert orjson.dumps(got) == orjson.dumps(before), line
+        if answer is False:
+            assert claimed is False and orjson.dumps(want) == orjson.dumps(before), line
         return False
     assert answer is True and claimed is True, line
     assert orjson.dumps(got) == orjson.dumps(want), line
@@ -109,9 +136,21 @@ def test_the_lines_it_takes_get_the_references_fields_and_the_rest_are_left() ->
     assert taken >= 2 * 27
 
 
-def test_it_takes_only_sshd_programs_without_a_pam_tag() -> None:
-    for line in lines_of(["sudo", "dropbear", "su", "sshd(pam_unix)", "login"], BODIES):
+def test_it_takes_only_sshd_and_sudo_programs_without_a_pam_tag() -> None:
+    for line in lines_of(["dropbear", "su", "sshd(pam_unix)", "sudo(pam_unix)"], BODIES):
         assert both(line)[2] is None, line
+
+
+def test_sudo_lines_get_the_references_fields() -> None:
+    taken = sum(assert_same_or_left(line) for line in lines_of(["sudo"], SUDO_BODIES))
+    assert taken == len(SUDO_BODIES) - 2  # its PAM lines are the reference's
+
+
+def test_a_pam_users_other_lines_are_left_to_the_next_decoder_as_the_reference_does() -> None:
+    programs = ["CRON", "cron", "crond", "login", "systemd-logind", "polkitd", "CRON(x)"]
+    for line in lines_of(programs, PAM_USER_BODIES + BODIES):
+        assert_same_or_left(line)
+    assert both(next(lines_of(["CRON"], PAM_USER_BODIES)))[2] is False
 
 
 @pytest.mark.parametrize(
@@ -133,8 +172,11 @@ def test_what_only_the_reference_reads_is_left_to_it(body: str) -> None:
 def test_generated_sshd_lines_decode_identically() -> None:
     rng = random.Random(20261205)
     alphabet = [" ", "port ", "from ", "for ", "invalid user ", ":", ".", "1", "\x1c", "é", "["]
-    alphabet += ["by ", "authenticating user ", "isconnect", "Too many", "a", "::"]
+    alphabet += ["by ", "authenticating user ", "isconnect", "Too many", "a", "::", " ; ", "="]
+    alphabet += ["TTY=", "USER=", "COMMAND=", "PWD=", " : ", "pam_", "session ", "PAM ", "\t"]
     seeds = [line.decode() for line in lines_of(["sshd"], BODIES)]
+    seeds += [line.decode() for line in lines_of(["sudo"], SUDO_BODIES)]
+    seeds += [line.decode() for line in lines_of(["CRON"], PAM_USER_BODIES)]
     for _ in range(20_000):
         line = list(rng.choice(seeds))
         for _ in range(rng.randint(1, 4)):

@@ -123,7 +123,7 @@ static FROM_IP_PORT: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Every field this sets, in the order it sets them.
-pub const FIELDS: [&str; 8] = [
+pub const FIELDS: [&str; 12] = [
     "event.category",
     "event.type",
     "event.action",
@@ -132,6 +132,28 @@ pub const FIELDS: [&str; 8] = [
     "user_agent.original",
     "source.ip",
     "source.port",
+    // sudo's
+    "event.reason",
+    "user.target.name",
+    "process.command_line",
+    "process.working_directory",
+];
+
+/// `_SUDO_HEAD` of the reference (matched at the start of the text).
+static SUDO_HEAD: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*(\S+) : (?:(.*?) ; )?TTY=").expect("a valid pattern"));
+
+/// The programs whose lines the reference reads only when they are PAM's (`_generic_pam`).
+const PAM_USERS: [&str; 9] = [
+    "login",
+    "vsftpd",
+    "passwd",
+    "systemd-logind",
+    "gdm-password",
+    "polkitd",
+    "cron",
+    "CRON",
+    "crond",
 ];
 
 /// What the fast path made of a line.
@@ -141,6 +163,8 @@ pub enum Auth<'a> {
     Fields(Vec<(&'static str, Value<'a>)>),
     /// Only the Python decoder decides this line.
     Defer,
+    /// Not this decoder's line (the reference leaves it, untouched, to the next decoder).
+    NotMine,
 }
 
 /// The line of syslog program `app` (the APP-NAME / TAG), whose message is `text`.
@@ -150,12 +174,95 @@ pub fn decode<'a>(app: &str, text: &'a str) -> Auth<'a> {
         None => (app, None),
     };
     if module.is_some_and(|m| m.starts_with("pam"))
-        || !matches!(program, "sshd" | "sshd-session")
         || !text.is_ascii()
         || text.bytes().any(|b| (0x1c..=0x1f).contains(&b))
     {
         return Auth::Defer;
     }
+    match program {
+        "sshd" | "sshd-session" => sshd(text),
+        "sudo" => sudo(text),
+        p if PAM_USERS.contains(&p) => pam_user(text),
+        _ => Auth::Defer,
+    }
+}
+
+/// `_generic_pam` for a line that cannot be PAM's: not this decoder's. The rest (a PAM
+/// line, a `PAM N more` or `N more authentication failures` count) is the reference's.
+fn pam_user(text: &str) -> Auth<'_> {
+    let pam = [
+        "pam_",
+        "authentication failure;",
+        "check pass;",
+        "session ",
+        "PAM ",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
+        || text.starts_with(|c: char| c.is_ascii_digit());
+    if pam {
+        Auth::Defer
+    } else {
+        Auth::NotMine
+    }
+}
+
+/// `_sudo`: the command line's user, problem and `KEY=value` parts; a PAM line is the
+/// reference's.
+fn sudo(text: &str) -> Auth<'_> {
+    if text[..text.len().min(6)].contains("pam_") {
+        return Auth::Defer;
+    }
+    let Some(m) = SUDO_HEAD.captures(text) else {
+        return Auth::Fields(Vec::new()); // claimed (sudo's lines are), nothing read
+    };
+    let problem = m.get(2).map(|g| g.as_str()).filter(|p| !p.is_empty());
+    let tail = &text[m.get(0).map_or(0, |g| g.end()) - 4..];
+    // `kv[key.strip()] = value` per ` ; ` part: the last of a key stands
+    let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
+    let kv: Vec<(&str, &str)> = tail
+        .split(" ; ")
+        .map(|part| {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            (key.trim_matches(space), value)
+        })
+        .collect();
+    let get = |key: &str| {
+        kv.iter()
+            .rev()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
+            .filter(|v| !v.is_empty())
+    };
+    let outcome = if problem.is_some() {
+        "failure"
+    } else {
+        "success"
+    };
+    let mut out = vec![
+        ("event.category", Value::Texts(vec!["authentication"])),
+        ("event.type", Value::Texts(vec!["info"])),
+        ("event.action", Value::Text(Cow::Borrowed("sudo"))),
+        ("event.outcome", Value::Text(Cow::Borrowed(outcome))),
+    ];
+    if let Some(user) = m.get(1).map(|g| g.as_str()).filter(|u| !u.is_empty()) {
+        out.push(("user.name", Value::Text(Cow::Borrowed(user))));
+    }
+    for (key, value) in [
+        ("event.reason", problem),
+        ("user.target.name", get("USER")),
+        ("process.command_line", get("COMMAND")),
+        ("process.working_directory", get("PWD")),
+    ] {
+        if let Some(v) = value {
+            out.push((key, Value::Text(Cow::Borrowed(v))));
+        }
+    }
+    Auth::Fields(out)
+}
+
+/// `_sshd` for the lines it takes.
+fn sshd(text: &str) -> Auth<'_> {
     let first = &text[..text.len().min(8)];
     if first.starts_with("Accepted") || first.starts_with("Failed ") {
         let Some(m) = ssh_result(text) else {
@@ -255,7 +362,7 @@ mod tests {
     fn fields(app: &str, text: &'static str) -> Vec<(&'static str, Value<'static>)> {
         match decode(app, text) {
             Auth::Fields(f) => f,
-            Auth::Defer => panic!("deferred: {text}"),
+            other => panic!("{other:?}: {text}"),
         }
     }
 
@@ -266,7 +373,7 @@ mod tests {
             "Failed password for invalid user admin from 203.0.113.9 port 4022 ssh2",
         );
         let keys: Vec<_> = f.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, FIELDS);
+        assert_eq!(keys, FIELDS[..8]);
         assert_eq!(f[3].1, Value::Text(Cow::Borrowed("failure")));
         assert_eq!(f[4].1, Value::Text(Cow::Borrowed("admin")));
         assert_eq!(f[7].1, Value::Int(4022));
@@ -304,9 +411,49 @@ mod tests {
     }
 
     #[test]
+    fn sudo_lines_name_user_target_command_and_problem() {
+        let f = fields(
+            "sudo",
+            "   alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/home/alice ; \
+             USER=root ; COMMAND=/bin/ls -l",
+        );
+        let keys: Vec<_> = f.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "event.category",
+                "event.type",
+                "event.action",
+                "event.outcome",
+                "user.name",
+                "event.reason",
+                "user.target.name",
+                "process.command_line",
+                "process.working_directory"
+            ]
+        );
+        assert_eq!(f[3].1, Value::Text(Cow::Borrowed("failure")));
+        assert_eq!(f[7].1, Value::Text(Cow::Borrowed("/bin/ls -l")));
+        assert_eq!(decode("sudo", "pam_unix(sudo:session): x"), Auth::Defer);
+    }
+
+    #[test]
+    fn a_pam_users_other_lines_are_not_the_decoders() {
+        assert_eq!(
+            decode("CRON", "(root) CMD (run-parts /etc/cron.hourly)"),
+            Auth::NotMine
+        );
+        assert_eq!(decode("CRON", "pam_unix(cron:session): x"), Auth::Defer);
+        assert_eq!(
+            decode("login", "3 more authentication failures;"),
+            Auth::Defer
+        );
+    }
+
+    #[test]
     fn other_programs_pam_tags_and_other_sshd_lines_are_left_to_the_reference() {
         assert_eq!(
-            decode("sudo", "Failed password for a from 1.2.3.4 port 1"),
+            decode("dropbear", "Failed password for a from 1.2.3.4 port 1"),
             Auth::Defer
         );
         assert_eq!(decode("sshd(pam_unix)", "Failed password"), Auth::Defer);

@@ -1044,8 +1044,9 @@ impl SshdAuthLines {
         SshdAuthLines { keys }
     }
 
-    /// `linux_auth.decode(msg, fields)` for the lines this takes: `True` with the fields set,
-    /// or `None` for a line the Python decoder must read.
+    /// `linux_auth.decode(msg, fields)` for the lines this decides: `True` with the fields
+    /// set, `False` for a line that is not the decoder's (untouched), or `None` for a line
+    /// the Python decoder must read.
     fn decode(
         &self,
         py: Python<'_>,
@@ -1063,7 +1064,8 @@ impl SshdAuthLines {
         Ok(
             match self.apply(py, &app, &text, fields, &mut Prewritten::default())? {
                 Applied::Claimed(_) => Some(true),
-                Applied::NotMine | Applied::Defer => None,
+                Applied::NotMine => Some(false),
+                Applied::Defer => None,
             },
         )
     }
@@ -1086,6 +1088,7 @@ impl SshdAuthLines {
                 Ok(Applied::Claimed(None))
             }
             Ok(Auth::Defer) => Ok(Applied::Defer),
+            Ok(Auth::NotMine) => Ok(Applied::NotMine),
             Err(_) => {
                 PANICS.fetch_add(1, Ordering::Relaxed);
                 Ok(Applied::Defer)

@@ -1,8 +1,9 @@
-//! linux_auth's native part (OpenSSH's failed, accepted and invalid-user lines): any text
-//! under any of the programs below decodes without a panic; only sshd's ASCII lines without
-//! the separators Python's `\s` reads differently are claimed, with an address only when it
-//! is a plain dotted quad. A claimed `Accepted`/`Failed` line carries what the reference's
-//! `_SSH_RESULT` pattern reads from it (the native side matches it by hand).
+//! linux_auth's native part (OpenSSH's failed, accepted, invalid-user and connection lines,
+//! sudo's command lines): any text under any of the programs below decodes without a panic;
+//! only sshd's and sudo's ASCII lines without the separators Python's `\s` reads differently
+//! are claimed, with an address only when it is a plain dotted quad. A claimed
+//! `Accepted`/`Failed` line carries what the reference's `_SSH_RESULT` pattern reads from it
+//! (the native side matches it by hand).
 //!
 //! Input layout as `tests/fuzz/targets/syslog_vendors.py` (one selector byte, then the text),
 //! so its seeds and crash inputs work here unchanged; the byte picks the program.
@@ -47,9 +48,10 @@ fuzz_target!(|data: &[u8]| {
     let program = PROGRAMS[usize::from(*first) % PROGRAMS.len()];
     let text = String::from_utf8_lossy(line);
     if let Auth::Fields(fields) = decode(program, &text) {
-        assert!(program.starts_with("sshd") && !program.contains("(pam"));
+        assert!((program.starts_with("sshd") || program == "sudo") && !program.contains("(pam"));
         assert!(text.is_ascii() && !text.bytes().any(|b| (0x1c..=0x1f).contains(&b)));
-        if text.starts_with("Accepted") || text.starts_with("Failed ") {
+        let sshd = program.starts_with("sshd");
+        if sshd && (text.starts_with("Accepted") || text.starts_with("Failed ")) {
             match SSH_RESULT.captures(&text) {
                 None => assert!(fields.is_empty(), "{text:?}: {fields:?}"),
                 Some(m) => {
