@@ -395,6 +395,35 @@ def test_messages_past_the_template_bound_are_counted(monkeypatch: pytest.Monkey
     assert decode.header_templates() == (1024, 2 * 128)
 
 
+def test_a_decoder_a_prefix_selects_is_tried_only_when_its_prefix_needle_occurs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """kv_brackets' case: a kernel line's "[ 35958.12]" is no block of pairs (no quote), so
+    neither registry calls the decoder for it, and the events are the same."""
+    called: list[str] = []
+
+    def record(msg: Any, fields: dict[str, Any]) -> bool:
+        called.append(msg.message)
+        return False
+
+    registry = VendorRegistry(
+        [*BUILTIN, VendorDecoder(name="rec", decode=record, prefixes=("{",), prefix_needle="!")]
+    )
+    lines = [b"<13>Dec  5 02:00:00 h k: { 1.5} x", b"<13>Dec  5 02:00:00 h k: { 1.5} x!"]
+    cfg = SyslogSource(listen="127.0.0.1:0", name="needle-test", allowed=ALLOWED)
+    native = SyslogIntake(cfg, [], Registry(), "udp", registry)
+    reference = SyslogIntake(cfg, [], Registry(), "udp", registry)
+    assert native._batch is not None
+    got = native.datagrams([(line, ("192.0.2.9", 1)) for line in lines], NOW, 8192, RAW_MAX,
+                           *_counters())  # fmt: skip
+    assert called == ["{ 1.5} x!"]
+    with monkeypatch.context() as m:
+        m.setattr(decode, "_native", None)
+        want = [reference.datagram(line, "192.0.2.9", NOW, 8192, *_counters()) for line in lines]
+    assert called == ["{ 1.5} x!"] * 2
+    assert [g.line for g in got] == [reference_line(w) for w in want if w is not None]
+
+
 def test_long_and_many_distinct_texts_are_each_their_own_value() -> None:
     long_host = "h" * 70
     lines = [b"<13>1 - %s app%d %d - - x" % (long_host.encode(), k % 7, k) for k in range(3)]

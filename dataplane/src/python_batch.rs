@@ -63,6 +63,9 @@ struct Dec {
     /// Its native part (`VendorDecoder.native`), called with the message's text; `decode`
     /// only for what that defers.
     native: Option<Native>,
+    /// `VendorDecoder.prefix_needle`: a line its prefix selects is tried only when this
+    /// occurs.
+    prefix_needle: Option<memchr::memmem::Finder<'static>>,
 }
 
 /// A vendor decoder's native part: a decoder file's interpreter, or linux_auth's sshd lines.
@@ -81,6 +84,12 @@ impl Dec {
                 Err(_) => false,
             },
             native: native_of(d),
+            prefix_needle: d
+                .getattr("prefix_needle")
+                .and_then(|v| v.extract::<String>())
+                .ok()
+                .filter(|n| !n.is_empty())
+                .map(|n| memchr::memmem::Finder::new(n.as_bytes()).into_owned()),
         })
     }
 }
@@ -338,7 +347,11 @@ impl Dispatch {
         let text = msg.text(py)?;
         if let Some(first) = text.chars().next() {
             for (prefix, d) in self.by_first.get(&first).into_iter().flatten() {
-                if text.starts_with(prefix.as_str()) && claims(d, msg, pre)? {
+                let needled = d
+                    .prefix_needle
+                    .as_ref()
+                    .is_none_or(|n| n.find(text.as_bytes()).is_some());
+                if text.starts_with(prefix.as_str()) && needled && claims(d, msg, pre)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }

@@ -73,6 +73,7 @@ class VendorRegistry:
             for prefix, d in self.by_first.get(text[0], ()):
                 if (
                     text.startswith(prefix)
+                    and (not d.prefix_needle or d.prefix_needle in text)
                     and (sd or not d.structured_only)
                     and d.decode(msg, fields)
                 ):

@@ -38,6 +38,10 @@ class VendorDecoder:
     # Fallbacks only: a literal that any line this decoder claims contains. The registry tries
     # the fallbacks only when a needle occurs, so a plain line pays a few substring scans.
     needle: str = ""
+    # A literal that any line this decoder claims by one of its ``prefixes`` contains: the
+    # registry tries it for such a line only when this occurs (a kernel line's "[ 35958.12]"
+    # is no bracket block of pairs, which all hold a quote).
+    prefix_needle: str = ""
     # Tried for every line nothing else claimed (cheap tests only: it runs on plain lines).
     last_resort: bool = False
     # Claims only messages with RFC 5424 structured data: the registry skips it for the

@@ -117,7 +117,13 @@ def decode_structured_data(msg: SyslogMessage, fields: Fields) -> bool:
 DECODERS = (
     VendorDecoder(name="kv", decode=decode, fallback=True, needle="=", order=90),
     # '[key:"value"; ...]' where RFC 5424 wants SD-ELEMENTs (the header left it in the text).
-    VendorDecoder(name="kv_brackets", decode=decode_brackets, prefixes=("[",), order=91),
+    VendorDecoder(
+        name="kv_brackets",
+        decode=decode_brackets,
+        prefixes=("[",),
+        prefix_needle='"',
+        order=91,
+    ),
     VendorDecoder(
         name="structured_data",
         decode=decode_structured_data,
