@@ -147,7 +147,7 @@ def test_sudo_lines_get_the_references_fields() -> None:
 
 
 def test_a_pam_users_other_lines_are_left_to_the_next_decoder_as_the_reference_does() -> None:
-    programs = ["CRON", "cron", "crond", "login", "systemd-logind", "polkitd", "CRON(x)"]
+    programs = ["CRON", "cron", "crond", "login", "systemd-logind", "polkitd", "CRON(x)", "nginx"]
     for line in lines_of(programs, PAM_USER_BODIES + BODIES):
         assert_same_or_left(line)
     assert both(next(lines_of(["CRON"], PAM_USER_BODIES)))[2] is False

@@ -143,19 +143,6 @@ pub const FIELDS: [&str; 12] = [
 static SUDO_HEAD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s*(\S+) : (?:(.*?) ; )?TTY=").expect("a valid pattern"));
 
-/// The programs whose lines the reference reads only when they are PAM's (`_generic_pam`).
-const PAM_USERS: [&str; 9] = [
-    "login",
-    "vsftpd",
-    "passwd",
-    "systemd-logind",
-    "gdm-password",
-    "polkitd",
-    "cron",
-    "CRON",
-    "crond",
-];
-
 /// What the fast path made of a line.
 #[derive(Debug, PartialEq)]
 pub enum Auth<'a> {
@@ -179,11 +166,12 @@ pub fn decode<'a>(app: &str, text: &'a str) -> Auth<'a> {
     {
         return Auth::Defer;
     }
+    // `decode`'s dispatch: the programs it owns, then every other one as a PAM user
     match program {
         "sshd" | "sshd-session" => sshd(text),
         "sudo" => sudo(text),
-        p if PAM_USERS.contains(&p) => pam_user(text),
-        _ => Auth::Defer,
+        "dropbear" | "su" => Auth::Defer,
+        _ => pam_user(text),
     }
 }
 
