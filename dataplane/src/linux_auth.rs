@@ -1,9 +1,10 @@
 //! OpenSSH's most frequent lines, as `vendors/linux_auth.py` decodes them: `Failed` /
 //! `Accepted` authentications, `Invalid user` probes and the connection lines around them
 //! (`Received disconnect`, `Connection closed by`, `Disconnected from`, `Did not receive
-//! identification`), which are most of what a box exposed to the internet logs. Every other
-//! line of `linux_auth` (PAM, sudo, su, dropbear, sshd's other messages) is left to the
-//! Python decoder, which stays the reference; so is
+//! identification`), which are most of what a box exposed to the internet logs, and sudo's
+//! command lines; a PAM user's (cron's, login's) line that cannot be PAM's is not the
+//! decoder's. Every other line of `linux_auth` (PAM, su, dropbear, sshd's other messages) is
+//! left to the Python decoder, which stays the reference; so is
 //! any text where Python's regular expressions could read differently (non-ASCII, the
 //! `\x1c`-`\x1f` separators Python's `\s` counts as space), and any address that is not a
 //! plain dotted quad (the reference canonicalizes those with `ipaddress`).
