@@ -273,7 +273,8 @@ OWNED = frozenset(("sshd", "sshd-session", "dropbear", "sudo", "su"))
 DECODER = VendorDecoder(
     name="linux_auth",
     decode=decode,
-    # OpenSSH's failed / accepted / invalid-user lines in Rust on the native batch path
+    # OpenSSH's failed / accepted / invalid-user and connection lines, sudo's command lines
+    # and a PAM user's non-PAM lines (not claimed) in Rust on the native batch path
     # (dataplane/src/linux_auth.rs); this module decides every other line and stays the
     # reference (tests/test_linux_auth_native.py compares the two).
     native=dataplane.native.SshdAuthLines() if dataplane.native is not None else None,
