@@ -228,15 +228,8 @@ fn sudo(text: &str) -> Auth<'_> {
     } else {
         "success"
     };
-    let mut out = vec![
-        ("event.category", Value::Texts(vec!["authentication"])),
-        ("event.type", Value::Texts(vec!["info"])),
-        ("event.action", Value::Text(Cow::Borrowed("sudo"))),
-        ("event.outcome", Value::Text(Cow::Borrowed(outcome))),
-    ];
-    if let Some(user) = m.get(1).map(|g| g.as_str()).filter(|u| !u.is_empty()) {
-        out.push(("user.name", Value::Text(Cow::Borrowed(user))));
-    }
+    let user = m.get(1).map(|g| g.as_str());
+    let mut out = authentication("sudo", outcome, user, "info");
     for (key, value) in [
         ("event.reason", problem),
         ("user.target.name", get("USER")),
@@ -258,7 +251,7 @@ fn sshd(text: &str) -> Auth<'_> {
             return Auth::Fields(Vec::new()); // claimed (sshd owns its lines), nothing read
         };
         let outcome = if m.accepted { "success" } else { "failure" };
-        let mut out = authentication(outcome, Some(m.user));
+        let mut out = authentication("ssh_login", outcome, Some(m.user), "start");
         out.push(("user_agent.original", Value::Text(Cow::Borrowed(m.method))));
         if !source(&mut out, Some(m.ip), Some(m.port)) {
             return Auth::Defer;
@@ -267,9 +260,10 @@ fn sshd(text: &str) -> Auth<'_> {
     }
     if first.starts_with("Invalid ") || first.starts_with("input_us") {
         let Some(m) = SSH_INVALID.captures(text) else {
-            return Auth::Fields(authentication("failure", None));
+            return Auth::Fields(authentication("ssh_login", "failure", None, "start"));
         };
-        let mut out = authentication("failure", m.get(1).map(|g| g.as_str()));
+        let user = m.get(1).map(|g| g.as_str());
+        let mut out = authentication("ssh_login", "failure", user, "start");
         let port = m.get(3).map(|g| g.as_str());
         if !source(&mut out, m.get(2).map(|g| g.as_str()), port) {
             return Auth::Defer;
@@ -308,15 +302,17 @@ fn sshd(text: &str) -> Auth<'_> {
     Auth::Defer
 }
 
-/// `base.authentication(fields, "ssh_login", outcome, user)`.
+/// `base.authentication(fields, action, outcome, user, kind)`.
 fn authentication<'a>(
+    action: &'static str,
     outcome: &'static str,
     user: Option<&'a str>,
+    kind: &'static str,
 ) -> Vec<(&'static str, Value<'a>)> {
     let mut out = vec![
         ("event.category", Value::Texts(vec!["authentication"])),
-        ("event.type", Value::Texts(vec!["start"])),
-        ("event.action", Value::Text(Cow::Borrowed("ssh_login"))),
+        ("event.type", Value::Texts(vec![kind])),
+        ("event.action", Value::Text(Cow::Borrowed(action))),
         ("event.outcome", Value::Text(Cow::Borrowed(outcome))),
     ];
     if let Some(user) = user.filter(|u| !u.is_empty()) {

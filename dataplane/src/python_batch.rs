@@ -347,11 +347,12 @@ impl Dispatch {
         let text = msg.text(py)?;
         if let Some(first) = text.chars().next() {
             for (prefix, d) in self.by_first.get(&first).into_iter().flatten() {
-                let needled = d
-                    .prefix_needle
-                    .as_ref()
-                    .is_none_or(|n| n.find(text.as_bytes()).is_some());
-                if text.starts_with(prefix.as_str()) && needled && claims(d, msg, pre)? {
+                let needled = || {
+                    d.prefix_needle
+                        .as_ref()
+                        .is_none_or(|n| n.find(text.as_bytes()).is_some())
+                };
+                if text.starts_with(prefix.as_str()) && needled() && claims(d, msg, pre)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
