@@ -414,9 +414,10 @@ async def test_the_appliance_matches_natively_and_exports_its_fallbacks(
 
 
 def test_candidate_groups_read_natively_are_the_engines_own() -> None:
-    """``memo_groups`` (the signature read and looked up in Rust, runs of the same objects
-    reused) gives each event the group the engine's own signature and memo give it: lists
-    and tuples of categories, an empty list against None, unhashable values, other modules."""
+    """``memo_groups`` (the signature read and looked up in Rust, one met again in the call
+    known by its objects) gives each event the group the engine's own signature and memo
+    give it: lists and tuples of categories, an empty list against None, unhashable values,
+    other modules."""
     engine = Engine(load_rules([], builtin=True))
     r = random.Random(5)
     cats: list[Any] = [["network"], ["network", "intrusion_detection"], [], None, "network",
@@ -453,3 +454,27 @@ def test_candidate_groups_read_natively_are_the_engines_own() -> None:
         chunk = events[i : i + 64]
         assert fast.groups_for(engine, chunk) == slow.groups_for(engine, chunk)
     assert fast.groups == slow.groups
+
+
+def test_candidate_groups_take_only_the_category_list_as_its_tuple() -> None:
+    """The engine's signature makes a tuple of an ``event.category`` list only: an event
+    whose process.name is the list ``["a"]`` has an unhashable signature (its candidates
+    worked out each time), not the group of one whose process.name is the tuple
+    ``("a",)``."""
+    engine = Engine(load_rules([], builtin=True))
+    events = [Event(1.0, 1.0, "syslog", {"process.name": ("a",)}),
+              Event(1.0, 1.0, "syslog", {"process.name": ["a"]})]  # fmt: skip
+    fast, slow = NativeMatcher.build(engine.ruleset.detections), engine._native
+    assert fast is not None and slow is not None
+    slow_impl = slow.impl
+
+    class Slow:  # the same matcher with the native memo read switched off
+        def __getattr__(self, name: str) -> Any:
+            return getattr(slow_impl, name)
+
+        def memo_groups(self, events: list[Event], memo: Any) -> list[int]:
+            return [-1] * len(events)
+
+    slow.impl = Slow()
+    for _ in range(2):  # the second time the memo has the tuple's signature
+        assert fast.groups_for(engine, events) == slow.groups_for(engine, events)

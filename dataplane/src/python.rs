@@ -13,6 +13,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
+use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
@@ -1298,6 +1299,11 @@ impl RuleMatcher {
     }
 }
 
+/// The most signature parts (the module, four fields, a category list's length and items)
+/// `RuleMatcher::memo_groups` recognises by address; a longer signature is looked up as a
+/// tuple every time.
+const SIGNATURE_PARTS: usize = 8;
+
 #[pymethods]
 impl RuleMatcher {
     #[new]
@@ -1340,7 +1346,15 @@ impl RuleMatcher {
     /// Each event's candidate group as the engine's memo (signature -> group) has it, the
     /// signature built as `Engine._signature` builds it (module, process.name,
     /// observer.vendor, event.category with a list as a tuple, event.action); -1 where the
-    /// memo has none (or the signature cannot be a key): the engine works those out.
+    /// memo has none (or the signature cannot be a key, as with a list in another of the
+    /// fields): the engine works those out.
+    ///
+    /// Events from one kind of source carry the very same objects (interned module and
+    /// field texts, shared values), so a signature whose parts are, object for object, those
+    /// of one already looked up in this call has that one's group: no tuple is made and no
+    /// tuple hashed for it. The parts are held until the call returns, so an address seen
+    /// here stays that object's; no Python code runs in between (the events' attributes
+    /// are slots, the fields exact dicts with text keys), so the memo cannot change.
     fn memo_groups(
         &self,
         py: Python<'_>,
@@ -1355,45 +1369,67 @@ impl RuleMatcher {
             name("event.category"),
             name("event.action"),
         ];
+        const CATEGORY: usize = 2; // the one whose list is read as its tuple
         let none = py.None().into_bound(py);
-        // Marks where a list's items start: an object no field can hold.
-        let marker = PyList::empty(py).into_any();
         let mut out = Vec::with_capacity(events.len());
-        // The previous event's signature parts (a category list as its items) and group: a
-        // run of events from one source has the very same objects, no tuple to hash then.
-        let mut prev: Option<(Vec<Bound<'_, PyAny>>, i64)> = None;
+        // Signatures met in this call by their parts' addresses (a category list as its
+        // length, which no address is, then its items), and the parts themselves, held.
+        let mut met: FxHashMap<[usize; SIGNATURE_PARTS], i64> = FxHashMap::default();
+        let mut held: Vec<Bound<'_, PyAny>> = Vec::new();
+        let mut flat: Vec<Bound<'_, PyAny>> = Vec::with_capacity(SIGNATURE_PARTS);
         for ev in events.iter() {
             let got = (|| -> Option<i64> {
                 let module = ev.getattr(&a_module).ok()?;
                 let fields = ev.getattr(&a_fields).ok()?.cast_into::<PyDict>().ok()?;
-                let mut parts = Vec::with_capacity(5);
-                let mut flat = Vec::with_capacity(6);
-                flat.push(module.clone());
-                parts.push(module);
-                for k in &keys {
+                let mut ids = [0; SIGNATURE_PARTS];
+                let mut n = 0;
+                let mut id = |x: usize| {
+                    if let Some(slot) = ids.get_mut(n) {
+                        *slot = x;
+                    }
+                    n += 1;
+                };
+                flat.clear();
+                id(module.as_ptr() as usize);
+                flat.push(module);
+                let mut values: [Option<Bound<'_, PyAny>>; 4] = Default::default();
+                for (i, (k, slot)) in keys.iter().zip(values.iter_mut()).enumerate() {
                     let v = fields.get_item(k).ok()?.unwrap_or_else(|| none.clone());
-                    let v = match v.cast::<PyList>() {
+                    match v.cast::<PyList>() {
+                        // another field's list makes the signature unhashable
+                        Ok(_) if i != CATEGORY => return None,
                         Ok(list) => {
-                            let t = list.to_tuple();
-                            flat.push(marker.clone());
-                            flat.extend(t.iter());
-                            t.into_any()
+                            id(list.len());
+                            for item in list.iter() {
+                                id(item.as_ptr() as usize);
+                                flat.push(item);
+                            }
                         }
                         Err(_) => {
+                            id(v.as_ptr() as usize);
                             flat.push(v.clone());
-                            v
                         }
-                    };
-                    parts.push(v);
-                }
-                if let Some((p, g)) = &prev {
-                    if p.len() == flat.len() && p.iter().zip(&flat).all(|(a, b)| a.is(b)) {
-                        return Some(*g);
                     }
+                    *slot = Some(v);
+                }
+                let ids = (n <= SIGNATURE_PARTS).then_some(ids);
+                if let Some(g) = ids.as_ref().and_then(|ids| met.get(ids)) {
+                    return Some(*g);
+                }
+                let mut parts = Vec::with_capacity(5);
+                parts.push(flat[0].clone());
+                for (i, v) in values.into_iter().flatten().enumerate() {
+                    parts.push(match v.cast::<PyList>() {
+                        Ok(list) if i == CATEGORY => list.to_tuple().into_any(),
+                        _ => v,
+                    });
                 }
                 let sig = PyTuple::new(py, parts).ok()?;
                 let g = memo.get_item(sig).ok()??.extract::<i64>().ok()?;
-                prev = Some((flat, g));
+                if let Some(ids) = ids {
+                    met.insert(ids, g);
+                    held.append(&mut flat);
+                }
                 Some(g)
             })();
             out.push(got.unwrap_or(-1));
