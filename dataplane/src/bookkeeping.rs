@@ -41,19 +41,26 @@ impl<K: Hash + Eq, D> Absence<K, D> {
     }
 
     /// `Engine._absence_seen`: the group is seen now; true when it was not armed (new, or it
-    /// had alerted), so the caller schedules its deadline.
-    pub fn seen(&mut self, key: K, display: D, now: f64, ts: f64) -> bool {
+    /// had alerted), so the caller schedules its deadline. What is shown for the group is
+    /// `fresh()` for a new one; an existing one's is handed to `refresh` (the reference
+    /// keeps the newest key object: the caller replaces it when it differs).
+    pub fn seen(
+        &mut self,
+        key: K,
+        now: f64,
+        ts: f64,
+        fresh: impl FnOnce() -> D,
+        refresh: impl FnOnce(&mut D),
+    ) -> bool {
         let armed = match self.groups.lookup(&key) {
             Ok(i) => {
                 // pop + re-insert in the reference: the newest key object, at the back
                 let v = self.groups.val_mut(i);
                 let armed = !v.alerted;
-                *v = Seen {
-                    now,
-                    ts,
-                    alerted: false,
-                    display,
-                };
+                v.now = now;
+                v.ts = ts;
+                v.alerted = false;
+                refresh(&mut v.display);
                 self.groups.move_to_back(i);
                 armed
             }
@@ -65,7 +72,7 @@ impl<K: Hash + Eq, D> Absence<K, D> {
                         now,
                         ts,
                         alerted: false,
-                        display,
+                        display: fresh(),
                     },
                 );
                 false
@@ -324,11 +331,11 @@ mod tests {
     #[test]
     fn absence_arms_once_and_rearms_after_an_alert() {
         let mut a: Absence<u8, u8> = Absence::new(10);
-        assert!(a.seen(1, 1, 0.0, 0.0));
-        assert!(!a.seen(1, 1, 1.0, 1.0));
+        assert!(a.seen(1, 0.0, 0.0, || 1, |_| ()));
+        assert!(!a.seen(1, 1.0, 1.0, || 1, |_| ()));
         a.mark_alerted(&1);
         assert_eq!(a.due(&1), None);
-        assert!(a.seen(1, 1, 2.0, 2.0));
+        assert!(a.seen(1, 2.0, 2.0, || 1, |_| ()));
         assert_eq!(a.due(&1), Some((2.0, 2.0)));
     }
 
@@ -375,7 +382,10 @@ mod tests {
                     }
                     continue;
                 }
-                prop_assert_eq!(a.seen(key, key, now, -now), m.seen(max, key, now, -now));
+                prop_assert_eq!(
+                    a.seen(key, now, -now, || key, |d| *d = key),
+                    m.seen(max, key, now, -now)
+                );
                 let got: Vec<(u8, f64, f64, bool)> =
                     a.groups.iter().map(|(k, v)| (*k, v.now, v.ts, v.alerted)).collect();
                 let want: Vec<(u8, f64, f64, bool)> = m

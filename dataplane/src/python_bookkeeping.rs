@@ -9,6 +9,8 @@
 //! an event time with no bucket. A caught panic (counted in `panics()`) is `WindowsDeclined`:
 //! the runtime then turns into the Python one with this state.
 
+use std::cell::Cell;
+
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
@@ -93,14 +95,38 @@ impl AbsenceGroups {
                 panic!("injected by a test");
             }
             let (values, k) = key_of(py, &self.by, fields)?;
-            let key = PyTuple::new(py, values)?;
             let (now_f, ts_f): (f64, f64) = (now.extract()?, ts.extract()?);
-            let shown = Shown {
-                key: key.clone().unbind(),
-                now: now.clone().unbind(),
-                ts: ts.clone().unbind(),
-            };
-            Ok(self.a.seen(k, shown, now_f, ts_f).then_some(key))
+            // The group's key tuple: kept while its items are the very objects of this
+            // event's (one source's events share them), else the newest, as the reference.
+            let key = Cell::new(None);
+            let armed = self.a.seen(
+                k,
+                now_f,
+                ts_f,
+                || {
+                    let made = shown_key(py, &values);
+                    key.set(Some(made.clone_ref(py)));
+                    Shown {
+                        key: made,
+                        now: now.clone().unbind(),
+                        ts: ts.clone().unbind(),
+                    }
+                },
+                |shown| {
+                    let old = shown.key.bind(py);
+                    let same =
+                        old.len() == values.len() && old.iter().zip(&values).all(|(a, b)| a.is(b));
+                    if !same {
+                        shown.key = shown_key(py, &values);
+                    }
+                    key.set(Some(shown.key.clone_ref(py)));
+                    shown.now = now.clone().unbind();
+                    shown.ts = ts.clone().unbind();
+                },
+            );
+            Ok(armed
+                .then(|| key.take().map(|k| k.into_bound(py)))
+                .flatten())
         })
     }
 

@@ -86,7 +86,7 @@ fn bookkeeping(head: &[u8], steps: &[u8]) {
         let (k, dt, v) = (step[0] % 8, step[1] as i8, step[2]);
         t += f64::from(dt) / 2.0;
         let armed = a.due(&k).is_some();
-        assert_eq!(a.seen(k, k, t, t), !armed);
+        assert_eq!(a.seen(k, t, t, || k, |d| *d = k), !armed);
         assert_eq!(a.due(&k), Some((t, t)));
         if v % 5 == 0 {
             a.mark_alerted(&k);
