@@ -188,12 +188,14 @@ def run_full(path: Path, rules: RuleSet) -> tuple[tuple[float, float], int]:
 
 
 def observe(eng: Engine, batch: list[Event]) -> int:
-    """One slice as ``CorrelationComponent.process`` handles it (``Engine.observe_batch``;
-    the clock is the slice's newest event time, so no event time is clamped)."""
+    """One slice as ``CorrelationComponent.process`` handles it (``Engine.observe_batch``,
+    handed its clock: the component reads it once a batch). The clock is the slice's newest
+    event time, so no event time is clamped: :func:`generate` writes the log in time order,
+    so that is the last event's (a ``max`` over the slice cost ~930 instructions a line, a
+    twentieth of the engine's, which the appliance never spends)."""
     if not batch:
         return 0
-    now = max(ev.timestamp for ev in batch)
-    return len(eng.observe_batch(batch, now, _failed))
+    return len(eng.observe_batch(batch, batch[-1].timestamp, _failed))
 
 
 def _failed(ev: Event) -> None:
