@@ -49,16 +49,25 @@ impl Hasher for Prehashed {
     }
 }
 
-/// A key's place in an [`Lru`] it is absent from, from [`Lru::lookup`]: its hash, so the
-/// insertion that usually follows a miss does not hash the key again.
+/// A key's place in an [`Lru`] it is absent from, from [`Lru::lookup`]: its hash (none when
+/// the map was small and not hashed), so the insertion that usually follows a miss does not
+/// hash the key again.
 #[derive(Clone, Copy)]
-pub struct Vacant(u64);
+pub struct Vacant(Option<u64>);
+
+/// Entries an [`Lru`] holds before it hashes its keys: up to this many, a lookup compares
+/// the key with each held one (most value_count windows hold one to a few values, and most
+/// groups are new on a flow stream: no hash table made, no key hashed, none freed).
+const UNINDEXED: usize = 8;
 
 /// An insertion-ordered map with move-to-back and pop-front in O(1): Python's `OrderedDict`
 /// as the reference uses it. Keys are hashed with a randomly keyed SipHash (they come from
 /// event data: no hash flooding); equal hashes chain through the nodes, so keys are held once.
+/// Up to [`UNINDEXED`] entries there is no hash index: a lookup walks them.
 pub struct Lru<K, V> {
+    /// Empty and unused while `indexed` is false.
     map: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+    indexed: bool,
     nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
     head: usize,
@@ -77,6 +86,7 @@ impl<K: Hash + Eq, V> Lru<K, V> {
     pub fn new() -> Self {
         Lru {
             map: HashMap::default(),
+            indexed: false,
             nodes: Vec::new(),
             free: Vec::new(),
             head: NIL,
@@ -109,8 +119,19 @@ impl<K: Hash + Eq, V> Lru<K, V> {
 
     /// The slot of `key`, or where to insert it ([`Lru::push_vacant`]).
     pub fn lookup(&self, key: &K) -> Result<usize, Vacant> {
+        if !self.indexed {
+            let mut i = self.head;
+            while i != NIL {
+                let n = self.node(i);
+                if n.key == *key {
+                    return Ok(i);
+                }
+                i = n.next;
+            }
+            return Err(Vacant(None));
+        }
         let h = self.hasher.hash_one(key);
-        let mut i = *self.map.get(&h).ok_or(Vacant(h))?;
+        let mut i = *self.map.get(&h).ok_or(Vacant(Some(h)))?;
         while i != NIL {
             let n = self.node(i);
             if n.key == *key {
@@ -118,7 +139,22 @@ impl<K: Hash + Eq, V> Lru<K, V> {
             }
             i = n.chain;
         }
-        Err(Vacant(h))
+        Err(Vacant(Some(h)))
+    }
+
+    /// Hash every key held into the index (the map grew past [`UNINDEXED`]).
+    fn index(&mut self) {
+        self.indexed = true;
+        let mut i = self.head;
+        while i != NIL {
+            let hash = self.hasher.hash_one(&self.node(i).key);
+            let chain = self.map.get(&hash).copied().unwrap_or(NIL);
+            self.map.insert(hash, i);
+            let n = self.node_mut(i);
+            n.hash = hash;
+            n.chain = chain;
+            i = n.next;
+        }
     }
 
     pub fn val(&self, i: usize) -> &V {
@@ -178,15 +214,22 @@ impl<K: Hash + Eq, V> Lru<K, V> {
 
     /// Append a key known to be absent; returns its slot.
     pub fn push_back(&mut self, key: K, val: V) -> usize {
-        let at = Vacant(self.hasher.hash_one(&key));
-        self.push_vacant(at, key, val)
+        self.push_vacant(Vacant(None), key, val)
     }
 
     /// Append a key this map's [`Lru::lookup`] found absent (and still absent); returns its
     /// slot.
     pub fn push_vacant(&mut self, at: Vacant, key: K, val: V) -> usize {
-        let Vacant(hash) = at;
-        let chain = self.map.get(&hash).copied().unwrap_or(NIL);
+        if !self.indexed && self.len >= UNINDEXED {
+            self.index();
+        }
+        let (hash, chain) = match (self.indexed, at) {
+            (false, _) => (0, NIL),
+            (true, Vacant(hash)) => {
+                let hash = hash.unwrap_or_else(|| self.hasher.hash_one(&key));
+                (hash, self.map.get(&hash).copied().unwrap_or(NIL))
+            }
+        };
         let node = Node {
             key,
             val,
@@ -205,7 +248,9 @@ impl<K: Hash + Eq, V> Lru<K, V> {
                 self.nodes.len() - 1
             }
         };
-        self.map.insert(hash, i);
+        if self.indexed {
+            self.map.insert(hash, i);
+        }
         self.link_back(i);
         self.len += 1;
         i
@@ -215,24 +260,8 @@ impl<K: Hash + Eq, V> Lru<K, V> {
     pub fn remove(&mut self, i: usize) -> (K, V) {
         self.unlink(i);
         let n = self.nodes[i].take().expect("live node");
-        // unhook from the hash chain
-        let first = self.map.get(&n.hash).copied().unwrap_or(NIL);
-        if first == i {
-            if n.chain == NIL {
-                self.map.remove(&n.hash);
-            } else {
-                self.map.insert(n.hash, n.chain);
-            }
-        } else {
-            let mut j = first;
-            while j != NIL {
-                let next = self.node(j).chain;
-                if next == i {
-                    self.node_mut(j).chain = n.chain;
-                    break;
-                }
-                j = next;
-            }
+        if self.indexed {
+            self.unhook(i, n.hash, n.chain);
         }
         self.free.push(i);
         self.len -= 1;
@@ -241,8 +270,31 @@ impl<K: Hash + Eq, V> Lru<K, V> {
             self.nodes.clear();
             self.free.clear();
             self.map.shrink_to_fit();
+            self.indexed = false;
         }
         (n.key, n.val)
+    }
+
+    /// Take slot `i` (key `hash`, next in its chain `chain`) out of its hash chain.
+    fn unhook(&mut self, i: usize, hash: u64, chain: usize) {
+        let first = self.map.get(&hash).copied().unwrap_or(NIL);
+        if first == i {
+            if chain == NIL {
+                self.map.remove(&hash);
+            } else {
+                self.map.insert(hash, chain);
+            }
+            return;
+        }
+        let mut j = first;
+        while j != NIL {
+            let next = self.node(j).chain;
+            if next == i {
+                self.node_mut(j).chain = chain;
+                return;
+            }
+            j = next;
+        }
     }
 
     pub fn pop_front(&mut self) -> Option<(K, V)> {
@@ -890,14 +942,20 @@ mod tests {
             run(&spec(kind, keep, max_groups, o, f64::from(threshold)), &events);
         }
 
-        /// The map itself: any mix of inserts, moves and removals keeps order and lookups.
+        /// The map itself: any mix of inserts, moves and removals keeps order and lookups,
+        /// below and past the entries it holds unhashed, and after it emptied.
         #[test]
-        fn lru_keeps_insertion_order(ops in proptest::collection::vec((0u8..3, 0u8..12), 0..200)) {
+        fn lru_keeps_insertion_order(ops in proptest::collection::vec((0u8..3, 0u8..20), 0..300)) {
             let mut l: Lru<u8, ()> = Lru::new();
             let mut model: Vec<u8> = Vec::new();
             for (op, k) in ops {
                 match (op, l.find(&k)) {
-                    (0, None) => { l.push_back(k, ()); model.push(k); }
+                    (0, None) if k % 2 == 0 => { l.push_back(k, ()); model.push(k); }
+                    (0, None) => {
+                        let Err(at) = l.lookup(&k) else { panic!("found what find did not") };
+                        l.push_vacant(at, k, ());
+                        model.push(k);
+                    }
                     (0, Some(i)) | (1, Some(i)) => {
                         l.move_to_back(i);
                         let p = model.iter().position(|x| *x == k).unwrap();
@@ -913,6 +971,10 @@ mod tests {
                 let got: Vec<u8> = l.iter().map(|(k, _)| *k).collect();
                 prop_assert_eq!(&got, &model);
                 prop_assert_eq!(l.len(), model.len());
+                for k in 0u8..20 {
+                    let found = l.find(&k).map(|i| *l.key(i));
+                    prop_assert_eq!(found, model.contains(&k).then_some(k));
+                }
             }
         }
     }
