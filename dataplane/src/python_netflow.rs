@@ -272,7 +272,12 @@ impl<'py> DictSink<'py, '_> {
         };
         let times = |v: u64, r: u128| -> PyResult<Bound<'_, PyAny>> {
             match u128::from(v).checked_mul(r) {
-                Some(x) => x.into_bound_py_any(py),
+                // pyo3 makes any u128 through its slow 128-bit path (~340 instructions);
+                // counters times a sampling rate almost always fit 64 bits
+                Some(x) => match u64::try_from(x) {
+                    Ok(x) => x.into_bound_py_any(py),
+                    Err(_) => x.into_bound_py_any(py),
+                },
                 None => v.into_bound_py_any(py)?.mul(r),
             }
         };
