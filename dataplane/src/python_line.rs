@@ -19,6 +19,7 @@ use std::sync::{Mutex, TryLockError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use crate::jsonnum::FloatTexts;
 use crate::jsonstr::Out;
 use crate::python::PANICS;
 use crate::{jsonnum, jsonstr};
@@ -352,6 +353,8 @@ impl<'py> Prewritten<'py> {
 thread_local! {
     /// The line is written here and copied out at its exact size (one allocation a line).
     static BUFFER: RefCell<Out> = RefCell::new(Out::with_capacity(4096));
+    /// The head's recent times as text (a batch's receive time, a second's event time).
+    static TIMES: RefCell<FloatTexts> = RefCell::new(FloatTexts::default());
 }
 
 /// Appends `v` as orjson writes it; `false` when it holds a value left to orjson (then
@@ -489,9 +492,16 @@ pub(crate) fn stored_line<'py>(
         out.clear(KEEP_BUFFER);
         out.push(b'[');
         for t in &times {
-            let ok = match t {
-                Time::Float(x) => jsonnum::push_f64(&mut out, *x),
-                Time::Object(v) => push_value(&mut out, &mut strs, v, 0),
+            let float = match t {
+                Time::Float(x) => Ok(*x),
+                Time::Object(v) => v.cast_exact::<PyFloat>().map(|f| f.value()).map_err(|_| *v),
+            };
+            let ok = match float {
+                Ok(x) => TIMES.with(|memo| match memo.try_borrow_mut() {
+                    Ok(mut memo) => memo.push(&mut out, x),
+                    Err(_) => jsonnum::push_f64(&mut out, x),
+                }),
+                Err(v) => push_value(&mut out, &mut strs, v, 0),
             };
             if !ok {
                 return None;
