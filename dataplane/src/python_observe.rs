@@ -122,6 +122,8 @@ pub struct DetectionFeeds {
     a_raw: Py<PyString>,
     a_id: Py<PyString>,
     k_message: Py<PyString>,
+    /// `(b"",)`: the samples of every event with no raw text (flows), one tuple for all.
+    no_raws: Py<PyTuple>,
 }
 
 impl DetectionFeeds {
@@ -155,7 +157,10 @@ impl DetectionFeeds {
         } else {
             PyTuple::new(py, [id]).ok()?
         };
-        let raws = PyTuple::new(py, [sample]).ok()?;
+        let raws = match bytes.is_empty() {
+            true => self.no_raws.bind(py).clone(),
+            false => PyTuple::new(py, [sample]).ok()?,
+        };
         PyTuple::new(py, [ts.clone(), ids.into_any(), raws.into_any()])
             .ok()
             .map(Bound::into_any)
@@ -207,6 +212,7 @@ impl DetectionFeeds {
             a_raw: name("raw"),
             a_id: name("id"),
             k_message: name("message"),
+            no_raws: PyTuple::new(py, [PyBytes::new(py, b"")])?.unbind(),
         })
     }
 
