@@ -241,6 +241,20 @@ def decoder_only_fps(seconds: float = 2.0) -> int:
     return round(n / (time.perf_counter() - start))
 
 
+def flows_appliance(data_dir: Path) -> Appliance:
+    """An appliance with the default config and one NetFlow listener on loopback (not
+    started), for measuring the flow path in one process."""
+    cfg = parse_config(
+        {
+            "appliance": {"data_dir": str(data_dir / "data"), "sensor_id": "bench"},
+            "api": {"listen": "127.0.0.1:0", "token": "bench-token-0123456789"},
+            "sources": {"netflow": [{"listen": "127.0.0.1:0", "allowed": ["127.0.0.0/8"]}]},
+        },
+        base_dir=data_dir,
+    )
+    return Appliance(cfg)
+
+
 async def stages(n_datagrams: int = 1000, repeat: int = 6) -> dict[str, Any]:
     """Where each flow's CPU goes on the appliance's own path (no socket): the decoder, the
     event, each pipeline stage the flow path runs (enrichment, baselines, correlation with the
@@ -251,16 +265,7 @@ async def stages(n_datagrams: int = 1000, repeat: int = 6) -> dict[str, Any]:
     from appliance.flows.rollup import new_rollup
 
     with tempfile.TemporaryDirectory(prefix="bench-netflow-stages-") as tmp:
-        data_dir = Path(tmp)
-        cfg = parse_config(
-            {
-                "appliance": {"data_dir": str(data_dir / "data"), "sensor_id": "bench"},
-                "api": {"listen": "127.0.0.1:0", "token": "bench-token-0123456789"},
-                "sources": {"netflow": [{"listen": "127.0.0.1:0", "allowed": ["127.0.0.0/8"]}]},
-            },
-            base_dir=data_dir,
-        )
-        app = Appliance(cfg)
+        app = flows_appliance(Path(tmp))
         await app.start()
         tune_gc()  # as the appliance runs; a collection between passes instead of its timer
         try:

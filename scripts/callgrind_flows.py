@@ -29,26 +29,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_netflow import data_datagrams, template_datagram
+from bench_netflow import data_datagrams, flows_appliance, template_datagram
 
-from appliance.app import Appliance
-from appliance.config import parse_config
 from appliance.event import Event
 from appliance.runtime import tune_gc
 
 
 async def run(rounds: int, datagrams: int) -> int:
     with tempfile.TemporaryDirectory(prefix="callgrind-flows-") as tmp:
-        d = Path(tmp)
-        cfg = parse_config(
-            {
-                "appliance": {"data_dir": str(d / "data"), "sensor_id": "callgrind"},
-                "api": {"listen": "127.0.0.1:0", "token": "callgrind-token-0123456789"},
-                "sources": {"netflow": [{"listen": "127.0.0.1:0", "allowed": ["127.0.0.0/8"]}]},
-            },
-            base_dir=d,
-        )
-        app = Appliance(cfg)
+        app = flows_appliance(Path(tmp))
         await app.start()
         tune_gc()  # as the appliance runs
         try:
