@@ -1353,8 +1353,8 @@ impl RuleMatcher {
     /// field texts, shared values), so a signature whose parts are, object for object, those
     /// of one already looked up in this call has that one's group: no tuple is made and no
     /// tuple hashed for it. The parts are held until the call returns, so an address seen
-    /// here stays that object's; no Python code runs in between (the events' attributes
-    /// are slots, the fields exact dicts with text keys), so the memo cannot change.
+    /// here stays that object's for the call; the memo itself is changed by the engine
+    /// only, after the call.
     fn memo_groups(
         &self,
         py: Python<'_>,
