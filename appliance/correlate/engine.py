@@ -61,6 +61,26 @@ from appliance.event import Event
 
 # A correlation group's key: the values of its group-by fields, in order.
 GroupKey = tuple[Any, ...]
+# A native window's fired group as the engine reads it: (ids, raw samples, first, last).
+Evidence = tuple[list[int], list[bytes], Any, Any]
+# What a correlation runtime's add returns when its condition holds: the group key, the
+# group (the Python windows) or its evidence (the native ones), and the condition's value.
+Fired = tuple[GroupKey, GroupState | Evidence, float]
+
+
+def evidence(entries: list[Entry]) -> Evidence:
+    """What an alert keeps of a fired group's entries: their ids in order of first
+    appearance, every raw sample in order, the smallest and largest entry time (None with
+    no entry). ``CorrelationWindows`` gathers the same in Rust for the native windows."""
+    ids: list[int] = []
+    raws: list[bytes] = []
+    for e in entries:
+        ids.extend(e[1])
+        raws.extend(e[2])
+    if not entries:
+        return ids, raws, None, None
+    return list(dict.fromkeys(ids)), raws, min(e[0] for e in entries), max(e[0] for e in entries)
+
 
 MAX_DEPTH = 8  # correlation-of-correlation nesting
 # Slices observe_batch gives the reference loop after one where more events had to be
@@ -177,9 +197,7 @@ class CorrelationRuntime:
     def group_count(self) -> int:
         return len(self.groups)
 
-    def add(
-        self, rule_id: str, entry: Entry, fields: dict[str, Any]
-    ) -> tuple[GroupKey, GroupState | list[Entry], float] | None:
+    def add(self, rule_id: str, entry: Entry, fields: dict[str, Any]) -> Fired | None:
         gf = self.group_fields.get(rule_id)
         if gf is None:
             return None
@@ -1299,26 +1317,21 @@ class Engine:
     def _fired(
         self,
         rt: CorrelationRuntime,
-        fired: tuple[GroupKey, GroupState | list[Entry], float],
+        fired: Fired,
         entry: Entry,
         alerts: list[Alert],
         depth: int,
     ) -> None:
         c = rt.rule
         key, state, value = fired
-        # the native windows hand back the fired group's entries, the Python ones the window
-        entries = state if isinstance(state, list) else state.entries()
         lim = self.limits
-        ids: list[int] = []
-        raws: list[bytes] = []
-        for e in entries:
-            ids.extend(e[1])
-            raws.extend(e[2])
-        ids = list(dict.fromkeys(ids))[-lim.evidence_events :]
+        # the native windows gather their entries' evidence themselves
+        ids, raws, first, last = state if isinstance(state, tuple) else evidence(state.entries())
+        if first is None:
+            first = last = entry[0]
+        ids = ids[-lim.evidence_events :]
         raws = raws[-lim.evidence_samples :]
         group = dict(zip(c.group_by, key, strict=True))
-        first = min(e[0] for e in entries) if entries else entry[0]
-        last = max(e[0] for e in entries) if entries else entry[0]
         if rt.emits:  # an inner step of a sequence raises nothing itself: no alert to build
             a = Alert(
                 c.meta,

@@ -301,7 +301,49 @@ pub struct CorrelationWindows {
 }
 
 pub(crate) type FiredOut<'py> =
-    Option<(Bound<'py, PyTuple>, Bound<'py, PyList>, Bound<'py, PyAny>)>;
+    Option<(Bound<'py, PyTuple>, Bound<'py, PyTuple>, Bound<'py, PyAny>)>;
+
+/// What `Engine._fired` reads of a fired group's entries (`(ts, ids, raws)` tuples, in the
+/// order `entries()` lists them), gathered here instead of by its Python loops: `(ids,
+/// raws, first, last)`, the ids in order of first appearance (`dict.fromkeys`, Python's
+/// equality), every raw sample in order, and the smallest and largest entry time as `min`
+/// and `max` pick them (None when there is no entry). The engine cuts both lists to its
+/// evidence limits.
+fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py, PyTuple>> {
+    let ids = PyDict::new(py);
+    let raws = PyList::empty(py);
+    let mut first: Option<Bound<'py, PyAny>> = None;
+    let mut last: Option<Bound<'py, PyAny>> = None;
+    for e in entries {
+        let e = e.payload.0.bind(py);
+        let ts = e.get_item(0)?;
+        for id in e.get_item(1)?.try_iter()? {
+            ids.set_item(id?, py.None())?;
+        }
+        for raw in e.get_item(2)?.try_iter()? {
+            raws.append(raw?)?;
+        }
+        match &first {
+            Some(f) if !ts.lt(f)? => {}
+            _ => first = Some(ts.clone()),
+        }
+        match &last {
+            Some(l) if !ts.gt(l)? => {}
+            _ => last = Some(ts),
+        }
+    }
+    let ids = PyList::new(py, ids.keys())?;
+    let none = || py.None().into_bound(py);
+    PyTuple::new(
+        py,
+        [
+            ids.into_any(),
+            raws.into_any(),
+            first.unwrap_or_else(none),
+            last.unwrap_or_else(none),
+        ],
+    )
+}
 
 impl CorrelationWindows {
     pub(crate) fn add_inner<'py>(
@@ -355,7 +397,7 @@ impl CorrelationWindows {
         let Some((n, group)) = got else {
             return Ok(None);
         };
-        let entries = PyList::new(py, group.entries().iter().map(|e| e.payload.0.bind(py)))?;
+        let entries = evidence(py, &group.entries())?;
         let value = match self.w.spec.kind {
             // OrderedState returns float(len(refs))
             Kind::Ordered(_) => PyFloat::new(py, n as f64).into_any(),
@@ -578,8 +620,8 @@ impl CorrelationWindows {
         })
     }
 
-    /// `CorrelationRuntime.add`: None, or (group key, the group's entries, the count) when
-    /// the condition holds (the group is then forgotten, as the reference deletes it).
+    /// `CorrelationRuntime.add`: None, or (group key, the group's [`evidence`], the count)
+    /// when the condition holds (the group is then forgotten, as the reference deletes it).
     fn add<'py>(
         &mut self,
         py: Python<'py>,

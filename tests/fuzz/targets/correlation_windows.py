@@ -29,6 +29,7 @@ from appliance.correlate.engine import (
     NativeAbsenceRuntime,
     NativeBaselineRuntime,
     NativeCorrelationRuntime,
+    evidence,
 )
 from appliance.correlate.rules import Absence, Baseline, CorrelationRule, DetectionRule, RuleMeta
 
@@ -78,8 +79,7 @@ def fired_form(got: Any) -> str | None:
     if got is None:
         return None
     key, state, value = got
-    entries = state if isinstance(state, list) else state.entries()
-    return repr((key, entries, value))
+    return repr((key, state if isinstance(state, tuple) else evidence(state.entries()), value))
 
 
 def one_input(data: bytes) -> None:
