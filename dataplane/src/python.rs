@@ -1235,15 +1235,85 @@ fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
 pub(crate) struct DictFields<'a, 'py> {
     pub(crate) dict: &'a Bound<'py, PyDict>,
     pub(crate) keys: &'a [Py<PyString>],
+    /// The fields read so far for this event: the candidate rules read the same few
+    /// (`event.action`, `event.outcome`, ...) again and again. A text is held as the str
+    /// itself and read in place, not copied per read.
+    pub(crate) read: FieldsRead,
+}
+
+impl<'a, 'py> DictFields<'a, 'py> {
+    pub(crate) fn new(dict: &'a Bound<'py, PyDict>, keys: &'a [Py<PyString>]) -> Self {
+        DictFields {
+            dict,
+            keys,
+            read: FieldsRead::default(),
+        }
+    }
+}
+
+/// Fields a [`DictFields`] keeps once read (past that, a field is read from the dict again).
+const FIELDS_READ: usize = 12;
+
+/// One field as read: missing, a text, or a value with nothing to borrow.
+enum FieldRead {
+    Missing,
+    Text(pyo3::pybacked::PyBackedStr),
+    Value(Val<'static>),
+}
+
+/// Set once each and never moved, so a read can lend a text for as long as the event's
+/// `DictFields` lives.
+#[derive(Default)]
+pub(crate) struct FieldsRead {
+    slots: [std::cell::OnceCell<(usize, FieldRead)>; FIELDS_READ],
+    used: std::cell::Cell<usize>,
+}
+
+impl FieldRead {
+    fn val(&self) -> Option<Val<'_>> {
+        match self {
+            FieldRead::Missing => None,
+            FieldRead::Text(t) => Some(Val::Str(std::borrow::Cow::Borrowed(t))),
+            FieldRead::Value(v) => Some(v.clone()),
+        }
+    }
 }
 
 impl Fields for DictFields<'_, '_> {
     fn get(&self, field: usize) -> Option<Val<'_>> {
+        let read = &self.read;
+        let used = read.used.get();
+        for slot in &read.slots[..used] {
+            if let Some((f, got)) = slot.get() {
+                if *f == field {
+                    return got.val();
+                }
+            }
+        }
         let key = self.keys.get(field)?.bind(self.dict.py());
-        match self.dict.get_item(key) {
-            Ok(Some(v)) => Some(field_value(&v, 0)),
-            Ok(None) => None,
-            Err(_) => Some(Val::Other),
+        let got = match self.dict.get_item(key) {
+            Ok(Some(v)) => match v.cast_exact::<PyString>() {
+                Ok(s) => match pyo3::pybacked::PyBackedStr::try_from(s.clone()) {
+                    Ok(t) => FieldRead::Text(t),
+                    Err(_) => FieldRead::Value(Val::Other), // lone surrogates
+                },
+                // a list's value holds texts of its own: read again each time
+                Err(_) if v.is_instance_of::<PyList>() => return Some(field_value(&v, 0)),
+                Err(_) => FieldRead::Value(field_value(&v, 0)),
+            },
+            Ok(None) => FieldRead::Missing,
+            Err(_) => FieldRead::Value(Val::Other),
+        };
+        match read.slots.get(used) {
+            Some(slot) => {
+                read.used.set(used + 1);
+                slot.get_or_init(|| (field, got)).1.val()
+            }
+            None => match got {
+                FieldRead::Missing => None,
+                FieldRead::Text(t) => Some(Val::Str(std::borrow::Cow::Owned(t.to_string()))),
+                FieldRead::Value(v) => Some(v),
+            },
         }
     }
 }
@@ -1455,7 +1525,7 @@ impl RuleMatcher {
         let keys = std::mem::take(&mut self.keys);
         let mut out = Vec::new();
         for (ev, (dict, &group)) in fields.iter().zip(&groups).enumerate() {
-            let f = DictFields { dict, keys: &keys };
+            let f = DictFields::new(dict, &keys);
             self.decide(ev, group, &f, &mut out);
         }
         self.keys = keys;

@@ -292,10 +292,7 @@ impl DetectionFeeds {
                 break;
             };
             decisions.clear();
-            let f = DictFields {
-                dict: &fields,
-                keys: &keys,
-            };
+            let f = DictFields::new(&fields, &keys);
             let group: usize = groups.get_item(i)?.extract()?;
             matcher.decide(i, group, &f, &mut decisions);
             if decisions.is_empty() {
