@@ -43,7 +43,8 @@ pub fn push_f64(out: &mut Out, x: f64) -> bool {
 /// once (a float's digits cost ~650 instructions, a copy ~20).
 #[derive(Default)]
 pub struct FloatTexts {
-    slots: [(u64, u8, [u8; FloatTexts::TEXT]); 2],
+    /// (bits, text length (0: empty), text)
+    slots: [(u64, usize, [u8; FloatTexts::TEXT]); 2],
     next: usize,
 }
 
@@ -56,7 +57,7 @@ impl FloatTexts {
         let bits = x.to_bits();
         for (b, n, text) in &self.slots {
             if *n > 0 && *b == bits {
-                out.extend(&text[..usize::from(*n)]);
+                out.extend(&text[..*n]);
                 return true;
             }
         }
@@ -65,14 +66,12 @@ impl FloatTexts {
             return false;
         }
         let written = &out.as_bytes()[start..];
-        if let Ok(n) = u8::try_from(written.len()) {
-            if written.len() <= Self::TEXT {
-                let slot = &mut self.slots[self.next];
-                slot.0 = bits;
-                slot.1 = n;
-                slot.2[..written.len()].copy_from_slice(written);
-                self.next ^= 1;
-            }
+        if written.len() <= Self::TEXT {
+            let slot = &mut self.slots[self.next];
+            slot.0 = bits;
+            slot.1 = written.len();
+            slot.2[..written.len()].copy_from_slice(written);
+            self.next ^= 1;
         }
         true
     }

@@ -1238,7 +1238,7 @@ pub(crate) struct DictFields<'a, 'py> {
     /// The fields read so far for this event: the candidate rules read the same few
     /// (`event.action`, `event.outcome`, ...) again and again. A text is held as the str
     /// itself and read in place, not copied per read.
-    pub(crate) read: FieldsRead,
+    read: FieldsRead,
 }
 
 impl<'a, 'py> DictFields<'a, 'py> {
@@ -1264,7 +1264,7 @@ enum FieldRead {
 /// Set once each and never moved, so a read can lend a text for as long as the event's
 /// `DictFields` lives.
 #[derive(Default)]
-pub(crate) struct FieldsRead {
+struct FieldsRead {
     slots: [std::cell::OnceCell<(usize, FieldRead)>; FIELDS_READ],
     used: std::cell::Cell<usize>,
 }

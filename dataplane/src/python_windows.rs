@@ -397,13 +397,13 @@ impl CorrelationWindows {
         let Some((n, group)) = got else {
             return Ok(None);
         };
-        let entries = evidence(py, &group.entries())?;
+        let gathered = evidence(py, &group.entries())?;
         let value = match self.w.spec.kind {
             // OrderedState returns float(len(refs))
             Kind::Ordered(_) => PyFloat::new(py, n as f64).into_any(),
             _ => n.into_pyobject(py)?.into_any(),
         };
-        Ok(Some((PyTuple::new(py, &values)?, entries, value)))
+        Ok(Some((PyTuple::new(py, &values)?, gathered, value)))
     }
 
     /// The value this event adds to a value_count window, or None when it adds none.
