@@ -28,6 +28,10 @@ def _load() -> ModuleType | None:
 
 native: ModuleType | None = _load()
 
+# The native flow batch (``FlowEvents``): a sequence of events made on demand, which the
+# native stages read in place; handed to them as it is, never copied into a list.
+NATIVE_SEQUENCES: tuple[type, ...] = (native.FlowEvents,) if native is not None else ()
+
 
 def backend() -> str:
     """``"native"`` or ``"python"``: shown by ``/healthz`` and ``appliance version``."""

@@ -96,26 +96,30 @@ class Pair:
         self.python = python_engine(rs, limits)
         self.alerts = 0
 
-    def feed(self, events: list[Event], now: float) -> None:
+    def feed(self, events: list[Event], now: float, native_events: Any = None) -> None:
         """The reference observes each event; the native engine takes the slice in one
         ``observe_batch`` (as the correlation component calls it): the same alerts in the
-        same order, and the same events failing (an unhashable group-by value raises)."""
+        same order, and the same events failing (an unhashable group-by value raises).
+        ``native_events``: the same events as the native engine gets them (a native flow
+        batch), else ``events`` itself."""
         ref: list[str] = []
         ref_failed: list[str] = []
         self.python.prepare(events)
-        for e in events:
+        for i, e in enumerate(events):
             try:
                 ref.extend(alert_form(a) for a in self.python.observe(e, now))
             except TypeError as exc:
-                ref_failed.append(f"{id(e)} {exc.__class__.__name__}")
+                ref_failed.append(f"{i} {exc.__class__.__name__}")
         self.python.prepare([])
         failed: list[str] = []
+        theirs = events if native_events is None else native_events
 
         def on_error(e: Event) -> None:
             exc = sys.exc_info()[1]
-            failed.append(f"{id(e)} {exc.__class__.__name__}")
+            at = next(i for i in range(len(theirs)) if theirs[i] is e)
+            failed.append(f"{at} {exc.__class__.__name__}")
 
-        got = [alert_form(a) for a in self.native.observe_batch(events, now, on_error)]
+        got = [alert_form(a) for a in self.native.observe_batch(theirs, now, on_error)]
         assert got == ref
         assert failed == ref_failed
         self.alerts += len(ref)

@@ -176,27 +176,30 @@ def test_a_batch_decodes_as_the_datagrams_one_by_one() -> None:
     assert many.counts == one.counts
 
 
+@pytest.mark.parametrize("call", ["decode_events", "decode_flows"])
 @pytest.mark.parametrize("seed", range(3))
-def test_events_made_in_the_batch_call_are_the_listeners_events(seed: int) -> None:
-    """``decode_events`` (the listener's call: each flow its ``Event`` in Rust, listener set)
+def test_events_made_in_the_batch_call_are_the_listeners_events(seed: int, call: str) -> None:
+    """``decode_events`` (each flow its ``Event`` in Rust, listener set) and
+    ``decode_flows`` (the listener's call: the flows kept native, each event made when read)
     against ``Event(ts, now, "netflow", fields)`` over ``decode_batch``'s records: the same
-    events (fields in the same key order), columns and counters."""
+    events (fields in the same key order and value types), columns and counters."""
     from appliance.event import Event
 
     stream = _stream(random.Random(300 + seed), 300)
     stream.append(_big_sampled_counter())
     batch = [(p, e, port, NOW + i) for i, (p, e, port) in enumerate(stream)]
     by_records, by_events = NativeNetflowDecoder(), NativeNetflowDecoder()
-    want, got = by_records.decode_batch(batch), by_events.decode_events(batch, "nf-test")
+    want, got = by_records.decode_batch(batch), getattr(by_events, call)(batch, "nf-test")
     n = 0
     for (_p, _e, _port, now), w, g in zip(batch, want, got, strict=True):
         assert (w is None) == (g is None)
         if w is None or g is None:
             continue
         events = [Event(ts, now, "netflow", f, listener="nf-test") for ts, f in w[0]]
-        assert g[0] == events
-        assert [repr(list(e.fields.items())) for e in g[0]] == [
-            repr(list(e.fields.items())) for e in events
+        made = list(g[0])
+        assert made == events
+        assert [repr([(k, type(v), v) for k, v in e.fields.items()]) for e in made] == [
+            repr([(k, type(v), v) for k, v in e.fields.items()]) for e in events
         ]
         assert len(g[1]) == len(w[1])
         n += len(events)
@@ -324,7 +327,7 @@ def test_a_panic_costs_its_datagram_only_and_never_reaches_python() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_the_listeners_events_raw_rows_and_rollups_match_the_reference(seed: int) -> None:
-    """What the listener hands the flow path, native (``decode_events`` per slice of 64, the
+    """What the listener hands the flow path, native (``decode_flows`` per slice of 64, the
     rollup reading its columns) against the reference (the Python decoder per datagram,
     ``Event(ts, now, "netflow", fields)``, the Python rollup reading the events): the same
     events (fields in key order), the same stored raw rows and the same rollup rows. Receive
@@ -349,7 +352,7 @@ def test_the_listeners_events_raw_rows_and_rollups_match_the_reference(seed: int
     got: list[Event] = []
     columns = []
     for i in range(0, len(batch), 64):
-        for out in nat.decode_events(batch[i : i + 64], "nf"):
+        for out in nat.decode_flows(batch[i : i + 64], "nf"):
             assert out is not None
             got += out[0]
             columns.append(out[1])

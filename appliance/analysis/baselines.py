@@ -372,7 +372,9 @@ class BaselineStage:
         assert self.native is not None
         terms = self.terms
         got = self.native.observe(
-            events if type(events) is list else list(events),
+            events
+            if type(events) is list or isinstance(events, dataplane.NATIVE_SEQUENCES)
+            else list(events),
             now,
             terms.learning,
             terms.max_keys,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from appliance import dataplane
 from appliance.analysis import risk
 from appliance.analysis.assets import (
     INTERNAL_ZONES,
@@ -269,6 +270,8 @@ class EnrichStage:
     async def process(self, events: list[Event], now: float) -> None:
         ctx = self.component.context
         flows = self.component.config.analysis.enrich_flows
+        if not flows and isinstance(events, dataplane.NATIVE_SEQUENCES):
+            return  # a native flow batch (flows only): none of its events is made
         n = 0
         for ev in events:
             if ev.module == "netflow" and not flows:

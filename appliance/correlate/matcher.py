@@ -90,9 +90,10 @@ class NativeMatcher:
         memo = self.groups
         number = self.number
         groups: list[int] = impl.memo_groups(events, memo)
-        for i, ev in enumerate(events):
-            if groups[i] >= 0:
+        for i, known in enumerate(groups):
+            if known >= 0:
                 continue
+            ev = events[i]  # (a native flow batch makes this one's event only)
             sig = engine._signature(ev)
             try:
                 g = memo.get(sig)

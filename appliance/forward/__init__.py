@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from appliance import __version__
+from appliance import __version__, dataplane
 from appliance.config import AppConfig, ConfigError, UpstreamSection
 from appliance.event import Event
 from appliance.forward.document import (
@@ -312,8 +312,8 @@ class EventStage:
 
     async def process(self, events: list[Event], now: float) -> None:
         lanes = [s for s in self.fwd.senders.values() if s.stream == "events"]
-        if not lanes or not events:
-            return
+        if not lanes or not events or isinstance(events, dataplane.NATIVE_SEQUENCES):
+            return  # (a native flow batch: flows are not rows of events, none has an id)
         identity = self.fwd.identity
         rows = []
         for ev in events:

@@ -107,7 +107,7 @@ class NetflowUdpProtocol(asyncio.DatagramProtocol):
         decoder = self.decoder
         assert isinstance(decoder, NativeNetflowDecoder)
         offer = self.flows.offer
-        decoded = decoder.decode_events(todo, name)  # the events made, listener set
+        decoded = decoder.decode_flows(todo, name)  # events made when read, listener set
         for (_data, ip, _port, _now), got in zip(todo, decoded, strict=True):
             if got is None:  # a caught panic: this datagram only
                 rejected.inc(name, "decode_error")

@@ -37,6 +37,10 @@ mod python_windows;
 #[cfg(feature = "python")]
 mod python_bookkeeping;
 
+// Decoded flows kept native, each made a Python event only when asked for.
+#[cfg(feature = "python")]
+mod python_flowevents;
+
 // The NetFlow decoder with its template state (netflow_state.rs), batch per call.
 #[cfg(feature = "python")]
 mod python_netflow;

@@ -16,6 +16,7 @@ use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
+use crate::python_flowevents::{EventFields, EventsIn};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
 use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
 use crate::syslog::framing::Framer;
@@ -1231,9 +1232,10 @@ fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
     Val::Other
 }
 
-/// An event's fields dict, looked up by the matcher's field indices (interned keys).
+/// An event's fields (its dict or a flow's record), looked up by the matcher's field
+/// indices (interned keys).
 pub(crate) struct DictFields<'a, 'py> {
-    pub(crate) dict: &'a Bound<'py, PyDict>,
+    pub(crate) fields: &'a EventFields<'a, 'py>,
     pub(crate) keys: &'a [Py<PyString>],
     /// The fields read so far for this event: the candidate rules read the same few
     /// (`event.action`, `event.outcome`, ...) again and again. A text is held as the str
@@ -1242,9 +1244,9 @@ pub(crate) struct DictFields<'a, 'py> {
 }
 
 impl<'a, 'py> DictFields<'a, 'py> {
-    pub(crate) fn new(dict: &'a Bound<'py, PyDict>, keys: &'a [Py<PyString>]) -> Self {
+    pub(crate) fn new(fields: &'a EventFields<'a, 'py>, keys: &'a [Py<PyString>]) -> Self {
         DictFields {
-            dict,
+            fields,
             keys,
             read: FieldsRead::default(),
         }
@@ -1290,8 +1292,8 @@ impl Fields for DictFields<'_, '_> {
                 }
             }
         }
-        let key = self.keys.get(field)?.bind(self.dict.py());
-        let got = match self.dict.get_item(key) {
+        let key = self.keys.get(field)?.bind(self.fields.py());
+        let got = match self.fields.item(key) {
             Ok(Some(v)) => match v.cast_exact::<PyString>() {
                 Ok(s) => match pyo3::pybacked::PyBackedStr::try_from(s.clone()) {
                     Ok(t) => FieldRead::Text(t),
@@ -1428,11 +1430,12 @@ impl RuleMatcher {
     fn memo_groups(
         &self,
         py: Python<'_>,
-        events: &Bound<'_, PyList>,
+        events: &Bound<'_, PyAny>,
         memo: &Bound<'_, PyDict>,
     ) -> PyResult<Vec<i64>> {
         let name = |s: &str| PyString::intern(py, s);
-        let (a_module, a_fields) = (name("module"), name("fields"));
+        let a_module = name("module");
+        let events = EventsIn::of(events)?;
         let keys = [
             name("process.name"),
             name("observer.vendor"),
@@ -1447,10 +1450,11 @@ impl RuleMatcher {
         let mut met: FxHashMap<[usize; SIGNATURE_PARTS], i64> = FxHashMap::default();
         let mut held: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut flat: Vec<Bound<'_, PyAny>> = Vec::with_capacity(SIGNATURE_PARTS);
-        for ev in events.iter() {
+        for i in 0..events.len() {
+            let ev = events.at(i)?;
             let got = (|| -> Option<i64> {
-                let module = ev.getattr(&a_module).ok()?;
-                let fields = ev.getattr(&a_fields).ok()?.cast_into::<PyDict>().ok()?;
+                let module = ev.attr(py, &a_module).ok()?;
+                let fields = ev.fields(py)?;
                 let mut ids = [0; SIGNATURE_PARTS];
                 let mut n = 0;
                 let mut id = |x: usize| {
@@ -1464,7 +1468,7 @@ impl RuleMatcher {
                 flat.push(module);
                 let mut values: [Option<Bound<'_, PyAny>>; 4] = Default::default();
                 for (i, (k, slot)) in keys.iter().zip(values.iter_mut()).enumerate() {
-                    let v = fields.get_item(k).ok()?.unwrap_or_else(|| none.clone());
+                    let v = fields.item(k).ok()?.unwrap_or_else(|| none.clone());
                     match v.cast::<PyList>() {
                         // another field's list makes the signature unhashable
                         Ok(_) if i != CATEGORY => return None,
@@ -1524,8 +1528,9 @@ impl RuleMatcher {
         }
         let keys = std::mem::take(&mut self.keys);
         let mut out = Vec::new();
-        for (ev, (dict, &group)) in fields.iter().zip(&groups).enumerate() {
-            let f = DictFields::new(dict, &keys);
+        for (ev, (dict, &group)) in fields.into_iter().zip(&groups).enumerate() {
+            let dict = EventFields::Dict(dict);
+            let f = DictFields::new(&dict, &keys);
             self.decide(ev, group, &f, &mut out);
         }
         self.keys = keys;
@@ -1588,11 +1593,13 @@ fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes
 /// values no indicator matches; `None`, in it, stands for an absent field) and none of
 /// `rare` (the other looked-up fields) is present. The set is read, never copied, so the
 /// Python stage keeps the one bounded memory. Anything the test cannot decide (an unhashable
-/// value, `fields` not a dict) selects the event, as the reference does. `None` after a
-/// panic (counted): the stage then filters the batch in Python.
+/// value, `fields` not a dict) selects the event, as the reference does. A native flow
+/// batch is read in place (a flow's event is made only if the stage enriches it). `None`
+/// after a panic (counted), or for events neither a list nor native flows: the stage then
+/// filters the batch in Python.
 #[pyfunction]
 fn intel_select(
-    events: &Bound<'_, PyList>,
+    events: &Bound<'_, PyAny>,
     miss: &Bound<'_, PySet>,
     first: &Bound<'_, PyString>,
     second: &Bound<'_, PyString>,
@@ -1606,22 +1613,28 @@ fn intel_select(
             Some(v) => miss.contains(v).unwrap_or(false), // TypeError (unhashable): look
         }
     };
-    let passed_over = |ev: Bound<'_, PyAny>| -> bool {
-        let Ok(fields) = ev.getattr(intern!(py, "fields")) else {
+    let events = EventsIn::of(events).ok()?;
+    let passed_over = |i: usize| -> bool {
+        let Ok(ev) = events.at(i) else {
             return false;
         };
-        let Ok(f) = fields.cast::<PyDict>() else {
+        let Some(f) = ev.fields(py) else {
             return false;
         };
-        let (Ok(a), Ok(b)) = (f.get_item(first), f.get_item(second)) else {
+        let (Ok(a), Ok(b)) = (f.item(first), f.item(second)) else {
             return false;
         };
-        known(a) && known(b) && rare.iter().all(|k| matches!(f.contains(k), Ok(false)))
+        known(a)
+            && known(b)
+            && rare.iter().all(|k| {
+                k.cast::<PyString>()
+                    .is_ok_and(|k| matches!(f.contains(k), Ok(false)))
+            })
     };
     let picked = catch_unwind(AssertUnwindSafe(|| {
         let mut out = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
-            if !passed_over(ev) {
+        for i in 0..events.len() {
+            if !passed_over(i) {
                 out.push(i);
             }
         }
@@ -1667,6 +1680,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The NetFlow decoder with its template state, and its rollup columns (python_netflow.rs).
     m.add_class::<crate::python_netflow::NetflowBatchDecoder>()?;
     m.add_class::<crate::python_netflow::FlowColumns>()?;
+    m.add_class::<crate::python_flowevents::FlowEvents>()?;
     Ok(())
 }
 

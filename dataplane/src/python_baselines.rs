@@ -27,6 +27,7 @@ use rustc_hash::FxHashMap;
 
 use crate::baselines::{is_rare, rarity, EXACT_INT};
 use crate::python::PANICS;
+use crate::python_flowevents::EventsIn;
 
 /// The batch goes to the reference; nothing was changed.
 struct Declined;
@@ -284,7 +285,7 @@ impl BaselineBatch {
     fn plan<'py>(
         &self,
         py: Python<'py>,
-        events: &Bound<'py, PyList>,
+        events: &EventsIn<'py>,
         now: f64,
         learning: f64,
         max_keys: usize,
@@ -330,15 +331,15 @@ impl BaselineBatch {
         let names: Vec<&Bound<'py, PyString>> = self.names.iter().map(|n| n.bind(py)).collect();
         let mut cache: Vec<Option<V<'py>>> = vec![None; names.len()];
         let actions_len = actions.len();
-        for (i, ev) in events.iter().enumerate() {
-            let fields = ev.getattr(intern!(py, "fields"))?;
-            let f = fields.cast_exact::<PyDict>().map_err(|_| Declined)?;
+        for i in 0..events.len() {
+            let ev = events.at(i)?;
+            let f = ev.exact_fields(py)?.ok_or(Declined)?;
             cache.iter_mut().for_each(|c| *c = None);
             let mut get = |at: usize| -> Step<V<'py>> {
                 if let Some(v) = &cache[at] {
                     return Ok(v.clone());
                 }
-                let v = classify(f.get_item(names[at])?)?;
+                let v = classify(f.item(names[at])?)?;
                 cache[at] = Some(v.clone());
                 Ok(v)
             };
@@ -356,10 +357,10 @@ impl BaselineBatch {
             let source = if dataset.truthy()? {
                 dataset
             } else {
-                classify(Some(ev.getattr(intern!(py, "module"))?))?
+                classify(Some(ev.attr(py, intern!(py, "module"))?))?
             };
             source.with_text(|t| plan.rates[1].add(t))?;
-            let listener = classify(Some(ev.getattr(intern!(py, "listener"))?))?;
+            let listener = classify(Some(ev.attr(py, intern!(py, "listener"))?))?;
             if listener.truthy()? {
                 listener.with_text(|t| plan.rates[2].add(t))?;
             }
@@ -592,7 +593,7 @@ impl BaselineBatch {
     fn observe<'py>(
         &mut self,
         py: Python<'py>,
-        events: &Bound<'py, PyList>,
+        events: &Bound<'py, PyAny>,
         now: &Bound<'py, PyAny>,
         learning: &Bound<'py, PyAny>,
         max_keys: usize,
@@ -605,6 +606,7 @@ impl BaselineBatch {
         rare_after: i64,
         rare_share: f64,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let events = &EventsIn::of(events)?;
         let panic_now = std::mem::take(&mut self.panic_next);
         let planned = catch_unwind(AssertUnwindSafe(|| {
             if panic_now {
@@ -661,7 +663,7 @@ impl BaselineBatch {
     fn apply<'py>(
         &self,
         py: Python<'py>,
-        events: &Bound<'py, PyList>,
+        events: &EventsIn<'py>,
         now: &Bound<'py, PyAny>,
         started: &Bound<'py, PyDict>,
         actions: &Bound<'py, PyDict>,
@@ -690,7 +692,7 @@ impl BaselineBatch {
         }
         let mut marked = Vec::with_capacity(plan.stamps.len());
         for Stamp { event, term, score } in &plan.stamps {
-            let ev = events.get_item(*event)?;
+            let ev = events.object(*event)?;
             let fields = ev.getattr(intern!(py, "fields"))?;
             let f = fields.cast::<PyDict>()?;
             if let Some((k, t)) = term {

@@ -16,6 +16,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyInt, PyList, PyString, PyTuple};
 
 use crate::bookkeeping::{Absence, Baseline, BucketError, RateSpec};
+use crate::python_flowevents::EventFields;
 use crate::python_windows::{caught, part, Part};
 
 /// The `by` fields' values (the items of the reference's key tuple), and that key
@@ -23,12 +24,12 @@ use crate::python_windows::{caught, part, Part};
 fn key_of<'py>(
     py: Python<'py>,
     by: &[Py<PyString>],
-    fields: &Bound<'py, PyDict>,
+    fields: &EventFields<'_, 'py>,
 ) -> PyResult<(Vec<Bound<'py, PyAny>>, Part)> {
     let mut values = Vec::with_capacity(by.len());
     for f in by {
         let v = fields
-            .get_item(f.bind(py))?
+            .item(f.bind(py))?
             .unwrap_or_else(|| py.None().into_bound(py));
         values.push(v);
     }
@@ -83,51 +84,14 @@ impl AbsenceGroups {
     /// The group of this event is seen now: its key when it was not armed (new, or it had
     /// alerted), so the caller schedules its deadline; else None. `DetectionFeeds` calls it
     /// from Rust too.
-    pub(crate) fn seen<'py>(
+    fn seen<'py>(
         &mut self,
         py: Python<'py>,
         fields: &Bound<'py, PyDict>,
         now: &Bound<'py, PyAny>,
         ts: &Bound<'py, PyAny>,
     ) -> PyResult<Option<Bound<'py, PyTuple>>> {
-        caught(|| {
-            if std::mem::take(&mut self.panic_next) {
-                panic!("injected by a test");
-            }
-            let (values, k) = key_of(py, &self.by, fields)?;
-            let (now_f, ts_f): (f64, f64) = (now.extract()?, ts.extract()?);
-            // The group's key tuple: kept while its items are the very objects of this
-            // event's (one source's events share them), else the newest, as the reference.
-            let key = Cell::new(None);
-            let armed = self.a.seen(
-                k,
-                now_f,
-                ts_f,
-                || {
-                    let made = shown_key(py, &values);
-                    key.set(Some(made.clone_ref(py)));
-                    Shown {
-                        key: made,
-                        now: now.clone().unbind(),
-                        ts: ts.clone().unbind(),
-                    }
-                },
-                |shown| {
-                    let old = shown.key.bind(py);
-                    let same =
-                        old.len() == values.len() && old.iter().zip(&values).all(|(a, b)| a.is(b));
-                    if !same {
-                        shown.key = shown_key(py, &values);
-                    }
-                    key.set(Some(shown.key.clone_ref(py)));
-                    shown.now = now.clone().unbind();
-                    shown.ts = ts.clone().unbind();
-                },
-            );
-            Ok(armed
-                .then(|| key.take().map(|k| k.into_bound(py)))
-                .flatten())
-        })
+        self.seen_in(py, &EventFields::Dict(fields.clone()), now, ts)
     }
 
     /// (seen now, seen ts) of a group that has not alerted since; None otherwise.
@@ -307,34 +271,13 @@ impl BaselineGroups {
     /// This event counted in its group's interval: None, or (key, {"count", "mean",
     /// "stddev"}) when the count goes above the baseline (once per interval).
     /// `DetectionFeeds` calls it from Rust too.
-    pub(crate) fn add<'py>(
+    fn add<'py>(
         &mut self,
         py: Python<'py>,
         fields: &Bound<'py, PyDict>,
         ts: f64,
     ) -> PyResult<SpikeOut<'py>> {
-        caught(|| {
-            if std::mem::take(&mut self.panic_next) {
-                panic!("injected by a test");
-            }
-            let bucket = self.b.bucket(ts).map_err(bucket_error)?;
-            let (values, k) = key_of(py, &self.by, fields)?;
-            let got = self
-                .b
-                .add(k, || shown_key(py, &values), bucket)
-                .map_err(bucket_error)?;
-            let Some((count, mean, var)) = got else {
-                return Ok(None);
-            };
-            let key = PyTuple::new(py, values)?;
-            // the reference's round(), not a Rust approximation of it
-            let round = py.import("builtins")?.getattr("round")?;
-            let info = PyDict::new(py);
-            info.set_item("count", count)?;
-            info.set_item("mean", round.call1((mean, 3))?)?;
-            info.set_item("stddev", round.call1((var.sqrt(), 3))?)?;
-            Ok(Some((key, info)))
-        })
+        self.add_in(py, &EventFields::Dict(fields.clone()), ts)
     }
 
     /// Every group, least recently used first: (key, [bucket, count, mean, var, n, fired]).
@@ -423,5 +366,86 @@ impl BaselineGroups {
     /// Tests only: make the next add panic, to exercise the fallback.
     fn inject_panic(&mut self) {
         self.panic_next = true;
+    }
+}
+
+impl AbsenceGroups {
+    pub(crate) fn seen_in<'py>(
+        &mut self,
+        py: Python<'py>,
+        fields: &EventFields<'_, 'py>,
+        now: &Bound<'py, PyAny>,
+        ts: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        caught(|| {
+            if std::mem::take(&mut self.panic_next) {
+                panic!("injected by a test");
+            }
+            let (values, k) = key_of(py, &self.by, fields)?;
+            let (now_f, ts_f): (f64, f64) = (now.extract()?, ts.extract()?);
+            // The group's key tuple: kept while its items are the very objects of this
+            // event's (one source's events share them), else the newest, as the reference.
+            let key = Cell::new(None);
+            let armed = self.a.seen(
+                k,
+                now_f,
+                ts_f,
+                || {
+                    let made = shown_key(py, &values);
+                    key.set(Some(made.clone_ref(py)));
+                    Shown {
+                        key: made,
+                        now: now.clone().unbind(),
+                        ts: ts.clone().unbind(),
+                    }
+                },
+                |shown| {
+                    let old = shown.key.bind(py);
+                    let same =
+                        old.len() == values.len() && old.iter().zip(&values).all(|(a, b)| a.is(b));
+                    if !same {
+                        shown.key = shown_key(py, &values);
+                    }
+                    key.set(Some(shown.key.clone_ref(py)));
+                    shown.now = now.clone().unbind();
+                    shown.ts = ts.clone().unbind();
+                },
+            );
+            Ok(armed
+                .then(|| key.take().map(|k| k.into_bound(py)))
+                .flatten())
+        })
+    }
+}
+
+impl BaselineGroups {
+    pub(crate) fn add_in<'py>(
+        &mut self,
+        py: Python<'py>,
+        fields: &EventFields<'_, 'py>,
+        ts: f64,
+    ) -> PyResult<SpikeOut<'py>> {
+        caught(|| {
+            if std::mem::take(&mut self.panic_next) {
+                panic!("injected by a test");
+            }
+            let bucket = self.b.bucket(ts).map_err(bucket_error)?;
+            let (values, k) = key_of(py, &self.by, fields)?;
+            let got = self
+                .b
+                .add(k, || shown_key(py, &values), bucket)
+                .map_err(bucket_error)?;
+            let Some((count, mean, var)) = got else {
+                return Ok(None);
+            };
+            let key = PyTuple::new(py, values)?;
+            // the reference's round(), not a Rust approximation of it
+            let round = py.import("builtins")?.getattr("round")?;
+            let info = PyDict::new(py);
+            info.set_item("count", count)?;
+            info.set_item("mean", round.call1((mean, 3))?)?;
+            info.set_item("stddev", round.call1((var.sqrt(), 3))?)?;
+            Ok(Some((key, info)))
+        })
     }
 }

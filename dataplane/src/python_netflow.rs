@@ -23,6 +23,7 @@ use crate::netflow_state::{
     Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
 };
 use crate::python::{protocol_names, FlowKeys, PANICS};
+use crate::python_flowevents::{Chunk, FlowEvents, FlowRecord, Maker, Shape};
 use crate::rollup::{Flow, Text};
 
 /// Asks Python for a template's plan: (converter code per field, direct (name, index),
@@ -97,9 +98,20 @@ struct DictSink<'py, 'k> {
     /// time the data itself arrived, for its timestamps).
     received: f64,
     out: Vec<Bound<'py, PyAny>>,
+    /// `Some`: each flow kept as a native record (`decode_flows`) instead of `out`'s event.
+    flows: Option<FlowsOut>,
     /// The same flows as the rollup reads them (`FlowRollup.add` of their events).
     cols: Vec<Flow>,
     error: Option<PyErr>,
+}
+
+/// A datagram's flows as `FlowEvents` records: the shapes, the records, and the events made
+/// at once (a record whose key is also an exporter key: built as the reference builds it).
+#[derive(Default)]
+struct FlowsOut {
+    shapes: Vec<Shape>,
+    records: Vec<FlowRecord>,
+    premade: Vec<(usize, Py<PyAny>)>,
 }
 
 const IP4_CACHE_MAX: usize = 65_536;
@@ -299,6 +311,8 @@ impl<'py> DictSink<'py, '_> {
         );
         let key = |k: &Py<PyString>| k.bind(py).clone();
         let mut pairs: Pairs<'py> = Vec::with_capacity(direct.len() + 9);
+        // decode_flows: each shape's index among the datagram's shapes, once made
+        let mut shape_at: [Option<usize>; SHAPES] = [None; SHAPES];
         for rec in split.values.chunks_exact(width).take(split.records) {
             let r: u128 = if let Some(i) = rate_i {
                 match int(&rec[i]) {
@@ -404,10 +418,41 @@ impl<'py> DictSink<'py, '_> {
                     }
                 }
             }
+            let ts = ts.into_bound_py_any(py)?;
+            if let (Some(out), false) = (self.flows.as_mut(), shared) {
+                let at = match shape_at[shape] {
+                    Some(at) => at,
+                    None => {
+                        let proto = PyDict::new(py);
+                        for (k, _) in &pairs {
+                            proto.set_item(k, py.None())?;
+                        }
+                        for (k, v) in &common {
+                            proto.set_item(k, v)?;
+                        }
+                        out.shapes.push(Shape::new(
+                            pairs.iter().map(|(k, _)| k.clone().unbind()).collect(),
+                            common
+                                .iter()
+                                .map(|(k, v)| (k.clone().unbind(), v.clone().unbind()))
+                                .collect(),
+                            proto.unbind(),
+                            py,
+                        )?);
+                        *shape_at[shape].insert(out.shapes.len() - 1)
+                    }
+                };
+                out.records.push(FlowRecord {
+                    ts: ts.unbind(),
+                    shape: at,
+                    values: pairs.drain(..).map(|(_, v)| v.unbind()).collect(),
+                });
+                self.cols.push(flow);
+                continue;
+            }
             let slot = (!shared).then(|| &mut protos[shape]);
             let d = self.dict(&pairs, &common, slot)?;
             self.cols.push(flow);
-            let ts = ts.into_bound_py_any(py)?;
             let item = match self.event {
                 Some(m) => m.class.call1((
                     ts,
@@ -421,6 +466,16 @@ impl<'py> DictSink<'py, '_> {
                 ))?,
                 None => PyTuple::new(py, [ts, d.into_any()])?.into_any(),
             };
+            if let Some(out) = self.flows.as_mut() {
+                // a flow's record stands in for it, its event made already
+                out.premade.push((out.records.len(), item.unbind()));
+                out.records.push(FlowRecord {
+                    ts: py.None(),
+                    shape: usize::MAX,
+                    values: Box::new([]),
+                });
+                continue;
+            }
             self.out.push(item);
         }
         Ok(())
@@ -482,6 +537,23 @@ impl NetflowBatchDecoder {
         now: f64,
         event: Option<&EventMaker<'py>>,
     ) -> Option<(Bound<'py, PyList>, Vec<Flow>)> {
+        let (out, cols, _) = self.sink(py, data, exporter, port, now, event, false)?;
+        PyList::new(py, out).ok().map(|l| (l, cols))
+    }
+
+    /// Decode one datagram: its flows as `out` (dicts or events) or as records (`records`),
+    /// and their rollup columns; `None` when it panicked or Python failed.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn sink<'py>(
+        &mut self,
+        py: Python<'py>,
+        data: &[u8],
+        exporter: &str,
+        port: u16,
+        now: f64,
+        event: Option<&EventMaker<'py>>,
+        records: bool,
+    ) -> Option<(Vec<Bound<'py, PyAny>>, Vec<Flow>, Option<FlowsOut>)> {
         let ex = self.exporter(exporter);
         let mut sink = DictSink {
             py,
@@ -494,6 +566,7 @@ impl NetflowBatchDecoder {
             event,
             received: now,
             out: Vec::new(),
+            flows: records.then(FlowsOut::default),
             cols: Vec::new(),
             error: None,
         };
@@ -513,8 +586,7 @@ impl NetflowBatchDecoder {
         if sink.error.is_some() {
             return None;
         }
-        let cols = sink.cols;
-        PyList::new(py, sink.out).ok().map(|l| (l, cols))
+        Some((sink.out, sink.cols, sink.flows))
     }
 
     #[allow(clippy::type_complexity)]
@@ -651,6 +723,60 @@ impl NetflowBatchDecoder {
             listener,
         };
         self.batch(py, &batch, Some(&maker))
+    }
+
+    /// [`Self::decode_events`] with each datagram's flows kept as native records
+    /// (`FlowEvents`): a flow's event is made when Python asks for it, and the native
+    /// stages read the records in place.
+    #[allow(clippy::type_complexity)]
+    fn decode_flows<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
+        event_class: Bound<'py, PyAny>,
+        listener: Bound<'py, PyAny>,
+    ) -> PyResult<(Vec<Option<(FlowEvents, FlowColumns)>>, CountRows)> {
+        let maker = EventMaker {
+            class: event_class,
+            module: PyString::intern(py, "netflow"),
+            raw: PyBytes::new(py, b""),
+            listener,
+        };
+        let owned = Arc::new(Maker {
+            class: maker.class.clone().unbind(),
+            module: maker.module.clone().unbind(),
+            raw: maker.raw.clone().unbind(),
+            listener: maker.listener.clone().unbind(),
+        });
+        let mut out = Vec::with_capacity(batch.len());
+        for (data, exporter, port, now) in &batch {
+            let got = self.sink(
+                py,
+                data.as_bytes(),
+                exporter.to_str()?,
+                *port,
+                *now,
+                Some(&maker),
+                true,
+            );
+            let got = match got {
+                Some((_, cols, Some(f))) => Some((
+                    FlowEvents::of_chunk(Chunk::new(
+                        owned.clone(),
+                        now.into_bound_py_any(py)?.unbind(),
+                        f.shapes,
+                        f.records,
+                        f.premade,
+                    )),
+                    FlowColumns {
+                        flows: std::sync::Mutex::new(cols),
+                    },
+                )),
+                _ => None,
+            };
+            out.push(got);
+        }
+        Ok((out, self.counts()))
     }
 
     /// Templates past their lifetime, idle exporters, stale held data: (expired, counts).

@@ -27,11 +27,12 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
+use crate::python_flowevents::{EventAt, EventFields, EventsIn};
 use crate::python_windows::{caught, caught_as, CorrelationWindows};
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
@@ -117,7 +118,6 @@ pub struct DetectionFeeds {
     sample_chars: usize,
     /// Matching events observed here (fed or late), since built.
     observed: u64,
-    a_fields: Py<PyString>,
     a_timestamp: Py<PyString>,
     a_raw: Py<PyString>,
     a_id: Py<PyString>,
@@ -131,11 +131,11 @@ impl DetectionFeeds {
     fn entry<'py>(
         &self,
         py: Python<'py>,
-        ev: &Bound<'py, PyAny>,
-        fields: &Bound<'py, PyDict>,
+        ev: &EventAt<'_, 'py>,
+        fields: &EventFields<'_, 'py>,
         ts: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyAny>> {
-        let raw = ev.getattr(self.a_raw.bind(py)).ok()?;
+        let raw = ev.attr(py, self.a_raw.bind(py)).ok()?;
         if !raw.is_exact_instance_of::<PyBytes>() {
             return None;
         }
@@ -151,7 +151,7 @@ impl DetectionFeeds {
         } else {
             raw.clone()
         };
-        let id = ev.getattr(self.a_id.bind(py)).ok()?;
+        let id = ev.attr(py, self.a_id.bind(py)).ok()?;
         let ids = if id.is_none() {
             PyTuple::empty(py)
         } else {
@@ -207,7 +207,6 @@ impl DetectionFeeds {
             lateness_obj: lateness.clone().unbind(),
             sample_chars,
             observed: 0,
-            a_fields: name("fields"),
             a_timestamp: name("timestamp"),
             a_raw: name("raw"),
             a_id: name("id"),
@@ -230,7 +229,7 @@ impl DetectionFeeds {
     fn run<'py>(
         &mut self,
         py: Python<'py>,
-        events: &Bound<'py, PyList>,
+        events: &Bound<'py, PyAny>,
         groups: &Bound<'py, PyList>,
         start: usize,
         now: &Bound<'py, PyAny>,
@@ -251,13 +250,14 @@ impl DetectionFeeds {
     fn run_inner<'py>(
         &mut self,
         py: Python<'py>,
-        events: &Bound<'py, PyList>,
+        events: &Bound<'py, PyAny>,
         groups: &Bound<'py, PyList>,
         start: usize,
         now: &Bound<'py, PyAny>,
         newest_in: &Bound<'py, PyAny>,
         watermark_in: &Bound<'py, PyAny>,
     ) -> PyResult<RunOut<'py>> {
+        let events = EventsIn::of(events)?;
         let mut newest: f64 = newest_in.extract()?;
         let mut watermark: f64 = watermark_in.extract()?;
         // the event time object that became the newest (None: unchanged)
@@ -274,7 +274,6 @@ impl DetectionFeeds {
         let mut decisions: Vec<Decision> = Vec::new();
         let mut stop = n;
         let mut decided: Vec<Decision> = Vec::new();
-        let a_fields = self.a_fields.bind(py);
         let a_timestamp = self.a_timestamp.bind(py);
         let now_f: f64 = now.extract()?;
         // the reference's `now + allowed_lateness`, the object it clamps a time to
@@ -282,12 +281,8 @@ impl DetectionFeeds {
         let limit: f64 = limit_obj.extract()?;
         let mut i = start;
         while i < n {
-            let ev = events.get_item(i)?;
-            let Ok(fields) = ev.getattr(a_fields) else {
-                stop = i;
-                break;
-            };
-            let Ok(fields) = fields.cast_into::<PyDict>() else {
+            let ev = events.at(i)?;
+            let Some(fields) = ev.fields(py) else {
                 stop = i;
                 break;
             };
@@ -307,7 +302,7 @@ impl DetectionFeeds {
                 decided = std::mem::take(&mut decisions);
                 break;
             }
-            let Ok(t) = ev.getattr(a_timestamp) else {
+            let Ok(t) = ev.attr(py, a_timestamp) else {
                 stop = i;
                 decided = std::mem::take(&mut decisions);
                 break;
@@ -356,11 +351,14 @@ impl DetectionFeeds {
                 det_hits[r] += 1;
                 let step = match self.plans.get(r) {
                     Some(Some(Plan::Absence(a))) => {
-                        let got = a.bind(py).try_borrow_mut()?.seen(py, &fields, now, &ts_obj);
+                        let got = a
+                            .bind(py)
+                            .try_borrow_mut()?
+                            .seen_in(py, &fields, now, &ts_obj);
                         Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
                     Some(Some(Plan::Baseline(b))) => {
-                        let got = b.bind(py).try_borrow_mut()?.add(py, &fields, ts);
+                        let got = b.bind(py).try_borrow_mut()?.add_in(py, &fields, ts);
                         Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
                     Some(Some(Plan::Windows(rid, members, ends))) => {

@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::python::PANICS;
+use crate::python_flowevents::EventFields;
 use crate::windows::{Entry, Kind, Op, Spec, Window, Windows};
 
 create_exception!(
@@ -351,7 +352,7 @@ impl CorrelationWindows {
         py: Python<'py>,
         rule_id: &str,
         entry: &Bound<'py, PyAny>,
-        fields: &Bound<'py, PyDict>,
+        fields: &EventFields<'_, 'py>,
     ) -> PyResult<FiredOut<'py>> {
         if std::mem::take(&mut self.panic_next) {
             panic!("injected by a test");
@@ -364,7 +365,7 @@ impl CorrelationWindows {
         for f in gf {
             values.push(
                 fields
-                    .get_item(f.bind(py))?
+                    .item(f.bind(py))?
                     .unwrap_or_else(|| py.None().into_bound(py)),
             );
         }
@@ -410,10 +411,10 @@ impl CorrelationWindows {
     fn value<'py>(
         &self,
         py: Python<'py>,
-        fields: &Bound<'py, PyDict>,
+        fields: &EventFields<'_, 'py>,
     ) -> PyResult<Option<(Part, Bound<'py, PyAny>)>> {
         if let [f] = self.value_fields.as_slice() {
-            let Some(v) = fields.get_item(f.bind(py))? else {
+            let Some(v) = fields.item(f.bind(py))? else {
                 return Ok(None);
             };
             if v.is_none() {
@@ -424,7 +425,7 @@ impl CorrelationWindows {
         }
         let mut shown = Vec::with_capacity(self.value_fields.len());
         for f in &self.value_fields {
-            match fields.get_item(f.bind(py))? {
+            match fields.item(f.bind(py))? {
                 Some(v) if !v.is_none() => shown.push(value_of(v)?),
                 _ => return Ok(None),
             }
@@ -629,7 +630,8 @@ impl CorrelationWindows {
         entry: &Bound<'py, PyAny>,
         fields: &Bound<'py, PyDict>,
     ) -> PyResult<FiredOut<'py>> {
-        caught(|| self.add_inner(py, rule_id, entry, fields))
+        let fields = EventFields::Dict(fields.clone());
+        caught(|| self.add_inner(py, rule_id, entry, &fields))
     }
 
     /// Drop groups with nothing newer than the window ending at `watermark`; how many.
@@ -715,6 +717,7 @@ impl WindowsBatch {
         entry: &Bound<'py, PyAny>,
         fields: &Bound<'py, PyDict>,
     ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let fields = &EventFields::Dict(fields.clone());
         let mut out: Option<Bound<'py, PyList>> = None;
         for (i, m) in self.members.iter().enumerate() {
             let got = {

@@ -89,6 +89,14 @@ class NativeNetflowDecoder:
         self._apply(rows)
         return out  # type: ignore[no-any-return]
 
+    def decode_flows(self, batch: list[Datagram], listener: str) -> list[tuple[Any, Any] | None]:
+        """:meth:`decode_events` with each datagram's flows kept native (a ``FlowEvents``: a
+        sequence of the same events, each made only when Python reads it; the native stages
+        read the flows in place)."""
+        out, rows = self._native.decode_flows(batch, Event, listener)
+        self._apply(rows)
+        return out  # type: ignore[no-any-return]
+
     # ---------------------------------------------------------------------- the state
 
     @property

@@ -1,0 +1,468 @@
+//! `FlowEvents`: a batch of decoded flows held as native records, with each flow's Python
+//! `Event` (and its fields dict) made only when Python asks for that flow.
+//!
+//! The flow path's native stages (baselines, candidate groups, `DetectionFeeds` with the
+//! windows and groups they feed) read a record's values in place through [`EventFields`],
+//! the same accessor they use on an event's dict, so a flow that only feeds native state
+//! costs no dict, no `Event` and no deallocation of either. Everything else sees a sequence
+//! of `Event`s: indexing makes that flow's event (once; the same object afterwards, so what
+//! a stage adds to its fields is what the next stage reads: a native reader takes a made
+//! event's dict, never the record, from then on), iterating makes them all, and a slice is a
+//! `FlowEvents` over the same records and made events.
+//!
+//! A record keeps its own values in its shape's key order; the shape holds the exporter's
+//! values every flow of the datagram shares and the prototype dict the event's fields are
+//! copied from, so a made event's dict is the decoder's (`decode_events`) key for key.
+
+use std::sync::{Arc, OnceLock};
+
+use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
+use pyo3::IntoPyObjectExt;
+
+/// What makes a flow's `Event`: `class(ts, created, module, fields, raw, None, None,
+/// listener)`, as `decode_events` makes it.
+pub(crate) struct Maker {
+    pub(crate) class: Py<PyAny>,
+    pub(crate) module: Py<PyString>,
+    pub(crate) raw: Py<PyBytes>,
+    pub(crate) listener: Py<PyAny>,
+}
+
+/// The keys of the records of one shape (a template's fields and the optional keys a record
+/// has), with the exporter's pairs every flow of the datagram ends with.
+pub(crate) struct Shape {
+    /// A record's own keys, in the order its values are kept (the reference's insert order).
+    pub(crate) keys: Vec<Py<PyString>>,
+    /// The exporter's keys and values, after the record's own (none of them a record key).
+    pub(crate) common: Vec<(Py<PyString>, Py<PyAny>)>,
+    /// The own keys (set to None) then the exporter's pairs: a made event's fields start
+    /// as a copy of it.
+    pub(crate) proto: Py<PyDict>,
+    /// Open addressing on each key's hash: (hash, index among own then exporter's keys),
+    /// `u32::MAX` for an empty slot; at most half full.
+    table: Vec<(isize, u32)>,
+}
+
+impl Shape {
+    pub(crate) fn new(
+        keys: Vec<Py<PyString>>,
+        common: Vec<(Py<PyString>, Py<PyAny>)>,
+        proto: Py<PyDict>,
+        py: Python<'_>,
+    ) -> PyResult<Self> {
+        let n = keys.len() + common.len();
+        let size = (2 * n).next_power_of_two().max(8);
+        let mut table = vec![(0isize, u32::MAX); size];
+        for (i, k) in keys.iter().chain(common.iter().map(|(k, _)| k)).enumerate() {
+            let h = k.bind(py).hash()?;
+            let mut at = (h as usize) & (size - 1);
+            while table[at].1 != u32::MAX {
+                at = (at + 1) & (size - 1);
+            }
+            table[at] = (h, i as u32);
+        }
+        Ok(Shape {
+            keys,
+            common,
+            proto,
+            table,
+        })
+    }
+
+    fn key(&self, i: usize) -> &Py<PyString> {
+        match self.keys.get(i) {
+            Some(k) => k,
+            None => &self.common[i - self.keys.len()].0,
+        }
+    }
+
+    /// A key's value in a record of this shape (own keys, then the exporter's), found by
+    /// the key's hash in the shape's table; the key itself is the very same object
+    /// (interned) or, rarely, an equal text.
+    fn find<'a>(
+        &'a self,
+        values: &'a [Py<PyAny>],
+        key: &Bound<'_, PyString>,
+    ) -> Option<&'a Py<PyAny>> {
+        let h = key.hash().ok()?;
+        let mask = self.table.len() - 1;
+        let mut at = (h as usize) & mask;
+        loop {
+            let (kh, i) = self.table[at];
+            if i == u32::MAX {
+                return None;
+            }
+            let i = i as usize;
+            if kh == h {
+                let k = self.key(i);
+                if k.as_ptr() == key.as_ptr()
+                    || key.to_str().ok()? == k.bind(key.py()).to_str().ok()?
+                {
+                    return match values.get(i) {
+                        Some(v) if i < self.keys.len() => Some(v),
+                        _ => self.common.get(i - self.keys.len()).map(|(_, v)| v),
+                    };
+                }
+            }
+            at = (at + 1) & mask;
+        }
+    }
+}
+
+/// One flow: its event time, its shape and its own values.
+pub(crate) struct FlowRecord {
+    pub(crate) ts: Py<PyAny>,
+    pub(crate) shape: usize,
+    pub(crate) values: Box<[Py<PyAny>]>,
+}
+
+/// One datagram's flows.
+pub(crate) struct Chunk {
+    maker: Arc<Maker>,
+    /// When the datagram was received (each event's `created`).
+    created: Py<PyAny>,
+    shapes: Vec<Shape>,
+    records: Vec<FlowRecord>,
+    /// Each flow's event once made (set once; a flow the decoder made an event for at
+    /// once has it from the start).
+    made: Box<[OnceLock<Py<PyAny>>]>,
+}
+
+impl Chunk {
+    /// `premade`: (record index, its event) for flows whose event the decoder made itself.
+    pub(crate) fn new(
+        maker: Arc<Maker>,
+        created: Py<PyAny>,
+        shapes: Vec<Shape>,
+        records: Vec<FlowRecord>,
+        premade: Vec<(usize, Py<PyAny>)>,
+    ) -> Self {
+        let made: Box<[OnceLock<Py<PyAny>>]> = records.iter().map(|_| OnceLock::new()).collect();
+        for (i, ev) in premade {
+            if let Some(slot) = made.get(i) {
+                let _ = slot.set(ev);
+            }
+        }
+        Chunk {
+            maker,
+            created,
+            shapes,
+            records,
+            made,
+        }
+    }
+
+    /// Flow `i`'s event, made now if it was not.
+    fn event<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        let slot = &self.made[i];
+        if let Some(ev) = slot.get() {
+            return Ok(ev.bind(py).clone());
+        }
+        let rec = &self.records[i];
+        let shape = &self.shapes[rec.shape];
+        let d = shape.proto.bind(py).copy()?;
+        for (k, v) in shape.keys.iter().zip(rec.values.iter()) {
+            d.set_item(k, v)?;
+        }
+        let m = &self.maker;
+        let ev = m.class.bind(py).call1((
+            rec.ts.bind(py),
+            self.created.bind(py),
+            m.module.bind(py),
+            d,
+            m.raw.bind(py),
+            py.None(),
+            py.None(),
+            m.listener.bind(py),
+        ))?;
+        // Another thread may have made it meanwhile (Python ran in `call1`): theirs stands.
+        let _ = slot.set(ev.clone().unbind());
+        Ok(slot.get().map_or(ev, |e| e.bind(py).clone()))
+    }
+}
+
+/// A run of one chunk's flows.
+#[derive(Clone)]
+struct Segment {
+    chunk: Arc<Chunk>,
+    start: usize,
+    end: usize,
+}
+
+/// Flows decoded natively, each made a Python `Event` only when asked for (module doc).
+#[pyclass(frozen, sequence, module = "appliance._dataplane")]
+pub struct FlowEvents {
+    segments: Vec<Segment>,
+    /// Each segment's end in this sequence's positions.
+    ends: Vec<usize>,
+}
+
+impl FlowEvents {
+    pub(crate) fn of_chunk(chunk: Chunk) -> Self {
+        let n = chunk.records.len();
+        Self::from_segments(vec![Segment {
+            chunk: Arc::new(chunk),
+            start: 0,
+            end: n,
+        }])
+    }
+
+    fn from_segments(segments: Vec<Segment>) -> Self {
+        let mut ends = Vec::with_capacity(segments.len());
+        let mut at = 0;
+        for s in &segments {
+            at += s.end - s.start;
+            ends.push(at);
+        }
+        FlowEvents { segments, ends }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.ends.last().copied().unwrap_or(0)
+    }
+
+    /// Flow `i` of this sequence: its chunk and index there.
+    fn locate(&self, i: usize) -> Option<(&Chunk, usize)> {
+        let s = self.ends.partition_point(|&e| e <= i);
+        let seg = self.segments.get(s)?;
+        let before = if s == 0 { 0 } else { self.ends[s - 1] };
+        Some((&seg.chunk, seg.start + (i - before)))
+    }
+
+    /// Flow `i` as a native reader takes it: its made event, else its record.
+    pub(crate) fn at<'a, 'py>(&'a self, py: Python<'py>, i: usize) -> Option<EventAt<'a, 'py>> {
+        let (chunk, j) = self.locate(i)?;
+        Some(match chunk.made[j].get() {
+            Some(ev) => EventAt::Obj(ev.bind(py).clone()),
+            None => EventAt::Flow(chunk, j),
+        })
+    }
+
+    fn event<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        match self.locate(i) {
+            Some((chunk, j)) => chunk.event(py, j),
+            None => Err(PyIndexError::new_err("FlowEvents index out of range")),
+        }
+    }
+
+    /// Positions `start..end` (within bounds) as a sequence over the same flows.
+    fn range(&self, start: usize, end: usize) -> FlowEvents {
+        let mut out = Vec::new();
+        let mut before = 0;
+        for (seg, &e) in self.segments.iter().zip(&self.ends) {
+            let (lo, hi) = (start.max(before), end.min(e));
+            if lo < hi {
+                out.push(Segment {
+                    chunk: seg.chunk.clone(),
+                    start: seg.start + (lo - before),
+                    end: seg.start + (hi - before),
+                });
+            }
+            before = e;
+        }
+        FlowEvents::from_segments(out)
+    }
+
+    fn all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for i in 0..self.len() {
+            out.append(self.event(py, i)?)?;
+        }
+        Ok(out)
+    }
+}
+
+#[pymethods]
+impl FlowEvents {
+    fn __len__(&self) -> usize {
+        self.len()
+    }
+
+    /// An index makes that flow's event (once); a slice with step 1 is a `FlowEvents` over
+    /// the same flows, any other a list of their events.
+    fn __getitem__<'py>(
+        &self,
+        py: Python<'py>,
+        index: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let n = self.len();
+        if let Ok(slice) = index.cast::<PySlice>() {
+            let ix = slice.indices(isize::try_from(n).unwrap_or(isize::MAX))?;
+            if ix.step == 1 {
+                let (lo, hi) = (ix.start.max(0) as usize, ix.stop.max(0) as usize);
+                return self.range(lo, hi.max(lo)).into_bound_py_any(py);
+            }
+            let out = PyList::empty(py);
+            let mut i = ix.start;
+            for _ in 0..ix.slicelength {
+                out.append(self.event(py, i as usize)?)?;
+                i += ix.step;
+            }
+            return Ok(out.into_any());
+        }
+        let Ok(i) = index.extract::<isize>() else {
+            return Err(PyTypeError::new_err(
+                "FlowEvents indices are integers or slices",
+            ));
+        };
+        let i = if i < 0 { i + n as isize } else { i };
+        if i < 0 || i as usize >= n {
+            return Err(PyIndexError::new_err("FlowEvents index out of range"));
+        }
+        self.event(py, i as usize)
+    }
+
+    /// Iterating makes every flow's event.
+    fn __iter__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.all(py)?.try_iter()?.into_any())
+    }
+
+    /// The flows of several sequences, in order, as one (no flow copied).
+    #[staticmethod]
+    fn join(parts: Vec<Bound<'_, FlowEvents>>) -> FlowEvents {
+        let segments = parts
+            .iter()
+            .flat_map(|p| p.get().segments.iter().cloned())
+            .collect();
+        FlowEvents::from_segments(segments)
+    }
+
+    /// How many of these flows have had their event made.
+    #[getter]
+    fn made(&self) -> usize {
+        (0..self.len())
+            .filter(|&i| {
+                self.locate(i)
+                    .is_some_and(|(c, j)| c.made[j].get().is_some())
+            })
+            .count()
+    }
+}
+
+/// An event as a native reader takes it: the Python object, or a flow not made one.
+pub(crate) enum EventAt<'a, 'py> {
+    Obj(Bound<'py, PyAny>),
+    Flow(&'a Chunk, usize),
+}
+
+impl<'a, 'py> EventAt<'a, 'py> {
+    /// Its fields: the event's dict (None: `fields` missing or not a dict), or the record.
+    pub(crate) fn fields(&self, py: Python<'py>) -> Option<EventFields<'a, 'py>> {
+        match self {
+            EventAt::Obj(ev) => ev
+                .getattr(pyo3::intern!(py, "fields"))
+                .ok()?
+                .cast_into::<PyDict>()
+                .ok()
+                .map(EventFields::Dict),
+            EventAt::Flow(c, j) => {
+                let rec = &c.records[*j];
+                Some(EventFields::Flow(py, &c.shapes[rec.shape], &rec.values))
+            }
+        }
+    }
+
+    /// Its fields when they are exactly a dict (or the record); None when not.
+    pub(crate) fn exact_fields(&self, py: Python<'py>) -> PyResult<Option<EventFields<'a, 'py>>> {
+        if let EventAt::Obj(ev) = self {
+            let f = ev.getattr(pyo3::intern!(py, "fields"))?;
+            return Ok(f.cast_into_exact::<PyDict>().ok().map(EventFields::Dict));
+        }
+        Ok(self.fields(py))
+    }
+
+    /// One of the event's attributes (a flow's: `timestamp`, `module`, `listener`, `raw`,
+    /// `id`, `created`).
+    pub(crate) fn attr(
+        &self,
+        py: Python<'py>,
+        name: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            EventAt::Obj(ev) => ev.getattr(name),
+            EventAt::Flow(c, j) => {
+                let m = &c.maker;
+                match name.to_str()? {
+                    "timestamp" => Ok(c.records[*j].ts.bind(py).clone()),
+                    "module" => Ok(m.module.bind(py).clone().into_any()),
+                    "listener" => Ok(m.listener.bind(py).clone()),
+                    "raw" => Ok(m.raw.bind(py).clone().into_any()),
+                    "created" => Ok(c.created.bind(py).clone()),
+                    "id" => Ok(py.None().into_bound(py)),
+                    _ => c.event(py, *j)?.getattr(name),
+                }
+            }
+        }
+    }
+}
+
+/// An event's fields as the native readers look them up: its dict, or a flow's record.
+pub(crate) enum EventFields<'a, 'py> {
+    Dict(Bound<'py, PyDict>),
+    Flow(Python<'py>, &'a Shape, &'a [Py<PyAny>]),
+}
+
+impl<'py> EventFields<'_, 'py> {
+    /// `fields.get(key)`.
+    pub(crate) fn item(&self, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        match self {
+            EventFields::Dict(d) => d.get_item(key),
+            EventFields::Flow(py, shape, values) => {
+                Ok(shape.find(values, key).map(|v| v.bind(*py).clone()))
+            }
+        }
+    }
+
+    pub(crate) fn contains(&self, key: &Bound<'py, PyString>) -> PyResult<bool> {
+        Ok(self.item(key)?.is_some())
+    }
+
+    pub(crate) fn py(&self) -> Python<'py> {
+        match self {
+            EventFields::Dict(d) => d.py(),
+            EventFields::Flow(py, ..) => *py,
+        }
+    }
+}
+
+/// The events a native reader is handed: a list of `Event`s, or a `FlowEvents`.
+pub(crate) enum EventsIn<'py> {
+    List(Bound<'py, PyList>),
+    Flows(Bound<'py, FlowEvents>),
+}
+
+impl<'py> EventsIn<'py> {
+    pub(crate) fn of(events: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(f) = events.cast::<FlowEvents>() {
+            return Ok(EventsIn::Flows(f.clone()));
+        }
+        Ok(EventsIn::List(events.cast::<PyList>()?.clone()))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            EventsIn::List(l) => l.len(),
+            EventsIn::Flows(f) => f.get().len(),
+        }
+    }
+
+    pub(crate) fn at(&self, i: usize) -> PyResult<EventAt<'_, 'py>> {
+        match self {
+            EventsIn::List(l) => Ok(EventAt::Obj(l.get_item(i)?)),
+            EventsIn::Flows(f) => f
+                .get()
+                .at(f.py(), i)
+                .ok_or_else(|| PyIndexError::new_err("FlowEvents index out of range")),
+        }
+    }
+
+    /// Event `i` as Python sees it (a flow's made now).
+    pub(crate) fn object(&self, i: usize) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            EventsIn::List(l) => l.get_item(i),
+            EventsIn::Flows(f) => f.get().event(f.py(), i),
+        }
+    }
+}

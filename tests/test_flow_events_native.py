@@ -1,0 +1,228 @@
+"""Flows kept native (``FlowEvents``, from ``decode_flows``) against the events the listener's
+decoder makes at once (``decode_events``): the same events when Python reads them, made once
+and kept (what a stage adds to one is what the next reads), a sequence that slices and joins
+like the list it stands for; and the native stages (the baselines loop, the correlation
+engine's candidate groups and ``DetectionFeeds``) reading the flows in place give the
+reference's alerts, state and stamps while making no event for a flow nobody in Python
+reads."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from appliance import dataplane
+from appliance.analysis.baselines import BaselineStage
+from appliance.config import AnalysisSection
+from appliance.correlate import Limits
+from appliance.correlate.component import YIELD_EVERY
+from appliance.event import Event
+from appliance.flows.path import joined
+from appliance.protocols.netflow import template
+from appliance.protocols.netflow.native import NativeNetflowDecoder
+from tests.test_baselines_native import seen, state
+from tests.test_correlation_windows_equivalence import Pair
+from tests.test_flow_rules_native import T0, Traffic, flow_rules, v9
+
+pytestmark = pytest.mark.skipif(
+    dataplane.native is None,
+    reason="native data plane not loaded (not built, or APPLIANCE_NATIVE=0)",
+)
+
+EXPORTER = ("192.0.2.1", 2055)
+
+
+def traffic(seed: int, n: int) -> list[bytes]:
+    t = Traffic(seed)
+    return [t.datagram(i == 0) for i in range(n)]
+
+
+def full(n: int) -> list[bytes]:
+    """``n`` datagrams of 20 flows each (a template in the first)."""
+    return [
+        v9([(f"10.0.0.{k % 7 + 1}", f"10.0.1.{k + 1}", 22 + k, 100 * k, 0) for k in range(20)],
+           int(T0), 10_000 + i, i, i == 0)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def both(
+    datagrams: list[bytes], dec: NativeNetflowDecoder | None = None
+) -> tuple[list[list[Event]], list[Any]]:
+    """Each datagram's flows as ``decode_events`` makes them and as ``decode_flows`` keeps
+    them (two decoders with the same state), in slices of 64 as the listener calls."""
+    made, kept = NativeNetflowDecoder(), dec or NativeNetflowDecoder()
+    events: list[list[Event]] = []
+    flows: list[Any] = []
+    now = T0
+    for i in range(0, len(datagrams), 64):
+        todo = [(d, *EXPORTER, now) for d in datagrams[i : i + 64]]
+        a, b = made.decode_events(todo, "nf"), kept.decode_flows(todo, "nf")
+        for x, y in zip(a, b, strict=True):
+            assert (x is None) == (y is None)
+            if x is not None and x[0]:
+                events.append(x[0])
+                flows.append(y[0])
+        now += 1.0
+    return events, flows
+
+
+def form(e: Event) -> tuple[Any, ...]:
+    """An event as what it holds, field order and value types included."""
+    fields = [(k, type(v).__name__, v) for k, v in e.fields.items()]
+    return (e.timestamp, e.created, e.module, e.raw, e.id, e.listener, fields)
+
+
+def test_a_flows_event_is_the_one_decode_events_makes() -> None:
+    events, flows = both(traffic(1, 40))
+    assert sum(map(len, events)) > 300
+    for evs, fe in zip(events, flows, strict=True):
+        assert fe.made == 0
+        assert len(fe) == len(evs)
+        assert [form(fe[i]) for i in range(len(fe))] == [form(e) for e in evs]
+        assert fe.made == len(fe)
+
+
+def test_a_flows_event_is_made_once_and_kept() -> None:
+    _, flows = both(full(2))
+    fe = flows[0]
+    first = fe[3]
+    first.fields["baseline.rarity"] = 0.5  # what a stage adds
+    assert fe[3] is first and fe[3].fields["baseline.rarity"] == 0.5
+    assert fe[3:5][0] is first and fe[-len(fe) + 3] is first
+    assert fe.made == 1
+
+
+def test_slices_negative_indices_and_iteration_are_a_lists() -> None:
+    _, flows = both(full(2))
+    fe = flows[0]
+    assert len(fe) >= 10
+    as_list = [fe[i] for i in range(len(fe))]
+    for s in [slice(None), slice(2, 7), slice(-4, None), slice(5, 2), slice(1, None, 3),
+              slice(None, None, -1), slice(-100, 100)]:  # fmt: skip
+        part = fe[s]
+        assert [id(e) for e in part] == [id(e) for e in as_list[s]]
+        assert len(part) == len(as_list[s])
+    assert [id(e) for e in fe] == [id(e) for e in as_list]
+    assert fe[-1] is as_list[-1]
+    with pytest.raises(IndexError):
+        fe[len(fe)]
+    with pytest.raises(TypeError):
+        fe["0"]
+
+
+def test_joined_flows_are_the_parts_in_order_and_share_their_events() -> None:
+    events, flows = both(full(3))
+    first = flows[1][0]
+    one = joined(flows)
+    assert type(one) is type(flows[0])
+    assert len(one) == sum(map(len, flows))
+    assert one[len(flows[0])] is first
+    assert [form(e) for e in one] == [form(e) for evs in events for e in evs]
+    # a list among the parts: the batch is a list of the events (the native ones made now)
+    mixed = joined([flows[0], events[1]])
+    assert type(mixed) is list and mixed[0] is flows[0][0] and mixed[-1] is events[1][-1]
+
+
+def test_flows_whose_key_is_also_an_exporters_are_made_at_once() -> None:
+    """A template field named as one of the exporter's keys: the record's dict is built as
+    the reference builds it (the exporter's value wins), so its event is made in the call."""
+
+    def plan(fields: list[tuple[int, int, int]], scope: int) -> Any:
+        codes, direct, slots, kind = template.native_plan(fields, scope)
+        direct = [("observer.ip" if n == "destination.ip" else n, i) for n, i in direct]
+        return codes, direct, slots, kind
+
+    dec = NativeNetflowDecoder()
+    renamed = NativeNetflowDecoder()
+    for d in (dec, renamed):
+        assert dataplane.native is not None
+        lim = d.limits
+        d._native = dataplane.native.NetflowBatchDecoder(
+            (lim.max_exporters, lim.max_domains_per_exporter, lim.max_templates_per_exporter,
+             lim.max_templates, lim.max_fields_per_template, lim.max_field_length,
+             lim.template_lifetime, lim.pending_max_sets, lim.pending_max_age,
+             lim.compiles_per_second),
+            [], plan, template.TRANSPORT,
+        )  # fmt: skip
+    todo = [(d, *EXPORTER, T0) for d in full(3)]
+    events = [x[0] for x in dec.decode_events(todo, "nf") if x and x[0]]
+    flows = [x[0] for x in renamed.decode_flows(todo, "nf") if x and x[0]]
+    assert events and all(fe.made == len(fe) for fe in flows)
+    assert [form(e) for fe in flows for e in fe] == [form(e) for evs in events for e in evs]
+    assert all(e.fields["observer.ip"] == EXPORTER[0] for fe in flows for e in fe)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_engine_reading_flows_in_place_raises_the_reference_alerts(
+    tmp_path: Path, seed: int
+) -> None:
+    pair = Pair(flow_rules(tmp_path), Limits(max_groups=5 if seed % 2 else 10_000))
+    events, flows = both(traffic(seed, 300))
+    flat: list[Event] = [e for evs in events for e in evs]
+    batch = joined(flows)
+    n = len(batch)
+    assert n == len(flat) > 3000
+    for i in range(0, n, YIELD_EVERY):
+        pair.feed(flat[i : i + YIELD_EVERY], T0 + 5, batch[i : i + YIELD_EVERY])
+        if i % (YIELD_EVERY * 4) == 0:
+            pair.timer(T0 + 70 + i)
+    pair.check()
+    assert pair.alerts > 0
+    # Python read (and so made) only the flows the engine had to observe itself: the
+    # outbound ones (a Python window) and those of the fired windows' alerts.
+    assert pair.native.natively_observed > n // 2
+    assert batch.made < n // 2
+
+
+def test_the_baselines_loop_reading_flows_in_place_counts_as_the_reference() -> None:
+    """Flows carry no field a built-in term kind or the rarity reads (their rates only), so
+    the loop makes none of their events."""
+    cfg = AnalysisSection(new_term_learning=2.0, new_term_max_keys=5, new_term_max_values=6)
+    reference, native = BaselineStage(cfg), BaselineStage(cfg)
+    reference.native = None
+    assert native.native is not None
+    events, flows = both(traffic(9, 60))
+    declined = native.native.declined
+    for k, (evs, fe) in enumerate(zip(events, flows, strict=True)):
+        now = T0 + 600 * k
+        hour = int(now // 3600)
+        assert reference.observe_batch(evs, hour, now) == native.observe_batch(fe, hour, now)
+        assert fe.made == 0
+        assert seen(evs) == seen(list(fe))
+    assert state(reference) == state(native)
+    assert native.native.declined == declined
+
+
+def test_the_intel_prefilter_reads_flows_in_place() -> None:
+    """``intel_select`` picks the flows of a native batch it picks from their events (a
+    flow's addresses both known misses and no rare field: passed over), making none."""
+    assert dataplane.native is not None
+    events, flows = both(full(3))
+    flat = [e for evs in events for e in evs]
+    batch = joined(flows)
+    miss = {"10.0.0.1", "10.0.0.2", "10.0.1.3", "10.0.1.4", "10.0.1.5", None}
+    for rare in [(), ("url.domain",), ("netflow.exporter.port",)]:
+        args = (miss, "source.ip", "destination.ip", rare)
+        want = dataplane.native.intel_select(flat, *args)
+        assert dataplane.native.intel_select(batch, *args) == want
+        assert 0 < len(want) <= len(flat)
+    assert batch.made == 0
+
+
+def test_a_flow_batch_past_the_context_stage_is_left_unmade_unless_flows_are_enriched() -> None:
+    """The asset/vulnerability context stamps no flow unless ``enrich_flows``: a native batch
+    then goes through with no event made."""
+    from appliance.analysis.context import EnrichStage
+
+    class Component:
+        def __init__(self, enrich_flows: bool) -> None:
+            self.context = None
+            self.config = type("C", (), {"analysis": AnalysisSection(enrich_flows=enrich_flows)})
+
+    _, flows = both(full(1))
+    asyncio.run(EnrichStage(Component(False)).process(flows[0], T0))  # type: ignore[arg-type]
+    assert flows[0].made == 0
