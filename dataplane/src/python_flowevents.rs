@@ -38,8 +38,8 @@ pub(crate) struct Shape {
     /// The exporter's keys and values, after the record's own (none of them a record key).
     pub(crate) common: Vec<(Py<PyString>, Py<PyAny>)>,
     /// The own keys (set to None) then the exporter's pairs: a made event's fields start
-    /// as a copy of it.
-    pub(crate) proto: Py<PyDict>,
+    /// as a copy of it (made with the shape's first event: most shapes never make one).
+    proto: OnceLock<Py<PyDict>>,
     /// Open addressing on each key's hash: (hash, index among own then exporter's keys),
     /// `u32::MAX` for an empty slot; at most half full.
     table: Vec<(isize, u32)>,
@@ -49,7 +49,6 @@ impl Shape {
     pub(crate) fn new(
         keys: Vec<Py<PyString>>,
         common: Vec<(Py<PyString>, Py<PyAny>)>,
-        proto: Py<PyDict>,
         py: Python<'_>,
     ) -> PyResult<Self> {
         let n = keys.len() + common.len();
@@ -66,9 +65,26 @@ impl Shape {
         Ok(Shape {
             keys,
             common,
-            proto,
+            proto: OnceLock::new(),
             table,
         })
+    }
+
+    /// A copy of the prototype dict (made now if it was not).
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        if let Some(p) = self.proto.get() {
+            return p.bind(py).copy();
+        }
+        let p = PyDict::new(py);
+        for k in &self.keys {
+            p.set_item(k, py.None())?;
+        }
+        for (k, v) in &self.common {
+            p.set_item(k, v)?;
+        }
+        let copy = p.copy()?;
+        let _ = self.proto.set(p.unbind());
+        Ok(copy)
     }
 
     fn key(&self, i: usize) -> &Py<PyString> {
@@ -162,7 +178,7 @@ impl Chunk {
         }
         let rec = &self.records[i];
         let shape = &self.shapes[rec.shape];
-        let d = shape.proto.bind(py).copy()?;
+        let d = shape.fields(py)?;
         for (k, v) in shape.keys.iter().zip(rec.values.iter()) {
             d.set_item(k, v)?;
         }

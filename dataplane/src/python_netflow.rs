@@ -396,6 +396,8 @@ impl<'py> DictSink<'py, '_> {
                 pairs.push((key(&keys.flow.rate), r.into_bound_py_any(py)?));
             }
             let mut ts = now;
+            // the event time's float, when it is event.end's (one object for both)
+            let mut ts_obj: Option<Bound<'py, PyAny>> = None;
             if timed {
                 let b = match init_i {
                     Some(i) => Some(int(&rec[i]).unwrap_or(0) as f64 * 0.001),
@@ -414,29 +416,26 @@ impl<'py> DictSink<'py, '_> {
                         let v = int(&rec[i]).unwrap_or(0) as f64;
                         ts = b + v * rc.scale;
                         shape |= 16;
-                        pairs.push((key(&keys.flow.end), ts.into_bound_py_any(py)?));
+                        let end = ts.into_bound_py_any(py)?;
+                        ts_obj = Some(end.clone());
+                        pairs.push((key(&keys.flow.end), end));
                     }
                 }
             }
-            let ts = ts.into_bound_py_any(py)?;
+            let ts = match ts_obj {
+                Some(t) => t,
+                None => ts.into_bound_py_any(py)?,
+            };
             if let (Some(out), false) = (self.flows.as_mut(), shared) {
                 let at = match shape_at[shape] {
                     Some(at) => at,
                     None => {
-                        let proto = PyDict::new(py);
-                        for (k, _) in &pairs {
-                            proto.set_item(k, py.None())?;
-                        }
-                        for (k, v) in &common {
-                            proto.set_item(k, v)?;
-                        }
                         out.shapes.push(Shape::new(
                             pairs.iter().map(|(k, _)| k.clone().unbind()).collect(),
                             common
                                 .iter()
                                 .map(|(k, v)| (k.clone().unbind(), v.clone().unbind()))
                                 .collect(),
-                            proto.unbind(),
                             py,
                         )?);
                         *shape_at[shape].insert(out.shapes.len() - 1)
