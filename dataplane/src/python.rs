@@ -1614,6 +1614,13 @@ fn intel_select(
         }
     };
     let events = EventsIn::of(events).ok()?;
+    // a flow's record finds its keys by address: the keys as their interned objects
+    let interned = |k: &Bound<'_, PyString>| k.to_str().map(|t| PyString::intern(py, t));
+    let (first, second) = (&interned(first).ok()?, &interned(second).ok()?);
+    let rare: Vec<_> = rare
+        .iter()
+        .map(|k| k.cast::<PyString>().ok().and_then(|k| interned(k).ok()))
+        .collect();
     let passed_over = |i: usize| -> bool {
         let Ok(ev) = events.at(i) else {
             return false;
@@ -1627,8 +1634,8 @@ fn intel_select(
         known(a)
             && known(b)
             && rare.iter().all(|k| {
-                k.cast::<PyString>()
-                    .is_ok_and(|k| matches!(f.contains(k), Ok(false)))
+                k.as_ref()
+                    .is_some_and(|k| matches!(f.contains(k), Ok(false)))
             })
     };
     let picked = catch_unwind(AssertUnwindSafe(|| {

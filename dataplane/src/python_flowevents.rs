@@ -40,34 +40,37 @@ pub(crate) struct Shape {
     /// The own keys (set to None) then the exporter's pairs: a made event's fields start
     /// as a copy of it (made with the shape's first event: most shapes never make one).
     proto: OnceLock<Py<PyDict>>,
-    /// Open addressing on each key's hash: (hash, index among own then exporter's keys),
-    /// `u32::MAX` for an empty slot; at most half full.
-    table: Vec<(isize, u32)>,
+    /// Open addressing on each key object's address: (address, index among own then
+    /// exporter's keys), `u32::MAX` for an empty slot; at most half full. The decoder's keys
+    /// are interned, and so are every native reader's: one object per text, so a key's
+    /// address is the key.
+    by_address: Vec<(usize, u32)>,
+}
+
+/// A key object's slot in `by_address` (its address past the allocator's alignment).
+fn address_slot(p: usize, mask: usize) -> usize {
+    ((p >> 4) ^ (p >> 12)) & mask
 }
 
 impl Shape {
-    pub(crate) fn new(
-        keys: Vec<Py<PyString>>,
-        common: Vec<(Py<PyString>, Py<PyAny>)>,
-        py: Python<'_>,
-    ) -> PyResult<Self> {
+    pub(crate) fn new(keys: Vec<Py<PyString>>, common: Vec<(Py<PyString>, Py<PyAny>)>) -> Self {
         let n = keys.len() + common.len();
         let size = (2 * n).next_power_of_two().max(8);
-        let mut table = vec![(0isize, u32::MAX); size];
+        let mut by_address = vec![(0usize, u32::MAX); size];
         for (i, k) in keys.iter().chain(common.iter().map(|(k, _)| k)).enumerate() {
-            let h = k.bind(py).hash()?;
-            let mut at = (h as usize) & (size - 1);
-            while table[at].1 != u32::MAX {
+            let p = k.as_ptr() as usize;
+            let mut at = address_slot(p, size - 1);
+            while by_address[at].1 != u32::MAX {
                 at = (at + 1) & (size - 1);
             }
-            table[at] = (h, i as u32);
+            by_address[at] = (p, i as u32);
         }
-        Ok(Shape {
+        Shape {
             keys,
             common,
             proto: OnceLock::new(),
-            table,
-        })
+            by_address,
+        }
     }
 
     /// A copy of the prototype dict (made now if it was not).
@@ -87,40 +90,31 @@ impl Shape {
         Ok(copy)
     }
 
-    fn key(&self, i: usize) -> &Py<PyString> {
-        match self.keys.get(i) {
-            Some(k) => k,
-            None => &self.common[i - self.keys.len()].0,
-        }
-    }
-
-    /// A key's value in a record of this shape (own keys, then the exporter's), found by
-    /// the key's hash in the shape's table; the key itself is the very same object
-    /// (interned) or, rarely, an equal text.
+    /// A key's value in a record of this shape (own keys, then the exporter's); `key` is
+    /// interned (see `by_address`).
     fn find<'a>(
         &'a self,
         values: &'a [Py<PyAny>],
         key: &Bound<'_, PyString>,
     ) -> Option<&'a Py<PyAny>> {
-        let h = key.hash().ok()?;
-        let mask = self.table.len() - 1;
-        let mut at = (h as usize) & mask;
+        let i = self.position(key)?;
+        match values.get(i) {
+            Some(v) if i < self.keys.len() => Some(v),
+            _ => self.common.get(i - self.keys.len()).map(|(_, v)| v),
+        }
+    }
+
+    fn position(&self, key: &Bound<'_, PyString>) -> Option<usize> {
+        let mask = self.by_address.len() - 1;
+        let p = key.as_ptr() as usize;
+        let mut at = address_slot(p, mask);
         loop {
-            let (kh, i) = self.table[at];
+            let (kp, i) = self.by_address[at];
             if i == u32::MAX {
                 return None;
             }
-            let i = i as usize;
-            if kh == h {
-                let k = self.key(i);
-                if k.as_ptr() == key.as_ptr()
-                    || key.to_str().ok()? == k.bind(key.py()).to_str().ok()?
-                {
-                    return match values.get(i) {
-                        Some(v) if i < self.keys.len() => Some(v),
-                        _ => self.common.get(i - self.keys.len()).map(|(_, v)| v),
-                    };
-                }
+            if kp == p {
+                return Some(i as usize);
             }
             at = (at + 1) & mask;
         }
@@ -421,7 +415,8 @@ pub(crate) enum EventFields<'a, 'py> {
 }
 
 impl<'py> EventFields<'_, 'py> {
-    /// `fields.get(key)`.
+    /// `fields.get(key)`; `key` interned (`PyString::intern`), as every native reader's
+    /// keys are: a flow's record finds its keys by address.
     pub(crate) fn item(&self, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
         match self {
             EventFields::Dict(d) => d.get_item(key),

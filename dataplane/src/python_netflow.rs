@@ -436,8 +436,7 @@ impl<'py> DictSink<'py, '_> {
                                 .iter()
                                 .map(|(k, v)| (k.clone().unbind(), v.clone().unbind()))
                                 .collect(),
-                            py,
-                        )?);
+                        ));
                         *shape_at[shape].insert(out.shapes.len() - 1)
                     }
                 };
