@@ -96,6 +96,20 @@ def test_a_flows_event_is_made_once_and_kept() -> None:
     assert fe.made == 1
 
 
+def test_each_flows_event_has_lists_of_its_own() -> None:
+    """The records share their ``event.category`` and ``event.type`` lists; a stage that
+    changes one event's list changes no other flow's."""
+    events, flows = both(full(1))
+    fe = flows[0]
+    fe[0].fields["event.category"].append("intrusion_detection")
+    fe[1].fields["event.type"].clear()
+    assert fe[0].fields["event.category"] is not fe[2].fields["event.category"]
+    for i in range(2, len(fe)):
+        assert fe[i].fields["event.category"] == ["network"]
+        assert fe[i].fields["event.type"] == ["connection"]
+    assert form(fe[0]) != form(events[0][0])
+
+
 def test_slices_negative_indices_and_iteration_are_a_lists() -> None:
     _, flows = both(full(2))
     fe = flows[0]

@@ -12,7 +12,9 @@
 //!
 //! A record keeps its own values in its shape's key order; the shape holds the exporter's
 //! values every flow of the datagram shares and the prototype dict the event's fields are
-//! copied from, so a made event's dict is the decoder's (`decode_events`) key for key.
+//! copied from, so a made event's dict is the decoder's (`decode_events`) key for key. The
+//! records share their list values (`event.category`, `event.type`): a native reader never
+//! keeps or changes a value it reads, and a made event's fields get copies of the lists.
 
 use std::sync::{Arc, OnceLock};
 
@@ -174,7 +176,11 @@ impl Chunk {
         let shape = &self.shapes[rec.shape];
         let d = shape.fields(py)?;
         for (k, v) in shape.keys.iter().zip(rec.values.iter()) {
-            d.set_item(k, v)?;
+            match v.cast_bound::<PyList>(py) {
+                // the records share their lists (`event.category`...): each event its own
+                Ok(list) => d.set_item(k, PyList::new(py, list.iter())?)?,
+                Err(_) => d.set_item(k, v)?,
+            }
         }
         let m = &self.maker;
         let ev = m.class.bind(py).call1((

@@ -66,6 +66,11 @@ struct Keys {
     source_id: Py<PyString>,
     domain_id: Py<PyString>,
     port: Py<PyString>,
+    /// `["network"]` and `["connection"]`, one of each for every flow kept as a record (only
+    /// native readers see a record's values, and none keeps or changes a list; a flow's
+    /// event gets copies).
+    network: Py<PyList>,
+    connection: Py<PyList>,
 }
 
 /// What makes each flow an `Event` in the same call (the listener's path):
@@ -367,14 +372,18 @@ impl<'py> DictSink<'py, '_> {
                 flow.packets = u128::from(v).checked_mul(r).unwrap_or(0);
                 pairs.push((key(&keys.flow.packets), times(v, r)?));
             }
-            pairs.push((
-                key(&keys.flow.category),
-                PyList::new(py, [keys.flow.network.bind(py)])?.into_any(),
-            ));
-            pairs.push((
-                key(&keys.flow.kind),
-                PyList::new(py, [keys.flow.connection.bind(py)])?.into_any(),
-            ));
+            let (network, connection) = match (&self.flows, shared) {
+                (Some(_), false) => (
+                    keys.network.bind(py).clone(),
+                    keys.connection.bind(py).clone(),
+                ),
+                _ => (
+                    PyList::new(py, [keys.flow.network.bind(py)])?,
+                    PyList::new(py, [keys.flow.connection.bind(py)])?,
+                ),
+            };
+            pairs.push((key(&keys.flow.category), network.into_any()));
+            pairs.push((key(&keys.flow.kind), connection.into_any()));
             if let Some(i) = proto_i {
                 let proto = int(&rec[i]).unwrap_or(u64::MAX);
                 if proto < 256 {
@@ -672,6 +681,8 @@ impl NetflowBatchDecoder {
                 source_id: k("netflow.exporter.source_id"),
                 domain_id: k("netflow.exporter.observation_domain_id"),
                 port: k("netflow.exporter.port"),
+                network: PyList::new(py, [PyString::intern(py, "network")])?.unbind(),
+                connection: PyList::new(py, [PyString::intern(py, "connection")])?.unbind(),
             },
             iana,
             transport: transport_names,
