@@ -365,6 +365,7 @@ pub(crate) enum EventAt<'a, 'py> {
 
 impl<'a, 'py> EventAt<'a, 'py> {
     /// Its fields: the event's dict (None: `fields` missing or not a dict), or the record.
+    #[inline(always)]
     pub(crate) fn fields(&self, py: Python<'py>) -> Option<EventFields<'a, 'py>> {
         match self {
             EventAt::Obj(ev) => ev
@@ -391,6 +392,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
 
     /// One of the event's attributes (a flow's: `timestamp`, `module`, `listener`, `raw`,
     /// `id`, `created`).
+    #[inline(always)]
     pub(crate) fn attr(
         &self,
         py: Python<'py>,
@@ -423,6 +425,7 @@ pub(crate) enum EventFields<'a, 'py> {
 impl<'py> EventFields<'_, 'py> {
     /// `fields.get(key)`; `key` interned (`PyString::intern`), as every native reader's
     /// keys are: a flow's record finds its keys by address.
+    #[inline(always)]
     pub(crate) fn item(&self, key: &Bound<'py, PyString>) -> PyResult<Option<Bound<'py, PyAny>>> {
         match self {
             EventFields::Dict(d) => d.get_item(key),
@@ -432,10 +435,12 @@ impl<'py> EventFields<'_, 'py> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn contains(&self, key: &Bound<'py, PyString>) -> PyResult<bool> {
         Ok(self.item(key)?.is_some())
     }
 
+    #[inline(always)]
     pub(crate) fn py(&self) -> Python<'py> {
         match self {
             EventFields::Dict(d) => d.py(),
@@ -458,6 +463,7 @@ impl<'py> EventsIn<'py> {
         Ok(EventsIn::List(events.cast::<PyList>()?.clone()))
     }
 
+    #[inline(always)]
     pub(crate) fn len(&self) -> usize {
         match self {
             EventsIn::List(l) => l.len(),
@@ -465,6 +471,7 @@ impl<'py> EventsIn<'py> {
         }
     }
 
+    #[inline(always)]
     pub(crate) fn at(&self, i: usize) -> PyResult<EventAt<'_, 'py>> {
         match self {
             EventsIn::List(l) => Ok(EventAt::Obj(l.get_item(i)?)),
