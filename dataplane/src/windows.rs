@@ -302,6 +302,17 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         Some(self.remove(i))
     }
 
+    /// Empty, keeping what it allocated (a recycled group's values start in it).
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.indexed = false;
+        self.nodes.clear();
+        self.free.clear();
+        self.head = NIL;
+        self.tail = NIL;
+        self.len = 0;
+    }
+
     /// Slots in order, oldest first.
     pub fn slots(&self) -> Vec<usize> {
         let mut out = Vec::with_capacity(self.len);
@@ -406,6 +417,17 @@ pub enum Window<K, D, P> {
     Distinct(Lru<K, (D, Entry<P>)>),
     /// per step: (start time, the chain's entries), as `OrderedState.chains`
     Ordered(Vec<Option<Chain<P>>>),
+}
+
+impl<K: Hash + Eq, D, P> Window<K, D, P> {
+    /// Empty, as `Windows::empty_window` makes it, keeping what it allocated.
+    pub fn clear(&mut self) {
+        match self {
+            Window::Count(t) => t.clear(),
+            Window::Distinct(vals) => vals.clear(),
+            Window::Ordered(chains) => chains.iter_mut().for_each(|c| *c = None),
+        }
+    }
 }
 
 /// A partial sequence: when it started and its entries (at most `CHAIN_ENTRIES`).
@@ -533,10 +555,22 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
                 i
             }
             Err(at) => {
-                if self.groups.len() >= self.spec.max_groups && self.groups.pop_front().is_some() {
-                    self.evicted += 1;
+                // The group evicted for this one lends it its window's allocations: on a
+                // flow stream at the bound nearly every flow opens a group and evicts one.
+                let mut window = None;
+                if self.groups.len() >= self.spec.max_groups {
+                    if let Some((_k, old)) = self.groups.pop_front() {
+                        self.evicted += 1;
+                        window = Some(old.window);
+                    }
                 }
-                let window = self.empty_window();
+                let window = match window {
+                    Some(mut w) => {
+                        w.clear();
+                        w
+                    }
+                    None => self.empty_window(),
+                };
                 self.groups.push_vacant(
                     at,
                     key,
