@@ -83,6 +83,18 @@ struct EventMaker<'py> {
     listener: Bound<'py, PyAny>,
 }
 
+impl<'py> EventMaker<'py> {
+    fn new(class: Bound<'py, PyAny>, listener: Bound<'py, PyAny>) -> Self {
+        let py = class.py();
+        EventMaker {
+            class,
+            module: PyString::intern(py, "netflow"),
+            raw: PyBytes::new(py, b""),
+            listener,
+        }
+    }
+}
+
 /// Builds the reference's flow dicts, one list per datagram.
 struct DictSink<'py, 'k> {
     py: Python<'py>,
@@ -534,20 +546,6 @@ impl NetflowBatchDecoder {
         (self.exporter(exporter), version, domain)
     }
 
-    /// Decode one datagram into a list, or `None` when it panicked or Python failed.
-    fn one<'py>(
-        &mut self,
-        py: Python<'py>,
-        data: &[u8],
-        exporter: &str,
-        port: u16,
-        now: f64,
-        event: Option<&EventMaker<'py>>,
-    ) -> Option<(Bound<'py, PyList>, Vec<Flow>)> {
-        let (out, cols, _) = self.sink(py, data, exporter, port, now, event, false)?;
-        PyList::new(py, out).ok().map(|l| (l, cols))
-    }
-
     /// Decode one datagram: its flows as `out` (dicts or events) or as records (`records`),
     /// and their rollup columns; `None` when it panicked or Python failed.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
@@ -605,15 +603,25 @@ impl NetflowBatchDecoder {
     ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
         let mut out = Vec::with_capacity(batch.len());
         for (data, exporter, port, now) in batch {
-            let got = self.one(py, data.as_bytes(), exporter.to_str()?, *port, *now, event);
-            out.push(got.map(|(records, flows)| {
-                (
-                    records,
+            let got = self.sink(
+                py,
+                data.as_bytes(),
+                exporter.to_str()?,
+                *port,
+                *now,
+                event,
+                false,
+            );
+            let got = match got {
+                Some((records, flows, _)) => Some((
+                    PyList::new(py, records)?,
                     FlowColumns {
                         flows: std::sync::Mutex::new(flows),
                     },
-                )
-            }));
+                )),
+                None => None,
+            };
+            out.push(got);
         }
         Ok((out, self.counts()))
     }
@@ -698,7 +706,9 @@ impl NetflowBatchDecoder {
         now: f64,
         port: u16,
     ) -> (Option<Bound<'py, PyList>>, CountRows) {
-        let got = self.one(py, data, exporter, port, now, None).map(|g| g.0);
+        let got = self
+            .sink(py, data, exporter, port, now, None, false)
+            .and_then(|(records, _, _)| PyList::new(py, records).ok());
         (got, self.counts())
     }
 
@@ -725,12 +735,7 @@ impl NetflowBatchDecoder {
         event_class: Bound<'py, PyAny>,
         listener: Bound<'py, PyAny>,
     ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
-        let maker = EventMaker {
-            class: event_class,
-            module: PyString::intern(py, "netflow"),
-            raw: PyBytes::new(py, b""),
-            listener,
-        };
+        let maker = EventMaker::new(event_class, listener);
         self.batch(py, &batch, Some(&maker))
     }
 
@@ -745,12 +750,7 @@ impl NetflowBatchDecoder {
         event_class: Bound<'py, PyAny>,
         listener: Bound<'py, PyAny>,
     ) -> PyResult<(Vec<Option<(FlowEvents, FlowColumns)>>, CountRows)> {
-        let maker = EventMaker {
-            class: event_class,
-            module: PyString::intern(py, "netflow"),
-            raw: PyBytes::new(py, b""),
-            listener,
-        };
+        let maker = EventMaker::new(event_class, listener);
         let owned = Arc::new(Maker {
             class: maker.class.clone().unbind(),
             module: maker.module.clone().unbind(),
