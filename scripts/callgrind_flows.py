@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The flow path's cost per flow in instructions (steadier than times on a shared box): the
 listener's decode call (records and rollup columns; a flow's ``Event`` only where Python reads
-it) and the pipeline's
-stages (enrichment, baselines, correlation with the built-in ruleset), as ``FlowPath`` runs
-them, over ``scripts/bench netflow``'s NetFlow v9 datagrams (30 records each).
+it) and the pipeline's stages (enrichment, baselines, correlation with the built-in ruleset),
+as ``FlowPath`` runs them, over ``scripts/bench netflow``'s NetFlow v9 datagrams (30 records
+each).
 
 Run under callgrind with ``--rounds 1`` and ``--rounds 3`` and subtract the totals: the setup
 (interpreter, imports, the appliance started, the datagrams made) is the same in both, so the
