@@ -240,3 +240,25 @@ def test_a_flow_batch_past_the_context_stage_is_left_unmade_unless_flows_are_enr
     _, flows = both(full(1))
     asyncio.run(EnrichStage(Component(False)).process(flows[0], T0))  # type: ignore[arg-type]
     assert flows[0].made == 0
+
+
+def test_what_a_stage_adds_to_every_flow_is_what_the_native_stages_read() -> None:
+    """A stage that changes every flow (as a GeoIP database does) makes their events; the
+    native loop after it reads those events' dicts, not the records: here the site a stage
+    stamped, which the ``device_per_site`` term kind keys on."""
+    cfg = AnalysisSection(new_term_learning=1.0)
+    reference, native = BaselineStage(cfg), BaselineStage(cfg)
+    reference.native = None
+    events, flows = both(traffic(11, 20))
+    for k, (evs, fe) in enumerate(zip(events, flows, strict=True)):
+        for e in evs:
+            e.fields["labels.site"] = f"site{k % 3}"
+        for e in fe:
+            e.fields["labels.site"] = f"site{k % 3}"
+        assert fe.made == len(fe)
+        now = T0 + 60 * k
+        hour = int(now // 3600)
+        assert reference.observe_batch(evs, hour, now) == native.observe_batch(fe, hour, now)
+        assert seen(evs) == seen(list(fe))
+    assert state(reference) == state(native)
+    assert set(native.terms.seen["device_per_site"]) == {"site0", "site1", "site2"}
