@@ -2,7 +2,8 @@
 exporters never raises, yields no more records than it had bytes, keeps every bound of
 ``DecoderLimits``, produces storable flows, maps records through generated code (or the native
 record decoder, when the extension is loaded) exactly as the interpreted Python fallback does,
-and saves state that a fresh decoder loads without complaint.
+gives the flows the extension's stateful decoder keeps native (``decode_flows``, made into
+events) exactly, and saves state that a fresh decoder loads without complaint.
 
 Input: one flags byte, then datagrams as ``length (2 bytes, big-endian) + bytes``; flags bit i
 sends datagram i from the second exporter. Small limits make the eviction paths reachable.
@@ -22,6 +23,8 @@ from appliance import dataplane
 from appliance.event import Event
 from appliance.flows.store import flow_row
 from appliance.protocols.netflow import DecoderLimits, NetflowDecoder, Record
+from appliance.protocols.netflow.native import NativeNetflowDecoder
+from appliance.protocols.netflow.native import available as native_available
 from appliance.protocols.netflow.template import Template
 from tests.fuzz.harness import committed_seeds, corpus_dir, spread
 from tests.netflow_packets import (
@@ -133,9 +136,22 @@ def _check_records(records: list[Record], now: float) -> None:
         flow_row(Event(ts, now, "netflow", fields))  # the raw row, as the flow path stores it
 
 
+def _same_flows(kept: Any, records: list[Record], now: float) -> None:
+    """The native stateful decoder's flows, kept native (``decode_flows``), made into
+    events: the reference's records, key order and value types included."""
+    assert kept is not None, "the native netflow decoder failed on a datagram"
+    events = [kept[0][i] for i in range(len(kept[0]))]
+    form = [
+        (e.timestamp, e.created, [(k, type(v), v) for k, v in e.fields.items()]) for e in events
+    ]
+    want = [(ts, now, [(k, type(v), v) for k, v in f.items()]) for ts, f in records]
+    assert form == want, "decode_flows disagrees with the reference"
+
+
 def one_input(data: bytes) -> None:
     compiled = NetflowDecoder(LIMITS)
     interpreted = _Interpreted(LIMITS)
+    native = NativeNetflowDecoder(LIMITS) if native_available() else None
     fed = flows = 0
     for i, (exporter, datagram) in enumerate(datagrams(data)):
         now = NOW + i * 7.0  # crosses pending_max_age (10 s) every other datagram
@@ -145,6 +161,10 @@ def one_input(data: bytes) -> None:
         assert dataplane.native_panics() == panics, "the native record decoder panicked"
         with _python_only():
             assert interpreted.decode(datagram, exporter, now) == records, "emitters disagree"
+        if native is not None:
+            (kept,) = native.decode_flows([(datagram, exporter, 0, now)], "fuzz")
+            assert dataplane.native_panics() == panics, "the native netflow decoder panicked"
+            _same_flows(kept, records, now)
         _check_records(records, now)
         flows += len(records)
         assert compiled.template_count <= LIMITS.max_templates, compiled.template_count
