@@ -17,7 +17,7 @@ import pytest
 from appliance import dataplane
 from appliance.analysis.baselines import BaselineStage
 from appliance.config import AnalysisSection
-from appliance.correlate import Limits
+from appliance.correlate import Engine, Limits
 from appliance.correlate.component import YIELD_EVERY
 from appliance.event import Event
 from appliance.flows.path import joined
@@ -141,33 +141,61 @@ def test_joined_flows_are_the_parts_in_order_and_share_their_events() -> None:
     assert type(mixed) is list and mixed[0] is flows[0][0] and mixed[-1] is events[1][-1]
 
 
-def test_flows_whose_key_is_also_an_exporters_are_made_at_once() -> None:
-    """A template field named as one of the exporter's keys: the record's dict is built as
-    the reference builds it (the exporter's value wins), so its event is made in the call."""
+def renaming(old: str, new: str) -> NativeNetflowDecoder:
+    """A native decoder whose templates name ``old``'s field ``new``."""
 
     def plan(fields: list[tuple[int, int, int]], scope: int) -> Any:
         codes, direct, slots, kind = template.native_plan(fields, scope)
-        direct = [("observer.ip" if n == "destination.ip" else n, i) for n, i in direct]
+        direct = [(new if n == old else n, i) for n, i in direct]
         return codes, direct, slots, kind
 
-    dec = NativeNetflowDecoder()
-    renamed = NativeNetflowDecoder()
-    for d in (dec, renamed):
-        assert dataplane.native is not None
-        lim = d.limits
-        d._native = dataplane.native.NetflowBatchDecoder(
-            (lim.max_exporters, lim.max_domains_per_exporter, lim.max_templates_per_exporter,
-             lim.max_templates, lim.max_fields_per_template, lim.max_field_length,
-             lim.template_lifetime, lim.pending_max_sets, lim.pending_max_age,
-             lim.compiles_per_second),
-            [], plan, template.TRANSPORT,
-        )  # fmt: skip
+    assert dataplane.native is not None
+    d = NativeNetflowDecoder()
+    lim = d.limits
+    d._native = dataplane.native.NetflowBatchDecoder(
+        (lim.max_exporters, lim.max_domains_per_exporter, lim.max_templates_per_exporter,
+         lim.max_templates, lim.max_fields_per_template, lim.max_field_length,
+         lim.template_lifetime, lim.pending_max_sets, lim.pending_max_age,
+         lim.compiles_per_second),
+        [], plan, template.TRANSPORT,
+    )  # fmt: skip
+    return d
+
+
+def test_flows_whose_key_is_also_an_exporters_are_made_at_once() -> None:
+    """A template field named as one of the exporter's keys: the record's dict is built as
+    the reference builds it (the exporter's value wins), so its event is made in the call."""
+    dec, renamed = (
+        renaming("destination.ip", "observer.ip"),
+        renaming("destination.ip", "observer.ip"),
+    )
     todo = [(d, *EXPORTER, T0) for d in full(3)]
     events = [x[0] for x in dec.decode_events(todo, "nf") if x and x[0]]
     flows = [x[0] for x in renamed.decode_flows(todo, "nf") if x and x[0]]
     assert events and all(fe.made == len(fe) for fe in flows)
     assert [form(e) for fe in flows for e in fe] == [form(e) for evs in events for e in evs]
     assert all(e.fields["observer.ip"] == EXPORTER[0] for fe in flows for e in fe)
+
+
+@pytest.mark.parametrize("named", ["destination.port", "event.action"])
+def test_a_flows_candidate_group_is_its_events(tmp_path: Path, named: str) -> None:
+    """The signature memo read over a native batch (flows of a shape share a signature
+    unless the shape has one of its scalar fields: here a template field named
+    ``event.action``) gives each flow its event's group."""
+    engine = Engine(flow_rules(tmp_path))
+    assert engine._native is not None
+    impl = engine._native.impl
+    dec, kept = renaming("destination.port", named), renaming("destination.port", named)
+    todo = [(d, *EXPORTER, T0) for d in full(4)]
+    flat = [e for x in dec.decode_events(todo, "nf") if x for e in x[0]]
+    batch = joined([x[0] for x in kept.decode_flows(todo, "nf") if x])
+    sigs = [Engine._signature(e) for e in flat]
+    memo = {sig: g for g, sig in enumerate(dict.fromkeys(sigs))}
+    assert (len(memo) == 1) == (named == "destination.port")  # one signature, or one a port
+    want = [memo[sig] for sig in sigs]
+    assert impl.memo_groups(batch, memo) == want
+    assert impl.memo_groups(flat, memo) == want
+    assert batch.made == 0
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -1450,8 +1450,20 @@ impl RuleMatcher {
         let mut met: FxHashMap<[usize; SIGNATURE_PARTS], i64> = FxHashMap::default();
         let mut held: Vec<Bound<'_, PyAny>> = Vec::new();
         let mut flat: Vec<Bound<'_, PyAny>> = Vec::with_capacity(SIGNATURE_PARTS);
+        // Flows by their shape (and category list): a shape none of whose keys is a scalar
+        // part of the signature gives each of its flows the same one (module, None, None,
+        // the list's items, None), so one lookup serves the shape's flows in this call.
+        let mut by_shape: FxHashMap<((usize, usize), usize), i64> = FxHashMap::default();
         for i in 0..events.len() {
             let ev = events.at(i)?;
+            let shape = ev.flow_shape().and_then(|(id, shape)| {
+                let category = ev.fields(py)?.item(&keys[CATEGORY]).ok()??;
+                Some((id, category.as_ptr() as usize, shape))
+            });
+            if let Some(g) = shape.and_then(|(id, c, _)| by_shape.get(&(id, c))) {
+                out.push(*g);
+                continue;
+            }
             let got = (|| -> Option<i64> {
                 let module = ev.attr(py, &a_module).ok()?;
                 let fields = ev.fields(py)?;
@@ -1506,6 +1518,12 @@ impl RuleMatcher {
                 }
                 Some(g)
             })();
+            if let (Some((id, c, shape)), Some(g)) = (shape, got) {
+                let scalar = |k: usize| k != CATEGORY && shape.has(&keys[k]);
+                if !(0..keys.len()).any(scalar) {
+                    by_shape.insert((id, c), g);
+                }
+            }
             out.push(got.unwrap_or(-1));
         }
         Ok(out)

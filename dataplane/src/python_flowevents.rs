@@ -106,6 +106,11 @@ impl Shape {
         }
     }
 
+    /// Whether `key` (interned) is one of this shape's keys.
+    pub(crate) fn has(&self, key: &Bound<'_, PyString>) -> bool {
+        self.position(key).is_some()
+    }
+
     fn position(&self, key: &Bound<'_, PyString>) -> Option<usize> {
         let mask = self.by_address.len() - 1;
         let p = key.as_ptr() as usize;
@@ -377,6 +382,19 @@ impl<'a, 'py> EventAt<'a, 'py> {
             EventAt::Flow(c, j) => {
                 let rec = &c.records[*j];
                 Some(EventFields::Flow(py, &c.shapes[rec.shape], &rec.values))
+            }
+        }
+    }
+
+    /// A flow not made an event: an identity of its shape (its chunk's address, stable
+    /// while the chunk lives, and the shape's place in it) and the shape.
+    #[inline(always)]
+    pub(crate) fn flow_shape(&self) -> Option<((usize, usize), &'a Shape)> {
+        match self {
+            EventAt::Obj(_) => None,
+            EventAt::Flow(c, j) => {
+                let s = c.records[*j].shape;
+                Some(((*c as *const Chunk as usize, s), &c.shapes[s]))
             }
         }
     }
