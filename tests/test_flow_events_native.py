@@ -1,5 +1,5 @@
-"""Flows kept native (``FlowEvents``, from ``decode_flows``) against the events the listener's
-decoder makes at once (``decode_events``): the same events when Python reads them, made once
+"""Flows kept native (``FlowEvents``, from ``decode_flows``) against the events the Python
+source makes from the decoder's records: the same events when Python reads them, made once
 and kept (what a stage adds to one is what the next reads), a sequence that slices and joins
 like the list it stands for; and the native stages (the baselines loop, the correlation
 engine's candidate groups and ``DetectionFeeds``) reading the flows in place give the
@@ -49,22 +49,32 @@ def full(n: int) -> list[bytes]:
     ]  # fmt: skip
 
 
+def made(dec: NativeNetflowDecoder, todo: list[tuple[bytes, str, int, float]]) -> list[Any]:
+    """Each datagram's flows as the Python source makes their events from the decoder's
+    records (``decode_batch``): ``Event(ts, received, "netflow", fields)``, listener set."""
+    return [
+        None if x is None else [Event(ts, now, "netflow", f, listener="nf") for ts, f in x[0]]
+        for (_d, _ip, _port, now), x in zip(todo, dec.decode_batch(todo), strict=True)
+    ]
+
+
 def both(
     datagrams: list[bytes], dec: NativeNetflowDecoder | None = None
 ) -> tuple[list[list[Event]], list[Any]]:
-    """Each datagram's flows as ``decode_events`` makes them and as ``decode_flows`` keeps
-    them (two decoders with the same state), in slices of 64 as the listener calls."""
-    made, kept = NativeNetflowDecoder(), dec or NativeNetflowDecoder()
+    """Each datagram's flows as their events are made from the records (:func:`made`) and
+    as ``decode_flows`` keeps them (two decoders with the same state), in slices of 64 as
+    the listener calls."""
+    ref, kept = NativeNetflowDecoder(), dec or NativeNetflowDecoder()
     events: list[list[Event]] = []
     flows: list[Any] = []
     now = T0
     for i in range(0, len(datagrams), 64):
         todo = [(d, *EXPORTER, now) for d in datagrams[i : i + 64]]
-        a, b = made.decode_events(todo, "nf"), kept.decode_flows(todo, "nf")
+        a, b = made(ref, todo), kept.decode_flows(todo, "nf")
         for x, y in zip(a, b, strict=True):
             assert (x is None) == (y is None)
-            if x is not None and x[0]:
-                events.append(x[0])
+            if x is not None and x:
+                events.append(x)
                 flows.append(y[0])
         now += 1.0
     return events, flows
@@ -76,7 +86,7 @@ def form(e: Event) -> tuple[Any, ...]:
     return (e.timestamp, e.created, e.module, e.raw, e.id, e.listener, fields)
 
 
-def test_a_flows_event_is_the_one_decode_events_makes() -> None:
+def test_a_flows_event_is_the_one_made_from_its_record() -> None:
     events, flows = both(traffic(1, 40))
     assert sum(map(len, events)) > 300
     for evs, fe in zip(events, flows, strict=True):
@@ -170,7 +180,7 @@ def test_flows_whose_key_is_also_an_exporters_are_made_at_once() -> None:
         renaming("destination.ip", "observer.ip"),
     )
     todo = [(d, *EXPORTER, T0) for d in full(3)]
-    events = [x[0] for x in dec.decode_events(todo, "nf") if x and x[0]]
+    events = [x for x in made(dec, todo) if x]
     flows = [x[0] for x in renamed.decode_flows(todo, "nf") if x and x[0]]
     assert events and all(fe.made == len(fe) for fe in flows)
     assert [form(e) for fe in flows for e in fe] == [form(e) for evs in events for e in evs]
@@ -187,7 +197,7 @@ def test_a_flows_candidate_group_is_its_events(tmp_path: Path, named: str) -> No
     impl = engine._native.impl
     dec, kept = renaming("destination.port", named), renaming("destination.port", named)
     todo = [(d, *EXPORTER, T0) for d in full(4)]
-    flat = [e for x in dec.decode_events(todo, "nf") if x for e in x[0]]
+    flat = [e for x in made(dec, todo) if x for e in x]
     batch = joined([x[0] for x in kept.decode_flows(todo, "nf") if x])
     sigs = [Engine._signature(e) for e in flat]
     memo = {sig: g for g, sig in enumerate(dict.fromkeys(sigs))}

@@ -125,16 +125,16 @@ class Traffic:
 
 
 def decode(datagrams: list[tuple[bytes, str, int]]) -> list[Event]:
-    """The flows as the listener makes them (one decode_events call per 64 datagrams: each
-    flow's event made in the call)."""
+    """The flows as the listener decodes them (one decode_flows call per 64 datagrams), each
+    flow's event made."""
     dec = NativeNetflowDecoder()
     events: list[Event] = []
     now = T0
     for i in range(0, len(datagrams), 64):
         todo = [(d, ip, port, now) for d, ip, port in datagrams[i : i + 64]]
-        for got in dec.decode_events(todo, "netflow"):
+        for got in dec.decode_flows(todo, "netflow"):
             if got is not None:
-                events += got[0]
+                events += list(got[0])
         now += 1.0
     return events
 

@@ -12,9 +12,9 @@
 //!
 //! A record keeps its own values in its shape's key order; the shape holds the exporter's
 //! values every flow of the datagram shares and the prototype dict the event's fields are
-//! copied from, so a made event's dict is the decoder's (`decode_events`) key for key. The
-//! records share their list values (`event.category`, `event.type`): a native reader never
-//! keeps or changes a value it reads, and a made event's fields get copies of the lists.
+//! copied from, so a made event's dict is `decode_batch`'s record key for key. The records
+//! share their list values (`event.category`, `event.type`): a native reader never keeps
+//! or changes a value it reads, and a made event's fields get copies of the lists.
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,22 +23,53 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
-/// What makes a flow's `Event`: `class(ts, created, module, fields, raw, None, None,
-/// listener)`, as `decode_events` makes it.
+/// What makes a flow's `Event`, as the listener's source would:
+/// `Event(ts, created, "netflow", fields, b"", None, None, listener)`.
 pub(crate) struct Maker {
-    pub(crate) class: Py<PyAny>,
-    pub(crate) module: Py<PyString>,
-    pub(crate) raw: Py<PyBytes>,
-    pub(crate) listener: Py<PyAny>,
+    class: Py<PyAny>,
+    module: Py<PyString>,
+    raw: Py<PyBytes>,
+    listener: Py<PyAny>,
+}
+
+impl Maker {
+    pub(crate) fn new(class: &Bound<'_, PyAny>, listener: &Bound<'_, PyAny>) -> Self {
+        let py = class.py();
+        Maker {
+            class: class.clone().unbind(),
+            module: PyString::intern(py, "netflow").unbind(),
+            raw: PyBytes::new(py, b"").unbind(),
+            listener: listener.clone().unbind(),
+        }
+    }
+
+    pub(crate) fn make<'py>(
+        &self,
+        ts: &Bound<'py, PyAny>,
+        created: &Bound<'py, PyAny>,
+        fields: Bound<'py, PyDict>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = ts.py();
+        self.class.bind(py).call1((
+            ts,
+            created,
+            self.module.bind(py),
+            fields,
+            self.raw.bind(py),
+            py.None(),
+            py.None(),
+            self.listener.bind(py),
+        ))
+    }
 }
 
 /// The keys of the records of one shape (a template's fields and the optional keys a record
 /// has), with the exporter's pairs every flow of the datagram ends with.
 pub(crate) struct Shape {
     /// A record's own keys, in the order its values are kept (the reference's insert order).
-    pub(crate) keys: Vec<Py<PyString>>,
+    keys: Vec<Py<PyString>>,
     /// The exporter's keys and values, after the record's own (none of them a record key).
-    pub(crate) common: Vec<(Py<PyString>, Py<PyAny>)>,
+    common: Vec<(Py<PyString>, Py<PyAny>)>,
     /// The own keys (set to None) then the exporter's pairs: a made event's fields start
     /// as a copy of it (made with the shape's first event: most shapes never make one).
     proto: OnceLock<Py<PyDict>>,
@@ -100,9 +131,9 @@ impl Shape {
         key: &Bound<'_, PyString>,
     ) -> Option<&'a Py<PyAny>> {
         let i = self.position(key)?;
-        match values.get(i) {
-            Some(v) if i < self.keys.len() => Some(v),
-            _ => self.common.get(i - self.keys.len()).map(|(_, v)| v),
+        match i.checked_sub(self.keys.len()) {
+            None => values.get(i),
+            Some(c) => self.common.get(c).map(|(_, v)| v),
         }
     }
 
@@ -187,17 +218,7 @@ impl Chunk {
                 Err(_) => d.set_item(k, v)?,
             }
         }
-        let m = &self.maker;
-        let ev = m.class.bind(py).call1((
-            rec.ts.bind(py),
-            self.created.bind(py),
-            m.module.bind(py),
-            d,
-            m.raw.bind(py),
-            py.None(),
-            py.None(),
-            m.listener.bind(py),
-        ))?;
+        let ev = self.maker.make(rec.ts.bind(py), self.created.bind(py), d)?;
         // Another thread may have made it meanwhile (Python ran in `call1`): theirs stands.
         let _ = slot.set(ev.clone().unbind());
         Ok(slot.get().map_or(ev, |e| e.bind(py).clone()))
@@ -353,12 +374,13 @@ impl FlowEvents {
     /// How many of these flows have had their event made.
     #[getter]
     fn made(&self) -> usize {
-        (0..self.len())
-            .filter(|&i| {
-                self.locate(i)
-                    .is_some_and(|(c, j)| c.made[j].get().is_some())
-            })
-            .count()
+        let made = |s: &Segment| {
+            s.chunk.made[s.start..s.end]
+                .iter()
+                .filter(|m| m.get().is_some())
+                .count()
+        };
+        self.segments.iter().map(made).sum()
     }
 }
 
@@ -408,8 +430,8 @@ impl<'a, 'py> EventAt<'a, 'py> {
         Ok(self.fields(py))
     }
 
-    /// One of the event's attributes (a flow's: `timestamp`, `module`, `listener`, `raw`,
-    /// `id`, `created`).
+    /// One of the event's attributes (a flow's `timestamp`, `module`, `listener`, `raw` and
+    /// `id` without making its event).
     #[inline(always)]
     pub(crate) fn attr(
         &self,
@@ -419,16 +441,22 @@ impl<'a, 'py> EventAt<'a, 'py> {
         match self {
             EventAt::Obj(ev) => ev.getattr(name),
             EventAt::Flow(c, j) => {
+                // by address: the readers' names are interned (any other makes the event)
                 let m = &c.maker;
-                match name.to_str()? {
-                    "timestamp" => Ok(c.records[*j].ts.bind(py).clone()),
-                    "module" => Ok(m.module.bind(py).clone().into_any()),
-                    "listener" => Ok(m.listener.bind(py).clone()),
-                    "raw" => Ok(m.raw.bind(py).clone().into_any()),
-                    "created" => Ok(c.created.bind(py).clone()),
-                    "id" => Ok(py.None().into_bound(py)),
-                    _ => c.event(py, *j)?.getattr(name),
-                }
+                let is = |s: &Bound<'py, PyString>| s.as_ptr() == name.as_ptr();
+                Ok(if is(pyo3::intern!(py, "timestamp")) {
+                    c.records[*j].ts.bind(py).clone()
+                } else if is(pyo3::intern!(py, "module")) {
+                    m.module.bind(py).clone().into_any()
+                } else if is(pyo3::intern!(py, "listener")) {
+                    m.listener.bind(py).clone()
+                } else if is(pyo3::intern!(py, "raw")) {
+                    m.raw.bind(py).clone().into_any()
+                } else if is(pyo3::intern!(py, "id")) {
+                    py.None().into_bound(py)
+                } else {
+                    c.event(py, *j)?.getattr(name)?
+                })
             }
         }
     }

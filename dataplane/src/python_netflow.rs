@@ -2,8 +2,9 @@
 //!
 //! One call decodes a `recvmmsg` batch of datagrams (payload, exporter address and port,
 //! receive time) and returns each datagram's flows as the reference's `(ts, fields)` tuples
-//! (`decode_batch`) or as the listener's `Event`s (`decode_events`), with their rollup
-//! columns, plus the counter increments of the whole batch. Templates are planned by a Python callable
+//! (`decode_batch`) or kept native as the listener's `Event`s made on demand
+//! (`decode_flows`, [`crate::python_flowevents`]), with their rollup columns, plus the
+//! counter increments of the whole batch. Templates are planned by a Python callable
 //! (`template.native_plan`: the IANA names and kinds stay in one place), once per install.
 //! A panic is caught per datagram, counted (`panics()`), and that datagram comes back as
 //! `None` (the source counts it as a decode error); the rest of the batch goes on.
@@ -69,30 +70,8 @@ struct Keys {
     /// `["network"]` and `["connection"]`, one of each for every flow kept as a record (only
     /// native readers see a record's values, and none keeps or changes a list; a flow's
     /// event gets copies).
-    network: Py<PyList>,
-    connection: Py<PyList>,
-}
-
-/// What makes each flow an `Event` in the same call (the listener's path):
-/// `Event(ts, created, "netflow", fields, b"", None, None, listener)`, as the source's
-/// `Event(ts, now, "netflow", fields)` with `listener` set by `FlowPath.offer`.
-struct EventMaker<'py> {
-    class: Bound<'py, PyAny>,
-    module: Bound<'py, PyString>,
-    raw: Bound<'py, PyBytes>,
-    listener: Bound<'py, PyAny>,
-}
-
-impl<'py> EventMaker<'py> {
-    fn new(class: Bound<'py, PyAny>, listener: Bound<'py, PyAny>) -> Self {
-        let py = class.py();
-        EventMaker {
-            class,
-            module: PyString::intern(py, "netflow"),
-            raw: PyBytes::new(py, b""),
-            listener,
-        }
-    }
+    category_list: Py<PyList>,
+    type_list: Py<PyList>,
 }
 
 /// Builds the reference's flow dicts, one list per datagram.
@@ -108,14 +87,15 @@ struct DictSink<'py, 'k> {
     ints: &'k mut HashMap<u64, Text>,
     /// Rollup key text of the transport (its name, else the protocol number) per number.
     transport_key: &'k [Text],
-    /// `Some`: each flow comes back as an `Event`, else as the reference's `(ts, fields)`.
-    event: Option<&'k EventMaker<'py>>,
+    /// `Some` with `flows`: what makes the event of a flow kept whole (`FlowsOut::premade`).
+    event: Option<&'k Maker>,
     /// When the datagram being decoded was received: each flow's `created` (the listener's
     /// `Event(ts, now, ...)`), also for held data it releases (whose record context keeps the
     /// time the data itself arrived, for its timestamps).
     received: f64,
     out: Vec<Bound<'py, PyAny>>,
-    /// `Some`: each flow kept as a native record (`decode_flows`) instead of `out`'s event.
+    /// `Some`: each flow kept as a native record (`decode_flows`), else in `out` as the
+    /// reference's `(ts, fields)`.
     flows: Option<FlowsOut>,
     /// The same flows as the rollup reads them (`FlowRollup.add` of their events).
     cols: Vec<Flow>,
@@ -386,8 +366,8 @@ impl<'py> DictSink<'py, '_> {
             }
             let (network, connection) = match (&self.flows, shared) {
                 (Some(_), false) => (
-                    keys.network.bind(py).clone(),
-                    keys.connection.bind(py).clone(),
+                    keys.category_list.bind(py).clone(),
+                    keys.type_list.bind(py).clone(),
                 ),
                 _ => (
                     PyList::new(py, [keys.flow.network.bind(py)])?,
@@ -473,16 +453,7 @@ impl<'py> DictSink<'py, '_> {
             let d = self.dict(&pairs, &common, slot)?;
             self.cols.push(flow);
             let item = match self.event {
-                Some(m) => m.class.call1((
-                    ts,
-                    &created,
-                    &m.module,
-                    d,
-                    &m.raw,
-                    py.None(),
-                    py.None(),
-                    &m.listener,
-                ))?,
+                Some(m) => m.make(&ts, &created, d)?,
                 None => PyTuple::new(py, [ts, d.into_any()])?.into_any(),
             };
             if let Some(out) = self.flows.as_mut() {
@@ -546,9 +517,10 @@ impl NetflowBatchDecoder {
         (self.exporter(exporter), version, domain)
     }
 
-    /// Decode one datagram: its flows as `out` (dicts or events) or as records (`records`),
-    /// and their rollup columns; `None` when it panicked or Python failed.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    /// Decode one datagram: its flows as the reference's `(ts, fields)` tuples, or kept as
+    /// records (`FlowsOut`) when `kept` makes their events; and their rollup columns. `None`
+    /// when it panicked or Python failed.
+    #[allow(clippy::type_complexity)]
     fn sink<'py>(
         &mut self,
         py: Python<'py>,
@@ -556,8 +528,7 @@ impl NetflowBatchDecoder {
         exporter: &str,
         port: u16,
         now: f64,
-        event: Option<&EventMaker<'py>>,
-        records: bool,
+        kept: Option<&Maker>,
     ) -> Option<(Vec<Bound<'py, PyAny>>, Vec<Flow>, Option<FlowsOut>)> {
         let ex = self.exporter(exporter);
         let mut sink = DictSink {
@@ -568,10 +539,10 @@ impl NetflowBatchDecoder {
             ip4: &mut self.ip4,
             ints: &mut self.ints,
             transport_key: &self.transport_key,
-            event,
+            event: kept,
             received: now,
             out: Vec::new(),
-            flows: records.then(FlowsOut::default),
+            flows: kept.map(|_| FlowsOut::default()),
             cols: Vec::new(),
             error: None,
         };
@@ -592,38 +563,6 @@ impl NetflowBatchDecoder {
             return None;
         }
         Some((sink.out, sink.cols, sink.flows))
-    }
-
-    #[allow(clippy::type_complexity)]
-    fn batch<'py>(
-        &mut self,
-        py: Python<'py>,
-        batch: &[(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)],
-        event: Option<&EventMaker<'py>>,
-    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
-        let mut out = Vec::with_capacity(batch.len());
-        for (data, exporter, port, now) in batch {
-            let got = self.sink(
-                py,
-                data.as_bytes(),
-                exporter.to_str()?,
-                *port,
-                *now,
-                event,
-                false,
-            );
-            let got = match got {
-                Some((records, flows, _)) => Some((
-                    PyList::new(py, records)?,
-                    FlowColumns {
-                        flows: std::sync::Mutex::new(flows),
-                    },
-                )),
-                None => None,
-            };
-            out.push(got);
-        }
-        Ok((out, self.counts()))
     }
 
     fn counts(&mut self) -> CountRows {
@@ -689,8 +628,8 @@ impl NetflowBatchDecoder {
                 source_id: k("netflow.exporter.source_id"),
                 domain_id: k("netflow.exporter.observation_domain_id"),
                 port: k("netflow.exporter.port"),
-                network: PyList::new(py, [PyString::intern(py, "network")])?.unbind(),
-                connection: PyList::new(py, [PyString::intern(py, "connection")])?.unbind(),
+                category_list: PyList::new(py, [PyString::intern(py, "network")])?.unbind(),
+                type_list: PyList::new(py, [PyString::intern(py, "connection")])?.unbind(),
             },
             iana,
             transport: transport_names,
@@ -707,7 +646,7 @@ impl NetflowBatchDecoder {
         port: u16,
     ) -> (Option<Bound<'py, PyList>>, CountRows) {
         let got = self
-            .sink(py, data, exporter, port, now, None, false)
+            .sink(py, data, exporter, port, now, None)
             .and_then(|(records, _, _)| PyList::new(py, records).ok());
         (got, self.counts())
     }
@@ -721,27 +660,24 @@ impl NetflowBatchDecoder {
         py: Python<'py>,
         batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
     ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
-        self.batch(py, &batch, None)
+        let mut out = Vec::with_capacity(batch.len());
+        for (data, exporter, port, now) in &batch {
+            let got = self.sink(py, data.as_bytes(), exporter.to_str()?, *port, *now, None);
+            let got = match got {
+                Some((records, flows, _)) => {
+                    Some((PyList::new(py, records)?, FlowColumns::new(flows)))
+                }
+                None => None,
+            };
+            out.push(got);
+        }
+        Ok((out, self.counts()))
     }
 
-    /// [`Self::decode_batch`] with each flow made an event in the same call:
-    /// `event_class(ts, received at, "netflow", fields, b"", None, None, listener)` instead of
-    /// `(ts, fields)`, so the listener makes no Python object per flow itself.
-    #[allow(clippy::type_complexity)]
-    fn decode_events<'py>(
-        &mut self,
-        py: Python<'py>,
-        batch: Vec<(Bound<'py, PyBytes>, Bound<'py, PyString>, u16, f64)>,
-        event_class: Bound<'py, PyAny>,
-        listener: Bound<'py, PyAny>,
-    ) -> PyResult<(Vec<Option<(Bound<'py, PyList>, FlowColumns)>>, CountRows)> {
-        let maker = EventMaker::new(event_class, listener);
-        self.batch(py, &batch, Some(&maker))
-    }
-
-    /// [`Self::decode_events`] with each datagram's flows kept as native records
-    /// (`FlowEvents`): a flow's event is made when Python asks for it, and the native
-    /// stages read the records in place.
+    /// [`Self::decode_batch`] with each datagram's flows kept as native records
+    /// (`FlowEvents`): a flow's event, `event_class(ts, received at, "netflow", fields, b"",
+    /// None, None, listener)`, is made when Python asks for it, and the native stages read
+    /// the records in place.
     #[allow(clippy::type_complexity)]
     fn decode_flows<'py>(
         &mut self,
@@ -750,13 +686,7 @@ impl NetflowBatchDecoder {
         event_class: Bound<'py, PyAny>,
         listener: Bound<'py, PyAny>,
     ) -> PyResult<(Vec<Option<(FlowEvents, FlowColumns)>>, CountRows)> {
-        let maker = EventMaker::new(event_class, listener);
-        let owned = Arc::new(Maker {
-            class: maker.class.clone().unbind(),
-            module: maker.module.clone().unbind(),
-            raw: maker.raw.clone().unbind(),
-            listener: maker.listener.clone().unbind(),
-        });
+        let maker = Arc::new(Maker::new(&event_class, &listener));
         let mut out = Vec::with_capacity(batch.len());
         for (data, exporter, port, now) in &batch {
             let got = self.sink(
@@ -765,21 +695,18 @@ impl NetflowBatchDecoder {
                 exporter.to_str()?,
                 *port,
                 *now,
-                Some(&maker),
-                true,
+                Some(&*maker),
             );
             let got = match got {
                 Some((_, cols, Some(f))) => Some((
                     FlowEvents::of_chunk(Chunk::new(
-                        owned.clone(),
+                        maker.clone(),
                         now.into_bound_py_any(py)?.unbind(),
                         f.shapes,
                         f.records,
                         f.premade,
                     )),
-                    FlowColumns {
-                        flows: std::sync::Mutex::new(cols),
-                    },
+                    FlowColumns::new(cols),
                 )),
                 _ => None,
             };
@@ -947,6 +874,12 @@ impl FlowColumns {
 }
 
 impl FlowColumns {
+    fn new(flows: Vec<Flow>) -> Self {
+        FlowColumns {
+            flows: std::sync::Mutex::new(flows),
+        }
+    }
+
     /// The flows, moved out (a second take gets none).
     pub(crate) fn take(&self) -> Vec<Flow> {
         match self.flows.lock() {

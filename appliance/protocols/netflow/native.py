@@ -79,20 +79,11 @@ class NativeNetflowDecoder:
         self._apply(rows)
         return out  # type: ignore[no-any-return]
 
-    def decode_events(
-        self, batch: list[Datagram], listener: str
-    ) -> list[tuple[list[Event], Any] | None]:
-        """:meth:`decode_batch` with each flow made its ``Event`` in the same call (module
-        ``netflow``, created at the datagram's receive time, ``listener`` set), as the listener
-        would wrap the records: no Python step per flow."""
-        out, rows = self._native.decode_events(batch, Event, listener)
-        self._apply(rows)
-        return out  # type: ignore[no-any-return]
-
     def decode_flows(self, batch: list[Datagram], listener: str) -> list[tuple[Any, Any] | None]:
-        """:meth:`decode_events` with each datagram's flows kept native (a ``FlowEvents``: a
-        sequence of the same events, each made only when Python reads it; the native stages
-        read the flows in place)."""
+        """:meth:`decode_batch` with each datagram's flows kept native (a ``FlowEvents``: the
+        sequence of the listener's events, module ``netflow``, created at the datagram's
+        receive time, ``listener`` set, each made only when Python reads it; the native
+        stages read the flows in place)."""
         out, rows = self._native.decode_flows(batch, Event, listener)
         self._apply(rows)
         return out  # type: ignore[no-any-return]
