@@ -158,6 +158,24 @@ def wait_until_sync(
         time.sleep(interval)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _net_snmp_state_per_worker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """net-snmp's tools read and rewrite one state file at exit (``snmpapp.conf`` under
+    ``/var/lib/snmp``: their engine ID and boots). Tools run by parallel workers then read it
+    half-written ("buffer too small to read octet string") and a v3 ``snmpinform`` can time
+    out, so each worker gets its own directory (``SNMP_PERSISTENT_DIR``, snmpcmd(1)); the
+    tools of one worker run one after another."""
+    saved = os.environ.get("SNMP_PERSISTENT_DIR")
+    os.environ["SNMP_PERSISTENT_DIR"] = str(tmp_path_factory.mktemp("net-snmp"))
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["SNMP_PERSISTENT_DIR"]
+        else:
+            os.environ["SNMP_PERSISTENT_DIR"] = saved
+
+
 @pytest.fixture(autouse=True)
 def _alone_if_exclusive(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
