@@ -164,6 +164,39 @@ impl Lit {
     }
 }
 
+impl Cond {
+    /// A rough rank of what evaluating this costs an event, to order `and` / `or` by: a
+    /// field's presence or a set lookup, a number, a text compared, an address parsed, a text
+    /// searched or matched (the message's most of all).
+    fn cost(&self) -> u8 {
+        match self {
+            Cond::Null(_) | Cond::Exists(..) => 0,
+            Cond::Eq { .. } => 1,
+            Cond::Ref(..) => 2,
+            Cond::Field(_, t) => t.cost(),
+            Cond::Cidr { .. } => 3,
+            Cond::Kw { .. } | Cond::Msg(_) => 5,
+            Cond::Not(k) => k.cost(),
+            Cond::And(kids) | Cond::Or(kids) => kids.iter().map(Cond::cost).max().unwrap_or(0),
+        }
+    }
+}
+
+impl Test {
+    fn cost(&self) -> u8 {
+        match self {
+            Test::Bool(_) | Test::Num { .. } | Test::Cmp { .. } => 1,
+            Test::Str { kind, .. } => match kind {
+                Kind::Eq | Kind::All | Kind::Starts | Kind::Ends => 2,
+                Kind::Contains => 4,
+            },
+            Test::Net(_) => 3,
+            Test::Glob { .. } | Test::Re { .. } => 4,
+            Test::Any(kids) => kids.iter().map(Test::cost).max().unwrap_or(0),
+        }
+    }
+}
+
 /// IP networks as (is v6, base, mask) over 128-bit integers.
 #[derive(Debug, Clone)]
 struct Nets(Vec<(bool, u128, u128)>);
@@ -311,6 +344,10 @@ fn condition(v: &Json, fields: &mut FieldTable, depth: usize) -> Result<Cond, Fo
             for k in arr(at(node, 1)?)? {
                 kids.push(condition(k, fields, depth + 1)?);
             }
+            // Cheap tests first: `and` stops at the first false, `or` at the first true, and
+            // which test stops it changes nothing but the cost (a test the core cannot decide
+            // hands the rule to the reference, which evaluates it in the rule's own order).
+            kids.sort_by_key(Cond::cost);
             if tag == "and" {
                 Cond::And(kids)
             } else {
@@ -544,21 +581,29 @@ impl RuleSet {
 
     fn eval(&self, c: &Cond, f: &dyn Fields) -> Answer {
         match c {
+            // A part left undecided does not stop the walk: a later false part still
+            // decides an `and` (a true one an `or`), as it would in the rule's own order.
             Cond::And(kids) => {
+                let mut answer = Ok(true);
                 for k in kids {
-                    if !self.eval(k, f)? {
-                        return Ok(false);
+                    match self.eval(k, f) {
+                        Ok(false) => return Ok(false),
+                        Ok(true) => {}
+                        Err(u) => answer = Err(u),
                     }
                 }
-                Ok(true)
+                answer
             }
             Cond::Or(kids) => {
+                let mut answer = Ok(false);
                 for k in kids {
-                    if self.eval(k, f)? {
-                        return Ok(true);
+                    match self.eval(k, f) {
+                        Ok(true) => return Ok(true),
+                        Ok(false) => {}
+                        Err(u) => answer = Err(u),
                     }
                 }
-                Ok(false)
+                answer
             }
             Cond::Not(k) => Ok(!self.eval(k, f)?),
             Cond::Eq {
