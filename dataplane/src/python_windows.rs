@@ -70,6 +70,48 @@ impl Part {
         w.finish()
     }
 
+    /// The tuple of values this key was written from, made again: for keys whose values are
+    /// each `None`, an exact `str` or an exact `int` ([`plain_values`]), whose parts give
+    /// back equal values of the same types (a text with lone surrogates, kept as its object,
+    /// the object itself).
+    fn values_again<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let mut r = PartReader {
+            bytes: self.bytes(),
+            at: 0,
+        };
+        let mut objs = self.objs.iter();
+        if r.byte()? != TAG_TUPLE {
+            return Err(not_plain());
+        }
+        let n = r.len()?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(match r.byte()? {
+                TAG_NULL => py.None().into_bound(py),
+                TAG_INT => {
+                    let b: [u8; 8] = r.take(8)?.try_into().map_err(|_| not_plain())?;
+                    i64::from_le_bytes(b).into_pyobject(py)?.into_any()
+                }
+                tag @ (TAG_STR | TAG_BIG) => {
+                    let k = r.len()?;
+                    let t = std::str::from_utf8(r.take(k)?).map_err(|_| not_plain())?;
+                    let text = PyString::new(py, t).into_any();
+                    if tag == TAG_STR {
+                        text
+                    } else {
+                        py.get_type::<PyInt>().call1((text,))?
+                    }
+                }
+                TAG_OBJ => {
+                    r.take(8)?; // its hash
+                    objs.next().ok_or_else(not_plain)?.bind(py).clone()
+                }
+                _ => return Err(not_plain()),
+            });
+        }
+        PyTuple::new(py, out)
+    }
+
     /// The key of a tuple of these values (as `part` of the tuple).
     pub(crate) fn tuple(values: &[Bound<'_, PyAny>]) -> PyResult<Self> {
         let mut w = PartWriter::default();
@@ -85,6 +127,42 @@ const TAG_FLOAT: u8 = 3;
 const TAG_STR: u8 = 4;
 const TAG_TUPLE: u8 = 5;
 const TAG_OBJ: u8 = 6;
+
+fn not_plain() -> PyErr {
+    PyValueError::new_err("a group key not made of plain values")
+}
+
+/// Reads a [`Part`]'s bytes back, as [`PartWriter`] wrote them.
+struct PartReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> PartReader<'a> {
+    fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
+        let end = self.at.checked_add(n).ok_or_else(not_plain)?;
+        let b = self.bytes.get(self.at..end).ok_or_else(not_plain)?;
+        self.at = end;
+        Ok(b)
+    }
+
+    fn byte(&mut self) -> PyResult<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    /// A length as [`PartWriter::push_len`] wrote it.
+    fn len(&mut self) -> PyResult<usize> {
+        let mut n = 0usize;
+        for shift in (0..usize::BITS).step_by(7) {
+            let b = self.byte()?;
+            n |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(n);
+            }
+        }
+        Err(not_plain())
+    }
+}
 
 /// Builds a [`Part`]: on the stack while it fits [`INLINE`] bytes.
 struct PartWriter {
@@ -276,6 +354,26 @@ fn value_of<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
+/// Whether a group key of these values need not keep them: each is `None`, an exact `str`
+/// or an exact `int`, which [`Part::values_again`] makes again from the key (a new group on
+/// a flow stream, nearly every flow's, then makes no tuple for its display).
+fn plain_values(values: &[Bound<'_, PyAny>]) -> bool {
+    values.iter().all(|v| {
+        v.is_none() || v.is_exact_instance_of::<PyString>() || v.is_exact_instance_of::<PyInt>()
+    })
+}
+
+/// A group's key as first seen (the reference's dict key), or a value's: `None` for a group
+/// whose key gives its values back ([`plain_values`]).
+type Shown = Option<Py<PyAny>>;
+
+fn shown<'py>(py: Python<'py>, kept: &Shown, key: &Part) -> PyResult<Bound<'py, PyAny>> {
+    match kept {
+        Some(v) => Ok(v.bind(py).clone()),
+        None => Ok(key.values_again(py)?.into_any()),
+    }
+}
+
 /// An entry: the reference's own tuple, held by reference (a chain copies the reference).
 pub struct Ev(Py<PyAny>);
 
@@ -285,7 +383,7 @@ impl Clone for Ev {
     }
 }
 
-type Win = Windows<Part, Py<PyAny>, Ev>;
+type Win = Windows<Part, Shown, Ev>;
 
 /// One event_count or value_count rule's windows (see the module doc).
 #[pyclass(module = "appliance._dataplane")]
@@ -380,11 +478,16 @@ impl CorrelationWindows {
             Kind::Distinct => self.value(py, fields)?,
         };
         let show_key = || {
-            PyTuple::new(py, &values)
-                .map(|t| t.into_any().unbind())
-                .unwrap_or_else(|_| py.None())
+            if plain_values(&values) {
+                return None;
+            }
+            Some(
+                PyTuple::new(py, &values)
+                    .map(|t| t.into_any().unbind())
+                    .unwrap_or_else(|_| py.None()),
+            )
         };
-        let value = value.map(|(k, v)| (k, move || v.unbind()));
+        let value = value.map(|(k, v)| (k, move || Some(v.unbind())));
         let steps = self.steps.get(rule_id).map_or(&[][..], Vec::as_slice);
         let got = self.w.add(
             key,
@@ -436,7 +539,7 @@ impl CorrelationWindows {
 
     fn groups_inner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        for (_k, g) in self.w.groups.iter() {
+        for (k, g) in self.w.groups.iter() {
             let items = PyList::empty(py);
             match &g.window {
                 Window::Count(t) => {
@@ -445,8 +548,8 @@ impl CorrelationWindows {
                     }
                 }
                 Window::Distinct(vals) => {
-                    for (_vk, (shown, e)) in vals.iter() {
-                        items.append((shown.bind(py), e.payload.0.bind(py)))?;
+                    for (vk, (v, e)) in vals.iter() {
+                        items.append((shown(py, v, vk)?, e.payload.0.bind(py)))?;
                     }
                 }
                 Window::Ordered(chains) => {
@@ -461,7 +564,7 @@ impl CorrelationWindows {
                     }
                 }
             }
-            out.append((g.display.bind(py), items))?;
+            out.append((shown(py, &g.display, k)?, items))?;
         }
         Ok(out)
     }
@@ -477,7 +580,7 @@ impl CorrelationWindows {
                 Window::Count(t)
             }
             Kind::Distinct => {
-                let mut vals: crate::windows::Lru<Part, (Py<PyAny>, Entry<Ev>)> =
+                let mut vals: crate::windows::Lru<Part, (Shown, Entry<Ev>)> =
                     crate::windows::Lru::new();
                 for item in items.iter() {
                     let (v, e): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
@@ -486,7 +589,7 @@ impl CorrelationWindows {
                     match vals.find(&vk) {
                         Some(i) => vals.val_mut(i).1 = entry, // the key as first seen stays
                         None => {
-                            vals.push_back(vk, (v.unbind(), entry));
+                            vals.push_back(vk, (Some(v.unbind()), entry));
                         }
                     }
                 }
@@ -512,7 +615,7 @@ impl CorrelationWindows {
                 Window::Ordered(chains)
             }
         };
-        self.w.put(k, key.clone().into_any().unbind(), window);
+        self.w.put(k, Some(key.clone().into_any().unbind()), window);
         Ok(())
     }
 
