@@ -15,6 +15,7 @@ pub mod kv;
 pub mod linux_auth;
 pub mod netflow;
 pub mod netflow_state;
+pub mod recent;
 pub mod rollup;
 pub mod rules;
 pub mod segindex;

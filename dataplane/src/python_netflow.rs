@@ -25,6 +25,7 @@ use crate::netflow_state::{
 };
 use crate::python::{protocol_names, FlowKeys, PANICS};
 use crate::python_flowevents::{Chunk, FlowEvents, FlowRecord, Maker, Shape};
+use crate::recent::RecentCache;
 use crate::rollup::{Flow, Text};
 
 /// Asks Python for a template's plan: (converter code per field, direct (name, index),
@@ -84,7 +85,7 @@ struct DictSink<'py, 'k> {
     /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
     ip4: &'k mut Ip4Cache,
     /// Rollup key text of recent integer values (ports), shared by the flows that have them.
-    ints: &'k mut HashMap<u64, Text>,
+    ints: &'k mut RecentCache<Text>,
     /// Rollup key text of the transport (its name, else the protocol number) per number.
     transport_key: &'k [Text],
     /// `Some` with `flows`: what makes the event of a flow kept whole (`FlowsOut::premade`).
@@ -111,11 +112,13 @@ struct FlowsOut {
     premade: Vec<(usize, Py<PyAny>)>,
 }
 
-const IP4_CACHE_MAX: usize = 65_536;
-const INT_TEXT_MAX: usize = 65_536;
+/// log2 of the slots of the recent-address and recent-integer caches: the entries the hash
+/// maps they replace held at most (65,536), ~40 bytes each.
+const IP4_CACHE_BITS: u32 = 16;
+const INT_TEXT_BITS: u32 = 16;
 
 /// An IPv4 address's Python text and its rollup key text.
-type Ip4Cache = HashMap<[u8; 4], (Py<PyString>, Text)>;
+type Ip4Cache = RecentCache<(Py<PyString>, Text)>;
 
 /// Which optional keys a record has, past the plan's fixed ones (a bit each: protocol
 /// number, transport name, sampling rate, start, end): with the plan, it fixes the record's
@@ -129,21 +132,18 @@ fn key_text(
     v: &Raw<'_>,
     made: &Bound<'_, PyAny>,
     known: Option<&Text>,
-    ints: &mut HashMap<u64, Text>,
+    ints: &mut RecentCache<Text>,
 ) -> Text {
     if let Some(t) = known {
         return t.clone();
     }
     match *v {
         Raw::Int(n) => {
-            if let Some(t) = ints.get(&n) {
+            if let Some(t) = ints.get(n) {
                 return t.clone();
             }
-            if ints.len() >= INT_TEXT_MAX {
-                ints.clear();
-            }
             let t: Text = n.to_string().into();
-            ints.insert(n, t.clone());
+            ints.put(n, t.clone());
             t
         }
         Raw::Bytes(..) => made
@@ -163,17 +163,14 @@ fn value<'py>(
     match *v {
         Raw::Int(n) => Ok((n.into_bound_py_any(py)?, None)),
         Raw::Bytes(b, Conv::Ip4) if b.len() == 4 => {
-            let k = [b[0], b[1], b[2], b[3]];
-            if let Some((s, t)) = ip4.get(&k) {
+            let k = u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            if let Some((s, t)) = ip4.get(k) {
                 return Ok((s.bind(py).clone().into_any(), Some(t.clone())));
-            }
-            if ip4.len() >= IP4_CACHE_MAX {
-                ip4.clear();
             }
             let t = text(b, Conv::Ip4);
             let s = PyString::new(py, &t);
             let t: Text = t.into();
-            ip4.insert(k, (s.clone().unbind(), t.clone()));
+            ip4.put(k, (s.clone().unbind(), t.clone()));
             Ok((s.into_any(), Some(t)))
         }
         Raw::Bytes(b, c) => Ok((PyString::new(py, &text(b, c)).into_any(), None)),
@@ -489,7 +486,7 @@ pub struct NetflowBatchDecoder {
     inner: Decoder<PyPlanner>,
     exporters: HashMap<String, Arc<str>>,
     ip4: Ip4Cache,
-    ints: HashMap<u64, Text>,
+    ints: RecentCache<Text>,
     transport_key: Vec<Text>,
     /// Tests only: the next datagram panics inside the decoder.
     panic_next: bool,
@@ -614,8 +611,8 @@ impl NetflowBatchDecoder {
         Ok(NetflowBatchDecoder {
             inner,
             exporters: HashMap::new(),
-            ip4: HashMap::new(),
-            ints: HashMap::new(),
+            ip4: RecentCache::new(IP4_CACHE_BITS),
+            ints: RecentCache::new(INT_TEXT_BITS),
             transport_key,
             panic_next: false,
             keys: Keys {
