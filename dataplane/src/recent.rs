@@ -19,14 +19,15 @@ pub struct RecentCache<V> {
 const WAYS: usize = 4;
 
 impl<V> RecentCache<V> {
-    /// `bits`: log2 of the slots.
+    /// `bits`: log2 of the slots (taken between 3 and 24).
     pub fn new(bits: u32) -> Self {
+        let set_bits = bits.clamp(WAYS.trailing_zeros() + 1, 24) - WAYS.trailing_zeros();
         use std::hash::BuildHasher;
         RecentCache {
             slots: Vec::new(), // allocated at the first insert
             // random per cache: which keys share a set is not the sender's to choose
             seed: std::collections::hash_map::RandomState::new().hash_one(0u8) | 1,
-            set_bits: bits - WAYS.trailing_zeros(),
+            set_bits,
         }
     }
 
@@ -81,6 +82,15 @@ mod tests {
         assert_eq!(c.get(8), None);
         c.put(7, "again");
         assert_eq!(c.get(7), Some(&"again"));
+    }
+
+    #[test]
+    fn any_size_asked_is_usable() {
+        for bits in [0, 1, 2, 3] {
+            let mut c = RecentCache::new(bits);
+            c.put(1, 1);
+            assert_eq!(c.get(1), Some(&1), "{bits} bits");
+        }
     }
 
     #[test]
