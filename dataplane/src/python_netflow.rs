@@ -82,7 +82,8 @@ struct DictSink<'py, 'k> {
     iana: &'k [Py<PyString>],
     transport: &'k [Option<Py<PyString>>],
     /// Text of recent IPv4 addresses: the same ones recur in every batch (as the
-    /// reference's `_ip4_cache`), so each is formatted and made a Python string once.
+    /// reference's `_ip4_cache`), so each is formatted and made a Python string once while
+    /// it stays in the cache ([`RecentCache`]: a sender can push entries out).
     ip4: &'k mut Ip4Cache,
     /// Rollup key text of recent integer values (ports), shared by the flows that have them.
     ints: &'k mut RecentCache<Text>,

@@ -21,7 +21,8 @@ const WAYS: usize = 4;
 impl<V> RecentCache<V> {
     /// `bits`: log2 of the slots (taken between 3 and 24).
     pub fn new(bits: u32) -> Self {
-        let set_bits = bits.clamp(WAYS.trailing_zeros() + 1, 24) - WAYS.trailing_zeros();
+        let way_bits = WAYS.trailing_zeros();
+        let set_bits = bits.clamp(way_bits + 1, 24) - way_bits;
         use std::hash::BuildHasher;
         RecentCache {
             slots: Vec::new(), // allocated at the first insert
