@@ -95,6 +95,7 @@ class Pair:
         self.native.feeds_backoff_slices = backoff
         self.python = python_engine(rs, limits)
         self.alerts = 0
+        self.fired: set[str | None] = set()  # the names of the rules that fired
 
     def feed(self, events: list[Event], now: float, native_events: Any = None) -> None:
         """The reference observes each event; the native engine takes the slice in one
@@ -107,7 +108,9 @@ class Pair:
         self.python.prepare(events)
         for i, e in enumerate(events):
             try:
-                ref.extend(alert_form(a) for a in self.python.observe(e, now))
+                for a in self.python.observe(e, now):
+                    ref.append(alert_form(a))
+                    self.fired.add(a.rule.name)
             except TypeError as exc:
                 ref_failed.append(f"{i} {exc.__class__.__name__}")
         self.python.prepare([])

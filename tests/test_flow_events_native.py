@@ -17,14 +17,15 @@ import pytest
 from appliance import dataplane
 from appliance.analysis.baselines import BaselineStage
 from appliance.config import AnalysisSection
-from appliance.correlate import Engine, Limits
+from appliance.correlate import Engine, Limits, load_rules
 from appliance.correlate.component import YIELD_EVERY
+from appliance.correlate.rules import RuleSet
 from appliance.event import Event
 from appliance.flows.path import joined
 from appliance.protocols.netflow import template
 from appliance.protocols.netflow.native import NativeNetflowDecoder
 from tests.test_baselines_native import seen, state
-from tests.test_correlation_windows_equivalence import Pair
+from tests.test_correlation_windows_equivalence import Pair, corr
 from tests.test_flow_rules_native import T0, Traffic, flow_rules, v9
 
 pytestmark = pytest.mark.skipif(
@@ -230,6 +231,45 @@ def test_the_engine_reading_flows_in_place_raises_the_reference_alerts(
     assert batch.made < n // 2
 
 
+def shape_rules(tmp: Path) -> RuleSet:
+    """Flow detections a flow's shape decides in part or whole (the exporter's address every
+    record shares, a field no record has, a field every record has) feeding native windows."""
+    head = "status: test\nlevel: low\nlogsource: {product: appliance, category: flow}\n"
+    files = {
+        "from_exporter": "detection: {sel: {observer.ip: 192.0.2.1, "
+        "destination.port|exists: true}, condition: sel}",
+        "other_exporter": "detection: {sel: {observer.ip: 198.51.100.9}, condition: sel}",
+        "no_user_big": "detection: {sel: {user.name|exists: false, network.bytes|gt: 1500}, "
+        "condition: sel}",
+    }
+    for name, body in files.items():
+        (tmp / f"{name}.yml").write_text(f"title: {name}\nname: {name}\n{head}{body}\n")
+    for name in files:
+        text = corr(f"c_{name}", "event_count", [name], ["source.ip"], "20s", "{gte: 3}")
+        (tmp / f"c_{name}.yml").write_text(text)
+    rs = load_rules([tmp], builtin=False)
+    assert not rs.failures, rs.failures
+    return rs
+
+
+def test_rules_a_flows_shape_decides_raise_the_reference_alerts(tmp_path: Path) -> None:
+    """What a shape answers once for its flows (a match on the exporter's address, a field
+    no flow has, one every flow has beside a test of each flow's bytes) is each flow's own
+    answer: the alerts and windows are the reference's, and the flows stay unmade."""
+    pair = Pair(shape_rules(tmp_path))
+    events, flows = both(traffic(4, 200))
+    flat: list[Event] = [e for evs in events for e in evs]
+    batch = joined(flows)
+    n = len(batch)
+    for i in range(0, n, YIELD_EVERY):
+        pair.feed(flat[i : i + YIELD_EVERY], T0 + 5, batch[i : i + YIELD_EVERY])
+    pair.check()
+    assert {"c_from_exporter", "c_no_user_big"} <= pair.fired
+    assert "c_other_exporter" not in pair.fired
+    assert pair.native.natively_observed > n // 2
+    assert batch.made < n // 2
+
+
 def test_the_baselines_loop_reading_flows_in_place_counts_as_the_reference() -> None:
     """Flows carry no field a built-in term kind or the rarity reads (their rates only), so
     the loop makes none of their events."""
@@ -244,6 +284,39 @@ def test_the_baselines_loop_reading_flows_in_place_counts_as_the_reference() -> 
         hour = int(now // 3600)
         assert reference.observe_batch(evs, hour, now) == native.observe_batch(fe, hour, now)
         assert fe.made == 0
+        assert seen(evs) == seen(list(fe))
+    assert state(reference) == state(native)
+    assert native.native.declined == declined
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("destination.ip", "labels.site"),  # device_per_site's key: a new term each
+        ("source.ip", "event.dataset"),  # the source rate's key
+        ("destination.ip", "event.action"),  # the rarity's action
+    ],
+)
+def test_flows_whose_own_values_the_loop_counts_each_count_as_the_reference(
+    old: str, new: str
+) -> None:
+    """A template field named as a field the baselines loop counts by (a term kind's key, a
+    rate's key, the rarity's action): each flow's own value counts, so no flow's work is
+    taken over from the first flow of its shape; rates, terms, counts and stamps are the
+    reference's."""
+    cfg = AnalysisSection(new_term_learning=1.0, new_term_max_keys=50)
+    reference, native = BaselineStage(cfg), BaselineStage(cfg)
+    reference.native = None
+    assert native.native is not None
+    dec, renamed = renaming(old, new), renaming(old, new)
+    declined = native.native.declined
+    for k in range(4):
+        now = T0 + 60 * k
+        todo = [(d, *EXPORTER, now) for d in full(3)]
+        evs = [e for x in made(dec, todo) if x for e in x]
+        fe = joined([x[0] for x in renamed.decode_flows(todo, "nf") if x and x[0]])
+        hour = int(now // 3600)
+        assert reference.observe_batch(evs, hour, now) == native.observe_batch(fe, hour, now)
         assert seen(evs) == seen(list(fe))
     assert state(reference) == state(native)
     assert native.native.declined == declined

@@ -18,7 +18,7 @@ use rustc_hash::FxHashMap;
 use crate::jsonstr;
 use crate::python_flowevents::{EventFields, EventsIn};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
-use crate::rules::{Fields, JsonFields, RuleSet, Undecided, Val};
+use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Format, Message};
 
@@ -1203,7 +1203,7 @@ fn kv_pairs<'py>(
 /// A field value from the event's dict, as the matcher reads it. Exact types only: a
 /// subclass (an `IntEnum`, a `str` subclass) may print differently, so only its presence is
 /// used here and the reference decides the rest.
-fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
+pub(crate) fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
     use std::borrow::Cow;
     if v.is_none() {
         return Val::Null;
@@ -1345,6 +1345,19 @@ impl RuleMatcher {
         fields: &dyn Fields,
         out: &mut Vec<Decision>,
     ) {
+        self.decide_known(ev, group, fields, &[], out);
+    }
+
+    /// `decide`, with what the event's shape already answers for the group's candidates
+    /// (`shape_answers`, in candidate order; a candidate past its end is evaluated).
+    pub(crate) fn decide_known(
+        &mut self,
+        ev: usize,
+        group: usize,
+        fields: &dyn Fields,
+        known: &[Option<bool>],
+        out: &mut Vec<Decision>,
+    ) {
         let Some(cands) = self.groups.get(group) else {
             return;
         };
@@ -1355,8 +1368,12 @@ impl RuleMatcher {
             if boom {
                 panic!("injected by a test");
             }
-            for &r in cands {
-                match rules.matches(r, fields) {
+            for (c, &r) in cands.iter().enumerate() {
+                let answer = match known.get(c) {
+                    Some(Some(b)) => Ok(*b),
+                    _ => rules.matches(r, fields),
+                };
+                match answer {
                     Ok(true) => out.push((ev, r, false)),
                     Ok(false) => {}
                     Err(Undecided) => out.push((ev, r, true)),
@@ -1368,6 +1385,28 @@ impl RuleMatcher {
             out.truncate(start);
             out.extend(cands.iter().map(|&r| (ev, r, true)));
         }
+    }
+}
+
+impl RuleMatcher {
+    /// What a shape answers for each candidate of `group` (`RuleSet::matches_shape`, in
+    /// candidate order); empty for an unknown group or when evaluating panicked (counted):
+    /// its events are then evaluated one by one.
+    pub(crate) fn shape_answers(&self, group: usize, shape: &dyn ShapeFields) -> Vec<Option<bool>> {
+        let Some(cands) = self.groups.get(group) else {
+            return Vec::new();
+        };
+        let rules = &self.rules;
+        catch_unwind(AssertUnwindSafe(|| {
+            cands
+                .iter()
+                .map(|&r| rules.matches_shape(r, shape))
+                .collect()
+        }))
+        .unwrap_or_else(|_| {
+            PANICS.fetch_add(1, Ordering::Relaxed);
+            Vec::new()
+        })
     }
 }
 

@@ -165,16 +165,26 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, text: &str) {
+    /// Count `text` once; its place in `counts`.
+    fn add(&mut self, text: &str) -> usize {
         match self.at.get(text) {
-            Some(&i) => self.counts[i].1 += 1,
+            Some(&i) => {
+                self.counts[i].1 += 1;
+                i
+            }
             None => {
                 self.at.insert(text.to_owned(), self.counts.len());
                 self.counts.push((text.to_owned(), 1));
+                self.counts.len() - 1
             }
         }
     }
 }
+
+/// What the first flow of a shape did that each later flow of the shape does again: the
+/// place of the text it counted in each rate tally (it read nothing a record holds of its
+/// own, and changed no new-term or rarity state).
+type Replay = [Option<usize>; 3];
 
 /// A new-term key the batch touched: its set in the table (None: the batch adds the key)
 /// and the values the batch adds to it.
@@ -331,11 +341,29 @@ impl BaselineBatch {
         let names: Vec<&Bound<'py, PyString>> = self.names.iter().map(|n| n.bind(py)).collect();
         let mut cache: Vec<Option<V<'py>>> = vec![None; names.len()];
         let actions_len = actions.len();
+        // Flows not made an event, by shape: what their first flow did (None: each flow of
+        // the shape goes through the loop). Shapes are identified while their chunks live,
+        // which the events see to for this call.
+        let mut replays: FxHashMap<(usize, usize), Option<Replay>> = FxHashMap::default();
         for i in 0..events.len() {
             let ev = events.at(i)?;
+            let shape = ev.answering_shape();
+            if let Some(Some(replay)) = shape.and_then(|(id, _)| replays.get(&id)) {
+                for (tally, at) in plan.rates.iter_mut().zip(replay) {
+                    if let Some(at) = *at {
+                        tally.counts[at].1 += 1;
+                    }
+                }
+                continue;
+            }
             let f = ev.exact_fields(py)?.ok_or(Declined)?;
             cache.iter_mut().for_each(|c| *c = None);
+            // whether a value a record holds of its own was read
+            let own = std::cell::Cell::new(false);
             let mut get = |at: usize| -> Step<V<'py>> {
+                if let Some((_, s)) = shape {
+                    own.set(own.get() || s.owns(names[at]));
+                }
                 if let Some(v) = &cache[at] {
                     return Ok(v.clone());
                 }
@@ -343,6 +371,7 @@ impl BaselineBatch {
                 cache[at] = Some(v.clone());
                 Ok(v)
             };
+            let mut replay: Replay = [None; 3];
             // Rates: `observer.ip or host.hostname`, `event.dataset or module`, the listener.
             let ip = get(self.observer_ip)?;
             let device = if ip.truthy()? {
@@ -351,7 +380,7 @@ impl BaselineBatch {
                 get(self.host_hostname)?
             };
             if !matches!(device, V::Null) {
-                device.with_text(|t| plan.rates[0].add(t))?;
+                replay[0] = Some(device.with_text(|t| plan.rates[0].add(t))?);
             }
             let dataset = get(self.dataset)?;
             let source = if dataset.truthy()? {
@@ -359,16 +388,23 @@ impl BaselineBatch {
             } else {
                 classify(Some(ev.attr(py, intern!(py, "module"))?))?
             };
-            source.with_text(|t| plan.rates[1].add(t))?;
+            replay[1] = Some(source.with_text(|t| plan.rates[1].add(t))?);
             let listener = classify(Some(ev.attr(py, intern!(py, "listener"))?))?;
             if listener.truthy()? {
-                listener.with_text(|t| plan.rates[2].add(t))?;
+                replay[2] = Some(listener.with_text(|t| plan.rates[2].add(t))?);
             }
+            // a new-term lookup or an action counted depends on the state: no replay
+            let mut stateful = false;
             // New terms.
             let mut term_stamp = None;
             for (k, kind) in self.kinds.iter().enumerate() {
+                // Up to `when`, only whether the value and key are None counts, which the
+                // shape fixes (its records hold no None): reading a record's own here does
+                // not stop the replay; what is read past here (`when`, the term) does.
+                let before = own.get();
                 let value = get(kind.value)?;
                 if matches!(value, V::Null) {
+                    own.set(before);
                     continue;
                 }
                 let mut key = V::Null;
@@ -378,9 +414,11 @@ impl BaselineBatch {
                         break;
                     }
                 }
+                own.set(before);
                 if matches!(key, V::Null) || !self.when(kind.when, &mut get)? {
                     continue;
                 }
+                stateful = true;
                 let (key, value) = (key.text(py)?, value.text(py)?);
                 if let Some(t) =
                     plan.observe_term(k, &key, &value, now, learning, max_keys, max_values)?
@@ -391,6 +429,7 @@ impl BaselineBatch {
             // Rarity.
             let mut score = None;
             if let V::Str(action) = get(self.action)? {
+                stateful = true;
                 score = plan.count_action(
                     action,
                     actions,
@@ -406,6 +445,9 @@ impl BaselineBatch {
                     term: term_stamp,
                     score,
                 });
+            }
+            if let Some((id, _)) = shape {
+                replays.insert(id, (!own.get() && !stateful).then_some(replay));
             }
         }
         Ok(plan)

@@ -23,6 +23,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
+use crate::python::field_value;
+use crate::rules::{Known, ShapeFields};
+
 /// What makes a flow's `Event`, as the listener's source would:
 /// `Event(ts, created, "netflow", fields, b"", None, None, listener)`.
 pub(crate) struct Maker {
@@ -142,6 +145,11 @@ impl Shape {
         self.position(key).is_some()
     }
 
+    /// Whether `key` (interned) is one of the keys a record holds a value of its own for.
+    pub(crate) fn owns(&self, key: &Bound<'_, PyString>) -> bool {
+        self.position(key).is_some_and(|i| i < self.keys.len())
+    }
+
     fn position(&self, key: &Bound<'_, PyString>) -> Option<usize> {
         let mask = self.by_address.len() - 1;
         let p = key.as_ptr() as usize;
@@ -173,6 +181,9 @@ pub(crate) struct Chunk {
     created: Py<PyAny>,
     shapes: Vec<Shape>,
     records: Vec<FlowRecord>,
+    /// Per shape: a record of it holds a None (then the shape answers no rule for it; see
+    /// [`ShapeKnown`]).
+    none_in: Box<[bool]>,
     /// Each flow's event once made (set once; a flow the decoder made an event for at
     /// once has it from the start).
     made: Box<[OnceLock<Py<PyAny>>]>,
@@ -181,6 +192,7 @@ pub(crate) struct Chunk {
 impl Chunk {
     /// `premade`: (record index, its event) for flows whose event the decoder made itself.
     pub(crate) fn new(
+        py: Python<'_>,
         maker: Arc<Maker>,
         created: Py<PyAny>,
         shapes: Vec<Shape>,
@@ -188,6 +200,12 @@ impl Chunk {
         premade: Vec<(usize, Py<PyAny>)>,
     ) -> Self {
         let made: Box<[OnceLock<Py<PyAny>>]> = records.iter().map(|_| OnceLock::new()).collect();
+        let mut none_in: Box<[bool]> = shapes.iter().map(|_| false).collect();
+        for rec in &records {
+            if let Some(flag) = none_in.get_mut(rec.shape) {
+                *flag = *flag || rec.values.iter().any(|v| v.is_none(py));
+            }
+        }
         for (i, ev) in premade {
             if let Some(slot) = made.get(i) {
                 let _ = slot.set(ev);
@@ -198,6 +216,7 @@ impl Chunk {
             created,
             shapes,
             records,
+            none_in,
             made,
         }
     }
@@ -421,6 +440,16 @@ impl<'a, 'py> EventAt<'a, 'py> {
         }
     }
 
+    /// A flow not made an event whose shape answers for it (no record of the shape holds
+    /// a None): an identity of its shape (as `flow_shape`'s) and the shape.
+    #[inline(always)]
+    pub(crate) fn answering_shape(&self) -> Option<((usize, usize), &'a Shape)> {
+        match self {
+            EventAt::Flow(c, j) if !c.none_in[c.records[*j].shape] => self.flow_shape(),
+            _ => None,
+        }
+    }
+
     /// Its fields when they are exactly a dict (or the record); None when not.
     pub(crate) fn exact_fields(&self, py: Python<'py>) -> PyResult<Option<EventFields<'a, 'py>>> {
         if let EventAt::Obj(ev) = self {
@@ -533,6 +562,33 @@ impl<'py> EventsIn<'py> {
         match self {
             EventsIn::List(l) => l.get_item(i),
             EventsIn::Flows(f) => f.get().event(f.py(), i),
+        }
+    }
+}
+
+/// A shape's fields as the rules see them before a record is read, by the matcher's field
+/// indices (interned keys): a key none of its records has is missing; the exporter's values
+/// are the same in each; a record's own keys are present in each, never None when the chunk
+/// says so (`EventAt::answering_shape`): the decoder makes ints, texts and lists.
+pub(crate) struct ShapeKnown<'a, 'py> {
+    pub(crate) py: Python<'py>,
+    pub(crate) shape: &'a Shape,
+    pub(crate) keys: &'a [Py<PyString>],
+}
+
+impl ShapeFields for ShapeKnown<'_, '_> {
+    fn known(&self, field: usize) -> Known<'_> {
+        let Some(key) = self.keys.get(field) else {
+            return Known::Missing;
+        };
+        let own = self.shape.keys.len();
+        match self.shape.position(key.bind(self.py)) {
+            None => Known::Missing,
+            Some(i) if i < own => Known::Present,
+            Some(i) => match self.shape.common.get(i - own) {
+                Some((_, v)) => Known::Value(field_value(v.bind(self.py), 0)),
+                None => Known::Missing,
+            },
         }
     }
 }

@@ -700,6 +700,7 @@ impl NetflowBatchDecoder {
             let got = match got {
                 Some((_, cols, Some(f))) => Some((
                     FlowEvents::of_chunk(Chunk::new(
+                        py,
                         maker.clone(),
                         now.into_bound_py_any(py)?.unbind(),
                         f.shapes,

@@ -29,10 +29,11 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
+use rustc_hash::FxHashMap;
 
 use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
-use crate::python_flowevents::{EventAt, EventFields, EventsIn};
+use crate::python_flowevents::{EventAt, EventFields, EventsIn, ShapeKnown};
 use crate::python_windows::{caught, caught_as, CorrelationWindows};
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
@@ -49,6 +50,9 @@ enum Plan {
     Absence(Py<AbsenceGroups>),
     Baseline(Py<BaselineGroups>),
 }
+
+/// A flow shape's identity while its chunk lives (`EventAt::flow_shape`).
+type ShapeId = (usize, usize);
 
 /// One detection's window results of one event: (member index, what fired or the error).
 type Results<'py> = Vec<(usize, Bound<'py, PyAny>)>;
@@ -274,6 +278,10 @@ impl DetectionFeeds {
         let mut decisions: Vec<Decision> = Vec::new();
         let mut stop = n;
         let mut decided: Vec<Decision> = Vec::new();
+        // What each (flow shape, candidate group) answers, for this call (a shape's identity
+        // holds while its chunk lives: the events hold it for the call).
+        let mut shape_answers: FxHashMap<(ShapeId, usize), Vec<Option<bool>>> =
+            FxHashMap::default();
         let a_timestamp = self.a_timestamp.bind(py);
         let now_f: f64 = now.extract()?;
         // the reference's `now + allowed_lateness`, the object it clamps a time to
@@ -289,7 +297,22 @@ impl DetectionFeeds {
             decisions.clear();
             let f = DictFields::new(&fields, &keys);
             let group: usize = groups.get_item(i)?.extract()?;
-            matcher.decide(i, group, &f, &mut decisions);
+            // A flow's shape answers most of its candidates once for the shape's flows (a
+            // presence test, a test of the exporter's values): those are not read per flow.
+            let known: &[Option<bool>] = match ev.answering_shape() {
+                Some((id, shape)) => shape_answers.entry((id, group)).or_insert_with(|| {
+                    matcher.shape_answers(
+                        group,
+                        &ShapeKnown {
+                            py,
+                            shape,
+                            keys: &keys,
+                        },
+                    )
+                }),
+                None => &[],
+            };
+            matcher.decide_known(i, group, &f, known, &mut decisions);
             if decisions.is_empty() {
                 i += 1;
                 continue;

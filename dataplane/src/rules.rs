@@ -49,6 +49,43 @@ pub trait Fields {
     fn get(&self, field: usize) -> Option<Val<'_>>;
 }
 
+/// What the shape of a batch's records tells of a field before any record is read (a flow's
+/// template fixes which keys its records have, and the exporter's values they share).
+pub enum Known<'a> {
+    /// Not a key of the shape: missing from every record.
+    Missing,
+    /// The same value in every record.
+    Value(Val<'a>),
+    /// A key of every record, never None there, its value each record's own.
+    Present,
+}
+
+/// A shape's fields, looked up by the ruleset's field indices.
+pub trait ShapeFields {
+    fn known(&self, field: usize) -> Known<'_>;
+}
+
+/// A shape's fields read as one record's, noting whether a record's own value was asked
+/// for (a [`Known::Present`] field reads as [`Val::Other`]; an answer that read one is not the
+/// shape's).
+struct ShapeRead<'s> {
+    shape: &'s dyn ShapeFields,
+    own: std::cell::Cell<bool>,
+}
+
+impl Fields for ShapeRead<'_> {
+    fn get(&self, field: usize) -> Option<Val<'_>> {
+        match self.shape.known(field) {
+            Known::Missing => None,
+            Known::Value(v) => Some(v),
+            Known::Present => {
+                self.own.set(true);
+                Some(Val::Other)
+            }
+        }
+    }
+}
+
 /// Why the compiled form could not be loaded (the whole ruleset) or one rule could not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FormError(pub String);
@@ -560,23 +597,95 @@ impl RuleSet {
             return Err(Undecided);
         };
         let cond = r.cond.as_ref().map_err(|_| Undecided)?;
-        if let Some((toks, ascii)) = &r.tokens {
-            // The engine's pre-filter: str(message).lower(), "" when missing or None.
-            let m = f.get(self.message);
-            let text: Cow<str> = match &m {
-                None | Some(Val::Null) => Cow::Borrowed(""),
-                Some(Val::Bool(true)) => Cow::Borrowed("true"),
-                Some(Val::Bool(false)) => Cow::Borrowed("false"),
-                Some(v) => lower(text_of(v)?, *ascii)?,
-            };
-            if !toks
-                .iter()
-                .any(|t| t.finder.find(text.as_bytes()).is_some())
-            {
-                return Ok(false);
-            }
+        if !self.prefilter(r, f)? {
+            return Ok(false);
         }
         self.eval(cond, f)
+    }
+
+    /// Whether rule `rule` matches every record of a shape (`Some(true)`), none of them
+    /// (`Some(false)`), or that depends on the records' own values (`None`). An answer given
+    /// is [`RuleSet::matches`]' (or the reference's, where that one is undecided) for each
+    /// record: it read only what the shape fixes, or a field's presence where the shape
+    /// says every record has it and none holds None.
+    pub fn matches_shape(&self, rule: usize, s: &dyn ShapeFields) -> Option<bool> {
+        let r = self.rules.get(rule)?;
+        let cond = r.cond.as_ref().ok()?;
+        let pre = if r.tokens.is_some() {
+            let read = ShapeRead {
+                shape: s,
+                own: std::cell::Cell::new(false),
+            };
+            let got = self.prefilter(r, &read).ok();
+            got.filter(|_| !read.own.get())
+        } else {
+            Some(true)
+        };
+        if pre == Some(false) {
+            return Some(false);
+        }
+        match self.eval_shape(cond, s) {
+            Some(false) => Some(false),
+            Some(true) => pre,
+            None => None,
+        }
+    }
+
+    /// The engine's pre-filter: one of the rule's tokens in str(message).lower() ("" when
+    /// missing or None).
+    fn prefilter(&self, r: &Rule, f: &dyn Fields) -> Answer {
+        let Some((toks, ascii)) = &r.tokens else {
+            return Ok(true);
+        };
+        let m = f.get(self.message);
+        let text: Cow<str> = match &m {
+            None | Some(Val::Null) => Cow::Borrowed(""),
+            Some(Val::Bool(true)) => Cow::Borrowed("true"),
+            Some(Val::Bool(false)) => Cow::Borrowed("false"),
+            Some(v) => lower(text_of(v)?, *ascii)?,
+        };
+        Ok(toks
+            .iter()
+            .any(|t| t.finder.find(text.as_bytes()).is_some()))
+    }
+
+    /// `eval` over a shape, three-valued as Kleene's: a part that reads a record's own value
+    /// is unknown (`None`), save a presence test of a field every record has.
+    fn eval_shape(&self, c: &Cond, s: &dyn ShapeFields) -> Option<bool> {
+        match c {
+            Cond::And(kids) => {
+                let mut answer = Some(true);
+                for k in kids {
+                    match self.eval_shape(k, s) {
+                        Some(false) => return Some(false),
+                        Some(true) => {}
+                        None => answer = None,
+                    }
+                }
+                answer
+            }
+            Cond::Or(kids) => {
+                let mut answer = Some(false);
+                for k in kids {
+                    match self.eval_shape(k, s) {
+                        Some(true) => return Some(true),
+                        Some(false) => {}
+                        None => answer = None,
+                    }
+                }
+                answer
+            }
+            Cond::Not(k) => self.eval_shape(k, s).map(|b| !b),
+            Cond::Exists(field, want) if matches!(s.known(*field), Known::Present) => Some(*want),
+            leaf => {
+                let read = ShapeRead {
+                    shape: s,
+                    own: std::cell::Cell::new(false),
+                };
+                let got = self.eval(leaf, &read).ok();
+                got.filter(|_| !read.own.get())
+            }
+        }
     }
 
     fn eval(&self, c: &Cond, f: &dyn Fields) -> Answer {

@@ -1,11 +1,12 @@
 //! Property tests for the rule matcher (`rules`): any document loads or is refused without a
 //! panic, any generated form evaluates on any field values without a panic, and the answers
-//! it does give obey the form's logic (`not` inverts, `and`/`or` combine their parts).
+//! it does give obey the form's logic (`not` inverts, `and`/`or` combine their parts), and
+//! what a shape's answer says holds for every record of that shape.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use _dataplane::rules::{MapFields, RuleSet, Val};
+use _dataplane::rules::{Known, MapFields, RuleSet, ShapeFields, Val};
 use proptest::prelude::*;
 use serde_json::{json, Value as Json};
 
@@ -108,6 +109,59 @@ fn event() -> impl Strategy<Value = HashMap<String, Val<'static>>> {
     )
 }
 
+/// What a generated shape fixes per field (by name): missing, one value, or present with
+/// each record's own value (never None).
+#[derive(Debug, Clone)]
+enum Fixed {
+    Missing,
+    Value(Val<'static>),
+    Present,
+}
+
+struct GivenShape<'a> {
+    names: &'a [String],
+    fixed: &'a HashMap<String, Fixed>,
+}
+
+impl ShapeFields for GivenShape<'_> {
+    fn known(&self, field: usize) -> Known<'_> {
+        match self.names.get(field).and_then(|n| self.fixed.get(n)) {
+            None | Some(Fixed::Missing) => Known::Missing,
+            Some(Fixed::Value(v)) => Known::Value(v.clone()),
+            Some(Fixed::Present) => Known::Present,
+        }
+    }
+}
+
+fn shape() -> impl Strategy<Value = HashMap<String, Fixed>> {
+    let fixed = prop_oneof![
+        Just(Fixed::Missing),
+        value().prop_map(Fixed::Value),
+        Just(Fixed::Present),
+    ];
+    prop::collection::hash_map(
+        prop::sample::select(&FIELDS[..]).prop_map(str::to_owned),
+        fixed,
+        0..4,
+    )
+}
+
+/// A record of the shape: its fixed values, any value but None where it is present.
+fn record_of(
+    shape: &HashMap<String, Fixed>,
+    own: &[Val<'static>],
+) -> HashMap<String, Val<'static>> {
+    let mut own = own.iter().cycle();
+    shape
+        .iter()
+        .filter_map(|(k, f)| match f {
+            Fixed::Missing => None,
+            Fixed::Value(v) => Some((k.clone(), v.clone())),
+            Fixed::Present => Some((k.clone(), own.next().cloned().unwrap_or(Val::Int(0)))),
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -154,6 +208,25 @@ proptest! {
                 if a[part] == Ok(false) { prop_assert_eq!(a[3], Ok(false)); }
                 if a[part] == Ok(true) { prop_assert_eq!(a[4], Ok(true)); }
             }
+        }
+    }
+
+    #[test]
+    fn a_shapes_answer_holds_for_each_of_its_records(
+        c in cond_form(),
+        tokens in prop::option::of(prop::collection::vec("[a-z ]{0,3}", 1..3)),
+        sh in shape(),
+        own in prop::collection::vec(value().prop_filter("never None", |v| *v != Val::Null), 1..4),
+    ) {
+        let doc = json!({"rules": [{"ir": c, "tokens": tokens}]});
+        let rs = RuleSet::from_json(&doc.to_string()).unwrap();
+        let names = rs.fields().names();
+        let given = GivenShape { names, fixed: &sh };
+        if let Some(b) = rs.matches_shape(0, &given) {
+            let rec = record_of(&sh, &own);
+            let f = MapFields { map: &rec, names };
+            let got = rs.matches(0, &f);
+            prop_assert!(got == Ok(b) || got.is_err(), "shape {:?} said {}, the record {:?}", sh, b, got);
         }
     }
 }
