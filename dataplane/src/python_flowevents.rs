@@ -286,15 +286,38 @@ impl FlowEvents {
 
     /// Flow `i` of this sequence: its chunk and index there.
     fn locate(&self, i: usize) -> Option<(&Chunk, usize)> {
-        let s = self.ends.partition_point(|&e| e <= i);
+        self.locate_near(i, &std::cell::Cell::new(0))
+    }
+
+    /// `locate`, trying the segment `hint` names first and leaving `i`'s there: a reader
+    /// walking the flows in order finds each in its predecessor's segment (or the next),
+    /// without a search over the segments (a batch joins one per datagram).
+    fn locate_near(&self, i: usize, hint: &std::cell::Cell<usize>) -> Option<(&Chunk, usize)> {
+        let h = hint.get();
+        let fits =
+            |s: usize| s < self.ends.len() && self.ends[s] > i && (s == 0 || self.ends[s - 1] <= i);
+        let s = if fits(h) {
+            h
+        } else if fits(h + 1) {
+            h + 1
+        } else {
+            self.ends.partition_point(|&e| e <= i)
+        };
+        hint.set(s);
         let seg = self.segments.get(s)?;
         let before = if s == 0 { 0 } else { self.ends[s - 1] };
         Some((&seg.chunk, seg.start + (i - before)))
     }
 
-    /// Flow `i` as a native reader takes it: its made event, else its record.
-    pub(crate) fn at<'a, 'py>(&'a self, py: Python<'py>, i: usize) -> Option<EventAt<'a, 'py>> {
-        let (chunk, j) = self.locate(i)?;
+    /// Flow `i` as a native reader takes it: its made event, else its record (`hint` as
+    /// `locate_near`'s).
+    pub(crate) fn at<'a, 'py>(
+        &'a self,
+        py: Python<'py>,
+        i: usize,
+        hint: &std::cell::Cell<usize>,
+    ) -> Option<EventAt<'a, 'py>> {
+        let (chunk, j) = self.locate_near(i, hint)?;
         Some(match chunk.made[j].get() {
             Some(ev) => EventAt::Obj(ev.bind(py).clone()),
             None => EventAt::Flow(chunk, j),
@@ -524,16 +547,17 @@ impl<'py> EventFields<'_, 'py> {
     }
 }
 
-/// The events a native reader is handed: a list of `Event`s, or a `FlowEvents`.
+/// The events a native reader is handed: a list of `Event`s, or a `FlowEvents` (with the
+/// segment the last flow read was in).
 pub(crate) enum EventsIn<'py> {
     List(Bound<'py, PyList>),
-    Flows(Bound<'py, FlowEvents>),
+    Flows(Bound<'py, FlowEvents>, std::cell::Cell<usize>),
 }
 
 impl<'py> EventsIn<'py> {
     pub(crate) fn of(events: &Bound<'py, PyAny>) -> PyResult<Self> {
         if let Ok(f) = events.cast::<FlowEvents>() {
-            return Ok(EventsIn::Flows(f.clone()));
+            return Ok(EventsIn::Flows(f.clone(), std::cell::Cell::new(0)));
         }
         Ok(EventsIn::List(events.cast::<PyList>()?.clone()))
     }
@@ -542,7 +566,7 @@ impl<'py> EventsIn<'py> {
     pub(crate) fn len(&self) -> usize {
         match self {
             EventsIn::List(l) => l.len(),
-            EventsIn::Flows(f) => f.get().len(),
+            EventsIn::Flows(f, _) => f.get().len(),
         }
     }
 
@@ -550,9 +574,9 @@ impl<'py> EventsIn<'py> {
     pub(crate) fn at(&self, i: usize) -> PyResult<EventAt<'_, 'py>> {
         match self {
             EventsIn::List(l) => Ok(EventAt::Obj(l.get_item(i)?)),
-            EventsIn::Flows(f) => f
+            EventsIn::Flows(f, hint) => f
                 .get()
-                .at(f.py(), i)
+                .at(f.py(), i, hint)
                 .ok_or_else(|| PyIndexError::new_err("FlowEvents index out of range")),
         }
     }
@@ -561,7 +585,7 @@ impl<'py> EventsIn<'py> {
     pub(crate) fn object(&self, i: usize) -> PyResult<Bound<'py, PyAny>> {
         match self {
             EventsIn::List(l) => l.get_item(i),
-            EventsIn::Flows(f) => f.get().event(f.py(), i),
+            EventsIn::Flows(f, _) => f.get().event(f.py(), i),
         }
     }
 }
