@@ -16,7 +16,7 @@ use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
-use crate::python_flowevents::{EventFields, EventsIn};
+use crate::python_flowevents::{EventFields, EventsIn, ShapeId};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
 use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
 use crate::syslog::framing::Framer;
@@ -1386,9 +1386,7 @@ impl RuleMatcher {
             out.extend(cands.iter().map(|&r| (ev, r, true)));
         }
     }
-}
 
-impl RuleMatcher {
     /// What a shape answers for each candidate of `group` (`RuleSet::matches_shape`, in
     /// candidate order); empty for an unknown group or when evaluating panicked (counted):
     /// its events are then evaluated one by one.
@@ -1492,7 +1490,7 @@ impl RuleMatcher {
         // Flows by their shape (and category list): a shape none of whose keys is a scalar
         // part of the signature gives each of its flows the same one (module, None, None,
         // the list's items, None), so one lookup serves the shape's flows in this call.
-        let mut by_shape: FxHashMap<((usize, usize), usize), i64> = FxHashMap::default();
+        let mut by_shape: FxHashMap<(ShapeId, usize), i64> = FxHashMap::default();
         for i in 0..events.len() {
             let ev = events.at(i)?;
             let shape = ev.flow_shape().and_then(|(id, shape)| {

@@ -9,7 +9,9 @@
 //! batch is decided does it write the overlay into the Python objects (the new keys and
 //! values, the counts, the stamps on the few events that get fields) and hand back the rate
 //! counts per key, the positions of the stamped events and the new terms. So a common event
-//! costs dict probes and makes no Python object.
+//! costs dict probes and makes no Python object; and a flow of a native batch whose shape's
+//! first flow read nothing of its own record and changed no state (a flow's usual case: its
+//! rates only) costs three counts, that first flow's again.
 //!
 //! What it cannot mirror exactly (a value that is not an exact `str` or `int` where the
 //! reference takes its text, a `str` subclass, a `fields` that is not a dict, a number beyond
@@ -27,7 +29,7 @@ use rustc_hash::FxHashMap;
 
 use crate::baselines::{is_rare, rarity, EXACT_INT};
 use crate::python::PANICS;
-use crate::python_flowevents::EventsIn;
+use crate::python_flowevents::{EventsIn, ShapeId};
 
 /// The batch goes to the reference; nothing was changed.
 struct Declined;
@@ -344,7 +346,7 @@ impl BaselineBatch {
         // Flows not made an event, by shape: what their first flow did (None: each flow of
         // the shape goes through the loop). Shapes are identified while their chunks live,
         // which the events see to for this call.
-        let mut replays: FxHashMap<(usize, usize), Option<Replay>> = FxHashMap::default();
+        let mut replays: FxHashMap<ShapeId, Option<Replay>> = FxHashMap::default();
         for i in 0..events.len() {
             let ev = events.at(i)?;
             let shape = ev.answering_shape();

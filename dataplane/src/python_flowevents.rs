@@ -167,6 +167,10 @@ impl Shape {
     }
 }
 
+/// A flow shape's identity while its chunk lives: the chunk's address and the shape's place
+/// in it (`EventAt::flow_shape`).
+pub(crate) type ShapeId = (usize, usize);
+
 /// One flow: its event time, its shape and its own values.
 pub(crate) struct FlowRecord {
     pub(crate) ts: Py<PyAny>,
@@ -453,7 +457,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
     /// A flow not made an event: an identity of its shape (its chunk's address, stable
     /// while the chunk lives, and the shape's place in it) and the shape.
     #[inline(always)]
-    pub(crate) fn flow_shape(&self) -> Option<((usize, usize), &'a Shape)> {
+    pub(crate) fn flow_shape(&self) -> Option<(ShapeId, &'a Shape)> {
         match self {
             EventAt::Obj(_) => None,
             EventAt::Flow(c, j) => {
@@ -466,7 +470,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
     /// A flow not made an event whose shape answers for it (no record of the shape holds
     /// a None): an identity of its shape (as `flow_shape`'s) and the shape.
     #[inline(always)]
-    pub(crate) fn answering_shape(&self) -> Option<((usize, usize), &'a Shape)> {
+    pub(crate) fn answering_shape(&self) -> Option<(ShapeId, &'a Shape)> {
         match self {
             EventAt::Flow(c, j) if !c.none_in[c.records[*j].shape] => self.flow_shape(),
             _ => None,

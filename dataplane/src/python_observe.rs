@@ -5,7 +5,8 @@
 //! `log_rate_spike`).
 //!
 //! Per event, in order, it does what `observe` does: match (the `RuleMatcher`, the engine's
-//! candidate group), clamp the event time, decide `late` against the watermark and move
+//! candidate group; for a flow of a native batch, what its shape decides is asked once per
+//! shape and group, `RuleSet::matches_shape`), clamp the event time, decide `late` against the watermark and move
 //! it, then per matched detection in order: count the hit; an absence detection's group is
 //! seen (`AbsenceGroups`; a key to schedule goes into `pushes`, in order, so the engine
 //! numbers the heap entries as the reference would); a baseline detection's group counts
@@ -33,7 +34,7 @@ use rustc_hash::FxHashMap;
 
 use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
-use crate::python_flowevents::{EventAt, EventFields, EventsIn, ShapeKnown};
+use crate::python_flowevents::{EventAt, EventFields, EventsIn, ShapeId, ShapeKnown};
 use crate::python_windows::{caught, caught_as, CorrelationWindows};
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
@@ -50,9 +51,6 @@ enum Plan {
     Absence(Py<AbsenceGroups>),
     Baseline(Py<BaselineGroups>),
 }
-
-/// A flow shape's identity while its chunk lives (`EventAt::flow_shape`).
-type ShapeId = (usize, usize);
 
 /// One detection's window results of one event: (member index, what fired or the error).
 type Results<'py> = Vec<(usize, Bound<'py, PyAny>)>;
