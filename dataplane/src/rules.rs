@@ -653,23 +653,14 @@ impl RuleSet {
     /// is unknown (`None`), save a presence test of a field every record has.
     fn eval_shape(&self, c: &Cond, s: &dyn ShapeFields) -> Option<bool> {
         match c {
-            Cond::And(kids) => {
-                let mut answer = Some(true);
+            Cond::And(kids) | Cond::Or(kids) => {
+                // the answer of a part that decides the whole: false for an `and`
+                let deciding = matches!(c, Cond::Or(_));
+                let mut answer = Some(!deciding);
                 for k in kids {
                     match self.eval_shape(k, s) {
-                        Some(false) => return Some(false),
-                        Some(true) => {}
-                        None => answer = None,
-                    }
-                }
-                answer
-            }
-            Cond::Or(kids) => {
-                let mut answer = Some(false);
-                for k in kids {
-                    match self.eval_shape(k, s) {
-                        Some(true) => return Some(true),
-                        Some(false) => {}
+                        Some(b) if b == deciding => return Some(deciding),
+                        Some(_) => {}
                         None => answer = None,
                     }
                 }
