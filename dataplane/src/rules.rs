@@ -73,6 +73,18 @@ struct ShapeRead<'s> {
     own: std::cell::Cell<bool>,
 }
 
+impl ShapeRead<'_> {
+    /// What `ask` answers over the shape, when it read nothing of a record's own.
+    fn answer(shape: &dyn ShapeFields, ask: impl FnOnce(&dyn Fields) -> Answer) -> Option<bool> {
+        let read = ShapeRead {
+            shape,
+            own: std::cell::Cell::new(false),
+        };
+        let got = ask(&read).ok();
+        got.filter(|_| !read.own.get())
+    }
+}
+
 impl Fields for ShapeRead<'_> {
     fn get(&self, field: usize) -> Option<Val<'_>> {
         match self.shape.known(field) {
@@ -611,16 +623,7 @@ impl RuleSet {
     pub fn matches_shape(&self, rule: usize, s: &dyn ShapeFields) -> Option<bool> {
         let r = self.rules.get(rule)?;
         let cond = r.cond.as_ref().ok()?;
-        let pre = if r.tokens.is_some() {
-            let read = ShapeRead {
-                shape: s,
-                own: std::cell::Cell::new(false),
-            };
-            let got = self.prefilter(r, &read).ok();
-            got.filter(|_| !read.own.get())
-        } else {
-            Some(true)
-        };
+        let pre = ShapeRead::answer(s, |f| self.prefilter(r, f));
         if pre == Some(false) {
             return Some(false);
         }
@@ -668,14 +671,7 @@ impl RuleSet {
             }
             Cond::Not(k) => self.eval_shape(k, s).map(|b| !b),
             Cond::Exists(field, want) if matches!(s.known(*field), Known::Present) => Some(*want),
-            leaf => {
-                let read = ShapeRead {
-                    shape: s,
-                    own: std::cell::Cell::new(false),
-                };
-                let got = self.eval(leaf, &read).ok();
-                got.filter(|_| !read.own.get())
-            }
+            leaf => ShapeRead::answer(s, |f| self.eval(leaf, f)),
         }
     }
 
