@@ -1209,32 +1209,39 @@ const IANA_TRANSPORT: [(&str, &str); 6] = [
 /// A dotted quad the reference's `ipaddress` accepts and writes back unchanged (decimal
 /// octets up to 255, no leading zeros): the common case of an `ip` conversion, answered here.
 pub(crate) fn is_plain_ipv4(v: &str) -> bool {
+    plain_ipv4(v).is_some()
+}
+
+/// The address of a plain dotted quad ([`is_plain_ipv4`]), `None` for any other text.
+pub(crate) fn plain_ipv4(v: &str) -> Option<u32> {
     // Octet by octet over the bytes: on every flow's and firewall line's addresses, a
     // `split('.')` and a `parse` per octet cost several times this.
     let mut octets = 0;
+    let mut addr = 0u32;
     let mut value = 0u32;
     let mut digits = 0;
     for &c in v.as_bytes() {
         if c == b'.' {
             if digits == 0 || octets == 3 {
-                return false;
+                return None;
             }
             octets += 1;
+            addr = addr << 8 | value;
             (value, digits) = (0, 0);
         } else if c.is_ascii_digit() {
             if digits == 1 && value == 0 {
-                return false; // a leading zero
+                return None; // a leading zero
             }
             value = value * 10 + u32::from(c - b'0');
             digits += 1;
             if value > 255 {
-                return false;
+                return None;
             }
         } else {
-            return false;
+            return None;
         }
     }
-    octets == 3 && digits > 0
+    (octets == 3 && digits > 0).then_some(addr << 8 | value)
 }
 
 pub(crate) fn as_int(v: &str) -> Option<i64> {
@@ -1390,6 +1397,7 @@ mod tests {
         #[test]
         fn is_plain_ipv4_accepts_what_std_parses(v in "[0-9.]{0,17}|[0-2]?[0-9]{1,2}(\\.[0-2]?[0-9]{1,2}){3}") {
             proptest::prop_assert_eq!(is_plain_ipv4(&v), v.parse::<std::net::Ipv4Addr>().is_ok(), "{}", v);
+            proptest::prop_assert_eq!(plain_ipv4(&v), v.parse::<std::net::Ipv4Addr>().ok().map(u32::from), "{}", v);
         }
     }
 }
