@@ -256,6 +256,34 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         i
     }
 
+    /// Evict the oldest entry for `key` (which [`Lru::lookup`] found absent, `at`): the
+    /// oldest's slot takes `key` and moves to the back, keeping its value for the caller to
+    /// make the new one of. The same order as a `pop_front` then a `push_vacant`, without
+    /// moving either node out of or into its slot (at the bound, on a flow stream, nearly
+    /// every flow evicts a group). Returns the slot, or gives `key` back when the map is
+    /// empty.
+    pub fn replace_front(&mut self, at: Vacant, key: K) -> Result<usize, K> {
+        let Some(i) = self.front() else {
+            return Err(key);
+        };
+        if self.indexed {
+            let (hash, chain) = {
+                let n = self.node(i);
+                (n.hash, n.chain)
+            };
+            self.unhook(i, hash, chain);
+            let hash = at.0.unwrap_or_else(|| self.hasher.hash_one(&key));
+            let chain = self.map.get(&hash).copied().unwrap_or(NIL);
+            self.map.insert(hash, i);
+            let n = self.node_mut(i);
+            n.hash = hash;
+            n.chain = chain;
+        }
+        self.node_mut(i).key = key;
+        self.move_to_back(i);
+        Ok(i)
+    }
+
     /// Remove the entry in slot `i`.
     pub fn remove(&mut self, i: usize) -> (K, V) {
         self.unlink(i);
@@ -555,22 +583,24 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
                 i
             }
             Err(at) => {
-                // The group evicted for this one lends it its window's allocations: on a
-                // flow stream at the bound nearly every flow opens a group and evicts one.
-                let mut window = None;
-                if self.groups.len() >= self.spec.max_groups {
-                    if let Some((_k, old)) = self.groups.pop_front() {
-                        self.evicted += 1;
-                        window = Some(old.window);
+                // The group evicted for this one becomes it, in its slot, with its window's
+                // allocations: on a flow stream at the bound nearly every flow opens a group
+                // and evicts one.
+                let key = if self.groups.len() >= self.spec.max_groups {
+                    match self.groups.replace_front(at, key) {
+                        Ok(i) => {
+                            self.evicted += 1;
+                            let group = self.groups.val_mut(i);
+                            group.display = display();
+                            group.window.clear();
+                            return self.add_to(i, ts, payload, value, steps);
+                        }
+                        Err(key) => key,
                     }
-                }
-                let window = match window {
-                    Some(mut w) => {
-                        w.clear();
-                        w
-                    }
-                    None => self.empty_window(),
+                } else {
+                    key
                 };
+                let window = self.empty_window();
                 self.groups.push_vacant(
                     at,
                     key,
@@ -581,6 +611,21 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
                 )
             }
         };
+        self.add_to(slot, ts, payload, value, steps)
+    }
+
+    /// The rest of [`Windows::add`] once the group is in `slot`.
+    fn add_to<FV>(
+        &mut self,
+        slot: usize,
+        ts: f64,
+        payload: P,
+        value: Value<K, FV>,
+        steps: &[usize],
+    ) -> Option<(usize, Group<K, D, P>)>
+    where
+        FV: FnOnce() -> D,
+    {
         let spec = &self.spec;
         let entry = Entry { ts, payload };
         let n = match &mut self.groups.val_mut(slot).window {
