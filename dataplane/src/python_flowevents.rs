@@ -16,6 +16,7 @@
 //! share their list values (`event.category`, `event.type`): a native reader never keeps
 //! or changes a value it reads, and a made event's fields get copies of the lists.
 
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 
 use pyo3::exceptions::{PyIndexError, PyTypeError};
@@ -24,7 +25,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
 use crate::python::field_value;
-use crate::rules::{Known, ShapeFields};
+use crate::rules::{Fields, Known, ShapeFields, Val};
 
 /// What makes a flow's `Event`, as the listener's source would:
 /// `Event(ts, created, "netflow", fields, b"", None, None, listener)`.
@@ -618,5 +619,31 @@ impl ShapeFields for ShapeKnown<'_, '_> {
                 None => Known::Missing,
             },
         }
+    }
+}
+
+/// A flow record's fields as the rules read them, by the matcher's field indices (interned
+/// keys). A text is lent from the record's own str for as long as the record is borrowed, so
+/// nothing is kept per read: the record's keys are found by address, and what an event's
+/// dict needs remembered between reads (`DictFields`) a flow gets back at the cost of one
+/// probe.
+pub(crate) struct FlowFields<'a, 'py> {
+    pub(crate) py: Python<'py>,
+    pub(crate) shape: &'a Shape,
+    pub(crate) values: &'a [Py<PyAny>],
+    pub(crate) keys: &'a [Py<PyString>],
+}
+
+impl Fields for FlowFields<'_, '_> {
+    fn get(&self, field: usize) -> Option<Val<'_>> {
+        let key = self.keys.get(field)?.bind(self.py);
+        let v = self.shape.find(self.values, key)?.bind(self.py);
+        Some(match v.cast_exact::<PyString>() {
+            Ok(s) => match s.to_str() {
+                Ok(t) => Val::Str(Cow::Borrowed(t)),
+                Err(_) => Val::Other, // lone surrogates
+            },
+            Err(_) => field_value(v, 0),
+        })
     }
 }

@@ -34,8 +34,9 @@ use rustc_hash::FxHashMap;
 
 use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
-use crate::python_flowevents::{EventAt, EventFields, EventsIn, ShapeId, ShapeKnown};
+use crate::python_flowevents::{EventAt, EventFields, EventsIn, FlowFields, ShapeId, ShapeKnown};
 use crate::python_windows::{caught, caught_as, CorrelationWindows};
+use crate::rules::Fields;
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
 /// the engine's order | its `AbsenceGroups` | its `BaselineGroups`, per window whether
@@ -293,7 +294,22 @@ impl DetectionFeeds {
                 break;
             };
             decisions.clear();
-            let f = DictFields::new(&fields, &keys);
+            let (dict_fields, flow_fields);
+            let f: &dyn Fields = match &fields {
+                EventFields::Flow(_, shape, values) => {
+                    flow_fields = FlowFields {
+                        py,
+                        shape,
+                        values,
+                        keys: &keys,
+                    };
+                    &flow_fields
+                }
+                EventFields::Dict(_) => {
+                    dict_fields = DictFields::new(&fields, &keys);
+                    &dict_fields
+                }
+            };
             let group: usize = groups.get_item(i)?.extract()?;
             // A flow's shape answers most of its candidates once for the shape's flows (a
             // presence test, a test of the exporter's values): those are not read per flow.
@@ -310,7 +326,7 @@ impl DetectionFeeds {
                 }),
                 None => &[],
             };
-            matcher.decide_known(i, group, &f, known, &mut decisions);
+            matcher.decide_known(i, group, f, known, &mut decisions);
             if decisions.is_empty() {
                 i += 1;
                 continue;
