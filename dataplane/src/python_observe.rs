@@ -286,6 +286,8 @@ impl DetectionFeeds {
         // the reference's `now + allowed_lateness`, the object it clamps a time to
         let limit_obj = now.add(self.lateness_obj.bind(py))?;
         let limit: f64 = limit_obj.extract()?;
+        // Each event's effects (`done` below), in one allocation for the call.
+        let mut done: Vec<(usize, Step<'py>)> = Vec::new();
         let mut i = start;
         while i < n {
             let ev = events.at(i)?;
@@ -379,7 +381,7 @@ impl DetectionFeeds {
                 newest_obj = Some(ts_obj.clone());
             }
             // This event's effects, committed when every step took it.
-            let mut done: Vec<(usize, Step<'py>)> = Vec::with_capacity(decisions.len());
+            done.clear();
             // the index of the decision after which the engine takes the event over: its
             // step raised or declined, or fired into a window fed here too
             let mut failed: Option<usize> = None;
@@ -435,7 +437,7 @@ impl DetectionFeeds {
             if let Some(at) = failed {
                 let rest = decisions[at + 1..].iter().map(|d| d.1).collect();
                 let steps = done
-                    .into_iter()
+                    .drain(..)
                     .map(|(r, step)| {
                         Ok((
                             r,
@@ -451,7 +453,7 @@ impl DetectionFeeds {
                 decided = std::mem::take(&mut decisions);
                 break;
             }
-            for (r, step) in done {
+            for (r, step) in done.drain(..) {
                 match step {
                     Step::Windows(results) => {
                         feed_hits[r] += 1;
