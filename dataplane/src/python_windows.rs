@@ -363,6 +363,50 @@ fn plain_values(values: &[Bound<'_, PyAny>]) -> bool {
     })
 }
 
+/// The key [`Part::tuple`] makes of the values of the fields `keys` (a missing one as None),
+/// written as each is read, with no vector of them made (two windows a flow, nearly every
+/// one a new group's): with whether every value is None (an ungrouped event, whose key is
+/// [`Part::null`]) and whether all are plain ([`plain_values`]).
+fn group_key<'py>(
+    py: Python<'py>,
+    keys: &[Py<PyString>],
+    fields: &EventFields<'_, 'py>,
+) -> PyResult<(Part, bool, bool)> {
+    let mut w = PartWriter::default();
+    w.push_byte(TAG_TUPLE);
+    w.push_len(keys.len());
+    let (mut all_none, mut plain) = (true, true);
+    for k in keys {
+        match fields.item(k.bind(py))? {
+            None => w.push_byte(TAG_NULL),
+            Some(v) => {
+                all_none &= v.is_none();
+                plain &= plain_values(std::slice::from_ref(&v));
+                w.value(&v)?;
+            }
+        }
+    }
+    if all_none && !keys.is_empty() {
+        return Ok((Part::null(), true, true));
+    }
+    Ok((w.finish(), false, plain))
+}
+
+/// The values [`group_key`] read, as the reference's key tuple holds them.
+fn group_values<'py>(
+    py: Python<'py>,
+    keys: &[Py<PyString>],
+    fields: &EventFields<'_, 'py>,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    keys.iter()
+        .map(|k| {
+            Ok(fields
+                .item(k.bind(py))?
+                .unwrap_or_else(|| py.None().into_bound(py)))
+        })
+        .collect()
+}
+
 /// A group's key as first seen (the reference's dict key), or a value's: `None` for a group
 /// whose key gives its values back ([`plain_values`]).
 type Shown = Option<Py<PyAny>>;
@@ -459,30 +503,18 @@ impl CorrelationWindows {
             return Ok(None);
         };
         let ts = entry_time(entry)?;
-        let mut values = Vec::with_capacity(gf.len());
-        for f in gf {
-            values.push(
-                fields
-                    .item(f.bind(py))?
-                    .unwrap_or_else(|| py.None().into_bound(py)),
-            );
-        }
-        let ungrouped = !values.is_empty() && values.iter().all(|v| v.is_none());
-        let key = if ungrouped {
-            Part::null()
-        } else {
-            Part::tuple(&values)?
-        };
+        let (key, ungrouped, plain) = group_key(py, gf, fields)?;
         let value = match self.w.spec.kind {
             Kind::Count | Kind::Ordered(_) => None,
             Kind::Distinct => self.value(py, fields)?,
         };
         let show_key = || {
-            if plain_values(&values) {
+            if plain {
                 return None;
             }
             Some(
-                PyTuple::new(py, &values)
+                group_values(py, gf, fields)
+                    .and_then(|values| PyTuple::new(py, values))
                     .map(|t| t.into_any().unbind())
                     .unwrap_or_else(|_| py.None()),
             )
@@ -507,7 +539,8 @@ impl CorrelationWindows {
             Kind::Ordered(_) => PyFloat::new(py, n as f64).into_any(),
             _ => n.into_pyobject(py)?.into_any(),
         };
-        Ok(Some((PyTuple::new(py, &values)?, gathered, value)))
+        let values = group_values(py, gf, fields)?;
+        Ok(Some((PyTuple::new(py, values)?, gathered, value)))
     }
 
     /// The value this event adds to a value_count window, or None when it adds none.
