@@ -408,7 +408,7 @@ impl DetectionFeeds {
                         for (k, m) in members.iter().enumerate() {
                             let got = {
                                 let mut w = m.bind(py).try_borrow_mut()?;
-                                caught(|| w.add_inner(py, rid, entry, &fields))
+                                caught(|| w.add_inner(py, rid, entry, ts, &fields))
                             };
                             match got {
                                 Ok(None) => {}

@@ -489,11 +489,14 @@ fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py,
 }
 
 impl CorrelationWindows {
+    /// `CorrelationRuntime.add` of `entry`, whose event time (`entry[0]`) is `ts`: a NaN one
+    /// is declined (only Python's sort orders it).
     pub(crate) fn add_inner<'py>(
         &mut self,
         py: Python<'py>,
         rule_id: &str,
         entry: &Bound<'py, PyAny>,
+        ts: f64,
         fields: &EventFields<'_, 'py>,
     ) -> PyResult<FiredOut<'py>> {
         if std::mem::take(&mut self.panic_next) {
@@ -502,7 +505,9 @@ impl CorrelationWindows {
         let Some(gf) = self.group_fields.get(rule_id) else {
             return Ok(None);
         };
-        let ts = entry_time(entry)?;
+        if ts.is_nan() {
+            return Err(WindowsDeclined::new_err("NaN event time"));
+        }
         let (key, ungrouped, plain) = group_key(py, gf, fields)?;
         let value = match self.w.spec.kind {
             Kind::Count | Kind::Ordered(_) => None,
@@ -660,16 +665,12 @@ impl CorrelationWindows {
     }
 }
 
-/// An entry's event time (`entry[0]`); a NaN one is declined (only Python's sort orders it).
+/// An entry's event time (`entry[0]`), for [`CorrelationWindows::add_inner`]'s `ts`.
 fn entry_time(entry: &Bound<'_, PyAny>) -> PyResult<f64> {
-    let ts: f64 = match entry.cast::<PyTuple>() {
-        Ok(t) => t.get_item(0)?.extract()?,
-        Err(_) => entry.get_item(0)?.extract()?,
-    };
-    if ts.is_nan() {
-        return Err(WindowsDeclined::new_err("NaN event time"));
+    match entry.cast::<PyTuple>() {
+        Ok(t) => t.get_item(0)?.extract(),
+        Err(_) => entry.get_item(0)?.extract(),
     }
-    Ok(ts)
 }
 
 /// What `f` returns, or for a panic in it (counted in `panics()`) the error `declined`
@@ -767,7 +768,7 @@ impl CorrelationWindows {
         fields: &Bound<'py, PyDict>,
     ) -> PyResult<FiredOut<'py>> {
         let fields = EventFields::Dict(fields.clone());
-        caught(|| self.add_inner(py, rule_id, entry, &fields))
+        caught(|| self.add_inner(py, rule_id, entry, entry_time(entry)?, &fields))
     }
 
     /// Drop groups with nothing newer than the window ending at `watermark`; how many.
@@ -858,7 +859,7 @@ impl WindowsBatch {
         for (i, m) in self.members.iter().enumerate() {
             let got = {
                 let mut w = m.bind(py).try_borrow_mut()?;
-                caught(|| w.add_inner(py, rule_id, entry, fields))
+                caught(|| w.add_inner(py, rule_id, entry, entry_time(entry)?, fields))
             };
             match got {
                 Ok(None) => {}
