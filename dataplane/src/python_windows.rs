@@ -489,8 +489,8 @@ fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py,
 }
 
 impl CorrelationWindows {
-    /// `CorrelationRuntime.add` of `entry`, whose event time (`entry[0]`) is `ts`: a NaN one
-    /// is declined (only Python's sort orders it).
+    /// `CorrelationRuntime.add` of `entry`, whose event time (`entry[0]`) is `ts`
+    /// ([`checked_time`]).
     pub(crate) fn add_inner<'py>(
         &mut self,
         py: Python<'py>,
@@ -505,9 +505,7 @@ impl CorrelationWindows {
         let Some(gf) = self.group_fields.get(rule_id) else {
             return Ok(None);
         };
-        if ts.is_nan() {
-            return Err(WindowsDeclined::new_err("NaN event time"));
-        }
+        let ts = checked_time(ts)?;
         let (key, ungrouped, plain) = group_key(py, gf, fields)?;
         let value = match self.w.spec.kind {
             Kind::Count | Kind::Ordered(_) => None,
@@ -665,12 +663,21 @@ impl CorrelationWindows {
     }
 }
 
-/// An entry's event time (`entry[0]`), for [`CorrelationWindows::add_inner`]'s `ts`.
+/// An entry's event time (`entry[0]`), [`checked_time`].
 fn entry_time(entry: &Bound<'_, PyAny>) -> PyResult<f64> {
-    match entry.cast::<PyTuple>() {
-        Ok(t) => t.get_item(0)?.extract(),
-        Err(_) => entry.get_item(0)?.extract(),
+    checked_time(match entry.cast::<PyTuple>() {
+        Ok(t) => t.get_item(0)?.extract()?,
+        Err(_) => entry.get_item(0)?.extract()?,
+    })
+}
+
+/// An event time the native windows order: a NaN one is declined (only Python's sort
+/// orders it).
+fn checked_time(ts: f64) -> PyResult<f64> {
+    if ts.is_nan() {
+        return Err(WindowsDeclined::new_err("NaN event time"));
     }
+    Ok(ts)
 }
 
 /// What `f` returns, or for a panic in it (counted in `panics()`) the error `declined`
