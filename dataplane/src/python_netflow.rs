@@ -182,7 +182,11 @@ fn value<'py>(
 
 type Pairs<'py> = Vec<(Bound<'py, PyString>, Bound<'py, PyAny>)>;
 
-impl<'py> DictSink<'py, '_> {
+/// A record's own pairs, its keys lent by the plan and the key table (no reference counted
+/// per key and flow: most flows never make a dict).
+type OwnPairs<'a, 'py> = Vec<(&'a Bound<'py, PyString>, Bound<'py, PyAny>)>;
+
+impl<'py, 'k> DictSink<'py, 'k> {
     /// The exporter's keys every flow of the datagram ends with, in the reference's order.
     fn common(&self, rc: &RecordCtx<'_>) -> PyResult<Pairs<'py>> {
         let py = self.py;
@@ -220,14 +224,17 @@ impl<'py> DictSink<'py, '_> {
     /// builds it.
     fn dict(
         &self,
-        pairs: &Pairs<'py>,
+        pairs: &OwnPairs<'_, 'py>,
         common: &Pairs<'py>,
         proto: Option<&mut Option<Bound<'py, PyDict>>>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let py = self.py;
         let Some(slot) = proto else {
             let d = PyDict::new(py);
-            for (k, v) in pairs.iter().chain(common) {
+            for (k, v) in pairs {
+                d.set_item(k, v)?;
+            }
+            for (k, v) in common {
                 d.set_item(k, v)?;
             }
             return Ok(d);
@@ -306,8 +313,8 @@ impl<'py> DictSink<'py, '_> {
             named("destination.ip"),
             named("destination.port"),
         );
-        let key = |k: &Py<PyString>| k.bind(py).clone();
-        let mut pairs: Pairs<'py> = Vec::with_capacity(direct.len() + 9);
+        let key = |k: &'k Py<PyString>| k.bind(py);
+        let mut pairs: OwnPairs<'_, 'py> = Vec::with_capacity(direct.len() + 9);
         // decode_flows: each shape's index among the datagram's shapes, once made
         let mut shape_at: [Option<usize>; SHAPES] = [None; SHAPES];
         for rec in split.values.chunks_exact(width).take(split.records) {
@@ -352,7 +359,7 @@ impl<'py> DictSink<'py, '_> {
                 if Some(*i) == port_i {
                     flow.port = Some(key_text(&rec[*i], &v, known, self.ints));
                 }
-                pairs.push((name.clone(), v));
+                pairs.push((name, v));
             }
             if let Some(i) = bytes_i {
                 let v = int(&rec[i]).unwrap_or(0);
@@ -432,7 +439,7 @@ impl<'py> DictSink<'py, '_> {
                     Some(at) => at,
                     None => {
                         out.shapes.push(Shape::new(
-                            pairs.iter().map(|(k, _)| k.clone().unbind()).collect(),
+                            pairs.iter().map(|(k, _)| (*k).clone().unbind()).collect(),
                             common
                                 .iter()
                                 .map(|(k, v)| (k.clone().unbind(), v.clone().unbind()))
