@@ -118,7 +118,14 @@ pub struct Split<'a> {
 }
 
 fn be_uint(b: &[u8]) -> u64 {
-    b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x))
+    // The widths templates use, each one load (a byte-at-a-time fold for the others).
+    match *b {
+        [x] => u64::from(x),
+        [a, b] => u64::from(u16::from_be_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_be_bytes([a, b, c, d, e, f, g, h]),
+        _ => b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
+    }
 }
 
 fn value(b: &[u8], conv: Conv) -> Raw<'_> {
@@ -310,6 +317,15 @@ mod tests {
                 .collect(),
         )
         .unwrap()
+    }
+
+    proptest::proptest! {
+        /// Every width reads as the big-endian fold (its low 64 bits past eight bytes).
+        #[test]
+        fn unsigned_fields_read_big_endian_at_every_width(b in proptest::collection::vec(0u8.., 0..12)) {
+            let fold = b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x));
+            proptest::prop_assert_eq!(be_uint(&b), fold);
+        }
     }
 
     #[test]
