@@ -554,6 +554,43 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
         }
     }
 
+    /// The slot of `key`'s group, made the most recent: found, or made with the display
+    /// `display` gives. At the bound the group evicted for it becomes it, in its slot, with
+    /// its window's allocations (on a flow stream at the bound nearly every flow opens a
+    /// group and evicts one).
+    fn group_slot<FG: FnOnce() -> D>(&mut self, key: K, display: FG) -> usize {
+        let at = match self.groups.lookup(&key) {
+            Ok(i) => {
+                self.groups.move_to_back(i);
+                return i;
+            }
+            Err(at) => at,
+        };
+        let key = if self.groups.len() >= self.spec.max_groups {
+            match self.groups.replace_front(at, key) {
+                Ok(i) => {
+                    self.evicted += 1;
+                    let group = self.groups.val_mut(i);
+                    group.display = display();
+                    group.window.clear();
+                    return i;
+                }
+                Err(key) => key,
+            }
+        } else {
+            key
+        };
+        let window = self.empty_window();
+        self.groups.push_vacant(
+            at,
+            key,
+            Group {
+                display: display(),
+                window,
+            },
+        )
+    }
+
     /// `CorrelationRuntime.add` after the key is read: `ungrouped` when every group-by field
     /// is missing. Returns the condition's value and the group (removed: it fired) or None.
     /// `steps` are the places of the entry's rule in a temporal_ordered rule's list, last
@@ -577,55 +614,7 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
             self.ungrouped += 1;
             return None;
         }
-        let slot = match self.groups.lookup(&key) {
-            Ok(i) => {
-                self.groups.move_to_back(i);
-                i
-            }
-            Err(at) => {
-                // The group evicted for this one becomes it, in its slot, with its window's
-                // allocations: on a flow stream at the bound nearly every flow opens a group
-                // and evicts one.
-                let key = if self.groups.len() >= self.spec.max_groups {
-                    match self.groups.replace_front(at, key) {
-                        Ok(i) => {
-                            self.evicted += 1;
-                            let group = self.groups.val_mut(i);
-                            group.display = display();
-                            group.window.clear();
-                            return self.add_to(i, ts, payload, value, steps);
-                        }
-                        Err(key) => key,
-                    }
-                } else {
-                    key
-                };
-                let window = self.empty_window();
-                self.groups.push_vacant(
-                    at,
-                    key,
-                    Group {
-                        display: display(),
-                        window,
-                    },
-                )
-            }
-        };
-        self.add_to(slot, ts, payload, value, steps)
-    }
-
-    /// The rest of [`Windows::add`] once the group is in `slot`.
-    fn add_to<FV>(
-        &mut self,
-        slot: usize,
-        ts: f64,
-        payload: P,
-        value: Value<K, FV>,
-        steps: &[usize],
-    ) -> Option<(usize, Group<K, D, P>)>
-    where
-        FV: FnOnce() -> D,
-    {
+        let slot = self.group_slot(key, display);
         let spec = &self.spec;
         let entry = Entry { ts, payload };
         let n = match &mut self.groups.val_mut(slot).window {
