@@ -71,7 +71,7 @@ impl Part {
     }
 
     /// The tuple of values this key was written from, made again: for keys whose values are
-    /// each `None`, an exact `str` or an exact `int` ([`plain_values`]), whose parts give
+    /// each `None`, an exact `str` or an exact `int` ([`plain_value`]), whose parts give
     /// back equal values of the same types (a text with lone surrogates, kept as its object,
     /// the object itself).
     fn values_again<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
@@ -354,19 +354,17 @@ fn value_of<'py>(v: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     }
 }
 
-/// Whether a group key of these values need not keep them: each is `None`, an exact `str`
-/// or an exact `int`, which [`Part::values_again`] makes again from the key (a new group on
-/// a flow stream, nearly every flow's, then makes no tuple for its display).
-fn plain_values(values: &[Bound<'_, PyAny>]) -> bool {
-    values.iter().all(|v| {
-        v.is_none() || v.is_exact_instance_of::<PyString>() || v.is_exact_instance_of::<PyInt>()
-    })
+/// Whether a group key's value need not be kept: `None`, an exact `str` or an exact `int`,
+/// which [`Part::values_again`] makes again from the key (a new group on a flow stream,
+/// nearly every flow's, then makes no tuple for its display).
+fn plain_value(v: &Bound<'_, PyAny>) -> bool {
+    v.is_none() || v.is_exact_instance_of::<PyString>() || v.is_exact_instance_of::<PyInt>()
 }
 
 /// The key [`Part::tuple`] makes of the values of the fields `keys` (a missing one as None),
 /// written as each is read, with no vector of them made (two windows a flow, nearly every
 /// one a new group's): with whether every value is None (an ungrouped event, whose key is
-/// [`Part::null`]) and whether all are plain ([`plain_values`]).
+/// [`Part::null`]) and whether all are plain ([`plain_value`]).
 fn group_key<'py>(
     py: Python<'py>,
     keys: &[Py<PyString>],
@@ -381,7 +379,7 @@ fn group_key<'py>(
             None => w.push_byte(TAG_NULL),
             Some(v) => {
                 all_none &= v.is_none();
-                plain &= plain_values(std::slice::from_ref(&v));
+                plain &= plain_value(&v);
                 w.value(&v)?;
             }
         }
@@ -408,7 +406,7 @@ fn group_values<'py>(
 }
 
 /// A group's key as first seen (the reference's dict key), or a value's: `None` for a group
-/// whose key gives its values back ([`plain_values`]).
+/// whose key gives its values back ([`plain_value`]).
 type Shown = Option<Py<PyAny>>;
 
 fn shown<'py>(py: Python<'py>, kept: &Shown, key: &Part) -> PyResult<Bound<'py, PyAny>> {

@@ -18,11 +18,11 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use memchr::memmem;
-
-use crate::decoders::plain_ipv4;
 use regex::{Regex, RegexBuilder};
 use rustc_hash::FxHashSet;
 use serde_json::Value as Json;
+
+use crate::decoders::plain_ipv4;
 
 /// A field value as Python holds it (the subset the rules can reason about).
 #[derive(Debug, Clone, PartialEq)]
