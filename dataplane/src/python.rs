@@ -16,7 +16,7 @@ use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
-use crate::python_flowevents::{EventFields, EventsIn, ShapeId};
+use crate::python_flowevents::{EventsIn, ShapeId};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
 use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
 use crate::syslog::framing::Framer;
@@ -1232,10 +1232,10 @@ pub(crate) fn field_value(v: &Bound<'_, PyAny>, depth: usize) -> Val<'static> {
     Val::Other
 }
 
-/// An event's fields (its dict or a flow's record), looked up by the matcher's field
-/// indices (interned keys).
+/// An event's fields dict, looked up by the matcher's field indices (interned keys). A
+/// flow's record has its own reader (`FlowFields`), which needs no read cache.
 pub(crate) struct DictFields<'a, 'py> {
-    pub(crate) fields: &'a EventFields<'a, 'py>,
+    pub(crate) fields: &'a Bound<'py, PyDict>,
     pub(crate) keys: &'a [Py<PyString>],
     /// The fields read so far for this event: the candidate rules read the same few
     /// (`event.action`, `event.outcome`, ...) again and again. A text is held as the str
@@ -1244,7 +1244,7 @@ pub(crate) struct DictFields<'a, 'py> {
 }
 
 impl<'a, 'py> DictFields<'a, 'py> {
-    pub(crate) fn new(fields: &'a EventFields<'a, 'py>, keys: &'a [Py<PyString>]) -> Self {
+    pub(crate) fn new(fields: &'a Bound<'py, PyDict>, keys: &'a [Py<PyString>]) -> Self {
         DictFields {
             fields,
             keys,
@@ -1293,7 +1293,7 @@ impl Fields for DictFields<'_, '_> {
             }
         }
         let key = self.keys.get(field)?.bind(self.fields.py());
-        let got = match self.fields.item(key) {
+        let got = match self.fields.get_item(key) {
             Ok(Some(v)) => match v.cast_exact::<PyString>() {
                 Ok(s) => match pyo3::pybacked::PyBackedStr::try_from(s.clone()) {
                     Ok(t) => FieldRead::Text(t),
@@ -1584,7 +1584,6 @@ impl RuleMatcher {
         let keys = std::mem::take(&mut self.keys);
         let mut out = Vec::new();
         for (ev, (dict, &group)) in fields.into_iter().zip(&groups).enumerate() {
-            let dict = EventFields::Dict(dict);
             let f = DictFields::new(&dict, &keys);
             self.decide(ev, group, &f, &mut out);
         }

@@ -542,14 +542,6 @@ impl<'py> EventFields<'_, 'py> {
     pub(crate) fn contains(&self, key: &Bound<'py, PyString>) -> PyResult<bool> {
         Ok(self.item(key)?.is_some())
     }
-
-    #[inline(always)]
-    pub(crate) fn py(&self) -> Python<'py> {
-        match self {
-            EventFields::Dict(d) => d.py(),
-            EventFields::Flow(py, ..) => *py,
-        }
-    }
 }
 
 /// The events a native reader is handed: a list of `Event`s, or a `FlowEvents` (with the

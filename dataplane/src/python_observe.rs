@@ -6,9 +6,10 @@
 //!
 //! Per event, in order, it does what `observe` does: match (the `RuleMatcher`, the engine's
 //! candidate group; for a flow of a native batch, what its shape decides is asked once per
-//! shape and group, `RuleSet::matches_shape`), clamp the event time, decide `late` against the watermark and move
-//! it, then per matched detection in order: count the hit; an absence detection's group is
-//! seen (`AbsenceGroups`; a key to schedule goes into `pushes`, in order, so the engine
+//! shape and group, `RuleSet::matches_shape`), clamp the event time, decide `late` against
+//! the watermark and move it, then per matched detection in order: count the hit; an
+//! absence detection's group is seen (`AbsenceGroups`; a key to schedule goes into
+//! `pushes`, in order, so the engine
 //! numbers the heap entries as the reference would); a baseline detection's group counts
 //! the event (`BaselineGroups`; a spike goes into `fired` at its place, so the alerts and
 //! the suppression state come in the reference's order); a window detection, unless the
@@ -307,8 +308,8 @@ impl DetectionFeeds {
                     };
                     &flow_fields
                 }
-                EventFields::Dict(_) => {
-                    dict_fields = DictFields::new(&fields, &keys);
+                EventFields::Dict(dict) => {
+                    dict_fields = DictFields::new(dict, &keys);
                     &dict_fields
                 }
             };
