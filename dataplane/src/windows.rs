@@ -11,8 +11,8 @@
 //! drive it without an interpreter.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
 
 const NIL: usize = usize::MAX;
 
@@ -21,32 +21,9 @@ struct Node<K, V> {
     val: V,
     prev: usize,
     next: usize,
-    /// The next node whose key has the same hash (the map holds the first).
+    /// The next node in the same bucket of the index (`Lru::heads`).
     chain: usize,
     hash: u64,
-}
-
-/// The slot map's hasher: its keys are already the randomly keyed SipHash of a key, so they
-/// are used as they are instead of being hashed a second time (the std map's default would
-/// run SipHash over them again: a second of the two hashes a lookup cost).
-#[derive(Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is called (the keys are u64); fold anything else in regardless.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 /// A key's place in an [`Lru`] it is absent from, from [`Lru::lookup`]: its hash (none when
@@ -62,11 +39,18 @@ const UNINDEXED: usize = 8;
 
 /// An insertion-ordered map with move-to-back and pop-front in O(1): Python's `OrderedDict`
 /// as the reference uses it. Keys are hashed with a randomly keyed SipHash (they come from
-/// event data: no hash flooding); equal hashes chain through the nodes, so keys are held once.
-/// Up to [`UNINDEXED`] entries there is no hash index: a lookup walks them.
+/// event data: no hash flooding). Up to [`UNINDEXED`] entries there is no hash index: a
+/// lookup walks them.
+///
+/// The index is a power-of-two array of bucket heads, with each bucket's nodes chained
+/// through the nodes themselves (no key held twice) and at most one node per bucket on
+/// average. An open-addressing table (the std map) leaves a tombstone for some removals, and
+/// at the group bound a flow stream evicts a group nearly every flow: its tombstones forced a
+/// rehash of the whole table every few ten thousand flows. Chains have no tombstones, and a
+/// removal unlinks its node from a chain of about one.
 pub struct Lru<K, V> {
-    /// Empty and unused while `indexed` is false.
-    map: HashMap<u64, usize, BuildHasherDefault<Prehashed>>,
+    /// Chain heads by `hash & (heads.len() - 1)`; empty and unused while `indexed` is false.
+    heads: Vec<usize>,
     indexed: bool,
     nodes: Vec<Option<Node<K, V>>>,
     free: Vec<usize>,
@@ -85,7 +69,7 @@ impl<K: Hash + Eq, V> Default for Lru<K, V> {
 impl<K: Hash + Eq, V> Lru<K, V> {
     pub fn new() -> Self {
         Lru {
-            map: HashMap::default(),
+            heads: Vec::new(),
             indexed: false,
             nodes: Vec::new(),
             free: Vec::new(),
@@ -131,15 +115,20 @@ impl<K: Hash + Eq, V> Lru<K, V> {
             return Err(Vacant(None));
         }
         let h = self.hasher.hash_one(key);
-        let mut i = *self.map.get(&h).ok_or(Vacant(Some(h)))?;
+        let mut i = self.heads[self.bucket(h)];
         while i != NIL {
             let n = self.node(i);
-            if n.key == *key {
+            if n.hash == h && n.key == *key {
                 return Ok(i);
             }
             i = n.chain;
         }
         Err(Vacant(Some(h)))
+    }
+
+    fn bucket(&self, hash: u64) -> usize {
+        // the hash is keyed SipHash: its low bits are as good as any
+        hash as usize & (self.heads.len() - 1)
     }
 
     /// Hash every key held into the index (the map grew past [`UNINDEXED`]).
@@ -148,13 +137,34 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         let mut i = self.head;
         while i != NIL {
             let hash = self.hasher.hash_one(&self.node(i).key);
-            let chain = self.map.get(&hash).copied().unwrap_or(NIL);
-            self.map.insert(hash, i);
             let n = self.node_mut(i);
             n.hash = hash;
-            n.chain = chain;
             i = n.next;
         }
+        self.rebucket(2 * UNINDEXED);
+    }
+
+    /// Chain every node into `buckets` buckets (a power of two), by the hash it holds.
+    fn rebucket(&mut self, buckets: usize) {
+        self.heads.clear();
+        self.heads.resize(buckets, NIL);
+        let mut i = self.head;
+        while i != NIL {
+            let b = self.bucket(self.node(i).hash);
+            let first = self.heads[b];
+            self.heads[b] = i;
+            let n = self.node_mut(i);
+            n.chain = first;
+            i = n.next;
+        }
+    }
+
+    /// Chain slot `i` (its hash set) into its bucket, first.
+    fn hook(&mut self, i: usize) {
+        let b = self.bucket(self.node(i).hash);
+        let first = self.heads[b];
+        self.heads[b] = i;
+        self.node_mut(i).chain = first;
     }
 
     pub fn val(&self, i: usize) -> &V {
@@ -223,19 +233,16 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         if !self.indexed && self.len >= UNINDEXED {
             self.index();
         }
-        let (hash, chain) = match (self.indexed, at) {
-            (false, _) => (0, NIL),
-            (true, Vacant(hash)) => {
-                let hash = hash.unwrap_or_else(|| self.hasher.hash_one(&key));
-                (hash, self.map.get(&hash).copied().unwrap_or(NIL))
-            }
+        let hash = match (self.indexed, at) {
+            (false, _) => 0,
+            (true, Vacant(hash)) => hash.unwrap_or_else(|| self.hasher.hash_one(&key)),
         };
         let node = Node {
             key,
             val,
             prev: NIL,
             next: NIL,
-            chain,
+            chain: NIL,
             hash,
         };
         let i = match self.free.pop() {
@@ -248,11 +255,15 @@ impl<K: Hash + Eq, V> Lru<K, V> {
                 self.nodes.len() - 1
             }
         };
-        if self.indexed {
-            self.map.insert(hash, i);
-        }
         self.link_back(i);
         self.len += 1;
+        if self.indexed {
+            if self.len > self.heads.len() {
+                self.rebucket(2 * self.heads.len()); // chains it too
+            } else {
+                self.hook(i);
+            }
+        }
         i
     }
 
@@ -267,17 +278,10 @@ impl<K: Hash + Eq, V> Lru<K, V> {
             return Err(key);
         };
         if self.indexed {
-            let (hash, chain) = {
-                let n = self.node(i);
-                (n.hash, n.chain)
-            };
-            self.unhook(i, hash, chain);
+            self.unhook(i);
             let hash = at.0.unwrap_or_else(|| self.hasher.hash_one(&key));
-            let chain = self.map.get(&hash).copied().unwrap_or(NIL);
-            self.map.insert(hash, i);
-            let n = self.node_mut(i);
-            n.hash = hash;
-            n.chain = chain;
+            self.node_mut(i).hash = hash;
+            self.hook(i);
         }
         self.node_mut(i).key = key;
         self.move_to_back(i);
@@ -287,31 +291,31 @@ impl<K: Hash + Eq, V> Lru<K, V> {
     /// Remove the entry in slot `i`.
     pub fn remove(&mut self, i: usize) -> (K, V) {
         self.unlink(i);
-        let n = self.nodes[i].take().expect("live node");
         if self.indexed {
-            self.unhook(i, n.hash, n.chain);
+            self.unhook(i);
         }
+        let n = self.nodes[i].take().expect("live node");
         self.free.push(i);
         self.len -= 1;
         if self.len == 0 {
             // nothing live: give the slots back (a burst of groups does not stay allocated)
             self.nodes.clear();
             self.free.clear();
-            self.map.shrink_to_fit();
+            self.heads = Vec::new();
             self.indexed = false;
         }
         (n.key, n.val)
     }
 
-    /// Take slot `i` (key `hash`, next in its chain `chain`) out of its hash chain.
-    fn unhook(&mut self, i: usize, hash: u64, chain: usize) {
-        let first = self.map.get(&hash).copied().unwrap_or(NIL);
+    /// Take slot `i` out of its bucket's chain.
+    fn unhook(&mut self, i: usize) {
+        let (b, chain) = {
+            let n = self.node(i);
+            (self.bucket(n.hash), n.chain)
+        };
+        let first = self.heads[b];
         if first == i {
-            if chain == NIL {
-                self.map.remove(&hash);
-            } else {
-                self.map.insert(hash, chain);
-            }
+            self.heads[b] = chain;
             return;
         }
         let mut j = first;
@@ -332,7 +336,7 @@ impl<K: Hash + Eq, V> Lru<K, V> {
 
     /// Empty, keeping what it allocated (a recycled group's values start in it).
     pub fn clear(&mut self) {
-        self.map.clear();
+        self.heads.clear();
         self.indexed = false;
         self.nodes.clear();
         self.free.clear();
@@ -1010,10 +1014,11 @@ mod tests {
             run(&spec(kind, keep, max_groups, o, f64::from(threshold)), &events);
         }
 
-        /// The map itself: any mix of inserts, moves and removals keeps order and lookups,
-        /// below and past the entries it holds unhashed, and after it emptied.
+        /// The map itself: any mix of inserts, moves, removals and evictions in place keeps
+        /// order and lookups, below and past the entries it holds unhashed, across its index's
+        /// growth, and after it emptied.
         #[test]
-        fn lru_keeps_insertion_order(ops in proptest::collection::vec((0u8..3, 0u8..20), 0..300)) {
+        fn lru_keeps_insertion_order(ops in proptest::collection::vec((0u8..4, 0u8..48), 0..400)) {
             let mut l: Lru<u8, ()> = Lru::new();
             let mut model: Vec<u8> = Vec::new();
             for (op, k) in ops {
@@ -1034,12 +1039,26 @@ mod tests {
                         l.remove(i);
                         model.retain(|x| *x != k);
                     }
+                    (3, None) => {
+                        let Err(at) = l.lookup(&k) else { panic!("found what find did not") };
+                        match l.replace_front(at, k) {
+                            Ok(i) => {
+                                prop_assert_eq!(*l.key(i), k);
+                                model.remove(0);
+                                model.push(k);
+                            }
+                            Err(back) => {
+                                prop_assert_eq!(back, k);
+                                prop_assert!(model.is_empty());
+                            }
+                        }
+                    }
                     _ => {}
                 }
                 let got: Vec<u8> = l.iter().map(|(k, _)| *k).collect();
                 prop_assert_eq!(&got, &model);
                 prop_assert_eq!(l.len(), model.len());
-                for k in 0u8..20 {
+                for k in 0u8..48 {
                     let found = l.find(&k).map(|i| *l.key(i));
                     prop_assert_eq!(found, model.contains(&k).then_some(k));
                 }
