@@ -1116,6 +1116,30 @@ mod tests {
     }
 
     #[test]
+    fn cidr_tests_an_address_against_the_networks_of_its_own_version() {
+        let rs = rules(r#"["cidr", "ip", ["10.0.0.0/8", "fc00::/7", "2001:db8::/128"]]"#);
+        for (ip, want) in [
+            ("10.1.2.3", true),
+            ("11.0.0.0", false),
+            ("fd12::1", true),
+            ("fe00::1", false),
+            ("2001:db8::", true),
+            ("2001:db8::1", false),
+            ("::ffff:10.1.2.3", false), // an IPv4-mapped IPv6 address is IPv6
+            ("::a01:203", false),       // 10.1.2.3's bits as IPv6
+            ("not an address", false),
+        ] {
+            assert_eq!(check(&rs, &[("ip", s(ip))]), Ok(want), "{ip}");
+        }
+        let all = rules(r#"["cidr", "ip", ["0.0.0.0/0"]]"#);
+        assert_eq!(check(&all, &[("ip", s("203.0.113.9"))]), Ok(true));
+        assert_eq!(check(&all, &[("ip", s("::1"))]), Ok(false));
+        let all6 = rules(r#"["cidr", "ip", ["::/0"]]"#);
+        assert_eq!(check(&all6, &[("ip", s("::1"))]), Ok(true));
+        assert_eq!(check(&all6, &[("ip", s("203.0.113.9"))]), Ok(false));
+    }
+
+    #[test]
     fn comparisons_follow_python_numbers() {
         let rs = rules(r#"["field", "n", ["cmp", "gte", 10]]"#);
         assert_eq!(check(&rs, &[("n", s(" 10 "))]), Ok(true));
