@@ -172,11 +172,12 @@ impl Shape {
 /// in it (`EventAt::flow_shape`).
 pub(crate) type ShapeId = (usize, usize);
 
-/// One flow: its event time, its shape and its own values.
+/// One flow: its event time, its shape, and where its own values start among its chunk's
+/// (as many as its shape has own keys; none for a flow whose event was made at once).
 pub(crate) struct FlowRecord {
     pub(crate) ts: Py<PyAny>,
     pub(crate) shape: usize,
-    pub(crate) values: Box<[Py<PyAny>]>,
+    pub(crate) start: usize,
 }
 
 /// One datagram's flows.
@@ -186,6 +187,9 @@ pub(crate) struct Chunk {
     created: Py<PyAny>,
     shapes: Vec<Shape>,
     records: Vec<FlowRecord>,
+    /// The records' own values, one record's after another: one allocation for the
+    /// datagram's flows, not one a flow.
+    values: Vec<Py<PyAny>>,
     /// Per shape: a record of it holds a None (then the shape answers no rule for it; see
     /// [`ShapeKnown`]).
     none_in: Box<[bool]>,
@@ -202,13 +206,15 @@ impl Chunk {
         created: Py<PyAny>,
         shapes: Vec<Shape>,
         records: Vec<FlowRecord>,
+        values: Vec<Py<PyAny>>,
         premade: Vec<(usize, Py<PyAny>)>,
     ) -> Self {
         let made: Box<[OnceLock<Py<PyAny>>]> = records.iter().map(|_| OnceLock::new()).collect();
         let mut none_in: Box<[bool]> = shapes.iter().map(|_| false).collect();
         for rec in &records {
             if let Some(flag) = none_in.get_mut(rec.shape) {
-                *flag = *flag || rec.values.iter().any(|v| v.is_none(py));
+                let own = own_values(&shapes, &values, rec);
+                *flag = *flag || own.iter().any(|v| v.is_none(py));
             }
         }
         for (i, ev) in premade {
@@ -221,6 +227,7 @@ impl Chunk {
             created,
             shapes,
             records,
+            values,
             none_in,
             made,
         }
@@ -235,7 +242,7 @@ impl Chunk {
         let rec = &self.records[i];
         let shape = &self.shapes[rec.shape];
         let d = shape.fields(py)?;
-        for (k, v) in shape.keys.iter().zip(rec.values.iter()) {
+        for (k, v) in shape.keys.iter().zip(self.own(rec)) {
             match v.cast_bound::<PyList>(py) {
                 // the records share their lists (`event.category`...): each event its own
                 Ok(list) => d.set_item(k, PyList::new(py, list.iter())?)?,
@@ -247,6 +254,19 @@ impl Chunk {
         let _ = slot.set(ev.clone().unbind());
         Ok(slot.get().map_or(ev, |e| e.bind(py).clone()))
     }
+}
+
+impl Chunk {
+    /// A record's own values.
+    fn own(&self, rec: &FlowRecord) -> &[Py<PyAny>] {
+        own_values(&self.shapes, &self.values, rec)
+    }
+}
+
+/// `rec`'s own values among `values` (empty for a record with no shape: its event was made).
+fn own_values<'a>(shapes: &[Shape], values: &'a [Py<PyAny>], rec: &FlowRecord) -> &'a [Py<PyAny>] {
+    let n = shapes.get(rec.shape).map_or(0, |s| s.keys.len());
+    values.get(rec.start..rec.start + n).unwrap_or_default()
 }
 
 /// A run of one chunk's flows.
@@ -450,7 +470,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
                 .map(EventFields::Dict),
             EventAt::Flow(c, j) => {
                 let rec = &c.records[*j];
-                Some(EventFields::Flow(py, &c.shapes[rec.shape], &rec.values))
+                Some(EventFields::Flow(py, &c.shapes[rec.shape], c.own(rec)))
             }
         }
     }

@@ -110,6 +110,8 @@ struct DictSink<'py, 'k> {
 struct FlowsOut {
     shapes: Vec<Shape>,
     records: Vec<FlowRecord>,
+    /// The records' own values, one after another (`Chunk::values`).
+    values: Vec<Py<PyAny>>,
     premade: Vec<(usize, Py<PyAny>)>,
 }
 
@@ -315,6 +317,10 @@ impl<'py, 'k> DictSink<'py, 'k> {
         );
         let key = |k: &'k Py<PyString>| k.bind(py);
         let mut pairs: OwnPairs<'_, 'py> = Vec::with_capacity(direct.len() + 9);
+        if let Some(out) = self.flows.as_mut() {
+            // the most values the records take (grown one by one, it reallocated per datagram)
+            out.values.reserve(split.records * pairs.capacity());
+        }
         // decode_flows: each shape's index among the datagram's shapes, once made
         let mut shape_at: [Option<usize>; SHAPES] = [None; SHAPES];
         for rec in split.values.chunks_exact(width).take(split.records) {
@@ -451,8 +457,9 @@ impl<'py, 'k> DictSink<'py, 'k> {
                 out.records.push(FlowRecord {
                     ts: ts.unbind(),
                     shape: at,
-                    values: pairs.drain(..).map(|(_, v)| v.unbind()).collect(),
+                    start: out.values.len(),
                 });
+                out.values.extend(pairs.drain(..).map(|(_, v)| v.unbind()));
                 self.cols.push(flow);
                 continue;
             }
@@ -469,7 +476,7 @@ impl<'py, 'k> DictSink<'py, 'k> {
                 out.records.push(FlowRecord {
                     ts: py.None(),
                     shape: usize::MAX,
-                    values: Box::new([]),
+                    start: 0,
                 });
                 continue;
             }
@@ -712,6 +719,7 @@ impl NetflowBatchDecoder {
                         now.into_bound_py_any(py)?.unbind(),
                         f.shapes,
                         f.records,
+                        f.values,
                         f.premade,
                     )),
                     FlowColumns::new(cols),
