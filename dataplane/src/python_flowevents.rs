@@ -233,6 +233,11 @@ impl Chunk {
         }
     }
 
+    /// A record's own values.
+    fn own(&self, rec: &FlowRecord) -> &[Py<PyAny>] {
+        own_values(&self.shapes, &self.values, rec)
+    }
+
     /// Flow `i`'s event, made now if it was not.
     fn event<'py>(&self, py: Python<'py>, i: usize) -> PyResult<Bound<'py, PyAny>> {
         let slot = &self.made[i];
@@ -253,13 +258,6 @@ impl Chunk {
         // Another thread may have made it meanwhile (Python ran in `call1`): theirs stands.
         let _ = slot.set(ev.clone().unbind());
         Ok(slot.get().map_or(ev, |e| e.bind(py).clone()))
-    }
-}
-
-impl Chunk {
-    /// A record's own values.
-    fn own(&self, rec: &FlowRecord) -> &[Py<PyAny>] {
-        own_values(&self.shapes, &self.values, rec)
     }
 }
 
