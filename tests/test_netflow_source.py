@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
+import time
 from typing import Any
 
+import pytest
+
 from appliance.event import Event
+from appliance.flows import store as flowstore
 from tests.conftest import TOKEN
 from tests.netflow_packets import ipfix, ipfix_flows, set_, template_record, v5, v5_record, v9_flows
 
@@ -109,6 +114,27 @@ async def test_an_exporter_past_its_rate_limit_has_datagrams_rejected(
     src = run.source("netflow")
     _send(src.address, v9_flows(1), v9_flows(1), v9_flows(1), v9_flows(1))
     await run.wait_for(lambda: src.rejected.value("netflow", "rate_limited") == 2)
+
+
+async def test_top_talkers_include_flows_whose_minute_closed_as_they_were_processed(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    # The flow path's clock two minutes ahead: each batch's minute closes as it is processed,
+    # and its rows go to the store while the flows are counted; a slow disk holds them there.
+    run.app.flows.clock = lambda: time.time() + 120
+    write = flowstore.insert_rollups
+
+    async def slow_write(store: Any, rows: Any) -> None:
+        await asyncio.sleep(0.5)
+        await write(store, rows)
+
+    monkeypatch.setattr(flowstore, "insert_rollups", slow_write)
+    _send(run.source("netflow").address, v9_flows(5))
+    await run.wait_for(lambda: _processed(run) >= 5)
+    assert run.app.flows.rollup.open_rows() == []
+    top = await run.get_json("/api/v1/flows/top", by="source.ip", limit=2)
+    assert [t["key"] for t in top["top"]] == ["10.0.4.1", "10.0.3.1"]
 
 
 async def test_top_talkers_by_bytes_include_the_open_minute(start_appliance: Any) -> None:
