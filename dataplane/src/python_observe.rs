@@ -9,17 +9,17 @@
 //! shape and group, `RuleSet::matches_shape`), clamp the event time, decide `late` against
 //! the watermark and move it, then per matched detection in order: count the hit; an
 //! absence detection's group is seen (`AbsenceGroups`; a key to schedule goes into
-//! `pushes`, in order, so the engine
-//! numbers the heap entries as the reference would); a baseline detection's group counts
-//! the event (`BaselineGroups`; a spike goes into `fired` at its place, so the alerts and
-//! the suppression state come in the reference's order); a window detection, unless the
-//! event is late, feeds each window with the entry `(ts, ids, raws)`. It stops, before
-//! changing anything for that event, at the first one the engine must see itself: a match
-//! left undecided, a detection it has no plan for (an alert of its own, a Python window, a
-//! runtime that went to Python), an event time that is not a float, a raw sample the
-//! reference takes from the message. The engine observes that event and calls again from
-//! the next one, so the order of every state change (watermark, windows, groups, heap
-//! pushes, what fired and is then handled in Python in event order) is the reference's.
+//! `pushes`, in order, so the engine numbers the heap entries as the reference would); a
+//! baseline detection's group counts the event (`BaselineGroups`; a spike goes into `fired`
+//! at its place, so the alerts and the suppression state come in the reference's order); a
+//! window detection, unless the event is late, feeds each window with the entry `(ts, ids,
+//! raws)`. It stops, before changing anything for that event, at the first one the engine
+//! must see itself: a match left undecided, a detection it has no plan for (an alert of its
+//! own, a Python window, a runtime that went to Python), an event time that is not a float,
+//! a raw sample the reference takes from the message. The engine observes that event and
+//! calls again from the next one, so the order of every state change (watermark, windows,
+//! groups, heap pushes, what fired and is then handled in Python in event order) is the
+//! reference's.
 //!
 //! A window or group that raises or declines a step ends the call at that event with what
 //! its detections did so far (`partial`); the engine finishes that event as `observe`
