@@ -212,6 +212,16 @@ def test_the_native_filter_is_the_reference_byte_for_byte() -> None:
         assert dataplane.native.segment_bloom(body) == segindex.bloom_reference(body), body
 
 
+@pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
+def test_a_batch_of_segments_gets_each_body_its_own_filter_in_one_call() -> None:
+    assert dataplane.native is not None
+    bodies = [*_bodies(), b"", b"\xff\xfe not text", b'{"message":"x"}']
+    assert dataplane.native.segment_blooms(bodies) == [
+        segindex.bloom_reference(body) for body in bodies
+    ]
+    assert dataplane.native.segment_blooms([]) == []
+
+
 def test_a_filter_holds_its_terms_and_its_size_is_bounded() -> None:
     for body in _bodies():
         found = segindex.terms(body)

@@ -112,6 +112,7 @@ async def insert_events(store: Store, events: list[Event]) -> None:
         raise
     store.next_id = next_id
     store.events_stored += len(events)
+    store.wal_written(sum([len(row[7]) for row in rows]))
 
 
 async def backfill_index(store: Store, *, batch: int = 16) -> int:

@@ -127,12 +127,8 @@ def segment_rows(events: list[Event], max_raw: int) -> list[tuple[Any, ...]]:
 
 def index_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
     """``event_index`` rows for ``segment_rows``' rows (none without the native builder)."""
-    out = []
-    for row in rows:
-        bloom = segindex.segment_bloom(row[7])
-        if bloom is not None:
-            out.append((row[0], bloom))
-    return out
+    blooms = segindex.segment_blooms([row[7] for row in rows])
+    return [(row[0], bloom) for row, bloom in zip(rows, blooms, strict=True) if bloom is not None]
 
 
 def segment_lines(first_id: int, body: bytes) -> Iterator[tuple[int, bytes]]:

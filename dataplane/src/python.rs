@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
@@ -1641,6 +1642,36 @@ fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes
     }
 }
 
+/// `segment_bloom` of each of a batch's segment bodies, with the interpreter let go once for
+/// all of them. The store builds a batch's filters in a worker thread; taking the interpreter
+/// back after each body made that thread wait for the busy event loop's switch interval once
+/// per segment.
+#[pyfunction]
+fn segment_blooms<'py>(
+    py: Python<'py>,
+    bodies: Vec<PyBackedBytes>,
+) -> Vec<Option<Bound<'py, PyBytes>>> {
+    let filters: Vec<Option<Vec<u8>>> = py.detach(|| {
+        bodies
+            .iter()
+            .map(|body| {
+                let body: &[u8] = body;
+                catch_unwind(|| crate::segindex::bloom(body)).ok()
+            })
+            .collect()
+    });
+    filters
+        .into_iter()
+        .map(|filter| match filter {
+            Some(filter) => Some(PyBytes::new(py, &filter)),
+            None => {
+                PANICS.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        })
+        .collect()
+}
+
 /// The threat-intel stage's prefilter (`IntelEnricher.enrich_batch`): the indices of the
 /// batch's events whose fields the ordered lookup must read. An event is passed over when
 /// `first` and `second` (the two addresses) are both in `miss` (the stage's own memory of
@@ -1716,6 +1747,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(panics, m)?)?;
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(segment_bloom, m)?)?;
+    m.add_function(wrap_pyfunction!(segment_blooms, m)?)?;
     m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<PyFramer>()?;
