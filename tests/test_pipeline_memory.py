@@ -129,6 +129,40 @@ async def test_the_byte_count_returns_to_zero_once_everything_is_stored(tmp_path
         await store.close()
 
 
+async def test_a_paused_source_resumes_when_a_batch_is_taken_not_once_it_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The source decodes the next batch while this one is written: resumed only after the
+    # write, the event loop sat idle through every other insert.
+    store = Store(tmp_path / "a.db")
+    await store.open()
+    written = asyncio.Event()
+    insert = store.insert_events
+
+    async def held_insert(events: list[Event]) -> None:
+        await written.wait()
+        await insert(events)
+
+    monkeypatch.setattr(store, "insert_events", held_insert)
+    pipeline = Pipeline(store, Registry(), queue_bytes=8000, batch_size=1000, flush_interval=5)
+    i = 0
+    while pipeline.wants_more():  # half of queue_bytes: two batches of a quarter each
+        assert pipeline.offer(queued_event(i), "src")
+        i += 1
+    resumed = asyncio.Event()
+    pipeline.call_when_room(resumed.set)
+    pipeline.start()
+    try:
+        await asyncio.wait_for(resumed.wait(), 10)
+        assert pipeline.stored.value() == 0  # the taken batch is still being written
+        assert pipeline.wants_more()
+    finally:
+        written.set()
+        await pipeline.stop(10.0)
+        await store.close()
+    assert pipeline.stored.value() == i
+
+
 # ------------------------------------------------- sources upstream of the bound hold raw input
 
 

@@ -314,15 +314,21 @@ class Pipeline:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._batch_ready.wait(), self.flush_interval)
             events, sources = self._take_batch()
+            if self._resume_callbacks and self.wants_more():
+                # A batch's worth of room again: the paused sources decode the next batch
+                # while this one is stored, not after it (they run at the first await).
+                asyncio.get_running_loop().call_soon(self._resume_sources)
             await self._process(events, sources)
-            if (
-                self._resume_callbacks
-                and self._count < self.batch_size
-                and self._bytes < self.queue_bytes >> 2
-            ):
-                callbacks, self._resume_callbacks = self._resume_callbacks, []
-                for cb in callbacks:
-                    cb()
+            if self._count < self.batch_size and self._bytes < self.queue_bytes >> 2:
+                self._resume_sources()
+
+    def _resume_sources(self) -> None:
+        """Call back the sources :meth:`call_when_room` paused (each pauses again itself
+        when it finds no room)."""
+        if self._resume_callbacks:
+            callbacks, self._resume_callbacks = self._resume_callbacks, []
+            for cb in callbacks:
+                cb()
 
     def _take_batch(self) -> tuple[list[Event], list[tuple[str, int]]]:
         """The next batch: up to ``batch_size`` events and a quarter of ``queue_bytes`` of
@@ -506,10 +512,7 @@ class Pipeline:
                 held,
             )
         self._shed("store_full")
-        if self._resume_callbacks:  # paused streams read on and shed, rather than stall
-            callbacks, self._resume_callbacks = self._resume_callbacks, []
-            for cb in callbacks:
-                cb()
+        self._resume_sources()  # paused streams read on and shed, rather than stall
         if self._stopping:
             return False
         with contextlib.suppress(TimeoutError):
