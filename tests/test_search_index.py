@@ -4,6 +4,7 @@ with the segment, that lets a search skip segments without changing what it find
 from __future__ import annotations
 
 import random
+import select
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ import pytest
 from appliance import dataplane
 from appliance.event import Event
 from appliance.store import Store, search, segindex
-from appliance.store.events import delete_before
+from appliance.store.events import delete_before, index_rows_beside
 from appliance.store.search import Query, parse_condition
-from appliance.store.segments import encode_line
+from appliance.store.segments import encode_line, index_rows, segment_rows
 from tests.ruletools import T0
 
 
@@ -220,6 +221,27 @@ def test_a_batch_of_segments_gets_each_body_its_own_filter_in_one_call() -> None
         segindex.bloom_reference(body) for body in bodies
     ]
     assert dataplane.native.segment_blooms([]) == []
+
+
+@pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
+def test_filters_built_on_a_native_thread_are_handed_over_once_its_eventfd_is_readable() -> None:
+    assert dataplane.native is not None
+    bodies = [*_bodies(), b"", b"\xff\xfe not text"]
+    job = dataplane.native.SegmentBlooms(bodies)
+    readable, _, _ = select.select([job.fileno], [], [], 10)
+    assert readable == [job.fileno]
+    assert job.result() == [segindex.bloom_reference(body) for body in bodies]
+    assert job.result() is None  # handed over once
+
+
+@pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
+async def test_the_store_awaits_the_filters_index_rows_would_build() -> None:
+    events = [Event(T0 + i, T0 + i, "syslog", {"message": f"m {i}"}) for i in range(3000)]
+    for i, e in enumerate(events):
+        e.id = i + 1
+    rows = segment_rows(events, 8192)
+    assert len(rows) == 3
+    assert await index_rows_beside(rows) == index_rows(rows)
 
 
 def test_a_filter_holds_its_terms_and_its_size_is_bounded() -> None:

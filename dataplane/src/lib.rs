@@ -61,3 +61,7 @@ mod python_line;
 // The native UDP receiver (udp_receiver.rs) as the event loop takes its slices.
 #[cfg(feature = "python")]
 mod python_udp;
+
+// A batch's search filters built on a thread that never takes the interpreter.
+#[cfg(feature = "python")]
+mod python_segindex;

@@ -1651,25 +1651,8 @@ fn segment_blooms<'py>(
     py: Python<'py>,
     bodies: Vec<PyBackedBytes>,
 ) -> Vec<Option<Bound<'py, PyBytes>>> {
-    let filters: Vec<Option<Vec<u8>>> = py.detach(|| {
-        bodies
-            .iter()
-            .map(|body| {
-                let body: &[u8] = body;
-                catch_unwind(|| crate::segindex::bloom(body)).ok()
-            })
-            .collect()
-    });
-    filters
-        .into_iter()
-        .map(|filter| match filter {
-            Some(filter) => Some(PyBytes::new(py, &filter)),
-            None => {
-                PANICS.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        })
-        .collect()
+    let filters = py.detach(|| crate::python_segindex::blooms(&bodies));
+    crate::python_segindex::filters_to_python(py, filters)
 }
 
 /// The threat-intel stage's prefilter (`IntelEnricher.enrich_batch`): the indices of the
@@ -1750,6 +1733,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(segment_blooms, m)?)?;
     m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
+    m.add_class::<crate::python_segindex::SegmentBlooms>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
     m.add_class::<SshdAuthLines>()?;
