@@ -226,7 +226,7 @@ def main() -> None:
     start.wait(60)  # every sender connected: the clock starts as they send
     app.mark()
     t0 = time.monotonic()
-    stored = 0.0
+    stored = rate = 0.0
     last_change, last = time.monotonic(), -1.0
     while time.monotonic() - t0 < args.timeout:
         m = app.metrics()
@@ -234,11 +234,18 @@ def main() -> None:
         dropped = sum(v for k, v in m.items() if k.startswith("appliance_events_dropped_total"))
         if stored + dropped >= offered:
             break
+        now = time.monotonic()
         if stored != last:
-            last, last_change = stored, time.monotonic()
-        elif time.monotonic() - last_change > 15:
+            rate = (stored - last) / (now - last_change) if last >= 0 else 0.0
+            last, last_change = stored, now
+        elif now - last_change > 15:
             break  # stalled
-        time.sleep(0.05)
+        # The appliance renders every metric per poll (~3 ms of its event loop): polled every
+        # 50 ms throughout, that was ~6 % of the CPU the run measures. Seldom while the end
+        # is far (half the time the rate so far says is left, at most 250 ms), then every
+        # 20 ms, so the clock still stops within 20 ms of the last line.
+        left = (offered - stored - dropped) / rate if rate > 0 else 0.0
+        time.sleep(min(0.25, max(0.02, left / 2)))
     elapsed = time.monotonic() - t0
     cpu = app.cpu_percent()
     cpu_s = app.cpu_since_mark()
