@@ -30,7 +30,7 @@ from appliance.store.segments import (
     index_rows,
     json_needle,
     segment_lines,
-    segment_rows,
+    segment_rows_with_ids,
 )
 
 if TYPE_CHECKING:
@@ -89,12 +89,9 @@ async def insert_events(store: Store, events: list[Event]) -> None:
     """
     if not events:
         return
-    next_id = store.next_id
-    for ev in events:
-        ev.id = next_id
-        next_id += 1
+    next_id = store.next_id + len(events)
     try:
-        rows = segment_rows(events, store.raw_max_bytes)
+        rows = segment_rows_with_ids(events, store.next_id, store.raw_max_bytes)
         index: list[tuple[int, bytes]] = []
         if store.search_index and dataplane.native is not None:
             # Built on a native thread: the filters cost the event loop nothing while it

@@ -125,6 +125,27 @@ def segment_rows(events: list[Event], max_raw: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+def segment_rows_with_ids(
+    events: list[Event], first_id: int, max_raw: int
+) -> list[tuple[Any, ...]]:
+    """Give ``events`` the ids from ``first_id`` on, then make their :func:`segment_rows`.
+
+    The native builder does both in one pass over the events when every line is already
+    ``bytes`` and every time a ``float`` (what the listeners hand over); the reference makes
+    the rest. On the syslog/TCP path the pipeline's event loop is the limit, and the
+    reference's passes were ~10 % of its time a message."""
+    native = dataplane.native
+    if native is not None and type(events) is list:
+        rows: list[tuple[Any, ...]] | None = native.segment_rows_with_ids(
+            events, first_id, SEGMENT_EVENTS
+        )
+        # None: the ids are given, a line or a time is left to the reference.
+        return rows if rows is not None else segment_rows(events, max_raw)
+    for i, ev in enumerate(events):
+        ev.id = first_id + i
+    return segment_rows(events, max_raw)
+
+
 def index_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
     """``event_index`` rows for ``segment_rows``' rows (none without the native builder)."""
     blooms = segindex.segment_blooms([row[7] for row in rows])

@@ -65,3 +65,7 @@ mod python_udp;
 // A batch's search filters built on a thread that never takes the interpreter.
 #[cfg(feature = "python")]
 mod python_segindex;
+
+// A stored batch's segment rows made in one pass over its events.
+#[cfg(feature = "python")]
+mod python_segments;

@@ -1731,6 +1731,10 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(segment_bloom, m)?)?;
     m.add_function(wrap_pyfunction!(segment_blooms, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        crate::python_segments::segment_rows_with_ids,
+        m
+    )?)?;
     m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<crate::python_segindex::SegmentBlooms>()?;
