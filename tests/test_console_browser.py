@@ -380,10 +380,16 @@ def test_overview_shows_top_denied_sources_of_the_last_hour(
         assert time.monotonic() < deadline, agg
         time.sleep(0.3)
     browser.login("vera")
-    browser.until(lambda d: browser.css("#top-denied g.bar"))
-    top = browser.css("#top-denied g.bar")[0]
-    assert top.get_attribute("data-key") == agg["buckets"][0]["value"]
-    assert top.text.endswith(str(agg["buckets"][0]["count"]))
+
+    def first_bar(d: Any) -> tuple[str | None, str] | None:
+        # Found and read in one go, again if a redraw replaced the bar in between (a run
+        # failed with StaleElementReferenceException between the find and the read).
+        bars = browser.css("#top-denied g.bar")
+        return (bars[0].get_attribute("data-key"), bars[0].text) if bars else None
+
+    key, text = browser.until(first_bar)
+    assert key == agg["buckets"][0]["value"]
+    assert text.endswith(str(agg["buckets"][0]["count"]))
     shown = set(browser.attrs("#top-denied g.bar", "data-key"))
     assert shown == {b["value"] for b in agg["buckets"]}
     assert (
