@@ -196,9 +196,10 @@ def segment_bloom(body: bytes) -> bytes | None:
 
 
 def segment_blooms(bodies: list[bytes]) -> list[bytes | None]:
-    """:func:`segment_bloom` of each body. The native builder does them in one call that lets
-    go of the interpreter once, so a store thread building a batch's filters waits for the
-    event loop once, not once a segment."""
+    """:func:`segment_bloom` of each body, in one native call that lets go of the interpreter
+    once (a Python thread calling it waits for the busy event loop once, not once a segment).
+    The store's own inserts build them on a native thread instead
+    (:func:`appliance.store.events.index_rows_beside`)."""
     native = dataplane.native
     if native is None:
         return [segment_bloom(body) for body in bodies]

@@ -1643,9 +1643,9 @@ fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes
 }
 
 /// `segment_bloom` of each of a batch's segment bodies, with the interpreter let go once for
-/// all of them. The store builds a batch's filters in a worker thread; taking the interpreter
-/// back after each body made that thread wait for the busy event loop's switch interval once
-/// per segment.
+/// all of them: a Python thread calling it waits for the busy event loop's switch interval
+/// once, not once per segment. The store's inserts use `SegmentBlooms` (python_segindex.rs),
+/// whose thread never takes the interpreter.
 #[pyfunction]
 fn segment_blooms<'py>(
     py: Python<'py>,
