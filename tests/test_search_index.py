@@ -214,16 +214,6 @@ def test_the_native_filter_is_the_reference_byte_for_byte() -> None:
 
 
 @pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
-def test_a_batch_of_segments_gets_each_body_its_own_filter_in_one_call() -> None:
-    assert dataplane.native is not None
-    bodies = [*_bodies(), b"", b"\xff\xfe not text", b'{"message":"x"}']
-    assert dataplane.native.segment_blooms(bodies) == [
-        segindex.bloom_reference(body) for body in bodies
-    ]
-    assert dataplane.native.segment_blooms([]) == []
-
-
-@pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
 def test_filters_built_on_a_native_thread_are_handed_over_once_its_eventfd_is_readable() -> None:
     assert dataplane.native is not None
     bodies = [*_bodies(), b"", b"\xff\xfe not text"]
@@ -232,6 +222,9 @@ def test_filters_built_on_a_native_thread_are_handed_over_once_its_eventfd_is_re
     assert readable == [job.fileno]
     assert job.result() == [segindex.bloom_reference(body) for body in bodies]
     assert job.result() is None  # handed over once
+    empty = dataplane.native.SegmentBlooms([])
+    assert select.select([empty.fileno], [], [], 10)[0] == [empty.fileno]
+    assert empty.result() == []
 
 
 @pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")

@@ -195,18 +195,6 @@ def segment_bloom(body: bytes) -> bytes | None:
     return bloom
 
 
-def segment_blooms(bodies: list[bytes]) -> list[bytes | None]:
-    """:func:`segment_bloom` of each body, in one native call that lets go of the interpreter
-    once (a Python thread calling it waits for the busy event loop once, not once a segment).
-    The store's own inserts build them on a native thread instead
-    (:func:`appliance.store.events.index_rows_beside`)."""
-    native = dataplane.native
-    if native is None:
-        return [segment_bloom(body) for body in bodies]
-    blooms: list[bytes | None] = native.segment_blooms(bodies)
-    return blooms
-
-
 def may_hold(filter_: bytes, hashes: Iterable[int]) -> bool:
     """Whether a segment with this filter may hold every term of ``hashes``."""
     if len(filter_) < 2 or filter_[0] != VERSION:

@@ -148,8 +148,12 @@ def segment_rows_with_ids(
 
 def index_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
     """``event_index`` rows for ``segment_rows``' rows (none without the native builder)."""
-    blooms = segindex.segment_blooms([row[7] for row in rows])
-    return [(row[0], bloom) for row, bloom in zip(rows, blooms, strict=True) if bloom is not None]
+    out = []
+    for row in rows:
+        bloom = segindex.segment_bloom(row[7])
+        if bloom is not None:
+            out.append((row[0], bloom))
+    return out
 
 
 def segment_lines(first_id: int, body: bytes) -> Iterator[tuple[int, bytes]]:

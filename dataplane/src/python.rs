@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex};
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PySet, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
@@ -1642,19 +1641,6 @@ fn segment_bloom<'py>(py: Python<'py>, body: &[u8]) -> Option<Bound<'py, PyBytes
     }
 }
 
-/// `segment_bloom` of each of a batch's segment bodies, with the interpreter let go once for
-/// all of them: a Python thread calling it waits for the busy event loop's switch interval
-/// once, not once per segment. The store's inserts use `SegmentBlooms` (python_segindex.rs),
-/// whose thread never takes the interpreter.
-#[pyfunction]
-fn segment_blooms<'py>(
-    py: Python<'py>,
-    bodies: Vec<PyBackedBytes>,
-) -> Vec<Option<Bound<'py, PyBytes>>> {
-    let filters = py.detach(|| crate::python_segindex::blooms(&bodies));
-    crate::python_segindex::filters_to_python(py, filters)
-}
-
 /// The threat-intel stage's prefilter (`IntelEnricher.enrich_batch`): the indices of the
 /// batch's events whose fields the ordered lookup must read. An event is passed over when
 /// `first` and `second` (the two addresses) are both in `miss` (the stage's own memory of
@@ -1730,7 +1716,6 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(panics, m)?)?;
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(segment_bloom, m)?)?;
-    m.add_function(wrap_pyfunction!(segment_blooms, m)?)?;
     m.add_function(wrap_pyfunction!(
         crate::python_segments::segment_rows_with_ids,
         m

@@ -20,7 +20,7 @@ use pyo3::types::PyBytes;
 use crate::python::PANICS;
 
 /// Each body's filter, or `None` where building it panicked (counted by the caller).
-pub(crate) fn blooms(bodies: &[PyBackedBytes]) -> Vec<Option<Vec<u8>>> {
+fn blooms(bodies: &[PyBackedBytes]) -> Vec<Option<Vec<u8>>> {
     bodies
         .iter()
         .map(|body| {
@@ -31,7 +31,7 @@ pub(crate) fn blooms(bodies: &[PyBackedBytes]) -> Vec<Option<Vec<u8>>> {
 }
 
 /// The filters as Python objects (a panicked body's `None` counted).
-pub(crate) fn filters_to_python(
+fn filters_to_python(
     py: Python<'_>,
     filters: Vec<Option<Vec<u8>>>,
 ) -> Vec<Option<Bound<'_, PyBytes>>> {

@@ -99,7 +99,7 @@ pub(crate) fn segment_rows_with_ids<'py>(
         if i % per_segment == 0 {
             segments.push(Segment {
                 first: this,
-                lines: Vec::with_capacity(per_segment.min(events.len() - i)),
+                lines: Vec::with_capacity(per_segment.min(events.len().saturating_sub(i))),
                 bytes: 0,
                 ts: (t, t),
                 created: (c, c),
