@@ -464,10 +464,10 @@ def test_incident_page_shows_risk_reasons_and_asset_and_intel_context(
     browser.login("vera")
     browser.open(f"/incidents/{inc['id']}")
     browser.until(lambda d: browser.css("#risk dd"))
-    assert browser.driver.find_element(By.CSS_SELECTOR, "#risk-score .v").text == str(
-        doc["risk_score"]
-    )
-    risk = browser.driver.find_element(By.ID, "risk").text
+    # Each read found and read in one retried step: the page redraws on its refresh.
+    score = browser.until(lambda d: d.find_element(By.CSS_SELECTOR, "#risk-score .v").text)
+    assert score == str(doc["risk_score"])
+    risk = browser.until(lambda d: d.find_element(By.ID, "risk").text)
     for reason in doc["risk"]["reasons"]:
         assert reason in risk
     browser.until(lambda d: browser.css("#context dd[data-field='threat.feed.name']"))
@@ -475,8 +475,9 @@ def test_incident_page_shows_risk_reasons_and_asset_and_intel_context(
     def context(name: str) -> str:
         """A context field's value; the page adds "(n)" when n of the evidence events
         carry it (how many depends on how much of the corpus the incident took in)."""
-        dd = browser.driver.find_element(By.CSS_SELECTOR, f"#context dd[data-field='{name}']")
-        return re.sub(r" \(\d+\)$", "", str(dd.text))
+        selector = f"#context dd[data-field='{name}']"
+        text = browser.until(lambda d: d.find_element(By.CSS_SELECTOR, selector).text)
+        return re.sub(r" \(\d+\)$", "", str(text))
 
     assert "blocklist" in context("threat.feed.name")
     assert context("threat.indicator.ip") == ATTACKER
