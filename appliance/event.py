@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ECS_VERSION = "8.11.0"
 
@@ -47,20 +47,31 @@ class Event:
 
     def to_ecs(self, sensor_id: str | None = None) -> dict[str, Any]:
         """The Elastic-style nested document for the API and upstream sinks."""
-        flat: dict[str, Any] = dict(self.fields)
-        flat["@timestamp"] = iso8601(self.timestamp)
-        flat["event.created"] = iso8601(self.created)
-        flat["event.module"] = self.module
-        flat.setdefault("event.kind", "event")
-        flat["ecs.version"] = ECS_VERSION
-        if self.raw:
-            flat["event.original"] = self.raw.decode("utf-8", "backslashreplace")
-        if self.id is not None:
-            flat["event.id"] = str(self.id)
-        if sensor_id is not None:
-            flat["observer.name"] = flat.get("observer.name", sensor_id)
-            flat["agent.id"] = sensor_id
-        return nest(flat)
+        return to_ecs(self, sensor_id)
+
+
+# The reference: the class the Python data plane makes and the one the native class (below)
+# is held to. Type checkers see only this one.
+ReferenceEvent = Event
+
+
+def to_ecs(ev: Event, sensor_id: str | None = None) -> dict[str, Any]:
+    """``ev.to_ecs(sensor_id)`` for both classes: the nested document made from the flat
+    fields, the times and the raw text."""
+    flat: dict[str, Any] = dict(ev.fields)
+    flat["@timestamp"] = iso8601(ev.timestamp)
+    flat["event.created"] = iso8601(ev.created)
+    flat["event.module"] = ev.module
+    flat.setdefault("event.kind", "event")
+    flat["ecs.version"] = ECS_VERSION
+    if ev.raw:
+        flat["event.original"] = ev.raw.decode("utf-8", "backslashreplace")
+    if ev.id is not None:
+        flat["event.id"] = str(ev.id)
+    if sensor_id is not None:
+        flat["observer.name"] = flat.get("observer.name", sensor_id)
+        flat["agent.id"] = sensor_id
+    return nest(flat)
 
 
 def iso8601(ts: float) -> str:
@@ -98,3 +109,12 @@ def nest(flat: dict[str, Any]) -> dict[str, Any]:
         else:
             node[leaf] = value
     return out
+
+
+if not TYPE_CHECKING:
+    from appliance import dataplane as _dataplane
+
+    if _dataplane.native is not None:
+        # The same class made natively (dataplane/src/python_event.rs): the batch calls
+        # make one per message, and the native stages read its attributes from the struct.
+        Event = _dataplane.native.Event

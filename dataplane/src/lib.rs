@@ -69,3 +69,8 @@ mod python_segindex;
 // A stored batch's segment rows made in one pass over its events.
 #[cfg(feature = "python")]
 mod python_segments;
+
+// The normalized event as a native class (the dataclass in appliance/event.py is its
+// reference).
+#[cfg(feature = "python")]
+mod python_event;

@@ -16,6 +16,7 @@ use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
+use crate::python_event::{Attr, Event};
 use crate::python_flowevents::{EventsIn, ShapeId};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
 use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
@@ -1471,7 +1472,6 @@ impl RuleMatcher {
         memo: &Bound<'_, PyDict>,
     ) -> PyResult<Vec<i64>> {
         let name = |s: &str| PyString::intern(py, s);
-        let a_module = name("module");
         let events = EventsIn::of(events)?;
         let keys = [
             name("process.name"),
@@ -1502,7 +1502,7 @@ impl RuleMatcher {
                 continue;
             }
             let got = (|| -> Option<i64> {
-                let module = ev.attr(py, &a_module).ok()?;
+                let module = ev.attr(py, Attr::Module).ok()?;
                 let fields = ev.fields(py)?;
                 let mut ids = [0; SIGNATURE_PARTS];
                 let mut n = 0;
@@ -1722,6 +1722,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?)?;
     m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
+    m.add_class::<crate::python_event::Event>()?;
     m.add_class::<crate::python_segindex::SegmentBlooms>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
@@ -2065,8 +2066,8 @@ impl FlowRollup {
         let mut flows = Vec::new();
         for ev in events.try_iter()? {
             let ev = ev?;
-            let created: f64 = ev.getattr(intern!(py, "created"))?.extract()?;
-            let fields = ev.getattr(intern!(py, "fields"))?;
+            let created: f64 = Event::read(&ev, Attr::Created)?.extract()?;
+            let fields = Event::read(&ev, Attr::Fields)?;
             let fields = fields.cast::<PyDict>()?;
             let get = |i: usize| fields.get_item(names[i]);
             let mut transport = get(3)?;

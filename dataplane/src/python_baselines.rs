@@ -29,6 +29,7 @@ use rustc_hash::FxHashMap;
 
 use crate::baselines::{is_rare, rarity, EXACT_INT};
 use crate::python::PANICS;
+use crate::python_event::{Attr, Event};
 use crate::python_flowevents::{EventsIn, ShapeId};
 
 /// The batch goes to the reference; nothing was changed.
@@ -388,10 +389,10 @@ impl BaselineBatch {
             let source = if dataset.truthy()? {
                 dataset
             } else {
-                classify(Some(ev.attr(py, intern!(py, "module"))?))?
+                classify(Some(ev.attr(py, Attr::Module)?))?
             };
             replay[1] = Some(source.with_text(|t| plan.rates[1].add(t))?);
-            let listener = classify(Some(ev.attr(py, intern!(py, "listener"))?))?;
+            let listener = classify(Some(ev.attr(py, Attr::Listener)?))?;
             if listener.truthy()? {
                 replay[2] = Some(listener.with_text(|t| plan.rates[2].add(t))?);
             }
@@ -737,7 +738,7 @@ impl BaselineBatch {
         let mut marked = Vec::with_capacity(plan.stamps.len());
         for Stamp { event, term, score } in &plan.stamps {
             let ev = events.object(*event)?;
-            let fields = ev.getattr(intern!(py, "fields"))?;
+            let fields = Event::read(&ev, Attr::Fields)?;
             let f = fields.cast::<PyDict>()?;
             if let Some((k, t)) = term {
                 let (_, key, value) = &plan.new_terms[*t];

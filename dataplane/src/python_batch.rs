@@ -21,6 +21,7 @@ use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
+use crate::python_event::Event;
 use crate::python_line::{line_or_reference, quoted_key, Json, Prewritten, Time};
 use crate::python_udp::UdpReceiver;
 use crate::syslog::batch::{admit, Admit, Bucket};
@@ -631,13 +632,16 @@ impl SyslogBatch {
             Some(pre),
         )?;
         let n = line.len()?;
-        let class = self.event_class.bind(py);
-        let event = match policy.listener {
-            Some(listener) => {
-                class.call1((ts, now, module, &fields, data, py.None(), line, listener))?
-            }
-            None => class.call1((ts, now, module, &fields, data, py.None(), line))?,
-        };
+        let event = Event::make_at(
+            self.event_class.bind(py),
+            ts,
+            now,
+            module.as_any(),
+            fields.as_any(),
+            data.as_any(),
+            line,
+            policy.listener.map(|l| l.clone().into_any()),
+        )?;
         policy.line_bytes.set(policy.line_bytes.get() + n);
         Ok(event)
     }

@@ -25,6 +25,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
 use pyo3::IntoPyObjectExt;
 
 use crate::python::field_value;
+use crate::python_event::{Attr, Event};
 use crate::rules::{Fields, Known, ShapeFields, Val};
 
 /// What makes a flow's `Event`, as the listener's source would:
@@ -54,16 +55,16 @@ impl Maker {
         fields: Bound<'py, PyDict>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = ts.py();
-        self.class.bind(py).call1((
-            ts,
-            created,
-            self.module.bind(py),
-            fields,
-            self.raw.bind(py),
-            py.None(),
-            py.None(),
-            self.listener.bind(py),
-        ))
+        Event::make(
+            self.class.bind(py),
+            ts.clone(),
+            created.clone(),
+            self.module.bind(py).clone().into_any(),
+            fields.into_any(),
+            self.raw.bind(py).clone().into_any(),
+            py.None().into_bound(py),
+            Some(self.listener.bind(py).clone()),
+        )
     }
 }
 
@@ -460,8 +461,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
     #[inline(always)]
     pub(crate) fn fields(&self, py: Python<'py>) -> Option<EventFields<'a, 'py>> {
         match self {
-            EventAt::Obj(ev) => ev
-                .getattr(pyo3::intern!(py, "fields"))
+            EventAt::Obj(ev) => Event::read(ev, Attr::Fields)
                 .ok()?
                 .cast_into::<PyDict>()
                 .ok()
@@ -499,7 +499,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
     /// Its fields when they are exactly a dict (or the record); None when not.
     pub(crate) fn exact_fields(&self, py: Python<'py>) -> PyResult<Option<EventFields<'a, 'py>>> {
         if let EventAt::Obj(ev) = self {
-            let f = ev.getattr(pyo3::intern!(py, "fields"))?;
+            let f = Event::read(ev, Attr::Fields)?;
             return Ok(f.cast_into_exact::<PyDict>().ok().map(EventFields::Dict));
         }
         Ok(self.fields(py))
@@ -508,29 +508,18 @@ impl<'a, 'py> EventAt<'a, 'py> {
     /// One of the event's attributes (a flow's `timestamp`, `module`, `listener`, `raw` and
     /// `id` without making its event).
     #[inline(always)]
-    pub(crate) fn attr(
-        &self,
-        py: Python<'py>,
-        name: &Bound<'py, PyString>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    pub(crate) fn attr(&self, py: Python<'py>, which: Attr) -> PyResult<Bound<'py, PyAny>> {
         match self {
-            EventAt::Obj(ev) => ev.getattr(name),
+            EventAt::Obj(ev) => Event::read(ev, which),
             EventAt::Flow(c, j) => {
-                // by address: the readers' names are interned (any other makes the event)
                 let m = &c.maker;
-                let is = |s: &Bound<'py, PyString>| s.as_ptr() == name.as_ptr();
-                Ok(if is(pyo3::intern!(py, "timestamp")) {
-                    c.records[*j].ts.bind(py).clone()
-                } else if is(pyo3::intern!(py, "module")) {
-                    m.module.bind(py).clone().into_any()
-                } else if is(pyo3::intern!(py, "listener")) {
-                    m.listener.bind(py).clone()
-                } else if is(pyo3::intern!(py, "raw")) {
-                    m.raw.bind(py).clone().into_any()
-                } else if is(pyo3::intern!(py, "id")) {
-                    py.None().into_bound(py)
-                } else {
-                    c.event(py, *j)?.getattr(name)?
+                Ok(match which {
+                    Attr::Timestamp => c.records[*j].ts.bind(py).clone(),
+                    Attr::Module => m.module.bind(py).clone().into_any(),
+                    Attr::Listener => m.listener.bind(py).clone(),
+                    Attr::Raw => m.raw.bind(py).clone().into_any(),
+                    Attr::Id => py.None().into_bound(py),
+                    _ => Event::read(&c.event(py, *j)?, which)?,
                 })
             }
         }

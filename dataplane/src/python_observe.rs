@@ -35,6 +35,7 @@ use rustc_hash::FxHashMap;
 
 use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
+use crate::python_event::Attr;
 use crate::python_flowevents::{EventAt, EventFields, EventsIn, FlowFields, ShapeId, ShapeKnown};
 use crate::python_windows::{caught, caught_as, CorrelationWindows};
 use crate::rules::Fields;
@@ -122,9 +123,6 @@ pub struct DetectionFeeds {
     sample_chars: usize,
     /// Matching events observed here (fed or late), since built.
     observed: u64,
-    a_timestamp: Py<PyString>,
-    a_raw: Py<PyString>,
-    a_id: Py<PyString>,
     k_message: Py<PyString>,
     /// `(b"",)`: the samples of every event with no raw text (flows), one tuple for all.
     no_raws: Py<PyTuple>,
@@ -139,7 +137,7 @@ impl DetectionFeeds {
         fields: &EventFields<'_, 'py>,
         ts: &Bound<'py, PyAny>,
     ) -> Option<Bound<'py, PyAny>> {
-        let raw = ev.attr(py, self.a_raw.bind(py)).ok()?;
+        let raw = ev.attr(py, Attr::Raw).ok()?;
         if !raw.is_exact_instance_of::<PyBytes>() {
             return None;
         }
@@ -155,7 +153,7 @@ impl DetectionFeeds {
         } else {
             raw.clone()
         };
-        let id = ev.attr(py, self.a_id.bind(py)).ok()?;
+        let id = ev.attr(py, Attr::Id).ok()?;
         let ids = if id.is_none() {
             PyTuple::empty(py)
         } else {
@@ -211,9 +209,6 @@ impl DetectionFeeds {
             lateness_obj: lateness.clone().unbind(),
             sample_chars,
             observed: 0,
-            a_timestamp: name("timestamp"),
-            a_raw: name("raw"),
-            a_id: name("id"),
             k_message: name("message"),
             no_raws: PyTuple::new(py, [PyBytes::new(py, b"")])?.unbind(),
         })
@@ -282,7 +277,6 @@ impl DetectionFeeds {
         // holds while its chunk lives: the events hold it for the call).
         let mut shape_answers: FxHashMap<(ShapeId, usize), Vec<Option<bool>>> =
             FxHashMap::default();
-        let a_timestamp = self.a_timestamp.bind(py);
         let now_f: f64 = now.extract()?;
         // the reference's `now + allowed_lateness`, the object it clamps a time to
         let limit_obj = now.add(self.lateness_obj.bind(py))?;
@@ -342,7 +336,7 @@ impl DetectionFeeds {
                 decided = std::mem::take(&mut decisions);
                 break;
             }
-            let Ok(t) = ev.attr(py, a_timestamp) else {
+            let Ok(t) = ev.attr(py, Attr::Timestamp) else {
                 stop = i;
                 decided = std::mem::take(&mut decisions);
                 break;

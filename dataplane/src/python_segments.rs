@@ -10,9 +10,10 @@
 use std::io::Write;
 
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyList, PyTuple};
+
+use crate::python_event::{Attr, Event};
 
 /// One segment's rows being made: its first id, count and time bounds, and its lines.
 struct Segment<'py> {
@@ -72,25 +73,19 @@ pub(crate) fn segment_rows_with_ids<'py>(
     per_segment: usize,
 ) -> PyResult<Option<Vec<Bound<'py, PyTuple>>>> {
     let py = events.py();
-    let (id, line, timestamp, created) = (
-        intern!(py, "id"),
-        intern!(py, "line"),
-        intern!(py, "timestamp"),
-        intern!(py, "created"),
-    );
     let per_segment = per_segment.max(1);
     let mut segments: Vec<Segment<'py>> = Vec::new();
     let mut plain = true;
     for (i, ev) in events.iter().enumerate() {
         let this = first_id.wrapping_add(i as i64);
-        ev.setattr(id, this)?;
+        Event::write(&ev, Attr::Id, this.into_pyobject(py)?.into_any())?;
         if !plain {
             continue;
         }
         let (Ok(l), Ok(t), Ok(c)) = (
-            ev.getattr(line)?.cast_into_exact::<PyBytes>(),
-            ev.getattr(timestamp)?.cast_into_exact::<PyFloat>(),
-            ev.getattr(created)?.cast_into_exact::<PyFloat>(),
+            Event::read(&ev, Attr::Line)?.cast_into_exact::<PyBytes>(),
+            Event::read(&ev, Attr::Timestamp)?.cast_into_exact::<PyFloat>(),
+            Event::read(&ev, Attr::Created)?.cast_into_exact::<PyFloat>(),
         ) else {
             plain = false;
             continue;
