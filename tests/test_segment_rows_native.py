@@ -11,6 +11,7 @@ import pytest
 
 from appliance import dataplane
 from appliance.event import Event
+from appliance.store import segments
 from appliance.store.segments import SEGMENT_EVENTS, segment_rows, segment_rows_with_ids
 
 pytestmark = pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
@@ -69,3 +70,21 @@ def test_an_int_time_is_kept_as_the_reference_keeps_it() -> None:
     rows = segment_rows_with_ids(events, 1, 8192)
     assert rows[0][3] == 5 and type(rows[0][3]) is int
     assert rows[0][4] == 9.5
+
+
+def test_line_census_counts_bytes_lines_and_lists_the_others_as_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = random.Random(11)
+    kinds: list[Any] = [None, "text", bytearray(b"ab"), b""]
+    events = []
+    for _ in range(700):
+        e = Event(1.0, 2.0, "syslog", {})
+        e.line = rng.choice(kinds) if rng.random() < 0.2 else rng.randbytes(rng.randrange(1, 90))
+        events.append(e)
+    native = segments.line_census(events)
+    monkeypatch.setattr(dataplane, "native", None)
+    reference = segments.line_census(events)
+    assert native == reference
+    assert native[0] == sum(len(e.line) for e in events if type(e.line) is bytes)
+    assert native[1] == [i for i, e in enumerate(events) if type(e.line) is not bytes]

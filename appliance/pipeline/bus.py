@@ -37,7 +37,7 @@ from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.store import Store
 from appliance.store.errors import write_error_reason
-from appliance.store.segments import SEGMENT_EVENTS, encode_line
+from appliance.store.segments import SEGMENT_EVENTS, encode_line, line_census
 
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
@@ -405,16 +405,16 @@ class Pipeline:
 
     async def _process(self, events: list[Event], sources: list[tuple[str, int]]) -> None:
         now = self.clock()
+        line_bytes: int | None = None
         if self.before_store:
             await self.run_stages(self.before_store, events, now)
-            encode = self.encode
-            for e in events:  # enriched events: their stored line is encoded again
-                if e.line is None:
-                    encode(e)
+            line_bytes = self._encode_changed(events)
         short = False  # space is short: small transactions, so the WAL never holds much
         if self.before_insert is not None:
             try:
-                short = await self.before_insert(sum(len(e.line or b"") for e in events))
+                if line_bytes is None:
+                    line_bytes = self._encode_changed(events)
+                short = await self.before_insert(line_bytes)
             except Exception as exc:
                 _rl.warning("headroom", "could not make room ahead of the batch: %s", exc)
         stored: list[Event] = []
@@ -455,6 +455,19 @@ class Pipeline:
             return
         self.batches.inc()
         await self.run_stages(self.after_store, stored, self.clock())
+
+    def _encode_changed(self, events: list[Event]) -> int:
+        """Encode the stored line of each event a stage changed (its line dropped); the
+        batch's line bytes, what the headroom check is asked for."""
+        total, odd = line_census(events)
+        encode = self.encode
+        for i in odd:
+            ev = events[i]
+            line = ev.line
+            if line is None:
+                line = encode(ev)
+            total += len(line)
+        return total
 
     def _piece_end(self, events: list[Event], start: int) -> int:
         """End of the next transaction when space is short: at most one WAL checkpoint's

@@ -146,6 +146,25 @@ def segment_rows_with_ids(
     return segment_rows(events, max_raw)
 
 
+def line_census(events: list[Event]) -> tuple[int, list[int]]:
+    """The bytes of the batch's stored lines that are ``bytes``, and the indices of the events
+    whose line is anything else (``None``: a stage changed the event, its line is encoded
+    again). One native pass on the native backend: the pipeline asks once a batch."""
+    native = dataplane.native
+    if native is not None and type(events) is list:
+        got: tuple[int, list[int]] = native.line_census(events)
+        return got
+    total = 0
+    odd: list[int] = []
+    for i, ev in enumerate(events):
+        line = ev.line
+        if type(line) is bytes:
+            total += len(line)
+        else:
+            odd.append(i)
+    return total, odd
+
+
 def index_rows(rows: list[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
     """``event_index`` rows for ``segment_rows``' rows (none without the native builder)."""
     out = []

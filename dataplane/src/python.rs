@@ -1720,6 +1720,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::python_segments::segment_rows_with_ids,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(crate::python_segments::line_census, m)?)?;
     m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<crate::python_event::Event>()?;

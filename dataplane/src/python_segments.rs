@@ -117,3 +117,20 @@ pub(crate) fn segment_rows_with_ids<'py>(
         .collect::<PyResult<Vec<_>>>()
         .map(Some)
 }
+
+/// A batch's stored-line bytes (the lines that are exactly `bytes`) and the indices of the
+/// events whose line is anything else (None: a stage dropped it, to be encoded again).
+/// The pipeline reads this once a batch; as a Python loop it was two attribute reads an
+/// event.
+#[pyfunction]
+pub(crate) fn line_census(events: &Bound<'_, PyList>) -> PyResult<(usize, Vec<usize>)> {
+    let mut total = 0usize;
+    let mut odd = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        match Event::read(&ev, Attr::Line)?.cast_into_exact::<PyBytes>() {
+            Ok(line) => total += line.as_bytes().len(),
+            Err(_) => odd.push(i),
+        }
+    }
+    Ok((total, odd))
+}
