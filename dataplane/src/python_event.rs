@@ -33,6 +33,12 @@ const NAMES: [&str; 8] = [
     "listener",
 ];
 
+/// One normalized event: `timestamp` (the event time), `created` (when the appliance received
+/// it), `module`, `fields` (flat ECS names), `raw` (the original bytes, bounded by the
+/// source), `id` (given by the store), `line` (the stored line, None once a stage changed the
+/// fields) and `listener` (the source that received it). The reference is
+/// `appliance.event.ReferenceEvent`; an explicit None for `fields`, `raw` or `listener` means
+/// the default here (a new dict, `b""`, `""`), where the dataclass would keep the None.
 #[pyclass(module = "appliance.event", name = "Event", subclass)]
 pub struct Event {
     #[pyo3(get, set)]
