@@ -72,6 +72,18 @@ pub(crate) enum Attr {
     Listener,
 }
 
+/// Every attribute, in `NAMES`' order.
+const ALL: [Attr; 8] = [
+    Attr::Timestamp,
+    Attr::Created,
+    Attr::Module,
+    Attr::Fields,
+    Attr::Raw,
+    Attr::Id,
+    Attr::Line,
+    Attr::Listener,
+];
+
 impl Attr {
     fn name(self) -> &'static str {
         NAMES[self as usize]
@@ -92,17 +104,17 @@ impl Event {
         }
     }
 
-    fn slots(&self) -> [&Py<PyAny>; 8] {
-        [
-            &self.timestamp,
-            &self.created,
-            &self.module,
-            &self.fields,
-            &self.raw,
-            &self.id,
-            &self.line,
-            &self.listener,
-        ]
+    fn slot_mut(&mut self, attr: Attr) -> &mut Py<PyAny> {
+        match attr {
+            Attr::Timestamp => &mut self.timestamp,
+            Attr::Created => &mut self.created,
+            Attr::Module => &mut self.module,
+            Attr::Fields => &mut self.fields,
+            Attr::Raw => &mut self.raw,
+            Attr::Id => &mut self.id,
+            Attr::Line => &mut self.line,
+            Attr::Listener => &mut self.listener,
+        }
     }
 
     /// The attributes in order as Python reads them (a subclass's properties included),
@@ -138,17 +150,7 @@ impl Event {
         let py = ev.py();
         if let Ok(e) = ev.cast_exact::<Event>() {
             if let Ok(mut e) = e.try_borrow_mut() {
-                let slot = match attr {
-                    Attr::Timestamp => &mut e.timestamp,
-                    Attr::Created => &mut e.created,
-                    Attr::Module => &mut e.module,
-                    Attr::Fields => &mut e.fields,
-                    Attr::Raw => &mut e.raw,
-                    Attr::Id => &mut e.id,
-                    Attr::Line => &mut e.line,
-                    Attr::Listener => &mut e.listener,
-                };
-                *slot = value.unbind();
+                *e.slot_mut(attr) = value.unbind();
                 return Ok(());
             }
         }
@@ -333,25 +335,16 @@ impl Event {
     }
 
     fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for slot in self.slots() {
-            visit.call(slot)?;
+        for attr in ALL {
+            visit.call(self.slot(attr))?;
         }
         Ok(())
     }
 
     fn __clear__(&mut self) {
         Python::attach(|py| {
-            for slot in [
-                &mut self.timestamp,
-                &mut self.created,
-                &mut self.module,
-                &mut self.fields,
-                &mut self.raw,
-                &mut self.id,
-                &mut self.line,
-                &mut self.listener,
-            ] {
-                *slot = py.None();
+            for attr in ALL {
+                *self.slot_mut(attr) = py.None();
             }
         });
     }
