@@ -423,7 +423,11 @@ pub struct Decoder {
     plan: Plan,
     steps: Vec<Step>,
     slots: FxHashMap<String, usize>,
+    /// The matcher's `all`, `any` and `none` needles, compiled once (SIMD substring search;
+    /// `str::contains` set its searcher up on every call, ~130 instructions).
     finders: Vec<memmem::Finder<'static>>,
+    any_finders: Vec<memmem::Finder<'static>>,
+    none_finders: Vec<memmem::Finder<'static>>,
 }
 
 /// Captures by slot (always slices of the message).
@@ -723,17 +727,22 @@ impl Decoder {
                 },
             });
         }
-        let finders = plan
-            .matcher
-            .all
-            .iter()
-            .map(|n| memmem::Finder::new(n.as_bytes()).into_owned())
-            .collect();
+        let compile = |needles: &[String]| -> Vec<memmem::Finder<'static>> {
+            needles
+                .iter()
+                .map(|n| memmem::Finder::new(n.as_bytes()).into_owned())
+                .collect()
+        };
+        let finders = compile(&plan.matcher.all);
+        let any_finders = compile(&plan.matcher.any);
+        let none_finders = compile(&plan.matcher.none);
         Ok(Decoder {
             plan,
             steps,
             slots,
             finders,
+            any_finders,
+            none_finders,
         })
     }
 
@@ -768,13 +777,10 @@ impl Decoder {
         if !text.is_ascii() {
             return Outcome::Defer;
         }
-        let m = &self.plan.matcher;
-        if !self
-            .finders
-            .iter()
-            .all(|f| f.find(text.as_bytes()).is_some())
-            || (!m.any.is_empty() && !m.any.iter().any(|n| text.contains(n.as_str())))
-            || m.none.iter().any(|n| text.contains(n.as_str()))
+        let found = |f: &memmem::Finder<'static>| f.find(text.as_bytes()).is_some();
+        if !self.finders.iter().all(found)
+            || (!self.any_finders.is_empty() && !self.any_finders.iter().any(found))
+            || self.none_finders.iter().any(found)
         {
             return Outcome::NotMine;
         }

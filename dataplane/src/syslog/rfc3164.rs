@@ -132,7 +132,8 @@ fn split_tag(token: &str) -> (Option<&str>, Option<&str>, bool) {
     let mut core = token.strip_suffix(':').unwrap_or(token);
     let mut pid = None;
     if core.ends_with(']') {
-        if let Some(lb) = core.find('[') {
+        // a byte scan, as `partition_space`'s: `find(char)`'s searcher cost ~120 instructions
+        if let Some(lb) = core.bytes().position(|b| b == b'[') {
             let inner = &core[lb + 1..core.len() - 1];
             pid = (!inner.is_empty()).then_some(inner);
             core = &core[..lb];
