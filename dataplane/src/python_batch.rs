@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use rustc_hash::FxHashMap;
 
 use crate::jsonstr;
@@ -635,13 +635,13 @@ impl SyslogBatch {
             Some(pre),
         )?;
         let n = line.len()?;
-        let event = Event::make_at(
+        let event = Event::make(
             self.event_class.bind(py),
-            ts,
-            now,
-            module.as_any(),
-            fields.as_any(),
-            data.as_any(),
+            PyFloat::new(py, ts).into_any(),
+            PyFloat::new(py, now).into_any(),
+            module.clone().into_any(),
+            fields.clone().into_any(),
+            data.clone().into_any(),
             line,
             policy.listener.map(|l| l.clone().into_any()),
         )?;

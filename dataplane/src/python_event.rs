@@ -18,20 +18,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
-
-/// The attribute names, in the dataclass's field order (its `__match_args__`).
-const NAMES: [&str; 8] = [
-    "timestamp",
-    "created",
-    "module",
-    "fields",
-    "raw",
-    "id",
-    "line",
-    "listener",
-];
 
 /// One normalized event: `timestamp` (the event time), `created` (when the appliance received
 /// it), `module`, `fields` (flat ECS names), `raw` (the original bytes, bounded by the
@@ -72,7 +60,7 @@ pub(crate) enum Attr {
     Listener,
 }
 
-/// Every attribute, in `NAMES`' order.
+/// Every attribute, in the dataclass's field order (its `__match_args__`).
 const ALL: [Attr; 8] = [
     Attr::Timestamp,
     Attr::Created,
@@ -86,7 +74,16 @@ const ALL: [Attr; 8] = [
 
 impl Attr {
     fn name(self) -> &'static str {
-        NAMES[self as usize]
+        match self {
+            Attr::Timestamp => "timestamp",
+            Attr::Created => "created",
+            Attr::Module => "module",
+            Attr::Fields => "fields",
+            Attr::Raw => "raw",
+            Attr::Id => "id",
+            Attr::Line => "line",
+            Attr::Listener => "listener",
+        }
     }
 }
 
@@ -121,9 +118,9 @@ impl Event {
     /// for what the dataclass generates from them: `==`, `repr`, pickling.
     fn values<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
         let py = slf.py();
-        let values = NAMES
+        let values = ALL
             .iter()
-            .map(|n| slf.getattr(PyString::intern(py, n)))
+            .map(|a| slf.getattr(PyString::intern(py, a.name())))
             .collect::<PyResult<Vec<_>>>()?;
         PyTuple::new(py, values)
     }
@@ -192,31 +189,6 @@ impl Event {
             None => class.call1((timestamp, created, module, fields, raw, py.None(), line)),
         }
     }
-
-    /// [`Event::make`] with the times as floats.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn make_at<'py>(
-        class: &Bound<'py, PyAny>,
-        timestamp: f64,
-        created: f64,
-        module: &Bound<'py, PyAny>,
-        fields: &Bound<'py, PyAny>,
-        raw: &Bound<'py, PyAny>,
-        line: Bound<'py, PyAny>,
-        listener: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = class.py();
-        Event::make(
-            class,
-            PyFloat::new(py, timestamp).into_any(),
-            PyFloat::new(py, created).into_any(),
-            module.clone(),
-            fields.clone(),
-            raw.clone(),
-            line,
-            listener,
-        )
-    }
 }
 
 /// `appliance.event.to_ecs`, the nested document both classes make (imported once).
@@ -252,7 +224,7 @@ impl Event {
 
     #[classattr]
     fn __match_args__(py: Python<'_>) -> PyResult<Py<PyTuple>> {
-        Ok(PyTuple::new(py, NAMES)?.unbind())
+        Ok(PyTuple::new(py, ALL.map(Attr::name))?.unbind())
     }
 
     /// Say that `fields` changed after the stored line was encoded (enrichment): the
@@ -316,11 +288,11 @@ impl Event {
     fn __repr__(slf: &Bound<'_, Self>) -> PyResult<String> {
         let mut out = slf.get_type().qualname()?.to_string();
         out.push('(');
-        for (i, (name, value)) in NAMES.iter().zip(Event::values(slf)?.iter()).enumerate() {
+        for (i, (attr, value)) in ALL.iter().zip(Event::values(slf)?.iter()).enumerate() {
             if i > 0 {
                 out.push_str(", ");
             }
-            out.push_str(name);
+            out.push_str(attr.name());
             out.push('=');
             out.push_str(&value.repr()?.to_string());
         }
