@@ -74,3 +74,7 @@ mod python_segments;
 // reference).
 #[cfg(feature = "python")]
 mod python_event;
+
+// An event's fields as the batch decode sets them, the dict made when Python reads it.
+#[cfg(feature = "python")]
+mod python_record;

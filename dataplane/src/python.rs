@@ -19,6 +19,7 @@ use crate::jsonstr;
 use crate::python_event::{Attr, Event};
 use crate::python_flowevents::{EventsIn, ShapeId};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
+use crate::python_record::{FieldsOut, Record, RecordTemplate};
 use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Format, Message};
@@ -253,6 +254,9 @@ pub(crate) struct HeaderDecoder {
 /// key. What they share is also the stored line's pairs of those items, copied in two runs.
 struct HeaderTemplate {
     dict: Py<PyDict>,
+    /// The same keys and values as the batch decode's records share them (none for a
+    /// template of more items than a record holds).
+    record: Option<Arc<RecordTemplate>>,
     /// The shared items' pairs (`Prewritten`), once a message made from this wrote them.
     runs: Option<Arc<[KeptRun; 2]>>,
 }
@@ -363,7 +367,7 @@ fn header_fields<'py>(
     peer_ip: &Bound<'py, PyAny>,
     pid: Option<i64>,
     pre: &mut Prewritten<'py>,
-) -> PyResult<Bound<'py, PyDict>> {
+) -> PyResult<FieldsOut<'py>> {
     // One bit per optional part: the same bits, the same keys in the same order.
     let shape = u16::from(m.hostname.is_some())
         | u16::from(m.app_name.is_some()) << 1
@@ -386,7 +390,7 @@ fn header_fields<'py>(
                 dec.untemplated.fetch_add(1, Ordering::Relaxed);
             }
             (
-                got.map(|t| t.dict.clone_ref(py)),
+                got.map(|t| (t.dict.clone_ref(py), t.record.clone())),
                 got.and_then(|t| t.runs.clone()),
                 room,
             )
@@ -394,9 +398,11 @@ fn header_fields<'py>(
         Err(_) => (None, None, false),
     };
     pre.begin();
-    let f = match &template {
-        Some(t) => t.bind(py).copy()?,
-        None => PyDict::new(py),
+    let mut f = match &template {
+        // a record only where the line is written from the pairs (the batch path)
+        Some((_, Some(r))) if pre.writes() => FieldsOut::Record(py, Record::new(r.clone())),
+        Some((t, _)) => FieldsOut::Dict(t.bind(py).copy()?),
+        None => FieldsOut::Dict(PyDict::new(py)),
     };
     // Each item is set in the shape's order and its pair written ahead for the stored line
     // (`Prewritten`: the template has the keys in that order already).
@@ -405,7 +411,7 @@ fn header_fields<'py>(
             match (intern!(py, $name), $value) {
                 (key, value) => {
                     let value = value.as_any();
-                    f.set_item(key, value)?;
+                    f.set(key, value)?;
                     pre.expect(key, quoted_key!($name), value, $json);
                 }
             }
@@ -539,7 +545,7 @@ fn header_fields<'py>(
     }
     // Bounded: hostile senders can vary the shape and the priority, not the memory.
     if template.is_none() && room {
-        let t = f.copy()?;
+        let t = f.dict()?.copy()?;
         for k in t.keys() {
             if !kept.iter().any(|s| s.is(&k)) {
                 t.set_item(k, py.None())?;
@@ -550,6 +556,7 @@ fn header_fields<'py>(
             map.insert(
                 shape,
                 HeaderTemplate {
+                    record: RecordTemplate::of(&t)?,
                     dict: t.unbind(),
                     runs,
                 },
@@ -713,15 +720,10 @@ impl HeaderDecoder {
             let sd = sd_dict(py, msg)?;
             let obj = message_object(py, self.message_class.bind(py), msg, &sd)?;
             let fields = match peer_ip {
-                Some(ip) => Some(header_fields(
-                    py,
-                    self,
-                    msg,
-                    &sd,
-                    ip,
-                    pid,
-                    &mut Prewritten::default(),
-                )?),
+                Some(ip) => Some(
+                    header_fields(py, self, msg, &sd, ip, pid, &mut Prewritten::default())?
+                        .dict()?,
+                ),
                 None => None,
             };
             Ok(Some((obj, fields)))
@@ -740,7 +742,7 @@ impl HeaderDecoder {
         tz: Option<Bound<'py, PyAny>>,
         peer_ip: &Bound<'py, PyAny>,
         pre: &mut Prewritten<'py>,
-        f: impl FnOnce(Parsed<'_, 'py>, Bound<'py, PyDict>, &mut Prewritten<'py>) -> PyResult<R>,
+        f: impl FnOnce(Parsed<'_, 'py>, FieldsOut<'py>, &mut Prewritten<'py>) -> PyResult<R>,
     ) -> PyResult<Option<R>> {
         self.decode_text(py, data, now, tz, |msg| {
             let pid = match msg.procid.map(pid) {
@@ -929,7 +931,12 @@ impl FileDecoder {
         let text_obj = msg.getattr(intern!(py, "message"))?;
         let text = text_obj.cast::<PyString>()?.to_cow()?;
         Ok(
-            match self.apply(py, &text, fields, &mut Prewritten::default())? {
+            match self.apply(
+                py,
+                &text,
+                &mut FieldsOut::Dict(fields.clone()),
+                &mut Prewritten::default(),
+            )? {
                 Applied::NotMine => Some(false),
                 Applied::Defer => None,
                 Applied::Claimed(time) => {
@@ -976,7 +983,7 @@ fn field_keys<'a>(py: Python<'_>, names: impl IntoIterator<Item = &'a str>) -> F
 #[allow(clippy::too_many_arguments)]
 fn set_fields<'py>(
     py: Python<'py>,
-    fields: &Bound<'py, PyDict>,
+    fields: &mut FieldsOut<'py>,
     found: Vec<(&str, crate::decoders::Value<'_>)>,
     keys: &FieldKeys,
     consts: &[Py<PyAny>],
@@ -1025,7 +1032,7 @@ fn set_fields<'py>(
             Some((k, quoted)) => pre.set(fields, k.bind(py), quoted, &obj, json)?,
             None => {
                 pre.lose_track();
-                fields.set_item(key, obj)?
+                fields.dict()?.set_item(key, obj)?
             }
         }
     }
@@ -1065,7 +1072,13 @@ impl SshdAuthLines {
         let text_obj = msg.getattr(intern!(py, "message"))?;
         let text = text_obj.cast::<PyString>()?.to_cow()?;
         Ok(
-            match self.apply(py, &app, &text, fields, &mut Prewritten::default())? {
+            match self.apply(
+                py,
+                &app,
+                &text,
+                &mut FieldsOut::Dict(fields.clone()),
+                &mut Prewritten::default(),
+            )? {
                 Applied::Claimed(_) => Some(true),
                 Applied::NotMine => Some(false),
                 Applied::Defer => None,
@@ -1081,7 +1094,7 @@ impl SshdAuthLines {
         py: Python<'py>,
         app: &str,
         text: &str,
-        fields: &Bound<'py, PyDict>,
+        fields: &mut FieldsOut<'py>,
         pre: &mut Prewritten<'py>,
     ) -> PyResult<Applied<'py>> {
         use crate::linux_auth::{decode, Auth};
@@ -1109,7 +1122,7 @@ impl FileDecoder {
         &self,
         py: Python<'py>,
         text: &str,
-        fields: &Bound<'py, PyDict>,
+        fields: &mut FieldsOut<'py>,
         pre: &mut Prewritten<'py>,
     ) -> PyResult<Applied<'py>> {
         use crate::decoders::Outcome;

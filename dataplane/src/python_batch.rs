@@ -22,6 +22,7 @@ use crate::jsonstr;
 use crate::python::{Applied, FileDecoder, HeaderDecoder, Parsed, PyFramer, SshdAuthLines, PANICS};
 use crate::python_event::Event;
 use crate::python_line::{line_or_reference, quoted_key, Json, Prewritten, Time};
+use crate::python_record::FieldsOut;
 use crate::python_udp::UdpReceiver;
 use crate::syslog::batch::{admit, Admit, Bucket};
 
@@ -113,7 +114,7 @@ fn claim<'py>(
     decode: &Bound<'py, PyAny>,
     native: Option<&Native>,
     msg: &mut Msg<'_, 'py>,
-    fields: &Bound<'py, PyDict>,
+    fields: &mut FieldsOut<'py>,
     pre: &mut Prewritten<'py>,
 ) -> PyResult<bool> {
     if let Some(native) = native {
@@ -153,7 +154,7 @@ fn claim<'py>(
     }
     // Python code gets the dict: what it sets is read back by the line's walk.
     pre.lose_track();
-    decode.call1((msg.object()?, fields))?.is_truthy()
+    decode.call1((msg.object()?, fields.dict()?))?.is_truthy()
 }
 
 /// The message the vendor decoders are handed: the Python object, made on first need when
@@ -297,11 +298,14 @@ impl Dispatch {
         &self,
         py: Python<'py>,
         msg: &mut Msg<'_, 'py>,
-        fields: &Bound<'py, PyDict>,
+        fields: &mut FieldsOut<'py>,
         hint: &Bound<'py, PyAny>,
         pre: &mut Prewritten<'py>,
     ) -> PyResult<Bound<'py, PyString>> {
-        let claims = |d: &Dec, msg: &mut Msg<'_, 'py>, pre: &mut Prewritten<'py>| {
+        let claims = |d: &Dec,
+                      msg: &mut Msg<'_, 'py>,
+                      fields: &mut FieldsOut<'py>,
+                      pre: &mut Prewritten<'py>| {
             if d.structured_only && !msg.has_structured_data(py)? {
                 return Ok(false);
             }
@@ -312,7 +316,7 @@ impl Dispatch {
             false => Some(self.by_hint.get(&(hint.as_ptr() as usize))),
         };
         if let Some(Some((_, d))) = resolved {
-            if claims(d, msg, pre)? {
+            if claims(d, msg, fields, pre)? {
                 return Ok(d.name.bind(py).clone());
             }
         } else if resolved.is_some() {
@@ -343,7 +347,7 @@ impl Dispatch {
                 }
             }
             for d in cands.into_iter().flatten() {
-                if claims(d, msg, pre)? {
+                if claims(d, msg, fields, pre)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
@@ -356,7 +360,7 @@ impl Dispatch {
                         .as_ref()
                         .is_none_or(|n| n.find(text.as_bytes()).is_some())
                 };
-                if text.starts_with(prefix.as_str()) && needled() && claims(d, msg, pre)? {
+                if text.starts_with(prefix.as_str()) && needled() && claims(d, msg, fields, pre)? {
                     return Ok(d.name.bind(py).clone());
                 }
             }
@@ -366,14 +370,14 @@ impl Dispatch {
                 .any(|n| n.find(text.as_bytes()).is_some())
             {
                 for d in &self.fallbacks {
-                    if claims(d, msg, pre)? {
+                    if claims(d, msg, fields, pre)? {
                         return Ok(d.name.bind(py).clone());
                     }
                 }
             }
         }
         for d in &self.last_resort {
-            if claims(d, msg, pre)? {
+            if claims(d, msg, fields, pre)? {
                 return Ok(d.name.bind(py).clone());
             }
         }
@@ -512,6 +516,7 @@ impl SyslogBatch {
             .call1((data, now, &prof.tz, &prof.ip))?;
         let got = got.cast_into::<PyTuple>()?;
         let (msg, fields) = (got.get_item(0)?, got.get_item(1)?.cast_into::<PyDict>()?);
+        let fields = FieldsOut::Dict(fields);
         let errors = msg.getattr(intern!(py, "errors"))?;
         for reason in errors.try_iter()? {
             let reason = reason?;
@@ -540,13 +545,13 @@ impl SyslogBatch {
         policy: &Policy<'_, 'py>,
         counts: &mut Counts,
         mut msg: Msg<'_, 'py>,
-        fields: Bound<'py, PyDict>,
+        mut fields: FieldsOut<'py>,
         pre: &mut Prewritten<'py>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let now = policy.now;
         let transport = self.transport.bind(py);
         pre.set(
-            &fields,
+            &mut fields,
             intern!(py, "log.source.transport"),
             quoted_key!("log.source.transport"),
             transport.as_any(),
@@ -554,6 +559,7 @@ impl SyslogBatch {
         )?;
         if let Some(statics) = &prof.statics {
             pre.lose_track();
+            let fields = fields.dict()?;
             let tags = fields.get_item(intern!(py, "tags"))?;
             fields.update(statics.as_mapping())?;
             if let Some(tags) = tags {
@@ -563,20 +569,20 @@ impl SyslogBatch {
             }
         }
         let name = match &self.dispatch {
-            Some(dispatch) => dispatch.decode(py, &mut msg, &fields, &prof.decoder, pre)?,
+            Some(dispatch) => dispatch.decode(py, &mut msg, &mut fields, &prof.decoder, pre)?,
             None => {
                 pre.lose_track();
                 self.vendors
                     .bind(py)
                     .getattr(intern!(py, "decode"))?
-                    .call1((msg.object()?, &fields, &prof.decoder))?
+                    .call1((msg.object()?, fields.dict()?, &prof.decoder))?
                     .cast_into::<PyString>()?
             }
         };
         let text = name.to_cow()?;
         if !text.is_empty() {
             pre.set(
-                &fields,
+                &mut fields,
                 intern!(py, "event.dataset"),
                 quoted_key!("event.dataset"),
                 name.as_any(),
@@ -625,11 +631,16 @@ impl SyslogBatch {
         } else {
             data.clone()
         };
+        // A record goes on only where the line is written from the pairs (no walk of it).
+        if !pre.are(fields.len()) {
+            fields.dict()?;
+        }
+        let fields = fields.into_object()?;
         let line = line_or_reference(
             py,
             [Time::Float(ts), Time::Float(now)],
             module.as_any(),
-            fields.as_any(),
+            &fields,
             raw.as_any(),
             self.encode_line.bind(py),
             Some(pre),
@@ -640,7 +651,7 @@ impl SyslogBatch {
             PyFloat::new(py, ts).into_any(),
             PyFloat::new(py, now).into_any(),
             module.clone().into_any(),
-            fields.clone().into_any(),
+            fields,
             data.clone().into_any(),
             line,
             policy.listener.map(|l| l.clone().into_any()),

@@ -21,6 +21,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple, PyType};
 use pyo3::{intern, PyTraverseError, PyVisit};
 
+use crate::python_record::{as_dict, FieldsRecord};
+
 /// One normalized event: `timestamp` (the event time), `created` (when the appliance received
 /// it), `module`, `fields` (flat ECS names), `raw` (the original bytes, bounded by the
 /// source), `id` (given by the store), `line` (the stored line, None once a stage changed the
@@ -35,7 +37,8 @@ pub struct Event {
     pub(crate) created: Py<PyAny>,
     #[pyo3(get, set)]
     pub(crate) module: Py<PyAny>,
-    #[pyo3(get, set)]
+    /// The dict, or the batch decode's record until the dict is first read
+    /// (`python_record`).
     pub(crate) fields: Py<PyAny>,
     #[pyo3(get, set)]
     pub(crate) raw: Py<PyAny>,
@@ -132,10 +135,36 @@ impl Event {
         let py = ev.py();
         if let Ok(e) = ev.cast_exact::<Event>() {
             if let Ok(e) = e.try_borrow() {
-                return Ok(e.slot(attr).bind(py).clone());
+                let got = e.slot(attr).bind(py);
+                if !matches!(attr, Attr::Fields) || !got.is_exact_instance_of::<FieldsRecord>() {
+                    return Ok(got.clone());
+                }
+            }
+            if let Ok(mut e) = e.try_borrow_mut() {
+                return e.fields_dict(py);
             }
         }
         ev.getattr(PyString::intern(py, attr.name()))
+    }
+
+    /// `ev.fields` as the native readers take it: the dict, or the record it will be made
+    /// from (`python_record`); a subclass's or the reference's through `getattr`.
+    pub(crate) fn fields_view<'py>(ev: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = ev.py();
+        if let Ok(e) = ev.cast_exact::<Event>() {
+            if let Ok(e) = e.try_borrow() {
+                return Ok(e.fields.bind(py).clone());
+            }
+        }
+        ev.getattr(intern!(py, "fields"))
+    }
+
+    /// The fields as Python reads them: the dict, made from the record on first read.
+    fn fields_dict<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(d) = as_dict(self.fields.bind(py))? {
+            self.fields = d.into_any().unbind();
+        }
+        Ok(self.fields.bind(py).clone())
     }
 
     /// `ev.<attr> = value`, as [`Event::read`] reads.
@@ -168,6 +197,10 @@ impl Event {
         listener: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = class.py();
+        let fields = match class.is(py.get_type::<Event>()) {
+            true => fields,
+            false => as_dict(&fields)?.map_or(fields, Bound::into_any),
+        };
         if class.is(py.get_type::<Event>()) {
             let ev = Event {
                 timestamp: timestamp.unbind(),
@@ -233,16 +266,26 @@ impl Event {
         self.line = py.None();
     }
 
+    #[getter(fields)]
+    fn get_fields<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.fields_dict(py)
+    }
+
+    #[setter(fields)]
+    fn set_fields(&mut self, value: Py<PyAny>) {
+        self.fields = value;
+    }
+
     /// `fields.get(name, default)`.
     #[pyo3(signature = (name, default=None))]
     fn get<'py>(
-        &self,
+        &mut self,
         py: Python<'py>,
         name: &Bound<'py, PyAny>,
         default: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let default = default.unwrap_or_else(|| py.None().into_bound(py));
-        let fields = self.fields.bind(py);
+        let fields = self.fields_dict(py)?;
         if let Ok(d) = fields.cast_exact::<PyDict>() {
             return Ok(d.get_item(name)?.unwrap_or(default));
         }

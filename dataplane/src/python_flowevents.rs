@@ -26,6 +26,7 @@ use pyo3::IntoPyObjectExt;
 
 use crate::python::field_value;
 use crate::python_event::{Attr, Event};
+use crate::python_record::FieldsRecord;
 use crate::rules::{Fields, Known, ShapeFields, Val};
 
 /// What makes a flow's `Event`, as the listener's source would:
@@ -461,11 +462,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
     #[inline(always)]
     pub(crate) fn fields(&self, py: Python<'py>) -> Option<EventFields<'a, 'py>> {
         match self {
-            EventAt::Obj(ev) => Event::read(ev, Attr::Fields)
-                .ok()?
-                .cast_into::<PyDict>()
-                .ok()
-                .map(EventFields::Dict),
+            EventAt::Obj(ev) => EventFields::of(Event::fields_view(ev).ok()?, false),
             EventAt::Flow(c, j) => {
                 let rec = &c.records[*j];
                 Some(EventFields::Flow(py, &c.shapes[rec.shape], c.own(rec)))
@@ -499,8 +496,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
     /// Its fields when they are exactly a dict (or the record); None when not.
     pub(crate) fn exact_fields(&self, py: Python<'py>) -> PyResult<Option<EventFields<'a, 'py>>> {
         if let EventAt::Obj(ev) = self {
-            let f = Event::read(ev, Attr::Fields)?;
-            return Ok(f.cast_into_exact::<PyDict>().ok().map(EventFields::Dict));
+            return Ok(EventFields::of(Event::fields_view(ev)?, true));
         }
         Ok(self.fields(py))
     }
@@ -530,9 +526,25 @@ impl<'a, 'py> EventAt<'a, 'py> {
 pub(crate) enum EventFields<'a, 'py> {
     Dict(Bound<'py, PyDict>),
     Flow(Python<'py>, &'a Shape, &'a [Py<PyAny>]),
+    /// The batch decode's record, its dict not made (`python_record`).
+    Record(Bound<'py, FieldsRecord>),
 }
 
-impl<'py> EventFields<'_, 'py> {
+impl<'a, 'py> EventFields<'a, 'py> {
+    /// An event's `fields` object: a dict (only exactly one if `exact`), or a record; None
+    /// for anything else.
+    fn of(fields: Bound<'py, PyAny>, exact: bool) -> Option<Self> {
+        let fields = match fields.cast_into_exact::<FieldsRecord>() {
+            Ok(r) => return Some(EventFields::Record(r)),
+            Err(e) => e.into_inner(),
+        };
+        match exact {
+            true => fields.cast_into_exact::<PyDict>().ok(),
+            false => fields.cast_into::<PyDict>().ok(),
+        }
+        .map(EventFields::Dict)
+    }
+
     /// `fields.get(key)`; `key` interned (`PyString::intern`), as every native reader's
     /// keys are: a flow's record finds its keys by address.
     #[inline(always)]
@@ -542,6 +554,7 @@ impl<'py> EventFields<'_, 'py> {
             EventFields::Flow(py, shape, values) => {
                 Ok(shape.find(values, key).map(|v| v.bind(*py).clone()))
             }
+            EventFields::Record(r) => Ok(r.get().record.get(key).map(|v| v.bind(r.py()).clone())),
         }
     }
 
@@ -636,13 +649,17 @@ pub(crate) struct FlowFields<'a, 'py> {
 impl Fields for FlowFields<'_, '_> {
     fn get(&self, field: usize) -> Option<Val<'_>> {
         let key = self.keys.get(field)?.bind(self.py);
-        let v = self.shape.find(self.values, key)?.bind(self.py);
-        Some(match v.cast_exact::<PyString>() {
-            Ok(s) => match s.to_str() {
-                Ok(t) => Val::Str(Cow::Borrowed(t)),
-                Err(_) => Val::Other, // lone surrogates
-            },
-            Err(_) => field_value(v, 0),
-        })
+        Some(held_value(self.shape.find(self.values, key)?.bind(self.py)))
+    }
+}
+
+/// A field's value as the rules read it, a text lent from the str a record holds.
+pub(crate) fn held_value<'a>(v: &'a Bound<'_, PyAny>) -> Val<'a> {
+    match v.cast_exact::<PyString>() {
+        Ok(s) => match s.to_str() {
+            Ok(t) => Val::Str(Cow::Borrowed(t)),
+            Err(_) => Val::Other, // lone surrogates
+        },
+        Err(_) => field_value(v, 0),
     }
 }

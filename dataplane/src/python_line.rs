@@ -22,6 +22,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use crate::jsonnum::FloatTexts;
 use crate::jsonstr::Out;
 use crate::python::PANICS;
+use crate::python_record::{as_dict, FieldsOut, FieldsRecord};
 use crate::{jsonnum, jsonstr};
 
 /// Nesting written here; deeper values go to orjson (whose own limit is 255).
@@ -186,6 +187,11 @@ impl<'py> Prewritten<'py> {
         }
     }
 
+    /// Whether pairs are written (for a stored line).
+    pub(crate) fn writes(&self) -> bool {
+        self.used
+    }
+
     /// Forget the last event: inexact until a header starts the pairs again.
     pub(crate) fn clear(&mut self) {
         self.json.clear(KEEP_BUFFER);
@@ -296,17 +302,17 @@ impl<'py> Prewritten<'py> {
     /// value noted.
     pub(crate) fn set(
         &mut self,
-        fields: &Bound<'py, PyDict>,
+        fields: &mut FieldsOut<'py>,
         key: &Bound<'py, PyString>,
         quoted_key: &[u8],
         value: &Bound<'py, PyAny>,
         json: Json<'_>,
     ) -> PyResult<()> {
         if !self.exact {
-            return fields.set_item(key, value);
+            return fields.set(key, value);
         }
         let before = fields.len();
-        fields.set_item(key, value)?;
+        fields.set(key, value)?;
         if fields.len() > before {
             match before == self.pairs.len() {
                 true => self.expect(key, quoted_key, value, json),
@@ -322,14 +328,15 @@ impl<'py> Prewritten<'py> {
         Ok(())
     }
 
-    /// Writes the dict (`{...}`) when the pairs are it; `None` when the walk must.
-    fn write(
-        &self,
-        out: &mut Out,
-        strs: &mut QuotedStrs<'_>,
-        fields: &Bound<'_, PyDict>,
-    ) -> Option<bool> {
-        if !self.exact || fields.len() != self.pairs.len() {
+    /// Whether the pairs are the items of fields of `len` items (what `write` writes).
+    pub(crate) fn are(&self, len: usize) -> bool {
+        self.exact && len == self.pairs.len()
+    }
+
+    /// Writes the fields (`{...}`, `len` items) when the pairs are them; `None` when the
+    /// walk must.
+    fn write(&self, out: &mut Out, strs: &mut QuotedStrs<'_>, len: usize) -> Option<bool> {
+        if !self.are(len) {
             return None;
         }
         let json = self.json.as_bytes();
@@ -512,8 +519,15 @@ pub(crate) fn stored_line<'py>(
             return None;
         }
         out.push(b',');
-        let ahead = match (pre, fields.cast_exact::<PyDict>()) {
-            (Some(pre), Ok(d)) => pre.write(&mut out, &mut strs, d),
+        let len = match fields.cast_exact::<PyDict>() {
+            Ok(d) => Some(d.len()),
+            Err(_) => fields
+                .cast_exact::<FieldsRecord>()
+                .ok()
+                .map(|r| r.get().record.len()),
+        };
+        let ahead = match (pre, len) {
+            (Some(pre), Some(len)) => pre.write(&mut out, &mut strs, len),
             _ => None,
         };
         let written = match ahead {
@@ -560,7 +574,10 @@ pub(crate) fn line_or_reference<'py>(
         }
     }
     let [ts, created] = times.map(|t| t.object(py));
-    reference.call1((ts, created, module, fields, raw))
+    match as_dict(fields)? {
+        Some(dict) => reference.call1((ts, created, module, dict, raw)),
+        None => reference.call1((ts, created, module, fields, raw)),
+    }
 }
 
 /// `segments.encode_line` with the reference behind it ([`line_or_reference`]).

@@ -37,6 +37,7 @@ use crate::python::{Decision, DictFields, RuleMatcher};
 use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
 use crate::python_event::Attr;
 use crate::python_flowevents::{EventAt, EventFields, EventsIn, FlowFields, ShapeId, ShapeKnown};
+use crate::python_record::RecordFields;
 use crate::python_windows::{caught, caught_as, CorrelationWindows};
 use crate::rules::Fields;
 
@@ -291,7 +292,7 @@ impl DetectionFeeds {
                 break;
             };
             decisions.clear();
-            let (dict_fields, flow_fields);
+            let (dict_fields, flow_fields, record_fields);
             let f: &dyn Fields = match &fields {
                 EventFields::Flow(_, shape, values) => {
                     flow_fields = FlowFields {
@@ -305,6 +306,14 @@ impl DetectionFeeds {
                 EventFields::Dict(dict) => {
                     dict_fields = DictFields::new(dict, &keys);
                     &dict_fields
+                }
+                EventFields::Record(r) => {
+                    record_fields = RecordFields {
+                        py,
+                        record: &r.get().record,
+                        keys: &keys,
+                    };
+                    &record_fields
                 }
             };
             let group: usize = groups.get_item(i)?.extract()?;

@@ -1,0 +1,312 @@
+//! An event's fields as the batch decode sets them, without the dict until Python asks.
+//!
+//! Messages of one header shape and priority share their header's keys in order and the
+//! values that do not change (`HeaderTemplate`): a record is that template (shared, not
+//! copied) with the message's own values in its slots and the items the decoders add after
+//! it, in order. The native readers (the rules, the windows, the segment rows, baselines)
+//! find a key by its address, as they do a flow's record; the stored line is written from
+//! the pairs the decode wrote ahead (`Prewritten`). The dict, the same dict as the decode
+//! made before (keys in the same order, the same objects), is made when Python first reads
+//! `Event.fields`, and kept from then on. Copying the template's dict, setting ~20 items,
+//! looking keys up by hash and freeing it was ~10 % of a syslog/TCP message's time.
+//!
+//! Only interned keys go in: a key is found by address, and an interned str is the only
+//! object with its text. Whatever sets a key from elsewhere (a sender's static fields, a
+//! Python vendor decoder, a key a decoder file does not list) has the dict made first
+//! ([`FieldsOut::dict`]).
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+use pyo3::{PyTraverseError, PyVisit};
+
+use crate::python_flowevents::held_value;
+use crate::rules::{Fields, Val};
+
+/// Places in a record's table of its keys (a power of two).
+const TABLE: usize = 64;
+
+/// Items a record holds at most (the table stays at most three quarters full, so a probe
+/// meets an empty place soon); past this the fields are a dict.
+pub(crate) const MAX_ITEMS: usize = 48;
+
+/// A key's first place in the table, from its address (objects are 16-byte aligned).
+#[inline(always)]
+fn home(key: usize) -> usize {
+    ((key >> 4) ^ (key >> 10)) & (TABLE - 1)
+}
+
+/// Each item's place by its key's address, open-addressed: `0` is an empty place, `i + 1`
+/// the item `i`. The rules look up ~15 keys an event, many of them missing; a scan of the
+/// keys was ~1,700 instructions a line, a hash map's lookup ~60 a key.
+type Table = [u8; TABLE];
+
+/// A header template's keys in order, and the values it holds for every message made from
+/// it (`None` in the slots each message sets).
+pub(crate) struct RecordTemplate {
+    keys: Vec<Py<PyString>>,
+    values: Vec<Py<PyAny>>,
+    /// The keys' places, copied into each record made from this.
+    table: Table,
+}
+
+impl RecordTemplate {
+    /// From a template dict whose keys are all interned (`header_fields`' names); `None`
+    /// when it has too many for a record.
+    pub(crate) fn of(dict: &Bound<'_, PyDict>) -> PyResult<Option<Arc<Self>>> {
+        let py = dict.py();
+        if dict.len() > MAX_ITEMS {
+            return Ok(None);
+        }
+        let mut keys: Vec<Py<PyString>> = Vec::with_capacity(dict.len());
+        let mut values = Vec::with_capacity(dict.len());
+        let mut table = [0; TABLE];
+        for (k, v) in dict.iter() {
+            // interned again: the same object when it already is, as the header's keys are
+            let k = PyString::intern(py, k.cast::<PyString>()?.to_str()?);
+            keys.push(k.unbind());
+            values.push(v.unbind());
+            place(&mut table, keys.len() - 1, |i| keys[i].as_ptr());
+        }
+        Ok(Some(Arc::new(RecordTemplate {
+            keys,
+            values,
+            table,
+        })))
+    }
+}
+
+/// Puts item `i` in the table (`key_at` gives an item's key): at its key's home, or the next
+/// empty place after it.
+fn place(table: &mut Table, i: usize, key_at: impl Fn(usize) -> *mut pyo3::ffi::PyObject) {
+    let mut h = home(key_at(i) as usize);
+    while table[h] != 0 {
+        h = (h + 1) & (TABLE - 1);
+    }
+    table[h] = (i + 1) as u8;
+}
+
+/// Item `i`'s key: the template's, then the items past it.
+#[inline(always)]
+fn key_at(
+    template: &RecordTemplate,
+    extra: &[(Py<PyString>, Py<PyAny>)],
+    i: usize,
+) -> *mut pyo3::ffi::PyObject {
+    match template.keys.get(i) {
+        Some(k) => k.as_ptr(),
+        None => extra[i - template.keys.len()].0.as_ptr(),
+    }
+}
+
+/// The fields while the decode sets them: a template's slots and the items after it.
+pub(crate) struct Record {
+    template: Arc<RecordTemplate>,
+    /// The message's value of each template key; `None` keeps the template's.
+    slots: Vec<Option<Py<PyAny>>>,
+    extra: Vec<(Py<PyString>, Py<PyAny>)>,
+    /// Every item's place, the template's first.
+    table: Table,
+}
+
+/// Items a decoder adds past the header, room made for at once.
+const EXTRA: usize = 12;
+
+impl Record {
+    pub(crate) fn new(template: Arc<RecordTemplate>) -> Self {
+        let n = template.keys.len();
+        Record {
+            table: template.table,
+            template,
+            slots: (0..n).map(|_| None).collect(),
+            extra: Vec::with_capacity(EXTRA),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.template.keys.len() + self.extra.len()
+    }
+
+    #[inline(always)]
+    fn key_at(&self, i: usize) -> *mut pyo3::ffi::PyObject {
+        key_at(&self.template, &self.extra, i)
+    }
+
+    /// Where `key` (interned) is: a template slot, or past the template.
+    #[inline]
+    fn position(&self, key: *mut pyo3::ffi::PyObject) -> Option<usize> {
+        let mut h = home(key as usize);
+        loop {
+            let i = usize::from(self.table[h]).checked_sub(1)?;
+            if self.key_at(i) == key {
+                return Some(i);
+            }
+            h = (h + 1) & (TABLE - 1);
+        }
+    }
+
+    /// `fields[key] = value` for an interned `key`; whether the key is new, or `None` when
+    /// the record is full (nothing set: the caller makes the dict).
+    pub(crate) fn set(
+        &mut self,
+        key: &Bound<'_, PyString>,
+        value: &Bound<'_, PyAny>,
+    ) -> Option<bool> {
+        let n = self.template.keys.len();
+        match self.position(key.as_ptr()) {
+            Some(i) if i < n => {
+                self.slots[i] = Some(value.clone().unbind());
+                Some(false)
+            }
+            Some(i) => {
+                self.extra[i - n].1 = value.clone().unbind();
+                Some(false)
+            }
+            None if self.len() >= MAX_ITEMS => None,
+            None => {
+                self.extra
+                    .push((key.clone().unbind(), value.clone().unbind()));
+                let at = self.len() - 1;
+                let (template, extra) = (&self.template, &self.extra);
+                place(&mut self.table, at, |i| key_at(template, extra, i));
+                Some(true)
+            }
+        }
+    }
+
+    /// `fields.get(key)` for an interned `key`.
+    pub(crate) fn get<'a>(&'a self, key: &Bound<'_, PyString>) -> Option<&'a Py<PyAny>> {
+        let n = self.template.keys.len();
+        let i = self.position(key.as_ptr())?;
+        Some(match self.slots.get(i) {
+            Some(Some(v)) => v,
+            Some(None) => &self.template.values[i],
+            None => &self.extra[i - n].1,
+        })
+    }
+
+    /// The dict the decode would have made: the template's keys in order, then the rest.
+    pub(crate) fn dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let t = &self.template;
+        for ((k, v), slot) in t.keys.iter().zip(&t.values).zip(&self.slots) {
+            d.set_item(k.bind(py), slot.as_ref().unwrap_or(v).bind(py))?;
+        }
+        for (k, v) in &self.extra {
+            d.set_item(k.bind(py), v.bind(py))?;
+        }
+        Ok(d)
+    }
+}
+
+impl Drop for Record {
+    /// The references released under one check of the interpreter (a `Py` dropped alone
+    /// checks a thread-local each time).
+    fn drop(&mut self) {
+        let (slots, extra) = (
+            std::mem::take(&mut self.slots),
+            std::mem::take(&mut self.extra),
+        );
+        Python::attach(|py| {
+            slots.into_iter().flatten().for_each(|v| v.drop_ref(py));
+            for (k, v) in extra {
+                k.drop_ref(py);
+                v.drop_ref(py);
+            }
+        });
+    }
+}
+
+/// A record as an event holds it until its dict is made (`Event.fields`). Never seen from
+/// Python: the event's `fields` reads the dict.
+#[pyclass(module = "appliance._dataplane", frozen)]
+pub(crate) struct FieldsRecord {
+    pub(crate) record: Record,
+}
+
+#[pymethods]
+impl FieldsRecord {
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for v in self.record.slots.iter().flatten() {
+            visit.call(v)?;
+        }
+        for (_, v) in &self.record.extra {
+            visit.call(v)?;
+        }
+        Ok(())
+    }
+}
+
+/// The fields being set by the decode: a record, or the dict once something needs one.
+pub(crate) enum FieldsOut<'py> {
+    Dict(Bound<'py, PyDict>),
+    Record(Python<'py>, Record),
+}
+
+impl<'py> FieldsOut<'py> {
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            FieldsOut::Dict(d) => d.len(),
+            FieldsOut::Record(_, r) => r.len(),
+        }
+    }
+
+    /// `fields[key] = value`, `key` interned.
+    pub(crate) fn set(
+        &mut self,
+        key: &Bound<'py, PyString>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        match self {
+            FieldsOut::Dict(d) => d.set_item(key, value),
+            FieldsOut::Record(_, r) => match r.set(key, value) {
+                Some(_) => Ok(()),
+                None => self.dict()?.set_item(key, value),
+            },
+        }
+    }
+
+    /// The dict, made now from the record if there is one (and kept in its place).
+    pub(crate) fn dict(&mut self) -> PyResult<Bound<'py, PyDict>> {
+        let d = match self {
+            FieldsOut::Dict(d) => return Ok(d.clone()),
+            FieldsOut::Record(py, r) => r.dict(*py)?,
+        };
+        *self = FieldsOut::Dict(d.clone());
+        Ok(d)
+    }
+
+    /// The object an event holds: the dict, or the record.
+    pub(crate) fn into_object(self) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            FieldsOut::Dict(d) => Ok(d.into_any()),
+            FieldsOut::Record(py, record) => {
+                Ok(Bound::new(py, FieldsRecord { record })?.into_any())
+            }
+        }
+    }
+}
+
+/// `fields` as an event may hold it: the dict itself, or the dict made from its record.
+pub(crate) fn as_dict<'py>(fields: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyDict>>> {
+    match fields.cast_exact::<FieldsRecord>() {
+        Ok(r) => Ok(Some(r.get().record.dict(fields.py())?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A record's fields as the rules read them, by the matcher's field indices (interned keys),
+/// each found by address as a flow's are.
+pub(crate) struct RecordFields<'a, 'py> {
+    pub(crate) py: Python<'py>,
+    pub(crate) record: &'a Record,
+    pub(crate) keys: &'a [Py<PyString>],
+}
+
+impl Fields for RecordFields<'_, '_> {
+    fn get(&self, field: usize) -> Option<Val<'_>> {
+        let key = self.keys.get(field)?.bind(self.py);
+        Some(held_value(self.record.get(key)?.bind(self.py)))
+    }
+}
