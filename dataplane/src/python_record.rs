@@ -19,13 +19,15 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use pyo3::{PyTraverseError, PyVisit};
 
 use crate::python_flowevents::held_value;
 use crate::rules::{Fields, Val};
 
 /// Places in a record's table of its keys (a power of two).
 const TABLE: usize = 64;
+
+/// Keys a header template has at most for a record (a header has ~22 at most).
+const SLOTS: usize = 32;
 
 /// Items a record holds at most (the table stays at most three quarters full, so a probe
 /// meets an empty place soon); past this the fields are a dict.
@@ -45,6 +47,8 @@ type Table = [u8; TABLE];
 /// A header template's keys in order, and the values it holds for every message made from
 /// it (`None` in the slots each message sets).
 pub(crate) struct RecordTemplate {
+    /// The template dict itself, copied when a record's dict is made.
+    dict: Py<PyDict>,
     keys: Vec<Py<PyString>>,
     values: Vec<Py<PyAny>>,
     /// The keys' places, copied into each record made from this.
@@ -56,7 +60,7 @@ impl RecordTemplate {
     /// when it has too many for a record.
     pub(crate) fn of(dict: &Bound<'_, PyDict>) -> PyResult<Option<Arc<Self>>> {
         let py = dict.py();
-        if dict.len() > MAX_ITEMS {
+        if dict.len() > SLOTS {
             return Ok(None);
         }
         let mut keys: Vec<Py<PyString>> = Vec::with_capacity(dict.len());
@@ -70,6 +74,7 @@ impl RecordTemplate {
             place(&mut table, keys.len() - 1, |i| keys[i].as_ptr());
         }
         Ok(Some(Arc::new(RecordTemplate {
+            dict: dict.clone().unbind(),
             keys,
             values,
             table,
@@ -103,8 +108,11 @@ fn key_at(
 /// The fields while the decode sets them: a template's slots and the items after it.
 pub(crate) struct Record {
     template: Arc<RecordTemplate>,
-    /// The message's value of each template key; `None` keeps the template's.
-    slots: Vec<Option<Py<PyAny>>>,
+    /// The message's value of each template key; `None` keeps the template's. Held in
+    /// place (not in an allocation of their own): a native reader reads them a pass or two
+    /// after the decode, when the record's memory is no longer in cache, and the object's
+    /// own lines are the ones the event's read has just brought in.
+    slots: [Option<Py<PyAny>>; SLOTS],
     extra: Vec<(Py<PyString>, Py<PyAny>)>,
     /// Every item's place, the template's first.
     table: Table,
@@ -115,11 +123,10 @@ const EXTRA: usize = 12;
 
 impl Record {
     pub(crate) fn new(template: Arc<RecordTemplate>) -> Self {
-        let n = template.keys.len();
         Record {
             table: template.table,
             template,
-            slots: (0..n).map(|_| None).collect(),
+            slots: [const { None }; SLOTS],
             extra: Vec::with_capacity(EXTRA),
         }
     }
@@ -179,19 +186,21 @@ impl Record {
     pub(crate) fn get<'a>(&'a self, key: &Bound<'_, PyString>) -> Option<&'a Py<PyAny>> {
         let n = self.template.keys.len();
         let i = self.position(key.as_ptr())?;
-        Some(match self.slots.get(i) {
-            Some(Some(v)) => v,
-            Some(None) => &self.template.values[i],
-            None => &self.extra[i - n].1,
+        Some(match i < n {
+            true => self.slots[i].as_ref().unwrap_or(&self.template.values[i]),
+            false => &self.extra[i - n].1,
         })
     }
 
-    /// The dict the decode would have made: the template's keys in order, then the rest.
+    /// The dict the decode would have made: a copy of the template's (its keys in order),
+    /// the message's values set in their places, then the rest.
     pub(crate) fn dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
         let t = &self.template;
-        for ((k, v), slot) in t.keys.iter().zip(&t.values).zip(&self.slots) {
-            d.set_item(k.bind(py), slot.as_ref().unwrap_or(v).bind(py))?;
+        let d = t.dict.bind(py).copy()?;
+        for (k, slot) in t.keys.iter().zip(&self.slots) {
+            if let Some(v) = slot {
+                d.set_item(k.bind(py), v.bind(py))?;
+            }
         }
         for (k, v) in &self.extra {
             d.set_item(k.bind(py), v.bind(py))?;
@@ -204,12 +213,15 @@ impl Drop for Record {
     /// The references released under one check of the interpreter (a `Py` dropped alone
     /// checks a thread-local each time).
     fn drop(&mut self) {
-        let (slots, extra) = (
-            std::mem::take(&mut self.slots),
-            std::mem::take(&mut self.extra),
-        );
+        let n = self.template.keys.len();
+        let extra = std::mem::take(&mut self.extra);
+        let slots = &mut self.slots[..n];
         Python::attach(|py| {
-            slots.into_iter().flatten().for_each(|v| v.drop_ref(py));
+            slots.iter_mut().for_each(|v| {
+                if let Some(v) = v.take() {
+                    v.drop_ref(py)
+                }
+            });
             for (k, v) in extra {
                 k.drop_ref(py);
                 v.drop_ref(py);
@@ -220,25 +232,20 @@ impl Drop for Record {
 
 /// A record as an event holds it until its dict is made (`Event.fields`). Never seen from
 /// Python: the event's `fields` reads the dict.
+///
+/// Not tracked by the garbage collector (no `__traverse__`), as CPython does not track a
+/// dict of plain values: nothing in a record can refer back to it (its values are made by
+/// the decode before it exists, and Python never holds it), so it is never in a cycle, and
+/// tracking each one made the collector's passes longer and more frequent.
 #[pyclass(module = "appliance._dataplane", frozen)]
 pub(crate) struct FieldsRecord {
     pub(crate) record: Record,
 }
 
-#[pymethods]
-impl FieldsRecord {
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        for v in self.record.slots.iter().flatten() {
-            visit.call(v)?;
-        }
-        for (_, v) in &self.record.extra {
-            visit.call(v)?;
-        }
-        Ok(())
-    }
-}
-
 /// The fields being set by the decode: a record, or the dict once something needs one.
+/// One lives on the stack per message being decoded: the record is not boxed, so making one
+/// allocates only its extra items and, at the end, the object that holds it.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum FieldsOut<'py> {
     Dict(Bound<'py, PyDict>),
     Record(Python<'py>, Record),
