@@ -350,7 +350,12 @@ def test_overview_graphs_fill_from_live_syslog_and_netflow(browser: Browser) -> 
     browser.until(lambda d: browser.css("#open-incidents tbody tr"))
     devices = set(browser.attrs("#rate-devices g.bar", "data-key"))
     assert "127.0.0.1" in devices or {"fw-a", "sw-b"} & devices
-    assert int(browser.driver.find_element(By.CSS_SELECTOR, "#card-open .v").text) >= 2
+    # found and read in one script: the card is redrawn on each poll (a run failed with
+    # StaleElementReferenceException between a find and its read)
+    open_count = browser.driver.execute_script(
+        "return document.querySelector('#card-open .v').textContent"
+    )
+    assert int(open_count) >= 2
     losses = dict(
         browser.driver.execute_script(  # one read: the table is redrawn every second
             "return [...document.querySelectorAll('#loss tbody tr')]"
