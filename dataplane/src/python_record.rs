@@ -12,7 +12,8 @@
 //!
 //! Only interned keys go in: a key is found by address, and an interned str is the only
 //! object with its text. Whatever sets a key from elsewhere (a sender's static fields, a
-//! Python vendor decoder, a key a decoder file does not list) has the dict made first
+//! Python vendor decoder, a key a decoder file does not list), a line the pairs cannot
+//! write, and fields of more than [`MAX_ITEMS`] items have the dict made first
 //! ([`FieldsOut::dict`]).
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ const SLOTS: usize = 32;
 
 /// Items a record holds at most (the table stays at most three quarters full, so a probe
 /// meets an empty place soon); past this the fields are a dict.
-pub(crate) const MAX_ITEMS: usize = 48;
+const MAX_ITEMS: usize = 48;
 
 /// A key's first place in the table, from its address (objects are 16-byte aligned).
 #[inline(always)]
