@@ -131,6 +131,8 @@ impl Event {
     /// `ev.<attr>`: read from the struct when `ev` is exactly this class (and not borrowed
     /// mutably, which only a caller of ours could do), else through `getattr`, so a
     /// subclass's properties and the reference dataclass are read as Python reads them.
+    /// `fields` is the dict, made now if the event holds a record (as Python's read makes
+    /// it); a reader that only looks keys up takes [`Event::fields_view`] instead.
     pub(crate) fn read<'py>(ev: &Bound<'py, PyAny>, attr: Attr) -> PyResult<Bound<'py, PyAny>> {
         let py = ev.py();
         if let Ok(e) = ev.cast_exact::<Event>() {
@@ -197,10 +199,6 @@ impl Event {
         listener: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = class.py();
-        let fields = match class.is(py.get_type::<Event>()) {
-            true => fields,
-            false => as_dict(&fields)?.map_or(fields, Bound::into_any),
-        };
         if class.is(py.get_type::<Event>()) {
             let ev = Event {
                 timestamp: timestamp.unbind(),
@@ -217,6 +215,8 @@ impl Event {
             };
             return Ok(Bound::new(py, ev)?.into_any());
         }
+        // another class gets the dict (a record is this class's alone)
+        let fields = as_dict(&fields)?.map_or(fields, Bound::into_any);
         match listener {
             Some(l) => class.call1((timestamp, created, module, fields, raw, py.None(), line, l)),
             None => class.call1((timestamp, created, module, fields, raw, py.None(), line)),
