@@ -22,7 +22,7 @@ from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.protocols.syslog import decode as syslog_decode
 from appliance.protocols.syslog.decode import decode_with_fields, decode_with_fields_reference
-from appliance.protocols.syslog.message import device_time
+from appliance.protocols.syslog.message import body_time, device_time
 from appliance.protocols.syslog.vendors import REGISTRY, VendorDecoder, VendorRegistry
 from appliance.sources.policy import AllowList
 from appliance.store.segments import encode_line_reference
@@ -124,7 +124,7 @@ class SyslogIntake:
             header,
             decode_with_fields_reference,
             self.decoders,
-            device_time,
+            body_time,
             Event,
             encode_line_reference,
             self.skew.values,

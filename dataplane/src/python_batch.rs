@@ -12,6 +12,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -37,8 +38,15 @@ pub(crate) struct SyslogBatch {
     /// The same registry's tables, walked here in its order (no Python frame per message);
     /// `None` for a registry of another shape, which is then called.
     dispatch: Option<Dispatch>,
-    /// `message.device_time(msg, tz)`, called only for a body time (`payload_time`).
-    device_time: Py<PyAny>,
+    /// `message.body_time(t, tz)`: a body time (`payload_time`) as epoch seconds, for a
+    /// header without a time.
+    body_time: Py<PyAny>,
+    /// Its answers by the identity of its arguments (the time object and the sender's zone),
+    /// each entry holding both, so no address is reused while it stands: a decoder file's
+    /// memo hands out the same object for the same captures, so a second's lines (FortiGate's
+    /// `date=`/`time=`) cost one call, not a message object and a call each (~10,000
+    /// instructions a line).
+    body_times: Mutex<FxHashMap<(usize, usize), BodyTime>>,
     /// `Event(timestamp, created, module, fields, raw, id, line)`.
     event_class: Py<PyAny>,
     /// `segments.encode_line_reference(ts, created, module, fields, raw)`, for the rare line
@@ -54,6 +62,18 @@ pub(crate) struct SyslogBatch {
     /// Tests: the next message's decode panics (`inject_panic`).
     panic_next: AtomicBool,
 }
+
+/// A `body_time` answer and the arguments it was for, held so that their addresses (the
+/// memo's key) stay theirs.
+struct BodyTime {
+    _time: Py<PyAny>,
+    _zone: Py<PyAny>,
+    epoch: Option<f64>,
+}
+
+/// Bodies' times remembered at most (a second's lines share one; the memo starts over past
+/// it).
+const BODY_TIMES_MAX: usize = 1024;
 
 /// One vendor decoder: its `decode(msg, fields)`, its name, and whether it claims only
 /// messages with structured data (`VendorDecoder.structured_only`: skipped for the others).
@@ -536,6 +556,37 @@ impl SyslogBatch {
 
     /// The rest of a message once its header and header fields are known: static fields,
     /// vendor, device time, the event and its stored line.
+    /// `body_time(t, tz)`, memoised by the identity of `t` and `tz` (see `body_times`); a
+    /// float is its own answer.
+    fn body_time_of(&self, t: &Bound<'_, PyAny>, tz: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+        if t.is_none() {
+            return Ok(None);
+        }
+        if let Ok(f) = t.cast::<PyFloat>() {
+            return Ok(Some(f.value()));
+        }
+        let key = (t.as_ptr() as usize, tz.as_ptr() as usize);
+        if let Ok(memo) = self.body_times.try_lock() {
+            if let Some(hit) = memo.get(&key) {
+                return Ok(hit.epoch);
+            }
+        }
+        // The call may run another thread's decode: the memo is not held across it.
+        let epoch: Option<f64> = self.body_time.bind(t.py()).call1((t, tz))?.extract()?;
+        if let Ok(mut memo) = self.body_times.try_lock() {
+            if memo.len() >= BODY_TIMES_MAX {
+                memo.clear();
+            }
+            let held = BodyTime {
+                _time: t.clone().unbind(),
+                _zone: tz.clone().unbind(),
+                epoch,
+            };
+            memo.insert(key, held);
+        }
+        Ok(epoch)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn finish<'py>(
         &self,
@@ -597,21 +648,21 @@ impl SyslogBatch {
         }
         // A message no Python decoder saw has the parse's time, and a body time only from a
         // native decoder file, which counts when the header has none.
-        let mut ts: Option<f64> = match (&msg.obj, &msg.parsed) {
-            (None, Some(p)) if p.m.timestamp.is_some() || msg.payload_time.is_none() => {
+        let mut ts: Option<f64> = match (&msg.obj, &msg.parsed, &msg.payload_time) {
+            (None, Some(p), _) if p.m.timestamp.is_some() || msg.payload_time.is_none() => {
                 p.m.timestamp
             }
+            // The header has no time and a native decoder file read one from the body.
+            (None, Some(_), Some(t)) => self.body_time_of(t, &prof.tz)?,
             _ => {
                 let obj = msg.object()?;
-                let mut ts: Option<f64> = obj.getattr(intern!(py, "timestamp"))?.extract()?;
-                if ts.is_none() && !obj.getattr(intern!(py, "payload_time"))?.is_none() {
-                    ts = self
-                        .device_time
-                        .bind(py)
-                        .call1((&obj, &prof.tz))?
-                        .extract()?;
+                let ts: Option<f64> = obj.getattr(intern!(py, "timestamp"))?.extract()?;
+                match ts {
+                    Some(ts) => Some(ts),
+                    None => {
+                        self.body_time_of(&obj.getattr(intern!(py, "payload_time"))?, &prof.tz)?
+                    }
                 }
-                ts
             }
         };
         let ts = match ts.take() {
@@ -858,7 +909,7 @@ impl SyslogBatch {
         header: Py<HeaderDecoder>,
         fallback: Py<PyAny>,
         vendors: Py<PyAny>,
-        device_time: Py<PyAny>,
+        body_time: Py<PyAny>,
         event_class: Py<PyAny>,
         encode_line: Py<PyAny>,
         skew: Py<PyDict>,
@@ -878,7 +929,8 @@ impl SyslogBatch {
             fallback,
             vendors,
             dispatch,
-            device_time,
+            body_time,
+            body_times: Mutex::default(),
             event_class,
             encode_line,
             skew,

@@ -88,7 +88,13 @@ def device_time(msg: SyslogMessage, tz: tzinfo | None = None) -> float | None:
     appliance's), else ``None`` (the caller uses the receive time)."""
     if msg.timestamp is not None:
         return msg.timestamp
-    t = msg.payload_time
+    return body_time(msg.payload_time, tz)
+
+
+def body_time(t: float | datetime | None, tz: tzinfo | None = None) -> float | None:
+    """A body time (``SyslogMessage.payload_time``) as epoch seconds, a local one read in
+    ``tz``: what :func:`device_time` gives when the header has no time (the native batch
+    intake calls it with the time alone, no message object)."""
     if isinstance(t, datetime):
         try:
             return (t.replace(tzinfo=tz) if tz is not None else t).timestamp()
