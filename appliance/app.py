@@ -160,6 +160,13 @@ class Appliance:
             " Python): each is a bug to report.",
             callback=dataplane.native_panics,
         )
+        self.metrics.counter(
+            "syslog_fields_records_past_bound_total",
+            "Syslog messages whose fields were made a dict up front because they passed a"
+            " fields record's bound (more than 24 header keys or 48 items): more CPU a"
+            " message, the same event.",
+            callback=dataplane.records_past_bound,
+        )
         self.metrics.gauge(
             "syslog_header_templates",
             "Syslog header templates held (one per header shape and priority seen; bounded).",

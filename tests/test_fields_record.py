@@ -143,8 +143,11 @@ def test_a_native_decoder_past_the_records_bound_has_the_dict_made_part_way(
     cfg = SyslogSource(listen="127.0.0.1:0", allowed=["127.0.0.0/8"], rate_limit=0.0)
     native = SyslogIntake(cfg, [], Registry(), "udp", registry)
     reference = SyslogIntake(cfg, [], Registry(), "udp", registry)
+    past_bound = dataplane.records_past_bound()
     got = batch_events(native, lines)
     assert [holds_record(e) for e in got] == [pairs == 20] * len(lines)  # before any read
+    # counted once a line it passes (batch_events decodes the lines twice)
+    assert dataplane.records_past_bound() - past_bound == (2 * len(lines) if pairs == 40 else 0)
     want = reference_events(monkeypatch, lines, reference)
     assert {e.fields["event.dataset"] for e in got} == {"acme_wide"}
     assert (len(got[0].fields) > MAX_ITEMS) == (pairs == 40)

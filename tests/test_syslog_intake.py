@@ -118,6 +118,8 @@ async def test_native_panics_and_header_templates_are_visible_in_metrics(start_a
     assert f"appliance_native_panics_total {dataplane.native_panics()}\n" in text
     assert f"appliance_syslog_header_templates {held}\n" in text
     assert f"appliance_syslog_header_untemplated_total {untemplated}\n" in text
+    past_bound = dataplane.records_past_bound()
+    assert f"appliance_syslog_fields_records_past_bound_total {past_bound}\n" in text
     assert held >= (2 if dataplane.native is not None else 0)
 
 

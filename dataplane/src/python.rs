@@ -19,7 +19,7 @@ use crate::jsonstr;
 use crate::python_event::{Attr, Event};
 use crate::python_flowevents::{EventsIn, ShapeId};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
-use crate::python_record::{FieldsOut, Record, RecordTemplate};
+use crate::python_record::{FieldsOut, Record, RecordTemplate, PAST_BOUND};
 use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Format, Message};
@@ -30,6 +30,13 @@ pub(crate) static PANICS: AtomicU64 = AtomicU64::new(0);
 #[pyfunction]
 fn panics() -> u64 {
     PANICS.load(Ordering::Relaxed)
+}
+
+/// Batch events whose fields passed a record's bound and were made a dict up front, since
+/// start (`python_record::PAST_BOUND`).
+#[pyfunction]
+fn records_past_bound() -> u64 {
+    PAST_BOUND.load(Ordering::Relaxed)
 }
 
 /// Texts up to this many bytes are shared (`SharedStrs`); longer ones are rarely repeated.
@@ -401,6 +408,10 @@ fn header_fields<'py>(
     let mut f = match &template {
         // a record only where the line is written from the pairs (the batch path)
         Some((_, Some(r))) if pre.writes() => FieldsOut::Record(py, Record::new(r.clone())),
+        Some((t, None)) if pre.writes() => {
+            PAST_BOUND.fetch_add(1, Ordering::Relaxed); // a template too wide for a record
+            FieldsOut::Dict(t.bind(py).copy()?)
+        }
         Some((t, _)) => FieldsOut::Dict(t.bind(py).copy()?),
         None => FieldsOut::Dict(PyDict::new(py)),
     };
@@ -1727,6 +1738,7 @@ fn intel_select(
 fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(panics, m)?)?;
+    m.add_function(wrap_pyfunction!(records_past_bound, m)?)?;
     m.add_function(wrap_pyfunction!(kv_pairs, m)?)?;
     m.add_function(wrap_pyfunction!(segment_bloom, m)?)?;
     m.add_function(wrap_pyfunction!(

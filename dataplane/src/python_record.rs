@@ -16,6 +16,7 @@
 //! write, and fields of more than [`MAX_ITEMS`] items have the dict made first
 //! ([`FieldsOut::dict`]).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
@@ -37,6 +38,12 @@ const INLINE: usize = 12;
 /// Items a record holds at most (the table stays at most three quarters full, so a probe
 /// meets an empty place soon); past this the fields are a dict.
 const MAX_ITEMS: usize = 48;
+
+/// Batch events whose fields were made a dict up front because they passed a record's bound
+/// (a header template of more than [`SLOTS`] keys, or more than [`MAX_ITEMS`] items): the
+/// same event at more CPU, counted so that a site's wide lines show in the metrics
+/// (`records_past_bound`).
+pub(crate) static PAST_BOUND: AtomicU64 = AtomicU64::new(0);
 
 /// A key's first place in the table, from its address (objects are 16-byte aligned).
 #[inline(always)]
@@ -278,7 +285,10 @@ impl<'py> FieldsOut<'py> {
             FieldsOut::Dict(d) => d.set_item(key, value),
             FieldsOut::Record(_, r) => match r.set(key, value) {
                 Some(_) => Ok(()),
-                None => self.dict()?.set_item(key, value),
+                None => {
+                    PAST_BOUND.fetch_add(1, Ordering::Relaxed);
+                    self.dict()?.set_item(key, value)
+                }
             },
         }
     }
