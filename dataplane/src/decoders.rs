@@ -9,11 +9,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use memchr::memmem;
-use regex::bytes::{Regex, RegexBuilder};
+use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
 use serde::Deserialize;
 
 use crate::cef;
@@ -500,6 +501,9 @@ fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, 
 /// 59,164 instructions a line (`scripts/callgrind_intake.py --format asa`).
 struct Pattern {
     regex: Regex,
+    /// Where the last match's groups are, reused from match to match (a `captures` call
+    /// allocates them each time); a second thread in the same pattern gets its own.
+    locations: Mutex<CaptureLocations>,
     groups: Vec<(usize, usize)>,
     /// The slot of the last group when it is `(?P<name>.*)`, and whether `.` matches a
     /// newline in it (`(?s)`); without, the rest stops at the first one.
@@ -531,6 +535,7 @@ impl Pattern {
             .filter_map(|(i, n)| n.and_then(|n| slots.get(n)).map(|s| (i, *s)))
             .collect();
         Ok(Pattern {
+            locations: Mutex::new(regex.capture_locations()),
             regex,
             groups,
             rest,
@@ -540,16 +545,25 @@ impl Pattern {
     /// Keep the named groups of the first match in `s` (an earlier capture wins); `false`
     /// when nothing matches.
     fn capture<'t>(&self, s: &'t str, caps: &mut Captures<'t>) -> bool {
-        let Some(m) = self.regex.captures(s.as_bytes()) else {
+        let mut held = self.locations.try_lock();
+        let mut own;
+        let locations = match held.as_deref_mut() {
+            Ok(locations) => locations,
+            Err(_) => {
+                own = self.regex.capture_locations();
+                &mut own
+            }
+        };
+        let Some(m) = self.regex.captures_read(locations, s.as_bytes()) else {
             return false;
         };
         for (group, slot) in &self.groups {
-            if let Some(g) = m.get(*group) {
-                keep(caps, Some(*slot), &s[g.range()]);
+            if let Some((start, end)) = locations.get(*group) {
+                keep(caps, Some(*slot), &s[start..end]);
             }
         }
         if let Some((slot, dot_all)) = self.rest {
-            let end = m.get(0).map_or(0, |g| g.end());
+            let end = m.end();
             let tail = &s[end..];
             let tail = match memchr::memchr(b'\n', tail.as_bytes()) {
                 Some(nl) if !dot_all => &tail[..nl],
