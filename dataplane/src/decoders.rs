@@ -497,8 +497,9 @@ fn also_step(plan: &StepPlan, slots: &FxHashMap<String, usize>) -> Result<Step, 
 /// value, since `.*` always matches (the match of the pattern before it is the one it has
 /// alone, leftmost-first). With the group in, the `regex` crate resolves the captures with
 /// its bounded backtracker over the whole match, the rest of the line included: ~1.9 µs for
-/// ASA's header on a 256-byte line, ~0.2 µs without it, and ASA's decode fell from 89,266 to
-/// 59,164 instructions a line (`scripts/callgrind_intake.py --format asa`).
+/// ASA's header on a 256-byte line, ~0.2 µs without it; with this and `first_chars`'s ASCII
+/// check, ASA's decode fell from 89,266 to 59,164 instructions a line
+/// (`scripts/callgrind_intake.py --format asa`).
 struct Pattern {
     regex: Regex,
     /// Where the last match's groups are, reused from match to match (a `captures` call

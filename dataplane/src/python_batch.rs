@@ -554,8 +554,6 @@ impl SyslogBatch {
         self.finish(py, data, prof, policy, counts, msg, fields, pre)
     }
 
-    /// The rest of a message once its header and header fields are known: static fields,
-    /// vendor, device time, the event and its stored line.
     /// `body_time(t, tz)`, memoised by the identity of `t` and `tz` (see `body_times`); a
     /// float is its own answer.
     fn body_time_of(&self, t: &Bound<'_, PyAny>, tz: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
@@ -587,6 +585,8 @@ impl SyslogBatch {
         Ok(epoch)
     }
 
+    /// The rest of a message once its header and header fields are known: static fields,
+    /// vendor, device time, the event and its stored line.
     #[allow(clippy::too_many_arguments)]
     fn finish<'py>(
         &self,
