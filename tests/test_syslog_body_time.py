@@ -100,3 +100,15 @@ def test_an_epoch_in_the_body_is_the_references_whatever_the_zone(
     want = [e.timestamp for e in reference_events(monkeypatch, items)]
     assert got == want
     assert got[0] == got[1] == pytest.approx(1764410400.0, abs=1.0)
+
+
+def test_a_python_decoders_body_time_is_read_in_each_senders_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the generic key=value decoder is Python's: its time object is made for its message
+    line = b"<13>date=2026-11-29 time=10:00:00 user=a action=login src=192.0.2.4 dst=192.0.2.5"
+    items = [(line, ip) for ip in ZONES for _ in range(2)]
+    got = batch_events(items)
+    assert {e.fields["event.dataset"] for e in got} == {"kv"}
+    assert [e.timestamp for e in got] == [local("10:00:00", ZONES[ip]) for _, ip in items]
+    assert [e.timestamp for e in got] == [e.timestamp for e in reference_events(monkeypatch, items)]

@@ -554,14 +554,23 @@ impl SyslogBatch {
         self.finish(py, data, prof, policy, counts, msg, fields, pre)
     }
 
-    /// `body_time(t, tz)`, memoised by the identity of `t` and `tz` (see `body_times`); a
-    /// float is its own answer.
-    fn body_time_of(&self, t: &Bound<'_, PyAny>, tz: &Bound<'_, PyAny>) -> PyResult<Option<f64>> {
+    /// `body_time(t, tz)`, memoised by the identity of `t` and `tz` when `remember` (a
+    /// decoder file's time, shared by its lines; see `body_times`); a float is its own
+    /// answer.
+    fn body_time_of(
+        &self,
+        t: &Bound<'_, PyAny>,
+        tz: &Bound<'_, PyAny>,
+        remember: bool,
+    ) -> PyResult<Option<f64>> {
         if t.is_none() {
             return Ok(None);
         }
         if let Ok(f) = t.cast::<PyFloat>() {
             return Ok(Some(f.value()));
+        }
+        if !remember {
+            return self.body_time.bind(t.py()).call1((t, tz))?.extract();
         }
         let key = (t.as_ptr() as usize, tz.as_ptr() as usize);
         if let Ok(memo) = self.body_times.try_lock() {
@@ -653,15 +662,18 @@ impl SyslogBatch {
                 p.m.timestamp
             }
             // The header has no time and a native decoder file read one from the body.
-            (None, Some(_), Some(t)) => self.body_time_of(t, &prof.tz)?,
+            (None, Some(_), Some(t)) => self.body_time_of(t, &prof.tz, true)?,
             _ => {
                 let obj = msg.object()?;
                 let ts: Option<f64> = obj.getattr(intern!(py, "timestamp"))?.extract()?;
                 match ts {
                     Some(ts) => Some(ts),
-                    None => {
-                        self.body_time_of(&obj.getattr(intern!(py, "payload_time"))?, &prof.tz)?
-                    }
+                    // a Python decoder's time object is its message's own: nothing to remember
+                    None => self.body_time_of(
+                        &obj.getattr(intern!(py, "payload_time"))?,
+                        &prof.tz,
+                        false,
+                    )?,
                 }
             }
         };
