@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sqlite3
 import struct
 import time
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from appliance.event import Event
+from appliance.flows import path as path_module
 from appliance.flows import store as flowstore
 from tests.conftest import TOKEN
 from tests.netflow_packets import ipfix, ipfix_flows, set_, template_record, v5, v5_record, v9_flows
@@ -125,9 +127,9 @@ async def test_top_talkers_include_flows_whose_minute_closed_as_they_were_proces
     run.app.flows.clock = lambda: time.time() + 120
     write = flowstore.insert_rollups
 
-    async def slow_write(store: Any, rows: Any) -> None:
+    async def slow_write(store: Any, *args: Any) -> None:
         await asyncio.sleep(0.5)
-        await write(store, rows)
+        await write(store, *args)
 
     monkeypatch.setattr(flowstore, "insert_rollups", slow_write)
     _send(run.source("netflow").address, v9_flows(5))
@@ -135,6 +137,123 @@ async def test_top_talkers_include_flows_whose_minute_closed_as_they_were_proces
     assert run.app.flows.rollup.open_rows() == []
     top = await run.get_json("/api/v1/flows/top", by="source.ip", limit=2)
     assert [t["key"] for t in top["top"]] == ["10.0.4.1", "10.0.3.1"]
+
+
+def _unwritten(run: Any) -> float:
+    """The ``flow_rollup_rows_unwritten`` gauge as ``/metrics`` reads it."""
+    gauge = run.app.metrics.get("flow_rollup_rows_unwritten")
+    return dict(gauge.samples())[()]
+
+
+def _held_writes(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Rollup writes that wait for ``release`` before they write; ``begun`` is set when one
+    waits (its rows taken from the open minutes)."""
+    begun, release = asyncio.Event(), asyncio.Event()
+    write = flowstore.insert_rollups
+
+    async def held(store: Any, *args: Any) -> None:
+        begun.set()
+        await release.wait()
+        await write(store, *args)
+
+    monkeypatch.setattr(flowstore, "insert_rollups", held)
+    return begun, release
+
+
+async def _top_sources(run: Any) -> list[tuple[str, int]]:
+    top = await run.get_json("/api/v1/flows/top", by="source.ip", limit=10)
+    return [(t["key"], t["bytes"]) for t in top["top"]]
+
+
+FIVE_SOURCES = [("10.0.4.1", 1004), ("10.0.3.1", 1003), ("10.0.2.1", 1002),
+                ("10.0.1.1", 1001), ("10.0.0.1", 1000)]  # fmt: skip
+
+
+async def test_top_talkers_include_minutes_being_written(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    run.app.flows.clock = lambda: time.time() + 120  # each batch's minute closes at once
+    begun, release = _held_writes(monkeypatch)
+    _send(run.source("netflow").address, v9_flows(5))
+    await asyncio.wait_for(begun.wait(), 10)
+    assert run.app.flows.rollup.open_rows() == []  # neither open nor stored: being written
+    assert await _top_sources(run) == FIVE_SOURCES
+    release.set()
+    await run.wait_for(lambda: _processed(run) >= 5)
+    assert await _top_sources(run) == FIVE_SOURCES  # stored now, and counted once
+
+
+async def test_top_counts_a_write_committed_during_its_query_once(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    run.app.flows.clock = lambda: time.time() + 120
+    committed, resume = asyncio.Event(), asyncio.Event()
+    write, query = flowstore.insert_rollups, flowstore.query_top
+
+    async def write_then_hold(store: Any, *args: Any) -> None:
+        await write(store, *args)  # committed: the rows are in the store...
+        committed.set()
+        await resume.wait()  # ...and still pending on the flow path
+
+    async def query_after_the_commit(store: Any, **kw: Any) -> Any:
+        await asyncio.wait_for(committed.wait(), 10)
+        return await query(store, **kw)
+
+    monkeypatch.setattr(flowstore, "insert_rollups", write_then_hold)
+    monkeypatch.setattr(flowstore, "query_top", query_after_the_commit)
+    _send(run.source("netflow").address, v9_flows(5))
+    assert await _top_sources(run) == FIVE_SOURCES
+    resume.set()
+    await run.wait_for(lambda: _processed(run) >= 5)
+
+
+async def test_a_failed_rollup_write_is_retried_with_the_next(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    run.app.flows.clock = lambda: time.time() + 120
+    write = flowstore.insert_rollups
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    async def fails_once(store: Any, *args: Any) -> None:
+        if failures:
+            raise failures.pop()
+        await write(store, *args)
+
+    monkeypatch.setattr(flowstore, "insert_rollups", fails_once)
+    addr = run.source("netflow").address
+    _send(addr, v9_flows(5))
+    await run.wait_for(lambda: _processed(run) >= 5)
+    assert _unwritten(run) > 0
+    assert await _top_sources(run) == FIVE_SOURCES  # kept for the next write, still counted
+    _send(addr, v9_flows(5, seq=1))
+    await run.wait_for(lambda: _processed(run) >= 10)
+    assert _unwritten(run) == 0
+    await run.app.stop()
+    again = await start_appliance(sources=_netflow())
+    top = await _top_sources(again)
+    assert top == [(key, 2 * b) for key, b in FIVE_SOURCES]
+
+
+async def test_rollup_rows_past_the_retry_bound_are_counted_as_dropped(
+    start_appliance: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    run.app.flows.clock = lambda: time.time() + 120
+
+    async def always_fails(store: Any, *args: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(flowstore, "insert_rollups", always_fails)
+    monkeypatch.setattr(path_module, "MAX_UNWRITTEN_ROWS", 3)
+    _send(run.source("netflow").address, v9_flows(5))
+    await run.wait_for(lambda: _processed(run) >= 5)
+    flows = run.app.flows
+    assert _unwritten(run) == 3
+    assert flows.rollup_rows_dropped.total() > 0
+    assert flows.rollup_rows.total() == 0
 
 
 async def test_top_talkers_by_bytes_include_the_open_minute(start_appliance: Any) -> None:

@@ -79,19 +79,7 @@ async def top_flows(request: web.Request) -> web.Response:
     if since is None:
         since = now - 3600
     until = parse_time("until", q.get("until"))
-    totals: dict[str, list[int]] = {}
-    for key, b, p, n in await flowstore.query_top(
-        app.store, dim=by, since=since, until=until, limit=limit
-    ):
-        totals[key] = [b, p, n]
-    first = int(since) // 60 * 60
-    for minute, dim, key, b, p, n in app.flows.rollup.open_rows():
-        if dim != by or minute < first or (until is not None and minute >= until):
-            continue
-        t = totals.setdefault(key, [0, 0, 0])
-        t[0] += b
-        t[1] += p
-        t[2] += n
+    totals = await app.flows.top(by, since, until)
     other = totals.pop(OTHER, [0, 0, 0])
     col = {"bytes": 0, "packets": 1, "flows": 2}[order]
     ranked = sorted(totals.items(), key=lambda kv: kv[1][col], reverse=True)

@@ -15,6 +15,12 @@ per-datagram batches drained by one task that, per batch of up to ``batch_size``
 Accounting: ``flows_received_total`` = ``flows_processed_total`` + ``flows_dropped_total``
 (+ what is queued); ``flows_processed_total`` = ``flows_stored_total`` +
 ``flows_not_stored_total``. Nothing leaves the path uncounted.
+
+A minute's rollup rows are in one of three places: open in the rollup, pending (taken when
+the minute closed, on their way to SQLite, or kept after a failed write for the next one), or
+stored. :meth:`FlowPath.top` reads all three and counts each row once: every write carries a
+number, committed with its rows, and the reader gets the snapshot's number in the statement
+that sums the stored rows (writes are sequential: the drain task's, then ``stop``'s).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from appliance import dataplane
 from appliance.config import FlowsSection, StorageSection
 from appliance.event import Event
 from appliance.flows import store as flowstore
-from appliance.flows.rollup import new_rollup
+from appliance.flows.rollup import RollupRow, new_rollup
 from appliance.logutil import RateLimitedLog
 from appliance.metrics import Registry
 from appliance.pipeline.bus import Pipeline
@@ -41,6 +47,9 @@ from appliance.pipeline.bus import Pipeline
 log = logging.getLogger(__name__)
 _rl = RateLimitedLog(log)
 GC_GEN0_THRESHOLD = 50_000
+# Rollup rows kept for another try after failed writes (~150 bytes each; ~2 hours of the
+# default top-K's rows); past it the oldest are given up and counted.
+MAX_UNWRITTEN_ROWS = 100_000
 
 
 def joined(parts: list[Any]) -> Any:
@@ -81,6 +90,11 @@ class FlowPath:
         self._retention_task: asyncio.Task[None] | None = None
         self._tokens = float(cfg.raw_max_per_second)
         self._tokens_at = clock()
+        # Rollup rows not in the store yet, by the number of the write that carries them, and
+        # the rows of failed writes waiting for the next one (see the module docs).
+        self._pending: dict[int, list[RollupRow]] = {}
+        self._unwritten: list[RollupRow] = []
+        self._mark = 0  # the last write's number (read from the store at start)
         self.received = metrics.counter(
             "flows_received_total", "Flows decoded by a source, before any drop.", ["source"]
         )
@@ -106,6 +120,16 @@ class FlowPath:
         )
         self.rollup_rows = metrics.counter(
             "flow_rollup_rows_total", "Per-minute rollup rows written (top keys and other)."
+        )
+        self.rollup_rows_dropped = metrics.counter(
+            "flow_rollup_rows_dropped_total",
+            "Rollup rows given up: their writes failed and they passed the rows kept for another"
+            " try, or the last write at stop failed.",
+        )
+        metrics.gauge(
+            "flow_rollup_rows_unwritten",
+            "Rollup rows whose write failed, kept for the next one.",
+            callback=lambda: float(len(self._unwritten)),
         )
         self.retention_deleted = metrics.counter(
             "flows_retention_deleted_total", "Raw flows and rollup rows deleted by retention.",
@@ -161,6 +185,7 @@ class FlowPath:
     async def start(self, tune_gc: bool = True) -> None:
         if tune_gc:
             self._tune_gc()
+        self._mark = await flowstore.rollup_mark(self.store)
         self._task = asyncio.create_task(self._run(), name="flows")
         self._retention_task = asyncio.create_task(self._retention_loop(), name="flow-retention")
 
@@ -193,7 +218,7 @@ class FlowPath:
                     self.dropped.inc("flows", "shutdown_timeout", n=len(batch))
                 self._queue.clear()
                 self._queued = 0
-        await self._write_rollups(self.rollup.take_all())
+        await self._write_rollups(self.rollup.take_all(), last=True)
 
     # ------------------------------------------------------------------------ consumer
 
@@ -290,16 +315,53 @@ class FlowPath:
             return
         self.stored.inc(n=len(rows))
 
-    async def _write_rollups(self, rows: list[Any]) -> None:
+    async def _write_rollups(self, rows: list[RollupRow], last: bool = False) -> None:
+        """Write closed minutes' rows (and those of failed writes before): pending, readable
+        by :meth:`top`, until committed. ``last``: nothing comes after (``stop``): rows that
+        fail now are given up."""
+        if self._unwritten:
+            rows = self._unwritten + rows
+            self._unwritten = []
         if not rows:
             return
+        self._mark += 1
+        mark = self._mark
+        self._pending[mark] = rows
         try:
-            await flowstore.insert_rollups(self.store, rows)
+            await flowstore.insert_rollups(self.store, rows, mark)
             self.rollup_rows.inc(n=len(rows))
+            return
         except (sqlite3.Error, OSError) as exc:
             _rl.warning("flows-rollup", "rollup write failed: %s", exc)
         except Exception:  # a bug here must not cost the batch its rules (or stop() its end)
             _rl.log(logging.ERROR, "flows-rollup", "rollup write failed", exc_info=True)
+        finally:
+            del self._pending[mark]
+        if last:
+            self.rollup_rows_dropped.inc(n=len(rows))
+            return
+        over = len(rows) - MAX_UNWRITTEN_ROWS
+        if over > 0:
+            self.rollup_rows_dropped.inc(n=over)
+            rows = rows[over:]
+        self._unwritten = rows
+
+    async def top(self, dim: str, since: float, until: float | None) -> dict[str, list[int]]:
+        """``key -> [bytes, packets, flows]`` over the minutes in [since, until) of dimension
+        ``dim``: the stored rows, the pending ones the store's snapshot does not hold yet, and
+        the open minutes (so "top" is current and counts each flow once)."""
+        stored, mark = await flowstore.query_top(self.store, dim=dim, since=since, until=until)
+        totals = {key: [b, p, n] for key, b, p, n in stored}
+        rows = [r for m, pending in self._pending.items() if m > mark for r in pending]
+        first = int(since) // 60 * 60
+        for minute, d, key, b, p, n in (*rows, *self._unwritten, *self.rollup.open_rows()):
+            if d != dim or minute < first or (until is not None and minute >= until):
+                continue
+            t = totals.setdefault(key, [0, 0, 0])
+            t[0] += b
+            t[1] += p
+            t[2] += n
+        return totals
 
     async def _retention_loop(self) -> None:
         while True:

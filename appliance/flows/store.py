@@ -114,9 +114,10 @@ async def insert_flows(store: Store, rows: list[tuple[Any, ...]]) -> None:
         )
 
 
-async def insert_rollups(store: Store, rows: list[RollupRow]) -> None:
+async def insert_rollups(store: Store, rows: list[RollupRow], mark: int | None = None) -> None:
     """Add rollup rows; totals past SQLite's 64-bit integer are written as its maximum (the
-    sum of a minute can pass it even when every flow alone fits), never refused."""
+    sum of a minute can pass it even when every flow alone fits), never refused. ``mark``:
+    the write's number, committed with the rows (what :func:`query_top` returns beside them)."""
     if not rows:
         return
     rows = [(m, d, k, _clamp(b), _clamp(p), _clamp(n)) for m, d, k, b, p, n in rows]
@@ -128,6 +129,15 @@ async def insert_rollups(store: Store, rows: list[RollupRow]) -> None:
             " flows = flows + excluded.flows",
             rows,
         )
+        if mark is not None:
+            await conn.execute("UPDATE flow_rollup_writes SET mark = ? WHERE id = 1", (mark,))
+
+
+async def rollup_mark(store: Store) -> int:
+    """The number of the last rollup write committed (0 before the first)."""
+    async with _reader(store).execute("SELECT mark FROM flow_rollup_writes") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def _reader(store: Store) -> Any:
@@ -184,16 +194,18 @@ async def query_flows(
 
 
 async def query_top(
-    store: Store, *, dim: str, since: float, until: float | None, limit: int
-) -> list[tuple[str, int, int, int]]:
-    """``(key, bytes, packets, flows)`` summed over stored minutes in [since, until)."""
+    store: Store, *, dim: str, since: float, until: float | None
+) -> tuple[list[tuple[str, int, int, int]], int]:
+    """``(key, bytes, packets, flows)`` summed over stored minutes in [since, until), and the
+    number of the last rollup write that snapshot holds (read in the same statement: a write
+    committing meanwhile is in both or in neither)."""
     sql = "SELECT key, sum(bytes), sum(packets), sum(flows) FROM flow_rollups WHERE dim = ?"
     args: list[Any] = [dim, int(since) // 60 * 60]
     sql += " AND minute >= ?"
     if until is not None:
         sql += " AND minute < ?"
         args.append(until)
-    sql += " GROUP BY key"
+    sql += " GROUP BY key UNION ALL SELECT NULL, mark, 0, 0 FROM flow_rollup_writes"
     try:
         async with _reader(store).execute(sql, args) as cur:
             rows = await cur.fetchall()
@@ -203,7 +215,14 @@ async def query_top(
         # sum() refuses to pass 64 bits; total() adds in floating point (exact to 2**53).
         async with _reader(store).execute(sql.replace("sum(", "total("), args) as cur:
             rows = await cur.fetchall()
-    return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+    mark = 0
+    out = []
+    for r in rows:
+        if r[0] is None:  # keys are never NULL: this is the mark's row
+            mark = int(r[1])
+        else:
+            out.append((r[0], int(r[1]), int(r[2]), int(r[3])))
+    return out, mark
 
 
 async def delete_old(store: Store, *, flows_before: float, rollups_before: float, max_rows: int,
