@@ -38,7 +38,7 @@ use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
 use crate::python_event::Attr;
 use crate::python_flowevents::{EventAt, EventFields, EventsIn, FlowFields, ShapeId, ShapeKnown};
 use crate::python_record::RecordFields;
-use crate::python_windows::{caught, caught_as, CorrelationWindows};
+use crate::python_windows::{bare_entry, caught, caught_as, CorrelationWindows, Ev};
 use crate::rules::Fields;
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
@@ -129,6 +129,31 @@ pub struct DetectionFeeds {
     no_raws: Py<PyTuple>,
 }
 
+/// The entry an event feeds its windows: the reference's tuple `(ts, ids, raws)`, or, for
+/// an event with no id, no raw line and an exact float time (every flow), the time alone
+/// ([`Ev::Bare`]): its tuple is made only when Python is handed it (a fire, a partial event).
+enum FeedEntry<'py> {
+    Tuple(Bound<'py, PyAny>),
+    Bare(Bound<'py, PyAny>),
+}
+
+impl<'py> FeedEntry<'py> {
+    fn ev(&self) -> Ev {
+        match self {
+            FeedEntry::Tuple(t) => Ev::Obj(t.clone().unbind()),
+            FeedEntry::Bare(_) => Ev::Bare,
+        }
+    }
+
+    /// The reference's tuple.
+    fn object(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        match self {
+            FeedEntry::Tuple(t) => Ok(t.clone()),
+            FeedEntry::Bare(ts) => bare_entry(py, ts.clone()),
+        }
+    }
+}
+
 impl DetectionFeeds {
     /// The entry `observe` builds for an event (None: the engine must build it).
     fn entry<'py>(
@@ -137,7 +162,7 @@ impl DetectionFeeds {
         ev: &EventAt<'_, 'py>,
         fields: &EventFields<'_, 'py>,
         ts: &Bound<'py, PyAny>,
-    ) -> Option<Bound<'py, PyAny>> {
+    ) -> Option<FeedEntry<'py>> {
         let raw = ev.attr(py, Attr::Raw).ok()?;
         if !raw.is_exact_instance_of::<PyBytes>() {
             return None;
@@ -155,6 +180,9 @@ impl DetectionFeeds {
             raw.clone()
         };
         let id = ev.attr(py, Attr::Id).ok()?;
+        if id.is_none() && bytes.is_empty() && ts.is_exact_instance_of::<PyFloat>() {
+            return Some(FeedEntry::Bare(ts.clone()));
+        }
         let ids = if id.is_none() {
             PyTuple::empty(py)
         } else {
@@ -166,7 +194,7 @@ impl DetectionFeeds {
         };
         PyTuple::new(py, [ts.clone(), ids.into_any(), raws.into_any()])
             .ok()
-            .map(Bound::into_any)
+            .map(|t| FeedEntry::Tuple(t.into_any()))
     }
 }
 
@@ -412,7 +440,7 @@ impl DetectionFeeds {
                         for (k, m) in members.iter().enumerate() {
                             let got = {
                                 let mut w = m.bind(py).try_borrow_mut()?;
-                                caught(|| w.add_inner(py, rid, entry, ts, &fields))
+                                caught(|| w.add_inner(py, rid, entry.ev(), ts, &fields))
                             };
                             match got {
                                 Ok(None) => {}
@@ -452,18 +480,25 @@ impl DetectionFeeds {
                         ))
                     })
                     .collect::<PyResult<Vec<_>>>()?;
+                let entry = entry.map(|e| e.object(py)).transpose()?;
                 partial = Some((i, ts_obj, late, entry, steps, rest));
                 stop = i;
                 decided = std::mem::take(&mut decisions);
                 break;
             }
+            // the entry's tuple, made once for what fired (None when late)
+            let mut entry_obj: Option<Option<Bound<'py, PyAny>>> = None;
             for (r, step) in done.drain(..) {
                 match step {
                     Step::Windows(results) => {
                         feed_hits[r] += 1;
-                        let entry = entry.as_ref();
                         for (k, out) in results {
-                            fired.append((i, r, Some(k), out, entry))?;
+                            let obj = match &mut entry_obj {
+                                Some(obj) => obj,
+                                None => entry_obj
+                                    .insert(entry.as_ref().map(|e| e.object(py)).transpose()?),
+                            };
+                            fired.append((i, r, Some(k), out, obj.as_ref()))?;
                         }
                     }
                     Step::Groups(v) => {

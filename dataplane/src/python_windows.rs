@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::python::PANICS;
 use crate::python_flowevents::EventFields;
@@ -86,30 +86,19 @@ impl Part {
         let n = r.len()?;
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
-            out.push(match r.byte()? {
-                TAG_NULL => py.None().into_bound(py),
-                TAG_INT => {
-                    let b: [u8; 8] = r.take(8)?.try_into().map_err(|_| not_plain())?;
-                    i64::from_le_bytes(b).into_pyobject(py)?.into_any()
-                }
-                tag @ (TAG_STR | TAG_BIG) => {
-                    let k = r.len()?;
-                    let t = std::str::from_utf8(r.take(k)?).map_err(|_| not_plain())?;
-                    let text = PyString::new(py, t).into_any();
-                    if tag == TAG_STR {
-                        text
-                    } else {
-                        py.get_type::<PyInt>().call1((text,))?
-                    }
-                }
-                TAG_OBJ => {
-                    r.take(8)?; // its hash
-                    objs.next().ok_or_else(not_plain)?.bind(py).clone()
-                }
-                _ => return Err(not_plain()),
-            });
+            out.push(r.value_again(py, &mut objs)?);
         }
         PyTuple::new(py, out)
+    }
+
+    /// The value this key was written from, made again (a value_count value kept without
+    /// its object: [`plain_value`]).
+    fn value_again<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut r = PartReader {
+            bytes: self.bytes(),
+            at: 0,
+        };
+        r.value_again(py, &mut self.objs.iter())
     }
 
     /// The key of a tuple of these values (as `part` of the tuple).
@@ -148,6 +137,36 @@ impl<'a> PartReader<'a> {
 
     fn byte(&mut self) -> PyResult<u8> {
         Ok(self.take(1)?[0])
+    }
+
+    /// The next value, made again as [`Part::values_again`] says.
+    fn value_again<'py>(
+        &mut self,
+        py: Python<'py>,
+        objs: &mut std::slice::Iter<'_, Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.byte()? {
+            TAG_NULL => py.None().into_bound(py),
+            TAG_INT => {
+                let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| not_plain())?;
+                i64::from_le_bytes(b).into_pyobject(py)?.into_any()
+            }
+            tag @ (TAG_STR | TAG_BIG) => {
+                let k = self.len()?;
+                let t = std::str::from_utf8(self.take(k)?).map_err(|_| not_plain())?;
+                let text = PyString::new(py, t).into_any();
+                if tag == TAG_STR {
+                    text
+                } else {
+                    py.get_type::<PyInt>().call1((text,))?
+                }
+            }
+            TAG_OBJ => {
+                self.take(8)?; // its hash
+                objs.next().ok_or_else(not_plain)?.bind(py).clone()
+            }
+            _ => return Err(not_plain()),
+        })
     }
 
     /// A length as [`PartWriter::push_len`] wrote it.
@@ -416,13 +435,41 @@ fn shown<'py>(py: Python<'py>, kept: &Shown, key: &Part) -> PyResult<Bound<'py, 
     }
 }
 
-/// An entry: the reference's own tuple, held by reference (a chain copies the reference).
-pub struct Ev(Py<PyAny>);
+/// An entry: the reference's own tuple, held by reference (a chain copies the reference),
+/// or `Bare`: the tuple `(ts, (), (b"",))` the engine builds for an event with no id and no
+/// raw line (every flow), held as its time alone ([`Entry::ts`], the tuple's float) and made
+/// again when Python reads it. A flow stream makes a new group in each of its windows nearly
+/// every flow, so each held tuple would be one more object made per flow and freed, cold,
+/// when its group is evicted ~10,000 flows later.
+pub enum Ev {
+    Obj(Py<PyAny>),
+    Bare,
+}
 
 impl Clone for Ev {
     fn clone(&self) -> Self {
-        Ev(Python::attach(|py| self.0.clone_ref(py)))
+        match self {
+            Ev::Obj(e) => Ev::Obj(Python::attach(|py| e.clone_ref(py))),
+            Ev::Bare => Ev::Bare,
+        }
     }
+}
+
+/// What the reference's window holds for `e`: its tuple, made again for a bare entry.
+fn payload<'py>(py: Python<'py>, e: &Entry<Ev>) -> PyResult<Bound<'py, PyAny>> {
+    match &e.payload {
+        Ev::Obj(obj) => Ok(obj.bind(py).clone()),
+        Ev::Bare => bare_entry(py, PyFloat::new(py, e.ts).into_any()),
+    }
+}
+
+/// The entry `(ts, (), (b"",))` of an event with no id and no raw line.
+pub(crate) fn bare_entry<'py>(
+    py: Python<'py>,
+    ts: Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let raws = PyTuple::new(py, [PyBytes::new(py, b"")])?;
+    Ok(PyTuple::new(py, [ts, PyTuple::empty(py).into_any(), raws.into_any()])?.into_any())
 }
 
 type Win = Windows<Part, Shown, Ev>;
@@ -456,7 +503,7 @@ fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py,
     let mut first: Option<Bound<'py, PyAny>> = None;
     let mut last: Option<Bound<'py, PyAny>> = None;
     for e in entries {
-        let e = e.payload.0.bind(py);
+        let e = payload(py, e)?;
         let ts = e.get_item(0)?;
         for id in e.get_item(1)?.try_iter()? {
             ids.set_item(id?, py.None())?;
@@ -493,7 +540,7 @@ impl CorrelationWindows {
         &mut self,
         py: Python<'py>,
         rule_id: &str,
-        entry: &Bound<'py, PyAny>,
+        entry: Ev,
         ts: f64,
         fields: &EventFields<'_, 'py>,
     ) -> PyResult<FiredOut<'py>> {
@@ -520,17 +567,12 @@ impl CorrelationWindows {
                     .unwrap_or_else(|_| py.None()),
             )
         };
-        let value = value.map(|(k, v)| (k, move || Some(v.unbind())));
+        // a plain value is made again from its key when shown (no object held per value)
+        let value = value.map(|(k, v)| (k, move || (!plain_value(&v)).then(|| v.unbind())));
         let steps = self.steps.get(rule_id).map_or(&[][..], Vec::as_slice);
-        let got = self.w.add(
-            key,
-            ungrouped,
-            show_key,
-            ts,
-            Ev(entry.clone().unbind()),
-            value,
-            steps,
-        );
+        let got = self
+            .w
+            .add(key, ungrouped, show_key, ts, entry, value, steps);
         let Some((n, group)) = got else {
             return Ok(None);
         };
@@ -578,12 +620,16 @@ impl CorrelationWindows {
             match &g.window {
                 Window::Count(t) => {
                     for e in t {
-                        items.append(e.payload.0.bind(py))?;
+                        items.append(payload(py, e)?)?;
                     }
                 }
                 Window::Distinct(vals) => {
                     for (vk, (v, e)) in vals.iter() {
-                        items.append((shown(py, v, vk)?, e.payload.0.bind(py)))?;
+                        let v = match v {
+                            Some(v) => v.bind(py).clone(),
+                            None => vk.value_again(py)?,
+                        };
+                        items.append((v, payload(py, e)?))?;
                     }
                 }
                 Window::Ordered(chains) => {
@@ -591,8 +637,11 @@ impl CorrelationWindows {
                         match ch {
                             None => items.append(py.None())?,
                             Some((start, es)) => {
-                                let es = PyList::new(py, es.iter().map(|e| e.payload.0.bind(py)))?;
-                                items.append((*start, es))?;
+                                let es = es
+                                    .iter()
+                                    .map(|e| payload(py, e))
+                                    .collect::<PyResult<Vec<_>>>()?;
+                                items.append((*start, PyList::new(py, es)?))?;
                             }
                         }
                     }
@@ -656,7 +705,7 @@ impl CorrelationWindows {
     fn entry(e: &Bound<'_, PyAny>) -> PyResult<Entry<Ev>> {
         Ok(Entry {
             ts: entry_time(e)?,
-            payload: Ev(e.clone().unbind()),
+            payload: Ev::Obj(e.clone().unbind()),
         })
     }
 }
@@ -773,7 +822,8 @@ impl CorrelationWindows {
         fields: &Bound<'py, PyDict>,
     ) -> PyResult<FiredOut<'py>> {
         let fields = EventFields::Dict(fields.clone());
-        caught(|| self.add_inner(py, rule_id, entry, entry_time(entry)?, &fields))
+        let ev = Ev::Obj(entry.clone().unbind());
+        caught(|| self.add_inner(py, rule_id, ev, entry_time(entry)?, &fields))
     }
 
     /// Drop groups with nothing newer than the window ending at `watermark`; how many.
@@ -864,7 +914,8 @@ impl WindowsBatch {
         for (i, m) in self.members.iter().enumerate() {
             let got = {
                 let mut w = m.bind(py).try_borrow_mut()?;
-                caught(|| w.add_inner(py, rule_id, entry, entry_time(entry)?, fields))
+                let ev = Ev::Obj(entry.clone().unbind());
+                caught(|| w.add_inner(py, rule_id, ev, entry_time(entry)?, fields))
             };
             match got {
                 Ok(None) => {}
