@@ -29,7 +29,7 @@
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
 
@@ -38,7 +38,7 @@ use crate::python_bookkeeping::{AbsenceGroups, BaselineGroups};
 use crate::python_event::Attr;
 use crate::python_flowevents::{EventAt, EventFields, EventsIn, FlowFields, ShapeId, ShapeKnown};
 use crate::python_record::RecordFields;
-use crate::python_windows::{bare_entry, caught, caught_as, CorrelationWindows, Ev};
+use crate::python_windows::{caught, caught_as, entry_tuple, CorrelationWindows, Ev};
 use crate::rules::Fields;
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
@@ -125,23 +125,29 @@ pub struct DetectionFeeds {
     /// Matching events observed here (fed or late), since built.
     observed: u64,
     k_message: Py<PyString>,
-    /// `(b"",)`: the samples of every event with no raw text (flows), one tuple for all.
-    no_raws: Py<PyTuple>,
 }
 
-/// The entry an event feeds its windows: the reference's tuple `(ts, ids, raws)`, or, for
-/// an event with no id, no raw line and an exact float time (every flow), the time alone
-/// ([`Ev::Bare`]): its tuple is made only when Python is handed it (a fire, a partial event).
+/// The entry an event feeds its windows: for an event time that is an exact float (any
+/// event the engine's `observe` sees in this call), its parts ([`Ev::Parts`]), the tuple
+/// `(ts, ids, raws)` made only when Python is handed it (a fire, a partial event); else the
+/// tuple itself.
 enum FeedEntry<'py> {
     Tuple(Bound<'py, PyAny>),
-    Bare(Bound<'py, PyAny>),
+    Parts {
+        ts: Bound<'py, PyAny>,
+        id: Option<Bound<'py, PyAny>>,
+        raw: Option<Bound<'py, PyAny>>,
+    },
 }
 
 impl<'py> FeedEntry<'py> {
     fn ev(&self) -> Ev {
         match self {
             FeedEntry::Tuple(t) => Ev::Obj(t.clone().unbind()),
-            FeedEntry::Bare(_) => Ev::Bare,
+            FeedEntry::Parts { id, raw, .. } => Ev::Parts {
+                id: id.as_ref().map(|x| x.clone().unbind()),
+                raw: raw.as_ref().map(|x| x.clone().unbind()),
+            },
         }
     }
 
@@ -149,7 +155,9 @@ impl<'py> FeedEntry<'py> {
     fn object(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match self {
             FeedEntry::Tuple(t) => Ok(t.clone()),
-            FeedEntry::Bare(ts) => bare_entry(py, ts.clone()),
+            FeedEntry::Parts { ts, id, raw } => {
+                entry_tuple(py, ts.clone(), id.as_ref(), raw.as_ref())
+            }
         }
     }
 }
@@ -173,28 +181,24 @@ impl DetectionFeeds {
             if fields.contains(self.k_message.bind(py)).ok()? {
                 return None;
             }
-            raw.clone()
+            None // the samples are (b"",)
         } else if bytes.len() > self.sample_chars {
-            PyBytes::new(py, &bytes[..self.sample_chars]).into_any()
+            Some(PyBytes::new(py, &bytes[..self.sample_chars]).into_any())
         } else {
-            raw.clone()
+            Some(raw.clone())
         };
         let id = ev.attr(py, Attr::Id).ok()?;
-        if id.is_none() && bytes.is_empty() && ts.is_exact_instance_of::<PyFloat>() {
-            return Some(FeedEntry::Bare(ts.clone()));
+        let id = (!id.is_none()).then_some(id);
+        if ts.is_exact_instance_of::<PyFloat>() {
+            return Some(FeedEntry::Parts {
+                ts: ts.clone(),
+                id,
+                raw: sample,
+            });
         }
-        let ids = if id.is_none() {
-            PyTuple::empty(py)
-        } else {
-            PyTuple::new(py, [id]).ok()?
-        };
-        let raws = match bytes.is_empty() {
-            true => self.no_raws.bind(py).clone(),
-            false => PyTuple::new(py, [sample]).ok()?,
-        };
-        PyTuple::new(py, [ts.clone(), ids.into_any(), raws.into_any()])
+        entry_tuple(py, ts.clone(), id.as_ref(), sample.as_ref())
             .ok()
-            .map(|t| FeedEntry::Tuple(t.into_any()))
+            .map(FeedEntry::Tuple)
     }
 }
 
@@ -239,7 +243,6 @@ impl DetectionFeeds {
             sample_chars,
             observed: 0,
             k_message: name("message"),
-            no_raws: PyTuple::new(py, [PyBytes::new(py, b"")])?.unbind(),
         })
     }
 

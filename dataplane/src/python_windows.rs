@@ -435,41 +435,96 @@ fn shown<'py>(py: Python<'py>, kept: &Shown, key: &Part) -> PyResult<Bound<'py, 
     }
 }
 
-/// An entry: the reference's own tuple, held by reference (a chain copies the reference),
-/// or `Bare`: the tuple `(ts, (), (b"",))` the engine builds for an event with no id and no
-/// raw line (every flow), held as its time alone ([`Entry::ts`], the tuple's float) and made
-/// again when Python reads it. A flow stream makes a new group in each of its windows nearly
-/// every flow, so each held tuple would be one more object made per flow and freed, cold,
-/// when its group is evicted ~10,000 flows later.
+/// An entry: the reference's own tuple `(ts, ids, raws)`, held by reference (a chain copies
+/// the reference), or `Parts` of the one the engine builds for an event (`DetectionFeeds`):
+/// its id (`ids` is `(id,)`, or `()` for none) and its raw sample (`raws` is `(raw,)`, or
+/// `(b"",)` for an event with no raw line: every flow), its time the entry's own
+/// ([`Entry::ts`], the tuple's exact float). The tuples are made only when Python reads the
+/// entry (a snapshot; a fire's evidence reads the parts): an event feeding windows made three,
+/// held while its groups lived, traversed by every collection meanwhile and freed cold; a
+/// flow stream makes a new group in each scan window nearly every flow.
 pub enum Ev {
     Obj(Py<PyAny>),
-    Bare,
+    Parts {
+        id: Option<Py<PyAny>>,
+        raw: Option<Py<PyAny>>,
+    },
 }
 
 impl Clone for Ev {
     fn clone(&self) -> Self {
-        match self {
-            Ev::Obj(e) => Ev::Obj(Python::attach(|py| e.clone_ref(py))),
-            Ev::Bare => Ev::Bare,
-        }
+        Python::attach(|py| match self {
+            Ev::Obj(e) => Ev::Obj(e.clone_ref(py)),
+            Ev::Parts { id, raw } => Ev::Parts {
+                id: id.as_ref().map(|x| x.clone_ref(py)),
+                raw: raw.as_ref().map(|x| x.clone_ref(py)),
+            },
+        })
     }
 }
 
-/// What the reference's window holds for `e`: its tuple, made again for a bare entry.
+/// What the reference's window holds for `e`: its tuple, made again from its parts.
 fn payload<'py>(py: Python<'py>, e: &Entry<Ev>) -> PyResult<Bound<'py, PyAny>> {
     match &e.payload {
         Ev::Obj(obj) => Ok(obj.bind(py).clone()),
-        Ev::Bare => bare_entry(py, PyFloat::new(py, e.ts).into_any()),
+        Ev::Parts { id, raw } => entry_tuple(
+            py,
+            PyFloat::new(py, e.ts).into_any(),
+            id.as_ref().map(|x| x.bind(py)),
+            raw.as_ref().map(|x| x.bind(py)),
+        ),
     }
 }
 
-/// The entry `(ts, (), (b"",))` of an event with no id and no raw line.
-pub(crate) fn bare_entry<'py>(
+/// The reference's entry `(ts, ids, raws)` of an event: `ids` `(id,)` or `()`, `raws`
+/// `(raw,)` or `(b"",)` (no raw line).
+pub(crate) fn entry_tuple<'py>(
     py: Python<'py>,
     ts: Bound<'py, PyAny>,
+    id: Option<&Bound<'py, PyAny>>,
+    raw: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let raws = PyTuple::new(py, [PyBytes::new(py, b"")])?;
-    Ok(PyTuple::new(py, [ts, PyTuple::empty(py).into_any(), raws.into_any()])?.into_any())
+    let ids = match id {
+        Some(id) => PyTuple::new(py, [id])?,
+        None => PyTuple::empty(py),
+    };
+    let raws = match raw {
+        Some(raw) => PyTuple::new(py, [raw])?,
+        None => PyTuple::new(py, [PyBytes::new(py, b"")])?,
+    };
+    Ok(PyTuple::new(py, [ts, ids.into_any(), raws.into_any()])?.into_any())
+}
+
+/// An entry time as `evidence` compares it: an entry's own float, or a tuple's item (an
+/// object only Python compares).
+enum Time<'py> {
+    Float(f64),
+    Obj(Bound<'py, PyAny>),
+}
+
+impl<'py> Time<'py> {
+    /// `a < b` as Python compares them (two floats natively: no NaN reaches a window).
+    fn lt(py: Python<'py>, a: &Time<'py>, b: &Time<'py>) -> PyResult<bool> {
+        match (a, b) {
+            (Time::Float(x), Time::Float(y)) => Ok(x < y),
+            _ => a.object(py).lt(b.object(py)),
+        }
+    }
+
+    /// `a > b` as Python compares them.
+    fn gt(py: Python<'py>, a: &Time<'py>, b: &Time<'py>) -> PyResult<bool> {
+        match (a, b) {
+            (Time::Float(x), Time::Float(y)) => Ok(x > y),
+            _ => a.object(py).gt(b.object(py)),
+        }
+    }
+
+    fn object(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self {
+            Time::Float(x) => PyFloat::new(py, *x).into_any(),
+            Time::Obj(o) => o.clone(),
+        }
+    }
 }
 
 type Win = Windows<Part, Shown, Ev>;
@@ -500,36 +555,60 @@ pub(crate) type FiredOut<'py> =
 fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py, PyTuple>> {
     let ids = PyDict::new(py);
     let raws = PyList::empty(py);
-    let mut first: Option<Bound<'py, PyAny>> = None;
-    let mut last: Option<Bound<'py, PyAny>> = None;
+    let mut first: Option<Time<'py>> = None;
+    let mut last: Option<Time<'py>> = None;
     for e in entries {
-        let e = payload(py, e)?;
-        let ts = e.get_item(0)?;
-        for id in e.get_item(1)?.try_iter()? {
-            ids.set_item(id?, py.None())?;
-        }
-        for raw in e.get_item(2)?.try_iter()? {
-            raws.append(raw?)?;
-        }
-        match &first {
-            Some(f) if !ts.lt(f)? => {}
-            _ => first = Some(ts.clone()),
-        }
-        match &last {
-            Some(l) if !ts.gt(l)? => {}
-            _ => last = Some(ts),
+        let ts = match &e.payload {
+            Ev::Obj(obj) => {
+                let e = obj.bind(py);
+                for id in e.get_item(1)?.try_iter()? {
+                    ids.set_item(id?, py.None())?;
+                }
+                for raw in e.get_item(2)?.try_iter()? {
+                    raws.append(raw?)?;
+                }
+                Time::Obj(e.get_item(0)?)
+            }
+            Ev::Parts { id, raw } => {
+                if let Some(id) = id {
+                    ids.set_item(id.bind(py), py.None())?;
+                }
+                match raw {
+                    Some(raw) => raws.append(raw.bind(py))?,
+                    None => raws.append(PyBytes::new(py, b""))?,
+                }
+                Time::Float(e.ts)
+            }
+        };
+        let new_first = match &first {
+            Some(f) => Time::lt(py, &ts, f)?,
+            None => true,
+        };
+        let new_last = match &last {
+            Some(l) => Time::gt(py, &ts, l)?,
+            None => true,
+        };
+        match (new_first, new_last) {
+            (true, true) => {
+                last = Some(match &ts {
+                    Time::Float(x) => Time::Float(*x),
+                    Time::Obj(o) => Time::Obj(o.clone()),
+                });
+                first = Some(ts);
+            }
+            (true, false) => first = Some(ts),
+            (false, true) => last = Some(ts),
+            (false, false) => {}
         }
     }
     let ids = PyList::new(py, ids.keys())?;
-    let none = || py.None().into_bound(py);
+    let time = |t: Option<Time<'py>>| match t {
+        Some(t) => t.object(py),
+        None => py.None().into_bound(py),
+    };
     PyTuple::new(
         py,
-        [
-            ids.into_any(),
-            raws.into_any(),
-            first.unwrap_or_else(none),
-            last.unwrap_or_else(none),
-        ],
+        [ids.into_any(), raws.into_any(), time(first), time(last)],
     )
 }
 
