@@ -45,6 +45,14 @@ def _processed(run: Any) -> float:
     return run.app.flows.processed.total()
 
 
+async def _each_minute_closing_at_once(start_appliance: Any) -> Any:
+    """A NetFlow appliance whose flow path's clock runs two minutes ahead: each batch's
+    minute closes as the batch is processed, and its rows go to the store at once."""
+    run = await start_appliance(sources=_netflow())
+    run.app.flows.clock = lambda: time.time() + 120
+    return run
+
+
 async def test_one_port_accepts_v5_v9_and_ipfix(start_appliance: Any) -> None:
     run = await start_appliance(sources=_netflow())
     rec = v5_record("10.9.0.1", "10.9.0.2", 5555, 53, 17, 80, 1)
@@ -121,10 +129,9 @@ async def test_an_exporter_past_its_rate_limit_has_datagrams_rejected(
 async def test_top_talkers_include_flows_whose_minute_closed_as_they_were_processed(
     start_appliance: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = await start_appliance(sources=_netflow())
-    # The flow path's clock two minutes ahead: each batch's minute closes as it is processed,
-    # and its rows go to the store while the flows are counted; a slow disk holds them there.
-    run.app.flows.clock = lambda: time.time() + 120
+    # Each batch's minute closes as it is processed, and its rows go to the store while the
+    # flows are counted; a slow disk holds them there.
+    run = await _each_minute_closing_at_once(start_appliance)
     write = flowstore.insert_rollups
 
     async def slow_write(store: Any, *args: Any) -> None:
@@ -172,8 +179,7 @@ FIVE_SOURCES = [("10.0.4.1", 1004), ("10.0.3.1", 1003), ("10.0.2.1", 1002),
 async def test_top_talkers_include_minutes_being_written(
     start_appliance: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = await start_appliance(sources=_netflow())
-    run.app.flows.clock = lambda: time.time() + 120  # each batch's minute closes at once
+    run = await _each_minute_closing_at_once(start_appliance)
     begun, release = _held_writes(monkeypatch)
     _send(run.source("netflow").address, v9_flows(5))
     await asyncio.wait_for(begun.wait(), 10)
@@ -187,8 +193,7 @@ async def test_top_talkers_include_minutes_being_written(
 async def test_top_counts_a_write_committed_during_its_query_once(
     start_appliance: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = await start_appliance(sources=_netflow())
-    run.app.flows.clock = lambda: time.time() + 120
+    run = await _each_minute_closing_at_once(start_appliance)
     committed, resume = asyncio.Event(), asyncio.Event()
     write, query = flowstore.insert_rollups, flowstore.query_top
 
@@ -212,8 +217,7 @@ async def test_top_counts_a_write_committed_during_its_query_once(
 async def test_a_failed_rollup_write_is_retried_with_the_next(
     start_appliance: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = await start_appliance(sources=_netflow())
-    run.app.flows.clock = lambda: time.time() + 120
+    run = await _each_minute_closing_at_once(start_appliance)
     write = flowstore.insert_rollups
     failures = [sqlite3.OperationalError("database or disk is full")]
 
@@ -240,8 +244,7 @@ async def test_a_failed_rollup_write_is_retried_with_the_next(
 async def test_rollup_rows_past_the_retry_bound_are_counted_as_dropped(
     start_appliance: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    run = await start_appliance(sources=_netflow())
-    run.app.flows.clock = lambda: time.time() + 120
+    run = await _each_minute_closing_at_once(start_appliance)
 
     async def always_fails(store: Any, *args: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
