@@ -13,7 +13,8 @@
 //! baseline detection's group counts the event (`BaselineGroups`; a spike goes into `fired`
 //! at its place, so the alerts and the suppression state come in the reference's order); a
 //! window detection, unless the event is late, feeds each window with the entry `(ts, ids,
-//! raws)`. It stops, before changing anything for that event, at the first one the engine
+//! raws)` (held as its parts, `FeedEntry`, the tuple made only if Python is handed it). It
+//! stops, before changing anything for that event, at the first one the engine
 //! must see itself: a match left undecided, a detection it has no plan for (an alert of its
 //! own, a Python window, a runtime that went to Python), an event time that is not a float,
 //! a raw sample the reference takes from the message. The engine observes that event and

@@ -6,7 +6,9 @@
 //! values themselves: `True == 1 == 1.0`, `-0.0 == 0`, a NaN equals only itself (dicts look up
 //! by identity first), an unhashable value (a list) raises `TypeError` where the reference's
 //! lookup does. What a snapshot shows (the key and value objects as first seen) and the
-//! evidence (the entry tuples) are the Python objects themselves, held by reference.
+//! evidence (the entry tuples) are the Python objects themselves, held by reference, except
+//! what is made again equal: a plain key or value (None, an exact `str` or `int`) from its
+//! key bytes, and the entry `DetectionFeeds` builds from its parts (`Ev::Parts`).
 //!
 //! What this cannot mirror exactly is declined with `WindowsDeclined` before anything
 //! changes (a NaN event time, a caught panic, counted in `panics()`); the runtime then turns
