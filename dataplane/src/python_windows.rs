@@ -437,6 +437,14 @@ fn shown<'py>(py: Python<'py>, kept: &Shown, key: &Part) -> PyResult<Bound<'py, 
     }
 }
 
+/// A distinct value as first seen, or made again from its key when it was plain.
+fn shown_value<'py>(py: Python<'py>, kept: &Shown, key: &Part) -> PyResult<Bound<'py, PyAny>> {
+    match kept {
+        Some(v) => Ok(v.bind(py).clone()),
+        None => key.value_again(py),
+    }
+}
+
 /// An entry: the reference's own tuple `(ts, ids, raws)`, held by reference (a chain copies
 /// the reference), or `Parts` of the one the engine builds for an event (`DetectionFeeds`):
 /// its id (`ids` is `(id,)`, or `()` for none) and its raw sample (`raws` is `(raw,)`, or
@@ -499,6 +507,7 @@ pub(crate) fn entry_tuple<'py>(
 
 /// An entry time as `evidence` compares it: an entry's own float, or a tuple's item (an
 /// object only Python compares).
+#[derive(Clone)]
 enum Time<'py> {
     Float(f64),
     Obj(Bound<'py, PyAny>),
@@ -590,17 +599,11 @@ fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py,
             Some(l) => Time::gt(py, &ts, l)?,
             None => true,
         };
-        match (new_first, new_last) {
-            (true, true) => {
-                last = Some(match &ts {
-                    Time::Float(x) => Time::Float(*x),
-                    Time::Obj(o) => Time::Obj(o.clone()),
-                });
-                first = Some(ts);
-            }
-            (true, false) => first = Some(ts),
-            (false, true) => last = Some(ts),
-            (false, false) => {}
+        if new_last {
+            last = Some(ts.clone());
+        }
+        if new_first {
+            first = Some(ts);
         }
     }
     let ids = PyList::new(py, ids.keys())?;
@@ -706,11 +709,7 @@ impl CorrelationWindows {
                 }
                 Window::Distinct(vals) => {
                     for (vk, (v, e)) in vals.iter() {
-                        let v = match v {
-                            Some(v) => v.bind(py).clone(),
-                            None => vk.value_again(py)?,
-                        };
-                        items.append((v, payload(py, e)?))?;
+                        items.append((shown_value(py, v, vk)?, payload(py, e)?))?;
                     }
                 }
                 Window::Ordered(chains) => {
