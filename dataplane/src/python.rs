@@ -153,10 +153,11 @@ impl StampKey {
 }
 
 /// BSD stamps already converted, as the reference memoises them per (stamp, zone, hour
-/// received): a burst shares a handful of stamps and the conversion is a Python call.
+/// received): a burst shares a handful of stamps and the conversion is a Python call. The
+/// stamps are a sender's, so the keys hash as the windows' do (keyed, `windows::Lru`).
 #[derive(Default)]
 struct StampMemo {
-    epochs: HashMap<StampKey, Option<f64>>,
+    epochs: HashMap<StampKey, Option<f64>, ahash::RandomState>,
     /// The zones the keys name by address, held so no address is reused while keyed.
     zones: Vec<Py<PyAny>>,
 }
