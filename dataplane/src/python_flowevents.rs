@@ -263,6 +263,24 @@ impl Chunk {
     }
 }
 
+impl Drop for Chunk {
+    /// The datagram's values and times released under one check of the interpreter, as a
+    /// record's are (`python_record::Record`): ~20 a flow, each dropped alone checked a
+    /// thread-local.
+    fn drop(&mut self) {
+        let values = std::mem::take(&mut self.values);
+        let records = std::mem::take(&mut self.records);
+        Python::attach(|py| {
+            for v in values {
+                v.drop_ref(py);
+            }
+            for rec in records {
+                rec.ts.drop_ref(py);
+            }
+        });
+    }
+}
+
 /// `rec`'s own values among `values` (empty for a record with no shape: its event was made).
 fn own_values<'a>(shapes: &[Shape], values: &'a [Py<PyAny>], rec: &FlowRecord) -> &'a [Py<PyAny>] {
     let n = shapes.get(rec.shape).map_or(0, |s| s.keys.len());
