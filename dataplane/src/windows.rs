@@ -11,7 +11,7 @@
 //! drive it without an interpreter.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 
 const NIL: usize = usize::MAX;
 
