@@ -9,12 +9,12 @@ Run under callgrind with ``--rounds 1`` and ``--rounds 3`` and subtract the tota
 (interpreter, imports, the appliance started, the datagrams made) is the same in both, so the
 difference is the path's on ``2 x`` the flows of one round::
 
-    for r in 1 3; do PYTHONHASHSEED=0 valgrind --tool=callgrind \\
+    for r in 1 3; do PYTHONHASHSEED=0 setarch "$(uname -m)" -R valgrind --tool=callgrind \\
         --callgrind-out-file=/dev/null .venv/bin/python scripts/callgrind_flows.py --rounds $r
     done
 
 (instructions of round 3 minus round 1) / (2 x 30 x --datagrams) is the figure in README
-"Sizing". Each round decodes the same datagrams again (later rounds see warm caches and the
+"Sizing" (``setarch -R``: see ``callgrind_rules.py``). Each round decodes the same datagrams again (later rounds see warm caches and the
 windows' groups of the earlier ones, as a steady stream does); the rollup and the raw rows are
 left out (``scripts/bench netflow --stages`` times them).
 """

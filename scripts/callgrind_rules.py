@@ -7,11 +7,15 @@ Run under callgrind with ``--rounds 1`` and ``--rounds 3`` and subtract the tota
 decode the same ``3 x --lines`` events first (the setup), and the engine observes the first
 ``--rounds x --lines`` of them, so the difference is the engine's on ``2 x --lines`` events::
 
-    for r in 1 3; do PYTHONHASHSEED=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
-        .venv/bin/python scripts/callgrind_rules.py --rounds $r; done
+    for r in 1 3; do PYTHONHASHSEED=0 setarch "$(uname -m)" -R valgrind --tool=callgrind \\
+        --callgrind-out-file=/dev/null .venv/bin/python scripts/callgrind_rules.py --rounds $r
+    done
 
 (instructions of round 3 minus round 1) / (2 x --lines) is the figure in README "Sizing".
-``PYTHONHASHSEED=0`` keeps the dicts' probe sequences the same between the two runs.
+``PYTHONHASHSEED=0`` keeps the dicts' probe sequences the same between the two runs, and
+``setarch -R`` (no address randomization) the native key tables', which place interned keys by
+their addresses (without it their probes alone moved a build's count by 60-120 a line from run
+to run; two runs with it were 125 apart, all of it glibc's allocator).
 ``--what decode`` counts the decode instead (the syslog/UDP listener's batch call over the
 first ``--rounds x --lines`` lines of the same log, whole slices of 512, no engine): the
 lines are sshd's, sudo's, cron's, the kernel's and others', as the rules bench decodes them.
