@@ -14,9 +14,10 @@ difference is the path's on ``2 x`` the flows of one round::
     done
 
 (instructions of round 3 minus round 1) / (2 x 30 x --datagrams) is the figure in README
-"Sizing" (``setarch -R``: see ``callgrind_rules.py``). Each round decodes the same datagrams again (later rounds see warm caches and the
-windows' groups of the earlier ones, as a steady stream does); the rollup and the raw rows are
-left out (``scripts/bench netflow --stages`` times them).
+"Sizing" (``setarch -R``: see ``callgrind_rules.py``). Each round decodes the same datagrams
+again (later rounds see warm caches and the windows' groups of the earlier ones, as a steady
+stream does); the rollup and the raw rows are left out (``scripts/bench netflow --stages``
+times them).
 """
 
 from __future__ import annotations
