@@ -10,11 +10,12 @@
 //! event's dict, never the record, from then on), iterating makes them all, and a slice is a
 //! `FlowEvents` over the same records and made events.
 //!
-//! A record keeps its own values in its shape's key order; the shape holds the exporter's
-//! values every flow of the datagram shares and the prototype dict the event's fields are
-//! copied from, so a made event's dict is `decode_batch`'s record key for key. The records
-//! share their list values (`event.category`, `event.type`): a native reader never keeps
-//! or changes a value it reads, and a made event's fields get copies of the lists.
+//! A record keeps its own values in its shape's key order, integers as numbers
+//! ([`FlowValue`]); the shape holds the exporter's values every flow of the datagram shares
+//! and the prototype dict the event's fields are copied from, so a made event's dict is
+//! `decode_batch`'s record key for key. The records share their list values
+//! (`event.category`, `event.type`): a native reader never keeps or changes a value it
+//! reads, and a made event's fields get copies of the lists.
 
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
@@ -67,6 +68,65 @@ impl Maker {
             Some(self.listener.bind(py).clone()),
         )
     }
+}
+
+/// A flow record's own value: an integer as its number, made a Python `int` only when it is
+/// read as an object (a made event's dict, a reader that keeps the object); anything else
+/// (a text, a list, a float, an integer past 64 bits) as the object. The decoder's integers
+/// (ports, counters, flags) are most of a flow's values, and the rules and the windows read
+/// them as numbers: each made an `int` with the flow (allocated past 256) and freed with its
+/// chunk was ~4 % of the flow path on the bench's flows, whose counters are small.
+pub(crate) enum FlowValue {
+    Int(i64),
+    Obj(Py<PyAny>),
+}
+
+impl FlowValue {
+    /// The value as the reference holds it.
+    pub(crate) fn object<'py>(&self, py: Python<'py>) -> Bound<'py, PyAny> {
+        self.held().object(py)
+    }
+
+    fn held(&self) -> Held<'_> {
+        match self {
+            FlowValue::Int(n) => Held::Int(*n),
+            FlowValue::Obj(o) => Held::Obj(o),
+        }
+    }
+}
+
+/// A value a record or its shape holds, lent.
+#[derive(Clone, Copy)]
+pub(crate) enum Held<'a> {
+    Int(i64),
+    Obj(&'a Py<PyAny>),
+}
+
+impl<'a> Held<'a> {
+    pub(crate) fn object<'py>(self, py: Python<'py>) -> Bound<'py, PyAny> {
+        match self {
+            Held::Int(n) => match n.into_pyobject(py) {
+                Ok(v) => v.into_any(),
+                Err(e) => match e {},
+            },
+            Held::Obj(o) => o.bind(py).clone(),
+        }
+    }
+
+    /// The value as the rules read it (`held_value` of its object).
+    fn val(self, py: Python<'a>) -> Val<'a> {
+        match self {
+            Held::Int(n) => Val::Int(n),
+            Held::Obj(o) => held_value(o.bind(py)),
+        }
+    }
+}
+
+/// A field's value as a native reader takes it: the object, or a record's integer as its
+/// number (`EventFields::read`).
+pub(crate) enum Read<'py> {
+    Int(i64),
+    Obj(Bound<'py, PyAny>),
 }
 
 /// The keys of the records of one shape (a template's fields and the optional keys a record
@@ -131,15 +191,11 @@ impl Shape {
 
     /// A key's value in a record of this shape (own keys, then the exporter's); `key` is
     /// interned (see `by_address`).
-    fn find<'a>(
-        &'a self,
-        values: &'a [Py<PyAny>],
-        key: &Bound<'_, PyString>,
-    ) -> Option<&'a Py<PyAny>> {
+    fn find<'a>(&'a self, values: &'a [FlowValue], key: &Bound<'_, PyString>) -> Option<Held<'a>> {
         let i = self.position(key)?;
         match i.checked_sub(self.keys.len()) {
-            None => values.get(i),
-            Some(c) => self.common.get(c).map(|(_, v)| v),
+            None => values.get(i).map(FlowValue::held),
+            Some(c) => self.common.get(c).map(|(_, v)| Held::Obj(v)),
         }
     }
 
@@ -191,7 +247,7 @@ pub(crate) struct Chunk {
     records: Vec<FlowRecord>,
     /// The records' own values, one record's after another: one allocation for the
     /// datagram's flows, not one a flow.
-    values: Vec<Py<PyAny>>,
+    values: Vec<FlowValue>,
     /// Per shape: a record of it holds a None (then the shape answers no rule for it; see
     /// [`ShapeKnown`]).
     none_in: Box<[bool]>,
@@ -208,7 +264,7 @@ impl Chunk {
         created: Py<PyAny>,
         shapes: Vec<Shape>,
         records: Vec<FlowRecord>,
-        values: Vec<Py<PyAny>>,
+        values: Vec<FlowValue>,
         premade: Vec<(usize, Py<PyAny>)>,
     ) -> Self {
         let made: Box<[OnceLock<Py<PyAny>>]> = records.iter().map(|_| OnceLock::new()).collect();
@@ -216,7 +272,10 @@ impl Chunk {
         for rec in &records {
             if let Some(flag) = none_in.get_mut(rec.shape) {
                 let own = own_values(&shapes, &values, rec);
-                *flag = *flag || own.iter().any(|v| v.is_none(py));
+                *flag = *flag
+                    || own
+                        .iter()
+                        .any(|v| matches!(v, FlowValue::Obj(o) if o.is_none(py)));
             }
         }
         for (i, ev) in premade {
@@ -236,7 +295,7 @@ impl Chunk {
     }
 
     /// A record's own values.
-    fn own(&self, rec: &FlowRecord) -> &[Py<PyAny>] {
+    fn own(&self, rec: &FlowRecord) -> &[FlowValue] {
         own_values(&self.shapes, &self.values, rec)
     }
 
@@ -250,7 +309,8 @@ impl Chunk {
         let shape = &self.shapes[rec.shape];
         let d = shape.fields(py)?;
         for (k, v) in shape.keys.iter().zip(self.own(rec)) {
-            match v.cast_bound::<PyList>(py) {
+            let v = v.object(py);
+            match v.cast::<PyList>() {
                 // the records share their lists (`event.category`...): each event its own
                 Ok(list) => d.set_item(k, PyList::new(py, list.iter())?)?,
                 Err(_) => d.set_item(k, v)?,
@@ -272,7 +332,9 @@ impl Drop for Chunk {
         let records = std::mem::take(&mut self.records);
         Python::attach(|py| {
             for v in values {
-                v.drop_ref(py);
+                if let FlowValue::Obj(o) = v {
+                    o.drop_ref(py);
+                }
             }
             for rec in records {
                 rec.ts.drop_ref(py);
@@ -282,7 +344,7 @@ impl Drop for Chunk {
 }
 
 /// `rec`'s own values among `values` (empty for a record with no shape: its event was made).
-fn own_values<'a>(shapes: &[Shape], values: &'a [Py<PyAny>], rec: &FlowRecord) -> &'a [Py<PyAny>] {
+fn own_values<'a>(shapes: &[Shape], values: &'a [FlowValue], rec: &FlowRecord) -> &'a [FlowValue] {
     let n = shapes.get(rec.shape).map_or(0, |s| s.keys.len());
     values.get(rec.start..rec.start + n).unwrap_or_default()
 }
@@ -543,7 +605,7 @@ impl<'a, 'py> EventAt<'a, 'py> {
 /// An event's fields as the native readers look them up: its dict, or a flow's record.
 pub(crate) enum EventFields<'a, 'py> {
     Dict(Bound<'py, PyDict>),
-    Flow(Python<'py>, &'a Shape, &'a [Py<PyAny>]),
+    Flow(Python<'py>, &'a Shape, &'a [FlowValue]),
     /// The batch decode's record, its dict not made (`python_record`).
     Record(Bound<'py, FieldsRecord>),
 }
@@ -570,9 +632,21 @@ impl<'a, 'py> EventFields<'a, 'py> {
         match self {
             EventFields::Dict(d) => d.get_item(key),
             EventFields::Flow(py, shape, values) => {
-                Ok(shape.find(values, key).map(|v| v.bind(*py).clone()))
+                Ok(shape.find(values, key).map(|v| v.object(*py)))
             }
             EventFields::Record(r) => Ok(r.get().record.get(key).map(|v| v.bind(r.py()).clone())),
+        }
+    }
+
+    /// `fields.get(key)` as `item`, a flow record's integer as its number (no object made).
+    #[inline(always)]
+    pub(crate) fn read(&self, key: &Bound<'py, PyString>) -> PyResult<Option<Read<'py>>> {
+        match self {
+            EventFields::Flow(py, shape, values) => Ok(shape.find(values, key).map(|v| match v {
+                Held::Int(n) => Read::Int(n),
+                Held::Obj(o) => Read::Obj(o.bind(*py).clone()),
+            })),
+            _ => Ok(self.item(key)?.map(Read::Obj)),
         }
     }
 
@@ -660,14 +734,14 @@ impl ShapeFields for ShapeKnown<'_, '_> {
 pub(crate) struct FlowFields<'a, 'py> {
     pub(crate) py: Python<'py>,
     pub(crate) shape: &'a Shape,
-    pub(crate) values: &'a [Py<PyAny>],
+    pub(crate) values: &'a [FlowValue],
     pub(crate) keys: &'a [Py<PyString>],
 }
 
 impl Fields for FlowFields<'_, '_> {
     fn get(&self, field: usize) -> Option<Val<'_>> {
         let key = self.keys.get(field)?.bind(self.py);
-        Some(held_value(self.shape.find(self.values, key)?.bind(self.py)))
+        Some(self.shape.find(self.values, key)?.val(self.py))
     }
 }
 

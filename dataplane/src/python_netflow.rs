@@ -24,7 +24,7 @@ use crate::netflow_state::{
     Decoder, DomainKey, Field, FlowSink, Limits, Planner, RecordCtx, TemplatePlan, TimeKind,
 };
 use crate::python::{protocol_names, FlowKeys, PANICS};
-use crate::python_flowevents::{Chunk, FlowEvents, FlowRecord, Maker, Shape};
+use crate::python_flowevents::{Chunk, FlowEvents, FlowRecord, FlowValue, Maker, Shape};
 use crate::recent::RecentCache;
 use crate::rollup::{Flow, Text};
 
@@ -111,7 +111,7 @@ struct FlowsOut {
     shapes: Vec<Shape>,
     records: Vec<FlowRecord>,
     /// The records' own values, one after another (`Chunk::values`).
-    values: Vec<Py<PyAny>>,
+    values: Vec<FlowValue>,
     premade: Vec<(usize, Py<PyAny>)>,
 }
 
@@ -134,8 +134,9 @@ const SHAPES: usize = 32;
 /// `known` when the value's text is cached already (an IPv4 address), an integer's from the
 /// cache of recent ones.
 fn key_text(
+    py: Python<'_>,
     v: &Raw<'_>,
-    made: &Bound<'_, PyAny>,
+    made: &FlowValue,
     known: Option<&Text>,
     ints: &mut RecentCache<Text>,
 ) -> Text {
@@ -151,34 +152,53 @@ fn key_text(
             ints.put(n, t.clone());
             t
         }
-        Raw::Bytes(..) => made
-            .cast::<PyString>()
-            .ok()
-            .and_then(|s| s.to_str().ok().map(Text::from))
-            .unwrap_or_else(|| Text::from("")),
+        Raw::Bytes(..) => match made {
+            FlowValue::Obj(o) => o
+                .bind(py)
+                .cast::<PyString>()
+                .ok()
+                .and_then(|s| s.to_str().ok().map(Text::from))
+                .unwrap_or_else(|| Text::from("")),
+            FlowValue::Int(_) => Text::from(""),
+        },
     }
 }
 
-/// A value as the reference makes it; with an IPv4 address, also its cached key text.
+/// An integer as a record holds it: its number, or the object past 64 bits.
+fn int_value<T: Copy + TryInto<i64> + for<'py> IntoPyObject<'py>>(
+    py: Python<'_>,
+    n: T,
+) -> PyResult<FlowValue> {
+    match n.try_into() {
+        Ok(i) => Ok(FlowValue::Int(i)),
+        Err(_) => Ok(FlowValue::Obj(n.into_bound_py_any(py)?.unbind())),
+    }
+}
+
+/// A value as the reference makes it (an integer kept as its number); with an IPv4
+/// address, also its cached key text.
 fn value<'py>(
     py: Python<'py>,
     v: &Raw<'_>,
     ip4: &mut Ip4Cache,
-) -> PyResult<(Bound<'py, PyAny>, Option<Text>)> {
+) -> PyResult<(FlowValue, Option<Text>)> {
     match *v {
-        Raw::Int(n) => Ok((n.into_bound_py_any(py)?, None)),
+        Raw::Int(n) => Ok((int_value(py, n)?, None)),
         Raw::Bytes(b, Conv::Ip4) if b.len() == 4 => {
             let k = u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             if let Some((s, t)) = ip4.get(k) {
-                return Ok((s.bind(py).clone().into_any(), Some(t.clone())));
+                return Ok((FlowValue::Obj(s.clone_ref(py).into_any()), Some(t.clone())));
             }
             let t = text(b, Conv::Ip4);
             let s = PyString::new(py, &t);
             let t: Text = t.into();
             ip4.put(k, (s.clone().unbind(), t.clone()));
-            Ok((s.into_any(), Some(t)))
+            Ok((FlowValue::Obj(s.into_any().unbind()), Some(t)))
         }
-        Raw::Bytes(b, c) => Ok((PyString::new(py, &text(b, c)).into_any(), None)),
+        Raw::Bytes(b, c) => Ok((
+            FlowValue::Obj(PyString::new(py, &text(b, c)).into_any().unbind()),
+            None,
+        )),
     }
 }
 
@@ -186,7 +206,7 @@ type Pairs<'py> = Vec<(Bound<'py, PyString>, Bound<'py, PyAny>)>;
 
 /// A record's own pairs, its keys lent by the plan and the key table (no reference counted
 /// per key and flow: most flows never make a dict).
-type OwnPairs<'a, 'py> = Vec<(&'a Bound<'py, PyString>, Bound<'py, PyAny>)>;
+type OwnPairs<'a, 'py> = Vec<(&'a Bound<'py, PyString>, FlowValue)>;
 
 impl<'py, 'k> DictSink<'py, 'k> {
     /// The exporter's keys every flow of the datagram ends with, in the reference's order.
@@ -234,7 +254,7 @@ impl<'py, 'k> DictSink<'py, 'k> {
         let Some(slot) = proto else {
             let d = PyDict::new(py);
             for (k, v) in pairs {
-                d.set_item(k, v)?;
+                d.set_item(k, v.object(py))?;
             }
             for (k, v) in common {
                 d.set_item(k, v)?;
@@ -256,7 +276,7 @@ impl<'py, 'k> DictSink<'py, 'k> {
         };
         let d = base.copy()?;
         for (k, v) in pairs {
-            d.set_item(k, v)?;
+            d.set_item(k, v.object(py))?;
         }
         Ok(d)
     }
@@ -288,15 +308,12 @@ impl<'py, 'k> DictSink<'py, 'k> {
                 Raw::Bytes(..) => None,
             }
         };
-        let times = |v: u64, r: u128| -> PyResult<Bound<'_, PyAny>> {
+        let times = |v: u64, r: u128| -> PyResult<FlowValue> {
             match u128::from(v).checked_mul(r) {
                 // pyo3 makes any u128 through its slow 128-bit path (~340 instructions);
                 // counters times a sampling rate almost always fit 64 bits
-                Some(x) => match u64::try_from(x) {
-                    Ok(x) => x.into_bound_py_any(py),
-                    Err(_) => x.into_bound_py_any(py),
-                },
-                None => v.into_bound_py_any(py)?.mul(r),
+                Some(x) => int_value(py, x),
+                None => Ok(FlowValue::Obj(v.into_bound_py_any(py)?.mul(r)?.unbind())),
             }
         };
         let timed = start_i.is_some() || end_i.is_some();
@@ -357,13 +374,13 @@ impl<'py, 'k> DictSink<'py, 'k> {
                 let (v, known) = value(py, &rec[*i], self.ip4)?;
                 let known = known.as_ref();
                 if Some(*i) == src_i {
-                    flow.src = Some(key_text(&rec[*i], &v, known, self.ints));
+                    flow.src = Some(key_text(py, &rec[*i], &v, known, self.ints));
                 }
                 if Some(*i) == dst_i {
-                    flow.dst = Some(key_text(&rec[*i], &v, known, self.ints));
+                    flow.dst = Some(key_text(py, &rec[*i], &v, known, self.ints));
                 }
                 if Some(*i) == port_i {
-                    flow.port = Some(key_text(&rec[*i], &v, known, self.ints));
+                    flow.port = Some(key_text(py, &rec[*i], &v, known, self.ints));
                 }
                 pairs.push((name, v));
             }
@@ -379,16 +396,16 @@ impl<'py, 'k> DictSink<'py, 'k> {
             }
             let (network, connection) = match (&self.flows, shared) {
                 (Some(_), false) => (
-                    keys.category_list.bind(py).clone(),
-                    keys.type_list.bind(py).clone(),
+                    keys.category_list.clone_ref(py),
+                    keys.type_list.clone_ref(py),
                 ),
                 _ => (
-                    PyList::new(py, [keys.flow.network.bind(py)])?,
-                    PyList::new(py, [keys.flow.connection.bind(py)])?,
+                    PyList::new(py, [keys.flow.network.bind(py)])?.unbind(),
+                    PyList::new(py, [keys.flow.connection.bind(py)])?.unbind(),
                 ),
             };
-            pairs.push((key(&keys.flow.category), network.into_any()));
-            pairs.push((key(&keys.flow.kind), connection.into_any()));
+            pairs.push((key(&keys.flow.category), FlowValue::Obj(network.into_any())));
+            pairs.push((key(&keys.flow.kind), FlowValue::Obj(connection.into_any())));
             if let Some(i) = proto_i {
                 let proto = int(&rec[i]).unwrap_or(u64::MAX);
                 if proto < 256 {
@@ -396,18 +413,21 @@ impl<'py, 'k> DictSink<'py, 'k> {
                     shape |= 1;
                     pairs.push((
                         key(&keys.flow.iana),
-                        self.iana[proto].bind(py).clone().into_any(),
+                        FlowValue::Obj(self.iana[proto].clone_ref(py).into_any()),
                     ));
                     if let Some(t) = &self.transport[proto] {
                         shape |= 2;
-                        pairs.push((key(&keys.flow.transport), t.bind(py).clone().into_any()));
+                        pairs.push((
+                            key(&keys.flow.transport),
+                            FlowValue::Obj(t.clone_ref(py).into_any()),
+                        ));
                     }
                     flow.transport = Some(self.transport_key[proto].clone());
                 }
             }
             if r != 1 {
                 shape |= 4;
-                pairs.push((key(&keys.flow.rate), r.into_bound_py_any(py)?));
+                pairs.push((key(&keys.flow.rate), int_value(py, r)?));
             }
             let mut ts = now;
             // the event time's float, when it is event.end's (one object for both)
@@ -423,7 +443,7 @@ impl<'py, 'k> DictSink<'py, 'k> {
                         shape |= 8;
                         pairs.push((
                             key(&keys.flow.start),
-                            (b + v * rc.scale).into_bound_py_any(py)?,
+                            FlowValue::Obj((b + v * rc.scale).into_bound_py_any(py)?.unbind()),
                         ));
                     }
                     if let Some(i) = end_i {
@@ -432,7 +452,7 @@ impl<'py, 'k> DictSink<'py, 'k> {
                         shape |= 16;
                         let end = ts.into_bound_py_any(py)?;
                         ts_obj = Some(end.clone());
-                        pairs.push((key(&keys.flow.end), end));
+                        pairs.push((key(&keys.flow.end), FlowValue::Obj(end.unbind())));
                     }
                 }
             }
@@ -459,7 +479,7 @@ impl<'py, 'k> DictSink<'py, 'k> {
                     shape: at,
                     start: out.values.len(),
                 });
-                out.values.extend(pairs.drain(..).map(|(_, v)| v.unbind()));
+                out.values.extend(pairs.drain(..).map(|(_, v)| v));
                 self.cols.push(flow);
                 continue;
             }

@@ -24,7 +24,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::python::PANICS;
-use crate::python_flowevents::EventFields;
+use crate::python_flowevents::{EventFields, Read};
 use crate::windows::{Entry, Kind, Op, Spec, Window, Windows};
 
 create_exception!(
@@ -396,9 +396,14 @@ fn group_key<'py>(
     w.push_len(keys.len());
     let (mut all_none, mut plain) = (true, true);
     for k in keys {
-        match fields.item(k.bind(py))? {
+        match fields.read(k.bind(py))? {
             None => w.push_byte(TAG_NULL),
-            Some(v) => {
+            // a flow's integer: plain, written as `value` writes an int
+            Some(Read::Int(n)) => {
+                all_none = false;
+                w.int(n);
+            }
+            Some(Read::Obj(v)) => {
                 all_none &= v.is_none();
                 plain &= plain_value(&v);
                 w.value(&v)?;
@@ -652,7 +657,8 @@ impl CorrelationWindows {
             )
         };
         // a plain value is made again from its key when shown (no object held per value)
-        let value = value.map(|(k, v)| (k, move || (!plain_value(&v)).then(|| v.unbind())));
+        let value =
+            value.map(|(k, v)| (k, move || v.filter(|v| !plain_value(v)).map(Bound::unbind)));
         let steps = self.steps.get(rule_id).map_or(&[][..], Vec::as_slice);
         let got = self
             .w
@@ -670,21 +676,29 @@ impl CorrelationWindows {
         Ok(Some((PyTuple::new(py, values)?, gathered, value)))
     }
 
-    /// The value this event adds to a value_count window, or None when it adds none.
+    /// The value this event adds to a value_count window, or None when it adds none: its
+    /// key, and the value as shown (None for a flow's integer, which is plain: its key makes
+    /// it again).
     fn value<'py>(
         &self,
         py: Python<'py>,
         fields: &EventFields<'_, 'py>,
-    ) -> PyResult<Option<(Part, Bound<'py, PyAny>)>> {
+    ) -> PyResult<Option<(Part, Option<Bound<'py, PyAny>>)>> {
         if let [f] = self.value_fields.as_slice() {
-            let Some(v) = fields.item(f.bind(py))? else {
-                return Ok(None);
+            let v = match fields.read(f.bind(py))? {
+                None => return Ok(None),
+                Some(Read::Int(n)) => {
+                    let mut w = PartWriter::default();
+                    w.int(n);
+                    return Ok(Some((w.finish(), None)));
+                }
+                Some(Read::Obj(v)) => v,
             };
             if v.is_none() {
                 return Ok(None);
             }
             let v = value_of(v)?;
-            return Ok(Some((part(&v)?, v)));
+            return Ok(Some((part(&v)?, Some(v))));
         }
         let mut shown = Vec::with_capacity(self.value_fields.len());
         for f in &self.value_fields {
@@ -694,7 +708,7 @@ impl CorrelationWindows {
             }
         }
         let k = Part::tuple(&shown)?;
-        Ok(Some((k, PyTuple::new(py, shown)?.into_any())))
+        Ok(Some((k, Some(PyTuple::new(py, shown)?.into_any()))))
     }
 
     fn groups_inner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
