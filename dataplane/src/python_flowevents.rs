@@ -324,9 +324,9 @@ impl Chunk {
 }
 
 impl Drop for Chunk {
-    /// The datagram's values and times released under one check of the interpreter, as a
-    /// record's are (`python_record::Record`): ~20 a flow, each dropped alone checked a
-    /// thread-local.
+    /// The datagram's objects (its values that are not numbers, and the flows' times)
+    /// released under one check of the interpreter, as a record's are
+    /// (`python_record::Record`): each dropped alone checked a thread-local.
     fn drop(&mut self) {
         let values = std::mem::take(&mut self.values);
         let records = std::mem::take(&mut self.records);
