@@ -27,6 +27,7 @@ from appliance.protocols.syslog.framing import SyslogFramer
 from appliance.protocols.syslog.vendors import BUILTIN, VendorRegistry
 from appliance.protocols.syslog.vendors.base import VendorDecoder
 from appliance.protocols.syslog.vendors.declarative import load_file
+from appliance.sources import syslog_intake
 from appliance.sources.syslog_intake import SyslogIntake
 from appliance.store.segments import encode_line_reference
 from tests.conftest import syslog_corpus_lines
@@ -143,6 +144,7 @@ def run_both(
         made += len(got)
     seen = counters(native, *counts[0])
     assert seen == counters(reference, *counts[1])
+    assert list(seen["skew"].items()) == list(reference.skew.values.items())
     return made, seen
 
 
@@ -464,6 +466,25 @@ def test_a_decoder_files_device_time_dates_a_message_whose_header_has_none(
     events = make_intake().datagrams(one, NOW, 8192, RAW_MAX, dropped, truncated)
     assert events[0].fields["event.dataset"] == "fortigate"
     assert events[0].timestamp < NOW - 86400  # 2019, from the body, not the receive time
+
+
+def test_the_clock_skew_gauge_ends_the_same_with_interleaved_senders_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The batch writes a sender's skew once per run of its messages: the gauge must still
+    end as the reference leaves it, series in the same order, the last skew of each, and no
+    series for a sender that came after the bound was reached."""
+    monkeypatch.setattr(syslog_intake, "MAX_SKEW_SENDERS", 3)
+    ips = ["192.0.2.1", "192.0.2.2", "192.0.2.1", "192.0.2.3", "192.0.2.4", "192.0.2.2"]
+    batch = [
+        (f"<13>1 2026-12-04T12:59:{10 + k:02d}Z h app - - - m{k}".encode(), (ip, 514))
+        for k, ip in enumerate(ips * 2)
+        for _ in range(2)
+    ]
+    _, seen = run_both([batch], monkeypatch)
+    skew = seen["skew"]
+    assert list(skew) == [("192.0.2.1",), ("192.0.2.2",), ("192.0.2.3",)]
+    assert skew[("192.0.2.2",)] == pytest.approx(calendar.timegm((2026, 12, 4, 12, 59, 21)) - NOW)
 
 
 def test_rate_limit_drops_the_same_messages(monkeypatch: pytest.MonkeyPatch) -> None:
