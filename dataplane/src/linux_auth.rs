@@ -100,11 +100,16 @@ fn user_and_source(text: &str, at: usize) -> Option<(&str, &str, &str)> {
     None
 }
 
+/// `\s` on ASCII text.
+fn is_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
 /// The end of the run of non-space bytes from `at` (`\S+` on ASCII text).
 fn non_space_run(text: &str, at: usize) -> usize {
     let run = text.as_bytes()[at..]
         .iter()
-        .take_while(|&&b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+        .take_while(|b| !is_space(b))
         .count();
     at + run
 }
@@ -115,13 +120,86 @@ static SSH_INVALID: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// `_FROM_IP_PORT` of the reference (searched anywhere in the text): the peer of a
-/// connection line, with the user it names.
+/// connection line, with the user it names. Kept as the oracle of [`from_ip_port`].
+#[cfg(test)]
 static FROM_IP_PORT: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?:from|by) (?:(?:authenticating|invalid) user (\S+) )?([0-9a-fA-F.:]+)(?: port (\d+))?",
     )
     .expect("a valid pattern")
 });
+
+/// The groups of `_FROM_IP_PORT` on one line: the user, the address and the port.
+#[derive(Debug, PartialEq)]
+struct Peer<'a> {
+    user: Option<&'a str>,
+    ip: &'a str,
+    port: Option<&'a str>,
+}
+
+static FROM_KW: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("from "));
+static BY_KW: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("by "));
+
+/// `[0-9a-fA-F.:]`, the address class of `_FROM_IP_PORT`.
+fn is_address_byte(b: &u8) -> bool {
+    b.is_ascii_hexdigit() || matches!(b, b'.' | b':')
+}
+
+/// `_FROM_IP_PORT` searched by hand, with the regex's leftmost-first reading, on the text
+/// `decode` lets through (ASCII): its optional user clause sent the `regex` crate to its
+/// bounded backtracker, ~4,800 instructions a connection line (`Received disconnect from`,
+/// `Connection closed by`). The match starts at the first `from ` or `by ` that reads; there
+/// the user clause is tried first (its `\S+` is the whole run of non-spaces, as a shorter
+/// one leaves a non-space where the space must be), then the address straight after the
+/// keyword; the address and the port are whole runs of their classes (the optional port
+/// needs a space right after the address).
+fn from_ip_port(text: &str) -> Option<Peer<'_>> {
+    let bytes = text.as_bytes();
+    let run = |at: usize, class: fn(&u8) -> bool| {
+        at + bytes[at..].iter().take_while(|b| class(b)).count()
+    };
+    let mut from = 0;
+    loop {
+        let f = FROM_KW.find(&bytes[from..]).map(|i| (from + i, 5));
+        let b = BY_KW.find(&bytes[from..]).map(|i| (from + i, 3));
+        let (at, len) = match (f, b) {
+            (Some(f), Some(b)) => f.min(b),
+            (f, b) => f.or(b)?,
+        };
+        let after = at + len;
+        let clause = ["authenticating user ", "invalid user "]
+            .iter()
+            .find(|c| text[after..].starts_with(**c))
+            .and_then(|c| {
+                let user_at = after + c.len();
+                let user_end = non_space_run(text, user_at);
+                let ip_at = user_end + 1;
+                let read = user_end > user_at
+                    && bytes.get(user_end) == Some(&b' ')
+                    && bytes.get(ip_at).is_some_and(is_address_byte);
+                read.then_some((Some(&text[user_at..user_end]), ip_at))
+            });
+        let read = clause.or_else(|| {
+            bytes
+                .get(after)
+                .is_some_and(is_address_byte)
+                .then_some((None, after))
+        });
+        if let Some((user, ip_at)) = read {
+            let ip_end = run(ip_at, is_address_byte);
+            let port = text[ip_end..].starts_with(" port ").then(|| {
+                let port_at = ip_end + 6;
+                &text[port_at..run(port_at, u8::is_ascii_digit)]
+            });
+            return Some(Peer {
+                user,
+                ip: &text[ip_at..ip_end],
+                port: port.filter(|p| !p.is_empty()),
+            });
+        }
+        from = at + 1;
+    }
+}
 
 /// Every field this sets, in the order it sets them.
 pub const FIELDS: [&str; 12] = [
@@ -140,9 +218,52 @@ pub const FIELDS: [&str; 12] = [
     "process.working_directory",
 ];
 
-/// `_SUDO_HEAD` of the reference (matched at the start of the text).
+/// `_SUDO_HEAD` of the reference (matched at the start of the text), kept as the oracle of
+/// [`sudo_head`], which reads the same groups without it.
+#[cfg(test)]
 static SUDO_HEAD: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^\s*(\S+) : (?:(.*?) ; )?TTY=").expect("a valid pattern"));
+
+/// The groups of `_SUDO_HEAD` on one line: the user, the problem (the optional group, as it
+/// read), and where `TTY=` starts.
+#[derive(Debug, PartialEq)]
+struct SudoHead<'a> {
+    user: &'a str,
+    problem: Option<&'a str>,
+    tty_at: usize,
+}
+
+/// ` ; TTY=`, the problem group's only way out.
+static SEMI_TTY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(" ; TTY="));
+
+/// `_SUDO_HEAD` matched by hand, with the regex's leftmost-first reading, on the text
+/// `decode` lets through (ASCII without `\x1c`-`\x1f`, where `\s` is the six ASCII spaces):
+/// its lazy problem group sent the `regex` crate to its bounded backtracker, ~5,000
+/// instructions a sudo line. The user is the whole run of non-spaces after the leading
+/// spaces (a shorter run leaves a non-space where ` : ` must start); the optional group is
+/// tried first, and its shortest reading ends at the first ` ; TTY=` before a line feed
+/// (`.`); without it, `TTY=` must follow ` : ` at once.
+fn sudo_head(text: &str) -> Option<SudoHead<'_>> {
+    let bytes = text.as_bytes();
+    let user_at = bytes.iter().take_while(|b| is_space(b)).count();
+    let user_end = non_space_run(text, user_at);
+    if user_end == user_at || !text[user_end..].starts_with(" : ") {
+        return None;
+    }
+    let rest = user_end + 3;
+    let line_end = memchr::memchr(b'\n', &bytes[rest..]).map_or(text.len(), |i| rest + i);
+    let (problem, tty_at) = match SEMI_TTY.find(&bytes[rest..line_end]) {
+        Some(i) => (Some(&text[rest..rest + i]), rest + i + 3),
+        None if text[rest..].starts_with("TTY=") => (None, rest),
+        None => return None,
+    };
+    Some(SudoHead {
+        user: &text[user_at..user_end],
+        problem,
+        tty_at,
+    })
+}
 
 /// What the fast path made of a line.
 #[derive(Debug, PartialEq)]
@@ -204,11 +325,11 @@ fn sudo(text: &str) -> Auth<'_> {
     if text[..text.len().min(6)].contains("pam_") {
         return Auth::Defer;
     }
-    let Some(m) = SUDO_HEAD.captures(text) else {
+    let Some(head) = sudo_head(text) else {
         return Auth::Fields(Vec::new()); // claimed (sudo's lines are), nothing read
     };
-    let problem = m.get(2).map(|g| g.as_str()).filter(|p| !p.is_empty());
-    let tail = &text[m.get(0).map_or(0, |g| g.end()) - 4..];
+    let problem = head.problem.filter(|p| !p.is_empty());
+    let tail = &text[head.tty_at..];
     // `kv[key.strip()] = value` per ` ; ` part: the last of a key stands
     let space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r');
     let kv: Vec<(&str, &str)> = tail
@@ -230,8 +351,7 @@ fn sudo(text: &str) -> Auth<'_> {
     } else {
         "success"
     };
-    let user = m.get(1).map(|g| g.as_str());
-    let mut out = authentication("sudo", outcome, user, "info");
+    let mut out = authentication("sudo", outcome, Some(head.user), "info");
     for (key, value) in [
         ("event.reason", problem),
         ("user.target.name", get("USER")),
@@ -279,7 +399,7 @@ fn sshd(text: &str) -> Auth<'_> {
         .any(|p| first.starts_with(p))
         || (first.starts_with("Disconne") && !text.contains("Too many"));
     if connection {
-        let Some(m) = FROM_IP_PORT.captures(text) else {
+        let Some(m) = from_ip_port(text) else {
             return Auth::Fields(Vec::new()); // claimed, nothing read
         };
         let action = if text.contains("isconnect") {
@@ -292,11 +412,10 @@ fn sshd(text: &str) -> Auth<'_> {
             ("event.type", Value::Texts(vec!["info"])),
             ("event.action", Value::Text(Cow::Borrowed(action))),
         ];
-        if let Some(user) = m.get(1) {
-            out.push(("user.name", Value::Text(Cow::Borrowed(user.as_str()))));
+        if let Some(user) = m.user {
+            out.push(("user.name", Value::Text(Cow::Borrowed(user))));
         }
-        let (ip, port) = (m.get(2).map(|g| g.as_str()), m.get(3).map(|g| g.as_str()));
-        if !source(&mut out, ip, port) {
+        if !source(&mut out, Some(m.ip), m.port) {
             return Auth::Defer;
         }
         return Auth::Fields(out);
@@ -514,6 +633,132 @@ mod tests {
             "Failed ",
         ] {
             assert_eq!(ssh_result(text), by_regex(text), "{text:?}");
+        }
+    }
+
+    /// What `_FROM_IP_PORT` reads, as [`Peer`], for comparing with the hand matcher.
+    fn peer_by_regex(text: &str) -> Option<Peer<'_>> {
+        let m = FROM_IP_PORT.captures(text)?;
+        Some(Peer {
+            user: m.get(1).map(|g| g.as_str()),
+            ip: m.get(2).map_or("", |g| g.as_str()),
+            port: m.get(3).map(|g| g.as_str()),
+        })
+    }
+
+    #[test]
+    fn the_peer_hand_matcher_reads_the_lines_the_pattern_reads_as_it_does() {
+        for text in [
+            "Received disconnect from 192.0.2.44 port 3000:11: Bye Bye [preauth]",
+            "Connection closed by authenticating user root 203.0.113.9 port 4022 [preauth]",
+            "Connection closed by invalid user admin 203.0.113.9 port 4022 [preauth]",
+            "Disconnected from user alice 10.0.0.1 port 5",
+            "Did not receive identification string from 198.51.100.7 port 1",
+            "Connection closed by 2001:db8::1 port 22",
+            "from authenticating user root port 22",
+            "from authenticating user  1.2.3.4",
+            "from invalid user x\n1.2.3.4",
+            "standby 1.2.3.4 from 5.6.7.8",
+            "from zz by 1.2.3.4 port 7",
+            "from 1.2.3.4 port ",
+            "from 1.2.3.4 port x",
+            "from 1.2.3.4  port 5",
+            "from",
+            "from ",
+            "by ",
+            "xfrom fe80::1 port 99999999999999999999",
+            "Received signal 15; terminating.",
+        ] {
+            assert_eq!(from_ip_port(text), peer_by_regex(text), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16384))]
+
+        /// Connection lines made of the pattern's parts, well-formed and broken (a keyword
+        /// inside a word, a user clause without an address, an address class run that
+        /// starts with a word, a port without digits): the same groups as the pattern, or
+        /// neither reads the line.
+        #[test]
+        fn the_peer_hand_matcher_agrees_with_the_pattern_on_generated_lines(
+            parts in (
+                proptest::sample::select(vec!["Received disconnect ", "Connection closed ", "x", ""]),
+                proptest::sample::select(vec!["from ", "by ", "from", "standby ", "fromby ", "by by "]),
+                proptest::sample::select(vec![
+                    "", "authenticating user ", "invalid user ", "invalid user", "user ",
+                ]),
+                proptest::sample::select(vec!["root ", "", " ", "a\nb ", "root"]),
+                proptest::sample::select(vec!["192.0.2.44", "", "fe80::1", "beef", "zz", "\n1.2"]),
+                proptest::sample::select(vec![" port ", " port", "  port ", ""]),
+                proptest::sample::select(vec!["22", "", "x", "3000:11: Bye Bye", " from 1.1.1.1 port 2"]),
+            ),
+        ) {
+            let (a, b, c, d, e, f, g) = parts;
+            let text = [a, b, c, d, e, f, g].concat();
+            proptest::prop_assert_eq!(from_ip_port(&text), peer_by_regex(&text), "{:?}", text);
+        }
+    }
+
+    /// What `_SUDO_HEAD` reads, as [`SudoHead`], for comparing with the hand matcher.
+    fn sudo_by_regex(text: &str) -> Option<SudoHead<'_>> {
+        let m = SUDO_HEAD.captures(text)?;
+        Some(SudoHead {
+            user: m.get(1).map_or("", |g| g.as_str()),
+            problem: m.get(2).map(|g| g.as_str()),
+            tty_at: m.get(0).map_or(0, |g| g.end()) - 4,
+        })
+    }
+
+    #[test]
+    fn the_sudo_hand_matcher_reads_the_lines_the_pattern_reads_as_it_does() {
+        for text in [
+            "   alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=/bin/ls",
+            "alice : 3 incorrect password attempts ; TTY=pts/0 ; PWD=/ ; USER=root",
+            "alice : TTY=x ; TTY=y",
+            "alice : a ; b ; TTY=x",
+            "alice :  ; TTY=x",
+            "alice : ; TTY=x",
+            "alice : problem\n ; TTY=x",
+            "alice : problem ; TTY",
+            "alice :TTY=x",
+            "alice  : TTY=x",
+            "\t\n alice : TTY=x",
+            " : TTY=x",
+            "",
+            "alice",
+            "alice : ",
+            "alice : TTY=",
+            "a\rb : TTY=x",
+            "alice : x ; TTY=\n ; TTY=y",
+        ] {
+            assert_eq!(sudo_head(text), sudo_by_regex(text), "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(16384))]
+
+        /// sudo lines made of the pattern's parts, well-formed and broken (tabs for spaces,
+        /// line feeds, a repeated ` ; TTY=`, a missing colon): the same groups as the
+        /// pattern, or neither reads the line.
+        #[test]
+        fn the_sudo_hand_matcher_agrees_with_the_pattern_on_generated_lines(
+            parts in (
+                proptest::sample::select(vec!["", "   ", "\t", " \n ", "\r"]),
+                proptest::sample::select(vec!["alice", "", "a:b", "x\ty", "root ;"]),
+                proptest::sample::select(vec![" : ", " :", ": ", " :  ", "\t: ", " : : "]),
+                proptest::sample::select(vec![
+                    "", "3 incorrect password attempts", " ", "a ; b", "x\ny", "TTY=p ",
+                ]),
+                proptest::sample::select(vec![" ; ", " ;", "; ", "", " ;  ", "\n ; "]),
+                proptest::sample::select(vec!["TTY=", "TTY", "tty=", "TTY=pts/0 ; TTY="]),
+                proptest::sample::select(vec!["pts/0 ; PWD=/ ; USER=root", "", " ; TTY=x", "\n"]),
+            ),
+        ) {
+            let (a, b, c, d, e, f, g) = parts;
+            let text = [a, b, c, d, e, f, g].concat();
+            proptest::prop_assert_eq!(sudo_head(&text), sudo_by_regex(&text), "{:?}", text);
         }
     }
 
