@@ -6,9 +6,26 @@
 use super::header::{Clock, Format, Message, DEFAULT_PRI, MAX_APP_NAME, MAX_HOSTNAME};
 use super::rfc5424::rfc3339;
 
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
+/// A month's abbreviation as its number (1-12): a match the compiler turns into a few
+/// integer compares, where a search of a table called `memcmp` per month (~130 instructions
+/// a BSD stamp).
+fn month_number(name: &[u8]) -> Option<u32> {
+    Some(match name {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => return None,
+    })
+}
 const AIX_FORWARDED: &str = "Message forwarded from ";
 
 fn all_digits(b: &[u8]) -> bool {
@@ -44,11 +61,9 @@ fn find(b: &[u8], needle: &[u8], start: usize, end: usize) -> Option<usize> {
 /// Read `Mmm dd hh:mm:ss[.ffffff][ yyyy]` at `pos`: (epoch or `None`, index after).
 pub fn parse_bsd_timestamp(text: &str, pos: usize, clock: &mut impl Clock) -> (Option<f64>, usize) {
     let b = text.as_bytes();
-    let month = slice(b, pos, pos + 3);
-    let Some(month) = MONTHS.iter().position(|m| m.as_slice() == month) else {
+    let Some(month) = month_number(slice(b, pos, pos + 3)) else {
         return (None, pos);
     };
-    let month = month as u32 + 1;
     if b.len() < pos + 15 || b[pos + 3] != b' ' {
         return (None, pos);
     }
