@@ -18,6 +18,7 @@ import pytest
 from appliance import dataplane
 from appliance.correlate import Limits, load_rules
 from appliance.correlate.component import YIELD_EVERY
+from appliance.correlate.engine import NativeCorrelationRuntime
 from appliance.correlate.rules import RuleSet
 from appliance.event import Event
 from appliance.protocols.netflow.native import NativeNetflowDecoder
@@ -233,29 +234,55 @@ def test_a_syslog_slice_goes_through_one_native_call() -> None:
     pair.check()
 
 
+SSH_LOGIN = {"process.name": "sshd", "event.action": "ssh_login", "source.ip": "198.51.100.7",
+             "user.name": "alice", "observer.ip": "192.0.2.9", "host.hostname": "srv1"}  # fmt: skip
+
+
+def ssh_logins(outcomes: list[str], first: int = 0) -> list[Event]:
+    return [
+        Event(T0 + i, T0 + i, "syslog", {**SSH_LOGIN, "event.outcome": o}, f"l {i}".encode())
+        for i, o in enumerate(outcomes, first)
+    ]
+
+
 def test_ssh_failures_feeding_a_sequence_stay_in_the_native_call() -> None:
     """ssh_auth_failure feeds ssh_failures_before_success, whose fire feeds the sequence
-    ssh_success_after_failures, which ssh_auth_success feeds natively too: the failures are
-    observed in the call, and an event whose inner step fires is handed over after that
-    detection (the engine feeds the sequence before anything else does)."""
+    ssh_success_after_failures, which ssh_auth_success feeds natively too: the inner step's
+    fires feed the sequence inside the call (as the engine's _fired and _feed would, at
+    once), so the whole slice is one call, and the alerts come in the reference's order."""
     pair = Pair(load_rules([], builtin=True))
     engine = pair.native
     counting = CountingRuns(engine._feeds)
     engine._feeds = counting
-    login = {"process.name": "sshd", "event.action": "ssh_login", "source.ip": "198.51.100.7",
-             "user.name": "alice", "observer.ip": "192.0.2.9", "host.hostname": "srv1"}  # fmt: skip
-    events = [
-        Event(T0 + i, T0 + i, "syslog", {**login, "event.outcome": outcome}, f"l {i}".encode())
-        for i, outcome in enumerate(["failure"] * 12 + ["success"] + ["failure"] * 7)
-    ]
+    events = ssh_logins(["failure"] * 12 + ["success"] + ["failure"] * 7)
     alerts = engine.observe_batch(events, T0 + 20, print)
     ref = pair.python
     assert [a.rule.name for a in alerts] == [
         a.rule.name for e in events for a in ref.observe(e, T0 + 20)
     ]
     assert "ssh_success_after_failures" in {a.rule.name for a in alerts}
-    assert counting.calls > 1  # the inner step fired: handed over, then called again
-    assert engine.natively_observed == 20 - counting.calls + 1
+    assert counting.calls == 1 and engine.natively_observed == 20
+    pair.check()
+
+
+def test_a_sequence_step_that_raises_in_the_call_goes_on_in_python_as_the_reference_does() -> None:
+    """The sequence's window panics on the step an inner fire feeds it inside the call: the
+    panic is caught and counted, the engine turns that window to Python with its state and
+    feeds it the step there, the event's other windows are fed one by one, the calls go on
+    without the chain, and alerts and state stay the reference's."""
+    rules = load_rules([], builtin=True)
+    pair = Pair(rules)
+    engine = pair.native
+    seq = next(c.meta.id for c in rules.correlations if c.meta.name == "ssh_success_after_failures")
+    rt = engine.correlations[seq]
+    assert isinstance(rt, NativeCorrelationRuntime)
+    pair.feed(ssh_logins(["failure"] * 4), T0 + 4)  # one short of the inner step's threshold
+    rt.impl.inject_panic()
+    before = dataplane.native_panics()
+    pair.feed(ssh_logins(["failure"] * 3 + ["success"] + ["failure"] * 3, 4), T0 + 11)
+    assert dataplane.native_panics() == before + 1
+    assert not isinstance(engine.correlations[seq], NativeCorrelationRuntime)
+    assert "ssh_success_after_failures" in pair.fired
     pair.check()
 
 

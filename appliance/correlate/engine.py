@@ -835,7 +835,7 @@ class Engine:
     def _batch_fired(
         self,
         feeders: list[CorrelationRuntime],
-        results: list[tuple[int, Any]],
+        results: list[tuple[Any, ...]],
         rid: str,
         entry: Entry,
         fields: dict[str, Any],
@@ -843,31 +843,49 @@ class Engine:
     ) -> None:
         """What a batch reported, handled as the one-by-one loop would have: the hits of
         the windows it reached, the alerts in order, an exception where it was raised, a
-        declined step (and the windows after it) one by one."""
+        declined step (and the windows after it) one by one. An item is (window index, what
+        fired or raised) or, from ``DetectionFeeds``, with the chained step (see
+        :meth:`_fired`) after them."""
         done = 0
-        for i, got in results:
+        for item in results:
+            i, got = item[0], item[1]
             for rt in feeders[done : i + 1]:
                 rt.stats.hits += 1
             done = i + 1
             if isinstance(got, _WindowsDeclined):
-                rest = feeders[i:]
-                fired = self._declined(rest[0], rid, entry, fields)
+                fired = self._declined(feeders[i], rid, entry, fields)
                 if fired is not None:
-                    self._fired(rest[0], fired, entry, alerts, 0)
-                for rt in rest[1:]:
-                    rt.stats.hits += 1
-                    try:
-                        fired = rt.add(rid, entry, fields)
-                    except _WindowsDeclined:
-                        fired = self._declined(rt, rid, entry, fields)
-                    if fired is not None:
-                        self._fired(rt, fired, entry, alerts, 0)
+                    self._fired(feeders[i], fired, entry, alerts, 0)
+                self._add_each(feeders[i + 1 :], rid, entry, fields, alerts)
                 return
             if isinstance(got, BaseException):
                 raise got
-            self._fired(feeders[i], got, entry, alerts, 0)
+            chained = item[2] if len(item) > 2 else None
+            self._fired(feeders[i], got, entry, alerts, 0, chained)
+            if chained is not None and isinstance(chained[0], BaseException):
+                # the batch stopped at the step above this window: the rest one by one
+                self._add_each(feeders[i + 1 :], rid, entry, fields, alerts)
+                return
         for rt in feeders[done:]:
             rt.stats.hits += 1
+
+    def _add_each(
+        self,
+        feeders: list[CorrelationRuntime],
+        rid: str,
+        entry: Entry,
+        fields: dict[str, Any],
+        alerts: list[Alert],
+    ) -> None:
+        """The windows a batch did not reach, fed one by one as ``observe`` feeds them."""
+        for rt in feeders:
+            rt.stats.hits += 1
+            try:
+                fired = rt.add(rid, entry, fields)
+            except _WindowsDeclined:
+                fired = self._declined(rt, rid, entry, fields)
+            if fired is not None:
+                self._fired(rt, fired, entry, alerts, 0)
 
     # ------------------------------------------------------------------------- matching
 
@@ -1121,12 +1139,13 @@ class Engine:
                 rid = dets[r].meta.id
                 when = now + self.absence[rid].timespan
                 heapq.heappush(heap, (when, next(self._pushes), rid, key))
-            for i, r, k, out, entry in fired:
+            for i, r, k, out, entry, chained in fired:
                 try:
                     if k is None:  # a baseline spike (entry: the event time)
                         self._baseline(dets[r], events[i], entry, out, alerts)
                     else:
-                        self._fired(self._feeders[dets[r].meta.id][k], out, entry, alerts, 0)
+                        rt = self._feeders[dets[r].meta.id][k]
+                        self._fired(rt, out, entry, alerts, 0, chained)
                 except Exception:
                     on_error(events[i])
             if stop >= n:
@@ -1238,7 +1257,7 @@ class Engine:
             return None
         dets = native.detections
         cands: dict[int, list[CorrelationRuntime]] = {}
-        plans: list[tuple[str, Any, list[bool]] | None] = [None] * len(dets)
+        plans: list[tuple[str, Any, list[bool], list[Any]] | None] = [None] * len(dets)
         for i, d in enumerate(dets):
             rid = d.meta.id
             feeders = self._feeders.get(rid, [])
@@ -1246,7 +1265,7 @@ class Engine:
                 rt_g = self.absence.get(rid) if d.absence is not None else self.baseline.get(rid)
                 if d.parents or not isinstance(rt_g, NativeAbsenceRuntime | NativeBaselineRuntime):
                     continue
-                plans[i] = (rid, rt_g.impl, [])
+                plans[i] = (rid, rt_g.impl, [], [])
                 self._feeds_groups.append(rt_g)
                 continue
             if d.generate or not feeders:
@@ -1259,13 +1278,35 @@ class Engine:
         fed = {rt.rule.meta.id for feeders in cands.values() for rt in feeders}
         for i, feeders in cands.items():
             impls = [rt.impl for rt in feeders]  # type: ignore[attr-defined]
-            plans[i] = (dets[i].meta.id, impls, [bool(_above([rt]) & fed) for rt in feeders])
+            ends = [bool(_above([rt]) & fed) for rt in feeders]
+            plans[i] = (dets[i].meta.id, impls, ends, [self._chain(rt) for rt in feeders])
         if not any(plans):
             return None
+        lim = self.limits
         try:
-            return dp.DetectionFeeds(native.impl, plans, self.limits.allowed_lateness, SAMPLE_CHARS)
+            return dp.DetectionFeeds(
+                native.impl,
+                plans,
+                lim.allowed_lateness,
+                SAMPLE_CHARS,
+                (lim.evidence_events, lim.evidence_samples),
+            )
         except (TypeError, ValueError):
             return None
+
+    def _chain(self, rt: CorrelationRuntime) -> tuple[Any, str, list[str]] | None:
+        """What ``DetectionFeeds`` needs to feed this window's fires to the one window above
+        it itself, as :meth:`_fired` and :meth:`_feed` would (a sequence's inner step): that
+        window, this rule's id and group-by; None unless there is exactly one, native, that
+        feeds nothing itself (its fire is then handled here, in order, with nothing above it
+        to feed)."""
+        parents = rt.rule.parents
+        if len(parents) != 1 or parents[0].parents:
+            return None
+        above = self.correlations.get(parents[0].meta.id)
+        if not isinstance(above, NativeCorrelationRuntime):
+            return None
+        return above.impl, rt.rule.meta.id, list(rt.rule.group_by)
 
     def _baseline(
         self,
@@ -1321,7 +1362,11 @@ class Engine:
         entry: Entry,
         alerts: list[Alert],
         depth: int,
+        chained: tuple[Any] | None = None,
     ) -> None:
+        """A window fired: its alert (unless it is an inner step), then the windows above it
+        fed (``chained``: ``DetectionFeeds`` fed the one above already, with what
+        :meth:`_feed` would have, and this is what that step returned or raised)."""
         c = rt.rule
         key, state, value = fired
         lim = self.limits
@@ -1349,8 +1394,32 @@ class Engine:
             self._emit(c.meta, c.suppress, a, alerts)
         if c.parents:
             inner: Entry = (last, tuple(ids), tuple(raws))
+            if chained is not None:
+                self._fed(c.parents[0], chained[0], c.meta.id, inner, group, alerts, depth + 1)
+                return
             for p in c.parents:
                 self._feed(p, c.meta.id, inner, group, alerts, depth + 1)
+
+    def _fed(
+        self,
+        c: CorrelationRule,
+        got: Any,
+        rule_id: str,
+        entry: Entry,
+        fields: dict[str, Any],
+        alerts: list[Alert],
+        depth: int,
+    ) -> None:
+        """:meth:`_feed` of ``c`` after ``DetectionFeeds`` took its step: ``got`` is what its
+        window returned or raised."""
+        rt = self.correlations[c.meta.id]
+        rt.stats.hits += 1
+        if isinstance(got, _WindowsDeclined):
+            got = self._declined(rt, rule_id, entry, fields)
+        elif isinstance(got, BaseException):
+            raise got
+        if got is not None:
+            self._fired(rt, got, entry, alerts, depth)
 
     def _emit(self, meta: RuleMeta, sup: Suppress | None, a: Alert, out: list[Alert]) -> None:
         if meta.id in self.disabled:

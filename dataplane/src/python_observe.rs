@@ -24,13 +24,16 @@
 //!
 //! A window or group that raises or declines a step ends the call at that event with what
 //! its detections did so far (`partial`); the engine finishes that event as `observe`
-//! would. So does a window whose fire feeds a window fed here too (a sequence's inner step
-//! feeding the sequence): the engine feeds it before the rest of the event and the next
-//! events, as the reference does.
+//! would. A window whose fire feeds one window above it (a sequence's inner step feeding the
+//! sequence: `Engine._fired` then `_feed`) feeds that window here, at once, with the entry
+//! and group `_fired` builds (`Chain`), and hands both fires over; where it cannot (its step
+//! there raised or declined, or no chain was planned) and that window is fed here too, the
+//! event ends the call as a partial one, so the engine feeds it before the rest of the event
+//! and the next events, as the reference does.
 
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyBaseException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyFloat, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple};
 use pyo3::IntoPyObjectExt;
 use rustc_hash::FxHashMap;
 
@@ -44,21 +47,41 @@ use crate::rules::Fields;
 
 /// What the engine hands over for one detection: (its id, the native windows it feeds in
 /// the engine's order | its `AbsenceGroups` | its `BaselineGroups`, per window whether
-/// what it fires feeds a window fed here too).
-type PlanIn<'py> = (String, Bound<'py, PyAny>, Vec<bool>);
+/// what it fires feeds a window fed here too, per window its chain or None).
+type PlanIn<'py> = (String, Bound<'py, PyAny>, Vec<bool>, Vec<Option<ChainIn>>);
+
+/// A chain as the engine hands it over: (the window above, the id of the correlation whose
+/// fire feeds it, that correlation's group-by fields).
+type ChainIn = (Py<CorrelationWindows>, String, Vec<Py<PyString>>);
+
+/// Where one window's fire goes on here: `Engine._feed` of its one parent, a native window
+/// that feeds nothing itself (its own fire is handed over, and the engine raises its
+/// alert).
+struct Chain {
+    parent: Py<CorrelationWindows>,
+    /// The fired correlation's id, the rule id the parent is fed under.
+    child: String,
+    group_by: Vec<Py<PyString>>,
+}
 
 /// What one detection does natively.
 enum Plan {
     /// (detection id, the windows it feeds in the engine's order, per window: its fire
     /// feeds a window this call feeds too, so the engine must handle it before anything
     /// else feeds that one: the event ends the call as a partial one after this detection)
-    Windows(String, Vec<Py<CorrelationWindows>>, Vec<bool>),
+    Windows(
+        String,
+        Vec<Py<CorrelationWindows>>,
+        Vec<bool>,
+        Vec<Option<Chain>>,
+    ),
     Absence(Py<AbsenceGroups>),
     Baseline(Py<BaselineGroups>),
 }
 
-/// One detection's window results of one event: (member index, what fired or the error).
-type Results<'py> = Vec<(usize, Bound<'py, PyAny>)>;
+/// One detection's window results of one event: (member index, what fired or the error,
+/// and for a chained fire `(what the parent's step gave or raised,)`).
+type Results<'py> = Vec<(usize, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)>;
 
 /// One detection's step of one event, kept until the whole event went through.
 enum Step<'py> {
@@ -70,8 +93,9 @@ enum Step<'py> {
 
 /// What one call did: (index it stopped at, newest, watermark, late events, hits as
 /// (detection index, detection hits, window hits), fired as (event index, detection index,
-/// member index, fired, entry) for a window and (event index, detection index, None, spike,
-/// event time) for a baseline, absence pushes as (detection index, key), partial as (event
+/// member index, fired, entry, the chain's `(result,)` or None) for a window and (event
+/// index, detection index, None, spike, event time, None) for a baseline, absence pushes as
+/// (detection index, key), partial as (event
 /// index, event time, late, entry or None, [(detection index, window results or the
 /// absence/baseline result)], [detection indices not reached]), and the matcher's decisions
 /// for the event it stopped at when it got that far (the engine's `observe` then uses them;
@@ -123,6 +147,9 @@ pub struct DetectionFeeds {
     /// The engine's `allowed_lateness` as it holds it (`now + lateness` is a clamped time).
     lateness_obj: Py<PyAny>,
     sample_chars: usize,
+    /// The engine's `evidence_events` and `evidence_samples`: how much of a fire's ids and
+    /// raws a chained entry keeps, as `Engine._fired` cuts them.
+    evidence: (usize, usize),
     /// Matching events observed here (fed or late), since built.
     observed: u64,
     k_message: Py<PyString>,
@@ -163,7 +190,69 @@ impl<'py> FeedEntry<'py> {
     }
 }
 
+/// `seq[-n:]` as Python slices it (all of it when `n` is 0).
+fn tail<'py>(seq: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyTuple>> {
+    let list = seq.cast::<PyList>()?;
+    let len = list.len();
+    let from = if n == 0 { 0 } else { len.saturating_sub(n) };
+    Ok(list.get_slice(from, len).to_tuple())
+}
+
 impl DetectionFeeds {
+    /// `Engine._fired`'s feed of a window's fire to its one parent, done here: the entry
+    /// `(last, ids[-evidence_events:], raws[-evidence_samples:])` (`last` the event's time
+    /// when the fire had no entry), the group `{by: key}`, and the parent's step. `None`
+    /// when the fire is not of the shape the engine builds these from (the engine then
+    /// feeds the parent itself); else `(what the step returned or raised,)`.
+    fn chain<'py>(
+        &self,
+        py: Python<'py>,
+        chain: &Chain,
+        fired: &Bound<'py, PyAny>,
+        ts: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let Ok(fired) = fired.cast::<PyTuple>() else {
+            return Ok(None);
+        };
+        let (key, state) = (fired.get_item(0)?, fired.get_item(1)?);
+        let (Ok(key), Ok(state)) = (key.cast::<PyTuple>(), state.cast::<PyTuple>()) else {
+            return Ok(None);
+        };
+        if key.len() != chain.group_by.len() || state.len() != 4 {
+            return Ok(None);
+        }
+        let (ids, raws) = (state.get_item(0)?, state.get_item(1)?);
+        if !ids.is_exact_instance_of::<PyList>() || !raws.is_exact_instance_of::<PyList>() {
+            return Ok(None);
+        }
+        let last = match state.get_item(2)?.is_none() {
+            true => ts.clone(),
+            false => state.get_item(3)?,
+        };
+        let (events, samples) = self.evidence;
+        let inner = PyTuple::new(
+            py,
+            [
+                last,
+                tail(&ids, events)?.into_any(),
+                tail(&raws, samples)?.into_any(),
+            ],
+        )?;
+        let group = PyDict::new(py);
+        for (k, v) in chain.group_by.iter().zip(key.iter()) {
+            group.set_item(k.bind(py), v)?;
+        }
+        let got = {
+            let mut parent = chain.parent.bind(py).try_borrow_mut()?;
+            parent.add_entry(py, &chain.child, inner.as_any(), &group)
+        };
+        let got = match got {
+            Ok(out) => out.into_pyobject(py)?.into_any(),
+            Err(e) => e.into_value(py).into_bound(py).into_any(),
+        };
+        Ok(Some(PyTuple::new(py, [got])?))
+    }
+
     /// The entry `observe` builds for an event (None: the engine must build it).
     fn entry<'py>(
         &self,
@@ -215,12 +304,13 @@ impl DetectionFeeds {
         plans: Vec<Option<PlanIn<'_>>>,
         lateness: &Bound<'_, PyAny>,
         sample_chars: usize,
+        evidence: (usize, usize),
     ) -> PyResult<Self> {
         let name = |s: &str| PyString::intern(py, s).unbind();
         let plans = plans
             .into_iter()
             .map(|p| {
-                let Some((rid, obj, ends)) = p else {
+                let Some((rid, obj, ends, chains)) = p else {
                     return Ok(None);
                 };
                 Ok(Some(if let Ok(a) = obj.cast::<AbsenceGroups>() {
@@ -229,10 +319,20 @@ impl DetectionFeeds {
                     Plan::Baseline(b.clone().unbind())
                 } else {
                     let members: Vec<Py<CorrelationWindows>> = obj.extract()?;
-                    if ends.len() != members.len() {
-                        return Err(PyValueError::new_err("one flag per window"));
+                    if ends.len() != members.len() || chains.len() != members.len() {
+                        return Err(PyValueError::new_err("one flag and one chain per window"));
                     }
-                    Plan::Windows(rid, members, ends)
+                    let chains = chains
+                        .into_iter()
+                        .map(|c| {
+                            c.map(|(parent, child, group_by)| Chain {
+                                parent,
+                                child,
+                                group_by,
+                            })
+                        })
+                        .collect();
+                    Plan::Windows(rid, members, ends, chains)
                 }))
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -242,6 +342,7 @@ impl DetectionFeeds {
             lateness: lateness.extract()?,
             lateness_obj: lateness.clone().unbind(),
             sample_chars,
+            evidence,
             observed: 0,
             k_message: name("message"),
         })
@@ -436,7 +537,7 @@ impl DetectionFeeds {
                         let got = b.bind(py).try_borrow_mut()?.add_in(py, &fields, ts);
                         Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
-                    Some(Some(Plan::Windows(rid, members, ends))) => {
+                    Some(Some(Plan::Windows(rid, members, ends, chains))) => {
                         let Some(entry) = entry.as_ref() else {
                             continue; // late: the reference feeds no window
                         };
@@ -449,13 +550,33 @@ impl DetectionFeeds {
                             match got {
                                 Ok(None) => {}
                                 Ok(Some(out)) => {
-                                    if ends[k] {
+                                    let out = out.into_pyobject(py)?.into_any();
+                                    // Chained only while the engine has nothing to feed
+                                    // first (an earlier fire it feeds itself).
+                                    let chained = match chains.get(k) {
+                                        Some(Some(chain)) if failed.is_none() => {
+                                            self.chain(py, chain, &out, &ts_obj)?
+                                        }
+                                        _ => None,
+                                    };
+                                    let raised = chained.as_ref().is_some_and(|c| {
+                                        c.get_item(0)
+                                            .is_ok_and(|g| g.is_instance_of::<PyBaseException>())
+                                    });
+                                    if ends[k] && chained.is_none() {
                                         failed = Some(j); // after this detection's windows
                                     }
-                                    results.push((k, out.into_pyobject(py)?.into_any()))
+                                    results.push((k, out, chained.map(Bound::into_any)));
+                                    if raised {
+                                        // The step above raised or declined: the engine handles
+                                        // it, then this detection's windows after this one.
+                                        failed = Some(j);
+                                        break;
+                                    }
                                 }
                                 Err(e) => {
-                                    results.push((k, e.into_value(py).into_bound(py).into_any()));
+                                    let e = e.into_value(py).into_bound(py).into_any();
+                                    results.push((k, e, None));
                                     failed = Some(j);
                                     break;
                                 }
@@ -496,13 +617,13 @@ impl DetectionFeeds {
                 match step {
                     Step::Windows(results) => {
                         feed_hits[r] += 1;
-                        for (k, out) in results {
+                        for (k, out, chained) in results {
                             let obj = match &mut entry_obj {
                                 Some(obj) => obj,
                                 None => entry_obj
                                     .insert(entry.as_ref().map(|e| e.object(py)).transpose()?),
                             };
-                            fired.append((i, r, Some(k), out, obj.as_ref()))?;
+                            fired.append((i, r, Some(k), out, obj.as_ref(), chained))?;
                         }
                     }
                     Step::Groups(v) => {
@@ -512,7 +633,7 @@ impl DetectionFeeds {
                         if matches!(self.plans.get(r), Some(Some(Plan::Absence(_)))) {
                             pushes.append((r, v))?;
                         } else {
-                            fired.append((i, r, None::<usize>, v, &ts_obj))?;
+                            fired.append((i, r, None::<usize>, v, &ts_obj, py.None()))?;
                         }
                     }
                 }
