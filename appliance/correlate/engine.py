@@ -877,7 +877,8 @@ class Engine:
         fields: dict[str, Any],
         alerts: list[Alert],
     ) -> None:
-        """The windows a batch did not reach, fed one by one as ``observe`` feeds them."""
+        """Each window fed the event in turn (``observe``'s loop, and the windows a batch
+        did not reach), its fire handled at once. No lookup per window: the hot path."""
         for rt in feeders:
             rt.stats.hits += 1
             try:
@@ -1078,14 +1079,7 @@ class Engine:
                     else:
                         self._batch_fired(self._feeders[rid], results, rid, entry, fields, alerts)
                     continue
-                for rt in self._feeders[rid]:  # the hot path: no lookups per correlation
-                    rt.stats.hits += 1
-                    try:
-                        fired = rt.add(rid, entry, fields)
-                    except _WindowsDeclined:
-                        fired = self._declined(rt, rid, entry, fields)
-                    if fired is not None:
-                        self._fired(rt, fired, entry, alerts, 0)
+                self._add_each(self._feeders[rid], rid, entry, fields, alerts)
         return entry
 
     def observe_batch(

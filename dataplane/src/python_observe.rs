@@ -244,7 +244,7 @@ impl DetectionFeeds {
         }
         let got = {
             let mut parent = chain.parent.bind(py).try_borrow_mut()?;
-            parent.add_entry(py, &chain.child, inner.as_any(), &group)
+            parent.add(py, &chain.child, inner.as_any(), &group)
         };
         let got = match got {
             Ok(out) => out.into_pyobject(py)?.into_any(),

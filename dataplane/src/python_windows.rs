@@ -625,20 +625,6 @@ fn evidence<'py>(py: Python<'py>, entries: &[&Entry<Ev>]) -> PyResult<Bound<'py,
 impl CorrelationWindows {
     /// `CorrelationRuntime.add` of `entry`, whose event time (`entry[0]`) is `ts`
     /// ([`checked_time`]).
-    /// `add(rule_id, entry, fields)` as Python calls it: an entry tuple and a fields dict
-    /// (a correlation's fire feeding the window above it).
-    pub(crate) fn add_entry<'py>(
-        &mut self,
-        py: Python<'py>,
-        rule_id: &str,
-        entry: &Bound<'py, PyAny>,
-        fields: &Bound<'py, PyDict>,
-    ) -> PyResult<FiredOut<'py>> {
-        let fields = EventFields::Dict(fields.clone());
-        let ev = Ev::Obj(entry.clone().unbind());
-        caught(|| self.add_inner(py, rule_id, ev, entry_time(entry)?, &fields))
-    }
-
     pub(crate) fn add_inner<'py>(
         &mut self,
         py: Python<'py>,
@@ -922,14 +908,17 @@ impl CorrelationWindows {
 
     /// `CorrelationRuntime.add`: None, or (group key, the group's [`evidence`], the count)
     /// when the condition holds (the group is then forgotten, as the reference deletes it).
-    fn add<'py>(
+    /// (Also `DetectionFeeds`' step of a fire chained to the window above it.)
+    pub(crate) fn add<'py>(
         &mut self,
         py: Python<'py>,
         rule_id: &str,
         entry: &Bound<'py, PyAny>,
         fields: &Bound<'py, PyDict>,
     ) -> PyResult<FiredOut<'py>> {
-        self.add_entry(py, rule_id, entry, fields)
+        let fields = EventFields::Dict(fields.clone());
+        let ev = Ev::Obj(entry.clone().unbind());
+        caught(|| self.add_inner(py, rule_id, ev, entry_time(entry)?, &fields))
     }
 
     /// Drop groups with nothing newer than the window ending at `watermark`; how many.
