@@ -66,9 +66,11 @@ struct Chain {
 
 /// What one detection does natively.
 enum Plan {
-    /// (detection id, the windows it feeds in the engine's order, per window: its fire
-    /// feeds a window this call feeds too, so the engine must handle it before anything
-    /// else feeds that one: the event ends the call as a partial one after this detection)
+    /// (detection id, the windows it feeds in the engine's order, per window: whether its
+    /// fire feeds a window this call feeds too (unless chained, the engine must handle it
+    /// before anything else feeds that one: the event ends the call as a partial one after
+    /// this detection), per window: the window above it that this call feeds its fires to
+    /// (`Chain`), if any)
     Windows(
         String,
         Vec<Py<CorrelationWindows>>,

@@ -7,8 +7,8 @@ use super::header::{Clock, Format, Message, DEFAULT_PRI, MAX_APP_NAME, MAX_HOSTN
 use super::rfc5424::rfc3339;
 
 /// A month's abbreviation as its number (1-12): a match the compiler turns into a few
-/// integer compares, where a search of a table called `memcmp` per month (~130 instructions
-/// a BSD stamp).
+/// integer compares, where a search of a table compared slices month by month (~50
+/// instructions more a BSD stamp, callgrind).
 fn month_number(name: &[u8]) -> Option<u32> {
     Some(match name {
         b"Jan" => 1,
