@@ -90,6 +90,8 @@ class NativeMatcher:
         memo = self.groups
         number = self.number
         groups: list[int] = impl.memo_groups(events, memo)
+        if -1 not in groups:  # every signature memoised (a stream's usual slice): no loop
+            return groups
         for i, known in enumerate(groups):
             if known >= 0:
                 continue
