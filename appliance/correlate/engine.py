@@ -1362,6 +1362,11 @@ class Engine:
         fed (``chained``: ``DetectionFeeds`` fed the one above already, with what
         :meth:`_feed` would have, and this is what that step returned or raised)."""
         c = rt.rule
+        if chained is not None and chained[0] is None and not rt.emits:
+            # an inner step whose step above fired nothing: no alert, no entry to build,
+            # only the hit of the window above (most inner fires of a sequence)
+            self.correlations[c.parents[0].meta.id].stats.hits += 1
+            return
         key, state, value = fired
         lim = self.limits
         # the native windows gather their entries' evidence themselves
