@@ -10,6 +10,7 @@
 //! counters. A Python error or a caught panic costs that message a `decode_error`; the rest
 //! of the batch goes on.
 
+use std::borrow::Cow;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -138,27 +139,12 @@ fn claim<'py>(
     pre: &mut Prewritten<'py>,
 ) -> PyResult<bool> {
     if let Some(native) = native {
-        let parsed = msg.parsed.as_ref().filter(|_| msg.obj.is_none());
-        let owned;
-        let text = match parsed {
-            Some(p) => p.m.message,
-            None => {
-                owned = msg.text(py)?;
-                owned.as_str()
-            }
-        };
+        let text = msg.text(py)?;
         let applied = match native {
-            Native::File(file) => file.get().apply(py, text, fields, pre)?,
+            Native::File(file) => file.get().apply(py, &text, fields, pre)?,
             Native::Sshd(sshd) => {
-                let app_owned;
-                let app = match parsed {
-                    Some(p) => p.m.app_name.unwrap_or(""),
-                    None => {
-                        app_owned = msg.app_name(py)?.unwrap_or_default();
-                        app_owned.as_str()
-                    }
-                };
-                sshd.get().apply(py, app, text, fields, pre)?
+                let app = msg.app_name(py)?.unwrap_or_default();
+                sshd.get().apply(py, &app, &text, fields, pre)?
             }
         };
         match applied {
@@ -187,7 +173,7 @@ struct Msg<'a, 'py> {
     payload_time: Option<Bound<'py, PyAny>>,
 }
 
-impl<'py> Msg<'_, 'py> {
+impl<'a, 'py> Msg<'a, 'py> {
     fn object(&mut self) -> PyResult<Bound<'py, PyAny>> {
         if let Some(obj) = &self.obj {
             return Ok(obj.clone());
@@ -211,29 +197,37 @@ impl<'py> Msg<'_, 'py> {
         }
     }
 
-    fn app_name(&self, py: Python<'py>) -> PyResult<Option<String>> {
+    /// The APP-NAME as the decoders read it: the parse's own text until a message object
+    /// exists (a Python decoder may have changed it), then the object's. Borrowed from the
+    /// datagram, not from `self`, so the caller may hand `self` on meanwhile: a copy a
+    /// message was a `malloc` and a `free`.
+    fn app_name(&self, py: Python<'py>) -> PyResult<Option<Cow<'a, str>>> {
         match (&self.obj, &self.parsed) {
-            (None, Some(p)) => Ok(p.m.app_name.map(str::to_owned)),
+            (None, Some(p)) => Ok(p.m.app_name.map(Cow::Borrowed)),
             (Some(obj), _) => {
                 let app = obj.getattr(intern!(py, "app_name"))?;
                 if app.is_none() {
                     return Ok(None);
                 }
-                Ok(Some(app.cast_into::<PyString>()?.to_cow()?.into_owned()))
+                Ok(Some(Cow::Owned(
+                    app.cast_into::<PyString>()?.to_cow()?.into_owned(),
+                )))
             }
             (None, None) => Ok(None),
         }
     }
 
-    fn text(&self, py: Python<'py>) -> PyResult<String> {
+    /// The message text, read as [`Msg::app_name`] is.
+    fn text(&self, py: Python<'py>) -> PyResult<Cow<'a, str>> {
         match (&self.obj, &self.parsed) {
-            (None, Some(p)) => Ok(p.m.message.to_owned()),
-            (Some(obj), _) => Ok(obj
-                .getattr(intern!(py, "message"))?
-                .cast_into::<PyString>()?
-                .to_cow()?
-                .into_owned()),
-            (None, None) => Ok(String::new()),
+            (None, Some(p)) => Ok(Cow::Borrowed(p.m.message)),
+            (Some(obj), _) => Ok(Cow::Owned(
+                obj.getattr(intern!(py, "message"))?
+                    .cast_into::<PyString>()?
+                    .to_cow()?
+                    .into_owned(),
+            )),
+            (None, None) => Ok(Cow::Borrowed("")),
         }
     }
 
@@ -360,7 +354,7 @@ impl Dispatch {
             }
         }
         if let Some(app) = msg.app_name(py)? {
-            let mut cands = self.by_program.get(app.as_str());
+            let mut cands = self.by_program.get(app.as_ref());
             if cands.is_none() {
                 if let Some(i) = app.find('(') {
                     cands = self.by_program.get(&app[..i]);
