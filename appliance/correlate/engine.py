@@ -1363,8 +1363,8 @@ class Engine:
         :meth:`_feed` would have, and this is what that step returned or raised)."""
         c = rt.rule
         if chained is not None and chained[0] is None and not rt.emits:
-            # an inner step whose step above fired nothing: no alert, no entry to build,
-            # only the hit of the window above (most inner fires of a sequence)
+            # an inner step whose fire the window above took in the call without firing
+            # (most inner fires of a sequence): no alert, no entry to build, only its hit
             self.correlations[c.parents[0].meta.id].stats.hits += 1
             return
         key, state, value = fired

@@ -424,9 +424,9 @@ struct Counts {
     /// The clock skew of the run of messages from one sender being decoded: (its profile's
     /// key, the last message's skew), written to the gauge's dict when the sender changes
     /// and at the end of the call (`SyslogBatch::put_skew`). The reference writes it a
-    /// message; a dict write and a float a message were ~200 instructions of a syslog line's
-    /// decode (callgrind), and the dict ends the same (its keys added in the same order, the last value of each
-    /// standing, nothing else writing it during the call).
+    /// message; a dict write and a float a message were ~200 instructions of a syslog
+    /// line's decode (callgrind), and the dict ends the same (its keys added in the same
+    /// order, the last value of each standing, nothing else writing it during the call).
     skew: Option<(Py<PyAny>, f64)>,
 }
 
