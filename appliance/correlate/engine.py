@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -871,14 +871,16 @@ class Engine:
 
     def _add_each(
         self,
-        feeders: list[CorrelationRuntime],
+        feeders: Sequence[CorrelationRuntime],
         rid: str,
         entry: Entry,
         fields: dict[str, Any],
         alerts: list[Alert],
+        depth: int = 0,
     ) -> None:
-        """Each window fed the event in turn (``observe``'s loop, and the windows a batch
-        did not reach), its fire handled at once. No lookup per window: the hot path."""
+        """Each window fed the event in turn (``observe``'s loop, the windows a batch did
+        not reach, a chain's step in :meth:`_feed`), its fire handled at once. No lookup
+        per window: the hot path."""
         for rt in feeders:
             rt.stats.hits += 1
             try:
@@ -886,7 +888,7 @@ class Engine:
             except _WindowsDeclined:
                 fired = self._declined(rt, rid, entry, fields)
             if fired is not None:
-                self._fired(rt, fired, entry, alerts, 0)
+                self._fired(rt, fired, entry, alerts, depth)
 
     # ------------------------------------------------------------------------- matching
 
@@ -1341,13 +1343,7 @@ class Engine:
         rt = self.correlations.get(c.meta.id)
         if rt is None:
             return
-        rt.stats.hits += 1
-        try:
-            fired = rt.add(rule_id, entry, fields)
-        except _WindowsDeclined:
-            fired = self._declined(rt, rule_id, entry, fields)
-        if fired is not None:
-            self._fired(rt, fired, entry, alerts, depth)
+        self._add_each((rt,), rule_id, entry, fields, alerts, depth)
 
     def _fired(
         self,

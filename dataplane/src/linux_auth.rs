@@ -158,13 +158,17 @@ fn from_ip_port(text: &str) -> Option<Peer<'_>> {
     let run = |at: usize, class: fn(&u8) -> bool| {
         at + bytes[at..].iter().take_while(|b| class(b)).count()
     };
-    let mut from = 0;
+    // Each keyword's next place, searched again only once the match has passed it: the
+    // text is read once a keyword (searching both again from each failed place read it
+    // once a failure: quadratic on a hostile line of many `by `).
+    let next = |kw: &memmem::Finder<'_>, from: usize| kw.find(&bytes[from..]).map(|i| from + i);
+    let (mut from_at, mut by_at) = (next(&FROM_KW, 0), next(&BY_KW, 0));
     loop {
-        let f = FROM_KW.find(&bytes[from..]).map(|i| (from + i, 5));
-        let b = BY_KW.find(&bytes[from..]).map(|i| (from + i, 3));
-        let (at, len) = match (f, b) {
-            (Some(f), Some(b)) => f.min(b),
-            (f, b) => f.or(b)?,
+        let (at, len) = match (from_at, by_at) {
+            (Some(f), Some(b)) if f < b => (f, 5),
+            (Some(f), None) => (f, 5),
+            (_, Some(b)) => (b, 3),
+            (None, None) => return None,
         };
         let after = at + len;
         let clause = ["authenticating user ", "invalid user "]
@@ -197,7 +201,10 @@ fn from_ip_port(text: &str) -> Option<Peer<'_>> {
                 port: port.filter(|p| !p.is_empty()),
             });
         }
-        from = at + 1;
+        match len {
+            5 => from_at = next(&FROM_KW, at + 1),
+            _ => by_at = next(&BY_KW, at + 1),
+        }
     }
 }
 
@@ -668,9 +675,14 @@ mod tests {
             "by ",
             "xfrom fe80::1 port 99999999999999999999",
             "Received signal 15; terminating.",
+            "by zz from yy by 1.2.3.4 port 5",
         ] {
             assert_eq!(from_ip_port(text), peer_by_regex(text), "{text:?}");
         }
+        // a hostile line of failed places of both keywords, read once a keyword
+        let many = format!("{}from 10.0.0.1 port 7", "by zz from yy ".repeat(600));
+        assert_eq!(from_ip_port(&many), peer_by_regex(&many));
+        assert_eq!(from_ip_port(&many).map(|p| p.ip), Some("10.0.0.1"));
     }
 
     proptest::proptest! {

@@ -192,12 +192,15 @@ impl<'py> FeedEntry<'py> {
     }
 }
 
-/// `seq[-n:]` as Python slices it (all of it when `n` is 0).
+/// `tuple(seq[-n:])` as Python slices it (all of it when `n` is 0).
 fn tail<'py>(seq: &Bound<'py, PyAny>, n: usize) -> PyResult<Bound<'py, PyTuple>> {
     let list = seq.cast::<PyList>()?;
-    let len = list.len();
-    let from = if n == 0 { 0 } else { len.saturating_sub(n) };
-    Ok(list.get_slice(from, len).to_tuple())
+    let from = if n == 0 {
+        0
+    } else {
+        list.len().saturating_sub(n)
+    };
+    PyTuple::new(seq.py(), list.iter().skip(from))
 }
 
 impl DetectionFeeds {
