@@ -39,6 +39,7 @@ from benchlib import ApplianceProcess, dropped_by_reason, free_port
 
 from appliance.protocols.snmp import ber
 from appliance.protocols.snmp.message import encode_trap_v2c
+from appliance.store.segments import segment_text
 
 LINK_DOWN = "1.3.6.1.6.3.1.1.5.3"
 
@@ -145,7 +146,7 @@ def bench_appliance(
     with sqlite3.connect(f"file:{app.tmp / 'data' / 'appliance.db'}?mode=ro", uri=True) as db:
         rows = 0
         for (body,) in db.execute("SELECT body FROM event_segments"):
-            for line in body.split(b"\n"):
+            for line in segment_text(body).split(b"\n"):
                 _ts, _created, module, fields, _raw = orjson.loads(line)
                 rows += module == "snmp" and fields.get("event.action") == "linkDown"
     return {

@@ -150,6 +150,7 @@ def main() -> None:
     rss = app.peak_rss_mb()
     final = app.stop()
     stored_rows = app.stored_rows()
+    body_bytes = app.stored_body_bytes()
     print(
         json.dumps(
             {
@@ -174,6 +175,11 @@ def main() -> None:
                 # message (reading, decoding, the stages, the store; the kernel's part too).
                 "cpu_us_per_stored": round(cpu_s * 1e6 / stored_rows, 2) if stored_rows else None,
                 "recv_peak_rss_mb": round(rss, 1),
+                # What a stored message takes in the segments' bodies (each byte is written
+                # twice: the WAL, then the checkpoint's copy).
+                "body_bytes_per_stored": round(body_bytes / stored_rows, 1)
+                if stored_rows
+                else None,
             }
         )
     )

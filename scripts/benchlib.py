@@ -169,6 +169,12 @@ class ApplianceProcess:
             row = conn.execute("SELECT coalesce(sum(count), 0) FROM event_segments").fetchone()
             return int(row[0])
 
+    def stored_body_bytes(self) -> int:
+        """The bytes of the event segments' bodies as stored (packed where they shrank)."""
+        with sqlite3.connect(self.data_dir / "appliance.db") as conn:
+            row = conn.execute("SELECT coalesce(sum(length(body)), 0) FROM event_segments")
+            return int(row.fetchone()[0])
+
 
 def dropped_by_reason(metrics: dict[str, float]) -> dict[str, int]:
     out: dict[str, int] = {}

@@ -15,6 +15,7 @@ from appliance.app import Appliance
 from appliance.cli import main
 from appliance.config import parse_config
 from appliance.datalock import DataDirBusy
+from appliance.store.segments import segment_text
 from tests.conftest import make_config
 from tests.test_syslog_udp import send_udp
 
@@ -52,7 +53,9 @@ async def test_a_backup_restored_brings_back_exactly_what_it_held(
     assert not db.with_name("appliance.db-wal").exists()  # the old WAL must not be replayed
     conn = sqlite3.connect(db)
     try:
-        bodies = b"".join(r[0] for r in conn.execute("SELECT body FROM event_segments"))
+        bodies = b"".join(
+            segment_text(r[0]) for r in conn.execute("SELECT body FROM event_segments")
+        )
     finally:
         conn.close()
     assert b"before backup" in bodies and b"after backup" not in bodies

@@ -14,9 +14,9 @@ import pytest
 from appliance import dataplane
 from appliance.event import Event
 from appliance.store import Store, search, segindex
-from appliance.store.events import delete_before, index_rows_beside
+from appliance.store.events import delete_before, finish_rows_beside
 from appliance.store.search import Query, parse_condition
-from appliance.store.segments import encode_line, index_rows, segment_rows
+from appliance.store.segments import encode_line, finish_rows, segment_rows, segment_text
 from tests.ruletools import T0
 
 
@@ -214,27 +214,47 @@ def test_the_native_filter_is_the_reference_byte_for_byte() -> None:
 
 
 @pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
-def test_filters_built_on_a_native_thread_are_handed_over_once_its_eventfd_is_readable() -> None:
+def test_segments_finished_on_a_native_thread_are_handed_over_once_its_eventfd_is_readable() -> (
+    None
+):
     assert dataplane.native is not None
     bodies = [*_bodies(), b"", b"\xff\xfe not text"]
-    job = dataplane.native.SegmentBlooms(bodies)
+    job = dataplane.native.FinishSegments(bodies, True)
     readable, _, _ = select.select([job.fileno], [], [], 10)
     assert readable == [job.fileno]
-    assert job.result() == [segindex.bloom_reference(body) for body in bodies]
+    got = job.result()
+    assert [f for _, f in got] == [segindex.bloom_reference(body) for body in bodies]
+    assert [segment_text(stored) for stored, _ in got] == bodies
     assert job.result() is None  # handed over once
-    empty = dataplane.native.SegmentBlooms([])
+    empty = dataplane.native.FinishSegments([], True)
     assert select.select([empty.fileno], [], [], 10)[0] == [empty.fileno]
     assert empty.result() == []
 
 
 @pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
-async def test_the_store_awaits_the_filters_index_rows_would_build() -> None:
+def test_a_native_job_asked_for_no_filters_packs_the_bodies_only() -> None:
+    assert dataplane.native is not None
+    bodies = _bodies()
+    job = dataplane.native.FinishSegments(bodies, False)
+    select.select([job.fileno], [], [], 10)
+    got = job.result()
+    assert [f for _, f in got] == [None] * len(bodies)
+    assert [segment_text(stored) for stored, _ in got] == bodies
+
+
+@pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
+async def test_the_store_awaits_the_rows_finish_rows_would_make() -> None:
     events = [Event(T0 + i, T0 + i, "syslog", {"message": f"m {i}"}) for i in range(3000)]
     for i, e in enumerate(events):
         e.id = i + 1
     rows = segment_rows(events, 8192)
     assert len(rows) == 3
-    assert await index_rows_beside(rows) == index_rows(rows)
+    native_rows, native_index = await finish_rows_beside(rows, True)
+    reference_rows, reference_index = finish_rows(rows, True)
+    assert native_index == reference_index
+    assert [r[:7] for r in native_rows] == [r[:7] for r in reference_rows] == [r[:7] for r in rows]
+    assert [segment_text(r[7]) for r in native_rows] == [r[7] for r in rows]
+    assert [segment_text(r[7]) for r in reference_rows] == [r[7] for r in rows]
 
 
 def test_a_filter_holds_its_terms_and_its_size_is_bounded() -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,16 @@ import pytest
 from appliance.event import Event
 from appliance.store import Store, schema
 from appliance.store.errors import StoreError
+from appliance.store.events import delete_before
 from appliance.store.schema import migrations
+from appliance.store.segments import (
+    INSERT_SEGMENT,
+    ZSTD_MAGIC,
+    CorruptSegment,
+    encode_line,
+    pack_body,
+    segment_text,
+)
 from appliance.store.space import PAGE_SIZE
 
 
@@ -22,6 +33,12 @@ def ev(i: int, created: float = 1000.0, **fields) -> Event:
         fields={"message": f"m{i}", "host.hostname": f"h{i % 3}", **fields},
         raw=b"raw%d" % i,
     )
+
+
+def unpackable(size: int, seed: int) -> str:
+    """``size`` characters of random hex: a message that packs only to about half, so a test
+    of byte budgets writes bytes in proportion to what it asks for."""
+    return random.Random(seed).randbytes(size // 2).hex()
 
 
 async def open_store(path: Path, **kw) -> Store:
@@ -162,9 +179,10 @@ async def test_retention_deletes_oldest_until_under_the_size_limit(tmp_path: Pat
         # The schema alone takes a page (32 KiB) per table and index, over 1 MB by now: the
         # limit is 1 MB of room above what an empty database uses.
         limit = await store.used_bytes() + 1_000_000
-        big = "y" * 2000
         for chunk in range(10):
-            await store.insert_events([ev(chunk * 100 + i, message=big) for i in range(100)])
+            await store.insert_events(
+                [ev(chunk * 100 + i, message=unpackable(2000, chunk * 100 + i)) for i in range(100)]
+            )
         by_age, by_size = await store.enforce_retention(max_age=1e9, max_bytes=limit, now=1000)
         assert by_age == 0 and by_size > 0
         assert await store.used_bytes() <= limit
@@ -319,7 +337,9 @@ async def test_size_retention_keeps_events_when_other_tables_fill_the_budget(
     store = await open_store(tmp_path / "a.db")
     try:
         for chunk in range(4):
-            await store.insert_events([ev(chunk * 100 + i, message="e" * 1500) for i in range(100)])
+            await store.insert_events(
+                [ev(chunk * 100 + i, message=unpackable(1500, chunk * 100 + i)) for i in range(100)]
+            )
         async with store.transaction() as conn:  # ~2 MB of state rows, not events
             for i in range(40):
                 await conn.execute(
@@ -333,5 +353,95 @@ async def test_size_retention_keeps_events_when_other_tables_fill_the_budget(
         assert by_size > 0 and remaining > 0  # trimmed to the floor, not wiped
         assert remaining + by_size == 400
         assert "not events" in caplog.text
+    finally:
+        await store.close()
+
+
+def stored_bodies(path: Path) -> list[bytes]:
+    with sqlite3.connect(path) as conn:
+        return [bytes(r[0]) for r in conn.execute("SELECT body FROM event_segments")]
+
+
+async def test_segments_are_stored_packed_and_read_back_as_their_lines(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        events = [ev(i) for i in range(1500)]
+        await store.insert_events(events)
+        bodies = stored_bodies(tmp_path / "a.db")
+        assert len(bodies) == 2 and all(b.startswith(ZSTD_MAGIC) for b in bodies)
+        lines = b"\n".join(segment_text(b) for b in bodies).split(b"\n")
+        assert lines == [
+            encode_line(e.timestamp, e.created, e.module, e.fields, e.raw) for e in events
+        ]
+        assert sum(map(len, bodies)) * 5 < len(b"\n".join(lines))
+        got = await store.query_events(limit=2000, hostname="h1")
+        assert [e.id for e in got] == [i + 1 for i in range(1499, -1, -1) if i % 3 == 1]
+        assert got[0].fields["message"] == "m1498"
+    finally:
+        await store.close()
+
+
+async def test_plain_segments_stored_before_packing_are_still_read_and_searched(
+    tmp_path: Path,
+) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        old = [ev(i) for i in range(10)]
+        for i, e in enumerate(old):
+            e.id = i + 1
+        plain = b"\n".join(
+            encode_line(e.timestamp, e.created, e.module, e.fields, e.raw) for e in old
+        )
+        async with store.transaction() as conn:
+            await conn.execute(INSERT_SEGMENT, (1, 10, 10, 1000.0, 1000.0, 1000.0, 1000.0, plain))
+        store.next_id = 11
+        await store.insert_events([ev(i) for i in range(10, 20)])
+        bodies = stored_bodies(tmp_path / "a.db")
+        assert bodies[0] == plain and bodies[1].startswith(ZSTD_MAGIC)
+        got = await store.query_events(limit=100, text="m1")
+        assert [e.fields["message"] for e in got] == [f"m{i}" for i in range(19, 9, -1)] + ["m1"]
+    finally:
+        await store.close()
+
+
+def test_packed_bodies_unpack_right_on_many_threads_at_once() -> None:
+    # The reader's thread (seg_holds) and the scans' workers unpack at the same time.
+    bodies = [
+        b"\n".join(
+            encode_line(1.0, 1.0, "syslog", {"message": f"{k} {i}"}, b"r") for i in range(800)
+        )
+        for k in range(8)
+    ]
+    packed = [pack_body(b) for b in bodies]
+    assert all(p.startswith(ZSTD_MAGIC) for p in packed)
+
+    def unpack_all(start: int) -> bool:
+        return all(
+            segment_text(packed[(start + j) % 8]) == bodies[(start + j) % 8] for j in range(200)
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(unpack_all, range(8)))
+
+
+def test_a_body_that_claims_more_than_the_bound_is_refused_before_it_is_unpacked() -> None:
+    # A frame header with a single-segment flag and an 8-byte content size of 2^40.
+    frame = ZSTD_MAGIC + bytes([0xE0]) + (1 << 40).to_bytes(8, "little") + b"\x01\x00\x00"
+    with pytest.raises(CorruptSegment, match="claims"):
+        segment_text(frame)
+    with pytest.raises(CorruptSegment):
+        segment_text(ZSTD_MAGIC + b"\x00garbage")
+
+
+async def test_retention_trims_a_packed_segment_head_and_keeps_it_packed(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        await store.insert_events([ev(i) for i in range(1000)])
+        assert await delete_before(store, 401) == 400
+        (body,) = stored_bodies(tmp_path / "a.db")
+        assert body.startswith(ZSTD_MAGIC)
+        got = await store.query_events(limit=1000)
+        assert [e.id for e in got] == list(range(1000, 400, -1))
+        assert got[-1].fields["message"] == "m400"
     finally:
         await store.close()

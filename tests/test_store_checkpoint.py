@@ -5,6 +5,7 @@ the copy and its fsyncs."""
 from __future__ import annotations
 
 import asyncio
+import random
 import shutil
 import sqlite3
 import time
@@ -18,8 +19,13 @@ MIB = 1024 * 1024
 
 
 def events(n: int, size: int = 2000) -> list[Event]:
+    """Events of ``size`` random bytes each, as hex: text that packs only to those bytes, so
+    ``size`` is about what each adds to the WAL."""
+    rng = random.Random(n)
     return [
-        Event(1000.0 + i, 1000.0 + i, "syslog", {"message": f"m{i} " + "x" * size})
+        Event(
+            1000.0 + i, 1000.0 + i, "syslog", {"message": f"m{i} " + rng.randbytes(size).hex()}
+        )
         for i in range(n)
     ]
 
@@ -52,7 +58,7 @@ async def test_committed_events_reach_the_database_file_itself_beside_the_writer
     store = Store(tmp_path / "a.db")
     await store.open()
     try:
-        await store.insert_events(events(700))  # ~1.4 MB of lines: under the writer's 4 MiB
+        await store.insert_events(events(700))  # ~1.4 MB packed: under the writer's 4 MiB
         await checkpoints_done(store)
         assert rows_in_file_alone(store.path, tmp_path) == 1  # one segment of 700 events
     finally:

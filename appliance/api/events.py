@@ -46,7 +46,7 @@ async def _known(request: web.Request, names: list[str]) -> set[str]:
         needle = b'"' + json_needle(name) + b'":'
         async with conn.execute(
             "SELECT 1 FROM (SELECT body FROM event_segments ORDER BY first_id DESC LIMIT ?)"
-            " WHERE instr(body, ?) > 0 LIMIT 1",
+            " WHERE seg_holds(body, ?) LIMIT 1",
             (PROBE_SEGMENTS, needle),
         ) as cur:
             if await cur.fetchone() is not None:

@@ -21,6 +21,7 @@ import orjson
 
 from appliance.flows.rollup import OTHER
 from appliance.incidents.manager import SEVERITIES
+from appliance.store.segments import segment_text
 
 MAX_REPORT_EVENTS = 2_000_000
 TOP_N = 10
@@ -194,7 +195,7 @@ def _events(conn: sqlite3.Connection, data: ReportData, max_events: int) -> None
         (data.since, data.until),
     )
     for (body,) in cur:
-        for line in reversed(bytes(body).split(b"\n")):
+        for line in reversed(segment_text(bytes(body)).split(b"\n")):
             if read >= max_events:
                 data.events_truncated = True
                 break

@@ -27,10 +27,12 @@ from appliance.store.segments import (
     INSERT_INDEX,
     INSERT_SEGMENT,
     decode_line,
-    index_rows,
+    finish_rows,
     json_needle,
+    pack_body,
     segment_lines,
     segment_rows_with_ids,
+    segment_text,
 )
 
 if TYPE_CHECKING:
@@ -92,13 +94,12 @@ async def insert_events(store: Store, events: list[Event]) -> None:
     next_id = store.next_id + len(events)
     try:
         rows = segment_rows_with_ids(events, store.next_id, store.raw_max_bytes)
-        index: list[tuple[int, bytes]] = []
-        if store.search_index and dataplane.native is not None:
-            # Built on a native thread: the filters cost the event loop nothing while it
-            # decodes the next reads.
-            index = await index_rows_beside(rows)
-        elif store.search_index:
-            index = index_rows(rows)
+        if dataplane.native is not None:
+            # Packed (and indexed) on a native thread: it costs the event loop nothing
+            # while it decodes the next reads.
+            rows, index = await finish_rows_beside(rows, store.search_index)
+        else:
+            rows, index = finish_rows(rows, store.search_index)
         async with store.transaction() as conn:
             await conn.executemany(INSERT_SEGMENT, rows)
             # The segment's search index commits with it (or neither does).
@@ -112,9 +113,11 @@ async def insert_events(store: Store, events: list[Event]) -> None:
     store.wal_written(sum([len(row[7]) for row in rows]))
 
 
-async def index_rows_beside(rows: list[tuple[Any, ...]]) -> list[tuple[int, bytes]]:
-    """:func:`~appliance.store.segments.index_rows` on the native builder's own thread
-    (``SegmentBlooms``), awaited through the eventfd it signals.
+async def finish_rows_beside(
+    rows: list[tuple[Any, ...]], filters: bool
+) -> tuple[list[tuple[Any, ...]], list[tuple[int, bytes]]]:
+    """:func:`~appliance.store.segments.finish_rows` on the native builder's own thread
+    (``FinishSegments``), awaited through the eventfd it signals.
 
     Why not ``asyncio.to_thread``: a Python worker thread takes the interpreter back to start
     and to hand its result over, and each time waits for the busy event loop's switch
@@ -122,10 +125,10 @@ async def index_rows_beside(rows: list[tuple[Any, ...]]) -> list[tuple[int, byte
     insert's wall time. The native thread never takes it."""
     assert dataplane.native is not None
     try:
-        job = dataplane.native.SegmentBlooms([row[7] for row in rows])
-    except OSError as exc:  # no thread or eventfd to be had: build them on a Python one
-        _rl.warning("segment-blooms", "search filters built on a Python thread: %s", exc)
-        return await asyncio.to_thread(index_rows, rows)
+        job = dataplane.native.FinishSegments([row[7] for row in rows], filters)
+    except OSError as exc:  # no thread or eventfd to be had: finish them on a Python one
+        _rl.warning("segment-finish", "segments finished on a Python thread: %s", exc)
+        return await asyncio.to_thread(finish_rows, rows, filters)
     loop = asyncio.get_running_loop()
     built: asyncio.Future[None] = loop.create_future()
 
@@ -139,8 +142,10 @@ async def index_rows_beside(rows: list[tuple[Any, ...]]) -> list[tuple[int, byte
         await built
     finally:
         loop.remove_reader(fd)
-    blooms: list[bytes | None] = job.result()
-    return [(row[0], bloom) for row, bloom in zip(rows, blooms, strict=True) if bloom is not None]
+    finished: list[tuple[bytes, bytes | None]] = job.result()
+    stored = [(*row[:7], body) for row, (body, _) in zip(rows, finished, strict=True)]
+    index = [(row[0], f) for row, (_, f) in zip(rows, finished, strict=True) if f is not None]
+    return stored, index
 
 
 async def backfill_index(store: Store, *, batch: int = 16) -> int:
@@ -176,7 +181,7 @@ async def backfill_index(store: Store, *, batch: int = 16) -> int:
                     row = await cur.fetchone()
                 if row is None:
                     continue  # retention took it meanwhile
-                body = bytes(row[0])
+                body = segment_text(bytes(row[0]))
                 bloom = build(body) if build else segindex.bloom_reference(body)
                 if bloom is not None:
                     await wconn.execute(
@@ -228,7 +233,7 @@ async def query_events(
     if text:
         needles.append(json_needle(text))
     for needle in needles:
-        clauses.append("instr(body, ?) > 0")
+        clauses.append("seg_holds(body, ?)")
         args.append(needle)
     match = EventFilter(
         since=since,
@@ -310,6 +315,7 @@ async def first_id_created_at_or_after(store: Store, cutoff: float) -> int | Non
     if found is None:
         return store.next_id  # every stored event is older than the cutoff
     first_id, body = found
+    body = segment_text(body)
     for k, line in enumerate(body.split(b"\n")):
         if orjson.loads(line)[1] >= cutoff:
             return int(first_id) + k
@@ -357,11 +363,11 @@ async def trim_segment_head(store: Store, first_kept: int) -> int:
             return 0
         first_id, last_id, *bounds, body = head
         cut = first_kept - first_id
-        kept = body.split(b"\n")[cut:]
+        kept = segment_text(body).split(b"\n")[cut:]
         await conn.execute("DELETE FROM event_segments WHERE first_id = ?", (first_id,))
         # The old bounds still bound what is left: queries only use them to skip segments.
         await conn.execute(
-            INSERT_SEGMENT, (first_kept, last_id, len(kept), *bounds, b"\n".join(kept))
+            INSERT_SEGMENT, (first_kept, last_id, len(kept), *bounds, pack_body(b"\n".join(kept)))
         )
         # So does the old filter (it holds the terms of a superset of the lines).
         await conn.execute(

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from appliance.store import segindex
-from appliance.store.segments import decode_line, json_needle
+from appliance.store.segments import decode_line, json_needle, segment_text
 
 if TYPE_CHECKING:
     from appliance.event import Event
@@ -354,7 +354,7 @@ def _segment_sql(
     needles: list[str] = []
     needle_args: list[Any] = []
     for alts in query.needles():
-        needles.append("(" + " OR ".join("instr(s.body, ?) > 0" for _ in alts) + ")")
+        needles.append("seg_holds(s.body" + ", ?" * len(alts) + ")")
         needle_args.extend(alts)
     join = ""
     if probe is not None:
@@ -403,7 +403,7 @@ def _scan_batch(
     needles = query.needles()
     one = needles[0][0] if len(needles) == 1 and len(needles[0]) == 1 else None
     for first_id, body in segments:
-        lines = body.split(b"\n")
+        lines = segment_text(body).split(b"\n")
         # The lines to read, newest first: below the cursor, and no more than the budget.
         hi = len(lines) - 1
         if before_id is not None:
@@ -644,7 +644,7 @@ async def events_by_ids(store: Store, ids: Iterable[int]) -> list[Event]:
                 row = await cur.fetchone()
             if row is None:
                 break  # nothing older is stored
-            segment = (int(row[0]), bytes(row[1]).split(b"\n"))
+            segment = (int(row[0]), segment_text(bytes(row[1])).split(b"\n"))
         k = id_ - segment[0]
         if 0 <= k < len(segment[1]):
             out.append(decode_line(segment[1][k], id_))

@@ -19,6 +19,7 @@ pub mod recent;
 pub mod rollup;
 pub mod rules;
 pub mod segindex;
+pub mod segpack;
 pub mod syslog;
 pub mod udp_receiver;
 pub mod windows;
@@ -62,7 +63,8 @@ mod python_line;
 #[cfg(feature = "python")]
 mod python_udp;
 
-// A batch's search filters built on a thread that never takes the interpreter.
+// A batch's segments finished (search filters, packed bodies) on a thread that never
+// takes the interpreter.
 #[cfg(feature = "python")]
 mod python_segindex;
 

@@ -1761,7 +1761,7 @@ fn _dataplane(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(intel_select, m)?)?;
     m.add_class::<HeaderDecoder>()?;
     m.add_class::<crate::python_event::Event>()?;
-    m.add_class::<crate::python_segindex::SegmentBlooms>()?;
+    m.add_class::<crate::python_segindex::FinishSegments>()?;
     m.add_class::<PyFramer>()?;
     m.add_class::<FileDecoder>()?;
     m.add_class::<SshdAuthLines>()?;

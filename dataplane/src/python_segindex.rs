@@ -1,5 +1,6 @@
-//! A batch's search filters (`segindex::bloom` of each segment body) built on a thread of
-//! their own that never takes the interpreter, with an eventfd the event loop watches.
+//! A batch's segments finished for the disk on a thread of their own that never takes the
+//! interpreter, with an eventfd the event loop watches: each body's search filter
+//! (`segindex::bloom`) and its packed form (`segpack::pack`).
 //!
 //! Why not a Python worker thread: a thread that must take the interpreter back (to start
 //! the work and to hand the result over) waits for the busy event loop's switch interval,
@@ -19,37 +20,53 @@ use pyo3::types::PyBytes;
 
 use crate::python::PANICS;
 
-/// Each body's filter, or `None` where building it panicked (counted by the caller).
-fn blooms(bodies: &[PyBackedBytes]) -> Vec<Option<Vec<u8>>> {
+/// One body finished: its filter (`None` when not asked for) and its packed form (`None`
+/// when it stays plain); `Err` where either panicked (counted by the caller).
+type Finished = Result<(Option<Vec<u8>>, Option<Vec<u8>>), ()>;
+
+fn finish(bodies: &[PyBackedBytes], filters: bool) -> Vec<Finished> {
     bodies
         .iter()
         .map(|body| {
             let body: &[u8] = body;
-            catch_unwind(|| crate::segindex::bloom(body)).ok()
+            catch_unwind(|| {
+                let filter = filters.then(|| crate::segindex::bloom(body));
+                (filter, crate::segpack::pack(body))
+            })
+            .map_err(|_| ())
         })
         .collect()
 }
 
-/// The filters as Python objects (a panicked body's `None` counted).
-fn filters_to_python(
-    py: Python<'_>,
-    filters: Vec<Option<Vec<u8>>>,
-) -> Vec<Option<Bound<'_, PyBytes>>> {
-    filters
+/// A body as stored (packed, or the plain object itself) and its filter.
+type Stored<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyBytes>>);
+
+/// Each body as stored and its filter, as Python objects. A body whose work panicked is stored plain without a filter, and counted.
+fn to_python<'py>(
+    py: Python<'py>,
+    bodies: Vec<PyBackedBytes>,
+    finished: Vec<Finished>,
+) -> PyResult<Vec<Stored<'py>>> {
+    bodies
         .into_iter()
-        .map(|filter| match filter {
-            Some(filter) => Some(PyBytes::new(py, &filter)),
-            None => {
+        .zip(finished)
+        .map(|(body, done)| {
+            let (filter, packed) = done.unwrap_or_else(|()| {
                 PANICS.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+                (None, None)
+            });
+            let stored = match packed {
+                Some(packed) => PyBytes::new(py, &packed).into_any(),
+                None => body.into_pyobject(py)?.into_any(),
+            };
+            Ok((stored, filter.map(|f| PyBytes::new(py, &f))))
         })
         .collect()
 }
 
 /// A finished job: the bodies (handed back, so their references are dropped with the
-/// interpreter held) and their filters.
-type Built = (Vec<PyBackedBytes>, Vec<Option<Vec<u8>>>);
+/// interpreter held, or stored as they are) and what was made of each.
+type Built = (Vec<PyBackedBytes>, Vec<Finished>);
 
 struct Shared {
     /// Readable once `out` is set.
@@ -57,17 +74,18 @@ struct Shared {
     out: Mutex<Option<Built>>,
 }
 
-/// `SegmentBlooms(bodies)`: starts building the filters at once; `fileno` becomes readable
-/// when they are ready, and `result()` hands them over (`None` before).
+/// `FinishSegments(bodies, filters)`: starts packing the bodies (and building their filters
+/// when `filters`) at once; `fileno` becomes readable when they are ready, and `result()`
+/// hands them over (`None` before).
 #[pyclass(module = "appliance._dataplane", frozen)]
-pub(crate) struct SegmentBlooms {
+pub(crate) struct FinishSegments {
     shared: Arc<Shared>,
 }
 
 #[pymethods]
-impl SegmentBlooms {
+impl FinishSegments {
     #[new]
-    fn new(bodies: Vec<PyBackedBytes>) -> PyResult<Self> {
+    fn new(bodies: Vec<PyBackedBytes>, filters: bool) -> PyResult<Self> {
         let os_error = |e: std::io::Error| PyOSError::new_err(e.to_string());
         let done = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
             .map_err(|e| os_error(e.into()))?;
@@ -77,33 +95,36 @@ impl SegmentBlooms {
         });
         let theirs = Arc::clone(&shared);
         std::thread::Builder::new()
-            .name("segment-blooms".into())
+            .name("segment-finish".into())
             .spawn(move || {
-                let filters = blooms(&bodies);
+                let finished = finish(&bodies, filters);
                 *theirs.out.lock().unwrap_or_else(PoisonError::into_inner) =
-                    Some((bodies, filters));
+                    Some((bodies, finished));
                 let _ = theirs.done.write(1);
             })
             .map_err(os_error)?;
-        Ok(SegmentBlooms { shared })
+        Ok(FinishSegments { shared })
     }
 
-    /// The eventfd that becomes readable once the filters are built.
+    /// The eventfd that becomes readable once the bodies are finished.
     #[getter]
     fn fileno(&self) -> i32 {
         self.shared.done.as_raw_fd()
     }
 
-    /// Each body's filter (`None` for one whose build panicked, counted), once; `None` while
-    /// they are being built or after they were handed over.
-    fn result<'py>(&self, py: Python<'py>) -> Option<Vec<Option<Bound<'py, PyBytes>>>> {
-        let (bodies, filters) = self
+    /// `(stored body, filter)` of each body in order, once; `None` while they are being
+    /// finished or after they were handed over. The filter is `None` when not asked for or
+    /// when its build panicked (counted, the body then stored plain).
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Option<Vec<Stored<'py>>>> {
+        let taken = self
             .shared
             .out
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
-        drop(bodies);
-        Some(filters_to_python(py, filters))
+            .take();
+        let Some((bodies, finished)) = taken else {
+            return Ok(None);
+        };
+        to_python(py, bodies, finished).map(Some)
     }
 }

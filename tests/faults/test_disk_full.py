@@ -6,7 +6,9 @@ MiB fill with a few thousand 2 KB messages, which keeps each test to seconds.
 
 from __future__ import annotations
 
+import base64
 import os
+import random
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -47,13 +49,17 @@ def fill(path: Path) -> None:
 
 async def send(run: Any, first: int, count: int, size: int = 1900) -> None:
     """``count`` numbered lines, 50 at a time, each step once the previous one was received
-    (so the kernel never drops and every line is the appliance's to store or count)."""
+    (so the kernel never drops and every line is the appliance's to store or count). Their
+    text is random (base64 of random bytes), so packed segments still take ~3/4 of its size
+    and the disk fills as it would with real traffic."""
     addr = run.source().address
     pipeline = run.app.pipeline
     base = pipeline.received.total()
+    rng = random.Random(first)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for i in range(first, first + count):
-            s.sendto(b"<13>1 - h app - - - %06d " % i + b"x" * size, addr)
+            text = base64.b64encode(rng.randbytes(size * 3 // 4))[:size]
+            s.sendto(b"<13>1 - h app - - - %06d " % i + text, addr)
             if (i - first) % 50 == 49 or i == first + count - 1:
                 want = base + i - first + 1
                 await run.wait_for(lambda w=want: pipeline.received.total() >= w, timeout=30)
@@ -70,7 +76,7 @@ async def test_full_disk_sheds_oldest_events_and_keeps_ingesting(start_appliance
         pipeline={"batch_size": 200, "flush_interval": 0.05},
         storage={"raw_max_bytes": 2000},
     )
-    await send(run, 0, 4000)  # ~16 MB of lines into an 8 MB filesystem
+    await send(run, 0, 4000)  # ~16 MB of lines, ~6 MB packed, into an 8 MB filesystem
     await run.wait_for(lambda: books_balance(run), timeout=30)
     # Room was made by deleting the oldest, before the disk was full: nothing was dropped.
     assert run.app.retention_deleted.value("disk_full") > 0

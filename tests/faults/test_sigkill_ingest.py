@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from appliance.store.segments import segment_text
 from tests.conftest import TOKEN, free_port
 from tests.test_lifecycle import Proc
 
@@ -58,7 +59,7 @@ def stored(db: Path) -> tuple[dict[str, list[int]], list[int]]:
         for first_id, body in conn.execute(
             "SELECT first_id, body FROM event_segments ORDER BY first_id"
         ):
-            for k, raw in enumerate(bytes(body).split(b"\n")):
+            for k, raw in enumerate(segment_text(bytes(body)).split(b"\n")):
                 if not raw:
                     continue
                 ids.append(first_id + k)
