@@ -36,7 +36,8 @@ from bench_rules import Decoder, generate
 from bench_syslog_udp import make_line
 
 from appliance import dataplane
-from appliance.store.segments import SEGMENT_EVENTS, pack_body, segment_text
+from appliance.event import Event
+from appliance.store.segments import pack_body, segment_rows_with_ids, segment_text
 
 NOW = 1_790_000_000.0
 SLICE = 512
@@ -46,13 +47,12 @@ CORPUS = Path(
 
 
 def stored_bodies(lines: list[bytes]) -> list[bytes]:
+    """The segments' bodies as the store makes them, before packing."""
     decoder = Decoder()
-    stored: list[bytes] = []
+    events: list[Event] = []
     for i in range(0, len(lines), SLICE):
-        stored.extend(e.line for e in decoder.slice(lines[i : i + SLICE], NOW))
-    return [
-        b"\n".join(stored[i : i + SEGMENT_EVENTS]) for i in range(0, len(stored), SEGMENT_EVENTS)
-    ]
+        events.extend(decoder.slice(lines[i : i + SLICE], NOW))
+    return [row[7] for row in segment_rows_with_ids(events, 1, 8192)]
 
 
 def pack_all(bodies: list[bytes]) -> tuple[list[bytes], float]:

@@ -1,17 +1,22 @@
 """Syslog over UDP: offer N msg/s for T seconds, report what was received, stored and dropped.
 
 Usage: scripts/bench syslog-udp [--rate 50000] [--seconds 30] [--size 256] [--format 5424|3164]
-       [--sender auto|builtin|loggen] [--senders 2]
+       [--sender auto|builtin|loggen] [--senders 2] [--filler x|random]
 
 Sender: syslog-ng's `loggen` when installed (the peers' baseline tool), else a built-in
-multi-process sender that paces pre-built datagrams in 1 ms slots. Output: one JSON line.
+multi-process sender that paces pre-built datagrams in 1 ms slots. The message's filler is a
+repeated byte (loggen's kind, which the store packs ~240x) or, with ``--filler random`` and
+the built-in sender, random text that packs only as far as the header fields do. Output: one
+JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import multiprocessing as mp
+import random
 import re
 import shutil
 import socket
@@ -52,12 +57,22 @@ def _send(
     first: int,
     count: int,
     out: mp.Queue,
+    filler: str,
 ) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     addr = ("127.0.0.1", port)
     template = make_line(0, size, fmt)
     cut = template.index(b"seq: ") + 5
     prefix, suffix = template[:cut], template[cut + 10 :]
+    # Random filler: 4096 different ones (more than a segment's 1024 lines), so a stored
+    # segment packs only as far as its header fields do, the worst case for the store's writes.
+    fillers = [suffix]
+    if filler == "random":
+        rng = random.Random(first)
+        fillers = [
+            b", " + base64.b64encode(rng.randbytes(len(suffix)))[: len(suffix) - 2]
+            for _ in range(4096)
+        ]
     sent = failed = 0
     t0 = time.perf_counter()
     while sent < count:
@@ -68,7 +83,7 @@ def _send(
             continue
         for i in range(first + sent, first + sent + burst):
             try:
-                sock.sendto(prefix + b"%010d" % i + suffix, addr)
+                sock.sendto(prefix + b"%010d" % i + fillers[i % len(fillers)], addr)
             except OSError:  # ENOBUFS and friends: not offered, so not counted as sent
                 failed += 1
         sent += burst
@@ -77,12 +92,17 @@ def _send(
     out.put(sent - failed)
 
 
-def send_builtin(port: int, rate: int, seconds: float, size: int, fmt: str, senders: int) -> int:
+def send_builtin(
+    port: int, rate: int, seconds: float, size: int, fmt: str, senders: int, filler: str
+) -> int:
     total = int(rate * seconds)
     per = total // senders
     out: mp.Queue = mp.Queue()
     procs = [
-        mp.Process(target=_send, args=(port, rate / senders, seconds, size, fmt, i * per, per, out))
+        mp.Process(
+            target=_send,
+            args=(port, rate / senders, seconds, size, fmt, i * per, per, out, filler),
+        )
         for i in range(senders)
     ]
     for p in procs:
@@ -119,6 +139,12 @@ def main() -> None:
     ap.add_argument("--format", choices=["5424", "3164", *VENDOR_HEADS], default="5424")
     ap.add_argument("--sender", choices=["auto", "builtin", "loggen"], default="auto")
     ap.add_argument("--senders", type=int, default=2)
+    ap.add_argument(
+        "--filler",
+        choices=["x", "random"],
+        default="x",
+        help="the message's filler: x repeated (loggen's kind), or random text (built-in sender)",
+    )
     ap.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
     ap.add_argument("--workers", type=int, default=None, help="sources.syslog workers")
     ap.add_argument("--extra", default="", help="TOML appended to the appliance's config")
@@ -133,7 +159,7 @@ def main() -> None:
     )
     sender = a.sender
     if sender == "auto":
-        loggen_ok = shutil.which("loggen") and a.format in ("5424", "3164")
+        loggen_ok = shutil.which("loggen") and a.format in ("5424", "3164") and a.filler == "x"
         sender = "loggen" if loggen_ok else "builtin"
     rcv0 = host_rcvbuf_errors()
     app.mark()
@@ -141,7 +167,7 @@ def main() -> None:
     if sender == "loggen":
         offered = send_loggen(port, a.rate, a.seconds, a.size, a.format)
     else:
-        offered = send_builtin(port, a.rate, a.seconds, a.size, a.format, a.senders)
+        offered = send_builtin(port, a.rate, a.seconds, a.size, a.format, a.senders, a.filler)
     send_time = time.monotonic() - t0
     m = app.wait_idle()
     busy_time = time.monotonic() - t0 - 0.5  # wait_idle saw one unchanged 0.5 s poll
@@ -158,6 +184,7 @@ def main() -> None:
                 "sender": sender,
                 "format": a.format,
                 "size": a.size,
+                "filler": a.filler,
                 "rate": a.rate,
                 "seconds": a.seconds,
                 "offered": offered,
