@@ -6,33 +6,31 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 
-def test_syslog_udp_bench_reports_balanced_books() -> None:
+def run_bench(script: str, *args: str, timeout: float = 180) -> dict[str, Any]:
+    """The JSON line a bench script prints last, after it exited 0."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(SCRIPTS / "bench_syslog_udp.py"),
-            "--rate",
-            "2000",
-            "--seconds",
-            "1",
-            "--sender",
-            "builtin",
-            "--senders",
-            "1",
-            "--filler",
-            "random",
-        ],
+        [sys.executable, str(SCRIPTS / script), *args],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
         cwd=SCRIPTS,
     )
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_syslog_udp_bench_reports_balanced_books() -> None:
+    result = run_bench(
+        "bench_syslog_udp.py",
+        *("--rate", "2000", "--seconds", "1", "--sender", "builtin", "--senders", "1"),
+        *("--filler", "random"),
+    )
     assert result["offered"] == 2000
     assert result["received"] == 2000
     assert result["received"] == result["stored"] + result["dropped"]
@@ -49,15 +47,7 @@ def test_syslog_udp_bench_reports_balanced_books() -> None:
 
 
 def test_pack_bench_reports_each_input_packed_smaller_than_its_stored_lines() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / "bench_pack.py"), "--lines", "2000"],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=SCRIPTS,
-    )
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_bench("bench_pack.py", "--lines", "2000")
     assert result["rules_sshd"]["events"] == 2000
     for name in ("rules_sshd", "udp_5424_256"):
         got = result[name]
