@@ -23,9 +23,7 @@ def events(n: int, size: int = 2000) -> list[Event]:
     ``size`` is about what each adds to the WAL."""
     rng = random.Random(n)
     return [
-        Event(
-            1000.0 + i, 1000.0 + i, "syslog", {"message": f"m{i} " + rng.randbytes(size).hex()}
-        )
+        Event(1000.0 + i, 1000.0 + i, "syslog", {"message": f"m{i} " + rng.randbytes(size).hex()})
         for i in range(n)
     ]
 

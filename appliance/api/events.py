@@ -26,7 +26,8 @@ from appliance.store.search import FilterError, Query
 from appliance.store.segments import json_needle
 
 FIELDS_KEY: web.AppKey[FieldRegistry] = web.AppKey("event_fields", FieldRegistry)
-# Newest segments a probe for a not-yet-known field name reads (SQL instr only, no decoding).
+# Newest segments a probe for a not-yet-known field name reads (SQL's substring test only, no
+# decoding).
 PROBE_SEGMENTS = 64
 MAX_BUCKETS = 2000
 MAX_FILTERS = 32

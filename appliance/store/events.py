@@ -210,7 +210,7 @@ async def query_events(
 
     ``source_ip`` matches an event's ``source.ip``, or for events that have none (plain
     syslog, traps) the device that sent it (``observer.ip``). SQL skips the segments that
-    cannot match (time and id ranges; ``instr`` of each value's JSON form); the lines of
+    cannot match (time and id ranges; ``seg_holds`` of each value's JSON form); the lines of
     the others are decoded and tested exactly.
     """
     clauses: list[str] = []

@@ -5,8 +5,8 @@ arbitrary field means reading lines. What keeps that bounded:
 
 * SQL skips segments first: by time range, by id (the paging cursor), by the segment's search
   index (:mod:`appliance.store.segindex`: a few KB read per segment instead of its blob) and
-  by ``instr`` of each filter's JSON form (``"user.name":"alice"``), which SQLite tests on the
-  blob without any Python work;
+  by ``seg_holds`` of each filter's JSON form (``"user.name":"alice"``), a substring test on the
+  segment's text (unpacked once for the query's tests and its scan) before any line is parsed;
 * every request reads at most ``max_scan`` events (default :data:`MAX_SCAN_EVENTS`); when the
   budget runs out before the page is full (or before the range is covered, for counts) the
   answer says so (``complete: false``) and carries the cursor to continue from;
@@ -48,8 +48,9 @@ if TYPE_CHECKING:
 # for 200k lines: the page answers in well under a second whatever the filter, and a client
 # that wants more follows the cursor.
 MAX_SCAN_EVENTS = 200_000
-# Ids SQL's instr pre-filter may look at per request, as a multiple of max_scan (measured on
-# 1M events: reading every blob for a text no event has took 1.3 s; see scripts/bench_search).
+# Ids SQL's substring pre-filter (seg_holds) may look at per request, as a multiple of max_scan
+# (measured on 1M events: reading every blob for a text no event has took 1.3 s; see
+# scripts/bench_search).
 SQL_SPAN_FACTOR = 5
 # Spans of SQL_SPAN_FACTOR x max_scan ids one request may cover when the index answers the
 # query (each further span only if its unindexed segments fit what is left of one span's).
@@ -358,7 +359,7 @@ def _segment_sql(
         needle_args.extend(alts)
     join = ""
     if probe is not None:
-        # One CASE, so the filter is tested before instr reads the blob: as separate terms,
+        # One CASE, so the filter is tested before seg_holds reads the blob: as separate terms,
         # SQLite tests those on the segment alone first (measured: every blob read).
         join = " LEFT JOIN event_index i ON i.first_id = s.first_id"
         clauses.append(
@@ -394,7 +395,7 @@ def _scan_batch(
     """Feed matching lines to ``visit`` (which returns ``False`` to stop); newest first.
     Returns (stopped, id of the oldest line read).
 
-    A line without the query's needles (the substrings SQL's ``instr`` tested on the whole
+    A line without the query's needles (the substrings SQL's ``seg_holds`` tested on the whole
     segment) cannot match and is not parsed: a segment the index let through for one rare
     value holds a few matching lines among a thousand, and a substring test is ~30x cheaper
     than parsing. It still counts as read (``scanned``), so the budget means what it did.
@@ -453,7 +454,7 @@ async def scan(
     """Run ``visit`` on the matching events newest first, reading at most ``max_scan``.
 
     Two budgets: ``max_scan`` lines parsed, and :data:`SQL_SPAN_FACTOR` x ``max_scan`` ids
-    looked at by SQL's ``instr`` pre-filter (which parses nothing, but reads the blobs: a
+    looked at by SQL's ``seg_holds`` pre-filter (which parses nothing, but reads the blobs: a
     text no event has would otherwise read the whole store in one request). A query the
     index answers goes on span by span while the unindexed segments of the spans it covers
     fit that second budget (at most :data:`INDEXED_WINDOWS` spans).

@@ -205,6 +205,7 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: frame that claims more is corrupt, and is refused before anything is allocated.
 MAX_TEXT_BYTES = 256 << 20
 
+
 class CorruptSegment(ValueError):
     """A stored body that is neither plain lines nor a zstd frame of at most
     :data:`MAX_TEXT_BYTES`."""
@@ -267,5 +268,5 @@ def segment_lines(first_id: int, body: bytes) -> Iterator[tuple[int, bytes]]:
 
 
 def json_needle(value: str) -> bytes:
-    """How ``value`` appears inside a stored line (for ``instr`` pre-filters)."""
+    """How ``value`` appears inside a stored line (for ``seg_holds`` pre-filters)."""
     return orjson.dumps(value)[1:-1]
