@@ -39,6 +39,7 @@ from appliance.sources.syslog_tcp import SyslogStreamSource
 from appliance.sources.syslog_udp import SyslogUdpSource
 from appliance.sources.udp import host_rcvbuf_errors
 from appliance.store import Store
+from appliance.store.segments import corrupt_segment_reads
 from appliance.store.space import SHED_MIN_FS_SHARE
 
 log = logging.getLogger(__name__)
@@ -159,6 +160,13 @@ class Appliance:
             " Python reference or counted as a decode error; that window or group went on in"
             " Python): each is a bug to report.",
             callback=dataplane.native_panics,
+        )
+        self.metrics.counter(
+            "storage_corrupt_segment_reads_total",
+            "Reads (searches, pages, reports, retention) that skipped an event segment whose"
+            " stored body was corrupt (neither JSON lines nor a zstd frame that unpacks within"
+            " its bound); the log names the segment.",
+            callback=corrupt_segment_reads,
         )
         self.metrics.counter(
             "syslog_fields_records_past_bound_total",

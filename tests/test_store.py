@@ -10,14 +10,16 @@ from pathlib import Path
 import pytest
 
 from appliance.event import Event
-from appliance.store import Store, schema
+from appliance.store import Store, schema, search
 from appliance.store.errors import StoreError
 from appliance.store.events import delete_before
 from appliance.store.schema import migrations
+from appliance.store.search import Query
 from appliance.store.segments import (
     INSERT_SEGMENT,
     ZSTD_MAGIC,
     CorruptSegment,
+    corrupt_segment_reads,
     encode_line,
     pack_body,
     segment_text,
@@ -443,5 +445,31 @@ async def test_retention_trims_a_packed_segment_head_and_keeps_it_packed(tmp_pat
         got = await store.query_events(limit=1000)
         assert [e.id for e in got] == list(range(1000, 400, -1))
         assert got[-1].fields["message"] == "m400"
+    finally:
+        await store.close()
+
+
+async def test_a_corrupt_segment_is_skipped_counted_and_the_others_still_read(
+    tmp_path: Path, caplog
+) -> None:
+    store = await open_store(tmp_path / "a.db")
+    try:
+        await store.insert_events([ev(i) for i in range(3000)])  # segments at 1, 1025, 2049
+        async with store.transaction() as conn:
+            await conn.execute(
+                "UPDATE event_segments SET body = ? WHERE first_id = 1025",
+                (ZSTD_MAGIC + b"\x00damaged on the disk",),
+            )
+        before = corrupt_segment_reads()
+        got = await store.query_events(limit=3000, hostname="h1")
+        assert [e.id for e in got] == [
+            i + 1 for i in range(2999, -1, -1) if i % 3 == 1 and not 1024 <= i < 2048
+        ]
+        assert corrupt_segment_reads() > before
+        assert "event segment 1025 skipped" in caplog.text
+        page = await search.find_events(
+            store, Query(text="m2"), limit=5000, before_id=None, max_scan=10_000
+        )
+        assert page.events and all(not 1025 <= e.id < 2049 for e in page.events)
     finally:
         await store.close()

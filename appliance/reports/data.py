@@ -21,7 +21,7 @@ import orjson
 
 from appliance.flows.rollup import OTHER
 from appliance.incidents.manager import SEVERITIES
-from appliance.store.segments import segment_text
+from appliance.store.segments import readable_text
 
 MAX_REPORT_EVENTS = 2_000_000
 TOP_N = 10
@@ -190,12 +190,15 @@ def _events(conn: sqlite3.Connection, data: ReportData, max_events: int) -> None
     read = 0
     # By receive time: what the box took in during the period (device clocks may be off).
     cur = conn.execute(
-        "SELECT body FROM event_segments WHERE max_created >= ? AND min_created < ?"
+        "SELECT first_id, body FROM event_segments WHERE max_created >= ? AND min_created < ?"
         " ORDER BY first_id DESC",
         (data.since, data.until),
     )
-    for (body,) in cur:
-        for line in reversed(segment_text(bytes(body)).split(b"\n")):
+    for first_id, body in cur:
+        text = readable_text(first_id, bytes(body))
+        if text is None:
+            continue
+        for line in reversed(text.split(b"\n")):
             if read >= max_events:
                 data.events_truncated = True
                 break

@@ -30,9 +30,9 @@ from appliance.store.segments import (
     finish_rows,
     json_needle,
     pack_body,
+    readable_text,
     segment_lines,
     segment_rows_with_ids,
-    segment_text,
 )
 
 if TYPE_CHECKING:
@@ -181,7 +181,9 @@ async def backfill_index(store: Store, *, batch: int = 16) -> int:
                     row = await cur.fetchone()
                 if row is None:
                     continue  # retention took it meanwhile
-                body = segment_text(bytes(row[0]))
+                body = readable_text(first_id, bytes(row[0]))
+                if body is None:
+                    continue  # left unindexed: a search skips it
                 bloom = build(body) if build else segindex.bloom_reference(body)
                 if bloom is not None:
                     await wconn.execute(
@@ -315,11 +317,13 @@ async def first_id_created_at_or_after(store: Store, cutoff: float) -> int | Non
     if found is None:
         return store.next_id  # every stored event is older than the cutoff
     first_id, body = found
-    body = segment_text(body)
-    for k, line in enumerate(body.split(b"\n")):
+    text = readable_text(first_id, body)
+    if text is None:
+        return int(first_id)  # its events unreadable: those before it are older anyway
+    for k, line in enumerate(text.split(b"\n")):
         if orjson.loads(line)[1] >= cutoff:
             return int(first_id) + k
-    return int(first_id) + body.count(b"\n") + 1
+    return int(first_id) + text.count(b"\n") + 1
 
 
 async def delete_before(store: Store, first_kept: int, chunk: int = 256) -> int:
@@ -362,8 +366,11 @@ async def trim_segment_head(store: Store, first_kept: int) -> int:
         if head is None:
             return 0
         first_id, last_id, *bounds, body = head
+        text = readable_text(first_id, body)
+        if text is None:
+            return 0  # kept whole: it goes when retention reaches its last event
         cut = first_kept - first_id
-        kept = segment_text(body).split(b"\n")[cut:]
+        kept = text.split(b"\n")[cut:]
         await conn.execute("DELETE FROM event_segments WHERE first_id = ?", (first_id,))
         # The old bounds still bound what is left: queries only use them to skip segments.
         await conn.execute(

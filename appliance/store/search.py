@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, cast
 import orjson
 
 from appliance.store import segindex
-from appliance.store.segments import decode_line, json_needle, segment_text
+from appliance.store.segments import decode_line, json_needle, readable_text
 
 if TYPE_CHECKING:
     from appliance.event import Event
@@ -404,7 +404,10 @@ def _scan_batch(
     needles = query.needles()
     one = needles[0][0] if len(needles) == 1 and len(needles[0]) == 1 else None
     for first_id, body in segments:
-        lines = segment_text(body).split(b"\n")
+        text = readable_text(first_id, body)
+        if text is None:
+            continue
+        lines = text.split(b"\n")
         # The lines to read, newest first: below the cursor, and no more than the budget.
         hi = len(lines) - 1
         if before_id is not None:
@@ -645,7 +648,8 @@ async def events_by_ids(store: Store, ids: Iterable[int]) -> list[Event]:
                 row = await cur.fetchone()
             if row is None:
                 break  # nothing older is stored
-            segment = (int(row[0]), segment_text(bytes(row[1])).split(b"\n"))
+            text = readable_text(int(row[0]), bytes(row[1]))
+            segment = (int(row[0]), text.split(b"\n") if text is not None else [])
         k = id_ - segment[0]
         if 0 <= k < len(segment[1]):
             out.append(decode_line(segment[1][k], id_))

@@ -26,6 +26,7 @@ tell themselves apart by their first bytes (``[`` against zstd's magic number), 
 from __future__ import annotations
 
 import base64
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,7 +35,11 @@ import zstandard
 
 from appliance import dataplane
 from appliance.event import Event
+from appliance.logutil import RateLimitedLog
 from appliance.store import segindex
+
+log = logging.getLogger(__name__)
+_rl = RateLimitedLog(log)
 
 SEGMENT_EVENTS = 1024
 INSERT_SEGMENT = (
@@ -253,16 +258,47 @@ def segment_text(body: bytes) -> bytes:
     return text
 
 
+_corrupt_reads = 0
+
+
+def corrupt_segment_reads() -> int:
+    """Reads that skipped a segment because its body was corrupt (``readable_text``)."""
+    return _corrupt_reads
+
+
+def readable_text(first_id: int, body: bytes) -> bytes | None:
+    """:func:`segment_text`, or ``None`` for a corrupt body: counted, logged (rate-limited)
+    with the segment's first id, and skipped by the read, which goes on with the others.
+
+    Why not fail the read: a frame damaged on the disk would otherwise fail every search,
+    report and page that meets it, until retention deletes it."""
+    global _corrupt_reads
+    try:
+        return segment_text(body)
+    except CorruptSegment as exc:
+        _corrupt_reads += 1
+        _rl.warning("corrupt-segment", "event segment %d skipped: %s", first_id, exc)
+        return None
+
+
 def sql_holds(body: bytes, *needles: bytes) -> bool:
     """SQL function ``seg_holds(body, needle, ...)`` on the store's reader: whether the
-    segment's text holds any of the needles (SQL's ``instr``, on a body that may be packed)."""
-    text = segment_text(body)
+    segment's text holds any of the needles (SQL's ``instr``, on a body that may be packed).
+    A corrupt body may: the read that fetches it skips it and counts it."""
+    try:
+        text = segment_text(body)
+    except CorruptSegment:
+        return True
     return any(n in text for n in needles)
 
 
 def segment_lines(first_id: int, body: bytes) -> Iterator[tuple[int, bytes]]:
-    """``(id, line)`` of every event in a stored segment, newest first."""
-    lines = segment_text(body).split(b"\n")
+    """``(id, line)`` of every event in a stored segment, newest first (none for a corrupt
+    one, see :func:`readable_text`)."""
+    text = readable_text(first_id, body)
+    if text is None:
+        return
+    lines = text.split(b"\n")
     for k in range(len(lines) - 1, -1, -1):
         yield first_id + k, lines[k]
 
