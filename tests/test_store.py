@@ -435,6 +435,16 @@ def test_a_body_that_claims_more_than_the_bound_is_refused_before_it_is_unpacked
         segment_text(ZSTD_MAGIC + b"\x00garbage")
 
 
+def test_a_packed_body_with_a_flipped_bit_is_corrupt_not_other_text() -> None:
+    body = b"\n".join(
+        encode_line(1.0, 1.0, "syslog", {"message": f"line {i}"}, b"r") for i in range(300)
+    )
+    packed = bytearray(pack_body(body))
+    packed[len(packed) // 2] ^= 0x10
+    with pytest.raises(CorruptSegment):
+        segment_text(bytes(packed))
+
+
 async def test_retention_trims_a_packed_segment_head_and_keeps_it_packed(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "a.db")
     try:

@@ -14,13 +14,13 @@ the segment's text), and a segment's search index (:mod:`appliance.store.seginde
 from these bytes alone.
 
 A segment's body is stored packed: its lines as one zstd frame (level 1), which records its
-size. Why: most of a line repeats from line to line (the ECS keys, a sender's header values),
-and every byte stored is written twice (the WAL, then the checkpoint's copy); on syslog/UDP
-at 100,000 msg/s those copies were ~40 % of the appliance's CPU, and on an edge box they are
-flash wear. The rules bench's sshd segments pack ~24x at ~1 GB/s and unpack at ~3 GB/s. A
-body that would not shrink, and every body stored before 2026-12-07, is plain; the two forms
-tell themselves apart by their first bytes (``[`` against zstd's magic number), so
-:func:`segment_text` reads both.
+size and a checksum of its content. Why: most of a line repeats from line to line (the ECS
+keys, a sender's header values), and every byte stored is written twice (the WAL, then the
+checkpoint's copy); on syslog/UDP at 100,000 msg/s those copies were ~40 % of the
+appliance's CPU, and on an edge box they are flash wear. The rules bench's sshd segments
+pack ~24x at ~1 GB/s and unpack at ~3 GB/s. A body that would not shrink, and every body
+stored before 2026-12-07, is plain; the two forms tell themselves apart by their first bytes
+(``[`` against zstd's magic number), so :func:`segment_text` reads both.
 """
 
 from __future__ import annotations
@@ -221,7 +221,9 @@ def pack_body(body: bytes) -> bytes:
 
     The reference: the native backend packs a batch's bodies on its own thread
     (``FinishSegments``), with the same library and level."""
-    packed = zstandard.ZstdCompressor(level=PACK_LEVEL).compress(body)
+    # The content's checksum (4 bytes): a bit flipped on the disk fails the frame (a corrupt
+    # segment, skipped and counted) instead of reading back as other text.
+    packed = zstandard.ZstdCompressor(level=PACK_LEVEL, write_checksum=True).compress(body)
     return packed if len(packed) < len(body) else body
 
 

@@ -8,7 +8,7 @@
 //! work and 10-18 ms of the store's wall time, the largest step of a batch's insert.
 
 use std::os::fd::AsRawFd;
-use std::panic::catch_unwind;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -25,14 +25,17 @@ use crate::python::PANICS;
 type Finished = Result<(Option<Vec<u8>>, Option<Vec<u8>>), ()>;
 
 fn finish(bodies: &[PyBackedBytes], filters: bool) -> Vec<Finished> {
+    let mut packer = crate::segpack::Packer::new();
     bodies
         .iter()
         .map(|body| {
             let body: &[u8] = body;
-            catch_unwind(|| {
+            // A panic inside libzstd's call leaves nothing half-done that the next body
+            // reads: each compression starts a new frame on the context.
+            catch_unwind(AssertUnwindSafe(|| {
                 let filter = filters.then(|| crate::segindex::bloom(body));
-                (filter, crate::segpack::pack(body))
-            })
+                (filter, packer.as_mut().and_then(|p| p.pack(body)))
+            }))
             .map_err(|_| ())
         })
         .collect()

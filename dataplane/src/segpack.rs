@@ -18,11 +18,27 @@ pub const LEVEL: i32 = 1;
 /// The first bytes of every zstd frame (RFC 8878, 3.1.1).
 pub const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
-/// `body` as one zstd frame that records its size (the reader allocates once), or `None`
-/// when packing fails or would not make it smaller: the plain body is then stored.
-pub fn pack(body: &[u8]) -> Option<Vec<u8>> {
-    let packed = zstd::bulk::compress(body, LEVEL).ok()?;
-    (packed.len() < body.len()).then_some(packed)
+/// A compression context, made once for a batch of bodies.
+pub struct Packer(zstd::bulk::Compressor<'static>);
+
+impl Packer {
+    /// `None` when libzstd cannot make a context (out of memory): the bodies stay plain.
+    pub fn new() -> Option<Self> {
+        let mut c = zstd::bulk::Compressor::new(LEVEL).ok()?;
+        // A checksum of the content (4 bytes a frame): a bit flipped on the disk makes the
+        // frame fail to unpack instead of reading back as other text.
+        c.set_parameter(zstd::zstd_safe::CParameter::ChecksumFlag(true))
+            .ok()?;
+        Some(Packer(c))
+    }
+
+    /// `body` as one zstd frame that records its size (the reader allocates once) and a
+    /// checksum, or `None` when packing fails or would not make it smaller: the plain body
+    /// is then stored.
+    pub fn pack(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        let packed = self.0.compress(body).ok()?;
+        (packed.len() < body.len()).then_some(packed)
+    }
 }
 
 /// Whether a stored body is a packed one.
@@ -34,6 +50,10 @@ pub fn is_packed(body: &[u8]) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn pack(body: &[u8]) -> Option<Vec<u8>> {
+        Packer::new().unwrap().pack(body)
+    }
 
     proptest! {
         /// Whatever the bytes, what is stored reads back as them: packed when smaller,
@@ -82,6 +102,15 @@ mod tests {
         let packed = pack(&body).unwrap();
         let size = zstd::zstd_safe::get_frame_content_size(&packed).unwrap();
         assert_eq!(size, Some(body.len() as u64));
+    }
+
+    #[test]
+    fn a_flipped_bit_fails_the_frame_instead_of_reading_as_other_text() {
+        let body = lines(200);
+        let mut packed = pack(&body).unwrap();
+        let middle = packed.len() / 2;
+        packed[middle] ^= 0x10;
+        assert!(zstd::bulk::decompress(&packed, body.len()).is_err());
     }
 
     #[test]
