@@ -214,9 +214,7 @@ def test_the_native_filter_is_the_reference_byte_for_byte() -> None:
 
 
 @pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
-def test_segments_finished_on_a_native_thread_are_handed_over_once_its_eventfd_is_readable() -> (
-    None
-):
+def test_finished_segments_are_handed_over_once_the_job_eventfd_is_readable() -> None:
     assert dataplane.native is not None
     bodies = [*_bodies(), b"", b"\xff\xfe not text"]
     job = dataplane.native.FinishSegments(bodies, True)

@@ -1,6 +1,6 @@
 //! A batch's segments finished for the disk on a thread of their own that never takes the
 //! interpreter, with an eventfd the event loop watches: each body's search filter
-//! (`segindex::bloom`) and its packed form (`segpack::pack`).
+//! (`segindex::bloom`) and its packed form (`segpack::Packer`).
 //!
 //! Why not a Python worker thread: a thread that must take the interpreter back (to start
 //! the work and to hand the result over) waits for the busy event loop's switch interval,
@@ -30,8 +30,8 @@ fn finish(bodies: &[PyBackedBytes], filters: bool) -> Vec<Finished> {
         .iter()
         .map(|body| {
             let body: &[u8] = body;
-            // A panic inside libzstd's call leaves nothing half-done that the next body
-            // reads: each compression starts a new frame on the context.
+            // A panic (the filter's build, the binding) leaves the context usable for the
+            // next body: each compression starts a new frame on it.
             catch_unwind(AssertUnwindSafe(|| {
                 let filter = filters.then(|| crate::segindex::bloom(body));
                 (filter, packer.as_mut().and_then(|p| p.pack(body)))
@@ -44,7 +44,8 @@ fn finish(bodies: &[PyBackedBytes], filters: bool) -> Vec<Finished> {
 /// A body as stored (packed, or the plain object itself) and its filter.
 type Stored<'py> = (Bound<'py, PyAny>, Option<Bound<'py, PyBytes>>);
 
-/// Each body as stored and its filter, as Python objects. A body whose work panicked is stored plain without a filter, and counted.
+/// Each body as stored and its filter, as Python objects. A body whose work panicked is
+/// stored plain without a filter, and counted.
 fn to_python<'py>(
     py: Python<'py>,
     bodies: Vec<PyBackedBytes>,

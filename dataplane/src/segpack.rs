@@ -10,13 +10,11 @@
 //! ~24x at ~1 GB/s, a fraction of what the copies cost.
 //!
 //! A plain body starts with `[` (a JSON array) or is empty; a packed one with zstd's magic
-//! number, so the two forms tell themselves apart and old segments stay readable.
+//! number, so the two forms tell themselves apart (the reader is Python's) and old segments
+//! stay readable.
 
 /// zstd's level: the fastest of its regular levels, ~24x on syslog segments.
 pub const LEVEL: i32 = 1;
-
-/// The first bytes of every zstd frame (RFC 8878, 3.1.1).
-pub const MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
 /// A compression context, made once for a batch of bodies.
 pub struct Packer(zstd::bulk::Compressor<'static>);
@@ -41,11 +39,6 @@ impl Packer {
     }
 }
 
-/// Whether a stored body is a packed one.
-pub fn is_packed(body: &[u8]) -> bool {
-    body.starts_with(&MAGIC)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +46,12 @@ mod tests {
 
     fn pack(body: &[u8]) -> Option<Vec<u8>> {
         Packer::new().unwrap().pack(body)
+    }
+
+    /// Whether a stored body is a packed one: zstd's magic number (RFC 8878, 3.1.1), which
+    /// the Python reader tests for (`ZSTD_MAGIC`).
+    fn is_packed(body: &[u8]) -> bool {
+        body.starts_with(&[0x28, 0xB5, 0x2F, 0xFD])
     }
 
     proptest! {
