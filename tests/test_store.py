@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from appliance.event import Event
-from appliance.store import Store, schema, search
+from appliance.store import Store, schema, search, segments
 from appliance.store.errors import StoreError
 from appliance.store.events import delete_before
 from appliance.store.schema import migrations
@@ -481,5 +481,23 @@ async def test_a_corrupt_segment_is_skipped_counted_and_the_others_still_read(
             store, Query(text="m2"), limit=5000, before_id=None, max_scan=10_000
         )
         assert page.events and all(not 1025 <= e.id < 2049 for e in page.events)
+    finally:
+        await store.close()
+
+
+async def test_a_search_with_a_text_filter_unpacks_each_segment_it_reads_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await open_store(tmp_path / "a.db", search_index=False)
+    try:
+        await store.insert_events([ev(i) for i in range(5000)])  # five segments
+        unpacked: list[int] = []
+        real = segments._unpack
+        monkeypatch.setattr(segments, "_unpack", lambda body: unpacked.append(1) or real(body))
+        page = await search.find_events(
+            store, Query(text="m4"), limit=10_000, before_id=None, max_scan=10_000
+        )
+        assert len(page.events) == 1 + 10 + 100 + 1000  # m4, m40-m49, m400-m499, m4000-m4999
+        assert len(unpacked) == 5
     finally:
         await store.close()

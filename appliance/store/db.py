@@ -38,7 +38,7 @@ from appliance.store import space as _space
 from appliance.store.errors import StoreError, write_error_reason
 from appliance.store.schema import convert_legacy_events, migrate, migrations
 from appliance.store.search import sql_may_hold
-from appliance.store.segments import sql_holds
+from appliance.store.segments import sql_holds, sql_text
 from appliance.store.space import PAGE_SIZE, SHED_MIN_FS_SHARE, Ballast, file_id
 from appliance.store.state import Codec, StateSlot
 
@@ -143,6 +143,7 @@ class Store:
             await self.reader.execute("PRAGMA query_only=1")
             await self.reader.create_function("seg_may_hold", 2, sql_may_hold, deterministic=True)
             await self.reader.create_function("seg_holds", -1, sql_holds, deterministic=True)
+            await self.reader.create_function("seg_text", 1, sql_text, deterministic=True)
             # Never writes a row: journal mode and page size are the file's own. A read now
             # opens its handles on the WAL and its index, so the files it holds are held
             # from the start, not from its first checkpoint.

@@ -259,7 +259,7 @@ async def query_events(
             where.append("first_id < ?")
             page_args.append(cursor)
         sql = (
-            "SELECT first_id, body FROM event_segments"  # noqa: S608 - fixed clauses, bound values
+            "SELECT first_id, seg_text(body) FROM event_segments"  # noqa: S608 - fixed clauses
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + " ORDER BY first_id DESC LIMIT 4"
         )

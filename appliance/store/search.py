@@ -372,7 +372,7 @@ def _segment_sql(
     args.extend(needle_args)
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     sql = (
-        "SELECT s.first_id, s.body FROM event_segments s"  # noqa: S608 - fixed clauses, bound values
+        "SELECT s.first_id, seg_text(s.body) FROM event_segments s"  # noqa: S608 - fixed clauses
         + join
         + where
         + f" ORDER BY s.first_id DESC LIMIT {_BATCH_SEGMENTS}"

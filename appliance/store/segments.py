@@ -283,6 +283,18 @@ def readable_text(first_id: int, body: bytes) -> bytes | None:
         return None
 
 
+def sql_text(body: bytes) -> bytes:
+    """SQL function ``seg_text(body)`` on the store's reader: the segment's lines, so a read
+    that tested the body with ``seg_holds`` in its WHERE gets the text that test unpacked
+    (SQLite evaluates a row's result right after its test: the last text is still kept)
+    instead of unpacking the body again. A corrupt body is handed back as it is, for the
+    reader to skip and count (:func:`readable_text`)."""
+    try:
+        return segment_text(body)
+    except CorruptSegment:
+        return body
+
+
 def sql_holds(body: bytes, *needles: bytes) -> bool:
     """SQL function ``seg_holds(body, needle, ...)`` on the store's reader: whether the
     segment's text holds any of the needles (SQL's ``instr``, on a body that may be packed).
