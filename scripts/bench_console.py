@@ -160,7 +160,9 @@ def timed(
 
 
 def index_share(db: Path) -> dict[str, Any]:
-    """Segments, how many have a search index, and the index's bytes against the events'."""
+    """Segments, how many have a search index, and the index's bytes against the events' as
+    stored (packed since 2026-12-07: the share is ~0.2-0.3 of them, against ~0.01 of the
+    plain lines before)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         segs, body = conn.execute(
