@@ -16,7 +16,13 @@ from appliance.event import Event
 from appliance.store import Store, search, segindex
 from appliance.store.events import delete_before, finish_rows_beside
 from appliance.store.search import Query, parse_condition
-from appliance.store.segments import encode_line, finish_rows, segment_rows, segment_text
+from appliance.store.segments import (
+    ZSTD_MAGIC,
+    encode_line,
+    finish_rows,
+    segment_rows,
+    segment_text,
+)
 from tests.ruletools import T0
 
 
@@ -223,6 +229,8 @@ def test_finished_segments_are_handed_over_once_the_job_eventfd_is_readable() ->
     got = job.result()
     assert [f for _, f in got] == [segindex.bloom_reference(body) for body in bodies]
     assert [segment_text(stored) for stored, _ in got] == bodies
+    assert got[3][0].startswith(ZSTD_MAGIC)  # the 1024 lines, packed
+    assert got[-1][0] == bodies[-1]  # bytes that do not shrink stay as they are
     assert job.result() is None  # handed over once
     empty = dataplane.native.FinishSegments([], True)
     assert select.select([empty.fileno], [], [], 10)[0] == [empty.fileno]
@@ -238,6 +246,7 @@ def test_a_native_job_asked_for_no_filters_packs_the_bodies_only() -> None:
     got = job.result()
     assert [f for _, f in got] == [None] * len(bodies)
     assert [segment_text(stored) for stored, _ in got] == bodies
+    assert all(stored.startswith(ZSTD_MAGIC) for stored, _ in got[1:])
 
 
 @pytest.mark.skipif(dataplane.native is None, reason="the Rust extension is not loaded")
@@ -253,6 +262,7 @@ async def test_the_store_awaits_the_rows_finish_rows_would_make() -> None:
     assert [r[:7] for r in native_rows] == [r[:7] for r in reference_rows] == [r[:7] for r in rows]
     assert [segment_text(r[7]) for r in native_rows] == [r[7] for r in rows]
     assert [segment_text(r[7]) for r in reference_rows] == [r[7] for r in rows]
+    assert all(r[7].startswith(ZSTD_MAGIC) for r in native_rows + reference_rows)
 
 
 def test_a_filter_holds_its_terms_and_its_size_is_bounded() -> None:

@@ -433,6 +433,9 @@ def test_a_body_that_claims_more_than_the_bound_is_refused_before_it_is_unpacked
         segment_text(frame)
     with pytest.raises(CorruptSegment):
         segment_text(ZSTD_MAGIC + b"\x00garbage")
+    # a frame header without the content size (no flags, a window descriptor byte)
+    with pytest.raises(CorruptSegment, match="does not record its size"):
+        segment_text(ZSTD_MAGIC + bytes([0x00, 0x50]) + b"\x01\x00\x00")
 
 
 def test_a_packed_body_with_a_flipped_bit_is_corrupt_not_other_text() -> None:

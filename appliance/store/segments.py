@@ -230,7 +230,9 @@ def pack_body(body: bytes) -> bytes:
 def _unpack(body: bytes) -> bytes:
     try:
         size = zstandard.frame_content_size(body)
-        if not 0 <= size <= MAX_TEXT_BYTES:
+        if size < 0:  # every frame the store writes records its size
+            raise CorruptSegment("packed segment does not record its size")
+        if size > MAX_TEXT_BYTES:
             raise CorruptSegment(f"packed segment claims {size} bytes")
         # A decompressor per call: one is not safe to share between threads (the reader's,
         # the scans' workers), and making one is ~1 µs against ~300 µs of unpacking.
