@@ -135,7 +135,18 @@ def flow_rule_hits(app: Appliance) -> int:
     )
 
 
-async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dict[str, Any]:
+async def loop_stalls(ms: float) -> None:
+    """Hold the event loop ``ms`` once a second, as a long stretch of work on it would (a
+    heavy console query, a large rollup write, a collection): what the socket receives
+    meanwhile waits in the kernel's buffer unless a thread of its own reads it."""
+    while True:
+        await asyncio.sleep(1.0)
+        time.sleep(ms / 1000)  # noqa: ASYNC251 - the stall is the point
+
+
+async def run_appliance(
+    rates: list[int], seconds: float, data_dir: Path, stall_ms: float = 0.0
+) -> dict[str, Any]:
     cfg = parse_config(
         {
             "appliance": {"data_dir": str(data_dir / "data"), "sensor_id": "bench"},
@@ -148,6 +159,7 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
     await app.start()
     tune_gc()  # as ``serve`` runs the appliance: no automatic collection, a timed one
     collector = asyncio.create_task(timed_collection(), name="gc")
+    stalls = asyncio.create_task(loop_stalls(stall_ms), name="stalls") if stall_ms else None
     src = app.sources[0]
     port = src.address[1]  # type: ignore[attr-defined]
     flows = app.flows
@@ -166,6 +178,7 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
             }
             t0 = time.perf_counter()
             cpu0 = time.process_time()
+            loop0 = time.thread_time()  # the event loop's thread: decode, rules, rollups
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "--send", str(port), str(rate), str(seconds), str(seq),
                 stdout=asyncio.subprocess.PIPE,
@@ -183,7 +196,7 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
                     break
                 # In flight: flows queued, or datagrams held raw by the source's reader.
                 reader = getattr(src, "reader", None)
-                busy = len(flows) or (reader is not None and reader.backlog)
+                busy = len(flows) or (reader is not None and reader.pending)
                 if not busy and settled < 0:
                     settled = time.perf_counter()
                 elif busy and settled >= 0:
@@ -193,6 +206,7 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
                 await asyncio.sleep(0.02)
             elapsed = time.time() - started  # first datagram sent → last flow processed
             cpu = time.process_time() - cpu0
+            loop_cpu = time.thread_time() - loop0
             processed = int(flows.processed.total() - before["processed"])
             kernel = int((src.kernel_drops() or 0) - before["kernel"])  # type: ignore[attr-defined]
             dropped = int(flows.dropped.total() - before["dropped"])
@@ -216,10 +230,17 @@ async def run_appliance(rates: list[int], seconds: float, data_dir: Path) -> dic
                     # cores: the appliance's CPU per flow and the one-core ceiling it implies.
                     "cpu_us_per_flow": round(1e6 * cpu / max(processed, 1), 2),
                     "one_core_ceiling_fps": round(processed / cpu) if cpu > 0 else None,
+                    # The event loop's thread alone: the busiest one (the socket's reader and
+                    # the store's writer run on threads of their own), so what sets the
+                    # ceiling when the box has a second core for the others.
+                    "loop_cpu_percent": round(100 * loop_cpu / (time.perf_counter() - t0)),
+                    "loop_cpu_us_per_flow": round(1e6 * loop_cpu / max(processed, 1), 2),
                 }
             )
     finally:
         collector.cancel()
+        if stalls is not None:
+            stalls.cancel()
         await app.stop()
         gc.unfreeze()
         gc.enable()
@@ -435,6 +456,10 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--no-nfcapd", action="store_true")
     ap.add_argument(
+        "--stall-ms", type=float, default=0.0,
+        help="hold the appliance's event loop this long once a second (a long query's stall)",
+    )  # fmt: skip
+    ap.add_argument(
         "--stages", action="store_true", help="CPU per flow by stage (no socket), then exit"
     )
     ap.add_argument(
@@ -458,7 +483,7 @@ def main() -> None:
         pass
     with tempfile.TemporaryDirectory(prefix="bench-netflow-") as tmp:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            result = runner.run(run_appliance(rates, args.seconds, Path(tmp)))
+            result = runner.run(run_appliance(rates, args.seconds, Path(tmp), args.stall_ms))
         if not args.no_nfcapd:
             result["nfcapd"] = run_nfcapd(rates, args.seconds, Path(tmp))
     result["decoder_only_fps"] = decoder_only_fps()
@@ -470,6 +495,7 @@ def main() -> None:
             "max_no_loss_fps": max(ok) if ok else 0,
             "loadavg": os.getloadavg(),
             "loop": "uvloop" if loop_factory else "asyncio",
+            "stall_ms_per_second": args.stall_ms,
         }
     )
     print(json.dumps(result))

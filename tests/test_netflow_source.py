@@ -14,6 +14,8 @@ import pytest
 from appliance.event import Event
 from appliance.flows import path as path_module
 from appliance.flows import store as flowstore
+from appliance.protocols.netflow.native import NativeNetflowDecoder
+from appliance.sources.udp import NativeUdpReader, UdpBatchReader
 from tests.conftest import TOKEN
 from tests.netflow_packets import ipfix, ipfix_flows, set_, template_record, v5, v5_record, v9_flows
 
@@ -380,12 +382,39 @@ async def test_while_the_flow_path_is_busy_datagrams_wait_raw_and_none_is_lost(
     monkeypatch.setattr(path, "_process", held)
     src = run.source("netflow")
     _send(src.address, *(v9_flows(30, seq=i, base=i * 30) for i in range(200)))  # 6000 flows
-    await run.wait_for(lambda: len(src.reader.backlog) > 100)
+    await run.wait_for(lambda: src.reader.pending > 100)
     # Decoded flows stop at two batches plus the slice that crossed the line (64 datagrams).
     assert len(path) <= 2 * 30 + 64 * 30
     gate.set()
     await run.wait_for(lambda: _processed(run) == 6000, timeout=30)
-    assert path.dropped.total() == 0 and not src.reader.backlog
+    assert path.dropped.total() == 0 and not src.reader.pending
+
+
+async def test_the_socket_is_read_on_a_native_thread_on_the_native_backend(
+    start_appliance: Any,
+) -> None:
+    run = await start_appliance(sources=_netflow())
+    src = run.source("netflow")
+    native = isinstance(src.decoder, NativeNetflowDecoder) and NativeUdpReader.available
+    assert isinstance(src.reader, NativeUdpReader if native else UdpBatchReader)
+
+
+async def test_while_the_loop_is_busy_the_native_thread_empties_the_socket(
+    start_appliance: Any,
+) -> None:
+    """An exporter's burst leaves the kernel's buffer while the event loop is held (as a
+    long correlation slice holds it), so the buffer's size no longer bounds the burst."""
+    run = await start_appliance(sources=_netflow())
+    src = run.source("netflow")
+    if not isinstance(src.reader, NativeUdpReader):
+        pytest.skip("the Python reader reads on the loop")
+    _send(src.address, *(v9_flows(30, seq=i, base=i * 30) for i in range(200)))
+    deadline = time.monotonic() + 10
+    while src.reader.pending < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)  # noqa: ASYNC251 - the loop is held: only the reader thread reads
+    assert src.reader.pending == 200
+    await run.wait_for(lambda: _processed(run) == 6000, timeout=30)
+    assert src.reader.pending == 0 and src.kernel_drops() in (0, None)
 
 
 async def test_netflow_limits_and_backlog_are_visible_in_metrics(start_appliance: Any) -> None:

@@ -23,6 +23,7 @@ from appliance.sources.base import SourceContext
 from appliance.sources.policy import AllowList, SenderRateLimit
 from appliance.sources.udp import (
     KernelDropTracker,
+    NativeUdpReader,
     UdpBatchReader,
     bind_udp,
     drain_socket,
@@ -208,7 +209,7 @@ class NetflowUdpSource:
             limits.set(float(getattr(cfg, key)), self.name, key)
         self.sock: socket.socket | None = None
         self.transport: asyncio.DatagramTransport | None = None
-        self.reader: UdpBatchReader | None = None
+        self.reader: UdpBatchReader | NativeUdpReader | None = None
         self.protocol: NetflowUdpProtocol | None = None
         register_backlog_gauge(ctx.metrics)
         self._task: asyncio.Task[None] | None = None
@@ -228,23 +229,25 @@ class NetflowUdpSource:
         self.sock = bind_udp(self.cfg.listen, self.cfg.rcvbuf_bytes)
         loop = asyncio.get_running_loop()
         protocol = self.protocol = NetflowUdpProtocol(self)
-        if UdpBatchReader.available:
+        native = isinstance(self.decoder, NativeNetflowDecoder)
+        if (native and NativeUdpReader.available) or UdpBatchReader.available:
             # Exporters flush their caches in bursts; raw datagrams wait here while the flow
-            # path has two batches queued, instead of being decoded only to be dropped.
-            self.reader = UdpBatchReader(
-                self.sock,
-                protocol.datagram_received,
-                max_bytes=65_535,
-                backlog_bytes=self.cfg.backlog_bytes,
-                batch=64,
-                slice_=64,
-                ready=self.flows.wants_more,
-                name=self.name,
-                deliver_batch=(
-                    protocol.datagrams_received
-                    if isinstance(self.decoder, NativeNetflowDecoder)
-                    else None
-                ),
+            # path has two batches queued, instead of being decoded only to be dropped. On the
+            # native backend a thread of its own keeps the socket empty (and pays the kernel's
+            # copy) while the loop decodes and correlates; the loop takes slices of 64.
+            common: dict[str, Any] = {
+                "max_bytes": 65_535,
+                "backlog_bytes": self.cfg.backlog_bytes,
+                "batch": 64,
+                "slice_": 64,
+                "ready": self.flows.wants_more,
+                "name": self.name,
+                "deliver_batch": protocol.datagrams_received if native else None,
+            }
+            self.reader = (
+                NativeUdpReader(self.sock, protocol.datagram_received, **common)
+                if native and NativeUdpReader.available
+                else UdpBatchReader(self.sock, protocol.datagram_received, **common)
             )
             self.reader.start(loop)
         else:
