@@ -6,6 +6,7 @@ import asyncio
 import socket
 import sqlite3
 import struct
+import threading
 import time
 from typing import Any
 
@@ -417,6 +418,23 @@ async def test_while_the_loop_is_busy_the_native_thread_empties_the_socket(
     assert src.reader.pending == 0 and src.kernel_drops() in (0, None)
 
 
+async def test_the_native_rollup_counts_on_a_thread_the_flow_path_stops(
+    start_appliance: Any,
+) -> None:
+    def counting() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("flow-rollup")]
+
+    run = await start_appliance(sources=_netflow())
+    if not run.app.flows._columns:
+        pytest.skip("the Python rollup counts on the loop")
+    _send(run.source("netflow").address, v9_flows(30))
+    await run.wait_for(lambda: _processed(run) == 30)
+    assert counting()
+    await run.app.stop()
+    assert not counting()
+    assert run.app.flows.rollup.flows == 30
+
+
 async def test_netflow_limits_and_backlog_are_visible_in_metrics(start_appliance: Any) -> None:
     run = await start_appliance(sources=_netflow(max_templates=77, backlog_bytes=123_456))
     text = await run.metrics()
@@ -443,8 +461,9 @@ async def test_a_flow_past_int64_is_stored_clamped_and_loses_no_other_flow(
     _send(addr, _huge_flows())
     _send(addr, ipfix_flows(100), source="127.0.0.2")
     flows = run.app.flows
-    await run.wait_for(lambda: flows.stored.total() >= 101)
-    assert _processed(run) == 101
+    # processed is counted last, once the batch is rolled up (after its rows are stored)
+    await run.wait_for(lambda: _processed(run) >= 101)
+    assert _processed(run) == 101 and flows.stored.total() == 101
     assert flows.not_stored.total() == 0
     assert flows.clamped.value("network.bytes") == 1
     assert len(seen) == 101

@@ -2050,9 +2050,32 @@ impl FlowTemplate {
 }
 
 /// The per-minute flow rollups (`crate::rollup`), fed the flow path's events in batches.
-#[pyclass(module = "appliance._dataplane")]
+/// Counting runs with the GIL released, so the flow path can hand a batch to a thread of
+/// its own while the event loop decodes the next datagrams; the lock keeps the loop's reads
+/// (open minutes, the folded count) from meeting a batch half counted.
+#[pyclass(module = "appliance._dataplane", frozen)]
 struct FlowRollup {
-    inner: crate::rollup::Rollup,
+    inner: std::sync::Mutex<crate::rollup::Rollup>,
+}
+
+impl FlowRollup {
+    fn rollup(&self) -> std::sync::MutexGuard<'_, crate::rollup::Rollup> {
+        // A panic while counting is caught inside the lock, so it is never poisoned by one.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts `flows` without the GIL.
+    fn count(&self, py: Python<'_>, flows: Vec<crate::rollup::Flow>) -> PyResult<()> {
+        let counted = py.detach(|| {
+            let mut rollup = self.rollup();
+            catch_unwind(AssertUnwindSafe(|| rollup.add(flows))).is_ok()
+        });
+        if counted {
+            return Ok(());
+        }
+        PANICS.fetch_add(1, Ordering::Relaxed);
+        Err(PyValueError::new_err("native flow rollup panicked"))
+    }
 }
 
 /// A field as rollup key text: `None`, the string itself, or `str()` of anything else.
@@ -2086,12 +2109,12 @@ impl FlowRollup {
     #[pyo3(signature = (top_k = 100, max_keys = 20_000))]
     fn new(top_k: usize, max_keys: usize) -> Self {
         FlowRollup {
-            inner: crate::rollup::Rollup::new(top_k, max_keys),
+            inner: std::sync::Mutex::new(crate::rollup::Rollup::new(top_k, max_keys)),
         }
     }
 
     /// Count each flow event (`created`, `fields`) in the minute it was received.
-    fn add(&mut self, py: Python<'_>, events: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn add(&self, py: Python<'_>, events: &Bound<'_, PyAny>) -> PyResult<()> {
         let names = [
             intern!(py, "source.ip"),
             intern!(py, "destination.ip"),
@@ -2125,61 +2148,51 @@ impl FlowRollup {
                 packets: counter(get(6)?),
             });
         }
-        let inner = &mut self.inner;
-        match catch_unwind(AssertUnwindSafe(|| inner.add(flows))) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                PANICS.fetch_add(1, Ordering::Relaxed);
-                Err(PyValueError::new_err("native flow rollup panicked"))
-            }
-        }
+        self.count(py, flows)
     }
 
     /// Count flows the native NetFlow decoder already read (`FlowColumns`): no dict read.
     fn add_columns(
-        &mut self,
+        &self,
+        py: Python<'_>,
         columns: Vec<PyRef<'_, crate::python_netflow::FlowColumns>>,
     ) -> PyResult<()> {
         let flows: Vec<crate::rollup::Flow> = columns.iter().flat_map(|c| c.take()).collect();
-        let inner = &mut self.inner;
-        match catch_unwind(AssertUnwindSafe(|| inner.add(flows))) {
-            Ok(()) => Ok(()),
-            Err(_) => {
-                PANICS.fetch_add(1, Ordering::Relaxed);
-                Err(PyValueError::new_err("native flow rollup panicked"))
-            }
-        }
+        self.count(py, flows)
     }
 
-    fn take_closed<'py>(&mut self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
-        rows_out(py, self.inner.take_closed(now))
+    fn take_closed<'py>(&self, py: Python<'py>, now: f64) -> PyResult<Bound<'py, PyList>> {
+        let rows = self.rollup().take_closed(now);
+        rows_out(py, rows)
     }
 
-    fn take_all<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        rows_out(py, self.inner.take_all())
+    fn take_all<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let rows = self.rollup().take_all();
+        rows_out(py, rows)
     }
 
     fn open_rows<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        rows_out(py, self.inner.open_rows())
+        let rows = self.rollup().open_rows();
+        rows_out(py, rows)
     }
 
     #[getter]
     fn flows(&self) -> u64 {
-        self.inner.flows
+        self.rollup().flows
     }
 
     #[getter]
     fn folded(&self) -> u64 {
-        self.inner.folded
+        self.rollup().folded
     }
 
     #[getter]
     fn top_k(&self) -> usize {
-        self.inner.top_k
+        self.rollup().top_k
     }
 
     #[getter]
     fn max_keys(&self) -> usize {
-        self.inner.max_keys
+        self.rollup().max_keys
     }
 }
