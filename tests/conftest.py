@@ -29,11 +29,38 @@ CORPUS = Path(
 TOKEN = "test-token-0123456789"
 
 
+_handed_out: Path | None = None  # the run's record of ports given out, shared by the workers
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _port_record(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global _handed_out
+    base = tmp_path_factory.getbasetemp()
+    run = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # shared by workers
+    _handed_out = run / "ports"
+    _handed_out.mkdir(exist_ok=True)
+
+
 def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port no socket holds now and no other test of this run was given.
+
+    The port is free only until someone binds it, and a test may leave it unbound for a
+    while on purpose (a receiver that is down). Without the run's record, another worker's
+    ``free_port`` could hand out the same number meanwhile, and one test's appliance would
+    deliver to another's receiver: the notify outage test saw a stranger's webhook and mail."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    for _ in range(200):
+        with socket.socket(family, kind) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if _handed_out is None:
+            return port
+        try:
+            (_handed_out / str(port)).touch(exist_ok=False)
+        except FileExistsError:
+            continue  # given to another test of this run: pick again
+        return port
+    raise RuntimeError("no port left that this test run has not handed out")
 
 
 def need_tool(name: str) -> str:
