@@ -16,8 +16,9 @@ decode the same ``3 x --lines`` events first (the setup), and the engine observe
 ``setarch -R`` (no address randomization) the native key tables', which place interned keys by
 their addresses (without it their probes alone moved a build's count by 60-120 a line from run
 to run; two runs with it were 125 apart, all of it glibc's allocator).
-``--what decode`` counts the decode instead (the syslog/UDP listener's batch call over the
-first ``--rounds x --lines`` lines of the same log, whole slices of 512, no engine): the
+``--what decode`` counts the decode instead (the syslog listener's batch calls over the first
+``--rounds x --lines`` lines of the same log fed as an LF-framed stream, whole calls of up to
+512 frames, no engine; divide by the difference of the two runs' printed event counts): the
 lines are sshd's, sudo's, cron's, the kernel's and others', as the rules bench decodes them.
 """
 
@@ -30,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_rules import YIELD_EVERY, Decoder, generate, observe, read_slices
+from bench_rules import YIELD_EVERY, Decoder, generate, observe
 
 from appliance.correlate import Engine, load_rules
 from appliance.event import Event
@@ -51,10 +52,10 @@ def main() -> int:
         tune_gc()  # as the appliance runs
         decoder = Decoder()
         events: list[Event] = []
-        for lines in read_slices(path):
+        for chunk in decoder.stream(path, 1_790_000_000.0):
             if args.what == "decode" and len(events) >= upto:
                 break
-            events.extend(decoder.slice(lines, 1_790_000_000.0))
+            events.extend(chunk)
         if args.what == "decode":
             print(f"{len(events)} events decoded")
             return 0

@@ -828,8 +828,8 @@ impl PyFramer {
     ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let mut out = Vec::with_capacity(want.min(1024));
         while out.len() < want {
-            match self.inner.next_frame() {
-                Some(f) => out.push(PyBytes::new(py, &f)),
+            match self.inner.next_frame_with(|f| PyBytes::new(py, f)) {
+                Some(f) => out.push(f),
                 None => break,
             }
         }

@@ -39,7 +39,13 @@ enum Step {
     Wait,
     /// Something was dropped or skipped: look again.
     Again,
-    Frame(Vec<u8>),
+    /// The frame is `buf[start..end]`; with `clear`, the buffer is emptied once it is read
+    /// (the rest of an over-long frame is being skipped).
+    Frame {
+        start: usize,
+        end: usize,
+        clear: bool,
+    },
 }
 
 /// Splits a TCP byte stream into syslog messages; never holds much more than `max_length`.
@@ -155,6 +161,13 @@ impl Framer {
 
     /// The next complete frame, or `None` until more bytes are fed.
     pub fn next_frame(&mut self) -> Option<Vec<u8>> {
+        self.next_frame_with(<[u8]>::to_vec)
+    }
+
+    /// `read` of the next complete frame, read in the buffer (no copy of its own), or
+    /// `None` until more bytes are fed: a caller that makes its own object of the bytes
+    /// (the extension's `bytes`) saves an allocation and a copy a frame.
+    pub fn next_frame_with<R>(&mut self, read: impl FnOnce(&[u8]) -> R) -> Option<R> {
         loop {
             let n = self.buf.len();
             let mut pos = self.pos;
@@ -183,10 +196,15 @@ impl Framer {
                     return None;
                 }
                 Step::Again => continue,
-                Step::Frame(frame) => {
+                Step::Frame { start, end, clear } => {
                     self.frames += 1;
                     self.scan = 0;
-                    return Some(frame);
+                    let got = read(&self.buf[start..end]);
+                    if clear {
+                        self.buf.clear();
+                        self.pos = 0;
+                    }
+                    return Some(got);
                 }
             }
         }
@@ -234,22 +252,32 @@ impl Framer {
                 return Step::Wait; // wait for the part we keep
             }
             self.error(FrameError::FrameTooLong);
-            let frame = self.buf[start..start + max_length].to_vec();
+            let end = start + max_length;
             if have >= length {
                 self.pos = start + length;
-            } else {
-                self.skip = length - have;
-                self.state = Skip::Count;
-                self.buf.clear();
-                self.pos = 0;
+                return Step::Frame {
+                    start,
+                    end,
+                    clear: false,
+                };
             }
-            return Step::Frame(frame);
+            self.skip = length - have;
+            self.state = Skip::Count;
+            return Step::Frame {
+                start,
+                end,
+                clear: true,
+            };
         }
         if have < length {
             return Step::Wait;
         }
         self.pos = start + length;
-        Step::Frame(self.buf[start..start + length].to_vec())
+        Step::Frame {
+            start,
+            end: start + length,
+            clear: false,
+        }
     }
 
     /// Index of the LF or NUL ending the frame at `pos`, resuming the last scan.
@@ -270,17 +298,21 @@ impl Framer {
             }
             // No delimiter within the limit: keep the first max_length bytes, skip to the LF.
             self.error(FrameError::FrameTooLong);
-            let frame = self.buf[pos..pos + max_length].to_vec();
-            self.buf.clear();
-            self.pos = 0;
-            self.scan = 0;
             self.state = Skip::Line;
-            return Step::Frame(frame);
+            return Step::Frame {
+                start: pos,
+                end: pos + max_length,
+                clear: true,
+            };
         };
         self.pos = end + 1;
         if end - pos > max_length {
             self.error(FrameError::FrameTooLong);
-            return Step::Frame(self.buf[pos..pos + max_length].to_vec());
+            return Step::Frame {
+                start: pos,
+                end: pos + max_length,
+                clear: false,
+            };
         }
         if end > pos && self.buf[end - 1] == b'\r' {
             end -= 1; // CR LF
@@ -288,7 +320,11 @@ impl Framer {
         if end == pos {
             return Step::Again;
         }
-        Step::Frame(self.buf[pos..end].to_vec())
+        Step::Frame {
+            start: pos,
+            end,
+            clear: false,
+        }
     }
 
     /// Drop a frame whose header cannot be trusted, up to the next LF/NUL.
