@@ -645,3 +645,31 @@ def test_a_registry_subclass_selects_as_it_says() -> None:
     batch = [(b"<13>Aug  7 10:00:00 host sshd[1]: Failed password", ("10.0.0.9", 1))]
     (event,) = intake.datagrams(batch, NOW, 8192, RAW_MAX, dropped, truncated)
     assert event.fields["event.dataset"] == "everything" and event.fields["labels.seen"]
+
+
+FORTIGATE_VPN = (
+    b"<189>date=2016-06-14 time=12:22:01 devname=FW1 logid=0101037141 type=event subtype=vpn"
+    b' action=tunnel-up user="bob" remip=192.0.2.%d'
+)
+
+
+def test_a_decoder_files_list_constant_is_each_events_own_list() -> None:
+    """A decoder file's list constants (FortiGate's VPN ``event.category``) are shared by the
+    records the batch makes and copied when Python first reads an event's fields: each event's
+    list is its own, and changing it changes no other event's, nor the constant a later
+    message gets."""
+    intake = make_intake()
+    batch = [(FORTIGATE_VPN % k, ("192.0.2.9", 514)) for k in (1, 2, 3)]
+    # the first message of a header shape makes its template, the others are records
+    _, a, b = (e.fields for e in intake.datagrams(batch, NOW, 8192, RAW_MAX, *_counters()))
+    assert a["event.dataset"] == "fortigate" and isinstance(a["event.category"], list)
+    assert a["event.category"] == b["event.category"]
+    assert a["event.category"] is not b["event.category"]
+    before = list(a["event.category"])
+    a["event.category"].append("changed")
+    (later,) = intake.datagrams(
+        [(FORTIGATE_VPN % 4, ("192.0.2.9", 514))], NOW, 8192, RAW_MAX, *_counters()
+    )
+    assert b["event.category"] == before
+    assert later.fields["event.category"] == before
+    assert b"changed" not in later.line

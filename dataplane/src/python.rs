@@ -19,7 +19,7 @@ use crate::jsonstr;
 use crate::python_event::{Attr, Event};
 use crate::python_flowevents::{EventsIn, ShapeId};
 use crate::python_line::{quoted_key, Json, KeptRun, Prewritten};
-use crate::python_record::{FieldsOut, Record, RecordTemplate, PAST_BOUND};
+use crate::python_record::{owned, FieldsOut, Record, RecordTemplate, PAST_BOUND};
 use crate::rules::{Fields, JsonFields, RuleSet, ShapeFields, Undecided, Val};
 use crate::syslog::framing::Framer;
 use crate::syslog::header::{self, Clock, Format, Message};
@@ -1032,10 +1032,12 @@ fn set_fields<'py>(
                 n.into_bound_py_any(py)?
             }
             Value::Const(i) => match consts.get(*i) {
-                // A list constant is copied: fields are mutable, events must not share it.
+                // A list constant goes into a record as it is (the record's dict, made when
+                // Python first reads the fields, gets a copy: `Record::dict`); a dict's is
+                // copied now. Fields are mutable: events must not share the list.
                 Some(c) => match c.bind(py).cast::<PyList>() {
-                    Ok(list) => PyList::new(py, list.iter())?.into_any(),
-                    Err(_) => c.bind(py).clone(),
+                    Ok(list) if !fields.is_record() => PyList::new(py, list.iter())?.into_any(),
+                    _ => c.bind(py).clone(),
                 },
                 None => continue,
             },
@@ -1055,7 +1057,7 @@ fn set_fields<'py>(
             Some((k, quoted)) => pre.set(fields, k.bind(py), quoted, &obj, json)?,
             None => {
                 pre.lose_track();
-                fields.dict()?.set_item(key, obj)?
+                fields.dict()?.set_item(key, owned(&obj)?)?
             }
         }
     }

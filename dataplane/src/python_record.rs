@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString};
+use pyo3::types::{PyDict, PyList, PyString};
 use smallvec::SmallVec;
 
 use crate::python_flowevents::held_value;
@@ -208,20 +208,30 @@ impl Record {
     }
 
     /// The dict the decode would have made: a copy of the template's (its keys in order),
-    /// the message's values set in their places, then the rest.
+    /// the message's values set in their places, then the rest, each list a copy of its
+    /// own (a decoder's list constants are shared by the records they are set in).
     pub(crate) fn dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let t = &self.template;
         let d = t.dict.bind(py).copy()?;
         for (k, slot) in t.keys.iter().zip(&self.slots) {
             if let Some(v) = slot {
-                d.set_item(k.bind(py), v.bind(py))?;
+                d.set_item(k.bind(py), owned(v.bind(py))?)?;
             }
         }
         for (k, v) in &self.extra {
-            d.set_item(k.bind(py), v.bind(py))?;
+            d.set_item(k.bind(py), owned(v.bind(py))?)?;
         }
         Ok(d)
     }
+}
+
+/// `value` as a dict may hold it: a list copied (a record's list may be a decoder's
+/// constant, shared by the records it is set in), anything else as it is.
+pub(crate) fn owned<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value.cast_exact::<PyList>() {
+        Ok(list) => PyList::new(value.py(), list.iter())?.into_any(),
+        Err(_) => value.clone(),
+    })
 }
 
 impl Drop for Record {
@@ -275,6 +285,11 @@ impl<'py> FieldsOut<'py> {
         }
     }
 
+    /// Whether the fields are still a record (no dict made yet).
+    pub(crate) fn is_record(&self) -> bool {
+        matches!(self, FieldsOut::Record(..))
+    }
+
     /// `fields[key] = value`, `key` interned.
     pub(crate) fn set(
         &mut self,
@@ -287,7 +302,7 @@ impl<'py> FieldsOut<'py> {
                 Some(_) => Ok(()),
                 None => {
                     PAST_BOUND.fetch_add(1, Ordering::Relaxed);
-                    self.dict()?.set_item(key, value)
+                    self.dict()?.set_item(key, owned(value)?)
                 }
             },
         }
