@@ -653,23 +653,27 @@ FORTIGATE_VPN = (
 )
 
 
-def test_a_decoder_files_list_constant_is_each_events_own_list() -> None:
-    """A decoder file's list constants (FortiGate's VPN ``event.category``) are shared by the
-    records the batch makes and copied when Python first reads an event's fields: each event's
-    list is its own, and changing it changes no other event's, nor the constant a later
+@pytest.mark.parametrize(
+    ("line", "dataset"),
+    [(FORTIGATE_VPN, "fortigate"), (SSHD_FAILED, "linux_auth")],
+    ids=["decoder-file-constant", "sshd-one-item-list"],
+)
+def test_a_decoders_constant_list_is_each_events_own_list(line: bytes, dataset: str) -> None:
+    """The lists a decoder sets the same for every message (a decoder file's constants,
+    FortiGate's VPN ``event.category``; the sshd decoder's one-item lists) are shared by the
+    records the batch makes and copied when Python first reads an event's fields: each
+    event's list is its own, and changing it changes no other event's, nor the list a later
     message gets."""
     intake = make_intake()
-    batch = [(FORTIGATE_VPN % k, ("192.0.2.9", 514)) for k in (1, 2, 3)]
+    batch = [(line % k, ("192.0.2.9", 514)) for k in (1, 2, 3)]
     # the first message of a header shape makes its template, the others are records
     _, a, b = (e.fields for e in intake.datagrams(batch, NOW, 8192, RAW_MAX, *_counters()))
-    assert a["event.dataset"] == "fortigate" and isinstance(a["event.category"], list)
+    assert a["event.dataset"] == dataset and isinstance(a["event.category"], list)
     assert a["event.category"] == b["event.category"]
     assert a["event.category"] is not b["event.category"]
     before = list(a["event.category"])
     a["event.category"].append("changed")
-    (later,) = intake.datagrams(
-        [(FORTIGATE_VPN % 4, ("192.0.2.9", 514))], NOW, 8192, RAW_MAX, *_counters()
-    )
+    (later,) = intake.datagrams([(line % 4, ("192.0.2.9", 514))], NOW, 8192, RAW_MAX, *_counters())
     assert b["event.category"] == before
     assert later.fields["event.category"] == before
     assert b"changed" not in later.line

@@ -59,12 +59,35 @@ static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
 struct Shared {
     seed: usize,
     slots: Box<[Slot]>,
+    /// One-item lists of the shared strs (`event.category`, `event.type`), by the item's
+    /// address ([`SharedStrs::one_item_list`]).
+    lists: Box<[Option<Py<PyList>>]>,
 }
+
+/// Slots of the shared one-item lists (a power of two).
+const SHARED_LISTS: usize = 256;
 
 struct Slot {
     len: u8,
     text: [u8; SHARED_TEXT_MAX],
     s: Option<Py<PyString>>,
+}
+
+impl Shared {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        Shared {
+            seed: std::collections::hash_map::RandomState::new().hash_one(0u8) as usize,
+            slots: (0..SHARED_SLOTS)
+                .map(|_| Slot {
+                    len: 0,
+                    text: [0; SHARED_TEXT_MAX],
+                    s: None,
+                })
+                .collect(),
+            lists: (0..SHARED_LISTS).map(|_| None).collect(),
+        }
+    }
 }
 
 /// The shared texts, held for one message's fields; without them (another thread holds
@@ -83,7 +106,7 @@ impl SharedStrs {
 
     /// `text` as a str equal to `PyString::new(py, text)`, shared when short.
     pub(crate) fn get<'py>(&mut self, py: Python<'py>, text: &str) -> Bound<'py, PyString> {
-        use std::hash::{BuildHasher, Hasher};
+        use std::hash::Hasher;
         let Some(guard) = self
             .0
             .as_deref_mut()
@@ -91,16 +114,7 @@ impl SharedStrs {
         else {
             return PyString::new(py, text);
         };
-        let shared = guard.get_or_insert_with(|| Shared {
-            seed: std::collections::hash_map::RandomState::new().hash_one(0u8) as usize,
-            slots: (0..SHARED_SLOTS)
-                .map(|_| Slot {
-                    len: 0,
-                    text: [0; SHARED_TEXT_MAX],
-                    s: None,
-                })
-                .collect(),
-        });
+        let shared = guard.get_or_insert_with(Shared::new);
         let mut h = rustc_hash::FxHasher::with_seed(shared.seed);
         h.write(text.as_bytes());
         let slot = &mut shared.slots[h.finish() as usize & (SHARED_SLOTS - 1)];
@@ -116,6 +130,40 @@ impl SharedStrs {
         // The str it held is released here, with the interpreter attached.
         slot.s = Some(s.clone().unbind());
         s
+    }
+
+    /// `[text]` as a list shared by the records it is set in, or a new list where it could
+    /// be seen from Python (`shared` false: a dict's value) or without the shared texts.
+    /// A record is never seen from Python, and its dict copies each list
+    /// (`python_record::owned`); the native readers only read it. A one-item list per
+    /// message was a list made and freed per sshd line (`event.category`, `event.type`).
+    pub(crate) fn one_item_list<'py>(
+        &mut self,
+        py: Python<'py>,
+        text: &str,
+        shared: bool,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let item = self.get(py, text);
+        let Some(lists) = self
+            .0
+            .as_deref_mut()
+            .and_then(Option::as_mut)
+            .filter(|_| shared)
+            .map(|s| &mut s.lists)
+        else {
+            return PyList::new(py, [item]);
+        };
+        // The list holds its item: no other object has the item's address meanwhile.
+        let slot = &mut lists[(item.as_ptr() as usize >> 4) & (SHARED_LISTS - 1)];
+        if let Some(list) = slot {
+            let list = list.bind(py);
+            if list.len() == 1 && list.get_item(0)?.is(&item) {
+                return Ok(list.clone());
+            }
+        }
+        let list = PyList::new(py, [item])?;
+        *slot = Some(list.clone().unbind());
+        Ok(list)
     }
 }
 
@@ -1041,7 +1089,18 @@ fn set_fields<'py>(
                 },
                 None => continue,
             },
-            Value::Texts(items) => PyList::new(py, items.iter().map(|t| text(t)))?.into_any(),
+            Value::Texts(items) => {
+                let record = fields.is_record();
+                match (items.as_slice(), strs.as_mut()) {
+                    ([one], Some(strs)) => strs.one_item_list(py, one, record)?.into_any(),
+                    (_, Some(strs)) => {
+                        PyList::new(py, items.iter().map(|t| strs.get(py, t)))?.into_any()
+                    }
+                    (_, None) => {
+                        PyList::new(py, items.iter().map(|t| PyString::new(py, t)))?.into_any()
+                    }
+                }
+            }
             Value::Converted(name, v) => {
                 let Some(convert) = convert else { continue };
                 drop(strs.take());
