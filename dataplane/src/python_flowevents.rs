@@ -27,7 +27,7 @@ use pyo3::IntoPyObjectExt;
 
 use crate::python::field_value;
 use crate::python_event::{Attr, Event};
-use crate::python_record::FieldsRecord;
+use crate::python_record::{owned, FieldsRecord};
 use crate::rules::{Fields, Known, ShapeFields, Val};
 
 /// What makes a flow's `Event`, as the listener's source would:
@@ -309,12 +309,8 @@ impl Chunk {
         let shape = &self.shapes[rec.shape];
         let d = shape.fields(py)?;
         for (k, v) in shape.keys.iter().zip(self.own(rec)) {
-            let v = v.object(py);
-            match v.cast::<PyList>() {
-                // the records share their lists (`event.category`...): each event its own
-                Ok(list) => d.set_item(k, PyList::new(py, list.iter())?)?,
-                Err(_) => d.set_item(k, v)?,
-            }
+            // the records share their lists (`event.category`...): each event its own
+            d.set_item(k, owned(&v.object(py))?)?;
         }
         let ev = self.maker.make(rec.ts.bind(py), self.created.bind(py), d)?;
         // Another thread may have made it meanwhile (Python ran in `call1`): theirs stands.
