@@ -62,8 +62,9 @@ llvm_profdata() {
 # built instrumented, trained on the per-message paths (scripts/pgo_train.py), built again
 # with the profile (as pydantic-core's release wheels are). The per-line path touches more
 # code than the first-level instruction cache holds, and the profile lays the hot blocks out
-# together: README "Building", "Profile-guided build". APPLIANCE_PGO=0, or a step that fails
-# (no llvm-tools, a training run's error), gives the plain build, with a line saying why.
+# together: README "The native data plane (Rust)", "Profile-guided build". APPLIANCE_PGO=0,
+# or a step that fails (no llvm-tools, a training run's error), gives the plain build, with
+# a line saying why.
 build_package() {
     local root="$1" venv="$2" spec="$3"
     local pip=("$venv/bin/python" -m pip install --quiet -e "$spec")
