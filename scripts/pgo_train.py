@@ -18,8 +18,10 @@ stages, rules), and the store's segment packing and search filters (``bench_pack
 corpus's syslog files too when ``APPLIANCE_CORPUS`` or ``../shared/corpus`` has them). A path
 the training never runs (NetFlow v5 and IPFIX; the vendor decoders the corpus would reach when
 it is absent) is in the profile with zero counts: LLVM lays its code out as cold, apart from the
-hot code, and inlines less into it. How much slower that makes it than a plain build is not
-measured yet; a path that matters belongs in ``STEPS``.
+hot code, and inlines less into it. Measured for the flow path's two untrained versions
+(instructions a flow through decode and stages, plain build against profile-guided): NetFlow
+v5 9,010 against 8,816, IPFIX 7,221 against 7,147, so no slower: they share most of their code
+with v9's. A path that matters belongs in ``STEPS`` all the same.
 """
 
 from __future__ import annotations
