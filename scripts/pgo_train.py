@@ -7,8 +7,8 @@ Why train at all: the per-line path of decode and rules touches more code than t
 instruction cache holds (callgrind with this VM's caches: ~750 misses a line, against ~27,000
 instructions), so each line fetches its code again from the second level. With the profile,
 LLVM lays the hot blocks out together and moves the error paths out of them: instructions a
-line and those misses fall by a sixth and a third (README "Sizing", the 2026-12-07 evening
-row).
+line and those misses fall by a sixth and a quarter (README "Sizing", the row of 2026-12-07
+14:12-15:45).
 
 What is trained on is what the appliance runs per message: the syslog/TCP listener's decode
 and the whole built-in ruleset (``callgrind_rules.py``), the syslog/UDP batch intake with each
