@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use rustc_hash::{FxHashMap, FxHashSet};
+use smallvec::{smallvec, SmallVec};
 
 use memchr::memmem;
 use regex::bytes::{CaptureLocations, Regex, RegexBuilder};
@@ -342,7 +343,9 @@ pub enum Value<'a> {
     Converted(&'static str, &'a str),
     /// A file constant (by index in the caller's list).
     Const(usize),
-    Texts(Vec<&'a str>),
+    /// A list of texts. Most have one item, kept in place: a `Vec` was an allocation and a
+    /// free per list, two lists a line on sshd's.
+    Texts(SmallVec<[&'a str; 1]>),
 }
 
 /// What a decoder made of a message.
@@ -1407,7 +1410,7 @@ fn convert<'a>(how: &str, v: &'a str) -> Option<Value<'a>> {
         "upper" => Some(Value::Text(Cow::Owned(v.to_uppercase()))),
         "int" => as_int(v).map(Value::Int),
         "port" => as_int(v).filter(|n| *n <= 65535).map(Value::Int),
-        "list" => Some(Value::Texts(vec![v])),
+        "list" => Some(Value::Texts(smallvec![v])),
         "transport" => {
             let mut low = v.to_lowercase();
             if let Some((name, port)) = low.split_once('/') {
@@ -1434,10 +1437,10 @@ fn convert<'a>(how: &str, v: &'a str) -> Option<Value<'a>> {
 
 fn network_verdict<'a>(action: Value<'a>, out: &mut Vec<(&'a str, Value<'a>)>) {
     let denied = matches!(&action, Value::Text(t) if matches!(t.as_ref(), "deny" | "drop" | "reject" | "block"));
-    out.push(("event.category", Value::Texts(vec!["network"])));
+    out.push(("event.category", Value::Texts(smallvec!["network"])));
     out.push((
         "event.type",
-        Value::Texts(vec![
+        Value::Texts(smallvec![
             "connection",
             if denied { "denied" } else { "allowed" },
         ]),
@@ -1459,8 +1462,8 @@ fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str
             Some(action) => network_verdict(action, out),
             None => {
                 if let Some(default) = c.default_action.as_deref().filter(|d| !d.is_empty()) {
-                    out.push(("event.category", Value::Texts(vec!["network"])));
-                    out.push(("event.type", Value::Texts(vec!["connection"])));
+                    out.push(("event.category", Value::Texts(smallvec!["network"])));
+                    out.push(("event.type", Value::Texts(smallvec!["connection"])));
                     out.push(("event.action", Value::Text(Cow::Borrowed(default))));
                 }
             }
@@ -1468,8 +1471,8 @@ fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str
         "authentication" => {
             let (a, o, u) = (action, outcome, user);
             if let (Some(a), Some(o)) = (a, o) {
-                out.push(("event.category", Value::Texts(vec!["authentication"])));
-                out.push(("event.type", Value::Texts(vec![c.auth_type.as_str()])));
+                out.push(("event.category", Value::Texts(smallvec!["authentication"])));
+                out.push(("event.type", Value::Texts(smallvec![c.auth_type.as_str()])));
                 out.push(("event.action", a));
                 out.push(("event.outcome", o));
                 if let Some(u) = u.filter(truthy) {
@@ -1479,8 +1482,8 @@ fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str
         }
         "config_change" => {
             let u = user;
-            out.push(("event.category", Value::Texts(vec!["configuration"])));
-            out.push(("event.type", Value::Texts(vec!["change"])));
+            out.push(("event.category", Value::Texts(smallvec!["configuration"])));
+            out.push(("event.type", Value::Texts(smallvec!["change"])));
             out.push(("event.action", Value::Text(Cow::Borrowed("config_change"))));
             if let Some(u) = u.filter(truthy) {
                 out.push(("user.name", u));
@@ -1488,8 +1491,11 @@ fn contract<'a>(c: &'a ContractPlan, caps: &Captures<'a>, out: &mut Vec<(&'a str
         }
         _ => {
             out.push(("event.kind", Value::Text(Cow::Borrowed("alert"))));
-            out.push(("event.category", Value::Texts(vec!["intrusion_detection"])));
-            out.push(("event.type", Value::Texts(vec!["info"])));
+            out.push((
+                "event.category",
+                Value::Texts(smallvec!["intrusion_detection"]),
+            ));
+            out.push(("event.type", Value::Texts(smallvec!["info"])));
         }
     }
 }

@@ -236,18 +236,18 @@ pub(crate) fn owned<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny
 
 impl Drop for Record {
     /// The references released under one check of the interpreter (a `Py` dropped alone
-    /// checks a thread-local each time).
+    /// checks a thread-local each time). The extra items are drained in place: taken out
+    /// first, the ~200-byte inline vector was copied every event.
     fn drop(&mut self) {
         let n = self.template.keys.len();
-        let extra = std::mem::take(&mut self.extra);
-        let slots = &mut self.slots[..n];
+        let (slots, extra) = (&mut self.slots[..n], &mut self.extra);
         Python::attach(|py| {
             slots.iter_mut().for_each(|v| {
                 if let Some(v) = v.take() {
                     v.drop_ref(py)
                 }
             });
-            for (k, v) in extra {
+            for (k, v) in extra.drain(..) {
                 k.drop_ref(py);
                 v.drop_ref(py);
             }

@@ -667,6 +667,7 @@ impl CorrelationWindows {
             return Ok(None);
         };
         let gathered = evidence(py, &group.entries())?;
+        self.w.recycle(group);
         let value = match self.w.spec.kind {
             // OrderedState returns float(len(refs))
             Kind::Ordered(_) => PyFloat::new(py, n as f64).into_any(),
@@ -770,7 +771,7 @@ impl CorrelationWindows {
                         }
                     }
                 }
-                Window::Distinct(vals)
+                Window::Distinct(Box::new(vals))
             }
             Kind::Ordered(n) => {
                 if items.len() != n {

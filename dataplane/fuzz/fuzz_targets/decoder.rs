@@ -33,5 +33,5 @@ fuzz_target!(|data: &[u8]| {
         }
         Outcome::NotMine => assert!(text.is_ascii()),
         Outcome::Defer => assert!(!text.is_ascii()),
-    }
+    };
 });

@@ -107,5 +107,5 @@ fuzz_target!(|data: &[u8]| {
                 assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
             }
         }
-    }
+    };
 });
