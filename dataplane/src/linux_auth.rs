@@ -433,8 +433,9 @@ fn sshd(text: &str) -> Auth<'_> {
 }
 
 /// Items an sshd line sets at most (authentication's four, the user, the source's address
-/// and port, the client's method): its list is made at that size once. Grown from the
-/// `vec!` of the first four, it was a `malloc` and a `realloc` a line.
+/// and port, the client's method): its list is made at that size once (a sudo line's may
+/// grow once more). Grown from the `vec!` of the first four, it was a `malloc` and a
+/// `realloc` a line.
 const ITEMS: usize = 8;
 
 /// `base.authentication(fields, action, outcome, user, kind)`.
