@@ -17,7 +17,7 @@ use std::hash::Hash;
 const NIL: u32 = u32::MAX;
 
 /// A slot's place in the order and in its bucket: kept apart from the key and value, in
-/// one dense array. At the group bound a window holds 10,000 groups of ~150 bytes; a lookup
+/// one dense array. At the group bound a window holds 10,000 groups; a lookup
 /// that walked the chain through the nodes, and a move to the back that rewrote both
 /// neighbours' nodes, took three or four cache lines from all over the table a hit, and the
 /// full ruleset makes about four such lookups a line. With the links apart, those are
@@ -261,9 +261,11 @@ impl<K: Hash + Eq, V> Lru<K, V> {
             (false, _) => 0,
             (true, Vacant(hash)) => hash.unwrap_or_else(|| self.hash(&key)),
         };
+        let link = Link { hash, ..UNLINKED };
         let i = match self.free.pop() {
             Some(i) => {
                 self.nodes[slot(i)] = Some((key, val));
+                *self.link(i) = link;
                 i
             }
             None => {
@@ -272,11 +274,10 @@ impl<K: Hash + Eq, V> Lru<K, V> {
                     .filter(|&i| i != NIL)
                     .expect("an Lru holds fewer than 2^32 - 1 entries");
                 self.nodes.push(Some((key, val)));
-                self.links.push(UNLINKED);
+                self.links.push(link);
                 i
             }
         };
-        *self.link(i) = Link { hash, ..UNLINKED };
         self.link_back(i);
         self.len += 1;
         if self.indexed {
@@ -366,6 +367,11 @@ impl<K: Hash + Eq, V> Lru<K, V> {
         self.head = NIL;
         self.tail = NIL;
         self.len = 0;
+    }
+
+    /// Entries this map has room for without allocating.
+    pub fn capacity(&self) -> usize {
+        self.nodes.capacity()
     }
 
     /// Slots in order, oldest first.
@@ -486,6 +492,15 @@ impl<K: Hash + Eq, D, P> Window<K, D, P> {
             Window::Ordered(chains) => chains.iter_mut().for_each(|c| *c = None),
         }
     }
+
+    /// Entries the window keeps room for once cleared (a cleared chain keeps none).
+    fn capacity(&self) -> usize {
+        match self {
+            Window::Count(t) => t.capacity(),
+            Window::Distinct(vals) => vals.capacity(),
+            Window::Ordered(_) => 0,
+        }
+    }
 }
 
 /// A partial sequence: when it started and its entries (at most `CHAIN_ENTRIES`).
@@ -554,6 +569,11 @@ impl<K: Hash + Eq, D, P> Group<K, D, P> {
 
 /// Emptied windows a [`Windows`] keeps for its next new groups.
 const SPARE_WINDOWS: usize = 64;
+
+/// Entries a spare window may keep room for: a window grown past it (a rule whose `keep` is
+/// in the thousands) is freed as before, so the spares hold at most ~128 KiB of entries a
+/// rule instead of up to `keep` entries each.
+const SPARE_ENTRIES: usize = 64;
 
 /// One correlation rule's groups.
 pub struct Windows<K, D, P> {
@@ -682,10 +702,11 @@ impl<K: Hash + Eq, D, P: Clone> Windows<K, D, P> {
         Some((n, g))
     }
 
-    /// A removed group's window kept, emptied, for a new group (up to [`SPARE_WINDOWS`]).
+    /// A removed group's window kept, emptied, for a new group (up to [`SPARE_WINDOWS`],
+    /// each with room for at most [`SPARE_ENTRIES`]).
     pub fn recycle(&mut self, group: Group<K, D, P>) {
-        if self.spare.len() < SPARE_WINDOWS {
-            let mut window = group.window;
+        let mut window = group.window;
+        if self.spare.len() < SPARE_WINDOWS && window.capacity() <= SPARE_ENTRIES {
             window.clear();
             self.spare.push(window);
         }
@@ -987,6 +1008,34 @@ mod tests {
             (w.evicted, w.fired, w.ungrouped),
             (m.evicted, m.fired, m.ungrouped)
         );
+    }
+
+    #[test]
+    fn recycle_keeps_only_small_emptied_windows() {
+        let mut w: Windows<u8, u8, u32> = Windows::new(spec(Kind::Count, 1000, 10, Op::Gte, 1.0));
+        let group = |n: u32| Group {
+            display: 0,
+            window: Window::Count(
+                (0..n)
+                    .map(|p| Entry {
+                        ts: 0.0,
+                        payload: p,
+                    })
+                    .collect(),
+            ),
+        };
+        w.recycle(group(3));
+        w.recycle(group(500)); // grown past SPARE_ENTRIES: freed, not kept
+        assert_eq!(w.spare.len(), 1);
+        match w.empty_window() {
+            Window::Count(t) => assert!(t.is_empty() && t.capacity() >= 3),
+            _ => panic!("a count window"),
+        }
+        assert!(w.spare.is_empty());
+        for _ in 0..SPARE_WINDOWS + 5 {
+            w.recycle(group(1));
+        }
+        assert_eq!(w.spare.len(), SPARE_WINDOWS);
     }
 
     #[test]
