@@ -555,3 +555,40 @@ def test_syslog_streams_with_the_built_in_rules_raise_the_same_alerts_and_state(
     assert stats["rate_suppressed"].alerts > 0 and stats["rate_suppressed"].suppressed > 0
     assert pair.native.natively_observed - before > fed // 2  # most lines went through Rust
     assert pair.native.late_events > 0
+
+
+SSH_ATTEMPTS = """\
+title: ssh_attempts
+name: ssh_attempts
+status: test
+correlation:
+  type: event_count
+  rules: [ssh_auth_failure, ssh_auth_success]
+  group-by: [source.ip]
+  timespan: 5m
+  condition: {gte: 12}
+level: medium
+"""
+
+
+def test_a_window_two_detections_feed_is_fed_natively_by_both(tmp_path: Path) -> None:
+    """A correlation over two detections is one window in both detections' plans: the
+    native call steps it for either (one object, borrowed once a call), with the same alerts
+    as the reference and no call falling back."""
+    (tmp_path / "ssh_attempts.yml").write_text(SSH_ATTEMPTS)
+    rs = load_rules([tmp_path], builtin=True)
+    assert not rs.failures, rs.failures
+    pair = Pair(rs)
+    native = pair.native._native
+    assert native is not None and pair.native._feeds is not None
+    s = SyslogStream(7)
+    before = pair.native.natively_observed
+    fed = 0
+    while s.t < T0 + 30 * 60:
+        batch = [s.event() for _ in range(s.r.randint(1, 120))]
+        fed += len(batch)
+        pair.feed(batch, s.t)
+        pair.check()
+    assert "ssh_attempts" in pair.fired
+    assert native.failures == 0
+    assert pair.native.natively_observed - before > fed // 2

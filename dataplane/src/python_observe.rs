@@ -58,10 +58,21 @@ type ChainIn = (Py<CorrelationWindows>, String, Vec<Py<PyString>>);
 /// that feeds nothing itself (its own fire is handed over, and the engine raises its
 /// alert).
 struct Chain {
-    parent: Py<CorrelationWindows>,
+    /// its place in `DetectionFeeds::windows`
+    parent: usize,
     /// The fired correlation's id, the rule id the parent is fed under.
     child: String,
     group_by: Vec<Py<PyString>>,
+}
+
+/// Each of `all` borrowed mutably (see `DetectionFeeds::windows`).
+fn borrow_all<'py, T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>>(
+    py: Python<'py>,
+    all: &[Py<T>],
+) -> PyResult<Vec<PyRefMut<'py, T>>> {
+    all.iter()
+        .map(|x| Ok(x.bind(py).try_borrow_mut()?))
+        .collect()
 }
 
 /// What one detection does natively.
@@ -70,15 +81,12 @@ enum Plan {
     /// fire feeds a window this call feeds too (unless chained, the engine must handle it
     /// before anything else feeds that one: the event ends the call as a partial one after
     /// this detection), per window: the window above it that this call feeds its fires to
-    /// (`Chain`), if any)
-    Windows(
-        String,
-        Vec<Py<CorrelationWindows>>,
-        Vec<bool>,
-        Vec<Option<Chain>>,
-    ),
-    Absence(Py<AbsenceGroups>),
-    Baseline(Py<BaselineGroups>),
+    /// (`Chain`), if any); the windows as their places in `DetectionFeeds::windows`
+    Windows(String, Vec<usize>, Vec<bool>, Vec<Option<Chain>>),
+    /// its place in `DetectionFeeds::absences`
+    Absence(usize),
+    /// its place in `DetectionFeeds::baselines`
+    Baseline(usize),
 }
 
 /// One detection's window results of one event: (member index, what fired or the error,
@@ -145,6 +153,14 @@ pub struct DetectionFeeds {
     matcher: Py<RuleMatcher>,
     /// Per detection index of the matcher: its plan, or None when the engine handles it.
     plans: Vec<Option<Plan>>,
+    /// What the plans step, each once (a window two detections feed, or one fed and a
+    /// chain's parent, is one object). A call borrows each once for the whole call, not per
+    /// event: a PyO3 borrow and its release are atomic read-modify-writes of the object's
+    /// flag, each a full barrier on x86, so per event they made every miss in one window's
+    /// groups wait for the one before (five to eight of them a line on the rules bench).
+    windows: Vec<Py<CorrelationWindows>>,
+    absences: Vec<Py<AbsenceGroups>>,
+    baselines: Vec<Py<BaselineGroups>>,
     lateness: f64,
     /// The engine's `allowed_lateness` as it holds it (`now + lateness` is a clamped time).
     lateness_obj: Py<PyAny>,
@@ -212,6 +228,7 @@ impl DetectionFeeds {
     fn chain<'py>(
         &self,
         py: Python<'py>,
+        windows: &mut [PyRefMut<'py, CorrelationWindows>],
         chain: &Chain,
         fired: &Bound<'py, PyAny>,
         ts: &Bound<'py, PyAny>,
@@ -247,10 +264,7 @@ impl DetectionFeeds {
         for (k, v) in chain.group_by.iter().zip(key.iter()) {
             group.set_item(k.bind(py), v)?;
         }
-        let got = {
-            let mut parent = chain.parent.bind(py).try_borrow_mut()?;
-            parent.add(py, &chain.child, inner.as_any(), &group)
-        };
+        let got = windows[chain.parent].add(py, &chain.child, inner.as_any(), &group);
         let got = match got {
             Ok(out) => out.into_pyobject(py)?.into_any(),
             Err(e) => e.into_value(py).into_bound(py).into_any(),
@@ -312,6 +326,15 @@ impl DetectionFeeds {
         evidence: (usize, usize),
     ) -> PyResult<Self> {
         let name = |s: &str| PyString::intern(py, s).unbind();
+        let mut windows: Vec<Py<CorrelationWindows>> = Vec::new();
+        let mut place = |w: Py<CorrelationWindows>| match windows.iter().position(|h| h.is(&w)) {
+            Some(i) => i,
+            None => {
+                windows.push(w);
+                windows.len() - 1
+            }
+        };
+        let (mut absences, mut baselines) = (Vec::new(), Vec::new());
         let plans = plans
             .into_iter()
             .map(|p| {
@@ -319,9 +342,11 @@ impl DetectionFeeds {
                     return Ok(None);
                 };
                 Ok(Some(if let Ok(a) = obj.cast::<AbsenceGroups>() {
-                    Plan::Absence(a.clone().unbind())
+                    absences.push(a.clone().unbind());
+                    Plan::Absence(absences.len() - 1)
                 } else if let Ok(b) = obj.cast::<BaselineGroups>() {
-                    Plan::Baseline(b.clone().unbind())
+                    baselines.push(b.clone().unbind());
+                    Plan::Baseline(baselines.len() - 1)
                 } else {
                     let members: Vec<Py<CorrelationWindows>> = obj.extract()?;
                     if ends.len() != members.len() || chains.len() != members.len() {
@@ -331,12 +356,13 @@ impl DetectionFeeds {
                         .into_iter()
                         .map(|c| {
                             c.map(|(parent, child, group_by)| Chain {
-                                parent,
+                                parent: place(parent),
                                 child,
                                 group_by,
                             })
                         })
                         .collect();
+                    let members = members.into_iter().map(&mut place).collect();
                     Plan::Windows(rid, members, ends, chains)
                 }))
             })
@@ -344,6 +370,9 @@ impl DetectionFeeds {
         Ok(DetectionFeeds {
             matcher,
             plans,
+            windows,
+            absences,
+            baselines,
             lateness: lateness.extract()?,
             lateness_obj: lateness.clone().unbind(),
             sample_chars,
@@ -401,6 +430,9 @@ impl DetectionFeeds {
         // the event time object that became the newest (None: unchanged)
         let mut newest_obj: Option<Bound<'py, PyAny>> = None;
         let mut matcher = self.matcher.bind(py).try_borrow_mut()?;
+        let mut held_windows = borrow_all(py, &self.windows)?;
+        let mut held_absences = borrow_all(py, &self.absences)?;
+        let mut held_baselines = borrow_all(py, &self.baselines)?;
         let keys: Vec<Py<PyString>> = matcher.keys.iter().map(|k| k.clone_ref(py)).collect();
         let n = events.len().min(groups.len());
         let mut det_hits = vec![0u64; self.plans.len()];
@@ -532,14 +564,11 @@ impl DetectionFeeds {
                 det_hits[r] += 1;
                 let step = match self.plans.get(r) {
                     Some(Some(Plan::Absence(a))) => {
-                        let got = a
-                            .bind(py)
-                            .try_borrow_mut()?
-                            .seen_in(py, &fields, now, &ts_obj);
+                        let got = held_absences[*a].seen_in(py, &fields, now, &ts_obj);
                         Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
                     Some(Some(Plan::Baseline(b))) => {
-                        let got = b.bind(py).try_borrow_mut()?.add_in(py, &fields, ts);
+                        let got = held_baselines[*b].add_in(py, &fields, ts);
                         Step::Groups(group_step(py, got, j, &mut failed)?)
                     }
                     Some(Some(Plan::Windows(rid, members, ends, chains))) => {
@@ -547,9 +576,9 @@ impl DetectionFeeds {
                             continue; // late: the reference feeds no window
                         };
                         let mut results: Results<'py> = Vec::new();
-                        for (k, m) in members.iter().enumerate() {
+                        for (k, &m) in members.iter().enumerate() {
                             let got = {
-                                let mut w = m.bind(py).try_borrow_mut()?;
+                                let w = &mut held_windows[m];
                                 caught(|| w.add_inner(py, rid, entry.ev(), ts, &fields))
                             };
                             match got {
@@ -560,7 +589,7 @@ impl DetectionFeeds {
                                     // first (an earlier fire it feeds itself).
                                     let chained = match chains.get(k) {
                                         Some(Some(chain)) if failed.is_none() => {
-                                            self.chain(py, chain, &out, &ts_obj)?
+                                            self.chain(py, &mut held_windows, chain, &out, &ts_obj)?
                                         }
                                         _ => None,
                                     };
