@@ -758,20 +758,14 @@ impl CorrelationWindows {
                 Window::Count(t)
             }
             Kind::Distinct => {
-                let mut vals: crate::windows::Lru<Part, (Shown, Entry<Ev>)> =
-                    crate::windows::Lru::new();
+                let mut vals: crate::windows::Values<Part, (Shown, Entry<Ev>)> = Default::default();
                 for item in items.iter() {
                     let (v, e): (Bound<'_, PyAny>, Bound<'_, PyAny>) = item.extract()?;
                     let vk = part(&v)?;
                     let entry = Self::entry(&e)?;
-                    match vals.find(&vk) {
-                        Some(i) => vals.val_mut(i).1 = entry, // the key as first seen stays
-                        None => {
-                            vals.push_back(vk, (Some(v.unbind()), entry));
-                        }
-                    }
+                    vals.put(vk, entry, || Some(v.unbind())); // the key as first seen stays
                 }
-                Window::Distinct(Box::new(vals))
+                Window::Distinct(vals)
             }
             Kind::Ordered(n) => {
                 if items.len() != n {
