@@ -850,8 +850,9 @@ fn distinct_add<K: Hash + Eq, D, P, F: FnOnce() -> D>(
     vals.len()
 }
 
-/// Values a [`Values`] holds in a plain vector before it becomes an [`Lru`].
-const FEW_VALUES: usize = 8;
+/// Values a [`Values`] holds in a plain vector before it becomes an [`Lru`]: as many as an
+/// [`Lru`] holds before it indexes them, so the map it becomes indexes at once.
+const FEW_VALUES: usize = UNINDEXED;
 
 /// A value_count window's values, oldest first: a vector while they are few, then an [`Lru`]
 /// (boxed: the map is 152 bytes, and in place it would make every group's slot larger
@@ -919,12 +920,9 @@ impl<K: Hash + Eq, V> Values<K, V> {
                 let Some(i) = v.iter().position(|(k, _)| k == key) else {
                     return Err(Vacant(None));
                 };
-                let item = v.remove(i);
-                v.push(item);
-                match v.last_mut() {
-                    Some((_, val)) => Ok(val),
-                    None => Err(Vacant(None)), // unreachable: an item was just pushed
-                }
+                v[i..].rotate_left(1);
+                let last = v.len() - 1; // at least i + 1 items
+                Ok(&mut v[last].1)
             }
             Values::Many(m) => {
                 let i = m.lookup(key)?;
