@@ -28,9 +28,9 @@ attacker IPs, the rest from random IPs), 4% "Accepted ...", 66% other daemons. T
   before and right after each ``full`` run (``--rounds`` of them, SEC between each two):
   each round's ratio is its ``full`` over the mean of the SEC runs either side of it, and
   ``full_over_sec_cpu``, the ratio the target is stated in, is the median of the rounds'
-  ratios (all printed). One round's ratio moved by ±0.15 between runs minutes apart on
-  this VM (neighbours' load reaches both processes, not always alike), so one round is no
-  figure to judge a target by.
+  ratios (all printed). On this VM one run's five rounds read 1.46x to 2.24x (2026-12-08:
+  neighbours' load reaches both processes, not always alike), so one round is no figure to
+  judge a target by.
 
 On a shared VM the CPU rates drift between runs of the same code; instructions do not.
 ``scripts/callgrind_rules.py`` counts ours (decode and engine) per line; SEC's, with the rule
@@ -322,6 +322,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="full runs, SEC around each")
     ap.add_argument("--no-sec", action="store_true")
     args = ap.parse_args()
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
     tmpdir = tempfile.mkdtemp(prefix="bench-rules-")
     path = args.file or Path(tmpdir) / "sshd.log"
     if not path.exists():
@@ -335,7 +337,7 @@ def main() -> int:
     sec = [] if args.no_sec else [run_sec(path, n)]
     fulls: list[tuple[float, float]] = []
     alerts_each: set[int] = set()
-    for _ in range(max(1, args.rounds)):
+    for _ in range(args.rounds):
         rate, got = run_full(path, rules)
         fulls.append(rate)
         alerts_each.add(got)
