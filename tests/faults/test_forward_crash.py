@@ -58,15 +58,28 @@ backoff_cap = 0.2
     return cfg
 
 
-async def spawn(*args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+async def spawn(*args: str, log: Path | None = None) -> asyncio.subprocess.Process:
+    """The child, its stderr (the appliance's log) kept in ``log`` when given."""
+    with open(log or os.devnull, "ab") as err:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+
+
+def forward_log(*logs: Path) -> list[str]:
+    """The forwarding lines of the children's logs (a failed test shows why a row went twice)."""
+    return [
+        line
+        for log in logs
+        if log.exists()
+        for line in log.read_text(errors="replace").splitlines()
+        if "forward" in line
+    ]
 
 
 async def wait_until(cond: Any, timeout: float = 60.0) -> None:
@@ -181,7 +194,8 @@ async def test_sigkill_after_the_receiver_stored_a_batch_is_deduped_by_key_and_n
     cfg = write_config(tmp_path, rx.url(path), pki, type_, batch_size)
     expected = {f"test-01:{incident(i)['id']}:{r}" for i in range(1, N + 1) for r in (1, 2)}
 
-    child = await spawn("-m", "tests.forward_child", str(cfg), str(N))
+    logs = (tmp_path / "child.log", tmp_path / "restarted.log")
+    child = await spawn("-m", "tests.forward_child", str(cfg), str(N), log=logs[0])
     restarted = None
     try:
         assert child.stdout is not None
@@ -192,8 +206,9 @@ async def test_sigkill_after_the_receiver_stored_a_batch_is_deduped_by_key_and_n
         release.set()
         assert len(console) < len(expected)  # killed mid-backlog
         assert 1 <= len(held) <= batch_size
+        before_restart = len(rx.seen)
 
-        restarted = await spawn("-m", "appliance", "run", "--config", str(cfg))
+        restarted = await spawn("-m", "appliance", "run", "--config", str(cfg), log=logs[1])
         await wait_until(lambda: set(console) >= expected)
         restarted.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(restarted.wait(), 30) == 0
@@ -211,4 +226,7 @@ async def test_sigkill_after_the_receiver_stored_a_batch_is_deduped_by_key_and_n
     # ... and that batch alone: acknowledged rows were deleted, never sent again.
     extra = sum(n - 1 for n in console.values())
     print(f"\n{type_}: {len(expected) + extra} copies delivered for {len(expected)} revisions")
-    assert extra == len(held)
+    # what went twice, as which requests (those from before_restart on: the restarted one's)
+    sent = [(i, k) for i, x in enumerate(rx.seen) for k in keys_in(x)]
+    twice = {k: [i for i, x in sent if x == k] for k, n in console.items() if n > 1}
+    assert extra == len(held), (held, before_restart, twice, forward_log(*logs))
