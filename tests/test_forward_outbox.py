@@ -108,6 +108,20 @@ async def test_rejected_head_is_sent_alone_and_dead_lettered_after_max_rejection
     assert (stats.pending, stats.dead) == (2, 1)
 
 
+async def test_a_delivered_row_is_not_read_again_while_another_read_is_open(store):
+    """The shared reader's open statements pin its snapshot; the sender's next rows and its
+    backlog figures are read past them, so what its last settle deleted is gone."""
+    await put(store, [incident(i) for i in range(1, 4)])
+    ob = Outbox(store)
+    batch = await ob.head("u", 1, 10**6)
+    assert store.reader is not None
+    async with store.reader.execute("SELECT id FROM outbox ORDER BY id") as other:
+        assert await other.fetchone() is not None  # another task's read, left open
+        await ob.settle("u", {batch[0].id: Outcome.DELIVERED}, error="", max_rejections=1, now=1.0)
+        assert batch[0].id not in [it.id for it in await ob.head("u", 10, 10**6)]
+        assert (await ob.stats("u")).pending == 2
+
+
 async def test_whole_batch_rejection_never_dead_letters(store):
     await put(store, [incident(i) for i in range(1, 3)])
     ob = Outbox(store)

@@ -153,14 +153,12 @@ class Outbox:
         If the oldest row was rejected before, it goes alone: a poisoned item is isolated
         from good ones until it is delivered or dead-lettered.
         """
-        conn = self.store.reader
-        assert conn is not None
-        async with conn.execute(
+        # What the sender's last settle deleted must be gone: a read that sees every commit.
+        rows = await self.store.read_current(
             "SELECT id, key, body, size, attempts, rejections FROM outbox"
             " WHERE upstream = ? AND state = 'pending' ORDER BY id LIMIT ?",
             (upstream, limit),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         items: list[OutboxItem] = []
         used = 0
         for id_, key, body, size, attempts, rejections in rows:
@@ -256,17 +254,15 @@ class Outbox:
             return None
 
     async def stats(self, upstream: str) -> SpoolStats:
-        conn = self.store.reader
-        assert conn is not None
-        async with conn.execute(
+        rows = await self.store.read_current(
             "SELECT coalesce(sum(state = 'pending'), 0), coalesce(sum(state = 'dead'), 0),"
             " coalesce(sum(size), 0), min(CASE WHEN state = 'pending' THEN created END)"
             " FROM outbox WHERE upstream = ?",
             (upstream,),
-        ) as cur:
-            row = await cur.fetchone()
-        if not row:
+        )
+        if not rows:
             return SpoolStats()
+        row = rows[0]
         return SpoolStats(int(row[0]), int(row[1]), int(row[2]), row[3])
 
     async def dead_letters(self, upstream: str, limit: int = 100) -> list[dict[str, Any]]:

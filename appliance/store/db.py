@@ -81,6 +81,8 @@ class Store:
         self.quick_check = quick_check
         self.writer: aiosqlite.Connection | None = None
         self.reader: aiosqlite.Connection | None = None
+        # Reads that must see every commit before them (read_current): used by no cursor.
+        self.current: aiosqlite.Connection | None = None
         # Checkpoints the WAL in its own thread while the writer goes on (see wal_written).
         self.checkpointer: aiosqlite.Connection | None = None
         self._checkpointing: asyncio.Task[None] | None = None
@@ -144,6 +146,11 @@ class Store:
             await self.reader.create_function("seg_may_hold", 2, sql_may_hold, deterministic=True)
             await self.reader.create_function("seg_holds", -1, sql_holds, deterministic=True)
             await self.reader.create_function("seg_text", 1, sql_text, deterministic=True)
+            self.current = await aiosqlite.connect(
+                f"file:{self.path}?mode=ro", uri=True, isolation_level=None
+            )
+            await self.current.execute("PRAGMA busy_timeout=5000")
+            await self.current.execute("PRAGMA query_only=1")
             # Never writes a row: journal mode and page size are the file's own. A read now
             # opens its handles on the WAL and its index, so the files it holds are held
             # from the start, not from its first checkpoint.
@@ -268,12 +275,12 @@ class Store:
             await self._close_connections(checkpoint=True)
 
     async def _close_connections(self, *, checkpoint: bool) -> None:
-        """Close the checkpointer, reader and writer (the caller holds the write lock)."""
+        """Close the checkpointer, readers and writer (the caller holds the write lock)."""
         running = self._checkpointing
         if running is not None:
             with contextlib.suppress(Exception):
                 await running  # its statement runs in the connection's thread to the end
-        for attr in ("checkpointer", "reader", "writer"):
+        for attr in ("checkpointer", "current", "reader", "writer"):
             conn = getattr(self, attr)
             if conn is not None:
                 setattr(self, attr, None)
@@ -284,6 +291,20 @@ class Store:
                             await c.fetchall()
                 with contextlib.suppress(Exception):
                     await conn.close()  # even when the checkpoint failed
+
+    async def read_current(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        """The rows of a read that sees every transaction committed before it.
+
+        The shared ``reader`` cannot promise that: while any task holds a statement open on
+        it (a cursor read in steps, a ``fetchone`` before its close), every query there joins
+        that statement's read snapshot, so a row deleted since reads back. The forward
+        sender read its next rows so and sent a row again that its last transaction had
+        deleted as delivered. Here each call runs its statement to the end in the
+        connection's thread, so no statement is ever left open on this connection."""
+        conn = self.current
+        if conn is None:
+            raise StoreError("store is closed")
+        return list(await conn.execute_fetchall(sql, params))
 
     # ---------------------------------------------------------------------------------- state
 
