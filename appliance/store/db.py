@@ -297,8 +297,8 @@ class Store:
 
         The shared ``reader`` cannot promise that: while any task holds a statement open on
         it (a cursor read in steps, a ``fetchone`` before its close), every query there joins
-        that statement's read snapshot, so a row deleted since reads back. The forward
-        sender read its next rows so and sent a row again that its last transaction had
+        that statement's read snapshot, so a row deleted since reads back: the forward
+        sender, reading its next rows so, could send again a row its last transaction had
         deleted as delivered. Here each call runs its statement to the end in the
         connection's thread, so no statement is ever left open on this connection."""
         conn = self.current
