@@ -56,6 +56,7 @@ Prints one JSON line. ``--lines N`` for a smaller run; ``--rounds K`` full runs 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -372,12 +373,9 @@ def main() -> int:
     sec_rate = (
         (sum(r[0] for r in secs) / len(secs), sum(r[1] for r in secs) / len(secs)) if secs else None
     )
-    # each round against the SEC runs either side of it
-    ratios = (
-        [f[1] / ((a[1] + b[1]) / 2) for f, a, b in zip(fulls, secs, secs[1:], strict=False)]
-        if len(secs) == len(fulls) + 1
-        else []
-    )
+    # each round against the SEC runs either side of it (SEC ran once more than the rounds)
+    around = itertools.pairwise(secs)
+    ratios = [f[1] / ((a[1] + b[1]) / 2) for f, (a, b) in zip(fulls, around, strict=False)]
     shutil.rmtree(tmpdir, ignore_errors=True)
     print(
         json.dumps(

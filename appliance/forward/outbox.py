@@ -260,9 +260,7 @@ class Outbox:
             " FROM outbox WHERE upstream = ?",
             (upstream,),
         )
-        if not rows:
-            return SpoolStats()
-        row = rows[0]
+        (row,) = rows  # an aggregate: always one row
         return SpoolStats(int(row[0]), int(row[1]), int(row[2]), row[3])
 
     async def dead_letters(self, upstream: str, limit: int = 100) -> list[dict[str, Any]]:

@@ -937,7 +937,7 @@ impl<K: Hash + Eq, V> Values<K, V> {
         match self {
             Values::Few(v) if v.len() < FEW_VALUES => {
                 if v.len() == v.capacity() {
-                    // one at a time while few: most groups hold one value
+                    // from room for one, doubling (1, 2, 4, 8): most groups hold one value
                     v.reserve_exact(v.len().max(1));
                 }
                 v.push((key, val));
