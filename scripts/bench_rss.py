@@ -1,7 +1,7 @@
 """Resident memory under steady syslog/UDP load, with a breakdown of where it goes.
 
 Usage: scripts/bench rss [--rate 50000] [--seconds 30] [--size 256] [--format 5424|3164|sshd...]
-       [--sender auto|builtin|loggen] [--peer auto|none] [--extra TOML]
+       [--sender auto|builtin|loggen] [--filler x|random] [--peer auto|none] [--extra TOML]
 
 Runs the appliance with its defaults (built-in ruleset loaded) and one UDP syslog listener,
 offers ``rate`` msg/s for ``seconds``, and samples the process's RSS (``VmRSS``), the pipeline
@@ -106,7 +106,7 @@ class Sampler(threading.Thread):
 def send(sender: str, port: int, a: argparse.Namespace) -> int:
     if sender == "loggen":
         return send_loggen(port, a.rate, a.seconds, a.size, a.format)
-    return send_builtin(port, a.rate, a.seconds, a.size, a.format, a.senders)
+    return send_builtin(port, a.rate, a.seconds, a.size, a.format, a.senders, a.filler)
 
 
 # ----------------------------------------------------------------------------- breakdown probe
@@ -337,6 +337,12 @@ def main() -> None:
     ap.add_argument("--format", default="5424")
     ap.add_argument("--sender", choices=["auto", "builtin", "loggen"], default="auto")
     ap.add_argument("--senders", type=int, default=2)
+    ap.add_argument(
+        "--filler",
+        choices=["x", "random"],
+        default="x",
+        help="the built-in sender's filler: x repeated (loggen's kind), or random text",
+    )
     ap.add_argument("--peer", choices=["auto", "none"], default="auto")
     ap.add_argument("--extra", default="", help="TOML appended to the appliance's config")
     ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
