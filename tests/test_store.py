@@ -504,3 +504,28 @@ async def test_a_search_with_a_text_filter_unpacks_each_segment_it_reads_once(
         assert len(unpacked) == 5
     finally:
         await store.close()
+
+
+async def test_read_current_sees_what_the_writer_committed_just_before(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    await store.insert_events([ev(i) for i in range(3)])
+    (row,) = await store.read_current("SELECT count(*), max(last_id) FROM event_segments")
+    await store.close()
+    assert tuple(row) == (1, store.next_id - 1)
+
+
+async def test_read_current_refuses_to_write(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    await store.insert_events([ev(i) for i in range(3)])
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await store.read_current("DELETE FROM event_segments")
+    (row,) = await store.read_current("SELECT count(*) FROM event_segments")
+    await store.close()
+    assert row[0] == 1
+
+
+async def test_read_current_on_a_closed_store_raises_store_error(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "a.db")
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.read_current("SELECT 1")
