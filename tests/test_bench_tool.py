@@ -53,3 +53,19 @@ def test_pack_bench_reports_each_input_packed_smaller_than_its_stored_lines() ->
         got = result[name]
         assert got["packed_bytes"] * 5 < got["stored_line_bytes"], got
         assert got["logrotate_gzip_bytes"] < got["rsyslog_file_bytes"], got
+
+
+def test_rss_bench_stores_what_it_offered_and_breaks_its_memory_down() -> None:
+    result = run_bench(
+        "bench_rss.py",
+        *("--rate", "2000", "--seconds", "1", "--sender", "builtin", "--senders", "1"),
+        *("--peer", "none", "--format", "sshd", "--filler", "random"),
+    )
+    assert result["offered"] == result["received"] == result["stored"] == 2000
+    assert 0 < result["rss_start_mb"] <= result["rss_peak_mb"]
+    parts = result["breakdown"]
+    assert parts["rss_interpreter_mb"] < parts["rss_imported_mb"]
+    assert parts["event_bytes"] > parts["line_bytes"] > 0
+    # the rules that group by source address, filled to their bound
+    assert parts["correlation_full_rules"] > 0
+    assert parts["correlation_full_groups"] > 0
