@@ -86,7 +86,7 @@ async def bench(n: int, batch_size: int, kind: str, fill_txn: int) -> dict[str, 
             t0 = time.perf_counter()
             for start in range(0, n, fill_txn):
                 docs = [incident(i) for i in range(start + 1, min(n, start + fill_txn) + 1)]
-                await raise_incidents(app.store, docs)
+                await raise_incidents(app, docs)
             fill = time.perf_counter() - t0
             t1 = time.perf_counter()
             gate.set()
