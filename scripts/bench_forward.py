@@ -95,6 +95,7 @@ async def bench(n: int, batch_size: int, kind: str, fill_txn: int) -> dict[str, 
             while reg.total() < n:  # noqa: ASYNC110 - polling a counter, no event to wait on
                 await asyncio.sleep(0.01)
             drain = time.perf_counter() - t1
+            delivered = int(reg.total())
         finally:
             await app.stop()
             await rx.stop()
@@ -102,6 +103,7 @@ async def bench(n: int, batch_size: int, kind: str, fill_txn: int) -> dict[str, 
             "bench": "forward",
             "type": kind,
             "incidents": n,
+            "delivered": delivered,
             "batch_size": batch_size,
             "requests": len(rx.seen),
             "enqueue_incidents_per_s": round(n / fill),

@@ -73,7 +73,5 @@ def test_rss_bench_stores_what_it_offered_and_breaks_its_memory_down() -> None:
 
 def test_forward_bench_delivers_every_incident_it_raised() -> None:
     result = run_bench("bench_forward.py", "--n", "300", "--batch-size", "100")
-    assert result["incidents"] == 300
-    # every incident was delivered (the bench waits for all of them), in batches of 100
-    assert result["requests"] >= 3
-    assert result["delivered_incidents_per_s"] > 0
+    assert result["delivered"] == 300
+    assert result["requests"] >= 3  # batches of at most 100
